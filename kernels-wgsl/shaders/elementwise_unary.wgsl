@@ -1,0 +1,99 @@
+// Unary activations, elementwise: out[i] = f(a[i]).
+//
+// op: 0 = relu, 1 = relu² (relu(x)·relu(x)), 2 = silu (x·sigmoid(x)), 3 = gelu (exact erf form,
+// 0.5·x·(1 + erf(x/√2)), with the erf approximation below), 4 = exp.
+//
+// Shader exp is only specified to 3 + 2|x| ulp, so `exp_reduced` range-reduces first (x = n·ln2 + r,
+// |r| <= ln2/2, Cody–Waite split of ln2) and scales by 2^n exactly: the error no longer grows with |x|.
+// Non-finite inputs raise status bit 1; non-finite results of finite inputs (exp or relu² overflow)
+// raise status bit 2.
+//
+// Dispatch: ceil(len / 256) workgroups spread over x and y (x * 256 elements per row of workgroups).
+
+struct Params {
+    len: u32,
+    op: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> status: atomic<u32>;
+
+fn is_finite(x: f32) -> bool {
+    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+// e^x with error independent of |x|; +inf above the f32 range, 0 far below it.
+fn exp_reduced(x: f32) -> f32 {
+    if (x > 88.72284) {
+        return bitcast<f32>(0x7f800000u);
+    }
+    if (x < -103.97209) {
+        return 0.0;
+    }
+    let n = round(x * 1.4426950408889634);
+    // ln2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits, so n·LN2_HI is exact for |n| <= 150.
+    var r = fma(-n, 0.693145751953125, x);
+    r = fma(-n, 1.4286068203094172e-06, r);
+    // Split the power of two so neither factor leaves the normal range before the final product.
+    let ni = i32(n);
+    let h = ni / 2;
+    return ldexp(ldexp(exp(r), h), ni - h);
+}
+
+// erf(x): Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended to negative x.
+fn erf_approx(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+    let y = 1.0 - poly * exp_reduced(-z * z);
+    return select(y, -y, x < 0.0);
+}
+
+// Logistic sigmoid without overflow: exp is only ever taken of a non-positive argument.
+fn sigmoid(x: f32) -> f32 {
+    if (x >= 0.0) {
+        return 1.0 / (1.0 + exp_reduced(-x));
+    }
+    let e = exp_reduced(x);
+    return e / (1.0 + e);
+}
+
+fn apply(op: u32, x: f32) -> f32 {
+    switch op {
+        case 0u: { return max(x, 0.0); }
+        case 1u: {
+            let r = max(x, 0.0);
+            return r * r;
+        }
+        case 2u: { return x * sigmoid(x); }
+        case 3u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
+        default: { return exp_reduced(x); }
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    if (i >= p.len) {
+        return;
+    }
+    let x = a[i];
+    if (!is_finite(x)) {
+        atomicOr(&status, 1u);
+        out[i] = x;
+        return;
+    }
+    let r = apply(p.op, x);
+    if (!is_finite(r)) {
+        atomicOr(&status, 2u);
+    }
+    out[i] = r;
+}

@@ -1,0 +1,97 @@
+// Numerically stable softmax over the last axis, one workgroup per row:
+//   m = max_i x[r, i],  e_i = exp(x[r, i] - m),  y[r, i] = e_i / Σ_j e_j.
+//
+// Three passes over the row (max, sum of exponentials, normalize), each folding elements
+// t, t + 256, ... per invocation and combining the 256 partials with a tree in workgroup memory.
+// Since every exponent is <= 0 and the maximum's term is exactly 1, the sum lies in [1, len] and
+// nothing overflows. `exp_reduced` (see elementwise_unary.wgsl) keeps exp accurate for large |x - m|.
+// Non-finite inputs raise status bit 1. Dispatch: one workgroup per row, row = wg.x + wg.y·nwg.x.
+
+struct Params {
+    rows: u32,
+    len: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> status: atomic<u32>;
+
+const WG: u32 = 256u;
+var<workgroup> partial: array<f32, 256>;
+
+fn is_finite(v: f32) -> bool {
+    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
+    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+}
+
+// e^x for x <= 0 with error independent of |x| (range reduction x = n·ln2 + r, exact 2^n scaling).
+fn exp_reduced(x: f32) -> f32 {
+    if (x < -103.97209) {
+        return 0.0;
+    }
+    let n = round(x * 1.4426950408889634);
+    var r = fma(-n, 0.693145751953125, x);
+    r = fma(-n, 1.4286068203094172e-06, r);
+    let ni = i32(n);
+    let h = ni / 2;
+    return ldexp(ldexp(exp(r), h), ni - h);
+}
+
+// Tree over the 256 partials: max when `is_max`, sum otherwise. Ends with a barrier, so the
+// caller may read partial[0] and then overwrite partial[t].
+fn tree(t: u32, is_max: bool) -> f32 {
+    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
+        if (t < stride) {
+            let u = partial[t];
+            let v = partial[t + stride];
+            partial[t] = select(u + v, max(u, v), is_max);
+        }
+        workgroupBarrier();
+    }
+    let r = partial[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    // `row` is uniform across the workgroup, so this early exit keeps barriers in uniform control flow.
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.len;
+
+    var m = -3.4028235e38;
+    var bad = false;
+    for (var i = t; i < p.len; i += WG) {
+        let v = x[base + i];
+        bad = bad || !is_finite(v);
+        m = max(m, v);
+    }
+    if (bad) {
+        atomicOr(&status, 1u);
+    }
+    partial[t] = m;
+    workgroupBarrier();
+    let row_max = tree(t, true);
+
+    var s = 0.0;
+    for (var i = t; i < p.len; i += WG) {
+        s += exp_reduced(x[base + i] - row_max);
+    }
+    partial[t] = s;
+    workgroupBarrier();
+    let inv_sum = 1.0 / tree(t, false);
+
+    for (var i = t; i < p.len; i += WG) {
+        y[base + i] = exp_reduced(x[base + i] - row_max) * inv_sum;
+    }
+}
