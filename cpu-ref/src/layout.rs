@@ -92,3 +92,55 @@ pub const fn code_shift(k_in_word: usize) -> u32 {
 pub const fn encode_ternary(w: i8) -> u32 {
     (w + 1) as u32
 }
+
+/// The ternary weight of a 2-bit code (`code - 1`), or `None` for the invalid code 3.
+pub const fn decode_ternary(code: u32) -> Option<i8> {
+    match code {
+        0..=2 => Some(code as i8 - 1),
+        _ => None,
+    }
+}
+
+/// Packs 16 consecutive weights `w[16 j .. 16 j + 16]` (each in `-1..=1`) into word `j`'s
+/// interleaved layout. Panics-free: values outside `-1..=1` are clamped (callers validate first).
+pub const fn pack_word(weights: [i8; WEIGHTS_PER_WORD]) -> u32 {
+    let mut word = 0u32;
+    let mut k = 0;
+    while k < WEIGHTS_PER_WORD {
+        let w = if weights[k] < -1 {
+            -1
+        } else if weights[k] > 1 {
+            1
+        } else {
+            weights[k]
+        };
+        word |= encode_ternary(w) << code_shift(k);
+        k += 1;
+    }
+    word
+}
+
+/// The 16 codes of a packed word in `k` order (inverse of the interleaving; codes may be 3 if the
+/// word is corrupt — see [`decode_ternary`]).
+pub const fn unpack_codes(word: u32) -> [u32; WEIGHTS_PER_WORD] {
+    let mut codes = [0u32; WEIGHTS_PER_WORD];
+    let mut k = 0;
+    while k < WEIGHTS_PER_WORD {
+        codes[k] = (word >> code_shift(k)) & 3;
+        k += 1;
+    }
+    codes
+}
+
+/// Packs `k` activations of one row into [`activation_words_per_row`]`(k)` little-endian words
+/// (byte `i` of word `t` is `x[4t + i]`), zero-padded.
+pub fn pack_activation_row(row: &[i8], out: &mut [u32]) {
+    for (t, word) in out.iter_mut().enumerate() {
+        let byte = |i: usize| row.get(4 * t + i).copied().unwrap_or(0) as u8;
+        *word = u32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)]);
+    }
+}
+
+#[cfg(doc)]
+use crate::QuantizedActivations;
+pub use crate::canonical_sum::canonical_abs_sum;

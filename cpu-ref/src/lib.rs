@@ -1,1 +1,45 @@
-//! placeholder
+//! `bitnet-cpu-ref`: the pure-Rust CPU reference engine of bitnet-wgpu.
+//!
+//! It is the correctness oracle every GPU kernel is checked against, and a fast CPU backend in its
+//! own right (rayon over rows, AVX2 / NEON inner loops with a bit-identical scalar path).
+//!
+//! * Bit layouts and rounding rules: [`layout`] — the single source of truth for every backend.
+//! * BitNet b1.58: [`quantize_weights`] (absmean ternary, packed 2 bits per weight),
+//!   [`quantize_activations`] (absmax int8 per row), [`bitlinear`], [`bitlinear_quantized`],
+//!   [`bitlinear_accumulate`] (exact `i32` accumulators), [`dequantize_weights`],
+//!   [`canonical_abs_sum`].
+//! * Errors: one [`Error`] enum; bad input is reported, never a panic or a NaN.
+//!
+//! ```
+//! let w = [0.5f32, -1.0, 0.0, 2.0]; // [N = 2, K = 2]
+//! let wq = bitnet_cpu_ref::quantize_weights(&w, 2, 2)?;
+//! assert_eq!(wq.scale(), 0.875); // (0.5 + 1 + 0 + 2) / 4
+//! assert_eq!(wq.to_i8(), vec![1, -1, 0, 1]);
+//! let y = bitnet_cpu_ref::bitlinear(&[1.0, 1.0], 1, &wq)?;
+//! assert_eq!(y.len(), 2);
+//! # Ok::<(), bitnet_cpu_ref::Error>(())
+//! ```
+
+mod activations;
+mod bitlinear;
+mod canonical_sum;
+mod check;
+mod error;
+mod kernels;
+pub mod layout;
+mod quantize;
+mod ternary;
+
+pub use activations::QuantizedActivations;
+pub use bitlinear::{
+    bitlinear, bitlinear_accumulate, bitlinear_accumulate_with_isa, bitlinear_quantized,
+    bitlinear_quantized_with_isa,
+};
+pub use canonical_sum::{canonical_abs_sum, canonical_abs_sum_with_isa};
+pub use error::{Error, Result};
+pub use kernels::Isa;
+pub use quantize::{
+    dequantize_weights, quantize_activations, quantize_activations_with_isa, quantize_weights,
+    quantize_weights_with_isa,
+};
+pub use ternary::TernaryMatrix;

@@ -1,0 +1,121 @@
+//! BitLinear: `y[M, N] = x[M, K] · W[N, K]^T` with int8 activations and ternary weights, exact
+//! `i32` accumulation and the rescale of `layout.rs`.
+
+use rayon::prelude::*;
+
+use crate::activations::QuantizedActivations;
+use crate::check;
+use crate::error::{Error, Result};
+use crate::kernels::{Isa, dot::Prepared, float};
+use crate::layout::INV_127;
+use crate::quantize::quantize_activations_impl;
+use crate::ternary::TernaryMatrix;
+
+/// Weight rows per rayon task: enough work (`ROWS · K` MACs per activation row) to amortize the
+/// scheduling, small enough that every core gets several tasks.
+const ROWS_PER_TASK: usize = 32;
+
+/// BitLinear on f32 activations: quantizes `x` (`[M, K]`, `K = w.k()`) per row, then
+/// [`bitlinear_quantized`]. Returns `y`, `M · N` f32 row-major.
+///
+/// Errors: `M` zero, `x.len() != M · K`, a NaN/infinity in `x`, or an output that overflows.
+pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
+    let xq = quantize_activations_impl("bitlinear", x, m, w.k(), Isa::best())?;
+    bitlinear_quantized(&xq, w)
+}
+
+/// BitLinear on already-quantized activations:
+/// `y[m, n] = (acc[m, n] as f32) * ((s * a_m) * INV_127)` in exactly that order.
+///
+/// Errors: `xq.k() != w.k()`, or an output that is not finite (only possible with huge scales
+/// passed to the `from_*` constructors).
+pub fn bitlinear_quantized(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<f32>> {
+    bitlinear_quantized_with_isa(xq, w, Isa::best())
+}
+
+/// [`bitlinear_quantized`] on a chosen SIMD level (identical output on every level).
+pub fn bitlinear_quantized_with_isa(
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+    isa: Isa,
+) -> Result<Vec<f32>> {
+    const OP: &str = "bitlinear";
+    let acc = accumulate(OP, xq, w, isa)?;
+    let n = w.n();
+    let mut y = vec![0.0f32; acc.len()];
+    for ((out, a), &amax) in y
+        .chunks_exact_mut(n)
+        .zip(acc.chunks_exact(n))
+        .zip(xq.absmax())
+    {
+        float::rescale_row(a, (w.scale() * amax) * INV_127, out, isa);
+    }
+    check::finite(OP, "output", &y).map_err(|e| match e {
+        Error::NonFinite { index, .. } => Error::NonFinite {
+            op: OP,
+            tensor: "output (rescale overflowed f32)",
+            index,
+        },
+        other => other,
+    })?;
+    Ok(y)
+}
+
+/// The exact integer accumulators `acc[m, n] = Σ_k xq[m, k] · wq[n, k]`, `M · N` `i32` row-major —
+/// what bit-exact cross-checks of GPU kernels compare.
+///
+/// Errors: `xq.k() != w.k()`.
+pub fn bitlinear_accumulate(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<i32>> {
+    accumulate("bitlinear_accumulate", xq, w, Isa::best())
+}
+
+/// [`bitlinear_accumulate`] on a chosen SIMD level (identical output on every level).
+pub fn bitlinear_accumulate_with_isa(
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+    isa: Isa,
+) -> Result<Vec<i32>> {
+    accumulate("bitlinear_accumulate", xq, w, isa)
+}
+
+/// Shared body: computes `acc` transposed (`[N, M]`, parallel over weight rows so each packed row
+/// is read once and stays in L1 across the `M` activation rows), then transposes if `M > 1`.
+fn accumulate(
+    op: &'static str,
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+    isa: Isa,
+) -> Result<Vec<i32>> {
+    let isa = isa.require(op)?;
+    check::len(
+        op,
+        "activation K (must equal the weights' K)",
+        w.k(),
+        xq.k(),
+    )?;
+    let (m, n) = (xq.m(), w.n());
+    check::mul(op, "M * N", m, n)?;
+    let prepared = Prepared::new(xq.values(), m, xq.k(), isa);
+    let mut acc_t = vec![0i32; n * m];
+    acc_t
+        .par_chunks_mut(m * ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(task, out)| {
+            for (r, row_out) in out.chunks_exact_mut(m).enumerate() {
+                let words = w.row_words(task * ROWS_PER_TASK + r);
+                for (row, o) in row_out.iter_mut().enumerate() {
+                    *o = prepared.dot(row, words);
+                }
+            }
+        });
+    if m == 1 {
+        return Ok(acc_t);
+    }
+    let mut acc = vec![0i32; m * n];
+    for (nn, col) in acc_t.chunks_exact(m).enumerate() {
+        for (mm, &v) in col.iter().enumerate() {
+            acc[mm * n + nn] = v;
+        }
+    }
+    Ok(acc)
+}

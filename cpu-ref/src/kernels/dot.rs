@@ -1,0 +1,93 @@
+//! The BitLinear inner product `Σ_k x[k] · w[k]` of one packed ternary row with one quantized
+//! activation row, on each SIMD level, exact in `i32`.
+//!
+//! Every level computes `Σ_k x[k] · code[k]` (codes `0..=2`) and subtracts `Σ_k x[k]` once, the
+//! `code = w + 1` trick of `layout.rs`. Activations are first copied into a per-level [`Prepared`]
+//! buffer (zero-padded, and for SIMD levels regrouped so each vector lines up with the bytes a
+//! shifted-and-masked weight vector yields), which costs `O(M·K)` once per call and makes the
+//! `O(M·N·K)` loop shuffle-free.
+
+use super::Isa;
+use crate::layout::{WEIGHTS_PER_WORD, code_shift, words_per_row};
+
+/// Quantized activations laid out for one level's dot kernel.
+pub(crate) struct Prepared {
+    isa: Isa,
+    /// Bytes per prepared row.
+    stride: usize,
+    data: Vec<i8>,
+    /// `Σ_k x[m, k]` per row.
+    sums: Vec<i32>,
+}
+
+/// Weight words per SIMD block: 8 for AVX2 (one 256-bit load), 4 for NEON (128-bit); the scalar
+/// level uses plain order (block size 1 makes the regrouping the identity).
+pub(crate) const fn block_words(isa: Isa) -> usize {
+    match isa {
+        Isa::Scalar => 1,
+        Isa::Avx2 => 8,
+        Isa::Neon => 4,
+    }
+}
+
+impl Prepared {
+    /// Regroups `m` rows of `k` activations for `isa`. Within a block of `BW` weight words, byte
+    /// `g·4BW + 4j + i` holds `x[16·BW·b + 16 j + 4 g + i]` — group `g` of word `j` — so vector `g`
+    /// of a block pairs lane by lane with `(words >> 2g) & 0x03..03`.
+    pub(crate) fn new(values: &[i8], m: usize, k: usize, isa: Isa) -> Prepared {
+        let bw = block_words(isa);
+        let blocks = words_per_row(k).div_ceil(bw);
+        let stride = blocks * bw * WEIGHTS_PER_WORD;
+        let mut data = vec![0i8; m * stride];
+        let mut sums = Vec::with_capacity(m);
+        for (row, out) in values.chunks_exact(k).zip(data.chunks_exact_mut(stride)) {
+            sums.push(row.iter().map(|&v| i32::from(v)).sum());
+            for (kk, &v) in row.iter().enumerate() {
+                let (b, in_block) = (kk / (16 * bw), kk % (16 * bw));
+                let (j, g, i) = (in_block / 16, (in_block % 16) / 4, in_block % 4);
+                out[b * 16 * bw + g * 4 * bw + 4 * j + i] = v;
+            }
+        }
+        Prepared {
+            isa,
+            stride,
+            data,
+            sums,
+        }
+    }
+
+    /// `Σ_k x[row, k] · w[k]` for one packed ternary row `w` (`words_per_row(k)` words).
+    pub(crate) fn dot(&self, row: usize, w: &[u32]) -> i32 {
+        let x = &self.data[row * self.stride..(row + 1) * self.stride];
+        let raw = match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `Prepared` for Avx2 is only built after `Isa::require`/`best` confirmed the
+            // feature; `x` holds `ceil(words / 8) * 128` bytes as `dot_codes` requires.
+            Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe {
+                super::avx2::dot_codes(w, x)
+            },
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: NEON checked at runtime; `x` holds `ceil(words / 4) * 64` bytes.
+            Isa::Neon if std::arch::is_aarch64_feature_detected!("neon") => unsafe {
+                super::neon::dot_codes(w, x)
+            },
+            _ => {
+                debug_assert_eq!(self.isa, Isa::Scalar, "prepared for an unavailable level");
+                dot_codes_scalar(w, x)
+            }
+        };
+        raw - self.sums[row]
+    }
+}
+
+/// `Σ x · code` over a plain-order zero-padded row (`x.len() >= 16 · w.len()`).
+fn dot_codes_scalar(w: &[u32], x: &[i8]) -> i32 {
+    let mut acc = 0i32;
+    for (&word, xs) in w.iter().zip(x.chunks_exact(WEIGHTS_PER_WORD)) {
+        for (kk, &v) in xs.iter().enumerate() {
+            let code = (word >> code_shift(kk)) & 3;
+            acc += code as i32 * i32::from(v);
+        }
+    }
+    acc
+}

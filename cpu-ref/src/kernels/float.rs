@@ -1,0 +1,131 @@
+//! Float loops of the quantizers and of the canonical sum, compiled twice: for the baseline target
+//! (the scalar path) and with AVX2 enabled (8-lane `vroundps`, `vmaxps`, ...). Both versions run
+//! the same IEEE operations on the same values in the same order per element — only the lane width
+//! differs — so they return identical bits. On aarch64 the baseline already has NEON.
+
+use super::Isa;
+use crate::layout::{SUM_BLOCK, SUM_LANES, WEIGHTS_PER_WORD, code_shift};
+
+/// Defines `pub(crate) fn $name(args.., isa: Isa)` whose body is compiled once for the baseline and
+/// once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (falling back to the
+/// baseline if AVX2 is not actually available, so an unchecked `isa` can never be unsound).
+macro_rules! multiversion {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        pub(crate) fn $name($($arg: $ty,)* isa: Isa) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `avx2` only needs the AVX2 feature, checked right here at runtime.
+                Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
+multiversion! {
+    /// Step 2 of the canonical sum: `lanes[t] = Σ_r |block[t + 256 r]|`, sequentially in `r`
+    /// from `0.0`. `block` has exactly 4096 values.
+    fn lane_abs_sums(block: &[f32], lanes: &mut [f32; SUM_LANES]) {
+        for row in block[..SUM_BLOCK].chunks_exact(SUM_LANES) {
+            for (lane, v) in lanes.iter_mut().zip(row) {
+                *lane += v.abs();
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Step 3 of the canonical sum: the pairwise tree over the 256 lanes; returns lane 0.
+    fn lane_tree(lanes: &mut [f32; SUM_LANES]) -> f32 {
+        let mut stride = SUM_LANES / 2;
+        while stride >= 1 {
+            let (lo, hi) = lanes.split_at_mut(stride);
+            for (a, b) in lo.iter_mut().zip(&hi[..stride]) {
+                *a += *b;
+            }
+            stride /= 2;
+        }
+        lanes[0]
+    }
+}
+
+multiversion! {
+    /// `max_k |x[k]|` (ignoring NaN) and whether any value is NaN or infinite.
+    fn row_absmax(x: &[f32]) -> (f32, bool) {
+        // Eight independent lanes so the loop vectorizes; `v * 0` is NaN exactly when `v` is NaN
+        // or infinite, so `check` ends up NaN iff the row holds a non-finite value.
+        let mut max = [0.0f32; 8];
+        let mut check = [0.0f32; 8];
+        let chunks = x.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for i in 0..8 {
+                let a = c[i].abs();
+                max[i] = if a > max[i] { a } else { max[i] };
+                check[i] += c[i] * 0.0;
+            }
+        }
+        for (i, v) in tail.iter().enumerate() {
+            let a = v.abs();
+            max[i] = if a > max[i] { a } else { max[i] };
+            check[i] += v * 0.0;
+        }
+        let m = max.iter().fold(0.0f32, |m, &a| if a > m { a } else { m });
+        (m, check.iter().any(|c| c.is_nan()))
+    }
+}
+
+multiversion! {
+    /// `out[k] = clamp(round_half_even(x[k] * inv), -128, 127)` (activation quantization).
+    fn quantize_row(x: &[f32], inv: f32, out: &mut [i8]) {
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = (v * inv).round_ties_even().clamp(-128.0, 127.0) as i8;
+        }
+    }
+}
+
+multiversion! {
+    /// Quantizes and packs one weight row: `code = clamp(round_half_even(w * inv_s), -1, 1) + 1`,
+    /// interleaved into `out` (`words_per_row(w.len())` words) with padding code 1.
+    fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32]) {
+        let shifts: [u32; WEIGHTS_PER_WORD] = std::array::from_fn(code_shift);
+        let code = |v: f32| ((v * inv_s).round_ties_even().clamp(-1.0, 1.0) + 1.0) as u32;
+        let chunks = w.chunks_exact(WEIGHTS_PER_WORD);
+        let tail = chunks.remainder();
+        let full = chunks.len();
+        for (word, c) in out.iter_mut().zip(chunks) {
+            let mut acc = 0u32;
+            for (&v, &shift) in c.iter().zip(&shifts) {
+                acc |= code(v) << shift;
+            }
+            *word = acc;
+        }
+        if !tail.is_empty() {
+            let mut acc = 0u32;
+            for (i, &shift) in shifts.iter().enumerate() {
+                acc |= tail.get(i).map_or(1, |&v| code(v)) << shift;
+            }
+            out[full] = acc;
+        }
+    }
+}
+
+multiversion! {
+    /// BitLinear rescale of one output row: `y[n] = (acc[n] as f32) * scale` with
+    /// `scale = (s * a_m) * INV_127` computed by the caller.
+    fn rescale_row(acc: &[i32], scale: f32, out: &mut [f32]) {
+        for (y, &a) in out.iter_mut().zip(acc) {
+            *y = a as f32 * scale;
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! SIMD levels and the dispatch between the scalar path and the `std::arch` kernels.
+//!
+//! Every kernel has a scalar version that follows `layout.rs` literally and SIMD versions that
+//! give bit-identical results (integer kernels are exact; float kernels use the same IEEE operations
+//! in the same order, only several lanes at a time). Tests run every available level and compare.
+
+pub(crate) mod dot;
+pub(crate) mod float;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+use crate::error::{Error, Result};
+
+/// An instruction-set level for the hot loops. [`Isa::best`] is what every operation uses by
+/// default; the `*_with_isa` entry points let tests and benchmarks force a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Portable Rust, no `std::arch` (the compiler may still auto-vectorize for the baseline).
+    Scalar,
+    /// x86_64 AVX2 (`_mm256_maddubs_epi16` for BitLinear, 8-lane float loops).
+    Avx2,
+    /// aarch64 NEON (`vmlal_s8` for BitLinear; float loops use the NEON baseline).
+    Neon,
+}
+
+impl Isa {
+    /// The fastest level this CPU supports (runtime detection, cached by `std`).
+    pub fn best() -> Isa {
+        if Isa::Avx2.is_available() {
+            Isa::Avx2
+        } else if Isa::Neon.is_available() {
+            Isa::Neon
+        } else {
+            Isa::Scalar
+        }
+    }
+
+    /// Every level this CPU supports, scalar first (what the consistency tests iterate over).
+    pub fn available() -> Vec<Isa> {
+        [Isa::Scalar, Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .filter(|isa| isa.is_available())
+            .collect()
+    }
+
+    /// Whether this CPU can run this level.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// `Ok(self)` if available, else [`Error::InvalidArgument`] for `op`.
+    pub(crate) fn require(self, op: &'static str) -> Result<Isa> {
+        if self.is_available() {
+            Ok(self)
+        } else {
+            Err(Error::InvalidArgument {
+                op,
+                what: "isa",
+                reason: "this SIMD level is not supported by this CPU",
+            })
+        }
+    }
+}
