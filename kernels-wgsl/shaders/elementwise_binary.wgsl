@@ -1,38 +1,45 @@
 // Broadcasting binary elementwise op: out = a (op) b, NumPy broadcasting rules.
 //
 // The host right-aligns every shape to 6 axes (leading axes of extent 1) and passes, per axis, the
-// output extent and the element strides of a and b in that output index space, with stride 0 on a
-// broadcast axis. Each invocation decomposes its linear output index into coordinates (innermost
+// output extent and the element strides of a and b in the output's index space, with stride 0 on
+// a broadcast axis. Each invocation decomposes its flat output index into coordinates (innermost
 // axis first) and dots them with the strides. When neither input broadcasts (`contiguous` = 1) the
-// index decomposition is skipped: all three arrays share the linear index.
+// decomposition is skipped: all three share the flat index.
 //
-// op: 0 = add, 1 = sub, 2 = mul, 3 = div. Non-finite inputs raise status bit 1 (an input error);
-// non-finite results of finite inputs (overflow, division by zero) raise status bit 2.
+// op: 0 = add, 1 = sub, 2 = mul, 3 = div.
 //
-// Dispatch: ceil(len / 256) workgroups, spread over x and y (x * 256 elements per row of
-// workgroups) because one grid axis holds at most 65535 workgroups.
+// Chunking: the launch covers outputs out_base .. out_base + len of the full output, bound from
+// out_base; a and b are bound from element a_off / b_off of theirs (0 when bound whole). Flat
+// indices computed and reported are those of the full tensors.
+//
+// Non-finite status words: 0 = a, 1 = b, 2 = output (a non-finite result of finite inputs:
+// overflow, or division by zero, which is flagged explicitly because shaders need not produce
+// IEEE inf for it). Dispatch: linear, ceil(len / 256) workgroups.
 
 struct Params {
     len: u32,
     op: u32,
     contiguous: u32,
-    _pad: u32,
-    // Output extents, axis 0 (outermost) .. 5 (innermost) as two vec4 (uniform arrays need 16-byte
-    // elements); lanes beyond axis 5 are unused.
+    out_base: u32,
+    a_off: u32,
+    b_off: u32,
+    _pad0: u32,
+    _pad1: u32,
+    // Output extents, axis 0 (outermost) .. 5 (innermost), as two vec4 (lanes 6 and 7 unused).
     shape: array<vec4<u32>, 2>,
     a_strides: array<vec4<u32>, 2>,
     b_strides: array<vec4<u32>, 2>,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-fn is_finite(x: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
 fn apply(op: u32, x: f32, y: f32) -> f32 {
@@ -41,8 +48,8 @@ fn apply(op: u32, x: f32, y: f32) -> f32 {
         case 1u: { return x - y; }
         case 2u: { return x * y; }
         default: {
-            // Shader division is only accurate for |y| in [2^-126, 2^126]; scale a huge divisor
-            // (and the dividend, exactly) into range. Division by zero is reported by the caller.
+            // Shader division is only specified for |y| in [2^-126, 2^126]: scale a huge divisor
+            // (and the dividend, exactly) into range.
             if (abs(y) > 8.5070592e37) {
                 return (x * 0.25) / (y * 0.25);
             }
@@ -53,38 +60,43 @@ fn apply(op: u32, x: f32, y: f32) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.len) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= params.len) {
         return;
     }
-    var ia = i;
-    var ib = i;
-    if (p.contiguous == 0u) {
+    let o = params.out_base + i;
+    var ia = o;
+    var ib = o;
+    if (params.contiguous == 0u) {
         ia = 0u;
         ib = 0u;
-        var rest = i;
+        var rest = o;
         for (var d = 6u; d > 0u; d--) {
             let axis = d - 1u;
+            let v = axis / 4u;
             let lane = axis % 4u;
-            let extent = p.shape[axis / 4u][lane];
+            let extent = params.shape[v][lane];
             let coord = rest % extent;
             rest = rest / extent;
-            ia += coord * p.a_strides[axis / 4u][lane];
-            ib += coord * p.b_strides[axis / 4u][lane];
+            ia += coord * params.a_strides[v][lane];
+            ib += coord * params.b_strides[v][lane];
         }
     }
-    let x = a[ia];
-    let y = b[ib];
-    if (!is_finite(x) || !is_finite(y)) {
-        atomicOr(&status, 1u);
+    let x = a[ia - params.a_off];
+    let y = b[ib - params.b_off];
+    if (is_non_finite(x)) {
+        atomicMin(&nonfinite[0], ia);
     }
-    let r = apply(p.op, x, y);
-    // IEEE division by zero gives inf or NaN, but shaders need not: report it explicitly.
-    if (!is_finite(r) || (p.op == 3u && y == 0.0)) {
-        atomicOr(&status, 2u);
+    if (is_non_finite(y)) {
+        atomicMin(&nonfinite[1], ib);
+    }
+    let r = apply(params.op, x, y);
+    if (is_non_finite(r) || (params.op == 3u && y == 0.0)) {
+        atomicMin(&nonfinite[2], o);
     }
     out[i] = r;
 }

@@ -5,26 +5,28 @@
 //
 // Shader exp is only specified to 3 + 2|x| ulp, so `exp_reduced` range-reduces first (x = n·ln2 + r,
 // |r| <= ln2/2, Cody–Waite split of ln2) and scales by 2^n exactly: the error no longer grows with |x|.
-// Non-finite inputs raise status bit 1; non-finite results of finite inputs (exp or relu² overflow)
-// raise status bit 2.
 //
-// Dispatch: ceil(len / 256) workgroups spread over x and y (x * 256 elements per row of workgroups).
+// Chunking: the launch covers elements base .. base + len, with a and out bound from base; flat
+// indices reported are those of the full tensors.
+//
+// Non-finite status words: 0 = a, 1 = output (exp or relu² overflow). Dispatch: linear,
+// ceil(len / 256) workgroups.
 
 struct Params {
     len: u32,
     op: u32,
-    _pad0: u32,
-    _pad1: u32,
+    base: u32,
+    _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-fn is_finite(x: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
 // e^x with error independent of |x|; +inf above the f32 range, 0 far below it.
@@ -78,22 +80,21 @@ fn apply(op: u32, x: f32) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = gid.x + gid.y * nwg.x * 256u;
-    if (i >= p.len) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (i >= params.len) {
         return;
     }
     let x = a[i];
-    if (!is_finite(x)) {
-        atomicOr(&status, 1u);
-        out[i] = x;
-        return;
+    if (is_non_finite(x)) {
+        atomicMin(&nonfinite[0], params.base + i);
     }
-    let r = apply(p.op, x);
-    if (!is_finite(r)) {
-        atomicOr(&status, 2u);
+    let r = apply(params.op, x);
+    if (is_non_finite(r)) {
+        atomicMin(&nonfinite[1], params.base + i);
     }
     out[i] = r;
 }

@@ -8,22 +8,26 @@
 // stores coalesce). K is walked in steps of 16 through two workgroup-memory tiles. Out-of-range rows,
 // columns and k are loaded as zero, so any M, N, K >= 1 works.
 //
-// Non-finite inputs always make an output non-finite (x·inf and x·NaN never vanish in a sum), so the
-// kernel checks only what it writes, and raises the status flag on the first non-finite value.
+// Chunking: the engine may bind a block of rows of A and C (rows row_base .. row_base + m of the
+// full matrices); B is always bound whole. Indices reported for non-finite values are flat indices
+// in the full tensors.
+//
+// Non-finite status words: 0 = a, 1 = b (checked as tiles are loaded), 2 = output (overflow of
+// finite inputs). Dispatch: grid (ceil(N/64), ceil(m/64), 1).
 
 struct Params {
-    m: u32,
+    m: u32,         // rows of this chunk
     n: u32,
     k: u32,
-    // 1 when B is stored [N,K] (k is B's fastest axis), 0 when stored [K,N].
-    b_trans: u32,
+    b_trans: u32,   // 1 when B is stored [N,K], 0 when stored [K,N]
+    row_base: u32,  // first row of this chunk in the full A and C
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> c: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const TILE: u32 = 64u;   // output tile edge (rows and columns)
 const TK: u32 = 16u;     // depth of one k step
@@ -33,11 +37,9 @@ const WG: u32 = 16u;     // workgroup edge; TILE / WG = 4 outputs per invocation
 var<workgroup> a_tile: array<f32, 1024>; // TK * TILE
 var<workgroup> b_tile: array<f32, 1024>; // TK * TILE
 
-fn flag_if_non_finite(x: f32) {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    if ((bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u) {
-        atomicOr(&status, 1u);
-    }
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -48,13 +50,17 @@ fn main(
 ) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
+    let m = params.m;
+    let n = params.n;
+    let k = params.k;
+    let b_trans = params.b_trans == 1u;
 
     var acc: array<vec4<f32>, 4>;
     for (var i = 0u; i < 4u; i++) {
         acc[i] = vec4<f32>(0.0);
     }
 
-    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+    for (var k0 = 0u; k0 < k; k0 += TK) {
         // A tile: 64 rows x 16 k; consecutive invocations walk k (A's contiguous axis).
         for (var r = 0u; r < 4u; r++) {
             let e = li + r * 256u;
@@ -63,31 +69,27 @@ fn main(
             let gm = row0 + mm;
             let gk = k0 + kk;
             var v = 0.0;
-            if (gm < p.m && gk < p.k) {
-                v = a[gm * p.k + gk];
+            if (gm < m && gk < k) {
+                v = a[gm * k + gk];
+                if (is_non_finite(v)) {
+                    atomicMin(&nonfinite[0], (params.row_base + gm) * k + gk);
+                }
             }
             a_tile[kk * TILE + mm] = v;
         }
         // B tile: 16 k x 64 columns; consecutive invocations walk B's contiguous axis.
         for (var r = 0u; r < 4u; r++) {
             let e = li + r * 256u;
-            var kk: u32;
-            var nn: u32;
-            if (p.b_trans == 1u) {
-                nn = e / TK;
-                kk = e % TK;
-            } else {
-                kk = e / TILE;
-                nn = e % TILE;
-            }
+            let kk = select(e / TILE, e % TK, b_trans);
+            let nn = select(e % TILE, e / TK, b_trans);
             let gk = k0 + kk;
             let gn = col0 + nn;
             var v = 0.0;
-            if (gk < p.k && gn < p.n) {
-                if (p.b_trans == 1u) {
-                    v = b[gn * p.k + gk];
-                } else {
-                    v = b[gk * p.n + gn];
+            if (gk < k && gn < n) {
+                let idx = select(gk * n + gn, gn * k + gk, b_trans);
+                v = b[idx];
+                if (is_non_finite(v)) {
+                    atomicMin(&nonfinite[1], idx);
                 }
             }
             b_tile[kk * TILE + nn] = v;
@@ -111,15 +113,17 @@ fn main(
 
     for (var i = 0u; i < 4u; i++) {
         let gm = row0 + lid.y + i * WG;
-        if (gm >= p.m) {
+        if (gm >= m) {
             continue;
         }
         for (var j = 0u; j < 4u; j++) {
             let gn = col0 + lid.x + j * WG;
-            if (gn < p.n) {
+            if (gn < n) {
                 let v = acc[i][j];
-                flag_if_non_finite(v);
-                c[gm * p.n + gn] = v;
+                if (is_non_finite(v)) {
+                    atomicMin(&nonfinite[2], (params.row_base + gm) * n + gn);
+                }
+                c[gm * n + gn] = v;
             }
         }
     }

@@ -1,53 +1,62 @@
 // RMS norm over the last axis, one workgroup per row:
 //   y[r, i] = x[r, i] · inv · w[i],  inv = 1 / sqrt(Σ_i x[r, i]² / len + eps).
 //
-// Invocation t folds x², for elements t, t + 256, ..., sequentially; a tree in workgroup memory
+// Invocation t folds x² for elements t, t + 256, ... sequentially; a tree in workgroup memory
 // (strides 128, ..., 1) sums the 256 partials; then every invocation scales its own elements.
-// Non-finite x or weight values raise status bit 1; a non-finite sum of squares (overflow) or a
-// non-finite output raises status bit 2. Dispatch: one workgroup per row, row = wg.x + wg.y·nwg.x.
+//
+// Chunking: the launch covers rows row_base .. row_base + rows of x and y, bound from row_base; w
+// is bound whole. Flat indices reported are those of the full tensors.
+//
+// Non-finite status words: 0 = x, 1 = weight, 2 = output (a non-finite y, or a sum of squares that
+// overflowed, reported at the row's first element). Dispatch: linear, one workgroup per row
+// (row = wid.x + wid.y · nwg.x).
 
 struct Params {
     rows: u32,
     len: u32,
     eps: f32,
-    _pad: u32,
+    row_base: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
 
-fn is_finite(v: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
     // `row` is uniform across the workgroup, so this early exit keeps barriers in uniform control flow.
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
         return;
     }
-    let base = row * p.len;
+    let len = params.len;
+    let base = row * len;
+    let flat_base = (params.row_base + row) * len;
     var acc = 0.0;
-    var bad = false;
-    for (var i = t; i < p.len; i += WG) {
+    for (var i = t; i < len; i += WG) {
         let v = x[base + i];
-        bad = bad || !is_finite(v) || !is_finite(w[i]);
+        if (is_non_finite(v)) {
+            atomicMin(&nonfinite[0], flat_base + i);
+        }
+        // Only the first row's invocations check the weights: once is enough.
+        if (row == 0u && is_non_finite(w[i])) {
+            atomicMin(&nonfinite[1], i);
+        }
         acc = fma(v, v, acc);
-    }
-    if (bad) {
-        atomicOr(&status, 1u);
     }
     partial[t] = acc;
     workgroupBarrier();
@@ -58,14 +67,15 @@ fn main(
         workgroupBarrier();
     }
     let sum_sq = partial[0];
-    let inv = 1.0 / sqrt(sum_sq / f32(p.len) + p.eps);
-    var out_bad = !is_finite(sum_sq);
-    for (var i = t; i < p.len; i += WG) {
-        let r = x[base + i] * inv * w[i];
-        out_bad = out_bad || !is_finite(r);
-        y[base + i] = r;
+    if (t == 0u && is_non_finite(sum_sq)) {
+        atomicMin(&nonfinite[2], flat_base);
     }
-    if (out_bad) {
-        atomicOr(&status, 2u);
+    let inv = 1.0 / sqrt(sum_sq / f32(len) + params.eps);
+    for (var i = t; i < len; i += WG) {
+        let r = x[base + i] * inv * w[i];
+        if (is_non_finite(r)) {
+            atomicMin(&nonfinite[2], flat_base + i);
+        }
+        y[base + i] = r;
     }
 }

@@ -1,35 +1,35 @@
 // Last-axis reduction with subgroup operations (requires SUBGROUP), one workgroup per row.
 //
-// Same contract as reduce_last.wgsl (op: 0 = sum, 1 = mean, 2 = max, 3 = absmax; status bit 1 for
-// non-finite inputs, bit 2 for a non-finite result; row = wg.x + wg.y·nwg.x). Invocation t folds
+// Same contract as reduce_last.wgsl (op: 0 = sum, 1 = mean, 2 = max, 3 = absmax; chunking by rows
+// from row_base; status words 0 = x, 1 = output; row = wid.x + wid.y · nwg.x). Invocation t folds
 // elements t, t + 256, ... sequentially; each subgroup then reduces its partials with one subgroup
 // operation, and invocation 0 folds the per-subgroup results in subgroup order. Nothing assumes a
-// subgroup size: it is read from the builtins (8 on lavapipe, 32 on NVIDIA, anything from 4 to 128).
+// subgroup size: it comes from the builtins (8 on lavapipe, 32 on NVIDIA, anything from 4 to 128).
 
 struct Params {
     rows: u32,
     len: u32,
     op: u32,
-    _pad: u32,
+    row_base: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
-@group(0) @binding(3) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const WG: u32 = 256u;
 // One slot per subgroup; 64 covers the smallest subgroup size a device may report (4).
 var<workgroup> per_subgroup: array<f32, 64>;
 
-fn is_finite(v: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
     @builtin(subgroup_id) sg_id: u32,
@@ -38,25 +38,25 @@ fn main(
 ) {
     // `row` is uniform across the workgroup, so this early exit keeps barriers and subgroup
     // operations in uniform control flow.
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
         return;
     }
-    let base = row * p.len;
-    let is_sum = p.op <= 1u;
+    let op = params.op;
+    let len = params.len;
+    let base = row * len;
+    let is_sum = op <= 1u;
     // Identity: 0 for sums and for absmax (|x| >= 0), the lowest finite f32 for max.
-    var acc = select(0.0, -3.4028235e38, p.op == 2u);
-    var bad = false;
-    for (var i = t; i < p.len; i += WG) {
+    var acc = select(0.0, -3.4028235e38, op == 2u);
+    for (var i = t; i < len; i += WG) {
         var v = x[base + i];
-        bad = bad || !is_finite(v);
-        if (p.op == 3u) {
+        if (is_non_finite(v)) {
+            atomicMin(&nonfinite[0], (params.row_base + row) * len + i);
+        }
+        if (op == 3u) {
             v = abs(v);
         }
         acc = select(max(acc, v), acc + v, is_sum);
-    }
-    if (bad) {
-        atomicOr(&status, 1u);
     }
     // Both reductions run in uniform control flow; the op picks which result is kept.
     let sg_sum = subgroupAdd(acc);
@@ -70,11 +70,11 @@ fn main(
         for (var s = 1u; s < sg_count; s++) {
             r = select(max(r, per_subgroup[s]), r + per_subgroup[s], is_sum);
         }
-        if (p.op == 1u) {
-            r = r / f32(p.len);
+        if (op == 1u) {
+            r = r / f32(len);
         }
-        if (!is_finite(r)) {
-            atomicOr(&status, 2u);
+        if (is_non_finite(r)) {
+            atomicMin(&nonfinite[1], params.row_base + row);
         }
         out[row] = r;
     }

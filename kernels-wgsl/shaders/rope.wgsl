@@ -8,26 +8,30 @@
 // [-π, π], so the angle is first reduced by 2π with a three-part Cody–Waite constant (C1 has 8
 // significant bits, so k·C1 is exact for k < 2^16, i.e. angles below ~4e5).
 //
-// One invocation per (s, h, i) pair. Non-finite x raises status bit 1 (positions are integers and
-// freqs are checked on the host). Dispatch: ceil(S·H·D/2 / 256) workgroups spread over x and y.
+// One invocation per (s, h, i) pair. Chunking: the launch covers positions s_base .. s_base + S' of
+// x and y (bound from row s_base); positions and freqs are bound whole. Flat indices reported are
+// those of the full tensors.
+//
+// Non-finite status words: 0 = x, 1 = output (overflow of |x| near f32's maximum). Dispatch:
+// linear, ceil(pairs / 256) workgroups.
 
 struct Params {
-    pairs: u32,     // S · H · D/2
+    pairs: u32,     // S' · H · D/2 for this launch
     half_dim: u32,  // D/2
     heads: u32,     // H
-    _pad: u32,
+    s_base: u32,    // first position row of this launch
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
-@group(0) @binding(3) var<storage, read> freqs: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-@group(0) @binding(5) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
+@group(0) @binding(2) var<storage, read> freqs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-fn is_finite(v: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 // angle mod 2π into [-π, π].
@@ -41,27 +45,41 @@ fn reduce_two_pi(angle: f32) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
 ) {
-    let q = gid.x + gid.y * nwg.x * 256u;
-    if (q >= p.pairs) {
+    let q = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if (q >= params.pairs) {
         return;
     }
-    let i = q % p.half_dim;
-    let sh = q / p.half_dim;        // s · H + h
-    let s = sh / p.heads;
-    let lo = sh * 2u * p.half_dim + i;
-    let hi = lo + p.half_dim;
+    let half = params.half_dim;
+    let i = q % half;
+    let sh = q / half;              // s' · H + h, within this launch
+    let s = params.s_base + sh / params.heads;
+    let lo = sh * 2u * half + i;
+    let hi = lo + half;
+    let flat = params.s_base * params.heads * 2u * half;
 
     let angle = reduce_two_pi(f32(positions[s]) * freqs[i]);
     let c = cos(angle);
     let sn = sin(angle);
     let x0 = x[lo];
     let x1 = x[hi];
-    if (!is_finite(x0) || !is_finite(x1)) {
-        atomicOr(&status, 1u);
+    if (is_non_finite(x0)) {
+        atomicMin(&nonfinite[0], flat + lo);
     }
-    y[lo] = x0 * c - x1 * sn;
-    y[hi] = x1 * c + x0 * sn;
+    if (is_non_finite(x1)) {
+        atomicMin(&nonfinite[0], flat + hi);
+    }
+    let y0 = x0 * c - x1 * sn;
+    let y1 = x1 * c + x0 * sn;
+    if (is_non_finite(y0)) {
+        atomicMin(&nonfinite[1], flat + lo);
+    }
+    if (is_non_finite(y1)) {
+        atomicMin(&nonfinite[1], flat + hi);
+    }
+    y[lo] = y0;
+    y[hi] = y1;
 }

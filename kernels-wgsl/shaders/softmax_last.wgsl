@@ -5,26 +5,31 @@
 // t, t + 256, ... per invocation and combining the 256 partials with a tree in workgroup memory.
 // Since every exponent is <= 0 and the maximum's term is exactly 1, the sum lies in [1, len] and
 // nothing overflows. `exp_reduced` (see elementwise_unary.wgsl) keeps exp accurate for large |x - m|.
-// Non-finite inputs raise status bit 1. Dispatch: one workgroup per row, row = wg.x + wg.y·nwg.x.
+//
+// Chunking: the launch covers rows row_base .. row_base + rows, bound from row_base; flat indices
+// reported are those of the full tensors.
+//
+// Non-finite status words: 0 = x (the output is always finite). Dispatch: linear, one workgroup per
+// row (row = wid.x + wid.y · nwg.x).
 
 struct Params {
     rows: u32,
     len: u32,
-    _pad0: u32,
-    _pad1: u32,
+    row_base: u32,
+    _pad: u32,
 }
 
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> status: atomic<u32>;
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
 
-fn is_finite(v: f32) -> bool {
-    // Exponent all ones means inf or NaN; tested on bits so no fast-math can fold it away.
-    return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(v: f32) -> bool {
+    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 // e^x for x <= 0 with error independent of |x| (range reduction x = n·ln2 + r, exact 2^n scaling).
@@ -58,40 +63,39 @@ fn tree(t: u32, is_max: bool) -> f32 {
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
     // `row` is uniform across the workgroup, so this early exit keeps barriers in uniform control flow.
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= params.rows) {
         return;
     }
-    let base = row * p.len;
+    let len = params.len;
+    let base = row * len;
 
     var m = -3.4028235e38;
-    var bad = false;
-    for (var i = t; i < p.len; i += WG) {
+    for (var i = t; i < len; i += WG) {
         let v = x[base + i];
-        bad = bad || !is_finite(v);
+        if (is_non_finite(v)) {
+            atomicMin(&nonfinite[0], (params.row_base + row) * len + i);
+        }
         m = max(m, v);
-    }
-    if (bad) {
-        atomicOr(&status, 1u);
     }
     partial[t] = m;
     workgroupBarrier();
     let row_max = tree(t, true);
 
     var s = 0.0;
-    for (var i = t; i < p.len; i += WG) {
+    for (var i = t; i < len; i += WG) {
         s += exp_reduced(x[base + i] - row_max);
     }
     partial[t] = s;
     workgroupBarrier();
     let inv_sum = 1.0 / tree(t, false);
 
-    for (var i = t; i < p.len; i += WG) {
+    for (var i = t; i < len; i += WG) {
         y[base + i] = exp_reduced(x[base + i] - row_max) * inv_sum;
     }
 }

@@ -1,14 +1,15 @@
 //! Float tensor kernels: matmul, elementwise, reductions, norms, softmax, activations, RoPE.
 //!
-//! Every kernel binds its parameter struct at `@group(0) @binding(0)`, its inputs and output next,
-//! and the engine's non-finite status word last. Status bits: `1` = a non-finite input value,
-//! `2` = a non-finite result computed from finite inputs (overflow, division by zero). Each file's
-//! header documents its parameters, bindings and dispatch grid.
+//! Every kernel follows the engine's launch convention (`bitnet_wgpu::launch`): buffers in group 0
+//! (inputs, then the output), `Params` at `@group(1) @binding(0)`, and the launch's non-finite
+//! status words at `@group(1) @binding(1)` (word `t` ↔ the `t`-th checked tensor; the kernel does
+//! `atomicMin` with the flat index in the full tensor). Each file's header documents its params,
+//! bindings, status words, chunking and dispatch grid.
 
 use crate::KernelSource;
 
 /// Tiled f32 matmul `C[M,N] = A[M,K] · B`, B stored `[K,N]` or (flag `b_trans`) `[N,K]`.
-/// 16×16 workgroup, 64×64 output tile, 4×4 register block; dispatch `(ceil(N/64), ceil(M/64))`.
+/// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
     source: include_str!("../shaders/matmul_f32.wgsl"),
