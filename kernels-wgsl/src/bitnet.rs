@@ -1,6 +1,250 @@
 //! BitNet kernels: weight and activation quantization, BitLinear GEMV/GEMM.
+//!
+//! Every kernel follows `bitnet_cpu_ref::layout` operation for operation, so quantized weights,
+//! scales, quantized activations, accumulators and outputs match the CPU reference bit for bit.
+//!
+//! # Shared snippets
+//!
+//! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`), the BitLinear
+//! parameters, bindings and epilogue (`bitlinear_common.wgsl`) and the GEMV accumulation loop
+//! (`bitlinear_gemv_common.wgsl`). WGSL has no `#include`, so `kernel!` (a compile-time
+//! macro) concatenates the snippet files in front of the kernel file; WGSL module-scope
+//! declarations are order independent, so snippets need no forward declarations. Snippets hold
+//! no entry point, and each kernel source below is complete, valid WGSL on its own.
+//!
+//! # Parameters, bindings, status
+//!
+//! Engine conventions (`engine/src/launch.rs`): group 0 holds the kernel's buffers in the binding
+//! order listed on each constant below; group 1 holds the engine's resources — binding 0 the
+//! per-call `Params` struct (documented in each `.wgsl` file; the engine rewrites the uniform
+//! declaration into `var<immediate>` when the device has immediates), binding 1 the non-finite
+//! status words (`atomicMin` of the smallest offending flat index). The grid is linear: workgroup
+//! index `wid.x + wid.y * nwg.x` (the engine folds large counts into y).
 
 use crate::KernelSource;
 
-/// Every BitNet kernel of this module.
-pub const ALL: &[KernelSource] = &[];
+/// Concatenates shader files (snippets first) into one `&'static str` at compile time.
+macro_rules! kernel {
+    ($($file:literal),+ $(,)?) => {
+        concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
+    };
+}
+
+/// Values per block of the canonical absolute-value sum (`layout::SUM_BLOCK`): one workgroup of
+/// [`WEIGHT_QUANT_SUM`] per block.
+pub const SUM_BLOCK: u32 = 4096;
+
+/// Workgroup size of [`WEIGHT_QUANT_PACK`] (one thread per packed word).
+pub const WEIGHT_PACK_WORKGROUP: u32 = 256;
+
+/// Weight rows per workgroup of the GEMV kernels.
+pub const GEMV_ROWS: u32 = 4;
+
+/// Largest M handled by the GEMV kernels; larger M uses [`BITLINEAR_GEMM`].
+pub const GEMV_MAX_M: u32 = 8;
+
+/// Output tile edge (M and N) of [`BITLINEAR_GEMM`].
+pub const GEMM_TILE: u32 = 32;
+
+/// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
+/// absolute-value sum; on the last level (`finalize = 1`) the scale `s`. Bindings: 0 `input: f32[]`
+/// (read), 1 `output: f32[]` (block sums, or the ternary tensor's scale). Status: word 0 first
+/// non-finite input (first level), word 1 the sum overflowed.
+pub const WEIGHT_QUANT_SUM: KernelSource = KernelSource {
+    name: "weight_quant_sum",
+    source: kernel!("exact_div.wgsl", "weight_quant_sum.wgsl"),
+};
+
+/// Weight quantization pass (b): quantize with `inv_s = 1 / s` and pack 16 codes per `u32`, one
+/// thread per word. Bindings: 0 `weights: f32[]` (read), 1 `scale: f32[1]` (read),
+/// 2 `packed: u32[]`.
+pub const WEIGHT_QUANT_PACK: KernelSource = KernelSource {
+    name: "weight_quant_pack",
+    source: kernel!("exact_div.wgsl", "weight_quant_pack.wgsl"),
+};
+
+/// Activation quantization, one workgroup per row: absmax, `127 / a`, quantize, pack 4 per `u32`.
+/// Bindings: 0 `x: f32[]` (read), 1 `packed: u32[]`, 2 `absmax: f32[]`. Status: word 0 first
+/// non-finite `x` index.
+pub const ACT_QUANT: KernelSource = KernelSource {
+    name: "act_quant",
+    source: kernel!("exact_div.wgsl", "act_quant.wgsl"),
+};
+
+/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`]) with subgroup reductions; needs `SUBGROUP` (any subgroup
+/// size 4..=128). [`GEMV_ROWS`] weight rows per workgroup. Bindings: 0 `weights: u32[]`,
+/// 1 `weight_scale: f32[1]`, 2 `act: u32[]`, 3 `act_absmax: f32[]` (all read), 4 `out: u32[]`
+/// (f32 bits of y, or i32 bits of acc with `mode = 1`). Status: word 0 first non-finite y index.
+pub const BITLINEAR_GEMV_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_subgroup",
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_common.wgsl",
+        "bitlinear_gemv_subgroup.wgsl"
+    ),
+};
+
+/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`]) with workgroup-memory reductions, for adapters without
+/// `SUBGROUP`. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
+pub const BITLINEAR_GEMV_WORKGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_workgroup",
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_common.wgsl",
+        "bitlinear_gemv_workgroup.wgsl"
+    ),
+};
+
+/// BitLinear GEMM: [`GEMM_TILE`]² output tiles with 4×4 register blocking, one workgroup per tile
+/// (`tiles_n · ceil(M / 32)` workgroups). Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
+pub const BITLINEAR_GEMM: KernelSource = KernelSource {
+    name: "bitlinear_gemm",
+    source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),
+};
+
+/// Every BitNet kernel of this module (every variant).
+pub const ALL: &[KernelSource] = &[
+    WEIGHT_QUANT_SUM,
+    WEIGHT_QUANT_PACK,
+    ACT_QUANT,
+    BITLINEAR_GEMV_SUBGROUP,
+    BITLINEAR_GEMV_WORKGROUP,
+    BITLINEAR_GEMM,
+];
+
+#[cfg(test)]
+mod tests {
+    //! `exact_div.wgsl` transliterated line for line into Rust and checked against the IEEE
+    //! division of the host CPU. (The GPU cross-check suite checks the WGSL itself through the
+    //! weight scales it produces.)
+
+    /// Rust mirror of `exact_div_split`.
+    fn split(bits: u32) -> (u32, i32) {
+        let biased = (bits >> 23) as i32;
+        let frac = bits & 0x7f_ffff;
+        if biased == 0 {
+            let shift = frac.leading_zeros() - 8;
+            return (frac << shift, -126 - shift as i32);
+        }
+        (frac | 0x80_0000, biased - 127)
+    }
+
+    /// Rust mirror of `exact_div`.
+    fn exact_div(a: f32, b: f32) -> f32 {
+        let ab = a.to_bits() & 0x7fff_ffff;
+        let bb = b.to_bits() & 0x7fff_ffff;
+        let inf = 0x7f80_0000u32;
+        if ab > inf || bb > inf || (ab == inf && bb == inf) || (ab == 0 && bb == 0) {
+            return f32::from_bits(0x7fc0_0000);
+        }
+        if bb == inf {
+            return 0.0;
+        }
+        if bb == 0 || ab == inf {
+            return f32::from_bits(inf);
+        }
+        if ab == 0 {
+            return 0.0;
+        }
+        let (xs, xe) = split(ab);
+        let (ys, ye) = split(bb);
+        let mut rem = xs;
+        let mut e = xe - ye;
+        if rem < ys {
+            rem <<= 1;
+            e -= 1;
+        }
+        let biased = e + 127;
+        if biased >= 255 {
+            return f32::from_bits(inf);
+        }
+        let nbits = if biased < 1 { 24 + biased } else { 25 };
+        if nbits < 1 {
+            return 0.0;
+        }
+        let mut q = 0u32;
+        for _ in 0..nbits {
+            q <<= 1;
+            if rem >= ys {
+                rem -= ys;
+                q |= 1;
+            }
+            rem <<= 1;
+        }
+        let round_bit = q & 1;
+        q >>= 1;
+        if round_bit == 1 && (rem != 0 || q & 1 == 1) {
+            q += 1;
+        }
+        if biased < 1 {
+            return f32::from_bits(q);
+        }
+        f32::from_bits((((biased - 1) as u32) << 23) + q)
+    }
+
+    fn check(a: f32, b: f32) {
+        let got = exact_div(a, b);
+        let want = a / b;
+        assert!(
+            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+            "{a:e} / {b:e}: got {got:e} ({:#x}), want {want:e} ({:#x})",
+            got.to_bits(),
+            want.to_bits()
+        );
+    }
+
+    #[test]
+    fn exact_div_matches_ieee_division() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        // Random non-negative bit patterns over the whole range (incl. subnormal, inf, NaN).
+        for _ in 0..400_000 {
+            let r = next();
+            check(
+                f32::from_bits(r as u32 & 0x7fff_ffff),
+                f32::from_bits((r >> 32) as u32 & 0x7fff_ffff),
+            );
+        }
+        // The three divisions of layout.rs over their real operand ranges.
+        for _ in 0..400_000 {
+            let r = next();
+            let a = f32::from_bits(r as u32 & 0x7fff_ffff);
+            let count = ((r >> 32) % 50_000_000 + 1) as f32;
+            if a.is_finite() {
+                check(a, count);
+                let s = (a / count).max(1e-5);
+                check(1.0, s);
+                check(127.0, a.max(1e-5));
+            }
+        }
+        // Edge cases: exact quotients, ties in the subnormal range, overflow, specials.
+        let edges = [
+            0.0,
+            1e-45,
+            1e-40,
+            1.1754942e-38,
+            1.1754944e-38,
+            1e-5,
+            0.5,
+            1.0,
+            1.5,
+            3.0,
+            127.0,
+            16777215.0,
+            16777216.0,
+            3.4028235e38,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for a in edges {
+            for b in edges {
+                check(a, b);
+            }
+        }
+    }
+}

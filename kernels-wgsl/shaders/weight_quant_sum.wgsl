@@ -1,0 +1,94 @@
+// Weight quantization, pass (a): one level of the canonical absolute-value sum of layout.rs, with
+// NaN/Inf detection; on the last level also the scale `s = max(sum / count, 1e-5)`.
+//
+// One workgroup sums one 4096-value block exactly in the canonical order: lane t adds
+// e[t + 256 r] for r = 0..16 sequentially from 0.0, then the explicit lane tree with strides
+// 128, 64, ..., 1 in workgroup memory (never subgroupAdd: its order is unspecified). The host runs
+// this kernel level by level (values -> block sums -> ... -> one value); levels after the first
+// read non-negative block sums, for which the absolute value is the identity.
+//
+// Status words: 0 = first non-finite input index (first level only), 1 = the final sum
+// overflowed (index 0). Needs the exact_div.wgsl snippet (prepended by bitnet.rs).
+
+struct Params {
+    // Values in this dispatch's `input` binding.
+    len: u32,
+    // Index in `output` of this dispatch's first block (the host chunks large inputs).
+    block_base: u32,
+    // 1 on the first level: report non-finite inputs (later levels read block sums).
+    check_input: u32,
+    // 1 on the last level (a single block): thread 0 writes s to output[0] instead of the sum.
+    finalize: u32,
+    // (N * K) as f32, rounded on the host exactly as Rust's `as` does.
+    count: f32,
+}
+
+@group(0) @binding(0) var<storage, read> input: array<f32>;
+// Block sums (one per workgroup), or the scale s when `finalize` is set.
+@group(0) @binding(1) var<storage, read_write> output: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
+
+const LANES: u32 = 256u;
+const PER_LANE: u32 = 16u;
+const BLOCK: u32 = 4096u;
+const EXP_MASK: u32 = 0x7f800000u;
+
+var<workgroup> lanes: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let block = wid.x + wid.y * nwg.x;
+    let first = block * BLOCK + t;
+
+    // Step 2 of the order: 16 strided values per lane, added sequentially from 0.0. Out-of-range
+    // positions are the block's zero padding. |x| clears the sign bit (exact, no float op); the
+    // NaN/Inf test is a bit test because `x != x` may be optimized away.
+    var p = 0.0;
+    var bad = 0xffffffffu;
+    for (var r = 0u; r < PER_LANE; r = r + 1u) {
+        let i = first + r * LANES;
+        var v = 0.0;
+        if (i < params.len) {
+            let bits = bitcast<u32>(input[i]) & 0x7fffffffu;
+            if ((bits & EXP_MASK) == EXP_MASK) {
+                bad = min(bad, i);
+            }
+            v = bitcast<f32>(bits);
+        }
+        p = p + v;
+    }
+    if (bad != 0xffffffffu && params.check_input != 0u) {
+        atomicMin(&nonfinite[0], bad);
+    }
+
+    // Step 3: the explicit pairwise tree over the 256 lanes.
+    lanes[t] = p;
+    workgroupBarrier();
+    for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
+        if (t < stride) {
+            lanes[t] = lanes[t] + lanes[t + stride];
+        }
+        workgroupBarrier();
+    }
+
+    // Workgroups past the last block exist only when the engine folds the grid into 2D.
+    let blocks = (params.len + BLOCK - 1u) / BLOCK;
+    if (t != 0u || block >= blocks) {
+        return;
+    }
+    let sum = lanes[0];
+    if (params.finalize == 0u) {
+        output[params.block_base + block] = sum;
+        return;
+    }
+    // Last level: this single block holds the whole sum. Finite inputs can still overflow it.
+    if ((bitcast<u32>(sum) & EXP_MASK) == EXP_MASK) {
+        atomicMin(&nonfinite[1], 0u);
+    }
+    output[0] = max(exact_div(sum, params.count), 1e-5f);
+}
