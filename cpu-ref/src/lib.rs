@@ -8,6 +8,8 @@
 //!   [`quantize_activations`] (absmax int8 per row), [`bitlinear`], [`bitlinear_quantized`],
 //!   [`bitlinear_accumulate`] (exact `i32` accumulators), [`dequantize_weights`],
 //!   [`canonical_abs_sum`].
+//! * Float tensors: [`Tensor`] (dense row-major f32 / f16 / i8) and the decoder-block ops in
+//!   [`ops`] (matmul, broadcasting elementwise, activations, reductions, RMSNorm, softmax, RoPE).
 //! * Errors: one [`Error`] enum; bad input is reported, never a panic or a NaN.
 //!
 //! ```
@@ -27,7 +29,9 @@ mod check;
 mod error;
 mod kernels;
 pub mod layout;
+pub mod ops;
 mod quantize;
+mod tensor;
 mod ternary;
 
 pub use activations::QuantizedActivations;
@@ -42,4 +46,5 @@ pub use quantize::{
     dequantize_weights, quantize_activations, quantize_activations_with_isa, quantize_weights,
     quantize_weights_with_isa,
 };
+pub use tensor::Tensor;
 pub use ternary::TernaryMatrix;

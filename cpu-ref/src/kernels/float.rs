@@ -3,34 +3,8 @@
 //! the same IEEE operations on the same values in the same order per element — only the lane width
 //! differs — so they return identical bits. On aarch64 the baseline already has NEON.
 
-use super::Isa;
+use super::multiversion::multiversion;
 use crate::layout::{SUM_BLOCK, SUM_LANES, WEIGHTS_PER_WORD, code_shift};
-
-/// Defines `pub(crate) fn $name(args.., isa: Isa)` whose body is compiled once for the baseline and
-/// once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (falling back to the
-/// baseline if AVX2 is not actually available, so an unchecked `isa` can never be unsound).
-macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
-        $(#[$meta])*
-        pub(crate) fn $name($($arg: $ty,)* isa: Isa) $(-> $ret)? {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
-
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2")]
-            fn avx2($($arg: $ty),*) $(-> $ret)? {
-                body($($arg),*)
-            }
-
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `avx2` only needs the AVX2 feature, checked right here at runtime.
-                Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
-                _ => body($($arg),*),
-            }
-        }
-    };
-}
 
 multiversion! {
     /// Step 2 of the canonical sum: `lanes[t] = Σ_r |block[t + 256 r]|`, sequentially in `r`

@@ -6,6 +6,7 @@
 
 pub(crate) mod dot;
 pub(crate) mod float;
+pub(crate) mod multiversion;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

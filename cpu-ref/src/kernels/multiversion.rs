@@ -1,0 +1,32 @@
+//! `multiversion!`: compile one loop body for the baseline target and with AVX2 enabled, and
+//! dispatch on an [`Isa`](super::Isa) — the only way float kernels get 8-lane vectors without
+//! hand-written intrinsics (and without changing any result: the same IEEE operations run on the
+//! same values in the same order per element; no FMA contraction happens in Rust).
+
+/// Defines `pub(crate) fn $name(args.., isa: Isa)` whose body is compiled once for the baseline
+/// and once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (falling back to the
+/// baseline if AVX2 is not actually available, so an unchecked `isa` can never be unsound).
+macro_rules! multiversion_impl {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        pub(crate) fn $name($($arg: $ty,)* isa: $crate::kernels::Isa) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `avx2` only needs the AVX2 feature, checked right here at runtime.
+                $crate::kernels::Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
+                _ => body($($arg),*),
+            }
+        }
+    };
+}
+
+pub(crate) use multiversion_impl as multiversion;

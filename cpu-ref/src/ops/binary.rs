@@ -1,0 +1,118 @@
+//! Elementwise binary ops with NumPy broadcasting, and their tensor-scalar forms.
+
+use rayon::prelude::*;
+
+use super::{input, output, scalar};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Which elementwise operation: `a + b`, `a - b`, `a * b`, `a / b` (one IEEE f32 operation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b` (division by zero makes a non-finite output, hence an error)
+    Div,
+}
+
+impl BinaryOp {
+    /// Applies the operation to one pair.
+    pub fn apply(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinaryOp::Add => a + b,
+            BinaryOp::Sub => a - b,
+            BinaryOp::Mul => a * b,
+            BinaryOp::Div => a / b,
+        }
+    }
+}
+
+/// The NumPy broadcast of two shapes: align them on the right, each pair of dimensions must be
+/// equal or one of them 1, and the result takes the larger; missing leading dimensions count as 1.
+/// `None` if the shapes are incompatible.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let dim = |s: &[usize], i: usize| (i + s.len()).checked_sub(rank).map_or(1, |j| s[j]);
+    (0..rank)
+        .map(|i| match (dim(a, i), dim(b, i)) {
+            (x, y) if x == y => Some(x),
+            (1, y) => Some(y),
+            (x, 1) => Some(x),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Row-major strides of `shape` seen through the broadcast `out` shape (0 on broadcast axes).
+fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; out.len()];
+    let offset = out.len() - shape.len();
+    let mut stride = 1;
+    for (i, &d) in shape.iter().enumerate().rev() {
+        strides[offset + i] = if d == 1 { 0 } else { stride };
+        stride *= d;
+    }
+    strides
+}
+
+/// `op(a, b)` elementwise with NumPy broadcasting (see [`broadcast_shape`]); the output has the
+/// broadcast shape. Errors: incompatible shapes ([`Error::ShapeMismatch`] with `a`'s shape as
+/// `expected` and `b`'s as `got`), non-finite inputs, non-finite outputs (overflow, `x / 0`).
+pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
+    const OP: &str = "binary";
+    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| Error::ShapeMismatch {
+        op: OP,
+        what: "operands do not broadcast",
+        expected: a.shape().to_vec(),
+        got: b.shape().to_vec(),
+    })?;
+    input(OP, "a", a)?;
+    input(OP, "b", b)?;
+    let sa = broadcast_strides(a.shape(), &shape);
+    let sb = broadcast_strides(b.shape(), &shape);
+    let len = shape.last().copied().unwrap_or(1);
+    let numel: usize = shape.iter().product();
+    let (ad, bd) = (a.data(), b.data());
+    let (la, lb) = (
+        sa.last().copied().unwrap_or(0),
+        sb.last().copied().unwrap_or(0),
+    );
+    let mut out = vec![0.0f32; numel];
+    // One output row (last axis) at a time: decompose the row index over the leading axes once,
+    // then walk the row with the last-axis strides (0 or 1).
+    out.par_chunks_mut(len)
+        .with_min_len((4096 / len).max(1))
+        .enumerate()
+        .for_each(|(row, o)| {
+            let (mut ia, mut ib, mut rest) = (0, 0, row);
+            for axis in (0..shape.len().saturating_sub(1)).rev() {
+                let idx = rest % shape[axis];
+                rest /= shape[axis];
+                ia += idx * sa[axis];
+                ib += idx * sb[axis];
+            }
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = op.apply(ad[ia + i * la], bd[ib + i * lb]);
+            }
+        });
+    output(OP, out, shape)
+}
+
+/// `op(a, s)` for every element (the scalar is the right operand: `Sub` is `a - s`, `Div` is
+/// `a / s`). Errors: non-finite `a` or `s`, non-finite outputs.
+pub fn binary_scalar(op: BinaryOp, a: &Tensor<f32>, s: f32) -> Result<Tensor<f32>> {
+    const OP: &str = "binary_scalar";
+    input(OP, "a", a)?;
+    scalar(OP, "s", s)?;
+    let out = a
+        .data()
+        .par_iter()
+        .with_min_len(4096)
+        .map(|&v| op.apply(v, s))
+        .collect();
+    output(OP, out, a.shape().to_vec())
+}

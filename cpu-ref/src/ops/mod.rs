@@ -1,0 +1,84 @@
+//! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`].
+//!
+//! Common conventions (the WGSL kernels mirror them and are cross-checked within float
+//! tolerances):
+//! * Inputs are validated first: a NaN or infinity in any input tensor or scalar argument is
+//!   [`Error::NonFinite`] naming the op, the tensor (`"a"`, `"b"`, `"x"`, `"weight"`, ...) and
+//!   the first flat index.
+//! * An output that is not finite (exp or square overflow, division by zero, f16 overflow) is
+//!   [`Error::NonFinite`] with tensor `"output"` and the first flat index: never a NaN result.
+//! * Arithmetic is `f32` with IEEE rounding, no fused multiply-add; sums run in a stated order.
+
+mod binary;
+mod math;
+mod matmul;
+mod norm;
+mod reduce;
+mod rope;
+mod unary;
+
+pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
+pub use math::{erf, gelu, sigmoid, silu};
+pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
+pub use norm::{rms_norm, softmax_last};
+pub use reduce::{ReduceOp, reduce_last};
+pub use rope::{rope, rope_freqs};
+pub use unary::{UnaryOp, unary};
+
+use crate::check;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Rejects a non-finite element of an input tensor.
+fn input(op: &'static str, name: &'static str, t: &Tensor<f32>) -> Result<()> {
+    check::finite(op, name, t.data())
+}
+
+/// Wraps an op's result, rejecting the first non-finite element as an `"output"` error.
+fn output(op: &'static str, data: Vec<f32>, shape: Vec<usize>) -> Result<Tensor<f32>> {
+    check::finite(op, "output", &data)?;
+    Ok(Tensor::from_valid(data, shape))
+}
+
+/// Rejects a non-finite scalar argument.
+fn scalar(op: &'static str, name: &'static str, v: f32) -> Result<()> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFinite {
+            op,
+            tensor: name,
+            index: 0,
+        })
+    }
+}
+
+/// Rows of the last axis: `(rows, len)`; rank 0 is one row of one element.
+fn rows_of<T>(t: &Tensor<T>) -> (usize, usize) {
+    let len = t.shape().last().copied().unwrap_or(1);
+    (t.numel() / len, len)
+}
+
+/// Lanes of the fixed summation order used by reductions (that of a 256-thread workgroup).
+const LANES: usize = 256;
+
+/// `Σ f(v)` over `values` in the workgroup order the GPU kernels use: lane `t < 256` folds
+/// `f(v[t]), f(v[t + 256]), …` sequentially from `0.0`, then a pairwise tree over the lanes
+/// (strides 128, …, 1) — like `layout.rs`'s canonical sum, but over one row of any length.
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    for chunk in values.chunks(LANES) {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f(v);
+        }
+    }
+    let mut stride = LANES / 2;
+    while stride >= 1 {
+        let (lo, hi) = lanes.split_at_mut(stride);
+        for (a, b) in lo.iter_mut().zip(&hi[..stride]) {
+            *a += *b;
+        }
+        stride /= 2;
+    }
+    lanes[0]
+}

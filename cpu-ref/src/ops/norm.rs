@@ -1,0 +1,80 @@
+//! Row normalizations over the last axis: RMSNorm and softmax.
+
+use rayon::prelude::*;
+
+use super::{input, lane_sum, output, rows_of, scalar};
+use crate::check;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// RMSNorm over the last axis (length `L`), per row:
+/// `ss = Σ x²` (256-lane workgroup order, `x·x` rounded then added, no FMA),
+/// `inv = 1 / sqrt(ss / L + eps)`, `y = (x · inv) · weight[i]`.
+///
+/// Errors: `weight.len() != L`, non-finite `x`, `weight` or `eps`, negative `eps`, a sum of
+/// squares that overflows f32 (reported with `index` = the row), non-finite output (e.g. an
+/// all-zero row with `eps = 0`).
+pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>> {
+    const OP: &str = "rms_norm";
+    let (_, len) = rows_of(x);
+    check::len(OP, "weight (last axis of x)", len, weight.len())?;
+    input(OP, "x", x)?;
+    check::finite(OP, "weight", weight)?;
+    scalar(OP, "eps", eps)?;
+    if eps < 0.0 {
+        return Err(Error::InvalidArgument {
+            op: OP,
+            what: "eps",
+            reason: "must be >= 0",
+        });
+    }
+    let mut out = vec![0.0f32; x.numel()];
+    let overflow_row = out
+        .par_chunks_mut(len)
+        .zip(x.data().par_chunks(len))
+        .enumerate()
+        .with_min_len((4096 / len).max(1))
+        .filter_map(|(r, (o, row))| {
+            let ss = lane_sum(row, |v| v * v);
+            let inv = 1.0 / (ss / len as f32 + eps).sqrt();
+            for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+                *y = v * inv * w;
+            }
+            (!ss.is_finite()).then_some(r)
+        })
+        .min();
+    if let Some(index) = overflow_row {
+        return Err(Error::NonFinite {
+            op: OP,
+            tensor: "sum of squares of a row (overflows f32)",
+            index,
+        });
+    }
+    output(OP, out, x.shape().to_vec())
+}
+
+/// Softmax over the last axis, max-subtracted, per row:
+/// `m = max x`, `e_i = exp(x_i - m)`, `s = Σ e_i` (256-lane workgroup order), `y_i = e_i / s`.
+/// Every `e_i <= 1` and the maximum's is exactly 1, so nothing overflows and `s >= 1`.
+///
+/// Errors: non-finite input.
+pub fn softmax_last(x: &Tensor<f32>) -> Result<Tensor<f32>> {
+    const OP: &str = "softmax_last";
+    input(OP, "x", x)?;
+    let (_, len) = rows_of(x);
+    let mut out = vec![0.0f32; x.numel()];
+    out.par_chunks_mut(len)
+        .zip(x.data().par_chunks(len))
+        .with_min_len((4096 / len).max(1))
+        .for_each(|(o, row)| {
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for (e, &v) in o.iter_mut().zip(row) {
+                *e = (v - m).exp();
+            }
+            let s = lane_sum(o, |v| v);
+            for e in o.iter_mut() {
+                *e /= s;
+            }
+        });
+    output(OP, out, x.shape().to_vec())
+}

@@ -1,0 +1,43 @@
+//! Reductions over the last axis.
+
+use rayon::prelude::*;
+
+use super::{input, lane_sum, output, rows_of};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Which reduction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// `Σ x`, summed in the 256-lane workgroup order (lane `t` folds `t, t + 256, …`, then a
+    /// pairwise tree over the lanes).
+    Sum,
+    /// `(Σ x) / len`: the `Sum` above, then one f32 division.
+    Mean,
+    /// `max x`.
+    Max,
+    /// `max |x|`.
+    AbsMax,
+}
+
+/// Reduces the last axis: output shape is the input shape without its last axis (a rank-1 input
+/// gives a rank-0 scalar; a rank-0 input is treated as one row of one element). Errors:
+/// non-finite input, non-finite output (a `Sum`/`Mean` that overflows f32).
+pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+    const OP: &str = "reduce_last";
+    input(OP, "a", a)?;
+    let (_, len) = rows_of(a);
+    let out = a
+        .data()
+        .par_chunks(len)
+        .with_min_len((4096 / len).max(1))
+        .map(|row| match op {
+            ReduceOp::Sum => lane_sum(row, |v| v),
+            ReduceOp::Mean => lane_sum(row, |v| v) / len as f32,
+            ReduceOp::Max => row.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            ReduceOp::AbsMax => row.iter().fold(0.0f32, |m, v| m.max(v.abs())),
+        })
+        .collect();
+    let shape = a.shape()[..a.rank().saturating_sub(1)].to_vec();
+    output(OP, out, shape)
+}

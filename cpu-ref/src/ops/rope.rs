@@ -1,0 +1,86 @@
+//! Rotary position embedding (RoPE), HF / GPT-NeoX "rotate half" pairing.
+
+use rayon::prelude::*;
+
+use super::{input, output, scalar};
+use crate::check;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// The RoPE frequencies `freq_i = theta^(-2i / D)` for `i < D/2`, each computed in f64 and
+/// rounded once to f32 — the table GPU kernels receive from the host, so both sides start from
+/// the same bits. Errors: `D` zero or odd, `theta` non-finite or `<= 0`.
+pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
+    const OP: &str = "rope_freqs";
+    check_args(OP, d, theta)?;
+    let theta = f64::from(theta);
+    Ok((0..d / 2)
+        .map(|i| theta.powf(-((2 * i) as f64) / d as f64) as f32)
+        .collect())
+}
+
+/// RoPE on `x` of shape `[S, H, D]` (`D` even) with one position per sequence index `s`:
+/// for `i < D/2`, `angle = (positions[s] as f32) · freq_i` (one f32 product, [`rope_freqs`]),
+/// `c, sn = cos(angle), sin(angle)` (computed in f64, rounded to f32), and the pair
+/// `(x[i], x[i + D/2])` becomes `(x[i]·c − x[i+D/2]·sn, x[i+D/2]·c + x[i]·sn)`.
+///
+/// Errors: rank not 3, `positions.len() != S`, `D` odd, bad `theta`, non-finite `x`.
+pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32>> {
+    const OP: &str = "rope";
+    let &[s, h, d] = x.shape() else {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "x must have rank 3 [S, H, D]",
+            expected: vec![0, 0, 0],
+            got: x.shape().to_vec(),
+        });
+    };
+    check_args(OP, d, theta)?;
+    check::len(OP, "positions (S)", s, positions.len())?;
+    input(OP, "x", x)?;
+    let freqs = rope_freqs(d, theta)?;
+    let half = d / 2;
+    let mut out = vec![0.0f32; x.numel()];
+    out.par_chunks_mut(h * d)
+        .zip(x.data().par_chunks(h * d))
+        .zip(positions)
+        .for_each(|((o, xs), &pos)| {
+            let rot: Vec<(f32, f32)> = freqs
+                .iter()
+                .map(|&f| {
+                    let angle = f64::from(pos as f32 * f);
+                    (angle.cos() as f32, angle.sin() as f32)
+                })
+                .collect();
+            for (oh, xh) in o.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
+                let (olo, ohi) = oh.split_at_mut(half);
+                for (i, &(c, sn)) in rot.iter().enumerate() {
+                    let (x0, x1) = (xh[i], xh[i + half]);
+                    olo[i] = x0 * c - x1 * sn;
+                    ohi[i] = x1 * c + x0 * sn;
+                }
+            }
+        });
+    output(OP, out, x.shape().to_vec())
+}
+
+/// `D` even and nonzero, `theta` finite and positive.
+fn check_args(op: &'static str, d: usize, theta: f32) -> Result<()> {
+    check::nonzero(op, "D", d)?;
+    if !d.is_multiple_of(2) {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "D",
+            reason: "the head dimension must be even",
+        });
+    }
+    scalar(op, "theta", theta)?;
+    if theta <= 0.0 {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "theta",
+            reason: "must be > 0",
+        });
+    }
+    Ok(())
+}

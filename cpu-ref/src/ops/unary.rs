@@ -1,0 +1,53 @@
+//! Elementwise activations.
+
+use rayon::prelude::*;
+
+use super::math::{gelu, silu};
+use super::{input, output};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Which activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// `max(x, 0)`.
+    Relu,
+    /// Squared ReLU `r · r` with `r = max(x, 0)` (BitNet b1.58's FFN activation).
+    Relu2,
+    /// SiLU `x · sigmoid(x)` ([`silu`](super::silu)).
+    Silu,
+    /// GELU, erf form `0.5 · x · (1 + erf(x / √2))` ([`gelu`](super::gelu)).
+    Gelu,
+    /// `e^x` (f32 `exp`, correctly rounded or nearly so).
+    Exp,
+}
+
+impl UnaryOp {
+    /// Applies the activation to one value.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Relu2 => {
+                let r = x.max(0.0);
+                r * r
+            }
+            UnaryOp::Silu => silu(x),
+            UnaryOp::Gelu => gelu(x),
+            UnaryOp::Exp => x.exp(),
+        }
+    }
+}
+
+/// `op(a)` elementwise, same shape. Errors: non-finite input; non-finite output (`Exp` above
+/// ~88.72, `Relu2` above ~1.8e19).
+pub fn unary(op: UnaryOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+    const OP: &str = "unary";
+    input(OP, "a", a)?;
+    let out = a
+        .data()
+        .par_iter()
+        .with_min_len(4096)
+        .map(|&v| op.apply(v))
+        .collect();
+    output(OP, out, a.shape().to_vec())
+}
