@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""Time PyTorch on the shapes bitnet-bench measures, for the side-by-side in bench/RESULTS.md.
+
+Needs only torch and the standard library. On the GPU machine:
+
+    python3 bench/peers/torch_peers.py --out $OUT/peers.json
+
+What is timed (CUDA events, warmup, median of repeats):
+  * torch_fp16_linear        fp16 F.linear (cuBLAS), x [M, K] @ W[N, K]^T, every shape and M
+  * torch_int8_int_mm        torch._int_mm int8 x int8 -> int32; it needs M > 16 and K, N multiples
+                             of 8, so M is padded up to a multiple of 8 above 16 (padded_m says so)
+  * torch_weight_quant_eager BitNet absmean weight quantization, eager ops, f32 [N, K] -> int8
+  * torch_act_quant_eager    BitNet absmax activation quantization, eager ops, f32 [M, K] -> int8
+  * the decode stack: one token through the 210 linear layers of a 30-layer BitNet-2B4T, fp16
+    (and int8 _int_mm), launched eagerly and replayed as one CUDA graph.
+
+Per-shape cases rotate through enough copies of the weights/inputs that the set exceeds the L2
+cache (same rule as bitnet-bench), and time a CUDA graph of one call per copy, divided by the copy
+count: device time per call without Python launch overhead, comparable to GPU timestamp queries.
+If graph capture fails for a case, eager calls between events are timed instead (method says so).
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [  # (label, N, K): weight [N, K], as in bench/src/workload.rs
+    ("2B q/o", 2560, 2560),
+    ("2B k/v", 640, 2560),
+    ("2B gate/up", 6912, 2560),
+    ("2B down", 2560, 6912),
+    ("8B gate/up", 14336, 4096),
+    ("8B down", 4096, 14336),
+]
+TOKENS = [1, 8, 64, 512]
+LAYER_2B4T = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)]
+COLD_BYTES = 256 << 20  # rotate copies until the working set exceeds this (H100 L2: 50 MB)
+MAX_COPIES = 32
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--repeats", type=int, default=30, help="timed repeats per case (median)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed runs per case")
+    p.add_argument("--quick", action="store_true", help="2B shapes, M in {1, 8}, 3 repeats")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
+    p.add_argument("--layers", type=int, default=30, help="layers of the decode stack")
+    return p.parse_args()
+
+
+class Timer:
+    """Median device time of a callable: CUDA events (or perf_counter on the CPU)."""
+
+    def __init__(self, device, warmup, repeats):
+        self.cuda = device.type == "cuda"
+        self.warmup, self.repeats = warmup, repeats
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def samples(self, fn):
+        for _ in range(self.warmup):
+            fn()
+        self.sync()
+        out = []
+        for _ in range(self.repeats):
+            if self.cuda:
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                b.synchronize()
+                out.append(a.elapsed_time(b))
+            else:
+                t = time.perf_counter()
+                fn()
+                out.append((time.perf_counter() - t) * 1e3)
+        return out
+
+    def graph(self, fn):
+        """Captures fn once into a CUDA graph; returns its replay, or None when not on CUDA."""
+        if not self.cuda:
+            return None
+        s = torch.cuda.Stream()
+        s.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(s):
+            for _ in range(2):  # warm cuBLAS handles and workspaces outside the capture
+                fn()
+        torch.cuda.current_stream().wait_stream(s)
+        self.sync()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        self.sync()
+        return g.replay
+
+
+def summary(samples, per_call=1):
+    v = [x / per_call for x in samples]
+    return {"ms": statistics.median(v), "min_ms": min(v), "samples": len(v)}
+
+
+def copies_for(nbytes):
+    return max(1, min(MAX_COPIES, math.ceil(COLD_BYTES / max(1, nbytes))))
+
+
+def time_rotating(timer, make_call, copies):
+    """Time make_call(i) over i in 0..copies, as one CUDA graph per rep when possible."""
+    def all_calls():
+        for i in range(copies):
+            make_call(i)
+    try:
+        replay = timer.graph(all_calls)
+        if replay is not None:
+            return dict(summary(timer.samples(replay), copies), method="cuda_graph_per_call")
+    except Exception as e:  # capture unsupported for this op: fall back to eager, and say so
+        note = f"graph capture failed ({type(e).__name__}: {e}); eager timing"
+        torch.cuda.synchronize()
+        r = summary(timer.samples(all_calls), copies)
+        return dict(r, method="eager_events_per_call", note=note)
+    return dict(summary(timer.samples(all_calls), copies), method="eager_per_call")
+
+
+def weight_quant(w):
+    """BitNet b1.58 absmean quantization: s = mean|w|, wq = clamp(round(w / s), -1, 1)."""
+    s = w.abs().mean().clamp_(min=1e-5)
+    return (w / s).round_().clamp_(-1, 1).to(torch.int8), s
+
+
+def act_quant(x):
+    """BitNet absmax per-token quantization: xq = clamp(round(x * 127 / max|x|), -128, 127)."""
+    scale = 127.0 / x.abs().amax(dim=-1, keepdim=True).clamp_(min=1e-5)
+    return (x * scale).round_().clamp_(-128, 127).to(torch.int8), scale
+
+
+def int_mm_rows(m):
+    """_int_mm needs M > 16 (and multiples of 8 for the int8 tensor-core path)."""
+    return max(24, (m + 7) // 8 * 8)
+
+
+def run_case(results, timer, dev, imp, label, m, n, k, body):
+    row = {"impl": imp, "shape": label, "m": m, "n": n, "k": k}
+    try:
+        row.update(body())
+    except Exception as e:
+        row["error"] = f"{type(e).__name__}: {e}"
+        if timer.cuda:
+            torch.cuda.synchronize()
+    results.append(row)
+    ms = row.get("ms")
+    print(f"  {imp:26s} {label:11s} M={m:<4d} {n}x{k}: "
+          + (f"{ms * 1e3:10.1f} us" if ms is not None else row.get("error", "?")), file=sys.stderr)
+
+
+def shape_cases(args, timer, dev, tokens, shapes):
+    cases = []
+    for label, n, k in shapes:
+        wbytes = n * k * 2
+        nc = copies_for(wbytes)
+        w16 = [torch.randn(n, k, device=dev, dtype=torch.float16) for _ in range(nc)]
+        for m in tokens:
+            x = torch.randn(m, k, device=dev, dtype=torch.float16)
+            run_case(cases, timer, dev, "torch_fp16_linear", label, m, n, k,
+                     lambda: time_rotating(timer, lambda i: F.linear(x, w16[i]), nc))
+        del w16
+        w8 = [torch.randint(-1, 2, (n, k), device=dev, dtype=torch.int8) for _ in range(copies_for(n * k))]
+        for m in tokens:
+            mp = int_mm_rows(m)
+            x8 = torch.randint(-128, 128, (mp, k), device=dev, dtype=torch.int8)
+            run_case(cases, timer, dev, "torch_int8_int_mm", label, m, n, k,
+                     lambda: dict(time_rotating(timer, lambda i: torch._int_mm(x8, w8[i].t()), len(w8)),
+                                  padded_m=mp))
+        del w8
+        wf = [torch.randn(n, k, device=dev, dtype=torch.float32) for _ in range(copies_for(n * k * 4))]
+        run_case(cases, timer, dev, "torch_weight_quant_eager", label, 0, n, k,
+                 lambda: time_rotating(timer, lambda i: weight_quant(wf[i]), len(wf)))
+        del wf
+        for m in tokens:
+            xs = [torch.randn(m, k, device=dev, dtype=torch.float32) for _ in range(copies_for(m * k * 4))]
+            run_case(cases, timer, dev, "torch_act_quant_eager", label, m, 0, k,
+                     lambda: time_rotating(timer, lambda i: act_quant(xs[i]), len(xs)))
+        if timer.cuda:
+            torch.cuda.empty_cache()
+    return cases
+
+
+def stack_cases(args, timer, dev):
+    """The headline: one decode token through all linear layers, fp16 and int8, eager and graph."""
+    out = []
+    mats = [nk for _ in range(args.layers) for nk in LAYER_2B4T]
+
+    def record(imp, graph, body, padded=None, wbytes=None):
+        row = {"impl": imp, "cuda_graph": graph, "layers": args.layers, "m": 1, "weight_bytes": wbytes}
+        if padded:
+            row["padded_m"] = padded
+        try:
+            row.update(body())
+        except Exception as e:
+            row["error"] = f"{type(e).__name__}: {e}"
+        out.append(row)
+        print(f"  stack {imp:22s} graph={graph!s:5s}: "
+              + (f"{row['ms']:.3f} ms" if "ms" in row else row.get("error", "?")), file=sys.stderr)
+
+    ws = [torch.randn(n, k, device=dev, dtype=torch.float16) for n, k in mats]
+    xs = {k: torch.randn(1, k, device=dev, dtype=torch.float16) for _, k in LAYER_2B4T}
+    wbytes = sum(w.numel() * 2 for w in ws)
+
+    def fp16_step():
+        for w in ws:
+            F.linear(xs[w.shape[1]], w)
+    record("torch_fp16_linear", False, lambda: summary(timer.samples(fp16_step)), wbytes=wbytes)
+    if timer.cuda:
+        record("torch_fp16_linear", True, lambda: summary(timer.samples(timer.graph(fp16_step))),
+               wbytes=wbytes)
+    del ws
+    if timer.cuda:
+        torch.cuda.empty_cache()
+
+    mp = int_mm_rows(1)
+    w8 = [torch.randint(-1, 2, (n, k), device=dev, dtype=torch.int8) for n, k in mats]
+    x8 = {k: torch.randint(-128, 128, (mp, k), device=dev, dtype=torch.int8) for _, k in LAYER_2B4T}
+    wbytes8 = sum(w.numel() for w in w8)
+
+    def int8_step():
+        for w in w8:
+            torch._int_mm(x8[w.shape[1]], w.t())
+    record("torch_int8_int_mm", False, lambda: summary(timer.samples(int8_step)), mp, wbytes8)
+    if timer.cuda:
+        record("torch_int8_int_mm", True, lambda: summary(timer.samples(timer.graph(int8_step))),
+               mp, wbytes8)
+    del w8
+    return out
+
+
+def driver_version():
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=20)
+        return r.stdout.strip().splitlines()[0] if r.returncode == 0 and r.stdout.strip() else ""
+    except Exception:
+        return ""
+
+
+def main():
+    args = parse_args()
+    started = time.time()
+    dev = torch.device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("torch_peers: CUDA is not available (use --device cpu for a smoke test)")
+    tokens, shapes = TOKENS, SHAPES
+    if args.quick:
+        tokens, shapes, args.repeats, args.warmup = [1, 8], SHAPES[:4], 3, 1
+    torch.manual_seed(0)
+    timer = Timer(dev, args.warmup, args.repeats)
+    notes = [f"per-shape cases rotate copies so the working set exceeds {COLD_BYTES >> 20} MiB "
+             f"(max {MAX_COPIES} copies); time per call = graph replay / copies",
+             "torch._int_mm needs M > 16 and multiples of 8: M padded (see padded_m)",
+             f"warmup {args.warmup}, repeats {args.repeats}, median"]
+    print(f"torch_peers: torch {torch.__version__} on {args.device}", file=sys.stderr)
+    cases = shape_cases(args, timer, dev, tokens, shapes)
+    stacks = stack_cases(args, timer, dev)
+    report = {
+        "schema": "bitnet-bench-peers/1",
+        "command": " ".join(["python3"] + sys.argv),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "",
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "driver": driver_version() if dev.type == "cuda" else "",
+        "host_threads": os.cpu_count() or 0,
+        "cases": cases,
+        "stacks": stacks,
+        "notes": notes,
+        "seconds": round(time.time() - started, 1),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"torch_peers: wrote {args.out} in {report['seconds']} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

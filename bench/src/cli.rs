@@ -1,0 +1,207 @@
+//! Command-line parsing (hand-written: two subcommands and a dozen flags need no parser crate).
+
+use crate::error::{BenchError, Result};
+use std::path::PathBuf;
+
+/// Usage text printed by `--help`.
+pub const USAGE: &str = "\
+bitnet-bench — headless benchmark of bitnet-wgpu on the best adapter, vs the CPU reference
+
+USAGE:
+  bitnet-bench [run] [OPTIONS]
+  bitnet-bench merge --ours FILE [--peers FILE] --results FILE
+
+RUN OPTIONS:
+  --quick             2B4T shapes, M in {1, 8}, few repeats, small stack (~1-2 min on lavapipe)
+  --filter TEXT       only cases whose id contains TEXT (case-insensitive, repeatable);
+                      ids look like 'bitlinear 2B q/o M=1 2560x2560', 'act_quant ...',
+                      'weight_quant ...' and 'stack' for the decode stack
+  --repeats N         timed GPU repeats per case, median reported (default 30; quick 3)
+  --cpu-repeats N     timed CPU repeats per case (default 3; quick 1)
+  --cpu-budget SECS   stop repeating a CPU case after this much time (default 2; quick 0.5)
+  --layers N          layers of the decode stack (default 30; quick 4)
+  --cold-bytes MIB    rotate weight copies until the working set exceeds this (default 256; quick 0)
+  --no-cpu            skip the CPU reference
+  --no-gpu            skip the GPU (CPU reference only)
+  --json FILE         write the full report as JSON (input of `merge`)
+  --svg FILE          write a bar chart of % of copy-kernel roofline per op
+  --peers FILE        PyTorch peers JSON (bench/peers/torch_peers.py), for --results
+  --results FILE      write RESULTS.md (ours + peers side by side, targets)
+  --no-progress       no progress bar on stderr
+
+MERGE: writes RESULTS.md from a saved --json report and the peers JSON.
+";
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Print usage.
+    Help,
+    /// Print the version.
+    Version,
+    /// Measure.
+    Run(RunArgs),
+    /// Combine saved JSON into RESULTS.md.
+    Merge {
+        /// Our `--json` report.
+        ours: PathBuf,
+        /// The peers JSON, if any.
+        peers: Option<PathBuf>,
+        /// Where to write RESULTS.md.
+        results: PathBuf,
+    },
+}
+
+/// Options of a measuring run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    /// Reduced workload set.
+    pub quick: bool,
+    /// Case-id substrings (lower case); empty = everything.
+    pub filters: Vec<String>,
+    /// GPU timed repeats per case.
+    pub repeats: usize,
+    /// CPU timed repeats per case.
+    pub cpu_repeats: usize,
+    /// CPU time budget per case, seconds.
+    pub cpu_budget_s: f64,
+    /// Decode-stack layers.
+    pub layers: usize,
+    /// Weight-rotation working set in bytes.
+    pub cold_bytes: u64,
+    /// Run the CPU reference.
+    pub cpu: bool,
+    /// Run the GPU.
+    pub gpu: bool,
+    /// `--json` target.
+    pub json: Option<PathBuf>,
+    /// `--svg` target.
+    pub svg: Option<PathBuf>,
+    /// `--peers` input.
+    pub peers: Option<PathBuf>,
+    /// `--results` target.
+    pub results: Option<PathBuf>,
+    /// Show the progress bar.
+    pub progress: bool,
+}
+
+impl RunArgs {
+    /// Whether a case id passes `--filter`.
+    pub fn selects(&self, id: &str) -> bool {
+        let id = id.to_lowercase();
+        self.filters.is_empty() || self.filters.iter().any(|f| id.contains(f.as_str()))
+    }
+}
+
+/// Parses `args` (without the program name).
+pub fn parse(args: &[String]) -> Result<Command> {
+    let mut it = args.iter().peekable();
+    let merge = match it.peek().map(|s| s.as_str()) {
+        Some("merge") => {
+            it.next();
+            true
+        }
+        Some("run") => {
+            it.next();
+            false
+        }
+        _ => false,
+    };
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut run = RunArgs {
+        quick,
+        filters: Vec::new(),
+        repeats: if quick { 3 } else { 30 },
+        cpu_repeats: if quick { 1 } else { 3 },
+        cpu_budget_s: if quick { 0.5 } else { 2.0 },
+        layers: if quick { 4 } else { 30 },
+        cold_bytes: if quick { 0 } else { 256 << 20 },
+        cpu: true,
+        gpu: true,
+        json: None,
+        svg: None,
+        peers: None,
+        results: None,
+        progress: true,
+    };
+    let mut ours = None;
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| {
+            it.next().cloned().ok_or_else(|| BenchError::Usage(format!("{name} needs a value")))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--quick" => {}
+            "--filter" => run.filters.push(value(flag)?.to_lowercase()),
+            "--repeats" => run.repeats = number(flag, &value(flag)?, 1)?,
+            "--cpu-repeats" => run.cpu_repeats = number(flag, &value(flag)?, 1)?,
+            "--cpu-budget" => run.cpu_budget_s = seconds(flag, &value(flag)?)?,
+            "--layers" => run.layers = number(flag, &value(flag)?, 1)?,
+            "--cold-bytes" => run.cold_bytes = (number(flag, &value(flag)?, 0)? as u64) << 20,
+            "--no-cpu" => run.cpu = false,
+            "--no-gpu" => run.gpu = false,
+            "--no-progress" => run.progress = false,
+            "--json" => run.json = Some(value(flag)?.into()),
+            "--svg" => run.svg = Some(value(flag)?.into()),
+            "--peers" => run.peers = Some(value(flag)?.into()),
+            "--results" => run.results = Some(value(flag)?.into()),
+            "--ours" if merge => ours = Some(PathBuf::from(value(flag)?)),
+            other => return Err(BenchError::Usage(format!("unknown argument {other:?}"))),
+        }
+    }
+    if merge {
+        let ours = ours.ok_or_else(|| BenchError::Usage("merge needs --ours FILE".into()))?;
+        let results =
+            run.results.ok_or_else(|| BenchError::Usage("merge needs --results FILE".into()))?;
+        return Ok(Command::Merge { ours, peers: run.peers, results });
+    }
+    if run.peers.is_some() && run.results.is_none() {
+        return Err(BenchError::Usage("--peers is only used with --results FILE".into()));
+    }
+    Ok(Command::Run(run))
+}
+
+fn number(flag: &str, v: &str, min: usize) -> Result<usize> {
+    match v.parse::<usize>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(BenchError::Usage(format!("{flag} wants an integer ≥ {min}, got {v:?}"))),
+    }
+}
+
+fn seconds(flag: &str, v: &str) -> Result<f64> {
+    match v.parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(BenchError::Usage(format!("{flag} wants seconds ≥ 0, got {v:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command> {
+        parse(&s.split_whitespace().map(String::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn run_flags() {
+        let Command::Run(r) = p("--quick --filter Bitlinear --repeats 5 --json a.json").unwrap() else {
+            panic!("not a run")
+        };
+        assert!(r.quick && r.repeats == 5 && r.layers == 4);
+        assert!(r.selects("bitlinear 2B q/o M=1 2560x2560") && !r.selects("act_quant x"));
+        assert_eq!(r.json.as_deref(), Some(std::path::Path::new("a.json")));
+    }
+
+    #[test]
+    fn merge_and_errors() {
+        assert!(matches!(p("merge --ours a --peers b --results c").unwrap(), Command::Merge { .. }));
+        assert!(p("merge --peers b --results c").is_err());
+        assert!(p("--repeats 0").is_err());
+        assert!(p("--bogus").is_err());
+        assert!(p("--json").is_err());
+        assert!(p("--ours a").is_err());
+        assert_eq!(p("--help").unwrap(), Command::Help);
+    }
+}

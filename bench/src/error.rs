@@ -1,0 +1,51 @@
+//! The one error type of bitnet-bench. Failures of a single case are recorded in the report and
+//! the run goes on; these errors are the ones that stop a command.
+
+use std::path::PathBuf;
+
+/// Why a bitnet-bench command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad command line; the message says what and how to fix it.
+    #[error("{0}\n(run `bitnet-bench --help` for usage)")]
+    Usage(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A JSON input did not parse, or an output did not serialize.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The GPU side failed in a way that makes every GPU figure meaningless.
+    #[error("GPU: {0}")]
+    Gpu(String),
+    /// The CPU reference rejected a workload.
+    #[error("CPU reference: {0}")]
+    Cpu(#[from] bitnet_cpu_ref::Error),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// Reads a whole file, with the path in the error.
+pub fn read_file(path: &std::path::Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.into(), source })
+}
+
+/// Writes a whole file (creating parent folders), with the path in the error.
+pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|source| BenchError::Io { path: parent.into(), source })?;
+    }
+    std::fs::write(path, text).map_err(|source| BenchError::Io { path: path.into(), source })
+}

@@ -1,0 +1,196 @@
+//! The GPU side: resident inputs uploaded once, ops timed through the engine's public API.
+//!
+//! GPU time is the engine profiler's timestamp-query time (sum over the op's kernels, every
+//! dispatch in its own timed pass), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
+//! submit + wait wall time per repeat, and every figure is tagged with the clock that made it.
+//!
+//! Per-case inputs rotate through several resident copies (`--cold-bytes`) so that repeats read
+//! from DRAM, not from a warm L2 — the same rule the PyTorch peers follow.
+
+use crate::data;
+use crate::engine_ops as ops;
+use crate::measure::{Clock, Measurement, RepeatPolicy};
+use crate::report::DeviceReport;
+use crate::workload::{OpKind, StackSpec, Workload};
+use bitnet_wgpu::{BackendKind, Engine, EngineOptions, Tensor};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Copies of a rotated input at most (bounds memory on small working sets).
+const MAX_COPIES: u64 = 32;
+
+/// Dispatches per submission: large enough that the decode stack (210 BitLinears) is one batch.
+const BATCH_DISPATCHES: u32 = 4096;
+
+/// A GPU engine prepared for timing.
+pub struct GpuBench {
+    engine: Engine,
+    timestamps: bool,
+}
+
+/// The stack's figures: kernel time (timestamps) and one-submission wall time.
+pub struct StackTimes {
+    /// Sum of kernel times from the profiler (None without timestamps).
+    pub kernels: Option<Measurement>,
+    /// Submit + wait wall time of the whole stack as one submission, profiler off.
+    pub wall: Measurement,
+}
+
+impl GpuBench {
+    /// Opens the best GPU adapter (the engine's own choice) and turns the profiler on if it can.
+    pub fn open() -> Result<GpuBench, String> {
+        let options = EngineOptions { batch_dispatches: BATCH_DISPATCHES, ..Default::default() };
+        let engine = Engine::gpu_with(options).map_err(|e| e.to_string())?;
+        if engine.backend_kind() != BackendKind::Gpu {
+            return Err("the engine found no GPU adapter".into());
+        }
+        let timestamps = engine.set_profiling(true).is_ok();
+        Ok(GpuBench { engine, timestamps })
+    }
+
+    /// The engine being measured.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether GPU times come from timestamp queries (else submit + wait wall time).
+    pub fn timestamps(&self) -> bool {
+        self.timestamps
+    }
+
+    /// What the engine says about its adapter.
+    pub fn device_report(&self) -> DeviceReport {
+        let i = self.engine.info();
+        let mut details = BTreeMap::new();
+        details.insert("device_type".into(), i.device_type.clone());
+        details.insert("driver_info".into(), i.driver_info.clone());
+        details.insert("subgroup_sizes".into(), format!("{}..={}", i.subgroup_min_size, i.subgroup_max_size));
+        details.insert("features".into(), format!("{:?}", i.features));
+        if let Some(l) = i.limits {
+            details.insert("max_storage_binding".into(), l.max_storage_buffer_binding_size.to_string());
+            details.insert("max_buffer".into(), l.max_buffer_size.to_string());
+        }
+        details.insert("timestamps".into(), self.timestamps.to_string());
+        DeviceReport {
+            name: i.adapter_name,
+            backend: i.backend,
+            driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
+            details,
+        }
+    }
+
+    /// Largest storage binding the engine allows (bytes).
+    pub fn max_binding(&self) -> u64 {
+        self.engine.info().limits.map_or(0, |l| l.max_storage_buffer_binding_size)
+    }
+
+    /// Times one workload: uploads its inputs (rotated copies), then runs the op `policy` times.
+    pub fn time_case(&self, w: &Workload, policy: RepeatPolicy, cold_bytes: u64) -> Result<Measurement, String> {
+        let e = &self.engine;
+        let seed = crate::cpu::seed(w);
+        let err = |x: bitnet_wgpu::Error| x.to_string();
+        match w.op {
+            OpKind::Bitlinear => {
+                let wq = data::ternary(w.n, w.k, seed).map_err(|x| x.to_string())?;
+                let copies = copies(cold_bytes, w.n as u64 * w.k.div_ceil(16) as u64 * 4);
+                let ws = (0..copies).map(|_| e.upload_ternary(&wq)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                let x = e.upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k]).map_err(err)?;
+                self.time(policy, |i| ops::bitlinear(e, &x, &ws[i % ws.len()]).map(drop))
+            }
+            OpKind::WeightQuant => {
+                let host = data::floats(w.n * w.k, seed);
+                let copies = copies(cold_bytes, (w.n * w.k * 4) as u64);
+                let ws = (0..copies).map(|_| e.upload_f32(&host, &[w.n, w.k])).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                self.time(policy, |i| ops::quantize_weights(e, &ws[i % ws.len()]).map(drop))
+            }
+            OpKind::ActQuant => {
+                let host = data::floats(w.m * w.k, seed);
+                let copies = copies(cold_bytes, (w.m * w.k * 4) as u64);
+                let xs = (0..copies).map(|_| e.upload_f32(&host, &[w.m, w.k])).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                self.time(policy, |i| ops::quantize_activations(e, &xs[i % xs.len()]).map(drop))
+            }
+        }
+    }
+
+    /// Times the decode stack: every distinct weight matrix resident, all BitLinears recorded into
+    /// one submission per repeat.
+    pub fn time_stack(&self, spec: StackSpec, policy: RepeatPolicy) -> Result<StackTimes, String> {
+        let e = &self.engine;
+        let err = |x: bitnet_wgpu::Error| x.to_string();
+        let mut weights: Vec<Tensor> = Vec::new();
+        for (i, &(n, k)) in spec.matrices().iter().enumerate() {
+            let w = data::ternary(n, k, 1000 + i as u64).map_err(|x| x.to_string())?;
+            weights.push(e.upload_ternary(&w).map_err(err)?);
+        }
+        let x_hidden = e.upload_f32(&data::floats(spec.m * 2560, 2560), &[spec.m, 2560]).map_err(err)?;
+        let x_ffn = e.upload_f32(&data::floats(spec.m * 6912, 6912), &[spec.m, 6912]).map_err(err)?;
+        let step = |_: usize| -> Result<(), String> {
+            for w in &weights {
+                let x = if w.shape()[1] == 6912 { &x_ffn } else { &x_hidden };
+                drop(ops::bitlinear(e, x, w)?);
+            }
+            Ok(())
+        };
+        let kernels = if self.timestamps { Some(self.time(policy, step)?) } else { None };
+        // One-submission wall time with the profiler off (no per-dispatch passes or read-backs).
+        if self.timestamps {
+            e.set_profiling(false).map_err(err)?;
+        }
+        let wall = self.time_wall(policy, step);
+        if self.timestamps {
+            e.set_profiling(true).map_err(err)?;
+        }
+        Ok(StackTimes { kernels, wall: wall? })
+    }
+
+    /// Warmup, then timed repeats of `f(i)`: profiler time when available, else wall time.
+    fn time(&self, policy: RepeatPolicy, f: impl FnMut(usize) -> Result<(), String>) -> Result<Measurement, String> {
+        if !self.timestamps {
+            return self.time_wall(policy, f);
+        }
+        let e = &self.engine;
+        let mut f = f;
+        for i in 0..policy.warmup {
+            f(i)?;
+            e.sync().map_err(|x| x.to_string())?;
+        }
+        let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+        while policy.wants_more(samples.len(), spent) {
+            e.reset_profile();
+            let t = Instant::now();
+            f(policy.warmup + samples.len())?;
+            e.sync().map_err(|x| x.to_string())?;
+            spent += t.elapsed();
+            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
+            if ns == 0 {
+                return Err("the profiler recorded no kernel time for this op".into());
+            }
+            samples.push(ns as f64 * 1e-6);
+        }
+        Measurement::from_samples(&samples, Clock::Timestamp).ok_or_else(|| "no samples".into())
+    }
+
+    /// Warmup, then timed repeats of `f(i)` + sync, by wall clock.
+    fn time_wall(&self, policy: RepeatPolicy, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Measurement, String> {
+        let e = &self.engine;
+        for i in 0..policy.warmup {
+            f(i)?;
+            e.sync().map_err(|x| x.to_string())?;
+        }
+        let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+        while policy.wants_more(samples.len(), spent) {
+            let t = Instant::now();
+            f(policy.warmup + samples.len())?;
+            e.sync().map_err(|x| x.to_string())?;
+            let dt = t.elapsed();
+            spent += dt;
+            samples.push(dt.as_secs_f64() * 1e3);
+        }
+        Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+    }
+}
+
+/// Copies of an input of `bytes` needed for the rotation set to exceed `cold_bytes`.
+fn copies(cold_bytes: u64, bytes: u64) -> usize {
+    cold_bytes.div_ceil(bytes.max(1)).clamp(1, MAX_COPIES) as usize
+}

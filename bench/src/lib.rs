@@ -1,0 +1,30 @@
+//! `bitnet-bench`: the headless benchmark of bitnet-wgpu, as a library so that the binary, the
+//! criterion benches and the tests share one implementation.
+//!
+//! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
+//! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
+//! * [`roofline`]: the copy-kernel bandwidth roofline.
+//! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
+//! * [`table`], [`svg`], [`results_md`] (with [`targets`]): the human-readable outputs.
+
+pub mod cli;
+pub mod cpu;
+pub mod data;
+pub mod date;
+pub mod engine_ops;
+pub mod error;
+pub mod fmt;
+pub mod gpu;
+pub mod measure;
+pub mod peers;
+pub mod progress;
+pub mod report;
+pub mod results_md;
+pub mod roofline;
+pub mod run;
+pub mod svg;
+pub mod table;
+pub mod targets;
+pub mod workload;
+
+pub use error::{BenchError, Result};

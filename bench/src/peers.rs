@@ -1,0 +1,149 @@
+//! The JSON that `bench/peers/torch_peers.py` writes (PyTorch on the same shapes), and look-ups
+//! that pair each of our cases with the matching peer figure.
+//!
+//! Parsing is lenient: every field is optional, so a partial or older peers file still merges and
+//! whatever it lacks shows up as "not measured".
+
+use serde::{Deserialize, Serialize};
+
+/// Schema tag the peers script writes.
+pub const SCHEMA: &str = "bitnet-bench-peers/1";
+
+/// Peer implementation names used by the script.
+pub mod impls {
+    /// fp16 `torch.nn.functional.linear` (cuBLAS).
+    pub const FP16_LINEAR: &str = "torch_fp16_linear";
+    /// `torch._int_mm`, int8 × int8 → int32 (M padded to its constraints).
+    pub const INT8_INT_MM: &str = "torch_int8_int_mm";
+    /// Eager PyTorch absmean weight quantization (BitNet reference formula).
+    pub const WEIGHT_QUANT: &str = "torch_weight_quant_eager";
+    /// Eager PyTorch absmax activation quantization (BitNet reference formula).
+    pub const ACT_QUANT: &str = "torch_act_quant_eager";
+}
+
+/// One timed peer case.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerCase {
+    /// Implementation, one of [`impls`].
+    #[serde(rename = "impl")]
+    pub imp: String,
+    /// Rows (tokens) as requested; 0 for weight quantization.
+    pub m: usize,
+    /// Output features.
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+    /// Rows actually computed when the implementation needed padding (`_int_mm`).
+    pub padded_m: Option<usize>,
+    /// Median time in milliseconds (CUDA events).
+    pub ms: Option<f64>,
+    /// Fastest sample.
+    pub min_ms: Option<f64>,
+    /// Samples behind the median.
+    pub samples: Option<usize>,
+    /// Why it was not measured, if it was not.
+    pub error: Option<String>,
+}
+
+/// The peer's version of the decode layer stack.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerStack {
+    /// Implementation, one of [`impls`].
+    #[serde(rename = "impl")]
+    pub imp: String,
+    /// Replayed as a CUDA graph (true) or launched eagerly (false).
+    pub cuda_graph: bool,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Tokens.
+    pub m: usize,
+    /// Rows actually computed, if padded.
+    pub padded_m: Option<usize>,
+    /// Bytes of weights the peer streams per step.
+    pub weight_bytes: Option<u64>,
+    /// Median time in milliseconds.
+    pub ms: Option<f64>,
+    /// Fastest sample.
+    pub min_ms: Option<f64>,
+    /// Samples behind the median.
+    pub samples: Option<usize>,
+    /// Why it was not measured, if it was not.
+    pub error: Option<String>,
+}
+
+/// The whole peers file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeersReport {
+    /// Should be [`SCHEMA`].
+    pub schema: String,
+    /// The exact command that produced the file.
+    pub command: String,
+    /// UTC time of the run.
+    pub date_utc: String,
+    /// `torch.__version__`.
+    pub torch: String,
+    /// `torch.version.cuda`.
+    pub cuda: String,
+    /// `torch.cuda.get_device_name()`.
+    pub device: String,
+    /// NVIDIA driver version (from `nvidia-smi`), if it could be read.
+    pub driver: String,
+    /// Host CPU threads (`os.cpu_count()`).
+    pub host_threads: usize,
+    /// Per shape and implementation.
+    pub cases: Vec<PeerCase>,
+    /// Decode stacks (eager and CUDA-graph variants).
+    pub stacks: Vec<PeerStack>,
+    /// Free-form remarks from the script (padding, skipped parts).
+    pub notes: Vec<String>,
+}
+
+impl PeersReport {
+    /// Parses the script's JSON.
+    pub fn from_json(text: &str) -> Result<PeersReport, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// The peer case for `imp` on `(m, n, k)`; `m` is ignored for weight quantization and `n` for
+    /// activation quantization, which do not depend on them.
+    pub fn case(&self, imp: &str, m: usize, n: usize, k: usize) -> Option<&PeerCase> {
+        self.cases.iter().find(|c| {
+            c.imp == imp
+                && c.k == k
+                && (imp == impls::WEIGHT_QUANT || c.m == m)
+                && (imp == impls::ACT_QUANT || c.n == n)
+        })
+    }
+
+    /// The peer stack for `imp` with or without CUDA graph, for the given layer and token count.
+    pub fn stack(&self, imp: &str, graph: bool, layers: usize, m: usize) -> Option<&PeerStack> {
+        self.stacks
+            .iter()
+            .find(|s| s.imp == imp && s.cuda_graph == graph && s.layers == layers && s.m == m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_parse_and_lookup() {
+        let text = r#"{"schema":"bitnet-bench-peers/1","device":"X","cases":[
+            {"impl":"torch_fp16_linear","m":1,"n":2560,"k":2560,"ms":0.01},
+            {"impl":"torch_act_quant_eager","m":8,"n":0,"k":2560,"ms":0.02},
+            {"impl":"torch_int8_int_mm","m":1,"n":640,"k":2560,"error":"boom"}],
+            "stacks":[{"impl":"torch_fp16_linear","cuda_graph":true,"layers":30,"m":1,"ms":2.2}],
+            "unknown_field": 3}"#;
+        let p = PeersReport::from_json(text).unwrap();
+        assert_eq!(p.case(impls::FP16_LINEAR, 1, 2560, 2560).unwrap().ms, Some(0.01));
+        assert_eq!(p.case(impls::ACT_QUANT, 8, 6912, 2560).unwrap().ms, Some(0.02));
+        assert!(p.case(impls::INT8_INT_MM, 1, 640, 2560).unwrap().ms.is_none());
+        assert!(p.case(impls::FP16_LINEAR, 8, 2560, 2560).is_none());
+        assert_eq!(p.stack(impls::FP16_LINEAR, true, 30, 1).unwrap().ms, Some(2.2));
+        assert!(p.stack(impls::FP16_LINEAR, false, 30, 1).is_none());
+    }
+}

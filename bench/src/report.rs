@@ -1,0 +1,201 @@
+//! The result model of one `bitnet-bench` run: what `--json` writes and `merge` reads back.
+//!
+//! Raw measurements are kept as measured; derived figures (GB/s, TOP/s, roofline %, GPU/CPU) are
+//! computed by methods from them, so JSON, table, SVG and RESULTS.md can never disagree.
+
+use crate::measure::Measurement;
+use crate::workload::{OpKind, StackSpec, Workload};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Schema tag of the JSON this module writes.
+pub const SCHEMA: &str = "bitnet-bench/1";
+
+/// The adapter that ran the GPU side, as the engine reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    /// Adapter name, e.g. `"NVIDIA H100 80GB HBM3"` or `"llvmpipe (LLVM 15.0.6, 256 bits)"`.
+    pub name: String,
+    /// Graphics API backend, e.g. `"Vulkan"`.
+    pub backend: String,
+    /// Driver name and version as far as the backend tells.
+    pub driver: String,
+    /// Everything else worth recording (device type, subgroup size, features, limits …).
+    pub details: BTreeMap<String, String>,
+}
+
+/// The machine that ran the CPU side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// CPU model from `/proc/cpuinfo` (or `"unknown"`).
+    pub cpu_model: String,
+    /// Worker threads the CPU reference used (rayon's pool size).
+    pub threads: usize,
+    /// `std::env::consts::OS` / `ARCH`.
+    pub os: String,
+}
+
+/// The bandwidth roofline: a WGSL copy kernel on the same device in the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Roofline {
+    /// Bytes read + written per timed copy.
+    pub bytes: u64,
+    /// Time of one copy.
+    pub time: Measurement,
+    /// Which implementation ran it (engine utility or the bench's own kernel).
+    pub source: String,
+}
+
+impl Roofline {
+    /// Copy bandwidth in GB/s (read + write, 10^9 bytes).
+    pub fn gbps(&self) -> f64 {
+        gbps(self.bytes, self.time.median_ms)
+    }
+}
+
+/// One op on one shape: GPU and CPU timings, or why either is missing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    /// Unique id (see [`Workload::id`]).
+    pub id: String,
+    /// Op family.
+    pub op: OpKind,
+    /// Shape label.
+    pub shape: String,
+    /// Activation rows (0 for weight quantization).
+    pub m: usize,
+    /// Output features.
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+    /// Compulsory bytes moved (see [`Workload::bytes`]).
+    pub bytes: u64,
+    /// Integer ops (BitLinear) or elements (quantization).
+    pub ops: u64,
+    /// Whether the copy-kernel bandwidth is this case's roofline.
+    pub memory_bound: bool,
+    /// GPU time, if measured.
+    pub gpu: Option<Measurement>,
+    /// Why the GPU time is missing, if it is.
+    pub gpu_error: Option<String>,
+    /// CPU reference time, if measured.
+    pub cpu: Option<Measurement>,
+    /// Why the CPU time is missing, if it is.
+    pub cpu_error: Option<String>,
+}
+
+impl CaseResult {
+    /// A case with no timings yet.
+    pub fn new(w: &Workload) -> CaseResult {
+        CaseResult {
+            id: w.id(),
+            op: w.op,
+            shape: w.shape.to_string(),
+            m: w.m,
+            n: w.n,
+            k: w.k,
+            bytes: w.bytes(),
+            ops: w.ops(),
+            memory_bound: w.memory_bound(),
+            gpu: None,
+            gpu_error: None,
+            cpu: None,
+            cpu_error: None,
+        }
+    }
+
+    /// Effective GPU bandwidth in GB/s.
+    pub fn gpu_gbps(&self) -> Option<f64> {
+        self.gpu.map(|g| gbps(self.bytes, g.median_ms))
+    }
+
+    /// Effective GPU throughput in TOP/s (BitLinear) or G elements/s (quantization) × 10^-3.
+    pub fn gpu_tops(&self) -> Option<f64> {
+        self.gpu.map(|g| self.ops as f64 / (g.median_ms * 1e-3) / 1e12)
+    }
+
+    /// Effective CPU bandwidth in GB/s.
+    pub fn cpu_gbps(&self) -> Option<f64> {
+        self.cpu.map(|c| gbps(self.bytes, c.median_ms))
+    }
+
+    /// Percent of the copy-kernel bandwidth, for memory-bound cases only.
+    pub fn roofline_pct(&self, roof: Option<&Roofline>) -> Option<f64> {
+        let roof = roof?;
+        if !self.memory_bound {
+            return None;
+        }
+        Some(100.0 * self.gpu_gbps()? / roof.gbps())
+    }
+
+    /// GPU time divided by CPU time (below 1: the GPU is faster).
+    pub fn gpu_over_cpu(&self) -> Option<f64> {
+        Some(self.gpu?.median_ms / self.cpu?.median_ms)
+    }
+}
+
+/// The headline: one decode step through all 210 linear layers of BitNet-2B4T.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackResult {
+    /// Layers and tokens.
+    pub spec: StackSpec,
+    /// Number of distinct weight matrices (210 for the real model).
+    pub matrices: usize,
+    /// Packed ternary weight bytes.
+    pub packed_weight_bytes: u64,
+    /// Compulsory bytes per step (weights + activations).
+    pub bytes: u64,
+    /// GPU time of the whole stack: the profiler's kernel time (clock `ts`), or the wall time
+    /// below when the adapter has no timestamps.
+    pub gpu: Option<Measurement>,
+    /// Submit + wait wall time of the stack as one submission with the profiler off (includes
+    /// inter-kernel gaps and the submission itself).
+    pub gpu_wall: Option<Measurement>,
+    /// Why the GPU time is missing, if it is.
+    pub gpu_error: Option<String>,
+    /// CPU reference time of the same stack, if measured.
+    pub cpu: Option<Measurement>,
+    /// Why the CPU time is missing, if it is.
+    pub cpu_error: Option<String>,
+}
+
+impl StackResult {
+    /// Effective GPU bandwidth of the step in GB/s.
+    pub fn gpu_gbps(&self) -> Option<f64> {
+        self.gpu.map(|g| gbps(self.bytes, g.median_ms))
+    }
+}
+
+/// Everything one run measured, plus where and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// bitnet-bench version.
+    pub version: String,
+    /// UTC start time, RFC 3339.
+    pub date_utc: String,
+    /// The exact command line of this run.
+    pub command: String,
+    /// Whether `--quick` reduced the workload set.
+    pub quick: bool,
+    /// The GPU adapter (absent when no adapter was found).
+    pub device: Option<DeviceReport>,
+    /// The host CPU.
+    pub host: HostReport,
+    /// The copy-kernel roofline, if measured.
+    pub roofline: Option<Roofline>,
+    /// Why the roofline is missing, if it is.
+    pub roofline_error: Option<String>,
+    /// Per op and shape.
+    pub cases: Vec<CaseResult>,
+    /// The decode stack, unless filtered out.
+    pub stack: Option<StackResult>,
+    /// Free-form remarks (fallbacks taken, skipped parts).
+    pub notes: Vec<String>,
+}
+
+/// `bytes` over `ms` milliseconds, in GB/s (10^9 bytes per second).
+pub fn gbps(bytes: u64, ms: f64) -> f64 {
+    bytes as f64 / (ms * 1e-3) / 1e9
+}

@@ -1,0 +1,196 @@
+//! The bandwidth roofline: a plain WGSL copy kernel (vec4 loads and stores, grid-stride) timed on
+//! the same adapter, in the same run, as the engine's kernels.
+//!
+//! The engine's `util_copy` kernel also checks for non-finite values, which is not a pure copy, so
+//! the roofline uses its own minimal kernel on its own device of the same adapter. Timing uses GPU
+//! timestamp queries around one compute pass of several back-to-back copies when the adapter has
+//! `TIMESTAMP_QUERY`, and submit + wait wall time otherwise (the report says which).
+
+use crate::measure::{Clock, Measurement};
+use crate::report::Roofline;
+use std::time::Instant;
+
+const COPY_WGSL: &str = r#"
+@group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read_write> dst: array<vec4<u32>>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>,
+        @builtin(num_workgroups) groups: vec3<u32>) {
+    let n = arrayLength(&src);
+    let stride = groups.x * 256u;
+    for (var i = gid.x; i < n; i += stride) {
+        dst[i] = src[i];
+    }
+}
+"#;
+
+/// Copies per compute pass: enough back-to-back work that pass start/end costs vanish.
+const COPIES_PER_PASS: u32 = 10;
+
+/// Measures copy bandwidth on the adapter whose name is `adapter_name` (the engine's adapter), or
+/// on the best adapter when `None`. `max_bytes` caps the size of each of the two buffers.
+pub fn measure(adapter_name: Option<&str>, max_bytes: u64, repeats: usize) -> Result<Roofline, String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    if let Some(name) = adapter_name {
+        adapters.retain(|a| a.get_info().name == name);
+    }
+    adapters.sort_by_key(|a| rank(&a.get_info()));
+    let adapter = adapters.into_iter().next().ok_or("no adapter for the copy kernel")?;
+    let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("bitnet-bench roofline"),
+        required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
+        required_limits: adapter.limits(),
+        ..Default::default()
+    };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| e.to_string())?;
+    let limits = device.limits();
+    let size = max_bytes
+        .min(limits.max_storage_buffer_binding_size as u64)
+        .min(limits.max_buffer_size)
+        / 16
+        * 16;
+    if size < 1 << 20 {
+        return Err(format!("storage bindings too small for a copy roofline ({size} bytes)"));
+    }
+    let probe = CopyProbe::new(&device, size, timestamps);
+    // Several grid sizes: a roofline is the best the device does, not one configuration's luck.
+    let vec4s = size / 16;
+    let full = vec4s.div_ceil(256).min(65_535) as u32;
+    let mut best: Option<Measurement> = None;
+    for groups in [full, (full / 4).max(1), (full / 16).max(1)] {
+        let mut samples = Vec::with_capacity(repeats);
+        probe.run(&device, &queue, groups)?; // warmup
+        for _ in 0..repeats.max(1) {
+            samples.push(probe.run(&device, &queue, groups)?);
+        }
+        let clock = if timestamps { Clock::Timestamp } else { Clock::Wall };
+        if let Some(m) = Measurement::from_samples(&samples, clock) {
+            if best.is_none_or(|b| m.median_ms < b.median_ms) {
+                best = Some(m);
+            }
+        }
+    }
+    let time = best.ok_or("copy kernel produced no finite time")?;
+    let info = adapter.get_info();
+    Ok(Roofline { bytes: 2 * size, time, source: format!("bench copy kernel (vec4<u32>) on {}", info.name) })
+}
+
+/// Same ranking as the engine: discrete, integrated, virtual, other, CPU; GL after native APIs.
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let t = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    (t, u8::from(info.backend == wgpu::Backend::Gl))
+}
+
+/// The copy pipeline with its two buffers and the timestamp plumbing.
+struct CopyProbe {
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+}
+
+impl CopyProbe {
+    fn new(device: &wgpu::Device, size: u64, timestamps: bool) -> CopyProbe {
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("roofline copy"),
+            source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("roofline copy"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let buffer = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (src, dst) = (buffer("roofline src"), buffer("roofline dst"));
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("roofline copy"),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: dst.as_entire_binding() },
+            ],
+        });
+        let queries = timestamps.then(|| {
+            let set = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("roofline timestamps"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("roofline resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let read = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("roofline readback"),
+                size: 16,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (set, resolve, read)
+        });
+        CopyProbe { pipeline, bind_group, queries }
+    }
+
+    /// One pass of [`COPIES_PER_PASS`] copies; returns milliseconds per copy.
+    fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, groups: u32) -> Result<f64, String> {
+        let mut enc = device.create_command_encoder(&Default::default());
+        {
+            let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                query_set: set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("roofline copy"),
+                timestamp_writes,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &self.bind_group, &[]);
+            for _ in 0..COPIES_PER_PASS {
+                pass.dispatch_workgroups(groups, 1, 1);
+            }
+        }
+        if let Some((set, resolve, read)) = &self.queries {
+            enc.resolve_query_set(set, 0..2, resolve, 0);
+            enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
+        }
+        let started = Instant::now();
+        queue.submit([enc.finish()]);
+        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+        let wall_ms = started.elapsed().as_secs_f64() * 1e3;
+        let Some((_, _, read)) = &self.queries else {
+            return Ok(wall_ms / COPIES_PER_PASS as f64);
+        };
+        read.map_async(wgpu::MapMode::Read, .., |_| {});
+        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+        let ticks = {
+            let view = read.get_mapped_range(..).map_err(|e| e.to_string())?;
+            let t = |i: usize| u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+            t(1).saturating_sub(t(0))
+        };
+        read.unmap();
+        let ns = ticks as f64 * queue.get_timestamp_period() as f64;
+        Ok(ns * 1e-6 / COPIES_PER_PASS as f64)
+    }
+}

@@ -1,0 +1,125 @@
+//! The terminal table of a run: one block per op family, one row per shape and M, then the
+//! roofline and the decode-stack headline.
+
+use crate::fmt::{opt_num, opt_ratio, opt_time, text_table, time_ms};
+use crate::report::{CaseResult, Report};
+use crate::workload::OpKind;
+
+/// Renders the whole report as plain text (what the binary prints on stdout).
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let dev = report.device.as_ref();
+    out.push_str(&format!(
+        "bitnet-bench {} — {} — {}\n",
+        report.version,
+        dev.map_or("no GPU adapter".to_string(), |d| format!("{} ({}, {})", d.name, d.backend, d.driver)),
+        report.date_utc
+    ));
+    out.push_str(&format!(
+        "CPU reference: {} ({} threads)\n",
+        report.host.cpu_model, report.host.threads
+    ));
+    match (&report.roofline, &report.roofline_error) {
+        (Some(r), _) => out.push_str(&format!(
+            "roofline: copy kernel {:.1} GB/s (read+write, {} per copy, {} [{}])\n",
+            r.gbps(),
+            crate::fmt::bytes(r.bytes),
+            time_ms(r.time.median_ms),
+            r.time.clock.tag()
+        )),
+        (None, Some(e)) => out.push_str(&format!("roofline: not measured ({e})\n")),
+        (None, None) => out.push_str("roofline: not measured\n"),
+    }
+    for note in &report.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    for op in [OpKind::Bitlinear, OpKind::WeightQuant, OpKind::ActQuant] {
+        let cases: Vec<&CaseResult> = report.cases.iter().filter(|c| c.op == op).collect();
+        if cases.is_empty() {
+            continue;
+        }
+        out.push('\n');
+        out.push_str(&format!("== {} ==\n", op.name()));
+        out.push_str(&op_table(report, &cases));
+    }
+    if let Some(s) = &report.stack {
+        out.push('\n');
+        out.push_str(&format!(
+            "== decode stack: {} layers × 7 linears = {} matrices, {} packed, M={} ==\n",
+            s.spec.layers,
+            s.matrices,
+            crate::fmt::bytes(s.packed_weight_bytes),
+            s.spec.m
+        ));
+        let gpu = s.gpu.map_or_else(
+            || format!("not measured ({})", s.gpu_error.as_deref().unwrap_or("skipped")),
+            |g| format!("{} [{}]", time_ms(g.median_ms), g.clock.tag()),
+        );
+        let roof = report.roofline.as_ref().and_then(|r| Some(100.0 * s.gpu_gbps()? / r.gbps()));
+        out.push_str(&format!(
+            "GPU {gpu}  {} GB/s  {} % of copy\n",
+            opt_num(s.gpu_gbps(), 1, "-"),
+            opt_num(roof, 1, "-")
+        ));
+        if let Some(w) = s.gpu_wall {
+            out.push_str(&format!("GPU one submission, submit + wait wall time: {}\n", time_ms(w.median_ms)));
+        }
+        let cpu = s.cpu.map_or_else(
+            || format!("not measured ({})", s.cpu_error.as_deref().unwrap_or("skipped")),
+            |c| time_ms(c.median_ms),
+        );
+        let ratio = s.gpu.zip(s.cpu).map(|(g, c)| c.median_ms / g.median_ms);
+        out.push_str(&format!("CPU {cpu}  GPU speed-up {}\n", opt_ratio(ratio, "-")));
+    }
+    out
+}
+
+fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
+    let throughput = if cases[0].op == OpKind::Bitlinear { "TOP/s" } else { "Gelem/s" };
+    let mut rows = vec![vec![
+        "case".to_string(),
+        "GPU time".into(),
+        "clock".into(),
+        "GB/s".into(),
+        throughput.into(),
+        "% roofline".into(),
+        "CPU time".into(),
+        "CPU GB/s".into(),
+        "GPU/CPU".into(),
+    ]];
+    for c in cases {
+        let scale = if c.op == OpKind::Bitlinear { 1.0 } else { 1e3 };
+        rows.push(vec![
+            c.id.strip_prefix(c.op.name()).unwrap_or(&c.id).trim().to_string(),
+            opt_time(c.gpu.map(|g| g.median_ms), if c.gpu_error.is_some() { "error" } else { "-" }),
+            c.gpu.map_or("-".into(), |g| g.clock.tag().to_string()),
+            opt_num(c.gpu_gbps(), 1, "-"),
+            opt_num(c.gpu_tops().map(|t| t * scale), 2, "-"),
+            if c.memory_bound {
+                opt_num(c.roofline_pct(report.roofline.as_ref()), 1, "-")
+            } else {
+                "compute".into()
+            },
+            opt_time(c.cpu.map(|g| g.median_ms), if c.cpu_error.is_some() { "error" } else { "-" }),
+            opt_num(c.cpu_gbps(), 2, "-"),
+            opt_num(c.gpu_over_cpu(), 3, "-"),
+        ]);
+    }
+    let mut out = text_table(&rows);
+    // One line per distinct error, not per case: a missing op fails every shape the same way.
+    let mut errors: Vec<(&str, &str, usize)> = Vec::new();
+    for c in cases {
+        for (side, e) in [("GPU", &c.gpu_error), ("CPU", &c.cpu_error)] {
+            if let Some(e) = e.as_deref() {
+                match errors.iter_mut().find(|(s, m, _)| *s == side && *m == e) {
+                    Some(entry) => entry.2 += 1,
+                    None => errors.push((side, e, 1)),
+                }
+            }
+        }
+    }
+    for (side, e, count) in errors {
+        out.push_str(&format!("  {side} error ({count} of {} cases): {e}\n", cases.len()));
+    }
+    out
+}
