@@ -6,15 +6,15 @@
 // axis first) and dots them with the strides. When neither input broadcasts (`contiguous` = 1) the
 // decomposition is skipped: all three share the flat index.
 //
-// op: 0 = add, 1 = sub, 2 = mul, 3 = div.
+// op: 0 = add, 1 = sub, 2 = mul, 3 = div (correctly rounded, so every op matches the CPU reference
+// bit for bit). Built with exact_div.wgsl prepended (see `kernels-wgsl/src/tensor.rs`).
 //
 // Chunking: the launch covers outputs out_base .. out_base + len of the full output, bound from
 // out_base; a and b are bound from element a_off / b_off of theirs (0 when bound whole). Flat
 // indices computed and reported are those of the full tensors.
 //
 // Non-finite status words: 0 = a, 1 = b, 2 = output (a non-finite result of finite inputs:
-// overflow, or division by zero, which is flagged explicitly because shaders need not produce
-// IEEE inf for it). Dispatch: linear, ceil(len / 256) workgroups.
+// overflow, division by zero). Dispatch: linear, ceil(len / 256) workgroups.
 
 struct Params {
     len: u32,
@@ -42,19 +42,20 @@ fn is_non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
+}
+
+// One IEEE f32 operation, as `BinaryOp::apply` in the CPU reference.
 fn apply(op: u32, x: f32, y: f32) -> f32 {
     switch op {
         case 0u: { return x + y; }
         case 1u: { return x - y; }
         case 2u: { return x * y; }
-        default: {
-            // Shader division is only specified for |y| in [2^-126, 2^126]: scale a huge divisor
-            // (and the dividend, exactly) into range.
-            if (abs(y) > 8.5070592e37) {
-                return (x * 0.25) / (y * 0.25);
-            }
-            return x / y;
-        }
+        default: { return div_rounded(x, y); }
     }
 }
 
@@ -95,7 +96,7 @@ fn main(
         atomicMin(&nonfinite[1], ib);
     }
     let r = apply(params.op, x, y);
-    if (is_non_finite(r) || (params.op == 3u && y == 0.0)) {
+    if (is_non_finite(r)) {
         atomicMin(&nonfinite[2], o);
     }
     out[i] = r;

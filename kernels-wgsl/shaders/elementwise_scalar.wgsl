@@ -1,13 +1,15 @@
 // Tensor-scalar elementwise op: out[i] = a[i] (op) s, the scalar s passed as a parameter.
 //
-// op: 0 = add, 1 = sub, 2 = mul, 3 = div (same arithmetic as elementwise_binary.wgsl). The host
-// rejects a non-finite scalar before launching.
+// op: 0 = add, 1 = sub, 2 = mul, 3 = div (same arithmetic as elementwise_binary.wgsl: correctly
+// rounded). Built with exact_div.wgsl prepended (see `kernels-wgsl/src/tensor.rs`).
 //
 // Chunking: the launch covers elements base .. base + len, with a and out bound from base; flat
 // indices reported are those of the full tensors.
 //
-// Non-finite status words: 0 = a, 1 = output (a non-finite result of finite inputs: overflow, or
-// division by zero, flagged explicitly). Dispatch: linear, ceil(len / 256) workgroups.
+// Non-finite status words: 0 = a, 1 = s (index 0; the scalar is checked in the kernel so that a
+// non-finite `a` is still reported first, as the CPU reference does), 2 = output (a non-finite
+// result of finite inputs: overflow, division by zero). Dispatch: linear, ceil(len / 256)
+// workgroups.
 
 struct Params {
     len: u32,
@@ -26,19 +28,20 @@ fn is_non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
+}
+
+// One IEEE f32 operation, as `BinaryOp::apply` in the CPU reference.
 fn apply(op: u32, x: f32, y: f32) -> f32 {
     switch op {
         case 0u: { return x + y; }
         case 1u: { return x - y; }
         case 2u: { return x * y; }
-        default: {
-            // Shader division is only specified for |y| in [2^-126, 2^126]: scale a huge divisor
-            // (and the dividend, exactly) into range.
-            if (abs(y) > 8.5070592e37) {
-                return (x * 0.25) / (y * 0.25);
-            }
-            return x / y;
-        }
+        default: { return div_rounded(x, y); }
     }
 }
 
@@ -56,9 +59,12 @@ fn main(
     if (is_non_finite(x)) {
         atomicMin(&nonfinite[0], params.base + i);
     }
+    if (i == 0u && is_non_finite(params.s)) {
+        atomicMin(&nonfinite[1], 0u);
+    }
     let r = apply(params.op, x, params.s);
-    if (is_non_finite(r) || (params.op == 3u && params.s == 0.0)) {
-        atomicMin(&nonfinite[1], params.base + i);
+    if (is_non_finite(r)) {
+        atomicMin(&nonfinite[2], params.base + i);
     }
     out[i] = r;
 }

@@ -5,6 +5,8 @@
 //
 // Shader exp is only specified to 3 + 2|x| ulp, so `exp_reduced` range-reduces first (x = n·ln2 + r,
 // |r| <= ln2/2, Cody–Waite split of ln2) and scales by 2^n exactly: the error no longer grows with |x|.
+// Divisions are correctly rounded (exact_div.wgsl is prepended), so exp is the only inexact step;
+// the formulas are those of `bitnet_cpu_ref::ops` (math.rs) operation for operation.
 //
 // Chunking: the launch covers elements base .. base + len, with a and out bound from base; flat
 // indices reported are those of the full tensors.
@@ -47,10 +49,18 @@ fn exp_reduced(x: f32) -> f32 {
     return ldexp(ldexp(exp(r), h), ni - h);
 }
 
-// erf(x): Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended to negative x.
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
+}
+
+// erf(x): Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7), odd-extended to negative x, exactly as
+// `bitnet_cpu_ref::ops::erf`.
 fn erf_approx(x: f32) -> f32 {
     let z = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * z);
+    let t = exact_div(1.0, 1.0 + 0.3275911 * z);
     let poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
     let y = 1.0 - poly * exp_reduced(-z * z);
     return select(y, -y, x < 0.0);
@@ -59,10 +69,10 @@ fn erf_approx(x: f32) -> f32 {
 // Logistic sigmoid without overflow: exp is only ever taken of a non-positive argument.
 fn sigmoid(x: f32) -> f32 {
     if (x >= 0.0) {
-        return 1.0 / (1.0 + exp_reduced(-x));
+        return exact_div(1.0, 1.0 + exp_reduced(-x));
     }
     let e = exp_reduced(x);
-    return e / (1.0 + e);
+    return exact_div(e, 1.0 + e);
 }
 
 fn apply(op: u32, x: f32) -> f32 {

@@ -99,7 +99,8 @@ fn main(
                 b_tile[base + lid.x + 48u],
             );
             for (var i = 0u; i < 4u; i++) {
-                acc[i] = fma(vec4<f32>(a_tile[base + lid.y + i * WG]), bv, acc[i]);
+                // Product rounded, then the sum (no fma), k ascending: the CPU reference's order.
+                acc[i] = acc[i] + vec4<f32>(a_tile[base + lid.y + i * WG]) * bv;
             }
         }
         workgroupBarrier();

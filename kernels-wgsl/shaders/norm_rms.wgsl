@@ -1,14 +1,16 @@
 // RMS norm over the last axis, one workgroup per row:
 //   y[r, i] = x[r, i] · inv · w[i],  inv = 1 / sqrt(Σ_i x[r, i]² / len + eps).
 //
-// Invocation t folds x² for elements t, t + 256, ... sequentially; a tree in workgroup memory
-// (strides 128, ..., 1) sums the 256 partials; then every invocation scales its own elements.
+// Invocation t folds x² (x·x rounded, then added) for elements t, t + 256, ... sequentially; a tree
+// in workgroup memory (strides 128, ..., 1) sums the 256 partials — the CPU reference's order, so
+// the sum of squares matches it bit for bit; then every invocation scales its own elements. The
+// divisions are correctly rounded (exact_div.wgsl is prepended); sqrt is the shader's.
 //
 // Chunking: the launch covers rows row_base .. row_base + rows of x and y, bound from row_base; w
 // is bound whole. Flat indices reported are those of the full tensors.
 //
-// Non-finite status words: 0 = x, 1 = weight, 2 = output (a non-finite y, or a sum of squares that
-// overflowed, reported at the row's first element). Dispatch: linear, one workgroup per row
+// Non-finite status words: 0 = x, 1 = weight, 2 = the sum of squares of a row overflowed (index =
+// the row), 3 = output. eps is checked on the host. Dispatch: linear, one workgroup per row
 // (row = wid.x + wid.y · nwg.x).
 
 struct Params {
@@ -56,7 +58,7 @@ fn main(
         if (row == 0u && is_non_finite(w[i])) {
             atomicMin(&nonfinite[1], i);
         }
-        acc = fma(v, v, acc);
+        acc = acc + v * v;
     }
     partial[t] = acc;
     workgroupBarrier();
@@ -68,13 +70,13 @@ fn main(
     }
     let sum_sq = partial[0];
     if (t == 0u && is_non_finite(sum_sq)) {
-        atomicMin(&nonfinite[2], flat_base);
+        atomicMin(&nonfinite[2], params.row_base + row);
     }
-    let inv = 1.0 / sqrt(sum_sq / f32(len) + params.eps);
+    let inv = exact_div(1.0, sqrt(exact_div(sum_sq, f32(len)) + params.eps));
     for (var i = t; i < len; i += WG) {
         let r = x[base + i] * inv * w[i];
         if (is_non_finite(r)) {
-            atomicMin(&nonfinite[2], flat_base + i);
+            atomicMin(&nonfinite[3], flat_base + i);
         }
         y[base + i] = r;
     }

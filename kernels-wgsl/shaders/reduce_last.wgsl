@@ -2,7 +2,10 @@
 //
 // op: 0 = sum, 1 = mean (sum / len), 2 = max, 3 = absmax (max |x|). Invocation t folds elements
 // t, t + 256, t + 512, ... sequentially, then a tree in workgroup memory halves the 256 partials to
-// one (strides 128, 64, ..., 1). Portable fallback of reduce_last_subgroup.wgsl.
+// one (strides 128, 64, ..., 1): exactly the summation order of the CPU reference (`lane_sum`), so
+// sums and means match it bit for bit. Mean divides with exact_div.wgsl (prepended). Used for every
+// op where subgroups are missing, and always for sum and mean (a subgroup reduction's order is
+// unspecified).
 //
 // Chunking: the launch covers rows row_base .. row_base + rows, bound from row_base; flat indices
 // reported are those of the full tensors.
@@ -28,6 +31,13 @@ var<workgroup> partial: array<f32, 256>;
 // Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
 fn is_non_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
 }
 
 // Sum for ops 0 and 1, max otherwise (absmax inputs are made non-negative before folding).
@@ -75,7 +85,7 @@ fn main(
     if (t == 0u) {
         var r = partial[0];
         if (op == 1u) {
-            r = r / f32(len);
+            r = div_rounded(r, f32(len));
         }
         if (is_non_finite(r)) {
             atomicMin(&nonfinite[1], params.row_base + row);

@@ -1,5 +1,8 @@
 // Last-axis reduction with subgroup operations (requires SUBGROUP), one workgroup per row.
 //
+// The engine uses it for max and absmax, which are exact in any order; sums keep reduce_last.wgsl's
+// fixed tree order. Built with exact_div.wgsl prepended (mean).
+//
 // Same contract as reduce_last.wgsl (op: 0 = sum, 1 = mean, 2 = max, 3 = absmax; chunking by rows
 // from row_base; status words 0 = x, 1 = output; row = wid.x + wid.y · nwg.x). Invocation t folds
 // elements t, t + 256, ... sequentially; each subgroup then reduces its partials with one subgroup
@@ -25,6 +28,13 @@ var<workgroup> per_subgroup: array<f32, 64>;
 // Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
 fn is_non_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -71,7 +81,7 @@ fn main(
             r = select(max(r, per_subgroup[s]), r + per_subgroup[s], is_sum);
         }
         if (op == 1u) {
-            r = r / f32(len);
+            r = div_rounded(r, f32(len));
         }
         if (is_non_finite(r)) {
             atomicMin(&nonfinite[1], params.row_base + row);

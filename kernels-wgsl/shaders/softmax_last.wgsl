@@ -5,6 +5,8 @@
 // t, t + 256, ... per invocation and combining the 256 partials with a tree in workgroup memory.
 // Since every exponent is <= 0 and the maximum's term is exactly 1, the sum lies in [1, len] and
 // nothing overflows. `exp_reduced` (see elementwise_unary.wgsl) keeps exp accurate for large |x - m|.
+// The sum uses the CPU reference's order (lane t folds t, t + 256, ...; then the tree) and the
+// division is correctly rounded (exact_div.wgsl is prepended), so exp is the only inexact step.
 //
 // Chunking: the launch covers rows row_base .. row_base + rows, bound from row_base; flat indices
 // reported are those of the full tensors.
@@ -93,9 +95,9 @@ fn main(
     }
     partial[t] = s;
     workgroupBarrier();
-    let inv_sum = 1.0 / tree(t, false);
+    let sum = tree(t, false);
 
     for (var i = t; i < len; i += WG) {
-        y[base + i] = exp_reduced(x[base + i] - row_max) * inv_sum;
+        y[base + i] = exact_div(exp_reduced(x[base + i] - row_max), sum);
     }
 }

@@ -8,67 +8,76 @@
 
 use crate::KernelSource;
 
+/// Concatenates shader files (snippets first) into one `&'static str` at compile time; WGSL
+/// module-scope declarations are order independent. Only `exact_div.wgsl` (correctly rounded
+/// division, shared with the BitNet kernels) is used as a snippet here.
+macro_rules! kernel {
+    ($($file:literal),+ $(,)?) => {
+        concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
+    };
+}
+
 /// Tiled f32 matmul `C[M,N] = A[M,K] · B`, B stored `[K,N]` or (flag `b_trans`) `[N,K]`.
 /// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
-    source: include_str!("../shaders/matmul_f32.wgsl"),
+    source: kernel!("matmul_f32.wgsl"),
 };
 
 /// Tiled f16 matmul (f16 in and out, f32 accumulation); requires `SHADER_F16`. Same grid and
 /// bindings as [`MATMUL_F32`].
 pub const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
-    source: include_str!("../shaders/matmul_f16.wgsl"),
+    source: kernel!("matmul_f16.wgsl"),
 };
 
 /// Broadcasting binary op (add, sub, mul, div) over up to 6 axes, strides passed as parameters.
 pub const ELEMENTWISE_BINARY: KernelSource = KernelSource {
     name: "elementwise_binary",
-    source: include_str!("../shaders/elementwise_binary.wgsl"),
+    source: kernel!("exact_div.wgsl", "elementwise_binary.wgsl"),
 };
 
 /// Tensor-scalar binary op (add, sub, mul, div), the scalar passed as a parameter.
 pub const ELEMENTWISE_SCALAR: KernelSource = KernelSource {
     name: "elementwise_scalar",
-    source: include_str!("../shaders/elementwise_scalar.wgsl"),
+    source: kernel!("exact_div.wgsl", "elementwise_scalar.wgsl"),
 };
 
 /// Unary activations: relu, relu², silu, gelu (erf form), exp.
 pub const ELEMENTWISE_UNARY: KernelSource = KernelSource {
     name: "elementwise_unary",
-    source: include_str!("../shaders/elementwise_unary.wgsl"),
+    source: kernel!("exact_div.wgsl", "elementwise_unary.wgsl"),
 };
 
 /// Last-axis reduction (sum, mean, max, absmax), workgroup-memory tree; one workgroup per row.
 pub const REDUCE_LAST: KernelSource = KernelSource {
     name: "reduce_last",
-    source: include_str!("../shaders/reduce_last.wgsl"),
+    source: kernel!("exact_div.wgsl", "reduce_last.wgsl"),
 };
 
 /// Last-axis reduction with subgroup operations (requires `SUBGROUP`); same contract as
 /// [`REDUCE_LAST`].
 pub const REDUCE_LAST_SUBGROUP: KernelSource = KernelSource {
     name: "reduce_last_subgroup",
-    source: include_str!("../shaders/reduce_last_subgroup.wgsl"),
+    source: kernel!("exact_div.wgsl", "reduce_last_subgroup.wgsl"),
 };
 
 /// RMS norm over the last axis with a per-column weight; one workgroup per row.
 pub const NORM_RMS: KernelSource = KernelSource {
     name: "norm_rms",
-    source: include_str!("../shaders/norm_rms.wgsl"),
+    source: kernel!("exact_div.wgsl", "norm_rms.wgsl"),
 };
 
 /// Numerically stable softmax over the last axis; one workgroup per row.
 pub const SOFTMAX_LAST: KernelSource = KernelSource {
     name: "softmax_last",
-    source: include_str!("../shaders/softmax_last.wgsl"),
+    source: kernel!("exact_div.wgsl", "softmax_last.wgsl"),
 };
 
 /// Rotary position embedding (HF rotate-half pairing) on `[S, H, D]`, host-supplied frequencies.
 pub const ROPE: KernelSource = KernelSource {
     name: "rope",
-    source: include_str!("../shaders/rope.wgsl"),
+    source: kernel!("rope.wgsl"),
 };
 
 /// Every float tensor kernel of this module.
