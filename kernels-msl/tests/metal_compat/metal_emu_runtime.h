@@ -1,0 +1,231 @@
+// The execution model behind the Metal compatibility header: an emulated compute grid.
+//
+// Each threadgroup runs as real std::threads, one per Metal thread. threadgroup_barrier is a real
+// barrier over all of them; simdgroup collectives exchange values through per-simdgroup scratch
+// between two barriers over the 32 lanes. Threadgroups run one after another (their
+// `threadgroup` arrays are function statics, see metal_stdlib), each thread looping over the grid
+// and meeting the others at an end-of-threadgroup barrier.
+//
+// The emulation is stricter than hardware, never looser: lanes run freely between collectives (no
+// lock-step to hide a missing barrier; the harness is also built with ThreadSanitizer), every
+// collective checks that all 32 lanes called the same collective, and a barrier that some thread
+// never reaches (divergent control flow, early return) aborts with a message instead of hanging.
+//
+// C++14 on purpose: the Metal Shading Language is C++14-based, and the kernels are syntax-checked
+// with -std=c++14 against this header. No macros are defined here.
+#ifndef METAL_EMU_RUNTIME_H
+#define METAL_EMU_RUNTIME_H
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+namespace metal_emu {
+
+/// Lanes per simdgroup on every Apple GPU.
+constexpr unsigned kSimdWidth = 32;
+/// Seconds a barrier waits before declaring a deadlock.
+constexpr int kBarrierTimeoutSeconds = 60;
+
+/// Prints `what` and terminates the process with exit code 70 (what the Rust test reports).
+[[noreturn]] inline void fail(const char* what) {
+    std::fprintf(stderr, "metal-emu: %s\n", what);
+    std::fflush(stderr);
+    std::_Exit(70);
+}
+
+/// A reusable barrier for a fixed number of threads, with deadlock detection.
+class Barrier {
+  public:
+    Barrier(unsigned count, const char* what) : count_(count), what_(what) {}
+
+    /// Blocks until `count` threads arrived; aborts after kBarrierTimeoutSeconds.
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned long generation = generation_;
+        if (++arrived_ == count_) {
+            arrived_ = 0;
+            ++generation_;
+            cv_.notify_all();
+            return;
+        }
+        const bool released = cv_.wait_for(lock, std::chrono::seconds(kBarrierTimeoutSeconds),
+                                           [&] { return generation_ != generation; });
+        if (!released) {
+            std::fprintf(stderr, "metal-emu: %s: only %u of %u threads arrived\n", what_, arrived_,
+                         count_);
+            fail("deadlock: a barrier or collective is not reached by every thread (divergent "
+                 "control flow or an early return before it)");
+        }
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    const unsigned count_;
+    unsigned arrived_ = 0;
+    unsigned long generation_ = 0;
+    const char* what_;
+};
+
+/// Bytes a lane may contribute to one collective.
+constexpr unsigned kSlotBytes = 32;
+
+/// Identifies a collective, so lanes that called different ones are caught.
+enum class Collective : std::uint32_t {
+    Barrier = 1,
+    Sum,
+    Max,
+    ShuffleDown,
+};
+
+/// Shared state of one simdgroup: its barrier and the lanes' exchange slots.
+struct Simdgroup {
+    Barrier barrier{kSimdWidth, "simdgroup collective"};
+    std::uint32_t tags[kSimdWidth] = {};
+    alignas(16) unsigned char slots[kSimdWidth][kSlotBytes] = {};
+};
+
+/// Shared state of one threadgroup.
+struct Threadgroup {
+    explicit Threadgroup(unsigned threads)
+        : barrier(threads, "threadgroup_barrier"), end(threads, "end of threadgroup") {
+        for (unsigned s = 0; s < threads / kSimdWidth; ++s) {
+            simds.emplace_back(new Simdgroup());
+        }
+    }
+    Barrier barrier;
+    Barrier end;
+    std::vector<std::unique_ptr<Simdgroup>> simds;
+};
+
+/// The Metal builtins of one emulated thread (1-D threadgroups, 3-D grid of threadgroups).
+struct ThreadContext {
+    Threadgroup* group = nullptr;
+    Simdgroup* simd = nullptr;
+    std::uint32_t thread_index_in_threadgroup = 0;
+    std::uint32_t thread_index_in_simdgroup = 0;
+    std::uint32_t simdgroup_index_in_threadgroup = 0;
+    std::uint32_t simdgroups_per_threadgroup = 0;
+    std::uint32_t threads_per_simdgroup = kSimdWidth;
+    std::uint32_t thread_position_in_threadgroup[3] = {0, 0, 0};
+    std::uint32_t threads_per_threadgroup[3] = {0, 1, 1};
+    std::uint32_t threadgroup_position_in_grid[3] = {0, 0, 0};
+    std::uint32_t threadgroups_per_grid[3] = {0, 0, 0};
+    std::uint32_t thread_position_in_grid[3] = {0, 0, 0};
+    std::uint32_t threads_per_grid[3] = {0, 0, 0};
+};
+
+/// The calling thread's context slot (null outside an emulated grid).
+inline ThreadContext*& current_slot() {
+    static thread_local ThreadContext* slot = nullptr;
+    return slot;
+}
+
+/// The calling thread's context; aborts outside an emulated grid.
+inline ThreadContext& current() {
+    ThreadContext* c = current_slot();
+    if (c == nullptr) {
+        fail("a Metal builtin was called outside an emulated grid");
+    }
+    return *c;
+}
+
+/// All 32 lanes of the caller's simdgroup post `value` under `tag`; returns every lane's value.
+/// Aborts when lanes called different collectives.
+template <typename T>
+void exchange(Collective tag, const T& value, T (&all)[kSimdWidth]) {
+    static_assert(sizeof(T) <= kSlotBytes, "collective operand too large for the emulation");
+    static_assert(std::is_trivially_copyable<T>::value, "collective operand must be plain data");
+    ThreadContext& c = current();
+    Simdgroup& s = *c.simd;
+    const std::uint32_t lane = c.thread_index_in_simdgroup;
+    s.tags[lane] = static_cast<std::uint32_t>(tag) << 8 | static_cast<std::uint32_t>(sizeof(T));
+    std::memcpy(s.slots[lane], &value, sizeof(T));
+    s.barrier.arrive_and_wait();
+    for (unsigned i = 0; i < kSimdWidth; ++i) {
+        if (s.tags[i] != s.tags[lane]) {
+            fail("lanes of one simdgroup called different simdgroup collectives (divergence)");
+        }
+        std::memcpy(&all[i], s.slots[i], sizeof(T));
+    }
+    // Nobody may overwrite the slots before every lane has read them.
+    s.barrier.arrive_and_wait();
+}
+
+/// A kernel bound to its buffers: called once per emulated thread.
+using Body = std::function<void(const ThreadContext&)>;
+
+/// Runs `body` over a grid of `groups` threadgroups of `threads` threads each.
+inline void run_grid(const std::uint32_t groups[3], std::uint32_t threads, const Body& body) {
+    if (threads == 0 || threads % kSimdWidth != 0) {
+        fail("threadgroup size must be a positive multiple of 32");
+    }
+    Threadgroup group(threads);
+    std::vector<std::thread> workers;
+    workers.reserve(threads);
+    for (std::uint32_t t = 0; t < threads; ++t) {
+        workers.emplace_back([&, t] {
+            ThreadContext c;
+            c.group = &group;
+            c.simd = group.simds[t / kSimdWidth].get();
+            c.thread_index_in_threadgroup = t;
+            c.thread_index_in_simdgroup = t % kSimdWidth;
+            c.simdgroup_index_in_threadgroup = t / kSimdWidth;
+            c.simdgroups_per_threadgroup = threads / kSimdWidth;
+            c.thread_position_in_threadgroup[0] = t;
+            c.threads_per_threadgroup[0] = threads;
+            for (int d = 0; d < 3; ++d) {
+                c.threadgroups_per_grid[d] = groups[d];
+                c.threads_per_grid[d] = groups[d] * c.threads_per_threadgroup[d];
+            }
+            current_slot() = &c;
+            for (std::uint32_t z = 0; z < groups[2]; ++z) {
+                for (std::uint32_t y = 0; y < groups[1]; ++y) {
+                    for (std::uint32_t x = 0; x < groups[0]; ++x) {
+                        const std::uint32_t pos[3] = {x, y, z};
+                        for (int d = 0; d < 3; ++d) {
+                            c.threadgroup_position_in_grid[d] = pos[d];
+                            c.thread_position_in_grid[d] =
+                                pos[d] * c.threads_per_threadgroup[d] + c.thread_position_in_threadgroup[d];
+                        }
+                        body(c);
+                        // Threadgroup memory (function statics) is reused by the next group.
+                        group.end.arrive_and_wait();
+                    }
+                }
+            }
+            current_slot() = nullptr;
+        });
+    }
+    for (std::thread& w : workers) {
+        w.join();
+    }
+}
+
+/// One kernel the harness can run (the table is generated from the kernels' signatures).
+struct KernelEntry {
+    /// The kernel's entry point name.
+    const char* entry;
+    /// Number of [[buffer(i)]] parameters (indices 0 .. buffers - 1).
+    unsigned buffers;
+    /// Calls the kernel for one emulated thread, with buffer i at buffers[i].
+    void (*launch)(unsigned char* const* buffers, const ThreadContext& c);
+    /// For each kernel parameter: the byte size a `constant T&` buffer must have, else 0.
+    std::vector<std::size_t> (*param_bytes)();
+    /// For each kernel parameter: its buffer index, or -1 for a builtin.
+    const int* buffer_of_param;
+};
+
+}  // namespace metal_emu
+
+#endif  // METAL_EMU_RUNTIME_H
