@@ -1,1 +1,54 @@
-//! placeholder
+//! `bitnet-wgpu`: BitNet b1.58 (ternary weights, int8 activations) on any GPU through wgpu
+//! (Metal / Vulkan / DX12), and on the CPU through the pure-Rust reference engine
+//! `bitnet-cpu-ref` — bit-exact integer results on every backend.
+//!
+//! ```no_run
+//! use bitnet_wgpu::Engine;
+//! let engine = Engine::new(); // best GPU, else the CPU engine
+//! println!("{}", engine.info());
+//! let x = engine.upload_f32(&[1.0, 2.0, 3.0], &[3])?;
+//! let y = engine.copy(&x)?; // recorded on the device, no read-back
+//! assert_eq!(y.read_f32()?, vec![1.0, 2.0, 3.0]); // sync point
+//! # Ok::<(), bitnet_wgpu::Error>(())
+//! ```
+//!
+//! Structure (see `docs/ARCHITECTURE.md`): [`Engine`] (constructors, info, pool, sync, profiler),
+//! [`Tensor`] (device or host storage, pooled buffers), one buffer pool, one pipeline cache,
+//! one launch helper ([`launch`], with the kernel author's guide), ops in `ops/`.
+//!
+//! Errors are reported, never panicked: bad input, device limits, lost devices, out of memory,
+//! validation and pipeline failures and NaN/Inf inputs all become [`Error`] variants.
+
+mod batch;
+mod chunk;
+mod context;
+mod device;
+mod engine;
+mod error;
+mod info;
+mod launch;
+mod ops;
+mod pipelines;
+mod pool;
+mod profiler;
+mod readback;
+mod status;
+mod tensor;
+mod transfer;
+mod upload;
+
+pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+pub use device::{PARAMS_MAX_BYTES, ParamsMode};
+pub use engine::{BackendKind, Engine, EngineOptions};
+pub use error::{Error, Result};
+pub use info::{EngineInfo, KeyLimits};
+pub use pipelines::{Access, Kernel, PipelineStats};
+pub use pool::{PoolStats, size_class};
+pub use profiler::ProfileReport;
+pub use status::{NonFiniteCheck, STATUS_WORDS};
+pub use tensor::{DType, Location, Tensor};
+
+/// The CPU reference engine, re-exported (oracle for tests, CPU backend).
+pub use bitnet_cpu_ref as cpu_ref;
+/// wgpu, re-exported so applications use the same version for `from_adapter` / `from_device`.
+pub use wgpu;

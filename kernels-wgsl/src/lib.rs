@@ -6,6 +6,7 @@
 
 pub mod bitnet;
 pub mod tensor;
+pub mod util;
 
 /// One WGSL kernel source with a stable name (used in cache keys, logs and profiler output).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -18,5 +19,10 @@ pub struct KernelSource {
 
 /// Every kernel shipped by this crate, for validation and for warming the pipeline cache.
 pub fn all() -> Vec<KernelSource> {
-    bitnet::ALL.iter().chain(tensor::ALL.iter()).copied().collect()
+    bitnet::ALL
+        .iter()
+        .chain(tensor::ALL.iter())
+        .chain(util::ALL.iter())
+        .copied()
+        .collect()
 }

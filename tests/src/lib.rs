@@ -1,1 +1,188 @@
-//! placeholder
+//! Helpers of the cross-check suite: deterministic random data, the GPU engine every GPU test
+//! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
+//! per-op float tolerances.
+
+use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
+
+/// Deterministic splitmix64 generator (no external crate; the same stream on every machine).
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits (splitmix64).
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)` with 24 random bits (exactly representable).
+    pub fn unit_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// Uniform in `[lo, hi)`.
+    pub fn range_f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * self.unit_f32()
+    }
+
+    /// Uniform integer in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Approximately normal (sum of 4 uniforms, centred, unit variance), times `scale`.
+    pub fn normal_f32(&mut self, scale: f32) -> f32 {
+        let s: f32 = (0..4).map(|_| self.unit_f32()).sum::<f32>() - 2.0;
+        s * 3.0f32.sqrt() / 2.0f32.sqrt() * scale
+    }
+}
+
+/// `n` values uniform in `[lo, hi)` from `seed`.
+pub fn random_f32(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.range_f32(lo, hi)).collect()
+}
+
+/// `n` approximately normal values with standard deviation `scale` from `seed` (weight-like).
+pub fn random_normal(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.normal_f32(scale)).collect()
+}
+
+/// `n` ternary values in `{-1, 0, 1}` from `seed`.
+pub fn random_ternary(seed: u64, n: usize) -> Vec<i8> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.below(3) as i8 - 1).collect()
+}
+
+/// `n` random `i8` values from `seed`.
+pub fn random_i8(seed: u64, n: usize) -> Vec<i8> {
+    let mut r = Rng::new(seed);
+    (0..n).map(|_| r.next_u64() as i8).collect()
+}
+
+/// The GPU engine of the suite. Panics with a clear message when no GPU adapter exists: GPU tests
+/// must fail loudly, never skip (CI has Mesa lavapipe).
+pub fn gpu_engine() -> Engine {
+    gpu_engine_with(EngineOptions::default())
+}
+
+/// Like [`gpu_engine`], with options.
+pub fn gpu_engine_with(options: EngineOptions) -> Engine {
+    match Engine::gpu_with(options) {
+        Ok(e) => {
+            assert_eq!(e.backend_kind(), BackendKind::Gpu);
+            e
+        }
+        Err(e) => panic!(
+            "no GPU adapter for the cross-check suite ({e}). GPU tests fail rather than skip: \
+             install a Vulkan driver (CI: mesa-vulkan-drivers / lavapipe) or set WGPU_BACKEND / \
+             WGPU_ADAPTER_NAME to a working adapter"
+        ),
+    }
+}
+
+/// A float tolerance: `|got - want| <= abs + rel * |want|`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub abs: f32,
+    /// Relative part.
+    pub rel: f32,
+}
+
+impl Tolerance {
+    /// Bit-exact (integer outputs, and float outputs computed in the same order on both sides).
+    pub const EXACT: Tolerance = Tolerance { abs: 0.0, rel: 0.0 };
+
+    /// Whether `got` is within tolerance of `want` (NaN never is; equal infinities are).
+    pub fn accepts(&self, got: f32, want: f32) -> bool {
+        if got == want {
+            return true;
+        }
+        (got - want).abs() <= self.abs + self.rel * want.abs()
+    }
+
+    /// Panics naming the first element out of tolerance (and the op) if any.
+    pub fn assert_close(&self, op: &str, got: &[f32], want: &[f32]) {
+        assert_eq!(got.len(), want.len(), "{op}: length {} vs {}", got.len(), want.len());
+        if let Some(i) = (0..got.len()).find(|&i| !self.accepts(got[i], want[i])) {
+            panic!(
+                "{op}: element {i}: got {} want {} (|diff| {} > tolerance {self:?})",
+                got[i],
+                want[i],
+                (got[i] - want[i]).abs()
+            );
+        }
+    }
+}
+
+/// The one table of per-op float tolerances of the cross-check suite (GPU vs cpu-ref). Integer
+/// outputs (quantized weights/activations, BitLinear accumulators) are always compared exactly.
+/// An op missing here is a test bug: [`tolerance`] panics.
+pub const TOLERANCES: &[(&str, Tolerance)] = &[
+    // Infrastructure: pure data movement.
+    ("copy", Tolerance::EXACT),
+    ("fill", Tolerance::EXACT),
+    // BitLinear: exact i32 accumulation, then the multiplication-only epilogue of layout.rs.
+    ("bitlinear", Tolerance::EXACT),
+    ("quantize_weights", Tolerance::EXACT),
+    ("quantize_activations", Tolerance::EXACT),
+    // Float ops: summation order differs (tiled / tree reductions), a few ulp per term.
+    ("matmul_f32", Tolerance { abs: 1e-5, rel: 1e-4 }),
+    ("matmul_f16", Tolerance { abs: 1e-2, rel: 1e-2 }),
+    ("elementwise", Tolerance::EXACT),
+    ("unary", Tolerance { abs: 1e-6, rel: 2e-6 }),
+    ("reduce_sum", Tolerance { abs: 1e-5, rel: 1e-5 }),
+    ("reduce_max", Tolerance::EXACT),
+    ("rms_norm", Tolerance { abs: 1e-6, rel: 1e-5 }),
+    ("softmax", Tolerance { abs: 1e-7, rel: 1e-5 }),
+    ("rope", Tolerance { abs: 1e-6, rel: 1e-5 }),
+];
+
+/// The tolerance of `op` from [`TOLERANCES`]; panics for an unknown op.
+pub fn tolerance(op: &str) -> Tolerance {
+    TOLERANCES
+        .iter()
+        .find(|(name, _)| *name == op)
+        .map(|&(_, t)| t)
+        .unwrap_or_else(|| panic!("no tolerance stated for op `{op}`: add it to TOLERANCES"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_matches_the_reference_stream() {
+        // Reference values of splitmix64 seeded with 0 (Vigna's splitmix64.c).
+        let mut r = Rng::new(0);
+        assert_eq!(r.next_u64(), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(r.next_u64(), 0x6E78_9E6A_A1B9_65F4);
+    }
+
+    #[test]
+    fn generators_are_deterministic_and_in_range() {
+        assert_eq!(random_f32(7, 100, -1.0, 1.0), random_f32(7, 100, -1.0, 1.0));
+        assert!(random_f32(7, 1000, -1.0, 1.0).iter().all(|v| (-1.0..1.0).contains(v)));
+        let t = random_ternary(3, 3000);
+        for v in [-1, 0, 1] {
+            assert!(t.iter().filter(|&&x| x == v).count() > 800);
+        }
+    }
+
+    #[test]
+    fn tolerance_table_is_consulted() {
+        assert!(tolerance("copy").accepts(1.0, 1.0));
+        assert!(!tolerance("copy").accepts(1.0, 1.0 + f32::EPSILON));
+        assert!(tolerance("matmul_f32").accepts(1.00005, 1.0));
+    }
+}

@@ -1,0 +1,106 @@
+//! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
+//! pipeline cache, pending batch and health. One per engine, shared by its clones and tensors.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::batch::{Batch, EngineGroup};
+use crate::device::Caps;
+use crate::engine::EngineOptions;
+use crate::error::{Error, Result};
+use crate::pipelines::PipelineCache;
+use crate::pool::BufferPool;
+
+/// Device health: set by wgpu's device-lost and uncaptured-error callbacks.
+#[derive(Default)]
+pub(crate) struct Health {
+    lost: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// The first error no error scope caught (reported at the next sync point).
+    uncaptured: Mutex<Option<Error>>,
+}
+
+/// Everything a GPU engine owns.
+pub(crate) struct Gpu {
+    /// Unique id (tensors of other engines are rejected).
+    pub id: u64,
+    pub adapter_info: wgpu::AdapterInfo,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub caps: Caps,
+    pub options: EngineOptions,
+    pub pool: BufferPool,
+    pub pipelines: PipelineCache,
+    pub group: EngineGroup,
+    batch: Mutex<Batch>,
+    health: Arc<Health>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Gpu {
+    /// Builds the context for an existing device.
+    pub fn new(
+        adapter_info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        options: EngineOptions,
+    ) -> Gpu {
+        let caps = Caps::new(&device, &adapter_info, &options);
+        let health = Arc::new(Health::default());
+        let h = Arc::clone(&health);
+        device.set_device_lost_callback(move |reason, message| {
+            log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
+            *h.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+            h.lost.store(true, Ordering::SeqCst);
+        });
+        let h = Arc::clone(&health);
+        // The default handler panics; the engine logs and reports at the next sync point instead.
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("bitnet-wgpu: uncaptured GPU error: {e}");
+            let mut slot = h.uncaptured.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(crate::error::from_wgpu(e, "an operation outside any error scope"));
+            }
+        }));
+        let group = EngineGroup::new(&device, &caps.limits, caps.params_mode, options.batch_dispatches);
+        let pipelines = PipelineCache::new(
+            device.clone(),
+            caps.params_mode,
+            caps.features,
+            group.layout.clone(),
+        );
+        Gpu {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            pool: BufferPool::new(device.clone(), caps.max_buffer),
+            pipelines,
+            group,
+            batch: Mutex::new(Batch::default()),
+            health,
+            adapter_info,
+            device,
+            queue,
+            caps,
+            options,
+        }
+    }
+
+    /// The pending batch (one recorder at a time).
+    pub fn batch(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `Err(DeviceLost)` once the device is lost; a lost device is never used again.
+    pub fn check_health(&self) -> Result<()> {
+        if self.health.lost.load(Ordering::SeqCst) {
+            let reason = self.health.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return Err(Error::DeviceLost(reason.unwrap_or_else(|| "unknown reason".into())));
+        }
+        Ok(())
+    }
+
+    /// Takes the first uncaptured error, if any (reported once).
+    pub fn take_uncaptured(&self) -> Option<Error> {
+        self.health.uncaptured.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}

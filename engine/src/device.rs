@@ -1,0 +1,167 @@
+//! Adapter choice, and the features and limits the engine requests from a device.
+//!
+//! Adapter ranking: discrete > integrated > virtual > other > software (CPU), and native backends
+//! (Vulkan, Metal, DX12) before GL. `WGPU_BACKEND` (comma list, e.g. `vulkan`) restricts the
+//! backends; `WGPU_ADAPTER_NAME` keeps only adapters whose name contains it (case-insensitive).
+
+use crate::error::{Error, Result};
+
+/// Features the engine uses when the adapter has them (never required).
+pub(crate) const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SUBGROUP_BARRIER)
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
+    .union(wgpu::Features::IMMEDIATES)
+    .union(wgpu::Features::PASSTHROUGH_SHADERS)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+
+/// Bytes of per-call parameters every kernel may use (`Params` struct size limit).
+pub const PARAMS_MAX_BYTES: u32 = 128;
+
+/// A new wgpu instance configured from the environment (`WGPU_BACKEND`, `WGPU_DEBUG`, ...).
+pub(crate) fn instance_from_env() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Lower is better: discrete first, software last.
+fn device_type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Lower is better: GL last (its compute support is the weakest).
+fn backend_rank(b: wgpu::Backend) -> u8 {
+    match b {
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    }
+}
+
+/// Picks the best adapter, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+pub(crate) fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+        let wanted = wanted.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&wanted));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(format!(
+                "WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {found:?}"
+            )));
+        }
+    }
+    adapters.sort_by_key(|a| {
+        let info = a.get_info();
+        (device_type_rank(info.device_type), backend_rank(info.backend))
+    });
+    adapters.into_iter().next().ok_or_else(|| {
+        Error::NoAdapter(format!(
+            "no adapter on backends {backends:?} (WGPU_BACKEND={:?})",
+            std::env::var("WGPU_BACKEND").ok()
+        ))
+    })
+}
+
+/// One line naming an adapter, for logs and errors.
+pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// Requests a device with the adapter's real limits and every wanted feature it has.
+pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
+    let features = adapter.features() & WANTED_FEATURES;
+    let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        // SAFETY: the experimental opt-in only acknowledges that cooperative-matrix support in
+        // wgpu is young; the engine uses it solely through kernels gated on this feature.
+        unsafe { wgpu::ExperimentalFeatures::enabled() }
+    } else {
+        wgpu::ExperimentalFeatures::disabled()
+    };
+    let desc = wgpu::DeviceDescriptor {
+        label: Some("bitnet-wgpu"),
+        required_features: features,
+        // The defaults cap storage bindings at 128 MiB; ask for what the hardware really has.
+        required_limits: adapter.limits(),
+        experimental_features: experimental,
+        memory_hints: wgpu::MemoryHints::Performance,
+        trace: wgpu::Trace::Off,
+    };
+    pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+        Error::NoAdapter(format!(
+            "request_device failed on {}: {e}",
+            describe(&adapter.get_info())
+        ))
+    })
+}
+
+/// How per-call kernel parameters reach the shader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamsMode {
+    /// `var<immediate> params: Params;` set with `set_immediates` (needs `Features::IMMEDIATES`
+    /// and `max_immediate_size >= PARAMS_MAX_BYTES`).
+    Immediates,
+    /// `var<uniform> params: Params;` at `@group(1) @binding(0)`, one slot per dispatch of a
+    /// uniform arena written once per submit (dynamic offsets).
+    Uniform,
+}
+
+/// What the engine knows about its device: features, limits and the choices derived from them.
+#[derive(Debug, Clone)]
+pub(crate) struct Caps {
+    /// Features enabled on the device.
+    pub features: wgpu::Features,
+    /// Limits of the device.
+    pub limits: wgpu::Limits,
+    /// Smallest subgroup size (8 on lavapipe, 32 on NVIDIA — never assume).
+    pub subgroup_min_size: u32,
+    /// Largest subgroup size.
+    pub subgroup_max_size: u32,
+    /// How params are passed.
+    pub params_mode: ParamsMode,
+    /// Effective storage-binding limit (the device's, or lower when an option caps it).
+    pub max_binding: u64,
+    /// Effective buffer-size limit.
+    pub max_buffer: u64,
+}
+
+impl Caps {
+    /// Derives the capabilities of `device`, applying `options`.
+    pub fn new(
+        device: &wgpu::Device,
+        info: &wgpu::AdapterInfo,
+        options: &crate::engine::EngineOptions,
+    ) -> Caps {
+        let features = device.features();
+        let limits = device.limits();
+        let immediates_ok = features.contains(wgpu::Features::IMMEDIATES)
+            && limits.max_immediate_size >= PARAMS_MAX_BYTES;
+        let params_mode = if immediates_ok && !options.force_uniform_params {
+            ParamsMode::Immediates
+        } else {
+            ParamsMode::Uniform
+        };
+        let cap = options.max_binding_bytes.unwrap_or(u64::MAX);
+        Caps {
+            features,
+            subgroup_min_size: info.subgroup_min_size,
+            subgroup_max_size: info.subgroup_max_size,
+            params_mode,
+            max_binding: limits.max_storage_buffer_binding_size.min(cap),
+            max_buffer: limits.max_buffer_size,
+            limits,
+        }
+    }
+
+    /// Whether the device has all of `f`.
+    pub fn has(&self, f: wgpu::Features) -> bool {
+        self.features.contains(f)
+    }
+}

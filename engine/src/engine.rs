@@ -1,0 +1,235 @@
+//! [`Engine`]: the entry point — constructors, backend choice, pool, sync and profiler access.
+
+use std::sync::Arc;
+
+use crate::context::Gpu;
+use crate::device;
+use crate::error::{Error, Result};
+use crate::info::EngineInfo;
+use crate::pipelines::PipelineStats;
+use crate::pool::PoolStats;
+use crate::profiler::{ProfileReport, ProfilerState};
+
+/// Which backend an engine runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// The pure-Rust CPU reference engine (`bitnet-cpu-ref`).
+    Cpu,
+    /// A wgpu device.
+    Gpu,
+}
+
+/// Options of a GPU engine (tests use them to exercise paths the hardware would not reach).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// Cap the storage-binding size below the device's (exercises chunking cheaply).
+    pub max_binding_bytes: Option<u64>,
+    /// Pass params through the uniform arena even when immediates are available.
+    pub force_uniform_params: bool,
+    /// Dispatches recorded before a batch is submitted without a sync point (≥ 1).
+    pub batch_dispatches: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_binding_bytes: None,
+            force_uniform_params: false,
+            batch_dispatches: 128,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Backend {
+    Cpu,
+    Gpu(Arc<Gpu>),
+}
+
+/// The compute engine: CPU reference or one wgpu device. `Clone + Send + Sync`; clones share
+/// the device, pool, pipeline cache and pending batch.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({}, id {})", device::describe(&self.adapter_info), self.id)
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new()
+    }
+}
+
+impl Engine {
+    /// The best available backend: the best GPU adapter (discrete > integrated > software,
+    /// honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`), else the CPU engine (logged at `warn`).
+    pub fn new() -> Engine {
+        match Engine::gpu() {
+            Ok(e) => e,
+            Err(e) => {
+                log::warn!("bitnet-wgpu: using the CPU backend: {e}");
+                Engine::cpu()
+            }
+        }
+    }
+
+    /// The CPU reference engine.
+    pub fn cpu() -> Engine {
+        Engine { backend: Arc::new(Backend::Cpu) }
+    }
+
+    /// The best GPU adapter, or `Err(NoAdapter)` — what tests use, so they fail loudly.
+    pub fn gpu() -> Result<Engine> {
+        Engine::gpu_with(EngineOptions::default())
+    }
+
+    /// Like [`Engine::gpu`], with options.
+    pub fn gpu_with(options: EngineOptions) -> Result<Engine> {
+        let instance = device::instance_from_env();
+        let adapter = device::choose_adapter(&instance)?;
+        Engine::from_adapter_with(&adapter, options)
+    }
+
+    /// An engine on a chosen adapter (requests its real limits and wanted features).
+    pub fn from_adapter(adapter: &wgpu::Adapter) -> Result<Engine> {
+        Engine::from_adapter_with(adapter, EngineOptions::default())
+    }
+
+    /// Like [`Engine::from_adapter`], with options.
+    pub fn from_adapter_with(adapter: &wgpu::Adapter, options: EngineOptions) -> Result<Engine> {
+        let (device, queue) = device::request_device(adapter)?;
+        Engine::from_device_with(adapter, device, queue, options)
+    }
+
+    /// An engine on a device the application already owns. The engine uses the device's enabled
+    /// features and limits, installs its own uncaptured-error and device-lost handlers (errors are
+    /// reported through the engine's sync points), and shares the queue with the application.
+    pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Result<Engine> {
+        Engine::from_device_with(adapter, device, queue, EngineOptions::default())
+    }
+
+    /// Like [`Engine::from_device`], with options.
+    pub fn from_device_with(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        mut options: EngineOptions,
+    ) -> Result<Engine> {
+        options.batch_dispatches = options.batch_dispatches.max(1);
+        let info = adapter.get_info();
+        log::info!("bitnet-wgpu: using {}", device::describe(&info));
+        let gpu = Gpu::new(info, device, queue, options);
+        Ok(Engine { backend: Arc::new(Backend::Gpu(Arc::new(gpu))) })
+    }
+
+    /// Which backend this engine runs on.
+    pub fn backend_kind(&self) -> BackendKind {
+        match *self.backend {
+            Backend::Cpu => BackendKind::Cpu,
+            Backend::Gpu(_) => BackendKind::Gpu,
+        }
+    }
+
+    /// Adapter, backend, driver, features in use and key limits.
+    pub fn info(&self) -> EngineInfo {
+        match &*self.backend {
+            Backend::Cpu => EngineInfo::cpu(),
+            Backend::Gpu(g) => EngineInfo::gpu(g),
+        }
+    }
+
+    /// The GPU context (None on the CPU engine). For op implementations.
+    pub(crate) fn gpu_context(&self) -> Option<&Gpu> {
+        match &*self.backend {
+            Backend::Cpu => None,
+            Backend::Gpu(g) => Some(g),
+        }
+    }
+
+    /// Id of the GPU context (None on the CPU engine); tensors of other engines are rejected.
+    pub(crate) fn gpu_id(&self) -> Option<u64> {
+        self.gpu_context().map(|g| g.id)
+    }
+
+    /// Buffer-pool statistics (all zero on the CPU engine).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.gpu_context().map(|g| g.pool.stats()).unwrap_or_default()
+    }
+
+    /// Drops every cached free buffer (live tensors are untouched).
+    pub fn trim_pool(&self) {
+        if let Some(g) = self.gpu_context() {
+            g.pool.trim();
+        }
+    }
+
+    /// Caps the bytes of free buffers the pool keeps cached (default 1 GiB); beyond it the
+    /// largest free buffers are dropped.
+    pub fn set_pool_free_cap(&self, bytes: u64) {
+        if let Some(g) = self.gpu_context() {
+            g.pool.set_free_cap(bytes);
+        }
+    }
+
+    /// Resets the pool's peak counters to the current values (to measure one workload).
+    pub fn reset_pool_peaks(&self) {
+        if let Some(g) = self.gpu_context() {
+            g.pool.reset_peaks();
+        }
+    }
+
+    /// Pipeline-cache statistics (compiled pipelines, hits).
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        self.gpu_context().map(|g| g.pipelines.stats()).unwrap_or_default()
+    }
+
+    /// Submits pending work, waits for it, and reports any non-finite flag or device error.
+    pub fn sync(&self) -> Result<()> {
+        match self.gpu_context() {
+            None => Ok(()),
+            Some(g) => crate::transfer::sync(g),
+        }
+    }
+
+    /// Turns per-kernel GPU timing on or off. `Err(Unsupported)` without `TIMESTAMP_QUERY` (and on
+    /// the CPU engine).
+    pub fn set_profiling(&self, enabled: bool) -> Result<()> {
+        let g = self
+            .gpu_context()
+            .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
+        if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Unsupported("profiling needs Features::TIMESTAMP_QUERY".into()));
+        }
+        let mut batch = g.batch();
+        batch.flush(g)?;
+        batch
+            .profiler
+            .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
+            .enabled = enabled;
+        Ok(())
+    }
+
+    /// Per-kernel GPU time recorded so far (submits pending work first). Empty when never enabled.
+    pub fn profile_report(&self) -> Result<ProfileReport> {
+        let Some(g) = self.gpu_context() else {
+            return Ok(ProfileReport::default());
+        };
+        let mut batch = g.batch();
+        batch.flush(g)?;
+        Ok(batch.profiler.as_ref().map(|p| p.report()).unwrap_or_default())
+    }
+
+    /// Clears the profiler's totals.
+    pub fn reset_profile(&self) {
+        if let Some(g) = self.gpu_context()
+            && let Some(p) = g.batch().profiler.as_mut()
+        {
+            p.reset();
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The one error type of `bitnet-wgpu`.
+//!
+//! Every fallible path of the engine returns [`Error`]: bad input becomes a typed error naming the
+//! operation and the offending value, and GPU failures (lost device, out of memory, validation or
+//! pipeline-creation errors caught in wgpu error scopes) become typed errors instead of panics.
+
+use crate::tensor::DType;
+
+/// Everything that can go wrong in `bitnet-wgpu`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error of the CPU reference engine (bad shapes, lengths, packed codes, ...), other than a
+    /// non-finite value, which maps to [`Error::NonFinite`] so both backends report it identically.
+    #[error(transparent)]
+    CpuRef(bitnet_cpu_ref::Error),
+    /// No usable GPU adapter (or device) was found; says what was tried.
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// The GPU device was lost (driver reset, `destroy`, fatal error); it is not used again.
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// The GPU ran out of memory while doing `context`.
+    #[error("GPU out of memory while {context}")]
+    OutOfMemory {
+        /// What the engine was doing (e.g. "allocating a 512 MiB buffer").
+        context: String,
+    },
+    /// wgpu reported a validation (or internal) error while doing `context`.
+    #[error("GPU validation error while {context}: {message}")]
+    Validation {
+        /// What the engine was doing.
+        context: String,
+        /// wgpu's description.
+        message: String,
+    },
+    /// A kernel failed to compile or its pipeline could not be created.
+    #[error("pipeline creation failed for kernel `{kernel}` entry `{entry}`: {message}")]
+    PipelineCreation {
+        /// Kernel name (`KernelSource::name`).
+        kernel: &'static str,
+        /// Entry point.
+        entry: &'static str,
+        /// wgpu's (naga's) description.
+        message: String,
+    },
+    /// A size exceeds a device limit, e.g. a binding above `max_storage_buffer_binding_size`.
+    #[error("{what} needs {requested} bytes, above the device limit `{limit}` = {max} bytes")]
+    LimitExceeded {
+        /// The wgpu limit's name, e.g. `"max_storage_buffer_binding_size"`.
+        limit: &'static str,
+        /// The requested size (bytes, or a count for count limits).
+        requested: u64,
+        /// The limit's value on this device.
+        max: u64,
+        /// What needed it (op and tensor).
+        what: String,
+    },
+    /// Shapes are incompatible or do not match the data length.
+    #[error("{op}: shape mismatch: {detail}")]
+    ShapeMismatch {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A tensor has the wrong element type for the operation.
+    #[error("{op}: expected dtype {expected}, got {got}")]
+    DTypeMismatch {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// The dtype the operation needs.
+        expected: DType,
+        /// The dtype given.
+        got: DType,
+    },
+    /// A tensor with zero elements was given where at least one is needed.
+    #[error("{op}: tensor has zero elements (shape {shape:?})")]
+    EmptyTensor {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// The empty shape.
+        shape: Vec<usize>,
+    },
+    /// A NaN or infinite value: same shape as `bitnet_cpu_ref::Error::NonFinite`, on both backends.
+    #[error("{op}: non-finite value in {tensor} at flat index {index}")]
+    NonFinite {
+        /// The operation that saw the value.
+        op: &'static str,
+        /// Which tensor held it.
+        tensor: &'static str,
+        /// Row-major flat index of the first non-finite value found.
+        index: usize,
+    },
+    /// The operation needs something this backend or device does not have.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A tensor created by one engine was passed to another.
+    #[error("{op}: tensor belongs to a different engine")]
+    EngineMismatch {
+        /// The operation that rejected its input.
+        op: &'static str,
+    },
+    /// A kernel was launched inconsistently with its declaration (an engine bug, reported rather
+    /// than panicking): wrong binding count or access, params too large, feature missing.
+    #[error("kernel `{kernel}` misuse: {message}")]
+    KernelMisuse {
+        /// Kernel name.
+        kernel: &'static str,
+        /// What is inconsistent.
+        message: String,
+    },
+    /// Mapping a buffer for read-back failed.
+    #[error("buffer read-back failed: {0}")]
+    Map(String),
+}
+
+impl From<bitnet_cpu_ref::Error> for Error {
+    fn from(e: bitnet_cpu_ref::Error) -> Self {
+        match e {
+            bitnet_cpu_ref::Error::NonFinite { op, tensor, index } => {
+                Error::NonFinite { op, tensor, index }
+            }
+            other => Error::CpuRef(other),
+        }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Maps a wgpu error captured by an error scope to the engine error, with context.
+pub(crate) fn from_wgpu(e: wgpu::Error, context: impl Into<String>) -> Error {
+    match e {
+        wgpu::Error::OutOfMemory { .. } => Error::OutOfMemory {
+            context: context.into(),
+        },
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            Error::Validation {
+                context: context.into(),
+                message: description,
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! [`EngineInfo`]: what an engine runs on, printable.
+
+use crate::context::Gpu;
+use crate::device::ParamsMode;
+use crate::engine::BackendKind;
+
+/// The limits that matter to the engine's kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Largest storage binding (bytes), after any `EngineOptions` cap.
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer (bytes).
+    pub max_buffer_size: u64,
+    /// Workgroups per grid dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroup memory (bytes).
+    pub max_compute_workgroup_storage_size: u32,
+    /// Immediate data (bytes).
+    pub max_immediate_size: u32,
+    /// Storage buffers per shader stage.
+    pub max_storage_buffers_per_shader_stage: u32,
+    /// Storage binding offset alignment (bytes).
+    pub min_storage_buffer_offset_alignment: u32,
+}
+
+/// Description of an engine's backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineInfo {
+    /// CPU or GPU.
+    pub backend_kind: BackendKind,
+    /// Adapter name (or the CPU engine's description).
+    pub adapter_name: String,
+    /// wgpu backend (`Vulkan`, `Metal`, `Dx12`, `Gl`), or `"cpu-ref"`.
+    pub backend: String,
+    /// Device type (`DiscreteGpu`, `Cpu`, ...).
+    pub device_type: String,
+    /// Driver name.
+    pub driver: String,
+    /// Driver details (version).
+    pub driver_info: String,
+    /// Features enabled on the device (empty on the CPU engine).
+    pub features: wgpu::Features,
+    /// Key limits (None on the CPU engine).
+    pub limits: Option<KeyLimits>,
+    /// Smallest subgroup size (0 on the CPU engine).
+    pub subgroup_min_size: u32,
+    /// Largest subgroup size (0 on the CPU engine).
+    pub subgroup_max_size: u32,
+    /// How kernel params are passed (None on the CPU engine).
+    pub params_mode: Option<ParamsMode>,
+}
+
+impl EngineInfo {
+    /// Info of the CPU engine.
+    pub(crate) fn cpu() -> EngineInfo {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        EngineInfo {
+            backend_kind: BackendKind::Cpu,
+            adapter_name: format!("bitnet-cpu-ref ({threads} threads)"),
+            backend: "cpu-ref".into(),
+            device_type: "Cpu".into(),
+            driver: String::new(),
+            driver_info: String::new(),
+            features: wgpu::Features::empty(),
+            limits: None,
+            subgroup_min_size: 0,
+            subgroup_max_size: 0,
+            params_mode: None,
+        }
+    }
+
+    /// Info of a GPU engine.
+    pub(crate) fn gpu(g: &Gpu) -> EngineInfo {
+        let (i, l) = (&g.adapter_info, &g.caps.limits);
+        EngineInfo {
+            backend_kind: BackendKind::Gpu,
+            adapter_name: i.name.clone(),
+            backend: format!("{:?}", i.backend),
+            device_type: format!("{:?}", i.device_type),
+            driver: i.driver.clone(),
+            driver_info: i.driver_info.clone(),
+            features: g.caps.features,
+            limits: Some(KeyLimits {
+                max_storage_buffer_binding_size: g.caps.max_binding,
+                max_buffer_size: g.caps.max_buffer,
+                max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+                max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+                max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+                max_immediate_size: l.max_immediate_size,
+                max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+                min_storage_buffer_offset_alignment: l.min_storage_buffer_offset_alignment,
+            }),
+            subgroup_min_size: g.caps.subgroup_min_size,
+            subgroup_max_size: g.caps.subgroup_max_size,
+            params_mode: Some(g.caps.params_mode),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "backend:   {:?} ({})", self.backend_kind, self.backend)?;
+        writeln!(f, "adapter:   {} [{}]", self.adapter_name, self.device_type)?;
+        if !self.driver.is_empty() || !self.driver_info.is_empty() {
+            writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
+        }
+        if let Some(l) = &self.limits {
+            writeln!(f, "features:  {:?}", self.features)?;
+            writeln!(f, "subgroups: {}..={}", self.subgroup_min_size, self.subgroup_max_size)?;
+            writeln!(f, "params:    {:?}", self.params_mode)?;
+            writeln!(
+                f,
+                "limits:    binding {} B, buffer {} B, {} workgroups/dim, {} invocations/wg, {} B workgroup memory, {} B immediates",
+                l.max_storage_buffer_binding_size,
+                l.max_buffer_size,
+                l.max_compute_workgroups_per_dimension,
+                l.max_compute_invocations_per_workgroup,
+                l.max_compute_workgroup_storage_size,
+                l.max_immediate_size
+            )?;
+        }
+        Ok(())
+    }
+}

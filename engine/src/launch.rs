@@ -1,0 +1,344 @@
+//! The one kernel-launch helper, and the kernel author's guide.
+//!
+//! # Kernel author's guide
+//!
+//! ## 1. Write the WGSL (in `kernels-wgsl/shaders/`)
+//!
+//! ```wgsl
+//! struct Params { n: u32, alpha: f32 }            // ≤ 128 bytes (PARAMS_MAX_BYTES)
+//!
+//! @group(0) @binding(0) var<storage, read> x: array<f32>;          // your buffers: group 0,
+//! @group(0) @binding(1) var<storage, read_write> y: array<f32>;    // bindings 0, 1, 2, ...
+//! var<immediate> params: Params;                                   // exactly this line (or the
+//! // uniform form: `@group(1) @binding(0) var<uniform> params: Params;` — either is accepted)
+//! @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>; // optional
+//!
+//! @compute @workgroup_size(256)
+//! fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+//!         @builtin(local_invocation_index) lid: u32) {
+//!     let i = (wid.x + wid.y * nwg.x) * 256u + lid;   // linear grid (see 4.)
+//!     if i >= params.n { return; }                     // always bounds-check
+//!     let v = x[i];
+//!     if (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u { atomicMin(&nonfinite[0], i); }
+//!     y[i] = v * params.alpha;
+//! }
+//! ```
+//!
+//! * **Params**: one struct named `Params`, one variable named `params`, declared with exactly one
+//!   of the two lines above. The pipeline cache rewrites that line to what the device uses:
+//!   immediates (`set_immediates`) when `Features::IMMEDIATES` and `max_immediate_size ≥ 128`, else
+//!   a slot of the engine's uniform arena (group 1, binding 0, dynamic offset). Kernels are written
+//!   once and run both ways; tests cover both (`EngineOptions::force_uniform_params`). Params are
+//!   the only per-call scalars: no per-call uniform buffers.
+//! * **Group 1 is the engine's**: binding 0 = params (uniform mode), binding 1 = this launch's
+//!   non-finite status slot. Never declare other group-1 bindings.
+//! * Keep storage bindings ≤ 7 per kernel (WebGPU's floor is 8 per stage; the status slot is one).
+//! * Register the source in `kernels-wgsl` (`pub const X: KernelSource`, add to the module's
+//!   `ALL`) so the naga validation test covers it.
+//!
+//! ## 2. Declare the kernel (in `engine/src/ops/<family>.rs`)
+//!
+//! ```ignore
+//! const SCALE: Kernel = Kernel::new(kernels::tensor::SCALE, "main", &[Access::Read, Access::ReadWrite]);
+//! const SCALE_SG: Kernel = Kernel::new(kernels::tensor::SCALE_SG, "main", &[..])
+//!     .requiring(wgpu::Features::SUBGROUP);
+//! ```
+//!
+//! `bindings` lists group 0 in binding order. The pipeline cache compiles each (kernel name, entry,
+//! override constants) once, inside error scopes; a broken shader is `Error::PipelineCreation`.
+//!
+//! ## 3. Launch it
+//!
+//! ```ignore
+//! let gpu = engine.gpu_context().ok_or(...)?;          // or branch to the CPU path
+//! let y = engine.empty(x.shape(), DType::F32)?;         // pooled output, never per-call buffers
+//! Launch::new(gpu, &SCALE)
+//!     .input(x)                                         // binding 0 (whole data buffer)
+//!     .output(&y)                                       // binding 1
+//!     .params(&Params { n, alpha })                     // any bytemuck::Pod, ≤ 128 bytes
+//!     .check_finite(NonFiniteCheck::new("scale", "x"))  // only if the kernel flags
+//!     .workgroups(n.div_ceil(256) as u64)               // linear grid
+//!     .run()?;                                          // records; no submit, no wait
+//! Ok(y)
+//! ```
+//!
+//! `run` records into the engine's pending command encoder (the batch). Work is submitted at sync
+//! points — read-back, upload, `Engine::sync` — or every `EngineOptions::batch_dispatches`
+//! dispatches. Ops therefore chain on the device with no read-back. Scales of packed tensors
+//! bind with `input_scales` / `output_scales`; sub-ranges with `input_range` / `output_range`.
+//!
+//! ## 4. Workgroup counts above 65535
+//!
+//! `workgroups(n)` takes a *linear* count and folds it into `(x, y, 1)` with `x, y ≤
+//! max_compute_workgroups_per_dimension` (`y = ceil(n / max)`, `x = ceil(n / y)`), so `x · y ≥ n`.
+//! Kernels compute `wid.x + wid.y * nwg.x` and bounds-check (a few extra workgroups may run).
+//! `grid([x, y, z])` dispatches exactly and rejects a dimension above the limit with
+//! `Error::LimitExceeded`.
+//!
+//! ## 5. Buffers above `max_storage_buffer_binding_size`
+//!
+//! Every binding is checked: one above the limit is `Error::LimitExceeded` naming
+//! `max_storage_buffer_binding_size` — never a wrong result. Ops that must handle such tensors split
+//! them with [`binding_chunks`] (aligned element ranges that fit) and launch per chunk with
+//! `input_range` / `output_range`, passing the chunk's first index in params and as
+//! `NonFiniteCheck::at(base)`. Use [`check_binding`] to fail early with a clear error.
+//!
+//! ## 6. Variants by features
+//!
+//! Read `gpu.caps` (`has(Features::SUBGROUP)`, `subgroup_min_size`/`subgroup_max_size` — 8 on
+//! lavapipe, 32 on NVIDIA; never assume — `limits`) and pick the `Kernel` const, or pass override
+//! constants with `.constant("WG", 256.0)` (part of the cache key). Gate with `.requiring(..)`.
+//!
+//! ## 7. Reporting non-finite input
+//!
+//! Declare `@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;`.
+//! Word `t` belongs to the `t`-th tensor named in the launch's `NonFiniteCheck` (e.g.
+//! `NonFiniteCheck::tensors("softmax", ["x", "output", "", ""])`); on NaN/Inf at flat index `i`
+//! (relative to the binding; the check's `base` is added) do `atomicMin(&nonfinite[t], i)`. The
+//! next sync point returns `Error::NonFinite { op, tensor, index }` for the first flagged launch,
+//! the same error cpu-ref returns — use cpu-ref's op and tensor names. Flags need no extra buffers.
+
+use bytemuck::Pod;
+
+use crate::context::Gpu;
+use crate::device::PARAMS_MAX_BYTES;
+use crate::error::{Error, Result};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{Storage, Tensor};
+
+#[allow(unused_imports)] // the op families' toolbox; not every helper is used yet
+pub(crate) use crate::chunk::{binding_chunks, check_binding, check_buffer, fold_workgroups};
+
+/// One buffer binding of a launch.
+struct Bound<'a> {
+    buffer: &'a wgpu::Buffer,
+    offset: u64,
+    size: u64,
+    writes: bool,
+}
+
+/// A kernel launch being built; `run` records it. Errors found while building are returned by
+/// `run`, so the chain never panics.
+#[must_use = "a launch does nothing until `run` is called"]
+pub struct Launch<'a> {
+    gpu: &'a Gpu,
+    kernel: &'a Kernel,
+    constants: Vec<(&'static str, f64)>,
+    bound: Vec<Bound<'a>>,
+    params: [u8; PARAMS_MAX_BYTES as usize],
+    groups: Option<[u32; 3]>,
+    check: Option<NonFiniteCheck>,
+    err: Option<Error>,
+}
+
+#[allow(dead_code)] // builder methods are the op families' API; not all are used yet
+impl<'a> Launch<'a> {
+    /// Starts a launch of `kernel` on `gpu`.
+    pub fn new(gpu: &'a Gpu, kernel: &'a Kernel) -> Launch<'a> {
+        Launch {
+            gpu,
+            kernel,
+            constants: Vec::new(),
+            bound: Vec::new(),
+            params: [0; PARAMS_MAX_BYTES as usize],
+            groups: None,
+            check: None,
+            err: None,
+        }
+    }
+
+    fn fail(&mut self, e: Error) {
+        self.err.get_or_insert(e);
+    }
+
+    fn misuse(&mut self, message: String) {
+        let kernel = self.kernel.name();
+        self.fail(Error::KernelMisuse { kernel, message });
+    }
+
+    /// Binds `storage` (bytes `range`, or all of it) as the next binding.
+    fn bind(mut self, t: &'a Tensor, scales: bool, range: Option<(u64, u64)>, writes: bool) -> Self {
+        if self.err.is_some() {
+            return self;
+        }
+        if t.engine().gpu_id() != Some(self.gpu.id) {
+            self.fail(Error::EngineMismatch { op: self.kernel.name() });
+            return self;
+        }
+        let storage = if scales { t.scales() } else { Some(t.data()) };
+        let buf = match storage {
+            Some(Storage::Device(b)) => b,
+            Some(Storage::Host(_)) => {
+                self.fail(Error::Unsupported(format!(
+                    "kernel `{}`: tensor lives on the host; upload it first",
+                    self.kernel.name()
+                )));
+                return self;
+            }
+            None => {
+                self.misuse(format!("tensor of dtype {} has no scales buffer", t.dtype()));
+                return self;
+            }
+        };
+        let (offset, size) = range.unwrap_or((0, buf.bytes()));
+        let align = u64::from(self.gpu.caps.limits.min_storage_buffer_offset_alignment);
+        if !offset.is_multiple_of(align) || !size.is_multiple_of(4) || size == 0 || offset + size > buf.bytes() {
+            self.misuse(format!(
+                "binding range {offset}+{size} of a {}-byte buffer (offset alignment {align})",
+                buf.bytes()
+            ));
+            return self;
+        }
+        let what = format!("kernel `{}` binding {}", self.kernel.name(), self.bound.len());
+        if let Err(e) = check_binding(self.gpu, &what, size) {
+            self.fail(e);
+            return self;
+        }
+        self.bound.push(Bound { buffer: buf.buffer(), offset, size, writes });
+        self
+    }
+
+    /// Binds a tensor's data (read-only use; allowed for `Read` and `ReadWrite` slots).
+    pub fn input(self, t: &'a Tensor) -> Self {
+        self.bind(t, false, None, false)
+    }
+
+    /// Binds a tensor's data for writing (a `ReadWrite` slot).
+    pub fn output(self, t: &'a Tensor) -> Self {
+        self.bind(t, false, None, true)
+    }
+
+    /// Binds a packed tensor's scales buffer for reading.
+    pub fn input_scales(self, t: &'a Tensor) -> Self {
+        self.bind(t, true, None, false)
+    }
+
+    /// Binds a packed tensor's scales buffer for writing.
+    pub fn output_scales(self, t: &'a Tensor) -> Self {
+        self.bind(t, true, None, true)
+    }
+
+    /// Binds bytes `[offset, offset + size)` of a tensor's data for reading (offset aligned to
+    /// `min_storage_buffer_offset_alignment`; see [`binding_chunks`]).
+    pub fn input_range(self, t: &'a Tensor, offset: u64, size: u64) -> Self {
+        self.bind(t, false, Some((offset, size)), false)
+    }
+
+    /// Binds bytes `[offset, offset + size)` of a tensor's data for writing.
+    pub fn output_range(self, t: &'a Tensor, offset: u64, size: u64) -> Self {
+        self.bind(t, false, Some((offset, size)), true)
+    }
+
+    /// Sets the params (a `#[repr(C)]` Pod struct matching the WGSL `Params`, ≤ 128 bytes).
+    pub fn params<P: Pod>(mut self, p: &P) -> Self {
+        let bytes = bytemuck::bytes_of(p);
+        if bytes.len() > self.params.len() {
+            self.misuse(format!("params are {} bytes, the limit is {PARAMS_MAX_BYTES}", bytes.len()));
+        } else {
+            self.params[..bytes.len()].copy_from_slice(bytes);
+        }
+        self
+    }
+
+    /// Sets a pipeline-overridable constant (`override NAME: T;` in WGSL); part of the cache key.
+    pub fn constant(mut self, name: &'static str, value: f64) -> Self {
+        self.constants.push((name, value));
+        self
+    }
+
+    /// Linear workgroup count, folded into x and y when above the per-dimension limit.
+    pub fn workgroups(mut self, n: u64) -> Self {
+        match fold_workgroups(self.gpu, n) {
+            Ok(g) => self.groups = Some(g),
+            Err(e) => self.fail(e),
+        }
+        self
+    }
+
+    /// Exact 3-D grid; a dimension above `max_compute_workgroups_per_dimension` is an error.
+    pub fn grid(mut self, groups: [u32; 3]) -> Self {
+        let max = self.gpu.caps.limits.max_compute_workgroups_per_dimension;
+        if let Some(&d) = groups.iter().find(|&&d| d > max) {
+            self.fail(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                requested: u64::from(d),
+                max: u64::from(max),
+                what: format!("kernel `{}` grid {groups:?}", self.kernel.name()),
+            });
+        } else {
+            self.groups = Some(groups);
+        }
+        self
+    }
+
+    /// Reports NaN/Inf flagged by the kernel through its status slot (see the guide, section 7).
+    pub fn check_finite(mut self, check: NonFiniteCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// Validates and records the dispatch into the pending batch.
+    pub fn run(mut self) -> Result<()> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        self.gpu.check_health()?;
+        let decl = self.kernel.bindings;
+        if self.bound.len() != decl.len() {
+            return Err(Error::KernelMisuse {
+                kernel: self.kernel.name(),
+                message: format!("{} buffers bound, {} declared", self.bound.len(), decl.len()),
+            });
+        }
+        if let Some(i) = self.bound.iter().zip(decl).position(|(b, a)| b.writes && *a == Access::Read) {
+            return Err(Error::KernelMisuse {
+                kernel: self.kernel.name(),
+                message: format!("binding {i} is written but declared Access::Read"),
+            });
+        }
+        let Some(groups) = self.groups else {
+            return Err(Error::KernelMisuse {
+                kernel: self.kernel.name(),
+                message: "no workgroup count set".into(),
+            });
+        };
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let compiled = self.gpu.pipelines.get(self.kernel, &self.constants)?;
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = self
+            .bound
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: b.buffer,
+                    offset: b.offset,
+                    size: wgpu::BufferSize::new(b.size),
+                }),
+            })
+            .collect();
+        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group0 = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(self.kernel.name()),
+            layout: &compiled.group0,
+            entries: &entries,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(crate::error::from_wgpu(e, format!("binding kernel `{}`", self.kernel.name())));
+        }
+        self.gpu.batch().record(
+            self.gpu,
+            crate::batch::Dispatch {
+                kernel: self.kernel.name(),
+                pipeline: &compiled.pipeline,
+                group0: &group0,
+                params: &self.params,
+                groups,
+                check: self.check,
+            },
+        )
+    }
+}

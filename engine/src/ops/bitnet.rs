@@ -1,0 +1,270 @@
+//! BitNet b1.58 ops on resident tensors: weight quantization (`F32 [N, K]` → `Ternary`) and
+//! activation quantization (`F32 [M, K]` → `QuantizedI8`). BitLinear is in `bitnet_linear.rs`,
+//! the cpu-ref-compatible slice entry points in `bitnet_stable.rs`.
+//!
+//! Results are bit-identical to `bitnet-cpu-ref` (codes, scales, quantized values, absmax): the
+//! kernels follow `layout.rs` operation for operation, including the canonical summation order
+//! and a correctly rounded division (see `kernels-wgsl/src/bitnet.rs`). On the CPU engine the ops
+//! run cpu-ref on host tensors. NaN/Inf inputs give the same `Error::NonFinite` as cpu-ref (at the
+//! next sync point on the GPU).
+
+use std::ops::Range;
+
+use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::Launch;
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+use Access::{Read, ReadWrite};
+
+const WEIGHT_SUM: Kernel = Kernel::new(kernels::WEIGHT_QUANT_SUM, "main", &[Read, ReadWrite]);
+const WEIGHT_PACK: Kernel = Kernel::new(kernels::WEIGHT_QUANT_PACK, "main", &[Read, Read, ReadWrite]);
+const ACT_QUANT: Kernel = Kernel::new(kernels::ACT_QUANT, "main", &[Read, ReadWrite, ReadWrite]);
+
+/// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
+const SUM_OVERFLOW: &str = "sum of |w| (overflows f32)";
+/// Largest byte range one binding of these kernels covers, so every u32 index stays exact.
+const MAX_CHUNK_BYTES: u64 = 1 << 31;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SumParams {
+    len: u32,
+    block_base: u32,
+    check_input: u32,
+    finalize: u32,
+    count: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PackParams {
+    rows: u32,
+    k: u32,
+    words_per_row: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ActParams {
+    rows: u32,
+    k: u32,
+    words_per_row: u32,
+    row_base: u32,
+}
+
+/// The storage-binding limit the BitNet ops chunk against (device limit, capped so that flat
+/// u32 indices inside a binding never overflow).
+pub(crate) fn chunk_limit(gpu: &Gpu) -> u64 {
+    gpu.caps.max_binding.min(MAX_CHUNK_BYTES)
+}
+
+/// Splits `rows` rows into consecutive ranges such that, for every tensor `t` whose row is
+/// `row_bytes[t]` bytes, the chunk's bytes fit [`chunk_limit`] and start at an offset aligned
+/// to `min_storage_buffer_offset_alignment`. One range when everything fits; a single row too
+/// large is `Err(LimitExceeded)`.
+pub(crate) fn row_chunks(gpu: &Gpu, what: &str, rows: u64, row_bytes: &[u64]) -> Result<Vec<Range<u64>>> {
+    let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
+    // The alignment is a power of two, so the rows needed to realign each tensor are powers of
+    // two too, and their least common multiple is the largest.
+    let step = row_bytes
+        .iter()
+        .map(|&b| align >> b.trailing_zeros().min(align.trailing_zeros()))
+        .max()
+        .unwrap_or(1);
+    let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
+    let limit = chunk_limit(gpu);
+    let per = if rows * widest <= limit { rows } else { (limit / widest) / step * step };
+    if per == 0 {
+        return Err(Error::LimitExceeded {
+            limit: "max_storage_buffer_binding_size",
+            requested: widest * step,
+            max: limit,
+            what: format!("{what}: one chunk of {step} rows of {widest} bytes"),
+        });
+    }
+    Ok((0..rows.div_ceil(per)).map(|c| c * per..((c + 1) * per).min(rows)).collect())
+}
+
+/// `[rows, cols]` of a rank-2 tensor, or `ShapeMismatch` naming `op`.
+pub(crate) fn matrix_shape(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
+    match *t.shape() {
+        [rows, cols] => Ok((rows, cols)),
+        ref s => Err(Error::ShapeMismatch {
+            op,
+            detail: format!("expected a rank-2 [rows, K] tensor, got shape {s:?}"),
+        }),
+    }
+}
+
+/// Rejects `K ≥ 2^24` exactly as cpu-ref does (exact i32 accumulation needs `K < 2^24`).
+pub(crate) fn check_k(op: &'static str, k: usize) -> Result<()> {
+    if k >= 1 << 24 {
+        return Err(Error::CpuRef(bitnet_cpu_ref::Error::SizeOverflow {
+            op,
+            what: "K must be below 2^24 for exact i32 accumulation",
+        }));
+    }
+    Ok(())
+}
+
+/// Rejects a tensor of another engine.
+pub(crate) fn same_engine(engine: &Engine, op: &'static str, t: &Tensor) -> Result<()> {
+    if t.engine().gpu_id() != engine.gpu_id() {
+        return Err(Error::EngineMismatch { op });
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Quantizes resident `F32` weights `[N, K]` to a `Ternary` tensor (packed codes + scale `s`),
+    /// bit-identical to [`bitnet_cpu_ref::quantize_weights`]. Two passes over `w` on the GPU:
+    /// the canonical absolute-value sum (then `s`), and quantize + pack. Errors: wrong dtype or
+    /// rank, `K ≥ 2^24`, NaN/Inf in `w` or an overflowing `|w|` sum (`Error::NonFinite`, at the
+    /// next sync point on the GPU).
+    pub fn quantize_weights_tensor(&self, w: &Tensor) -> Result<Tensor> {
+        const OP: &str = "quantize_weights";
+        w.expect_dtype(OP, DType::F32)?;
+        let (n, k) = matrix_shape(OP, w)?;
+        check_k(OP, k)?;
+        same_engine(self, OP, w)?;
+        let Some(gpu) = self.gpu_context() else {
+            let q = bitnet_cpu_ref::quantize_weights(&w.read_f32()?, n, k)?;
+            return self.upload_ternary(&q);
+        };
+        let out = self.empty(OP, &[n, k], DType::Ternary)?;
+        self.record_weight_scale(gpu, w, &out)?;
+        let wpr = words_per_row(k) as u64;
+        for r in row_chunks(gpu, OP, n as u64, &[4 * k as u64, 4 * wpr])? {
+            let rows = r.end - r.start;
+            Launch::new(gpu, &WEIGHT_PACK)
+                .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
+                .input_scales(&out)
+                .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
+                .params(&PackParams { rows: rows as u32, k: k as u32, words_per_row: wpr as u32 })
+                .workgroups((rows * wpr).div_ceil(u64::from(kernels::WEIGHT_PACK_WORKGROUP)))
+                .run()?;
+        }
+        Ok(out)
+    }
+
+    /// Pass (a) of weight quantization: the canonical sum, level by level, ending with the scale
+    /// `s` written into `out`'s scale buffer.
+    fn record_weight_scale(&self, gpu: &Gpu, w: &Tensor, out: &Tensor) -> Result<()> {
+        const OP: &str = "quantize_weights";
+        let block = u64::from(kernels::SUM_BLOCK);
+        let total = w.len() as u64;
+        // Rust's `as` rounding, exactly as cpu-ref computes `(N * K) as f32`.
+        let count = total as f32;
+        let check = NonFiniteCheck::tensors(OP, ["w", SUM_OVERFLOW, "", ""]);
+        let mut params =
+            SumParams { len: 0, block_base: 0, check_input: 1, finalize: 0, count };
+        if total <= block {
+            params.len = total as u32;
+            params.finalize = 1;
+            return Launch::new(gpu, &WEIGHT_SUM)
+                .input(w)
+                .output_scales(out)
+                .params(&params)
+                .check_finite(check)
+                .workgroups(1)
+                .run();
+        }
+        // Level 1 reads w in chunks of whole 4096-value blocks (16 KiB: aligned for any device).
+        let blocks_per_chunk = (chunk_limit(gpu) / (4 * block)).max(1);
+        let mut len = total.div_ceil(block);
+        let mut sums = self.empty(OP, &[len as usize], DType::F32)?;
+        for c in 0..len.div_ceil(blocks_per_chunk) {
+            let first = c * blocks_per_chunk * block;
+            let values = (total - first).min(blocks_per_chunk * block);
+            params.len = values as u32;
+            params.block_base = (c * blocks_per_chunk) as u32;
+            Launch::new(gpu, &WEIGHT_SUM)
+                .input_range(w, 4 * first, 4 * values)
+                .output(&sums)
+                .params(&params)
+                .check_finite(check.at(first))
+                .workgroups(values.div_ceil(block))
+                .run()?;
+        }
+        // Later levels: block sums of block sums (small, one binding each).
+        params.check_input = 0;
+        params.block_base = 0;
+        while len > block {
+            let next = self.empty(OP, &[len.div_ceil(block) as usize], DType::F32)?;
+            params.len = len as u32;
+            Launch::new(gpu, &WEIGHT_SUM)
+                .input(&sums)
+                .output(&next)
+                .params(&params)
+                .workgroups(len.div_ceil(block))
+                .run()?;
+            len = len.div_ceil(block);
+            sums = next;
+        }
+        params.len = len as u32;
+        params.finalize = 1;
+        Launch::new(gpu, &WEIGHT_SUM)
+            .input(&sums)
+            .output_scales(out)
+            .params(&params)
+            .check_finite(check)
+            .workgroups(1)
+            .run()
+    }
+
+    /// Quantizes resident `F32` activations `[M, K]` per row to a `QuantizedI8` tensor (packed
+    /// rows + clamped absmax), bit-identical to [`bitnet_cpu_ref::quantize_activations`].
+    /// Errors: wrong dtype or rank, `K ≥ 2^24`, NaN/Inf in `x` (`Error::NonFinite`, at the next
+    /// sync point on the GPU).
+    pub fn quantize_activations_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        self.quantize_activations_as("quantize_activations", x)
+    }
+
+    /// [`Engine::quantize_activations_tensor`] reporting errors under `op` (BitLinear on f32
+    /// activations reports them as `"bitlinear"`, like cpu-ref).
+    pub(crate) fn quantize_activations_as(&self, op: &'static str, x: &Tensor) -> Result<Tensor> {
+        x.expect_dtype(op, DType::F32)?;
+        let (m, k) = matrix_shape(op, x)?;
+        check_k(op, k)?;
+        same_engine(self, op, x)?;
+        let Some(gpu) = self.gpu_context() else {
+            let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k).map_err(|e| rename(e, op))?;
+            return self.upload_activations(&q);
+        };
+        let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
+        let awpr = activation_words_per_row(k) as u64;
+        for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
+            let rows = r.end - r.start;
+            Launch::new(gpu, &ACT_QUANT)
+                .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
+                .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
+                .output_scales(&out)
+                .params(&ActParams {
+                    rows: rows as u32,
+                    k: k as u32,
+                    words_per_row: awpr as u32,
+                    row_base: r.start as u32,
+                })
+                .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64))
+                .workgroups(rows)
+                .run()?;
+        }
+        Ok(out)
+    }
+}
+
+/// A cpu-ref error re-labelled with `op` (cpu-ref's public quantizer reports
+/// `"quantize_activations"`; BitLinear's own path reports `"bitlinear"`).
+fn rename(e: bitnet_cpu_ref::Error, op: &'static str) -> Error {
+    match Error::from(e) {
+        Error::NonFinite { tensor, index, .. } => Error::NonFinite { op, tensor, index },
+        other => other,
+    }
+}

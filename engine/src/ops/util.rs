@@ -1,0 +1,84 @@
+//! Utility ops on the engine's own kernels: `fill` and the finite-checked `copy`. They are also
+//! the reference use of the launch helper: pooled outputs, params, linear grids, chunking over the
+//! storage-binding limit, and the non-finite status slot.
+
+use bitnet_kernels_wgsl::util as kernels;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, binding_chunks};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Storage, Tensor};
+
+const FILL: Kernel = Kernel::new(kernels::FILL, "main", &[Access::ReadWrite]);
+const COPY: Kernel = Kernel::new(kernels::COPY, "main", &[Access::Read, Access::ReadWrite]);
+/// Threads per workgroup of both kernels.
+const WG: u64 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FillParams {
+    n: u32,
+    value: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CopyParams {
+    n: u32,
+}
+
+impl Engine {
+    /// An `F32` tensor of `shape` with every element `value`.
+    pub fn fill(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        let out = self.empty("fill", shape, DType::F32)?;
+        let Some(gpu) = self.gpu_context() else {
+            let n = out.len();
+            return self.upload_f32(&vec![value; n], shape);
+        };
+        let n = out.len() as u64;
+        for r in binding_chunks(gpu, "fill", n, 4)? {
+            let len = r.end - r.start;
+            Launch::new(gpu, &FILL)
+                .output_range(&out, 4 * r.start, 4 * len)
+                .params(&FillParams { n: len as u32, value: value.to_bits() })
+                .workgroups(len.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+
+    /// A copy of an `F32` tensor; `Err(NonFinite { op: "copy", tensor: "x", index })` (at the next
+    /// sync point on the GPU) if it holds NaN or ±Inf.
+    pub fn copy(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "copy";
+        x.expect_dtype(OP, DType::F32)?;
+        if x.engine().gpu_id() != self.gpu_id() {
+            return Err(Error::EngineMismatch { op: OP });
+        }
+        let Some(gpu) = self.gpu_context() else {
+            let v = match x.data() {
+                Storage::Host(_) => x.read_f32()?,
+                Storage::Device(_) => return Err(Error::EngineMismatch { op: OP }),
+            };
+            if let Some(index) = v.iter().position(|f| !f.is_finite()) {
+                return Err(Error::NonFinite { op: OP, tensor: "x", index });
+            }
+            return self.upload_f32(&v, x.shape());
+        };
+        let out = self.empty(OP, x.shape(), DType::F32)?;
+        let n = x.len() as u64;
+        for r in binding_chunks(gpu, OP, n, 4)? {
+            let len = r.end - r.start;
+            Launch::new(gpu, &COPY)
+                .input_range(x, 4 * r.start, 4 * len)
+                .output_range(&out, 4 * r.start, 4 * len)
+                .params(&CopyParams { n: len as u32 })
+                .check_finite(NonFiniteCheck::new(OP, "x").at(r.start))
+                .workgroups(len.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,250 @@
+//! The one pipeline cache: every (kernel, entry point, override constants) compiled once.
+//!
+//! Pipelines use explicit layouts so one engine-wide bind group (group 1: params arena + non-finite
+//! status word) serves every kernel, and so the layout can declare immediates. Shader modules and
+//! pipelines are created inside wgpu error scopes: a broken shader becomes
+//! [`Error::PipelineCreation`], never an uncaptured-error panic.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bitnet_kernels_wgsl::KernelSource;
+
+use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
+use crate::error::{Error, Result};
+
+/// How a kernel accesses one of its buffers (group 0, binding = position in `Kernel::bindings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// `var<storage, read>`.
+    Read,
+    /// `var<storage, read_write>`.
+    ReadWrite,
+}
+
+/// A kernel declaration: one entry point of one WGSL source, its buffers, and what it needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Kernel {
+    /// The WGSL source (its `name` is the kernel name in cache keys, errors and profiles).
+    pub source: KernelSource,
+    /// Entry point function.
+    pub entry: &'static str,
+    /// Group-0 buffers in binding order.
+    pub bindings: &'static [Access],
+    /// Device features the kernel needs (e.g. `SUBGROUP`, `SHADER_F16`); checked at creation.
+    pub requires: wgpu::Features,
+}
+
+impl Kernel {
+    /// A kernel with no feature requirements.
+    pub const fn new(source: KernelSource, entry: &'static str, bindings: &'static [Access]) -> Kernel {
+        Kernel {
+            source,
+            entry,
+            bindings,
+            requires: wgpu::Features::empty(),
+        }
+    }
+
+    /// The same kernel, requiring `features`.
+    pub const fn requiring(self, features: wgpu::Features) -> Kernel {
+        Kernel {
+            requires: features,
+            ..self
+        }
+    }
+
+    /// The kernel's name (its source's name).
+    pub const fn name(&self) -> &'static str {
+        self.source.name
+    }
+}
+
+/// The uniform-mode params declaration (group 1, binding 0).
+pub const PARAMS_UNIFORM_DECL: &str = "@group(1) @binding(0) var<uniform> params: Params;";
+/// The immediates-mode declaration; kernels may write either, the cache rewrites to the mode in use.
+pub const PARAMS_IMMEDIATE_DECL: &str = "var<immediate> params: Params;";
+
+/// Cache key: kernel name, entry point, override constants (name, value bits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    name: &'static str,
+    entry: &'static str,
+    constants: Vec<(&'static str, u64)>,
+}
+
+/// A compiled pipeline and the layout of its group 0.
+pub(crate) struct Compiled {
+    /// The pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Layout of group 0 (the kernel's buffers).
+    pub group0: wgpu::BindGroupLayout,
+}
+
+/// Cache statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Pipelines compiled (cache misses).
+    pub compiled: u64,
+    /// Lookups served from the cache.
+    pub hits: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pipelines: HashMap<Key, Arc<Compiled>>,
+    modules: HashMap<&'static str, wgpu::ShaderModule>,
+    layouts: HashMap<Vec<Access>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    stats: PipelineStats,
+}
+
+/// The engine's pipeline cache.
+pub(crate) struct PipelineCache {
+    device: wgpu::Device,
+    mode: ParamsMode,
+    features: wgpu::Features,
+    /// Group 1 layout shared by every pipeline (params arena + status word).
+    engine_layout: wgpu::BindGroupLayout,
+    state: Mutex<State>,
+}
+
+impl PipelineCache {
+    /// An empty cache.
+    pub fn new(
+        device: wgpu::Device,
+        mode: ParamsMode,
+        features: wgpu::Features,
+        engine_layout: wgpu::BindGroupLayout,
+    ) -> Self {
+        PipelineCache {
+            device,
+            mode,
+            features,
+            engine_layout,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The pipeline for `kernel` with `constants`, compiling it on first use.
+    pub fn get(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<Compiled>> {
+        let key = Key {
+            name: kernel.name(),
+            entry: kernel.entry,
+            constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+        };
+        // Compiling under the lock keeps "compiled once" true under contention.
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = st.pipelines.get(&key) {
+            let c = Arc::clone(c);
+            st.stats.hits += 1;
+            return Ok(c);
+        }
+        if !self.features.contains(kernel.requires) {
+            return Err(Error::Unsupported(format!(
+                "kernel `{}` needs {:?}; the device has {:?}",
+                kernel.name(),
+                kernel.requires - self.features,
+                self.features
+            )));
+        }
+        let compiled = Arc::new(self.compile(&mut st, kernel, constants)?);
+        st.stats.compiled += 1;
+        st.pipelines.insert(key, Arc::clone(&compiled));
+        Ok(compiled)
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> PipelineStats {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).stats
+    }
+
+    fn compile(
+        &self,
+        st: &mut State,
+        kernel: &Kernel,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Compiled> {
+        let fail = |message: String| Error::PipelineCreation {
+            kernel: kernel.name(),
+            entry: kernel.entry,
+            message,
+        };
+        let vscope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let iscope = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        if !st.modules.contains_key(kernel.name()) {
+            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.name()),
+                source: wgpu::ShaderSource::Wgsl(Cow::Owned(self.prepare_source(kernel.source))),
+            });
+            st.modules.insert(kernel.name(), module);
+        }
+        let (group0, layout) = st
+            .layouts
+            .entry(kernel.bindings.to_vec())
+            .or_insert_with(|| self.layouts(kernel.bindings))
+            .clone();
+        let module = &st.modules[kernel.name()];
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(kernel.name()),
+            layout: Some(&layout),
+            module,
+            entry_point: Some(kernel.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                zero_initialize_workgroup_memory: true,
+            },
+            cache: None,
+        });
+        let internal = pollster::block_on(iscope.pop());
+        let validation = pollster::block_on(vscope.pop());
+        if let Some(e) = validation.or(internal) {
+            // Do not keep a module that failed to compile.
+            st.modules.remove(kernel.name());
+            return Err(fail(e.to_string()));
+        }
+        Ok(Compiled { pipeline, group0 })
+    }
+
+    /// The WGSL actually compiled: the params declaration is rewritten to the engine's mode.
+    fn prepare_source(&self, source: KernelSource) -> String {
+        match self.mode {
+            ParamsMode::Uniform => source.source.replace(PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL),
+            ParamsMode::Immediates => source.source.replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
+        }
+    }
+
+    /// Group-0 layout for `bindings`, and the pipeline layout (group 0 + engine group 1).
+    fn layouts(&self, bindings: &[Access]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
+            .iter()
+            .enumerate()
+            .map(|(i, a)| wgpu::BindGroupLayoutEntry {
+                binding: i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage {
+                        read_only: *a == Access::Read,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let group0 = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("bitnet-wgpu group0"),
+            entries: &entries,
+        });
+        let immediate_size = match self.mode {
+            ParamsMode::Immediates => PARAMS_MAX_BYTES,
+            ParamsMode::Uniform => 0,
+        };
+        let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("bitnet-wgpu layout"),
+            bind_group_layouts: &[Some(&group0), Some(&self.engine_layout)],
+            immediate_size,
+        });
+        (group0, layout)
+    }
+}

@@ -1,0 +1,338 @@
+//! The one buffer pool: size-classed reuse of GPU buffers through RAII handles.
+//!
+//! * **Size classes**: 256 B minimum, then four classes per power of two (`1.25, 1.5, 1.75, 2 ×
+//!   2^p`), so a buffer is at most 25 % larger than requested. Sizes whose class would exceed
+//!   `max_buffer_size` use the exact size (rounded to 4 bytes).
+//! * **Reuse**: dropping a [`PooledBuffer`] (the last clone of the tensor holding it) puts the
+//!   wgpu buffer on its class's free list; the next request of that class takes it (a *hit*).
+//!   Buffers are never `destroy()`ed — dropping the handle lets wgpu free it once no submitted
+//!   work uses it — so a buffer freed while a pending command encoder still reads it stays valid.
+//! * **Trimming**: [`BufferPool::trim`] drops every free buffer; the free list is also capped
+//!   (`free_cap`) so cached memory cannot grow without bound.
+//! * **Stats** ([`PoolStats`]): storage buffers only (tensor memory). Read-back staging buffers
+//!   come from the same pool but are counted apart (`staging_bytes`).
+//!
+//! Upload ordering: a buffer returned to the pool may still be read by recorded-but-unsubmitted
+//! dispatches, so `queue.write_buffer` into a pooled buffer must only happen after the pending
+//! encoder was submitted (the transfer path flushes first; see `transfer.rs`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result, from_wgpu};
+
+/// Smallest buffer the pool hands out.
+const MIN_CLASS: u64 = 256;
+
+/// The size class (allocated bytes) for a request of `bytes`.
+pub fn size_class(bytes: u64) -> u64 {
+    if bytes <= MIN_CLASS {
+        return MIN_CLASS;
+    }
+    // 2^p < bytes <= 2^(p+1); step is a quarter of 2^p.
+    let p = 63 - (bytes - 1).leading_zeros();
+    let step = (1u64 << p) / 4;
+    bytes.div_ceil(step) * step
+}
+
+/// What a pooled buffer is for (its wgpu usages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum BufferKind {
+    /// Tensor storage: `STORAGE | COPY_SRC | COPY_DST`.
+    Storage,
+    /// Read-back staging: `MAP_READ | COPY_DST`.
+    Readback,
+}
+
+impl BufferKind {
+    fn usages(self) -> wgpu::BufferUsages {
+        match self {
+            BufferKind::Storage => {
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+            }
+            BufferKind::Readback => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        }
+    }
+}
+
+/// Memory statistics of the pool (storage buffers; staging counted apart).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Bytes of all storage buffers the pool owns (live + free).
+    pub allocated_bytes: u64,
+    /// Bytes requested by live buffers (logical tensor bytes, before class rounding).
+    pub live_bytes: u64,
+    /// Allocated bytes of live buffers (after class rounding).
+    pub in_use_bytes: u64,
+    /// Highest `allocated_bytes` seen since creation (or the last `reset_peaks`).
+    pub peak_allocated_bytes: u64,
+    /// Highest `live_bytes` seen since creation (or the last `reset_peaks`).
+    pub peak_live_bytes: u64,
+    /// Requests served from the free list.
+    pub hits: u64,
+    /// Requests that created a new buffer.
+    pub misses: u64,
+    /// Live storage buffers.
+    pub live_buffers: u64,
+    /// Bytes of read-back staging buffers the pool owns.
+    pub staging_bytes: u64,
+}
+
+impl PoolStats {
+    /// Peak allocated bytes over peak live tensor bytes (the pool's memory overhead; goal ≤ 1.5).
+    /// `None` before anything was allocated.
+    pub fn peak_ratio(&self) -> Option<f64> {
+        (self.peak_live_bytes > 0)
+            .then(|| self.peak_allocated_bytes as f64 / self.peak_live_bytes as f64)
+    }
+}
+
+/// Pool state behind the lock.
+struct State {
+    free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
+    free_storage_bytes: u64,
+    stats: PoolStats,
+    free_cap: u64,
+}
+
+impl State {
+    fn bump_peaks(&mut self) {
+        let s = &mut self.stats;
+        s.peak_allocated_bytes = s.peak_allocated_bytes.max(s.allocated_bytes);
+        s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
+    }
+
+    /// Drops free storage buffers (largest classes first) until at most `cap` bytes stay cached.
+    fn shrink_free(&mut self, cap: u64) {
+        if self.free_storage_bytes <= cap {
+            return;
+        }
+        let mut classes: Vec<u64> = self
+            .free
+            .keys()
+            .filter(|(k, _)| *k == BufferKind::Storage)
+            .map(|&(_, c)| c)
+            .collect();
+        classes.sort_unstable_by(|a, b| b.cmp(a));
+        for class in classes {
+            let list = self.free.entry((BufferKind::Storage, class)).or_default();
+            while self.free_storage_bytes > cap && list.pop().is_some() {
+                self.free_storage_bytes -= class;
+                self.stats.allocated_bytes -= class;
+            }
+        }
+    }
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic elsewhere must not make the pool unusable: the state stays consistent per update.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The engine's buffer pool (one per GPU engine).
+pub(crate) struct BufferPool {
+    device: wgpu::Device,
+    state: Arc<Mutex<State>>,
+    max_buffer: u64,
+}
+
+/// Default cap on cached free storage bytes (beyond it, largest free buffers are dropped).
+const DEFAULT_FREE_CAP: u64 = 1 << 30;
+
+impl BufferPool {
+    /// An empty pool for `device`; buffers never exceed `max_buffer` bytes.
+    pub fn new(device: wgpu::Device, max_buffer: u64) -> BufferPool {
+        BufferPool {
+            device,
+            state: Arc::new(Mutex::new(State {
+                free: HashMap::new(),
+                free_storage_bytes: 0,
+                stats: PoolStats::default(),
+                free_cap: DEFAULT_FREE_CAP,
+            })),
+            max_buffer,
+        }
+    }
+
+    /// A buffer of at least `bytes` (> 0) bytes for `kind`, reused when one of its class is free.
+    pub fn alloc(&self, kind: BufferKind, bytes: u64, what: &str) -> Result<PooledBuffer> {
+        let bytes = bytes.max(4).next_multiple_of(4);
+        if bytes > self.max_buffer {
+            return Err(Error::LimitExceeded {
+                limit: "max_buffer_size",
+                requested: bytes,
+                max: self.max_buffer,
+                what: what.to_string(),
+            });
+        }
+        let class = match size_class(bytes) {
+            c if c <= self.max_buffer => c,
+            _ => bytes,
+        };
+        let reused = {
+            let mut st = lock(&self.state);
+            let buf = st.free.get_mut(&(kind, class)).and_then(Vec::pop);
+            if buf.is_some() {
+                st.stats.hits += 1;
+                if kind == BufferKind::Storage {
+                    st.free_storage_bytes -= class;
+                }
+            }
+            buf
+        };
+        let buffer = match reused {
+            Some(b) => b,
+            None => self.create(kind, class, what)?,
+        };
+        let mut st = lock(&self.state);
+        if kind == BufferKind::Storage {
+            st.stats.live_bytes += bytes;
+            st.stats.in_use_bytes += class;
+            st.stats.live_buffers += 1;
+            st.bump_peaks();
+        }
+        Ok(PooledBuffer {
+            buffer,
+            kind,
+            class,
+            bytes,
+            state: Arc::clone(&self.state),
+        })
+    }
+
+    /// Creates a new buffer inside an out-of-memory error scope; on OOM trims and retries once.
+    fn create(&self, kind: BufferKind, class: u64, what: &str) -> Result<wgpu::Buffer> {
+        for attempt in 0..2 {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let vscope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bitnet-wgpu pool"),
+                size: class,
+                usage: kind.usages(),
+                mapped_at_creation: false,
+            });
+            let verr = pollster::block_on(vscope.pop());
+            let oom = pollster::block_on(scope.pop());
+            let ctx = || format!("allocating {class} bytes for {what}");
+            if let Some(e) = verr {
+                return Err(from_wgpu(e, ctx()));
+            }
+            match oom {
+                None => {
+                    let mut st = lock(&self.state);
+                    st.stats.misses += 1;
+                    match kind {
+                        BufferKind::Storage => st.stats.allocated_bytes += class,
+                        BufferKind::Readback => st.stats.staging_bytes += class,
+                    }
+                    st.bump_peaks();
+                    return Ok(buffer);
+                }
+                Some(e) if attempt == 1 => return Err(from_wgpu(e, ctx())),
+                Some(_) => {
+                    log::warn!("GPU out of memory {}; trimming the pool and retrying", ctx());
+                    self.trim();
+                }
+            }
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    /// Drops every free buffer (storage and staging).
+    pub fn trim(&self) {
+        let mut st = lock(&self.state);
+        st.shrink_free(0);
+        let staging: u64 = st
+            .free
+            .iter()
+            .filter(|((k, _), _)| *k == BufferKind::Readback)
+            .map(|((_, c), v)| c * v.len() as u64)
+            .sum();
+        st.stats.staging_bytes -= staging;
+        st.free.clear();
+    }
+
+    /// Caps cached free storage bytes (dropping the largest free buffers beyond it).
+    pub fn set_free_cap(&self, bytes: u64) {
+        let mut st = lock(&self.state);
+        st.free_cap = bytes;
+        st.shrink_free(bytes);
+    }
+
+    /// A snapshot of the statistics.
+    pub fn stats(&self) -> PoolStats {
+        lock(&self.state).stats
+    }
+
+    /// Resets the peaks to the current values (to measure one workload).
+    pub fn reset_peaks(&self) {
+        let mut st = lock(&self.state);
+        st.stats.peak_allocated_bytes = st.stats.allocated_bytes;
+        st.stats.peak_live_bytes = st.stats.live_bytes;
+    }
+}
+
+/// A pooled GPU buffer; returns to the pool's free list when dropped.
+pub(crate) struct PooledBuffer {
+    buffer: wgpu::Buffer,
+    kind: BufferKind,
+    class: u64,
+    bytes: u64,
+    state: Arc<Mutex<State>>,
+}
+
+impl PooledBuffer {
+    /// The wgpu buffer (its size is the class size, ≥ [`Self::bytes`]).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Requested bytes (rounded up to 4).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl std::fmt::Debug for PooledBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PooledBuffer({:?}, {} of {} bytes)", self.kind, self.bytes, self.class)
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        let mut st = lock(&self.state);
+        if self.kind == BufferKind::Storage {
+            st.stats.live_bytes -= self.bytes;
+            st.stats.in_use_bytes -= self.class;
+            st.stats.live_buffers -= 1;
+            st.free_storage_bytes += self.class;
+        }
+        st.free
+            .entry((self.kind, self.class))
+            .or_default()
+            .push(self.buffer.clone());
+        let cap = st.free_cap;
+        st.shrink_free(cap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_are_quarter_steps_with_bounded_waste() {
+        assert_eq!(size_class(1), 256);
+        assert_eq!(size_class(256), 256);
+        assert_eq!(size_class(257), 320);
+        assert_eq!(size_class(512), 512);
+        assert_eq!(size_class(513), 640);
+        assert_eq!(size_class(1 << 20), 1 << 20);
+        assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 18));
+        for b in [300u64, 1000, 4097, 123_457, 10_000_000, 3_000_000_000] {
+            let c = size_class(b);
+            assert!(c >= b && (c as f64) < b as f64 * 1.25 + 1.0, "{b} -> {c}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Per-kernel GPU time from timestamp queries (needs `Features::TIMESTAMP_QUERY`).
+//!
+//! While profiling is enabled every dispatch gets its own compute pass with `timestamp_writes`
+//! (beginning and end of pass). At each submit the queries are resolved, read back (a sync: the
+//! profiler trades overlap for exact numbers) and accumulated per kernel name.
+
+use std::collections::BTreeMap;
+
+/// Timestamp pairs per query set (one pair per dispatch of a batch).
+pub(crate) const PROFILE_PAIRS: u32 = 256;
+
+/// Per-kernel GPU time since profiling was enabled (or last reset).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProfileReport {
+    /// `(kernel name, calls, total GPU nanoseconds)`, sorted by total time, largest first.
+    pub entries: Vec<(&'static str, u64, u64)>,
+}
+
+impl ProfileReport {
+    /// Total GPU nanoseconds over all kernels.
+    pub fn total_ns(&self) -> u64 {
+        self.entries.iter().map(|e| e.2).sum()
+    }
+}
+
+impl std::fmt::Display for ProfileReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{:<32} {:>8} {:>14} {:>12}", "kernel", "calls", "total µs", "mean µs")?;
+        for (name, calls, ns) in &self.entries {
+            let mean = *ns as f64 / (*calls).max(1) as f64 / 1e3;
+            writeln!(f, "{name:<32} {calls:>8} {:>14.1} {mean:>12.2}", *ns as f64 / 1e3)?;
+        }
+        Ok(())
+    }
+}
+
+/// Profiler resources and totals (lives in the batch, created when profiling is first enabled).
+pub(crate) struct ProfilerState {
+    /// Whether dispatches are being timed.
+    pub enabled: bool,
+    query_set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    period_ns: f64,
+    /// Kernel names of the pairs recorded in the current batch.
+    pending: Vec<&'static str>,
+    totals: BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl ProfilerState {
+    /// Creates the query set and its buffers.
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> ProfilerState {
+        let count = PROFILE_PAIRS * 2;
+        let bytes = u64::from(count) * u64::from(wgpu::QUERY_SIZE);
+        let buffer = |label, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        ProfilerState {
+            enabled: false,
+            query_set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("bitnet-wgpu profiler"),
+                ty: wgpu::QueryType::Timestamp,
+                count,
+            }),
+            resolve: buffer(
+                "bitnet-wgpu profiler resolve",
+                wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            readback: buffer(
+                "bitnet-wgpu profiler readback",
+                wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            ),
+            period_ns: f64::from(queue.get_timestamp_period()),
+            pending: Vec::new(),
+            totals: BTreeMap::new(),
+        }
+    }
+
+    /// Whether the current batch has no free query pair.
+    pub fn full(&self) -> bool {
+        self.pending.len() as u32 >= PROFILE_PAIRS
+    }
+
+    /// Timestamp writes for the next dispatch of `kernel`.
+    pub fn next_writes(&mut self, kernel: &'static str) -> wgpu::ComputePassTimestampWrites<'_> {
+        let pair = self.pending.len() as u32;
+        self.pending.push(kernel);
+        wgpu::ComputePassTimestampWrites {
+            query_set: &self.query_set,
+            beginning_of_pass_write_index: Some(2 * pair),
+            end_of_pass_write_index: Some(2 * pair + 1),
+        }
+    }
+
+    /// Records the resolve of this batch's queries; returns whether there is anything to collect.
+    pub fn record_resolve(&self, encoder: &mut wgpu::CommandEncoder) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let count = 2 * self.pending.len() as u32;
+        encoder.resolve_query_set(&self.query_set, 0..count, &self.resolve, 0);
+        let bytes = u64::from(count) * u64::from(wgpu::QUERY_SIZE);
+        encoder.copy_buffer_to_buffer(&self.resolve, 0, &self.readback, 0, bytes);
+        true
+    }
+
+    /// After the batch's submission completed: reads the timestamps and adds them to the totals.
+    pub fn collect(&mut self, device: &wgpu::Device, submission: wgpu::SubmissionIndex) {
+        let bytes = 2 * self.pending.len() as u64 * u64::from(wgpu::QUERY_SIZE);
+        let slice = self.readback.slice(0..bytes);
+        let (tx, rx) = flume::bounded(1);
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        let waited = device.poll(wgpu::PollType::Wait {
+            submission_index: Some(submission),
+            timeout: None,
+        });
+        let names = std::mem::take(&mut self.pending);
+        if waited.is_err() || !matches!(rx.try_recv(), Ok(Ok(()))) {
+            log::warn!("profiler: timestamp read-back failed; dropping {} samples", names.len());
+            return;
+        }
+        if let Ok(view) = slice.get_mapped_range() {
+            let stamps: Vec<u64> = view
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+            for (i, name) in names.iter().enumerate() {
+                let ticks = stamps[2 * i + 1].saturating_sub(stamps[2 * i]);
+                let e = self.totals.entry(name).or_default();
+                e.0 += 1;
+                e.1 += (ticks as f64 * self.period_ns) as u64;
+            }
+        }
+        self.readback.unmap();
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> ProfileReport {
+        let mut entries: Vec<_> = self.totals.iter().map(|(n, (c, t))| (*n, *c, *t)).collect();
+        entries.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+        ProfileReport { entries }
+    }
+
+    /// Clears the totals.
+    pub fn reset(&mut self) {
+        self.totals.clear();
+    }
+}

@@ -1,0 +1,195 @@
+//! Tensors: a shape, a dtype, and storage on the host or on the device.
+//!
+//! A [`Tensor`] is immutable and cheap to clone (an `Arc`): ops read tensors and return new ones,
+//! so chaining ops records dispatches with no read-back. Device storage is a pooled buffer that
+//! returns to the pool when the last clone drops. Packed ternary weights and quantized activations
+//! carry a second buffer of scales (one per tensor / one per row).
+//!
+//! Byte layouts (little-endian words; buffers are padded to a multiple of 4 bytes):
+//!
+//! | dtype | data | scales |
+//! |---|---|---|
+//! | `F32` / `U32` | `n` 4-byte values | – |
+//! | `F16` | `n` halves, 2 per word | – |
+//! | `I8` | `n` bytes, 4 per word, flat row-major | – |
+//! | `Ternary` `[N, K]` | `N · words_per_row(K)` words (`layout.rs`) | 1 `f32`: the scale `s` |
+//! | `QuantizedI8` `[M, K]` | `M · activation_words_per_row(K)` words (`layout.rs`) | `M` `f32`: row absmax |
+
+use std::sync::Arc;
+
+use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::pool::PooledBuffer;
+
+/// Element type (and packing) of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DType {
+    /// 32-bit float.
+    F32,
+    /// 16-bit float (IEEE half).
+    F16,
+    /// Signed byte, flat (not row-padded).
+    I8,
+    /// 32-bit unsigned integer (indices, raw words).
+    U32,
+    /// Packed ternary weights `[N, K]` with a per-tensor scale (`TernaryMatrix`).
+    Ternary,
+    /// Packed int8 activations `[M, K]` with per-row absmax (`QuantizedActivations`).
+    QuantizedI8,
+}
+
+impl DType {
+    /// Lower-case name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I8 => "i8",
+            DType::U32 => "u32",
+            DType::Ternary => "ternary",
+            DType::QuantizedI8 => "quantized_i8",
+        }
+    }
+
+    /// Bytes of the data buffer for `shape` (before padding to 4), or `None` on overflow / a packed
+    /// dtype whose shape is not 2-D.
+    pub fn data_bytes(self, shape: &[usize]) -> Option<u64> {
+        let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
+        match self {
+            DType::F32 | DType::U32 => n.checked_mul(4),
+            DType::F16 => n.checked_mul(2),
+            DType::I8 => Some(n),
+            DType::Ternary => match shape {
+                [rows, k] => (*rows as u64).checked_mul(4 * words_per_row(*k) as u64),
+                _ => None,
+            },
+            DType::QuantizedI8 => match shape {
+                [rows, k] => (*rows as u64).checked_mul(4 * activation_words_per_row(*k) as u64),
+                _ => None,
+            },
+        }
+    }
+
+    /// Bytes of the scales buffer for `shape` (0 for plain dtypes).
+    pub fn scale_bytes(self, shape: &[usize]) -> u64 {
+        match (self, shape) {
+            (DType::Ternary, _) => 4,
+            (DType::QuantizedI8, [m, _]) => 4 * *m as u64,
+            _ => 0,
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a tensor's bytes live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// Host memory (CPU engine, or a host-staged tensor).
+    Host,
+    /// A GPU buffer of the tensor's engine.
+    Device,
+}
+
+/// One buffer of a tensor: host words or a pooled device buffer.
+#[derive(Debug)]
+pub(crate) enum Storage {
+    /// Little-endian words, padded to whole words.
+    Host(Vec<u32>),
+    /// A pooled device buffer.
+    Device(PooledBuffer),
+}
+
+#[derive(Debug)]
+struct Inner {
+    shape: Vec<usize>,
+    dtype: DType,
+    data: Storage,
+    scales: Option<Storage>,
+    engine: Engine,
+}
+
+/// A tensor of one engine; see the module docs for layouts.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    inner: Arc<Inner>,
+}
+
+impl Tensor {
+    /// Assembles a tensor (storage already sized for `shape` and `dtype`).
+    pub(crate) fn from_parts(
+        engine: Engine,
+        shape: Vec<usize>,
+        dtype: DType,
+        data: Storage,
+        scales: Option<Storage>,
+    ) -> Tensor {
+        Tensor {
+            inner: Arc::new(Inner { shape, dtype, data, scales, engine }),
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.inner.shape
+    }
+
+    /// The dtype.
+    pub fn dtype(&self) -> DType {
+        self.inner.dtype
+    }
+
+    /// Number of logical elements (product of the shape).
+    pub fn len(&self) -> usize {
+        self.inner.shape.iter().product()
+    }
+
+    /// Whether the tensor has no elements (never true for tensors the engine creates).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of data plus scales (before buffer padding and pool rounding).
+    pub fn byte_size(&self) -> u64 {
+        let d = self.inner.dtype;
+        d.data_bytes(&self.inner.shape).unwrap_or(0) + d.scale_bytes(&self.inner.shape)
+    }
+
+    /// Where the bytes live.
+    pub fn location(&self) -> Location {
+        match self.inner.data {
+            Storage::Host(_) => Location::Host,
+            Storage::Device(_) => Location::Device,
+        }
+    }
+
+    /// The engine that owns this tensor.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The data storage.
+    pub(crate) fn data(&self) -> &Storage {
+        &self.inner.data
+    }
+
+    /// The scales storage (packed dtypes only).
+    pub(crate) fn scales(&self) -> Option<&Storage> {
+        self.inner.scales.as_ref()
+    }
+
+    /// `Err(DTypeMismatch)` unless the dtype is `expected`.
+    pub fn expect_dtype(&self, op: &'static str, expected: DType) -> Result<()> {
+        if self.dtype() == expected {
+            Ok(())
+        } else {
+            Err(Error::DTypeMismatch { op, expected, got: self.dtype() })
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Creating tensors: uploads from host slices, and uninitialised device outputs for ops.
+
+use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+use half::f16;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::pool::BufferKind;
+use crate::tensor::{DType, Storage, Tensor};
+
+/// Bytes → little-endian words, zero-padded to a whole word.
+fn to_words(bytes: &[u8]) -> Vec<u32> {
+    let mut words = vec![0u32; bytes.len().div_ceil(4)];
+    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    words
+}
+
+/// Checks that `shape` is non-empty and describes `dtype` data of `bytes` bytes.
+fn check_shape(op: &'static str, shape: &[usize], dtype: DType, bytes: usize) -> Result<()> {
+    if shape.contains(&0) {
+        return Err(Error::EmptyTensor { op, shape: shape.to_vec() });
+    }
+    match dtype.data_bytes(shape) {
+        Some(b) if b == bytes as u64 => Ok(()),
+        Some(b) => Err(Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} of {dtype} needs {b} bytes, got {bytes}"),
+        }),
+        None => Err(Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} is not valid for {dtype} (overflow or wrong rank)"),
+        }),
+    }
+}
+
+impl Engine {
+    /// One buffer of `bytes` bytes holding `data` (host or device per backend).
+    fn store(&self, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
+        match self.gpu_context() {
+            None => Ok(Storage::Host(to_words(data.unwrap_or(&vec![0; bytes as usize])))),
+            Some(g) => {
+                crate::chunk::check_buffer(g, what, bytes)?;
+                let buf = g.pool.alloc(BufferKind::Storage, bytes, what)?;
+                if let Some(d) = data {
+                    crate::transfer::write(g, buf.buffer(), 0, d)?;
+                }
+                Ok(Storage::Device(buf))
+            }
+        }
+    }
+
+    /// A tensor from raw little-endian bytes (and scale bytes for packed dtypes).
+    pub(crate) fn tensor_from_bytes(
+        &self,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+        data: &[u8],
+        scales: Option<&[u8]>,
+    ) -> Result<Tensor> {
+        check_shape(op, shape, dtype, data.len())?;
+        let data = self.store(op, data.len() as u64, Some(data))?;
+        let scales = match scales {
+            Some(s) => Some(self.store(op, s.len() as u64, Some(s))?),
+            None => None,
+        };
+        Ok(Tensor::from_parts(self.clone(), shape.to_vec(), dtype, data, scales))
+    }
+
+    /// An uninitialised tensor (device: a pooled buffer, contents unspecified) for op outputs.
+    pub(crate) fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let bytes = dtype.data_bytes(shape).ok_or_else(|| Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} is not valid for {dtype}"),
+        })?;
+        if bytes == 0 {
+            return Err(Error::EmptyTensor { op, shape: shape.to_vec() });
+        }
+        let data = self.store(op, bytes, None)?;
+        let sb = dtype.scale_bytes(shape);
+        let scales = if sb > 0 { Some(self.store(op, sb, None)?) } else { None };
+        Ok(Tensor::from_parts(self.clone(), shape.to_vec(), dtype, data, scales))
+    }
+
+    /// Uploads `f32` values of `shape` (row-major).
+    pub fn upload_f32(&self, values: &[f32], shape: &[usize]) -> Result<Tensor> {
+        self.tensor_from_bytes("upload_f32", shape, DType::F32, bytemuck::cast_slice(values), None)
+    }
+
+    /// Uploads `f16` values of `shape`.
+    pub fn upload_f16(&self, values: &[f16], shape: &[usize]) -> Result<Tensor> {
+        self.tensor_from_bytes("upload_f16", shape, DType::F16, bytemuck::cast_slice(values), None)
+    }
+
+    /// Uploads `i8` values of `shape` (flat, 4 per word).
+    pub fn upload_i8(&self, values: &[i8], shape: &[usize]) -> Result<Tensor> {
+        self.tensor_from_bytes("upload_i8", shape, DType::I8, bytemuck::cast_slice(values), None)
+    }
+
+    /// Uploads `u32` values of `shape`.
+    pub fn upload_u32(&self, values: &[u32], shape: &[usize]) -> Result<Tensor> {
+        self.tensor_from_bytes("upload_u32", shape, DType::U32, bytemuck::cast_slice(values), None)
+    }
+
+    /// Uploads packed ternary weights `[N, K]` and their scale.
+    pub fn upload_ternary(&self, w: &TernaryMatrix) -> Result<Tensor> {
+        let scale = [w.scale()];
+        self.tensor_from_bytes(
+            "upload_ternary",
+            &[w.n(), w.k()],
+            DType::Ternary,
+            bytemuck::cast_slice(w.words()),
+            Some(bytemuck::cast_slice(&scale)),
+        )
+    }
+
+    /// Uploads quantized activations `[M, K]` (packed rows) and their per-row absmax.
+    pub fn upload_activations(&self, x: &QuantizedActivations) -> Result<Tensor> {
+        let packed = x.packed();
+        self.tensor_from_bytes(
+            "upload_activations",
+            &[x.m(), x.k()],
+            DType::QuantizedI8,
+            bytemuck::cast_slice(&packed),
+            Some(bytemuck::cast_slice(x.absmax())),
+        )
+    }
+
+    /// This engine's copy of `t` on the device (`t` itself if it already is; an upload if it is a
+    /// host tensor; a read-back + upload if it belongs to another engine).
+    pub fn to_device(&self, t: &Tensor) -> Result<Tensor> {
+        if self.gpu_context().is_none() {
+            return Err(Error::Unsupported("to_device on the CPU engine".into()));
+        }
+        if t.engine().gpu_id() == self.gpu_id() && t.location() == crate::tensor::Location::Device {
+            return Ok(t.clone());
+        }
+        let data = t.read_bytes()?;
+        let scales = t.read_scale_bytes()?;
+        self.tensor_from_bytes("to_device", t.shape(), t.dtype(), &data, scales.as_deref())
+    }
+}

@@ -1,0 +1,35 @@
+// util_copy: copies `n` f32 values from `src` to `dst` and flags the first non-finite input.
+//
+// Non-finite convention: the engine binds a fresh status word per launch (initialised to
+// 0xFFFFFFFF); a kernel that sees NaN/Inf at flat input index i does `atomicMin(&nonfinite, i)`,
+// so the smallest offending index wins. The engine reports it at the next read-back.
+
+struct Params {
+    n: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: atomic<u32>;
+
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
+    if i < params.n {
+        let x = src[i];
+        if is_non_finite(x) {
+            atomicMin(&nonfinite, i);
+        }
+        dst[i] = x;
+    }
+}

@@ -1,0 +1,20 @@
+//! Engine utility kernels: buffer fill and checked copy. They also serve as the reference example of
+//! the engine's kernel conventions (bindings, params, linear grid, non-finite flag).
+
+use crate::KernelSource;
+
+/// Fills `n` `u32` words with one value. Bindings: 0 = `dst` (read_write). Params: `{ n, value }`.
+pub const FILL: KernelSource = KernelSource {
+    name: "util_fill",
+    source: include_str!("../shaders/util_fill.wgsl"),
+};
+
+/// Copies `n` `f32` values, flagging the first non-finite input. Bindings: 0 = `src` (read),
+/// 1 = `dst` (read_write). Params: `{ n }`.
+pub const COPY: KernelSource = KernelSource {
+    name: "util_copy",
+    source: include_str!("../shaders/util_copy.wgsl"),
+};
+
+/// Every utility kernel of this module.
+pub const ALL: &[KernelSource] = &[FILL, COPY];
