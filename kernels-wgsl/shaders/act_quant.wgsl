@@ -16,6 +16,9 @@ struct Params {
     k: u32,
     // 4 * ceil(K / 16): packed words per row.
     words_per_row: u32,
+    // Index in `absmax` of this dispatch's first row (x and packed are bound as row ranges,
+    // absmax as a whole).
+    row_base: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -72,7 +75,7 @@ fn main(
         return;
     }
     if (t == 0u) {
-        absmax[row] = a;
+        absmax[params.row_base + row] = a;
     }
 
     // 3. Quantize and pack, one output word (4 values) per step.

@@ -21,6 +21,11 @@ struct Params {
     mode: u32,
     // GEMM only: ceil(n / GEMM_TILE), to unfold the engine's linear grid into tiles.
     tiles_n: u32,
+    // Row of act_absmax holding this dispatch's first activation row (the host chunks M when
+    // the output exceeds the storage binding limit; act and out are then bound as sub-ranges).
+    m_base: u32,
+    // Always 0: the runtime zero of `bitlinear_pin` (the compiler cannot know its value).
+    zero: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weights: array<u32>;
@@ -57,6 +62,15 @@ fn bitlinear_sum_words(x0: u32, x1: u32, x2: u32, x3: u32) -> i32 {
         + dot4I8Packed(x3, ONES);
 }
 
+// An optimization barrier for one float value. Vulkan lets drivers reassociate float
+// multiplications that SPIR-V does not decorate NoContraction, and naga cannot emit that
+// decoration: Mesa, for one, rewrites (s * a_m) * INV_127 into s * (a_m * INV_127), which changes
+// the last bit. XOR with a runtime zero hides how the value was computed, so each product below
+// is rounded exactly where layout.rs rounds it.
+fn bitlinear_pin(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
+}
+
 // Writes output (m, n) of this dispatch from its exact accumulator.
 fn bitlinear_store(m: u32, n: u32, acc: i32) {
     let idx = m * params.out_stride + params.out_base + n;
@@ -64,7 +78,8 @@ fn bitlinear_store(m: u32, n: u32, acc: i32) {
         out[idx] = bitcast<u32>(acc);
         return;
     }
-    let y = f32(acc) * ((weight_scale[0] * act_absmax[m]) * INV_127);
+    let sa = bitlinear_pin(weight_scale[0] * act_absmax[params.m_base + m]);
+    let y = f32(acc) * bitlinear_pin(sa * INV_127);
     let bits = bitcast<u32>(y);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[0], idx);

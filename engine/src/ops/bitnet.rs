@@ -24,7 +24,8 @@ use crate::tensor::{DType, Tensor};
 use Access::{Read, ReadWrite};
 
 const WEIGHT_SUM: Kernel = Kernel::new(kernels::WEIGHT_QUANT_SUM, "main", &[Read, ReadWrite]);
-const WEIGHT_PACK: Kernel = Kernel::new(kernels::WEIGHT_QUANT_PACK, "main", &[Read, Read, ReadWrite]);
+const WEIGHT_PACK: Kernel =
+    Kernel::new(kernels::WEIGHT_QUANT_PACK, "main", &[Read, Read, ReadWrite]);
 const ACT_QUANT: Kernel = Kernel::new(kernels::ACT_QUANT, "main", &[Read, ReadWrite, ReadWrite]);
 
 /// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
@@ -69,7 +70,12 @@ pub(crate) fn chunk_limit(gpu: &Gpu) -> u64 {
 /// `row_bytes[t]` bytes, the chunk's bytes fit [`chunk_limit`] and start at an offset aligned
 /// to `min_storage_buffer_offset_alignment`. One range when everything fits; a single row too
 /// large is `Err(LimitExceeded)`.
-pub(crate) fn row_chunks(gpu: &Gpu, what: &str, rows: u64, row_bytes: &[u64]) -> Result<Vec<Range<u64>>> {
+pub(crate) fn row_chunks(
+    gpu: &Gpu,
+    what: &str,
+    rows: u64,
+    row_bytes: &[u64],
+) -> Result<Vec<Range<u64>>> {
     let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
     // The alignment is a power of two, so the rows needed to realign each tensor are powers of
     // two too, and their least common multiple is the largest.
@@ -80,7 +86,11 @@ pub(crate) fn row_chunks(gpu: &Gpu, what: &str, rows: u64, row_bytes: &[u64]) ->
         .unwrap_or(1);
     let widest = row_bytes.iter().copied().max().unwrap_or(1).max(1);
     let limit = chunk_limit(gpu);
-    let per = if rows * widest <= limit { rows } else { (limit / widest) / step * step };
+    let per = if rows * widest <= limit {
+        rows
+    } else {
+        (limit / widest) / step * step
+    };
     if per == 0 {
         return Err(Error::LimitExceeded {
             limit: "max_storage_buffer_binding_size",
@@ -89,7 +99,9 @@ pub(crate) fn row_chunks(gpu: &Gpu, what: &str, rows: u64, row_bytes: &[u64]) ->
             what: format!("{what}: one chunk of {step} rows of {widest} bytes"),
         });
     }
-    Ok((0..rows.div_ceil(per)).map(|c| c * per..((c + 1) * per).min(rows)).collect())
+    Ok((0..rows.div_ceil(per))
+        .map(|c| c * per..((c + 1) * per).min(rows))
+        .collect())
 }
 
 /// `[rows, cols]` of a rank-2 tensor, or `ShapeMismatch` naming `op`.
@@ -147,7 +159,11 @@ impl Engine {
                 .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
                 .input_scales(&out)
                 .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
-                .params(&PackParams { rows: rows as u32, k: k as u32, words_per_row: wpr as u32 })
+                .params(&PackParams {
+                    rows: rows as u32,
+                    k: k as u32,
+                    words_per_row: wpr as u32,
+                })
                 .workgroups((rows * wpr).div_ceil(u64::from(kernels::WEIGHT_PACK_WORKGROUP)))
                 .run()?;
         }
@@ -163,8 +179,13 @@ impl Engine {
         // Rust's `as` rounding, exactly as cpu-ref computes `(N * K) as f32`.
         let count = total as f32;
         let check = NonFiniteCheck::tensors(OP, ["w", SUM_OVERFLOW, "", ""]);
-        let mut params =
-            SumParams { len: 0, block_base: 0, check_input: 1, finalize: 0, count };
+        let mut params = SumParams {
+            len: 0,
+            block_base: 0,
+            check_input: 1,
+            finalize: 0,
+            count,
+        };
         if total <= block {
             params.len = total as u32;
             params.finalize = 1;
@@ -235,7 +256,8 @@ impl Engine {
         check_k(op, k)?;
         same_engine(self, op, x)?;
         let Some(gpu) = self.gpu_context() else {
-            let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k).map_err(|e| rename(e, op))?;
+            let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k)
+                .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);
         };
         let out = self.empty(op, &[m, k], DType::QuantizedI8)?;

@@ -41,6 +41,8 @@ struct LinearParams {
     mode: u32,
     tiles_n: u32,
     m_base: u32,
+    /// Always 0 (the kernels' runtime zero for their optimization barrier).
+    zero: u32,
 }
 
 /// What a BitLinear launch writes.
@@ -68,7 +70,13 @@ impl Engine {
                 self.quantize_activations_as(OP, x)?
             }
             DType::QuantizedI8 => x.clone(),
-            got => return Err(Error::DTypeMismatch { op: OP, expected: DType::QuantizedI8, got }),
+            got => {
+                return Err(Error::DTypeMismatch {
+                    op: OP,
+                    expected: DType::QuantizedI8,
+                    got,
+                });
+            }
         };
         self.bitlinear_run(OP, &xq, w, Output::Y)
     }
@@ -84,7 +92,12 @@ impl Engine {
     }
 
     /// `(M, N, K)` after checking ranks, K agreement, `K < 2^24` and engine ownership.
-    fn linear_shapes(&self, op: &'static str, x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
+    fn linear_shapes(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+    ) -> Result<(usize, usize, usize)> {
         let (m, k) = matrix_shape(op, x)?;
         let (n, wk) = matrix_shape(op, w)?;
         if k != wk {
@@ -100,19 +113,31 @@ impl Engine {
     }
 
     /// Records BitLinear of quantized `xq` and ternary `w` (or runs cpu-ref on the CPU engine).
-    fn bitlinear_run(&self, op: &'static str, xq: &Tensor, w: &Tensor, mode: Output) -> Result<Tensor> {
+    fn bitlinear_run(
+        &self,
+        op: &'static str,
+        xq: &Tensor,
+        w: &Tensor,
+        mode: Output,
+    ) -> Result<Tensor> {
         let (m, n, k) = self.linear_shapes(op, xq, w)?;
         let Some(gpu) = self.gpu_context() else {
             let (xq, w) = (xq.read_activations()?, w.read_ternary()?);
             return match mode {
-                Output::Y => self.upload_f32(&bitnet_cpu_ref::bitlinear_quantized(&xq, &w)?, &[m, n]),
+                Output::Y => {
+                    self.upload_f32(&bitnet_cpu_ref::bitlinear_quantized(&xq, &w)?, &[m, n])
+                }
                 Output::Acc => {
                     let acc = bitnet_cpu_ref::bitlinear_accumulate(&xq, &w)?;
                     self.upload_u32(bytemuck::cast_slice(&acc), &[m, n])
                 }
             };
         };
-        let dtype = if mode == Output::Y { DType::F32 } else { DType::U32 };
+        let dtype = if mode == Output::Y {
+            DType::F32
+        } else {
+            DType::U32
+        };
         let out = self.empty(op, &[m, n], dtype)?;
         let gemv = m as u64 <= u64::from(kernels::GEMV_MAX_M);
         let kernel = match (gemv, gpu.caps.has(wgpu::Features::SUBGROUP)) {
@@ -142,6 +167,7 @@ impl Engine {
                     mode: u32::from(mode == Output::Acc),
                     tiles_n: tiles_n as u32,
                     m_base: mr.start as u32,
+                    zero: 0,
                 };
                 let mut launch = Launch::new(gpu, kernel)
                     .input_range(w, 4 * wpr * nr.start, 4 * wpr * rows_n)
@@ -152,7 +178,8 @@ impl Engine {
                     .params(&params)
                     .workgroups(groups);
                 if mode == Output::Y {
-                    launch = launch.check_finite(NonFiniteCheck::new(op, OUTPUT).at(mr.start * n64));
+                    launch =
+                        launch.check_finite(NonFiniteCheck::new(op, OUTPUT).at(mr.start * n64));
                 }
                 launch.run()?;
             }

@@ -2,9 +2,20 @@
 //! through [`crate::launch::Launch`] or on the CPU through `bitnet-cpu-ref`.
 //!
 //! Families (owners in docs/ARCHITECTURE.md): `util` (fill, checked copy — infrastructure),
-//! `stable` (the cpu-ref-compatible BitNet entry points), and the kernel families, which their
+//! `bitnet` / `bitnet_linear` (BitNet ops on resident tensors), `bitnet_stable` (the
+//! cpu-ref-compatible BitNet entry points, GPU-backed), and the kernel families, which their
 //! authors add here with one `mod` line each: `bitnet`, `matmul`, `elementwise`, `reduce`, `norm`,
 //! `rope`.
 
-mod stable;
+mod bitnet;
+mod bitnet_linear;
+mod bitnet_stable;
+mod broadcast;
+mod elementwise;
+mod float_args;
+mod matmul;
+mod norm;
+mod reduce;
+mod rope;
+mod softmax;
 mod util;

@@ -1,0 +1,95 @@
+//! The stable BitNet entry points: the cpu-ref free functions as engine methods, with the same
+//! signatures, results (bit for bit) and errors. On a GPU engine they upload, run the kernels of
+//! `bitnet.rs` / `bitnet_linear.rs` and read back; on the CPU engine they call cpu-ref directly.
+//!
+//! Input that cpu-ref rejects before computing (zero or mismatched dimensions, `K ≥ 2^24`, size
+//! overflow) is handed to cpu-ref itself, so both paths return the very same error. NaN/Inf
+//! inputs and overflowing outputs are detected by the kernels and reported as the same
+//! `Error::NonFinite` (op, tensor, index) as cpu-ref.
+//!
+//! These methods move the weights to the device on every call. To keep quantized weights
+//! resident, upload them once with [`Engine::upload_ternary`] (or quantize on the device with
+//! [`Engine::quantize_weights_tensor`]) and call [`Engine::bitlinear_tensor`].
+
+use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+
+use crate::engine::Engine;
+use crate::error::Result;
+
+/// Largest K cpu-ref accepts (exact i32 accumulation).
+const K_LIMIT: usize = 1 << 24;
+
+impl Engine {
+    /// Quantizes `w` (`[N, K]`, row-major) to ternary weights; same result as
+    /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
+    pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
+        let valid = n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len());
+        if self.gpu_context().is_none() || !valid {
+            return Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?);
+        }
+        let t = self.upload_f32(w, &[n, k])?;
+        self.quantize_weights_tensor(&t)?.read_ternary()
+    }
+
+    /// Quantizes activations `x` (`[M, K]`) to int8 rows; same result as
+    /// [`bitnet_cpu_ref::quantize_activations`] (values and absmax bit for bit).
+    pub fn quantize_activations(
+        &self,
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Result<QuantizedActivations> {
+        let valid = m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len());
+        if self.gpu_context().is_none() || !valid {
+            return Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?);
+        }
+        let t = self.upload_f32(x, &[m, k])?;
+        self.quantize_activations_tensor(&t)?.read_activations()
+    }
+
+    /// BitLinear `y = x · Wᵀ` for `x` `[M, K]` (quantized per row) and ternary `w` `[N, K]`;
+    /// same result as [`bitnet_cpu_ref::bitlinear`].
+    pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
+        let valid =
+            m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
+        if self.gpu_context().is_none() || !valid {
+            return Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
+        }
+        let x = self.upload_f32(x, &[m, w.k()])?;
+        let w = self.upload_ternary(w)?;
+        self.bitlinear_tensor(&x, &w)?.read_f32()
+    }
+
+    /// BitLinear on already-quantized activations; same result as
+    /// [`bitnet_cpu_ref::bitlinear_quantized`].
+    pub fn bitlinear_quantized(
+        &self,
+        xq: &QuantizedActivations,
+        w: &TernaryMatrix,
+    ) -> Result<Vec<f32>> {
+        let valid = xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
+        if self.gpu_context().is_none() || !valid {
+            return Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?);
+        }
+        let x = self.upload_activations(xq)?;
+        let w = self.upload_ternary(w)?;
+        self.bitlinear_tensor(&x, &w)?.read_f32()
+    }
+
+    /// The exact BitLinear accumulators, `M · N` `i32` row-major; same result as
+    /// [`bitnet_cpu_ref::bitlinear_accumulate`].
+    pub fn bitlinear_accumulate(
+        &self,
+        xq: &QuantizedActivations,
+        w: &TernaryMatrix,
+    ) -> Result<Vec<i32>> {
+        let valid = xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
+        if self.gpu_context().is_none() || !valid {
+            return Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?);
+        }
+        let x = self.upload_activations(xq)?;
+        let w = self.upload_ternary(w)?;
+        let words = self.bitlinear_accumulate_tensor(&x, &w)?.read_u32()?;
+        Ok(words.into_iter().map(|v| v as i32).collect())
+    }
+}
