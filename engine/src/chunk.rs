@@ -40,8 +40,19 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// (`min_storage_buffer_offset_alignment`). One range when everything fits. An item larger than
 /// the limit is `Err(LimitExceeded)` (the op cannot be split along this axis).
 pub(crate) fn binding_chunks(gpu: &Gpu, what: &str, count: u64, item_bytes: u64) -> Result<Vec<Range<u64>>> {
-    let limit = gpu.caps.max_binding;
-    let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
+    let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment);
+    chunk_ranges(what, count, item_bytes, gpu.caps.max_binding, align)
+}
+
+/// [`binding_chunks`] for an explicit binding `limit` and offset `align`ment.
+pub(crate) fn chunk_ranges(
+    what: &str,
+    count: u64,
+    item_bytes: u64,
+    limit: u64,
+    align: u64,
+) -> Result<Vec<Range<u64>>> {
+    let align = align.max(4);
     // Items per chunk must keep every chunk start aligned: a multiple of align / gcd.
     let step = align / gcd(align, item_bytes.max(1));
     let per = (limit / item_bytes.max(1)) / step * step;
@@ -61,7 +72,12 @@ pub(crate) fn binding_chunks(gpu: &Gpu, what: &str, count: u64, item_bytes: u64)
 /// Folds a linear workgroup count into `[x, y, 1]` within `max_compute_workgroups_per_dimension`
 /// (`x · y ≥ n`, waste < `y`).
 pub(crate) fn fold_workgroups(gpu: &Gpu, n: u64) -> Result<[u32; 3]> {
-    let max = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension);
+    fold(n, gpu.caps.limits.max_compute_workgroups_per_dimension)
+}
+
+/// [`fold_workgroups`] for an explicit per-dimension limit.
+pub(crate) fn fold(n: u64, max: u32) -> Result<[u32; 3]> {
+    let max = u64::from(max);
     let y = n.div_ceil(max).max(1);
     if y > max {
         return Err(Error::LimitExceeded {
@@ -73,4 +89,40 @@ pub(crate) fn fold_workgroups(gpu: &Gpu, n: u64) -> Result<[u32; 3]> {
     }
     let x = n.div_ceil(y);
     Ok([x as u32, y as u32, 1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_ranges, fold};
+    use crate::error::Error;
+
+    #[test]
+    fn chunks_fit_the_limit_and_start_aligned() {
+        assert_eq!(chunk_ranges("t", 10, 4, 1 << 20, 256).unwrap(), vec![0..10]);
+        // 4-byte items, 1000-byte limit, 256-byte alignment: 192 items (768 bytes) per chunk.
+        let c = chunk_ranges("t", 1000, 4, 1000, 256).unwrap();
+        assert_eq!(c.first(), Some(&(0..192)));
+        assert_eq!(c.last(), Some(&(960..1000)));
+        assert!(c.iter().all(|r| (r.start * 4) % 256 == 0 && (r.end - r.start) * 4 <= 1000));
+        // Rows of 12 bytes with 16-byte alignment: chunk starts must be multiples of 4 rows.
+        let c = chunk_ranges("t", 100, 12, 200, 16).unwrap();
+        assert!(c.iter().all(|r| (r.start * 12) % 16 == 0 && (r.end - r.start) * 12 <= 200));
+        assert_eq!(c.iter().map(|r| r.end - r.start).sum::<u64>(), 100);
+    }
+
+    #[test]
+    fn an_item_above_the_limit_is_a_limit_error() {
+        let e = chunk_ranges("big rows", 4, 4096, 1024, 256).unwrap_err();
+        assert!(matches!(e, Error::LimitExceeded { limit: "max_storage_buffer_binding_size", .. }));
+    }
+
+    #[test]
+    fn folding_covers_the_count_within_the_limit() {
+        assert_eq!(fold(5, 65535).unwrap(), [5, 1, 1]);
+        assert_eq!(fold(65535, 65535).unwrap(), [65535, 1, 1]);
+        assert_eq!(fold(65536, 65535).unwrap(), [32768, 2, 1]);
+        let [x, y, _] = fold(1 << 30, 65535).unwrap();
+        assert!(u64::from(x) * u64::from(y) >= 1 << 30 && x <= 65535 && y <= 65535);
+        assert!(matches!(fold(1 << 40, 65535), Err(Error::LimitExceeded { .. })));
+    }
 }

@@ -46,15 +46,21 @@ fn backend_rank(b: wgpu::Backend) -> u8 {
 
 /// Picks the best adapter, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
 pub(crate) fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter> {
+    let name = std::env::var("WGPU_ADAPTER_NAME").ok();
+    choose_adapter_named(instance, name.as_deref())
+}
+
+/// [`choose_adapter`] with an explicit name filter instead of `WGPU_ADAPTER_NAME`.
+pub(crate) fn choose_adapter_named(instance: &wgpu::Instance, name: Option<&str>) -> Result<wgpu::Adapter> {
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
-    if let Ok(wanted) = std::env::var("WGPU_ADAPTER_NAME") {
+    if let Some(wanted) = name {
         let wanted = wanted.to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&wanted));
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!(
-                "WGPU_ADAPTER_NAME={wanted:?} matches none of the adapters found: {found:?}"
+                "adapter name {wanted:?} (WGPU_ADAPTER_NAME) matches none of the adapters found: {found:?}"
             )));
         }
     }
@@ -163,5 +169,32 @@ impl Caps {
     /// Whether the device has all of `f`.
     pub fn has(&self, f: wgpu::Features) -> bool {
         self.features.contains(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranking_prefers_discrete_then_integrated_then_software() {
+        use wgpu::DeviceType::*;
+        let order = [DiscreteGpu, IntegratedGpu, VirtualGpu, Other, Cpu];
+        assert!(order.windows(2).all(|w| device_type_rank(w[0]) < device_type_rank(w[1])));
+        assert!(backend_rank(wgpu::Backend::Vulkan) < backend_rank(wgpu::Backend::Gl));
+    }
+
+    #[test]
+    fn adapter_name_filter_selects_or_reports_what_exists() {
+        let instance = instance_from_env();
+        let best = choose_adapter_named(&instance, None).expect("a GPU adapter (CI has lavapipe)");
+        let name = best.get_info().name;
+        let again = choose_adapter_named(&instance, Some(&name[..name.len().min(4)].to_uppercase()))
+            .expect("case-insensitive substring match");
+        assert!(again.get_info().name.to_lowercase().contains(&name[..name.len().min(4)].to_lowercase()));
+        match choose_adapter_named(&instance, Some("no-such-adapter-42")) {
+            Err(Error::NoAdapter(msg)) => assert!(msg.contains("no-such-adapter-42") && msg.contains(&name)),
+            other => panic!("expected NoAdapter, got {:?}", other.map(|a| a.get_info())),
+        }
     }
 }

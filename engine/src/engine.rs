@@ -169,7 +169,7 @@ impl Engine {
     }
 
     /// Caps the bytes of free buffers the pool keeps cached (default 1 GiB); beyond it the
-    /// largest free buffers are dropped.
+    /// least recently used free buffers are dropped.
     pub fn set_pool_free_cap(&self, bytes: u64) {
         if let Some(g) = self.gpu_context() {
             g.pool.set_free_cap(bytes);

@@ -27,6 +27,8 @@ mod engine;
 mod error;
 mod info;
 mod launch;
+#[cfg(test)]
+mod launch_tests;
 mod ops;
 mod pipelines;
 mod pool;
@@ -38,6 +40,10 @@ mod transfer;
 mod upload;
 
 pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+/// cpu-ref's host tensor (`Tensor<T>`: shape + data), the input/output type of its float ops.
+pub use bitnet_cpu_ref::Tensor as CpuTensor;
+/// The float-op selectors, shared with cpu-ref so both backends take the same values.
+pub use bitnet_cpu_ref::ops::{BinaryOp, ReduceOp, UnaryOp};
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};
@@ -50,5 +56,7 @@ pub use tensor::{DType, Location, Tensor};
 
 /// The CPU reference engine, re-exported (oracle for tests, CPU backend).
 pub use bitnet_cpu_ref as cpu_ref;
+/// `half`, re-exported for `f16` uploads and read-backs.
+pub use half;
 /// wgpu, re-exported so applications use the same version for `from_adapter` / `from_device`.
 pub use wgpu;

@@ -7,8 +7,12 @@
 //!   wgpu buffer on its class's free list; the next request of that class takes it (a *hit*).
 //!   Buffers are never `destroy()`ed — dropping the handle lets wgpu free it once no submitted
 //!   work uses it — so a buffer freed while a pending command encoder still reads it stays valid.
-//! * **Trimming**: [`BufferPool::trim`] drops every free buffer; the free list is also capped
-//!   (`free_cap`) so cached memory cannot grow without bound.
+//! * **Bounded overhead**: before a new storage buffer is created, least-recently-released free
+//!   buffers are dropped until the pool holds at most 1.2 × the bytes in use (+64 KiB), so peak
+//!   allocated bytes stay ≤ 1.5 × live tensor bytes (1.25 class rounding × 1.2 cache). Workloads
+//!   that repeat their shapes reuse everything and never evict.
+//! * **Trimming**: [`BufferPool::trim`] drops every free buffer; free storage is also capped
+//!   (`free_cap`, default 1 GiB) and free staging at 128 MiB.
 //! * **Stats** ([`PoolStats`]): storage buffers only (tensor memory). Read-back staging buffers
 //!   come from the same pool but are counted apart (`staging_bytes`).
 //!
@@ -16,7 +20,7 @@
 //! dispatches, so `queue.write_buffer` into a pooled buffer must only happen after the pending
 //! encoder was submitted (the transfer path flushes first; see `transfer.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result, from_wgpu};
@@ -87,10 +91,13 @@ impl PoolStats {
     }
 }
 
-/// Pool state behind the lock.
+/// Pool state behind the lock. Free lists are per (kind, class), oldest first; every free buffer
+/// carries the sequence number of its release, so eviction drops the least recently used.
 struct State {
-    free: HashMap<(BufferKind, u64), Vec<wgpu::Buffer>>,
+    free: HashMap<(BufferKind, u64), VecDeque<(u64, wgpu::Buffer)>>,
+    seq: u64,
     free_storage_bytes: u64,
+    free_staging_bytes: u64,
     stats: PoolStats,
     free_cap: u64,
 }
@@ -102,27 +109,52 @@ impl State {
         s.peak_live_bytes = s.peak_live_bytes.max(s.live_bytes);
     }
 
-    /// Drops free storage buffers (largest classes first) until at most `cap` bytes stay cached.
-    fn shrink_free(&mut self, cap: u64) {
-        if self.free_storage_bytes <= cap {
-            return;
-        }
-        let mut classes: Vec<u64> = self
+    /// Drops the least recently released free buffer of `kind`; false when there is none.
+    fn evict_lru(&mut self, kind: BufferKind) -> bool {
+        let oldest = self
             .free
-            .keys()
-            .filter(|(k, _)| *k == BufferKind::Storage)
-            .map(|&(_, c)| c)
-            .collect();
-        classes.sort_unstable_by(|a, b| b.cmp(a));
-        for class in classes {
-            let list = self.free.entry((BufferKind::Storage, class)).or_default();
-            while self.free_storage_bytes > cap && list.pop().is_some() {
-                self.free_storage_bytes -= class;
-                self.stats.allocated_bytes -= class;
+            .iter()
+            .filter(|((k, _), list)| *k == kind && !list.is_empty())
+            .min_by_key(|(_, list)| list.front().map_or(u64::MAX, |e| e.0))
+            .map(|(key, _)| *key);
+        let Some(key) = oldest else { return false };
+        if let Some(list) = self.free.get_mut(&key) {
+            list.pop_front();
+        }
+        match kind {
+            BufferKind::Storage => {
+                self.free_storage_bytes -= key.1;
+                self.stats.allocated_bytes -= key.1;
+            }
+            BufferKind::Readback => {
+                self.free_staging_bytes -= key.1;
+                self.stats.staging_bytes -= key.1;
             }
         }
+        true
+    }
+
+    /// Evicts LRU free storage buffers until at most `cap` bytes stay cached.
+    fn shrink_free(&mut self, cap: u64) {
+        while self.free_storage_bytes > cap && self.evict_lru(BufferKind::Storage) {}
+    }
+
+    /// Before creating a storage buffer of `class` bytes: evicts LRU free buffers so that the
+    /// pool stays within [`OVERHEAD_DIVISOR`] of the bytes in use (plus [`OVERHEAD_SLACK`]).
+    fn make_room(&mut self, class: u64) {
+        let in_use = self.stats.in_use_bytes + class;
+        let budget = in_use + (in_use / OVERHEAD_DIVISOR).max(OVERHEAD_SLACK);
+        while self.stats.allocated_bytes + class > budget && self.evict_lru(BufferKind::Storage) {}
     }
 }
+
+/// Cached free storage may add at most 1/5 of the bytes in use when a new buffer is created, so
+/// peak allocated ≤ 1.2 × in-use ≤ 1.2 × 1.25 × live = 1.5 × live tensor bytes.
+const OVERHEAD_DIVISOR: u64 = 5;
+/// Free bytes always allowed, so tiny workloads do not thrash buffer creation.
+const OVERHEAD_SLACK: u64 = 64 << 10;
+/// Cap on cached free read-back staging bytes.
+const STAGING_FREE_CAP: u64 = 128 << 20;
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic elsewhere must not make the pool unusable: the state stays consistent per update.
@@ -136,7 +168,7 @@ pub(crate) struct BufferPool {
     max_buffer: u64,
 }
 
-/// Default cap on cached free storage bytes (beyond it, largest free buffers are dropped).
+/// Default cap on cached free storage bytes (beyond it, least recently used free buffers go).
 const DEFAULT_FREE_CAP: u64 = 1 << 30;
 
 impl BufferPool {
@@ -146,7 +178,9 @@ impl BufferPool {
             device,
             state: Arc::new(Mutex::new(State {
                 free: HashMap::new(),
+                seq: 0,
                 free_storage_bytes: 0,
+                free_staging_bytes: 0,
                 stats: PoolStats::default(),
                 free_cap: DEFAULT_FREE_CAP,
             })),
@@ -171,14 +205,18 @@ impl BufferPool {
         };
         let reused = {
             let mut st = lock(&self.state);
-            let buf = st.free.get_mut(&(kind, class)).and_then(Vec::pop);
+            // Most recently released first: its memory is the likeliest to be warm.
+            let buf = st.free.get_mut(&(kind, class)).and_then(VecDeque::pop_back);
+            match (&buf, kind) {
+                (Some(_), BufferKind::Storage) => st.free_storage_bytes -= class,
+                (Some(_), BufferKind::Readback) => st.free_staging_bytes -= class,
+                (None, BufferKind::Storage) => st.make_room(class),
+                (None, BufferKind::Readback) => {}
+            }
             if buf.is_some() {
                 st.stats.hits += 1;
-                if kind == BufferKind::Storage {
-                    st.free_storage_bytes -= class;
-                }
             }
-            buf
+            buf.map(|(_, b)| b)
         };
         let buffer = match reused {
             Some(b) => b,
@@ -242,17 +280,11 @@ impl BufferPool {
     pub fn trim(&self) {
         let mut st = lock(&self.state);
         st.shrink_free(0);
-        let staging: u64 = st
-            .free
-            .iter()
-            .filter(|((k, _), _)| *k == BufferKind::Readback)
-            .map(|((_, c), v)| c * v.len() as u64)
-            .sum();
-        st.stats.staging_bytes -= staging;
+        while st.evict_lru(BufferKind::Readback) {}
         st.free.clear();
     }
 
-    /// Caps cached free storage bytes (dropping the largest free buffers beyond it).
+    /// Caps cached free storage bytes (dropping least recently used free buffers beyond it).
     pub fn set_free_cap(&self, bytes: u64) {
         let mut st = lock(&self.state);
         st.free_cap = bytes;
@@ -302,18 +334,24 @@ impl std::fmt::Debug for PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         let mut st = lock(&self.state);
-        if self.kind == BufferKind::Storage {
-            st.stats.live_bytes -= self.bytes;
-            st.stats.in_use_bytes -= self.class;
-            st.stats.live_buffers -= 1;
-            st.free_storage_bytes += self.class;
+        match self.kind {
+            BufferKind::Storage => {
+                st.stats.live_bytes -= self.bytes;
+                st.stats.in_use_bytes -= self.class;
+                st.stats.live_buffers -= 1;
+                st.free_storage_bytes += self.class;
+            }
+            BufferKind::Readback => st.free_staging_bytes += self.class,
         }
+        st.seq += 1;
+        let seq = st.seq;
         st.free
             .entry((self.kind, self.class))
             .or_default()
-            .push(self.buffer.clone());
+            .push_back((seq, self.buffer.clone()));
         let cap = st.free_cap;
         st.shrink_free(cap);
+        while st.free_staging_bytes > STAGING_FREE_CAP && st.evict_lru(BufferKind::Readback) {}
     }
 }
 
