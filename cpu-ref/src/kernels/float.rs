@@ -3,6 +3,7 @@
 //! the same IEEE operations on the same values in the same order per element — only the lane width
 //! differs — so they return identical bits. On aarch64 the baseline already has NEON.
 
+use super::Isa;
 use super::multiversion::multiversion;
 use crate::layout::{SUM_BLOCK, SUM_LANES, WEIGHTS_PER_WORD, code_shift};
 
@@ -61,7 +62,7 @@ multiversion! {
 
 multiversion! {
     /// `out[k] = clamp(round_half_even(x[k] * inv), -128, 127)` (activation quantization).
-    fn quantize_row(x: &[f32], inv: f32, out: &mut [i8]) {
+    fn quantize_row_portable(x: &[f32], inv: f32, out: &mut [i8]) {
         for (o, v) in out.iter_mut().zip(x) {
             *o = (v * inv).round_ties_even().clamp(-128.0, 127.0) as i8;
         }
@@ -71,7 +72,7 @@ multiversion! {
 multiversion! {
     /// Quantizes and packs one weight row: `code = clamp(round_half_even(w * inv_s), -1, 1) + 1`,
     /// interleaved into `out` (`words_per_row(w.len())` words) with padding code 1.
-    fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32]) {
+    fn pack_weight_row_portable(w: &[f32], inv_s: f32, out: &mut [u32]) {
         let shifts: [u32; WEIGHTS_PER_WORD] = std::array::from_fn(code_shift);
         let code = |v: f32| ((v * inv_s).round_ties_even().clamp(-1.0, 1.0) + 1.0) as u32;
         let chunks = w.chunks_exact(WEIGHTS_PER_WORD);
@@ -102,4 +103,29 @@ multiversion! {
             *y = a as f32 * scale;
         }
     }
+}
+
+/// Activation quantization of one row (see `quantize_row_portable`): AVX2 intrinsics for every
+/// full 32-value chunk, the portable loop for the rest; identical bytes either way.
+pub(crate) fn quantize_row(x: &[f32], inv: f32, out: &mut [i8], isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 checked; `out` has one byte per value.
+        let done = unsafe { super::avx2_quant::quantize_row(x, inv, out) };
+        return quantize_row_portable(&x[done..], inv, &mut out[done..], Isa::Scalar);
+    }
+    quantize_row_portable(x, inv, out, isa)
+}
+
+/// Weight quantization and packing of one row (see `pack_weight_row_portable`): AVX2 intrinsics
+/// two words at a time, the portable loop for the rest; identical words either way.
+pub(crate) fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32], isa: Isa) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 checked; `out` holds `ceil(w.len() / 16)` words.
+        let words = unsafe { super::avx2_quant::pack_weight_row(w, inv_s, out) };
+        let rest = &w[words * WEIGHTS_PER_WORD..];
+        return pack_weight_row_portable(rest, inv_s, &mut out[words..], Isa::Scalar);
+    }
+    pack_weight_row_portable(w, inv_s, out, isa)
 }

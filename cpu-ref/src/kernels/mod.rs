@@ -10,6 +10,8 @@ pub(crate) mod multiversion;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx2_quant;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 

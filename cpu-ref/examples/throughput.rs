@@ -1,0 +1,97 @@
+//! Throughput of the hot paths on this machine (not a test; run with
+//! `cargo run --release -p bitnet-cpu-ref --example throughput`).
+//!
+//! Reports BitLinear GEMV (M = 1) in GB/s of packed weights, and weight / activation quantization
+//! and the canonical sum in GB/s of f32 input, for every available SIMD level.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bitnet_cpu_ref::{
+    Isa, bitlinear_accumulate_with_isa, canonical_abs_sum_with_isa, quantize_activations,
+    quantize_activations_with_isa, quantize_weights, quantize_weights_with_isa,
+};
+
+/// Median seconds per call of `f`, over repetitions filling about `budget`.
+fn time(budget: Duration, mut f: impl FnMut()) -> f64 {
+    f(); // warm caches and the rayon pool
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < budget || samples.len() < 5 {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed().as_secs_f64());
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32 - 0.5
+        })
+        .collect()
+}
+
+fn main() -> Result<(), bitnet_cpu_ref::Error> {
+    let budget = Duration::from_millis(800);
+    println!("threads: {}", rayon::current_num_threads());
+    for (n, k) in [(6912, 2560), (2560, 6912)] {
+        let wf = data(n * k, 1);
+        let w = quantize_weights(&wf, n, k)?;
+        let xq = quantize_activations(&data(k, 2), 1, k)?;
+        let bytes = (w.words().len() * 4) as f64;
+        for isa in Isa::available() {
+            let s = time(budget, || {
+                black_box(bitlinear_accumulate_with_isa(&xq, &w, isa).unwrap());
+            });
+            println!(
+                "bitlinear GEMV N={n} K={k} {isa:?}: {:.1} us, {:.2} GB/s packed weights",
+                s * 1e6,
+                bytes / s / 1e9
+            );
+        }
+        let in_bytes = (n * k * 4) as f64;
+        for isa in Isa::available() {
+            let s = time(budget, || {
+                black_box(quantize_weights_with_isa(&wf, n, k, isa).unwrap());
+            });
+            println!(
+                "quantize_weights {n}x{k} {isa:?}: {:.2} GB/s f32 in",
+                in_bytes / s / 1e9
+            );
+            let s = time(budget, || {
+                black_box(quantize_activations_with_isa(&wf, n, k, isa).unwrap());
+            });
+            println!(
+                "quantize_activations {n}x{k} {isa:?}: {:.2} GB/s f32 in",
+                in_bytes / s / 1e9
+            );
+            let s = time(budget, || {
+                black_box(canonical_abs_sum_with_isa(&wf, isa));
+            });
+            println!(
+                "canonical_abs_sum {n}x{k} {isa:?}: {:.2} GB/s f32 in",
+                in_bytes / s / 1e9
+            );
+        }
+    }
+    // Activation quantization at decode size (one row of K = 2560).
+    let x = data(2560, 3);
+    for isa in Isa::available() {
+        let s = time(budget, || {
+            black_box(quantize_activations_with_isa(&x, 1, 2560, isa).unwrap());
+        });
+        println!(
+            "quantize_activations 1x2560 {isa:?}: {:.2} us, {:.2} GB/s",
+            s * 1e6,
+            10240.0 / s / 1e9
+        );
+    }
+    Ok(())
+}
