@@ -15,6 +15,9 @@ struct Params {
     k: u32,
     b_trans: u32,   // 1 when B is stored [N,K], 0 when stored [K,N]
     row_base: u32,  // first row of this chunk in the full A and C
+    a_shift: u32,   // row of A's binding holding chunk row 0
+    c_shift: u32,   // row of C's binding holding chunk row 0
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f16>;
@@ -64,7 +67,7 @@ fn main(
             let gk = k0 + kk;
             var v = 0.0;
             if (gm < m && gk < k) {
-                v = f32(a[gm * k + gk]);
+                v = f32(a[(params.a_shift + gm) * k + gk]);
                 if (is_non_finite(v)) {
                     atomicMin(&nonfinite[0], (params.row_base + gm) * k + gk);
                 }
@@ -118,7 +121,7 @@ fn main(
                 if (is_non_finite(v) || abs(v) >= 65520.0) {
                     atomicMin(&nonfinite[2], (params.row_base + gm) * n + gn);
                 }
-                c[gm * n + gn] = f16(clamp(v, -65504.0, 65504.0));
+                c[(params.c_shift + gm) * n + gn] = f16(clamp(v, -65504.0, 65504.0));
             }
         }
     }

@@ -8,9 +8,10 @@
 // stores coalesce). K is walked in steps of 16 through two workgroup-memory tiles. Out-of-range rows,
 // columns and k are loaded as zero, so any M, N, K >= 1 works.
 //
-// Chunking: the engine may bind a block of rows of A and C (rows row_base .. row_base + m of the
-// full matrices); B is always bound whole. Indices reported for non-finite values are flat indices
-// in the full tensors.
+// Chunking: a launch computes rows row_base .. row_base + m of C. A and C are each bound whole or
+// from the chunk's first row; a_shift / c_shift (0 when bound from the chunk, row_base when bound
+// whole) turn a chunk row into a row of the binding. B is always bound whole. Indices reported for
+// non-finite values are flat indices in the full tensors.
 //
 // Non-finite status words: 0 = a, 1 = b (checked as tiles are loaded), 2 = output (overflow of
 // finite inputs). Dispatch: grid (ceil(N/64), ceil(m/64), 1).
@@ -21,6 +22,9 @@ struct Params {
     k: u32,
     b_trans: u32,   // 1 when B is stored [N,K], 0 when stored [K,N]
     row_base: u32,  // first row of this chunk in the full A and C
+    a_shift: u32,   // row of A's binding holding chunk row 0
+    c_shift: u32,   // row of C's binding holding chunk row 0
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;
@@ -70,7 +74,7 @@ fn main(
             let gk = k0 + kk;
             var v = 0.0;
             if (gm < m && gk < k) {
-                v = a[gm * k + gk];
+                v = a[(params.a_shift + gm) * k + gk];
                 if (is_non_finite(v)) {
                     atomicMin(&nonfinite[0], (params.row_base + gm) * k + gk);
                 }
@@ -124,7 +128,7 @@ fn main(
                 if (is_non_finite(v)) {
                     atomicMin(&nonfinite[2], (params.row_base + gm) * n + gn);
                 }
-                c[gm * n + gn] = v;
+                c[(params.c_shift + gm) * n + gn] = v;
             }
         }
     }

@@ -7,8 +7,9 @@
 // op where subgroups are missing, and always for sum and mean (a subgroup reduction's order is
 // unspecified).
 //
-// Chunking: the launch covers rows row_base .. row_base + rows, bound from row_base; flat indices
-// reported are those of the full tensors.
+// Chunking: the launch covers rows row_base .. row_base + rows; x and out are each bound whole or
+// from the chunk's first row (x_shift / out_shift say which row of the binding is launch row 0).
+// Flat indices reported are those of the full tensors.
 //
 // Non-finite status words: 0 = x, 1 = output (sum overflow). Dispatch: linear, one workgroup per
 // row (row = wid.x + wid.y · nwg.x).
@@ -18,6 +19,10 @@ struct Params {
     len: u32,
     op: u32,
     row_base: u32,
+    x_shift: u32,    // row of x's binding holding launch row 0 (0 when bound from the chunk)
+    out_shift: u32,  // element of out's binding holding launch row 0
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -61,7 +66,7 @@ fn main(
     }
     let op = params.op;
     let len = params.len;
-    let base = row * len;
+    let base = (params.x_shift + row) * len;
     // Identity: 0 for sums and for absmax (|x| >= 0), the lowest finite f32 for max.
     var acc = select(0.0, -3.4028235e38, op == 2u);
     for (var i = t; i < len; i += WG) {
@@ -90,6 +95,6 @@ fn main(
         if (is_non_finite(r)) {
             atomicMin(&nonfinite[1], params.row_base + row);
         }
-        out[row] = r;
+        out[params.out_shift + row] = r;
     }
 }

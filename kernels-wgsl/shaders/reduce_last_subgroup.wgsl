@@ -3,17 +3,22 @@
 // The engine uses it for max and absmax, which are exact in any order; sums keep reduce_last.wgsl's
 // fixed tree order. Built with exact_div.wgsl prepended (mean).
 //
-// Same contract as reduce_last.wgsl (op: 0 = sum, 1 = mean, 2 = max, 3 = absmax; chunking by rows
-// from row_base; status words 0 = x, 1 = output; row = wid.x + wid.y · nwg.x). Invocation t folds
-// elements t, t + 256, ... sequentially; each subgroup then reduces its partials with one subgroup
-// operation, and invocation 0 folds the per-subgroup results in subgroup order. Nothing assumes a
-// subgroup size: it comes from the builtins (8 on lavapipe, 32 on NVIDIA, anything from 4 to 128).
+// Same contract as reduce_last.wgsl (op: 0 = sum, 1 = mean, 2 = max, 3 = absmax; chunking by
+// rows with x_shift / out_shift; status words 0 = x, 1 = output; row = wid.x + wid.y · nwg.x).
+// Invocation t folds elements t, t + 256, ... sequentially; each subgroup then reduces its
+// partials with one subgroup operation, and invocation 0 folds the per-subgroup results in
+// subgroup order. Nothing assumes a subgroup size: it comes from the builtins (8 on lavapipe, 32
+// on NVIDIA, anything from 4 to 128).
 
 struct Params {
     rows: u32,
     len: u32,
     op: u32,
     row_base: u32,
+    x_shift: u32,    // row of x's binding holding launch row 0 (0 when bound from the chunk)
+    out_shift: u32,  // element of out's binding holding launch row 0
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -54,7 +59,7 @@ fn main(
     }
     let op = params.op;
     let len = params.len;
-    let base = row * len;
+    let base = (params.x_shift + row) * len;
     let is_sum = op <= 1u;
     // Identity: 0 for sums and for absmax (|x| >= 0), the lowest finite f32 for max.
     var acc = select(0.0, -3.4028235e38, op == 2u);
@@ -86,6 +91,6 @@ fn main(
         if (is_non_finite(r)) {
             atomicMin(&nonfinite[1], params.row_base + row);
         }
-        out[row] = r;
+        out[params.out_shift + row] = r;
     }
 }

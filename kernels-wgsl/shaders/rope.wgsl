@@ -4,9 +4,10 @@
 //   y[s,h,i+D/2]   = x[s,h,i+D/2] · cos(angle) + x[s,h,i] · sin(angle)
 //
 // The host supplies freqs[i] = theta^(-2i/D) computed exactly as the CPU reference does, so the
-// angle is one correctly rounded product on every backend. Shader sin/cos are only accurate on
-// [-π, π], so the angle is first reduced by 2π with a three-part Cody–Waite constant (C1 has 8
-// significant bits, so k·C1 is exact for k < 2^16, i.e. angles below ~4e5).
+// angle is one correctly rounded product on every backend. The angle is reduced by 2π
+// (`reduce_two_pi`, to about one ulp of π for angles below ~8.2e5) and sin / cos come from
+// polynomials (`sin_cos`), not the shader builtins, so the accuracy (|error| <= ~2e-7 on each of
+// cos and sin) is the same on every driver.
 //
 // One invocation per (s, h, i) pair. Chunking: the launch covers positions s_base .. s_base + S' of
 // x and y (bound from row s_base); positions and freqs are bound whole. Flat indices reported are
@@ -34,13 +35,40 @@ fn is_non_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
-// angle mod 2π into [-π, π].
+// angle mod 2π into about [-π, π]: k = round(angle / 2π), then angle - k·2π with 2π split into four
+// parts (Cody–Waite). The first three parts have 7 significant bits, so k·C_i is exact for k < 2^17
+// and every partial difference is (nearly) exact without relying on a fused multiply-add (a driver
+// may split `fma`); the fourth part carries the rest of 2π to 2e-14. Measured worst error for angles
+// below 2^17·2π ≈ 8.2e5 (positions up to ~800k): 1.3e-7, about one ulp of π.
 fn reduce_two_pi(angle: f32) -> f32 {
     let k = round(angle * 0.15915494309189535);
-    var r = fma(-k, 6.28125, angle);
-    r = fma(-k, 1.9353071693331003e-03, r);
-    r = fma(-k, 1.0253132e-11, r);
+    var r = angle - k * 6.25;
+    r = r - k * 0.03271484375;
+    r = r - k * 0.000469207763671875;
+    r = r - k * 1.2556658930407139e-06;
     return r;
+}
+
+// sin and cos of r ∈ [-π, π] (a little beyond is fine) without the shader's builtins, whose
+// accuracy varies by driver: quadrant j = round(r / (π/2)), y = r - j·π/2 (three-part π/2; j·P_i
+// is exact for |j| <= 2 and the first subtraction is exact by Sterbenz), then the Cephes sinf / cosf
+// minimax polynomials on [-π/4, π/4]. Measured in f32 without fma: |error| <= 8e-8 for both.
+fn sin_cos(r: f32) -> vec2<f32> {
+    let j = round(r * 0.63661977236758134);
+    var y = r - j * 1.5707963705062866;
+    y = y - j * (-4.371138828673793e-08);
+    y = y - j * (-1.7151245100058819e-15);
+    let z = y * y;
+    let s = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * y + y;
+    let c = ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z
+        - 0.5 * z + 1.0;
+    // Rotate by the quadrant: (sin, cos) of y + j·π/2.
+    switch ((i32(j) % 4 + 4) % 4) {
+        case 0: { return vec2<f32>(s, c); }
+        case 1: { return vec2<f32>(c, -s); }
+        case 2: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -61,9 +89,9 @@ fn main(
     let hi = lo + half;
     let flat = params.s_base * params.heads * 2u * half;
 
-    let angle = reduce_two_pi(f32(positions[s]) * freqs[i]);
-    let c = cos(angle);
-    let sn = sin(angle);
+    let sc = sin_cos(reduce_two_pi(f32(positions[s]) * freqs[i]));
+    let sn = sc.x;
+    let c = sc.y;
     let x0 = x[lo];
     let x1 = x[hi];
     if (is_non_finite(x0)) {

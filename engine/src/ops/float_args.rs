@@ -62,46 +62,66 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-/// Splits `rows` rows into consecutive ranges such that, for every tensor `i` bound by rows of
-/// `row_bytes[i]` bytes, a chunk's binding fits the storage-binding limit and starts at an
-/// aligned offset; chunks also hold at most `max_rows` rows (a grid limit). One range when
-/// everything fits. A single row above the limit is `Err(LimitExceeded)`.
+/// How a row-wise op splits its launches over the storage-binding limit: consecutive row ranges,
+/// and for each tensor bound by rows whether it is bound whole (it fits) or chunk by chunk.
+#[derive(Debug, Clone)]
+pub(crate) struct RowSplit {
+    /// Row ranges, one launch each.
+    pub chunks: Vec<Range<u64>>,
+    rows: u64,
+    row_bytes: Vec<u64>,
+    whole: Vec<bool>,
+}
+
+impl RowSplit {
+    /// Tensor `i`'s binding for chunk `r`: `(offset, size, first_row)`, where `first_row` is the
+    /// first row the binding holds (0 when bound whole, `r.start` when chunked). Sizes are rounded
+    /// up to whole words (buffers are word-padded and chunk starts are aligned).
+    pub fn binding(&self, i: usize, r: &Range<u64>) -> (u64, u64, u64) {
+        let b = self.row_bytes[i];
+        if self.whole[i] {
+            (0, (self.rows * b).next_multiple_of(4), 0)
+        } else {
+            (r.start * b, ((r.end - r.start) * b).next_multiple_of(4), r.start)
+        }
+    }
+}
+
+/// Splits `rows` rows into launches. Tensor `i` has `row_bytes[i]` bytes per row; one that fits
+/// the storage-binding limit is bound whole, the others chunk by chunk, at aligned offsets
+/// (`min_storage_buffer_offset_alignment`) and within the limit. Chunks also hold at most
+/// `max_rows` rows (a grid limit). A row range that cannot be both aligned and small enough is
+/// `Err(LimitExceeded)` naming the limit.
 pub(crate) fn row_chunks(
     gpu: &Gpu,
     what: &str,
     rows: u64,
     row_bytes: &[u64],
     max_rows: u64,
-) -> Result<Vec<Range<u64>>> {
+) -> Result<RowSplit> {
     let limit = gpu.caps.max_binding;
-    let fits = |n: u64| row_bytes.iter().all(|&b| n * b <= limit);
-    if rows <= max_rows && fits(rows) {
-        return Ok(vec![0..rows]);
+    let whole: Vec<bool> = row_bytes.iter().map(|&b| rows * b <= limit).collect();
+    let split = |chunks| RowSplit { chunks, rows, row_bytes: row_bytes.to_vec(), whole: whole.clone() };
+    if rows <= max_rows && whole.iter().all(|&w| w) {
+        return Ok(split(std::iter::once(0..rows).collect()));
     }
     let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
-    // Rows per chunk must be a multiple of `step` so every tensor's chunk start is aligned.
-    let step = row_bytes.iter().fold(1, |step, &b| {
-        let s = align / gcd(align, b.max(1));
+    let chunked = || row_bytes.iter().zip(&whole).filter(|(_, w)| !**w).map(|(&b, _)| b.max(1));
+    // Rows per chunk must be a multiple of `step` so every chunked tensor's start is aligned.
+    let step = chunked().fold(1, |step, b| {
+        let s = align / gcd(align, b);
         step / gcd(step, s) * s
     });
-    let most = row_bytes.iter().fold(max_rows, |m, &b| m.min(limit / b.max(1)));
+    let most = chunked().fold(max_rows, |m, b| m.min(limit / b));
     let per = most / step * step;
     if per == 0 {
-        let widest = row_bytes.iter().copied().max().unwrap_or(0);
+        let widest = chunked().max().unwrap_or(0);
         return Err(Error::LimitExceeded {
             limit: "max_storage_buffer_binding_size",
             requested: widest * step,
             max: limit,
-            what: format!("{what}: one chunk of {step} rows of {widest} bytes"),
+            what: format!("{what}: one aligned chunk of {step} rows of {widest} bytes"),
         });
     }
-    Ok((0..rows.div_ceil(per))
-        .map(|c| c * per..((c + 1) * per).min(rows))
-        .collect())
-}
-
-/// The byte range `(offset, size)` of rows `r` of a tensor with `row_bytes` bytes per row, its
-/// size rounded up to whole words (the buffer is word-padded, and chunk starts are aligned).
-pub(crate) fn row_range(r: &Range<u64>, row_bytes: u64) -> (u64, u64) {
-    (r.start * row_bytes, ((r.end - r.start) * row_bytes).next_multiple_of(4))
+    Ok(split((0..rows.div_ceil(per)).map(|c| c * per..((c + 1) * per).min(rows)).collect()))
 }

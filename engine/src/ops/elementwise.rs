@@ -1,0 +1,207 @@
+//! Elementwise ops on resident `F32` tensors: `binary` (add, sub, mul, div with NumPy
+//! broadcasting), `binary_scalar`, and the `unary` activations. Same results and errors as
+//! `bitnet_cpu_ref::ops::{binary, binary_scalar, unary}`: binary results are bit-exact (one IEEE
+//! operation; division is correctly rounded in the kernel), activations agree within the suite's
+//! `unary` tolerance (shader `exp`).
+
+use bitnet_cpu_ref::ops::{self as cpu, BinaryOp, UnaryOp};
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::broadcast::{self, MAX_AXES};
+use super::float_args::{self, host_f32, store_f32};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, binding_chunks, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const BINARY: Kernel = Kernel::new(
+    kernels::ELEMENTWISE_BINARY,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
+const SCALAR: Kernel =
+    Kernel::new(kernels::ELEMENTWISE_SCALAR, "main", &[Access::Read, Access::ReadWrite]);
+const UNARY: Kernel =
+    Kernel::new(kernels::ELEMENTWISE_UNARY, "main", &[Access::Read, Access::ReadWrite]);
+/// Invocations per workgroup of the three kernels.
+const WG: u64 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct BinaryParams {
+    len: u32,
+    op: u32,
+    contiguous: u32,
+    out_base: u32,
+    a_off: u32,
+    b_off: u32,
+    pad: [u32; 2],
+    // Two vec4 each in WGSL; lanes 6 and 7 unused.
+    shape: [u32; 8],
+    a_strides: [u32; 8],
+    b_strides: [u32; 8],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ScalarParams {
+    len: u32,
+    op: u32,
+    s: f32,
+    base: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct UnaryParams {
+    len: u32,
+    op: u32,
+    base: u32,
+    pad: u32,
+}
+
+/// The kernels' op codes.
+fn binary_code(op: BinaryOp) -> u32 {
+    match op {
+        BinaryOp::Add => 0,
+        BinaryOp::Sub => 1,
+        BinaryOp::Mul => 2,
+        BinaryOp::Div => 3,
+    }
+}
+
+fn unary_code(op: UnaryOp) -> u32 {
+    match op {
+        UnaryOp::Relu => 0,
+        UnaryOp::Relu2 => 1,
+        UnaryOp::Silu => 2,
+        UnaryOp::Gelu => 3,
+        UnaryOp::Exp => 4,
+    }
+}
+
+/// Right-aligns six values into the kernel's two vec4.
+fn lanes(v: &[u32; MAX_AXES]) -> [u32; 8] {
+    let mut out = [0; 8];
+    out[..MAX_AXES].copy_from_slice(v);
+    out
+}
+
+impl Engine {
+    /// `op(a, b)` elementwise with NumPy broadcasting on `F32` tensors; the output has the
+    /// broadcast shape. Same as `bitnet_cpu_ref::ops::binary`, bit for bit. Errors: shapes that
+    /// do not broadcast (as cpu-ref reports them), wrong dtype, non-finite inputs or outputs
+    /// (overflow, division by zero; at the next sync point on the GPU), and on the GPU a
+    /// broadcast needing more than 6 index axes after merging contiguous axes.
+    pub fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        const OP: &str = "binary";
+        float_args::operand(self, OP, a, DType::F32)?;
+        float_args::operand(self, OP, b, DType::F32)?;
+        let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
+            Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+                op: OP,
+                what: "operands do not broadcast",
+                expected: a.shape().to_vec(),
+                got: b.shape().to_vec(),
+            })
+        })?;
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::binary(op, &host_f32(a)?, &host_f32(b)?)?);
+        };
+        let n = shape.iter().map(|&d| d as u64).product::<u64>();
+        float_args::u32_indexable(OP, "output", n)?;
+        let plan = broadcast::plan(
+            OP,
+            &shape,
+            &broadcast::strides_in(a.shape(), &shape),
+            &broadcast::strides_in(b.shape(), &shape),
+        )?;
+        // An operand with as many elements as the output has the output's layout, so it can be
+        // chunked with it; a smaller (broadcast) operand is bound whole and must fit.
+        let (a_full, b_full) = (a.len() as u64 == n, b.len() as u64 == n);
+        for (t, full, name) in [(a, a_full, "a"), (b, b_full, "b")] {
+            if !full {
+                check_binding(gpu, &format!("{OP}: {name} (broadcast)"), 4 * t.len() as u64)?;
+            }
+        }
+        let out = self.empty(OP, &shape, DType::F32)?;
+        for r in binding_chunks(gpu, OP, n, 4)? {
+            let len = r.end - r.start;
+            let (off, size) = (4 * r.start, 4 * len);
+            let launch = Launch::new(gpu, &BINARY);
+            let launch = if a_full { launch.input_range(a, off, size) } else { launch.input(a) };
+            let launch = if b_full { launch.input_range(b, off, size) } else { launch.input(b) };
+            launch
+                .output_range(&out, off, size)
+                .params(&BinaryParams {
+                    len: len as u32,
+                    op: binary_code(op),
+                    contiguous: u32::from(a_full && b_full),
+                    out_base: r.start as u32,
+                    a_off: if a_full { r.start as u32 } else { 0 },
+                    b_off: if b_full { r.start as u32 } else { 0 },
+                    pad: [0; 2],
+                    shape: lanes(&plan.shape),
+                    a_strides: lanes(&plan.a),
+                    b_strides: lanes(&plan.b),
+                })
+                .check_finite(NonFiniteCheck::tensors(OP, ["a", "b", "output", ""]))
+                .workgroups(len.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+
+    /// `op(a, s)` for every element of an `F32` tensor (the scalar is the right operand: `Sub` is
+    /// `a - s`, `Div` is `a / s`). Same as `bitnet_cpu_ref::ops::binary_scalar`, bit for bit.
+    /// Errors: wrong dtype, non-finite `a` or `s`, non-finite outputs.
+    pub fn binary_scalar(&self, op: BinaryOp, a: &Tensor, s: f32) -> Result<Tensor> {
+        const OP: &str = "binary_scalar";
+        float_args::operand(self, OP, a, DType::F32)?;
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::binary_scalar(op, &host_f32(a)?, s)?);
+        };
+        let n = a.len() as u64;
+        float_args::u32_indexable(OP, "a", n)?;
+        let out = self.empty(OP, a.shape(), DType::F32)?;
+        for r in binding_chunks(gpu, OP, n, 4)? {
+            let len = r.end - r.start;
+            Launch::new(gpu, &SCALAR)
+                .input_range(a, 4 * r.start, 4 * len)
+                .output_range(&out, 4 * r.start, 4 * len)
+                .params(&ScalarParams { len: len as u32, op: binary_code(op), s, base: r.start as u32 })
+                .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
+                .workgroups(len.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+
+    /// `op(a)` elementwise on an `F32` tensor, same shape. Same formulas as
+    /// `bitnet_cpu_ref::ops::unary` (erf by Abramowitz & Stegun 7.1.26 for `Gelu`; sigmoid without
+    /// overflow for `Silu`). Errors: wrong dtype, non-finite input, non-finite output (`Exp` above
+    /// ~88.72, `Relu2` above ~1.8e19).
+    pub fn unary(&self, op: UnaryOp, a: &Tensor) -> Result<Tensor> {
+        const OP: &str = "unary";
+        float_args::operand(self, OP, a, DType::F32)?;
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::unary(op, &host_f32(a)?)?);
+        };
+        let n = a.len() as u64;
+        float_args::u32_indexable(OP, "a", n)?;
+        let out = self.empty(OP, a.shape(), DType::F32)?;
+        for r in binding_chunks(gpu, OP, n, 4)? {
+            let len = r.end - r.start;
+            Launch::new(gpu, &UNARY)
+                .input_range(a, 4 * r.start, 4 * len)
+                .output_range(&out, 4 * r.start, 4 * len)
+                .params(&UnaryParams { len: len as u32, op: unary_code(op), base: r.start as u32, pad: 0 })
+                .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
+                .workgroups(len.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+}

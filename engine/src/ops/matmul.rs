@@ -1,0 +1,150 @@
+//! Dense matmul on resident tensors: `matmul` / `matmul_bt` in f32, and their f16 forms (f16 in
+//! and out, f32 accumulation; need `SHADER_F16` on the GPU). Same results and errors as
+//! `bitnet_cpu_ref::ops::{matmul, matmul_bt, matmul_f16, matmul_bt_f16}` (within the float
+//! tolerance of the cross-check suite: the GPU accumulates in the same order, k ascending with
+//! no fused multiply-add, but a driver may still contract).
+
+use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f16, host_f32, row_chunks, store_f16, store_f32};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
+const MATMUL_F32: Kernel = Kernel::new(kernels::MATMUL_F32, "main", BINDINGS);
+const MATMUL_F16: Kernel =
+    Kernel::new(kernels::MATMUL_F16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16);
+/// Output tile edge of both kernels (rows and columns per workgroup).
+const TILE: u64 = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    b_trans: u32,
+    row_base: u32,
+    a_shift: u32,
+    c_shift: u32,
+    pad: u32,
+}
+
+/// Which of the four products.
+#[derive(Clone, Copy)]
+struct Variant {
+    op: &'static str,
+    dtype: DType,
+    /// `b` is stored `[N, K]` and used transposed.
+    bt: bool,
+}
+
+impl Engine {
+    /// `C[M, N] = A[M, K] · B[K, N]` for `F32` tensors; same as `bitnet_cpu_ref::ops::matmul`.
+    /// Errors: operands not rank 2 or inner dimensions differ (as cpu-ref reports them), wrong
+    /// dtype, non-finite inputs or outputs (`Error::NonFinite`, at the next sync point on the GPU).
+    pub fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.matmul_variant(Variant { op: "matmul", dtype: DType::F32, bt: false }, a, b)
+    }
+
+    /// `C[M, N] = A[M, K] · B[N, K]ᵀ` for `F32` tensors (`x · Wᵀ`, `Q · Kᵀ`); same as
+    /// `bitnet_cpu_ref::ops::matmul_bt`, errors as [`Engine::matmul`].
+    pub fn matmul_bt(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.matmul_variant(Variant { op: "matmul_bt", dtype: DType::F32, bt: true }, a, b)
+    }
+
+    /// [`Engine::matmul`] on `F16` tensors: f32 accumulation, each output rounded once to f16; an
+    /// output beyond the f16 range is a non-finite output error. Needs `SHADER_F16` on the GPU
+    /// (`Error::Unsupported` naming it otherwise). Same as `bitnet_cpu_ref::ops::matmul_f16`.
+    pub fn matmul_f16(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.matmul_variant(Variant { op: "matmul_f16", dtype: DType::F16, bt: false }, a, b)
+    }
+
+    /// [`Engine::matmul_bt`] on `F16` tensors, with [`Engine::matmul_f16`]'s conventions. Same as
+    /// `bitnet_cpu_ref::ops::matmul_bt_f16`.
+    pub fn matmul_bt_f16(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.matmul_variant(Variant { op: "matmul_bt_f16", dtype: DType::F16, bt: true }, a, b)
+    }
+
+    fn matmul_variant(&self, v: Variant, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        float_args::operand(self, v.op, a, v.dtype)?;
+        float_args::operand(self, v.op, b, v.dtype)?;
+        let (m, k, n) = dims(v, a.shape(), b.shape())?;
+        let Some(gpu) = self.gpu_context() else {
+            return match (v.dtype, v.bt) {
+                (DType::F32, false) => store_f32(self, cpu::matmul(&host_f32(a)?, &host_f32(b)?)?),
+                (DType::F32, true) => store_f32(self, cpu::matmul_bt(&host_f32(a)?, &host_f32(b)?)?),
+                (_, false) => store_f16(self, cpu::matmul_f16(&host_f16(a)?, &host_f16(b)?)?),
+                (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
+            };
+        };
+        let kernel = if v.dtype == DType::F32 { &MATMUL_F32 } else { &MATMUL_F16 };
+        if !gpu.caps.has(kernel.requires) {
+            return Err(Error::Unsupported(format!(
+                "{}: the GPU lacks wgpu::Features::SHADER_F16 (f16 shader arithmetic and storage)",
+                v.op
+            )));
+        }
+        let (m, k, n) = (m as u64, k as u64, n as u64);
+        for (what, count) in [("a", m * k), ("b", k * n), ("output", m * n)] {
+            float_args::u32_indexable(v.op, what, count)?;
+        }
+        let es = if v.dtype == DType::F32 { 4 } else { 2 };
+        check_binding(gpu, &format!("{}: b", v.op), (k * n * es).next_multiple_of(4))?;
+        let out = self.empty(v.op, &[m as usize, n as usize], v.dtype)?;
+        let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * TILE;
+        let split = row_chunks(gpu, v.op, m, &[k * es, n * es], max_rows)?;
+        for r in &split.chunks {
+            let (a_off, a_size, a_row) = split.binding(0, r);
+            let (c_off, c_size, c_row) = split.binding(1, r);
+            let rows = r.end - r.start;
+            Launch::new(gpu, kernel)
+                .input_range(a, a_off, a_size)
+                .input(b)
+                .output_range(&out, c_off, c_size)
+                .params(&Params {
+                    m: rows as u32,
+                    n: n as u32,
+                    k: k as u32,
+                    b_trans: u32::from(v.bt),
+                    row_base: r.start as u32,
+                    a_shift: (r.start - a_row) as u32,
+                    c_shift: (r.start - c_row) as u32,
+                    pad: 0,
+                })
+                .check_finite(NonFiniteCheck::tensors(v.op, ["a", "b", "output", ""]))
+                .grid([n.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1])
+                .run()?;
+        }
+        Ok(out)
+    }
+}
+
+/// `(M, K, N)`, with cpu-ref's shape errors (rank 2 each, shared `K`).
+fn dims(v: Variant, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
+    let mismatch = |what| {
+        Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+            op: v.op,
+            what,
+            expected: a.to_vec(),
+            got: b.to_vec(),
+        })
+    };
+    let (&[m, k], &[b0, b1]) = (a, b) else {
+        return Err(mismatch("both operands must have rank 2"));
+    };
+    let (bk, n) = if v.bt { (b1, b0) } else { (b0, b1) };
+    if bk != k {
+        return Err(mismatch(if v.bt {
+            "a is [M, K], b must be [N, K]"
+        } else {
+            "a is [M, K], b must be [K, N]"
+        }));
+    }
+    Ok((m, k, n))
+}

@@ -1,0 +1,87 @@
+//! RMSNorm over the last axis on resident `F32` tensors, one workgroup per row. The sum of squares
+//! uses the 256-lane tree order of `bitnet_cpu_ref::ops::rms_norm` and the divisions are correctly
+//! rounded, so only the shader's `sqrt` differs from the CPU reference.
+
+use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::reduce::rows_of;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const RMS_NORM: Kernel = Kernel::new(
+    kernels::NORM_RMS,
+    "main",
+    &[Access::Read, Access::Read, Access::ReadWrite],
+);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    len: u32,
+    eps: f32,
+    row_base: u32,
+}
+
+impl Engine {
+    /// RMSNorm of an `F32` tensor over its last axis (length `L`), per row:
+    /// `y = (x · inv) · weight[i]` with `inv = 1 / sqrt(Σx² / L + eps)`; `weight` is an `F32`
+    /// tensor of `L` elements (any shape). Same as `bitnet_cpu_ref::ops::rms_norm`. Errors:
+    /// `weight` length, non-finite `x`, `weight` or `eps`, negative `eps`, a row whose sum of
+    /// squares overflows, non-finite output. On the GPU, `eps` is checked before the tensors (the
+    /// CPU reference checks it after them; only input with several faults is reported differently).
+    pub fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+        const OP: &str = "rms_norm";
+        float_args::operand(self, OP, x, DType::F32)?;
+        float_args::operand(self, OP, weight, DType::F32)?;
+        let (rows, len) = rows_of(x.shape());
+        if weight.len() as u64 != len {
+            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
+                op: OP,
+                what: "weight (last axis of x)",
+                expected: len as usize,
+                got: weight.len(),
+            }));
+        }
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?);
+        };
+        if !eps.is_finite() {
+            return Err(Error::NonFinite { op: OP, tensor: "eps", index: 0 });
+        }
+        if eps < 0.0 {
+            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+                op: OP,
+                what: "eps",
+                reason: "must be >= 0",
+            }));
+        }
+        float_args::u32_indexable(OP, "x", rows * len)?;
+        check_binding(gpu, "rms_norm: weight", 4 * len)?;
+        let out = self.empty(OP, x.shape(), DType::F32)?;
+        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
+        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+        for r in &split.chunks {
+            let (off, size, _) = split.binding(0, r);
+            let n = r.end - r.start;
+            Launch::new(gpu, &RMS_NORM)
+                .input_range(x, off, size)
+                .input(weight)
+                .output_range(&out, off, size)
+                .params(&Params { rows: n as u32, len: len as u32, eps, row_base: r.start as u32 })
+                .check_finite(NonFiniteCheck::tensors(
+                    OP,
+                    ["x", "weight", "sum of squares of a row (overflows f32)", "output"],
+                ))
+                .workgroups(n)
+                .run()?;
+        }
+        Ok(out)
+    }
+}

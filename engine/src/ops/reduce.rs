@@ -1,0 +1,90 @@
+//! Last-axis reductions on resident `F32` tensors (`sum`, `mean`, `max`, `absmax`), one workgroup
+//! per row. Sum and mean use the fixed 256-lane tree order of `bitnet_cpu_ref::ops::reduce_last`
+//! (and a correctly rounded division), so they match it bit for bit; max and absmax are exact in
+//! any order and use subgroup operations where the device has them.
+
+use bitnet_cpu_ref::ops::{self as cpu, ReduceOp};
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f32, row_chunks, store_f32};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::launch::Launch;
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const BINDINGS: &[Access] = &[Access::Read, Access::ReadWrite];
+const TREE: Kernel = Kernel::new(kernels::REDUCE_LAST, "main", BINDINGS);
+const SUBGROUP: Kernel = Kernel::new(kernels::REDUCE_LAST_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    len: u32,
+    op: u32,
+    row_base: u32,
+    x_shift: u32,
+    out_shift: u32,
+    pad: [u32; 2],
+}
+
+fn code(op: ReduceOp) -> u32 {
+    match op {
+        ReduceOp::Sum => 0,
+        ReduceOp::Mean => 1,
+        ReduceOp::Max => 2,
+        ReduceOp::AbsMax => 3,
+    }
+}
+
+/// `(rows, len)` of the last axis; rank 0 is one row of one element (as in cpu-ref).
+pub(crate) fn rows_of(shape: &[usize]) -> (u64, u64) {
+    let len = shape.last().copied().unwrap_or(1) as u64;
+    let n = shape.iter().map(|&d| d as u64).product::<u64>();
+    (n / len, len)
+}
+
+impl Engine {
+    /// Reduces the last axis of an `F32` tensor; the output shape drops that axis (rank 1 gives
+    /// a rank-0 scalar; rank 0 is one row of one element). Same as
+    /// `bitnet_cpu_ref::ops::reduce_last`. Errors: wrong dtype, non-finite input, a sum or mean
+    /// that overflows f32 (`Error::NonFinite` naming `output`).
+    pub fn reduce_last(&self, op: ReduceOp, a: &Tensor) -> Result<Tensor> {
+        const OP: &str = "reduce_last";
+        float_args::operand(self, OP, a, DType::F32)?;
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::reduce_last(op, &host_f32(a)?)?);
+        };
+        let (rows, len) = rows_of(a.shape());
+        float_args::u32_indexable(OP, "a", rows * len)?;
+        let out_shape = &a.shape()[..a.shape().len().saturating_sub(1)];
+        let out = self.empty(OP, out_shape, DType::F32)?;
+        let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
+        let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) { &SUBGROUP } else { &TREE };
+        let split = row_chunks(gpu, OP, rows, &[4 * len, 4], u64::MAX)?;
+        for r in &split.chunks {
+            let (x_off, x_size, x_row) = split.binding(0, r);
+            let (o_off, o_size, o_row) = split.binding(1, r);
+            let n = r.end - r.start;
+            Launch::new(gpu, kernel)
+                .input_range(a, x_off, x_size)
+                .output_range(&out, o_off, o_size)
+                .params(&Params {
+                    rows: n as u32,
+                    len: len as u32,
+                    op: code(op),
+                    row_base: r.start as u32,
+                    x_shift: (r.start - x_row) as u32,
+                    out_shift: (r.start - o_row) as u32,
+                    pad: [0; 2],
+                })
+                .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
+                .workgroups(n)
+                .run()?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,113 @@
+//! Rotary position embedding (HF / GPT-NeoX "rotate half" pairing) on resident `F32` tensors
+//! `[S, H, D]`. The frequency table comes from `bitnet_cpu_ref::ops::rope_freqs` (f64, rounded once),
+//! so the angle `f32(pos) · freq_i` is the same correctly rounded product on both backends; the
+//! kernel reduces it modulo 2π and takes shader `sin` / `cos` (the CPU reference uses f64).
+
+use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f32, row_chunks, store_f32};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::Launch;
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const ROPE: Kernel = Kernel::new(
+    kernels::ROPE,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
+/// Invocations per workgroup (one per rotated pair).
+const WG: u64 = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    pairs: u32,
+    half_dim: u32,
+    heads: u32,
+    s_base: u32,
+}
+
+impl Engine {
+    /// RoPE on an `F32` tensor `x` of shape `[S, H, D]` (`D` even) with one position per sequence
+    /// index (`positions`: a `U32` tensor of `S` elements): for `i < D/2`,
+    /// `angle = f32(positions[s]) · theta^(-2i/D)`, and the pair `(x[i], x[i + D/2])` becomes
+    /// `(x[i]·cos − x[i+D/2]·sin, x[i+D/2]·cos + x[i]·sin)`. Same as `bitnet_cpu_ref::ops::rope`.
+    /// Errors (as cpu-ref reports them): rank not 3, `positions` length not `S`, `D` odd,
+    /// `theta` non-finite or `<= 0`, non-finite `x`.
+    pub fn rope(&self, x: &Tensor, positions: &Tensor, theta: f32) -> Result<Tensor> {
+        const OP: &str = "rope";
+        float_args::operand(self, OP, x, DType::F32)?;
+        float_args::operand(self, OP, positions, DType::U32)?;
+        let &[s, h, d] = x.shape() else {
+            return Err(Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+                op: OP,
+                what: "x must have rank 3 [S, H, D]",
+                expected: vec![0, 0, 0],
+                got: x.shape().to_vec(),
+            }));
+        };
+        check_args(OP, d, theta)?;
+        if positions.len() != s {
+            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
+                op: OP,
+                what: "positions (S)",
+                expected: s,
+                got: positions.len(),
+            }));
+        }
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?);
+        };
+        let (s, h, half) = (s as u64, h as u64, (d / 2) as u64);
+        float_args::u32_indexable(OP, "x", s * h * 2 * half)?;
+        // The table is tiny (D/2 values) and goes through the pool like any upload.
+        let freqs = self.upload_f32(&cpu::rope_freqs(d, theta)?, &[d / 2])?;
+        let out = self.empty(OP, x.shape(), DType::F32)?;
+        let row_bytes = 4 * h * 2 * half;
+        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
+        let split = row_chunks(gpu, OP, s, &[row_bytes], u64::MAX)?;
+        for r in &split.chunks {
+            let (off, size, _) = split.binding(0, r);
+            let pairs = (r.end - r.start) * h * half;
+            Launch::new(gpu, &ROPE)
+                .input_range(x, off, size)
+                .input(positions)
+                .input(&freqs)
+                .output_range(&out, off, size)
+                .params(&Params {
+                    pairs: pairs as u32,
+                    half_dim: half as u32,
+                    heads: h as u32,
+                    s_base: r.start as u32,
+                })
+                .check_finite(NonFiniteCheck::tensors(OP, ["x", "output", "", ""]))
+                .workgroups(pairs.div_ceil(WG))
+                .run()?;
+        }
+        Ok(out)
+    }
+}
+
+/// cpu-ref's argument checks of `rope`: `D` even (and nonzero), `theta` finite and positive.
+fn check_args(op: &'static str, d: usize, theta: f32) -> Result<()> {
+    let invalid = |what, reason| {
+        Error::from(bitnet_cpu_ref::Error::InvalidArgument { op, what, reason })
+    };
+    if d == 0 {
+        return Err(Error::from(bitnet_cpu_ref::Error::ZeroDimension { op, dim: "D" }));
+    }
+    if !d.is_multiple_of(2) {
+        return Err(invalid("D", "the head dimension must be even"));
+    }
+    if !theta.is_finite() {
+        return Err(Error::NonFinite { op, tensor: "theta", index: 0 });
+    }
+    if theta <= 0.0 {
+        return Err(invalid("theta", "must be > 0"));
+    }
+    Ok(())
+}

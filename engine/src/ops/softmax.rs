@@ -1,0 +1,57 @@
+//! Numerically stable softmax over the last axis on resident `F32` tensors, one workgroup per row
+//! (max-subtracted; the sum in the 256-lane tree order of `bitnet_cpu_ref::ops::softmax_last`, the
+//! division correctly rounded, so only the shader's `exp` differs from the CPU reference).
+
+use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::reduce::rows_of;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::launch::Launch;
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const SOFTMAX: Kernel =
+    Kernel::new(kernels::SOFTMAX_LAST, "main", &[Access::Read, Access::ReadWrite]);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    len: u32,
+    row_base: u32,
+    pad: u32,
+}
+
+impl Engine {
+    /// Softmax of an `F32` tensor over its last axis: `y_i = e^(x_i - max) / Σ_j e^(x_j - max)`.
+    /// Same as `bitnet_cpu_ref::ops::softmax_last`. Errors: wrong dtype, non-finite input (the
+    /// output is always finite).
+    pub fn softmax_last(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "softmax_last";
+        float_args::operand(self, OP, x, DType::F32)?;
+        let Some(gpu) = self.gpu_context() else {
+            return store_f32(self, cpu::softmax_last(&host_f32(x)?)?);
+        };
+        let (rows, len) = rows_of(x.shape());
+        float_args::u32_indexable(OP, "x", rows * len)?;
+        let out = self.empty(OP, x.shape(), DType::F32)?;
+        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
+        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+        for r in &split.chunks {
+            let (off, size, _) = split.binding(0, r);
+            let n = r.end - r.start;
+            Launch::new(gpu, &SOFTMAX)
+                .input_range(x, off, size)
+                .output_range(&out, off, size)
+                .params(&Params { rows: n as u32, len: len as u32, row_base: r.start as u32, pad: 0 })
+                .check_finite(NonFiniteCheck::tensors(OP, ["x", "", "", ""]))
+                .workgroups(n)
+                .run()?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,15 @@
+//! Cross-check of every float tensor op of the GPU engine against `bitnet_cpu_ref::ops`, through
+//! the public API: values within the tolerances of `bitnet_tests::TOLERANCES`, identical errors
+//! (non-finite inputs and outputs, bad shapes and arguments), chunking over a small binding limit,
+//! chaining on the device, and the CPU backend. Runs on any adapter (lavapipe in CI) and fails
+//! loudly without one.
+
+mod tensor_cross_check {
+    pub mod common;
+    mod chaining;
+    mod chunking;
+    mod errors;
+    mod values_elementwise;
+    mod values_matmul;
+    mod values_rows;
+}
