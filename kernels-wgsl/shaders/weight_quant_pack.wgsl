@@ -37,6 +37,18 @@ fn main(
     workgroupBarrier();
     let inv_s = inv_scale;
 
+    // s > 2^126 makes inv_s subnormal, and Vulkan lets GPUs flush subnormal operands to zero.
+    // Then multiply through normal stand-ins: w * inv_s = (w * 2^-32) * (inv_s * 2^32), where
+    // inv_s * 2^32 = frac * 2^-117 is exact. Every association of these products rounds to the
+    // same value while it is normal, and a subnormal product rounds to weight 0 either way.
+    var w_factor = 1.0;
+    var inv = inv_s;
+    let inv_bits = bitcast<u32>(inv_s);
+    if ((inv_bits >> 23u) == 0u) {
+        w_factor = 0x1p-32f;
+        inv = f32(inv_bits) * 0x1p-117f;
+    }
+
     let idx = (wid.x + wid.y * nwg.x) * WORKGROUP + t;
     if (idx >= params.rows * params.words_per_row) {
         return;
@@ -49,7 +61,7 @@ fn main(
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
         var code = 1u;
         if (k0 + kk < params.k) {
-            let q = clamp(round(weights[base + k0 + kk] * inv_s), -1.0, 1.0);
+            let q = clamp(round((weights[base + k0 + kk] * w_factor) * inv), -1.0, 1.0);
             code = u32(i32(q) + 1);
         }
         word = word | (code << (8u * (kk & 3u) + 2u * (kk >> 2u)));

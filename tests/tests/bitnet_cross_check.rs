@@ -1,0 +1,151 @@
+//! BitNet GPU path against cpu-ref, through the public API: quantized weights (codes and scale
+//! bits), quantized activations (values and absmax bits), exact i32 accumulators and BitLinear
+//! outputs, all bit for bit (`TOLERANCES`: exact for every BitNet op). Shapes cover M ∈ {1, 2,
+//! 3, 7, 64}, K ∈ {1, 3, 15, 17, 100, 255, 2560}, odd N and the BitNet-2B4T layer shapes; edge
+//! values cover zeros, all-equal, huge magnitudes, exact half-way rounding cases and subnormals;
+//! NaN/Inf and overflows give the same error on both paths. Paths: subgroup GEMV and tiled GEMM
+//! on the default engine; workgroup-memory GEMV and uniform params on an engine whose device has
+//! no optional features; every chunked path under a tiny binding cap.
+
+#[path = "bitnet_cross_check/edge_values.rs"]
+mod edge_values;
+#[path = "bitnet_cross_check/errors.rs"]
+mod errors;
+#[path = "bitnet_cross_check/support.rs"]
+mod support;
+#[path = "bitnet_cross_check/tensors.rs"]
+mod tensors;
+
+use bitnet_tests::{Rng, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref;
+
+use support::{
+    assert_bits_eq, check_acts, check_linear, check_weights, engine, engines, plain_engine,
+};
+
+const M_SET: [usize; 5] = [1, 2, 3, 7, 64];
+const K_SET: [usize; 7] = [1, 3, 15, 17, 100, 255, 2560];
+
+#[test]
+fn weights_match_cpu_ref_over_shapes_and_engines() {
+    for (name, e) in engines() {
+        for (i, &k) in K_SET.iter().enumerate() {
+            for n in [1usize, 5, 33] {
+                let seed = (i * 100 + n) as u64;
+                let w = random_normal(seed, n * k, 0.02);
+                check_weights(
+                    e,
+                    &w,
+                    n,
+                    k,
+                    &format!("{name}: weights [{n}, {k}] seed {seed}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn activations_match_cpu_ref_over_shapes_and_engines() {
+    for (name, e) in engines() {
+        for &m in &M_SET {
+            for (i, &k) in K_SET.iter().enumerate() {
+                let seed = (1000 + i * 10 + m) as u64;
+                let x = random_f32(seed, m * k, -4.0, 4.0);
+                check_acts(
+                    e,
+                    &x,
+                    m,
+                    k,
+                    &format!("{name}: activations [{m}, {k}] seed {seed}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bitlinear_matches_cpu_ref_over_shapes_and_engines() {
+    for (name, e) in engines() {
+        for &m in &M_SET {
+            for (i, &k) in K_SET.iter().enumerate() {
+                // Odd N, not a multiple of the GEMV rows or the GEMM tile.
+                let n = [1usize, 3, 37, 67][(i + m) % 4];
+                let seed = (5000 + i * 10 + m) as u64;
+                let w = cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap();
+                let x = random_normal(seed + 1, m * k, 1.0);
+                check_linear(
+                    e,
+                    &x,
+                    m,
+                    &w,
+                    &format!("{name}: bitlinear M {m} K {k} N {n}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bitnet_2b4t_layer_shapes_at_m1() {
+    // [N, K] of BitNet-2B4T's linear layers: attention q/o, k/v, FFN up/gate, FFN down.
+    let shapes = [
+        (2560usize, 2560usize),
+        (640, 2560),
+        (6912, 2560),
+        (2560, 6912),
+    ];
+    for (i, &(n, k)) in shapes.iter().enumerate() {
+        let seed = 90 + i as u64;
+        let ctx = format!("2B4T [{n}, {k}]");
+        let w = check_weights(engine(), &random_normal(seed, n * k, 0.02), n, k, &ctx);
+        let x = random_normal(seed + 7, k, 1.0);
+        check_linear(engine(), &x, 1, &w, &ctx);
+        // The workgroup-memory GEMV on the same real shape.
+        let xq = cpu_ref::quantize_activations(&x, 1, k).unwrap();
+        let want = cpu_ref::bitlinear_quantized(&xq, &w).unwrap();
+        assert_bits_eq(
+            &plain_engine().bitlinear_quantized(&xq, &w).unwrap(),
+            &want,
+            &ctx,
+        );
+    }
+}
+
+#[test]
+fn several_seeds_and_scales() {
+    for seed in 0..6u64 {
+        let mut r = Rng::new(seed);
+        let (m, k, n) = (
+            1 + r.below(70) as usize,
+            1 + r.below(700) as usize,
+            1 + r.below(90) as usize,
+        );
+        let scale = [1e-3f32, 0.05, 1.0, 300.0][seed as usize % 4];
+        let ctx = format!("seed {seed}: M {m} K {k} N {n} scale {scale}");
+        let w = check_weights(engine(), &random_normal(seed, n * k, scale), n, k, &ctx);
+        let x = random_normal(seed + 100, m * k, scale);
+        check_acts(engine(), &x, m, k, &ctx);
+        check_linear(engine(), &x, m, &w, &ctx);
+    }
+}
+
+#[test]
+fn exact_scale_division_through_weight_quantization() {
+    // A [N, K] matrix holding one value v (rest zero) has the canonical sum v exactly, so its
+    // scale is the correctly rounded v / (N·K) (or 1e-5): a direct probe of the WGSL division.
+    let mut r = Rng::new(77);
+    for i in 0..48u64 {
+        let (n, k) = (1 + r.below(9) as usize, 1 + r.below(300) as usize);
+        let v = f32::from_bits(0x3800_0000 + (r.next_u64() as u32 % 0x1000_0000));
+        let mut w = vec![0.0f32; n * k];
+        w[r.below((n * k) as u64) as usize] = if i % 2 == 0 { v } else { -v };
+        check_weights(
+            engine(),
+            &w,
+            n,
+            k,
+            &format!("division probe {v:e} / {}", n * k),
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Bad input gives the same error on both paths: NaN/Inf (same op, tensor and first index),
+//! overflowing sums and outputs, and shape errors.
+
+use bitnet_tests::random_normal;
+use bitnet_wgpu::Error;
+use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
+
+use crate::support::{assert_same_result, check_acts, engine, engines};
+
+#[test]
+fn non_finite_inputs_give_the_same_error() {
+    for (name, e) in engines() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let ctx = format!("{name}: {bad}");
+            // Two bad values; the first (lowest flat index) is reported. Large enough that the
+            // chunked engine splits both the weight sum and the activation rows.
+            let (n, k) = (40, 1000);
+            let mut w = random_normal(21, n * k, 0.02);
+            w[31_000] = bad;
+            w[17_321] = bad;
+            let want = cpu_ref::quantize_weights(&w, n, k)
+                .map_err(Error::from)
+                .unwrap_err();
+            assert_eq!(
+                e.quantize_weights(&w, n, k).unwrap_err(),
+                want,
+                "{ctx}: weights"
+            );
+            let mut x = random_normal(22, n * k, 1.0);
+            x[29_999] = bad;
+            x[20_001] = bad;
+            let want = cpu_ref::quantize_activations(&x, n, k)
+                .map_err(Error::from)
+                .unwrap_err();
+            assert_eq!(
+                e.quantize_activations(&x, n, k).unwrap_err(),
+                want,
+                "{ctx}: activations"
+            );
+            let wq = cpu_ref::quantize_weights(&random_normal(23, 9 * k, 0.02), 9, k).unwrap();
+            for m in [1, 40] {
+                let want = cpu_ref::bitlinear(&x[..m * k], m, &wq);
+                let got = e.bitlinear(&x[..m * k], m, &wq);
+                if m == 40 {
+                    let want = Error::from(want.unwrap_err());
+                    assert_eq!(got.unwrap_err(), want, "{ctx}: bitlinear x");
+                } else {
+                    assert_same_result(got, want, &format!("{ctx}: bitlinear, finite row"));
+                }
+            }
+            // The engine stays usable after an error.
+            check_acts(e, &x[..k], 1, k, &format!("{ctx}: after the error"));
+        }
+    }
+}
+
+#[test]
+fn overflows_give_the_same_error() {
+    for (name, e) in engines() {
+        // Finite weights whose |w| sum overflows f32.
+        let w = vec![3.0e38f32, -3.0e38, 1.0, 2.0];
+        let want = cpu_ref::quantize_weights(&w, 2, 2)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(
+            e.quantize_weights(&w, 2, 2).unwrap_err(),
+            want,
+            "{name}: sum overflow"
+        );
+        // A rescale that overflows: huge weight scale times huge activation absmax.
+        let wq = TernaryMatrix::from_i8(&[1, -1, 0, 1, 1, 1], 2, 3, 3.0e38).unwrap();
+        let xq =
+            QuantizedActivations::from_parts(vec![0, 0, 0, 127, -127, 5], vec![1.0, 3.0e38], 2, 3)
+                .unwrap();
+        let want = cpu_ref::bitlinear_quantized(&xq, &wq);
+        assert_same_result(
+            e.bitlinear_quantized(&xq, &wq),
+            want,
+            &format!("{name}: output overflow"),
+        );
+    }
+}
+
+#[test]
+fn bad_shapes_give_the_same_error() {
+    let e = engine();
+    let w = vec![0.5f32; 12];
+    for (n, k) in [(0, 12), (12, 0), (3, 5), (1, 1 << 24)] {
+        let want = cpu_ref::quantize_weights(&w, n, k)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(
+            e.quantize_weights(&w, n, k).unwrap_err(),
+            want,
+            "weights [{n}, {k}]"
+        );
+        let want = cpu_ref::quantize_activations(&w, n, k)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(
+            e.quantize_activations(&w, n, k).unwrap_err(),
+            want,
+            "activations [{n}, {k}]"
+        );
+    }
+    let wq = cpu_ref::quantize_weights(&w, 3, 4).unwrap();
+    let want = cpu_ref::bitlinear(&w, 2, &wq)
+        .map_err(Error::from)
+        .unwrap_err();
+    assert_eq!(
+        e.bitlinear(&w, 2, &wq).unwrap_err(),
+        want,
+        "bitlinear length"
+    );
+    let xq = cpu_ref::quantize_activations(&w, 2, 6).unwrap();
+    let want = cpu_ref::bitlinear_accumulate(&xq, &wq)
+        .map_err(Error::from)
+        .unwrap_err();
+    assert_eq!(
+        e.bitlinear_accumulate(&xq, &wq).unwrap_err(),
+        want,
+        "accumulate K mismatch"
+    );
+}
