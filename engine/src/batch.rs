@@ -20,6 +20,8 @@ pub(crate) struct Dispatch<'a> {
     pub params: &'a [u8; PARAMS_MAX_BYTES as usize],
     pub groups: [u32; 3],
     pub check: Option<NonFiniteCheck>,
+    /// Tensors the dispatch writes (stamped with the batch generation).
+    pub outputs: &'a [&'a crate::tensor::Tensor],
 }
 
 /// Group-1 resources shared by every dispatch: params arena (uniform mode) and status slots.
@@ -36,7 +38,11 @@ impl EngineGroup {
     /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers, bind group.
     pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
         let status = StatusBuffers::new(device, limits.min_storage_buffer_offset_alignment);
-        let params_stride = u64::from(limits.min_uniform_buffer_offset_alignment.max(PARAMS_MAX_BYTES));
+        let params_stride = u64::from(
+            limits
+                .min_uniform_buffer_offset_alignment
+                .max(PARAMS_MAX_BYTES),
+        );
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 1,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -92,7 +98,13 @@ impl EngineGroup {
             layout: &layout,
             entries: &bind,
         });
-        EngineGroup { layout, bind_group, params_arena, params_stride, status }
+        EngineGroup {
+            layout,
+            bind_group,
+            params_arena,
+            params_stride,
+            status,
+        }
     }
 }
 
@@ -106,6 +118,8 @@ pub(crate) struct StatusTicket {
 /// The pending batch (behind the engine's batch lock).
 #[derive(Default)]
 pub(crate) struct Batch {
+    /// Batches submitted so far; the pending batch's generation is `submitted + 1`.
+    submitted: u64,
     encoder: Option<wgpu::CommandEncoder>,
     dispatches: u32,
     params: Vec<u8>,
@@ -120,7 +134,9 @@ impl Batch {
     pub fn encoder(&mut self, gpu: &Gpu) -> &mut wgpu::CommandEncoder {
         self.encoder.get_or_insert_with(|| {
             gpu.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("bitnet-wgpu batch") })
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("bitnet-wgpu batch"),
+                })
         })
     }
 
@@ -129,7 +145,10 @@ impl Batch {
         if d.check.is_some() && self.status.full() {
             self.force_status_check(gpu)?;
         }
-        let profiler_full = self.profiler.as_ref().is_some_and(|p| p.enabled && p.full());
+        let profiler_full = self
+            .profiler
+            .as_ref()
+            .is_some_and(|p| p.enabled && p.full());
         if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
             self.flush(gpu)?;
         }
@@ -147,8 +166,12 @@ impl Batch {
         };
         self.encoder(gpu);
         let (encoder, profiler) = (self.encoder.as_mut(), self.profiler.as_mut());
-        let Some(encoder) = encoder else { unreachable!("created above") };
-        let timestamp_writes = profiler.filter(|p| p.enabled).map(|p| p.next_writes(d.kernel));
+        let Some(encoder) = encoder else {
+            unreachable!("created above")
+        };
+        let timestamp_writes = profiler
+            .filter(|p| p.enabled)
+            .map(|p| p.next_writes(d.kernel));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some(d.kernel),
             timestamp_writes,
@@ -163,6 +186,9 @@ impl Batch {
         pass.dispatch_workgroups(x, y, z);
         drop(pass);
         self.dispatches += 1;
+        for t in d.outputs {
+            t.set_producer(self.submitted + 1);
+        }
         Ok(())
     }
 
@@ -173,13 +199,19 @@ impl Batch {
         }
         let stride = gpu.group.status.stride;
         let bytes = self.status.checks.len() as u64 * stride;
-        let staging = gpu.pool.alloc(BufferKind::Readback, bytes, "non-finite status read-back")?;
+        let staging = gpu
+            .pool
+            .alloc(BufferKind::Readback, bytes, "non-finite status read-back")?;
         let (slots, ones) = (&gpu.group.status.slots, &gpu.group.status.ones);
         let enc = self.encoder(gpu);
         enc.copy_buffer_to_buffer(slots, stride, staging.buffer(), 0, bytes);
         enc.copy_buffer_to_buffer(ones, stride, slots, stride, bytes);
         let checks = std::mem::take(&mut self.status.checks);
-        Ok(Some(StatusTicket { checks, staging, bytes }))
+        Ok(Some(StatusTicket {
+            checks,
+            staging,
+            bytes,
+        }))
     }
 
     /// Submits everything recorded; returns the submission to wait on (None if nothing pending).
@@ -196,14 +228,23 @@ impl Batch {
         }
         self.params.clear();
         self.dispatches = 0;
-        let profiled = self.profiler.as_ref().is_some_and(|p| p.record_resolve(&mut encoder));
+        self.submitted += 1;
+        let generation = self.submitted;
+        let profiled = self
+            .profiler
+            .as_ref()
+            .is_some_and(|p| p.record_resolve(&mut encoder));
         let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let index = gpu.queue.submit([encoder.finish()]);
         let oom = pollster::block_on(oscope.pop());
         let validation = pollster::block_on(vscope.pop());
         if let Some(e) = validation.or(oom) {
-            return Err(from_wgpu(e, "submitting a command batch"));
+            // Nothing of this batch ran: its outputs are poisoned, never read as data.
+            let err = from_wgpu(e, "submitting a command batch");
+            log::error!("bitnet-wgpu: batch {generation} failed: {err}");
+            gpu.mark_failed(generation, &err);
+            return Err(err);
         }
         if profiled && let Some(p) = self.profiler.as_mut() {
             p.collect(&gpu.device, index.clone());

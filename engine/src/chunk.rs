@@ -39,7 +39,12 @@ fn gcd(a: u64, b: u64) -> u64 {
 /// fit `max_storage_buffer_binding_size` and start at aligned byte offsets
 /// (`min_storage_buffer_offset_alignment`). One range when everything fits. An item larger than
 /// the limit is `Err(LimitExceeded)` (the op cannot be split along this axis).
-pub(crate) fn binding_chunks(gpu: &Gpu, what: &str, count: u64, item_bytes: u64) -> Result<Vec<Range<u64>>> {
+pub(crate) fn binding_chunks(
+    gpu: &Gpu,
+    what: &str,
+    count: u64,
+    item_bytes: u64,
+) -> Result<Vec<Range<u64>>> {
     let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment);
     chunk_ranges(what, count, item_bytes, gpu.caps.max_binding, align)
 }
@@ -75,6 +80,20 @@ pub(crate) fn fold_workgroups(gpu: &Gpu, n: u64) -> Result<[u32; 3]> {
     fold(n, gpu.caps.limits.max_compute_workgroups_per_dimension)
 }
 
+/// `Err(LimitExceeded)` naming `max_compute_workgroups_per_dimension` if a dimension exceeds it.
+pub(crate) fn check_grid(gpu: &Gpu, what: &str, groups: [u32; 3]) -> Result<()> {
+    let max = gpu.caps.limits.max_compute_workgroups_per_dimension;
+    match groups.iter().find(|&&d| d > max) {
+        Some(&d) => Err(Error::LimitExceeded {
+            limit: "max_compute_workgroups_per_dimension",
+            requested: u64::from(d),
+            max: u64::from(max),
+            what: what.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// [`fold_workgroups`] for an explicit per-dimension limit.
 pub(crate) fn fold(n: u64, max: u32) -> Result<[u32; 3]> {
     let max = u64::from(max);
@@ -103,17 +122,29 @@ mod tests {
         let c = chunk_ranges("t", 1000, 4, 1000, 256).unwrap();
         assert_eq!(c.first(), Some(&(0..192)));
         assert_eq!(c.last(), Some(&(960..1000)));
-        assert!(c.iter().all(|r| (r.start * 4) % 256 == 0 && (r.end - r.start) * 4 <= 1000));
+        assert!(
+            c.iter()
+                .all(|r| (r.start * 4) % 256 == 0 && (r.end - r.start) * 4 <= 1000)
+        );
         // Rows of 12 bytes with 16-byte alignment: chunk starts must be multiples of 4 rows.
         let c = chunk_ranges("t", 100, 12, 200, 16).unwrap();
-        assert!(c.iter().all(|r| (r.start * 12) % 16 == 0 && (r.end - r.start) * 12 <= 200));
+        assert!(
+            c.iter()
+                .all(|r| (r.start * 12) % 16 == 0 && (r.end - r.start) * 12 <= 200)
+        );
         assert_eq!(c.iter().map(|r| r.end - r.start).sum::<u64>(), 100);
     }
 
     #[test]
     fn an_item_above_the_limit_is_a_limit_error() {
         let e = chunk_ranges("big rows", 4, 4096, 1024, 256).unwrap_err();
-        assert!(matches!(e, Error::LimitExceeded { limit: "max_storage_buffer_binding_size", .. }));
+        assert!(matches!(
+            e,
+            Error::LimitExceeded {
+                limit: "max_storage_buffer_binding_size",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -123,6 +154,9 @@ mod tests {
         assert_eq!(fold(65536, 65535).unwrap(), [32768, 2, 1]);
         let [x, y, _] = fold(1 << 30, 65535).unwrap();
         assert!(u64::from(x) * u64::from(y) >= 1 << 30 && x <= 65535 && y <= 65535);
-        assert!(matches!(fold(1 << 40, 65535), Err(Error::LimitExceeded { .. })));
+        assert!(matches!(
+            fold(1 << 40, 65535),
+            Err(Error::LimitExceeded { .. })
+        ));
     }
 }

@@ -1,6 +1,7 @@
 //! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
 //! pipeline cache, pending batch and health. One per engine, shared by its clones and tensors.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -34,6 +35,8 @@ pub(crate) struct Gpu {
     pub group: EngineGroup,
     batch: Mutex<Batch>,
     health: Arc<Health>,
+    /// Batches whose submission failed, by generation: their outputs must never be read as data.
+    failed: Mutex<HashMap<u64, Error>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -60,10 +63,18 @@ impl Gpu {
             log::error!("bitnet-wgpu: uncaptured GPU error: {e}");
             let mut slot = h.uncaptured.lock().unwrap_or_else(|e| e.into_inner());
             if slot.is_none() {
-                *slot = Some(crate::error::from_wgpu(e, "an operation outside any error scope"));
+                *slot = Some(crate::error::from_wgpu(
+                    e,
+                    "an operation outside any error scope",
+                ));
             }
         }));
-        let group = EngineGroup::new(&device, &caps.limits, caps.params_mode, options.batch_dispatches);
+        let group = EngineGroup::new(
+            &device,
+            &caps.limits,
+            caps.params_mode,
+            options.batch_dispatches,
+        );
         let pipelines = PipelineCache::new(
             device.clone(),
             caps.params_mode,
@@ -77,6 +88,7 @@ impl Gpu {
             group,
             batch: Mutex::new(Batch::default()),
             health,
+            failed: Mutex::new(HashMap::new()),
             adapter_info,
             device,
             queue,
@@ -93,14 +105,50 @@ impl Gpu {
     /// `Err(DeviceLost)` once the device is lost; a lost device is never used again.
     pub fn check_health(&self) -> Result<()> {
         if self.health.lost.load(Ordering::SeqCst) {
-            let reason = self.health.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            return Err(Error::DeviceLost(reason.unwrap_or_else(|| "unknown reason".into())));
+            let reason = self
+                .health
+                .reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            return Err(Error::DeviceLost(
+                reason.unwrap_or_else(|| "unknown reason".into()),
+            ));
         }
         Ok(())
     }
 
+    /// Marks batch `generation` as failed with `e`.
+    pub fn mark_failed(&self, generation: u64, e: &Error) {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(generation, e.clone());
+    }
+
+    /// `Err` if tensor `t` was written by a batch that failed (so its contents are not data).
+    pub fn check_producer(&self, t: &crate::tensor::Tensor) -> Result<()> {
+        let generation = t.producer();
+        if generation == 0 {
+            return Ok(());
+        }
+        match self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&generation)
+        {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
     /// Takes the first uncaptured error, if any (reported once).
     pub fn take_uncaptured(&self) -> Option<Error> {
-        self.health.uncaptured.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.health
+            .uncaptured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }

@@ -51,7 +51,10 @@ pub(crate) fn choose_adapter(instance: &wgpu::Instance) -> Result<wgpu::Adapter>
 }
 
 /// [`choose_adapter`] with an explicit name filter instead of `WGPU_ADAPTER_NAME`.
-pub(crate) fn choose_adapter_named(instance: &wgpu::Instance, name: Option<&str>) -> Result<wgpu::Adapter> {
+pub(crate) fn choose_adapter_named(
+    instance: &wgpu::Instance,
+    name: Option<&str>,
+) -> Result<wgpu::Adapter> {
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
@@ -66,7 +69,10 @@ pub(crate) fn choose_adapter_named(instance: &wgpu::Instance, name: Option<&str>
     }
     adapters.sort_by_key(|a| {
         let info = a.get_info();
-        (device_type_rank(info.device_type), backend_rank(info.backend))
+        (
+            device_type_rank(info.device_type),
+            backend_rank(info.backend),
+        )
     });
     adapters.into_iter().next().ok_or_else(|| {
         Error::NoAdapter(format!(
@@ -180,7 +186,11 @@ mod tests {
     fn ranking_prefers_discrete_then_integrated_then_software() {
         use wgpu::DeviceType::*;
         let order = [DiscreteGpu, IntegratedGpu, VirtualGpu, Other, Cpu];
-        assert!(order.windows(2).all(|w| device_type_rank(w[0]) < device_type_rank(w[1])));
+        assert!(
+            order
+                .windows(2)
+                .all(|w| device_type_rank(w[0]) < device_type_rank(w[1]))
+        );
         assert!(backend_rank(wgpu::Backend::Vulkan) < backend_rank(wgpu::Backend::Gl));
     }
 
@@ -189,11 +199,20 @@ mod tests {
         let instance = instance_from_env();
         let best = choose_adapter_named(&instance, None).expect("a GPU adapter (CI has lavapipe)");
         let name = best.get_info().name;
-        let again = choose_adapter_named(&instance, Some(&name[..name.len().min(4)].to_uppercase()))
-            .expect("case-insensitive substring match");
-        assert!(again.get_info().name.to_lowercase().contains(&name[..name.len().min(4)].to_lowercase()));
+        let again =
+            choose_adapter_named(&instance, Some(&name[..name.len().min(4)].to_uppercase()))
+                .expect("case-insensitive substring match");
+        assert!(
+            again
+                .get_info()
+                .name
+                .to_lowercase()
+                .contains(&name[..name.len().min(4)].to_lowercase())
+        );
         match choose_adapter_named(&instance, Some("no-such-adapter-42")) {
-            Err(Error::NoAdapter(msg)) => assert!(msg.contains("no-such-adapter-42") && msg.contains(&name)),
+            Err(Error::NoAdapter(msg)) => {
+                assert!(msg.contains("no-such-adapter-42") && msg.contains(&name))
+            }
             other => panic!("expected NoAdapter, got {:?}", other.map(|a| a.get_info())),
         }
     }

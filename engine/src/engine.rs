@@ -55,7 +55,12 @@ pub struct Engine {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Gpu({}, id {})", device::describe(&self.adapter_info), self.id)
+        write!(
+            f,
+            "Gpu({}, id {})",
+            device::describe(&self.adapter_info),
+            self.id
+        )
     }
 }
 
@@ -80,7 +85,9 @@ impl Engine {
 
     /// The CPU reference engine.
     pub fn cpu() -> Engine {
-        Engine { backend: Arc::new(Backend::Cpu) }
+        Engine {
+            backend: Arc::new(Backend::Cpu),
+        }
     }
 
     /// The best GPU adapter, or `Err(NoAdapter)` — what tests use, so they fail loudly.
@@ -109,7 +116,11 @@ impl Engine {
     /// An engine on a device the application already owns. The engine uses the device's enabled
     /// features and limits, installs its own uncaptured-error and device-lost handlers (errors are
     /// reported through the engine's sync points), and shares the queue with the application.
-    pub fn from_device(adapter: &wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Result<Engine> {
+    pub fn from_device(
+        adapter: &wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Engine> {
         Engine::from_device_with(adapter, device, queue, EngineOptions::default())
     }
 
@@ -124,7 +135,9 @@ impl Engine {
         let info = adapter.get_info();
         log::info!("bitnet-wgpu: using {}", device::describe(&info));
         let gpu = Gpu::new(info, device, queue, options);
-        Ok(Engine { backend: Arc::new(Backend::Gpu(Arc::new(gpu))) })
+        Ok(Engine {
+            backend: Arc::new(Backend::Gpu(Arc::new(gpu))),
+        })
     }
 
     /// Which backend this engine runs on.
@@ -158,7 +171,9 @@ impl Engine {
 
     /// Buffer-pool statistics (all zero on the CPU engine).
     pub fn pool_stats(&self) -> PoolStats {
-        self.gpu_context().map(|g| g.pool.stats()).unwrap_or_default()
+        self.gpu_context()
+            .map(|g| g.pool.stats())
+            .unwrap_or_default()
     }
 
     /// Drops every cached free buffer (live tensors are untouched).
@@ -185,7 +200,9 @@ impl Engine {
 
     /// Pipeline-cache statistics (compiled pipelines, hits).
     pub fn pipeline_stats(&self) -> PipelineStats {
-        self.gpu_context().map(|g| g.pipelines.stats()).unwrap_or_default()
+        self.gpu_context()
+            .map(|g| g.pipelines.stats())
+            .unwrap_or_default()
     }
 
     /// Submits pending work, waits for it, and reports any non-finite flag or device error.
@@ -203,7 +220,9 @@ impl Engine {
             .gpu_context()
             .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
         if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(Error::Unsupported("profiling needs Features::TIMESTAMP_QUERY".into()));
+            return Err(Error::Unsupported(
+                "profiling needs Features::TIMESTAMP_QUERY".into(),
+            ));
         }
         let mut batch = g.batch();
         batch.flush(g)?;
@@ -221,7 +240,11 @@ impl Engine {
         };
         let mut batch = g.batch();
         batch.flush(g)?;
-        Ok(batch.profiler.as_ref().map(|p| p.report()).unwrap_or_default())
+        Ok(batch
+            .profiler
+            .as_ref()
+            .map(|p| p.report())
+            .unwrap_or_default())
     }
 
     /// Clears the profiler's totals.

@@ -108,7 +108,11 @@ impl std::fmt::Display for EngineInfo {
         }
         if let Some(l) = &self.limits {
             writeln!(f, "features:  {:?}", self.features)?;
-            writeln!(f, "subgroups: {}..={}", self.subgroup_min_size, self.subgroup_max_size)?;
+            writeln!(
+                f,
+                "subgroups: {}..={}",
+                self.subgroup_min_size, self.subgroup_max_size
+            )?;
             writeln!(f, "params:    {:?}", self.params_mode)?;
             writeln!(
                 f,

@@ -108,7 +108,9 @@ use crate::status::NonFiniteCheck;
 use crate::tensor::{Storage, Tensor};
 
 #[allow(unused_imports)] // the op families' toolbox; not every helper is used yet
-pub(crate) use crate::chunk::{binding_chunks, check_binding, check_buffer, fold_workgroups};
+pub(crate) use crate::chunk::{
+    binding_chunks, check_binding, check_buffer, check_grid, fold_workgroups,
+};
 
 /// One buffer binding of a launch.
 struct Bound<'a> {
@@ -130,6 +132,8 @@ pub struct Launch<'a> {
     groups: Option<[u32; 3]>,
     check: Option<NonFiniteCheck>,
     err: Option<Error>,
+    inputs: Vec<&'a Tensor>,
+    outputs: Vec<&'a Tensor>,
 }
 
 #[allow(dead_code)] // builder methods are the op families' API; not all are used yet
@@ -145,6 +149,8 @@ impl<'a> Launch<'a> {
             groups: None,
             check: None,
             err: None,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 
@@ -158,12 +164,20 @@ impl<'a> Launch<'a> {
     }
 
     /// Binds `storage` (bytes `range`, or all of it) as the next binding.
-    fn bind(mut self, t: &'a Tensor, scales: bool, range: Option<(u64, u64)>, writes: bool) -> Self {
+    fn bind(
+        mut self,
+        t: &'a Tensor,
+        scales: bool,
+        range: Option<(u64, u64)>,
+        writes: bool,
+    ) -> Self {
         if self.err.is_some() {
             return self;
         }
         if t.engine().gpu_id() != Some(self.gpu.id) {
-            self.fail(Error::EngineMismatch { op: self.kernel.name() });
+            self.fail(Error::EngineMismatch {
+                op: self.kernel.name(),
+            });
             return self;
         }
         let storage = if scales { t.scales() } else { Some(t.data()) };
@@ -177,25 +191,46 @@ impl<'a> Launch<'a> {
                 return self;
             }
             None => {
-                self.misuse(format!("tensor of dtype {} has no scales buffer", t.dtype()));
+                self.misuse(format!(
+                    "tensor of dtype {} has no scales buffer",
+                    t.dtype()
+                ));
                 return self;
             }
         };
         let (offset, size) = range.unwrap_or((0, buf.bytes()));
         let align = u64::from(self.gpu.caps.limits.min_storage_buffer_offset_alignment);
-        if !offset.is_multiple_of(align) || !size.is_multiple_of(4) || size == 0 || offset + size > buf.bytes() {
+        if !offset.is_multiple_of(align)
+            || !size.is_multiple_of(4)
+            || size == 0
+            || offset + size > buf.bytes()
+        {
             self.misuse(format!(
                 "binding range {offset}+{size} of a {}-byte buffer (offset alignment {align})",
                 buf.bytes()
             ));
             return self;
         }
-        let what = format!("kernel `{}` binding {}", self.kernel.name(), self.bound.len());
+        let what = format!(
+            "kernel `{}` binding {}",
+            self.kernel.name(),
+            self.bound.len()
+        );
         if let Err(e) = check_binding(self.gpu, &what, size) {
             self.fail(e);
             return self;
         }
-        self.bound.push(Bound { buffer: buf.buffer(), offset, size, writes });
+        self.bound.push(Bound {
+            buffer: buf.buffer(),
+            offset,
+            size,
+            writes,
+        });
+        if writes {
+            self.outputs.push(t)
+        } else {
+            self.inputs.push(t)
+        }
         self
     }
 
@@ -234,7 +269,10 @@ impl<'a> Launch<'a> {
     pub fn params<P: Pod>(mut self, p: &P) -> Self {
         let bytes = bytemuck::bytes_of(p);
         if bytes.len() > self.params.len() {
-            self.misuse(format!("params are {} bytes, the limit is {PARAMS_MAX_BYTES}", bytes.len()));
+            self.misuse(format!(
+                "params are {} bytes, the limit is {PARAMS_MAX_BYTES}",
+                bytes.len()
+            ));
         } else {
             self.params[..bytes.len()].copy_from_slice(bytes);
         }
@@ -258,16 +296,10 @@ impl<'a> Launch<'a> {
 
     /// Exact 3-D grid; a dimension above `max_compute_workgroups_per_dimension` is an error.
     pub fn grid(mut self, groups: [u32; 3]) -> Self {
-        let max = self.gpu.caps.limits.max_compute_workgroups_per_dimension;
-        if let Some(&d) = groups.iter().find(|&&d| d > max) {
-            self.fail(Error::LimitExceeded {
-                limit: "max_compute_workgroups_per_dimension",
-                requested: u64::from(d),
-                max: u64::from(max),
-                what: format!("kernel `{}` grid {groups:?}", self.kernel.name()),
-            });
-        } else {
-            self.groups = Some(groups);
+        let what = format!("kernel `{}` grid {groups:?}", self.kernel.name());
+        match check_grid(self.gpu, &what, groups) {
+            Ok(()) => self.groups = Some(groups),
+            Err(e) => self.fail(e),
         }
         self
     }
@@ -288,10 +320,19 @@ impl<'a> Launch<'a> {
         if self.bound.len() != decl.len() {
             return Err(Error::KernelMisuse {
                 kernel: self.kernel.name(),
-                message: format!("{} buffers bound, {} declared", self.bound.len(), decl.len()),
+                message: format!(
+                    "{} buffers bound, {} declared",
+                    self.bound.len(),
+                    decl.len()
+                ),
             });
         }
-        if let Some(i) = self.bound.iter().zip(decl).position(|(b, a)| b.writes && *a == Access::Read) {
+        if let Some(i) = self
+            .bound
+            .iter()
+            .zip(decl)
+            .position(|(b, a)| b.writes && *a == Access::Read)
+        {
             return Err(Error::KernelMisuse {
                 kernel: self.kernel.name(),
                 message: format!("binding {i} is written but declared Access::Read"),
@@ -305,6 +346,10 @@ impl<'a> Launch<'a> {
         };
         if groups.contains(&0) {
             return Ok(());
+        }
+        // An input written by a failed batch holds no data: propagate the failure.
+        for t in &self.inputs {
+            self.gpu.check_producer(t)?;
         }
         let compiled = self.gpu.pipelines.get(self.kernel, &self.constants)?;
         let entries: Vec<wgpu::BindGroupEntry<'_>> = self
@@ -320,14 +365,23 @@ impl<'a> Launch<'a> {
                 }),
             })
             .collect();
-        let scope = self.gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let group0 = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(self.kernel.name()),
-            layout: &compiled.group0,
-            entries: &entries,
-        });
+        let scope = self
+            .gpu
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let group0 = self
+            .gpu
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(self.kernel.name()),
+                layout: &compiled.group0,
+                entries: &entries,
+            });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(crate::error::from_wgpu(e, format!("binding kernel `{}`", self.kernel.name())));
+            return Err(crate::error::from_wgpu(
+                e,
+                format!("binding kernel `{}`", self.kernel.name()),
+            ));
         }
         self.gpu.batch().record(
             self.gpu,
@@ -338,6 +392,7 @@ impl<'a> Launch<'a> {
                 params: &self.params,
                 groups,
                 check: self.check,
+                outputs: &self.outputs,
             },
         )
     }

@@ -10,17 +10,28 @@ use crate::pipelines::{Access, Kernel};
 use crate::tensor::DType;
 
 fn gpu(options: EngineOptions) -> Engine {
-    Engine::gpu_with(options).expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+    Engine::gpu_with(options)
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
 }
 
 const BROKEN: Kernel = Kernel::new(
-    KernelSource { name: "test_broken", source: "@compute @workgroup_size(1) fn main( {" },
+    KernelSource {
+        name: "test_broken",
+        source: "@compute @workgroup_size(1) fn main( {",
+    },
     "main",
     &[],
 );
-const FILL: Kernel = Kernel::new(bitnet_kernels_wgsl::util::FILL, "main", &[Access::ReadWrite]);
-const COPY: Kernel =
-    Kernel::new(bitnet_kernels_wgsl::util::COPY, "main", &[Access::Read, Access::ReadWrite]);
+const FILL: Kernel = Kernel::new(
+    bitnet_kernels_wgsl::util::FILL,
+    "main",
+    &[Access::ReadWrite],
+);
+const COPY: Kernel = Kernel::new(
+    bitnet_kernels_wgsl::util::COPY,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 #[test]
 fn broken_shader_is_a_pipeline_creation_error() {
@@ -28,16 +39,35 @@ fn broken_shader_is_a_pipeline_creation_error() {
     let g = e.gpu_context().unwrap();
     for _ in 0..2 {
         match Launch::new(g, &BROKEN).workgroups(1).run() {
-            Err(Error::PipelineCreation { kernel: "test_broken", entry: "main", message }) => {
+            Err(Error::PipelineCreation {
+                kernel: "test_broken",
+                entry: "main",
+                message,
+            }) => {
                 assert!(!message.is_empty())
             }
             other => panic!("expected PipelineCreation, got {other:?}"),
         }
     }
-    let missing_entry = Kernel { entry: "no_such_entry", ..FILL };
+    let missing_entry = Kernel {
+        entry: "no_such_entry",
+        ..FILL
+    };
     let t = e.empty("t", &[4], DType::F32).unwrap();
-    let r = Launch::new(g, &missing_entry).output(&t).workgroups(1).run();
-    assert!(matches!(r, Err(Error::PipelineCreation { entry: "no_such_entry", .. })), "{r:?}");
+    let r = Launch::new(g, &missing_entry)
+        .output(&t)
+        .workgroups(1)
+        .run();
+    assert!(
+        matches!(
+            r,
+            Err(Error::PipelineCreation {
+                entry: "no_such_entry",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
     // The engine is still healthy afterwards.
     e.sync().unwrap();
 }
@@ -49,32 +79,72 @@ fn misuse_is_reported_not_panicked() {
     let t = e.empty("t", &[64], DType::F32).unwrap();
     let r = Launch::new(g, &COPY).input(&t).workgroups(1).run();
     assert!(matches!(r, Err(Error::KernelMisuse { .. })), "{r:?}");
-    let r = Launch::new(g, &COPY).output(&t).output(&t).workgroups(1).run();
-    assert!(matches!(r, Err(Error::KernelMisuse { .. })), "written Read slot: {r:?}");
+    let r = Launch::new(g, &COPY)
+        .output(&t)
+        .output(&t)
+        .workgroups(1)
+        .run();
+    assert!(
+        matches!(r, Err(Error::KernelMisuse { .. })),
+        "written Read slot: {r:?}"
+    );
     let r = Launch::new(g, &FILL).output(&t).run();
-    assert!(matches!(r, Err(Error::KernelMisuse { .. })), "no grid: {r:?}");
-    let r = Launch::new(g, &FILL).output(&t).params(&[0u32; 40]).workgroups(1).run();
-    assert!(matches!(r, Err(Error::KernelMisuse { .. })), "params > 128 bytes: {r:?}");
-    let r = Launch::new(g, &FILL).output_range(&t, 4, 16).workgroups(1).run();
-    assert!(matches!(r, Err(Error::KernelMisuse { .. })), "unaligned offset: {r:?}");
+    assert!(
+        matches!(r, Err(Error::KernelMisuse { .. })),
+        "no grid: {r:?}"
+    );
+    let r = Launch::new(g, &FILL)
+        .output(&t)
+        .params(&[0u32; 40])
+        .workgroups(1)
+        .run();
+    assert!(
+        matches!(r, Err(Error::KernelMisuse { .. })),
+        "params > 128 bytes: {r:?}"
+    );
+    let r = Launch::new(g, &FILL)
+        .output_range(&t, 4, 16)
+        .workgroups(1)
+        .run();
+    assert!(
+        matches!(r, Err(Error::KernelMisuse { .. })),
+        "unaligned offset: {r:?}"
+    );
     let max = g.caps.limits.max_compute_workgroups_per_dimension;
     let r = Launch::new(g, &FILL).output(&t).grid([max + 1, 1, 1]).run();
     assert!(
-        matches!(r, Err(Error::LimitExceeded { limit: "max_compute_workgroups_per_dimension", .. })),
+        matches!(
+            r,
+            Err(Error::LimitExceeded {
+                limit: "max_compute_workgroups_per_dimension",
+                ..
+            })
+        ),
         "{r:?}"
     );
     let other = gpu(EngineOptions::default());
-    let r = Launch::new(other.gpu_context().unwrap(), &FILL).output(&t).workgroups(1).run();
+    let r = Launch::new(other.gpu_context().unwrap(), &FILL)
+        .output(&t)
+        .workgroups(1)
+        .run();
     assert!(matches!(r, Err(Error::EngineMismatch { .. })), "{r:?}");
 }
 
 #[test]
 fn oversized_binding_names_the_limit() {
-    let e = gpu(EngineOptions { max_binding_bytes: Some(1024), ..EngineOptions::default() });
+    let e = gpu(EngineOptions {
+        max_binding_bytes: Some(1024),
+        ..EngineOptions::default()
+    });
     let g = e.gpu_context().unwrap();
     let t = e.empty("t", &[1000], DType::F32).unwrap();
     match Launch::new(g, &FILL).output(&t).workgroups(4).run() {
-        Err(Error::LimitExceeded { limit: "max_storage_buffer_binding_size", requested: 4000, max: 1024, .. }) => {}
+        Err(Error::LimitExceeded {
+            limit: "max_storage_buffer_binding_size",
+            requested: 4000,
+            max: 1024,
+            ..
+        }) => {}
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
 }
@@ -82,7 +152,10 @@ fn oversized_binding_names_the_limit() {
 #[test]
 fn both_params_modes_run_the_same_kernel() {
     for force_uniform_params in [false, true] {
-        let e = gpu(EngineOptions { force_uniform_params, ..EngineOptions::default() });
+        let e = gpu(EngineOptions {
+            force_uniform_params,
+            ..EngineOptions::default()
+        });
         let g = e.gpu_context().unwrap();
         let t = e.empty("t", &[300], DType::U32).unwrap();
         Launch::new(g, &FILL)
@@ -91,6 +164,35 @@ fn both_params_modes_run_the_same_kernel() {
             .workgroups(2)
             .run()
             .unwrap();
-        assert_eq!(t.read_u32().unwrap(), vec![0xDEAD_BEEF; 300], "{:?}", g.caps.params_mode);
+        assert_eq!(
+            t.read_u32().unwrap(),
+            vec![0xDEAD_BEEF; 300],
+            "{:?}",
+            g.caps.params_mode
+        );
     }
+}
+
+#[test]
+fn outputs_of_a_failed_batch_are_never_read_as_data() {
+    let e = gpu(EngineOptions::default());
+    let x = e.upload_f32(&[1.0; 64], &[64]).unwrap();
+    let clean = e.copy(&x).unwrap();
+    clean.read_f32().unwrap();
+    let y = e.copy(&x).unwrap(); // recorded, not submitted
+    // Destroying the input's buffer now makes the pending submission fail validation.
+    let crate::tensor::Storage::Device(b) = x.data() else {
+        unreachable!()
+    };
+    b.buffer().destroy();
+    let err = y.read_f32().unwrap_err();
+    assert!(matches!(err, Error::Validation { .. }), "{err:?}");
+    // Reading again, or computing from y, reports the failure instead of stale bytes.
+    assert_eq!(y.read_f32().unwrap_err(), err);
+    assert_eq!(e.copy(&y).unwrap_err(), err);
+    // Unrelated work still runs.
+    let z = e.upload_f32(&[2.0; 3], &[3]).unwrap();
+    assert_eq!(e.copy(&z).unwrap().read_f32().unwrap(), vec![2.0; 3]);
+    // (The destroyed buffer must not go back to a pool that is used again: drop the engine.)
+    drop((x, y, clean, z, e));
 }

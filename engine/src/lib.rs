@@ -39,11 +39,11 @@ mod tensor;
 mod transfer;
 mod upload;
 
-pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 /// cpu-ref's host tensor (`Tensor<T>`: shape + data), the input/output type of its float ops.
 pub use bitnet_cpu_ref::Tensor as CpuTensor;
 /// The float-op selectors, shared with cpu-ref so both backends take the same values.
 pub use bitnet_cpu_ref::ops::{BinaryOp, ReduceOp, UnaryOp};
+pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};

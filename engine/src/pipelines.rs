@@ -38,7 +38,11 @@ pub struct Kernel {
 
 impl Kernel {
     /// A kernel with no feature requirements.
-    pub const fn new(source: KernelSource, entry: &'static str, bindings: &'static [Access]) -> Kernel {
+    pub const fn new(
+        source: KernelSource,
+        entry: &'static str,
+        bindings: &'static [Access],
+    ) -> Kernel {
         Kernel {
             source,
             entry,
@@ -173,10 +177,14 @@ impl PipelineCache {
         let vscope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let iscope = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         if !st.modules.contains_key(kernel.name()) {
-            let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.name()),
-                source: wgpu::ShaderSource::Wgsl(Cow::Owned(self.prepare_source(kernel.source))),
-            });
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.name()),
+                    source: wgpu::ShaderSource::Wgsl(Cow::Owned(
+                        self.prepare_source(kernel.source),
+                    )),
+                });
             st.modules.insert(kernel.name(), module);
         }
         let (group0, layout) = st
@@ -185,17 +193,19 @@ impl PipelineCache {
             .or_insert_with(|| self.layouts(kernel.bindings))
             .clone();
         let module = &st.modules[kernel.name()];
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(kernel.name()),
-            layout: Some(&layout),
-            module,
-            entry_point: Some(kernel.entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                zero_initialize_workgroup_memory: true,
-            },
-            cache: None,
-        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.name()),
+                layout: Some(&layout),
+                module,
+                entry_point: Some(kernel.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: true,
+                },
+                cache: None,
+            });
         let internal = pollster::block_on(iscope.pop());
         let validation = pollster::block_on(vscope.pop());
         if let Some(e) = validation.or(internal) {
@@ -209,8 +219,12 @@ impl PipelineCache {
     /// The WGSL actually compiled: the params declaration is rewritten to the engine's mode.
     fn prepare_source(&self, source: KernelSource) -> String {
         match self.mode {
-            ParamsMode::Uniform => source.source.replace(PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL),
-            ParamsMode::Immediates => source.source.replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
+            ParamsMode::Uniform => source
+                .source
+                .replace(PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL),
+            ParamsMode::Immediates => source
+                .source
+                .replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
         }
     }
 
@@ -232,19 +246,23 @@ impl PipelineCache {
                 count: None,
             })
             .collect();
-        let group0 = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("bitnet-wgpu group0"),
-            entries: &entries,
-        });
+        let group0 = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("bitnet-wgpu group0"),
+                entries: &entries,
+            });
         let immediate_size = match self.mode {
             ParamsMode::Immediates => PARAMS_MAX_BYTES,
             ParamsMode::Uniform => 0,
         };
-        let layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("bitnet-wgpu layout"),
-            bind_group_layouts: &[Some(&group0), Some(&self.engine_layout)],
-            immediate_size,
-        });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("bitnet-wgpu layout"),
+                bind_group_layouts: &[Some(&group0), Some(&self.engine_layout)],
+                immediate_size,
+            });
         (group0, layout)
     }
 }

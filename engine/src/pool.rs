@@ -52,7 +52,9 @@ impl BufferKind {
     fn usages(self) -> wgpu::BufferUsages {
         match self {
             BufferKind::Storage => {
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST
             }
             BufferKind::Readback => wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         }
@@ -268,7 +270,10 @@ impl BufferPool {
                 }
                 Some(e) if attempt == 1 => return Err(from_wgpu(e, ctx())),
                 Some(_) => {
-                    log::warn!("GPU out of memory {}; trimming the pool and retrying", ctx());
+                    log::warn!(
+                        "GPU out of memory {}; trimming the pool and retrying",
+                        ctx()
+                    );
                     self.trim();
                 }
             }
@@ -327,7 +332,11 @@ impl PooledBuffer {
 
 impl std::fmt::Debug for PooledBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PooledBuffer({:?}, {} of {} bytes)", self.kind, self.bytes, self.class)
+        write!(
+            f,
+            "PooledBuffer({:?}, {} of {} bytes)",
+            self.kind, self.bytes, self.class
+        )
     }
 }
 

@@ -25,10 +25,18 @@ impl ProfileReport {
 
 impl std::fmt::Display for ProfileReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{:<32} {:>8} {:>14} {:>12}", "kernel", "calls", "total µs", "mean µs")?;
+        writeln!(
+            f,
+            "{:<32} {:>8} {:>14} {:>12}",
+            "kernel", "calls", "total µs", "mean µs"
+        )?;
         for (name, calls, ns) in &self.entries {
             let mean = *ns as f64 / (*calls).max(1) as f64 / 1e3;
-            writeln!(f, "{name:<32} {calls:>8} {:>14.1} {mean:>12.2}", *ns as f64 / 1e3)?;
+            writeln!(
+                f,
+                "{name:<32} {calls:>8} {:>14.1} {mean:>12.2}",
+                *ns as f64 / 1e3
+            )?;
         }
         Ok(())
     }
@@ -123,7 +131,10 @@ impl ProfilerState {
         });
         let names = std::mem::take(&mut self.pending);
         if waited.is_err() || !matches!(rx.try_recv(), Ok(Ok(()))) {
-            log::warn!("profiler: timestamp read-back failed; dropping {} samples", names.len());
+            log::warn!(
+                "profiler: timestamp read-back failed; dropping {} samples",
+                names.len()
+            );
             return;
         }
         if let Ok(view) = slice.get_mapped_range() {

@@ -16,7 +16,10 @@ fn storage_bytes(t: &Tensor, s: &Storage, len: u64) -> Result<Vec<u8>> {
             let gpu = t.engine().gpu_context().ok_or_else(|| {
                 crate::error::Error::Unsupported("device tensor without a GPU engine".into())
             })?;
-            crate::transfer::read(gpu, b.buffer(), 0, len)
+            let data = crate::transfer::read(gpu, b.buffer(), 0, len)?;
+            // Checked after the read's flush, which may be the submission that failed.
+            gpu.check_producer(t)?;
+            Ok(data)
         }
     }
 }
@@ -74,7 +77,12 @@ impl Tensor {
         let words: Vec<u32> = cast_vec(&self.read_bytes()?);
         let scale: Vec<f32> = cast_vec(&self.read_scale_bytes()?.unwrap_or_default());
         let (n, k) = (self.shape()[0], self.shape()[1]);
-        Ok(TernaryMatrix::from_packed(words, n, k, scale.first().copied().unwrap_or(0.0))?)
+        Ok(TernaryMatrix::from_packed(
+            words,
+            n,
+            k,
+            scale.first().copied().unwrap_or(0.0),
+        )?)
     }
 
     /// A `QuantizedI8` tensor as validated [`QuantizedActivations`].

@@ -35,12 +35,23 @@ pub struct NonFiniteCheck {
 impl NonFiniteCheck {
     /// A check of one tensor (status word 0) named `tensor`.
     pub const fn new(op: &'static str, tensor: &'static str) -> NonFiniteCheck {
-        NonFiniteCheck { op, tensors: [tensor, "", "", ""], base: 0 }
+        NonFiniteCheck {
+            op,
+            tensors: [tensor, "", "", ""],
+            base: 0,
+        }
     }
 
     /// A check of up to four tensors, by status word.
-    pub const fn tensors(op: &'static str, tensors: [&'static str; STATUS_WORDS]) -> NonFiniteCheck {
-        NonFiniteCheck { op, tensors, base: 0 }
+    pub const fn tensors(
+        op: &'static str,
+        tensors: [&'static str; STATUS_WORDS],
+    ) -> NonFiniteCheck {
+        NonFiniteCheck {
+            op,
+            tensors,
+            base: 0,
+        }
     }
 
     /// The same check with index base `base` (chunked launches).
@@ -81,7 +92,9 @@ impl StatusBuffers {
         };
         let slots = make(
             "bitnet-wgpu status",
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
         );
         let ones = make("bitnet-wgpu status reset", wgpu::BufferUsages::COPY_SRC);
         for b in [&slots, &ones] {
@@ -90,7 +103,11 @@ impl StatusBuffers {
             }
             b.unmap();
         }
-        StatusBuffers { slots, ones, stride }
+        StatusBuffers {
+            slots,
+            ones,
+            stride,
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `QuantizedI8` `[M, K]` | `M · activation_words_per_row(K)` words (`layout.rs`) | `M` `f32`: row absmax |
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 
@@ -56,7 +57,9 @@ impl DType {
     /// Bytes of the data buffer for `shape` (before padding to 4), or `None` on overflow / a packed
     /// dtype whose shape is not 2-D.
     pub fn data_bytes(self, shape: &[usize]) -> Option<u64> {
-        let n = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
+        let n = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64))?;
         match self {
             DType::F32 | DType::U32 => n.checked_mul(4),
             DType::F16 => n.checked_mul(2),
@@ -113,6 +116,8 @@ struct Inner {
     data: Storage,
     scales: Option<Storage>,
     engine: Engine,
+    /// Generation of the batch whose dispatch last wrote this tensor (0: written by an upload).
+    producer: AtomicU64,
 }
 
 /// A tensor of one engine; see the module docs for layouts.
@@ -131,7 +136,14 @@ impl Tensor {
         scales: Option<Storage>,
     ) -> Tensor {
         Tensor {
-            inner: Arc::new(Inner { shape, dtype, data, scales, engine }),
+            inner: Arc::new(Inner {
+                shape,
+                dtype,
+                data,
+                scales,
+                engine,
+                producer: AtomicU64::new(0),
+            }),
         }
     }
 
@@ -184,12 +196,26 @@ impl Tensor {
         self.inner.scales.as_ref()
     }
 
+    /// Records that a dispatch of batch `generation` writes this tensor.
+    pub(crate) fn set_producer(&self, generation: u64) {
+        self.inner.producer.store(generation, Ordering::Release);
+    }
+
+    /// The batch generation that last wrote this tensor (0: none).
+    pub(crate) fn producer(&self) -> u64 {
+        self.inner.producer.load(Ordering::Acquire)
+    }
+
     /// `Err(DTypeMismatch)` unless the dtype is `expected`.
     pub fn expect_dtype(&self, op: &'static str, expected: DType) -> Result<()> {
         if self.dtype() == expected {
             Ok(())
         } else {
-            Err(Error::DTypeMismatch { op, expected, got: self.dtype() })
+            Err(Error::DTypeMismatch {
+                op,
+                expected,
+                got: self.dtype(),
+            })
         }
     }
 }

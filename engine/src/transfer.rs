@@ -30,7 +30,10 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
         gpu.queue.write_buffer(dst, offset, &padded);
     }
     match pollster::block_on(scope.pop()) {
-        Some(e) => Err(crate::error::from_wgpu(e, format!("uploading {} bytes", bytes.len()))),
+        Some(e) => Err(crate::error::from_wgpu(
+            e,
+            format!("uploading {} bytes", bytes.len()),
+        )),
         None => Ok(()),
     }
 }
@@ -44,7 +47,10 @@ pub(crate) fn read(gpu: &Gpu, src: &wgpu::Buffer, offset: u64, len: u64) -> Resu
         let n = (len - done).min(READBACK_CHUNK);
         let n4 = n.next_multiple_of(4);
         let staging = if n > 0 {
-            Some(gpu.pool.alloc(BufferKind::Readback, n4, "read-back staging")?)
+            Some(
+                gpu.pool
+                    .alloc(BufferKind::Readback, n4, "read-back staging")?,
+            )
         } else {
             None
         };
@@ -55,7 +61,11 @@ pub(crate) fn read(gpu: &Gpu, src: &wgpu::Buffer, offset: u64, len: u64) -> Resu
                 enc.copy_buffer_to_buffer(src, offset + done, s.buffer(), 0, n4);
             }
             let ticket = if first { batch.take_status(gpu)? } else { None };
-            let pending = if first { batch.pending_error.take() } else { None };
+            let pending = if first {
+                batch.pending_error.take()
+            } else {
+                None
+            };
             let index = batch.flush(gpu)?;
             if let Some(e) = pending {
                 return Err(e);
@@ -72,7 +82,9 @@ pub(crate) fn read(gpu: &Gpu, src: &wgpu::Buffer, offset: u64, len: u64) -> Resu
             if let Some(s) = &staging {
                 let slice = s.buffer().slice(0..n4);
                 map_and_wait(gpu, &slice, index)?;
-                let view = slice.get_mapped_range().map_err(|e| Error::Map(e.to_string()))?;
+                let view = slice
+                    .get_mapped_range()
+                    .map_err(|e| Error::Map(e.to_string()))?;
                 out.extend_from_slice(&view[..n as usize]);
                 drop(view);
                 s.buffer().unmap();
@@ -120,7 +132,9 @@ pub(crate) fn decode_status(
 ) -> Result<Option<Error>> {
     let slice = ticket.staging.buffer().slice(0..ticket.bytes);
     map_and_wait(gpu, &slice, index)?;
-    let view = slice.get_mapped_range().map_err(|e| Error::Map(e.to_string()))?;
+    let view = slice
+        .get_mapped_range()
+        .map_err(|e| Error::Map(e.to_string()))?;
     let err = StatusLog::decode(&ticket.checks, &view, gpu.group.status.stride);
     drop(view);
     ticket.staging.buffer().unmap();
@@ -136,12 +150,18 @@ fn wait(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
         })
         .map(|_| ())
         .map_err(|e| {
-            gpu.check_health().err().unwrap_or_else(|| Error::DeviceLost(format!("poll failed: {e}")))
+            gpu.check_health()
+                .err()
+                .unwrap_or_else(|| Error::DeviceLost(format!("poll failed: {e}")))
         })
 }
 
 /// Maps `slice` for reading once `index` completed.
-fn map_and_wait(gpu: &Gpu, slice: &wgpu::BufferSlice<'_>, index: wgpu::SubmissionIndex) -> Result<()> {
+fn map_and_wait(
+    gpu: &Gpu,
+    slice: &wgpu::BufferSlice<'_>,
+    index: wgpu::SubmissionIndex,
+) -> Result<()> {
     let (tx, rx) = flume::bounded(1);
     slice.map_async(wgpu::MapMode::Read, move |r| {
         let _ = tx.send(r);

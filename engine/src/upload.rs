@@ -18,7 +18,10 @@ fn to_words(bytes: &[u8]) -> Vec<u32> {
 /// Checks that `shape` is non-empty and describes `dtype` data of `bytes` bytes.
 fn check_shape(op: &'static str, shape: &[usize], dtype: DType, bytes: usize) -> Result<()> {
     if shape.contains(&0) {
-        return Err(Error::EmptyTensor { op, shape: shape.to_vec() });
+        return Err(Error::EmptyTensor {
+            op,
+            shape: shape.to_vec(),
+        });
     }
     match dtype.data_bytes(shape) {
         Some(b) if b == bytes as u64 => Ok(()),
@@ -37,7 +40,9 @@ impl Engine {
     /// One buffer of `bytes` bytes holding `data` (host or device per backend).
     fn store(&self, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
         match self.gpu_context() {
-            None => Ok(Storage::Host(to_words(data.unwrap_or(&vec![0; bytes as usize])))),
+            None => Ok(Storage::Host(to_words(
+                data.unwrap_or(&vec![0; bytes as usize]),
+            ))),
             Some(g) => {
                 crate::chunk::check_buffer(g, what, bytes)?;
                 let buf = g.pool.alloc(BufferKind::Storage, bytes, what)?;
@@ -64,42 +69,87 @@ impl Engine {
             Some(s) => Some(self.store(op, s.len() as u64, Some(s))?),
             None => None,
         };
-        Ok(Tensor::from_parts(self.clone(), shape.to_vec(), dtype, data, scales))
+        Ok(Tensor::from_parts(
+            self.clone(),
+            shape.to_vec(),
+            dtype,
+            data,
+            scales,
+        ))
     }
 
     /// An uninitialised tensor (device: a pooled buffer, contents unspecified) for op outputs.
     pub(crate) fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = dtype.data_bytes(shape).ok_or_else(|| Error::ShapeMismatch {
-            op,
-            detail: format!("shape {shape:?} is not valid for {dtype}"),
-        })?;
+        let bytes = dtype
+            .data_bytes(shape)
+            .ok_or_else(|| Error::ShapeMismatch {
+                op,
+                detail: format!("shape {shape:?} is not valid for {dtype}"),
+            })?;
         if bytes == 0 {
-            return Err(Error::EmptyTensor { op, shape: shape.to_vec() });
+            return Err(Error::EmptyTensor {
+                op,
+                shape: shape.to_vec(),
+            });
         }
         let data = self.store(op, bytes, None)?;
         let sb = dtype.scale_bytes(shape);
-        let scales = if sb > 0 { Some(self.store(op, sb, None)?) } else { None };
-        Ok(Tensor::from_parts(self.clone(), shape.to_vec(), dtype, data, scales))
+        let scales = if sb > 0 {
+            Some(self.store(op, sb, None)?)
+        } else {
+            None
+        };
+        Ok(Tensor::from_parts(
+            self.clone(),
+            shape.to_vec(),
+            dtype,
+            data,
+            scales,
+        ))
     }
 
     /// Uploads `f32` values of `shape` (row-major).
     pub fn upload_f32(&self, values: &[f32], shape: &[usize]) -> Result<Tensor> {
-        self.tensor_from_bytes("upload_f32", shape, DType::F32, bytemuck::cast_slice(values), None)
+        self.tensor_from_bytes(
+            "upload_f32",
+            shape,
+            DType::F32,
+            bytemuck::cast_slice(values),
+            None,
+        )
     }
 
     /// Uploads `f16` values of `shape`.
     pub fn upload_f16(&self, values: &[f16], shape: &[usize]) -> Result<Tensor> {
-        self.tensor_from_bytes("upload_f16", shape, DType::F16, bytemuck::cast_slice(values), None)
+        self.tensor_from_bytes(
+            "upload_f16",
+            shape,
+            DType::F16,
+            bytemuck::cast_slice(values),
+            None,
+        )
     }
 
     /// Uploads `i8` values of `shape` (flat, 4 per word).
     pub fn upload_i8(&self, values: &[i8], shape: &[usize]) -> Result<Tensor> {
-        self.tensor_from_bytes("upload_i8", shape, DType::I8, bytemuck::cast_slice(values), None)
+        self.tensor_from_bytes(
+            "upload_i8",
+            shape,
+            DType::I8,
+            bytemuck::cast_slice(values),
+            None,
+        )
     }
 
     /// Uploads `u32` values of `shape`.
     pub fn upload_u32(&self, values: &[u32], shape: &[usize]) -> Result<Tensor> {
-        self.tensor_from_bytes("upload_u32", shape, DType::U32, bytemuck::cast_slice(values), None)
+        self.tensor_from_bytes(
+            "upload_u32",
+            shape,
+            DType::U32,
+            bytemuck::cast_slice(values),
+            None,
+        )
     }
 
     /// Uploads packed ternary weights `[N, K]` and their scale.

@@ -113,7 +113,13 @@ impl Tolerance {
 
     /// Panics naming the first element out of tolerance (and the op) if any.
     pub fn assert_close(&self, op: &str, got: &[f32], want: &[f32]) {
-        assert_eq!(got.len(), want.len(), "{op}: length {} vs {}", got.len(), want.len());
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{op}: length {} vs {}",
+            got.len(),
+            want.len()
+        );
         if let Some(i) = (0..got.len()).find(|&i| !self.accepts(got[i], want[i])) {
             panic!(
                 "{op}: element {i}: got {} want {} (|diff| {} > tolerance {self:?})",
@@ -137,15 +143,57 @@ pub const TOLERANCES: &[(&str, Tolerance)] = &[
     ("quantize_weights", Tolerance::EXACT),
     ("quantize_activations", Tolerance::EXACT),
     // Float ops: summation order differs (tiled / tree reductions), a few ulp per term.
-    ("matmul_f32", Tolerance { abs: 1e-5, rel: 1e-4 }),
-    ("matmul_f16", Tolerance { abs: 1e-2, rel: 1e-2 }),
+    (
+        "matmul_f32",
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-4,
+        },
+    ),
+    (
+        "matmul_f16",
+        Tolerance {
+            abs: 1e-2,
+            rel: 1e-2,
+        },
+    ),
     ("elementwise", Tolerance::EXACT),
-    ("unary", Tolerance { abs: 1e-6, rel: 2e-6 }),
-    ("reduce_sum", Tolerance { abs: 1e-5, rel: 1e-5 }),
+    (
+        "unary",
+        Tolerance {
+            abs: 1e-6,
+            rel: 2e-6,
+        },
+    ),
+    (
+        "reduce_sum",
+        Tolerance {
+            abs: 1e-5,
+            rel: 1e-5,
+        },
+    ),
     ("reduce_max", Tolerance::EXACT),
-    ("rms_norm", Tolerance { abs: 1e-6, rel: 1e-5 }),
-    ("softmax", Tolerance { abs: 1e-7, rel: 1e-5 }),
-    ("rope", Tolerance { abs: 1e-6, rel: 1e-5 }),
+    (
+        "rms_norm",
+        Tolerance {
+            abs: 1e-6,
+            rel: 1e-5,
+        },
+    ),
+    (
+        "softmax",
+        Tolerance {
+            abs: 1e-7,
+            rel: 1e-5,
+        },
+    ),
+    (
+        "rope",
+        Tolerance {
+            abs: 1e-6,
+            rel: 1e-5,
+        },
+    ),
 ];
 
 /// The tolerance of `op` from [`TOLERANCES`]; panics for an unknown op.
@@ -172,7 +220,11 @@ mod tests {
     #[test]
     fn generators_are_deterministic_and_in_range() {
         assert_eq!(random_f32(7, 100, -1.0, 1.0), random_f32(7, 100, -1.0, 1.0));
-        assert!(random_f32(7, 1000, -1.0, 1.0).iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(
+            random_f32(7, 1000, -1.0, 1.0)
+                .iter()
+                .all(|v| (-1.0..1.0).contains(v))
+        );
         let t = random_ternary(3, 3000);
         for v in [-1, 0, 1] {
             assert!(t.iter().filter(|&&x| x == v).count() > 800);

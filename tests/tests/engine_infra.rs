@@ -26,7 +26,10 @@ fn f32_round_trip_odd_sizes() {
         let v = random_f32(n as u64, n, -10.0, 10.0);
         let t = e.upload_f32(&v, &[n]).unwrap();
         assert_eq!(t.location(), Location::Device);
-        assert_eq!((t.dtype(), t.shape(), t.byte_size()), (DType::F32, &[n][..], 4 * n as u64));
+        assert_eq!(
+            (t.dtype(), t.shape(), t.byte_size()),
+            (DType::F32, &[n][..], 4 * n as u64)
+        );
         assert_eq!(t.read_f32().unwrap(), v);
     }
 }
@@ -49,7 +52,10 @@ fn cpu_engine_works_without_gpu() {
     assert_eq!(x.location(), Location::Host);
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
     let _ = EngineOptions::default();
-    assert!(matches!(e.upload_f32(&[], &[0]), Err(Error::EmptyTensor { .. })));
+    assert!(matches!(
+        e.upload_f32(&[], &[0]),
+        Err(Error::EmptyTensor { .. })
+    ));
 }
 
 fn opts() -> EngineOptions {
@@ -70,13 +76,18 @@ fn engine_is_clone_send_sync_and_new_prefers_the_gpu() {
 fn typed_round_trips_f16_i8_u32() {
     let e = gpu_engine();
     for n in [1usize, 2, 3, 5, 7, 1001] {
-        let h: Vec<bitnet_wgpu::half::f16> = random_f32(n as u64, n, -4.0, 4.0).into_iter().map(bitnet_wgpu::half::f16::from_f32).collect();
+        let h: Vec<bitnet_wgpu::half::f16> = random_f32(n as u64, n, -4.0, 4.0)
+            .into_iter()
+            .map(bitnet_wgpu::half::f16::from_f32)
+            .collect();
         assert_eq!(e.upload_f16(&h, &[n]).unwrap().read_f16().unwrap(), h);
         let b = random_i8(n as u64, n);
         let t = e.upload_i8(&b, &[1, n]).unwrap();
         assert_eq!((t.dtype(), t.byte_size()), (DType::I8, n as u64));
         assert_eq!(t.read_i8().unwrap(), b);
-        let u: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+        let u: Vec<u32> = (0..n as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761))
+            .collect();
         assert_eq!(e.upload_u32(&u, &[n]).unwrap().read_u32().unwrap(), u);
     }
 }
@@ -85,35 +96,65 @@ fn typed_round_trips_f16_i8_u32() {
 fn packed_weights_and_activations_round_trip() {
     let e = gpu_engine();
     for (n, k) in [(1usize, 1usize), (3, 17), (7, 64), (5, 100)] {
-        let w = bitnet_wgpu::cpu_ref::quantize_weights(&random_f32(k as u64, n * k, -1.0, 1.0), n, k).unwrap();
+        let w =
+            bitnet_wgpu::cpu_ref::quantize_weights(&random_f32(k as u64, n * k, -1.0, 1.0), n, k)
+                .unwrap();
         let t = e.upload_ternary(&w).unwrap();
         assert_eq!((t.dtype(), t.shape()), (DType::Ternary, &[n, k][..]));
         assert_eq!(t.read_ternary().unwrap(), w);
-        let x = bitnet_wgpu::cpu_ref::quantize_activations(&random_f32(n as u64, n * k, -3.0, 3.0), n, k).unwrap();
+        let x = bitnet_wgpu::cpu_ref::quantize_activations(
+            &random_f32(n as u64, n * k, -3.0, 3.0),
+            n,
+            k,
+        )
+        .unwrap();
         let t = e.upload_activations(&x).unwrap();
         assert_eq!(t.dtype(), DType::QuantizedI8);
         assert_eq!(t.read_activations().unwrap(), x);
         // Host round trip of a packed tensor keeps data and scales.
-        assert_eq!(e.to_device(&t.to_host().unwrap()).unwrap().read_activations().unwrap(), x);
+        assert_eq!(
+            e.to_device(&t.to_host().unwrap())
+                .unwrap()
+                .read_activations()
+                .unwrap(),
+            x
+        );
     }
 }
 
 #[test]
 fn bad_uploads_and_reads_are_typed_errors() {
     let e = gpu_engine();
-    assert!(matches!(e.upload_f32(&[], &[0]), Err(Error::EmptyTensor { .. })));
-    assert!(matches!(e.upload_f32(&[], &[3, 0]), Err(Error::EmptyTensor { .. })));
-    assert!(matches!(e.upload_f32(&[1.0; 5], &[2, 3]), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(
+        e.upload_f32(&[], &[0]),
+        Err(Error::EmptyTensor { .. })
+    ));
+    assert!(matches!(
+        e.upload_f32(&[], &[3, 0]),
+        Err(Error::EmptyTensor { .. })
+    ));
+    assert!(matches!(
+        e.upload_f32(&[1.0; 5], &[2, 3]),
+        Err(Error::ShapeMismatch { .. })
+    ));
     let t = e.upload_f32(&[1.0; 6], &[2, 3]).unwrap();
     assert!(matches!(
         t.read_i8(),
-        Err(Error::DTypeMismatch { expected: DType::I8, got: DType::F32, .. })
+        Err(Error::DTypeMismatch {
+            expected: DType::I8,
+            got: DType::F32,
+            ..
+        })
     ));
     // 4 GiB of f32 exceeds max_buffer_size (2 GiB on lavapipe, 4 GiB-ish elsewhere): a limit error
     // naming the limit, with no host allocation.
     let huge = (e.info().limits.unwrap().max_buffer_size / 4 + 1) as usize;
     match e.fill(&[huge], 0.0) {
-        Err(Error::LimitExceeded { limit: "max_buffer_size", requested, .. }) => {
+        Err(Error::LimitExceeded {
+            limit: "max_buffer_size",
+            requested,
+            ..
+        }) => {
             assert_eq!(requested, 4 * huge as u64)
         }
         other => panic!("expected LimitExceeded(max_buffer_size), got {other:?}"),
@@ -136,7 +177,11 @@ fn pool_reuses_buffers_and_returns_to_baseline() {
     }
     let s = e.pool_stats();
     assert_eq!((s.live_bytes, s.live_buffers), (0, 0));
-    assert_eq!(s.allocated_bytes, bitnet_wgpu::size_class(4000), "the buffer stays cached");
+    assert_eq!(
+        s.allocated_bytes,
+        bitnet_wgpu::size_class(4000),
+        "the buffer stays cached"
+    );
     // Same size class: served from the free list.
     let b = e.upload_f32(&[2.0; 990], &[990]).unwrap();
     let s2 = e.pool_stats();
@@ -145,7 +190,15 @@ fn pool_reuses_buffers_and_returns_to_baseline() {
     drop(b);
     e.trim_pool();
     let end = e.pool_stats();
-    assert_eq!((end.live_bytes, end.allocated_bytes, end.in_use_bytes, end.staging_bytes), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            end.live_bytes,
+            end.allocated_bytes,
+            end.in_use_bytes,
+            end.staging_bytes
+        ),
+        (0, 0, 0, 0)
+    );
 }
 
 #[test]
@@ -154,7 +207,9 @@ fn pool_peak_over_live_ratio_on_a_chained_workload() {
     let mut live = Vec::new();
     for step in 0..60usize {
         let n = 1000 + (step * 7919) % 50_000;
-        let x = e.upload_f32(&random_f32(step as u64, n, -1.0, 1.0), &[n]).unwrap();
+        let x = e
+            .upload_f32(&random_f32(step as u64, n, -1.0, 1.0), &[n])
+            .unwrap();
         let y = e.copy(&e.copy(&x).unwrap()).unwrap();
         live.push(y);
         if live.len() > 8 {
@@ -166,7 +221,10 @@ fn pool_peak_over_live_ratio_on_a_chained_workload() {
     let s = e.pool_stats();
     let ratio = s.peak_ratio().unwrap();
     println!("pool: {s:?}\npeak allocated / peak live = {ratio:.3}");
-    assert!(ratio <= 1.5, "peak pool bytes / live tensor bytes = {ratio}");
+    assert!(
+        ratio <= 1.5,
+        "peak pool bytes / live tensor bytes = {ratio}"
+    );
     drop(live);
     e.trim_pool();
     assert_eq!(e.pool_stats().allocated_bytes, 0);
@@ -189,8 +247,14 @@ fn pipelines_compile_once() {
 #[test]
 fn chunked_ops_match_unchunked_over_a_small_binding_limit() {
     // A 4 KiB binding cap forces 1000-element tensors through many chunks.
-    let e = bitnet_tests::gpu_engine_with(EngineOptions { max_binding_bytes: Some(4096), ..opts() });
-    assert_eq!(e.info().limits.unwrap().max_storage_buffer_binding_size, 4096);
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(4096),
+        ..opts()
+    });
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        4096
+    );
     let n = 10_007;
     let v = random_f32(9, n, -5.0, 5.0);
     let x = e.upload_f32(&v, &[n]).unwrap();
@@ -201,27 +265,50 @@ fn chunked_ops_match_unchunked_over_a_small_binding_limit() {
     bad[7777] = f32::NAN;
     bad[9000] = f32::INFINITY;
     let y = e.copy(&e.upload_f32(&bad, &[n]).unwrap()).unwrap();
-    assert_eq!(y.read_f32().unwrap_err(), Error::NonFinite { op: "copy", tensor: "x", index: 7777 });
+    assert_eq!(
+        y.read_f32().unwrap_err(),
+        Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 7777
+        }
+    );
 }
 
 #[test]
 fn grids_above_65535_workgroups_are_folded() {
     let e = gpu_engine();
-    let max = e.info().limits.unwrap().max_compute_workgroups_per_dimension as usize;
+    let max = e
+        .info()
+        .limits
+        .unwrap()
+        .max_compute_workgroups_per_dimension as usize;
     let n = (max + 1) * 256 + 5; // needs max + 2 workgroups of 256
     let t = e.fill(&[n], -3.25).unwrap();
     let v = t.read_f32().unwrap();
     assert_eq!(v.len(), n);
-    assert!(v.iter().all(|&x| x == -3.25), "every element written exactly once");
+    assert!(
+        v.iter().all(|&x| x == -3.25),
+        "every element written exactly once"
+    );
 }
 
 #[test]
 fn non_finite_input_is_reported_at_the_next_sync_point() {
     for force_uniform_params in [false, true] {
-        let e = bitnet_tests::gpu_engine_with(EngineOptions { force_uniform_params, ..opts() });
-        let x = e.upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5]).unwrap();
+        let e = bitnet_tests::gpu_engine_with(EngineOptions {
+            force_uniform_params,
+            ..opts()
+        });
+        let x = e
+            .upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5])
+            .unwrap();
         let y = e.copy(&x).unwrap(); // recorded, not yet checked
-        let err = Error::NonFinite { op: "copy", tensor: "x", index: 1 };
+        let err = Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 1,
+        };
         assert_eq!(y.read_f32().unwrap_err(), err);
         // Reported once: the status was reset, clean work reads fine again.
         let z = e.copy(&e.upload_f32(&[1.0, 2.0], &[2]).unwrap()).unwrap();
@@ -231,7 +318,9 @@ fn non_finite_input_is_reported_at_the_next_sync_point() {
         e.sync().unwrap();
         // Same error as the CPU engine.
         let c = Engine::cpu();
-        let cx = c.upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5]).unwrap();
+        let cx = c
+            .upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5])
+            .unwrap();
         assert_eq!(c.copy(&cx).unwrap_err(), err);
     }
 }
@@ -239,7 +328,10 @@ fn non_finite_input_is_reported_at_the_next_sync_point() {
 #[test]
 fn status_slots_overflow_keeps_the_first_error() {
     // More flagged launches than status slots between two sync points, in small batches.
-    let e = bitnet_tests::gpu_engine_with(EngineOptions { batch_dispatches: 7, ..opts() });
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        batch_dispatches: 7,
+        ..opts()
+    });
     let clean = e.upload_f32(&[1.0; 4], &[4]).unwrap();
     let mut bad = vec![0.0f32; 4];
     bad[2] = f32::NAN;
@@ -247,7 +339,14 @@ fn status_slots_overflow_keeps_the_first_error() {
     for i in 0..1500 {
         let _ = e.copy(if i == 1200 { &bad } else { &clean }).unwrap();
     }
-    assert_eq!(e.sync().unwrap_err(), Error::NonFinite { op: "copy", tensor: "x", index: 2 });
+    assert_eq!(
+        e.sync().unwrap_err(),
+        Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 2
+        }
+    );
     e.sync().unwrap();
     assert_eq!(e.pool_stats().live_bytes, 32);
 }
@@ -255,7 +354,11 @@ fn status_slots_overflow_keeps_the_first_error() {
 #[test]
 fn profiler_counts_kernel_calls() {
     let e = gpu_engine();
-    assert!(e.info().features.contains(bitnet_wgpu::wgpu::Features::TIMESTAMP_QUERY));
+    assert!(
+        e.info()
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::TIMESTAMP_QUERY)
+    );
     e.set_profiling(true).unwrap();
     let x = e.upload_f32(&[1.0; 4096], &[4096]).unwrap();
     for _ in 0..3 {
@@ -277,14 +380,18 @@ fn profiler_counts_kernel_calls() {
 #[test]
 fn device_lost_is_a_typed_error() {
     use bitnet_wgpu::wgpu;
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let adapter = pollster_block(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
         .expect("GPU adapter required");
     let (device, queue) =
         pollster_block(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
     let e = Engine::from_device(&adapter, device.clone(), queue).unwrap();
     // Default device limits were requested by the app: the engine reports what it got.
-    assert_eq!(e.info().limits.unwrap().max_storage_buffer_binding_size, 128 << 20);
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        128 << 20
+    );
     let x = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
     device.destroy();

@@ -42,7 +42,10 @@ impl Engine {
             let len = r.end - r.start;
             Launch::new(gpu, &FILL)
                 .output_range(&out, 4 * r.start, 4 * len)
-                .params(&FillParams { n: len as u32, value: value.to_bits() })
+                .params(&FillParams {
+                    n: len as u32,
+                    value: value.to_bits(),
+                })
                 .workgroups(len.div_ceil(WG))
                 .run()?;
         }
@@ -63,7 +66,11 @@ impl Engine {
                 Storage::Device(_) => return Err(Error::EngineMismatch { op: OP }),
             };
             if let Some(index) = v.iter().position(|f| !f.is_finite()) {
-                return Err(Error::NonFinite { op: OP, tensor: "x", index });
+                return Err(Error::NonFinite {
+                    op: OP,
+                    tensor: "x",
+                    index,
+                });
             }
             return self.upload_f32(&v, x.shape());
         };
