@@ -101,10 +101,22 @@ fn accumulate(
         .par_chunks_mut(m * ROWS_PER_TASK)
         .enumerate()
         .for_each(|(task, out)| {
-            for (r, row_out) in out.chunks_exact_mut(m).enumerate() {
-                let words = w.row_words(task * ROWS_PER_TASK + r);
-                for (row, o) in row_out.iter_mut().enumerate() {
-                    *o = prepared.dot(row, words);
+            // Weight rows in pairs (the kernel shares activation loads between them).
+            let first = task * ROWS_PER_TASK;
+            let rows = out.len() / m;
+            for r in (0..rows).step_by(2) {
+                if r + 1 < rows {
+                    let (w0, w1) = (w.row_words(first + r), w.row_words(first + r + 1));
+                    for row in 0..m {
+                        let (a, b) = prepared.dot2(row, w0, w1);
+                        out[r * m + row] = a;
+                        out[(r + 1) * m + row] = b;
+                    }
+                } else {
+                    let words = w.row_words(first + r);
+                    for (row, o) in out[r * m..(r + 1) * m].iter_mut().enumerate() {
+                        *o = prepared.dot(row, words);
+                    }
                 }
             }
         });

@@ -44,6 +44,71 @@ pub(crate) unsafe fn dot_codes(w: &[u32], x: &[i8]) -> i32 {
     hsum(acc32)
 }
 
+/// [`dot_codes`] of two rows `w0`, `w1` (same length) against the same activations: each
+/// activation vector is loaded once for both rows, which halves the loads per weight.
+///
+/// # Safety
+/// As for [`dot_codes`], and `w0.len() == w1.len()`.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dot_codes2(w0: &[u32], w1: &[u32], x: &[i8]) -> (i32, i32) {
+    debug_assert_eq!(w0.len(), w1.len());
+    debug_assert!(x.len() >= w0.len().div_ceil(8) * 128);
+    let full = w0.len() / 8;
+    let ones = _mm256_set1_epi16(1);
+    let (mut acc0, mut acc1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    let mut b = 0;
+    while b < full {
+        let end = (b + I16_BLOCKS).min(full);
+        let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        while b < end {
+            // SAFETY: block `b < full` is in bounds of both rows and of `x`.
+            let (p0, p1) = unsafe {
+                let v0 = _mm256_loadu_si256(w0.as_ptr().add(8 * b).cast());
+                let v1 = _mm256_loadu_si256(w1.as_ptr().add(8 * b).cast());
+                block2(v0, v1, x.as_ptr().add(128 * b))
+            };
+            s0 = _mm256_add_epi16(s0, p0);
+            s1 = _mm256_add_epi16(s1, p1);
+            b += 1;
+        }
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(s0, ones));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(s1, ones));
+    }
+    let mut out = (hsum(acc0), hsum(acc1));
+    if full * 8 < w0.len() {
+        // SAFETY: the tails are shorter than one block; `dot_codes` zero-extends them.
+        unsafe {
+            out.0 += dot_codes(&w0[full * 8..], &x[128 * full..]);
+            out.1 += dot_codes(&w1[full * 8..], &x[128 * full..]);
+        }
+    }
+    out
+}
+
+/// [`block`] for two weight vectors sharing the activation loads.
+///
+/// # Safety
+/// AVX2, and `x` points at 128 readable bytes.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn block2(w0: __m256i, w1: __m256i, x: *const i8) -> (__m256i, __m256i) {
+    let mask = _mm256_set1_epi8(3);
+    let codes = |w: __m256i, g: i32| match g {
+        0 => _mm256_and_si256(w, mask),
+        1 => _mm256_and_si256(_mm256_srli_epi32::<2>(w), mask),
+        2 => _mm256_and_si256(_mm256_srli_epi32::<4>(w), mask),
+        _ => _mm256_and_si256(_mm256_srli_epi32::<6>(w), mask),
+    };
+    let (mut s0, mut s1) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+    for g in 0..4 {
+        // SAFETY: the caller guarantees 128 readable bytes at `x`.
+        let xg = unsafe { _mm256_loadu_si256(x.add(32 * g as usize).cast()) };
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(codes(w0, g), xg));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(codes(w1, g), xg));
+    }
+    (s0, s1)
+}
+
 /// i16 partial sums of one block: for each group `g`, `(words >> 2g) & 0x03..03` (codes as
 /// unsigned bytes) times the 32 activation bytes of group `g`, adjacent pairs summed.
 ///

@@ -80,6 +80,22 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// [`Prepared::dot`] of two weight rows against activation row `row` (one pass over the
+    /// activations on AVX2).
+    pub(crate) fn dot2(&self, row: usize, w0: &[u32], w1: &[u32]) -> (i32, i32) {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+            let x = &self.data[row * self.stride..(row + 1) * self.stride];
+            // SAFETY: AVX2 checked; both rows have `words_per_row(k)` words and `x` is the
+            // block-padded prepared row, as `dot_codes2` requires.
+            let (a, b) = unsafe { super::avx2::dot_codes2(w0, w1, x) };
+            return (a - self.sums[row], b - self.sums[row]);
+        }
+        (self.dot(row, w0), self.dot(row, w1))
+    }
+}
+
 /// `Σ x · code` over a plain-order zero-padded row (`x.len() >= 16 · w.len()`).
 fn dot_codes_scalar(w: &[u32], x: &[i8]) -> i32 {
     let mut acc = 0i32;
