@@ -32,6 +32,19 @@ pub fn opt_num(v: Option<f64>, decimals: usize, dash: &str) -> String {
     }
 }
 
+/// A value with 3 significant digits (`1234`, `123`, `12.3`, `1.23`, `0.0123`), or `dash`: for
+/// throughputs that span GB/s on lavapipe to TB/s on an H100.
+pub fn opt_sig(v: Option<f64>, dash: &str) -> String {
+    match v {
+        Some(v) if v.is_finite() => {
+            let a = v.abs();
+            let decimals = if a >= 100.0 || a == 0.0 { 0 } else { (2.0 - a.log10().floor()) as usize };
+            format!("{v:.decimals$}")
+        }
+        _ => dash.to_string(),
+    }
+}
+
 /// A ratio as `"3.21×"`, or `dash`.
 pub fn opt_ratio(v: Option<f64>, dash: &str) -> String {
     match v {
@@ -91,6 +104,8 @@ mod tests {
         assert_eq!(opt_time(None, NOT_MEASURED), NOT_MEASURED);
         assert_eq!(opt_ratio(Some(5.123), "-"), "5.12×");
         assert_eq!(opt_num(Some(f64::NAN), 1, "-"), "-");
+        let sig: Vec<String> = [2712.3, 123.4, 12.34, 1.234, 0.01234, 0.0].iter().map(|&v| opt_sig(Some(v), "-")).collect();
+        assert_eq!(sig, ["2712", "123", "12.3", "1.23", "0.0123", "0"]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! Everything printed comes from the two JSON inputs; a figure absent there is "not measured".
 
-use crate::fmt::{NOT_MEASURED as NM, bytes, opt_num, opt_ratio, opt_time};
+use crate::fmt::{NOT_MEASURED as NM, bytes, opt_num, opt_ratio, opt_sig, opt_time};
 use crate::peers::{PeersReport, impls};
 use crate::report::{CaseResult, Report};
 use crate::targets;
@@ -101,27 +101,28 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
     ));
     s.push_str("| implementation | time | weights streamed | GB/s (weights) | ours (GPU) is faster by |\n|---|---|---|---|---|\n");
     let ours_ms = st.gpu.map(|g| g.median_ms);
-    let mut row = |name: String, ms: Option<f64>, wbytes: Option<u64>| {
+    // `versus`: whether the "faster by" column applies (not for our own GPU rows).
+    let mut row = |name: String, ms: Option<f64>, wbytes: Option<u64>, versus: bool| {
         let gbps = ms.zip(wbytes).map(|(ms, b)| crate::report::gbps(b, ms));
-        let speedup = ours_ms.zip(ms).map(|(o, t)| t / o);
+        let speedup = ours_ms.zip(ms).filter(|_| versus).map(|(o, t)| t / o);
         s.push_str(&format!(
             "| {name} | {} | {} | {} | {} |\n",
             opt_time(ms, NM),
             wbytes.map_or(NM.to_string(), bytes),
-            opt_num(gbps, 1, "–"),
+            opt_sig(gbps, "–"),
             opt_ratio(speedup, "–")
         ));
     };
     let clock = st.gpu.map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
-    row(format!("ours, GPU{clock}"), ours_ms, Some(st.packed_weight_bytes));
-    row("ours, GPU, one submission, submit + wait wall time".into(), st.gpu_wall.map(|g| g.median_ms), Some(st.packed_weight_bytes));
-    row("ours, cpu-ref on the host CPU".into(), st.cpu.map(|c| c.median_ms), Some(st.packed_weight_bytes));
+    row(format!("ours, GPU{clock}"), ours_ms, Some(st.packed_weight_bytes), false);
+    row("ours, GPU, one submission, submit + wait wall time".into(), st.gpu_wall.map(|g| g.median_ms), Some(st.packed_weight_bytes), false);
+    row("ours, cpu-ref on the host CPU".into(), st.cpu.map(|c| c.median_ms), Some(st.packed_weight_bytes), true);
     for (imp, name) in [(impls::FP16_LINEAR, "PyTorch fp16 F.linear"), (impls::INT8_INT_MM, "PyTorch int8 _int_mm")] {
         for graph in [false, true] {
             let p = peers.and_then(|p| p.stack(imp, graph, st.spec.layers, st.spec.m));
             let pad = p.and_then(|p| p.padded_m).map_or(String::new(), |m| format!(", M padded to {m}"));
             let how = if graph { "CUDA graph" } else { "eager" };
-            row(format!("{name}, {how}{pad}"), p.and_then(|p| p.ms), p.and_then(|p| p.weight_bytes));
+            row(format!("{name}, {how}{pad}"), p.and_then(|p| p.ms), p.and_then(|p| p.weight_bytes), true);
         }
     }
 }
@@ -146,8 +147,8 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             c.k,
             c.m,
             ours_cell(c),
-            opt_num(c.gpu_gbps(), 1, "–"),
-            opt_num(c.gpu_tops(), 2, "–"),
+            opt_sig(c.gpu_gbps(), "–"),
+            opt_sig(c.gpu_tops(), "–"),
             if c.memory_bound { opt_num(c.roofline_pct(ours.roofline.as_ref()), 1, "–") } else { "compute".into() },
             opt_time(c.cpu.map(|m| m.median_ms), NM),
             opt_time(p16.and_then(|p| p.ms), NM),
@@ -180,7 +181,7 @@ fn quant(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             shape,
             c.shape,
             ours_cell(c),
-            opt_num(c.gpu_gbps(), 1, "–"),
+            opt_sig(c.gpu_gbps(), "–"),
             opt_num(c.roofline_pct(ours.roofline.as_ref()), 1, "–"),
             opt_time(c.cpu.map(|m| m.median_ms), NM),
             opt_ratio(c.gpu_over_cpu().map(|r| 1.0 / r), "–"),

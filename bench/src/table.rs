@@ -1,7 +1,7 @@
 //! The terminal table of a run: one block per op family, one row per shape and M, then the
 //! roofline and the decode-stack headline.
 
-use crate::fmt::{opt_num, opt_ratio, opt_time, text_table, time_ms};
+use crate::fmt::{opt_num, opt_ratio, opt_sig, opt_time, text_table, time_ms};
 use crate::report::{CaseResult, Report};
 use crate::workload::OpKind;
 
@@ -58,7 +58,7 @@ pub fn render(report: &Report) -> String {
         let roof = report.roofline.as_ref().and_then(|r| Some(100.0 * s.gpu_gbps()? / r.gbps()));
         out.push_str(&format!(
             "GPU {gpu}  {} GB/s  {} % of copy\n",
-            opt_num(s.gpu_gbps(), 1, "-"),
+            opt_sig(s.gpu_gbps(), "-"),
             opt_num(roof, 1, "-")
         ));
         if let Some(w) = s.gpu_wall {
@@ -93,16 +93,16 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
             c.id.strip_prefix(c.op.name()).unwrap_or(&c.id).trim().to_string(),
             opt_time(c.gpu.map(|g| g.median_ms), if c.gpu_error.is_some() { "error" } else { "-" }),
             c.gpu.map_or("-".into(), |g| g.clock.tag().to_string()),
-            opt_num(c.gpu_gbps(), 1, "-"),
-            opt_num(c.gpu_tops().map(|t| t * scale), 2, "-"),
+            opt_sig(c.gpu_gbps(), "-"),
+            opt_sig(c.gpu_tops().map(|t| t * scale), "-"),
             if c.memory_bound {
                 opt_num(c.roofline_pct(report.roofline.as_ref()), 1, "-")
             } else {
                 "compute".into()
             },
             opt_time(c.cpu.map(|g| g.median_ms), if c.cpu_error.is_some() { "error" } else { "-" }),
-            opt_num(c.cpu_gbps(), 2, "-"),
-            opt_num(c.gpu_over_cpu(), 3, "-"),
+            opt_sig(c.cpu_gbps(), "-"),
+            opt_sig(c.gpu_over_cpu(), "-"),
         ]);
     }
     let mut out = text_table(&rows);

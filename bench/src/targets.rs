@@ -102,7 +102,7 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let items: Vec<Option<f64>> = gemv.iter().map(|c| c.roofline_pct(roof)).collect();
     out.push(Target {
         goal: "GEMV (M = 1) on the large shapes ≥ 80 % of the copy-kernel bandwidth",
-        evidence: list(&gemv, &items, |c| format!("{}×{}", c.n, c.k), |v| format!("{v:.1} %")),
+        evidence: list(&gemv, &items, |c| format!("{}×{}", c.n, c.k), |v| format!("{} %", sig(v))),
         status: Status::of(&items.iter().map(|v| v.map(|v| v >= 80.0)).collect::<Vec<_>>()),
     });
 
@@ -120,12 +120,12 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     };
     out.push(Target {
         goal: "weight and activation quant ≥ 70 % of copy bandwidth (inputs ≥ 4 MiB)",
-        evidence: list(&quant, &bw, label, |v| format!("{v:.1} %")),
+        evidence: list(&quant, &bw, label, |v| format!("{} %", sig(v))),
         status: Status::of(&bw.iter().map(|v| v.map(|v| v >= 70.0)).collect::<Vec<_>>()),
     });
     out.push(Target {
         goal: "weight and activation quant ≥ 10× cpu-ref on the same machine's CPU cores",
-        evidence: list(&quant, &speed, label, |v| format!("{v:.1}×")),
+        evidence: list(&quant, &speed, label, |v| format!("{}×", sig(v))),
         status: Status::of(&speed.iter().map(|v| v.map(|v| v >= 10.0)).collect::<Vec<_>>()),
     });
 
@@ -141,7 +141,7 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         .collect();
     out.push(Target {
         goal: "prefill M = 512 within 4× of PyTorch fp16 time (ours / theirs ≤ 4)",
-        evidence: list(&prefill, &ratio, |c| format!("{}×{}", c.n, c.k), |v| format!("{v:.2}×")),
+        evidence: list(&prefill, &ratio, |c| format!("{}×{}", c.n, c.k), |v| format!("{}×", sig(v))),
         status: Status::of(&ratio.iter().map(|v| v.map(|v| v <= 4.0)).collect::<Vec<_>>()),
     });
 
@@ -151,10 +151,14 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let gbps: Vec<Option<f64>> = cpu.iter().map(|c| c.cpu_gbps()).collect();
     out.push(Target {
         goal: "cpu-ref GEMV GB/s on this machine's CPU (criterion benches: `cargo bench -p bitnet-bench`, not run by this command)",
-        evidence: list(&cpu, &gbps, |c| format!("{}×{}", c.n, c.k), |v| format!("{v:.1} GB/s")),
+        evidence: list(&cpu, &gbps, |c| format!("{}×{}", c.n, c.k), |v| format!("{} GB/s", sig(v))),
         status: if gbps.iter().any(Option::is_some) { Status::Reported } else { Status::NotMeasured },
     });
     out
+}
+
+fn sig(v: f64) -> String {
+    crate::fmt::opt_sig(Some(v), "?")
 }
 
 /// `"a: 1.0 %, b: not measured"` — every item, measured or not.

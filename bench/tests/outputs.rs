@@ -1,0 +1,119 @@
+//! The outputs of a run from synthetic figures: RESULTS.md ratios and verdicts, "not measured"
+//! for everything absent, JSON round trip, and a well-formed SVG. No GPU needed.
+
+use bitnet_bench::measure::{Clock, Measurement};
+use bitnet_bench::peers::{PeerCase, PeerStack, PeersReport, impls};
+use bitnet_bench::report::{CaseResult, DeviceReport, HostReport, Report, Roofline, SCHEMA, StackResult};
+use bitnet_bench::workload::{OpKind, StackSpec, Workload};
+use bitnet_bench::{results_md, svg, table};
+
+fn ms(v: f64, clock: Clock) -> Measurement {
+    Measurement { median_ms: v, min_ms: v, max_ms: v, samples: 5, clock }
+}
+
+/// Our report: a 1 TB/s roofline, two GEMVs (one large shape missing), one prefill, one quant.
+fn ours() -> Report {
+    let case = |op, m, n, k, gpu: Option<f64>, cpu: Option<f64>| {
+        let mut c = CaseResult::new(&Workload { op, shape: "t", m, n, k });
+        c.gpu = gpu.map(|v| ms(v, Clock::Timestamp));
+        c.cpu = cpu.map(|v| ms(v, Clock::Cpu));
+        if gpu.is_none() {
+            c.gpu_error = Some("kernel | failed".into());
+        }
+        c
+    };
+    let spec = StackSpec::DECODE_2B4T;
+    Report {
+        schema: SCHEMA.into(),
+        version: "0.0.0".into(),
+        date_utc: "2026-01-01T00:00:00Z".into(),
+        command: "bitnet-bench --json x".into(),
+        quick: false,
+        device: Some(DeviceReport { name: "GPU <&>".into(), backend: "Vulkan".into(), driver: "1.2".into(), ..Default::default() }),
+        host: HostReport { cpu_model: "cpu".into(), threads: 16, os: "linux".into() },
+        roofline: Some(Roofline { bytes: 1_000_000_000, time: ms(1.0, Clock::Timestamp), source: "test".into() }),
+        roofline_error: None,
+        cases: vec![
+            // 6912×2560 GEMV: bytes ≈ 4.44 MB + io; at 0.005 ms ≈ 890 GB/s = 89 % of 1 TB/s.
+            case(OpKind::Bitlinear, 1, 6912, 2560, Some(0.005), Some(0.5)),
+            case(OpKind::Bitlinear, 1, 2560, 6912, None, Some(0.5)),
+            case(OpKind::Bitlinear, 512, 2560, 2560, Some(1.0), None),
+            case(OpKind::WeightQuant, 0, 6912, 2560, Some(0.2), Some(10.0)),
+        ],
+        stack: Some(StackResult {
+            spec,
+            matrices: 210,
+            packed_weight_bytes: spec.packed_weight_bytes(),
+            bytes: spec.bytes(),
+            gpu: Some(ms(0.4, Clock::Timestamp)),
+            gpu_wall: Some(ms(0.5, Clock::Wall)),
+            gpu_error: None,
+            cpu: None,
+            cpu_error: Some("skipped".into()),
+        }),
+        notes: vec![],
+    }
+}
+
+fn peers() -> PeersReport {
+    PeersReport {
+        schema: bitnet_bench::peers::SCHEMA.into(),
+        command: "python3 torch_peers.py".into(),
+        device: "NVIDIA H100".into(),
+        cases: vec![
+            PeerCase { imp: impls::FP16_LINEAR.into(), m: 1, n: 6912, k: 2560, ms: Some(0.02), ..Default::default() },
+            PeerCase { imp: impls::FP16_LINEAR.into(), m: 512, n: 2560, k: 2560, ms: Some(0.2), ..Default::default() },
+        ],
+        stacks: vec![PeerStack {
+            imp: impls::FP16_LINEAR.into(),
+            cuda_graph: true,
+            layers: 30,
+            m: 1,
+            ms: Some(2.4),
+            weight_bytes: Some(4_170_000_000),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn results_md_ratios_and_verdicts() {
+    let md = results_md::render(&ours(), Some(&peers()), "bitnet-bench merge");
+    // Decode stack: 2.4 / 0.4 = 6× → met.
+    let stack_line = md.lines().find(|l| l.starts_with("| decode layer stack")).unwrap();
+    assert!(stack_line.contains("6.00×") && stack_line.contains("**met**"), "{stack_line}");
+    // GEMV: one large shape measured (89 %), the other missing → incomplete, not met.
+    let gemv = md.lines().find(|l| l.starts_with("| GEMV")).unwrap();
+    assert!(gemv.contains("2560×6912: not measured") && gemv.contains("incomplete"), "{gemv}");
+    // Prefill: 1.0 / 0.2 = 5× > 4 → not met.
+    let prefill = md.lines().find(|l| l.starts_with("| prefill")).unwrap();
+    assert!(prefill.contains("5.00×") && prefill.contains("**not met**"), "{prefill}");
+    // Quant speed-up over cpu-ref: 10 / 0.2 = 50×.
+    assert!(md.contains("weight 6912×2560: 50.0×"), "{md}");
+    // Absent peer figures are "not measured", never a number; the error reason is listed once.
+    assert!(md.contains("PyTorch int8 _int_mm, CUDA graph | not measured"));
+    assert!(md.contains("not measured (1×) — GPU: kernel / failed"));
+}
+
+#[test]
+fn results_md_without_peers_invents_nothing() {
+    let md = results_md::render(&ours(), None, "merge");
+    let stack_line = md.lines().find(|l| l.starts_with("| decode layer stack")).unwrap();
+    assert!(stack_line.contains("not measured") && !stack_line.contains("**met**"));
+    assert!(md.contains("| PyTorch device | not measured"));
+}
+
+#[test]
+fn json_round_trip_and_svg() {
+    let r = ours();
+    let text = serde_json::to_string(&r).unwrap();
+    let back: Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    let s = svg::render(&r);
+    assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"));
+    assert!(s.contains("GPU &lt;&amp;&gt;") && !s.contains("GPU <&>"));
+    assert!(s.contains("not measured"));
+    let t = table::render(&r);
+    assert!(t.contains("== bitlinear ==") && t.contains("GPU error (1 of 3 cases): kernel | failed"));
+}
