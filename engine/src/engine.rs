@@ -247,12 +247,17 @@ impl Engine {
             .unwrap_or_default())
     }
 
-    /// Clears the profiler's totals.
+    /// Clears the profiler's totals, after submitting pending work (so a report after the reset
+    /// covers exactly the work recorded after it).
     pub fn reset_profile(&self) {
-        if let Some(g) = self.gpu_context()
-            && let Some(p) = g.batch().profiler.as_mut()
-        {
-            p.reset();
+        if let Some(g) = self.gpu_context() {
+            let mut batch = g.batch();
+            if let Err(e) = batch.flush(g) {
+                log::warn!("bitnet-wgpu: submit before profiler reset failed: {e}");
+            }
+            if let Some(p) = batch.profiler.as_mut() {
+                p.reset();
+            }
         }
     }
 }

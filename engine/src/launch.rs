@@ -6,7 +6,6 @@
 //!
 //! ```wgsl
 //! struct Params { n: u32, alpha: f32 }            // ≤ 128 bytes (PARAMS_MAX_BYTES)
-//!
 //! @group(0) @binding(0) var<storage, read> x: array<f32>;          // your buffers: group 0,
 //! @group(0) @binding(1) var<storage, read_write> y: array<f32>;    // bindings 0, 1, 2, ...
 //! var<immediate> params: Params;                                   // exactly this line (or the
@@ -33,8 +32,7 @@
 //! * **Group 1 is the engine's**: binding 0 = params (uniform mode), binding 1 = this launch's
 //!   non-finite status slot. Never declare other group-1 bindings.
 //! * Keep storage bindings ≤ 7 per kernel (WebGPU's floor is 8 per stage; the status slot is one).
-//! * Register the source in `kernels-wgsl` (`pub const X: KernelSource`, add to the module's
-//!   `ALL`) so the naga validation test covers it.
+//! * Register the source in `kernels-wgsl` (a `KernelSource` const in its module's `ALL`).
 //!
 //! ## 2. Declare the kernel (in `engine/src/ops/<family>.rs`)
 //!
@@ -44,14 +42,14 @@
 //!     .requiring(wgpu::Features::SUBGROUP);
 //! ```
 //!
-//! `bindings` lists group 0 in binding order. The pipeline cache compiles each (kernel name, entry,
-//! override constants) once, inside error scopes; a broken shader is `Error::PipelineCreation`.
+//! `bindings` lists group 0 in binding order. Each (kernel name, entry, override constants) is
+//! compiled once, inside error scopes; a broken shader is `Error::PipelineCreation`.
 //!
 //! ## 3. Launch it
 //!
 //! ```ignore
 //! let gpu = engine.gpu_context().ok_or(...)?;          // or branch to the CPU path
-//! let y = engine.empty(x.shape(), DType::F32)?;         // pooled output, never per-call buffers
+//! let y = engine.empty("scale", x.shape(), DType::F32)?; // pooled output (op name for errors)
 //! Launch::new(gpu, &SCALE)
 //!     .input(x)                                         // binding 0 (whole data buffer)
 //!     .output(&y)                                       // binding 1
@@ -66,6 +64,9 @@
 //! points — read-back, upload, `Engine::sync` — or every `EngineOptions::batch_dispatches`
 //! dispatches. Ops therefore chain on the device with no read-back. Scales of packed tensors
 //! bind with `input_scales` / `output_scales`; sub-ranges with `input_range` / `output_range`.
+//! If a submission fails (validation / OOM), every tensor it wrote is poisoned: reading it, or
+//! launching with it as an input, returns that error — never stale bytes. The reference use of
+//! all of this is `ops/util.rs` (`fill`, `copy`).
 //!
 //! ## 4. Workgroup counts above 65535
 //!
@@ -107,10 +108,7 @@ use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{Storage, Tensor};
 
-#[allow(unused_imports)] // the op families' toolbox; not every helper is used yet
-pub(crate) use crate::chunk::{
-    binding_chunks, check_binding, check_buffer, check_grid, fold_workgroups,
-};
+pub(crate) use crate::chunk::{binding_chunks, check_binding, check_grid, fold_workgroups};
 
 /// One buffer binding of a launch.
 struct Bound<'a> {
@@ -136,7 +134,6 @@ pub struct Launch<'a> {
     outputs: Vec<&'a Tensor>,
 }
 
-#[allow(dead_code)] // builder methods are the op families' API; not all are used yet
 impl<'a> Launch<'a> {
     /// Starts a launch of `kernel` on `gpu`.
     pub fn new(gpu: &'a Gpu, kernel: &'a Kernel) -> Launch<'a> {
@@ -159,8 +156,10 @@ impl<'a> Launch<'a> {
     }
 
     fn misuse(&mut self, message: String) {
-        let kernel = self.kernel.name();
-        self.fail(Error::KernelMisuse { kernel, message });
+        self.fail(Error::KernelMisuse {
+            kernel: self.kernel.name(),
+            message,
+        });
     }
 
     /// Binds `storage` (bytes `range`, or all of it) as the next binding.
@@ -280,6 +279,7 @@ impl<'a> Launch<'a> {
     }
 
     /// Sets a pipeline-overridable constant (`override NAME: T;` in WGSL); part of the cache key.
+    #[allow(dead_code)] // for kernel variants; no kernel overrides a constant yet (tested)
     pub fn constant(mut self, name: &'static str, value: f64) -> Self {
         self.constants.push((name, value));
         self

@@ -196,3 +196,36 @@ fn outputs_of_a_failed_batch_are_never_read_as_data() {
     // (The destroyed buffer must not go back to a pool that is used again: drop the engine.)
     drop((x, y, clean, z, e));
 }
+
+const OVERRIDE: Kernel = Kernel::new(
+    KernelSource {
+        name: "test_override",
+        source: "override VALUE: u32 = 1u;\n\
+                 @group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                 @compute @workgroup_size(1) fn main() { out[0] = VALUE; }",
+    },
+    "main",
+    &[Access::ReadWrite],
+);
+
+#[test]
+fn override_constants_are_part_of_the_cache_key() {
+    let e = gpu(EngineOptions::default());
+    let g = e.gpu_context().unwrap();
+    let before = e.pipeline_stats().compiled;
+    for v in [7.0, 9.0, 7.0] {
+        let t = e.empty("t", &[1], DType::U32).unwrap();
+        Launch::new(g, &OVERRIDE)
+            .output(&t)
+            .constant("VALUE", v)
+            .workgroups(1)
+            .run()
+            .unwrap();
+        assert_eq!(t.read_u32().unwrap(), vec![v as u32]);
+    }
+    assert_eq!(
+        e.pipeline_stats().compiled,
+        before + 2,
+        "one pipeline per constant value"
+    );
+}

@@ -411,3 +411,25 @@ fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn one_engine_shared_by_threads() {
+    let e = gpu_engine();
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    let n = 1 + ((t * 31 + i * 17) % 3000) as usize;
+                    let v = random_f32(t * 1000 + i, n, -1.0, 1.0);
+                    let y = e.copy(&e.upload_f32(&v, &[n]).unwrap()).unwrap();
+                    assert_eq!(y.read_f32().unwrap(), v, "thread {t} iteration {i}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread");
+    }
+    assert_eq!(e.pool_stats().live_bytes, 0);
+}
