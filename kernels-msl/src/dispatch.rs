@@ -68,13 +68,27 @@ impl Dispatch {
 
 /// Rejects a zero dimension.
 fn nonzero(kernel: &'static str, dim: &'static str, v: usize) -> Result<(), DispatchError> {
-    if v == 0 { Err(DispatchError::ZeroDimension { kernel, dim }) } else { Ok(()) }
+    if v == 0 {
+        Err(DispatchError::ZeroDimension { kernel, dim })
+    } else {
+        Ok(())
+    }
 }
 
 /// Rejects `value > max`.
-fn at_most(kernel: &'static str, what: &'static str, value: u64, max: u64) -> Result<(), DispatchError> {
+fn at_most(
+    kernel: &'static str,
+    what: &'static str,
+    value: u64,
+    max: u64,
+) -> Result<(), DispatchError> {
     if value > max {
-        Err(DispatchError::TooLarge { kernel, what, value, max })
+        Err(DispatchError::TooLarge {
+            kernel,
+            what,
+            value,
+            max,
+        })
     } else {
         Ok(())
     }
@@ -139,7 +153,12 @@ pub fn quantize_activations(rows: usize, k: usize) -> Result<Dispatch, DispatchE
     nonzero(K, "K", k)?;
     at_most(K, "K", k as u64, QUANT_MAX_K as u64)?;
     at_most(K, "M * K", product(rows, k), MAX_ELEMENTS)?;
-    at_most(K, "M * packed words per row", product(rows, 4 * words_per_row(k)), MAX_ELEMENTS)?;
+    at_most(
+        K,
+        "M * packed words per row",
+        product(rows, 4 * words_per_row(k)),
+        MAX_ELEMENTS,
+    )?;
     Ok(Dispatch {
         params: [rows as u32, k as u32, 0, 0],
         workgroups: Workgroups::Linear(rows as u64),
@@ -147,18 +166,39 @@ pub fn quantize_activations(rows: usize, k: usize) -> Result<Dispatch, DispatchE
 }
 
 /// Shape checks shared by both BitLinear kernels.
-fn bitlinear_checks(kernel: &'static str, m: usize, n: usize, k: usize, max_k: usize) -> Result<(), DispatchError> {
+fn bitlinear_checks(
+    kernel: &'static str,
+    m: usize,
+    n: usize,
+    k: usize,
+    max_k: usize,
+) -> Result<(), DispatchError> {
     nonzero(kernel, "M", m)?;
     nonzero(kernel, "N", n)?;
     nonzero(kernel, "K", k)?;
     at_most(kernel, "K", k as u64, max_k as u64)?;
-    at_most(kernel, "M * K (padded to 16)", product(m, 16 * words_per_row(k)), MAX_ELEMENTS)?;
-    at_most(kernel, "N * words per row", product(n, words_per_row(k)), MAX_ELEMENTS)?;
+    at_most(
+        kernel,
+        "M * K (padded to 16)",
+        product(m, 16 * words_per_row(k)),
+        MAX_ELEMENTS,
+    )?;
+    at_most(
+        kernel,
+        "N * words per row",
+        product(n, words_per_row(k)),
+        MAX_ELEMENTS,
+    )?;
     at_most(kernel, "M * N", product(m, n), MAX_ELEMENTS)
 }
 
 /// [`crate::BITLINEAR_GEMV`]: `y[m, n]` for f32 activations `[m, k]` and packed weights `[n, k]`.
-pub fn bitlinear_gemv(m: usize, n: usize, k: usize, mode: OutputMode) -> Result<Dispatch, DispatchError> {
+pub fn bitlinear_gemv(
+    m: usize,
+    n: usize,
+    k: usize,
+    mode: OutputMode,
+) -> Result<Dispatch, DispatchError> {
     const K: &str = "bitlinear_gemv";
     bitlinear_checks(K, m, n, k, GEMV_MAX_K)?;
     let gx = n.div_ceil(GEMV_ROWS_PER_GROUP);
@@ -172,7 +212,12 @@ pub fn bitlinear_gemv(m: usize, n: usize, k: usize, mode: OutputMode) -> Result<
 
 /// [`crate::BITLINEAR_GEMM`]: `y[m, n]` for packed activations `[m, k]` (from
 /// [`quantize_activations`]) and packed weights `[n, k]`.
-pub fn bitlinear_gemm(m: usize, n: usize, k: usize, mode: OutputMode) -> Result<Dispatch, DispatchError> {
+pub fn bitlinear_gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    mode: OutputMode,
+) -> Result<Dispatch, DispatchError> {
     const K: &str = "bitlinear_gemm";
     bitlinear_checks(K, m, n, k, GEMM_MAX_K)?;
     let gx = n.div_ceil(GEMM_TILE);
@@ -194,7 +239,10 @@ mod tests {
         assert_eq!(abs_sum_levels(1).unwrap(), vec![1]);
         assert_eq!(abs_sum_levels(4096).unwrap(), vec![4096]);
         assert_eq!(abs_sum_levels(4097).unwrap(), vec![4097, 2]);
-        assert_eq!(abs_sum_levels(4096 * 4096 + 1).unwrap(), vec![4096 * 4096 + 1, 4097, 2]);
+        assert_eq!(
+            abs_sum_levels(4096 * 4096 + 1).unwrap(),
+            vec![4096 * 4096 + 1, 4097, 2]
+        );
     }
 
     #[test]
@@ -214,7 +262,10 @@ mod tests {
     fn bad_shapes_are_typed_errors() {
         assert_eq!(
             bitlinear_gemv(1, 0, 4, OutputMode::Scaled),
-            Err(DispatchError::ZeroDimension { kernel: "bitlinear_gemv", dim: "N" })
+            Err(DispatchError::ZeroDimension {
+                kernel: "bitlinear_gemv",
+                dim: "N"
+            })
         );
         assert!(matches!(
             bitlinear_gemv(1, 4, GEMV_MAX_K + 1, OutputMode::Scaled),
@@ -228,7 +279,10 @@ mod tests {
             bitlinear_gemv(70_000, 4, 16, OutputMode::Scaled),
             Err(DispatchError::TooLarge { .. })
         ));
-        assert!(matches!(quantize_weights(1 << 20, 1 << 12), Err(DispatchError::TooLarge { .. })));
+        assert!(matches!(
+            quantize_weights(1 << 20, 1 << 12),
+            Err(DispatchError::TooLarge { .. })
+        ));
         assert!(abs_sum_level(0, true).is_err());
         assert!(quantize_activations(1, 1 << 24).is_err());
     }

@@ -78,9 +78,12 @@ pub struct MslKernel {
 impl MslKernel {
     /// The group-0 storage bindings, in binding order (group-0 binding `i` is `buffer(i + 1)`).
     pub fn storage(&self) -> impl Iterator<Item = &MslBinding> {
-        self.bindings
-            .iter()
-            .filter(|b| matches!(b.kind, BindingKind::StorageRead | BindingKind::StorageReadWrite))
+        self.bindings.iter().filter(|b| {
+            matches!(
+                b.kind,
+                BindingKind::StorageRead | BindingKind::StorageReadWrite
+            )
+        })
     }
 }
 
@@ -115,9 +118,27 @@ pub const ABS_SUM_BLOCKS: MslKernel = MslKernel {
     source: msl_source!("abs_sum_blocks.metal"),
     workgroup_size: (256, 1, 1),
     bindings: &[
-        bind(0, Params, "params", "constant AbsSumParams&", "AbsSumParams {count, check_finite, 0, 0}"),
-        bind(1, StorageRead, "values", "device const float*", "this level's input: count f32"),
-        bind(2, StorageReadWrite, "block_sums", "device float*", "ceil(count / 4096) block sums"),
+        bind(
+            0,
+            Params,
+            "params",
+            "constant AbsSumParams&",
+            "AbsSumParams {count, check_finite, 0, 0}",
+        ),
+        bind(
+            1,
+            StorageRead,
+            "values",
+            "device const float*",
+            "this level's input: count f32",
+        ),
+        bind(
+            2,
+            StorageReadWrite,
+            "block_sums",
+            "device float*",
+            "ceil(count / 4096) block sums",
+        ),
         bind(3, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["w"],
@@ -131,11 +152,41 @@ pub const QUANTIZE_WEIGHTS: MslKernel = MslKernel {
     source: msl_source!("quantize_weights.metal"),
     workgroup_size: (256, 1, 1),
     bindings: &[
-        bind(0, Params, "params", "constant QuantizeWeightsParams&", "QuantizeWeightsParams {n, k, count_bits, 0}"),
-        bind(1, StorageRead, "weights", "device const float*", "[N, K] f32 row-major"),
-        bind(2, StorageRead, "abs_sum", "device const float*", "[1] the canonical sum of |W|"),
-        bind(3, StorageReadWrite, "packed", "device uint*", "[N, ceil(K / 16)] ternary words"),
-        bind(4, StorageReadWrite, "scale", "device float*", "[2] = [s, inv_s]"),
+        bind(
+            0,
+            Params,
+            "params",
+            "constant QuantizeWeightsParams&",
+            "QuantizeWeightsParams {n, k, count_bits, 0}",
+        ),
+        bind(
+            1,
+            StorageRead,
+            "weights",
+            "device const float*",
+            "[N, K] f32 row-major",
+        ),
+        bind(
+            2,
+            StorageRead,
+            "abs_sum",
+            "device const float*",
+            "[1] the canonical sum of |W|",
+        ),
+        bind(
+            3,
+            StorageReadWrite,
+            "packed",
+            "device uint*",
+            "[N, ceil(K / 16)] ternary words",
+        ),
+        bind(
+            4,
+            StorageReadWrite,
+            "scale",
+            "device float*",
+            "[2] = [s, inv_s]",
+        ),
         bind(5, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["sum of |w| (overflows f32)"],
@@ -149,10 +200,34 @@ pub const QUANTIZE_ACTIVATIONS: MslKernel = MslKernel {
     source: msl_source!("quantize_activations.metal"),
     workgroup_size: (256, 1, 1),
     bindings: &[
-        bind(0, Params, "params", "constant QuantizeActParams&", "QuantizeActParams {rows, k, 0, 0}"),
-        bind(1, StorageRead, "x", "device const float*", "[rows, K] f32 row-major"),
-        bind(2, StorageReadWrite, "packed", "device uint*", "[rows, 4 * ceil(K / 16)] packed int8"),
-        bind(3, StorageReadWrite, "absmax", "device float*", "[rows] clamped absmax a"),
+        bind(
+            0,
+            Params,
+            "params",
+            "constant QuantizeActParams&",
+            "QuantizeActParams {rows, k, 0, 0}",
+        ),
+        bind(
+            1,
+            StorageRead,
+            "x",
+            "device const float*",
+            "[rows, K] f32 row-major",
+        ),
+        bind(
+            2,
+            StorageReadWrite,
+            "packed",
+            "device uint*",
+            "[rows, 4 * ceil(K / 16)] packed int8",
+        ),
+        bind(
+            3,
+            StorageReadWrite,
+            "absmax",
+            "device float*",
+            "[rows] clamped absmax a",
+        ),
         bind(4, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["x"],
@@ -166,11 +241,41 @@ pub const BITLINEAR_GEMV: MslKernel = MslKernel {
     source: msl_source!("bitlinear_gemv.metal"),
     workgroup_size: (256, 1, 1),
     bindings: &[
-        bind(0, Params, "params", "constant GemvParams&", "GemvParams {m, n, k, output_mode}"),
-        bind(1, StorageRead, "x", "device const float*", "[M, K] f32 activations"),
-        bind(2, StorageRead, "weights", "device const uint*", "[N, ceil(K / 16)] ternary words"),
-        bind(3, StorageRead, "weight_scale", "device const float*", "s at index 0"),
-        bind(4, StorageReadWrite, "y", "device float*", "[M, N] f32 (or i32 bits)"),
+        bind(
+            0,
+            Params,
+            "params",
+            "constant GemvParams&",
+            "GemvParams {m, n, k, output_mode}",
+        ),
+        bind(
+            1,
+            StorageRead,
+            "x",
+            "device const float*",
+            "[M, K] f32 activations",
+        ),
+        bind(
+            2,
+            StorageRead,
+            "weights",
+            "device const uint*",
+            "[N, ceil(K / 16)] ternary words",
+        ),
+        bind(
+            3,
+            StorageRead,
+            "weight_scale",
+            "device const float*",
+            "s at index 0",
+        ),
+        bind(
+            4,
+            StorageReadWrite,
+            "y",
+            "device float*",
+            "[M, N] f32 (or i32 bits)",
+        ),
         bind(5, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["x", "output (rescale overflowed f32)"],
@@ -184,12 +289,48 @@ pub const BITLINEAR_GEMM: MslKernel = MslKernel {
     source: msl_source!("bitlinear_gemm.metal"),
     workgroup_size: (128, 1, 1),
     bindings: &[
-        bind(0, Params, "params", "constant GemmParams&", "GemmParams {m, n, k, output_mode}"),
-        bind(1, StorageRead, "x_packed", "device const uint*", "[M, 4 * ceil(K / 16)] packed int8"),
-        bind(2, StorageRead, "x_absmax", "device const float*", "[M] clamped absmax a_m"),
-        bind(3, StorageRead, "weights", "device const uint*", "[N, ceil(K / 16)] ternary words"),
-        bind(4, StorageRead, "weight_scale", "device const float*", "s at index 0"),
-        bind(5, StorageReadWrite, "y", "device float*", "[M, N] f32 (or i32 bits)"),
+        bind(
+            0,
+            Params,
+            "params",
+            "constant GemmParams&",
+            "GemmParams {m, n, k, output_mode}",
+        ),
+        bind(
+            1,
+            StorageRead,
+            "x_packed",
+            "device const uint*",
+            "[M, 4 * ceil(K / 16)] packed int8",
+        ),
+        bind(
+            2,
+            StorageRead,
+            "x_absmax",
+            "device const float*",
+            "[M] clamped absmax a_m",
+        ),
+        bind(
+            3,
+            StorageRead,
+            "weights",
+            "device const uint*",
+            "[N, ceil(K / 16)] ternary words",
+        ),
+        bind(
+            4,
+            StorageRead,
+            "weight_scale",
+            "device const float*",
+            "s at index 0",
+        ),
+        bind(
+            5,
+            StorageReadWrite,
+            "y",
+            "device float*",
+            "[M, N] f32 (or i32 bits)",
+        ),
         bind(6, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["output (rescale overflowed f32)"],

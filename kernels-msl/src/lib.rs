@@ -29,6 +29,6 @@ pub mod kernels;
 pub use dispatch::{Dispatch, OutputMode, Workgroups};
 pub use error::DispatchError;
 pub use kernels::{
-    ABS_SUM_BLOCKS, ALL, BITLINEAR_GEMM, BITLINEAR_GEMV, BindingKind, MslBinding, MslKernel, PRELUDE,
-    QUANTIZE_ACTIVATIONS, QUANTIZE_WEIGHTS,
+    ABS_SUM_BLOCKS, ALL, BITLINEAR_GEMM, BITLINEAR_GEMV, BindingKind, MslBinding, MslKernel,
+    PRELUDE, QUANTIZE_ACTIVATIONS, QUANTIZE_WEIGHTS,
 };

@@ -16,18 +16,24 @@
 #ifndef METAL_EMU_RUNTIME_H
 #define METAL_EMU_RUNTIME_H
 
+#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#endif
 
 namespace metal_emu {
 
@@ -43,37 +49,64 @@ constexpr int kBarrierTimeoutSeconds = 60;
     std::_Exit(70);
 }
 
+/// Sleeps until `*word != expected` (or a spurious wake-up, or about 100 ms passed).
+inline void wait_while_equal(std::atomic<std::uint32_t>& word, std::uint32_t expected) {
+#if defined(__linux__)
+    // A futex: waiters sleep in the kernel and leave without re-taking any lock, which matters
+    // with hundreds of emulated threads on a few cores.
+    struct timespec timeout = {0, 100 * 1000 * 1000};
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, &timeout, nullptr, 0);
+#else
+    if (word.load(std::memory_order_acquire) == expected) {
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+#endif
+}
+
+/// Wakes every thread sleeping in wait_while_equal(word, ...).
+inline void wake_all(std::atomic<std::uint32_t>& word) {
+#if defined(__linux__)
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
+#else
+    (void)word;
+#endif
+}
+
 /// A reusable barrier for a fixed number of threads, with deadlock detection.
+///
+/// Synchronization is through the two atomics (acquire/release), so ThreadSanitizer sees that
+/// everything before the barrier in any thread happens before everything after it in all threads;
+/// the futex only puts waiters to sleep.
 class Barrier {
   public:
     Barrier(unsigned count, const char* what) : count_(count), what_(what) {}
 
     /// Blocks until `count` threads arrived; aborts after kBarrierTimeoutSeconds.
     void arrive_and_wait() {
-        std::unique_lock<std::mutex> lock(mutex_);
-        const unsigned long generation = generation_;
-        if (++arrived_ == count_) {
-            arrived_ = 0;
-            ++generation_;
-            cv_.notify_all();
+        // Read before arriving: the generation cannot move until this thread has arrived.
+        const std::uint32_t generation = generation_.load(std::memory_order_acquire);
+        if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == count_) {
+            arrived_.store(0, std::memory_order_relaxed);
+            generation_.store(generation + 1, std::memory_order_release);
+            wake_all(generation_);
             return;
         }
-        const bool released = cv_.wait_for(lock, std::chrono::seconds(kBarrierTimeoutSeconds),
-                                           [&] { return generation_ != generation; });
-        if (!released) {
-            std::fprintf(stderr, "metal-emu: %s: only %u of %u threads arrived\n", what_, arrived_,
-                         count_);
-            fail("deadlock: a barrier or collective is not reached by every thread (divergent "
-                 "control flow or an early return before it)");
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kBarrierTimeoutSeconds);
+        while (generation_.load(std::memory_order_acquire) == generation) {
+            wait_while_equal(generation_, generation);
+            if (std::chrono::steady_clock::now() > deadline) {
+                std::fprintf(stderr, "metal-emu: %s: only %u of %u threads arrived\n", what_,
+                             arrived_.load(std::memory_order_relaxed), count_);
+                fail("deadlock: a barrier or collective is not reached by every thread (divergent "
+                     "control flow or an early return before it)");
+            }
         }
     }
 
   private:
-    std::mutex mutex_;
-    std::condition_variable cv_;
+    std::atomic<std::uint32_t> arrived_{0};
+    std::atomic<std::uint32_t> generation_{0};
     const unsigned count_;
-    unsigned arrived_ = 0;
-    unsigned long generation_ = 0;
     const char* what_;
 };
 

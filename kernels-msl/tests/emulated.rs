@@ -1,0 +1,391 @@
+//! Dynamic proof of the MSL kernels: each kernel runs on the CPU through the Metal compatibility
+//! header on an emulated grid (threadgroups of real threads, real barriers, 32-lane simdgroups),
+//! built with AddressSanitizer + UndefinedBehaviorSanitizer, and its outputs — codes, scales,
+//! quantized activations, accumulators, outputs, non-finite flags — are compared bit for bit with
+//! `bitnet-cpu-ref`. One more pass runs every kernel under ThreadSanitizer, which fails on any
+//! threadgroup-memory access not ordered by a barrier.
+
+mod support;
+
+use bitnet_cpu_ref::{
+    Error, TernaryMatrix, bitlinear, bitlinear_accumulate, quantize_activations, quantize_weights,
+};
+use bitnet_kernels_msl::{
+    ABS_SUM_BLOCKS, BITLINEAR_GEMM, BITLINEAR_GEMV, OutputMode, QUANTIZE_ACTIVATIONS,
+    QUANTIZE_WEIGHTS, dispatch,
+};
+use support::data;
+use support::harness::{self, Flavor, Harness, f32_bytes, to_f32s, to_u32s, u32_bytes};
+
+/// Groups per grid dimension when folding linear grids (small, to exercise the folded path).
+const FOLD: u64 = 3;
+
+/// The ASan/UBSan harness, or `None` when clang checks were explicitly skipped.
+fn asan() -> Option<&'static Harness> {
+    harness::get(Flavor::Address)
+}
+
+/// Weight quantization on the emulated GPU: abs-sum levels, then quantize + pack.
+/// Returns (packed words, [s, inv_s], status word of level 0, status word of the pack).
+fn msl_quantize_weights(
+    h: &Harness,
+    w: &[f32],
+    n: usize,
+    k: usize,
+) -> (Vec<u32>, [f32; 2], u32, u32) {
+    let mut level = f32_bytes(w);
+    let mut flagged = u32::MAX;
+    for (i, &count) in dispatch::abs_sum_levels(n * k).unwrap().iter().enumerate() {
+        let d = dispatch::abs_sum_level(count, i == 0).unwrap();
+        let out = vec![0u8; 4 * count.div_ceil(4096)];
+        let r = h.launch(&ABS_SUM_BLOCKS, &d, vec![level, out], FOLD);
+        if i == 0 {
+            flagged = r.status[0];
+        }
+        level = r.storage.into_iter().nth(1).unwrap();
+    }
+    assert_eq!(level.len(), 4, "the last level leaves one sum");
+    let d = dispatch::quantize_weights(n, k).unwrap();
+    let packed = vec![0u8; 4 * n * k.div_ceil(16)];
+    let r = h.launch(
+        &QUANTIZE_WEIGHTS,
+        &d,
+        vec![f32_bytes(w), level, packed, vec![0; 8]],
+        FOLD,
+    );
+    let scale = to_f32s(&r.storage[3]);
+    (
+        to_u32s(&r.storage[2]),
+        [scale[0], scale[1]],
+        flagged,
+        r.status[0],
+    )
+}
+
+/// Activation quantization on the emulated GPU: (packed words, absmax, status word 0).
+fn msl_quantize_activations(
+    h: &Harness,
+    x: &[f32],
+    m: usize,
+    k: usize,
+) -> (Vec<u32>, Vec<f32>, u32) {
+    let d = dispatch::quantize_activations(m, k).unwrap();
+    let packed = vec![0u8; 4 * m * 4 * k.div_ceil(16)];
+    let r = h.launch(
+        &QUANTIZE_ACTIVATIONS,
+        &d,
+        vec![f32_bytes(x), packed, vec![0; 4 * m]],
+        FOLD,
+    );
+    (to_u32s(&r.storage[1]), to_f32s(&r.storage[2]), r.status[0])
+}
+
+/// The BitLinear input of one kernel: f32 activations for the fused GEMV, or the activations
+/// quantized by the MSL quantizer for the GEMM.
+enum Input<'a> {
+    Gemv(&'a [f32]),
+    Gemm(&'a (Vec<u32>, Vec<f32>, u32)),
+}
+
+impl<'a> Input<'a> {
+    /// The input `kernel` needs (quantizing on the emulated GPU for the GEMM into `cache`).
+    fn new(
+        h: &Harness,
+        gemm: bool,
+        x: &'a [f32],
+        m: usize,
+        k: usize,
+        cache: &'a mut Option<(Vec<u32>, Vec<f32>, u32)>,
+    ) -> Self {
+        if gemm {
+            Input::Gemm(cache.get_or_insert_with(|| msl_quantize_activations(h, x, m, k)))
+        } else {
+            Input::Gemv(x)
+        }
+    }
+}
+
+/// The BitLinear output of one kernel in one mode, as raw bits, plus its status words.
+fn msl_bitlinear(
+    h: &Harness,
+    input: &Input,
+    m: usize,
+    w: &TernaryMatrix,
+    mode: OutputMode,
+) -> (Vec<u32>, [u32; 4]) {
+    let (n, k) = (w.n(), w.k());
+    let weights = u32_bytes(w.words());
+    let scale = f32_bytes(&[w.scale(), 1.0 / w.scale()]);
+    let y = vec![0u8; 4 * m * n];
+    let r = match input {
+        Input::Gemm((packed, absmax, _)) => {
+            let d = dispatch::bitlinear_gemm(m, n, k, mode).unwrap();
+            let storage = vec![u32_bytes(packed), f32_bytes(absmax), weights, scale, y];
+            h.launch(&BITLINEAR_GEMM, &d, storage, FOLD)
+        }
+        Input::Gemv(x) => {
+            let d = dispatch::bitlinear_gemv(m, n, k, mode).unwrap();
+            h.launch(
+                &BITLINEAR_GEMV,
+                &d,
+                vec![f32_bytes(x), weights, scale, y],
+                FOLD,
+            )
+        }
+    };
+    (to_u32s(r.storage.last().unwrap()), r.status)
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Index and values of the first difference, for readable failures.
+fn first_diff<T: PartialEq + std::fmt::Debug>(got: &[T], want: &[T]) -> String {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        Some(i) => format!(
+            "first difference at {i}: got {:?}, want {:?}",
+            got[i], want[i]
+        ),
+        None => "equal".into(),
+    }
+}
+
+#[test]
+fn exact_f32_routines_match_ieee() {
+    let Some(h) = asan() else { return };
+    h.selftest(300_000);
+}
+
+#[test]
+fn weight_quantization_matches_cpu_ref() {
+    let Some(h) = asan() else { return };
+    // Odd K, K not a multiple of 16, a single weight, two sum levels (N·K > 4096); random, all-zero,
+    // subnormal and exact-tie weights.
+    let cases = [
+        (1, 1, 0),
+        (3, 17, 0),
+        (5, 33, 1),
+        (7, 301, 0),
+        (4, 64, 3),
+        (6, 50, 2),
+        (3, 1500, 0),
+        (33, 16, 0),
+        (1, 4096, 4),
+        (4, 1024, 4),
+        (2, 4096, 4),
+    ];
+    for (i, &(n, k, flavour)) in cases.iter().enumerate() {
+        let w = data::weights(n, k, flavour, i as u64);
+        let want = quantize_weights(&w, n, k).unwrap();
+        let (packed, scale, flag_w, flag_sum) = msl_quantize_weights(h, &w, n, k);
+        let at = format!("N={n} K={k} flavour {flavour}");
+        assert_eq!(
+            packed,
+            want.words(),
+            "{at}: codes, {}",
+            first_diff(&packed, want.words())
+        );
+        assert_eq!(
+            scale[0].to_bits(),
+            want.scale().to_bits(),
+            "{at}: scale {} vs {}",
+            scale[0],
+            want.scale()
+        );
+        assert_eq!(
+            scale[1].to_bits(),
+            (1.0 / want.scale()).to_bits(),
+            "{at}: inv_s"
+        );
+        assert_eq!(
+            (flag_w, flag_sum),
+            (u32::MAX, u32::MAX),
+            "{at}: nothing flagged"
+        );
+    }
+}
+
+#[test]
+fn weight_quantization_flags_non_finite() {
+    let Some(h) = asan() else { return };
+    let mut w = data::weights(3, 40, 0, 9);
+    w[77] = f32::NAN;
+    w[100] = f32::INFINITY;
+    let Err(Error::NonFinite { index, .. }) = quantize_weights(&w, 3, 40) else {
+        panic!("cpu-ref accepted NaN")
+    };
+    let (_, _, flag_w, flag_sum) = msl_quantize_weights(h, &w, 3, 40);
+    assert_eq!(
+        (flag_w, flag_sum),
+        (index as u32, 0),
+        "NaN flagged at cpu-ref's index, sum flagged"
+    );
+    // Finite weights whose |w| sum overflows f32.
+    let w = vec![3e38f32; 4];
+    let Err(Error::NonFinite { tensor, .. }) = quantize_weights(&w, 2, 2) else {
+        panic!("no overflow error")
+    };
+    assert!(tensor.contains("overflows"));
+    let (_, _, flag_w, flag_sum) = msl_quantize_weights(h, &w, 2, 2);
+    assert_eq!(
+        (flag_w, flag_sum),
+        (u32::MAX, 0),
+        "overflow flagged as the sum, not as a weight"
+    );
+}
+
+#[test]
+fn activation_quantization_matches_cpu_ref() {
+    let Some(h) = asan() else { return };
+    let cases = [(1, 1), (1, 17), (3, 301), (6, 64), (7, 100), (2, 1000)];
+    for (i, &(m, k)) in cases.iter().enumerate() {
+        let x = data::activations(m, k, i as u64);
+        let want = quantize_activations(&x, m, k).unwrap();
+        let (packed, absmax, flag) = msl_quantize_activations(h, &x, m, k);
+        let at = format!("M={m} K={k}");
+        assert_eq!(
+            packed,
+            want.packed(),
+            "{at}: packed values, {}",
+            first_diff(&packed, &want.packed())
+        );
+        assert_eq!(bits(&absmax), bits(want.absmax()), "{at}: absmax");
+        assert_eq!(flag, u32::MAX, "{at}: nothing flagged");
+    }
+    // A NaN and an infinity: the smallest flat index is flagged, as cpu-ref reports it.
+    let mut x = data::activations(3, 50, 4);
+    x[120] = f32::NEG_INFINITY;
+    x[61] = f32::NAN;
+    let Err(Error::NonFinite { index, .. }) = quantize_activations(&x, 3, 50) else {
+        panic!("accepted NaN")
+    };
+    assert_eq!(msl_quantize_activations(h, &x, 3, 50).2, index as u32);
+}
+
+/// Cross-checks one BitLinear kernel on `cases` (M, N, K): outputs against `bitlinear` and
+/// accumulators against `bitlinear_accumulate`, bit for bit.
+fn check_bitlinear(gemm: bool, cases: &[(usize, usize, usize)]) {
+    let Some(h) = asan() else { return };
+    let kernel = if gemm { "GEMM" } else { "GEMV" };
+    for (i, &(m, n, k)) in cases.iter().enumerate() {
+        let w = quantize_weights(&data::weights(n, k, 0, 100 + i as u64), n, k).unwrap();
+        let x = data::activations(m, k, 200 + i as u64);
+        let at = format!("{kernel} M={m} N={n} K={k}");
+
+        let mut cache = None;
+        let input = Input::new(h, gemm, &x, m, k, &mut cache);
+        let want_acc = bitlinear_accumulate(&quantize_activations(&x, m, k).unwrap(), &w).unwrap();
+        let want_acc: Vec<u32> = want_acc.iter().map(|&a| a as u32).collect();
+        let (acc, status) = msl_bitlinear(h, &input, m, &w, OutputMode::Accumulators);
+        assert_eq!(
+            acc,
+            want_acc,
+            "{at}: accumulators, {}",
+            first_diff(&acc, &want_acc)
+        );
+        assert_eq!(status, [u32::MAX; 4], "{at}: nothing flagged");
+
+        let want_y = bits(&bitlinear(&x, m, &w).unwrap());
+        let (y, status) = msl_bitlinear(h, &input, m, &w, OutputMode::Scaled);
+        assert_eq!(y, want_y, "{at}: outputs, {}", first_diff(&y, &want_y));
+        assert_eq!(status, [u32::MAX; 4], "{at}: nothing flagged");
+    }
+}
+
+#[test]
+fn gemv_matches_cpu_ref() {
+    // M = 1, odd N, odd K, K not a multiple of 16, N not a multiple of the 32 rows per group, and
+    // K > 32 · 16 so lanes loop over several words.
+    check_bitlinear(
+        false,
+        &[
+            (1, 1, 1),
+            (1, 33, 17),
+            (2, 67, 301),
+            (3, 31, 1000),
+            (1, 40, 2049),
+        ],
+    );
+}
+
+#[test]
+fn gemm_matches_cpu_ref() {
+    // Partial tiles in M and N, odd K, an odd number of weight words per row (K step of 32 = two
+    // words), M = 1, and full tiles.
+    check_bitlinear(
+        true,
+        &[
+            (1, 5, 7),
+            (9, 33, 45),
+            (33, 65, 301),
+            (40, 17, 16),
+            (32, 32, 64),
+        ],
+    );
+}
+
+#[test]
+fn gemv_flags_non_finite_input_like_cpu_ref() {
+    let Some(h) = asan() else { return };
+    let w = quantize_weights(&data::weights(9, 30, 0, 5), 9, 30).unwrap();
+    let mut x = data::activations(2, 30, 6);
+    x[47] = f32::NAN;
+    let Err(Error::NonFinite { index, .. }) = bitlinear(&x, 2, &w) else {
+        panic!("accepted NaN")
+    };
+    let (_, status) = msl_bitlinear(h, &Input::Gemv(&x), 2, &w, OutputMode::Scaled);
+    assert_eq!(status[0], index as u32);
+}
+
+#[test]
+fn weights_quantized_by_msl_feed_the_msl_bitlinear_kernels() {
+    // The chain the engine runs on Metal: MSL weight quantization, then both BitLinear kernels
+    // reading its packed words and [s, inv_s] buffer.
+    let Some(h) = asan() else { return };
+    let (m, n, k) = (5, 37, 203);
+    let wf = data::weights(n, k, 0, 42);
+    let (packed, scale, _, _) = msl_quantize_weights(h, &wf, n, k);
+    let w = TernaryMatrix::from_packed(packed, n, k, scale[0]).expect("valid packed weights");
+    let x = data::activations(m, k, 43);
+    let want = bits(&bitlinear(&x, m, &quantize_weights(&wf, n, k).unwrap()).unwrap());
+    for gemm in [false, true] {
+        let mut cache = None;
+        let input = Input::new(h, gemm, &x, m, k, &mut cache);
+        assert_eq!(
+            msl_bitlinear(h, &input, m, &w, OutputMode::Scaled).0,
+            want,
+            "gemm = {gemm}"
+        );
+    }
+}
+
+#[test]
+fn kernels_are_race_free_under_thread_sanitizer() {
+    let Some(h) = harness::get(Flavor::Thread) else {
+        return;
+    };
+    let (m, n, k) = (3, 40, 150);
+    let wf = data::weights(n, k, 0, 7);
+    let (packed, scale, _, _) = msl_quantize_weights(h, &wf, n, k);
+    let w = quantize_weights(&wf, n, k).unwrap();
+    assert_eq!((packed.as_slice(), scale[0]), (w.words(), w.scale()));
+    let x = data::activations(m, k, 8);
+    let quantized = msl_quantize_activations(h, &x, m, k);
+    assert_eq!(
+        quantized.0,
+        quantize_activations(&x, m, k).unwrap().packed()
+    );
+    let want = bits(&bitlinear(&x, m, &w).unwrap());
+    assert_eq!(
+        msl_bitlinear(h, &Input::Gemv(&x), m, &w, OutputMode::Scaled).0,
+        want,
+        "GEMV"
+    );
+    assert_eq!(
+        msl_bitlinear(h, &Input::Gemm(&quantized), m, &w, OutputMode::Scaled).0,
+        want,
+        "GEMM"
+    );
+}
