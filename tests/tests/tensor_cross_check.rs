@@ -5,9 +5,9 @@
 //! loudly without one.
 
 mod tensor_cross_check {
-    pub mod common;
     mod chaining;
     mod chunking;
+    pub mod common;
     mod errors;
     mod values_elementwise;
     mod values_matmul;

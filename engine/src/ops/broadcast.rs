@@ -56,7 +56,11 @@ pub(crate) fn plan(op: &'static str, out: &[usize], a: &[u64], b: &[u64]) -> Res
             axes.len()
         )));
     }
-    let mut p = Plan { shape: [1; MAX_AXES], a: [0; MAX_AXES], b: [0; MAX_AXES] };
+    let mut p = Plan {
+        shape: [1; MAX_AXES],
+        a: [0; MAX_AXES],
+        b: [0; MAX_AXES],
+    };
     let skip = MAX_AXES - axes.len();
     for (j, &(e, sa, sb)) in axes.iter().enumerate() {
         // Callers check that element counts fit u32, which bounds extents and strides.
@@ -75,7 +79,13 @@ mod tests {
     fn contiguous_axes_merge_and_broadcast_axes_stay() {
         // [2, 3, 4] + [3, 1]: b repeats over the last axis and over the first.
         let out = [2, 3, 4];
-        let p = plan("t", &out, &strides_in(&[2, 3, 4], &out), &strides_in(&[3, 1], &out)).unwrap();
+        let p = plan(
+            "t",
+            &out,
+            &strides_in(&[2, 3, 4], &out),
+            &strides_in(&[3, 1], &out),
+        )
+        .unwrap();
         assert_eq!(p.shape, [1, 1, 1, 2, 3, 4]);
         assert_eq!(p.a, [0, 0, 0, 12, 4, 1]);
         assert_eq!(p.b, [0, 0, 0, 0, 1, 0]);

@@ -21,10 +21,16 @@ const BINARY: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::Read, Access::ReadWrite],
 );
-const SCALAR: Kernel =
-    Kernel::new(kernels::ELEMENTWISE_SCALAR, "main", &[Access::Read, Access::ReadWrite]);
-const UNARY: Kernel =
-    Kernel::new(kernels::ELEMENTWISE_UNARY, "main", &[Access::Read, Access::ReadWrite]);
+const SCALAR: Kernel = Kernel::new(
+    kernels::ELEMENTWISE_SCALAR,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
+const UNARY: Kernel = Kernel::new(
+    kernels::ELEMENTWISE_UNARY,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 /// Invocations per workgroup of the three kernels.
 const WG: u64 = 256;
 
@@ -123,7 +129,11 @@ impl Engine {
         let (a_full, b_full) = (a.len() as u64 == n, b.len() as u64 == n);
         for (t, full, name) in [(a, a_full, "a"), (b, b_full, "b")] {
             if !full {
-                check_binding(gpu, &format!("{OP}: {name} (broadcast)"), 4 * t.len() as u64)?;
+                check_binding(
+                    gpu,
+                    &format!("{OP}: {name} (broadcast)"),
+                    4 * t.len() as u64,
+                )?;
             }
         }
         let out = self.empty(OP, &shape, DType::F32)?;
@@ -131,8 +141,16 @@ impl Engine {
             let len = r.end - r.start;
             let (off, size) = (4 * r.start, 4 * len);
             let launch = Launch::new(gpu, &BINARY);
-            let launch = if a_full { launch.input_range(a, off, size) } else { launch.input(a) };
-            let launch = if b_full { launch.input_range(b, off, size) } else { launch.input(b) };
+            let launch = if a_full {
+                launch.input_range(a, off, size)
+            } else {
+                launch.input(a)
+            };
+            let launch = if b_full {
+                launch.input_range(b, off, size)
+            } else {
+                launch.input(b)
+            };
             launch
                 .output_range(&out, off, size)
                 .params(&BinaryParams {
@@ -171,7 +189,12 @@ impl Engine {
             Launch::new(gpu, &SCALAR)
                 .input_range(a, 4 * r.start, 4 * len)
                 .output_range(&out, 4 * r.start, 4 * len)
-                .params(&ScalarParams { len: len as u32, op: binary_code(op), s, base: r.start as u32 })
+                .params(&ScalarParams {
+                    len: len as u32,
+                    op: binary_code(op),
+                    s,
+                    base: r.start as u32,
+                })
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
                 .workgroups(len.div_ceil(WG))
                 .run()?;
@@ -197,7 +220,12 @@ impl Engine {
             Launch::new(gpu, &UNARY)
                 .input_range(a, 4 * r.start, 4 * len)
                 .output_range(&out, 4 * r.start, 4 * len)
-                .params(&UnaryParams { len: len as u32, op: unary_code(op), base: r.start as u32, pad: 0 })
+                .params(&UnaryParams {
+                    len: len as u32,
+                    op: unary_code(op),
+                    base: r.start as u32,
+                    pad: 0,
+                })
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
                 .workgroups(len.div_ceil(WG))
                 .run()?;

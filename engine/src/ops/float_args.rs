@@ -22,7 +22,10 @@ pub(crate) fn operand(engine: &Engine, op: &'static str, t: &Tensor, dtype: DTyp
     }
     t.expect_dtype(op, dtype)?;
     if t.is_empty() {
-        return Err(Error::EmptyTensor { op, shape: t.shape().to_vec() });
+        return Err(Error::EmptyTensor {
+            op,
+            shape: t.shape().to_vec(),
+        });
     }
     Ok(())
 }
@@ -82,7 +85,11 @@ impl RowSplit {
         if self.whole[i] {
             (0, (self.rows * b).next_multiple_of(4), 0)
         } else {
-            (r.start * b, ((r.end - r.start) * b).next_multiple_of(4), r.start)
+            (
+                r.start * b,
+                ((r.end - r.start) * b).next_multiple_of(4),
+                r.start,
+            )
         }
     }
 }
@@ -101,12 +108,23 @@ pub(crate) fn row_chunks(
 ) -> Result<RowSplit> {
     let limit = gpu.caps.max_binding;
     let whole: Vec<bool> = row_bytes.iter().map(|&b| rows * b <= limit).collect();
-    let split = |chunks| RowSplit { chunks, rows, row_bytes: row_bytes.to_vec(), whole: whole.clone() };
+    let split = |chunks| RowSplit {
+        chunks,
+        rows,
+        row_bytes: row_bytes.to_vec(),
+        whole: whole.clone(),
+    };
     if rows <= max_rows && whole.iter().all(|&w| w) {
         return Ok(split(std::iter::once(0..rows).collect()));
     }
     let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
-    let chunked = || row_bytes.iter().zip(&whole).filter(|(_, w)| !**w).map(|(&b, _)| b.max(1));
+    let chunked = || {
+        row_bytes
+            .iter()
+            .zip(&whole)
+            .filter(|(_, w)| !**w)
+            .map(|(&b, _)| b.max(1))
+    };
     // Rows per chunk must be a multiple of `step` so every chunked tensor's start is aligned.
     let step = chunked().fold(1, |step, b| {
         let s = align / gcd(align, b);
@@ -123,5 +141,9 @@ pub(crate) fn row_chunks(
             what: format!("{what}: one aligned chunk of {step} rows of {widest} bytes"),
         });
     }
-    Ok(split((0..rows.div_ceil(per)).map(|c| c * per..((c + 1) * per).min(rows)).collect()))
+    Ok(split(
+        (0..rows.div_ceil(per))
+            .map(|c| c * per..((c + 1) * per).min(rows))
+            .collect(),
+    ))
 }

@@ -49,26 +49,58 @@ impl Engine {
     /// Errors: operands not rank 2 or inner dimensions differ (as cpu-ref reports them), wrong
     /// dtype, non-finite inputs or outputs (`Error::NonFinite`, at the next sync point on the GPU).
     pub fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        self.matmul_variant(Variant { op: "matmul", dtype: DType::F32, bt: false }, a, b)
+        self.matmul_variant(
+            Variant {
+                op: "matmul",
+                dtype: DType::F32,
+                bt: false,
+            },
+            a,
+            b,
+        )
     }
 
     /// `C[M, N] = A[M, K] · B[N, K]ᵀ` for `F32` tensors (`x · Wᵀ`, `Q · Kᵀ`); same as
     /// `bitnet_cpu_ref::ops::matmul_bt`, errors as [`Engine::matmul`].
     pub fn matmul_bt(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        self.matmul_variant(Variant { op: "matmul_bt", dtype: DType::F32, bt: true }, a, b)
+        self.matmul_variant(
+            Variant {
+                op: "matmul_bt",
+                dtype: DType::F32,
+                bt: true,
+            },
+            a,
+            b,
+        )
     }
 
     /// [`Engine::matmul`] on `F16` tensors: f32 accumulation, each output rounded once to f16; an
     /// output beyond the f16 range is a non-finite output error. Needs `SHADER_F16` on the GPU
     /// (`Error::Unsupported` naming it otherwise). Same as `bitnet_cpu_ref::ops::matmul_f16`.
     pub fn matmul_f16(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        self.matmul_variant(Variant { op: "matmul_f16", dtype: DType::F16, bt: false }, a, b)
+        self.matmul_variant(
+            Variant {
+                op: "matmul_f16",
+                dtype: DType::F16,
+                bt: false,
+            },
+            a,
+            b,
+        )
     }
 
     /// [`Engine::matmul_bt`] on `F16` tensors, with [`Engine::matmul_f16`]'s conventions. Same as
     /// `bitnet_cpu_ref::ops::matmul_bt_f16`.
     pub fn matmul_bt_f16(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        self.matmul_variant(Variant { op: "matmul_bt_f16", dtype: DType::F16, bt: true }, a, b)
+        self.matmul_variant(
+            Variant {
+                op: "matmul_bt_f16",
+                dtype: DType::F16,
+                bt: true,
+            },
+            a,
+            b,
+        )
     }
 
     fn matmul_variant(&self, v: Variant, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -78,12 +110,18 @@ impl Engine {
         let Some(gpu) = self.gpu_context() else {
             return match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(self, cpu::matmul(&host_f32(a)?, &host_f32(b)?)?),
-                (DType::F32, true) => store_f32(self, cpu::matmul_bt(&host_f32(a)?, &host_f32(b)?)?),
+                (DType::F32, true) => {
+                    store_f32(self, cpu::matmul_bt(&host_f32(a)?, &host_f32(b)?)?)
+                }
                 (_, false) => store_f16(self, cpu::matmul_f16(&host_f16(a)?, &host_f16(b)?)?),
                 (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
             };
         };
-        let kernel = if v.dtype == DType::F32 { &MATMUL_F32 } else { &MATMUL_F16 };
+        let kernel = if v.dtype == DType::F32 {
+            &MATMUL_F32
+        } else {
+            &MATMUL_F16
+        };
         if !gpu.caps.has(kernel.requires) {
             return Err(Error::Unsupported(format!(
                 "{}: the GPU lacks wgpu::Features::SHADER_F16 (f16 shader arithmetic and storage)",
@@ -95,7 +133,11 @@ impl Engine {
             float_args::u32_indexable(v.op, what, count)?;
         }
         let es = if v.dtype == DType::F32 { 4 } else { 2 };
-        check_binding(gpu, &format!("{}: b", v.op), (k * n * es).next_multiple_of(4))?;
+        check_binding(
+            gpu,
+            &format!("{}: b", v.op),
+            (k * n * es).next_multiple_of(4),
+        )?;
         let out = self.empty(v.op, &[m as usize, n as usize], v.dtype)?;
         let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * TILE;
         let split = row_chunks(gpu, v.op, m, &[k * es, n * es], max_rows)?;

@@ -50,10 +50,17 @@ impl Engine {
             }));
         }
         let Some(gpu) = self.gpu_context() else {
-            return store_f32(self, cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?);
+            return store_f32(
+                self,
+                cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?,
+            );
         };
         if !eps.is_finite() {
-            return Err(Error::NonFinite { op: OP, tensor: "eps", index: 0 });
+            return Err(Error::NonFinite {
+                op: OP,
+                tensor: "eps",
+                index: 0,
+            });
         }
         if eps < 0.0 {
             return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
@@ -74,10 +81,20 @@ impl Engine {
                 .input_range(x, off, size)
                 .input(weight)
                 .output_range(&out, off, size)
-                .params(&Params { rows: n as u32, len: len as u32, eps, row_base: r.start as u32 })
+                .params(&Params {
+                    rows: n as u32,
+                    len: len as u32,
+                    eps,
+                    row_base: r.start as u32,
+                })
                 .check_finite(NonFiniteCheck::tensors(
                     OP,
-                    ["x", "weight", "sum of squares of a row (overflows f32)", "output"],
+                    [
+                        "x",
+                        "weight",
+                        "sum of squares of a row (overflows f32)",
+                        "output",
+                    ],
                 ))
                 .workgroups(n)
                 .run()?;

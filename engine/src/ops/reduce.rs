@@ -7,6 +7,7 @@ use bitnet_cpu_ref::ops::{self as cpu, ReduceOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f32, row_chunks, store_f32};
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::launch::Launch;
@@ -58,33 +59,94 @@ impl Engine {
         let Some(gpu) = self.gpu_context() else {
             return store_f32(self, cpu::reduce_last(op, &host_f32(a)?)?);
         };
-        let (rows, len) = rows_of(a.shape());
-        float_args::u32_indexable(OP, "a", rows * len)?;
-        let out_shape = &a.shape()[..a.shape().len().saturating_sub(1)];
-        let out = self.empty(OP, out_shape, DType::F32)?;
         let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
-        let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) { &SUBGROUP } else { &TREE };
-        let split = row_chunks(gpu, OP, rows, &[4 * len, 4], u64::MAX)?;
-        for r in &split.chunks {
-            let (x_off, x_size, x_row) = split.binding(0, r);
-            let (o_off, o_size, o_row) = split.binding(1, r);
-            let n = r.end - r.start;
-            Launch::new(gpu, kernel)
-                .input_range(a, x_off, x_size)
-                .output_range(&out, o_off, o_size)
-                .params(&Params {
-                    rows: n as u32,
-                    len: len as u32,
-                    op: code(op),
-                    row_base: r.start as u32,
-                    x_shift: (r.start - x_row) as u32,
-                    out_shift: (r.start - o_row) as u32,
-                    pad: [0; 2],
-                })
-                .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
-                .workgroups(n)
-                .run()?;
+        let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {
+            &SUBGROUP
+        } else {
+            &TREE
+        };
+        launch_reduce(self, gpu, kernel, op, a)
+    }
+}
+
+/// Records `kernel` (the tree or the subgroup variant) reducing `a`'s rows; chunked by rows.
+fn launch_reduce(
+    e: &Engine,
+    gpu: &Gpu,
+    kernel: &Kernel,
+    op: ReduceOp,
+    a: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "reduce_last";
+    let (rows, len) = rows_of(a.shape());
+    float_args::u32_indexable(OP, "a", rows * len)?;
+    let out_shape = &a.shape()[..a.shape().len().saturating_sub(1)];
+    let out = e.empty(OP, out_shape, DType::F32)?;
+    let split = row_chunks(gpu, OP, rows, &[4 * len, 4], u64::MAX)?;
+    for r in &split.chunks {
+        let (x_off, x_size, x_row) = split.binding(0, r);
+        let (o_off, o_size, o_row) = split.binding(1, r);
+        let n = r.end - r.start;
+        Launch::new(gpu, kernel)
+            .input_range(a, x_off, x_size)
+            .output_range(&out, o_off, o_size)
+            .params(&Params {
+                rows: n as u32,
+                len: len as u32,
+                op: code(op),
+                row_base: r.start as u32,
+                x_shift: (r.start - x_row) as u32,
+                out_shift: (r.start - o_row) as u32,
+                pad: [0; 2],
+            })
+            .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
+            .workgroups(n)
+            .run()?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Both kernel variants, whatever the engine would pick on this device: the tree kernel's max
+    //! path only runs on devices without subgroups otherwise.
+
+    use super::*;
+
+    #[test]
+    fn tree_and_subgroup_variants_match_cpu_ref() {
+        let e =
+            Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let gpu = e.gpu_context().expect("a GPU engine");
+        let shapes: [&[usize]; 4] = [&[1], &[3, 5], &[2, 257], &[2, 3000]];
+        for (i, shape) in shapes.into_iter().enumerate() {
+            let n: usize = shape.iter().product();
+            // Deterministic values of both signs, distinct magnitudes.
+            let v: Vec<f32> = (0..n)
+                .map(|j| ((j * 7919 + i * 31) % 1009) as f32 - 504.5)
+                .collect();
+            let host = bitnet_cpu_ref::Tensor::new(v.clone(), shape).unwrap();
+            let t = e.upload_f32(&v, shape).unwrap();
+            let mut variants = vec![(&TREE, "tree")];
+            if gpu.caps.has(wgpu::Features::SUBGROUP) {
+                variants.push((&SUBGROUP, "subgroup"));
+            }
+            for (kernel, name) in variants {
+                for op in [
+                    ReduceOp::Sum,
+                    ReduceOp::Mean,
+                    ReduceOp::Max,
+                    ReduceOp::AbsMax,
+                ] {
+                    let got = launch_reduce(&e, gpu, kernel, op, &t)
+                        .unwrap()
+                        .read_f32()
+                        .unwrap();
+                    let want = cpu::reduce_last(op, &host).unwrap();
+                    // Sums of these integers and halves are exact in any order below 2^24.
+                    assert_eq!(got, want.data(), "{name} {op:?} {shape:?}");
+                }
+            }
         }
-        Ok(out)
     }
 }

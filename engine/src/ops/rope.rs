@@ -60,7 +60,10 @@ impl Engine {
             }));
         }
         let Some(gpu) = self.gpu_context() else {
-            return store_f32(self, cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?);
+            return store_f32(
+                self,
+                cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?,
+            );
         };
         let (s, h, half) = (s as u64, h as u64, (d / 2) as u64);
         float_args::u32_indexable(OP, "x", s * h * 2 * half)?;
@@ -94,17 +97,23 @@ impl Engine {
 
 /// cpu-ref's argument checks of `rope`: `D` even (and nonzero), `theta` finite and positive.
 fn check_args(op: &'static str, d: usize, theta: f32) -> Result<()> {
-    let invalid = |what, reason| {
-        Error::from(bitnet_cpu_ref::Error::InvalidArgument { op, what, reason })
-    };
+    let invalid =
+        |what, reason| Error::from(bitnet_cpu_ref::Error::InvalidArgument { op, what, reason });
     if d == 0 {
-        return Err(Error::from(bitnet_cpu_ref::Error::ZeroDimension { op, dim: "D" }));
+        return Err(Error::from(bitnet_cpu_ref::Error::ZeroDimension {
+            op,
+            dim: "D",
+        }));
     }
     if !d.is_multiple_of(2) {
         return Err(invalid("D", "the head dimension must be even"));
     }
     if !theta.is_finite() {
-        return Err(Error::NonFinite { op, tensor: "theta", index: 0 });
+        return Err(Error::NonFinite {
+            op,
+            tensor: "theta",
+            index: 0,
+        });
     }
     if theta <= 0.0 {
         return Err(invalid("theta", "must be > 0"));

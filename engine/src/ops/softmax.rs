@@ -14,8 +14,11 @@ use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
 
-const SOFTMAX: Kernel =
-    Kernel::new(kernels::SOFTMAX_LAST, "main", &[Access::Read, Access::ReadWrite]);
+const SOFTMAX: Kernel = Kernel::new(
+    kernels::SOFTMAX_LAST,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -47,7 +50,12 @@ impl Engine {
             Launch::new(gpu, &SOFTMAX)
                 .input_range(x, off, size)
                 .output_range(&out, off, size)
-                .params(&Params { rows: n as u32, len: len as u32, row_base: r.start as u32, pad: 0 })
+                .params(&Params {
+                    rows: n as u32,
+                    len: len as u32,
+                    row_base: r.start as u32,
+                    pad: 0,
+                })
                 .check_finite(NonFiniteCheck::tensors(OP, ["x", "", "", ""]))
                 .workgroups(n)
                 .run()?;

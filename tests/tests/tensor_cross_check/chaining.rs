@@ -22,9 +22,17 @@ fn a_decoder_like_chain_runs_on_the_device() {
     let q = e.binary_scalar(BinaryOp::Mul, &p, 0.5).unwrap();
     // Reinterpreting a shape needs a copy through the host today, so rope runs on a fresh
     // [S, H, D] upload of the same values as the CPU chain below.
-    let r = e.rope(&up(e, &x, &[s, h, d]), &e.upload_u32(&pos, &[s]).unwrap(), 10_000.0).unwrap();
+    let r = e
+        .rope(
+            &up(e, &x, &[s, h, d]),
+            &e.upload_u32(&pos, &[s]).unwrap(),
+            10_000.0,
+        )
+        .unwrap();
     let sm = e.softmax_last(&q).unwrap();
-    let act = e.unary(UnaryOp::Relu2, &e.binary(BinaryOp::Sub, &q, &sm).unwrap()).unwrap();
+    let act = e
+        .unary(UnaryOp::Relu2, &e.binary(BinaryOp::Sub, &q, &sm).unwrap())
+        .unwrap();
     let red = e.reduce_last(ReduceOp::Sum, &act).unwrap();
 
     let hn = cpu::rms_norm(&host(&x, &[s, h * d]), &norm_w, 1e-5).unwrap();
@@ -32,7 +40,11 @@ fn a_decoder_like_chain_runs_on_the_device() {
     let hq = cpu::binary_scalar(BinaryOp::Mul, &hp, 0.5).unwrap();
     let hr = cpu::rope(&host(&x, &[s, h, d]), &pos, 10_000.0).unwrap();
     let hsm = cpu::softmax_last(&hq).unwrap();
-    let hact = cpu::unary(UnaryOp::Relu2, &cpu::binary(BinaryOp::Sub, &hq, &hsm).unwrap()).unwrap();
+    let hact = cpu::unary(
+        UnaryOp::Relu2,
+        &cpu::binary(BinaryOp::Sub, &hq, &hsm).unwrap(),
+    )
+    .unwrap();
     let hred = cpu::reduce_last(ReduceOp::Sum, &hact).unwrap();
 
     // Each stage within its own op's tolerance of the CPU chain (errors compound only mildly
@@ -52,14 +64,113 @@ fn the_cpu_backend_runs_the_same_api_through_cpu_ref() {
     let want = cpu::matmul(&host(&a, &[6, 5]), &host(&b, &[5, 3])).unwrap();
     assert_eq!(e.matmul(&ga, &gb).unwrap().read_f32().unwrap(), want.data());
     let want = cpu::binary(BinaryOp::Div, &host(&a, &[6, 5]), &host(&b[..5], &[5])).unwrap();
-    let got = e.binary(BinaryOp::Div, &ga, &up(&e, &b[..5], &[5])).unwrap();
+    let got = e
+        .binary(BinaryOp::Div, &ga, &up(&e, &b[..5], &[5]))
+        .unwrap();
     assert_eq!(got.read_f32().unwrap(), want.data());
     let want = cpu::softmax_last(&host(&a, &[6, 5])).unwrap();
-    assert_eq!(e.softmax_last(&ga).unwrap().read_f32().unwrap(), want.data());
+    assert_eq!(
+        e.softmax_last(&ga).unwrap().read_f32().unwrap(),
+        want.data()
+    );
     let want = cpu::reduce_last(ReduceOp::Mean, &host(&a, &[6, 5])).unwrap();
     let got = e.reduce_last(ReduceOp::Mean, &ga).unwrap();
-    assert_eq!((got.shape(), got.read_f32().unwrap()), (want.shape(), want.data().to_vec()));
+    assert_eq!(
+        (got.shape(), got.read_f32().unwrap()),
+        (want.shape(), want.data().to_vec())
+    );
     let bad = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
     let err = e.unary(UnaryOp::Exp, &bad).unwrap_err();
-    assert_eq!(err, bitnet_wgpu::Error::NonFinite { op: "unary", tensor: "a", index: 1 });
+    assert_eq!(
+        err,
+        bitnet_wgpu::Error::NonFinite {
+            op: "unary",
+            tensor: "a",
+            index: 1
+        }
+    );
+}
+
+#[test]
+fn every_op_also_runs_with_params_in_the_uniform_arena() {
+    // Devices without immediates get params through the engine's uniform arena instead.
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
+        force_uniform_params: true,
+        ..bitnet_wgpu::EngineOptions::default()
+    });
+    let (r, c) = (5, 67);
+    let x = values(11, r * c, -3.0, 3.0);
+    let w = values(12, c, 0.5, 1.5);
+    let (gx, gw, hx) = (up(&e, &x, &[r, c]), up(&e, &w, &[c]), host(&x, &[r, c]));
+    let want = cpu::matmul_bt(&hx, &hx).unwrap();
+    assert_f32(
+        "matmul_f32",
+        "uniform matmul_bt",
+        &e.matmul_bt(&gx, &gx).unwrap(),
+        &want,
+    );
+    if e.info()
+        .features
+        .contains(bitnet_wgpu::wgpu::Features::SHADER_F16)
+    {
+        let h16 = super::common::halves(&x);
+        let t16 = e.upload_f16(&h16, &[r, c]).unwrap();
+        let c16 = bitnet_wgpu::CpuTensor::new(h16, &[r, c]).unwrap();
+        let want = cpu::matmul_bt_f16(&c16, &c16).unwrap();
+        let got = e.matmul_bt_f16(&t16, &t16).unwrap();
+        super::common::assert_f16("matmul_f16", "uniform matmul_bt_f16", &got, &want);
+    }
+    let want = cpu::binary(BinaryOp::Div, &hx, &host(&w, &[c])).unwrap();
+    assert_f32(
+        "elementwise",
+        "uniform binary",
+        &e.binary(BinaryOp::Div, &gx, &gw).unwrap(),
+        &want,
+    );
+    let want = cpu::binary_scalar(BinaryOp::Sub, &hx, 0.25).unwrap();
+    assert_f32(
+        "elementwise",
+        "uniform scalar",
+        &e.binary_scalar(BinaryOp::Sub, &gx, 0.25).unwrap(),
+        &want,
+    );
+    let want = cpu::unary(UnaryOp::Gelu, &hx).unwrap();
+    assert_f32(
+        "unary",
+        "uniform unary",
+        &e.unary(UnaryOp::Gelu, &gx).unwrap(),
+        &want,
+    );
+    for op in [ReduceOp::Mean, ReduceOp::Max] {
+        let want = cpu::reduce_last(op, &hx).unwrap();
+        assert_f32(
+            "reduce_sum",
+            "uniform reduce",
+            &e.reduce_last(op, &gx).unwrap(),
+            &want,
+        );
+    }
+    let want = cpu::rms_norm(&hx, &w, 1e-6).unwrap();
+    assert_f32(
+        "rms_norm",
+        "uniform rms_norm",
+        &e.rms_norm(&gx, &gw, 1e-6).unwrap(),
+        &want,
+    );
+    let want = cpu::softmax_last(&hx).unwrap();
+    assert_f32(
+        "softmax",
+        "uniform softmax",
+        &e.softmax_last(&gx).unwrap(),
+        &want,
+    );
+    let x3 = &x[..r * 4 * 16];
+    let want = cpu::rope(&host(x3, &[r, 4, 16]), &[0, 3, 9, 27, 81], 10_000.0).unwrap();
+    let pos = e.upload_u32(&[0, 3, 9, 27, 81], &[r]).unwrap();
+    assert_f32(
+        "rope",
+        "uniform rope",
+        &e.rope(&up(&e, x3, &[r, 4, 16]), &pos, 10_000.0).unwrap(),
+        &want,
+    );
 }

@@ -11,7 +11,10 @@ use super::common::{assert_f32, cpu_error, gpu_error, host, up, values};
 
 #[test]
 fn ops_chunk_over_a_small_binding_limit() {
-    let e = gpu_engine_with(EngineOptions { max_binding_bytes: Some(16 << 10), ..EngineOptions::default() });
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..EngineOptions::default()
+    });
     // [100, 80] f32 = 32 000 bytes: three chunks of whole rows (rows of 320 bytes start at
     // 256-byte aligned offsets every 4 rows) for every op below.
     let (r, c) = (100, 80);
@@ -23,35 +26,86 @@ fn ops_chunk_over_a_small_binding_limit() {
 
     for op in [BinaryOp::Add, BinaryOp::Div] {
         let want = cpu::binary(op, &hx, &hy).unwrap();
-        assert_f32("elementwise", "chunked binary", &e.binary(op, &gx, &gy).unwrap(), &want);
+        assert_f32(
+            "elementwise",
+            "chunked binary",
+            &e.binary(op, &gx, &gy).unwrap(),
+            &want,
+        );
         // The broadcast operand is bound whole, the full-size one chunk by chunk.
         let want = cpu::binary(op, &hx, &hrow).unwrap();
-        assert_f32("elementwise", "chunked broadcast", &e.binary(op, &gx, &grow).unwrap(), &want);
+        assert_f32(
+            "elementwise",
+            "chunked broadcast",
+            &e.binary(op, &gx, &grow).unwrap(),
+            &want,
+        );
         let want = cpu::binary(op, &hrow, &hy).unwrap();
-        assert_f32("elementwise", "chunked broadcast (left)", &e.binary(op, &grow, &gy).unwrap(), &want);
+        assert_f32(
+            "elementwise",
+            "chunked broadcast (left)",
+            &e.binary(op, &grow, &gy).unwrap(),
+            &want,
+        );
     }
     let want = cpu::binary_scalar(BinaryOp::Mul, &hx, -1.5).unwrap();
-    assert_f32("elementwise", "chunked scalar", &e.binary_scalar(BinaryOp::Mul, &gx, -1.5).unwrap(), &want);
+    assert_f32(
+        "elementwise",
+        "chunked scalar",
+        &e.binary_scalar(BinaryOp::Mul, &gx, -1.5).unwrap(),
+        &want,
+    );
     let want = cpu::unary(UnaryOp::Silu, &hx).unwrap();
-    assert_f32("unary", "chunked unary", &e.unary(UnaryOp::Silu, &gx).unwrap(), &want);
+    assert_f32(
+        "unary",
+        "chunked unary",
+        &e.unary(UnaryOp::Silu, &gx).unwrap(),
+        &want,
+    );
     for op in [ReduceOp::Sum, ReduceOp::AbsMax] {
         let want = cpu::reduce_last(op, &hx).unwrap();
-        assert_f32("reduce_sum", "chunked reduce", &e.reduce_last(op, &gx).unwrap(), &want);
+        assert_f32(
+            "reduce_sum",
+            "chunked reduce",
+            &e.reduce_last(op, &gx).unwrap(),
+            &want,
+        );
     }
     let want = cpu::rms_norm(&hx, &row, 1e-5).unwrap();
-    assert_f32("rms_norm", "chunked rms_norm", &e.rms_norm(&gx, &grow, 1e-5).unwrap(), &want);
+    assert_f32(
+        "rms_norm",
+        "chunked rms_norm",
+        &e.rms_norm(&gx, &grow, 1e-5).unwrap(),
+        &want,
+    );
     let want = cpu::softmax_last(&hx).unwrap();
-    assert_f32("softmax", "chunked softmax", &e.softmax_last(&gx).unwrap(), &want);
+    assert_f32(
+        "softmax",
+        "chunked softmax",
+        &e.softmax_last(&gx).unwrap(),
+        &want,
+    );
     let pos: Vec<u32> = (0..r as u32).map(|p| 3 * p + 1).collect();
     let want = cpu::rope(&host(&x, &[r, 5, 16]), &pos, 10_000.0).unwrap();
-    let got = e.rope(&up(&e, &x, &[r, 5, 16]), &e.upload_u32(&pos, &[r]).unwrap(), 10_000.0).unwrap();
+    let got = e
+        .rope(
+            &up(&e, &x, &[r, 5, 16]),
+            &e.upload_u32(&pos, &[r]).unwrap(),
+            10_000.0,
+        )
+        .unwrap();
     assert_f32("rope", "chunked rope", &got, &want);
     // matmul: rows of A chunked, C ([100, 9]) and B ([80, 9]) bound whole; then C ([100, 48],
     // 19 200 bytes) chunked too.
     for n in [9, 48] {
         let b = values(4, c * n, -1.0, 1.0);
         let want = cpu::matmul(&hx, &host(&b, &[c, n])).unwrap();
-        assert_f32("matmul_f32", "chunked matmul", &e.matmul(&gx, &up(&e, &b, &[c, n])).unwrap(), &want);
+        assert_f32(
+            "matmul_f32",
+            "chunked matmul",
+            &e.matmul(&gx, &up(&e, &b, &[c, n])).unwrap(),
+            &want,
+        );
     }
 
     // A NaN in the last chunk is reported at its index in the full tensor.
@@ -63,17 +117,28 @@ fn ops_chunk_over_a_small_binding_limit() {
     let want = cpu_error(cpu::softmax_last(&host(&bad, &[r, c])));
     assert_eq!(gpu_error(e.softmax_last(&up(&e, &bad, &[r, c]))), want);
     let want = cpu_error(cpu::binary(BinaryOp::Sub, &hx, &host(&bad, &[r, c])));
-    assert_eq!(gpu_error(e.binary(BinaryOp::Sub, &gx, &up(&e, &bad, &[r, c]))), want);
+    assert_eq!(
+        gpu_error(e.binary(BinaryOp::Sub, &gx, &up(&e, &bad, &[r, c]))),
+        want
+    );
 
     // A single row above the limit cannot be chunked: a clear error naming the limit.
     let long = values(5, 2 * 5000, -1.0, 1.0);
     match e.softmax_last(&up(&e, &long, &[2, 5000])) {
-        Err(Error::LimitExceeded { limit, .. }) => assert_eq!(limit, "max_storage_buffer_binding_size"),
+        Err(Error::LimitExceeded { limit, .. }) => {
+            assert_eq!(limit, "max_storage_buffer_binding_size")
+        }
         other => panic!("expected LimitExceeded, got {other:?}"),
     }
     // ... and so is a broadcast operand above the limit (B of a matmul likewise).
     let wide = up(&e, &long, &[1, 10_000]);
-    assert!(matches!(e.matmul(&up(&e, &long[..3], &[3, 1]), &wide), Err(Error::LimitExceeded { .. })));
+    assert!(matches!(
+        e.matmul(&up(&e, &long[..3], &[3, 1]), &wide),
+        Err(Error::LimitExceeded { .. })
+    ));
     let row = up(&e, &long[..5000], &[1, 5000]);
-    assert!(matches!(e.binary(BinaryOp::Add, &up(&e, &long, &[2, 5000]), &row), Err(Error::LimitExceeded { .. })));
+    assert!(matches!(
+        e.binary(BinaryOp::Add, &up(&e, &long, &[2, 5000]), &row),
+        Err(Error::LimitExceeded { .. })
+    ));
 }

@@ -43,14 +43,21 @@ pub fn halves(v: &[f32]) -> Vec<f16> {
 /// Asserts shape equality and closeness under tolerance `tol` (a key of the table).
 pub fn assert_f32(tol: &str, what: &str, got: &Tensor, want: &Host<f32>) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let g = got.read_f32().unwrap_or_else(|e| panic!("{what}: read-back failed: {e}"));
+    let g = got
+        .read_f32()
+        .unwrap_or_else(|e| panic!("{what}: read-back failed: {e}"));
     tolerance(tol).assert_close(what, &g, want.data());
 }
 
 /// [`assert_f32`] for `F16` tensors (compared as f32 values).
 pub fn assert_f16(tol: &str, what: &str, got: &Tensor, want: &Host<f16>) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    let g: Vec<f32> = got.read_f16().expect("read f16").iter().map(|v| v.to_f32()).collect();
+    let g: Vec<f32> = got
+        .read_f16()
+        .expect("read f16")
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
     let w: Vec<f32> = want.data().iter().map(|v| v.to_f32()).collect();
     tolerance(tol).assert_close(what, &g, &w);
 }
@@ -67,7 +74,10 @@ pub fn gpu_error(r: bitnet_wgpu::Result<Tensor>) -> Error {
     };
     match read {
         Err(e) => e,
-        Ok(()) => panic!("expected an error, the GPU op succeeded (shape {:?})", t.shape()),
+        Ok(()) => panic!(
+            "expected an error, the GPU op succeeded (shape {:?})",
+            t.shape()
+        ),
     }
 }
 

@@ -26,7 +26,10 @@ const PAIRS: &[(&[usize], &[usize])] = &[
 fn signed(seed: u64, n: usize) -> Vec<f32> {
     let m = values(seed, n, 0.25, 4.0);
     let s = values(seed ^ 0xABCD, n, -1.0, 1.0);
-    m.iter().zip(&s).map(|(&m, &s)| if s < 0.0 { -m } else { m }).collect()
+    m.iter()
+        .zip(&s)
+        .map(|(&m, &s)| if s < 0.0 { -m } else { m })
+        .collect()
 }
 
 #[test]
@@ -50,7 +53,9 @@ fn binary_edge_values_are_bit_exact() {
     // Zeros of both signs, large magnitudes, negative values, exact and inexact quotients.
     // Every combination stays finite and normal (subnormal results are not compared: a GPU may
     // flush them to zero).
-    let a = [0.0, -0.0, 3.0e38, -3.0e38, 1.0, -7.0, 1e-30, 123_456.79, 1.0, 2.0];
+    let a = [
+        0.0, -0.0, 3.0e38, -3.0e38, 1.0, -7.0, 1e-30, 123_456.79, 1.0, 2.0,
+    ];
     let b = [5.0, -2.0, 1.0, -1.0, 3.0, 1e30, 1e4, -0.1, 1.0e30, 3.0];
     for op in BINARY_OPS {
         let want = cpu::binary(op, &host(&a, &[10]), &host(&b, &[10])).unwrap();
@@ -79,14 +84,27 @@ fn binary_scalar_matches_cpu_ref() {
 #[test]
 fn unary_matches_cpu_ref() {
     let e = engine();
-    let ops = [UnaryOp::Relu, UnaryOp::Relu2, UnaryOp::Silu, UnaryOp::Gelu, UnaryOp::Exp];
+    let ops = [
+        UnaryOp::Relu,
+        UnaryOp::Relu2,
+        UnaryOp::Silu,
+        UnaryOp::Gelu,
+        UnaryOp::Exp,
+    ];
     let mut a = values(5, 4099, -12.0, 12.0);
     // Edge values: zeros, tiny, the erf/sigmoid branch points, large negative and positive.
-    a.extend([0.0, -0.0, 1e-7, -1e-7, 1.0, -1.0, 3.9, -3.9, 60.0, -60.0, 88.0, -87.0, -103.0, -200.0]);
+    a.extend([
+        0.0, -0.0, 1e-7, -1e-7, 1.0, -1.0, 3.9, -3.9, 60.0, -60.0, 88.0, -87.0, -103.0, -200.0,
+    ]);
     let n = a.len();
     let ga = up(e, &a, &[n]);
     for op in ops {
         let want = cpu::unary(op, &host(&a, &[n])).unwrap();
-        assert_f32("unary", &format!("{op:?}"), &e.unary(op, &ga).unwrap(), &want);
+        assert_f32(
+            "unary",
+            &format!("{op:?}"),
+            &e.unary(op, &ga).unwrap(),
+            &want,
+        );
     }
 }

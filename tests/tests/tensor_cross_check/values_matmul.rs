@@ -26,12 +26,22 @@ fn matmul_f32_matches_cpu_ref() {
         let b = values(seed + 50, k * n, -1.0, 1.0);
         let (ga, gb) = (up(e, &a, &[m, k]), up(e, &b, &[k, n]));
         let want = cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])).unwrap();
-        assert_f32("matmul_f32", &format!("matmul {m}x{k}x{n}"), &e.matmul(&ga, &gb).unwrap(), &want);
+        assert_f32(
+            "matmul_f32",
+            &format!("matmul {m}x{k}x{n}"),
+            &e.matmul(&ga, &gb).unwrap(),
+            &want,
+        );
         // The same product through matmul_bt, B stored [N, K].
         let bt: Vec<f32> = (0..n * k).map(|j| b[(j % k) * n + j / k]).collect();
         let gbt = up(e, &bt, &[n, k]);
         let want = cpu::matmul_bt(&host(&a, &[m, k]), &host(&bt, &[n, k])).unwrap();
-        assert_f32("matmul_f32", &format!("matmul_bt {m}x{k}x{n}"), &e.matmul_bt(&ga, &gbt).unwrap(), &want);
+        assert_f32(
+            "matmul_f32",
+            &format!("matmul_bt {m}x{k}x{n}"),
+            &e.matmul_bt(&ga, &gbt).unwrap(),
+            &want,
+        );
     }
 }
 
@@ -43,11 +53,15 @@ fn matmul_f32_bitnet_shape_and_edge_values() {
     let a = values(7, m * k, -2.0, 2.0);
     let w = values(8, n * k, -0.05, 0.05);
     let want = cpu::matmul_bt(&host(&a, &[m, k]), &host(&w, &[n, k])).unwrap();
-    let got = e.matmul_bt(&up(e, &a, &[m, k]), &up(e, &w, &[n, k])).unwrap();
+    let got = e
+        .matmul_bt(&up(e, &a, &[m, k]), &up(e, &w, &[n, k]))
+        .unwrap();
     assert_f32("matmul_f32", "matmul_bt 1x2560x640", &got, &want);
     // Zeros, negatives and large magnitudes that stay finite.
     let a = vec![0.0, -0.0, 1e18, -3e17, 2.5, -1e-20];
-    let b = vec![1e19, 0.0, -1e-18, 4.0, 0.0, -2.0, 1e-3, 7.0, -0.5, 1e18, 0.0, 1.0];
+    let b = vec![
+        1e19, 0.0, -1e-18, 4.0, 0.0, -2.0, 1e-3, 7.0, -0.5, 1e18, 0.0, 1.0,
+    ];
     let want = cpu::matmul(&host(&a, &[2, 3]), &host(&b, &[3, 4])).unwrap();
     let got = e.matmul(&up(e, &a, &[2, 3]), &up(e, &b, &[3, 4])).unwrap();
     assert_f32("matmul_f32", "matmul edge values", &got, &want);
@@ -59,21 +73,44 @@ fn matmul_f16_matches_cpu_ref_or_names_the_missing_feature() {
     let has_f16 = e.info().features.contains(Features::SHADER_F16);
     for (i, &(m, k, n)) in SHAPES.iter().enumerate() {
         let seed = 300 + i as u64;
-        let (a, b) = (halves(&values(seed, m * k, -2.0, 2.0)), halves(&values(seed + 1, k * n, -2.0, 2.0)));
+        let (a, b) = (
+            halves(&values(seed, m * k, -2.0, 2.0)),
+            halves(&values(seed + 1, k * n, -2.0, 2.0)),
+        );
         let ga = e.upload_f16(&a, &[m, k]).unwrap();
         let gb = e.upload_f16(&b, &[k, n]).unwrap();
         let gbt = e.upload_f16(&b, &[n, k]).unwrap();
         let ha = bitnet_wgpu::CpuTensor::new(a.clone(), &[m, k]).unwrap();
         let got = e.matmul_f16(&ga, &gb);
         if !has_f16 {
-            let err = got.expect_err("matmul_f16 without SHADER_F16 must fail").to_string();
+            let err = got
+                .expect_err("matmul_f16 without SHADER_F16 must fail")
+                .to_string();
             assert!(err.contains("SHADER_F16"), "{err}");
             return;
         }
-        let want = cpu::matmul_f16(&ha, &bitnet_wgpu::CpuTensor::new(b.clone(), &[k, n]).unwrap()).unwrap();
-        assert_f16("matmul_f16", &format!("matmul_f16 {m}x{k}x{n}"), &got.unwrap(), &want);
-        let want = cpu::matmul_bt_f16(&ha, &bitnet_wgpu::CpuTensor::new(b.clone(), &[n, k]).unwrap()).unwrap();
+        let want = cpu::matmul_f16(
+            &ha,
+            &bitnet_wgpu::CpuTensor::new(b.clone(), &[k, n]).unwrap(),
+        )
+        .unwrap();
+        assert_f16(
+            "matmul_f16",
+            &format!("matmul_f16 {m}x{k}x{n}"),
+            &got.unwrap(),
+            &want,
+        );
+        let want = cpu::matmul_bt_f16(
+            &ha,
+            &bitnet_wgpu::CpuTensor::new(b.clone(), &[n, k]).unwrap(),
+        )
+        .unwrap();
         let got = e.matmul_bt_f16(&ga, &gbt).unwrap();
-        assert_f16("matmul_f16", &format!("matmul_bt_f16 {m}x{k}x{n}"), &got, &want);
+        assert_f16(
+            "matmul_f16",
+            &format!("matmul_bt_f16 {m}x{k}x{n}"),
+            &got,
+            &want,
+        );
     }
 }

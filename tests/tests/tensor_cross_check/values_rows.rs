@@ -8,7 +8,15 @@ use super::common::{assert_f32, engine, host, numel, up, values};
 
 /// Shapes whose last axis is the row: scalar, single element, short, odd, and rows of 257,
 /// 1000 and 70 000 elements (one workgroup folds many elements per invocation).
-const ROW_SHAPES: &[&[usize]] = &[&[], &[1], &[7], &[3, 5], &[2, 3, 257], &[4, 1000], &[2, 70_000]];
+const ROW_SHAPES: &[&[usize]] = &[
+    &[],
+    &[1],
+    &[7],
+    &[3, 5],
+    &[2, 3, 257],
+    &[4, 1000],
+    &[2, 70_000],
+];
 
 #[test]
 fn reduce_last_matches_cpu_ref() {
@@ -16,8 +24,17 @@ fn reduce_last_matches_cpu_ref() {
     for (i, &shape) in ROW_SHAPES.iter().enumerate() {
         let a = values(20 + i as u64, numel(shape), -100.0, 100.0);
         let ga = up(e, &a, shape);
-        for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::AbsMax] {
-            let tol = if matches!(op, ReduceOp::Max | ReduceOp::AbsMax) { "reduce_max" } else { "reduce_sum" };
+        for op in [
+            ReduceOp::Sum,
+            ReduceOp::Mean,
+            ReduceOp::Max,
+            ReduceOp::AbsMax,
+        ] {
+            let tol = if matches!(op, ReduceOp::Max | ReduceOp::AbsMax) {
+                "reduce_max"
+            } else {
+                "reduce_sum"
+            };
             let want = cpu::reduce_last(op, &host(&a, shape)).unwrap();
             let got = e.reduce_last(op, &ga).unwrap();
             assert_f32(tol, &format!("{op:?} {shape:?}"), &got, &want);
@@ -25,10 +42,19 @@ fn reduce_last_matches_cpu_ref() {
     }
     // All-negative rows (max must not be clamped at 0) and large magnitudes that stay finite.
     let a = [-5.0, -3.0, -9.0, -1e30, -2e30, -1.5e30];
-    for op in [ReduceOp::Sum, ReduceOp::Max, ReduceOp::AbsMax, ReduceOp::Mean] {
+    for op in [
+        ReduceOp::Sum,
+        ReduceOp::Max,
+        ReduceOp::AbsMax,
+        ReduceOp::Mean,
+    ] {
         let want = cpu::reduce_last(op, &host(&a, &[2, 3])).unwrap();
         let got = e.reduce_last(op, &up(e, &a, &[2, 3])).unwrap();
-        let tol = if matches!(op, ReduceOp::Max | ReduceOp::AbsMax) { "reduce_max" } else { "reduce_sum" };
+        let tol = if matches!(op, ReduceOp::Max | ReduceOp::AbsMax) {
+            "reduce_max"
+        } else {
+            "reduce_sum"
+        };
         assert_f32(tol, &format!("{op:?} negative rows"), &got, &want);
     }
 }
@@ -43,15 +69,24 @@ fn rms_norm_matches_cpu_ref() {
         let w = values(90 + i as u64, len, 0.5, 1.5);
         for eps in [1e-5f32, 1e-6, 0.0] {
             let want = cpu::rms_norm(&host(&x, shape), &w, eps).unwrap();
-            let got = e.rms_norm(&up(e, &x, shape), &up(e, &w, &[len]), eps).unwrap();
-            assert_f32("rms_norm", &format!("rms_norm {shape:?} eps {eps}"), &got, &want);
+            let got = e
+                .rms_norm(&up(e, &x, shape), &up(e, &w, &[len]), eps)
+                .unwrap();
+            assert_f32(
+                "rms_norm",
+                &format!("rms_norm {shape:?} eps {eps}"),
+                &got,
+                &want,
+            );
         }
     }
     // A zero row with eps > 0, and rows of large magnitude (the sum of squares stays finite).
     let x = [0.0, 0.0, 0.0, 1e18, -2e18, 3e18];
     let w = [1.0, -2.0, 0.5];
     let want = cpu::rms_norm(&host(&x, &[2, 3]), &w, 1e-6).unwrap();
-    let got = e.rms_norm(&up(e, &x, &[2, 3]), &up(e, &w, &[3]), 1e-6).unwrap();
+    let got = e
+        .rms_norm(&up(e, &x, &[2, 3]), &up(e, &w, &[3]), 1e-6)
+        .unwrap();
     assert_f32("rms_norm", "rms_norm edge rows", &got, &want);
 }
 
@@ -62,28 +97,52 @@ fn softmax_last_matches_cpu_ref() {
     for (i, &shape) in shapes.iter().enumerate() {
         let x = values(110 + i as u64, numel(shape), -30.0, 30.0);
         let want = cpu::softmax_last(&host(&x, shape)).unwrap();
-        assert_f32("softmax", &format!("softmax {shape:?}"), &e.softmax_last(&up(e, &x, shape)).unwrap(), &want);
+        assert_f32(
+            "softmax",
+            &format!("softmax {shape:?}"),
+            &e.softmax_last(&up(e, &x, shape)).unwrap(),
+            &want,
+        );
     }
     // Equal values, a huge spread (exp underflows to 0), large magnitudes, negatives only.
-    let x = [2.0, 2.0, 2.0, 2.0, 1e30, -1e30, 0.0, 5.0, -7.0, -8.0, -9.0, -300.0];
+    let x = [
+        2.0, 2.0, 2.0, 2.0, 1e30, -1e30, 0.0, 5.0, -7.0, -8.0, -9.0, -300.0,
+    ];
     let want = cpu::softmax_last(&host(&x, &[3, 4])).unwrap();
-    assert_f32("softmax", "softmax edge rows", &e.softmax_last(&up(e, &x, &[3, 4])).unwrap(), &want);
+    assert_f32(
+        "softmax",
+        "softmax edge rows",
+        &e.softmax_last(&up(e, &x, &[3, 4])).unwrap(),
+        &want,
+    );
 }
 
 #[test]
 fn rope_matches_cpu_ref() {
     let e = engine();
     // (S, H, D, theta, largest position)
-    let cases = [(1, 1, 2, 10_000.0f32, 0u32), (3, 2, 8, 10_000.0, 10), (5, 4, 64, 500_000.0, 4095), (17, 3, 128, 10_000.0, 100_000)];
+    let cases = [
+        (1, 1, 2, 10_000.0f32, 0u32),
+        (3, 2, 8, 10_000.0, 10),
+        (5, 4, 64, 500_000.0, 4095),
+        (17, 3, 128, 10_000.0, 100_000),
+    ];
     for (i, &(s, h, d, theta, max_pos)) in cases.iter().enumerate() {
         let shape = [s, h, d];
         let x = values(130 + i as u64, s * h * d, -4.0, 4.0);
         let mut rng = bitnet_tests::Rng::new(150 + i as u64);
-        let mut pos: Vec<u32> = (0..s).map(|_| rng.below(u64::from(max_pos) + 1) as u32).collect();
+        let mut pos: Vec<u32> = (0..s)
+            .map(|_| rng.below(u64::from(max_pos) + 1) as u32)
+            .collect();
         pos[0] = max_pos;
         let want = cpu::rope(&host(&x, &shape), &pos, theta).unwrap();
         let gp = e.upload_u32(&pos, &[s]).unwrap();
         let got = e.rope(&up(e, &x, &shape), &gp, theta).unwrap();
-        assert_f32("rope", &format!("rope {shape:?} theta {theta} max pos {max_pos}"), &got, &want);
+        assert_f32(
+            "rope",
+            &format!("rope {shape:?} theta {theta} max pos {max_pos}"),
+            &got,
+            &want,
+        );
     }
 }
