@@ -14,10 +14,17 @@
 //!
 //! Structure (see `docs/ARCHITECTURE.md`): [`Engine`] (constructors, info, pool, sync, profiler),
 //! [`Tensor`] (device or host storage, pooled buffers), one buffer pool, one pipeline cache,
-//! one launch helper ([`launch`], with the kernel author's guide), ops in `ops/`.
+//! one launch helper (`launch.rs`, whose module docs are the kernel author's guide), ops in `ops/`.
 //!
 //! Errors are reported, never panicked: bad input, device limits, lost devices, out of memory,
 //! validation and pipeline failures and NaN/Inf inputs all become [`Error`] variants.
+//!
+//! **Sync points.** GPU ops are recorded into a pending batch and return at once; the batch is
+//! submitted at sync points ([`Tensor::read_f32`] and the other read-backs, uploads,
+//! [`Engine::sync`]) or every `EngineOptions::batch_dispatches` dispatches. Errors that only the
+//! device can see — NaN/Inf inputs (`Error::NonFinite`, the same value cpu-ref returns), failed
+//! submissions, a lost device — are returned by the next sync point. Outputs of a failed
+//! submission are poisoned: reading them returns the error, never stale bytes.
 
 mod batch;
 mod chunk;
