@@ -433,3 +433,33 @@ fn one_engine_shared_by_threads() {
     }
     assert_eq!(e.pool_stats().live_bytes, 0);
 }
+
+#[test]
+fn steady_state_creates_no_buffers() {
+    // A decode-like loop with fixed shapes: after the first iteration every buffer is reused.
+    let e = gpu_engine();
+    let step = |i: u64| {
+        let x = e
+            .upload_f32(&random_f32(i, 2560, -1.0, 1.0), &[1, 2560])
+            .unwrap();
+        let h = e.copy(&e.copy(&x).unwrap()).unwrap();
+        let y = e.fill(&[6912], 0.5).unwrap();
+        (h.read_f32().unwrap().len(), y.read_f32().unwrap().len())
+    };
+    step(0);
+    let warm = e.pool_stats();
+    for i in 1..20 {
+        assert_eq!(step(i), (2560, 6912));
+    }
+    let s = e.pool_stats();
+    assert_eq!(
+        s.misses, warm.misses,
+        "no buffer created after warm-up: {s:?}"
+    );
+    assert!(s.hits >= warm.hits + 19 * 4);
+    println!(
+        "steady state: {s:?}, peak ratio {:.3}",
+        s.peak_ratio().unwrap()
+    );
+    assert!(s.peak_ratio().unwrap() <= 1.5);
+}
