@@ -82,6 +82,20 @@ fn main() -> Result<(), bitnet_cpu_ref::Error> {
             );
         }
     }
+    // Prefill-style GEMM: M = 64 activation rows against a 2560 x 2560 matrix.
+    let (m, n, k) = (64, 2560, 2560);
+    let w = quantize_weights(&data(n * k, 4), n, k)?;
+    let xq = quantize_activations(&data(m * k, 5), m, k)?;
+    for isa in Isa::available().into_iter().filter(|&i| i != Isa::Scalar) {
+        let s = time(budget, || {
+            black_box(bitlinear_accumulate_with_isa(&xq, &w, isa).unwrap());
+        });
+        let gops = 2.0 * (m * n * k) as f64 / s / 1e9;
+        println!(
+            "bitlinear GEMM M={m} N={n} K={k} {isa:?}: {:.1} us, {gops:.1} GOPS",
+            s * 1e6
+        );
+    }
     // A matrix far larger than the last-level cache, so the weights stream from DRAM: random
     // valid codes (code 3 mapped to 1), N = 16 · 6912, K = 2560 → 70.8 MB packed.
     let (n, k) = (16 * 6912, 2560);

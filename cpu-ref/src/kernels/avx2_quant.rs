@@ -47,7 +47,11 @@ unsafe fn bytes32(p: *const f32, inv: __m256, lo: __m256, hi: __m256) -> __m256i
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn quantize_row(x: &[f32], inv: f32, out: &mut [i8]) -> usize {
     debug_assert!(out.len() >= x.len());
-    let (vinv, lo, hi) = (_mm256_set1_ps(inv), _mm256_set1_ps(-128.0), _mm256_set1_ps(127.0));
+    let (vinv, lo, hi) = (
+        _mm256_set1_ps(inv),
+        _mm256_set1_ps(-128.0),
+        _mm256_set1_ps(127.0),
+    );
     let n = x.len() / 32 * 32;
     for i in (0..n).step_by(32) {
         // SAFETY: `i + 32 <= n <= x.len() <= out.len()`.
@@ -69,14 +73,21 @@ pub(crate) unsafe fn quantize_row(x: &[f32], inv: f32, out: &mut [i8]) -> usize 
 /// AVX2, and `out.len() >= w.len() / 16`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32]) -> usize {
-    let (vinv, lo, hi) = (_mm256_set1_ps(inv_s), _mm256_set1_ps(-1.0), _mm256_set1_ps(1.0));
+    let (vinv, lo, hi) = (
+        _mm256_set1_ps(inv_s),
+        _mm256_set1_ps(-1.0),
+        _mm256_set1_ps(1.0),
+    );
     let one = _mm256_set1_epi8(1);
     let shifts = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6);
     let pairs = w.len() / 32;
     debug_assert!(out.len() >= 2 * pairs);
     for p in 0..pairs {
         // SAFETY: weights `32 p .. 32 p + 32` are in bounds.
-        let codes = _mm256_add_epi8(unsafe { bytes32(w.as_ptr().add(32 * p), vinv, lo, hi) }, one);
+        let codes = _mm256_add_epi8(
+            unsafe { bytes32(w.as_ptr().add(32 * p), vinv, lo, hi) },
+            one,
+        );
         // Each 128-bit lane holds one word's 16 code bytes, dword g = group g: shift and OR.
         let s = _mm256_sllv_epi32(codes, shifts);
         let s = _mm256_or_si256(s, _mm256_shuffle_epi32::<0b01_00_11_10>(s));

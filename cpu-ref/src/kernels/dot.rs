@@ -42,10 +42,12 @@ impl Prepared {
         let mut sums = Vec::with_capacity(m);
         for (row, out) in values.chunks_exact(k).zip(data.chunks_exact_mut(stride)) {
             sums.push(row.iter().map(|&v| i32::from(v)).sum());
-            for (kk, &v) in row.iter().enumerate() {
-                let (b, in_block) = (kk / (16 * bw), kk % (16 * bw));
-                let (j, g, i) = (in_block / 16, (in_block % 16) / 4, in_block % 4);
-                out[b * 16 * bw + g * 4 * bw + 4 * j + i] = v;
+            // Move 4-byte runs (one group of one word): run `c` is word `j = c / 4`, group
+            // `g = c % 4`, landing in block `j / bw` at lane `j % bw` of group vector `g`.
+            for (c, run) in row.chunks(4).enumerate() {
+                let (j, g) = (c / 4, c % 4);
+                let at = (j / bw) * 16 * bw + g * 4 * bw + 4 * (j % bw);
+                out[at..at + run.len()].copy_from_slice(run);
             }
         }
         Prepared {
