@@ -1,0 +1,199 @@
+//! GPU-only paths: chunking over the binding limit, folded grids, non-finite reporting, status
+//! slot overflow, the profiler, device loss and sharing one engine between threads.
+
+use bitnet_tests::{gpu_engine, random_f32};
+use bitnet_wgpu::{Engine, EngineOptions, Error};
+
+fn opts() -> EngineOptions {
+    EngineOptions::default()
+}
+
+#[test]
+fn chunked_ops_match_unchunked_over_a_small_binding_limit() {
+    // A 4 KiB binding cap forces 1000-element tensors through many chunks.
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(4096),
+        ..opts()
+    });
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        4096
+    );
+    let n = 10_007;
+    let v = random_f32(9, n, -5.0, 5.0);
+    let x = e.upload_f32(&v, &[n]).unwrap();
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), v);
+    assert_eq!(e.fill(&[n], 2.5).unwrap().read_f32().unwrap(), vec![2.5; n]);
+    // The non-finite index is reported in the whole tensor's index space (chunk base added).
+    let mut bad = v.clone();
+    bad[7777] = f32::NAN;
+    bad[9000] = f32::INFINITY;
+    let y = e.copy(&e.upload_f32(&bad, &[n]).unwrap()).unwrap();
+    assert_eq!(
+        y.read_f32().unwrap_err(),
+        Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 7777
+        }
+    );
+}
+
+#[test]
+fn grids_above_65535_workgroups_are_folded() {
+    let e = gpu_engine();
+    let max = e
+        .info()
+        .limits
+        .unwrap()
+        .max_compute_workgroups_per_dimension as usize;
+    let n = (max + 1) * 256 + 5; // needs max + 2 workgroups of 256
+    let t = e.fill(&[n], -3.25).unwrap();
+    let v = t.read_f32().unwrap();
+    assert_eq!(v.len(), n);
+    assert!(
+        v.iter().all(|&x| x == -3.25),
+        "every element written exactly once"
+    );
+}
+
+#[test]
+fn non_finite_input_is_reported_at_the_next_sync_point() {
+    for force_uniform_params in [false, true] {
+        let e = bitnet_tests::gpu_engine_with(EngineOptions {
+            force_uniform_params,
+            ..opts()
+        });
+        let x = e
+            .upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5])
+            .unwrap();
+        let y = e.copy(&x).unwrap(); // recorded, not yet checked
+        let err = Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 1,
+        };
+        assert_eq!(y.read_f32().unwrap_err(), err);
+        // Reported once: the status was reset, clean work reads fine again.
+        let z = e.copy(&e.upload_f32(&[1.0, 2.0], &[2]).unwrap()).unwrap();
+        assert_eq!(z.read_f32().unwrap(), vec![1.0, 2.0]);
+        let _ = e.copy(&x).unwrap();
+        assert_eq!(e.sync().unwrap_err(), err);
+        e.sync().unwrap();
+        // Same error as the CPU engine.
+        let c = Engine::cpu();
+        let cx = c
+            .upload_f32(&[1.0, f32::NAN, 3.0, f32::NEG_INFINITY, 5.0], &[5])
+            .unwrap();
+        assert_eq!(c.copy(&cx).unwrap_err(), err);
+    }
+}
+
+#[test]
+fn status_slots_overflow_keeps_the_first_error() {
+    // More flagged launches than status slots between two sync points, in small batches.
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        batch_dispatches: 7,
+        ..opts()
+    });
+    let clean = e.upload_f32(&[1.0; 4], &[4]).unwrap();
+    let mut bad = vec![0.0f32; 4];
+    bad[2] = f32::NAN;
+    let bad = e.upload_f32(&bad, &[4]).unwrap();
+    for i in 0..1500 {
+        let _ = e.copy(if i == 1200 { &bad } else { &clean }).unwrap();
+    }
+    assert_eq!(
+        e.sync().unwrap_err(),
+        Error::NonFinite {
+            op: "copy",
+            tensor: "x",
+            index: 2
+        }
+    );
+    e.sync().unwrap();
+    assert_eq!(e.pool_stats().live_bytes, 32);
+}
+
+#[test]
+fn profiler_counts_kernel_calls() {
+    let e = gpu_engine();
+    assert!(
+        e.info()
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::TIMESTAMP_QUERY)
+    );
+    e.set_profiling(true).unwrap();
+    let x = e.upload_f32(&[1.0; 4096], &[4096]).unwrap();
+    for _ in 0..3 {
+        let _ = e.copy(&x).unwrap();
+    }
+    let _ = e.fill(&[100], 1.0).unwrap();
+    let report = e.profile_report().unwrap();
+    println!("{report}");
+    let calls = |name| report.entries.iter().find(|en| en.0 == name).map(|en| en.1);
+    assert_eq!(calls("util_copy"), Some(3));
+    assert_eq!(calls("util_fill"), Some(1));
+    e.reset_profile();
+    e.set_profiling(false).unwrap();
+    let _ = e.copy(&x).unwrap();
+    assert!(e.profile_report().unwrap().entries.is_empty());
+    assert!(Engine::cpu().set_profiling(true).is_err());
+}
+
+#[test]
+fn device_lost_is_a_typed_error() {
+    use bitnet_wgpu::wgpu;
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster_block(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU adapter required");
+    let (device, queue) =
+        pollster_block(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let e = Engine::from_device(&adapter, device.clone(), queue).unwrap();
+    // Default device limits were requested by the app: the engine reports what it got.
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        128 << 20
+    );
+    let x = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
+    device.destroy();
+    let r = e.copy(&x).and_then(|y| y.read_f32());
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
+}
+
+/// Minimal block_on for the test's own wgpu calls (no extra dependency).
+fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn one_engine_shared_by_threads() {
+    let e = gpu_engine();
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for i in 0..25u64 {
+                    let n = 1 + ((t * 31 + i * 17) % 3000) as usize;
+                    let v = random_f32(t * 1000 + i, n, -1.0, 1.0);
+                    let y = e.copy(&e.upload_f32(&v, &[n]).unwrap()).unwrap();
+                    assert_eq!(y.read_f32().unwrap(), v, "thread {t} iteration {i}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("worker thread");
+    }
+    assert_eq!(e.pool_stats().live_bytes, 0);
+}
