@@ -52,6 +52,9 @@ fn every_shader_file_is_shipped() {
     }
 }
 
+/// Each shipped source compiles as C++14 with Metal's address spaces as distinct clang address
+/// spaces (`METAL_EMU_ADDRESS_SPACES`), so a pointer that drops or changes its address space —
+/// an error on Metal — is an error here too. (The plain mode is compiled by the harness builds.)
 #[test]
 fn sources_compile_as_cpp14() {
     let Some(cxx) = support::clang::require() else {
@@ -73,6 +76,7 @@ fn sources_compile_as_cpp14() {
                     "c++".into(),
                     "-std=c++14".into(),
                     "-fsyntax-only".into(),
+                    "-DMETAL_EMU_ADDRESS_SPACES".into(),
                 ];
                 args.extend(support::clang::kernel_flags());
                 args.push(path.display().to_string());
