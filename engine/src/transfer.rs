@@ -167,7 +167,9 @@ fn map_and_wait(
         let _ = tx.send(r);
     });
     wait(gpu, index)?;
-    match rx.try_recv() {
+    // On a shared engine another thread's poll may be the one running this callback, a moment
+    // after our wait returned: give it time instead of reporting a spurious failure.
+    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Map(e.to_string())),
         Err(_) => {
