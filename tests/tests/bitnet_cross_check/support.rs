@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use bitnet_tests::{gpu_engine, gpu_engine_with, tolerance};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
-use bitnet_wgpu::{Engine, EngineOptions, Error, wgpu};
+use bitnet_wgpu::{Engine, EngineOptions, Error, ParamsMode, wgpu};
 
 /// The default GPU engine (subgroups and immediates where the adapter has them), shared.
 pub fn engine() -> &'static Engine {
@@ -46,7 +46,9 @@ pub fn plain_engine() -> &'static Engine {
         };
         let (device, queue) = block_on(adapter.request_device(&desc)).expect("plain device");
         assert!(!device.features().contains(wgpu::Features::SUBGROUP));
-        Engine::from_device(&adapter, device, queue).expect("engine on the plain device")
+        let e = Engine::from_device(&adapter, device, queue).expect("engine on the plain device");
+        assert_eq!(e.info().params_mode, Some(ParamsMode::Uniform));
+        e
     })
 }
 
