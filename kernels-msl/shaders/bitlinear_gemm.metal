@@ -23,7 +23,7 @@
 //   buffer(1)  device const uint*  x_packed: [M, 4 · ceil(K / 16)] packed int8 activations
 //   buffer(2)  device const float*  x_absmax: [M], the clamped absmax a_m of each row
 //   buffer(3)  device const uint*  weights: [N, ceil(K / 16)] ternary words
-//   buffer(4)  device const float*  weight_scale: s at index 0 (a [s, inv_s] buffer works)
+//   buffer(4)  device const float*  weight_scale: [1] = s, the weights' scale
 //   buffer(5)  device float*  y: [M, N] f32 (or i32 accumulator bits, output_mode 1)
 //   buffer(6)  device atomic_uint*  status: group 1 binding 1; word 0 = smallest flat index of a
 //              non-finite y

@@ -20,7 +20,7 @@
 //   buffer(0)  constant GemvParams&  params: the params (wgpu immediates)
 //   buffer(1)  device const float*  x: [M, K] row-major f32 activations
 //   buffer(2)  device const uint*  weights: [N, ceil(K / 16)] ternary words
-//   buffer(3)  device const float*  weight_scale: s at index 0 (a [s, inv_s] buffer works)
+//   buffer(3)  device const float*  weight_scale: [1] = s, the weights' scale
 //   buffer(4)  device float*  y: [M, N] f32 (or i32 accumulator bits, output_mode 1)
 //   buffer(5)  device atomic_uint*  status: group 1 binding 1; word 0 = smallest flat index of a
 //              NaN/inf in x, word 1 = smallest flat index of a non-finite y

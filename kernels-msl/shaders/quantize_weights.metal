@@ -4,7 +4,8 @@
 // Every thread derives the same scale from the sum (two exact divisions: cheaper than a barrier
 // and a broadcast): s = max(sum / count, 1e-5), inv_s = 1 / s. Then thread i packs word i of the
 // [N, ceil(K / 16)] packed matrix: code = clamp(round(w · inv_s), -1, 1) + 1 at bit offset
-// code_shift(k % 16), padding positions (k >= K) code 1. Thread 0 also stores [s, inv_s].
+// code_shift(k % 16), padding positions (k >= K) code 1. Thread 0 also stores s (the engine's
+// ternary tensors carry one f32 scale; consumers derive nothing else from it but s · a_m).
 // `count` is (N · K) rounded to f32 by the host (as cpu-ref computes it), passed as bits.
 //
 // Grid: ceil(N · ceil(K / 16) / 256) threadgroups, linear, folded into x and y above 65535.
@@ -14,7 +15,7 @@
 //   buffer(1)  device const float*  weights: [N, K] row-major
 //   buffer(2)  device const float*  abs_sum: [1], the canonical sum (last abs_sum_blocks level)
 //   buffer(3)  device uint*  packed: [N, ceil(K / 16)] ternary words
-//   buffer(4)  device float*  scale: [2] = [s, inv_s]
+//   buffer(4)  device float*  scale: [1] = s
 //   buffer(5)  device atomic_uint*  status: group 1 binding 1; word 0 = 0 when the sum is NaN or
 //              infinite (|W| overflowed f32, or a non-finite weight, whose index abs_sum_blocks
 //              level 0 flags)
@@ -51,7 +52,6 @@ kernel void quantize_weights(constant QuantizeWeightsParams& params [[buffer(0)]
     const uint index = (group.x + group.y * groups.x) * THREADS_PER_GROUP + t;
     if (index == 0u) {
         scale[0] = s;
-        scale[1] = inv_s;
         if (is_non_finite_bits(as_type<uint>(sum))) {
             atomic_fetch_min_explicit(&status[0], 0u, memory_order_relaxed);
         }

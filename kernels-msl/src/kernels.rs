@@ -145,7 +145,7 @@ pub const ABS_SUM_BLOCKS: MslKernel = MslKernel {
 };
 
 /// Weight quantization pass 2: `s = max(sum / (N·K), 1e-5)`, quantize and pack one word per
-/// thread (grid linear, foldable), store `[s, inv_s]`.
+/// thread (grid linear, foldable), store `s`.
 pub const QUANTIZE_WEIGHTS: MslKernel = MslKernel {
     name: "quantize_weights_msl",
     entry_point: "quantize_weights",
@@ -180,13 +180,7 @@ pub const QUANTIZE_WEIGHTS: MslKernel = MslKernel {
             "device uint*",
             "[N, ceil(K / 16)] ternary words",
         ),
-        bind(
-            4,
-            StorageReadWrite,
-            "scale",
-            "device float*",
-            "[2] = [s, inv_s]",
-        ),
+        bind(4, StorageReadWrite, "scale", "device float*", "[1] = s"),
         bind(5, Status, "status", "device atomic_uint*", STATUS),
     ],
     status_words: &["sum of |w| (overflows f32)"],
@@ -267,7 +261,7 @@ pub const BITLINEAR_GEMV: MslKernel = MslKernel {
             StorageRead,
             "weight_scale",
             "device const float*",
-            "s at index 0",
+            "[1] = s, the weights' scale",
         ),
         bind(
             4,
@@ -322,7 +316,7 @@ pub const BITLINEAR_GEMM: MslKernel = MslKernel {
             StorageRead,
             "weight_scale",
             "device const float*",
-            "s at index 0",
+            "[1] = s, the weights' scale",
         ),
         bind(
             5,

@@ -26,13 +26,8 @@ fn asan() -> Option<&'static Harness> {
 }
 
 /// Weight quantization on the emulated GPU: abs-sum levels, then quantize + pack.
-/// Returns (packed words, [s, inv_s], status word of level 0, status word of the pack).
-fn msl_quantize_weights(
-    h: &Harness,
-    w: &[f32],
-    n: usize,
-    k: usize,
-) -> (Vec<u32>, [f32; 2], u32, u32) {
+/// Returns (packed words, s, status word of level 0, status word of the pack).
+fn msl_quantize_weights(h: &Harness, w: &[f32], n: usize, k: usize) -> (Vec<u32>, f32, u32, u32) {
     let mut level = f32_bytes(w);
     let mut flagged = u32::MAX;
     for (i, &count) in dispatch::abs_sum_levels(n * k).unwrap().iter().enumerate() {
@@ -50,16 +45,11 @@ fn msl_quantize_weights(
     let r = h.launch(
         &QUANTIZE_WEIGHTS,
         &d,
-        vec![f32_bytes(w), level, packed, vec![0; 8]],
+        vec![f32_bytes(w), level, packed, vec![0; 4]],
         FOLD,
     );
-    let scale = to_f32s(&r.storage[3]);
-    (
-        to_u32s(&r.storage[2]),
-        [scale[0], scale[1]],
-        flagged,
-        r.status[0],
-    )
+    let scale = to_f32s(&r.storage[3])[0];
+    (to_u32s(&r.storage[2]), scale, flagged, r.status[0])
 }
 
 /// Activation quantization on the emulated GPU: (packed words, absmax, status word 0).
@@ -115,7 +105,7 @@ fn msl_bitlinear(
 ) -> (Vec<u32>, [u32; 4]) {
     let (n, k) = (w.n(), w.k());
     let weights = u32_bytes(w.words());
-    let scale = f32_bytes(&[w.scale(), 1.0 / w.scale()]);
+    let scale = f32_bytes(&[w.scale()]);
     let y = vec![0u8; 4 * m * n];
     let r = match input {
         Input::Gemm((packed, absmax, _)) => {
@@ -188,16 +178,10 @@ fn weight_quantization_matches_cpu_ref() {
             first_diff(&packed, want.words())
         );
         assert_eq!(
-            scale[0].to_bits(),
+            scale.to_bits(),
             want.scale().to_bits(),
-            "{at}: scale {} vs {}",
-            scale[0],
+            "{at}: scale {scale} vs {}",
             want.scale()
-        );
-        assert_eq!(
-            scale[1].to_bits(),
-            (1.0 / want.scale()).to_bits(),
-            "{at}: inv_s"
         );
         assert_eq!(
             (flag_w, flag_sum),
@@ -342,12 +326,12 @@ fn gemv_flags_non_finite_input_like_cpu_ref() {
 #[test]
 fn weights_quantized_by_msl_feed_the_msl_bitlinear_kernels() {
     // The chain the engine runs on Metal: MSL weight quantization, then both BitLinear kernels
-    // reading its packed words and [s, inv_s] buffer.
+    // reading its packed words and one-float scale buffer.
     let Some(h) = asan() else { return };
     let (m, n, k) = (5, 37, 203);
     let wf = data::weights(n, k, 0, 42);
     let (packed, scale, _, _) = msl_quantize_weights(h, &wf, n, k);
-    let w = TernaryMatrix::from_packed(packed, n, k, scale[0]).expect("valid packed weights");
+    let w = TernaryMatrix::from_packed(packed, n, k, scale).expect("valid packed weights");
     let x = data::activations(m, k, 43);
     let want = bits(&bitlinear(&x, m, &quantize_weights(&wf, n, k).unwrap()).unwrap());
     for gemm in [false, true] {
@@ -370,7 +354,7 @@ fn kernels_are_race_free_under_thread_sanitizer() {
     let wf = data::weights(n, k, 0, 7);
     let (packed, scale, _, _) = msl_quantize_weights(h, &wf, n, k);
     let w = quantize_weights(&wf, n, k).unwrap();
-    assert_eq!((packed.as_slice(), scale[0]), (w.words(), w.scale()));
+    assert_eq!((packed.as_slice(), scale), (w.words(), w.scale()));
     let x = data::activations(m, k, 8);
     let quantized = msl_quantize_activations(h, &x, m, k);
     assert_eq!(
