@@ -107,10 +107,18 @@ fn accumulate(
             for r in (0..rows).step_by(2) {
                 if r + 1 < rows {
                     let (w0, w1) = (w.row_words(first + r), w.row_words(first + r + 1));
-                    for row in 0..m {
-                        let (a, b) = prepared.dot2(row, w0, w1);
+                    // Activation rows in pairs too (codes decoded once per pair), then the odd one.
+                    for row in (0..m - 1).step_by(2) {
+                        let [a, b, c, d] = prepared.dot2x2(row, row + 1, w0, w1);
                         out[r * m + row] = a;
                         out[(r + 1) * m + row] = b;
+                        out[r * m + row + 1] = c;
+                        out[(r + 1) * m + row + 1] = d;
+                    }
+                    if m % 2 == 1 {
+                        let (a, b) = prepared.dot2(m - 1, w0, w1);
+                        out[r * m + m - 1] = a;
+                        out[(r + 1) * m + m - 1] = b;
                     }
                 } else {
                     let words = w.row_words(first + r);

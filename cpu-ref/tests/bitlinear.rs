@@ -55,6 +55,19 @@ fn i32_range_at_k_16384() {
         let acc = bitlinear_accumulate_with_isa(&xq, &w, isa).unwrap();
         assert_eq!(acc, vec![2_080_768, -2_080_768], "{isa:?}");
     }
+    // Two activation rows (the 2x2 kernel): all 127 and all -128 (allowed by from_parts):
+    // acc = [127·16384, -127·16384; -128·16384, 128·16384] = ±2 080 768, ∓2 097 152.
+    let mut two = vec![127i8; k];
+    two.extend(vec![-128i8; k]);
+    let xq2 = QuantizedActivations::from_parts(two, vec![1.0, 1.0], 2, k).unwrap();
+    for isa in Isa::available() {
+        let acc = bitlinear_accumulate_with_isa(&xq2, &w, isa).unwrap();
+        assert_eq!(
+            acc,
+            vec![2_080_768, -2_080_768, -2_097_152, 2_097_152],
+            "{isa:?}"
+        );
+    }
     // -128 activations (allowed by from_parts): acc = ∓128 · 16384 = ∓2 097 152.
     let xq = QuantizedActivations::from_parts(vec![-128; k], vec![1.0], 1, k).unwrap();
     for isa in Isa::available() {
@@ -72,6 +85,8 @@ fn simd_levels_agree_and_match_naive_f64() {
         (3, 33, 100),
         (1, 70, 129),
         (4, 9, 1000),
+        (2, 4, 4100),
+        (5, 3, 4111),
         (1, 40, 2560),
     ] {
         let x = rand_f32(m * k, 7 + k as u32, 2.0);

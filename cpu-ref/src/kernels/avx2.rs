@@ -85,6 +85,70 @@ pub(crate) unsafe fn dot_codes2(w0: &[u32], w1: &[u32], x: &[i8]) -> (i32, i32) 
     out
 }
 
+/// Two weight rows against two activation rows (`x0`, `x1`, both prepared, same length): each
+/// code vector is decoded once and each activation vector loaded once for two products.
+/// Returns `[w0·x0, w1·x0, w0·x1, w1·x1]` (raw `Σ x · code`).
+///
+/// # Safety
+/// As for [`dot_codes2`], for both activation rows.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn dot_codes_2x2(w0: &[u32], w1: &[u32], x0: &[i8], x1: &[i8]) -> [i32; 4] {
+    debug_assert_eq!(w0.len(), w1.len());
+    debug_assert!(x0.len().min(x1.len()) >= w0.len().div_ceil(8) * 128);
+    let full = w0.len() / 8;
+    let ones = _mm256_set1_epi16(1);
+    let mask = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_si256(); 4];
+    let mut b = 0;
+    while b < full {
+        let end = (b + I16_BLOCKS).min(full);
+        let mut s = [_mm256_setzero_si256(); 4];
+        while b < end {
+            // SAFETY: block `b < full` is in bounds of both weight rows and both activation rows.
+            let (mut v0, mut v1) = unsafe {
+                (
+                    _mm256_loadu_si256(w0.as_ptr().add(8 * b).cast()),
+                    _mm256_loadu_si256(w1.as_ptr().add(8 * b).cast()),
+                )
+            };
+            for g in 0..4 {
+                let (c0, c1) = (_mm256_and_si256(v0, mask), _mm256_and_si256(v1, mask));
+                // SAFETY: as above; group `g` spans bytes `128 b + 32 g .. + 32`.
+                let (a0, a1) = unsafe {
+                    (
+                        _mm256_loadu_si256(x0.as_ptr().add(128 * b + 32 * g).cast()),
+                        _mm256_loadu_si256(x1.as_ptr().add(128 * b + 32 * g).cast()),
+                    )
+                };
+                s[0] = _mm256_add_epi16(s[0], _mm256_maddubs_epi16(c0, a0));
+                s[1] = _mm256_add_epi16(s[1], _mm256_maddubs_epi16(c1, a0));
+                s[2] = _mm256_add_epi16(s[2], _mm256_maddubs_epi16(c0, a1));
+                s[3] = _mm256_add_epi16(s[3], _mm256_maddubs_epi16(c1, a1));
+                // Next group: the codes two bits higher in every byte.
+                v0 = _mm256_srli_epi32::<2>(v0);
+                v1 = _mm256_srli_epi32::<2>(v1);
+            }
+            b += 1;
+        }
+        for (a, s) in acc.iter_mut().zip(s) {
+            *a = _mm256_add_epi32(*a, _mm256_madd_epi16(s, ones));
+        }
+    }
+    let mut out = [hsum(acc[0]), hsum(acc[1]), hsum(acc[2]), hsum(acc[3])];
+    if full * 8 < w0.len() {
+        let (t0, t1) = (&w0[full * 8..], &w1[full * 8..]);
+        let (y0, y1) = (&x0[128 * full..], &x1[128 * full..]);
+        // SAFETY: tails shorter than one block; `dot_codes` zero-extends them.
+        unsafe {
+            out[0] += dot_codes(t0, y0);
+            out[1] += dot_codes(t1, y0);
+            out[2] += dot_codes(t0, y1);
+            out[3] += dot_codes(t1, y1);
+        }
+    }
+    out
+}
+
 /// [`block`] for two weight vectors sharing the activation loads.
 ///
 /// # Safety

@@ -96,6 +96,22 @@ impl Prepared {
         }
         (self.dot(row, w0), self.dot(row, w1))
     }
+
+    /// Two weight rows against activation rows `r0`, `r1`:
+    /// `[w0·x_r0, w1·x_r0, w0·x_r1, w1·x_r1]` (codes decoded once on AVX2).
+    pub(crate) fn dot2x2(&self, r0: usize, r1: usize, w0: &[u32], w1: &[u32]) -> [i32; 4] {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+            let x0 = &self.data[r0 * self.stride..(r0 + 1) * self.stride];
+            let x1 = &self.data[r1 * self.stride..(r1 + 1) * self.stride];
+            // SAFETY: AVX2 checked; rows and prepared activations sized as `dot_codes2` needs.
+            let d = unsafe { super::avx2::dot_codes_2x2(w0, w1, x0, x1) };
+            let (s0, s1) = (self.sums[r0], self.sums[r1]);
+            return [d[0] - s0, d[1] - s0, d[2] - s1, d[3] - s1];
+        }
+        let ((a, b), (c, d)) = (self.dot2(r0, w0, w1), self.dot2(r1, w0, w1));
+        [a, b, c, d]
+    }
 }
 
 /// `Σ x · code` over a plain-order zero-padded row (`x.len() >= 16 · w.len()`).
