@@ -43,8 +43,8 @@ SHAPES = [  # (label, N, K): weight [N, K], as in bench/src/workload.rs
 ]
 TOKENS = [1, 8, 64, 512]
 LAYER_2B4T = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)]
-COLD_BYTES = 256 << 20  # rotate copies until the working set exceeds this (H100 L2: 50 MB)
-MAX_COPIES = 32
+COLD_BYTES = 256 << 20  # default --cold-mib: rotate copies until the set exceeds this (H100 L2: 50 MB)
+MAX_COPIES = 512
 
 
 def parse_args():
@@ -55,6 +55,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="2B shapes, M in {1, 8}, 3 repeats")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
     p.add_argument("--layers", type=int, default=30, help="layers of the decode stack")
+    p.add_argument("--cold-mib", type=int, default=COLD_BYTES >> 20,
+                   help="rotate input copies until the working set exceeds this (0: one copy)")
     return p.parse_args()
 
 
@@ -115,6 +117,11 @@ def copies_for(nbytes):
     return max(1, min(MAX_COPIES, math.ceil(COLD_BYTES / max(1, nbytes))))
 
 
+def set_cold_bytes(mib):
+    global COLD_BYTES
+    COLD_BYTES = mib << 20
+
+
 def time_rotating(timer, make_call, copies):
     """Time make_call(i) over i in 0..copies, as one CUDA graph per rep when possible."""
     def all_calls():
@@ -165,6 +172,7 @@ def run_case(results, timer, dev, imp, label, m, n, k, body):
 
 def shape_cases(args, timer, dev, tokens, shapes):
     cases = []
+    seen_k = set()  # activation quant depends on [M, K] only: once per distinct K, as bitnet-bench
     for label, n, k in shapes:
         wbytes = n * k * 2
         nc = copies_for(wbytes)
@@ -186,10 +194,11 @@ def shape_cases(args, timer, dev, tokens, shapes):
         run_case(cases, timer, dev, "torch_weight_quant_eager", label, 0, n, k,
                  lambda: time_rotating(timer, lambda i: weight_quant(wf[i]), len(wf)))
         del wf
-        for m in tokens:
+        for m in tokens if k not in seen_k else []:
             xs = [torch.randn(m, k, device=dev, dtype=torch.float32) for _ in range(copies_for(m * k * 4))]
             run_case(cases, timer, dev, "torch_act_quant_eager", label, m, 0, k,
                      lambda: time_rotating(timer, lambda i: act_quant(xs[i]), len(xs)))
+        seen_k.add(k)
         if timer.cuda:
             torch.cuda.empty_cache()
     return cases
@@ -260,11 +269,13 @@ def main():
         sys.exit("torch_peers: CUDA is not available (use --device cpu for a smoke test)")
     tokens, shapes = TOKENS, SHAPES
     if args.quick:
-        tokens, shapes, args.repeats, args.warmup = [1, 8], SHAPES[:4], 3, 1
+        tokens, shapes, args.repeats, args.warmup, args.cold_mib = [1, 8], SHAPES[:4], 3, 1, 0
+    set_cold_bytes(args.cold_mib)
     torch.manual_seed(0)
     timer = Timer(dev, args.warmup, args.repeats)
     notes = [f"per-shape cases rotate copies so the working set exceeds {COLD_BYTES >> 20} MiB "
-             f"(max {MAX_COPIES} copies); time per call = graph replay / copies",
+             f"(max {MAX_COPIES} copies); time per call = one CUDA-graph replay of one call per copy "
+             "divided by the copies (eager timing on the CPU or where capture failed: see method)",
              "torch._int_mm needs M > 16 and multiples of 8: M padded (see padded_m)",
              f"warmup {args.warmup}, repeats {args.repeats}, median"]
     print(f"torch_peers: torch {torch.__version__} on {args.device}", file=sys.stderr)

@@ -49,7 +49,15 @@ pub fn opt_sig(v: Option<f64>, dash: &str) -> String {
 pub fn opt_ratio(v: Option<f64>, dash: &str) -> String {
     match v {
         Some(v) if v.is_finite() => {
-            if v >= 100.0 { format!("{v:.0}×") } else if v >= 10.0 { format!("{v:.1}×") } else { format!("{v:.2}×") }
+            if v >= 100.0 {
+                format!("{v:.0}×")
+            } else if v >= 10.0 {
+                format!("{v:.1}×")
+            } else if v >= 0.1 {
+                format!("{v:.2}×")
+            } else {
+                format!("{}×", opt_sig(Some(v), dash))
+            }
         }
         _ => dash.to_string(),
     }
