@@ -32,6 +32,8 @@ pub(crate) struct Gpu {
     pub options: EngineOptions,
     pub pool: BufferPool,
     pub pipelines: PipelineCache,
+    /// Which hot ops run hand-written MSL (Metal) instead of WGSL (`msl.rs`).
+    pub msl: crate::msl::MslState,
     pub group: EngineGroup,
     batch: Mutex<Batch>,
     health: Arc<Health>,
@@ -81,10 +83,12 @@ impl Gpu {
             caps.features,
             group.layout.clone(),
         );
+        let msl = crate::msl::MslState::probe(&pipelines, &caps, adapter_info.backend);
         Gpu {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool: BufferPool::new(device.clone(), caps.max_buffer),
             pipelines,
+            msl,
             group,
             batch: Mutex::new(Batch::default()),
             health,

@@ -50,6 +50,8 @@ pub struct EngineInfo {
     pub subgroup_max_size: u32,
     /// How kernel params are passed (None on the CPU engine).
     pub params_mode: Option<ParamsMode>,
+    /// Which implementation each hot BitNet op uses (MSL on Metal, WGSL and why, or cpu-ref).
+    pub hot_paths: crate::msl::HotPaths,
 }
 
 impl EngineInfo {
@@ -68,6 +70,7 @@ impl EngineInfo {
             subgroup_min_size: 0,
             subgroup_max_size: 0,
             params_mode: None,
+            hot_paths: crate::msl::HotPaths::all(crate::msl::KernelPath::Cpu),
         }
     }
 
@@ -95,6 +98,7 @@ impl EngineInfo {
             subgroup_min_size: g.caps.subgroup_min_size,
             subgroup_max_size: g.caps.subgroup_max_size,
             params_mode: Some(g.caps.params_mode),
+            hot_paths: g.msl.paths.clone(),
         }
     }
 }
@@ -103,6 +107,7 @@ impl std::fmt::Display for EngineInfo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "backend:   {:?} ({})", self.backend_kind, self.backend)?;
         writeln!(f, "adapter:   {} [{}]", self.adapter_name, self.device_type)?;
+        writeln!(f, "hot ops:   {}", self.hot_paths)?;
         if !self.driver.is_empty() || !self.driver_info.is_empty() {
             writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
         }

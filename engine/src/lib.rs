@@ -36,6 +36,7 @@ mod info;
 mod launch;
 #[cfg(test)]
 mod launch_tests;
+mod msl;
 mod ops;
 mod pipelines;
 mod pool;
@@ -55,6 +56,7 @@ pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use info::{EngineInfo, KeyLimits};
+pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::ProfileReport;

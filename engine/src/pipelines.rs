@@ -34,6 +34,9 @@ pub struct Kernel {
     pub bindings: &'static [Access],
     /// Device features the kernel needs (e.g. `SUBGROUP`, `SHADER_F16`); checked at creation.
     pub requires: wgpu::Features,
+    /// A hand-written MSL kernel built through passthrough instead of `source` (Metal only; see
+    /// `msl.rs`). Same layout: group 0 = `bindings`, group 1 = the engine's, params as immediates.
+    pub msl: Option<&'static bitnet_kernels_msl::MslKernel>,
 }
 
 impl Kernel {
@@ -48,6 +51,25 @@ impl Kernel {
             entry,
             bindings,
             requires: wgpu::Features::empty(),
+            msl: None,
+        }
+    }
+
+    /// A passthrough MSL kernel (needs `PASSTHROUGH_SHADERS`); `bindings` are its group-0 storage
+    /// buffers, in the descriptor's order.
+    pub const fn msl(
+        k: &'static bitnet_kernels_msl::MslKernel,
+        bindings: &'static [Access],
+    ) -> Kernel {
+        Kernel {
+            source: KernelSource {
+                name: k.name,
+                source: "",
+            },
+            entry: k.entry_point,
+            bindings,
+            requires: wgpu::Features::PASSTHROUGH_SHADERS,
+            msl: Some(k),
         }
     }
 
@@ -177,14 +199,17 @@ impl PipelineCache {
         let vscope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let iscope = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         if !st.modules.contains_key(kernel.name()) {
-            let module = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.name()),
-                    source: wgpu::ShaderSource::Wgsl(Cow::Owned(
-                        self.prepare_source(kernel.source),
-                    )),
-                });
+            let module = match kernel.msl {
+                Some(msl) => crate::msl::create_module(&self.device, msl),
+                None => self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.name()),
+                        source: wgpu::ShaderSource::Wgsl(Cow::Owned(
+                            self.prepare_source(kernel.source),
+                        )),
+                    }),
+            };
             st.modules.insert(kernel.name(), module);
         }
         let (group0, layout) = st

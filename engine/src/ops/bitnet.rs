@@ -150,6 +150,9 @@ impl Engine {
             let q = bitnet_cpu_ref::quantize_weights(&w.read_f32()?, n, k)?;
             return self.upload_ternary(&q);
         };
+        if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
+            return Ok(out);
+        }
         let out = self.empty(OP, &[n, k], DType::Ternary)?;
         self.record_weight_scale(gpu, w, &out)?;
         let wpr = words_per_row(k) as u64;
@@ -260,6 +263,9 @@ impl Engine {
                 .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);
         };
+        if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {
+            return Ok(out);
+        }
         let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
         let awpr = activation_words_per_row(k) as u64;
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {

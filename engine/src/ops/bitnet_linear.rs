@@ -66,7 +66,10 @@ impl Engine {
         let xq = match x.dtype() {
             DType::F32 => {
                 // Shape errors first, as cpu-ref reports them before quantizing.
-                self.linear_shapes(OP, x, w)?;
+                let shape = self.linear_shapes(OP, x, w)?;
+                if let Some(y) = self.msl_bitlinear_fused(OP, x, w, shape)? {
+                    return Ok(y);
+                }
                 self.quantize_activations_as(OP, x)?
             }
             DType::QuantizedI8 => x.clone(),
@@ -133,6 +136,10 @@ impl Engine {
                 }
             };
         };
+        let acc = mode == Output::Acc;
+        if let Some(out) = self.msl_bitlinear_quantized(gpu, op, xq, w, (m, n, k), acc)? {
+            return Ok(out);
+        }
         let dtype = if mode == Output::Y {
             DType::F32
         } else {
