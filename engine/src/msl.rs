@@ -300,6 +300,69 @@ mod tests {
         );
     }
 
+    /// A GPU engine (CI has lavapipe); failing, not skipping, without an adapter.
+    fn gpu() -> crate::Engine {
+        crate::Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+    }
+
+    #[test]
+    fn engine_info_reports_the_hot_paths() {
+        let cpu = crate::Engine::cpu().info();
+        assert_eq!(cpu.hot_paths, HotPaths::all(KernelPath::Cpu));
+        let info = gpu().info();
+        assert!(info.to_string().contains("hot ops:"), "{info}");
+        if info.backend != "Metal" {
+            assert_eq!(
+                info.hot_paths,
+                HotPaths::all(info.hot_paths.bitlinear_gemv.clone())
+            );
+            assert!(
+                matches!(&info.hot_paths.bitlinear_gemv, KernelPath::Wgsl(w) if w.contains("Metal backend"))
+            );
+        }
+    }
+
+    #[test]
+    fn msl_pipeline_creation_off_metal_is_an_error_not_a_panic() {
+        // Off Metal, a passthrough MSL module either needs a feature the device lacks or is
+        // rejected by wgpu inside the cache's error scopes; both are typed errors, and the engine
+        // keeps working afterwards.
+        let e = gpu();
+        let g = e.gpu_context().unwrap();
+        if g.adapter_info.backend == wgpu::Backend::Metal {
+            return;
+        }
+        // The probe's own fallback, as on a Mac whose compiler rejects the kernels: selecting as
+        // if this were Metal, every pipeline fails in the real cache and every op keeps WGSL.
+        let build = |k: &Kernel| {
+            g.pipelines
+                .get(k, &[])
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let features = g.caps.features | wgpu::Features::PASSTHROUGH_SHADERS;
+        let p = select(
+            wgpu::Backend::Metal,
+            features,
+            ParamsMode::Immediates,
+            None,
+            build,
+        );
+        for path in [
+            &p.quantize_weights,
+            &p.quantize_activations,
+            &p.bitlinear_gemv,
+            &p.bitlinear_gemm,
+        ] {
+            assert!(
+                matches!(path, KernelPath::Wgsl(w) if w.contains("failed")),
+                "{p}"
+            );
+        }
+        let t = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+        assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
+    }
+
     #[test]
     fn pipeline_bindings_match_the_msl_descriptors() {
         for (kernel, desc) in [
