@@ -60,12 +60,19 @@ pub fn compile(cxx: &Path, args: &[String], what: &str) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", cxx.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The sanitizer runtimes are only a Recommends of Debian's clang package.
+    let hint = if stderr.contains("libclang_rt") {
+        "\nclang's sanitizer runtimes are missing: install them (Debian/Ubuntu: \
+         `apt-get install libclang-rt-dev`; `--no-install-recommends` skips them with clang)."
+    } else {
+        ""
+    };
     assert!(
         out.status.success(),
-        "{what}: clang++ failed ({})\n{}\n{}",
+        "{what}: clang++ failed ({})\n{}\n{stderr}{hint}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }
 
