@@ -45,7 +45,7 @@ kernel void abs_sum_blocks(constant AbsSumParams& params [[buffer(0)]],
                            uint3 groups [[threadgroups_per_grid]],
                            uint t [[thread_index_in_threadgroup]],
                            uint lane [[thread_index_in_simdgroup]],
-                           uint simd [[simdgroup_index_in_threadgroup]]) {
+                           uint simd_id [[simdgroup_index_in_threadgroup]]) {
     threadgroup float partial[THREADS_PER_GROUP];
 
     const uint block = group.x + group.y * groups.x;
@@ -84,7 +84,7 @@ kernel void abs_sum_blocks(constant AbsSumParams& params [[buffer(0)]],
     }
 
     // Strides 16 .. 1 inside simdgroup 0 (lanes t >= stride compute values nobody uses).
-    if (simd == 0u) {
+    if (simd_id == 0u) {
         float v = partial[lane];
         for (uint stride = 16u; stride > 0u; stride = stride / 2u) {
             const float other = simd_shuffle_down(v, ushort(stride));

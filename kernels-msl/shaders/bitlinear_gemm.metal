@@ -24,7 +24,7 @@
 //   buffer(2)  device const float*  x_absmax: [M], the clamped absmax a_m of each row
 //   buffer(3)  device const uint*  weights: [N, ceil(K / 16)] ternary words
 //   buffer(4)  device const float*  weight_scale: [1] = s, the weights' scale
-//   buffer(5)  device float*  y: [M, N] f32 (or i32 accumulator bits, output_mode 1)
+//   buffer(5)  device uint*  y: [M, N] f32 bits (or i32 accumulators, output_mode 1)
 //   buffer(6)  device atomic_uint*  status: group 1 binding 1; word 0 = smallest flat index of a
 //              non-finite y
 
@@ -55,11 +55,11 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
                            device const float* x_absmax [[buffer(2)]],
                            device const uint* weights [[buffer(3)]],
                            device const float* weight_scale [[buffer(4)]],
-                           device float* y [[buffer(5)]],
+                           device uint* y [[buffer(5)]],
                            device atomic_uint* status [[buffer(6)]],
                            uint3 group [[threadgroup_position_in_grid]],
                            uint t [[thread_index_in_threadgroup]],
-                           uint simd [[simdgroup_index_in_threadgroup]]) {
+                           uint simd_id [[simdgroup_index_in_threadgroup]]) {
     threadgroup half x_tile[TILE * TILE_K];
     threadgroup half w_tile[TILE_K * TILE];
     threadgroup float acc_tile[TILE * TILE];
@@ -69,8 +69,8 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
     const uint n0 = group.x * TILE;
     const uint wpr = ternary_words_per_row(params.k);
     const uint x_words = ACT_WORDS_PER_WEIGHT_WORD * wpr;
-    const uint sm = (simd / 2u) * 16u;
-    const uint sn = (simd % 2u) * 16u;
+    const uint sm = (simd_id / 2u) * 16u;
+    const uint sn = (simd_id % 2u) * 16u;
 
     simdgroup_float8x8 acc[2][2];
     for (uint i = 0u; i < 2u; ++i) {
@@ -148,13 +148,14 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
             const int total = int(acc_tile[i]);
             const uint out = row * params.n + col;
             if (params.output_mode == OUTPUT_ACCUMULATORS) {
-                y[out] = as_type<float>(total);
+                y[out] = uint(total);
             } else {
                 const float v = float(total) * row_scale[r];
                 if (is_non_finite_bits(as_type<uint>(v))) {
                     atomic_fetch_min_explicit(&status[0], out, memory_order_relaxed);
                 }
-                y[out] = v;
+                // Stored as bits: y is a u32 buffer, so no float store can touch NaN payloads.
+                y[out] = as_type<uint>(v);
             }
         }
     }

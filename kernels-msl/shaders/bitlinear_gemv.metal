@@ -21,7 +21,7 @@
 //   buffer(1)  device const float*  x: [M, K] row-major f32 activations
 //   buffer(2)  device const uint*  weights: [N, ceil(K / 16)] ternary words
 //   buffer(3)  device const float*  weight_scale: [1] = s, the weights' scale
-//   buffer(4)  device float*  y: [M, N] f32 (or i32 accumulator bits, output_mode 1)
+//   buffer(4)  device uint*  y: [M, N] f32 bits (or i32 accumulators, output_mode 1)
 //   buffer(5)  device atomic_uint*  status: group 1 binding 1; word 0 = smallest flat index of a
 //              NaN/inf in x, word 1 = smallest flat index of a non-finite y
 
@@ -53,12 +53,12 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
                            device const float* x [[buffer(1)]],
                            device const uint* weights [[buffer(2)]],
                            device const float* weight_scale [[buffer(3)]],
-                           device float* y [[buffer(4)]],
+                           device uint* y [[buffer(4)]],
                            device atomic_uint* status [[buffer(5)]],
                            uint3 group [[threadgroup_position_in_grid]],
                            uint t [[thread_index_in_threadgroup]],
                            uint lane [[thread_index_in_simdgroup]],
-                           uint simd [[simdgroup_index_in_threadgroup]]) {
+                           uint simd_id [[simdgroup_index_in_threadgroup]]) {
     threadgroup uint xq[MAX_K / 4u];
     threadgroup uint simd_top[SIMDGROUPS];
     threadgroup int simd_sum_xq[SIMDGROUPS];
@@ -83,7 +83,7 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
     }
     top = simd_max(top);
     if (lane == 0u) {
-        simd_top[simd] = top;
+        simd_top[simd_id] = top;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint s = 0u; s < SIMDGROUPS; ++s) {
@@ -111,7 +111,7 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
     }
     q_sum = simd_sum(q_sum);
     if (lane == 0u) {
-        simd_sum_xq[simd] = q_sum;
+        simd_sum_xq[simd_id] = q_sum;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     int x_sum = 0;
@@ -121,7 +121,7 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
 
     // 3. Four weight rows per simdgroup; rows past N re-read row N - 1 (uniform control flow for
     //    simd_sum) and are not stored.
-    const uint row0 = group.x * ROWS_PER_GROUP + simd * ROWS_PER_SIMDGROUP;
+    const uint row0 = group.x * ROWS_PER_GROUP + simd_id * ROWS_PER_SIMDGROUP;
     const uint last_row = params.n - 1u;
     int acc[ROWS_PER_SIMDGROUP] = {0, 0, 0, 0};
     for (uint j = lane; j < wpr; j += 32u) {
@@ -143,13 +143,14 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
         if (lane == 0u && row < params.n) {
             const uint out = m * params.n + row;
             if (params.output_mode == OUTPUT_ACCUMULATORS) {
-                y[out] = as_type<float>(total);
+                y[out] = uint(total);
             } else {
                 const float v = float(total) * row_scale;
                 if (is_non_finite_bits(as_type<uint>(v))) {
                     atomic_fetch_min_explicit(&status[1], out, memory_order_relaxed);
                 }
-                y[out] = v;
+                // Stored as bits: y is a u32 buffer, so no float store can touch NaN payloads.
+                y[out] = as_type<uint>(v);
             }
         }
     }

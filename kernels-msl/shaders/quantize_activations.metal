@@ -41,7 +41,7 @@ kernel void quantize_activations(constant QuantizeActParams& params [[buffer(0)]
                                  uint3 groups [[threadgroups_per_grid]],
                                  uint t [[thread_index_in_threadgroup]],
                                  uint lane [[thread_index_in_simdgroup]],
-                                 uint simd [[simdgroup_index_in_threadgroup]]) {
+                                 uint simd_id [[simdgroup_index_in_threadgroup]]) {
     threadgroup uint simd_top[SIMDGROUPS];
 
     const uint row = group.x + group.y * groups.x;
@@ -68,7 +68,7 @@ kernel void quantize_activations(constant QuantizeActParams& params [[buffer(0)]
     }
     top = simd_max(top);
     if (lane == 0u) {
-        simd_top[simd] = top;
+        simd_top[simd_id] = top;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint s = 0u; s < SIMDGROUPS; ++s) {
