@@ -281,7 +281,7 @@ fn check_bitlinear(gemm: bool, cases: &[(usize, usize, usize)]) {
 #[test]
 fn gemv_matches_cpu_ref() {
     // M = 1, odd N, odd K, K not a multiple of 16, N not a multiple of the 32 rows per group, and
-    // K > 32 · 16 so lanes loop over several words.
+    // K > 32 · 16 so lanes loop over several words, and K at the threadgroup array's limit.
     check_bitlinear(
         false,
         &[
@@ -290,6 +290,7 @@ fn gemv_matches_cpu_ref() {
             (2, 67, 301),
             (3, 31, 1000),
             (1, 40, 2049),
+            (1, 3, dispatch::GEMV_MAX_K),
         ],
     );
 }
