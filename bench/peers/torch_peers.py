@@ -55,6 +55,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="2B shapes, M in {1, 8}, 3 repeats")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
     p.add_argument("--layers", type=int, default=30, help="layers of the decode stack")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds; cases that would start later are recorded as skipped (stacks run first)")
     p.add_argument("--cold-mib", type=int, default=COLD_BYTES >> 20,
                    help="rotate input copies until the working set exceeds this (0: one copy)")
     return p.parse_args()
@@ -156,8 +158,15 @@ def int_mm_rows(m):
     return max(24, (m + 7) // 8 * 8)
 
 
+DEADLINE = None  # time.monotonic() after which cases are skipped (--time-limit)
+
+
 def run_case(results, timer, dev, imp, label, m, n, k, body):
     row = {"impl": imp, "shape": label, "m": m, "n": n, "k": k}
+    if DEADLINE is not None and time.monotonic() > DEADLINE:
+        row["error"] = "skipped: --time-limit reached"
+        results.append(row)
+        return
     try:
         row.update(body())
     except Exception as e:
@@ -279,8 +288,13 @@ def main():
              "torch._int_mm needs M > 16 and multiples of 8: M padded (see padded_m)",
              f"warmup {args.warmup}, repeats {args.repeats}, median"]
     print(f"torch_peers: torch {torch.__version__} on {args.device}", file=sys.stderr)
+    global DEADLINE
+    if args.time_limit is not None:
+        DEADLINE = time.monotonic() + args.time_limit
+    stacks = stack_cases(args, timer, dev)  # the headline first, so a time limit never cuts it
+    if timer.cuda:
+        torch.cuda.empty_cache()
     cases = shape_cases(args, timer, dev, tokens, shapes)
-    stacks = stack_cases(args, timer, dev)
     report = {
         "schema": "bitnet-bench-peers/1",
         "command": " ".join(["python3"] + sys.argv),

@@ -27,6 +27,8 @@ RUN OPTIONS:
   --svg FILE          write a bar chart of % of copy-kernel roofline per op
   --peers FILE        PyTorch peers JSON (bench/peers/torch_peers.py), for --results
   --results FILE      write RESULTS.md (ours + peers side by side, targets)
+  --time-limit SECS   skip the steps that would start after this many seconds (recorded as
+                      skipped); the decode stack runs first so it is never the one cut
   --no-progress       no progress bar on stderr
 
 MERGE: writes RESULTS.md from a saved --json report and the peers JSON.
@@ -83,6 +85,8 @@ pub struct RunArgs {
     pub results: Option<PathBuf>,
     /// Show the progress bar.
     pub progress: bool,
+    /// Wall-clock budget of the whole run, seconds.
+    pub time_limit_s: Option<f64>,
 }
 
 impl RunArgs {
@@ -123,6 +127,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
         peers: None,
         results: None,
         progress: true,
+        time_limit_s: None,
     };
     let mut ours = None;
     while let Some(flag) = it.next() {
@@ -142,6 +147,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
             "--no-cpu" => run.cpu = false,
             "--no-gpu" => run.gpu = false,
             "--no-progress" => run.progress = false,
+            "--time-limit" => run.time_limit_s = Some(seconds(flag, &value(flag)?)?),
             "--json" => run.json = Some(value(flag)?.into()),
             "--svg" => run.svg = Some(value(flag)?.into()),
             "--peers" => run.peers = Some(value(flag)?.into()),

@@ -3,14 +3,15 @@
 
 use crate::cli::RunArgs;
 use crate::error::{Result, read_file, write_file};
-use crate::gpu::GpuBench;
+use crate::gpu::{GpuBench, StackTimes};
 use crate::measure::RepeatPolicy;
 use crate::peers::PeersReport;
 use crate::progress::Progress;
 use crate::report::{CaseResult, Report, SCHEMA, StackResult};
 use crate::workload::{SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
 use crate::{cpu, date, fmt, results_md, roofline, svg, table};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// Id `--filter` matches against for the decode stack.
 pub const STACK_ID: &str = "stack decode 2B4T";
@@ -21,6 +22,11 @@ fn roofline_bytes(quick: bool) -> u64 {
 }
 
 /// Runs the benchmark as `args` says; `command` is the exact command line, for the record.
+///
+/// Order: roofline, the decode stack (the headline, so a time limit never cuts it), then every
+/// case. Each step is guarded: an error or a panic in one step is recorded and the run goes on;
+/// after `--time-limit` the remaining steps are recorded as skipped; with `--json` the report is
+/// rewritten after every step, so a run killed from outside still leaves its figures behind.
 pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     let (shapes, tokens): (&[_], &[usize]) =
         if args.quick { (&SHAPES[..4], &TOKEN_COUNTS[..2]) } else { (SHAPES, TOKEN_COUNTS) };
@@ -28,7 +34,11 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     let stack_spec = args.selects(STACK_ID).then_some(StackSpec { layers: args.layers, ..StackSpec::DECODE_2B4T });
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
     let steps = usize::from(args.gpu) + sides * (cases.len() + usize::from(stack_spec.is_some()));
-    let mut progress = Progress::new(steps, args.progress);
+    let mut st = Steps {
+        progress: Progress::new(steps, args.progress),
+        deadline: args.time_limit_s.map(|s| Instant::now() + Duration::from_secs_f64(s)),
+        json: args.json.clone(),
+    };
 
     let mut report = Report {
         schema: SCHEMA.into(),
@@ -44,43 +54,12 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         stack: None,
         notes: Vec::new(),
     };
-
     let gpu_policy = RepeatPolicy { warmup: 2, repeats: args.repeats, budget: Duration::from_secs(5) };
     let cpu_policy = RepeatPolicy {
         warmup: 1,
         repeats: args.cpu_repeats,
         budget: Duration::from_secs_f64(args.cpu_budget_s),
     };
-
-    let gpu = if args.gpu {
-        progress.start("opening the GPU and measuring the copy roofline");
-        match GpuBench::open() {
-            Ok(g) => {
-                let dev = g.device_report();
-                if !g.timestamps() {
-                    report.notes.push("no TIMESTAMP_QUERY on this adapter: GPU times are submit + wait wall time (clock `wall`)".into());
-                }
-                let max = roofline_bytes(args.quick).min(g.max_binding().max(1 << 20));
-                match roofline::measure(Some(&dev.name), max, args.repeats.min(10)) {
-                    Ok(r) => report.roofline = Some(r),
-                    Err(e) => report.roofline_error = Some(e),
-                }
-                report.device = Some(dev);
-                Some(g)
-            }
-            Err(e) => {
-                report.notes.push(format!("no GPU measured: {e}"));
-                None
-            }
-        }
-    } else {
-        report.notes.push("GPU skipped (--no-gpu)".into());
-        None
-    };
-    if args.gpu {
-        let outcome = report.roofline.as_ref().map_or("not measured".into(), |r| format!("{:.1} GB/s", r.gbps()));
-        progress.finish_step("copy roofline", &outcome);
-    }
     if !args.cpu {
         report.notes.push("CPU reference skipped (--no-cpu)".into());
     }
@@ -91,28 +70,11 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         ));
     }
 
-    for (w, result) in cases.iter().zip(report.cases.iter_mut()) {
-        let id = w.id();
-        if args.gpu {
-            progress.start(&format!("GPU {id}"));
-            match &gpu {
-                Some(g) => match g.time_case(w, gpu_policy, args.cold_bytes) {
-                    Ok(m) => result.gpu = Some(m),
-                    Err(e) => result.gpu_error = Some(e),
-                },
-                None => result.gpu_error = Some("no GPU".into()),
-            }
-            progress.finish_step(&format!("GPU {id}"), &outcome(result.gpu.map(|m| m.median_ms), &result.gpu_error));
-        }
-        if args.cpu {
-            progress.start(&format!("CPU {id}"));
-            match cpu::time_case(w, cpu_policy) {
-                Ok(m) => result.cpu = Some(m),
-                Err(e) => result.cpu_error = Some(e.to_string()),
-            }
-            progress.finish_step(&format!("CPU {id}"), &outcome(result.cpu.map(|m| m.median_ms), &result.cpu_error));
-        }
-    }
+    let gpu = if args.gpu { open_gpu(args, &mut report, &mut st) } else {
+        report.notes.push("GPU skipped (--no-gpu)".into());
+        None
+    };
+    let no_gpu = || Err::<StackTimes, String>("no GPU".into());
 
     if let Some(spec) = stack_spec {
         let mut s = StackResult {
@@ -127,32 +89,141 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             cpu_error: None,
         };
         if args.gpu {
-            progress.start("GPU decode stack");
-            match &gpu {
-                Some(g) => match g.time_stack(spec, gpu_policy) {
-                    Ok(t) => {
-                        s.gpu = t.kernels.or(Some(t.wall));
-                        s.gpu_wall = Some(t.wall);
-                    }
-                    Err(e) => s.gpu_error = Some(e),
-                },
-                None => s.gpu_error = Some("no GPU".into()),
-            }
-            progress.finish_step("GPU decode stack", &outcome(s.gpu.map(|m| m.median_ms), &s.gpu_error));
+            let (t, e) = st.step("GPU decode stack", || match &gpu {
+                Some(g) => g.time_stack(spec, gpu_policy),
+                None => no_gpu(),
+            });
+            s.gpu = t.as_ref().map(|t| t.kernels.unwrap_or(t.wall));
+            s.gpu_wall = t.map(|t| t.wall);
+            s.gpu_error = e;
         }
         if args.cpu {
-            progress.start("CPU decode stack");
-            match cpu::time_stack(spec, cpu_policy) {
-                Ok(m) => s.cpu = Some(m),
-                Err(e) => s.cpu_error = Some(e.to_string()),
-            }
-            progress.finish_step("CPU decode stack", &outcome(s.cpu.map(|m| m.median_ms), &s.cpu_error));
+            (s.cpu, s.cpu_error) = st.step("CPU decode stack", || cpu::time_stack(spec, cpu_policy).map_err(|e| e.to_string()));
         }
         report.stack = Some(s);
+        st.checkpoint(&report);
     }
-    progress.close();
+
+    for (i, w) in cases.iter().enumerate() {
+        let id = w.id();
+        if args.gpu {
+            let r = st.step(&format!("GPU {id}"), || match &gpu {
+                Some(g) => g.time_case(w, gpu_policy, args.cold_bytes),
+                None => Err("no GPU".into()),
+            });
+            (report.cases[i].gpu, report.cases[i].gpu_error) = r;
+        }
+        if args.cpu {
+            let r = st.step(&format!("CPU {id}"), || cpu::time_case(w, cpu_policy).map_err(|e| e.to_string()));
+            (report.cases[i].cpu, report.cases[i].cpu_error) = r;
+        }
+        st.checkpoint(&report);
+    }
+    st.progress.close();
+    if st.deadline.is_some_and(|d| Instant::now() >= d) {
+        report.notes.push(format!("--time-limit {} s reached: later steps were skipped", args.time_limit_s.unwrap_or(0.0)));
+    }
     drop(gpu);
     Ok(report)
+}
+
+/// Opens the GPU engine and measures the copy roofline (one progress step).
+fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBench> {
+    st.progress.start("opening the GPU and measuring the copy roofline");
+    let gpu = match guarded(GpuBench::open) {
+        Ok(g) => {
+            let dev = g.device_report();
+            if !g.timestamps() {
+                report.notes.push("no TIMESTAMP_QUERY on this adapter: GPU times are submit + wait wall time (clock `wall`)".into());
+            }
+            let max = roofline_bytes(args.quick).min(g.max_binding().max(1 << 20));
+            match guarded(|| roofline::measure(Some(&dev.name), max, args.repeats.min(10))) {
+                Ok(r) => report.roofline = Some(r),
+                Err(e) => report.roofline_error = Some(e),
+            }
+            report.device = Some(dev);
+            Some(g)
+        }
+        Err(e) => {
+            report.notes.push(format!("no GPU measured: {e}"));
+            None
+        }
+    };
+    let outcome = report.roofline.as_ref().map_or("not measured".into(), |r| format!("{:.1} GB/s", r.gbps()));
+    st.progress.finish_step("copy roofline", &outcome);
+    st.checkpoint(report);
+    gpu
+}
+
+/// A step's result, shown on the progress line by its headline time.
+trait Timed {
+    fn median_ms(&self) -> f64;
+}
+
+impl Timed for crate::measure::Measurement {
+    fn median_ms(&self) -> f64 {
+        self.median_ms
+    }
+}
+
+impl Timed for StackTimes {
+    fn median_ms(&self) -> f64 {
+        self.kernels.unwrap_or(self.wall).median_ms
+    }
+}
+
+/// Progress, deadline and checkpoints shared by every step of a run.
+struct Steps {
+    progress: Progress,
+    deadline: Option<Instant>,
+    json: Option<PathBuf>,
+}
+
+impl Steps {
+    /// Runs one measurement unless the deadline passed; errors and panics become the error text.
+    fn step<T: Timed>(&mut self, label: &str, f: impl FnOnce() -> Result<T, String>) -> (Option<T>, Option<String>) {
+        self.progress.start(label);
+        let r = if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Err("skipped: --time-limit reached".to_string())
+        } else {
+            guarded(f)
+        };
+        let shown = match &r {
+            Ok(v) => fmt::time_ms(v.median_ms()),
+            Err(e) => format!("not measured: {e}"),
+        };
+        self.progress.finish_step(label, &shown);
+        match r {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e)),
+        }
+    }
+
+    /// Rewrites `--json` with what is known so far, marked partial (best effort).
+    fn checkpoint(&self, report: &Report) {
+        if let Some(path) = &self.json {
+            let mut partial = report.clone();
+            partial.notes.push("partial report: the run had not finished when this was written".into());
+            if let Ok(text) = serde_json::to_string_pretty(&partial) {
+                let _ = write_file(path, &text);
+            }
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into an error so one broken op cannot end the whole run.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(format!("panicked: {msg}"))
+        }
+    }
 }
 
 /// Prints the table and writes `--json`, `--svg` and `--results` as requested.
@@ -188,12 +259,4 @@ pub fn load_peers(path: &std::path::Path) -> Result<PeersReport> {
 /// Reads one of our `--json` reports.
 pub fn load_report(path: &std::path::Path) -> Result<Report> {
     serde_json::from_str(&read_file(path)?).map_err(|source| crate::BenchError::Json { path: path.into(), source })
-}
-
-fn outcome(ms: Option<f64>, err: &Option<String>) -> String {
-    match (ms, err) {
-        (Some(ms), _) => fmt::time_ms(ms),
-        (None, Some(e)) => format!("not measured: {e}"),
-        (None, None) => "not measured".into(),
-    }
 }

@@ -91,7 +91,7 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
         let scale = if c.op == OpKind::Bitlinear { 1.0 } else { 1e3 };
         rows.push(vec![
             c.id.strip_prefix(c.op.name()).unwrap_or(&c.id).trim().to_string(),
-            opt_time(c.gpu.map(|g| g.median_ms), if c.gpu_error.is_some() { "error" } else { "-" }),
+            opt_time(c.gpu.map(|g| g.median_ms), missing(&c.gpu_error)),
             c.gpu.map_or("-".into(), |g| g.clock.tag().to_string()),
             opt_sig(c.gpu_gbps(), "-"),
             opt_sig(c.gpu_tops().map(|t| t * scale), "-"),
@@ -100,7 +100,7 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
             } else {
                 "compute".into()
             },
-            opt_time(c.cpu.map(|g| g.median_ms), if c.cpu_error.is_some() { "error" } else { "-" }),
+            opt_time(c.cpu.map(|g| g.median_ms), missing(&c.cpu_error)),
             opt_sig(c.cpu_gbps(), "-"),
             opt_sig(c.gpu_over_cpu(), "-"),
         ]);
@@ -122,4 +122,13 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
         out.push_str(&format!("  {side} error ({count} of {} cases): {e}\n", cases.len()));
     }
     out
+}
+
+/// The cell for a missing time: "skipped" (time limit), "error", or "-" (not asked for).
+fn missing(error: &Option<String>) -> &'static str {
+    match error.as_deref() {
+        Some(e) if e.starts_with("skipped") => "skipped",
+        Some(_) => "error",
+        None => "-",
+    }
 }
