@@ -10,7 +10,7 @@
 use crate::data;
 use crate::engine_ops as ops;
 use crate::measure::{Clock, Measurement, RepeatPolicy};
-use crate::report::DeviceReport;
+use crate::report::{DeviceReport, Roofline};
 use crate::workload::{OpKind, StackSpec, Workload};
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions, Tensor};
 use std::collections::BTreeMap;
@@ -82,6 +82,16 @@ impl GpuBench {
     /// Largest storage binding the engine allows (bytes).
     pub fn max_binding(&self) -> u64 {
         self.engine.info().limits.map_or(0, |l| l.max_storage_buffer_binding_size)
+    }
+
+    /// Times the engine's own copy op (`Engine::copy`, the checked util_copy kernel) on `bytes`
+    /// of f32, as a second copy-bandwidth probe.
+    pub fn engine_copy(&self, bytes: u64, policy: RepeatPolicy) -> Result<Roofline, String> {
+        let e = &self.engine;
+        let n = (bytes / 4) as usize;
+        let x = e.fill(&[n], 1.0).map_err(|x| x.to_string())?;
+        let time = self.time(policy, |_| e.copy(&x).map(drop).map_err(|x| x.to_string()))?;
+        Ok(Roofline { bytes: 2 * 4 * n as u64, time, source: "engine Engine::copy (util_copy, checked)".into() })
     }
 
     /// Times one workload: uploads its inputs (rotated copies), then runs the op `policy` times.

@@ -183,8 +183,11 @@ pub struct Report {
     pub device: Option<DeviceReport>,
     /// The host CPU.
     pub host: HostReport,
-    /// The copy-kernel roofline, if measured.
+    /// The copy-kernel roofline, if measured: the fastest of [`Report::copy_probes`].
     pub roofline: Option<Roofline>,
+    /// Every copy measured (the bench's plain kernel, the engine's checked `Engine::copy`).
+    #[serde(default)]
+    pub copy_probes: Vec<Roofline>,
     /// Why the roofline is missing, if it is.
     pub roofline_error: Option<String>,
     /// Per op and shape.

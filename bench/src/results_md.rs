@@ -74,6 +74,9 @@ fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_comm
         format!("{:.1} GB/s ({} per copy, clock {})", r.gbps(), bytes(r.bytes), r.time.clock.tag())
     });
     s.push_str(&format!("| copy-kernel roofline | {roof} |\n"));
+    for p in &ours.copy_probes {
+        s.push_str(&format!("| copy probe | {:.1} GB/s — {} |\n", p.gbps(), p.source));
+    }
     s.push_str(&format!("| bench command | `{}` |\n", ours.command));
     s.push_str(&format!("| peers command | {} |\n", peers.map_or(NM.to_string(), |p| format!("`{}`", p.command))));
     s.push_str(&format!("| RESULTS.md written by | `{merge_command}` |\n"));

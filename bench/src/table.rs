@@ -21,7 +21,7 @@ pub fn render(report: &Report) -> String {
     ));
     match (&report.roofline, &report.roofline_error) {
         (Some(r), _) => out.push_str(&format!(
-            "roofline: copy kernel {:.1} GB/s (read+write, {} per copy, {} [{}])\n",
+            "roofline: best copy {:.1} GB/s (read+write, {} per copy, {} [{}])\n",
             r.gbps(),
             crate::fmt::bytes(r.bytes),
             time_ms(r.time.median_ms),
@@ -29,6 +29,9 @@ pub fn render(report: &Report) -> String {
         )),
         (None, Some(e)) => out.push_str(&format!("roofline: not measured ({e})\n")),
         (None, None) => out.push_str("roofline: not measured\n"),
+    }
+    for p in &report.copy_probes {
+        out.push_str(&format!("  copy probe: {:.1} GB/s — {}\n", p.gbps(), p.source));
     }
     for note in &report.notes {
         out.push_str(&format!("note: {note}\n"));

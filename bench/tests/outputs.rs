@@ -32,6 +32,7 @@ fn ours() -> Report {
         device: Some(DeviceReport { name: "GPU <&>".into(), backend: "Vulkan".into(), driver: "1.2".into(), ..Default::default() }),
         host: HostReport { cpu_model: "cpu".into(), threads: 16, os: "linux".into() },
         roofline: Some(Roofline { bytes: 1_000_000_000, time: ms(1.0, Clock::Timestamp), source: "test".into() }),
+        copy_probes: vec![],
         roofline_error: None,
         cases: vec![
             // 6912×2560 GEMV: bytes ≈ 4.44 MB + io; at 0.005 ms ≈ 890 GB/s = 89 % of 1 TB/s.
