@@ -149,7 +149,7 @@ pub struct StackResult {
     /// below when the adapter has no timestamps.
     pub gpu: Option<Measurement>,
     /// Submit + wait wall time of the stack as one submission with the profiler off (includes
-    /// inter-kernel gaps and the submission itself).
+    /// inter-kernel gaps and the submission itself; host-side recording is not timed).
     pub gpu_wall: Option<Measurement>,
     /// Why the GPU time is missing, if it is.
     pub gpu_error: Option<String>,
