@@ -13,22 +13,34 @@ use std::hint::black_box;
 use std::time::Duration;
 
 fn workload(op: OpKind, label: &'static str, m: usize, n: usize, k: usize) -> Workload {
-    Workload { op, shape: label, m, n, k }
+    Workload {
+        op,
+        shape: label,
+        m,
+        n,
+        k,
+    }
 }
 
 /// cpu-ref BitLinear at M = 1 (decode GEMV) and M = 8 on every shape.
 fn gemv(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_ref_bitlinear");
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for s in SHAPES {
         let w = data::ternary(s.n, s.k, 7).expect("valid synthetic weights");
         for m in [1usize, 8] {
             let wl = workload(OpKind::Bitlinear, s.label, m, s.n, s.k);
             let x = data::floats(m * s.k, 8);
             g.throughput(Throughput::Bytes(wl.bytes()));
-            g.bench_with_input(BenchmarkId::new(format!("M{m}"), format!("{}x{}", s.n, s.k)), &x, |b, x| {
-                b.iter(|| black_box(bitnet_cpu_ref::bitlinear(x, m, &w).expect("valid shapes")))
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("M{m}"), format!("{}x{}", s.n, s.k)),
+                &x,
+                |b, x| {
+                    b.iter(|| black_box(bitnet_cpu_ref::bitlinear(x, m, &w).expect("valid shapes")))
+                },
+            );
         }
     }
     g.finish();
@@ -37,14 +49,22 @@ fn gemv(c: &mut Criterion) {
 /// cpu-ref absmean weight quantization on every shape.
 fn weight_quant(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_ref_weight_quant");
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for s in SHAPES {
         let wl = workload(OpKind::WeightQuant, s.label, 0, s.n, s.k);
         let w = data::floats(s.n * s.k, 9);
         g.throughput(Throughput::Bytes(wl.bytes()));
-        g.bench_with_input(BenchmarkId::from_parameter(format!("{}x{}", s.n, s.k)), &w, |b, w| {
-            b.iter(|| black_box(bitnet_cpu_ref::quantize_weights(w, s.n, s.k).expect("valid shapes")))
-        });
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{}x{}", s.n, s.k)),
+            &w,
+            |b, w| {
+                b.iter(|| {
+                    black_box(bitnet_cpu_ref::quantize_weights(w, s.n, s.k).expect("valid shapes"))
+                })
+            },
+        );
     }
     g.finish();
 }
@@ -52,15 +72,25 @@ fn weight_quant(c: &mut Criterion) {
 /// cpu-ref absmax activation quantization for every distinct K at M = 1 and M = 512.
 fn act_quant(c: &mut Criterion) {
     let mut g = c.benchmark_group("cpu_ref_act_quant");
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     for k in [2560usize, 6912, 4096, 14336] {
         for m in [1usize, 512] {
             let wl = workload(OpKind::ActQuant, "", m, 0, k);
             let x = data::floats(m * k, 10);
             g.throughput(Throughput::Bytes(wl.bytes()));
-            g.bench_with_input(BenchmarkId::new(format!("M{m}"), format!("K{k}")), &x, |b, x| {
-                b.iter(|| black_box(bitnet_cpu_ref::quantize_activations(x, m, k).expect("valid shapes")))
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("M{m}"), format!("K{k}")),
+                &x,
+                |b, x| {
+                    b.iter(|| {
+                        black_box(
+                            bitnet_cpu_ref::quantize_activations(x, m, k).expect("valid shapes"),
+                        )
+                    })
+                },
+            );
         }
     }
     g.finish();

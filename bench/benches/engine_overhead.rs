@@ -51,7 +51,11 @@ struct Inputs {
 
 impl Inputs {
     fn new() -> Inputs {
-        Inputs { x: data::floats(M * K, 1), w_f32: data::floats(N * K, 2), w: data::ternary(N, K, 3).expect("valid") }
+        Inputs {
+            x: data::floats(M * K, 1),
+            w_f32: data::floats(N * K, 2),
+            w: data::ternary(N, K, 3).expect("valid"),
+        }
     }
 
     /// Calls `op` directly on cpu-ref (`engine = None`) or through `engine`.
@@ -59,17 +63,28 @@ impl Inputs {
         match (op, engine) {
             (Op::Bitlinear, None) => drop(black_box(cpu::bitlinear(&self.x, M, &self.w))),
             (Op::Bitlinear, Some(e)) => drop(black_box(e.bitlinear(&self.x, M, &self.w))),
-            (Op::QuantizeActivations, None) => drop(black_box(cpu::quantize_activations(&self.x, M, K))),
-            (Op::QuantizeActivations, Some(e)) => drop(black_box(e.quantize_activations(&self.x, M, K))),
-            (Op::QuantizeWeights, None) => drop(black_box(cpu::quantize_weights(&self.w_f32, N, K))),
-            (Op::QuantizeWeights, Some(e)) => drop(black_box(e.quantize_weights(&self.w_f32, N, K))),
+            (Op::QuantizeActivations, None) => {
+                drop(black_box(cpu::quantize_activations(&self.x, M, K)))
+            }
+            (Op::QuantizeActivations, Some(e)) => {
+                drop(black_box(e.quantize_activations(&self.x, M, K)))
+            }
+            (Op::QuantizeWeights, None) => {
+                drop(black_box(cpu::quantize_weights(&self.w_f32, N, K)))
+            }
+            (Op::QuantizeWeights, Some(e)) => {
+                drop(black_box(e.quantize_weights(&self.w_f32, N, K)))
+            }
         }
     }
 }
 
 fn overhead(c: &mut Criterion) {
     let inputs = Inputs::new();
-    let engines = [("engine_cpu", Engine::cpu()), ("engine_auto", Engine::new())];
+    let engines = [
+        ("engine_cpu", Engine::cpu()),
+        ("engine_auto", Engine::new()),
+    ];
     for op in Op::ALL {
         let mut g = c.benchmark_group(format!("engine_overhead/{}", op.name()));
         g.warm_up_time(Duration::from_millis(300))
@@ -121,7 +136,10 @@ fn main() {
     Criterion::default().configure_from_args().final_summary();
     let inputs = Inputs::new();
     println!("\nengine overhead on the CPU path (issue 4: engine / cpu-ref ≤ 1.05, aim ≤ 1.01):");
-    for (name, engine) in [("Engine::cpu()", Engine::cpu()), ("Engine::new()", Engine::new())] {
+    for (name, engine) in [
+        ("Engine::cpu()", Engine::cpu()),
+        ("Engine::new()", Engine::new()),
+    ] {
         for op in Op::ALL {
             let r = ratio(&inputs, op, &engine);
             let verdict = if r <= 1.05 { "ok" } else { "OVER 1.05" };

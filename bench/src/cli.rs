@@ -132,7 +132,9 @@ pub fn parse(args: &[String]) -> Result<Command> {
     let mut ours = None;
     while let Some(flag) = it.next() {
         let mut value = |name: &str| {
-            it.next().cloned().ok_or_else(|| BenchError::Usage(format!("{name} needs a value")))
+            it.next()
+                .cloned()
+                .ok_or_else(|| BenchError::Usage(format!("{name} needs a value")))
         };
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -158,12 +160,19 @@ pub fn parse(args: &[String]) -> Result<Command> {
     }
     if merge {
         let ours = ours.ok_or_else(|| BenchError::Usage("merge needs --ours FILE".into()))?;
-        let results =
-            run.results.ok_or_else(|| BenchError::Usage("merge needs --results FILE".into()))?;
-        return Ok(Command::Merge { ours, peers: run.peers, results });
+        let results = run
+            .results
+            .ok_or_else(|| BenchError::Usage("merge needs --results FILE".into()))?;
+        return Ok(Command::Merge {
+            ours,
+            peers: run.peers,
+            results,
+        });
     }
     if run.peers.is_some() && run.results.is_none() {
-        return Err(BenchError::Usage("--peers is only used with --results FILE".into()));
+        return Err(BenchError::Usage(
+            "--peers is only used with --results FILE".into(),
+        ));
     }
     Ok(Command::Run(run))
 }
@@ -171,14 +180,18 @@ pub fn parse(args: &[String]) -> Result<Command> {
 fn number(flag: &str, v: &str, min: usize) -> Result<usize> {
     match v.parse::<usize>() {
         Ok(n) if n >= min => Ok(n),
-        _ => Err(BenchError::Usage(format!("{flag} wants an integer ≥ {min}, got {v:?}"))),
+        _ => Err(BenchError::Usage(format!(
+            "{flag} wants an integer ≥ {min}, got {v:?}"
+        ))),
     }
 }
 
 fn seconds(flag: &str, v: &str) -> Result<f64> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
-        _ => Err(BenchError::Usage(format!("{flag} wants seconds ≥ 0, got {v:?}"))),
+        _ => Err(BenchError::Usage(format!(
+            "{flag} wants seconds ≥ 0, got {v:?}"
+        ))),
     }
 }
 
@@ -192,7 +205,8 @@ mod tests {
 
     #[test]
     fn run_flags() {
-        let Command::Run(r) = p("--quick --filter Bitlinear --repeats 5 --json a.json").unwrap() else {
+        let Command::Run(r) = p("--quick --filter Bitlinear --repeats 5 --json a.json").unwrap()
+        else {
             panic!("not a run")
         };
         assert!(r.quick && r.repeats == 5 && r.layers == 4);
@@ -202,7 +216,10 @@ mod tests {
 
     #[test]
     fn merge_and_errors() {
-        assert!(matches!(p("merge --ours a --peers b --results c").unwrap(), Command::Merge { .. }));
+        assert!(matches!(
+            p("merge --ours a --peers b --results c").unwrap(),
+            Command::Merge { .. }
+        ));
         assert!(p("merge --peers b --results c").is_err());
         assert!(p("--repeats 0").is_err());
         assert!(p("--bogus").is_err());

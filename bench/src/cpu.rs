@@ -14,15 +14,21 @@ pub fn time_case(w: &Workload, policy: RepeatPolicy) -> Result<Measurement, cpu:
         OpKind::Bitlinear => {
             let wq = data::ternary(w.n, w.k, seed(w))?;
             let x = data::floats(w.m * w.k, seed(w) + 1);
-            time_cpu(policy, || cpu::bitlinear(&x, w.m, &wq).map(|y| drop(black_box(y))))
+            time_cpu(policy, || {
+                cpu::bitlinear(&x, w.m, &wq).map(|y| drop(black_box(y)))
+            })
         }
         OpKind::WeightQuant => {
             let x = data::floats(w.n * w.k, seed(w));
-            time_cpu(policy, || cpu::quantize_weights(&x, w.n, w.k).map(|q| drop(black_box(q))))
+            time_cpu(policy, || {
+                cpu::quantize_weights(&x, w.n, w.k).map(|q| drop(black_box(q)))
+            })
         }
         OpKind::ActQuant => {
             let x = data::floats(w.m * w.k, seed(w));
-            time_cpu(policy, || cpu::quantize_activations(&x, w.m, w.k).map(|q| drop(black_box(q))))
+            time_cpu(policy, || {
+                cpu::quantize_activations(&x, w.m, w.k).map(|q| drop(black_box(q)))
+            })
         }
     }
 }
@@ -40,10 +46,18 @@ pub fn time_stack(spec: StackSpec, policy: RepeatPolicy) -> Result<Measurement, 
         .iter()
         .map(|&k| (k, data::floats(spec.m * k, k as u64)))
         .collect();
-    let input = |k: usize| inputs.iter().find(|(kk, _)| *kk == k).map(|(_, x)| x.as_slice());
+    let input = |k: usize| {
+        inputs
+            .iter()
+            .find(|(kk, _)| *kk == k)
+            .map(|(_, x)| x.as_slice())
+    };
     time_cpu(policy, || {
         for w in &weights {
-            let x = input(w.k()).ok_or(cpu::Error::ZeroDimension { op: "bench stack", dim: "K" })?;
+            let x = input(w.k()).ok_or(cpu::Error::ZeroDimension {
+                op: "bench stack",
+                dim: "K",
+            })?;
             black_box(cpu::bitlinear(x, spec.m, w)?);
         }
         Ok(())

@@ -48,19 +48,22 @@ pub fn ternary(n: usize, k: usize, seed: u64) -> Result<TernaryMatrix, bitnet_cp
         (m | (3 << sh), v | (1 << sh))
     });
     let mut words = vec![0u32; n * wpr];
-    words.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
-        let mut s = seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let base = c * CHUNK;
-        for (i, w) in chunk.iter_mut().enumerate() {
-            let r = splitmix(&mut s) as u32;
-            let both = r & (r >> 1) & 0x5555_5555; // low bit of every field holding code 3
-            let mut word = r & !(both << 1);
-            if tail != 0 && (base + i) % wpr == wpr - 1 {
-                word = (word & !pad_mask) | pad_value;
+    words
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(c, chunk)| {
+            let mut s = seed ^ (c as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            let base = c * CHUNK;
+            for (i, w) in chunk.iter_mut().enumerate() {
+                let r = splitmix(&mut s) as u32;
+                let both = r & (r >> 1) & 0x5555_5555; // low bit of every field holding code 3
+                let mut word = r & !(both << 1);
+                if tail != 0 && (base + i) % wpr == wpr - 1 {
+                    word = (word & !pad_mask) | pad_value;
+                }
+                *w = word;
             }
-            *w = word;
-        }
-    });
+        });
     TernaryMatrix::from_packed(words, n, k, 0.5)
 }
 

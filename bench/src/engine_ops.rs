@@ -21,5 +21,7 @@ pub fn quantize_weights(engine: &Engine, w: &Tensor) -> Result<Tensor, OpError> 
 
 /// Absmax activation quantization on a resident f32 `[M, K]` tensor → packed int8 `[M, K]`.
 pub fn quantize_activations(engine: &Engine, x: &Tensor) -> Result<Tensor, OpError> {
-    engine.quantize_activations_tensor(x).map_err(|e| e.to_string())
+    engine
+        .quantize_activations_tensor(x)
+        .map_err(|e| e.to_string())
 }

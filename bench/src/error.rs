@@ -38,14 +38,22 @@ pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
 /// Reads a whole file, with the path in the error.
 pub fn read_file(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: path.into(), source })
+    std::fs::read_to_string(path).map_err(|source| BenchError::Io {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Writes a whole file (creating parent folders), with the path in the error.
 pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| BenchError::Io { path: parent.into(), source })?;
+        std::fs::create_dir_all(parent).map_err(|source| BenchError::Io {
+            path: parent.into(),
+            source,
+        })?;
     }
-    std::fs::write(path, text).map_err(|source| BenchError::Io { path: path.into(), source })
+    std::fs::write(path, text).map_err(|source| BenchError::Io {
+        path: path.into(),
+        source,
+    })
 }

@@ -11,7 +11,11 @@ pub fn time_ms(ms: f64) -> String {
     }
     if ms < 1.0 {
         let us = ms * 1e3;
-        if us < 10.0 { format!("{us:.2} µs") } else { format!("{us:.1} µs") }
+        if us < 10.0 {
+            format!("{us:.2} µs")
+        } else {
+            format!("{us:.1} µs")
+        }
     } else if ms < 1000.0 {
         format!("{ms:.3} ms")
     } else {
@@ -38,7 +42,11 @@ pub fn opt_sig(v: Option<f64>, dash: &str) -> String {
     match v {
         Some(v) if v.is_finite() => {
             let a = v.abs();
-            let decimals = if a >= 100.0 || a == 0.0 { 0 } else { (2.0 - a.log10().floor()) as usize };
+            let decimals = if a >= 100.0 || a == 0.0 {
+                0
+            } else {
+                (2.0 - a.log10().floor()) as usize
+            };
             format!("{v:.decimals$}")
         }
         _ => dash.to_string(),
@@ -77,7 +85,13 @@ pub fn bytes(b: u64) -> String {
 pub fn text_table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let width: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for (i, row) in rows.iter().enumerate() {
@@ -85,7 +99,11 @@ pub fn text_table(rows: &[Vec<String>]) -> String {
             .map(|c| {
                 let s = row.get(c).map_or("", String::as_str);
                 let pad = width[c].saturating_sub(s.chars().count());
-                if c == 0 { format!("{s}{}", " ".repeat(pad)) } else { format!("{}{s}", " ".repeat(pad)) }
+                if c == 0 {
+                    format!("{s}{}", " ".repeat(pad))
+                } else {
+                    format!("{}{s}", " ".repeat(pad))
+                }
             })
             .collect();
         out.push_str(cells.join("  ").trim_end());
@@ -112,13 +130,19 @@ mod tests {
         assert_eq!(opt_time(None, NOT_MEASURED), NOT_MEASURED);
         assert_eq!(opt_ratio(Some(5.123), "-"), "5.12×");
         assert_eq!(opt_num(Some(f64::NAN), 1, "-"), "-");
-        let sig: Vec<String> = [2712.3, 123.4, 12.34, 1.234, 0.01234, 0.0].iter().map(|&v| opt_sig(Some(v), "-")).collect();
+        let sig: Vec<String> = [2712.3, 123.4, 12.34, 1.234, 0.01234, 0.0]
+            .iter()
+            .map(|&v| opt_sig(Some(v), "-"))
+            .collect();
         assert_eq!(sig, ["2712", "123", "12.3", "1.23", "0.0123", "0"]);
     }
 
     #[test]
     fn table_aligns() {
-        let t = text_table(&[vec!["a".into(), "bb".into()], vec!["ccc".into(), "d".into()]]);
+        let t = text_table(&[
+            vec!["a".into(), "bb".into()],
+            vec!["ccc".into(), "d".into()],
+        ]);
         assert_eq!(t, "a    bb\n-------\nccc   d\n");
     }
 }

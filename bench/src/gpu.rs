@@ -40,7 +40,10 @@ pub struct StackTimes {
 impl GpuBench {
     /// Opens the best GPU adapter (the engine's own choice) and turns the profiler on if it can.
     pub fn open() -> Result<GpuBench, String> {
-        let options = EngineOptions { batch_dispatches: BATCH_DISPATCHES, ..Default::default() };
+        let options = EngineOptions {
+            batch_dispatches: BATCH_DISPATCHES,
+            ..Default::default()
+        };
         let engine = Engine::gpu_with(options).map_err(|e| e.to_string())?;
         if engine.backend_kind() != BackendKind::Gpu {
             return Err("the engine found no GPU adapter".into());
@@ -65,10 +68,16 @@ impl GpuBench {
         let mut details = BTreeMap::new();
         details.insert("device_type".into(), i.device_type.clone());
         details.insert("driver_info".into(), i.driver_info.clone());
-        details.insert("subgroup_sizes".into(), format!("{}..={}", i.subgroup_min_size, i.subgroup_max_size));
+        details.insert(
+            "subgroup_sizes".into(),
+            format!("{}..={}", i.subgroup_min_size, i.subgroup_max_size),
+        );
         details.insert("features".into(), format!("{:?}", i.features));
         if let Some(l) = i.limits {
-            details.insert("max_storage_binding".into(), l.max_storage_buffer_binding_size.to_string());
+            details.insert(
+                "max_storage_binding".into(),
+                l.max_storage_buffer_binding_size.to_string(),
+            );
             details.insert("max_buffer".into(), l.max_buffer_size.to_string());
         }
         details.insert("timestamps".into(), self.timestamps.to_string());
@@ -82,7 +91,10 @@ impl GpuBench {
 
     /// Largest storage binding the engine allows (bytes).
     pub fn max_binding(&self) -> u64 {
-        self.engine.info().limits.map_or(0, |l| l.max_storage_buffer_binding_size)
+        self.engine
+            .info()
+            .limits
+            .map_or(0, |l| l.max_storage_buffer_binding_size)
     }
 
     /// Times the engine's own copy op (`Engine::copy`, the checked util_copy kernel) on `bytes`
@@ -92,11 +104,20 @@ impl GpuBench {
         let n = (bytes / 4) as usize;
         let x = e.fill(&[n], 1.0).map_err(|x| x.to_string())?;
         let time = self.time(policy, |_| e.copy(&x).map(drop).map_err(|x| x.to_string()))?;
-        Ok(Roofline { bytes: 2 * 4 * n as u64, time, source: "engine Engine::copy (util_copy, checked)".into() })
+        Ok(Roofline {
+            bytes: 2 * 4 * n as u64,
+            time,
+            source: "engine Engine::copy (util_copy, checked)".into(),
+        })
     }
 
     /// Times one workload: uploads its inputs (rotated copies), then runs the op `policy` times.
-    pub fn time_case(&self, w: &Workload, policy: RepeatPolicy, cold_bytes: u64) -> Result<Measurement, String> {
+    pub fn time_case(
+        &self,
+        w: &Workload,
+        policy: RepeatPolicy,
+        cold_bytes: u64,
+    ) -> Result<Measurement, String> {
         let e = &self.engine;
         let seed = crate::cpu::seed(w);
         let err = |x: bitnet_wgpu::Error| x.to_string();
@@ -104,21 +125,38 @@ impl GpuBench {
             OpKind::Bitlinear => {
                 let wq = data::ternary(w.n, w.k, seed).map_err(|x| x.to_string())?;
                 let copies = copies(cold_bytes, w.n as u64 * w.k.div_ceil(16) as u64 * 4);
-                let ws = (0..copies).map(|_| e.upload_ternary(&wq)).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                let x = e.upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k]).map_err(err)?;
-                self.time(policy, |i| ops::bitlinear(e, &x, &ws[i % ws.len()]).map(drop))
+                let ws = (0..copies)
+                    .map(|_| e.upload_ternary(&wq))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                let x = e
+                    .upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k])
+                    .map_err(err)?;
+                self.time(policy, |i| {
+                    ops::bitlinear(e, &x, &ws[i % ws.len()]).map(drop)
+                })
             }
             OpKind::WeightQuant => {
                 let host = data::floats(w.n * w.k, seed);
                 let copies = copies(cold_bytes, (w.n * w.k * 4) as u64);
-                let ws = (0..copies).map(|_| e.upload_f32(&host, &[w.n, w.k])).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                self.time(policy, |i| ops::quantize_weights(e, &ws[i % ws.len()]).map(drop))
+                let ws = (0..copies)
+                    .map(|_| e.upload_f32(&host, &[w.n, w.k]))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                self.time(policy, |i| {
+                    ops::quantize_weights(e, &ws[i % ws.len()]).map(drop)
+                })
             }
             OpKind::ActQuant => {
                 let host = data::floats(w.m * w.k, seed);
                 let copies = copies(cold_bytes, (w.m * w.k * 4) as u64);
-                let xs = (0..copies).map(|_| e.upload_f32(&host, &[w.m, w.k])).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                self.time(policy, |i| ops::quantize_activations(e, &xs[i % xs.len()]).map(drop))
+                let xs = (0..copies)
+                    .map(|_| e.upload_f32(&host, &[w.m, w.k]))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(err)?;
+                self.time(policy, |i| {
+                    ops::quantize_activations(e, &xs[i % xs.len()]).map(drop)
+                })
             }
         }
     }
@@ -133,16 +171,28 @@ impl GpuBench {
             let w = data::ternary(n, k, 1000 + i as u64).map_err(|x| x.to_string())?;
             weights.push(e.upload_ternary(&w).map_err(err)?);
         }
-        let x_hidden = e.upload_f32(&data::floats(spec.m * 2560, 2560), &[spec.m, 2560]).map_err(err)?;
-        let x_ffn = e.upload_f32(&data::floats(spec.m * 6912, 6912), &[spec.m, 6912]).map_err(err)?;
+        let x_hidden = e
+            .upload_f32(&data::floats(spec.m * 2560, 2560), &[spec.m, 2560])
+            .map_err(err)?;
+        let x_ffn = e
+            .upload_f32(&data::floats(spec.m * 6912, 6912), &[spec.m, 6912])
+            .map_err(err)?;
         let step = |_: usize| -> Result<(), String> {
             for w in &weights {
-                let x = if w.shape()[1] == 6912 { &x_ffn } else { &x_hidden };
+                let x = if w.shape()[1] == 6912 {
+                    &x_ffn
+                } else {
+                    &x_hidden
+                };
                 drop(ops::bitlinear(e, x, w)?);
             }
             Ok(())
         };
-        let kernels = if self.timestamps { Some(self.time(policy, step)?) } else { None };
+        let kernels = if self.timestamps {
+            Some(self.time(policy, step)?)
+        } else {
+            None
+        };
         // One-submission wall time with the profiler off (no per-dispatch passes or read-backs).
         if self.timestamps {
             e.set_profiling(false).map_err(err)?;
@@ -151,11 +201,18 @@ impl GpuBench {
         if self.timestamps {
             e.set_profiling(true).map_err(err)?;
         }
-        Ok(StackTimes { kernels, wall: wall? })
+        Ok(StackTimes {
+            kernels,
+            wall: wall?,
+        })
     }
 
     /// Warmup, then timed repeats of `f(i)`: profiler time when available, else wall time.
-    fn time(&self, policy: RepeatPolicy, f: impl FnMut(usize) -> Result<(), String>) -> Result<Measurement, String> {
+    fn time(
+        &self,
+        policy: RepeatPolicy,
+        f: impl FnMut(usize) -> Result<(), String>,
+    ) -> Result<Measurement, String> {
         if !self.timestamps {
             return self.time_wall(policy, f);
         }
@@ -179,7 +236,11 @@ impl GpuBench {
     }
 
     /// Untimed runs (pipeline creation, pool growth); on a slow adapter one is enough.
-    fn warm_up(&self, policy: RepeatPolicy, f: &mut impl FnMut(usize) -> Result<(), String>) -> Result<(), String> {
+    fn warm_up(
+        &self,
+        policy: RepeatPolicy,
+        f: &mut impl FnMut(usize) -> Result<(), String>,
+    ) -> Result<(), String> {
         let started = Instant::now();
         for i in 0..policy.warmup {
             f(i)?;
@@ -194,7 +255,11 @@ impl GpuBench {
 
     /// Warmup, then timed repeats by wall clock: `f(i)` records the work (untimed), then the
     /// submit + wait of `Engine::sync` is timed.
-    fn time_wall(&self, policy: RepeatPolicy, mut f: impl FnMut(usize) -> Result<(), String>) -> Result<Measurement, String> {
+    fn time_wall(
+        &self,
+        policy: RepeatPolicy,
+        mut f: impl FnMut(usize) -> Result<(), String>,
+    ) -> Result<Measurement, String> {
         let e = &self.engine;
         self.warm_up(policy, &mut f)?;
         let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);

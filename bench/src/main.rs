@@ -28,10 +28,17 @@ fn real_main(args: &[String], command: &str) -> error::Result<()> {
             let report = run::run(&r, command)?;
             run::write_outputs(&report, &r, command)?;
         }
-        Command::Merge { ours, peers, results } => {
+        Command::Merge {
+            ours,
+            peers,
+            results,
+        } => {
             let report = run::load_report(&ours)?;
             let peers = peers.as_deref().map(run::load_peers).transpose()?;
-            error::write_file(&results, &results_md::render(&report, peers.as_ref(), command))?;
+            error::write_file(
+                &results,
+                &results_md::render(&report, peers.as_ref(), command),
+            )?;
             eprintln!("wrote {}", results.display());
         }
     }

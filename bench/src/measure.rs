@@ -44,7 +44,11 @@ pub struct Measurement {
 impl Measurement {
     /// Summarizes samples in milliseconds; `None` when there are none (or only non-finite ones).
     pub fn from_samples(samples_ms: &[f64], clock: Clock) -> Option<Measurement> {
-        let mut v: Vec<f64> = samples_ms.iter().copied().filter(|x| x.is_finite()).collect();
+        let mut v: Vec<f64> = samples_ms
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
         if v.is_empty() {
             return None;
         }
@@ -120,13 +124,20 @@ mod tests {
         assert_eq!(median_sorted(&[1.0, 2.0, 3.0]), 2.0);
         assert_eq!(median_sorted(&[1.0, 2.0, 3.0, 10.0]), 2.5);
         let m = Measurement::from_samples(&[3.0, f64::NAN, 1.0, 2.0], Clock::Wall).unwrap();
-        assert_eq!((m.median_ms, m.min_ms, m.max_ms, m.samples), (2.0, 1.0, 3.0, 3));
+        assert_eq!(
+            (m.median_ms, m.min_ms, m.max_ms, m.samples),
+            (2.0, 1.0, 3.0, 3)
+        );
         assert!(Measurement::from_samples(&[], Clock::Wall).is_none());
     }
 
     #[test]
     fn budget_stops_repeats_but_keeps_one() {
-        let p = RepeatPolicy { warmup: 0, repeats: 100, budget: Duration::ZERO };
+        let p = RepeatPolicy {
+            warmup: 0,
+            repeats: 100,
+            budget: Duration::ZERO,
+        };
         let mut calls = 0;
         let m = time_cpu::<()>(p, || {
             calls += 1;

@@ -139,11 +139,25 @@ mod tests {
             "stacks":[{"impl":"torch_fp16_linear","cuda_graph":true,"layers":30,"m":1,"ms":2.2}],
             "unknown_field": 3}"#;
         let p = PeersReport::from_json(text).unwrap();
-        assert_eq!(p.case(impls::FP16_LINEAR, 1, 2560, 2560).unwrap().ms, Some(0.01));
-        assert_eq!(p.case(impls::ACT_QUANT, 8, 6912, 2560).unwrap().ms, Some(0.02));
-        assert!(p.case(impls::INT8_INT_MM, 1, 640, 2560).unwrap().ms.is_none());
+        assert_eq!(
+            p.case(impls::FP16_LINEAR, 1, 2560, 2560).unwrap().ms,
+            Some(0.01)
+        );
+        assert_eq!(
+            p.case(impls::ACT_QUANT, 8, 6912, 2560).unwrap().ms,
+            Some(0.02)
+        );
+        assert!(
+            p.case(impls::INT8_INT_MM, 1, 640, 2560)
+                .unwrap()
+                .ms
+                .is_none()
+        );
         assert!(p.case(impls::FP16_LINEAR, 8, 2560, 2560).is_none());
-        assert_eq!(p.stack(impls::FP16_LINEAR, true, 30, 1).unwrap().ms, Some(2.2));
+        assert_eq!(
+            p.stack(impls::FP16_LINEAR, true, 30, 1).unwrap().ms,
+            Some(2.2)
+        );
         assert!(p.stack(impls::FP16_LINEAR, false, 30, 1).is_none());
     }
 }

@@ -68,7 +68,11 @@ impl Progress {
         let secs = self.started.elapsed().as_secs_f64();
         let label: String = label.chars().take(48).collect();
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K[{bar}] {:>3}/{} {secs:6.1}s {label}", self.done, self.total);
+        let _ = write!(
+            err,
+            "\r\x1b[2K[{bar}] {:>3}/{} {secs:6.1}s {label}",
+            self.done, self.total
+        );
         let _ = err.flush();
     }
 }

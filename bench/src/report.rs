@@ -111,7 +111,8 @@ impl CaseResult {
 
     /// Effective GPU throughput in TOP/s (BitLinear) or G elements/s (quantization) × 10^-3.
     pub fn gpu_tops(&self) -> Option<f64> {
-        self.gpu.map(|g| self.ops as f64 / (g.median_ms * 1e-3) / 1e12)
+        self.gpu
+            .map(|g| self.ops as f64 / (g.median_ms * 1e-3) / 1e12)
     }
 
     /// Effective CPU bandwidth in GB/s.

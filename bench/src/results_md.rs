@@ -18,7 +18,12 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
 
     s.push_str("\n## Targets (issue 5)\n\n| target | figures | verdict |\n|---|---|---|\n");
     for t in targets::evaluate(ours, peers) {
-        s.push_str(&format!("| {} | {} | {} |\n", t.goal, t.evidence, t.status.label()));
+        s.push_str(&format!(
+            "| {} | {} | {} |\n",
+            t.goal,
+            t.evidence,
+            t.status.label()
+        ));
     }
 
     stack(&mut s, ours, peers);
@@ -26,18 +31,28 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     quant(&mut s, ours, peers);
 
     s.push_str("\n## Method\n\n");
-    s.push_str("- Ours: GPU time is the engine profiler's timestamp-query time of the op's kernels ");
-    s.push_str("(clock `ts`), median of repeats; `wall` marks submit + wait wall time where timestamps ");
+    s.push_str(
+        "- Ours: GPU time is the engine profiler's timestamp-query time of the op's kernels ",
+    );
+    s.push_str(
+        "(clock `ts`), median of repeats; `wall` marks submit + wait wall time where timestamps ",
+    );
     s.push_str("were unavailable. Weights and inputs are resident on the GPU before timing. CPU is cpu-ref ");
     s.push_str("on all host cores, wall time, median.\n");
-    s.push_str("- GB/s counts compulsory traffic: packed 2-bit weights + f32 activations in + f32 out ");
+    s.push_str(
+        "- GB/s counts compulsory traffic: packed 2-bit weights + f32 activations in + f32 out ",
+    );
     s.push_str("(BitLinear); f32 read twice + packed write (weight quant: the absmean precedes rounding); ");
     s.push_str("f32 read + i8 write (activation quant). % roofline = GB/s ÷ copy-kernel GB/s (read + write) ");
     s.push_str("on the same device in the same run; BitLinear with M ≥ 64 is compute bound and has none.\n");
     s.push_str("- PyTorch: CUDA events, warmup, median; per-shape cases replay a CUDA graph of one call per ");
     s.push_str("rotated weight copy (working set > L2) divided by the copy count.\n");
     let mut notes: Vec<String> = ours.notes.iter().map(|n| format!("ours: {n}")).collect();
-    notes.extend(missing_reasons(ours).into_iter().map(|n| format!("ours: {n}")));
+    notes.extend(
+        missing_reasons(ours)
+            .into_iter()
+            .map(|n| format!("ours: {n}")),
+    );
     if let Some(e) = &ours.roofline_error {
         notes.push(format!("ours: copy roofline not measured — {e}"));
     }
@@ -53,10 +68,17 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
 fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_command: &str) {
     let dev = ours.device.as_ref();
     s.push_str("| | |\n|---|---|\n");
-    s.push_str(&format!("| date (UTC) | ours {}; PyTorch {} |\n", ours.date_utc, peers.map_or(NM, |p| p.date_utc.as_str())));
+    s.push_str(&format!(
+        "| date (UTC) | ours {}; PyTorch {} |\n",
+        ours.date_utc,
+        peers.map_or(NM, |p| p.date_utc.as_str())
+    ));
     s.push_str(&format!(
         "| our adapter | {} |\n",
-        dev.map_or(NM.to_string(), |d| format!("{} — {} — driver {}", d.name, d.backend, d.driver))
+        dev.map_or(NM.to_string(), |d| format!(
+            "{} — {} — driver {}",
+            d.name, d.backend, d.driver
+        ))
     ));
     if let Some(p) = peers {
         s.push_str(&format!(
@@ -69,16 +91,31 @@ fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_comm
     } else {
         s.push_str("| PyTorch device | not measured (no peers file) |\n");
     }
-    s.push_str(&format!("| host CPU | {} ({} threads) |\n", ours.host.cpu_model, ours.host.threads));
+    s.push_str(&format!(
+        "| host CPU | {} ({} threads) |\n",
+        ours.host.cpu_model, ours.host.threads
+    ));
     let roof = ours.roofline.as_ref().map_or(NM.to_string(), |r| {
-        format!("{:.1} GB/s ({} per copy, clock {})", r.gbps(), bytes(r.bytes), r.time.clock.tag())
+        format!(
+            "{:.1} GB/s ({} per copy, clock {})",
+            r.gbps(),
+            bytes(r.bytes),
+            r.time.clock.tag()
+        )
     });
     s.push_str(&format!("| copy-kernel roofline | {roof} |\n"));
     for p in &ours.copy_probes {
-        s.push_str(&format!("| copy probe | {:.1} GB/s — {} |\n", p.gbps(), p.source));
+        s.push_str(&format!(
+            "| copy probe | {:.1} GB/s — {} |\n",
+            p.gbps(),
+            p.source
+        ));
     }
     s.push_str(&format!("| bench command | `{}` |\n", ours.command));
-    s.push_str(&format!("| peers command | {} |\n", peers.map_or(NM.to_string(), |p| format!("`{}`", p.command))));
+    s.push_str(&format!(
+        "| peers command | {} |\n",
+        peers.map_or(NM.to_string(), |p| format!("`{}`", p.command))
+    ));
     s.push_str(&format!("| RESULTS.md written by | `{merge_command}` |\n"));
     if ours.quick {
         s.push_str("| mode | `--quick` (reduced shapes and repeats) |\n");
@@ -116,22 +153,53 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             opt_ratio(speedup, "–")
         ));
     };
-    let clock = st.gpu.map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
-    row(format!("ours, GPU{clock}"), ours_ms, Some(st.packed_weight_bytes), false);
-    row("ours, GPU, one submission, submit + wait wall time".into(), st.gpu_wall.map(|g| g.median_ms), Some(st.packed_weight_bytes), false);
-    row("ours, cpu-ref on the host CPU".into(), st.cpu.map(|c| c.median_ms), Some(st.packed_weight_bytes), true);
-    for (imp, name) in [(impls::FP16_LINEAR, "PyTorch fp16 F.linear"), (impls::INT8_INT_MM, "PyTorch int8 _int_mm")] {
+    let clock = st
+        .gpu
+        .map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
+    row(
+        format!("ours, GPU{clock}"),
+        ours_ms,
+        Some(st.packed_weight_bytes),
+        false,
+    );
+    row(
+        "ours, GPU, one submission, submit + wait wall time".into(),
+        st.gpu_wall.map(|g| g.median_ms),
+        Some(st.packed_weight_bytes),
+        false,
+    );
+    row(
+        "ours, cpu-ref on the host CPU".into(),
+        st.cpu.map(|c| c.median_ms),
+        Some(st.packed_weight_bytes),
+        true,
+    );
+    for (imp, name) in [
+        (impls::FP16_LINEAR, "PyTorch fp16 F.linear"),
+        (impls::INT8_INT_MM, "PyTorch int8 _int_mm"),
+    ] {
         for graph in [false, true] {
             let p = peers.and_then(|p| p.stack(imp, graph, st.spec.layers, st.spec.m));
-            let pad = p.and_then(|p| p.padded_m).map_or(String::new(), |m| format!(", M padded to {m}"));
+            let pad = p
+                .and_then(|p| p.padded_m)
+                .map_or(String::new(), |m| format!(", M padded to {m}"));
             let how = if graph { "CUDA graph" } else { "eager" };
-            row(format!("{name}, {how}{pad}"), p.and_then(|p| p.ms), p.and_then(|p| p.weight_bytes), true);
+            row(
+                format!("{name}, {how}{pad}"),
+                p.and_then(|p| p.ms),
+                p.and_then(|p| p.weight_bytes),
+                true,
+            );
         }
     }
 }
 
 fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
-    let cases: Vec<&CaseResult> = ours.cases.iter().filter(|c| c.op == OpKind::Bitlinear).collect();
+    let cases: Vec<&CaseResult> = ours
+        .cases
+        .iter()
+        .filter(|c| c.op == OpKind::Bitlinear)
+        .collect();
     if cases.is_empty() {
         return;
     }
@@ -142,7 +210,10 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
         let p16 = peers.and_then(|p| p.case(impls::FP16_LINEAR, c.m, c.n, c.k));
         let p8 = peers.and_then(|p| p.case(impls::INT8_INT_MM, c.m, c.n, c.k));
         let ours_ms = c.gpu.map(|g| g.median_ms);
-        let pad = p8.and_then(|p| p.padded_m).filter(|&m| m != c.m).map_or(String::new(), |m| format!(" (M→{m})"));
+        let pad = p8
+            .and_then(|p| p.padded_m)
+            .filter(|&m| m != c.m)
+            .map_or(String::new(), |m| format!(" (M→{m})"));
         s.push_str(&format!(
             "| {} {}×{} | {} | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |\n",
             c.shape,
@@ -152,11 +223,19 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             ours_cell(c),
             opt_sig(c.gpu_gbps(), "–"),
             opt_sig(c.gpu_tops(), "–"),
-            if c.memory_bound { opt_num(c.roofline_pct(ours.roofline.as_ref()), 1, "–") } else { "compute".into() },
+            if c.memory_bound {
+                opt_num(c.roofline_pct(ours.roofline.as_ref()), 1, "–")
+            } else {
+                "compute".into()
+            },
             opt_time(c.cpu.map(|m| m.median_ms), NM),
             opt_time(p16.and_then(|p| p.ms), NM),
             opt_time(p8.and_then(|p| p.ms), NM),
-            if p8.and_then(|p| p.ms).is_some() { pad } else { String::new() },
+            if p8.and_then(|p| p.ms).is_some() {
+                pad
+            } else {
+                String::new()
+            },
             opt_ratio(ours_ms.zip(p16.and_then(|p| p.ms)).map(|(o, t)| t / o), "–"),
             opt_ratio(ours_ms.zip(p8.and_then(|p| p.ms)).map(|(o, t)| t / o), "–"),
         ));
@@ -164,7 +243,11 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
 }
 
 fn quant(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
-    let cases: Vec<&CaseResult> = ours.cases.iter().filter(|c| c.op != OpKind::Bitlinear).collect();
+    let cases: Vec<&CaseResult> = ours
+        .cases
+        .iter()
+        .filter(|c| c.op != OpKind::Bitlinear)
+        .collect();
     if cases.is_empty() {
         return;
     }
@@ -176,7 +259,9 @@ fn quant(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             OpKind::WeightQuant => (impls::WEIGHT_QUANT, format!("{}×{}", c.n, c.k)),
             _ => (impls::ACT_QUANT, format!("M={} K={}", c.m, c.k)),
         };
-        let p = peers.and_then(|p| p.case(imp, c.m, c.n, c.k)).and_then(|p| p.ms);
+        let p = peers
+            .and_then(|p| p.case(imp, c.m, c.n, c.k))
+            .and_then(|p| p.ms);
         let ours_ms = c.gpu.map(|g| g.median_ms);
         s.push_str(&format!(
             "| {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -196,14 +281,22 @@ fn quant(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
 
 /// Our GPU time with its clock, or "not measured" (the reasons are listed once, under Method).
 fn ours_cell(c: &CaseResult) -> String {
-    c.gpu.map_or(NM.to_string(), |g| format!("{} ({})", crate::fmt::time_ms(g.median_ms), g.clock.tag()))
+    c.gpu.map_or(NM.to_string(), |g| {
+        format!("{} ({})", crate::fmt::time_ms(g.median_ms), g.clock.tag())
+    })
 }
 
 /// Each distinct reason a figure of ours is missing, with how many cases it affects.
 fn missing_reasons(ours: &Report) -> Vec<String> {
     let mut reasons: Vec<(String, usize)> = Vec::new();
-    let stack = ours.stack.iter().flat_map(|s| [("GPU", &s.gpu_error), ("CPU", &s.cpu_error)]);
-    let cases = ours.cases.iter().flat_map(|c| [("GPU", &c.gpu_error), ("CPU", &c.cpu_error)]);
+    let stack = ours
+        .stack
+        .iter()
+        .flat_map(|s| [("GPU", &s.gpu_error), ("CPU", &s.cpu_error)]);
+    let cases = ours
+        .cases
+        .iter()
+        .flat_map(|c| [("GPU", &c.gpu_error), ("CPU", &c.cpu_error)]);
     for (side, e) in cases.chain(stack) {
         if let Some(e) = e {
             let text = format!("{side}: {}", e.replace('|', "/"));
@@ -213,5 +306,8 @@ fn missing_reasons(ours: &Report) -> Vec<String> {
             }
         }
     }
-    reasons.into_iter().map(|(t, n)| format!("not measured ({n}×) — {t}")).collect()
+    reasons
+        .into_iter()
+        .map(|(t, n)| format!("not measured ({n}×) — {t}"))
+        .collect()
 }

@@ -30,23 +30,36 @@ const COPIES_PER_PASS: u32 = 10;
 
 /// Measures copy bandwidth on the adapter whose name is `adapter_name` (the engine's adapter), or
 /// on the best adapter when `None`. `max_bytes` caps the size of each of the two buffers.
-pub fn measure(adapter_name: Option<&str>, max_bytes: u64, repeats: usize) -> Result<Roofline, String> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+pub fn measure(
+    adapter_name: Option<&str>,
+    max_bytes: u64,
+    repeats: usize,
+) -> Result<Roofline, String> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     if let Some(name) = adapter_name {
         adapters.retain(|a| a.get_info().name == name);
     }
     adapters.sort_by_key(|a| rank(&a.get_info()));
-    let adapter = adapters.into_iter().next().ok_or("no adapter for the copy kernel")?;
+    let adapter = adapters
+        .into_iter()
+        .next()
+        .ok_or("no adapter for the copy kernel")?;
     let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
     let desc = wgpu::DeviceDescriptor {
         label: Some("bitnet-bench roofline"),
-        required_features: if timestamps { wgpu::Features::TIMESTAMP_QUERY } else { wgpu::Features::empty() },
+        required_features: if timestamps {
+            wgpu::Features::TIMESTAMP_QUERY
+        } else {
+            wgpu::Features::empty()
+        },
         required_limits: adapter.limits(),
         ..Default::default()
     };
-    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| e.to_string())?;
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&desc)).map_err(|e| e.to_string())?;
     let limits = device.limits();
     let size = max_bytes
         .min(limits.max_storage_buffer_binding_size as u64)
@@ -54,7 +67,9 @@ pub fn measure(adapter_name: Option<&str>, max_bytes: u64, repeats: usize) -> Re
         / 16
         * 16;
     if size < 1 << 20 {
-        return Err(format!("storage bindings too small for a copy roofline ({size} bytes)"));
+        return Err(format!(
+            "storage bindings too small for a copy roofline ({size} bytes)"
+        ));
     }
     let probe = CopyProbe::new(&device, size, timestamps);
     // Several grid sizes: a roofline is the best the device does, not one configuration's luck.
@@ -67,7 +82,11 @@ pub fn measure(adapter_name: Option<&str>, max_bytes: u64, repeats: usize) -> Re
         for _ in 0..repeats.max(1) {
             samples.push(probe.run(&device, &queue, groups)?);
         }
-        let clock = if timestamps { Clock::Timestamp } else { Clock::Wall };
+        let clock = if timestamps {
+            Clock::Timestamp
+        } else {
+            Clock::Wall
+        };
         if let Some(m) = Measurement::from_samples(&samples, clock) {
             if best.is_none_or(|b| m.median_ms < b.median_ms) {
                 best = Some(m);
@@ -76,7 +95,11 @@ pub fn measure(adapter_name: Option<&str>, max_bytes: u64, repeats: usize) -> Re
     }
     let time = best.ok_or("copy kernel produced no finite time")?;
     let info = adapter.get_info();
-    Ok(Roofline { bytes: 2 * size, time, source: format!("bench copy kernel (vec4<u32>) on {}", info.name) })
+    Ok(Roofline {
+        bytes: 2 * size,
+        time,
+        source: format!("bench copy kernel (vec4<u32>) on {}", info.name),
+    })
 }
 
 /// Same ranking as the engine: discrete, integrated, virtual, other, CPU; GL after native APIs.
@@ -125,8 +148,14 @@ impl CopyProbe {
             label: Some("roofline copy"),
             layout: &pipeline.get_bind_group_layout(0),
             entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
-                wgpu::BindGroupEntry { binding: 1, resource: dst.as_entire_binding() },
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: src.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: dst.as_entire_binding(),
+                },
             ],
         });
         let queries = timestamps.then(|| {
@@ -149,18 +178,25 @@ impl CopyProbe {
             });
             (set, resolve, read)
         });
-        CopyProbe { pipeline, bind_group, queries }
+        CopyProbe {
+            pipeline,
+            bind_group,
+            queries,
+        }
     }
 
     /// One pass of [`COPIES_PER_PASS`] copies; returns milliseconds per copy.
     fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, groups: u32) -> Result<f64, String> {
         let mut enc = device.create_command_encoder(&Default::default());
         {
-            let timestamp_writes = self.queries.as_ref().map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                query_set: set,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
+            let timestamp_writes =
+                self.queries
+                    .as_ref()
+                    .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
+                        query_set: set,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    });
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("roofline copy"),
                 timestamp_writes,
@@ -177,16 +213,21 @@ impl CopyProbe {
         }
         let started = Instant::now();
         queue.submit([enc.finish()]);
-        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| e.to_string())?;
         let wall_ms = started.elapsed().as_secs_f64() * 1e3;
         let Some((_, _, read)) = &self.queries else {
             return Ok(wall_ms / COPIES_PER_PASS as f64);
         };
         read.map_async(wgpu::MapMode::Read, .., |_| {});
-        device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| e.to_string())?;
+        device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| e.to_string())?;
         let ticks = {
             let view = read.get_mapped_range(..).map_err(|e| e.to_string())?;
-            let t = |i: usize| u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
+            let t =
+                |i: usize| u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
             t(1).saturating_sub(t(0))
         };
         read.unmap();

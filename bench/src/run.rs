@@ -28,15 +28,26 @@ fn roofline_bytes(quick: bool) -> u64 {
 /// after `--time-limit` the remaining steps are recorded as skipped; with `--json` the report is
 /// rewritten after every step, so a run killed from outside still leaves its figures behind.
 pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
-    let (shapes, tokens): (&[_], &[usize]) =
-        if args.quick { (&SHAPES[..4], &TOKEN_COUNTS[..2]) } else { (SHAPES, TOKEN_COUNTS) };
-    let cases: Vec<Workload> = workloads(shapes, tokens).into_iter().filter(|w| args.selects(&w.id())).collect();
-    let stack_spec = args.selects(STACK_ID).then_some(StackSpec { layers: args.layers, ..StackSpec::DECODE_2B4T });
+    let (shapes, tokens): (&[_], &[usize]) = if args.quick {
+        (&SHAPES[..4], &TOKEN_COUNTS[..2])
+    } else {
+        (SHAPES, TOKEN_COUNTS)
+    };
+    let cases: Vec<Workload> = workloads(shapes, tokens)
+        .into_iter()
+        .filter(|w| args.selects(&w.id()))
+        .collect();
+    let stack_spec = args.selects(STACK_ID).then_some(StackSpec {
+        layers: args.layers,
+        ..StackSpec::DECODE_2B4T
+    });
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
     let steps = usize::from(args.gpu) + sides * (cases.len() + usize::from(stack_spec.is_some()));
     let mut st = Steps {
         progress: Progress::new(steps, args.progress),
-        deadline: args.time_limit_s.map(|s| Instant::now() + Duration::from_secs_f64(s)),
+        deadline: args
+            .time_limit_s
+            .map(|s| Instant::now() + Duration::from_secs_f64(s)),
         json: args.json.clone(),
     };
 
@@ -55,7 +66,11 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         stack: None,
         notes: Vec::new(),
     };
-    let gpu_policy = RepeatPolicy { warmup: 2, repeats: args.repeats, budget: Duration::from_secs(5) };
+    let gpu_policy = RepeatPolicy {
+        warmup: 2,
+        repeats: args.repeats,
+        budget: Duration::from_secs(5),
+    };
     let cpu_policy = RepeatPolicy {
         warmup: 1,
         repeats: args.cpu_repeats,
@@ -71,7 +86,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         ));
     }
 
-    let gpu = if args.gpu { open_gpu(args, &mut report, &mut st) } else {
+    let gpu = if args.gpu {
+        open_gpu(args, &mut report, &mut st)
+    } else {
         report.notes.push("GPU skipped (--no-gpu)".into());
         None
     };
@@ -99,7 +116,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             s.gpu_error = e;
         }
         if args.cpu {
-            (s.cpu, s.cpu_error) = st.step("CPU decode stack", || cpu::time_stack(spec, cpu_policy).map_err(|e| e.to_string()));
+            (s.cpu, s.cpu_error) = st.step("CPU decode stack", || {
+                cpu::time_stack(spec, cpu_policy).map_err(|e| e.to_string())
+            });
         }
         report.stack = Some(s);
         st.checkpoint(&report);
@@ -115,14 +134,19 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             (report.cases[i].gpu, report.cases[i].gpu_error) = r;
         }
         if args.cpu {
-            let r = st.step(&format!("CPU {id}"), || cpu::time_case(w, cpu_policy).map_err(|e| e.to_string()));
+            let r = st.step(&format!("CPU {id}"), || {
+                cpu::time_case(w, cpu_policy).map_err(|e| e.to_string())
+            });
             (report.cases[i].cpu, report.cases[i].cpu_error) = r;
         }
         st.checkpoint(&report);
     }
     st.progress.close();
     if st.deadline.is_some_and(|d| Instant::now() >= d) {
-        report.notes.push(format!("--time-limit {} s reached: later steps were skipped", args.time_limit_s.unwrap_or(0.0)));
+        report.notes.push(format!(
+            "--time-limit {} s reached: later steps were skipped",
+            args.time_limit_s.unwrap_or(0.0)
+        ));
     }
     drop(gpu);
     Ok(report)
@@ -130,7 +154,8 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
 
 /// Opens the GPU engine and measures the copy roofline (one progress step).
 fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBench> {
-    st.progress.start("opening the GPU and measuring the copy roofline");
+    st.progress
+        .start("opening the GPU and measuring the copy roofline");
     let gpu = match guarded(GpuBench::open) {
         Ok(g) => {
             let dev = g.device_report();
@@ -138,7 +163,11 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 report.notes.push("no TIMESTAMP_QUERY on this adapter: GPU times are submit + wait wall time (clock `wall`)".into());
             }
             let max = roofline_bytes(args.quick).min(g.max_binding().max(1 << 20));
-            let policy = RepeatPolicy { warmup: 1, repeats: args.repeats.min(10), budget: Duration::from_secs(5) };
+            let policy = RepeatPolicy {
+                warmup: 1,
+                repeats: args.repeats.min(10),
+                budget: Duration::from_secs(5),
+            };
             let mut errors = Vec::new();
             for probe in [
                 guarded(|| roofline::measure(Some(&dev.name), max, args.repeats.min(10))),
@@ -150,7 +179,11 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 }
             }
             // The roofline is the best copy this device did in this run.
-            report.roofline = report.copy_probes.iter().max_by(|a, b| a.gbps().total_cmp(&b.gbps())).cloned();
+            report.roofline = report
+                .copy_probes
+                .iter()
+                .max_by(|a, b| a.gbps().total_cmp(&b.gbps()))
+                .cloned();
             if !errors.is_empty() {
                 report.roofline_error = Some(errors.join("; "));
             }
@@ -162,7 +195,10 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
             None
         }
     };
-    let outcome = report.roofline.as_ref().map_or("not measured".into(), |r| format!("{:.1} GB/s", r.gbps()));
+    let outcome = report
+        .roofline
+        .as_ref()
+        .map_or("not measured".into(), |r| format!("{:.1} GB/s", r.gbps()));
     st.progress.finish_step("copy roofline", &outcome);
     st.checkpoint(report);
     gpu
@@ -194,7 +230,11 @@ struct Steps {
 
 impl Steps {
     /// Runs one measurement unless the deadline passed; errors and panics become the error text.
-    fn step<T: Timed>(&mut self, label: &str, f: impl FnOnce() -> Result<T, String>) -> (Option<T>, Option<String>) {
+    fn step<T: Timed>(
+        &mut self,
+        label: &str,
+        f: impl FnOnce() -> Result<T, String>,
+    ) -> (Option<T>, Option<String>) {
         self.progress.start(label);
         let r = if self.deadline.is_some_and(|d| Instant::now() >= d) {
             Err("skipped: --time-limit reached".to_string())
@@ -216,7 +256,9 @@ impl Steps {
     fn checkpoint(&self, report: &Report) {
         if let Some(path) = &self.json {
             let mut partial = report.clone();
-            partial.notes.push("partial report: the run had not finished when this was written".into());
+            partial
+                .notes
+                .push("partial report: the run had not finished when this was written".into());
             if let Ok(text) = serde_json::to_string_pretty(&partial) {
                 let _ = write_file(path, &text);
             }
@@ -243,8 +285,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 pub fn write_outputs(report: &Report, args: &RunArgs, command: &str) -> Result<()> {
     print!("{}", table::render(report));
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(report)
-            .map_err(|source| crate::BenchError::Json { path: path.clone(), source })?;
+        let text =
+            serde_json::to_string_pretty(report).map_err(|source| crate::BenchError::Json {
+                path: path.clone(),
+                source,
+            })?;
         write_file(path, &text)?;
         eprintln!("wrote {}", path.display());
     }
@@ -265,11 +310,16 @@ pub fn write_outputs(report: &Report, args: &RunArgs, command: &str) -> Result<(
 
 /// Reads a peers JSON file.
 pub fn load_peers(path: &std::path::Path) -> Result<PeersReport> {
-    PeersReport::from_json(&read_file(path)?)
-        .map_err(|source| crate::BenchError::Json { path: path.into(), source })
+    PeersReport::from_json(&read_file(path)?).map_err(|source| crate::BenchError::Json {
+        path: path.into(),
+        source,
+    })
 }
 
 /// Reads one of our `--json` reports.
 pub fn load_report(path: &std::path::Path) -> Result<Report> {
-    serde_json::from_str(&read_file(path)?).map_err(|source| crate::BenchError::Json { path: path.into(), source })
+    serde_json::from_str(&read_file(path)?).map_err(|source| crate::BenchError::Json {
+        path: path.into(),
+        source,
+    })
 }

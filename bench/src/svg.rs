@@ -38,7 +38,11 @@ pub fn render(report: &Report) -> String {
         });
     }
     for c in report.cases.iter().filter(|c| c.memory_bound) {
-        bars.push(Bar { label: c.id.clone(), pct: c.roofline_pct(roof), color: color(c.op) });
+        bars.push(Bar {
+            label: c.id.clone(),
+            pct: c.roofline_pct(roof),
+            color: color(c.op),
+        });
     }
     let max_pct = bars.iter().filter_map(|b| b.pct).fold(100.0f64, f64::max);
     let plot_w = WIDTH - LABEL_W - RIGHT_PAD;
@@ -50,8 +54,13 @@ pub fn render(report: &Report) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
          viewBox=\"0 0 {WIDTH} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n"
     ));
-    s.push_str(&format!("<rect width=\"{WIDTH}\" height=\"{height}\" fill=\"white\"/>\n"));
-    let device = report.device.as_ref().map_or("no GPU adapter", |d| d.name.as_str());
+    s.push_str(&format!(
+        "<rect width=\"{WIDTH}\" height=\"{height}\" fill=\"white\"/>\n"
+    ));
+    let device = report
+        .device
+        .as_ref()
+        .map_or("no GPU adapter", |d| d.name.as_str());
     let copy = roof.map_or("copy roofline not measured".to_string(), |r| {
         format!("100 % = copy kernel {:.1} GB/s", r.gbps())
     });
@@ -59,7 +68,10 @@ pub fn render(report: &Report) -> String {
         "<text x=\"10\" y=\"22\" font-size=\"16\" font-weight=\"bold\">{}</text>\n",
         esc(&format!("bitnet-bench: % of bandwidth roofline — {device}"))
     ));
-    s.push_str(&format!("<text x=\"10\" y=\"42\" fill=\"#555\">{}</text>\n", esc(&format!("{copy}; {}", report.date_utc))));
+    s.push_str(&format!(
+        "<text x=\"10\" y=\"42\" fill=\"#555\">{}</text>\n",
+        esc(&format!("{copy}; {}", report.date_utc))
+    ));
 
     // Grid every 20 %, and the issue's targets (80 % GEMV, 70 % quantization) dashed.
     let bottom = TOP + ROW_H * bars.len() as f64;
@@ -116,5 +128,8 @@ pub fn render(report: &Report) -> String {
 
 /// Escapes text for XML content.
 fn esc(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

@@ -12,7 +12,10 @@ pub fn render(report: &Report) -> String {
     out.push_str(&format!(
         "bitnet-bench {} — {} — {}\n",
         report.version,
-        dev.map_or("no GPU adapter".to_string(), |d| format!("{} ({}, {})", d.name, d.backend, d.driver)),
+        dev.map_or("no GPU adapter".to_string(), |d| format!(
+            "{} ({}, {})",
+            d.name, d.backend, d.driver
+        )),
         report.date_utc
     ));
     out.push_str(&format!(
@@ -31,7 +34,11 @@ pub fn render(report: &Report) -> String {
         (None, None) => out.push_str("roofline: not measured\n"),
     }
     for p in &report.copy_probes {
-        out.push_str(&format!("  copy probe: {:.1} GB/s — {}\n", p.gbps(), p.source));
+        out.push_str(&format!(
+            "  copy probe: {:.1} GB/s — {}\n",
+            p.gbps(),
+            p.source
+        ));
     }
     for note in &report.notes {
         out.push_str(&format!("note: {note}\n"));
@@ -55,30 +62,53 @@ pub fn render(report: &Report) -> String {
             s.spec.m
         ));
         let gpu = s.gpu.map_or_else(
-            || format!("not measured ({})", s.gpu_error.as_deref().unwrap_or("skipped")),
+            || {
+                format!(
+                    "not measured ({})",
+                    s.gpu_error.as_deref().unwrap_or("skipped")
+                )
+            },
             |g| format!("{} [{}]", time_ms(g.median_ms), g.clock.tag()),
         );
-        let roof = report.roofline.as_ref().and_then(|r| Some(100.0 * s.gpu_gbps()? / r.gbps()));
+        let roof = report
+            .roofline
+            .as_ref()
+            .and_then(|r| Some(100.0 * s.gpu_gbps()? / r.gbps()));
         out.push_str(&format!(
             "GPU {gpu}  {} GB/s  {} % of copy\n",
             opt_sig(s.gpu_gbps(), "-"),
             opt_num(roof, 1, "-")
         ));
         if let Some(w) = s.gpu_wall {
-            out.push_str(&format!("GPU one submission, submit + wait wall time: {}\n", time_ms(w.median_ms)));
+            out.push_str(&format!(
+                "GPU one submission, submit + wait wall time: {}\n",
+                time_ms(w.median_ms)
+            ));
         }
         let cpu = s.cpu.map_or_else(
-            || format!("not measured ({})", s.cpu_error.as_deref().unwrap_or("skipped")),
+            || {
+                format!(
+                    "not measured ({})",
+                    s.cpu_error.as_deref().unwrap_or("skipped")
+                )
+            },
             |c| time_ms(c.median_ms),
         );
         let ratio = s.gpu.zip(s.cpu).map(|(g, c)| c.median_ms / g.median_ms);
-        out.push_str(&format!("CPU {cpu}  GPU speed-up {}\n", opt_ratio(ratio, "-")));
+        out.push_str(&format!(
+            "CPU {cpu}  GPU speed-up {}\n",
+            opt_ratio(ratio, "-")
+        ));
     }
     out
 }
 
 fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
-    let throughput = if cases[0].op == OpKind::Bitlinear { "TOP/s" } else { "Gelem/s" };
+    let throughput = if cases[0].op == OpKind::Bitlinear {
+        "TOP/s"
+    } else {
+        "Gelem/s"
+    };
     let mut rows = vec![vec![
         "case".to_string(),
         "GPU time".into(),
@@ -93,7 +123,10 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
     for c in cases {
         let scale = if c.op == OpKind::Bitlinear { 1.0 } else { 1e3 };
         rows.push(vec![
-            c.id.strip_prefix(c.op.name()).unwrap_or(&c.id).trim().to_string(),
+            c.id.strip_prefix(c.op.name())
+                .unwrap_or(&c.id)
+                .trim()
+                .to_string(),
             opt_time(c.gpu.map(|g| g.median_ms), missing(&c.gpu_error)),
             c.gpu.map_or("-".into(), |g| g.clock.tag().to_string()),
             opt_sig(c.gpu_gbps(), "-"),
@@ -122,7 +155,10 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
         }
     }
     for (side, e, count) in errors {
-        out.push_str(&format!("  {side} error ({count} of {} cases): {e}\n", cases.len()));
+        out.push_str(&format!(
+            "  {side} error ({count} of {} cases): {e}\n",
+            cases.len()
+        ));
     }
     out
 }

@@ -81,15 +81,28 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let mut out = Vec::new();
 
     // 1. Decode stack ≥ 5× faster than PyTorch fp16 on the same stack (its best: CUDA graph).
-    let ours_stack = ours.stack.as_ref().and_then(|s| s.gpu.map(|g| (s.spec, g.median_ms)));
+    let ours_stack = ours
+        .stack
+        .as_ref()
+        .and_then(|s| s.gpu.map(|g| (s.spec, g.median_ms)));
     let torch_stack = ours_stack.and_then(|(spec, _)| {
-        peers?.stack(impls::FP16_LINEAR, true, spec.layers, spec.m)?.ms
+        peers?
+            .stack(impls::FP16_LINEAR, true, spec.layers, spec.m)?
+            .ms
     });
     let speedup = ours_stack.zip(torch_stack).map(|((_, o), t)| t / o);
     // The verdict uses GPU time (as the issue asks); the one-submission wall time is shown too.
-    let wall = ours.stack.as_ref().and_then(|s| s.gpu_wall).map(|w| w.median_ms);
+    let wall = ours
+        .stack
+        .as_ref()
+        .and_then(|s| s.gpu_wall)
+        .map(|w| w.median_ms);
     let wall_note = match (wall, torch_stack) {
-        (Some(w), Some(t)) => format!(" (one-submission wall time {} → {})", crate::fmt::time_ms(w), crate::fmt::opt_ratio(Some(t / w), "")),
+        (Some(w), Some(t)) => format!(
+            " (one-submission wall time {} → {})",
+            crate::fmt::time_ms(w),
+            crate::fmt::opt_ratio(Some(t / w), "")
+        ),
         _ => String::new(),
     };
     out.push(Target {
@@ -108,8 +121,18 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let items: Vec<Option<f64>> = gemv.iter().map(|c| c.roofline_pct(roof)).collect();
     out.push(Target {
         goal: "GEMV (M = 1) on the large shapes ≥ 80 % of the copy-kernel bandwidth",
-        evidence: list(&gemv, &items, |c| format!("{}×{}", c.n, c.k), |v| format!("{} %", sig(v))),
-        status: Status::of(&items.iter().map(|v| v.map(|v| v >= 80.0)).collect::<Vec<_>>()),
+        evidence: list(
+            &gemv,
+            &items,
+            |c| format!("{}×{}", c.n, c.k),
+            |v| format!("{} %", sig(v)),
+        ),
+        status: Status::of(
+            &items
+                .iter()
+                .map(|v| v.map(|v| v >= 80.0))
+                .collect::<Vec<_>>(),
+        ),
     });
 
     // 3. Quantization ≥ 70 % of copy bandwidth and ≥ 10× cpu-ref (inputs ≥ 4 MiB).
@@ -119,7 +142,10 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         .filter(|c| c.op != OpKind::Bitlinear && quant_input_bytes(c) >= QUANT_MIN_INPUT_BYTES)
         .collect();
     let bw: Vec<Option<f64>> = quant.iter().map(|c| c.roofline_pct(roof)).collect();
-    let speed: Vec<Option<f64>> = quant.iter().map(|c| c.gpu_over_cpu().map(|r| 1.0 / r)).collect();
+    let speed: Vec<Option<f64>> = quant
+        .iter()
+        .map(|c| c.gpu_over_cpu().map(|r| 1.0 / r))
+        .collect();
     let label = |c: &CaseResult| match c.op {
         OpKind::WeightQuant => format!("weight {}×{}", c.n, c.k),
         _ => format!("act M={} K={}", c.m, c.k),
@@ -132,12 +158,20 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     out.push(Target {
         goal: "weight and activation quant ≥ 10× cpu-ref on the same machine's CPU cores",
         evidence: list(&quant, &speed, label, |v| format!("{}×", sig(v))),
-        status: Status::of(&speed.iter().map(|v| v.map(|v| v >= 10.0)).collect::<Vec<_>>()),
+        status: Status::of(
+            &speed
+                .iter()
+                .map(|v| v.map(|v| v >= 10.0))
+                .collect::<Vec<_>>(),
+        ),
     });
 
     // 4. Prefill M = 512 within 4× of PyTorch fp16.
-    let prefill: Vec<&CaseResult> =
-        ours.cases.iter().filter(|c| c.op == OpKind::Bitlinear && c.m == 512).collect();
+    let prefill: Vec<&CaseResult> = ours
+        .cases
+        .iter()
+        .filter(|c| c.op == OpKind::Bitlinear && c.m == 512)
+        .collect();
     let ratio: Vec<Option<f64>> = prefill
         .iter()
         .map(|c| {
@@ -147,13 +181,26 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         .collect();
     out.push(Target {
         goal: "prefill M = 512 within 4× of PyTorch fp16 time (ours / theirs ≤ 4)",
-        evidence: list(&prefill, &ratio, |c| format!("{}×{}", c.n, c.k), |v| format!("{}×", sig(v))),
-        status: Status::of(&ratio.iter().map(|v| v.map(|v| v <= 4.0)).collect::<Vec<_>>()),
+        evidence: list(
+            &prefill,
+            &ratio,
+            |c| format!("{}×{}", c.n, c.k),
+            |v| format!("{}×", sig(v)),
+        ),
+        status: Status::of(
+            &ratio
+                .iter()
+                .map(|v| v.map(|v| v <= 4.0))
+                .collect::<Vec<_>>(),
+        ),
     });
 
     // 5. cpu-ref GEMV GB/s on this machine's CPU (criterion benches are run separately).
-    let cpu: Vec<&CaseResult> =
-        ours.cases.iter().filter(|c| c.op == OpKind::Bitlinear && c.m == 1).collect();
+    let cpu: Vec<&CaseResult> = ours
+        .cases
+        .iter()
+        .filter(|c| c.op == OpKind::Bitlinear && c.m == 1)
+        .collect();
     let gbps: Vec<Option<f64>> = cpu.iter().map(|c| c.cpu_gbps()).collect();
     out.push(Target {
         goal: "cpu-ref GEMV GB/s on this machine's CPU (criterion benches: `cargo bench -p bitnet-bench`, not run by this command)",
@@ -180,7 +227,13 @@ fn list(
     cases
         .iter()
         .zip(values)
-        .map(|(c, v)| format!("{}: {}", name(c), v.map_or("not measured".to_string(), &show)))
+        .map(|(c, v)| {
+            format!(
+                "{}: {}",
+                name(c),
+                v.map_or("not measured".to_string(), &show)
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

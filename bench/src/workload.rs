@@ -19,12 +19,36 @@ pub struct MatShape {
 
 /// BitNet b1.58 2B4T (hidden 2560, FFN 6912, KV 640) and 8B-class shapes, as in issue 5.
 pub const SHAPES: &[MatShape] = &[
-    MatShape { label: "2B q/o", n: 2560, k: 2560 },
-    MatShape { label: "2B k/v", n: 640, k: 2560 },
-    MatShape { label: "2B gate/up", n: 6912, k: 2560 },
-    MatShape { label: "2B down", n: 2560, k: 6912 },
-    MatShape { label: "8B gate/up", n: 14336, k: 4096 },
-    MatShape { label: "8B down", n: 4096, k: 14336 },
+    MatShape {
+        label: "2B q/o",
+        n: 2560,
+        k: 2560,
+    },
+    MatShape {
+        label: "2B k/v",
+        n: 640,
+        k: 2560,
+    },
+    MatShape {
+        label: "2B gate/up",
+        n: 6912,
+        k: 2560,
+    },
+    MatShape {
+        label: "2B down",
+        n: 2560,
+        k: 6912,
+    },
+    MatShape {
+        label: "8B gate/up",
+        n: 14336,
+        k: 4096,
+    },
+    MatShape {
+        label: "8B down",
+        n: 4096,
+        k: 14336,
+    },
 ];
 
 /// Token counts (rows of the activation matrix): decode (1), small batch (8), prefill (64, 512).
@@ -72,10 +96,25 @@ impl Workload {
     /// A unique, filterable id, e.g. `"bitlinear 2B q/o M=1 2560x2560"`.
     pub fn id(&self) -> String {
         match self.op {
-            OpKind::WeightQuant => format!("{} {} {}x{}", self.op.name(), self.shape, self.n, self.k),
-            OpKind::ActQuant => format!("{} {} M={} K={}", self.op.name(), self.shape, self.m, self.k),
+            OpKind::WeightQuant => {
+                format!("{} {} {}x{}", self.op.name(), self.shape, self.n, self.k)
+            }
+            OpKind::ActQuant => format!(
+                "{} {} M={} K={}",
+                self.op.name(),
+                self.shape,
+                self.m,
+                self.k
+            ),
             OpKind::Bitlinear => {
-                format!("{} {} M={} {}x{}", self.op.name(), self.shape, self.m, self.n, self.k)
+                format!(
+                    "{} {} M={} {}x{}",
+                    self.op.name(),
+                    self.shape,
+                    self.m,
+                    self.n,
+                    self.k
+                )
             }
         }
     }
@@ -123,7 +162,13 @@ pub fn workloads(shapes: &[MatShape], tokens: &[usize]) -> Vec<Workload> {
     let mut out = Vec::new();
     let mut seen_k = Vec::new();
     for s in shapes {
-        let base = |op, m| Workload { op, shape: s.label, m, n: s.n, k: s.k };
+        let base = |op, m| Workload {
+            op,
+            shape: s.label,
+            m,
+            n: s.n,
+            k: s.k,
+        };
         out.push(base(OpKind::WeightQuant, 0));
         if !seen_k.contains(&s.k) {
             seen_k.push(s.k);
@@ -164,28 +209,43 @@ impl StackSpec {
 
     /// Every distinct weight matrix of the stack as `(N, K)`, layer by layer.
     pub fn matrices(&self) -> Vec<(usize, usize)> {
-        (0..self.layers).flat_map(|_| LAYER_2B4T.iter().map(|&(_, n, k)| (n, k))).collect()
+        (0..self.layers)
+            .flat_map(|_| LAYER_2B4T.iter().map(|&(_, n, k)| (n, k)))
+            .collect()
     }
 
     /// Bytes of packed ternary weights in the stack (≈ 521 MB for the real model).
     pub fn packed_weight_bytes(&self) -> u64 {
-        self.matrices().iter().map(|&(n, k)| (n * k.div_ceil(16) * 4) as u64).sum()
+        self.matrices()
+            .iter()
+            .map(|&(n, k)| (n * k.div_ceil(16) * 4) as u64)
+            .sum()
     }
 
     /// Bytes the same stack occupies in fp16 (what the PyTorch fp16 peer streams).
     pub fn fp16_weight_bytes(&self) -> u64 {
-        self.matrices().iter().map(|&(n, k)| (n * k * 2) as u64).sum()
+        self.matrices()
+            .iter()
+            .map(|&(n, k)| (n * k * 2) as u64)
+            .sum()
     }
 
     /// Compulsory traffic of one step: packed weights + f32 activations in and out per layer.
     pub fn bytes(&self) -> u64 {
-        let io: u64 = self.matrices().iter().map(|&(n, k)| (self.m * (n + k) * 4) as u64).sum();
+        let io: u64 = self
+            .matrices()
+            .iter()
+            .map(|&(n, k)| (self.m * (n + k) * 4) as u64)
+            .sum();
         self.packed_weight_bytes() + io
     }
 
     /// Integer operations of one step.
     pub fn ops(&self) -> u64 {
-        self.matrices().iter().map(|&(n, k)| (2 * self.m * n * k) as u64).sum()
+        self.matrices()
+            .iter()
+            .map(|&(n, k)| (2 * self.m * n * k) as u64)
+            .sum()
     }
 }
 

@@ -3,18 +3,32 @@
 
 use bitnet_bench::measure::{Clock, Measurement};
 use bitnet_bench::peers::{PeerCase, PeerStack, PeersReport, impls};
-use bitnet_bench::report::{CaseResult, DeviceReport, HostReport, Report, Roofline, SCHEMA, StackResult};
+use bitnet_bench::report::{
+    CaseResult, DeviceReport, HostReport, Report, Roofline, SCHEMA, StackResult,
+};
 use bitnet_bench::workload::{OpKind, StackSpec, Workload};
 use bitnet_bench::{results_md, svg, table};
 
 fn ms(v: f64, clock: Clock) -> Measurement {
-    Measurement { median_ms: v, min_ms: v, max_ms: v, samples: 5, clock }
+    Measurement {
+        median_ms: v,
+        min_ms: v,
+        max_ms: v,
+        samples: 5,
+        clock,
+    }
 }
 
 /// Our report: a 1 TB/s roofline, two GEMVs (one large shape missing), one prefill, one quant.
 fn ours() -> Report {
     let case = |op, m, n, k, gpu: Option<f64>, cpu: Option<f64>| {
-        let mut c = CaseResult::new(&Workload { op, shape: "t", m, n, k });
+        let mut c = CaseResult::new(&Workload {
+            op,
+            shape: "t",
+            m,
+            n,
+            k,
+        });
         c.gpu = gpu.map(|v| ms(v, Clock::Timestamp));
         c.cpu = cpu.map(|v| ms(v, Clock::Cpu));
         if gpu.is_none() {
@@ -29,9 +43,22 @@ fn ours() -> Report {
         date_utc: "2026-01-01T00:00:00Z".into(),
         command: "bitnet-bench --json x".into(),
         quick: false,
-        device: Some(DeviceReport { name: "GPU <&>".into(), backend: "Vulkan".into(), driver: "1.2".into(), ..Default::default() }),
-        host: HostReport { cpu_model: "cpu".into(), threads: 16, os: "linux".into() },
-        roofline: Some(Roofline { bytes: 1_000_000_000, time: ms(1.0, Clock::Timestamp), source: "test".into() }),
+        device: Some(DeviceReport {
+            name: "GPU <&>".into(),
+            backend: "Vulkan".into(),
+            driver: "1.2".into(),
+            ..Default::default()
+        }),
+        host: HostReport {
+            cpu_model: "cpu".into(),
+            threads: 16,
+            os: "linux".into(),
+        },
+        roofline: Some(Roofline {
+            bytes: 1_000_000_000,
+            time: ms(1.0, Clock::Timestamp),
+            source: "test".into(),
+        }),
         copy_probes: vec![],
         roofline_error: None,
         cases: vec![
@@ -62,8 +89,22 @@ fn peers() -> PeersReport {
         command: "python3 torch_peers.py".into(),
         device: "NVIDIA H100".into(),
         cases: vec![
-            PeerCase { imp: impls::FP16_LINEAR.into(), m: 1, n: 6912, k: 2560, ms: Some(0.02), ..Default::default() },
-            PeerCase { imp: impls::FP16_LINEAR.into(), m: 512, n: 2560, k: 2560, ms: Some(0.2), ..Default::default() },
+            PeerCase {
+                imp: impls::FP16_LINEAR.into(),
+                m: 1,
+                n: 6912,
+                k: 2560,
+                ms: Some(0.02),
+                ..Default::default()
+            },
+            PeerCase {
+                imp: impls::FP16_LINEAR.into(),
+                m: 512,
+                n: 2560,
+                k: 2560,
+                ms: Some(0.2),
+                ..Default::default()
+            },
         ],
         stacks: vec![PeerStack {
             imp: impls::FP16_LINEAR.into(),
@@ -82,14 +123,26 @@ fn peers() -> PeersReport {
 fn results_md_ratios_and_verdicts() {
     let md = results_md::render(&ours(), Some(&peers()), "bitnet-bench merge");
     // Decode stack: 2.4 / 0.4 = 6× → met.
-    let stack_line = md.lines().find(|l| l.starts_with("| decode layer stack")).unwrap();
-    assert!(stack_line.contains("6.00×") && stack_line.contains("**met**"), "{stack_line}");
+    let stack_line = md
+        .lines()
+        .find(|l| l.starts_with("| decode layer stack"))
+        .unwrap();
+    assert!(
+        stack_line.contains("6.00×") && stack_line.contains("**met**"),
+        "{stack_line}"
+    );
     // GEMV: one large shape measured (89 %), the other missing → incomplete, not met.
     let gemv = md.lines().find(|l| l.starts_with("| GEMV")).unwrap();
-    assert!(gemv.contains("2560×6912: not measured") && gemv.contains("incomplete"), "{gemv}");
+    assert!(
+        gemv.contains("2560×6912: not measured") && gemv.contains("incomplete"),
+        "{gemv}"
+    );
     // Prefill: 1.0 / 0.2 = 5× > 4 → not met.
     let prefill = md.lines().find(|l| l.starts_with("| prefill")).unwrap();
-    assert!(prefill.contains("5.00×") && prefill.contains("**not met**"), "{prefill}");
+    assert!(
+        prefill.contains("5.00×") && prefill.contains("**not met**"),
+        "{prefill}"
+    );
     // Quant speed-up over cpu-ref: 10 / 0.2 = 50×.
     assert!(md.contains("weight 6912×2560: 50.0×"), "{md}");
     // Absent peer figures are "not measured", never a number; the error reason is listed once.
@@ -100,7 +153,10 @@ fn results_md_ratios_and_verdicts() {
 #[test]
 fn results_md_without_peers_invents_nothing() {
     let md = results_md::render(&ours(), None, "merge");
-    let stack_line = md.lines().find(|l| l.starts_with("| decode layer stack")).unwrap();
+    let stack_line = md
+        .lines()
+        .find(|l| l.starts_with("| decode layer stack"))
+        .unwrap();
     assert!(stack_line.contains("not measured") && !stack_line.contains("**met**"));
     assert!(md.contains("| PyTorch device | not measured"));
 }
@@ -116,5 +172,7 @@ fn json_round_trip_and_svg() {
     assert!(s.contains("GPU &lt;&amp;&gt;") && !s.contains("GPU <&>"));
     assert!(s.contains("not measured"));
     let t = table::render(&r);
-    assert!(t.contains("== bitlinear ==") && t.contains("GPU error (1 of 3 cases): kernel | failed"));
+    assert!(
+        t.contains("== bitlinear ==") && t.contains("GPU error (1 of 3 cases): kernel | failed")
+    );
 }
