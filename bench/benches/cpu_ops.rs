@@ -1,10 +1,11 @@
 //! Criterion benches of the CPU reference at the real BitNet shapes: BitLinear GEMV (M = 1) GB/s,
 //! weight quantization and activation quantization GB/s, all on every host core (rayon).
 //!
-//! Throughput is the compulsory traffic of `bitnet_bench::workload::Workload::bytes`, the same
-//! count the headless benchmark uses, so the GB/s here and in RESULTS.md are comparable.
+//! Throughput (GB/s, 10^9 bytes) is the compulsory traffic of
+//! `bitnet_bench::workload::Workload::bytes`, the same count the headless benchmark uses, so the
+//! GB/s here and in RESULTS.md are comparable.
 //!
-//! `cargo bench -p bitnet-bench --bench cpu_ops` (add `-- gemv` to run one group).
+//! `cargo bench -p bitnet-bench --bench cpu_ops` (add `-- cpu_ref_bitlinear` to run one group).
 
 use bitnet_bench::data;
 use bitnet_bench::workload::{OpKind, SHAPES, Workload};
@@ -33,7 +34,7 @@ fn gemv(c: &mut Criterion) {
         for m in [1usize, 8] {
             let wl = workload(OpKind::Bitlinear, s.label, m, s.n, s.k);
             let x = data::floats(m * s.k, 8);
-            g.throughput(Throughput::Bytes(wl.bytes()));
+            g.throughput(Throughput::BytesDecimal(wl.bytes()));
             g.bench_with_input(
                 BenchmarkId::new(format!("M{m}"), format!("{}x{}", s.n, s.k)),
                 &x,
@@ -55,7 +56,7 @@ fn weight_quant(c: &mut Criterion) {
     for s in SHAPES {
         let wl = workload(OpKind::WeightQuant, s.label, 0, s.n, s.k);
         let w = data::floats(s.n * s.k, 9);
-        g.throughput(Throughput::Bytes(wl.bytes()));
+        g.throughput(Throughput::BytesDecimal(wl.bytes()));
         g.bench_with_input(
             BenchmarkId::from_parameter(format!("{}x{}", s.n, s.k)),
             &w,
@@ -79,7 +80,7 @@ fn act_quant(c: &mut Criterion) {
         for m in [1usize, 512] {
             let wl = workload(OpKind::ActQuant, "", m, 0, k);
             let x = data::floats(m * k, 10);
-            g.throughput(Throughput::Bytes(wl.bytes()));
+            g.throughput(Throughput::BytesDecimal(wl.bytes()));
             g.bench_with_input(
                 BenchmarkId::new(format!("M{m}"), format!("K{k}")),
                 &x,
