@@ -185,13 +185,15 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 .max_by(|a, b| a.gbps().total_cmp(&b.gbps()))
                 .cloned();
             if !errors.is_empty() {
-                report.roofline_error = Some(errors.join("; "));
+                report.roofline_error = Some(one_line(&errors.join("; ")));
             }
             report.device = Some(dev);
             Some(g)
         }
         Err(e) => {
-            report.notes.push(format!("no GPU measured: {e}"));
+            report
+                .notes
+                .push(format!("no GPU measured: {}", one_line(&e)));
             None
         }
     };
@@ -248,7 +250,7 @@ impl Steps {
         self.progress.finish_step(label, &shown);
         match r {
             Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(one_line(&e))),
         }
     }
 
@@ -263,6 +265,16 @@ impl Steps {
                 let _ = write_file(path, &text);
             }
         }
+    }
+}
+
+/// An error as one line of at most 300 characters (wgpu validation errors span many lines; the
+/// table and RESULTS.md need one).
+fn one_line(e: &str) -> String {
+    let flat = e.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &flat[..i]),
+        None => flat,
     }
 }
 
@@ -322,4 +334,17 @@ pub fn load_report(path: &std::path::Path) -> Result<Report> {
         path: path.into(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn errors_become_one_short_line() {
+        assert_eq!(super::one_line("a\n  b\tc\n"), "a b c");
+        let long = "x ".repeat(400);
+        let short = super::one_line(&long);
+        assert!(short.ends_with('…') && short.chars().count() == 301);
+        let p = super::guarded::<()>(|| panic!("boom"));
+        assert_eq!(p.unwrap_err(), "panicked: boom");
+    }
 }
