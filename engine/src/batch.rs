@@ -1,116 +1,69 @@
-//! The pending command batch: dispatches are recorded into one command encoder and submitted at
-//! sync points (read-back, upload into a pooled buffer, `Engine::sync`) or after N dispatches.
-//! This is the seam where issue 4's scheduler thread plugs in (it will own a `Batch`).
+//! The pending command batch: dispatches and copies are recorded as a list of commands and encoded
+//! into one command encoder when the batch is submitted (at sync points, or every
+//! `EngineOptions::batch_dispatches` dispatches).
+//!
+//! Keeping the commands (not only an encoder) is what lets a failed submission lose nothing that
+//! did not fail: when the whole batch is rejected (validation, out of memory), every command is
+//! re-submitted on its own, so only the commands that fail by themselves fail — their launches'
+//! fates carry the error to exactly the tensors computed from them (`fate.rs`), and everything
+//! else in the batch (other callers' work) runs as if nothing happened.
+
+use std::sync::Arc;
 
 use crate::context::Gpu;
 use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
 use crate::error::{Error, Result, from_wgpu};
+use crate::fate::{Fate, StatusResolver};
+use crate::group::STATUS_BYTES;
+use crate::pipelines::Compiled;
 use crate::pool::{BufferKind, PooledBuffer};
 use crate::profiler::ProfilerState;
-use crate::status::{NonFiniteCheck, STATUS_WORDS, StatusBuffers, StatusLog};
+use crate::status::Taken;
 
-/// Bytes of one status slot as bound.
-const STATUS_BYTES: u64 = 4 * STATUS_WORDS as u64;
-
-/// One recorded dispatch, ready to encode.
-pub(crate) struct Dispatch<'a> {
+/// One dispatch, ready to record.
+pub(crate) struct Dispatch {
     pub kernel: &'static str,
-    pub pipeline: &'a wgpu::ComputePipeline,
-    pub group0: &'a wgpu::BindGroup,
-    pub params: &'a [u8; PARAMS_MAX_BYTES as usize],
+    pub compiled: Arc<Compiled>,
+    pub group0: wgpu::BindGroup,
+    pub params: [u8; PARAMS_MAX_BYTES as usize],
     pub groups: [u32; 3],
-    pub check: Option<NonFiniteCheck>,
-    /// Tensors the dispatch writes (stamped with the batch generation).
-    pub outputs: &'a [&'a crate::tensor::Tensor],
+    /// The launch's fate (its status slot is assigned when recorded, if it checks values).
+    pub fate: Arc<Fate>,
+    /// Fault injection: follow the dispatch with an out-of-bounds copy (a real validation error).
+    pub invalid: bool,
 }
 
-/// Group-1 resources shared by every dispatch: params arena (uniform mode) and status slots.
-pub(crate) struct EngineGroup {
-    pub layout: wgpu::BindGroupLayout,
-    pub bind_group: wgpu::BindGroup,
-    pub params_arena: Option<wgpu::Buffer>,
-    /// Bytes between params slots (uniform mode).
-    pub params_stride: u64,
-    pub status: StatusBuffers,
+/// A recorded command.
+enum Cmd {
+    Dispatch {
+        d: Dispatch,
+        /// Status slot bound (0 = scratch).
+        slot: u32,
+        /// Whether the slot is dirty and must be reset first.
+        reset: bool,
+        params_offset: u64,
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_offset: u64,
+        dst: wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+        /// Resolved with the copy's success (a read's fate).
+        owner: Arc<Fate>,
+    },
+    /// Copy a status slot out to `staging` and reset it (one command: both or neither run).
+    StatusOut {
+        slot: u32,
+        staging: wgpu::Buffer,
+        offset: u64,
+        fate: Arc<Fate>,
+    },
 }
 
-impl EngineGroup {
-    /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers, bind group.
-    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
-        let status = StatusBuffers::new(device, limits.min_storage_buffer_offset_alignment);
-        let params_stride = u64::from(
-            limits
-                .min_uniform_buffer_offset_alignment
-                .max(PARAMS_MAX_BYTES),
-        );
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 1,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: false },
-                has_dynamic_offset: true,
-                min_binding_size: wgpu::BufferSize::new(STATUS_BYTES),
-            },
-            count: None,
-        }];
-        let params_arena = (mode == ParamsMode::Uniform).then(|| {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("bitnet-wgpu params arena"),
-                size: params_stride * u64::from(slots),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("bitnet-wgpu group1"),
-            entries: &entries,
-        });
-        let mut bind = vec![wgpu::BindGroupEntry {
-            binding: 1,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &status.slots,
-                offset: 0,
-                size: wgpu::BufferSize::new(STATUS_BYTES),
-            }),
-        }];
-        if let Some(arena) = &params_arena {
-            bind.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: arena,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
-                }),
-            });
-        }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("bitnet-wgpu group1"),
-            layout: &layout,
-            entries: &bind,
-        });
-        EngineGroup {
-            layout,
-            bind_group,
-            params_arena,
-            params_stride,
-            status,
-        }
-    }
-}
-
-/// Status slots copied out by a sync point, to decode once its submission completed.
+/// Status slots copied out by a read, to decode once its submission completed.
 pub(crate) struct StatusTicket {
-    pub checks: Vec<NonFiniteCheck>,
+    pub resolver: StatusResolver,
     pub staging: PooledBuffer,
     pub bytes: u64,
 }
@@ -118,150 +71,319 @@ pub(crate) struct StatusTicket {
 /// The pending batch (behind the engine's batch lock).
 #[derive(Default)]
 pub(crate) struct Batch {
-    /// Batches submitted so far; the pending batch's generation is `submitted + 1`.
-    submitted: u64,
-    encoder: Option<wgpu::CommandEncoder>,
+    cmds: Vec<Cmd>,
     dispatches: u32,
     params: Vec<u8>,
-    status: StatusLog,
-    /// An error found by a forced status check, reported at the next sync point.
-    pub pending_error: Option<Error>,
     pub profiler: Option<ProfilerState>,
 }
 
 impl Batch {
-    /// The pending encoder (created on first use).
-    pub fn encoder(&mut self, gpu: &Gpu) -> &mut wgpu::CommandEncoder {
-        self.encoder.get_or_insert_with(|| {
-            gpu.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("bitnet-wgpu batch"),
-                })
-        })
-    }
-
     /// Records one dispatch; submits first when the batch is full.
-    pub fn record(&mut self, gpu: &Gpu, d: Dispatch<'_>) -> Result<()> {
-        if d.check.is_some() && self.status.full() {
-            self.force_status_check(gpu)?;
-        }
-        let profiler_full = self
-            .profiler
-            .as_ref()
-            .is_some_and(|p| p.enabled && p.full());
+    pub fn record(&mut self, gpu: &Gpu, d: Dispatch) -> Result<()> {
+        let profiler_full = self.profiler.as_ref().is_some_and(|p| p.enabled)
+            && self.dispatches >= crate::profiler::PROFILE_PAIRS;
         if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
             self.flush(gpu)?;
         }
-        let params_offset = self.dispatches as u64 * gpu.group.params_stride;
+        let (slot, reset) = match d.fate.check() {
+            None => (0, false),
+            Some(_) => {
+                let taken = match gpu.slots.take() {
+                    Some(t) => t,
+                    None => {
+                        self.force_status_check(gpu)?;
+                        gpu.slots.take().ok_or_else(|| Error::KernelMisuse {
+                            kernel: d.kernel,
+                            message: "no status slot is free after a full status check".into(),
+                        })?
+                    }
+                };
+                let (s, reset) = match taken {
+                    Taken::Clean(s) => (s, false),
+                    Taken::Dirty(s) => (s, true),
+                };
+                d.fate.assign(s);
+                gpu.slots.set_owner(s, &d.fate);
+                (s, reset)
+            }
+        };
+        let params_offset = u64::from(self.dispatches) * gpu.group.params_stride;
         if gpu.caps.params_mode == ParamsMode::Uniform {
             self.params.resize(params_offset as usize, 0);
-            self.params.extend_from_slice(d.params);
+            self.params.extend_from_slice(&d.params);
         }
-        let slot = d.check.map_or(0, |c| self.status.push(c));
-        let status_offset = u64::from(slot) * gpu.group.status.stride;
-        let offsets: Vec<u32> = match gpu.caps.params_mode {
-            // Dynamic offsets are ordered by binding number: params (0), then status (1).
-            ParamsMode::Uniform => vec![params_offset as u32, status_offset as u32],
-            ParamsMode::Immediates => vec![status_offset as u32],
-        };
-        self.encoder(gpu);
-        let (encoder, profiler) = (self.encoder.as_mut(), self.profiler.as_mut());
-        let Some(encoder) = encoder else {
-            unreachable!("created above")
-        };
-        let timestamp_writes = profiler
-            .filter(|p| p.enabled)
-            .map(|p| p.next_writes(d.kernel));
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some(d.kernel),
-            timestamp_writes,
-        });
-        pass.set_pipeline(d.pipeline);
-        pass.set_bind_group(0, d.group0, &[]);
-        pass.set_bind_group(1, &gpu.group.bind_group, &offsets);
-        if gpu.caps.params_mode == ParamsMode::Immediates {
-            pass.set_immediates(0, d.params);
-        }
-        let [x, y, z] = d.groups;
-        pass.dispatch_workgroups(x, y, z);
-        drop(pass);
         self.dispatches += 1;
-        for t in d.outputs {
-            t.set_producer(self.submitted + 1);
-        }
+        self.cmds.push(Cmd::Dispatch {
+            d,
+            slot,
+            reset,
+            params_offset,
+        });
         Ok(())
     }
 
-    /// Records the copy-out and reset of the used status slots (for a sync point).
-    pub fn take_status(&mut self, gpu: &Gpu) -> Result<Option<StatusTicket>> {
-        if self.status.checks.is_empty() {
+    /// Records a buffer copy whose success resolves `owner`.
+    pub fn copy(
+        &mut self,
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        size: u64,
+        owner: &Arc<Fate>,
+    ) {
+        self.cmds.push(Cmd::Copy {
+            src: src.clone(),
+            src_offset,
+            dst: dst.clone(),
+            dst_offset: 0,
+            size,
+            owner: Arc::clone(owner),
+        });
+    }
+
+    /// Records the copy-out (and reset) of the status slots of `fates` that are pending with a
+    /// slot; `None` when there is none. The slots are clean once the batch is submitted.
+    pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
+        let (done_tx, done_rx) = flume::bounded::<()>(1);
+        let mut claimed = Vec::new();
+        for f in fates {
+            if let Some(s) = f.begin_read(&done_rx) {
+                claimed.push((Arc::clone(f), s));
+            }
+        }
+        if claimed.is_empty() {
             return Ok(None);
         }
-        let stride = gpu.group.status.stride;
-        let bytes = self.status.checks.len() as u64 * stride;
-        let staging = gpu
+        let bytes = claimed.len() as u64 * STATUS_BYTES;
+        let staging = match gpu
             .pool
-            .alloc(BufferKind::Readback, bytes, "non-finite status read-back")?;
-        let (slots, ones) = (&gpu.group.status.slots, &gpu.group.status.ones);
-        let enc = self.encoder(gpu);
-        enc.copy_buffer_to_buffer(slots, stride, staging.buffer(), 0, bytes);
-        enc.copy_buffer_to_buffer(ones, stride, slots, stride, bytes);
-        let checks = std::mem::take(&mut self.status.checks);
+            .alloc(BufferKind::Readback, bytes, "status read-back")
+        {
+            Ok(s) => s,
+            Err(e) => {
+                for (f, s) in &claimed {
+                    f.revert_read(*s);
+                }
+                return Err(e);
+            }
+        };
+        for (i, (f, s)) in claimed.iter().enumerate() {
+            self.cmds.push(Cmd::StatusOut {
+                slot: *s,
+                staging: staging.buffer().clone(),
+                offset: i as u64 * STATUS_BYTES,
+                fate: Arc::clone(f),
+            });
+        }
+        let entries = claimed.into_iter().map(|(f, _)| f).collect();
         Ok(Some(StatusTicket {
-            checks,
+            resolver: StatusResolver::new(entries, done_tx, STATUS_BYTES),
             staging,
             bytes,
         }))
     }
 
-    /// Submits everything recorded; returns the submission to wait on (None if nothing pending).
+    /// Submits everything recorded; returns the submission to wait on (None if nothing was
+    /// pending or nothing could be submitted). A rejected batch is re-submitted command by
+    /// command (see the module docs); `Err` only when the device is lost.
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
-        let Some(mut encoder) = self.encoder.take() else {
+        if self.cmds.is_empty() {
             return Ok(None);
-        };
-        gpu.check_health()?;
+        }
+        let cmds = std::mem::take(&mut self.cmds);
+        self.dispatches = 0;
+        let params = std::mem::take(&mut self.params);
+        if let Err(e) = gpu.check_health() {
+            cmds.iter().for_each(|c| fail(c, &e));
+            return Err(e);
+        }
         if let Some(arena) = &gpu.group.params_arena
-            && !self.params.is_empty()
+            && !params.is_empty()
         {
             // Executes before this submission's commands and after every earlier submission.
-            gpu.queue.write_buffer(arena, 0, &self.params);
+            gpu.queue.write_buffer(arena, 0, &params);
         }
-        self.params.clear();
-        self.dispatches = 0;
-        self.submitted += 1;
-        let generation = self.submitted;
-        let profiled = self
-            .profiler
-            .as_ref()
-            .is_some_and(|p| p.record_resolve(&mut encoder));
-        let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let index = gpu.queue.submit([encoder.finish()]);
-        let oom = pollster::block_on(oscope.pop());
-        let validation = pollster::block_on(vscope.pop());
-        if let Some(e) = validation.or(oom) {
-            // Nothing of this batch ran: its outputs are poisoned, never read as data.
-            let err = from_wgpu(e, "submitting a command batch");
-            log::error!("bitnet-wgpu: batch {generation} failed: {err}");
-            gpu.mark_failed(generation, &err);
-            return Err(err);
-        }
-        if profiled && let Some(p) = self.profiler.as_mut() {
-            p.collect(&gpu.device, index.clone());
-        }
-        Ok(Some(index))
-    }
-
-    /// All status slots are used: flush, read them now, keep the first error for the next sync.
-    fn force_status_check(&mut self, gpu: &Gpu) -> Result<()> {
-        let ticket = self.take_status(gpu)?;
-        let index = self.flush(gpu)?;
-        if let (Some(t), Some(i)) = (ticket, index) {
-            let err = crate::transfer::decode_status(gpu, t, i)?;
-            if self.pending_error.is_none() {
-                self.pending_error = err;
+        let profiler = self.profiler.as_mut().filter(|p| p.enabled);
+        match submit(gpu, &cmds, profiler) {
+            Ok(index) => {
+                commit(gpu, &cmds);
+                if let Some(p) = self.profiler.as_mut().filter(|p| p.has_pending()) {
+                    p.collect(&gpu.device, index.clone());
+                }
+                Ok(Some(index))
+            }
+            Err(e) => {
+                log::warn!(
+                    "bitnet-wgpu: a batch of {} commands failed ({e}); re-submitting them one by one",
+                    cmds.len()
+                );
+                if let Some(p) = self.profiler.as_mut() {
+                    p.discard();
+                }
+                self.isolate(gpu, cmds)
             }
         }
+    }
+
+    /// Re-submits each command of a rejected batch alone; failing ones fail their fates.
+    fn isolate(&mut self, gpu: &Gpu, cmds: Vec<Cmd>) -> Result<Option<wgpu::SubmissionIndex>> {
+        let mut last = None;
+        for cmd in cmds {
+            let one = std::slice::from_ref(&cmd);
+            match gpu.check_health().and_then(|()| submit(gpu, one, None)) {
+                Ok(index) => {
+                    commit(gpu, one);
+                    last = Some(index);
+                }
+                Err(e) => {
+                    log::error!("bitnet-wgpu: {} failed: {e}", describe(&cmd));
+                    fail(&cmd, &e);
+                }
+            }
+        }
+        gpu.check_health()?;
+        Ok(last)
+    }
+
+    /// Every status slot is owned by an unread launch: copy them all out now (a sync) and store
+    /// each result in its own launch's fate.
+    fn force_status_check(&mut self, gpu: &Gpu) -> Result<()> {
+        let owners = gpu.slots.owners();
+        let ticket = self.take_status(gpu, &owners)?;
+        let index = self.flush(gpu)?;
+        if let (Some(t), Some(i)) = (ticket, index) {
+            crate::transfer::finish_status(gpu, t, i)?;
+        }
         Ok(())
+    }
+}
+
+/// Encodes `cmds` into one command buffer and submits it inside error scopes.
+fn submit(
+    gpu: &Gpu,
+    cmds: &[Cmd],
+    mut profiler: Option<&mut ProfilerState>,
+) -> Result<wgpu::SubmissionIndex> {
+    let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    let mut encoder = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("bitnet-wgpu batch"),
+        });
+    for cmd in cmds {
+        encode(gpu, &mut encoder, cmd, profiler.as_deref_mut());
+    }
+    if let Some(p) = profiler {
+        p.record_resolve(&mut encoder);
+    }
+    let index = gpu.queue.submit([encoder.finish()]);
+    let oom = pollster::block_on(oscope.pop());
+    let validation = pollster::block_on(vscope.pop());
+    match validation.or(oom) {
+        None => Ok(index),
+        Some(e) => Err(gpu
+            .check_health()
+            .err()
+            .unwrap_or_else(|| from_wgpu(e, "submitting a command batch"))),
+    }
+}
+
+/// Encodes one command.
+fn encode(
+    gpu: &Gpu,
+    enc: &mut wgpu::CommandEncoder,
+    cmd: &Cmd,
+    profiler: Option<&mut ProfilerState>,
+) {
+    let status = &gpu.group.status;
+    match cmd {
+        Cmd::Dispatch {
+            d,
+            slot,
+            reset,
+            params_offset,
+        } => {
+            let at = u64::from(*slot) * status.stride;
+            if *reset {
+                enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
+            }
+            let offsets: Vec<u32> = match gpu.caps.params_mode {
+                // Dynamic offsets are ordered by binding number: params (0), then status (1).
+                ParamsMode::Uniform => vec![*params_offset as u32, at as u32],
+                ParamsMode::Immediates => vec![at as u32],
+            };
+            let timestamp_writes = profiler.map(|p| p.next_writes(d.kernel));
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(d.kernel),
+                timestamp_writes,
+            });
+            pass.set_pipeline(&d.compiled.pipeline);
+            pass.set_bind_group(0, &d.group0, &[]);
+            pass.set_bind_group(1, &gpu.group.bind_group, &offsets);
+            if gpu.caps.params_mode == ParamsMode::Immediates {
+                pass.set_immediates(0, &d.params);
+            }
+            let [x, y, z] = d.groups;
+            pass.dispatch_workgroups(x, y, z);
+            drop(pass);
+            if d.invalid {
+                // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
+                let size = status.ones.size();
+                enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
+            }
+        }
+        Cmd::Copy {
+            src,
+            src_offset,
+            dst,
+            dst_offset,
+            size,
+            ..
+        } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size),
+        Cmd::StatusOut {
+            slot,
+            staging,
+            offset,
+            ..
+        } => {
+            let at = u64::from(*slot) * status.stride;
+            enc.copy_buffer_to_buffer(&status.slots, at, staging, *offset, STATUS_BYTES);
+            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
+        }
+    }
+}
+
+/// After a successful submission: unchecked launches and copies are done; copied-out slots are
+/// clean again (checked launches stay pending until a read copies their slot out).
+fn commit(gpu: &Gpu, cmds: &[Cmd]) {
+    let mut clean = Vec::new();
+    for cmd in cmds {
+        match cmd {
+            Cmd::Dispatch { d, .. } if d.fate.check().is_none() => d.fate.resolve(None),
+            Cmd::Dispatch { .. } => {}
+            Cmd::Copy { owner, .. } => owner.resolve(None),
+            Cmd::StatusOut { slot, .. } => clean.push(*slot),
+        }
+    }
+    gpu.slots.release_clean(clean);
+}
+
+/// A command that did not run: its launch (or copy) fails with `e`; a copied-out slot was not
+/// touched, so its fate is pending again.
+fn fail(cmd: &Cmd, e: &Error) {
+    match cmd {
+        Cmd::Dispatch { d, .. } => d.fate.resolve(Some(e.clone())),
+        Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
+        Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
+    }
+}
+
+/// A command, for logs.
+fn describe(cmd: &Cmd) -> String {
+    match cmd {
+        Cmd::Dispatch { d, .. } => format!("dispatch of kernel `{}`", d.kernel),
+        Cmd::Copy { size, .. } => format!("a {size}-byte copy"),
+        Cmd::StatusOut { slot, .. } => format!("the copy-out of status slot {slot}"),
     }
 }

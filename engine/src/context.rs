@@ -1,16 +1,17 @@
 //! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
 //! pipeline cache, pending batch and health. One per engine, shared by its clones and tensors.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::batch::{Batch, EngineGroup};
+use crate::batch::Batch;
 use crate::device::Caps;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
+use crate::group::EngineGroup;
 use crate::pipelines::PipelineCache;
 use crate::pool::BufferPool;
+use crate::status::SlotPool;
 
 /// Device health: set by wgpu's device-lost and uncaptured-error callbacks.
 #[derive(Default)]
@@ -35,10 +36,12 @@ pub(crate) struct Gpu {
     /// Which hot ops run hand-written MSL (Metal) instead of WGSL (`msl.rs`).
     pub msl: crate::msl::MslState,
     pub group: EngineGroup,
+    /// The free non-finite status slots (each owned by one launch's fate while in use).
+    pub slots: Arc<SlotPool>,
+    /// Launch counter: orders fates, so a lineage reports its earliest error.
+    seq: AtomicU64,
     batch: Mutex<Batch>,
     health: Arc<Health>,
-    /// Batches whose submission failed, by generation: their outputs must never be read as data.
-    failed: Mutex<HashMap<u64, Error>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -90,9 +93,10 @@ impl Gpu {
             pipelines,
             msl,
             group,
+            slots: Arc::new(SlotPool::new()),
+            seq: AtomicU64::new(1),
             batch: Mutex::new(Batch::default()),
             health,
-            failed: Mutex::new(HashMap::new()),
             adapter_info,
             device,
             queue,
@@ -122,29 +126,9 @@ impl Gpu {
         Ok(())
     }
 
-    /// Marks batch `generation` as failed with `e`.
-    pub fn mark_failed(&self, generation: u64, e: &Error) {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(generation, e.clone());
-    }
-
-    /// `Err` if tensor `t` was written by a batch that failed (so its contents are not data).
-    pub fn check_producer(&self, t: &crate::tensor::Tensor) -> Result<()> {
-        let generation = t.producer();
-        if generation == 0 {
-            return Ok(());
-        }
-        match self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&generation)
-        {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
+    /// The next launch number (fates are ordered by it).
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Takes the first uncaptured error, if any (reported once).

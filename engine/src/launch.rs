@@ -64,8 +64,10 @@
 //! points — read-back, upload, `Engine::sync` — or every `EngineOptions::batch_dispatches`
 //! dispatches. Ops therefore chain on the device with no read-back. Scales of packed tensors
 //! bind with `input_scales` / `output_scales`; sub-ranges with `input_range` / `output_range`.
-//! If a submission fails (validation / OOM), every tensor it wrote is poisoned: reading it, or
-//! launching with it as an input, returns that error — never stale bytes. The reference use of
+//! Every launch gets a fate (`fate.rs`); its outputs inherit the fates of its inputs plus its own.
+//! A flagged value or a failed submission poisons exactly the tensors computed from that launch:
+//! reading them, or launching with them as inputs once the failure is known, returns that error —
+//! never stale bytes, and never another caller's error. The reference use of
 //! all of this is `ops/util.rs` (`fill`, `copy`).
 //!
 //! ## 4. Workgroup counts above 65535
@@ -96,14 +98,18 @@
 //! Word `t` belongs to the `t`-th tensor named in the launch's `NonFiniteCheck` (e.g.
 //! `NonFiniteCheck::tensors("softmax", ["x", "output", "", ""])`); on NaN/Inf at flat index `i`
 //! (relative to the binding; the check's `base` is added) do `atomicMin(&nonfinite[t], i)`. The
-//! next sync point returns `Error::NonFinite { op, tensor, index }` for the first flagged launch,
-//! the same error cpu-ref returns — use cpu-ref's op and tensor names. Flags need no extra buffers.
+//! read of a tensor computed from the launch returns `Error::NonFinite { op, tensor, index }` (the
+//! earliest flagged launch of its lineage), the same error cpu-ref returns — use cpu-ref's op and tensor names. Flags need no extra buffers.
+
+use std::sync::Arc;
 
 use bytemuck::Pod;
 
+use crate::batch::Dispatch;
 use crate::context::Gpu;
 use crate::device::PARAMS_MAX_BYTES;
 use crate::error::{Error, Result};
+use crate::fate::{Fate, first_error, merge};
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{Storage, Tensor};
@@ -347,9 +353,15 @@ impl<'a> Launch<'a> {
         if groups.contains(&0) {
             return Ok(());
         }
-        // An input written by a failed batch holds no data: propagate the failure.
+        // The output's lineage: every fate its inputs depend on, plus this launch's. An input
+        // already known to be poisoned (flagged value, failed submission) fails the launch now.
+        let mut lineage = Vec::new();
         for t in &self.inputs {
-            self.gpu.check_producer(t)?;
+            let fates = t.lineage().snapshot();
+            if let Some(e) = first_error(&fates) {
+                return Err(e);
+            }
+            lineage = merge(&lineage, &fates);
         }
         let compiled = self.gpu.pipelines.get(self.kernel, &self.constants)?;
         let entries: Vec<wgpu::BindGroupEntry<'_>> = self
@@ -383,17 +395,23 @@ impl<'a> Launch<'a> {
                 format!("binding kernel `{}`", self.kernel.name()),
             ));
         }
+        let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
         self.gpu.batch().record(
             self.gpu,
-            crate::batch::Dispatch {
+            Dispatch {
                 kernel: self.kernel.name(),
-                pipeline: &compiled.pipeline,
-                group0: &group0,
-                params: &self.params,
+                compiled,
+                group0,
+                params: self.params,
                 groups,
-                check: self.check,
-                outputs: &self.outputs,
+                fate: Arc::clone(&fate),
+                invalid: false,
             },
-        )
+        )?;
+        lineage.push(fate);
+        for t in &self.outputs {
+            t.lineage().extend(&lineage);
+        }
+        Ok(())
     }
 }

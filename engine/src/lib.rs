@@ -32,6 +32,8 @@ mod context;
 mod device;
 mod engine;
 mod error;
+mod fate;
+mod group;
 mod info;
 mod launch;
 #[cfg(test)]
@@ -57,6 +59,7 @@ pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use info::{EngineInfo, KeyLimits};
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
+pub use ops::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, LinearPlan};
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::ProfileReport;

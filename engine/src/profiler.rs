@@ -89,9 +89,14 @@ impl ProfilerState {
         }
     }
 
-    /// Whether the current batch has no free query pair.
-    pub fn full(&self) -> bool {
-        self.pending.len() as u32 >= PROFILE_PAIRS
+    /// Whether dispatches of the current batch were given timestamp writes.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Drops the pending samples (their batch failed and was re-submitted untimed).
+    pub fn discard(&mut self) {
+        self.pending.clear();
     }
 
     /// Timestamp writes for the next dispatch of `kernel`.

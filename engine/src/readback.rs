@@ -16,10 +16,7 @@ fn storage_bytes(t: &Tensor, s: &Storage, len: u64) -> Result<Vec<u8>> {
             let gpu = t.engine().gpu_context().ok_or_else(|| {
                 crate::error::Error::Unsupported("device tensor without a GPU engine".into())
             })?;
-            let data = crate::transfer::read(gpu, b.buffer(), 0, len)?;
-            // Checked after the read's flush, which may be the submission that failed.
-            gpu.check_producer(t)?;
-            Ok(data)
+            crate::transfer::read(gpu, b.buffer(), 0, len, &t.lineage().snapshot())
         }
     }
 }
@@ -33,6 +30,18 @@ fn cast_vec<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
 }
 
 impl Tensor {
+    /// Waits for the launches this tensor depends on and returns the earliest error among them
+    /// (`Error::NonFinite` for a flagged value, the failure of a submission, a lost device) —
+    /// exactly what reading it would report, without copying its bytes. Host tensors: `Ok`.
+    pub fn check(&self) -> Result<()> {
+        match (self.data(), self.engine().gpu_context()) {
+            (Storage::Device(_), Some(gpu)) => {
+                crate::transfer::resolve(gpu, &self.lineage().snapshot())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The data bytes (logical length, no padding).
     pub fn read_bytes(&self) -> Result<Vec<u8>> {
         let len = self.dtype().data_bytes(self.shape()).unwrap_or(0);

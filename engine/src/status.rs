@@ -1,18 +1,21 @@
 //! The non-finite status buffer: one `u32` word per flagging launch, lowest offending index wins.
 //!
-//! Each launch that checks tensors for NaN/Inf gets a fresh slot of [`STATUS_WORDS`] words (bound at
+//! Each launch that checks tensors for NaN/Inf owns a slot of [`STATUS_WORDS`] words (bound at
 //! `@group(1) @binding(1)` through a dynamic offset, so kernels see `array<atomic<u32>, 4>`). Word
 //! `t` belongs to the launch's `t`-th checked tensor. Words start at `0xFFFF_FFFF`; a kernel that
 //! sees a non-finite value at flat index `i` of checked tensor `t` does
 //! `atomicMin(&nonfinite[t], i)`. Slot 0 is a scratch slot bound to launches that do not check
-//! (never reported). At a read-back the used slots are copied to a staging
-//! buffer and reset (copy from a constant all-ones buffer, in encoder order), then decoded: the
-//! first flagged launch in launch order becomes [`Error::NonFinite`].
+//! (never reported).
+//!
+//! Attribution is per launch, never engine-wide: the slot belongs to the launch's
+//! [`Fate`](crate::fate::Fate), and only a read of a tensor whose lineage contains that fate copies
+//! the slot out (and resets it, in the same submission) — see `fate.rs`. Slots return to the
+//! [`SlotPool`] only after being read, or when their fate is dropped unread.
 
 use crate::error::Error;
 
-/// Number of status slots (slot 0 is scratch). When all are used without a read-back, the engine
-/// checks them at once (a sync) and keeps the error for the next read-back.
+/// Number of status slots (slot 0 is scratch). When every slot is owned by an unread launch, the
+/// engine copies them all out at once (a sync) and stores each result in its own launch's fate.
 pub(crate) const STATUS_SLOTS: u32 = 1024;
 /// Status words per slot (checked tensors per launch).
 pub const STATUS_WORDS: usize = 4;
@@ -111,37 +114,99 @@ impl StatusBuffers {
     }
 }
 
-/// Launches whose status slots are in flight, in launch order (slot `i + 1` ↔ `checks[i]`).
-#[derive(Debug, Default)]
-pub(crate) struct StatusLog {
-    /// The checks of the used slots.
-    pub checks: Vec<NonFiniteCheck>,
+/// Decodes one status slot's words (`bytes`, at least `4 * STATUS_WORDS` long) for `check`:
+/// the lowest flagged word wins (inputs are listed before outputs, as cpu-ref checks them).
+pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error> {
+    (0..STATUS_WORDS).find_map(|t| {
+        let word = u32::from_le_bytes(bytes.get(4 * t..4 * t + 4)?.try_into().ok()?);
+        (word != CLEAN).then(|| Error::NonFinite {
+            op: check.op,
+            tensor: check.tensor_name(t),
+            index: usize::try_from(check.base + u64::from(word)).unwrap_or(usize::MAX),
+        })
+    })
 }
 
-impl StatusLog {
-    /// Whether every reportable slot is used.
-    pub fn full(&self) -> bool {
-        self.checks.len() as u32 >= STATUS_SLOTS - 1
+/// The free status slots. A slot is owned by one launch's [`Fate`](crate::fate::Fate) from the
+/// launch until its value was copied out (and reset, in the same submission) by a read, or until
+/// the fate is dropped unread. Slots come back *clean* (reset recorded with the copy-out) or
+/// *dirty* (dropped unread, or their launch's submission failed): a dirty slot is reset by a copy
+/// recorded just before its next use.
+#[derive(Debug)]
+pub(crate) struct SlotPool {
+    lists: std::sync::Mutex<SlotLists>,
+}
+
+#[derive(Debug)]
+struct SlotLists {
+    clean: Vec<u32>,
+    dirty: Vec<u32>,
+    /// The fate each slot was last assigned to (for the forced check when none is free).
+    owners: Vec<std::sync::Weak<crate::fate::Fate>>,
+}
+
+/// A slot taken from the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// Holds `CLEAN` words: use it as is.
+    Clean(u32),
+    /// Holds stale words: record a reset before the launch that uses it.
+    Dirty(u32),
+}
+
+impl SlotPool {
+    /// Every reportable slot (`1..STATUS_SLOTS`; slot 0 is scratch), clean.
+    pub fn new() -> SlotPool {
+        SlotPool {
+            lists: std::sync::Mutex::new(SlotLists {
+                clean: (1..STATUS_SLOTS).rev().collect(),
+                dirty: Vec::new(),
+                owners: vec![std::sync::Weak::new(); STATUS_SLOTS as usize],
+            }),
+        }
     }
 
-    /// Takes a slot for `check`; returns its index.
-    pub fn push(&mut self, check: NonFiniteCheck) -> u32 {
-        self.checks.push(check);
-        self.checks.len() as u32
+    fn lists(&self) -> std::sync::MutexGuard<'_, SlotLists> {
+        self.lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decodes read-back slot words (slots `1..=checks.len()`, `stride` bytes apart).
-    pub fn decode(checks: &[NonFiniteCheck], bytes: &[u8], stride: u64) -> Option<Error> {
-        checks.iter().enumerate().find_map(|(i, c)| {
-            (0..STATUS_WORDS).find_map(|t| {
-                let at = i * stride as usize + 4 * t;
-                let word = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
-                (word != CLEAN).then(|| Error::NonFinite {
-                    op: c.op,
-                    tensor: c.tensor_name(t),
-                    index: usize::try_from(c.base + u64::from(word)).unwrap_or(usize::MAX),
-                })
-            })
-        })
+    /// A free slot, clean ones first; `None` when every slot is owned by an unread launch.
+    pub fn take(&self) -> Option<Taken> {
+        let mut l = self.lists();
+        l.clean
+            .pop()
+            .map(Taken::Clean)
+            .or_else(|| l.dirty.pop().map(Taken::Dirty))
+    }
+
+    /// Returns slots whose reset was submitted (their values were copied out first).
+    pub fn release_clean(&self, slots: impl IntoIterator<Item = u32>) {
+        self.lists().clean.extend(slots);
+    }
+
+    /// Returns a slot whose words may be stale.
+    pub fn release_dirty(&self, slot: u32) {
+        self.lists().dirty.push(slot);
+    }
+
+    /// Records that `slot` now belongs to `fate`.
+    pub fn set_owner(&self, slot: u32, fate: &std::sync::Arc<crate::fate::Fate>) {
+        if let Some(o) = self.lists().owners.get_mut(slot as usize) {
+            *o = std::sync::Arc::downgrade(fate);
+        }
+    }
+
+    /// The live fates that own slots (some may have been read meanwhile; callers filter).
+    pub fn owners(&self) -> Vec<std::sync::Arc<crate::fate::Fate>> {
+        let weak: Vec<_> = self.lists().owners.clone();
+        // Upgraded outside the lock: dropping the last handle of a fate takes the lock.
+        weak.iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+
+    /// Free slots (clean + dirty).
+    #[cfg(test)]
+    pub fn free(&self) -> usize {
+        let l = self.lists();
+        l.clean.len() + l.dirty.len()
     }
 }

@@ -16,12 +16,12 @@
 //! | `QuantizedI8` `[M, K]` | `M · activation_words_per_row(K)` words (`layout.rs`) | `M` `f32`: row absmax |
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fate::Lineage;
 use crate::pool::PooledBuffer;
 
 /// Element type (and packing) of a tensor.
@@ -116,8 +116,8 @@ struct Inner {
     data: Storage,
     scales: Option<Storage>,
     engine: Engine,
-    /// Generation of the batch whose dispatch last wrote this tensor (0: written by an upload).
-    producer: AtomicU64,
+    /// The launches this tensor's bytes depend on (see `fate.rs`); empty for uploads.
+    lineage: Lineage,
 }
 
 /// A tensor of one engine; see the module docs for layouts.
@@ -142,7 +142,7 @@ impl Tensor {
                 data,
                 scales,
                 engine,
-                producer: AtomicU64::new(0),
+                lineage: Lineage::default(),
             }),
         }
     }
@@ -196,14 +196,9 @@ impl Tensor {
         self.inner.scales.as_ref()
     }
 
-    /// Records that a dispatch of batch `generation` writes this tensor.
-    pub(crate) fn set_producer(&self, generation: u64) {
-        self.inner.producer.store(generation, Ordering::Release);
-    }
-
-    /// The batch generation that last wrote this tensor (0: none).
-    pub(crate) fn producer(&self) -> u64 {
-        self.inner.producer.load(Ordering::Acquire)
+    /// The launches this tensor's bytes depend on.
+    pub(crate) fn lineage(&self) -> &Lineage {
+        &self.inner.lineage
     }
 
     /// `Err(DTypeMismatch)` unless the dtype is `expected`.

@@ -1,16 +1,19 @@
 //! Host ↔ device transfers: uploads, read-backs and sync points.
 //!
 //! Every read-back is a sync point: pending dispatches are submitted together with the copy into
-//! a pooled staging buffer and the status-slot copy-out, then the engine waits, checks the
-//! non-finite status, uncaptured errors and device health, and only then returns data.
+//! a pooled staging buffer and the copy-out of the status slots of the tensor's lineage (only
+//! those: see `fate.rs`), then the engine waits, stores each launch's result in its fate, and
+//! returns the data only if no launch the tensor depends on failed.
 //! Read-backs go through staging chunks of at most [`READBACK_CHUNK`] bytes, so staging memory
 //! stays bounded. Issue 4 splits `read` into "record + submit" (a ticket) and "await ticket".
+
+use std::sync::Arc;
 
 use crate::batch::StatusTicket;
 use crate::context::Gpu;
 use crate::error::{Error, Result};
+use crate::fate::{Fate, Outcome, first_error};
 use crate::pool::BufferKind;
-use crate::status::StatusLog;
 
 /// Largest staging buffer of one read-back step.
 pub(crate) const READBACK_CHUNK: u64 = 64 << 20;
@@ -38,107 +41,147 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
     }
 }
 
-/// Reads `len` bytes at `offset` of `src` (a sync point; see the module docs).
-pub(crate) fn read(gpu: &Gpu, src: &wgpu::Buffer, offset: u64, len: u64) -> Result<Vec<u8>> {
+/// Reads `len` bytes at `offset` of `src` (a sync point; see the module docs), then resolves the
+/// fates of `lineage` — the launches the bytes depend on — and returns the earliest error among
+/// them instead of the bytes if one failed. The status slots of `lineage` are copied out in the
+/// same submission as the first chunk of data; fates another read is resolving are waited for.
+pub(crate) fn read(
+    gpu: &Gpu,
+    src: &wgpu::Buffer,
+    offset: u64,
+    len: u64,
+    lineage: &[Arc<Fate>],
+) -> Result<Vec<u8>> {
+    if let Some(e) = first_error(lineage) {
+        return Err(e);
+    }
     let mut out = Vec::with_capacity(len as usize);
     let mut done = 0;
     let mut first = true;
     while done < len || first {
         let n = (len - done).min(READBACK_CHUNK);
         let n4 = n.next_multiple_of(4);
-        let staging = if n > 0 {
-            Some(
+        let staging = match n {
+            0 => None,
+            _ => Some(
                 gpu.pool
                     .alloc(BufferKind::Readback, n4, "read-back staging")?,
-            )
-        } else {
-            None
+            ),
         };
+        let owner = Fate::new(gpu.next_seq(), None, &gpu.slots);
         let (index, ticket) = {
             let mut batch = gpu.batch();
             if let Some(s) = &staging {
-                let enc = batch.encoder(gpu);
-                enc.copy_buffer_to_buffer(src, offset + done, s.buffer(), 0, n4);
+                batch.copy(src, offset + done, s.buffer(), n4, &owner);
             }
-            let ticket = if first { batch.take_status(gpu)? } else { None };
-            let pending = if first {
-                batch.pending_error.take()
-            } else {
-                None
+            let ticket = match first {
+                true => batch.take_status(gpu, lineage)?,
+                false => None,
             };
-            let index = batch.flush(gpu)?;
-            if let Some(e) = pending {
-                return Err(e);
-            }
-            (index, ticket)
+            (batch.flush(gpu)?, ticket)
         };
         first = false;
-        if let Some(index) = index.clone() {
-            if let Some(t) = ticket
-                && let Some(e) = decode_status(gpu, t, index.clone())?
-            {
-                return Err(e);
+        if let Some(index) = index {
+            if let Some(t) = ticket {
+                finish_status(gpu, t, index.clone())?;
             }
             if let Some(s) = &staging {
-                let slice = s.buffer().slice(0..n4);
-                map_and_wait(gpu, &slice, index)?;
-                let view = slice
-                    .get_mapped_range()
-                    .map_err(|e| Error::Map(e.to_string()))?;
-                out.extend_from_slice(&view[..n as usize]);
-                drop(view);
-                s.buffer().unmap();
+                if let Some(e) = first_error(std::slice::from_ref(&owner)) {
+                    return Err(e);
+                }
+                out.extend_from_slice(&map_bytes(gpu, s.buffer(), n, index)?);
             }
         }
         done += n;
     }
-    after_sync(gpu)?;
+    resolve(gpu, lineage)?;
     Ok(out)
 }
 
-/// Submits pending work, waits for it, and reports non-finite flags and uncaptured errors.
-pub(crate) fn sync(gpu: &Gpu) -> Result<()> {
-    let (index, ticket, pending) = {
-        let mut batch = gpu.batch();
-        let ticket = batch.take_status(gpu)?;
-        let pending = batch.pending_error.take();
-        (batch.flush(gpu)?, ticket, pending)
-    };
-    if let Some(e) = pending {
-        return Err(e);
-    }
-    if let Some(index) = index {
-        if let Some(t) = ticket
-            && let Some(e) = decode_status(gpu, t, index.clone())?
-        {
-            return Err(e);
+/// Resolves every fate of `lineage` (copying out the status slots still pending, waiting for the
+/// ones another read is resolving) and returns the earliest error among them.
+pub(crate) fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
+    // A fate can only be pending here if a copy-out was not executed; retry a bounded number of
+    // times, then report it rather than loop.
+    for _ in 0..3 {
+        let mut pending = false;
+        for f in lineage {
+            match f.outcome() {
+                Outcome::Reading(done) => {
+                    // Disconnects once the other read stored the result in the fate.
+                    let _ = done.recv();
+                }
+                Outcome::Pending => pending = true,
+                Outcome::Known(_) => {}
+            }
         }
-        wait(gpu, index)?;
+        if !pending {
+            return first_error(lineage).map_or(Ok(()), Err);
+        }
+        let (index, ticket) = {
+            let mut batch = gpu.batch();
+            let ticket = batch.take_status(gpu, lineage)?;
+            (batch.flush(gpu)?, ticket)
+        };
+        if let (Some(t), Some(i)) = (ticket, index) {
+            finish_status(gpu, t, i)?;
+        }
     }
-    after_sync(gpu)
+    first_error(lineage).map_or(
+        Err(Error::Map(
+            "the status of a launch could not be read back".into(),
+        )),
+        Err,
+    )
 }
 
-/// Health and uncaptured-error check that ends every sync point.
-fn after_sync(gpu: &Gpu) -> Result<()> {
+/// Submits pending work, waits for it, and reports device errors: a lost device, and errors
+/// no error scope caught (which belong to no tensor). Non-finite values are reported by reading
+/// the tensors they flowed into, never here.
+pub(crate) fn sync(gpu: &Gpu) -> Result<()> {
+    let index = gpu.batch().flush(gpu)?;
+    if let Some(index) = index {
+        wait(gpu, index)?;
+    }
     gpu.check_health()?;
     gpu.take_uncaptured().map_or(Ok(()), Err)
 }
 
-/// Waits for `ticket`'s submission and decodes its status slots.
-pub(crate) fn decode_status(
+/// Waits for `ticket`'s submission and stores each copied-out slot's result in its own fate.
+pub(crate) fn finish_status(
     gpu: &Gpu,
     ticket: StatusTicket,
     index: wgpu::SubmissionIndex,
-) -> Result<Option<Error>> {
-    let slice = ticket.staging.buffer().slice(0..ticket.bytes);
+) -> Result<()> {
+    match map_bytes(gpu, ticket.staging.buffer(), ticket.bytes, index) {
+        Ok(bytes) => {
+            ticket.resolver.resolve(&bytes);
+            Ok(())
+        }
+        Err(e) => {
+            ticket.resolver.fail(&e);
+            Err(e)
+        }
+    }
+}
+
+/// Maps the first `len` bytes of `buffer` once `index` completed, copies them out and unmaps.
+fn map_bytes(
+    gpu: &Gpu,
+    buffer: &wgpu::Buffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+) -> Result<Vec<u8>> {
+    let len4 = len.next_multiple_of(4);
+    let slice = buffer.slice(0..len4);
     map_and_wait(gpu, &slice, index)?;
     let view = slice
         .get_mapped_range()
         .map_err(|e| Error::Map(e.to_string()))?;
-    let err = StatusLog::decode(&ticket.checks, &view, gpu.group.status.stride);
+    let out = view[..len as usize].to_vec();
     drop(view);
-    ticket.staging.buffer().unmap();
-    Ok(err)
+    buffer.unmap();
+    Ok(out)
 }
 
 /// Blocks until `index` completed.

@@ -58,7 +58,7 @@ fn grids_above_65535_workgroups_are_folded() {
 }
 
 #[test]
-fn non_finite_input_is_reported_at_the_next_sync_point() {
+fn non_finite_input_is_reported_by_the_tensors_it_flows_into() {
     for force_uniform_params in [false, true] {
         let e = bitnet_tests::gpu_engine_with(EngineOptions {
             force_uniform_params,
@@ -73,13 +73,17 @@ fn non_finite_input_is_reported_at_the_next_sync_point() {
             tensor: "x",
             index: 1,
         };
-        assert_eq!(y.read_f32().unwrap_err(), err);
-        // Reported once: the status was reset, clean work reads fine again.
+        // An unrelated tensor recorded after it reads clean while y's flag is still unread.
         let z = e.copy(&e.upload_f32(&[1.0, 2.0], &[2]).unwrap()).unwrap();
         assert_eq!(z.read_f32().unwrap(), vec![1.0, 2.0]);
-        let _ = e.copy(&x).unwrap();
-        assert_eq!(e.sync().unwrap_err(), err);
+        assert_eq!(y.read_f32().unwrap_err(), err);
+        // The poison stays with y and what is computed from it; reading again reports it again.
+        assert_eq!(y.check().unwrap_err(), err);
+        assert_eq!(e.copy(&y).unwrap_err(), err);
+        // Engine-wide sync points report device errors only, never a tensor's flag.
+        let _dropped_unread = e.copy(&x).unwrap();
         e.sync().unwrap();
+        assert_eq!(z.check(), Ok(()));
         // Same error as the CPU engine.
         let c = Engine::cpu();
         let cx = c
@@ -90,8 +94,9 @@ fn non_finite_input_is_reported_at_the_next_sync_point() {
 }
 
 #[test]
-fn status_slots_overflow_keeps_the_first_error() {
-    // More flagged launches than status slots between two sync points, in small batches.
+fn status_slots_run_out_and_every_launch_keeps_its_own_result() {
+    // More flagged launches than status slots between two reads, in small batches: the forced
+    // check stores each result in its own launch, so exactly one output is poisoned.
     let e = bitnet_tests::gpu_engine_with(EngineOptions {
         batch_dispatches: 7,
         ..opts()
@@ -100,17 +105,29 @@ fn status_slots_overflow_keeps_the_first_error() {
     let mut bad = vec![0.0f32; 4];
     bad[2] = f32::NAN;
     let bad = e.upload_f32(&bad, &[4]).unwrap();
-    for i in 0..1500 {
-        let _ = e.copy(if i == 1200 { &bad } else { &clean }).unwrap();
-    }
-    assert_eq!(
-        e.sync().unwrap_err(),
-        Error::NonFinite {
-            op: "copy",
-            tensor: "x",
-            index: 2
+    let outs: Vec<_> = (0..1500)
+        .map(|i| e.copy(if i == 1200 { &bad } else { &clean }).unwrap())
+        .collect();
+    let err = Error::NonFinite {
+        op: "copy",
+        tensor: "x",
+        index: 2,
+    };
+    for (i, y) in outs.iter().enumerate().rev() {
+        match i {
+            1200 => assert_eq!(y.check().unwrap_err(), err),
+            _ => assert_eq!(y.check(), Ok(()), "output {i}"),
         }
-    );
+    }
+    assert_eq!(outs[1200].read_f32().unwrap_err(), err);
+    assert_eq!(outs[3].read_f32().unwrap(), vec![1.0; 4]);
+    // Outputs dropped unread give their (dirty) slots back: thousands more launches still work.
+    for i in 0..3000 {
+        let _ = e.copy(if i % 500 == 0 { &bad } else { &clean }).unwrap();
+    }
+    assert_eq!(e.copy(&clean).unwrap().read_f32().unwrap(), vec![1.0; 4]);
+    assert_eq!(e.copy(&bad).unwrap().read_f32().unwrap_err(), err);
+    drop(outs);
     e.sync().unwrap();
     assert_eq!(e.pool_stats().live_bytes, 32);
 }

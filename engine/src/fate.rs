@@ -1,0 +1,309 @@
+//! Launch outcomes ("fates") and tensor lineage: which errors a tensor's bytes carry.
+//!
+//! Every recorded launch gets a [`Fate`]: pending until known, then resolved to `Ok` or to the
+//! error its outputs carry (a non-finite value it flagged, or the failure of its submission). A
+//! tensor's [`Lineage`] is the set of fates its bytes depend on: the launches that wrote it and,
+//! transitively, the lineages of their inputs (merged when a launch is recorded). Reading a
+//! tensor resolves exactly the fates of its lineage — copying out only *their* status slots — and
+//! reports the earliest error among them (launch order, as cpu-ref reports the first error of a
+//! chain). So a read reports the errors of its producer chain and never another caller's: a
+//! flagged launch poisons its outputs and everything computed from them, while an unrelated tensor
+//! read on another thread stays clean.
+//!
+//! Whoever resolves a fate (a reader of any tensor sharing it, or the forced check when status
+//! slots run out) stores the result in the fate itself, so attribution never depends on which
+//! thread reads first. Resolved-clean fates are pruned from lineages; failed ones stay, so the
+//! poison survives any number of reads.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::Error;
+use crate::status::{NonFiniteCheck, SlotPool, decode_slot};
+
+/// The outcome of one recorded launch (or of one read's copy).
+pub(crate) struct Fate {
+    /// Launch order: the earliest failed fate of a lineage is the one reported.
+    seq: u64,
+    /// The non-finite check of the launch, if it flags values.
+    check: Option<NonFiniteCheck>,
+    state: Mutex<State>,
+    slots: Arc<SlotPool>,
+}
+
+enum State {
+    /// Not known yet; `slot` is the launch's status slot once assigned.
+    Pending { slot: Option<u32> },
+    /// A read copied the slot out and will resolve the fate; `done` disconnects when it did.
+    Reading { done: flume::Receiver<()> },
+    /// Known: `None` = clean.
+    Resolved(Option<Error>),
+}
+
+/// What a reader sees of a fate.
+pub(crate) enum Outcome {
+    /// Resolved, clean or with its error.
+    Known(Option<Error>),
+    /// Pending (its launch not yet submitted, or its status slot not yet read).
+    Pending,
+    /// Another read is resolving it: wait until this receiver disconnects.
+    Reading(flume::Receiver<()>),
+}
+
+impl std::fmt::Debug for Fate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fate(#{})", self.seq)
+    }
+}
+
+impl Fate {
+    /// A pending fate for launch number `seq`.
+    pub fn new(seq: u64, check: Option<NonFiniteCheck>, slots: &Arc<SlotPool>) -> Arc<Fate> {
+        Arc::new(Fate {
+            seq,
+            check,
+            state: Mutex::new(State::Pending { slot: None }),
+            slots: Arc::clone(slots),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The launch's non-finite check.
+    pub fn check(&self) -> Option<NonFiniteCheck> {
+        self.check
+    }
+
+    /// Gives the pending launch its status slot.
+    pub fn assign(&self, slot: u32) {
+        *self.state() = State::Pending { slot: Some(slot) };
+    }
+
+    /// Resolves the fate (no-op if already resolved). A slot still owned goes back dirty.
+    pub fn resolve(&self, result: Option<Error>) {
+        let mut st = self.state();
+        match &*st {
+            State::Resolved(_) => return,
+            State::Pending { slot: Some(s) } => self.slots.release_dirty(*s),
+            _ => {}
+        }
+        *st = State::Resolved(result);
+    }
+
+    /// The current outcome.
+    pub fn outcome(&self) -> Outcome {
+        match &*self.state() {
+            State::Resolved(r) => Outcome::Known(r.clone()),
+            State::Pending { .. } => Outcome::Pending,
+            State::Reading { done } => Outcome::Reading(done.clone()),
+        }
+    }
+
+    /// Claims the pending slot for a read: `Some(slot)` and the state becomes `Reading`.
+    pub fn begin_read(&self, done: &flume::Receiver<()>) -> Option<u32> {
+        let mut st = self.state();
+        let State::Pending { slot: Some(s) } = *st else {
+            return None;
+        };
+        *st = State::Reading { done: done.clone() };
+        Some(s)
+    }
+
+    /// Resolves a fate claimed by [`Fate::begin_read`] (no-op in any other state).
+    pub fn finish_read(&self, result: Option<Error>) {
+        let mut st = self.state();
+        if matches!(*st, State::Reading { .. }) {
+            *st = State::Resolved(result);
+        }
+    }
+
+    /// Undoes [`Fate::begin_read`] when the copy-out was never executed (the slot is untouched).
+    pub fn revert_read(&self, slot: u32) {
+        let mut st = self.state();
+        if matches!(*st, State::Reading { .. }) {
+            *st = State::Pending { slot: Some(slot) };
+        }
+    }
+
+    /// Whether the fate is resolved clean (prunable from lineages).
+    fn is_clean(&self) -> bool {
+        matches!(&*self.state(), State::Resolved(None))
+    }
+}
+
+impl Drop for Fate {
+    fn drop(&mut self) {
+        // Dropped unread: nobody will report its flag; the slot is reusable after a reset.
+        if let State::Pending { slot: Some(s) } = *self.state() {
+            self.slots.release_dirty(s);
+        }
+    }
+}
+
+/// The fates a tensor's bytes depend on, sorted by launch order, resolved-clean ones pruned.
+#[derive(Debug, Default)]
+pub(crate) struct Lineage {
+    fates: Mutex<Vec<Arc<Fate>>>,
+}
+
+impl Lineage {
+    fn fates(&self) -> MutexGuard<'_, Vec<Arc<Fate>>> {
+        self.fates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fates not yet known to be clean (the stored list is pruned on the way).
+    pub fn snapshot(&self) -> Vec<Arc<Fate>> {
+        let mut f = self.fates();
+        f.retain(|x| !x.is_clean());
+        f.clone()
+    }
+
+    /// Adds `more` (sorted by launch order, as snapshots are), keeping order, without duplicates.
+    pub fn extend(&self, more: &[Arc<Fate>]) {
+        if more.is_empty() {
+            return;
+        }
+        let mut f = self.fates();
+        let old = std::mem::take(&mut *f);
+        *f = merge(&old, more);
+    }
+
+    /// The earliest error already known in this lineage (no GPU work).
+    #[cfg(test)]
+    pub fn known_error(&self) -> Option<Error> {
+        first_error(&self.snapshot())
+    }
+}
+
+/// Merges two lists sorted by launch order, dropping duplicates.
+pub(crate) fn merge(a: &[Arc<Fate>], b: &[Arc<Fate>]) -> Vec<Arc<Fate>> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j == b.len() || (i < a.len() && a[i].seq <= b[j].seq);
+        let next = if take_a { &a[i] } else { &b[j] };
+        if out.last().is_none_or(|l: &Arc<Fate>| l.seq != next.seq) {
+            out.push(Arc::clone(next));
+        }
+        if take_a { i += 1 } else { j += 1 }
+    }
+    out
+}
+
+/// The error of the earliest failed fate among `fates` (sorted by launch order).
+pub(crate) fn first_error(fates: &[Arc<Fate>]) -> Option<Error> {
+    fates.iter().find_map(|f| match f.outcome() {
+        Outcome::Known(e) => e,
+        _ => None,
+    })
+}
+
+/// Resolves the fates whose status slots one read copied out. Dropped without
+/// [`StatusResolver::resolve`] (the read-back was lost), it resolves them with that failure,
+/// so waiting readers never hang.
+pub(crate) struct StatusResolver {
+    /// The fates, in the order of their slots in the staging bytes.
+    entries: Vec<Arc<Fate>>,
+    /// Disconnects (waking readers of these fates) when the resolver is dropped.
+    _done: flume::Sender<()>,
+    /// Bytes between two copied-out slots in the staging buffer.
+    stride: u64,
+}
+
+impl StatusResolver {
+    /// A resolver for `entries`; `done` is the sender whose receiver the fates hold.
+    pub fn new(entries: Vec<Arc<Fate>>, done: flume::Sender<()>, stride: u64) -> StatusResolver {
+        StatusResolver {
+            entries,
+            _done: done,
+            stride,
+        }
+    }
+
+    /// Decodes the copied-out slots and resolves each fate with its own result.
+    pub fn resolve(mut self, bytes: &[u8]) {
+        for (i, f) in std::mem::take(&mut self.entries).into_iter().enumerate() {
+            let at = i * self.stride as usize;
+            let words = bytes.get(at..).unwrap_or(&[]);
+            let err = f.check().and_then(|c| decode_slot(&c, words));
+            f.finish_read(err);
+        }
+    }
+
+    /// Resolves every fate with `e` (the read-back failed after the slots were reset).
+    pub fn fail(mut self, e: &Error) {
+        for f in std::mem::take(&mut self.entries) {
+            f.finish_read(Some(e.clone()));
+        }
+    }
+}
+
+impl Drop for StatusResolver {
+    fn drop(&mut self) {
+        let lost = Error::Map("the status read-back was lost".into());
+        for f in self.entries.drain(..) {
+            f.finish_read(Some(lost.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fates(seqs: &[u64], pool: &Arc<SlotPool>) -> Vec<Arc<Fate>> {
+        seqs.iter().map(|&s| Fate::new(s, None, pool)).collect()
+    }
+
+    #[test]
+    fn merge_keeps_launch_order_without_duplicates() {
+        let pool = Arc::new(SlotPool::new());
+        let all = fates(&[1, 2, 3, 4, 5], &pool);
+        let a = vec![all[0].clone(), all[2].clone(), all[3].clone()];
+        let b = vec![all[1].clone(), all[2].clone(), all[4].clone()];
+        let m: Vec<u64> = merge(&a, &b).iter().map(|f| f.seq).collect();
+        assert_eq!(m, vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn the_earliest_error_wins_and_clean_fates_are_pruned() {
+        let pool = Arc::new(SlotPool::new());
+        let f = fates(&[1, 2, 3], &pool);
+        let lin = Lineage::default();
+        lin.extend(&f);
+        f[0].resolve(None);
+        let late = Error::Map("late".into());
+        let early = Error::Map("early".into());
+        f[2].resolve(Some(late));
+        assert_eq!(lin.snapshot().len(), 2);
+        assert_eq!(lin.known_error(), Some(Error::Map("late".into())));
+        f[1].resolve(Some(early.clone()));
+        assert_eq!(lin.known_error(), Some(early));
+    }
+
+    #[test]
+    fn slots_return_to_the_pool_clean_or_dirty() {
+        let pool = Arc::new(SlotPool::new());
+        let before = pool.free();
+        let f = Fate::new(1, None, &pool);
+        let crate::status::Taken::Clean(s) = pool.take().unwrap() else {
+            panic!("fresh pools are clean")
+        };
+        f.assign(s);
+        assert_eq!(pool.free(), before - 1);
+        drop(f); // unread: back dirty
+        assert_eq!(pool.free(), before);
+        let g = Fate::new(2, None, &pool);
+        let crate::status::Taken::Clean(s) = pool.take().unwrap() else {
+            panic!("clean slots are taken first")
+        };
+        g.assign(s);
+        let (tx, rx) = flume::bounded(1);
+        assert_eq!(g.begin_read(&rx), Some(s));
+        let r = StatusResolver::new(vec![g.clone()], tx, 16);
+        drop(r); // lost read-back: the fate fails instead of hanging its readers
+        assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));
+        assert!(rx.recv().is_err(), "waiters wake up");
+    }
+}

@@ -1,0 +1,92 @@
+//! The engine's group-1 resources (bind group 1 of every kernel): the params arena (uniform
+//! params mode) and the non-finite status slots.
+
+use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
+use crate::status::{STATUS_WORDS, StatusBuffers};
+
+/// Bytes of one status slot as bound.
+pub(crate) const STATUS_BYTES: u64 = 4 * STATUS_WORDS as u64;
+
+/// Group-1 resources shared by every dispatch: params arena (uniform mode) and status slots.
+pub(crate) struct EngineGroup {
+    pub layout: wgpu::BindGroupLayout,
+    pub bind_group: wgpu::BindGroup,
+    pub params_arena: Option<wgpu::Buffer>,
+    /// Bytes between params slots (uniform mode).
+    pub params_stride: u64,
+    pub status: StatusBuffers,
+}
+
+impl EngineGroup {
+    /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers, bind group.
+    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
+        let status = StatusBuffers::new(device, limits.min_storage_buffer_offset_alignment);
+        let params_stride = u64::from(
+            limits
+                .min_uniform_buffer_offset_alignment
+                .max(PARAMS_MAX_BYTES),
+        );
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 1,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage { read_only: false },
+                has_dynamic_offset: true,
+                min_binding_size: wgpu::BufferSize::new(STATUS_BYTES),
+            },
+            count: None,
+        }];
+        let params_arena = (mode == ParamsMode::Uniform).then(|| {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: 0,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Uniform,
+                    has_dynamic_offset: true,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bitnet-wgpu params arena"),
+                size: params_stride * u64::from(slots),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("bitnet-wgpu group1"),
+            entries: &entries,
+        });
+        let mut bind = vec![wgpu::BindGroupEntry {
+            binding: 1,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &status.slots,
+                offset: 0,
+                size: wgpu::BufferSize::new(STATUS_BYTES),
+            }),
+        }];
+        if let Some(arena) = &params_arena {
+            bind.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
+                }),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("bitnet-wgpu group1"),
+            layout: &layout,
+            entries: &bind,
+        });
+        EngineGroup {
+            layout,
+            bind_group,
+            params_arena,
+            params_stride,
+            status,
+        }
+    }
+}
