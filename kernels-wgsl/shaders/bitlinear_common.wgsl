@@ -1,9 +1,12 @@
-// Shared snippet of every BitLinear kernel: parameters, bindings and the exact epilogue.
+// Shared snippet of every BitLinear kernel: parameters, engine bindings and the exact epilogue.
 //
 // Weights are 2-bit codes w + 1 (layout.rs), so a kernel sums
 // dot4I8Packed(x_word, (w_word >> 2 g) & 0x03030303) over the row in i32 and subtracts the
 // activation row sum (dot4I8Packed(x_word, 0x01010101) summed): acc = sum(x * w) exactly.
 // Then y = f32(acc) * ((s * a_m) * INV_127), multiplications only, in exactly this order.
+//
+// The kernel's own buffers (group 0) are declared by the kernel, which must declare `out` (the
+// output words) and the constant `Y_STATUS` (the status word that flags a non-finite y).
 
 struct Params {
     // Activation rows M in this dispatch.
@@ -19,7 +22,7 @@ struct Params {
     out_base: u32,
     // 0: write y (f32 bits); 1: write the exact i32 accumulator acc.
     mode: u32,
-    // GEMM only: ceil(n / GEMM_TILE), to unfold the engine's linear grid into tiles.
+    // GEMM only: ceil(n / tile width), to unfold the engine's linear grid into tiles.
     tiles_n: u32,
     // Row of act_absmax holding this dispatch's first activation row (the host chunks M when
     // the output exceeds the storage binding limit; act and out are then bound as sub-ranges).
@@ -28,16 +31,8 @@ struct Params {
     zero: u32,
 }
 
-@group(0) @binding(0) var<storage, read> weights: array<u32>;
-// The weight tensor's scale s.
-@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
-@group(0) @binding(2) var<storage, read> act: array<u32>;
-// Per activation row: the clamped absmax a_m.
-@group(0) @binding(3) var<storage, read> act_absmax: array<f32>;
-// [M, out_stride] row-major: f32 bits of y, or i32 bits of acc (see `mode`).
-@group(0) @binding(4) var<storage, read_write> out: array<u32>;
 @group(1) @binding(0) var<uniform> params: Params;
-// Word 0: the smallest flat index (into `out`) of a non-finite y.
+// Status words, see each kernel's Y_STATUS (and the fused kernel's x check).
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 // Selects the four 2-bit codes of one group, one per byte.
@@ -56,10 +51,23 @@ fn bitlinear_dot_word(w: u32, x0: u32, x1: u32, x2: u32, x3: u32) -> i32 {
         + dot4I8Packed(x3, (w >> 6u) & CODE_MASK);
 }
 
+// The same with the four activation words as one vector.
+fn bitlinear_dot_word4(w: u32, x: vec4<u32>) -> i32 {
+    return bitlinear_dot_word(w, x.x, x.y, x.z, x.w);
+}
+
 // The sum of the 16 signed activations held by four words.
 fn bitlinear_sum_words(x0: u32, x1: u32, x2: u32, x3: u32) -> i32 {
     return dot4I8Packed(x0, ONES) + dot4I8Packed(x1, ONES) + dot4I8Packed(x2, ONES)
         + dot4I8Packed(x3, ONES);
+}
+
+// The signed weights (-1, 0, +1 as i8 bytes) of group g of a packed word: byte i of the result is
+// weight 16 j + 4 g + i. SWAR `code - 1` per byte: setting bit 7 of every byte first stops the
+// borrow from crossing bytes (codes 0, 1, 2 -> 0x80..0x82 -> 0x7f..0x81 -> 0xff, 0x00, 0x01).
+fn bitlinear_signed_group(w: u32, g: u32) -> u32 {
+    let codes = (w >> (2u * g)) & CODE_MASK;
+    return ((codes | 0x80808080u) - ONES) ^ 0x80808080u;
 }
 
 // An optimization barrier for one float value. Vulkan lets drivers reassociate float
@@ -71,18 +79,21 @@ fn bitlinear_pin(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
 }
 
-// Writes output (m, n) of this dispatch from its exact accumulator.
-fn bitlinear_store(m: u32, n: u32, acc: i32) {
-    let idx = m * params.out_stride + params.out_base + n;
+// The output scale of one activation row: (s * a_m) * INV_127, each product rounded.
+fn bitlinear_scale(s: f32, a: f32) -> f32 {
+    return bitlinear_pin(bitlinear_pin(s * a) * INV_127);
+}
+
+// Writes flat output word `idx` from its exact accumulator: y = f32(acc) * scale (mode 0, with
+// the non-finite check on status word Y_STATUS) or the accumulator's bits (mode 1).
+fn bitlinear_write(idx: u32, acc: i32, scale: f32) {
     if (params.mode != 0u) {
         out[idx] = bitcast<u32>(acc);
         return;
     }
-    let sa = bitlinear_pin(weight_scale[0] * act_absmax[params.m_base + m]);
-    let y = f32(acc) * bitlinear_pin(sa * INV_127);
-    let bits = bitcast<u32>(y);
+    let bits = bitcast<u32>(f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
-        atomicMin(&nonfinite[0], idx);
+        atomicMin(&nonfinite[Y_STATUS], idx);
     }
     out[idx] = bits;
 }

@@ -4,8 +4,13 @@
 // One workgroup sums one 4096-value block exactly in the canonical order: lane t adds
 // e[t + 256 r] for r = 0..16 sequentially from 0.0, then the explicit lane tree with strides
 // 128, 64, ..., 1 in workgroup memory (never subgroupAdd: its order is unspecified). The host runs
-// this kernel level by level (values -> block sums -> ... -> one value); levels after the first
-// read non-negative block sums, for which the absolute value is the identity.
+// this kernel level by level (values -> block sums -> ...); levels after the first read
+// non-negative block sums, for which the absolute value is the identity.
+//
+// The last level (`finalize = 1`, one workgroup) takes up to FINAL_BLOCKS blocks: it sums them one
+// after the other (the next level's values, kept in workgroup memory) and, if there was more
+// than one, sums those values as one more block — the two last levels of the order in one
+// dispatch. Then s.
 //
 // Status words: 0 = first non-finite input index (first level only), 1 = the final sum
 // overflowed (index 0). Needs the exact_div.wgsl snippet (prepended by bitnet.rs).
@@ -17,7 +22,8 @@ struct Params {
     block_base: u32,
     // 1 on the first level: report non-finite inputs (later levels read block sums).
     check_input: u32,
-    // 1 on the last level (a single block): thread 0 writes s to output[0] instead of the sum.
+    // 1 on the last level: one workgroup sums all `len` values (at most FINAL_BLOCKS blocks) and
+    // thread 0 writes s to output[0].
     finalize: u32,
     // (N * K) as f32, rounded on the host exactly as Rust's `as` does.
     count: f32,
@@ -32,26 +38,24 @@ struct Params {
 const LANES: u32 = 256u;
 const PER_LANE: u32 = 16u;
 const BLOCK: u32 = 4096u;
+// Most blocks the finalizing workgroup sums (engine: kernels::SUM_FINAL_BLOCKS).
+const FINAL_BLOCKS: u32 = 64u;
 const EXP_MASK: u32 = 0x7f800000u;
 
 var<workgroup> lanes: array<f32, 256>;
+// The block sums of the finalizing workgroup.
+var<workgroup> finals: array<f32, 64>;
 
-@compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) t: u32,
-) {
-    let block = wid.x + wid.y * nwg.x;
-    let first = block * BLOCK + t;
-
-    // Step 2 of the order: 16 strided values per lane, added sequentially from 0.0. Out-of-range
-    // positions are the block's zero padding. |x| clears the sign bit (exact, no float op); the
-    // NaN/Inf test is a bit test because `x != x` may be optimized away.
+// Steps 2 and 3 of the order for the block starting at `first_value`: returns the block's sum on
+// every thread (the tree's result, read after the last barrier).
+fn block_sum(first_value: u32, t: u32) -> f32 {
+    // 16 strided values per lane, added sequentially from 0.0. Out-of-range positions are the
+    // block's zero padding. |x| clears the sign bit (exact, no float op); the NaN/Inf test is a
+    // bit test because `x != x` may be optimized away.
     var p = 0.0;
     var bad = 0xffffffffu;
     for (var r = 0u; r < PER_LANE; r = r + 1u) {
-        let i = first + r * LANES;
+        let i = first_value + t + r * LANES;
         var v = 0.0;
         if (i < params.len) {
             let bits = bitcast<u32>(input[i]) & 0x7fffffffu;
@@ -65,8 +69,12 @@ fn main(
     if (bad != 0xffffffffu && params.check_input != 0u) {
         atomicMin(&nonfinite[0], bad);
     }
+    return lane_tree(p, t);
+}
 
-    // Step 3: the explicit pairwise tree over the 256 lanes.
+// Step 3: the explicit pairwise tree over the 256 lane sums; the total on every thread.
+fn lane_tree(p: f32, t: u32) -> f32 {
+    workgroupBarrier();
     lanes[t] = p;
     workgroupBarrier();
     for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
@@ -75,20 +83,51 @@ fn main(
         }
         workgroupBarrier();
     }
+    return lanes[0];
+}
 
-    // Workgroups past the last block exist only when the engine folds the grid into 2D.
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let block = wid.x + wid.y * nwg.x;
     let blocks = (params.len + BLOCK - 1u) / BLOCK;
-    if (t != 0u || block >= blocks) {
-        return;
-    }
-    let sum = lanes[0];
     if (params.finalize == 0u) {
-        output[params.block_base + block] = sum;
+        let sum = block_sum(block * BLOCK, t);
+        // Workgroups past the last block exist only when the engine folds the grid into 2D.
+        if (t == 0u && block < blocks) {
+            output[params.block_base + block] = sum;
+        }
         return;
     }
-    // Last level: this single block holds the whole sum. Finite inputs can still overflow it.
-    if ((bitcast<u32>(sum) & EXP_MASK) == EXP_MASK) {
+
+    // The last level(s), one workgroup.
+    let count = min(blocks, FINAL_BLOCKS);
+    for (var b = 0u; b < count; b = b + 1u) {
+        let sum = block_sum(b * BLOCK, t);
+        if (t == 0u) {
+            finals[b] = sum;
+        }
+    }
+    workgroupBarrier();
+    var total = finals[0];
+    if (count > 1u) {
+        // One more level over the block sums: lane t holds value t (t < count <= 256) plus the
+        // block's zero padding, which adds exactly nothing to a non-negative value.
+        var p = 0.0;
+        if (t < count) {
+            p = p + finals[t];
+        }
+        total = lane_tree(p, t);
+    }
+    if (t != 0u) {
+        return;
+    }
+    // Finite inputs can still overflow the sum.
+    if ((bitcast<u32>(total) & EXP_MASK) == EXP_MASK) {
         atomicMin(&nonfinite[1], 0u);
     }
-    output[0] = max(exact_div(sum, params.count), 1e-5f);
+    output[0] = max(exact_div(total, params.count), 1e-5f);
 }

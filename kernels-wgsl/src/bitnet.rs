@@ -3,14 +3,32 @@
 //! Every kernel follows `bitnet_cpu_ref::layout` operation for operation, so quantized weights,
 //! scales, quantized activations, accumulators and outputs match the CPU reference bit for bit.
 //!
+//! # Variants
+//!
+//! | op | fast variant (condition) | generic variant |
+//! |---|---|---|
+//! | weight sum | [`WEIGHT_QUANT_SUM`] (two last levels in one dispatch) | — |
+//! | weight pack | [`WEIGHT_QUANT_PACK_VEC4`] (K % 16 == 0) | [`WEIGHT_QUANT_PACK`] |
+//! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
+//! | BitLinear M = 1, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]) | quant + GEMV |
+//! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
+//! | BitLinear M > 8 | [`BITLINEAR_GEMM`] (any K) | — |
+//!
+//! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
+//! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
+//! block) of the vec4 GEMVs, `MR` (activation rows) of [`BITLINEAR_GEMV_VEC4_SUBGROUP`], `TM` /
+//! `TN` (outputs per thread) of [`BITLINEAR_GEMM`].
+//!
 //! # Shared snippets
 //!
 //! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`), the BitLinear
-//! parameters, bindings and epilogue (`bitlinear_common.wgsl`) and the GEMV accumulation loop
-//! (`bitlinear_gemv_common.wgsl`). WGSL has no `#include`, so `kernel!` (a compile-time
-//! macro) concatenates the snippet files in front of the kernel file; WGSL module-scope
-//! declarations are order independent, so snippets need no forward declarations. Snippets hold
-//! no entry point, and each kernel source below is complete, valid WGSL on its own.
+//! parameters and epilogue (`bitlinear_common.wgsl`), the scalar-load bindings of the generic
+//! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`) and
+//! the row blocks of the vec4 GEMVs (`bitlinear_gemv_blocks.wgsl`). WGSL has no `#include`, so
+//! `kernel!` (a compile-time macro) concatenates the snippet files in front of the kernel file;
+//! WGSL module-scope declarations are order independent, so snippets need no forward
+//! declarations. Snippets hold no entry point, and each kernel source below is complete, valid
+//! WGSL on its own.
 //!
 //! # Parameters, bindings, status
 //!
@@ -34,69 +52,128 @@ macro_rules! kernel {
 /// [`WEIGHT_QUANT_SUM`] per block.
 pub const SUM_BLOCK: u32 = 4096;
 
+/// Most blocks the finalizing (last) level of [`WEIGHT_QUANT_SUM`] takes in one workgroup.
+pub const SUM_FINAL_BLOCKS: u32 = 64;
+
 /// Workgroup size of [`WEIGHT_QUANT_PACK`] (one thread per packed word).
 pub const WEIGHT_PACK_WORKGROUP: u32 = 256;
 
-/// Weight rows per workgroup of the GEMV kernels.
+/// Packed words per workgroup of [`WEIGHT_QUANT_PACK_VEC4`].
+pub const WEIGHT_PACK_VEC4_WORDS: u32 = 256;
+
+/// Weight rows per workgroup of the generic GEMV kernels.
 pub const GEMV_ROWS: u32 = 4;
 
 /// Largest M handled by the GEMV kernels; larger M uses [`BITLINEAR_GEMM`].
 pub const GEMV_MAX_M: u32 = 8;
 
-/// Output tile edge (M and N) of [`BITLINEAR_GEMM`].
-pub const GEMM_TILE: u32 = 32;
+/// Threads per workgroup of the vec4 GEMV kernels; a workgroup owns `4 * GEMV_VEC4_THREADS / TPR`
+/// weight rows.
+pub const GEMV_VEC4_THREADS: u32 = 256;
+
+/// Largest K of [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (its quantized row lives in workgroup memory).
+pub const GEMV_FUSED_MAX_K: u32 = 15360;
+
+/// Threads per dimension of the [`BITLINEAR_GEMM`] workgroup grid (16 × 16); a tile is
+/// `16 TM × 16 TN` outputs.
+pub const GEMM_THREADS_PER_DIM: u32 = 16;
 
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
-/// absolute-value sum; on the last level (`finalize = 1`) the scale `s`. Bindings: 0 `input: f32[]`
-/// (read), 1 `output: f32[]` (block sums, or the ternary tensor's scale). Status: word 0 first
-/// non-finite input (first level), word 1 the sum overflowed.
+/// absolute-value sum; on the last level (`finalize = 1`, one workgroup, at most
+/// [`SUM_FINAL_BLOCKS`] blocks) the two last levels and the scale `s`. Bindings: 0
+/// `input: f32[]` (read), 1 `output: f32[]` (block sums, or the ternary tensor's scale). Status:
+/// word 0 first non-finite input (first level), word 1 the sum overflowed.
 pub const WEIGHT_QUANT_SUM: KernelSource = KernelSource {
     name: "weight_quant_sum",
     source: kernel!("exact_div.wgsl", "weight_quant_sum.wgsl"),
 };
 
 /// Weight quantization pass (b): quantize with `inv_s = 1 / s` and pack 16 codes per `u32`, one
-/// thread per word. Bindings: 0 `weights: f32[]` (read), 1 `scale: f32[1]` (read),
+/// thread per word (any K). Bindings: 0 `weights: f32[]` (read), 1 `scale: f32[1]` (read),
 /// 2 `packed: u32[]`.
 pub const WEIGHT_QUANT_PACK: KernelSource = KernelSource {
     name: "weight_quant_pack",
     source: kernel!("exact_div.wgsl", "weight_quant_pack.wgsl"),
 };
 
-/// Activation quantization, one workgroup per row: absmax, `127 / a`, quantize, pack 4 per `u32`.
-/// Bindings: 0 `x: f32[]` (read), 1 `packed: u32[]`, 2 `absmax: f32[]`. Status: word 0 first
-/// non-finite `x` index.
+/// Weight quantization pass (b) for K % 16 == 0: coalesced vec4 loads, [`WEIGHT_PACK_VEC4_WORDS`]
+/// words per workgroup. Same bindings as [`WEIGHT_QUANT_PACK`].
+pub const WEIGHT_QUANT_PACK_VEC4: KernelSource = KernelSource {
+    name: "weight_quant_pack_vec4",
+    source: kernel!("exact_div.wgsl", "weight_quant_pack_vec4.wgsl"),
+};
+
+/// Activation quantization, one workgroup per row (any K): absmax, `127 / a`, quantize, pack 4
+/// per `u32`. Bindings: 0 `x: f32[]` (read), 1 `packed: u32[]`, 2 `absmax: f32[]`. Status: word 0
+/// first non-finite `x` index.
 pub const ACT_QUANT: KernelSource = KernelSource {
     name: "act_quant",
     source: kernel!("exact_div.wgsl", "act_quant.wgsl"),
 };
 
-/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`]) with subgroup reductions; needs `SUBGROUP` (any subgroup
-/// size 4..=128). [`GEMV_ROWS`] weight rows per workgroup. Bindings: 0 `weights: u32[]`,
+/// Activation quantization for K % 4 == 0, one workgroup per row, vec4 loads. Same bindings and
+/// status as [`ACT_QUANT`].
+pub const ACT_QUANT_VEC4: KernelSource = KernelSource {
+    name: "act_quant_vec4",
+    source: kernel!("exact_div.wgsl", "act_quant_vec4.wgsl"),
+};
+
+/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`], any K) with subgroup reductions; needs `SUBGROUP` (any
+/// subgroup size 4..=128). [`GEMV_ROWS`] weight rows per workgroup. Bindings: 0 `weights: u32[]`,
 /// 1 `weight_scale: f32[1]`, 2 `act: u32[]`, 3 `act_absmax: f32[]` (all read), 4 `out: u32[]`
 /// (f32 bits of y, or i32 bits of acc with `mode = 1`). Status: word 0 first non-finite y index.
 pub const BITLINEAR_GEMV_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_bindings.wgsl",
         "bitlinear_gemv_common.wgsl",
         "bitlinear_gemv_subgroup.wgsl"
     ),
 };
 
-/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`]) with workgroup-memory reductions, for adapters without
-/// `SUBGROUP`. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
+/// BitLinear GEMV (M ≤ [`GEMV_MAX_M`], any K) with workgroup-memory reductions, for adapters
+/// without `SUBGROUP`. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
 pub const BITLINEAR_GEMV_WORKGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_workgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_bindings.wgsl",
         "bitlinear_gemv_common.wgsl",
         "bitlinear_gemv_workgroup.wgsl"
     ),
 };
 
-/// BitLinear GEMM: [`GEMM_TILE`]² output tiles with 4×4 register blocking, one workgroup per tile
-/// (`tiles_n · ceil(M / 32)` workgroups). Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
+/// BitLinear GEMV for M ≤ [`GEMV_MAX_M`] and K % 64 == 0: vec4 weight loads, 4-row blocks of
+/// `TPR` lanes, `MR` = M (override constants). Needs `SUBGROUP`. Bindings as
+/// [`BITLINEAR_GEMV_SUBGROUP`] (weights and activations read as vec4).
+pub const BITLINEAR_GEMV_VEC4_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_vec4_subgroup",
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_vec4_subgroup.wgsl"
+    ),
+};
+
+/// BitLinear on one f32 activation row (M = 1) with the activation quantization fused in:
+/// K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`], override constant `TPR`. Needs `SUBGROUP`. Bindings:
+/// 0 `weights: u32[]`, 1 `weight_scale: f32[1]`, 2 `x: f32[K]` (all read), 3 `out: u32[]`.
+/// Status: word 0 first non-finite x index, word 1 first non-finite y index.
+pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_fused_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_fused_subgroup.wgsl"
+    ),
+};
+
+/// BitLinear GEMM: `16 TM × 16 TN` output tiles (override constants `TM`, `TN` ∈ {4, 8}), 256
+/// threads with register blocking, signed weights decoded once per K step, one workgroup per tile
+/// (`tiles_n · ceil(M / 16 TM)` workgroups). Any K. Same bindings as
+/// [`BITLINEAR_GEMV_SUBGROUP`].
 pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     name: "bitlinear_gemm",
     source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),
@@ -106,9 +183,13 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
 pub const ALL: &[KernelSource] = &[
     WEIGHT_QUANT_SUM,
     WEIGHT_QUANT_PACK,
+    WEIGHT_QUANT_PACK_VEC4,
     ACT_QUANT,
+    ACT_QUANT_VEC4,
     BITLINEAR_GEMV_SUBGROUP,
     BITLINEAR_GEMV_WORKGROUP,
+    BITLINEAR_GEMV_VEC4_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_SUBGROUP,
     BITLINEAR_GEMM,
 ];
 

@@ -5,7 +5,8 @@
 //! values cover zeros, all-equal, huge magnitudes, exact half-way rounding cases and subnormals;
 //! NaN/Inf and overflows give the same error on both paths. Paths: subgroup GEMV and tiled GEMM
 //! on the default engine; workgroup-memory GEMV and uniform params on an engine whose device has
-//! no optional features; every chunked path under a tiny binding cap.
+//! no optional features; every chunked path under a tiny binding cap; every kernel variant forced
+//! one at a time (`variants.rs`).
 
 #[path = "bitnet_cross_check/edge_values.rs"]
 mod edge_values;
@@ -15,6 +16,8 @@ mod errors;
 mod support;
 #[path = "bitnet_cross_check/tensors.rs"]
 mod tensors;
+#[path = "bitnet_cross_check/variants.rs"]
+mod variants;
 
 use bitnet_tests::{Rng, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref;

@@ -26,7 +26,17 @@ use Access::{Read, ReadWrite};
 const WEIGHT_SUM: Kernel = Kernel::new(kernels::WEIGHT_QUANT_SUM, "main", &[Read, ReadWrite]);
 const WEIGHT_PACK: Kernel =
     Kernel::new(kernels::WEIGHT_QUANT_PACK, "main", &[Read, Read, ReadWrite]);
+const WEIGHT_PACK_VEC4: Kernel = Kernel::new(
+    kernels::WEIGHT_QUANT_PACK_VEC4,
+    "main",
+    &[Read, Read, ReadWrite],
+);
 const ACT_QUANT: Kernel = Kernel::new(kernels::ACT_QUANT, "main", &[Read, ReadWrite, ReadWrite]);
+const ACT_QUANT_VEC4: Kernel = Kernel::new(
+    kernels::ACT_QUANT_VEC4,
+    "main",
+    &[Read, ReadWrite, ReadWrite],
+);
 
 /// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
 const SUM_OVERFLOW: &str = "sum of |w| (overflows f32)";
@@ -156,9 +166,16 @@ impl Engine {
         let out = self.empty(OP, &[n, k], DType::Ternary)?;
         self.record_weight_scale(gpu, w, &out)?;
         let wpr = words_per_row(k) as u64;
+        // K % 16 == 0: the packed words are a flat map of float vec4 (coalesced variant).
+        let vec4 = k.is_multiple_of(16);
+        let (kernel, per_group) = if vec4 {
+            (&WEIGHT_PACK_VEC4, kernels::WEIGHT_PACK_VEC4_WORDS)
+        } else {
+            (&WEIGHT_PACK, kernels::WEIGHT_PACK_WORKGROUP)
+        };
         for r in row_chunks(gpu, OP, n as u64, &[4 * k as u64, 4 * wpr])? {
             let rows = r.end - r.start;
-            Launch::new(gpu, &WEIGHT_PACK)
+            Launch::new(gpu, kernel)
                 .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
                 .input_scales(&out)
                 .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
@@ -167,14 +184,15 @@ impl Engine {
                     k: k as u32,
                     words_per_row: wpr as u32,
                 })
-                .workgroups((rows * wpr).div_ceil(u64::from(kernels::WEIGHT_PACK_WORKGROUP)))
+                .workgroups((rows * wpr).div_ceil(u64::from(per_group)))
                 .run()?;
         }
         Ok(out)
     }
 
     /// Pass (a) of weight quantization: the canonical sum, level by level, ending with the scale
-    /// `s` written into `out`'s scale buffer.
+    /// `s` written into `out`'s scale buffer by a finalizing dispatch that also sums the last
+    /// level (up to [`kernels::SUM_FINAL_BLOCKS`] blocks).
     fn record_weight_scale(&self, gpu: &Gpu, w: &Tensor, out: &Tensor) -> Result<()> {
         const OP: &str = "quantize_weights";
         let block = u64::from(kernels::SUM_BLOCK);
@@ -217,10 +235,11 @@ impl Engine {
                 .workgroups(values.div_ceil(block))
                 .run()?;
         }
-        // Later levels: block sums of block sums (small, one binding each).
+        // Later levels: block sums of block sums (small, one binding each), until the finalizing
+        // workgroup can take the rest.
         params.check_input = 0;
         params.block_base = 0;
-        while len > block {
+        while len > block * u64::from(kernels::SUM_FINAL_BLOCKS) {
             let next = self.empty(OP, &[len.div_ceil(block) as usize], DType::F32)?;
             params.len = len as u32;
             Launch::new(gpu, &WEIGHT_SUM)
@@ -268,9 +287,15 @@ impl Engine {
         }
         let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
         let awpr = activation_words_per_row(k) as u64;
+        // K % 4 == 0: every row starts 16-byte aligned, one float vec4 per packed word.
+        let kernel = if k.is_multiple_of(4) {
+            &ACT_QUANT_VEC4
+        } else {
+            &ACT_QUANT
+        };
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
             let rows = r.end - r.start;
-            Launch::new(gpu, &ACT_QUANT)
+            Launch::new(gpu, kernel)
                 .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
                 .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
                 .output_scales(&out)

@@ -2,48 +2,17 @@
 //! ternary weights, exact i32 accumulation and the multiplication-only epilogue of `layout.rs`
 //! (bit-identical to [`bitnet_cpu_ref::bitlinear_quantized`]).
 //!
-//! Kernel choice: M ≤ [`kernels::GEMV_MAX_M`] runs the GEMV (subgroup reduction when the device has
-//! `SUBGROUP`, whatever its subgroup size; workgroup-memory reduction otherwise), larger M the
-//! tiled GEMM. Weights above the storage-binding limit are processed in chunks of rows (N), and
-//! outputs / activations above it in chunks of M.
+//! Kernel choice: a [`LinearPlan`] per shape (`bitnet_plan.rs`: fused quant + GEMV for decode,
+//! vec4 GEMV for M ≤ 8 and K % 64 == 0, generic GEMV otherwise, tiled GEMM for M > 8), chosen by
+//! `bitnet_tune.rs` (heuristic, forced settings, or measured on the device). Weights above the
+//! storage-binding limit are processed in chunks of rows (N), and outputs / activations above it
+//! in chunks of M.
 
-use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
-use bitnet_kernels_wgsl::bitnet as kernels;
-
-use super::bitnet::{check_k, matrix_shape, row_chunks, same_engine};
+use super::bitnet::{check_k, matrix_shape, same_engine};
+use super::bitnet_plan::{LinearCall, LinearPlan};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::launch::Launch;
-use crate::pipelines::{Access, Kernel};
-use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
-
-use Access::{Read, ReadWrite};
-
-/// weights, weight scale, activations, activation absmax, output.
-const BINDINGS: &[Access] = &[Read, Read, Read, Read, ReadWrite];
-const GEMV_SUBGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_SUBGROUP, "main", BINDINGS)
-    .requiring(wgpu::Features::SUBGROUP);
-const GEMV_WORKGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_WORKGROUP, "main", BINDINGS);
-const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
-
-/// cpu-ref's name for an output that overflowed in the rescale.
-const OUTPUT: &str = "output (rescale overflowed f32)";
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct LinearParams {
-    m: u32,
-    n: u32,
-    words_per_row: u32,
-    out_stride: u32,
-    out_base: u32,
-    mode: u32,
-    tiles_n: u32,
-    m_base: u32,
-    /// Always 0 (the kernels' runtime zero for their optimization barrier).
-    zero: u32,
-}
 
 /// What a BitLinear launch writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +37,9 @@ impl Engine {
                 // Shape errors first, as cpu-ref reports them before quantizing.
                 let shape = self.linear_shapes(OP, x, w)?;
                 if let Some(y) = self.msl_bitlinear_fused(OP, x, w, shape)? {
+                    return Ok(y);
+                }
+                if let Some(y) = self.bitlinear_fused(OP, x, w, shape)? {
                     return Ok(y);
                 }
                 self.quantize_activations_as(OP, x)?
@@ -146,51 +118,58 @@ impl Engine {
             DType::U32
         };
         let out = self.empty(op, &[m, n], dtype)?;
-        let gemv = m as u64 <= u64::from(kernels::GEMV_MAX_M);
-        let kernel = match (gemv, gpu.caps.has(wgpu::Features::SUBGROUP)) {
-            (true, true) => &GEMV_SUBGROUP,
-            (true, false) => &GEMV_WORKGROUP,
-            (false, _) => &GEMM,
-        };
-        let wpr = words_per_row(k) as u64;
-        let xpr = activation_words_per_row(k) as u64;
-        let (m64, n64) = (m as u64, n as u64);
-        let tile = u64::from(kernels::GEMM_TILE);
-        for mr in row_chunks(gpu, op, m64, &[4 * xpr, 4 * n64])? {
-            for nr in row_chunks(gpu, op, n64, &[4 * wpr])? {
-                let (rows_m, rows_n) = (mr.end - mr.start, nr.end - nr.start);
-                let tiles_n = rows_n.div_ceil(tile);
-                let groups = if gemv {
-                    rows_n.div_ceil(u64::from(kernels::GEMV_ROWS))
-                } else {
-                    tiles_n * rows_m.div_ceil(tile)
-                };
-                let params = LinearParams {
-                    m: rows_m as u32,
-                    n: rows_n as u32,
-                    words_per_row: wpr as u32,
-                    out_stride: n as u32,
-                    out_base: nr.start as u32,
-                    mode: u32::from(mode == Output::Acc),
-                    tiles_n: tiles_n as u32,
-                    m_base: mr.start as u32,
-                    zero: 0,
-                };
-                let mut launch = Launch::new(gpu, kernel)
-                    .input_range(w, 4 * wpr * nr.start, 4 * wpr * rows_n)
-                    .input_scales(w)
-                    .input_range(xq, 4 * xpr * mr.start, 4 * xpr * rows_m)
-                    .input_scales(xq)
-                    .output_range(&out, 4 * n64 * mr.start, 4 * n64 * rows_m)
-                    .params(&params)
-                    .workgroups(groups);
-                if mode == Output::Y {
-                    launch =
-                        launch.check_finite(NonFiniteCheck::new(op, OUTPUT).at(mr.start * n64));
-                }
-                launch.run()?;
-            }
+        let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
+        if matches!(plan, LinearPlan::Fused { .. }) {
+            // Never cached for quantized input; keep the lanes, skip the quantization.
+            plan = LinearPlan::Generic;
         }
+        LinearCall {
+            op,
+            plan,
+            x: xq,
+            w,
+            w_base: 0,
+            out: &out,
+            shape: (m, n, k),
+            acc: mode == Output::Acc,
+            check: true,
+        }
+        .record(gpu)?;
         Ok(out)
+    }
+
+    /// BitLinear of f32 `x` as one fused dispatch, when the shape's plan is
+    /// [`LinearPlan::Fused`] (M = 1 on a GPU with subgroups); `None` otherwise.
+    fn bitlinear_fused(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        shape: (usize, usize, usize),
+    ) -> Result<Option<Tensor>> {
+        let Some(gpu) = self.gpu_context() else {
+            return Ok(None);
+        };
+        if !super::bitnet_plan::fused_ok(gpu, shape.0, shape.2) {
+            return Ok(None);
+        }
+        let plan = self.linear_plan(gpu, shape, true)?;
+        if !matches!(plan, LinearPlan::Fused { .. }) {
+            return Ok(None);
+        }
+        let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;
+        LinearCall {
+            op,
+            plan,
+            x,
+            w,
+            w_base: 0,
+            out: &out,
+            shape,
+            acc: false,
+            check: true,
+        }
+        .record(gpu)?;
+        Ok(Some(out))
     }
 }

@@ -9,7 +9,9 @@
 
 mod bitnet;
 mod bitnet_linear;
+mod bitnet_plan;
 mod bitnet_stable;
+mod bitnet_tune;
 mod broadcast;
 mod elementwise;
 mod float_args;
@@ -19,3 +21,6 @@ mod reduce;
 mod rope;
 mod softmax;
 mod util;
+
+pub use bitnet_plan::LinearPlan;
+pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};

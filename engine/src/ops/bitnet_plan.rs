@@ -1,0 +1,267 @@
+//! BitLinear kernel plans: which kernel (and override constants) runs one BitLinear shape, the
+//! heuristic default, and the recording of a plan over every chunk of a shape.
+//!
+//! | plan | kernel | when |
+//! |---|---|---|
+//! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
+//! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
+//! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
+//! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
+//!
+//! For f32 activations every plan other than `Fused` quantizes them first (one `act_quant`
+//! dispatch) and then runs the plan's kernel.
+
+use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use super::bitnet::row_chunks;
+use crate::context::Gpu;
+use crate::error::Result;
+use crate::launch::Launch;
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::Tensor;
+
+use Access::{Read, ReadWrite};
+
+/// weights, weight scale, activations, activation absmax, output.
+const BINDINGS: &[Access] = &[Read, Read, Read, Read, ReadWrite];
+const GEMV_SUBGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
+const GEMV_WORKGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_WORKGROUP, "main", BINDINGS);
+const GEMV_VEC4: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_VEC4_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
+/// weights, weight scale, f32 activations, output.
+const GEMV_FUSED: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
+    "main",
+    &[Read, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
+const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
+
+/// cpu-ref's name for an output that overflowed in the rescale.
+const OUTPUT: &str = "output (rescale overflowed f32)";
+
+/// Lane counts (`TPR`) the vec4 GEMVs are compiled with: powers of two, 8..=256.
+pub const GEMV_LANES: [u32; 6] = [8, 16, 32, 64, 128, 256];
+
+/// How one BitLinear shape runs (see the module table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearPlan {
+    /// Activation quantization fused into the M = 1 vec4 GEMV; `lanes` threads per 4-row block.
+    Fused {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
+    /// The vec4 GEMV (M ≤ 8, K % 64 == 0); `lanes` threads per 4-row block.
+    Vec4 {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
+    /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
+    Generic,
+    /// The tiled GEMM with `tm × tn` outputs per thread (each 4 or 8).
+    Gemm {
+        /// Activation rows per thread.
+        tm: u32,
+        /// Weight rows per thread.
+        tn: u32,
+    },
+}
+
+impl std::fmt::Display for LinearPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinearPlan::Fused { lanes } => write!(f, "fused gemv (TPR {lanes})"),
+            LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
+            LinearPlan::Generic => write!(f, "generic gemv"),
+            LinearPlan::Gemm { tm, tn } => write!(f, "gemm ({tm}x{tn} per thread)"),
+        }
+    }
+}
+
+/// Whether the vec4 GEMV can run `m` activation rows of length `k` on `gpu`.
+pub(crate) fn vec4_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    gpu.caps.has(wgpu::Features::SUBGROUP)
+        && m as u64 <= u64::from(kernels::GEMV_MAX_M)
+        && k.is_multiple_of(64)
+}
+
+/// Whether the fused M = 1 GEMV can run an f32 row of length `k` on `gpu`.
+pub(crate) fn fused_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    m == 1 && vec4_ok(gpu, m, k) && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
+}
+
+/// Whether `plan` can run the shape (`f32_input`: activations not yet quantized).
+pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input: bool) -> bool {
+    let lanes_ok = |l: u32| GEMV_LANES.contains(&l);
+    match plan {
+        LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::Vec4 { lanes } => vec4_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
+        LinearPlan::Gemm { tm, tn } => {
+            m as u64 > u64::from(kernels::GEMV_MAX_M)
+                && [4, 8].contains(&tm)
+                && [4, 8].contains(&tn)
+        }
+    }
+}
+
+/// Default lanes per 4-row block: about two vec4 steps per lane (`K / 64` vec4 per row), at
+/// least 8 and at most 128.
+pub(crate) fn default_lanes(k: usize) -> u32 {
+    let steps = (k / 64).div_ceil(2).max(1) as u32;
+    steps.next_power_of_two().clamp(8, 128)
+}
+
+/// The untuned choice for a shape.
+pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool) -> LinearPlan {
+    if m as u64 > u64::from(kernels::GEMV_MAX_M) {
+        // Big tiles when there are enough of them to fill a large GPU.
+        let tiles = |tm: usize, tn: usize| m.div_ceil(16 * tm) * n.div_ceil(16 * tn);
+        let (tm, tn) = if tiles(8, 8) >= 256 {
+            (8, 8)
+        } else if tiles(8, 4) >= 256 {
+            (8, 4)
+        } else {
+            (4, 4)
+        };
+        return LinearPlan::Gemm { tm, tn };
+    }
+    let lanes = default_lanes(k);
+    if f32_input && fused_ok(gpu, m, k) {
+        LinearPlan::Fused { lanes }
+    } else if vec4_ok(gpu, m, k) {
+        LinearPlan::Vec4 { lanes }
+    } else {
+        LinearPlan::Generic
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LinearParams {
+    m: u32,
+    n: u32,
+    words_per_row: u32,
+    out_stride: u32,
+    out_base: u32,
+    mode: u32,
+    tiles_n: u32,
+    m_base: u32,
+    /// Always 0 (the kernels' runtime zero for their optimization barrier).
+    zero: u32,
+}
+
+/// One recording of a plan.
+pub(crate) struct LinearCall<'a> {
+    /// Error name of the op.
+    pub op: &'static str,
+    /// The plan; `Fused` takes f32 `x`, every other plan a `QuantizedI8` `x`.
+    pub plan: LinearPlan,
+    /// Activations `[M, K]`.
+    pub x: &'a Tensor,
+    /// Ternary weights; rows are read from byte `w_base` on (autotune binds copies).
+    pub w: &'a Tensor,
+    /// Byte offset of row 0 in `w`'s data (aligned to the storage offset alignment).
+    pub w_base: u64,
+    /// Output `[M, N]` (`F32`, or `U32` with `acc`).
+    pub out: &'a Tensor,
+    /// `(M, N, K)`.
+    pub shape: (usize, usize, usize),
+    /// Write the exact accumulators instead of y.
+    pub acc: bool,
+    /// Report non-finite input / output through the status slot.
+    pub check: bool,
+}
+
+impl LinearCall<'_> {
+    /// Records the plan's launches, chunked over M and N to fit the storage-binding limit.
+    pub fn record(&self, gpu: &Gpu) -> Result<()> {
+        let (m, n, k) = self.shape;
+        let fused = matches!(self.plan, LinearPlan::Fused { .. });
+        let wpr = words_per_row(k) as u64;
+        let xpr = activation_words_per_row(k) as u64;
+        let x_row = if fused { 4 * k as u64 } else { 4 * xpr };
+        let (m64, n64) = (m as u64, n as u64);
+        for mr in row_chunks(gpu, self.op, m64, &[x_row, 4 * n64])? {
+            for nr in row_chunks(gpu, self.op, n64, &[4 * wpr])? {
+                let (rows_m, rows_n) = (mr.end - mr.start, nr.end - nr.start);
+                let (kernel, groups, tiles_n) = match self.plan {
+                    LinearPlan::Fused { lanes } => {
+                        (&GEMV_FUSED, rows_n.div_ceil(rows_per(lanes)), 0)
+                    }
+                    LinearPlan::Vec4 { lanes } => (&GEMV_VEC4, rows_n.div_ceil(rows_per(lanes)), 0),
+                    LinearPlan::Generic => {
+                        let kernel = if gpu.caps.has(wgpu::Features::SUBGROUP) {
+                            &GEMV_SUBGROUP
+                        } else {
+                            &GEMV_WORKGROUP
+                        };
+                        (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
+                    }
+                    LinearPlan::Gemm { tm, tn } => {
+                        let tiles_n = rows_n.div_ceil(16 * u64::from(tn));
+                        (
+                            &GEMM,
+                            tiles_n * rows_m.div_ceil(16 * u64::from(tm)),
+                            tiles_n,
+                        )
+                    }
+                };
+                let params = LinearParams {
+                    m: rows_m as u32,
+                    n: rows_n as u32,
+                    words_per_row: wpr as u32,
+                    out_stride: n as u32,
+                    out_base: nr.start as u32,
+                    mode: u32::from(self.acc),
+                    tiles_n: tiles_n as u32,
+                    m_base: mr.start as u32,
+                    zero: 0,
+                };
+                let mut launch = Launch::new(gpu, kernel)
+                    .input_range(self.w, self.w_base + 4 * wpr * nr.start, 4 * wpr * rows_n)
+                    .input_scales(self.w)
+                    .input_range(self.x, x_row * mr.start, x_row * rows_m);
+                if !fused {
+                    launch = launch.input_scales(self.x);
+                }
+                launch = launch
+                    .output_range(self.out, 4 * n64 * mr.start, 4 * n64 * rows_m)
+                    .params(&params)
+                    .workgroups(groups);
+                launch = match self.plan {
+                    LinearPlan::Fused { lanes } => launch.constant("TPR", f64::from(lanes)),
+                    LinearPlan::Vec4 { lanes } => launch
+                        .constant("TPR", f64::from(lanes))
+                        .constant("MR", rows_m as f64),
+                    LinearPlan::Gemm { tm, tn } => launch
+                        .constant("TM", f64::from(tm))
+                        .constant("TN", f64::from(tn)),
+                    LinearPlan::Generic => launch,
+                };
+                if self.check && !self.acc {
+                    // The fused kernel checks x (word 0, cpu-ref checks it first) and y (word 1);
+                    // M = 1 there, so both index spaces start at 0.
+                    let check = if fused {
+                        NonFiniteCheck::tensors(self.op, ["x", OUTPUT, "", ""])
+                    } else {
+                        NonFiniteCheck::new(self.op, OUTPUT).at(mr.start * n64)
+                    };
+                    launch = launch.check_finite(check);
+                } else if self.check && fused {
+                    launch = launch.check_finite(NonFiniteCheck::new(self.op, "x"));
+                }
+                launch.run()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Weight rows per workgroup of the vec4 GEMVs with `lanes` threads per 4-row block.
+fn rows_per(lanes: u32) -> u64 {
+    u64::from(4 * kernels::GEMV_VEC4_THREADS / lanes)
+}

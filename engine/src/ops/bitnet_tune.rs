@@ -1,0 +1,349 @@
+//! BitLinear tuning: the plan each shape runs with, per engine — forced by [`BitnetTuning`],
+//! measured on the device (autotune), or the heuristic of `bitnet_plan.rs` — cached in memory
+//! for the engine's lifetime.
+//!
+//! Autotune records every candidate plan on the real shape, with weights rotating through
+//! scratch copies (about 96 MiB, more than a large GPU's L2) so that weights come from memory as
+//! they do in a real model, and keeps the plan with the lowest submit-and-wait wall time per call
+//! (best of three timed batches). It runs on the first BitLinear of a shape whose packed weights
+//! are at least [`AUTOTUNE_MIN_BYTES`], on discrete GPUs by default (`BITNET_AUTOTUNE=0/1` or
+//! [`BitnetTuning::autotune`] override), and is one sync point: pending work is submitted, and an
+//! error it reports is returned by the BitLinear call that triggered the tuning.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bitnet_cpu_ref::layout::words_per_row;
+
+use super::bitnet_plan::{
+    GEMV_LANES, LinearCall, LinearPlan, fused_ok, heuristic, plan_ok, vec4_ok,
+};
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::tensor::DType;
+
+/// Smallest packed weight matrix (bytes) that is autotuned automatically.
+pub const AUTOTUNE_MIN_BYTES: u64 = 1 << 20;
+/// Environment variable that turns automatic tuning on (`1`) or off (`0`) for every engine.
+pub const AUTOTUNE_ENV: &str = "BITNET_AUTOTUNE";
+/// Scratch bytes of weight copies for autotune timing.
+const SCRATCH_BYTES: u64 = 96 << 20;
+/// Target wall time of one timed batch.
+const BATCH_TARGET: Duration = Duration::from_millis(2);
+/// Calls of the batch that estimates a call's time.
+const CALIBRATION_CALLS: u64 = 8;
+
+/// How the BitNet ops of one engine choose their kernels. `Default` = heuristic, autotune on
+/// discrete GPUs, nothing forced. Forced values apply where the kernel can run the shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BitnetTuning {
+    /// Measure the candidates of each large shape on first use (`None`: `BITNET_AUTOTUNE`, else
+    /// on for discrete GPUs only).
+    pub autotune: Option<bool>,
+    /// Force the threads per 4-row block of the vec4 GEMVs (8, 16, 32, 64, 128 or 256).
+    pub gemv_lanes: Option<u32>,
+    /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernel for M = 1.
+    pub fuse_decode: Option<bool>,
+    /// Force the GEMM outputs per thread `(TM, TN)`, each 4 or 8.
+    pub gemm_block: Option<(u32, u32)>,
+    /// Use the generic GEMV for M ≤ 8 (no vec4 / fused kernels): the fallback path.
+    pub generic_gemv: bool,
+}
+
+/// A BitLinear shape as the tuner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    m: usize,
+    n: usize,
+    k: usize,
+    f32_input: bool,
+}
+
+#[derive(Default)]
+struct EngineTuning {
+    settings: BitnetTuning,
+    plans: HashMap<Key, LinearPlan>,
+}
+
+/// Tuning state of every GPU engine, by engine id.
+fn state() -> &'static Mutex<HashMap<u64, EngineTuning>> {
+    static STATE: OnceLock<Mutex<HashMap<u64, EngineTuning>>> = OnceLock::new();
+    STATE.get_or_init(Default::default)
+}
+
+fn with_state<R>(id: u64, f: impl FnOnce(&mut EngineTuning) -> R) -> R {
+    let mut map = state().lock().unwrap_or_else(|p| p.into_inner());
+    f(map.entry(id).or_default())
+}
+
+impl Engine {
+    /// Sets how this engine's BitNet ops choose kernels, and forgets every cached choice.
+    pub fn set_bitnet_tuning(&self, tuning: BitnetTuning) {
+        if let Some(id) = self.gpu_id() {
+            with_state(id, |s| {
+                *s = EngineTuning {
+                    settings: tuning,
+                    plans: HashMap::new(),
+                }
+            });
+        }
+    }
+
+    /// The tuning settings of this engine.
+    pub fn bitnet_tuning(&self) -> BitnetTuning {
+        self.gpu_id()
+            .map_or_else(BitnetTuning::default, |id| with_state(id, |s| s.settings))
+    }
+
+    /// The plan cached for a BitLinear shape (`f32_input`: activations given as f32), if that
+    /// shape has run (or been tuned) on this engine.
+    pub fn bitlinear_plan(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        f32_input: bool,
+    ) -> Option<LinearPlan> {
+        let id = self.gpu_id()?;
+        with_state(id, |s| s.plans.get(&Key { m, n, k, f32_input }).copied())
+    }
+
+    /// Measures every candidate plan of a BitLinear shape on this device now (one sync point),
+    /// caches the fastest and returns it. On the CPU engine: `Ok(None)`.
+    pub fn autotune_bitlinear(
+        &self,
+        m: usize,
+        n: usize,
+        k: usize,
+        f32_input: bool,
+    ) -> Result<Option<LinearPlan>> {
+        let Some(gpu) = self.gpu_context() else {
+            return Ok(None);
+        };
+        let key = Key { m, n, k, f32_input };
+        let plan = self.measure_best(gpu, key)?;
+        with_state(gpu.id, |s| s.plans.insert(key, plan));
+        Ok(Some(plan))
+    }
+
+    /// The plan a BitLinear of this shape runs with (forced, cached, tuned now, or heuristic).
+    pub(crate) fn linear_plan(
+        &self,
+        gpu: &Gpu,
+        (m, n, k): (usize, usize, usize),
+        f32_input: bool,
+    ) -> Result<LinearPlan> {
+        let key = Key { m, n, k, f32_input };
+        let (settings, cached) = with_state(gpu.id, |s| (s.settings, s.plans.get(&key).copied()));
+        if let Some(plan) = cached {
+            return Ok(plan);
+        }
+        let forced = forced_plan(gpu, settings, key);
+        let auto = settings.autotune.unwrap_or_else(|| autotune_default(gpu));
+        let big = n as u64 * words_per_row(k) as u64 * 4 >= AUTOTUNE_MIN_BYTES;
+        let plan = match forced {
+            Some(plan) => plan,
+            None if auto && big && candidates(gpu, key, settings).len() > 1 => {
+                self.measure_best(gpu, key)?
+            }
+            None => heuristic_with(gpu, key, settings),
+        };
+        with_state(gpu.id, |s| s.plans.insert(key, plan));
+        Ok(plan)
+    }
+
+    /// Times every candidate of `key` and returns the fastest.
+    fn measure_best(&self, gpu: &Gpu, key: Key) -> Result<LinearPlan> {
+        const OP: &str = "bitlinear autotune";
+        let settings = with_state(gpu.id, |s| s.settings);
+        let list = candidates(gpu, key, settings);
+        let fallback = heuristic_with(gpu, key, settings);
+        if list.len() <= 1 {
+            return Ok(list.first().copied().unwrap_or(fallback));
+        }
+        let Key { m, n, k, f32_input } = key;
+        let x = self.upload_f32(&tuning_row(m * k), &[m, k])?;
+        let xq = self.quantize_activations_as(OP, &x)?;
+        let out = self.empty(OP, &[m, n], DType::F32)?;
+        // Weight copies, each starting at an aligned offset.
+        let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
+        let row_bytes = 4 * words_per_row(k) as u64;
+        let stride = (n as u64 * row_bytes).div_ceil(align) * align;
+        let copies = (SCRATCH_BYTES / stride)
+            .clamp(1, 64)
+            .min(gpu.caps.max_buffer / stride)
+            .max(1);
+        let scratch = self.empty(
+            OP,
+            &[(copies * stride).div_ceil(row_bytes) as usize, k],
+            DType::Ternary,
+        )?;
+        let mut best = (f64::INFINITY, fallback);
+        for &plan in &list {
+            let record = |i: u64| -> Result<()> {
+                let quantized;
+                let xin = match (plan, f32_input) {
+                    (LinearPlan::Fused { .. }, _) => &x,
+                    (_, true) => {
+                        quantized = self.quantize_activations_as(OP, &x)?;
+                        &quantized
+                    }
+                    (_, false) => &xq,
+                };
+                LinearCall {
+                    op: OP,
+                    plan,
+                    x: xin,
+                    w: &scratch,
+                    w_base: (i % copies) * stride,
+                    out: &out,
+                    shape: (m, n, k),
+                    acc: false,
+                    check: false,
+                }
+                .record(gpu)
+            };
+            let secs = time_per_call(self, record)?;
+            log::debug!(
+                "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {plan}: {:.2} µs",
+                secs * 1e6
+            );
+            if secs < best.0 {
+                best = (secs, plan);
+            }
+        }
+        log::info!(
+            "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {} ({:.2} µs per call)",
+            best.1,
+            best.0 * 1e6
+        );
+        Ok(best.1)
+    }
+}
+
+/// Wall time per call of `record`: one warm-up call (pipeline creation), a calibration batch of
+/// [`CALIBRATION_CALLS`] that sizes the timed batches to about [`BATCH_TARGET`], then the best of
+/// three timed batches, each submitted and waited for as a whole.
+fn time_per_call(engine: &Engine, mut record: impl FnMut(u64) -> Result<()>) -> Result<f64> {
+    let mut i = 0;
+    let mut batch = |calls: u64| -> Result<f64> {
+        let t = Instant::now();
+        for _ in 0..calls {
+            record(i)?;
+            i += 1;
+        }
+        engine.sync()?;
+        Ok(t.elapsed().as_secs_f64() / calls as f64)
+    };
+    batch(1)?;
+    let estimate = batch(CALIBRATION_CALLS)?;
+    let calls = ((BATCH_TARGET.as_secs_f64() / estimate) as u64).clamp(CALIBRATION_CALLS, 400);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(batch(calls)?);
+    }
+    Ok(best)
+}
+
+/// Values of the tuning activations (finite, varied; their results are never read).
+fn tuning_row(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
+        .collect()
+}
+
+/// Autotune default: discrete GPUs, unless `BITNET_AUTOTUNE` says otherwise.
+fn autotune_default(gpu: &Gpu) -> bool {
+    match std::env::var(AUTOTUNE_ENV).ok().as_deref() {
+        Some("0") => false,
+        Some("1") => true,
+        _ => gpu.adapter_info.device_type == wgpu::DeviceType::DiscreteGpu,
+    }
+}
+
+/// The plan the settings force for `key`, if they force one completely.
+fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<LinearPlan> {
+    let plan = heuristic_with(gpu, key, s);
+    let complete = match plan {
+        LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
+        LinearPlan::Vec4 { .. } => {
+            s.gemv_lanes.is_some()
+                && (!key.f32_input || !fused_ok(gpu, key.m, key.k) || s.fuse_decode.is_some())
+        }
+        LinearPlan::Generic => true,
+        LinearPlan::Gemm { .. } => s.gemm_block.is_some(),
+    };
+    complete.then_some(plan)
+}
+
+/// The heuristic plan with the settings' forced parts applied.
+fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
+    let Key { m, n, k, f32_input } = key;
+    let plan = match heuristic(gpu, m, n, k, f32_input) {
+        LinearPlan::Fused { .. } | LinearPlan::Vec4 { .. } if s.generic_gemv => LinearPlan::Generic,
+        LinearPlan::Fused { lanes } if s.fuse_decode == Some(false) => LinearPlan::Vec4 { lanes },
+        LinearPlan::Vec4 { lanes }
+            if s.fuse_decode == Some(true) && f32_input && fused_ok(gpu, m, k) =>
+        {
+            LinearPlan::Fused { lanes }
+        }
+        other => other,
+    };
+    let forced = match plan {
+        LinearPlan::Fused { lanes } => LinearPlan::Fused {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Gemm { tm, tn } => {
+            let (tm, tn) = s.gemm_block.unwrap_or((tm, tn));
+            LinearPlan::Gemm { tm, tn }
+        }
+        LinearPlan::Generic => LinearPlan::Generic,
+    };
+    if plan_ok(gpu, forced, m, k, f32_input) {
+        forced
+    } else {
+        plan
+    }
+}
+
+/// The plans autotune compares for `key` (respecting forced settings).
+fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning) -> Vec<LinearPlan> {
+    let Key {
+        m, k, f32_input, ..
+    } = key;
+    let mut out = Vec::new();
+    if m > 8 {
+        for (tm, tn) in [(4, 4), (4, 8), (8, 4), (8, 8)] {
+            if s.gemm_block.is_none_or(|b| b == (tm, tn)) {
+                out.push(LinearPlan::Gemm { tm, tn });
+            }
+        }
+        return out;
+    }
+    if s.generic_gemv || !vec4_ok(gpu, m, k) {
+        return vec![LinearPlan::Generic];
+    }
+    // Lanes beyond twice the vec4 per row would idle; below 8 a block is too narrow to coalesce.
+    let vec4_per_row = (k / 64) as u32;
+    let lanes: Vec<u32> = GEMV_LANES
+        .iter()
+        .copied()
+        .filter(|&l| l <= 2 * vec4_per_row.max(8) && l >= 16.min(vec4_per_row.max(8)))
+        .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
+        .collect();
+    let fuse = f32_input && fused_ok(gpu, m, k);
+    for &lanes in &lanes {
+        if fuse && s.fuse_decode != Some(false) {
+            out.push(LinearPlan::Fused { lanes });
+        }
+        if !fuse || s.fuse_decode != Some(true) {
+            out.push(LinearPlan::Vec4 { lanes });
+        }
+    }
+    out
+}

@@ -1,0 +1,140 @@
+// BitLinear GEMV for one f32 activation row (M = 1, decode) with the activation quantization
+// fused in; K % 64 == 0 and K <= GF_MAX_K. Subgroup reductions.
+//
+// Every workgroup quantizes the (small, cache-resident) row itself, exactly as act_quant.wgsl
+// does — absmax of the sign-cleared bits, a = max(absmax, 1e-5), inv = 127 / a correctly
+// rounded, xq = clamp(round(x * inv), -128, 127) — into workgroup memory, then runs the row
+// blocks of bitlinear_gemv_blocks.wgsl against it. So BitLinear on f32 activations is one
+// dispatch instead of two, and the quantized row never goes through memory. The first weight
+// loads are issued before the quantization, so they are in flight while it runs. The activation
+// row sum (for the code-domain trick of bitlinear_common.wgsl) falls out of the quantization.
+//
+// Status words: 0 = the first non-finite x index (cpu-ref checks x first), 1 = the first
+// non-finite y index. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, exact_div.wgsl.
+
+// Largest K: 960 vec4 of packed activations (15360 bytes) + gv_red fill 16 KiB of workgroup memory.
+const GF_MAX_K: u32 = 15360u;
+const EXP_MASK: u32 = 0x7f800000u;
+const NONE: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+// The weight tensor's scale s.
+@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
+// The activation row, K floats.
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// [out_stride] f32 bits of y, or i32 bits of acc (see `mode`).
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+const X_STATUS: u32 = 0u;
+const Y_STATUS: u32 = 1u;
+
+// The quantized row: vec4 i holds the 4 activation words that pair with weight word i.
+var<workgroup> gf_x: array<vec4<u32>, 960>;
+
+// Index of the first true component (the vector has one).
+fn gf_first(v: vec4<bool>) -> u32 {
+    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
+}
+
+// Sign-cleared bits of x[i] (non-negative floats order like their bits); flags non-finite values.
+fn gf_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
+    let b = bitcast<vec4<u32>>(x[i]) & vec4<u32>(0x7fffffffu);
+    let inf = (b & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+    if (any(inf)) {
+        *bad = min(*bad, 4u * i + gf_first(inf));
+    }
+    return max(max(b.x, b.y), max(b.z, b.w));
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let ids = gv_ids(wid, nwg, lane, sg, sg_size);
+    let vpr = params.words_per_row / 4u;
+    // K / 4 float vec4 (K % 64 == 0, so no padding words).
+    let kv = params.words_per_row * 4u;
+
+    // 1. The first weight step, in flight during the quantization.
+    var w = GvRows();
+    if (ids.l < vpr) {
+        w = gv_load(ids.n, ids.l, vpr);
+    }
+
+    // 2. absmax, four independent loads per iteration (clamped duplicates change no maximum).
+    var top = 0u;
+    var bad = NONE;
+    for (var i = ids.vt; i < kv; i = i + 4u * GV_WG) {
+        let t0 = gf_abs_bits(i, &bad);
+        let t1 = gf_abs_bits(min(i + GV_WG, kv - 1u), &bad);
+        let t2 = gf_abs_bits(min(i + 2u * GV_WG, kv - 1u), &bad);
+        let t3 = gf_abs_bits(min(i + 3u * GV_WG, kv - 1u), &bad);
+        top = max(top, max(max(t0, t1), max(t2, t3)));
+    }
+    if (bad != NONE) {
+        atomicMin(&nonfinite[X_STATUS], bad);
+    }
+    top = subgroupMax(top);
+    if (lane == 0u) {
+        gv_red[sg].x = bitcast<i32>(top);
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < nsg; s = s + 1u) {
+        top = max(top, bitcast<u32>(gv_red[s].x));
+    }
+    let a = max(bitcast<f32>(top), 1e-5f);
+    let inv = exact_div(127.0, a);
+
+    // 3. Quantize and pack into workgroup memory; the row sum on the way.
+    var rs = 0i;
+    for (var i = ids.vt; i < kv; i = i + GV_WG) {
+        let q = vec4<i32>(clamp(round(x[i] * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
+        rs += q.x + q.y + q.z + q.w;
+        let word = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
+            | (u32(q.w) << 24u);
+        gf_x[i >> 2u][i & 3u] = word;
+    }
+    rs = subgroupAdd(rs);
+    if (lane == 0u) {
+        gv_red[sg].y = rs;
+    }
+    workgroupBarrier();
+    var row_sum = 0i;
+    for (var s = 0u; s < nsg; s = s + 1u) {
+        row_sum += gv_red[s].y;
+    }
+
+    // 4. The row blocks, double-buffered weight loads.
+    var acc = vec4<i32>();
+    var j = ids.l;
+    loop {
+        if (j >= vpr) {
+            break;
+        }
+        let jn = j + TPR;
+        var next = w;
+        if (jn < vpr) {
+            next = gv_load(ids.n, jn, vpr);
+        }
+        acc += gv_dot(w, gf_x[4u * j], gf_x[4u * j + 1u], gf_x[4u * j + 2u], gf_x[4u * j + 3u]);
+        w = next;
+        j = jn;
+    }
+
+    // 5. Reduce over the lanes, rescale, store.
+    let total = gv_reduce(acc, ids);
+    if (ids.l == 0u) {
+        let scale = bitlinear_scale(weight_scale[0], a);
+        let base = params.out_base + ids.n;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            if (ids.n + r < params.n) {
+                bitlinear_write(base + r, total[r] - row_sum, scale);
+            }
+        }
+    }
+}

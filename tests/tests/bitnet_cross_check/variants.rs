@@ -1,0 +1,256 @@
+//! Every BitLinear kernel variant, forced one at a time through `BitnetTuning`, against cpu-ref:
+//! the fused decode GEMV and the vec4 GEMV at every lane count, the generic GEMV, every GEMM
+//! register block, plus the fused kernel's error reporting, autotune, and the fast quantization
+//! variants on edge values. Shapes straddle every boundary of the variants: K % 64 == 0 or not,
+//! K up to and past the fused kernel's limit, N not a multiple of any block, M = 1..8 and > 8.
+
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use bitnet_tests::{gpu_engine, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan};
+
+use crate::support::{assert_same_result, check_acts, check_linear, check_weights};
+
+/// An engine of its own (tuning is per engine), one test at a time.
+fn tuned_engine() -> MutexGuard<'static, Engine> {
+    static E: OnceLock<Mutex<Engine>> = OnceLock::new();
+    E.get_or_init(|| Mutex::new(gpu_engine()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+fn weights(seed: u64, n: usize, k: usize) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
+}
+
+/// Runs check_linear under `tuning` and returns the plans used: for f32 input (the quantized
+/// input's plan, unless the f32 shape had a plan of its own: M = 1 where fusion is possible) and
+/// for quantized input.
+fn check_with(
+    e: &Engine,
+    tuning: BitnetTuning,
+    m: usize,
+    n: usize,
+    k: usize,
+    ctx: &str,
+) -> (LinearPlan, LinearPlan) {
+    e.set_bitnet_tuning(tuning);
+    let seed = (m * 1_000_003 + n * 1009 + k) as u64;
+    let w = weights(seed, n, k);
+    let x = random_normal(seed + 1, m * k, 1.5);
+    check_linear(
+        e,
+        &x,
+        m,
+        &w,
+        &format!("{ctx}: M {m} N {n} K {k} {tuning:?}"),
+    );
+    let quantized = e
+        .bitlinear_plan(m, n, k, false)
+        .expect("quantized plan cached");
+    (
+        e.bitlinear_plan(m, n, k, true).unwrap_or(quantized),
+        quantized,
+    )
+}
+
+#[test]
+fn gemv_variants_at_every_lane_count() {
+    let e = tuned_engine();
+    let subgroups = e
+        .info()
+        .features
+        .contains(bitnet_wgpu::wgpu::Features::SUBGROUP);
+    let shapes = [
+        (1, 37, 64),
+        (1, 129, 2560),
+        (1, 5, 15360),
+        (2, 67, 128),
+        (3, 300, 2560),
+        (8, 9, 6912),
+    ];
+    for lanes in [8, 16, 32, 64, 128, 256] {
+        for fuse in [true, false] {
+            let tuning = BitnetTuning {
+                autotune: Some(false),
+                gemv_lanes: Some(lanes),
+                fuse_decode: Some(fuse),
+                ..Default::default()
+            };
+            for &(m, n, k) in &shapes {
+                let (f32_plan, q_plan) = check_with(&e, tuning, m, n, k, "vec4");
+                if !subgroups {
+                    continue;
+                }
+                assert_eq!(q_plan, LinearPlan::Vec4 { lanes });
+                let want = if m == 1 && fuse {
+                    LinearPlan::Fused { lanes }
+                } else {
+                    LinearPlan::Vec4 { lanes }
+                };
+                assert_eq!(f32_plan, want, "M {m} K {k}");
+            }
+        }
+    }
+    // Past the fused limit, K % 64 != 0, and the generic variant forced.
+    let forced = BitnetTuning {
+        autotune: Some(false),
+        fuse_decode: Some(true),
+        ..Default::default()
+    };
+    let (f32_plan, _) = check_with(&e, forced, 1, 7, 15424, "past the fused limit");
+    assert!(!matches!(f32_plan, LinearPlan::Fused { .. }));
+    let (f32_plan, q_plan) = check_with(&e, forced, 1, 70, 1000, "K % 64 != 0");
+    assert_eq!(
+        (f32_plan, q_plan),
+        (LinearPlan::Generic, LinearPlan::Generic)
+    );
+    let generic = BitnetTuning {
+        autotune: Some(false),
+        generic_gemv: true,
+        ..Default::default()
+    };
+    for &(m, n, k) in &shapes[..4] {
+        let plans = check_with(&e, generic, m, n, k, "generic");
+        assert_eq!(plans, (LinearPlan::Generic, LinearPlan::Generic));
+    }
+}
+
+#[test]
+fn gemm_at_every_register_block() {
+    let e = tuned_engine();
+    let shapes = [
+        (9, 1, 16),
+        (33, 67, 100),
+        (64, 130, 2560),
+        (130, 200, 320),
+        (257, 129, 64),
+    ];
+    for (tm, tn) in [(4, 4), (4, 8), (8, 4), (8, 8)] {
+        let tuning = BitnetTuning {
+            autotune: Some(false),
+            gemm_block: Some((tm, tn)),
+            ..Default::default()
+        };
+        for &(m, n, k) in &shapes {
+            let plans = check_with(&e, tuning, m, n, k, "gemm");
+            assert_eq!(plans.1, LinearPlan::Gemm { tm, tn });
+        }
+    }
+}
+
+#[test]
+fn fused_decode_reports_errors_like_cpu_ref() {
+    let e = tuned_engine();
+    e.set_bitnet_tuning(BitnetTuning {
+        autotune: Some(false),
+        fuse_decode: Some(true),
+        ..Default::default()
+    });
+    let k = 640;
+    let w = weights(5, 9, k);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let mut x = random_normal(6, k, 1.0);
+        x[517] = bad;
+        x[333] = bad;
+        let want = cpu_ref::bitlinear(&x, 1, &w)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(e.bitlinear(&x, 1, &w).unwrap_err(), want, "{bad}");
+        // Through the resident API: reported at the read.
+        let y = e
+            .bitlinear_tensor(
+                &e.upload_f32(&x, &[1, k]).unwrap(),
+                &e.upload_ternary(&w).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(y.read_f32().unwrap_err(), want, "{bad}: resident");
+    }
+    // Finite x, rescale overflow: the output error (status word 1).
+    let big = TernaryMatrix::from_i8(&vec![1; 3 * k], 3, k, 3.0e38).unwrap();
+    let x = vec![3.0e38f32; k];
+    assert_same_result(
+        e.bitlinear(&x, 1, &big),
+        cpu_ref::bitlinear(&x, 1, &big),
+        "fused overflow",
+    );
+    assert!(matches!(
+        e.bitlinear_plan(1, 3, k, true),
+        Some(LinearPlan::Fused { .. })
+    ));
+    // The engine stays usable.
+    let x = random_normal(7, k, 1.0);
+    check_linear(&e, &x, 1, &w, "after the errors");
+}
+
+#[test]
+fn autotune_caches_a_valid_plan() {
+    let e = tuned_engine();
+    e.set_bitnet_tuning(BitnetTuning::default());
+    for (m, n, k, f32_input) in [
+        (1, 300, 1024, true),
+        (1, 300, 1024, false),
+        (4, 64, 256, false),
+        (20, 64, 128, false),
+    ] {
+        let plan = e
+            .autotune_bitlinear(m, n, k, f32_input)
+            .unwrap()
+            .expect("GPU engine");
+        assert_eq!(e.bitlinear_plan(m, n, k, f32_input), Some(plan));
+        let w = weights(11, n, k);
+        let x = random_normal(12, m * k, 1.0);
+        check_linear(&e, &x, m, &w, &format!("autotuned {plan}"));
+        assert_eq!(
+            e.bitlinear_plan(m, n, k, f32_input),
+            Some(plan),
+            "the cached plan is kept"
+        );
+    }
+    assert_eq!(
+        Engine::cpu().autotune_bitlinear(1, 8, 64, true).unwrap(),
+        None
+    );
+}
+
+#[test]
+fn fast_quant_variants_on_edge_values() {
+    let e = tuned_engine();
+    e.set_bitnet_tuning(BitnetTuning {
+        autotune: Some(false),
+        ..Default::default()
+    });
+    let k = 64;
+    // Exact ties of round-half-to-even after scaling by 127 / absmax = 1: x = i + 0.5.
+    let mut ties: Vec<f32> = (0..k).map(|i| (i as f32 - 32.0) + 0.5).collect();
+    ties[0] = 127.0;
+    let sub: Vec<f32> = (0..k).map(|i| f32::from_bits(1 + i as u32 * 977)).collect();
+    let huge: Vec<f32> = (0..k)
+        .map(|i| if i % 3 == 0 { 3.0e38 } else { -1.0e38 })
+        .collect();
+    for (name, x) in [
+        ("ties", ties),
+        ("subnormal", sub),
+        ("huge", huge),
+        ("zeros", vec![0.0; k]),
+    ] {
+        for m in [1, 3, 9] {
+            let xs: Vec<f32> = x.iter().cycle().take(m * k).copied().collect();
+            check_acts(&e, &xs, m, k, name);
+            // Scaled down so that the |w| sum of the huge case stays finite.
+            let ws: Vec<f32> = xs.iter().map(|v| v * 1e-3).collect();
+            let w = check_weights(&e, &ws, m, k, name);
+            check_linear(&e, &xs, m, &w, name);
+        }
+    }
+}
+
+#[test]
+fn weight_sum_finalizes_two_levels_at_once() {
+    // 4352 x 4096 values: 4352 first-level blocks, so the finalizing workgroup sums two blocks of
+    // block sums and then those two values (like BitNet-2B4T's 6912 x 2560 FFN weights).
+    let (n, k) = (4352, 4096);
+    let w = random_normal(99, n * k, 0.02);
+    check_weights(&tuned_engine(), &w, n, k, "two-level finalize");
+}
