@@ -90,6 +90,26 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
     }
 }
 
+/// Runs a future to completion on this thread (parks between wake-ups): the suite's executor
+/// for the engine's `*_async` reads, which are woken by the engine's completion thread.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
 /// A float tolerance: `|got - want| <= abs + rel * |want|`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerance {
@@ -242,3 +262,8 @@ mod tests {
         assert!(tolerance("matmul_f32").accepts(1.00005, 1.0));
     }
 }
+
+/// The README's embedding example, compiled and run as a doctest so it cannot rot.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
