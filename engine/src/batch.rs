@@ -1,4 +1,4 @@
-//! The pending command batch: dispatches and copies are recorded as a list of commands and encoded
+//! The pending command batch (owned by the submission thread, `scheduler.rs`): dispatches and copies are recorded as a list of commands and encoded
 //! into one command encoder when the batch is submitted (at sync points, or every
 //! `EngineOptions::batch_dispatches` dispatches).
 //!
@@ -78,6 +78,11 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
     /// Records one dispatch; submits first when the batch is full.
     pub fn record(&mut self, gpu: &Gpu, d: Dispatch) -> Result<()> {
         let profiler_full = self.profiler.as_ref().is_some_and(|p| p.enabled)

@@ -1,16 +1,17 @@
 //! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
-//! pipeline cache, pending batch and health. One per engine, shared by its clones and tensors.
+//! pipeline cache, submission and completion threads, and health. One per engine, shared by its clones and tensors.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use crate::batch::Batch;
 use crate::device::Caps;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
 use crate::group::EngineGroup;
 use crate::pipelines::PipelineCache;
+use crate::poller::Poller;
 use crate::pool::BufferPool;
+use crate::scheduler::Scheduler;
 use crate::status::SlotPool;
 
 /// Device health: set by wgpu's device-lost and uncaptured-error callbacks.
@@ -20,6 +21,23 @@ pub(crate) struct Health {
     reason: Mutex<Option<String>>,
     /// The first error no error scope caught (reported at the next sync point).
     uncaptured: Mutex<Option<Error>>,
+}
+
+impl Health {
+    /// `Some(DeviceLost)` once the device is lost.
+    fn lost_error(&self) -> Option<Error> {
+        if !self.lost.load(Ordering::Acquire) {
+            return None;
+        }
+        let reason = self
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(Error::DeviceLost(
+            reason.unwrap_or_else(|| "unknown reason".into()),
+        ))
+    }
 }
 
 /// Everything a GPU engine owns.
@@ -40,20 +58,24 @@ pub(crate) struct Gpu {
     pub slots: Arc<SlotPool>,
     /// Launch counter: orders fates, so a lineage reports its earliest error.
     seq: AtomicU64,
-    batch: Mutex<Batch>,
+    /// The submission thread (owns the pending batch).
+    pub scheduler: Scheduler,
+    /// The completion thread (runs map callbacks of reads).
+    pub poller: Poller,
     health: Arc<Health>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Gpu {
-    /// Builds the context for an existing device.
-    pub fn new(
+    /// Builds the context for an existing device and starts its submission and completion
+    /// threads.
+    pub fn start(
         adapter_info: wgpu::AdapterInfo,
         device: wgpu::Device,
         queue: wgpu::Queue,
         options: EngineOptions,
-    ) -> Gpu {
+    ) -> Result<Arc<Gpu>> {
         let caps = Caps::new(&device, &adapter_info, &options);
         let health = Arc::new(Health::default());
         let h = Arc::clone(&health);
@@ -87,7 +109,11 @@ impl Gpu {
             group.layout.clone(),
         );
         let msl = crate::msl::MslState::probe(&pipelines, &caps, adapter_info.backend);
-        Gpu {
+        let h = Arc::clone(&health);
+        let poller = Poller::start(device.clone(), move || h.lost_error())?;
+        let (scheduler, queue_rx) = Scheduler::channel();
+        let idle = options.idle_flush;
+        let gpu = Arc::new(Gpu {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool: BufferPool::new(device.clone(), caps.max_buffer),
             pipelines,
@@ -95,35 +121,40 @@ impl Gpu {
             group,
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
-            batch: Mutex::new(Batch::default()),
+            scheduler,
+            poller,
             health,
             adapter_info,
             device,
             queue,
             caps,
             options,
-        }
-    }
-
-    /// The pending batch (one recorder at a time).
-    pub fn batch(&self) -> MutexGuard<'_, Batch> {
-        self.batch.lock().unwrap_or_else(|e| e.into_inner())
+        });
+        crate::scheduler::spawn(queue_rx, Arc::downgrade(&gpu), idle)?;
+        Ok(gpu)
     }
 
     /// `Err(DeviceLost)` once the device is lost; a lost device is never used again.
     pub fn check_health(&self) -> Result<()> {
-        if self.health.lost.load(Ordering::SeqCst) {
-            let reason = self
-                .health
-                .reason
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            return Err(Error::DeviceLost(
-                reason.unwrap_or_else(|| "unknown reason".into()),
-            ));
+        self.health.lost_error().map_or(Ok(()), Err)
+    }
+
+    /// Whether the device is lost (one atomic load).
+    pub fn is_lost(&self) -> bool {
+        self.health.lost.load(Ordering::Acquire)
+    }
+
+    /// `e`, or `DeviceLost` if the device turns out to be lost: a failed map or submission is
+    /// often the first sign, before wgpu ran the device-lost callback (which runs once the
+    /// queue drained: wait for it, briefly — this is an error path).
+    pub fn explain(&self, e: Error) -> Error {
+        if matches!(e, Error::Map(_) | Error::Validation { .. }) && !self.is_lost() {
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(std::time::Duration::from_secs(1)),
+            });
         }
-        Ok(())
+        self.check_health().err().unwrap_or(e)
     }
 
     /// The next launch number (fates are ordered by it).

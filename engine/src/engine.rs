@@ -20,7 +20,7 @@ pub enum BackendKind {
 }
 
 /// Options of a GPU engine (tests use them to exercise paths the hardware would not reach).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
     /// Cap the storage-binding size below the device's (exercises chunking cheaply).
     pub max_binding_bytes: Option<u64>,
@@ -28,6 +28,9 @@ pub struct EngineOptions {
     pub force_uniform_params: bool,
     /// Dispatches recorded before a batch is submitted without a sync point (≥ 1).
     pub batch_dispatches: u32,
+    /// Submit what was recorded once the engine saw no new work for this long (`None`: only at
+    /// sync points and full batches — deterministic batching, for tests).
+    pub idle_flush: Option<std::time::Duration>,
 }
 
 impl Default for EngineOptions {
@@ -36,6 +39,7 @@ impl Default for EngineOptions {
             max_binding_bytes: None,
             force_uniform_params: false,
             batch_dispatches: 128,
+            idle_flush: Some(std::time::Duration::from_micros(200)),
         }
     }
 }
@@ -134,9 +138,9 @@ impl Engine {
         options.batch_dispatches = options.batch_dispatches.max(1);
         let info = adapter.get_info();
         log::info!("bitnet-wgpu: using {}", device::describe(&info));
-        let gpu = Gpu::new(info, device, queue, options);
+        let gpu = Gpu::start(info, device, queue, options)?;
         Ok(Engine {
-            backend: Arc::new(Backend::Gpu(Arc::new(gpu))),
+            backend: Arc::new(Backend::Gpu(gpu)),
         })
     }
 
@@ -158,6 +162,14 @@ impl Engine {
 
     /// The GPU context (None on the CPU engine). For op implementations.
     pub(crate) fn gpu_context(&self) -> Option<&Gpu> {
+        match &*self.backend {
+            Backend::Cpu => None,
+            Backend::Gpu(g) => Some(g),
+        }
+    }
+
+    /// The GPU context even when it should not take new work (reads of existing tensors).
+    pub(crate) fn gpu_raw(&self) -> Option<&Gpu> {
         match &*self.backend {
             Backend::Cpu => None,
             Backend::Gpu(g) => Some(g),
@@ -224,13 +236,14 @@ impl Engine {
                 "profiling needs Features::TIMESTAMP_QUERY".into(),
             ));
         }
-        let mut batch = g.batch();
-        batch.flush(g)?;
-        batch
-            .profiler
-            .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
-            .enabled = enabled;
-        Ok(())
+        g.scheduler.call(move |batch, g| {
+            batch.flush(g)?;
+            batch
+                .profiler
+                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
+                .enabled = enabled;
+            Ok(())
+        })?
     }
 
     /// Per-kernel GPU time recorded so far (submits pending work first). Empty when never enabled.
@@ -238,25 +251,30 @@ impl Engine {
         let Some(g) = self.gpu_context() else {
             return Ok(ProfileReport::default());
         };
-        let mut batch = g.batch();
-        batch.flush(g)?;
-        Ok(batch
-            .profiler
-            .as_ref()
-            .map(|p| p.report())
-            .unwrap_or_default())
+        g.scheduler.call(|batch, g| {
+            batch.flush(g)?;
+            Ok(batch
+                .profiler
+                .as_ref()
+                .map(|p| p.report())
+                .unwrap_or_default())
+        })?
     }
 
     /// Clears the profiler's totals, after submitting pending work (so a report after the reset
     /// covers exactly the work recorded after it).
     pub fn reset_profile(&self) {
         if let Some(g) = self.gpu_context() {
-            let mut batch = g.batch();
-            if let Err(e) = batch.flush(g) {
-                log::warn!("bitnet-wgpu: submit before profiler reset failed: {e}");
-            }
-            if let Some(p) = batch.profiler.as_mut() {
-                p.reset();
+            let r = g.scheduler.call(|batch, g| {
+                if let Err(e) = batch.flush(g) {
+                    log::warn!("bitnet-wgpu: submit before profiler reset failed: {e}");
+                }
+                if let Some(p) = batch.profiler.as_mut() {
+                    p.reset();
+                }
+            });
+            if let Err(e) = r {
+                log::warn!("bitnet-wgpu: profiler reset failed: {e}");
             }
         }
     }

@@ -60,9 +60,10 @@
 //! Ok(y)
 //! ```
 //!
-//! `run` records into the engine's pending command encoder (the batch). Work is submitted at sync
-//! points — read-back, upload, `Engine::sync` — or every `EngineOptions::batch_dispatches`
-//! dispatches. Ops therefore chain on the device with no read-back. Scales of packed tensors
+//! `run` hands the dispatch to the engine's submission thread (`scheduler.rs`), which records it
+//! into the pending batch; it returns at once. Work is submitted at sync points — read-back,
+//! upload, `Engine::sync` — every `EngineOptions::batch_dispatches` dispatches, or when the engine
+//! is idle (`EngineOptions::idle_flush`). Ops therefore chain on the device with no read-back. Scales of packed tensors
 //! bind with `input_scales` / `output_scales`; sub-ranges with `input_range` / `output_range`.
 //! Every launch gets a fate (`fate.rs`); its outputs inherit the fates of its inputs plus its own.
 //! A flagged value or a failed submission poisons exactly the tensors computed from that launch:
@@ -396,18 +397,22 @@ impl<'a> Launch<'a> {
             ));
         }
         let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
-        self.gpu.batch().record(
-            self.gpu,
-            Dispatch {
-                kernel: self.kernel.name(),
-                compiled,
-                group0,
-                params: self.params,
-                groups,
-                fate: Arc::clone(&fate),
-                invalid: false,
-            },
-        )?;
+        let d = Dispatch {
+            kernel: self.kernel.name(),
+            compiled,
+            group0,
+            params: self.params,
+            groups,
+            fate: Arc::clone(&fate),
+            invalid: false,
+        };
+        // Recorded by the submission thread; a failure to record fails this launch's fate.
+        let job_fate = Arc::clone(&fate);
+        self.gpu.scheduler.post(Box::new(move |batch, g| {
+            if let Err(e) = batch.record(g, d) {
+                job_fate.resolve(Some(e));
+            }
+        }))?;
         lineage.push(fate);
         for t in &self.outputs {
             t.lineage().extend(&lineage);

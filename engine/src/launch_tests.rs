@@ -175,7 +175,11 @@ fn both_params_modes_run_the_same_kernel() {
 
 #[test]
 fn outputs_of_a_failed_batch_are_never_read_as_data() {
-    let e = gpu(EngineOptions::default());
+    // Deterministic batching: y must still be pending when its input is destroyed.
+    let e = gpu(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
     let x = e.upload_f32(&[1.0; 64], &[64]).unwrap();
     let clean = e.copy(&x).unwrap();
     clean.read_f32().unwrap();

@@ -1,24 +1,42 @@
-//! Reading tensors back to the host. Every read is a sync point (see `transfer.rs`): it returns
-//! `Error::NonFinite` if any launch since the last sync flagged NaN/Inf, and device errors.
+//! Reading tensors back to the host. Every read is a sync point (see `transfer.rs`) and returns
+//! the earliest error of the launches the tensor depends on (`Error::NonFinite` for a flagged
+//! NaN/Inf, a failed submission, a lost device) instead of its bytes. Each read has a future form
+//! (`*_async`, resolved by the engine's completion thread) and a blocking form (pollster).
 
 use bitnet_cpu_ref::layout::activation_words_per_row;
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 use half::f16;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::{DType, Storage, Tensor};
+use crate::transfer::ReadFuture;
 
-/// Bytes of one storage (logical length `len`).
-fn storage_bytes(t: &Tensor, s: &Storage, len: u64) -> Result<Vec<u8>> {
-    match s {
-        Storage::Host(words) => Ok(bytemuck::cast_slice::<u32, u8>(words)[..len as usize].to_vec()),
-        Storage::Device(b) => {
-            let gpu = t.engine().gpu_context().ok_or_else(|| {
-                crate::error::Error::Unsupported("device tensor without a GPU engine".into())
-            })?;
-            crate::transfer::read(gpu, b.buffer(), 0, len, &t.lineage().snapshot())
+/// Bytes of one storage (logical length `len`); a device read is submitted now.
+fn storage_bytes(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u8>> {
+    match (s, t.engine().gpu_raw()) {
+        (Storage::Host(words), _) => {
+            let v = bytemuck::cast_slice::<u32, u8>(words)[..len as usize].to_vec();
+            Box::pin(std::future::ready(Ok(v)))
         }
+        (Storage::Device(b), Some(_)) => {
+            let lineage = t.lineage().snapshot();
+            Box::pin(crate::transfer::read(
+                t.engine(),
+                b.buffer().clone(),
+                0,
+                len,
+                lineage,
+            ))
+        }
+        (Storage::Device(_), None) => Box::pin(std::future::ready(Err(Error::Unsupported(
+            "device tensor without a GPU engine".into(),
+        )))),
     }
+}
+
+/// A future that fails at once.
+fn failed<T: Send + 'static>(e: Error) -> ReadFuture<T> {
+    Box::pin(std::future::ready(Err(e)))
 }
 
 /// Reinterprets little-endian bytes as `T` values.
@@ -33,79 +51,168 @@ impl Tensor {
     /// Waits for the launches this tensor depends on and returns the earliest error among them
     /// (`Error::NonFinite` for a flagged value, the failure of a submission, a lost device) —
     /// exactly what reading it would report, without copying its bytes. Host tensors: `Ok`.
+    pub fn check_async(&self) -> impl Future<Output = Result<()>> + Send + 'static + use<> {
+        let bytes = match self.data() {
+            Storage::Device(_) => storage_bytes(self, self.data(), 0),
+            Storage::Host(_) => Box::pin(std::future::ready(Ok(Vec::new()))),
+        };
+        async move { bytes.await.map(drop) }
+    }
+
+    /// Blocking [`Tensor::check_async`].
     pub fn check(&self) -> Result<()> {
-        match (self.data(), self.engine().gpu_context()) {
-            (Storage::Device(_), Some(gpu)) => {
-                crate::transfer::resolve(gpu, &self.lineage().snapshot())
-            }
-            _ => Ok(()),
-        }
+        pollster::block_on(self.check_async())
+    }
+
+    /// The data bytes (logical length, no padding). The read is submitted now; the future
+    /// completes it (resolved by the engine's completion thread — no executor needed).
+    pub fn read_bytes_async(
+        &self,
+    ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
+        storage_bytes(self, self.data(), self.data_len())
+    }
+
+    /// Logical bytes of the data buffer.
+    fn data_len(&self) -> u64 {
+        self.dtype().data_bytes(self.shape()).unwrap_or(0)
     }
 
     /// The data bytes (logical length, no padding).
     pub fn read_bytes(&self) -> Result<Vec<u8>> {
-        let len = self.dtype().data_bytes(self.shape()).unwrap_or(0);
-        storage_bytes(self, self.data(), len)
+        pollster::block_on(self.read_bytes_async())
+    }
+
+    /// The scales bytes of a packed tensor (None for plain dtypes).
+    fn read_scale_bytes_async(&self) -> ReadFuture<Option<Vec<u8>>> {
+        match self.scales() {
+            None => Box::pin(std::future::ready(Ok(None))),
+            Some(s) => {
+                let f = storage_bytes(self, s, self.dtype().scale_bytes(self.shape()));
+                Box::pin(async move { f.await.map(Some) })
+            }
+        }
     }
 
     /// The scales bytes of a packed tensor (None for plain dtypes).
     pub(crate) fn read_scale_bytes(&self) -> Result<Option<Vec<u8>>> {
-        match self.scales() {
-            None => Ok(None),
-            Some(s) => storage_bytes(self, s, self.dtype().scale_bytes(self.shape())).map(Some),
+        pollster::block_on(self.read_scale_bytes_async())
+    }
+
+    /// The values of a plain tensor of `dtype`, as a future (submitted now).
+    fn read_values<T: bytemuck::Pod + Send>(
+        &self,
+        op: &'static str,
+        dtype: DType,
+    ) -> ReadFuture<Vec<T>> {
+        if let Err(e) = self.expect_dtype(op, dtype) {
+            return failed(e);
         }
+        let bytes = storage_bytes(self, self.data(), self.data_len());
+        Box::pin(async move { Ok(cast_vec(&bytes.await?)) })
+    }
+
+    /// The values of an `F32` tensor, as a future (submitted now).
+    pub fn read_f32_async(
+        &self,
+    ) -> impl Future<Output = Result<Vec<f32>>> + Send + 'static + use<> {
+        self.read_values("read_f32", DType::F32)
     }
 
     /// The values of an `F32` tensor.
     pub fn read_f32(&self) -> Result<Vec<f32>> {
-        self.expect_dtype("read_f32", DType::F32)?;
-        Ok(cast_vec(&self.read_bytes()?))
+        pollster::block_on(self.read_f32_async())
     }
 
     /// The values of an `F16` tensor.
     pub fn read_f16(&self) -> Result<Vec<f16>> {
-        self.expect_dtype("read_f16", DType::F16)?;
-        Ok(cast_vec(&self.read_bytes()?))
+        pollster::block_on(self.read_values("read_f16", DType::F16))
     }
 
     /// The values of an `I8` tensor.
     pub fn read_i8(&self) -> Result<Vec<i8>> {
-        self.expect_dtype("read_i8", DType::I8)?;
-        Ok(cast_vec(&self.read_bytes()?))
+        pollster::block_on(self.read_values("read_i8", DType::I8))
+    }
+
+    /// The values of a `U32` tensor, as a future (submitted now).
+    pub fn read_u32_async(
+        &self,
+    ) -> impl Future<Output = Result<Vec<u32>>> + Send + 'static + use<> {
+        self.read_values("read_u32", DType::U32)
     }
 
     /// The values of a `U32` tensor.
     pub fn read_u32(&self) -> Result<Vec<u32>> {
-        self.expect_dtype("read_u32", DType::U32)?;
-        Ok(cast_vec(&self.read_bytes()?))
+        pollster::block_on(self.read_u32_async())
+    }
+
+    /// A `Ternary` tensor as a validated [`TernaryMatrix`], as a future (submitted now).
+    pub fn read_ternary_async(
+        &self,
+    ) -> impl Future<Output = Result<TernaryMatrix>> + Send + 'static + use<> {
+        let checked = self.expect_dtype("read_ternary", DType::Ternary);
+        let (bytes, scales) = match checked {
+            Ok(()) => (
+                storage_bytes(self, self.data(), self.data_len()),
+                self.read_scale_bytes_async(),
+            ),
+            Err(e) => (
+                failed(e),
+                Box::pin(std::future::ready(Ok(None))) as ReadFuture<_>,
+            ),
+        };
+        let (n, k) = self.rows_k();
+        async move {
+            let words: Vec<u32> = cast_vec(&bytes.await?);
+            let scale: Vec<f32> = cast_vec(&scales.await?.unwrap_or_default());
+            let s = scale.first().copied().unwrap_or(0.0);
+            Ok(TernaryMatrix::from_packed(words, n, k, s)?)
+        }
     }
 
     /// A `Ternary` tensor as a validated [`TernaryMatrix`].
     pub fn read_ternary(&self) -> Result<TernaryMatrix> {
-        self.expect_dtype("read_ternary", DType::Ternary)?;
-        let words: Vec<u32> = cast_vec(&self.read_bytes()?);
-        let scale: Vec<f32> = cast_vec(&self.read_scale_bytes()?.unwrap_or_default());
-        let (n, k) = (self.shape()[0], self.shape()[1]);
-        Ok(TernaryMatrix::from_packed(
-            words,
-            n,
-            k,
-            scale.first().copied().unwrap_or(0.0),
-        )?)
+        pollster::block_on(self.read_ternary_async())
+    }
+
+    /// A `QuantizedI8` tensor as validated [`QuantizedActivations`], as a future (submitted now).
+    pub fn read_activations_async(
+        &self,
+    ) -> impl Future<Output = Result<QuantizedActivations>> + Send + 'static + use<> {
+        let checked = self.expect_dtype("read_activations", DType::QuantizedI8);
+        let (bytes, scales) = match checked {
+            Ok(()) => (
+                storage_bytes(self, self.data(), self.data_len()),
+                self.read_scale_bytes_async(),
+            ),
+            Err(e) => (
+                failed(e),
+                Box::pin(std::future::ready(Ok(None))) as ReadFuture<_>,
+            ),
+        };
+        let (m, k) = self.rows_k();
+        async move {
+            let bytes = bytes.await?;
+            let absmax: Vec<f32> = cast_vec(&scales.await?.unwrap_or_default());
+            let row_bytes = 4 * activation_words_per_row(k);
+            let values: Vec<i8> = bytes
+                .chunks_exact(row_bytes)
+                .flat_map(|row| row[..k].iter().map(|&b| b as i8))
+                .collect();
+            Ok(QuantizedActivations::from_parts(values, absmax, m, k)?)
+        }
     }
 
     /// A `QuantizedI8` tensor as validated [`QuantizedActivations`].
     pub fn read_activations(&self) -> Result<QuantizedActivations> {
-        self.expect_dtype("read_activations", DType::QuantizedI8)?;
-        let bytes = self.read_bytes()?;
-        let absmax: Vec<f32> = cast_vec(&self.read_scale_bytes()?.unwrap_or_default());
-        let (m, k) = (self.shape()[0], self.shape()[1]);
-        let row_bytes = 4 * activation_words_per_row(k);
-        let values: Vec<i8> = bytes
-            .chunks_exact(row_bytes)
-            .flat_map(|row| row[..k].iter().map(|&b| b as i8))
-            .collect();
-        Ok(QuantizedActivations::from_parts(values, absmax, m, k)?)
+        pollster::block_on(self.read_activations_async())
+    }
+
+    /// `(rows, K)` of a packed tensor (`(0, 0)` for other ranks; packed tensors are 2-D).
+    fn rows_k(&self) -> (usize, usize) {
+        match *self.shape() {
+            [rows, k] => (rows, k),
+            _ => (0, 0),
+        }
     }
 
     /// A host copy of this tensor (same engine, `Location::Host`).

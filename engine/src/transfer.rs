@@ -1,29 +1,32 @@
 //! Host ↔ device transfers: uploads, read-backs and sync points.
 //!
-//! Every read-back is a sync point: pending dispatches are submitted together with the copy into
-//! a pooled staging buffer and the copy-out of the status slots of the tensor's lineage (only
-//! those: see `fate.rs`), then the engine waits, stores each launch's result in its fate, and
-//! returns the data only if no launch the tensor depends on failed.
-//! Read-backs go through staging chunks of at most [`READBACK_CHUNK`] bytes, so staging memory
-//! stays bounded. Issue 4 splits `read` into "record + submit" (a ticket) and "await ticket".
+//! A read-back is a sync point: the submission thread records the copy into a pooled staging
+//! buffer and the copy-out of the status slots of the tensor's lineage (only those: see
+//! `fate.rs`), submits, and hands back the submission; the staging buffers are mapped with
+//! `map_async`, whose callbacks (run by the completion thread, `poller.rs`) resolve each launch's
+//! fate and deliver the bytes to the read's future. The bytes are returned only if no launch the
+//! tensor depends on failed. Read-backs go through staging chunks of at most [`READBACK_CHUNK`]
+//! bytes, so staging memory stays bounded.
 
 use std::sync::Arc;
 
 use crate::batch::StatusTicket;
 use crate::context::Gpu;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fate::{Fate, Outcome, first_error};
-use crate::pool::BufferKind;
+use crate::poller::{Abort, Completion};
+use crate::pool::{BufferKind, PooledBuffer};
 
 /// Largest staging buffer of one read-back step.
 pub(crate) const READBACK_CHUNK: u64 = 64 << 20;
 
-/// Writes `bytes` at `offset` of `dst`, after submitting pending work (a pooled buffer may still be
-/// read by recorded dispatches, and `queue.write_buffer` runs before the next submit's commands).
+/// Writes `bytes` at `offset` of `dst`, after submitting what was recorded before (a pooled buffer
+/// may still be read by recorded dispatches, and `queue.write_buffer` runs before the next
+/// submission's commands). Dispatches recorded later cannot use `dst`: the caller owns it.
 pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
     gpu.check_health()?;
-    let mut batch = gpu.batch();
-    batch.flush(gpu)?;
+    gpu.scheduler.call(|b, g| b.flush(g).map(drop))??;
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     if bytes.len().is_multiple_of(4) {
         gpu.queue.write_buffer(dst, offset, bytes);
@@ -41,25 +44,69 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
     }
 }
 
-/// Reads `len` bytes at `offset` of `src` (a sync point; see the module docs), then resolves the
-/// fates of `lineage` — the launches the bytes depend on — and returns the earliest error among
-/// them instead of the bytes if one failed. The status slots of `lineage` are copied out in the
-/// same submission as the first chunk of data; fates another read is resolving are waited for.
+/// Reads `len` bytes at `offset` of `src`, then resolves the fates of `lineage` — the launches
+/// the bytes depend on — and returns the earliest error among them instead of the bytes if one
+/// failed. The first chunk (with the status slots of `lineage`) is submitted before this returns
+/// (a short wait for the submission thread), so several reads started back to back overlap; the
+/// future completes them (further chunks of reads above [`READBACK_CHUNK`] are submitted by it).
 pub(crate) fn read(
-    gpu: &Gpu,
-    src: &wgpu::Buffer,
+    engine: &Engine,
+    src: wgpu::Buffer,
     offset: u64,
     len: u64,
-    lineage: &[Arc<Fate>],
-) -> Result<Vec<u8>> {
-    if let Some(e) = first_error(lineage) {
-        return Err(e);
+    lineage: Vec<Arc<Fate>>,
+) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
+    let engine = engine.clone();
+    let first = match (engine.gpu_raw(), first_error(&lineage)) {
+        (_, Some(e)) => Err(e),
+        (None, None) => Err(Error::Unsupported("device read on a CPU engine".into())),
+        (Some(g), None) => Chunk::start(g, &src, offset, len.min(READBACK_CHUNK), Some(&lineage)),
+    };
+    async move {
+        let Some(gpu) = engine.gpu_raw() else {
+            return first.map(|_| Vec::new());
+        };
+        let rest = async {
+            let mut out = first?.finish().await?;
+            let mut done = out.len() as u64;
+            while done < len {
+                let n = (len - done).min(READBACK_CHUNK);
+                out.extend(
+                    Chunk::start(gpu, &src, offset + done, n, None)?
+                        .finish()
+                        .await?,
+                );
+                done += n;
+            }
+            resolve(gpu, &lineage).await?;
+            Ok(out)
+        };
+        rest.await.map_err(|e| gpu.explain(e))
     }
-    let mut out = Vec::with_capacity(len as usize);
-    let mut done = 0;
-    let mut first = true;
-    while done < len || first {
-        let n = (len - done).min(READBACK_CHUNK);
+}
+
+/// One submitted read-back step: a data copy (and the status copy-out of a lineage).
+struct Chunk {
+    /// Whether the chunk copies no bytes (a status-only check).
+    empty: bool,
+    owner: Arc<Fate>,
+    data: Option<ReadFuture<Vec<u8>>>,
+    status: Option<ReadFuture<()>>,
+}
+
+/// A boxed read future.
+pub(crate) type ReadFuture<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
+
+impl Chunk {
+    /// Records the copy of `n` bytes (and the status of `lineage`'s pending fates), submits,
+    /// and registers the map callbacks.
+    fn start(
+        gpu: &Gpu,
+        src: &wgpu::Buffer,
+        at: u64,
+        n: u64,
+        lineage: Option<&[Arc<Fate>]>,
+    ) -> Result<Chunk> {
         let n4 = n.next_multiple_of(4);
         let staging = match n {
             0 => None,
@@ -69,48 +116,70 @@ pub(crate) fn read(
             ),
         };
         let owner = Fate::new(gpu.next_seq(), None, &gpu.slots);
-        let (index, ticket) = {
-            let mut batch = gpu.batch();
-            if let Some(s) = &staging {
-                batch.copy(src, offset + done, s.buffer(), n4, &owner);
+        let job_owner = Arc::clone(&owner);
+        let (job_src, job_dst) = (src.clone(), staging.as_ref().map(|s| s.buffer().clone()));
+        let take = lineage.map(<[_]>::to_vec);
+        let (index, ticket) = gpu.scheduler.call(move |b, g| {
+            if let Some(dst) = &job_dst {
+                b.copy(&job_src, at, dst, n4, &job_owner);
             }
-            let ticket = match first {
-                true => batch.take_status(gpu, lineage)?,
-                false => None,
+            let ticket = match take {
+                Some(l) => b.take_status(g, &l)?,
+                None => None,
             };
-            (batch.flush(gpu)?, ticket)
+            Ok::<_, Error>((b.flush(g)?, ticket))
+        })??;
+        let status = match (ticket, &index) {
+            (Some(t), Some(i)) => {
+                Some(Box::pin(status_future(gpu, t, i.clone())) as ReadFuture<()>)
+            }
+            _ => None,
         };
-        first = false;
-        if let Some(index) = index {
-            if let Some(t) = ticket {
-                finish_status(gpu, t, index.clone())?;
+        let data = match (staging, &index) {
+            (None, _) => None,
+            (Some(s), Some(i)) if first_error(std::slice::from_ref(&owner)).is_none() => {
+                Some(Box::pin(map_then(gpu, s, n, i.clone(), |r| r)) as ReadFuture<Vec<u8>>)
             }
-            if let Some(s) = &staging {
-                if let Some(e) = first_error(std::slice::from_ref(&owner)) {
-                    return Err(e);
-                }
-                out.extend_from_slice(&map_bytes(gpu, s.buffer(), n, index)?);
-            }
-        }
-        done += n;
+            // The copy failed or was not submitted: `finish` reports why.
+            (Some(_), _) => None,
+        };
+        Ok(Chunk {
+            empty: n == 0,
+            owner,
+            data,
+            status,
+        })
     }
-    resolve(gpu, lineage)?;
-    Ok(out)
+
+    /// Waits for the status and the bytes.
+    async fn finish(self) -> Result<Vec<u8>> {
+        if let Some(st) = self.status {
+            st.await?;
+        }
+        if self.empty {
+            return Ok(Vec::new());
+        }
+        if let Some(e) = first_error(std::slice::from_ref(&self.owner)) {
+            return Err(e);
+        }
+        match self.data {
+            Some(d) => d.await,
+            None => Err(Error::Map("the read-back copy was not submitted".into())),
+        }
+    }
 }
 
 /// Resolves every fate of `lineage` (copying out the status slots still pending, waiting for the
 /// ones another read is resolving) and returns the earliest error among them.
-pub(crate) fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
-    // A fate can only be pending here if a copy-out was not executed; retry a bounded number of
-    // times, then report it rather than loop.
+pub(crate) async fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
+    // A fate is pending here only if its launch is still queued or a copy-out did not run;
+    // retry a bounded number of times, then report it rather than loop.
     for _ in 0..3 {
         let mut pending = false;
         for f in lineage {
             match f.outcome() {
-                Outcome::Reading(done) => {
-                    // Disconnects once the other read stored the result in the fate.
-                    let _ = done.recv();
-                }
+                // Disconnects once the other read stored the result in the fate.
+                Outcome::Reading(done) => drop(done.recv_async().await),
                 Outcome::Pending => pending = true,
                 Outcome::Known(_) => {}
             }
@@ -118,13 +187,16 @@ pub(crate) fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
         if !pending {
             return first_error(lineage).map_or(Ok(()), Err);
         }
-        let (index, ticket) = {
-            let mut batch = gpu.batch();
-            let ticket = batch.take_status(gpu, lineage)?;
-            (batch.flush(gpu)?, ticket)
-        };
+        let fates = lineage.to_vec();
+        let (index, ticket) = gpu
+            .scheduler
+            .call_async(move |b, g| {
+                let ticket = b.take_status(g, &fates)?;
+                Ok::<_, Error>((b.flush(g)?, ticket))
+            })
+            .await??;
         if let (Some(t), Some(i)) = (ticket, index) {
-            finish_status(gpu, t, i)?;
+            status_future(gpu, t, i).await?;
         }
     }
     first_error(lineage).map_or(
@@ -139,7 +211,7 @@ pub(crate) fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
 /// no error scope caught (which belong to no tensor). Non-finite values are reported by reading
 /// the tensors they flowed into, never here.
 pub(crate) fn sync(gpu: &Gpu) -> Result<()> {
-    let index = gpu.batch().flush(gpu)?;
+    let index = gpu.scheduler.call(|b, g| b.flush(g))??;
     if let Some(index) = index {
         wait(gpu, index)?;
     }
@@ -147,41 +219,81 @@ pub(crate) fn sync(gpu: &Gpu) -> Result<()> {
     gpu.take_uncaptured().map_or(Ok(()), Err)
 }
 
-/// Waits for `ticket`'s submission and stores each copied-out slot's result in its own fate.
+/// Resolves the fates of `ticket` once `index` completed (in the map callback).
+fn status_future(
+    gpu: &Gpu,
+    ticket: StatusTicket,
+    index: wgpu::SubmissionIndex,
+) -> impl Future<Output = Result<()>> + Send + 'static + use<> {
+    let StatusTicket {
+        resolver,
+        staging,
+        bytes,
+    } = ticket;
+    map_then(gpu, staging, bytes, index, move |r| match r {
+        Ok(b) => {
+            resolver.resolve(&b);
+            Ok(())
+        }
+        Err(e) => {
+            resolver.fail(&e);
+            Err(e)
+        }
+    })
+}
+
+/// Maps the first `len` bytes of `staging` once `index` completed and passes a copy of them to
+/// `then` inside the map callback (so the result is stored even if the future is dropped).
+fn map_then<T, F>(
+    gpu: &Gpu,
+    staging: PooledBuffer,
+    len: u64,
+    index: wgpu::SubmissionIndex,
+    then: F,
+) -> impl Future<Output = Result<T>> + Send + 'static + use<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(Result<Vec<u8>>) -> Result<T> + Send + 'static,
+{
+    let (done, rx) = Completion::new();
+    let in_callback = Arc::clone(&done);
+    let len4 = len.next_multiple_of(4);
+    let buffer = staging.buffer().clone();
+    buffer
+        .slice(0..len4)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            let bytes = r.map_err(|e| Error::Map(e.to_string())).and_then(|()| {
+                let b = staging.buffer();
+                let copied = b
+                    .slice(0..len4)
+                    .get_mapped_range()
+                    .map(|view| view[..len as usize].to_vec())
+                    .map_err(|e| Error::Map(e.to_string()));
+                b.unmap();
+                copied
+            });
+            drop(staging); // back to the pool, unmapped
+            in_callback.complete(then(bytes));
+        });
+    let waiter: Arc<dyn Abort> = done;
+    gpu.poller.watch(index, &waiter);
+    drop(waiter);
+    async move {
+        rx.recv_async()
+            .await
+            .unwrap_or_else(|_| Err(Error::Map("the read-back was lost".into())))
+    }
+}
+
+/// Blocking form of [`status_future`] for the submission thread itself (forced status checks).
 pub(crate) fn finish_status(
     gpu: &Gpu,
     ticket: StatusTicket,
     index: wgpu::SubmissionIndex,
 ) -> Result<()> {
-    match map_bytes(gpu, ticket.staging.buffer(), ticket.bytes, index) {
-        Ok(bytes) => {
-            ticket.resolver.resolve(&bytes);
-            Ok(())
-        }
-        Err(e) => {
-            ticket.resolver.fail(&e);
-            Err(e)
-        }
-    }
-}
-
-/// Maps the first `len` bytes of `buffer` once `index` completed, copies them out and unmaps.
-fn map_bytes(
-    gpu: &Gpu,
-    buffer: &wgpu::Buffer,
-    len: u64,
-    index: wgpu::SubmissionIndex,
-) -> Result<Vec<u8>> {
-    let len4 = len.next_multiple_of(4);
-    let slice = buffer.slice(0..len4);
-    map_and_wait(gpu, &slice, index)?;
-    let view = slice
-        .get_mapped_range()
-        .map_err(|e| Error::Map(e.to_string()))?;
-    let out = view[..len as usize].to_vec();
-    drop(view);
-    buffer.unmap();
-    Ok(out)
+    let fut = status_future(gpu, ticket, index.clone());
+    wait(gpu, index)?;
+    pollster::block_on(fut)
 }
 
 /// Blocks until `index` completed.
@@ -197,27 +309,4 @@ fn wait(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
                 .err()
                 .unwrap_or_else(|| Error::DeviceLost(format!("poll failed: {e}")))
         })
-}
-
-/// Maps `slice` for reading once `index` completed.
-fn map_and_wait(
-    gpu: &Gpu,
-    slice: &wgpu::BufferSlice<'_>,
-    index: wgpu::SubmissionIndex,
-) -> Result<()> {
-    let (tx, rx) = flume::bounded(1);
-    slice.map_async(wgpu::MapMode::Read, move |r| {
-        let _ = tx.send(r);
-    });
-    wait(gpu, index)?;
-    // On a shared engine another thread's poll may be the one running this callback, a moment
-    // after our wait returned: give it time instead of reporting a spurious failure.
-    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(Error::Map(e.to_string())),
-        Err(_) => {
-            gpu.check_health()?;
-            Err(Error::Map("map callback did not run after the wait".into()))
-        }
-    }
 }
