@@ -1,28 +1,28 @@
-// BitLinear GEMM (M > 8): register-blocked tiles of (16 TM) x (16 TN) outputs, 256 threads in a
-// 16 x 16 grid, TM x TN outputs per thread (TM, TN in {4, 8}: override constants chosen per shape).
+// BitLinear GEMM (M > 8): register-blocked tiles of (16 T) x (16 T) outputs, 256 threads in a
+// 16 x 16 grid, T x T outputs per thread (T = 4 or 8: an override constant chosen per shape).
 //
 // Per K step (4 weight words = 64 k = 16 activation words per row) the workgroup stages, in
-// workgroup memory, the activation words of its 16 TM rows and the *signed* weights of its 16 TN
+// workgroup memory, the activation words of its 16 T rows and the *signed* weights of its 16 T
 // weight rows (bitlinear_signed_group: bytes -1 / 0 / +1, decoded once per step and shared by all
-// activation rows, so no row-sum correction is needed). Both are stored k-major and vec4-wide
-// along the tile rows: a thread's 4 consecutive rows (m or n) are one vec4 load, and per k word it
-// does (TM / 4 + TN / 4) vec4 loads for TM * TN dot4I8Packed. The next step's global loads are
-// issued before the current step's arithmetic (register prefetch).
+// activation rows, so no row-sum correction is needed). Both are stored k-major as vec4 of 4
+// consecutive tile rows, so per k word a thread loads T / 4 activation vec4 and T / 4 weight
+// vec4 and does T * T dot4I8Packed on registers. Staging threads own 4 consecutive rows and
+// transpose their 4 x 4 words in registers, so every workgroup-memory access is a whole vec4 at
+// a static index (no runtime-indexed arrays or vector components anywhere: they end up in slow
+// local memory on some drivers). The next step's global loads are issued before the current
+// step's arithmetic.
 //
-// Thread (tx, ty) owns rows m = m0 + 64 i4 + 4 ty + ii and n = n0 + 64 j4 + 4 tx + jj
-// (i4 < TM / 4, j4 < TN / 4, ii, jj < 4), so neighbouring threads read neighbouring vec4.
-// Out-of-range weight rows and words are staged as zero weights; out-of-range activation rows
-// read a clamped row and are never stored.
+// Thread (tx, ty) owns rows m = m0 + 64 i + 4 ty + ii and n = n0 + 64 j + 4 tx + jj
+// (i, j < T / 4, ii, jj < 4). Out-of-range weight rows and words are staged as zero weights;
+// out-of-range activation rows read a clamped row and are never stored.
 //
 // Needs bitlinear_common.wgsl.
 
-override TM: u32 = 8u;
-override TN: u32 = 8u;
+// Outputs per thread and dimension: 4 (64 x 64 tiles) or 8 (128 x 128 tiles).
+override T: u32 = 8u;
 const GM_THREADS: u32 = 256u;
 // Activation words per staged row and K step.
 const GM_XW: u32 = 16u;
-// Largest tile edge (16 * 8).
-const GM_MAX_TILE: u32 = 128u;
 
 @group(0) @binding(0) var<storage, read> weights: array<u32>;
 // The weight tensor's scale s.
@@ -37,74 +37,128 @@ const GM_MAX_TILE: u32 = 128u;
 // Status word 0: the smallest flat index (into `out`) of a non-finite y.
 const Y_STATUS: u32 = 0u;
 
-// [GM_XW kk][tile m / 4]: activation word kk of rows 4 v .. 4 v + 3.
+// [GM_XW kk][tile rows / 4]: activation word kk of tile rows 4 v .. 4 v + 3.
 var<workgroup> gm_x: array<vec4<u32>, 512>;
-// [GM_XW kk][tile n / 4]: signed weight word kk (weight word kk / 4, group kk % 4) of 4 rows.
+// [GM_XW kk][tile rows / 4]: signed weight word kk (weight word kk / 4, group kk % 4).
 var<workgroup> gm_w: array<vec4<u32>, 512>;
 
-// One thread's share of a K step, loaded from memory (at most 2 activation vec4 and 2 words).
+// One staging thread's loads for a K step: 4 activation rows x one vec4 (4 words), and 4 weight
+// rows x one word.
 struct GmStage {
     x0: vec4<u32>,
     x1: vec4<u32>,
-    w0: u32,
-    w1: u32,
+    x2: vec4<u32>,
+    x3: vec4<u32>,
+    w: vec4<u32>,
 }
 
-// Loads the thread's share of the step starting at weight word j0. Activation load e < 4 BM:
-// row e / 4, vec4 e % 4 of the step; weight load e < 4 BN: row e / 4, word e % 4.
+// Staging item of thread t: row group r4 = t / 4 (tile rows 4 r4 .. 4 r4 + 3), column c = t % 4
+// (activation vec4 c of the step = weight word c of the step). Items t < 16 T.
 fn gm_load(t: u32, m0: u32, n0: u32, j0: u32) -> GmStage {
     let wpr = params.words_per_row;
-    var s = GmStage();
-    for (var i = 0u; i < TM / 4u; i = i + 1u) {
-        let e = t + i * GM_THREADS;
-        let m = min(m0 + e / 4u, params.m - 1u);
-        let v = act[m * wpr + min(j0 + e % 4u, wpr - 1u)];
-        if (i == 0u) {
-            s.x0 = v;
-        } else {
-            s.x1 = v;
+    let r = 4u * (t / 4u);
+    let c = j0 + t % 4u;
+    let cx = min(c, wpr - 1u);
+    let last_m = params.m - 1u;
+    var s: GmStage;
+    s.x0 = act[min(m0 + r, last_m) * wpr + cx];
+    s.x1 = act[min(m0 + r + 1u, last_m) * wpr + cx];
+    s.x2 = act[min(m0 + r + 2u, last_m) * wpr + cx];
+    s.x3 = act[min(m0 + r + 3u, last_m) * wpr + cx];
+    // Out of range: code 1 everywhere, i.e. weight 0 in all four groups.
+    let zero_w = 0x55555555u;
+    let n = n0 + r;
+    var w = vec4<u32>(zero_w);
+    if (c < wpr) {
+        if (n < params.n) {
+            w.x = weights[n * wpr + c];
+        }
+        if (n + 1u < params.n) {
+            w.y = weights[(n + 1u) * wpr + c];
+        }
+        if (n + 2u < params.n) {
+            w.z = weights[(n + 2u) * wpr + c];
+        }
+        if (n + 3u < params.n) {
+            w.w = weights[(n + 3u) * wpr + c];
         }
     }
-    for (var i = 0u; i < TN / 4u; i = i + 1u) {
-        let e = t + i * GM_THREADS;
-        let n = n0 + e / 4u;
-        let j = j0 + e % 4u;
-        // Out of range: all four groups decode to weight 0 (code 1 everywhere).
-        var w = 0x55555555u;
-        if (n < params.n && j < wpr) {
-            w = weights[n * wpr + j];
-        }
-        if (i == 0u) {
-            s.w0 = w;
-        } else {
-            s.w1 = w;
-        }
-    }
+    s.w = w;
     return s;
 }
 
-// Writes a loaded step into workgroup memory (transposed to k-major; weights decoded).
+// Signed group g of the four weight words of a staging item, one per tile row.
+fn gm_signed4(w: vec4<u32>, g: u32) -> vec4<u32> {
+    return vec4<u32>(
+        bitlinear_signed_group(w.x, g),
+        bitlinear_signed_group(w.y, g),
+        bitlinear_signed_group(w.z, g),
+        bitlinear_signed_group(w.w, g),
+    );
+}
+
+// Writes a staging item into workgroup memory, transposed to k-major.
 fn gm_store(t: u32, s: GmStage) {
-    let bm4 = 4u * TM;
-    let bn4 = 4u * TN;
-    for (var i = 0u; i < TM / 4u; i = i + 1u) {
-        let e = t + i * GM_THREADS;
-        let m = e / 4u;
-        let kk = 4u * (e % 4u);
-        let v = select(s.x1, s.x0, i == 0u);
-        gm_x[kk * bm4 + m / 4u][m % 4u] = v.x;
-        gm_x[(kk + 1u) * bm4 + m / 4u][m % 4u] = v.y;
-        gm_x[(kk + 2u) * bm4 + m / 4u][m % 4u] = v.z;
-        gm_x[(kk + 3u) * bm4 + m / 4u][m % 4u] = v.w;
+    let rows4 = 4u * T;
+    let v = t / 4u;
+    let kk = 4u * (t % 4u);
+    gm_x[kk * rows4 + v] = vec4<u32>(s.x0.x, s.x1.x, s.x2.x, s.x3.x);
+    gm_x[(kk + 1u) * rows4 + v] = vec4<u32>(s.x0.y, s.x1.y, s.x2.y, s.x3.y);
+    gm_x[(kk + 2u) * rows4 + v] = vec4<u32>(s.x0.z, s.x1.z, s.x2.z, s.x3.z);
+    gm_x[(kk + 3u) * rows4 + v] = vec4<u32>(s.x0.w, s.x1.w, s.x2.w, s.x3.w);
+    gm_w[kk * rows4 + v] = gm_signed4(s.w, 0u);
+    gm_w[(kk + 1u) * rows4 + v] = gm_signed4(s.w, 1u);
+    gm_w[(kk + 2u) * rows4 + v] = gm_signed4(s.w, 2u);
+    gm_w[(kk + 3u) * rows4 + v] = gm_signed4(s.w, 3u);
+}
+
+// acc + (x . w[0], x . w[1], x . w[2], x . w[3]) for one activation word and 4 weight words.
+fn gm_mma(acc: vec4<i32>, x: u32, w: vec4<u32>) -> vec4<i32> {
+    return acc + vec4<i32>(
+        dot4I8Packed(x, w.x),
+        dot4I8Packed(x, w.y),
+        dot4I8Packed(x, w.z),
+        dot4I8Packed(x, w.w),
+    );
+}
+
+// The 4 x 4 outputs of activation rows x (one word each) and weight rows w.
+struct Gm4 {
+    r0: vec4<i32>,
+    r1: vec4<i32>,
+    r2: vec4<i32>,
+    r3: vec4<i32>,
+}
+
+fn gm_block(a: Gm4, x: vec4<u32>, w: vec4<u32>) -> Gm4 {
+    return Gm4(gm_mma(a.r0, x.x, w), gm_mma(a.r1, x.y, w), gm_mma(a.r2, x.z, w), gm_mma(a.r3, x.w, w));
+}
+
+// Writes the 4 x 4 outputs of tile rows m .. m + 3, n .. n + 3.
+fn gm_write(a: Gm4, m: u32, n: u32, s: f32) {
+    gm_write_row(a.r0, m, n, s);
+    gm_write_row(a.r1, m + 1u, n, s);
+    gm_write_row(a.r2, m + 2u, n, s);
+    gm_write_row(a.r3, m + 3u, n, s);
+}
+
+fn gm_write_row(v: vec4<i32>, m: u32, n: u32, s: f32) {
+    if (m >= params.m) {
+        return;
     }
-    for (var i = 0u; i < TN / 4u; i = i + 1u) {
-        let e = t + i * GM_THREADS;
-        let n = e / 4u;
-        let kk = 4u * (e % 4u);
-        let w = select(s.w1, s.w0, i == 0u);
-        for (var g = 0u; g < 4u; g = g + 1u) {
-            gm_w[(kk + g) * bn4 + n / 4u][n % 4u] = bitlinear_signed_group(w, g);
-        }
+    let scale = bitlinear_scale(s, act_absmax[params.m_base + m]);
+    let base = m * params.out_stride + params.out_base;
+    if (n < params.n) {
+        bitlinear_write(base + n, v.x, scale);
+    }
+    if (n + 1u < params.n) {
+        bitlinear_write(base + n + 1u, v.y, scale);
+    }
+    if (n + 2u < params.n) {
+        bitlinear_write(base + n + 2u, v.z, scale);
+    }
+    if (n + 3u < params.n) {
+        bitlinear_write(base + n + 3u, v.w, scale);
     }
 }
 
@@ -116,69 +170,56 @@ fn main(
 ) {
     // Linear grid (folded into 2D by the engine when large), unfolded into (tile_m, tile_n).
     let tile = wid.x + wid.y * nwg.x;
-    let n0 = (tile % params.tiles_n) * 16u * TN;
-    let m0 = (tile / params.tiles_n) * 16u * TM;
+    let n0 = (tile % params.tiles_n) * 16u * T;
+    let m0 = (tile / params.tiles_n) * 16u * T;
     if (m0 >= params.m) {
         // Uniform across the workgroup: a padding workgroup of the folded grid.
         return;
     }
     let tx = t % 16u;
     let ty = t / 16u;
-    let bm4 = 4u * TM;
-    let bn4 = 4u * TN;
+    let rows4 = 4u * T;
     let wpr = params.words_per_row;
-    // acc[i4 * 4 + ii][j4 * 4 + jj] as vec4 along jj: index (i4 * 4 + ii) * (TN / 4) + j4.
-    var acc: array<vec4<i32>, 16>;
+    // 16 T / 4 row groups x 4 columns of staging items.
+    let stager = t < 16u * T;
+    // a_ij: activation row block i (rows 64 i + 4 ty ..), weight row block j (64 j + 4 tx ..).
+    var a00 = Gm4();
+    var a01 = Gm4();
+    var a10 = Gm4();
+    var a11 = Gm4();
 
-    var stage = gm_load(t, m0, n0, 0u);
+    var stage = GmStage();
+    if (stager) {
+        stage = gm_load(t, m0, n0, 0u);
+    }
     for (var j0 = 0u; j0 < wpr; j0 = j0 + 4u) {
-        gm_store(t, stage);
+        if (stager) {
+            gm_store(t, stage);
+        }
         workgroupBarrier();
-        if (j0 + 4u < wpr) {
+        if (stager && j0 + 4u < wpr) {
             stage = gm_load(t, m0, n0, j0 + 4u);
         }
         for (var kk = 0u; kk < GM_XW; kk = kk + 1u) {
-            var wv: array<vec4<u32>, 2>;
-            for (var j4 = 0u; j4 < TN / 4u; j4 = j4 + 1u) {
-                wv[j4] = gm_w[kk * bn4 + 16u * j4 + tx];
-            }
-            for (var i4 = 0u; i4 < TM / 4u; i4 = i4 + 1u) {
-                let xv = gm_x[kk * bm4 + 16u * i4 + ty];
-                for (var ii = 0u; ii < 4u; ii = ii + 1u) {
-                    let xw = xv[ii];
-                    for (var j4 = 0u; j4 < TN / 4u; j4 = j4 + 1u) {
-                        let w = wv[j4];
-                        let a = (i4 * 4u + ii) * (TN / 4u) + j4;
-                        acc[a] += vec4<i32>(
-                            dot4I8Packed(xw, w.x),
-                            dot4I8Packed(xw, w.y),
-                            dot4I8Packed(xw, w.z),
-                            dot4I8Packed(xw, w.w),
-                        );
-                    }
-                }
+            let x0 = gm_x[kk * rows4 + ty];
+            let w0 = gm_w[kk * rows4 + tx];
+            a00 = gm_block(a00, x0, w0);
+            if (T == 8u) {
+                let x1 = gm_x[kk * rows4 + 16u + ty];
+                let w1 = gm_w[kk * rows4 + 16u + tx];
+                a01 = gm_block(a01, x0, w1);
+                a10 = gm_block(a10, x1, w0);
+                a11 = gm_block(a11, x1, w1);
             }
         }
         workgroupBarrier();
     }
 
     let s = weight_scale[0];
-    for (var i4 = 0u; i4 < TM / 4u; i4 = i4 + 1u) {
-        for (var ii = 0u; ii < 4u; ii = ii + 1u) {
-            let m = m0 + 64u * i4 + 4u * ty + ii;
-            if (m >= params.m) {
-                continue;
-            }
-            let scale = bitlinear_scale(s, act_absmax[params.m_base + m]);
-            for (var j4 = 0u; j4 < TN / 4u; j4 = j4 + 1u) {
-                let v = acc[(i4 * 4u + ii) * (TN / 4u) + j4];
-                for (var jj = 0u; jj < 4u; jj = jj + 1u) {
-                    let n = n0 + 64u * j4 + 4u * tx + jj;
-                    if (n < params.n) {
-                        bitlinear_write(m * params.out_stride + params.out_base + n, v[jj], scale);
-                    }
-                }
-            }
-        }
+    gm_write(a00, m0 + 4u * ty, n0 + 4u * tx, s);
+    if (T == 8u) {
+        gm_write(a01, m0 + 4u * ty, n0 + 64u + 4u * tx, s);
+        gm_write(a10, m0 + 64u + 4u * ty, n0 + 4u * tx, s);
+        gm_write(a11, m0 + 64u + 4u * ty, n0 + 64u + 4u * tx, s);
     }
 }

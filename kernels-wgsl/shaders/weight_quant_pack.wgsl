@@ -13,6 +13,8 @@ struct Params {
     k: u32,
     // ceil(K / 16): packed words per row.
     words_per_row: u32,
+    // Always 0: the runtime zero of the optimization barrier (the compiler cannot know it).
+    zero: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weights: array<f32>;
@@ -24,6 +26,11 @@ struct Params {
 const WORKGROUP: u32 = 256u;
 
 var<workgroup> inv_scale: f32;
+
+// An optimization barrier: XOR with a runtime zero hides how the value was made.
+fn pin(v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
+}
 
 @compute @workgroup_size(256)
 fn main(
@@ -40,7 +47,10 @@ fn main(
     // s > 2^126 makes inv_s subnormal, and Vulkan lets GPUs flush subnormal operands to zero.
     // Then multiply through normal stand-ins: w * inv_s = (w * 2^-32) * (inv_s * 2^32), where
     // inv_s * 2^32 = frac * 2^-117 is exact. Every association of these products rounds to the
-    // same value while it is normal, and a subnormal product rounds to weight 0 either way.
+    // same value while it is normal, and a subnormal product rounds to weight 0 either way — as
+    // long as the product is formed in this order: drivers may reassociate (w * f) * inv into
+    // w * (f * inv), whose subnormal factor is flushed to zero (seen on NVIDIA), so the first
+    // product goes through an optimization barrier.
     var w_factor = 1.0;
     var inv = inv_s;
     let inv_bits = bitcast<u32>(inv_s);
@@ -61,7 +71,7 @@ fn main(
     for (var kk = 0u; kk < 16u; kk = kk + 1u) {
         var code = 1u;
         if (k0 + kk < params.k) {
-            let q = clamp(round((weights[base + k0 + kk] * w_factor) * inv), -1.0, 1.0);
+            let q = clamp(round(pin(weights[base + k0 + kk] * w_factor) * inv), -1.0, 1.0);
             code = u32(i32(q) + 1);
         }
         word = word | (code << (8u * (kk & 3u) + 2u * (kk >> 2u)));

@@ -18,6 +18,8 @@ struct Params {
     k: u32,
     // K / 16: packed words per row.
     words_per_row: u32,
+    // Always 0: the runtime zero of the optimization barrier (the compiler cannot know it).
+    zero: u32,
 }
 
 @group(0) @binding(0) var<storage, read> weights: array<vec4<f32>>;
@@ -29,6 +31,11 @@ struct Params {
 const WORKGROUP: u32 = 256u;
 // Float vec4 per thread (one per step), so a workgroup packs WORKGROUP words.
 const STEPS: u32 = 4u;
+
+// An optimization barrier per component: XOR with a runtime zero hides how the value was made.
+fn pin4(v: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(params.zero));
+}
 
 // Group bits of each float vec4 of this workgroup, index = vec4 - first vec4.
 var<workgroup> parts: array<u32, 1024>;
@@ -55,7 +62,10 @@ fn main(
     // s > 2^126 makes inv_s subnormal, and Vulkan lets GPUs flush subnormal operands to zero.
     // Then multiply through normal stand-ins: w * inv_s = (w * 2^-32) * (inv_s * 2^32), where
     // inv_s * 2^32 = frac * 2^-117 is exact. Every association of these products rounds to the
-    // same value while it is normal, and a subnormal product rounds to weight 0 either way.
+    // same value while it is normal, and a subnormal product rounds to weight 0 either way — as
+    // long as the product is formed in this order: drivers may reassociate (w * f) * inv into
+    // w * (f * inv), whose subnormal factor is flushed to zero (seen on NVIDIA), so the first
+    // product goes through an optimization barrier.
     var w_factor = 1.0;
     var inv = inv_s;
     let inv_bits = bitcast<u32>(inv_s);
@@ -66,7 +76,7 @@ fn main(
 
     for (var s = 0u; s < STEPS; s = s + 1u) {
         let v = s * WORKGROUP + t;
-        let q = clamp(round((w[s] * w_factor) * inv), vec4<f32>(-1.0), vec4<f32>(1.0));
+        let q = clamp(round(pin4(w[s] * w_factor) * inv), vec4<f32>(-1.0), vec4<f32>(1.0));
         let c = vec4<u32>(vec4<i32>(q) + vec4<i32>(1));
         let g = 2u * ((first_vec + v) & 3u);
         parts[v] = (c.x << g) | (c.y << (8u + g)) | (c.z << (16u + g)) | (c.w << (24u + g));

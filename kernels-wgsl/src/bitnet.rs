@@ -16,8 +16,8 @@
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
-//! block) of the vec4 GEMVs, `MR` (activation rows) of [`BITLINEAR_GEMV_VEC4_SUBGROUP`], `TM` /
-//! `TN` (outputs per thread) of [`BITLINEAR_GEMM`].
+//! block) of the vec4 GEMVs, `MR` (activation rows) of [`BITLINEAR_GEMV_VEC4_SUBGROUP`], `T`
+//! (outputs per thread and dimension) of [`BITLINEAR_GEMM`].
 //!
 //! # Shared snippets
 //!
@@ -75,7 +75,7 @@ pub const GEMV_VEC4_THREADS: u32 = 256;
 pub const GEMV_FUSED_MAX_K: u32 = 15360;
 
 /// Threads per dimension of the [`BITLINEAR_GEMM`] workgroup grid (16 × 16); a tile is
-/// `16 TM × 16 TN` outputs.
+/// `16 T × 16 T` outputs.
 pub const GEMM_THREADS_PER_DIM: u32 = 16;
 
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
@@ -170,10 +170,9 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
     ),
 };
 
-/// BitLinear GEMM: `16 TM × 16 TN` output tiles (override constants `TM`, `TN` ∈ {4, 8}), 256
-/// threads with register blocking, signed weights decoded once per K step, one workgroup per tile
-/// (`tiles_n · ceil(M / 16 TM)` workgroups). Any K. Same bindings as
-/// [`BITLINEAR_GEMV_SUBGROUP`].
+/// BitLinear GEMM: `16 T × 16 T` output tiles (override constant `T` ∈ {4, 8}), 256 threads with
+/// `T × T` register blocking, signed weights decoded once per K step, one workgroup per tile
+/// (`tiles_n · ceil(M / 16 T)` workgroups). Any K. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
 pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     name: "bitlinear_gemm",
     source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),

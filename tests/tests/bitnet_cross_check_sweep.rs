@@ -27,7 +27,7 @@ const SHAPES: [(usize, usize); 6] = [
 ];
 const TOKENS: [usize; 4] = [1, 8, 64, 512];
 const LANES: [u32; 6] = [8, 16, 32, 64, 128, 256];
-const BLOCKS: [(u32, u32); 4] = [(4, 4), (4, 8), (8, 4), (8, 8)];
+const BLOCKS: [u32; 2] = [4, 8];
 
 /// Random ternary weights made directly (quantizing f32 would need 4x the memory).
 fn ternary(n: usize, k: usize, seed: u64) -> cpu_ref::TernaryMatrix {
@@ -68,7 +68,7 @@ fn plans(m: usize, k: usize) -> Vec<(String, BitnetTuning)> {
         out.clear();
         for b in BLOCKS {
             out.push((
-                format!("gemm {}x{}", b.0, b.1),
+                format!("gemm {b}x{b}"),
                 BitnetTuning {
                     gemm_block: Some(b),
                     ..off
@@ -184,9 +184,14 @@ fn decode_stack(e: &Engine, layers: usize) {
         (6912, 2560),
         (2560, 6912),
     ];
-    let ws: Vec<Tensor> = (0..layers)
-        .flat_map(|l| layer.iter().enumerate().map(move |(i, &s)| (l * 7 + i, s)))
-        .map(|(i, (n, k))| e.upload_ternary(&ternary(n, k, 5000 + i as u64)).unwrap())
+    // One host matrix per distinct shape (contents do not matter for timing), 7 * layers
+    // distinct device copies.
+    let hosts: Vec<_> = layer
+        .iter()
+        .map(|&(n, k)| ternary(n, k, (n + k) as u64))
+        .collect();
+    let ws: Vec<Tensor> = (0..layers * layer.len())
+        .map(|i| e.upload_ternary(&hosts[i % layer.len()]).unwrap())
         .collect();
     let xh = e
         .upload_f32(&random_normal(1, 2560, 1.0), &[1, 2560])

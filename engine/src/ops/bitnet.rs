@@ -59,6 +59,8 @@ struct PackParams {
     rows: u32,
     k: u32,
     words_per_row: u32,
+    /// Always 0 (the kernels' runtime zero for their optimization barrier).
+    zero: u32,
 }
 
 #[repr(C)]
@@ -183,6 +185,7 @@ impl Engine {
                     rows: rows as u32,
                     k: k as u32,
                     words_per_row: wpr as u32,
+                    zero: 0,
                 })
                 .workgroups((rows * wpr).div_ceil(u64::from(per_group)))
                 .run()?;

@@ -61,12 +61,10 @@ pub enum LinearPlan {
     },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
     Generic,
-    /// The tiled GEMM with `tm × tn` outputs per thread (each 4 or 8).
+    /// The tiled GEMM with `t × t` outputs per thread (`t` = 4 or 8; tiles of 16 t × 16 t).
     Gemm {
-        /// Activation rows per thread.
-        tm: u32,
-        /// Weight rows per thread.
-        tn: u32,
+        /// Outputs per thread and dimension.
+        t: u32,
     },
 }
 
@@ -76,7 +74,7 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Fused { lanes } => write!(f, "fused gemv (TPR {lanes})"),
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
-            LinearPlan::Gemm { tm, tn } => write!(f, "gemm ({tm}x{tn} per thread)"),
+            LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
         }
     }
 }
@@ -100,11 +98,7 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
         LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Vec4 { lanes } => vec4_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
-        LinearPlan::Gemm { tm, tn } => {
-            m as u64 > u64::from(kernels::GEMV_MAX_M)
-                && [4, 8].contains(&tm)
-                && [4, 8].contains(&tn)
-        }
+        LinearPlan::Gemm { t } => m as u64 > u64::from(kernels::GEMV_MAX_M) && [4, 8].contains(&t),
     }
 }
 
@@ -119,15 +113,10 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
 pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool) -> LinearPlan {
     if m as u64 > u64::from(kernels::GEMV_MAX_M) {
         // Big tiles when there are enough of them to fill a large GPU.
-        let tiles = |tm: usize, tn: usize| m.div_ceil(16 * tm) * n.div_ceil(16 * tn);
-        let (tm, tn) = if tiles(8, 8) >= 256 {
-            (8, 8)
-        } else if tiles(8, 4) >= 256 {
-            (8, 4)
-        } else {
-            (4, 4)
+        let big = m.div_ceil(128) * n.div_ceil(128) >= 128;
+        return LinearPlan::Gemm {
+            t: if big { 8 } else { 4 },
         };
-        return LinearPlan::Gemm { tm, tn };
     }
     let lanes = default_lanes(k);
     if f32_input && fused_ok(gpu, m, k) {
@@ -201,13 +190,9 @@ impl LinearCall<'_> {
                         };
                         (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
                     }
-                    LinearPlan::Gemm { tm, tn } => {
-                        let tiles_n = rows_n.div_ceil(16 * u64::from(tn));
-                        (
-                            &GEMM,
-                            tiles_n * rows_m.div_ceil(16 * u64::from(tm)),
-                            tiles_n,
-                        )
+                    LinearPlan::Gemm { t } => {
+                        let tiles_n = rows_n.div_ceil(16 * u64::from(t));
+                        (&GEMM, tiles_n * rows_m.div_ceil(16 * u64::from(t)), tiles_n)
                     }
                 };
                 let params = LinearParams {
@@ -237,9 +222,7 @@ impl LinearCall<'_> {
                     LinearPlan::Vec4 { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),
-                    LinearPlan::Gemm { tm, tn } => launch
-                        .constant("TM", f64::from(tm))
-                        .constant("TN", f64::from(tn)),
+                    LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),
                     LinearPlan::Generic => launch,
                 };
                 if self.check && !self.acc {

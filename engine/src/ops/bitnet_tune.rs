@@ -46,8 +46,8 @@ pub struct BitnetTuning {
     pub gemv_lanes: Option<u32>,
     /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernel for M = 1.
     pub fuse_decode: Option<bool>,
-    /// Force the GEMM outputs per thread `(TM, TN)`, each 4 or 8.
-    pub gemm_block: Option<(u32, u32)>,
+    /// Force the GEMM outputs per thread and dimension (4 or 8).
+    pub gemm_block: Option<u32>,
     /// Use the generic GEMV for M ≤ 8 (no vec4 / fused kernels): the fallback path.
     pub generic_gemv: bool,
 }
@@ -298,10 +298,9 @@ fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
         LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
-        LinearPlan::Gemm { tm, tn } => {
-            let (tm, tn) = s.gemm_block.unwrap_or((tm, tn));
-            LinearPlan::Gemm { tm, tn }
-        }
+        LinearPlan::Gemm { t } => LinearPlan::Gemm {
+            t: s.gemm_block.unwrap_or(t),
+        },
         LinearPlan::Generic => LinearPlan::Generic,
     };
     if plan_ok(gpu, forced, m, k, f32_input) {
@@ -318,9 +317,9 @@ fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning) -> Vec<LinearPlan> {
     } = key;
     let mut out = Vec::new();
     if m > 8 {
-        for (tm, tn) in [(4, 4), (4, 8), (8, 4), (8, 8)] {
-            if s.gemm_block.is_none_or(|b| b == (tm, tn)) {
-                out.push(LinearPlan::Gemm { tm, tn });
+        for t in [4, 8] {
+            if s.gemm_block.is_none_or(|b| b == t) {
+                out.push(LinearPlan::Gemm { t });
             }
         }
         return out;
