@@ -10,6 +10,7 @@
 use crate::data;
 use crate::engine_ops as ops;
 use crate::measure::{Clock, Measurement, RepeatPolicy};
+use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
 use crate::workload::{OpKind, StackSpec, Workload};
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions, Tensor};
@@ -87,6 +88,22 @@ impl GpuBench {
             driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
             details,
         }
+    }
+
+    /// Runs `f` from an empty pool (free buffers trimmed, peaks reset) and returns its result with
+    /// the pool's peaks over it. `f`'s tensors must be dropped when it returns (they are, for
+    /// every timing method here), so the pool is back to its baseline afterwards.
+    pub fn with_pool<T>(
+        &self,
+        f: impl FnOnce() -> Result<T, String>,
+    ) -> Result<(T, PoolPeak), String> {
+        let e = &self.engine;
+        e.sync().map_err(|x| x.to_string())?;
+        e.trim_pool();
+        e.reset_pool_peaks();
+        let before = e.pool_stats();
+        let r = f()?;
+        Ok((r, PoolPeak::from_stats(&e.pool_stats(), &before)))
     }
 
     /// Largest storage binding the engine allows (bytes).

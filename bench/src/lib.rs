@@ -4,6 +4,7 @@
 //! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
 //! * [`roofline`]: the copy-kernel bandwidth roofline.
+//! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
 //! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
 //! * [`table`], [`svg`], [`results_md`] (with [`targets`]): the human-readable outputs.
 
@@ -17,6 +18,7 @@ pub mod fmt;
 pub mod gpu;
 pub mod measure;
 pub mod peers;
+pub mod pool;
 pub mod progress;
 pub mod report;
 pub mod results_md;

@@ -4,6 +4,7 @@
 //! computed by methods from them, so JSON, table, SVG and RESULTS.md can never disagree.
 
 use crate::measure::Measurement;
+use crate::pool::{PoolPeak, PoolSection};
 use crate::workload::{OpKind, StackSpec, Workload};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -82,6 +83,9 @@ pub struct CaseResult {
     pub cpu: Option<Measurement>,
     /// Why the CPU time is missing, if it is.
     pub cpu_error: Option<String>,
+    /// The buffer pool's peaks while the GPU case ran (from an empty pool).
+    #[serde(default)]
+    pub gpu_pool: Option<PoolPeak>,
 }
 
 impl CaseResult {
@@ -101,6 +105,7 @@ impl CaseResult {
             gpu_error: None,
             cpu: None,
             cpu_error: None,
+            gpu_pool: None,
         }
     }
 
@@ -158,6 +163,9 @@ pub struct StackResult {
     pub cpu: Option<Measurement>,
     /// Why the CPU time is missing, if it is.
     pub cpu_error: Option<String>,
+    /// The buffer pool's peaks while the GPU stack ran (weights resident, from an empty pool).
+    #[serde(default)]
+    pub gpu_pool: Option<PoolPeak>,
 }
 
 impl StackResult {
@@ -195,6 +203,10 @@ pub struct Report {
     pub cases: Vec<CaseResult>,
     /// The decode stack, unless filtered out.
     pub stack: Option<StackResult>,
+    /// Buffer-pool peak / live per section (derived from the per-case `gpu_pool` figures by
+    /// [`crate::pool::sections`] when the report is written; kept here for readers of the JSON).
+    #[serde(default)]
+    pub pool: Vec<PoolSection>,
     /// Free-form remarks (fallbacks taken, skipped parts).
     pub notes: Vec<String>,
 }

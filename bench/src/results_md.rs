@@ -16,7 +16,9 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str("A figure missing from the inputs is shown as \"not measured\".\n\n");
     header(&mut s, ours, peers, merge_command);
 
-    s.push_str("\n## Targets (issue 5)\n\n| target | figures | verdict |\n|---|---|---|\n");
+    s.push_str(
+        "\n## Targets (issues 3, 4 and 5)\n\n| target | figures | verdict |\n|---|---|---|\n",
+    );
     for t in targets::evaluate(ours, peers) {
         s.push_str(&format!(
             "| {} | {} | {} |\n",
@@ -111,6 +113,15 @@ fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_comm
             p.source
         ));
     }
+    let pool: Vec<String> = crate::pool::sections(ours)
+        .iter()
+        .map(|p| format!("{}: {}", p.section, p.describe()))
+        .collect();
+    s.push_str(&format!(
+        "| pool peak / live tensor bytes (goal ≤ {}) | {} |\n",
+        crate::pool::POOL_RATIO_GOAL,
+        pool.join("; ")
+    ));
     s.push_str(&format!("| bench command | `{}` |\n", ours.command));
     s.push_str(&format!(
         "| peers command | {} |\n",

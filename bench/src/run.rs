@@ -6,6 +6,7 @@ use crate::error::{Result, read_file, write_file};
 use crate::gpu::{GpuBench, StackTimes};
 use crate::measure::RepeatPolicy;
 use crate::peers::PeersReport;
+use crate::pool::{self, PoolPeak};
 use crate::progress::Progress;
 use crate::report::{CaseResult, Report, SCHEMA, StackResult};
 use crate::workload::{SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
@@ -64,6 +65,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         roofline_error: None,
         cases: cases.iter().map(CaseResult::new).collect(),
         stack: None,
+        pool: Vec::new(),
         notes: Vec::new(),
     };
     let gpu_policy = RepeatPolicy {
@@ -105,14 +107,16 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             gpu_error: None,
             cpu: None,
             cpu_error: None,
+            gpu_pool: None,
         };
         if args.gpu {
             let (t, e) = st.step("GPU decode stack", || match &gpu {
-                Some(g) => g.time_stack(spec, gpu_policy),
-                None => no_gpu(),
+                Some(g) => g.with_pool(|| g.time_stack(spec, gpu_policy)),
+                None => no_gpu().map(|t| (t, PoolPeak::default())),
             });
-            s.gpu = t.as_ref().map(|t| t.kernels.unwrap_or(t.wall));
-            s.gpu_wall = t.map(|t| t.wall);
+            s.gpu = t.as_ref().map(|t| t.0.kernels.unwrap_or(t.0.wall));
+            s.gpu_wall = t.as_ref().map(|t| t.0.wall);
+            s.gpu_pool = t.map(|t| t.1);
             s.gpu_error = e;
         }
         if args.cpu {
@@ -127,11 +131,13 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     for (i, w) in cases.iter().enumerate() {
         let id = w.id();
         if args.gpu {
-            let r = st.step(&format!("GPU {id}"), || match &gpu {
-                Some(g) => g.time_case(w, gpu_policy, args.cold_bytes),
+            let (r, e) = st.step(&format!("GPU {id}"), || match &gpu {
+                Some(g) => g.with_pool(|| g.time_case(w, gpu_policy, args.cold_bytes)),
                 None => Err("no GPU".into()),
             });
-            (report.cases[i].gpu, report.cases[i].gpu_error) = r;
+            report.cases[i].gpu = r.map(|r| r.0);
+            report.cases[i].gpu_pool = r.map(|r| r.1);
+            report.cases[i].gpu_error = e;
         }
         if args.cpu {
             let r = st.step(&format!("CPU {id}"), || {
@@ -149,6 +155,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         ));
     }
     drop(gpu);
+    report.pool = pool::sections(&report);
     Ok(report)
 }
 
@@ -217,6 +224,12 @@ impl Timed for crate::measure::Measurement {
     }
 }
 
+impl<T: Timed> Timed for (T, PoolPeak) {
+    fn median_ms(&self) -> f64 {
+        self.0.median_ms()
+    }
+}
+
 impl Timed for StackTimes {
     fn median_ms(&self) -> f64 {
         self.kernels.unwrap_or(self.wall).median_ms
@@ -258,6 +271,7 @@ impl Steps {
     fn checkpoint(&self, report: &Report) {
         if let Some(path) = &self.json {
             let mut partial = report.clone();
+            partial.pool = pool::sections(report);
             partial
                 .notes
                 .push("partial report: the run had not finished when this was written".into());

@@ -40,6 +40,7 @@ pub fn render(report: &Report) -> String {
             p.source
         ));
     }
+    out.push_str(&pool_line(report));
     for note in &report.notes {
         out.push_str(&format!("note: {note}\n"));
     }
@@ -100,7 +101,22 @@ pub fn render(report: &Report) -> String {
             opt_ratio(ratio, "-")
         ));
     }
+    out.push('\n');
+    out.push_str(&pool_line(report));
     out
+}
+
+/// `pool peak / live (goal ≤ 1.5): bitlinear …; quant …; decode stack …`.
+fn pool_line(report: &Report) -> String {
+    let parts: Vec<String> = crate::pool::sections(report)
+        .iter()
+        .map(|s| format!("{} {}", s.section, s.describe()))
+        .collect();
+    format!(
+        "pool peak / live tensor bytes (goal ≤ {}): {}\n",
+        crate::pool::POOL_RATIO_GOAL,
+        parts.join("; ")
+    )
 }
 
 fn op_table(report: &Report, cases: &[&CaseResult]) -> String {

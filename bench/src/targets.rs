@@ -1,4 +1,4 @@
-//! The issue-5 targets, evaluated from measured figures only: each is met, not met, incomplete
+//! The targets of issues 3 (pool), 4 (streaming, batching) and 5 (speed), evaluated from measured figures only: each is met, not met, incomplete
 //! (some inputs missing) or not measured — never guessed.
 
 use crate::peers::{PeersReport, impls};
@@ -195,6 +195,8 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         ),
     });
 
+    out.push(pool_target(ours));
+
     // 5. cpu-ref GEMV GB/s on this machine's CPU (criterion benches are run separately).
     let cpu: Vec<&CaseResult> = ours
         .cases
@@ -208,6 +210,24 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         status: if gbps.iter().any(Option::is_some) { Status::Reported } else { Status::NotMeasured },
     });
     out
+}
+
+/// Issue 3: peak pool bytes / live tensor bytes ≤ 1.5 on every section of the run.
+fn pool_target(ours: &Report) -> Target {
+    let sections = crate::pool::sections(ours);
+    let items: Vec<Option<bool>> = sections
+        .iter()
+        .map(|s| s.ratio().map(|r| r <= crate::pool::POOL_RATIO_GOAL))
+        .collect();
+    Target {
+        goal: "pool peak / live ≤ 1.5 (issue 3: peak pool bytes ÷ peak live tensor bytes, worst case per section)",
+        evidence: sections
+            .iter()
+            .map(|s| format!("{}: {}", s.section, s.describe()))
+            .collect::<Vec<_>>()
+            .join("; "),
+        status: Status::of(&items),
+    }
 }
 
 fn sig(v: f64) -> String {

@@ -3,6 +3,7 @@
 
 use bitnet_bench::measure::{Clock, Measurement};
 use bitnet_bench::peers::{PeerCase, PeerStack, PeersReport, impls};
+use bitnet_bench::pool::PoolPeak;
 use bitnet_bench::report::{
     CaseResult, DeviceReport, HostReport, Report, Roofline, SCHEMA, StackResult,
 };
@@ -33,6 +34,15 @@ fn ours() -> Report {
         c.cpu = cpu.map(|v| ms(v, Clock::Cpu));
         if gpu.is_none() {
             c.gpu_error = Some("kernel | failed".into());
+        } else {
+            // Ratio 1.1 for BitLinear cases, 1.6 for quantization (to see both verdicts).
+            let alloc = if op == OpKind::Bitlinear { 1100 } else { 1600 };
+            c.gpu_pool = Some(PoolPeak {
+                peak_allocated_bytes: alloc * m.max(1) as u64,
+                peak_live_bytes: 1000 * m.max(1) as u64,
+                hits: 1,
+                misses: 1,
+            });
         }
         c
     };
@@ -78,7 +88,14 @@ fn ours() -> Report {
             gpu_error: None,
             cpu: None,
             cpu_error: Some("skipped".into()),
+            gpu_pool: Some(PoolPeak {
+                peak_allocated_bytes: 600,
+                peak_live_bytes: 500,
+                hits: 3,
+                misses: 1,
+            }),
         }),
+        pool: vec![],
         notes: vec![],
     }
 }
@@ -148,6 +165,26 @@ fn results_md_ratios_and_verdicts() {
     // Absent peer figures are "not measured", never a number; the error reason is listed once.
     assert!(md.contains("PyTorch int8 _int_mm, CUDA graph | not measured"));
     assert!(md.contains("not measured (1×) — GPU: kernel / failed"));
+    // Pool: bitlinear 1.1 (2 cases), quant 1.6 → not met; the stack's 600 / 500 = 1.2.
+    let pool = md
+        .lines()
+        .find(|l| l.starts_with("| pool peak / live ≤ 1.5"))
+        .unwrap();
+    assert!(
+        pool.contains("bitlinear: 1.100 (worst of 2 cases")
+            && pool.contains("quant: 1.600 (worst of 1 case: weight_quant")
+            && pool.contains("decode stack: 1.200")
+            && pool.contains("**not met**"),
+        "{pool}"
+    );
+    let header = md
+        .lines()
+        .find(|l| l.starts_with("| pool peak / live tensor bytes"))
+        .unwrap();
+    assert!(
+        header.contains("bitlinear: 1.100") && header.contains("decode stack: 1.200"),
+        "{header}"
+    );
 }
 
 #[test]
@@ -172,6 +209,10 @@ fn json_round_trip_and_svg() {
     assert!(s.contains("GPU &lt;&amp;&gt;") && !s.contains("GPU <&>"));
     assert!(s.contains("not measured"));
     let t = table::render(&r);
+    assert!(
+        t.contains("pool peak / live tensor bytes (goal ≤ 1.5): bitlinear 1.100"),
+        "{t}"
+    );
     assert!(
         t.contains("== bitlinear ==") && t.contains("GPU error (1 of 3 cases): kernel | failed")
     );
