@@ -21,6 +21,8 @@ RUN OPTIONS:
   --cpu-budget SECS   stop repeating a CPU case after this much time (default 2; quick 0.5)
   --layers N          layers of the decode stack (default 30; quick 4)
   --cold-bytes MIB    rotate weight copies until the working set exceeds this (default 256; quick 0)
+  --stream-mib MIB    f32 activations streamed through act quant + BitLinear (issue 4; default
+                      1024; quick 64); filter id 'stream'. 'batch' selects the B=8 / B=1 case
   --no-cpu            skip the CPU reference
   --no-gpu            skip the GPU (CPU reference only)
   --json FILE         write the full report as JSON (input of `merge`)
@@ -71,6 +73,8 @@ pub struct RunArgs {
     pub layers: usize,
     /// Weight-rotation working set in bytes.
     pub cold_bytes: u64,
+    /// Bytes of f32 activations the streaming case uploads.
+    pub stream_bytes: u64,
     /// Run the CPU reference.
     pub cpu: bool,
     /// Run the GPU.
@@ -120,6 +124,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
         cpu_budget_s: if quick { 0.5 } else { 2.0 },
         layers: if quick { 4 } else { 30 },
         cold_bytes: if quick { 0 } else { 256 << 20 },
+        stream_bytes: if quick { 64 << 20 } else { 1 << 30 },
         cpu: true,
         gpu: true,
         json: None,
@@ -146,6 +151,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
             "--cpu-budget" => run.cpu_budget_s = seconds(flag, &value(flag)?)?,
             "--layers" => run.layers = number(flag, &value(flag)?, 1)?,
             "--cold-bytes" => run.cold_bytes = (number(flag, &value(flag)?, 0)? as u64) << 20,
+            "--stream-mib" => run.stream_bytes = (number(flag, &value(flag)?, 1)? as u64) << 20,
             "--no-cpu" => run.cpu = false,
             "--no-gpu" => run.gpu = false,
             "--no-progress" => run.progress = false,

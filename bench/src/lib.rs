@@ -4,10 +4,12 @@
 //! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
 //! * [`roofline`]: the copy-kernel bandwidth roofline.
+//! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
 //! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
 //! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
 //! * [`table`], [`svg`], [`results_md`] (with [`targets`]): the human-readable outputs.
 
+pub mod batch;
 pub mod cli;
 pub mod cpu;
 pub mod data;
@@ -24,6 +26,8 @@ pub mod report;
 pub mod results_md;
 pub mod roofline;
 pub mod run;
+pub mod steps;
+pub mod stream;
 pub mod svg;
 pub mod table;
 pub mod targets;

@@ -203,6 +203,12 @@ pub struct Report {
     pub cases: Vec<CaseResult>,
     /// The decode stack, unless filtered out.
     pub stack: Option<StackResult>,
+    /// Issue 4: activations streamed through act quant + BitLinear, unless filtered out.
+    #[serde(default)]
+    pub stream: Option<crate::stream::StreamResult>,
+    /// Issue 4: batched decode, time(B = 8) / time(B = 1), unless filtered out.
+    #[serde(default)]
+    pub batch: Option<crate::batch::BatchResult>,
     /// Buffer-pool peak / live per section (derived from the per-case `gpu_pool` figures by
     /// [`crate::pool::sections`] when the report is written; kept here for readers of the JSON).
     #[serde(default)]

@@ -9,9 +9,9 @@ use crate::peers::PeersReport;
 use crate::pool::{self, PoolPeak};
 use crate::progress::Progress;
 use crate::report::{CaseResult, Report, SCHEMA, StackResult};
+use crate::steps::{Steps, guarded, one_line};
 use crate::workload::{SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
-use crate::{cpu, date, fmt, results_md, roofline, svg, table};
-use std::path::PathBuf;
+use crate::{batch, cpu, date, results_md, roofline, stream, svg, table};
 use std::time::{Duration, Instant};
 
 /// Id `--filter` matches against for the decode stack.
@@ -43,7 +43,14 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         ..StackSpec::DECODE_2B4T
     });
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
-    let steps = usize::from(args.gpu) + sides * (cases.len() + usize::from(stack_spec.is_some()));
+    let (do_stream, do_batch) = (
+        args.gpu && args.selects(stream::STREAM_ID),
+        args.gpu && args.selects(batch::BATCH_ID),
+    );
+    let steps = usize::from(args.gpu)
+        + usize::from(do_stream)
+        + usize::from(do_batch)
+        + sides * (cases.len() + usize::from(stack_spec.is_some()));
     let mut st = Steps {
         progress: Progress::new(steps, args.progress),
         deadline: args
@@ -65,6 +72,8 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         roofline_error: None,
         cases: cases.iter().map(CaseResult::new).collect(),
         stack: None,
+        stream: None,
+        batch: None,
         pool: Vec::new(),
         notes: Vec::new(),
     };
@@ -125,6 +134,44 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             });
         }
         report.stack = Some(s);
+        st.checkpoint(&report);
+    }
+
+    // Issue 4 (cheap: seconds on a real GPU), before the long tail of cases.
+    if do_stream {
+        let (r, e) = st.step("GPU streaming (issue 4)", || {
+            let g = gpu.as_ref().ok_or("no GPU")?;
+            let was = g.timestamps();
+            let _ = g.engine().set_profiling(false);
+            let r = g.with_pool(|| {
+                Ok(stream::measure(
+                    g.engine(),
+                    args.stream_bytes,
+                    args.quick,
+                    args.repeats.min(3),
+                ))
+            });
+            if was {
+                let _ = g.engine().set_profiling(true);
+            }
+            r.map(|r| r.0)
+        });
+        report.stream = r.or_else(|| e.map(|e| stream::failed(args.stream_bytes, args.quick, e)));
+        st.checkpoint(&report);
+    }
+    if do_batch {
+        let (r, e) = st.step("GPU batched decode B=8 vs B=1 (issue 4)", || {
+            let g = gpu.as_ref().ok_or("no GPU")?;
+            Ok(batch::measure(gpu_policy, |w, p| {
+                g.time_case(w, p, args.cold_bytes)
+            }))
+        });
+        report.batch = r;
+        if let Some(e) = e {
+            report
+                .notes
+                .push(format!("batched decode not measured: {e}"));
+        }
         st.checkpoint(&report);
     }
 
@@ -211,100 +258,6 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
     st.progress.finish_step("copy roofline", &outcome);
     st.checkpoint(report);
     gpu
-}
-
-/// A step's result, shown on the progress line by its headline time.
-trait Timed {
-    fn median_ms(&self) -> f64;
-}
-
-impl Timed for crate::measure::Measurement {
-    fn median_ms(&self) -> f64 {
-        self.median_ms
-    }
-}
-
-impl<T: Timed> Timed for (T, PoolPeak) {
-    fn median_ms(&self) -> f64 {
-        self.0.median_ms()
-    }
-}
-
-impl Timed for StackTimes {
-    fn median_ms(&self) -> f64 {
-        self.kernels.unwrap_or(self.wall).median_ms
-    }
-}
-
-/// Progress, deadline and checkpoints shared by every step of a run.
-struct Steps {
-    progress: Progress,
-    deadline: Option<Instant>,
-    json: Option<PathBuf>,
-}
-
-impl Steps {
-    /// Runs one measurement unless the deadline passed; errors and panics become the error text.
-    fn step<T: Timed>(
-        &mut self,
-        label: &str,
-        f: impl FnOnce() -> Result<T, String>,
-    ) -> (Option<T>, Option<String>) {
-        self.progress.start(label);
-        let r = if self.deadline.is_some_and(|d| Instant::now() >= d) {
-            Err("skipped: --time-limit reached".to_string())
-        } else {
-            guarded(f)
-        };
-        let shown = match &r {
-            Ok(v) => fmt::time_ms(v.median_ms()),
-            Err(e) => format!("not measured: {e}"),
-        };
-        self.progress.finish_step(label, &shown);
-        match r {
-            Ok(v) => (Some(v), None),
-            Err(e) => (None, Some(one_line(&e))),
-        }
-    }
-
-    /// Rewrites `--json` with what is known so far, marked partial (best effort).
-    fn checkpoint(&self, report: &Report) {
-        if let Some(path) = &self.json {
-            let mut partial = report.clone();
-            partial.pool = pool::sections(report);
-            partial
-                .notes
-                .push("partial report: the run had not finished when this was written".into());
-            if let Ok(text) = serde_json::to_string_pretty(&partial) {
-                let _ = write_file(path, &text);
-            }
-        }
-    }
-}
-
-/// An error as one line of at most 300 characters (wgpu validation errors span many lines; the
-/// table and RESULTS.md need one).
-fn one_line(e: &str) -> String {
-    let flat = e.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(300) {
-        Some((i, _)) => format!("{}…", &flat[..i]),
-        None => flat,
-    }
-}
-
-/// Runs `f`, turning a panic into an error so one broken op cannot end the whole run.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("panicked: {msg}"))
-        }
-    }
 }
 
 /// Prints the table and writes `--json`, `--svg` and `--results` as requested.

@@ -101,8 +101,65 @@ pub fn render(report: &Report) -> String {
             opt_ratio(ratio, "-")
         ));
     }
+    out.push_str(&issue4(report));
     out.push('\n');
     out.push_str(&pool_line(report));
+    out
+}
+
+/// Issue 4's streaming and batching figures (wall clock / GPU time as labelled).
+fn issue4(report: &Report) -> String {
+    let mut out = String::new();
+    if let Some(s) = &report.stream {
+        out.push_str(&format!(
+            "\n== streaming (issue 4): {} f32 in {} chunks of {}x{} through act quant + BitLinear {}x{} ==\n",
+            crate::fmt::bytes(s.input_bytes),
+            s.chunks,
+            s.chunk_rows,
+            s.k,
+            s.n,
+            s.k
+        ));
+        let t = |m: Option<crate::measure::Measurement>| opt_time(m.map(|m| m.median_ms), "-");
+        out.push_str(&format!(
+            "total {} [wall]  upload only {} ({} GB/s host->GPU)  transfer only {}  compute only {}\n",
+            t(s.total),
+            t(s.upload_only),
+            opt_sig(s.h2d_gbps(), "-"),
+            t(s.transfer_only),
+            t(s.compute_only)
+        ));
+        out.push_str(&format!(
+            "total / max(transfer, compute) = {} (target <= {})  via {}\n",
+            opt_num(s.overlap_ratio(), 3, "-"),
+            crate::stream::STREAM_GOAL,
+            s.path
+        ));
+        if let Some(e) = &s.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+    }
+    if let Some(b) = &report.batch {
+        out.push_str(&format!(
+            "\n== batched decode (issue 4): time(B=8) / time(B=1), target <= {} ==\n",
+            crate::batch::BATCH_GOAL
+        ));
+        for s in &b.shapes {
+            out.push_str(&format!(
+                "{} {}x{}: B=1 {}  B=8 {}  ratio {}{}\n",
+                s.label,
+                s.n,
+                s.k,
+                opt_time(s.b1.map(|m| m.median_ms), "-"),
+                opt_time(s.b8.map(|m| m.median_ms), "-"),
+                opt_num(s.ratio(), 2, "-"),
+                s.error
+                    .as_ref()
+                    .map_or(String::new(), |e| format!("  ({e})"))
+            ));
+        }
+        out.push_str(&format!("via {}\n", b.path));
+    }
     out
 }
 

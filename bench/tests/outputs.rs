@@ -95,6 +95,8 @@ fn ours() -> Report {
                 misses: 1,
             }),
         }),
+        stream: None,
+        batch: None,
         pool: vec![],
         notes: vec![],
     }

@@ -1,0 +1,248 @@
+//! Issue 4's streaming measurement: ≥ 1 GiB of f32 activations, in chunks, through activation
+//! quant + BitLinear against one resident weight, outputs read back to the host.
+//!
+//! Four wall-clock runs over the same chunks (profiler off):
+//! * **total**: upload chunk i, BitLinear, read back its output — with reads in flight
+//!   ([`READS_IN_FLIGHT`]) so that transfers of one chunk can overlap compute on another;
+//! * **upload only**: the uploads alone (host→GPU GB/s);
+//! * **transfer only**: uploads + read-backs of output-sized tensors, no compute;
+//! * **compute only**: BitLinear on resident chunks (two rotating), no transfer.
+//!
+//! Target: total ≤ 1.1 × max(transfer only, compute only). The engine path used is named in the
+//! result ([`StreamResult::path`]); when the engine grows a dedicated double-buffered streaming
+//! API, [`stream_chunk`] is the one place to switch to it.
+
+use crate::data;
+use crate::measure::{Clock, Measurement};
+use bitnet_wgpu::{Engine, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Id `--filter` matches against.
+pub const STREAM_ID: &str = "stream act_quant+bitlinear 2B k/v 640x2560";
+
+/// Read-backs kept in flight before the oldest is awaited (double buffering from the caller).
+pub const READS_IN_FLIGHT: usize = 2;
+
+/// The overlap target of issue 4.
+pub const STREAM_GOAL: f64 = 1.1;
+
+/// The streamed BitLinear: BitNet-2B4T's k/v projection (output a quarter of the input bytes).
+const N: usize = 640;
+/// Input features.
+const K: usize = 2560;
+
+/// What was streamed and how long it took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamResult {
+    /// Weight rows (output features).
+    pub n: usize,
+    /// Input features.
+    pub k: usize,
+    /// Activation rows per chunk.
+    pub chunk_rows: usize,
+    /// Chunks streamed.
+    pub chunks: usize,
+    /// f32 activation bytes uploaded in all.
+    pub input_bytes: u64,
+    /// f32 output bytes read back in all.
+    pub output_bytes: u64,
+    /// The engine calls used.
+    pub path: String,
+    /// Upload + compute + read-back, all chunks (wall).
+    pub total: Option<Measurement>,
+    /// Uploads only (wall).
+    pub upload_only: Option<Measurement>,
+    /// Uploads + read-backs, no compute (wall).
+    pub transfer_only: Option<Measurement>,
+    /// Compute on resident chunks, no transfer (wall).
+    pub compute_only: Option<Measurement>,
+    /// Why figures are missing, if they are.
+    pub error: Option<String>,
+}
+
+impl StreamResult {
+    /// Host→GPU throughput of the uploads alone, GB/s (10^9).
+    pub fn h2d_gbps(&self) -> Option<f64> {
+        Some(crate::report::gbps(
+            self.input_bytes,
+            self.upload_only?.median_ms,
+        ))
+    }
+
+    /// total / max(transfer only, compute only): 1.0 is perfect overlap (target ≤ 1.1).
+    pub fn overlap_ratio(&self) -> Option<f64> {
+        let t = self.total?.median_ms;
+        let bound = self
+            .transfer_only?
+            .median_ms
+            .max(self.compute_only?.median_ms);
+        Some(t / bound)
+    }
+}
+
+/// Chunk rows and count for about `total_bytes` of f32 activations (≥ `total_bytes`).
+pub fn plan(total_bytes: u64, quick: bool) -> (usize, usize) {
+    let rows = if quick { 1024 } else { 4096 };
+    let chunk_bytes = (rows * K * 4) as u64;
+    (rows, total_bytes.div_ceil(chunk_bytes).max(2) as usize)
+}
+
+/// One streamed chunk: upload, activation quant + BitLinear, and the read-back as a future.
+fn stream_chunk(
+    e: &Engine,
+    host: &[f32],
+    rows: usize,
+    w: &Tensor,
+) -> Result<impl Future<Output = bitnet_wgpu::Result<Vec<f32>>> + use<>, String> {
+    let x = e.upload_f32(host, &[rows, K]).map_err(|x| x.to_string())?;
+    let y = crate::engine_ops::bitlinear(e, &x, w)?;
+    Ok(y.read_f32_async())
+}
+
+/// Awaits futures until at most `keep` are left.
+fn drain<F: Future<Output = bitnet_wgpu::Result<Vec<f32>>>>(
+    q: &mut VecDeque<F>,
+    keep: usize,
+) -> Result<(), String> {
+    while q.len() > keep {
+        if let Some(f) = q.pop_front() {
+            pollster::block_on(f).map_err(|x| x.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A result with no figures, only why (the step failed or was skipped).
+pub fn failed(total_bytes: u64, quick: bool, error: String) -> StreamResult {
+    let mut r = empty(total_bytes, quick);
+    r.error = Some(error);
+    r
+}
+
+fn empty(total_bytes: u64, quick: bool) -> StreamResult {
+    let (rows, chunks) = plan(total_bytes, quick);
+    StreamResult {
+        n: N,
+        k: K,
+        chunk_rows: rows,
+        chunks,
+        input_bytes: (chunks * rows * K * 4) as u64,
+        output_bytes: (chunks * rows * N * 4) as u64,
+        path: format!(
+            "Engine::upload_f32 (queue.write_buffer) → bitlinear_tensor → read_f32_async, {READS_IN_FLIGHT} reads in flight"
+        ),
+        total: None,
+        upload_only: None,
+        transfer_only: None,
+        compute_only: None,
+        error: None,
+    }
+}
+
+/// Runs the four streaming measurements, `repeats` times each (median), on `total_bytes` of f32.
+pub fn measure(e: &Engine, total_bytes: u64, quick: bool, repeats: usize) -> StreamResult {
+    let mut r = empty(total_bytes, quick);
+    if let Err(err) = run_all(e, &mut r, repeats.max(1)) {
+        r.error = Some(err);
+    }
+    r
+}
+
+fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), String> {
+    let err = |x: bitnet_wgpu::Error| x.to_string();
+    let (rows, chunks) = (r.chunk_rows, r.chunks);
+    let chunk_len = rows * K;
+    // The whole input lives on the host (≥ 1 GiB): one random chunk, replicated.
+    let seed_chunk = data::floats(chunk_len, 77);
+    let mut host = Vec::with_capacity(chunks * chunk_len);
+    for _ in 0..chunks {
+        host.extend_from_slice(&seed_chunk);
+    }
+    let wq = data::ternary(N, K, 78).map_err(|x| x.to_string())?;
+    let w = e.upload_ternary(&wq).map_err(err)?;
+    let resident = [
+        e.upload_f32(&seed_chunk, &[rows, K]).map_err(err)?,
+        e.upload_f32(&seed_chunk, &[rows, K]).map_err(err)?,
+    ];
+    let out_like = e.fill(&[rows, N], 0.0).map_err(err)?;
+    let chunk = |i: usize| &host[i * chunk_len..(i + 1) * chunk_len];
+
+    let time = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Measurement, String> {
+        f()?; // warmup: pipelines, pool growth, staging buffers
+        let mut samples = Vec::new();
+        for _ in 0..repeats {
+            let t = Instant::now();
+            f()?;
+            e.sync().map_err(err)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+    };
+    r.total = Some(time(&mut || {
+        let mut q = VecDeque::new();
+        for i in 0..chunks {
+            q.push_back(stream_chunk(e, chunk(i), rows, &w)?);
+            drain(&mut q, READS_IN_FLIGHT)?;
+        }
+        drain(&mut q, 0)
+    })?);
+    r.upload_only = Some(time(&mut || {
+        for i in 0..chunks {
+            drop(e.upload_f32(chunk(i), &[rows, K]).map_err(err)?);
+        }
+        Ok(())
+    })?);
+    r.transfer_only = Some(time(&mut || {
+        let mut q = VecDeque::new();
+        for i in 0..chunks {
+            drop(e.upload_f32(chunk(i), &[rows, K]).map_err(err)?);
+            q.push_back(out_like.read_f32_async());
+            drain(&mut q, READS_IN_FLIGHT)?;
+        }
+        drain(&mut q, 0)
+    })?);
+    r.compute_only = Some(time(&mut || {
+        for i in 0..chunks {
+            drop(crate::engine_ops::bitlinear(e, &resident[i % 2], &w)?);
+        }
+        Ok(())
+    })?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_the_bytes_and_ratios_derive() {
+        let (rows, chunks) = plan(1 << 30, false);
+        assert!((rows * chunks * K * 4) as u64 >= 1 << 30);
+        assert_eq!((rows, chunks), (4096, 26));
+        let ms = |v| Measurement {
+            median_ms: v,
+            min_ms: v,
+            max_ms: v,
+            samples: 1,
+            clock: Clock::Wall,
+        };
+        let r = StreamResult {
+            n: N,
+            k: K,
+            chunk_rows: rows,
+            chunks,
+            input_bytes: 2_000_000_000,
+            output_bytes: 0,
+            path: String::new(),
+            total: Some(ms(110.0)),
+            upload_only: Some(ms(80.0)),
+            transfer_only: Some(ms(100.0)),
+            compute_only: Some(ms(50.0)),
+            error: None,
+        };
+        assert_eq!(r.h2d_gbps(), Some(25.0));
+        assert!((r.overlap_ratio().unwrap() - 1.1).abs() < 1e-12);
+    }
+}
