@@ -16,6 +16,11 @@
 
 // Lanes per 4-row block (override constant, chosen by the engine per shape).
 override TPR: u32 = 32u;
+// Steps of weight loads each thread keeps in flight, 1..=4 (override constant): a thread loads
+// its first DEPTH steps up front and reloads each step's registers right after using them, so
+// a row block asks for DEPTH * TPR vec4 per row at once (the whole row when DEPTH * TPR covers
+// it).
+override DEPTH: u32 = 2u;
 const GV_WG: u32 = 256u;
 // GV_WG / 4: the most subgroups a workgroup can have (subgroups hold at least 4 invocations).
 const GV_MAX_SUBGROUPS: u32 = 64u;
@@ -62,6 +67,14 @@ fn gv_load(n: u32, j: u32, vpr: u32) -> GvRows {
         weights[min(n + 2u, last) * vpr + j],
         weights[min(n + 3u, last) * vpr + j],
     );
+}
+
+// gv_load for a step inside the row (j < vpr); zero words (never used) past its end.
+fn gv_load_if(n: u32, j: u32, vpr: u32) -> GvRows {
+    if (j >= vpr) {
+        return GvRows();
+    }
+    return gv_load(n, j, vpr);
 }
 
 // Code-domain dot product of one weight vec4 (words 4 j .. 4 j + 3) with its 16 activation

@@ -5,8 +5,8 @@
 // does — absmax of the sign-cleared bits, a = max(absmax, 1e-5), inv = 127 / a correctly
 // rounded, xq = clamp(round(x * inv), -128, 127) — into workgroup memory, then runs the row
 // blocks of bitlinear_gemv_blocks.wgsl against it. So BitLinear on f32 activations is one
-// dispatch instead of two, and the quantized row never goes through memory. The first weight
-// loads are issued before the quantization, so they are in flight while it runs. The activation
+// dispatch instead of two, and the quantized row never goes through memory. The first DEPTH
+// steps of weight loads are issued before the quantization, so they are in flight while it runs. The activation
 // row sum (for the code-domain trick of bitlinear_common.wgsl) falls out of the quantization.
 //
 // Status words: 0 = the first non-finite x index (cpu-ref checks x first), 1 = the first
@@ -46,6 +46,14 @@ fn gf_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
     return max(max(b.x, b.y), max(b.z, b.w));
 }
 
+// The block's dot products for weight step j against the staged row (nothing past the row's end).
+fn gf_dot_if(w: GvRows, j: u32, vpr: u32) -> vec4<i32> {
+    if (j >= vpr) {
+        return vec4<i32>();
+    }
+    return gv_dot(w, gf_x[4u * j], gf_x[4u * j + 1u], gf_x[4u * j + 2u], gf_x[4u * j + 3u]);
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -60,10 +68,20 @@ fn main(
     // K / 4 float vec4 (K % 64 == 0, so no padding words).
     let kv = params.words_per_row * 4u;
 
-    // 1. The first weight step, in flight during the quantization.
-    var w = GvRows();
-    if (ids.l < vpr) {
-        w = gv_load(ids.n, ids.l, vpr);
+    // 1. The first DEPTH weight steps, in flight during the quantization.
+    let j0 = ids.l;
+    var w0 = gv_load_if(ids.n, j0, vpr);
+    var w1 = GvRows();
+    var w2 = GvRows();
+    var w3 = GvRows();
+    if (DEPTH > 1u) {
+        w1 = gv_load_if(ids.n, j0 + TPR, vpr);
+    }
+    if (DEPTH > 2u) {
+        w2 = gv_load_if(ids.n, j0 + 2u * TPR, vpr);
+    }
+    if (DEPTH > 3u) {
+        w3 = gv_load_if(ids.n, j0 + 3u * TPR, vpr);
     }
 
     // 2. absmax, four independent loads per iteration (clamped duplicates change no maximum).
@@ -109,20 +127,28 @@ fn main(
         row_sum += gv_red[s].y;
     }
 
-    // 4. The row blocks, double-buffered weight loads.
+    // 4. The row blocks: use each step's registers, then reload them DEPTH steps ahead.
     var acc = vec4<i32>();
-    var j = ids.l;
+    var j = j0;
     loop {
         if (j >= vpr) {
             break;
         }
-        let jn = j + TPR;
-        var next = w;
-        if (jn < vpr) {
-            next = gv_load(ids.n, jn, vpr);
+        let jn = j + DEPTH * TPR;
+        acc += gf_dot_if(w0, j, vpr);
+        w0 = gv_load_if(ids.n, jn, vpr);
+        if (DEPTH > 1u) {
+            acc += gf_dot_if(w1, j + TPR, vpr);
+            w1 = gv_load_if(ids.n, jn + TPR, vpr);
         }
-        acc += gv_dot(w, gf_x[4u * j], gf_x[4u * j + 1u], gf_x[4u * j + 2u], gf_x[4u * j + 3u]);
-        w = next;
+        if (DEPTH > 2u) {
+            acc += gf_dot_if(w2, j + 2u * TPR, vpr);
+            w2 = gv_load_if(ids.n, jn + 2u * TPR, vpr);
+        }
+        if (DEPTH > 3u) {
+            acc += gf_dot_if(w3, j + 3u * TPR, vpr);
+            w3 = gv_load_if(ids.n, jn + 3u * TPR, vpr);
+        }
         j = jn;
     }
 

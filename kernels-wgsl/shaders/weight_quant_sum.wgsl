@@ -27,6 +27,8 @@ struct Params {
     finalize: u32,
     // (N * K) as f32, rounded on the host exactly as Rust's `as` does.
     count: f32,
+    // Always 0: the runtime zero of `add` (the compiler cannot know its value).
+    zero: u32,
 }
 
 @group(0) @binding(0) var<storage, read> input: array<f32>;
@@ -36,7 +38,6 @@ struct Params {
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const LANES: u32 = 256u;
-const PER_LANE: u32 = 16u;
 const BLOCK: u32 = 4096u;
 // Most blocks the finalizing workgroup sums (engine: kernels::SUM_FINAL_BLOCKS).
 const FINAL_BLOCKS: u32 = 64u;
@@ -46,26 +47,50 @@ var<workgroup> lanes: array<f32, 256>;
 // The block sums of the finalizing workgroup.
 var<workgroup> finals: array<f32, 64>;
 
+// p + v, rounded here: XOR with a runtime zero hides the sum from the optimizer, so a driver
+// allowed to reassociate float additions (Vulkan does not forbid it) keeps the canonical order.
+fn add(p: f32, v: f32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(p + v) ^ params.zero);
+}
+
+// Four of a lane's values, e[i], e[i + 256], e[i + 512], e[i + 768], as |e| (zero past the end),
+// loaded together (the sequential sum below must not wait for one load at a time). Flags the
+// first non-finite one in `bad`.
+fn load4(i: u32, bad: ptr<function, u32>) -> vec4<f32> {
+    let idx = vec4<u32>(i, i + LANES, i + 2u * LANES, i + 3u * LANES);
+    let last = max(params.len, 1u) - 1u;
+    let raw = vec4<u32>(
+        bitcast<u32>(input[min(idx.x, last)]),
+        bitcast<u32>(input[min(idx.y, last)]),
+        bitcast<u32>(input[min(idx.z, last)]),
+        bitcast<u32>(input[min(idx.w, last)]),
+    );
+    // |x| clears the sign bit (exact, no float op); the NaN/Inf test is a bit test because
+    // `x != x` may be optimized away. Out-of-range positions are the block's zero padding.
+    let bits = select(vec4<u32>(0u), raw & vec4<u32>(0x7fffffffu), idx < vec4<u32>(params.len));
+    let inf = (bits & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
+    if (any(inf)) {
+        *bad = min(*bad, select(select(select(idx.w, idx.z, inf.z), idx.y, inf.y), idx.x, inf.x));
+    }
+    return bitcast<vec4<f32>>(bits);
+}
+
 // Steps 2 and 3 of the order for the block starting at `first_value`: returns the block's sum on
 // every thread (the tree's result, read after the last barrier).
 fn block_sum(first_value: u32, t: u32) -> f32 {
-    // 16 strided values per lane, added sequentially from 0.0. Out-of-range positions are the
-    // block's zero padding. |x| clears the sign bit (exact, no float op); the NaN/Inf test is a
-    // bit test because `x != x` may be optimized away.
-    var p = 0.0;
+    // Lane t's 16 values e[t + 256 r], all loads issued first, then added sequentially from 0.0
+    // in r order (the canonical order).
     var bad = 0xffffffffu;
-    for (var r = 0u; r < PER_LANE; r = r + 1u) {
-        let i = first_value + t + r * LANES;
-        var v = 0.0;
-        if (i < params.len) {
-            let bits = bitcast<u32>(input[i]) & 0x7fffffffu;
-            if ((bits & EXP_MASK) == EXP_MASK) {
-                bad = min(bad, i);
-            }
-            v = bitcast<f32>(bits);
-        }
-        p = p + v;
-    }
+    let i = first_value + t;
+    let a = load4(i, &bad);
+    let b = load4(i + 4u * LANES, &bad);
+    let c = load4(i + 8u * LANES, &bad);
+    let d = load4(i + 12u * LANES, &bad);
+    var p = 0.0;
+    p = add(add(add(add(p, a.x), a.y), a.z), a.w);
+    p = add(add(add(add(p, b.x), b.y), b.z), b.w);
+    p = add(add(add(add(p, c.x), c.y), c.z), c.w);
+    p = add(add(add(add(p, d.x), d.y), d.z), d.w);
     if (bad != 0xffffffffu && params.check_input != 0u) {
         atomicMin(&nonfinite[0], bad);
     }
@@ -79,7 +104,7 @@ fn lane_tree(p: f32, t: u32) -> f32 {
     workgroupBarrier();
     for (var stride = LANES / 2u; stride > 0u; stride = stride >> 1u) {
         if (t < stride) {
-            lanes[t] = lanes[t] + lanes[t + stride];
+            lanes[t] = add(lanes[t], lanes[t + stride]);
         }
         workgroupBarrier();
     }
@@ -118,7 +143,7 @@ fn main(
         // block's zero padding, which adds exactly nothing to a non-negative value.
         var p = 0.0;
         if (t < count) {
-            p = p + finals[t];
+            p = add(p, finals[t]);
         }
         total = lane_tree(p, t);
     }

@@ -16,7 +16,7 @@ use bitnet_wgpu::{BitnetTuning, Engine, EngineOptions, Tensor, cpu_ref};
 
 /// Weight bytes each shape rotates through (the H200's L2 is 60 MB).
 const COLD_BYTES: usize = 256 << 20;
-const REPEATS: usize = 15;
+const REPEATS: usize = 9;
 const SHAPES: [(usize, usize); 6] = [
     (2560, 2560),
     (640, 2560),
@@ -170,6 +170,41 @@ fn bitlinear_plan_sweep() {
         }
     }
     decode_stack(&e, layers);
+    quantization(&e, shapes);
+    // The floor under every figure above: one dispatch that does (almost) nothing.
+    let (floor, _) = gpu_ms(&e, |_| e.fill(&[1], 0.0).unwrap());
+    println!("empty dispatch (fill of one value): {:.1} µs", floor * 1e3);
+}
+
+/// Weight and activation quantization on the sweep's shapes: GPU time per kernel (profiler).
+fn quantization(e: &Engine, shapes: &[(usize, usize)]) {
+    e.set_bitnet_tuning(BitnetTuning::default());
+    for &(n, k) in shapes {
+        let copies = COLD_BYTES.div_ceil(4 * n * k).clamp(1, 8);
+        let w = random_normal((n + k) as u64, n * k, 0.02);
+        let ws: Vec<Tensor> = (0..copies)
+            .map(|_| e.upload_f32(&w, &[n, k]).unwrap())
+            .collect();
+        let (ms, _) = gpu_ms(e, |i| e.quantize_weights_tensor(&ws[i % copies]).unwrap());
+        let bytes = 8 * n * k + n * k / 4;
+        println!(
+            "weight_quant [{n}x{k}]: {:.1} µs ({:.0} GB/s); last repeat per kernel:\n{}",
+            ms * 1e3,
+            gb_per_s(bytes, ms),
+            e.profile_report().unwrap()
+        );
+        for m in [1, 512] {
+            let x = e
+                .upload_f32(&random_normal(m as u64, m * k, 1.0), &[m, k])
+                .unwrap();
+            let (ms, _) = gpu_ms(e, |_| e.quantize_activations_tensor(&x).unwrap());
+            println!(
+                "act_quant M={m} K={k}: {:.1} µs ({:.0} GB/s)",
+                ms * 1e3,
+                gb_per_s(5 * m * k, ms)
+            );
+        }
+    }
 }
 
 /// The 210-matrix BitNet-2B4T decode stack: per-dispatch profiler time and one-submission wall

@@ -51,6 +51,8 @@ struct SumParams {
     check_input: u32,
     finalize: u32,
     count: f32,
+    /// Always 0 (the kernel's runtime zero for its optimization barrier).
+    zero: u32,
 }
 
 #[repr(C)]
@@ -209,6 +211,7 @@ impl Engine {
             check_input: 1,
             finalize: 0,
             count,
+            zero: 0,
         };
         if total <= block {
             params.len = total as u32;

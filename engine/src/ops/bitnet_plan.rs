@@ -218,10 +218,13 @@ impl LinearCall<'_> {
                     .params(&params)
                     .workgroups(groups);
                 launch = match self.plan {
-                    LinearPlan::Fused { lanes } => launch.constant("TPR", f64::from(lanes)),
+                    LinearPlan::Fused { lanes } => launch
+                        .constant("TPR", f64::from(lanes))
+                        .constant("DEPTH", f64::from(load_depth(k, lanes, 1))),
                     LinearPlan::Vec4 { lanes } => launch
                         .constant("TPR", f64::from(lanes))
-                        .constant("MR", rows_m as f64),
+                        .constant("MR", rows_m as f64)
+                        .constant("DEPTH", f64::from(load_depth(k, lanes, rows_m))),
                     LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),
                     LinearPlan::Generic => launch,
                 };
@@ -242,6 +245,14 @@ impl LinearCall<'_> {
         }
         Ok(())
     }
+}
+
+/// Weight steps each vec4-GEMV thread keeps in flight (`DEPTH`): all of its steps up to 4 (2
+/// when more than 2 activation rows make each step's arithmetic long enough to hide latency).
+fn load_depth(k: usize, lanes: u32, m: u64) -> u32 {
+    let steps = (k as u64 / 64).div_ceil(u64::from(lanes)).max(1);
+    let cap = if m > 2 { 2 } else { 4 };
+    steps.min(cap) as u32
 }
 
 /// Weight rows per workgroup of the vec4 GEMVs with `lanes` threads per 4-row block.
