@@ -62,7 +62,7 @@ pub fn measure(
         pollster::block_on(adapter.request_device(&desc)).map_err(|e| e.to_string())?;
     let limits = device.limits();
     let size = max_bytes
-        .min(limits.max_storage_buffer_binding_size as u64)
+        .min(limits.max_storage_buffer_binding_size)
         .min(limits.max_buffer_size)
         / 16
         * 16;
@@ -87,10 +87,10 @@ pub fn measure(
         } else {
             Clock::Wall
         };
-        if let Some(m) = Measurement::from_samples(&samples, clock) {
-            if best.is_none_or(|b| m.median_ms < b.median_ms) {
-                best = Some(m);
-            }
+        if let Some(m) = Measurement::from_samples(&samples, clock)
+            && best.is_none_or(|b| m.median_ms < b.median_ms)
+        {
+            best = Some(m);
         }
     }
     let time = best.ok_or("copy kernel produced no finite time")?;
