@@ -179,6 +179,7 @@ fn bitlinear_plan_sweep() {
 /// Weight and activation quantization on the sweep's shapes: GPU time per kernel (profiler).
 fn quantization(e: &Engine, shapes: &[(usize, usize)]) {
     e.set_bitnet_tuning(BitnetTuning::default());
+    e.set_profiling(true).unwrap();
     for &(n, k) in shapes {
         let copies = COLD_BYTES.div_ceil(4 * n * k).clamp(1, 8);
         let w = random_normal((n + k) as u64, n * k, 0.02);

@@ -220,11 +220,10 @@ impl LinearCall<'_> {
                 launch = match self.plan {
                     LinearPlan::Fused { lanes } => launch
                         .constant("TPR", f64::from(lanes))
-                        .constant("DEPTH", f64::from(load_depth(k, lanes, 1))),
+                        .constant("DEPTH", f64::from(load_depth(k, lanes))),
                     LinearPlan::Vec4 { lanes } => launch
                         .constant("TPR", f64::from(lanes))
-                        .constant("MR", rows_m as f64)
-                        .constant("DEPTH", f64::from(load_depth(k, lanes, rows_m))),
+                        .constant("MR", rows_m as f64),
                     LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),
                     LinearPlan::Generic => launch,
                 };
@@ -247,12 +246,12 @@ impl LinearCall<'_> {
     }
 }
 
-/// Weight steps each vec4-GEMV thread keeps in flight (`DEPTH`): all of its steps up to 4 (2
-/// when more than 2 activation rows make each step's arithmetic long enough to hide latency).
-fn load_depth(k: usize, lanes: u32, m: u64) -> u32 {
+/// Weight steps each fused-GEMV thread keeps in flight (`DEPTH`): 2 (double buffering), or 1
+/// when a thread has a single step. Deeper (up to 4: every step up front) measured no faster on
+/// the H200 (within ~1 µs, slightly slower), at the cost of registers.
+fn load_depth(k: usize, lanes: u32) -> u32 {
     let steps = (k as u64 / 64).div_ceil(u64::from(lanes)).max(1);
-    let cap = if m > 2 { 2 } else { 4 };
-    steps.min(cap) as u32
+    steps.min(2) as u32
 }
 
 /// Weight rows per workgroup of the vec4 GEMVs with `lanes` threads per 4-row block.
