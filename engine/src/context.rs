@@ -54,6 +54,10 @@ pub(crate) struct Gpu {
     /// Which hot ops run hand-written MSL (Metal) instead of WGSL (`msl.rs`).
     pub msl: crate::msl::MslState,
     pub group: EngineGroup,
+    /// Armed fault injections (tests).
+    pub faults: Arc<crate::fault::Faults>,
+    /// CPU/GPU choice of the host-facing ops: policy, calibration, statistics.
+    pub dispatch: crate::dispatch::Dispatcher,
     /// The free non-finite status slots (each owned by one launch's fate while in use).
     pub slots: Arc<SlotPool>,
     /// Launch counter: orders fates, so a lineage reports its earliest error.
@@ -102,11 +106,13 @@ impl Gpu {
             caps.params_mode,
             options.batch_dispatches,
         );
+        let faults = Arc::new(crate::fault::Faults::default());
         let pipelines = PipelineCache::new(
             device.clone(),
             caps.params_mode,
             caps.features,
             group.layout.clone(),
+            Arc::clone(&faults),
         );
         let msl = crate::msl::MslState::probe(&pipelines, &caps, adapter_info.backend);
         let h = Arc::clone(&health);
@@ -115,7 +121,9 @@ impl Gpu {
         let idle = options.idle_flush;
         let gpu = Arc::new(Gpu {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            pool: BufferPool::new(device.clone(), caps.max_buffer),
+            pool: BufferPool::new(device.clone(), caps.max_buffer, Arc::clone(&faults)),
+            faults,
+            dispatch: crate::dispatch::Dispatcher::new(options.dispatch),
             pipelines,
             msl,
             group,

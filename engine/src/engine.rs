@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::context::Gpu;
 use crate::device;
+use crate::dispatch::DispatchPolicy;
 use crate::error::{Error, Result};
 use crate::info::EngineInfo;
 use crate::pipelines::PipelineStats;
@@ -31,6 +32,9 @@ pub struct EngineOptions {
     /// Submit what was recorded once the engine saw no new work for this long (`None`: only at
     /// sync points and full batches — deterministic batching, for tests).
     pub idle_flush: Option<std::time::Duration>,
+    /// Where host-facing ops run (see [`DispatchPolicy`]); `BITNET_DISPATCH` overrides it.
+    /// Default `Gpu` (an engine built on an explicit GPU); [`Engine::new`] uses `Auto`.
+    pub dispatch: DispatchPolicy,
 }
 
 impl Default for EngineOptions {
@@ -40,6 +44,7 @@ impl Default for EngineOptions {
             force_uniform_params: false,
             batch_dispatches: 128,
             idle_flush: Some(std::time::Duration::from_micros(200)),
+            dispatch: DispatchPolicy::Gpu,
         }
     }
 }
@@ -75,10 +80,16 @@ impl Default for Engine {
 }
 
 impl Engine {
-    /// The best available backend: the best GPU adapter (discrete > integrated > software,
-    /// honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`), else the CPU engine (logged at `warn`).
+    /// The best available backend with automatic dispatch: the best GPU adapter (discrete >
+    /// integrated > software, honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`) with
+    /// [`DispatchPolicy::Auto`] — each host-facing op runs where it is predicted to be faster —
+    /// else the CPU engine (logged at `warn`).
     pub fn new() -> Engine {
-        match Engine::gpu() {
+        let auto = EngineOptions {
+            dispatch: DispatchPolicy::Auto,
+            ..EngineOptions::default()
+        };
+        match Engine::gpu_with(auto) {
             Ok(e) => e,
             Err(e) => {
                 log::warn!("bitnet-wgpu: using the CPU backend: {e}");
@@ -160,11 +171,15 @@ impl Engine {
         }
     }
 
-    /// The GPU context (None on the CPU engine). For op implementations.
+    /// The GPU context for new work: None on the CPU engine, under [`DispatchPolicy::Cpu`], and
+    /// once the device is lost (a lost device is never used again: ops take their CPU paths).
+    /// For op implementations.
     pub(crate) fn gpu_context(&self) -> Option<&Gpu> {
         match &*self.backend {
-            Backend::Cpu => None,
-            Backend::Gpu(g) => Some(g),
+            Backend::Gpu(g) if !g.is_lost() && g.dispatch.policy() != DispatchPolicy::Cpu => {
+                Some(g)
+            }
+            _ => None,
         }
     }
 
@@ -178,19 +193,17 @@ impl Engine {
 
     /// Id of the GPU context (None on the CPU engine); tensors of other engines are rejected.
     pub(crate) fn gpu_id(&self) -> Option<u64> {
-        self.gpu_context().map(|g| g.id)
+        self.gpu_raw().map(|g| g.id)
     }
 
     /// Buffer-pool statistics (all zero on the CPU engine).
     pub fn pool_stats(&self) -> PoolStats {
-        self.gpu_context()
-            .map(|g| g.pool.stats())
-            .unwrap_or_default()
+        self.gpu_raw().map(|g| g.pool.stats()).unwrap_or_default()
     }
 
     /// Drops every cached free buffer (live tensors are untouched).
     pub fn trim_pool(&self) {
-        if let Some(g) = self.gpu_context() {
+        if let Some(g) = self.gpu_raw() {
             g.pool.trim();
         }
     }
@@ -198,30 +211,41 @@ impl Engine {
     /// Caps the bytes of free buffers the pool keeps cached (default 1 GiB); beyond it the
     /// least recently used free buffers are dropped.
     pub fn set_pool_free_cap(&self, bytes: u64) {
-        if let Some(g) = self.gpu_context() {
+        if let Some(g) = self.gpu_raw() {
             g.pool.set_free_cap(bytes);
         }
     }
 
     /// Resets the pool's peak counters to the current values (to measure one workload).
     pub fn reset_pool_peaks(&self) {
-        if let Some(g) = self.gpu_context() {
+        if let Some(g) = self.gpu_raw() {
             g.pool.reset_peaks();
         }
     }
 
     /// Pipeline-cache statistics (compiled pipelines, hits).
     pub fn pipeline_stats(&self) -> PipelineStats {
-        self.gpu_context()
+        self.gpu_raw()
             .map(|g| g.pipelines.stats())
             .unwrap_or_default()
     }
 
     /// Submits pending work, waits for it, and reports any non-finite flag or device error.
     pub fn sync(&self) -> Result<()> {
-        match self.gpu_context() {
+        match self.gpu_raw() {
             None => Ok(()),
             Some(g) => crate::transfer::sync(g),
+        }
+    }
+
+    /// Test-only fault injection: makes the next matching GPU event fail through the engine's
+    /// real error paths (see `fault.rs`). No-op on the CPU engine.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: crate::fault::InjectedFault) {
+        let Some(g) = self.gpu_raw() else { return };
+        match fault {
+            crate::fault::InjectedFault::DeviceLost => g.device.destroy(),
+            f => g.faults.arm(f),
         }
     }
 

@@ -404,7 +404,7 @@ impl<'a> Launch<'a> {
             params: self.params,
             groups,
             fate: Arc::clone(&fate),
-            invalid: false,
+            invalid: self.gpu.faults.take_validation(),
         };
         // Recorded by the submission thread; a failure to record fails this launch's fate.
         let job_fate = Arc::clone(&fate);

@@ -19,20 +19,56 @@
 //! Errors are reported, never panicked: bad input, device limits, lost devices, out of memory,
 //! validation and pipeline failures and NaN/Inf inputs all become [`Error`] variants.
 //!
-//! **Sync points.** GPU ops are recorded into a pending batch and return at once; the batch is
-//! submitted at sync points ([`Tensor::read_f32`] and the other read-backs, uploads,
-//! [`Engine::sync`]) or every `EngineOptions::batch_dispatches` dispatches. Errors that only the
-//! device can see — NaN/Inf inputs (`Error::NonFinite`, the same value cpu-ref returns), failed
-//! submissions, a lost device — are returned by the next sync point. Outputs of a failed
-//! submission are poisoned: reading them returns the error, never stale bytes.
+//! **Sync points.** GPU ops hand their dispatches to the engine's submission thread and return
+//! at once; the batch is submitted at sync points ([`Tensor::read_f32`] and the other read-backs,
+//! uploads, [`Engine::sync`]), every `EngineOptions::batch_dispatches` dispatches, or when the
+//! engine is idle (`EngineOptions::idle_flush`). Reads have future forms (`*_async`, `Send +
+//! 'static`, submitted when called, completed by the engine's completion thread — no executor
+//! needed) and blocking forms.
+//!
+//! **Errors follow the data.** Errors only the device can see — NaN/Inf inputs
+//! (`Error::NonFinite`, the same value cpu-ref returns), failed submissions, a lost device — are
+//! returned by reading a tensor computed from the launch that hit them (its *lineage*), and only
+//! by those: another thread's NaN never shows up in your read. A poisoned tensor stays poisoned:
+//! reading it, or launching with it, returns the error, never stale bytes. [`Tensor::check`]
+//! reports a tensor's error without reading it; [`Engine::sync`] reports device errors only.
+//!
+//! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
+//! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],
+//! [`BatchingLinear`], [`Engine::stream_bitlinear`] — run per call on the CPU or the GPU:
+//! * `Auto` ([`Engine::new`]): the backend predicted faster for this op and size, counting what
+//!   must be transferred (weights already resident on the GPU are free). Predictions come from a
+//!   calibration ([`Engine::calibrate`], or lazily at the first decision) cached per adapter +
+//!   driver + crate version in the user's cache directory (`BITNET_CALIBRATION_CACHE=off` opts
+//!   out, a path relocates it), and adapt to measured times. Small ops stay on the CPU at the
+//!   cost of a few nanoseconds over calling cpu-ref.
+//! * `Gpu` (default of [`Engine::gpu`], [`Engine::from_device`], ...): every op on the GPU.
+//! * `Cpu`: nothing touches the GPU (new tensors are host tensors).
+//!
+//! `BITNET_DISPATCH=auto|cpu|gpu` overrides the policy of every engine created while it is set;
+//! [`Engine::set_dispatch_policy`] changes it at run time. Ops on resident [`Tensor`]s run where
+//! their tensors live.
+//!
+//! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
+//! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
+//! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A lost
+//! device is never used again; resident tensors whose only copy was on it read as
+//! `Error::DeviceLost`.
+//!
+//! **Threads.** [`Engine`] is `Send + Sync` and cheap to clone (an `Arc`); clones share the
+//! device, pool, pipeline cache and submission thread. Any number of threads may record, read
+//! and dispatch at once.
 
 mod batch;
+mod calibrate;
 mod chunk;
 mod context;
 mod device;
+mod dispatch;
 mod engine;
 mod error;
 mod fate;
+mod fault;
 mod group;
 mod info;
 mod launch;
@@ -56,9 +92,13 @@ pub use bitnet_cpu_ref::Tensor as CpuTensor;
 /// The float-op selectors, shared with cpu-ref so both backends take the same values.
 pub use bitnet_cpu_ref::ops::{BinaryOp, ReduceOp, UnaryOp};
 pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+pub use calibrate::{CALIBRATION_CACHE_ENV, Calibration, Cost, OpClass};
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
+pub use dispatch::{DISPATCH_ENV, DispatchPolicy, DispatchStats, SAMPLE_EVERY, Workload};
 pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};
+#[doc(hidden)]
+pub use fault::InjectedFault;
 pub use info::{EngineInfo, KeyLimits};
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use ops::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, LinearPlan};

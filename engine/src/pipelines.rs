@@ -133,6 +133,7 @@ pub(crate) struct PipelineCache {
     /// Group 1 layout shared by every pipeline (params arena + status word).
     engine_layout: wgpu::BindGroupLayout,
     state: Mutex<State>,
+    faults: Arc<crate::fault::Faults>,
 }
 
 impl PipelineCache {
@@ -142,6 +143,7 @@ impl PipelineCache {
         mode: ParamsMode,
         features: wgpu::Features,
         engine_layout: wgpu::BindGroupLayout,
+        faults: Arc<crate::fault::Faults>,
     ) -> Self {
         PipelineCache {
             device,
@@ -149,11 +151,36 @@ impl PipelineCache {
             features,
             engine_layout,
             state: Mutex::new(State::default()),
+            faults,
+        }
+    }
+
+    /// An injected pipeline failure: compiles a real broken shader through the real error
+    /// scopes and reports its error as `kernel`'s.
+    fn injected_failure(&self, kernel: &Kernel) -> Error {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let _ = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("bitnet-wgpu injected fault"),
+                source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(
+                    "@compute @workgroup_size(1) fn main( {",
+                )),
+            });
+        let message = pollster::block_on(scope.pop())
+            .map_or_else(|| "injected fault".to_string(), |e| e.to_string());
+        Error::PipelineCreation {
+            kernel: kernel.name(),
+            entry: kernel.entry,
+            message: format!("(injected fault) {message}"),
         }
     }
 
     /// The pipeline for `kernel` with `constants`, compiling it on first use.
     pub fn get(&self, kernel: &Kernel, constants: &[(&'static str, f64)]) -> Result<Arc<Compiled>> {
+        if self.faults.take_pipeline() {
+            return Err(self.injected_failure(kernel));
+        }
         let key = Key {
             name: kernel.name(),
             entry: kernel.entry,

@@ -168,6 +168,7 @@ pub(crate) struct BufferPool {
     device: wgpu::Device,
     state: Arc<Mutex<State>>,
     max_buffer: u64,
+    faults: Arc<crate::fault::Faults>,
 }
 
 /// Default cap on cached free storage bytes (beyond it, least recently used free buffers go).
@@ -175,9 +176,14 @@ const DEFAULT_FREE_CAP: u64 = 1 << 30;
 
 impl BufferPool {
     /// An empty pool for `device`; buffers never exceed `max_buffer` bytes.
-    pub fn new(device: wgpu::Device, max_buffer: u64) -> BufferPool {
+    pub fn new(
+        device: wgpu::Device,
+        max_buffer: u64,
+        faults: Arc<crate::fault::Faults>,
+    ) -> BufferPool {
         BufferPool {
             device,
+            faults,
             state: Arc::new(Mutex::new(State {
                 free: HashMap::new(),
                 seq: 0,
@@ -193,6 +199,11 @@ impl BufferPool {
     /// A buffer of at least `bytes` (> 0) bytes for `kind`, reused when one of its class is free.
     pub fn alloc(&self, kind: BufferKind, bytes: u64, what: &str) -> Result<PooledBuffer> {
         let bytes = bytes.max(4).next_multiple_of(4);
+        if kind == BufferKind::Storage && self.faults.take_oom() {
+            return Err(Error::OutOfMemory {
+                context: format!("allocating {bytes} bytes for {what} (injected fault)"),
+            });
+        }
         if bytes > self.max_buffer {
             return Err(Error::LimitExceeded {
                 limit: "max_buffer_size",

@@ -1,0 +1,395 @@
+//! Calibration: how long each op class takes on this machine's CPU and GPU, measured once and
+//! cached per adapter + driver + crate version in the user's cache directory.
+//!
+//! The model per [`OpClass`] and backend is `fixed_s + per_unit_s · units` (units: elements for
+//! quantization, `M·N·K` for BitLinear); the GPU's also pays its transfers, `bytes / bandwidth`
+//! for what has to be uploaded and read back. [`measure`] times both backends at two sizes per
+//! class (minimum of a few runs after a warm-up) and fits the two coefficients; host↔GPU
+//! bandwidth is measured separately.
+//!
+//! Cache: `$BITNET_CALIBRATION_CACHE` if it names a directory, else `$XDG_CACHE_HOME/bitnet-wgpu`,
+//! `~/.cache/bitnet-wgpu` (Linux), `~/Library/Caches/bitnet-wgpu` (macOS) or
+//! `%LOCALAPPDATA%\bitnet-wgpu` (Windows); one small text file per key. Set
+//! `BITNET_CALIBRATION_CACHE=off` (or `0`) to neither read nor write it.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+
+/// Environment variable: `off`/`0` disables the calibration cache, a path relocates it.
+pub const CALIBRATION_CACHE_ENV: &str = "BITNET_CALIBRATION_CACHE";
+
+/// The op classes the dispatch layer models separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpClass {
+    /// Weight quantization (units: elements of `w`).
+    QuantizeWeights,
+    /// Activation quantization (units: elements of `x`).
+    QuantizeActivations,
+    /// BitLinear with few rows, `M ≤ GEMV_ROWS` (units: `M·N·K`).
+    LinearGemv,
+    /// BitLinear with more rows (units: `M·N·K`).
+    LinearGemm,
+}
+
+/// Largest M modelled as a GEMV (decode); larger M is a GEMM (prefill, batches).
+pub(crate) const GEMV_ROWS: usize = 4;
+
+impl OpClass {
+    /// Every class, in the order of [`Calibration::cpu`] / [`Calibration::gpu`].
+    pub const ALL: [OpClass; 4] = [
+        OpClass::QuantizeWeights,
+        OpClass::QuantizeActivations,
+        OpClass::LinearGemv,
+        OpClass::LinearGemm,
+    ];
+
+    /// Stable lower-case name (cache files, logs).
+    pub const fn name(self) -> &'static str {
+        match self {
+            OpClass::QuantizeWeights => "quantize_weights",
+            OpClass::QuantizeActivations => "quantize_activations",
+            OpClass::LinearGemv => "bitlinear_gemv",
+            OpClass::LinearGemm => "bitlinear_gemm",
+        }
+    }
+
+    /// Position in [`OpClass::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A time model: `fixed_s + per_unit_s · units` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Cost {
+    /// Seconds per call.
+    pub fixed_s: f64,
+    /// Seconds per unit of work.
+    pub per_unit_s: f64,
+}
+
+impl Cost {
+    /// Predicted seconds for `units`.
+    pub fn seconds(&self, units: f64) -> f64 {
+        self.fixed_s + self.per_unit_s * units
+    }
+
+    /// The line through two measurements `(units, seconds)`, clamped to non-negative terms.
+    fn fit((u1, t1): (f64, f64), (u2, t2): (f64, f64)) -> Cost {
+        let per_unit_s = ((t2 - t1) / (u2 - u1)).max(0.0);
+        Cost {
+            fixed_s: (t1 - per_unit_s * u1).max(0.0),
+            per_unit_s,
+        }
+    }
+}
+
+/// Measured costs of both backends on one machine (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Calibration {
+    /// What it was measured on: adapter, backend, driver, crate version, CPU threads.
+    pub key: String,
+    /// Host→GPU bytes per second.
+    pub upload_bytes_per_s: f64,
+    /// GPU→host bytes per second.
+    pub download_bytes_per_s: f64,
+    /// CPU cost per op class, in [`OpClass::ALL`] order.
+    pub cpu: [Cost; 4],
+    /// GPU cost per op class (compute and per-call overhead; transfers are added per call).
+    pub gpu: [Cost; 4],
+}
+
+impl Calibration {
+    /// The cache key of a GPU context: adapter, backend, driver, crate version, CPU threads.
+    pub(crate) fn key_of(gpu: &Gpu) -> String {
+        let i = &gpu.adapter_info;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        format!(
+            "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads",
+            i.name,
+            i.backend,
+            i.driver,
+            i.driver_info,
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+
+    /// The text form (one `name value` pair per line; the first line is the key).
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "key {}\nupload_bytes_per_s {}\ndownload_bytes_per_s {}\n",
+            self.key, self.upload_bytes_per_s, self.download_bytes_per_s
+        );
+        for c in OpClass::ALL {
+            let (cpu, gpu) = (self.cpu[c.index()], self.gpu[c.index()]);
+            s += &format!(
+                "{} {} {} {} {}\n",
+                c.name(),
+                cpu.fixed_s,
+                cpu.per_unit_s,
+                gpu.fixed_s,
+                gpu.per_unit_s
+            );
+        }
+        s
+    }
+
+    /// Parses [`Calibration::to_text`]; `None` if malformed or any value is not finite.
+    pub fn from_text(text: &str) -> Option<Calibration> {
+        let mut lines = text.lines();
+        let key = lines.next()?.strip_prefix("key ")?.to_string();
+        let mut num = |name: &str| -> Option<f64> {
+            let v: f64 = lines.next()?.strip_prefix(name)?.trim().parse().ok()?;
+            v.is_finite().then_some(v)
+        };
+        let (up, down) = (num("upload_bytes_per_s")?, num("download_bytes_per_s")?);
+        let mut c = Calibration {
+            key,
+            upload_bytes_per_s: up,
+            download_bytes_per_s: down,
+            cpu: [Cost::default(); 4],
+            gpu: [Cost::default(); 4],
+        };
+        for class in OpClass::ALL {
+            let line = lines.next()?.strip_prefix(class.name())?;
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if v.len() != 4 || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+                return None;
+            }
+            c.cpu[class.index()] = Cost {
+                fixed_s: v[0],
+                per_unit_s: v[1],
+            };
+            c.gpu[class.index()] = Cost {
+                fixed_s: v[2],
+                per_unit_s: v[3],
+            };
+        }
+        (up > 0.0 && down > 0.0).then_some(c)
+    }
+
+    /// The cache file for `key` (None when the cache is disabled or no directory is known).
+    pub fn cache_path(key: &str) -> Option<PathBuf> {
+        let dir = cache_dir()?;
+        // FNV-1a of the key: a stable file name; the key inside guards against collisions.
+        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        Some(dir.join(format!("calibration-{hash:016x}.txt")))
+    }
+
+    /// The cached calibration for `key`, if any.
+    pub(crate) fn load_cached(key: &str) -> Option<Calibration> {
+        let text = std::fs::read_to_string(Calibration::cache_path(key)?).ok()?;
+        Calibration::from_text(&text).filter(|c| c.key == key)
+    }
+
+    /// Writes this calibration to the cache (a failure is logged: the cache is an optimisation).
+    pub(crate) fn save_cached(&self) {
+        let Some(path) = Calibration::cache_path(&self.key) else {
+            return;
+        };
+        let written = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, self.to_text()));
+        if let Err(e) = written {
+            log::warn!(
+                "bitnet-wgpu: cannot write the calibration cache {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// The cache directory (see the module docs), or None when disabled / unknown.
+fn cache_dir() -> Option<PathBuf> {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(v) = std::env::var(CALIBRATION_CACHE_ENV)
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        return match v.to_ascii_lowercase().as_str() {
+            "off" | "0" | "false" | "no" => None,
+            _ => Some(PathBuf::from(v)),
+        };
+    }
+    let base = if cfg!(target_os = "windows") {
+        env("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        env("HOME").map(|h| h.join("Library/Caches"))
+    } else {
+        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("bitnet-wgpu"))
+}
+
+/// Minimum wall time of `f` over a warm-up and `runs` runs.
+fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+/// Deterministic inputs (a multiplicative hash; no RNG dependency).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n as u32)
+        .map(|i| {
+            ((i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 8) as f32 / 8_388_608.0) - 1.0
+        })
+        .collect()
+}
+
+/// Two measurement sizes per class: `(m_or_n, k)` for quantization, `(m, n, k)` for BitLinear.
+const LINEAR_SIZES: [(OpClass, [(usize, usize, usize); 2]); 2] = [
+    (OpClass::LinearGemv, [(1, 256, 256), (1, 2048, 2048)]),
+    (OpClass::LinearGemm, [(16, 256, 256), (64, 1024, 1024)]),
+];
+const QUANT_SIZES: [(OpClass, [(usize, usize); 2]); 2] = [
+    (OpClass::QuantizeWeights, [(64, 256), (1024, 2048)]),
+    (OpClass::QuantizeActivations, [(16, 256), (256, 4096)]),
+];
+
+/// Times both backends of `engine` (a GPU engine whose policy is not `Cpu`): see the module docs.
+pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
+    let started = Instant::now();
+    let bytes = 8usize << 20;
+    let big = values(bytes / 4, 1);
+    let up = time(2, || {
+        let t = engine.upload_f32(&big, &[big.len()])?;
+        engine.sync()?;
+        drop(t);
+        Ok(())
+    })?;
+    let resident = engine.upload_f32(&big, &[big.len()])?;
+    let down = time(2, || resident.read_f32().map(drop))?;
+    drop(resident);
+    let (up_bw, down_bw) = (bytes as f64 / up, bytes as f64 / down);
+    let transfer =
+        |up_bytes: usize, down_bytes: usize| up_bytes as f64 / up_bw + down_bytes as f64 / down_bw;
+    let mut c = Calibration {
+        key: Calibration::key_of(gpu),
+        upload_bytes_per_s: up_bw,
+        download_bytes_per_s: down_bw,
+        cpu: [Cost::default(); 4],
+        gpu: [Cost::default(); 4],
+    };
+    for (class, sizes) in QUANT_SIZES {
+        let mut cpu = [(0.0, 0.0); 2];
+        let mut gpu_t = [(0.0, 0.0); 2];
+        for (i, &(rows, k)) in sizes.iter().enumerate() {
+            let x = values(rows * k, i as u32 + 7);
+            let units = (rows * k) as f64;
+            let (tc, tg) = match class {
+                OpClass::QuantizeWeights => (
+                    time(3, || {
+                        bitnet_cpu_ref::quantize_weights(&x, rows, k)
+                            .map(drop)
+                            .map_err(Error::from)
+                    })?,
+                    time(3, || {
+                        let t = engine.upload_f32(&x, &[rows, k])?;
+                        engine.quantize_weights_tensor(&t)?.read_ternary().map(drop)
+                    })?,
+                ),
+                _ => (
+                    time(3, || {
+                        bitnet_cpu_ref::quantize_activations(&x, rows, k)
+                            .map(drop)
+                            .map_err(Error::from)
+                    })?,
+                    time(3, || {
+                        let t = engine.upload_f32(&x, &[rows, k])?;
+                        engine
+                            .quantize_activations_tensor(&t)?
+                            .read_activations()
+                            .map(drop)
+                    })?,
+                ),
+            };
+            cpu[i] = (units, tc);
+            // The quantized output is about a quarter of the input bytes.
+            gpu_t[i] = (
+                units,
+                (tg - transfer(4 * rows * k, rows * k + 4 * rows)).max(0.0),
+            );
+        }
+        c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
+        c.gpu[class.index()] = Cost::fit(gpu_t[0], gpu_t[1]);
+    }
+    for (class, sizes) in LINEAR_SIZES {
+        let mut cpu = [(0.0, 0.0); 2];
+        let mut gpu_t = [(0.0, 0.0); 2];
+        for (i, &(m, n, k)) in sizes.iter().enumerate() {
+            let w = bitnet_cpu_ref::quantize_weights(&values(n * k, i as u32 + 3), n, k)?;
+            let x = values(m * k, i as u32 + 5);
+            let units = (m * n * k) as f64;
+            let tc = time(3, || {
+                bitnet_cpu_ref::bitlinear(&x, m, &w)
+                    .map(drop)
+                    .map_err(Error::from)
+            })?;
+            let wt = engine.upload_ternary(&w)?;
+            let tg = time(3, || {
+                let xt = engine.upload_f32(&x, &[m, k])?;
+                engine.bitlinear_tensor(&xt, &wt)?.read_f32().map(drop)
+            })?;
+            cpu[i] = (units, tc);
+            gpu_t[i] = (units, (tg - transfer(4 * m * k, 4 * m * n)).max(0.0));
+        }
+        c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
+        c.gpu[class.index()] = Cost::fit(gpu_t[0], gpu_t[1]);
+    }
+    log::info!(
+        "bitnet-wgpu: calibrated in {:.2} s: {}",
+        started.elapsed().as_secs_f64(),
+        c.to_text().replace('\n', "; ")
+    );
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip_and_rejects_garbage() {
+        let c = Calibration {
+            key: "adapter | Vulkan | drv 1 | bitnet-wgpu 0.1.0 | 2 threads".into(),
+            upload_bytes_per_s: 3.5e9,
+            download_bytes_per_s: 2.25e9,
+            cpu: [Cost {
+                fixed_s: 1e-6,
+                per_unit_s: 2e-9,
+            }; 4],
+            gpu: [Cost {
+                fixed_s: 5e-5,
+                per_unit_s: 1e-12,
+            }; 4],
+        };
+        assert_eq!(Calibration::from_text(&c.to_text()), Some(c.clone()));
+        assert_eq!(
+            Calibration::from_text("key x\nupload_bytes_per_s nan\n"),
+            None
+        );
+        assert_eq!(Calibration::from_text(""), None);
+        let fit = Cost::fit((10.0, 3.0), (20.0, 5.0));
+        assert!((fit.per_unit_s - 0.2).abs() < 1e-12 && (fit.fixed_s - 1.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,130 @@
+//! GPU faults: which errors make an op re-run on the CPU, and the test-only fault-injection hook.
+//!
+//! **Fallback rule.** An op that the dispatch layer ran on the GPU and that failed with a GPU
+//! fault — device lost, out of memory, validation or pipeline-creation error, failed read-back —
+//! is re-run on the CPU from the host inputs the engine still holds, and the caller gets the
+//! CPU's correct result plus a logged warning. Input errors (NaN/Inf, shapes, dtypes) are
+//! returned as they are: the CPU would return the very same error. A device limit or missing
+//! feature re-runs on the CPU under `Auto` dispatch and is returned under `Gpu`. A lost device is
+//! never used again: once lost, every op of the engine runs on the CPU.
+//!
+//! **Injection** ([`crate::Engine::inject_fault`], hidden from the docs, for tests): each
+//! [`InjectedFault`] arms the next matching GPU event of the engine so that it fails through the
+//! engine's real error paths — the device really is destroyed, the injected validation error is a
+//! real invalid command rejected by wgpu at submit, the pipeline error comes from compiling a real
+//! broken shader; only out-of-memory is simulated (at the pool's allocation), as real OOM cannot be
+//! produced on demand.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::error::Error;
+
+/// A GPU failure to inject (testing only; see the module docs).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// Destroys the device now (`wgpu::Device::destroy`): it is lost for good.
+    DeviceLost,
+    /// The next storage allocation fails with `Error::OutOfMemory`.
+    OutOfMemory,
+    /// The next dispatch is followed by an invalid copy, so its submission fails validation.
+    Validation,
+    /// The next pipeline lookup compiles a broken shader and fails with `PipelineCreation`.
+    PipelineCreation,
+}
+
+/// Armed injections of one engine (counts of pending events per kind).
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    oom: AtomicU32,
+    validation: AtomicU32,
+    pipeline: AtomicU32,
+}
+
+fn take(counter: &AtomicU32) -> bool {
+    // Fast path: one relaxed load when nothing is armed (always, outside tests).
+    counter.load(Ordering::Relaxed) > 0
+        && counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+}
+
+impl Faults {
+    /// Arms one event of `fault` (device loss is not armed: it happens at once).
+    pub fn arm(&self, fault: InjectedFault) {
+        let c = match fault {
+            InjectedFault::OutOfMemory => &self.oom,
+            InjectedFault::Validation => &self.validation,
+            InjectedFault::PipelineCreation => &self.pipeline,
+            InjectedFault::DeviceLost => return,
+        };
+        c.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether this allocation must fail (consumes the arm).
+    pub fn take_oom(&self) -> bool {
+        take(&self.oom)
+    }
+
+    /// Whether this dispatch must be followed by an invalid command (consumes the arm).
+    pub fn take_validation(&self) -> bool {
+        take(&self.validation)
+    }
+
+    /// Whether this pipeline lookup must fail (consumes the arm).
+    pub fn take_pipeline(&self) -> bool {
+        take(&self.pipeline)
+    }
+}
+
+/// Whether `e` says the GPU failed — lost device, out of memory, validation or pipeline
+/// creation, a failed read-back — so the op is re-run on the CPU. Bad input is not a fault (the
+/// CPU would return the same error), nor is a device limit or missing feature
+/// ([`is_capability_error`]).
+pub(crate) fn is_gpu_fault(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::DeviceLost(_)
+            | Error::OutOfMemory { .. }
+            | Error::Validation { .. }
+            | Error::PipelineCreation { .. }
+            | Error::Map(_)
+    )
+}
+
+/// Whether `e` says this device cannot run the op at all (a limit, a missing feature): under
+/// `Auto` dispatch the op then runs on the CPU; under `Gpu` the error is returned as asked.
+pub(crate) fn is_capability_error(e: &Error) -> bool {
+    matches!(e, Error::LimitExceeded { .. } | Error::Unsupported(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_are_consumed_once() {
+        let f = Faults::default();
+        assert!(!f.take_oom());
+        f.arm(InjectedFault::OutOfMemory);
+        f.arm(InjectedFault::OutOfMemory);
+        assert!(f.take_oom() && f.take_oom() && !f.take_oom());
+        assert!(!f.take_validation() && !f.take_pipeline());
+    }
+
+    #[test]
+    fn input_errors_are_not_faults() {
+        let nan = Error::NonFinite {
+            op: "x",
+            tensor: "x",
+            index: 0,
+        };
+        assert!(!is_gpu_fault(&nan));
+        assert!(is_gpu_fault(&Error::DeviceLost("gone".into())));
+        assert!(is_gpu_fault(&Error::OutOfMemory {
+            context: "x".into()
+        }));
+        assert!(!is_gpu_fault(&Error::Unsupported("f16".into())));
+        assert!(is_capability_error(&Error::Unsupported("f16".into())));
+    }
+}

@@ -1,0 +1,179 @@
+//! Automatic CPU/GPU dispatch: policies, the calibrated prediction (and its cache), and that every
+//! host-facing op returns cpu-ref's result whichever backend runs it.
+
+use bitnet_tests::{gpu_engine, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref;
+use bitnet_wgpu::{
+    BackendKind, Calibration, Cost, DispatchPolicy, Engine, EngineOptions, Location, OpClass,
+    Workload,
+};
+
+/// A model where the GPU costs 1 ms per call and nothing per unit, the CPU 1 ns per unit.
+fn model(key: &str) -> Calibration {
+    Calibration {
+        key: key.into(),
+        upload_bytes_per_s: 1e10,
+        download_bytes_per_s: 1e10,
+        cpu: [Cost {
+            fixed_s: 1e-7,
+            per_unit_s: 1e-9,
+        }; 4],
+        gpu: [Cost {
+            fixed_s: 1e-3,
+            per_unit_s: 0.0,
+        }; 4],
+    }
+}
+
+#[test]
+fn policies_per_constructor_and_at_run_time() {
+    assert_eq!(Engine::cpu().dispatch_policy(), DispatchPolicy::Cpu);
+    assert!(
+        Engine::cpu()
+            .set_dispatch_policy(DispatchPolicy::Gpu)
+            .is_err()
+    );
+    let e = gpu_engine();
+    assert_eq!(
+        e.dispatch_policy(),
+        DispatchPolicy::Gpu,
+        "explicit GPU engines default to Gpu"
+    );
+    let auto = Engine::gpu_with(EngineOptions {
+        dispatch: DispatchPolicy::Auto,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    assert_eq!(auto.dispatch_policy(), DispatchPolicy::Auto);
+    auto.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(
+        auto.choose_backend(&Workload::bitlinear(512, 4096, 4096, true)),
+        BackendKind::Cpu
+    );
+    auto.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    assert_eq!(
+        auto.choose_backend(&Workload::bitlinear(1, 8, 8, false)),
+        BackendKind::Gpu
+    );
+}
+
+#[test]
+fn auto_picks_the_predicted_faster_backend_and_both_give_cpu_ref_results() {
+    let e = Engine::gpu_with(EngineOptions {
+        dispatch: DispatchPolicy::Auto,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    e.set_calibration(model("test model"));
+    // 1 ms on the GPU vs 1 ns per MAC on the CPU: the crossover is at 1e6 MACs.
+    let small = Workload::bitlinear(1, 64, 64, false);
+    let large = Workload::bitlinear(64, 1024, 1024, true);
+    assert_eq!(e.choose_backend(&small), BackendKind::Cpu);
+    assert_eq!(e.choose_backend(&large), BackendKind::Gpu);
+    // Resident weights are not uploaded: with a slow link they tip the choice.
+    // CPU 2.1 ms; GPU 1 ms + 0.16 ms for x, + 2.6 ms more when the weights must be uploaded.
+    let mut slow = model("slow link");
+    slow.upload_bytes_per_s = 1e8;
+    e.set_calibration(slow);
+    let k = 2048;
+    assert_eq!(
+        e.choose_backend(&Workload::bitlinear(2, 512, k, false)),
+        BackendKind::Cpu
+    );
+    assert_eq!(
+        e.choose_backend(&Workload::bitlinear(2, 512, k, true)),
+        BackendKind::Gpu
+    );
+    // Real calls on both sides of the crossover, checked against cpu-ref. Measured times adapt
+    // the model (lavapipe is far slower than this one claims), so reinstall it before each call.
+    let before = e.dispatch_stats();
+    for (m, n, k) in [(1, 16, 64), (40, 256, 512)] {
+        let w = cpu_ref::quantize_weights(&random_normal(1, n * k, 0.02), n, k).unwrap();
+        let x = random_f32(2, m * k, -1.0, 1.0);
+        e.set_calibration(model("test model"));
+        assert_eq!(
+            e.bitlinear(&x, m, &w).unwrap(),
+            cpu_ref::bitlinear(&x, m, &w).unwrap()
+        );
+        let xq = cpu_ref::quantize_activations(&x, m, k).unwrap();
+        e.set_calibration(model("test model"));
+        assert_eq!(
+            e.bitlinear_accumulate(&xq, &w).unwrap(),
+            cpu_ref::bitlinear_accumulate(&xq, &w).unwrap()
+        );
+    }
+    let after = e.dispatch_stats();
+    assert_eq!(
+        after.cpu_runs - before.cpu_runs,
+        2,
+        "the small shape ran on the CPU"
+    );
+    assert_eq!(
+        after.gpu_runs - before.gpu_runs,
+        2,
+        "the large shape ran on the GPU"
+    );
+    assert_eq!(after.fallbacks, 0);
+}
+
+#[test]
+fn cpu_policy_keeps_everything_off_the_gpu() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let pool = e.pool_stats();
+    let x = random_f32(5, 3 * 128, -2.0, 2.0);
+    let t = e.upload_f32(&x, &[3, 128]).unwrap();
+    assert_eq!(t.location(), Location::Host);
+    let q = e.quantize_activations_tensor(&t).unwrap();
+    assert_eq!(q.location(), Location::Host);
+    assert_eq!(
+        q.read_activations().unwrap(),
+        cpu_ref::quantize_activations(&x, 3, 128).unwrap()
+    );
+    assert_eq!(
+        e.quantize_activations(&x, 3, 128).unwrap(),
+        cpu_ref::quantize_activations(&x, 3, 128).unwrap()
+    );
+    assert_eq!(
+        e.pool_stats().misses,
+        pool.misses,
+        "no GPU buffer was created"
+    );
+    assert_eq!(e.dispatch_stats().gpu_runs, 0);
+}
+
+#[test]
+fn calibration_measures_both_backends_and_round_trips_through_its_cache() {
+    let e = Engine::gpu_with(EngineOptions {
+        dispatch: DispatchPolicy::Auto,
+        ..EngineOptions::default()
+    })
+    .unwrap();
+    let c = e.calibrate().unwrap();
+    println!("{}", c.to_text());
+    assert!(c.key.contains(&e.info().adapter_name) && c.key.contains(env!("CARGO_PKG_VERSION")));
+    assert!(c.upload_bytes_per_s > 0.0 && c.download_bytes_per_s > 0.0);
+    for class in OpClass::ALL {
+        let (cpu, gpu) = (c.cpu[class.index()], c.gpu[class.index()]);
+        assert!(
+            cpu.seconds(1e6) > 0.0 && gpu.seconds(1e6) > 0.0,
+            "{class:?}"
+        );
+    }
+    assert_eq!(e.calibration(), Some(c.clone()));
+    assert_eq!(Calibration::from_text(&c.to_text()), Some(c.clone()));
+    if let Some(path) = Calibration::cache_path(&c.key)
+        && path.parent().is_some_and(|d| d.is_dir())
+    {
+        let cached = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(Calibration::from_text(&cached), Some(c.clone()));
+    }
+    // Whatever it chose, a decision exists for every class and results match cpu-ref.
+    let (m, n, k) = (2, 64, 256);
+    let w = cpu_ref::quantize_weights(&random_normal(7, n * k, 0.02), n, k).unwrap();
+    let x = random_f32(8, m * k, -1.0, 1.0);
+    assert_eq!(
+        e.bitlinear(&x, m, &w).unwrap(),
+        cpu_ref::bitlinear(&x, m, &w).unwrap()
+    );
+}

@@ -1,0 +1,149 @@
+//! GPU faults fall back to the CPU and lose nothing: each injected failure kind (device lost, out
+//! of memory, validation, pipeline creation) makes the op re-run on the CPU from the caller's
+//! inputs, the result equals cpu-ref bit for bit, and the fallback is counted (and logged). A lost
+//! device is never used again; a failed launch poisons only the tensors computed from it.
+
+use bitnet_tests::{gpu_engine_with, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{Engine, EngineOptions, Error, InjectedFault, Location};
+
+fn engine() -> Engine {
+    gpu_engine_with(EngineOptions::default()) // dispatch policy Gpu: every op tries the GPU
+}
+
+fn weights(n: usize, k: usize) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(3, n * k, 0.02), n, k).unwrap()
+}
+
+/// Runs the three host-facing BitNet ops on `e` and checks them against cpu-ref.
+fn check_ops(e: &Engine, seed: u64) {
+    let (m, n, k) = (3, 40, 200);
+    let w = weights(n, k);
+    let x = random_f32(seed, m * k, -2.0, 2.0);
+    let got = e.bitlinear(&x, m, &w).unwrap();
+    assert_eq!(got, cpu_ref::bitlinear(&x, m, &w).unwrap(), "bitlinear");
+    let got = e.quantize_activations(&x, m, k).unwrap();
+    assert_eq!(got, cpu_ref::quantize_activations(&x, m, k).unwrap());
+    let wf = random_normal(seed + 1, n * k, 0.05);
+    let got = e.quantize_weights(&wf, n, k).unwrap();
+    assert_eq!(got, cpu_ref::quantize_weights(&wf, n, k).unwrap());
+}
+
+#[test]
+fn each_fault_kind_falls_back_to_a_correct_cpu_result() {
+    for fault in [
+        InjectedFault::OutOfMemory,
+        InjectedFault::Validation,
+        InjectedFault::PipelineCreation,
+    ] {
+        let e = engine();
+        check_ops(&e, 1); // warm: pipelines compiled, pool populated
+        let before = e.dispatch_stats();
+        assert_eq!((before.gpu_runs, before.fallbacks), (3, 0), "{fault:?}");
+        e.inject_fault(fault);
+        let (m, n, k) = (5, 64, 320);
+        let w = weights(n, k);
+        let x = random_f32(9, m * k, -3.0, 3.0);
+        let got = e
+            .bitlinear(&x, m, &w)
+            .unwrap_or_else(|err| panic!("{fault:?}: {err}"));
+        assert_eq!(got, cpu_ref::bitlinear(&x, m, &w).unwrap(), "{fault:?}");
+        let after = e.dispatch_stats();
+        assert_eq!(after.fallbacks, 1, "{fault:?}: the faulted op fell back");
+        assert_eq!(after.gpu_runs, before.gpu_runs, "{fault:?}");
+        // The device is still healthy: the next ops run on the GPU again, correctly.
+        check_ops(&e, 2);
+        assert_eq!(
+            e.dispatch_stats().gpu_runs,
+            before.gpu_runs + 3,
+            "{fault:?}"
+        );
+        e.sync().unwrap();
+    }
+}
+
+#[test]
+fn a_lost_device_is_never_used_again_and_nothing_is_lost() {
+    let e = engine();
+    check_ops(&e, 4);
+    let resident = e.upload_f32(&[1.0, 2.0, 3.0], &[1, 3]).unwrap();
+    assert_eq!(resident.read_f32().unwrap(), vec![1.0, 2.0, 3.0]);
+    let gpu_runs = e.dispatch_stats().gpu_runs;
+    e.inject_fault(InjectedFault::DeviceLost);
+    // The op in flight when the device dies still returns the correct (CPU) result.
+    let (m, n, k) = (2, 48, 256);
+    let w = weights(n, k);
+    let x = random_f32(11, m * k, -1.0, 1.0);
+    assert_eq!(
+        e.bitlinear(&x, m, &w).unwrap(),
+        cpu_ref::bitlinear(&x, m, &w).unwrap()
+    );
+    assert_eq!(e.dispatch_stats().fallbacks, 1);
+    // Every later op runs on the CPU: no GPU attempt, no further fallback.
+    for seed in 20..23 {
+        check_ops(&e, seed);
+    }
+    let s = e.dispatch_stats();
+    assert_eq!((s.gpu_runs, s.fallbacks, s.cpu_runs), (gpu_runs, 1, 9));
+    // Tensors created now live on the host and the tensor ops run on the CPU.
+    let t = e.upload_f32(&[4.0, 5.0], &[1, 2]).unwrap();
+    assert_eq!(t.location(), Location::Host);
+    assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), vec![4.0, 5.0]);
+    let q = e.quantize_activations_tensor(&t).unwrap();
+    assert_eq!(
+        q.read_activations().unwrap(),
+        cpu_ref::quantize_activations(&[4.0, 5.0], 1, 2).unwrap()
+    );
+    // Data that only existed on the dead device is reported as lost, never as wrong bytes.
+    assert!(matches!(resident.read_f32(), Err(Error::DeviceLost(_))));
+    assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+}
+
+#[test]
+fn a_failed_launch_poisons_only_what_is_computed_from_it() {
+    // Deterministic batching: both launches go into one submission, which wgpu rejects.
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let a = e
+        .upload_f32(&random_f32(1, 512, -1.0, 1.0), &[2, 256])
+        .unwrap();
+    let b_in = random_f32(2, 512, -1.0, 1.0);
+    let b = e.upload_f32(&b_in, &[2, 256]).unwrap();
+    e.inject_fault(InjectedFault::Validation);
+    let bad = e.copy(&a).unwrap(); // this launch's submission is invalid
+    let good = e.copy(&b).unwrap(); // recorded in the same batch
+    let downstream = e.quantize_activations_tensor(&bad).unwrap();
+    assert_eq!(good.read_f32().unwrap(), b_in);
+    assert!(matches!(bad.read_f32(), Err(Error::Validation { .. })));
+    assert!(matches!(
+        downstream.read_activations(),
+        Err(Error::Validation { .. })
+    ));
+    // A launch from a tensor known to be poisoned fails at once.
+    assert!(matches!(e.copy(&bad), Err(Error::Validation { .. })));
+    e.sync().unwrap();
+}
+
+#[test]
+fn faults_on_the_tensor_api_are_typed_errors() {
+    let e = engine();
+    e.inject_fault(InjectedFault::OutOfMemory);
+    assert!(matches!(
+        e.upload_f32(&[1.0; 64], &[64]),
+        Err(Error::OutOfMemory { .. })
+    ));
+    e.inject_fault(InjectedFault::PipelineCreation);
+    let x = e.upload_f32(&[1.0; 64], &[64]).unwrap();
+    match e.copy(&x) {
+        Err(Error::PipelineCreation {
+            kernel, message, ..
+        }) => {
+            assert_eq!(kernel, "util_copy");
+            assert!(message.contains("injected"), "{message}");
+        }
+        other => panic!("expected PipelineCreation, got {other:?}"),
+    }
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0; 64]);
+}
