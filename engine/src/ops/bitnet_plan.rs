@@ -79,6 +79,31 @@ impl std::fmt::Display for LinearPlan {
     }
 }
 
+impl LinearPlan {
+    /// A short stable text form (`fused:32`, `vec4:16`, `generic`, `gemm:8`) for the plan cache.
+    pub(crate) fn code(&self) -> String {
+        match self {
+            LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
+            LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
+            LinearPlan::Generic => "generic".into(),
+            LinearPlan::Gemm { t } => format!("gemm:{t}"),
+        }
+    }
+
+    /// Parses [`LinearPlan::code`].
+    pub(crate) fn from_code(code: &str) -> Option<LinearPlan> {
+        let (kind, value) = code.split_once(':').unwrap_or((code, ""));
+        let number = || value.parse::<u32>().ok();
+        Some(match kind {
+            "fused" => LinearPlan::Fused { lanes: number()? },
+            "vec4" => LinearPlan::Vec4 { lanes: number()? },
+            "generic" if value.is_empty() => LinearPlan::Generic,
+            "gemm" => LinearPlan::Gemm { t: number()? },
+            _ => return None,
+        })
+    }
+}
+
 /// Whether the vec4 GEMV can run `m` activation rows of length `k` on `gpu`.
 pub(crate) fn vec4_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     gpu.caps.has(wgpu::Features::SUBGROUP)

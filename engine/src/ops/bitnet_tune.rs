@@ -8,7 +8,9 @@
 //! (best of three timed batches). It runs on the first BitLinear of a shape whose packed weights
 //! are at least [`AUTOTUNE_MIN_BYTES`], on discrete GPUs by default (`BITNET_AUTOTUNE=0/1` or
 //! [`BitnetTuning::autotune`] override), and is one sync point: pending work is submitted, and an
-//! error it reports is returned by the BitLinear call that triggered the tuning.
+//! error it reports is returned by the BitLinear call that triggered the tuning. Measured plans
+//! are also kept in a cache file (`bitnet_tune_cache.rs`) and reused by later processes on the
+//! same adapter, driver and kernels.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -19,6 +21,7 @@ use bitnet_cpu_ref::layout::words_per_row;
 use super::bitnet_plan::{
     GEMV_LANES, LinearCall, LinearPlan, fused_ok, heuristic, plan_ok, vec4_ok,
 };
+use super::bitnet_tune_cache as disk;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -65,6 +68,14 @@ struct Key {
 struct EngineTuning {
     settings: BitnetTuning,
     plans: HashMap<Key, LinearPlan>,
+    /// Measured plans from the plan cache file (read on first need, `bitnet_tune_cache.rs`).
+    persisted: Option<HashMap<Key, LinearPlan>>,
+}
+
+impl Key {
+    fn shape(self) -> disk::Shape {
+        (self.m, self.n, self.k, self.f32_input)
+    }
 }
 
 /// Tuning state of every GPU engine, by engine id.
@@ -79,14 +90,13 @@ fn with_state<R>(id: u64, f: impl FnOnce(&mut EngineTuning) -> R) -> R {
 }
 
 impl Engine {
-    /// Sets how this engine's BitNet ops choose kernels, and forgets every cached choice.
+    /// Sets how this engine's BitNet ops choose kernels, and forgets every in-memory choice (the
+    /// plan cache file is kept: it is only consulted for shapes autotune would measure).
     pub fn set_bitnet_tuning(&self, tuning: BitnetTuning) {
         if let Some(id) = self.gpu_id() {
             with_state(id, |s| {
-                *s = EngineTuning {
-                    settings: tuning,
-                    plans: HashMap::new(),
-                }
+                s.settings = tuning;
+                s.plans.clear();
             });
         }
     }
@@ -125,6 +135,7 @@ impl Engine {
         let key = Key { m, n, k, f32_input };
         let plan = self.measure_best(gpu, key)?;
         with_state(gpu.id, |s| s.plans.insert(key, plan));
+        disk::store(gpu, key.shape(), plan);
         Ok(Some(plan))
     }
 
@@ -143,11 +154,17 @@ impl Engine {
         let forced = forced_plan(gpu, settings, key);
         let auto = settings.autotune.unwrap_or_else(|| autotune_default(gpu));
         let big = n as u64 * words_per_row(k) as u64 * 4 >= AUTOTUNE_MIN_BYTES;
+        let tunable = auto && big && candidates(gpu, key, settings).len() > 1;
         let plan = match forced {
             Some(plan) => plan,
-            None if auto && big && candidates(gpu, key, settings).len() > 1 => {
-                self.measure_best(gpu, key)?
-            }
+            None if tunable => match persisted_plan(gpu, key, settings) {
+                Some(plan) => plan,
+                None => {
+                    let plan = self.measure_best(gpu, key)?;
+                    disk::store(gpu, key.shape(), plan);
+                    plan
+                }
+            },
             None => heuristic_with(gpu, key, settings),
         };
         with_state(gpu.id, |s| s.plans.insert(key, plan));
@@ -221,6 +238,23 @@ impl Engine {
         );
         Ok(best.1)
     }
+}
+
+/// The plan cache file's choice for `key`, if it is one of today's candidates.
+fn persisted_plan(gpu: &Gpu, key: Key, settings: BitnetTuning) -> Option<LinearPlan> {
+    let loaded = with_state(gpu.id, |s| s.persisted.is_some());
+    if !loaded {
+        // Read outside the lock; another thread may race us, both read the same file.
+        let file: HashMap<Key, LinearPlan> = disk::load(gpu)
+            .into_iter()
+            .map(|((m, n, k, f32_input), p)| (Key { m, n, k, f32_input }, p))
+            .collect();
+        with_state(gpu.id, |s| s.persisted.get_or_insert(file).len());
+    }
+    let plan = with_state(gpu.id, |s| s.persisted.as_ref()?.get(&key).copied())?;
+    candidates(gpu, key, settings)
+        .contains(&plan)
+        .then_some(plan)
 }
 
 /// Wall time per call of `record`: one warm-up call (pipeline creation), a calibration batch of

@@ -12,6 +12,7 @@ mod bitnet_linear;
 mod bitnet_plan;
 mod bitnet_stable;
 mod bitnet_tune;
+mod bitnet_tune_cache;
 mod broadcast;
 mod elementwise;
 mod float_args;
@@ -24,3 +25,4 @@ mod util;
 
 pub use bitnet_plan::LinearPlan;
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
+pub use bitnet_tune_cache::TUNE_CACHE_ENV;

@@ -1,0 +1,259 @@
+//! The persistent half of BitLinear autotune: measured plans outlive the process, per adapter,
+//! driver, crate version and BitLinear kernel sources, in one small text file, so a model's
+//! shapes are measured once per machine instead of once per process.
+//!
+//! File: `$BITNET_TUNE_CACHE` if set (`off` / `0` / `false` / `no` disables it), else
+//! `bitnet-wgpu/bitlinear-plans.txt` under `$XDG_CACHE_HOME` (`~/.cache` without it) on Linux,
+//! `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows. One line per measured shape:
+//! `<device key> TAB <m> <n> <k> <f32 input 0|1> TAB <plan code>`; later lines win. It is read
+//! once per engine (only when autotune is on for it) and appended to after every measurement
+//! that changes a choice (compacted past 1000 lines).
+//! Unreadable files and malformed lines are ignored, and a failed write is logged: it is a cache.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use super::bitnet_plan::LinearPlan;
+use crate::context::Gpu;
+
+/// Environment variable: a file path for the plan cache, or `off` to disable it.
+pub const TUNE_CACHE_ENV: &str = "BITNET_TUNE_CACHE";
+const FILE_NAME: &str = "bitlinear-plans.txt";
+
+/// A cached shape: `(M, N, K, f32 input)`.
+pub(crate) type Shape = (usize, usize, usize, bool);
+
+/// The device part of every line: adapter, backend, driver, crate version, kernel-source hash.
+pub(crate) fn device_key(gpu: &Gpu) -> String {
+    let i = &gpu.adapter_info;
+    let key = format!(
+        "{} | {:?} | {} {} | bitnet-wgpu {} | kernels {:016x}",
+        i.name,
+        i.backend,
+        i.driver,
+        i.driver_info,
+        env!("CARGO_PKG_VERSION"),
+        kernel_hash()
+    );
+    // Tabs and newlines separate fields and lines.
+    key.replace(['\t', '\n', '\r'], " ")
+}
+
+/// FNV-1a of the sources of every kernel a plan can pick (a changed kernel invalidates choices).
+fn kernel_hash() -> u64 {
+    static HASH: OnceLock<u64> = OnceLock::new();
+    *HASH.get_or_init(|| {
+        [
+            kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
+            kernels::BITLINEAR_GEMV_VEC4_SUBGROUP,
+            kernels::BITLINEAR_GEMV_SUBGROUP,
+            kernels::BITLINEAR_GEMM,
+            kernels::ACT_QUANT_VEC4,
+        ]
+        .iter()
+        .flat_map(|k| k.source.bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        })
+    })
+}
+
+/// The cache file, from the environment (see the module docs); `None` when disabled or unknown.
+fn path() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    resolve(
+        std::env::var(TUNE_CACHE_ENV).ok().as_deref(),
+        var("XDG_CACHE_HOME"),
+        var("HOME"),
+        var("LOCALAPPDATA"),
+    )
+}
+
+/// [`path`] as a pure function of the environment values.
+fn resolve(
+    setting: Option<&str>,
+    xdg: Option<PathBuf>,
+    home: Option<PathBuf>,
+    local_app_data: Option<PathBuf>,
+) -> Option<PathBuf> {
+    if let Some(v) = setting.filter(|v| !v.is_empty()) {
+        return match v.to_ascii_lowercase().as_str() {
+            "off" | "0" | "false" | "no" => None,
+            _ => Some(PathBuf::from(v)),
+        };
+    }
+    let base = if cfg!(target_os = "windows") {
+        local_app_data
+    } else if cfg!(target_os = "macos") {
+        home.map(|h| h.join("Library/Caches"))
+    } else {
+        xdg.or_else(|| home.map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("bitnet-wgpu").join(FILE_NAME))
+}
+
+/// One line of the file.
+fn format_line(key: &str, (m, n, k, f32_input): Shape, plan: LinearPlan) -> String {
+    format!(
+        "{key}\t{m} {n} {k} {}\t{}\n",
+        u8::from(f32_input),
+        plan.code()
+    )
+}
+
+/// Parses one line; `None` if it is malformed or belongs to another device key.
+fn parse_line(line: &str, key: &str) -> Option<(Shape, LinearPlan)> {
+    let mut fields = line.split('\t');
+    if fields.next()? != key {
+        return None;
+    }
+    let dims: Vec<usize> = fields
+        .next()?
+        .split(' ')
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    let plan = LinearPlan::from_code(fields.next()?.trim())?;
+    match dims[..] {
+        [m, n, k, f] if f <= 1 && fields.next().is_none() => Some(((m, n, k, f == 1), plan)),
+        _ => None,
+    }
+}
+
+/// Every plan cached for this device (later lines win).
+pub(crate) fn load(gpu: &Gpu) -> HashMap<Shape, LinearPlan> {
+    let Some(text) = path().and_then(|p| std::fs::read_to_string(p).ok()) else {
+        return HashMap::new();
+    };
+    let key = device_key(gpu);
+    text.lines().filter_map(|l| parse_line(l, &key)).collect()
+}
+
+/// Records one measured plan: appended, unless the file already ends up with that choice; the
+/// file is compacted (latest line per device and shape) once it passes [`MAX_LINES`].
+pub(crate) fn store(gpu: &Gpu, shape: Shape, plan: LinearPlan) {
+    let Some(path) = path() else {
+        return;
+    };
+    let key = device_key(gpu);
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let last = old
+        .lines()
+        .filter_map(|l| parse_line(l, &key))
+        .rfind(|(s, _)| *s == shape);
+    if last == Some((shape, plan)) {
+        return;
+    }
+    let line = format_line(&key, shape, plan);
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            if old.lines().count() < MAX_LINES {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                return f.write_all(line.as_bytes());
+            }
+            std::fs::write(&path, compact(&old) + &line)
+        });
+    if let Err(e) = written {
+        log::warn!(
+            "bitnet-wgpu: cannot write the plan cache {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// Lines of the file before the cache is compacted.
+const MAX_LINES: usize = 1000;
+
+/// The latest line per (device key, shape) of a cache file, in first-seen order.
+fn compact(text: &str) -> String {
+    let mut latest: Vec<(&str, &str)> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.splitn(3, '\t');
+        let (Some(key), Some(shape), Some(_)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let id = &line[..key.len() + 1 + shape.len()];
+        match latest.iter_mut().find(|(i, _)| *i == id) {
+            Some(entry) => entry.1 = line,
+            None => latest.push((id, line)),
+        }
+    }
+    latest.iter().map(|(_, l)| format!("{l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_reject_garbage() {
+        let plans = [
+            LinearPlan::Fused { lanes: 32 },
+            LinearPlan::Vec4 { lanes: 128 },
+            LinearPlan::Generic,
+            LinearPlan::Gemm { t: 8 },
+        ];
+        for (i, plan) in plans.into_iter().enumerate() {
+            let shape = (i + 1, 2560, 6912, i % 2 == 0);
+            let line = format_line("dev | key", shape, plan);
+            assert_eq!(
+                parse_line(line.trim_end(), "dev | key"),
+                Some((shape, plan))
+            );
+            assert_eq!(parse_line(line.trim_end(), "other key"), None);
+        }
+        for bad in [
+            "dev\t1 2 3\tgeneric",
+            "dev\t1 2 3 2\tgeneric",
+            "dev\t1 2 3 1\tfused:x",
+            "dev\t1 2 3 1\tvec4",
+            "dev\t1 2 3 1\tgemm:8\textra",
+            "dev",
+        ] {
+            assert_eq!(parse_line(bad, "dev"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn compaction_keeps_the_latest_line_per_shape() {
+        let text = "a\t1 2 3 0\tgeneric\nb\t1 2 3 0\tgemm:4\na\t1 2 3 0\tvec4:8\ngarbage\n";
+        assert_eq!(compact(text), "a\t1 2 3 0\tvec4:8\nb\t1 2 3 0\tgemm:4\n");
+    }
+
+    #[test]
+    fn cache_path_follows_the_environment() {
+        let home = Some(PathBuf::from("/home/u"));
+        assert_eq!(resolve(Some("off"), None, home.clone(), None), None);
+        assert_eq!(resolve(Some("0"), None, home.clone(), None), None);
+        assert_eq!(
+            resolve(Some("/tmp/p.txt"), None, home.clone(), None),
+            Some(PathBuf::from("/tmp/p.txt"))
+        );
+        if cfg!(target_os = "linux") {
+            let xdg = Some(PathBuf::from("/xdg"));
+            assert_eq!(
+                resolve(None, xdg, home.clone(), None),
+                Some(PathBuf::from("/xdg/bitnet-wgpu/bitlinear-plans.txt"))
+            );
+            assert_eq!(
+                resolve(Some(""), None, home, None),
+                Some(PathBuf::from(
+                    "/home/u/.cache/bitnet-wgpu/bitlinear-plans.txt"
+                ))
+            );
+            assert_eq!(resolve(None, None, None, None), None);
+        }
+    }
+}
