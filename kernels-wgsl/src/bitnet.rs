@@ -12,7 +12,7 @@
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
 //! | BitLinear M = 1, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
-//! | BitLinear M > 8 | [`BITLINEAR_GEMM`] (any K) | — |
+//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
@@ -178,6 +178,16 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),
 };
 
+/// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
+/// while `127 K < 2^24`): 64 × 128 tiles, 256 threads = 8 subgroups of exactly 32, K steps of 32.
+/// Needs `SHADER_F16`, `SUBGROUP` and `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16 16×16×16 / f32
+/// accumulators, subgroup size 32. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`]; workgroups
+/// `tiles_n · ceil(M / 64)` with `tiles_n = ceil(N / 128)`.
+pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemm_coop_subgroup",
+    source: kernel!("bitlinear_gemm_coop_subgroup.wgsl", "bitlinear_common.wgsl"),
+};
+
 /// Every BitNet kernel of this module (every variant).
 pub const ALL: &[KernelSource] = &[
     WEIGHT_QUANT_SUM,
@@ -190,6 +200,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
     BITLINEAR_GEMM,
+    BITLINEAR_GEMM_COOP_SUBGROUP,
 ];
 
 #[cfg(test)]

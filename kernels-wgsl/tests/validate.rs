@@ -45,6 +45,9 @@ fn capabilities_of(source: &str) -> Capabilities {
     if code.contains("enable f16") {
         caps |= Capabilities::SHADER_FLOAT16;
     }
+    if code.contains("enable wgpu_cooperative_matrix") {
+        caps |= Capabilities::COOPERATIVE_MATRIX;
+    }
     caps
 }
 

@@ -7,6 +7,7 @@
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
+//! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
 //!
 //! For f32 activations every plan other than `Fused` quantizes them first (one `act_quant`
 //! dispatch) and then runs the plan's kernel.
@@ -39,6 +40,14 @@ const GEMV_FUSED: Kernel = Kernel::new(
 )
 .requiring(wgpu::Features::SUBGROUP);
 const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
+const GEMM_COOP: Kernel =
+    Kernel::new(kernels::BITLINEAR_GEMM_COOP_SUBGROUP, "main", BINDINGS).requiring(COOP_FEATURES);
+/// Features of the cooperative-matrix GEMM.
+const COOP_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+/// Largest K of the cooperative-matrix GEMM: f32 sums of |x·w| ≤ 128 K stay exact below 2^24.
+const COOP_MAX_K: usize = 1 << 17;
 
 /// cpu-ref's name for an output that overflowed in the rescale.
 const OUTPUT: &str = "output (rescale overflowed f32)";
@@ -61,6 +70,8 @@ pub enum LinearPlan {
     },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
     Generic,
+    /// The cooperative-matrix (tensor core) GEMM, f16 × f16 → f32; used after a device self-test.
+    Coop,
     /// The tiled GEMM with `t × t` outputs per thread (`t` = 4 or 8; tiles of 16 t × 16 t).
     Gemm {
         /// Outputs per thread and dimension.
@@ -75,6 +86,7 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
             LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
+            LinearPlan::Coop => write!(f, "coop-matrix gemm"),
         }
     }
 }
@@ -87,6 +99,7 @@ impl LinearPlan {
             LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
             LinearPlan::Generic => "generic".into(),
             LinearPlan::Gemm { t } => format!("gemm:{t}"),
+            LinearPlan::Coop => "coop".into(),
         }
     }
 
@@ -98,6 +111,7 @@ impl LinearPlan {
             "fused" => LinearPlan::Fused { lanes: number()? },
             "vec4" => LinearPlan::Vec4 { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
+            "coop" if value.is_empty() => LinearPlan::Coop,
             "gemm" => LinearPlan::Gemm { t: number()? },
             _ => return None,
         })
@@ -116,6 +130,16 @@ pub(crate) fn fused_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     m == 1 && vec4_ok(gpu, m, k) && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
 }
 
+/// Whether the cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (features, a
+/// subgroup size of exactly 32; correctness is established by the tuner's self-test).
+pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    gpu.caps.has(COOP_FEATURES)
+        && gpu.caps.subgroup_min_size == 32
+        && gpu.caps.subgroup_max_size == 32
+        && m as u64 > u64::from(kernels::GEMV_MAX_M)
+        && k <= COOP_MAX_K
+}
+
 /// Whether `plan` can run the shape (`f32_input`: activations not yet quantized).
 pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input: bool) -> bool {
     let lanes_ok = |l: u32| GEMV_LANES.contains(&l);
@@ -124,6 +148,7 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
         LinearPlan::Vec4 { lanes } => vec4_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
         LinearPlan::Gemm { t } => m as u64 > u64::from(kernels::GEMV_MAX_M) && [4, 8].contains(&t),
+        LinearPlan::Coop => coop_ok(gpu, m, k),
     }
 }
 
@@ -215,6 +240,10 @@ impl LinearCall<'_> {
                         };
                         (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
                     }
+                    LinearPlan::Coop => {
+                        let tiles_n = rows_n.div_ceil(128);
+                        (&GEMM_COOP, tiles_n * rows_m.div_ceil(64), tiles_n)
+                    }
                     LinearPlan::Gemm { t } => {
                         let tiles_n = rows_n.div_ceil(16 * u64::from(t));
                         (&GEMM, tiles_n * rows_m.div_ceil(16 * u64::from(t)), tiles_n)
@@ -250,7 +279,7 @@ impl LinearCall<'_> {
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),
                     LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),
-                    LinearPlan::Generic => launch,
+                    LinearPlan::Generic | LinearPlan::Coop => launch,
                 };
                 if self.check && !self.acc {
                     // The fused kernel checks x (word 0, cpu-ref checks it first) and y (word 1);

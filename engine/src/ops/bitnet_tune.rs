@@ -18,9 +18,8 @@ use std::time::{Duration, Instant};
 
 use bitnet_cpu_ref::layout::words_per_row;
 
-use super::bitnet_plan::{
-    GEMV_LANES, LinearCall, LinearPlan, fused_ok, heuristic, plan_ok, vec4_ok,
-};
+use super::bitnet_choose::{candidates, forced_plan, heuristic_with};
+use super::bitnet_plan::{LinearCall, LinearPlan, coop_ok};
 use super::bitnet_tune_cache as disk;
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -51,17 +50,20 @@ pub struct BitnetTuning {
     pub fuse_decode: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
+    /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device
+    /// can run it (`None`: a candidate of autotune once it passed its device self-test).
+    pub gemm_coop: Option<bool>,
     /// Use the generic GEMV for M ≤ 8 (no vec4 / fused kernels): the fallback path.
     pub generic_gemv: bool,
 }
 
 /// A BitLinear shape as the tuner sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
-    m: usize,
-    n: usize,
-    k: usize,
-    f32_input: bool,
+pub(crate) struct Key {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub f32_input: bool,
 }
 
 #[derive(Default)]
@@ -70,6 +72,8 @@ struct EngineTuning {
     plans: HashMap<Key, LinearPlan>,
     /// Measured plans from the plan cache file (read on first need, `bitnet_tune_cache.rs`).
     persisted: Option<HashMap<Key, LinearPlan>>,
+    /// The cooperative-matrix GEMM's self-test verdict (`bitnet_coop.rs`), once run.
+    coop: Option<bool>,
 }
 
 impl Key {
@@ -133,7 +137,9 @@ impl Engine {
             return Ok(None);
         };
         let key = Key { m, n, k, f32_input };
-        let plan = self.measure_best(gpu, key)?;
+        let settings = with_state(gpu.id, |s| s.settings);
+        let coop = self.coop_verified(gpu, key, settings);
+        let plan = self.measure_best(gpu, key, &candidates(gpu, key, settings, coop))?;
         with_state(gpu.id, |s| s.plans.insert(key, plan));
         disk::store(gpu, key.shape(), plan);
         Ok(Some(plan))
@@ -154,13 +160,15 @@ impl Engine {
         let forced = forced_plan(gpu, settings, key);
         let auto = settings.autotune.unwrap_or_else(|| autotune_default(gpu));
         let big = n as u64 * words_per_row(k) as u64 * 4 >= AUTOTUNE_MIN_BYTES;
-        let tunable = auto && big && candidates(gpu, key, settings).len() > 1;
+        let tunable = forced.is_none() && auto && big;
+        let coop = tunable && self.coop_verified(gpu, key, settings);
+        let list = candidates(gpu, key, settings, coop);
         let plan = match forced {
             Some(plan) => plan,
-            None if tunable => match persisted_plan(gpu, key, settings) {
+            None if tunable && list.len() > 1 => match persisted_plan(gpu, key, &list) {
                 Some(plan) => plan,
                 None => {
-                    let plan = self.measure_best(gpu, key)?;
+                    let plan = self.measure_best(gpu, key, &list)?;
                     disk::store(gpu, key.shape(), plan);
                     plan
                 }
@@ -171,11 +179,24 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Times every candidate of `key` and returns the fastest.
-    fn measure_best(&self, gpu: &Gpu, key: Key) -> Result<LinearPlan> {
+    /// Whether the cooperative-matrix GEMM may be a candidate for `key`: the device can run it,
+    /// the settings allow it, and it passed its self-test (run now if it has not been).
+    fn coop_verified(&self, gpu: &Gpu, key: Key, settings: BitnetTuning) -> bool {
+        if settings.gemm_coop == Some(false) || !coop_ok(gpu, key.m, key.k) {
+            return false;
+        }
+        if let Some(verdict) = with_state(gpu.id, |s| s.coop) {
+            return verdict;
+        }
+        let verdict = self.coop_self_test(gpu);
+        with_state(gpu.id, |s| s.coop = Some(verdict));
+        verdict
+    }
+
+    /// Times every plan of `list` on `key`'s shape and returns the fastest.
+    fn measure_best(&self, gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Result<LinearPlan> {
         const OP: &str = "bitlinear autotune";
         let settings = with_state(gpu.id, |s| s.settings);
-        let list = candidates(gpu, key, settings);
         let fallback = heuristic_with(gpu, key, settings);
         if list.len() <= 1 {
             return Ok(list.first().copied().unwrap_or(fallback));
@@ -198,7 +219,7 @@ impl Engine {
             DType::Ternary,
         )?;
         let mut best = (f64::INFINITY, fallback);
-        for &plan in &list {
+        for &plan in list {
             let record = |i: u64| -> Result<()> {
                 let quantized;
                 let xin = match (plan, f32_input) {
@@ -240,8 +261,8 @@ impl Engine {
     }
 }
 
-/// The plan cache file's choice for `key`, if it is one of today's candidates.
-fn persisted_plan(gpu: &Gpu, key: Key, settings: BitnetTuning) -> Option<LinearPlan> {
+/// The plan cache file's choice for `key`, if it is one of today's candidates (`list`).
+fn persisted_plan(gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Option<LinearPlan> {
     let loaded = with_state(gpu.id, |s| s.persisted.is_some());
     if !loaded {
         // Read outside the lock; another thread may race us, both read the same file.
@@ -252,9 +273,7 @@ fn persisted_plan(gpu: &Gpu, key: Key, settings: BitnetTuning) -> Option<LinearP
         with_state(gpu.id, |s| s.persisted.get_or_insert(file).len());
     }
     let plan = with_state(gpu.id, |s| s.persisted.as_ref()?.get(&key).copied())?;
-    candidates(gpu, key, settings)
-        .contains(&plan)
-        .then_some(plan)
+    list.contains(&plan).then_some(plan)
 }
 
 /// Wall time per call of `record`: one warm-up call (pipeline creation), a calibration batch of
@@ -295,88 +314,4 @@ fn autotune_default(gpu: &Gpu) -> bool {
         Some("1") => true,
         _ => gpu.adapter_info.device_type == wgpu::DeviceType::DiscreteGpu,
     }
-}
-
-/// The plan the settings force for `key`, if they force one completely.
-fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<LinearPlan> {
-    let plan = heuristic_with(gpu, key, s);
-    let complete = match plan {
-        LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
-        LinearPlan::Vec4 { .. } => {
-            s.gemv_lanes.is_some()
-                && (!key.f32_input || !fused_ok(gpu, key.m, key.k) || s.fuse_decode.is_some())
-        }
-        LinearPlan::Generic => true,
-        LinearPlan::Gemm { .. } => s.gemm_block.is_some(),
-    };
-    complete.then_some(plan)
-}
-
-/// The heuristic plan with the settings' forced parts applied.
-fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
-    let Key { m, n, k, f32_input } = key;
-    let plan = match heuristic(gpu, m, n, k, f32_input) {
-        LinearPlan::Fused { .. } | LinearPlan::Vec4 { .. } if s.generic_gemv => LinearPlan::Generic,
-        LinearPlan::Fused { lanes } if s.fuse_decode == Some(false) => LinearPlan::Vec4 { lanes },
-        LinearPlan::Vec4 { lanes }
-            if s.fuse_decode == Some(true) && f32_input && fused_ok(gpu, m, k) =>
-        {
-            LinearPlan::Fused { lanes }
-        }
-        other => other,
-    };
-    let forced = match plan {
-        LinearPlan::Fused { lanes } => LinearPlan::Fused {
-            lanes: s.gemv_lanes.unwrap_or(lanes),
-        },
-        LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
-            lanes: s.gemv_lanes.unwrap_or(lanes),
-        },
-        LinearPlan::Gemm { t } => LinearPlan::Gemm {
-            t: s.gemm_block.unwrap_or(t),
-        },
-        LinearPlan::Generic => LinearPlan::Generic,
-    };
-    if plan_ok(gpu, forced, m, k, f32_input) {
-        forced
-    } else {
-        plan
-    }
-}
-
-/// The plans autotune compares for `key` (respecting forced settings).
-fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning) -> Vec<LinearPlan> {
-    let Key {
-        m, k, f32_input, ..
-    } = key;
-    let mut out = Vec::new();
-    if m > 8 {
-        for t in [4, 8] {
-            if s.gemm_block.is_none_or(|b| b == t) {
-                out.push(LinearPlan::Gemm { t });
-            }
-        }
-        return out;
-    }
-    if s.generic_gemv || !vec4_ok(gpu, m, k) {
-        return vec![LinearPlan::Generic];
-    }
-    // Lanes beyond twice the vec4 per row would idle; below 8 a block is too narrow to coalesce.
-    let vec4_per_row = (k / 64) as u32;
-    let lanes: Vec<u32> = GEMV_LANES
-        .iter()
-        .copied()
-        .filter(|&l| l <= 2 * vec4_per_row.max(8) && l >= 16.min(vec4_per_row.max(8)))
-        .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
-        .collect();
-    let fuse = f32_input && fused_ok(gpu, m, k);
-    for &lanes in &lanes {
-        if fuse && s.fuse_decode != Some(false) {
-            out.push(LinearPlan::Fused { lanes });
-        }
-        if !fuse || s.fuse_decode != Some(true) {
-            out.push(LinearPlan::Vec4 { lanes });
-        }
-    }
-    out
 }

@@ -204,6 +204,7 @@ mod tests {
             LinearPlan::Vec4 { lanes: 128 },
             LinearPlan::Generic,
             LinearPlan::Gemm { t: 8 },
+            LinearPlan::Coop,
         ];
         for (i, plan) in plans.into_iter().enumerate() {
             let shape = (i + 1, 2560, 6912, i % 2 == 0);

@@ -8,6 +8,8 @@
 //! `rope`.
 
 mod bitnet;
+mod bitnet_choose;
+mod bitnet_coop;
 mod bitnet_linear;
 mod bitnet_plan;
 mod bitnet_stable;

@@ -141,6 +141,41 @@ fn gemm_at_every_register_block() {
 }
 
 #[test]
+fn coop_matrix_gemm_where_the_device_has_it() {
+    // Forced (no self-test): cpu-ref is the judge. Elsewhere (lavapipe) the tiled GEMM runs.
+    let e = tuned_engine();
+    let info = e.info();
+    let coop = info
+        .features
+        .contains(bitnet_wgpu::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        && info
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::SHADER_F16)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32;
+    let tuning = BitnetTuning {
+        autotune: Some(false),
+        gemm_coop: Some(true),
+        ..Default::default()
+    };
+    let shapes = [
+        (9, 1, 16),
+        (64, 128, 64),
+        (72, 200, 1000),
+        (130, 257, 2560),
+        (257, 129, 96),
+    ];
+    for &(m, n, k) in &shapes {
+        let plans = check_with(&e, tuning, m, n, k, "coop");
+        if coop {
+            assert_eq!(plans.1, LinearPlan::Coop);
+        } else {
+            assert!(matches!(plans.1, LinearPlan::Gemm { .. }));
+        }
+    }
+}
+
+#[test]
 fn fused_decode_reports_errors_like_cpu_ref() {
     let e = tuned_engine();
     e.set_bitnet_tuning(BitnetTuning {

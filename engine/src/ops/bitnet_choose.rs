@@ -1,0 +1,99 @@
+//! How settings turn into BitLinear plans: the heuristic with forced parts applied, whether the
+//! settings force a plan completely, and the candidate list autotune measures. Pure functions of
+//! the device capabilities, the shape and the [`BitnetTuning`]; state and timing live in
+//! `bitnet_tune.rs`.
+
+use super::bitnet_plan::{GEMV_LANES, LinearPlan, coop_ok, fused_ok, heuristic, plan_ok, vec4_ok};
+use super::bitnet_tune::{BitnetTuning, Key};
+use crate::context::Gpu;
+
+/// The plan the settings force for `key`, if they force one completely.
+pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<LinearPlan> {
+    let plan = heuristic_with(gpu, key, s);
+    let complete = match plan {
+        LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
+        LinearPlan::Vec4 { .. } => {
+            s.gemv_lanes.is_some()
+                && (!key.f32_input || !fused_ok(gpu, key.m, key.k) || s.fuse_decode.is_some())
+        }
+        LinearPlan::Generic | LinearPlan::Coop => true,
+        LinearPlan::Gemm { .. } => s.gemm_block.is_some(),
+    };
+    complete.then_some(plan)
+}
+
+/// The heuristic plan with the settings' forced parts applied.
+pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
+    let Key { m, n, k, f32_input } = key;
+    let plan = match heuristic(gpu, m, n, k, f32_input) {
+        LinearPlan::Fused { .. } | LinearPlan::Vec4 { .. } if s.generic_gemv => LinearPlan::Generic,
+        LinearPlan::Fused { lanes } if s.fuse_decode == Some(false) => LinearPlan::Vec4 { lanes },
+        LinearPlan::Vec4 { lanes }
+            if s.fuse_decode == Some(true) && f32_input && fused_ok(gpu, m, k) =>
+        {
+            LinearPlan::Fused { lanes }
+        }
+        other => other,
+    };
+    let forced = match plan {
+        LinearPlan::Fused { lanes } => LinearPlan::Fused {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
+            LinearPlan::Coop
+        }
+        LinearPlan::Gemm { t } => LinearPlan::Gemm {
+            t: s.gemm_block.unwrap_or(t),
+        },
+        other => other,
+    };
+    if plan_ok(gpu, forced, m, k, f32_input) {
+        forced
+    } else {
+        plan
+    }
+}
+
+/// The plans autotune compares for `key` (respecting forced settings); `coop`: the
+/// cooperative-matrix GEMM passed its self-test.
+pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Vec<LinearPlan> {
+    let Key {
+        m, k, f32_input, ..
+    } = key;
+    let mut out = Vec::new();
+    if m > 8 {
+        for t in [4, 8] {
+            if s.gemm_block.is_none_or(|b| b == t) {
+                out.push(LinearPlan::Gemm { t });
+            }
+        }
+        if coop && s.gemm_coop != Some(false) && coop_ok(gpu, m, k) {
+            out.push(LinearPlan::Coop);
+        }
+        return out;
+    }
+    if s.generic_gemv || !vec4_ok(gpu, m, k) {
+        return vec![LinearPlan::Generic];
+    }
+    // Lanes beyond twice the vec4 per row would idle; below 8 a block is too narrow to coalesce.
+    let vec4_per_row = (k / 64) as u32;
+    let lanes: Vec<u32> = GEMV_LANES
+        .iter()
+        .copied()
+        .filter(|&l| l <= 2 * vec4_per_row.max(8) && l >= 16.min(vec4_per_row.max(8)))
+        .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
+        .collect();
+    let fuse = f32_input && fused_ok(gpu, m, k);
+    for &lanes in &lanes {
+        if fuse && s.fuse_decode != Some(false) {
+            out.push(LinearPlan::Fused { lanes });
+        }
+        if !fuse || s.fuse_decode != Some(true) {
+            out.push(LinearPlan::Vec4 { lanes });
+        }
+    }
+    out
+}

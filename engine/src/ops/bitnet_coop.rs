@@ -1,0 +1,79 @@
+//! The device self-test that admits the cooperative-matrix GEMM.
+//!
+//! Cooperative matrices are an experimental wgpu feature, and a driver may accept a shader and
+//! still compute something else (a `coop_mat8x8<f32>` shader silently wrote zeros on the H100; see
+//! the team's GPU notes). So before the tuner may pick [`LinearPlan::Coop`] on an engine, it runs
+//! both GEMMs once on a fixed problem that exercises every edge of the coop kernel (M, N not tile
+//! multiples, an odd number of weight words, K padding, the full int8 range) and compares the
+//! exact accumulators word for word. The verdict is kept for the engine's lifetime; any error
+//! (pipeline creation, device) counts as a failure and is logged, never returned.
+
+use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
+
+use super::bitnet_plan::{LinearCall, LinearPlan, coop_ok};
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::tensor::DType;
+
+/// Self-test shape: M, N, K (63 weight words: an odd count and padded codes).
+const SHAPE: (usize, usize, usize) = (72, 200, 1000);
+
+impl Engine {
+    /// Whether the cooperative-matrix GEMM gives the dot4 GEMM's exact accumulators on this
+    /// device (false where it cannot run at all).
+    pub(crate) fn coop_self_test(&self, gpu: &Gpu) -> bool {
+        let (m, _, k) = SHAPE;
+        if !coop_ok(gpu, m, k) {
+            return false;
+        }
+        match self.coop_compare(gpu) {
+            Ok(same) => {
+                if !same {
+                    log::warn!("bitnet-wgpu: the cooperative-matrix GEMM failed its self-test");
+                }
+                same
+            }
+            Err(e) => {
+                log::warn!("bitnet-wgpu: cooperative-matrix GEMM unavailable: {e}");
+                false
+            }
+        }
+    }
+
+    fn coop_compare(&self, gpu: &Gpu) -> Result<bool> {
+        const OP: &str = "bitlinear coop self-test";
+        let (m, n, k) = SHAPE;
+        // Deterministic data over the full int8 range and all three weights.
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let x: Vec<i8> = (0..m * k).map(|_| next() as u8 as i8).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| (next() % 3) as i8 - 1).collect();
+        let xq = QuantizedActivations::from_parts(x, vec![1.0; m], m, k)?;
+        let wq = TernaryMatrix::from_i8(&w, n, k, 1.0)?;
+        let (xq, wq) = (self.upload_activations(&xq)?, self.upload_ternary(&wq)?);
+        let mut results = Vec::new();
+        for plan in [LinearPlan::Gemm { t: 4 }, LinearPlan::Coop] {
+            let out = self.empty(OP, &[m, n], DType::U32)?;
+            LinearCall {
+                op: OP,
+                plan,
+                x: &xq,
+                w: &wq,
+                w_base: 0,
+                out: &out,
+                shape: SHAPE,
+                acc: true,
+                check: false,
+            }
+            .record(gpu)?;
+            results.push(out.read_u32()?);
+        }
+        Ok(results[0] == results[1])
+    }
+}
