@@ -138,7 +138,7 @@ impl Gpu {
             caps,
             options,
         });
-        crate::scheduler::spawn(queue_rx, Arc::downgrade(&gpu), idle)?;
+        crate::scheduler::spawn(queue_rx, &gpu, idle)?;
         Ok(gpu)
     }
 
@@ -147,7 +147,15 @@ impl Gpu {
         self.health.lost_error().map_or(Ok(()), Err)
     }
 
+    /// Stops the submission and completion threads and waits for them (the engine's last handle
+    /// is being dropped; the threads' handles on this context go with them).
+    pub fn shutdown(&self) {
+        self.scheduler.stop();
+        self.poller.stop();
+    }
+
     /// Whether the device is lost (one atomic load).
+    #[inline]
     pub fn is_lost(&self) -> bool {
         self.health.lost.load(Ordering::Acquire)
     }

@@ -25,7 +25,6 @@
 //! the caller's host inputs — the caller gets the correct result and a warning is logged. A lost
 //! device is never used again: every later op of the engine runs on the CPU.
 
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -85,7 +84,8 @@ impl DispatchPolicy {
 /// How many host-facing ops ran where, and how many fell back to the CPU after a GPU fault.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DispatchStats {
-    /// Ops run on the CPU by choice (policy or prediction).
+    /// Ops run on the CPU by choice (policy, prediction, lost device). Counted without locking
+    /// (to keep the CPU path cheap): exact on one thread, a lower bound under concurrent use.
     pub cpu_runs: u64,
     /// Ops completed on the GPU.
     pub gpu_runs: u64,
@@ -93,61 +93,92 @@ pub struct DispatchStats {
     pub fallbacks: u64,
 }
 
-/// The size of one host-facing op, as the dispatch layer sees it.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The size of one host-facing op, as the dispatch layer sees it: integers only, so building one
+/// on the CPU path costs nothing measurable (the float model is evaluated only when needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Workload {
     /// The op class.
     pub class: OpClass,
-    /// Units of work (elements, or `M·N·K`).
-    pub units: f64,
-    /// Bytes the GPU path must upload.
-    pub upload_bytes: f64,
-    /// Bytes the GPU path must read back.
-    pub download_bytes: f64,
+    /// Rows (`M`, or `N` for weight quantization).
+    pub rows: usize,
+    /// Output features (`N`; 1 for quantization).
+    pub n: usize,
+    /// Input features (`K`).
+    pub k: usize,
+    /// Bytes the GPU path uploads beyond the f32 rows (e.g. weights that are not resident).
+    pub extra_upload: usize,
 }
 
 impl Workload {
     /// Weight quantization of `[n, k]` f32 weights.
+    #[inline]
     pub fn quantize_weights(n: usize, k: usize) -> Workload {
-        let e = (n * k) as f64;
+        let class = OpClass::QuantizeWeights;
         Workload {
-            class: OpClass::QuantizeWeights,
-            units: e,
-            upload_bytes: 4.0 * e,
-            download_bytes: e / 4.0,
+            class,
+            rows: n,
+            n: 1,
+            k,
+            extra_upload: 0,
         }
     }
 
     /// Activation quantization of `[m, k]` f32 activations.
+    #[inline]
     pub fn quantize_activations(m: usize, k: usize) -> Workload {
-        let e = (m * k) as f64;
-        let download_bytes = e + 4.0 * m as f64;
+        let class = OpClass::QuantizeActivations;
         Workload {
-            class: OpClass::QuantizeActivations,
-            units: e,
-            upload_bytes: 4.0 * e,
-            download_bytes,
+            class,
+            rows: m,
+            n: 1,
+            k,
+            extra_upload: 0,
         }
     }
 
     /// BitLinear of `[m, k]` activations with `[n, k]` weights (uploaded per call unless
     /// `weights_resident`).
+    #[inline]
     pub fn bitlinear(m: usize, n: usize, k: usize, weights_resident: bool) -> Workload {
         let class = if m <= GEMV_ROWS {
             OpClass::LinearGemv
         } else {
             OpClass::LinearGemm
         };
-        let weights = if weights_resident {
-            0.0
+        let extra_upload = if weights_resident {
+            0
         } else {
-            (n * k) as f64 / 4.0
+            n.saturating_mul(k) / 4
         };
         Workload {
             class,
-            units: (m * n * k) as f64,
-            upload_bytes: 4.0 * (m * k) as f64 + weights,
-            download_bytes: 4.0 * (m * n) as f64,
+            rows: m,
+            n,
+            k,
+            extra_upload,
+        }
+    }
+
+    /// Units of work: elements (quantization) or `M·N·K` (BitLinear).
+    #[inline]
+    pub fn units(&self) -> u64 {
+        (self.rows as u64)
+            .saturating_mul(self.n as u64)
+            .saturating_mul(self.k as u64)
+    }
+
+    /// Bytes the GPU path uploads.
+    pub fn upload_bytes(&self) -> f64 {
+        4.0 * (self.rows * self.k) as f64 + self.extra_upload as f64
+    }
+
+    /// Bytes the GPU path reads back.
+    pub fn download_bytes(&self) -> f64 {
+        let (rows, elems) = (self.rows as f64, (self.rows * self.k) as f64);
+        match self.class {
+            OpClass::QuantizeWeights => elems / 4.0 + 4.0,
+            OpClass::QuantizeActivations => elems + 4.0 * rows,
+            OpClass::LinearGemv | OpClass::LinearGemm => 4.0 * rows * self.n as f64,
         }
     }
 }
@@ -166,6 +197,9 @@ pub(crate) struct Dispatcher {
     transfer: [AtomicU64; 2],
     /// Per class and backend (CPU, GPU): measured / predicted, moving average (f64 bits).
     adapt: [[AtomicU64; 2]; 4],
+    /// Per class: up to this many units the CPU wins even if the GPU moved no data (so the hot
+    /// path of small ops is one compare); derived from `model` and `adapt`.
+    cpu_below: [AtomicU64; 4],
     stats: [AtomicU64; 3],
 }
 
@@ -175,11 +209,6 @@ fn load(a: &AtomicU64) -> f64 {
 
 fn store(a: &AtomicU64, v: f64) {
     a.store(v.to_bits(), Ordering::Relaxed);
-}
-
-thread_local! {
-    /// Per-thread call counter for sampling CPU-path timings (no shared cache line).
-    static CALLS: Cell<u32> = const { Cell::new(0) };
 }
 
 impl Dispatcher {
@@ -195,11 +224,13 @@ impl Dispatcher {
             model: Default::default(),
             transfer: Default::default(),
             adapt: std::array::from_fn(|_| [one(), one()]),
+            cpu_below: Default::default(),
             stats: Default::default(),
         }
     }
 
     /// The current policy.
+    #[inline]
     pub fn policy(&self) -> DispatchPolicy {
         DispatchPolicy::from_code(self.policy.load(Ordering::Relaxed))
     }
@@ -216,6 +247,9 @@ impl Dispatcher {
         }
         store(&self.transfer[0], 1.0 / c.upload_bytes_per_s.max(1.0));
         store(&self.transfer[1], 1.0 / c.download_bytes_per_s.max(1.0));
+        OpClass::ALL
+            .iter()
+            .for_each(|&class| self.update_threshold(class));
         *self.calibration.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
         self.ready.store(1, Ordering::Release);
     }
@@ -223,10 +257,27 @@ impl Dispatcher {
     /// Unadapted predictions `(cpu_s, gpu_s)` for `w`.
     fn raw(&self, w: &Workload) -> (f64, f64) {
         let m = &self.model[w.class.index()];
-        let cpu = load(&m[0]) + load(&m[1]) * w.units;
-        let moved =
-            w.upload_bytes * load(&self.transfer[0]) + w.download_bytes * load(&self.transfer[1]);
-        (cpu, load(&m[2]) + load(&m[3]) * w.units + moved)
+        let units = w.units() as f64;
+        let cpu = load(&m[0]) + load(&m[1]) * units;
+        let moved = w.upload_bytes() * load(&self.transfer[0])
+            + w.download_bytes() * load(&self.transfer[1]);
+        (cpu, load(&m[2]) + load(&m[3]) * units + moved)
+    }
+
+    /// Recomputes `cpu_below[class]`: the units up to which the adapted CPU time is below the
+    /// adapted GPU time with no transfers at all (transfers only add to the GPU's time).
+    fn update_threshold(&self, class: OpClass) {
+        let (m, a) = (&self.model[class.index()], &self.adapt[class.index()]);
+        let (ac, ag) = (load(&a[0]), load(&a[1]));
+        // cpu - gpu = gap + slope · units
+        let gap = load(&m[0]) * ac - load(&m[2]) * ag;
+        let slope = load(&m[1]) * ac - load(&m[3]) * ag;
+        let below = match (gap <= 0.0, slope <= 0.0) {
+            (true, true) => u64::MAX, // the CPU always wins
+            (true, false) => (-gap / slope).floor().min(9e18) as u64, // the GPU wins above
+            (false, _) => 0,          // evaluate every call
+        };
+        self.cpu_below[class.index()].store(below, Ordering::Relaxed);
     }
 
     /// Adapted predictions `(cpu_s, gpu_s)`.
@@ -248,10 +299,22 @@ impl Dispatcher {
         }
         let a = &self.adapt[w.class.index()][backend];
         store(a, (0.8 * load(a) + 0.2 * seconds / raw).clamp(0.05, 20.0));
+        self.update_threshold(w.class);
     }
 
     fn count(&self, i: usize) {
         self.stats[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a CPU run without a locked instruction (the CPU path of small ops must stay within
+    /// nanoseconds of cpu-ref): exact on one thread, may miss counts under concurrent use.
+    /// Returns the new count (which also picks the calls that are timed).
+    #[inline]
+    fn count_cpu(&self) -> u64 {
+        let c = &self.stats[0];
+        let n = c.load(Ordering::Relaxed).wrapping_add(1);
+        c.store(n, Ordering::Relaxed);
+        n
     }
 }
 
@@ -351,6 +414,8 @@ impl Engine {
 
     /// The lazy calibration of the first `Auto` decision: the cache, else a measurement; if
     /// measuring fails the GPU is not trusted (every prediction says CPU) and that is logged.
+    #[cold]
+    #[inline(never)]
     fn load_or_calibrate(&self, g: &Gpu) {
         let _one = g
             .dispatch
@@ -401,6 +466,10 @@ impl Engine {
     /// Runs a host-facing op named `op` of size `w` on the chosen backend: `cpu` runs cpu-ref on
     /// the caller's host inputs; `gpu` the GPU path. A GPU fault re-runs `cpu` (see the module
     /// docs); bad input errors are returned as they are (the CPU would return the same).
+    ///
+    /// The CPU route is the hot path of small ops: inlined, a few loads and flops, no locked
+    /// instruction; timing samples and the GPU route are out of line.
+    #[inline]
     pub(crate) fn dispatched<T>(
         &self,
         op: &'static str,
@@ -408,48 +477,99 @@ impl Engine {
         cpu: impl FnOnce() -> Result<T>,
         gpu: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        let Some(g) = self.gpu_context() else {
-            // The CPU engine, a `Cpu` policy or a lost device: cpu-ref, counted on GPU engines.
-            if let Some(g) = self.gpu_raw() {
-                g.dispatch.count(0);
-            }
-            return cpu();
+        match self.route(w) {
+            Route::Cpu => cpu(),
+            Route::Sampled(g) => sampled(g, w, cpu),
+            Route::Gpu(g) => on_gpu(g, op, w, cpu, gpu),
+        }
+    }
+
+    /// Where a host-facing op of size `w` runs now (counting CPU runs).
+    #[inline]
+    fn route(&self, w: &Workload) -> Route<'_> {
+        let Some(g) = self.gpu_raw() else {
+            return Route::Cpu;
         };
         let d = &g.dispatch;
-        if self.choose(g, w) == BackendKind::Cpu {
-            d.count(0);
-            let sample = CALLS.with(|c| {
-                c.set(c.get().wrapping_add(1));
-                c.get() % SAMPLE_EVERY == 0
-            });
-            if !sample {
-                return cpu();
-            }
-            let t = Instant::now();
-            let r = cpu();
-            d.observe(w, 0, t.elapsed().as_secs_f64());
-            return r;
+        let policy = d.policy.load(Ordering::Relaxed);
+        let to_gpu = if policy == DispatchPolicy::Auto.code() {
+            !g.is_lost() && self.auto_prefers_gpu(g, w)
+        } else {
+            policy == DispatchPolicy::Gpu.code() && !g.is_lost()
+        };
+        if to_gpu {
+            return Route::Gpu(g);
         }
-        let t = Instant::now();
-        match gpu() {
-            Ok(v) => {
-                d.count(1);
-                d.observe(w, 1, t.elapsed().as_secs_f64());
-                Ok(v)
-            }
-            Err(e)
-                if is_gpu_fault(&e)
-                    || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
-            {
-                let e = g.explain(e);
-                log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
-                if matches!(e, Error::OutOfMemory { .. }) {
-                    g.pool.trim();
-                }
-                d.count(2);
-                cpu()
-            }
-            Err(e) => Err(e),
+        if d.count_cpu() % u64::from(SAMPLE_EVERY) == 0 {
+            Route::Sampled(g)
+        } else {
+            Route::Cpu
         }
+    }
+
+    /// The `Auto` decision: whether the GPU is predicted faster for `w` (small ops: one compare).
+    #[inline]
+    fn auto_prefers_gpu(&self, g: &Gpu, w: &Workload) -> bool {
+        let d = &g.dispatch;
+        if d.ready.load(Ordering::Acquire) == 0 {
+            self.load_or_calibrate(g);
+        }
+        if w.units() <= d.cpu_below[w.class.index()].load(Ordering::Relaxed) {
+            return false;
+        }
+        let (cpu, gpu) = d.predict(w);
+        gpu < cpu
+    }
+}
+
+/// Where one host-facing op runs.
+enum Route<'a> {
+    /// cpu-ref, untimed.
+    Cpu,
+    /// cpu-ref, timed to adapt the model.
+    Sampled(&'a Gpu),
+    /// The GPU path (CPU on a fault).
+    Gpu(&'a Gpu),
+}
+
+/// A timed CPU run (one in [`SAMPLE_EVERY`]).
+#[inline(never)]
+fn sampled<T>(g: &Gpu, w: &Workload, cpu: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = Instant::now();
+    let r = cpu();
+    g.dispatch.observe(w, 0, t.elapsed().as_secs_f64());
+    r
+}
+
+/// The GPU route: run `gpu`; on a GPU fault (or, under `Auto`, a device limit) re-run `cpu`.
+#[inline(never)]
+fn on_gpu<T>(
+    g: &Gpu,
+    op: &'static str,
+    w: &Workload,
+    cpu: impl FnOnce() -> Result<T>,
+    gpu: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let d = &g.dispatch;
+    let t = Instant::now();
+    match gpu() {
+        Ok(v) => {
+            d.count(1);
+            d.observe(w, 1, t.elapsed().as_secs_f64());
+            Ok(v)
+        }
+        Err(e)
+            if is_gpu_fault(&e)
+                || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
+        {
+            let e = g.explain(e);
+            log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
+            if matches!(e, Error::OutOfMemory { .. }) {
+                g.pool.trim();
+            }
+            d.count(2);
+            cpu()
+        }
+        Err(e) => Err(e),
     }
 }

@@ -52,7 +52,19 @@ impl Default for EngineOptions {
 #[derive(Debug)]
 enum Backend {
     Cpu,
-    Gpu(Arc<Gpu>),
+    Gpu(GpuOwner),
+}
+
+/// The engines' (and their tensors') handle on a GPU context: when the last one goes, the
+/// context's threads are stopped and joined here, so the device is torn down by this thread and
+/// never while a background thread still uses it.
+#[derive(Debug)]
+struct GpuOwner(Arc<Gpu>);
+
+impl Drop for GpuOwner {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 /// The compute engine: CPU reference or one wgpu device. `Clone + Send + Sync`; clones share
@@ -151,7 +163,7 @@ impl Engine {
         log::info!("bitnet-wgpu: using {}", device::describe(&info));
         let gpu = Gpu::start(info, device, queue, options)?;
         Ok(Engine {
-            backend: Arc::new(Backend::Gpu(gpu)),
+            backend: Arc::new(Backend::Gpu(GpuOwner(gpu))),
         })
     }
 
@@ -167,16 +179,19 @@ impl Engine {
     pub fn info(&self) -> EngineInfo {
         match &*self.backend {
             Backend::Cpu => EngineInfo::cpu(),
-            Backend::Gpu(g) => EngineInfo::gpu(g),
+            Backend::Gpu(g) => EngineInfo::gpu(&g.0),
         }
     }
 
     /// The GPU context for new work: None on the CPU engine, under [`DispatchPolicy::Cpu`], and
     /// once the device is lost (a lost device is never used again: ops take their CPU paths).
     /// For op implementations.
+    #[inline]
     pub(crate) fn gpu_context(&self) -> Option<&Gpu> {
         match &*self.backend {
-            Backend::Gpu(g) if !g.is_lost() && g.dispatch.policy() != DispatchPolicy::Cpu => {
+            Backend::Gpu(GpuOwner(g))
+                if !g.is_lost() && g.dispatch.policy() != DispatchPolicy::Cpu =>
+            {
                 Some(g)
             }
             _ => None,
@@ -184,10 +199,11 @@ impl Engine {
     }
 
     /// The GPU context even when it should not take new work (reads of existing tensors).
+    #[inline]
     pub(crate) fn gpu_raw(&self) -> Option<&Gpu> {
         match &*self.backend {
             Backend::Cpu => None,
-            Backend::Gpu(g) => Some(g),
+            Backend::Gpu(g) => Some(&g.0),
         }
     }
 

@@ -58,9 +58,13 @@ struct Watch {
     waiter: Weak<dyn Abort>,
 }
 
+/// What the thread receives (`None`: stop).
+type Msg = Option<Watch>;
+
 /// The sending side of the completion thread.
 pub(crate) struct Poller {
-    tx: flume::Sender<Watch>,
+    tx: flume::Sender<Msg>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Poller {
@@ -69,12 +73,27 @@ impl Poller {
         device: wgpu::Device,
         lost: impl Fn() -> Option<Error> + Send + 'static,
     ) -> Result<Poller> {
-        let (tx, rx) = flume::unbounded::<Watch>();
-        std::thread::Builder::new()
+        let (tx, rx) = flume::unbounded::<Msg>();
+        let handle = std::thread::Builder::new()
             .name("bitnet-wgpu complete".into())
             .spawn(move || run(&rx, &device, &lost))
             .map_err(|e| Error::Unsupported(format!("cannot start the completion thread: {e}")))?;
-        Ok(Poller { tx })
+        Ok(Poller {
+            tx,
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Stops the thread and waits for it (after the submission thread stopped).
+    pub fn stop(&self) {
+        let _ = self.tx.send(None);
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+            && h.join().is_err()
+        {
+            log::error!("bitnet-wgpu: the completion thread panicked");
+        }
     }
 
     /// Polls until `index` completed (running the map callbacks of `waiter`'s read).
@@ -83,15 +102,15 @@ impl Poller {
             index,
             waiter: Arc::downgrade(waiter),
         };
-        if self.tx.send(w).is_err() {
+        if self.tx.send(Some(w)).is_err() {
             waiter.abort(&Error::DeviceLost("the completion thread stopped".into()));
         }
     }
 }
 
-fn run(rx: &flume::Receiver<Watch>, device: &wgpu::Device, lost: &dyn Fn() -> Option<Error>) {
+fn run(rx: &flume::Receiver<Msg>, device: &wgpu::Device, lost: &dyn Fn() -> Option<Error>) {
     let mut outstanding: Vec<Weak<dyn Abort>> = Vec::new();
-    while let Ok(w) = rx.recv() {
+    while let Ok(Some(w)) = rx.recv() {
         outstanding.retain(|o| o.strong_count() > 0);
         outstanding.push(w.waiter.clone());
         loop {

@@ -13,7 +13,8 @@
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Weak;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::batch::Batch;
@@ -23,9 +24,17 @@ use crate::error::{Error, Result};
 /// A unit of work for the submission thread.
 pub(crate) type Job = Box<dyn FnOnce(&mut Batch, &Gpu) + Send>;
 
+/// What the thread receives.
+enum Msg {
+    Job(Job),
+    /// Finish the queued jobs, then exit.
+    Stop,
+}
+
 /// The sending side of an engine's submission thread.
 pub(crate) struct Scheduler {
-    tx: flume::Sender<Job>,
+    tx: flume::Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn stopped() -> Error {
@@ -33,18 +42,32 @@ fn stopped() -> Error {
 }
 
 /// The receiving side, until [`spawn`] starts the thread.
-pub(crate) struct Queue(flume::Receiver<Job>);
+pub(crate) struct Queue(flume::Receiver<Msg>);
 
 impl Scheduler {
     /// A scheduler and the queue its thread will run ([`spawn`] it once the context exists).
     pub fn channel() -> (Scheduler, Queue) {
-        let (tx, rx) = flume::unbounded::<Job>();
-        (Scheduler { tx }, Queue(rx))
+        let (tx, rx) = flume::unbounded::<Msg>();
+        let thread = Mutex::new(None);
+        (Scheduler { tx, thread }, Queue(rx))
     }
 
     /// Queues `job`; returns at once.
     pub fn post(&self, job: Job) -> Result<()> {
-        self.tx.send(job).map_err(|_| stopped())
+        self.tx.send(Msg::Job(job)).map_err(|_| stopped())
+    }
+
+    /// Lets the thread finish the queued jobs and waits for it to exit (it drops its handle on
+    /// the context, so the device is torn down by the caller's thread, never concurrently).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+        let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle
+            && h.thread().id() != std::thread::current().id()
+            && h.join().is_err()
+        {
+            log::error!("bitnet-wgpu: the submission thread panicked");
+        }
     }
 
     /// Runs `f` on the submission thread and waits for its result.
@@ -77,41 +100,47 @@ impl Scheduler {
     }
 }
 
-/// Starts the submission thread for the context `gpu` (held weakly: the thread ends when the
-/// context is dropped).
-pub(crate) fn spawn(queue: Queue, gpu: Weak<Gpu>, idle_flush: Option<Duration>) -> Result<()> {
-    std::thread::Builder::new()
+/// Starts the submission thread for the context `gpu`; it runs until [`Scheduler::stop`].
+pub(crate) fn spawn(queue: Queue, gpu: &Arc<Gpu>, idle_flush: Option<Duration>) -> Result<()> {
+    let g = Arc::clone(gpu);
+    let handle = std::thread::Builder::new()
         .name("bitnet-wgpu submit".into())
-        .spawn(move || run(&queue.0, &gpu, idle_flush))
-        .map(drop)
-        .map_err(|e| Error::Unsupported(format!("cannot start the submission thread: {e}")))
+        .spawn(move || run(&queue.0, &g, idle_flush))
+        .map_err(|e| Error::Unsupported(format!("cannot start the submission thread: {e}")))?;
+    *gpu.scheduler
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(handle);
+    Ok(())
 }
 
 /// The thread's loop: run jobs in order; submit when idle for `idle_flush`.
-fn run(rx: &flume::Receiver<Job>, gpu: &Weak<Gpu>, idle_flush: Option<Duration>) {
+fn run(rx: &flume::Receiver<Msg>, g: &Gpu, idle_flush: Option<Duration>) {
     let mut batch = Batch::default();
     loop {
-        let job = match (idle_flush, batch.is_empty()) {
+        let msg = match (idle_flush, batch.is_empty()) {
             (Some(idle), false) => match rx.recv_timeout(idle) {
-                Ok(job) => Some(job),
+                Ok(m) => Some(m),
                 Err(flume::RecvTimeoutError::Timeout) => None,
-                Err(flume::RecvTimeoutError::Disconnected) => return,
+                Err(flume::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
             },
-            _ => match rx.recv() {
-                Ok(job) => Some(job),
-                Err(_) => return,
-            },
+            _ => Some(rx.recv().unwrap_or(Msg::Stop)),
         };
-        let Some(g) = gpu.upgrade() else { return };
-        match job {
-            Some(job) => {
+        match msg {
+            Some(Msg::Job(job)) => {
                 // A panicking job must not take every later caller down with it.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut batch, &g))).is_err() {
+                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut batch, g))).is_err() {
                     log::error!("bitnet-wgpu: a job of the submission thread panicked");
                 }
             }
+            Some(Msg::Stop) => {
+                if let Err(e) = batch.flush(g) {
+                    log::warn!("bitnet-wgpu: final submit failed: {e}");
+                }
+                return;
+            }
             None => {
-                if let Err(e) = batch.flush(&g) {
+                if let Err(e) = batch.flush(g) {
                     log::warn!("bitnet-wgpu: idle submit failed: {e}");
                 }
             }
