@@ -60,6 +60,7 @@
 //! and dispatch at once.
 
 mod batch;
+mod batching;
 mod calibrate;
 mod chunk;
 mod context;
@@ -74,6 +75,7 @@ mod info;
 mod launch;
 #[cfg(test)]
 mod launch_tests;
+mod linear;
 mod msl;
 mod ops;
 mod pipelines;
@@ -87,6 +89,7 @@ mod tensor;
 mod transfer;
 mod upload;
 
+pub use batching::{BatchingLinear, BatchingStats};
 /// cpu-ref's host tensor (`Tensor<T>`: shape + data), the input/output type of its float ops.
 pub use bitnet_cpu_ref::Tensor as CpuTensor;
 /// The float-op selectors, shared with cpu-ref so both backends take the same values.
@@ -100,6 +103,7 @@ pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fault::InjectedFault;
 pub use info::{EngineInfo, KeyLimits};
+pub use linear::Linear;
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use ops::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, LinearPlan, TUNE_CACHE_ENV};
 pub use pipelines::{Access, Kernel, PipelineStats};

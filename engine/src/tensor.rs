@@ -113,8 +113,9 @@ pub(crate) enum Storage {
 struct Inner {
     shape: Vec<usize>,
     dtype: DType,
-    data: Storage,
-    scales: Option<Storage>,
+    /// Shared by reshaped views of the same bytes.
+    data: Arc<Storage>,
+    scales: Option<Arc<Storage>>,
     engine: Engine,
     /// The launches this tensor's bytes depend on (see `fate.rs`); empty for uploads.
     lineage: Lineage,
@@ -139,12 +140,41 @@ impl Tensor {
             inner: Arc::new(Inner {
                 shape,
                 dtype,
-                data,
-                scales,
+                data: Arc::new(data),
+                scales: scales.map(Arc::new),
                 engine,
                 lineage: Lineage::default(),
             }),
         }
+    }
+
+    /// The same bytes under another shape (no copy, no GPU work): same dtype, same byte sizes
+    /// (packed dtypes keep their `[rows, K]` row layout). Errors carried by the tensor's
+    /// lineage stay with the view.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        const OP: &str = "reshape";
+        let d = self.inner.dtype;
+        let (old, new) = (d.data_bytes(&self.inner.shape), d.data_bytes(shape));
+        let same =
+            new.is_some() && old == new && d.scale_bytes(shape) == d.scale_bytes(self.shape());
+        if shape.contains(&0) || !same {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!("cannot view {d} {:?} as {shape:?}", self.inner.shape),
+            });
+        }
+        let view = Tensor {
+            inner: Arc::new(Inner {
+                shape: shape.to_vec(),
+                dtype: d,
+                data: Arc::clone(&self.inner.data),
+                scales: self.inner.scales.clone(),
+                engine: self.inner.engine.clone(),
+                lineage: Lineage::default(),
+            }),
+        };
+        view.lineage().extend(&self.lineage().snapshot());
+        Ok(view)
     }
 
     /// The shape.
@@ -175,7 +205,7 @@ impl Tensor {
 
     /// Where the bytes live.
     pub fn location(&self) -> Location {
-        match self.inner.data {
+        match *self.inner.data {
             Storage::Host(_) => Location::Host,
             Storage::Device(_) => Location::Device,
         }
@@ -193,7 +223,7 @@ impl Tensor {
 
     /// The scales storage (packed dtypes only).
     pub(crate) fn scales(&self) -> Option<&Storage> {
-        self.inner.scales.as_ref()
+        self.inner.scales.as_deref()
     }
 
     /// The launches this tensor's bytes depend on.

@@ -1,0 +1,195 @@
+//! [`BatchingLinear`]: automatic batching of concurrent requests on the same weights, as a
+//! decode server batches.
+//!
+//! Callers submit `[M, K]` activations from any thread; a batcher thread takes the first waiting
+//! request, collects every request that arrives within the window (or until the batch reaches
+//! `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a single BitLinear through the
+//! layer's [`Linear`] (so dispatch, resident weights and CPU fallback apply to the merged op).
+//! BitLinear works row by row, so each caller gets exactly the bits a call of its own would give.
+//! If the merged op fails (a NaN in one request, say), every request of the batch is re-run on its
+//! own, so each caller gets its own result or its own error — never a neighbour's.
+
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+
+/// One caller's request.
+struct Request {
+    x: Vec<f32>,
+    m: usize,
+    reply: flume::Sender<Result<Vec<f32>>>,
+}
+
+/// What the batcher did so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchingStats {
+    /// Requests answered.
+    pub requests: u64,
+    /// Merged ops run (one per batch).
+    pub batches: u64,
+    /// Most rows merged into one op.
+    pub max_rows: u64,
+    /// Batches whose merged op failed and whose requests were re-run one by one.
+    pub split_batches: u64,
+}
+
+/// A [`Linear`] layer served to many callers, batching concurrent requests (see the module
+/// docs). `Clone + Send + Sync`; the batcher thread stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct BatchingLinear {
+    inner: Arc<Batcher>,
+}
+
+struct Batcher {
+    linear: Linear,
+    tx: Mutex<Option<flume::Sender<Request>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Mutex<BatchingStats>>,
+}
+
+impl std::fmt::Debug for BatchingLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BatchingLinear({:?})", self.stats())
+    }
+}
+
+impl BatchingLinear {
+    /// Serves `linear`: requests arriving within `window` of the first waiting one are merged,
+    /// up to `max_rows` rows per op (`max_rows ≥ 1`).
+    pub fn new(linear: Linear, window: Duration, max_rows: usize) -> Result<BatchingLinear> {
+        let (tx, rx) = flume::unbounded::<Request>();
+        let stats = Arc::new(Mutex::new(BatchingStats::default()));
+        let (l, st) = (linear.clone(), Arc::clone(&stats));
+        let thread = std::thread::Builder::new()
+            .name("bitnet-wgpu batcher".into())
+            .spawn(move || serve(&rx, &l, window, max_rows.max(1), &st))
+            .map_err(|e| Error::Unsupported(format!("cannot start the batcher thread: {e}")))?;
+        Ok(BatchingLinear {
+            inner: Arc::new(Batcher {
+                linear,
+                tx: Mutex::new(Some(tx)),
+                thread: Mutex::new(Some(thread)),
+                stats,
+            }),
+        })
+    }
+
+    /// The served layer.
+    pub fn linear(&self) -> &Linear {
+        &self.inner.linear
+    }
+
+    /// Submits `x[M, K]`; the future resolves to `y[M, N]` once its batch ran (the same bits as
+    /// [`Linear::forward`] on `x` alone).
+    pub fn forward_async(
+        &self,
+        x: Vec<f32>,
+        m: usize,
+    ) -> impl Future<Output = Result<Vec<f32>>> + Send + 'static + use<> {
+        let k = self.inner.linear.weights().k();
+        // Malformed: answered at once with the error a call of its own gives; never batched.
+        let malformed =
+            (m == 0 || m.checked_mul(k) != Some(x.len())).then(|| self.inner.linear.forward(&x, m));
+        let pending = match malformed {
+            Some(_) => None,
+            None => {
+                let (reply, rx) = flume::bounded(1);
+                let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
+                let sent = tx
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(Request { x, m, reply }).is_ok());
+                Some(sent.then_some(rx))
+            }
+        };
+        async move {
+            match (malformed, pending) {
+                (Some(r), _) => r,
+                (None, Some(Some(rx))) => rx.recv_async().await.unwrap_or_else(|_| {
+                    Err(Error::Unsupported("the batcher dropped a request".into()))
+                }),
+                _ => Err(Error::Unsupported("the batcher has stopped".into())),
+            }
+        }
+    }
+
+    /// Blocking [`BatchingLinear::forward_async`].
+    pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        pollster::block_on(self.forward_async(x.to_vec(), m))
+    }
+
+    /// Requests, batches and merge sizes so far.
+    pub fn stats(&self) -> BatchingStats {
+        *self.inner.stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Batcher {
+    fn drop(&mut self) {
+        // Closing the channel lets the thread answer what is queued, then exit.
+        drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The batcher thread: collect, merge, run, split.
+fn serve(
+    rx: &flume::Receiver<Request>,
+    linear: &Linear,
+    window: Duration,
+    max_rows: usize,
+    stats: &Mutex<BatchingStats>,
+) {
+    let k = linear.weights().k();
+    while let Ok(first) = rx.recv() {
+        let deadline = Instant::now() + window;
+        let mut batch = vec![first];
+        let mut rows = batch[0].m;
+        while rows < max_rows {
+            match rx.recv_deadline(deadline) {
+                Ok(r) => {
+                    rows = rows.saturating_add(r.m);
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        // Requests are validated when submitted; keep the invariant explicit here.
+        let ok: Vec<Request> = batch
+            .into_iter()
+            .filter(|r| r.m > 0 && r.m.checked_mul(k) == Some(r.x.len()))
+            .collect();
+        if ok.is_empty() {
+            continue;
+        }
+        let rows: usize = ok.iter().map(|r| r.m).sum();
+        let merged: Vec<f32> = ok.iter().flat_map(|r| r.x.iter().copied()).collect();
+        let result = linear.forward(&merged, rows);
+        let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+        st.requests += ok.len() as u64;
+        st.batches += 1;
+        st.max_rows = st.max_rows.max(rows as u64);
+        st.split_batches += u64::from(result.is_err());
+        drop(st);
+        match result {
+            Ok(y) => {
+                let n = linear.weights().n();
+                let mut at = 0;
+                for r in ok {
+                    let _ = r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
+                    at += r.m * n;
+                }
+            }
+            // Each request alone: its own result or its own error.
+            Err(_) => {
+                for r in ok {
+                    let _ = r.reply.send(linear.forward(&r.x, r.m));
+                }
+            }
+        }
+    }
+}

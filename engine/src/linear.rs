@@ -1,0 +1,143 @@
+//! [`Linear`]: a BitLinear layer whose ternary weights stay resident, and batched BitNet ops over
+//! `[B, M, K]` in one dispatch.
+//!
+//! A `Linear` keeps its weights on the host (for CPU runs, and to re-run on the CPU after a GPU
+//! fault) and, from the first call dispatched to the GPU, on the device — uploaded once, so later
+//! GPU calls move only activations and outputs, and `Auto` dispatch counts them as resident.
+//!
+//! Batches: activation quantization is per row and BitLinear per output row, so `[B, M, K]`
+//! inputs are `B·M` independent rows; the batched ops view them as one `[B·M, K]` matrix (no copy)
+//! and run one quantization dispatch and one BitLinear dispatch for the whole batch (chunked only
+//! past the storage-binding limit), bit-identical to `B` separate calls.
+
+use std::sync::{Arc, Mutex};
+
+use bitnet_cpu_ref::TernaryMatrix;
+
+use crate::dispatch::Workload;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+/// A BitLinear layer (`y = x · Wᵀ`) with resident ternary weights; cheap to clone, shareable
+/// between threads (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    w: Arc<TernaryMatrix>,
+    /// The device copy, once a GPU call needed it.
+    device: Mutex<Option<Tensor>>,
+}
+
+impl Linear {
+    /// A layer of `engine` with weights `w` (`[N, K]`). Nothing is uploaded yet.
+    pub fn new(engine: &Engine, w: TernaryMatrix) -> Linear {
+        Linear {
+            inner: Arc::new(Inner {
+                engine: engine.clone(),
+                w: Arc::new(w),
+                device: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The host weights.
+    pub fn weights(&self) -> &TernaryMatrix {
+        &self.inner.w
+    }
+
+    /// The engine the layer runs on.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The device copy of the weights, uploaded on first use (a failed upload is retried at
+    /// the next call).
+    pub fn device_weights(&self) -> Result<Tensor> {
+        let mut slot = self.inner.device.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = self.inner.engine.upload_ternary(&self.inner.w)?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Whether the weights are already on the device.
+    fn resident(&self) -> bool {
+        self.inner
+            .device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// `y[M, N] = x[M, K] · Wᵀ` for f32 activations (quantized per row); the same bits as
+    /// [`bitnet_cpu_ref::bitlinear`], on the backend the engine's dispatch policy picks.
+    pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let (e, w) = (&self.inner.engine, &*self.inner.w);
+        let valid =
+            m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
+        let cpu = || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
+        if !valid {
+            return cpu();
+        }
+        let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());
+        e.dispatched("bitlinear", &work, cpu, || {
+            let xt = e.upload_f32(x, &[m, w.k()])?;
+            e.bitlinear_tensor(&xt, &self.device_weights()?)?.read_f32()
+        })
+    }
+
+    /// [`Linear::forward`] over a batch `x[B, M, K]` → `y[B, M, N]` (one dispatch for the batch).
+    pub fn forward_batched(&self, x: &[f32], b: usize, m: usize) -> Result<Vec<f32>> {
+        let rows = b.checked_mul(m).ok_or_else(|| Error::ShapeMismatch {
+            op: "bitlinear",
+            detail: format!("batch {b} x {m} rows overflows"),
+        })?;
+        self.forward(x, rows)
+    }
+}
+
+impl Engine {
+    /// `[B, M, K]` (or any `[.., K]`) `F32` activations as `[rows, K]` rows.
+    fn batch_rows(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+        match *x.shape() {
+            [.., k] if x.shape().len() >= 2 => Ok((x.len() / k.max(1), k)),
+            ref s => Err(Error::ShapeMismatch {
+                op,
+                detail: format!("expected [B, M, K] (or [M, K]) activations, got {s:?}"),
+            }),
+        }
+    }
+
+    /// Activation quantization of a batch `x[B, M, K]` (`F32`) in one dispatch: a `QuantizedI8`
+    /// tensor of `[B·M, K]` rows (row `b·M + m` is `x[b, m, ..]`), bit-identical to quantizing
+    /// each `[M, K]` slice separately.
+    pub fn quantize_activations_batched_tensor(&self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "quantize_activations";
+        x.expect_dtype(OP, DType::F32)?;
+        let (rows, k) = Engine::batch_rows(OP, x)?;
+        self.quantize_activations_tensor(&x.reshape(&[rows, k])?)
+    }
+
+    /// BitLinear of a batch `x[B, M, K]` (`F32`) with ternary `w[N, K]` in one quantization and
+    /// one BitLinear dispatch: `F32` `[B, M, N]`, bit-identical to `B` calls of
+    /// [`Engine::bitlinear_tensor`].
+    pub fn bitlinear_batched_tensor(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        const OP: &str = "bitlinear";
+        x.expect_dtype(OP, DType::F32)?;
+        let (rows, k) = Engine::batch_rows(OP, x)?;
+        let y = self.bitlinear_tensor(&x.reshape(&[rows, k])?, w)?;
+        let mut shape = x.shape().to_vec();
+        if let (Some(last), Some(&n)) = (shape.last_mut(), y.shape().get(1)) {
+            *last = n;
+        }
+        y.reshape(&shape)
+    }
+}

@@ -1,0 +1,151 @@
+//! Batching: `[B, M, K]` BitNet ops in one dispatch, and `BatchingLinear` merging concurrent
+//! requests on shared weights into one op — every caller gets exactly its own bits (or its own
+//! error), checked against cpu-ref.
+
+use std::sync::Barrier;
+use std::time::Duration;
+
+use bitnet_tests::{block_on, gpu_engine, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{BatchingLinear, DType, DispatchPolicy, Error, Linear};
+
+fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
+}
+
+#[test]
+fn batched_ops_run_in_one_dispatch_and_match_per_slice_results() {
+    let e = gpu_engine();
+    let (n, k) = (96, 320);
+    let w = weights(n, k, 1);
+    let wt = e.upload_ternary(&w).unwrap();
+    for (b, m) in [(8, 1), (3, 5)] {
+        let x = random_f32(b as u64, b * m * k, -2.0, 2.0);
+        let xt = e.upload_f32(&x, &[b, m, k]).unwrap();
+        e.set_profiling(true).unwrap();
+        e.reset_profile();
+        let y = e.bitlinear_batched_tensor(&xt, &wt).unwrap();
+        let q = e.quantize_activations_batched_tensor(&xt).unwrap();
+        assert_eq!((y.dtype(), y.shape()), (DType::F32, &[b, m, n][..]));
+        assert_eq!(q.shape(), &[b * m, k]);
+        let got = y.read_f32().unwrap();
+        let calls: u64 = e
+            .profile_report()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|en| en.1)
+            .sum();
+        e.set_profiling(false).unwrap();
+        // Activation quant + BitLinear for the whole batch, then the batched quantization.
+        assert_eq!(
+            calls, 3,
+            "B = {b}, M = {m}: one dispatch per op for the whole batch"
+        );
+        for s in 0..b {
+            let xs = &x[s * m * k..(s + 1) * m * k];
+            let want = cpu_ref::bitlinear(xs, m, &w).unwrap();
+            assert_eq!(&got[s * m * n..(s + 1) * m * n], &want[..], "slice {s}");
+        }
+        let want_q = cpu_ref::quantize_activations(&x, b * m, k).unwrap();
+        assert_eq!(q.read_activations().unwrap(), want_q);
+    }
+    // A rank-1 tensor is a shape error, not a panic.
+    let v = e.upload_f32(&[1.0; 8], &[8]).unwrap();
+    assert!(matches!(
+        e.bitlinear_batched_tensor(&v, &wt),
+        Err(Error::ShapeMismatch { .. })
+    ));
+}
+
+#[test]
+fn linear_layer_matches_cpu_ref_on_both_backends() {
+    let e = gpu_engine();
+    let w = weights(64, 256, 2);
+    let layer = Linear::new(&e, w.clone());
+    let x = random_f32(3, 4 * 256, -1.0, 1.0);
+    let want = cpu_ref::bitlinear(&x, 4, &w).unwrap();
+    assert_eq!(layer.forward(&x, 4).unwrap(), want);
+    assert_eq!(layer.forward_batched(&x, 2, 2).unwrap(), want);
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(layer.forward(&x, 4).unwrap(), want);
+    let s = e.dispatch_stats();
+    assert_eq!((s.gpu_runs, s.cpu_runs), (2, 1));
+    // Bad input: cpu-ref's error, whatever the backend.
+    let err = layer.forward(&x[..100], 4).unwrap_err();
+    assert_eq!(
+        err,
+        Error::from(cpu_ref::bitlinear(&x[..100], 4, &w).unwrap_err())
+    );
+}
+
+#[test]
+fn concurrent_requests_are_merged_into_one_op_with_exact_results() {
+    let e = gpu_engine();
+    let (n, k) = (80, 256);
+    let w = weights(n, k, 4);
+    // A long window and max_rows = all the rows: the batch closes exactly when all arrived.
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_secs(30), 8).unwrap();
+    let barrier = Barrier::new(8);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (server, w, barrier) = (&server, &w, &barrier);
+            s.spawn(move || {
+                let x = random_f32(100 + t, k, -3.0, 3.0);
+                barrier.wait();
+                let got = server.forward(&x, 1).unwrap();
+                assert_eq!(got, cpu_ref::bitlinear(&x, 1, w).unwrap(), "request {t}");
+            });
+        }
+    });
+    let st = server.stats();
+    assert_eq!((st.requests, st.batches, st.max_rows), (8, 1, 8), "{st:?}");
+}
+
+#[test]
+fn a_bad_request_never_fails_its_batch_neighbours() {
+    let e = gpu_engine();
+    let (n, k) = (48, 192);
+    let w = weights(n, k, 5);
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_secs(30), 8).unwrap();
+    let mut inputs: Vec<Vec<f32>> = (0..4)
+        .map(|i| random_f32(200 + i, 2 * k, -1.0, 1.0))
+        .collect();
+    inputs[2][k + 17] = f32::NAN; // request 2, row 1
+    let futures: Vec<_> = inputs
+        .iter()
+        .map(|x| server.forward_async(x.clone(), 2))
+        .collect();
+    for (i, (f, x)) in futures.into_iter().zip(&inputs).enumerate() {
+        let got = block_on(f);
+        match i {
+            2 => assert_eq!(
+                got.unwrap_err(),
+                Error::NonFinite {
+                    op: "bitlinear",
+                    tensor: "x",
+                    index: k + 17
+                }
+            ),
+            _ => assert_eq!(
+                got.unwrap(),
+                cpu_ref::bitlinear(x, 2, &w).unwrap(),
+                "request {i}"
+            ),
+        }
+    }
+    let st = server.stats();
+    assert_eq!(
+        (st.requests, st.batches, st.split_batches),
+        (4, 1, 1),
+        "{st:?}"
+    );
+    // A malformed request gets cpu-ref's error and does not join a batch.
+    let short = server.forward(&[1.0; 10], 1).unwrap_err();
+    assert_eq!(
+        short,
+        Error::from(cpu_ref::bitlinear(&[1.0; 10], 1, &w).unwrap_err())
+    );
+}
