@@ -62,6 +62,8 @@ pub(crate) struct Gpu {
     pub slots: Arc<SlotPool>,
     /// Launch counter: orders fates, so a lineage reports its earliest error.
     seq: AtomicU64,
+    /// The upload staging ring of streams, between streams.
+    pub ring: Mutex<Option<crate::ring::UploadRing>>,
     /// The submission thread (owns the pending batch).
     pub scheduler: Scheduler,
     /// The completion thread (runs map callbacks of reads).
@@ -129,6 +131,7 @@ impl Gpu {
             group,
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
+            ring: Mutex::new(None),
             scheduler,
             poller,
             health,

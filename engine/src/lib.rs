@@ -83,8 +83,10 @@ mod poller;
 mod pool;
 mod profiler;
 mod readback;
+mod ring;
 mod scheduler;
 mod status;
+mod stream;
 mod tensor;
 mod transfer;
 mod upload;
@@ -110,6 +112,7 @@ pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::ProfileReport;
 pub use status::{NonFiniteCheck, STATUS_WORDS};
+pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};
 
 /// The CPU reference engine, re-exported (oracle for tests, CPU backend).

@@ -1,0 +1,153 @@
+//! The upload staging ring: `depth` (≥ 2) host-mapped `MAP_WRITE | COPY_SRC` buffers that take
+//! turns. The host writes chunk *i* into a mapped slot while the GPU still copies from (and
+//! computes on) the slots of earlier chunks; after the submission that copies slot *s* out, the
+//! slot is mapped again (`map_async`) and is ready for chunk *i + depth* once that submission
+//! completed. Large writes are split across CPU threads (mapped memory is written in place).
+//!
+//! One ring is kept per engine (buffers are reused across streams) and lent to one stream at a
+//! time; a concurrent stream builds its own.
+
+use std::time::{Duration, Instant};
+
+use crate::context::Gpu;
+use crate::error::{Error, Result};
+
+/// Slots of a ring.
+pub(crate) const RING_DEPTH: usize = 3;
+/// Below this many bytes a slot is written by one thread.
+const PARALLEL_COPY_MIN: usize = 4 << 20;
+
+/// One staging buffer.
+struct Slot {
+    buffer: wgpu::Buffer,
+    /// Pending re-map after a submission; `None` when mapped and writable.
+    remap: Option<flume::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+}
+
+/// The ring (see the module docs).
+#[derive(Default)]
+pub(crate) struct UploadRing {
+    slots: Vec<Slot>,
+    next: usize,
+}
+
+impl UploadRing {
+    /// Writes `bytes` (a multiple of 4) into the next slot and unmaps it; returns the slot index
+    /// and its buffer, to be copied from by the next submission and then [`Self::recycle`]d.
+    /// `waited` accumulates the time spent waiting for the slot to be free.
+    pub fn write(
+        &mut self,
+        gpu: &Gpu,
+        bytes: &[u8],
+        waited: &mut Duration,
+    ) -> Result<(usize, wgpu::Buffer)> {
+        let i = self.next;
+        self.next = (self.next + 1) % RING_DEPTH;
+        let need = (bytes.len() as u64)
+            .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
+            .max(4);
+        if self.slots.len() <= i {
+            self.slots.push(Slot::new(gpu, need)?);
+        }
+        let slot = &mut self.slots[i];
+        let t = Instant::now();
+        slot.wait_mapped(gpu)?;
+        *waited += t.elapsed();
+        if slot.buffer.size() < need {
+            slot.buffer.unmap();
+            *slot = Slot::new(gpu, need)?;
+        }
+        let copied = copy_parallel(&slot.buffer, bytes);
+        slot.buffer.unmap();
+        copied?;
+        Ok((i, slot.buffer.clone()))
+    }
+
+    /// After the submission that copies slot `i` out: map it again for its next chunk.
+    pub fn recycle(&mut self, i: usize) {
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        let (tx, rx) = flume::bounded(1);
+        slot.buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+            let _ = tx.send(r);
+        });
+        slot.remap = Some(rx);
+    }
+}
+
+impl Slot {
+    /// A slot of `size` bytes, mapped at creation.
+    fn new(gpu: &Gpu, size: u64) -> Result<Slot> {
+        crate::chunk::check_buffer(gpu, "upload staging", size)?;
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bitnet-wgpu upload ring"),
+            size,
+            usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(crate::error::from_wgpu(
+                e,
+                format!("allocating {size} bytes of upload staging"),
+            ));
+        }
+        Ok(Slot {
+            buffer,
+            remap: None,
+        })
+    }
+
+    /// Blocks until the slot is mapped again (polling the device so its callback runs).
+    fn wait_mapped(&mut self, gpu: &Gpu) -> Result<()> {
+        let Some(rx) = self.remap.take() else {
+            return Ok(());
+        };
+        loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => return Err(gpu.explain(Error::Map(e.to_string()))),
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    return Err(gpu.explain(Error::Map("staging re-map was dropped".into())));
+                }
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    gpu.check_health()?;
+                    let _ = gpu.device.poll(wgpu::PollType::Poll);
+                }
+            }
+        }
+    }
+}
+
+/// Copies `src` (a multiple of 4 bytes) into the mapped `buffer`, split across threads when
+/// large (each thread maps its own disjoint, 64-byte aligned range).
+fn copy_parallel(buffer: &wgpu::Buffer, src: &[u8]) -> Result<()> {
+    let copy = |at: usize, part: &[u8]| -> Result<()> {
+        let range = at as u64..(at + part.len()) as u64;
+        let mut view = buffer
+            .slice(range)
+            .get_mapped_range_mut()
+            .map_err(|e| Error::Map(e.to_string()))?;
+        view.copy_from_slice(part);
+        Ok(())
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if src.len() < PARALLEL_COPY_MIN || threads < 2 {
+        return copy(0, src);
+    }
+    let part = src.len().div_ceil(threads).next_multiple_of(64);
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = src
+            .chunks(part)
+            .enumerate()
+            .map(|(i, chunk)| s.spawn(move || copy(i * part, chunk)))
+            .collect();
+        jobs.into_iter().try_for_each(|j| {
+            j.join()
+                .unwrap_or_else(|_| Err(Error::Map("staging copy panicked".into())))
+        })
+    })
+}

@@ -1,0 +1,318 @@
+//! Streaming: f32 activations in chunks through activation quantization + BitLinear against a
+//! resident [`Linear`], with upload, compute and read-back overlapped.
+//!
+//! Per chunk *i*: the host writes it into a slot of the upload staging ring (`ring.rs`), records
+//! the staging → device copy, the quantization and the BitLinear, and submits together with the
+//! read-back copy of the output (whose future completes on the engine's completion thread). The
+//! host then moves on to chunk *i + 1* while the GPU works on *i*; results are delivered, in
+//! order, once [`IN_FLIGHT`] chunks are queued behind them. So the upload of chunk *i + 1* (host
+//! writes into mapped memory, then the copy) and the read-back of chunk *i − 1* overlap the
+//! compute on chunk *i*.
+//!
+//! Dispatch: each chunk runs on the GPU unless the engine's policy (`Auto`: the prediction for
+//! the chunk's size with resident weights) says CPU; a GPU fault re-runs the chunk on the CPU from
+//! the caller's slice and the layer's host weights (see `fault.rs`).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use crate::context::Gpu;
+use crate::dispatch::Workload;
+use crate::engine::{BackendKind, Engine};
+use crate::error::{Error, Result};
+use crate::fate::Fate;
+use crate::fault::is_gpu_fault;
+use crate::linear::Linear;
+use crate::ring::UploadRing;
+use crate::tensor::{DType, Storage, Tensor};
+
+/// Chunks submitted ahead of the oldest undelivered one (two in flight behind the current).
+pub const IN_FLIGHT: usize = 2;
+
+/// What a stream did and where its host time went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamStats {
+    /// Chunks streamed.
+    pub chunks: usize,
+    /// Activation rows streamed.
+    pub rows: usize,
+    /// f32 activation bytes consumed.
+    pub input_bytes: u64,
+    /// f32 output bytes delivered.
+    pub output_bytes: u64,
+    /// Chunks computed on the GPU.
+    pub gpu_chunks: usize,
+    /// Chunks computed on the CPU (policy, prediction or fallback).
+    pub cpu_chunks: usize,
+    /// Chunks re-run on the CPU after a GPU fault.
+    pub fallbacks: usize,
+    /// Wall time of the whole stream.
+    pub wall: Duration,
+    /// Host time writing chunks into the mapped staging ring.
+    pub staging: Duration,
+    /// Host time waiting for a free staging slot (the GPU was behind).
+    pub slot_wait: Duration,
+    /// Host time blocked on results (the GPU or the read-back was behind).
+    pub result_wait: Duration,
+}
+
+impl StreamStats {
+    /// Input bytes per second of wall time (the stream's end-to-end host→GPU rate).
+    pub fn input_bytes_per_s(&self) -> f64 {
+        self.input_bytes as f64 / self.wall.as_secs_f64().max(1e-12)
+    }
+
+    /// Input bytes per second of host time spent writing into the staging ring.
+    pub fn staging_bytes_per_s(&self) -> f64 {
+        self.input_bytes as f64 / self.staging.as_secs_f64().max(1e-12)
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<Vec<f32>>> + Send>>;
+
+/// One chunk between submission and delivery.
+struct InFlight<'a> {
+    index: usize,
+    x: &'a [f32],
+    rows: usize,
+    /// The GPU read-back, or `None` to compute on the CPU.
+    gpu: Option<Pending>,
+}
+
+impl Engine {
+    /// Streams `chunks` (each `[rows_i, K]` f32 activations, row-major) through activation
+    /// quantization + BitLinear against `layer` (`[N, K]`), overlapping upload, compute and
+    /// read-back (see the module docs). `sink(i, y_i)` receives chunk *i*'s `[rows_i, N]` output,
+    /// in order. Errors: a chunk that is not whole rows (`ShapeMismatch`), and the first chunk
+    /// whose values cpu-ref rejects (`NonFinite`, index within that chunk) — chunks before it
+    /// were delivered. Each chunk's bits equal [`bitnet_cpu_ref::bitlinear`] on it.
+    pub fn stream_bitlinear<'a, I, F>(
+        &self,
+        chunks: I,
+        layer: &Linear,
+        mut sink: F,
+    ) -> Result<StreamStats>
+    where
+        I: IntoIterator<Item = &'a [f32]>,
+        F: FnMut(usize, &[f32]) -> Result<()>,
+    {
+        let started = Instant::now();
+        let (n, k) = (layer.weights().n(), layer.weights().k());
+        let mut st = StreamStats::default();
+        let mut ring = self.gpu_context().map(Gpu::take_ring);
+        let mut queue: VecDeque<InFlight<'a>> = VecDeque::new();
+        let result = (|| {
+            for (index, x) in chunks.into_iter().enumerate() {
+                if k == 0 || x.is_empty() || !x.len().is_multiple_of(k) {
+                    return Err(Error::ShapeMismatch {
+                        op: "stream_bitlinear",
+                        detail: format!(
+                            "chunk {index} has {} values, not whole rows of K = {k}",
+                            x.len()
+                        ),
+                    });
+                }
+                let rows = x.len() / k;
+                st.chunks += 1;
+                st.rows += rows;
+                st.input_bytes += 4 * x.len() as u64;
+                let work = Workload::bitlinear(rows, n, k, true);
+                let gpu = match (self.gpu_context(), ring.as_mut()) {
+                    (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
+                        match self.submit_chunk(g, r, x, rows, layer, &mut st) {
+                            Ok(f) => Some(f),
+                            Err(e) if is_gpu_fault(&e) => {
+                                log::warn!(
+                                    "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
+                                );
+                                st.fallbacks += 1;
+                                None
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    _ => None,
+                };
+                queue.push_back(InFlight {
+                    index,
+                    x,
+                    rows,
+                    gpu,
+                });
+                while queue.len() > IN_FLIGHT {
+                    let c = queue.pop_front().expect("non-empty");
+                    deliver(c, layer, n, &mut st, &mut sink)?;
+                }
+            }
+            while let Some(c) = queue.pop_front() {
+                deliver(c, layer, n, &mut st, &mut sink)?;
+            }
+            Ok(())
+        })();
+        if let (Some(g), Some(r)) = (self.gpu_raw(), ring) {
+            g.return_ring(r);
+        }
+        st.wall = started.elapsed();
+        result.map(|()| st)
+    }
+
+    /// Uploads chunk `x` through the ring, records quantization + BitLinear and submits with
+    /// the read-back; returns the read-back's future.
+    fn submit_chunk(
+        &self,
+        g: &Gpu,
+        ring: &mut UploadRing,
+        x: &[f32],
+        rows: usize,
+        layer: &Linear,
+        st: &mut StreamStats,
+    ) -> Result<Pending> {
+        let k = layer.weights().k();
+        let w = layer.device_weights()?;
+        let t = Instant::now();
+        let mut waited = Duration::ZERO;
+        let (slot, staging) = ring.write(g, bytemuck::cast_slice(x), &mut waited)?;
+        st.slot_wait += waited;
+        st.staging += t.elapsed() - waited;
+        let submitted = self.copy_and_compute(g, &staging, rows, k, &w);
+        // The slot's copy must be submitted before the slot is mapped again.
+        let flushed = g.scheduler.call(|b, g| b.flush(g).map(drop));
+        ring.recycle(slot);
+        flushed??;
+        submitted
+    }
+
+    /// Records staging → device copy, BitLinear, and starts the read-back (which submits).
+    fn copy_and_compute(
+        &self,
+        g: &Gpu,
+        staging: &wgpu::Buffer,
+        rows: usize,
+        k: usize,
+        w: &Tensor,
+    ) -> Result<Pending> {
+        let xt = self.empty("stream_bitlinear", &[rows, k], DType::F32)?;
+        let Storage::Device(dst) = xt.data() else {
+            return Err(Error::Unsupported(
+                "stream_bitlinear needs device tensors".into(),
+            ));
+        };
+        let owner = Fate::new(g.next_seq(), None, &g.slots);
+        xt.lineage().extend(std::slice::from_ref(&owner));
+        let (src, dst, size) = (staging.clone(), dst.buffer().clone(), 4 * (rows * k) as u64);
+        g.scheduler
+            .post(Box::new(move |b, _| b.copy(&src, 0, &dst, size, &owner)))?;
+        let y = self.bitlinear_tensor(&xt, w)?;
+        Ok(Box::pin(y.read_f32_async()))
+    }
+}
+
+impl Engine {
+    /// Uploads `chunks` through the staging ring into two rotating device buffers, submitting per
+    /// chunk, and waits for the last: the host→GPU leg of [`Engine::stream_bitlinear`] alone (its
+    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU.
+    pub fn stream_upload<'a, I>(&self, chunks: I) -> Result<StreamStats>
+    where
+        I: IntoIterator<Item = &'a [f32]>,
+    {
+        let started = Instant::now();
+        let g = self
+            .gpu_context()
+            .ok_or_else(|| Error::Unsupported("stream_upload needs a GPU engine".into()))?;
+        let mut ring = g.take_ring();
+        let mut st = StreamStats::default();
+        let mut targets: [Option<Tensor>; 2] = [None, None];
+        let result = (|| {
+            for (i, x) in chunks.into_iter().enumerate() {
+                let t = Instant::now();
+                let mut waited = Duration::ZERO;
+                let (slot, staging) = ring.write(g, bytemuck::cast_slice(x), &mut waited)?;
+                st.slot_wait += waited;
+                st.staging += t.elapsed() - waited;
+                let target = &mut targets[i % 2];
+                if target.as_ref().is_none_or(|t| t.len() < x.len()) {
+                    *target = Some(self.empty("stream_upload", &[x.len()], DType::F32)?);
+                }
+                let Some(Storage::Device(dst)) = target.as_ref().map(Tensor::data) else {
+                    return Err(Error::Unsupported(
+                        "stream_upload needs device tensors".into(),
+                    ));
+                };
+                let owner = Fate::new(g.next_seq(), None, &g.slots);
+                let (dst, size) = (dst.buffer().clone(), 4 * x.len() as u64);
+                let flushed = g.scheduler.call(move |b, g| {
+                    b.copy(&staging, 0, &dst, size, &owner);
+                    b.flush(g).map(drop)
+                });
+                ring.recycle(slot);
+                flushed??;
+                st.chunks += 1;
+                st.input_bytes += size;
+            }
+            self.sync()
+        })();
+        g.return_ring(ring);
+        st.wall = started.elapsed();
+        result.map(|()| st)
+    }
+}
+
+/// Delivers the oldest chunk: its GPU result, or the CPU's (by choice or after a GPU fault).
+fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
+    c: InFlight<'_>,
+    layer: &Linear,
+    n: usize,
+    st: &mut StreamStats,
+    sink: &mut F,
+) -> Result<()> {
+    let cpu = || Ok::<_, Error>(bitnet_cpu_ref::bitlinear(c.x, c.rows, layer.weights())?);
+    let y = match c.gpu {
+        None => {
+            st.cpu_chunks += 1;
+            cpu()?
+        }
+        Some(f) => {
+            let t = Instant::now();
+            let r = pollster::block_on(f);
+            st.result_wait += t.elapsed();
+            match r {
+                Ok(y) => {
+                    st.gpu_chunks += 1;
+                    y
+                }
+                Err(e) if is_gpu_fault(&e) => {
+                    log::warn!(
+                        "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",
+                        c.index
+                    );
+                    st.fallbacks += 1;
+                    st.cpu_chunks += 1;
+                    cpu()?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    st.output_bytes += 4 * (c.rows * n) as u64;
+    sink(c.index, &y)
+}
+
+impl Gpu {
+    /// The engine's upload ring (a fresh one if another stream holds it).
+    pub(crate) fn take_ring(&self) -> UploadRing {
+        self.ring
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_default()
+    }
+
+    /// Gives the ring back for the next stream.
+    pub(crate) fn return_ring(&self, ring: UploadRing) {
+        let mut slot = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(ring);
+        }
+    }
+}

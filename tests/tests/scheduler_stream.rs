@@ -1,0 +1,121 @@
+//! Streaming through the upload staging ring: every chunk's output equals cpu-ref's bit for bit,
+//! in order; bad chunks are typed errors; GPU faults mid-stream fall back per chunk.
+
+use bitnet_tests::{gpu_engine, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{DispatchPolicy, Error, InjectedFault, Linear};
+
+fn layer(e: &bitnet_wgpu::Engine, n: usize, k: usize) -> (Linear, TernaryMatrix) {
+    let w = cpu_ref::quantize_weights(&random_normal(9, n * k, 0.02), n, k).unwrap();
+    (Linear::new(e, w.clone()), w)
+}
+
+/// Chunks of varied row counts (one large enough for the parallel staging copy).
+fn chunks(k: usize) -> Vec<Vec<f32>> {
+    [3usize, 64, 1, 17, 1200, 5, 40]
+        .iter()
+        .enumerate()
+        .map(|(i, &rows)| random_f32(i as u64 + 50, rows * k, -4.0, 4.0))
+        .collect()
+}
+
+#[test]
+fn streamed_chunks_match_cpu_ref_in_order() {
+    let e = gpu_engine();
+    let (n, k) = (72, 1000);
+    let (l, w) = layer(&e, n, k);
+    let data = chunks(k);
+    for pass in 0..2 {
+        // The second pass reuses the engine's staging ring.
+        let mut seen = Vec::new();
+        let st = e
+            .stream_bitlinear(data.iter().map(Vec::as_slice), &l, |i, y| {
+                let x = &data[i];
+                let want = cpu_ref::bitlinear(x, x.len() / k, &w).unwrap();
+                assert_eq!(y, &want[..], "pass {pass} chunk {i}");
+                seen.push(i);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(seen, (0..data.len()).collect::<Vec<_>>());
+        let rows: usize = data.iter().map(|c| c.len() / k).sum();
+        assert_eq!(
+            (st.chunks, st.rows, st.gpu_chunks, st.fallbacks),
+            (7, rows, 7, 0)
+        );
+        assert_eq!(st.input_bytes, 4 * (rows * k) as u64);
+        assert_eq!(st.output_bytes, 4 * (rows * n) as u64);
+    }
+    let up = e.stream_upload(data.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(up.chunks, 7);
+    println!(
+        "lavapipe ring upload: {:.2} GB/s",
+        up.input_bytes_per_s() / 1e9
+    );
+}
+
+#[test]
+fn bad_chunks_are_typed_errors_after_the_good_ones_were_delivered() {
+    let e = gpu_engine();
+    let (n, k) = (16, 64);
+    let (l, _) = layer(&e, n, k);
+    let mut data = chunks(k);
+    data[3][5 * k - 3] = f32::NAN;
+    let mut delivered = Vec::new();
+    let err = e
+        .stream_bitlinear(data.iter().map(Vec::as_slice), &l, |i, _| {
+            delivered.push(i);
+            Ok(())
+        })
+        .unwrap_err();
+    let want =
+        Error::from(cpu_ref::bitlinear(&data[3], data[3].len() / k, l.weights()).unwrap_err());
+    assert_eq!(err, want);
+    assert_eq!(delivered, vec![0, 1, 2]);
+    let ragged = [&data[0][..], &data[1][..k + 1]];
+    assert!(matches!(
+        e.stream_bitlinear(ragged, &l, |_, _| Ok(())),
+        Err(Error::ShapeMismatch {
+            op: "stream_bitlinear",
+            ..
+        })
+    ));
+    // The sink's own error stops the stream and is returned as is.
+    let stop = Error::Unsupported("sink full".into());
+    let got = e.stream_bitlinear(data[..2].iter().map(Vec::as_slice), &l, |_, _| {
+        Err(stop.clone())
+    });
+    assert_eq!(got.unwrap_err(), stop);
+}
+
+#[test]
+fn a_fault_mid_stream_falls_back_per_chunk_and_cpu_policy_streams_on_the_cpu() {
+    let e = gpu_engine();
+    let (n, k) = (40, 256);
+    let (l, w) = layer(&e, n, k);
+    let data = chunks(k);
+    let check = |i: usize, y: &[f32]| {
+        let x = &data[i];
+        assert_eq!(
+            y,
+            &cpu_ref::bitlinear(x, x.len() / k, &w).unwrap()[..],
+            "chunk {i}"
+        );
+        Ok(())
+    };
+    l.device_weights().unwrap();
+    e.inject_fault(InjectedFault::Validation);
+    let st = e
+        .stream_bitlinear(data.iter().map(Vec::as_slice), &l, check)
+        .unwrap();
+    assert_eq!(
+        (st.fallbacks, st.gpu_chunks + st.cpu_chunks),
+        (1, 7),
+        "{st:?}"
+    );
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let st = e
+        .stream_bitlinear(data.iter().map(Vec::as_slice), &l, check)
+        .unwrap();
+    assert_eq!((st.cpu_chunks, st.gpu_chunks), (7, 0));
+}
