@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use crate::context::Gpu;
 use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
-use crate::error::{Error, Result, from_wgpu};
+use crate::encode::{describe, submit};
+use crate::error::{Error, Result};
 use crate::fate::{Fate, StatusResolver};
 use crate::group::STATUS_BYTES;
 use crate::pipelines::Compiled;
@@ -33,8 +34,21 @@ pub(crate) struct Dispatch {
     pub invalid: bool,
 }
 
-/// A recorded command.
-enum Cmd {
+impl Dispatch {
+    /// Hands the dispatch to the submission thread, which records it; a failure to record
+    /// (the device was lost meanwhile, say) fails the launch's fate.
+    pub fn post(self, gpu: &Gpu) -> Result<()> {
+        let fate = Arc::clone(&self.fate);
+        gpu.scheduler.post(Box::new(move |batch, g| {
+            if let Err(e) = batch.record(g, self) {
+                fate.resolve(Some(e));
+            }
+        }))
+    }
+}
+
+/// A recorded command (encoded at submit time by `encode.rs`).
+pub(crate) enum Cmd {
     Dispatch {
         d: Dispatch,
         /// Status slot bound (0 = scratch).
@@ -263,102 +277,6 @@ impl Batch {
     }
 }
 
-/// Encodes `cmds` into one command buffer and submits it inside error scopes.
-fn submit(
-    gpu: &Gpu,
-    cmds: &[Cmd],
-    mut profiler: Option<&mut ProfilerState>,
-) -> Result<wgpu::SubmissionIndex> {
-    let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-    let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let mut encoder = gpu
-        .device
-        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("bitnet-wgpu batch"),
-        });
-    for cmd in cmds {
-        encode(gpu, &mut encoder, cmd, profiler.as_deref_mut());
-    }
-    if let Some(p) = profiler {
-        p.record_resolve(&mut encoder);
-    }
-    let index = gpu.queue.submit([encoder.finish()]);
-    let oom = pollster::block_on(oscope.pop());
-    let validation = pollster::block_on(vscope.pop());
-    match validation.or(oom) {
-        None => Ok(index),
-        Some(e) => Err(gpu
-            .check_health()
-            .err()
-            .unwrap_or_else(|| from_wgpu(e, "submitting a command batch"))),
-    }
-}
-
-/// Encodes one command.
-fn encode(
-    gpu: &Gpu,
-    enc: &mut wgpu::CommandEncoder,
-    cmd: &Cmd,
-    profiler: Option<&mut ProfilerState>,
-) {
-    let status = &gpu.group.status;
-    match cmd {
-        Cmd::Dispatch {
-            d,
-            slot,
-            reset,
-            params_offset,
-        } => {
-            let at = u64::from(*slot) * status.stride;
-            if *reset {
-                enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
-            }
-            let offsets: Vec<u32> = match gpu.caps.params_mode {
-                // Dynamic offsets are ordered by binding number: params (0), then status (1).
-                ParamsMode::Uniform => vec![*params_offset as u32, at as u32],
-                ParamsMode::Immediates => vec![at as u32],
-            };
-            let timestamp_writes = profiler.map(|p| p.next_writes(d.kernel));
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.kernel),
-                timestamp_writes,
-            });
-            pass.set_pipeline(&d.compiled.pipeline);
-            pass.set_bind_group(0, &d.group0, &[]);
-            pass.set_bind_group(1, &gpu.group.bind_group, &offsets);
-            if gpu.caps.params_mode == ParamsMode::Immediates {
-                pass.set_immediates(0, &d.params);
-            }
-            let [x, y, z] = d.groups;
-            pass.dispatch_workgroups(x, y, z);
-            drop(pass);
-            if d.invalid {
-                // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
-                let size = status.ones.size();
-                enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
-            }
-        }
-        Cmd::Copy {
-            src,
-            src_offset,
-            dst,
-            dst_offset,
-            size,
-            ..
-        } => enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size),
-        Cmd::StatusOut {
-            slot,
-            staging,
-            offset,
-            ..
-        } => {
-            let at = u64::from(*slot) * status.stride;
-            enc.copy_buffer_to_buffer(&status.slots, at, staging, *offset, STATUS_BYTES);
-            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
-        }
-    }
-}
-
 /// After a successful submission: unchecked launches and copies are done; copied-out slots are
 /// clean again (checked launches stay pending until a read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
@@ -381,14 +299,5 @@ fn fail(cmd: &Cmd, e: &Error) {
         Cmd::Dispatch { d, .. } => d.fate.resolve(Some(e.clone())),
         Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
         Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
-    }
-}
-
-/// A command, for logs.
-fn describe(cmd: &Cmd) -> String {
-    match cmd {
-        Cmd::Dispatch { d, .. } => format!("dispatch of kernel `{}`", d.kernel),
-        Cmd::Copy { size, .. } => format!("a {size}-byte copy"),
-        Cmd::StatusOut { slot, .. } => format!("the copy-out of status slot {slot}"),
     }
 }

@@ -57,7 +57,7 @@ pub(crate) struct Gpu {
     /// Armed fault injections (tests).
     pub faults: Arc<crate::fault::Faults>,
     /// CPU/GPU choice of the host-facing ops: policy, calibration, statistics.
-    pub dispatch: crate::dispatch::Dispatcher,
+    pub dispatch: crate::predict::Dispatcher,
     /// The free non-finite status slots (each owned by one launch's fate while in use).
     pub slots: Arc<SlotPool>,
     /// Launch counter: orders fates, so a lineage reports its earliest error.
@@ -125,7 +125,7 @@ impl Gpu {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             pool: BufferPool::new(device.clone(), caps.max_buffer, Arc::clone(&faults)),
             faults,
-            dispatch: crate::dispatch::Dispatcher::new(options.dispatch),
+            dispatch: crate::predict::Dispatcher::new(options.dispatch),
             pipelines,
             msl,
             group,

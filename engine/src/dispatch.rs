@@ -25,15 +25,15 @@
 //! the caller's host inputs — the caller gets the correct result and a warning is logged. A lost
 //! device is never used again: every later op of the engine runs on the CPU.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use crate::calibrate::{Calibration, GEMV_ROWS, OpClass, measure};
+use crate::calibrate::{Calibration, measure};
 use crate::context::Gpu;
 use crate::engine::{BackendKind, Engine};
 use crate::error::{Error, Result};
 use crate::fault::{is_capability_error, is_gpu_fault};
+pub use crate::workload::Workload;
 
 /// Environment variable overriding every new engine's policy: `auto`, `cpu` or `gpu`.
 pub const DISPATCH_ENV: &str = "BITNET_DISPATCH";
@@ -55,24 +55,30 @@ impl DispatchPolicy {
     /// The policy named by `BITNET_DISPATCH`, if set to a valid value (an invalid one is logged).
     pub fn from_env() -> Option<DispatchPolicy> {
         let v = std::env::var(DISPATCH_ENV).ok()?;
-        match v.trim().to_ascii_lowercase().as_str() {
+        let p = DispatchPolicy::parse(&v);
+        if p.is_none() {
+            log::warn!("bitnet-wgpu: ignoring {DISPATCH_ENV}={v:?} (want auto, cpu or gpu)");
+        }
+        p
+    }
+
+    /// Parses `auto`, `cpu` or `gpu` (any case, surrounding blanks ignored).
+    pub fn parse(s: &str) -> Option<DispatchPolicy> {
+        match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Some(DispatchPolicy::Auto),
             "cpu" => Some(DispatchPolicy::Cpu),
             "gpu" => Some(DispatchPolicy::Gpu),
-            other => {
-                log::warn!(
-                    "bitnet-wgpu: ignoring {DISPATCH_ENV}={other:?} (want auto, cpu or gpu)"
-                );
-                None
-            }
+            _ => None,
         }
     }
 
-    const fn code(self) -> u8 {
+    /// The policy as stored in the dispatcher's atomic.
+    pub(crate) const fn code(self) -> u8 {
         self as u8
     }
 
-    fn from_code(c: u8) -> DispatchPolicy {
+    /// Inverse of [`DispatchPolicy::code`].
+    pub(crate) fn from_code(c: u8) -> DispatchPolicy {
         match c {
             0 => DispatchPolicy::Auto,
             1 => DispatchPolicy::Cpu,
@@ -91,231 +97,6 @@ pub struct DispatchStats {
     pub gpu_runs: u64,
     /// Ops that failed on the GPU and were re-run on the CPU.
     pub fallbacks: u64,
-}
-
-/// The size of one host-facing op, as the dispatch layer sees it: integers only, so building one
-/// on the CPU path costs nothing measurable (the float model is evaluated only when needed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Workload {
-    /// The op class.
-    pub class: OpClass,
-    /// Rows (`M`, or `N` for weight quantization).
-    pub rows: usize,
-    /// Output features (`N`; 1 for quantization).
-    pub n: usize,
-    /// Input features (`K`).
-    pub k: usize,
-    /// Bytes the GPU path uploads beyond the f32 rows (e.g. weights that are not resident).
-    pub extra_upload: usize,
-}
-
-impl Workload {
-    /// Weight quantization of `[n, k]` f32 weights.
-    #[inline]
-    pub fn quantize_weights(n: usize, k: usize) -> Workload {
-        let class = OpClass::QuantizeWeights;
-        Workload {
-            class,
-            rows: n,
-            n: 1,
-            k,
-            extra_upload: 0,
-        }
-    }
-
-    /// Activation quantization of `[m, k]` f32 activations.
-    #[inline]
-    pub fn quantize_activations(m: usize, k: usize) -> Workload {
-        let class = OpClass::QuantizeActivations;
-        Workload {
-            class,
-            rows: m,
-            n: 1,
-            k,
-            extra_upload: 0,
-        }
-    }
-
-    /// BitLinear of `[m, k]` activations with `[n, k]` weights (uploaded per call unless
-    /// `weights_resident`).
-    #[inline]
-    pub fn bitlinear(m: usize, n: usize, k: usize, weights_resident: bool) -> Workload {
-        let class = if m <= GEMV_ROWS {
-            OpClass::LinearGemv
-        } else {
-            OpClass::LinearGemm
-        };
-        let extra_upload = if weights_resident {
-            0
-        } else {
-            n.saturating_mul(k) / 4
-        };
-        Workload {
-            class,
-            rows: m,
-            n,
-            k,
-            extra_upload,
-        }
-    }
-
-    /// Units of work: elements (quantization) or `M·N·K` (BitLinear).
-    #[inline]
-    pub fn units(&self) -> u64 {
-        (self.rows as u64)
-            .saturating_mul(self.n as u64)
-            .saturating_mul(self.k as u64)
-    }
-
-    /// Bytes the GPU path uploads.
-    pub fn upload_bytes(&self) -> f64 {
-        4.0 * (self.rows * self.k) as f64 + self.extra_upload as f64
-    }
-
-    /// Bytes the GPU path reads back.
-    pub fn download_bytes(&self) -> f64 {
-        let (rows, elems) = (self.rows as f64, (self.rows * self.k) as f64);
-        match self.class {
-            OpClass::QuantizeWeights => elems / 4.0 + 4.0,
-            OpClass::QuantizeActivations => elems + 4.0 * rows,
-            OpClass::LinearGemv | OpClass::LinearGemm => 4.0 * rows * self.n as f64,
-        }
-    }
-}
-
-/// The dispatch state of a GPU engine.
-pub(crate) struct Dispatcher {
-    policy: AtomicU8,
-    /// 0: not calibrated; 1: model loaded.
-    ready: AtomicU8,
-    calibration: Mutex<Option<Arc<Calibration>>>,
-    /// Serializes calibration runs.
-    calibrating: Mutex<()>,
-    /// Per class: CPU fixed, CPU per unit, GPU fixed, GPU per unit (f64 bits).
-    model: [[AtomicU64; 4]; 4],
-    /// Seconds per uploaded / read-back byte (f64 bits).
-    transfer: [AtomicU64; 2],
-    /// Per class and backend (CPU, GPU): measured / predicted, moving average (f64 bits).
-    adapt: [[AtomicU64; 2]; 4],
-    /// Per class: up to this many units the CPU wins even if the GPU moved no data (so the hot
-    /// path of small ops is one compare); derived from `model` and `adapt`.
-    cpu_below: [AtomicU64; 4],
-    stats: [AtomicU64; 3],
-}
-
-fn load(a: &AtomicU64) -> f64 {
-    f64::from_bits(a.load(Ordering::Relaxed))
-}
-
-fn store(a: &AtomicU64, v: f64) {
-    a.store(v.to_bits(), Ordering::Relaxed);
-}
-
-impl Dispatcher {
-    /// A dispatcher with `policy` (overridden by `BITNET_DISPATCH`).
-    pub fn new(policy: DispatchPolicy) -> Dispatcher {
-        let policy = DispatchPolicy::from_env().unwrap_or(policy);
-        let one = || AtomicU64::new(1f64.to_bits());
-        Dispatcher {
-            policy: AtomicU8::new(policy.code()),
-            ready: AtomicU8::new(0),
-            calibration: Mutex::new(None),
-            calibrating: Mutex::new(()),
-            model: Default::default(),
-            transfer: Default::default(),
-            adapt: std::array::from_fn(|_| [one(), one()]),
-            cpu_below: Default::default(),
-            stats: Default::default(),
-        }
-    }
-
-    /// The current policy.
-    #[inline]
-    pub fn policy(&self) -> DispatchPolicy {
-        DispatchPolicy::from_code(self.policy.load(Ordering::Relaxed))
-    }
-
-    /// Installs a calibration as the prediction model (adaptation restarts from it).
-    fn install(&self, c: Calibration) {
-        for class in OpClass::ALL {
-            let (i, m) = (class.index(), &self.model[class.index()]);
-            store(&m[0], c.cpu[i].fixed_s);
-            store(&m[1], c.cpu[i].per_unit_s);
-            store(&m[2], c.gpu[i].fixed_s);
-            store(&m[3], c.gpu[i].per_unit_s);
-            self.adapt[i].iter().for_each(|a| store(a, 1.0));
-        }
-        store(&self.transfer[0], 1.0 / c.upload_bytes_per_s.max(1.0));
-        store(&self.transfer[1], 1.0 / c.download_bytes_per_s.max(1.0));
-        OpClass::ALL
-            .iter()
-            .for_each(|&class| self.update_threshold(class));
-        *self.calibration.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
-        self.ready.store(1, Ordering::Release);
-    }
-
-    /// Unadapted predictions `(cpu_s, gpu_s)` for `w`.
-    fn raw(&self, w: &Workload) -> (f64, f64) {
-        let m = &self.model[w.class.index()];
-        let units = w.units() as f64;
-        let cpu = load(&m[0]) + load(&m[1]) * units;
-        let moved = w.upload_bytes() * load(&self.transfer[0])
-            + w.download_bytes() * load(&self.transfer[1]);
-        (cpu, load(&m[2]) + load(&m[3]) * units + moved)
-    }
-
-    /// Recomputes `cpu_below[class]`: the units up to which the adapted CPU time is below the
-    /// adapted GPU time with no transfers at all (transfers only add to the GPU's time).
-    fn update_threshold(&self, class: OpClass) {
-        let (m, a) = (&self.model[class.index()], &self.adapt[class.index()]);
-        let (ac, ag) = (load(&a[0]), load(&a[1]));
-        // cpu - gpu = gap + slope · units
-        let gap = load(&m[0]) * ac - load(&m[2]) * ag;
-        let slope = load(&m[1]) * ac - load(&m[3]) * ag;
-        let below = match (gap <= 0.0, slope <= 0.0) {
-            (true, true) => u64::MAX, // the CPU always wins
-            (true, false) => (-gap / slope).floor().min(9e18) as u64, // the GPU wins above
-            (false, _) => 0,          // evaluate every call
-        };
-        self.cpu_below[class.index()].store(below, Ordering::Relaxed);
-    }
-
-    /// Adapted predictions `(cpu_s, gpu_s)`.
-    fn predict(&self, w: &Workload) -> (f64, f64) {
-        let (c, g) = self.raw(w);
-        let a = &self.adapt[w.class.index()];
-        (c * load(&a[0]), g * load(&a[1]))
-    }
-
-    /// Folds one measured time of `backend` (0 CPU, 1 GPU) into the adaptation factor.
-    fn observe(&self, w: &Workload, backend: usize, seconds: f64) {
-        let raw = if backend == 0 {
-            self.raw(w).0
-        } else {
-            self.raw(w).1
-        };
-        if self.ready.load(Ordering::Acquire) == 0 || raw <= 0.0 {
-            return;
-        }
-        let a = &self.adapt[w.class.index()][backend];
-        store(a, (0.8 * load(a) + 0.2 * seconds / raw).clamp(0.05, 20.0));
-        self.update_threshold(w.class);
-    }
-
-    fn count(&self, i: usize) {
-        self.stats[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a CPU run without a locked instruction (the CPU path of small ops must stay within
-    /// nanoseconds of cpu-ref): exact on one thread, may miss counts under concurrent use.
-    /// Returns the new count (which also picks the calls that are timed).
-    #[inline]
-    fn count_cpu(&self) -> u64 {
-        let c = &self.stats[0];
-        let n = c.load(Ordering::Relaxed).wrapping_add(1);
-        c.store(n, Ordering::Relaxed);
-        n
-    }
 }
 
 impl Engine {

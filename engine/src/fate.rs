@@ -191,6 +191,20 @@ pub(crate) fn merge(a: &[Arc<Fate>], b: &[Arc<Fate>]) -> Vec<Arc<Fate>> {
     out
 }
 
+/// The merged lineage of a launch's `inputs`; `Err` with the earliest known error if an input is
+/// already known to be poisoned (a flagged value, a failed submission): the launch fails now.
+pub(crate) fn inputs_lineage(inputs: &[&crate::tensor::Tensor]) -> Result<Vec<Arc<Fate>>, Error> {
+    let mut lineage = Vec::new();
+    for t in inputs {
+        let fates = t.lineage().snapshot();
+        if let Some(e) = first_error(&fates) {
+            return Err(e);
+        }
+        lineage = merge(&lineage, &fates);
+    }
+    Ok(lineage)
+}
+
 /// The error of the earliest failed fate among `fates` (sorted by launch order).
 pub(crate) fn first_error(fates: &[Arc<Fate>]) -> Option<Error> {
     fates.iter().find_map(|f| match f.outcome() {

@@ -110,7 +110,7 @@ use crate::batch::Dispatch;
 use crate::context::Gpu;
 use crate::device::PARAMS_MAX_BYTES;
 use crate::error::{Error, Result};
-use crate::fate::{Fate, first_error, merge};
+use crate::fate::{Fate, inputs_lineage};
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{Storage, Tensor};
@@ -354,50 +354,17 @@ impl<'a> Launch<'a> {
         if groups.contains(&0) {
             return Ok(());
         }
-        // The output's lineage: every fate its inputs depend on, plus this launch's. An input
-        // already known to be poisoned (flagged value, failed submission) fails the launch now.
-        let mut lineage = Vec::new();
-        for t in &self.inputs {
-            let fates = t.lineage().snapshot();
-            if let Some(e) = first_error(&fates) {
-                return Err(e);
-            }
-            lineage = merge(&lineage, &fates);
-        }
+        // The outputs' lineage: every fate the inputs depend on, plus this launch's (below).
+        let mut lineage = inputs_lineage(&self.inputs)?;
         let compiled = self.gpu.pipelines.get(self.kernel, &self.constants)?;
-        let entries: Vec<wgpu::BindGroupEntry<'_>> = self
+        let buffers: Vec<_> = self
             .bound
             .iter()
-            .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: b.buffer,
-                    offset: b.offset,
-                    size: wgpu::BufferSize::new(b.size),
-                }),
-            })
+            .map(|b| (b.buffer, b.offset, b.size))
             .collect();
-        let scope = self
-            .gpu
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let group0 = self
-            .gpu
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(self.kernel.name()),
-                layout: &compiled.group0,
-                entries: &entries,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(crate::error::from_wgpu(
-                e,
-                format!("binding kernel `{}`", self.kernel.name()),
-            ));
-        }
+        let group0 = compiled.bind(&self.gpu.device, self.kernel.name(), &buffers)?;
         let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
-        let d = Dispatch {
+        Dispatch {
             kernel: self.kernel.name(),
             compiled,
             group0,
@@ -405,14 +372,8 @@ impl<'a> Launch<'a> {
             groups,
             fate: Arc::clone(&fate),
             invalid: self.gpu.faults.take_validation(),
-        };
-        // Recorded by the submission thread; a failure to record fails this launch's fate.
-        let job_fate = Arc::clone(&fate);
-        self.gpu.scheduler.post(Box::new(move |batch, g| {
-            if let Err(e) = batch.record(g, d) {
-                job_fate.resolve(Some(e));
-            }
-        }))?;
+        }
+        .post(self.gpu)?;
         lineage.push(fate);
         for t in &self.outputs {
             t.lineage().extend(&lineage);

@@ -66,6 +66,7 @@ mod chunk;
 mod context;
 mod device;
 mod dispatch;
+mod encode;
 mod engine;
 mod error;
 mod fate;
@@ -81,6 +82,7 @@ mod ops;
 mod pipelines;
 mod poller;
 mod pool;
+mod predict;
 mod profiler;
 mod readback;
 mod ring;
@@ -90,6 +92,7 @@ mod stream;
 mod tensor;
 mod transfer;
 mod upload;
+mod workload;
 
 pub use batching::{BatchingLinear, BatchingStats};
 /// cpu-ref's host tensor (`Tensor<T>`: shape + data), the input/output type of its float ops.

@@ -108,6 +108,43 @@ pub(crate) struct Compiled {
     pub group0: wgpu::BindGroupLayout,
 }
 
+impl Compiled {
+    /// Group 0 of one launch: `buffers` (`buffer, offset, size`) at bindings 0, 1, ..., created
+    /// inside a validation scope (a bad binding is `Error::Validation` naming `kernel`).
+    pub fn bind(
+        &self,
+        device: &wgpu::Device,
+        kernel: &'static str,
+        buffers: &[(&wgpu::Buffer, u64, u64)],
+    ) -> Result<wgpu::BindGroup> {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, &(buffer, offset, size))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer,
+                    offset,
+                    size: wgpu::BufferSize::new(size),
+                }),
+            })
+            .collect();
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(kernel),
+            layout: &self.group0,
+            entries: &entries,
+        });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(crate::error::from_wgpu(
+                e,
+                format!("binding kernel `{kernel}`"),
+            )),
+            None => Ok(group),
+        }
+    }
+}
+
 /// Cache statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PipelineStats {

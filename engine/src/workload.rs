@@ -1,0 +1,93 @@
+//! [`Workload`]: the size of a host-facing op as the dispatch layer sees it.
+
+use crate::calibrate::{GEMV_ROWS, OpClass};
+
+/// The size of one host-facing op, as the dispatch layer sees it: integers only, so building one
+/// on the CPU path costs nothing measurable (the float model is evaluated only when needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    /// The op class.
+    pub class: OpClass,
+    /// Rows (`M`, or `N` for weight quantization).
+    pub rows: usize,
+    /// Output features (`N`; 1 for quantization).
+    pub n: usize,
+    /// Input features (`K`).
+    pub k: usize,
+    /// Bytes the GPU path uploads beyond the f32 rows (e.g. weights that are not resident).
+    pub extra_upload: usize,
+}
+
+impl Workload {
+    /// Weight quantization of `[n, k]` f32 weights.
+    #[inline]
+    pub fn quantize_weights(n: usize, k: usize) -> Workload {
+        let class = OpClass::QuantizeWeights;
+        Workload {
+            class,
+            rows: n,
+            n: 1,
+            k,
+            extra_upload: 0,
+        }
+    }
+
+    /// Activation quantization of `[m, k]` f32 activations.
+    #[inline]
+    pub fn quantize_activations(m: usize, k: usize) -> Workload {
+        let class = OpClass::QuantizeActivations;
+        Workload {
+            class,
+            rows: m,
+            n: 1,
+            k,
+            extra_upload: 0,
+        }
+    }
+
+    /// BitLinear of `[m, k]` activations with `[n, k]` weights (uploaded per call unless
+    /// `weights_resident`).
+    #[inline]
+    pub fn bitlinear(m: usize, n: usize, k: usize, weights_resident: bool) -> Workload {
+        let class = if m <= GEMV_ROWS {
+            OpClass::LinearGemv
+        } else {
+            OpClass::LinearGemm
+        };
+        let extra_upload = if weights_resident {
+            0
+        } else {
+            n.saturating_mul(k) / 4
+        };
+        Workload {
+            class,
+            rows: m,
+            n,
+            k,
+            extra_upload,
+        }
+    }
+
+    /// Units of work: elements (quantization) or `M·N·K` (BitLinear).
+    #[inline]
+    pub fn units(&self) -> u64 {
+        (self.rows as u64)
+            .saturating_mul(self.n as u64)
+            .saturating_mul(self.k as u64)
+    }
+
+    /// Bytes the GPU path uploads.
+    pub fn upload_bytes(&self) -> f64 {
+        4.0 * (self.rows * self.k) as f64 + self.extra_upload as f64
+    }
+
+    /// Bytes the GPU path reads back.
+    pub fn download_bytes(&self) -> f64 {
+        let (rows, elems) = (self.rows as f64, (self.rows * self.k) as f64);
+        match self.class {
+            OpClass::QuantizeWeights => elems / 4.0 + 4.0,
+            OpClass::QuantizeActivations => elems + 4.0 * rows,
+            OpClass::LinearGemv | OpClass::LinearGemm => 4.0 * rows * self.n as f64,
+        }
+    }
+}
