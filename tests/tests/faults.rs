@@ -147,3 +147,32 @@ fn faults_on_the_tensor_api_are_typed_errors() {
     }
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0; 64]);
 }
+
+#[test]
+fn errors_outside_any_scope_are_reported_by_sync_and_never_by_a_tensor() {
+    use bitnet_wgpu::wgpu;
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU adapter required");
+    let (device, queue) =
+        block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let e = Engine::from_device(&adapter, device.clone(), queue).unwrap();
+    let x = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+    // The application misuses the shared device outside any error scope: wgpu routes the error
+    // to the engine's uncaptured-error handler.
+    let _bad = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("invalid: MAP_READ | MAP_WRITE"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+        mapped_at_creation: false,
+    });
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
+    assert!(matches!(e.sync(), Err(Error::Validation { .. })));
+    e.sync().unwrap(); // reported once
+}
+
+/// Drives a wgpu future (adapter and device requests resolve without an executor on native).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    bitnet_tests::block_on(f)
+}
