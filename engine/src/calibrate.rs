@@ -256,8 +256,11 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// `(m, n, k)` of one BitLinear measurement.
+type LinearSize = (usize, usize, usize);
+
 /// Two measurement sizes per class: `(m_or_n, k)` for quantization, `(m, n, k)` for BitLinear.
-const LINEAR_SIZES: [(OpClass, [(usize, usize, usize); 2]); 2] = [
+const LINEAR_SIZES: [(OpClass, [LinearSize; 2]); 2] = [
     (OpClass::LinearGemv, [(1, 256, 256), (1, 2048, 2048)]),
     (OpClass::LinearGemm, [(16, 256, 256), (64, 1024, 1024)]),
 ];

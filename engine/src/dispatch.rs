@@ -207,41 +207,42 @@ impl Engine {
             return;
         }
         let key = Calibration::key_of(g);
-        let c = Calibration::load_cached(&key).map_or_else(
-            || {
-                measure(self, g)
-                    .inspect(Calibration::save_cached)
-                    .unwrap_or_else(|e| {
-                        log::warn!(
-                            "bitnet-wgpu: calibration failed ({e}); Auto dispatch uses the CPU"
-                        );
-                        let never = crate::calibrate::Cost {
-                            fixed_s: f64::MAX / 4.0,
-                            per_unit_s: 0.0,
-                        };
-                        Calibration {
-                            key,
-                            upload_bytes_per_s: 1.0,
-                            download_bytes_per_s: 1.0,
-                            cpu: [Default::default(); 4],
-                            gpu: [never; 4],
-                        }
-                    })
+        let c = match Calibration::load_cached(&key) {
+            Some(c) => c,
+            None => match measure(self, g) {
+                Ok(c) => {
+                    c.save_cached();
+                    c
+                }
+                Err(e) => {
+                    log::warn!("bitnet-wgpu: calibration failed ({e}); Auto dispatch uses the CPU");
+                    let never = crate::calibrate::Cost {
+                        fixed_s: f64::MAX / 4.0,
+                        per_unit_s: 0.0,
+                    };
+                    Calibration {
+                        key,
+                        upload_bytes_per_s: 1.0,
+                        download_bytes_per_s: 1.0,
+                        cpu: [Default::default(); 4],
+                        gpu: [never; 4],
+                    }
+                }
             },
-            |c| c,
-        );
+        };
         g.dispatch.install(c);
     }
 
     /// A GPU context that takes new work, or `Err` naming `what`.
     fn usable_gpu(&self, what: &str) -> Result<&Gpu> {
-        match self.gpu_raw() {
-            Some(g) if g.is_lost() => Err(g.check_health().unwrap_err()),
-            Some(g) if g.dispatch.policy() != DispatchPolicy::Cpu => Ok(g),
-            _ => Err(Error::Unsupported(format!(
-                "{what} needs a GPU engine whose policy is not Cpu"
-            ))),
-        }
+        let g = self
+            .gpu_raw()
+            .filter(|g| g.dispatch.policy() != DispatchPolicy::Cpu);
+        let g = g.ok_or_else(|| {
+            Error::Unsupported(format!("{what} needs a GPU engine whose policy is not Cpu"))
+        })?;
+        g.check_health()?;
+        Ok(g)
     }
 
     /// Runs a host-facing op named `op` of size `w` on the chosen backend: `cpu` runs cpu-ref on

@@ -161,7 +161,7 @@ impl SlotPool {
             lists: std::sync::Mutex::new(SlotLists {
                 clean: (1..STATUS_SLOTS).rev().collect(),
                 dirty: Vec::new(),
-                owners: vec![std::sync::Weak::new(); STATUS_SLOTS as usize],
+                owners: (0..STATUS_SLOTS).map(|_| std::sync::Weak::new()).collect(),
             }),
         }
     }

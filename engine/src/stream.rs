@@ -140,8 +140,9 @@ impl Engine {
                     rows,
                     gpu,
                 });
-                while queue.len() > IN_FLIGHT {
-                    let c = queue.pop_front().expect("non-empty");
+                while queue.len() > IN_FLIGHT
+                    && let Some(c) = queue.pop_front()
+                {
                     deliver(c, layer, n, &mut st, &mut sink)?;
                 }
             }
