@@ -59,6 +59,15 @@ fn batched_ops_run_in_one_dispatch_and_match_per_slice_results() {
 }
 
 #[test]
+fn serving_types_are_clone_send_sync() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+    assert_traits::<Linear>();
+    assert_traits::<BatchingLinear>();
+    assert_traits::<bitnet_wgpu::Engine>();
+    assert_traits::<bitnet_wgpu::Tensor>();
+}
+
+#[test]
 fn linear_layer_matches_cpu_ref_on_both_backends() {
     let e = gpu_engine();
     let w = weights(64, 256, 2);
