@@ -88,11 +88,8 @@ impl Poller {
     pub fn stop(&self) {
         let _ = self.tx.send(None);
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle
-            && h.thread().id() != std::thread::current().id()
-            && h.join().is_err()
-        {
-            log::error!("bitnet-wgpu: the completion thread panicked");
+        if let Some(h) = handle {
+            crate::scheduler::join_bounded(h, "completion");
         }
     }
 

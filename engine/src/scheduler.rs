@@ -62,11 +62,8 @@ impl Scheduler {
     pub fn stop(&self) {
         let _ = self.tx.send(Msg::Stop);
         let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(h) = handle
-            && h.thread().id() != std::thread::current().id()
-            && h.join().is_err()
-        {
-            log::error!("bitnet-wgpu: the submission thread panicked");
+        if let Some(h) = handle {
+            join_bounded(h, "submission");
         }
     }
 
@@ -97,6 +94,31 @@ impl Scheduler {
             let _ = reply.send(f(b, g));
         }))?;
         Ok(rx)
+    }
+}
+
+/// How long dropping the last engine handle waits for one of its threads to exit.
+const JOIN_BOUND: Duration = Duration::from_secs(2);
+
+/// Joins an engine thread, but never hangs the caller: a thread stuck in a driver call (seen on
+/// NVIDIA while another engine's device was being destroyed) is detached with a warning after
+/// [`JOIN_BOUND`] instead of blocking the drop of the last engine handle forever.
+pub(crate) fn join_bounded(h: JoinHandle<()>, what: &str) {
+    if h.thread().id() == std::thread::current().id() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + JOIN_BOUND;
+    while !h.is_finished() {
+        if std::time::Instant::now() >= deadline {
+            log::warn!(
+                "bitnet-wgpu: the {what} thread did not stop within {JOIN_BOUND:?}; detached"
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if h.join().is_err() {
+        log::error!("bitnet-wgpu: the {what} thread panicked");
     }
 }
 
