@@ -15,7 +15,13 @@ fn poisoned(mut v: Vec<f32>, at: usize, bad: f32) -> Vec<f32> {
 }
 
 /// One binary error case: op, a's values and shape, b's values and shape.
-type BinaryCase = (BinaryOp, Vec<f32>, &'static [usize], Vec<f32>, &'static [usize]);
+type BinaryCase = (
+    BinaryOp,
+    Vec<f32>,
+    &'static [usize],
+    Vec<f32>,
+    &'static [usize],
+);
 
 fn same(what: &str, gpu: Error, cpu: Error) {
     assert_eq!(gpu, cpu, "{what}: GPU and cpu-ref errors differ");
