@@ -206,6 +206,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     Ok(report)
 }
 
+/// How long the GPU is kept busy (engine copies) before anything is measured.
+const GPU_WARMUP: Duration = Duration::from_secs(3);
+
 /// Opens the GPU engine and measures the copy roofline (one progress step).
 fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBench> {
     st.progress
@@ -222,6 +225,14 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 repeats: args.repeats.min(10),
                 budget: Duration::from_secs(5),
             };
+            // Bring the GPU to its working state first: on an idle H200 every kernel of the
+            // first cases timed 2-4x slower until the clocks came up partway through a case.
+            let warm = std::time::Instant::now();
+            while warm.elapsed() < GPU_WARMUP {
+                if guarded(|| g.engine_copy(max, policy)).is_err() {
+                    break;
+                }
+            }
             let mut errors = Vec::new();
             for probe in [
                 guarded(|| roofline::measure(Some(&dev.name), max, args.repeats.min(10))),
