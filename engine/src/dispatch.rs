@@ -261,7 +261,12 @@ impl Engine {
     ) -> Result<T> {
         match self.route(w) {
             Route::Cpu => cpu(),
-            Route::Sampled(g) => sampled(g, w, cpu),
+            Route::Sampled(g) => {
+                let t = Instant::now();
+                let r = cpu();
+                observe_cpu(g, w, t);
+                r
+            }
             Route::Gpu(g) => on_gpu(g, op, w, cpu, gpu),
         }
     }
@@ -273,12 +278,13 @@ impl Engine {
             return Route::Cpu;
         };
         let d = &g.dispatch;
+        // The CPU route never needs the device's health: only a GPU decision checks it.
         let policy = d.policy.load(Ordering::Relaxed);
         let to_gpu = if policy == DispatchPolicy::Auto.code() {
-            !g.is_lost() && self.auto_prefers_gpu(g, w)
+            self.auto_prefers_gpu(g, w)
         } else {
-            policy == DispatchPolicy::Gpu.code() && !g.is_lost()
-        };
+            policy == DispatchPolicy::Gpu.code()
+        } && !g.is_lost();
         if to_gpu {
             return Route::Gpu(g);
         }
@@ -292,12 +298,20 @@ impl Engine {
     /// The `Auto` decision: whether the GPU is predicted faster for `w` (small ops: one compare).
     #[inline]
     fn auto_prefers_gpu(&self, g: &Gpu, w: &Workload) -> bool {
+        // Before the first calibration every threshold is 0, so this falls through to it.
+        let below = g.dispatch.cpu_below[w.class.index()].load(Ordering::Relaxed);
+        w.units() > below && self.auto_predict(g, w)
+    }
+
+    /// The full prediction (and the lazy calibration on first use), out of the hot path.
+    #[inline(never)]
+    fn auto_predict(&self, g: &Gpu, w: &Workload) -> bool {
         let d = &g.dispatch;
         if d.ready.load(Ordering::Acquire) == 0 {
             self.load_or_calibrate(g);
-        }
-        if w.units() <= d.cpu_below[w.class.index()].load(Ordering::Relaxed) {
-            return false;
+            if w.units() <= d.cpu_below[w.class.index()].load(Ordering::Relaxed) {
+                return false;
+            }
         }
         let (cpu, gpu) = d.predict(w);
         gpu < cpu
@@ -314,13 +328,11 @@ enum Route<'a> {
     Gpu(&'a Gpu),
 }
 
-/// A timed CPU run (one in [`SAMPLE_EVERY`]).
+/// Folds a timed CPU run (one in [`SAMPLE_EVERY`]) into the model.
+#[cold]
 #[inline(never)]
-fn sampled<T>(g: &Gpu, w: &Workload, cpu: impl FnOnce() -> Result<T>) -> Result<T> {
-    let t = Instant::now();
-    let r = cpu();
-    g.dispatch.observe(w, 0, t.elapsed().as_secs_f64());
-    r
+fn observe_cpu(g: &Gpu, w: &Workload, started: Instant) {
+    g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
 }
 
 /// The GPU route: run `gpu`; on a GPU fault (or, under `Auto`, a device limit) re-run `cpu`.

@@ -25,6 +25,7 @@ const K_LIMIT: usize = 1 << 24;
 impl Engine {
     /// Quantizes `w` (`[N, K]`, row-major) to ternary weights; same result as
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
+    #[inline]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
         let valid = n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len());
         let cpu = || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?);
@@ -44,6 +45,7 @@ impl Engine {
 
     /// Quantizes activations `x` (`[M, K]`) to int8 rows; same result as
     /// [`bitnet_cpu_ref::quantize_activations`] (values and absmax bit for bit).
+    #[inline]
     pub fn quantize_activations(
         &self,
         x: &[f32],
@@ -64,6 +66,7 @@ impl Engine {
 
     /// BitLinear `y = x · Wᵀ` for `x` `[M, K]` (quantized per row) and ternary `w` `[N, K]`;
     /// same result as [`bitnet_cpu_ref::bitlinear`].
+    #[inline]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
         let valid =
             m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
@@ -81,6 +84,7 @@ impl Engine {
 
     /// BitLinear on already-quantized activations; same result as
     /// [`bitnet_cpu_ref::bitlinear_quantized`].
+    #[inline]
     pub fn bitlinear_quantized(
         &self,
         xq: &QuantizedActivations,
@@ -101,6 +105,7 @@ impl Engine {
 
     /// The exact BitLinear accumulators, `M · N` `i32` row-major; same result as
     /// [`bitnet_cpu_ref::bitlinear_accumulate`].
+    #[inline]
     pub fn bitlinear_accumulate(
         &self,
         xq: &QuantizedActivations,
