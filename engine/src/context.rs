@@ -168,10 +168,15 @@ impl Gpu {
     /// queue drained: wait for it, briefly — this is an error path).
     pub fn explain(&self, e: Error) -> Error {
         if matches!(e, Error::Map(_) | Error::Validation { .. }) && !self.is_lost() {
-            let _ = self.device.poll(wgpu::PollType::Wait {
-                submission_index: None,
-                timeout: Some(std::time::Duration::from_secs(1)),
-            });
+            // Until the queue drained (or a second passed), polling without blocking in wgpu.
+            let started = std::time::Instant::now();
+            let mut backoff = crate::wait::Backoff::default();
+            while !self.is_lost() && started.elapsed() < std::time::Duration::from_secs(1) {
+                match self.device.poll(wgpu::PollType::Poll) {
+                    Ok(wgpu::PollStatus::QueueEmpty) | Err(_) => break,
+                    Ok(_) => backoff.pause(),
+                }
+            }
         }
         self.check_health().err().unwrap_or(e)
     }

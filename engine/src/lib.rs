@@ -92,6 +92,7 @@ mod stream;
 mod tensor;
 mod transfer;
 mod upload;
+mod wait;
 mod workload;
 
 pub use batching::{BatchingLinear, BatchingStats};

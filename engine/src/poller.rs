@@ -1,18 +1,16 @@
 //! The completion thread: polls the device for submissions that reads wait on, so their
 //! `map_async` callbacks run and their futures resolve without the caller polling.
 //!
-//! Each read registers a [`Completion`] (the one-shot its future awaits) with the submission
-//! index it needs. The thread waits for that submission with a timeout, so a lost device is
-//! noticed: then every outstanding completion resolves with `Error::DeviceLost` — a future
-//! never waits on a callback that a dead device will not run.
+//! Each read registers a [`Completion`] (the one-shot its future awaits). While any is outstanding
+//! the thread polls the device non-blockingly with a backoff (`wait.rs`: it never parks inside
+//! wgpu or the driver), and checks the device's health each round: when the device is lost every
+//! outstanding completion resolves with `Error::DeviceLost` — a future never waits on a callback
+//! that a dead device will not run.
 
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use crate::error::{Error, Result};
-
-/// How long one device wait lasts before the thread checks device health again.
-const WAIT_SLICE: Duration = Duration::from_millis(250);
+use crate::wait::Backoff;
 
 /// A one-shot result shared by a map callback and the completion thread: whichever completes
 /// it first wins.
@@ -54,7 +52,6 @@ impl<T: Send> Abort for Completion<T> {
 }
 
 struct Watch {
-    index: wgpu::SubmissionIndex,
     waiter: Weak<dyn Abort>,
 }
 
@@ -93,10 +90,9 @@ impl Poller {
         }
     }
 
-    /// Polls until `index` completed (running the map callbacks of `waiter`'s read).
-    pub fn watch(&self, index: wgpu::SubmissionIndex, waiter: &Arc<dyn Abort>) {
+    /// Polls until `waiter`'s map callback ran (it holds the only strong handle on it).
+    pub fn watch(&self, waiter: &Arc<dyn Abort>) {
         let w = Watch {
-            index,
             waiter: Arc::downgrade(waiter),
         };
         if self.tx.send(Some(w)).is_err() {
@@ -107,31 +103,41 @@ impl Poller {
 
 fn run(rx: &flume::Receiver<Msg>, device: &wgpu::Device, lost: &dyn Fn() -> Option<Error>) {
     let mut outstanding: Vec<Weak<dyn Abort>> = Vec::new();
-    while let Ok(Some(w)) = rx.recv() {
-        outstanding.retain(|o| o.strong_count() > 0);
-        outstanding.push(w.waiter.clone());
+    let mut backoff = Backoff::default();
+    loop {
+        // Block for work only when nothing is outstanding; otherwise take what arrived.
+        if outstanding.is_empty() {
+            match rx.recv() {
+                Ok(Some(w)) => outstanding.push(w.waiter),
+                _ => return,
+            }
+        }
         loop {
-            let r = device.poll(wgpu::PollType::Wait {
-                submission_index: Some(w.index.clone()),
-                timeout: Some(WAIT_SLICE),
-            });
-            if let Some(e) = lost() {
-                for o in outstanding.drain(..).filter_map(|o| o.upgrade()) {
-                    o.abort(&e);
-                }
-                break;
+            match rx.try_recv() {
+                Ok(Some(w)) => outstanding.push(w.waiter),
+                Err(flume::TryRecvError::Empty) => break,
+                Ok(None) | Err(flume::TryRecvError::Disconnected) => return,
             }
-            match r {
-                Err(wgpu::PollError::Timeout) => continue,
-                Err(e) => {
-                    log::warn!("bitnet-wgpu: device poll failed: {e}");
-                    if let Some(o) = w.waiter.upgrade() {
-                        o.abort(&Error::Map(format!("device poll failed: {e}")));
-                    }
-                    break;
-                }
-                Ok(_) => break,
+        }
+        let before = outstanding.len();
+        // Non-blocking: never holds wgpu's locks while the GPU works (see `wait.rs`).
+        let polled = device.poll(wgpu::PollType::Poll);
+        // A waiter is done once its map callback ran and dropped its handle.
+        outstanding.retain(|o| o.strong_count() > 0);
+        let failed = lost().or_else(|| {
+            polled
+                .err()
+                .map(|e| Error::DeviceLost(format!("device poll failed: {e}")))
+        });
+        if let Some(e) = failed {
+            for o in outstanding.drain(..).filter_map(|o| o.upgrade()) {
+                o.abort(&e);
             }
+        }
+        if outstanding.len() < before {
+            backoff.reset();
+        } else if !outstanding.is_empty() {
+            backoff.pause();
         }
     }
 }

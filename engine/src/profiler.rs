@@ -130,14 +130,12 @@ impl ProfilerState {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        let waited = device.poll(wgpu::PollType::Wait {
-            submission_index: Some(submission),
-            timeout: None,
-        });
+        let _ = submission; // the map callback runs once it completed
+        let limit = Some(std::time::Duration::from_secs(10));
+        let waited = crate::wait::poll_until(device, &|| None, limit, || !rx.is_empty());
         let names = std::mem::take(&mut self.pending);
-        // Another thread's poll may run the callback just after our wait returns: allow for it.
-        let mapped = rx.recv_timeout(std::time::Duration::from_secs(10));
-        if waited.is_err() || !matches!(mapped, Ok(Ok(()))) {
+        let mapped = rx.try_recv();
+        if !matches!(waited, Ok(true)) || !matches!(mapped, Ok(Ok(()))) {
             log::warn!(
                 "profiler: timestamp read-back failed; dropping {} samples",
                 names.len()

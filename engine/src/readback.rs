@@ -61,7 +61,7 @@ impl Tensor {
 
     /// Blocking [`Tensor::check_async`].
     pub fn check(&self) -> Result<()> {
-        pollster::block_on(self.check_async())
+        crate::wait::block_on(self.check_async())
     }
 
     /// The data bytes (logical length, no padding). The read is submitted now; the future
@@ -79,7 +79,7 @@ impl Tensor {
 
     /// The data bytes (logical length, no padding).
     pub fn read_bytes(&self) -> Result<Vec<u8>> {
-        pollster::block_on(self.read_bytes_async())
+        crate::wait::block_on(self.read_bytes_async())
     }
 
     /// The scales bytes of a packed tensor (None for plain dtypes).
@@ -95,7 +95,7 @@ impl Tensor {
 
     /// The scales bytes of a packed tensor (None for plain dtypes).
     pub(crate) fn read_scale_bytes(&self) -> Result<Option<Vec<u8>>> {
-        pollster::block_on(self.read_scale_bytes_async())
+        crate::wait::block_on(self.read_scale_bytes_async())
     }
 
     /// The values of a plain tensor of `dtype`, as a future (submitted now).
@@ -120,17 +120,17 @@ impl Tensor {
 
     /// The values of an `F32` tensor.
     pub fn read_f32(&self) -> Result<Vec<f32>> {
-        pollster::block_on(self.read_f32_async())
+        crate::wait::block_on(self.read_f32_async())
     }
 
     /// The values of an `F16` tensor.
     pub fn read_f16(&self) -> Result<Vec<f16>> {
-        pollster::block_on(self.read_values("read_f16", DType::F16))
+        crate::wait::block_on(self.read_values("read_f16", DType::F16))
     }
 
     /// The values of an `I8` tensor.
     pub fn read_i8(&self) -> Result<Vec<i8>> {
-        pollster::block_on(self.read_values("read_i8", DType::I8))
+        crate::wait::block_on(self.read_values("read_i8", DType::I8))
     }
 
     /// The values of a `U32` tensor, as a future (submitted now).
@@ -142,7 +142,7 @@ impl Tensor {
 
     /// The values of a `U32` tensor.
     pub fn read_u32(&self) -> Result<Vec<u32>> {
-        pollster::block_on(self.read_u32_async())
+        crate::wait::block_on(self.read_u32_async())
     }
 
     /// A `Ternary` tensor as a validated [`TernaryMatrix`], as a future (submitted now).
@@ -171,7 +171,7 @@ impl Tensor {
 
     /// A `Ternary` tensor as a validated [`TernaryMatrix`].
     pub fn read_ternary(&self) -> Result<TernaryMatrix> {
-        pollster::block_on(self.read_ternary_async())
+        crate::wait::block_on(self.read_ternary_async())
     }
 
     /// A `QuantizedI8` tensor as validated [`QuantizedActivations`], as a future (submitted now).
@@ -204,7 +204,7 @@ impl Tensor {
 
     /// A `QuantizedI8` tensor as validated [`QuantizedActivations`].
     pub fn read_activations(&self) -> Result<QuantizedActivations> {
-        pollster::block_on(self.read_activations_async())
+        crate::wait::block_on(self.read_activations_async())
     }
 
     /// `(rows, K)` of a packed tensor (`(0, 0)` for other ranks; packed tensors are 2-D).

@@ -13,6 +13,7 @@
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,21 +36,44 @@ enum Msg {
 pub(crate) struct Scheduler {
     tx: flume::Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// What the thread is doing (an index into [`ACTIVITY`]), for the slow-call log.
+    activity: Arc<AtomicU8>,
 }
+
+/// A blocking call to the submission thread logs a warning after this long (and again after
+/// each further period).
+pub(crate) const SLOW_CALL: Duration = Duration::from_secs(10);
+
+/// What the submission thread can be doing.
+const ACTIVITY: [&str; 4] = [
+    "waiting for work",
+    "running a job (recording, or a submit)",
+    "submitting an idle batch",
+    "stopping",
+];
 
 fn stopped() -> Error {
     Error::DeviceLost("the engine's submission thread stopped".into())
 }
 
 /// The receiving side, until [`spawn`] starts the thread.
-pub(crate) struct Queue(flume::Receiver<Msg>);
+pub(crate) struct Queue(flume::Receiver<Msg>, Arc<AtomicU8>);
 
 impl Scheduler {
     /// A scheduler and the queue its thread will run ([`spawn`] it once the context exists).
     pub fn channel() -> (Scheduler, Queue) {
         let (tx, rx) = flume::unbounded::<Msg>();
         let thread = Mutex::new(None);
-        (Scheduler { tx, thread }, Queue(rx))
+        let activity = Arc::new(AtomicU8::new(0));
+        let queue = Queue(rx, Arc::clone(&activity));
+        (
+            Scheduler {
+                tx,
+                thread,
+                activity,
+            },
+            queue,
+        )
     }
 
     /// Queues `job`; returns at once.
@@ -67,13 +91,28 @@ impl Scheduler {
         }
     }
 
-    /// Runs `f` on the submission thread and waits for its result.
+    /// Runs `f` on the submission thread and waits for its result. A wait longer than
+    /// [`SLOW_CALL`] is logged (with what the thread is doing) every [`SLOW_CALL`], to diagnose a
+    /// stuck driver call; it is never turned into an error (a slow GPU is not a failure).
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
     ) -> Result<R> {
         let rx = self.request(f)?;
-        rx.recv().map_err(|_| stopped())
+        let mut waited = Duration::ZERO;
+        loop {
+            match rx.recv_timeout(SLOW_CALL) {
+                Ok(r) => return Ok(r),
+                Err(flume::RecvTimeoutError::Disconnected) => return Err(stopped()),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    waited += SLOW_CALL;
+                    log::warn!(
+                        "bitnet-wgpu: waited {waited:?} for the submission thread (it is {})",
+                        ACTIVITY[usize::from(self.activity.load(Ordering::Relaxed))]
+                    );
+                }
+            }
+        }
     }
 
     /// Runs `f` on the submission thread; the future resolves to its result.
@@ -127,7 +166,7 @@ pub(crate) fn spawn(queue: Queue, gpu: &Arc<Gpu>, idle_flush: Option<Duration>) 
     let g = Arc::clone(gpu);
     let handle = std::thread::Builder::new()
         .name("bitnet-wgpu submit".into())
-        .spawn(move || run(&queue.0, &g, idle_flush))
+        .spawn(move || run(&queue.0, &queue.1, &g, idle_flush))
         .map_err(|e| Error::Unsupported(format!("cannot start the submission thread: {e}")))?;
     *gpu.scheduler
         .thread
@@ -137,7 +176,7 @@ pub(crate) fn spawn(queue: Queue, gpu: &Arc<Gpu>, idle_flush: Option<Duration>) 
 }
 
 /// The thread's loop: run jobs in order; submit when idle for `idle_flush`.
-fn run(rx: &flume::Receiver<Msg>, g: &Gpu, idle_flush: Option<Duration>) {
+fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Option<Duration>) {
     let mut batch = Batch::default();
     loop {
         let msg = match (idle_flush, batch.is_empty()) {
@@ -148,6 +187,14 @@ fn run(rx: &flume::Receiver<Msg>, g: &Gpu, idle_flush: Option<Duration>) {
             },
             _ => Some(rx.recv().unwrap_or(Msg::Stop)),
         };
+        activity.store(
+            match msg {
+                Some(Msg::Job(_)) => 1,
+                None => 2,
+                Some(Msg::Stop) => 3,
+            },
+            Ordering::Relaxed,
+        );
         match msg {
             Some(Msg::Job(job)) => {
                 // A panicking job must not take every later caller down with it.
@@ -167,5 +214,6 @@ fn run(rx: &flume::Receiver<Msg>, g: &Gpu, idle_flush: Option<Duration>) {
                 }
             }
         }
+        activity.store(0, Ordering::Relaxed);
     }
 }

@@ -275,8 +275,9 @@ where
             drop(staging); // back to the pool, unmapped
             in_callback.complete(then(bytes));
         });
+    let _ = index; // the map callback runs once this submission completed
     let waiter: Arc<dyn Abort> = done;
-    gpu.poller.watch(index, &waiter);
+    gpu.poller.watch(&waiter);
     drop(waiter);
     async move {
         rx.recv_async()
@@ -293,20 +294,21 @@ pub(crate) fn finish_status(
 ) -> Result<()> {
     let fut = status_future(gpu, ticket, index.clone());
     wait(gpu, index)?;
+    // The callback ran in our polls or in the completion thread's.
     pollster::block_on(fut)
 }
 
-/// Blocks until `index` completed.
+/// Blocks until everything submitted so far (including `index`) completed, polling without
+/// blocking inside wgpu (`wait.rs`).
 fn wait(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
-    gpu.device
-        .poll(wgpu::PollType::Wait {
-            submission_index: Some(index),
-            timeout: None,
-        })
-        .map(|_| ())
-        .map_err(|e| {
-            gpu.check_health()
-                .err()
-                .unwrap_or_else(|| Error::DeviceLost(format!("poll failed: {e}")))
-        })
+    let _ = index; // work done callbacks cover every submission made before them
+    let (tx, rx) = flume::bounded(1);
+    gpu.queue.on_submitted_work_done(move || {
+        let _ = tx.send(());
+    });
+    let lost = || gpu.check_health().err();
+    crate::wait::poll_until(&gpu.device, &lost, None, || {
+        !rx.is_empty() || rx.is_disconnected()
+    })
+    .map(drop)
 }
