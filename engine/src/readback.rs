@@ -82,6 +82,22 @@ impl Tensor {
         crate::wait::block_on(self.read_bytes_async())
     }
 
+    /// The packed data and the scale bytes of a quantized tensor of `dtype`, both submitted now;
+    /// a dtype mismatch fails the data future (the one every caller awaits first).
+    fn read_packed_parts(
+        &self,
+        op: &'static str,
+        dtype: DType,
+    ) -> (ReadFuture<Vec<u8>>, ReadFuture<Option<Vec<u8>>>) {
+        match self.expect_dtype(op, dtype) {
+            Ok(()) => (
+                storage_bytes(self, self.data(), self.data_len()),
+                self.read_scale_bytes_async(),
+            ),
+            Err(e) => (failed(e), Box::pin(std::future::ready(Ok(None)))),
+        }
+    }
+
     /// The scales bytes of a packed tensor (None for plain dtypes).
     fn read_scale_bytes_async(&self) -> ReadFuture<Option<Vec<u8>>> {
         match self.scales() {
@@ -149,17 +165,7 @@ impl Tensor {
     pub fn read_ternary_async(
         &self,
     ) -> impl Future<Output = Result<TernaryMatrix>> + Send + 'static + use<> {
-        let checked = self.expect_dtype("read_ternary", DType::Ternary);
-        let (bytes, scales) = match checked {
-            Ok(()) => (
-                storage_bytes(self, self.data(), self.data_len()),
-                self.read_scale_bytes_async(),
-            ),
-            Err(e) => (
-                failed(e),
-                Box::pin(std::future::ready(Ok(None))) as ReadFuture<_>,
-            ),
-        };
+        let (bytes, scales) = self.read_packed_parts("read_ternary", DType::Ternary);
         let (n, k) = self.rows_k();
         async move {
             let words: Vec<u32> = cast_vec(&bytes.await?);
@@ -178,17 +184,7 @@ impl Tensor {
     pub fn read_activations_async(
         &self,
     ) -> impl Future<Output = Result<QuantizedActivations>> + Send + 'static + use<> {
-        let checked = self.expect_dtype("read_activations", DType::QuantizedI8);
-        let (bytes, scales) = match checked {
-            Ok(()) => (
-                storage_bytes(self, self.data(), self.data_len()),
-                self.read_scale_bytes_async(),
-            ),
-            Err(e) => (
-                failed(e),
-                Box::pin(std::future::ready(Ok(None))) as ReadFuture<_>,
-            ),
-        };
+        let (bytes, scales) = self.read_packed_parts("read_activations", DType::QuantizedI8);
         let (m, k) = self.rows_k();
         async move {
             let bytes = bytes.await?;
