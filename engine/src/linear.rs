@@ -8,7 +8,9 @@
 //! Batches: activation quantization is per row and BitLinear per output row, so `[B, M, K]`
 //! inputs are `B·M` independent rows; the batched ops view them as one `[B·M, K]` matrix (no copy)
 //! and run one quantization dispatch and one BitLinear dispatch for the whole batch (chunked only
-//! past the storage-binding limit), bit-identical to `B` separate calls.
+//! past the storage-binding limit) — or, for up to 8 rows, one fused dispatch (the batched GEMV
+//! quantizes the rows itself and reads each weight once for all of them) — bit-identical to `B`
+//! separate calls.
 
 use std::sync::{Arc, Mutex};
 

@@ -12,11 +12,13 @@
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
 //! | BitLinear M = 1, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
+//! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
-//! block) of the vec4 GEMVs, `MR` (activation rows) of [`BITLINEAR_GEMV_VEC4_SUBGROUP`], `T`
+//! block) of the vec4 GEMVs, `MR` (activation rows) of [`BITLINEAR_GEMV_VEC4_SUBGROUP`] and
+//! [`BITLINEAR_GEMV_BATCH_SUBGROUP`], `T`
 //! (outputs per thread and dimension) of [`BITLINEAR_GEMM`].
 //!
 //! # Shared snippets
@@ -170,6 +172,27 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
     ),
 };
 
+/// BitLinear on 1..=[`GEMV_MAX_M`] f32 activation rows (batched decode) with the activation
+/// quantization fused in: K % 64 == 0 (any K: the quantized rows are staged in K tiles of
+/// [`GEMV_BATCH_TILE_VEC4`] vec4 of workgroup memory), override constants `TPR` and `MR` = M;
+/// each weight vec4 is loaded once and applied to all M rows. Needs `SUBGROUP`. Bindings as
+/// [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (2 `x: f32[M, K]`). Status: word 0 first non-finite x
+/// index (flat over `[M, K]`), word 1 first non-finite y index.
+pub const BITLINEAR_GEMV_BATCH_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_batch_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_batch_subgroup.wgsl"
+    ),
+};
+
+/// Quantized-activation vec4 (16 values each) of one K tile of
+/// [`BITLINEAR_GEMV_BATCH_SUBGROUP`], all rows together: a tile covers
+/// `GEMV_BATCH_TILE_VEC4 / (4 M)` weight vec4 steps (64 values each) per row.
+pub const GEMV_BATCH_TILE_VEC4: u32 = 896;
+
 /// BitLinear GEMM: `16 T × 16 T` output tiles (override constant `T` ∈ {4, 8}), 256 threads with
 /// `T × T` register blocking, signed weights decoded once per K step, one workgroup per tile
 /// (`tiles_n · ceil(M / 16 T)` workgroups). Any K. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
@@ -199,6 +222,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_WORKGROUP,
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
+    BITLINEAR_GEMV_BATCH_SUBGROUP,
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
 ];

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bitnet_tests::{block_on, gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
-use bitnet_wgpu::{BatchingLinear, DType, DispatchPolicy, Error, Linear};
+use bitnet_wgpu::{BatchingLinear, DType, DispatchPolicy, Error, Linear, LinearPlan, wgpu};
 
 fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
@@ -37,9 +37,17 @@ fn batched_ops_run_in_one_dispatch_and_match_per_slice_results() {
             .map(|en| en.1)
             .sum();
         e.set_profiling(false).unwrap();
-        // Activation quant + BitLinear for the whole batch, then the batched quantization.
+        // Activation quant + BitLinear for the whole batch (one fused dispatch where the batched
+        // GEMV runs it: B·M ≤ 8 rows on a GPU with subgroups), then the batched quantization.
+        let fused = matches!(
+            e.bitlinear_plan(b * m, n, k, true),
+            Some(LinearPlan::Batch { .. })
+        );
+        let subgroups = e.info().features.contains(wgpu::Features::SUBGROUP);
+        assert_eq!(fused, b * m <= 8 && subgroups, "B = {b}, M = {m}: plan");
         assert_eq!(
-            calls, 3,
+            calls,
+            if fused { 2 } else { 3 },
             "B = {b}, M = {m}: one dispatch per op for the whole batch"
         );
         for s in 0..b {

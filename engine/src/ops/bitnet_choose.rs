@@ -3,7 +3,10 @@
 //! the device capabilities, the shape and the [`BitnetTuning`]; state and timing live in
 //! `bitnet_tune.rs`.
 
-use super::bitnet_plan::{GEMV_LANES, LinearPlan, coop_ok, fused_ok, heuristic, plan_ok, vec4_ok};
+use super::bitnet_plan::{
+    GEMV_LANES, LinearPlan, batch_lanes, batch_ok, batch_tile_steps, coop_ok, default_lanes,
+    fused_ok, heuristic, plan_ok, vec4_ok,
+};
 use super::bitnet_tune::{BitnetTuning, Key};
 use crate::context::Gpu;
 
@@ -12,9 +15,14 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
     let plan = heuristic_with(gpu, key, s);
     let complete = match plan {
         LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
+        LinearPlan::Batch { .. } => s.gemv_lanes.is_some() && s.batch_gemv == Some(true),
         LinearPlan::Vec4 { .. } => {
+            let (m, k) = (key.m, key.k);
             s.gemv_lanes.is_some()
-                && (!key.f32_input || !fused_ok(gpu, key.m, key.k) || s.fuse_decode.is_some())
+                && (!key.f32_input
+                    || s.fuse_decode == Some(false)
+                    || ((s.batch_gemv == Some(false) || !batch_ok(gpu, m, k))
+                        && (!fused_ok(gpu, m, k) || s.fuse_decode.is_some())))
         }
         LinearPlan::Generic | LinearPlan::Coop => true,
         LinearPlan::Gemm { .. } => s.gemm_block.is_some(),
@@ -25,13 +33,31 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
 /// The heuristic plan with the settings' forced parts applied.
 pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
     let Key { m, n, k, f32_input } = key;
+    let fusable = f32_input && s.fuse_decode != Some(false);
     let plan = match heuristic(gpu, m, n, k, f32_input) {
-        LinearPlan::Fused { .. } | LinearPlan::Vec4 { .. } if s.generic_gemv => LinearPlan::Generic,
-        LinearPlan::Fused { lanes } if s.fuse_decode == Some(false) => LinearPlan::Vec4 { lanes },
-        LinearPlan::Vec4 { lanes }
-            if s.fuse_decode == Some(true) && f32_input && fused_ok(gpu, m, k) =>
+        LinearPlan::Fused { .. } | LinearPlan::Batch { .. } | LinearPlan::Vec4 { .. }
+            if s.generic_gemv =>
         {
-            LinearPlan::Fused { lanes }
+            LinearPlan::Generic
+        }
+        LinearPlan::Fused { .. } | LinearPlan::Batch { .. } | LinearPlan::Vec4 { .. } => {
+            if fusable && s.batch_gemv == Some(true) && batch_ok(gpu, m, k) {
+                LinearPlan::Batch {
+                    lanes: batch_lanes(m, k),
+                }
+            } else if fusable && fused_ok(gpu, m, k) {
+                LinearPlan::Fused {
+                    lanes: default_lanes(k),
+                }
+            } else if fusable && m > 1 && s.batch_gemv != Some(false) && batch_ok(gpu, m, k) {
+                LinearPlan::Batch {
+                    lanes: batch_lanes(m, k),
+                }
+            } else {
+                LinearPlan::Vec4 {
+                    lanes: default_lanes(k),
+                }
+            }
         }
         other => other,
     };
@@ -40,6 +66,9 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
         LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Batch { lanes } => LinearPlan::Batch {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
         LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
@@ -86,6 +115,21 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
         .filter(|&l| l <= 2 * vec4_per_row.max(8) && l >= 16.min(vec4_per_row.max(8)))
         .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
         .collect();
+    let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
+    if batch && s.batch_gemv != Some(false) {
+        // More lanes than a K tile has steps would idle.
+        let tile = batch_tile_steps(m).max(8);
+        out.extend(
+            GEMV_LANES
+                .iter()
+                .filter(|&&l| l <= tile.next_power_of_two() && l <= 2 * vec4_per_row.max(8))
+                .filter(|&&l| s.gemv_lanes.is_none_or(|f| f == l))
+                .map(|&lanes| LinearPlan::Batch { lanes }),
+        );
+        if s.batch_gemv == Some(true) && !out.is_empty() {
+            return out;
+        }
+    }
     let fuse = f32_input && fused_ok(gpu, m, k);
     for &lanes in &lanes {
         if fuse && s.fuse_decode != Some(false) {

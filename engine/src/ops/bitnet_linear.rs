@@ -3,7 +3,7 @@
 //! (bit-identical to [`bitnet_cpu_ref::bitlinear_quantized`]).
 //!
 //! Kernel choice: a [`LinearPlan`] per shape (`bitnet_plan.rs`: fused quant + GEMV for decode,
-//! vec4 GEMV for M ≤ 8 and K % 64 == 0, generic GEMV otherwise, tiled GEMM for M > 8), chosen by
+//! fused quant + batched GEMV for M = 2..8 f32 rows, vec4 GEMV for M ≤ 8 and K % 64 == 0, generic GEMV otherwise, tiled GEMM for M > 8), chosen by
 //! `bitnet_tune.rs` (heuristic, forced settings, or measured on the device). Weights above the
 //! storage-binding limit are processed in chunks of rows (N), and outputs / activations above it
 //! in chunks of M.
@@ -119,7 +119,7 @@ impl Engine {
         };
         let out = self.empty(op, &[m, n], dtype)?;
         let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
-        if matches!(plan, LinearPlan::Fused { .. }) {
+        if matches!(plan, LinearPlan::Fused { .. } | LinearPlan::Batch { .. }) {
             // Never cached for quantized input; keep the lanes, skip the quantization.
             plan = LinearPlan::Generic;
         }
@@ -139,7 +139,8 @@ impl Engine {
     }
 
     /// BitLinear of f32 `x` as one fused dispatch, when the shape's plan is
-    /// [`LinearPlan::Fused`] (M = 1 on a GPU with subgroups); `None` otherwise.
+    /// [`LinearPlan::Fused`] (M = 1) or [`LinearPlan::Batch`] (M ≤ 8) on a GPU with subgroups;
+    /// `None` otherwise.
     fn bitlinear_fused(
         &self,
         op: &'static str,
@@ -150,11 +151,12 @@ impl Engine {
         let Some(gpu) = self.gpu_context() else {
             return Ok(None);
         };
-        if !super::bitnet_plan::fused_ok(gpu, shape.0, shape.2) {
+        let (m, k) = (shape.0, shape.2);
+        if !super::bitnet_plan::fused_ok(gpu, m, k) && !super::bitnet_plan::batch_ok(gpu, m, k) {
             return Ok(None);
         }
         let plan = self.linear_plan(gpu, shape, true)?;
-        if !matches!(plan, LinearPlan::Fused { .. }) {
+        if !matches!(plan, LinearPlan::Fused { .. } | LinearPlan::Batch { .. }) {
             return Ok(None);
         }
         let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;

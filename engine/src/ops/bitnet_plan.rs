@@ -4,18 +4,19 @@
 //! | plan | kernel | when |
 //! |---|---|---|
 //! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
+//! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
 //! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
 //!
-//! For f32 activations every plan other than `Fused` quantizes them first (one `act_quant`
-//! dispatch) and then runs the plan's kernel.
+//! For f32 activations every plan other than `Fused` and `Batch` quantizes them first (one
+//! `act_quant` dispatch) and then runs the plan's kernel.
 
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 use bitnet_kernels_wgsl::bitnet as kernels;
 
-use super::bitnet::row_chunks;
+use super::bitnet::{chunk_limit, row_chunks};
 use crate::context::Gpu;
 use crate::error::Result;
 use crate::launch::Launch;
@@ -35,6 +36,13 @@ const GEMV_VEC4: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_VEC4_SUBGROUP, "ma
 /// weights, weight scale, f32 activations, output.
 const GEMV_FUSED: Kernel = Kernel::new(
     kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
+    "main",
+    &[Read, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
+/// weights, weight scale, f32 activations `[M, K]`, output.
+const GEMV_BATCH: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
     "main",
     &[Read, Read, Read, ReadWrite],
 )
@@ -63,6 +71,12 @@ pub enum LinearPlan {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
         lanes: u32,
     },
+    /// Activation quantization fused into the batched GEMV (M ≤ 8 f32 rows staged in K tiles,
+    /// each weight load applied to every row); `lanes` threads per 4-row block.
+    Batch {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
     /// The vec4 GEMV (M ≤ 8, K % 64 == 0); `lanes` threads per 4-row block.
     Vec4 {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
@@ -83,6 +97,7 @@ impl std::fmt::Display for LinearPlan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LinearPlan::Fused { lanes } => write!(f, "fused gemv (TPR {lanes})"),
+            LinearPlan::Batch { lanes } => write!(f, "fused batch gemv (TPR {lanes})"),
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
             LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
@@ -92,10 +107,12 @@ impl std::fmt::Display for LinearPlan {
 }
 
 impl LinearPlan {
-    /// A short stable text form (`fused:32`, `vec4:16`, `generic`, `gemm:8`) for the plan cache.
+    /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `generic`, `gemm:8`) for the
+    /// plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
+            LinearPlan::Batch { lanes } => format!("batch:{lanes}"),
             LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
             LinearPlan::Generic => "generic".into(),
             LinearPlan::Gemm { t } => format!("gemm:{t}"),
@@ -109,6 +126,7 @@ impl LinearPlan {
         let number = || value.parse::<u32>().ok();
         Some(match kind {
             "fused" => LinearPlan::Fused { lanes: number()? },
+            "batch" => LinearPlan::Batch { lanes: number()? },
             "vec4" => LinearPlan::Vec4 { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
             "coop" if value.is_empty() => LinearPlan::Coop,
@@ -130,6 +148,25 @@ pub(crate) fn fused_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     m == 1 && vec4_ok(gpu, m, k) && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
 }
 
+/// Whether the fused batched GEMV can run `m` f32 rows of length `k` on `gpu`: the vec4 GEMV's
+/// conditions, and all `m` rows in one binding (the kernel reports flat `[M, K]` indices).
+pub(crate) fn batch_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    vec4_ok(gpu, m, k) && m >= 1 && 4 * (m as u64) * (k as u64) <= chunk_limit(gpu)
+}
+
+/// Weight steps (64 values) per K tile of the batched GEMV for `m` rows.
+pub(crate) fn batch_tile_steps(m: usize) -> u32 {
+    kernels::GEMV_BATCH_TILE_VEC4 / (4 * m.clamp(1, kernels::GEMV_MAX_M as usize) as u32)
+}
+
+/// Default lanes of the batched GEMV: those of the vec4 GEMV, but no more than a tile's steps
+/// (rounded down to a power of two), so that few lanes idle in each tile.
+pub(crate) fn batch_lanes(m: usize, k: usize) -> u32 {
+    let tile = batch_tile_steps(m);
+    let tile_pow2 = 1u32 << (31 - tile.leading_zeros());
+    default_lanes(k).min(tile_pow2).max(8)
+}
+
 /// Whether the cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (features, a
 /// subgroup size of exactly 32; correctness is established by the tuner's self-test).
 pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
@@ -145,6 +182,7 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
     let lanes_ok = |l: u32| GEMV_LANES.contains(&l);
     match plan {
         LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Vec4 { lanes } => vec4_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
         LinearPlan::Gemm { t } => m as u64 > u64::from(kernels::GEMV_MAX_M) && [4, 8].contains(&t),
@@ -159,7 +197,8 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
     steps.next_power_of_two().clamp(8, 128)
 }
 
-/// The untuned choice for a shape.
+/// The untuned choice for a shape: fused kernels for f32 activations (`Fused` for M = 1, `Batch`
+/// for M = 2..8), else the vec4 GEMV, the generic GEMV or the tiled GEMM.
 pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool) -> LinearPlan {
     if m as u64 > u64::from(kernels::GEMV_MAX_M) {
         // Big tiles when there are enough of them to fill a large GPU.
@@ -171,6 +210,10 @@ pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool
     let lanes = default_lanes(k);
     if f32_input && fused_ok(gpu, m, k) {
         LinearPlan::Fused { lanes }
+    } else if f32_input && m > 1 && batch_ok(gpu, m, k) {
+        LinearPlan::Batch {
+            lanes: batch_lanes(m, k),
+        }
     } else if vec4_ok(gpu, m, k) {
         LinearPlan::Vec4 { lanes }
     } else {
@@ -197,7 +240,7 @@ struct LinearParams {
 pub(crate) struct LinearCall<'a> {
     /// Error name of the op.
     pub op: &'static str,
-    /// The plan; `Fused` takes f32 `x`, every other plan a `QuantizedI8` `x`.
+    /// The plan; `Fused` and `Batch` take f32 `x`, every other plan a `QuantizedI8` `x`.
     pub plan: LinearPlan,
     /// Activations `[M, K]`.
     pub x: &'a Tensor,
@@ -219,7 +262,10 @@ impl LinearCall<'_> {
     /// Records the plan's launches, chunked over M and N to fit the storage-binding limit.
     pub fn record(&self, gpu: &Gpu) -> Result<()> {
         let (m, n, k) = self.shape;
-        let fused = matches!(self.plan, LinearPlan::Fused { .. });
+        let fused = matches!(
+            self.plan,
+            LinearPlan::Fused { .. } | LinearPlan::Batch { .. }
+        );
         let wpr = words_per_row(k) as u64;
         let xpr = activation_words_per_row(k) as u64;
         let x_row = if fused { 4 * k as u64 } else { 4 * xpr };
@@ -230,6 +276,9 @@ impl LinearCall<'_> {
                 let (kernel, groups, tiles_n) = match self.plan {
                     LinearPlan::Fused { lanes } => {
                         (&GEMV_FUSED, rows_n.div_ceil(rows_per(lanes)), 0)
+                    }
+                    LinearPlan::Batch { lanes } => {
+                        (&GEMV_BATCH, rows_n.div_ceil(rows_per(lanes)), 0)
                     }
                     LinearPlan::Vec4 { lanes } => (&GEMV_VEC4, rows_n.div_ceil(rows_per(lanes)), 0),
                     LinearPlan::Generic => {
@@ -275,15 +324,15 @@ impl LinearCall<'_> {
                     LinearPlan::Fused { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("DEPTH", f64::from(load_depth(k, lanes))),
-                    LinearPlan::Vec4 { lanes } => launch
+                    LinearPlan::Vec4 { lanes } | LinearPlan::Batch { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),
                     LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),
                     LinearPlan::Generic | LinearPlan::Coop => launch,
                 };
                 if self.check && !self.acc {
-                    // The fused kernel checks x (word 0, cpu-ref checks it first) and y (word 1);
-                    // M = 1 there, so both index spaces start at 0.
+                    // The fused kernels check x (word 0, cpu-ref checks it first) and y (word 1);
+                    // they bind all M rows at once (`batch_ok`), so both index spaces start at 0.
                     let check = if fused {
                         NonFiniteCheck::tensors(self.op, ["x", OUTPUT, "", ""])
                     } else {

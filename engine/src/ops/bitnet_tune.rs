@@ -46,8 +46,13 @@ pub struct BitnetTuning {
     pub autotune: Option<bool>,
     /// Force the threads per 4-row block of the vec4 GEMVs (8, 16, 32, 64, 128 or 256).
     pub gemv_lanes: Option<u32>,
-    /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernel for M = 1.
+    /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernels: for M = 1
+    /// the decode GEMV, for M = 2..8 the batched GEMV (`false` forbids both).
     pub fuse_decode: Option<bool>,
+    /// Force (`true`) the fused batched GEMV for every f32 M ≤ 8 where it can run (M = 1
+    /// included), or forbid it (`false`); `None`: the default for M = 2..8 and an autotune
+    /// candidate for M ≤ 8.
+    pub batch_gemv: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device
@@ -223,7 +228,7 @@ impl Engine {
             let record = |i: u64| -> Result<()> {
                 let quantized;
                 let xin = match (plan, f32_input) {
-                    (LinearPlan::Fused { .. }, _) => &x,
+                    (LinearPlan::Fused { .. } | LinearPlan::Batch { .. }, _) => &x,
                     (_, true) => {
                         quantized = self.quantize_activations_as(OP, &x)?;
                         &quantized

@@ -49,6 +49,7 @@ fn kernel_hash() -> u64 {
     *HASH.get_or_init(|| {
         [
             kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
+            kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
             kernels::BITLINEAR_GEMV_VEC4_SUBGROUP,
             kernels::BITLINEAR_GEMV_SUBGROUP,
             kernels::BITLINEAR_GEMM,
@@ -202,6 +203,7 @@ mod tests {
         let plans = [
             LinearPlan::Fused { lanes: 32 },
             LinearPlan::Vec4 { lanes: 128 },
+            LinearPlan::Batch { lanes: 16 },
             LinearPlan::Generic,
             LinearPlan::Gemm { t: 8 },
             LinearPlan::Coop,

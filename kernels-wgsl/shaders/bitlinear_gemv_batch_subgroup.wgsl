@@ -1,0 +1,187 @@
+// BitLinear GEMV for 1 <= M <= 8 f32 activation rows (batched decode: M requests against the same
+// weights) with the activation quantization fused in; K % 64 == 0, any K. Subgroup reductions.
+//
+// A GEMV is bound by the weight stream, so M rows should cost little more than one: every thread
+// loads each weight vec4 of its row block once and applies it to all MR rows, whose quantized
+// activations sit in workgroup memory. MR = M is an override constant, so the per-row loops have
+// a constant trip count and the MR x 4 exact i32 partial sums stay in registers.
+//
+// 1. absmax of every row (sign-cleared bits, as act_quant.wgsl), a = max(absmax, 1e-5) and
+//    inv = 127 / a correctly rounded (exact_div), once per row by one thread each.
+// 2. The rows are quantized in K tiles of ST weight steps (ST * 64 values per row; the tile of all
+//    MR rows fills GB_TILE vec4 = 14 KiB of workgroup memory), xq = clamp(round(x * inv), -128,
+//    127) packed 4 per u32, and the row blocks of bitlinear_gemv_blocks.wgsl run over the tile.
+//    A lane's first weight step of each tile is loaded before the tile is quantized, so the loads
+//    are in flight meanwhile. Tile layout: vec4 (4 m + c) * ST + jj holds the 4 activation words
+//    that pair with word c of weight vec4 jj of the tile, so a block's lanes read consecutive
+//    vec4 (no bank conflicts).
+// 3. Each thread sums the quantized values it wrote per row; the workgroup's row sums are
+//    subtracted from the code-domain sums (bitlinear_common.wgsl), then rescale and store.
+//
+// Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
+// 1 = the first non-finite y index (flat over [M, out_stride]). The engine binds all M rows in one
+// dispatch. Needs exact_div.wgsl, bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl.
+
+// Activation rows of this dispatch (override constant, 1..=GB_MAX_M; the engine sets params.m).
+override MR: u32 = 1u;
+const GB_MAX_M: u32 = 8u;
+// Vec4 of quantized activations staged per tile (all rows): 14 KiB, + gv_red's 1 KiB + 96 bytes.
+const GB_TILE: u32 = 896u;
+const GB_EXP_MASK: u32 = 0x7f800000u;
+const GB_NONE: u32 = 0xffffffffu;
+
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+// The weight tensor's scale s.
+@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
+// The activation rows, [M, K] floats.
+@group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
+// [M, out_stride] f32 bits of y, or i32 bits of acc (see `mode`).
+@group(0) @binding(3) var<storage, read_write> out: array<u32>;
+
+const X_STATUS: u32 = 0u;
+const Y_STATUS: u32 = 1u;
+
+// The quantized tile (layout above).
+var<workgroup> gb_x: array<vec4<u32>, GB_TILE>;
+// Per row: the absmax bits, the sum of the quantized values, 127 / a.
+var<workgroup> gb_top: array<atomic<u32>, GB_MAX_M>;
+var<workgroup> gb_sum: array<atomic<i32>, GB_MAX_M>;
+var<workgroup> gb_inv: array<f32, GB_MAX_M>;
+
+// Index of the first true component (the vector has one).
+fn gb_first(v: vec4<bool>) -> u32 {
+    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
+}
+
+// Sign-cleared bits of x vec4 i (non-negative floats order like their bits); flags non-finite
+// values in `bad` (smallest flat index).
+fn gb_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
+    let b = bitcast<vec4<u32>>(x[i]) & vec4<u32>(0x7fffffffu);
+    let inf = (b & vec4<u32>(GB_EXP_MASK)) == vec4<u32>(GB_EXP_MASK);
+    if (any(inf)) {
+        *bad = min(*bad, 4u * i + gb_first(inf));
+    }
+    return max(max(b.x, b.y), max(b.z, b.w));
+}
+
+// Weight vec4 j of the block's rows if j < end (zero words otherwise, never used).
+fn gb_load(n: u32, j: u32, end: u32, vpr: u32) -> GvRows {
+    if (j >= end) {
+        return GvRows();
+    }
+    return gv_load(n, j, vpr);
+}
+
+// The packed word of 4 quantized values.
+fn gb_pack(q: vec4<i32>) -> u32 {
+    return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
+        | (u32(q.w) << 24u);
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_size) sg_size: u32,
+) {
+    let ids = gv_ids(wid, nwg, lane, sg, sg_size);
+    // Weight vec4 per row (K / 64) and float vec4 per x row (K / 4 = packed words per row).
+    let vpr = params.words_per_row / 4u;
+    let kv = params.words_per_row * 4u;
+    // Weight steps per tile.
+    let st = GB_TILE / (4u * MR);
+
+    // The first tile's first step, in flight during the absmax pass.
+    var w = gb_load(ids.n, ids.l, min(st, vpr), vpr);
+    if (ids.vt < GB_MAX_M) {
+        atomicStore(&gb_top[ids.vt], 0u);
+        atomicStore(&gb_sum[ids.vt], 0i);
+    }
+    workgroupBarrier();
+
+    // 1. absmax per row, four independent loads per iteration (clamped duplicates change no
+    // maximum), then 127 / a.
+    var bad = GB_NONE;
+    for (var m = 0u; m < MR; m = m + 1u) {
+        let last = m * kv + kv - 1u;
+        var top = 0u;
+        for (var i = m * kv + ids.vt; i <= last; i = i + 4u * GV_WG) {
+            let t0 = gb_abs_bits(i, &bad);
+            let t1 = gb_abs_bits(min(i + GV_WG, last), &bad);
+            let t2 = gb_abs_bits(min(i + 2u * GV_WG, last), &bad);
+            let t3 = gb_abs_bits(min(i + 3u * GV_WG, last), &bad);
+            top = max(top, max(max(t0, t1), max(t2, t3)));
+        }
+        top = subgroupMax(top);
+        if (lane == 0u) {
+            atomicMax(&gb_top[m], top);
+        }
+    }
+    if (bad != GB_NONE) {
+        atomicMin(&nonfinite[X_STATUS], bad);
+    }
+    workgroupBarrier();
+    if (ids.vt < MR) {
+        gb_inv[ids.vt] = exact_div(127.0, max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
+    }
+
+    // 2. Tiles: quantize, then the row blocks over the tile.
+    var acc: array<vec4<i32>, GB_MAX_M>;
+    var rsum: array<i32, GB_MAX_M>;
+    for (var t0 = 0u; t0 < vpr; t0 = t0 + st) {
+        let steps = min(st, vpr - t0);
+        // The previous tile is consumed (and, on the first, gb_inv is written).
+        workgroupBarrier();
+        let words = 16u * steps;
+        for (var m = 0u; m < MR; m = m + 1u) {
+            let inv = gb_inv[m];
+            let src = m * kv + 16u * t0;
+            var s = 0i;
+            for (var r = ids.vt; r < words; r = r + GV_WG) {
+                let q = vec4<i32>(clamp(round(x[src + r] * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
+                s += q.x + q.y + q.z + q.w;
+                gb_x[(4u * m + ((r >> 2u) & 3u)) * st + (r >> 4u)][r & 3u] = gb_pack(q);
+            }
+            rsum[m] += s;
+        }
+        workgroupBarrier();
+        for (var jj = ids.l; jj < steps; jj = jj + TPR) {
+            if (jj != ids.l) {
+                w = gv_load(ids.n, t0 + jj, vpr);
+            }
+            for (var m = 0u; m < MR; m = m + 1u) {
+                let b = 4u * m * st + jj;
+                acc[m] += gv_dot(w, gb_x[b], gb_x[b + st], gb_x[b + 2u * st], gb_x[b + 3u * st]);
+            }
+        }
+        // The next tile's first step, in flight during its quantization.
+        let next = t0 + st;
+        w = gb_load(ids.n, next + ids.l, min(next + st, vpr), vpr);
+    }
+
+    // 3. Row sums, reduce over the lanes, rescale, store.
+    for (var m = 0u; m < MR; m = m + 1u) {
+        let s = subgroupAdd(rsum[m]);
+        if (lane == 0u) {
+            atomicAdd(&gb_sum[m], s);
+        }
+    }
+    workgroupBarrier();
+    let ws = weight_scale[0];
+    for (var m = 0u; m < MR; m = m + 1u) {
+        let total = gv_reduce(acc[m], ids);
+        if (ids.l == 0u) {
+            let row_sum = atomicLoad(&gb_sum[m]);
+            let a = max(bitcast<f32>(atomicLoad(&gb_top[m])), 1e-5f);
+            let scale = bitlinear_scale(ws, a);
+            let base = m * params.out_stride + params.out_base + ids.n;
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                if (ids.n + r < params.n) {
+                    bitlinear_write(base + r, total[r] - row_sum, scale);
+                }
+            }
+        }
+    }
+}
