@@ -7,6 +7,12 @@
 //! re-submitted on its own, so only the commands that fail by themselves fail — their launches'
 //! fates carry the error to exactly the tensors computed from them (`fate.rs`), and everything
 //! else in the batch (other callers' work) runs as if nothing happened.
+//!
+//! Status slots (`status.rs`): dispatches only ever get clean slots, so no reset sits between
+//! them. Each flush takes the dirty slots (given back unread) and appends their resets at the end
+//! of its batch ([`Cmd::Reset`], one copy per contiguous range): after every dispatch that may
+//! still write them. They turn clean when that submission is committed; a reset that fails (in
+//! isolation) leaves its slots dirty for the next flush.
 
 use std::sync::Arc;
 
@@ -19,7 +25,7 @@ use crate::group::STATUS_BYTES;
 use crate::pipelines::Compiled;
 use crate::pool::{BufferKind, PooledBuffer};
 use crate::profiler::ProfilerState;
-use crate::status::Taken;
+use crate::status::slot_ranges;
 
 /// One dispatch, ready to record.
 pub(crate) struct Dispatch {
@@ -51,10 +57,8 @@ impl Dispatch {
 pub(crate) enum Cmd {
     Dispatch {
         d: Dispatch,
-        /// Status slot bound (0 = scratch).
+        /// Status slot bound (0 = scratch); always clean when recorded.
         slot: u32,
-        /// Whether the slot is dirty and must be reset first.
-        reset: bool,
         params_offset: u64,
     },
     Copy {
@@ -73,6 +77,8 @@ pub(crate) enum Cmd {
         offset: u64,
         fate: Arc<Fate>,
     },
+    /// Reset status slots `first..first + count` (dirty ones; clean once submitted).
+    Reset { first: u32, count: u32 },
 }
 
 /// Status slots copied out by a read, to decode once its submission completed.
@@ -104,26 +110,13 @@ impl Batch {
         if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
             self.flush(gpu)?;
         }
-        let (slot, reset) = match d.fate.check() {
-            None => (0, false),
+        let slot = match d.fate.check() {
+            None => 0,
             Some(_) => {
-                let taken = match gpu.slots.take() {
-                    Some(t) => t,
-                    None => {
-                        self.force_status_check(gpu)?;
-                        gpu.slots.take().ok_or_else(|| Error::KernelMisuse {
-                            kernel: d.kernel,
-                            message: "no status slot is free after a full status check".into(),
-                        })?
-                    }
-                };
-                let (s, reset) = match taken {
-                    Taken::Clean(s) => (s, false),
-                    Taken::Dirty(s) => (s, true),
-                };
+                let s = self.clean_slot(gpu, d.kernel)?;
                 d.fate.assign(s);
                 gpu.slots.set_owner(s, &d.fate);
-                (s, reset)
+                s
             }
         };
         let params_offset = u64::from(self.dispatches) * gpu.group.params_stride;
@@ -135,10 +128,28 @@ impl Batch {
         self.cmds.push(Cmd::Dispatch {
             d,
             slot,
-            reset,
             params_offset,
         });
         Ok(())
+    }
+
+    /// A clean status slot. None free: flush (which resets the dirty ones); when every slot is
+    /// owned by an unread launch, copy them all out (the forced check).
+    fn clean_slot(&mut self, gpu: &Gpu, kernel: &'static str) -> Result<u32> {
+        if let Some(s) = gpu.slots.take() {
+            return Ok(s);
+        }
+        if gpu.slots.has_dirty() {
+            self.flush(gpu)?;
+            if let Some(s) = gpu.slots.take() {
+                return Ok(s);
+            }
+        }
+        self.force_status_check(gpu)?;
+        gpu.slots.take().ok_or_else(|| Error::KernelMisuse {
+            kernel,
+            message: "no status slot is free after a full status check".into(),
+        })
     }
 
     /// Records a buffer copy whose success resolves `owner`.
@@ -206,6 +217,10 @@ impl Batch {
     /// pending or nothing could be submitted). A rejected batch is re-submitted command by
     /// command (see the module docs); `Err` only when the device is lost.
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
+        // Resets last: after every dispatch of this batch or earlier ones that used the slots.
+        for (first, count) in slot_ranges(gpu.slots.take_dirty()) {
+            self.cmds.push(Cmd::Reset { first, count });
+        }
         if self.cmds.is_empty() {
             return Ok(None);
         }
@@ -213,7 +228,7 @@ impl Batch {
         self.dispatches = 0;
         let params = std::mem::take(&mut self.params);
         if let Err(e) = gpu.check_health() {
-            cmds.iter().for_each(|c| fail(c, &e));
+            cmds.iter().for_each(|c| fail(gpu, c, &e));
             return Err(e);
         }
         if let Some(arena) = &gpu.group.params_arena
@@ -256,7 +271,7 @@ impl Batch {
                 }
                 Err(e) => {
                     log::error!("bitnet-wgpu: {} failed: {e}", describe(&cmd));
-                    fail(&cmd, &e);
+                    fail(gpu, &cmd, &e);
                 }
             }
         }
@@ -277,8 +292,8 @@ impl Batch {
     }
 }
 
-/// After a successful submission: unchecked launches and copies are done; copied-out slots are
-/// clean again (checked launches stay pending until a read copies their slot out).
+/// After a successful submission: unchecked launches and copies are done; copied-out and reset
+/// slots are clean again (checked launches stay pending until a read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
     let mut clean = Vec::new();
     for cmd in cmds {
@@ -287,17 +302,21 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
             Cmd::StatusOut { slot, .. } => clean.push(*slot),
+            Cmd::Reset { first, count } => clean.extend(*first..first + count),
         }
     }
     gpu.slots.release_clean(clean);
 }
 
 /// A command that did not run: its launch (or copy) fails with `e`; a copied-out slot was not
-/// touched, so its fate is pending again.
-fn fail(cmd: &Cmd, e: &Error) {
+/// touched, so its fate is pending again; slots whose reset did not run stay dirty.
+fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
     match cmd {
         Cmd::Dispatch { d, .. } => d.fate.resolve(Some(e.clone())),
         Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
         Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
+        Cmd::Reset { first, count } => {
+            (*first..first + count).for_each(|s| gpu.slots.release_dirty(s))
+        }
     }
 }

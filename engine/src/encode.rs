@@ -1,6 +1,16 @@
 //! Encoding a batch's recorded commands into a command buffer, and submitting it inside error
 //! scopes (validation and out-of-memory errors become the engine's typed errors; a lost device is
 //! reported as such).
+//!
+//! Pass structure: each run of consecutive dispatches is encoded into *one* compute pass (a copy,
+//! a status copy-out or a reset ends the run). wgpu still inserts the barriers that data
+//! dependencies between the dispatches need, but a pass per dispatch cost a pass begin/end (and,
+//! on some drivers, a full barrier) for every op. The status-slot resets of a flush are
+//! [`Cmd::Reset`] commands appended at the end of the batch (`batch.rs`), so they never split a run.
+//!
+//! Profiling (`profiler.rs`) keeps this structure when the device has
+//! `Features::TIMESTAMP_QUERY_INSIDE_PASSES` (timestamps written inside the pass around each
+//! dispatch); without it every timed dispatch gets its own pass with `timestamp_writes`.
 
 use crate::batch::Cmd;
 use crate::context::Gpu;
@@ -17,18 +27,54 @@ pub(crate) fn submit(
 ) -> Result<wgpu::SubmissionIndex> {
     let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+    #[cfg(test)]
+    let started = std::time::Instant::now();
     let mut encoder = gpu
         .device
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("bitnet-wgpu batch"),
         });
-    for cmd in cmds {
-        encode(gpu, &mut encoder, cmd, profiler.as_deref_mut());
+    let in_pass = profiler.as_ref().is_none_or(|p| p.inside_passes);
+    let mut i = 0;
+    while i < cmds.len() {
+        let run = cmds[i..]
+            .iter()
+            .take_while(|c| matches!(c, Cmd::Dispatch { .. }))
+            .count();
+        if run == 0 {
+            encode_transfer(gpu, &mut encoder, &cmds[i]);
+            i += 1;
+        } else if in_pass {
+            encode_run(
+                gpu,
+                &mut encoder,
+                &cmds[i..i + run],
+                profiler.as_deref_mut(),
+            );
+            i += run;
+        } else {
+            // Timed without in-pass timestamps: one pass per dispatch (pass-boundary writes).
+            for c in &cmds[i..i + run] {
+                encode_run(
+                    gpu,
+                    &mut encoder,
+                    std::slice::from_ref(c),
+                    profiler.as_deref_mut(),
+                );
+            }
+            i += run;
+        }
     }
     if let Some(p) = profiler {
         p.record_resolve(&mut encoder);
     }
-    let index = gpu.queue.submit([encoder.finish()]);
+    let buffer = encoder.finish();
+    #[cfg(test)]
+    crate::launch::record_cost_tests::ENCODE_NS.fetch_add(
+        started.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let index = crate::lifecycle::submitting(|| gpu.queue.submit([buffer]));
     let oom = pollster::block_on(oscope.pop());
     let validation = pollster::block_on(vscope.pop());
     match validation.or(oom) {
@@ -40,50 +86,83 @@ pub(crate) fn submit(
     }
 }
 
-/// Encodes one command.
-fn encode(
+/// Encodes a run of dispatches into one compute pass (ended early, and a new one begun, only
+/// after an injected invalid dispatch, whose fault copy must sit outside any pass).
+fn encode_run(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
-    cmd: &Cmd,
-    profiler: Option<&mut ProfilerState>,
+    run: &[Cmd],
+    mut profiler: Option<&mut ProfilerState>,
 ) {
     let status = &gpu.group.status;
-    match cmd {
-        Cmd::Dispatch {
+    let inside = profiler.as_ref().is_some_and(|p| p.inside_passes);
+    // Pass-boundary timestamps: only for a pass of exactly one dispatch (the fallback).
+    let timestamp_writes = match (&mut profiler, run) {
+        (Some(p), [Cmd::Dispatch { d, .. }]) if !inside => Some(p.next_writes(d.kernel)),
+        _ => None,
+    };
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("bitnet-wgpu dispatches"),
+        timestamp_writes,
+    });
+    let mut current: Option<&wgpu::ComputePipeline> = None;
+    for cmd in run {
+        let Cmd::Dispatch {
             d,
             slot,
-            reset,
             params_offset,
-        } => {
-            let at = u64::from(*slot) * status.stride;
-            if *reset {
-                enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
-            }
-            let offsets: Vec<u32> = match gpu.caps.params_mode {
-                // Dynamic offsets are ordered by binding number: params (0), then status (1).
-                ParamsMode::Uniform => vec![*params_offset as u32, at as u32],
-                ParamsMode::Immediates => vec![at as u32],
-            };
-            let timestamp_writes = profiler.map(|p| p.next_writes(d.kernel));
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(d.kernel),
-                timestamp_writes,
-            });
-            pass.set_pipeline(&d.compiled.pipeline);
-            pass.set_bind_group(0, &d.group0, &[]);
-            pass.set_bind_group(1, &gpu.group.bind_group, &offsets);
-            if gpu.caps.params_mode == ParamsMode::Immediates {
-                pass.set_immediates(0, &d.params);
-            }
-            let [x, y, z] = d.groups;
-            pass.dispatch_workgroups(x, y, z);
-            drop(pass);
-            if d.invalid {
-                // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
-                let size = status.ones.size();
-                enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
-            }
+        } = cmd
+        else {
+            continue;
+        };
+        let at = u64::from(*slot) * status.stride;
+        // Dynamic offsets are ordered by binding number: params (0), then status (1).
+        let offsets = [*params_offset as u32, at as u32];
+        let offsets = match gpu.caps.params_mode {
+            ParamsMode::Uniform => &offsets[..],
+            ParamsMode::Immediates => &offsets[1..],
+        };
+        let pipeline = &d.compiled.pipeline;
+        if current != Some(pipeline) {
+            pass.set_pipeline(pipeline);
+            current = Some(pipeline);
         }
+        pass.set_bind_group(0, &d.group0, &[]);
+        pass.set_bind_group(1, &gpu.group.bind_group, offsets);
+        if gpu.caps.params_mode == ParamsMode::Immediates {
+            pass.set_immediates(0, &d.params);
+        }
+        let pair = match profiler.as_deref_mut() {
+            Some(p) if inside => Some(p.next_pair(d.kernel)),
+            _ => None,
+        };
+        if let (Some(p), Some((begin, _))) = (profiler.as_deref(), pair) {
+            pass.write_timestamp(p.query_set(), begin);
+        }
+        let [x, y, z] = d.groups;
+        pass.dispatch_workgroups(x, y, z);
+        if let (Some(p), Some((_, end))) = (profiler.as_deref(), pair) {
+            pass.write_timestamp(p.query_set(), end);
+        }
+        if d.invalid {
+            // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
+            drop(pass);
+            let size = status.ones.size();
+            enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
+            pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("bitnet-wgpu dispatches"),
+                timestamp_writes: None,
+            });
+            current = None;
+        }
+    }
+}
+
+/// Encodes one command that is not a dispatch.
+fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
+    let status = &gpu.group.status;
+    match cmd {
+        Cmd::Dispatch { .. } => {}
         Cmd::Copy {
             src,
             src_offset,
@@ -102,6 +181,11 @@ fn encode(
             enc.copy_buffer_to_buffer(&status.slots, at, staging, *offset, STATUS_BYTES);
             enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
         }
+        Cmd::Reset { first, count } => {
+            let at = u64::from(*first) * status.stride;
+            let size = u64::from(*count) * status.stride;
+            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, size);
+        }
     }
 }
 
@@ -111,5 +195,8 @@ pub(crate) fn describe(cmd: &Cmd) -> String {
         Cmd::Dispatch { d, .. } => format!("dispatch of kernel `{}`", d.kernel),
         Cmd::Copy { size, .. } => format!("a {size}-byte copy"),
         Cmd::StatusOut { slot, .. } => format!("the copy-out of status slot {slot}"),
+        Cmd::Reset { first, count } => {
+            format!("the reset of status slots {first}..{}", first + count)
+        }
     }
 }

@@ -134,7 +134,8 @@ impl Fate {
 
 impl Drop for Fate {
     fn drop(&mut self) {
-        // Dropped unread: nobody will report its flag; the slot is reusable after a reset.
+        // Dropped unread: nobody will report its flag; the slot is reusable after the reset
+        // that the next flush appends (after this launch's dispatch, wherever it was recorded).
         if let State::Pending { slot: Some(s) } = *self.state() {
             self.slots.release_dirty(s);
         }
@@ -299,22 +300,19 @@ mod tests {
     #[test]
     fn slots_return_to_the_pool_clean_or_dirty() {
         let pool = Arc::new(SlotPool::new());
-        let before = pool.free();
+        let (clean, dirty) = pool.free();
         let f = Fate::new(1, None, &pool);
-        let crate::status::Taken::Clean(s) = pool.take().unwrap() else {
-            panic!("fresh pools are clean")
-        };
+        let s = pool.take().unwrap();
         f.assign(s);
-        assert_eq!(pool.free(), before - 1);
-        drop(f); // unread: back dirty
-        assert_eq!(pool.free(), before);
+        assert_eq!(pool.free(), (clean - 1, dirty));
+        drop(f); // unread: back dirty, never handed out before its reset
+        assert_eq!(pool.free(), (clean - 1, dirty + 1));
         let g = Fate::new(2, None, &pool);
-        let crate::status::Taken::Clean(s) = pool.take().unwrap() else {
-            panic!("clean slots are taken first")
-        };
-        g.assign(s);
+        let t = pool.take().unwrap();
+        assert_ne!(t, s, "dirty slots wait for their reset");
+        g.assign(t);
         let (tx, rx) = flume::bounded(1);
-        assert_eq!(g.begin_read(&rx), Some(s));
+        assert_eq!(g.begin_read(&rx), Some(t));
         let r = StatusResolver::new(vec![g.clone()], tx, 16);
         drop(r); // lost read-back: the fate fails instead of hanging its readers
         assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));

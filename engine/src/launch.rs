@@ -217,14 +217,17 @@ impl<'a> Launch<'a> {
             ));
             return self;
         }
-        let what = format!(
-            "kernel `{}` binding {}",
-            self.kernel.name(),
-            self.bound.len()
-        );
-        if let Err(e) = check_binding(self.gpu, &what, size) {
-            self.fail(e);
-            return self;
+        if size > self.gpu.caps.max_binding {
+            // Named only on the error path (formatting cost every launch otherwise).
+            let what = format!(
+                "kernel `{}` binding {}",
+                self.kernel.name(),
+                self.bound.len()
+            );
+            if let Err(e) = check_binding(self.gpu, &what, size) {
+                self.fail(e);
+                return self;
+            }
         }
         self.bound.push(Bound {
             buffer: buf.buffer(),
@@ -362,7 +365,14 @@ impl<'a> Launch<'a> {
             .iter()
             .map(|b| (b.buffer, b.offset, b.size))
             .collect();
-        let group0 = compiled.bind(&self.gpu.device, self.kernel.name(), &buffers)?;
+        // Reused when the same buffers were bound the same way before (`bind_cache.rs`).
+        let group0 = self
+            .gpu
+            .pool
+            .binds
+            .get_or_create(&compiled.group0, &buffers, || {
+                compiled.bind(&self.gpu.device, self.kernel.name(), &buffers)
+            })?;
         let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
         Dispatch {
             kernel: self.kernel.name(),
@@ -381,3 +391,7 @@ impl<'a> Launch<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "record_cost_tests.rs"]
+pub(crate) mod record_cost_tests;

@@ -16,6 +16,9 @@
 //! * **Stats** ([`PoolStats`]): storage buffers only (tensor memory). Read-back staging buffers
 //!   come from the same pool but are counted apart (`staging_bytes`).
 //!
+//! * **Bind groups** over pooled buffers are cached here too (`bind_cache.rs`): letting a
+//!   buffer go (eviction, trim) invalidates them, so the cache never keeps freed memory alive.
+//!
 //! Upload ordering: a buffer returned to the pool may still be read by recorded-but-unsubmitted
 //! dispatches, so `queue.write_buffer` into a pooled buffer must only happen after the pending
 //! encoder was submitted (the transfer path flushes first; see `transfer.rs`).
@@ -24,6 +27,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result, from_wgpu};
+
+#[path = "bind_cache.rs"]
+pub(crate) mod bind_cache;
+use bind_cache::BindCache;
 
 /// Smallest buffer the pool hands out.
 const MIN_CLASS: u64 = 256;
@@ -102,6 +109,7 @@ struct State {
     free_staging_bytes: u64,
     stats: PoolStats,
     free_cap: u64,
+    binds: Arc<BindCache>,
 }
 
 impl State {
@@ -120,6 +128,7 @@ impl State {
             .min_by_key(|(_, list)| list.front().map_or(u64::MAX, |e| e.0))
             .map(|(key, _)| *key);
         let Some(key) = oldest else { return false };
+        self.binds.invalidate();
         if let Some(list) = self.free.get_mut(&key) {
             list.pop_front();
         }
@@ -169,6 +178,8 @@ pub(crate) struct BufferPool {
     state: Arc<Mutex<State>>,
     max_buffer: u64,
     faults: Arc<crate::fault::Faults>,
+    /// Group-0 bind groups over this pool's buffers.
+    pub binds: Arc<BindCache>,
 }
 
 /// Default cap on cached free storage bytes (beyond it, least recently used free buffers go).
@@ -181,10 +192,13 @@ impl BufferPool {
         max_buffer: u64,
         faults: Arc<crate::fault::Faults>,
     ) -> BufferPool {
+        let binds = Arc::new(BindCache::default());
         BufferPool {
             device,
             faults,
+            binds: Arc::clone(&binds),
             state: Arc::new(Mutex::new(State {
+                binds,
                 free: HashMap::new(),
                 seq: 0,
                 free_storage_bytes: 0,
@@ -298,6 +312,8 @@ impl BufferPool {
         st.shrink_free(0);
         while st.evict_lru(BufferKind::Readback) {}
         st.free.clear();
+        drop(st);
+        self.binds.clear();
     }
 
     /// Caps cached free storage bytes (dropping least recently used free buffers beyond it).
@@ -376,21 +392,5 @@ impl Drop for PooledBuffer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::size_class;
-
-    #[test]
-    fn size_classes_are_quarter_steps_with_bounded_waste() {
-        assert_eq!(size_class(1), 256);
-        assert_eq!(size_class(256), 256);
-        assert_eq!(size_class(257), 320);
-        assert_eq!(size_class(512), 512);
-        assert_eq!(size_class(513), 640);
-        assert_eq!(size_class(1 << 20), 1 << 20);
-        assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 18));
-        for b in [300u64, 1000, 4097, 123_457, 10_000_000, 3_000_000_000] {
-            let c = size_class(b);
-            assert!(c >= b && (c as f64) < b as f64 * 1.25 + 1.0, "{b} -> {c}");
-        }
-    }
-}
+#[path = "pool_tests.rs"]
+mod tests;

@@ -1,8 +1,18 @@
 //! Per-kernel GPU time from timestamp queries (needs `Features::TIMESTAMP_QUERY`).
 //!
-//! While profiling is enabled every dispatch gets its own compute pass with `timestamp_writes`
-//! (beginning and end of pass). At each submit the queries are resolved, read back (a sync: the
-//! profiler trades overlap for exact numbers) and accumulated per kernel name.
+//! While profiling is enabled every dispatch is bracketed by a pair of timestamps:
+//!
+//! * with `Features::TIMESTAMP_QUERY_INSIDE_PASSES` (requested by `device.rs` whenever the adapter
+//!   has it), written *inside* the compute pass right before and after the dispatch
+//!   (`ComputePass::write_timestamp`), so profiling does not change the pass structure
+//!   (`encode.rs`: one pass per run of dispatches). A dispatch's time is then the GPU time from
+//!   the point its predecessors' commands were issued to the point its own completed, including
+//!   the barrier wgpu put in front of it;
+//! * without it, every dispatch gets its own compute pass with `timestamp_writes` (beginning and
+//!   end of pass) — exact per dispatch, but one pass per op.
+//!
+//! At each submit the queries are resolved, read back (a sync: the profiler trades overlap for
+//! exact numbers) and accumulated per kernel name ([`ProfileReport`]: calls and total time).
 
 use std::collections::BTreeMap;
 
@@ -46,6 +56,9 @@ impl std::fmt::Display for ProfileReport {
 pub(crate) struct ProfilerState {
     /// Whether dispatches are being timed.
     pub enabled: bool,
+    /// Timestamps are written inside passes (the device has
+    /// `TIMESTAMP_QUERY_INSIDE_PASSES`); tests clear it to cover the per-pass fallback.
+    pub inside_passes: bool,
     query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -70,6 +83,9 @@ impl ProfilerState {
         };
         ProfilerState {
             enabled: false,
+            inside_passes: device
+                .features()
+                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             query_set: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("bitnet-wgpu profiler"),
                 ty: wgpu::QueryType::Timestamp,
@@ -99,14 +115,25 @@ impl ProfilerState {
         self.pending.clear();
     }
 
-    /// Timestamp writes for the next dispatch of `kernel`.
-    pub fn next_writes(&mut self, kernel: &'static str) -> wgpu::ComputePassTimestampWrites<'_> {
+    /// The query indices (before, after) of the next dispatch of `kernel`.
+    pub fn next_pair(&mut self, kernel: &'static str) -> (u32, u32) {
         let pair = self.pending.len() as u32;
         self.pending.push(kernel);
+        (2 * pair, 2 * pair + 1)
+    }
+
+    /// The query set the pairs are written to.
+    pub fn query_set(&self) -> &wgpu::QuerySet {
+        &self.query_set
+    }
+
+    /// Pass-boundary timestamp writes for the next dispatch of `kernel` (its own pass).
+    pub fn next_writes(&mut self, kernel: &'static str) -> wgpu::ComputePassTimestampWrites<'_> {
+        let (begin, end) = self.next_pair(kernel);
         wgpu::ComputePassTimestampWrites {
             query_set: &self.query_set,
-            beginning_of_pass_write_index: Some(2 * pair),
-            end_of_pass_write_index: Some(2 * pair + 1),
+            beginning_of_pass_write_index: Some(begin),
+            end_of_pass_write_index: Some(end),
         }
     }
 
@@ -169,3 +196,7 @@ impl ProfilerState {
         self.totals.clear();
     }
 }
+
+#[cfg(test)]
+#[path = "profiler_tests.rs"]
+mod tests;

@@ -128,10 +128,13 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
 }
 
 /// The free status slots. A slot is owned by one launch's [`Fate`](crate::fate::Fate) from the
-/// launch until its value was copied out (and reset, in the same submission) by a read, or until
-/// the fate is dropped unread. Slots come back *clean* (reset recorded with the copy-out) or
-/// *dirty* (dropped unread, or their launch's submission failed): a dirty slot is reset by a copy
-/// recorded just before its next use.
+/// launch until its value was copied out (and reset, in the same command) by a read, or until the
+/// fate is dropped unread (or fails). Only *clean* slots (all words `CLEAN` on the GPU timeline
+/// of every later submission) are handed out, so a dispatch never needs a reset in front of it.
+/// Slots given back unread are *dirty*: the next flush takes them all ([`SlotPool::take_dirty`])
+/// and appends their resets, coalesced into one copy per contiguous range, at the end of its
+/// command buffer — after every dispatch that may still write them, including ones of that same
+/// batch — and they turn clean only once that submission is committed.
 #[derive(Debug)]
 pub(crate) struct SlotPool {
     lists: std::sync::Mutex<SlotLists>,
@@ -139,19 +142,12 @@ pub(crate) struct SlotPool {
 
 #[derive(Debug)]
 struct SlotLists {
+    /// Sorted descending, so `pop` hands out the lowest slot: slots used together stay
+    /// contiguous, and so do their resets.
     clean: Vec<u32>,
     dirty: Vec<u32>,
     /// The fate each slot was last assigned to (for the forced check when none is free).
     owners: Vec<std::sync::Weak<crate::fate::Fate>>,
-}
-
-/// A slot taken from the pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Taken {
-    /// Holds `CLEAN` words: use it as is.
-    Clean(u32),
-    /// Holds stale words: record a reset before the launch that uses it.
-    Dirty(u32),
 }
 
 impl SlotPool {
@@ -170,21 +166,34 @@ impl SlotPool {
         self.lists.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A free slot, clean ones first; `None` when every slot is owned by an unread launch.
-    pub fn take(&self) -> Option<Taken> {
-        let mut l = self.lists();
-        l.clean
-            .pop()
-            .map(Taken::Clean)
-            .or_else(|| l.dirty.pop().map(Taken::Dirty))
+    /// A clean slot; `None` when every slot is owned or waiting for its reset.
+    pub fn take(&self) -> Option<u32> {
+        self.lists().clean.pop()
     }
 
-    /// Returns slots whose reset was submitted (their values were copied out first).
+    /// Whether some slot waits for a reset (a flush would make it clean).
+    pub fn has_dirty(&self) -> bool {
+        !self.lists().dirty.is_empty()
+    }
+
+    /// Takes every dirty slot, for resets recorded at the end of the batch being submitted; the
+    /// caller gives each back with [`SlotPool::release_clean`] (reset submitted) or
+    /// [`SlotPool::release_dirty`] (not).
+    pub fn take_dirty(&self) -> Vec<u32> {
+        std::mem::take(&mut self.lists().dirty)
+    }
+
+    /// Returns slots whose reset was submitted (after any use of them).
     pub fn release_clean(&self, slots: impl IntoIterator<Item = u32>) {
-        self.lists().clean.extend(slots);
+        let mut l = self.lists();
+        let before = l.clean.len();
+        l.clean.extend(slots);
+        if l.clean.len() != before {
+            l.clean.sort_unstable_by(|a, b| b.cmp(a));
+        }
     }
 
-    /// Returns a slot whose words may be stale.
+    /// Returns a slot whose words may be stale (reset by the next flush).
     pub fn release_dirty(&self, slot: u32) {
         self.lists().dirty.push(slot);
     }
@@ -203,10 +212,56 @@ impl SlotPool {
         weak.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
-    /// Free slots (clean + dirty).
+    /// Free slots: (clean, dirty).
     #[cfg(test)]
-    pub fn free(&self) -> usize {
+    pub fn free(&self) -> (usize, usize) {
         let l = self.lists();
-        l.clean.len() + l.dirty.len()
+        (l.clean.len(), l.dirty.len())
+    }
+}
+
+/// Coalesces `slots` into `(first, count)` runs of consecutive slots (one reset copy each).
+pub(crate) fn slot_ranges(mut slots: Vec<u32>) -> Vec<(u32, u32)> {
+    slots.sort_unstable();
+    slots.dedup();
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for s in slots {
+        match out.last_mut() {
+            Some((first, count)) if *first + *count == s => *count += 1,
+            _ => out.push((s, 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_slots_coalesce_into_contiguous_ranges() {
+        assert_eq!(slot_ranges(vec![]), vec![]);
+        assert_eq!(
+            slot_ranges(vec![7, 3, 4, 5, 9, 8, 1, 4]),
+            vec![(1, 1), (3, 3), (7, 3)]
+        );
+    }
+
+    #[test]
+    fn only_clean_slots_are_handed_out_lowest_first() {
+        let pool = SlotPool::new();
+        assert_eq!(pool.take(), Some(1));
+        assert_eq!(pool.take(), Some(2));
+        pool.release_dirty(1);
+        assert_eq!(pool.take(), Some(3), "a dirty slot is never handed out");
+        let dirty = pool.take_dirty();
+        assert_eq!(dirty, vec![1]);
+        assert!(!pool.has_dirty());
+        pool.release_clean(dirty);
+        assert_eq!(
+            pool.take(),
+            Some(1),
+            "clean again once its reset was submitted"
+        );
     }
 }

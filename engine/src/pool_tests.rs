@@ -1,0 +1,18 @@
+//! Unit tests of the buffer pool: size classes.
+
+use super::size_class;
+
+#[test]
+fn size_classes_are_quarter_steps_with_bounded_waste() {
+    assert_eq!(size_class(1), 256);
+    assert_eq!(size_class(256), 256);
+    assert_eq!(size_class(257), 320);
+    assert_eq!(size_class(512), 512);
+    assert_eq!(size_class(513), 640);
+    assert_eq!(size_class(1 << 20), 1 << 20);
+    assert_eq!(size_class((1 << 20) + 1), (1 << 20) + (1 << 18));
+    for b in [300u64, 1000, 4097, 123_457, 10_000_000, 3_000_000_000] {
+        let c = size_class(b);
+        assert!(c >= b && (c as f64) < b as f64 * 1.25 + 1.0, "{b} -> {c}");
+    }
+}

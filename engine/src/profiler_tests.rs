@@ -1,0 +1,56 @@
+//! GPU tests of the profiler's two timestamp paths: inside the dispatch run's pass (the device has
+//! `TIMESTAMP_QUERY_INSIDE_PASSES`) and one pass per timed dispatch (the fallback). Both must time
+//! every dispatch once, keep results exact, and leave the engine usable afterwards.
+
+use crate::engine::{Engine, EngineOptions};
+
+fn engine() -> Engine {
+    Engine::gpu_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    })
+    .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+}
+
+#[test]
+fn both_timestamp_paths_time_every_dispatch() {
+    let e = engine();
+    let g = e.gpu_context().expect("a GPU engine");
+    if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
+        eprintln!("adapter lacks TIMESTAMP_QUERY: the profiler is unsupported here");
+        assert!(e.set_profiling(true).is_err());
+        return;
+    }
+    let inside = g.caps.has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+    eprintln!("TIMESTAMP_QUERY_INSIDE_PASSES: {inside}");
+    let modes: &[bool] = if inside { &[true, false] } else { &[false] };
+    let x = e.upload_f32(&[1.5; 300], &[300]).unwrap();
+    for &mode in modes {
+        e.set_profiling(true).unwrap();
+        g.scheduler
+            .call(move |b, _| {
+                if let Some(p) = b.profiler.as_mut() {
+                    p.inside_passes = mode;
+                }
+            })
+            .unwrap();
+        e.reset_profile();
+        // More dispatches than one query set holds (the batch is split), with a read between.
+        let n = super::PROFILE_PAIRS as usize + 44;
+        let mut y = e.copy(&x).unwrap();
+        for _ in 1..n {
+            y = e.copy(&y).unwrap();
+        }
+        assert_eq!(
+            y.read_f32().unwrap(),
+            vec![1.5; 300],
+            "inside passes: {mode}"
+        );
+        let report = e.profile_report().unwrap();
+        let calls: u64 = report.entries.iter().map(|e| e.1).sum();
+        assert_eq!(calls, n as u64, "inside passes: {mode}: {report}");
+        assert!(report.total_ns() > 0, "inside passes: {mode}: {report}");
+        e.set_profiling(false).unwrap();
+    }
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.5; 300]);
+}

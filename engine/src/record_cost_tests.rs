@@ -1,0 +1,75 @@
+//! CPU cost of recording and encoding launches (issue #5): how long the caller spends per
+//! `bitlinear_tensor` call, how long the submission thread spends recording it, and how long the
+//! flush that encodes and submits the batch takes, per op. Ignored by default (a measurement, not
+//! a check); run with
+//! `cargo test -p bitnet-wgpu --lib record_cost -- --ignored --nocapture`.
+//! `BITNET_RECORD_N` (default 1000) and `BITNET_RECORD_K` (default 256: small, so lavapipe's
+//! execution of the batch does not compete with the measurement for the CPU) set the size.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::engine::{Engine, EngineOptions};
+
+/// Nanoseconds spent encoding command buffers (creating the encoder to `finish`), summed by
+/// `encode::submit` in test builds.
+pub(crate) static ENCODE_NS: AtomicU64 = AtomicU64::new(0);
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+#[ignore = "measurement; run with --ignored --nocapture"]
+fn record_cost() {
+    let n = env("BITNET_RECORD_N", 1000);
+    let k = env("BITNET_RECORD_K", 256);
+    let e = Engine::gpu_with(EngineOptions {
+        idle_flush: None,
+        batch_dispatches: 4 * n as u32,
+        ..EngineOptions::default()
+    })
+    .expect("GPU adapter required");
+    let g = e.gpu_context().expect("a GPU engine");
+    let w: Vec<f32> = (0..k * k).map(|i| ((i * 7919) % 3) as f32 - 1.0).collect();
+    let w = e
+        .upload_ternary(&bitnet_cpu_ref::quantize_weights(&w, k, k).expect("weights"))
+        .expect("upload w");
+    let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
+    let x = e.upload_f32(&x, &[1, k]).expect("upload x");
+    for round in 0..3 {
+        // Warm-up round 0: pipelines, plans, pool classes.
+        e.sync().expect("sync");
+        let t0 = Instant::now();
+        for _ in 0..n {
+            drop(e.bitlinear_tensor(&x, &w).expect("bitlinear"));
+        }
+        let calls = t0.elapsed();
+        g.scheduler.call(|_, _| ()).expect("drain");
+        let recorded = t0.elapsed();
+        let t1 = Instant::now();
+        let encode0 = ENCODE_NS.load(Ordering::Relaxed);
+        g.scheduler
+            .call(|b, g| b.flush(g))
+            .expect("call")
+            .expect("flush");
+        let flushed = t1.elapsed();
+        let encoded = std::time::Duration::from_nanos(ENCODE_NS.load(Ordering::Relaxed) - encode0);
+        let t2 = Instant::now();
+        e.sync().expect("sync");
+        let waited = t2.elapsed();
+        let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+        println!(
+            "round {round} N={n} K={k}: caller {:.2} µs/op, recorded (caller + submission thread) \
+             {:.2} µs/op, flush {:.2} µs/op (of which encode {:.2}), wait {:.2} µs/op",
+            us(calls),
+            us(recorded),
+            us(flushed),
+            us(encoded),
+            us(waited)
+        );
+    }
+}
