@@ -80,6 +80,12 @@ pub const GEMV_FUSED_MAX_K: u32 = 15360;
 /// `16 T × 16 T` outputs.
 pub const GEMM_THREADS_PER_DIM: u32 = 16;
 
+/// Activation rows (M) per output tile of [`BITLINEAR_GEMM_COOP_SUBGROUP`].
+pub const GEMM_COOP_TILE_M: u32 = 128;
+
+/// Weight rows (N) per output tile of [`BITLINEAR_GEMM_COOP_SUBGROUP`].
+pub const GEMM_COOP_TILE_N: u32 = 128;
+
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
 /// absolute-value sum; on the last level (`finalize = 1`, one workgroup, at most
 /// [`SUM_FINAL_BLOCKS`] blocks) the two last levels and the scale `s`. Bindings: 0
@@ -202,10 +208,12 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
 };
 
 /// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
-/// while `127 K < 2^24`): 64 × 128 tiles, 256 threads = 8 subgroups of exactly 32, K steps of 32.
-/// Needs `SHADER_F16`, `SUBGROUP` and `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16 16×16×16 / f32
-/// accumulators, subgroup size 32. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`]; workgroups
-/// `tiles_n · ceil(M / 64)` with `tiles_n = ceil(N / 128)`.
+/// while `127 K < 2^24`): [`GEMM_COOP_TILE_M`] × [`GEMM_COOP_TILE_N`] tiles, 256 threads = 8
+/// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16 in 28 KiB of
+/// workgroup memory. Needs `SHADER_F16`, `SUBGROUP` and `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16
+/// 16×16×16 / f32 accumulators, subgroup size 32. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`]
+/// (activations read as vec4); workgroups `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with
+/// `tiles_n = ceil(N / GEMM_COOP_TILE_N)`.
 pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_subgroup",
     source: kernel!("bitlinear_gemm_coop_subgroup.wgsl", "bitlinear_common.wgsl"),

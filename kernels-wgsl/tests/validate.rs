@@ -17,6 +17,9 @@ const MAX_INVOCATIONS: u32 = 256;
 const MAX_WORKGROUP_DIMS: [u32; 3] = [256, 256, 64];
 /// WebGPU default `max_compute_workgroup_storage_size` in bytes.
 const MAX_WORKGROUP_STORAGE: u32 = 16384;
+/// Workgroup storage allowed to the cooperative-matrix GEMM: it only runs on devices with
+/// cooperative matrices (all offer at least 32 KiB), after a device self-test.
+const COOP_MAX_WORKGROUP_STORAGE: u32 = 32768;
 
 /// The params declaration every kernel writes (`PARAMS_UNIFORM_DECL` in engine/src/pipelines.rs).
 const PARAMS_UNIFORM_DECL: &str = "@group(1) @binding(0) var<uniform> params: Params;";
@@ -93,7 +96,12 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
         .map(|(_, var)| module.types[var.ty].inner.size(gctx))
         .sum();
-    if storage > MAX_WORKGROUP_STORAGE {
+    let limit = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name {
+        COOP_MAX_WORKGROUP_STORAGE
+    } else {
+        MAX_WORKGROUP_STORAGE
+    };
+    if storage > limit {
         return Err(format!(
             "{}: {storage} bytes of workgroup storage",
             kernel.name

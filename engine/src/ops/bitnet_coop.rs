@@ -3,9 +3,9 @@
 //! Cooperative matrices are an experimental wgpu feature, and a driver may accept a shader and
 //! still compute something else (a `coop_mat8x8<f32>` shader silently wrote zeros on the H100; see
 //! the team's GPU notes). So before the tuner may pick [`LinearPlan::Coop`] on an engine, it runs
-//! both GEMMs once on a fixed problem that exercises every edge of the coop kernel (M, N not tile
-//! multiples, an odd number of weight words, K padding, the full int8 range) and compares the
-//! exact accumulators word for word. The verdict is kept for the engine's lifetime; any error
+//! both GEMMs once on fixed problems that exercise every edge of the coop kernel (M, N and K not
+//! tile multiples, more than one tile in M and N, an odd number of weight words, K padding, the
+//! full int8 range) and compares the exact accumulators word for word. The verdict is kept for the engine's lifetime; any error
 //! (pipeline creation, device) counts as a failure and is logged, never returned.
 
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
@@ -16,18 +16,21 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::tensor::DType;
 
-/// Self-test shape: M, N, K (63 weight words: an odd count and padded codes).
-const SHAPE: (usize, usize, usize) = (72, 200, 1000);
+/// Self-test shapes (M, N, K): one partial 128 x 128 tile with 63 weight words (an odd count and
+/// padded codes); then 2 x 3 tiles, all partial at the far edges, with 35 words (an odd count of
+/// 16-k halves in the last 32-k step, padded codes).
+const SHAPES: [(usize, usize, usize); 2] = [(72, 200, 1000), (200, 300, 552)];
 
 impl Engine {
     /// Whether the cooperative-matrix GEMM gives the dot4 GEMM's exact accumulators on this
     /// device (false where it cannot run at all).
     pub(crate) fn coop_self_test(&self, gpu: &Gpu) -> bool {
-        let (m, _, k) = SHAPE;
-        if !coop_ok(gpu, m, k) {
+        if !SHAPES.iter().all(|&(m, _, k)| coop_ok(gpu, m, k)) {
             return false;
         }
-        match self.coop_compare(gpu) {
+        match SHAPES.iter().try_fold(true, |same, &shape| {
+            Ok::<_, crate::error::Error>(same && self.coop_compare(gpu, shape)?)
+        }) {
             Ok(same) => {
                 if !same {
                     log::warn!("bitnet-wgpu: the cooperative-matrix GEMM failed its self-test");
@@ -41,11 +44,11 @@ impl Engine {
         }
     }
 
-    fn coop_compare(&self, gpu: &Gpu) -> Result<bool> {
+    fn coop_compare(&self, gpu: &Gpu, shape: (usize, usize, usize)) -> Result<bool> {
         const OP: &str = "bitlinear coop self-test";
-        let (m, n, k) = SHAPE;
+        let (m, n, k) = shape;
         // Deterministic data over the full int8 range and all three weights.
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut s = 0x9e37_79b9_7f4a_7c15u64 ^ (m * n * k) as u64;
         let mut next = move || {
             s ^= s << 13;
             s ^= s >> 7;
@@ -67,7 +70,7 @@ impl Engine {
                 w: &wq,
                 w_base: 0,
                 out: &out,
-                shape: SHAPE,
+                shape,
                 acc: true,
                 check: false,
             }

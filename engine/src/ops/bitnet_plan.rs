@@ -290,8 +290,9 @@ impl LinearCall<'_> {
                         (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
                     }
                     LinearPlan::Coop => {
-                        let tiles_n = rows_n.div_ceil(128);
-                        (&GEMM_COOP, tiles_n * rows_m.div_ceil(64), tiles_n)
+                        let tiles_n = rows_n.div_ceil(u64::from(kernels::GEMM_COOP_TILE_N));
+                        let tiles_m = rows_m.div_ceil(u64::from(kernels::GEMM_COOP_TILE_M));
+                        (&GEMM_COOP, tiles_n * tiles_m, tiles_n)
                     }
                     LinearPlan::Gemm { t } => {
                         let tiles_n = rows_n.div_ceil(16 * u64::from(t));
