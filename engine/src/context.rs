@@ -69,6 +69,17 @@ pub(crate) struct Gpu {
     /// The completion thread (runs map callbacks of reads).
     pub poller: Poller,
     health: Arc<Health>,
+    /// Declared last: releases the lifecycle lock taken by `Drop`, after the device and every
+    /// other field is gone (`lifecycle.rs`).
+    _lifecycle: crate::lifecycle::ReleaseAfterFields,
+}
+
+impl Drop for Gpu {
+    /// The device (and with the last device, the instance) is destroyed while this context's
+    /// fields drop: under the process-wide lifecycle lock, released by the last field.
+    fn drop(&mut self) {
+        crate::lifecycle::hold_for_drop();
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -135,6 +146,7 @@ impl Gpu {
             scheduler,
             poller,
             health,
+            _lifecycle: crate::lifecycle::ReleaseAfterFields,
             adapter_info,
             device,
             queue,

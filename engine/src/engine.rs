@@ -124,8 +124,10 @@ impl Engine {
 
     /// Like [`Engine::gpu`], with options.
     pub fn gpu_with(options: EngineOptions) -> Result<Engine> {
+        // Instances are enumerated (and devices born, below) under the process-wide lifecycle
+        // lock (`lifecycle.rs`: concurrent device creation and destruction can deadlock a driver).
         let instance = device::instance_from_env();
-        let adapter = device::choose_adapter(&instance)?;
+        let adapter = crate::lifecycle::serialized(|| device::choose_adapter(&instance))?;
         Engine::from_adapter_with(&adapter, options)
     }
 
@@ -136,7 +138,7 @@ impl Engine {
 
     /// Like [`Engine::from_adapter`], with options.
     pub fn from_adapter_with(adapter: &wgpu::Adapter, options: EngineOptions) -> Result<Engine> {
-        let (device, queue) = device::request_device(adapter)?;
+        let (device, queue) = crate::lifecycle::serialized(|| device::request_device(adapter))?;
         Engine::from_device_with(adapter, device, queue, options)
     }
 

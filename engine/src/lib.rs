@@ -76,6 +76,7 @@ mod info;
 mod launch;
 #[cfg(test)]
 mod launch_tests;
+mod lifecycle;
 mod linear;
 mod msl;
 mod ops;
