@@ -162,9 +162,15 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     if do_batch {
         let (r, e) = st.step("GPU batched decode B=8 vs B=1 (issue 4)", || {
             let g = gpu.as_ref().ok_or("no GPU")?;
-            Ok(batch::measure(gpu_policy, |w, p| {
-                g.time_case(w, p, args.cold_bytes)
-            }))
+            let r = g.with_pool(|| {
+                Ok(batch::measure(
+                    g.engine(),
+                    g.timestamps(),
+                    gpu_policy,
+                    args.cold_bytes,
+                ))
+            });
+            r.map(|r| r.0)
         });
         report.batch = r;
         if let Some(e) = e {

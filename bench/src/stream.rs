@@ -1,29 +1,28 @@
 //! Issue 4's streaming measurement: ≥ 1 GiB of f32 activations, in chunks, through activation
-//! quant + BitLinear against one resident weight, outputs read back to the host.
+//! quant + BitLinear against one resident weight ([`bitnet_wgpu::Linear`]), outputs delivered to
+//! the host — through the engine's streaming API.
 //!
 //! Four wall-clock runs over the same chunks (profiler off):
-//! * **total**: upload chunk i, BitLinear, read back its output — with reads in flight
-//!   ([`READS_IN_FLIGHT`]) so that transfers of one chunk can overlap compute on another;
-//! * **upload only**: the uploads alone (host→GPU GB/s);
-//! * **transfer only**: uploads + read-backs of output-sized tensors, no compute;
+//! * **total**: [`Engine::stream_bitlinear`] over every chunk (staging ring upload, quant +
+//!   BitLinear, read-back, overlapped by the engine; outputs delivered in order to a sink);
+//! * **upload only**: [`Engine::stream_upload`] over the same chunks — the stream's host→GPU leg
+//!   alone, through the same staging ring (host→GPU GB/s);
+//! * **transfer only**: that upload leg with, concurrently on a second thread, one read-back of
+//!   an output-sized tensor per chunk (both transfer directions, no compute);
 //! * **compute only**: BitLinear on resident chunks (two rotating), no transfer.
 //!
 //! Target: total ≤ 1.1 × max(transfer only, compute only). The engine path used is named in the
-//! result ([`StreamResult::path`]); when the engine grows a dedicated double-buffered streaming
-//! API, [`stream_chunk`] is the one place to switch to it.
+//! result ([`StreamResult::path`]), and the chunks the engine's dispatch policy sent to the CPU
+//! are counted ([`StreamResult::cpu_chunks`]; the figures mean what they say only when it is 0).
 
 use crate::data;
 use crate::measure::{Clock, Measurement};
-use bitnet_wgpu::{Engine, Tensor};
+use bitnet_wgpu::{Engine, Linear};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::time::Instant;
 
 /// Id `--filter` matches against.
 pub const STREAM_ID: &str = "stream act_quant+bitlinear 2B k/v 640x2560";
-
-/// Read-backs kept in flight before the oldest is awaited (double buffering from the caller).
-pub const READS_IN_FLIGHT: usize = 2;
 
 /// The overlap target of issue 4.
 pub const STREAM_GOAL: f64 = 1.1;
@@ -58,6 +57,15 @@ pub struct StreamResult {
     pub transfer_only: Option<Measurement>,
     /// Compute on resident chunks, no transfer (wall).
     pub compute_only: Option<Measurement>,
+    /// Chunks of the timed total run computed on the GPU.
+    #[serde(default)]
+    pub gpu_chunks: usize,
+    /// Chunks of the timed total run the engine computed on the CPU (policy or fallback).
+    #[serde(default)]
+    pub cpu_chunks: usize,
+    /// Host→GPU GB/s of host time spent writing into the staging ring (`stream_upload`).
+    #[serde(default)]
+    pub staging_gbps: Option<f64>,
     /// Why figures are missing, if they are.
     pub error: Option<String>,
 }
@@ -89,31 +97,6 @@ pub fn plan(total_bytes: u64, quick: bool) -> (usize, usize) {
     (rows, total_bytes.div_ceil(chunk_bytes).max(2) as usize)
 }
 
-/// One streamed chunk: upload, activation quant + BitLinear, and the read-back as a future.
-fn stream_chunk(
-    e: &Engine,
-    host: &[f32],
-    rows: usize,
-    w: &Tensor,
-) -> Result<impl Future<Output = bitnet_wgpu::Result<Vec<f32>>> + use<>, String> {
-    let x = e.upload_f32(host, &[rows, K]).map_err(|x| x.to_string())?;
-    let y = crate::engine_ops::bitlinear(e, &x, w)?;
-    Ok(y.read_f32_async())
-}
-
-/// Awaits futures until at most `keep` are left.
-fn drain<F: Future<Output = bitnet_wgpu::Result<Vec<f32>>>>(
-    q: &mut VecDeque<F>,
-    keep: usize,
-) -> Result<(), String> {
-    while q.len() > keep {
-        if let Some(f) = q.pop_front() {
-            pollster::block_on(f).map_err(|x| x.to_string())?;
-        }
-    }
-    Ok(())
-}
-
 /// A result with no figures, only why (the step failed or was skipped).
 pub fn failed(total_bytes: u64, quick: bool, error: String) -> StreamResult {
     let mut r = empty(total_bytes, quick);
@@ -130,13 +113,14 @@ fn empty(total_bytes: u64, quick: bool) -> StreamResult {
         chunks,
         input_bytes: (chunks * rows * K * 4) as u64,
         output_bytes: (chunks * rows * N * 4) as u64,
-        path: format!(
-            "Engine::upload_f32 (queue.write_buffer) → bitlinear_tensor → read_f32_async, {READS_IN_FLIGHT} reads in flight"
-        ),
+        path: "Linear::new + Engine::stream_bitlinear (staging ring, quant + BitLinear, read-back overlapped); upload only: Engine::stream_upload".into(),
         total: None,
         upload_only: None,
         transfer_only: None,
         compute_only: None,
+        gpu_chunks: 0,
+        cpu_chunks: 0,
+        staging_gbps: None,
         error: None,
     }
 }
@@ -160,17 +144,17 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
     for _ in 0..chunks {
         host.extend_from_slice(&seed_chunk);
     }
-    let wq = data::ternary(N, K, 78).map_err(|x| x.to_string())?;
-    let w = e.upload_ternary(&wq).map_err(err)?;
+    let layer = Linear::new(e, data::ternary(N, K, 78).map_err(|x| x.to_string())?);
+    let w = layer.device_weights().map_err(err)?;
     let resident = [
         e.upload_f32(&seed_chunk, &[rows, K]).map_err(err)?,
         e.upload_f32(&seed_chunk, &[rows, K]).map_err(err)?,
     ];
     let out_like = e.fill(&[rows, N], 0.0).map_err(err)?;
-    let chunk = |i: usize| &host[i * chunk_len..(i + 1) * chunk_len];
+    let pieces = || host.chunks(chunk_len);
 
     let time = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Measurement, String> {
-        f()?; // warmup: pipelines, pool growth, staging buffers
+        f()?; // warmup: pipelines, pool growth, staging ring
         let mut samples = Vec::new();
         for _ in 0..repeats {
             let t = Instant::now();
@@ -180,35 +164,59 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
         }
         Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
     };
+    let mut last = None;
     r.total = Some(time(&mut || {
-        let mut q = VecDeque::new();
-        for i in 0..chunks {
-            q.push_back(stream_chunk(e, chunk(i), rows, &w)?);
-            drain(&mut q, READS_IN_FLIGHT)?;
+        let mut delivered = 0usize;
+        let st = e
+            .stream_bitlinear(pieces(), &layer, |_, y| {
+                delivered += y.len();
+                Ok(())
+            })
+            .map_err(err)?;
+        if delivered != chunks * rows * N {
+            return Err(format!("the stream delivered {delivered} outputs"));
         }
-        drain(&mut q, 0)
-    })?);
-    r.upload_only = Some(time(&mut || {
-        for i in 0..chunks {
-            drop(e.upload_f32(chunk(i), &[rows, K]).map_err(err)?);
-        }
+        last = Some(st);
         Ok(())
     })?);
+    if let Some(st) = last {
+        (r.gpu_chunks, r.cpu_chunks) = (st.gpu_chunks, st.cpu_chunks);
+    }
+    let mut staging = Vec::new();
+    r.upload_only = Some(time(&mut || {
+        let st = e.stream_upload(pieces()).map_err(err)?;
+        staging.push(st.staging_bytes_per_s() / 1e9);
+        Ok(())
+    })?);
+    staging.sort_by(f64::total_cmp);
+    r.staging_gbps = staging.get(staging.len() / 2).copied();
     r.transfer_only = Some(time(&mut || {
-        let mut q = VecDeque::new();
-        for i in 0..chunks {
-            drop(e.upload_f32(chunk(i), &[rows, K]).map_err(err)?);
-            q.push_back(out_like.read_f32_async());
-            drain(&mut q, READS_IN_FLIGHT)?;
-        }
-        drain(&mut q, 0)
+        std::thread::scope(|s| {
+            let reads = s.spawn(|| {
+                for _ in 0..chunks {
+                    out_like.read_f32().map_err(err)?;
+                }
+                Ok::<(), String>(())
+            });
+            let up = e.stream_upload(pieces()).map(drop).map_err(err);
+            let reads = reads
+                .join()
+                .unwrap_or_else(|_| Err("the read-back thread panicked".into()));
+            up.and(reads)
+        })
     })?);
     r.compute_only = Some(time(&mut || {
         for i in 0..chunks {
-            drop(crate::engine_ops::bitlinear(e, &resident[i % 2], &w)?);
+            drop(e.bitlinear_tensor(&resident[i % 2], &w).map_err(err)?);
         }
         Ok(())
     })?);
+    if r.cpu_chunks > 0 {
+        r.error = Some(format!(
+            "the engine's dispatch policy ran {} of {} chunks on the CPU",
+            r.cpu_chunks, chunks
+        ));
+    }
     Ok(())
 }
 
@@ -240,6 +248,9 @@ mod tests {
             upload_only: Some(ms(80.0)),
             transfer_only: Some(ms(100.0)),
             compute_only: Some(ms(50.0)),
+            gpu_chunks: chunks,
+            cpu_chunks: 0,
+            staging_gbps: None,
             error: None,
         };
         assert_eq!(r.h2d_gbps(), Some(25.0));

@@ -265,11 +265,12 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
             .iter()
             .map(|s| {
                 format!(
-                    "{} {}×{}: {}",
+                    "{} {}×{}: {}{}",
                     s.label,
                     s.n,
                     s.k,
-                    s.ratio().map_or(nm.to_string(), |r| format!("{r:.2}"))
+                    s.ratio().map_or(nm.to_string(), |r| format!("{r:.2}")),
+                    plans_note(s)
                 )
             })
             .collect();
@@ -288,10 +289,14 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
             goal: "issue 4: host→GPU throughput while streaming (aim ≥ 25 GB/s; plain write_buffer: 3.3 GB/s on the H100)",
             evidence: st.map_or(nm.to_string(), |s| {
                 format!(
-                    "{} GB/s ({} uploaded, uploads only, {})",
+                    "{} GB/s ({} uploaded, uploads only, {}{})",
                     crate::fmt::opt_sig(h2d, nm),
                     crate::fmt::bytes(s.input_bytes),
-                    opt_time(s.upload_only.map(|m| m.median_ms), nm)
+                    opt_time(s.upload_only.map(|m| m.median_ms), nm),
+                    s.staging_gbps.map_or(String::new(), |g| format!(
+                        "; host writes into the staging ring {} GB/s",
+                        sig(g)
+                    ))
                 )
             }),
             status: Status::of(&[h2d.map(|g| g >= 25.0)]),
@@ -307,6 +312,14 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
             ),
         },
     ]
+}
+
+/// `" (B=1 plan / B=8 plan)"` when the report names the plans, else nothing.
+fn plans_note(s: &crate::batch::BatchShape) -> String {
+    match (&s.plan_b1, &s.plan_b8) {
+        (Some(a), Some(b)) => format!(" ({a} / {b})"),
+        _ => String::new(),
+    }
 }
 
 fn sig(v: f64) -> String {

@@ -12,7 +12,7 @@
 //    MR rows fills GB_TILE vec4 = 14 KiB of workgroup memory), xq = clamp(round(x * inv), -128,
 //    127) packed 4 per u32, and the row blocks of bitlinear_gemv_blocks.wgsl run over the tile.
 //    A lane's first weight step of each tile is loaded before the tile is quantized, so the loads
-//    are in flight meanwhile. Tile layout: vec4 (4 m + c) * ST + jj holds the 4 activation words
+//    are in flight meanwhile, and each later step is loaded one step ahead. Tile layout: vec4 (4 m + c) * ST + jj holds the 4 activation words
 //    that pair with word c of weight vec4 jj of the tile, so a block's lanes read consecutive
 //    vec4 (no bank conflicts).
 // 3. Each thread sums the quantized values it wrote per row; the workgroup's row sums are
@@ -148,13 +148,13 @@ fn main(
         }
         workgroupBarrier();
         for (var jj = ids.l; jj < steps; jj = jj + TPR) {
-            if (jj != ids.l) {
-                w = gv_load(ids.n, t0 + jj, vpr);
-            }
+            // Issue the next step's loads before this step's arithmetic.
+            let next = gb_load(ids.n, t0 + jj + TPR, t0 + steps, vpr);
             for (var m = 0u; m < MR; m = m + 1u) {
                 let b = 4u * m * st + jj;
                 acc[m] += gv_dot(w, gb_x[b], gb_x[b + st], gb_x[b + 2u * st], gb_x[b + 3u * st]);
             }
+            w = next;
         }
         // The next tile's first step, in flight during its quantization.
         let next = t0 + st;

@@ -224,3 +224,24 @@ fn a_broken_kernel_is_rejected() {
     );
     assert!(validate(&needs_subgroups).is_ok());
 }
+
+#[test]
+fn batched_gemv_constants_match_the_engine() {
+    // The engine sizes the batched GEMV's K tiles (and its default lanes) from
+    // GEMV_BATCH_TILE_VEC4 and GEMV_MAX_M; the WGSL must use the same values.
+    let kernel = bitnet::BITLINEAR_GEMV_BATCH_SUBGROUP;
+    let module = validate(&kernel).unwrap();
+    let value = |name: &str| {
+        let (_, c) = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no {name}", kernel.name));
+        match module.global_expressions[c.init] {
+            naga::Expression::Literal(naga::Literal::U32(v)) => v,
+            ref other => panic!("{}: {name} is {other:?}", kernel.name),
+        }
+    };
+    assert_eq!(value("GB_TILE"), bitnet::GEMV_BATCH_TILE_VEC4);
+    assert_eq!(value("GB_MAX_M"), bitnet::GEMV_MAX_M);
+}

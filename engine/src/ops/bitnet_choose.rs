@@ -86,6 +86,11 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
     }
 }
 
+/// Workgroups of the vec4 GEMVs (`N · lanes / 1024`: `1024 / lanes` rows each) up to which
+/// autotune also tries lane counts that leave lanes idle: about one workgroup per SM of a large
+/// GPU.
+const SMALL_GRID_WORKGROUPS: u64 = 160;
+
 /// The plans autotune compares for `key` (respecting forced settings); `coop`: the
 /// cooperative-matrix GEMM passed its self-test.
 pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Vec<LinearPlan> {
@@ -107,22 +112,28 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
     if s.generic_gemv || !vec4_ok(gpu, m, k) {
         return vec![LinearPlan::Generic];
     }
-    // Lanes beyond twice the vec4 per row would idle; below 8 a block is too narrow to coalesce.
+    // Lanes beyond twice the vec4 per row would idle, unless the grid is small (few rows): then
+    // more lanes per block mean fewer rows per workgroup and more workgroups to spread over a
+    // large GPU. Below 8 a block is too narrow to coalesce.
     let vec4_per_row = (k / 64) as u32;
+    let small_grid = |l: u32| key.n as u64 * u64::from(l) <= SMALL_GRID_WORKGROUPS * 1024;
     let lanes: Vec<u32> = GEMV_LANES
         .iter()
         .copied()
-        .filter(|&l| l <= 2 * vec4_per_row.max(8) && l >= 16.min(vec4_per_row.max(8)))
+        .filter(|&l| l <= 2 * vec4_per_row.max(8) || small_grid(l))
+        .filter(|&l| l >= 16.min(vec4_per_row.max(8)))
         .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
         .collect();
     let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
     if batch && s.batch_gemv != Some(false) {
-        // More lanes than a K tile has steps would idle.
+        // More lanes than a K tile has steps would idle (worth it only on small grids).
         let tile = batch_tile_steps(m).max(8);
         out.extend(
             GEMV_LANES
                 .iter()
-                .filter(|&&l| l <= tile.next_power_of_two() && l <= 2 * vec4_per_row.max(8))
+                .filter(|&&l| {
+                    (l <= tile.next_power_of_two() && l <= 2 * vec4_per_row.max(8)) || small_grid(l)
+                })
                 .filter(|&&l| s.gemv_lanes.is_none_or(|f| f == l))
                 .map(|&lanes| LinearPlan::Batch { lanes }),
         );
