@@ -181,13 +181,19 @@ impl Gpu {
     pub fn explain(&self, e: Error) -> Error {
         if matches!(e, Error::Map(_) | Error::Validation { .. }) && !self.is_lost() {
             // Until the queue drained (or a second passed), polling without blocking in wgpu.
-            let started = std::time::Instant::now();
+            // The poll that finds a destroyed device's queue empty hands the lost callback to
+            // whichever thread polled (often the completion thread), which runs it just after:
+            // so once the queue is empty, keep watching for a short grace period.
+            use std::time::{Duration, Instant};
+            let mut deadline = Instant::now() + Duration::from_secs(1);
             let mut backoff = crate::wait::Backoff::default();
-            while !self.is_lost() && started.elapsed() < std::time::Duration::from_secs(1) {
-                match self.device.poll(wgpu::PollType::Poll) {
-                    Ok(wgpu::PollStatus::QueueEmpty) | Err(_) => break,
-                    Ok(_) => backoff.pause(),
+            while !self.is_lost() && Instant::now() < deadline {
+                if let Ok(wgpu::PollStatus::QueueEmpty) | Err(_) =
+                    self.device.poll(wgpu::PollType::Poll)
+                {
+                    deadline = deadline.min(Instant::now() + Duration::from_millis(25));
                 }
+                backoff.pause();
             }
         }
         self.check_health().err().unwrap_or(e)
