@@ -9,10 +9,8 @@
 //! entry before its next use ([`BindCache::clear`] does it at once, for the pool's
 //! out-of-memory retry). The cache is bounded ([`MAX_ENTRIES`]; full means cleared).
 
-// wgpu handles hash and compare by their id, which never changes: not a mutable key.
-#![allow(clippy::mutable_key_type)]
-
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,16 +20,36 @@ use crate::error::Result;
 pub(crate) const MAX_ENTRIES: usize = 4096;
 
 /// What a bind group was created for.
-#[derive(PartialEq, Eq, Hash)]
 struct Key {
     layout: wgpu::BindGroupLayout,
     bindings: Vec<(wgpu::Buffer, u64, u64)>,
 }
 
+impl Key {
+    fn matches(
+        &self,
+        layout: &wgpu::BindGroupLayout,
+        bindings: &[(&wgpu::Buffer, u64, u64)],
+    ) -> bool {
+        self.layout == *layout
+            && self.bindings.len() == bindings.len()
+            && self
+                .bindings
+                .iter()
+                .zip(bindings)
+                .all(|((b, o, s), (b2, o2, s2))| b == *b2 && o == o2 && s == s2)
+    }
+}
+
+/// Entries by a hash of their key (computed from borrowed bindings: a hit clones nothing).
+type Map = HashMap<u64, Vec<(Key, wgpu::BindGroup)>, BuildHasherDefault<Prehashed>>;
+
 /// Group-0 bind groups by layout and bindings.
 #[derive(Default)]
 pub(crate) struct BindCache {
-    map: Mutex<HashMap<Key, wgpu::BindGroup>>,
+    map: Mutex<Map>,
+    /// Entries in `map`.
+    len: std::sync::atomic::AtomicUsize,
     /// Set by the pool when it lets a buffer go: clear before the next lookup.
     stale: AtomicBool,
 }
@@ -48,6 +66,14 @@ impl BindCache {
         if self.stale.swap(false, Ordering::AcqRel) {
             self.clear();
         }
+        let hash = key_hash(layout, bindings);
+        if let Some(list) = self.lock().get(&hash)
+            && let Some((_, g)) = list.iter().find(|(k, _)| k.matches(layout, bindings))
+        {
+            return Ok(g.clone());
+        }
+        // Created outside the lock (it enters wgpu); a racing duplicate is harmless.
+        let group = create()?;
         let key = Key {
             layout: layout.clone(),
             bindings: bindings
@@ -55,15 +81,15 @@ impl BindCache {
                 .map(|&(b, o, s)| (b.clone(), o, s))
                 .collect(),
         };
-        if let Some(g) = self.lock().get(&key) {
-            return Ok(g.clone());
-        }
-        // Created outside the lock (it enters wgpu); a racing duplicate is harmless.
-        let group = create()?;
         let dropped = {
             let mut map = self.lock();
-            let dropped = (map.len() >= MAX_ENTRIES).then(|| std::mem::take(&mut *map));
-            map.insert(key, group.clone());
+            let full = self.len.load(Ordering::Relaxed) >= MAX_ENTRIES;
+            let dropped = full.then(|| std::mem::take(&mut *map));
+            if full {
+                self.len.store(0, Ordering::Relaxed);
+            }
+            map.entry(hash).or_default().push((key, group.clone()));
+            self.len.fetch_add(1, Ordering::Relaxed);
             dropped
         };
         drop(dropped); // bind groups are released outside the lock
@@ -77,18 +103,72 @@ impl BindCache {
 
     /// Drops every entry now (releasing the buffers they hold).
     pub fn clear(&self) {
-        let old = std::mem::take(&mut *self.lock());
+        let old = {
+            let mut map = self.lock();
+            self.len.store(0, Ordering::Relaxed);
+            std::mem::take(&mut *map)
+        };
         drop(old);
     }
 
     /// Cached entries.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.len.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, wgpu::BindGroup>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Map> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A cheap multiplicative hash of the key (wgpu handles hash their small integer ids; SipHash
+/// was a tenth of a launch's cost).
+fn key_hash(layout: &wgpu::BindGroupLayout, bindings: &[(&wgpu::Buffer, u64, u64)]) -> u64 {
+    let mut h = Mixer(0);
+    layout.hash(&mut h);
+    for (b, o, s) in bindings {
+        b.hash(&mut h);
+        h.write_u64(*o);
+        h.write_u64(*s);
+    }
+    h.finish()
+}
+
+/// Fx-style mixing hasher (not DoS-resistant; keys are the engine's own handles).
+struct Mixer(u64);
+
+impl Hasher for Mixer {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+/// The map's keys are already hashes: pass them through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
     }
 }
 

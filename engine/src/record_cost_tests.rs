@@ -40,7 +40,9 @@ fn record_cost() {
         .expect("upload w");
     let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
     let x = e.upload_f32(&x, &[1, k]).expect("upload x");
-    for round in 0..3 {
+    let rounds = env("BITNET_RECORD_ROUNDS", 7);
+    let mut medians: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
         // Warm-up round 0: pipelines, plans, pool classes.
         e.sync().expect("sync");
         let t0 = Instant::now();
@@ -62,6 +64,11 @@ fn record_cost() {
         e.sync().expect("sync");
         let waited = t2.elapsed();
         let us = |d: std::time::Duration| d.as_secs_f64() * 1e6 / n as f64;
+        if round > 0 {
+            medians[0].push(us(calls));
+            medians[1].push(us(flushed));
+            medians[2].push(us(encoded));
+        }
         println!(
             "round {round} N={n} K={k}: caller {:.2} µs/op, recorded (caller + submission thread) \
              {:.2} µs/op, flush {:.2} µs/op (of which encode {:.2}), wait {:.2} µs/op",
@@ -72,4 +79,14 @@ fn record_cost() {
             us(waited)
         );
     }
+    for m in &mut medians {
+        m.sort_by(f64::total_cmp);
+    }
+    let med = |m: &Vec<f64>| m.get(m.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "median of rounds 1..{rounds}: caller {:.2} µs/op, flush {:.2} µs/op, encode {:.2} µs/op",
+        med(&medians[0]),
+        med(&medians[1]),
+        med(&medians[2])
+    );
 }

@@ -8,6 +8,9 @@
 //! they were posted, so a launch recorded before a tensor was handed to another thread is always
 //! recorded before anything that thread does with it.
 //!
+//! Waiting: after each job the thread polls the queue for a few tens of µs ([`SPIN`]) before it
+//! blocks, so back-to-back launches never pay for waking it.
+//!
 //! Batching: the thread submits when a sync point asks, when the batch reaches
 //! `EngineOptions::batch_dispatches`, and — unless `EngineOptions::idle_flush` is `None` — when
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
@@ -179,13 +182,16 @@ pub(crate) fn spawn(queue: Queue, gpu: &Arc<Gpu>, idle_flush: Option<Duration>) 
 fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Option<Duration>) {
     let mut batch = Batch::default();
     loop {
-        let msg = match (idle_flush, batch.is_empty()) {
-            (Some(idle), false) => match rx.recv_timeout(idle) {
-                Ok(m) => Some(m),
-                Err(flume::RecvTimeoutError::Timeout) => None,
-                Err(flume::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
+        let msg = match spin_recv(rx) {
+            Some(m) => Some(m),
+            None => match (idle_flush, batch.is_empty()) {
+                (Some(idle), false) => match rx.recv_timeout(idle) {
+                    Ok(m) => Some(m),
+                    Err(flume::RecvTimeoutError::Timeout) => None,
+                    Err(flume::RecvTimeoutError::Disconnected) => Some(Msg::Stop),
+                },
+                _ => Some(rx.recv().unwrap_or(Msg::Stop)),
             },
-            _ => Some(rx.recv().unwrap_or(Msg::Stop)),
         };
         activity.store(
             match msg {
@@ -215,5 +221,28 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
             }
         }
         activity.store(0, Ordering::Relaxed);
+    }
+}
+
+/// How long the thread polls for the next job before it blocks. While it polls, a caller's post
+/// is a plain queue push; once it blocked, every post must wake it (a futex syscall, and on a VM
+/// an inter-processor interrupt: about a quarter of a launch's caller-side cost when launches come
+/// back to back). Short, so an idle engine stops burning a core almost at once.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The next message if one arrives within [`SPIN`] (`Stop` once every sender is gone).
+fn spin_recv(rx: &flume::Receiver<Msg>) -> Option<Msg> {
+    let start = std::time::Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(flume::TryRecvError::Disconnected) => return Some(Msg::Stop),
+            Err(flume::TryRecvError::Empty) if start.elapsed() >= SPIN => return None,
+            Err(flume::TryRecvError::Empty) => {
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
     }
 }
