@@ -15,30 +15,33 @@ enable wgpu_cooperative_matrix;
 //
 // Per K step of CM_KS = 32 every thread loads one vec4 of activations (16 int8 of one tile row)
 // and one weight word (16 codes of one tile row) — consecutive threads read consecutive 16-byte /
-// 4-byte pieces of a row — converts them to f16 (codes to weights: w = code - 1) and stores them
-// k-contiguous in workgroup memory, [row][k] with a padded row stride (CM_LD = 40 halves = 80
-// bytes: the 8 rows of one 8 x 16-byte fragment phase fall in 8 different bank quads). The next
-// step's global loads are issued before the current step's matrix operations.
+// 4-byte pieces of a row — converts them to f16 (weights: code - 1) and stores them k-contiguous
+// in workgroup memory as vec4<f16> (8-byte stores), [row][k] with a padded row stride (40 halves
+// = 80 bytes: the 8 rows of one 8 x 16-byte fragment phase fall in 8 different bank quads; the
+// fragment loads take a vec4<f16> pointer, so offsets and strides count vec4<f16>). Operands are
+// double-buffered (one barrier per step: step s multiplies buffer s % 2 while its threads store
+// step s + 1 into the other), and global loads run two steps ahead of their matrix operations.
 //
 // Edges: out-of-range weight rows and words are zero weights (code 1); out-of-range activation
 // rows and words read a clamped in-range word (finite, and multiplied by zero weights or never
-// stored). The epilogue stores each accumulator row-major into the subgroup's own 16 x 16 f32
-// slot of workgroup memory, and every lane writes 8 of its elements through bitlinear_write.
+// stored). The epilogue stores each accumulator row-major into a 16 x 16 f32 slot of workgroup
+// memory (half of the subgroups at a time), and every lane writes 8 elements through
+// bitlinear_write.
 //
-// Workgroup memory: 2 x 10 KiB operands + 8 KiB epilogue = 28 KiB (above the WebGPU default of
-// 16 KiB; devices with cooperative matrices offer at least 32 KiB — the engine's self-test rejects
-// the kernel where pipeline creation fails).
+// Workgroup memory: 2 x 2 x 10 KiB operands + 4 KiB epilogue = 44 KiB (above the WebGPU default
+// of 16 KiB; the engine's self-test rejects the kernel where pipeline creation fails).
 //
 // The enable directives must come first, so this file is first in its kernel! list; needs
 // bitlinear_common.wgsl.
 
-const CM_THREADS: u32 = 256u;
 // Tile edges and K step.
 const CM_BM: u32 = 128u;
 const CM_BN: u32 = 128u;
 const CM_KS: u32 = 32u;
-// Row stride (halves) of the staged operands: CM_KS plus 8 halves of padding.
-const CM_LD: u32 = 40u;
+// Row stride of the staged operands in vec4<f16> units: CM_KS plus 8 halves of padding.
+const CM_LDQ: u32 = 10u;
+// vec4<f16> per staged operand buffer (128 rows).
+const CM_BUF: u32 = 1280u;
 
 @group(0) @binding(0) var<storage, read> weights: array<u32>;
 // The weight tensor's scale s.
@@ -53,12 +56,12 @@ const CM_LD: u32 = 40u;
 // Status word 0: the smallest flat index (into `out`) of a non-finite y.
 const Y_STATUS: u32 = 0u;
 
-// [CM_BM m][CM_LD] activations of the step (k = 0 .. CM_KS used).
-var<workgroup> cm_a: array<f16, 5120>;
-// [CM_BN n][CM_LD] weights of the step.
-var<workgroup> cm_b: array<f16, 5120>;
-// One row-major 16 x 16 f32 slot per subgroup for the epilogue.
-var<workgroup> cm_c: array<f32, 2048>;
+// Two buffers of [CM_BM m][CM_LDQ] activations (k = 0 .. CM_KS used).
+var<workgroup> cm_a: array<vec4<f16>, 2560>;
+// Two buffers of [CM_BN n][CM_LDQ] weights.
+var<workgroup> cm_b: array<vec4<f16>, 2560>;
+// Four row-major 16 x 16 f32 slots for the epilogue.
+var<workgroup> cm_c: array<f32, 1024>;
 
 // A thread's share of a K step: tile row t / 2, half t % 2 of the step (16 k each): one
 // activation vec4 and one weight word.
@@ -83,51 +86,49 @@ fn cm_load(t: u32, m0: u32, n0: u32, s: u32) -> CmStage {
     return st;
 }
 
-// Four int8 activations of a packed word as f16, at cm_a[base ..].
-fn cm_act4(v: u32, base: u32) {
-    let q = vec4<f16>(unpack4xI8(v));
-    cm_a[base] = q.x;
-    cm_a[base + 1u] = q.y;
-    cm_a[base + 2u] = q.z;
-    cm_a[base + 3u] = q.w;
+// The four signed bytes of an activation word as f16.
+fn cm_act4(v: u32) -> vec4<f16> {
+    return vec4<f16>(unpack4xI8(v));
 }
 
 // Group g of a weight word (k = 4 g .. 4 g + 3 of the word, bits 8 i + 2 g, layout.rs) as f16
-// weights code - 1, at cm_b[base ..].
-fn cm_wgt4(w: u32, g: u32, base: u32) {
-    let codes = vec4<i32>(unpack4xU8((w >> (2u * g)) & CODE_MASK));
-    let q = vec4<f16>(codes - vec4<i32>(1));
-    cm_b[base] = q.x;
-    cm_b[base + 1u] = q.y;
-    cm_b[base + 2u] = q.z;
-    cm_b[base + 3u] = q.w;
+// weights code - 1.
+fn cm_wgt4(w: u32, g: u32) -> vec4<f16> {
+    return vec4<f16>(unpack4xU8((w >> (2u * g)) & CODE_MASK)) - vec4<f16>(1.0h);
 }
 
-fn cm_store(t: u32, st: CmStage) {
-    let base = (t / 2u) * CM_LD + 16u * (t % 2u);
-    cm_act4(st.x.x, base);
-    cm_act4(st.x.y, base + 4u);
-    cm_act4(st.x.z, base + 8u);
-    cm_act4(st.x.w, base + 12u);
-    cm_wgt4(st.w, 0u, base);
-    cm_wgt4(st.w, 1u, base + 4u);
-    cm_wgt4(st.w, 2u, base + 8u);
-    cm_wgt4(st.w, 3u, base + 12u);
+// Stores a staged share into buffer `buf`: activation word c is k 4 c .. 4 c + 3 of the half,
+// weight group g is k 4 g .. 4 g + 3 (bits 8 i + 2 g, layout.rs).
+fn cm_store(t: u32, st: CmStage, buf: u32) {
+    let base = buf * CM_BUF + (t / 2u) * CM_LDQ + 4u * (t % 2u);
+    cm_a[base] = cm_act4(st.x.x);
+    cm_a[base + 1u] = cm_act4(st.x.y);
+    cm_a[base + 2u] = cm_act4(st.x.z);
+    cm_a[base + 3u] = cm_act4(st.x.w);
+    cm_b[base] = cm_wgt4(st.w, 0u);
+    cm_b[base + 1u] = cm_wgt4(st.w, 1u);
+    cm_b[base + 2u] = cm_wgt4(st.w, 2u);
+    cm_b[base + 3u] = cm_wgt4(st.w, 3u);
 }
 
-// Stores accumulator `c` into the subgroup's slot, then lane `lane` writes its 8 elements of the
-// 16 x 16 block at tile rows m (first row), columns n (first column).
-fn cm_epilogue(c: coop_mat16x16<f32, C>, sg: u32, lane: u32, m: u32, n: u32, s: f32) {
-    coopStoreT(c, &cm_c[sg * 256u], 16u);
+// Subgroups of half h (sg / 4 == h) store accumulator `c` into slot sg % 4, then each of their
+// lanes writes 8 elements of the 16 x 16 block at tile rows m (first row), columns n.
+fn cm_epilogue(c: coop_mat16x16<f32, C>, h: u32, sg: u32, lane: u32, m: u32, n: u32, s: f32) {
+    let slot = (sg % 4u) * 256u;
+    if (sg / 4u == h) {
+        coopStoreT(c, &cm_c[slot], 16u);
+    }
     workgroupBarrier();
-    for (var r = 0u; r < 8u; r = r + 1u) {
-        let e = lane + 32u * r;
-        let row = m + e / 16u;
-        let col = n + e % 16u;
-        if (row < params.m && col < params.n) {
-            let acc = i32(cm_c[sg * 256u + e]);
-            let scale = bitlinear_scale(s, act_absmax[params.m_base + row]);
-            bitlinear_write(row * params.out_stride + params.out_base + col, acc, scale);
+    if (sg / 4u == h) {
+        for (var r = 0u; r < 8u; r = r + 1u) {
+            let e = lane + 32u * r;
+            let row = m + e / 16u;
+            let col = n + e % 16u;
+            if (row < params.m && col < params.n) {
+                let acc = i32(cm_c[slot + e]);
+                let scale = bitlinear_scale(s, act_absmax[params.m_base + row]);
+                bitlinear_write(row * params.out_stride + params.out_base + col, acc, scale);
+            }
         }
     }
     workgroupBarrier();
@@ -150,8 +151,8 @@ fn main(
         return;
     }
     // Subgroup sg owns tile rows 64 (sg / 4) .. + 64 and columns 32 (sg % 4) .. + 32.
-    let am = 64u * (sg / 4u) * CM_LD;
-    let bn = 32u * (sg % 4u) * CM_LD;
+    let am = 64u * (sg / 4u) * CM_LDQ;
+    let bn = 32u * (sg % 4u) * CM_LDQ;
     var c00 = coop_mat16x16<f32, C>();
     var c01 = coop_mat16x16<f32, C>();
     var c10 = coop_mat16x16<f32, C>();
@@ -162,43 +163,58 @@ fn main(
     var c31 = coop_mat16x16<f32, C>();
 
     let steps = (params.words_per_row + 1u) / 2u;
-    var st = cm_load(t, m0, n0, 0u);
+    cm_store(t, cm_load(t, m0, n0, 0u), 0u);
+    // `next`: the share of step s + 1, loaded one step ahead of its store.
+    var next = CmStage();
+    if (steps > 1u) {
+        next = cm_load(t, m0, n0, 1u);
+    }
+    workgroupBarrier();
     for (var s = 0u; s < steps; s = s + 1u) {
-        cm_store(t, st);
-        workgroupBarrier();
-        if (s + 1u < steps) {
-            st = cm_load(t, m0, n0, s + 1u);
+        let buf = s % 2u;
+        var after = CmStage();
+        if (s + 2u < steps) {
+            after = cm_load(t, m0, n0, s + 2u);
         }
-        for (var kk = 0u; kk < CM_KS; kk = kk + 16u) {
-            // A row-major [m][k] (coopLoadT), B column-major: element (k, n) at n * CM_LD + k.
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&cm_b[bn + kk], CM_LD);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&cm_b[bn + 16u * CM_LD + kk], CM_LD);
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[am + kk], CM_LD);
+        let a_buf = buf * CM_BUF + am;
+        let b_buf = buf * CM_BUF + bn;
+        for (var kq = 0u; kq < CM_KS / 4u; kq = kq + 4u) {
+            // A row-major [m][k] (coopLoadT), B column-major: element (k, n) at n * CM_LDQ + k.
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&cm_b[b_buf + kq], CM_LDQ);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&cm_b[b_buf + 16u * CM_LDQ + kq], CM_LDQ);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[a_buf + kq], CM_LDQ);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[am + 16u * CM_LD + kk], CM_LD);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[a_buf + 16u * CM_LDQ + kq], CM_LDQ);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
-            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[am + 32u * CM_LD + kk], CM_LD);
+            let a2 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[a_buf + 32u * CM_LDQ + kq], CM_LDQ);
             c20 = coopMultiplyAdd(a2, b0, c20);
             c21 = coopMultiplyAdd(a2, b1, c21);
-            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[am + 48u * CM_LD + kk], CM_LD);
+            let a3 = coopLoadT<coop_mat16x16<f16, A>>(&cm_a[a_buf + 48u * CM_LDQ + kq], CM_LDQ);
             c30 = coopMultiplyAdd(a3, b0, c30);
             c31 = coopMultiplyAdd(a3, b1, c31);
         }
+        // Buffer 1 - buf was last read in step s - 1, before the barrier that ended it.
+        if (s + 1u < steps) {
+            cm_store(t, next, 1u - buf);
+        }
+        next = after;
         workgroupBarrier();
     }
 
-    // Epilogue: one accumulator of every subgroup at a time.
+    // Epilogue: one accumulator of one half of the subgroups at a time.
     let sc = weight_scale[0];
     let m = m0 + 64u * (sg / 4u);
     let n = n0 + 32u * (sg % 4u);
-    cm_epilogue(c00, sg, lane, m, n, sc);
-    cm_epilogue(c01, sg, lane, m, n + 16u, sc);
-    cm_epilogue(c10, sg, lane, m + 16u, n, sc);
-    cm_epilogue(c11, sg, lane, m + 16u, n + 16u, sc);
-    cm_epilogue(c20, sg, lane, m + 32u, n, sc);
-    cm_epilogue(c21, sg, lane, m + 32u, n + 16u, sc);
-    cm_epilogue(c30, sg, lane, m + 48u, n, sc);
-    cm_epilogue(c31, sg, lane, m + 48u, n + 16u, sc);
+    for (var h = 0u; h < 2u; h = h + 1u) {
+        cm_epilogue(c00, h, sg, lane, m, n, sc);
+        cm_epilogue(c01, h, sg, lane, m, n + 16u, sc);
+        cm_epilogue(c10, h, sg, lane, m + 16u, n, sc);
+        cm_epilogue(c11, h, sg, lane, m + 16u, n + 16u, sc);
+        cm_epilogue(c20, h, sg, lane, m + 32u, n, sc);
+        cm_epilogue(c21, h, sg, lane, m + 32u, n + 16u, sc);
+        cm_epilogue(c30, h, sg, lane, m + 48u, n, sc);
+        cm_epilogue(c31, h, sg, lane, m + 48u, n + 16u, sc);
+    }
 }
