@@ -209,10 +209,10 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
 
 /// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
 /// while `127 K < 2^24`): [`GEMM_COOP_TILE_M`] × [`GEMM_COOP_TILE_N`] tiles, 256 threads = 8
-/// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16 in 28 KiB of
-/// workgroup memory. Needs `SHADER_F16`, `SUBGROUP` and `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16
-/// 16×16×16 / f32 accumulators, subgroup size 32. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`]
-/// (activations read as vec4); workgroups `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with
+/// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16,
+/// double-buffered in 44 KiB of workgroup memory. Needs `SHADER_F16`, `SUBGROUP` and
+/// `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16 16×16×16 / f32 accumulators, subgroup size 32.
+/// Same bindings as [`BITLINEAR_GEMV_SUBGROUP`] (activations read as vec4); workgroups `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with
 /// `tiles_n = ceil(N / GEMM_COOP_TILE_N)`.
 pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_subgroup",

@@ -18,8 +18,8 @@ const MAX_WORKGROUP_DIMS: [u32; 3] = [256, 256, 64];
 /// WebGPU default `max_compute_workgroup_storage_size` in bytes.
 const MAX_WORKGROUP_STORAGE: u32 = 16384;
 /// Workgroup storage allowed to the cooperative-matrix GEMM: it only runs on devices with
-/// cooperative matrices (all offer at least 32 KiB), after a device self-test.
-const COOP_MAX_WORKGROUP_STORAGE: u32 = 32768;
+/// cooperative matrices (the H100 / H200 offer 48 KiB), after a device self-test.
+const COOP_MAX_WORKGROUP_STORAGE: u32 = 45056;
 
 /// The params declaration every kernel writes (`PARAMS_UNIFORM_DECL` in engine/src/pipelines.rs).
 const PARAMS_UNIFORM_DECL: &str = "@group(1) @binding(0) var<uniform> params: Params;";
