@@ -212,8 +212,8 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
 /// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16,
 /// double-buffered in 44 KiB of workgroup memory. Needs `SHADER_F16`, `SUBGROUP` and
 /// `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16 16×16×16 / f32 accumulators, subgroup size 32.
-/// Same bindings as [`BITLINEAR_GEMV_SUBGROUP`] (activations read as vec4); workgroups `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with
-/// `tiles_n = ceil(N / GEMM_COOP_TILE_N)`.
+/// Same bindings as [`BITLINEAR_GEMV_SUBGROUP`] (activations read as vec4); workgroups
+/// `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with `tiles_n = ceil(N / GEMM_COOP_TILE_N)`.
 pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_subgroup",
     source: kernel!("bitlinear_gemm_coop_subgroup.wgsl", "bitlinear_common.wgsl"),
