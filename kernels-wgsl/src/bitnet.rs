@@ -13,6 +13,7 @@
 //! | BitLinear M = 1, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
+//! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
 //! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
@@ -194,6 +195,19 @@ pub const BITLINEAR_GEMV_BATCH_SUBGROUP: KernelSource = KernelSource {
     ),
 };
 
+/// BitLinear GEMV on quantized activations for M ≤ [`GEMV_MAX_M`] and K % 64 == 0, with the
+/// activation rows staged in workgroup memory in K tiles (the layout and the one-load-for-all-rows
+/// GEMV of [`BITLINEAR_GEMV_BATCH_SUBGROUP`]); override constants `TPR` and `MR` = M. Needs
+/// `SUBGROUP`. Bindings and status as [`BITLINEAR_GEMV_VEC4_SUBGROUP`].
+pub const BITLINEAR_GEMV_STAGED_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_staged_subgroup",
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_staged_subgroup.wgsl"
+    ),
+};
+
 /// Quantized-activation vec4 (16 values each) of one K tile of
 /// [`BITLINEAR_GEMV_BATCH_SUBGROUP`], all rows together: a tile covers
 /// `GEMV_BATCH_TILE_VEC4 / (4 M)` weight vec4 steps (64 values each) per row.
@@ -231,6 +245,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
     BITLINEAR_GEMV_BATCH_SUBGROUP,
+    BITLINEAR_GEMV_STAGED_SUBGROUP,
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
 ];

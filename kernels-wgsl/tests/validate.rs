@@ -227,7 +227,7 @@ fn a_broken_kernel_is_rejected() {
 
 #[test]
 fn batched_gemv_constants_match_the_engine() {
-    // The engine sizes the batched GEMV's K tiles (and its default lanes) from
+    // The engine sizes the batched and staged GEMVs' K tiles (and their lanes) from
     // GEMV_BATCH_TILE_VEC4 and GEMV_MAX_M; the WGSL must use the same values.
     let kernel = bitnet::BITLINEAR_GEMV_BATCH_SUBGROUP;
     let module = validate(&kernel).unwrap();
@@ -244,4 +244,24 @@ fn batched_gemv_constants_match_the_engine() {
     };
     assert_eq!(value("GB_TILE"), bitnet::GEMV_BATCH_TILE_VEC4);
     assert_eq!(value("GB_MAX_M"), bitnet::GEMV_MAX_M);
+    let staged = bitnet::BITLINEAR_GEMV_STAGED_SUBGROUP;
+    let module = validate(&staged).unwrap();
+    for (name, want) in [
+        ("GS_TILE", bitnet::GEMV_BATCH_TILE_VEC4),
+        ("GS_MAX_M", bitnet::GEMV_MAX_M),
+    ] {
+        let (_, c) = module
+            .constants
+            .iter()
+            .find(|(_, c)| c.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("{}: no {name}", staged.name));
+        assert!(
+            matches!(
+                module.global_expressions[c.init],
+                naga::Expression::Literal(naga::Literal::U32(v)) if v == want
+            ),
+            "{}: {name}",
+            staged.name
+        );
+    }
 }

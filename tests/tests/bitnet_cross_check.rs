@@ -8,6 +8,8 @@
 //! no optional features; every chunked path under a tiny binding cap; every kernel variant forced
 //! one at a time (`variants.rs`).
 
+#[path = "bitnet_cross_check/batched.rs"]
+mod batched;
 #[path = "bitnet_cross_check/edge_values.rs"]
 mod edge_values;
 #[path = "bitnet_cross_check/errors.rs"]

@@ -16,9 +16,10 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
     let complete = match plan {
         LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
         LinearPlan::Batch { .. } => s.gemv_lanes.is_some() && s.batch_gemv == Some(true),
-        LinearPlan::Vec4 { .. } => {
+        LinearPlan::Vec4 { .. } | LinearPlan::Staged { .. } => {
             let (m, k) = (key.m, key.k);
             s.gemv_lanes.is_some()
+                && s.staged_gemv.is_some()
                 && (!key.f32_input
                     || s.fuse_decode == Some(false)
                     || ((s.batch_gemv == Some(false) || !batch_ok(gpu, m, k))
@@ -63,6 +64,9 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
     };
     let forced = match plan {
         LinearPlan::Fused { lanes } => LinearPlan::Fused {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
+        LinearPlan::Vec4 { lanes } if s.staged_gemv == Some(true) => LinearPlan::Staged {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
         LinearPlan::Vec4 { lanes } => LinearPlan::Vec4 {
@@ -124,29 +128,33 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
         .filter(|&l| l >= 16.min(vec4_per_row.max(8)))
         .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
         .collect();
+    // The tiled GEMVs (batched, staged): more lanes than a K tile has steps would idle (worth it
+    // only on small grids).
+    let tile = batch_tile_steps(m).max(8);
+    let tile_lanes: Vec<u32> = GEMV_LANES
+        .iter()
+        .copied()
+        .filter(|&l| {
+            (l <= tile.next_power_of_two() && l <= 2 * vec4_per_row.max(8)) || small_grid(l)
+        })
+        .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
+        .collect();
     let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
     if batch && s.batch_gemv != Some(false) {
-        // More lanes than a K tile has steps would idle (worth it only on small grids).
-        let tile = batch_tile_steps(m).max(8);
-        out.extend(
-            GEMV_LANES
-                .iter()
-                .filter(|&&l| {
-                    (l <= tile.next_power_of_two() && l <= 2 * vec4_per_row.max(8)) || small_grid(l)
-                })
-                .filter(|&&l| s.gemv_lanes.is_none_or(|f| f == l))
-                .map(|&lanes| LinearPlan::Batch { lanes }),
-        );
+        out.extend(tile_lanes.iter().map(|&lanes| LinearPlan::Batch { lanes }));
         if s.batch_gemv == Some(true) && !out.is_empty() {
             return out;
         }
+    }
+    if s.staged_gemv != Some(false) {
+        out.extend(tile_lanes.iter().map(|&lanes| LinearPlan::Staged { lanes }));
     }
     let fuse = f32_input && fused_ok(gpu, m, k);
     for &lanes in &lanes {
         if fuse && s.fuse_decode != Some(false) {
             out.push(LinearPlan::Fused { lanes });
         }
-        if !fuse || s.fuse_decode != Some(true) {
+        if (!fuse || s.fuse_decode != Some(true)) && s.staged_gemv != Some(true) {
             out.push(LinearPlan::Vec4 { lanes });
         }
     }

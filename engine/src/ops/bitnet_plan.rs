@@ -6,6 +6,7 @@
 //! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
 //! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
+//! | [`LinearPlan::Staged`] | `bitlinear_gemv_staged_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` (autotune candidate) |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
 //! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
@@ -40,6 +41,8 @@ const GEMV_FUSED: Kernel = Kernel::new(
     &[Read, Read, Read, ReadWrite],
 )
 .requiring(wgpu::Features::SUBGROUP);
+const GEMV_STAGED: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_STAGED_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
 /// weights, weight scale, f32 activations `[M, K]`, output.
 const GEMV_BATCH: Kernel = Kernel::new(
     kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
@@ -82,6 +85,12 @@ pub enum LinearPlan {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
         lanes: u32,
     },
+    /// The staged GEMV (M ≤ 8, K % 64 == 0): quantized rows copied into workgroup memory in K
+    /// tiles, each weight load applied to every row; `lanes` threads per 4-row block.
+    Staged {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
     Generic,
     /// The cooperative-matrix (tensor core) GEMM, f16 × f16 → f32; used after a device self-test.
@@ -99,6 +108,7 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Fused { lanes } => write!(f, "fused gemv (TPR {lanes})"),
             LinearPlan::Batch { lanes } => write!(f, "fused batch gemv (TPR {lanes})"),
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
+            LinearPlan::Staged { lanes } => write!(f, "staged gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
             LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
             LinearPlan::Coop => write!(f, "coop-matrix gemm"),
@@ -107,13 +117,15 @@ impl std::fmt::Display for LinearPlan {
 }
 
 impl LinearPlan {
-    /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `generic`, `gemm:8`) for the
+    /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `generic`,
+    /// `gemm:8`) for the
     /// plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
             LinearPlan::Batch { lanes } => format!("batch:{lanes}"),
             LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
+            LinearPlan::Staged { lanes } => format!("staged:{lanes}"),
             LinearPlan::Generic => "generic".into(),
             LinearPlan::Gemm { t } => format!("gemm:{t}"),
             LinearPlan::Coop => "coop".into(),
@@ -128,6 +140,7 @@ impl LinearPlan {
             "fused" => LinearPlan::Fused { lanes: number()? },
             "batch" => LinearPlan::Batch { lanes: number()? },
             "vec4" => LinearPlan::Vec4 { lanes: number()? },
+            "staged" => LinearPlan::Staged { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
             "coop" if value.is_empty() => LinearPlan::Coop,
             "gemm" => LinearPlan::Gemm { t: number()? },
@@ -160,11 +173,12 @@ pub(crate) fn batch_tile_steps(m: usize) -> u32 {
 }
 
 /// Default lanes of the batched GEMV: those of the vec4 GEMV, but no more than a tile's steps
-/// (rounded down to a power of two), so that few lanes idle in each tile.
+/// rounded up to a power of two (M = 8: 28 steps, 32 lanes — one step each, 4 lanes idle; 16
+/// lanes would idle as many step slots with half the workgroups to spread over a large GPU).
 pub(crate) fn batch_lanes(m: usize, k: usize) -> u32 {
-    let tile = batch_tile_steps(m);
-    let tile_pow2 = 1u32 << (31 - tile.leading_zeros());
-    default_lanes(k).min(tile_pow2).max(8)
+    default_lanes(k)
+        .min(batch_tile_steps(m).next_power_of_two())
+        .max(8)
 }
 
 /// Whether the cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (features, a
@@ -183,7 +197,9 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
     match plan {
         LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
-        LinearPlan::Vec4 { lanes } => vec4_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::Vec4 { lanes } | LinearPlan::Staged { lanes } => {
+            vec4_ok(gpu, m, k) && lanes_ok(lanes)
+        }
         LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
         LinearPlan::Gemm { t } => m as u64 > u64::from(kernels::GEMV_MAX_M) && [4, 8].contains(&t),
         LinearPlan::Coop => coop_ok(gpu, m, k),
@@ -281,6 +297,9 @@ impl LinearCall<'_> {
                         (&GEMV_BATCH, rows_n.div_ceil(rows_per(lanes)), 0)
                     }
                     LinearPlan::Vec4 { lanes } => (&GEMV_VEC4, rows_n.div_ceil(rows_per(lanes)), 0),
+                    LinearPlan::Staged { lanes } => {
+                        (&GEMV_STAGED, rows_n.div_ceil(rows_per(lanes)), 0)
+                    }
                     LinearPlan::Generic => {
                         let kernel = if gpu.caps.has(wgpu::Features::SUBGROUP) {
                             &GEMV_SUBGROUP
@@ -325,7 +344,9 @@ impl LinearCall<'_> {
                     LinearPlan::Fused { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("DEPTH", f64::from(load_depth(k, lanes))),
-                    LinearPlan::Vec4 { lanes } | LinearPlan::Batch { lanes } => launch
+                    LinearPlan::Vec4 { lanes }
+                    | LinearPlan::Batch { lanes }
+                    | LinearPlan::Staged { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),
                     LinearPlan::Gemm { t } => launch.constant("T", f64::from(t)),

@@ -55,6 +55,9 @@ pub struct BitnetTuning {
     /// included), or forbid it (`false`); `None`: the default for M = 2..8 and an autotune
     /// candidate for M ≤ 8.
     pub batch_gemv: Option<bool>,
+    /// Use the staged GEMV (activation rows copied to workgroup memory) instead of the vec4 GEMV
+    /// (`true`), or never (`false`); `None`: the vec4 GEMV by default, both autotune candidates.
+    pub staged_gemv: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device

@@ -50,6 +50,7 @@ fn kernel_hash() -> u64 {
         [
             kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
             kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
+            kernels::BITLINEAR_GEMV_STAGED_SUBGROUP,
             kernels::BITLINEAR_GEMV_VEC4_SUBGROUP,
             kernels::BITLINEAR_GEMV_SUBGROUP,
             kernels::BITLINEAR_GEMM,
@@ -204,6 +205,7 @@ mod tests {
             LinearPlan::Fused { lanes: 32 },
             LinearPlan::Vec4 { lanes: 128 },
             LinearPlan::Batch { lanes: 16 },
+            LinearPlan::Staged { lanes: 32 },
             LinearPlan::Generic,
             LinearPlan::Gemm { t: 8 },
             LinearPlan::Coop,

@@ -1,8 +1,9 @@
 //! Every BitLinear kernel variant, forced one at a time through `BitnetTuning`, against cpu-ref:
-//! the fused decode GEMV, the fused batched GEMV (M = 1..8) and the vec4 GEMV at every lane
-//! count, the generic GEMV, every GEMM register block, plus the fused kernels' error reporting,
-//! autotune, and the fast quantization variants on edge values. Shapes straddle every boundary of the variants: K % 64 == 0 or not,
-//! K up to and past the fused kernel's limit, N not a multiple of any block, M = 1..8 and > 8.
+//! the fused decode GEMV and the vec4 GEMV at every lane count, the generic GEMV, every GEMM
+//! register block, plus the fused kernel's error reporting, autotune, and the fast quantization
+//! variants on edge values (the tiled M ≤ 8 GEMVs: `batched.rs`). Shapes straddle every boundary
+//! of the variants: K % 64 == 0 or not, K up to and past the fused kernel's limit, N not a
+//! multiple of any block, M = 1..8 and > 8.
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -13,21 +14,21 @@ use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan};
 use crate::support::{assert_same_result, check_acts, check_linear, check_weights};
 
 /// An engine of its own (tuning is per engine), one test at a time.
-fn tuned_engine() -> MutexGuard<'static, Engine> {
+pub(crate) fn tuned_engine() -> MutexGuard<'static, Engine> {
     static E: OnceLock<Mutex<Engine>> = OnceLock::new();
     E.get_or_init(|| Mutex::new(gpu_engine()))
         .lock()
         .unwrap_or_else(|p| p.into_inner())
 }
 
-fn weights(seed: u64, n: usize, k: usize) -> TernaryMatrix {
+pub(crate) fn weights(seed: u64, n: usize, k: usize) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
 }
 
 /// Runs check_linear under `tuning` and returns the plans used: for f32 input (the quantized
 /// input's plan, unless the f32 shape had a plan of its own: M = 1 where fusion is possible) and
 /// for quantized input.
-fn check_with(
+pub(crate) fn check_with(
     e: &Engine,
     tuning: BitnetTuning,
     m: usize,
@@ -289,85 +290,4 @@ fn weight_sum_finalizes_two_levels_at_once() {
     let (n, k) = (4352, 4096);
     let w = random_normal(99, n * k, 0.02);
     check_weights(&tuned_engine(), &w, n, k, "two-level finalize");
-}
-
-#[test]
-fn batched_gemv_for_every_m_and_tile_edge() {
-    // M = 1..8 f32 rows through the fused batched GEMV, forced at several lane counts. K covers
-    // one weight step, one tile exactly (M = 8: 28 steps = 1792), a tile and a partial one, and
-    // several tiles (6912); N is not a multiple of any block.
-    let e = tuned_engine();
-    let subgroups = e
-        .info()
-        .features
-        .contains(bitnet_wgpu::wgpu::Features::SUBGROUP);
-    let ks = [64, 1792, 1856, 6912];
-    for m in 1..=8 {
-        for (i, &k) in ks.iter().enumerate() {
-            let n = [5, 67, 130, 33][(m + i) % 4];
-            let lanes = [8, 16, 32, 64, 256][(m + i) % 5];
-            let tuning = BitnetTuning {
-                autotune: Some(false),
-                batch_gemv: Some(true),
-                gemv_lanes: Some(lanes),
-                ..Default::default()
-            };
-            let (f32_plan, _) = check_with(&e, tuning, m, n, k, "batch");
-            if subgroups {
-                assert_eq!(f32_plan, LinearPlan::Batch { lanes }, "M {m} K {k}");
-            }
-        }
-    }
-    // The default plan for M = 2..8 (heuristic lanes), and a K % 64 != 0 shape (vec4-less).
-    let default = BitnetTuning {
-        autotune: Some(false),
-        ..Default::default()
-    };
-    for m in [2, 5, 8] {
-        let (f32_plan, _) = check_with(&e, default, m, 300, 2560, "batch default");
-        if subgroups {
-            assert!(matches!(f32_plan, LinearPlan::Batch { .. }), "M {m}");
-        }
-    }
-    let (f32_plan, _) = check_with(&e, default, 4, 9, 1000, "K % 64 != 0");
-    assert!(!matches!(f32_plan, LinearPlan::Batch { .. }));
-    // Forbidden: quantization + vec4 GEMV.
-    let off = BitnetTuning {
-        batch_gemv: Some(false),
-        ..default
-    };
-    let (f32_plan, _) = check_with(&e, off, 4, 70, 640, "batch forbidden");
-    assert!(!matches!(f32_plan, LinearPlan::Batch { .. }));
-}
-
-#[test]
-fn batched_gemv_reports_errors_like_cpu_ref() {
-    let e = tuned_engine();
-    e.set_bitnet_tuning(BitnetTuning {
-        autotune: Some(false),
-        batch_gemv: Some(true),
-        ..Default::default()
-    });
-    let (m, k) = (5, 1920);
-    let w = weights(15, 9, k);
-    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-        let mut x = random_normal(16, m * k, 1.0);
-        x[3 * k + 517] = bad;
-        x[4 * k + 3] = bad;
-        let want = cpu_ref::bitlinear(&x, m, &w)
-            .map_err(Error::from)
-            .unwrap_err();
-        assert_eq!(e.bitlinear(&x, m, &w).unwrap_err(), want, "{bad}");
-    }
-    // Finite x, rescale overflow in row 2 only: the output error (status word 1).
-    let big = TernaryMatrix::from_i8(&vec![1; 3 * k], 3, k, 3.0e38).unwrap();
-    let mut x = random_normal(17, m * k, 1.0);
-    x[2 * k..3 * k].fill(3.0e38);
-    assert_same_result(
-        e.bitlinear(&x, m, &big),
-        cpu_ref::bitlinear(&x, m, &big),
-        "batch overflow",
-    );
-    let x = random_normal(18, m * k, 1.0);
-    check_linear(&e, &x, m, &w, "after the errors");
 }
