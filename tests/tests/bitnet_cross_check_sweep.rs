@@ -7,7 +7,8 @@
 //! model), then the autotuned plan and the 210-matrix BitNet-2B4T decode stack (profiler time and
 //! one-submission wall time). Every plan's output is also compared with the autotuned plan's, so
 //! the sweep doubles as a bit-exactness check across variants on the device. `BITNET_SWEEP_QUICK=1`
-//! keeps two shapes and M ∈ {1, 512}.
+//! keeps two shapes and M ∈ {1, 512}; `=3` the four 2B4T shapes at M ∈ {1, 8} (batched decode:
+//! fused decode, batched, quant + vec4 and quant + staged GEMVs at every lane count).
 
 use std::time::Instant;
 
@@ -102,6 +103,17 @@ fn plans(m: usize, k: usize) -> Vec<(String, BitnetTuning)> {
             ..off
         };
         out.push((format!("quant+vec4 {l}"), split));
+        let staged = BitnetTuning {
+            staged_gemv: Some(true),
+            ..split
+        };
+        out.push((format!("quant+staged {l}"), staged));
+        let batch = BitnetTuning {
+            gemv_lanes: Some(l),
+            batch_gemv: Some(true),
+            ..off
+        };
+        out.push((format!("batch {l}"), batch));
     }
     out
 }
@@ -129,6 +141,8 @@ fn bitlinear_plan_sweep() {
     let (shapes, tokens, layers): (&[(usize, usize)], &[usize], usize) = match quick.as_str() {
         "1" => (&SHAPES[2..4], &[1, 512], 30),
         "2" => (&SHAPES[1..2], &[1, 64], 1),
+        // Issue 4's batching: the 2B4T decode shapes at B = 1 and 8.
+        "3" => (&SHAPES[..4], &[1, 8], 30),
         _ => (&SHAPES, &TOKENS, 30),
     };
     for &(n, k) in shapes {

@@ -118,8 +118,7 @@ impl std::fmt::Display for LinearPlan {
 
 impl LinearPlan {
     /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `generic`,
-    /// `gemm:8`) for the
-    /// plan cache.
+    /// `gemm:8`) for the plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
