@@ -50,7 +50,7 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
                 LinearPlan::Fused {
                     lanes: default_lanes(k),
                 }
-            } else if fusable && m > 1 && s.batch_gemv != Some(false) && batch_ok(gpu, m, k) {
+            } else if fusable && s.batch_gemv != Some(false) && batch_ok(gpu, m, k) {
                 LinearPlan::Batch {
                     lanes: batch_lanes(m, k),
                 }

@@ -4,7 +4,7 @@
 //! | plan | kernel | when |
 //! |---|---|---|
 //! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
-//! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8) |
+//! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8, and M = 1 past 15360) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
 //! | [`LinearPlan::Staged`] | `bitlinear_gemv_staged_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` (autotune candidate) |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
@@ -213,7 +213,8 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
 }
 
 /// The untuned choice for a shape: fused kernels for f32 activations (`Fused` for M = 1, `Batch`
-/// for M = 2..8), else the vec4 GEMV, the generic GEMV or the tiled GEMM.
+/// for M = 2..8 and for M = 1 past `Fused`'s K limit), else the vec4 GEMV, the generic GEMV or
+/// the tiled GEMM.
 pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool) -> LinearPlan {
     if m as u64 > u64::from(kernels::GEMV_MAX_M) {
         // Big tiles when there are enough of them to fill a large GPU.
@@ -225,7 +226,7 @@ pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool
     let lanes = default_lanes(k);
     if f32_input && fused_ok(gpu, m, k) {
         LinearPlan::Fused { lanes }
-    } else if f32_input && m > 1 && batch_ok(gpu, m, k) {
+    } else if f32_input && batch_ok(gpu, m, k) {
         LinearPlan::Batch {
             lanes: batch_lanes(m, k),
         }

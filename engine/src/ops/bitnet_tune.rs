@@ -49,7 +49,8 @@ pub struct BitnetTuning {
     /// Force the threads per 4-row block of the vec4 GEMVs (8, 16, 32, 64, 128 or 256).
     pub gemv_lanes: Option<u32>,
     /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernels: for M = 1
-    /// the decode GEMV, for M = 2..8 the batched GEMV (`false` forbids both).
+    /// the decode GEMV, for M = 2..8 (and M = 1 past the decode GEMV's K limit) the batched GEMV
+    /// (`false` forbids both).
     pub fuse_decode: Option<bool>,
     /// Force (`true`) the fused batched GEMV for every f32 M ≤ 8 where it can run (M = 1
     /// included), or forbid it (`false`); `None`: the default for M = 2..8 and an autotune

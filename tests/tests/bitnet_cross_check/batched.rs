@@ -49,6 +49,11 @@ fn batched_gemv_for_every_m_and_tile_edge() {
             assert!(matches!(f32_plan, LinearPlan::Batch { .. }), "M {m}");
         }
     }
+    // M = 1 past the decode kernel's K limit: the batched GEMV, still one dispatch.
+    let (f32_plan, _) = check_with(&e, default, 1, 7, 15424, "M = 1 past the fused limit");
+    if subgroups {
+        assert!(matches!(f32_plan, LinearPlan::Batch { .. }));
+    }
     let (f32_plan, _) = check_with(&e, default, 4, 9, 1000, "K % 64 != 0");
     assert!(!matches!(f32_plan, LinearPlan::Batch { .. }));
     // Forbidden: quantization + vec4 GEMV.
