@@ -1,16 +1,22 @@
 //! Issue 4's batching measurement: time(B = 8) / time(B = 1) for the BitNet-2B4T decode shapes
 //! (target ≤ 1.5). Eight decode requests (M = 1 each) against the same weights, run through the
 //! engine's batched op [`Engine::bitlinear_batched_tensor`] on `[8, 1, K]` f32 activations,
-//! against one request (`[1, 1, K]`) through the same op. GPU time as for every case (timestamp
-//! passes, summed over the op's kernels, or submit + wait wall time without timestamps), weights
-//! rotated through cold copies. The engine path and the BitLinear plan each batch size ran with
+//! against one request (`[1, 1, K]`) through the same op. GPU time as for every case
+//! ([`crate::gpu::time_calls`]: batch span of back-to-back calls ÷ calls), weights rotated through
+//! cold copies. The engine path and the BitLinear plan each batch size ran with
 //! are named in the result ([`BatchResult::path`], [`BatchShape::plan_b8`]).
+//!
+//! A second, end-to-end figure per shape (wall clock, dispatch policy forced to the GPU): eight
+//! concurrent callers through the engine's request batcher [`BatchingLinear`] (merged into one
+//! op), against one caller through [`Linear::forward`] alone — upload, BitLinear, read-back and
+//! host threads included ([`BatchShape::server_ratio`]; reported, not the target's figure).
 
 use crate::data;
 use crate::measure::{Clock, Measurement, RepeatPolicy};
 use crate::workload::SHAPES;
-use bitnet_wgpu::{Engine, Tensor};
+use bitnet_wgpu::{BatchingLinear, DispatchPolicy, Engine, Linear, Tensor};
 use serde::{Deserialize, Serialize};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 /// Id `--filter` matches against.
@@ -47,6 +53,12 @@ pub struct BatchShape {
     /// The BitLinear plan B = 8 ran with.
     #[serde(default)]
     pub plan_b8: Option<String>,
+    /// Wall time of one request through `Linear::forward` (GPU forced).
+    #[serde(default)]
+    pub server_b1: Option<Measurement>,
+    /// Wall time of [`BATCH`] concurrent requests through `BatchingLinear` (GPU forced).
+    #[serde(default)]
+    pub server_b8: Option<Measurement>,
     /// Why a figure is missing, if one is.
     pub error: Option<String>,
 }
@@ -55,6 +67,11 @@ impl BatchShape {
     /// time(B = 8) / time(B = 1).
     pub fn ratio(&self) -> Option<f64> {
         Some(self.b8?.median_ms / self.b1?.median_ms)
+    }
+
+    /// The end-to-end wall-clock ratio: batcher with 8 callers / `Linear::forward` alone.
+    pub fn server_ratio(&self) -> Option<f64> {
+        Some(self.server_b8?.median_ms / self.server_b1?.median_ms)
     }
 }
 
@@ -89,10 +106,15 @@ pub fn measure(e: &Engine, timestamps: bool, policy: RepeatPolicy, cold_bytes: u
                 b8: None,
                 plan_b1: None,
                 plan_b8: None,
+                server_b1: None,
+                server_b8: None,
                 error: None,
             };
             if let Err(err) = measure_shape(e, timestamps, policy, cold_bytes, &mut shape) {
                 shape.error = Some(err);
+            }
+            if let Err(err) = measure_server(e, timestamps, policy, &mut shape) {
+                shape.error.get_or_insert(err);
             }
             shape
         })
@@ -125,7 +147,7 @@ fn measure_shape(
         let x = e
             .upload_f32(&data::floats(b * k, 91 + b as u64), &[b, 1, k])
             .map_err(err)?;
-        let m = time(e, timestamps, policy, |i| {
+        let m = crate::gpu::time_calls(e, timestamps, policy, crate::gpu::group(ws.len()), |i| {
             e.bitlinear_batched_tensor(&x, &ws[i % ws.len()])
                 .map(drop)
                 .map_err(err)
@@ -143,49 +165,74 @@ fn measure_shape(
     Ok(())
 }
 
-/// Warm-up, then timed repeats of `f(i)`: profiler kernel time with `timestamps`, else submit +
-/// wait wall time (recording untimed), as the GPU bench times every case.
-fn time(
+/// The end-to-end figures: one caller through `Linear::forward`, then [`BATCH`] concurrent
+/// callers through a `BatchingLinear` (window 2 ms, at most `BATCH` rows: the op starts as soon as
+/// all eight arrived), each repeat timed from the callers' start to the last reply. The engine's
+/// dispatch policy is forced to the GPU meanwhile (and restored), and its profiler turned off
+/// (and back on with `timestamps`).
+fn measure_server(
     e: &Engine,
     timestamps: bool,
     policy: RepeatPolicy,
-    mut f: impl FnMut(usize) -> Result<(), String>,
-) -> Result<Measurement, String> {
-    let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
-    let started = Instant::now();
-    for i in 0..policy.warmup {
-        f(i)?;
-        sync(e)?;
-        if started.elapsed() > policy.budget / 4 {
-            break;
-        }
-    }
-    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-    while policy.wants_more(samples.len(), spent) {
-        let i = policy.warmup + samples.len();
-        if timestamps {
-            e.reset_profile();
-            let t = Instant::now();
-            f(i)?;
-            sync(e)?;
-            spent += t.elapsed();
-            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
-            if ns == 0 {
-                return Err("the profiler recorded no kernel time for this op".into());
+    shape: &mut BatchShape,
+) -> Result<(), String> {
+    let err = |x: bitnet_wgpu::Error| x.to_string();
+    let (n, k) = (shape.n, shape.k);
+    let layer = Linear::new(
+        e,
+        data::ternary(n, k, (n * 37 + k) as u64).map_err(|x| x.to_string())?,
+    );
+    let xs: Vec<Vec<f32>> = (0..BATCH)
+        .map(|i| data::floats(k, 300 + i as u64))
+        .collect();
+    let was_policy = e.dispatch_policy();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).map_err(err)?;
+    let _ = e.set_profiling(false);
+    let mut run = || -> Result<(), String> {
+        // Whole calls timed (they end with the read-back), after a warm-up.
+        let wall = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Measurement, String> {
+            for _ in 0..policy.warmup.max(1) {
+                f()?;
             }
-            samples.push(ns as f64 * 1e-6);
-        } else {
-            f(i)?;
-            let t = Instant::now();
-            sync(e)?;
-            spent += t.elapsed();
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let clock = if timestamps {
-        Clock::Timestamp
-    } else {
-        Clock::Wall
+            let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+            while policy.wants_more(samples.len(), spent) {
+                let t = Instant::now();
+                f()?;
+                spent += t.elapsed();
+                samples.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+        };
+        shape.server_b1 = Some(wall(&mut || {
+            layer.forward(&xs[0], 1).map(drop).map_err(err)
+        })?);
+        let batcher =
+            BatchingLinear::new(layer.clone(), Duration::from_millis(2), BATCH).map_err(err)?;
+        shape.server_b8 = Some(wall(&mut || {
+            let start = Barrier::new(BATCH);
+            std::thread::scope(|s| {
+                let callers: Vec<_> = xs
+                    .iter()
+                    .map(|x| {
+                        let (b, start) = (&batcher, &start);
+                        s.spawn(move || {
+                            start.wait();
+                            b.forward(x, 1).map(drop).map_err(err)
+                        })
+                    })
+                    .collect();
+                callers.into_iter().try_for_each(|c| {
+                    c.join()
+                        .unwrap_or_else(|_| Err("a caller thread panicked".into()))
+                })
+            })
+        })?);
+        Ok(())
     };
-    Measurement::from_samples(&samples, clock).ok_or_else(|| "no samples".into())
+    let result = run();
+    let _ = e.set_dispatch_policy(was_policy);
+    if timestamps {
+        let _ = e.set_profiling(true);
+    }
+    result
 }

@@ -275,7 +275,20 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
                 )
             })
             .collect();
-        format!("{} (via {})", per.join("; "), b.path)
+        let servers: Vec<String> = b
+            .shapes
+            .iter()
+            .filter_map(|s| Some(format!("{} {:.2}", s.label, s.server_ratio()?)))
+            .collect();
+        let server = if servers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; end to end (wall, 8 concurrent callers through BatchingLinear / 1 through Linear::forward, GPU forced): {}",
+                servers.join(", ")
+            )
+        };
+        format!("{} (via {}){server}", per.join("; "), b.path)
     });
     vec![
         Target {
