@@ -1,7 +1,7 @@
 //! The GPU side: resident inputs uploaded once, ops timed through the engine's public API.
 //!
-//! GPU time is the engine profiler's timestamp-query time (sum over the op's kernels, every
-//! dispatch in its own timed pass), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
+//! GPU time is the engine profiler's batch span (two timestamps around a batch of back-to-back
+//! calls, divided by the calls; [`time_calls`]), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
 //! submit + wait wall time per repeat, and every figure is tagged with the clock that made it.
 //!
 //! Per-case inputs rotate through several resident copies (`--cold-bytes`) so that repeats read
@@ -13,7 +13,7 @@ use crate::measure::{Clock, Measurement, RepeatPolicy};
 use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
 use crate::workload::{OpKind, StackSpec, Workload};
-use bitnet_wgpu::{BackendKind, Engine, EngineOptions, Tensor};
+use bitnet_wgpu::{BackendKind, Engine, EngineOptions, ProfileGranularity, Tensor};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -29,9 +29,9 @@ pub struct GpuBench {
     timestamps: bool,
 }
 
-/// The stack's figures: kernel time (timestamps) and one-submission wall time.
+/// The stack's figures: GPU span (timestamps) and one-submission wall time.
 pub struct StackTimes {
-    /// Sum of kernel times from the profiler (None without timestamps).
+    /// GPU span of the one-submission batch from the profiler (None without timestamps).
     pub kernels: Option<Measurement>,
     /// Submit + wait wall time of the whole stack as one submission, profiler off (recording the
     /// 210 BitLinears on the host is not included).
@@ -49,7 +49,11 @@ impl GpuBench {
         if engine.backend_kind() != BackendKind::Gpu {
             return Err("the engine found no GPU adapter".into());
         }
-        let timestamps = engine.set_profiling(true).is_ok();
+        // Whole-batch spans: per-dispatch timestamps perturb what they time (`profiler.rs`).
+        let timestamps = engine.set_profiling(true).is_ok()
+            && engine
+                .set_profiling_granularity(ProfileGranularity::Batch)
+                .is_ok();
         Ok(GpuBench { engine, timestamps })
     }
 
@@ -120,7 +124,9 @@ impl GpuBench {
         let e = &self.engine;
         let n = (bytes / 4) as usize;
         let x = e.fill(&[n], 1.0).map_err(|x| x.to_string())?;
-        let time = self.time(policy, |_| e.copy(&x).map(drop).map_err(|x| x.to_string()))?;
+        let time = self.time(policy, 1, |_| {
+            e.copy(&x).map(drop).map_err(|x| x.to_string())
+        })?;
         Ok(Roofline {
             bytes: 2 * 4 * n as u64,
             time,
@@ -149,7 +155,7 @@ impl GpuBench {
                 let x = e
                     .upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k])
                     .map_err(err)?;
-                self.time(policy, |i| {
+                self.time(policy, group(ws.len()), |i| {
                     ops::bitlinear(e, &x, &ws[i % ws.len()]).map(drop)
                 })
             }
@@ -160,7 +166,7 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.n, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                self.time(policy, |i| {
+                self.time(policy, group(ws.len()), |i| {
                     ops::quantize_weights(e, &ws[i % ws.len()]).map(drop)
                 })
             }
@@ -171,7 +177,7 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.m, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                self.time(policy, |i| {
+                self.time(policy, group(xs.len()), |i| {
                     ops::quantize_activations(e, &xs[i % xs.len()]).map(drop)
                 })
             }
@@ -206,7 +212,7 @@ impl GpuBench {
             Ok(())
         };
         let kernels = if self.timestamps {
-            Some(self.time(policy, step)?)
+            Some(self.time(policy, 1, step)?)
         } else {
             None
         };
@@ -224,50 +230,14 @@ impl GpuBench {
         })
     }
 
-    /// Warmup, then timed repeats of `f(i)`: profiler time when available, else wall time.
+    /// Warmup, then timed repeats of `f(i)` (see [`time_calls`]), `group` calls per sample.
     fn time(
         &self,
         policy: RepeatPolicy,
+        group: usize,
         f: impl FnMut(usize) -> Result<(), String>,
     ) -> Result<Measurement, String> {
-        if !self.timestamps {
-            return self.time_wall(policy, f);
-        }
-        let e = &self.engine;
-        let mut f = f;
-        self.warm_up(policy, &mut f)?;
-        let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-        while policy.wants_more(samples.len(), spent) {
-            e.reset_profile();
-            let t = Instant::now();
-            f(policy.warmup + samples.len())?;
-            e.sync().map_err(|x| x.to_string())?;
-            spent += t.elapsed();
-            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
-            if ns == 0 {
-                return Err("the profiler recorded no kernel time for this op".into());
-            }
-            samples.push(ns as f64 * 1e-6);
-        }
-        Measurement::from_samples(&samples, Clock::Timestamp).ok_or_else(|| "no samples".into())
-    }
-
-    /// Untimed runs (pipeline creation, pool growth); on a slow adapter one is enough.
-    fn warm_up(
-        &self,
-        policy: RepeatPolicy,
-        f: &mut impl FnMut(usize) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let started = Instant::now();
-        for i in 0..policy.warmup {
-            f(i)?;
-            self.engine.sync().map_err(|x| x.to_string())?;
-            if started.elapsed() > policy.budget / 4 {
-                break;
-            }
-        }
-        self.engine.reset_profile();
-        Ok(())
+        time_calls(&self.engine, self.timestamps, policy, group, f)
     }
 
     /// Warmup, then timed repeats by wall clock: `f(i)` records the work (untimed), then the
@@ -275,23 +245,82 @@ impl GpuBench {
     fn time_wall(
         &self,
         policy: RepeatPolicy,
-        mut f: impl FnMut(usize) -> Result<(), String>,
+        f: impl FnMut(usize) -> Result<(), String>,
     ) -> Result<Measurement, String> {
-        let e = &self.engine;
-        self.warm_up(policy, &mut f)?;
-        let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-        while policy.wants_more(samples.len(), spent) {
-            // Recording (host-side encoding) is not timed: only the submission and the wait.
-            f(policy.warmup + samples.len())?;
-            let t = Instant::now();
-            e.sync().map_err(|x| x.to_string())?;
-            let dt = t.elapsed();
-            spent += dt;
-            samples.push(dt.as_secs_f64() * 1e3);
-        }
-        Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+        time_calls(&self.engine, false, policy, 1, f)
     }
 }
+
+/// The one GPU timing loop of the bench: warm-up, then samples of `group` calls `f(i)` recorded
+/// back to back into one batch (inputs rotate with `i`), each sample the batch's GPU time ÷
+/// `group`: with `timestamps` the profiler's batch span (clock `ts`: two timestamps per batch,
+/// nothing between the kernels — the engine must be in `ProfileGranularity::Batch`), else the
+/// submit + wait wall time of `Engine::sync` (recording untimed, clock `wall`). Like the PyTorch
+/// peers' CUDA-graph replays of one call per rotated copy, divided by the copies.
+pub fn time_calls(
+    e: &Engine,
+    timestamps: bool,
+    policy: RepeatPolicy,
+    group: usize,
+    mut f: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Measurement, String> {
+    let group = group.max(1);
+    let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
+    let mut calls = 0usize;
+    let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
+        for _ in 0..group {
+            f(calls)?;
+            calls += 1;
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    for _ in 0..policy.warmup {
+        run(&mut f)?;
+        sync(e)?;
+        if started.elapsed() > policy.budget / 4 {
+            break;
+        }
+    }
+    e.reset_profile();
+    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+    while policy.wants_more(samples.len(), spent) {
+        if timestamps {
+            e.reset_profile();
+            let t = Instant::now();
+            run(&mut f)?;
+            sync(e)?;
+            spent += t.elapsed();
+            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
+            if ns == 0 {
+                return Err("the profiler recorded no GPU time for this op".into());
+            }
+            samples.push(ns as f64 * 1e-6 / group as f64);
+        } else {
+            run(&mut f)?;
+            let t = Instant::now();
+            sync(e)?;
+            let dt = t.elapsed();
+            spent += dt;
+            samples.push(dt.as_secs_f64() * 1e3 / group as f64);
+        }
+    }
+    let clock = if timestamps {
+        Clock::Timestamp
+    } else {
+        Clock::Wall
+    };
+    Measurement::from_samples(&samples, clock).ok_or_else(|| "no samples".into())
+}
+
+/// Calls per timed sample for a case with `copies` rotated inputs: one pass over the copies,
+/// at least [`MIN_GROUP`] calls.
+pub fn group(copies: usize) -> usize {
+    copies.max(MIN_GROUP)
+}
+
+/// Fewest back-to-back calls per timed sample (amortizes the batch's first-kernel latency).
+pub const MIN_GROUP: usize = 16;
 
 /// Copies of an input of `bytes` needed for the rotation set to exceed `cold_bytes`.
 fn copies(cold_bytes: u64, bytes: u64) -> usize {

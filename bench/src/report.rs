@@ -151,7 +151,7 @@ pub struct StackResult {
     pub packed_weight_bytes: u64,
     /// Compulsory bytes per step (weights + activations).
     pub bytes: u64,
-    /// GPU time of the whole stack: the profiler's kernel time (clock `ts`), or the wall time
+    /// GPU time of the whole stack: the profiler's batch span (clock `ts`), or the wall time
     /// below when the adapter has no timestamps.
     pub gpu: Option<Measurement>,
     /// Submit + wait wall time of the stack as one submission with the profiler off (includes

@@ -34,10 +34,10 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
 
     s.push_str("\n## Method\n\n");
     s.push_str(
-        "- Ours: GPU time is the engine profiler's timestamp-query time of the op's kernels ",
+        "- Ours: GPU time is the engine profiler's batch span (`ProfileGranularity::Batch`: one timestamp at the beginning of a batch's first dispatch pass, one at the end of its last) ",
     );
     s.push_str(
-        "(clock `ts`), median of repeats; `wall` marks submit + wait wall time where timestamps ",
+        "of a batch of back-to-back calls on rotated inputs, divided by the calls (clock `ts`), median of repeats — as the PyTorch peers divide a CUDA-graph replay by its calls; `wall` marks submit + wait wall time where timestamps ",
     );
     s.push_str("were unavailable. Weights and inputs are resident on the GPU before timing. CPU is cpu-ref ");
     s.push_str("on all host cores, wall time, median.\n");
@@ -150,23 +150,23 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
         st.spec.m,
         bytes(st.packed_weight_bytes)
     ));
-    // Two honest clocks: the profiler times every dispatch in its own pass, so `ts` sums kernel
-    // time only; the one-submission wall time includes the gaps between kernels and the submit.
+    // Two honest clocks: `ts` is the GPU span of the one-submission batch (first kernel start to
+    // last kernel end, gaps between kernels included); the wall time adds the submit and the wait.
     let ts = st.gpu.map(|g| g.median_ms);
     let wall = st.gpu_wall.map(|g| g.median_ms);
     s.push_str(&format!(
-        "**Ours: {} GPU kernel time** (sum of per-dispatch timestamp passes, clock `{}`; excludes inter-kernel gaps) \
-         **and {} one-submission wall time** (submit + wait, profiler off; includes gaps and submission){}. \
-         PyTorch's CUDA-graph time is event-timed over the whole graph, so the wall time is the like-for-like comparison.\n\n",
+        "**Ours: {} GPU time** (timestamp span of the one-submission batch, clock `{}`: first kernel start to last kernel end, gaps between kernels included) \
+         **and {} one-submission wall time** (submit + wait with the profiler off; adds encoding the recorded commands, the submission and the wake-up){}. \
+         PyTorch's CUDA-graph time is event-timed over the graph replay (launch included).\n\n",
         opt_time(ts, NM),
         st.gpu.map_or("ts", |g| g.clock.tag()),
         opt_time(wall, NM),
         match (ts, wall) {
-            (Some(t), Some(w)) => format!("; wall ÷ kernel time = {:.2}", w / t),
+            (Some(t), Some(w)) => format!("; wall ÷ GPU span = {:.2}", w / t),
             _ => String::new(),
         }
     ));
-    s.push_str("| implementation | time | weights streamed | GB/s (weights) | ours is faster by (kernel time) | ours is faster by (wall time) |\n|---|---|---|---|---|---|\n");
+    s.push_str("| implementation | time | weights streamed | GB/s (weights) | ours is faster by (GPU span) | ours is faster by (wall time) |\n|---|---|---|---|---|---|\n");
     let ours_ms = ts;
     // `versus`: whether the "faster by" column applies (not for our own GPU rows).
     let mut row = |name: String, ms: Option<f64>, wbytes: Option<u64>, versus: bool| {
@@ -186,7 +186,7 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
         .gpu
         .map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
     row(
-        format!("ours, GPU kernel time, sum of per-dispatch passes{clock}"),
+        format!("ours, GPU time, span of the one-submission batch{clock}"),
         ours_ms,
         Some(st.packed_weight_bytes),
         false,

@@ -105,7 +105,10 @@ impl Batch {
 
     /// Records one dispatch; submits first when the batch is full.
     pub fn record(&mut self, gpu: &Gpu, d: Dispatch) -> Result<()> {
-        let profiler_full = self.profiler.as_ref().is_some_and(|p| p.enabled)
+        let profiler_full = self
+            .profiler
+            .as_ref()
+            .is_some_and(|p| p.enabled && p.per_dispatch())
             && self.dispatches >= crate::profiler::PROFILE_PAIRS;
         if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
             self.flush(gpu)?;

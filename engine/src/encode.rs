@@ -8,9 +8,10 @@
 //! on some drivers, a full barrier) for every op. The status-slot resets of a flush are
 //! [`Cmd::Reset`] commands appended at the end of the batch (`batch.rs`), so they never split a run.
 //!
-//! Profiling (`profiler.rs`) keeps this structure when the device has
-//! `Features::TIMESTAMP_QUERY_INSIDE_PASSES` (timestamps written inside the pass around each
-//! dispatch); without it every timed dispatch gets its own pass with `timestamp_writes`.
+//! Profiling (`profiler.rs`) keeps this structure when it times whole batches (two pass-boundary
+//! timestamps per batch) or the device has `Features::TIMESTAMP_QUERY_INSIDE_PASSES`
+//! (timestamps written inside the pass around each dispatch); without either every timed
+//! dispatch gets its own pass with `timestamp_writes`.
 
 use crate::batch::Cmd;
 use crate::context::Gpu;
@@ -34,22 +35,27 @@ pub(crate) fn submit(
         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("bitnet-wgpu batch"),
         });
-    let in_pass = profiler.as_ref().is_none_or(|p| p.inside_passes);
+    let in_pass = profiler
+        .as_ref()
+        .is_none_or(|p| p.inside_passes || !p.per_dispatch());
+    // A batch span runs from the first dispatch pass's beginning to the last one's end.
+    let is_dispatch = |c: &Cmd| matches!(c, Cmd::Dispatch { .. });
+    let first = cmds.iter().position(is_dispatch);
+    let last = cmds.iter().rposition(is_dispatch);
     let mut i = 0;
     while i < cmds.len() {
-        let run = cmds[i..]
-            .iter()
-            .take_while(|c| matches!(c, Cmd::Dispatch { .. }))
-            .count();
+        let run = cmds[i..].iter().take_while(|c| is_dispatch(c)).count();
         if run == 0 {
             encode_transfer(gpu, &mut encoder, &cmds[i]);
             i += 1;
         } else if in_pass {
+            let span = (first == Some(i), last == Some(i + run - 1));
             encode_run(
                 gpu,
                 &mut encoder,
                 &cmds[i..i + run],
                 profiler.as_deref_mut(),
+                span,
             );
             i += run;
         } else {
@@ -60,6 +66,7 @@ pub(crate) fn submit(
                     &mut encoder,
                     std::slice::from_ref(c),
                     profiler.as_deref_mut(),
+                    (false, false),
                 );
             }
             i += run;
@@ -87,17 +94,24 @@ pub(crate) fn submit(
 }
 
 /// Encodes a run of dispatches into one compute pass (ended early, and a new one begun, only
-/// after an injected invalid dispatch, whose fault copy must sit outside any pass).
+/// after an injected invalid dispatch, whose fault copy must sit outside any pass). `span`: the
+/// run is the first / last dispatch run of the batch (where a batch span's timestamps go).
 fn encode_run(
     gpu: &Gpu,
     enc: &mut wgpu::CommandEncoder,
     run: &[Cmd],
     mut profiler: Option<&mut ProfilerState>,
+    span: (bool, bool),
 ) {
     let status = &gpu.group.status;
-    let inside = profiler.as_ref().is_some_and(|p| p.inside_passes);
-    // Pass-boundary timestamps: only for a pass of exactly one dispatch (the fallback).
+    let per_dispatch = profiler.as_ref().is_some_and(|p| p.per_dispatch());
+    let inside = per_dispatch && profiler.as_ref().is_some_and(|p| p.inside_passes);
+    if let Some(p) = profiler.as_deref_mut() {
+        run.iter().for_each(|_| p.count_dispatch());
+    }
     let timestamp_writes = match (&mut profiler, run) {
+        (Some(p), _) if !p.per_dispatch() => p.span_writes(span.0, span.1),
+        // Pass-boundary timestamps: only for a pass of exactly one dispatch (the fallback).
         (Some(p), [Cmd::Dispatch { d, .. }]) if !inside => Some(p.next_writes(d.kernel)),
         _ => None,
     };

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::info::EngineInfo;
 use crate::pipelines::PipelineStats;
 use crate::pool::PoolStats;
-use crate::profiler::{ProfileReport, ProfilerState};
+use crate::profiler::{ProfileGranularity, ProfileReport, ProfilerState};
 
 /// Which backend an engine runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,6 +284,28 @@ impl Engine {
                 .profiler
                 .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
                 .enabled = enabled;
+            Ok(())
+        })?
+    }
+
+    /// What the profiler's timestamp pairs bracket: every dispatch (the default; per-kernel
+    /// times, perturbed by the timestamps) or every submitted batch (its whole GPU span,
+    /// unperturbed). Submits pending work first. `Err(Unsupported)` as for [`Engine::set_profiling`].
+    pub fn set_profiling_granularity(&self, granularity: ProfileGranularity) -> Result<()> {
+        let g = self
+            .gpu_context()
+            .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
+        if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
+            return Err(Error::Unsupported(
+                "profiling needs Features::TIMESTAMP_QUERY".into(),
+            ));
+        }
+        g.scheduler.call(move |batch, g| {
+            batch.flush(g)?;
+            batch
+                .profiler
+                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
+                .granularity = granularity;
             Ok(())
         })?
     }

@@ -115,7 +115,7 @@ pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use ops::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, LinearPlan, TUNE_CACHE_ENV};
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
-pub use profiler::ProfileReport;
+pub use profiler::{BATCH_SPAN, ProfileGranularity, ProfileReport};
 pub use status::{NonFiniteCheck, STATUS_WORDS};
 pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};

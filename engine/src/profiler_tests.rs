@@ -54,3 +54,38 @@ fn both_timestamp_paths_time_every_dispatch() {
     }
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.5; 300]);
 }
+
+#[test]
+fn batch_granularity_times_each_batch_once_and_counts_its_dispatches() {
+    let e = engine();
+    if e.set_profiling(true).is_err() {
+        eprintln!("adapter lacks TIMESTAMP_QUERY: the profiler is unsupported here");
+        return;
+    }
+    e.set_profiling_granularity(super::ProfileGranularity::Batch)
+        .unwrap();
+    let x = e.upload_f32(&[2.5; 64], &[64]).unwrap();
+    e.reset_profile();
+    // More dispatches than one per-dispatch query set holds: still one batch, one span.
+    let n = super::PROFILE_PAIRS as usize + 44;
+    let mut y = e.copy(&x).unwrap();
+    for _ in 1..n {
+        y = e.copy(&y).unwrap();
+    }
+    e.sync().unwrap();
+    let report = e.profile_report().unwrap();
+    assert_eq!(report.dispatches, n as u64, "{report}");
+    assert_eq!(report.entries.len(), 1, "{report}");
+    let (name, batches, ns) = report.entries[0];
+    assert_eq!(name, super::BATCH_SPAN);
+    assert!(batches >= 1 && ns > 0, "{report}");
+    assert_eq!(y.read_f32().unwrap(), vec![2.5; 64]);
+    // Back to per-kernel attribution.
+    e.set_profiling_granularity(super::ProfileGranularity::Dispatch)
+        .unwrap();
+    e.reset_profile();
+    let _ = e.copy(&x).unwrap().read_f32().unwrap();
+    let report = e.profile_report().unwrap();
+    assert_eq!(report.entries[0].0, "util_copy", "{report}");
+    assert_eq!(report.dispatches, 1);
+}
