@@ -7,7 +7,9 @@
 // a constant trip count and the MR x 4 exact i32 partial sums stay in registers.
 //
 // 1. absmax of every row (sign-cleared bits, as act_quant.wgsl), a = max(absmax, 1e-5) and
-//    inv = 127 / a correctly rounded (exact_div), once per row by one thread each.
+//    inv = 127 / a correctly rounded (exact_div), once per row by one thread each. The per-row
+//    loops are the inner ones (over MR, a constant), so a thread has a load of every row in
+//    flight at once, here and in the quantization.
 // 2. The rows are quantized in K tiles of ST weight steps (ST * 64 values per row; the tile of all
 //    MR rows fills GB_TILE vec4 = 14 KiB of workgroup memory), xq = clamp(round(x * inv), -128,
 //    127) packed 4 per u32, and the row blocks of bitlinear_gemv_blocks.wgsl run over the tile.
@@ -101,22 +103,21 @@ fn main(
     }
     workgroupBarrier();
 
-    // 1. absmax per row, four independent loads per iteration (clamped duplicates change no
-    // maximum), then 127 / a.
+    // 1. absmax per row: two positions of every row per iteration (2 MR independent loads in
+    // flight; the m loops unroll; a clamped duplicate changes no maximum), then 127 / a.
     var bad = GB_NONE;
-    for (var m = 0u; m < MR; m = m + 1u) {
-        let last = m * kv + kv - 1u;
-        var top = 0u;
-        for (var i = m * kv + ids.vt; i <= last; i = i + 4u * GV_WG) {
-            let t0 = gb_abs_bits(i, &bad);
-            let t1 = gb_abs_bits(min(i + GV_WG, last), &bad);
-            let t2 = gb_abs_bits(min(i + 2u * GV_WG, last), &bad);
-            let t3 = gb_abs_bits(min(i + 3u * GV_WG, last), &bad);
-            top = max(top, max(max(t0, t1), max(t2, t3)));
+    var top: array<u32, GB_MAX_M>;
+    for (var i = ids.vt; i < kv; i = i + 2u * GV_WG) {
+        let i2 = min(i + GV_WG, kv - 1u);
+        for (var m = 0u; m < MR; m = m + 1u) {
+            let t = max(gb_abs_bits(m * kv + i, &bad), gb_abs_bits(m * kv + i2, &bad));
+            top[m] = max(top[m], t);
         }
-        top = subgroupMax(top);
+    }
+    for (var m = 0u; m < MR; m = m + 1u) {
+        let t = subgroupMax(top[m]);
         if (lane == 0u) {
-            atomicMax(&gb_top[m], top);
+            atomicMax(&gb_top[m], t);
         }
     }
     if (bad != GB_NONE) {
@@ -134,17 +135,16 @@ fn main(
         let steps = min(st, vpr - t0);
         // The previous tile is consumed (and, on the first, gb_inv is written).
         workgroupBarrier();
+        // The same word of every row per iteration: MR independent loads in flight.
         let words = 16u * steps;
-        for (var m = 0u; m < MR; m = m + 1u) {
-            let inv = gb_inv[m];
-            let src = m * kv + 16u * t0;
-            var s = 0i;
-            for (var r = ids.vt; r < words; r = r + GV_WG) {
-                let q = vec4<i32>(clamp(round(x[src + r] * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
-                s += q.x + q.y + q.z + q.w;
-                gb_x[(4u * m + ((r >> 2u) & 3u)) * st + (r >> 4u)][r & 3u] = gb_pack(q);
+        for (var r = ids.vt; r < words; r = r + GV_WG) {
+            let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
+            for (var m = 0u; m < MR; m = m + 1u) {
+                let v = x[m * kv + 16u * t0 + r];
+                let q = vec4<i32>(clamp(round(v * gb_inv[m]), vec4<f32>(-128.0), vec4<f32>(127.0)));
+                rsum[m] += q.x + q.y + q.z + q.w;
+                gb_x[4u * m * st + dst][r & 3u] = gb_pack(q);
             }
-            rsum[m] += s;
         }
         workgroupBarrier();
         for (var jj = ids.l; jj < steps; jj = jj + TPR) {

@@ -71,16 +71,15 @@ fn main(
         let steps = min(st, vpr - t0);
         // The previous tile is consumed (and, on the first, gs_sum is cleared).
         workgroupBarrier();
+        // The same vec4 of every row per iteration: MR independent loads in flight.
         let vecs = 4u * steps;
-        for (var m = 0u; m < MR; m = m + 1u) {
-            let src = m * xvr + 4u * t0;
-            var s = 0i;
-            for (var v = ids.vt; v < vecs; v = v + GV_WG) {
-                let a = act[src + v];
-                s += bitlinear_sum_words(a.x, a.y, a.z, a.w);
-                gs_x[(4u * m + (v & 3u)) * st + (v >> 2u)] = a;
+        for (var v = ids.vt; v < vecs; v = v + GV_WG) {
+            let dst = (v & 3u) * st + (v >> 2u);
+            for (var m = 0u; m < MR; m = m + 1u) {
+                let a = act[m * xvr + 4u * t0 + v];
+                rsum[m] += bitlinear_sum_words(a.x, a.y, a.z, a.w);
+                gs_x[4u * m * st + dst] = a;
             }
-            rsum[m] += s;
         }
         workgroupBarrier();
         for (var jj = ids.l; jj < steps; jj = jj + TPR) {
