@@ -274,10 +274,14 @@ pub fn time_calls(
         }
         Ok(())
     };
+    // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
+    // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower.
     let started = Instant::now();
-    for _ in 0..policy.warmup {
+    let mut warmed = 0;
+    while warmed < policy.warmup || started.elapsed() < MIN_WARM {
         run(&mut f)?;
         sync(e)?;
+        warmed += 1;
         if started.elapsed() > policy.budget / 4 {
             break;
         }
@@ -318,6 +322,9 @@ pub fn time_calls(
 pub fn group(copies: usize) -> usize {
     copies.max(MIN_GROUP)
 }
+
+/// Shortest warm-up of a timed case (see [`time_calls`]).
+const MIN_WARM: Duration = Duration::from_millis(300);
 
 /// Fewest back-to-back calls per timed sample (amortizes the batch's first-kernel latency).
 pub const MIN_GROUP: usize = 16;
