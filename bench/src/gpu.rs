@@ -43,6 +43,9 @@ impl GpuBench {
     pub fn open() -> Result<GpuBench, String> {
         let options = EngineOptions {
             batch_dispatches: BATCH_DISPATCHES,
+            // Recorded work is submitted at `sync` only: a timed batch is exactly the calls of
+            // one sample (an idle flush could submit part of it before the wall clock starts).
+            idle_flush: None,
             ..Default::default()
         };
         let engine = Engine::gpu_with(options).map_err(|e| e.to_string())?;
