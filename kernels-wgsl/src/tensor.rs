@@ -9,8 +9,10 @@
 use crate::KernelSource;
 
 /// Concatenates shader files (snippets first) into one `&'static str` at compile time; WGSL
-/// module-scope declarations are order independent. Only `exact_div.wgsl` (correctly rounded
-/// division, shared with the BitNet kernels) is used as a snippet here.
+/// module-scope declarations are order independent (an `enable` directive must come first, so a
+/// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
+/// division, shared with the BitNet kernels) and `matmul_tiled.wgsl` (the matmul body both
+/// element types share).
 macro_rules! kernel {
     ($($file:literal),+ $(,)?) => {
         concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
@@ -21,14 +23,14 @@ macro_rules! kernel {
 /// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
-    source: kernel!("matmul_f32.wgsl"),
+    source: kernel!("matmul_f32.wgsl", "matmul_tiled.wgsl"),
 };
 
 /// Tiled f16 matmul (f16 in and out, f32 accumulation); requires `SHADER_F16`. Same grid and
 /// bindings as [`MATMUL_F32`].
 pub const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
-    source: kernel!("matmul_f16.wgsl"),
+    source: kernel!("matmul_f16.wgsl", "matmul_tiled.wgsl"),
 };
 
 /// Broadcasting binary op (add, sub, mul, div) over up to 6 axes, strides passed as parameters.

@@ -1,0 +1,137 @@
+// The tiled matmul shared by matmul_f32.wgsl and matmul_f16.wgsl: C[M,N] = A[M,K] · B, f32
+// accumulation. The element-type file (concatenated before this one) declares the bindings a, b, c
+// and the accessors load_a(i) -> f32, load_b(i) -> f32, store_c(i, v) and c_non_finite(v) (whether
+// the f32 result v is flagged as a non-finite output).
+//
+// One kernel serves `matmul` (B stored row-major [K,N], b_trans = 0) and `matmul_bt` (B stored
+// row-major [N,K] and used transposed, b_trans = 1); the flag only changes how the B tile is
+// addressed and which axis consecutive invocations load (always B's contiguous one). A is row-major
+// [M,K], C is row-major [M,N].
+//
+// Each 16x16 workgroup computes a 64x64 tile of C; every invocation keeps a 4x4 register block
+// (rows ly + 16 i, columns lx + 16 j: strided so workgroup-memory reads are conflict-free and global
+// stores coalesce). K is walked in steps of 16 through two workgroup-memory tiles. Out-of-range rows,
+// columns and k are loaded as zero, so any M, N, K >= 1 works.
+//
+// Chunking: a launch computes rows row_base .. row_base + m of C. A and C are each bound whole or
+// from the chunk's first row; a_shift / c_shift (0 when bound from the chunk, row_base when bound
+// whole) turn a chunk row into a row of the binding. B is always bound whole. Indices reported for
+// non-finite values are flat indices in the full tensors.
+//
+// Non-finite status words: 0 = a, 1 = b (checked as tiles are loaded), 2 = output (overflow of
+// finite inputs). Dispatch: grid (ceil(N/64), ceil(m/64), 1).
+
+struct Params {
+    m: u32,         // rows of this chunk
+    n: u32,
+    k: u32,
+    b_trans: u32,   // 1 when B is stored [N,K], 0 when stored [K,N]
+    row_base: u32,  // first row of this chunk in the full A and C
+    a_shift: u32,   // row of A's binding holding chunk row 0
+    c_shift: u32,   // row of C's binding holding chunk row 0
+    _pad: u32,
+}
+
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
+
+const TILE: u32 = 64u;   // output tile edge (rows and columns)
+const TK: u32 = 16u;     // depth of one k step
+const WG: u32 = 16u;     // workgroup edge; TILE / WG = 4 outputs per invocation per axis
+
+// Tiles are stored k-major ([TK][TILE]) so the inner product loop reads contiguous rows.
+var<workgroup> a_tile: array<f32, 1024>; // TK * TILE
+var<workgroup> b_tile: array<f32, 1024>; // TK * TILE
+
+// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
+fn is_non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    let m = params.m;
+    let n = params.n;
+    let k = params.k;
+    let b_trans = params.b_trans == 1u;
+
+    var acc: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        acc[i] = vec4<f32>(0.0);
+    }
+
+    for (var k0 = 0u; k0 < k; k0 += TK) {
+        // A tile: 64 rows x 16 k; consecutive invocations walk k (A's contiguous axis).
+        for (var r = 0u; r < 4u; r++) {
+            let e = li + r * 256u;
+            let mm = e / TK;
+            let kk = e % TK;
+            let gm = row0 + mm;
+            let gk = k0 + kk;
+            var v = 0.0;
+            if (gm < m && gk < k) {
+                v = load_a((params.a_shift + gm) * k + gk);
+                if (is_non_finite(v)) {
+                    atomicMin(&nonfinite[0], (params.row_base + gm) * k + gk);
+                }
+            }
+            a_tile[kk * TILE + mm] = v;
+        }
+        // B tile: 16 k x 64 columns; consecutive invocations walk B's contiguous axis.
+        for (var r = 0u; r < 4u; r++) {
+            let e = li + r * 256u;
+            let kk = select(e / TILE, e % TK, b_trans);
+            let nn = select(e % TILE, e / TK, b_trans);
+            let gk = k0 + kk;
+            let gn = col0 + nn;
+            var v = 0.0;
+            if (gk < k && gn < n) {
+                let idx = select(gk * n + gn, gn * k + gk, b_trans);
+                v = load_b(idx);
+                if (is_non_finite(v)) {
+                    atomicMin(&nonfinite[1], idx);
+                }
+            }
+            b_tile[kk * TILE + nn] = v;
+        }
+        workgroupBarrier();
+
+        for (var kk = 0u; kk < TK; kk++) {
+            let base = kk * TILE;
+            let bv = vec4<f32>(
+                b_tile[base + lid.x],
+                b_tile[base + lid.x + 16u],
+                b_tile[base + lid.x + 32u],
+                b_tile[base + lid.x + 48u],
+            );
+            for (var i = 0u; i < 4u; i++) {
+                // Product rounded, then the sum (no fma), k ascending: the CPU reference's order.
+                acc[i] = acc[i] + vec4<f32>(a_tile[base + lid.y + i * WG]) * bv;
+            }
+        }
+        workgroupBarrier();
+    }
+
+    for (var i = 0u; i < 4u; i++) {
+        let gm = row0 + lid.y + i * WG;
+        if (gm >= m) {
+            continue;
+        }
+        for (var j = 0u; j < 4u; j++) {
+            let gn = col0 + lid.x + j * WG;
+            if (gn < n) {
+                let v = acc[i][j];
+                if (c_non_finite(v)) {
+                    atomicMin(&nonfinite[2], (params.row_base + gm) * n + gn);
+                }
+                store_c((params.c_shift + gm) * n + gn, v);
+            }
+        }
+    }
+}
