@@ -1,57 +1,12 @@
-// Last-axis reduction, one workgroup per row: out[r] = reduce(x[r, 0..len]).
+// Last-axis reduction, one workgroup per row: out[r] = reduce(x[r, 0..len]) (contract, chunking
+// and status words: reduce_common.wgsl, concatenated with this file and exact_div.wgsl).
 //
-// op: 0 = sum, 1 = mean (sum / len), 2 = max, 3 = absmax (max |x|). Invocation t folds elements
-// t, t + 256, t + 512, ... sequentially, then a tree in workgroup memory halves the 256 partials to
+// After each invocation's sequential fold, a tree in workgroup memory halves the 256 partials to
 // one (strides 128, 64, ..., 1): exactly the summation order of the CPU reference (`lane_sum`), so
-// sums and means match it bit for bit. Mean divides with exact_div.wgsl (prepended). Used for every
-// op where subgroups are missing, and always for sum and mean (a subgroup reduction's order is
-// unspecified).
-//
-// Chunking: the launch covers rows row_base .. row_base + rows; x and out are each bound whole or
-// from the chunk's first row (x_shift / out_shift say which row of the binding is launch row 0).
-// Flat indices reported are those of the full tensors.
-//
-// Non-finite status words: 0 = x, 1 = output (sum overflow). Dispatch: linear, one workgroup per
-// row (row = wid.x + wid.y · nwg.x).
+// sums and means match it bit for bit. Used for every op where subgroups are missing, and always
+// for sum and mean (a subgroup reduction's order is unspecified).
 
-struct Params {
-    rows: u32,
-    len: u32,
-    op: u32,
-    row_base: u32,
-    x_shift: u32,    // row of x's binding holding launch row 0 (0 when bound from the chunk)
-    out_shift: u32,  // element of out's binding holding launch row 0
-    _pad0: u32,
-    _pad1: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(1) @binding(0) var<uniform> params: Params;
-@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
-
-const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
-
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
-// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
-// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
-fn div_rounded(x: f32, y: f32) -> f32 {
-    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
-    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
-}
-
-// Sum for ops 0 and 1, max otherwise (absmax inputs are made non-negative before folding).
-fn combine(op: u32, u: f32, v: f32) -> f32 {
-    if (op <= 1u) {
-        return u + v;
-    }
-    return max(u, v);
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
@@ -64,37 +19,15 @@ fn main(
     if (row >= params.rows) {
         return;
     }
-    let op = params.op;
-    let len = params.len;
-    let base = (params.x_shift + row) * len;
-    // Identity: 0 for sums and for absmax (|x| >= 0), the lowest finite f32 for max.
-    var acc = select(0.0, -3.4028235e38, op == 2u);
-    for (var i = t; i < len; i += WG) {
-        var v = x[base + i];
-        if (is_non_finite(v)) {
-            atomicMin(&nonfinite[0], (params.row_base + row) * len + i);
-        }
-        if (op == 3u) {
-            v = abs(v);
-        }
-        acc = combine(op, acc, v);
-    }
-    partial[t] = acc;
+    partial[t] = fold_row(row, t);
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
         if (t < stride) {
-            partial[t] = combine(op, partial[t], partial[t + stride]);
+            partial[t] = combine(params.op, partial[t], partial[t + stride]);
         }
         workgroupBarrier();
     }
     if (t == 0u) {
-        var r = partial[0];
-        if (op == 1u) {
-            r = div_rounded(r, f32(len));
-        }
-        if (is_non_finite(r)) {
-            atomicMin(&nonfinite[1], params.row_base + row);
-        }
-        out[params.out_shift + row] = r;
+        finish_row(row, partial[0]);
     }
 }

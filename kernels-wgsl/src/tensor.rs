@@ -11,8 +11,8 @@ use crate::KernelSource;
 /// Concatenates shader files (snippets first) into one `&'static str` at compile time; WGSL
 /// module-scope declarations are order independent (an `enable` directive must come first, so a
 /// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
-/// division, shared with the BitNet kernels) and `matmul_tiled.wgsl` (the matmul body both
-/// element types share).
+/// division, shared with the BitNet kernels), `matmul_tiled.wgsl` (the matmul body both element
+/// types share) and `reduce_common.wgsl` (what the two last-axis reductions share).
 macro_rules! kernel {
     ($($file:literal),+ $(,)?) => {
         concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
@@ -54,14 +54,18 @@ pub const ELEMENTWISE_UNARY: KernelSource = KernelSource {
 /// Last-axis reduction (sum, mean, max, absmax), workgroup-memory tree; one workgroup per row.
 pub const REDUCE_LAST: KernelSource = KernelSource {
     name: "reduce_last",
-    source: kernel!("exact_div.wgsl", "reduce_last.wgsl"),
+    source: kernel!("exact_div.wgsl", "reduce_common.wgsl", "reduce_last.wgsl"),
 };
 
 /// Last-axis reduction with subgroup operations (requires `SUBGROUP`); same contract as
 /// [`REDUCE_LAST`].
 pub const REDUCE_LAST_SUBGROUP: KernelSource = KernelSource {
     name: "reduce_last_subgroup",
-    source: kernel!("exact_div.wgsl", "reduce_last_subgroup.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "reduce_common.wgsl",
+        "reduce_last_subgroup.wgsl"
+    ),
 };
 
 /// RMS norm over the last axis with a per-column weight; one workgroup per row.
