@@ -37,28 +37,6 @@ struct Params {
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
-}
-
-// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
-// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
-fn div_rounded(x: f32, y: f32) -> f32 {
-    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
-    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
-}
-
-// One IEEE f32 operation, as `BinaryOp::apply` in the CPU reference.
-fn apply(op: u32, x: f32, y: f32) -> f32 {
-    switch op {
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
-        default: { return div_rounded(x, y); }
-    }
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,

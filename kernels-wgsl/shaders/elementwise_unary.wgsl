@@ -26,11 +26,6 @@ struct Params {
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
-}
-
 // e^x with error independent of |x|; +inf above the f32 range, 0 far below it.
 fn exp_reduced(x: f32) -> f32 {
     if (x > 88.72284) {

@@ -97,3 +97,10 @@ fn exact_div(a: f32, b: f32) -> f32 {
     // 2^24 bumps the exponent again (up to infinity, as IEEE requires).
     return bitcast<f32>((u32(biased - 1) << 23u) + q);
 }
+
+// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
+// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
+fn div_rounded(x: f32, y: f32) -> f32 {
+    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
+    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
+}

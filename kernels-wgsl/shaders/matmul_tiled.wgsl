@@ -43,11 +43,6 @@ const WG: u32 = 16u;     // workgroup edge; TILE / WG = 4 outputs per invocation
 var<workgroup> a_tile: array<f32, 1024>; // TK * TILE
 var<workgroup> b_tile: array<f32, 1024>; // TK * TILE
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(x: f32) -> bool {
-    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
-}
-
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -29,11 +29,6 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
 @compute @workgroup_size(256, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,

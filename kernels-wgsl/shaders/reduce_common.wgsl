@@ -30,18 +30,6 @@ struct Params {
 
 const WG: u32 = 256u;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
-// Signed, correctly rounded division on top of `exact_div` (prepended from exact_div.wgsl, which
-// handles magnitudes): WGSL `/` is only accurate to 2.5 ulp, the CPU reference divides exactly.
-fn div_rounded(x: f32, y: f32) -> f32 {
-    let sign = (bitcast<u32>(x) ^ bitcast<u32>(y)) & 0x80000000u;
-    return bitcast<f32>(bitcast<u32>(exact_div(x, y)) | sign);
-}
-
 // Sum for ops 0 and 1, max otherwise (absmax inputs are made non-negative before folding).
 fn combine(op: u32, u: f32, v: f32) -> f32 {
     return select(max(u, v), u + v, op <= 1u);

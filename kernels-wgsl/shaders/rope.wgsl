@@ -30,11 +30,6 @@ struct Params {
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
 // angle mod 2π into about [-π, π]: k = round(angle / 2π), then angle - k·2π with 2π split into four
 // parts (Cody–Waite). The first three parts have 7 significant bits, so k·C_i is exact for k < 2^17
 // and every partial difference is (nearly) exact without relying on a fused multiply-add (a driver

@@ -29,11 +29,6 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
 
-// Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
-fn is_non_finite(v: f32) -> bool {
-    return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
-}
-
 // e^x for x <= 0 with error independent of |x| (range reduction x = n·ln2 + r, exact 2^n scaling).
 fn exp_reduced(x: f32) -> f32 {
     if (x < -103.97209) {

@@ -11,8 +11,10 @@ use crate::KernelSource;
 /// Concatenates shader files (snippets first) into one `&'static str` at compile time; WGSL
 /// module-scope declarations are order independent (an `enable` directive must come first, so a
 /// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
-/// division, shared with the BitNet kernels), `matmul_tiled.wgsl` (the matmul body both element
-/// types share) and `reduce_common.wgsl` (what the two last-axis reductions share).
+/// division and its signed form `div_rounded`, shared with the BitNet kernels), `float_common.wgsl`
+/// (the non-finite test), `elementwise_apply.wgsl` (the binary operations), `matmul_tiled.wgsl`
+/// (the matmul body both element types share) and `reduce_common.wgsl` (what the two last-axis
+/// reductions share).
 macro_rules! kernel {
     ($($file:literal),+ $(,)?) => {
         concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
@@ -23,38 +25,57 @@ macro_rules! kernel {
 /// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
-    source: kernel!("matmul_f32.wgsl", "matmul_tiled.wgsl"),
+    source: kernel!("matmul_f32.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
 };
 
 /// Tiled f16 matmul (f16 in and out, f32 accumulation); requires `SHADER_F16`. Same grid and
 /// bindings as [`MATMUL_F32`].
 pub const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
-    source: kernel!("matmul_f16.wgsl", "matmul_tiled.wgsl"),
+    source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
 };
 
 /// Broadcasting binary op (add, sub, mul, div) over up to 6 axes, strides passed as parameters.
 pub const ELEMENTWISE_BINARY: KernelSource = KernelSource {
     name: "elementwise_binary",
-    source: kernel!("exact_div.wgsl", "elementwise_binary.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "elementwise_apply.wgsl",
+        "elementwise_binary.wgsl"
+    ),
 };
 
 /// Tensor-scalar binary op (add, sub, mul, div), the scalar passed as a parameter.
 pub const ELEMENTWISE_SCALAR: KernelSource = KernelSource {
     name: "elementwise_scalar",
-    source: kernel!("exact_div.wgsl", "elementwise_scalar.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "elementwise_apply.wgsl",
+        "elementwise_scalar.wgsl"
+    ),
 };
 
 /// Unary activations: relu, relu², silu, gelu (erf form), exp.
 pub const ELEMENTWISE_UNARY: KernelSource = KernelSource {
     name: "elementwise_unary",
-    source: kernel!("exact_div.wgsl", "elementwise_unary.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "elementwise_unary.wgsl"
+    ),
 };
 
 /// Last-axis reduction (sum, mean, max, absmax), workgroup-memory tree; one workgroup per row.
 pub const REDUCE_LAST: KernelSource = KernelSource {
     name: "reduce_last",
-    source: kernel!("exact_div.wgsl", "reduce_common.wgsl", "reduce_last.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "reduce_common.wgsl",
+        "reduce_last.wgsl"
+    ),
 };
 
 /// Last-axis reduction with subgroup operations (requires `SUBGROUP`); same contract as
@@ -63,6 +84,7 @@ pub const REDUCE_LAST_SUBGROUP: KernelSource = KernelSource {
     name: "reduce_last_subgroup",
     source: kernel!(
         "exact_div.wgsl",
+        "float_common.wgsl",
         "reduce_common.wgsl",
         "reduce_last_subgroup.wgsl"
     ),
@@ -71,19 +93,19 @@ pub const REDUCE_LAST_SUBGROUP: KernelSource = KernelSource {
 /// RMS norm over the last axis with a per-column weight; one workgroup per row.
 pub const NORM_RMS: KernelSource = KernelSource {
     name: "norm_rms",
-    source: kernel!("exact_div.wgsl", "norm_rms.wgsl"),
+    source: kernel!("exact_div.wgsl", "float_common.wgsl", "norm_rms.wgsl"),
 };
 
 /// Numerically stable softmax over the last axis; one workgroup per row.
 pub const SOFTMAX_LAST: KernelSource = KernelSource {
     name: "softmax_last",
-    source: kernel!("exact_div.wgsl", "softmax_last.wgsl"),
+    source: kernel!("exact_div.wgsl", "float_common.wgsl", "softmax_last.wgsl"),
 };
 
 /// Rotary position embedding (HF rotate-half pairing) on `[S, H, D]`, host-supplied frequencies.
 pub const ROPE: KernelSource = KernelSource {
     name: "rope",
-    source: kernel!("rope.wgsl"),
+    source: kernel!("float_common.wgsl", "rope.wgsl"),
 };
 
 /// Every float tensor kernel of this module.
