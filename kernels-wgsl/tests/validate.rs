@@ -98,6 +98,16 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         .sum();
     let limit = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name {
         COOP_MAX_WORKGROUP_STORAGE
+    } else if kernel.name == bitnet::BITLINEAR_GEMV_LEAN_SUBGROUP.name {
+        // The engine checks the device limit before it plans this kernel; its own figure must
+        // be what the module declares.
+        assert_eq!(
+            storage,
+            bitnet::GEMV_LEAN_WORKGROUP_BYTES,
+            "{}",
+            kernel.name
+        );
+        bitnet::GEMV_LEAN_WORKGROUP_BYTES
     } else {
         MAX_WORKGROUP_STORAGE
     };

@@ -14,6 +14,8 @@ mod batched;
 mod edge_values;
 #[path = "bitnet_cross_check/errors.rs"]
 mod errors;
+#[path = "bitnet_cross_check/lean.rs"]
+mod lean;
 #[path = "bitnet_cross_check/support.rs"]
 mod support;
 #[path = "bitnet_cross_check/tensors.rs"]

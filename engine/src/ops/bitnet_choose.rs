@@ -5,7 +5,7 @@
 
 use super::bitnet_plan::{
     GEMV_LANES, LinearPlan, batch_lanes, batch_ok, batch_tile_steps, coop_ok, default_lanes,
-    fused_ok, heuristic, plan_ok, vec4_ok,
+    fused_ok, heuristic, lean_ok, plan_ok, vec4_ok,
 };
 use super::bitnet_tune::{BitnetTuning, Key};
 use crate::context::Gpu;
@@ -16,6 +16,7 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
     let complete = match plan {
         LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
         LinearPlan::Batch { .. } => s.gemv_lanes.is_some() && s.batch_gemv == Some(true),
+        LinearPlan::Lean { .. } => s.gemv_lanes.is_some(),
         LinearPlan::Vec4 { .. } | LinearPlan::Staged { .. } => {
             let (m, k) = (key.m, key.k);
             s.gemv_lanes.is_some()
@@ -42,7 +43,11 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
             LinearPlan::Generic
         }
         LinearPlan::Fused { .. } | LinearPlan::Batch { .. } | LinearPlan::Vec4 { .. } => {
-            if fusable && s.batch_gemv == Some(true) && batch_ok(gpu, m, k) {
+            if fusable && s.lean_gemv == Some(true) && lean_ok(gpu, m, k) {
+                LinearPlan::Lean {
+                    lanes: lean_lanes(gpu, k),
+                }
+            } else if fusable && s.batch_gemv == Some(true) && batch_ok(gpu, m, k) {
                 LinearPlan::Batch {
                     lanes: batch_lanes(m, k),
                 }
@@ -75,6 +80,9 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
         LinearPlan::Batch { lanes } => LinearPlan::Batch {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
+        LinearPlan::Lean { lanes } => LinearPlan::Lean {
+            lanes: s.gemv_lanes.unwrap_or(lanes),
+        },
         LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
             LinearPlan::Coop
         }
@@ -88,6 +96,12 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
     } else {
         plan
     }
+}
+
+/// Default lanes of the lean batched GEMV: those of the vec4 GEMV, at most one subgroup (its
+/// epilogue then needs no barrier).
+fn lean_lanes(gpu: &Gpu, k: usize) -> u32 {
+    default_lanes(k).min(gpu.caps.subgroup_min_size).max(8)
 }
 
 /// Workgroups of the vec4 GEMVs (`N · lanes / 1024`: `1024 / lanes` rows each) up to which
@@ -140,6 +154,21 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
         .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
         .collect();
     let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
+    if batch && lean_ok(gpu, m, k) && s.lean_gemv != Some(false) {
+        // Lean blocks up to 128 lanes (wider ones add barriers and tuning time).
+        let lean = lanes
+            .iter()
+            .chain(&tile_lanes)
+            .copied()
+            .filter(|&l| l <= 128);
+        let mut lean: Vec<u32> = lean.collect();
+        lean.sort_unstable();
+        lean.dedup();
+        out.extend(lean.into_iter().map(|lanes| LinearPlan::Lean { lanes }));
+        if s.lean_gemv == Some(true) && !out.is_empty() {
+            return out;
+        }
+    }
     if batch && s.batch_gemv != Some(false) {
         out.extend(tile_lanes.iter().map(|&lanes| LinearPlan::Batch { lanes }));
         if s.batch_gemv == Some(true) && !out.is_empty() {

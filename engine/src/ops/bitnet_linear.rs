@@ -119,7 +119,7 @@ impl Engine {
         };
         let out = self.empty(op, &[m, n], dtype)?;
         let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
-        if matches!(plan, LinearPlan::Fused { .. } | LinearPlan::Batch { .. }) {
+        if plan.takes_f32() {
             // Never cached for quantized input; keep the lanes, skip the quantization.
             plan = LinearPlan::Generic;
         }
@@ -156,7 +156,7 @@ impl Engine {
             return Ok(None);
         }
         let plan = self.linear_plan(gpu, shape, true)?;
-        if !matches!(plan, LinearPlan::Fused { .. } | LinearPlan::Batch { .. }) {
+        if !plan.takes_f32() {
             return Ok(None);
         }
         let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;

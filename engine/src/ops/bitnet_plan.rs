@@ -6,12 +6,13 @@
 //! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
 //! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8, and M = 1 past 15360) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
+//! | [`LinearPlan::Lean`] | `bitlinear_gemv_lean_subgroup` | as `Batch`, subgroup size ≥ 8, 30 KiB of workgroup memory (autotune candidate) |
 //! | [`LinearPlan::Staged`] | `bitlinear_gemv_staged_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` (autotune candidate) |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
 //! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
 //!
-//! For f32 activations every plan other than `Fused` and `Batch` quantizes them first (one
+//! For f32 activations every plan other than `Fused`, `Batch` and `Lean` quantizes them first (one
 //! `act_quant` dispatch) and then runs the plan's kernel.
 
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
@@ -50,6 +51,12 @@ const GEMV_BATCH: Kernel = Kernel::new(
     &[Read, Read, Read, ReadWrite],
 )
 .requiring(wgpu::Features::SUBGROUP);
+const GEMV_LEAN: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_LEAN_SUBGROUP,
+    "main",
+    &[Read, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
 const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
 const GEMM_COOP: Kernel =
     Kernel::new(kernels::BITLINEAR_GEMM_COOP_SUBGROUP, "main", BINDINGS).requiring(COOP_FEATURES);
@@ -77,6 +84,12 @@ pub enum LinearPlan {
     /// Activation quantization fused into the batched GEMV (M ≤ 8 f32 rows staged in K tiles,
     /// each weight load applied to every row); `lanes` threads per 4-row block.
     Batch {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
+    /// The lean batched GEMV (M ≤ 8 f32 rows, quantization fused, short critical path:
+    /// `bitlinear_gemv_lean_subgroup.wgsl`); `lanes` threads per 4-row block.
+    Lean {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
         lanes: u32,
     },
@@ -109,6 +122,7 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Batch { lanes } => write!(f, "fused batch gemv (TPR {lanes})"),
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
             LinearPlan::Staged { lanes } => write!(f, "staged gemv (TPR {lanes})"),
+            LinearPlan::Lean { lanes } => write!(f, "lean batch gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
             LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
             LinearPlan::Coop => write!(f, "coop-matrix gemm"),
@@ -117,34 +131,12 @@ impl std::fmt::Display for LinearPlan {
 }
 
 impl LinearPlan {
-    /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `generic`,
-    /// `gemm:8`) for the plan cache.
-    pub(crate) fn code(&self) -> String {
-        match self {
-            LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
-            LinearPlan::Batch { lanes } => format!("batch:{lanes}"),
-            LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
-            LinearPlan::Staged { lanes } => format!("staged:{lanes}"),
-            LinearPlan::Generic => "generic".into(),
-            LinearPlan::Gemm { t } => format!("gemm:{t}"),
-            LinearPlan::Coop => "coop".into(),
-        }
-    }
-
-    /// Parses [`LinearPlan::code`].
-    pub(crate) fn from_code(code: &str) -> Option<LinearPlan> {
-        let (kind, value) = code.split_once(':').unwrap_or((code, ""));
-        let number = || value.parse::<u32>().ok();
-        Some(match kind {
-            "fused" => LinearPlan::Fused { lanes: number()? },
-            "batch" => LinearPlan::Batch { lanes: number()? },
-            "vec4" => LinearPlan::Vec4 { lanes: number()? },
-            "staged" => LinearPlan::Staged { lanes: number()? },
-            "generic" if value.is_empty() => LinearPlan::Generic,
-            "coop" if value.is_empty() => LinearPlan::Coop,
-            "gemm" => LinearPlan::Gemm { t: number()? },
-            _ => return None,
-        })
+    /// Whether the plan's kernel takes f32 activations (quantization fused in).
+    pub(crate) fn takes_f32(&self) -> bool {
+        matches!(
+            self,
+            LinearPlan::Fused { .. } | LinearPlan::Batch { .. } | LinearPlan::Lean { .. }
+        )
     }
 }
 
@@ -164,6 +156,14 @@ pub(crate) fn fused_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
 /// conditions, and all `m` rows in one binding (the kernel reports flat `[M, K]` indices).
 pub(crate) fn batch_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     vec4_ok(gpu, m, k) && m >= 1 && 4 * (m as u64) * (k as u64) <= chunk_limit(gpu)
+}
+
+/// Whether the lean batched GEMV can run `m` f32 rows of length `k` on `gpu`: the batched GEMV's
+/// conditions, a subgroup size of at least 8 and enough workgroup memory.
+pub(crate) fn lean_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    batch_ok(gpu, m, k)
+        && gpu.caps.subgroup_min_size >= 8
+        && gpu.caps.limits.max_compute_workgroup_storage_size >= kernels::GEMV_LEAN_WORKGROUP_BYTES
 }
 
 /// Weight steps (64 values) per K tile of the batched GEMV for `m` rows.
@@ -196,6 +196,7 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
     match plan {
         LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::Lean { lanes } => f32_input && lean_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Vec4 { lanes } | LinearPlan::Staged { lanes } => {
             vec4_ok(gpu, m, k) && lanes_ok(lanes)
         }
@@ -278,10 +279,7 @@ impl LinearCall<'_> {
     /// Records the plan's launches, chunked over M and N to fit the storage-binding limit.
     pub fn record(&self, gpu: &Gpu) -> Result<()> {
         let (m, n, k) = self.shape;
-        let fused = matches!(
-            self.plan,
-            LinearPlan::Fused { .. } | LinearPlan::Batch { .. }
-        );
+        let fused = self.plan.takes_f32();
         let wpr = words_per_row(k) as u64;
         let xpr = activation_words_per_row(k) as u64;
         let x_row = if fused { 4 * k as u64 } else { 4 * xpr };
@@ -296,6 +294,7 @@ impl LinearCall<'_> {
                     LinearPlan::Batch { lanes } => {
                         (&GEMV_BATCH, rows_n.div_ceil(rows_per(lanes)), 0)
                     }
+                    LinearPlan::Lean { lanes } => (&GEMV_LEAN, rows_n.div_ceil(rows_per(lanes)), 0),
                     LinearPlan::Vec4 { lanes } => (&GEMV_VEC4, rows_n.div_ceil(rows_per(lanes)), 0),
                     LinearPlan::Staged { lanes } => {
                         (&GEMV_STAGED, rows_n.div_ceil(rows_per(lanes)), 0)
@@ -346,6 +345,7 @@ impl LinearCall<'_> {
                         .constant("DEPTH", f64::from(load_depth(k, lanes))),
                     LinearPlan::Vec4 { lanes }
                     | LinearPlan::Batch { lanes }
+                    | LinearPlan::Lean { lanes }
                     | LinearPlan::Staged { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),

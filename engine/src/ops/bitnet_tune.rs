@@ -59,6 +59,9 @@ pub struct BitnetTuning {
     /// Use the staged GEMV (activation rows copied to workgroup memory) instead of the vec4 GEMV
     /// (`true`), or never (`false`); `None`: the vec4 GEMV by default, both autotune candidates.
     pub staged_gemv: Option<bool>,
+    /// Force (`true`) the lean batched GEMV for every f32 M ≤ 8 where it can run, or forbid it
+    /// (`false`); `None`: an autotune candidate.
+    pub lean_gemv: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device
@@ -234,7 +237,7 @@ impl Engine {
             let record = |i: u64| -> Result<()> {
                 let quantized;
                 let xin = match (plan, f32_input) {
-                    (LinearPlan::Fused { .. } | LinearPlan::Batch { .. }, _) => &x,
+                    (p, _) if p.takes_f32() => &x,
                     (_, true) => {
                         quantized = self.quantize_activations_as(OP, &x)?;
                         &quantized

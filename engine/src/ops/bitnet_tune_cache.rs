@@ -195,6 +195,40 @@ fn compact(text: &str) -> String {
     latest.iter().map(|(_, l)| format!("{l}\n")).collect()
 }
 
+impl LinearPlan {
+    /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `lean:32`,
+    /// `generic`, `gemm:8`) for the plan cache.
+    pub(crate) fn code(&self) -> String {
+        match self {
+            LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
+            LinearPlan::Batch { lanes } => format!("batch:{lanes}"),
+            LinearPlan::Vec4 { lanes } => format!("vec4:{lanes}"),
+            LinearPlan::Staged { lanes } => format!("staged:{lanes}"),
+            LinearPlan::Lean { lanes } => format!("lean:{lanes}"),
+            LinearPlan::Generic => "generic".into(),
+            LinearPlan::Gemm { t } => format!("gemm:{t}"),
+            LinearPlan::Coop => "coop".into(),
+        }
+    }
+
+    /// Parses [`LinearPlan::code`].
+    pub(crate) fn from_code(code: &str) -> Option<LinearPlan> {
+        let (kind, value) = code.split_once(':').unwrap_or((code, ""));
+        let number = || value.parse::<u32>().ok();
+        Some(match kind {
+            "fused" => LinearPlan::Fused { lanes: number()? },
+            "batch" => LinearPlan::Batch { lanes: number()? },
+            "vec4" => LinearPlan::Vec4 { lanes: number()? },
+            "staged" => LinearPlan::Staged { lanes: number()? },
+            "lean" => LinearPlan::Lean { lanes: number()? },
+            "generic" if value.is_empty() => LinearPlan::Generic,
+            "coop" if value.is_empty() => LinearPlan::Coop,
+            "gemm" => LinearPlan::Gemm { t: number()? },
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +240,7 @@ mod tests {
             LinearPlan::Vec4 { lanes: 128 },
             LinearPlan::Batch { lanes: 16 },
             LinearPlan::Staged { lanes: 32 },
+            LinearPlan::Lean { lanes: 16 },
             LinearPlan::Generic,
             LinearPlan::Gemm { t: 8 },
             LinearPlan::Coop,
