@@ -14,6 +14,7 @@
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
+//! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
 //! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
@@ -221,6 +222,17 @@ pub const BITLINEAR_GEMV_LEAN_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemv_lean_subgroup.wgsl"
     ),
 };
+/// The vec4 GEMV on quantized activations with the lean GEMV's barrier-free epilogue (autotune
+/// candidate after act_quant; see the `.wgsl`): subgroup size ≥ 8. As
+/// [`BITLINEAR_GEMV_VEC4_SUBGROUP`] otherwise.
+pub const BITLINEAR_GEMV_LEAN_Q_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_lean_q_subgroup",
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_lean_q_subgroup.wgsl"
+    ),
+};
 /// Vec4 per K tile of [`BITLINEAR_GEMV_LEAN_SUBGROUP`], all rows together (28 KiB).
 pub const GEMV_LEAN_TILE_VEC4: u32 = 1792;
 /// Workgroup bytes of [`BITLINEAR_GEMV_LEAN_SUBGROUP`] (tile, row maxima, block slots).
@@ -265,6 +277,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_BATCH_SUBGROUP,
     BITLINEAR_GEMV_STAGED_SUBGROUP,
     BITLINEAR_GEMV_LEAN_SUBGROUP,
+    BITLINEAR_GEMV_LEAN_Q_SUBGROUP,
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
 ];

@@ -3,9 +3,11 @@
 //! the device capabilities, the shape and the [`BitnetTuning`]; state and timing live in
 //! `bitnet_tune.rs`.
 
+use bitnet_kernels_wgsl::bitnet as kernels;
+
 use super::bitnet_plan::{
     GEMV_LANES, LinearPlan, batch_lanes, batch_ok, batch_tile_steps, coop_ok, default_lanes,
-    fused_ok, heuristic, lean_ok, plan_ok, vec4_ok,
+    fused_ok, heuristic, plan_ok, vec4_ok,
 };
 use super::bitnet_tune::{BitnetTuning, Key};
 use crate::context::Gpu;
@@ -17,10 +19,10 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
         LinearPlan::Fused { .. } => s.gemv_lanes.is_some() && s.fuse_decode.is_some(),
         LinearPlan::Batch { .. } => s.gemv_lanes.is_some() && s.batch_gemv == Some(true),
         LinearPlan::Lean { .. } => s.gemv_lanes.is_some(),
-        LinearPlan::Vec4 { .. } | LinearPlan::Staged { .. } => {
+        LinearPlan::Vec4 { .. } | LinearPlan::Staged { .. } | LinearPlan::LeanQ { .. } => {
             let (m, k) = (key.m, key.k);
             s.gemv_lanes.is_some()
-                && s.staged_gemv.is_some()
+                && (s.staged_gemv.is_some() || matches!(plan, LinearPlan::LeanQ { .. }))
                 && (!key.f32_input
                     || s.fuse_decode == Some(false)
                     || ((s.batch_gemv == Some(false) || !batch_ok(gpu, m, k))
@@ -71,6 +73,11 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
         LinearPlan::Fused { lanes } => LinearPlan::Fused {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
+        LinearPlan::Vec4 { lanes } if s.lean_q_gemv == Some(true) && lean_q_ok(gpu, m, k) => {
+            LinearPlan::LeanQ {
+                lanes: s.gemv_lanes.unwrap_or(lanes),
+            }
+        }
         LinearPlan::Vec4 { lanes } if s.staged_gemv == Some(true) => LinearPlan::Staged {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
@@ -96,6 +103,20 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
     } else {
         plan
     }
+}
+
+/// Whether the lean batched GEMV can run `m` f32 rows of length `k` on `gpu`: the batched GEMV's
+/// conditions, a subgroup size of at least 8 and enough workgroup memory.
+pub(crate) fn lean_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    batch_ok(gpu, m, k)
+        && gpu.caps.subgroup_min_size >= 8
+        && gpu.caps.limits.max_compute_workgroup_storage_size >= kernels::GEMV_LEAN_WORKGROUP_BYTES
+}
+
+/// Whether the lean GEMV on quantized rows can run: the vec4 GEMV's conditions and a subgroup
+/// size of at least 8.
+pub(crate) fn lean_q_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    vec4_ok(gpu, m, k) && gpu.caps.subgroup_min_size >= 8
 }
 
 /// Default lanes of the lean batched GEMV: those of the vec4 GEMV, at most one subgroup (its
@@ -175,8 +196,19 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
             return out;
         }
     }
-    if s.staged_gemv != Some(false) {
+    if s.staged_gemv != Some(false) && s.lean_q_gemv != Some(true) {
         out.extend(tile_lanes.iter().map(|&lanes| LinearPlan::Staged { lanes }));
+    }
+    if lean_q_ok(gpu, m, k) && s.lean_q_gemv != Some(false) {
+        out.extend(
+            lanes
+                .iter()
+                .filter(|&&l| l <= 128)
+                .map(|&lanes| LinearPlan::LeanQ { lanes }),
+        );
+        if s.lean_q_gemv == Some(true) {
+            return out;
+        }
     }
     let fuse = f32_input && fused_ok(gpu, m, k);
     for &lanes in &lanes {

@@ -7,6 +7,7 @@
 //! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8, and M = 1 past 15360) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
 //! | [`LinearPlan::Lean`] | `bitlinear_gemv_lean_subgroup` | as `Batch`, subgroup size ≥ 8, 30 KiB of workgroup memory (autotune candidate) |
+//! | [`LinearPlan::LeanQ`] | `bitlinear_gemv_lean_q_subgroup` | M ≤ 8, K % 64 == 0, subgroup size ≥ 8 (autotune candidate) |
 //! | [`LinearPlan::Staged`] | `bitlinear_gemv_staged_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` (autotune candidate) |
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
@@ -19,6 +20,7 @@ use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::{chunk_limit, row_chunks};
+use super::bitnet_choose::{lean_ok, lean_q_ok};
 use crate::context::Gpu;
 use crate::error::Result;
 use crate::launch::Launch;
@@ -57,6 +59,8 @@ const GEMV_LEAN: Kernel = Kernel::new(
     &[Read, Read, Read, ReadWrite],
 )
 .requiring(wgpu::Features::SUBGROUP);
+const GEMV_LEAN_Q: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_LEAN_Q_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
 const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
 const GEMM_COOP: Kernel =
     Kernel::new(kernels::BITLINEAR_GEMM_COOP_SUBGROUP, "main", BINDINGS).requiring(COOP_FEATURES);
@@ -93,6 +97,12 @@ pub enum LinearPlan {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
         lanes: u32,
     },
+    /// The vec4 GEMV with a barrier-free epilogue (`bitlinear_gemv_lean_q_subgroup.wgsl`; M ≤ 8,
+    /// K % 64 == 0, subgroup size ≥ 8); `lanes` threads per 4-row block.
+    LeanQ {
+        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        lanes: u32,
+    },
     /// The vec4 GEMV (M ≤ 8, K % 64 == 0); `lanes` threads per 4-row block.
     Vec4 {
         /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
@@ -123,6 +133,7 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Vec4 { lanes } => write!(f, "vec4 gemv (TPR {lanes})"),
             LinearPlan::Staged { lanes } => write!(f, "staged gemv (TPR {lanes})"),
             LinearPlan::Lean { lanes } => write!(f, "lean batch gemv (TPR {lanes})"),
+            LinearPlan::LeanQ { lanes } => write!(f, "lean gemv (TPR {lanes})"),
             LinearPlan::Generic => write!(f, "generic gemv"),
             LinearPlan::Gemm { t } => write!(f, "gemm ({t}x{t} per thread)"),
             LinearPlan::Coop => write!(f, "coop-matrix gemm"),
@@ -158,14 +169,6 @@ pub(crate) fn batch_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     vec4_ok(gpu, m, k) && m >= 1 && 4 * (m as u64) * (k as u64) <= chunk_limit(gpu)
 }
 
-/// Whether the lean batched GEMV can run `m` f32 rows of length `k` on `gpu`: the batched GEMV's
-/// conditions, a subgroup size of at least 8 and enough workgroup memory.
-pub(crate) fn lean_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
-    batch_ok(gpu, m, k)
-        && gpu.caps.subgroup_min_size >= 8
-        && gpu.caps.limits.max_compute_workgroup_storage_size >= kernels::GEMV_LEAN_WORKGROUP_BYTES
-}
-
 /// Weight steps (64 values) per K tile of the batched GEMV for `m` rows.
 pub(crate) fn batch_tile_steps(m: usize) -> u32 {
     kernels::GEMV_BATCH_TILE_VEC4 / (4 * m.clamp(1, kernels::GEMV_MAX_M as usize) as u32)
@@ -197,6 +200,7 @@ pub(crate) fn plan_ok(gpu: &Gpu, plan: LinearPlan, m: usize, k: usize, f32_input
         LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Lean { lanes } => f32_input && lean_ok(gpu, m, k) && lanes_ok(lanes),
+        LinearPlan::LeanQ { lanes } => lean_q_ok(gpu, m, k) && lanes_ok(lanes),
         LinearPlan::Vec4 { lanes } | LinearPlan::Staged { lanes } => {
             vec4_ok(gpu, m, k) && lanes_ok(lanes)
         }
@@ -295,6 +299,9 @@ impl LinearCall<'_> {
                         (&GEMV_BATCH, rows_n.div_ceil(rows_per(lanes)), 0)
                     }
                     LinearPlan::Lean { lanes } => (&GEMV_LEAN, rows_n.div_ceil(rows_per(lanes)), 0),
+                    LinearPlan::LeanQ { lanes } => {
+                        (&GEMV_LEAN_Q, rows_n.div_ceil(rows_per(lanes)), 0)
+                    }
                     LinearPlan::Vec4 { lanes } => (&GEMV_VEC4, rows_n.div_ceil(rows_per(lanes)), 0),
                     LinearPlan::Staged { lanes } => {
                         (&GEMV_STAGED, rows_n.div_ceil(rows_per(lanes)), 0)
@@ -346,6 +353,7 @@ impl LinearCall<'_> {
                     LinearPlan::Vec4 { lanes }
                     | LinearPlan::Batch { lanes }
                     | LinearPlan::Lean { lanes }
+                    | LinearPlan::LeanQ { lanes }
                     | LinearPlan::Staged { lanes } => launch
                         .constant("TPR", f64::from(lanes))
                         .constant("MR", rows_m as f64),

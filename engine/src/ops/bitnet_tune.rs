@@ -62,6 +62,9 @@ pub struct BitnetTuning {
     /// Force (`true`) the lean batched GEMV for every f32 M ≤ 8 where it can run, or forbid it
     /// (`false`); `None`: an autotune candidate.
     pub lean_gemv: Option<bool>,
+    /// Use the lean GEMV on quantized rows (barrier-free epilogue) instead of the vec4 GEMV
+    /// (`true`), or never (`false`); `None`: an autotune candidate.
+    pub lean_q_gemv: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device

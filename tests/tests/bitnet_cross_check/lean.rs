@@ -3,7 +3,8 @@
 //! step; one tile of 56 steps at M = 8 = 3584; a tile and one step; several tiles; at M = 2 one
 //! tile of 224 steps and one step more), N not a multiple of any block, lane counts at, below and
 //! above the subgroup size (the barrier-free and the workgroup-memory epilogue), and its error
-//! reporting (NaN/Inf in one row, rescale overflow in one row).
+//! reporting (NaN/Inf in one row, rescale overflow in one row); and the vec4 GEMV with the same
+//! epilogue on quantized rows (`LinearPlan::LeanQ`).
 
 use bitnet_tests::random_normal;
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
@@ -92,5 +93,52 @@ fn lean_gemv_reports_errors_like_cpu_ref() {
         );
         let x = random_normal(18, m * k, 1.0);
         check_linear(&e, &x, m, &w, "after the errors");
+    }
+}
+
+#[test]
+fn lean_q_gemv_for_every_m_and_lane_count() {
+    // The vec4 GEMV with the barrier-free epilogue, forced for quantized and f32 input (then
+    // after act_quant): M = 1..8, odd N, lanes below, at and above the subgroup size.
+    let e = tuned_engine();
+    let possible = lean_possible(&e);
+    let ks = [64, 1792, 6912];
+    for m in 1..=8 {
+        for (i, &k) in ks.iter().enumerate() {
+            let n = [5, 67, 130, 33][(m + i) % 4];
+            let lanes = [8, 16, 32, 64, 128][(m + i) % 5];
+            let tuning = BitnetTuning {
+                autotune: Some(false),
+                fuse_decode: Some(false),
+                lean_q_gemv: Some(true),
+                gemv_lanes: Some(lanes),
+                ..Default::default()
+            };
+            let plans = check_with(&e, tuning, m, n, k, "lean q");
+            if possible {
+                let want = LinearPlan::LeanQ { lanes };
+                assert_eq!(plans, (want, want), "M {m} K {k}");
+            }
+        }
+    }
+    // Rescale overflow in one row: the output error, through both epilogues.
+    for lanes in [8, 32] {
+        e.set_bitnet_tuning(BitnetTuning {
+            autotune: Some(false),
+            fuse_decode: Some(false),
+            lean_q_gemv: Some(true),
+            gemv_lanes: Some(lanes),
+            ..Default::default()
+        });
+        let (m, k) = (5, 1920);
+        let big = TernaryMatrix::from_i8(&vec![1; 3 * k], 3, k, 3.0e38).unwrap();
+        let mut x = random_normal(17, m * k, 1.0);
+        x[2 * k..3 * k].fill(3.0e38);
+        let xq = cpu_ref::quantize_activations(&x, m, k).unwrap();
+        assert_same_result(
+            e.bitlinear_quantized(&xq, &big),
+            cpu_ref::bitlinear_quantized(&xq, &big),
+            "lean q overflow",
+        );
     }
 }
