@@ -175,7 +175,13 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
         .filter(|&l| s.gemv_lanes.is_none_or(|f| f == l))
         .collect();
     let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
-    if batch && lean_ok(gpu, m, k) && s.lean_gemv != Some(false) {
+    // The lean batched GEMV where it was built for and measured faster on the H200 (B = 8 of
+    // 2560 x 2560: 23.2 µs vs 28 µs before): M ≥ 2 (for M = 1 the tuner picked it, and the decode
+    // stack ran 5.75 ms instead of 1.78 ms with the fused decode GEMV) and all rows in one K
+    // tile (more add barriers: B = 8 of 2560 x 6912 ran 57.9 µs, 39 µs before with staged).
+    let one_tile = (k / 64) as u64 * 4 * m as u64 <= u64::from(kernels::GEMV_LEAN_TILE_VEC4);
+    let lean_wanted = s.lean_gemv == Some(true) || (m >= 2 && one_tile);
+    if batch && lean_ok(gpu, m, k) && s.lean_gemv != Some(false) && lean_wanted {
         // Lean blocks up to 128 lanes (wider ones add barriers and tuning time).
         let lean = lanes
             .iter()
@@ -199,7 +205,8 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
     if s.staged_gemv != Some(false) && s.lean_q_gemv != Some(true) {
         out.extend(tile_lanes.iter().map(|&lanes| LinearPlan::Staged { lanes }));
     }
-    if lean_q_ok(gpu, m, k) && s.lean_q_gemv != Some(false) {
+    // The two-dispatch lean GEMV: for batches (M ≥ 2) only, M = 1 keeps its measured plans.
+    if lean_q_ok(gpu, m, k) && s.lean_q_gemv != Some(false) && (m >= 2 || s.lean_q_gemv.is_some()) {
         out.extend(
             lanes
                 .iter()
