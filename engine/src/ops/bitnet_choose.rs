@@ -176,9 +176,10 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
         .collect();
     let batch = f32_input && batch_ok(gpu, m, k) && s.fuse_decode != Some(false);
     // The lean batched GEMV where it was built for and measured faster on the H200 (B = 8 of
-    // 2560 x 2560: 23.2 µs vs 28 µs before): M ≥ 2 (for M = 1 the tuner picked it, and the decode
-    // stack ran 5.75 ms instead of 1.78 ms with the fused decode GEMV) and all rows in one K
-    // tile (more add barriers: B = 8 of 2560 x 6912 ran 57.9 µs, 39 µs before with staged).
+    // 2560 x 2560: 23.2 µs vs 28 µs before): M ≥ 2 (for M = 1 the tuner picked it and the decode
+    // stack's GPU span was 5.75 ms vs 1.78 ms untuned, with the fused decode GEMV — though its
+    // wall time was not: 3.30 vs 3.47 ms) and all rows in one K tile (more add barriers: B = 8
+    // of 2560 x 6912 ran 57.9 µs, 39 µs before with the staged GEMV).
     let one_tile = (k / 64) as u64 * 4 * m as u64 <= u64::from(kernels::GEMV_LEAN_TILE_VEC4);
     let lean_wanted = s.lean_gemv == Some(true) || (m >= 2 && one_tile);
     if batch && lean_ok(gpu, m, k) && s.lean_gemv != Some(false) && lean_wanted {
