@@ -4,6 +4,12 @@
 //! status word) serves every kernel, and so the layout can declare immediates. Shader modules and
 //! pipelines are created inside wgpu error scopes: a broken shader becomes
 //! [`Error::PipelineCreation`], never an uncaptured-error panic.
+//!
+//! WGSL modules keep wgpu's bounds checks (and every other runtime check) but not its forced loop
+//! bounding: every loop of this project's kernels is bounded by its launch parameters, and the
+//! extra counter wgpu adds to each loop can keep a driver from unrolling the small per-row loops
+//! whose accumulators must live in registers. `BITNET_SHADER_CHECKS=full` restores it (for
+//! comparison, or a driver that misbehaves).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -265,14 +271,15 @@ impl PipelineCache {
         if !st.modules.contains_key(kernel.name()) {
             let module = match kernel.msl {
                 Some(msl) => crate::msl::create_module(&self.device, msl),
-                None => self
-                    .device
-                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                None => wgsl_module(
+                    &self.device,
+                    wgpu::ShaderModuleDescriptor {
                         label: Some(kernel.name()),
                         source: wgpu::ShaderSource::Wgsl(Cow::Owned(
                             self.prepare_source(kernel.source),
                         )),
-                    }),
+                    },
+                ),
             };
             st.modules.insert(kernel.name(), module);
         }
@@ -354,4 +361,23 @@ impl PipelineCache {
             });
         (group0, layout)
     }
+}
+
+/// Environment variable: `full` keeps wgpu's forced loop bounding (see the module docs).
+pub const SHADER_CHECKS_ENV: &str = "BITNET_SHADER_CHECKS";
+
+/// Creates a WGSL module with wgpu's runtime checks minus forced loop bounding (module docs).
+fn wgsl_module(
+    device: &wgpu::Device,
+    desc: wgpu::ShaderModuleDescriptor<'_>,
+) -> wgpu::ShaderModule {
+    let mut checks = wgpu::ShaderRuntimeChecks::checked();
+    if std::env::var(SHADER_CHECKS_ENV).as_deref() == Ok("full") {
+        return device.create_shader_module(desc);
+    }
+    checks.force_loop_bounding = false;
+    // SAFETY: only this project's kernels come here (`KernelSource` consts of kernels-wgsl,
+    // naga-validated by its tests); each of their loops ends after a count fixed by constants or
+    // launch parameters, so none is infinite. Bounds checks and all other checks stay on.
+    unsafe { device.create_shader_module_trusted(desc, checks) }
 }
