@@ -57,7 +57,15 @@
 //!
 //! **Threads.** [`Engine`] is `Send + Sync` and cheap to clone (an `Arc`); clones share the
 //! device, pool, pipeline cache and submission thread. Any number of threads may record, read
-//! and dispatch at once.
+//! and dispatch at once. Device creation and destruction are serialized process-wide, and held
+//! apart from every engine's submissions (`lifecycle.rs`: a driver deadlock defence).
+//!
+//! **Kernels and tuning.** BitLinear picks its kernel per shape ([`LinearPlan`]); GEMM shapes
+//! (M > 8) are measured once on discrete GPUs (autotune, cached on disk), GEMV shapes use the
+//! heuristic unless `BITNET_AUTOTUNE=1` (`0` turns tuning off; [`BitnetTuning`] forces plans).
+//! WGSL modules keep wgpu's bounds checks but not its forced loop bounding
+//! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
+//! with [`ProfileGranularity::Batch`] every submitted batch as a whole (unperturbed).
 
 mod batch;
 mod batching;

@@ -82,36 +82,36 @@ pub const GEMV_LANES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 pub enum LinearPlan {
     /// Activation quantization fused into the M = 1 vec4 GEMV; `lanes` threads per 4-row block.
     Fused {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// Activation quantization fused into the batched GEMV (M ≤ 8 f32 rows staged in K tiles,
     /// each weight load applied to every row); `lanes` threads per 4-row block.
     Batch {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// The lean batched GEMV (M ≤ 8 f32 rows, quantization fused, short critical path:
     /// `bitlinear_gemv_lean_subgroup.wgsl`); `lanes` threads per 4-row block.
     Lean {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// The vec4 GEMV with a barrier-free epilogue (`bitlinear_gemv_lean_q_subgroup.wgsl`; M ≤ 8,
     /// K % 64 == 0, subgroup size ≥ 8); `lanes` threads per 4-row block.
     LeanQ {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// The vec4 GEMV (M ≤ 8, K % 64 == 0); `lanes` threads per 4-row block.
     Vec4 {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// The staged GEMV (M ≤ 8, K % 64 == 0): quantized rows copied into workgroup memory in K
     /// tiles, each weight load applied to every row; `lanes` threads per 4-row block.
     Staged {
-        /// Threads per 4-row block (`TPR`), one of [`GEMV_LANES`].
+        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
     },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
