@@ -255,11 +255,12 @@ impl GpuBench {
 }
 
 /// The one GPU timing loop of the bench: warm-up, then samples of `group` calls `f(i)` recorded
-/// back to back into one batch (inputs rotate with `i`), each sample the batch's GPU time ÷
-/// `group`: with `timestamps` the profiler's batch span (clock `ts`: two timestamps per batch,
-/// nothing between the kernels — the engine must be in `ProfileGranularity::Batch`), else the
-/// submit + wait wall time of `Engine::sync` (recording untimed, clock `wall`). Like the PyTorch
-/// peers' CUDA-graph replays of one call per rotated copy, divided by the copies.
+/// back to back into one batch (inputs rotate with `i`; fewer when one call takes long, so a
+/// sample stays near 20 ms), each sample the batch's GPU time ÷ the calls: with `timestamps` the
+/// profiler's batch span (clock `ts`: two timestamps per batch, nothing between the kernels — the
+/// engine must be in `ProfileGranularity::Batch`), else the submit + wait wall time of
+/// `Engine::sync` (recording untimed, clock `wall`). Like the PyTorch peers' CUDA-graph replays
+/// of one call per rotated copy, divided by the copies.
 pub fn time_calls(
     e: &Engine,
     timestamps: bool,
@@ -267,9 +268,18 @@ pub fn time_calls(
     group: usize,
     mut f: impl FnMut(usize) -> Result<(), String>,
 ) -> Result<Measurement, String> {
-    let group = group.max(1);
     let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
-    let mut calls = 0usize;
+    // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
+    // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower. The
+    // first warm-up is a single call whose submit + wait time caps the group, so that a sample
+    // stays near SAMPLE_TARGET (on a software adapter one call can take a second; on the H200
+    // the cap is far above any group).
+    let started = Instant::now();
+    f(0)?;
+    sync(e)?;
+    let cap = (SAMPLE_TARGET.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9)) as usize;
+    let group = group.min(cap).max(1);
+    let mut calls = 1usize;
     let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
         for _ in 0..group {
             f(calls)?;
@@ -277,17 +287,13 @@ pub fn time_calls(
         }
         Ok(())
     };
-    // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
-    // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower.
-    let started = Instant::now();
-    let mut warmed = 0;
-    while warmed < policy.warmup || started.elapsed() < MIN_WARM {
+    let mut warmed = 1;
+    while (warmed < policy.warmup || started.elapsed() < MIN_WARM)
+        && started.elapsed() <= policy.budget / 4
+    {
         run(&mut f)?;
         sync(e)?;
         warmed += 1;
-        if started.elapsed() > policy.budget / 4 {
-            break;
-        }
     }
     e.reset_profile();
     let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
@@ -325,6 +331,9 @@ pub fn time_calls(
 pub fn group(copies: usize) -> usize {
     copies.max(MIN_GROUP)
 }
+
+/// About how long one timed sample of back-to-back calls may take (caps the group).
+const SAMPLE_TARGET: Duration = Duration::from_millis(20);
 
 /// Shortest warm-up of a timed case (see [`time_calls`]).
 const MIN_WARM: Duration = Duration::from_millis(300);
