@@ -89,6 +89,8 @@ pub(crate) struct ProfilerState {
     /// Dispatches timed in the current batch, and in all collected ones.
     pending_dispatches: u64,
     dispatches: u64,
+    /// The map of a read-back that timed out (its callback's receiver), until it is undone.
+    stale_map: Option<flume::Receiver<Result<(), wgpu::BufferAsyncError>>>,
     query_set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -119,6 +121,7 @@ impl ProfilerState {
             granularity: ProfileGranularity::Dispatch,
             pending_dispatches: 0,
             dispatches: 0,
+            stale_map: None,
             query_set: device.create_query_set(&wgpu::QuerySetDescriptor {
                 label: Some("bitnet-wgpu profiler"),
                 ty: wgpu::QueryType::Timestamp,
@@ -202,9 +205,29 @@ impl ProfilerState {
     }
 
     /// Records the resolve of this batch's queries; returns whether there is anything to collect.
-    pub fn record_resolve(&self, encoder: &mut wgpu::CommandEncoder) -> bool {
+    pub fn record_resolve(&mut self, encoder: &mut wgpu::CommandEncoder) -> bool {
         if self.pending.is_empty() {
             return false;
+        }
+        // A read-back that timed out in `collect` may still be mapping (or mapped since): a
+        // batch copying into the buffer then would fail validation — the user's work must never
+        // fail for the profiler's sake, so this batch goes untimed, or the stale map is dropped.
+        if let Some(rx) = &self.stale_map {
+            match rx.try_recv() {
+                Ok(Ok(())) => {
+                    self.readback.unmap();
+                    self.stale_map = None;
+                }
+                Ok(Err(_)) | Err(flume::TryRecvError::Disconnected) => self.stale_map = None,
+                Err(flume::TryRecvError::Empty) => {
+                    log::warn!(
+                        "profiler: the previous read-back is still pending; {} samples not recorded",
+                        self.pending.len()
+                    );
+                    self.discard();
+                    return false;
+                }
+            }
         }
         let count = 2 * self.pending.len() as u32;
         encoder.resolve_query_set(&self.query_set, 0..count, &self.resolve, 0);
@@ -222,12 +245,23 @@ impl ProfilerState {
             let _ = tx.send(r);
         });
         let _ = submission; // the map callback runs once it completed
-        let limit = Some(std::time::Duration::from_secs(10));
+        // Long enough for a heavy batch on a software adapter (one 14336 x 4096 x 512 BitLinear
+        // took over 10 s on lavapipe); past it the samples are dropped (see `record_resolve`).
+        let limit = Some(std::time::Duration::from_secs(120));
         let waited = crate::wait::poll_until(device, &|| None, limit, || !rx.is_empty());
         let names = std::mem::take(&mut self.pending);
         let dispatches = std::mem::take(&mut self.pending_dispatches);
-        let mapped = rx.try_recv();
-        if !matches!(waited, Ok(true)) || !matches!(mapped, Ok(Ok(()))) {
+        if !matches!(waited, Ok(true)) {
+            // Still mapping: `record_resolve` unmaps it (or skips timing) before the buffer is
+            // written again.
+            log::warn!(
+                "profiler: timestamp read-back timed out; dropping {} samples",
+                names.len()
+            );
+            self.stale_map = Some(rx);
+            return;
+        }
+        if !matches!(rx.try_recv(), Ok(Ok(()))) {
             log::warn!(
                 "profiler: timestamp read-back failed; dropping {} samples",
                 names.len()
