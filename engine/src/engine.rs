@@ -270,28 +270,21 @@ impl Engine {
     /// Turns per-kernel GPU timing on or off. `Err(Unsupported)` without `TIMESTAMP_QUERY` (and on
     /// the CPU engine).
     pub fn set_profiling(&self, enabled: bool) -> Result<()> {
-        let g = self
-            .gpu_context()
-            .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
-        if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
-            return Err(Error::Unsupported(
-                "profiling needs Features::TIMESTAMP_QUERY".into(),
-            ));
-        }
-        g.scheduler.call(move |batch, g| {
-            batch.flush(g)?;
-            batch
-                .profiler
-                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
-                .enabled = enabled;
-            Ok(())
-        })?
+        self.configure_profiler(move |p| p.enabled = enabled)
     }
 
     /// What the profiler's timestamp pairs bracket: every dispatch (the default; per-kernel
     /// times, perturbed by the timestamps) or every submitted batch (its whole GPU span,
     /// unperturbed). Submits pending work first. `Err(Unsupported)` as for [`Engine::set_profiling`].
     pub fn set_profiling_granularity(&self, granularity: ProfileGranularity) -> Result<()> {
+        self.configure_profiler(move |p| p.granularity = granularity)
+    }
+
+    /// Submits pending work, then applies `set` to the profiler (created on first use).
+    fn configure_profiler(
+        &self,
+        set: impl FnOnce(&mut ProfilerState) + Send + 'static,
+    ) -> Result<()> {
         let g = self
             .gpu_context()
             .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
@@ -302,10 +295,9 @@ impl Engine {
         }
         g.scheduler.call(move |batch, g| {
             batch.flush(g)?;
-            batch
+            set(batch
                 .profiler
-                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue))
-                .granularity = granularity;
+                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue)));
             Ok(())
         })?
     }
