@@ -12,7 +12,8 @@ What is timed (CUDA events, warmup, median of repeats):
   * torch_weight_quant_eager BitNet absmean weight quantization, eager ops, f32 [N, K] -> int8
   * torch_act_quant_eager    BitNet absmax activation quantization, eager ops, f32 [M, K] -> int8
   * the decode stack: one token through the 210 linear layers of a 30-layer BitNet-2B4T, fp16
-    (and int8 _int_mm), launched eagerly and replayed as one CUDA graph.
+    (and int8 _int_mm), launched eagerly and replayed as one CUDA graph: every linear reading the
+    layer input (independent), and fp16 also in a real decode's chained data flow.
 
 Per-shape cases rotate through enough copies of the weights/inputs that the set exceeds the L2
 cache (same rule as bitnet-bench), and time a CUDA graph of one call per copy, divided by the copy
@@ -218,8 +219,9 @@ def stack_cases(args, timer, dev):
     out = []
     mats = [nk for _ in range(args.layers) for nk in LAYER_2B4T]
 
-    def record(imp, graph, body, padded=None, wbytes=None):
-        row = {"impl": imp, "cuda_graph": graph, "layers": args.layers, "m": 1, "weight_bytes": wbytes}
+    def record(imp, graph, body, padded=None, wbytes=None, chained=False):
+        row = {"impl": imp, "cuda_graph": graph, "chained": chained, "layers": args.layers, "m": 1,
+               "weight_bytes": wbytes}
         if padded:
             row["padded_m"] = padded
         try:
@@ -227,10 +229,11 @@ def stack_cases(args, timer, dev):
         except Exception as e:
             row["error"] = f"{type(e).__name__}: {e}"
         out.append(row)
-        print(f"  stack {imp:22s} graph={graph!s:5s}: "
+        print(f"  stack {imp:22s} graph={graph!s:5s} chained={chained!s:5s}: "
               + (f"{row['ms']:.3f} ms" if "ms" in row else row.get("error", "?")), file=sys.stderr)
 
-    ws = [torch.randn(n, k, device=dev, dtype=torch.float16) for n, k in mats]
+    # Scaled by 1/sqrt(K) so the chained stack keeps its activations in fp16 range.
+    ws = [torch.randn(n, k, device=dev, dtype=torch.float16) * k ** -0.5 for n, k in mats]
     xs = {k: torch.randn(1, k, device=dev, dtype=torch.float16) for _, k in LAYER_2B4T}
     wbytes = sum(w.numel() * 2 for w in ws)
 
@@ -241,6 +244,22 @@ def stack_cases(args, timer, dev):
     if timer.cuda:
         record("torch_fp16_linear", True, lambda: summary(timer.samples(timer.graph(fp16_step))),
                wbytes=wbytes)
+
+    def fp16_chained_step():
+        # A real decode's data flow (bench/src/workload.rs LAYER_2B4T_READS): q, k, v read the
+        # layer input; o reads q; gate and up read o; down reads gate and feeds the next layer.
+        x = xs[2560]
+        for i in range(0, len(ws), 7):
+            q, _k, _v = (F.linear(x, ws[i + j]) for j in range(3))
+            o = F.linear(q, ws[i + 3])
+            g, _u = F.linear(o, ws[i + 4]), F.linear(o, ws[i + 5])
+            x = F.linear(g, ws[i + 6])
+    record("torch_fp16_linear", False, lambda: summary(timer.samples(fp16_chained_step)),
+           wbytes=wbytes, chained=True)
+    if timer.cuda:
+        record("torch_fp16_linear", True,
+               lambda: summary(timer.samples(timer.graph(fp16_chained_step))),
+               wbytes=wbytes, chained=True)
     del ws
     if timer.cuda:
         torch.cuda.empty_cache()

@@ -4,7 +4,9 @@
 use crate::data;
 use crate::measure::{Measurement, RepeatPolicy, time_cpu};
 use crate::report::HostReport;
-use crate::workload::{OpKind, StackSpec, Workload};
+use crate::workload::{
+    LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
+};
 use bitnet_cpu_ref as cpu;
 use std::hint::black_box;
 
@@ -34,32 +36,32 @@ pub fn time_case(w: &Workload, policy: RepeatPolicy) -> Result<Measurement, cpu:
 }
 
 /// Times the decode stack on the CPU: every layer's BitLinear (activation quant included), in
-/// order, from resident packed weights.
+/// the chained data flow of a real decode (`LAYER_2B4T_READS`), from resident packed weights.
+/// cpu-ref fails on a non-finite output, so this also proves the chained stack's values stay
+/// finite with `stack_weight_scale`.
 pub fn time_stack(spec: StackSpec, policy: RepeatPolicy) -> Result<Measurement, cpu::Error> {
     let weights = spec
         .matrices()
         .iter()
         .enumerate()
-        .map(|(i, &(n, k))| data::ternary(n, k, 1000 + i as u64))
+        .map(|(i, &(n, k))| data::ternary_scaled(n, k, 1000 + i as u64, stack_weight_scale(k)))
         .collect::<Result<Vec<_>, _>>()?;
-    let inputs: Vec<(usize, Vec<f32>)> = [2560usize, 6912]
-        .iter()
-        .map(|&k| (k, data::floats(spec.m * k, k as u64)))
-        .collect();
-    let input = |k: usize| {
-        inputs
-            .iter()
-            .find(|(kk, _)| *kk == k)
-            .map(|(_, x)| x.as_slice())
-    };
+    let x0 = data::floats(spec.m * 2560, 2560);
     time_cpu(policy, || {
-        for w in &weights {
-            let x = input(w.k()).ok_or(cpu::Error::ZeroDimension {
-                op: "bench stack",
-                dim: "K",
-            })?;
-            black_box(cpu::bitlinear(x, spec.m, w)?);
+        let mut x = x0.clone();
+        for layer in weights.chunks(LAYER_2B4T_READS.len()) {
+            let mut outs: Vec<Vec<f32>> = Vec::with_capacity(layer.len());
+            for (w, reads) in layer.iter().zip(LAYER_2B4T_READS) {
+                let input = match reads {
+                    LinearInput::LayerInput => &x,
+                    LinearInput::Output(j) => &outs[j],
+                };
+                let y = cpu::bitlinear(input, spec.m, w)?;
+                outs.push(y);
+            }
+            x = outs.pop().unwrap_or_default();
         }
+        black_box(x);
         Ok(())
     })
 }

@@ -41,6 +41,16 @@ pub fn floats(len: usize, seed: u64) -> Vec<f32> {
 /// Random 2-bit fields are uniform over 0..4; code 3 is invalid, so it is turned into code 1
 /// (weight 0) by clearing its high bit. Padding fields of a row's last word are set to code 1.
 pub fn ternary(n: usize, k: usize, seed: u64) -> Result<TernaryMatrix, bitnet_cpu_ref::Error> {
+    ternary_scaled(n, k, seed, 0.5)
+}
+
+/// [`ternary`] with weight scale `scale`.
+pub fn ternary_scaled(
+    n: usize,
+    k: usize,
+    seed: u64,
+    scale: f32,
+) -> Result<TernaryMatrix, bitnet_cpu_ref::Error> {
     let wpr = bitnet_cpu_ref::layout::words_per_row(k);
     let tail = k % bitnet_cpu_ref::layout::WEIGHTS_PER_WORD;
     let (pad_mask, pad_value) = (tail..16).fold((0u32, 0u32), |(m, v), kk| {
@@ -64,7 +74,7 @@ pub fn ternary(n: usize, k: usize, seed: u64) -> Result<TernaryMatrix, bitnet_cp
                 *w = word;
             }
         });
-    TernaryMatrix::from_packed(words, n, k, 0.5)
+    TernaryMatrix::from_packed(words, n, k, scale)
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ use crate::engine_ops as ops;
 use crate::measure::{Clock, Measurement, RepeatPolicy};
 use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
-use crate::workload::{OpKind, StackSpec, Workload};
+use crate::workload::{
+    LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
+};
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions, ProfileGranularity, Tensor};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -29,13 +31,18 @@ pub struct GpuBench {
     timestamps: bool,
 }
 
-/// The stack's figures: GPU span (timestamps) and one-submission wall time.
+/// The stack's figures: GPU span (timestamps) and one-submission wall time, for the independent
+/// and the chained data flow (see [`GpuBench::time_stack`]).
 pub struct StackTimes {
     /// GPU span of the one-submission batch from the profiler (None without timestamps).
     pub kernels: Option<Measurement>,
     /// Submit + wait wall time of the whole stack as one submission, profiler off (recording the
     /// 210 BitLinears on the host is not included).
     pub wall: Measurement,
+    /// `kernels` of the chained stack.
+    pub chained_kernels: Option<Measurement>,
+    /// `wall` of the chained stack.
+    pub chained_wall: Measurement,
 }
 
 impl GpuBench {
@@ -134,6 +141,7 @@ impl GpuBench {
             bytes: 2 * 4 * n as u64,
             time,
             source: "engine Engine::copy (util_copy, checked)".into(),
+            dispatch_floor: None,
         })
     }
 
@@ -188,13 +196,17 @@ impl GpuBench {
     }
 
     /// Times the decode stack: every distinct weight matrix resident, all BitLinears recorded into
-    /// one submission per repeat.
+    /// one submission per repeat, in two data flows: independent (every linear reads the layer
+    /// input, the stack) and chained (a real decode's dependencies, `LAYER_2B4T_READS`).
+    /// Outputs live until the step ends, as a model keeps them (KV cache, residuals): a buffer
+    /// reused within the step would add a write-after-write barrier no real decode has.
     pub fn time_stack(&self, spec: StackSpec, policy: RepeatPolicy) -> Result<StackTimes, String> {
         let e = &self.engine;
         let err = |x: bitnet_wgpu::Error| x.to_string();
         let mut weights: Vec<Tensor> = Vec::new();
         for (i, &(n, k)) in spec.matrices().iter().enumerate() {
-            let w = data::ternary(n, k, 1000 + i as u64).map_err(|x| x.to_string())?;
+            let w = data::ternary_scaled(n, k, 1000 + i as u64, stack_weight_scale(k))
+                .map_err(|x| x.to_string())?;
             weights.push(e.upload_ternary(&w).map_err(err)?);
         }
         let x_hidden = e
@@ -203,33 +215,53 @@ impl GpuBench {
         let x_ffn = e
             .upload_f32(&data::floats(spec.m * 6912, 6912), &[spec.m, 6912])
             .map_err(err)?;
-        let step = |_: usize| -> Result<(), String> {
+        let independent = |_: usize| -> Result<(), String> {
+            let mut outs = Vec::with_capacity(weights.len());
             for w in &weights {
                 let x = if w.shape()[1] == 6912 {
                     &x_ffn
                 } else {
                     &x_hidden
                 };
-                drop(ops::bitlinear(e, x, w)?);
+                outs.push(ops::bitlinear(e, x, w)?);
             }
             Ok(())
         };
-        let kernels = if self.timestamps {
-            Some(self.time(policy, 1, step)?)
-        } else {
-            None
+        let chained = |_: usize| -> Result<(), String> {
+            let mut x = x_hidden.clone();
+            let mut outs: Vec<Tensor> = Vec::with_capacity(weights.len());
+            for layer in weights.chunks(LAYER_2B4T_READS.len()) {
+                let first = outs.len();
+                for (w, reads) in layer.iter().zip(LAYER_2B4T_READS) {
+                    let y = match reads {
+                        LinearInput::LayerInput => ops::bitlinear(e, &x, w)?,
+                        LinearInput::Output(j) => ops::bitlinear(e, &outs[first + j], w)?,
+                    };
+                    outs.push(y);
+                }
+                x = outs.last().cloned().ok_or("empty layer")?;
+            }
+            Ok(())
         };
+        let span = |f: &dyn Fn(usize) -> Result<(), String>| {
+            self.timestamps.then(|| self.time(policy, 1, f)).transpose()
+        };
+        let kernels = span(&independent)?;
+        let chained_kernels = span(&chained)?;
         // One-submission wall time with the profiler off (no per-dispatch passes or read-backs).
         if self.timestamps {
             e.set_profiling(false).map_err(err)?;
         }
-        let wall = self.time_wall(policy, step);
+        let wall = self.time_wall(policy, independent);
+        let chained_wall = self.time_wall(policy, chained);
         if self.timestamps {
             e.set_profiling(true).map_err(err)?;
         }
         Ok(StackTimes {
             kernels,
             wall: wall?,
+            chained_kernels,
+            chained_wall: chained_wall?,
         })
     }
 

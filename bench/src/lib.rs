@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cpu;
 pub mod data;
 pub mod date;
+pub mod dispatch_floor;
 pub mod engine_ops;
 pub mod error;
 pub mod fmt;

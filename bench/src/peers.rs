@@ -55,6 +55,10 @@ pub struct PeerStack {
     pub imp: String,
     /// Replayed as a CUDA graph (true) or launched eagerly (false).
     pub cuda_graph: bool,
+    /// The chained data flow of a real decode (each linear reads its producer's output), not
+    /// every linear reading the layer input.
+    #[serde(default)]
+    pub chained: bool,
     /// Transformer layers.
     pub layers: usize,
     /// Tokens.
@@ -118,11 +122,38 @@ impl PeersReport {
         })
     }
 
-    /// The peer stack for `imp` with or without CUDA graph, for the given layer and token count.
+    /// The peer's independent stack for `imp` with or without CUDA graph, for the given layer
+    /// and token count.
     pub fn stack(&self, imp: &str, graph: bool, layers: usize, m: usize) -> Option<&PeerStack> {
-        self.stacks
-            .iter()
-            .find(|s| s.imp == imp && s.cuda_graph == graph && s.layers == layers && s.m == m)
+        self.find_stack(imp, graph, false, layers, m)
+    }
+
+    /// [`PeersReport::stack`] for the chained data flow.
+    pub fn stack_chained(
+        &self,
+        imp: &str,
+        graph: bool,
+        layers: usize,
+        m: usize,
+    ) -> Option<&PeerStack> {
+        self.find_stack(imp, graph, true, layers, m)
+    }
+
+    fn find_stack(
+        &self,
+        imp: &str,
+        graph: bool,
+        chained: bool,
+        layers: usize,
+        m: usize,
+    ) -> Option<&PeerStack> {
+        self.stacks.iter().find(|s| {
+            s.imp == imp
+                && s.cuda_graph == graph
+                && s.chained == chained
+                && s.layers == layers
+                && s.m == m
+        })
     }
 }
 

@@ -45,6 +45,9 @@ pub struct Roofline {
     pub time: Measurement,
     /// Which implementation ran it (engine utility or the bench's own kernel).
     pub source: String,
+    /// What one dispatch costs on the same device (`dispatch_floor.rs`; with timestamps only).
+    #[serde(default)]
+    pub dispatch_floor: Option<crate::dispatch_floor::DispatchFloor>,
 }
 
 impl Roofline {
@@ -157,9 +160,15 @@ pub struct StackResult {
     /// Submit + wait wall time of the stack as one submission with the profiler off (includes
     /// inter-kernel gaps and the submission itself; host-side recording is not timed).
     pub gpu_wall: Option<Measurement>,
+    /// `gpu` for the chained stack (a real decode's data flow: 120 dependent steps).
+    #[serde(default)]
+    pub gpu_chained: Option<Measurement>,
+    /// `gpu_wall` for the chained stack.
+    #[serde(default)]
+    pub gpu_chained_wall: Option<Measurement>,
     /// Why the GPU time is missing, if it is.
     pub gpu_error: Option<String>,
-    /// CPU reference time of the same stack, if measured.
+    /// CPU reference time of the same stack (chained), if measured.
     pub cpu: Option<Measurement>,
     /// Why the CPU time is missing, if it is.
     pub cpu_error: Option<String>,

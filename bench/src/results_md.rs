@@ -106,6 +106,11 @@ fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_comm
         )
     });
     s.push_str(&format!("| copy-kernel roofline | {roof} |\n"));
+    if let Some(f) = ours.roofline.as_ref().and_then(|r| r.dispatch_floor) {
+        s.push_str(&format!(
+            "| dispatch floor (plain wgpu, clock ts) | {f} |\n"
+        ));
+    }
     for p in &ours.copy_probes {
         s.push_str(&format!(
             "| copy probe | {:.1} GB/s — {} |\n",
@@ -152,17 +157,44 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
     ));
     // Two honest clocks: `ts` is the GPU span of the one-submission batch (first kernel start to
     // last kernel end, gaps between kernels included); the wall time adds the submit and the wait.
-    let ts = st.gpu.map(|g| g.median_ms);
-    let wall = st.gpu_wall.map(|g| g.median_ms);
+    s.push_str(
+        "Two data flows, both one submission per token with every output kept until the step ends:\n\
+         - **independent** (the issue's stack): every linear reads the layer input, so nothing orders \
+         the 210 kernels and the GPU may overlap them (PyTorch on one stream runs them one by one);\n\
+         - **chained** (a real decode's dependencies): q, k and v read the layer input, o reads q's output \
+         (standing in for attention), gate and up read o's, down reads gate's and feeds the next layer: \
+         120 dependent steps, each behind a pipeline barrier.\n\n\
+         GPU time is the timestamp span of the one-submission batch (first kernel start to last kernel end, \
+         gaps included); wall time is submit + wait with the profiler off (adds encoding the recorded \
+         commands, the submission and the wake-up). PyTorch's CUDA-graph time is event-timed over the \
+         graph replay (launch included).\n\n",
+    );
+    for (flow, span, wall) in [
+        ("independent", st.gpu, st.gpu_wall),
+        ("chained", st.gpu_chained, st.gpu_chained_wall),
+    ] {
+        stack_table(s, st, peers, flow, span, wall);
+    }
+}
+
+/// One data flow's table of the headline (`flow`: "independent" or "chained").
+fn stack_table(
+    s: &mut String,
+    st: &crate::report::StackResult,
+    peers: Option<&PeersReport>,
+    flow: &str,
+    span: Option<crate::measure::Measurement>,
+    wall: Option<crate::measure::Measurement>,
+) {
+    let chained = flow == "chained";
+    let ts = span.map(|g| g.median_ms);
+    let wall = wall.map(|g| g.median_ms);
     s.push_str(&format!(
-        "**Ours: {} GPU time** (timestamp span of the one-submission batch, clock `{}`: first kernel start to last kernel end, gaps between kernels included) \
-         **and {} one-submission wall time** (submit + wait with the profiler off; adds encoding the recorded commands, the submission and the wake-up){}. \
-         PyTorch's CUDA-graph time is event-timed over the graph replay (launch included).\n\n",
+        "### {flow}: ours {} GPU span, {} wall{}\n\n",
         opt_time(ts, NM),
-        st.gpu.map_or("ts", |g| g.clock.tag()),
         opt_time(wall, NM),
         match (ts, wall) {
-            (Some(t), Some(w)) => format!("; wall ÷ GPU span = {:.2}", w / t),
+            (Some(t), Some(w)) => format!(" (wall ÷ span = {:.2})", w / t),
             _ => String::new(),
         }
     ));
@@ -182,9 +214,7 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             opt_ratio(speedup_wall, "–")
         ));
     };
-    let clock = st
-        .gpu
-        .map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
+    let clock = span.map_or(String::new(), |g| format!(" (clock {})", g.clock.tag()));
     row(
         format!("ours, GPU time, span of the one-submission batch{clock}"),
         ours_ms,
@@ -193,22 +223,33 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
     );
     row(
         "ours, GPU, one submission, submit + wait wall time".into(),
-        st.gpu_wall.map(|g| g.median_ms),
+        wall,
         Some(st.packed_weight_bytes),
         false,
     );
-    row(
-        "ours, cpu-ref on the host CPU".into(),
-        st.cpu.map(|c| c.median_ms),
-        Some(st.packed_weight_bytes),
-        true,
-    );
+    if chained {
+        row(
+            "ours, cpu-ref on the host CPU (chained)".into(),
+            st.cpu.map(|c| c.median_ms),
+            Some(st.packed_weight_bytes),
+            true,
+        );
+    }
     for (imp, name) in [
         (impls::FP16_LINEAR, "PyTorch fp16 F.linear"),
         (impls::INT8_INT_MM, "PyTorch int8 _int_mm"),
     ] {
         for graph in [false, true] {
-            let p = peers.and_then(|p| p.stack(imp, graph, st.spec.layers, st.spec.m));
+            let p = peers.and_then(|p| {
+                if chained {
+                    p.stack_chained(imp, graph, st.spec.layers, st.spec.m)
+                } else {
+                    p.stack(imp, graph, st.spec.layers, st.spec.m)
+                }
+            });
+            if chained && p.is_none() {
+                continue;
+            }
             let pad = p
                 .and_then(|p| p.padded_m)
                 .map_or(String::new(), |m| format!(", M padded to {m}"));
@@ -221,6 +262,7 @@ fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             );
         }
     }
+    s.push('\n');
 }
 
 fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {

@@ -95,10 +95,20 @@ pub fn measure(
     }
     let time = best.ok_or("copy kernel produced no finite time")?;
     let info = adapter.get_info();
+    // Not on a software adapter: its dispatches take milliseconds, and the probe would add a
+    // minute to the README's main job there while saying nothing about GPUs.
+    let dispatch_floor = if timestamps && info.device_type != wgpu::DeviceType::Cpu {
+        crate::dispatch_floor::measure(&device, &queue, repeats)
+            .map_err(|e| log::warn!("dispatch floor not measured: {e}"))
+            .ok()
+    } else {
+        None
+    };
     Ok(Roofline {
         bytes: 2 * size,
         time,
         source: format!("bench copy kernel (vec4<u32>) on {}", info.name),
+        dispatch_floor,
     })
 }
 

@@ -113,6 +113,8 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             bytes: spec.bytes(),
             gpu: None,
             gpu_wall: None,
+            gpu_chained: None,
+            gpu_chained_wall: None,
             gpu_error: None,
             cpu: None,
             cpu_error: None,
@@ -125,6 +127,10 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             });
             s.gpu = t.as_ref().map(|t| t.0.kernels.unwrap_or(t.0.wall));
             s.gpu_wall = t.as_ref().map(|t| t.0.wall);
+            s.gpu_chained = t
+                .as_ref()
+                .map(|t| t.0.chained_kernels.unwrap_or(t.0.chained_wall));
+            s.gpu_chained_wall = t.as_ref().map(|t| t.0.chained_wall);
             s.gpu_pool = t.map(|t| t.1);
             s.gpu_error = e;
         }

@@ -23,13 +23,18 @@ pub fn render(report: &Report) -> String {
         report.host.cpu_model, report.host.threads
     ));
     match (&report.roofline, &report.roofline_error) {
-        (Some(r), _) => out.push_str(&format!(
-            "roofline: best copy {:.1} GB/s (read+write, {} per copy, {} [{}])\n",
-            r.gbps(),
-            crate::fmt::bytes(r.bytes),
-            time_ms(r.time.median_ms),
-            r.time.clock.tag()
-        )),
+        (Some(r), _) => {
+            out.push_str(&format!(
+                "roofline: best copy {:.1} GB/s (read+write, {} per copy, {} [{}])\n",
+                r.gbps(),
+                crate::fmt::bytes(r.bytes),
+                time_ms(r.time.median_ms),
+                r.time.clock.tag()
+            ));
+            if let Some(f) = r.dispatch_floor {
+                out.push_str(&format!("dispatch floor: {f}\n"));
+            }
+        }
         (None, Some(e)) => out.push_str(&format!("roofline: not measured ({e})\n")),
         (None, None) => out.push_str("roofline: not measured\n"),
     }

@@ -80,40 +80,53 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let roof = ours.roofline.as_ref();
     let mut out = Vec::new();
 
-    // 1. Decode stack ≥ 5× faster than PyTorch fp16 on the same stack (its best: CUDA graph).
-    let ours_stack = ours
-        .stack
-        .as_ref()
-        .and_then(|s| s.gpu.map(|g| (s.spec, g.median_ms)));
-    let torch_stack = ours_stack.and_then(|(spec, _)| {
-        peers?
-            .stack(impls::FP16_LINEAR, true, spec.layers, spec.m)?
-            .ms
+    // 1. Decode stack ≥ 5× faster than PyTorch fp16 on the same stack (its best: CUDA graph),
+    // in both data flows; the verdict needs both (the chained one is what a real decode does).
+    let stack = ours.stack.as_ref();
+    let flows = [("independent", false), ("chained", true)].map(|(flow, chained)| {
+        let ours_ms = stack
+            .and_then(|s| if chained { s.gpu_chained } else { s.gpu })
+            .map(|g| g.median_ms);
+        let wall = stack
+            .and_then(|s| {
+                if chained {
+                    s.gpu_chained_wall
+                } else {
+                    s.gpu_wall
+                }
+            })
+            .map(|w| w.median_ms);
+        let torch = stack.and_then(|s| {
+            let p = peers?;
+            let (l, m) = (s.spec.layers, s.spec.m);
+            let found = if chained {
+                p.stack_chained(impls::FP16_LINEAR, true, l, m)
+            } else {
+                p.stack(impls::FP16_LINEAR, true, l, m)
+            };
+            found?.ms
+        });
+        let speedup = ours_ms.zip(torch).map(|(o, t)| t / o);
+        let wall_note = match (wall, torch) {
+            (Some(w), Some(t)) => format!(
+                " (one-submission wall time {} → {})",
+                crate::fmt::time_ms(w),
+                crate::fmt::opt_ratio(Some(t / w), "")
+            ),
+            _ => String::new(),
+        };
+        let text = format!(
+            "{flow}: ours {} vs PyTorch fp16 graph {} → {}{wall_note}",
+            crate::fmt::opt_time(ours_ms, "not measured"),
+            crate::fmt::opt_time(torch, "not measured"),
+            crate::fmt::opt_ratio(speedup, "no ratio")
+        );
+        (text, speedup.map(|s| s >= 5.0))
     });
-    let speedup = ours_stack.zip(torch_stack).map(|((_, o), t)| t / o);
-    // The verdict uses GPU time (as the issue asks); the one-submission wall time is shown too.
-    let wall = ours
-        .stack
-        .as_ref()
-        .and_then(|s| s.gpu_wall)
-        .map(|w| w.median_ms);
-    let wall_note = match (wall, torch_stack) {
-        (Some(w), Some(t)) => format!(
-            " (one-submission wall time {} → {})",
-            crate::fmt::time_ms(w),
-            crate::fmt::opt_ratio(Some(t / w), "")
-        ),
-        _ => String::new(),
-    };
     out.push(Target {
         goal: "decode layer stack ≥ 5× faster than PyTorch fp16 (CUDA graph) on the same stack",
-        evidence: format!(
-            "ours {} vs PyTorch fp16 graph {} → {}{wall_note}",
-            crate::fmt::opt_time(ours_stack.map(|s| s.1), "not measured"),
-            crate::fmt::opt_time(torch_stack, "not measured"),
-            crate::fmt::opt_ratio(speedup, "no ratio")
-        ),
-        status: Status::of(&[speedup.map(|s| s >= 5.0)]),
+        evidence: format!("{}; {}", flows[0].0, flows[1].0),
+        status: Status::of(&[flows[0].1, flows[1].1]),
     });
 
     // 2. GEMV on the large shapes ≥ 80 % of copy bandwidth.

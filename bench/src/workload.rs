@@ -194,6 +194,35 @@ pub const LAYER_2B4T: &[(&str, usize, usize)] = &[
     ("down", 2560, 6912),
 ];
 
+/// What each linear of a [`LAYER_2B4T`] layer reads in the data flow of a real decode (the
+/// chained stack): q, k and v the layer input, o the output of q (standing in for attention),
+/// gate and up the output of o, down the output of gate; down's output is the next layer's input.
+pub const LAYER_2B4T_READS: [LinearInput; 7] = [
+    LinearInput::LayerInput,
+    LinearInput::LayerInput,
+    LinearInput::LayerInput,
+    LinearInput::Output(0),
+    LinearInput::Output(3),
+    LinearInput::Output(3),
+    LinearInput::Output(4),
+];
+
+/// The input of one linear of a layer in the chained stack (see [`LAYER_2B4T_READS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearInput {
+    /// The layer's input (the previous layer's down output).
+    LayerInput,
+    /// The output of the layer's linear with this index in [`LAYER_2B4T`].
+    Output(usize),
+}
+
+/// Weight scale of the stack's matrices with `k` inputs: keeps activations of the chained stack
+/// near their magnitude from layer to layer (max |y| ≈ 0.8 · √K · s · max |x| for random ternary
+/// weights), so 120 dependent linears neither overflow nor flush to zero.
+pub fn stack_weight_scale(k: usize) -> f32 {
+    1.25 / (k as f32).sqrt()
+}
+
 /// The headline workload: one decode token through every linear layer of a BitNet-2B4T stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StackSpec {

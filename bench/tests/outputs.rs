@@ -1,6 +1,7 @@
 //! The outputs of a run from synthetic figures: RESULTS.md ratios and verdicts, "not measured"
 //! for everything absent, JSON round trip, and a well-formed SVG. No GPU needed.
 
+use bitnet_bench::dispatch_floor::DispatchFloor;
 use bitnet_bench::measure::{Clock, Measurement};
 use bitnet_bench::peers::{PeerCase, PeerStack, PeersReport, impls};
 use bitnet_bench::pool::PoolPeak;
@@ -68,6 +69,12 @@ fn ours() -> Report {
             bytes: 1_000_000_000,
             time: ms(1.0, Clock::Timestamp),
             source: "test".into(),
+            dispatch_floor: Some(DispatchFloor {
+                tiny_dependent_us: 2.0,
+                tiny_independent_us: 0.25,
+                read_dependent_us: 2.5,
+                read_independent_us: 0.5,
+            }),
         }),
         copy_probes: vec![],
         roofline_error: None,
@@ -85,6 +92,8 @@ fn ours() -> Report {
             bytes: spec.bytes(),
             gpu: Some(ms(0.4, Clock::Timestamp)),
             gpu_wall: Some(ms(0.5, Clock::Wall)),
+            gpu_chained: Some(ms(0.6, Clock::Timestamp)),
+            gpu_chained_wall: Some(ms(0.7, Clock::Wall)),
             gpu_error: None,
             cpu: None,
             cpu_error: Some("skipped".into()),
@@ -125,15 +134,27 @@ fn peers() -> PeersReport {
                 ..Default::default()
             },
         ],
-        stacks: vec![PeerStack {
-            imp: impls::FP16_LINEAR.into(),
-            cuda_graph: true,
-            layers: 30,
-            m: 1,
-            ms: Some(2.4),
-            weight_bytes: Some(4_170_000_000),
-            ..Default::default()
-        }],
+        stacks: vec![
+            PeerStack {
+                imp: impls::FP16_LINEAR.into(),
+                cuda_graph: true,
+                layers: 30,
+                m: 1,
+                ms: Some(2.4),
+                weight_bytes: Some(4_170_000_000),
+                ..Default::default()
+            },
+            PeerStack {
+                imp: impls::FP16_LINEAR.into(),
+                cuda_graph: true,
+                chained: true,
+                layers: 30,
+                m: 1,
+                ms: Some(2.7),
+                weight_bytes: Some(4_170_000_000),
+                ..Default::default()
+            },
+        ],
         ..Default::default()
     }
 }
@@ -141,13 +162,15 @@ fn peers() -> PeersReport {
 #[test]
 fn results_md_ratios_and_verdicts() {
     let md = results_md::render(&ours(), Some(&peers()), "bitnet-bench merge");
-    // Decode stack: 2.4 / 0.4 = 6× → met.
+    // Decode stack: independent 2.4 / 0.4 = 6×, chained 2.7 / 0.6 = 4.5× → not met.
     let stack_line = md
         .lines()
         .find(|l| l.starts_with("| decode layer stack"))
         .unwrap();
     assert!(
-        stack_line.contains("6.00×") && stack_line.contains("**met**"),
+        stack_line.contains("6.00×")
+            && stack_line.contains("4.50×")
+            && stack_line.contains("**not met**"),
         "{stack_line}"
     );
     // GEMV: one large shape measured (89 %), the other missing → incomplete, not met.
@@ -167,12 +190,20 @@ fn results_md_ratios_and_verdicts() {
     // Absent peer figures are "not measured", never a number; the error reason is listed once.
     assert!(md.contains("PyTorch int8 _int_mm, CUDA graph | not measured"));
     assert!(md.contains("not measured (1×) — GPU: kernel / failed"));
-    // Headline: both clocks, labelled (ts 0.4 ms, wall 0.5 ms).
+    // Headline: both data flows, both clocks (independent: ts 0.4 ms, wall 0.5 ms; chained:
+    // ts 0.6 ms, wall 0.7 ms).
     assert!(
-        md.contains("**Ours: 400.0 µs GPU time** (timestamp span of the one-submission batch"),
+        md.contains("### independent: ours 400.0 µs GPU span, 500.0 µs wall (wall ÷ span = 1.25)"),
         "{md}"
     );
-    assert!(md.contains("wall ÷ GPU span = 1.25"), "{md}");
+    assert!(
+        md.contains("### chained: ours 600.0 µs GPU span, 700.0 µs wall (wall ÷ span = 1.17)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("ours, cpu-ref on the host CPU (chained)"),
+        "{md}"
+    );
     // Pool: bitlinear 1.1 (2 cases), quant 1.6 → not met; the stack's 600 / 500 = 1.2.
     let pool = md
         .lines()
