@@ -177,10 +177,8 @@ fn main(
     if (bad != GB_NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
+    // gb_top is complete; 127 / a is derived inside the first tile, after its loads are issued.
     workgroupBarrier();
-    if (ids.vt < MR) {
-        gb_inv[ids.vt] = exact_div(127.0, max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
-    }
 
     // 2. Tiles: quantize, then the row blocks over the tile.
     var acc: array<vec4<i32>, GB_MAX_M>;
@@ -192,6 +190,9 @@ fn main(
         let words = 16u * steps;
         if (!one_tile) {
             gb_tile_x(&xr, ids.vt, slots, words, 16u * t0, kv);
+        }
+        if (t0 == 0u && ids.vt < MR) {
+            gb_inv[ids.vt] = exact_div(127.0, max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
         }
         // The previous tile is consumed (and, on the first, gb_inv is written).
         workgroupBarrier();
