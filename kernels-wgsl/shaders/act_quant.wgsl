@@ -4,7 +4,7 @@
 // 1. absmax of the row (any order: max is exact), taken as the max of the sign-cleared bit
 //    patterns, which order like the values for non-negative floats; NaN/Inf set status word 0 to
 //    the smallest offending flat index (bit test: `x != x` may be optimized away).
-// 2. a = max(absmax, 1e-5), inv = 127 / a with the correctly rounded exact_div.
+// 2. a = max(absmax, 1e-5), inv = 127 / a correctly rounded (exact_div_127).
 // 3. xq = clamp(round(x * inv), -128, 127) (round = ties to even), packed 4 per u32
 //    little-endian, the row padded with zero bytes to 4 * ceil(K / 16) words.
 //
@@ -15,7 +15,7 @@
 // registers. Longer rows take the fallback loops (x read twice). The maximum is combined through
 // workgroup memory in two levels (two barriers).
 //
-// Needs the exact_div.wgsl snippet (prepended by bitnet.rs).
+// Needs the exact_div.wgsl and exact_div_127.wgsl snippets (prepended by bitnet.rs).
 
 struct Params {
     // Rows in this dispatch (the host chunks large inputs over rows).
@@ -133,7 +133,7 @@ fn main(
 
     // 2. The row's scale; every thread derives the same inv (cheap, and no extra barrier).
     let a = max(bitcast<f32>(top), 1e-5f);
-    let inv = exact_div(127.0, a);
+    let inv = exact_div_127(a);
     if (!live) {
         return;
     }

@@ -13,7 +13,7 @@
 // is combined through workgroup memory in two levels (no subgroup operations, so every adapter
 // runs it).
 //
-// Needs the exact_div.wgsl snippet (prepended by bitnet.rs).
+// Needs the exact_div.wgsl and exact_div_127.wgsl snippets (prepended by bitnet.rs).
 
 struct Params {
     // Rows in this dispatch (the host chunks large inputs over rows).
@@ -135,7 +135,7 @@ fn main(
 
     // 2. Every thread derives the same inv (cheap, and no extra barrier).
     let a = max(bitcast<f32>(top), 1e-5f);
-    let inv = exact_div(127.0, a);
+    let inv = exact_div_127(a);
     if (!live) {
         return;
     }

@@ -7,7 +7,7 @@
 // a constant trip count and the MR x 4 exact i32 partial sums stay in registers.
 //
 // 1. absmax of every row (sign-cleared bits, as act_quant.wgsl), a = max(absmax, 1e-5) and
-//    inv = 127 / a correctly rounded (exact_div), once per row by one thread each. Each thread
+//    inv = 127 / a correctly rounded (exact_div_127), once per row by one thread each. Each thread
 //    issues GB_LOADS vec4 loads per iteration (positions outer, rows inner: a load of every row
 //    in flight) before using any, so a row costs few L2 round trips. When x is one K tile (e.g.
 //    M <= 4 at K = 2560), the thread's share of it is loaded once into registers first, and
@@ -18,15 +18,16 @@
 //    A thread loads its whole share of a tile's x at once (at most GB_XR vec4, into registers,
 //    issued before the tile's barrier) and quantizes from the registers. A lane's first weight
 //    step of each tile is loaded before the tile is quantized, so the loads are in flight
-//    meanwhile, and each later step is loaded one step ahead. Tile layout: vec4 (4 m + c) * ST + jj holds the 4 activation words
-//    that pair with word c of weight vec4 jj of the tile, so a block's lanes read consecutive
-//    vec4 (no bank conflicts).
+//    meanwhile, and each later step is loaded one step ahead. Tile layout: vec4 (4 m + c) * ST + jj
+//    holds the 4 activation words that pair with word c of weight vec4 jj of the tile, so a
+//    block's lanes read consecutive vec4 (no bank conflicts).
 // 3. Each thread sums the quantized values it wrote per row; the workgroup's row sums are
 //    subtracted from the code-domain sums (bitlinear_common.wgsl), then rescale and store.
 //
 // Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
 // 1 = the first non-finite y index (flat over [M, out_stride]). The engine binds all M rows in one
-// dispatch. Needs exact_div.wgsl, bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl.
+// dispatch. Needs exact_div.wgsl, exact_div_127.wgsl, bitlinear_common.wgsl,
+// bitlinear_gemv_blocks.wgsl.
 
 // Activation rows of this dispatch (override constant, 1..=GB_MAX_M; the engine sets params.m).
 override MR: u32 = 1u;
@@ -192,7 +193,7 @@ fn main(
             gb_tile_x(&xr, ids.vt, slots, words, 16u * t0, kv);
         }
         if (t0 == 0u && ids.vt < MR) {
-            gb_inv[ids.vt] = exact_div(127.0, max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
+            gb_inv[ids.vt] = exact_div_127(max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
         }
         // The previous tile is consumed (and, on the first, gb_inv is written).
         workgroupBarrier();
@@ -201,7 +202,8 @@ fn main(
             let r = ids.vt + (s / MR) * GV_WG;
             if (r < words) {
                 let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
-                let q = vec4<i32>(clamp(round(xr[s] * gb_inv[m]), vec4<f32>(-128.0), vec4<f32>(127.0)));
+                let v = xr[s] * gb_inv[m];
+                let q = vec4<i32>(clamp(round(v), vec4<f32>(-128.0), vec4<f32>(127.0)));
                 rsum[m] += q.x + q.y + q.z + q.w;
                 gb_x[4u * m * st + dst][r & 3u] = gb_pack(q);
             }

@@ -15,7 +15,8 @@
 // loop iteration, and x is read once.
 //
 // Status words: 0 = the first non-finite x index (cpu-ref checks x first), 1 = the first
-// non-finite y index. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, exact_div.wgsl.
+// non-finite y index. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, exact_div.wgsl,
+// exact_div_127.wgsl.
 
 // Largest K: 960 vec4 of packed activations (15360 bytes) + gv_red fill 16 KiB of workgroup memory.
 const GF_MAX_K: u32 = 15360u;
@@ -116,7 +117,7 @@ fn main(
         top = max(top, bitcast<u32>(gv_red[s].x));
     }
     let a = max(bitcast<f32>(top), 1e-5f);
-    let inv = exact_div(127.0, a);
+    let inv = exact_div_127(a);
 
     // 4. Quantize from the registers and pack into workgroup memory; the row sum on the way.
     var rs = 0i;

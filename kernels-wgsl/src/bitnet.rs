@@ -26,7 +26,8 @@
 //!
 //! # Shared snippets
 //!
-//! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`), the BitLinear
+//! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`; its short-chain
+//! special case `127 / a` for the activation quantizers, `exact_div_127.wgsl`), the BitLinear
 //! parameters and epilogue (`bitlinear_common.wgsl`), the scalar-load bindings of the generic
 //! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`) and
 //! the row blocks of the vec4 GEMVs (`bitlinear_gemv_blocks.wgsl`). WGSL has no `#include`, so
@@ -119,14 +120,18 @@ pub const WEIGHT_QUANT_PACK_VEC4: KernelSource = KernelSource {
 /// first non-finite `x` index.
 pub const ACT_QUANT: KernelSource = KernelSource {
     name: "act_quant",
-    source: kernel!("exact_div.wgsl", "act_quant.wgsl"),
+    source: kernel!("exact_div.wgsl", "exact_div_127.wgsl", "act_quant.wgsl"),
 };
 
 /// Activation quantization for K % 4 == 0, one workgroup per row, vec4 loads. Same bindings and
 /// status as [`ACT_QUANT`].
 pub const ACT_QUANT_VEC4: KernelSource = KernelSource {
     name: "act_quant_vec4",
-    source: kernel!("exact_div.wgsl", "act_quant_vec4.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "act_quant_vec4.wgsl"
+    ),
 };
 
 /// BitLinear GEMV (M ≤ [`GEMV_MAX_M`], any K) with subgroup reductions; needs `SUBGROUP` (any
@@ -175,6 +180,7 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_fused_subgroup",
     source: kernel!(
         "exact_div.wgsl",
+        "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_fused_subgroup.wgsl"
@@ -191,6 +197,7 @@ pub const BITLINEAR_GEMV_BATCH_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_batch_subgroup",
     source: kernel!(
         "exact_div.wgsl",
+        "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_batch_subgroup.wgsl"
