@@ -25,7 +25,7 @@ use crate::group::STATUS_BYTES;
 use crate::pipelines::Compiled;
 use crate::pool::{BufferKind, PooledBuffer};
 use crate::profiler::ProfilerState;
-use crate::status::{STATUS_LANES, lane_run, slot_ranges};
+use crate::status::slot_ranges;
 
 /// One dispatch, ready to record.
 pub(crate) struct Dispatch {
@@ -57,7 +57,7 @@ impl Dispatch {
 pub(crate) enum Cmd {
     Dispatch {
         d: Dispatch,
-        /// Status slot bound (below `STATUS_LANES`: a scratch slot); always clean when recorded.
+        /// Status slot bound (0 = scratch); always clean when recorded.
         slot: u32,
         params_offset: u64,
     },
@@ -77,8 +77,7 @@ pub(crate) enum Cmd {
         offset: u64,
         fate: Arc<Fate>,
     },
-    /// Reset the status slots `status::lane_run(first, count)` (dirty ones; clean once
-    /// submitted).
+    /// Reset status slots `first..first + count` (dirty ones; clean once submitted).
     Reset { first: u32, count: u32 },
 }
 
@@ -94,8 +93,6 @@ pub(crate) struct StatusTicket {
 pub(crate) struct Batch {
     cmds: Vec<Cmd>,
     dispatches: u32,
-    /// Unchecked dispatches recorded so far (their scratch slots rotate through the lanes).
-    scratch: u32,
     params: Vec<u8>,
     pub profiler: Option<ProfilerState>,
 }
@@ -117,10 +114,7 @@ impl Batch {
             self.flush(gpu)?;
         }
         let slot = match d.fate.check() {
-            None => {
-                self.scratch = self.scratch.wrapping_add(1);
-                self.scratch % STATUS_LANES
-            }
+            None => 0,
             Some(_) => {
                 let s = self.clean_slot(gpu, d.kernel)?;
                 d.fate.assign(s);
@@ -311,7 +305,7 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
             Cmd::StatusOut { slot, .. } => clean.push(*slot),
-            Cmd::Reset { first, count } => clean.extend(lane_run(*first, *count)),
+            Cmd::Reset { first, count } => clean.extend(*first..first + count),
         }
     }
     gpu.slots.release_clean(clean);
@@ -325,7 +319,7 @@ fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
         Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
         Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
         Cmd::Reset { first, count } => {
-            lane_run(*first, *count).for_each(|s| gpu.slots.release_dirty(s))
+            (*first..first + count).for_each(|s| gpu.slots.release_dirty(s))
         }
     }
 }

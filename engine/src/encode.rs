@@ -129,7 +129,7 @@ fn encode_run(
         else {
             continue;
         };
-        let (lane, at) = crate::status::locate(*slot, status.stride);
+        let at = u64::from(*slot) * status.stride;
         // Dynamic offsets are ordered by binding number: params (0), then status (1).
         let offsets = [*params_offset as u32, at as u32];
         let offsets = match gpu.caps.params_mode {
@@ -142,7 +142,7 @@ fn encode_run(
             current = Some(pipeline);
         }
         pass.set_bind_group(0, &d.group0, &[]);
-        pass.set_bind_group(1, &gpu.group.bind_groups[lane], offsets);
+        pass.set_bind_group(1, &gpu.group.bind_group, offsets);
         if gpu.caps.params_mode == ParamsMode::Immediates {
             pass.set_immediates(0, &d.params);
         }
@@ -162,7 +162,7 @@ fn encode_run(
             // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
             drop(pass);
             let size = status.ones.size();
-            enc.copy_buffer_to_buffer(&status.ones, 0, &status.lanes[0], 4, size);
+            enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
             pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("bitnet-wgpu dispatches"),
                 timestamp_writes: None,
@@ -191,15 +191,14 @@ fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
             offset,
             ..
         } => {
-            let (lane, at) = status.locate(*slot);
-            enc.copy_buffer_to_buffer(lane, at, staging, *offset, STATUS_BYTES);
-            enc.copy_buffer_to_buffer(&status.ones, at, lane, at, STATUS_BYTES);
+            let at = u64::from(*slot) * status.stride;
+            enc.copy_buffer_to_buffer(&status.slots, at, staging, *offset, STATUS_BYTES);
+            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
         }
         Cmd::Reset { first, count } => {
-            // A run of slots adjacent in one lane (`status::slot_ranges`).
-            let (lane, at) = status.locate(*first);
+            let at = u64::from(*first) * status.stride;
             let size = u64::from(*count) * status.stride;
-            enc.copy_buffer_to_buffer(&status.ones, at, lane, at, size);
+            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, size);
         }
     }
 }
@@ -211,8 +210,7 @@ pub(crate) fn describe(cmd: &Cmd) -> String {
         Cmd::Copy { size, .. } => format!("a {size}-byte copy"),
         Cmd::StatusOut { slot, .. } => format!("the copy-out of status slot {slot}"),
         Cmd::Reset { first, count } => {
-            let slots: Vec<u32> = crate::status::lane_run(*first, *count).collect();
-            format!("the reset of status slots {slots:?}")
+            format!("the reset of status slots {first}..{}", first + count)
         }
     }
 }

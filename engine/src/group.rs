@@ -10,8 +10,7 @@ pub(crate) const STATUS_BYTES: u64 = 4 * STATUS_WORDS as u64;
 /// Group-1 resources shared by every dispatch: params arena (uniform mode) and status slots.
 pub(crate) struct EngineGroup {
     pub layout: wgpu::BindGroupLayout,
-    /// One bind group per status lane (`status.rs`), index = lane.
-    pub bind_groups: Vec<wgpu::BindGroup>,
+    pub bind_group: wgpu::BindGroup,
     pub params_arena: Option<wgpu::Buffer>,
     /// Bytes between params slots (uniform mode).
     pub params_stride: u64,
@@ -59,38 +58,32 @@ impl EngineGroup {
             label: Some("bitnet-wgpu group1"),
             entries: &entries,
         });
-        let bind_groups = status
-            .lanes
-            .iter()
-            .map(|lane| {
-                let mut bind = vec![wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: lane,
-                        offset: 0,
-                        size: wgpu::BufferSize::new(STATUS_BYTES),
-                    }),
-                }];
-                if let Some(arena) = &params_arena {
-                    bind.push(wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: arena,
-                            offset: 0,
-                            size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
-                        }),
-                    });
-                }
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("bitnet-wgpu group1"),
-                    layout: &layout,
-                    entries: &bind,
-                })
-            })
-            .collect();
+        let mut bind = vec![wgpu::BindGroupEntry {
+            binding: 1,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &status.slots,
+                offset: 0,
+                size: wgpu::BufferSize::new(STATUS_BYTES),
+            }),
+        }];
+        if let Some(arena) = &params_arena {
+            bind.push(wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
+                }),
+            });
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("bitnet-wgpu group1"),
+            layout: &layout,
+            entries: &bind,
+        });
         EngineGroup {
             layout,
-            bind_groups,
+            bind_group,
             params_arena,
             params_stride,
             status,

@@ -4,16 +4,8 @@
 //! `@group(1) @binding(1)` through a dynamic offset, so kernels see `array<atomic<u32>, 4>`). Word
 //! `t` belongs to the launch's `t`-th checked tensor. Words start at `0xFFFF_FFFF`; a kernel that
 //! sees a non-finite value at flat index `i` of checked tensor `t` does
-//! `atomicMin(&nonfinite[t], i)`. Slots `0..STATUS_LANES` are scratch slots bound to launches
-//! that do not check (never reported).
-//!
-//! Lanes: the slots live in [`STATUS_LANES`] separate buffers, slot `s` in lane `s % STATUS_LANES`.
-//! wgpu puts a pipeline barrier between two dispatches that bind the same buffer read-write, and
-//! every kernel binds its status slot read-write: with one status buffer, *every* dispatch waited
-//! for all earlier ones to drain (about 2 µs each on an H200), even independent ones. Slots are
-//! handed out lowest first and scratch slots round-robin, so consecutive dispatches bind different
-//! lanes and only real data dependencies (or a lane reused `STATUS_LANES` dispatches later) cost
-//! a barrier.
+//! `atomicMin(&nonfinite[t], i)`. Slot 0 is a scratch slot bound to launches that do not check
+//! (never reported).
 //!
 //! Attribution is per launch, never engine-wide: the slot belongs to the launch's
 //! [`Fate`](crate::fate::Fate), and only a read of a tensor whose lineage contains that fate copies
@@ -25,11 +17,6 @@ use crate::error::Error;
 /// Number of status slots (slot 0 is scratch). When every slot is owned by an unread launch, the
 /// engine copies them all out at once (a sync) and stores each result in its own launch's fate.
 pub(crate) const STATUS_SLOTS: u32 = 1024;
-/// Status buffers the slots are spread over (slot `s` lives in lane `s % STATUS_LANES`); slots
-/// `0..STATUS_LANES` are the lanes' scratch slots.
-pub(crate) const STATUS_LANES: u32 = 32;
-/// Slots per lane.
-const LANE_SLOTS: u32 = STATUS_SLOTS / STATUS_LANES;
 /// Status words per slot (checked tensors per launch).
 pub const STATUS_WORDS: usize = 4;
 /// The value of a clean slot.
@@ -85,57 +72,46 @@ impl NonFiniteCheck {
 
 /// The engine-side status buffers (created once per engine).
 pub(crate) struct StatusBuffers {
-    /// [`STATUS_LANES`] buffers of `LANE_SLOTS * stride` bytes of slots.
-    pub lanes: Vec<wgpu::Buffer>,
-    /// The size of one lane, all `0xFF` bytes: the reset source.
+    /// `STATUS_SLOTS * stride` bytes of slots.
+    pub slots: wgpu::Buffer,
+    /// Same size, all `0xFF` bytes: the reset source.
     pub ones: wgpu::Buffer,
-    /// Bytes between slots of a lane (the device's storage offset alignment).
+    /// Bytes between slots (the device's storage offset alignment).
     pub stride: u64,
 }
 
 impl StatusBuffers {
-    /// Creates the lanes and the reset buffer, slots already clean.
+    /// Creates the slot and reset buffers, slots already clean.
     pub fn new(device: &wgpu::Device, min_storage_offset_alignment: u32) -> StatusBuffers {
         let stride = u64::from(min_storage_offset_alignment).max(4 * STATUS_WORDS as u64);
-        let size = stride * u64::from(LANE_SLOTS);
+        let size = stride * u64::from(STATUS_SLOTS);
         let make = |label, usage| {
-            let b = device.create_buffer(&wgpu::BufferDescriptor {
+            device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
                 usage,
                 mapped_at_creation: true,
-            });
+            })
+        };
+        let slots = make(
+            "bitnet-wgpu status",
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+        );
+        let ones = make("bitnet-wgpu status reset", wgpu::BufferUsages::COPY_SRC);
+        for b in [&slots, &ones] {
             if let Ok(mut view) = b.get_mapped_range_mut(..) {
                 view.copy_from_slice(&vec![0xFF; size as usize]);
             }
             b.unmap();
-            b
-        };
-        let lane_usage = wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_SRC
-            | wgpu::BufferUsages::COPY_DST;
+        }
         StatusBuffers {
-            lanes: (0..STATUS_LANES)
-                .map(|_| make("bitnet-wgpu status lane", lane_usage))
-                .collect(),
-            ones: make("bitnet-wgpu status reset", wgpu::BufferUsages::COPY_SRC),
+            slots,
+            ones,
             stride,
         }
     }
-
-    /// The lane buffer holding `slot` and the slot's byte offset in it.
-    pub fn locate(&self, slot: u32) -> (&wgpu::Buffer, u64) {
-        let (lane, at) = locate(slot, self.stride);
-        (&self.lanes[lane], at)
-    }
-}
-
-/// Lane index and byte offset of `slot` in lanes of `stride`-byte slots.
-pub(crate) fn locate(slot: u32, stride: u64) -> (usize, u64) {
-    (
-        (slot % STATUS_LANES) as usize,
-        u64::from(slot / STATUS_LANES) * stride,
-    )
 }
 
 /// Decodes one status slot's words (`bytes`, at least `4 * STATUS_WORDS` long) for `check`:
@@ -175,11 +151,11 @@ struct SlotLists {
 }
 
 impl SlotPool {
-    /// Every reportable slot (`STATUS_LANES..STATUS_SLOTS`; lower ones are scratch), clean.
+    /// Every reportable slot (`1..STATUS_SLOTS`; slot 0 is scratch), clean.
     pub fn new() -> SlotPool {
         SlotPool {
             lists: std::sync::Mutex::new(SlotLists {
-                clean: (STATUS_LANES..STATUS_SLOTS).rev().collect(),
+                clean: (1..STATUS_SLOTS).rev().collect(),
                 dirty: Vec::new(),
                 owners: (0..STATUS_SLOTS).map(|_| std::sync::Weak::new()).collect(),
             }),
@@ -244,24 +220,18 @@ impl SlotPool {
     }
 }
 
-/// Coalesces `slots` into `(first, count)` runs of slots adjacent in one lane (`first`,
-/// `first + STATUS_LANES`, ...: one reset copy each; see [`lane_run`]).
+/// Coalesces `slots` into `(first, count)` runs of consecutive slots (one reset copy each).
 pub(crate) fn slot_ranges(mut slots: Vec<u32>) -> Vec<(u32, u32)> {
-    slots.sort_unstable_by_key(|&s| (s % STATUS_LANES, s / STATUS_LANES));
+    slots.sort_unstable();
     slots.dedup();
     let mut out: Vec<(u32, u32)> = Vec::new();
     for s in slots {
         match out.last_mut() {
-            Some((first, count)) if *first + *count * STATUS_LANES == s => *count += 1,
+            Some((first, count)) if *first + *count == s => *count += 1,
             _ => out.push((s, 1)),
         }
     }
     out
-}
-
-/// The slots of a run from [`slot_ranges`].
-pub(crate) fn lane_run(first: u32, count: u32) -> impl Iterator<Item = u32> {
-    (0..count).map(move |i| first + i * STATUS_LANES)
 }
 
 #[cfg(test)]
@@ -271,51 +241,26 @@ mod tests {
     #[test]
     fn dirty_slots_coalesce_into_contiguous_ranges() {
         assert_eq!(slot_ranges(vec![]), vec![]);
-        let l = STATUS_LANES;
         assert_eq!(
-            slot_ranges(vec![
-                l + 7,
-                l + 3,
-                2 * l + 3,
-                3 * l + 3,
-                l + 4,
-                5 * l + 3,
-                l + 4
-            ]),
-            vec![(l + 3, 3), (5 * l + 3, 1), (l + 4, 1), (l + 7, 1)]
-        );
-        assert_eq!(
-            lane_run(l + 3, 3).collect::<Vec<_>>(),
-            vec![l + 3, 2 * l + 3, 3 * l + 3]
-        );
-    }
-
-    #[test]
-    fn consecutive_slots_sit_in_different_lanes() {
-        let stride = 256;
-        assert_eq!(locate(STATUS_LANES, stride), (0, 256));
-        assert_eq!(locate(STATUS_LANES + 1, stride), (1, 256));
-        assert_eq!(
-            locate(STATUS_SLOTS - 1, stride),
-            (STATUS_LANES as usize - 1, 256 * 31)
+            slot_ranges(vec![7, 3, 4, 5, 9, 8, 1, 4]),
+            vec![(1, 1), (3, 3), (7, 3)]
         );
     }
 
     #[test]
     fn only_clean_slots_are_handed_out_lowest_first() {
         let pool = SlotPool::new();
-        let l = STATUS_LANES;
-        assert_eq!(pool.take(), Some(l));
-        assert_eq!(pool.take(), Some(l + 1));
-        pool.release_dirty(l);
-        assert_eq!(pool.take(), Some(l + 2), "a dirty slot is never handed out");
+        assert_eq!(pool.take(), Some(1));
+        assert_eq!(pool.take(), Some(2));
+        pool.release_dirty(1);
+        assert_eq!(pool.take(), Some(3), "a dirty slot is never handed out");
         let dirty = pool.take_dirty();
-        assert_eq!(dirty, vec![l]);
+        assert_eq!(dirty, vec![1]);
         assert!(!pool.has_dirty());
         pool.release_clean(dirty);
         assert_eq!(
             pool.take(),
-            Some(l),
+            Some(1),
             "clean again once its reset was submitted"
         );
     }
