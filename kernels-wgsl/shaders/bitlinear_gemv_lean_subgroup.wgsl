@@ -28,7 +28,8 @@
 //
 // Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
 // 1 = the first non-finite y index (flat over [M, out_stride]). The engine binds all M rows in one
-// dispatch. Needs exact_div.wgsl, bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl.
+// dispatch. Needs exact_div.wgsl, exact_div_127.wgsl,
+// bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl.
 
 // Activation rows of this dispatch (override constant, 1..=GL_MAX_M; the engine sets params.m).
 override MR: u32 = 1u;
@@ -146,12 +147,12 @@ fn main(
     // 2. a and 127 / a of row r on lane r (and r + subgroup size when the subgroup has fewer
     // lanes than rows), then broadcast: every lane holds every row's values.
     let a0 = max(bitcast<f32>(gl_row_top(min(lane, MR - 1u), nsg)), 1e-5f);
-    let inv0 = exact_div(127.0, a0);
+    let inv0 = exact_div_127(a0);
     var a1 = a0;
     var inv1 = inv0;
     if (sg_size < MR) {
         a1 = max(bitcast<f32>(gl_row_top(min(lane + sg_size, MR - 1u), nsg)), 1e-5f);
-        inv1 = exact_div(127.0, a1);
+        inv1 = exact_div_127(a1);
     }
     var inv: array<f32, GL_MAX_M>;
     var amax: array<f32, GL_MAX_M>;

@@ -224,6 +224,7 @@ pub const BITLINEAR_GEMV_LEAN_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_lean_subgroup",
     source: kernel!(
         "exact_div.wgsl",
+        "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_lean_subgroup.wgsl"
