@@ -9,10 +9,11 @@
 //! else in the batch (other callers' work) runs as if nothing happened.
 //!
 //! Status slots (`status.rs`): dispatches only ever get clean slots, so no reset sits between
-//! them. Each flush takes the dirty slots (given back unread) and appends their resets at the end
-//! of its batch ([`Cmd::Reset`], one copy per contiguous range): after every dispatch that may
-//! still write them. They turn clean when that submission is committed; a reset that fails (in
-//! isolation) leaves its slots dirty for the next flush.
+//! them, and no slot is bound twice in a batch. Each flush takes the dirty slots (given back
+//! unread, or held by unchecked launches) and appends their resets at the end of its batch
+//! ([`Cmd::Reset`], one pass of reset dispatches): after every dispatch that may still write
+//! them. They turn clean when that submission is committed; a reset that fails (in isolation)
+//! leaves its slots dirty for the next flush.
 
 use std::sync::Arc;
 
@@ -25,7 +26,6 @@ use crate::group::STATUS_BYTES;
 use crate::pipelines::Compiled;
 use crate::pool::{BufferKind, PooledBuffer};
 use crate::profiler::ProfilerState;
-use crate::status::slot_ranges;
 
 /// One dispatch, ready to record.
 pub(crate) struct Dispatch {
@@ -57,7 +57,7 @@ impl Dispatch {
 pub(crate) enum Cmd {
     Dispatch {
         d: Dispatch,
-        /// Status slot bound (0 = scratch); always clean when recorded.
+        /// Status slot bound (its own buffer); always clean when recorded.
         slot: u32,
         params_offset: u64,
     },
@@ -77,8 +77,8 @@ pub(crate) enum Cmd {
         offset: u64,
         fate: Arc<Fate>,
     },
-    /// Reset status slots `first..first + count` (dirty ones; clean once submitted).
-    Reset { first: u32, count: u32 },
+    /// Reset these status slots (dirty ones; clean once submitted).
+    Reset { slots: Vec<u32> },
 }
 
 /// Status slots copied out by a read, to decode once its submission completed.
@@ -113,15 +113,13 @@ impl Batch {
         if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
             self.flush(gpu)?;
         }
-        let slot = match d.fate.check() {
-            None => 0,
-            Some(_) => {
-                let s = self.clean_slot(gpu, d.kernel)?;
-                d.fate.assign(s);
-                gpu.slots.set_owner(s, &d.fate);
-                s
-            }
-        };
+        // Unchecked launches bind a slot too (distinct buffers keep independent dispatches free
+        // of barriers); it goes back dirty once the batch is submitted (`commit`).
+        let slot = self.clean_slot(gpu, d.kernel)?;
+        if d.fate.check().is_some() {
+            d.fate.assign(slot);
+            gpu.slots.set_owner(slot, &d.fate);
+        }
         let params_offset = u64::from(self.dispatches) * gpu.group.params_stride;
         if gpu.caps.params_mode == ParamsMode::Uniform {
             self.params.resize(params_offset as usize, 0);
@@ -221,8 +219,9 @@ impl Batch {
     /// command (see the module docs); `Err` only when the device is lost.
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
         // Resets last: after every dispatch of this batch or earlier ones that used the slots.
-        for (first, count) in slot_ranges(gpu.slots.take_dirty()) {
-            self.cmds.push(Cmd::Reset { first, count });
+        let dirty = gpu.slots.take_dirty();
+        if !dirty.is_empty() {
+            self.cmds.push(Cmd::Reset { slots: dirty });
         }
         if self.cmds.is_empty() {
             return Ok(None);
@@ -295,17 +294,21 @@ impl Batch {
     }
 }
 
-/// After a successful submission: unchecked launches and copies are done; copied-out and reset
-/// slots are clean again (checked launches stay pending until a read copies their slot out).
+/// After a successful submission: unchecked launches and copies are done (their slots go back
+/// dirty); copied-out and reset slots are clean again (checked launches stay pending until a
+/// read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
     let mut clean = Vec::new();
     for cmd in cmds {
         match cmd {
-            Cmd::Dispatch { d, .. } if d.fate.check().is_none() => d.fate.resolve(None),
+            Cmd::Dispatch { d, slot, .. } if d.fate.check().is_none() => {
+                d.fate.resolve(None);
+                gpu.slots.release_dirty(*slot);
+            }
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
             Cmd::StatusOut { slot, .. } => clean.push(*slot),
-            Cmd::Reset { first, count } => clean.extend(*first..first + count),
+            Cmd::Reset { slots } => clean.extend_from_slice(slots),
         }
     }
     gpu.slots.release_clean(clean);
@@ -315,11 +318,14 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
 /// touched, so its fate is pending again; slots whose reset did not run stay dirty.
 fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
     match cmd {
-        Cmd::Dispatch { d, .. } => d.fate.resolve(Some(e.clone())),
+        Cmd::Dispatch { d, slot, .. } => {
+            if d.fate.check().is_none() {
+                gpu.slots.release_dirty(*slot);
+            }
+            d.fate.resolve(Some(e.clone()))
+        }
         Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
         Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
-        Cmd::Reset { first, count } => {
-            (*first..first + count).for_each(|s| gpu.slots.release_dirty(s))
-        }
+        Cmd::Reset { slots } => slots.iter().for_each(|&s| gpu.slots.release_dirty(s)),
     }
 }

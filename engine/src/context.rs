@@ -54,6 +54,8 @@ pub(crate) struct Gpu {
     /// Which hot ops run hand-written MSL (Metal) instead of WGSL (`msl.rs`).
     pub msl: crate::msl::MslState,
     pub group: EngineGroup,
+    /// The status-slot reset pipeline (`status.rs`).
+    pub status_reset: crate::status::StatusReset,
     /// Armed fault injections (tests).
     pub faults: Arc<crate::fault::Faults>,
     /// CPU/GPU choice of the host-facing ops: policy, calibration, statistics.
@@ -127,6 +129,7 @@ impl Gpu {
             group.layout.clone(),
             Arc::clone(&faults),
         );
+        let status_reset = crate::status::StatusReset::new(&pipelines, &device)?;
         let msl = crate::msl::MslState::probe(&pipelines, &caps, adapter_info.backend);
         let h = Arc::clone(&health);
         let poller = Poller::start(device.clone(), move || h.lost_error())?;
@@ -140,6 +143,7 @@ impl Gpu {
             pipelines,
             msl,
             group,
+            status_reset,
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
             ring: Mutex::new(None),

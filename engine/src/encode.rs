@@ -129,9 +129,9 @@ fn encode_run(
         else {
             continue;
         };
-        let at = u64::from(*slot) * status.stride;
-        // Dynamic offsets are ordered by binding number: params (0), then status (1).
-        let offsets = [*params_offset as u32, at as u32];
+        // Dynamic offsets are ordered by binding number: params (0), then status (1; each slot
+        // is its own buffer, at offset 0).
+        let offsets = [*params_offset as u32, 0];
         let offsets = match gpu.caps.params_mode {
             ParamsMode::Uniform => &offsets[..],
             ParamsMode::Immediates => &offsets[1..],
@@ -142,7 +142,7 @@ fn encode_run(
             current = Some(pipeline);
         }
         pass.set_bind_group(0, &d.group0, &[]);
-        pass.set_bind_group(1, &gpu.group.bind_group, offsets);
+        pass.set_bind_group(1, &gpu.group.bind_groups[*slot as usize], offsets);
         if gpu.caps.params_mode == ParamsMode::Immediates {
             pass.set_immediates(0, &d.params);
         }
@@ -162,7 +162,7 @@ fn encode_run(
             // Injected fault: a copy past the end of the reset buffer, which wgpu rejects.
             drop(pass);
             let size = status.ones.size();
-            enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots, 4, size);
+            enc.copy_buffer_to_buffer(&status.ones, 0, &status.slots[0], 4, size);
             pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("bitnet-wgpu dispatches"),
                 timestamp_writes: None,
@@ -191,15 +191,34 @@ fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
             offset,
             ..
         } => {
-            let at = u64::from(*slot) * status.stride;
-            enc.copy_buffer_to_buffer(&status.slots, at, staging, *offset, STATUS_BYTES);
-            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, STATUS_BYTES);
+            let buffer = &status.slots[*slot as usize];
+            enc.copy_buffer_to_buffer(buffer, 0, staging, *offset, STATUS_BYTES);
+            enc.copy_buffer_to_buffer(&status.ones, 0, buffer, 0, STATUS_BYTES);
         }
-        Cmd::Reset { first, count } => {
-            let at = u64::from(*first) * status.stride;
-            let size = u64::from(*count) * status.stride;
-            enc.copy_buffer_to_buffer(&status.ones, at, &status.slots, at, size);
-        }
+        Cmd::Reset { slots } => encode_resets(gpu, enc, slots),
+    }
+}
+
+/// One compute pass of `status_reset` dispatches, one per slot: distinct buffers, so they overlap
+/// (a copy per slot would pay a pipeline barrier each).
+fn encode_resets(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, slots: &[u32]) {
+    let reset = &gpu.status_reset;
+    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("bitnet-wgpu status resets"),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(&reset.compiled.pipeline);
+    pass.set_bind_group(0, &reset.group0, &[]);
+    let offsets: &[u32] = match gpu.caps.params_mode {
+        ParamsMode::Uniform => &[0, 0],
+        ParamsMode::Immediates => &[0],
+    };
+    if gpu.caps.params_mode == ParamsMode::Immediates {
+        pass.set_immediates(0, &[0; crate::device::PARAMS_MAX_BYTES as usize]);
+    }
+    for &s in slots {
+        pass.set_bind_group(1, &gpu.group.bind_groups[s as usize], offsets);
+        pass.dispatch_workgroups(1, 1, 1);
     }
 }
 
@@ -209,8 +228,8 @@ pub(crate) fn describe(cmd: &Cmd) -> String {
         Cmd::Dispatch { d, .. } => format!("dispatch of kernel `{}`", d.kernel),
         Cmd::Copy { size, .. } => format!("a {size}-byte copy"),
         Cmd::StatusOut { slot, .. } => format!("the copy-out of status slot {slot}"),
-        Cmd::Reset { first, count } => {
-            format!("the reset of status slots {first}..{}", first + count)
+        Cmd::Reset { slots } => {
+            format!("the reset of {} status slots", slots.len())
         }
     }
 }

@@ -300,6 +300,7 @@ mod tests {
     #[test]
     fn slots_return_to_the_pool_clean_or_dirty() {
         let pool = Arc::new(SlotPool::new());
+        pool.release_clean(pool.take_dirty()); // as the engine's first flush does
         let (clean, dirty) = pool.free();
         let f = Fate::new(1, None, &pool);
         let s = pool.take().unwrap();

@@ -10,7 +10,8 @@ pub(crate) const STATUS_BYTES: u64 = 4 * STATUS_WORDS as u64;
 /// Group-1 resources shared by every dispatch: params arena (uniform mode) and status slots.
 pub(crate) struct EngineGroup {
     pub layout: wgpu::BindGroupLayout,
-    pub bind_group: wgpu::BindGroup,
+    /// One bind group per status slot (`status.rs`: one buffer per slot), index = slot.
+    pub bind_groups: Vec<wgpu::BindGroup>,
     pub params_arena: Option<wgpu::Buffer>,
     /// Bytes between params slots (uniform mode).
     pub params_stride: u64,
@@ -20,7 +21,7 @@ pub(crate) struct EngineGroup {
 impl EngineGroup {
     /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers, bind group.
     pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
-        let status = StatusBuffers::new(device, limits.min_storage_buffer_offset_alignment);
+        let status = StatusBuffers::new(device);
         let params_stride = u64::from(
             limits
                 .min_uniform_buffer_offset_alignment
@@ -58,32 +59,38 @@ impl EngineGroup {
             label: Some("bitnet-wgpu group1"),
             entries: &entries,
         });
-        let mut bind = vec![wgpu::BindGroupEntry {
-            binding: 1,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &status.slots,
-                offset: 0,
-                size: wgpu::BufferSize::new(STATUS_BYTES),
-            }),
-        }];
-        if let Some(arena) = &params_arena {
-            bind.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: arena,
-                    offset: 0,
-                    size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
-                }),
-            });
-        }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("bitnet-wgpu group1"),
-            layout: &layout,
-            entries: &bind,
-        });
+        let bind_groups = status
+            .slots
+            .iter()
+            .map(|slot| {
+                let mut bind = vec![wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: slot,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(STATUS_BYTES),
+                    }),
+                }];
+                if let Some(arena) = &params_arena {
+                    bind.push(wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: arena,
+                            offset: 0,
+                            size: wgpu::BufferSize::new(u64::from(PARAMS_MAX_BYTES)),
+                        }),
+                    });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("bitnet-wgpu group1"),
+                    layout: &layout,
+                    entries: &bind,
+                })
+            })
+            .collect();
         EngineGroup {
             layout,
-            bind_group,
+            bind_groups,
             params_arena,
             params_stride,
             status,

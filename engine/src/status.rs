@@ -1,11 +1,19 @@
 //! The non-finite status buffer: one `u32` word per flagging launch, lowest offending index wins.
 //!
-//! Each launch that checks tensors for NaN/Inf owns a slot of [`STATUS_WORDS`] words (bound at
-//! `@group(1) @binding(1)` through a dynamic offset, so kernels see `array<atomic<u32>, 4>`). Word
-//! `t` belongs to the launch's `t`-th checked tensor. Words start at `0xFFFF_FFFF`; a kernel that
-//! sees a non-finite value at flat index `i` of checked tensor `t` does
-//! `atomicMin(&nonfinite[t], i)`. Slot 0 is a scratch slot bound to launches that do not check
-//! (never reported).
+//! Each launch binds a status slot of [`STATUS_WORDS`] words at `@group(1) @binding(1)` (kernels
+//! see `array<atomic<u32>, 4>`). Word `t` belongs to the launch's `t`-th checked tensor. Words
+//! start at `0xFFFF_FFFF`; a kernel that sees a non-finite value at flat index `i` of checked
+//! tensor `t` does `atomicMin(&nonfinite[t], i)`. Launches that do not check still bind a slot
+//! (every pipeline has the binding); theirs is never read and is reset like a dropped one.
+//!
+//! One buffer per slot: wgpu puts a pipeline barrier between two dispatches of a pass that bind
+//! the same buffer read-write, and on the H200 a barrier costs about 2 µs (a dispatch behind one
+//! waits for every earlier dispatch to drain; independent dispatches overlap at 0.16 µs each,
+//! `bench/src/dispatch_floor.rs`). With the slots in one buffer, every dispatch of the engine was
+//! serialized behind the previous one, dependent or not. Within a batch no slot is handed out
+//! twice, so distinct slots mean distinct buffers and only real data dependencies cost a barrier.
+//! Resets are dispatches of the `status_reset` kernel, one per slot, in one pass at the end of a
+//! batch (`encode.rs`): they overlap too, where a copy per slot would pay a barrier each.
 //!
 //! Attribution is per launch, never engine-wide: the slot belongs to the launch's
 //! [`Fate`](crate::fate::Fate), and only a read of a tensor whose lineage contains that fate copies
@@ -14,7 +22,7 @@
 
 use crate::error::Error;
 
-/// Number of status slots (slot 0 is scratch). When every slot is owned by an unread launch, the
+/// Number of status slots (one buffer each). When every slot is owned by an unread launch, the
 /// engine copies them all out at once (a sync) and stores each result in its own launch's fate.
 pub(crate) const STATUS_SLOTS: u32 = 1024;
 /// Status words per slot (checked tensors per launch).
@@ -72,45 +80,62 @@ impl NonFiniteCheck {
 
 /// The engine-side status buffers (created once per engine).
 pub(crate) struct StatusBuffers {
-    /// `STATUS_SLOTS * stride` bytes of slots.
-    pub slots: wgpu::Buffer,
-    /// Same size, all `0xFF` bytes: the reset source.
+    /// One [`STATUS_BYTES`](crate::group::STATUS_BYTES)-byte buffer per slot. Created zeroed
+    /// (which reads as "flagged"), so the [`SlotPool`] starts with every slot dirty and the first
+    /// flush resets them.
+    pub slots: Vec<wgpu::Buffer>,
+    /// 16 bytes of `0xFF`: the reset source of a slot copied out by a read.
     pub ones: wgpu::Buffer,
-    /// Bytes between slots (the device's storage offset alignment).
-    pub stride: u64,
 }
 
 impl StatusBuffers {
-    /// Creates the slot and reset buffers, slots already clean.
-    pub fn new(device: &wgpu::Device, min_storage_offset_alignment: u32) -> StatusBuffers {
-        let stride = u64::from(min_storage_offset_alignment).max(4 * STATUS_WORDS as u64);
-        let size = stride * u64::from(STATUS_SLOTS);
-        let make = |label, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: true,
+    /// Creates the slot buffers (dirty) and the reset source.
+    pub fn new(device: &wgpu::Device) -> StatusBuffers {
+        let bytes = crate::group::STATUS_BYTES;
+        let slot_usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let slots = (0..STATUS_SLOTS)
+            .map(|_| {
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("bitnet-wgpu status slot"),
+                    size: bytes,
+                    usage: slot_usage,
+                    mapped_at_creation: false,
+                })
             })
-        };
-        let slots = make(
-            "bitnet-wgpu status",
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-        );
-        let ones = make("bitnet-wgpu status reset", wgpu::BufferUsages::COPY_SRC);
-        for b in [&slots, &ones] {
-            if let Ok(mut view) = b.get_mapped_range_mut(..) {
-                view.copy_from_slice(&vec![0xFF; size as usize]);
-            }
-            b.unmap();
+            .collect();
+        let ones = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bitnet-wgpu status reset"),
+            size: bytes,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        if let Ok(mut view) = ones.get_mapped_range_mut(..) {
+            view.copy_from_slice(&[0xFF; crate::group::STATUS_BYTES as usize]);
         }
-        StatusBuffers {
-            slots,
-            ones,
-            stride,
-        }
+        ones.unmap();
+        StatusBuffers { slots, ones }
+    }
+}
+
+/// The `status_reset` pipeline and its (empty) group 0, compiled when the engine starts.
+pub(crate) struct StatusReset {
+    pub compiled: std::sync::Arc<crate::pipelines::Compiled>,
+    pub group0: wgpu::BindGroup,
+}
+
+impl StatusReset {
+    /// Compiles the reset kernel (an error here fails engine creation: no slot could be reset).
+    pub fn new(
+        pipelines: &crate::pipelines::PipelineCache,
+        device: &wgpu::Device,
+    ) -> crate::error::Result<StatusReset> {
+        const RESET: crate::pipelines::Kernel =
+            crate::pipelines::Kernel::new(bitnet_kernels_wgsl::util::STATUS_RESET, "main", &[]);
+        let compiled = pipelines.get(&RESET, &[])?;
+        let group0 = compiled.bind(device, RESET.source.name, &[])?;
+        Ok(StatusReset { compiled, group0 })
     }
 }
 
@@ -129,12 +154,14 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
 
 /// The free status slots. A slot is owned by one launch's [`Fate`](crate::fate::Fate) from the
 /// launch until its value was copied out (and reset, in the same command) by a read, or until the
-/// fate is dropped unread (or fails). Only *clean* slots (all words `CLEAN` on the GPU timeline
-/// of every later submission) are handed out, so a dispatch never needs a reset in front of it.
-/// Slots given back unread are *dirty*: the next flush takes them all ([`SlotPool::take_dirty`])
-/// and appends their resets, coalesced into one copy per contiguous range, at the end of its
-/// command buffer — after every dispatch that may still write them, including ones of that same
-/// batch — and they turn clean only once that submission is committed.
+/// fate is dropped unread (or fails); an unchecked launch holds its slot until its batch is
+/// submitted. Only *clean* slots (all words `CLEAN` on the GPU timeline of every later
+/// submission) are handed out, so a dispatch never needs a reset in front of it, and a slot is
+/// never bound twice in one batch. Slots given back unread are *dirty*: the next flush takes them
+/// all ([`SlotPool::take_dirty`]) and appends their resets at the end of its command buffer —
+/// after every dispatch that may still write them, including ones of that same batch — and they
+/// turn clean only once that submission is committed. Every slot starts dirty (new buffers are
+/// zeroed, not clean).
 #[derive(Debug)]
 pub(crate) struct SlotPool {
     lists: std::sync::Mutex<SlotLists>,
@@ -151,12 +178,12 @@ struct SlotLists {
 }
 
 impl SlotPool {
-    /// Every reportable slot (`1..STATUS_SLOTS`; slot 0 is scratch), clean.
+    /// Every slot, dirty (the first flush resets them).
     pub fn new() -> SlotPool {
         SlotPool {
             lists: std::sync::Mutex::new(SlotLists {
-                clean: (1..STATUS_SLOTS).rev().collect(),
-                dirty: Vec::new(),
+                clean: Vec::new(),
+                dirty: (0..STATUS_SLOTS).collect(),
                 owners: (0..STATUS_SLOTS).map(|_| std::sync::Weak::new()).collect(),
             }),
         }
@@ -220,47 +247,27 @@ impl SlotPool {
     }
 }
 
-/// Coalesces `slots` into `(first, count)` runs of consecutive slots (one reset copy each).
-pub(crate) fn slot_ranges(mut slots: Vec<u32>) -> Vec<(u32, u32)> {
-    slots.sort_unstable();
-    slots.dedup();
-    let mut out: Vec<(u32, u32)> = Vec::new();
-    for s in slots {
-        match out.last_mut() {
-            Some((first, count)) if *first + *count == s => *count += 1,
-            _ => out.push((s, 1)),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn dirty_slots_coalesce_into_contiguous_ranges() {
-        assert_eq!(slot_ranges(vec![]), vec![]);
-        assert_eq!(
-            slot_ranges(vec![7, 3, 4, 5, 9, 8, 1, 4]),
-            vec![(1, 1), (3, 3), (7, 3)]
-        );
-    }
-
-    #[test]
-    fn only_clean_slots_are_handed_out_lowest_first() {
+    fn slots_start_dirty_and_only_clean_ones_are_handed_out_lowest_first() {
         let pool = SlotPool::new();
+        assert_eq!(pool.take(), None, "new slot buffers are zeroed, not clean");
+        assert_eq!(pool.free(), (0, STATUS_SLOTS as usize));
+        pool.release_clean(pool.take_dirty());
+        assert_eq!(pool.take(), Some(0));
         assert_eq!(pool.take(), Some(1));
-        assert_eq!(pool.take(), Some(2));
-        pool.release_dirty(1);
-        assert_eq!(pool.take(), Some(3), "a dirty slot is never handed out");
+        pool.release_dirty(0);
+        assert_eq!(pool.take(), Some(2), "a dirty slot is never handed out");
         let dirty = pool.take_dirty();
-        assert_eq!(dirty, vec![1]);
+        assert_eq!(dirty, vec![0]);
         assert!(!pool.has_dirty());
         pool.release_clean(dirty);
         assert_eq!(
             pool.take(),
-            Some(1),
+            Some(0),
             "clean again once its reset was submitted"
         );
     }

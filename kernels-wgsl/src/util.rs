@@ -16,5 +16,11 @@ pub const COPY: KernelSource = KernelSource {
     source: include_str!("../shaders/util_copy.wgsl"),
 };
 
+/// Marks the engine's bound status slot clean. No group-0 bindings, no params.
+pub const STATUS_RESET: KernelSource = KernelSource {
+    name: "status_reset",
+    source: include_str!("../shaders/status_reset.wgsl"),
+};
+
 /// Every utility kernel of this module.
-pub const ALL: &[KernelSource] = &[FILL, COPY];
+pub const ALL: &[KernelSource] = &[FILL, COPY, STATUS_RESET];
