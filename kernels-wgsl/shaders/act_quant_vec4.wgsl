@@ -2,16 +2,11 @@
 //
 // The same arithmetic as act_quant.wgsl (the generic variant) — absmax of the sign-cleared bits
 // (any order: max is exact), a = max(absmax, 1e-5), inv = 127 / a correctly rounded,
-// xq = clamp(round(x * inv), -128, 127) packed 4 per u32 — with one float vec4 per packed word.
-//
-// In a decode every op waits on the previous one, so latency counts: rows of up to XR_VEC4
-// packed words (K <= 16384) are loaded once, each thread issuing all its loads (XR vec4, words
-// t + 256 u) before using any, into registers (a constant-trip loop over a function-scope
-// array, which the compiler unrolls); the absmax and the quantization both come from the
-// registers. Longer rows take the fallback loops: four independent vec4 loads per thread and
-// step (clamped duplicates change no maximum, and are never stored), x read twice. The maximum
-// is combined through workgroup memory in two levels (no subgroup operations, so every adapter
-// runs it).
+// xq = clamp(round(x * inv), -128, 127) packed 4 per u32 — with one float vec4 per packed word:
+// the absmax pass issues four independent vec4 loads per thread and step (clamped duplicates
+// change no maximum), rows up to K = 4096 stay in registers for the quantization, and each
+// quantized vec4 is exactly one output word. The maximum is combined through workgroup memory in
+// two levels (no subgroup operations, so every adapter runs it).
 //
 // Needs the exact_div.wgsl and exact_div_127.wgsl snippets (prepended by bitnet.rs).
 
@@ -37,10 +32,8 @@ struct Params {
 const WORKGROUP: u32 = 256u;
 const EXP_MASK: u32 = 0x7f800000u;
 const NONE: u32 = 0xffffffffu;
-// Packed words (float vec4) per thread kept in registers.
-const XR: u32 = 16u;
-// Longest row (packed words, padding included) quantized from registers: K <= 16384.
-const XR_VEC4: u32 = XR * WORKGROUP;
+// Vec4 per thread and step of the absmax pass (4 per thread).
+const STEP: u32 = 1024u;
 
 var<workgroup> scratch: array<u32, 256>;
 var<workgroup> scratch16: array<u32, 16>;
@@ -50,8 +43,8 @@ fn first_true(v: vec4<bool>) -> u32 {
     return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
 }
 
-// Largest sign-cleared bit pattern of v = x vec4 i (index into the binding); flags the first
-// non-finite value of it in `bad`.
+// Largest sign-cleared bit pattern of x[i] (vec4 i of the binding); flags the first non-finite
+// value of it in `bad`.
 fn abs_bits(v: vec4<f32>, i: u32, bad: ptr<function, u32>) -> u32 {
     let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
     let inf = (b & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
@@ -78,40 +71,37 @@ fn main(
     let row = wid.x + wid.y * nwg.x;
     let live = row < params.rows;
     let kv = params.k / 4u;
-    let wpr = params.words_per_row;
     let base = row * kv;
     let last = base + kv - 1u;
-    // Uniform: the whole row (padding words included) fits the registers.
-    let in_regs = wpr <= XR_VEC4;
 
-    // 1. absmax (and the non-finite check) over the row.
+    // The first STEP vec4 of the row (4 per thread) stay in registers: rows up to K = 4096 are
+    // quantized without reading x twice. Clamped duplicates change no maximum.
     var top = 0u;
     var bad = NONE;
-    // Vec4 t + 256 u of the row; zero (finite, no maximum, quantizes to the padding word 0) past
-    // its end.
-    var xr: array<vec4<f32>, XR>;
-    if (live && in_regs) {
-        for (var u = 0u; u < XR; u = u + 1u) {
-            let i = t + u * WORKGROUP;
-            if (i < kv) {
-                xr[u] = x[base + i];
-            }
-        }
-        for (var u = 0u; u < XR; u = u + 1u) {
-            top = max(top, abs_bits(xr[u], base + t + u * WORKGROUP, &bad));
-        }
-    } else if (live) {
-        for (var i = base + t; i <= last; i = i + 4u * WORKGROUP) {
-            let i1 = min(i + WORKGROUP, last);
-            let i2 = min(i + 2u * WORKGROUP, last);
-            let i3 = min(i + 3u * WORKGROUP, last);
-            let v0 = x[i];
-            let v1 = x[i1];
-            let v2 = x[i2];
-            let v3 = x[i3];
-            let t01 = max(abs_bits(v0, i, &bad), abs_bits(v1, i1, &bad));
-            let t23 = max(abs_bits(v2, i2, &bad), abs_bits(v3, i3, &bad));
-            top = max(top, max(t01, t23));
+    var v0 = vec4<f32>();
+    var v1 = vec4<f32>();
+    var v2 = vec4<f32>();
+    var v3 = vec4<f32>();
+    if (live) {
+        let i0 = base + t;
+        let i1 = min(i0 + WORKGROUP, last);
+        let i2 = min(i0 + 2u * WORKGROUP, last);
+        let i3 = min(i0 + 3u * WORKGROUP, last);
+        v0 = x[min(i0, last)];
+        v1 = x[i1];
+        v2 = x[i2];
+        v3 = x[i3];
+        top = max(max(abs_bits(v0, min(i0, last), &bad), abs_bits(v1, i1, &bad)),
+            max(abs_bits(v2, i2, &bad), abs_bits(v3, i3, &bad)));
+        for (var i = i0 + STEP; i <= last; i = i + STEP) {
+            let j1 = min(i + WORKGROUP, last);
+            let j2 = min(i + 2u * WORKGROUP, last);
+            let j3 = min(i + 3u * WORKGROUP, last);
+            let t0 = abs_bits(x[i], i, &bad);
+            let t1 = abs_bits(x[j1], j1, &bad);
+            let t2 = abs_bits(x[j2], j2, &bad);
+            let t3 = abs_bits(x[j3], j3, &bad);
+            top = max(top, max(max(t0, t1), max(t2, t3)));
         }
     }
     if (bad != NONE) {
@@ -133,7 +123,7 @@ fn main(
         top = max(top, scratch16[i]);
     }
 
-    // 2. Every thread derives the same inv (cheap, and no extra barrier).
+    // Every thread derives the same inv (cheap, and no extra barrier).
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
     if (!live) {
@@ -142,36 +132,29 @@ fn main(
     if (t == 0u) {
         absmax[params.row_base + row] = a;
     }
-
-    // 3. Quantize and pack; padding words (K rounded up to 16) are zero.
-    let out_base = row * wpr;
-    if (in_regs) {
-        for (var u = 0u; u < XR; u = u + 1u) {
-            let w = t + u * WORKGROUP;
-            if (w < wpr) {
-                packed[out_base + w] = quantize(xr[u], inv);
-            }
+    let out_base = row * params.words_per_row;
+    if (kv <= STEP && params.words_per_row <= STEP) {
+        // Words t + 256 u from the registers; padding words (K rounded up to 16) are zero.
+        let wpr = params.words_per_row;
+        if (t < wpr) {
+            packed[out_base + t] = select(0u, quantize(v0, inv), t < kv);
+        }
+        if (t + WORKGROUP < wpr) {
+            packed[out_base + t + WORKGROUP] = select(0u, quantize(v1, inv), t + WORKGROUP < kv);
+        }
+        if (t + 2u * WORKGROUP < wpr) {
+            packed[out_base + t + 2u * WORKGROUP] = select(0u, quantize(v2, inv), t + 2u * WORKGROUP < kv);
+        }
+        if (t + 3u * WORKGROUP < wpr) {
+            packed[out_base + t + 3u * WORKGROUP] = select(0u, quantize(v3, inv), t + 3u * WORKGROUP < kv);
         }
         return;
     }
-    for (var w = t; w < wpr; w = w + 4u * WORKGROUP) {
-        // Four independent loads (clamped into the row; a clamped one is never stored).
-        let w1 = w + WORKGROUP;
-        let w2 = w + 2u * WORKGROUP;
-        let w3 = w + 3u * WORKGROUP;
-        let v0 = x[base + min(w, kv - 1u)];
-        let v1 = x[base + min(w1, kv - 1u)];
-        let v2 = x[base + min(w2, kv - 1u)];
-        let v3 = x[base + min(w3, kv - 1u)];
-        packed[out_base + w] = select(0u, quantize(v0, inv), w < kv);
-        if (w1 < wpr) {
-            packed[out_base + w1] = select(0u, quantize(v1, inv), w1 < kv);
+    for (var w = t; w < params.words_per_row; w = w + WORKGROUP) {
+        var word = 0u;
+        if (w < kv) {
+            word = quantize(x[base + w], inv);
         }
-        if (w2 < wpr) {
-            packed[out_base + w2] = select(0u, quantize(v2, inv), w2 < kv);
-        }
-        if (w3 < wpr) {
-            packed[out_base + w3] = select(0u, quantize(v3, inv), w3 < kv);
-        }
+        packed[out_base + w] = word;
     }
 }

@@ -7,20 +7,16 @@
 // a constant trip count and the MR x 4 exact i32 partial sums stay in registers.
 //
 // 1. absmax of every row (sign-cleared bits, as act_quant.wgsl), a = max(absmax, 1e-5) and
-//    inv = 127 / a correctly rounded (exact_div_127), once per row by one thread each. Each thread
-//    issues GB_LOADS vec4 loads per iteration (positions outer, rows inner: a load of every row
-//    in flight) before using any, so a row costs few L2 round trips. When x is one K tile (e.g.
-//    M <= 4 at K = 2560), the thread's share of it is loaded once into registers first, and
-//    the absmax and the quantization both come from them (x read once, one round trip).
+//    inv = 127 / a correctly rounded (exact_div_127), once per row by one thread each. The per-row
+//    loops are the inner ones (over MR, a constant), so a thread has a load of every row in
+//    flight at once, here and in the quantization.
 // 2. The rows are quantized in K tiles of ST weight steps (ST * 64 values per row; the tile of all
 //    MR rows fills GB_TILE vec4 = 14 KiB of workgroup memory), xq = clamp(round(x * inv), -128,
 //    127) packed 4 per u32, and the row blocks of bitlinear_gemv_blocks.wgsl run over the tile.
-//    A thread loads its whole share of a tile's x at once (at most GB_XR vec4, into registers,
-//    issued before the tile's barrier) and quantizes from the registers. A lane's first weight
-//    step of each tile is loaded before the tile is quantized, so the loads are in flight
-//    meanwhile, and each later step is loaded one step ahead. Tile layout: vec4 (4 m + c) * ST + jj
-//    holds the 4 activation words that pair with word c of weight vec4 jj of the tile, so a
-//    block's lanes read consecutive vec4 (no bank conflicts).
+//    A lane's first weight step of each tile is loaded before the tile is quantized, so the loads
+//    are in flight meanwhile, and each later step is loaded one step ahead. Tile layout: vec4 (4 m + c) * ST + jj holds the 4 activation words
+//    that pair with word c of weight vec4 jj of the tile, so a block's lanes read consecutive
+//    vec4 (no bank conflicts).
 // 3. Each thread sums the quantized values it wrote per row; the workgroup's row sums are
 //    subtracted from the code-domain sums (bitlinear_common.wgsl), then rescale and store.
 //
@@ -34,10 +30,6 @@ override MR: u32 = 1u;
 const GB_MAX_M: u32 = 8u;
 // Vec4 of quantized activations staged per tile (all rows): 14 KiB, + gv_red's 1 KiB + 96 bytes.
 const GB_TILE: u32 = 896u;
-// Most x vec4 per thread and tile (the largest MR * ceil(16 * ST / GV_WG) over MR: 18 at MR = 6).
-const GB_XR: u32 = 18u;
-// x vec4 loads per thread and iteration of the absmax pass.
-const GB_LOADS: u32 = 16u;
 const GB_EXP_MASK: u32 = 0x7f800000u;
 const GB_NONE: u32 = 0xffffffffu;
 
@@ -67,31 +59,12 @@ fn gb_first(v: vec4<bool>) -> u32 {
 // Sign-cleared bits of x vec4 i (non-negative floats order like their bits); flags non-finite
 // values in `bad` (smallest flat index).
 fn gb_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
-    return gb_abs_bits_v(x[i], i, bad);
-}
-
-// The same for the value v of x vec4 i.
-fn gb_abs_bits_v(v: vec4<f32>, i: u32, bad: ptr<function, u32>) -> u32 {
-    let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
+    let b = bitcast<vec4<u32>>(x[i]) & vec4<u32>(0x7fffffffu);
     let inf = (b & vec4<u32>(GB_EXP_MASK)) == vec4<u32>(GB_EXP_MASK);
     if (any(inf)) {
         *bad = min(*bad, 4u * i + gb_first(inf));
     }
     return max(max(b.x, b.y), max(b.z, b.w));
-}
-
-// Loads a thread's share of one K tile of x into registers, every load issued before any is used
-// (a constant-trip loop: MR is a constant, so it unrolls): slot s holds row s % MR, word
-// vt + GV_WG (s / MR) of the tile (x vec4 x0 + that word of the row); words >= `words` are past
-// the tile and not loaded.
-fn gb_tile_x(xr: ptr<function, array<vec4<f32>, GB_XR>>, vt: u32, slots: u32, words: u32, x0: u32,
-    kv: u32) {
-    for (var s = 0u; s < slots; s = s + 1u) {
-        let r = vt + (s / MR) * GV_WG;
-        if (r < words) {
-            (*xr)[s] = x[(s % MR) * kv + x0 + r];
-        }
-    }
 }
 
 // Weight vec4 j of the block's rows if j < end (zero words otherwise, never used).
@@ -122,16 +95,6 @@ fn main(
     let kv = params.words_per_row * 4u;
     // Weight steps per tile.
     let st = GB_TILE / (4u * MR);
-    // x vec4 per thread and tile: MR rows times the thread's words of a row's tile slice.
-    let slots = MR * ((16u * st + GV_WG - 1u) / GV_WG);
-
-    // Uniform: the whole of x is one tile. Then it is loaded once, before anything else (the
-    // absmax comes from the registers too); otherwise each tile's x is loaded before its barrier.
-    let one_tile = vpr <= st;
-    var xr: array<vec4<f32>, GB_XR>;
-    if (one_tile) {
-        gb_tile_x(&xr, ids.vt, slots, kv, 0u, kv);
-    }
 
     // The first tile's first step, in flight during the absmax pass.
     var w = gb_load(ids.n, ids.l, min(st, vpr), vpr);
@@ -141,32 +104,15 @@ fn main(
     }
     workgroupBarrier();
 
-    // 1. absmax per row, then 127 / a. One tile: from the registers. Else GB_LOADS vec4 loads per
-    // thread and iteration, all issued before any is used (ps positions of every row; the
-    // position and row loops have constant trip counts and unroll; a clamped duplicate changes no
-    // maximum, and flags only a real index).
+    // 1. absmax per row: two positions of every row per iteration (2 MR independent loads in
+    // flight; the m loops unroll; a clamped duplicate changes no maximum), then 127 / a.
     var bad = GB_NONE;
     var top: array<u32, GB_MAX_M>;
-    if (one_tile) {
-        for (var s = 0u; s < slots; s = s + 1u) {
-            let m = s % MR;
-            let r = ids.vt + (s / MR) * GV_WG;
-            if (r < kv) {
-                top[m] = max(top[m], gb_abs_bits_v(xr[s], m * kv + r, &bad));
-            }
-        }
-    } else {
-        let ps = max(GB_LOADS / MR, 1u);
-        for (var i = ids.vt; i < kv; i = i + ps * GV_WG) {
-            for (var p = 0u; p < ps; p = p + 1u) {
-                // Uniform: a position wholly past the row is skipped.
-                if (i - ids.vt + p * GV_WG < kv) {
-                    let ip = min(i + p * GV_WG, kv - 1u);
-                    for (var m = 0u; m < MR; m = m + 1u) {
-                        top[m] = max(top[m], gb_abs_bits(m * kv + ip, &bad));
-                    }
-                }
-            }
+    for (var i = ids.vt; i < kv; i = i + 2u * GV_WG) {
+        let i2 = min(i + GV_WG, kv - 1u);
+        for (var m = 0u; m < MR; m = m + 1u) {
+            let t = max(gb_abs_bits(m * kv + i, &bad), gb_abs_bits(m * kv + i2, &bad));
+            top[m] = max(top[m], t);
         }
     }
     for (var m = 0u; m < MR; m = m + 1u) {
@@ -178,32 +124,25 @@ fn main(
     if (bad != GB_NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
-    // gb_top is complete; 127 / a is derived inside the first tile, after its loads are issued.
     workgroupBarrier();
+    if (ids.vt < MR) {
+        gb_inv[ids.vt] = exact_div_127(max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
+    }
 
     // 2. Tiles: quantize, then the row blocks over the tile.
     var acc: array<vec4<i32>, GB_MAX_M>;
     var rsum: array<i32, GB_MAX_M>;
     for (var t0 = 0u; t0 < vpr; t0 = t0 + st) {
         let steps = min(st, vpr - t0);
-        // The tile's x (one tile: loaded already), issued before the barrier, then quantized
-        // from the registers.
-        let words = 16u * steps;
-        if (!one_tile) {
-            gb_tile_x(&xr, ids.vt, slots, words, 16u * t0, kv);
-        }
-        if (t0 == 0u && ids.vt < MR) {
-            gb_inv[ids.vt] = exact_div_127(max(bitcast<f32>(atomicLoad(&gb_top[ids.vt])), 1e-5f));
-        }
         // The previous tile is consumed (and, on the first, gb_inv is written).
         workgroupBarrier();
-        for (var s = 0u; s < slots; s = s + 1u) {
-            let m = s % MR;
-            let r = ids.vt + (s / MR) * GV_WG;
-            if (r < words) {
-                let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
-                let v = xr[s] * gb_inv[m];
-                let q = vec4<i32>(clamp(round(v), vec4<f32>(-128.0), vec4<f32>(127.0)));
+        // The same word of every row per iteration: MR independent loads in flight.
+        let words = 16u * steps;
+        for (var r = ids.vt; r < words; r = r + GV_WG) {
+            let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
+            for (var m = 0u; m < MR; m = m + 1u) {
+                let v = x[m * kv + 16u * t0 + r];
+                let q = vec4<i32>(clamp(round(v * gb_inv[m]), vec4<f32>(-128.0), vec4<f32>(127.0)));
                 rsum[m] += q.x + q.y + q.z + q.w;
                 gb_x[4u * m * st + dst][r & 3u] = gb_pack(q);
             }
