@@ -19,7 +19,8 @@ pub(crate) struct EngineGroup {
 }
 
 impl EngineGroup {
-    /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers, bind group.
+    /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers and one
+    /// bind group per status slot.
     pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
         let status = StatusBuffers::new(device);
         let params_stride = u64::from(
