@@ -3,7 +3,7 @@
 //! inputs, the result equals cpu-ref bit for bit, and the fallback is counted (and logged). A lost
 //! device is never used again; a failed launch poisons only the tensors computed from it.
 
-use bitnet_tests::{gpu_engine_with, random_f32, random_normal};
+use bitnet_tests::{block_on, gpu_engine_with, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{Engine, EngineOptions, Error, InjectedFault, Location};
 
@@ -170,9 +170,4 @@ fn errors_outside_any_scope_are_reported_by_sync_and_never_by_a_tensor() {
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
     assert!(matches!(e.sync(), Err(Error::Validation { .. })));
     e.sync().unwrap(); // reported once
-}
-
-/// Drives a wgpu future (adapter and device requests resolve without an executor on native).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    bitnet_tests::block_on(f)
 }

@@ -19,7 +19,7 @@
 
 use std::sync::OnceLock;
 
-use bitnet_tests::{Rng, gpu_engine, random_normal};
+use bitnet_tests::{Rng, block_on, gpu_engine, random_normal};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
 use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan, wgpu};
 
@@ -399,19 +399,6 @@ struct DivRig {
     list: wgpu::ComputePipeline,
     /// `sweep` on each perturbed copy of `exact_div_127`, with a description.
     perturbed: Vec<(String, wgpu::ComputePipeline)>,
-}
-
-/// Drives a wgpu future to completion (native wgpu resolves adapter and device requests without
-/// an executor).
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
 }
 
 const WG: u32 = 256;

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use bitnet_tests::{gpu_engine, gpu_engine_with, tolerance};
+use bitnet_tests::{block_on, gpu_engine, gpu_engine_with, tolerance};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
 use bitnet_wgpu::{Engine, EngineOptions, Error, ParamsMode, wgpu};
 
@@ -11,19 +11,6 @@ use bitnet_wgpu::{Engine, EngineOptions, Error, ParamsMode, wgpu};
 pub fn engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(gpu_engine)
-}
-
-/// Drives a wgpu future to completion (native wgpu resolves adapter and device requests
-/// without an executor; this spins until ready).
-pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::yield_now();
-    }
 }
 
 /// An engine on a device requested with no optional features: no SUBGROUP (workgroup-memory
