@@ -9,7 +9,7 @@
 //! * `read dependent` / `read independent`: a grid that reads `READ_BYTES` (a decode GEMV's weight
 //!   traffic) and writes one word per workgroup, with and without barriers.
 
-use std::time::Instant;
+use crate::pass_timer::{PassTimer, time_pass};
 
 const PROBE_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
@@ -116,58 +116,19 @@ pub fn measure(
     };
     let tiny: Vec<_> = outs.iter().map(|o| group(&tiny_src, o)).collect();
     let read: Vec<_> = outs.iter().map(|o| group(&read_src, o)).collect();
-    let set = device.create_query_set(&wgpu::QuerySetDescriptor {
-        label: Some("dispatch floor"),
-        ty: wgpu::QueryType::Timestamp,
-        count: 2,
-    });
-    let resolve = buffer(
-        16,
-        wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-    );
-    let readback = buffer(
-        16,
-        wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-    );
+    let timer = PassTimer::new(device);
     // 132 SMs x 4 workgroups on an H100/H200; harmless elsewhere.
     let read_groups = 528u32.min((READ_BYTES / 16 / 256) as u32);
     let run = |groups: &[wgpu::BindGroup], dependent: bool, wgs: u32| -> Result<f64, String> {
         let mut samples = Vec::new();
         for _ in 0..repeats.max(1) + 1 {
-            let mut enc = device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("dispatch floor"),
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: &set,
-                        beginning_of_pass_write_index: Some(0),
-                        end_of_pass_write_index: Some(1),
-                    }),
-                });
+            let ns = time_pass(device, queue, Some(&timer), |pass| {
                 pass.set_pipeline(&pipeline);
                 for (i, _) in outs.iter().enumerate() {
                     pass.set_bind_group(0, &groups[if dependent { 0 } else { i }], &[]);
                     pass.dispatch_workgroups(wgs, 1, 1);
                 }
-            }
-            enc.resolve_query_set(&set, 0..2, &resolve, 0);
-            enc.copy_buffer_to_buffer(&resolve, 0, &readback, 0, 16);
-            let started = Instant::now();
-            queue.submit([enc.finish()]);
-            readback.map_async(wgpu::MapMode::Read, .., |_| {});
-            device
-                .poll(wgpu::PollType::wait_indefinitely())
-                .map_err(|e| e.to_string())?;
-            let _ = started.elapsed();
-            let ticks = {
-                let view = readback.get_mapped_range(..).map_err(|e| e.to_string())?;
-                let t = |i: usize| {
-                    u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]))
-                };
-                t(1).saturating_sub(t(0))
-            };
-            readback.unmap();
-            let ns = ticks as f64 * f64::from(queue.get_timestamp_period());
+            })?;
             samples.push(ns * 1e-3 / DISPATCHES as f64);
         }
         // The first pass warms clocks and caches; the median of the rest.

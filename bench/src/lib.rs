@@ -20,6 +20,7 @@ pub mod error;
 pub mod fmt;
 pub mod gpu;
 pub mod measure;
+pub mod pass_timer;
 pub mod peers;
 pub mod pool;
 pub mod progress;

@@ -7,8 +7,8 @@
 //! `TIMESTAMP_QUERY`, and submit + wait wall time otherwise (the report says which).
 
 use crate::measure::{Clock, Measurement};
+use crate::pass_timer::{PassTimer, time_pass};
 use crate::report::Roofline;
-use std::time::Instant;
 
 const COPY_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
@@ -128,7 +128,7 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
 struct CopyProbe {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    queries: Option<(wgpu::QuerySet, wgpu::Buffer, wgpu::Buffer)>,
+    timer: Option<PassTimer>,
 }
 
 impl CopyProbe {
@@ -168,80 +168,22 @@ impl CopyProbe {
                 },
             ],
         });
-        let queries = timestamps.then(|| {
-            let set = device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("roofline timestamps"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("roofline resolve"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            let read = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("roofline readback"),
-                size: 16,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            (set, resolve, read)
-        });
         CopyProbe {
             pipeline,
             bind_group,
-            queries,
+            timer: timestamps.then(|| PassTimer::new(device)),
         }
     }
 
     /// One pass of [`COPIES_PER_PASS`] copies; returns milliseconds per copy.
     fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, groups: u32) -> Result<f64, String> {
-        let mut enc = device.create_command_encoder(&Default::default());
-        {
-            let timestamp_writes =
-                self.queries
-                    .as_ref()
-                    .map(|(set, _, _)| wgpu::ComputePassTimestampWrites {
-                        query_set: set,
-                        beginning_of_pass_write_index: Some(0),
-                        end_of_pass_write_index: Some(1),
-                    });
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("roofline copy"),
-                timestamp_writes,
-            });
+        let ns = time_pass(device, queue, self.timer.as_ref(), |pass| {
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &self.bind_group, &[]);
             for _ in 0..COPIES_PER_PASS {
                 pass.dispatch_workgroups(groups, 1, 1);
             }
-        }
-        if let Some((set, resolve, read)) = &self.queries {
-            enc.resolve_query_set(set, 0..2, resolve, 0);
-            enc.copy_buffer_to_buffer(resolve, 0, read, 0, 16);
-        }
-        let started = Instant::now();
-        queue.submit([enc.finish()]);
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| e.to_string())?;
-        let wall_ms = started.elapsed().as_secs_f64() * 1e3;
-        let Some((_, _, read)) = &self.queries else {
-            return Ok(wall_ms / COPIES_PER_PASS as f64);
-        };
-        read.map_async(wgpu::MapMode::Read, .., |_| {});
-        device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| e.to_string())?;
-        let ticks = {
-            let view = read.get_mapped_range(..).map_err(|e| e.to_string())?;
-            let t =
-                |i: usize| u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
-            t(1).saturating_sub(t(0))
-        };
-        read.unmap();
-        let ns = ticks as f64 * queue.get_timestamp_period() as f64;
+        })?;
         Ok(ns * 1e-6 / COPIES_PER_PASS as f64)
     }
 }
