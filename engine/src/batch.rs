@@ -81,6 +81,16 @@ pub(crate) enum Cmd {
     Reset { slots: Vec<u32> },
 }
 
+/// The launch number of a command's fate (status resets have none).
+fn launch_seq(c: &Cmd) -> Option<u64> {
+    match c {
+        Cmd::Dispatch { d, .. } => Some(d.fate.seq()),
+        Cmd::Copy { owner, .. } => Some(owner.seq()),
+        Cmd::StatusOut { fate, .. } => Some(fate.seq()),
+        Cmd::Reset { .. } => None,
+    }
+}
+
 /// Status slots copied out by a read, to decode once its submission completed.
 pub(crate) struct StatusTicket {
     pub resolver: StatusResolver,
@@ -228,6 +238,10 @@ impl Batch {
         }
         let cmds = std::mem::take(&mut self.cmds);
         self.dispatches = 0;
+        // Every launch of the batch leaves it now, submitted or failed (`hazard.rs`).
+        if let Some(last) = cmds.iter().filter_map(launch_seq).max() {
+            gpu.submitted.advance(last);
+        }
         let params = std::mem::take(&mut self.params);
         if let Err(e) = gpu.check_health() {
             cmds.iter().for_each(|c| fail(gpu, c, &e));

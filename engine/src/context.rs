@@ -64,6 +64,8 @@ pub(crate) struct Gpu {
     pub slots: Arc<SlotPool>,
     /// Launch counter: orders fates, so a lineage reports its earliest error.
     seq: AtomicU64,
+    /// Launches up to here have left the pending batch (`hazard.rs`).
+    pub submitted: crate::hazard::Submitted,
     /// The upload staging ring of streams, between streams.
     pub ring: Mutex<Option<crate::ring::UploadRing>>,
     /// The submission thread (owns the pending batch).
@@ -146,6 +148,7 @@ impl Gpu {
             status_reset,
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
+            submitted: Default::default(),
             ring: Mutex::new(None),
             scheduler,
             poller,

@@ -56,6 +56,11 @@ impl std::fmt::Debug for Fate {
 }
 
 impl Fate {
+    /// The launch number.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// A pending fate for launch number `seq`.
     pub fn new(seq: u64, check: Option<NonFiniteCheck>, slots: &Arc<SlotPool>) -> Arc<Fate> {
         Arc::new(Fate {

@@ -120,6 +120,7 @@ pub(crate) use crate::chunk::{binding_chunks, check_binding, check_grid, fold_wo
 /// One buffer binding of a launch.
 struct Bound<'a> {
     buffer: &'a wgpu::Buffer,
+    marks: &'a crate::hazard::UseMarks,
     offset: u64,
     size: u64,
     writes: bool,
@@ -231,6 +232,7 @@ impl<'a> Launch<'a> {
         }
         self.bound.push(Bound {
             buffer: buf.buffer(),
+            marks: buf.marks(),
             offset,
             size,
             writes,
@@ -374,6 +376,9 @@ impl<'a> Launch<'a> {
                 compiled.bind(&self.gpu.device, self.kernel.name(), &buffers)
             })?;
         let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
+        for b in &self.bound {
+            b.marks.stamp(fate.seq(), b.writes);
+        }
         Dispatch {
             kernel: self.kernel.name(),
             compiled,

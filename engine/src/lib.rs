@@ -80,6 +80,7 @@ mod error;
 mod fate;
 mod fault;
 mod group;
+mod hazard;
 mod info;
 mod launch;
 #[cfg(test)]

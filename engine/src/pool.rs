@@ -27,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result, from_wgpu};
+use crate::hazard::UseMarks;
 
 #[path = "bind_cache.rs"]
 pub(crate) mod bind_cache;
@@ -100,10 +101,13 @@ impl PoolStats {
     }
 }
 
+/// A free buffer: its release number, the buffer, and its launch marks (`hazard.rs`).
+type FreeBuffer = (u64, wgpu::Buffer, Arc<UseMarks>);
+
 /// Pool state behind the lock. Free lists are per (kind, class), oldest first; every free buffer
 /// carries the sequence number of its release, so eviction drops the least recently used.
 struct State {
-    free: HashMap<(BufferKind, u64), VecDeque<(u64, wgpu::Buffer)>>,
+    free: HashMap<(BufferKind, u64), VecDeque<FreeBuffer>>,
     seq: u64,
     free_storage_bytes: u64,
     free_staging_bytes: u64,
@@ -243,11 +247,11 @@ impl BufferPool {
             if buf.is_some() {
                 st.stats.hits += 1;
             }
-            buf.map(|(_, b)| b)
+            buf.map(|(_, b, m)| (b, m))
         };
-        let buffer = match reused {
+        let (buffer, marks) = match reused {
             Some(b) => b,
-            None => self.create(kind, class, what)?,
+            None => (self.create(kind, class, what)?, Arc::default()),
         };
         let mut st = lock(&self.state);
         if kind == BufferKind::Storage {
@@ -258,6 +262,7 @@ impl BufferPool {
         }
         Ok(PooledBuffer {
             buffer,
+            marks,
             kind,
             class,
             bytes,
@@ -339,6 +344,8 @@ impl BufferPool {
 /// A pooled GPU buffer; returns to the pool's free list when dropped.
 pub(crate) struct PooledBuffer {
     buffer: wgpu::Buffer,
+    /// The launches that last used it (`hazard.rs`); they travel with the buffer when reused.
+    marks: Arc<UseMarks>,
     kind: BufferKind,
     class: u64,
     bytes: u64,
@@ -349,6 +356,11 @@ impl PooledBuffer {
     /// The wgpu buffer (its size is the class size, ≥ [`Self::bytes`]).
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
+    }
+
+    /// The launch marks of the buffer (`hazard.rs`).
+    pub fn marks(&self) -> &UseMarks {
+        &self.marks
     }
 
     /// Requested bytes (rounded up to 4).
@@ -384,7 +396,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry((self.kind, self.class))
             .or_default()
-            .push_back((seq, self.buffer.clone()));
+            .push_back((seq, self.buffer.clone(), Arc::clone(&self.marks)));
         let cap = st.free_cap;
         st.shrink_free(cap);
         while st.free_staging_bytes > STAGING_FREE_CAP && st.evict_lru(BufferKind::Readback) {}

@@ -200,6 +200,7 @@ impl Engine {
             ));
         };
         let owner = Fate::new(g.next_seq(), None, &g.slots);
+        dst.marks().stamp(owner.seq(), true);
         xt.lineage().extend(std::slice::from_ref(&owner));
         let (src, dst, size) = (staging.clone(), dst.buffer().clone(), 4 * (rows * k) as u64);
         g.scheduler

@@ -12,6 +12,7 @@ use super::bitnet::{check_k, matrix_shape, same_engine};
 use super::bitnet_plan::{LinearCall, LinearPlan};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::hazard::tensor_waits;
 use crate::tensor::{DType, Tensor};
 
 /// What a BitLinear launch writes.
@@ -155,11 +156,16 @@ impl Engine {
         if !super::bitnet_plan::fused_ok(gpu, m, k) && !super::bitnet_plan::batch_ok(gpu, m, k) {
             return Ok(None);
         }
-        let plan = self.linear_plan(gpu, shape, true)?;
+        // The output first: whether its buffer (maybe reused from the pool) is still in use by
+        // pending work decides, with the inputs, whether the dispatch overlaps earlier ones.
+        let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;
+        let overlaps = ![(x, false), (w, false), (&out, true)]
+            .into_iter()
+            .any(|(t, writes)| tensor_waits(gpu, t, writes));
+        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
         if !plan.takes_f32() {
             return Ok(None);
         }
-        let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;
         LinearCall {
             op,
             plan,

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
-use super::bitnet_choose::{candidates, forced_plan, heuristic_with};
+use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping};
 use super::bitnet_plan::{LinearCall, LinearPlan, coop_ok};
 use super::bitnet_tune_cache as disk;
 use crate::context::Gpu;
@@ -162,6 +162,26 @@ impl Engine {
         with_state(gpu.id, |s| s.plans.insert(key, plan));
         disk::store(gpu, key.shape(), plan);
         Ok(Some(plan))
+    }
+
+    /// [`Self::linear_plan`] for one call, `overlaps`: its dispatch will run alongside earlier
+    /// ones (no barrier before it, `hazard.rs`). Then a heuristic fused decode GEMV takes the
+    /// throughput variant ([`overlapping`]); forced lanes and explicit autotuning keep their plan.
+    pub(crate) fn linear_plan_for(
+        &self,
+        gpu: &Gpu,
+        shape: (usize, usize, usize),
+        f32_input: bool,
+        overlaps: bool,
+    ) -> Result<LinearPlan> {
+        let plan = self.linear_plan(gpu, shape, f32_input)?;
+        let settings = with_state(gpu.id, |s| s.settings);
+        let tuned = settings.autotune.or_else(autotune_env) == Some(true);
+        Ok(if overlaps && !tuned && settings.gemv_lanes.is_none() {
+            overlapping(plan)
+        } else {
+            plan
+        })
     }
 
     /// The plan a BitLinear of this shape runs with (forced, cached, tuned now, or heuristic).
