@@ -23,6 +23,8 @@ RUN OPTIONS:
   --cold-bytes MIB    rotate weight copies until the working set exceeds this (default 256; quick 0)
   --stream-mib MIB    f32 activations streamed through act quant + BitLinear (issue 4; default
                       1024; quick 64); filter id 'stream'. 'batch' selects the B=8 / B=1 case
+  --tuning SPEC       force BitNet kernel plans, e.g. 'lanes=64,fuse=0' (keys: lanes,
+                      gemm_block, autotune, fuse, batch, staged, lean, leanq, coop, generic)
   --no-cpu            skip the CPU reference
   --no-gpu            skip the GPU (CPU reference only)
   --json FILE         write the full report as JSON (input of `merge`)
@@ -91,6 +93,8 @@ pub struct RunArgs {
     pub progress: bool,
     /// Wall-clock budget of the whole run, seconds.
     pub time_limit_s: Option<f64>,
+    /// `--tuning` settings forced on the engine's BitNet ops (A/B runs of kernel plans).
+    pub tuning: Option<bitnet_wgpu::BitnetTuning>,
 }
 
 impl RunArgs {
@@ -133,6 +137,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
         results: None,
         progress: true,
         time_limit_s: None,
+        tuning: None,
     };
     let mut ours = None;
     while let Some(flag) = it.next() {
@@ -155,6 +160,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
             "--no-cpu" => run.cpu = false,
             "--no-gpu" => run.gpu = false,
             "--no-progress" => run.progress = false,
+            "--tuning" => run.tuning = Some(tuning(&value(flag)?)?),
             "--time-limit" => run.time_limit_s = Some(seconds(flag, &value(flag)?)?),
             "--json" => run.json = Some(value(flag)?.into()),
             "--svg" => run.svg = Some(value(flag)?.into()),
@@ -181,6 +187,34 @@ pub fn parse(args: &[String]) -> Result<Command> {
         ));
     }
     Ok(Command::Run(run))
+}
+
+/// Parses `--tuning`: comma-separated `key=value` of [`bitnet_wgpu::BitnetTuning`] — `lanes=N`,
+/// `gemm_block=N`, and `0`/`1` for `autotune`, `fuse`, `batch`, `staged`, `lean`, `leanq`, `coop`,
+/// `generic`.
+fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
+    let mut t = bitnet_wgpu::BitnetTuning::default();
+    for item in spec.split(',').filter(|s| !s.is_empty()) {
+        let bad = || BenchError::Usage(format!("--tuning: bad item {item:?}"));
+        let (key, v) = item.split_once('=').ok_or_else(bad)?;
+        let n: u32 = v.parse().map_err(|_| bad())?;
+        let on = n == 1;
+        match key {
+            "lanes" => t.gemv_lanes = Some(n),
+            "gemm_block" => t.gemm_block = Some(n),
+            _ if n > 1 => return Err(bad()),
+            "autotune" => t.autotune = Some(on),
+            "fuse" => t.fuse_decode = Some(on),
+            "batch" => t.batch_gemv = Some(on),
+            "staged" => t.staged_gemv = Some(on),
+            "lean" => t.lean_gemv = Some(on),
+            "leanq" => t.lean_q_gemv = Some(on),
+            "coop" => t.gemm_coop = Some(on),
+            "generic" => t.generic_gemv = on,
+            _ => return Err(bad()),
+        }
+    }
+    Ok(t)
 }
 
 fn number(flag: &str, v: &str, min: usize) -> Result<usize> {

@@ -47,7 +47,7 @@ pub struct StackTimes {
 
 impl GpuBench {
     /// Opens the best GPU adapter (the engine's own choice) and turns the profiler on if it can.
-    pub fn open() -> Result<GpuBench, String> {
+    pub fn open(tuning: Option<bitnet_wgpu::BitnetTuning>) -> Result<GpuBench, String> {
         let options = EngineOptions {
             batch_dispatches: BATCH_DISPATCHES,
             // Recorded work is submitted at `sync` only: a timed batch is exactly the calls of
@@ -58,6 +58,9 @@ impl GpuBench {
         let engine = Engine::gpu_with(options).map_err(|e| e.to_string())?;
         if engine.backend_kind() != BackendKind::Gpu {
             return Err("the engine found no GPU adapter".into());
+        }
+        if let Some(t) = tuning {
+            engine.set_bitnet_tuning(t);
         }
         // Whole-batch spans: per-dispatch timestamps perturb what they time (`profiler.rs`).
         let timestamps = engine.set_profiling(true).is_ok()
@@ -146,13 +149,28 @@ impl GpuBench {
     }
 
     /// Times one workload: uploads its inputs (rotated copies), then runs the op `policy` times.
+    /// `overlap`: each call's output lives until the batch's last call (a ring of one batch),
+    /// so no call waits for the one before it; else outputs drop at once (serial latency).
     pub fn time_case(
         &self,
         w: &Workload,
         policy: RepeatPolicy,
         cold_bytes: u64,
+        overlap: bool,
     ) -> Result<Measurement, String> {
         let e = &self.engine;
+        let kept = std::cell::RefCell::new(std::collections::VecDeque::new());
+        // Holds `t` for one batch of `calls` when overlapping (the oldest output is from the
+        // previous, finished batch), else drops it.
+        let hold = |t: Tensor, calls: usize| {
+            if overlap {
+                let mut k = kept.borrow_mut();
+                if k.len() >= calls {
+                    k.pop_front();
+                }
+                k.push_back(t);
+            }
+        };
         let seed = crate::cpu::seed(w);
         let err = |x: bitnet_wgpu::Error| x.to_string();
         match w.op {
@@ -166,8 +184,9 @@ impl GpuBench {
                 let x = e
                     .upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k])
                     .map_err(err)?;
-                self.time(policy, group(ws.len()), |i| {
-                    ops::bitlinear(e, &x, &ws[i % ws.len()]).map(drop)
+                let calls = group(ws.len());
+                self.time(policy, calls, |i| {
+                    ops::bitlinear(e, &x, &ws[i % ws.len()]).map(|y| hold(y, calls))
                 })
             }
             OpKind::WeightQuant => {
@@ -177,8 +196,9 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.n, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                self.time(policy, group(ws.len()), |i| {
-                    ops::quantize_weights(e, &ws[i % ws.len()]).map(drop)
+                let calls = group(ws.len());
+                self.time(policy, calls, |i| {
+                    ops::quantize_weights(e, &ws[i % ws.len()]).map(|q| hold(q, calls))
                 })
             }
             OpKind::ActQuant => {
@@ -188,8 +208,9 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.m, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                self.time(policy, group(xs.len()), |i| {
-                    ops::quantize_activations(e, &xs[i % xs.len()]).map(drop)
+                let calls = group(xs.len());
+                self.time(policy, calls, |i| {
+                    ops::quantize_activations(e, &xs[i % xs.len()]).map(|q| hold(q, calls))
                 })
             }
         }
@@ -303,15 +324,25 @@ pub fn time_calls(
     let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
     // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
     // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower. The
-    // first warm-up is a single call whose submit + wait time caps the group, so that a sample
-    // stays near SAMPLE_TARGET (on a software adapter one call can take a second; on the H200
-    // the cap is far above any group).
+    // first warm-up call may build pipelines or autotune (tens of milliseconds); then a batch
+    // of up to CAP_PROBE calls measures the submit + wait time per call that caps the group, so
+    // that a sample stays near SAMPLE_TARGET (on a software adapter one call can take a second;
+    // on the H200 the cap is far above any group). Capping by the first call instead cut GPU
+    // groups to a single call (one isolated dispatch timed, not back-to-back calls); capping by
+    // one later call still counted a submission's fixed cost against every call.
     let started = Instant::now();
     f(0)?;
     sync(e)?;
-    let cap = (SAMPLE_TARGET.as_secs_f64() / started.elapsed().as_secs_f64().max(1e-9)) as usize;
+    let probe = group.min(CAP_PROBE);
+    let second = Instant::now();
+    for i in 1..=probe {
+        f(i)?;
+    }
+    sync(e)?;
+    let per_call = second.elapsed().as_secs_f64() / probe.max(1) as f64;
+    let cap = (SAMPLE_TARGET.as_secs_f64() / per_call.max(1e-9)) as usize;
     let group = group.min(cap).max(1);
-    let mut calls = 1usize;
+    let mut calls = probe + 1;
     let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
         for _ in 0..group {
             f(calls)?;
@@ -319,7 +350,7 @@ pub fn time_calls(
         }
         Ok(())
     };
-    let mut warmed = 1;
+    let mut warmed = 2;
     while (warmed < policy.warmup || started.elapsed() < MIN_WARM)
         && started.elapsed() <= policy.budget / 4
     {
@@ -355,7 +386,9 @@ pub fn time_calls(
     } else {
         Clock::Wall
     };
-    Measurement::from_samples(&samples, clock).ok_or_else(|| "no samples".into())
+    let mut m = Measurement::from_samples(&samples, clock).ok_or("no samples")?;
+    m.calls_per_sample = group;
+    Ok(m)
 }
 
 /// Calls per timed sample for a case with `copies` rotated inputs: one pass over the copies,
@@ -366,6 +399,9 @@ pub fn group(copies: usize) -> usize {
 
 /// About how long one timed sample of back-to-back calls may take (caps the group).
 const SAMPLE_TARGET: Duration = Duration::from_millis(20);
+
+/// Calls of the warm-up batch whose submit + wait time per call caps the group.
+const CAP_PROBE: usize = 8;
 
 /// Shortest warm-up of a timed case (see [`time_calls`]).
 const MIN_WARM: Duration = Duration::from_millis(300);

@@ -39,6 +39,14 @@ pub struct Measurement {
     pub samples: usize,
     /// Which clock measured it.
     pub clock: Clock,
+    /// Back-to-back calls per sample (each sample is their total ÷ this); 1 where a sample is
+    /// one call (and in reports from before the field existed).
+    #[serde(default = "one")]
+    pub calls_per_sample: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Measurement {
@@ -59,6 +67,7 @@ impl Measurement {
             max_ms: v[v.len() - 1],
             samples: v.len(),
             clock,
+            calls_per_sample: 1,
         })
     }
 }

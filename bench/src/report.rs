@@ -89,6 +89,11 @@ pub struct CaseResult {
     /// The buffer pool's peaks while the GPU case ran (from an empty pool).
     #[serde(default)]
     pub gpu_pool: Option<PoolPeak>,
+    /// Memory-bound ops: GPU time per call when calls keep their outputs, so no call waits for
+    /// the one before it (`gpu` is the serial latency: each call's output buffer goes back to the
+    /// pool and the next call's write waits behind a barrier).
+    #[serde(default)]
+    pub gpu_overlapped: Option<Measurement>,
 }
 
 impl CaseResult {
@@ -109,12 +114,18 @@ impl CaseResult {
             cpu: None,
             cpu_error: None,
             gpu_pool: None,
+            gpu_overlapped: None,
         }
     }
 
     /// Effective GPU bandwidth in GB/s.
     pub fn gpu_gbps(&self) -> Option<f64> {
         self.gpu.map(|g| gbps(self.bytes, g.median_ms))
+    }
+
+    /// Effective GPU bandwidth in GB/s of the overlapped calls.
+    pub fn overlapped_gbps(&self) -> Option<f64> {
+        self.gpu_overlapped.map(|g| gbps(self.bytes, g.median_ms))
     }
 
     /// Effective GPU throughput in TOP/s (BitLinear) or G elements/s (quantization) × 10^-3.
@@ -135,6 +146,15 @@ impl CaseResult {
             return None;
         }
         Some(100.0 * self.gpu_gbps()? / roof.gbps())
+    }
+
+    /// [`Self::roofline_pct`] of the overlapped calls.
+    pub fn overlapped_roofline_pct(&self, roof: Option<&Roofline>) -> Option<f64> {
+        let roof = roof?;
+        if !self.memory_bound {
+            return None;
+        }
+        Some(100.0 * self.overlapped_gbps()? / roof.gbps())
     }
 
     /// GPU time divided by CPU time (below 1: the GPU is faster).

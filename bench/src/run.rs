@@ -50,7 +50,8 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     let steps = usize::from(args.gpu)
         + usize::from(do_stream)
         + usize::from(do_batch)
-        + sides * (cases.len() + usize::from(stack_spec.is_some()));
+        + sides * (cases.len() + usize::from(stack_spec.is_some()))
+        + usize::from(args.gpu) * cases.iter().filter(|w| w.memory_bound()).count();
     let mut st = Steps {
         progress: Progress::new(steps, args.progress),
         deadline: args
@@ -191,12 +192,21 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         let id = w.id();
         if args.gpu {
             let (r, e) = st.step(&format!("GPU {id}"), || match &gpu {
-                Some(g) => g.with_pool(|| g.time_case(w, gpu_policy, args.cold_bytes)),
+                Some(g) => g.with_pool(|| g.time_case(w, gpu_policy, args.cold_bytes, false)),
                 None => Err("no GPU".into()),
             });
             report.cases[i].gpu = r.map(|r| r.0);
             report.cases[i].gpu_pool = r.map(|r| r.1);
             report.cases[i].gpu_error = e;
+            // Memory-bound ops also back to back with their outputs kept (no barriers between
+            // calls): the throughput that compares with the copy roofline.
+            if w.memory_bound() && report.cases[i].gpu.is_some() {
+                let (r, _) = st.step(&format!("GPU {id} overlapped"), || match &gpu {
+                    Some(g) => g.time_case(w, gpu_policy, args.cold_bytes, true),
+                    None => Err("no GPU".into()),
+                });
+                report.cases[i].gpu_overlapped = r;
+            }
         }
         if args.cpu {
             let r = st.step(&format!("CPU {id}"), || {
@@ -225,7 +235,7 @@ const GPU_WARMUP: Duration = Duration::from_secs(3);
 fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBench> {
     st.progress
         .start("opening the GPU and measuring the copy roofline");
-    let gpu = match guarded(GpuBench::open) {
+    let gpu = match guarded(|| GpuBench::open(args.tuning)) {
         Ok(g) => {
             let dev = g.device_report();
             if !g.timestamps() {

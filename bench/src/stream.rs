@@ -235,6 +235,7 @@ mod tests {
             max_ms: v,
             samples: 1,
             clock: Clock::Wall,
+            calls_per_sample: 1,
         };
         let r = StreamResult {
             n: N,

@@ -1,5 +1,7 @@
 //! `--svg FILE`: a hand-written horizontal bar chart of "% of copy-kernel roofline" per op and
 //! shape (memory-bound cases and the decode stack), with the target lines at 70 % / 80 %.
+//! A case's bar is its overlapped calls where measured (throughput, as the copy kernel's), else
+//! its serial calls; the label says which.
 
 use crate::report::Report;
 use crate::workload::OpKind;
@@ -38,9 +40,13 @@ pub fn render(report: &Report) -> String {
         });
     }
     for c in report.cases.iter().filter(|c| c.memory_bound) {
+        let (pct, how) = match c.overlapped_roofline_pct(roof) {
+            Some(p) => (Some(p), "overlapped"),
+            None => (c.roofline_pct(roof), "serial"),
+        };
         bars.push(Bar {
-            label: c.id.clone(),
-            pct: c.roofline_pct(roof),
+            label: format!("{} ({how})", c.id),
+            pct,
             color: color(c.op),
         });
     }

@@ -194,6 +194,8 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
         "GB/s".into(),
         throughput.into(),
         "% roofline".into(),
+        "overlapped".into(),
+        "% roof (ovl)".into(),
         "CPU time".into(),
         "CPU GB/s".into(),
         "GPU/CPU".into(),
@@ -214,6 +216,8 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
             } else {
                 "compute".into()
             },
+            opt_time(c.gpu_overlapped.map(|g| g.median_ms), "-"),
+            opt_num(c.overlapped_roofline_pct(report.roofline.as_ref()), 1, "-"),
             opt_time(c.cpu.map(|g| g.median_ms), missing(&c.cpu_error)),
             opt_sig(c.cpu_gbps(), "-"),
             opt_sig(c.gpu_over_cpu(), "-"),
