@@ -1,5 +1,12 @@
-// BitLinear GEMV for one f32 activation row (M = 1, decode) with the activation quantization
-// fused in; K % 64 == 0 and K <= GF_MAX_K. Subgroup reductions.
+// BitLinear GEMV for f32 activation rows (decode: M = 1, or M <= 8 requests batched) with the
+// activation quantization fused in; K % 64 == 0 and K <= GF_MAX_K. Subgroup reductions.
+//
+// The grid's x index is the activation row (y and z number the row blocks): each workgroup
+// quantizes one row and runs its row blocks against it, exactly as for M = 1. The M workgroups
+// of a row block are adjacent in dispatch order, so they read the same weights at about the same
+// time (one DRAM read, L2 hits for the rest): M rows cost one weight stream and M times the
+// (parallel) per-workgroup work, where a kernel that applied each weight load to all M rows had
+// every workgroup quantize all M rows.
 //
 // Every workgroup quantizes the (small, cache-resident) row itself, exactly as act_quant.wgsl
 // does — absmax of the sign-cleared bits, a = max(absmax, 1e-5), inv = 127 / a correctly
@@ -11,8 +18,9 @@
 // runs. The activation row sum (for the code-domain trick of bitlinear_common.wgsl) falls out of
 // the quantization.
 //
-// Status words: 0 = the first non-finite x index (cpu-ref checks x first), 1 = the first
-// non-finite y index. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, exact_div.wgsl,
+// Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
+// 1 = the first non-finite y index (flat over [M, out_stride]); the engine binds all M rows in one
+// dispatch. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, exact_div.wgsl,
 // exact_div_127.wgsl.
 
 // Largest K: 960 vec4 of packed activations (15360 bytes) + gv_red fill 16 KiB of workgroup memory.
@@ -23,7 +31,7 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The weight tensor's scale s.
 @group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
-// The activation row, K floats.
+// The activation rows, [M, K] floats.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 // [out_stride] f32 bits of y, or i32 bits of acc (see `mode`).
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
@@ -66,10 +74,13 @@ fn main(
     @builtin(subgroup_size) sg_size: u32,
     @builtin(num_subgroups) nsg: u32,
 ) {
-    let ids = gv_ids(wid, nwg, lane, sg, sg_size);
+    let ids = gv_ids(vec3<u32>(wid.y, wid.z, 0u), vec3<u32>(nwg.y, nwg.z, 1u), lane, sg, sg_size);
     let vpr = params.words_per_row / 4u;
     // K / 4 float vec4 (K % 64 == 0, so no padding words).
     let kv = params.words_per_row * 4u;
+    // This workgroup's activation row, and the offset of its first vec4.
+    let m = wid.x;
+    let x0 = m * kv;
 
     // 1. The first DEPTH weight steps, in flight during the quantization.
     let j0 = ids.l;
@@ -91,10 +102,10 @@ fn main(
     var top = 0u;
     var bad = NONE;
     for (var i = ids.vt; i < kv; i = i + 4u * GV_WG) {
-        let t0 = gf_abs_bits(i, &bad);
-        let t1 = gf_abs_bits(min(i + GV_WG, kv - 1u), &bad);
-        let t2 = gf_abs_bits(min(i + 2u * GV_WG, kv - 1u), &bad);
-        let t3 = gf_abs_bits(min(i + 3u * GV_WG, kv - 1u), &bad);
+        let t0 = gf_abs_bits(x0 + i, &bad);
+        let t1 = gf_abs_bits(x0 + min(i + GV_WG, kv - 1u), &bad);
+        let t2 = gf_abs_bits(x0 + min(i + 2u * GV_WG, kv - 1u), &bad);
+        let t3 = gf_abs_bits(x0 + min(i + 3u * GV_WG, kv - 1u), &bad);
         top = max(top, max(max(t0, t1), max(t2, t3)));
     }
     if (bad != NONE) {
@@ -114,7 +125,7 @@ fn main(
     // 3. Quantize and pack into workgroup memory; the row sum on the way.
     var rs = 0i;
     for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        let q = vec4<i32>(clamp(round(x[i] * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
+        let q = vec4<i32>(clamp(round(x[x0 + i] * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
         rs += q.x + q.y + q.z + q.w;
         let word = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
             | (u32(q.w) << 24u);
@@ -159,7 +170,7 @@ fn main(
     let total = gv_reduce(acc, ids);
     if (ids.l == 0u) {
         let scale = bitlinear_scale(weight_scale[0], a);
-        let base = params.out_base + ids.n;
+        let base = m * params.out_stride + params.out_base + ids.n;
         for (var r = 0u; r < 4u; r = r + 1u) {
             if (ids.n + r < params.n) {
                 bitlinear_write(base + r, total[r] - row_sum, scale);

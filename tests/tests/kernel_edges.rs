@@ -199,24 +199,40 @@ fn batch_weights(k: usize) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(k as u64, BATCH_N * k, 0.02), BATCH_N, k).unwrap()
 }
 
-/// BitLinear on f32 x through the engine, asserting it ran the batched GEMV (on adapters with
-/// subgroups; it needs them), and cpu-ref's result.
-fn batch_run(
-    x: &[f32],
-    m: usize,
-    w: &TernaryMatrix,
-) -> (Result<Vec<f32>, Error>, Result<Vec<f32>, Error>) {
-    let e = engine();
-    let got = e.bitlinear(x, m, w);
-    if has_subgroups() {
-        let plan = e.bitlinear_plan(m, w.n(), w.k(), true);
-        assert!(
-            matches!(plan, Some(LinearPlan::Batch { .. })),
-            "M {m} K {}: plan {plan:?}, want the batched GEMV",
-            w.k()
-        );
+/// The engine with the batched GEMV forced for M ≤ 8 (the default runs the fused GEMV).
+fn batch_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let e = gpu_engine();
+        e.set_bitnet_tuning(BitnetTuning {
+            autotune: Some(false),
+            batch_gemv: Some(true),
+            ..Default::default()
+        });
+        e
+    })
+}
+
+/// The GPU results of one call.
+type GpuRuns = Vec<(&'static str, Result<Vec<f32>, Error>)>;
+
+/// BitLinear on f32 x through both M ≤ 8 GEMVs that quantize in the kernel — the fused GEMV (one
+/// workgroup per row block and row, the default plan) and the batched GEMV (forced) — asserting
+/// each ran (on adapters with subgroups; they need them), and cpu-ref's result.
+fn batch_run(x: &[f32], m: usize, w: &TernaryMatrix) -> (GpuRuns, Result<Vec<f32>, Error>) {
+    let mut runs = Vec::new();
+    for (name, e) in [("fused GEMV", engine()), ("batched GEMV", batch_engine())] {
+        runs.push((name, e.bitlinear(x, m, w)));
+        if has_subgroups() {
+            let plan = e.bitlinear_plan(m, w.n(), w.k(), true);
+            let ran = match name {
+                "fused GEMV" => matches!(plan, Some(LinearPlan::Fused { .. })),
+                _ => matches!(plan, Some(LinearPlan::Batch { .. })),
+            };
+            assert!(ran, "M {m} K {}: plan {plan:?}, want the {name}", w.k());
+        }
     }
-    (got, cpu_ref::bitlinear(x, m, w).map_err(Error::from))
+    (runs, cpu_ref::bitlinear(x, m, w).map_err(Error::from))
 }
 
 /// Late K positions of a row for the batched GEMV: the last element and the first element of
@@ -251,9 +267,11 @@ fn batch_non_finite(shapes: &[(usize, usize)], one_tile: bool) {
                 let ctx = format!("batch M {m} K {k}: {bad} at row {row} k {pos}");
                 let mut x = random_normal((m * k + pi * 3 + bi) as u64, m * k, 1.0);
                 x[row * k + pos] = bad;
-                let (got, want) = batch_run(&x, m, &w);
+                let (runs, want) = batch_run(&x, m, &w);
                 let want = err_of(want, "cpu-ref", &ctx);
-                assert_eq!(err_of(got, "the GPU", &ctx), want, "{ctx}");
+                for (name, got) in runs {
+                    assert_eq!(err_of(got, name, &ctx), want, "{ctx}: {name}");
+                }
             }
         }
         // Two bad values: the last row's first element, and before it (reported) the last
@@ -262,13 +280,15 @@ fn batch_non_finite(shapes: &[(usize, usize)], one_tile: bool) {
         x[(m - 1) * k] = f32::NEG_INFINITY;
         x[(m - 1) * k - 1] = f32::NAN;
         let ctx = format!("batch M {m} K {k}: two bad values");
-        let (got, want) = batch_run(&x, m, &w);
+        let (runs, want) = batch_run(&x, m, &w);
         let want = err_of(want, "cpu-ref", &ctx);
         assert!(
             matches!(want, Error::NonFinite { index, .. } if index == (m - 1) * k - 1),
             "{ctx}: {want:?}"
         );
-        assert_eq!(err_of(got, "the GPU", &ctx), want, "{ctx}");
+        for (name, got) in runs {
+            assert_eq!(err_of(got, name, &ctx), want, "{ctx}: {name}");
+        }
     }
 }
 
@@ -289,11 +309,17 @@ fn batch_finite(shapes: &[(usize, usize)]) {
             }
         }
         let ctx = format!("batch M {m} K {k}: finite");
-        let (got, want) = batch_run(&x, m, &w);
-        let (got, want) = (got.unwrap_or_else(|e| panic!("{ctx}: {e}")), want.unwrap());
-        assert_eq!(got.len(), want.len(), "{ctx}");
-        if let Some(i) = (0..want.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
-            panic!("{ctx}: y[{i}] is {:e} vs cpu-ref {:e}", got[i], want[i]);
+        let (runs, want) = batch_run(&x, m, &w);
+        let want = want.unwrap();
+        for (name, got) in runs {
+            let got = got.unwrap_or_else(|e| panic!("{ctx}: {name}: {e}"));
+            assert_eq!(got.len(), want.len(), "{ctx}: {name}");
+            if let Some(i) = (0..want.len()).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+                panic!(
+                    "{ctx}: {name}: y[{i}] is {:e} vs cpu-ref {:e}",
+                    got[i], want[i]
+                );
+            }
         }
     }
 }

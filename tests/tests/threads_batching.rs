@@ -37,11 +37,12 @@ fn batched_ops_run_in_one_dispatch_and_match_per_slice_results() {
             .map(|en| en.1)
             .sum();
         e.set_profiling(false).unwrap();
-        // Activation quant + BitLinear for the whole batch (one fused dispatch where the batched
-        // GEMV runs it: B·M ≤ 8 rows on a GPU with subgroups), then the batched quantization.
+        // Activation quant + BitLinear for the whole batch (one dispatch where a GEMV with the
+        // quantization fused in runs it: B·M ≤ 8 rows on a GPU with subgroups), then the
+        // batched quantization.
         let fused = matches!(
             e.bitlinear_plan(b * m, n, k, true),
-            Some(LinearPlan::Batch { .. })
+            Some(LinearPlan::Fused { .. } | LinearPlan::Batch { .. })
         );
         let subgroups = e.info().features.contains(wgpu::Features::SUBGROUP);
         assert_eq!(fused, b * m <= 8 && subgroups, "B = {b}, M = {m}: plan");

@@ -6,18 +6,11 @@
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_plan::{
-    GEMV_LANES, LinearPlan, batch_lanes, batch_ok, batch_tile_steps, coop_ok, default_lanes,
-    fused_ok, heuristic, plan_ok, vec4_ok,
+    GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps, coop_ok,
+    default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
 };
 use super::bitnet_tune::{BitnetTuning, Key};
 use crate::context::Gpu;
-
-/// Lanes per 4-row block of the fused decode GEMV whose dispatch overlaps earlier work: 128 rows
-/// per workgroup, so each workgroup's activation quantization (K floats read twice, a reduction)
-/// serves 128 rows. On the H200, M = 1 GEMVs overlapping each other ran 1.8-2x faster than with
-/// the latency lanes (2560 × 2560: 0.59 against 1.11 µs per call; 14336 × 4096: 5.9-8.8 against
-/// 10.4 µs), while a lone GEMV behind a barrier ran slower (2560 × 2560: 7.3 against 5.5 µs).
-pub(crate) const OVERLAP_LANES: u32 = 8;
 
 /// The throughput variant of `plan` for a dispatch that overlaps earlier work (`hazard.rs`): the
 /// fused decode GEMV with [`OVERLAP_LANES`]; other plans as they are.
@@ -73,7 +66,7 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
                 }
             } else if fusable && fused_ok(gpu, m, k) {
                 LinearPlan::Fused {
-                    lanes: default_lanes(k),
+                    lanes: fused_lanes(m, k),
                 }
             } else if fusable && s.batch_gemv != Some(false) && batch_ok(gpu, m, k) {
                 LinearPlan::Batch {

@@ -3,8 +3,8 @@
 //!
 //! | plan | kernel | when |
 //! |---|---|---|
-//! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M = 1, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
-//! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default for M = 2..8, and M = 1 past 15360) |
+//! | [`LinearPlan::Fused`] | `bitlinear_gemv_fused_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, K ≤ 15360, `SUBGROUP` |
+//! | [`LinearPlan::Batch`] | `bitlinear_gemv_batch_subgroup` | M ≤ 8, f32 activations, K % 64 == 0, `SUBGROUP` (default past K = 15360) |
 //! | [`LinearPlan::Vec4`] | `bitlinear_gemv_vec4_subgroup` | M ≤ 8, K % 64 == 0, `SUBGROUP` |
 //! | [`LinearPlan::Lean`] | `bitlinear_gemv_lean_subgroup` | as `Batch`, subgroup size ≥ 8, 30 KiB of workgroup memory (autotune candidate) |
 //! | [`LinearPlan::LeanQ`] | `bitlinear_gemv_lean_q_subgroup` | M ≤ 8, K % 64 == 0, subgroup size ≥ 8 (autotune candidate) |
@@ -23,7 +23,7 @@ use super::bitnet::{chunk_limit, row_chunks};
 use super::bitnet_choose::{lean_ok, lean_q_ok};
 use crate::context::Gpu;
 use crate::error::Result;
-use crate::launch::Launch;
+use crate::launch::{Launch, fold_workgroups};
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::Tensor;
@@ -80,7 +80,8 @@ pub const GEMV_LANES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 /// How one BitLinear shape runs (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinearPlan {
-    /// Activation quantization fused into the M = 1 vec4 GEMV; `lanes` threads per 4-row block.
+    /// Activation quantization fused into the vec4 GEMV, one workgroup per row block and
+    /// activation row (M ≤ 8); `lanes` threads per 4-row block.
     Fused {
         /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
         lanes: u32,
@@ -160,7 +161,7 @@ pub(crate) fn vec4_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
 
 /// Whether the fused M = 1 GEMV can run an f32 row of length `k` on `gpu`.
 pub(crate) fn fused_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
-    m == 1 && vec4_ok(gpu, m, k) && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
+    batch_ok(gpu, m, k) && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
 }
 
 /// Whether the fused batched GEMV can run `m` f32 rows of length `k` on `gpu`: the vec4 GEMV's
@@ -217,9 +218,20 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
     steps.next_power_of_two().clamp(8, 128)
 }
 
-/// The untuned choice for a shape: fused kernels for f32 activations (`Fused` for M = 1, `Batch`
-/// for M = 2..8 and for M = 1 past `Fused`'s K limit), else the vec4 GEMV, the generic GEMV or
-/// the tiled GEMM.
+/// Default lanes of the fused GEMV: [`default_lanes`] for M = 1; [`OVERLAP_LANES`] for batches,
+/// whose M times the workgroups fill the GPU with the wide ones.
+pub(crate) fn fused_lanes(m: usize, k: usize) -> u32 {
+    if m > 1 {
+        OVERLAP_LANES
+    } else {
+        default_lanes(k)
+    }
+}
+
+/// The untuned choice for a shape: fused kernels for f32 activations (`Fused` for M ≤ 8, `Batch`
+/// past `Fused`'s K limit), else the vec4 GEMV, the generic GEMV or the tiled GEMM. `Fused` for
+/// M = 2..8 (one workgroup per row block and activation row) measured on the H200 against
+/// `Batch` (each workgroup quantizing all M rows): see `bench/RESULTS.md`, issue 4's B = 8 / B = 1.
 pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool) -> LinearPlan {
     if m as u64 > u64::from(kernels::GEMV_MAX_M) {
         // Big tiles when there are enough of them to fill a large GPU.
@@ -230,7 +242,9 @@ pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool
     }
     let lanes = default_lanes(k);
     if f32_input && fused_ok(gpu, m, k) {
-        LinearPlan::Fused { lanes }
+        LinearPlan::Fused {
+            lanes: fused_lanes(m, k),
+        }
     } else if f32_input && batch_ok(gpu, m, k) {
         LinearPlan::Batch {
             lanes: batch_lanes(m, k),
@@ -344,8 +358,15 @@ impl LinearCall<'_> {
                 }
                 launch = launch
                     .output_range(self.out, 4 * n64 * mr.start, 4 * n64 * rows_m)
-                    .params(&params)
-                    .workgroups(groups);
+                    .params(&params);
+                launch = match self.plan {
+                    // One workgroup per activation row (x, fastest) and row block (y, z).
+                    LinearPlan::Fused { .. } => {
+                        let [x, y, _] = fold_workgroups(gpu, groups)?;
+                        launch.grid([rows_m as u32, x, y])
+                    }
+                    _ => launch.workgroups(groups),
+                };
                 launch = match self.plan {
                     LinearPlan::Fused { lanes } => launch
                         .constant("TPR", f64::from(lanes))
@@ -386,6 +407,15 @@ fn load_depth(k: usize, lanes: u32) -> u32 {
     let steps = (k as u64 / 64).div_ceil(u64::from(lanes)).max(1);
     steps.min(2) as u32
 }
+
+/// Lanes per 4-row block of the fused GEMV where there is work beside it: when its dispatch
+/// overlaps earlier work (`hazard.rs`, `bitnet_choose::overlapping`) and for batches (M ≥ 2,
+/// M times the workgroups). 128 rows per workgroup, so each workgroup's activation quantization
+/// (K floats read twice, a reduction) serves 128 rows. On the H200, M = 1 GEMVs overlapping each
+/// other ran 1.8-2x faster than with the latency lanes (2560 × 2560: 0.59 against 1.11 µs per
+/// call; 14336 × 4096: 5.9-8.8 against 10.4 µs), while a lone GEMV behind a barrier ran slower
+/// (2560 × 2560: 7.3 against 5.5 µs).
+pub(crate) const OVERLAP_LANES: u32 = 8;
 
 /// Weight rows per workgroup of the vec4 GEMVs with `lanes` threads per 4-row block.
 fn rows_per(lanes: u32) -> u64 {

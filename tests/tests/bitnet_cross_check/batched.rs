@@ -2,7 +2,8 @@
 //! GEMV (f32 rows quantized in the kernel) and the staged GEMV (quantized rows), for M = 1..8,
 //! K at and across the K-tile edges (one weight step, one tile of 28 steps at M = 8, a tile and a
 //! partial one, several tiles), N not a multiple of any block, every lane count; the batched
-//! GEMV's error reporting (NaN/Inf in one row, rescale overflow in one row) and default plans.
+//! GEMV's error reporting (NaN/Inf in one row, rescale overflow in one row) and default plans
+//! (the fused GEMV for M ≤ 8, the batched one past the fused kernel's K limit).
 
 use bitnet_tests::random_normal;
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
@@ -38,7 +39,8 @@ fn batched_gemv_for_every_m_and_tile_edge() {
             }
         }
     }
-    // The default plan for M = 2..8 (heuristic lanes), and a K % 64 != 0 shape (vec4-less).
+    // The default plan for M = 2..8: the fused GEMV (one workgroup per row block and row), and a
+    // K % 64 != 0 shape (vec4-less).
     let default = BitnetTuning {
         autotune: Some(false),
         ..Default::default()
@@ -46,7 +48,7 @@ fn batched_gemv_for_every_m_and_tile_edge() {
     for m in [2, 5, 8] {
         let (f32_plan, _) = check_with(&e, default, m, 300, 2560, "batch default");
         if subgroups {
-            assert!(matches!(f32_plan, LinearPlan::Batch { .. }), "M {m}");
+            assert!(matches!(f32_plan, LinearPlan::Fused { .. }), "M {m}");
         }
     }
     // M = 1 past the decode kernel's K limit: the batched GEMV, still one dispatch.

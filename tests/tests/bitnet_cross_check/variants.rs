@@ -85,11 +85,10 @@ fn gemv_variants_at_every_lane_count() {
                     continue;
                 }
                 assert_eq!(q_plan, LinearPlan::Vec4 { lanes });
-                // fuse_decode: the decode kernel for M = 1, the batched one for M = 2..8.
-                let want = match (fuse, m) {
-                    (true, 1) => LinearPlan::Fused { lanes },
-                    (true, _) => LinearPlan::Batch { lanes },
-                    (false, _) => LinearPlan::Vec4 { lanes },
+                // fuse_decode: the fused GEMV for every M ≤ 8 (one workgroup per row block and row).
+                let want = match fuse {
+                    true => LinearPlan::Fused { lanes },
+                    false => LinearPlan::Vec4 { lanes },
                 };
                 assert_eq!(f32_plan, want, "M {m} K {k}");
             }
