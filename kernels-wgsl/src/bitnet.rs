@@ -10,7 +10,7 @@
 //! | weight sum | [`WEIGHT_QUANT_SUM`] (two last levels in one dispatch) | — |
 //! | weight pack | [`WEIGHT_QUANT_PACK_VEC4`] (K % 16 == 0) | [`WEIGHT_QUANT_PACK`] |
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
-//! | BitLinear M = 1, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]) | quant + GEMV |
+//! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]; a workgroup per row and row block) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
@@ -172,10 +172,11 @@ pub const BITLINEAR_GEMV_VEC4_SUBGROUP: KernelSource = KernelSource {
     ),
 };
 
-/// BitLinear on one f32 activation row (M = 1) with the activation quantization fused in:
-/// K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`], override constant `TPR`. Needs `SUBGROUP`. Bindings:
-/// 0 `weights: u32[]`, 1 `weight_scale: f32[1]`, 2 `x: f32[K]` (all read), 3 `out: u32[]`.
-/// Status: word 0 first non-finite x index, word 1 first non-finite y index.
+/// BitLinear on M ≤ 8 f32 activation rows with the activation quantization fused in, one
+/// workgroup per activation row (grid x) and row block (grid y, z): K % 64 == 0,
+/// K ≤ [`GEMV_FUSED_MAX_K`], override constants `TPR`, `DEPTH`. Needs `SUBGROUP`. Bindings:
+/// 0 `weights: u32[]`, 1 `weight_scale: f32[1]`, 2 `x: f32[M, K]` (all read), 3 `out: u32[]`.
+/// Status: word 0 first non-finite x index (flat over [M, K]), word 1 first non-finite y index.
 pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_fused_subgroup",
     source: kernel!(
