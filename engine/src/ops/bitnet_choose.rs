@@ -66,7 +66,7 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
                 }
             } else if fusable && fused_ok(gpu, m, k) {
                 LinearPlan::Fused {
-                    lanes: fused_lanes(m, k),
+                    lanes: fused_lanes(m, n, k),
                 }
             } else if fusable && s.batch_gemv != Some(false) && batch_ok(gpu, m, k) {
                 LinearPlan::Batch {

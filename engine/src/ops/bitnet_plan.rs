@@ -218,15 +218,26 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
     steps.next_power_of_two().clamp(8, 128)
 }
 
-/// Default lanes of the fused GEMV: [`default_lanes`] for M = 1; [`OVERLAP_LANES`] for batches,
-/// whose M times the workgroups fill the GPU with the wide ones.
-pub(crate) fn fused_lanes(m: usize, k: usize) -> u32 {
-    if m > 1 {
-        OVERLAP_LANES
-    } else {
-        default_lanes(k)
+/// Default lanes of the fused GEMV: [`default_lanes`] for M = 1. Batches have M times the
+/// workgroups, so they take the fewest lanes (most rows per workgroup, from [`OVERLAP_LANES`]) that
+/// still give [`FILL_WORKGROUPS`] workgroups, at most [`default_lanes`].
+pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
+    let most = default_lanes(k);
+    if m <= 1 {
+        return most;
     }
+    let groups = |lanes: u32| (m * n) as u64 * u64::from(lanes) / (4 * GV_THREADS);
+    let mut lanes = OVERLAP_LANES;
+    while lanes < most && groups(lanes) < FILL_WORKGROUPS {
+        lanes *= 2;
+    }
+    lanes
 }
+
+/// Workgroups a batched fused GEMV aims for: two per SM of a 132-SM GPU, rounded.
+const FILL_WORKGROUPS: u64 = 256;
+/// Threads of a vec4-GEMV workgroup.
+const GV_THREADS: u64 = kernels::GEMV_VEC4_THREADS as u64;
 
 /// The untuned choice for a shape: fused kernels for f32 activations (`Fused` for M ≤ 8, `Batch`
 /// past `Fused`'s K limit), else the vec4 GEMV, the generic GEMV or the tiled GEMM. `Fused` for
@@ -243,7 +254,7 @@ pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool
     let lanes = default_lanes(k);
     if f32_input && fused_ok(gpu, m, k) {
         LinearPlan::Fused {
-            lanes: fused_lanes(m, k),
+            lanes: fused_lanes(m, n, k),
         }
     } else if f32_input && batch_ok(gpu, m, k) {
         LinearPlan::Batch {
