@@ -31,7 +31,10 @@ use crate::hazard::UseMarks;
 
 #[path = "bind_cache.rs"]
 pub(crate) mod bind_cache;
+#[path = "pooled.rs"]
+mod pooled;
 use bind_cache::BindCache;
+pub(crate) use pooled::PooledBuffer;
 
 /// Smallest buffer the pool hands out.
 const MIN_CLASS: u64 = 256;
@@ -338,68 +341,6 @@ impl BufferPool {
         let mut st = lock(&self.state);
         st.stats.peak_allocated_bytes = st.stats.allocated_bytes;
         st.stats.peak_live_bytes = st.stats.live_bytes;
-    }
-}
-
-/// A pooled GPU buffer; returns to the pool's free list when dropped.
-pub(crate) struct PooledBuffer {
-    buffer: wgpu::Buffer,
-    /// The launches that last used it (`hazard.rs`); they travel with the buffer when reused.
-    marks: Arc<UseMarks>,
-    kind: BufferKind,
-    class: u64,
-    bytes: u64,
-    state: Arc<Mutex<State>>,
-}
-
-impl PooledBuffer {
-    /// The wgpu buffer (its size is the class size, ≥ [`Self::bytes`]).
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
-    }
-
-    /// The launch marks of the buffer (`hazard.rs`).
-    pub fn marks(&self) -> &UseMarks {
-        &self.marks
-    }
-
-    /// Requested bytes (rounded up to 4).
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-}
-
-impl std::fmt::Debug for PooledBuffer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "PooledBuffer({:?}, {} of {} bytes)",
-            self.kind, self.bytes, self.class
-        )
-    }
-}
-
-impl Drop for PooledBuffer {
-    fn drop(&mut self) {
-        let mut st = lock(&self.state);
-        match self.kind {
-            BufferKind::Storage => {
-                st.stats.live_bytes -= self.bytes;
-                st.stats.in_use_bytes -= self.class;
-                st.stats.live_buffers -= 1;
-                st.free_storage_bytes += self.class;
-            }
-            BufferKind::Readback => st.free_staging_bytes += self.class,
-        }
-        st.seq += 1;
-        let seq = st.seq;
-        st.free
-            .entry((self.kind, self.class))
-            .or_default()
-            .push_back((seq, self.buffer.clone(), Arc::clone(&self.marks)));
-        let cap = st.free_cap;
-        st.shrink_free(cap);
-        while st.free_staging_bytes > STAGING_FREE_CAP && st.evict_lru(BufferKind::Readback) {}
     }
 }
 
