@@ -240,3 +240,49 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::bitnet_plan::default_lanes;
+    use super::*;
+    use crate::engine::{Engine, EngineOptions};
+
+    /// The per-call plan: the throughput lanes where the dispatch overlaps earlier work, the
+    /// latency lanes behind a barrier, the batch rule for M > 1, and forced lanes kept.
+    #[test]
+    fn fused_plans_follow_where_the_dispatch_runs() {
+        let e = Engine::gpu_with(EngineOptions::default())
+            .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let g = e.gpu_context().unwrap();
+        if !g.caps.has(wgpu::Features::SUBGROUP) {
+            return;
+        }
+        let plan = |shape, overlaps| e.linear_plan_for(g, shape, true, overlaps).unwrap();
+        let latency = LinearPlan::Fused {
+            lanes: default_lanes(2560),
+        };
+        assert_eq!(plan((1, 2560, 2560), false), latency);
+        let throughput = LinearPlan::Fused {
+            lanes: OVERLAP_LANES,
+        };
+        assert_eq!(plan((1, 2560, 2560), true), throughput);
+        // Batches: the fewest lanes from 8 that give 256 workgroups, at most the M = 1 default.
+        assert_eq!(fused_lanes(8, 2560, 2560), 16);
+        assert_eq!(fused_lanes(8, 6912, 2560), 8);
+        assert_eq!(fused_lanes(8, 640, 2560), default_lanes(2560));
+        assert_eq!(fused_lanes(1, 2560, 6912), default_lanes(6912));
+        assert_eq!(plan((8, 6912, 2560), false), LinearPlan::Fused { lanes: 8 });
+        // Forced lanes win either way.
+        e.set_bitnet_tuning(BitnetTuning {
+            gemv_lanes: Some(64),
+            fuse_decode: Some(true),
+            ..Default::default()
+        });
+        for overlaps in [false, true] {
+            assert_eq!(
+                plan((1, 2560, 2560), overlaps),
+                LinearPlan::Fused { lanes: 64 }
+            );
+        }
+    }
+}
