@@ -14,7 +14,7 @@
 //! `COLD_WORKING_SET` bytes, so every dispatch streams from memory as a GEMV on real weights
 //! does; behind a barrier, that is the fastest any dependent op of that size can be.
 
-use crate::pass_timer::{PassTimer, time_pass};
+use crate::pass_timer::{PassTimer, probe_pipeline, src_dst_group, time_pass};
 
 const PROBE_WGSL: &str = r#"
 @group(0) @binding(0) var<storage, read> src: array<vec4<u32>>;
@@ -163,14 +163,7 @@ pub fn measure(
         label: Some("dispatch floor"),
         source: wgpu::ShaderSource::Wgsl(PROBE_WGSL.into()),
     });
-    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("dispatch floor"),
-        layout: None,
-        module: &module,
-        entry_point: Some("main"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
+    let pipeline = probe_pipeline(device, &module, "main", "dispatch floor");
     let buffer = |size: u64, usage| {
         device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dispatch floor"),
@@ -183,22 +176,7 @@ pub fn measure(
     let tiny_src = buffer(16, storage);
     let read_src = buffer(READ_BYTES, storage);
     let outs: Vec<wgpu::Buffer> = (0..DISPATCHES).map(|_| buffer(4096, storage)).collect();
-    let group = |src: &wgpu::Buffer, dst: &wgpu::Buffer| {
-        device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("dispatch floor"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: src.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: dst.as_entire_binding(),
-                },
-            ],
-        })
-    };
+    let group = |src: &wgpu::Buffer, dst: &wgpu::Buffer| src_dst_group(device, &pipeline, src, dst);
     let tiny: Vec<_> = outs.iter().map(|o| group(&tiny_src, o)).collect();
     let read: Vec<_> = outs.iter().map(|o| group(&read_src, o)).collect();
     let timer = PassTimer::new(device);
@@ -238,32 +216,12 @@ pub fn measure(
         read_independent_us: run(&read, false, read_groups)?,
         cold: Default::default(),
     };
-    let cold_pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some("dispatch floor cold"),
-        layout: None,
-        module: &module,
-        entry_point: Some("cold"),
-        compilation_options: Default::default(),
-        cache: None,
-    });
+    let cold_pipeline = probe_pipeline(device, &module, "cold", "dispatch floor cold");
     for (slot, &bytes) in floor.cold.iter_mut().zip(COLD_BYTES.iter()) {
         let copies = COLD_WORKING_SET.div_ceil(bytes) as usize;
         let sources: Vec<wgpu::Buffer> = (0..copies).map(|_| buffer(bytes, storage)).collect();
         let bind = |i: usize, dst: &wgpu::Buffer| {
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("dispatch floor cold"),
-                layout: &cold_pipeline.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: sources[i % copies].as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: dst.as_entire_binding(),
-                    },
-                ],
-            })
+            src_dst_group(device, &cold_pipeline, &sources[i % copies], dst)
         };
         let dependent: Vec<_> = (0..DISPATCHES).map(|i| bind(i, &outs[0])).collect();
         let independent: Vec<_> = (0..DISPATCHES).map(|i| bind(i, &outs[i])).collect();

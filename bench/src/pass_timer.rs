@@ -1,6 +1,7 @@
 //! One compute pass timed on the GPU: the pass-boundary timestamp plumbing (a query set of two,
 //! resolve and read-back buffers) shared by the copy roofline and the dispatch floor, with a
-//! submit + wait wall-clock fallback for adapters without `TIMESTAMP_QUERY`.
+//! submit + wait wall-clock fallback for adapters without `TIMESTAMP_QUERY` — and the pipeline
+//! and `(src, dst)` bind group that both probes' plain-wgpu kernels are built from.
 
 use std::time::Instant;
 
@@ -80,4 +81,44 @@ pub fn time_pass(
     };
     t.readback.unmap();
     Ok(ticks as f64 * f64::from(queue.get_timestamp_period()))
+}
+
+/// A compute pipeline of `entry` in `module` with the layout derived from the shader.
+pub fn probe_pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    label: &str,
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(label),
+        layout: None,
+        module,
+        entry_point: Some(entry),
+        compilation_options: Default::default(),
+        cache: None,
+    })
+}
+
+/// Group 0 of a probe kernel: binding 0 the source, binding 1 the destination.
+pub fn src_dst_group(
+    device: &wgpu::Device,
+    pipeline: &wgpu::ComputePipeline,
+    src: &wgpu::Buffer,
+    dst: &wgpu::Buffer,
+) -> wgpu::BindGroup {
+    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("bench probe"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: src.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: dst.as_entire_binding(),
+            },
+        ],
+    })
 }

@@ -7,7 +7,7 @@
 //! `TIMESTAMP_QUERY`, and submit + wait wall time otherwise (the report says which).
 
 use crate::measure::{Clock, Measurement};
-use crate::pass_timer::{PassTimer, time_pass};
+use crate::pass_timer::{PassTimer, probe_pipeline, src_dst_group, time_pass};
 use crate::report::Roofline;
 
 const COPY_WGSL: &str = r#"
@@ -137,14 +137,7 @@ impl CopyProbe {
             label: Some("roofline copy"),
             source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()),
         });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("roofline copy"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
+        let pipeline = probe_pipeline(device, &module, "main", "roofline copy");
         let buffer = |label| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -154,20 +147,7 @@ impl CopyProbe {
             })
         };
         let (src, dst) = (buffer("roofline src"), buffer("roofline dst"));
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("roofline copy"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: src.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: dst.as_entire_binding(),
-                },
-            ],
-        });
+        let bind_group = src_dst_group(device, &pipeline, &src, &dst);
         CopyProbe {
             pipeline,
             bind_group,

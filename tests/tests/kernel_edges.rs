@@ -33,17 +33,23 @@ fn err_of<T>(r: Result<T, Error>, who: &str, ctx: &str) -> Error {
     }
 }
 
-/// The default GPU engine, autotune off (the untuned default plans on every adapter).
-fn engine() -> &'static Engine {
-    static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| {
+/// The engine in `cell`, made once with `tuning` and autotune off (the untuned plans on every
+/// adapter).
+fn tuned(cell: &'static OnceLock<Engine>, tuning: BitnetTuning) -> &'static Engine {
+    cell.get_or_init(|| {
         let e = gpu_engine();
         e.set_bitnet_tuning(BitnetTuning {
             autotune: Some(false),
-            ..Default::default()
+            ..tuning
         });
         e
     })
+}
+
+/// The default GPU engine, autotune off (the untuned default plans on every adapter).
+fn engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    tuned(&E, BitnetTuning::default())
 }
 
 fn has_subgroups() -> bool {
@@ -202,15 +208,11 @@ fn batch_weights(k: usize) -> TernaryMatrix {
 /// The engine with the batched GEMV forced for M ≤ 8 (the default runs the fused GEMV).
 fn batch_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
-    E.get_or_init(|| {
-        let e = gpu_engine();
-        e.set_bitnet_tuning(BitnetTuning {
-            autotune: Some(false),
-            batch_gemv: Some(true),
-            ..Default::default()
-        });
-        e
-    })
+    let batch = BitnetTuning {
+        batch_gemv: Some(true),
+        ..Default::default()
+    };
+    tuned(&E, batch)
 }
 
 /// The GPU results of one call.
