@@ -11,11 +11,12 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Storage, Tensor};
 use crate::transfer::ReadFuture;
 
-/// Bytes of one storage (logical length `len`); a device read is submitted now.
-fn storage_bytes(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u8>> {
+/// The words holding the first `len` bytes of one storage (the last word zero-padded past
+/// them); a device read is submitted now.
+fn storage_words(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u32>> {
     match (s, t.engine().gpu_raw()) {
         (Storage::Host(words), _) => {
-            let v = bytemuck::cast_slice::<u32, u8>(words)[..len as usize].to_vec();
+            let v = words[..len.div_ceil(4) as usize].to_vec();
             Box::pin(std::future::ready(Ok(v)))
         }
         (Storage::Device(b), Some(_)) => {
@@ -39,12 +40,24 @@ fn failed<T: Send + 'static>(e: Error) -> ReadFuture<T> {
     Box::pin(std::future::ready(Err(e)))
 }
 
-/// Reinterprets little-endian bytes as `T` values.
-fn cast_vec<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-    let n = bytes.len() / size_of::<T>();
-    let mut out = vec![T::zeroed(); n];
-    bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&bytes[..n * size_of::<T>()]);
-    out
+/// The first `len` bytes of little-endian `words`.
+fn bytes_of(words: &[u32], len: usize) -> Vec<u8> {
+    bytemuck::cast_slice::<u32, u8>(words)[..len].to_vec()
+}
+
+/// The `T` values in the first `len` bytes of `words`: 4-byte types take the vector as it is
+/// (no copy: a streamed read-back's only copy is the one out of mapped memory), others are
+/// copied out.
+fn values_of<T: bytemuck::Pod>(mut words: Vec<u32>, len: usize) -> Vec<T> {
+    let n = len / size_of::<T>();
+    if size_of::<T>() == 4 {
+        words.truncate(n);
+        match bytemuck::allocation::try_cast_vec::<u32, T>(words) {
+            Ok(v) => return v,
+            Err((_, w)) => words = w,
+        }
+    }
+    bytemuck::pod_collect_to_vec(&bytemuck::cast_slice::<u32, u8>(&words)[..n * size_of::<T>()])
 }
 
 impl Tensor {
@@ -52,11 +65,11 @@ impl Tensor {
     /// (`Error::NonFinite` for a flagged value, the failure of a submission, a lost device) —
     /// exactly what reading it would report, without copying its bytes. Host tensors: `Ok`.
     pub fn check_async(&self) -> impl Future<Output = Result<()>> + Send + 'static + use<> {
-        let bytes = match self.data() {
-            Storage::Device(_) => storage_bytes(self, self.data(), 0),
+        let words = match self.data() {
+            Storage::Device(_) => storage_words(self, self.data(), 0),
             Storage::Host(_) => Box::pin(std::future::ready(Ok(Vec::new()))),
         };
-        async move { bytes.await.map(drop) }
+        async move { words.await.map(drop) }
     }
 
     /// Blocking [`Tensor::check_async`].
@@ -69,7 +82,9 @@ impl Tensor {
     pub fn read_bytes_async(
         &self,
     ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
-        storage_bytes(self, self.data(), self.data_len())
+        let len = self.data_len();
+        let words = storage_words(self, self.data(), len);
+        async move { Ok(bytes_of(&words.await?, len as usize)) }
     }
 
     /// Logical bytes of the data buffer.
@@ -88,22 +103,22 @@ impl Tensor {
         &self,
         op: &'static str,
         dtype: DType,
-    ) -> (ReadFuture<Vec<u8>>, ReadFuture<Option<Vec<u8>>>) {
+    ) -> (ReadFuture<Vec<u32>>, ReadFuture<Option<Vec<u32>>>) {
         match self.expect_dtype(op, dtype) {
             Ok(()) => (
-                storage_bytes(self, self.data(), self.data_len()),
-                self.read_scale_bytes_async(),
+                storage_words(self, self.data(), self.data_len()),
+                self.read_scale_words_async(),
             ),
             Err(e) => (failed(e), Box::pin(std::future::ready(Ok(None)))),
         }
     }
 
-    /// The scales bytes of a packed tensor (None for plain dtypes).
-    fn read_scale_bytes_async(&self) -> ReadFuture<Option<Vec<u8>>> {
+    /// The scale words of a packed tensor (None for plain dtypes).
+    fn read_scale_words_async(&self) -> ReadFuture<Option<Vec<u32>>> {
         match self.scales() {
             None => Box::pin(std::future::ready(Ok(None))),
             Some(s) => {
-                let f = storage_bytes(self, s, self.dtype().scale_bytes(self.shape()));
+                let f = storage_words(self, s, self.dtype().scale_bytes(self.shape()));
                 Box::pin(async move { f.await.map(Some) })
             }
         }
@@ -111,7 +126,9 @@ impl Tensor {
 
     /// The scales bytes of a packed tensor (None for plain dtypes).
     pub(crate) fn read_scale_bytes(&self) -> Result<Option<Vec<u8>>> {
-        crate::wait::block_on(self.read_scale_bytes_async())
+        let len = self.dtype().scale_bytes(self.shape()) as usize;
+        let words = crate::wait::block_on(self.read_scale_words_async())?;
+        Ok(words.map(|w| bytes_of(&w, len)))
     }
 
     /// The values of a plain tensor of `dtype`, as a future (submitted now).
@@ -123,8 +140,9 @@ impl Tensor {
         if let Err(e) = self.expect_dtype(op, dtype) {
             return failed(e);
         }
-        let bytes = storage_bytes(self, self.data(), self.data_len());
-        Box::pin(async move { Ok(cast_vec(&bytes.await?)) })
+        let len = self.data_len();
+        let words = storage_words(self, self.data(), len);
+        Box::pin(async move { Ok(values_of(words.await?, len as usize)) })
     }
 
     /// The values of an `F32` tensor, as a future (submitted now).
@@ -165,11 +183,12 @@ impl Tensor {
     pub fn read_ternary_async(
         &self,
     ) -> impl Future<Output = Result<TernaryMatrix>> + Send + 'static + use<> {
-        let (bytes, scales) = self.read_packed_parts("read_ternary", DType::Ternary);
+        let (words, scales) = self.read_packed_parts("read_ternary", DType::Ternary);
+        let len = self.data_len() as usize;
         let (n, k) = self.rows_k();
         async move {
-            let words: Vec<u32> = cast_vec(&bytes.await?);
-            let scale: Vec<f32> = cast_vec(&scales.await?.unwrap_or_default());
+            let words: Vec<u32> = values_of(words.await?, len);
+            let scale: Vec<f32> = bytemuck::cast_slice(&scales.await?.unwrap_or_default()).to_vec();
             let s = scale.first().copied().unwrap_or(0.0);
             Ok(TernaryMatrix::from_packed(words, n, k, s)?)
         }
@@ -184,11 +203,14 @@ impl Tensor {
     pub fn read_activations_async(
         &self,
     ) -> impl Future<Output = Result<QuantizedActivations>> + Send + 'static + use<> {
-        let (bytes, scales) = self.read_packed_parts("read_activations", DType::QuantizedI8);
+        let (words, scales) = self.read_packed_parts("read_activations", DType::QuantizedI8);
+        let len = self.data_len() as usize;
         let (m, k) = self.rows_k();
         async move {
-            let bytes = bytes.await?;
-            let absmax: Vec<f32> = cast_vec(&scales.await?.unwrap_or_default());
+            let words = words.await?;
+            let bytes = &bytemuck::cast_slice::<u32, u8>(&words)[..len];
+            let absmax: Vec<f32> =
+                bytemuck::cast_slice(&scales.await?.unwrap_or_default()).to_vec();
             let row_bytes = 4 * activation_words_per_row(k);
             let values: Vec<i8> = bytes
                 .chunks_exact(row_bytes)
@@ -213,19 +235,15 @@ impl Tensor {
 
     /// A host copy of this tensor (same engine, `Location::Host`).
     pub fn to_host(&self) -> Result<Tensor> {
-        let data = self.read_bytes()?;
-        let scales = self.read_scale_bytes()?;
-        let words = |b: &[u8]| {
-            let mut w = vec![0u32; b.len().div_ceil(4)];
-            bytemuck::cast_slice_mut::<u32, u8>(&mut w)[..b.len()].copy_from_slice(b);
-            w
-        };
+        let data = storage_words(self, self.data(), self.data_len());
+        let scales = self.read_scale_words_async();
+        let (data, scales) = (crate::wait::block_on(data)?, crate::wait::block_on(scales)?);
         Ok(Tensor::from_parts(
             self.engine().clone(),
             self.shape().to_vec(),
             self.dtype(),
-            Storage::Host(words(&data)),
-            scales.as_deref().map(|s| Storage::Host(words(s))),
+            Storage::Host(data),
+            scales.map(Storage::Host),
         ))
     }
 }

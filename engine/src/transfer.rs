@@ -44,7 +44,7 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
     }
 }
 
-/// Reads `len` bytes at `offset` of `src`, then resolves the fates of `lineage` — the launches
+/// Reads `len` bytes at `offset` of `src` as little-endian words (the last one zero-padded), then resolves the fates of `lineage` — the launches
 /// the bytes depend on — and returns the earliest error among them instead of the bytes if one
 /// failed. The first chunk (with the status slots of `lineage`) is submitted before this returns
 /// (a short wait for the submission thread), so several reads started back to back overlap; the
@@ -55,7 +55,7 @@ pub(crate) fn read(
     offset: u64,
     len: u64,
     lineage: Vec<Arc<Fate>>,
-) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {
+) -> impl Future<Output = Result<Vec<u32>>> + Send + 'static + use<> {
     let engine = engine.clone();
     let first = match (engine.gpu_raw(), first_error(&lineage)) {
         (_, Some(e)) => Err(e),
@@ -68,7 +68,7 @@ pub(crate) fn read(
         };
         let rest = async {
             let mut out = first?.finish().await?;
-            let mut done = out.len() as u64;
+            let mut done = len.min(READBACK_CHUNK);
             while done < len {
                 let n = (len - done).min(READBACK_CHUNK);
                 out.extend(
@@ -90,7 +90,7 @@ struct Chunk {
     /// Whether the chunk copies no bytes (a status-only check).
     empty: bool,
     owner: Arc<Fate>,
-    data: Option<ReadFuture<Vec<u8>>>,
+    data: Option<ReadFuture<Vec<u32>>>,
     status: Option<ReadFuture<()>>,
 }
 
@@ -138,7 +138,7 @@ impl Chunk {
         let data = match (staging, &index) {
             (None, _) => None,
             (Some(s), Some(i)) if first_error(std::slice::from_ref(&owner)).is_none() => {
-                Some(Box::pin(map_then(gpu, s, n, i.clone(), |r| r)) as ReadFuture<Vec<u8>>)
+                Some(Box::pin(map_then(gpu, s, n, i.clone(), |r| r)) as ReadFuture<Vec<u32>>)
             }
             // The copy failed or was not submitted: `finish` reports why.
             (Some(_), _) => None,
@@ -151,8 +151,8 @@ impl Chunk {
         })
     }
 
-    /// Waits for the status and the bytes.
-    async fn finish(self) -> Result<Vec<u8>> {
+    /// Waits for the status and the words.
+    async fn finish(self) -> Result<Vec<u32>> {
         if let Some(st) = self.status {
             st.await?;
         }
@@ -231,8 +231,8 @@ fn status_future(
         bytes,
     } = ticket;
     map_then(gpu, staging, bytes, index, move |r| match r {
-        Ok(b) => {
-            resolver.resolve(&b);
+        Ok(words) => {
+            resolver.resolve(bytemuck::cast_slice(&words));
             Ok(())
         }
         Err(e) => {
@@ -242,8 +242,10 @@ fn status_future(
     })
 }
 
-/// Maps the first `len` bytes of `staging` once `index` completed and passes a copy of them to
-/// `then` inside the map callback (so the result is stored even if the future is dropped).
+/// Maps the first `len` bytes of `staging` once `index` completed and passes a copy of them, as
+/// little-endian words (the last one zero-padded), to `then` inside the map callback (so the
+/// result is stored even if the future is dropped). Words, not bytes: `f32` and `u32` reads take
+/// the vector as it is (`readback.rs`), so the one copy out of mapped memory is the only one.
 fn map_then<T, F>(
     gpu: &Gpu,
     staging: PooledBuffer,
@@ -253,7 +255,7 @@ fn map_then<T, F>(
 ) -> impl Future<Output = Result<T>> + Send + 'static + use<T, F>
 where
     T: Send + 'static,
-    F: FnOnce(Result<Vec<u8>>) -> Result<T> + Send + 'static,
+    F: FnOnce(Result<Vec<u32>>) -> Result<T> + Send + 'static,
 {
     let (done, rx) = Completion::new();
     let in_callback = Arc::clone(&done);
@@ -267,7 +269,7 @@ where
                 let copied = b
                     .slice(0..len4)
                     .get_mapped_range()
-                    .map(|view| view[..len as usize].to_vec())
+                    .map(|view| words_of(&view))
                     .map_err(|e| Error::Map(e.to_string()));
                 b.unmap();
                 copied
@@ -311,4 +313,13 @@ fn wait(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
         !rx.is_empty() || rx.is_disconnected()
     })
     .map(drop)
+}
+
+/// `bytes` (a multiple of 4 long) as little-endian words: one copy where the mapping is
+/// word-aligned (wgpu maps at `MAP_ALIGNMENT`), a copy through a zeroed vector otherwise.
+fn words_of(bytes: &[u8]) -> Vec<u32> {
+    match bytemuck::try_cast_slice::<u8, u32>(bytes) {
+        Ok(words) => words.to_vec(),
+        Err(_) => bytemuck::pod_collect_to_vec(bytes),
+    }
 }

@@ -39,6 +39,19 @@ fn f32_round_trip_odd_sizes() {
     }
 }
 
+/// Reads past one read-back staging chunk (64 MiB) come back whole: the chunks continue at the
+/// right byte offsets, and a tail that is not a whole word is cut at the tensor's end.
+#[test]
+fn reads_larger_than_one_readback_chunk() {
+    let e = gpu_engine();
+    let n = (64 << 20) / 4 + 3;
+    let v = random_f32(9, n, -10.0, 10.0);
+    assert_eq!(e.upload_f32(&v, &[n]).unwrap().read_f32().unwrap(), v);
+    let b = random_i8(10, (64 << 20) + 5);
+    let t = e.upload_i8(&b, &[1, b.len()]).unwrap();
+    assert_eq!(t.read_i8().unwrap(), b);
+}
+
 #[test]
 fn copy_kernel_chains_on_device() {
     let e = gpu_engine();
