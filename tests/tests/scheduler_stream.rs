@@ -72,6 +72,8 @@ fn bad_chunks_are_typed_errors_after_the_good_ones_were_delivered() {
         Error::from(cpu_ref::bitlinear(&data[3], data[3].len() / k, l.weights()).unwrap_err());
     assert_eq!(err, want);
     assert_eq!(delivered, vec![0, 1, 2]);
+    // On the GPU, so the good chunk before the ragged one goes through the staging ring.
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let ragged = [&data[0][..], &data[1][..k + 1]];
     assert!(matches!(
         e.stream_bitlinear(ragged, &l, |_, _| Ok(())),
@@ -80,6 +82,21 @@ fn bad_chunks_are_typed_errors_after_the_good_ones_were_delivered() {
             ..
         })
     ));
+    // After that error the engine streams on: every chunk of the next stream on the GPU, none
+    // fell back.
+    let mut outputs = 0;
+    let st = e
+        .stream_bitlinear(data[..3].iter().map(Vec::as_slice), &l, |i, y| {
+            let x = &data[i];
+            assert_eq!(
+                y,
+                &cpu_ref::bitlinear(x, x.len() / k, l.weights()).unwrap()[..]
+            );
+            outputs += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((outputs, st.gpu_chunks, st.fallbacks), (3, 3, 0), "{st:?}");
     // The sink's own error stops the stream and is returned as is.
     let stop = Error::Unsupported("sink full".into());
     let got = e.stream_bitlinear(data[..2].iter().map(Vec::as_slice), &l, |_, _| {
