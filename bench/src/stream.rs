@@ -66,8 +66,36 @@ pub struct StreamResult {
     /// Host→GPU GB/s of host time spent writing into the staging ring (`stream_upload`).
     #[serde(default)]
     pub staging_gbps: Option<f64>,
+    /// Where the caller's thread spent the last timed total run (the engine's `StreamStats`).
+    #[serde(default)]
+    pub host: Option<StreamHost>,
     /// Why figures are missing, if they are.
     pub error: Option<String>,
+}
+
+/// The caller thread's time in one `stream_bitlinear` run, ms.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StreamHost {
+    /// The whole stream.
+    pub wall_ms: f64,
+    /// Writing chunks into the mapped staging ring.
+    pub staging_ms: f64,
+    /// Waiting for a free staging slot (the GPU was behind).
+    pub slot_wait_ms: f64,
+    /// Waiting for results (the GPU or the read-back was behind).
+    pub result_wait_ms: f64,
+}
+
+impl StreamHost {
+    fn of(st: &bitnet_wgpu::StreamStats) -> StreamHost {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        StreamHost {
+            wall_ms: ms(st.wall),
+            staging_ms: ms(st.staging),
+            slot_wait_ms: ms(st.slot_wait),
+            result_wait_ms: ms(st.result_wait),
+        }
+    }
 }
 
 impl StreamResult {
@@ -121,6 +149,7 @@ fn empty(total_bytes: u64, quick: bool) -> StreamResult {
         gpu_chunks: 0,
         cpu_chunks: 0,
         staging_gbps: None,
+        host: None,
         error: None,
     }
 }
@@ -181,6 +210,7 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
     })?);
     if let Some(st) = last {
         (r.gpu_chunks, r.cpu_chunks) = (st.gpu_chunks, st.cpu_chunks);
+        r.host = Some(StreamHost::of(&st));
     }
     let mut staging = Vec::new();
     r.upload_only = Some(time(&mut || {
@@ -252,6 +282,7 @@ mod tests {
             gpu_chunks: chunks,
             cpu_chunks: 0,
             staging_gbps: None,
+            host: None,
             error: None,
         };
         assert_eq!(r.h2d_gbps(), Some(25.0));

@@ -134,6 +134,12 @@ fn issue4(report: &Report) -> String {
             t(s.transfer_only),
             t(s.compute_only)
         ));
+        if let Some(h) = s.host {
+            out.push_str(&format!(
+                "caller thread of the last total run: {:.1} ms, writing staging {:.1} ms, waiting for a slot {:.1} ms, for results {:.1} ms\n",
+                h.wall_ms, h.staging_ms, h.slot_wait_ms, h.result_wait_ms
+            ));
+        }
         out.push_str(&format!(
             "total / max(transfer, compute) = {} (target <= {})  via {}\n",
             opt_num(s.overlap_ratio(), 3, "-"),

@@ -290,7 +290,7 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
     let full = st.map(|s| s.input_bytes >= 1 << 30);
     let stream_evidence = st.map_or("not measured (filtered out)".to_string(), |s| {
         format!(
-            "{} in {} chunks of {}×{} f32 → {}×{}: total {}, transfer only {}, compute only {} → {}{}{}{}",
+            "{} in {} chunks of {}×{} f32 → {}×{}: total {}, transfer only {}, compute only {} → {}{}{}{}{}",
             crate::fmt::bytes(s.input_bytes),
             s.chunks,
             s.chunk_rows,
@@ -302,6 +302,10 @@ fn issue4_targets(ours: &Report) -> Vec<Target> {
             opt_time(s.compute_only.map(|m| m.median_ms), nm),
             crate::fmt::opt_ratio(ratio, "no ratio"),
             if s.input_bytes < 1 << 30 { " (less than 1 GiB streamed)" } else { "" },
+            s.host.map_or(String::new(), |h| format!(
+                "; the caller's thread in the last total run: staging writes {:.1} ms, slot waits {:.1} ms, result waits {:.1} ms of {:.1} ms",
+                h.staging_ms, h.slot_wait_ms, h.result_wait_ms, h.wall_ms
+            )),
             s.error.as_ref().map_or(String::new(), |e| format!("; error: {e}")),
             if s.path.is_empty() { String::new() } else { format!(" (via {})", s.path) }
         )
