@@ -127,8 +127,9 @@ impl Slot {
 
 /// Copies `src` (a multiple of 4 bytes) into the mapped `buffer`, split across up to
 /// [`COPY_THREADS`] threads of rayon's pool when large (each maps its own disjoint, 64-byte
-/// aligned range). The pool's threads are already running: spawning eight threads per chunk
-/// cost the stream's caller about 0.1 ms per chunk.
+/// aligned range). The pool's threads are already running: on the H200 host uploads through the
+/// ring ran at 25.8-27.0 GB/s this way against 23.7-24.4 GB/s with eight threads spawned per
+/// chunk.
 fn copy_parallel(buffer: &wgpu::Buffer, src: &[u8]) -> Result<()> {
     let copy = |at: usize, part: &[u8]| -> Result<()> {
         let range = at as u64..(at + part.len()) as u64;
