@@ -24,7 +24,8 @@ RUN OPTIONS:
   --stream-mib MIB    f32 activations streamed through act quant + BitLinear (issue 4; default
                       1024; quick 64); filter id 'stream'. 'batch' selects the B=8 / B=1 case
   --tuning SPEC       force BitNet kernel plans, e.g. 'lanes=64,fuse=0' (keys: lanes,
-                      gemm_block, autotune, fuse, batch, staged, lean, leanq, coop, generic)
+                      gemm_block, splits, autotune, fuse, batch, staged, lean, leanq, coop,
+                      generic)
   --no-cpu            skip the CPU reference
   --no-gpu            skip the GPU (CPU reference only)
   --json FILE         write the full report as JSON (input of `merge`)
@@ -190,7 +191,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
 }
 
 /// Parses `--tuning`: comma-separated `key=value` of [`bitnet_wgpu::BitnetTuning`] — `lanes=N`,
-/// `gemm_block=N`, and `0`/`1` for `autotune`, `fuse`, `batch`, `staged`, `lean`, `leanq`, `coop`,
+/// `gemm_block=N`, `splits=N` (GEMM K slices), and `0`/`1` for `autotune`, `fuse`, `batch`, `staged`, `lean`, `leanq`, `coop`,
 /// `generic`.
 fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
     let mut t = bitnet_wgpu::BitnetTuning::default();
@@ -202,6 +203,7 @@ fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
         match key {
             "lanes" => t.gemv_lanes = Some(n),
             "gemm_block" => t.gemm_block = Some(n),
+            "splits" => t.gemm_splits = Some(n),
             _ if n > 1 => return Err(bad()),
             "autotune" => t.autotune = Some(on),
             "fuse" => t.fuse_decode = Some(on),

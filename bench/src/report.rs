@@ -94,6 +94,9 @@ pub struct CaseResult {
     /// pool and the next call's write waits behind a barrier).
     #[serde(default)]
     pub gpu_overlapped: Option<Measurement>,
+    /// BitLinear: the kernel plan the engine ran the shape with (its `LinearPlan`, as text).
+    #[serde(default)]
+    pub gpu_plan: Option<String>,
 }
 
 impl CaseResult {
@@ -115,6 +118,7 @@ impl CaseResult {
             cpu_error: None,
             gpu_pool: None,
             gpu_overlapped: None,
+            gpu_plan: None,
         }
     }
 

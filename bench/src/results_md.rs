@@ -284,8 +284,8 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
         return;
     }
     s.push_str("\n## BitLinear (activation quant + ternary GEMV/GEMM) vs PyTorch\n\n");
-    s.push_str("| shape N×K | M | ours GPU (serial) | GB/s | TOP/s | % roofline | ours overlapped | % roofline (overlapped) | cpu-ref | PyTorch fp16 | PyTorch int8 | fp16 ÷ ours | int8 ÷ ours |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| shape N×K | M | ours GPU (serial) | GB/s | TOP/s | % roofline | ours overlapped | % roofline (overlapped) | cpu-ref | PyTorch fp16 | PyTorch int8 | fp16 ÷ ours | int8 ÷ ours | our kernel |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for c in cases {
         let p16 = peers.and_then(|p| p.case(impls::FP16_LINEAR, c.m, c.n, c.k));
         let p8 = peers.and_then(|p| p.case(impls::INT8_INT_MM, c.m, c.n, c.k));
@@ -295,7 +295,7 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             .filter(|&m| m != c.m)
             .map_or(String::new(), |m| format!(" (M→{m})"));
         s.push_str(&format!(
-            "| {} {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} | {} | {} |\n",
+            "| {} {}×{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}{} | {} | {} | {} |\n",
             c.shape,
             c.n,
             c.k,
@@ -320,6 +320,7 @@ fn bitlinear(s: &mut String, ours: &Report, peers: Option<&PeersReport>) {
             },
             opt_ratio(ours_ms.zip(p16.and_then(|p| p.ms)).map(|(o, t)| t / o), "–"),
             opt_ratio(ours_ms.zip(p8.and_then(|p| p.ms)).map(|(o, t)| t / o), "–"),
+            c.gpu_plan.as_deref().unwrap_or("–"),
         ));
     }
 }

@@ -10,7 +10,7 @@ use crate::pool::{self, PoolPeak};
 use crate::progress::Progress;
 use crate::report::{CaseResult, Report, SCHEMA, StackResult};
 use crate::steps::{Steps, guarded, one_line};
-use crate::workload::{SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
+use crate::workload::{OpKind, SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
 use crate::{batch, cpu, date, results_md, roofline, stream, svg, table};
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,16 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             report.cases[i].gpu = r.map(|r| r.0);
             report.cases[i].gpu_pool = r.map(|r| r.1);
             report.cases[i].gpu_error = e;
+            if w.op == OpKind::Bitlinear {
+                report.cases[i].gpu_plan = gpu
+                    .as_ref()
+                    .and_then(|g| {
+                        let e = g.engine();
+                        e.bitlinear_plan(w.m, w.n, w.k, true)
+                            .or_else(|| e.bitlinear_plan(w.m, w.n, w.k, false))
+                    })
+                    .map(|p| p.to_string());
+            }
             // Memory-bound ops also back to back with their outputs kept (no barriers between
             // calls): the throughput that compares with the copy roofline.
             if w.memory_bound() && report.cases[i].gpu.is_some() {

@@ -29,7 +29,13 @@ struct Params {
     m_base: u32,
     // Always 0: the runtime zero of `bitlinear_pin` (the compiler cannot know its value).
     zero: u32,
+    // GEMMs: K slices (the grid's z numbers them), each written as exact accumulators to its own
+    // [M, out_stride] plane of `out` (mode 1) and summed by bitlinear_split_sum.wgsl; 1 = no split.
+    k_splits: u32,
 }
+
+// Offset of this workgroup's output plane (split GEMMs set it from the grid's z; 0 otherwise).
+var<private> bl_plane: u32;
 
 @group(1) @binding(0) var<uniform> params: Params;
 // Status words, see each kernel's Y_STATUS (and the fused kernel's x check).
@@ -88,7 +94,7 @@ fn bitlinear_scale(s: f32, a: f32) -> f32 {
 // the non-finite check on status word Y_STATUS) or the accumulator's bits (mode 1).
 fn bitlinear_write(idx: u32, acc: i32, scale: f32) {
     if (params.mode != 0u) {
-        out[idx] = bitcast<u32>(acc);
+        out[bl_plane + idx] = bitcast<u32>(acc);
         return;
     }
     let bits = bitcast<u32>(f32(acc) * scale);
@@ -96,4 +102,16 @@ fn bitlinear_write(idx: u32, acc: i32, scale: f32) {
         atomicMin(&nonfinite[Y_STATUS], idx);
     }
     out[idx] = bits;
+}
+
+// K slice `z` of a split GEMM in units of `unit` packed words (a kernel's K step): its first unit
+// and its unit count (0 for a slice past the end), and this workgroup's output plane. The slices
+// divide ceil(words_per_row / unit) units as evenly as whole units allow.
+fn bitlinear_k_slice(z: u32, unit: u32) -> vec2<u32> {
+    let units = (params.words_per_row + unit - 1u) / unit;
+    let splits = max(params.k_splits, 1u);
+    let per = (units + splits - 1u) / splits;
+    let first = min(z * per, units);
+    bl_plane = z * params.m * params.out_stride;
+    return vec2<u32>(first, min(per, units - first));
 }

@@ -180,6 +180,10 @@ fn main(
     let ty = t / 16u;
     let rows4 = 4u * T;
     let wpr = params.words_per_row;
+    // This workgroup's K slice (all of K unless the GEMM is split), in steps of 4 words.
+    let slice = bitlinear_k_slice(wid.z, 4u);
+    let j_first = 4u * slice.x;
+    let j_end = min(4u * (slice.x + slice.y), wpr);
     // 16 T / 4 row groups x 4 columns of staging items.
     let stager = t < 16u * T;
     // a_ij: activation row block i (rows 64 i + 4 ty ..), weight row block j (64 j + 4 tx ..).
@@ -190,14 +194,14 @@ fn main(
 
     var stage = GmStage();
     if (stager) {
-        stage = gm_load(t, m0, n0, 0u);
+        stage = gm_load(t, m0, n0, j_first);
     }
-    for (var j0 = 0u; j0 < wpr; j0 = j0 + 4u) {
+    for (var j0 = j_first; j0 < j_end; j0 = j0 + 4u) {
         if (stager) {
             gm_store(t, stage);
         }
         workgroupBarrier();
-        if (stager && j0 + 4u < wpr) {
+        if (stager && j0 + 4u < j_end) {
             stage = gm_load(t, m0, n0, j0 + 4u);
         }
         for (var kk = 0u; kk < GM_XW; kk = kk + 1u) {

@@ -162,19 +162,22 @@ fn main(
     var c30 = coop_mat16x16<f32, C>();
     var c31 = coop_mat16x16<f32, C>();
 
-    let steps = (params.words_per_row + 1u) / 2u;
-    cm_store(t, cm_load(t, m0, n0, 0u), 0u);
+    // This workgroup's K slice (all of K unless the GEMM is split): steps s0 .. s0 + steps.
+    let slice = bitlinear_k_slice(wid.z, 2u);
+    let s0 = slice.x;
+    let steps = slice.y;
+    cm_store(t, cm_load(t, m0, n0, s0), 0u);
     // `next`: the share of step s + 1, loaded one step ahead of its store.
     var next = CmStage();
     if (steps > 1u) {
-        next = cm_load(t, m0, n0, 1u);
+        next = cm_load(t, m0, n0, s0 + 1u);
     }
     workgroupBarrier();
     for (var s = 0u; s < steps; s = s + 1u) {
         let buf = s % 2u;
         var after = CmStage();
         if (s + 2u < steps) {
-            after = cm_load(t, m0, n0, s + 2u);
+            after = cm_load(t, m0, n0, s0 + s + 2u);
         }
         let a_buf = buf * CM_BUF + am;
         let b_buf = buf * CM_BUF + bn;

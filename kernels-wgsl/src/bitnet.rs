@@ -16,6 +16,7 @@
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
+//! | BitLinear M > 8, K split | [`BITLINEAR_GEMM_COOP_SUBGROUP`] / [`BITLINEAR_GEMM`] per K slice, then [`BITLINEAR_SPLIT_SUM`] | – |
 //! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
@@ -260,6 +261,16 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),
 };
 
+/// The epilogue of a split-K BitLinear GEMM: sums the `k_splits` planes of exact accumulators a
+/// split GEMM wrote and rescales them exactly as the unsplit kernels do (or keeps the
+/// accumulators, mode 1). One output per thread, linear grid. Bindings: 0 `weight_scale: f32[1]`,
+/// 1 `act_absmax: f32[M]`, 2 `partials: u32[S, M, N]` (all read), 3 `out: u32[M, N]`. Status: word
+/// 0 first non-finite y index.
+pub const BITLINEAR_SPLIT_SUM: KernelSource = KernelSource {
+    name: "bitlinear_split_sum",
+    source: kernel!("bitlinear_common.wgsl", "bitlinear_split_sum.wgsl"),
+};
+
 /// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
 /// while `127 K < 2^24`): [`GEMM_COOP_TILE_M`] × [`GEMM_COOP_TILE_N`] tiles, 256 threads = 8
 /// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16,
@@ -289,6 +300,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_LEAN_Q_SUBGROUP,
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
+    BITLINEAR_SPLIT_SUM,
 ];
 
 #[cfg(test)]

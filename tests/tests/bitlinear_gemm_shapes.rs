@@ -1,5 +1,6 @@
 //! The BitLinear GEMMs (M > 8) on shapes that are no multiple of any tile: every register block of
-//! the tiled dot4 GEMM and, where the device offers it, the cooperative-matrix GEMM, each forced
+//! the tiled dot4 GEMM and, where the device offers it, the cooperative-matrix GEMM, unsplit and
+//! with K split into slices (summed by the split epilogue), each forced
 //! through `BitnetTuning` and compared with cpu-ref bit for bit (exact accumulators over the full
 //! int8 range, and outputs). Plus `time_prefill_plans` (ignored: run with `--ignored` on a real
 //! GPU), which times every GEMM plan on the M = 512 prefill shapes with the engine profiler.
@@ -42,35 +43,32 @@ fn has_coop(e: &Engine) -> bool {
     info.features.contains(f) && info.subgroup_min_size == 32 && info.subgroup_max_size == 32
 }
 
-/// The GEMM tunings to check: both register blocks, and the coop GEMM where available.
+/// The GEMM tunings to check: both register blocks, and the coop GEMM where available, each
+/// unsplit and with K split in 2 and 8 slices (8 leaves slices empty on the short-K shapes).
 fn tunings(e: &Engine) -> Vec<(BitnetTuning, Option<LinearPlan>)> {
     let base = BitnetTuning {
         autotune: Some(false),
         gemm_coop: Some(false),
         ..Default::default()
     };
-    let mut out = vec![
-        (
-            BitnetTuning {
-                gemm_block: Some(4),
+    let mut out = Vec::new();
+    for splits in [1, 2, 8] {
+        for t in [4, 8] {
+            let tuning = BitnetTuning {
+                gemm_block: Some(t),
+                gemm_splits: Some(splits),
                 ..base
-            },
-            Some(LinearPlan::Gemm { t: 4 }),
-        ),
-        (
-            BitnetTuning {
-                gemm_block: Some(8),
+            };
+            out.push((tuning, Some(LinearPlan::Gemm { t, splits })));
+        }
+        if has_coop(e) {
+            let coop = BitnetTuning {
+                gemm_coop: Some(true),
+                gemm_splits: Some(splits),
                 ..base
-            },
-            Some(LinearPlan::Gemm { t: 8 }),
-        ),
-    ];
-    if has_coop(e) {
-        let coop = BitnetTuning {
-            gemm_coop: Some(true),
-            ..base
-        };
-        out.push((coop, Some(LinearPlan::Coop)));
+            };
+            out.push((coop, Some(LinearPlan::Coop { splits })));
+        }
     }
     out
 }

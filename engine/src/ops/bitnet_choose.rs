@@ -9,6 +9,7 @@ use super::bitnet_plan::{
     GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps, coop_ok,
     default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
 };
+use super::bitnet_split::{K_SPLITS, split_ok, split_worth};
 use super::bitnet_tune::{BitnetTuning, Key};
 use crate::context::Gpu;
 
@@ -39,8 +40,9 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
                     || ((s.batch_gemv == Some(false) || !batch_ok(gpu, m, k))
                         && (!fused_ok(gpu, m, k) || s.fuse_decode.is_some())))
         }
-        LinearPlan::Generic | LinearPlan::Coop => true,
-        LinearPlan::Gemm { .. } => s.gemm_block.is_some(),
+        LinearPlan::Generic => true,
+        LinearPlan::Coop { .. } => s.gemm_splits.is_some(),
+        LinearPlan::Gemm { .. } => s.gemm_block.is_some() && s.gemm_splits.is_some(),
     };
     complete.then_some(plan)
 }
@@ -49,6 +51,12 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
 pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan {
     let Key { m, n, k, f32_input } = key;
     let fusable = f32_input && s.fuse_decode != Some(false);
+    // Forced K slices where the GEMM can split them, else `default`.
+    let splits = |default: u32| {
+        s.gemm_splits
+            .filter(|&sp| split_ok(gpu, sp, m, n))
+            .unwrap_or(default)
+    };
     let plan = match heuristic(gpu, m, n, k, f32_input) {
         LinearPlan::Fused { .. } | LinearPlan::Batch { .. } | LinearPlan::Vec4 { .. }
             if s.generic_gemv =>
@@ -102,14 +110,15 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
         LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
-            LinearPlan::Coop
+            LinearPlan::Coop { splits: splits(1) }
         }
-        LinearPlan::Gemm { t } => LinearPlan::Gemm {
+        LinearPlan::Gemm { t, splits: s0 } => LinearPlan::Gemm {
             t: s.gemm_block.unwrap_or(t),
+            splits: splits(s0),
         },
         other => other,
     };
-    if plan_ok(gpu, forced, m, k, f32_input) {
+    if plan_ok(gpu, forced, (m, n, k), f32_input) {
         forced
     } else {
         plan
@@ -149,13 +158,21 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
     } = key;
     let mut out = Vec::new();
     if m > 8 {
-        for t in [4, 8] {
-            if s.gemm_block.is_none_or(|b| b == t) {
-                out.push(LinearPlan::Gemm { t });
+        let splits: Vec<u32> = K_SPLITS
+            .iter()
+            .copied()
+            .filter(|&sp| split_ok(gpu, sp, m, key.n) && split_worth(sp, k))
+            .filter(|&sp| s.gemm_splits.is_none_or(|f| f == sp))
+            .collect();
+        if s.gemm_coop != Some(true) {
+            for t in [4, 8] {
+                if s.gemm_block.is_none_or(|b| b == t) {
+                    out.extend(splits.iter().map(|&splits| LinearPlan::Gemm { t, splits }));
+                }
             }
         }
         if coop && s.gemm_coop != Some(false) && coop_ok(gpu, m, k) {
-            out.push(LinearPlan::Coop);
+            out.extend(splits.iter().map(|&splits| LinearPlan::Coop { splits }));
         }
         return out;
     }

@@ -10,7 +10,8 @@
 
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 
-use super::bitnet_plan::{LinearCall, LinearPlan, coop_ok};
+use super::bitnet_plan::{LinearPlan, coop_ok};
+use super::bitnet_record::LinearCall;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -61,7 +62,10 @@ impl Engine {
         let wq = TernaryMatrix::from_i8(&w, n, k, 1.0)?;
         let (xq, wq) = (self.upload_activations(&xq)?, self.upload_ternary(&wq)?);
         let mut results = Vec::new();
-        for plan in [LinearPlan::Gemm { t: 4 }, LinearPlan::Coop] {
+        for plan in [
+            LinearPlan::Gemm { t: 4, splits: 1 },
+            LinearPlan::Coop { splits: 1 },
+        ] {
             let out = self.empty(OP, &[m, n], DType::U32)?;
             LinearCall {
                 op: OP,

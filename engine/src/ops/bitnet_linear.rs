@@ -9,7 +9,8 @@
 //! in chunks of M.
 
 use super::bitnet::{check_k, matrix_shape, same_engine};
-use super::bitnet_plan::{LinearCall, LinearPlan};
+use super::bitnet_plan::LinearPlan;
+use super::bitnet_record::LinearCall;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::hazard::tensor_waits;

@@ -21,7 +21,8 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
 use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping};
-use super::bitnet_plan::{LinearCall, LinearPlan, coop_ok};
+use super::bitnet_plan::{LinearPlan, coop_ok};
+use super::bitnet_record::LinearCall;
 use super::bitnet_tune_cache as disk;
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -69,6 +70,9 @@ pub struct BitnetTuning {
     pub lean_q_gemv: Option<bool>,
     /// Force the GEMM outputs per thread and dimension (4 or 8).
     pub gemm_block: Option<u32>,
+    /// Force the K slices of the GEMMs for M > 8 (1, 2, 4 or 8; 1 = no split) where the scratch
+    /// fits (`None`: 1 by default, every count an autotune candidate).
+    pub gemm_splits: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device
     /// can run it (`None`: a candidate of autotune once it passed its device self-test).
     pub gemm_coop: Option<bool>,

@@ -197,7 +197,7 @@ fn compact(text: &str) -> String {
 
 impl LinearPlan {
     /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `lean:32`,
-    /// `generic`, `gemm:8`) for the plan cache.
+    /// `generic`, `gemm:8`, `gemm:8x4` (t x K slices), `coop`, `coop:4` (K slices)) for the plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
@@ -207,8 +207,10 @@ impl LinearPlan {
             LinearPlan::Lean { lanes } => format!("lean:{lanes}"),
             LinearPlan::LeanQ { lanes } => format!("leanq:{lanes}"),
             LinearPlan::Generic => "generic".into(),
-            LinearPlan::Gemm { t } => format!("gemm:{t}"),
-            LinearPlan::Coop => "coop".into(),
+            LinearPlan::Gemm { t, splits: 1 } => format!("gemm:{t}"),
+            LinearPlan::Gemm { t, splits } => format!("gemm:{t}x{splits}"),
+            LinearPlan::Coop { splits: 1 } => "coop".into(),
+            LinearPlan::Coop { splits } => format!("coop:{splits}"),
         }
     }
 
@@ -224,8 +226,18 @@ impl LinearPlan {
             "lean" => LinearPlan::Lean { lanes: number()? },
             "leanq" => LinearPlan::LeanQ { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
-            "coop" if value.is_empty() => LinearPlan::Coop,
-            "gemm" => LinearPlan::Gemm { t: number()? },
+            "coop" if value.is_empty() => LinearPlan::Coop { splits: 1 },
+            "coop" => LinearPlan::Coop { splits: number()? },
+            "gemm" => match value.split_once('x') {
+                Some((t, splits)) => LinearPlan::Gemm {
+                    t: t.parse().ok()?,
+                    splits: splits.parse().ok()?,
+                },
+                None => LinearPlan::Gemm {
+                    t: number()?,
+                    splits: 1,
+                },
+            },
             _ => return None,
         })
     }
@@ -245,8 +257,10 @@ mod tests {
             LinearPlan::Lean { lanes: 16 },
             LinearPlan::LeanQ { lanes: 64 },
             LinearPlan::Generic,
-            LinearPlan::Gemm { t: 8 },
-            LinearPlan::Coop,
+            LinearPlan::Gemm { t: 8, splits: 1 },
+            LinearPlan::Gemm { t: 4, splits: 8 },
+            LinearPlan::Coop { splits: 1 },
+            LinearPlan::Coop { splits: 4 },
         ];
         for (i, plan) in plans.into_iter().enumerate() {
             let shape = (i + 1, 2560, 6912, i % 2 == 0);

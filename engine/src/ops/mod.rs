@@ -12,6 +12,8 @@ mod bitnet_choose;
 mod bitnet_coop;
 mod bitnet_linear;
 mod bitnet_plan;
+mod bitnet_record;
+mod bitnet_split;
 mod bitnet_stable;
 mod bitnet_tune;
 mod bitnet_tune_cache;

@@ -128,15 +128,16 @@ fn gemm_at_every_register_block() {
         (130, 200, 320),
         (257, 129, 64),
     ];
-    for t in [4, 8] {
+    for (t, splits) in [(4, 1), (8, 1), (4, 4), (8, 2)] {
         let tuning = BitnetTuning {
             autotune: Some(false),
             gemm_block: Some(t),
+            gemm_splits: Some(splits),
             ..Default::default()
         };
         for &(m, n, k) in &shapes {
             let plans = check_with(&e, tuning, m, n, k, "gemm");
-            assert_eq!(plans.1, LinearPlan::Gemm { t });
+            assert_eq!(plans.1, LinearPlan::Gemm { t, splits });
         }
     }
 }
@@ -157,6 +158,7 @@ fn coop_matrix_gemm_where_the_device_has_it() {
     let tuning = BitnetTuning {
         autotune: Some(false),
         gemm_coop: Some(true),
+        gemm_splits: Some(4),
         ..Default::default()
     };
     let shapes = [
@@ -169,7 +171,7 @@ fn coop_matrix_gemm_where_the_device_has_it() {
     for &(m, n, k) in &shapes {
         let plans = check_with(&e, tuning, m, n, k, "coop");
         if coop {
-            assert_eq!(plans.1, LinearPlan::Coop);
+            assert_eq!(plans.1, LinearPlan::Coop { splits: 4 });
         } else {
             assert!(matches!(plans.1, LinearPlan::Gemm { .. }));
         }
