@@ -54,6 +54,7 @@ const GEMM_COOP: Kernel =
 /// cpu-ref's name for an output that overflowed in the rescale.
 pub(crate) const OUTPUT: &str = "output (rescale overflowed f32)";
 
+/// The `Params` uniform of `bitlinear_common.wgsl`, field for field (see there for each field).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 pub(crate) struct LinearParams {
