@@ -1,0 +1,393 @@
+//! `exact_div_127.wgsl` against `exact_div(127, a)` on the GPU.
+
+use super::*;
+
+const EXACT_DIV: &str = include_str!("../../../kernels-wgsl/shaders/exact_div.wgsl");
+const EXACT_DIV_127: &str = include_str!("../../../kernels-wgsl/shaders/exact_div_127.wgsl");
+
+/// `sweep`: a = bits `base + i * stride` for i < count, compared on the GPU (mismatch count and
+/// the first mismatching i). `list`: a = `inputs[i]`, both results written out.
+const DIV_TEST: &str = r"
+struct DivParams {
+    base: u32,
+    stride: u32,
+    count: u32,
+    row: u32,
+}
+
+@group(0) @binding(0) var<uniform> dp: DivParams;
+@group(0) @binding(1) var<storage, read> inputs: array<u32>;
+@group(0) @binding(2) var<storage, read_write> results: array<u32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>, 2>;
+
+fn div_index(gid: vec3<u32>) -> u32 {
+    return gid.x + gid.y * dp.row;
+}
+
+@compute @workgroup_size(256)
+fn sweep(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = div_index(gid);
+    if (i >= dp.count) {
+        return;
+    }
+    let a = bitcast<f32>(dp.base + i * dp.stride);
+    let fast = bitcast<u32>(exact_div_127(a));
+    let slow = bitcast<u32>(exact_div(127.0, a));
+    if (fast != slow) {
+        atomicAdd(&stats[0], 1u);
+        atomicMin(&stats[1], i);
+    }
+}
+
+@compute @workgroup_size(256)
+fn list(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = div_index(gid);
+    if (i >= dp.count) {
+        return;
+    }
+    let a = bitcast<f32>(inputs[i]);
+    results[2u * i] = bitcast<u32>(exact_div_127(a));
+    results[2u * i + 1u] = bitcast<u32>(exact_div(127.0, a));
+}
+";
+
+/// Perturbed copies of `exact_div_127` for `DivRig::perturbed`: a line of it, its replacement,
+/// the override constant that replacement adds, and the values it is checked with. The integer
+/// correction steps are nearly never needed where f32 division is IEEE (e.g. lavapipe), so they
+/// are exercised here: the estimate off by a few units (Vulkan allows 2.5 ulp of division error)
+/// or by 100, and the float correction replaced by the exact integer floor one off either way
+/// (exactly one off whatever the adapter's division, the most the integer steps must fix).
+const PERTURBATIONS: [(&str, &str, &str, &[i32]); 2] = [
+    (
+        "var q = u32(f32(num) / f32(sig) * 16777216.0);",
+        "var q = bitcast<u32>(bitcast<i32>(u32(f32(num) / f32(sig) * 16777216.0)) + DELTA);",
+        "override DELTA: i32;",
+        &[-7, -1, 1, 7, 100],
+    ),
+    (
+        "let d = i32(floor(f32(r) / f32(sig)));",
+        "let d = floor_div(r, bitcast<i32>(sig)) + DELTA;",
+        "override DELTA: i32;
+fn floor_div(r: i32, s: i32) -> i32 {
+    let t = r / s;
+    return select(t, t - 1, t * s > r);
+}",
+        &[-1, 1],
+    ),
+];
+
+struct DivRig {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    layout: wgpu::BindGroupLayout,
+    sweep: wgpu::ComputePipeline,
+    list: wgpu::ComputePipeline,
+    /// `sweep` on each perturbed copy of `exact_div_127`, with a description.
+    perturbed: Vec<(String, wgpu::ComputePipeline)>,
+}
+
+const WG: u32 = 256;
+/// Workgroups per grid row (the grid folds into y past this).
+const ROW_GROUPS: u32 = 32768;
+
+impl DivRig {
+    /// A plain device on the engine's adapter, and the two pipelines.
+    fn new() -> DivRig {
+        let name = engine().info().adapter_name;
+        let instance =
+            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .into_iter()
+            .find(|a| a.get_info().name == name)
+            .expect("the engine's adapter is enumerable");
+        let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("exact_div_127 check"),
+            ..Default::default()
+        }))
+        .expect("device");
+        let module = |source: String| {
+            device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some("exact_div_127 check"),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            })
+        };
+        let plain = module(format!("{EXACT_DIV}\n{EXACT_DIV_127}\n{DIV_TEST}"));
+        let perturbed: Vec<_> = PERTURBATIONS
+            .iter()
+            .map(|&(line, replacement, decl, deltas)| {
+                assert_eq!(
+                    EXACT_DIV_127.matches(line).count(),
+                    1,
+                    "exact_div_127.wgsl no longer has `{line}`: update PERTURBATIONS in this test"
+                );
+                let copy = EXACT_DIV_127.replace(line, replacement);
+                let m = module(format!("{EXACT_DIV}\n{copy}\n{decl}\n{DIV_TEST}"));
+                (m, replacement, deltas)
+            })
+            .collect();
+        let entry = |binding, ty| wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty,
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        };
+        let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: None,
+            entries: &[
+                entry(0, wgpu::BufferBindingType::Uniform),
+                entry(1, storage(true)),
+                entry(2, storage(false)),
+                entry(3, storage(false)),
+            ],
+        });
+        let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: None,
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = |module: &wgpu::ShaderModule, entry_point, constants: &[(&str, f64)]| {
+            device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry_point),
+                layout: Some(&pipeline_layout),
+                module,
+                entry_point: Some(entry_point),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
+                cache: None,
+            })
+        };
+        let (sweep, list) = (
+            pipeline(&plain, "sweep", &[]),
+            pipeline(&plain, "list", &[]),
+        );
+        let perturbed = perturbed
+            .iter()
+            .flat_map(|(m, replacement, deltas)| {
+                deltas.iter().map(move |&d| {
+                    let p = pipeline(m, "sweep", &[("DELTA", f64::from(d))]);
+                    (format!("`{replacement}` with DELTA = {d}"), p)
+                })
+            })
+            .collect();
+        DivRig {
+            device,
+            queue,
+            layout,
+            sweep,
+            list,
+            perturbed,
+        }
+    }
+
+    fn buffer(&self, bytes: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes.max(16),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Runs `pipeline` over `count` invocations; returns the stats words and `results_words`
+    /// words of results.
+    fn run(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        params: [u32; 3],
+        inputs: &[u32],
+        results_words: u64,
+    ) -> (Vec<u32>, Vec<u32>) {
+        use wgpu::BufferUsages as U;
+        let count = params[2];
+        let groups = count.div_ceil(WG);
+        let (gx, gy) = (groups.min(ROW_GROUPS), groups.div_ceil(ROW_GROUPS));
+        let uniform: Vec<u8> = [params[0], params[1], count, gx * WG]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        let p = self.buffer(16, U::UNIFORM | U::COPY_DST);
+        self.queue.write_buffer(&p, 0, &uniform);
+        let input = self.buffer(4 * inputs.len() as u64, U::STORAGE | U::COPY_DST);
+        if !inputs.is_empty() {
+            let bytes: Vec<u8> = inputs.iter().flat_map(|w| w.to_le_bytes()).collect();
+            self.queue.write_buffer(&input, 0, &bytes);
+        }
+        let results = self.buffer(4 * results_words, U::STORAGE | U::COPY_SRC);
+        let stats = self.buffer(8, U::STORAGE | U::COPY_DST | U::COPY_SRC);
+        self.queue
+            .write_buffer(&stats, 0, &[0u8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        let read = self.buffer(4 * (2 + results_words), U::MAP_READ | U::COPY_DST);
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: p.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: input.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: results.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: stats.as_entire_binding(),
+                },
+            ],
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(gx, gy, 1);
+        }
+        encoder.copy_buffer_to_buffer(&stats, 0, &read, 0, 8);
+        if results_words > 0 {
+            encoder.copy_buffer_to_buffer(&results, 0, &read, 8, 4 * results_words);
+        }
+        self.queue.submit([encoder.finish()]);
+        let slice = read.slice(..);
+        slice.map_async(wgpu::MapMode::Read, |r| r.expect("map"));
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .expect("poll");
+        let words: Vec<u32> = slice
+            .get_mapped_range()
+            .expect("mapped range")
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        (words[..2].to_vec(), words[2..].to_vec())
+    }
+
+    /// Bits `base + i * stride`, i < count: asserts exact_div_127 == exact_div(127, ·) for all.
+    fn sweep(&self, base: u32, stride: u32, count: u32, ctx: &str) {
+        self.sweep_with(&self.sweep, base, stride, count, ctx);
+    }
+
+    fn sweep_with(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        base: u32,
+        stride: u32,
+        count: u32,
+        ctx: &str,
+    ) {
+        let (stats, _) = self.run(pipeline, [base, stride, count], &[], 0);
+        assert_eq!(
+            stats[0],
+            0,
+            "{ctx}: {} mismatches, first at a = bits {:#010x}",
+            stats[0],
+            base.wrapping_add(stats[1].wrapping_mul(stride))
+        );
+    }
+
+    /// Both results for each input bit pattern: (exact_div_127, exact_div).
+    fn list(&self, inputs: &[u32]) -> Vec<(u32, u32)> {
+        let n = inputs.len() as u32;
+        let (_, r) = self.run(&self.list, [0, 0, n], inputs, 2 * u64::from(n));
+        r.chunks_exact(2).map(|c| (c[0], c[1])).collect()
+    }
+}
+
+#[test]
+fn exact_div_127_matches_exact_div_on_the_gpu() {
+    // Kept for the process (never dropped: no device destruction while other tests submit).
+    static RIG: OnceLock<DivRig> = OnceLock::new();
+    let rig = RIG.get_or_init(DivRig::new);
+    // Every significand at the fast path's ends (biased exponent 6: results next to the largest
+    // float; 254: the smallest normal results), at 1 <= a < 2 and 127 <= a < 256, and at the
+    // fallback's edges (exponent 0: every subnormal; 5: tiny a; 255: infinity and every NaN).
+    // The fast path's quotient and remainder depend on the significand only.
+    for e in [0u32, 5, 6, 7, 127, 133, 253, 254, 255] {
+        rig.sweep(
+            e << 23,
+            1,
+            1 << 23,
+            &format!("every significand, exponent {e}"),
+        );
+    }
+    // Every exponent, significands 0, 13, 26, ...
+    for e in 0u32..=255 {
+        let count = (1 << 23) / 13 + 1;
+        rig.sweep(e << 23, 13, count, &format!("exponent {e}, stride 13"));
+    }
+    // The correction steps (2, 3) on their own (see PERTURBATIONS), over every significand of
+    // exponent 6.
+    for (what, pipeline) in &rig.perturbed {
+        rig.sweep_with(
+            pipeline,
+            6 << 23,
+            1,
+            1 << 23,
+            &format!("{what}: every significand"),
+        );
+    }
+
+    // Edge and random significands at every exponent, both signs; subnormals; zeros, 1e-5,
+    // infinities and NaNs.
+    let mut r = Rng::new(127);
+    let mut inputs = Vec::new();
+    for e in 0u32..=255 {
+        let mut sigs = vec![0u32, 1, 2, 3, 0x7f_fffd, 0x7f_fffe, 0x7f_ffff];
+        // Near 127's significand 0x7e0000 (where the doubling of N' switches) and the halves.
+        sigs.extend([
+            0x7d_ffff, 0x7e_0000, 0x7e_0001, 0x40_0000, 0x3f_ffff, 0x40_0001,
+        ]);
+        sigs.extend((0..24).map(|_| r.below(1 << 23) as u32));
+        for s in sigs {
+            let bits = (e << 23) | s;
+            inputs.extend([bits, bits | 0x8000_0000]);
+        }
+    }
+    inputs.extend((0..4096).map(|_| r.below(1 << 23) as u32)); // subnormals
+    inputs.extend((0..16384).map(|_| r.next_u64() as u32)); // any bit pattern
+    for v in [1e-5f32, 1e-5f32.next_up(), 1e-5f32.next_down(), 127.0, 1.0] {
+        inputs.extend([v.to_bits(), (-v).to_bits()]);
+    }
+    inputs.extend([
+        0,
+        0x8000_0000,
+        f32::INFINITY.to_bits(),
+        f32::NEG_INFINITY.to_bits(),
+        0x7fc0_0000,
+        0xffc0_0000,
+        0x7f80_0001,
+        0x7fbf_ffff,
+        0x7fff_ffff,
+        0xffff_ffff,
+    ]);
+    let out = rig.list(&inputs);
+    let mut host_checked = 0;
+    for (&bits, &(fast, slow)) in inputs.iter().zip(&out) {
+        let a = f32::from_bits(bits);
+        assert_eq!(
+            fast,
+            slow,
+            "a = {a:e} ({bits:#010x}): exact_div_127 {:e} ({fast:#010x}) vs exact_div {:e} \
+             ({slow:#010x})",
+            f32::from_bits(fast),
+            f32::from_bits(slow)
+        );
+        // exact_div divides magnitudes; for positive non-NaN a it is IEEE division.
+        if a.is_sign_positive() && !a.is_nan() {
+            let want = (127.0f32 / a).to_bits();
+            assert_eq!(fast, want, "a = {a:e} ({bits:#010x}): vs host 127 / a");
+            host_checked += 1;
+        }
+    }
+    assert!(host_checked > 10_000);
+}
