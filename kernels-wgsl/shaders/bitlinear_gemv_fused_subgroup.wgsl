@@ -57,12 +57,58 @@ fn gf_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
     return max(max(b.x, b.y), max(b.z, b.w));
 }
 
-// The block's dot products for weight step j against the staged row (nothing past the row's end).
-fn gf_dot_if(w: GvRows, j: u32, vpr: u32) -> vec4<i32> {
+// Groups 1 and 2 of a packed weight word masked in place (codes times 4 and 16).
+const GF_MASK_1: u32 = 0x0c0c0c0cu;
+const GF_MASK_2: u32 = 0x30303030u;
+
+// A thread's exact partial sums for its 4-row block in three scales: groups 0 and 3 of every
+// weight word (codes as they are), group 1 (codes masked in place: 4 c) and group 2 (16 c).
+// Masking in place saves the shift of groups 1 and 2 (9 instead of 11 integer instructions per
+// word); group 3 in place would be 64 c, which a signed byte reads as negative for c = 2, so it
+// is shifted. s4 and s16 stay multiples of 4 and 16, so gf_total divides them exactly. (The
+// other vec4 GEMVs apply each decoded word to all M rows, which amortizes the shifts; here every
+// workgroup decodes for its one activation row.)
+struct GfAcc {
+    s1: vec4<i32>,
+    s4: vec4<i32>,
+    s16: vec4<i32>,
+}
+
+// One weight word against its 4 activation words: (scale-1, scale-4, scale-16) sums.
+fn gf_word(w: u32, x: vec4<u32>) -> vec3<i32> {
+    return vec3<i32>(
+        dot4I8Packed(x.x, w & CODE_MASK) + dot4I8Packed(x.w, (w >> 6u) & CODE_MASK),
+        dot4I8Packed(x.y, w & GF_MASK_1),
+        dot4I8Packed(x.z, w & GF_MASK_2),
+    );
+}
+
+// One row's weight vec4 (words 4 j .. 4 j + 3) against its 16 activation words.
+fn gf_row(w: vec4<u32>, xa: vec4<u32>, xb: vec4<u32>, xc: vec4<u32>, xd: vec4<u32>) -> vec3<i32> {
+    return gf_word(w.x, xa) + gf_word(w.y, xb) + gf_word(w.z, xc) + gf_word(w.w, xd);
+}
+
+// Adds the block's products for weight step j against the staged row (nothing past its end).
+fn gf_step(w: GvRows, j: u32, vpr: u32, acc: ptr<function, GfAcc>) {
     if (j >= vpr) {
-        return vec4<i32>();
+        return;
     }
-    return gv_dot(w, gf_x[4u * j], gf_x[4u * j + 1u], gf_x[4u * j + 2u], gf_x[4u * j + 3u]);
+    let xa = gf_x[4u * j];
+    let xb = gf_x[4u * j + 1u];
+    let xc = gf_x[4u * j + 2u];
+    let xd = gf_x[4u * j + 3u];
+    let r0 = gf_row(w.r0, xa, xb, xc, xd);
+    let r1 = gf_row(w.r1, xa, xb, xc, xd);
+    let r2 = gf_row(w.r2, xa, xb, xc, xd);
+    let r3 = gf_row(w.r3, xa, xb, xc, xd);
+    (*acc).s1 += vec4<i32>(r0.x, r1.x, r2.x, r3.x);
+    (*acc).s4 += vec4<i32>(r0.y, r1.y, r2.y, r3.y);
+    (*acc).s16 += vec4<i32>(r0.z, r1.z, r2.z, r3.z);
+}
+
+// The code-domain sums of the block: s1 + s4 / 4 + s16 / 16, exact.
+fn gf_total(acc: GfAcc) -> vec4<i32> {
+    return acc.s1 + (acc.s4 >> vec4<u32>(2u)) + (acc.s16 >> vec4<u32>(4u));
 }
 
 @compute @workgroup_size(256)
@@ -142,32 +188,32 @@ fn main(
     }
 
     // 4. The row blocks: use each step's registers, then reload them DEPTH steps ahead.
-    var acc = vec4<i32>();
+    var acc = GfAcc();
     var j = j0;
     loop {
         if (j >= vpr) {
             break;
         }
         let jn = j + DEPTH * TPR;
-        acc += gf_dot_if(w0, j, vpr);
+        gf_step(w0, j, vpr, &acc);
         w0 = gv_load_if(ids.n, jn, vpr);
         if (DEPTH > 1u) {
-            acc += gf_dot_if(w1, j + TPR, vpr);
+            gf_step(w1, j + TPR, vpr, &acc);
             w1 = gv_load_if(ids.n, jn + TPR, vpr);
         }
         if (DEPTH > 2u) {
-            acc += gf_dot_if(w2, j + 2u * TPR, vpr);
+            gf_step(w2, j + 2u * TPR, vpr, &acc);
             w2 = gv_load_if(ids.n, jn + 2u * TPR, vpr);
         }
         if (DEPTH > 3u) {
-            acc += gf_dot_if(w3, j + 3u * TPR, vpr);
+            gf_step(w3, j + 3u * TPR, vpr, &acc);
             w3 = gv_load_if(ids.n, jn + 3u * TPR, vpr);
         }
         j = jn;
     }
 
     // 5. Reduce over the lanes, rescale, store.
-    let total = gv_reduce(acc, ids);
+    let total = gv_reduce(gf_total(acc), ids);
     if (ids.l == 0u) {
         let scale = bitlinear_scale(weight_scale[0], a);
         let base = m * params.out_stride + params.out_base + ids.n;
