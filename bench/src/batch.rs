@@ -152,10 +152,7 @@ fn measure_shape(
                 .map(drop)
                 .map_err(err)
         })?;
-        let plan = e
-            .bitlinear_plan(b, n, k, true)
-            .or_else(|| e.bitlinear_plan(b, n, k, false))
-            .map(|p| p.to_string());
+        let plan = crate::gpu::plan_name(e, b, n, k);
         if b == 1 {
             (shape.b1, shape.plan_b1) = (Some(m), plan);
         } else {

@@ -391,6 +391,14 @@ pub fn time_calls(
     Ok(m)
 }
 
+/// The BitLinear plan `e` ran an `[m, k] × [n, k]ᵀ` shape with, as text: the f32-input plan
+/// where the shape had one (fused kernels), else the quantized-input plan.
+pub fn plan_name(e: &Engine, m: usize, n: usize, k: usize) -> Option<String> {
+    e.bitlinear_plan(m, n, k, true)
+        .or_else(|| e.bitlinear_plan(m, n, k, false))
+        .map(|p| p.to_string())
+}
+
 /// Calls per timed sample for a case with `copies` rotated inputs: one pass over the copies,
 /// at least [`MIN_GROUP`] calls.
 pub fn group(copies: usize) -> usize {

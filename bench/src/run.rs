@@ -201,12 +201,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             if w.op == OpKind::Bitlinear {
                 report.cases[i].gpu_plan = gpu
                     .as_ref()
-                    .and_then(|g| {
-                        let e = g.engine();
-                        e.bitlinear_plan(w.m, w.n, w.k, true)
-                            .or_else(|| e.bitlinear_plan(w.m, w.n, w.k, false))
-                    })
-                    .map(|p| p.to_string());
+                    .and_then(|g| crate::gpu::plan_name(g.engine(), w.m, w.n, w.k));
             }
             // Memory-bound ops also back to back with their outputs kept (no barriers between
             // calls): the throughput that compares with the copy roofline.
