@@ -60,6 +60,12 @@ fn values_of<T: bytemuck::Pod>(mut words: Vec<u32>, len: usize) -> Vec<T> {
     bytemuck::pod_collect_to_vec(&bytemuck::cast_slice::<u32, u8>(&words)[..n * size_of::<T>()])
 }
 
+/// Every word of `words` as a 4-byte `T` (scales: whole words).
+fn all_values<T: bytemuck::Pod>(words: Vec<u32>) -> Vec<T> {
+    let len = 4 * words.len();
+    values_of(words, len)
+}
+
 impl Tensor {
     /// Waits for the launches this tensor depends on and returns the earliest error among them
     /// (`Error::NonFinite` for a flagged value, the failure of a submission, a lost device) —
@@ -188,7 +194,7 @@ impl Tensor {
         let (n, k) = self.rows_k();
         async move {
             let words: Vec<u32> = values_of(words.await?, len);
-            let scale: Vec<f32> = bytemuck::cast_slice(&scales.await?.unwrap_or_default()).to_vec();
+            let scale: Vec<f32> = all_values(scales.await?.unwrap_or_default());
             let s = scale.first().copied().unwrap_or(0.0);
             Ok(TernaryMatrix::from_packed(words, n, k, s)?)
         }
@@ -209,8 +215,7 @@ impl Tensor {
         async move {
             let words = words.await?;
             let bytes = &bytemuck::cast_slice::<u32, u8>(&words)[..len];
-            let absmax: Vec<f32> =
-                bytemuck::cast_slice(&scales.await?.unwrap_or_default()).to_vec();
+            let absmax: Vec<f32> = all_values(scales.await?.unwrap_or_default());
             let row_bytes = 4 * activation_words_per_row(k);
             let values: Vec<i8> = bytes
                 .chunks_exact(row_bytes)
