@@ -91,6 +91,14 @@ pub const GEMM_COOP_TILE_M: u32 = 128;
 /// Weight rows (N) per output tile of [`BITLINEAR_GEMM_COOP_SUBGROUP`].
 pub const GEMM_COOP_TILE_N: u32 = 128;
 
+/// Threads per workgroup of [`BITLINEAR_GEMM_COOP_SUBGROUP`] (above the WebGPU default of 256:
+/// the engine checks the device's limits before it plans the kernel).
+pub const GEMM_COOP_THREADS: u32 = 512;
+
+/// Workgroup bytes of [`BITLINEAR_GEMM_COOP_SUBGROUP`] (double-buffered f16 operands, the
+/// epilogue's accumulator slots, the tile rows' scales).
+pub const GEMM_COOP_WORKGROUP_BYTES: u32 = 2 * 2 * 10240 + 4096 + 512;
+
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
 /// absolute-value sum; on the last level (`finalize = 1`, one workgroup, at most
 /// [`SUM_FINAL_BLOCKS`] blocks) the two last levels and the scale `s`. Bindings: 0

@@ -17,9 +17,6 @@ const MAX_INVOCATIONS: u32 = 256;
 const MAX_WORKGROUP_DIMS: [u32; 3] = [256, 256, 64];
 /// WebGPU default `max_compute_workgroup_storage_size` in bytes.
 const MAX_WORKGROUP_STORAGE: u32 = 16384;
-/// Workgroup storage allowed to the cooperative-matrix GEMM: it only runs on devices with
-/// cooperative matrices (the H100 / H200 offer 48 KiB), after a device self-test.
-const COOP_MAX_WORKGROUP_STORAGE: u32 = 45056;
 
 /// The params declaration every kernel writes (`PARAMS_UNIFORM_DECL` in engine/src/pipelines.rs).
 const PARAMS_UNIFORM_DECL: &str = "@group(1) @binding(0) var<uniform> params: Params;";
@@ -96,8 +93,17 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
         .map(|(_, var)| module.types[var.ty].inner.size(gctx))
         .sum();
-    let limit = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name {
-        COOP_MAX_WORKGROUP_STORAGE
+    let coop = kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name;
+    let limit = if coop {
+        // The engine checks the device limit before it plans this kernel (cooperative-matrix
+        // devices: the H100 / H200 offer 48 KiB); its own figure must be what the module declares.
+        assert_eq!(
+            storage,
+            bitnet::GEMM_COOP_WORKGROUP_BYTES,
+            "{}",
+            kernel.name
+        );
+        bitnet::GEMM_COOP_WORKGROUP_BYTES
     } else if kernel.name == bitnet::BITLINEAR_GEMV_LEAN_SUBGROUP.name {
         // The engine checks the device limit before it plans this kernel; its own figure must
         // be what the module declares.
@@ -128,6 +134,11 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
     for ep in compute {
         let size = ep.workgroup_size;
         let invocations: u32 = size.iter().product();
+        if coop {
+            // Also checked against the device by the engine; the figure must match.
+            assert_eq!(size, [bitnet::GEMM_COOP_THREADS, 1, 1], "{}", kernel.name);
+            continue;
+        }
         let dims_ok = size
             .iter()
             .zip(MAX_WORKGROUP_DIMS)

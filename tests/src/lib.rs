@@ -90,6 +90,22 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
     }
 }
 
+/// Whether `e`'s device can run the cooperative-matrix GEMM (`coop_ok` in the engine): the
+/// features, a subgroup size of exactly 32, and room for its 512-thread, 44.5 KiB workgroups (the
+/// kernels' naga test pins both figures to the module). Forced coop plans run exactly then.
+pub fn has_coop(e: &Engine) -> bool {
+    let info = e.info();
+    let f = bitnet_wgpu::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
+        | bitnet_wgpu::wgpu::Features::SHADER_F16;
+    info.features.contains(f)
+        && info.subgroup_min_size == 32
+        && info.subgroup_max_size == 32
+        && info.limits.is_some_and(|l| {
+            l.max_compute_invocations_per_workgroup >= 512
+                && l.max_compute_workgroup_storage_size >= 45568
+        })
+}
+
 /// Runs a future to completion on this thread (parks between wake-ups): the suite's executor
 /// for the engine's `*_async` reads, which are woken by the engine's completion thread.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

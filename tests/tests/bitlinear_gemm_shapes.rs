@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use bitnet_tests::{Rng, gpu_engine};
+use bitnet_tests::{Rng, gpu_engine, has_coop};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
 use bitnet_wgpu::{BitnetTuning, Engine, LinearPlan};
 
@@ -33,14 +33,6 @@ fn problem(seed: u64, m: usize, n: usize, k: usize) -> (QuantizedActivations, Te
     let xq = QuantizedActivations::from_parts(x, absmax, m, k).unwrap();
     let wq = TernaryMatrix::from_i8(&w, n, k, 0.75).unwrap();
     (xq, wq)
-}
-
-/// Whether the device can run the cooperative-matrix GEMM at all.
-fn has_coop(e: &Engine) -> bool {
-    let info = e.info();
-    let f = bitnet_wgpu::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
-        | bitnet_wgpu::wgpu::Features::SHADER_F16;
-    info.features.contains(f) && info.subgroup_min_size == 32 && info.subgroup_max_size == 32
 }
 
 /// The GEMM tunings to check: both register blocks, and the coop GEMM where available, each

@@ -162,11 +162,16 @@ pub(crate) fn batch_lanes(m: usize, k: usize) -> u32 {
 }
 
 /// Whether the cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (features, a
-/// subgroup size of exactly 32; correctness is established by the tuner's self-test).
+/// subgroup size of exactly 32, its workgroup size and memory within the device's limits;
+/// correctness is established by the tuner's self-test).
 pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    let limits = &gpu.caps.limits;
     gpu.caps.has(COOP_FEATURES)
         && gpu.caps.subgroup_min_size == 32
         && gpu.caps.subgroup_max_size == 32
+        && limits.max_compute_invocations_per_workgroup >= kernels::GEMM_COOP_THREADS
+        && limits.max_compute_workgroup_size_x >= kernels::GEMM_COOP_THREADS
+        && limits.max_compute_workgroup_storage_size >= kernels::GEMM_COOP_WORKGROUP_BYTES
         && m as u64 > u64::from(kernels::GEMV_MAX_M)
         && k <= COOP_MAX_K
 }

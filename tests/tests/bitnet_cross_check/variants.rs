@@ -7,7 +7,7 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use bitnet_tests::{gpu_engine, random_normal};
+use bitnet_tests::{gpu_engine, has_coop, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan};
 
@@ -146,15 +146,7 @@ fn gemm_at_every_register_block() {
 fn coop_matrix_gemm_where_the_device_has_it() {
     // Forced (no self-test): cpu-ref is the judge. Elsewhere (lavapipe) the tiled GEMM runs.
     let e = tuned_engine();
-    let info = e.info();
-    let coop = info
-        .features
-        .contains(bitnet_wgpu::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-        && info
-            .features
-            .contains(bitnet_wgpu::wgpu::Features::SHADER_F16)
-        && info.subgroup_min_size == 32
-        && info.subgroup_max_size == 32;
+    let coop = has_coop(&e);
     let tuning = BitnetTuning {
         autotune: Some(false),
         gemm_coop: Some(true),
