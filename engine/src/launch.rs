@@ -291,7 +291,6 @@ impl<'a> Launch<'a> {
     }
 
     /// Sets a pipeline-overridable constant (`override NAME: T;` in WGSL); part of the cache key.
-    #[allow(dead_code)] // for kernel variants; no kernel overrides a constant yet (tested)
     pub fn constant(mut self, name: &'static str, value: f64) -> Self {
         self.constants.push((name, value));
         self

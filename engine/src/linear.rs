@@ -84,9 +84,9 @@ impl Linear {
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
         let valid =
-            m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
+            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
         let cpu = || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
-        if !valid {
+        if e.cpu_only() || !valid() {
             return cpu();
         }
         let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());

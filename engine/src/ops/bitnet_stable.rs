@@ -2,7 +2,8 @@
 //! signatures, results (bit for bit) and errors. Each call runs where the engine's dispatch policy
 //! puts it (`dispatch.rs`): on the GPU they upload, run the kernels of `bitnet.rs` /
 //! `bitnet_linear.rs` and read back (re-running on the CPU if the GPU faults); on the CPU they
-//! call cpu-ref directly.
+//! call cpu-ref directly (a CPU-only engine before looking at anything else: its small-op cost is
+//! one branch over cpu-ref's).
 //!
 //! Input that cpu-ref rejects before computing (zero or mismatched dimensions, `K ≥ 2^24`, size
 //! overflow) is handed to cpu-ref itself, so both paths return the very same error. NaN/Inf
@@ -27,9 +28,9 @@ impl Engine {
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
     #[inline]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
-        let valid = n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len());
+        let valid = || n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len());
         let cpu = || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?);
-        if !valid {
+        if self.cpu_only() || !valid() {
             return cpu();
         }
         self.dispatched(
@@ -52,9 +53,9 @@ impl Engine {
         m: usize,
         k: usize,
     ) -> Result<QuantizedActivations> {
-        let valid = m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len());
+        let valid = || m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len());
         let cpu = || Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?);
-        if !valid {
+        if self.cpu_only() || !valid() {
             return cpu();
         }
         let work = Workload::quantize_activations(m, k);
@@ -69,9 +70,9 @@ impl Engine {
     #[inline]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
         let valid =
-            m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
+            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
         let cpu = || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
-        if !valid {
+        if self.cpu_only() || !valid() {
             return cpu();
         }
         let work = Workload::bitlinear(m, w.n(), w.k(), false);
@@ -90,9 +91,9 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
-        let valid = xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
+        let valid = || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
         let cpu = || Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?);
-        if !valid {
+        if self.cpu_only() || !valid() {
             return cpu();
         }
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
@@ -111,9 +112,9 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
-        let valid = xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
+        let valid = || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
         let cpu = || Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?);
-        if !valid {
+        if self.cpu_only() || !valid() {
             return cpu();
         }
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
