@@ -17,7 +17,7 @@
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
 //! | BitLinear M > 8, K split | [`BITLINEAR_GEMM_COOP_SUBGROUP`] / [`BITLINEAR_GEMM`] per K slice, then [`BITLINEAR_SPLIT_SUM`] | – |
-//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
+//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, 512-thread workgroups with 44.5 KiB, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
