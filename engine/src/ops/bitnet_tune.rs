@@ -4,8 +4,9 @@
 //!
 //! Autotune records every candidate plan on the real shape, with weights rotating through
 //! scratch copies (about 96 MiB, more than a large GPU's L2) so that weights come from memory as
-//! they do in a real model, and keeps the plan with the lowest submit-and-wait wall time per call
-//! (best of three timed batches). It runs on the first BitLinear of a shape whose packed weights
+//! they do in a real model, and keeps the plan with the lowest time per call (best of three timed
+//! batches; GPU time for GEMMs where the device has timestamps, else wall time:
+//! `bitnet_tune_clock.rs`). It runs on the first BitLinear of a shape whose packed weights
 //! are at least [`AUTOTUNE_MIN_BYTES`], by default on discrete GPUs and for GEMMs (M > 8) only —
 //! GEMVs keep the heuristic plans unless tuning is asked for explicitly (`BITNET_AUTOTUNE=1` or
 //! [`BitnetTuning::autotune`] = `Some(true)`; `0` / `Some(false)` turns it off) — and is one sync point: pending work is submitted, and an
@@ -15,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
 use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
@@ -24,6 +24,7 @@ use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping}
 use super::bitnet_plan::{LinearPlan, coop_ok};
 use super::bitnet_record::LinearCall;
 use super::bitnet_tune_cache as disk;
+use super::bitnet_tune_clock::{TuneProfiler, time_per_call};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -37,10 +38,6 @@ pub const AUTOTUNE_MIN_BYTES: u64 = 256 << 10;
 pub const AUTOTUNE_ENV: &str = "BITNET_AUTOTUNE";
 /// Scratch bytes of weight copies for autotune timing.
 const SCRATCH_BYTES: u64 = 96 << 20;
-/// Target wall time of one timed batch.
-const BATCH_TARGET: Duration = Duration::from_millis(2);
-/// Calls of the batch that estimates a call's time.
-const CALIBRATION_CALLS: u64 = 8;
 
 /// How the BitNet ops of one engine choose their kernels. `Default` = heuristic, autotune on
 /// discrete GPUs, nothing forced. Forced values apply where the kernel can run the shape.
@@ -244,12 +241,37 @@ impl Engine {
 
     /// Times every plan of `list` on `key`'s shape and returns the fastest.
     fn measure_best(&self, gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Result<LinearPlan> {
-        const OP: &str = "bitlinear autotune";
         let settings = with_state(gpu.id, |s| s.settings);
         let fallback = heuristic_with(gpu, key, settings);
         if list.len() <= 1 {
             return Ok(list.first().copied().unwrap_or(fallback));
         }
+        let Key { m, n, k, f32_input } = key;
+        // GEMMs on the GPU clock (bitnet_tune_clock.rs); the user's profiler is set aside
+        // either way, from the first tuning dispatch to the last.
+        let profiler = TuneProfiler::start(gpu, m as u64 > u64::from(GEMV_MAX_M))?;
+        let best = self.measure_each(gpu, key, list, profiler.as_ref());
+        if let Some(p) = profiler {
+            p.stop()?;
+        }
+        let best = best?;
+        log::info!(
+            "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {} ({:.2} µs per call)",
+            best.1,
+            best.0 * 1e6
+        );
+        Ok(best.1)
+    }
+
+    /// Times every plan of `list` (at least two) on `key`'s shape: the fastest and its time.
+    fn measure_each(
+        &self,
+        gpu: &Gpu,
+        key: Key,
+        list: &[LinearPlan],
+        profiler: Option<&TuneProfiler>,
+    ) -> Result<(f64, LinearPlan)> {
+        const OP: &str = "bitlinear autotune";
         let Key { m, n, k, f32_input } = key;
         let x = self.upload_f32(&tuning_row(m * k), &[m, k])?;
         let xq = self.quantize_activations_as(OP, &x)?;
@@ -267,7 +289,7 @@ impl Engine {
             &[(copies * stride).div_ceil(row_bytes) as usize, k],
             DType::Ternary,
         )?;
-        let mut best = (f64::INFINITY, fallback);
+        let mut best = (f64::INFINITY, list[0]);
         for &plan in list {
             let record = |i: u64| -> Result<()> {
                 let quantized;
@@ -292,7 +314,7 @@ impl Engine {
                 }
                 .record(gpu)
             };
-            let secs = time_per_call(self, record)?;
+            let secs = time_per_call(self, profiler, record)?;
             log::debug!(
                 "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {plan}: {:.2} µs",
                 secs * 1e6
@@ -301,12 +323,7 @@ impl Engine {
                 best = (secs, plan);
             }
         }
-        log::info!(
-            "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {} ({:.2} µs per call)",
-            best.1,
-            best.0 * 1e6
-        );
-        Ok(best.1)
+        Ok(best)
     }
 }
 
@@ -323,30 +340,6 @@ fn persisted_plan(gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Option<LinearPlan
     }
     let plan = with_state(gpu.id, |s| s.persisted.as_ref()?.get(&key).copied())?;
     list.contains(&plan).then_some(plan)
-}
-
-/// Wall time per call of `record`: one warm-up call (pipeline creation), a calibration batch of
-/// [`CALIBRATION_CALLS`] that sizes the timed batches to about [`BATCH_TARGET`], then the best of
-/// three timed batches, each submitted and waited for as a whole.
-fn time_per_call(engine: &Engine, mut record: impl FnMut(u64) -> Result<()>) -> Result<f64> {
-    let mut i = 0;
-    let mut batch = |calls: u64| -> Result<f64> {
-        let t = Instant::now();
-        for _ in 0..calls {
-            record(i)?;
-            i += 1;
-        }
-        engine.sync()?;
-        Ok(t.elapsed().as_secs_f64() / calls as f64)
-    };
-    batch(1)?;
-    let estimate = batch(CALIBRATION_CALLS)?;
-    let calls = ((BATCH_TARGET.as_secs_f64() / estimate) as u64).clamp(CALIBRATION_CALLS, 400);
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        best = best.min(batch(calls)?);
-    }
-    Ok(best)
 }
 
 /// Values of the tuning activations (finite, varied; their results are never read).

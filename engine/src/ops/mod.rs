@@ -17,6 +17,7 @@ mod bitnet_split;
 mod bitnet_stable;
 mod bitnet_tune;
 mod bitnet_tune_cache;
+mod bitnet_tune_clock;
 mod broadcast;
 mod elementwise;
 mod float_args;

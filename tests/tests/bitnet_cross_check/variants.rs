@@ -245,6 +245,51 @@ fn autotune_caches_a_valid_plan() {
 }
 
 #[test]
+fn autotune_keeps_the_users_profiling_report() {
+    // GEMM candidates are timed on the GPU clock by a profiler swapped in for the engine's own:
+    // the user's report must neither gain the tuner's calls nor lose its own.
+    let e = tuned_engine();
+    e.set_bitnet_tuning(BitnetTuning {
+        autotune: Some(false),
+        ..Default::default()
+    });
+    let timestamps = e
+        .info()
+        .features
+        .contains(bitnet_wgpu::wgpu::Features::TIMESTAMP_QUERY);
+    assert_eq!(e.set_profiling(true).is_ok(), timestamps);
+    if !timestamps {
+        // Wall-clock tuning only; autotune_caches_a_valid_plan covers it.
+        return;
+    }
+    e.reset_profile();
+    let (m, n, k) = (24, 96, 256);
+    check_linear(
+        &e,
+        &random_normal(14, m * k, 1.0),
+        m,
+        &weights(13, n, k),
+        "profiled",
+    );
+    let before = e.profile_report().unwrap();
+    assert!(before.dispatches > 0, "{before:?}");
+    let plan = e.autotune_bitlinear(20, 64, 384, false).unwrap().unwrap();
+    assert_eq!(e.profile_report().unwrap(), before, "after tuning ({plan})");
+    // Still the user's per-dispatch profiler, still counting.
+    check_linear(
+        &e,
+        &random_normal(15, m * k, 1.0),
+        m,
+        &weights(13, n, k),
+        "again",
+    );
+    let after = e.profile_report().unwrap();
+    assert_eq!(after.dispatches, 2 * before.dispatches, "{after:?}");
+    e.set_profiling(false).unwrap();
+    e.reset_profile();
+}
+
+#[test]
 fn fast_quant_variants_on_edge_values() {
     let e = tuned_engine();
     e.set_bitnet_tuning(BitnetTuning {
