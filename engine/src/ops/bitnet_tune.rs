@@ -234,7 +234,20 @@ impl Engine {
         if let Some(verdict) = with_state(gpu.id, |s| s.coop) {
             return verdict;
         }
-        let verdict = self.coop_self_test(gpu);
+        // Like the measurements, the self-test's dispatches stay out of the user's profile.
+        let verdict = match TuneProfiler::start(gpu, false) {
+            Ok(profiler) => {
+                let verdict = self.coop_self_test(gpu);
+                if let Some(Err(e)) = profiler.map(TuneProfiler::stop) {
+                    log::warn!("bitnet-wgpu: coop self-test: {e}");
+                }
+                verdict
+            }
+            Err(e) => {
+                log::warn!("bitnet-wgpu: cooperative-matrix GEMM unavailable: {e}");
+                false
+            }
+        };
         with_state(gpu.id, |s| s.coop = Some(verdict));
         verdict
     }
