@@ -2,7 +2,7 @@
 //! (target ≤ 1.5). Eight decode requests (M = 1 each) against the same weights, run through the
 //! engine's batched op [`Engine::bitlinear_batched_tensor`] on `[8, 1, K]` f32 activations,
 //! against one request (`[1, 1, K]`) through the same op. GPU time as for every case
-//! ([`crate::gpu::time_calls`]: batch span of back-to-back calls ÷ calls), weights rotated through
+//! ([`crate::timing::time_calls`]: batch span of back-to-back calls ÷ calls), weights rotated through
 //! cold copies. The engine path and the BitLinear plan each batch size ran with
 //! are named in the result ([`BatchResult::path`], [`BatchShape::plan_b8`]).
 //!
@@ -147,11 +147,17 @@ fn measure_shape(
         let x = e
             .upload_f32(&data::floats(b * k, 91 + b as u64), &[b, 1, k])
             .map_err(err)?;
-        let m = crate::gpu::time_calls(e, timestamps, policy, crate::gpu::group(ws.len()), |i| {
-            e.bitlinear_batched_tensor(&x, &ws[i % ws.len()])
-                .map(drop)
-                .map_err(err)
-        })?;
+        let m = crate::timing::time_calls(
+            e,
+            timestamps,
+            policy,
+            crate::timing::group(ws.len()),
+            |i| {
+                e.bitlinear_batched_tensor(&x, &ws[i % ws.len()])
+                    .map(drop)
+                    .map_err(err)
+            },
+        )?;
         let plan = crate::gpu::plan_name(e, b, n, k);
         if b == 1 {
             (shape.b1, shape.plan_b1) = (Some(m), plan);

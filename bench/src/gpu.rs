@@ -1,7 +1,7 @@
 //! The GPU side: resident inputs uploaded once, ops timed through the engine's public API.
 //!
 //! GPU time is the engine profiler's batch span (two timestamps around a batch of back-to-back
-//! calls, divided by the calls; [`time_calls`]), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
+//! calls, divided by the calls; [`crate::timing::time_calls`]), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
 //! submit + wait wall time per repeat, and every figure is tagged with the clock that made it.
 //!
 //! Per-case inputs rotate through several resident copies (`--cold-bytes`) so that repeats read
@@ -9,15 +9,15 @@
 
 use crate::data;
 use crate::engine_ops as ops;
-use crate::measure::{Clock, Measurement, RepeatPolicy};
+use crate::measure::{Measurement, RepeatPolicy};
 use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
+use crate::timing::{group, time_calls};
 use crate::workload::{
     LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
 };
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions, ProfileGranularity, Tensor};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 /// Copies of a rotated input at most (bounds memory on small working sets).
 const MAX_COPIES: u64 = 512;
@@ -307,90 +307,6 @@ impl GpuBench {
     }
 }
 
-/// The one GPU timing loop of the bench: warm-up, then samples of `group` calls `f(i)` recorded
-/// back to back into one batch (inputs rotate with `i`; fewer when one call takes long, so a
-/// sample stays near 20 ms), each sample the batch's GPU time ÷ the calls: with `timestamps` the
-/// profiler's batch span (clock `ts`: two timestamps per batch, nothing between the kernels — the
-/// engine must be in `ProfileGranularity::Batch`), else the submit + wait wall time of
-/// `Engine::sync` (recording untimed, clock `wall`). Like the PyTorch peers' CUDA-graph replays
-/// of one call per rotated copy, divided by the copies.
-pub fn time_calls(
-    e: &Engine,
-    timestamps: bool,
-    policy: RepeatPolicy,
-    group: usize,
-    mut f: impl FnMut(usize) -> Result<(), String>,
-) -> Result<Measurement, String> {
-    let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
-    // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
-    // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower. The
-    // first warm-up call may build pipelines or autotune (tens of milliseconds); then a batch
-    // of up to CAP_PROBE calls measures the submit + wait time per call that caps the group, so
-    // that a sample stays near SAMPLE_TARGET (on a software adapter one call can take a second;
-    // on the H200 the cap is far above any group). Capping by the first call instead cut GPU
-    // groups to a single call (one isolated dispatch timed, not back-to-back calls); capping by
-    // one later call still counted a submission's fixed cost against every call.
-    let started = Instant::now();
-    f(0)?;
-    sync(e)?;
-    let probe = group.min(CAP_PROBE);
-    let second = Instant::now();
-    for i in 1..=probe {
-        f(i)?;
-    }
-    sync(e)?;
-    let per_call = second.elapsed().as_secs_f64() / probe.max(1) as f64;
-    let cap = (SAMPLE_TARGET.as_secs_f64() / per_call.max(1e-9)) as usize;
-    let group = group.min(cap).max(1);
-    let mut calls = probe + 1;
-    let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
-        for _ in 0..group {
-            f(calls)?;
-            calls += 1;
-        }
-        Ok(())
-    };
-    let mut warmed = 2;
-    while (warmed < policy.warmup || started.elapsed() < MIN_WARM)
-        && started.elapsed() <= policy.budget / 4
-    {
-        run(&mut f)?;
-        sync(e)?;
-        warmed += 1;
-    }
-    e.reset_profile();
-    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-    while policy.wants_more(samples.len(), spent) {
-        if timestamps {
-            e.reset_profile();
-            let t = Instant::now();
-            run(&mut f)?;
-            sync(e)?;
-            spent += t.elapsed();
-            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
-            if ns == 0 {
-                return Err("the profiler recorded no GPU time for this op".into());
-            }
-            samples.push(ns as f64 * 1e-6 / group as f64);
-        } else {
-            run(&mut f)?;
-            let t = Instant::now();
-            sync(e)?;
-            let dt = t.elapsed();
-            spent += dt;
-            samples.push(dt.as_secs_f64() * 1e3 / group as f64);
-        }
-    }
-    let clock = if timestamps {
-        Clock::Timestamp
-    } else {
-        Clock::Wall
-    };
-    let mut m = Measurement::from_samples(&samples, clock).ok_or("no samples")?;
-    m.calls_per_sample = group;
-    Ok(m)
-}
-
 /// The BitLinear plan `e` ran an `[m, k] × [n, k]ᵀ` shape with, as text: the f32-input plan
 /// where the shape had one (fused kernels), else the quantized-input plan.
 pub fn plan_name(e: &Engine, m: usize, n: usize, k: usize) -> Option<String> {
@@ -398,24 +314,6 @@ pub fn plan_name(e: &Engine, m: usize, n: usize, k: usize) -> Option<String> {
         .or_else(|| e.bitlinear_plan(m, n, k, false))
         .map(|p| p.to_string())
 }
-
-/// Calls per timed sample for a case with `copies` rotated inputs: one pass over the copies,
-/// at least [`MIN_GROUP`] calls.
-pub fn group(copies: usize) -> usize {
-    copies.max(MIN_GROUP)
-}
-
-/// About how long one timed sample of back-to-back calls may take (caps the group).
-const SAMPLE_TARGET: Duration = Duration::from_millis(20);
-
-/// Calls of the warm-up batch whose submit + wait time per call caps the group.
-const CAP_PROBE: usize = 8;
-
-/// Shortest warm-up of a timed case (see [`time_calls`]).
-const MIN_WARM: Duration = Duration::from_millis(300);
-
-/// Fewest back-to-back calls per timed sample (amortizes the batch's first-kernel latency).
-pub const MIN_GROUP: usize = 16;
 
 /// Copies of an input of `bytes` needed for the rotation set to exceed `cold_bytes`.
 fn copies(cold_bytes: u64, bytes: u64) -> usize {

@@ -33,6 +33,7 @@ pub mod stream;
 pub mod svg;
 pub mod table;
 pub mod targets;
+pub mod timing;
 pub mod workload;
 
 pub use error::{BenchError, Result};

@@ -1,0 +1,108 @@
+//! The one GPU timing loop of the bench ([`time_calls`]) and how many back-to-back calls make a
+//! timed sample.
+
+use crate::measure::{Clock, Measurement, RepeatPolicy};
+use bitnet_wgpu::Engine;
+use std::time::{Duration, Instant};
+
+/// The one GPU timing loop of the bench: warm-up, then samples of `group` calls `f(i)` recorded
+/// back to back into one batch (inputs rotate with `i`; fewer when one call takes long, so a
+/// sample stays near 20 ms), each sample the batch's GPU time ÷ the calls: with `timestamps` the
+/// profiler's batch span (clock `ts`: two timestamps per batch, nothing between the kernels — the
+/// engine must be in `ProfileGranularity::Batch`), else the submit + wait wall time of
+/// `Engine::sync` (recording untimed, clock `wall`). Like the PyTorch peers' CUDA-graph replays
+/// of one call per rotated copy, divided by the copies.
+pub fn time_calls(
+    e: &Engine,
+    timestamps: bool,
+    policy: RepeatPolicy,
+    group: usize,
+    mut f: impl FnMut(usize) -> Result<(), String>,
+) -> Result<Measurement, String> {
+    let sync = |e: &Engine| e.sync().map_err(|x| x.to_string());
+    // Warm-up by count and by time: an H200 left idle (while a case's inputs are generated and
+    // uploaded) drops its clocks, and the first few milliseconds of work ran 2-4x slower. The
+    // first warm-up call may build pipelines or autotune (tens of milliseconds); then a batch
+    // of up to CAP_PROBE calls measures the submit + wait time per call that caps the group, so
+    // that a sample stays near SAMPLE_TARGET (on a software adapter one call can take a second;
+    // on the H200 the cap is far above any group). Capping by the first call instead cut GPU
+    // groups to a single call (one isolated dispatch timed, not back-to-back calls); capping by
+    // one later call still counted a submission's fixed cost against every call.
+    let started = Instant::now();
+    f(0)?;
+    sync(e)?;
+    let probe = group.min(CAP_PROBE);
+    let second = Instant::now();
+    for i in 1..=probe {
+        f(i)?;
+    }
+    sync(e)?;
+    let per_call = second.elapsed().as_secs_f64() / probe.max(1) as f64;
+    let cap = (SAMPLE_TARGET.as_secs_f64() / per_call.max(1e-9)) as usize;
+    let group = group.min(cap).max(1);
+    let mut calls = probe + 1;
+    let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
+        for _ in 0..group {
+            f(calls)?;
+            calls += 1;
+        }
+        Ok(())
+    };
+    let mut warmed = 2;
+    while (warmed < policy.warmup || started.elapsed() < MIN_WARM)
+        && started.elapsed() <= policy.budget / 4
+    {
+        run(&mut f)?;
+        sync(e)?;
+        warmed += 1;
+    }
+    e.reset_profile();
+    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+    while policy.wants_more(samples.len(), spent) {
+        if timestamps {
+            e.reset_profile();
+            let t = Instant::now();
+            run(&mut f)?;
+            sync(e)?;
+            spent += t.elapsed();
+            let ns = e.profile_report().map_err(|x| x.to_string())?.total_ns();
+            if ns == 0 {
+                return Err("the profiler recorded no GPU time for this op".into());
+            }
+            samples.push(ns as f64 * 1e-6 / group as f64);
+        } else {
+            run(&mut f)?;
+            let t = Instant::now();
+            sync(e)?;
+            let dt = t.elapsed();
+            spent += dt;
+            samples.push(dt.as_secs_f64() * 1e3 / group as f64);
+        }
+    }
+    let clock = if timestamps {
+        Clock::Timestamp
+    } else {
+        Clock::Wall
+    };
+    let mut m = Measurement::from_samples(&samples, clock).ok_or("no samples")?;
+    m.calls_per_sample = group;
+    Ok(m)
+}
+
+/// Calls per timed sample for a case with `copies` rotated inputs: one pass over the copies,
+/// at least [`MIN_GROUP`] calls.
+pub fn group(copies: usize) -> usize {
+    copies.max(MIN_GROUP)
+}
+
+/// About how long one timed sample of back-to-back calls may take (caps the group).
+const SAMPLE_TARGET: Duration = Duration::from_millis(20);
+
+/// Calls of the warm-up batch whose submit + wait time per call caps the group.
+const CAP_PROBE: usize = 8;
+
+/// Shortest warm-up of a timed case (see [`time_calls`]).
+const MIN_WARM: Duration = Duration::from_millis(300);
+
+/// Fewest back-to-back calls per timed sample (amortizes the batch's first-kernel latency).
+pub const MIN_GROUP: usize = 16;
