@@ -68,7 +68,10 @@ pub(super) fn time_per_call(
 /// The tuner's own profiler, installed in place of the engine's (which it holds, to put back
 /// when stopped or dropped) for the whole measurement, so that none of the tuner's dispatches
 /// reach the user's report: timing batch spans (GEMMs), or disabled (wall-clock tuning, which
-/// timestamp writes and their read-backs would perturb).
+/// timestamp writes and their read-backs would perturb). A profiling setting another thread
+/// changes while the tuner measures applies to the tuner's profiler and is lost when the
+/// engine's is put back (tuning is a one-off sync point; set profiling up before the first
+/// GEMM of a shape, or tune with [`Engine::autotune_bitlinear`] first).
 pub(super) struct TuneProfiler<'a> {
     gpu: &'a Gpu,
     /// Whether it times batch spans.
