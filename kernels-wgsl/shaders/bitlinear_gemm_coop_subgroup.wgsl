@@ -34,8 +34,8 @@ enable wgpu_cooperative_matrix;
 // epilogue waits on no global load).
 //
 // Workgroup memory: 2 x 2 x 10 KiB operands + 4 KiB epilogue + 512 B row scales = 44.5 KiB
-// (COOP_WORKGROUP_BYTES in the engine, which checks the device limit; above the WebGPU default of
-// 16 KiB).
+// (GEMM_COOP_WORKGROUP_BYTES in kernels-wgsl, checked against the device limit by the engine;
+// above the WebGPU default of 16 KiB).
 //
 // The enable directives must come first, so this file is first in its kernel! list; needs
 // bitlinear_common.wgsl.
@@ -44,7 +44,7 @@ enable wgpu_cooperative_matrix;
 const CM_BM: u32 = 128u;
 const CM_BN: u32 = 128u;
 const CM_KS: u32 = 32u;
-// Threads per workgroup (COOP_THREADS in the engine).
+// Threads per workgroup (GEMM_COOP_THREADS in kernels-wgsl).
 const CM_THREADS: u32 = 512u;
 // Row stride of the staged operands in vec4<f16> units: CM_KS plus 8 halves of padding.
 const CM_LDQ: u32 = 10u;
