@@ -2,6 +2,7 @@
 //! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
 //! per-op float tolerances.
 
+use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
 
 /// Deterministic splitmix64 generator (no external crate; the same stream on every machine).
@@ -91,8 +92,8 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
 }
 
 /// Whether `e`'s device can run the cooperative-matrix GEMM (`coop_ok` in the engine): the
-/// features, a subgroup size of exactly 32, and room for its 512-thread, 44.5 KiB workgroups (the
-/// kernels' naga test pins both figures to the module). Forced coop plans run exactly then.
+/// features, a subgroup size of exactly 32, and room for its workgroups (threads and bytes that
+/// the kernels' naga test pins to the module). Forced coop plans run exactly then.
 pub fn has_coop(e: &Engine) -> bool {
     let info = e.info();
     let f = bitnet_wgpu::wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX
@@ -101,8 +102,8 @@ pub fn has_coop(e: &Engine) -> bool {
         && info.subgroup_min_size == 32
         && info.subgroup_max_size == 32
         && info.limits.is_some_and(|l| {
-            l.max_compute_invocations_per_workgroup >= 512
-                && l.max_compute_workgroup_storage_size >= 45568
+            l.max_compute_invocations_per_workgroup >= bitnet::GEMM_COOP_THREADS
+                && l.max_compute_workgroup_storage_size >= bitnet::GEMM_COOP_WORKGROUP_BYTES
         })
 }
 

@@ -20,14 +20,11 @@ fn lean_possible(e: &Engine) -> bool {
     info.features
         .contains(bitnet_wgpu::wgpu::Features::SUBGROUP)
         && info.subgroup_min_size >= 8
-        && info
-            .limits
-            .is_some_and(|l| l.max_compute_workgroup_storage_size >= GEMV_LEAN_WORKGROUP_BYTES)
+        && info.limits.is_some_and(|l| {
+            l.max_compute_workgroup_storage_size
+                >= bitnet_kernels_wgsl::bitnet::GEMV_LEAN_WORKGROUP_BYTES
+        })
 }
-
-/// `bitnet_kernels_wgsl::bitnet::GEMV_LEAN_WORKGROUP_BYTES` (this crate does not depend on the
-/// kernels crate; the kernels' naga test pins the figure to the module).
-const GEMV_LEAN_WORKGROUP_BYTES: u32 = 30720;
 
 fn lean(lanes: Option<u32>) -> BitnetTuning {
     BitnetTuning {
