@@ -18,33 +18,23 @@ use Access::{Read, ReadWrite};
 
 /// weights, weight scale, activations, activation absmax, output.
 const BINDINGS: &[Access] = &[Read, Read, Read, Read, ReadWrite];
+/// The fused kernels: weights, weight scale, f32 activations `[M, K]`, output.
+const F32_BINDINGS: &[Access] = &[Read, Read, Read, ReadWrite];
 const GEMV_SUBGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_SUBGROUP, "main", BINDINGS)
     .requiring(wgpu::Features::SUBGROUP);
 const GEMV_WORKGROUP: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_WORKGROUP, "main", BINDINGS);
 const GEMV_VEC4: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_VEC4_SUBGROUP, "main", BINDINGS)
     .requiring(wgpu::Features::SUBGROUP);
-/// weights, weight scale, f32 activations, output.
-const GEMV_FUSED: Kernel = Kernel::new(
-    kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
-    "main",
-    &[Read, Read, Read, ReadWrite],
-)
-.requiring(wgpu::Features::SUBGROUP);
+const GEMV_FUSED: Kernel =
+    Kernel::new(kernels::BITLINEAR_GEMV_FUSED_SUBGROUP, "main", F32_BINDINGS)
+        .requiring(wgpu::Features::SUBGROUP);
 const GEMV_STAGED: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_STAGED_SUBGROUP, "main", BINDINGS)
     .requiring(wgpu::Features::SUBGROUP);
-/// weights, weight scale, f32 activations `[M, K]`, output.
-const GEMV_BATCH: Kernel = Kernel::new(
-    kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
-    "main",
-    &[Read, Read, Read, ReadWrite],
-)
-.requiring(wgpu::Features::SUBGROUP);
-const GEMV_LEAN: Kernel = Kernel::new(
-    kernels::BITLINEAR_GEMV_LEAN_SUBGROUP,
-    "main",
-    &[Read, Read, Read, ReadWrite],
-)
-.requiring(wgpu::Features::SUBGROUP);
+const GEMV_BATCH: Kernel =
+    Kernel::new(kernels::BITLINEAR_GEMV_BATCH_SUBGROUP, "main", F32_BINDINGS)
+        .requiring(wgpu::Features::SUBGROUP);
+const GEMV_LEAN: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_LEAN_SUBGROUP, "main", F32_BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
 const GEMV_LEAN_Q: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_LEAN_Q_SUBGROUP, "main", BINDINGS)
     .requiring(wgpu::Features::SUBGROUP);
 const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
