@@ -1,0 +1,118 @@
+//! Translates every WGSL kernel with naga's backends — SPIR-V (Vulkan), MSL (Metal) and HLSL
+//! (DX12) — the way wgpu does at pipeline creation, so a kernel that validates but that a backend
+//! cannot write (or panics on) fails `cargo test` on any machine, without those GPUs.
+//!
+//! Both forms the engine compiles are translated: as written (params in a uniform buffer) and with
+//! the params declaration rewritten to `var<immediate>` (engine/src/pipelines.rs). Override
+//! constants take their defaults (the translation does not depend on their values).
+//! Language levels: SPIR-V 1.3 (subgroup operations), MSL 2.4 and HLSL shader model 6.4 (subgroup
+//! operations, f16 and packed int8 dot products; wgpu needs DXC for these). Cooperative matrices
+//! are only offered on Vulkan, so kernels using them are translated to SPIR-V only.
+
+use bitnet_kernels_wgsl::{KernelSource, all};
+use naga::back::{hlsl, msl, pipeline_constants, spv};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+/// The params declaration every kernel writes (`PARAMS_UNIFORM_DECL` in engine/src/pipelines.rs).
+const PARAMS_UNIFORM_DECL: &str = "@group(1) @binding(0) var<uniform> params: Params;";
+/// What the engine rewrites it to on devices with immediates.
+const PARAMS_IMMEDIATE_DECL: &str = "var<immediate> params: Params;";
+
+/// Everything a kernel's source may request (validation fails without it).
+fn capabilities() -> Capabilities {
+    Capabilities::SUBGROUP
+        | Capabilities::SHADER_FLOAT16
+        | Capabilities::COOPERATIVE_MATRIX
+        | Capabilities::IMMEDIATES
+}
+
+/// `source` parsed, validated and with its override constants resolved to their defaults.
+fn resolved(name: &str, source: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
+    let module = naga::front::wgsl::parse_str(source)
+        .map_err(|e| format!("{name}: parse: {}", e.emit_to_string(source)))?;
+    let info = Validator::new(ValidationFlags::all(), capabilities())
+        .validate(&module)
+        .map_err(|e| format!("{name}: validate: {e:?}"))?;
+    let (module, info) = pipeline_constants::process_overrides(
+        &module,
+        &info,
+        None,
+        &naga::back::PipelineConstants::default(),
+    )
+    .map_err(|e| format!("{name}: overrides: {e}"))?;
+    Ok((module.into_owned(), info.into_owned()))
+}
+
+/// Writes one kernel, in both params forms, with every backend it can run on; the first failure
+/// as text.
+fn translate(kernel: &KernelSource) -> Result<(), String> {
+    translate_source(kernel.name, kernel.source)?;
+    if kernel.source.contains(PARAMS_UNIFORM_DECL) {
+        let rewritten = kernel
+            .source
+            .replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL);
+        translate_source(&format!("{} (immediates)", kernel.name), &rewritten)?;
+    }
+    Ok(())
+}
+
+/// Writes one source with every backend it can run on.
+fn translate_source(name: &str, source: &str) -> Result<(), String> {
+    let (module, info) = resolved(name, source)?;
+    let spv_options = spv::Options {
+        lang_version: (1, 3),
+        ..spv::Options::default()
+    };
+    spv::write_vec(&module, &info, &spv_options, None)
+        .map_err(|e| format!("{name}: SPIR-V: {e}"))?;
+    if source.contains("enable wgpu_cooperative_matrix") {
+        return Ok(());
+    }
+    let msl_options = msl::Options {
+        lang_version: (2, 4),
+        ..msl::Options::default()
+    };
+    msl::write_string(
+        &module,
+        &info,
+        &msl_options,
+        &msl::PipelineOptions::default(),
+    )
+    .map_err(|e| format!("{name}: MSL: {e}"))?;
+    // Where DX12 puts the immediates (root constants); unused by the uniform form.
+    let immediates = hlsl::BindTarget {
+        space: 0,
+        register: 0,
+        binding_array_size: None,
+        dynamic_storage_buffer_offsets_index: None,
+        restrict_indexing: false,
+    };
+    let hlsl_options = hlsl::Options {
+        shader_model: hlsl::ShaderModel::V6_4,
+        immediates_target: Some(immediates),
+        ..hlsl::Options::default()
+    };
+    let mut out = String::new();
+    hlsl::Writer::new(&mut out, &hlsl_options, &hlsl::PipelineOptions::default())
+        .write(&module, &info, None)
+        .map_err(|e| format!("{name}: HLSL: {e}"))?;
+    Ok(())
+}
+
+#[test]
+fn every_kernel_translates_for_vulkan_metal_and_dx12() {
+    let failures: Vec<String> = all()
+        .iter()
+        .filter_map(|k| {
+            std::panic::catch_unwind(|| translate(k))
+                .unwrap_or_else(|_| Err(format!("{}: a naga backend panicked", k.name)))
+                .err()
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} kernel(s) failed to translate:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
