@@ -247,35 +247,41 @@ impl Engine {
         Ok(g)
     }
 
-    /// Runs a host-facing op named `op` of size `w` on the chosen backend: `cpu` runs cpu-ref on
-    /// the caller's host inputs; `gpu` the GPU path. A GPU fault re-runs `cpu` (see the module
-    /// docs); bad input errors are returned as they are (the CPU would return the same).
+    /// Runs a host-facing op named `op` of size `w` off the CPU route (`route` from
+    /// [`Engine::route`], anything but [`Route::Cpu`]): a timed cpu-ref run, or the GPU path
+    /// `gpu` for input that `valid` accepts (anything else goes to cpu-ref, which returns its
+    /// error). A GPU fault re-runs `cpu` (see the module docs); bad input errors are returned as
+    /// they are (the CPU would return the same).
     ///
-    /// The CPU route is the hot path of small ops: inlined, a few loads and flops, no locked
-    /// instruction; timing samples and the GPU route are out of line.
-    #[inline]
-    pub(crate) fn dispatched<T>(
+    /// The ops call it from a function of their own that is never inlined, after matching
+    /// `Route::Cpu` themselves: then the CPU route, the hot path of small ops, is a few loads and
+    /// a compare before cpu-ref, with no closure or workload built for the other routes.
+    pub(crate) fn off_cpu<T>(
         &self,
+        route: Route<'_>,
         op: &'static str,
         w: &Workload,
+        valid: impl FnOnce() -> bool,
         cpu: impl FnOnce() -> Result<T>,
         gpu: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
-        match self.route(w) {
+        match route {
             Route::Cpu => cpu(),
             Route::Sampled(g) => {
-                let t = Instant::now();
+                let started = Instant::now();
                 let r = cpu();
-                observe_cpu(g, w, t);
+                g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
                 r
             }
+            Route::Gpu(_) if !valid() => cpu(),
             Route::Gpu(g) => on_gpu(g, op, w, cpu, gpu),
         }
     }
 
-    /// Where a host-facing op of size `w` runs now (counting CPU runs).
-    #[inline]
-    fn route(&self, w: &Workload) -> Route<'_> {
+    /// Where a host-facing op of size `w` runs now (counting CPU runs); the ops run
+    /// [`Route::Cpu`] themselves and hand every other route to [`Engine::off_cpu`].
+    #[inline(always)]
+    pub(crate) fn route(&self, w: Workload) -> Route<'_> {
         let Some(g) = self.gpu_raw() else {
             return Route::Cpu;
         };
@@ -299,7 +305,7 @@ impl Engine {
 
     /// The `Auto` decision: whether the GPU is predicted faster for `w` (small ops: one compare).
     #[inline]
-    fn auto_prefers_gpu(&self, g: &Gpu, w: &Workload) -> bool {
+    fn auto_prefers_gpu(&self, g: &Gpu, w: Workload) -> bool {
         // Before the first calibration every threshold is 0, so this falls through to it.
         let below = g.dispatch.cpu_below[w.class.index()].load(Ordering::Relaxed);
         w.units() > below && self.auto_predict(g, w)
@@ -307,7 +313,7 @@ impl Engine {
 
     /// The full prediction (and the lazy calibration on first use), out of the hot path.
     #[inline(never)]
-    fn auto_predict(&self, g: &Gpu, w: &Workload) -> bool {
+    fn auto_predict(&self, g: &Gpu, w: Workload) -> bool {
         let d = &g.dispatch;
         if d.ready.load(Ordering::Acquire) == 0 {
             self.load_or_calibrate(g);
@@ -315,26 +321,19 @@ impl Engine {
                 return false;
             }
         }
-        let (cpu, gpu) = d.predict(w);
+        let (cpu, gpu) = d.predict(&w);
         gpu < cpu
     }
 }
 
 /// Where one host-facing op runs.
-enum Route<'a> {
+pub(crate) enum Route<'a> {
     /// cpu-ref, untimed.
     Cpu,
     /// cpu-ref, timed to adapt the model.
     Sampled(&'a Gpu),
     /// The GPU path (CPU on a fault).
     Gpu(&'a Gpu),
-}
-
-/// Folds a timed CPU run (one in [`SAMPLE_EVERY`]) into the model.
-#[cold]
-#[inline(never)]
-fn observe_cpu(g: &Gpu, w: &Workload, started: Instant) {
-    g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
 }
 
 /// The GPU route: run `gpu`; on a GPU fault (or, under `Auto`, a device limit) re-run `cpu`.

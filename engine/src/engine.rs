@@ -200,13 +200,6 @@ impl Engine {
         }
     }
 
-    /// Whether this engine has no GPU at all: every host-facing op runs cpu-ref directly, with
-    /// nothing to validate or decide first (the small-op fast path of issue 4's overhead bound).
-    #[inline]
-    pub(crate) fn cpu_only(&self) -> bool {
-        self.gpu_raw().is_none()
-    }
-
     /// The GPU context even when it should not take new work (reads of existing tensors).
     #[inline]
     pub(crate) fn gpu_raw(&self) -> Option<&Gpu> {

@@ -12,11 +12,12 @@
 //! quantizes the rows itself and reads each weight once for all of them) — bit-identical to `B`
 //! separate calls.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bitnet_cpu_ref::TernaryMatrix;
 
-use crate::dispatch::Workload;
+use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -34,6 +35,8 @@ struct Inner {
     w: Arc<TernaryMatrix>,
     /// The device copy, once a GPU call needed it.
     device: Mutex<Option<Tensor>>,
+    /// Whether `device` holds the copy (read by every dispatch decision without the lock).
+    resident: AtomicBool,
 }
 
 impl Linear {
@@ -44,6 +47,7 @@ impl Linear {
                 engine: engine.clone(),
                 w: Arc::new(w),
                 device: Mutex::new(None),
+                resident: AtomicBool::new(false),
             }),
         }
     }
@@ -67,33 +71,40 @@ impl Linear {
         }
         let t = self.inner.engine.upload_ternary(&self.inner.w)?;
         *slot = Some(t.clone());
+        self.inner.resident.store(true, Ordering::Release);
         Ok(t)
     }
 
     /// Whether the weights are already on the device.
     fn resident(&self) -> bool {
-        self.inner
-            .device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.inner.resident.load(Ordering::Acquire)
     }
 
     /// `y[M, N] = x[M, K] · Wᵀ` for f32 activations (quantized per row); the same bits as
     /// [`bitnet_cpu_ref::bitlinear`], on the backend the engine's dispatch policy picks.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
-        let valid =
-            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
-        let cpu = || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
-        if e.cpu_only() || !valid() {
-            return cpu();
+        match e.route(Workload::bitlinear(m, w.n(), w.k(), self.resident())) {
+            Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
+            route => self.forward_off_cpu(route, x, m),
         }
-        let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());
-        e.dispatched("bitlinear", &work, cpu, || {
-            let xt = e.upload_f32(x, &[m, w.k()])?;
-            e.bitlinear_tensor(&xt, &self.device_weights()?)?.read_f32()
-        })
+    }
+
+    /// [`Linear::forward`] on every route but the plain CPU one (see `dispatch.rs`).
+    #[inline(never)]
+    fn forward_off_cpu(&self, route: Route<'_>, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let (e, w) = (&self.inner.engine, &*self.inner.w);
+        e.off_cpu(
+            route,
+            "bitlinear",
+            &Workload::bitlinear(m, w.n(), w.k(), self.resident()),
+            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
+            || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
+            || {
+                let xt = e.upload_f32(x, &[m, w.k()])?;
+                e.bitlinear_tensor(&xt, &self.device_weights()?)?.read_f32()
+            },
+        )
     }
 
     /// [`Linear::forward`] over a batch `x[B, M, K]` → `y[B, M, N]` (one dispatch for the batch).

@@ -2,8 +2,10 @@
 //! signatures, results (bit for bit) and errors. Each call runs where the engine's dispatch policy
 //! puts it (`dispatch.rs`): on the GPU they upload, run the kernels of `bitnet.rs` /
 //! `bitnet_linear.rs` and read back (re-running on the CPU if the GPU faults); on the CPU they
-//! call cpu-ref directly (a CPU-only engine before looking at anything else: its small-op cost is
-//! one branch over cpu-ref's).
+//! call cpu-ref directly. Each method decides the route inline and calls cpu-ref on the CPU route
+//! at once; everything the other routes need (validation, closures, the GPU path) lives in a
+//! never-inlined `*_off_cpu` function, so the CPU path of a small op costs a few loads and
+//! compares over cpu-ref's own.
 //!
 //! Input that cpu-ref rejects before computing (zero or mismatched dimensions, `K ≥ 2^24`, size
 //! overflow) is handed to cpu-ref itself, so both paths return the very same error. NaN/Inf
@@ -16,7 +18,7 @@
 
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 
-use crate::dispatch::Workload;
+use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::Result;
 
@@ -28,15 +30,26 @@ impl Engine {
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
     #[inline]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
-        let valid = || n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len());
-        let cpu = || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?);
-        if self.cpu_only() || !valid() {
-            return cpu();
+        match self.route(Workload::quantize_weights(n, k)) {
+            Route::Cpu => bitnet_cpu_ref::quantize_weights(w, n, k).map_err(Into::into),
+            route => self.quantize_weights_off_cpu(route, w, n, k),
         }
-        self.dispatched(
+    }
+
+    #[inline(never)]
+    fn quantize_weights_off_cpu(
+        &self,
+        route: Route<'_>,
+        w: &[f32],
+        n: usize,
+        k: usize,
+    ) -> Result<TernaryMatrix> {
+        self.off_cpu(
+            route,
             "quantize_weights",
             &Workload::quantize_weights(n, k),
-            cpu,
+            || n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len()),
+            || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?),
             || {
                 let t = self.upload_f32(w, &[n, k])?;
                 self.quantize_weights_tensor(&t)?.read_ternary()
@@ -53,34 +66,63 @@ impl Engine {
         m: usize,
         k: usize,
     ) -> Result<QuantizedActivations> {
-        let valid = || m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len());
-        let cpu = || Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?);
-        if self.cpu_only() || !valid() {
-            return cpu();
+        match self.route(Workload::quantize_activations(m, k)) {
+            Route::Cpu => bitnet_cpu_ref::quantize_activations(x, m, k).map_err(Into::into),
+            route => self.quantize_activations_off_cpu(route, x, m, k),
         }
-        let work = Workload::quantize_activations(m, k);
-        self.dispatched("quantize_activations", &work, cpu, || {
-            let t = self.upload_f32(x, &[m, k])?;
-            self.quantize_activations_tensor(&t)?.read_activations()
-        })
+    }
+
+    #[inline(never)]
+    fn quantize_activations_off_cpu(
+        &self,
+        route: Route<'_>,
+        x: &[f32],
+        m: usize,
+        k: usize,
+    ) -> Result<QuantizedActivations> {
+        self.off_cpu(
+            route,
+            "quantize_activations",
+            &Workload::quantize_activations(m, k),
+            || m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len()),
+            || Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?),
+            || {
+                let t = self.upload_f32(x, &[m, k])?;
+                self.quantize_activations_tensor(&t)?.read_activations()
+            },
+        )
     }
 
     /// BitLinear `y = x · Wᵀ` for `x` `[M, K]` (quantized per row) and ternary `w` `[N, K]`;
     /// same result as [`bitnet_cpu_ref::bitlinear`].
     #[inline]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
-        let valid =
-            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some();
-        let cpu = || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?);
-        if self.cpu_only() || !valid() {
-            return cpu();
+        match self.route(Workload::bitlinear(m, w.n(), w.k(), false)) {
+            Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
+            route => self.bitlinear_off_cpu(route, x, m, w),
         }
-        let work = Workload::bitlinear(m, w.n(), w.k(), false);
-        self.dispatched("bitlinear", &work, cpu, || {
-            let x = self.upload_f32(x, &[m, w.k()])?;
-            let w = self.upload_ternary(w)?;
-            self.bitlinear_tensor(&x, &w)?.read_f32()
-        })
+    }
+
+    #[inline(never)]
+    fn bitlinear_off_cpu(
+        &self,
+        route: Route<'_>,
+        x: &[f32],
+        m: usize,
+        w: &TernaryMatrix,
+    ) -> Result<Vec<f32>> {
+        self.off_cpu(
+            route,
+            "bitlinear",
+            &Workload::bitlinear(m, w.n(), w.k(), false),
+            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
+            || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
+            || {
+                let x = self.upload_f32(x, &[m, w.k()])?;
+                let w = self.upload_ternary(w)?;
+                self.bitlinear_tensor(&x, &w)?.read_f32()
+            },
+        )
     }
 
     /// BitLinear on already-quantized activations; same result as
@@ -91,17 +133,31 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
-        let valid = || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
-        let cpu = || Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?);
-        if self.cpu_only() || !valid() {
-            return cpu();
+        match self.route(Workload::bitlinear(xq.m(), w.n(), w.k(), false)) {
+            Route::Cpu => bitnet_cpu_ref::bitlinear_quantized(xq, w).map_err(Into::into),
+            route => self.bitlinear_quantized_off_cpu(route, xq, w),
         }
-        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
-        self.dispatched("bitlinear", &work, cpu, || {
-            let x = self.upload_activations(xq)?;
-            let w = self.upload_ternary(w)?;
-            self.bitlinear_tensor(&x, &w)?.read_f32()
-        })
+    }
+
+    #[inline(never)]
+    fn bitlinear_quantized_off_cpu(
+        &self,
+        route: Route<'_>,
+        xq: &QuantizedActivations,
+        w: &TernaryMatrix,
+    ) -> Result<Vec<f32>> {
+        self.off_cpu(
+            route,
+            "bitlinear",
+            &Workload::bitlinear(xq.m(), w.n(), w.k(), false),
+            || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
+            || Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?),
+            || {
+                let x = self.upload_activations(xq)?;
+                let w = self.upload_ternary(w)?;
+                self.bitlinear_tensor(&x, &w)?.read_f32()
+            },
+        )
     }
 
     /// The exact BitLinear accumulators, `M · N` `i32` row-major; same result as
@@ -112,17 +168,31 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
-        let valid = || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some();
-        let cpu = || Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?);
-        if self.cpu_only() || !valid() {
-            return cpu();
+        match self.route(Workload::bitlinear(xq.m(), w.n(), w.k(), false)) {
+            Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate(xq, w).map_err(Into::into),
+            route => self.bitlinear_accumulate_off_cpu(route, xq, w),
         }
-        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
-        self.dispatched("bitlinear_accumulate", &work, cpu, || {
-            let x = self.upload_activations(xq)?;
-            let w = self.upload_ternary(w)?;
-            let words = self.bitlinear_accumulate_tensor(&x, &w)?.read_u32()?;
-            Ok(words.into_iter().map(|v| v as i32).collect())
-        })
+    }
+
+    #[inline(never)]
+    fn bitlinear_accumulate_off_cpu(
+        &self,
+        route: Route<'_>,
+        xq: &QuantizedActivations,
+        w: &TernaryMatrix,
+    ) -> Result<Vec<i32>> {
+        self.off_cpu(
+            route,
+            "bitlinear_accumulate",
+            &Workload::bitlinear(xq.m(), w.n(), w.k(), false),
+            || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
+            || Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?),
+            || {
+                let x = self.upload_activations(xq)?;
+                let w = self.upload_ternary(w)?;
+                let words = self.bitlinear_accumulate_tensor(&x, &w)?.read_u32()?;
+                Ok(words.into_iter().map(|v| v as i32).collect())
+            },
+        )
     }
 }
