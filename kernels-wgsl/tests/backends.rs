@@ -6,8 +6,9 @@
 //! the params declaration rewritten to `var<immediate>` (engine/src/pipelines.rs). Override
 //! constants take their defaults (the translation does not depend on their values).
 //! Language levels: SPIR-V 1.3 (subgroup operations), MSL 2.4 and HLSL shader model 6.4 (subgroup
-//! operations, f16 and packed int8 dot products; wgpu needs DXC for these). Cooperative matrices
-//! are only offered on Vulkan, so kernels using them are translated to SPIR-V only.
+//! operations, f16 and packed int8 dot products; wgpu needs DXC for these), plus shader model 5.1
+//! (FXC) for the kernels that use neither subgroups nor f16. Cooperative matrices are only offered
+//! on Vulkan, so kernels using them are translated to SPIR-V only.
 
 use bitnet_kernels_wgsl::{KernelSource, all};
 use naga::back::{hlsl, msl, pipeline_constants, spv};
@@ -92,9 +93,32 @@ fn translate_source(name: &str, source: &str) -> Result<(), String> {
         immediates_target: Some(immediates),
         ..hlsl::Options::default()
     };
+    write_hlsl(name, &module, &info, &hlsl_options)?;
+    // Without DXC, DX12 adapters compile with FXC (shader model 5.1) and offer neither subgroups
+    // nor f16: the engine then runs the kernels that need neither, so those must translate there.
+    let code = source.lines().map(|l| l.split("//").next().unwrap_or(""));
+    if !code.clone().any(|l| l.contains("subgroup"))
+        && !code.clone().any(|l| l.contains("enable f16"))
+    {
+        let fxc = hlsl::Options {
+            shader_model: hlsl::ShaderModel::V5_1,
+            ..hlsl_options
+        };
+        write_hlsl(&format!("{name} (SM 5.1)"), &module, &info, &fxc)?;
+    }
+    Ok(())
+}
+
+/// Writes `module` as HLSL with `options`.
+fn write_hlsl(
+    name: &str,
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    options: &hlsl::Options,
+) -> Result<(), String> {
     let mut out = String::new();
-    hlsl::Writer::new(&mut out, &hlsl_options, &hlsl::PipelineOptions::default())
-        .write(&module, &info, None)
+    hlsl::Writer::new(&mut out, options, &hlsl::PipelineOptions::default())
+        .write(module, info, None)
         .map_err(|e| format!("{name}: HLSL: {e}"))?;
     Ok(())
 }
