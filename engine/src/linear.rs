@@ -84,20 +84,27 @@ impl Linear {
     /// [`bitnet_cpu_ref::bitlinear`], on the backend the engine's dispatch policy picks.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
-        match e.route(Workload::bitlinear(m, w.n(), w.k(), self.resident())) {
+        let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());
+        match e.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
-            route => self.forward_off_cpu(route, x, m),
+            route => self.forward_off_cpu(route, work, x, m),
         }
     }
 
     /// [`Linear::forward`] on every route but the plain CPU one (see `dispatch.rs`).
     #[inline(never)]
-    fn forward_off_cpu(&self, route: Route<'_>, x: &[f32], m: usize) -> Result<Vec<f32>> {
+    fn forward_off_cpu(
+        &self,
+        route: Route<'_>,
+        work: Workload,
+        x: &[f32],
+        m: usize,
+    ) -> Result<Vec<f32>> {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
         e.off_cpu(
             route,
             "bitlinear",
-            &Workload::bitlinear(m, w.n(), w.k(), self.resident()),
+            &work,
             || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
             || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
             || {

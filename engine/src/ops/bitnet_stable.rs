@@ -30,9 +30,10 @@ impl Engine {
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
     #[inline]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
-        match self.route(Workload::quantize_weights(n, k)) {
+        let work = Workload::quantize_weights(n, k);
+        match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::quantize_weights(w, n, k).map_err(Into::into),
-            route => self.quantize_weights_off_cpu(route, w, n, k),
+            route => self.quantize_weights_off_cpu(route, work, w, n, k),
         }
     }
 
@@ -40,6 +41,7 @@ impl Engine {
     fn quantize_weights_off_cpu(
         &self,
         route: Route<'_>,
+        work: Workload,
         w: &[f32],
         n: usize,
         k: usize,
@@ -47,7 +49,7 @@ impl Engine {
         self.off_cpu(
             route,
             "quantize_weights",
-            &Workload::quantize_weights(n, k),
+            &work,
             || n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len()),
             || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?),
             || {
@@ -66,9 +68,10 @@ impl Engine {
         m: usize,
         k: usize,
     ) -> Result<QuantizedActivations> {
-        match self.route(Workload::quantize_activations(m, k)) {
+        let work = Workload::quantize_activations(m, k);
+        match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::quantize_activations(x, m, k).map_err(Into::into),
-            route => self.quantize_activations_off_cpu(route, x, m, k),
+            route => self.quantize_activations_off_cpu(route, work, x, m, k),
         }
     }
 
@@ -76,6 +79,7 @@ impl Engine {
     fn quantize_activations_off_cpu(
         &self,
         route: Route<'_>,
+        work: Workload,
         x: &[f32],
         m: usize,
         k: usize,
@@ -83,7 +87,7 @@ impl Engine {
         self.off_cpu(
             route,
             "quantize_activations",
-            &Workload::quantize_activations(m, k),
+            &work,
             || m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len()),
             || Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?),
             || {
@@ -97,9 +101,10 @@ impl Engine {
     /// same result as [`bitnet_cpu_ref::bitlinear`].
     #[inline]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
-        match self.route(Workload::bitlinear(m, w.n(), w.k(), false)) {
+        let work = Workload::bitlinear(m, w.n(), w.k(), false);
+        match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
-            route => self.bitlinear_off_cpu(route, x, m, w),
+            route => self.bitlinear_off_cpu(route, work, x, m, w),
         }
     }
 
@@ -107,6 +112,7 @@ impl Engine {
     fn bitlinear_off_cpu(
         &self,
         route: Route<'_>,
+        work: Workload,
         x: &[f32],
         m: usize,
         w: &TernaryMatrix,
@@ -114,7 +120,7 @@ impl Engine {
         self.off_cpu(
             route,
             "bitlinear",
-            &Workload::bitlinear(m, w.n(), w.k(), false),
+            &work,
             || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
             || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
             || {
@@ -133,9 +139,10 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
-        match self.route(Workload::bitlinear(xq.m(), w.n(), w.k(), false)) {
+        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
+        match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_quantized(xq, w).map_err(Into::into),
-            route => self.bitlinear_quantized_off_cpu(route, xq, w),
+            route => self.bitlinear_quantized_off_cpu(route, work, xq, w),
         }
     }
 
@@ -143,13 +150,14 @@ impl Engine {
     fn bitlinear_quantized_off_cpu(
         &self,
         route: Route<'_>,
+        work: Workload,
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
         self.off_cpu(
             route,
             "bitlinear",
-            &Workload::bitlinear(xq.m(), w.n(), w.k(), false),
+            &work,
             || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
             || Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?),
             || {
@@ -168,9 +176,10 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
-        match self.route(Workload::bitlinear(xq.m(), w.n(), w.k(), false)) {
+        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
+        match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate(xq, w).map_err(Into::into),
-            route => self.bitlinear_accumulate_off_cpu(route, xq, w),
+            route => self.bitlinear_accumulate_off_cpu(route, work, xq, w),
         }
     }
 
@@ -178,13 +187,14 @@ impl Engine {
     fn bitlinear_accumulate_off_cpu(
         &self,
         route: Route<'_>,
+        work: Workload,
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
         self.off_cpu(
             route,
             "bitlinear_accumulate",
-            &Workload::bitlinear(xq.m(), w.n(), w.k(), false),
+            &work,
             || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
             || Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?),
             || {
