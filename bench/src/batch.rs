@@ -2,9 +2,9 @@
 //! (target ≤ 1.5). Eight decode requests (M = 1 each) against the same weights, run through the
 //! engine's batched op [`Engine::bitlinear_batched_tensor`] on `[8, 1, K]` f32 activations,
 //! against one request (`[1, 1, K]`) through the same op. GPU time as for every case
-//! ([`crate::timing::time_calls`]: batch span of back-to-back calls ÷ calls), weights rotated through
-//! cold copies. The engine path and the BitLinear plan each batch size ran with
-//! are named in the result ([`BatchResult::path`], [`BatchShape::plan_b8`]).
+//! ([`crate::timing::time_calls`]: batch span of back-to-back calls ÷ calls), weights rotated
+//! through cold copies. The engine path and the BitLinear plan each batch size ran with are named
+//! in the result ([`BatchResult::path`], [`BatchShape::plan_b8`]).
 //!
 //! A second, end-to-end figure per shape (wall clock, dispatch policy forced to the GPU): eight
 //! concurrent callers through the engine's request batcher [`BatchingLinear`] (merged into one

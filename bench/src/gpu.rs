@@ -1,8 +1,9 @@
 //! The GPU side: resident inputs uploaded once, ops timed through the engine's public API.
 //!
 //! GPU time is the engine profiler's batch span (two timestamps around a batch of back-to-back
-//! calls, divided by the calls; [`crate::timing::time_calls`]), median of repeats. Without `TIMESTAMP_QUERY` it falls back to
-//! submit + wait wall time per repeat, and every figure is tagged with the clock that made it.
+//! calls, divided by the calls; [`crate::timing::time_calls`]), median of repeats. Without
+//! `TIMESTAMP_QUERY` it falls back to submit + wait wall time per repeat, and every figure is
+//! tagged with the clock that made it.
 //!
 //! Per-case inputs rotate through several resident copies (`--cold-bytes`) so that repeats read
 //! from DRAM, not from a warm L2 — the same rule the PyTorch peers follow.

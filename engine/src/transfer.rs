@@ -46,9 +46,10 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
 
 /// Reads `len` bytes at `offset` of `src` as little-endian words (the last one zero-padded), then
 /// resolves the fates of `lineage` — the launches the bytes depend on — and returns the earliest
-/// error among them instead of the bytes if one failed. The first chunk (with the status slots of `lineage`) is submitted before this returns
-/// (a short wait for the submission thread), so several reads started back to back overlap; the
-/// future completes them (further chunks of reads above [`READBACK_CHUNK`] are submitted by it).
+/// error among them instead of the bytes if one failed. The first chunk (with the status slots
+/// of `lineage`) is submitted before this returns (a short wait for the submission thread), so
+/// several reads started back to back overlap; the future completes them (further chunks of
+/// reads above [`READBACK_CHUNK`] are submitted by it).
 pub(crate) fn read(
     engine: &Engine,
     src: wgpu::Buffer,

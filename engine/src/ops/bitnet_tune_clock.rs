@@ -2,19 +2,19 @@
 //!
 //! * **GEMMs (M > 8) on a device with timestamp queries**: the GPU span of each timed batch, from
 //!   a private profiler in [`ProfileGranularity::Batch`] (two timestamps per submitted batch,
-//!   nothing between the kernels), [`TuneProfiler`]. A GEMM call runs for tens to hundreds of microseconds on the GPU,
-//!   while its 2-3 dispatches cost a few microseconds each to record; in wall time that recording
-//!   narrowed the gap between close plans until run-to-run noise flipped the choice (H200,
-//!   640 × 2560, M = 512: the split GEMM at 40 µs of GPU time against 52 µs unsplit, chosen in
-//!   some runs and not in others). The bench reports GPU time too.
+//!   nothing between the kernels), [`TuneProfiler`]. A GEMM call runs for tens to hundreds of
+//!   microseconds on the GPU, while its 2-3 dispatches cost a few microseconds each to record;
+//!   in wall time that recording narrowed the gap between close plans until run-to-run noise
+//!   flipped the choice (H200, 640 × 2560, M = 512: the split GEMM at 40 µs of GPU time against
+//!   52 µs unsplit, chosen in some runs and not in others). The bench reports GPU time too.
 //! * **Otherwise** (GEMVs, whose recording is comparable to their GPU time and matters to a
 //!   decode step; devices without timestamps): the submit-and-wait wall time per call.
 //!
 //! Either way the tuner's dispatches run under its own profiler ([`TuneProfiler`], disabled for
 //! wall-clock tuning), swapped in for the engine's and back after, so that a user's profiling
-//! report neither gains the tuner's work nor loses its own; and one warm-up call (pipeline creation), a calibration batch of
-//! [`CALIBRATION_CALLS`] that sizes the timed batches to about [`BATCH_TARGET`] of wall time,
-//! then the best of three timed batches.
+//! report neither gains the tuner's work nor loses its own; and one warm-up call (pipeline
+//! creation), a calibration batch of [`CALIBRATION_CALLS`] that sizes the timed batches to about
+//! [`BATCH_TARGET`] of wall time, then the best of three timed batches.
 
 use std::time::{Duration, Instant};
 
