@@ -20,6 +20,7 @@ use bitnet_cpu_ref::TernaryMatrix;
 use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::ops::bitnet_stable::bitlinear_input_ok;
 use crate::tensor::{DType, Tensor};
 
 /// A BitLinear layer (`y = x · Wᵀ`) with resident ternary weights; cheap to clone, shareable
@@ -105,7 +106,7 @@ impl Linear {
             route,
             "bitlinear",
             &work,
-            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
+            || bitlinear_input_ok(x, m, w),
             || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
             || {
                 let xt = e.upload_f32(x, &[m, w.k()])?;

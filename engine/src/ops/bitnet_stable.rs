@@ -25,6 +25,12 @@ use crate::error::Result;
 /// Largest K cpu-ref accepts (exact i32 accumulation).
 const K_LIMIT: usize = 1 << 24;
 
+/// Whether BitLinear's GPU path can take `x` (`[m, K]` f32) against `w`: anything else goes to
+/// cpu-ref, which returns its own error for it.
+pub(crate) fn bitlinear_input_ok(x: &[f32], m: usize, w: &TernaryMatrix) -> bool {
+    m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some()
+}
+
 impl Engine {
     /// Quantizes `w` (`[N, K]`, row-major) to ternary weights; same result as
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
@@ -121,7 +127,7 @@ impl Engine {
             route,
             "bitlinear",
             &work,
-            || m > 0 && m.checked_mul(w.k()) == Some(x.len()) && m.checked_mul(w.n()).is_some(),
+            || bitlinear_input_ok(x, m, w),
             || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
             || {
                 let x = self.upload_f32(x, &[m, w.k()])?;

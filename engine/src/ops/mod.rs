@@ -14,7 +14,7 @@ mod bitnet_linear;
 mod bitnet_plan;
 mod bitnet_record;
 mod bitnet_split;
-mod bitnet_stable;
+pub(crate) mod bitnet_stable;
 mod bitnet_tune;
 mod bitnet_tune_cache;
 mod bitnet_tune_clock;
