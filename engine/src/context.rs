@@ -186,11 +186,16 @@ impl Gpu {
     /// often the first sign, before wgpu ran the device-lost callback (which runs once the
     /// queue drained: wait for it, briefly — this is an error path).
     pub fn explain(&self, e: Error) -> Error {
+        /// How long the lost callback may take to run once the queue drained.
+        const LOST_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
         if matches!(e, Error::Map(_) | Error::Validation { .. }) && !self.is_lost() {
             // Until the queue drained (or a second passed), polling without blocking in wgpu.
             // The poll that finds a destroyed device's queue empty hands the lost callback to
             // whichever thread polled (often the completion thread), which runs it just after:
-            // so once the queue is empty, keep watching for a short grace period.
+            // so once the queue is empty, keep watching for a grace period. 25 ms was too short
+            // on a loaded 2-core CI machine (the completion thread was descheduled and a
+            // destroyed device's read came back as a map error); a wrongly typed error costs
+            // more than a quarter second on a path that already failed.
             use std::time::{Duration, Instant};
             let mut deadline = Instant::now() + Duration::from_secs(1);
             let mut backoff = crate::wait::Backoff::default();
@@ -198,7 +203,7 @@ impl Gpu {
                 if let Ok(wgpu::PollStatus::QueueEmpty) | Err(_) =
                     self.device.poll(wgpu::PollType::Poll)
                 {
-                    deadline = deadline.min(Instant::now() + Duration::from_millis(25));
+                    deadline = deadline.min(Instant::now() + LOST_GRACE);
                 }
                 backoff.pause();
             }
