@@ -62,7 +62,8 @@
 //!
 //! **Kernels and tuning.** BitLinear picks its kernel per shape ([`LinearPlan`]); GEMM shapes
 //! (M > 8) are measured once on discrete GPUs (autotune, cached on disk: tile size, the
-//! cooperative-matrix GEMM, and how many slices K is split into), GEMV shapes use the
+//! cooperative-matrix GEMMs — f16, and int8 through SPIR-V passthrough on Vulkan — and how many
+//! slices K is split into), GEMV shapes use the
 //! heuristic unless `BITNET_AUTOTUNE=1` (`0` turns tuning off; [`BitnetTuning`] forces plans).
 //! WGSL modules keep wgpu's bounds checks but not its forced loop bounding
 //! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
@@ -98,6 +99,7 @@ mod profiler;
 mod readback;
 mod ring;
 mod scheduler;
+mod spirv;
 mod status;
 mod stream;
 mod tensor;

@@ -40,9 +40,19 @@ pub struct Kernel {
     pub bindings: &'static [Access],
     /// Device features the kernel needs (e.g. `SUBGROUP`, `SHADER_F16`); checked at creation.
     pub requires: wgpu::Features,
-    /// A hand-written MSL kernel built through passthrough instead of `source` (Metal only; see
-    /// `msl.rs`). Same layout: group 0 = `bindings`, group 1 = the engine's, params as immediates.
-    pub msl: Option<&'static bitnet_kernels_msl::MslKernel>,
+    /// How the kernel reaches the driver when not as WGSL: see `Passthrough`.
+    pub passthrough: Option<Passthrough>,
+}
+
+/// A kernel built through wgpu's passthrough shaders instead of its WGSL (same layout: group 0 =
+/// the kernel's `bindings`, group 1 = the engine's).
+#[derive(Debug, Clone, Copy)]
+pub enum Passthrough {
+    /// A hand-written MSL kernel (Metal only, params as immediates; see `msl.rs`).
+    Msl(&'static bitnet_kernels_msl::MslKernel),
+    /// The kernel's WGSL skeleton compiled to SPIR-V by naga and retyped to int8 cooperative
+    /// matrices (Vulkan only; see `spirv.rs`).
+    SpirvInt8,
 }
 
 impl Kernel {
@@ -57,7 +67,7 @@ impl Kernel {
             entry,
             bindings,
             requires: wgpu::Features::empty(),
-            msl: None,
+            passthrough: None,
         }
     }
 
@@ -75,7 +85,17 @@ impl Kernel {
             entry: k.entry_point,
             bindings,
             requires: wgpu::Features::PASSTHROUGH_SHADERS,
-            msl: Some(k),
+            passthrough: Some(Passthrough::Msl(k)),
+        }
+    }
+
+    /// The int8 cooperative-matrix form of a WGSL skeleton (`spirv.rs`); needs
+    /// `PASSTHROUGH_SHADERS` besides `requires`.
+    pub const fn spirv_int8(self) -> Kernel {
+        Kernel {
+            requires: self.requires.union(wgpu::Features::PASSTHROUGH_SHADERS),
+            passthrough: Some(Passthrough::SpirvInt8),
+            ..self
         }
     }
 
@@ -266,12 +286,23 @@ impl PipelineCache {
             entry: kernel.entry,
             message,
         };
+        // The SPIR-V of an int8 kernel is made before the scopes open: a failure there is ours.
+        let spirv = match kernel.passthrough {
+            Some(Passthrough::SpirvInt8) if !st.modules.contains_key(kernel.name()) => Some(
+                crate::spirv::int8_coop_spirv(kernel.name(), &self.prepare_source(kernel.source))
+                    .map_err(fail)?,
+            ),
+            _ => None,
+        };
         let vscope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let iscope = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
         if !st.modules.contains_key(kernel.name()) {
-            let module = match kernel.msl {
-                Some(msl) => crate::msl::create_module(&self.device, msl),
-                None => wgsl_module(
+            let module = match (kernel.passthrough, spirv) {
+                (Some(Passthrough::Msl(msl)), _) => crate::msl::create_module(&self.device, msl),
+                (_, Some(words)) => {
+                    crate::spirv::create_module(&self.device, kernel.name(), kernel.entry, words)
+                }
+                _ => wgsl_module(
                     &self.device,
                     wgpu::ShaderModuleDescriptor {
                         label: Some(kernel.name()),

@@ -16,8 +16,8 @@
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
-//! | BitLinear M > 8, K split | [`BITLINEAR_GEMM_COOP_SUBGROUP`] / [`BITLINEAR_GEMM`] per K slice, then [`BITLINEAR_SPLIT_SUM`] | – |
-//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_SUBGROUP`] (tensor cores, subgroup size 32, 512-thread workgroups with 44.5 KiB, verified on the device first) | [`BITLINEAR_GEMM`] (dot4, any K) |
+//! | BitLinear M > 8, K split | either coop GEMM or [`BITLINEAR_GEMM`] per K slice, then [`BITLINEAR_SPLIT_SUM`] | – |
+//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] (Vulkan: int8 tensor cores through SPIR-V passthrough) or [`BITLINEAR_GEMM_COOP_SUBGROUP`] (f16 tensor cores); subgroup size 32, 512-thread workgroups with 44.5 KiB, each verified on the device first | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
@@ -280,8 +280,8 @@ pub const BITLINEAR_SPLIT_SUM: KernelSource = KernelSource {
 };
 
 /// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
-/// while `127 K < 2^24`): [`GEMM_COOP_TILE_M`] × [`GEMM_COOP_TILE_N`] tiles, 256 threads = 8
-/// subgroups of exactly 32 (each 4 × 2 accumulators), K steps of 32 staged as f16,
+/// while `127 K < 2^24`): [`GEMM_COOP_TILE_M`] × [`GEMM_COOP_TILE_N`] tiles, 512 threads = 16
+/// subgroups of exactly 32 (each 2 × 2 accumulators), K steps of 32 staged as f16,
 /// double-buffered in 44 KiB of workgroup memory. Needs `SHADER_F16`, `SUBGROUP` and
 /// `EXPERIMENTAL_COOPERATIVE_MATRIX` with f16 16×16×16 / f32 accumulators, subgroup size 32.
 /// Same bindings as [`BITLINEAR_GEMV_SUBGROUP`] (activations read as vec4); workgroups
@@ -289,6 +289,22 @@ pub const BITLINEAR_SPLIT_SUM: KernelSource = KernelSource {
 pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_subgroup",
     source: kernel!("bitlinear_gemm_coop_subgroup.wgsl", "bitlinear_common.wgsl"),
+};
+
+/// The WGSL skeleton of the int8 cooperative-matrix BitLinear GEMM (i8 × i8 → i32 16×16×32, exact
+/// for any K): written with f16 / f32 matrices because WGSL has no 8-bit type, and retyped to int8
+/// in SPIR-V by the engine (`engine/src/spirv.rs`) before it reaches a Vulkan driver through
+/// passthrough; never run as WGSL. Tiles as [`BITLINEAR_GEMM_COOP_SUBGROUP`] (512 threads, 44.5
+/// KiB), K steps of 64 staged as signed bytes. Needs, besides the f16 kernel's features,
+/// `PASSTHROUGH_SHADERS`, Vulkan, and driver support for int8 16×16×32 matrices (which wgpu does
+/// not report: the engine's self-test decides). Same bindings and grid as
+/// [`BITLINEAR_GEMM_COOP_SUBGROUP`].
+pub const BITLINEAR_GEMM_COOP_I8_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemm_coop_i8_subgroup",
+    source: kernel!(
+        "bitlinear_gemm_coop_i8_subgroup.wgsl",
+        "bitlinear_common.wgsl"
+    ),
 };
 
 /// Every BitNet kernel of this module (every variant).
@@ -308,6 +324,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_LEAN_Q_SUBGROUP,
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
+    BITLINEAR_GEMM_COOP_I8_SUBGROUP,
     BITLINEAR_SPLIT_SUM,
 ];
 

@@ -93,7 +93,12 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
         .map(|(_, var)| module.types[var.ty].inner.size(gctx))
         .sum();
-    let coop = kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name;
+    // Both cooperative-matrix GEMMs (f16, and the int8 skeleton) share tiles and memory figures.
+    let coop = [
+        bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name,
+        bitnet::BITLINEAR_GEMM_COOP_I8_SUBGROUP.name,
+    ]
+    .contains(&kernel.name);
     let limit = if coop {
         // The engine checks the device limit before it plans this kernel (cooperative-matrix
         // devices: the H100 / H200 offer 48 KiB); its own figure must be what the module declares.

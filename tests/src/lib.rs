@@ -107,6 +107,17 @@ pub fn has_coop(e: &Engine) -> bool {
         })
 }
 
+/// Whether `e`'s device can run the int8 cooperative-matrix GEMM (`coop_i8_ok` in the engine):
+/// [`has_coop`] on Vulkan with passthrough shaders. Forced int8 coop plans run exactly then.
+pub fn has_coop_i8(e: &Engine) -> bool {
+    let info = e.info();
+    has_coop(e)
+        && info.backend == "Vulkan"
+        && info
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::PASSTHROUGH_SHADERS)
+}
+
 /// Runs a future to completion on this thread (parks between wake-ups): the suite's executor
 /// for the engine's `*_async` reads, which are woken by the engine's completion thread.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

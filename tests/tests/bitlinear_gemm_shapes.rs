@@ -1,5 +1,6 @@
 //! The BitLinear GEMMs (M > 8) on shapes that are no multiple of any tile: every register block of
-//! the tiled dot4 GEMM and, where the device offers it, the cooperative-matrix GEMM, unsplit and
+//! the tiled dot4 GEMM and, where the device offers them, the cooperative-matrix GEMMs (f16, and
+//! int8 through SPIR-V passthrough), unsplit and
 //! with K split into slices (summed by the split epilogue), each forced
 //! through `BitnetTuning` and compared with cpu-ref bit for bit (exact accumulators over the full
 //! int8 range, and outputs). Plus `time_prefill_plans` (ignored: run with `--ignored` on a real
@@ -7,7 +8,7 @@
 
 use std::time::Instant;
 
-use bitnet_tests::{Rng, gpu_engine, has_coop};
+use bitnet_tests::{Rng, gpu_engine, has_coop, has_coop_i8};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
 use bitnet_wgpu::{BitnetTuning, Engine, LinearPlan};
 
@@ -59,7 +60,21 @@ fn tunings(e: &Engine) -> Vec<(BitnetTuning, Option<LinearPlan>)> {
                 gemm_splits: Some(splits),
                 ..base
             };
-            out.push((coop, Some(LinearPlan::Coop { splits })));
+            out.push((
+                coop,
+                Some(LinearPlan::Coop {
+                    splits,
+                    int8: false,
+                }),
+            ));
+        }
+        if has_coop_i8(e) {
+            let coop = BitnetTuning {
+                gemm_coop_int8: Some(true),
+                gemm_splits: Some(splits),
+                ..base
+            };
+            out.push((coop, Some(LinearPlan::Coop { splits, int8: true })));
         }
     }
     out

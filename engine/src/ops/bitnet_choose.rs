@@ -6,11 +6,11 @@
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_plan::{
-    GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps, coop_ok,
-    default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
+    GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps, coop_i8_ok,
+    coop_ok, default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
 };
 use super::bitnet_split::{K_SPLITS, split_ok, split_worth};
-use super::bitnet_tune::{BitnetTuning, Key};
+use super::bitnet_tune::{BitnetTuning, CoopVerdict, Key};
 use crate::context::Gpu;
 
 /// The throughput variant of `plan` for a dispatch that overlaps earlier work (`hazard.rs`): the
@@ -109,8 +109,17 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
         LinearPlan::Lean { lanes } => LinearPlan::Lean {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
+        LinearPlan::Gemm { .. } if s.gemm_coop_int8 == Some(true) && coop_i8_ok(gpu, m) => {
+            LinearPlan::Coop {
+                splits: splits(1),
+                int8: true,
+            }
+        }
         LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
-            LinearPlan::Coop { splits: splits(1) }
+            LinearPlan::Coop {
+                splits: splits(1),
+                int8: false,
+            }
         }
         LinearPlan::Gemm { t, splits: s0 } => LinearPlan::Gemm {
             t: s.gemm_block.unwrap_or(t),
@@ -150,9 +159,14 @@ fn lean_lanes(gpu: &Gpu, k: usize) -> u32 {
 /// GPU.
 const SMALL_GRID_WORKGROUPS: u64 = 160;
 
-/// The plans autotune compares for `key` (respecting forced settings); `coop`: the
-/// cooperative-matrix GEMM passed its self-test.
-pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Vec<LinearPlan> {
+/// The plans autotune compares for `key` (respecting forced settings); `coop`: which
+/// cooperative-matrix GEMMs passed their self-tests.
+pub(crate) fn candidates(
+    gpu: &Gpu,
+    key: Key,
+    s: BitnetTuning,
+    coop: CoopVerdict,
+) -> Vec<LinearPlan> {
     let Key {
         m, k, f32_input, ..
     } = key;
@@ -164,15 +178,27 @@ pub(crate) fn candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: bool) -> Ve
             .filter(|&sp| split_ok(gpu, sp, m, key.n) && split_worth(sp, k))
             .filter(|&sp| s.gemm_splits.is_none_or(|f| f == sp))
             .collect();
-        if s.gemm_coop != Some(true) {
+        if s.gemm_coop != Some(true) && s.gemm_coop_int8 != Some(true) {
             for t in [4, 8] {
                 if s.gemm_block.is_none_or(|b| b == t) {
                     out.extend(splits.iter().map(|&splits| LinearPlan::Gemm { t, splits }));
                 }
             }
         }
-        if coop && s.gemm_coop != Some(false) && coop_ok(gpu, m, k) {
-            out.extend(splits.iter().map(|&splits| LinearPlan::Coop { splits }));
+        let f16 = coop.f16 && s.gemm_coop != Some(false) && s.gemm_coop_int8 != Some(true);
+        if f16 && coop_ok(gpu, m, k) {
+            out.extend(splits.iter().map(|&splits| LinearPlan::Coop {
+                splits,
+                int8: false,
+            }));
+        }
+        let int8 = coop.int8 && s.gemm_coop != Some(false) && s.gemm_coop_int8 != Some(false);
+        if int8 && coop_i8_ok(gpu, m) {
+            out.extend(
+                splits
+                    .iter()
+                    .map(|&splits| LinearPlan::Coop { splits, int8: true }),
+            );
         }
         return out;
     }

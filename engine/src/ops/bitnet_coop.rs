@@ -1,17 +1,19 @@
-//! The device self-test that admits the cooperative-matrix GEMM.
+//! The device self-test that admits the cooperative-matrix GEMMs (f16, and int8 on Vulkan).
 //!
 //! Cooperative matrices are an experimental wgpu feature, and a driver may accept a shader and
 //! still compute something else (a `coop_mat8x8<f32>` shader silently wrote zeros on the H100; see
-//! the team's GPU notes). So before the tuner may pick [`LinearPlan::Coop`] on an engine, it runs
-//! both GEMMs once on fixed problems that exercise every edge of the coop kernel (M, N and K not
+//! the team's GPU notes), and wgpu cannot even say whether a driver has the int8 matrices of the
+//! SPIR-V kernel (`spirv.rs`). So before the tuner may pick a [`LinearPlan::Coop`] on an engine,
+//! it runs each coop GEMM and the dot4 GEMM once on fixed problems that exercise every edge of the coop kernel (M, N and K not
 //! tile multiples, more than one tile in M and N, an odd number of weight words, K padding, the
 //! full int8 range) and compares the exact accumulators word for word. The verdict is kept for the engine's lifetime; any error
 //! (pipeline creation, device) counts as a failure and is logged, never returned.
 
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 
-use super::bitnet_plan::{LinearPlan, coop_ok};
+use super::bitnet_plan::{LinearPlan, coop_i8_ok, coop_ok};
 use super::bitnet_record::LinearCall;
+use super::bitnet_tune::CoopVerdict;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -23,29 +25,39 @@ use crate::tensor::DType;
 const SHAPES: [(usize, usize, usize); 2] = [(72, 200, 1000), (200, 300, 552)];
 
 impl Engine {
-    /// Whether the cooperative-matrix GEMM gives the dot4 GEMM's exact accumulators on this
-    /// device (false where it cannot run at all).
-    pub(crate) fn coop_self_test(&self, gpu: &Gpu) -> bool {
-        if !SHAPES.iter().all(|&(m, _, k)| coop_ok(gpu, m, k)) {
-            return false;
+    /// Which cooperative-matrix GEMMs give the dot4 GEMM's exact accumulators on this device
+    /// (neither where they cannot run at all).
+    pub(crate) fn coop_self_test(&self, gpu: &Gpu) -> CoopVerdict {
+        let f16 = SHAPES.iter().all(|&(m, _, k)| coop_ok(gpu, m, k));
+        let int8 = SHAPES.iter().all(|&(m, _, _)| coop_i8_ok(gpu, m));
+        CoopVerdict {
+            f16: f16 && self.coop_passes(gpu, false),
+            int8: int8 && self.coop_passes(gpu, true),
         }
+    }
+
+    /// Whether the (`int8`) coop GEMM matches on every self-test shape; failures are logged.
+    fn coop_passes(&self, gpu: &Gpu, int8: bool) -> bool {
+        let kind = if int8 { "int8 " } else { "" };
         match SHAPES.iter().try_fold(true, |same, &shape| {
-            Ok::<_, crate::error::Error>(same && self.coop_compare(gpu, shape)?)
+            Ok::<_, crate::error::Error>(same && self.coop_compare(gpu, shape, int8)?)
         }) {
             Ok(same) => {
                 if !same {
-                    log::warn!("bitnet-wgpu: the cooperative-matrix GEMM failed its self-test");
+                    log::warn!(
+                        "bitnet-wgpu: the {kind}cooperative-matrix GEMM failed its self-test"
+                    );
                 }
                 same
             }
             Err(e) => {
-                log::warn!("bitnet-wgpu: cooperative-matrix GEMM unavailable: {e}");
+                log::warn!("bitnet-wgpu: {kind}cooperative-matrix GEMM unavailable: {e}");
                 false
             }
         }
     }
 
-    fn coop_compare(&self, gpu: &Gpu, shape: (usize, usize, usize)) -> Result<bool> {
+    fn coop_compare(&self, gpu: &Gpu, shape: (usize, usize, usize), int8: bool) -> Result<bool> {
         const OP: &str = "bitlinear coop self-test";
         let (m, n, k) = shape;
         // Deterministic data over the full int8 range and all three weights.
@@ -64,7 +76,7 @@ impl Engine {
         let mut results = Vec::new();
         for plan in [
             LinearPlan::Gemm { t: 4, splits: 1 },
-            LinearPlan::Coop { splits: 1 },
+            LinearPlan::Coop { splits: 1, int8 },
         ] {
             let out = self.empty(OP, &[m, n], DType::U32)?;
             LinearCall {

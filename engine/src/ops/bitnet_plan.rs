@@ -12,6 +12,7 @@
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
 //! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
+//! | [`LinearPlan::Coop`] `int8` | `bitlinear_gemm_coop_i8_subgroup` retyped to int8 in SPIR-V (`spirv.rs`) | as the f16 one, and Vulkan with `PASSTHROUGH_SHADERS`; passed its own self-test |
 //!
 //! Both GEMMs can split K into `splits` slices (`bitnet_split.rs`): each slice's workgroups write
 //! exact accumulators to a plane of a scratch tensor, and `bitlinear_split_sum` adds the planes
@@ -31,7 +32,8 @@ use crate::context::Gpu;
 pub(crate) const COOP_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
-/// Largest K of the cooperative-matrix GEMM: f32 sums of |x·w| ≤ 128 K stay exact below 2^24.
+/// Largest K of the f16 cooperative-matrix GEMM: f32 sums of |x·w| ≤ 128 K stay exact below 2^24.
+/// (The int8 one sums in i32: exact for every K a binding can hold.)
 const COOP_MAX_K: usize = 1 << 17;
 
 /// Lane counts (`TPR`) the vec4 GEMVs are compiled with: powers of two, 8..=256.
@@ -77,10 +79,13 @@ pub enum LinearPlan {
     },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
     Generic,
-    /// The cooperative-matrix (tensor core) GEMM, f16 × f16 → f32; used after a device self-test.
+    /// The cooperative-matrix (tensor core) GEMM, f16 × f16 → f32, or i8 × i8 → i32 through SPIR-V
+    /// passthrough; each used after its device self-test.
     Coop {
         /// K slices (one of `K_SPLITS`; 1 = no split).
         splits: u32,
+        /// The int8 kernel (`spirv.rs`) instead of the f16 one.
+        int8: bool,
     },
     /// The tiled GEMM with `t × t` outputs per thread (`t` = 4 or 8; tiles of 16 t × 16 t).
     Gemm {
@@ -105,8 +110,17 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Gemm { t, splits } => {
                 write!(f, "gemm ({t}x{t} per thread, K in {splits} slices)")
             }
-            LinearPlan::Coop { splits: 1 } => write!(f, "coop-matrix gemm"),
-            LinearPlan::Coop { splits } => write!(f, "coop-matrix gemm, K in {splits} slices"),
+            LinearPlan::Coop { splits, int8 } => {
+                let kind = if *int8 {
+                    "int8 coop-matrix gemm"
+                } else {
+                    "coop-matrix gemm"
+                };
+                match splits {
+                    1 => f.write_str(kind),
+                    _ => write!(f, "{kind}, K in {splits} slices"),
+                }
+            }
         }
     }
 }
@@ -115,7 +129,7 @@ impl LinearPlan {
     /// K slices of a GEMM plan (1 for every other plan).
     pub(crate) fn k_splits(&self) -> u32 {
         match *self {
-            LinearPlan::Gemm { splits, .. } | LinearPlan::Coop { splits } => splits,
+            LinearPlan::Gemm { splits, .. } | LinearPlan::Coop { splits, .. } => splits,
             _ => 1,
         }
     }
@@ -176,6 +190,24 @@ pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
         && k <= COOP_MAX_K
 }
 
+/// Whether the int8 cooperative-matrix GEMM can run `m` rows (any K) on `gpu`: the f16
+/// kernel's conditions without its K limit, on Vulkan with passthrough shaders (whether the driver
+/// has int8 matrices is established by the tuner's self-test).
+pub(crate) fn coop_i8_ok(gpu: &Gpu, m: usize) -> bool {
+    gpu.adapter_info.backend == wgpu::Backend::Vulkan
+        && gpu.caps.has(wgpu::Features::PASSTHROUGH_SHADERS)
+        && coop_ok(gpu, m, 0)
+}
+
+/// Whether the cooperative-matrix GEMM of the given precision can run the shape.
+pub(crate) fn coop_kind_ok(gpu: &Gpu, int8: bool, m: usize, k: usize) -> bool {
+    if int8 {
+        coop_i8_ok(gpu, m)
+    } else {
+        coop_ok(gpu, m, k)
+    }
+}
+
 /// Whether `plan` can run the shape (`f32_input`: activations not yet quantized).
 pub(crate) fn plan_ok(
     gpu: &Gpu,
@@ -198,7 +230,9 @@ pub(crate) fn plan_ok(
                 && [4, 8].contains(&t)
                 && split_ok(gpu, splits, m, n)
         }
-        LinearPlan::Coop { splits } => coop_ok(gpu, m, k) && split_ok(gpu, splits, m, n),
+        LinearPlan::Coop { splits, int8 } => {
+            coop_kind_ok(gpu, int8, m, k) && split_ok(gpu, splits, m, n)
+        }
     }
 }
 

@@ -40,6 +40,10 @@ const GEMV_LEAN_Q: Kernel = Kernel::new(kernels::BITLINEAR_GEMV_LEAN_Q_SUBGROUP,
 const GEMM: Kernel = Kernel::new(kernels::BITLINEAR_GEMM, "main", BINDINGS);
 const GEMM_COOP: Kernel =
     Kernel::new(kernels::BITLINEAR_GEMM_COOP_SUBGROUP, "main", BINDINGS).requiring(COOP_FEATURES);
+const GEMM_COOP_I8: Kernel =
+    Kernel::new(kernels::BITLINEAR_GEMM_COOP_I8_SUBGROUP, "main", BINDINGS)
+        .requiring(COOP_FEATURES)
+        .spirv_int8();
 
 /// cpu-ref's name for an output that overflowed in the rescale.
 pub(crate) const OUTPUT: &str = "output (rescale overflowed f32)";
@@ -126,10 +130,11 @@ impl LinearCall<'_> {
                         };
                         (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
                     }
-                    LinearPlan::Coop { .. } => {
+                    LinearPlan::Coop { int8, .. } => {
                         let tiles_n = rows_n.div_ceil(u64::from(kernels::GEMM_COOP_TILE_N));
                         let tiles_m = rows_m.div_ceil(u64::from(kernels::GEMM_COOP_TILE_M));
-                        (&GEMM_COOP, tiles_n * tiles_m, tiles_n)
+                        let kernel = if int8 { &GEMM_COOP_I8 } else { &GEMM_COOP };
+                        (kernel, tiles_n * tiles_m, tiles_n)
                     }
                     LinearPlan::Gemm { t, .. } => {
                         let tiles_n = rows_n.div_ceil(16 * u64::from(t));

@@ -72,7 +72,13 @@ pub struct BitnetTuning {
     pub gemm_splits: Option<u32>,
     /// Force (`true`) or forbid (`false`) the cooperative-matrix GEMM for M > 8 where the device
     /// can run it (`None`: a candidate of autotune once it passed its device self-test).
+    /// Forbidding it forbids the int8 one too.
     pub gemm_coop: Option<bool>,
+    /// Force (`true`, without the self-test: for checking it against cpu-ref) or forbid (`false`)
+    /// the int8 cooperative-matrix GEMM (Vulkan, SPIR-V passthrough) for M > 8 where the device
+    /// can run it; forcing it takes precedence over `gemm_coop`. `None`: a candidate of autotune
+    /// once it passed its device self-test.
+    pub gemm_coop_int8: Option<bool>,
     /// Use the generic GEMV for M ≤ 8 (no vec4 / fused kernels): the fallback path.
     pub generic_gemv: bool,
 }
@@ -92,8 +98,17 @@ struct EngineTuning {
     plans: HashMap<Key, LinearPlan>,
     /// Measured plans from the plan cache file (read on first need, `bitnet_tune_cache.rs`).
     persisted: Option<HashMap<Key, LinearPlan>>,
-    /// The cooperative-matrix GEMM's self-test verdict (`bitnet_coop.rs`), once run.
-    coop: Option<bool>,
+    /// The cooperative-matrix GEMMs' self-test verdicts (`bitnet_coop.rs`), once run.
+    coop: Option<CoopVerdict>,
+}
+
+/// Which cooperative-matrix GEMMs passed their device self-tests (`bitnet_coop.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CoopVerdict {
+    /// The f16 kernel.
+    pub f16: bool,
+    /// The int8 kernel (SPIR-V passthrough).
+    pub int8: bool,
 }
 
 impl Key {
@@ -207,7 +222,11 @@ impl Engine {
         // heuristic plans), while the GEMM candidates differ by large, robust factors.
         let regime = explicit == Some(true) || m as u64 > u64::from(GEMV_MAX_M);
         let tunable = forced.is_none() && auto && big && regime;
-        let coop = tunable && self.coop_verified(gpu, key, settings);
+        let coop = if tunable {
+            self.coop_verified(gpu, key, settings)
+        } else {
+            CoopVerdict::default()
+        };
         let list = candidates(gpu, key, settings, coop);
         let plan = match forced {
             Some(plan) => plan,
@@ -225,11 +244,11 @@ impl Engine {
         Ok(plan)
     }
 
-    /// Whether the cooperative-matrix GEMM may be a candidate for `key`: the device can run it,
-    /// the settings allow it, and it passed its self-test (run now if it has not been).
-    fn coop_verified(&self, gpu: &Gpu, key: Key, settings: BitnetTuning) -> bool {
-        if settings.gemm_coop == Some(false) || !coop_ok(gpu, key.m, key.k) {
-            return false;
+    /// Which cooperative-matrix GEMMs passed their self-tests (run now if they have not been),
+    /// none where the device cannot run them or the settings forbid them.
+    fn coop_verified(&self, gpu: &Gpu, key: Key, settings: BitnetTuning) -> CoopVerdict {
+        if settings.gemm_coop == Some(false) || !coop_ok(gpu, key.m, 0) {
+            return CoopVerdict::default();
         }
         if let Some(verdict) = with_state(gpu.id, |s| s.coop) {
             return verdict;
@@ -245,7 +264,7 @@ impl Engine {
             }
             Err(e) => {
                 log::warn!("bitnet-wgpu: cooperative-matrix GEMM unavailable: {e}");
-                false
+                CoopVerdict::default()
             }
         };
         with_state(gpu.id, |s| s.coop = Some(verdict));

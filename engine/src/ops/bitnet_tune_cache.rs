@@ -195,9 +195,14 @@ fn compact(text: &str) -> String {
     latest.iter().map(|(_, l)| format!("{l}\n")).collect()
 }
 
+/// The code of a cooperative-matrix plan's kernel.
+fn coop_code(int8: bool) -> &'static str {
+    if int8 { "coopi8" } else { "coop" }
+}
+
 impl LinearPlan {
     /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `lean:32`,
-    /// `generic`, `gemm:8`, `gemm:8x4` (t x K slices), `coop`, `coop:4` (K slices)) for the plan cache.
+    /// `generic`, `gemm:8`, `gemm:8x4` (t x K slices), `coop`, `coop:4` (K slices), `coopi8`, `coopi8:4`) for the plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
@@ -209,8 +214,8 @@ impl LinearPlan {
             LinearPlan::Generic => "generic".into(),
             LinearPlan::Gemm { t, splits: 1 } => format!("gemm:{t}"),
             LinearPlan::Gemm { t, splits } => format!("gemm:{t}x{splits}"),
-            LinearPlan::Coop { splits: 1 } => "coop".into(),
-            LinearPlan::Coop { splits } => format!("coop:{splits}"),
+            LinearPlan::Coop { splits: 1, int8 } => coop_code(*int8).into(),
+            LinearPlan::Coop { splits, int8 } => format!("{}:{splits}", coop_code(*int8)),
         }
     }
 
@@ -226,8 +231,10 @@ impl LinearPlan {
             "lean" => LinearPlan::Lean { lanes: number()? },
             "leanq" => LinearPlan::LeanQ { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
-            "coop" if value.is_empty() => LinearPlan::Coop { splits: 1 },
-            "coop" => LinearPlan::Coop { splits: number()? },
+            "coop" | "coopi8" => LinearPlan::Coop {
+                splits: if value.is_empty() { 1 } else { number()? },
+                int8: kind == "coopi8",
+            },
             "gemm" => match value.split_once('x') {
                 Some((t, splits)) => LinearPlan::Gemm {
                     t: t.parse().ok()?,
@@ -259,8 +266,22 @@ mod tests {
             LinearPlan::Generic,
             LinearPlan::Gemm { t: 8, splits: 1 },
             LinearPlan::Gemm { t: 4, splits: 8 },
-            LinearPlan::Coop { splits: 1 },
-            LinearPlan::Coop { splits: 4 },
+            LinearPlan::Coop {
+                splits: 1,
+                int8: false,
+            },
+            LinearPlan::Coop {
+                splits: 4,
+                int8: false,
+            },
+            LinearPlan::Coop {
+                splits: 1,
+                int8: true,
+            },
+            LinearPlan::Coop {
+                splits: 8,
+                int8: true,
+            },
         ];
         for (i, plan) in plans.into_iter().enumerate() {
             let shape = (i + 1, 2560, 6912, i % 2 == 0);

@@ -7,7 +7,7 @@
 
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use bitnet_tests::{gpu_engine, has_coop, random_normal};
+use bitnet_tests::{gpu_engine, has_coop, has_coop_i8, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan};
 
@@ -146,13 +146,6 @@ fn gemm_at_every_register_block() {
 fn coop_matrix_gemm_where_the_device_has_it() {
     // Forced (no self-test): cpu-ref is the judge. Elsewhere (lavapipe) the tiled GEMM runs.
     let e = tuned_engine();
-    let coop = has_coop(&e);
-    let tuning = BitnetTuning {
-        autotune: Some(false),
-        gemm_coop: Some(true),
-        gemm_splits: Some(4),
-        ..Default::default()
-    };
     let shapes = [
         (9, 1, 16),
         (64, 128, 64),
@@ -160,12 +153,22 @@ fn coop_matrix_gemm_where_the_device_has_it() {
         (130, 257, 2560),
         (257, 129, 96),
     ];
-    for &(m, n, k) in &shapes {
-        let plans = check_with(&e, tuning, m, n, k, "coop");
-        if coop {
-            assert_eq!(plans.1, LinearPlan::Coop { splits: 4 });
-        } else {
-            assert!(matches!(plans.1, LinearPlan::Gemm { .. }));
+    // The f16 kernel, then the int8 one (SPIR-V passthrough; Vulkan only).
+    for (int8, available) in [(false, has_coop(&e)), (true, has_coop_i8(&e))] {
+        let tuning = BitnetTuning {
+            autotune: Some(false),
+            gemm_coop: Some(true),
+            gemm_coop_int8: Some(int8),
+            gemm_splits: Some(4),
+            ..Default::default()
+        };
+        for &(m, n, k) in &shapes {
+            let plans = check_with(&e, tuning, m, n, k, "coop");
+            if available {
+                assert_eq!(plans.1, LinearPlan::Coop { splits: 4, int8 });
+            } else if !int8 {
+                assert!(matches!(plans.1, LinearPlan::Gemm { .. }));
+            }
         }
     }
 }

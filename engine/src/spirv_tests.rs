@@ -1,0 +1,131 @@
+//! The int8 retyping on the real skeleton (both params forms): every matrix type, capability and
+//! multiply-add as `spirv.rs` promises, and clear errors for modules that are not skeletons.
+
+use bitnet_kernels_wgsl::bitnet::{BITLINEAR_GEMM_COOP_I8_SUBGROUP, BITLINEAR_GEMV_SUBGROUP};
+
+use super::*;
+use crate::pipelines::{PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL};
+
+/// Every instruction of `words` with opcode `op` (operands after the first word).
+fn all(words: &[u32], op: u32) -> Vec<Vec<u32>> {
+    instructions(words)
+        .unwrap()
+        .into_iter()
+        .filter(|(o, _)| *o == op)
+        .map(|(_, w)| w[1..].to_vec())
+        .collect()
+}
+
+/// The value of u32 constant `id`.
+fn value(words: &[u32], id: u32) -> u32 {
+    all(words, OP_CONSTANT)
+        .into_iter()
+        .find(|w| w[1] == id)
+        .map(|w| w[2])
+        .unwrap()
+}
+
+/// The (width, signedness) of integer type `id`.
+fn int_type(words: &[u32], id: u32) -> Option<(u32, u32)> {
+    all(words, OP_TYPE_INT)
+        .into_iter()
+        .find(|w| w[0] == id)
+        .map(|w| (w[1], w[2]))
+}
+
+fn check_retyped(source: &str) {
+    let before = compile("skeleton", source).unwrap();
+    let after = int8_coop_spirv("skeleton", source).unwrap();
+    assert!(after[3] >= before[3], "id bound");
+    assert!(
+        all(&after, OP_CAPABILITY).contains(&vec![CAPABILITY_INT8]),
+        "Int8 capability"
+    );
+    // Capabilities stay the module's first instructions.
+    let insts = instructions(&after).unwrap();
+    let last_cap = insts
+        .iter()
+        .rposition(|(op, _)| *op == OP_CAPABILITY)
+        .unwrap();
+    assert!(
+        insts[..=last_cap]
+            .iter()
+            .all(|(op, _)| *op == OP_CAPABILITY)
+    );
+
+    let mut shapes: Vec<(u32, (u32, u32), u32, u32)> = all(&after, OP_TYPE_COOP_MATRIX)
+        .into_iter()
+        .map(|w| {
+            let ty = int_type(&after, w[1]).expect("integer component");
+            (
+                value(&after, w[5]),
+                ty,
+                value(&after, w[3]),
+                value(&after, w[4]),
+            )
+        })
+        .collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        vec![
+            (USE_A, (8, 1), 16, 32),
+            (USE_B, (8, 1), 32, 16),
+            (USE_C, (32, 1), 16, 16)
+        ]
+    );
+    let mul_adds = all(&after, OP_COOP_MUL_ADD);
+    assert_eq!(mul_adds.len(), all(&before, OP_COOP_MUL_ADD).len());
+    assert!(!mul_adds.is_empty());
+    assert!(
+        mul_adds
+            .iter()
+            .all(|w| w.len() == 6 && w[5] == SIGNED_OPERANDS)
+    );
+    // Nothing else changed: the same instructions, in the same order, minus the retyped ones.
+    let kept = |words: &[u32]| -> Vec<u32> {
+        instructions(words)
+            .unwrap()
+            .into_iter()
+            .filter(|(op, _)| ![OP_TYPE_COOP_MATRIX, OP_COOP_MUL_ADD, OP_CAPABILITY].contains(op))
+            .filter(|(op, w)| !(*op == OP_TYPE_INT && w[2] == 8))
+            .flat_map(|(_, w)| w.to_vec())
+            .collect()
+    };
+    let (b, a) = (kept(&before), kept(&after));
+    // The retyping may add an i32 type and a constant 32; everything else is the same.
+    assert!(
+        a.len() >= b.len() && a.len() - b.len() <= 8,
+        "{} vs {}",
+        a.len(),
+        b.len()
+    );
+}
+
+#[test]
+fn the_skeleton_is_retyped_to_int8_matrices_in_both_params_forms() {
+    let source = BITLINEAR_GEMM_COOP_I8_SUBGROUP.source;
+    assert!(source.contains(PARAMS_UNIFORM_DECL));
+    check_retyped(source);
+    check_retyped(&source.replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL));
+}
+
+#[test]
+fn modules_that_are_not_skeletons_are_refused() {
+    let gemv = compile("gemv", BITLINEAR_GEMV_SUBGROUP.source).unwrap();
+    let e = retype_int8(&gemv).unwrap_err();
+    assert!(e.contains("found [0, 0, 0] types"), "{e}");
+    assert!(
+        retype_int8(&[1, 2, 3])
+            .unwrap_err()
+            .contains("not a SPIR-V module")
+    );
+    let mut overlong = gemv.clone();
+    overlong.push(head(OP_CAPABILITY, 3));
+    assert!(retype_int8(&overlong).unwrap_err().contains("malformed"));
+    assert!(
+        int8_coop_spirv("broken", "fn main( {")
+            .unwrap_err()
+            .starts_with("broken: ")
+    );
+}

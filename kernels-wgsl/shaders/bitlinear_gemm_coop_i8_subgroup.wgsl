@@ -1,0 +1,241 @@
+enable f16;
+enable wgpu_cooperative_matrix;
+
+// BitLinear GEMM (M > 8) on int8 cooperative matrices: i8 x i8 -> i32 16 x 16 x 32, exact in i32
+// like the dot4 path, at twice the tensor-core rate of f16 and with half the staged bytes per k.
+//
+// WGSL has no 8-bit type, so this file is the skeleton of the kernel: it is written with f16
+// A / B and f32 C matrices, and the engine (engine/src/spirv.rs) compiles it to SPIR-V with naga
+// and retypes the three matrix types before it reaches the driver through passthrough:
+// A `coop_mat16x16<f16, A>` -> 16 x 32 int8, B `coop_mat16x16<f16, B>` -> 32 x 16 int8,
+// C `coop_mat16x16<f32, C>` -> 16 x 16 int32, and the multiply-adds become signed. Loads and
+// stores read the staged bytes through vec4<u32> / f32 pointers (a cooperative-matrix load or
+// store may use any scalar or vector pointer, strides count its elements), so nothing else in the
+// module changes. Run unretyped (naga's f16 reading) it computes nonsense: the engine never does.
+//
+// Tiles of CI_BM (M) x CI_BN (N) = 128 x 128 outputs, CI_THREADS = 512 threads = 16 subgroups of
+// 32 in a 4 (M) x 4 (N) grid; each subgroup owns a 32 x 32 block as 2 x 2 accumulators, so per
+// 32 k it loads 2 A and 2 B fragments for 4 matrix operations.
+//
+// Per K step of CI_KS = 64 the first 256 threads each copy two vec4 of activations (32 int8 of
+// one tile row, as they are in memory) and the other 256 expand two weight words (32 codes of one
+// tile row) to 32 signed bytes; both store k-contiguous rows of 64 bytes into workgroup memory,
+// [row][k] with a padded row stride of 80 bytes (CI_LDQ = 5 vec4<u32>: the 8 rows of one
+// 8 x 16-byte fragment phase fall in 8 different bank quads). Operands are double-buffered (one
+// barrier per step) and global loads run two steps ahead of their matrix operations, as in the
+// f16 kernel (bitlinear_gemm_coop_subgroup.wgsl).
+//
+// Edges: out-of-range weight rows and words are zero weights (code 1); out-of-range activation
+// rows and words read a clamped in-range word (finite, and multiplied by zero weights or never
+// stored). The epilogue stores each accumulator row-major into a 16 x 16 slot of workgroup memory
+// (i32 bits in an f32 array) and every lane writes 8 elements through bitlinear_write.
+//
+// Workgroup memory: 2 x 2 x 10 KiB operands + 4 KiB epilogue + 512 B row scales = 44.5 KiB
+// (GEMM_COOP_WORKGROUP_BYTES).
+//
+// The enable directives must come first, so this file is first in its kernel! list; needs
+// bitlinear_common.wgsl.
+
+// Tile edges and K step (int8 k per step = 4 weight words).
+const CI_BM: u32 = 128u;
+const CI_BN: u32 = 128u;
+const CI_KS: u32 = 64u;
+// Threads per workgroup (GEMM_COOP_THREADS in kernels-wgsl).
+const CI_THREADS: u32 = 512u;
+// Row stride of the staged operands in vec4<u32> (16-byte) units: 64 bytes plus 16 of padding.
+const CI_LDQ: u32 = 5u;
+// vec4<u32> per staged operand buffer (128 rows).
+const CI_BUF: u32 = 640u;
+
+@group(0) @binding(0) var<storage, read> weights: array<u32>;
+// The weight tensor's scale s.
+@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
+// [M, words_per_row] vec4: the packed activation rows (4 * words_per_row words each).
+@group(0) @binding(2) var<storage, read> act: array<vec4<u32>>;
+// Per activation row: the clamped absmax a_m.
+@group(0) @binding(3) var<storage, read> act_absmax: array<f32>;
+// [M, out_stride] row-major: f32 bits of y, or i32 bits of acc (see `mode`).
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;
+
+// Status word 0: the smallest flat index (into `out`) of a non-finite y.
+const Y_STATUS: u32 = 0u;
+
+// Two buffers of [CI_BM m][CI_LDQ] signed activation bytes.
+var<workgroup> ci_a: array<vec4<u32>, 1280>;
+// Two buffers of [CI_BN n][CI_LDQ] signed weight bytes.
+var<workgroup> ci_b: array<vec4<u32>, 1280>;
+// Four row-major 16 x 16 slots of i32 accumulator bits for the epilogue.
+var<workgroup> ci_c: array<f32, 1024>;
+// The absmax a_m of each tile row, loaded before the K loop.
+var<workgroup> ci_rows: array<f32, 128>;
+
+// Threads that stage activations (the rest stage weights): two per tile row, a half step each.
+const CI_HALF: u32 = 256u;
+
+// A thread's share of a K step: tile row u / 2, half u % 2 of the step (32 k each), with
+// u = t % CI_HALF: two activation vec4 (t < CI_HALF) or two weight words (the others).
+struct CiStage {
+    x0: vec4<u32>,
+    x1: vec4<u32>,
+    w: vec2<u32>,
+}
+
+fn ci_load(t: u32, m0: u32, n0: u32, s: u32) -> CiStage {
+    let wpr = params.words_per_row;
+    let u = t % CI_HALF;
+    let j = 4u * s + 2u * (u % 2u);
+    let r = u / 2u;
+    var st: CiStage;
+    if (t < CI_HALF) {
+        let row = min(m0 + r, params.m - 1u) * wpr;
+        st.x0 = act[row + min(j, wpr - 1u)];
+        st.x1 = act[row + min(j + 1u, wpr - 1u)];
+    } else {
+        st.w = vec2<u32>(0x55555555u);
+        let n = n0 + r;
+        if (n < params.n) {
+            if (j < wpr) {
+                st.w.x = weights[n * wpr + j];
+            }
+            if (j + 1u < wpr) {
+                st.w.y = weights[n * wpr + j + 1u];
+            }
+        }
+    }
+    return st;
+}
+
+// The 16 signed weight bytes of one packed word in k order: byte i of group g is weight
+// 4 g + i (bits 8 i + 2 g, layout.rs), through bitlinear_signed_group.
+fn ci_wgt16(w: u32) -> vec4<u32> {
+    return vec4<u32>(
+        bitlinear_signed_group(w, 0u),
+        bitlinear_signed_group(w, 1u),
+        bitlinear_signed_group(w, 2u),
+        bitlinear_signed_group(w, 3u),
+    );
+}
+
+// Stores a staged share into buffer `buf`: half h of a row is its vec4 units 2 h and 2 h + 1.
+fn ci_store(t: u32, st: CiStage, buf: u32) {
+    let u = t % CI_HALF;
+    let base = buf * CI_BUF + (u / 2u) * CI_LDQ + 2u * (u % 2u);
+    if (t < CI_HALF) {
+        ci_a[base] = st.x0;
+        ci_a[base + 1u] = st.x1;
+    } else {
+        ci_b[base] = ci_wgt16(st.w.x);
+        ci_b[base + 1u] = ci_wgt16(st.w.y);
+    }
+}
+
+// Subgroups of quarter h (sg / 4 == h) store accumulator `c` into slot sg % 4, then each of their
+// lanes writes 8 elements of the 16 x 16 block at rows m (first row; the tile's first is m0),
+// columns n.
+fn ci_epilogue(
+    c: coop_mat16x16<f32, C>,
+    h: u32,
+    sg: u32,
+    lane: u32,
+    m0: u32,
+    m: u32,
+    n: u32,
+    s: f32,
+) {
+    let slot = (sg % 4u) * 256u;
+    if (sg / 4u == h) {
+        coopStoreT(c, &ci_c[slot], 16u);
+    }
+    workgroupBarrier();
+    if (sg / 4u == h) {
+        for (var r = 0u; r < 8u; r = r + 1u) {
+            let e = lane + 32u * r;
+            let row = m + e / 16u;
+            let col = n + e % 16u;
+            if (row < params.m && col < params.n) {
+                let acc = bitcast<i32>(ci_c[slot + e]);
+                let scale = bitlinear_scale(s, ci_rows[row - m0]);
+                bitlinear_write(row * params.out_stride + params.out_base + col, acc, scale);
+            }
+        }
+    }
+    workgroupBarrier();
+}
+
+@compute @workgroup_size(CI_THREADS)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    // Linear grid (folded into 2D by the engine when large), unfolded into (tile_m, tile_n).
+    let tile = wid.x + wid.y * nwg.x;
+    let n0 = (tile % params.tiles_n) * CI_BN;
+    let m0 = (tile / params.tiles_n) * CI_BM;
+    if (m0 >= params.m) {
+        // Uniform across the workgroup: a padding workgroup of the folded grid.
+        return;
+    }
+    // Subgroup sg owns tile rows 32 (sg / 4) .. + 32 and columns 32 (sg % 4) .. + 32.
+    let am = 32u * (sg / 4u) * CI_LDQ;
+    let bn = 32u * (sg % 4u) * CI_LDQ;
+    var c00 = coop_mat16x16<f32, C>();
+    var c01 = coop_mat16x16<f32, C>();
+    var c10 = coop_mat16x16<f32, C>();
+    var c11 = coop_mat16x16<f32, C>();
+
+    // This workgroup's K slice (all of K unless the GEMM is split): steps s0 .. s0 + steps.
+    let slice = bitlinear_k_slice(wid.z, 4u);
+    let s0 = slice.x;
+    let steps = slice.y;
+    if (t < CI_BM) {
+        ci_rows[t] = act_absmax[params.m_base + min(m0 + t, params.m - 1u)];
+    }
+    ci_store(t, ci_load(t, m0, n0, s0), 0u);
+    // `next`: the share of step s + 1, loaded one step ahead of its store.
+    var next = CiStage();
+    if (steps > 1u) {
+        next = ci_load(t, m0, n0, s0 + 1u);
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < steps; s = s + 1u) {
+        let buf = s % 2u;
+        var after = CiStage();
+        if (s + 2u < steps) {
+            after = ci_load(t, m0, n0, s0 + s + 2u);
+        }
+        let a_buf = buf * CI_BUF + am;
+        let b_buf = buf * CI_BUF + bn;
+        // Two 32-k halves of the step: 2 vec4<u32> units each.
+        for (var kq = 0u; kq < 4u; kq = kq + 2u) {
+            // A row-major [m][k] (coopLoadT), B column-major: element (k, n) at n * CI_LDQ + k.
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&ci_b[b_buf + kq], CI_LDQ);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&ci_b[b_buf + 16u * CI_LDQ + kq], CI_LDQ);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ci_a[a_buf + kq], CI_LDQ);
+            c00 = coopMultiplyAdd(a0, b0, c00);
+            c01 = coopMultiplyAdd(a0, b1, c01);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ci_a[a_buf + 16u * CI_LDQ + kq], CI_LDQ);
+            c10 = coopMultiplyAdd(a1, b0, c10);
+            c11 = coopMultiplyAdd(a1, b1, c11);
+        }
+        // Buffer 1 - buf was last read in step s - 1, before the barrier that ended it.
+        if (s + 1u < steps) {
+            ci_store(t, next, 1u - buf);
+        }
+        next = after;
+        workgroupBarrier();
+    }
+
+    // Epilogue: one accumulator of a quarter of the subgroups at a time.
+    let sc = weight_scale[0];
+    let m = m0 + 32u * (sg / 4u);
+    let n = n0 + 32u * (sg % 4u);
+    for (var h = 0u; h < 4u; h = h + 1u) {
+        ci_epilogue(c00, h, sg, lane, m0, m, n, sc);
+        ci_epilogue(c01, h, sg, lane, m0, m, n + 16u, sc);
+        ci_epilogue(c10, h, sg, lane, m0, m + 16u, n, sc);
+        ci_epilogue(c11, h, sg, lane, m0, m + 16u, n + 16u, sc);
+    }
+}
