@@ -8,12 +8,12 @@
 //!
 //! | skeleton type | becomes |
 //! |---|---|
-//! | `coop_mat16x16<f16, A>` (u32 in SPIR-V: naga types a loaded matrix by its pointer) | 16 × 32 int8 (use A) |
+//! | `coop_mat16x16<f16, A>` (f32 in SPIR-V: naga types a loaded matrix by its pointer) | 16 × 32 int8 (use A) |
 //! | `coop_mat16x16<f16, B>` (likewise) | 32 × 16 int8 (use B) |
 //! | `coop_mat16x16<f32, C>` | 16 × 16 int32 (accumulator) |
 //!
 //! plus `OpCapability Int8` and the signed-components operands on every multiply-add. Nothing
-//! else changes: the skeleton's loads and stores already go through `vec4<u32>` / `f32` pointers
+//! else changes: the skeleton's loads and stores already go through `vec4<f32>` pointers to raw bytes
 //! (SPV_KHR_cooperative_matrix lets a load or store use any scalar or vector pointer, with strides
 //! in its elements), so each instruction means the int8 operation once its types are retyped.
 //! The module reaches the driver through `create_shader_module_passthrough` (wgpu's validator
@@ -105,7 +105,7 @@ fn head(op: u32, count: usize) -> u32 {
     ((count as u32) << 16) | op
 }
 
-/// Retypes a skeleton module's A / B (f16 or u32) and f32 C cooperative matrices (all 16 × 16) to int8
+/// Retypes a skeleton module's A / B (f16, f32 or u32) and f32 C cooperative matrices (all 16 × 16) to int8
 /// 16 × 32 / 32 × 16 and int32 16 × 16 (module docs); `Err` if the module is not such a skeleton.
 pub(crate) fn retype_int8(words: &[u32]) -> Result<Vec<u32>, String> {
     if words.len() < HEADER || words[0] != MAGIC {
@@ -186,8 +186,8 @@ pub(crate) fn retype_int8(words: &[u32]) -> Result<Vec<u32>, String> {
                     return Err(format!("matrix type %{id} is not 16 x 16"));
                 }
                 // naga types a loaded matrix by its pointer's scalar: the skeleton's A / B come
-                // from vec4<u32> staging, so they are u32 (f16 where declared but never loaded).
-                let ab = Some(component) == f16_ty || component == u32_ty;
+                // from vec4<f32> staging, so they are f32 (f16 as declared, u32 from u32 staging).
+                let ab = [f16_ty, f32_ty, Some(u32_ty)].contains(&Some(component));
                 let (component, rows, cols) = match constant(usage) {
                     Some(USE_A) if ab => (i8_ty, rows, c32),
                     Some(USE_B) if ab => (i8_ty, c32, cols),

@@ -9,8 +9,9 @@ enable wgpu_cooperative_matrix;
 // and retypes the three matrix types before it reaches the driver through passthrough:
 // A `coop_mat16x16<f16, A>` -> 16 x 32 int8, B `coop_mat16x16<f16, B>` -> 32 x 16 int8,
 // C `coop_mat16x16<f32, C>` -> 16 x 16 int32, and the multiply-adds become signed. Loads and
-// stores read the staged bytes through vec4<u32> / f32 pointers (a cooperative-matrix load or
-// store may use any scalar or vector pointer, strides count its elements), so nothing else in the
+// stores go through vec4<f32> pointers into workgroup memory holding raw bytes (a
+// cooperative-matrix load or store may use any scalar or vector pointer, strides count its
+// elements; the bytes only pass through bitcasts, never float arithmetic), so nothing else in the
 // module changes. Run unretyped (naga's f16 reading) it computes nonsense: the engine never does.
 //
 // Tiles of CI_BM (M) x CI_BN (N) = 128 x 128 outputs, CI_THREADS = 512 threads = 16 subgroups of
@@ -26,12 +27,15 @@ enable wgpu_cooperative_matrix;
 // f16 kernel (bitlinear_gemm_coop_subgroup.wgsl).
 //
 // Edges: out-of-range weight rows and words are zero weights (code 1); out-of-range activation
-// rows and words read a clamped in-range word (finite, and multiplied by zero weights or never
-// stored). The epilogue stores each accumulator row-major into a 16 x 16 slot of workgroup memory
-// (i32 bits in an f32 array) and every lane writes 8 elements through bitlinear_write.
+// rows and words read a clamped in-range word (multiplied by zero weights or never stored).
 //
-// Workgroup memory: 2 x 2 x 10 KiB operands + 4 KiB epilogue + 512 B row scales = 44.5 KiB
-// (GEMM_COOP_WORKGROUP_BYTES).
+// Epilogue: the operand buffers are free after the K loop, so every subgroup stores two of its
+// accumulators at once, row-major, into its own 2 KiB of them (i32 bits), and each lane writes 16
+// elements through bitlinear_write; twice. Four barriers in all (a quarter of the subgroups at a
+// time through a 4 KiB slot took 32).
+//
+// Workgroup memory: 2 x 2 x 10 KiB operands + 512 B row scales = 40.5 KiB
+// (GEMM_COOP_I8_WORKGROUP_BYTES).
 //
 // The enable directives must come first, so this file is first in its kernel! list; needs
 // bitlinear_common.wgsl.
@@ -60,12 +64,13 @@ const CI_BUF: u32 = 640u;
 // Status word 0: the smallest flat index (into `out`) of a non-finite y.
 const Y_STATUS: u32 = 0u;
 
-// Two buffers of [CI_BM m][CI_LDQ] signed activation bytes.
-var<workgroup> ci_a: array<vec4<u32>, 1280>;
-// Two buffers of [CI_BN n][CI_LDQ] signed weight bytes.
-var<workgroup> ci_b: array<vec4<u32>, 1280>;
-// Four row-major 16 x 16 slots of i32 accumulator bits for the epilogue.
-var<workgroup> ci_c: array<f32, 1024>;
+// Staged operands as raw bytes: two buffers of [CI_BM m][CI_LDQ] signed activation bytes (at 0),
+// two of [CI_BN n][CI_LDQ] signed weight bytes (at CI_B); the epilogue's slots afterwards.
+var<workgroup> ci_ops: array<vec4<f32>, 2560>;
+// Where the weight buffers start in ci_ops.
+const CI_B: u32 = 1280u;
+// vec4 per subgroup slot of the epilogue: two row-major 16 x 16 i32 blocks.
+const CI_SLOT: u32 = 128u;
 // The absmax a_m of each tile row, loaded before the K loop.
 var<workgroup> ci_rows: array<f32, 128>;
 
@@ -121,20 +126,20 @@ fn ci_store(t: u32, st: CiStage, buf: u32) {
     let u = t % CI_HALF;
     let base = buf * CI_BUF + (u / 2u) * CI_LDQ + 2u * (u % 2u);
     if (t < CI_HALF) {
-        ci_a[base] = st.x0;
-        ci_a[base + 1u] = st.x1;
+        ci_ops[base] = bitcast<vec4<f32>>(st.x0);
+        ci_ops[base + 1u] = bitcast<vec4<f32>>(st.x1);
     } else {
-        ci_b[base] = ci_wgt16(st.w.x);
-        ci_b[base + 1u] = ci_wgt16(st.w.y);
+        ci_ops[CI_B + base] = bitcast<vec4<f32>>(ci_wgt16(st.w.x));
+        ci_ops[CI_B + base + 1u] = bitcast<vec4<f32>>(ci_wgt16(st.w.y));
     }
 }
 
-// Subgroups of quarter h (sg / 4 == h) store accumulator `c` into slot sg % 4, then each of their
-// lanes writes 8 elements of the 16 x 16 block at rows m (first row; the tile's first is m0),
-// columns n.
+// Every subgroup stores accumulators `c0` (columns n ..) and `c1` (columns n + 16 ..) of rows
+// m .. m + 16 (the tile's first row is m0) into its slot, then each lane writes 16 of their
+// elements; barriers before (the slot may still be read) and after the stores.
 fn ci_epilogue(
-    c: coop_mat16x16<f32, C>,
-    h: u32,
+    c0: coop_mat16x16<f32, C>,
+    c1: coop_mat16x16<f32, C>,
     sg: u32,
     lane: u32,
     m0: u32,
@@ -142,24 +147,23 @@ fn ci_epilogue(
     n: u32,
     s: f32,
 ) {
-    let slot = (sg % 4u) * 256u;
-    if (sg / 4u == h) {
-        coopStoreT(c, &ci_c[slot], 16u);
-    }
+    let slot = sg * CI_SLOT;
     workgroupBarrier();
-    if (sg / 4u == h) {
-        for (var r = 0u; r < 8u; r = r + 1u) {
-            let e = lane + 32u * r;
-            let row = m + e / 16u;
-            let col = n + e % 16u;
-            if (row < params.m && col < params.n) {
-                let acc = bitcast<i32>(ci_c[slot + e]);
-                let scale = bitlinear_scale(s, ci_rows[row - m0]);
-                bitlinear_write(row * params.out_stride + params.out_base + col, acc, scale);
-            }
+    coopStoreT(c0, &ci_ops[slot], 4u);
+    coopStoreT(c1, &ci_ops[slot + 64u], 4u);
+    workgroupBarrier();
+    for (var r = 0u; r < 16u; r = r + 1u) {
+        // Element e of the 16 x 32 pair: block e / 256, then row-major 16 x 16.
+        let e = lane + 32u * r;
+        let i = e % 256u;
+        let row = m + i / 16u;
+        let col = n + 16u * (e / 256u) + i % 16u;
+        if (row < params.m && col < params.n) {
+            let acc = bitcast<i32>(ci_ops[slot + e / 4u][e % 4u]);
+            let scale = bitlinear_scale(s, ci_rows[row - m0]);
+            bitlinear_write(row * params.out_stride + params.out_base + col, acc, scale);
         }
     }
-    workgroupBarrier();
 }
 
 @compute @workgroup_size(CI_THREADS)
@@ -207,16 +211,16 @@ fn main(
             after = ci_load(t, m0, n0, s0 + s + 2u);
         }
         let a_buf = buf * CI_BUF + am;
-        let b_buf = buf * CI_BUF + bn;
+        let b_buf = CI_B + buf * CI_BUF + bn;
         // Two 32-k halves of the step: 2 vec4<u32> units each.
         for (var kq = 0u; kq < 4u; kq = kq + 2u) {
             // A row-major [m][k] (coopLoadT), B column-major: element (k, n) at n * CI_LDQ + k.
-            let b0 = coopLoad<coop_mat16x16<f16, B>>(&ci_b[b_buf + kq], CI_LDQ);
-            let b1 = coopLoad<coop_mat16x16<f16, B>>(&ci_b[b_buf + 16u * CI_LDQ + kq], CI_LDQ);
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ci_a[a_buf + kq], CI_LDQ);
+            let b0 = coopLoad<coop_mat16x16<f16, B>>(&ci_ops[b_buf + kq], CI_LDQ);
+            let b1 = coopLoad<coop_mat16x16<f16, B>>(&ci_ops[b_buf + 16u * CI_LDQ + kq], CI_LDQ);
+            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ci_ops[a_buf + kq], CI_LDQ);
             c00 = coopMultiplyAdd(a0, b0, c00);
             c01 = coopMultiplyAdd(a0, b1, c01);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ci_a[a_buf + 16u * CI_LDQ + kq], CI_LDQ);
+            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&ci_ops[a_buf + 16u * CI_LDQ + kq], CI_LDQ);
             c10 = coopMultiplyAdd(a1, b0, c10);
             c11 = coopMultiplyAdd(a1, b1, c11);
         }
@@ -228,14 +232,10 @@ fn main(
         workgroupBarrier();
     }
 
-    // Epilogue: one accumulator of a quarter of the subgroups at a time.
+    // Epilogue: the upper accumulator pair of every subgroup, then the lower one.
     let sc = weight_scale[0];
     let m = m0 + 32u * (sg / 4u);
     let n = n0 + 32u * (sg % 4u);
-    for (var h = 0u; h < 4u; h = h + 1u) {
-        ci_epilogue(c00, h, sg, lane, m0, m, n, sc);
-        ci_epilogue(c01, h, sg, lane, m0, m, n + 16u, sc);
-        ci_epilogue(c10, h, sg, lane, m0, m + 16u, n, sc);
-        ci_epilogue(c11, h, sg, lane, m0, m + 16u, n + 16u, sc);
-    }
+    ci_epilogue(c00, c01, sg, lane, m0, m, n, sc);
+    ci_epilogue(c10, c11, sg, lane, m0, m + 16u, n, sc);
 }

@@ -17,7 +17,7 @@
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_STAGED_SUBGROUP`] (K % 64 == 0, rows staged in K tiles) | — |
 //! | BitLinear M > 8, K split | either coop GEMM or [`BITLINEAR_GEMM`] per K slice, then [`BITLINEAR_SPLIT_SUM`] | – |
-//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] (Vulkan: int8 tensor cores through SPIR-V passthrough) or [`BITLINEAR_GEMM_COOP_SUBGROUP`] (f16 tensor cores); subgroup size 32, 512-thread workgroups with 44.5 KiB, each verified on the device first | [`BITLINEAR_GEMM`] (dot4, any K) |
+//! | BitLinear M > 8 | [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] (Vulkan: int8 tensor cores through SPIR-V passthrough, 40.5 KiB) or [`BITLINEAR_GEMM_COOP_SUBGROUP`] (f16 tensor cores, 44.5 KiB); subgroup size 32, 512-thread workgroups, each verified on the device first | [`BITLINEAR_GEMM`] (dot4, any K) |
 //!
 //! The `_subgroup` kernels need `Features::SUBGROUP` and work for any subgroup size 4..=128.
 //! Tunables are WGSL override constants (set per launch by the engine): `TPR` (lanes per 4-row
@@ -98,6 +98,10 @@ pub const GEMM_COOP_THREADS: u32 = 512;
 /// Workgroup bytes of [`BITLINEAR_GEMM_COOP_SUBGROUP`] (double-buffered f16 operands, the
 /// epilogue's accumulator slots, the tile rows' scales).
 pub const GEMM_COOP_WORKGROUP_BYTES: u32 = 2 * 2 * 10240 + 4096 + 512;
+
+/// Workgroup bytes of [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] (double-buffered int8 operands, whose
+/// space the epilogue reuses, and the row scales; checked against the device limit by the engine).
+pub const GEMM_COOP_I8_WORKGROUP_BYTES: u32 = 2 * 2 * 10240 + 512;
 
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
 /// absolute-value sum; on the last level (`finalize = 1`, one workgroup, at most
@@ -294,8 +298,8 @@ pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
 /// The WGSL skeleton of the int8 cooperative-matrix BitLinear GEMM (i8 × i8 → i32 16×16×32, exact
 /// for any K): written with f16 / f32 matrices because WGSL has no 8-bit type, and retyped to int8
 /// in SPIR-V by the engine (`engine/src/spirv.rs`) before it reaches a Vulkan driver through
-/// passthrough; never run as WGSL. Tiles as [`BITLINEAR_GEMM_COOP_SUBGROUP`] (512 threads, 44.5
-/// KiB), K steps of 64 staged as signed bytes. Needs, besides the f16 kernel's features,
+/// passthrough; never run as WGSL. Tiles and threads as [`BITLINEAR_GEMM_COOP_SUBGROUP`], K steps
+/// of 64 staged as signed bytes in [`GEMM_COOP_I8_WORKGROUP_BYTES`]. Needs, besides the f16 kernel's features,
 /// `PASSTHROUGH_SHADERS`, Vulkan, and driver support for int8 16×16×32 matrices (which wgpu does
 /// not report: the engine's self-test decides). Same bindings and grid as
 /// [`BITLINEAR_GEMM_COOP_SUBGROUP`].

@@ -93,22 +93,20 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
         .map(|(_, var)| module.types[var.ty].inner.size(gctx))
         .sum();
-    // Both cooperative-matrix GEMMs (f16, and the int8 skeleton) share tiles and memory figures.
-    let coop = [
-        bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name,
-        bitnet::BITLINEAR_GEMM_COOP_I8_SUBGROUP.name,
-    ]
-    .contains(&kernel.name);
-    let limit = if coop {
+    // The cooperative-matrix GEMMs (f16, and the int8 skeleton): 512 threads, their own bytes.
+    let coop_bytes = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name {
+        Some(bitnet::GEMM_COOP_WORKGROUP_BYTES)
+    } else if kernel.name == bitnet::BITLINEAR_GEMM_COOP_I8_SUBGROUP.name {
+        Some(bitnet::GEMM_COOP_I8_WORKGROUP_BYTES)
+    } else {
+        None
+    };
+    let coop = coop_bytes.is_some();
+    let limit = if let Some(bytes) = coop_bytes {
         // The engine checks the device limit before it plans this kernel (cooperative-matrix
         // devices: the H100 / H200 offer 48 KiB); its own figure must be what the module declares.
-        assert_eq!(
-            storage,
-            bitnet::GEMM_COOP_WORKGROUP_BYTES,
-            "{}",
-            kernel.name
-        );
-        bitnet::GEMM_COOP_WORKGROUP_BYTES
+        assert_eq!(storage, bytes, "{}", kernel.name);
+        bytes
     } else if kernel.name == bitnet::BITLINEAR_GEMV_LEAN_SUBGROUP.name {
         // The engine checks the device limit before it plans this kernel; its own figure must
         // be what the module declares.

@@ -191,12 +191,20 @@ pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
 }
 
 /// Whether the int8 cooperative-matrix GEMM can run `m` rows (any K) on `gpu`: the f16
-/// kernel's conditions without its K limit, on Vulkan with passthrough shaders (whether the driver
-/// has int8 matrices is established by the tuner's self-test).
+/// kernel's conditions with its own workgroup bytes and no K limit, on Vulkan with passthrough
+/// shaders (whether the driver has int8 matrices is established by the tuner's self-test).
 pub(crate) fn coop_i8_ok(gpu: &Gpu, m: usize) -> bool {
+    let limits = &gpu.caps.limits;
     gpu.adapter_info.backend == wgpu::Backend::Vulkan
-        && gpu.caps.has(wgpu::Features::PASSTHROUGH_SHADERS)
-        && coop_ok(gpu, m, 0)
+        && gpu
+            .caps
+            .has(COOP_FEATURES | wgpu::Features::PASSTHROUGH_SHADERS)
+        && gpu.caps.subgroup_min_size == 32
+        && gpu.caps.subgroup_max_size == 32
+        && limits.max_compute_invocations_per_workgroup >= kernels::GEMM_COOP_THREADS
+        && limits.max_compute_workgroup_size_x >= kernels::GEMM_COOP_THREADS
+        && limits.max_compute_workgroup_storage_size >= kernels::GEMM_COOP_I8_WORKGROUP_BYTES
+        && m as u64 > u64::from(kernels::GEMV_MAX_M)
 }
 
 /// Whether the cooperative-matrix GEMM of the given precision can run the shape.
