@@ -25,7 +25,7 @@ RUN OPTIONS:
                       1024; quick 64); filter id 'stream'. 'batch' selects the B=8 / B=1 case
   --tuning SPEC       force BitNet kernel plans, e.g. 'lanes=64,fuse=0' (keys: lanes,
                       gemm_block, splits, autotune, fuse, batch, staged, lean, leanq, coop,
-                      coopi8, generic)
+                      generic; coopkernel=coop|coopi8|coopi8n96)
   --no-cpu            skip the CPU reference
   --no-gpu            skip the GPU (CPU reference only)
   --json FILE         write the full report as JSON (input of `merge`)
@@ -192,12 +192,16 @@ pub fn parse(args: &[String]) -> Result<Command> {
 
 /// Parses `--tuning`: comma-separated `key=value` of [`bitnet_wgpu::BitnetTuning`] — `lanes=N`,
 /// `gemm_block=N`, `splits=N` (GEMM K slices), and `0`/`1` for `autotune`, `fuse`, `batch`, `staged`, `lean`, `leanq`, `coop`,
-/// `coopi8`, `generic`.
+/// `generic`; and `coopkernel=coop|coopi8|coopi8n96` (which cooperative-matrix GEMM).
 fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
     let mut t = bitnet_wgpu::BitnetTuning::default();
     for item in spec.split(',').filter(|s| !s.is_empty()) {
         let bad = || BenchError::Usage(format!("--tuning: bad item {item:?}"));
         let (key, v) = item.split_once('=').ok_or_else(bad)?;
+        if key == "coopkernel" {
+            t.gemm_coop_kernel = Some(bitnet_wgpu::CoopKind::from_code(v).ok_or_else(bad)?);
+            continue;
+        }
         let n: u32 = v.parse().map_err(|_| bad())?;
         let on = n == 1;
         match key {
@@ -212,7 +216,6 @@ fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
             "lean" => t.lean_gemv = Some(on),
             "leanq" => t.lean_q_gemv = Some(on),
             "coop" => t.gemm_coop = Some(on),
-            "coopi8" => t.gemm_coop_int8 = Some(on),
             "generic" => t.generic_gemv = on,
             _ => return Err(bad()),
         }

@@ -124,7 +124,9 @@ pub use fault::InjectedFault;
 pub use info::{EngineInfo, KeyLimits};
 pub use linear::Linear;
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
-pub use ops::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, LinearPlan, TUNE_CACHE_ENV};
+pub use ops::{
+    AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, CoopKind, LinearPlan, TUNE_CACHE_ENV,
+};
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::{BATCH_SPAN, ProfileGranularity, ProfileReport};

@@ -99,9 +99,15 @@ pub const GEMM_COOP_THREADS: u32 = 512;
 /// epilogue's accumulator slots, the tile rows' scales).
 pub const GEMM_COOP_WORKGROUP_BYTES: u32 = 2 * 2 * 10240 + 4096 + 512;
 
-/// Workgroup bytes of [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] (double-buffered int8 operands, whose
-/// space the epilogue reuses, and the row scales; checked against the device limit by the engine).
+/// Workgroup bytes of both int8 coop GEMMs (double-buffered int8 operands, whose space the
+/// epilogue reuses, and the row scales; checked against the device limit by the engine).
 pub const GEMM_COOP_I8_WORKGROUP_BYTES: u32 = 2 * 2 * 10240 + 512;
+
+/// Weight rows (N) per output tile of [`BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP`].
+pub const GEMM_COOP_I8_N96_TILE_N: u32 = 96;
+
+/// Threads per workgroup of [`BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP`] (12 subgroups of 32).
+pub const GEMM_COOP_I8_N96_THREADS: u32 = 384;
 
 /// Weight quantization pass (a), one workgroup per 4096-value block: one level of the canonical
 /// absolute-value sum; on the last level (`finalize = 1`, one workgroup, at most
@@ -307,6 +313,20 @@ pub const BITLINEAR_GEMM_COOP_I8_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_i8_subgroup",
     source: kernel!(
         "bitlinear_gemm_coop_i8_subgroup.wgsl",
+        "bitlinear_gemm_coop_i8.wgsl",
+        "bitlinear_common.wgsl"
+    ),
+};
+
+/// [`BITLINEAR_GEMM_COOP_I8_SUBGROUP`] with tiles of [`GEMM_COOP_TILE_M`] ×
+/// [`GEMM_COOP_I8_N96_TILE_N`] and [`GEMM_COOP_I8_N96_THREADS`] threads: more, smaller workgroups
+/// where 128-wide tiles would leave a large GPU's SMs idle (an autotune candidate). Same bindings;
+/// workgroups `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with `tiles_n = ceil(N / 96)`.
+pub const BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemm_coop_i8_n96_subgroup",
+    source: kernel!(
+        "bitlinear_gemm_coop_i8_n96_subgroup.wgsl",
+        "bitlinear_gemm_coop_i8.wgsl",
         "bitlinear_common.wgsl"
     ),
 };
@@ -329,6 +349,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMM,
     BITLINEAR_GEMM_COOP_SUBGROUP,
     BITLINEAR_GEMM_COOP_I8_SUBGROUP,
+    BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP,
     BITLINEAR_SPLIT_SUM,
 ];
 

@@ -96,7 +96,9 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
     // The cooperative-matrix GEMMs (f16, and the int8 skeleton): 512 threads, their own bytes.
     let coop_bytes = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_SUBGROUP.name {
         Some(bitnet::GEMM_COOP_WORKGROUP_BYTES)
-    } else if kernel.name == bitnet::BITLINEAR_GEMM_COOP_I8_SUBGROUP.name {
+    } else if kernel.name == bitnet::BITLINEAR_GEMM_COOP_I8_SUBGROUP.name
+        || kernel.name == bitnet::BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP.name
+    {
         Some(bitnet::GEMM_COOP_I8_WORKGROUP_BYTES)
     } else {
         None
@@ -139,7 +141,12 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
         let invocations: u32 = size.iter().product();
         if coop {
             // Also checked against the device by the engine; the figure must match.
-            assert_eq!(size, [bitnet::GEMM_COOP_THREADS, 1, 1], "{}", kernel.name);
+            let threads = if kernel.name == bitnet::BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP.name {
+                bitnet::GEMM_COOP_I8_N96_THREADS
+            } else {
+                bitnet::GEMM_COOP_THREADS
+            };
+            assert_eq!(size, [threads, 1, 1], "{}", kernel.name);
             continue;
         }
         let dims_ok = size

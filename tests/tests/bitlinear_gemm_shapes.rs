@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bitnet_tests::{Rng, gpu_engine, has_coop, has_coop_i8};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
-use bitnet_wgpu::{BitnetTuning, Engine, LinearPlan};
+use bitnet_wgpu::{BitnetTuning, CoopKind, Engine, LinearPlan};
 
 /// (M, N, K): M, N and K straddle every tile edge (16 T, 128) and the K step (64 / 32 k), with odd
 /// word counts and padded codes.
@@ -54,27 +54,20 @@ fn tunings(e: &Engine) -> Vec<(BitnetTuning, Option<LinearPlan>)> {
             };
             out.push((tuning, Some(LinearPlan::Gemm { t, splits })));
         }
-        if has_coop(e) {
-            let coop = BitnetTuning {
-                gemm_coop: Some(true),
-                gemm_splits: Some(splits),
-                ..base
+        for kind in CoopKind::ALL {
+            let available = match kind {
+                CoopKind::F16 => has_coop(e),
+                CoopKind::Int8 | CoopKind::Int8N96 => has_coop_i8(e),
             };
-            out.push((
-                coop,
-                Some(LinearPlan::Coop {
-                    splits,
-                    int8: false,
-                }),
-            ));
-        }
-        if has_coop_i8(e) {
-            let coop = BitnetTuning {
-                gemm_coop_int8: Some(true),
-                gemm_splits: Some(splits),
-                ..base
-            };
-            out.push((coop, Some(LinearPlan::Coop { splits, int8: true })));
+            if available {
+                let coop = BitnetTuning {
+                    gemm_coop: Some(true),
+                    gemm_coop_kernel: Some(kind),
+                    gemm_splits: Some(splits),
+                    ..base
+                };
+                out.push((coop, Some(LinearPlan::Coop { splits, kind })));
+            }
         }
     }
     out

@@ -6,8 +6,8 @@
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_plan::{
-    GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps, coop_i8_ok,
-    coop_ok, default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
+    CoopKind, GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps,
+    coop_kind_ok, default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
 };
 use super::bitnet_split::{K_SPLITS, split_ok, split_worth};
 use super::bitnet_tune::{BitnetTuning, CoopVerdict, Key};
@@ -45,6 +45,11 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
         LinearPlan::Gemm { .. } => s.gemm_block.is_some() && s.gemm_splits.is_some(),
     };
     complete.then_some(plan)
+}
+
+/// The coop kernel forced coop plans use: the settings' kernel, else the portable f16 one.
+fn forced_coop(s: BitnetTuning) -> CoopKind {
+    s.gemm_coop_kernel.unwrap_or(CoopKind::F16)
 }
 
 /// The heuristic plan with the settings' forced parts applied.
@@ -109,16 +114,12 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
         LinearPlan::Lean { lanes } => LinearPlan::Lean {
             lanes: s.gemv_lanes.unwrap_or(lanes),
         },
-        LinearPlan::Gemm { .. } if s.gemm_coop_int8 == Some(true) && coop_i8_ok(gpu, m) => {
+        LinearPlan::Gemm { .. }
+            if s.gemm_coop == Some(true) && coop_kind_ok(gpu, forced_coop(s), m, k) =>
+        {
             LinearPlan::Coop {
                 splits: splits(1),
-                int8: true,
-            }
-        }
-        LinearPlan::Gemm { .. } if s.gemm_coop == Some(true) && coop_ok(gpu, m, k) => {
-            LinearPlan::Coop {
-                splits: splits(1),
-                int8: false,
+                kind: forced_coop(s),
             }
         }
         LinearPlan::Gemm { t, splits: s0 } => LinearPlan::Gemm {
@@ -178,27 +179,23 @@ pub(crate) fn candidates(
             .filter(|&sp| split_ok(gpu, sp, m, key.n) && split_worth(sp, k))
             .filter(|&sp| s.gemm_splits.is_none_or(|f| f == sp))
             .collect();
-        if s.gemm_coop != Some(true) && s.gemm_coop_int8 != Some(true) {
+        if s.gemm_coop != Some(true) {
             for t in [4, 8] {
                 if s.gemm_block.is_none_or(|b| b == t) {
                     out.extend(splits.iter().map(|&splits| LinearPlan::Gemm { t, splits }));
                 }
             }
         }
-        let f16 = coop.f16 && s.gemm_coop != Some(false) && s.gemm_coop_int8 != Some(true);
-        if f16 && coop_ok(gpu, m, k) {
-            out.extend(splits.iter().map(|&splits| LinearPlan::Coop {
-                splits,
-                int8: false,
-            }));
-        }
-        let int8 = coop.int8 && s.gemm_coop != Some(false) && s.gemm_coop_int8 != Some(false);
-        if int8 && coop_i8_ok(gpu, m) {
-            out.extend(
-                splits
-                    .iter()
-                    .map(|&splits| LinearPlan::Coop { splits, int8: true }),
-            );
+        for kind in CoopKind::ALL {
+            let allowed =
+                s.gemm_coop != Some(false) && s.gemm_coop_kernel.is_none_or(|f| f == kind);
+            if allowed && coop.passed(kind) && coop_kind_ok(gpu, kind, m, k) {
+                out.extend(
+                    splits
+                        .iter()
+                        .map(|&splits| LinearPlan::Coop { splits, kind }),
+                );
+            }
         }
         return out;
     }

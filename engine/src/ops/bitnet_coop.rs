@@ -11,7 +11,7 @@
 
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 
-use super::bitnet_plan::{LinearPlan, coop_i8_ok, coop_ok};
+use super::bitnet_plan::{CoopKind, LinearPlan, coop_kind_ok};
 use super::bitnet_record::LinearCall;
 use super::bitnet_tune::CoopVerdict;
 use crate::context::Gpu;
@@ -26,38 +26,40 @@ const SHAPES: [(usize, usize, usize); 2] = [(72, 200, 1000), (200, 300, 552)];
 
 impl Engine {
     /// Which cooperative-matrix GEMMs give the dot4 GEMM's exact accumulators on this device
-    /// (neither where they cannot run at all).
+    /// (none where they cannot run at all).
     pub(crate) fn coop_self_test(&self, gpu: &Gpu) -> CoopVerdict {
-        let f16 = SHAPES.iter().all(|&(m, _, k)| coop_ok(gpu, m, k));
-        let int8 = SHAPES.iter().all(|&(m, _, _)| coop_i8_ok(gpu, m));
-        CoopVerdict {
-            f16: f16 && self.coop_passes(gpu, false),
-            int8: int8 && self.coop_passes(gpu, true),
-        }
+        CoopVerdict(CoopKind::ALL.map(|kind| {
+            SHAPES
+                .iter()
+                .all(|&(m, _, k)| coop_kind_ok(gpu, kind, m, k))
+                && self.coop_passes(gpu, kind)
+        }))
     }
 
-    /// Whether the (`int8`) coop GEMM matches on every self-test shape; failures are logged.
-    fn coop_passes(&self, gpu: &Gpu, int8: bool) -> bool {
-        let kind = if int8 { "int8 " } else { "" };
+    /// Whether coop GEMM `kind` matches on every self-test shape; failures are logged.
+    fn coop_passes(&self, gpu: &Gpu, kind: CoopKind) -> bool {
         match SHAPES.iter().try_fold(true, |same, &shape| {
-            Ok::<_, crate::error::Error>(same && self.coop_compare(gpu, shape, int8)?)
+            Ok::<_, crate::error::Error>(same && self.coop_compare(gpu, shape, kind)?)
         }) {
             Ok(same) => {
                 if !same {
-                    log::warn!(
-                        "bitnet-wgpu: the {kind}cooperative-matrix GEMM failed its self-test"
-                    );
+                    log::warn!("bitnet-wgpu: the {kind} failed its self-test");
                 }
                 same
             }
             Err(e) => {
-                log::warn!("bitnet-wgpu: {kind}cooperative-matrix GEMM unavailable: {e}");
+                log::warn!("bitnet-wgpu: {kind} unavailable: {e}");
                 false
             }
         }
     }
 
-    fn coop_compare(&self, gpu: &Gpu, shape: (usize, usize, usize), int8: bool) -> Result<bool> {
+    fn coop_compare(
+        &self,
+        gpu: &Gpu,
+        shape: (usize, usize, usize),
+        kind: CoopKind,
+    ) -> Result<bool> {
         const OP: &str = "bitlinear coop self-test";
         let (m, n, k) = shape;
         // Deterministic data over the full int8 range and all three weights.
@@ -76,7 +78,7 @@ impl Engine {
         let mut results = Vec::new();
         for plan in [
             LinearPlan::Gemm { t: 4, splits: 1 },
-            LinearPlan::Coop { splits: 1, int8 },
+            LinearPlan::Coop { splits: 1, kind },
         ] {
             let out = self.empty(OP, &[m, n], DType::U32)?;
             LinearCall {

@@ -12,7 +12,7 @@
 //! | [`LinearPlan::Generic`] | `bitlinear_gemv_{subgroup,workgroup}` | M ≤ 8, any K |
 //! | [`LinearPlan::Gemm`] | `bitlinear_gemm` | M > 8 |
 //! | [`LinearPlan::Coop`] | `bitlinear_gemm_coop_subgroup` | M > 8, f16 cooperative matrices, subgroup size 32, passed the self-test |
-//! | [`LinearPlan::Coop`] `int8` | `bitlinear_gemm_coop_i8_subgroup` retyped to int8 in SPIR-V (`spirv.rs`) | as the f16 one, and Vulkan with `PASSTHROUGH_SHADERS`; passed its own self-test |
+//! | [`LinearPlan::Coop`] [`CoopKind::Int8`] / [`CoopKind::Int8N96`] | `bitlinear_gemm_coop_i8{,_n96}_subgroup` retyped to int8 in SPIR-V (`spirv.rs`) | as the f16 one, and Vulkan with `PASSTHROUGH_SHADERS`; passed its own self-test |
 //!
 //! Both GEMMs can split K into `splits` slices (`bitnet_split.rs`): each slice's workgroups write
 //! exact accumulators to a plane of a scratch tensor, and `bitlinear_split_sum` adds the planes
@@ -79,13 +79,12 @@ pub enum LinearPlan {
     },
     /// The generic GEMV (M ≤ 8, any K; subgroup or workgroup-memory reduction by features).
     Generic,
-    /// The cooperative-matrix (tensor core) GEMM, f16 × f16 → f32, or i8 × i8 → i32 through SPIR-V
-    /// passthrough; each used after its device self-test.
+    /// A cooperative-matrix (tensor core) GEMM; each used after its device self-test.
     Coop {
         /// K slices (one of `K_SPLITS`; 1 = no split).
         splits: u32,
-        /// The int8 kernel (`spirv.rs`) instead of the f16 one.
-        int8: bool,
+        /// Which kernel.
+        kind: CoopKind,
     },
     /// The tiled GEMM with `t × t` outputs per thread (`t` = 4 or 8; tiles of 16 t × 16 t).
     Gemm {
@@ -94,6 +93,54 @@ pub enum LinearPlan {
         /// K slices (one of `K_SPLITS`; 1 = no split).
         splits: u32,
     },
+}
+
+/// The cooperative-matrix GEMM kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoopKind {
+    /// f16 × f16 → f32 (WGSL, exact while 127 K < 2^24), 128 × 128 tiles.
+    F16,
+    /// i8 × i8 → i32 (SPIR-V passthrough on Vulkan, `spirv.rs`), 128 × 128 tiles.
+    Int8,
+    /// The int8 kernel with 128 × 96 tiles: more workgroups where 128-wide tiles leave SMs idle.
+    Int8N96,
+}
+
+impl CoopKind {
+    /// Every kind, in autotune's candidate order.
+    pub const ALL: [CoopKind; 3] = [CoopKind::F16, CoopKind::Int8, CoopKind::Int8N96];
+
+    /// Output columns (weight rows) per tile.
+    pub(crate) fn tile_n(self) -> u32 {
+        match self {
+            CoopKind::F16 | CoopKind::Int8 => kernels::GEMM_COOP_TILE_N,
+            CoopKind::Int8N96 => kernels::GEMM_COOP_I8_N96_TILE_N,
+        }
+    }
+
+    /// The kind's short stable name (plan cache, bench `--tuning coopkernel=`).
+    pub fn code(self) -> &'static str {
+        match self {
+            CoopKind::F16 => "coop",
+            CoopKind::Int8 => "coopi8",
+            CoopKind::Int8N96 => "coopi8n96",
+        }
+    }
+
+    /// Parses [`CoopKind::code`].
+    pub fn from_code(code: &str) -> Option<CoopKind> {
+        CoopKind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+impl std::fmt::Display for CoopKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CoopKind::F16 => "coop-matrix gemm",
+            CoopKind::Int8 => "int8 coop-matrix gemm",
+            CoopKind::Int8N96 => "int8 coop-matrix gemm (128x96 tiles)",
+        })
+    }
 }
 
 impl std::fmt::Display for LinearPlan {
@@ -110,17 +157,8 @@ impl std::fmt::Display for LinearPlan {
             LinearPlan::Gemm { t, splits } => {
                 write!(f, "gemm ({t}x{t} per thread, K in {splits} slices)")
             }
-            LinearPlan::Coop { splits, int8 } => {
-                let kind = if *int8 {
-                    "int8 coop-matrix gemm"
-                } else {
-                    "coop-matrix gemm"
-                };
-                match splits {
-                    1 => f.write_str(kind),
-                    _ => write!(f, "{kind}, K in {splits} slices"),
-                }
-            }
+            LinearPlan::Coop { splits: 1, kind } => write!(f, "{kind}"),
+            LinearPlan::Coop { splits, kind } => write!(f, "{kind}, K in {splits} slices"),
         }
     }
 }
@@ -207,12 +245,11 @@ pub(crate) fn coop_i8_ok(gpu: &Gpu, m: usize) -> bool {
         && m as u64 > u64::from(kernels::GEMV_MAX_M)
 }
 
-/// Whether the cooperative-matrix GEMM of the given precision can run the shape.
-pub(crate) fn coop_kind_ok(gpu: &Gpu, int8: bool, m: usize, k: usize) -> bool {
-    if int8 {
-        coop_i8_ok(gpu, m)
-    } else {
-        coop_ok(gpu, m, k)
+/// Whether the cooperative-matrix GEMM `kind` can run `m` rows of length `k` on `gpu`.
+pub(crate) fn coop_kind_ok(gpu: &Gpu, kind: CoopKind, m: usize, k: usize) -> bool {
+    match kind {
+        CoopKind::F16 => coop_ok(gpu, m, k),
+        CoopKind::Int8 | CoopKind::Int8N96 => coop_i8_ok(gpu, m),
     }
 }
 
@@ -238,8 +275,8 @@ pub(crate) fn plan_ok(
                 && [4, 8].contains(&t)
                 && split_ok(gpu, splits, m, n)
         }
-        LinearPlan::Coop { splits, int8 } => {
-            coop_kind_ok(gpu, int8, m, k) && split_ok(gpu, splits, m, n)
+        LinearPlan::Coop { splits, kind } => {
+            coop_kind_ok(gpu, kind, m, k) && split_ok(gpu, splits, m, n)
         }
     }
 }

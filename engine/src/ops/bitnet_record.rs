@@ -5,7 +5,7 @@ use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::row_chunks;
-use super::bitnet_plan::{COOP_FEATURES, LinearPlan};
+use super::bitnet_plan::{COOP_FEATURES, CoopKind, LinearPlan};
 use super::bitnet_split as split;
 use crate::context::Gpu;
 use crate::error::Result;
@@ -44,6 +44,13 @@ const GEMM_COOP_I8: Kernel =
     Kernel::new(kernels::BITLINEAR_GEMM_COOP_I8_SUBGROUP, "main", BINDINGS)
         .requiring(COOP_FEATURES)
         .spirv_int8();
+const GEMM_COOP_I8_N96: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP,
+    "main",
+    BINDINGS,
+)
+.requiring(COOP_FEATURES)
+.spirv_int8();
 
 /// cpu-ref's name for an output that overflowed in the rescale.
 pub(crate) const OUTPUT: &str = "output (rescale overflowed f32)";
@@ -130,10 +137,14 @@ impl LinearCall<'_> {
                         };
                         (kernel, rows_n.div_ceil(u64::from(kernels::GEMV_ROWS)), 0)
                     }
-                    LinearPlan::Coop { int8, .. } => {
-                        let tiles_n = rows_n.div_ceil(u64::from(kernels::GEMM_COOP_TILE_N));
+                    LinearPlan::Coop { kind, .. } => {
+                        let tiles_n = rows_n.div_ceil(u64::from(kind.tile_n()));
                         let tiles_m = rows_m.div_ceil(u64::from(kernels::GEMM_COOP_TILE_M));
-                        let kernel = if int8 { &GEMM_COOP_I8 } else { &GEMM_COOP };
+                        let kernel = match kind {
+                            CoopKind::F16 => &GEMM_COOP,
+                            CoopKind::Int8 => &GEMM_COOP_I8,
+                            CoopKind::Int8N96 => &GEMM_COOP_I8_N96,
+                        };
                         (kernel, tiles_n * tiles_m, tiles_n)
                     }
                     LinearPlan::Gemm { t, .. } => {

@@ -21,7 +21,7 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
 use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping};
-use super::bitnet_plan::{LinearPlan, coop_ok};
+use super::bitnet_plan::{CoopKind, LinearPlan, coop_ok};
 use super::bitnet_record::LinearCall;
 use super::bitnet_tune_cache as disk;
 use super::bitnet_tune_clock::{TuneProfiler, time_per_call};
@@ -74,11 +74,11 @@ pub struct BitnetTuning {
     /// can run it (`None`: a candidate of autotune once it passed its device self-test).
     /// Forbidding it forbids the int8 one too.
     pub gemm_coop: Option<bool>,
-    /// Force (`true`, without the self-test: for checking it against cpu-ref) or forbid (`false`)
-    /// the int8 cooperative-matrix GEMM (Vulkan, SPIR-V passthrough) for M > 8 where the device
-    /// can run it; forcing it takes precedence over `gemm_coop`. `None`: a candidate of autotune
-    /// once it passed its device self-test.
-    pub gemm_coop_int8: Option<bool>,
+    /// Which cooperative-matrix GEMM: the only autotune candidate among them, and the one
+    /// `gemm_coop: Some(true)` forces (without its self-test: for checking it against cpu-ref)
+    /// where the device can run it. `None`: every kind that passed its self-test is a
+    /// candidate, and forcing uses [`CoopKind::F16`].
+    pub gemm_coop_kernel: Option<CoopKind>,
     /// Use the generic GEMV for M ≤ 8 (no vec4 / fused kernels): the fallback path.
     pub generic_gemv: bool,
 }
@@ -102,13 +102,19 @@ struct EngineTuning {
     coop: Option<CoopVerdict>,
 }
 
-/// Which cooperative-matrix GEMMs passed their device self-tests (`bitnet_coop.rs`).
+/// Which cooperative-matrix GEMMs passed their device self-tests (`bitnet_coop.rs`), by
+/// [`CoopKind::ALL`] position.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct CoopVerdict {
-    /// The f16 kernel.
-    pub f16: bool,
-    /// The int8 kernel (SPIR-V passthrough).
-    pub int8: bool,
+pub(crate) struct CoopVerdict(pub [bool; 3]);
+
+impl CoopVerdict {
+    /// Whether `kind` passed.
+    pub fn passed(self, kind: CoopKind) -> bool {
+        CoopKind::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .is_some_and(|i| self.0[i])
+    }
 }
 
 impl Key {

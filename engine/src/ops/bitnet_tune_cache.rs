@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use bitnet_kernels_wgsl::bitnet as kernels;
 
-use super::bitnet_plan::LinearPlan;
+use super::bitnet_plan::{CoopKind, LinearPlan};
 use crate::context::Gpu;
 
 /// Environment variable: a file path for the plan cache, or `off` to disable it.
@@ -195,14 +195,9 @@ fn compact(text: &str) -> String {
     latest.iter().map(|(_, l)| format!("{l}\n")).collect()
 }
 
-/// The code of a cooperative-matrix plan's kernel.
-fn coop_code(int8: bool) -> &'static str {
-    if int8 { "coopi8" } else { "coop" }
-}
-
 impl LinearPlan {
     /// A short stable text form (`fused:32`, `batch:16`, `vec4:16`, `staged:32`, `lean:32`,
-    /// `generic`, `gemm:8`, `gemm:8x4` (t x K slices), `coop`, `coop:4` (K slices), `coopi8`, `coopi8:4`) for the plan cache.
+    /// `generic`, `gemm:8`, `gemm:8x4` (t x K slices), `coop`, `coop:4` (K slices), `coopi8`, `coopi8n96:4`: [`CoopKind::code`]) for the plan cache.
     pub(crate) fn code(&self) -> String {
         match self {
             LinearPlan::Fused { lanes } => format!("fused:{lanes}"),
@@ -214,8 +209,8 @@ impl LinearPlan {
             LinearPlan::Generic => "generic".into(),
             LinearPlan::Gemm { t, splits: 1 } => format!("gemm:{t}"),
             LinearPlan::Gemm { t, splits } => format!("gemm:{t}x{splits}"),
-            LinearPlan::Coop { splits: 1, int8 } => coop_code(*int8).into(),
-            LinearPlan::Coop { splits, int8 } => format!("{}:{splits}", coop_code(*int8)),
+            LinearPlan::Coop { splits: 1, kind } => kind.code().into(),
+            LinearPlan::Coop { splits, kind } => format!("{}:{splits}", kind.code()),
         }
     }
 
@@ -231,9 +226,9 @@ impl LinearPlan {
             "lean" => LinearPlan::Lean { lanes: number()? },
             "leanq" => LinearPlan::LeanQ { lanes: number()? },
             "generic" if value.is_empty() => LinearPlan::Generic,
-            "coop" | "coopi8" => LinearPlan::Coop {
+            coop if CoopKind::from_code(coop).is_some() => LinearPlan::Coop {
                 splits: if value.is_empty() { 1 } else { number()? },
-                int8: kind == "coopi8",
+                kind: CoopKind::from_code(coop)?,
             },
             "gemm" => match value.split_once('x') {
                 Some((t, splits)) => LinearPlan::Gemm {
@@ -268,19 +263,19 @@ mod tests {
             LinearPlan::Gemm { t: 4, splits: 8 },
             LinearPlan::Coop {
                 splits: 1,
-                int8: false,
+                kind: CoopKind::F16,
             },
             LinearPlan::Coop {
                 splits: 4,
-                int8: false,
+                kind: CoopKind::F16,
             },
             LinearPlan::Coop {
                 splits: 1,
-                int8: true,
+                kind: CoopKind::Int8,
             },
             LinearPlan::Coop {
                 splits: 8,
-                int8: true,
+                kind: CoopKind::Int8N96,
             },
         ];
         for (i, plan) in plans.into_iter().enumerate() {

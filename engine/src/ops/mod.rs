@@ -28,6 +28,6 @@ mod rope;
 mod softmax;
 mod util;
 
-pub use bitnet_plan::LinearPlan;
+pub use bitnet_plan::{CoopKind, LinearPlan};
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
 pub use bitnet_tune_cache::TUNE_CACHE_ENV;

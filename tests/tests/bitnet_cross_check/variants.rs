@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use bitnet_tests::{gpu_engine, has_coop, has_coop_i8, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
-use bitnet_wgpu::{BitnetTuning, Engine, Error, LinearPlan};
+use bitnet_wgpu::{BitnetTuning, CoopKind, Engine, Error, LinearPlan};
 
 use crate::support::{assert_same_result, check_acts, check_linear, check_weights};
 
@@ -153,20 +153,24 @@ fn coop_matrix_gemm_where_the_device_has_it() {
         (130, 257, 2560),
         (257, 129, 96),
     ];
-    // The f16 kernel, then the int8 one (SPIR-V passthrough; Vulkan only).
-    for (int8, available) in [(false, has_coop(&e)), (true, has_coop_i8(&e))] {
+    // The f16 kernel, then the int8 ones (SPIR-V passthrough; Vulkan only).
+    for kind in CoopKind::ALL {
+        let available = match kind {
+            CoopKind::F16 => has_coop(&e),
+            CoopKind::Int8 | CoopKind::Int8N96 => has_coop_i8(&e),
+        };
         let tuning = BitnetTuning {
             autotune: Some(false),
             gemm_coop: Some(true),
-            gemm_coop_int8: Some(int8),
+            gemm_coop_kernel: Some(kind),
             gemm_splits: Some(4),
             ..Default::default()
         };
         for &(m, n, k) in &shapes {
             let plans = check_with(&e, tuning, m, n, k, "coop");
             if available {
-                assert_eq!(plans.1, LinearPlan::Coop { splits: 4, int8 });
-            } else if !int8 {
+                assert_eq!(plans.1, LinearPlan::Coop { splits: 4, kind });
+            } else {
                 assert!(matches!(plans.1, LinearPlan::Gemm { .. }));
             }
         }
