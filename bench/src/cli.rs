@@ -273,4 +273,19 @@ mod tests {
         assert!(p("--ours a").is_err());
         assert_eq!(p("--help").unwrap(), Command::Help);
     }
+
+    #[test]
+    fn tuning_specs() {
+        let t = tuning("coop=1,coopkernel=coopi8n96,splits=4,lanes=16").unwrap();
+        assert_eq!(t.gemm_coop, Some(true));
+        assert_eq!(t.gemm_coop_kernel, Some(bitnet_wgpu::CoopKind::Int8N96));
+        assert_eq!((t.gemm_splits, t.gemv_lanes), (Some(4), Some(16)));
+        for kind in bitnet_wgpu::CoopKind::ALL {
+            let t = tuning(&format!("coopkernel={}", kind.code())).unwrap();
+            assert_eq!(t.gemm_coop_kernel, Some(kind));
+        }
+        for bad in ["coopkernel=int4", "coop=2", "coop", "bogus=1"] {
+            assert!(tuning(bad).is_err(), "{bad}");
+        }
+    }
 }
