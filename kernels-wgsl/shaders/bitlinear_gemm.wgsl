@@ -24,19 +24,6 @@ const GM_THREADS: u32 = 256u;
 // Activation words per staged row and K step.
 const GM_XW: u32 = 16u;
 
-@group(0) @binding(0) var<storage, read> weights: array<u32>;
-// The weight tensor's scale s.
-@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
-// [M, words_per_row] vec4: the packed activation rows (4 * words_per_row words each).
-@group(0) @binding(2) var<storage, read> act: array<vec4<u32>>;
-// Per activation row: the clamped absmax a_m.
-@group(0) @binding(3) var<storage, read> act_absmax: array<f32>;
-// [M, out_stride] row-major: f32 bits of y, or i32 bits of acc (see `mode`).
-@group(0) @binding(4) var<storage, read_write> out: array<u32>;
-
-// Status word 0: the smallest flat index (into `out`) of a non-finite y.
-const Y_STATUS: u32 = 0u;
-
 // [GM_XW kk][tile rows / 4]: activation word kk of tile rows 4 v .. 4 v + 3.
 var<workgroup> gm_x: array<vec4<u32>, 512>;
 // [GM_XW kk][tile rows / 4]: signed weight word kk (weight word kk / 4, group kk % 4).

@@ -19,19 +19,6 @@ const GS_MAX_M: u32 = 8u;
 // Vec4 of activation words staged per tile (all rows): 14 KiB, + gv_red's 1 KiB + 32 bytes.
 const GS_TILE: u32 = 896u;
 
-@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
-// The weight tensor's scale s.
-@group(0) @binding(1) var<storage, read> weight_scale: array<f32>;
-// [M, words_per_row] vec4: the packed activation rows (4 * words_per_row words each).
-@group(0) @binding(2) var<storage, read> act: array<vec4<u32>>;
-// Per activation row: the clamped absmax a_m.
-@group(0) @binding(3) var<storage, read> act_absmax: array<f32>;
-// [M, out_stride] row-major: f32 bits of y, or i32 bits of acc (see `mode`).
-@group(0) @binding(4) var<storage, read_write> out: array<u32>;
-
-// Status word 0: the smallest flat index (into `out`) of a non-finite y.
-const Y_STATUS: u32 = 0u;
-
 // The staged tile (layout above) and the per-row sums of the activations.
 var<workgroup> gs_x: array<vec4<u32>, GS_TILE>;
 var<workgroup> gs_sum: array<atomic<i32>, GS_MAX_M>;

@@ -30,8 +30,11 @@
 //! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`; its short-chain
 //! special case `127 / a` for the activation quantizers, `exact_div_127.wgsl`), the BitLinear
 //! parameters and epilogue (`bitlinear_common.wgsl`), the scalar-load bindings of the generic
-//! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`) and
-//! the row blocks of the vec4 GEMVs (`bitlinear_gemv_blocks.wgsl`). WGSL has no `#include`, so
+//! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`),
+//! the bindings and row blocks of the vec4 GEMVs (`bitlinear_bindings_vec4.wgsl`,
+//! `bitlinear_gemv_blocks.wgsl`), the bindings of the GEMMs (`bitlinear_bindings_gemm.wgsl`) and
+//! the body of both int8 cooperative-matrix GEMMs (`bitlinear_gemm_coop_i8.wgsl`, behind a header
+//! that sets its tile width). WGSL has no `#include`, so
 //! `kernel!` (a compile-time macro) concatenates the snippet files in front of the kernel file;
 //! WGSL module-scope declarations are order independent, so snippets need no forward
 //! declarations. Snippets hold no entry point, and each kernel source below is complete, valid
@@ -186,6 +189,7 @@ pub const BITLINEAR_GEMV_VEC4_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_vec4_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_vec4_subgroup.wgsl"
     ),
@@ -232,6 +236,7 @@ pub const BITLINEAR_GEMV_STAGED_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_staged_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_staged_subgroup.wgsl"
     ),
@@ -257,6 +262,7 @@ pub const BITLINEAR_GEMV_LEAN_Q_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_lean_q_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_lean_q_subgroup.wgsl"
     ),
@@ -276,7 +282,11 @@ pub const GEMV_BATCH_TILE_VEC4: u32 = 896;
 /// (`tiles_n · ceil(M / 16 T)` workgroups). Any K. Same bindings as [`BITLINEAR_GEMV_SUBGROUP`].
 pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     name: "bitlinear_gemm",
-    source: kernel!("bitlinear_common.wgsl", "bitlinear_gemm.wgsl"),
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_bindings_gemm.wgsl",
+        "bitlinear_gemm.wgsl"
+    ),
 };
 
 /// The epilogue of a split-K BitLinear GEMM: sums the `k_splits` planes of exact accumulators a
@@ -298,7 +308,11 @@ pub const BITLINEAR_SPLIT_SUM: KernelSource = KernelSource {
 /// `tiles_n · ceil(M / GEMM_COOP_TILE_M)` with `tiles_n = ceil(N / GEMM_COOP_TILE_N)`.
 pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_subgroup",
-    source: kernel!("bitlinear_gemm_coop_subgroup.wgsl", "bitlinear_common.wgsl"),
+    source: kernel!(
+        "bitlinear_gemm_coop_subgroup.wgsl",
+        "bitlinear_bindings_gemm.wgsl",
+        "bitlinear_common.wgsl"
+    ),
 };
 
 /// The WGSL skeleton of the int8 cooperative-matrix BitLinear GEMM (i8 × i8 → i32 16×16×32, exact
@@ -313,6 +327,7 @@ pub const BITLINEAR_GEMM_COOP_I8_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_i8_subgroup",
     source: kernel!(
         "bitlinear_gemm_coop_i8_subgroup.wgsl",
+        "bitlinear_bindings_gemm.wgsl",
         "bitlinear_gemm_coop_i8.wgsl",
         "bitlinear_common.wgsl"
     ),
@@ -326,6 +341,7 @@ pub const BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemm_coop_i8_n96_subgroup",
     source: kernel!(
         "bitlinear_gemm_coop_i8_n96_subgroup.wgsl",
+        "bitlinear_bindings_gemm.wgsl",
         "bitlinear_gemm_coop_i8.wgsl",
         "bitlinear_common.wgsl"
     ),

@@ -213,36 +213,32 @@ pub(crate) fn batch_lanes(m: usize, k: usize) -> u32 {
         .max(8)
 }
 
-/// Whether the cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (features, a
-/// subgroup size of exactly 32, its workgroup size and memory within the device's limits;
-/// correctness is established by the tuner's self-test).
-pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+/// What both cooperative-matrix GEMMs need of the device, and M > 8: `features`, a subgroup size
+/// of exactly 32, and room for their 512-thread workgroups with `bytes` of workgroup memory.
+fn coop_device_ok(gpu: &Gpu, features: wgpu::Features, bytes: u32, m: usize) -> bool {
     let limits = &gpu.caps.limits;
-    gpu.caps.has(COOP_FEATURES)
+    gpu.caps.has(features)
         && gpu.caps.subgroup_min_size == 32
         && gpu.caps.subgroup_max_size == 32
         && limits.max_compute_invocations_per_workgroup >= kernels::GEMM_COOP_THREADS
         && limits.max_compute_workgroup_size_x >= kernels::GEMM_COOP_THREADS
-        && limits.max_compute_workgroup_storage_size >= kernels::GEMM_COOP_WORKGROUP_BYTES
+        && limits.max_compute_workgroup_storage_size >= bytes
         && m as u64 > u64::from(kernels::GEMV_MAX_M)
-        && k <= COOP_MAX_K
 }
 
-/// Whether the int8 cooperative-matrix GEMM can run `m` rows (any K) on `gpu`: the f16
-/// kernel's conditions with its own workgroup bytes and no K limit, on Vulkan with passthrough
-/// shaders (whether the driver has int8 matrices is established by the tuner's self-test).
+/// Whether the f16 cooperative-matrix GEMM can run `m` rows of length `k` on `gpu` (correctness
+/// is established by the tuner's self-test).
+pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
+    coop_device_ok(gpu, COOP_FEATURES, kernels::GEMM_COOP_WORKGROUP_BYTES, m) && k <= COOP_MAX_K
+}
+
+/// Whether the int8 cooperative-matrix GEMMs can run `m` rows (any K) on `gpu`: on Vulkan with
+/// passthrough shaders (whether the driver has int8 matrices is established by the tuner's
+/// self-test).
 pub(crate) fn coop_i8_ok(gpu: &Gpu, m: usize) -> bool {
-    let limits = &gpu.caps.limits;
+    let features = COOP_FEATURES | wgpu::Features::PASSTHROUGH_SHADERS;
     gpu.adapter_info.backend == wgpu::Backend::Vulkan
-        && gpu
-            .caps
-            .has(COOP_FEATURES | wgpu::Features::PASSTHROUGH_SHADERS)
-        && gpu.caps.subgroup_min_size == 32
-        && gpu.caps.subgroup_max_size == 32
-        && limits.max_compute_invocations_per_workgroup >= kernels::GEMM_COOP_THREADS
-        && limits.max_compute_workgroup_size_x >= kernels::GEMM_COOP_THREADS
-        && limits.max_compute_workgroup_storage_size >= kernels::GEMM_COOP_I8_WORKGROUP_BYTES
-        && m as u64 > u64::from(kernels::GEMV_MAX_M)
+        && coop_device_ok(gpu, features, kernels::GEMM_COOP_I8_WORKGROUP_BYTES, m)
 }
 
 /// Whether the cooperative-matrix GEMM `kind` can run `m` rows of length `k` on `gpu`.
