@@ -142,6 +142,8 @@ pub(crate) struct Caps {
     pub max_binding: u64,
     /// Effective buffer-size limit.
     pub max_buffer: u64,
+    /// The Vulkan driver offers the int8 cooperative matrices of the int8 GEMMs (`spirv.rs`).
+    pub int8_coop: bool,
 }
 
 impl Caps {
@@ -169,6 +171,8 @@ impl Caps {
             max_binding: limits.max_storage_buffer_binding_size.min(cap),
             max_buffer: limits.max_buffer_size,
             limits,
+            int8_coop: info.backend == wgpu::Backend::Vulkan
+                && crate::spirv::driver_has_int8_coop(device),
         }
     }
 

@@ -50,6 +50,9 @@ pub struct EngineInfo {
     pub subgroup_max_size: u32,
     /// How kernel params are passed (None on the CPU engine).
     pub params_mode: Option<ParamsMode>,
+    /// Whether the Vulkan driver offers int8 16×16×32 cooperative matrices, which the int8
+    /// tensor-core GEMMs need (wgpu does not report them; the engine asks the driver).
+    pub int8_cooperative_matrices: bool,
     /// Which implementation each hot BitNet op uses (MSL on Metal, WGSL and why, or cpu-ref).
     pub hot_paths: crate::msl::HotPaths,
 }
@@ -70,6 +73,7 @@ impl EngineInfo {
             subgroup_min_size: 0,
             subgroup_max_size: 0,
             params_mode: None,
+            int8_cooperative_matrices: false,
             hot_paths: crate::msl::HotPaths::all(crate::msl::KernelPath::Cpu),
         }
     }
@@ -98,6 +102,7 @@ impl EngineInfo {
             subgroup_min_size: g.caps.subgroup_min_size,
             subgroup_max_size: g.caps.subgroup_max_size,
             params_mode: Some(g.caps.params_mode),
+            int8_cooperative_matrices: g.caps.int8_coop,
             hot_paths: g.msl.paths.clone(),
         }
     }
@@ -113,6 +118,9 @@ impl std::fmt::Display for EngineInfo {
         }
         if let Some(l) = &self.limits {
             writeln!(f, "features:  {:?}", self.features)?;
+            if self.int8_cooperative_matrices {
+                writeln!(f, "           int8 cooperative matrices (Vulkan driver)")?;
+            }
             writeln!(
                 f,
                 "subgroups: {}..={}",

@@ -19,10 +19,12 @@
 //! The module reaches the driver through `create_shader_module_passthrough` (wgpu's validator
 //! knows no int8 matrices either).
 //!
-//! wgpu reports only the cooperative-matrix configurations naga can express, so whether the
-//! driver offers int8 16 × 16 × 32 is not visible here: the engine only ever *offers* this kernel
-//! after its device self-test (`ops/bitnet_coop.rs`) matched the dot4 GEMM's exact accumulators,
-//! and a pipeline the driver rejects is a caught pipeline-creation error there.
+//! wgpu reports only the cooperative-matrix configurations naga can express, so
+//! [`driver_has_int8_coop`] asks the Vulkan driver itself whether it offers int8 16 × 16 × 32
+//! (SPIR-V using a configuration the driver lacks is undefined behaviour, a crash at worst). Even
+//! then the engine only *offers* these kernels after its device self-test
+//! (`ops/bitnet_coop.rs`) matched the dot4 GEMM's exact accumulators, and a pipeline the driver
+//! rejects is a caught pipeline-creation error there.
 
 use std::borrow::Cow;
 
@@ -248,6 +250,48 @@ pub(crate) fn create_module(
     // signedness operands of their multiply-adds (`retype_int8`); its bindings are those of the
     // explicit pipeline layout the cache builds from the same kernel declaration.
     unsafe { device.create_shader_module_passthrough(desc) }
+}
+
+/// Whether the Vulkan driver behind `device` lists the configuration the int8 kernels use: int8
+/// 16 × 16 × 32 cooperative matrices with 32-bit integer accumulators at subgroup scope. Asked
+/// through wgpu's hal (`vkGetPhysicalDeviceCooperativeMatrixPropertiesKHR`, as wgpu-hal asks it
+/// for the configurations it reports). False off Vulkan and without cooperative matrices.
+#[cfg(all(not(target_arch = "wasm32"), not(target_vendor = "apple")))]
+pub(crate) fn driver_has_int8_coop(device: &wgpu::Device) -> bool {
+    use ash::vk::{ComponentTypeKHR as T, ScopeKHR};
+    if !device
+        .features()
+        .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    {
+        // wgpu enables VK_KHR_cooperative_matrix exactly with this feature.
+        return false;
+    }
+    // SAFETY: the hal device is only read (its instance, entry and physical device handles) to
+    // query properties, which changes no state of the device wgpu owns.
+    let Some(hal) = (unsafe { device.as_hal::<wgpu::hal::api::Vulkan>() }) else {
+        return false;
+    };
+    let shared = hal.shared_instance();
+    let coop = ash::khr::cooperative_matrix::Instance::new(shared.entry(), shared.raw_instance());
+    // SAFETY: the physical device belongs to this instance, and the extension is enabled (the
+    // feature check above).
+    let props = unsafe {
+        coop.get_physical_device_cooperative_matrix_properties(hal.raw_physical_device())
+    };
+    props.is_ok_and(|props| {
+        props.iter().any(|p| {
+            (p.m_size, p.n_size, p.k_size) == (16, 16, 32)
+                && (p.a_type, p.b_type) == (T::SINT8, T::SINT8)
+                && (p.c_type, p.result_type) == (T::SINT32, T::SINT32)
+                && p.scope == ScopeKHR::SUBGROUP
+        })
+    })
+}
+
+/// Off Vulkan targets: never.
+#[cfg(not(all(not(target_arch = "wasm32"), not(target_vendor = "apple"))))]
+pub(crate) fn driver_has_int8_coop(_device: &wgpu::Device) -> bool {
+    false
 }
 
 #[cfg(test)]

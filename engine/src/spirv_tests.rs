@@ -129,3 +129,22 @@ fn modules_that_are_not_skeletons_are_refused() {
             .starts_with("broken: ")
     );
 }
+
+#[test]
+fn the_driver_query_agrees_with_the_device() {
+    // CI's lavapipe has no cooperative matrices: the query must say no (and not fail); where a
+    // driver says yes, the device is Vulkan with cooperative matrices.
+    let e = crate::Engine::gpu()
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+    let g = e.gpu_context().unwrap();
+    let has = driver_has_int8_coop(&g.device);
+    assert_eq!(has, g.caps.int8_coop);
+    assert_eq!(has, e.info().int8_cooperative_matrices);
+    if has {
+        assert_eq!(g.adapter_info.backend, wgpu::Backend::Vulkan);
+        assert!(g.caps.has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX));
+    }
+    if !g.caps.has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        assert!(!has);
+    }
+}

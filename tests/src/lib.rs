@@ -107,12 +107,13 @@ pub fn has_coop(e: &Engine) -> bool {
         })
 }
 
-/// Whether `e`'s device can run the int8 cooperative-matrix GEMM (`coop_i8_ok` in the engine):
-/// [`has_coop`] on Vulkan with passthrough shaders. Forced int8 coop plans run exactly then.
+/// Whether `e`'s device can run the int8 cooperative-matrix GEMMs (`coop_i8_ok` in the engine):
+/// [`has_coop`], passthrough shaders, and a driver that lists int8 cooperative matrices. Forced
+/// int8 coop plans run exactly then.
 pub fn has_coop_i8(e: &Engine) -> bool {
     let info = e.info();
     has_coop(e)
-        && info.backend == "Vulkan"
+        && info.int8_cooperative_matrices
         && info
             .features
             .contains(bitnet_wgpu::wgpu::Features::PASSTHROUGH_SHADERS)

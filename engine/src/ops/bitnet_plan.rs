@@ -232,13 +232,12 @@ pub(crate) fn coop_ok(gpu: &Gpu, m: usize, k: usize) -> bool {
     coop_device_ok(gpu, COOP_FEATURES, kernels::GEMM_COOP_WORKGROUP_BYTES, m) && k <= COOP_MAX_K
 }
 
-/// Whether the int8 cooperative-matrix GEMMs can run `m` rows (any K) on `gpu`: on Vulkan with
-/// passthrough shaders (whether the driver has int8 matrices is established by the tuner's
-/// self-test).
+/// Whether the int8 cooperative-matrix GEMMs can run `m` rows (any K) on `gpu`: passthrough
+/// shaders, and a Vulkan driver that lists their int8 matrices (`Caps::int8_coop`; correctness is
+/// established by the tuner's self-test).
 pub(crate) fn coop_i8_ok(gpu: &Gpu, m: usize) -> bool {
     let features = COOP_FEATURES | wgpu::Features::PASSTHROUGH_SHADERS;
-    gpu.adapter_info.backend == wgpu::Backend::Vulkan
-        && coop_device_ok(gpu, features, kernels::GEMM_COOP_I8_WORKGROUP_BYTES, m)
+    gpu.caps.int8_coop && coop_device_ok(gpu, features, kernels::GEMM_COOP_I8_WORKGROUP_BYTES, m)
 }
 
 /// Whether the cooperative-matrix GEMM `kind` can run `m` rows of length `k` on `gpu`.
