@@ -283,7 +283,7 @@ pub(crate) fn candidates(
 
 #[cfg(test)]
 mod tests {
-    use super::super::bitnet_plan::default_lanes;
+    use super::super::bitnet_plan::{default_lanes, latency_lanes};
     use super::*;
     use crate::engine::{Engine, EngineOptions};
 
@@ -299,7 +299,7 @@ mod tests {
         }
         let plan = |shape, overlaps| e.linear_plan_for(g, shape, true, overlaps).unwrap();
         let latency = LinearPlan::Fused {
-            lanes: default_lanes(2560),
+            lanes: latency_lanes(2560, 2560),
         };
         assert_eq!(plan((1, 2560, 2560), false), latency);
         let throughput = LinearPlan::Fused {
@@ -310,7 +310,22 @@ mod tests {
         assert_eq!(fused_lanes(8, 2560, 2560), 16);
         assert_eq!(fused_lanes(8, 6912, 2560), 8);
         assert_eq!(fused_lanes(8, 640, 2560), default_lanes(2560));
-        assert_eq!(fused_lanes(1, 2560, 6912), default_lanes(6912));
+        // M = 1 behind a barrier: one wave of a 132-SM GPU (the shapes of bench/RESULTS.md).
+        for ((n, k), lanes) in [
+            ((2560, 2560), 32),
+            ((640, 2560), 64),
+            ((6912, 2560), 16),
+            ((2560, 6912), 32),
+            ((14336, 4096), 8),
+            ((4096, 14336), 32),
+        ] {
+            assert_eq!(fused_lanes(1, n, k), lanes, "{n} x {k}");
+        }
+        assert_eq!(
+            latency_lanes(8, 64),
+            8,
+            "a tiny GEMV keeps at least 8 lanes"
+        );
         assert_eq!(plan((8, 6912, 2560), false), LinearPlan::Fused { lanes: 8 });
         // Forced lanes win either way.
         e.set_bitnet_tuning(BitnetTuning {

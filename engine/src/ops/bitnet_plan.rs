@@ -283,14 +283,14 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
     steps.next_power_of_two().clamp(8, 128)
 }
 
-/// Default lanes of the fused GEMV: [`default_lanes`] for M = 1. Batches have M times the
+/// Default lanes of the fused GEMV: [`latency_lanes`] for M = 1. Batches have M times the
 /// workgroups, so they take the fewest lanes (most rows per workgroup, from [`OVERLAP_LANES`]) that
 /// still give [`FILL_WORKGROUPS`] workgroups, at most [`default_lanes`].
 pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
-    let most = default_lanes(k);
     if m <= 1 {
-        return most;
+        return latency_lanes(n, k);
     }
+    let most = default_lanes(k);
     let groups = |lanes: u32| (m * n) as u64 * u64::from(lanes) / (4 * GV_THREADS);
     let mut lanes = OVERLAP_LANES;
     while lanes < most && groups(lanes) < FILL_WORKGROUPS {
@@ -301,6 +301,31 @@ pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
 
 /// Workgroups a batched fused GEMV aims for: two per SM of a 132-SM GPU, rounded.
 const FILL_WORKGROUPS: u64 = 256;
+
+/// Most workgroups of a lone (latency-bound) M = 1 fused GEMV: one wave of a 132-SM GPU.
+const WAVE_WORKGROUPS: u64 = 132;
+
+/// Lanes of the fused GEMV for one activation row behind a barrier (decode latency): from
+/// [`default_lanes`] (about two vec4 steps per lane), halved while the grid is more than one wave
+/// of a large GPU ([`WAVE_WORKGROUPS`]), doubled while a doubled grid still is one wave and the
+/// lanes stay within two per vec4 of the row. H200, serial M = 1, µs by TPR 8 / 16 / 32 / 64 /
+/// 128 in one run (this rule's choice marked): 2560 × 2560 7.31 / 6.06 / *5.48* / 5.73 / 6.27;
+/// 640 × 2560 7.17 / 5.82 / 5.21 / *4.75* / 4.85; 6912 × 2560 7.69 / *6.79* / 8.51 / 8.70 /
+/// 10.89; 2560 × 6912 13.23 / 9.43 / *8.33* / 8.38 / 8.85; 14336 × 4096 *11.16* / 10.13 / 12.41
+/// / 13.63 / 20.61; 4096 × 14336 23.14 / 15.44 / *12.54* / 12.98 / 17.39. ([`default_lanes`]
+/// alone took 32, 32, 32, 64, 32 and 128.)
+pub(crate) fn latency_lanes(n: usize, k: usize) -> u32 {
+    let groups = |lanes: u32| (n as u64 * u64::from(lanes)).div_ceil(4 * GV_THREADS);
+    let most = (2 * (k / 64) as u32).max(8);
+    let mut lanes = default_lanes(k);
+    while lanes > 8 && groups(lanes) > WAVE_WORKGROUPS {
+        lanes /= 2;
+    }
+    while lanes < 128 && 2 * lanes <= most && groups(2 * lanes) <= WAVE_WORKGROUPS {
+        lanes *= 2;
+    }
+    lanes
+}
 /// Threads of a vec4-GEMV workgroup.
 const GV_THREADS: u64 = kernels::GEMV_VEC4_THREADS as u64;
 
