@@ -3,8 +3,9 @@
 //! WGSL has no 8-bit type, so cooperative matrices there are f16 or f32; NVIDIA's tensor cores
 //! multiply int8 at twice the f16 rate, and BitLinear's operands are int8 activations and ternary
 //! weights whose products sum exactly in i32. So the int8 GEMM is written as a WGSL skeleton
-//! (`bitlinear_gemm_coop_i8_subgroup.wgsl`, f16 A / B and f32 C matrices over byte-staged
-//! operands), compiled here by naga to SPIR-V exactly as wgpu would, and then **retyped**:
+//! (`bitlinear_gemm_coop_i8.wgsl` behind a header that sets its tile width: f16 A / B and f32 C
+//! matrices over byte-staged operands), compiled here by naga to SPIR-V exactly as wgpu would,
+//! and then **retyped**:
 //!
 //! | skeleton type | becomes |
 //! |---|---|
@@ -13,9 +14,9 @@
 //! | `coop_mat16x16<f32, C>` | 16 × 16 int32 (accumulator) |
 //!
 //! plus `OpCapability Int8` and the signed-components operands on every multiply-add. Nothing
-//! else changes: the skeleton's loads and stores already go through `vec4<f32>` pointers to raw bytes
-//! (SPV_KHR_cooperative_matrix lets a load or store use any scalar or vector pointer, with strides
-//! in its elements), so each instruction means the int8 operation once its types are retyped.
+//! else changes: the skeleton's loads and stores already go through `vec4<f32>` pointers to raw
+//! bytes (SPV_KHR_cooperative_matrix lets a load or store use any scalar or vector pointer, with
+//! strides in its elements), so each instruction means the int8 operation once retyped.
 //! The module reaches the driver through `create_shader_module_passthrough` (wgpu's validator
 //! knows no int8 matrices either).
 //!
@@ -107,8 +108,9 @@ fn head(op: u32, count: usize) -> u32 {
     ((count as u32) << 16) | op
 }
 
-/// Retypes a skeleton module's A / B (f16, f32 or u32) and f32 C cooperative matrices (all 16 × 16) to int8
-/// 16 × 32 / 32 × 16 and int32 16 × 16 (module docs); `Err` if the module is not such a skeleton.
+/// Retypes a skeleton module's A / B (f16, f32 or u32) and f32 C cooperative matrices (all
+/// 16 × 16) to int8 16 × 32 / 32 × 16 and int32 16 × 16 (module docs); `Err` if the module is not
+/// such a skeleton.
 pub(crate) fn retype_int8(words: &[u32]) -> Result<Vec<u32>, String> {
     if words.len() < HEADER || words[0] != MAGIC {
         return Err("not a SPIR-V module".into());

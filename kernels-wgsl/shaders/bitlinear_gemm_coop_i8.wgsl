@@ -25,8 +25,9 @@
 // signed bytes: four consecutive threads cover one row's 64 bytes of each operand, and the step's
 // work is even over the warps (the barrier waits for the slowest: a quarter of the threads
 // expanding a weight row each was 13 % slower than this on 2560 x 2560, M = 512). Rows are
-// stored k-contiguous in workgroup memory, [row][k] with a padded row stride of 80 bytes (CI_LDQ = 5 vec4<u32>: the 8 rows of one
-// 8 x 16-byte fragment phase fall in 8 different bank quads). Operands are double-buffered (one
+// stored k-contiguous in workgroup memory, [row][k] with a padded row stride of 80 bytes
+// (CI_LDQ = 5 vec4: the 8 rows of one 8 x 16-byte fragment phase fall in 8 different bank
+// quads). Operands are double-buffered (one
 // barrier per step): step s loads the share of step s + 1 first, multiplies its own buffer, then
 // stores the share into the other. (Two steps ahead, as in the f16 kernel, kept one more share in
 // registers and was 4 % slower on the H200: 2560 x 2560 48.5 against 46.7 µs.)
