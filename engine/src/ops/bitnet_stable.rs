@@ -21,6 +21,11 @@ use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// A cpu-ref BitLinear on quantized activations (`bitlinear_quantized`, `bitlinear_accumulate`).
+type QuantizedCpuOp<T> =
+    fn(&QuantizedActivations, &TernaryMatrix) -> bitnet_cpu_ref::Result<Vec<T>>;
 
 /// Largest K cpu-ref accepts (exact i32 accumulation).
 const K_LIMIT: usize = 1 << 24;
@@ -148,30 +153,14 @@ impl Engine {
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_quantized(xq, w).map_err(Into::into),
-            route => self.bitlinear_quantized_off_cpu(route, work, xq, w),
+            route => self.quantized_off_cpu(
+                route,
+                work,
+                ("bitlinear", bitnet_cpu_ref::bitlinear_quantized),
+                (xq, w),
+                |x, w| self.bitlinear_tensor(x, w)?.read_f32(),
+            ),
         }
-    }
-
-    #[inline(never)]
-    fn bitlinear_quantized_off_cpu(
-        &self,
-        route: Route<'_>,
-        work: Workload,
-        xq: &QuantizedActivations,
-        w: &TernaryMatrix,
-    ) -> Result<Vec<f32>> {
-        self.off_cpu(
-            route,
-            "bitlinear",
-            &work,
-            || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
-            || Ok(bitnet_cpu_ref::bitlinear_quantized(xq, w)?),
-            || {
-                let x = self.upload_activations(xq)?;
-                let w = self.upload_ternary(w)?;
-                self.bitlinear_tensor(&x, &w)?.read_f32()
-            },
-        )
     }
 
     /// The exact BitLinear accumulators, `M · N` `i32` row-major; same result as
@@ -185,30 +174,37 @@ impl Engine {
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate(xq, w).map_err(Into::into),
-            route => self.bitlinear_accumulate_off_cpu(route, work, xq, w),
+            route => self.quantized_off_cpu(
+                route,
+                work,
+                ("bitlinear_accumulate", bitnet_cpu_ref::bitlinear_accumulate),
+                (xq, w),
+                |x, w| {
+                    let words = self.bitlinear_accumulate_tensor(x, w)?.read_u32()?;
+                    Ok(words.into_iter().map(|v| v as i32).collect())
+                },
+            ),
         }
     }
 
+    /// The routes other than plain CPU of the two quantized-input ops: `op` and its cpu-ref
+    /// function `cpu`, or `gpu` on the uploaded activations and weights.
     #[inline(never)]
-    fn bitlinear_accumulate_off_cpu(
+    fn quantized_off_cpu<T>(
         &self,
         route: Route<'_>,
         work: Workload,
-        xq: &QuantizedActivations,
-        w: &TernaryMatrix,
-    ) -> Result<Vec<i32>> {
+        (op, cpu): (&'static str, QuantizedCpuOp<T>),
+        (xq, w): (&QuantizedActivations, &TernaryMatrix),
+        gpu: impl FnOnce(&Tensor, &Tensor) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
         self.off_cpu(
             route,
-            "bitlinear_accumulate",
+            op,
             &work,
             || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
-            || Ok(bitnet_cpu_ref::bitlinear_accumulate(xq, w)?),
-            || {
-                let x = self.upload_activations(xq)?;
-                let w = self.upload_ternary(w)?;
-                let words = self.bitlinear_accumulate_tensor(&x, &w)?.read_u32()?;
-                Ok(words.into_iter().map(|v| v as i32).collect())
-            },
+            || Ok(cpu(xq, w)?),
+            || gpu(&self.upload_activations(xq)?, &self.upload_ternary(w)?),
         )
     }
 }
