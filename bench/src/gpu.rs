@@ -17,7 +17,9 @@ use crate::timing::{group, time_calls};
 use crate::workload::{
     LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
 };
-use bitnet_wgpu::{BackendKind, Engine, EngineOptions, ProfileGranularity, Tensor};
+use bitnet_wgpu::{
+    BackendKind, ChainInput, Engine, EngineOptions, Linear, ProfileGranularity, Tensor,
+};
 use std::collections::BTreeMap;
 
 /// Copies of a rotated input at most (bounds memory on small working sets).
@@ -44,6 +46,12 @@ pub struct StackTimes {
     pub chained_kernels: Option<Measurement>,
     /// `wall` of the chained stack.
     pub chained_wall: Measurement,
+    /// `kernels` of the chained stack as one [`bitnet_wgpu::LinearChain`] run (one dispatch).
+    pub chain_kernels: Option<Measurement>,
+    /// `wall` of the chained stack as one `LinearChain` run.
+    pub chain_wall: Measurement,
+    /// Whether the `LinearChain` runs used the one-dispatch chain kernel.
+    pub chain_fused: bool,
 }
 
 impl GpuBench {
@@ -226,11 +234,24 @@ impl GpuBench {
         let e = &self.engine;
         let err = |x: bitnet_wgpu::Error| x.to_string();
         let mut weights: Vec<Tensor> = Vec::new();
+        let mut links = Vec::new();
         for (i, &(n, k)) in spec.matrices().iter().enumerate() {
             let w = data::ternary_scaled(n, k, 1000 + i as u64, stack_weight_scale(k))
                 .map_err(|x| x.to_string())?;
             weights.push(e.upload_ternary(&w).map_err(err)?);
+            let layer_first = i - i % LAYER_2B4T_READS.len();
+            let input = match LAYER_2B4T_READS[i % LAYER_2B4T_READS.len()] {
+                LinearInput::LayerInput if layer_first == 0 => ChainInput::Input,
+                LinearInput::LayerInput => ChainInput::Output(layer_first - 1),
+                LinearInput::Output(j) => ChainInput::Output(layer_first + j),
+            };
+            links.push((Linear::new(e, w), input));
         }
+        // The chained flow as one LinearChain (M = 1 only: a chain runs one vector).
+        let chain = (spec.m == 1)
+            .then(|| e.linear_chain(2560, links))
+            .transpose()
+            .map_err(err)?;
         let x_hidden = e
             .upload_f32(&data::floats(spec.m * 2560, 2560), &[spec.m, 2560])
             .map_err(err)?;
@@ -265,17 +286,25 @@ impl GpuBench {
             }
             Ok(())
         };
+        let one_dispatch = |_: usize| -> Result<(), String> {
+            match &chain {
+                Some(c) => c.forward_tensor(&x_hidden).map(drop).map_err(err),
+                None => Err("the one-dispatch chain runs M = 1 only".into()),
+            }
+        };
         let span = |f: &dyn Fn(usize) -> Result<(), String>| {
             self.timestamps.then(|| self.time(policy, 1, f)).transpose()
         };
         let kernels = span(&independent)?;
         let chained_kernels = span(&chained)?;
+        let chain_kernels = span(&one_dispatch)?;
         // One-submission wall time with the profiler off (no per-dispatch passes or read-backs).
         if self.timestamps {
             e.set_profiling(false).map_err(err)?;
         }
         let wall = self.time_wall(policy, independent);
         let chained_wall = self.time_wall(policy, chained);
+        let chain_wall = self.time_wall(policy, one_dispatch);
         if self.timestamps {
             e.set_profiling(true).map_err(err)?;
         }
@@ -284,6 +313,9 @@ impl GpuBench {
             wall: wall?,
             chained_kernels,
             chained_wall: chained_wall?,
+            chain_kernels,
+            chain_wall: chain_wall?,
+            chain_fused: chain.is_some_and(|c| c.is_fused()),
         })
     }
 

@@ -190,6 +190,15 @@ pub struct StackResult {
     /// `gpu_wall` for the chained stack.
     #[serde(default)]
     pub gpu_chained_wall: Option<Measurement>,
+    /// `gpu` for the chained stack run as one `LinearChain` (one dispatch, M = 1).
+    #[serde(default)]
+    pub gpu_chain: Option<Measurement>,
+    /// `gpu_wall` for the chained stack run as one `LinearChain`.
+    #[serde(default)]
+    pub gpu_chain_wall: Option<Measurement>,
+    /// Whether those `LinearChain` runs used the one-dispatch chain kernel.
+    #[serde(default)]
+    pub gpu_chain_fused: bool,
     /// Why the GPU time is missing, if it is.
     pub gpu_error: Option<String>,
     /// CPU reference time of the same stack (chained), if measured.

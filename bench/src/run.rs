@@ -116,6 +116,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             gpu_wall: None,
             gpu_chained: None,
             gpu_chained_wall: None,
+            gpu_chain: None,
+            gpu_chain_wall: None,
+            gpu_chain_fused: false,
             gpu_error: None,
             cpu: None,
             cpu_error: None,
@@ -132,6 +135,11 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
                 .as_ref()
                 .map(|t| t.0.chained_kernels.unwrap_or(t.0.chained_wall));
             s.gpu_chained_wall = t.as_ref().map(|t| t.0.chained_wall);
+            s.gpu_chain = t
+                .as_ref()
+                .map(|t| t.0.chain_kernels.unwrap_or(t.0.chain_wall));
+            s.gpu_chain_wall = t.as_ref().map(|t| t.0.chain_wall);
+            s.gpu_chain_fused = t.as_ref().is_some_and(|t| t.0.chain_fused);
             s.gpu_pool = t.map(|t| t.1);
             s.gpu_error = e;
         }

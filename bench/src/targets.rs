@@ -102,19 +102,21 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     // 1. Decode stack ≥ 5× faster than PyTorch fp16 on the same stack (its best: CUDA graph),
     // in both data flows; the verdict needs both (the chained one is what a real decode does).
     let stack = ours.stack.as_ref();
-    let flows = [("independent", false), ("chained", true)].map(|(flow, chained)| {
-        let ours_ms = stack
-            .and_then(|s| if chained { s.gpu_chained } else { s.gpu })
-            .map(|g| g.median_ms);
-        let wall = stack
-            .and_then(|s| {
-                if chained {
-                    s.gpu_chained_wall
-                } else {
-                    s.gpu_wall
-                }
-            })
-            .map(|w| w.median_ms);
+    // The chained flow twice: an op per linear, and the whole step as one LinearChain dispatch.
+    let flows = [
+        ("independent", false),
+        ("chained", true),
+        ("chained as one LinearChain dispatch", true),
+    ]
+    .map(|(flow, chained)| {
+        let (span, wall) = match (flow, stack) {
+            (_, None) => (None, None),
+            ("independent", Some(s)) => (s.gpu, s.gpu_wall),
+            ("chained", Some(s)) => (s.gpu_chained, s.gpu_chained_wall),
+            (_, Some(s)) => (s.gpu_chain, s.gpu_chain_wall),
+        };
+        let ours_ms = span.map(|g| g.median_ms);
+        let wall = wall.map(|w| w.median_ms);
         let torch = stack.and_then(|s| {
             let p = peers?;
             let (l, m) = (s.spec.layers, s.spec.m);
@@ -136,7 +138,7 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         };
         // The chained flow's floor on this driver: its dependent steps as plain cold reads behind
         // a barrier (dispatch_floor.rs), and the most that allows against PyTorch.
-        let floor = chained
+        let floor = (flow == "chained")
             .then(|| {
                 let f = roof?.dispatch_floor?;
                 f.chained_floor_us(stack?.spec.layers)
@@ -157,10 +159,15 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         );
         (text, speedup.map(|s| s >= 5.0))
     });
+    // The chained verdict takes the faster of its two ways.
+    let chained_met = match (flows[1].1, flows[2].1) {
+        (None, None) => None,
+        (a, b) => Some(a == Some(true) || b == Some(true)),
+    };
     out.push(Target {
         goal: "decode layer stack ≥ 5× faster than PyTorch fp16 (CUDA graph) on the same stack",
-        evidence: format!("{}; {}", flows[0].0, flows[1].0),
-        status: Status::of(&[flows[0].1, flows[1].1]),
+        evidence: format!("{}; {}; {}", flows[0].0, flows[1].0, flows[2].0),
+        status: Status::of(&[flows[0].1, chained_met]),
     });
 
     // 2. GEMV on the large shapes ≥ 80 % of copy bandwidth.

@@ -106,6 +106,9 @@ fn ours() -> Report {
             gpu_wall: Some(ms(0.5, Clock::Wall)),
             gpu_chained: Some(ms(0.6, Clock::Timestamp)),
             gpu_chained_wall: Some(ms(0.7, Clock::Wall)),
+            gpu_chain: Some(ms(0.55, Clock::Timestamp)),
+            gpu_chain_wall: Some(ms(0.58, Clock::Wall)),
+            gpu_chain_fused: true,
             gpu_error: None,
             cpu: None,
             cpu_error: Some("skipped".into()),
@@ -221,6 +224,16 @@ fn results_md_ratios_and_verdicts() {
     );
     assert!(
         md.contains("ours, cpu-ref on the host CPU (chained)"),
+        "{md}"
+    );
+    // The chained step as one LinearChain dispatch: its own table, and its own target clause
+    // (2.7 / 0.55 = 4.91×: still not met).
+    assert!(
+        md.contains("### chained, one LinearChain dispatch: ours 550.0 µs GPU span, 580.0 µs wall"),
+        "{md}"
+    );
+    assert!(
+        md.contains("chained as one LinearChain dispatch: ours 550.0 µs"),
         "{md}"
     );
     // Pool: bitlinear 1.1 (2 cases), quant 1.6 → not met; the stack's 600 / 500 = 1.2.

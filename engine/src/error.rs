@@ -92,6 +92,15 @@ pub enum Error {
         /// Row-major flat index of the first non-finite value found.
         index: usize,
     },
+    /// A GPU run gave up before finishing and its outputs were discarded: a kernel that waits
+    /// inside its dispatch for other workgroups (the linear chain) ran out of its bounded wait,
+    /// because the GPU did not run workgroups in the order the kernel relies on. Nothing was
+    /// lost: the op that launched it runs again another way.
+    #[error("{op}: the GPU run was aborted (an in-dispatch wait ran out)")]
+    Aborted {
+        /// The operation whose run was aborted.
+        op: &'static str,
+    },
     /// The operation needs something this backend or device does not have.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -31,6 +31,9 @@ pub enum InjectedFault {
     Validation,
     /// The next pipeline lookup compiles a broken shader and fails with `PipelineCreation`.
     PipelineCreation,
+    /// The next linear-chain run gives up its in-dispatch waits at once, as on a GPU that does
+    /// not start workgroups in order: its outputs read as `Error::Aborted`.
+    ChainAbort,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -39,6 +42,7 @@ pub(crate) struct Faults {
     oom: AtomicU32,
     validation: AtomicU32,
     pipeline: AtomicU32,
+    chain_abort: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -56,6 +60,7 @@ impl Faults {
             InjectedFault::OutOfMemory => &self.oom,
             InjectedFault::Validation => &self.validation,
             InjectedFault::PipelineCreation => &self.pipeline,
+            InjectedFault::ChainAbort => &self.chain_abort,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -75,10 +80,15 @@ impl Faults {
     pub fn take_pipeline(&self) -> bool {
         take(&self.pipeline)
     }
+
+    /// Consumes one armed chain abort, if any.
+    pub fn take_chain_abort(&self) -> bool {
+        take(&self.chain_abort)
+    }
 }
 
 /// Whether `e` says the GPU failed — lost device, out of memory, validation or pipeline
-/// creation, a failed read-back — so the op is re-run on the CPU. Bad input is not a fault (the
+/// creation, a failed read-back, an aborted run — so the op is re-run on the CPU. Bad input is not a fault (the
 /// CPU would return the same error), nor is a device limit or missing feature
 /// ([`is_capability_error`]).
 pub(crate) fn is_gpu_fault(e: &Error) -> bool {
@@ -89,6 +99,7 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
             | Error::Validation { .. }
             | Error::PipelineCreation { .. }
             | Error::Map(_)
+            | Error::Aborted { .. }
     )
 }
 

@@ -255,6 +255,16 @@ impl<'a> Launch<'a> {
         self.bind(t, false, None, true)
     }
 
+    /// Binds an engine-owned working buffer the kernel reads and writes but no caller reads
+    /// (counters, flags): ordered against other launches like an output, but it takes no
+    /// lineage, so a buffer reused by every run does not collect every run's fate.
+    pub fn scratch(self, t: &'a Tensor) -> Self {
+        let n = self.outputs.len();
+        let mut l = self.bind(t, false, None, true);
+        l.outputs.truncate(n);
+        l
+    }
+
     /// Binds a packed tensor's scales buffer for reading.
     pub fn input_scales(self, t: &'a Tensor) -> Self {
         self.bind(t, true, None, false)

@@ -72,6 +72,7 @@
 mod batch;
 mod batching;
 mod calibrate;
+mod chain;
 mod chunk;
 mod context;
 mod device;
@@ -115,6 +116,7 @@ pub use bitnet_cpu_ref::Tensor as CpuTensor;
 pub use bitnet_cpu_ref::ops::{BinaryOp, ReduceOp, UnaryOp};
 pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 pub use calibrate::{CALIBRATION_CACHE_ENV, Calibration, Cost, OpClass};
+pub use chain::{ChainInput, ChainOutputs, LinearChain};
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use dispatch::{DISPATCH_ENV, DispatchPolicy, DispatchStats, SAMPLE_EVERY, Workload};
 pub use engine::{BackendKind, Engine, EngineOptions};
@@ -130,7 +132,7 @@ pub use ops::{
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::{BATCH_SPAN, ProfileGranularity, ProfileReport};
-pub use status::{NonFiniteCheck, STATUS_WORDS};
+pub use status::{ABORTED, NonFiniteCheck, STATUS_WORDS};
 pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};
 

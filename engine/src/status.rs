@@ -30,6 +30,10 @@ pub const STATUS_WORDS: usize = 4;
 /// The value of a clean slot.
 pub(crate) const CLEAN: u32 = u32::MAX;
 
+/// The tensor name of a status word that flags an aborted run rather than a value: a word named
+/// this decodes to [`Error::Aborted`] (see `bitlinear_chain_subgroup.wgsl`).
+pub const ABORTED: &str = "(run aborted)";
+
 /// What a flagging launch reports, and where its index space starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonFiniteCheck {
@@ -144,10 +148,13 @@ impl StatusReset {
 pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error> {
     (0..STATUS_WORDS).find_map(|t| {
         let word = u32::from_le_bytes(bytes.get(4 * t..4 * t + 4)?.try_into().ok()?);
-        (word != CLEAN).then(|| Error::NonFinite {
-            op: check.op,
-            tensor: check.tensor_name(t),
-            index: usize::try_from(check.base + u64::from(word)).unwrap_or(usize::MAX),
+        (word != CLEAN).then(|| match check.tensors[t] {
+            ABORTED => Error::Aborted { op: check.op },
+            _ => Error::NonFinite {
+                op: check.op,
+                tensor: check.tensor_name(t),
+                index: usize::try_from(check.base + u64::from(word)).unwrap_or(usize::MAX),
+            },
         })
     })
 }

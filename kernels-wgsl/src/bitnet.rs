@@ -12,6 +12,7 @@
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]; a workgroup per row and row block) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
+//! | chain of M = 1 BitLinears, f32 x | [`BITLINEAR_CHAIN_SUBGROUP`] (one dispatch; K as the fused GEMV) | one fused GEMV per linear |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
@@ -207,7 +208,29 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_gemv_fused_subgroup.wgsl"
+    ),
+};
+
+/// A chain of M = 1 BitLinears on f32 vectors (a decode step's linear layers, each reading the
+/// chain input or an earlier linear's output) in one dispatch: every linear's workgroups wait
+/// inside the dispatch for the workgroups of the linear they read (bounded; an exhausted wait
+/// aborts the run and flags status word 2). K % 64 == 0 and K ≤ [`GEMV_FUSED_MAX_K`] for every
+/// linear; override constants `TPR`, `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`. Bindings: 0
+/// `weights: u32[]` (every linear's rows), 1 `x: f32[K]` (read), 2 `out: u32[]` (every output),
+/// 3 `jobs` (9 words per linear, see the kernel), 4 `wg_job: u32[]` (read), 5 `counters:
+/// u32[jobs + 2]` (zero before the first run; the kernel leaves them zero). Status: word 0 first
+/// non-finite x index, word 1 first non-finite output index, word 2 aborted.
+pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_chain_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_chain_subgroup.wgsl"
     ),
 };
 
@@ -359,6 +382,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
     BITLINEAR_GEMV_BATCH_SUBGROUP,
+    BITLINEAR_CHAIN_SUBGROUP,
     BITLINEAR_GEMV_STAGED_SUBGROUP,
     BITLINEAR_GEMV_LEAN_SUBGROUP,
     BITLINEAR_GEMV_LEAN_Q_SUBGROUP,

@@ -8,6 +8,7 @@
 //! `rope`.
 
 mod bitnet;
+pub(crate) mod bitnet_chain;
 mod bitnet_choose;
 mod bitnet_coop;
 mod bitnet_linear;

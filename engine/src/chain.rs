@@ -1,0 +1,324 @@
+//! [`LinearChain`]: the linear layers of one decode step — M = 1 BitLinears, each reading the
+//! step's input vector or an earlier linear's output — as one GPU dispatch.
+//!
+//! A decode step is a chain of small dependent GEMVs. Run as one dispatch each, every dependent
+//! dispatch waits behind a pipeline barrier for the whole GPU to drain (about 2 µs on the H200,
+//! plus the ramp-up of the next), and for BitNet-2B4T that is 120 dependent steps per token:
+//! barriers, not bandwidth, set the time. PyTorch's answer is a CUDA graph; ours is
+//! `bitlinear_chain_subgroup.wgsl`: one dispatch in which each linear's workgroups wait only for
+//! the workgroups that produce their input, with their first weights already loaded.
+//!
+//! The results are bit for bit those of [`Engine::bitlinear_tensor`] (and cpu-ref) per linear.
+//! When the chain kernel cannot run it — no subgroups, a K that is not a multiple of 64 or above
+//! the fused GEMV's limit, arenas above the storage-binding limit — or a run was aborted (its
+//! in-dispatch waits are bounded, see [`Error::Aborted`]), the chain runs linear by linear through
+//! [`Engine::bitlinear_tensor`]. Like [`Linear`], a chain keeps the host weights: CPU runs and the
+//! fall-back after a GPU fault use cpu-ref.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::dispatch::{Route, Workload};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::linear::Linear;
+use crate::ops::bitnet_chain::{ChainDevice, fusable};
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "linear_chain";
+
+/// What one linear of a [`LinearChain`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainInput {
+    /// The chain's input vector.
+    Input,
+    /// The output of the chain's linear with this index (an earlier one).
+    Output(usize),
+}
+
+/// A chain of M = 1 BitLinears run as one dispatch (see the module docs); cheap to clone,
+/// shareable between threads.
+#[derive(Debug, Clone)]
+pub struct LinearChain {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    input_len: usize,
+    links: Vec<(Linear, ChainInput)>,
+    /// The arenas, once a fused GPU run needed them.
+    device: Mutex<Option<Arc<ChainDevice>>>,
+    /// Runs use the chain kernel (cleared when it cannot run here or a run was aborted).
+    fused: AtomicBool,
+}
+
+/// The outputs of one [`LinearChain::forward_tensor`] run, one vector per linear.
+#[derive(Debug)]
+pub struct ChainOutputs {
+    chain: LinearChain,
+    x: Tensor,
+    kind: Outputs,
+}
+
+#[derive(Debug)]
+enum Outputs {
+    /// The fused run: every output in one arena, linear i at `offsets[i]`.
+    Arena { all: Tensor, offsets: Vec<usize> },
+    /// Linear by linear: one tensor each.
+    Each(Vec<Tensor>),
+}
+
+impl Engine {
+    /// A chain of `links` (linear, what it reads) on an input vector of `input_len` values: every
+    /// linear must read the input or an earlier linear's output, and its K must equal that
+    /// vector's length. Nothing is uploaded yet.
+    pub fn linear_chain(
+        &self,
+        input_len: usize,
+        links: Vec<(Linear, ChainInput)>,
+    ) -> Result<LinearChain> {
+        if links.is_empty() || input_len == 0 {
+            return Err(Error::EmptyTensor {
+                op: OP,
+                shape: vec![input_len, links.len()],
+            });
+        }
+        for (i, (l, input)) in links.iter().enumerate() {
+            if l.engine().gpu_id() != self.gpu_id() {
+                return Err(Error::EngineMismatch { op: OP });
+            }
+            let len = match *input {
+                ChainInput::Input => input_len,
+                ChainInput::Output(j) if j < i => links[j].0.weights().n(),
+                ChainInput::Output(j) => {
+                    return Err(Error::ShapeMismatch {
+                        op: OP,
+                        detail: format!("linear {i} reads output {j}, which is not earlier"),
+                    });
+                }
+            };
+            if l.weights().k() != len {
+                return Err(Error::ShapeMismatch {
+                    op: OP,
+                    detail: format!(
+                        "linear {i} has K = {} but reads a vector of {len}",
+                        l.weights().k()
+                    ),
+                });
+            }
+        }
+        Ok(LinearChain {
+            inner: Arc::new(Inner {
+                engine: self.clone(),
+                input_len,
+                links,
+                device: Mutex::new(None),
+                fused: AtomicBool::new(true),
+            }),
+        })
+    }
+}
+
+impl LinearChain {
+    /// Number of linears.
+    pub fn len(&self) -> usize {
+        self.inner.links.len()
+    }
+
+    /// Always false: a chain has at least one linear.
+    pub fn is_empty(&self) -> bool {
+        self.inner.links.is_empty()
+    }
+
+    /// Length of the input vector.
+    pub fn input_len(&self) -> usize {
+        self.inner.input_len
+    }
+
+    /// Whether GPU runs use the one-dispatch chain kernel (false once it could not run here).
+    pub fn is_fused(&self) -> bool {
+        self.inner.fused.load(Ordering::Acquire)
+    }
+
+    /// Every linear's output for input `x` (`input_len` values), on the backend the engine's
+    /// dispatch policy picks; the same bits as cpu-ref's `bitlinear` per linear. A GPU fault
+    /// re-runs the chain on the CPU (logged).
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let e = &self.inner.engine;
+        let work = self.workload();
+        match e.route(work) {
+            Route::Cpu => self.forward_cpu(x),
+            route => e.off_cpu(
+                route,
+                OP,
+                &work,
+                || x.len() == self.inner.input_len,
+                || self.forward_cpu(x),
+                || {
+                    let xt = e.upload_f32(x, &[x.len()])?;
+                    self.forward_tensor(&xt)?.read_all()
+                },
+            ),
+        }
+    }
+
+    /// Records one GPU run on a resident `F32` input of `input_len` values (no submit, no wait).
+    pub fn forward_tensor(&self, x: &Tensor) -> Result<ChainOutputs> {
+        x.expect_dtype(OP, DType::F32)?;
+        if x.len() != self.inner.input_len {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!(
+                    "input has {} values, the chain takes {}",
+                    x.len(),
+                    self.inner.input_len
+                ),
+            });
+        }
+        let kind = match self.device()? {
+            Some(dev) => {
+                let e = &self.inner.engine;
+                let gpu = e.gpu_context().ok_or_else(no_gpu)?;
+                let all = e.empty(OP, &[dev.out_len], DType::F32)?;
+                dev.record(gpu, x, &all)?;
+                Outputs::Arena {
+                    all,
+                    offsets: dev.offsets.clone(),
+                }
+            }
+            None => Outputs::Each(self.forward_each(x)?),
+        };
+        Ok(ChainOutputs {
+            chain: self.clone(),
+            x: x.clone(),
+            kind,
+        })
+    }
+
+    /// The fused run's device state, built on first use; `None` when the chain runs linear by
+    /// linear on this GPU.
+    fn device(&self) -> Result<Option<Arc<ChainDevice>>> {
+        if !self.is_fused() {
+            return Ok(None);
+        }
+        let e = &self.inner.engine;
+        let gpu = e.gpu_context().ok_or_else(no_gpu)?;
+        let mut slot = self.inner.device.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = slot.as_ref() {
+            return Ok(Some(Arc::clone(d)));
+        }
+        if !fusable(gpu, &self.inner.links) {
+            self.inner.fused.store(false, Ordering::Release);
+            return Ok(None);
+        }
+        match ChainDevice::build(e, gpu, &self.inner.links) {
+            Ok(d) => Ok(Some(Arc::clone(slot.insert(Arc::new(d))))),
+            Err(Error::LimitExceeded { .. }) => {
+                self.inner.fused.store(false, Ordering::Release);
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The chain linear by linear on the GPU (one fused GEMV dispatch each).
+    fn forward_each(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let e = &self.inner.engine;
+        let mut outs: Vec<Tensor> = Vec::with_capacity(self.len());
+        for (l, input) in &self.inner.links {
+            let v = match *input {
+                ChainInput::Input => x,
+                ChainInput::Output(j) => &outs[j],
+            };
+            let y = e.bitlinear_tensor(&v.reshape(&[1, v.len()])?, &l.device_weights()?)?;
+            outs.push(y.reshape(&[l.weights().n()])?);
+        }
+        Ok(outs)
+    }
+
+    /// The chain on the CPU (cpu-ref, linear by linear).
+    fn forward_cpu(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let mut outs: Vec<Vec<f32>> = Vec::with_capacity(self.len());
+        for (l, input) in &self.inner.links {
+            let v = match *input {
+                ChainInput::Input => x,
+                ChainInput::Output(j) => &outs[j],
+            };
+            outs.push(bitnet_cpu_ref::bitlinear(v, 1, l.weights())?);
+        }
+        Ok(outs)
+    }
+
+    /// The dispatch decision's size: every weight read once, one input, every output.
+    fn workload(&self) -> Workload {
+        let links = &self.inner.links;
+        let n: usize = links.iter().map(|(l, _)| l.weights().n()).sum();
+        let nk: usize = links
+            .iter()
+            .map(|(l, _)| l.weights().n() * l.weights().k())
+            .sum();
+        let resident = self.inner.device.lock().is_ok_and(|d| d.is_some());
+        Workload::bitlinear(1, n, nk.div_ceil(n.max(1)), resident)
+    }
+}
+
+impl ChainOutputs {
+    /// Number of outputs (the chain's linears).
+    pub fn len(&self) -> usize {
+        self.chain.len()
+    }
+
+    /// Always false: a chain has at least one linear.
+    pub fn is_empty(&self) -> bool {
+        self.chain.is_empty()
+    }
+
+    /// Every linear's output, in chain order (waits for the run). An aborted fused run is run
+    /// again linear by linear (and the chain stops using the chain kernel), so the values are
+    /// always the chain's; a non-finite input is [`Error::NonFinite`].
+    pub fn read_all(&self) -> Result<Vec<Vec<f32>>> {
+        match &self.kind {
+            Outputs::Each(ts) => ts.iter().map(Tensor::read_f32).collect(),
+            Outputs::Arena { all, offsets } => match all.read_f32() {
+                Ok(v) => Ok(self
+                    .chain
+                    .inner
+                    .links
+                    .iter()
+                    .zip(offsets)
+                    .map(|((l, _), &o)| v[o..o + l.weights().n()].to_vec())
+                    .collect()),
+                Err(Error::Aborted { .. }) => {
+                    log::warn!(
+                        "bitnet-wgpu: a {OP} run was aborted on this GPU (workgroups did not run \
+                         in order); running chains linear by linear from now on"
+                    );
+                    self.chain.inner.fused.store(false, Ordering::Release);
+                    let each = self.chain.forward_each(&self.x)?;
+                    each.iter().map(Tensor::read_f32).collect()
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]).
+    pub fn read(&self, i: usize) -> Result<Vec<f32>> {
+        if i >= self.len() {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!("output {i} of a chain of {}", self.len()),
+            });
+        }
+        match &self.kind {
+            Outputs::Each(ts) => ts[i].read_f32(),
+            Outputs::Arena { .. } => Ok(self.read_all()?.swap_remove(i)),
+        }
+    }
+}
+
+fn no_gpu() -> Error {
+    Error::Unsupported(format!("{OP}: the engine has no usable GPU"))
+}

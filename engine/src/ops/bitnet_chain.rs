@@ -1,0 +1,207 @@
+//! The device side of [`LinearChain`](crate::LinearChain): its arenas (every linear's weights in
+//! one buffer, every output in another), the job table of `bitlinear_chain_subgroup.wgsl`, and
+//! the launch of one run.
+//!
+//! Workgroups are laid out linear by linear in chain order (producers before consumers), which
+//! is what makes the kernel's in-dispatch waits safe: a workgroup only waits for workgroups with
+//! lower indices (see the kernel's header).
+
+use bitnet_cpu_ref::TernaryMatrix;
+use bitnet_cpu_ref::layout::words_per_row;
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use super::bitnet_record::LinearParams;
+use crate::chain::ChainInput;
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::{ABORTED, NonFiniteCheck};
+use crate::tensor::Tensor;
+
+use Access::{Read, ReadWrite};
+
+const CHAIN: Kernel = Kernel::new(
+    kernels::BITLINEAR_CHAIN_SUBGROUP,
+    "main",
+    &[Read, Read, ReadWrite, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
+
+/// Threads per workgroup of the chain kernel.
+const THREADS: u32 = 256;
+/// Lanes per 4-row block (`TPR`): 32 rows per workgroup. H200, 2B4T chained stack: 16 and 64
+/// lanes were 12-17 % slower, 8 lanes 39 %.
+const LANES: u32 = 32;
+/// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line.
+const OUT_ALIGN: usize = 64;
+/// Iterations of 32 polls of a producer's counter before a workgroup gives up (`SPIN_LIMIT`):
+/// about 150 ms on the H200 (measured: a run whose workgroups could not all start stalled that
+/// long, then aborted). lavapipe (CPU adapters) caps a shader's loop iterations at 65535 in
+/// all, and its workgroups run on CPU threads, where a producer may run for milliseconds: it
+/// gets that cap (some 2 million polls).
+const SPIN_LIMIT_GPU: u32 = 32768;
+const SPIN_LIMIT_CPU: u32 = 65000;
+
+/// One linear of the job table, field for field `ChainJob` of the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChainJob {
+    w_off: u32,
+    n: u32,
+    vpr: u32,
+    src: u32,
+    in_off: u32,
+    out_off: u32,
+    wg_first: u32,
+    wgs: u32,
+    scale: f32,
+}
+
+/// Largest chain (packed weight bytes) fused on a CPU adapter. lavapipe hands each thread a
+/// contiguous share of the workgroups, so the first workgroup of the second share may wait for
+/// the whole first share, spinning a core all that time: only small chains (the tests') gain
+/// nothing but also lose little, and larger ones run linear by linear.
+const CPU_ADAPTER_MAX_BYTES: usize = 4 << 20;
+
+/// Whether the chain kernel can run `links` on `gpu`: subgroups, and every K a multiple of 64
+/// within the fused GEMV's limit (its quantized row lives in workgroup memory).
+pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool {
+    let bytes: usize = links
+        .iter()
+        .map(|(l, _)| 4 * l.weights().words().len())
+        .sum();
+    let small_enough =
+        gpu.adapter_info.device_type != wgpu::DeviceType::Cpu || bytes <= CPU_ADAPTER_MAX_BYTES;
+    small_enough
+        && gpu.caps.has(wgpu::Features::SUBGROUP)
+        && links.iter().all(|(l, _)| {
+            let k = l.weights().k();
+            k % 64 == 0 && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
+        })
+}
+
+/// A chain's resident state: weight arena, job table, workgroup map and counters.
+#[derive(Debug)]
+pub(crate) struct ChainDevice {
+    weights: Tensor,
+    jobs: Tensor,
+    wg_job: Tensor,
+    counters: Tensor,
+    /// Linears in the chain.
+    job_count: u32,
+    /// Workgroups of one run.
+    groups: u64,
+    /// Each linear's first word in the output arena, and the arena's length in words.
+    pub offsets: Vec<usize>,
+    pub out_len: usize,
+}
+
+impl ChainDevice {
+    /// Uploads the arenas and tables of `links` (host weights, chain order) once.
+    pub fn build(
+        e: &Engine,
+        gpu: &Gpu,
+        links: &[(crate::Linear, ChainInput)],
+    ) -> Result<ChainDevice> {
+        const OP: &str = "linear_chain";
+        let rows_per_wg = 4 * THREADS / LANES;
+        let (mut jobs, mut wg_job, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut words, mut out_len) = (0usize, 0usize);
+        for (i, (l, input)) in links.iter().enumerate() {
+            let w: &TernaryMatrix = l.weights();
+            let wgs = (w.n() as u64).div_ceil(u64::from(rows_per_wg));
+            let (src, in_off) = match *input {
+                ChainInput::Input => (u32::MAX, 0),
+                ChainInput::Output(j) => (j as u32, offsets[j]),
+            };
+            jobs.push(ChainJob {
+                w_off: to_u32(OP, words / 4)?,
+                n: w.n() as u32,
+                vpr: (w.k() / 64) as u32,
+                src,
+                in_off: to_u32(OP, in_off)?,
+                out_off: to_u32(OP, out_len)?,
+                wg_first: to_u32(OP, wg_job.len())?,
+                wgs: wgs as u32,
+                scale: w.scale(),
+            });
+            wg_job.extend(std::iter::repeat_n(i as u32, wgs as usize));
+            offsets.push(out_len);
+            words += w.n() * words_per_row(w.k());
+            out_len += w.n().next_multiple_of(OUT_ALIGN);
+        }
+        check_binding(gpu, "linear_chain weight arena", 4 * words as u64)?;
+        check_binding(gpu, "linear_chain output arena", 4 * out_len as u64)?;
+        let mut arena = Vec::with_capacity(words);
+        for (l, _) in links {
+            arena.extend_from_slice(l.weights().words());
+        }
+        let job_words: &[u32] = bytemuck::cast_slice(&jobs);
+        Ok(ChainDevice {
+            weights: e.upload_u32(&arena, &[words])?,
+            jobs: e.upload_u32(job_words, &[job_words.len()])?,
+            groups: wg_job.len() as u64,
+            wg_job: e.upload_u32(&wg_job, &[wg_job.len()])?,
+            counters: e.upload_u32(&vec![0; links.len() + 2], &[links.len() + 2])?,
+            job_count: links.len() as u32,
+            offsets,
+            out_len,
+        })
+    }
+
+    /// Records one run: `x` (`F32`, the chain input) through every linear into `out` (`F32`,
+    /// `out_len` words). Reading `out` reports a non-finite x (op `bitlinear`, as cpu-ref) or an
+    /// aborted run ([`Error::Aborted`]).
+    pub fn record(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
+        let cpu_adapter = gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
+        let spin = if gpu.faults.take_chain_abort() {
+            0
+        } else if cpu_adapter {
+            SPIN_LIMIT_CPU
+        } else {
+            SPIN_LIMIT_GPU
+        };
+        let params = LinearParams {
+            m: 1,
+            n: self.job_count,
+            words_per_row: 0,
+            out_stride: self.out_len as u32,
+            out_base: 0,
+            mode: 0,
+            tiles_n: self.groups as u32,
+            m_base: 0,
+            zero: 0,
+            k_splits: 1,
+        };
+        Launch::new(gpu, &CHAIN)
+            .input(&self.weights)
+            .input(x)
+            .output(out)
+            .input(&self.jobs)
+            .input(&self.wg_job)
+            .scratch(&self.counters)
+            .params(&params)
+            .constant("TPR", f64::from(LANES))
+            .constant("DEPTH", 2.0)
+            .constant("SPIN_LIMIT", f64::from(spin))
+            .constant("POLL_RMW", f64::from(u8::from(cpu_adapter)))
+            .check_finite(NonFiniteCheck::tensors(
+                "bitlinear",
+                ["x", super::bitnet_record::OUTPUT, ABORTED, ""],
+            ))
+            .workgroups(self.groups)
+            .run()
+    }
+}
+
+/// `v` as a `u32` kernel field, or a clear error for chains beyond the kernel's 32-bit offsets.
+fn to_u32(op: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| Error::LimitExceeded {
+        limit: "the chain kernel's u32 offsets",
+        requested: v as u64,
+        max: u64::from(u32::MAX),
+        what: op.to_string(),
+    })
+}

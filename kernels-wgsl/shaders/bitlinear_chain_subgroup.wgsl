@@ -1,0 +1,300 @@
+// A chain of M = 1 BitLinears on f32 vectors — the linear layers of one decode step, where each
+// linear reads the chain input or an earlier linear's output — in ONE dispatch. K % 64 == 0 and
+// K <= GF_MAX_K for every linear. Subgroup reductions.
+//
+// Why: between dependent dispatches the GPU drains (H200: about 2 µs of barrier and ramp-up per
+// dependent dispatch, bench/src/dispatch_floor.rs), and a decode step of BitNet-2B4T has 120
+// dependent steps; the host also encodes and submits one dispatch instead of 210. Here a
+// workgroup of a later linear instead waits, inside the dispatch, only for the workgroups that
+// produce its input, and loads its first weights while it waits. Measured on the H200 (2B4T
+// chained stack): GPU time about that of the 120 barriers (each step's critical path — see the
+// wait, read and quantize the input, reduce, publish — costs what the barrier did), one-token
+// wall time 2.3-2.9 ms -> about 1.0 ms.
+//
+// Layout: the host lists the linears (jobs) in an order where every producer precedes its
+// consumers and gives each a contiguous range of workgroups, in that order; `wg_job` maps a
+// workgroup to its job. Each workgroup does exactly the fused GEMV's work for its row blocks
+// (bitlinear_gemv_fused_subgroup.wgsl: quantize the input into workgroup memory, exact sums,
+// rescale) with the job's offsets into the weight arena and the output arena.
+//
+// Waiting: `counters[j]` counts the finished workgroups of job j. A consumer's first invocation
+// polls its producer's counter until all of the producer's workgroups are done; every
+// workgroup publishes its outputs with a device-scope storage barrier before it counts itself.
+// A workgroup only ever waits for workgroups with lower indices. GPUs start workgroups in index
+// order, so those are running or done and the wait ends; WGSL does not promise that order,
+// so the wait is bounded: after SPIN_LIMIT * 32 polls a workgroup raises `counters[abort]`, flags
+// status word ABORT_STATUS and leaves, every waiting workgroup leaves when it sees the flag, and
+// the engine discards the run and computes the chain another way. The last workgroup to finish
+// (counted in `counters[finished]`) zeroes all counters for the next run.
+//
+// Params (bitlinear_common.wgsl): n = the number of jobs, tiles_n = the number of workgroups
+// (the folded grid may have a few more, which do nothing), mode = 0, zero = 0.
+//
+// Status words: 0 = the first non-finite x index (the chain input), 1 = the first non-finite
+// output index (flat over the output arena), 2 = the run aborted (a workgroup's wait ran out).
+// Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, bitlinear_gemv_fused_common.wgsl,
+// exact_div.wgsl, exact_div_127.wgsl.
+
+// One linear of the chain (host: engine/src/ops/bitnet_chain.rs, `ChainJob`).
+struct ChainJob {
+    // First vec4 of the job's weight rows in `weights` (rows of vpr vec4 each).
+    w_off: u32,
+    // Weight rows (output features).
+    n: u32,
+    // Vec4 per weight row: K / 64.
+    vpr: u32,
+    // The job whose output is the input, or NONE for the chain input x.
+    src: u32,
+    // First word of the input: in x (src == NONE, a multiple of 4) or in `out`.
+    in_off: u32,
+    // First word of the job's output in `out`.
+    out_off: u32,
+    // The job's first workgroup and its workgroup count.
+    wg_first: u32,
+    wgs: u32,
+    // The weight scale s.
+    scale: f32,
+}
+
+@group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
+// The chain input (f32).
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+// Every job's output (f32 bits), at its out_off.
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@group(0) @binding(3) var<storage, read> jobs: array<ChainJob>;
+// Per workgroup: its job.
+@group(0) @binding(4) var<storage, read> wg_job: array<u32>;
+// [0, n): finished workgroups per job; n: finished workgroups in all; n + 1: the abort flag.
+@group(0) @binding(5) var<storage, read_write> counters: array<atomic<u32>>;
+
+const X_STATUS: u32 = 0u;
+const Y_STATUS: u32 = 1u;
+const ABORT_STATUS: u32 = 2u;
+
+// Iterations of 32 polls of a producer's counter before a workgroup gives up (override constant,
+// set per adapter; lavapipe stops at 65535, see ch_wait).
+override SPIN_LIMIT: u32 = 32768u;
+// Poll with read-modify-writes (see ch_done): the engine sets it on CPU adapters only.
+override POLL_RMW: bool = true;
+
+// vec4 i of the job's input (the chain input, or a producer's output in `out`).
+fn ch_in(job: ChainJob, i: u32) -> vec4<f32> {
+    if (job.src == NONE) {
+        return x[job.in_off / 4u + i];
+    }
+    let o = job.in_off + 4u * i;
+    return bitcast<vec4<f32>>(vec4<u32>(out[o], out[o + 1u], out[o + 2u], out[o + 3u]));
+}
+
+// Vec4 word j of the job's rows n .. n + 3 (rows past the end read the last row, never stored);
+// zero words past the row's end.
+fn ch_load(job: ChainJob, n: u32, j: u32) -> GvRows {
+    if (j >= job.vpr) {
+        return GvRows();
+    }
+    let last = job.n - 1u;
+    let base = job.w_off + j;
+    return GvRows(
+        weights[base + min(n, last) * job.vpr],
+        weights[base + min(n + 1u, last) * job.vpr],
+        weights[base + min(n + 2u, last) * job.vpr],
+        weights[base + min(n + 3u, last) * job.vpr],
+    );
+}
+
+// One poll of the producer's counter. On CPU adapters a read-modify-write (adding 0): Mesa's
+// lavapipe treats the relaxed atomicLoad as a plain load it may hoist out of the wait loop, so
+// the wait never sees the producer finish. On GPUs a load: hundreds of workgroups polling one
+// word with read-modify-writes queue at the L2 atomic unit, with the producers' increments.
+fn ch_done(src: u32, need: u32) -> bool {
+    if (POLL_RMW) {
+        return atomicAdd(&counters[src], 0u) >= need;
+    }
+    return atomicLoad(&counters[src]) >= need;
+}
+
+// Eight polls in straight-line code (see ch_wait).
+fn ch_polls(src: u32, need: u32) -> bool {
+    return ch_done(src, need) || ch_done(src, need) || ch_done(src, need) || ch_done(src, need)
+        || ch_done(src, need) || ch_done(src, need) || ch_done(src, need) || ch_done(src, need);
+}
+
+// Waits (first invocation) until the job's producer is done; 1 when the run was aborted.
+// lavapipe ends a shader's loops after 65535 iterations in all (llvmpipe's loop limiter), so
+// each iteration polls 32 times without a loop of its own; SPIN_LIMIT iterations at most.
+fn ch_wait(job: ChainJob, g: u32) -> u32 {
+    if (job.src == NONE) {
+        return 0u;
+    }
+    let need = jobs[job.src].wgs;
+    let abort = params.n + 1u;
+    for (var i = 0u; i < SPIN_LIMIT; i = i + 1u) {
+        if (ch_polls(job.src, need) || ch_polls(job.src, need) || ch_polls(job.src, need)
+            || ch_polls(job.src, need)) {
+            return 0u;
+        }
+        if (atomicAdd(&counters[abort], 0u) != 0u) {
+            return 1u;
+        }
+    }
+    atomicStore(&counters[abort], 1u);
+    atomicMin(&nonfinite[ABORT_STATUS], g);
+    return 1u;
+}
+
+// Counts the workgroup as finished; the last one zeroes every counter for the next run.
+fn ch_finish(lid: u32) {
+    if (lid != 0u) {
+        return;
+    }
+    let done = atomicAdd(&counters[params.n], 1u) + 1u;
+    if (done == params.tiles_n) {
+        for (var j = 0u; j < params.n + 2u; j = j + 1u) {
+            atomicStore(&counters[j], 0u);
+        }
+    }
+}
+
+// The absmax bits of the job's input, computed by the whole workgroup (four independent loads
+// per iteration, as the fused GEMV); flags a non-finite chain input. Call from uniform control
+// flow (a barrier).
+fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
+    let kv = job.vpr * 16u;
+    let x4 = job.in_off / 4u;
+    var top = 0u;
+    var bad = NONE;
+    for (var i = ids.vt; i < kv; i = i + 4u * GV_WG) {
+        let i1 = min(i + GV_WG, kv - 1u);
+        let i2 = min(i + 2u * GV_WG, kv - 1u);
+        let i3 = min(i + 3u * GV_WG, kv - 1u);
+        let t0 = gf_abs_bits(ch_in(job, i), x4 + i, &bad);
+        let t1 = gf_abs_bits(ch_in(job, i1), x4 + i1, &bad);
+        let t2 = gf_abs_bits(ch_in(job, i2), x4 + i2, &bad);
+        let t3 = gf_abs_bits(ch_in(job, i3), x4 + i3, &bad);
+        top = max(top, max(max(t0, t1), max(t2, t3)));
+    }
+    // A producer's non-finite output was flagged by the producer (Y_STATUS).
+    if (bad != NONE && job.src == NONE) {
+        atomicMin(&nonfinite[X_STATUS], bad);
+    }
+    top = subgroupMax(top);
+    if (lane == 0u) {
+        gv_red[sg].x = bitcast<i32>(top);
+    }
+    workgroupBarrier();
+    for (var s = 0u; s < nsg; s = s + 1u) {
+        top = max(top, bitcast<u32>(gv_red[s].x));
+    }
+    return top;
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g >= params.tiles_n) {
+        return;
+    }
+    let jid = wg_job[g];
+    let job = jobs[jid];
+    let ids = gv_ids(vec3<u32>(g - job.wg_first, 0u, 0u), vec3<u32>(1u), lane, sg, sg_size);
+    let vpr = job.vpr;
+    // K / 4 float vec4.
+    let kv = vpr * 16u;
+
+    // 1. The first DEPTH weight steps: loaded while the producer still runs.
+    let j0 = ids.l;
+    var w0 = ch_load(job, ids.n, j0);
+    var w1 = GvRows();
+    var w2 = GvRows();
+    var w3 = GvRows();
+    if (DEPTH > 1u) {
+        w1 = ch_load(job, ids.n, j0 + TPR);
+    }
+    if (DEPTH > 2u) {
+        w2 = ch_load(job, ids.n, j0 + 2u * TPR);
+    }
+    if (DEPTH > 3u) {
+        w3 = ch_load(job, ids.n, j0 + 3u * TPR);
+    }
+
+    // 2. Wait for the input; the storage barrier makes the producer's outputs visible.
+    // (gv_red[0].x carries the verdict: 0 = go, 1 = the run was aborted; the row fills 16 KiB.)
+    if (lid == 0u) {
+        gv_red[0].x = i32(ch_wait(job, g));
+    }
+    storageBarrier();
+    if (workgroupUniformLoad(&gv_red[0]).x != 0) {
+        ch_finish(lid);
+        return;
+    }
+
+    // 3. absmax of the input.
+    let top = ch_absmax(job, ids, lane, sg, nsg);
+    let a = max(bitcast<f32>(top), 1e-5f);
+    let inv = exact_div_127(a);
+
+    // 4. Quantize into workgroup memory; the row sum on the way.
+    var rs = 0i;
+    for (var i = ids.vt; i < kv; i = i + GV_WG) {
+        rs += gf_pack(ch_in(job, i), i, inv);
+    }
+    rs = subgroupAdd(rs);
+    if (lane == 0u) {
+        gv_red[sg].y = rs;
+    }
+    workgroupBarrier();
+    var row_sum = 0i;
+    for (var s = 0u; s < nsg; s = s + 1u) {
+        row_sum += gv_red[s].y;
+    }
+
+    // 5. The row blocks, DEPTH steps of loads in flight.
+    var acc = GfAcc();
+    var j = j0;
+    loop {
+        if (j >= vpr) {
+            break;
+        }
+        let jn = j + DEPTH * TPR;
+        gf_step(w0, j, vpr, &acc);
+        w0 = ch_load(job, ids.n, jn);
+        if (DEPTH > 1u) {
+            gf_step(w1, j + TPR, vpr, &acc);
+            w1 = ch_load(job, ids.n, jn + TPR);
+        }
+        if (DEPTH > 2u) {
+            gf_step(w2, j + 2u * TPR, vpr, &acc);
+            w2 = ch_load(job, ids.n, jn + 2u * TPR);
+        }
+        if (DEPTH > 3u) {
+            gf_step(w3, j + 3u * TPR, vpr, &acc);
+            w3 = ch_load(job, ids.n, jn + 3u * TPR);
+        }
+        j = jn;
+    }
+
+    // 6. Reduce, rescale, store; publish the outputs, then count the workgroup.
+    let total = gv_reduce(gf_total(acc), ids);
+    if (ids.l == 0u) {
+        let scale = bitlinear_scale(job.scale, a);
+        let base = job.out_off + ids.n;
+        for (var r = 0u; r < 4u; r = r + 1u) {
+            if (ids.n + r < job.n) {
+                bitlinear_write(base + r, total[r] - row_sum, scale);
+            }
+        }
+    }
+    storageBarrier();
+    if (lid == 0u) {
+        atomicAdd(&counters[jid], 1u);
+    }
+    ch_finish(lid);
+}

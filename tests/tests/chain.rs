@@ -1,0 +1,127 @@
+//! `LinearChain` (a decode step's linears as one dispatch) against cpu-ref, bit for bit: the
+//! fused kernel, repeated runs (the kernel resets its own counters), the linear-by-linear path,
+//! an aborted run, bad input.
+
+use bitnet_tests::{gpu_engine, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{ChainInput, DispatchPolicy, Engine, Error, InjectedFault, Linear};
+
+fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.05), n, k).unwrap()
+}
+
+/// A two-layer miniature of a BitNet decode step (as the bench's chained stack): q, k, v read the
+/// layer input; o reads q; gate and up read o; down reads gate and feeds the next layer. Row
+/// counts cover partial workgroups (40, 3) and a single 4-row block.
+fn layers(e: &Engine, hidden: usize, ffn: usize) -> Vec<(Linear, ChainInput)> {
+    let mut links = Vec::new();
+    for layer in 0..2 {
+        let input = match layer {
+            0 => ChainInput::Input,
+            _ => ChainInput::Output(links.len() - 1),
+        };
+        let first = links.len();
+        let seed = 10 * layer as u64;
+        let l = |n, k, s| Linear::new(e, weights(n, k, seed + s));
+        links.push((l(hidden, hidden, 1), input));
+        links.push((l(40, hidden, 2), input));
+        links.push((l(3, hidden, 3), input));
+        links.push((l(hidden, hidden, 4), ChainInput::Output(first)));
+        links.push((l(ffn, hidden, 5), ChainInput::Output(first + 3)));
+        links.push((l(ffn, hidden, 6), ChainInput::Output(first + 3)));
+        links.push((l(hidden, ffn, 7), ChainInput::Output(first + 4)));
+    }
+    links
+}
+
+/// cpu-ref, linear by linear.
+fn reference(links: &[(Linear, ChainInput)], x: &[f32]) -> Vec<Vec<f32>> {
+    let mut outs: Vec<Vec<f32>> = Vec::new();
+    for (l, input) in links {
+        let v = match *input {
+            ChainInput::Input => x.to_vec(),
+            ChainInput::Output(j) => outs[j].clone(),
+        };
+        outs.push(cpu_ref::bitlinear(&v, 1, l.weights()).unwrap());
+    }
+    outs
+}
+
+#[test]
+fn fused_chain_matches_cpu_ref_run_after_run() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 128, 256);
+    let chain = e.linear_chain(128, links.clone()).unwrap();
+    for seed in 0..3 {
+        let x = random_f32(100 + seed, 128, -2.0, 2.0);
+        let want = reference(&links, &x);
+        assert_eq!(chain.forward(&x).unwrap(), want, "run {seed}");
+        assert!(chain.is_fused(), "the chain kernel ran");
+        let xt = e.upload_f32(&x, &[128]).unwrap();
+        let outs = chain.forward_tensor(&xt).unwrap();
+        assert_eq!(outs.len(), links.len());
+        assert_eq!(outs.read(6).unwrap(), want[6]);
+        assert_eq!(outs.read_all().unwrap(), want);
+    }
+}
+
+#[test]
+fn chain_input_errors_match_cpu_ref() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 64, 128);
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    let mut x = random_f32(7, 64, -1.0, 1.0);
+    x[37] = f32::NAN;
+    let want = cpu_ref::bitlinear(&x, 1, links[0].0.weights()).unwrap_err();
+    assert_eq!(chain.forward(&x).unwrap_err(), Error::from(want));
+    assert!(chain.forward(&x[..63]).is_err());
+    let wrong = e.upload_f32(&x[..32], &[32]).unwrap();
+    assert!(matches!(
+        chain.forward_tensor(&wrong).unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
+    // Construction: K must match what the linear reads, and only earlier outputs can be read.
+    let l = |n, k| Linear::new(&e, weights(n, k, 3));
+    let bad_k = vec![
+        (l(8, 64), ChainInput::Input),
+        (l(8, 64), ChainInput::Output(0)),
+    ];
+    assert!(matches!(
+        e.linear_chain(64, bad_k).unwrap_err(),
+        Error::ShapeMismatch { .. }
+    ));
+    let forward_ref = vec![(l(64, 64), ChainInput::Output(0))];
+    assert!(e.linear_chain(64, forward_ref).is_err());
+    assert!(e.linear_chain(64, Vec::new()).is_err());
+}
+
+#[test]
+fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 64, 128);
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    let x = random_f32(11, 64, -3.0, 3.0);
+    let want = reference(&links, &x);
+    e.inject_fault(InjectedFault::ChainAbort);
+    assert_eq!(chain.forward(&x).unwrap(), want);
+    assert!(
+        !chain.is_fused(),
+        "an aborted run turns the chain kernel off"
+    );
+    assert_eq!(chain.forward(&x).unwrap(), want);
+    // K = 48 is not a multiple of 64: linear by linear from the start.
+    let odd = vec![
+        (Linear::new(&e, weights(48, 48, 1)), ChainInput::Input),
+        (Linear::new(&e, weights(5, 48, 2)), ChainInput::Output(0)),
+    ];
+    let chain = e.linear_chain(48, odd.clone()).unwrap();
+    let x = random_f32(12, 48, -1.0, 1.0);
+    assert_eq!(chain.forward(&x).unwrap(), reference(&odd, &x));
+    assert!(!chain.is_fused());
+    // The CPU policy: cpu-ref.
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(chain.forward(&x).unwrap(), reference(&odd, &x));
+}
