@@ -23,6 +23,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::ops::bitnet_chain::{ChainDevice, fusable};
+use crate::ops::bitnet_record::OUTPUT;
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear_chain";
@@ -277,15 +278,15 @@ impl ChainOutputs {
 
     /// Every linear's output, in chain order (waits for the run). An aborted fused run is run
     /// again linear by linear (and the chain stops using the chain kernel), so the values are
-    /// always the chain's; a non-finite input is [`Error::NonFinite`].
+    /// always the chain's. A non-finite input or an output that overflowed is
+    /// [`Error::NonFinite`] as cpu-ref reports it (op `bitlinear`, the index within that linear's
+    /// input or output).
     pub fn read_all(&self) -> Result<Vec<Vec<f32>>> {
+        let links = &self.chain.inner.links;
         match &self.kind {
             Outputs::Each(ts) => ts.iter().map(Tensor::read_f32).collect(),
             Outputs::Arena { all, offsets } => match all.read_f32() {
-                Ok(v) => Ok(self
-                    .chain
-                    .inner
-                    .links
+                Ok(v) => Ok(links
                     .iter()
                     .zip(offsets)
                     .map(|((l, _), &o)| v[o..o + l.weights().n()].to_vec())
@@ -298,6 +299,19 @@ impl ChainOutputs {
                     self.chain.inner.fused.store(false, Ordering::Release);
                     let each = self.chain.forward_each(&self.x)?;
                     each.iter().map(Tensor::read_f32).collect()
+                }
+                Err(Error::NonFinite {
+                    op,
+                    tensor: OUTPUT,
+                    index,
+                }) => {
+                    // The kernel flags a flat index into the arena: report it per linear.
+                    let i = offsets.partition_point(|&o| o <= index).saturating_sub(1);
+                    Err(Error::NonFinite {
+                        op,
+                        tensor: OUTPUT,
+                        index: index - offsets.get(i).copied().unwrap_or(0),
+                    })
                 }
                 Err(e) => Err(e),
             },

@@ -35,7 +35,8 @@
 //!
 //! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
 //! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],
-//! [`BatchingLinear`], [`Engine::stream_bitlinear`] — run per call on the CPU or the GPU:
+//! [`LinearChain`], [`BatchingLinear`], [`Engine::stream_bitlinear`] — run per call on the CPU or
+//! the GPU:
 //! * `Auto` ([`Engine::new`]): the backend predicted faster for this op and size, counting what
 //!   must be transferred (weights already resident on the GPU are free). Predictions come from a
 //!   calibration ([`Engine::calibrate`], or lazily at the first decision) cached per adapter +
@@ -48,6 +49,13 @@
 //! `BITNET_DISPATCH=auto|cpu|gpu` overrides the policy of every engine created while it is set;
 //! [`Engine::set_dispatch_policy`] changes it at run time. Ops on resident [`Tensor`]s run where
 //! their tensors live.
+//!
+//! **Decode steps as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
+//! BitLinears where each reads the step's input or an earlier one's output — a decode step's
+//! linear layers — as one GPU dispatch whose workgroups wait for the workgroups producing their
+//! input, instead of a dispatch per linear and a pipeline barrier per dependency. Same bits as
+//! cpu-ref per linear; where the chain kernel cannot run, or a run is aborted, it runs linear by
+//! linear.
 //!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the

@@ -125,3 +125,49 @@ fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
     assert_eq!(chain.forward(&x).unwrap(), reference(&odd, &x));
 }
+
+#[test]
+fn chain_overflow_and_device_loss_match_cpu_ref() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    // Weight scale s ≈ 40: inputs near f32::MAX overflow the rescale.
+    let big = cpu_ref::quantize_weights(&random_normal(1, 64 * 64, 50.0), 64, 64).unwrap();
+    let links = vec![
+        (Linear::new(&e, big), ChainInput::Input),
+        (Linear::new(&e, weights(8, 64, 2)), ChainInput::Output(0)),
+    ];
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    // Inputs near f32::MAX: the first linear's rescale overflows; the error names its row.
+    let huge: Vec<f32> = (0..64)
+        .map(|i| if i % 3 == 0 { -3e38 } else { 3e38 })
+        .collect();
+    let want = cpu_ref::bitlinear(&huge, 1, links[0].0.weights()).unwrap_err();
+    assert_eq!(chain.forward(&huge).unwrap_err(), Error::from(want));
+    assert!(chain.is_fused());
+    // A lost device: the chain runs on the CPU from the host weights it keeps.
+    let x = random_f32(21, 64, -1.0, 1.0);
+    assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
+    assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
+}
+
+#[test]
+fn one_chain_shared_by_threads() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 64, 128);
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (chain, links) = (&chain, &links);
+            s.spawn(move || {
+                for r in 0..5 {
+                    let x = random_f32(1000 + 10 * t + r, 64, -2.0, 2.0);
+                    assert_eq!(chain.forward(&x).unwrap(), reference(links, &x));
+                }
+            });
+        }
+    });
+    assert!(chain.is_fused());
+}

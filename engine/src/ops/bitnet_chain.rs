@@ -32,8 +32,10 @@ const CHAIN: Kernel = Kernel::new(
 /// Threads per workgroup of the chain kernel.
 const THREADS: u32 = 256;
 /// Lanes per 4-row block (`TPR`): 32 rows per workgroup. H200, 2B4T chained stack: 16 and 64
-/// lanes were 12-17 % slower, 8 lanes 39 %.
+/// lanes were 12-17 % slower, 8 lanes 39 %. Weight steps loaded before the wait (`DEPTH`): 2;
+/// 3 was 6 % slower and 4 more than twice as slow (fewer workgroups fit an SM).
 const LANES: u32 = 32;
+const DEPTH: u32 = 2;
 /// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line.
 const OUT_ALIGN: usize = 64;
 /// Iterations of 32 polls of a producer's counter before a workgroup gives up (`SPIN_LIMIT`):
@@ -184,7 +186,7 @@ impl ChainDevice {
             .scratch(&self.counters)
             .params(&params)
             .constant("TPR", f64::from(LANES))
-            .constant("DEPTH", 2.0)
+            .constant("DEPTH", f64::from(DEPTH))
             .constant("SPIN_LIMIT", f64::from(spin))
             .constant("POLL_RMW", f64::from(u8::from(cpu_adapter)))
             .check_finite(NonFiniteCheck::tensors(

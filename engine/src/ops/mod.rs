@@ -13,7 +13,7 @@ mod bitnet_choose;
 mod bitnet_coop;
 mod bitnet_linear;
 mod bitnet_plan;
-mod bitnet_record;
+pub(crate) mod bitnet_record;
 mod bitnet_split;
 pub(crate) mod bitnet_stable;
 mod bitnet_tune;
