@@ -182,19 +182,12 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
     let out_like = e.fill(&[rows, N], 0.0).map_err(err)?;
     let pieces = || host.chunks(chunk_len);
 
-    let time = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Measurement, String> {
-        f()?; // warmup: pipelines, pool growth, staging ring
-        let mut samples = Vec::new();
-        for _ in 0..repeats {
-            let t = Instant::now();
-            f()?;
-            e.sync().map_err(err)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
-    };
+    // The four measurements run interleaved, round by round (one sample of each per round), so
+    // a drift of the host's memory bandwidth or the GPU's clocks over the run moves all four
+    // alike and the overlap ratio compares like with like.
     let mut last = None;
-    r.total = Some(time(&mut || {
+    let mut staging = Vec::new();
+    let mut total = || {
         let mut delivered = 0usize;
         let st = e
             .stream_bitlinear(pieces(), &layer, |_, y| {
@@ -207,20 +200,13 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
         }
         last = Some(st);
         Ok(())
-    })?);
-    if let Some(st) = last {
-        (r.gpu_chunks, r.cpu_chunks) = (st.gpu_chunks, st.cpu_chunks);
-        r.host = Some(StreamHost::of(&st));
-    }
-    let mut staging = Vec::new();
-    r.upload_only = Some(time(&mut || {
+    };
+    let mut upload_only = || {
         let st = e.stream_upload(pieces()).map_err(err)?;
         staging.push(st.staging_bytes_per_s() / 1e9);
         Ok(())
-    })?);
-    staging.sort_by(f64::total_cmp);
-    r.staging_gbps = staging.get(staging.len() / 2).copied();
-    r.transfer_only = Some(time(&mut || {
+    };
+    let mut transfer_only = || {
         std::thread::scope(|s| {
             let reads = s.spawn(|| {
                 for _ in 0..chunks {
@@ -234,13 +220,42 @@ fn run_all(e: &Engine, r: &mut StreamResult, repeats: usize) -> Result<(), Strin
                 .unwrap_or_else(|_| Err("the read-back thread panicked".into()));
             up.and(reads)
         })
-    })?);
-    r.compute_only = Some(time(&mut || {
+    };
+    let mut compute_only = || {
         for i in 0..chunks {
             drop(e.bitlinear_tensor(&resident[i % 2], &w).map_err(err)?);
         }
         Ok(())
-    })?);
+    };
+    let mut kinds: [&mut dyn FnMut() -> Result<(), String>; 4] = [
+        &mut total,
+        &mut upload_only,
+        &mut transfer_only,
+        &mut compute_only,
+    ];
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    // Round 0 is the warmup (pipelines, pool growth, staging ring).
+    for round in 0..=repeats {
+        for (f, out) in kinds.iter_mut().zip(samples.iter_mut()) {
+            let t = Instant::now();
+            f()?;
+            e.sync().map_err(err)?;
+            if round > 0 {
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let [t, u, x, c] = samples.map(|v| Measurement::from_samples(&v, Clock::Wall));
+    (r.total, r.upload_only, r.transfer_only, r.compute_only) = (t, u, x, c);
+    if r.total.is_none() {
+        return Err("no samples".into());
+    }
+    if let Some(st) = last {
+        (r.gpu_chunks, r.cpu_chunks) = (st.gpu_chunks, st.cpu_chunks);
+        r.host = Some(StreamHost::of(&st));
+    }
+    staging.sort_by(f64::total_cmp);
+    r.staging_gbps = staging.get(staging.len() / 2).copied();
     if r.cpu_chunks > 0 {
         r.error = Some(format!(
             "the engine's dispatch policy ran {} of {} chunks on the CPU",
