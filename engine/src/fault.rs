@@ -88,8 +88,8 @@ impl Faults {
 }
 
 /// Whether `e` says the GPU failed — lost device, out of memory, validation or pipeline
-/// creation, a failed read-back, an aborted run — so the op is re-run on the CPU. Bad input is not a fault (the
-/// CPU would return the same error), nor is a device limit or missing feature
+/// creation, a failed read-back, an aborted run — so the op is re-run on the CPU. Bad input is
+/// not a fault (the CPU would return the same error), nor is a device limit or missing feature
 /// ([`is_capability_error`]).
 pub(crate) fn is_gpu_fault(e: &Error) -> bool {
     matches!(

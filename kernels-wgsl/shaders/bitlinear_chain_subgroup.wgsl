@@ -30,8 +30,8 @@
 // Params (bitlinear_common.wgsl): n = the number of jobs, tiles_n = the number of workgroups
 // (the folded grid may have a few more, which do nothing), mode = 0, zero = 0.
 //
-// Status words: 0 = the first non-finite x index (the chain input), 1 = the first non-finite
-// output index (flat over the output arena), 2 = the run aborted (a workgroup's wait ran out).
+// Status words: 0 = the first non-finite x index (the chain input), 1 = the run aborted (a
+// workgroup's wait ran out), 2 = the first non-finite output index (flat over the output arena).
 // Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, bitlinear_gemv_fused_common.wgsl,
 // exact_div.wgsl, exact_div_127.wgsl.
 
@@ -67,9 +67,10 @@ struct ChainJob {
 // [0, n): finished workgroups per job; n: finished workgroups in all; n + 1: the abort flag.
 @group(0) @binding(5) var<storage, read_write> counters: array<atomic<u32>>;
 
+// The abort word comes before the outputs' word: an aborted run's flags are not cpu-ref's.
 const X_STATUS: u32 = 0u;
-const Y_STATUS: u32 = 1u;
-const ABORT_STATUS: u32 = 2u;
+const ABORT_STATUS: u32 = 1u;
+const Y_STATUS: u32 = 2u;
 
 // Iterations of 32 polls of a producer's counter before a workgroup gives up (override constant,
 // set per adapter; lavapipe stops at 65535, see ch_wait).

@@ -216,12 +216,12 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
 /// A chain of M = 1 BitLinears on f32 vectors (a decode step's linear layers, each reading the
 /// chain input or an earlier linear's output) in one dispatch: every linear's workgroups wait
 /// inside the dispatch for the workgroups of the linear they read (bounded; an exhausted wait
-/// aborts the run and flags status word 2). K % 64 == 0 and K ≤ [`GEMV_FUSED_MAX_K`] for every
+/// aborts the run and flags status word 1). K % 64 == 0 and K ≤ [`GEMV_FUSED_MAX_K`] for every
 /// linear; override constants `TPR`, `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`. Bindings: 0
 /// `weights: u32[]` (every linear's rows), 1 `x: f32[K]` (read), 2 `out: u32[]` (every output),
 /// 3 `jobs` (9 words per linear, see the kernel), 4 `wg_job: u32[]` (read), 5 `counters:
 /// u32[jobs + 2]` (zero before the first run; the kernel leaves them zero). Status: word 0 first
-/// non-finite x index, word 1 first non-finite output index, word 2 aborted.
+/// non-finite x index, word 1 aborted, word 2 first non-finite output index.
 pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_subgroup",
     source: kernel!(

@@ -191,7 +191,7 @@ impl ChainDevice {
             .constant("POLL_RMW", f64::from(u8::from(cpu_adapter)))
             .check_finite(NonFiniteCheck::tensors(
                 "bitlinear",
-                ["x", super::bitnet_record::OUTPUT, ABORTED, ""],
+                ["x", ABORTED, super::bitnet_record::OUTPUT, ""],
             ))
             .workgroups(self.groups)
             .run()
