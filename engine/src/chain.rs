@@ -318,7 +318,8 @@ impl ChainOutputs {
         }
     }
 
-    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]).
+    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]). A fused run's
+    /// outputs share one buffer, which is read whole.
     pub fn read(&self, i: usize) -> Result<Vec<f32>> {
         if i >= self.len() {
             return Err(Error::ShapeMismatch {
