@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::ops::bitnet_chain::{ChainDevice, fusable};
 use crate::ops::bitnet_record::OUTPUT;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Location, Tensor};
 
 const OP: &str = "linear_chain";
 
@@ -178,10 +178,11 @@ impl LinearChain {
                 ),
             });
         }
-        let kind = match self.device()? {
-            Some(dev) => {
-                let e = &self.inner.engine;
-                let gpu = e.gpu_context().ok_or_else(no_gpu)?;
+        let e = &self.inner.engine;
+        // A host input (CPU engine or policy) runs where it lives, as every tensor op does.
+        let on_gpu = e.gpu_context().filter(|_| x.location() == Location::Device);
+        let kind = match (on_gpu, self.device()?) {
+            (Some(gpu), Some(dev)) => {
                 let all = e.empty(OP, &[dev.out_len], DType::F32)?;
                 dev.record(gpu, x, &all)?;
                 Outputs::Arena {
@@ -189,7 +190,7 @@ impl LinearChain {
                     offsets: dev.offsets.clone(),
                 }
             }
-            None => Outputs::Each(self.forward_each(x)?),
+            _ => Outputs::Each(self.forward_each(x)?),
         };
         Ok(ChainOutputs {
             chain: self.clone(),
@@ -199,13 +200,12 @@ impl LinearChain {
     }
 
     /// The fused run's device state, built on first use; `None` when the chain runs linear by
-    /// linear on this GPU.
+    /// linear (no GPU to take the work, or the chain kernel cannot run on this one).
     fn device(&self) -> Result<Option<Arc<ChainDevice>>> {
-        if !self.is_fused() {
-            return Ok(None);
-        }
         let e = &self.inner.engine;
-        let gpu = e.gpu_context().ok_or_else(no_gpu)?;
+        let Some(gpu) = e.gpu_context().filter(|_| self.is_fused()) else {
+            return Ok(None);
+        };
         let mut slot = self.inner.device.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(d) = slot.as_ref() {
             return Ok(Some(Arc::clone(d)));
@@ -224,7 +224,8 @@ impl LinearChain {
         }
     }
 
-    /// The chain linear by linear on the GPU (one fused GEMV dispatch each).
+    /// The chain linear by linear (on the GPU one fused GEMV dispatch each; host tensors on the
+    /// CPU).
     fn forward_each(&self, x: &Tensor) -> Result<Vec<Tensor>> {
         let e = &self.inner.engine;
         let mut outs: Vec<Tensor> = Vec::with_capacity(self.len());
@@ -332,8 +333,4 @@ impl ChainOutputs {
             Outputs::Arena { .. } => Ok(self.read_all()?.swap_remove(i)),
         }
     }
-}
-
-fn no_gpu() -> Error {
-    Error::Unsupported(format!("{OP}: the engine has no usable GPU"))
 }

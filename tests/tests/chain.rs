@@ -121,9 +121,12 @@ fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     let x = random_f32(12, 48, -1.0, 1.0);
     assert_eq!(chain.forward(&x).unwrap(), reference(&odd, &x));
     assert!(!chain.is_fused());
-    // The CPU policy: cpu-ref.
+    // The CPU policy: cpu-ref, and host tensors run where they live.
     e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
     assert_eq!(chain.forward(&x).unwrap(), reference(&odd, &x));
+    let host = e.upload_f32(&x, &[48]).unwrap();
+    let outs = chain.forward_tensor(&host).unwrap();
+    assert_eq!(outs.read_all().unwrap(), reference(&odd, &x));
 }
 
 #[test]

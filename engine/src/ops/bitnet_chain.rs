@@ -91,10 +91,6 @@ pub(crate) struct ChainDevice {
     jobs: Tensor,
     wg_job: Tensor,
     counters: Tensor,
-    /// Linears in the chain.
-    job_count: u32,
-    /// Workgroups of one run.
-    groups: u64,
     /// Each linear's first word in the output arena, and the arena's length in words.
     pub offsets: Vec<usize>,
     pub out_len: usize,
@@ -144,10 +140,8 @@ impl ChainDevice {
         Ok(ChainDevice {
             weights: e.upload_u32(&arena, &[words])?,
             jobs: e.upload_u32(job_words, &[job_words.len()])?,
-            groups: wg_job.len() as u64,
             wg_job: e.upload_u32(&wg_job, &[wg_job.len()])?,
             counters: e.upload_u32(&vec![0; links.len() + 2], &[links.len() + 2])?,
-            job_count: links.len() as u32,
             offsets,
             out_len,
         })
@@ -167,12 +161,12 @@ impl ChainDevice {
         };
         let params = LinearParams {
             m: 1,
-            n: self.job_count,
+            n: self.offsets.len() as u32,
             words_per_row: 0,
             out_stride: self.out_len as u32,
             out_base: 0,
             mode: 0,
-            tiles_n: self.groups as u32,
+            tiles_n: self.wg_job.len() as u32,
             m_base: 0,
             zero: 0,
             k_splits: 1,
@@ -193,7 +187,7 @@ impl ChainDevice {
                 "bitlinear",
                 ["x", ABORTED, super::bitnet_record::OUTPUT, ""],
             ))
-            .workgroups(self.groups)
+            .workgroups(self.wg_job.len() as u64)
             .run()
     }
 }
