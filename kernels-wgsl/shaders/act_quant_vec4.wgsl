@@ -1,12 +1,14 @@
-// Activation quantization for K % 4 == 0: one workgroup per row, vec4 loads.
+// Activation quantization for K % 4 == 0: TPR threads per row (256 / TPR rows per workgroup),
+// vec4 loads.
 //
 // The same arithmetic as act_quant.wgsl (the generic variant) — absmax of the sign-cleared bits
 // (any order: max is exact), a = max(absmax, 1e-5), inv = 127 / a correctly rounded,
 // xq = clamp(round(x * inv), -128, 127) packed 4 per u32 — with one float vec4 per packed word:
-// the absmax pass issues four independent vec4 loads per thread and step (clamped duplicates
-// change no maximum), rows up to K = 4096 stay in registers for the quantization, and each
-// quantized vec4 is exactly one output word. The maximum is combined through workgroup memory in
-// two levels (no subgroup operations, so every adapter runs it).
+// each thread issues its first REGS vec4 loads at once and keeps them in registers (clamped
+// duplicates change no maximum), so rows up to 4 * TPR * REGS values are read once; longer
+// rows continue in steps of four loads and are read again for the quantization. Each quantized
+// vec4 is exactly one output word. A row's maximum is combined through workgroup memory in two
+// levels (no subgroup operations, so every adapter runs it).
 //
 // Needs the exact_div.wgsl and exact_div_127.wgsl snippets (prepended by bitnet.rs).
 
@@ -32,11 +34,15 @@ struct Params {
 const WORKGROUP: u32 = 256u;
 const EXP_MASK: u32 = 0x7f800000u;
 const NONE: u32 = 0xffffffffu;
-// Vec4 per thread and step of the absmax pass (4 per thread).
-const STEP: u32 = 1024u;
+// Threads per row (override constant): a power of two from 16 to 256.
+override TPR: u32 = 256u;
+// Vec4 each thread loads up front and keeps for the quantization (override constant, 1..=16).
+override REGS: u32 = 4u;
+// Threads per row that combine its maximum in the first level.
+const LEVEL1: u32 = 16u;
 
 var<workgroup> scratch: array<u32, 256>;
-var<workgroup> scratch16: array<u32, 16>;
+var<workgroup> scratch16: array<u32, 256>;
 
 // Index of the first true component (the vector has one).
 fn first_true(v: vec4<bool>) -> u32 {
@@ -67,36 +73,34 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    // Uniform per workgroup; rows past the end exist only when the engine folds the grid into 2D.
-    let row = wid.x + wid.y * nwg.x;
+    // Uniform per row group; rows past the end exist for the last workgroup, and when the
+    // engine folds the grid into 2D.
+    let row = (wid.x + wid.y * nwg.x) * (WORKGROUP / TPR) + t / TPR;
+    let lt = t % TPR;
+    let group = t - lt;
     let live = row < params.rows;
     let kv = params.k / 4u;
     let base = row * kv;
     let last = base + kv - 1u;
 
-    // The first STEP vec4 of the row (4 per thread) stay in registers: rows up to K = 4096 are
-    // quantized without reading x twice. Clamped duplicates change no maximum.
+    // The first REGS vec4 of this thread's share, all loads issued before any is used.
+    var v: array<vec4<f32>, 16>;
     var top = 0u;
     var bad = NONE;
-    var v0 = vec4<f32>();
-    var v1 = vec4<f32>();
-    var v2 = vec4<f32>();
-    var v3 = vec4<f32>();
     if (live) {
-        let i0 = base + t;
-        let i1 = min(i0 + WORKGROUP, last);
-        let i2 = min(i0 + 2u * WORKGROUP, last);
-        let i3 = min(i0 + 3u * WORKGROUP, last);
-        v0 = x[min(i0, last)];
-        v1 = x[i1];
-        v2 = x[i2];
-        v3 = x[i3];
-        top = max(max(abs_bits(v0, min(i0, last), &bad), abs_bits(v1, i1, &bad)),
-            max(abs_bits(v2, i2, &bad), abs_bits(v3, i3, &bad)));
-        for (var i = i0 + STEP; i <= last; i = i + STEP) {
-            let j1 = min(i + WORKGROUP, last);
-            let j2 = min(i + 2u * WORKGROUP, last);
-            let j3 = min(i + 3u * WORKGROUP, last);
+        for (var s = 0u; s < REGS; s = s + 1u) {
+            v[s] = x[min(base + lt + s * TPR, last)];
+        }
+        for (var s = 0u; s < REGS; s = s + 1u) {
+            let i = min(base + lt + s * TPR, last);
+            top = max(top, abs_bits(v[s], i, &bad));
+        }
+        // The rest of a long row, four independent loads per step.
+        let step = 4u * TPR;
+        for (var i = base + lt + REGS * TPR; i <= last; i = i + step) {
+            let j1 = min(i + TPR, last);
+            let j2 = min(i + 2u * TPR, last);
+            let j3 = min(i + 3u * TPR, last);
             let t0 = abs_bits(x[i], i, &bad);
             let t1 = abs_bits(x[j1], j1, &bad);
             let t2 = abs_bits(x[j2], j2, &bad);
@@ -107,20 +111,22 @@ fn main(
     if (bad != NONE) {
         atomicMin(&nonfinite[0], bad);
     }
-    // Two-level maximum: 16 threads take 16 values each, then everyone reads the 16 results.
+    // Two-level maximum per row: LEVEL1 threads take TPR / LEVEL1 values each, then every thread
+    // of the row reads the LEVEL1 results.
     scratch[t] = top;
     workgroupBarrier();
-    if (t < 16u) {
+    let share = TPR / LEVEL1;
+    if (lt < LEVEL1) {
         var m = 0u;
-        for (var i = 0u; i < 16u; i = i + 1u) {
-            m = max(m, scratch[16u * t + i]);
+        for (var i = 0u; i < share; i = i + 1u) {
+            m = max(m, scratch[group + share * lt + i]);
         }
-        scratch16[t] = m;
+        scratch16[group + lt] = m;
     }
     workgroupBarrier();
     top = 0u;
-    for (var i = 0u; i < 16u; i = i + 1u) {
-        top = max(top, scratch16[i]);
+    for (var i = 0u; i < LEVEL1; i = i + 1u) {
+        top = max(top, scratch16[group + i]);
     }
 
     // Every thread derives the same inv (cheap, and no extra barrier).
@@ -129,28 +135,20 @@ fn main(
     if (!live) {
         return;
     }
-    if (t == 0u) {
+    if (lt == 0u) {
         absmax[params.row_base + row] = a;
     }
     let out_base = row * params.words_per_row;
-    if (kv <= STEP && params.words_per_row <= STEP) {
-        // Words t + 256 u from the registers; padding words (K rounded up to 16) are zero.
-        let wpr = params.words_per_row;
-        if (t < wpr) {
-            packed[out_base + t] = select(0u, quantize(v0, inv), t < kv);
+    let wpr = params.words_per_row;
+    // Words lt + TPR s from the registers; padding words (K rounded up to 16) are zero.
+    for (var s = 0u; s < REGS; s = s + 1u) {
+        let w = lt + s * TPR;
+        if (w < wpr) {
+            packed[out_base + w] = select(0u, quantize(v[s], inv), w < kv);
         }
-        if (t + WORKGROUP < wpr) {
-            packed[out_base + t + WORKGROUP] = select(0u, quantize(v1, inv), t + WORKGROUP < kv);
-        }
-        if (t + 2u * WORKGROUP < wpr) {
-            packed[out_base + t + 2u * WORKGROUP] = select(0u, quantize(v2, inv), t + 2u * WORKGROUP < kv);
-        }
-        if (t + 3u * WORKGROUP < wpr) {
-            packed[out_base + t + 3u * WORKGROUP] = select(0u, quantize(v3, inv), t + 3u * WORKGROUP < kv);
-        }
-        return;
     }
-    for (var w = t; w < params.words_per_row; w = w + WORKGROUP) {
+    // Words past the registers (long rows and their padding), x read again.
+    for (var w = lt + REGS * TPR; w < wpr; w = w + TPR) {
         var word = 0u;
         if (w < kv) {
             word = quantize(x[base + w], inv);

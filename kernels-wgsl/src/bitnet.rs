@@ -146,8 +146,9 @@ pub const ACT_QUANT: KernelSource = KernelSource {
     source: kernel!("exact_div.wgsl", "exact_div_127.wgsl", "act_quant.wgsl"),
 };
 
-/// Activation quantization for K % 4 == 0, one workgroup per row, vec4 loads. Same bindings and
-/// status as [`ACT_QUANT`].
+/// Activation quantization for K % 4 == 0, vec4 loads: `TPR` threads per row (override, 16 to
+/// 256; 256 / `TPR` rows per workgroup) with `REGS` vec4 each kept in registers (override,
+/// 1..=16). Same bindings and status as [`ACT_QUANT`].
 pub const ACT_QUANT_VEC4: KernelSource = KernelSource {
     name: "act_quant_vec4",
     source: kernel!(

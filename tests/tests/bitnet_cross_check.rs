@@ -71,6 +71,34 @@ fn activations_match_cpu_ref_over_shapes_and_engines() {
     }
 }
 
+/// Many rows run several rows per workgroup (64, 128 or 256 threads each, by K) with each
+/// thread's share in registers; rows past 16 vec4 per thread are read twice. Row counts leave the
+/// last workgroup partial, K = 4100 has padding words, and a NaN past the registers is found.
+#[test]
+fn many_row_activations_match_cpu_ref_for_every_row_split() {
+    let e = engine();
+    for (m, k) in [(37, 2560), (45, 4100), (33, 6912), (35, 14336), (34, 20000)] {
+        let seed = (m * 100_000 + k) as u64;
+        let mut x = random_f32(seed, m * k, -3.0, 3.0);
+        // One large value per row, somewhere past the first workgroup's share.
+        for r in 0..m {
+            x[r * k + (r * 7919) % k] = 50.0 + r as f32;
+        }
+        check_acts(e, &x, m, k, &format!("activations [{m}, {k}] seed {seed}"));
+    }
+    let (m, k) = (40, 20000);
+    let mut x = random_f32(7, m * k, -1.0, 1.0);
+    x[39 * k + 19_999] = f32::NAN;
+    let want = cpu_ref::quantize_activations(&x, m, k).map_err(bitnet_wgpu::Error::from);
+    let got = e.quantize_activations(&x, m, k);
+    assert!(want.is_err(), "cpu-ref flags the NaN");
+    assert_eq!(
+        got.err(),
+        want.err(),
+        "NaN in the last value of [40, 20000]"
+    );
+}
+
 #[test]
 fn bitlinear_matches_cpu_ref_over_shapes_and_engines() {
     for (name, e) in engines() {

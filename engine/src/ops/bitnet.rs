@@ -299,9 +299,11 @@ impl Engine {
         } else {
             &ACT_QUANT
         };
+        let vec4 = k.is_multiple_of(4);
+        let (tpr, regs) = act_quant_threads(m, k);
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
             let rows = r.end - r.start;
-            Launch::new(gpu, kernel)
+            let mut launch = Launch::new(gpu, kernel)
                 .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
                 .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
                 .output_scales(&out)
@@ -311,13 +313,51 @@ impl Engine {
                     words_per_row: awpr as u32,
                     row_base: r.start as u32,
                 })
-                .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64))
-                .workgroups(rows)
-                .run()?;
+                .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64));
+            launch = if vec4 {
+                launch
+                    .constant("TPR", f64::from(tpr))
+                    .constant("REGS", f64::from(regs))
+                    .workgroups(rows.div_ceil(u64::from(256 / tpr)))
+            } else {
+                launch.workgroups(rows)
+            };
+            launch.run()?;
         }
         Ok(out)
     }
 }
+
+/// Threads per row (`TPR`) and vec4 registers per thread (`REGS`) of `act_quant_vec4` for `m`
+/// rows of `k` values: every thread loads its whole share up front (one read of x, all loads in
+/// flight at once) where at most [`ACT_QUANT_MAX_REGS`] vec4 per thread hold it. A few rows
+/// (latency-bound) take whole workgroups; many rows take the fewest threads (64 to 256) whose
+/// shares fit the registers, so a workgroup holds several rows and amortizes its fixed costs.
+/// H200, same run, overlapped M = 512 (% of copy bandwidth, two samples): K = 2560 45-53 → 72-73
+/// (64 threads), K = 4096 61-67 → 72-73 (64), K = 6912 64-73 → 69-75 (128), K = 14336 61-62 →
+/// 74 (256 with 14 registers); 32 and 16 threads per row were slower everywhere.
+fn act_quant_threads(m: usize, k: usize) -> (u32, u32) {
+    let kv = k / 4;
+    let regs = |tpr: u32| {
+        kv.div_ceil(tpr as usize)
+            .clamp(1, ACT_QUANT_MAX_REGS as usize) as u32
+    };
+    if m <= ACT_QUANT_FEW_ROWS {
+        return (256, regs(256));
+    }
+    let tpr = [64, 128, 256]
+        .into_iter()
+        .find(|&t| kv.div_ceil(t as usize) <= ACT_QUANT_MAX_REGS as usize)
+        .unwrap_or(256);
+    (tpr, regs(tpr))
+}
+
+/// Most vec4 an `act_quant_vec4` thread keeps in registers (the kernel's array size).
+const ACT_QUANT_MAX_REGS: u32 = 16;
+
+/// Rows up to which activation quantization runs one row per workgroup (a latency-bound call:
+/// more threads per row, fewer loads per thread).
+const ACT_QUANT_FEW_ROWS: usize = 32;
 
 /// A cpu-ref error re-labelled with `op` (cpu-ref's public quantizer reports
 /// `"quantize_activations"`; BitLinear's own path reports `"bitlinear"`).
