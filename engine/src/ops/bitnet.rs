@@ -318,7 +318,7 @@ impl Engine {
                 launch
                     .constant("TPR", f64::from(tpr))
                     .constant("REGS", f64::from(regs))
-                    .workgroups(rows.div_ceil(u64::from(256 / tpr)))
+                    .workgroups(rows.div_ceil(u64::from(ACT_QUANT_WORKGROUP / tpr)))
             } else {
                 launch.workgroups(rows)
             };
@@ -343,14 +343,17 @@ fn act_quant_threads(m: usize, k: usize) -> (u32, u32) {
             .clamp(1, ACT_QUANT_MAX_REGS as usize) as u32
     };
     if m <= ACT_QUANT_FEW_ROWS {
-        return (256, regs(256));
+        return (ACT_QUANT_WORKGROUP, regs(ACT_QUANT_WORKGROUP));
     }
-    let tpr = [64, 128, 256]
+    let tpr = [64, 128, ACT_QUANT_WORKGROUP]
         .into_iter()
         .find(|&t| kv.div_ceil(t as usize) <= ACT_QUANT_MAX_REGS as usize)
-        .unwrap_or(256);
+        .unwrap_or(ACT_QUANT_WORKGROUP);
     (tpr, regs(tpr))
 }
+
+/// Threads of an `act_quant_vec4` workgroup (its `@workgroup_size`).
+const ACT_QUANT_WORKGROUP: u32 = 256;
 
 /// Most vec4 an `act_quant_vec4` thread keeps in registers (the kernel's array size).
 const ACT_QUANT_MAX_REGS: u32 = 16;
