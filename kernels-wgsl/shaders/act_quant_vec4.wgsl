@@ -10,7 +10,8 @@
 // vec4 is exactly one output word. A row's maximum is combined through workgroup memory in two
 // levels (no subgroup operations, so every adapter runs it).
 //
-// Needs the exact_div.wgsl and exact_div_127.wgsl snippets (prepended by bitnet.rs).
+// Needs the exact_div.wgsl, exact_div_127.wgsl and act_quant_common.wgsl snippets (prepended by
+// bitnet.rs).
 
 struct Params {
     // Rows in this dispatch (the host chunks large inputs over rows).
@@ -32,8 +33,6 @@ struct Params {
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 const WORKGROUP: u32 = 256u;
-const EXP_MASK: u32 = 0x7f800000u;
-const NONE: u32 = 0xffffffffu;
 // Threads per row (override constant): a power of two from 16 to 256.
 override TPR: u32 = 256u;
 // Vec4 each thread loads up front and keeps for the quantization (override constant, 1..=16).
@@ -43,29 +42,6 @@ const LEVEL1: u32 = 16u;
 
 var<workgroup> scratch: array<u32, 256>;
 var<workgroup> scratch16: array<u32, 256>;
-
-// Index of the first true component (the vector has one).
-fn first_true(v: vec4<bool>) -> u32 {
-    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
-}
-
-// Largest sign-cleared bit pattern of x[i] (vec4 i of the binding); flags the first non-finite
-// value of it in `bad`.
-fn abs_bits(v: vec4<f32>, i: u32, bad: ptr<function, u32>) -> u32 {
-    let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
-    let inf = (b & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
-    if (any(inf)) {
-        *bad = min(*bad, 4u * i + first_true(inf));
-    }
-    return max(max(b.x, b.y), max(b.z, b.w));
-}
-
-// The packed word of 4 values.
-fn quantize(v: vec4<f32>, inv: f32) -> u32 {
-    let q = vec4<i32>(clamp(round(v * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
-    return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
-        | (u32(q.w) << 24u);
-}
 
 @compute @workgroup_size(256)
 fn main(
@@ -86,14 +62,14 @@ fn main(
     // The first REGS vec4 of this thread's share, all loads issued before any is used.
     var v: array<vec4<f32>, 16>;
     var top = 0u;
-    var bad = NONE;
+    var bad = AQ_NONE;
     if (live) {
         for (var s = 0u; s < REGS; s = s + 1u) {
             v[s] = x[min(base + lt + s * TPR, last)];
         }
         for (var s = 0u; s < REGS; s = s + 1u) {
             let i = min(base + lt + s * TPR, last);
-            top = max(top, abs_bits(v[s], i, &bad));
+            top = max(top, aq_abs_bits(v[s], i, &bad));
         }
         // The rest of a long row, four independent loads per step.
         let step = 4u * TPR;
@@ -101,14 +77,14 @@ fn main(
             let j1 = min(i + TPR, last);
             let j2 = min(i + 2u * TPR, last);
             let j3 = min(i + 3u * TPR, last);
-            let t0 = abs_bits(x[i], i, &bad);
-            let t1 = abs_bits(x[j1], j1, &bad);
-            let t2 = abs_bits(x[j2], j2, &bad);
-            let t3 = abs_bits(x[j3], j3, &bad);
+            let t0 = aq_abs_bits(x[i], i, &bad);
+            let t1 = aq_abs_bits(x[j1], j1, &bad);
+            let t2 = aq_abs_bits(x[j2], j2, &bad);
+            let t3 = aq_abs_bits(x[j3], j3, &bad);
             top = max(top, max(max(t0, t1), max(t2, t3)));
         }
     }
-    if (bad != NONE) {
+    if (bad != AQ_NONE) {
         atomicMin(&nonfinite[0], bad);
     }
     // Two-level maximum per row: LEVEL1 threads take TPR / LEVEL1 values each, then every thread
@@ -144,14 +120,14 @@ fn main(
     for (var s = 0u; s < REGS; s = s + 1u) {
         let w = lt + s * TPR;
         if (w < wpr) {
-            packed[out_base + w] = select(0u, quantize(v[s], inv), w < kv);
+            packed[out_base + w] = select(0u, aq_pack(aq_round(v[s], inv)), w < kv);
         }
     }
     // Words past the registers (long rows and their padding), x read again.
     for (var w = lt + REGS * TPR; w < wpr; w = w + TPR) {
         var word = 0u;
         if (w < kv) {
-            word = quantize(x[base + w], inv);
+            word = aq_pack(aq_round(x[base + w], inv));
         }
         packed[out_base + w] = word;
     }

@@ -33,7 +33,7 @@
 // Status words: 0 = the first non-finite x index (the chain input), 1 = the run aborted (a
 // workgroup's wait ran out), 2 = the first non-finite output index (flat over the output arena).
 // Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, bitlinear_gemv_fused_common.wgsl,
-// exact_div.wgsl, exact_div_127.wgsl.
+// act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl.
 
 // One linear of the chain (host: engine/src/ops/bitnet_chain.rs, `ChainJob`).
 struct ChainJob {
@@ -168,10 +168,10 @@ fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
         let i1 = min(i + GV_WG, kv - 1u);
         let i2 = min(i + 2u * GV_WG, kv - 1u);
         let i3 = min(i + 3u * GV_WG, kv - 1u);
-        let t0 = gf_abs_bits(ch_in(job, i), x4 + i, &bad);
-        let t1 = gf_abs_bits(ch_in(job, i1), x4 + i1, &bad);
-        let t2 = gf_abs_bits(ch_in(job, i2), x4 + i2, &bad);
-        let t3 = gf_abs_bits(ch_in(job, i3), x4 + i3, &bad);
+        let t0 = aq_abs_bits(ch_in(job, i), x4 + i, &bad);
+        let t1 = aq_abs_bits(ch_in(job, i1), x4 + i1, &bad);
+        let t2 = aq_abs_bits(ch_in(job, i2), x4 + i2, &bad);
+        let t3 = aq_abs_bits(ch_in(job, i3), x4 + i3, &bad);
         top = max(top, max(max(t0, t1), max(t2, t3)));
     }
     // A producer's non-finite output was flagged by the producer (Y_STATUS).

@@ -23,15 +23,13 @@
 // Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
 // 1 = the first non-finite y index (flat over [M, out_stride]). The engine binds all M rows in one
 // dispatch. Needs exact_div.wgsl, exact_div_127.wgsl, bitlinear_common.wgsl,
-// bitlinear_gemv_blocks.wgsl.
+// bitlinear_gemv_blocks.wgsl, act_quant_common.wgsl.
 
 // Activation rows of this dispatch (override constant, 1..=GB_MAX_M; the engine sets params.m).
 override MR: u32 = 1u;
 const GB_MAX_M: u32 = 8u;
 // Vec4 of quantized activations staged per tile (all rows): 14 KiB, + gv_red's 1 KiB + 96 bytes.
 const GB_TILE: u32 = 896u;
-const GB_EXP_MASK: u32 = 0x7f800000u;
-const GB_NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The weight tensor's scale s.
@@ -51,34 +49,12 @@ var<workgroup> gb_top: array<atomic<u32>, GB_MAX_M>;
 var<workgroup> gb_sum: array<atomic<i32>, GB_MAX_M>;
 var<workgroup> gb_inv: array<f32, GB_MAX_M>;
 
-// Index of the first true component (the vector has one).
-fn gb_first(v: vec4<bool>) -> u32 {
-    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
-}
-
-// Sign-cleared bits of x vec4 i (non-negative floats order like their bits); flags non-finite
-// values in `bad` (smallest flat index).
-fn gb_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
-    let b = bitcast<vec4<u32>>(x[i]) & vec4<u32>(0x7fffffffu);
-    let inf = (b & vec4<u32>(GB_EXP_MASK)) == vec4<u32>(GB_EXP_MASK);
-    if (any(inf)) {
-        *bad = min(*bad, 4u * i + gb_first(inf));
-    }
-    return max(max(b.x, b.y), max(b.z, b.w));
-}
-
 // Weight vec4 j of the block's rows if j < end (zero words otherwise, never used).
 fn gb_load(n: u32, j: u32, end: u32, vpr: u32) -> GvRows {
     if (j >= end) {
         return GvRows();
     }
     return gv_load(n, j, vpr);
-}
-
-// The packed word of 4 quantized values.
-fn gb_pack(q: vec4<i32>) -> u32 {
-    return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
-        | (u32(q.w) << 24u);
 }
 
 @compute @workgroup_size(256)
@@ -106,12 +82,14 @@ fn main(
 
     // 1. absmax per row: two positions of every row per iteration (2 MR independent loads in
     // flight; the m loops unroll; a clamped duplicate changes no maximum), then 127 / a.
-    var bad = GB_NONE;
+    var bad = AQ_NONE;
     var top: array<u32, GB_MAX_M>;
     for (var i = ids.vt; i < kv; i = i + 2u * GV_WG) {
         let i2 = min(i + GV_WG, kv - 1u);
         for (var m = 0u; m < MR; m = m + 1u) {
-            let t = max(gb_abs_bits(m * kv + i, &bad), gb_abs_bits(m * kv + i2, &bad));
+            let a = m * kv + i;
+            let b = m * kv + i2;
+            let t = max(aq_abs_bits(x[a], a, &bad), aq_abs_bits(x[b], b, &bad));
             top[m] = max(top[m], t);
         }
     }
@@ -121,7 +99,7 @@ fn main(
             atomicMax(&gb_top[m], t);
         }
     }
-    if (bad != GB_NONE) {
+    if (bad != AQ_NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
     workgroupBarrier();
@@ -142,9 +120,9 @@ fn main(
             let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
             for (var m = 0u; m < MR; m = m + 1u) {
                 let v = x[m * kv + 16u * t0 + r];
-                let q = vec4<i32>(clamp(round(v * gb_inv[m]), vec4<f32>(-128.0), vec4<f32>(127.0)));
+                let q = aq_round(v, gb_inv[m]);
                 rsum[m] += q.x + q.y + q.z + q.w;
-                gb_x[4u * m * st + dst][r & 3u] = gb_pack(q);
+                gb_x[4u * m * st + dst][r & 3u] = aq_pack(q);
             }
         }
         workgroupBarrier();

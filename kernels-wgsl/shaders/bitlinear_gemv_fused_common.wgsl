@@ -2,31 +2,14 @@
 // chain kernel bitlinear_chain_subgroup.wgsl): the quantized activation row in workgroup memory,
 // the quantization steps, and the 4-row block's exact sums in three scales.
 //
-// Needs bitlinear_common.wgsl and bitlinear_gemv_blocks.wgsl.
+// Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl and act_quant_common.wgsl.
 
 // Largest K: 960 vec4 of packed activations (15360 bytes) + gv_red fill 16 KiB of workgroup memory.
 const GF_MAX_K: u32 = 15360u;
-const EXP_MASK: u32 = 0x7f800000u;
 const NONE: u32 = 0xffffffffu;
 
 // The quantized row: vec4 i holds the 4 activation words that pair with weight word i.
 var<workgroup> gf_x: array<vec4<u32>, 960>;
-
-// Index of the first true component (the vector has one).
-fn gf_first(v: vec4<bool>) -> u32 {
-    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
-}
-
-// Sign-cleared bits of v, the activation vec4 i (non-negative floats order like their bits);
-// flags non-finite values (smallest flat index in `bad`).
-fn gf_abs_bits(v: vec4<f32>, i: u32, bad: ptr<function, u32>) -> u32 {
-    let b = bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu);
-    let inf = (b & vec4<u32>(EXP_MASK)) == vec4<u32>(EXP_MASK);
-    if (any(inf)) {
-        *bad = min(*bad, 4u * i + gf_first(inf));
-    }
-    return max(max(b.x, b.y), max(b.z, b.w));
-}
 
 // Groups 1 and 2 of a packed weight word masked in place (codes times 4 and 16).
 const GF_MASK_1: u32 = 0x0c0c0c0cu;
@@ -85,9 +68,7 @@ fn gf_total(acc: GfAcc) -> vec4<i32> {
 // Quantizes activation vec4 i (value v, scale inv = 127 / a) into its byte lanes of gf_x and
 // returns the sum of its four quantized values (for the row sum).
 fn gf_pack(v: vec4<f32>, i: u32, inv: f32) -> i32 {
-    let q = vec4<i32>(clamp(round(v * inv), vec4<f32>(-128.0), vec4<f32>(127.0)));
-    let word = (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
-        | (u32(q.w) << 24u);
-    gf_x[i >> 2u][i & 3u] = word;
+    let q = aq_round(v, inv);
+    gf_x[i >> 2u][i & 3u] = aq_pack(q);
     return q.x + q.y + q.z + q.w;
 }

@@ -21,7 +21,7 @@
 // Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
 // 1 = the first non-finite y index (flat over [M, out_stride]); the engine binds all M rows in one
 // dispatch. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl,
-// bitlinear_gemv_fused_common.wgsl, exact_div.wgsl, exact_div_127.wgsl.
+// bitlinear_gemv_fused_common.wgsl, act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl.
 
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The weight tensor's scale s.
@@ -74,10 +74,10 @@ fn main(
         let i1 = x0 + min(i + GV_WG, kv - 1u);
         let i2 = x0 + min(i + 2u * GV_WG, kv - 1u);
         let i3 = x0 + min(i + 3u * GV_WG, kv - 1u);
-        let t0 = gf_abs_bits(x[x0 + i], x0 + i, &bad);
-        let t1 = gf_abs_bits(x[i1], i1, &bad);
-        let t2 = gf_abs_bits(x[i2], i2, &bad);
-        let t3 = gf_abs_bits(x[i3], i3, &bad);
+        let t0 = aq_abs_bits(x[x0 + i], x0 + i, &bad);
+        let t1 = aq_abs_bits(x[i1], i1, &bad);
+        let t2 = aq_abs_bits(x[i2], i2, &bad);
+        let t3 = aq_abs_bits(x[i3], i3, &bad);
         top = max(top, max(max(t0, t1), max(t2, t3)));
     }
     if (bad != NONE) {

@@ -29,7 +29,7 @@
 // Status words: 0 = the first non-finite x index (flat over [M, K]; cpu-ref checks x first),
 // 1 = the first non-finite y index (flat over [M, out_stride]). The engine binds all M rows in one
 // dispatch. Needs exact_div.wgsl, exact_div_127.wgsl,
-// bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl.
+// bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, act_quant_common.wgsl.
 
 // Activation rows of this dispatch (override constant, 1..=GL_MAX_M; the engine sets params.m).
 override MR: u32 = 1u;
@@ -39,8 +39,6 @@ const GL_MAX_M: u32 = 8u;
 const GL_TILE: u32 = 1792u;
 // Subgroups per workgroup at the smallest supported subgroup size (8).
 const GL_MAX_SUBGROUPS: u32 = 32u;
-const GL_EXP_MASK: u32 = 0x7f800000u;
-const GL_NONE: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The weight tensor's scale s.
@@ -59,34 +57,12 @@ var<workgroup> gl_x: array<vec4<u32>, GL_TILE>;
 // Absmax bits per subgroup and row: index subgroup * GL_MAX_M + m.
 var<workgroup> gl_top: array<u32, 256>;
 
-// Index of the first true component (the vector has one).
-fn gl_first(v: vec4<bool>) -> u32 {
-    return select(select(select(3u, 2u, v.z), 1u, v.y), 0u, v.x);
-}
-
-// Sign-cleared bits of x vec4 i (non-negative floats order like their bits); flags non-finite
-// values in `bad` (smallest flat index).
-fn gl_abs_bits(i: u32, bad: ptr<function, u32>) -> u32 {
-    let b = bitcast<vec4<u32>>(x[i]) & vec4<u32>(0x7fffffffu);
-    let inf = (b & vec4<u32>(GL_EXP_MASK)) == vec4<u32>(GL_EXP_MASK);
-    if (any(inf)) {
-        *bad = min(*bad, 4u * i + gl_first(inf));
-    }
-    return max(max(b.x, b.y), max(b.z, b.w));
-}
-
 // Weight vec4 j of the block's rows if j < end (zero words otherwise, never used).
 fn gl_load(n: u32, j: u32, end: u32, vpr: u32) -> GvRows {
     if (j >= end) {
         return GvRows();
     }
     return gv_load(n, j, vpr);
-}
-
-// The packed word of 4 quantized values.
-fn gl_pack(q: vec4<i32>) -> u32 {
-    return (u32(q.x) & 0xffu) | ((u32(q.y) & 0xffu) << 8u) | ((u32(q.z) & 0xffu) << 16u)
-        | (u32(q.w) << 24u);
 }
 
 // The sum of the 16 signed activations of one vec4.
@@ -124,12 +100,14 @@ fn main(
 
     // 1. absmax per row: two positions of every row per iteration (2 MR independent loads in
     // flight; the m loops unroll; a clamped duplicate changes no maximum).
-    var bad = GL_NONE;
+    var bad = AQ_NONE;
     var top: array<u32, GL_MAX_M>;
     for (var i = ids.vt; i < kv; i = i + 2u * GV_WG) {
         let i2 = min(i + GV_WG, kv - 1u);
         for (var m = 0u; m < MR; m = m + 1u) {
-            let t = max(gl_abs_bits(m * kv + i, &bad), gl_abs_bits(m * kv + i2, &bad));
+            let a = m * kv + i;
+            let b = m * kv + i2;
+            let t = max(aq_abs_bits(x[a], a, &bad), aq_abs_bits(x[b], b, &bad));
             top[m] = max(top[m], t);
         }
     }
@@ -139,7 +117,7 @@ fn main(
             gl_top[sg * GL_MAX_M + m] = t;
         }
     }
-    if (bad != GL_NONE) {
+    if (bad != AQ_NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
     workgroupBarrier();
@@ -177,8 +155,8 @@ fn main(
             let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
             for (var m = 0u; m < MR; m = m + 1u) {
                 let v = x[m * kv + 16u * t0 + r];
-                let q = vec4<i32>(clamp(round(v * inv[m]), vec4<f32>(-128.0), vec4<f32>(127.0)));
-                gl_x[4u * m * st + dst][r & 3u] = gl_pack(q);
+                let q = aq_round(v, inv[m]);
+                gl_x[4u * m * st + dst][r & 3u] = aq_pack(q);
             }
         }
         workgroupBarrier();

@@ -30,7 +30,8 @@
 //!
 //! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`; its short-chain
 //! special case `127 / a` for the activation quantizers, `exact_div_127.wgsl`), the BitLinear
-//! parameters and epilogue (`bitlinear_common.wgsl`), the scalar-load bindings of the generic
+//! parameters and epilogue (`bitlinear_common.wgsl`), the vec4 activation quantizers' absmax
+//! step and rounding (`act_quant_common.wgsl`), the scalar-load bindings of the generic
 //! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`),
 //! the bindings and row blocks of the vec4 GEMVs (`bitlinear_bindings_vec4.wgsl`,
 //! `bitlinear_gemv_blocks.wgsl`), the bindings of the GEMMs (`bitlinear_bindings_gemm.wgsl`) and
@@ -154,6 +155,7 @@ pub const ACT_QUANT_VEC4: KernelSource = KernelSource {
     source: kernel!(
         "exact_div.wgsl",
         "exact_div_127.wgsl",
+        "act_quant_common.wgsl",
         "act_quant_vec4.wgsl"
     ),
 };
@@ -209,6 +211,7 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_gemv_fused_subgroup.wgsl"
     ),
@@ -230,6 +233,7 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_chain_subgroup.wgsl"
     ),
@@ -247,6 +251,7 @@ pub const BITLINEAR_GEMV_BATCH_SUBGROUP: KernelSource = KernelSource {
         "exact_div.wgsl",
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
+        "act_quant_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_batch_subgroup.wgsl"
     ),
@@ -275,6 +280,7 @@ pub const BITLINEAR_GEMV_LEAN_SUBGROUP: KernelSource = KernelSource {
         "exact_div.wgsl",
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
+        "act_quant_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_lean_subgroup.wgsl"
     ),
