@@ -245,7 +245,7 @@ fn main(
     // 4. Quantize into workgroup memory; the row sum on the way.
     var rs = 0i;
     for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        rs += gf_pack(ch_in(job, i), i, inv);
+        rs += gf_pack(ch_in(job, i), i, inv, vpr);
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {

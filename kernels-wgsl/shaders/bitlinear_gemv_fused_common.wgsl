@@ -8,8 +8,17 @@
 const GF_MAX_K: u32 = 15360u;
 const NONE: u32 = 0xffffffffu;
 
-// The quantized row: vec4 i holds the 4 activation words that pair with weight word i.
+// The quantized row: one vec4 per weight word q = 4 j + t (weight vec4 j, component t), holding
+// the 4 activation words that pair with it, at gf_slot(q). Component-major (the t = 0 vec4 of
+// every j first, then t = 1, ...), so the TPR lanes of a block, which read weight vec4 j, j + 1,
+// ... in one step, read consecutive activation vec4: one shared-memory wavefront per 8 lanes.
+// In j-major order (vec4 q at q) they were 64 bytes apart and every wavefront served 2 lanes.
 var<workgroup> gf_x: array<vec4<u32>, 960>;
+
+// Where the activation vec4 of weight word q lives in gf_x (vpr = weight vec4 per row).
+fn gf_slot(q: u32, vpr: u32) -> u32 {
+    return (q & 3u) * vpr + (q >> 2u);
+}
 
 // Groups 1 and 2 of a packed weight word masked in place (codes times 4 and 16).
 const GF_MASK_1: u32 = 0x0c0c0c0cu;
@@ -47,10 +56,10 @@ fn gf_step(w: GvRows, j: u32, vpr: u32, acc: ptr<function, GfAcc>) {
     if (j >= vpr) {
         return;
     }
-    let xa = gf_x[4u * j];
-    let xb = gf_x[4u * j + 1u];
-    let xc = gf_x[4u * j + 2u];
-    let xd = gf_x[4u * j + 3u];
+    let xa = gf_x[j];
+    let xb = gf_x[vpr + j];
+    let xc = gf_x[2u * vpr + j];
+    let xd = gf_x[3u * vpr + j];
     let r0 = gf_row(w.r0, xa, xb, xc, xd);
     let r1 = gf_row(w.r1, xa, xb, xc, xd);
     let r2 = gf_row(w.r2, xa, xb, xc, xd);
@@ -65,10 +74,11 @@ fn gf_total(acc: GfAcc) -> vec4<i32> {
     return acc.s1 + (acc.s4 >> vec4<u32>(2u)) + (acc.s16 >> vec4<u32>(4u));
 }
 
-// Quantizes activation vec4 i (value v, scale inv = 127 / a) into its byte lanes of gf_x and
-// returns the sum of its four quantized values (for the row sum).
-fn gf_pack(v: vec4<f32>, i: u32, inv: f32) -> i32 {
+// Quantizes activation vec4 i (value v, scale inv = 127 / a) into its word of gf_x (component
+// i % 4 of weight word i / 4's slot) and returns the sum of its four quantized values (for the
+// row sum).
+fn gf_pack(v: vec4<f32>, i: u32, inv: f32, vpr: u32) -> i32 {
     let q = aq_round(v, inv);
-    gf_x[i >> 2u][i & 3u] = aq_pack(q);
+    gf_x[gf_slot(i >> 2u, vpr)][i & 3u] = aq_pack(q);
     return q.x + q.y + q.z + q.w;
 }

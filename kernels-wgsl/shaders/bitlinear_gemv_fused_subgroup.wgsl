@@ -97,7 +97,7 @@ fn main(
     // 3. Quantize and pack into workgroup memory; the row sum on the way.
     var rs = 0i;
     for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        rs += gf_pack(x[x0 + i], i, inv);
+        rs += gf_pack(x[x0 + i], i, inv, vpr);
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {
