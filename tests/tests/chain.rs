@@ -97,6 +97,32 @@ fn chain_input_errors_match_cpu_ref() {
     assert!(e.linear_chain(64, Vec::new()).is_err());
 }
 
+/// The fused kernel at the edges of its staged row (`gf_slot`): the largest K (15360, 240 weight
+/// vec4 per row, the row filling all of workgroup memory) read from the chain input and from an
+/// earlier output, and an odd number of weight vec4 per row (K = 192: 3).
+#[test]
+fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let l = |n, k, s| Linear::new(&e, weights(n, k, s));
+    let links = vec![
+        (l(192, 15360, 1), ChainInput::Input),
+        (l(15360, 192, 2), ChainInput::Output(0)),
+        (l(37, 15360, 3), ChainInput::Output(1)),
+        (l(9, 192, 4), ChainInput::Output(0)),
+    ];
+    let chain = e.linear_chain(15360, links.clone()).unwrap();
+    for seed in 0..2 {
+        let x = random_f32(300 + seed, 15360, -4.0, 4.0);
+        assert_eq!(
+            chain.forward(&x).unwrap(),
+            reference(&links, &x),
+            "run {seed}"
+        );
+        assert!(chain.is_fused(), "the chain kernel ran");
+    }
+}
+
 #[test]
 fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     let e = gpu_engine();
