@@ -16,6 +16,7 @@
 //! device that is not a CPU (else the first), with every Vulkan 1.1-1.3 feature it has enabled.
 
 use ash::vk;
+use bitnet_kernels_wgsl::KernelSource;
 use std::error::Error;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -38,7 +39,7 @@ fn main() -> Result<()> {
     if let [flag, name] = args.as_slice()
         && flag == "--source"
     {
-        print!("{}", kernel_source(name)?);
+        print!("{}", kernel_source(name)?.source);
         return Ok(());
     }
     let specs: Vec<&str> = match args.is_empty() {
@@ -61,20 +62,22 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The WGSL of the kernel named `name` (snippets included), or of the file `name` (`*.wgsl`).
-fn kernel_source(name: &str) -> Result<String> {
+/// The kernel named `name`, or the WGSL file `name` (`*.wgsl`) as a kernel of that name.
+fn kernel_source(name: &str) -> Result<KernelSource> {
     if name.ends_with(".wgsl") {
-        return Ok(std::fs::read_to_string(name)?);
+        // A CLI run compiles a handful of kernels: leaking their text is the simple 'static.
+        let source: &'static str = Box::leak(std::fs::read_to_string(name)?.into_boxed_str());
+        let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+        return Ok(KernelSource { name, source });
     }
-    let kernel = bitnet_kernels_wgsl::all()
+    bitnet_kernels_wgsl::all()
         .into_iter()
         .find(|k| k.name == name)
-        .ok_or_else(|| format!("no kernel named {name:?}"))?;
-    Ok(kernel.source.to_string())
+        .ok_or_else(|| format!("no kernel named {name:?}").into())
 }
 
 /// `name[:KEY=VALUE,...]` → the kernel's WGSL and its override constants.
-fn parse_spec(spec: &str) -> Result<(String, Vec<(String, f64)>)> {
+fn parse_spec(spec: &str) -> Result<(KernelSource, Vec<(String, f64)>)> {
     let (name, constants) = spec.split_once(':').unwrap_or((spec, ""));
     let source = kernel_source(name)?;
     let mut out = Vec::new();
@@ -90,37 +93,12 @@ fn parse_spec(spec: &str) -> Result<(String, Vec<(String, f64)>)> {
 /// A resource binding of a kernel: group, binding, and whether it is a uniform buffer.
 type Binding = (u32, u32, bool);
 
-/// SPIR-V of `source` with `constants` substituted, and its resource bindings.
-fn spirv(source: &str, constants: &[(String, f64)]) -> Result<(Vec<u32>, Vec<Binding>)> {
-    use naga::back::spv;
-    use naga::valid::{Capabilities, ValidationFlags, Validator};
-    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    let capabilities = Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16;
-    let info = Validator::new(ValidationFlags::all(), capabilities)
-        .validate(&module)
-        .map_err(|e| e.emit_to_string(source))?;
-    let mut table = naga::back::PipelineConstants::default();
-    for (k, v) in constants {
-        table.insert(k.clone(), *v);
-    }
-    let entry = Some((naga::ShaderStage::Compute, "main"));
-    let (module, info) =
-        naga::back::pipeline_constants::process_overrides(&module, &info, entry, &table)?;
-    let restrict = naga::proc::BoundsCheckPolicy::Restrict;
-    let options = spv::Options {
-        lang_version: (1, 3),
-        flags: spv::WriterFlags::empty(),
-        bounds_check_policies: naga::proc::BoundsCheckPolicies {
-            index: restrict,
-            buffer: restrict,
-            image_load: restrict,
-            binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-        },
-        zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
-        force_loop_bounding: false,
-        ..spv::Options::default()
-    };
-    let words = spv::write_vec(&module, &info, &options, None)?;
+/// The engine's SPIR-V of `kernel` with `constants` substituted, and the kernel's resource
+/// bindings (for the pipeline layout).
+fn spirv(kernel: &KernelSource, constants: &[(String, f64)]) -> Result<(Vec<u32>, Vec<Binding>)> {
+    let constants: Vec<(&str, f64)> = constants.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let words = bitnet_wgpu::kernel_spirv(kernel, &constants)?;
+    let module = naga::front::wgsl::parse_str(kernel.source)?;
     let bindings = module
         .global_variables
         .iter()

@@ -26,6 +26,9 @@
 //! then the engine only *offers* these kernels after its device self-test
 //! (`ops/bitnet_coop.rs`) matched the dot4 GEMM's exact accumulators, and a pipeline the driver
 //! rejects is a caught pipeline-creation error there.
+//!
+//! [`kernel_spirv`] hands the same compilation of any kernel, override constants substituted, to
+//! tools that ask a Vulkan driver what it made of it (`bench/examples/kernel_stats.rs`).
 
 use std::borrow::Cow;
 
@@ -56,12 +59,31 @@ const USE_C: u32 = 2;
 /// The SPIR-V of `source` (a WGSL int8 skeleton with its params declaration already in the
 /// engine's form), compiled by naga and retyped to int8 matrices; `Err` says what failed.
 pub(crate) fn int8_coop_spirv(name: &str, source: &str) -> Result<Vec<u32>, String> {
-    retype_int8(&compile(name, source)?)
+    retype_int8(&compile(name, source, &[])?)
 }
 
-/// naga's SPIR-V 1.3 for `source`, with wgpu's index bounds checks (`Restrict`) and no forced loop
-/// bounding (the engine's WGSL modules drop it too: `pipelines.rs`).
-fn compile(name: &str, source: &str) -> Result<Vec<u32>, String> {
+/// The SPIR-V 1.3 of a WGSL compute kernel (entry point `main`, params as the kernel files
+/// declare them) with its override `constants` substituted, compiled as the engine compiles its
+/// Vulkan passthrough modules — for tools that ask a driver what it made of a kernel
+/// (`bench/examples/kernel_stats.rs` reads registers and spills). A parse, validation or
+/// override error is [`Error::PipelineCreation`](crate::Error::PipelineCreation).
+pub fn kernel_spirv(
+    kernel: &bitnet_kernels_wgsl::KernelSource,
+    constants: &[(&str, f64)],
+) -> crate::Result<Vec<u32>> {
+    compile(kernel.name, kernel.source, constants).map_err(|message| {
+        crate::Error::PipelineCreation {
+            kernel: kernel.name,
+            entry: "main",
+            message,
+        }
+    })
+}
+
+/// naga's SPIR-V 1.3 for `source` with `constants` substituted, wgpu's index bounds checks
+/// (`Restrict`) and no forced loop bounding (the engine's WGSL modules drop it too:
+/// `pipelines.rs`).
+fn compile(name: &str, source: &str, constants: &[(&str, f64)]) -> Result<Vec<u32>, String> {
     let module = naga::front::wgsl::parse_str(source)
         .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))?;
     let capabilities = Capabilities::SUBGROUP
@@ -71,6 +93,14 @@ fn compile(name: &str, source: &str) -> Result<Vec<u32>, String> {
     let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))?;
+    let mut table = naga::back::PipelineConstants::default();
+    for &(key, value) in constants {
+        table.insert(key.to_string(), value);
+    }
+    let entry = Some((naga::ShaderStage::Compute, "main"));
+    let (module, info) =
+        naga::back::pipeline_constants::process_overrides(&module, &info, entry, &table)
+            .map_err(|e| format!("{name}: override constants: {e}"))?;
     let restrict = naga::proc::BoundsCheckPolicy::Restrict;
     let options = spv::Options {
         lang_version: (1, 3),

@@ -1,7 +1,10 @@
 //! The int8 retyping on the real skeleton (both params forms): every matrix type, capability and
-//! multiply-add as `spirv.rs` promises, and clear errors for modules that are not skeletons.
+//! multiply-add as `spirv.rs` promises, and clear errors for modules that are not skeletons; and
+//! `kernel_spirv` (override constants substituted, errors typed).
 
-use bitnet_kernels_wgsl::bitnet::{BITLINEAR_GEMM_COOP_I8_SUBGROUP, BITLINEAR_GEMV_SUBGROUP};
+use bitnet_kernels_wgsl::bitnet::{
+    BITLINEAR_GEMM_COOP_I8_SUBGROUP, BITLINEAR_GEMV_FUSED_SUBGROUP, BITLINEAR_GEMV_SUBGROUP,
+};
 
 use super::*;
 use crate::pipelines::{PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL};
@@ -34,7 +37,7 @@ fn int_type(words: &[u32], id: u32) -> Option<(u32, u32)> {
 }
 
 fn check_retyped(source: &str) {
-    let before = compile("skeleton", source).unwrap();
+    let before = compile("skeleton", source, &[]).unwrap();
     let after = int8_coop_spirv("skeleton", source).unwrap();
     assert!(after[3] >= before[3], "id bound");
     assert!(
@@ -112,7 +115,7 @@ fn the_skeleton_is_retyped_to_int8_matrices_in_both_params_forms() {
 
 #[test]
 fn modules_that_are_not_skeletons_are_refused() {
-    let gemv = compile("gemv", BITLINEAR_GEMV_SUBGROUP.source).unwrap();
+    let gemv = compile("gemv", BITLINEAR_GEMV_SUBGROUP.source, &[]).unwrap();
     let e = retype_int8(&gemv).unwrap_err();
     assert!(e.contains("found [0, 0, 0] types"), "{e}");
     assert!(
@@ -147,4 +150,36 @@ fn the_driver_query_agrees_with_the_device() {
     if !g.caps.has(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
         assert!(!has);
     }
+}
+
+#[test]
+fn kernel_spirv_substitutes_override_constants() {
+    let fused = &BITLINEAR_GEMV_FUSED_SUBGROUP;
+    let wide = crate::kernel_spirv(fused, &[("TPR", 32.0), ("DEPTH", 2.0)]).unwrap();
+    let narrow = crate::kernel_spirv(fused, &[("TPR", 16.0), ("DEPTH", 1.0)]).unwrap();
+    for words in [&wide, &narrow] {
+        assert_eq!(words[0], MAGIC);
+        // OpSpecConstantTrue / False / OpSpecConstant: none left, every override is a constant.
+        for op in 48..=50 {
+            assert!(all(words, op).is_empty(), "opcode {op}");
+        }
+    }
+    assert_ne!(wide, narrow, "the constants reached the module");
+    let unknown = crate::kernel_spirv(fused, &[("NO_SUCH", 1.0)]).unwrap_err();
+    assert!(
+        matches!(&unknown, crate::Error::PipelineCreation { kernel, message, .. }
+            if *kernel == fused.name && message.contains("NO_SUCH")),
+        "{unknown}"
+    );
+    let broken = bitnet_kernels_wgsl::KernelSource {
+        name: "broken",
+        source: "fn main( {",
+    };
+    assert!(matches!(
+        crate::kernel_spirv(&broken, &[]),
+        Err(crate::Error::PipelineCreation {
+            kernel: "broken",
+            ..
+        })
+    ));
 }
