@@ -3,8 +3,8 @@
 //
 // A GEMV is bound by the weight stream, so M rows should cost little more than one: every thread
 // loads each weight vec4 of its row block once and applies it to all MR rows, whose quantized
-// activations sit in workgroup memory. MR = M is an override constant, so the per-row loops have
-// a constant trip count and the MR x 4 exact i32 partial sums stay in registers.
+// activations sit in workgroup memory. MR = M is an override constant, and the per-row state (the
+// MR x 4 exact i32 partial sums, absmax, row sums) sits in named registers (see gb_absmax).
 //
 // 1. absmax of every row (sign-cleared bits, as act_quant.wgsl), a = max(absmax, 1e-5) and
 //    inv = 127 / a correctly rounded (exact_div_127), once per row by one thread each. The per-row
@@ -57,6 +57,75 @@ fn gb_load(n: u32, j: u32, end: u32, vpr: u32) -> GvRows {
     return gv_load(n, j, vpr);
 }
 
+// Per-row state lives in named variables (r0 .. r7), each updated by a helper called once per
+// row with a constant m: WGSL cannot unroll the row loops, and an array indexed by a loop
+// variable is kept in local memory (the H200 driver gave this kernel 192 bytes of it per thread
+// for MR >= 2; bench/examples/kernel_stats.rs). Rows m >= MR cost nothing: MR is a constant.
+
+// absmax of row m at positions i and i2 into *top.
+fn gb_absmax(top: ptr<function, u32>, bad: ptr<function, u32>, m: u32, i: u32, i2: u32, kv: u32) {
+    if (m < MR) {
+        let a = m * kv + i;
+        let b = m * kv + i2;
+        *top = max(*top, max(aq_abs_bits(x[a], a, bad), aq_abs_bits(x[b], b, bad)));
+    }
+}
+
+// Row m's workgroup absmax (uniform control flow: m and MR are constants).
+fn gb_publish_top(top: u32, m: u32, lane: u32) {
+    if (m < MR) {
+        let t = subgroupMax(top);
+        if (lane == 0u) {
+            atomicMax(&gb_top[m], t);
+        }
+    }
+}
+
+// Quantizes word r of row m's tile (x vec4 xi) into gb_x; its values are added to *rsum.
+fn gb_quant(rsum: ptr<function, i32>, m: u32, xi: u32, slot: u32, lane4: u32) {
+    if (m < MR) {
+        let q = aq_round(x[m * (params.words_per_row * 4u) + xi], gb_inv[m]);
+        *rsum += q.x + q.y + q.z + q.w;
+        gb_x[slot][lane4] = aq_pack(q);
+    }
+}
+
+// Row m's products for weight step w at tile column jj.
+fn gb_dot(acc: ptr<function, vec4<i32>>, w: GvRows, m: u32, jj: u32, st: u32) {
+    if (m < MR) {
+        let b = 4u * m * st + jj;
+        *acc += gv_dot(w, gb_x[b], gb_x[b + st], gb_x[b + 2u * st], gb_x[b + 3u * st]);
+    }
+}
+
+// Row m's quantized-value sum into the workgroup total.
+fn gb_publish_sum(rsum: i32, m: u32, lane: u32) {
+    if (m < MR) {
+        let s = subgroupAdd(rsum);
+        if (lane == 0u) {
+            atomicAdd(&gb_sum[m], s);
+        }
+    }
+}
+
+// Reduces row m's sums over the lanes, rescales and stores them (uniform control flow).
+fn gb_store(acc: vec4<i32>, m: u32, ids: GvIds, ws: f32) {
+    if (m < MR) {
+        let total = gv_reduce(acc, ids);
+        if (ids.l == 0u) {
+            let row_sum = atomicLoad(&gb_sum[m]);
+            let a = max(bitcast<f32>(atomicLoad(&gb_top[m])), 1e-5f);
+            let scale = bitlinear_scale(ws, a);
+            let base = m * params.out_stride + params.out_base + ids.n;
+            for (var r = 0u; r < 4u; r = r + 1u) {
+                if (ids.n + r < params.n) {
+                    bitlinear_write(base + r, total[r] - row_sum, scale);
+                }
+            }
+        }
+    }
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -81,24 +150,35 @@ fn main(
     workgroupBarrier();
 
     // 1. absmax per row: two positions of every row per iteration (2 MR independent loads in
-    // flight; the m loops unroll; a clamped duplicate changes no maximum), then 127 / a.
+    // flight; a clamped duplicate changes no maximum), then 127 / a.
     var bad = AQ_NONE;
-    var top: array<u32, GB_MAX_M>;
+    var t0 = 0u;
+    var t1 = 0u;
+    var t2 = 0u;
+    var t3 = 0u;
+    var t4 = 0u;
+    var t5 = 0u;
+    var t6 = 0u;
+    var t7 = 0u;
     for (var i = ids.vt; i < kv; i = i + 2u * GV_WG) {
         let i2 = min(i + GV_WG, kv - 1u);
-        for (var m = 0u; m < MR; m = m + 1u) {
-            let a = m * kv + i;
-            let b = m * kv + i2;
-            let t = max(aq_abs_bits(x[a], a, &bad), aq_abs_bits(x[b], b, &bad));
-            top[m] = max(top[m], t);
-        }
+        gb_absmax(&t0, &bad, 0u, i, i2, kv);
+        gb_absmax(&t1, &bad, 1u, i, i2, kv);
+        gb_absmax(&t2, &bad, 2u, i, i2, kv);
+        gb_absmax(&t3, &bad, 3u, i, i2, kv);
+        gb_absmax(&t4, &bad, 4u, i, i2, kv);
+        gb_absmax(&t5, &bad, 5u, i, i2, kv);
+        gb_absmax(&t6, &bad, 6u, i, i2, kv);
+        gb_absmax(&t7, &bad, 7u, i, i2, kv);
     }
-    for (var m = 0u; m < MR; m = m + 1u) {
-        let t = subgroupMax(top[m]);
-        if (lane == 0u) {
-            atomicMax(&gb_top[m], t);
-        }
-    }
+    gb_publish_top(t0, 0u, lane);
+    gb_publish_top(t1, 1u, lane);
+    gb_publish_top(t2, 2u, lane);
+    gb_publish_top(t3, 3u, lane);
+    gb_publish_top(t4, 4u, lane);
+    gb_publish_top(t5, 5u, lane);
+    gb_publish_top(t6, 6u, lane);
+    gb_publish_top(t7, 7u, lane);
     if (bad != AQ_NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
@@ -108,59 +188,77 @@ fn main(
     }
 
     // 2. Tiles: quantize, then the row blocks over the tile.
-    var acc: array<vec4<i32>, GB_MAX_M>;
-    var rsum: array<i32, GB_MAX_M>;
-    for (var t0 = 0u; t0 < vpr; t0 = t0 + st) {
-        let steps = min(st, vpr - t0);
+    var a0 = vec4<i32>();
+    var a1 = vec4<i32>();
+    var a2 = vec4<i32>();
+    var a3 = vec4<i32>();
+    var a4 = vec4<i32>();
+    var a5 = vec4<i32>();
+    var a6 = vec4<i32>();
+    var a7 = vec4<i32>();
+    var s0 = 0i;
+    var s1 = 0i;
+    var s2 = 0i;
+    var s3 = 0i;
+    var s4 = 0i;
+    var s5 = 0i;
+    var s6 = 0i;
+    var s7 = 0i;
+    for (var t = 0u; t < vpr; t = t + st) {
+        let steps = min(st, vpr - t);
         // The previous tile is consumed (and, on the first, gb_inv is written).
         workgroupBarrier();
         // The same word of every row per iteration: MR independent loads in flight.
         let words = 16u * steps;
         for (var r = ids.vt; r < words; r = r + GV_WG) {
             let dst = ((r >> 2u) & 3u) * st + (r >> 4u);
-            for (var m = 0u; m < MR; m = m + 1u) {
-                let v = x[m * kv + 16u * t0 + r];
-                let q = aq_round(v, gb_inv[m]);
-                rsum[m] += q.x + q.y + q.z + q.w;
-                gb_x[4u * m * st + dst][r & 3u] = aq_pack(q);
-            }
+            let xi = 16u * t + r;
+            let l4 = r & 3u;
+            gb_quant(&s0, 0u, xi, dst, l4);
+            gb_quant(&s1, 1u, xi, 4u * st + dst, l4);
+            gb_quant(&s2, 2u, xi, 8u * st + dst, l4);
+            gb_quant(&s3, 3u, xi, 12u * st + dst, l4);
+            gb_quant(&s4, 4u, xi, 16u * st + dst, l4);
+            gb_quant(&s5, 5u, xi, 20u * st + dst, l4);
+            gb_quant(&s6, 6u, xi, 24u * st + dst, l4);
+            gb_quant(&s7, 7u, xi, 28u * st + dst, l4);
         }
         workgroupBarrier();
         for (var jj = ids.l; jj < steps; jj = jj + TPR) {
             // Issue the next step's loads before this step's arithmetic.
-            let next = gb_load(ids.n, t0 + jj + TPR, t0 + steps, vpr);
-            for (var m = 0u; m < MR; m = m + 1u) {
-                let b = 4u * m * st + jj;
-                acc[m] += gv_dot(w, gb_x[b], gb_x[b + st], gb_x[b + 2u * st], gb_x[b + 3u * st]);
-            }
+            let next = gb_load(ids.n, t + jj + TPR, t + steps, vpr);
+            gb_dot(&a0, w, 0u, jj, st);
+            gb_dot(&a1, w, 1u, jj, st);
+            gb_dot(&a2, w, 2u, jj, st);
+            gb_dot(&a3, w, 3u, jj, st);
+            gb_dot(&a4, w, 4u, jj, st);
+            gb_dot(&a5, w, 5u, jj, st);
+            gb_dot(&a6, w, 6u, jj, st);
+            gb_dot(&a7, w, 7u, jj, st);
             w = next;
         }
         // The next tile's first step, in flight during its quantization.
-        let next = t0 + st;
-        w = gb_load(ids.n, next + ids.l, min(next + st, vpr), vpr);
+        let nt = t + st;
+        w = gb_load(ids.n, nt + ids.l, min(nt + st, vpr), vpr);
     }
 
     // 3. Row sums, reduce over the lanes, rescale, store.
-    for (var m = 0u; m < MR; m = m + 1u) {
-        let s = subgroupAdd(rsum[m]);
-        if (lane == 0u) {
-            atomicAdd(&gb_sum[m], s);
-        }
-    }
+    gb_publish_sum(s0, 0u, lane);
+    gb_publish_sum(s1, 1u, lane);
+    gb_publish_sum(s2, 2u, lane);
+    gb_publish_sum(s3, 3u, lane);
+    gb_publish_sum(s4, 4u, lane);
+    gb_publish_sum(s5, 5u, lane);
+    gb_publish_sum(s6, 6u, lane);
+    gb_publish_sum(s7, 7u, lane);
     workgroupBarrier();
     let ws = weight_scale[0];
-    for (var m = 0u; m < MR; m = m + 1u) {
-        let total = gv_reduce(acc[m], ids);
-        if (ids.l == 0u) {
-            let row_sum = atomicLoad(&gb_sum[m]);
-            let a = max(bitcast<f32>(atomicLoad(&gb_top[m])), 1e-5f);
-            let scale = bitlinear_scale(ws, a);
-            let base = m * params.out_stride + params.out_base + ids.n;
-            for (var r = 0u; r < 4u; r = r + 1u) {
-                if (ids.n + r < params.n) {
-                    bitlinear_write(base + r, total[r] - row_sum, scale);
-                }
-            }
-        }
-    }
+    gb_store(a0, 0u, ids, ws);
+    gb_store(a1, 1u, ids, ws);
+    gb_store(a2, 2u, ids, ws);
+    gb_store(a3, 3u, ids, ws);
+    gb_store(a4, 4u, ids, ws);
+    gb_store(a5, 5u, ids, ws);
+    gb_store(a6, 6u, ids, ws);
+    gb_store(a7, 7u, ids, ws);
 }
