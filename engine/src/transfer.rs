@@ -212,10 +212,10 @@ pub(crate) async fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
 /// no error scope caught (which belong to no tensor). Non-finite values are reported by reading
 /// the tensors they flowed into, never here.
 pub(crate) fn sync(gpu: &Gpu) -> Result<()> {
-    let index = gpu.scheduler.call(|b, g| b.flush(g))??;
-    if let Some(index) = index {
-        wait(gpu, index)?;
-    }
+    // Wait even when this flush had nothing to submit: a batch flushed earlier (full, idle, or
+    // by a read) may still be running, and `sync` promises that all earlier work finished.
+    gpu.scheduler.call(|b, g| b.flush(g))??;
+    wait_all(gpu)?;
     gpu.check_health()?;
     gpu.take_uncaptured().map_or(Ok(()), Err)
 }
@@ -295,16 +295,15 @@ pub(crate) fn finish_status(
     ticket: StatusTicket,
     index: wgpu::SubmissionIndex,
 ) -> Result<()> {
-    let fut = status_future(gpu, ticket, index.clone());
-    wait(gpu, index)?;
+    let fut = status_future(gpu, ticket, index);
+    wait_all(gpu)?;
     // The callback ran in our polls or in the completion thread's.
     pollster::block_on(fut)
 }
 
-/// Blocks until everything submitted so far (including `index`) completed, polling without
-/// blocking inside wgpu (`wait.rs`).
-fn wait(gpu: &Gpu, index: wgpu::SubmissionIndex) -> Result<()> {
-    let _ = index; // work done callbacks cover every submission made before them
+/// Blocks until everything submitted so far completed, polling without blocking inside wgpu
+/// (`wait.rs`).
+fn wait_all(gpu: &Gpu) -> Result<()> {
     let (tx, rx) = flume::bounded(1);
     gpu.queue.on_submitted_work_done(move || {
         let _ = tx.send(());
