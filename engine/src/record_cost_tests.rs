@@ -15,6 +15,9 @@ use crate::engine::{Engine, EngineOptions};
 /// `encode::submit` in test builds.
 pub(crate) static ENCODE_NS: AtomicU64 = AtomicU64::new(0);
 
+/// Records one measured step; returns its outputs (kept alive until the caller drops them).
+type Step<'a> = dyn Fn() -> Box<dyn std::any::Any> + 'a;
+
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -158,8 +161,7 @@ fn stack_cost() {
     let peak = last.iter().fold(0f32, |m, v| m.max(v.abs()));
     println!("chain output: finite, max |y| = {peak:e}");
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let flows: [(&str, &dyn Fn() -> Box<dyn std::any::Any>); 2] =
-        [("independent", &independent), ("chain", &chained)];
+    let flows: [(&str, &Step); 2] = [("independent", &independent), ("chain", &chained)];
     for (name, step) in flows {
         for round in 0..env("BITNET_RECORD_ROUNDS", 7) {
             e.sync().expect("sync");
