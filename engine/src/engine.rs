@@ -248,7 +248,10 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    /// Submits pending work, waits for it, and reports any non-finite flag or device error.
+    /// Submits pending work and waits until everything submitted so far has finished (also work
+    /// an earlier flush submitted). Reports device errors only — a lost device, or an error no
+    /// op caught; non-finite values are reported by reading the tensors they flowed into (or by
+    /// [`Tensor::check`](crate::Tensor::check)).
     pub fn sync(&self) -> Result<()> {
         match self.gpu_raw() {
             None => Ok(()),
