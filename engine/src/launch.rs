@@ -317,10 +317,15 @@ impl<'a> Launch<'a> {
 
     /// Exact 3-D grid; a dimension above `max_compute_workgroups_per_dimension` is an error.
     pub fn grid(mut self, groups: [u32; 3]) -> Self {
+        let max = self.gpu.caps.limits.max_compute_workgroups_per_dimension;
+        if groups.iter().all(|&d| d <= max) {
+            self.groups = Some(groups);
+            return self;
+        }
+        // Named only on the error path (formatting cost every launch otherwise).
         let what = format!("kernel `{}` grid {groups:?}", self.kernel.name());
-        match check_grid(self.gpu, &what, groups) {
-            Ok(()) => self.groups = Some(groups),
-            Err(e) => self.fail(e),
+        if let Err(e) = check_grid(self.gpu, &what, groups) {
+            self.fail(e);
         }
         self
     }
