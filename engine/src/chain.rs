@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::ops::bitnet_chain::{ChainDevice, fusable};
 use crate::ops::bitnet_record::OUTPUT;
-use crate::tensor::{DType, Location, Tensor};
+use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear_chain";
 
@@ -180,7 +180,7 @@ impl LinearChain {
         }
         let e = &self.inner.engine;
         // A host input (CPU engine or policy) runs where it lives, as every tensor op does.
-        let on_gpu = e.gpu_context().filter(|_| x.location() == Location::Device);
+        let on_gpu = e.gpu_for(&[x]);
         let kind = match (on_gpu, self.device()?) {
             (Some(gpu), Some(dev)) => {
                 let all = e.empty(OP, &[dev.out_len], DType::F32)?;

@@ -10,6 +10,7 @@ use crate::info::EngineInfo;
 use crate::pipelines::PipelineStats;
 use crate::pool::PoolStats;
 use crate::profiler::{ProfileGranularity, ProfileReport, ProfilerState};
+use crate::tensor::{Location, Tensor};
 
 /// Which backend an engine runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,6 +199,15 @@ impl Engine {
             }
             _ => None,
         }
+    }
+
+    /// The GPU context for a tensor op on `inputs`: `None` — run on the CPU — on the CPU engine,
+    /// under the CPU policy, or when an input lives on the host (a tensor op runs where its data
+    /// lives, as `LinearChain::forward_tensor` does; reading a host input back costs nothing).
+    #[inline]
+    pub(crate) fn gpu_for(&self, inputs: &[&Tensor]) -> Option<&Gpu> {
+        self.gpu_context()
+            .filter(|_| inputs.iter().all(|t| t.location() == Location::Device))
     }
 
     /// The GPU context even when it should not take new work (reads of existing tensors).

@@ -148,16 +148,20 @@ impl Tensor {
         }
     }
 
-    /// The same bytes under another shape (no copy, no GPU work): same dtype, same byte sizes
-    /// (packed dtypes keep their `[rows, K]` row layout). Errors carried by the tensor's
-    /// lineage stay with the view.
+    /// The same bytes under another shape (no copy, no GPU work): same dtype, same byte sizes;
+    /// packed dtypes (`Ternary`, `QuantizedI8`) keep their row length `K` (the last dimension).
+    /// Errors carried by the tensor's lineage stay with the view.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         const OP: &str = "reshape";
         let d = self.inner.dtype;
         let (old, new) = (d.data_bytes(&self.inner.shape), d.data_bytes(shape));
         let same =
             new.is_some() && old == new && d.scale_bytes(shape) == d.scale_bytes(self.shape());
-        if shape.contains(&0) || !same {
+        // Packed rows are padded to whole words: another K would read padding as values (or drop
+        // values), so a packed tensor keeps its row length and only regroups its rows.
+        let packed = matches!(d, DType::Ternary | DType::QuantizedI8);
+        let same_k = !packed || shape.last() == self.inner.shape.last();
+        if shape.contains(&0) || !same || !same_k {
             return Err(Error::ShapeMismatch {
                 op: OP,
                 detail: format!("cannot view {d} {:?} as {shape:?}", self.inner.shape),

@@ -78,12 +78,14 @@ impl Workload {
 
     /// Bytes the GPU path uploads.
     pub fn upload_bytes(&self) -> f64 {
-        4.0 * (self.rows * self.k) as f64 + self.extra_upload as f64
+        // In f64: a workload too large for usize arithmetic is priced, not a panic (the op
+        // itself then reports the size error).
+        4.0 * self.rows as f64 * self.k as f64 + self.extra_upload as f64
     }
 
     /// Bytes the GPU path reads back.
     pub fn download_bytes(&self) -> f64 {
-        let (rows, elems) = (self.rows as f64, (self.rows * self.k) as f64);
+        let (rows, elems) = (self.rows as f64, self.rows as f64 * self.k as f64);
         match self.class {
             OpClass::QuantizeWeights => elems / 4.0 + 4.0,
             OpClass::QuantizeActivations => elems + 4.0 * rows,

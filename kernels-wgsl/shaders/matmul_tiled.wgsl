@@ -19,7 +19,7 @@
 // non-finite values are flat indices in the full tensors.
 //
 // Non-finite status words: 0 = a, 1 = b (checked as tiles are loaded), 2 = output (overflow of
-// finite inputs). Dispatch: grid (ceil(N/64), ceil(m/64), 1).
+// finite inputs). Dispatch: grid (x, ceil(m/64), z) with x * z >= ceil(N/64) column tiles.
 
 struct Params {
     m: u32,         // rows of this chunk
@@ -46,11 +46,13 @@ var<workgroup> b_tile: array<f32, 1024>; // TK * TILE
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
     let row0 = wg.y * TILE;
-    let col0 = wg.x * TILE;
+    // Column tiles are folded into grid x and z (wide N); tiles past N load zeros, store nothing.
+    let col0 = (wg.x + wg.z * nwg.x) * TILE;
     let m = params.m;
     let n = params.n;
     let k = params.k;

@@ -4,6 +4,7 @@
 mod engine_infra {
     mod gpu_paths;
     mod pool;
+    mod residence;
 }
 
 use bitnet_tests::{gpu_engine, random_f32, random_i8};

@@ -160,7 +160,7 @@ impl Engine {
         let (n, k) = matrix_shape(OP, w)?;
         check_k(OP, k)?;
         same_engine(self, OP, w)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[w]) else {
             let q = bitnet_cpu_ref::quantize_weights(&w.read_f32()?, n, k)?;
             return self.upload_ternary(&q);
         };
@@ -283,7 +283,7 @@ impl Engine {
         let (m, k) = matrix_shape(op, x)?;
         check_k(op, k)?;
         same_engine(self, op, x)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[x]) else {
             let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k)
                 .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);

@@ -98,7 +98,7 @@ impl Engine {
         mode: Output,
     ) -> Result<Tensor> {
         let (m, n, k) = self.linear_shapes(op, xq, w)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[xq, w]) else {
             let (xq, w) = (xq.read_activations()?, w.read_ternary()?);
             return match mode {
                 Output::Y => {
@@ -150,7 +150,7 @@ impl Engine {
         w: &Tensor,
         shape: (usize, usize, usize),
     ) -> Result<Option<Tensor>> {
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[x, w]) else {
             return Ok(None);
         };
         let (m, k) = (shape.0, shape.2);

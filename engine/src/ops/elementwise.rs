@@ -113,7 +113,7 @@ impl Engine {
                 got: b.shape().to_vec(),
             })
         })?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[a, b]) else {
             return store_f32(self, cpu::binary(op, &host_f32(a)?, &host_f32(b)?)?);
         };
         let n = shape.iter().map(|&d| d as u64).product::<u64>();
@@ -178,7 +178,7 @@ impl Engine {
     pub fn binary_scalar(&self, op: BinaryOp, a: &Tensor, s: f32) -> Result<Tensor> {
         const OP: &str = "binary_scalar";
         float_args::operand(self, OP, a, DType::F32)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[a]) else {
             return store_f32(self, cpu::binary_scalar(op, &host_f32(a)?, s)?);
         };
         let n = a.len() as u64;
@@ -209,7 +209,7 @@ impl Engine {
     pub fn unary(&self, op: UnaryOp, a: &Tensor) -> Result<Tensor> {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[a]) else {
             return store_f32(self, cpu::unary(op, &host_f32(a)?)?);
         };
         let n = a.len() as u64;

@@ -107,7 +107,7 @@ impl Engine {
         float_args::operand(self, v.op, a, v.dtype)?;
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[a, b]) else {
             return match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(self, cpu::matmul(&host_f32(a)?, &host_f32(b)?)?),
                 (DType::F32, true) => {
@@ -139,6 +139,10 @@ impl Engine {
             (k * n * es).next_multiple_of(4),
         )?;
         let out = self.empty(v.op, &[m as usize, n as usize], v.dtype)?;
+        // Column tiles fold into grid x and z (the kernel's tile is wg.x + wg.z * nwg.x), so
+        // N is not capped at max_compute_workgroups_per_dimension tiles.
+        let max_dim = gpu.caps.limits.max_compute_workgroups_per_dimension;
+        let col_tiles = crate::chunk::fold(n.div_ceil(TILE), max_dim)?;
         let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * TILE;
         let split = row_chunks(gpu, v.op, m, &[k * es, n * es], max_rows)?;
         for r in &split.chunks {
@@ -160,7 +164,7 @@ impl Engine {
                     pad: 0,
                 })
                 .check_finite(NonFiniteCheck::tensors(v.op, ["a", "b", "output", ""]))
-                .grid([n.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1])
+                .grid([col_tiles[0], rows.div_ceil(TILE) as u32, col_tiles[1]])
                 .run()?;
         }
         Ok(out)

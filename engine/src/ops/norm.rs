@@ -49,7 +49,7 @@ impl Engine {
                 got: weight.len(),
             }));
         }
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[x, weight]) else {
             return store_f32(
                 self,
                 cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?,

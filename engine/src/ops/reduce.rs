@@ -56,7 +56,7 @@ impl Engine {
     pub fn reduce_last(&self, op: ReduceOp, a: &Tensor) -> Result<Tensor> {
         const OP: &str = "reduce_last";
         float_args::operand(self, OP, a, DType::F32)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[a]) else {
             return store_f32(self, cpu::reduce_last(op, &host_f32(a)?)?);
         };
         let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);

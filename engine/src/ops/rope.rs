@@ -59,7 +59,7 @@ impl Engine {
                 got: positions.len(),
             }));
         }
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[x, positions]) else {
             return store_f32(
                 self,
                 cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?,

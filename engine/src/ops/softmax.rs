@@ -36,7 +36,7 @@ impl Engine {
     pub fn softmax_last(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "softmax_last";
         float_args::operand(self, OP, x, DType::F32)?;
-        let Some(gpu) = self.gpu_context() else {
+        let Some(gpu) = self.gpu_for(&[x]) else {
             return store_f32(self, cpu::softmax_last(&host_f32(x)?)?);
         };
         let (rows, len) = rows_of(x.shape());

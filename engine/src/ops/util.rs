@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::launch::{Launch, binding_chunks};
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
-use crate::tensor::{DType, Storage, Tensor};
+use crate::tensor::{DType, Tensor};
 
 const FILL: Kernel = Kernel::new(kernels::FILL, "main", &[Access::ReadWrite]);
 const COPY: Kernel = Kernel::new(kernels::COPY, "main", &[Access::Read, Access::ReadWrite]);
@@ -60,11 +60,9 @@ impl Engine {
         if x.engine().gpu_id() != self.gpu_id() {
             return Err(Error::EngineMismatch { op: OP });
         }
-        let Some(gpu) = self.gpu_context() else {
-            let v = match x.data() {
-                Storage::Host(_) => x.read_f32()?,
-                Storage::Device(_) => return Err(Error::EngineMismatch { op: OP }),
-            };
+        let Some(gpu) = self.gpu_for(&[x]) else {
+            // A device tensor of this engine under the CPU policy is read back, as every op does.
+            let v = x.read_f32()?;
             if let Some(index) = v.iter().position(|f| !f.is_finite()) {
                 return Err(Error::NonFinite {
                     op: OP,

@@ -114,3 +114,21 @@ fn matmul_f16_matches_cpu_ref_or_names_the_missing_feature() {
         );
     }
 }
+
+/// N wider than `max_compute_workgroups_per_dimension` column tiles (64 columns each): the
+/// tiles fold into the grid's x and z, and every column is computed once.
+#[test]
+fn matmul_wider_than_the_grid_limit() {
+    let e = engine();
+    let max = e
+        .info()
+        .limits
+        .unwrap()
+        .max_compute_workgroups_per_dimension as usize;
+    let (m, k, n) = (2, 3, 64 * max + 100);
+    let a = values(700, m * k, -1.0, 1.0);
+    let b = values(701, k * n, -1.0, 1.0);
+    let want = cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])).unwrap();
+    let got = e.matmul(&up(e, &a, &[m, k]), &up(e, &b, &[k, n])).unwrap();
+    assert_f32("matmul_f32", &format!("matmul {m}x{k}x{n}"), &got, &want);
+}

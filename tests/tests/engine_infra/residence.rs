@@ -1,0 +1,131 @@
+//! Tensors run where they live: a GPU engine's host tensors (read back, or made under the CPU
+//! policy) run on the CPU under any policy, its device tensors are read back under the CPU
+//! policy, and each gives the CPU engine's values. Also the view rules of packed tensors and the
+//! Auto policy's pricing of sizes that overflow.
+
+use bitnet_tests::{gpu_engine, random_f32, random_ternary};
+use bitnet_wgpu::cpu_ref::TernaryMatrix;
+use bitnet_wgpu::{
+    BinaryOp, Calibration, Cost, DType, DispatchPolicy, Engine, Error, Location, Tensor, UnaryOp,
+};
+
+/// Every tensor op the engine offers on F32 / ternary inputs, as `(name, values or error)`.
+fn ops(
+    e: &Engine,
+    x: &Tensor,
+    w: &Tensor,
+    row: &Tensor,
+) -> Vec<(&'static str, Result<Vec<f32>, Error>)> {
+    let read = |t: Result<Tensor, Error>| t.and_then(|t| t.read_f32());
+    vec![
+        ("unary", read(e.unary(UnaryOp::Relu, x))),
+        ("binary", read(e.binary(BinaryOp::Add, x, x))),
+        (
+            "binary_scalar",
+            read(e.binary_scalar(BinaryOp::Mul, x, 2.0)),
+        ),
+        ("copy", read(e.copy(x))),
+        ("softmax", read(e.softmax_last(x))),
+        ("rms_norm", read(e.rms_norm(x, row, 1e-6))),
+        ("matmul_bt", read(e.matmul_bt(x, x))),
+        ("bitlinear", read(e.bitlinear_tensor(x, w))),
+        (
+            "quantize_activations",
+            e.quantize_activations_tensor(x)
+                .and_then(|q| q.read_activations())
+                .map(|q| q.absmax().to_vec()),
+        ),
+    ]
+}
+
+fn inputs(e: &Engine) -> (Tensor, Tensor, Tensor) {
+    let (m, k) = (3, 64);
+    let x = e
+        .upload_f32(&random_f32(1, m * k, -2.0, 2.0), &[m, k])
+        .unwrap();
+    let w = TernaryMatrix::from_i8(&random_ternary(2, 5 * k), 5, k, 0.25).unwrap();
+    let row = e.upload_f32(&random_f32(3, k, 0.5, 1.5), &[k]).unwrap();
+    (x, e.upload_ternary(&w).unwrap(), row)
+}
+
+#[test]
+fn host_tensors_of_a_gpu_engine_run_on_the_cpu() {
+    let cpu = Engine::cpu();
+    let (cx, cw, crow) = inputs(&cpu);
+    let want = ops(&cpu, &cx, &cw, &crow);
+    let e = gpu_engine();
+    let (x, w, row) = inputs(&e);
+    let (hx, hw, hrow) = (
+        x.to_host().unwrap(),
+        w.to_host().unwrap(),
+        row.to_host().unwrap(),
+    );
+    assert_eq!(hx.location(), Location::Host);
+    for policy in [DispatchPolicy::Gpu, DispatchPolicy::Auto] {
+        e.set_dispatch_policy(policy).unwrap();
+        assert_eq!(ops(&e, &hx, &hw, &hrow), want, "{policy:?}: host inputs");
+        // One host input among device ones is enough to run on the CPU.
+        assert_eq!(ops(&e, &hx, &w, &row), want, "{policy:?}: mixed inputs");
+    }
+}
+
+#[test]
+fn device_tensors_under_the_cpu_policy_are_read_back() {
+    let cpu = Engine::cpu();
+    let (cx, cw, crow) = inputs(&cpu);
+    let e = gpu_engine();
+    let (x, w, row) = inputs(&e);
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(ops(&e, &x, &w, &row), ops(&cpu, &cx, &cw, &crow));
+    assert_eq!(e.copy(&x).unwrap().location(), Location::Host);
+}
+
+#[test]
+fn packed_tensors_keep_their_row_length_in_views() {
+    for e in [Engine::cpu(), gpu_engine()] {
+        let w = TernaryMatrix::from_i8(&random_ternary(4, 2 * 32), 2, 32, 0.5).unwrap();
+        let w = e.upload_ternary(&w).unwrap();
+        // [2, 20] has the same bytes (one padded word per row) but would read padding as codes.
+        assert!(matches!(
+            w.reshape(&[2, 20]),
+            Err(Error::ShapeMismatch { .. })
+        ));
+        assert_eq!(w.reshape(&[2, 32]).unwrap().shape(), &[2, 32]);
+        let x = e
+            .upload_f32(&random_f32(5, 2 * 8, -1.0, 1.0), &[2, 8])
+            .unwrap();
+        let q = e.quantize_activations_tensor(&x).unwrap();
+        assert_eq!(q.dtype(), DType::QuantizedI8);
+        // [2, 5] would drop three values of every row.
+        assert!(matches!(
+            q.reshape(&[2, 5]),
+            Err(Error::ShapeMismatch { .. })
+        ));
+    }
+}
+
+#[test]
+fn auto_dispatch_prices_sizes_that_overflow_without_panicking() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    let (fast, slow) = (
+        Cost {
+            fixed_s: 0.0,
+            per_unit_s: 0.0,
+        },
+        Cost {
+            fixed_s: 1.0,
+            per_unit_s: 1.0,
+        },
+    );
+    e.set_calibration(Calibration {
+        key: "overflow".into(),
+        upload_bytes_per_s: 1e12,
+        download_bytes_per_s: 1e12,
+        cpu: [slow; 4],
+        gpu: [fast; 4],
+    });
+    // usize::MAX rows of 3: the size error of cpu-ref, not an overflow panic while pricing.
+    assert!(e.quantize_activations(&[1.0], usize::MAX, 3).is_err());
+    assert!(e.quantize_weights(&[1.0], usize::MAX, 3).is_err());
+}
