@@ -145,7 +145,8 @@ impl Batch {
     }
 
     /// A clean status slot. None free: flush (which resets the dirty ones); when every slot is
-    /// owned by an unread launch, copy them all out (the forced check).
+    /// owned by an unread launch, copy them all out (the forced check), then reset the slots
+    /// that submission freed.
     fn clean_slot(&mut self, gpu: &Gpu, kernel: &'static str) -> Result<u32> {
         if let Some(s) = gpu.slots.take() {
             return Ok(s);
@@ -157,6 +158,14 @@ impl Batch {
             }
         }
         self.force_status_check(gpu)?;
+        if let Some(s) = gpu.slots.take() {
+            return Ok(s);
+        }
+        // Unchecked launches of the pending batch held the slots: its submission (in the forced
+        // check) left them dirty, and the next flush appends their resets.
+        if gpu.slots.has_dirty() {
+            self.flush(gpu)?;
+        }
         gpu.slots.take().ok_or_else(|| Error::KernelMisuse {
             kernel,
             message: "no status slot is free after a full status check".into(),

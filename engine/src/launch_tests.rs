@@ -261,3 +261,29 @@ fn sync_waits_for_batches_flushed_before_it() {
     );
     assert_eq!(outs[7].read_f32().unwrap()[0], 0.25 * 512.0);
 }
+
+/// `Tensor::check` waits for the launches its tensor depends on, unchecked ones included (they
+/// resolve when submitted, not when finished).
+#[test]
+fn check_waits_for_unchecked_launches() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = gpu(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let g = e.gpu_context().unwrap();
+    // Long enough on lavapipe that an early return is seen: 16 Mi floats.
+    let y = e.fill(&[16 << 20], 1.0).unwrap();
+    y.check().unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&done);
+    g.queue
+        .on_submitted_work_done(move || flag.store(true, Ordering::SeqCst));
+    // One non-blocking poll: the callback runs now only if the fill already finished.
+    let _ = g.device.poll(wgpu::PollType::Poll);
+    assert!(
+        done.load(Ordering::SeqCst),
+        "check returned before the fill finished"
+    );
+}

@@ -21,13 +21,16 @@ fn storage_words(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u32>> {
         }
         (Storage::Device(b), Some(_)) => {
             let lineage = t.lineage().snapshot();
-            Box::pin(crate::transfer::read(
-                t.engine(),
-                b.buffer().clone(),
-                0,
-                len,
-                lineage,
-            ))
+            let read = crate::transfer::read(t.engine(), b.buffer().clone(), 0, len, lineage);
+            // Chunks after the first are copied when the future runs: the tensor (its pooled
+            // buffer) stays checked out until then, or the pool could hand the buffer to another
+            // tensor first and the read would return that tensor's bytes.
+            let keep = t.clone();
+            Box::pin(async move {
+                let words = read.await;
+                drop(keep);
+                words
+            })
         }
         (Storage::Device(_), None) => Box::pin(std::future::ready(Err(Error::Unsupported(
             "device tensor without a GPU engine".into(),
@@ -69,10 +72,13 @@ fn all_values<T: bytemuck::Pod>(words: Vec<u32>) -> Vec<T> {
 impl Tensor {
     /// Waits for the launches this tensor depends on and returns the earliest error among them
     /// (`Error::NonFinite` for a flagged value, the failure of a submission, a lost device) —
-    /// exactly what reading it would report, without copying its bytes. Host tensors: `Ok`.
+    /// exactly what reading it would report, copying one word instead of its bytes. Host
+    /// tensors: `Ok`.
     pub fn check_async(&self) -> impl Future<Output = Result<()>> + Send + 'static + use<> {
         let words = match self.data() {
-            Storage::Device(_) => storage_words(self, self.data(), 0),
+            // One word, not none: mapping its staging buffer is what waits for the launches
+            // (unchecked ones resolve at submission) and what notices a lost device.
+            Storage::Device(_) => storage_words(self, self.data(), 4),
             Storage::Host(_) => Box::pin(std::future::ready(Ok(Vec::new()))),
         };
         async move { words.await.map(drop) }

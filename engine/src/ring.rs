@@ -25,8 +25,11 @@ const COPY_THREADS: usize = 8;
 /// One staging buffer.
 struct Slot {
     buffer: wgpu::Buffer,
-    /// Pending re-map after a submission; `None` when mapped and writable.
+    /// Pending re-map after a submission; `None` when mapped and writable, or when `written`.
     remap: Option<flume::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>>,
+    /// Unmapped by a write and not recycled yet. A caller that failed between its write and
+    /// its recycle leaves a slot this way; the next write to the slot maps it again.
+    written: bool,
 }
 
 /// The ring (see the module docs).
@@ -54,25 +57,31 @@ impl UploadRing {
         if self.slots.len() <= i {
             self.slots.push(Slot::new(gpu, need)?);
         }
+        if self.slots[i].written {
+            self.recycle(i);
+        }
         let slot = &mut self.slots[i];
         let t = Instant::now();
         slot.wait_mapped(gpu)?;
         *waited += t.elapsed();
         if slot.buffer.size() < need {
-            slot.buffer.unmap();
+            // The new buffer first: if it cannot be made, the old slot stays mapped and usable.
             *slot = Slot::new(gpu, need)?;
         }
         let copied = copy_parallel(&slot.buffer, bytes);
         slot.buffer.unmap();
+        slot.written = true;
         copied?;
         Ok((i, slot.buffer.clone()))
     }
 
-    /// After the submission that copies slot `i` out: map it again for its next chunk.
+    /// After the submission that copies slot `i` out: map it again for its next chunk. Only a
+    /// written slot is mapped again (recycling twice is harmless).
     pub fn recycle(&mut self, i: usize) {
-        let Some(slot) = self.slots.get_mut(i) else {
+        let Some(slot) = self.slots.get_mut(i).filter(|s| s.written) else {
             return;
         };
+        slot.written = false;
         let (tx, rx) = flume::bounded(1);
         slot.buffer.map_async(wgpu::MapMode::Write, .., move |r| {
             let _ = tx.send(r);
@@ -101,6 +110,7 @@ impl Slot {
         Ok(Slot {
             buffer,
             remap: None,
+            written: false,
         })
     }
 

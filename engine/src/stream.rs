@@ -227,15 +227,22 @@ impl Engine {
         let mut targets: [Option<Tensor>; 2] = [None, None];
         let result = (|| {
             for (i, x) in chunks.into_iter().enumerate() {
+                if x.is_empty() {
+                    return Err(Error::EmptyTensor {
+                        op: "stream_upload",
+                        shape: vec![0],
+                    });
+                }
+                // The target first: a failure leaves no written staging slot behind.
+                let target = &mut targets[i % 2];
+                if target.as_ref().is_none_or(|t| t.len() < x.len()) {
+                    *target = Some(self.empty("stream_upload", &[x.len()], DType::F32)?);
+                }
                 let t = Instant::now();
                 let mut waited = Duration::ZERO;
                 let (slot, staging) = ring.write(g, bytemuck::cast_slice(x), &mut waited)?;
                 st.slot_wait += waited;
                 st.staging += t.elapsed() - waited;
-                let target = &mut targets[i % 2];
-                if target.as_ref().is_none_or(|t| t.len() < x.len()) {
-                    *target = Some(self.empty("stream_upload", &[x.len()], DType::F32)?);
-                }
                 let Some(Storage::Device(dst)) = target.as_ref().map(Tensor::data) else {
                     return Err(Error::Unsupported(
                         "stream_upload needs device tensors".into(),

@@ -4,6 +4,7 @@
 mod engine_infra {
     mod gpu_paths;
     mod pool;
+    mod reads;
     mod residence;
 }
 

@@ -136,3 +136,30 @@ fn a_fault_mid_stream_falls_back_per_chunk_and_cpu_policy_streams_on_the_cpu() {
         .unwrap();
     assert_eq!((st.cpu_chunks, st.gpu_chunks), (7, 0));
 }
+
+/// A stream_upload that fails after taking a staging slot (an empty chunk; an allocation that
+/// fails) leaves the engine's ring usable: later streams upload every chunk on the GPU.
+#[test]
+fn a_failed_stream_upload_leaves_the_ring_usable() {
+    let e = gpu_engine();
+    let ok = vec![1.0f32; 1024];
+    let empty: &[f32] = &[];
+    assert!(matches!(
+        e.stream_upload([&ok[..], empty]),
+        Err(Error::EmptyTensor { .. })
+    ));
+    e.inject_fault(InjectedFault::OutOfMemory);
+    assert!(e.stream_upload([&ok[..]]).is_err());
+    for pass in 0..2 {
+        let r = e.stream_upload([&ok[..], &ok[..], &ok[..], &ok[..]]);
+        assert_eq!(r.map(|s| s.chunks), Ok(4), "pass {pass}");
+    }
+    let (l, _) = layer(&e, 16, 64);
+    let data = chunks(64);
+    let st = e
+        .stream_bitlinear(data.iter().map(Vec::as_slice), &l, |_, _| Ok(()))
+        .unwrap();
+    assert_eq!((st.gpu_chunks, st.fallbacks), (data.len(), 0));
+    // No uncaptured validation error (an unmap of an unmapped slot) is left behind either.
+    e.sync().unwrap();
+}

@@ -83,3 +83,19 @@ fn dropped_outputs_within_one_unflushed_batch_leave_no_stale_status() {
 fn dropped_outputs_with_idle_flushes_leave_no_stale_status() {
     run(EngineOptions::default());
 }
+
+/// More unchecked launches (fills bind a slot but check nothing) than there are slots in one
+/// unflushed batch: the slots their submission frees are reset and handed out, never a
+/// `KernelMisuse` for the 1025th launch.
+#[test]
+fn more_unchecked_launches_than_slots_in_one_batch() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        batch_dispatches: 4096,
+        ..EngineOptions::default()
+    });
+    let outs: Vec<_> = (0..1100).map(|i| e.fill(&[4], i as f32).unwrap()).collect();
+    for (i, t) in outs.iter().enumerate() {
+        assert_eq!(t.read_f32(), Ok(vec![i as f32; 4]), "fill {i}");
+    }
+}
