@@ -9,6 +9,7 @@
 //! If the merged op fails (a NaN in one request, say), every request of the batch is re-run on its
 //! own, so each caller gets its own result or its own error — never a neighbour's.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -58,7 +59,9 @@ impl std::fmt::Debug for BatchingLinear {
 
 impl BatchingLinear {
     /// Serves `linear`: requests arriving within `window` of the first waiting one are merged,
-    /// up to `max_rows` rows per op (`max_rows ≥ 1`).
+    /// up to `max_rows` rows per op (`max_rows ≥ 1`; a request that would pass it opens the next
+    /// batch, and a single request above it runs alone). A window of `Duration::MAX` closes a
+    /// batch only at `max_rows` (or when the batcher is dropped).
     pub fn new(linear: Linear, window: Duration, max_rows: usize) -> Result<BatchingLinear> {
         let (tx, rx) = flume::unbounded::<Request>();
         let stats = Arc::new(Mutex::new(BatchingStats::default()));
@@ -145,18 +148,26 @@ fn serve(
     stats: &Mutex<BatchingStats>,
 ) {
     let k = linear.weights().k();
-    while let Ok(first) = rx.recv() {
-        let deadline = Instant::now() + window;
+    // A request that did not fit the last batch opens the next one.
+    let mut carry: Option<Request> = None;
+    while let Some(first) = carry.take().or_else(|| rx.recv().ok()) {
+        // A window too long to add to now (Duration::MAX: "close at max_rows only") never ends.
+        let deadline = Instant::now().checked_add(window);
         let mut batch = vec![first];
         let mut rows = batch[0].m;
         while rows < max_rows {
-            match rx.recv_deadline(deadline) {
-                Ok(r) => {
-                    rows = rows.saturating_add(r.m);
-                    batch.push(r);
-                }
-                Err(_) => break,
+            let next = match deadline {
+                Some(d) => rx.recv_deadline(d).ok(),
+                None => rx.recv().ok(),
+            };
+            let Some(r) = next else { break };
+            // At most max_rows per op (a lone request above it still runs, alone).
+            if rows.saturating_add(r.m) > max_rows {
+                carry = Some(r);
+                break;
             }
+            rows += r.m;
+            batch.push(r);
         }
         // Requests are validated when submitted; keep the invariant explicit here.
         let ok: Vec<Request> = batch
@@ -166,29 +177,39 @@ fn serve(
         if ok.is_empty() {
             continue;
         }
-        let rows: usize = ok.iter().map(|r| r.m).sum();
-        let merged: Vec<f32> = ok.iter().flat_map(|r| r.x.iter().copied()).collect();
-        let result = linear.forward(&merged, rows);
-        let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
-        st.requests += ok.len() as u64;
-        st.batches += 1;
-        st.max_rows = st.max_rows.max(rows as u64);
-        st.split_batches += u64::from(result.is_err());
-        drop(st);
-        match result {
-            Ok(y) => {
-                let n = linear.weights().n();
-                let mut at = 0;
-                for r in ok {
-                    let _ = r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
-                    at += r.m * n;
-                }
+        // A panic while running one batch (an engine bug) drops that batch's replies — its
+        // callers get an error — and the server goes on with the next.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(linear, ok, stats)));
+        if ran.is_err() {
+            log::error!("bitnet-wgpu: a BatchingLinear batch panicked; its requests failed");
+        }
+    }
+}
+
+/// Runs one merged batch and answers its callers (each alone if the merged op failed).
+fn run_batch(linear: &Linear, ok: Vec<Request>, stats: &Mutex<BatchingStats>) {
+    let rows: usize = ok.iter().map(|r| r.m).sum();
+    let merged: Vec<f32> = ok.iter().flat_map(|r| r.x.iter().copied()).collect();
+    let result = linear.forward(&merged, rows);
+    let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+    st.requests += ok.len() as u64;
+    st.batches += 1;
+    st.max_rows = st.max_rows.max(rows as u64);
+    st.split_batches += u64::from(result.is_err());
+    drop(st);
+    match result {
+        Ok(y) => {
+            let n = linear.weights().n();
+            let mut at = 0;
+            for r in ok {
+                let _ = r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
+                at += r.m * n;
             }
-            // Each request alone: its own result or its own error.
-            Err(_) => {
-                for r in ok {
-                    let _ = r.reply.send(linear.forward(&r.x, r.m));
-                }
+        }
+        // Each request alone: its own result or its own error.
+        Err(_) => {
+            for r in ok {
+                let _ = r.reply.send(linear.forward(&r.x, r.m));
             }
         }
     }

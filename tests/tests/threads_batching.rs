@@ -167,3 +167,49 @@ fn a_bad_request_never_fails_its_batch_neighbours() {
         Error::from(cpu_ref::bitlinear(&[1.0; 10], 1, &w).unwrap_err())
     );
 }
+
+/// A batch never merges more than `max_rows` rows: a request that would pass it opens the next
+/// batch (two requests of 3 rows under max_rows = 4 run as two ops).
+#[test]
+fn batches_respect_max_rows() {
+    let e = gpu_engine();
+    let (n, k) = (16, 64);
+    let w = weights(n, k, 31);
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(500), 4).unwrap();
+    let xs: Vec<Vec<f32>> = (0..2)
+        .map(|i| random_f32(70 + i, 3 * k, -1.0, 1.0))
+        .collect();
+    let futs: Vec<_> = xs
+        .iter()
+        .map(|x| server.forward_async(x.clone(), 3))
+        .collect();
+    for (f, x) in futs.into_iter().zip(&xs) {
+        assert_eq!(block_on(f).unwrap(), cpu_ref::bitlinear(x, 3, &w).unwrap());
+    }
+    let st = server.stats();
+    assert_eq!((st.batches, st.max_rows), (2, 3), "{st:?}");
+}
+
+/// A window of `Duration::MAX` closes batches at `max_rows` only (it used to overflow the
+/// deadline and kill the batcher thread on the first request).
+#[test]
+fn an_unbounded_window_closes_at_max_rows() {
+    let e = gpu_engine();
+    let (n, k) = (16, 64);
+    let w = weights(n, k, 32);
+    let server = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::MAX, 2).unwrap();
+    let xs: Vec<Vec<f32>> = (0..2).map(|i| random_f32(80 + i, k, -1.0, 1.0)).collect();
+    let futs: Vec<_> = xs
+        .iter()
+        .map(|x| server.forward_async(x.clone(), 1))
+        .collect();
+    for (f, x) in futs.into_iter().zip(&xs) {
+        assert_eq!(block_on(f).unwrap(), cpu_ref::bitlinear(x, 1, &w).unwrap());
+    }
+    let x = random_f32(90, 2 * k, -1.0, 1.0);
+    assert_eq!(
+        server.forward(&x, 2).unwrap(),
+        cpu_ref::bitlinear(&x, 2, &w).unwrap()
+    );
+}
