@@ -43,8 +43,9 @@ pub struct NonFiniteCheck {
     /// Unused words are `""`. When several words are flagged, the lowest word wins (list inputs
     /// before outputs, as cpu-ref checks inputs first).
     pub tensors: [&'static str; STATUS_WORDS],
-    /// Added to the kernel's index (for chunked launches: the chunk's first flat index).
-    pub base: u64,
+    /// Added to the kernel's index, by status word (for chunked launches: the chunk's first
+    /// flat index in that tensor; a launch may check tensors chunked differently).
+    pub bases: [u64; STATUS_WORDS],
 }
 
 impl NonFiniteCheck {
@@ -53,7 +54,7 @@ impl NonFiniteCheck {
         NonFiniteCheck {
             op,
             tensors: [tensor, "", "", ""],
-            base: 0,
+            bases: [0; STATUS_WORDS],
         }
     }
 
@@ -65,13 +66,22 @@ impl NonFiniteCheck {
         NonFiniteCheck {
             op,
             tensors,
-            base: 0,
+            bases: [0; STATUS_WORDS],
         }
     }
 
-    /// The same check with index base `base` (chunked launches).
+    /// The same check with index base `base` for every word (chunked launches).
     pub const fn at(self, base: u64) -> NonFiniteCheck {
-        NonFiniteCheck { base, ..self }
+        NonFiniteCheck {
+            bases: [base; STATUS_WORDS],
+            ..self
+        }
+    }
+
+    /// The same check with one index base per status word (a chunk of tensors whose flat
+    /// indices start at different places, e.g. row `r` of `[M, K]` input and `[M, N]` output).
+    pub const fn at_each(self, bases: [u64; STATUS_WORDS]) -> NonFiniteCheck {
+        NonFiniteCheck { bases, ..self }
     }
 
     fn tensor_name(&self, word: usize) -> &'static str {
@@ -153,7 +163,7 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
             _ => Error::NonFinite {
                 op: check.op,
                 tensor: check.tensor_name(t),
-                index: usize::try_from(check.base + u64::from(word)).unwrap_or(usize::MAX),
+                index: usize::try_from(check.bases[t] + u64::from(word)).unwrap_or(usize::MAX),
             },
         })
     })

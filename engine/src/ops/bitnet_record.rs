@@ -207,16 +207,23 @@ impl LinearCall<'_> {
                 if partials.is_some() {
                     // No y yet: the sum checks it.
                 } else if self.check && !self.acc {
-                    // The fused kernels check x (word 0, cpu-ref checks it first) and y (word 1);
-                    // they bind all M rows at once (`batch_ok`), so both index spaces start at 0.
+                    // The fused kernels check x (word 0, cpu-ref checks it first) and y (word 1),
+                    // each indexed from the chunk's first row (an output too large for one
+                    // binding splits M even where all of x fits).
                     let check = if fused {
-                        NonFiniteCheck::tensors(self.op, ["x", OUTPUT, "", ""])
+                        NonFiniteCheck::tensors(self.op, ["x", OUTPUT, "", ""]).at_each([
+                            mr.start * k as u64,
+                            mr.start * n64,
+                            0,
+                            0,
+                        ])
                     } else {
                         NonFiniteCheck::new(self.op, OUTPUT).at(mr.start * n64)
                     };
                     launch = launch.check_finite(check);
                 } else if self.check && fused {
-                    launch = launch.check_finite(NonFiniteCheck::new(self.op, "x"));
+                    let check = NonFiniteCheck::new(self.op, "x").at(mr.start * k as u64);
+                    launch = launch.check_finite(check);
                 }
                 launch.run()?;
             }

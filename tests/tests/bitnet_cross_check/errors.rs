@@ -122,3 +122,47 @@ fn bad_shapes_give_the_same_error() {
         "accumulate K mismatch"
     );
 }
+
+/// The fused f32 plans (fused, batched, lean GEMV) split M when the output outgrows one binding
+/// even though x fits: a NaN in x or an overflowing output in a later M chunk is reported at its
+/// index in the whole tensor, as cpu-ref reports it.
+#[test]
+fn fused_plans_report_indices_of_later_m_chunks() {
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
+        max_binding_bytes: Some(16 << 10), // 4 KiB output rows: M chunks of 4 rows
+        ..Default::default()
+    });
+    e.set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Gpu)
+        .unwrap();
+    let (m, n, k) = (8usize, 1024usize, 64usize);
+    let wf = random_normal(7, n * k, 0.05);
+    let w = cpu_ref::quantize_weights(&wf, n, k).unwrap();
+    let big: Vec<f32> = wf.iter().map(|v| v * 1e31).collect();
+    let big = cpu_ref::quantize_weights(&big, n, k).unwrap();
+    let mut x_nan = random_normal(8, m * k, 1.0);
+    x_nan[5 * k + 3] = f32::NAN; // row 5: the second M chunk
+    let mut x_big = random_normal(9, m * k, 1.0);
+    x_big[6 * k + 1] = 1e10; // s · a overflows in row 6 only
+    let tuning = bitnet_wgpu::BitnetTuning {
+        autotune: Some(false),
+        ..Default::default()
+    };
+    for forced in [
+        tuning,
+        bitnet_wgpu::BitnetTuning {
+            batch_gemv: Some(true),
+            ..tuning
+        },
+        bitnet_wgpu::BitnetTuning {
+            lean_gemv: Some(true),
+            ..tuning
+        },
+    ] {
+        e.set_bitnet_tuning(forced);
+        let plan = e.bitlinear_plan(m, n, k, true);
+        let want = Error::from(cpu_ref::bitlinear(&x_nan, m, &w).unwrap_err());
+        assert_eq!(e.bitlinear(&x_nan, m, &w).unwrap_err(), want, "{plan:?}");
+        let want = Error::from(cpu_ref::bitlinear(&x_big, m, &big).unwrap_err());
+        assert_eq!(e.bitlinear(&x_big, m, &big).unwrap_err(), want, "{plan:?}");
+    }
+}
