@@ -82,6 +82,7 @@ impl Drop for Gpu {
     /// The device (and with the last device, the instance) is destroyed while this context's
     /// fields drop: under the process-wide lifecycle lock, released by the last field.
     fn drop(&mut self) {
+        crate::ops::forget_tuning(self.id);
         crate::lifecycle::hold_for_drop();
     }
 }

@@ -129,6 +129,14 @@ fn state() -> &'static Mutex<HashMap<u64, EngineTuning>> {
     STATE.get_or_init(Default::default)
 }
 
+/// Drops the tuning state of engine `id` (its GPU context is going away; ids are never reused).
+pub(crate) fn forget(id: u64) {
+    state()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+}
+
 fn with_state<R>(id: u64, f: impl FnOnce(&mut EngineTuning) -> R) -> R {
     let mut map = state().lock().unwrap_or_else(|p| p.into_inner());
     f(map.entry(id).or_default())
@@ -399,4 +407,23 @@ fn autotune_env() -> Option<bool> {
 /// Autotune default without an explicit setting: discrete GPUs.
 fn autotune_default(gpu: &Gpu) -> bool {
     gpu.adapter_info.device_type == wgpu::DeviceType::DiscreteGpu
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BitnetTuning, state};
+    use crate::engine::Engine;
+
+    /// A dropped engine's tuning state goes with it (a server making engines must not grow).
+    #[test]
+    fn dropping_an_engine_forgets_its_tuning() {
+        let e =
+            Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let id = e.gpu_id().unwrap();
+        e.set_bitnet_tuning(BitnetTuning::default());
+        let known = || state().lock().unwrap().contains_key(&id);
+        assert!(known());
+        drop(e);
+        assert!(!known());
+    }
 }
