@@ -18,7 +18,8 @@ use crate::workload::{
     LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
 };
 use bitnet_wgpu::{
-    BackendKind, ChainInput, Engine, EngineOptions, Linear, ProfileGranularity, Tensor,
+    BackendKind, BinaryOp, ChainInput, Engine, EngineOptions, Linear, ProfileGranularity, Tensor,
+    UnaryOp,
 };
 use std::collections::BTreeMap;
 
@@ -153,6 +154,45 @@ impl GpuBench {
             bytes: 2 * 4 * n as u64,
             time,
             source: "engine Engine::copy (util_copy, checked)".into(),
+            dispatch_floor: None,
+        })
+    }
+
+    /// Times one of the engine's elementwise ops on `bytes` of f32 per operand (the checked
+    /// kernels every model step runs: residual adds, activations).
+    pub fn engine_elementwise(
+        &self,
+        op: ElementwiseProbe,
+        bytes: u64,
+        policy: RepeatPolicy,
+    ) -> Result<Roofline, String> {
+        let e = &self.engine;
+        let n = (bytes / 4) as usize;
+        let x = e.fill(&[n], 1.5).map_err(|x| x.to_string())?;
+        let (time, operands, source) = match op {
+            ElementwiseProbe::Add => (
+                self.time(policy, 1, |_| {
+                    e.binary(BinaryOp::Add, &x, &x)
+                        .map(drop)
+                        .map_err(|x| x.to_string())
+                })?,
+                3,
+                "engine Engine::binary (add, same shape, checked)",
+            ),
+            ElementwiseProbe::Relu => (
+                self.time(policy, 1, |_| {
+                    e.unary(UnaryOp::Relu, &x)
+                        .map(drop)
+                        .map_err(|x| x.to_string())
+                })?,
+                2,
+                "engine Engine::unary (relu, checked)",
+            ),
+        };
+        Ok(Roofline {
+            bytes: operands * 4 * n as u64,
+            time,
+            source: source.into(),
             dispatch_floor: None,
         })
     }
@@ -338,6 +378,15 @@ impl GpuBench {
     ) -> Result<Measurement, String> {
         time_calls(&self.engine, false, policy, 1, f)
     }
+}
+
+/// The elementwise ops [`GpuBench::engine_elementwise`] times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementwiseProbe {
+    /// `Engine::binary(Add, x, x)`: two reads, one write per value.
+    Add,
+    /// `Engine::unary(Relu, x)`: one read, one write per value.
+    Relu,
 }
 
 /// The BitLinear plan `e` ran an `[m, k] × [n, k]ᵀ` shape with, as text: the f32-input plan

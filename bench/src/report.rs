@@ -239,6 +239,10 @@ pub struct Report {
     /// Every copy measured (the bench's plain kernel, the engine's checked `Engine::copy`).
     #[serde(default)]
     pub copy_probes: Vec<Roofline>,
+    /// The engine's elementwise ops on the roofline's size (binary add, unary relu; checked
+    /// kernels), in GB/s of their compulsory traffic. Never the roofline: not copies.
+    #[serde(default)]
+    pub elementwise_probes: Vec<Roofline>,
     /// Why the roofline is missing, if it is.
     pub roofline_error: Option<String>,
     /// Per op and shape.

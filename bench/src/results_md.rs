@@ -127,6 +127,16 @@ fn header(s: &mut String, ours: &Report, peers: Option<&PeersReport>, merge_comm
             p.source
         ));
     }
+    for p in &ours.elementwise_probes {
+        s.push_str(&format!(
+            "| elementwise probe | {:.1} GB/s ({:.0} % of the roofline) — {} |\n",
+            p.gbps(),
+            ours.roofline
+                .as_ref()
+                .map_or(f64::NAN, |r| 100.0 * p.gbps() / r.gbps()),
+            p.source
+        ));
+    }
     let pool: Vec<String> = crate::pool::sections(ours)
         .iter()
         .map(|p| format!("{}: {}", p.section, p.describe()))

@@ -3,7 +3,7 @@
 
 use crate::cli::RunArgs;
 use crate::error::{Result, read_file, write_file};
-use crate::gpu::{GpuBench, StackTimes};
+use crate::gpu::{ElementwiseProbe, GpuBench, StackTimes};
 use crate::measure::RepeatPolicy;
 use crate::peers::PeersReport;
 use crate::pool::{self, PoolPeak};
@@ -70,6 +70,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         host: cpu::host(),
         roofline: None,
         copy_probes: Vec::new(),
+        elementwise_probes: Vec::new(),
         roofline_error: None,
         cases: cases.iter().map(CaseResult::new).collect(),
         stack: None,
@@ -284,6 +285,14 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 .iter()
                 .max_by(|a, b| a.gbps().total_cmp(&b.gbps()))
                 .cloned();
+            for op in [ElementwiseProbe::Add, ElementwiseProbe::Relu] {
+                match guarded(|| g.engine_elementwise(op, max, policy)) {
+                    Ok(r) => report.elementwise_probes.push(r),
+                    Err(e) => report
+                        .notes
+                        .push(format!("elementwise probe: {}", one_line(&e))),
+                }
+            }
             if !errors.is_empty() {
                 report.roofline_error = Some(one_line(&errors.join("; ")));
             }

@@ -45,6 +45,13 @@ pub fn render(report: &Report) -> String {
             p.source
         ));
     }
+    for p in &report.elementwise_probes {
+        out.push_str(&format!(
+            "  elementwise probe: {:.1} GB/s — {}\n",
+            p.gbps(),
+            p.source
+        ));
+    }
     out.push_str(&pool_line(report));
     for note in &report.notes {
         out.push_str(&format!("note: {note}\n"));
