@@ -84,6 +84,13 @@ fn ours() -> Report {
             }),
         }),
         copy_probes: vec![],
+        // 3 GB in 2 ms = 1500 GB/s: 150 % of the (made-up) 1 TB/s roofline.
+        elementwise_probes: vec![Roofline {
+            bytes: 3_000_000_000,
+            time: ms(2.0, Clock::Timestamp),
+            source: "engine add".into(),
+            dispatch_floor: None,
+        }],
         roofline_error: None,
         cases: vec![
             // 6912×2560 GEMV: bytes ≈ 4.44 MB + io; at 0.005 ms ≈ 890 GB/s = 89 % of 1 TB/s
@@ -209,6 +216,10 @@ fn results_md_ratios_and_verdicts() {
     );
     // Quant speed-up over cpu-ref: 10 / 0.2 = 50×.
     assert!(md.contains("weight 6912×2560: 50.0×"), "{md}");
+    assert!(
+        md.contains("| elementwise probe | 1500.0 GB/s (150 % of the roofline) — engine add |"),
+        "{md}"
+    );
     // Absent peer figures are "not measured", never a number; the error reason is listed once.
     assert!(md.contains("PyTorch int8 _int_mm, CUDA graph | not measured"));
     assert!(md.contains("not measured (1×) — GPU: kernel / failed"));
