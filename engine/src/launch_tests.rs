@@ -287,3 +287,44 @@ fn check_waits_for_unchecked_launches() {
         "check returned before the fill finished"
     );
 }
+
+/// A kernel that counts the runs of every workgroup of a linear grid.
+const COUNT_WORKGROUPS: Kernel = Kernel::new(
+    KernelSource {
+        name: "test_count_workgroups",
+        source: "struct Params { n: u32 }
+@group(0) @binding(0) var<storage, read_write> hits: array<atomic<u32>>;
+@group(1) @binding(0) var<uniform> params: Params;
+@compute @workgroup_size(1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = wid.x + wid.y * nwg.x;
+    if (i < params.n) { atomicAdd(&hits[i], 1u); }
+}",
+    },
+    "main",
+    &[Access::ReadWrite],
+);
+
+/// More workgroups than `max_compute_workgroups_per_dimension`: the launch folds them into x
+/// and y, and every workgroup of the linear grid runs exactly once.
+#[test]
+fn folded_grids_run_every_workgroup_once() {
+    let e = gpu(EngineOptions::default());
+    let g = e.gpu_context().unwrap();
+    let n = g.caps.limits.max_compute_workgroups_per_dimension as usize + 2;
+    let hits = e.empty("hits", &[n], DType::U32).unwrap();
+    Launch::new(g, &FILL)
+        .output(&hits)
+        .params(&[n as u32, 0])
+        .workgroups(n.div_ceil(1024) as u64)
+        .run()
+        .unwrap();
+    Launch::new(g, &COUNT_WORKGROUPS)
+        .output(&hits)
+        .params(&[n as u32])
+        .workgroups(n as u64)
+        .run()
+        .unwrap();
+    let counts = hits.read_u32().unwrap();
+    assert_eq!(counts.iter().position(|&c| c != 1), None);
+}

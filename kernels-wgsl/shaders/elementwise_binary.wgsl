@@ -14,7 +14,8 @@
 // indices computed and reported are those of the full tensors.
 //
 // Non-finite status words: 0 = a, 1 = b, 2 = output (a non-finite result of finite inputs:
-// overflow, division by zero). Dispatch: linear, ceil(len / 256) workgroups.
+// overflow, division by zero). Dispatch: linear, ceil(len / 1024) workgroups (PER_THREAD
+// outputs per invocation, float_common.wgsl).
 
 struct Params {
     len: u32,
@@ -43,10 +44,17 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= params.len) {
-        return;
+    let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * 256u;
+        if (i < params.len) {
+            binary_at(i);
+        }
     }
+}
+
+// Output i of this launch (flat index out_base + i of the full output).
+fn binary_at(i: u32) {
     let o = params.out_base + i;
     var ia = o;
     var ib = o;

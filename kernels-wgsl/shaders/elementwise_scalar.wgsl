@@ -8,8 +8,8 @@
 //
 // Non-finite status words: 0 = a, 1 = s (index 0; the scalar is checked in the kernel so that a
 // non-finite `a` is still reported first, as the CPU reference does), 2 = output (a non-finite
-// result of finite inputs: overflow, division by zero). Dispatch: linear, ceil(len / 256)
-// workgroups.
+// result of finite inputs: overflow, division by zero). Dispatch: linear, ceil(len / 1024)
+// workgroups (PER_THREAD values per invocation, float_common.wgsl).
 
 struct Params {
     len: u32,
@@ -29,20 +29,22 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= params.len) {
-        return;
-    }
-    let x = a[i];
-    if (is_non_finite(x)) {
-        atomicMin(&nonfinite[0], params.base + i);
-    }
-    if (i == 0u && is_non_finite(params.s)) {
+    let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    if (first == 0u && is_non_finite(params.s)) {
         atomicMin(&nonfinite[1], 0u);
     }
-    let r = apply(params.op, x, params.s);
-    if (is_non_finite(r)) {
-        atomicMin(&nonfinite[2], params.base + i);
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * 256u;
+        if (i < params.len) {
+            let x = a[i];
+            if (is_non_finite(x)) {
+                atomicMin(&nonfinite[0], params.base + i);
+            }
+            let r = apply(params.op, x, params.s);
+            if (is_non_finite(r)) {
+                atomicMin(&nonfinite[2], params.base + i);
+            }
+            out[i] = r;
+        }
     }
-    out[i] = r;
 }

@@ -12,7 +12,7 @@
 // indices reported are those of the full tensors.
 //
 // Non-finite status words: 0 = a, 1 = output (exp or relu² overflow). Dispatch: linear,
-// ceil(len / 256) workgroups.
+// ceil(len / 1024) workgroups (PER_THREAD values per invocation, float_common.wgsl).
 
 struct Params {
     len: u32,
@@ -97,17 +97,19 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if (i >= params.len) {
-        return;
+    let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * 256u;
+        if (i < params.len) {
+            let x = a[i];
+            if (is_non_finite(x)) {
+                atomicMin(&nonfinite[0], params.base + i);
+            }
+            let r = apply(params.op, x);
+            if (is_non_finite(r)) {
+                atomicMin(&nonfinite[1], params.base + i);
+            }
+            out[i] = r;
+        }
     }
-    let x = a[i];
-    if (is_non_finite(x)) {
-        atomicMin(&nonfinite[0], params.base + i);
-    }
-    let r = apply(params.op, x);
-    if (is_non_finite(r)) {
-        atomicMin(&nonfinite[1], params.base + i);
-    }
-    out[i] = r;
 }

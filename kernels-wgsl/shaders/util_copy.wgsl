@@ -18,18 +18,26 @@ fn is_non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// Each invocation copies PER_THREAD values, 256 apart (coalesced; the loads are independent, so
+// they are in flight together): a workgroup covers 1024 values (ELEMENTWISE_GROUP_VALUES in
+// src/tensor.rs). Dispatch: ceil(n / 1024) workgroups, folded into x and y.
+const PER_THREAD: u32 = 4u;
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let i = (wid.x + wid.y * nwg.x) * 256u + lid;
-    if i < params.n {
-        let x = src[i];
-        if is_non_finite(x) {
-            atomicMin(&nonfinite, i);
+    let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    for (var r = 0u; r < PER_THREAD; r++) {
+        let i = first + r * 256u;
+        if i < params.n {
+            let x = src[i];
+            if is_non_finite(x) {
+                atomicMin(&nonfinite, i);
+            }
+            dst[i] = x;
         }
-        dst[i] = x;
     }
 }

@@ -35,6 +35,10 @@ pub const MATMUL_F16: KernelSource = KernelSource {
     source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
 };
 
+/// Values one workgroup of the linear elementwise kernels covers (binary, scalar, unary; and
+/// `util::COPY`): 256 invocations × 4 values, 256 apart. Their grids are `ceil(len / this)`.
+pub const ELEMENTWISE_GROUP_VALUES: u32 = 1024;
+
 /// Broadcasting binary op (add, sub, mul, div) over up to 6 axes, strides passed as parameters.
 pub const ELEMENTWISE_BINARY: KernelSource = KernelSource {
     name: "elementwise_binary",

@@ -31,8 +31,8 @@ const UNARY: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::ReadWrite],
 );
-/// Invocations per workgroup of the three kernels.
-const WG: u64 = 256;
+/// Values one workgroup of the three kernels covers (256 invocations, 4 values each).
+const GROUP_VALUES: u64 = kernels::ELEMENTWISE_GROUP_VALUES as u64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -166,7 +166,7 @@ impl Engine {
                     b_strides: lanes(&plan.b),
                 })
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "b", "output", ""]))
-                .workgroups(len.div_ceil(WG))
+                .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
         }
         Ok(out)
@@ -196,7 +196,7 @@ impl Engine {
                     base: r.start as u32,
                 })
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
-                .workgroups(len.div_ceil(WG))
+                .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
         }
         Ok(out)
@@ -227,7 +227,7 @@ impl Engine {
                     pad: 0,
                 })
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
-                .workgroups(len.div_ceil(WG))
+                .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
         }
         Ok(out)

@@ -14,7 +14,8 @@ use crate::tensor::{DType, Tensor};
 const FILL: Kernel = Kernel::new(kernels::FILL, "main", &[Access::ReadWrite]);
 const COPY: Kernel = Kernel::new(kernels::COPY, "main", &[Access::Read, Access::ReadWrite]);
 /// Threads per workgroup of both kernels.
-const WG: u64 = 256;
+/// Values one workgroup of the fill and copy kernels covers (4 per invocation).
+const GROUP_VALUES: u64 = bitnet_kernels_wgsl::tensor::ELEMENTWISE_GROUP_VALUES as u64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -46,7 +47,7 @@ impl Engine {
                     n: len as u32,
                     value: value.to_bits(),
                 })
-                .workgroups(len.div_ceil(WG))
+                .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
         }
         Ok(out)
@@ -81,7 +82,7 @@ impl Engine {
                 .output_range(&out, 4 * r.start, 4 * len)
                 .params(&CopyParams { n: len as u32 })
                 .check_finite(NonFiniteCheck::new(OP, "x").at(r.start))
-                .workgroups(len.div_ceil(WG))
+                .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
         }
         Ok(out)
