@@ -85,7 +85,8 @@
 //! `max_storage_buffer_binding_size` — never a wrong result. Ops that must handle such tensors split
 //! them with [`binding_chunks`] (aligned element ranges that fit) and launch per chunk with
 //! `input_range` / `output_range`, passing the chunk's first index in params and as
-//! `NonFiniteCheck::at(base)`. Use [`check_binding`] to fail early with a clear error.
+//! `NonFiniteCheck::at(base)` (or `at_each([..])` when the checked tensors' chunks start at
+//! different flat indices). Use [`check_binding`] to fail early with a clear error.
 //!
 //! ## 6. Variants by features
 //!
@@ -98,7 +99,8 @@
 //! Declare `@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;`.
 //! Word `t` belongs to the `t`-th tensor named in the launch's `NonFiniteCheck` (e.g.
 //! `NonFiniteCheck::tensors("softmax", ["x", "output", "", ""])`); on NaN/Inf at flat index `i`
-//! (relative to the binding; the check's `base` is added) do `atomicMin(&nonfinite[t], i)`. The
+//! (relative to the binding; the check's base for word `t` is added) do
+//! `atomicMin(&nonfinite[t], i)`. The
 //! read of a tensor computed from the launch returns `Error::NonFinite { op, tensor, index }` (the
 //! earliest flagged launch of its lineage), the same error cpu-ref returns — use cpu-ref's op and tensor names. Flags need no extra buffers.
 
