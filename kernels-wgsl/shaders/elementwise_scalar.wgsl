@@ -33,10 +33,18 @@ fn main(
     if (first == 0u && is_non_finite(params.s)) {
         atomicMin(&nonfinite[1], 0u);
     }
+    // Every load before any store (float_common.wgsl).
+    var xs = vec4<f32>();
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * 256u;
         if (i < params.len) {
-            let x = a[i];
+            xs[k] = a[i];
+        }
+    }
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * 256u;
+        if (i < params.len) {
+            let x = xs[k];
             if (is_non_finite(x)) {
                 atomicMin(&nonfinite[0], params.base + i);
             }

@@ -98,10 +98,18 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    // Every load before any store (float_common.wgsl).
+    var xs = vec4<f32>();
     for (var k = 0u; k < PER_THREAD; k++) {
         let i = first + k * 256u;
         if (i < params.len) {
-            let x = a[i];
+            xs[k] = a[i];
+        }
+    }
+    for (var k = 0u; k < PER_THREAD; k++) {
+        let i = first + k * 256u;
+        if (i < params.len) {
+            let x = xs[k];
             if (is_non_finite(x)) {
                 atomicMin(&nonfinite[0], params.base + i);
             }

@@ -30,14 +30,23 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let first = (wid.x + wid.y * nwg.x) * (256u * PER_THREAD) + lid;
+    // Every load before any store: a load may not move above a store to another binding (they
+    // could alias), so interleaved each load waited on the store before it (H200: 3044 against
+    // 4159 GB/s loads first).
+    var x = vec4<f32>();
     for (var r = 0u; r < PER_THREAD; r++) {
         let i = first + r * 256u;
         if i < params.n {
-            let x = src[i];
-            if is_non_finite(x) {
+            x[r] = src[i];
+        }
+    }
+    for (var r = 0u; r < PER_THREAD; r++) {
+        let i = first + r * 256u;
+        if i < params.n {
+            if is_non_finite(x[r]) {
                 atomicMin(&nonfinite, i);
             }
-            dst[i] = x;
+            dst[i] = x[r];
         }
     }
 }
