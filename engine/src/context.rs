@@ -133,7 +133,7 @@ impl Gpu {
             Arc::clone(&faults),
         );
         let status_reset = crate::status::StatusReset::new(&pipelines, &device)?;
-        let msl = crate::msl::MslState::probe(&pipelines, &caps, adapter_info.backend);
+        let msl = crate::msl::MslState::probe(&pipelines, &caps, &adapter_info);
         let h = Arc::clone(&health);
         let poller = Poller::start(device.clone(), move || h.lost_error())?;
         let (scheduler, queue_rx) = Scheduler::channel();

@@ -124,6 +124,16 @@ pub(crate) fn unavailable(
     }
 }
 
+/// Why the MSL kernels cannot be trusted on the Metal adapter `name`, if they cannot: they are
+/// written for 32-wide SIMD groups (8 per 256-thread group), which every Apple-designed GPU has,
+/// but an Intel Mac's AMD (64) or Intel (8-32) GPU may not, and wgpu reports 4..=64 for every
+/// Metal device. So MSL runs only on adapters named "Apple …" (Apple silicon); others use WGSL.
+pub(crate) fn simd_width_unknown(backend: wgpu::Backend, name: &str) -> Option<String> {
+    (backend == wgpu::Backend::Metal && !name.starts_with("Apple")).then(|| {
+        format!("the MSL kernels need Apple GPUs' 32-wide SIMD groups; `{name}` is not one")
+    })
+}
+
 /// Decides each hot op's path. `build` creates one MSL pipeline (`Err` = why it failed); it is
 /// only called when [`unavailable`] finds nothing against MSL.
 pub(crate) fn select(
@@ -160,15 +170,19 @@ pub(crate) struct MslState {
 
 impl MslState {
     /// Decides the paths for a new GPU engine, creating the MSL pipelines where MSL is possible.
-    pub fn probe(pipelines: &PipelineCache, caps: &Caps, backend: wgpu::Backend) -> MslState {
+    pub fn probe(pipelines: &PipelineCache, caps: &Caps, info: &wgpu::AdapterInfo) -> MslState {
+        let backend = info.backend;
         let env = std::env::var(MSL_ENV).ok();
-        let paths = select(
-            backend,
-            caps.features,
-            caps.params_mode,
-            env.as_deref(),
-            |k| pipelines.get(k, &[]).map(|_| ()).map_err(|e| e.to_string()),
-        );
+        let paths = match simd_width_unknown(backend, &info.name) {
+            Some(why) => HotPaths::all(KernelPath::Wgsl(why)),
+            None => select(
+                backend,
+                caps.features,
+                caps.params_mode,
+                env.as_deref(),
+                |k| pipelines.get(k, &[]).map(|_| ()).map_err(|e| e.to_string()),
+            ),
+        };
         for (op, p) in [
             ("quantize_weights", &paths.quantize_weights),
             ("bitlinear GEMM", &paths.bitlinear_gemm),
@@ -218,6 +232,22 @@ mod tests {
 
     fn ok(_: &Kernel) -> std::result::Result<(), String> {
         Ok(())
+    }
+
+    #[test]
+    fn only_apple_gpus_run_the_32_wide_msl_kernels() {
+        assert_eq!(
+            simd_width_unknown(wgpu::Backend::Metal, "Apple M2 Pro"),
+            None
+        );
+        for name in ["AMD Radeon Pro 5500M", "Intel(R) UHD Graphics 630"] {
+            let why = simd_width_unknown(wgpu::Backend::Metal, name).unwrap();
+            assert!(why.contains("32-wide") && why.contains(name), "{why}");
+        }
+        assert_eq!(
+            simd_width_unknown(wgpu::Backend::Vulkan, "NVIDIA H200"),
+            None
+        );
     }
 
     #[test]

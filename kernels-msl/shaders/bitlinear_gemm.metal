@@ -150,12 +150,16 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
             if (params.output_mode == OUTPUT_ACCUMULATORS) {
                 y[out] = uint(total);
             } else {
-                const float v = float(total) * row_scale[r];
-                if (is_non_finite_bits(as_type<uint>(v))) {
+                // The product on bit patterns (the scale is positive; the sign is total's): under
+                // fast math the compiler may assume a float multiply never overflows and fold the
+                // non-finite test of its bits away (clang 19 does).
+                const uint v = as_type<uint>(exact_mul(float(total), row_scale[r]))
+                    | (total < 0 ? 0x80000000u : 0u);
+                if (is_non_finite_bits(v)) {
                     atomic_fetch_min_explicit(&status[0], out, memory_order_relaxed);
                 }
                 // Stored as bits: y is a u32 buffer, so no float store can touch NaN payloads.
-                y[out] = as_type<uint>(v);
+                y[out] = v;
             }
         }
     }

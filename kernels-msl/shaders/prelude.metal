@@ -24,7 +24,9 @@
 // matters and that the compiler could legally rewrite is done on bit patterns with integer
 // arithmetic (exact_f32.metal): sums, the scale products and every division. What stays in native
 // float is immune to those rewrites: a single multiply followed by rint (nothing to reassociate or
-// contract), comparisons of sign-cleared bit patterns, and int -> float conversions.
+// contract), comparisons of sign-cleared bit patterns, and int -> float conversions. A product
+// whose bits are then tested for NaN/inf is not: the compiler may assume it finite and fold the
+// test away (clang 19 with -ffast-math does), so the rescaled outputs use exact_mul.
 
 #include <metal_stdlib>
 using namespace metal;

@@ -23,6 +23,9 @@ pub enum Flavor {
     Address,
     /// ThreadSanitizer: a threadgroup-memory access not ordered by a barrier aborts the run.
     Thread,
+    /// No sanitizers, `-O2 -ffast-math`: the licence Metal's default compile options give its
+    /// compiler (no NaN/inf, reassociation, contraction). Built with [`fast_math_compiler`].
+    FastMath,
 }
 
 impl Flavor {
@@ -34,6 +37,7 @@ impl Flavor {
                 "-fno-omit-frame-pointer",
             ],
             Flavor::Thread => &["-fsanitize=thread"],
+            Flavor::FastMath => &["-O2", "-ffast-math", "-Wno-error"],
         }
     }
 
@@ -41,7 +45,25 @@ impl Flavor {
         match self {
             Flavor::Address => "asan",
             Flavor::Thread => "tsan",
+            Flavor::FastMath => "fastmath",
         }
+    }
+}
+
+/// The compiler of [`Flavor::FastMath`]: `BITNET_CLANGXX_FASTMATH`, else `clang++-19` when it
+/// runs (clang 19 folds a NaN/inf bit test of a fast-math product away; clang 14 does not, so
+/// only a recent clang shows that hazard), else the usual clang++.
+pub fn fast_math_compiler() -> PathBuf {
+    if let Some(c) = std::env::var_os("BITNET_CLANGXX_FASTMATH") {
+        return PathBuf::from(c);
+    }
+    let recent = Command::new("clang++-19")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match recent {
+        true => PathBuf::from("clang++-19"),
+        false => clang::require().unwrap_or_else(|| "clang++".into()),
     }
 }
 
@@ -56,7 +78,13 @@ pub struct Harness {
 pub fn get(flavor: Flavor) -> Option<&'static Harness> {
     static ADDRESS: OnceLock<Option<Harness>> = OnceLock::new();
     static THREAD: OnceLock<Option<Harness>> = OnceLock::new();
+    static FAST: OnceLock<Option<Harness>> = OnceLock::new();
     let cell = match flavor {
+        Flavor::FastMath => {
+            return FAST
+                .get_or_init(|| clang::require().map(|_| build(&fast_math_compiler(), flavor)))
+                .as_ref();
+        }
         Flavor::Address => &ADDRESS,
         Flavor::Thread => &THREAD,
     };
@@ -141,7 +169,9 @@ fn build(cxx: &std::path::Path, flavor: Flavor) -> Harness {
         "-g".into(),
         "-pthread".into(),
     ];
-    args.push("-ffp-contract=off".into()); // host float ops must be plain IEEE, like the kernels'
+    if flavor != Flavor::FastMath {
+        args.push("-ffp-contract=off".into()); // host float ops must be plain IEEE, like the kernels'
+    }
     args.extend(clang::kernel_flags());
     args.extend(flavor.flags().iter().map(|f| f.to_string()));
     args.extend(["-I".into(), dir.display().to_string()]);
