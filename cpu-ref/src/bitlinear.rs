@@ -27,8 +27,10 @@ pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
 /// BitLinear on already-quantized activations:
 /// `y[m, n] = (acc[m, n] as f32) * ((s * a_m) * INV_127)` in exactly that order.
 ///
-/// Errors: `xq.k() != w.k()`, or an output that is not finite (only possible with huge scales
-/// passed to the `from_*` constructors).
+/// Errors: `xq.k() != w.k()`, or an output that is not finite. That takes huge scales: when
+/// `s · a_m` itself passes `f32::MAX` (weights and activations both around 1e19 or more) the row
+/// is reported as overflowed even where the exact `acc · s · a_m / 127` would fit, zero
+/// accumulators included — the order above, which every backend shares, fixes the bits.
 pub fn bitlinear_quantized(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<f32>> {
     bitlinear_quantized_with_isa(xq, w, Isa::best())
 }

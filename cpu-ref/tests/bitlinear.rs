@@ -131,3 +131,17 @@ fn simd_levels_agree_and_match_naive_f64() {
         );
     }
 }
+
+/// K above 8.4M (allowed: K < 2^24): the code-domain sum Σ x·(w+1) passes i32 while the result
+/// 127·K does not. The kernels' arithmetic is modular, so every ISA returns the exact result,
+/// and builds with overflow checks (the dev profile) do not panic.
+#[test]
+fn accumulators_are_exact_when_the_code_domain_sum_passes_i32() {
+    let k = 8_500_000;
+    let xq = quantize_activations(&vec![1.0f32; k], 1, k).unwrap();
+    let w = TernaryMatrix::from_i8(&vec![1i8; k], 1, k, 1.0).unwrap();
+    for isa in Isa::available() {
+        let acc = bitlinear_accumulate_with_isa(&xq, &w, isa).unwrap();
+        assert_eq!(acc, vec![127 * k as i32], "{isa:?}");
+    }
+}

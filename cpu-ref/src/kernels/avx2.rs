@@ -78,8 +78,8 @@ pub(crate) unsafe fn dot_codes2(w0: &[u32], w1: &[u32], x: &[i8]) -> (i32, i32) 
     if full * 8 < w0.len() {
         // SAFETY: the tails are shorter than one block; `dot_codes` zero-extends them.
         unsafe {
-            out.0 += dot_codes(&w0[full * 8..], &x[128 * full..]);
-            out.1 += dot_codes(&w1[full * 8..], &x[128 * full..]);
+            out.0 = out.0.wrapping_add(dot_codes(&w0[full * 8..], &x[128 * full..]));
+            out.1 = out.1.wrapping_add(dot_codes(&w1[full * 8..], &x[128 * full..]));
         }
     }
     out
@@ -140,10 +140,10 @@ pub(crate) unsafe fn dot_codes_2x2(w0: &[u32], w1: &[u32], x0: &[i8], x1: &[i8])
         let (y0, y1) = (&x0[128 * full..], &x1[128 * full..]);
         // SAFETY: tails shorter than one block; `dot_codes` zero-extends them.
         unsafe {
-            out[0] += dot_codes(t0, y0);
-            out[1] += dot_codes(t1, y0);
-            out[2] += dot_codes(t0, y1);
-            out[3] += dot_codes(t1, y1);
+            out[0] = out[0].wrapping_add(dot_codes(t0, y0));
+            out[1] = out[1].wrapping_add(dot_codes(t1, y0));
+            out[2] = out[2].wrapping_add(dot_codes(t0, y1));
+            out[3] = out[3].wrapping_add(dot_codes(t1, y1));
         }
     }
     out

@@ -78,7 +78,9 @@ impl Prepared {
                 dot_codes_scalar(w, x)
             }
         };
-        raw - self.sums[row]
+        // The code-domain sum Σ x·(w+1) can pass i32 for K > 8.4M (|x·code| ≤ 256) though the
+        // result, |Σ x·w| ≤ 128·K < 2^31, cannot: the arithmetic is modular, and exact.
+        raw.wrapping_sub(self.sums[row])
     }
 }
 
@@ -92,7 +94,8 @@ impl Prepared {
             // SAFETY: AVX2 checked; both rows have `words_per_row(k)` words and `x` is the
             // block-padded prepared row, as `dot_codes2` requires.
             let (a, b) = unsafe { super::avx2::dot_codes2(w0, w1, x) };
-            return (a - self.sums[row], b - self.sums[row]);
+            let s = self.sums[row];
+            return (a.wrapping_sub(s), b.wrapping_sub(s));
         }
         (self.dot(row, w0), self.dot(row, w1))
     }
@@ -107,20 +110,26 @@ impl Prepared {
             // SAFETY: AVX2 checked; rows and prepared activations sized as `dot_codes2` needs.
             let d = unsafe { super::avx2::dot_codes_2x2(w0, w1, x0, x1) };
             let (s0, s1) = (self.sums[r0], self.sums[r1]);
-            return [d[0] - s0, d[1] - s0, d[2] - s1, d[3] - s1];
+            return [
+                d[0].wrapping_sub(s0),
+                d[1].wrapping_sub(s0),
+                d[2].wrapping_sub(s1),
+                d[3].wrapping_sub(s1),
+            ];
         }
         let ((a, b), (c, d)) = (self.dot2(r0, w0, w1), self.dot2(r1, w0, w1));
         [a, b, c, d]
     }
 }
 
-/// `Σ x · code` over a plain-order zero-padded row (`x.len() >= 16 · w.len()`).
+/// `Σ x · code` over a plain-order zero-padded row (`x.len() >= 16 · w.len()`), modulo 2^32
+/// (see [`Prepared::dot`]).
 fn dot_codes_scalar(w: &[u32], x: &[i8]) -> i32 {
     let mut acc = 0i32;
     for (&word, xs) in w.iter().zip(x.chunks_exact(WEIGHTS_PER_WORD)) {
         for (kk, &v) in xs.iter().enumerate() {
             let code = (word >> code_shift(kk)) & 3;
-            acc += code as i32 * i32::from(v);
+            acc = acc.wrapping_add(code as i32 * i32::from(v));
         }
     }
     acc
