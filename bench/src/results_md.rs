@@ -45,8 +45,9 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str("hands its buffer to the next call, and wgpu puts a barrier before that call's write — each ");
     s.push_str("call starts on an idle GPU, as a dependent op does (PyTorch's per-shape graphs run one stream, ");
     s.push_str("serial too). *Overlapped* calls keep their outputs until the batch ends, so nothing orders them ");
-    s.push_str("and the GPU runs them side by side: throughput, the regime of the copy roofline. The bandwidth ");
-    s.push_str("targets use the overlapped figure. The engine picks the fused decode GEMV's throughput variant ");
+    s.push_str("and the GPU runs them side by side: throughput. The copy roofline is a throughput figure too, ");
+    s.push_str("but reached differently: each copy is one 1 GB dispatch (the copies run one after another). The ");
+    s.push_str("bandwidth targets use the overlapped figure. The engine picks the fused decode GEMV's throughput variant ");
     s.push_str("(128 rows per workgroup) for calls with no barrier before them, its latency variant otherwise ");
     s.push_str("(`engine/src/hazard.rs`). The cold reads of the dispatch floor are the serial bound: the same ");
     s.push_str("bytes read by a plain kernel from memory behind a barrier.\n");

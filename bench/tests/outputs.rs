@@ -299,3 +299,19 @@ fn json_round_trip_and_svg() {
         t.contains("== bitlinear ==") && t.contains("GPU error (1 of 3 cases): kernel | failed")
     );
 }
+
+/// A run that measured only some of a target's cases can never print "met": the GEMV target
+/// with just one large shape, passing, is incomplete.
+#[test]
+fn partial_runs_are_incomplete_never_met() {
+    let mut r = ours();
+    r.cases
+        .retain(|c| c.op == OpKind::Bitlinear && c.m == 1 && c.n == 6912);
+    r.cases[0].gpu_overlapped = Some(ms(0.001, Clock::Timestamp)); // far above 80 %
+    let md = results_md::render(&r, Some(&peers()), "bitnet-bench merge");
+    let gemv = md
+        .lines()
+        .find(|l| l.starts_with("| GEMV (M = 1)"))
+        .unwrap();
+    assert!(gemv.contains("| incomplete |"), "{gemv}");
+}
