@@ -78,8 +78,12 @@ pub(crate) unsafe fn dot_codes2(w0: &[u32], w1: &[u32], x: &[i8]) -> (i32, i32) 
     if full * 8 < w0.len() {
         // SAFETY: the tails are shorter than one block; `dot_codes` zero-extends them.
         unsafe {
-            out.0 = out.0.wrapping_add(dot_codes(&w0[full * 8..], &x[128 * full..]));
-            out.1 = out.1.wrapping_add(dot_codes(&w1[full * 8..], &x[128 * full..]));
+            out.0 = out
+                .0
+                .wrapping_add(dot_codes(&w0[full * 8..], &x[128 * full..]));
+            out.1 = out
+                .1
+                .wrapping_add(dot_codes(&w1[full * 8..], &x[128 * full..]));
         }
     }
     out
