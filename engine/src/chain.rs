@@ -14,13 +14,6 @@
 //! in-dispatch waits are bounded, see [`Error::Aborted`]), the chain runs linear by linear through
 //! [`Engine::bitlinear_tensor`]. Like [`Linear`], a chain keeps the host weights: CPU runs and the
 //! fall-back after a GPU fault use cpu-ref.
-//!
-//! **GPU adapters run chains linear by linear by default.** On the H200 the chain kernel returned
-//! wrong values, with no error, for some chains (a consumer whose producer is itself a consumer
-//! read part of its input stale; see `ops/bitnet_chain.rs`, `fusion_enabled`). It stays on for CPU
-//! adapters, where every test passes, and can be forced with
-//! [`CHAIN_FUSED_ENV`](crate::CHAIN_FUSED_ENV)`=1` for
-//! measurement until the cause is fixed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

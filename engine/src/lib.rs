@@ -125,7 +125,6 @@ pub use bitnet_cpu_ref::ops::{BinaryOp, ReduceOp, UnaryOp};
 pub use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 pub use calibrate::{CALIBRATION_CACHE_ENV, Calibration, Cost, OpClass};
 pub use chain::{ChainInput, ChainOutputs, LinearChain};
-pub use ops::CHAIN_FUSED_ENV;
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use dispatch::{DISPATCH_ENV, DispatchPolicy, DispatchStats, SAMPLE_EVERY, Workload};
 pub use engine::{BackendKind, Engine, EngineOptions};

@@ -59,8 +59,10 @@ struct ChainJob {
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The chain input (f32).
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-// Every job's output (f32 bits), at its out_off.
-@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+// Every job's output (f32 bits), at its out_off. Atomic: other workgroups read a job's outputs
+// while the dispatch runs, and plain loads were not guaranteed to see them (on the H200 a
+// consumer read part of its input stale); atomic accesses are coherent across workgroups.
+@group(0) @binding(2) var<storage, read_write> out: array<atomic<u32>>;
 @group(0) @binding(3) var<storage, read> jobs: array<ChainJob>;
 // Per workgroup: its job.
 @group(0) @binding(4) var<storage, read> wg_job: array<u32>;
@@ -84,7 +86,12 @@ fn ch_in(job: ChainJob, i: u32) -> vec4<f32> {
         return x[job.in_off / 4u + i];
     }
     let o = job.in_off + 4u * i;
-    return bitcast<vec4<f32>>(vec4<u32>(out[o], out[o + 1u], out[o + 2u], out[o + 3u]));
+    return bitcast<vec4<f32>>(vec4<u32>(
+        atomicLoad(&out[o]),
+        atomicLoad(&out[o + 1u]),
+        atomicLoad(&out[o + 2u]),
+        atomicLoad(&out[o + 3u]),
+    ));
 }
 
 // Vec4 word j of the job's rows n .. n + 3 (rows past the end read the last row, never stored);
@@ -141,6 +148,15 @@ fn ch_wait(job: ChainJob, g: u32) -> u32 {
     atomicStore(&counters[abort], 1u);
     atomicMin(&nonfinite[ABORT_STATUS], g);
     return 1u;
+}
+
+// bitlinear_write.wgsl's store (mode 0) into the atomic `out`.
+fn ch_write(idx: u32, acc: i32, scale: f32) {
+    let bits = bitcast<u32>(f32(acc) * scale);
+    if ((bits & 0x7f800000u) == 0x7f800000u) {
+        atomicMin(&nonfinite[Y_STATUS], idx);
+    }
+    atomicStore(&out[idx], bits);
 }
 
 // Counts the workgroup as finished; the last one zeroes every counter for the next run.
@@ -289,7 +305,7 @@ fn main(
         let base = job.out_off + ids.n;
         for (var r = 0u; r < 4u; r = r + 1u) {
             if (ids.n + r < job.n) {
-                bitlinear_write(base + r, total[r] - row_sum, scale);
+                ch_write(base + r, total[r] - row_sum, scale);
             }
         }
     }

@@ -90,20 +90,6 @@ fn bitlinear_scale(s: f32, a: f32) -> f32 {
     return bitlinear_pin(bitlinear_pin(s * a) * INV_127);
 }
 
-// Writes flat output word `idx` from its exact accumulator: y = f32(acc) * scale (mode 0, with
-// the non-finite check on status word Y_STATUS) or the accumulator's bits (mode 1).
-fn bitlinear_write(idx: u32, acc: i32, scale: f32) {
-    if (params.mode != 0u) {
-        out[bl_plane + idx] = bitcast<u32>(acc);
-        return;
-    }
-    let bits = bitcast<u32>(f32(acc) * scale);
-    if ((bits & 0x7f800000u) == 0x7f800000u) {
-        atomicMin(&nonfinite[Y_STATUS], idx);
-    }
-    out[idx] = bits;
-}
-
 // K slice `z` of a split GEMM in units of `unit` packed words (a kernel's K step): its first unit
 // and its unit count (0 for a slice past the end), and this workgroup's output plane. The slices
 // divide ceil(words_per_row / unit) units as evenly as whole units allow.

@@ -30,7 +30,8 @@
 //!
 //! Some kernels share WGSL code: the correctly rounded division (`exact_div.wgsl`; its short-chain
 //! special case `127 / a` for the activation quantizers, `exact_div_127.wgsl`), the BitLinear
-//! parameters and epilogue (`bitlinear_common.wgsl`), the vec4 activation quantizers' absmax
+//! parameters and epilogue (`bitlinear_common.wgsl`; the output store, `bitlinear_write.wgsl`, is
+//! separate because the chain kernel stores atomically), the vec4 activation quantizers' absmax
 //! step and rounding (`act_quant_common.wgsl`), the scalar-load bindings of the generic
 //! GEMVs (`bitlinear_bindings.wgsl`), their accumulation loop (`bitlinear_gemv_common.wgsl`),
 //! the bindings and row blocks of the vec4 GEMVs (`bitlinear_bindings_vec4.wgsl`,
@@ -168,6 +169,7 @@ pub const BITLINEAR_GEMV_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings.wgsl",
         "bitlinear_gemv_common.wgsl",
         "bitlinear_gemv_subgroup.wgsl"
@@ -180,6 +182,7 @@ pub const BITLINEAR_GEMV_WORKGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_workgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings.wgsl",
         "bitlinear_gemv_common.wgsl",
         "bitlinear_gemv_workgroup.wgsl"
@@ -193,6 +196,7 @@ pub const BITLINEAR_GEMV_VEC4_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_vec4_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_vec4_subgroup.wgsl"
@@ -210,6 +214,7 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
         "exact_div.wgsl",
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
@@ -251,6 +256,7 @@ pub const BITLINEAR_GEMV_BATCH_SUBGROUP: KernelSource = KernelSource {
         "exact_div.wgsl",
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "act_quant_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_batch_subgroup.wgsl"
@@ -265,6 +271,7 @@ pub const BITLINEAR_GEMV_STAGED_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_staged_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_staged_subgroup.wgsl"
@@ -280,6 +287,7 @@ pub const BITLINEAR_GEMV_LEAN_SUBGROUP: KernelSource = KernelSource {
         "exact_div.wgsl",
         "exact_div_127.wgsl",
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "act_quant_common.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_lean_subgroup.wgsl"
@@ -292,6 +300,7 @@ pub const BITLINEAR_GEMV_LEAN_Q_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_lean_q_subgroup",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings_vec4.wgsl",
         "bitlinear_gemv_blocks.wgsl",
         "bitlinear_gemv_lean_q_subgroup.wgsl"
@@ -314,6 +323,7 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
     name: "bitlinear_gemm",
     source: kernel!(
         "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
         "bitlinear_bindings_gemm.wgsl",
         "bitlinear_gemm.wgsl"
     ),
@@ -326,7 +336,11 @@ pub const BITLINEAR_GEMM: KernelSource = KernelSource {
 /// 0 first non-finite y index.
 pub const BITLINEAR_SPLIT_SUM: KernelSource = KernelSource {
     name: "bitlinear_split_sum",
-    source: kernel!("bitlinear_common.wgsl", "bitlinear_split_sum.wgsl"),
+    source: kernel!(
+        "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl",
+        "bitlinear_split_sum.wgsl"
+    ),
 };
 
 /// BitLinear GEMM on cooperative matrices (f16 × f16 → f32 16×16×16, exact for int8 × ternary
@@ -341,7 +355,8 @@ pub const BITLINEAR_GEMM_COOP_SUBGROUP: KernelSource = KernelSource {
     source: kernel!(
         "bitlinear_gemm_coop_subgroup.wgsl",
         "bitlinear_bindings_gemm.wgsl",
-        "bitlinear_common.wgsl"
+        "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl"
     ),
 };
 
@@ -359,7 +374,8 @@ pub const BITLINEAR_GEMM_COOP_I8_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemm_coop_i8_subgroup.wgsl",
         "bitlinear_bindings_gemm.wgsl",
         "bitlinear_gemm_coop_i8.wgsl",
-        "bitlinear_common.wgsl"
+        "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl"
     ),
 };
 
@@ -373,7 +389,8 @@ pub const BITLINEAR_GEMM_COOP_I8_N96_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemm_coop_i8_n96_subgroup.wgsl",
         "bitlinear_bindings_gemm.wgsl",
         "bitlinear_gemm_coop_i8.wgsl",
-        "bitlinear_common.wgsl"
+        "bitlinear_common.wgsl",
+        "bitlinear_write.wgsl"
     ),
 };
 

@@ -6,13 +6,6 @@ use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{ChainInput, DispatchPolicy, Engine, Error, InjectedFault, Linear};
 
-/// Whether chains run as one dispatch on `e`: on CPU adapters (lavapipe in CI), and on GPUs only
-/// with `BITNET_CHAIN_FUSED=1` (the kernel returned wrong values for some chains on the H200).
-fn fuses(e: &Engine) -> bool {
-    e.info().device_type == "Cpu"
-        || std::env::var(bitnet_wgpu::CHAIN_FUSED_ENV).is_ok_and(|v| v == "1")
-}
-
 fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.05), n, k).unwrap()
 }
@@ -64,7 +57,7 @@ fn fused_chain_matches_cpu_ref_run_after_run() {
         let x = random_f32(100 + seed, 128, -2.0, 2.0);
         let want = reference(&links, &x);
         assert_eq!(chain.forward(&x).unwrap(), want, "run {seed}");
-        assert_eq!(chain.is_fused(), fuses(&e), "the chain kernel ran where trusted");
+        assert!(chain.is_fused(), "the chain kernel ran");
         let xt = e.upload_f32(&x, &[128]).unwrap();
         let outs = chain.forward_tensor(&xt).unwrap();
         assert_eq!(outs.len(), links.len());
@@ -126,7 +119,7 @@ fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
             reference(&links, &x),
             "run {seed}"
         );
-        assert_eq!(chain.is_fused(), fuses(&e), "the chain kernel ran where trusted");
+        assert!(chain.is_fused(), "the chain kernel ran");
     }
 }
 
@@ -179,7 +172,7 @@ fn chain_overflow_and_device_loss_match_cpu_ref() {
         .collect();
     let want = cpu_ref::bitlinear(&huge, 1, links[0].0.weights()).unwrap_err();
     assert_eq!(chain.forward(&huge).unwrap_err(), Error::from(want));
-    assert_eq!(chain.is_fused(), fuses(&e));
+    assert!(chain.is_fused());
     // A lost device: the chain runs on the CPU from the host weights it keeps.
     let x = random_f32(21, 64, -1.0, 1.0);
     assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
@@ -205,5 +198,5 @@ fn one_chain_shared_by_threads() {
             });
         }
     });
-    assert_eq!(chain.is_fused(), fuses(&e));
+    assert!(chain.is_fused());
 }

@@ -70,9 +70,6 @@ const CPU_ADAPTER_MAX_BYTES: usize = 4 << 20;
 /// Whether the chain kernel can run `links` on `gpu`: subgroups, and every K a multiple of 64
 /// within the fused GEMV's limit (its quantized row lives in workgroup memory).
 pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool {
-    if !fusion_enabled(gpu.adapter_info.device_type) {
-        return false;
-    }
     let bytes: usize = links
         .iter()
         .map(|(l, _)| 4 * l.weights().words().len())
@@ -85,22 +82,6 @@ pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool 
             let k = l.weights().k();
             k % 64 == 0 && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
         })
-}
-
-/// Set to `1` to run [`LinearChain`](crate::LinearChain)s as one dispatch on GPU adapters too
-/// (off by default there: the chain kernel returned wrong values for some chains on the H200).
-pub const CHAIN_FUSED_ENV: &str = "BITNET_CHAIN_FUSED";
-
-/// Whether the one-dispatch chain kernel may run on an adapter of `device_type`. Only on CPU
-/// adapters by default: on the H200 (NVIDIA 580, Vulkan) some chains came back wrong, with no
-/// error — three links (192×4096 reading the input, 4096×192 reading it, 37×4096 reading that),
-/// a consumer whose producer was itself a consumer read part of its input stale — while the
-/// 2B4T decode layers matched cpu-ref. Until the cause (likely the visibility of the producers'
-/// outputs across workgroups, which WGSL cannot mark coherent) is found and fixed, GPU chains run
-/// linear by linear unless `BITNET_CHAIN_FUSED=1` (for measurement).
-pub fn fusion_enabled(device_type: wgpu::DeviceType) -> bool {
-    device_type == wgpu::DeviceType::Cpu
-        || std::env::var(CHAIN_FUSED_ENV).is_ok_and(|v| v == "1")
 }
 
 /// A chain's resident state: weight arena, job table, workgroup map and counters.

@@ -31,6 +31,5 @@ mod util;
 
 pub use bitnet_plan::{CoopKind, LinearPlan};
 pub(crate) use bitnet_tune::forget as forget_tuning;
-pub use bitnet_chain::CHAIN_FUSED_ENV;
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
 pub use bitnet_tune_cache::TUNE_CACHE_ENV;
