@@ -121,13 +121,15 @@ impl Chunk {
         let (job_src, job_dst) = (src.clone(), staging.as_ref().map(|s| s.buffer().clone()));
         let take = lineage.map(<[_]>::to_vec);
         let (index, ticket) = gpu.scheduler.call(move |b, g| {
-            if let Some(dst) = &job_dst {
-                b.copy(&job_src, at, dst, n4, &job_owner);
-            }
+            // The status first: if its staging cannot be allocated, no data copy may stay in the
+            // batch, aimed at a staging buffer this read has already given back to the pool.
             let ticket = match take {
                 Some(l) => b.take_status(g, &l)?,
                 None => None,
             };
+            if let Some(dst) = &job_dst {
+                b.copy(&job_src, at, dst, n4, &job_owner);
+            }
             Ok::<_, Error>((b.flush(g)?, ticket))
         })??;
         let status = match (ticket, &index) {
