@@ -135,7 +135,8 @@ impl Calibration {
                 gpu.per_unit_s
             );
         }
-        s
+        // The file is complete only with this line (a reader must never take a cut-off number).
+        s + "end\n"
     }
 
     /// Parses [`Calibration::to_text`]; `None` if malformed or any value is not finite.
@@ -158,8 +159,8 @@ impl Calibration {
             let line = lines.next()?.strip_prefix(class.name())?;
             let v: Vec<f64> = line
                 .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
+                .map(|x| x.parse().ok())
+                .collect::<Option<_>>()?;
             if v.len() != 4 || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
                 return None;
             }
@@ -172,7 +173,7 @@ impl Calibration {
                 per_unit_s: v[3],
             };
         }
-        (up > 0.0 && down > 0.0).then_some(c)
+        (lines.next() == Some("end") && up > 0.0 && down > 0.0).then_some(c)
     }
 
     /// The cache file for `key` (None when the cache is disabled or no directory is known).
@@ -187,7 +188,7 @@ impl Calibration {
 
     /// The cached calibration for `key`, if any.
     pub(crate) fn load_cached(key: &str) -> Option<Calibration> {
-        let text = std::fs::read_to_string(Calibration::cache_path(key)?).ok()?;
+        let text = crate::cache_file::read_lossy(&Calibration::cache_path(key)?)?;
         Calibration::from_text(&text).filter(|c| c.key == key)
     }
 
@@ -196,11 +197,7 @@ impl Calibration {
         let Some(path) = Calibration::cache_path(&self.key) else {
             return;
         };
-        let written = path
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&path, self.to_text()));
-        if let Err(e) = written {
+        if let Err(e) = crate::cache_file::write_atomic(&path, &self.to_text()) {
             log::warn!(
                 "bitnet-wgpu: cannot write the calibration cache {}: {e}",
                 path.display()
@@ -216,14 +213,10 @@ fn cache_dir() -> Option<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    if let Some(v) = std::env::var(CALIBRATION_CACHE_ENV)
-        .ok()
-        .filter(|v| !v.is_empty())
+    if let Some(place) =
+        crate::cache_file::location(std::env::var(CALIBRATION_CACHE_ENV).ok().as_deref())
     {
-        return match v.to_ascii_lowercase().as_str() {
-            "off" | "0" | "false" | "no" => None,
-            _ => Some(PathBuf::from(v)),
-        };
+        return place;
     }
     let base = if cfg!(target_os = "windows") {
         env("LOCALAPPDATA")
@@ -369,6 +362,38 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
 
 #[cfg(test)]
 mod tests {
+    /// A cache file cut short anywhere (a reader racing a writer, a crash) never parses as other
+    /// values: it parses as the whole calibration or not at all.
+    #[test]
+    fn truncated_cache_text_is_rejected() {
+        use super::{Calibration, Cost};
+        let c = Calibration {
+            key: "adapter | Vulkan | drv 1 | bitnet-wgpu 0.1.0 | 2 threads".into(),
+            upload_bytes_per_s: 3.5e9,
+            download_bytes_per_s: 2.25e9,
+            cpu: [Cost {
+                fixed_s: 1.5e-6,
+                per_unit_s: 2.5e-9,
+            }; 4],
+            gpu: [Cost {
+                fixed_s: 5.5e-5,
+                per_unit_s: 1.25e-12,
+            }; 4],
+        };
+        let text = c.to_text();
+        assert_eq!(Calibration::from_text(&text), Some(c.clone()));
+        for cut in 0..text.len() - 1 {
+            let got = Calibration::from_text(&text[..cut]);
+            assert!(
+                got.is_none() || got == Some(c.clone()),
+                "cut {cut}: {got:?}"
+            );
+        }
+        // A token that does not parse rejects the file instead of being skipped.
+        let bad = text.replacen("bitlinear_gemv ", "bitlinear_gemv x ", 1);
+        assert_eq!(Calibration::from_text(&bad), None);
+    }
+
     use super::*;
 
     #[test]

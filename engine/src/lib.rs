@@ -79,6 +79,7 @@
 
 mod batch;
 mod batching;
+mod cache_file;
 mod calibrate;
 mod chain;
 mod chunk;

@@ -190,7 +190,7 @@ impl Engine {
         let coop = self.coop_verified(gpu, key, settings);
         let plan = self.measure_best(gpu, key, &candidates(gpu, key, settings, coop))?;
         with_state(gpu.id, |s| s.plans.insert(key, plan));
-        disk::store(gpu, key.shape(), plan);
+        persist(gpu, key, settings, plan);
         Ok(Some(plan))
     }
 
@@ -248,7 +248,7 @@ impl Engine {
                 Some(plan) => plan,
                 None => {
                     let plan = self.measure_best(gpu, key, &list)?;
-                    disk::store(gpu, key.shape(), plan);
+                    persist(gpu, key, settings, plan);
                     plan
                 }
             },
@@ -395,12 +395,40 @@ fn tuning_row(len: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `BITNET_AUTOTUNE`: `0` off, `1` on (for every shape), anything else or unset: no say.
+/// Writes a measured plan to the plan cache, unless `settings` narrowed the candidates (forced
+/// lanes, blocks, splits or kernels): the cache serves every engine on this device, and a winner
+/// among restricted candidates is not the default engines' winner.
+fn persist(gpu: &Gpu, key: Key, settings: BitnetTuning, plan: LinearPlan) {
+    if unrestricted(settings) {
+        disk::store(gpu, key.shape(), plan);
+    }
+}
+
+/// Whether `settings` leave every candidate in (only `autotune` set, if anything).
+fn unrestricted(settings: BitnetTuning) -> bool {
+    settings
+        == BitnetTuning {
+            autotune: settings.autotune,
+            ..BitnetTuning::default()
+        }
+}
+
+/// `BITNET_AUTOTUNE`: off (`0`, `false`, `off`, `no`) or on for every shape (`1`, `true`, `on`,
+/// `yes`), any case, blanks ignored; unset or empty: no say. Anything else is logged and ignored.
 fn autotune_env() -> Option<bool> {
-    match std::env::var(AUTOTUNE_ENV).ok().as_deref() {
-        Some("0") => Some(false),
-        Some("1") => Some(true),
-        _ => None,
+    parse_switch(AUTOTUNE_ENV, std::env::var(AUTOTUNE_ENV).ok().as_deref())
+}
+
+/// An on/off environment value (see [`autotune_env`]).
+fn parse_switch(name: &str, value: Option<&str>) -> Option<bool> {
+    let v = value.map(str::trim).filter(|v| !v.is_empty())?;
+    match v.to_ascii_lowercase().as_str() {
+        "0" | "false" | "off" | "no" => Some(false),
+        "1" | "true" | "on" | "yes" => Some(true),
+        _ => {
+            log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
+            None
+        }
     }
 }
 
@@ -411,6 +439,47 @@ fn autotune_default(gpu: &Gpu) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Only plans measured among all candidates go to the shared plan cache (a winner among
+    /// restricted candidates was served to default engines before).
+    #[test]
+    fn only_unrestricted_measurements_are_persisted() {
+        use super::{BitnetTuning, unrestricted};
+        assert!(unrestricted(BitnetTuning::default()));
+        assert!(unrestricted(BitnetTuning {
+            autotune: Some(true),
+            ..Default::default()
+        }));
+        assert!(!unrestricted(BitnetTuning {
+            autotune: Some(true),
+            gemm_block: Some(4),
+            ..Default::default()
+        }));
+        assert!(!unrestricted(BitnetTuning {
+            gemm_coop: Some(false),
+            ..Default::default()
+        }));
+    }
+
+    /// BITNET_AUTOTUNE's spellings (`off` used to mean "no say").
+    #[test]
+    fn switch_values_ignore_case_and_blanks() {
+        use super::parse_switch;
+        for (v, want) in [
+            ("off", Some(false)),
+            ("false", Some(false)),
+            (" 0", Some(false)),
+            ("true", Some(true)),
+            (" 1", Some(true)),
+            ("1\n", Some(true)),
+            ("YES", Some(true)),
+            ("", None),
+            ("maybe", None),
+        ] {
+            assert_eq!(parse_switch("X", Some(v)), want, "{v:?}");
+        }
+        assert_eq!(parse_switch("X", None), None);
+    }
+
     use super::{BitnetTuning, state};
     use crate::engine::Engine;
 

@@ -86,11 +86,8 @@ fn resolve(
     home: Option<PathBuf>,
     local_app_data: Option<PathBuf>,
 ) -> Option<PathBuf> {
-    if let Some(v) = setting.filter(|v| !v.is_empty()) {
-        return match v.to_ascii_lowercase().as_str() {
-            "off" | "0" | "false" | "no" => None,
-            _ => Some(PathBuf::from(v)),
-        };
+    if let Some(place) = crate::cache_file::location(setting) {
+        return place;
     }
     let base = if cfg!(target_os = "windows") {
         local_app_data
@@ -131,11 +128,13 @@ fn parse_line(line: &str, key: &str) -> Option<(Shape, LinearPlan)> {
 
 /// Every plan cached for this device (later lines win).
 pub(crate) fn load(gpu: &Gpu) -> HashMap<Shape, LinearPlan> {
-    let Some(text) = path().and_then(|p| std::fs::read_to_string(p).ok()) else {
+    let Some(text) = path().and_then(|p| crate::cache_file::read_lossy(&p)) else {
         return HashMap::new();
     };
     let key = device_key(gpu);
-    text.lines().filter_map(|l| parse_line(l, &key)).collect()
+    crate::cache_file::complete_lines(&text)
+        .filter_map(|l| parse_line(l, &key))
+        .collect()
 }
 
 /// Records one measured plan: appended, unless the file already ends up with that choice; the
@@ -145,11 +144,11 @@ pub(crate) fn store(gpu: &Gpu, shape: Shape, plan: LinearPlan) {
         return;
     };
     let key = device_key(gpu);
-    let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let last = old
-        .lines()
+    let old = crate::cache_file::read_lossy(&path).unwrap_or_default();
+    let last = crate::cache_file::complete_lines(&old)
         .filter_map(|l| parse_line(l, &key))
-        .rfind(|(s, _)| *s == shape);
+        .filter(|(s, _)| *s == shape)
+        .last();
     if last == Some((shape, plan)) {
         return;
     }
@@ -158,14 +157,21 @@ pub(crate) fn store(gpu: &Gpu, shape: Shape, plan: LinearPlan) {
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| {
+            // A cut-off last line (another process, a crash) is ended first, so the appended
+            // line stays whole; readers skip the fragment.
             if old.lines().count() < MAX_LINES {
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)?;
-                return f.write_all(line.as_bytes());
+                let sep = if old.is_empty() || old.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
+                return f.write_all(format!("{sep}{line}").as_bytes());
             }
-            std::fs::write(&path, compact(&old) + &line)
+            crate::cache_file::write_atomic(&path, &(compact(&old) + &line))
         });
     if let Err(e) = written {
         log::warn!(
@@ -181,7 +187,7 @@ const MAX_LINES: usize = 1000;
 /// The latest line per (device key, shape) of a cache file, in first-seen order.
 fn compact(text: &str) -> String {
     let mut latest: Vec<(&str, &str)> = Vec::new();
-    for line in text.lines() {
+    for line in crate::cache_file::complete_lines(text) {
         let mut f = line.splitn(3, '\t');
         let (Some(key), Some(shape), Some(_)) = (f.next(), f.next(), f.next()) else {
             continue;
@@ -247,6 +253,34 @@ impl LinearPlan {
 
 #[cfg(test)]
 mod tests {
+    /// A last line cut short (no newline) is never read as a plan: `gemm:8x4` cut to `gemm:8`
+    /// was a different, valid plan.
+    #[test]
+    fn cut_off_last_lines_are_not_plans() {
+        use super::{format_line, parse_line};
+        use crate::ops::bitnet_plan::{CoopKind, LinearPlan};
+        let shape = (64, 2560, 6912, true);
+        for plan in [
+            LinearPlan::Gemm { t: 8, splits: 4 },
+            LinearPlan::Coop {
+                splits: 1,
+                kind: CoopKind::Int8N96,
+            },
+        ] {
+            let line = format_line("dev", shape, plan);
+            for cut in 0..line.len() {
+                let got = crate::cache_file::complete_lines(&line[..cut])
+                    .filter_map(|l| parse_line(l, "dev"))
+                    .last();
+                assert!(got.is_none(), "{:?} loads as {got:?}", &line[..cut]);
+            }
+            let whole = crate::cache_file::complete_lines(&line)
+                .filter_map(|l| parse_line(l, "dev"))
+                .last();
+            assert_eq!(whole, Some((shape, plan)));
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,99 @@
+//! The small text files the engine caches across processes (the calibration, `calibrate.rs`;
+//! autotuned plans, `ops/bitnet_tune_cache.rs`): where they go, and reading and writing them so
+//! that another process reading at the same moment, a crash or a full disk never leaves a file
+//! that parses as other values.
+//!
+//! - Writes go to a temporary file in the same directory, then `rename` over the real one (atomic
+//!   on one file system): a reader sees the old file or the new one, never a prefix.
+//! - Reads are lossy UTF-8: one bad byte costs the line it is in, not the whole file.
+//! - Only complete lines count (`complete_lines`): a line without its newline may be cut short.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Replaces `path` with `text` atomically (temporary file in the same directory + rename).
+pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(text.as_bytes())?;
+        f.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// The file's text, invalid UTF-8 replaced; `None` if it cannot be read.
+pub(crate) fn read_lossy(path: &Path) -> Option<String> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+/// The lines of `text` that end in a newline (the last one may have been cut short).
+pub(crate) fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+}
+
+/// A cache-location variable's value: `None` when unset or blank (use the default place),
+/// `Some(None)` when it opts out (`off`, `0`, `false`, `no`, any case, surrounding blanks
+/// ignored), `Some(Some(path))` otherwise.
+pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
+    let v = value.map(str::trim).filter(|v| !v.is_empty())?;
+    Some(match v.to_ascii_lowercase().as_str() {
+        "off" | "0" | "false" | "no" => None,
+        _ => Some(PathBuf::from(v)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_complete_lines_count() {
+        let got: Vec<&str> = complete_lines("a\nb\r\nc").collect();
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    #[test]
+    fn opt_out_values_ignore_case_and_blanks() {
+        for v in ["off", " off", "OFF\n", " 0", "No", "false "] {
+            assert_eq!(location(Some(v)), Some(None), "{v:?}");
+        }
+        assert_eq!(location(Some("  ")), None);
+        assert_eq!(location(None), None);
+        assert_eq!(
+            location(Some(" /tmp/x ")),
+            Some(Some(PathBuf::from("/tmp/x")))
+        );
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_leave_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("bitnet-cache-file-{}", std::process::id()));
+        let path = dir.join("f.txt");
+        write_atomic(&path, "one\n").unwrap();
+        write_atomic(&path, "two\n").unwrap();
+        assert_eq!(read_lossy(&path).as_deref(), Some("two\n"));
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
+        std::fs::write(&path, b"ok\n\xff bad\n").unwrap();
+        assert_eq!(
+            complete_lines(&read_lossy(&path).unwrap()).next(),
+            Some("ok")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
