@@ -141,25 +141,9 @@ impl GpuBench {
             .map_or(0, |l| l.max_storage_buffer_binding_size)
     }
 
-    /// Times the engine's own copy op (`Engine::copy`, the checked util_copy kernel) on `bytes`
-    /// of f32, as a second copy-bandwidth probe.
-    pub fn engine_copy(&self, bytes: u64, policy: RepeatPolicy) -> Result<Roofline, String> {
-        let e = &self.engine;
-        let n = (bytes / 4) as usize;
-        let x = e.fill(&[n], 1.0).map_err(|x| x.to_string())?;
-        let time = self.time(policy, 1, |_| {
-            e.copy(&x).map(drop).map_err(|x| x.to_string())
-        })?;
-        Ok(Roofline {
-            bytes: 2 * 4 * n as u64,
-            time,
-            source: "engine Engine::copy (util_copy, checked)".into(),
-            dispatch_floor: None,
-        })
-    }
-
     /// Times one of the engine's elementwise ops on `bytes` of f32 per operand (the checked
-    /// kernels every model step runs: residual adds, activations).
+    /// kernels every model step runs: copies, residual adds, activations), in GB/s of its
+    /// compulsory traffic. `Engine::copy` is also a second copy-bandwidth probe.
     pub fn engine_elementwise(
         &self,
         op: ElementwiseProbe,
@@ -169,28 +153,22 @@ impl GpuBench {
         let e = &self.engine;
         let n = (bytes / 4) as usize;
         let x = e.fill(&[n], 1.5).map_err(|x| x.to_string())?;
-        let (time, operands, source) = match op {
-            ElementwiseProbe::Add => (
-                self.time(policy, 1, |_| {
-                    e.binary(BinaryOp::Add, &x, &x)
-                        .map(drop)
-                        .map_err(|x| x.to_string())
-                })?,
-                3,
-                "engine Engine::binary (add, same shape, checked)",
-            ),
-            ElementwiseProbe::Relu => (
-                self.time(policy, 1, |_| {
-                    e.unary(UnaryOp::Relu, &x)
-                        .map(drop)
-                        .map_err(|x| x.to_string())
-                })?,
-                2,
-                "engine Engine::unary (relu, checked)",
-            ),
+        let (streams, source) = match op {
+            ElementwiseProbe::Copy => (2, "engine Engine::copy (util_copy, checked)"),
+            ElementwiseProbe::Add => (3, "engine Engine::binary (add, same shape, checked)"),
+            ElementwiseProbe::Relu => (2, "engine Engine::unary (relu, checked)"),
         };
+        let time = self.time(policy, 1, |_| {
+            match op {
+                ElementwiseProbe::Copy => e.copy(&x),
+                ElementwiseProbe::Add => e.binary(BinaryOp::Add, &x, &x),
+                ElementwiseProbe::Relu => e.unary(UnaryOp::Relu, &x),
+            }
+            .map(drop)
+            .map_err(|x| x.to_string())
+        })?;
         Ok(Roofline {
-            bytes: operands * 4 * n as u64,
+            bytes: streams * 4 * n as u64,
             time,
             source: source.into(),
             dispatch_floor: None,
@@ -383,6 +361,8 @@ impl GpuBench {
 /// The elementwise ops [`GpuBench::engine_elementwise`] times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ElementwiseProbe {
+    /// `Engine::copy(x)`: one read, one write per value (a copy-bandwidth probe too).
+    Copy,
     /// `Engine::binary(Add, x, x)`: two reads, one write per value.
     Add,
     /// `Engine::unary(Relu, x)`: one read, one write per value.

@@ -265,14 +265,14 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
             // first cases timed 2-4x slower until the clocks came up partway through a case.
             let warm = std::time::Instant::now();
             while warm.elapsed() < GPU_WARMUP {
-                if guarded(|| g.engine_copy(max, policy)).is_err() {
+                if guarded(|| g.engine_elementwise(ElementwiseProbe::Copy, max, policy)).is_err() {
                     break;
                 }
             }
             let mut errors = Vec::new();
             for probe in [
                 guarded(|| roofline::measure(Some(&dev.name), max, args.repeats.min(10))),
-                guarded(|| g.engine_copy(max, policy)),
+                guarded(|| g.engine_elementwise(ElementwiseProbe::Copy, max, policy)),
             ] {
                 match probe {
                     Ok(r) => report.copy_probes.push(r),
