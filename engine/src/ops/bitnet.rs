@@ -294,12 +294,8 @@ impl Engine {
         let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
         let awpr = activation_words_per_row(k) as u64;
         // K % 4 == 0: every row starts 16-byte aligned, one float vec4 per packed word.
-        let kernel = if k.is_multiple_of(4) {
-            &ACT_QUANT_VEC4
-        } else {
-            &ACT_QUANT
-        };
         let vec4 = k.is_multiple_of(4);
+        let kernel = if vec4 { &ACT_QUANT_VEC4 } else { &ACT_QUANT };
         let (tpr, regs) = act_quant_threads(m, k);
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
             let rows = r.end - r.start;
