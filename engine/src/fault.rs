@@ -31,9 +31,10 @@ pub enum InjectedFault {
     Validation,
     /// The next pipeline lookup compiles a broken shader and fails with `PipelineCreation`.
     PipelineCreation,
-    /// The next linear-chain run gives up its in-dispatch waits at once, as on a GPU that does
-    /// not start workgroups in order: its outputs read as `Error::Aborted`.
-    ChainAbort,
+    /// The next kernel that waits inside its dispatch (a linear-chain run, one-dispatch weight
+    /// quantization) gives up its waits at once, as on a GPU that does not start workgroups in
+    /// order: its outputs read as `Error::Aborted`.
+    WaitAbort,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -42,7 +43,7 @@ pub(crate) struct Faults {
     oom: AtomicU32,
     validation: AtomicU32,
     pipeline: AtomicU32,
-    chain_abort: AtomicU32,
+    wait_abort: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -60,7 +61,7 @@ impl Faults {
             InjectedFault::OutOfMemory => &self.oom,
             InjectedFault::Validation => &self.validation,
             InjectedFault::PipelineCreation => &self.pipeline,
-            InjectedFault::ChainAbort => &self.chain_abort,
+            InjectedFault::WaitAbort => &self.wait_abort,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -81,9 +82,9 @@ impl Faults {
         take(&self.pipeline)
     }
 
-    /// Consumes one armed chain abort, if any.
-    pub fn take_chain_abort(&self) -> bool {
-        take(&self.chain_abort)
+    /// Consumes one armed in-dispatch wait abort, if any.
+    pub fn take_wait_abort(&self) -> bool {
+        take(&self.wait_abort)
     }
 }
 

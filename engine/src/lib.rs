@@ -142,7 +142,7 @@ pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
 pub use profiler::{BATCH_SPAN, ProfileGranularity, ProfileReport};
 pub use spirv::kernel_spirv;
-pub use status::{ABORTED, NonFiniteCheck, STATUS_WORDS};
+pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_WORDS};
 pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};
 

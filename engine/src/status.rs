@@ -34,6 +34,10 @@ pub(crate) const CLEAN: u32 = u32::MAX;
 /// this decodes to [`Error::Aborted`] (see `bitlinear_chain_subgroup.wgsl`).
 pub const ABORTED: &str = "(run aborted)";
 
+/// The tensor name of a status word a kernel uses as its own in-dispatch state (it starts clean
+/// like every word): never decoded as an error (see `weight_quant_fused.wgsl`).
+pub const KERNEL_STATE: &str = "(kernel state)";
+
 /// What a flagging launch reports, and where its index space starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NonFiniteCheck {
@@ -158,7 +162,8 @@ impl StatusReset {
 pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error> {
     (0..STATUS_WORDS).find_map(|t| {
         let word = u32::from_le_bytes(bytes.get(4 * t..4 * t + 4)?.try_into().ok()?);
-        (word != CLEAN).then(|| match check.tensors[t] {
+        let flagged = word != CLEAN && check.tensors[t] != KERNEL_STATE;
+        flagged.then(|| match check.tensors[t] {
             ABORTED => Error::Aborted { op: check.op },
             _ => Error::NonFinite {
                 op: check.op,

@@ -4,7 +4,8 @@
 // each `clamp(round(w * inv_s), -1, 1)` (round = ties to even), stored as code w + 1 at bit
 // 8 (kk % 4) + 2 (kk / 4) (the interleaved layout of layout.rs). Positions k >= K hold the padding
 // code 1 (weight 0). `inv_s = 1 / s` (correctly rounded) is derived once per workgroup from the
-// scale written by pass (a). Needs the exact_div.wgsl snippet (prepended by bitnet.rs).
+// scale written by pass (a). Needs exact_div.wgsl and weight_quant_pack_common.wgsl (prepended
+// by bitnet.rs).
 
 struct Params {
     // Rows in this dispatch (the host chunks large matrices over rows).
@@ -25,7 +26,7 @@ struct Params {
 
 const WORKGROUP: u32 = 256u;
 
-var<workgroup> inv_scale: f32;
+var<workgroup> factors: vec2<f32>;
 
 // An optimization barrier: XOR with a runtime zero hides how the value was made.
 fn pin(v: f32) -> f32 {
@@ -38,26 +39,13 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
+    // The factors of weight_quant_pack_common.wgsl, derived once per workgroup.
     if (t == 0u) {
-        inv_scale = exact_div(1.0, scale[0]);
+        factors = pack_factors(scale[0]);
     }
     workgroupBarrier();
-    let inv_s = inv_scale;
-
-    // s > 2^126 makes inv_s subnormal, and Vulkan lets GPUs flush subnormal operands to zero.
-    // Then multiply through normal stand-ins: w * inv_s = (w * 2^-32) * (inv_s * 2^32), where
-    // inv_s * 2^32 = frac * 2^-117 is exact. Every association of these products rounds to the
-    // same value while it is normal, and a subnormal product rounds to weight 0 either way — as
-    // long as the product is formed in this order: drivers may reassociate (w * f) * inv into
-    // w * (f * inv), whose subnormal factor is flushed to zero (seen on NVIDIA), so the first
-    // product goes through an optimization barrier.
-    var w_factor = 1.0;
-    var inv = inv_s;
-    let inv_bits = bitcast<u32>(inv_s);
-    if ((inv_bits >> 23u) == 0u) {
-        w_factor = 0x1p-32f;
-        inv = f32(inv_bits) * 0x1p-117f;
-    }
+    let w_factor = factors.x;
+    let inv = factors.y;
 
     let idx = (wid.x + wid.y * nwg.x) * WORKGROUP + t;
     if (idx >= params.rows * params.words_per_row) {

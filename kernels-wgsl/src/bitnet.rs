@@ -122,7 +122,11 @@ pub const GEMM_COOP_I8_N96_THREADS: u32 = 384;
 /// word 0 first non-finite input (first level), word 1 the sum overflowed.
 pub const WEIGHT_QUANT_SUM: KernelSource = KernelSource {
     name: "weight_quant_sum",
-    source: kernel!("exact_div.wgsl", "weight_quant_sum.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "weight_quant_sum_common.wgsl",
+        "weight_quant_sum.wgsl"
+    ),
 };
 
 /// Weight quantization pass (b): quantize with `inv_s = 1 / s` and pack 16 codes per `u32`, one
@@ -130,14 +134,38 @@ pub const WEIGHT_QUANT_SUM: KernelSource = KernelSource {
 /// 2 `packed: u32[]`.
 pub const WEIGHT_QUANT_PACK: KernelSource = KernelSource {
     name: "weight_quant_pack",
-    source: kernel!("exact_div.wgsl", "weight_quant_pack.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "weight_quant_pack_common.wgsl",
+        "weight_quant_pack.wgsl"
+    ),
 };
 
 /// Weight quantization pass (b) for K % 16 == 0: coalesced vec4 loads, [`WEIGHT_PACK_VEC4_WORDS`]
 /// words per workgroup. Same bindings as [`WEIGHT_QUANT_PACK`].
 pub const WEIGHT_QUANT_PACK_VEC4: KernelSource = KernelSource {
     name: "weight_quant_pack_vec4",
-    source: kernel!("exact_div.wgsl", "weight_quant_pack_vec4.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "weight_quant_pack_common.wgsl",
+        "weight_quant_pack_vec4.wgsl"
+    ),
+};
+
+/// Weight quantization in one dispatch for K % 16 == 0: `blocks` = ceil(N K / 4096) workgroups
+/// of the canonical sum, the last of which makes `s`, then `blocks` pack workgroups (256 words
+/// each, from the end of the matrix) that wait inside the dispatch for `s` (override constants
+/// `SPIN_LIMIT`, `POLL_RMW` as [`BITLINEAR_CHAIN_SUBGROUP`]). Bindings: 0 `weights: f32[]`
+/// (read), 1 `packed: u32[]`, 2 `scale: f32[1]`. Status: word 0 first non-finite `w`, word 1 the
+/// sum overflowed, word 2 the run aborted, word 3 the kernel's state (never an error).
+pub const WEIGHT_QUANT_FUSED: KernelSource = KernelSource {
+    name: "weight_quant_fused",
+    source: kernel!(
+        "exact_div.wgsl",
+        "weight_quant_sum_common.wgsl",
+        "weight_quant_pack_common.wgsl",
+        "weight_quant_fused.wgsl"
+    ),
 };
 
 /// Activation quantization, one workgroup per row (any K): absmax, `127 / a`, quantize, pack 4
@@ -399,6 +427,7 @@ pub const ALL: &[KernelSource] = &[
     WEIGHT_QUANT_SUM,
     WEIGHT_QUANT_PACK,
     WEIGHT_QUANT_PACK_VEC4,
+    WEIGHT_QUANT_FUSED,
     ACT_QUANT,
     ACT_QUANT_VEC4,
     BITLINEAR_GEMV_SUBGROUP,

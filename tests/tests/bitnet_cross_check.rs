@@ -22,6 +22,8 @@ mod support;
 mod tensors;
 #[path = "bitnet_cross_check/variants.rs"]
 mod variants;
+#[path = "bitnet_cross_check/weight_quant.rs"]
+mod weight_quant;
 
 use bitnet_tests::{Rng, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref;

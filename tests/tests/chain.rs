@@ -131,7 +131,7 @@ fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     let chain = e.linear_chain(64, links.clone()).unwrap();
     let x = random_f32(11, 64, -3.0, 3.0);
     let want = reference(&links, &x);
-    e.inject_fault(InjectedFault::ChainAbort);
+    e.inject_fault(InjectedFault::WaitAbort);
     assert_eq!(chain.forward(&x).unwrap(), want);
     assert!(
         !chain.is_fused(),

@@ -1,6 +1,7 @@
-//! BitNet b1.58 ops on resident tensors: weight quantization (`F32 [N, K]` → `Ternary`) and
-//! activation quantization (`F32 [M, K]` → `QuantizedI8`). BitLinear is in `bitnet_linear.rs`,
-//! the cpu-ref-compatible slice entry points in `bitnet_stable.rs`.
+//! BitNet b1.58 ops on resident tensors: activation quantization (`F32 [M, K]` → `QuantizedI8`)
+//! and the helpers of every BitNet op (shapes, binding chunks). Weight quantization is in
+//! `bitnet_weight_quant.rs`, BitLinear in `bitnet_linear.rs`, the cpu-ref-compatible slice entry
+//! points in `bitnet_stable.rs`.
 //!
 //! Results are bit-identical to `bitnet-cpu-ref` (codes, scales, quantized values, absmax): the
 //! kernels follow `layout.rs` operation for operation, including the canonical summation order
@@ -10,7 +11,7 @@
 
 use std::ops::Range;
 
-use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
+use bitnet_cpu_ref::layout::activation_words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use crate::context::Gpu;
@@ -23,14 +24,6 @@ use crate::tensor::{DType, Tensor};
 
 use Access::{Read, ReadWrite};
 
-const WEIGHT_SUM: Kernel = Kernel::new(kernels::WEIGHT_QUANT_SUM, "main", &[Read, ReadWrite]);
-const WEIGHT_PACK: Kernel =
-    Kernel::new(kernels::WEIGHT_QUANT_PACK, "main", &[Read, Read, ReadWrite]);
-const WEIGHT_PACK_VEC4: Kernel = Kernel::new(
-    kernels::WEIGHT_QUANT_PACK_VEC4,
-    "main",
-    &[Read, Read, ReadWrite],
-);
 const ACT_QUANT: Kernel = Kernel::new(kernels::ACT_QUANT, "main", &[Read, ReadWrite, ReadWrite]);
 const ACT_QUANT_VEC4: Kernel = Kernel::new(
     kernels::ACT_QUANT_VEC4,
@@ -38,32 +31,8 @@ const ACT_QUANT_VEC4: Kernel = Kernel::new(
     &[Read, ReadWrite, ReadWrite],
 );
 
-/// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
-const SUM_OVERFLOW: &str = "sum of |w| (overflows f32)";
 /// Largest byte range one binding of these kernels covers, so every u32 index stays exact.
 const MAX_CHUNK_BYTES: u64 = 1 << 31;
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct SumParams {
-    len: u32,
-    block_base: u32,
-    check_input: u32,
-    finalize: u32,
-    count: f32,
-    /// Always 0 (the kernel's runtime zero for its optimization barrier).
-    zero: u32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct PackParams {
-    rows: u32,
-    k: u32,
-    words_per_row: u32,
-    /// Always 0 (the kernels' runtime zero for their optimization barrier).
-    zero: u32,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -149,125 +118,6 @@ pub(crate) fn same_engine(engine: &Engine, op: &'static str, t: &Tensor) -> Resu
 }
 
 impl Engine {
-    /// Quantizes resident `F32` weights `[N, K]` to a `Ternary` tensor (packed codes + scale `s`),
-    /// bit-identical to [`bitnet_cpu_ref::quantize_weights`]. Two passes over `w` on the GPU:
-    /// the canonical absolute-value sum (then `s`), and quantize + pack. Errors: wrong dtype or
-    /// rank, `K ≥ 2^24`, NaN/Inf in `w` or an overflowing `|w|` sum (`Error::NonFinite`, at the
-    /// next sync point on the GPU).
-    pub fn quantize_weights_tensor(&self, w: &Tensor) -> Result<Tensor> {
-        const OP: &str = "quantize_weights";
-        w.expect_dtype(OP, DType::F32)?;
-        let (n, k) = matrix_shape(OP, w)?;
-        check_k(OP, k)?;
-        same_engine(self, OP, w)?;
-        let Some(gpu) = self.gpu_for(&[w]) else {
-            let q = bitnet_cpu_ref::quantize_weights(&w.read_f32()?, n, k)?;
-            return self.upload_ternary(&q);
-        };
-        if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
-            return Ok(out);
-        }
-        let out = self.empty(OP, &[n, k], DType::Ternary)?;
-        self.record_weight_scale(gpu, w, &out)?;
-        let wpr = words_per_row(k) as u64;
-        // K % 16 == 0: the packed words are a flat map of float vec4 (coalesced variant).
-        let vec4 = k.is_multiple_of(16);
-        let (kernel, per_group) = if vec4 {
-            (&WEIGHT_PACK_VEC4, kernels::WEIGHT_PACK_VEC4_WORDS)
-        } else {
-            (&WEIGHT_PACK, kernels::WEIGHT_PACK_WORKGROUP)
-        };
-        for r in row_chunks(gpu, OP, n as u64, &[4 * k as u64, 4 * wpr])? {
-            let rows = r.end - r.start;
-            Launch::new(gpu, kernel)
-                .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
-                .input_scales(&out)
-                .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
-                .params(&PackParams {
-                    rows: rows as u32,
-                    k: k as u32,
-                    words_per_row: wpr as u32,
-                    zero: 0,
-                })
-                .workgroups((rows * wpr).div_ceil(u64::from(per_group)))
-                .run()?;
-        }
-        Ok(out)
-    }
-
-    /// Pass (a) of weight quantization: the canonical sum, level by level, ending with the scale
-    /// `s` written into `out`'s scale buffer by a finalizing dispatch that also sums the last
-    /// level (up to [`kernels::SUM_FINAL_BLOCKS`] blocks).
-    fn record_weight_scale(&self, gpu: &Gpu, w: &Tensor, out: &Tensor) -> Result<()> {
-        const OP: &str = "quantize_weights";
-        let block = u64::from(kernels::SUM_BLOCK);
-        let total = w.len() as u64;
-        // Rust's `as` rounding, exactly as cpu-ref computes `(N * K) as f32`.
-        let count = total as f32;
-        let check = NonFiniteCheck::tensors(OP, ["w", SUM_OVERFLOW, "", ""]);
-        let mut params = SumParams {
-            len: 0,
-            block_base: 0,
-            check_input: 1,
-            finalize: 0,
-            count,
-            zero: 0,
-        };
-        if total <= block {
-            params.len = total as u32;
-            params.finalize = 1;
-            return Launch::new(gpu, &WEIGHT_SUM)
-                .input(w)
-                .output_scales(out)
-                .params(&params)
-                .check_finite(check)
-                .workgroups(1)
-                .run();
-        }
-        // Level 1 reads w in chunks of whole 4096-value blocks (16 KiB: aligned for any device).
-        let blocks_per_chunk = (chunk_limit(gpu) / (4 * block)).max(1);
-        let mut len = total.div_ceil(block);
-        let mut sums = self.empty(OP, &[len as usize], DType::F32)?;
-        for c in 0..len.div_ceil(blocks_per_chunk) {
-            let first = c * blocks_per_chunk * block;
-            let values = (total - first).min(blocks_per_chunk * block);
-            params.len = values as u32;
-            params.block_base = (c * blocks_per_chunk) as u32;
-            Launch::new(gpu, &WEIGHT_SUM)
-                .input_range(w, 4 * first, 4 * values)
-                .output(&sums)
-                .params(&params)
-                .check_finite(check.at(first))
-                .workgroups(values.div_ceil(block))
-                .run()?;
-        }
-        // Later levels: block sums of block sums (small, one binding each), until the finalizing
-        // workgroup can take the rest.
-        params.check_input = 0;
-        params.block_base = 0;
-        while len > block * u64::from(kernels::SUM_FINAL_BLOCKS) {
-            let next = self.empty(OP, &[len.div_ceil(block) as usize], DType::F32)?;
-            params.len = len as u32;
-            Launch::new(gpu, &WEIGHT_SUM)
-                .input(&sums)
-                .output(&next)
-                .params(&params)
-                .workgroups(len.div_ceil(block))
-                .run()?;
-            len = len.div_ceil(block);
-            sums = next;
-        }
-        params.len = len as u32;
-        params.finalize = 1;
-        Launch::new(gpu, &WEIGHT_SUM)
-            .input(&sums)
-            .output_scales(out)
-            .params(&params)
-            .check_finite(check)
-            .workgroups(1)
-            .run()
-    }
-
     /// Quantizes resident `F32` activations `[M, K]` per row to a `QuantizedI8` tensor (packed
     /// rows + clamped absmax), bit-identical to [`bitnet_cpu_ref::quantize_activations`].
     /// Errors: wrong dtype or rank, `K ≥ 2^24`, NaN/Inf in `x` (`Error::NonFinite`, at the next

@@ -46,6 +46,18 @@ const OUT_ALIGN: usize = 64;
 const SPIN_LIMIT_GPU: u32 = 32768;
 const SPIN_LIMIT_CPU: u32 = 65000;
 
+/// The `SPIN_LIMIT` of a kernel that waits inside its dispatch (the chain, one-dispatch weight
+/// quantization) on `gpu`: 0 when a test armed [`InjectedFault::WaitAbort`](crate::InjectedFault).
+pub(crate) fn spin_limit(gpu: &Gpu) -> u32 {
+    if gpu.faults.take_wait_abort() {
+        0
+    } else if gpu.adapter_info.device_type == wgpu::DeviceType::Cpu {
+        SPIN_LIMIT_CPU
+    } else {
+        SPIN_LIMIT_GPU
+    }
+}
+
 /// One linear of the job table, field for field `ChainJob` of the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -152,13 +164,7 @@ impl ChainDevice {
     /// aborted run ([`Error::Aborted`]).
     pub fn record(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let cpu_adapter = gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
-        let spin = if gpu.faults.take_chain_abort() {
-            0
-        } else if cpu_adapter {
-            SPIN_LIMIT_CPU
-        } else {
-            SPIN_LIMIT_GPU
-        };
+        let spin = spin_limit(gpu);
         let params = LinearParams {
             m: 1,
             n: self.offsets.len() as u32,

@@ -19,6 +19,7 @@ pub(crate) mod bitnet_stable;
 mod bitnet_tune;
 mod bitnet_tune_cache;
 mod bitnet_tune_clock;
+mod bitnet_weight_quant;
 mod broadcast;
 mod elementwise;
 mod float_args;

@@ -1,0 +1,217 @@
+// Weight quantization in ONE dispatch, for K % 16 == 0: the canonical absolute-value sum, the
+// scale s, and quantize + pack — bit for bit what weight_quant_sum.wgsl (level by level) and
+// weight_quant_pack_vec4.wgsl compute.
+//
+// Why: run as separate dispatches, each level waits behind a pipeline barrier for the whole GPU
+// to drain (about 2 µs on the H200, plus the ramp-up of the next), and the pack pass reads w from
+// memory a second time. Here the pack workgroups wait, inside the dispatch, only for s, with their
+// weights already loaded, and they take the matrix from its end, which the sum read last: for a
+// matrix that fits the L2 cache, w comes from memory once.
+//
+// Layout: `blocks` = ceil(len / 4096) sum workgroups, then `blocks` pack workgroups (4096 values,
+// 256 packed words each). Sum workgroup b sums block b in the canonical order and publishes the
+// sum (atomic store into packed[b], scratch until the packs overwrite it); the workgroup that
+// finishes the last block sums the block sums (`final_total`), writes s to `scale` and publishes
+// its bits. Pack workgroup p packs words [256 q, 256 q + 256) with q = blocks - 1 - p.
+//
+// State: status word STATE, clean (0xFFFFFFFF) at every launch. The sum workgroups count down
+// from it; s's bits (below 2^31: s is positive) then replace the count, so a value below 2^31
+// means "s is ready, and this is s". Waiting follows bitlinear_chain_subgroup.wgsl: a pack
+// workgroup only waits for workgroups with lower indices, which GPUs start first; the wait is
+// bounded (SPIN_LIMIT * 32 polls), and a workgroup that runs out flags status word ABORT — the
+// engine then discards the run and quantizes on the CPU.
+//
+// Status words: 0 = first non-finite w index, 1 = the sum overflowed, 2 = the run aborted,
+// 3 = the state (not an error). Needs exact_div.wgsl, weight_quant_sum_common.wgsl and
+// weight_quant_pack_common.wgsl (prepended by bitnet.rs).
+
+struct Params {
+    // Values of w (N * K, a multiple of 16).
+    len: u32,
+    // ceil(len / 4096): sum workgroups, and pack workgroups.
+    blocks: u32,
+    // (N * K) as f32, rounded on the host exactly as Rust's `as` does.
+    count: f32,
+    // Always 0: the runtime zero of the optimization barriers.
+    zero: u32,
+}
+
+@group(0) @binding(0) var<storage, read> weights: array<vec4<f32>>;
+// The packed codes; its first `blocks` words carry the block sums until the packs run.
+@group(0) @binding(1) var<storage, read_write> packed: array<atomic<u32>>;
+// The ternary tensor's scale buffer: s, for the dispatches after this one.
+@group(0) @binding(2) var<storage, read_write> scale: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
+
+// Iterations of 32 polls before a pack workgroup gives up (override; engine: SPIN_LIMIT_*).
+override SPIN_LIMIT: u32 = 32768u;
+// Poll with a read-modify-write (CPU adapters: lavapipe hoists a relaxed atomicLoad out of a
+// wait loop; see bitlinear_chain_subgroup.wgsl).
+override POLL_RMW: bool = false;
+
+const ABORT: u32 = 2u;
+const STATE: u32 = 3u;
+// State values at or above this are the countdown; below, s's bits.
+const COUNTING: u32 = 0x80000000u;
+
+// Thread 0's news for the whole workgroup (read with workgroupUniformLoad).
+var<workgroup> news: u32;
+// Group bits of each float vec4 of a pack workgroup, index = vec4 - first vec4.
+var<workgroup> parts: array<u32, 1024>;
+
+// Four of a lane's values e[i], e[i + 256], e[i + 512], e[i + 768] of w, as |e|.
+fn load4(i: u32, bad: ptr<function, u32>) -> vec4<f32> {
+    let idx = vec4<u32>(i, i + LANES, i + 2u * LANES, i + 3u * LANES);
+    let c = min(idx, vec4<u32>(params.len - 1u));
+    let raw = vec4<u32>(
+        bitcast<u32>(weights[c.x >> 2u][c.x & 3u]),
+        bitcast<u32>(weights[c.y >> 2u][c.y & 3u]),
+        bitcast<u32>(weights[c.z >> 2u][c.z & 3u]),
+        bitcast<u32>(weights[c.w >> 2u][c.w & 3u]),
+    );
+    return abs4(raw, idx, params.len, bad);
+}
+
+// The last level reads the published block sums (non-negative; zero past the last block).
+fn final_block_sum(first: u32, t: u32) -> f32 {
+    var v: array<f32, 16>;
+    for (var r = 0u; r < 16u; r = r + 1u) {
+        let i = first + t + r * LANES;
+        v[r] = select(0.0, bitcast<f32>(atomicLoad(&packed[min(i, params.blocks - 1u)])), i < params.blocks);
+    }
+    let p = lane_sum(
+        vec4<f32>(v[0], v[1], v[2], v[3]),
+        vec4<f32>(v[4], v[5], v[6], v[7]),
+        vec4<f32>(v[8], v[9], v[10], v[11]),
+        vec4<f32>(v[12], v[13], v[14], v[15]),
+    );
+    return lane_tree(p, t);
+}
+
+// Sum workgroup b: its block's sum, published; the last one to finish also makes s.
+fn sum_block(b: u32, t: u32) {
+    var bad = NONE_SEEN;
+    let i = b * BLOCK + t;
+    let p = lane_sum(
+        load4(i, &bad),
+        load4(i + 4u * LANES, &bad),
+        load4(i + 8u * LANES, &bad),
+        load4(i + 12u * LANES, &bad),
+    );
+    if (bad != NONE_SEEN) {
+        atomicMin(&nonfinite[0], bad);
+    }
+    let sum = lane_tree(p, t);
+    if (t == 0u) {
+        atomicStore(&packed[b], bitcast<u32>(sum));
+    }
+    // Publish the sum (device scope) before counting the block.
+    storageBarrier();
+    if (t == 0u) {
+        let before = atomicSub(&nonfinite[STATE], 1u);
+        news = u32(before == NONE_SEEN - (params.blocks - 1u));
+    }
+    if (workgroupUniformLoad(&news) == 0u) {
+        return;
+    }
+    // The last block: every other sum was published before its workgroup counted itself.
+    storageBarrier();
+    var total = sum;
+    if (params.blocks > 1u) {
+        total = final_total(params.blocks, t);
+    }
+    if (t != 0u) {
+        return;
+    }
+    if (sum_overflowed(total)) {
+        atomicMin(&nonfinite[1], 0u);
+    }
+    let s = weight_scale(total);
+    scale[0] = s;
+    // s > 0 (or a NaN from a NaN input, reported as such): keep its bits below COUNTING.
+    atomicStore(&nonfinite[STATE], min(bitcast<u32>(s), 0x7fffffffu));
+}
+
+// One poll of the state; COUNTING or above while s is not ready.
+fn poll() -> u32 {
+    if (POLL_RMW) {
+        return atomicAdd(&nonfinite[STATE], 0u);
+    }
+    return atomicLoad(&nonfinite[STATE]);
+}
+
+// Up to eight polls in straight-line code (lavapipe caps a shader's loop iterations in all, see
+// bitlinear_chain_subgroup.wgsl); the last value seen.
+fn poll8() -> u32 {
+    var v = poll();
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    if (v >= COUNTING) { v = poll(); }
+    return v;
+}
+
+// s's bits once ready (thread 0), or NONE_SEEN when the run aborted.
+fn wait_for_scale(g: u32) -> u32 {
+    for (var i = 0u; i < SPIN_LIMIT; i = i + 1u) {
+        let v = min(min(poll8(), poll8()), min(poll8(), poll8()));
+        if (v < COUNTING) {
+            return v;
+        }
+        if (atomicAdd(&nonfinite[ABORT], 0u) != NONE_SEEN) {
+            return NONE_SEEN;
+        }
+    }
+    atomicMin(&nonfinite[ABORT], g);
+    return NONE_SEEN;
+}
+
+// Pack workgroup for words [256 q, 256 q + 256): loads first, then waits for s.
+fn pack_block(q: u32, g: u32, t: u32) {
+    let words = params.len / 16u;
+    let first_word = q * LANES;
+    let first_vec = 4u * first_word;
+    let vecs = 4u * words;
+    var w: array<vec4<f32>, 4>;
+    for (var s = 0u; s < 4u; s = s + 1u) {
+        w[s] = weights[min(first_vec + s * LANES + t, vecs - 1u)];
+    }
+    if (t == 0u) {
+        news = wait_for_scale(g);
+    }
+    let s_bits = workgroupUniformLoad(&news);
+    if (s_bits == NONE_SEEN) {
+        return;
+    }
+    let f = pack_factors(bitcast<f32>(s_bits));
+    for (var s = 0u; s < 4u; s = s + 1u) {
+        let v = s * LANES + t;
+        parts[v] = group_bits(w[s], first_vec + v, f);
+    }
+    workgroupBarrier();
+    let word = first_word + t;
+    if (word < words) {
+        atomicStore(
+            &packed[word],
+            parts[4u * t] | parts[4u * t + 1u] | parts[4u * t + 2u] | parts[4u * t + 3u],
+        );
+    }
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let g = wid.x + wid.y * nwg.x;
+    if (g < params.blocks) {
+        sum_block(g, t);
+    } else if (g < 2u * params.blocks) {
+        pack_block(2u * params.blocks - 1u - g, g, t);
+    }
+}

@@ -1,0 +1,106 @@
+//! One-dispatch weight quantization (`weight_quant_fused.wgsl`: K % 16 == 0, `w` within one
+//! binding; on CPU adapters up to 4 MiB) against cpu-ref: one block, partial last blocks, the
+//! largest size lavapipe runs this way, calls overlapping in one batch, NaN/Inf and overflowing
+//! sums, and a run whose in-dispatch wait gives up.
+
+use bitnet_tests::{gpu_engine, random_normal};
+use bitnet_wgpu::cpu_ref;
+use bitnet_wgpu::{DispatchPolicy, Error, InjectedFault};
+
+use crate::support::{assert_ternary_eq, check_weights, engine};
+
+#[test]
+fn one_dispatch_weights_match_cpu_ref() {
+    let e = engine();
+    // 1 block; exactly 1 block; 21 blocks, the last partial; 255 blocks and a partial one;
+    // 256 blocks of 4 MiB (the CPU adapter's largest).
+    for (n, k) in [(1, 16), (4, 1024), (33, 2560), (1021, 1024), (1024, 1024)] {
+        let seed = (n * 7 + k) as u64;
+        let w = random_normal(seed, n * k, 0.02);
+        check_weights(e, &w, n, k, &format!("one dispatch [{n}, {k}]"));
+    }
+    // All zeros: s = 1e-5 and every code 0.
+    check_weights(e, &[0.0; 3 * 32], 3, 32, "zeros");
+}
+
+#[test]
+fn overlapping_one_dispatch_runs_match_cpu_ref() {
+    let e = engine();
+    let shapes = [(64, 256), (5, 4096), (300, 2560), (7, 16)];
+    let ws: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, k))| random_normal(40 + i as u64, n * k, 1.5))
+        .collect();
+    // Recorded into one batch, outputs kept: nothing orders the runs.
+    let outs: Vec<_> = shapes
+        .iter()
+        .zip(&ws)
+        .map(|(&(n, k), w)| {
+            e.quantize_weights_tensor(&e.upload_f32(w, &[n, k]).unwrap())
+                .unwrap()
+        })
+        .collect();
+    for ((&(n, k), w), out) in shapes.iter().zip(&ws).zip(&outs) {
+        let want = cpu_ref::quantize_weights(w, n, k).unwrap();
+        assert_ternary_eq(&out.read_ternary().unwrap(), &want, &format!("[{n}, {k}]"));
+    }
+}
+
+#[test]
+fn one_dispatch_errors_match_cpu_ref() {
+    let e = engine();
+    let (n, k) = (96, 2560);
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        // Two bad values in different blocks; the lowest flat index is reported.
+        let mut w = random_normal(51, n * k, 0.02);
+        w[200_001] = bad;
+        w[9_999] = bad;
+        let want = cpu_ref::quantize_weights(&w, n, k)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(e.quantize_weights(&w, n, k).unwrap_err(), want, "{bad}");
+    }
+    // Finite weights whose |w| sum overflows f32.
+    let mut w = random_normal(52, n * k, 0.02);
+    w[5] = 3.0e38;
+    w[70_000] = -3.0e38;
+    let want = cpu_ref::quantize_weights(&w, n, k)
+        .map_err(Error::from)
+        .unwrap_err();
+    assert_eq!(e.quantize_weights(&w, n, k).unwrap_err(), want, "overflow");
+    // The engine stays usable.
+    let w = random_normal(53, n * k, 0.02);
+    check_weights(e, &w, n, k, "after the errors");
+}
+
+#[test]
+fn aborted_one_dispatch_run_is_a_fault_the_slice_api_recovers_from() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (n, k) = (40, 2560);
+    let w = random_normal(61, n * k, 0.02);
+    let want = cpu_ref::quantize_weights(&w, n, k).unwrap();
+    // The tensor API reports the aborted run at the read...
+    e.inject_fault(InjectedFault::WaitAbort);
+    let t = e.upload_f32(&w, &[n, k]).unwrap();
+    let err = e.quantize_weights_tensor(&t).unwrap().read_ternary();
+    assert!(
+        matches!(
+            err,
+            Err(Error::Aborted {
+                op: "quantize_weights"
+            })
+        ),
+        "{err:?}"
+    );
+    // ...the slice API re-runs on the CPU, and later runs use the GPU again.
+    e.inject_fault(InjectedFault::WaitAbort);
+    assert_ternary_eq(&e.quantize_weights(&w, n, k).unwrap(), &want, "after abort");
+    let again = e
+        .quantize_weights_tensor(&t)
+        .unwrap()
+        .read_ternary()
+        .unwrap();
+    assert_ternary_eq(&again, &want, "next run");
+}
