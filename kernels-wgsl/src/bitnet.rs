@@ -7,6 +7,7 @@
 //!
 //! | op | fast variant (condition) | generic variant |
 //! |---|---|---|
+//! | weight quant | [`WEIGHT_QUANT_FUSED`] (K % 16 == 0, w in one binding: sum, scale and pack in one dispatch) | sum and pack below |
 //! | weight sum | [`WEIGHT_QUANT_SUM`] (two last levels in one dispatch) | — |
 //! | weight pack | [`WEIGHT_QUANT_PACK_VEC4`] (K % 16 == 0) | [`WEIGHT_QUANT_PACK`] |
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
@@ -155,9 +156,10 @@ pub const WEIGHT_QUANT_PACK_VEC4: KernelSource = KernelSource {
 /// Weight quantization in one dispatch for K % 16 == 0: `blocks` = ceil(N K / 4096) workgroups
 /// of the canonical sum, the last of which makes `s`, then `blocks` pack workgroups (256 words
 /// each, from the end of the matrix) that wait inside the dispatch for `s` (override constants
-/// `SPIN_LIMIT`, `POLL_RMW` as [`BITLINEAR_CHAIN_SUBGROUP`]; `POLL_DELAY`, the pause between two polls on GPUs). Bindings: 0 `weights: f32[]`
-/// (read), 1 `packed: u32[]`, 2 `scale: f32[1]`. Status: word 0 first non-finite `w`, word 1 the
-/// sum overflowed, word 2 the run aborted, word 3 the kernel's state (never an error).
+/// `SPIN_LIMIT`, `POLL_RMW` as [`BITLINEAR_CHAIN_SUBGROUP`]; `POLL_DELAY`, the pause between
+/// two polls on GPUs). Bindings: 0 `weights: f32[]` (read), 1 `packed: u32[]`, 2
+/// `scale: f32[1]`. Status: word 0 first non-finite `w`, word 1 the sum overflowed, word 2 the
+/// run aborted, word 3 the kernel's state (never an error).
 pub const WEIGHT_QUANT_FUSED: KernelSource = KernelSource {
     name: "weight_quant_fused",
     source: kernel!(
