@@ -150,13 +150,19 @@ fn ch_wait(job: ChainJob, g: u32) -> u32 {
     return 1u;
 }
 
-// bitlinear_write.wgsl's store (mode 0) into the atomic `out`.
-fn ch_write(idx: u32, acc: i32, scale: f32) {
+// bitlinear_write.wgsl's store (mode 0) into the atomic `out`; returns the sign-cleared bits.
+fn ch_write(idx: u32, acc: i32, scale: f32) -> u32 {
     let bits = bitcast<u32>(f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[Y_STATUS], idx);
     }
     atomicStore(&out[idx], bits);
+    return bits & 0x7fffffffu;
+}
+
+// The counter slot holding job j's output absmax bits (see main, step 6).
+fn ch_top_slot(j: u32) -> u32 {
+    return params.n + 2u + j;
 }
 
 // Counts the workgroup as finished; the last one zeroes every counter for the next run.
@@ -166,7 +172,7 @@ fn ch_finish(lid: u32) {
     }
     let done = atomicAdd(&counters[params.n], 1u) + 1u;
     if (done == params.tiles_n) {
-        for (var j = 0u; j < params.n + 2u; j = j + 1u) {
+        for (var j = 0u; j < 2u * params.n + 2u; j = j + 1u) {
             atomicStore(&counters[j], 0u);
         }
     }
@@ -253,8 +259,14 @@ fn main(
         return;
     }
 
-    // 3. absmax of the input.
-    let top = ch_absmax(job, ids, lane, sg, nsg);
+    // 3. absmax of the input: the chain input's from a pass over it; a producer's output's as
+    // the producer published it (step 6), which saves a pass of coherent (atomic) loads.
+    var top: u32;
+    if (job.src == NONE) {
+        top = ch_absmax(job, ids, lane, sg, nsg);
+    } else {
+        top = atomicLoad(&counters[ch_top_slot(job.src)]);
+    }
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
 
@@ -298,16 +310,19 @@ fn main(
         j = jn;
     }
 
-    // 6. Reduce, rescale, store; publish the outputs, then count the workgroup.
+    // 6. Reduce, rescale, store; publish the outputs and their absmax (the largest sign-cleared
+    // bits, as ch_absmax computes it), then count the workgroup.
     let total = gv_reduce(gf_total(acc), ids);
     if (ids.l == 0u) {
         let scale = bitlinear_scale(job.scale, a);
         let base = job.out_off + ids.n;
+        var top_out = 0u;
         for (var r = 0u; r < 4u; r = r + 1u) {
             if (ids.n + r < job.n) {
-                ch_write(base + r, total[r] - row_sum, scale);
+                top_out = max(top_out, ch_write(base + r, total[r] - row_sum, scale));
             }
         }
+        atomicMax(&counters[ch_top_slot(jid)], top_out);
     }
     storageBarrier();
     if (lid == 0u) {

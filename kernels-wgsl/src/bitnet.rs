@@ -259,7 +259,8 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
 /// linear; override constants `TPR`, `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`. Bindings: 0
 /// `weights: u32[]` (every linear's rows), 1 `x: f32[K]` (read), 2 `out: u32[]` (every output),
 /// 3 `jobs` (9 words per linear, see the kernel), 4 `wg_job: u32[]` (read), 5 `counters:
-/// u32[jobs + 2]` (zero before the first run; the kernel leaves them zero). Status: word 0 first
+/// u32[2 jobs + 2]` (finished workgroups per job, finished, abort, then each job's output
+/// absmax; zero before the first run, and the kernel leaves them zero). Status: word 0 first
 /// non-finite x index, word 1 aborted, word 2 first non-finite output index.
 pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_subgroup",

@@ -153,7 +153,8 @@ impl ChainDevice {
             weights: e.upload_u32(&arena, &[words])?,
             jobs: e.upload_u32(job_words, &[job_words.len()])?,
             wg_job: e.upload_u32(&wg_job, &[wg_job.len()])?,
-            counters: e.upload_u32(&vec![0; links.len() + 2], &[links.len() + 2])?,
+            // Per job: finished workgroups; then finished, abort; then per job: output absmax.
+            counters: e.upload_u32(&vec![0; 2 * links.len() + 2], &[2 * links.len() + 2])?,
             offsets,
             out_len,
         })
