@@ -227,7 +227,7 @@ impl Batch {
         }
         let entries = claimed.into_iter().map(|(f, _)| f).collect();
         Ok(Some(StatusTicket {
-            resolver: StatusResolver::new(entries, done_tx, STATUS_BYTES),
+            resolver: StatusResolver::new(entries, done_tx, &done_rx, STATUS_BYTES),
             staging,
             bytes,
         }))

@@ -33,7 +33,8 @@ pub(crate) struct Fate {
 enum State {
     /// Not known yet; `slot` is the launch's status slot once assigned.
     Pending { slot: Option<u32> },
-    /// A read copied the slot out and will resolve the fate; `done` disconnects when it did.
+    /// A read copied the slot out and will resolve the fate; `done` disconnects when it did, or
+    /// when its copy-out failed and the fate is pending again (`batch.rs`).
     Reading { done: flume::Receiver<()> },
     /// Known: `None` = clean.
     Resolved(Option<Error>),
@@ -115,10 +116,12 @@ impl Fate {
         Some(s)
     }
 
-    /// Resolves a fate claimed by [`Fate::begin_read`] (no-op in any other state).
-    pub fn finish_read(&self, result: Option<Error>) {
+    /// Resolves a fate claimed by [`Fate::begin_read`] with `claim` (no-op in any other state,
+    /// or under another read's claim: a copy-out that failed was reverted, and the slot claimed
+    /// again, before its resolver ran).
+    pub fn finish_read(&self, result: Option<Error>, claim: &flume::Receiver<()>) {
         let mut st = self.state();
-        if matches!(*st, State::Reading { .. }) {
+        if matches!(&*st, State::Reading { done } if done.same_channel(claim)) {
             *st = State::Resolved(result);
         }
     }
@@ -227,16 +230,24 @@ pub(crate) struct StatusResolver {
     entries: Vec<Arc<Fate>>,
     /// Disconnects (waking readers of these fates) when the resolver is dropped.
     _done: flume::Sender<()>,
+    /// The claim the fates were taken with ([`Fate::begin_read`]): only it is resolved here.
+    claim: flume::Receiver<()>,
     /// Bytes between two copied-out slots in the staging buffer.
     stride: u64,
 }
 
 impl StatusResolver {
-    /// A resolver for `entries`; `done` is the sender whose receiver the fates hold.
-    pub fn new(entries: Vec<Arc<Fate>>, done: flume::Sender<()>, stride: u64) -> StatusResolver {
+    /// A resolver for `entries`, claimed with `claim`; `done` is its sender.
+    pub fn new(
+        entries: Vec<Arc<Fate>>,
+        done: flume::Sender<()>,
+        claim: &flume::Receiver<()>,
+        stride: u64,
+    ) -> StatusResolver {
         StatusResolver {
             entries,
             _done: done,
+            claim: claim.clone(),
             stride,
         }
     }
@@ -247,14 +258,14 @@ impl StatusResolver {
             let at = i * self.stride as usize;
             let words = bytes.get(at..).unwrap_or(&[]);
             let err = f.check().and_then(|c| decode_slot(&c, words));
-            f.finish_read(err);
+            f.finish_read(err, &self.claim);
         }
     }
 
     /// Resolves every fate with `e` (the read-back failed after the slots were reset).
     pub fn fail(mut self, e: &Error) {
         for f in std::mem::take(&mut self.entries) {
-            f.finish_read(Some(e.clone()));
+            f.finish_read(Some(e.clone()), &self.claim);
         }
     }
 }
@@ -263,7 +274,7 @@ impl Drop for StatusResolver {
     fn drop(&mut self) {
         let lost = Error::Map("the status read-back was lost".into());
         for f in self.entries.drain(..) {
-            f.finish_read(Some(lost.clone()));
+            f.finish_read(Some(lost.clone()), &self.claim);
         }
     }
 }
@@ -319,9 +330,35 @@ mod tests {
         g.assign(t);
         let (tx, rx) = flume::bounded(1);
         assert_eq!(g.begin_read(&rx), Some(t));
-        let r = StatusResolver::new(vec![g.clone()], tx, 16);
+        let r = StatusResolver::new(vec![g.clone()], tx, &rx, 16);
         drop(r); // lost read-back: the fate fails instead of hanging its readers
         assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));
         assert!(rx.recv().is_err(), "waiters wake up");
+    }
+
+    /// A read whose copy-out failed (its claim reverted, `batch.rs`) still resolves its fates when
+    /// its staging buffer — never written — is mapped: that must not settle a later read's claim
+    /// of the same fate, with bytes that are not the slot's.
+    #[test]
+    fn a_failed_copy_out_does_not_resolve_a_later_claim() {
+        let pool = Arc::new(SlotPool::new());
+        pool.release_clean(pool.take_dirty());
+        let f = Fate::new(1, None, &pool);
+        let s = pool.take().unwrap();
+        f.assign(s);
+        let (tx, rx) = flume::bounded(1);
+        assert_eq!(f.begin_read(&rx), Some(s));
+        let failed = StatusResolver::new(vec![f.clone()], tx, &rx, 16);
+        f.revert_read(s);
+        let (tx2, rx2) = flume::bounded(1);
+        assert_eq!(f.begin_read(&rx2), Some(s), "a later read claims the slot");
+        failed.resolve(&[0; 16]);
+        assert!(
+            matches!(f.outcome(), Outcome::Reading(_)),
+            "the later claim stands"
+        );
+        let later = StatusResolver::new(vec![f.clone()], tx2, &rx2, 16);
+        later.resolve(&[0; 16]);
+        assert!(matches!(f.outcome(), Outcome::Known(None)));
     }
 }

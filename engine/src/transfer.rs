@@ -180,11 +180,17 @@ pub(crate) async fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
     for _ in 0..3 {
         let mut pending = false;
         for f in lineage {
-            match f.outcome() {
-                // Disconnects once the other read stored the result in the fate.
-                Outcome::Reading(done) => drop(done.recv_async().await),
-                Outcome::Pending => pending = true,
-                Outcome::Known(_) => {}
+            loop {
+                match f.outcome() {
+                    // Disconnects once the other read resolved the fate, or gave its claim back
+                    // (its copy-out did not run): look again.
+                    Outcome::Reading(done) => drop(done.recv_async().await),
+                    Outcome::Pending => {
+                        pending = true;
+                        break;
+                    }
+                    Outcome::Known(_) => break,
+                }
             }
         }
         if !pending {
@@ -323,5 +329,48 @@ fn words_of(bytes: &[u8]) -> Vec<u32> {
     match bytemuck::try_cast_slice::<u8, u32>(bytes) {
         Ok(words) => words.to_vec(),
         Err(_) => bytemuck::pod_collect_to_vec(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::engine::EngineOptions;
+
+    /// A read that waits for another read's copy-out of a fate, which then fails (the claim is
+    /// reverted, `batch.rs`), copies the slot out itself: the fate's flag is reported, not lost.
+    #[test]
+    fn a_waiting_read_checks_a_fate_whose_other_copy_out_failed() {
+        let e = Engine::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        })
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let g = e.gpu_context().unwrap();
+        let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
+        // A checked launch that flags the NaN; submitted, its fate pending with its slot.
+        let y = e.copy(&x).unwrap();
+        e.sync().unwrap();
+        let fate = y
+            .lineage()
+            .snapshot()
+            .pop()
+            .expect("the copy's fate is pending");
+        // Another read claims the slot…
+        let (other, claim) = flume::bounded(1);
+        let slot = fate.begin_read(&claim).expect("pending with a slot");
+        let lineage = vec![Arc::clone(&fate)];
+        let mut read = pin!(resolve(g, &lineage));
+        // …this read waits for it…
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(read.as_mut().poll(&mut cx), Poll::Pending));
+        // …and its copy-out fails: the claim is reverted and its waiters woken.
+        fate.revert_read(slot);
+        drop(other);
+        let got = pollster::block_on(read);
+        assert!(matches!(got, Err(Error::NonFinite { .. })), "{got:?}");
     }
 }
