@@ -15,13 +15,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::context::Gpu;
 use crate::dispatch::Workload;
 use crate::engine::{BackendKind, Engine};
 use crate::error::{Error, Result};
-use crate::fate::Fate;
+use crate::fate::{Fate, first_error};
 use crate::fault::is_gpu_fault;
 use crate::linear::Linear;
 use crate::ring::UploadRing;
@@ -213,7 +214,8 @@ impl Engine {
 impl Engine {
     /// Uploads `chunks` through the staging ring into two rotating device buffers, submitting per
     /// chunk, and waits for the last: the host→GPU leg of [`Engine::stream_bitlinear`] alone (its
-    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU.
+    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU;
+    /// a chunk whose copy the GPU rejected is that error (chunks before it were uploaded).
     pub fn stream_upload<'a, I>(&self, chunks: I) -> Result<StreamStats>
     where
         I: IntoIterator<Item = &'a [f32]>,
@@ -249,6 +251,7 @@ impl Engine {
                     ));
                 };
                 let owner = Fate::new(g.next_seq(), None, &g.slots);
+                let copied = Arc::clone(&owner);
                 let (dst, size) = (dst.buffer().clone(), 4 * x.len() as u64);
                 let flushed = g.scheduler.call(move |b, g| {
                     b.copy(&staging, 0, &dst, size, &owner);
@@ -256,6 +259,11 @@ impl Engine {
                 });
                 ring.recycle(slot);
                 flushed??;
+                // The flush resolved the copy: one rejected even on its own (`batch.rs`) fails
+                // the upload, as it fails the reads of a tensor it wrote.
+                if let Some(e) = first_error(std::slice::from_ref(&copied)) {
+                    return Err(e);
+                }
                 st.chunks += 1;
                 st.input_bytes += size;
             }
@@ -323,5 +331,38 @@ impl Gpu {
         if slot.is_none() {
             *slot = Some(ring);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::{Engine, EngineOptions};
+    use crate::error::Error;
+    use crate::tensor::{DType, Storage};
+
+    /// An upload whose copy fails — here into a buffer that no longer exists, which the pool
+    /// hands out as the stream's target; wgpu rejects the copy alone too — is an error, not a
+    /// success counting bytes that never arrived.
+    #[test]
+    fn a_failed_upload_copy_is_an_error() {
+        let e = Engine::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        })
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let chunk = vec![1.5f32; 1024];
+        let t = e.empty("test", &[chunk.len()], DType::F32).unwrap();
+        let Storage::Device(b) = t.data() else {
+            panic!("a GPU engine's tensor is on the device");
+        };
+        b.buffer().destroy();
+        drop(t); // back to the pool: the stream's target
+        let got = e.stream_upload([&chunk[..]]);
+        assert!(matches!(got, Err(Error::Validation { .. })), "{got:?}");
+        let other = vec![1.5f32; 4096]; // another size class: a live buffer
+        assert!(
+            e.stream_upload([&other[..]]).is_ok(),
+            "the ring stays usable"
+        );
     }
 }
