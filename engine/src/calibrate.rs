@@ -1,5 +1,6 @@
 //! Calibration: how long each op class takes on this machine's CPU and GPU, measured once and
-//! cached per adapter + driver + crate version in the user's cache directory.
+//! cached per adapter + driver + crate version (and the engine options that change GPU times:
+//! binding cap, params mode, MSL hot paths) in the user's cache directory.
 //!
 //! The model per [`OpClass`] and backend is `fixed_s + per_unit_s · units` (units: elements for
 //! quantization, `M·N·K` for BitLinear); the GPU's also pays its transfers, `bytes / bandwidth`
@@ -18,6 +19,7 @@ use std::time::Instant;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::msl::KernelPath;
 
 /// Environment variable: `off`/`0` disables the calibration cache, a path relocates it.
 pub const CALIBRATION_CACHE_ENV: &str = "BITNET_CALIBRATION_CACHE";
@@ -91,7 +93,8 @@ impl Cost {
 /// Measured costs of both backends on one machine (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Calibration {
-    /// What it was measured on: adapter, backend, driver, crate version, CPU threads.
+    /// What it was measured on: adapter, backend, driver, crate version, CPU threads, and the
+    /// engine's storage-binding cap, params mode and MSL hot paths (one line).
     pub key: String,
     /// Host→GPU bytes per second.
     pub upload_bytes_per_s: f64,
@@ -104,25 +107,43 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The cache key of a GPU context: adapter, backend, driver, crate version, CPU threads.
+    /// The cache key of a GPU context: adapter, backend, driver, crate version, CPU threads, and
+    /// what of the engine's options changes its GPU times — a calibration measured under a
+    /// binding cap (every op chunked), in another params mode or without the MSL kernels must not
+    /// be served to an engine without them.
     pub(crate) fn key_of(gpu: &Gpu) -> String {
         let i = &gpu.adapter_info;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        format!(
-            "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads",
+        let p = &gpu.msl.paths;
+        let msl: String = [
+            &p.quantize_weights,
+            &p.quantize_activations,
+            &p.bitlinear_gemv,
+            &p.bitlinear_gemm,
+        ]
+        .map(|k| if *k == KernelPath::Msl { '1' } else { '0' })
+        .iter()
+        .collect();
+        one_line(&format!(
+            "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads | binding {} | {:?} params \
+             | msl {msl}",
             i.name,
             i.backend,
             i.driver,
             i.driver_info,
-            env!("CARGO_PKG_VERSION")
-        )
+            env!("CARGO_PKG_VERSION"),
+            gpu.caps.max_binding,
+            gpu.caps.params_mode,
+        ))
     }
 
     /// The text form (one `name value` pair per line; the first line is the key).
     pub fn to_text(&self) -> String {
         let mut s = format!(
             "key {}\nupload_bytes_per_s {}\ndownload_bytes_per_s {}\n",
-            self.key, self.upload_bytes_per_s, self.download_bytes_per_s
+            one_line(&self.key),
+            self.upload_bytes_per_s,
+            self.download_bytes_per_s
         );
         for c in OpClass::ALL {
             let (cpu, gpu) = (self.cpu[c.index()], self.gpu[c.index()]);
@@ -204,6 +225,12 @@ impl Calibration {
             );
         }
     }
+}
+
+/// `key` on one line (line breaks become blanks): a driver string may hold a line break, which
+/// would split the cache file's key line, and then the file never parses.
+fn one_line(key: &str) -> String {
+    key.replace(['\n', '\r'], " ")
 }
 
 /// The cache directory (see the module docs), or None when disabled / unknown.
@@ -395,6 +422,52 @@ mod tests {
     }
 
     use super::*;
+
+    /// A key with a line break (a driver string can hold one) still writes a file whose first
+    /// line is the whole key: otherwise the file never parses, and every engine calibrates again.
+    #[test]
+    fn a_key_with_line_breaks_stays_on_its_line() {
+        let c = Calibration {
+            key: "adapter | Vulkan | drv 1\nbuild 7\r\n | bitnet-wgpu 0.1.0 | 2 threads".into(),
+            upload_bytes_per_s: 3.5e9,
+            download_bytes_per_s: 2.25e9,
+            cpu: [Cost::default(); 4],
+            gpu: [Cost::default(); 4],
+        };
+        let back = Calibration::from_text(&c.to_text()).expect("the text parses");
+        assert_eq!(
+            back.key,
+            "adapter | Vulkan | drv 1 build 7   | bitnet-wgpu 0.1.0 | 2 threads"
+        );
+    }
+
+    /// Engine options that change GPU times change the key: a calibration measured under a
+    /// binding cap (every op chunked) or another params mode is never served to other engines.
+    #[test]
+    fn engine_options_that_change_gpu_times_are_in_the_key() {
+        use crate::engine::EngineOptions;
+        let gpu = |options| {
+            Engine::gpu_with(options)
+                .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+        };
+        let key = |e: &Engine| Calibration::key_of(e.gpu_context().unwrap());
+        let plain = gpu(EngineOptions::default());
+        assert_eq!(key(&plain), key(&gpu(EngineOptions::default())));
+        let capped = gpu(EngineOptions {
+            max_binding_bytes: Some(64 << 10),
+            ..Default::default()
+        });
+        assert_ne!(key(&plain), key(&capped));
+        let uniform = gpu(EngineOptions {
+            force_uniform_params: true,
+            ..Default::default()
+        });
+        let modes = |e: &Engine| e.gpu_context().unwrap().caps.params_mode;
+        assert_eq!(
+            key(&plain) != key(&uniform),
+            modes(&plain) != modes(&uniform)
+        );
+    }
 
     #[test]
     fn text_round_trip_and_rejects_garbage() {
