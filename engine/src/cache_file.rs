@@ -7,6 +7,9 @@
 //!   on one file system): a reader sees the old file or the new one, never a prefix.
 //! - Reads are lossy UTF-8: one bad byte costs the line it is in, not the whole file.
 //! - Only complete lines count (`complete_lines`): a line without its newline may be cut short.
+//!
+//! The engine's environment values are parsed here too, one way for every variable: surrounding
+//! blanks ignored, any case ([`location`] for cache places, [`switch`] for on/off variables).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,9 +60,43 @@ pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
     })
 }
 
+/// An on/off variable's value: off (`0`, `false`, `off`, `no`) or on (`1`, `true`, `on`, `yes`),
+/// any case, surrounding blanks ignored; unset or blank: no say (`None`). Anything else is logged
+/// (naming the variable `name`) and ignored.
+pub(crate) fn switch(name: &str, value: Option<&str>) -> Option<bool> {
+    let v = value.map(str::trim).filter(|v| !v.is_empty())?;
+    match v.to_ascii_lowercase().as_str() {
+        "0" | "false" | "off" | "no" => Some(false),
+        "1" | "true" | "on" | "yes" => Some(true),
+        _ => {
+            log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The on/off spellings (`BITNET_AUTOTUNE`'s `off` used to mean "no say").
+    #[test]
+    fn switch_values_ignore_case_and_blanks() {
+        for (v, want) in [
+            ("off", Some(false)),
+            ("false", Some(false)),
+            (" 0", Some(false)),
+            ("true", Some(true)),
+            (" 1", Some(true)),
+            ("1\n", Some(true)),
+            ("YES", Some(true)),
+            ("", None),
+            ("maybe", None),
+        ] {
+            assert_eq!(switch("X", Some(v)), want, "{v:?}");
+        }
+        assert_eq!(switch("X", None), None);
+    }
 
     #[test]
     fn only_complete_lines_count() {

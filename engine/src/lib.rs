@@ -76,6 +76,10 @@
 //! WGSL modules keep wgpu's bounds checks but not its forced loop bounding
 //! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
 //! with [`ProfileGranularity::Batch`] every submitted batch as a whole (unperturbed).
+//!
+//! Every environment value is read one way: surrounding blanks and case are ignored, and the
+//! on/off variables (`BITNET_AUTOTUNE`, `BITNET_MSL`) take `1`, `true`, `on`, `yes` and `0`,
+//! `false`, `off`, `no`.
 
 mod batch;
 mod batching;

@@ -5,9 +5,10 @@
 //! [`Engine::info`](crate::Engine::info) (`hot_paths`): the MSL path is tried only on the Metal
 //! backend, with `Features::PASSTHROUGH_SHADERS`, in the immediates params mode (the kernels read
 //! their params at `buffer(0)`, where wgpu's Metal backend puts immediates), and unless
-//! `BITNET_MSL=0`. Then each MSL pipeline is created through the one pipeline cache, inside its
-//! error scopes; a hot op whose pipelines fail (e.g. an older GPU without simdgroup matrices) keeps
-//! the WGSL kernels, and the reason is logged. Everywhere else the WGSL kernels run, and
+//! `BITNET_MSL` is off (`0`, `false`, `off`, `no`: the spellings of every on/off variable). Then
+//! each MSL pipeline is created through the one pipeline cache, inside its error scopes; a hot op
+//! whose pipelines fail (e.g. an older GPU without simdgroup matrices) keeps the WGSL kernels, and
+//! the reason is logged. Everywhere else the WGSL kernels run, and
 //! `hot_paths` says why.
 //!
 //! **Routing.** The BitNet ops call the `msl_*` hooks below first; a hook returns `None` (WGSL
@@ -31,7 +32,8 @@ use crate::pipelines::{Access, Kernel, PipelineCache};
 
 use Access::{Read, ReadWrite};
 
-/// Environment variable that turns the MSL path off when set to `0` (e.g. to compare with WGSL).
+/// Environment variable that turns the MSL path off when set to an off value (`0`, `false`,
+/// `off`, `no`; any case, blanks ignored), e.g. to compare with WGSL.
 pub const MSL_ENV: &str = "BITNET_MSL";
 
 /// Largest M for which BitLinear on f32 activations uses the fused MSL GEMV (decode sizes).
@@ -117,8 +119,11 @@ pub(crate) fn unavailable(
         Some("the device lacks PASSTHROUGH_SHADERS".into())
     } else if mode != ParamsMode::Immediates {
         Some("params are in uniform mode; the MSL kernels take them as immediates".into())
-    } else if env == Some("0") {
-        Some(format!("disabled by {MSL_ENV}=0"))
+    } else if crate::cache_file::switch(MSL_ENV, env) == Some(false) {
+        Some(format!(
+            "disabled by {MSL_ENV}={}",
+            env.unwrap_or_default().trim()
+        ))
     } else {
         None
     }
@@ -303,6 +308,26 @@ mod tests {
                 matches!(&p.quantize_weights, KernelPath::Wgsl(w) if w.contains(why)),
                 "{p}"
             );
+        }
+    }
+
+    /// `BITNET_MSL` takes the spellings of the engine's other switches (`BITNET_AUTOTUNE`): every
+    /// off value turns MSL off; on values, blanks and unknown values leave it on.
+    #[test]
+    fn every_off_spelling_of_bitnet_msl_turns_it_off() {
+        let why = |v| {
+            unavailable(
+                wgpu::Backend::Metal,
+                ALL_FEATURES,
+                ParamsMode::Immediates,
+                v,
+            )
+        };
+        for v in ["0", " 0", "0\n", "off", "OFF", "false", "No"] {
+            assert!(why(Some(v)).is_some_and(|w| w.contains(MSL_ENV)), "{v:?}");
+        }
+        for v in ["1", "on", "true", "", " ", "maybe"] {
+            assert_eq!(why(Some(v)), None, "{v:?}");
         }
     }
 

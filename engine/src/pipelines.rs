@@ -8,8 +8,9 @@
 //! WGSL modules keep wgpu's bounds checks (and every other runtime check) but not its forced loop
 //! bounding: every loop of this project's kernels is bounded by its launch parameters, and the
 //! extra counter wgpu adds to each loop can keep a driver from unrolling the small per-row loops
-//! whose accumulators must live in registers. `BITNET_SHADER_CHECKS=full` restores it (for
-//! comparison, or a driver that misbehaves).
+//! whose accumulators must live in registers. `BITNET_SHADER_CHECKS=full` (any case, blanks
+//! ignored, as every environment value) restores it (for comparison, or a driver that
+//! misbehaves).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -403,7 +404,7 @@ fn wgsl_module(
     desc: wgpu::ShaderModuleDescriptor<'_>,
 ) -> wgpu::ShaderModule {
     let mut checks = wgpu::ShaderRuntimeChecks::checked();
-    if std::env::var(SHADER_CHECKS_ENV).as_deref() == Ok("full") {
+    if full_checks(std::env::var(SHADER_CHECKS_ENV).ok().as_deref()) {
         return device.create_shader_module(desc);
     }
     checks.force_loop_bounding = false;
@@ -411,4 +412,23 @@ fn wgsl_module(
     // naga-validated by its tests); each of their loops ends after a count fixed by constants or
     // launch parameters, so none is infinite. Bounds checks and all other checks stay on.
     unsafe { device.create_shader_module_trusted(desc, checks) }
+}
+
+/// Whether a `BITNET_SHADER_CHECKS` value asks for every check: `full`, any case, blanks ignored.
+fn full_checks(value: Option<&str>) -> bool {
+    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("full"))
+}
+
+#[cfg(test)]
+mod tests {
+    /// `BITNET_SHADER_CHECKS` is read as every environment value is: blanks and case ignored.
+    #[test]
+    fn full_shader_checks_ignore_case_and_blanks() {
+        for v in ["full", "FULL", " full", "Full\n"] {
+            assert!(super::full_checks(Some(v)), "{v:?}");
+        }
+        for v in [None, Some(""), Some("0"), Some("fully")] {
+            assert!(!super::full_checks(v), "{v:?}");
+        }
+    }
 }

@@ -414,22 +414,10 @@ fn unrestricted(settings: BitnetTuning) -> bool {
 }
 
 /// `BITNET_AUTOTUNE`: off (`0`, `false`, `off`, `no`) or on for every shape (`1`, `true`, `on`,
-/// `yes`), any case, blanks ignored; unset or empty: no say. Anything else is logged and ignored.
+/// `yes`), any case, blanks ignored; unset or empty: no say. Anything else is logged and ignored
+/// ([`crate::cache_file::switch`]).
 fn autotune_env() -> Option<bool> {
-    parse_switch(AUTOTUNE_ENV, std::env::var(AUTOTUNE_ENV).ok().as_deref())
-}
-
-/// An on/off environment value (see [`autotune_env`]).
-fn parse_switch(name: &str, value: Option<&str>) -> Option<bool> {
-    let v = value.map(str::trim).filter(|v| !v.is_empty())?;
-    match v.to_ascii_lowercase().as_str() {
-        "0" | "false" | "off" | "no" => Some(false),
-        "1" | "true" | "on" | "yes" => Some(true),
-        _ => {
-            log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
-            None
-        }
-    }
+    crate::cache_file::switch(AUTOTUNE_ENV, std::env::var(AUTOTUNE_ENV).ok().as_deref())
 }
 
 /// Autotune default without an explicit setting: discrete GPUs.
@@ -458,26 +446,6 @@ mod tests {
             gemm_coop: Some(false),
             ..Default::default()
         }));
-    }
-
-    /// BITNET_AUTOTUNE's spellings (`off` used to mean "no say").
-    #[test]
-    fn switch_values_ignore_case_and_blanks() {
-        use super::parse_switch;
-        for (v, want) in [
-            ("off", Some(false)),
-            ("false", Some(false)),
-            (" 0", Some(false)),
-            ("true", Some(true)),
-            (" 1", Some(true)),
-            ("1\n", Some(true)),
-            ("YES", Some(true)),
-            ("", None),
-            ("maybe", None),
-        ] {
-            assert_eq!(parse_switch("X", Some(v)), want, "{v:?}");
-        }
-        assert_eq!(parse_switch("X", None), None);
     }
 
     use super::{BitnetTuning, state};
