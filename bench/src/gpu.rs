@@ -24,7 +24,7 @@ use bitnet_wgpu::{
 use std::collections::BTreeMap;
 
 /// Copies of a rotated input at most (bounds memory on small working sets).
-const MAX_COPIES: u64 = 512;
+pub(crate) const MAX_COPIES: u64 = 512;
 
 /// Dispatches per submission: large enough that the decode stack (210 BitLinears) is one batch.
 const BATCH_DISPATCHES: u32 = 4096;

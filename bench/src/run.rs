@@ -94,8 +94,12 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     }
     if args.cold_bytes > 0 {
         report.notes.push(format!(
-            "GPU inputs rotate through resident copies until the working set exceeds {} MiB (cold L2)",
-            args.cold_bytes >> 20
+            "GPU inputs rotate through resident copies until the working set exceeds {} MiB (cold \
+             L2), at most {} copies: activation quant of a few rows (under {} KiB per call) keeps \
+             a smaller working set, which may stay in L2",
+            args.cold_bytes >> 20,
+            crate::gpu::MAX_COPIES,
+            (args.cold_bytes / crate::gpu::MAX_COPIES) >> 10
         ));
     }
 
