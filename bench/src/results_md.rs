@@ -227,6 +227,13 @@ fn stack_table(
         opt_time(ts, NM),
         opt_time(wall, NM),
         match (ts, wall) {
+            // The span is taken with the profiler on, the wall time without it: a span above
+            // the wall time means the profiled runs were the slower ones.
+            (Some(t), Some(w)) if w < t => format!(
+                " (wall ÷ span = {:.2}: the span, profiler on, exceeds the wall time, profiler \
+                 off; the GPU time without the profiler is at most the wall time)",
+                w / t
+            ),
             (Some(t), Some(w)) => format!(" (wall ÷ span = {:.2})", w / t),
             _ => String::new(),
         }

@@ -150,9 +150,14 @@ pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
         let speedup = ours_ms.zip(torch).map(|(o, t)| t / o);
         let wall_note = match (wall, torch) {
             (Some(w), Some(t)) => format!(
-                " (one-submission wall time {} → {})",
+                " (one-submission wall time {} → {}{})",
                 crate::fmt::time_ms(w),
-                crate::fmt::opt_ratio(Some(t / w), "")
+                crate::fmt::opt_ratio(Some(t / w), ""),
+                if ours_ms.is_some_and(|o| w < o) {
+                    "; below the span, which the profiler slowed"
+                } else {
+                    ""
+                }
             ),
             _ => String::new(),
         };
