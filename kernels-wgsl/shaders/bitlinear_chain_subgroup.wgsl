@@ -66,7 +66,8 @@ struct ChainJob {
 @group(0) @binding(3) var<storage, read> jobs: array<ChainJob>;
 // Per workgroup: its job.
 @group(0) @binding(4) var<storage, read> wg_job: array<u32>;
-// [0, n): finished workgroups per job; n: finished workgroups in all; n + 1: the abort flag.
+// [0, n): finished workgroups per job; n: finished workgroups in all; n + 1: the abort flag;
+// [n + 2, 2 n + 2): each job's output absmax bits (see main, step 6).
 @group(0) @binding(5) var<storage, read_write> counters: array<atomic<u32>>;
 
 // The abort word comes before the outputs' word: an aborted run's flags are not cpu-ref's.
@@ -165,8 +166,29 @@ fn ch_top_slot(j: u32) -> u32 {
     return params.n + 2u + j;
 }
 
-// Counts the workgroup as finished; the last one zeroes every counter for the next run.
+// Counts the workgroup as finished; the last one zeroes every counter for the next run. Call
+// from uniform control flow.
+//
+// On CPU adapters every invocation of the last workgroup takes every GV_WG-th counter: one
+// invocation looping over all 2 n + 2 counters ran out of lavapipe's 65535 loop iterations on
+// long chains, or after a long wait, leaving counters standing for the next run (gv_red[0].x
+// carries the verdict). On GPUs, which have no such cap, thread 0 alone: no barriers after the
+// workgroup was counted.
 fn ch_finish(lid: u32) {
+    if (POLL_RMW) {
+        workgroupBarrier();
+        if (lid == 0u) {
+            let done = atomicAdd(&counters[params.n], 1u) + 1u;
+            gv_red[0].x = i32(done == params.tiles_n);
+        }
+        if (workgroupUniformLoad(&gv_red[0]).x == 0) {
+            return;
+        }
+        for (var j = lid; j < 2u * params.n + 2u; j = j + GV_WG) {
+            atomicStore(&counters[j], 0u);
+        }
+        return;
+    }
     if (lid != 0u) {
         return;
     }

@@ -200,3 +200,34 @@ fn one_chain_shared_by_threads() {
     });
     assert!(chain.is_fused());
 }
+
+/// A long chain: the last workgroup to finish zeroes every counter (a finished count and an
+/// output absmax per linear, plus 2) for the next run, and lavapipe ends a shader's loops after
+/// 65535 iterations in all, so one thread zeroing 2 * 32802 + 2 counters stopped short and left
+/// the absmax of the last linears' outputs standing. A producer near the end: on the next run,
+/// with a smaller input, its consumer must take the new absmax. (The producer and its consumer
+/// sit inside the last chunk of workgroups a lavapipe thread takes, so nothing waits.)
+#[test]
+fn long_chain_resets_every_counter_between_runs() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let filler = (Linear::new(&e, weights(1, 64, 1)), ChainInput::Input);
+    let mut links = vec![filler.clone(); 32790];
+    let producer = links.len();
+    links.push((Linear::new(&e, weights(64, 64, 2)), ChainInput::Input));
+    links.push((
+        Linear::new(&e, weights(8, 64, 3)),
+        ChainInput::Output(producer),
+    ));
+    links.extend(std::iter::repeat_n(filler, 10));
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    for (run, range) in [100.0f32, 1.0, 0.01].into_iter().enumerate() {
+        let x = random_f32(40 + run as u64, 64, -range, range);
+        let want = cpu_ref::bitlinear(&x, 1, links[producer].0.weights()).unwrap();
+        let want_next = cpu_ref::bitlinear(&want, 1, links[producer + 1].0.weights()).unwrap();
+        let got = chain.forward(&x).unwrap();
+        assert!(chain.is_fused(), "run {run}: the chain kernel ran");
+        assert_eq!(got[producer], want, "run {run}: producer");
+        assert_eq!(got[producer + 1], want_next, "run {run}: its consumer");
+    }
+}

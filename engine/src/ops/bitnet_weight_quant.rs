@@ -10,8 +10,9 @@
 //! - **level by level** otherwise: one dispatch per level of the canonical sum (the last one also
 //!   makes `s`), then a pack dispatch, each behind a pipeline barrier.
 //!
-//! The one-dispatch way runs on the adapters it was checked on against cpu-ref: NVIDIA GPUs
-//! (the H200) and CPU adapters (lavapipe, in CI). Its wait assumes GPUs start workgroups in
+//! The one-dispatch way runs where it was checked against cpu-ref: NVIDIA GPUs (on the H200)
+//! and CPU adapters (on lavapipe, in CI; other software adapters are taken to behave alike, as
+//! they run workgroups on CPU threads). Its wait assumes GPUs start workgroups in
 //! index order, as the linear chain does (`bitlinear_chain_subgroup.wgsl`); the wait is bounded,
 //! and a run that gave up reads as [`Error::Aborted`] — a GPU fault, so the host-facing
 //! `quantize_weights` re-runs on the CPU. On CPU adapters (lavapipe) a workgroup may wait for a
@@ -120,7 +121,8 @@ impl Engine {
     /// absolute-value sum (then `s`) and quantize + pack, in one dispatch where the module docs
     /// allow it, otherwise level by level and a pack pass. Errors: wrong dtype or
     /// rank, `K ≥ 2^24`, NaN/Inf in `w` or an overflowing `|w|` sum (`Error::NonFinite`, at the
-    /// next sync point on the GPU).
+    /// next sync point on the GPU), and a one-dispatch run whose in-dispatch wait gave up
+    /// (`Error::Aborted` when the output is read; this API does not re-run it on the CPU).
     pub fn quantize_weights_tensor(&self, w: &Tensor) -> Result<Tensor> {
         const OP: &str = "quantize_weights";
         w.expect_dtype(OP, DType::F32)?;

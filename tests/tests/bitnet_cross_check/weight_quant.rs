@@ -5,9 +5,31 @@
 
 use bitnet_tests::{gpu_engine, random_normal};
 use bitnet_wgpu::cpu_ref;
-use bitnet_wgpu::{DispatchPolicy, Error, InjectedFault};
+use bitnet_wgpu::{DispatchPolicy, Engine, Error, InjectedFault};
 
 use crate::support::{assert_ternary_eq, check_weights, engine};
+
+/// Weights quantized through the tensor API against cpu-ref: unlike the slice API (which re-runs
+/// an aborted GPU run on the CPU and so matches cpu-ref whatever the kernel did), a one-dispatch
+/// run that gave up fails here.
+fn check_on_gpu(e: &Engine, w: &[f32], n: usize, k: usize, ctx: &str) {
+    let want = cpu_ref::quantize_weights(w, n, k).unwrap();
+    let t = e.upload_f32(w, &[n, k]).unwrap();
+    let got = e
+        .quantize_weights_tensor(&t)
+        .and_then(|q| q.read_ternary())
+        .unwrap_or_else(|err| panic!("{ctx}: {err}"));
+    assert_ternary_eq(&got, &want, ctx);
+}
+
+/// The tensor API's error for `w` (no CPU re-run behind it).
+fn gpu_error(e: &Engine, w: &[f32], n: usize, k: usize) -> Error {
+    let t = e.upload_f32(w, &[n, k]).unwrap();
+    match e.quantize_weights_tensor(&t).and_then(|q| q.read_ternary()) {
+        Err(err) => err,
+        Ok(_) => panic!("[{n}, {k}]: the GPU gave a result, not an error"),
+    }
+}
 
 #[test]
 fn one_dispatch_weights_match_cpu_ref() {
@@ -17,10 +39,11 @@ fn one_dispatch_weights_match_cpu_ref() {
     for (n, k) in [(1, 16), (4, 1024), (33, 2560), (1021, 1024), (1024, 1024)] {
         let seed = (n * 7 + k) as u64;
         let w = random_normal(seed, n * k, 0.02);
-        check_weights(e, &w, n, k, &format!("one dispatch [{n}, {k}]"));
+        check_on_gpu(e, &w, n, k, &format!("one dispatch [{n}, {k}]"));
     }
-    // All zeros: s = 1e-5 and every code 0.
-    check_weights(e, &[0.0; 3 * 32], 3, 32, "zeros");
+    // All zeros (and all negative zeros): s = 1e-5 and every code 0.
+    check_on_gpu(e, &[0.0; 3 * 32], 3, 32, "zeros");
+    check_on_gpu(e, &[-0.0; 3 * 32], 3, 32, "negative zeros");
 }
 
 #[test]
@@ -60,6 +83,7 @@ fn one_dispatch_errors_match_cpu_ref() {
             .map_err(Error::from)
             .unwrap_err();
         assert_eq!(e.quantize_weights(&w, n, k).unwrap_err(), want, "{bad}");
+        assert_eq!(gpu_error(e, &w, n, k), want, "{bad} (tensor API)");
     }
     // Finite weights whose |w| sum overflows f32.
     let mut w = random_normal(52, n * k, 0.02);
@@ -69,9 +93,11 @@ fn one_dispatch_errors_match_cpu_ref() {
         .map_err(Error::from)
         .unwrap_err();
     assert_eq!(e.quantize_weights(&w, n, k).unwrap_err(), want, "overflow");
+    assert_eq!(gpu_error(e, &w, n, k), want, "overflow (tensor API)");
     // The engine stays usable.
     let w = random_normal(53, n * k, 0.02);
     check_weights(e, &w, n, k, "after the errors");
+    check_on_gpu(e, &w, n, k, "after the errors (tensor API)");
 }
 
 #[test]
