@@ -126,7 +126,7 @@ impl Calibration {
         .collect();
         one_line(&format!(
             "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads | binding {} | {:?} params \
-             | msl {msl}",
+             | msl {msl}{}",
             i.name,
             i.backend,
             i.driver,
@@ -134,6 +134,11 @@ impl Calibration {
             env!("CARGO_PKG_VERSION"),
             gpu.caps.max_binding,
             gpu.caps.params_mode,
+            if crate::pipelines::full_shader_checks() {
+                " | full shader checks"
+            } else {
+                ""
+            },
         ))
     }
 

@@ -404,7 +404,7 @@ fn wgsl_module(
     desc: wgpu::ShaderModuleDescriptor<'_>,
 ) -> wgpu::ShaderModule {
     let mut checks = wgpu::ShaderRuntimeChecks::checked();
-    if full_checks(std::env::var(SHADER_CHECKS_ENV).ok().as_deref()) {
+    if full_shader_checks() {
         return device.create_shader_module(desc);
     }
     checks.force_loop_bounding = false;
@@ -412,6 +412,12 @@ fn wgsl_module(
     // naga-validated by its tests); each of their loops ends after a count fixed by constants or
     // launch parameters, so none is infinite. Bounds checks and all other checks stay on.
     unsafe { device.create_shader_module_trusted(desc, checks) }
+}
+
+/// Whether this process's WGSL modules keep every runtime check (`BITNET_SHADER_CHECKS=full`):
+/// part of the cache keys of measured times (calibration, BitLinear plans), as it changes them.
+pub(crate) fn full_shader_checks() -> bool {
+    full_checks(std::env::var(SHADER_CHECKS_ENV).ok().as_deref())
 }
 
 /// Whether a `BITNET_SHADER_CHECKS` value asks for every check: `full`, any case, blanks ignored.

@@ -51,8 +51,9 @@ pub(crate) fn chunk_limit(gpu: &Gpu) -> u64 {
 
 /// Splits `rows` rows into consecutive ranges such that, for every tensor `t` whose row is
 /// `row_bytes[t]` bytes, the chunk's bytes fit [`chunk_limit`] and start at an offset aligned
-/// to `min_storage_buffer_offset_alignment`. One range when everything fits; a single row too
-/// large is `Err(LimitExceeded)`.
+/// to `min_storage_buffer_offset_alignment`. One range when everything fits; when the smallest
+/// aligned group of rows (the rows it takes to realign every tensor) is too large,
+/// `Err(LimitExceeded)`.
 pub(crate) fn row_chunks(
     gpu: &Gpu,
     what: &str,

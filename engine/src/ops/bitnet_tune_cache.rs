@@ -27,17 +27,26 @@ const FILE_NAME: &str = "bitlinear-plans.txt";
 /// A cached shape: `(M, N, K, f32 input)`.
 pub(crate) type Shape = (usize, usize, usize, bool);
 
-/// The device part of every line: adapter, backend, driver, crate version, kernel-source hash.
+/// The device part of every line: adapter, backend, driver, crate version, kernel-source hash,
+/// and the engine options that change kernel times (binding cap, params mode, full shader
+/// checks): a plan measured under them is not the winner for engines without them.
 pub(crate) fn device_key(gpu: &Gpu) -> String {
     let i = &gpu.adapter_info;
     let key = format!(
-        "{} | {:?} | {} {} | bitnet-wgpu {} | kernels {:016x}",
+        "{} | {:?} | {} {} | bitnet-wgpu {} | kernels {:016x} | binding {} | {:?} params{}",
         i.name,
         i.backend,
         i.driver,
         i.driver_info,
         env!("CARGO_PKG_VERSION"),
-        kernel_hash()
+        kernel_hash(),
+        gpu.caps.max_binding,
+        gpu.caps.params_mode,
+        if crate::pipelines::full_shader_checks() {
+            " | full shader checks"
+        } else {
+            ""
+        },
     );
     // Tabs and newlines separate fields and lines.
     key.replace(['\t', '\n', '\r'], " ")
@@ -253,6 +262,25 @@ impl LinearPlan {
 
 #[cfg(test)]
 mod tests {
+    /// Engine options that change kernel times change the plan cache's device key (a plan
+    /// measured with every op chunked was served to default engines before).
+    #[test]
+    fn engine_options_that_change_times_are_in_the_device_key() {
+        use crate::engine::{Engine, EngineOptions};
+        let gpu = |options| {
+            Engine::gpu_with(options)
+                .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+        };
+        let key = |e: &Engine| super::device_key(e.gpu_context().unwrap());
+        let plain = gpu(EngineOptions::default());
+        assert_eq!(key(&plain), key(&gpu(EngineOptions::default())));
+        let capped = gpu(EngineOptions {
+            max_binding_bytes: Some(64 << 10),
+            ..Default::default()
+        });
+        assert_ne!(key(&plain), key(&capped));
+    }
+
     /// A last line cut short (no newline) is never read as a plan: `gemm:8x4` cut to `gemm:8`
     /// was a different, valid plan.
     #[test]
