@@ -66,6 +66,10 @@ pub(crate) struct Gpu {
     seq: AtomicU64,
     /// Launches up to here have left the pending batch (`hazard.rs`).
     pub submitted: crate::hazard::Submitted,
+    /// A kernel's in-dispatch wait gave up on this device (a read reported `Error::Aborted`):
+    /// its workgroups may not start in index order, so the kernels that wait inside a dispatch
+    /// (new linear chains, one-dispatch weight quantization) are not used on it again.
+    pub waits_gave_up: std::sync::atomic::AtomicBool,
     /// The upload staging ring of streams, between streams.
     pub ring: Mutex<Option<crate::ring::UploadRing>>,
     /// The submission thread (owns the pending batch).
@@ -150,6 +154,7 @@ impl Gpu {
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
             submitted: Default::default(),
+            waits_gave_up: Default::default(),
             ring: Mutex::new(None),
             scheduler,
             poller,

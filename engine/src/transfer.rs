@@ -173,8 +173,19 @@ impl Chunk {
 }
 
 /// Resolves every fate of `lineage` (copying out the status slots still pending, waiting for the
-/// ones another read is resolving) and returns the earliest error among them.
+/// ones another read is resolving) and returns the earliest error among them. An
+/// [`Error::Aborted`] also marks the device (`Gpu::waits_gave_up`).
 pub(crate) async fn resolve(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
+    let r = resolve_fates(gpu, lineage).await;
+    if matches!(r, Err(Error::Aborted { .. })) {
+        gpu.waits_gave_up
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}
+
+/// [`resolve`] without marking the device.
+async fn resolve_fates(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
     // A fate is pending here only if its launch is still queued or a copy-out did not run;
     // retry a bounded number of times, then report it rather than loop.
     for _ in 0..3 {

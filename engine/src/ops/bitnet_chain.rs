@@ -79,8 +79,9 @@ struct ChainJob {
 /// nothing but also lose little, and larger ones run linear by linear.
 const CPU_ADAPTER_MAX_BYTES: usize = 4 << 20;
 
-/// Whether the chain kernel can run `links` on `gpu`: subgroups, and every K a multiple of 64
-/// within the fused GEMV's limit (its quantized row lives in workgroup memory).
+/// Whether the chain kernel can run `links` on `gpu`: no in-dispatch wait has given up on it
+/// (`Gpu::waits_gave_up`), subgroups, and every K a multiple of 64 within the fused GEMV's limit
+/// (its quantized row lives in workgroup memory).
 pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool {
     let bytes: usize = links
         .iter()
@@ -89,6 +90,7 @@ pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool 
     let small_enough =
         gpu.adapter_info.device_type != wgpu::DeviceType::Cpu || bytes <= CPU_ADAPTER_MAX_BYTES;
     small_enough
+        && !gpu.waits_gave_up.load(std::sync::atomic::Ordering::Relaxed)
         && gpu.caps.has(wgpu::Features::SUBGROUP)
         && links.iter().all(|(l, _)| {
             let k = l.weights().k();

@@ -15,12 +15,15 @@
 //! they run workgroups on CPU threads). Its wait assumes GPUs start workgroups in
 //! index order, as the linear chain does (`bitlinear_chain_subgroup.wgsl`); the wait is bounded,
 //! and a run that gave up reads as [`Error::Aborted`] — a GPU fault, so the host-facing
-//! `quantize_weights` re-runs on the CPU. On CPU adapters (lavapipe) a workgroup may wait for a
+//! `quantize_weights` re-runs on the CPU — after which the device quantizes level by level
+//! (`Gpu::waits_gave_up`). On CPU adapters (lavapipe) a workgroup may wait for a
 //! whole other thread's share of the grid, so only small matrices take the one-dispatch way there.
 //!
 //! H200, same command, serial / overlapped calls (% of copy bandwidth): 2560×2560 26.2 → 24.5 µs,
 //! 48 → 60 %; 640×2560 14.7 → 12.1 µs, 22 → 53 %; 6912×2560 53.1 → 51.7 µs, 65 → 72 %;
 //! 14336×4096 145.4 → 146.1 µs, 79 → 80 %.
+
+use std::sync::atomic::Ordering;
 
 use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
@@ -95,7 +98,8 @@ const NVIDIA: u32 = 0x10de;
 
 /// Whether `[n, k]` weights are quantized in one dispatch on `gpu` (see the module docs): an
 /// adapter the kernel was checked on (NVIDIA GPUs, CPU adapters — a stale block sum there would
-/// be a silently wrong scale, so other GPUs keep the level-by-level way until checked), K a
+/// be a silently wrong scale, so other GPUs keep the level-by-level way until checked) where no
+/// in-dispatch wait has given up yet (`Gpu::waits_gave_up`), K a
 /// multiple of 16, `w` in one binding, the block sums within one finalizing workgroup (always,
 /// below 2^30 values), and on CPU adapters a small matrix.
 fn one_dispatch(gpu: &Gpu, n: usize, k: usize) -> bool {
@@ -106,6 +110,7 @@ fn one_dispatch(gpu: &Gpu, n: usize, k: usize) -> bool {
         cap = cap.min(CPU_ADAPTER_MAX_BYTES);
     }
     (cpu_adapter || gpu.adapter_info.vendor == NVIDIA)
+        && !gpu.waits_gave_up.load(Ordering::Relaxed)
         && k.is_multiple_of(16)
         && bytes > 0
         && bytes <= cap

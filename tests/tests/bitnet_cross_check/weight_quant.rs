@@ -102,12 +102,17 @@ fn one_dispatch_errors_match_cpu_ref() {
 
 #[test]
 fn aborted_one_dispatch_run_is_a_fault_the_slice_api_recovers_from() {
-    let e = gpu_engine();
-    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let (n, k) = (40, 2560);
     let w = random_normal(61, n * k, 0.02);
     let want = cpu_ref::quantize_weights(&w, n, k).unwrap();
-    // The tensor API reports the aborted run at the read...
+    // The slice API re-runs an aborted run on the CPU.
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    e.inject_fault(InjectedFault::WaitAbort);
+    assert_ternary_eq(&e.quantize_weights(&w, n, k).unwrap(), &want, "slice API");
+    // The tensor API reports it at the read...
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     e.inject_fault(InjectedFault::WaitAbort);
     let t = e.upload_f32(&w, &[n, k]).unwrap();
     let err = e.quantize_weights_tensor(&t).unwrap().read_ternary();
@@ -120,9 +125,9 @@ fn aborted_one_dispatch_run_is_a_fault_the_slice_api_recovers_from() {
         ),
         "{err:?}"
     );
-    // ...the slice API re-runs on the CPU, and later runs use the GPU again.
+    // ...and the device stops waiting inside dispatches: the next run is level by level (the
+    // armed abort is never consumed) and right.
     e.inject_fault(InjectedFault::WaitAbort);
-    assert_ternary_eq(&e.quantize_weights(&w, n, k).unwrap(), &want, "after abort");
     let again = e
         .quantize_weights_tensor(&t)
         .unwrap()
