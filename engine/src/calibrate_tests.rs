@@ -1,0 +1,106 @@
+//! Unit tests of calibration: the cache text, its key, and the cost model.
+
+/// A cache file cut short anywhere (a reader racing a writer, a crash) never parses as other
+/// values: it parses as the whole calibration or not at all.
+#[test]
+fn truncated_cache_text_is_rejected() {
+    use super::{Calibration, Cost};
+    let c = Calibration {
+        key: "adapter | Vulkan | drv 1 | bitnet-wgpu 0.1.0 | 2 threads".into(),
+        upload_bytes_per_s: 3.5e9,
+        download_bytes_per_s: 2.25e9,
+        cpu: [Cost {
+            fixed_s: 1.5e-6,
+            per_unit_s: 2.5e-9,
+        }; 4],
+        gpu: [Cost {
+            fixed_s: 5.5e-5,
+            per_unit_s: 1.25e-12,
+        }; 4],
+    };
+    let text = c.to_text();
+    assert_eq!(Calibration::from_text(&text), Some(c.clone()));
+    for cut in 0..text.len() - 1 {
+        let got = Calibration::from_text(&text[..cut]);
+        assert!(
+            got.is_none() || got == Some(c.clone()),
+            "cut {cut}: {got:?}"
+        );
+    }
+    // A token that does not parse rejects the file instead of being skipped.
+    let bad = text.replacen("bitlinear_gemv ", "bitlinear_gemv x ", 1);
+    assert_eq!(Calibration::from_text(&bad), None);
+}
+
+use super::*;
+
+/// A key with a line break (a driver string can hold one) still writes a file whose first
+/// line is the whole key: otherwise the file never parses, and every engine calibrates again.
+#[test]
+fn a_key_with_line_breaks_stays_on_its_line() {
+    let c = Calibration {
+        key: "adapter | Vulkan | drv 1\nbuild 7\r\n | bitnet-wgpu 0.1.0 | 2 threads".into(),
+        upload_bytes_per_s: 3.5e9,
+        download_bytes_per_s: 2.25e9,
+        cpu: [Cost::default(); 4],
+        gpu: [Cost::default(); 4],
+    };
+    let back = Calibration::from_text(&c.to_text()).expect("the text parses");
+    assert_eq!(
+        back.key,
+        "adapter | Vulkan | drv 1 build 7   | bitnet-wgpu 0.1.0 | 2 threads"
+    );
+}
+
+/// Engine options that change GPU times change the key: a calibration measured under a
+/// binding cap (every op chunked) or another params mode is never served to other engines.
+#[test]
+fn engine_options_that_change_gpu_times_are_in_the_key() {
+    use crate::engine::EngineOptions;
+    let gpu = |options| {
+        Engine::gpu_with(options)
+            .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+    };
+    let key = |e: &Engine| Calibration::key_of(e.gpu_context().unwrap());
+    let plain = gpu(EngineOptions::default());
+    assert_eq!(key(&plain), key(&gpu(EngineOptions::default())));
+    let capped = gpu(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    assert_ne!(key(&plain), key(&capped));
+    let uniform = gpu(EngineOptions {
+        force_uniform_params: true,
+        ..Default::default()
+    });
+    let modes = |e: &Engine| e.gpu_context().unwrap().caps.params_mode;
+    assert_eq!(
+        key(&plain) != key(&uniform),
+        modes(&plain) != modes(&uniform)
+    );
+}
+
+#[test]
+fn text_round_trip_and_rejects_garbage() {
+    let c = Calibration {
+        key: "adapter | Vulkan | drv 1 | bitnet-wgpu 0.1.0 | 2 threads".into(),
+        upload_bytes_per_s: 3.5e9,
+        download_bytes_per_s: 2.25e9,
+        cpu: [Cost {
+            fixed_s: 1e-6,
+            per_unit_s: 2e-9,
+        }; 4],
+        gpu: [Cost {
+            fixed_s: 5e-5,
+            per_unit_s: 1e-12,
+        }; 4],
+    };
+    assert_eq!(Calibration::from_text(&c.to_text()), Some(c.clone()));
+    assert_eq!(
+        Calibration::from_text("key x\nupload_bytes_per_s nan\n"),
+        None
+    );
+    assert_eq!(Calibration::from_text(""), None);
+    let fit = Cost::fit((10.0, 3.0), (20.0, 5.0));
+    assert!((fit.per_unit_s - 0.2).abs() < 1e-12 && (fit.fixed_s - 1.0).abs() < 1e-12);
+}
