@@ -50,13 +50,15 @@ impl UploadRing {
         waited: &mut Duration,
     ) -> Result<(usize, wgpu::Buffer)> {
         let i = self.next;
-        self.next = (self.next + 1) % RING_DEPTH;
         let need = (bytes.len() as u64)
             .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT)
             .max(4);
         if self.slots.len() <= i {
             self.slots.push(Slot::new(gpu, need)?);
         }
+        // Only once slot `i` exists: a failed creation must not skip an index (slots are pushed
+        // in order, so `next` never passes their count).
+        self.next = (i + 1) % RING_DEPTH;
         if self.slots[i].written {
             self.recycle(i);
         }
@@ -158,4 +160,39 @@ fn copy_parallel(buffer: &wgpu::Buffer, src: &[u8]) -> Result<()> {
     src.par_chunks(part)
         .enumerate()
         .try_for_each(|(i, chunk)| copy(i * part, chunk))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::UploadRing;
+    use crate::engine::{Engine, EngineOptions};
+    use crate::error::Error;
+
+    /// A write whose slot cannot be made (here: above `max_buffer_size`) is an error, and the
+    /// ring stays usable: the next write gets a slot instead of indexing past the slots made.
+    #[test]
+    fn a_failed_slot_creation_leaves_the_ring_usable() {
+        let e = Engine::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        })
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let g = e.gpu_context().unwrap();
+        let mut ring = UploadRing::default();
+        let mut waited = Duration::ZERO;
+        // Zeroed and never touched: only its length matters.
+        let too_big = vec![0u8; usize::try_from(g.caps.max_buffer + 4).unwrap()];
+        let got = ring.write(g, &too_big, &mut waited);
+        assert!(
+            matches!(got, Err(Error::LimitExceeded { .. })),
+            "{:?}",
+            got.map(|(i, _)| i)
+        );
+        drop(too_big);
+        let (slot, buffer) = ring.write(g, &[7u8; 64], &mut waited).unwrap();
+        assert!(buffer.size() >= 64);
+        ring.recycle(slot);
+    }
 }
