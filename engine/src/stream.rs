@@ -19,11 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::context::Gpu;
+use crate::dispatch::DispatchPolicy;
 use crate::dispatch::Workload;
 use crate::engine::{BackendKind, Engine};
 use crate::error::{Error, Result};
 use crate::fate::{Fate, first_error};
-use crate::fault::is_gpu_fault;
+use crate::fault::{is_capability_error, is_gpu_fault};
 use crate::linear::Linear;
 use crate::ring::UploadRing;
 use crate::tensor::{DType, Storage, Tensor};
@@ -123,7 +124,7 @@ impl Engine {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
                         match self.submit_chunk(g, r, x, rows, layer, &mut st) {
                             Ok(f) => Some(f),
-                            Err(e) if is_gpu_fault(&e) => {
+                            Err(e) if falls_back(self, &e) => {
                                 log::warn!(
                                     "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
                                 );
@@ -275,6 +276,12 @@ impl Engine {
     }
 }
 
+/// Whether a chunk's GPU error re-runs it on the CPU (`fault.rs`): a GPU fault, or — under
+/// `Auto` dispatch — a device limit or missing feature.
+fn falls_back(engine: &Engine, e: &Error) -> bool {
+    is_gpu_fault(e) || (is_capability_error(e) && engine.dispatch_policy() == DispatchPolicy::Auto)
+}
+
 /// Delivers the oldest chunk: its GPU result, or the CPU's (by choice or after a GPU fault).
 fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
     c: InFlight<'_>,
@@ -298,7 +305,7 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
                     st.gpu_chunks += 1;
                     y
                 }
-                Err(e) if is_gpu_fault(&e) => {
+                Err(e) if falls_back(layer.engine(), &e) => {
                     log::warn!(
                         "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",
                         c.index
