@@ -64,12 +64,17 @@ impl DType {
             DType::F32 | DType::U32 => n.checked_mul(4),
             DType::F16 => n.checked_mul(2),
             DType::I8 => Some(n),
+            // Words per row times 4 can itself pass u64 for a K near usize::MAX: checked too.
             DType::Ternary => match shape {
-                [rows, k] => (*rows as u64).checked_mul(4 * words_per_row(*k) as u64),
+                [rows, k] => (words_per_row(*k) as u64)
+                    .checked_mul(4)
+                    .and_then(|row| (*rows as u64).checked_mul(row)),
                 _ => None,
             },
             DType::QuantizedI8 => match shape {
-                [rows, k] => (*rows as u64).checked_mul(4 * activation_words_per_row(*k) as u64),
+                [rows, k] => (activation_words_per_row(*k) as u64)
+                    .checked_mul(4)
+                    .and_then(|row| (*rows as u64).checked_mul(row)),
                 _ => None,
             },
         }
@@ -246,5 +251,21 @@ impl Tensor {
                 got: self.dtype(),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DType;
+
+    /// Sizes past u64 are `None` (a typed error upstream), never a wrapped small size or a
+    /// panic: for packed rows the row's own byte count is the first to overflow.
+    #[test]
+    fn packed_sizes_past_u64_are_none() {
+        assert_eq!(DType::QuantizedI8.data_bytes(&[1, usize::MAX]), None);
+        assert_eq!(DType::QuantizedI8.data_bytes(&[4, 1 << 62]), None);
+        assert_eq!(DType::Ternary.data_bytes(&[1 << 62, 16]), None);
+        assert_eq!(DType::QuantizedI8.data_bytes(&[3, 5]), Some(3 * 4 * 4));
+        assert_eq!(DType::Ternary.data_bytes(&[3, 17]), Some(3 * 4 * 2));
     }
 }
