@@ -56,28 +56,7 @@ fn a_key_with_line_breaks_stays_on_its_line() {
 /// binding cap (every op chunked) or another params mode is never served to other engines.
 #[test]
 fn engine_options_that_change_gpu_times_are_in_the_key() {
-    use crate::engine::EngineOptions;
-    let gpu = |options| {
-        Engine::gpu_with(options)
-            .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
-    };
-    let key = |e: &Engine| Calibration::key_of(e.gpu_context().unwrap());
-    let plain = gpu(EngineOptions::default());
-    assert_eq!(key(&plain), key(&gpu(EngineOptions::default())));
-    let capped = gpu(EngineOptions {
-        max_binding_bytes: Some(64 << 10),
-        ..Default::default()
-    });
-    assert_ne!(key(&plain), key(&capped));
-    let uniform = gpu(EngineOptions {
-        force_uniform_params: true,
-        ..Default::default()
-    });
-    let modes = |e: &Engine| e.gpu_context().unwrap().caps.params_mode;
-    assert_eq!(
-        key(&plain) != key(&uniform),
-        modes(&plain) != modes(&uniform)
-    );
+    crate::test_gpu::assert_key_follows_engine_options(Calibration::key_of);
 }
 
 #[test]

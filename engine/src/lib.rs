@@ -117,6 +117,8 @@ mod spirv;
 mod status;
 mod stream;
 mod tensor;
+#[cfg(test)]
+mod test_gpu;
 mod transfer;
 mod upload;
 mod wait;

@@ -126,7 +126,7 @@ fn a_failing_pipeline_falls_back_only_for_the_ops_that_need_it() {
 
 /// A GPU engine (CI has lavapipe); failing, not skipping, without an adapter.
 fn gpu() -> crate::Engine {
-    crate::Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+    crate::test_gpu::gpu()
 }
 
 #[test]

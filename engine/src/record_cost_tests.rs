@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::EngineOptions;
 
 /// Nanoseconds spent encoding command buffers (creating the encoder to `finish`), summed by
 /// `encode::submit` in test builds.
@@ -30,12 +30,11 @@ fn env(name: &str, default: usize) -> usize {
 fn record_cost() {
     let n = env("BITNET_RECORD_N", 1000);
     let k = env("BITNET_RECORD_K", 256);
-    let e = Engine::gpu_with(EngineOptions {
+    let e = crate::test_gpu::gpu_with(EngineOptions {
         idle_flush: None,
         batch_dispatches: 4 * n as u32,
         ..EngineOptions::default()
-    })
-    .expect("GPU adapter required");
+    });
     let g = e.gpu_context().expect("a GPU engine");
     let w: Vec<f32> = (0..k * k).map(|i| ((i * 7919) % 3) as f32 - 1.0).collect();
     let w = e
@@ -107,12 +106,11 @@ fn stack_cost() {
     use crate::linear::Linear;
     let w_count = env("BITNET_STACK_W", 210);
     let k = env("BITNET_RECORD_K", 256);
-    let e = Engine::gpu_with(EngineOptions {
+    let e = crate::test_gpu::gpu_with(EngineOptions {
         idle_flush: None,
         batch_dispatches: 8 * w_count as u32,
         ..EngineOptions::default()
-    })
-    .expect("GPU adapter required");
+    });
     let g = e.gpu_context().expect("a GPU engine");
     // Ternary weights scaled so that a linear keeps the activations' magnitude (the chain's
     // values stay finite: a non-finite input makes every thread flag it, a slow error path).

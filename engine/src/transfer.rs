@@ -355,11 +355,10 @@ mod tests {
     /// reverted, `batch.rs`), copies the slot out itself: the fate's flag is reported, not lost.
     #[test]
     fn a_waiting_read_checks_a_fate_whose_other_copy_out_failed() {
-        let e = Engine::gpu_with(EngineOptions {
+        let e = crate::test_gpu::gpu_with(EngineOptions {
             idle_flush: None,
             ..Default::default()
-        })
-        .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        });
         let g = e.gpu_context().unwrap();
         let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
         // A checked launch that flags the NaN; submitted, its fate pending with its slot.

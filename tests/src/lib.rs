@@ -91,6 +91,31 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
     }
 }
 
+/// Puts `e` under `Auto` dispatch with a cost model in which the GPU always wins (free on the
+/// GPU, a second per call and per unit on the CPU): tests of what `Auto` does with a GPU route.
+pub fn auto_preferring_gpu(e: &Engine, key: &str) {
+    use bitnet_wgpu::{Calibration, Cost, DispatchPolicy};
+    e.set_dispatch_policy(DispatchPolicy::Auto)
+        .expect("a GPU engine takes every policy");
+    let (fast, slow) = (
+        Cost {
+            fixed_s: 0.0,
+            per_unit_s: 0.0,
+        },
+        Cost {
+            fixed_s: 1.0,
+            per_unit_s: 1.0,
+        },
+    );
+    e.set_calibration(Calibration {
+        key: key.into(),
+        upload_bytes_per_s: 1e12,
+        download_bytes_per_s: 1e12,
+        cpu: [slow; 4],
+        gpu: [fast; 4],
+    });
+}
+
 /// Whether `e`'s device can run the cooperative-matrix GEMM (`coop_ok` in the engine): the
 /// features, a subgroup size of exactly 32, and room for its workgroups (threads and bytes that
 /// the kernels' naga test pins to the module). Forced coop plans run exactly then.

@@ -169,29 +169,12 @@ fn a_failed_stream_upload_leaves_the_ring_usable() {
 /// the same rows is, instead of failing the stream.
 #[test]
 fn auto_streams_fall_back_on_a_device_limit_like_linear() {
-    use bitnet_wgpu::{Calibration, Cost, EngineOptions};
+    use bitnet_wgpu::EngineOptions;
     let e = bitnet_tests::gpu_engine_with(EngineOptions {
         max_binding_bytes: Some(4096), // one f32 row of K = 2048 is 8 KiB: it cannot be split
         ..Default::default()
     });
-    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
-    let (fast, slow) = (
-        Cost {
-            fixed_s: 0.0,
-            per_unit_s: 0.0,
-        },
-        Cost {
-            fixed_s: 1.0,
-            per_unit_s: 1.0,
-        },
-    );
-    e.set_calibration(Calibration {
-        key: "gpu always wins".into(),
-        upload_bytes_per_s: 1e12,
-        download_bytes_per_s: 1e12,
-        cpu: [slow; 4],
-        gpu: [fast; 4],
-    });
+    bitnet_tests::auto_preferring_gpu(&e, "gpu always wins");
     let (n, k) = (8, 2048);
     let (l, w) = layer(&e, n, k);
     let x = random_f32(77, 2 * k, -4.0, 4.0);

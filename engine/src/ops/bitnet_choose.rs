@@ -285,14 +285,13 @@ pub(crate) fn candidates(
 mod tests {
     use super::super::bitnet_plan::{default_lanes, latency_lanes};
     use super::*;
-    use crate::engine::{Engine, EngineOptions};
+    use crate::engine::EngineOptions;
 
     /// The per-call plan: the throughput lanes where the dispatch overlaps earlier work, the
     /// latency lanes behind a barrier, the batch rule for M > 1, and forced lanes kept.
     #[test]
     fn fused_plans_follow_where_the_dispatch_runs() {
-        let e = Engine::gpu_with(EngineOptions::default())
-            .expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let e = crate::test_gpu::gpu_with(EngineOptions::default());
         let g = e.gpu_context().unwrap();
         if !g.caps.has(wgpu::Features::SUBGROUP) {
             return;

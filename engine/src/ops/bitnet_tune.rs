@@ -449,13 +449,11 @@ mod tests {
     }
 
     use super::{BitnetTuning, state};
-    use crate::engine::Engine;
 
     /// A dropped engine's tuning state goes with it (a server making engines must not grow).
     #[test]
     fn dropping_an_engine_forgets_its_tuning() {
-        let e =
-            Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let e = crate::test_gpu::gpu();
         let id = e.gpu_id().unwrap();
         e.set_bitnet_tuning(BitnetTuning::default());
         let known = || state().lock().unwrap().contains_key(&id);

@@ -266,19 +266,7 @@ mod tests {
     /// measured with every op chunked was served to default engines before).
     #[test]
     fn engine_options_that_change_times_are_in_the_device_key() {
-        use crate::engine::{Engine, EngineOptions};
-        let gpu = |options| {
-            Engine::gpu_with(options)
-                .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
-        };
-        let key = |e: &Engine| super::device_key(e.gpu_context().unwrap());
-        let plain = gpu(EngineOptions::default());
-        assert_eq!(key(&plain), key(&gpu(EngineOptions::default())));
-        let capped = gpu(EngineOptions {
-            max_binding_bytes: Some(64 << 10),
-            ..Default::default()
-        });
-        assert_ne!(key(&plain), key(&capped));
+        crate::test_gpu::assert_key_follows_engine_options(super::device_key);
     }
 
     /// A last line cut short (no newline) is never read as a plan: `gemm:8x4` cut to `gemm:8`

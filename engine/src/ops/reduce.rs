@@ -115,8 +115,7 @@ mod tests {
 
     #[test]
     fn tree_and_subgroup_variants_match_cpu_ref() {
-        let e =
-            Engine::gpu().expect("GPU adapter required (CI has lavapipe); failing, not skipping");
+        let e = crate::test_gpu::gpu();
         let gpu = e.gpu_context().expect("a GPU engine");
         let shapes: [&[usize]; 4] = [&[1], &[3, 5], &[2, 257], &[2, 3000]];
         for (i, shape) in shapes.into_iter().enumerate() {

@@ -5,9 +5,7 @@
 
 use bitnet_tests::{gpu_engine, random_f32, random_ternary};
 use bitnet_wgpu::cpu_ref::TernaryMatrix;
-use bitnet_wgpu::{
-    BinaryOp, Calibration, Cost, DType, DispatchPolicy, Engine, Error, Location, Tensor, UnaryOp,
-};
+use bitnet_wgpu::{BinaryOp, DType, DispatchPolicy, Engine, Error, Location, Tensor, UnaryOp};
 
 /// Every tensor op the engine offers on F32 / ternary inputs, as `(name, values or error)`.
 fn ops(
@@ -107,24 +105,7 @@ fn packed_tensors_keep_their_row_length_in_views() {
 #[test]
 fn auto_dispatch_prices_sizes_that_overflow_without_panicking() {
     let e = gpu_engine();
-    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
-    let (fast, slow) = (
-        Cost {
-            fixed_s: 0.0,
-            per_unit_s: 0.0,
-        },
-        Cost {
-            fixed_s: 1.0,
-            per_unit_s: 1.0,
-        },
-    );
-    e.set_calibration(Calibration {
-        key: "overflow".into(),
-        upload_bytes_per_s: 1e12,
-        download_bytes_per_s: 1e12,
-        cpu: [slow; 4],
-        gpu: [fast; 4],
-    });
+    bitnet_tests::auto_preferring_gpu(&e, "overflow");
     // usize::MAX rows of 3: the size error of cpu-ref, not an overflow panic while pricing.
     assert!(e.quantize_activations(&[1.0], usize::MAX, 3).is_err());
     assert!(e.quantize_weights(&[1.0], usize::MAX, 3).is_err());

@@ -1,0 +1,39 @@
+//! Test support: the GPU engines the unit tests run on. Without an adapter they fail loudly
+//! (CI installs lavapipe) instead of skipping, which would hide breakage.
+
+use crate::engine::{Engine, EngineOptions};
+
+/// A GPU engine with `options`.
+pub(crate) fn gpu_with(options: EngineOptions) -> Engine {
+    Engine::gpu_with(options)
+        .expect("GPU adapter required (CI has lavapipe); failing, not skipping")
+}
+
+/// A GPU engine with the default options.
+pub(crate) fn gpu() -> Engine {
+    gpu_with(EngineOptions::default())
+}
+
+/// Checks that `key` — a cache key of measured times — tells engine options apart where they
+/// change the times: two default engines share it; a 64 KiB binding cap (every op chunked)
+/// changes it, and so does forcing uniform params where that changes the params mode.
+pub(crate) fn assert_key_follows_engine_options(key: impl Fn(&crate::context::Gpu) -> String) {
+    let key = |e: &Engine| key(e.gpu_context().unwrap());
+    let plain = gpu();
+    assert_eq!(key(&plain), key(&gpu()), "two default engines");
+    let capped = gpu_with(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    assert_ne!(key(&plain), key(&capped), "a binding cap");
+    let uniform = gpu_with(EngineOptions {
+        force_uniform_params: true,
+        ..Default::default()
+    });
+    let modes = |e: &Engine| e.gpu_context().unwrap().caps.params_mode;
+    assert_eq!(
+        key(&plain) != key(&uniform),
+        modes(&plain) != modes(&uniform),
+        "uniform params"
+    );
+}
