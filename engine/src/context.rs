@@ -127,7 +127,7 @@ impl Gpu {
             &caps.limits,
             caps.params_mode,
             options.batch_dispatches,
-        );
+        )?;
         let faults = Arc::new(crate::fault::Faults::default());
         let pipelines = PipelineCache::new(
             device.clone(),

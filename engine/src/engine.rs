@@ -28,7 +28,9 @@ pub struct EngineOptions {
     pub max_binding_bytes: Option<u64>,
     /// Pass params through the uniform arena even when immediates are available.
     pub force_uniform_params: bool,
-    /// Dispatches recorded before a batch is submitted without a sync point (≥ 1).
+    /// Dispatches recorded before a batch is submitted without a sync point (≥ 1). In uniform
+    /// params mode each takes a params slot (256 bytes) of one arena: a count whose arena would
+    /// exceed `max_buffer_size` makes engine creation `Err(LimitExceeded)`.
     pub batch_dispatches: u32,
     /// Submit what was recorded once the engine saw no new work for this long (`None`: only at
     /// sync points and full batches — deterministic batching, for tests).

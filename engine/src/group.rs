@@ -2,6 +2,7 @@
 //! params mode) and the non-finite status slots.
 
 use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
+use crate::error::{Error, Result};
 use crate::status::{STATUS_WORDS, StatusBuffers};
 
 /// Bytes of one status slot as bound.
@@ -21,13 +22,32 @@ pub(crate) struct EngineGroup {
 impl EngineGroup {
     /// Creates the layout, arena (`slots` params slots in uniform mode), status buffers and one
     /// bind group per status slot.
-    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits, mode: ParamsMode, slots: u32) -> Self {
-        let status = StatusBuffers::new(device);
+    /// `Err(LimitExceeded)` when the arena of `slots` params slots (uniform mode:
+    /// `EngineOptions::batch_dispatches`) exceeds the device's `max_buffer_size`.
+    pub fn new(
+        device: &wgpu::Device,
+        limits: &wgpu::Limits,
+        mode: ParamsMode,
+        slots: u32,
+    ) -> Result<Self> {
         let params_stride = u64::from(
             limits
                 .min_uniform_buffer_offset_alignment
                 .max(PARAMS_MAX_BYTES),
         );
+        let arena_bytes = params_stride * u64::from(slots);
+        if mode == ParamsMode::Uniform && arena_bytes > limits.max_buffer_size {
+            return Err(Error::LimitExceeded {
+                limit: "max_buffer_size",
+                requested: arena_bytes,
+                max: limits.max_buffer_size,
+                what: format!(
+                    "the params arena of EngineOptions::batch_dispatches = {slots} \
+                     ({params_stride} bytes per dispatch in uniform params mode)"
+                ),
+            });
+        }
+        let status = StatusBuffers::new(device);
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 1,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -51,7 +71,7 @@ impl EngineGroup {
             });
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bitnet-wgpu params arena"),
-                size: params_stride * u64::from(slots),
+                size: arena_bytes,
                 usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
@@ -89,12 +109,12 @@ impl EngineGroup {
                 })
             })
             .collect();
-        EngineGroup {
+        Ok(EngineGroup {
             layout,
             bind_groups,
             params_arena,
             params_stride,
             status,
-        }
+        })
     }
 }

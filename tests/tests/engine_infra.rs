@@ -26,6 +26,28 @@ fn gpu_engine_reports_adapter_and_limits() {
     assert!(info.to_string().contains(&info.adapter_name));
 }
 
+/// A batch size whose uniform-mode params arena cannot exist is a typed error at engine
+/// creation, not an uncaptured device error that only a later sync reports.
+#[test]
+fn an_impossible_batch_size_is_a_typed_error_at_creation() {
+    let got = Engine::gpu_with(EngineOptions {
+        force_uniform_params: true,
+        batch_dispatches: u32::MAX,
+        ..Default::default()
+    });
+    assert!(
+        matches!(
+            got,
+            Err(Error::LimitExceeded {
+                limit: "max_buffer_size",
+                ..
+            })
+        ),
+        "{:?}",
+        got.map(|e| e.info().adapter_name)
+    );
+}
+
 #[test]
 fn f32_round_trip_odd_sizes() {
     let e = gpu_engine();
