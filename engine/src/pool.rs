@@ -47,7 +47,8 @@ pub fn size_class(bytes: u64) -> u64 {
     // 2^p < bytes <= 2^(p+1); step is a quarter of 2^p.
     let p = 63 - (bytes - 1).leading_zeros();
     let step = (1u64 << p) / 4;
-    bytes.div_ceil(step) * step
+    // Saturates near u64::MAX (above every device's limit, where the pool takes `bytes` as is).
+    bytes.div_ceil(step).saturating_mul(step)
 }
 
 /// What a pooled buffer is for (its wgpu usages).
@@ -219,20 +220,24 @@ impl BufferPool {
 
     /// A buffer of at least `bytes` (> 0) bytes for `kind`, reused when one of its class is free.
     pub fn alloc(&self, kind: BufferKind, bytes: u64, what: &str) -> Result<PooledBuffer> {
-        let bytes = bytes.max(4).next_multiple_of(4);
+        // Rounded up to whole words; a size that cannot be rounded is above any device limit.
+        let rounded = bytes.max(4).checked_next_multiple_of(4);
         if kind == BufferKind::Storage && self.faults.take_oom() {
             return Err(Error::OutOfMemory {
                 context: format!("allocating {bytes} bytes for {what} (injected fault)"),
             });
         }
-        if bytes > self.max_buffer {
-            return Err(Error::LimitExceeded {
-                limit: "max_buffer_size",
-                requested: bytes,
-                max: self.max_buffer,
-                what: what.to_string(),
-            });
-        }
+        let bytes = match rounded {
+            Some(b) if b <= self.max_buffer => b,
+            _ => {
+                return Err(Error::LimitExceeded {
+                    limit: "max_buffer_size",
+                    requested: rounded.unwrap_or(bytes),
+                    max: self.max_buffer,
+                    what: what.to_string(),
+                });
+            }
+        };
         let class = match size_class(bytes) {
             c if c <= self.max_buffer => c,
             _ => bytes,

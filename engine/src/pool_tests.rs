@@ -1,6 +1,7 @@
-//! Unit tests of the buffer pool: size classes.
+//! Unit tests of the buffer pool: size classes, sizes past every limit.
 
-use super::size_class;
+use super::{BufferKind, size_class};
+use crate::error::Error;
 
 #[test]
 fn size_classes_are_quarter_steps_with_bounded_waste() {
@@ -14,5 +15,27 @@ fn size_classes_are_quarter_steps_with_bounded_waste() {
     for b in [300u64, 1000, 4097, 123_457, 10_000_000, 3_000_000_000] {
         let c = size_class(b);
         assert!(c >= b && (c as f64) < b as f64 * 1.25 + 1.0, "{b} -> {c}");
+    }
+}
+
+/// Sizes that cannot even be rounded to whole words are `LimitExceeded`, not a wrapped (tiny)
+/// buffer or a debug-build panic; their class saturates.
+#[test]
+fn sizes_past_u64_rounding_are_limit_errors() {
+    assert_eq!(size_class(u64::MAX), u64::MAX);
+    let e = crate::test_gpu::gpu();
+    let pool = &e.gpu_context().unwrap().pool;
+    for bytes in [u64::MAX, u64::MAX - 2] {
+        let got = pool.alloc(BufferKind::Storage, bytes, "test");
+        assert!(
+            matches!(
+                got,
+                Err(Error::LimitExceeded {
+                    limit: "max_buffer_size",
+                    ..
+                })
+            ),
+            "{bytes}"
+        );
     }
 }
