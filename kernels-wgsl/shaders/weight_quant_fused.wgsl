@@ -6,7 +6,7 @@
 // to drain (about 2 µs on the H200, plus the ramp-up of the next), and the pack pass reads w from
 // memory a second time. Here the pack workgroups wait, inside the dispatch, only for s, with their
 // weights already loaded, and they take the matrix from its end, which the sum read last: for a
-// matrix that fits the L2 cache, w comes from memory once.
+// matrix that fits the L2 cache, w likely comes from memory once.
 //
 // Layout: `blocks` = ceil(len / 4096) sum workgroups, then `blocks` pack workgroups (4096 values,
 // 256 packed words each). Sum workgroup b sums block b in the canonical order and publishes the
@@ -46,7 +46,7 @@ struct Params {
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
 // Bounds the wait (override; engine: SPIN_LIMIT_*): SPIN_LIMIT iterations of 32 polls on CPU
-// adapters, 8 SPIN_LIMIT polls with their pauses on GPUs (about 200 ms on the H200).
+// adapters, 8 SPIN_LIMIT polls with their pauses on GPUs (an estimated 0.2 s on the H200).
 override SPIN_LIMIT: u32 = 32768u;
 // Poll with read-modify-writes (CPU adapters: lavapipe hoists a relaxed atomicLoad out of a
 // wait loop; see bitlinear_chain_subgroup.wgsl).
