@@ -212,7 +212,7 @@ impl<'a> Launch<'a> {
         if !offset.is_multiple_of(align)
             || !size.is_multiple_of(4)
             || size == 0
-            || offset + size > buf.bytes()
+            || offset.checked_add(size).is_none_or(|end| end > buf.bytes())
         {
             self.misuse(format!(
                 "binding range {offset}+{size} of a {}-byte buffer (offset alignment {align})",

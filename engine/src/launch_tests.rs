@@ -327,3 +327,21 @@ fn folded_grids_run_every_workgroup_once() {
     let counts = hits.read_u32().unwrap();
     assert_eq!(counts.iter().position(|&c| c != 1), None);
 }
+
+/// A binding range whose end passes u64 is misuse, never wrapped into a range that fits.
+#[test]
+fn a_binding_range_past_u64_is_misuse() {
+    let e = gpu(EngineOptions::default());
+    let g = e.gpu_context().unwrap();
+    let t = e.empty("t", &[64], DType::F32).unwrap();
+    let align = u64::from(g.caps.limits.min_storage_buffer_offset_alignment);
+    let offset = u64::MAX - (align - 1);
+    let r = Launch::new(g, &FILL)
+        .output_range(&t, offset, align)
+        .workgroups(1)
+        .run();
+    assert!(
+        matches!(r, Err(Error::KernelMisuse { .. })),
+        "range end past u64: {r:?}"
+    );
+}
