@@ -267,7 +267,7 @@ impl Batch {
             Ok(index) => {
                 commit(gpu, &cmds);
                 if let Some(p) = self.profiler.as_mut().filter(|p| p.has_pending()) {
-                    p.collect(&gpu.device, index.clone());
+                    p.collect(&gpu.device, &|| gpu.check_health().err(), index.clone());
                 }
                 Ok(Some(index))
             }

@@ -237,7 +237,14 @@ impl ProfilerState {
     }
 
     /// After the batch's submission completed: reads the timestamps and adds them to the totals.
-    pub fn collect(&mut self, device: &wgpu::Device, submission: wgpu::SubmissionIndex) {
+    /// `lost` reports a lost device, which ends the wait at once (samples dropped) instead of
+    /// after the time limit.
+    pub fn collect(
+        &mut self,
+        device: &wgpu::Device,
+        lost: &dyn Fn() -> Option<crate::error::Error>,
+        submission: wgpu::SubmissionIndex,
+    ) {
         let bytes = 2 * self.pending.len() as u64 * u64::from(wgpu::QUERY_SIZE);
         let slice = self.readback.slice(0..bytes);
         let (tx, rx) = flume::bounded(1);
@@ -248,7 +255,7 @@ impl ProfilerState {
         // Long enough for a heavy batch on a software adapter (one 14336 x 4096 x 512 BitLinear
         // took over 10 s on lavapipe); past it the samples are dropped (see `record_resolve`).
         let limit = Some(std::time::Duration::from_secs(120));
-        let waited = crate::wait::poll_until(device, &|| None, limit, || !rx.is_empty());
+        let waited = crate::wait::poll_until(device, lost, limit, || !rx.is_empty());
         let names = std::mem::take(&mut self.pending);
         let dispatches = std::mem::take(&mut self.pending_dispatches);
         if !matches!(waited, Ok(true)) {
