@@ -93,9 +93,11 @@ pub enum Error {
         index: usize,
     },
     /// A GPU run gave up before finishing and its outputs were discarded: a kernel that waits
-    /// inside its dispatch for other workgroups (the linear chain) ran out of its bounded wait,
-    /// because the GPU did not run workgroups in the order the kernel relies on. Nothing was
-    /// lost: the op that launched it runs again another way.
+    /// inside its dispatch for other workgroups (the linear chain, one-dispatch weight
+    /// quantization) ran out of its bounded wait, because the GPU did not run workgroups in the
+    /// order the kernel relies on. Nothing was lost: a chain and the host-facing ops run again
+    /// another way; a resident-tensor op reports this at the read of its output, with its inputs
+    /// untouched. Either way the device stops using such kernels.
     #[error("{op}: the GPU run was aborted (an in-dispatch wait ran out)")]
     Aborted {
         /// The operation whose run was aborted.
