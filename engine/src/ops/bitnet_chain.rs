@@ -11,6 +11,7 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_record::LinearParams;
+use super::in_dispatch_wait::{CPU_ADAPTER_MAX_BYTES, cpu_adapter, wait_constants, waits_allowed};
 use crate::chain::ChainInput;
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -38,26 +39,6 @@ const LANES: u32 = 32;
 const DEPTH: u32 = 2;
 /// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line.
 const OUT_ALIGN: usize = 64;
-/// Iterations of 32 polls of a producer's counter before a workgroup gives up (`SPIN_LIMIT`):
-/// about 150 ms on the H200 (measured: a run whose workgroups could not all start stalled that
-/// long, then aborted). lavapipe (CPU adapters) caps a shader's loop iterations at 65535 in
-/// all, and its workgroups run on CPU threads, where a producer may run for milliseconds: it
-/// gets that cap (some 2 million polls).
-const SPIN_LIMIT_GPU: u32 = 32768;
-const SPIN_LIMIT_CPU: u32 = 65000;
-
-/// The `SPIN_LIMIT` of a kernel that waits inside its dispatch (the chain, one-dispatch weight
-/// quantization) on `gpu`: 0 when a test armed [`InjectedFault::WaitAbort`](crate::InjectedFault).
-pub(crate) fn spin_limit(gpu: &Gpu) -> u32 {
-    if gpu.faults.take_wait_abort() {
-        0
-    } else if gpu.adapter_info.device_type == wgpu::DeviceType::Cpu {
-        SPIN_LIMIT_CPU
-    } else {
-        SPIN_LIMIT_GPU
-    }
-}
-
 /// One linear of the job table, field for field `ChainJob` of the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -73,12 +54,6 @@ struct ChainJob {
     scale: f32,
 }
 
-/// Largest chain (packed weight bytes) fused on a CPU adapter. lavapipe hands each thread a
-/// contiguous share of the workgroups, so the first workgroup of the second share may wait for
-/// the whole first share, spinning a core all that time: only small chains (the tests') gain
-/// nothing but also lose little, and larger ones run linear by linear.
-const CPU_ADAPTER_MAX_BYTES: usize = 4 << 20;
-
 /// Whether the chain kernel can run `links` on `gpu`: no in-dispatch wait has given up on it
 /// (`Gpu::waits_gave_up`), subgroups, and every K a multiple of 64 within the fused GEMV's limit
 /// (its quantized row lives in workgroup memory).
@@ -87,10 +62,9 @@ pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool 
         .iter()
         .map(|(l, _)| 4 * l.weights().words().len())
         .sum();
-    let small_enough =
-        gpu.adapter_info.device_type != wgpu::DeviceType::Cpu || bytes <= CPU_ADAPTER_MAX_BYTES;
+    let small_enough = !cpu_adapter(gpu) || bytes as u64 <= CPU_ADAPTER_MAX_BYTES;
     small_enough
-        && !gpu.waits_gave_up.load(std::sync::atomic::Ordering::Relaxed)
+        && waits_allowed(gpu)
         && gpu.caps.has(wgpu::Features::SUBGROUP)
         && links.iter().all(|(l, _)| {
             let k = l.weights().k();
@@ -166,8 +140,6 @@ impl ChainDevice {
     /// `out_len` words). Reading `out` reports a non-finite x (op `bitlinear`, as cpu-ref) or an
     /// aborted run ([`Error::Aborted`]).
     pub fn record(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
-        let cpu_adapter = gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
-        let spin = spin_limit(gpu);
         let params = LinearParams {
             m: 1,
             n: self.offsets.len() as u32,
@@ -180,7 +152,7 @@ impl ChainDevice {
             zero: 0,
             k_splits: 1,
         };
-        Launch::new(gpu, &CHAIN)
+        let launch = Launch::new(gpu, &CHAIN)
             .input(&self.weights)
             .input(x)
             .output(out)
@@ -189,9 +161,8 @@ impl ChainDevice {
             .scratch(&self.counters)
             .params(&params)
             .constant("TPR", f64::from(LANES))
-            .constant("DEPTH", f64::from(DEPTH))
-            .constant("SPIN_LIMIT", f64::from(spin))
-            .constant("POLL_RMW", f64::from(u8::from(cpu_adapter)))
+            .constant("DEPTH", f64::from(DEPTH));
+        wait_constants(launch, gpu)
             .check_finite(NonFiniteCheck::tensors(
                 "bitlinear",
                 ["x", ABORTED, super::bitnet_record::OUTPUT, ""],

@@ -14,7 +14,7 @@
 //! and CPU adapters (on lavapipe, in CI; other software adapters are taken to behave alike, as
 //! they run workgroups on CPU threads). Its wait assumes GPUs start workgroups in
 //! index order, as the linear chain does (`bitlinear_chain_subgroup.wgsl`); the wait is bounded,
-//! and a run that gave up reads as [`Error::Aborted`] — a GPU fault, so the host-facing
+//! and a run that gave up reads as [`Error::Aborted`](crate::Error::Aborted) — a GPU fault, so the host-facing
 //! `quantize_weights` re-runs on the CPU — after which the device quantizes level by level
 //! (`Gpu::waits_gave_up`). On CPU adapters (lavapipe) a workgroup may wait for a
 //! whole other thread's share of the grid, so only small matrices take the one-dispatch way there.
@@ -23,13 +23,11 @@
 //! 48 → 60 %; 640×2560 14.7 → 12.1 µs, 22 → 53 %; 6912×2560 53.1 → 51.7 µs, 65 → 72 %;
 //! 14336×4096 145.4 → 146.1 µs, 79 → 80 %.
 
-use std::sync::atomic::Ordering;
-
 use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::{check_k, chunk_limit, matrix_shape, row_chunks, same_engine};
-use super::bitnet_chain::spin_limit;
+use super::in_dispatch_wait::{CPU_ADAPTER_MAX_BYTES, cpu_adapter, wait_constants, waits_allowed};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -56,9 +54,6 @@ const WEIGHT_FUSED: Kernel = Kernel::new(
 
 /// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
 const SUM_OVERFLOW: &str = "sum of |w| (overflows f32)";
-
-/// Largest `w` (f32 bytes) quantized in one dispatch on a CPU adapter (see the module docs).
-const CPU_ADAPTER_MAX_BYTES: u64 = 4 << 20;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -104,13 +99,12 @@ const NVIDIA: u32 = 0x10de;
 /// below 2^30 values), and on CPU adapters a small matrix.
 fn one_dispatch(gpu: &Gpu, n: usize, k: usize) -> bool {
     let bytes = 4 * (n as u64) * (k as u64);
-    let cpu_adapter = gpu.adapter_info.device_type == wgpu::DeviceType::Cpu;
     let mut cap = chunk_limit(gpu);
-    if cpu_adapter {
+    if cpu_adapter(gpu) {
         cap = cap.min(CPU_ADAPTER_MAX_BYTES);
     }
-    (cpu_adapter || gpu.adapter_info.vendor == NVIDIA)
-        && !gpu.waits_gave_up.load(Ordering::Relaxed)
+    (cpu_adapter(gpu) || gpu.adapter_info.vendor == NVIDIA)
+        && waits_allowed(gpu)
         && k.is_multiple_of(16)
         && bytes > 0
         && bytes <= cap
@@ -179,7 +173,7 @@ impl Engine {
         const OP: &str = "quantize_weights";
         let len = w.len() as u64;
         let blocks = len.div_ceil(u64::from(kernels::SUM_BLOCK));
-        Launch::new(gpu, &WEIGHT_FUSED)
+        let launch = Launch::new(gpu, &WEIGHT_FUSED)
             .input(w)
             .output(out)
             .output_scales(out)
@@ -189,14 +183,8 @@ impl Engine {
                 // Rust's `as` rounding, exactly as cpu-ref computes `(N * K) as f32`.
                 count: len as f32,
                 zero: 0,
-            })
-            .constant("SPIN_LIMIT", f64::from(spin_limit(gpu)))
-            .constant(
-                "POLL_RMW",
-                f64::from(u8::from(
-                    gpu.adapter_info.device_type == wgpu::DeviceType::Cpu,
-                )),
-            )
+            });
+        wait_constants(launch, gpu)
             .check_finite(NonFiniteCheck::tensors(
                 OP,
                 ["w", SUM_OVERFLOW, ABORTED, KERNEL_STATE],

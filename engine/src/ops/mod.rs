@@ -23,6 +23,7 @@ mod bitnet_weight_quant;
 mod broadcast;
 mod elementwise;
 mod float_args;
+mod in_dispatch_wait;
 mod matmul;
 mod norm;
 mod reduce;
