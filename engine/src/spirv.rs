@@ -93,6 +93,7 @@ fn compile(name: &str, source: &str, constants: &[(&str, f64)]) -> Result<Vec<u3
     let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))?;
+    let binding_map = vulkan_bindings(&module);
     let mut table = naga::back::PipelineConstants::default();
     for &(key, value) in constants {
         table.insert(key.to_string(), value);
@@ -113,9 +114,45 @@ fn compile(name: &str, source: &str, constants: &[(&str, f64)]) -> Result<Vec<u3
         },
         zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
         force_loop_bounding: false,
+        binding_map,
         ..spv::Options::default()
     };
     spv::write_vec(&module, &info, &options, None).map_err(|e| format!("{name}: SPIR-V: {e}"))
+}
+
+/// The Vulkan binding numbers of `module`'s resources, as wgpu assigns them: wgpu-hal numbers the
+/// entries of each bind group layout densely in binding order (`@binding(1)` of a group whose
+/// layout has no binding 0 is Vulkan binding 0) and remaps the modules it compiles itself, but a
+/// passthrough module must already say the Vulkan numbers. The engine's layouts hold exactly
+/// the bindings its kernels declare (group 1 has the params uniform at 0 only in uniform params
+/// mode), so each group's declared bindings, ranked, are its layout's. Without this, in
+/// immediates mode a passthrough kernel's status words (`@group(1) @binding(1)`) pointed at a
+/// binding the layout does not have, and its non-finite flags were lost.
+fn vulkan_bindings(module: &naga::Module) -> spv::BindingMap {
+    let mut declared: Vec<naga::ResourceBinding> = module
+        .global_variables
+        .iter()
+        .filter_map(|(_, var)| var.binding)
+        .collect();
+    declared.sort();
+    declared.dedup();
+    let mut map = spv::BindingMap::default();
+    let mut rank = 0;
+    for (i, rb) in declared.iter().enumerate() {
+        if i > 0 && declared[i - 1].group != rb.group {
+            rank = 0;
+        }
+        map.insert(
+            *rb,
+            spv::BindingInfo {
+                descriptor_set: rb.group,
+                binding: rank,
+                binding_array_size: None,
+            },
+        );
+        rank += 1;
+    }
+    map
 }
 
 /// One instruction: its opcode and words (the first word holds count and opcode).

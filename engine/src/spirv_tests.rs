@@ -182,3 +182,48 @@ fn kernel_spirv_substitutes_override_constants() {
         })
     ));
 }
+
+/// The (descriptor set, binding) decorations of every resource variable in `words`, sorted.
+fn resource_bindings(words: &[u32]) -> Vec<(u32, u32)> {
+    const OP_DECORATE: u32 = 71;
+    const DECORATION_BINDING: u32 = 33;
+    const DECORATION_DESCRIPTOR_SET: u32 = 34;
+    let decorations = all(words, OP_DECORATE);
+    let of = |id: u32, what: u32| {
+        decorations
+            .iter()
+            .find(|w| w[0] == id && w[1] == what)
+            .map(|w| w[2])
+    };
+    let mut out: Vec<(u32, u32)> = decorations
+        .iter()
+        .filter(|w| w[1] == DECORATION_DESCRIPTOR_SET)
+        .map(|w| (w[2], of(w[0], DECORATION_BINDING).expect("a binding")))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// A passthrough module must say the Vulkan binding numbers wgpu gives its layout: each group's
+/// bindings numbered densely in order. In immediates mode group 1 holds only the status words
+/// (`@binding(1)`), which are Vulkan binding 0; in uniform mode the params come first. (The int8
+/// GEMMs kept binding 1 there, and their non-finite flags were lost on the H200.)
+#[test]
+fn passthrough_modules_use_the_vulkan_binding_numbers() {
+    let source = BITLINEAR_GEMM_COOP_I8_SUBGROUP.source;
+    let uniform = int8_coop_spirv("uniform", source).unwrap();
+    let immediates = int8_coop_spirv(
+        "immediates",
+        &source.replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
+    )
+    .unwrap();
+    let group0: Vec<(u32, u32)> = (0..5).map(|b| (0, b)).collect();
+    assert_eq!(
+        resource_bindings(&uniform),
+        [group0.clone(), vec![(1, 0), (1, 1)]].concat()
+    );
+    assert_eq!(
+        resource_bindings(&immediates),
+        [group0, vec![(1, 0)]].concat()
+    );
+}

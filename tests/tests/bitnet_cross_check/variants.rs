@@ -336,3 +336,40 @@ fn weight_sum_finalizes_two_levels_at_once() {
     let w = random_normal(99, n * k, 0.02);
     check_weights(&tuned_engine(), &w, n, k, "two-level finalize");
 }
+
+#[test]
+fn coop_matrix_gemm_reports_non_finite_like_cpu_ref() {
+    // Forced coop plans (each kernel where the device has it; elsewhere the tiled GEMM) must flag
+    // an output that overflows f32 as cpu-ref does. The int8 GEMMs lost their flags on the H200
+    // (immediates params mode: their status binding number was not Vulkan's; `spirv.rs`).
+    let e = tuned_engine();
+    let (m, n, k) = (16, 40, 256);
+    let big: Vec<f32> = random_normal(21, n * k, 1.0)
+        .iter()
+        .map(|v| v * 1e31)
+        .collect();
+    let w = cpu_ref::quantize_weights(&big, n, k).unwrap();
+    let mut x = random_normal(22, m * k, 1.0);
+    x[6 * k + 1] = 1e10; // s · a overflows in row 6 only
+    let want = cpu_ref::bitlinear(&x, m, &w);
+    assert!(want.is_err(), "the case must overflow");
+    for kind in CoopKind::ALL {
+        e.set_bitnet_tuning(BitnetTuning {
+            autotune: Some(false),
+            gemm_coop: Some(true),
+            gemm_coop_kernel: Some(kind),
+            gemm_splits: Some(1),
+            ..Default::default()
+        });
+        let got = e.bitlinear(&x, m, &w);
+        let plan = e.bitlinear_plan(m, n, k, false);
+        let available = match kind {
+            CoopKind::F16 => has_coop(&e),
+            CoopKind::Int8 | CoopKind::Int8N96 => has_coop_i8(&e),
+        };
+        if available {
+            assert_eq!(plan, Some(LinearPlan::Coop { splits: 1, kind }));
+        }
+        assert_same_result(got, cpu_ref::bitlinear(&x, m, &w), &format!("{plan:?}"));
+    }
+}
