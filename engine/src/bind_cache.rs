@@ -4,15 +4,17 @@
 //! (buffer, offset, size); bind groups are immutable, so one created for the same key earlier is
 //! reused as is — pooled buffers come back in the same order every step of a repeated workload
 //! (a decode loop), so their bind groups repeat too. The cache lives in the buffer pool because
-//! the pool decides buffer lifetimes: a cached bind group keeps its buffers alive, so whenever the
-//! pool lets a buffer go (eviction, trim) it marks the cache stale, and the cache drops every
-//! entry before its next use ([`BindCache::clear`] does it at once, for the pool's
-//! out-of-memory retry). The cache is bounded ([`MAX_ENTRIES`]; full means cleared).
+//! the pool decides buffer lifetimes: a cached bind group keeps its buffers alive, so when the
+//! pool lets a buffer go (eviction) it drops the entries that bind it at once
+//! ([`BindCache::forget`]), and a trim drops every entry ([`BindCache::clear`]). Not at the next
+//! launch: none may come, and until the entries go the memory the pool reports freed is still
+//! held (and an eviction made to fit a new buffer would not make room for it). The cache is
+//! bounded ([`MAX_ENTRIES`]; full means cleared).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use crate::error::Result;
 
@@ -39,6 +41,11 @@ impl Key {
                 .zip(bindings)
                 .all(|((b, o, s), (b2, o2, s2))| b == *b2 && o == o2 && s == s2)
     }
+
+    /// Whether the bind group binds `buffer`.
+    fn binds(&self, buffer: &wgpu::Buffer) -> bool {
+        self.bindings.iter().any(|(b, _, _)| b == buffer)
+    }
 }
 
 /// Entries by a hash of their key (computed from borrowed bindings: a hit clones nothing).
@@ -50,8 +57,6 @@ pub(crate) struct BindCache {
     map: Mutex<Map>,
     /// Entries in `map`.
     len: std::sync::atomic::AtomicUsize,
-    /// Set by the pool when it lets a buffer go: clear before the next lookup.
-    stale: AtomicBool,
 }
 
 impl BindCache {
@@ -63,9 +68,6 @@ impl BindCache {
         bindings: &[(&wgpu::Buffer, u64, u64)],
         create: impl FnOnce() -> Result<wgpu::BindGroup>,
     ) -> Result<wgpu::BindGroup> {
-        if self.stale.swap(false, Ordering::AcqRel) {
-            self.clear();
-        }
         let hash = key_hash(layout, bindings);
         if let Some(list) = self.lock().get(&hash)
             && let Some((_, g)) = list.iter().find(|(k, _)| k.matches(layout, bindings))
@@ -96,9 +98,23 @@ impl BindCache {
         Ok(group)
     }
 
-    /// Marks every entry stale (the pool let a buffer go); cleared before the next lookup.
-    pub fn invalidate(&self) {
-        self.stale.store(true, Ordering::Release);
+    /// Drops the entries that bind `buffer` now (the pool let it go), so that no cached bind
+    /// group keeps its memory alive. A launch only binds buffers of live tensors, so no entry
+    /// over `buffer` can be added after the pool freed it.
+    pub fn forget(&self, buffer: &wgpu::Buffer) {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut dropped = Vec::new();
+        {
+            let mut map = self.lock();
+            map.retain(|_, list| {
+                dropped.extend(list.extract_if(.., |(k, _)| k.binds(buffer)));
+                !list.is_empty()
+            });
+            self.len.fetch_sub(dropped.len(), Ordering::Relaxed);
+        }
+        drop(dropped); // bind groups are released outside the lock
     }
 
     /// Drops every entry now (releasing the buffers they hold).
@@ -204,5 +220,45 @@ mod tests {
             "trimming the pool drops the cached bind groups"
         );
         assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![3.0; 64]);
+    }
+
+    /// A buffer the pool evicts is released at once — its device memory goes when the pool's
+    /// `allocated_bytes` says it went — not kept alive by a cached bind group until a later
+    /// launch (which may never come: here none does).
+    #[test]
+    fn an_evicted_buffer_is_not_kept_alive_by_a_cached_bind_group() {
+        let e = crate::test_gpu::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..EngineOptions::default()
+        });
+        let g = e.gpu_context().expect("a GPU engine");
+        // What the device really holds, once finished work has let go of its resources.
+        let device_bytes = || {
+            let _ = g.device.poll(wgpu::PollType::wait_indefinitely());
+            g.device
+                .generate_allocator_report()
+                .map(|r| r.total_allocated_bytes)
+        };
+        // 4 MiB tensors: larger than everything else the engine allocates.
+        const N: usize = 1 << 20;
+        let x = e.upload_f32(&vec![1.0; N], &[N]).unwrap();
+        let y = e.copy(&x).unwrap(); // one cached bind group over both buffers
+        assert_eq!(y.read_f32().unwrap().len(), N);
+        e.sync().unwrap();
+        drop((x, y)); // both buffers free in the pool (under its 1 GiB cap)
+        assert!(g.pool.binds.len() > 0);
+        let before = (e.pool_stats().allocated_bytes, device_bytes());
+        e.set_pool_free_cap(0); // the pool lets both buffers go; no launch follows
+        let after = (e.pool_stats().allocated_bytes, device_bytes());
+        let released = before.0 - after.0;
+        assert!(released >= 8 << 20, "the pool released {released} bytes");
+        assert_eq!(g.pool.binds.len(), 0, "a bind group over an evicted buffer");
+        // Where the backend reports its allocations (Vulkan does), the memory really went.
+        if let (Some(b), Some(a)) = (before.1, after.1) {
+            assert!(
+                b.saturating_sub(a) >= released,
+                "the device still holds the {released} bytes the pool released ({b} -> {a})"
+            );
+        }
     }
 }

@@ -17,7 +17,8 @@
 //!   come from the same pool but are counted apart (`staging_bytes`).
 //!
 //! * **Bind groups** over pooled buffers are cached here too (`bind_cache.rs`): letting a
-//!   buffer go (eviction, trim) invalidates them, so the cache never keeps freed memory alive.
+//!   buffer go (eviction, trim) drops the cached bind groups that bind it at once, so the cache
+//!   never keeps memory alive that the stats report freed.
 //!
 //! Upload ordering: a buffer returned to the pool may still be read by recorded-but-unsubmitted
 //! dispatches, so `queue.write_buffer` into a pooled buffer must only happen after the pending
@@ -136,9 +137,11 @@ impl State {
             .min_by_key(|(_, list)| list.front().map_or(u64::MAX, |e| e.0))
             .map(|(key, _)| *key);
         let Some(key) = oldest else { return false };
-        self.binds.invalidate();
-        if let Some(list) = self.free.get_mut(&key) {
-            list.pop_front();
+        let evicted = self.free.get_mut(&key).and_then(VecDeque::pop_front);
+        // A cached bind group over the buffer would keep it alive: it goes with the buffer (only
+        // storage buffers are ever bound).
+        if let (Some((_, buffer, _)), BufferKind::Storage) = (&evicted, kind) {
+            self.binds.forget(buffer);
         }
         match kind {
             BufferKind::Storage => {
@@ -319,14 +322,15 @@ impl BufferPool {
         unreachable!("the loop returns on its second attempt")
     }
 
-    /// Drops every free buffer (storage and staging).
+    /// Drops every free buffer (storage and staging), and every cached bind group.
     pub fn trim(&self) {
+        // First, so the evictions below find (next to) nothing to prune entry by entry; one
+        // cached meanwhile by a concurrent launch is still pruned by the eviction of its buffer.
+        self.binds.clear();
         let mut st = lock(&self.state);
         st.shrink_free(0);
         while st.evict_lru(BufferKind::Readback) {}
         st.free.clear();
-        drop(st);
-        self.binds.clear();
     }
 
     /// Caps cached free storage bytes (dropping least recently used free buffers beyond it).
