@@ -42,11 +42,12 @@ pub(crate) struct Dispatch {
 
 impl Dispatch {
     /// Hands the dispatch to the submission thread, which records it; a failure to record
-    /// (the device was lost meanwhile, say) fails the launch's fate.
+    /// (the device was lost meanwhile, say, or the recording panicked) fails the launch's fate.
     pub fn post(self, gpu: &Gpu) -> Result<()> {
         let fate = Arc::clone(&self.fate);
         gpu.scheduler.post(Box::new(move |batch, g| {
-            if let Err(e) = batch.record(g, self) {
+            let recorded = crate::scheduler::guarded(|| batch.record(g, self));
+            if let Err(e) = recorded.and_then(|r| r) {
                 fate.resolve(Some(e));
             }
         }))
@@ -115,6 +116,7 @@ impl Batch {
 
     /// Records one dispatch; submits first when the batch is full.
     pub fn record(&mut self, gpu: &Gpu, d: Dispatch) -> Result<()> {
+        gpu.faults.panic_if_armed();
         let profiler_full = self
             .profiler
             .as_ref()
@@ -237,6 +239,7 @@ impl Batch {
     /// pending or nothing could be submitted). A rejected batch is re-submitted command by
     /// command (see the module docs); `Err` only when the device is lost.
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
+        gpu.faults.panic_if_armed();
         // Resets last: after every dispatch of this batch or earlier ones that used the slots.
         let dirty = gpu.slots.take_dirty();
         if !dirty.is_empty() {

@@ -124,6 +124,12 @@ pub enum Error {
     /// Mapping a buffer for read-back failed.
     #[error("buffer read-back failed: {0}")]
     Map(String),
+    /// An engine bug: code the submission thread ran for this call — the engine's own or wgpu's
+    /// — panicked (the panic's message). The panic was caught and the device is not lost: the
+    /// engine goes on using it, a host-facing op re-runs on the CPU as for any GPU fault, and a
+    /// launch whose recording panicked has its outputs read as this error.
+    #[error("internal error: the submission thread panicked: {0}")]
+    Panicked(String),
 }
 
 impl From<bitnet_cpu_ref::Error> for Error {

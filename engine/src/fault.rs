@@ -1,19 +1,21 @@
 //! GPU faults: which errors make an op re-run on the CPU, and the test-only fault-injection hook.
 //!
 //! **Fallback rule.** An op that the dispatch layer ran on the GPU and that failed with a GPU
-//! fault — device lost, out of memory, validation or pipeline-creation error, failed read-back —
-//! is re-run on the CPU from the host inputs the engine still holds, and the caller gets the
-//! CPU's correct result plus a logged warning. Input errors (NaN/Inf, shapes, dtypes) are
-//! returned as they are: the CPU would return the very same error. A device limit or missing
-//! feature re-runs on the CPU under `Auto` dispatch and is returned under `Gpu`. A lost device is
-//! never used again: once lost, every op of the engine runs on the CPU.
+//! fault — device lost, out of memory, validation or pipeline-creation error, failed read-back,
+//! a panic caught on the submission thread — is re-run on the CPU from the host inputs the engine
+//! still holds, and the caller gets the CPU's correct result plus a logged warning. Input errors
+//! (NaN/Inf, shapes, dtypes) are returned as they are: the CPU would return the very same error. A
+//! device limit or missing feature re-runs on the CPU under `Auto` dispatch and is returned under
+//! `Gpu`. A lost device is never used again: once lost, every op of the engine runs on the CPU (a
+//! panic does not lose the device: the next op tries the GPU again).
 //!
 //! **Injection** ([`crate::Engine::inject_fault`], hidden from the docs, for tests): each
 //! [`InjectedFault`] arms the next matching GPU event of the engine so that it fails through the
 //! engine's real error paths — the device really is destroyed, the injected validation error is a
 //! real invalid command rejected by wgpu at submit, the pipeline error comes from compiling a real
 //! broken shader; only out-of-memory is simulated (at the pool's allocation), as real OOM cannot be
-//! produced on demand.
+//! produced on demand, and a panic is a real one, raised where the submission thread records or
+//! submits (an engine bug or a panic inside wgpu cannot be produced on demand either).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -35,6 +37,9 @@ pub enum InjectedFault {
     /// quantization) gives up its waits at once, as on a GPU that does not start workgroups in
     /// order: its outputs read as `Error::Aborted`.
     WaitAbort,
+    /// The submission thread's next recording of a dispatch or submission of its batch panics
+    /// before it changes anything, as an engine bug or a panic inside wgpu would.
+    JobPanic,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -44,6 +49,7 @@ pub(crate) struct Faults {
     validation: AtomicU32,
     pipeline: AtomicU32,
     wait_abort: AtomicU32,
+    job_panic: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -62,6 +68,7 @@ impl Faults {
             InjectedFault::Validation => &self.validation,
             InjectedFault::PipelineCreation => &self.pipeline,
             InjectedFault::WaitAbort => &self.wait_abort,
+            InjectedFault::JobPanic => &self.job_panic,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -86,10 +93,25 @@ impl Faults {
     pub fn take_wait_abort(&self) -> bool {
         take(&self.wait_abort)
     }
+
+    /// Panics if a job panic is armed (consuming the arm); the submission thread calls it where
+    /// it records and submits.
+    pub fn panic_if_armed(&self) {
+        if take(&self.job_panic) {
+            panic!("injected panic (InjectedFault::JobPanic)");
+        }
+    }
+
+    /// Whether an armed job panic is still waiting for its job.
+    #[cfg(test)]
+    pub fn job_panic_armed(&self) -> bool {
+        self.job_panic.load(Ordering::Acquire) > 0
+    }
 }
 
 /// Whether `e` says the GPU failed — lost device, out of memory, validation or pipeline
-/// creation, a failed read-back, an aborted run — so the op is re-run on the CPU. Bad input is
+/// creation, a failed read-back, an aborted run, a panic on the submission thread (the device
+/// is healthy, but the GPU run did not happen) — so the op is re-run on the CPU. Bad input is
 /// not a fault (the CPU would return the same error), nor is a device limit or missing feature
 /// ([`is_capability_error`]).
 pub(crate) fn is_gpu_fault(e: &Error) -> bool {
@@ -101,6 +123,7 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
             | Error::PipelineCreation { .. }
             | Error::Map(_)
             | Error::Aborted { .. }
+            | Error::Panicked(_)
     )
 }
 
@@ -136,6 +159,7 @@ mod tests {
         assert!(is_gpu_fault(&Error::OutOfMemory {
             context: "x".into()
         }));
+        assert!(is_gpu_fault(&Error::Panicked("bug".into())));
         assert!(!is_gpu_fault(&Error::Unsupported("f16".into())));
         assert!(is_capability_error(&Error::Unsupported("f16".into())));
     }

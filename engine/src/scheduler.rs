@@ -14,6 +14,10 @@
 //! Batching: the thread submits when a sync point asks, when the batch reaches
 //! `EngineOptions::batch_dispatches`, and — unless `EngineOptions::idle_flush` is `None` — when
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
+//!
+//! Panics: a job that panics (an engine bug, or a panic inside wgpu) is caught ([`guarded`]), and
+//! its caller gets [`Error::Panicked`] — a call's reply, a launch's fate — never a lost device:
+//! the thread and the device go on with the next job.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -59,6 +63,20 @@ fn stopped() -> Error {
     Error::DeviceLost("the engine's submission thread stopped".into())
 }
 
+/// Runs `f`, turning a panic into [`Error::Panicked`] with the panic's message (logged), so that
+/// whoever waits on `f`'s work gets a typed error naming it. Catching is free unless `f` panics.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        log::error!("bitnet-wgpu: a job of the submission thread panicked: {message}");
+        Error::Panicked(message)
+    })
+}
+
 /// The receiving side, until [`spawn`] starts the thread.
 pub(crate) struct Queue(flume::Receiver<Msg>, Arc<AtomicU8>);
 
@@ -94,9 +112,10 @@ impl Scheduler {
         }
     }
 
-    /// Runs `f` on the submission thread and waits for its result. A wait longer than
-    /// [`SLOW_CALL`] is logged (with what the thread is doing) every [`SLOW_CALL`], to diagnose a
-    /// stuck driver call; it is never turned into an error (a slow GPU is not a failure).
+    /// Runs `f` on the submission thread and waits for its result (`Err(Panicked)` if `f`
+    /// panicked). A wait longer than [`SLOW_CALL`] is logged (with what the thread is doing)
+    /// every [`SLOW_CALL`], to diagnose a stuck driver call; it is never turned into an error (a
+    /// slow GPU is not a failure).
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
@@ -105,7 +124,7 @@ impl Scheduler {
         let mut waited = Duration::ZERO;
         loop {
             match rx.recv_timeout(SLOW_CALL) {
-                Ok(r) => return Ok(r),
+                Ok(r) => return r,
                 Err(flume::RecvTimeoutError::Disconnected) => return Err(stopped()),
                 Err(flume::RecvTimeoutError::Timeout) => {
                     waited += SLOW_CALL;
@@ -118,22 +137,24 @@ impl Scheduler {
         }
     }
 
-    /// Runs `f` on the submission thread; the future resolves to its result.
+    /// Runs `f` on the submission thread; the future resolves to its result (`Err(Panicked)` if
+    /// `f` panicked).
     pub fn call_async<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
     ) -> impl Future<Output = Result<R>> + Send + 'static {
         let rx = self.request(f);
-        async move { rx?.recv_async().await.map_err(|_| stopped()) }
+        async move { rx?.recv_async().await.map_err(|_| stopped())? }
     }
 
+    /// Posts `f`; the receiver gets its result, or the panic that `f` raised.
     fn request<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
-    ) -> Result<flume::Receiver<R>> {
+    ) -> Result<flume::Receiver<Result<R>>> {
         let (reply, rx) = flume::bounded(1);
         self.post(Box::new(move |b, g| {
-            let _ = reply.send(f(b, g));
+            let _ = reply.send(guarded(|| f(b, g)));
         }))?;
         Ok(rx)
     }
@@ -202,20 +223,17 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
             Ordering::Relaxed,
         );
         match msg {
-            Some(Msg::Job(job)) => {
-                // A panicking job must not take every later caller down with it.
-                if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut batch, g))).is_err() {
-                    log::error!("bitnet-wgpu: a job of the submission thread panicked");
-                }
-            }
+            // A panic must not take the thread, and every later caller, down with it. Jobs
+            // catch their own (to report it to their caller); this is the backstop.
+            Some(Msg::Job(job)) => drop(guarded(|| job(&mut batch, g))),
             Some(Msg::Stop) => {
-                if let Err(e) = batch.flush(g) {
+                if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
                     log::warn!("bitnet-wgpu: final submit failed: {e}");
                 }
                 return;
             }
             None => {
-                if let Err(e) = batch.flush(g) {
+                if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
                     log::warn!("bitnet-wgpu: idle submit failed: {e}");
                 }
             }
@@ -244,5 +262,49 @@ fn spin_recv(rx: &flume::Receiver<Msg>) -> Option<Msg> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use crate::engine::EngineOptions;
+    use crate::fault::InjectedFault;
+
+    /// A panic in a submission the thread makes on its own (an idle flush: no caller to report
+    /// it to) is logged, and the thread lives on: later calls are served, the device is used.
+    #[test]
+    fn a_panic_in_an_idle_submission_does_not_stop_the_thread() {
+        let e = crate::test_gpu::gpu_with(EngineOptions {
+            idle_flush: Some(Duration::from_millis(20)),
+            ..EngineOptions::default()
+        });
+        let g = e.gpu_context().expect("a GPU engine");
+        let x = e.upload_f32(&[2.0; 64], &[64]).unwrap();
+        let y = e.copy(&x).unwrap();
+        // Armed by a job, after the copy's recording: no job follows, so the idle flush of the
+        // batch holding the copy is what panics.
+        g.scheduler
+            .call(|_, g| g.faults.arm(InjectedFault::JobPanic))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while g.faults.job_panic_armed() {
+            assert!(Instant::now() < deadline, "the idle flush never ran");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // On another thread, bounded: a call posted while a dying thread unwinds would wait
+        // forever for a reply that the dead thread's queue still holds.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let other = e.clone();
+        std::thread::spawn(move || tx.send(other.sync()));
+        let synced = rx.recv_timeout(Duration::from_secs(30));
+        assert!(
+            matches!(synced, Ok(Ok(()))),
+            "sync after the panic: {synced:?}"
+        );
+        assert_eq!(y.read_f32().unwrap(), vec![2.0; 64]);
+        assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![2.0; 64]);
+        assert!(!g.is_lost());
     }
 }

@@ -1,7 +1,8 @@
 //! GPU faults fall back to the CPU and lose nothing: each injected failure kind (device lost, out
 //! of memory, validation, pipeline creation) makes the op re-run on the CPU from the caller's
 //! inputs, the result equals cpu-ref bit for bit, and the fallback is counted (and logged). A lost
-//! device is never used again; a failed launch poisons only the tensors computed from it.
+//! device is never used again; a failed launch poisons only the tensors computed from it. A panic
+//! on the submission thread is a typed internal error, and the device stays in use.
 
 use bitnet_tests::{block_on, gpu_engine_with, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
@@ -170,4 +171,48 @@ fn errors_outside_any_scope_are_reported_by_sync_and_never_by_a_tensor() {
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![1.0, 2.0]);
     assert!(matches!(e.sync(), Err(Error::Validation { .. })));
     e.sync().unwrap(); // reported once
+}
+
+/// A panic on the submission thread (an engine bug, or one inside wgpu) is an internal error of
+/// the call it hit, never a lost device: the device stays in use, a launch whose recording
+/// panicked poisons only its outputs, and a host-facing op re-runs on the CPU as for any fault.
+#[test]
+fn a_panic_on_the_submission_thread_is_not_a_lost_device() {
+    // Deterministic batching: no idle submission takes the injected panic.
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let v = random_f32(7, 256, -1.0, 1.0);
+    let x = e.upload_f32(&v, &[256]).unwrap();
+    // A sync point whose submission panics.
+    e.inject_fault(InjectedFault::JobPanic);
+    let r = e.sync();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    e.sync().unwrap();
+    // A launch whose recording panics: its output reads as the panic, its input is intact.
+    e.inject_fault(InjectedFault::JobPanic);
+    let y = e.copy(&x).unwrap();
+    let r = y.read_f32();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    assert_eq!(x.read_f32().unwrap(), v);
+    // A host-facing op that meets the panic re-runs on the CPU, correctly.
+    check_ops(&e, 5);
+    let before = e.dispatch_stats();
+    e.inject_fault(InjectedFault::JobPanic);
+    let (m, n, k) = (3, 40, 200);
+    let w = weights(n, k);
+    let xs = random_f32(8, m * k, -2.0, 2.0);
+    assert_eq!(
+        e.bitlinear(&xs, m, &w).unwrap(),
+        cpu_ref::bitlinear(&xs, m, &w).unwrap()
+    );
+    assert_eq!(e.dispatch_stats().fallbacks, before.fallbacks + 1);
+    // The device is not lost: new tensors live on it, and ops run on it again.
+    check_ops(&e, 6);
+    assert_eq!(e.dispatch_stats().gpu_runs, before.gpu_runs + 3);
+    let t = e.upload_f32(&v, &[256]).unwrap();
+    assert_eq!(t.location(), Location::Device);
+    assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), v);
+    e.sync().unwrap();
 }
