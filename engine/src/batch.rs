@@ -237,7 +237,8 @@ impl Batch {
 
     /// Submits everything recorded; returns the submission to wait on (None if nothing was
     /// pending or nothing could be submitted). A rejected batch is re-submitted command by
-    /// command (see the module docs); `Err` only when the device is lost.
+    /// command (see the module docs); `Err` only when the device is lost, or when the submission
+    /// panicked (every command of the batch then fails with `Error::Panicked`).
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
         gpu.faults.panic_if_armed();
         // Resets last: after every dispatch of this batch or earlier ones that used the slots.
@@ -266,15 +267,26 @@ impl Batch {
             gpu.queue.write_buffer(arena, 0, &params);
         }
         let profiler = self.profiler.as_mut().filter(|p| p.enabled);
-        match submit(gpu, &cmds, profiler) {
-            Ok(index) => {
+        match crate::scheduler::guarded(|| submit(gpu, &cmds, profiler)) {
+            // A panic inside the submission (the engine's or wgpu's): whether any of it ran is
+            // unknown, so nothing is re-submitted and none of its launches is trusted — each
+            // command fails with the panic, as on a lost device (dropped with its commands, a
+            // launch's outputs would read as whatever their buffers held before).
+            Err(e) => {
+                if let Some(p) = self.profiler.as_mut() {
+                    p.discard();
+                }
+                cmds.iter().for_each(|c| fail(gpu, c, &e));
+                Err(e)
+            }
+            Ok(Ok(index)) => {
                 commit(gpu, &cmds);
                 if let Some(p) = self.profiler.as_mut().filter(|p| p.has_pending()) {
                     p.collect(&gpu.device, &|| gpu.check_health().err(), index.clone());
                 }
                 Ok(Some(index))
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 log::warn!(
                     "bitnet-wgpu: a batch of {} commands failed ({e}); re-submitting them one by one",
                     cmds.len()
@@ -292,7 +304,8 @@ impl Batch {
         let mut last = None;
         for cmd in cmds {
             let one = std::slice::from_ref(&cmd);
-            match gpu.check_health().and_then(|()| submit(gpu, one, None)) {
+            let submitted = || crate::scheduler::guarded(|| submit(gpu, one, None))?;
+            match gpu.check_health().and_then(|()| submitted()) {
                 Ok(index) => {
                     commit(gpu, one);
                     last = Some(index);

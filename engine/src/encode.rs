@@ -26,6 +26,7 @@ pub(crate) fn submit(
     cmds: &[Cmd],
     mut profiler: Option<&mut ProfilerState>,
 ) -> Result<wgpu::SubmissionIndex> {
+    gpu.faults.panic_in_submit_if_armed();
     let vscope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
     let oscope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     #[cfg(test)]

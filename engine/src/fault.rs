@@ -40,6 +40,9 @@ pub enum InjectedFault {
     /// The submission thread's next recording of a dispatch or submission of its batch panics
     /// before it changes anything, as an engine bug or a panic inside wgpu would.
     JobPanic,
+    /// The next submission panics inside `encode::submit`, after the batch's commands were taken
+    /// from it (as a panic inside wgpu's encoding or submit would).
+    SubmitPanic,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -50,6 +53,7 @@ pub(crate) struct Faults {
     pipeline: AtomicU32,
     wait_abort: AtomicU32,
     job_panic: AtomicU32,
+    submit_panic: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -69,6 +73,7 @@ impl Faults {
             InjectedFault::PipelineCreation => &self.pipeline,
             InjectedFault::WaitAbort => &self.wait_abort,
             InjectedFault::JobPanic => &self.job_panic,
+            InjectedFault::SubmitPanic => &self.submit_panic,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -99,6 +104,13 @@ impl Faults {
     pub fn panic_if_armed(&self) {
         if take(&self.job_panic) {
             panic!("injected panic (InjectedFault::JobPanic)");
+        }
+    }
+
+    /// Panics if a submission panic is armed (consuming the arm); called inside submissions.
+    pub fn panic_in_submit_if_armed(&self) {
+        if take(&self.submit_panic) {
+            panic!("injected panic (InjectedFault::SubmitPanic)");
         }
     }
 

@@ -216,3 +216,28 @@ fn a_panic_on_the_submission_thread_is_not_a_lost_device() {
     assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), v);
     e.sync().unwrap();
 }
+
+/// A panic inside a submission, after the batch left the engine's hands, fails every launch of
+/// that batch with the panic: none is dropped unsubmitted, which would let its outputs read as
+/// whatever their pooled buffers held before.
+#[test]
+fn a_panic_inside_a_submission_fails_its_launches_instead_of_dropping_them() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let v = random_f32(9, 256, -1.0, 1.0);
+    let x = e.upload_f32(&v, &[256]).unwrap();
+    // A buffer of the same size holding other bytes, back in the pool for the copy's output.
+    drop(e.upload_f32(&[7.0; 256], &[256]).unwrap());
+    let y = e.copy(&x).unwrap();
+    e.inject_fault(InjectedFault::SubmitPanic);
+    let r = e.sync();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    let r = y.read_f32();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    // Nothing else is lost, and the device is still in use.
+    assert_eq!(x.read_f32().unwrap(), v);
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), v);
+    e.sync().unwrap();
+}
