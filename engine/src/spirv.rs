@@ -18,7 +18,8 @@
 //! bytes (SPV_KHR_cooperative_matrix lets a load or store use any scalar or vector pointer, with
 //! strides in its elements), so each instruction means the int8 operation once retyped.
 //! The module reaches the driver through `create_shader_module_passthrough` (wgpu's validator
-//! knows no int8 matrices either).
+//! knows no int8 matrices either), so it must also carry the Vulkan binding numbers wgpu gives the
+//! pipeline layout, which wgpu would otherwise patch in itself ([`vulkan_bindings`]).
 //!
 //! wgpu reports only the cooperative-matrix configurations naga can express, so
 //! [`driver_has_int8_coop`] asks the Vulkan driver itself whether it offers int8 16 × 16 × 32
