@@ -24,6 +24,9 @@ use crate::status::{NonFiniteCheck, SlotPool, decode_slot};
 pub(crate) struct Fate {
     /// Launch order: the earliest failed fate of a lineage is the one reported.
     seq: u64,
+    /// The launches of one op call split into chunks share a group (see [`first_error`]); a
+    /// launch of its own is a group of one (`group == seq`).
+    group: u64,
     /// The non-finite check of the launch, if it flags values.
     check: Option<NonFiniteCheck>,
     state: Mutex<State>,
@@ -64,8 +67,19 @@ impl Fate {
 
     /// A pending fate for launch number `seq`.
     pub fn new(seq: u64, check: Option<NonFiniteCheck>, slots: &Arc<SlotPool>) -> Arc<Fate> {
+        Fate::in_group(seq, seq, check, slots)
+    }
+
+    /// A pending fate for launch number `seq`, one chunk of the op call `group`.
+    pub fn in_group(
+        seq: u64,
+        group: u64,
+        check: Option<NonFiniteCheck>,
+        slots: &Arc<SlotPool>,
+    ) -> Arc<Fate> {
         Arc::new(Fate {
             seq,
+            group,
             check,
             state: Mutex::new(State::Pending { slot: None }),
             slots: Arc::clone(slots),
@@ -215,11 +229,35 @@ pub(crate) fn inputs_lineage(inputs: &[&crate::tensor::Tensor]) -> Result<Vec<Ar
 }
 
 /// The error of the earliest failed fate among `fates` (sorted by launch order).
+///
+/// The chunks of one op call (a [`Fate::in_group`] group) count as one launch, whatever their
+/// order: among the group's errors the one an unchunked launch would report wins — the lowest
+/// status word (inputs before outputs, as cpu-ref checks them), then the lowest index. Until every
+/// chunk of that group is known, the error is not known yet (`None`).
 pub(crate) fn first_error(fates: &[Arc<Fate>]) -> Option<Error> {
-    fates.iter().find_map(|f| match f.outcome() {
-        Outcome::Known(e) => e,
-        _ => None,
-    })
+    let first = fates
+        .iter()
+        .find(|f| matches!(f.outcome(), Outcome::Known(Some(_))))?;
+    let mut best: Option<((usize, usize), Error)> = None;
+    for f in fates.iter().filter(|f| f.group == first.group) {
+        match f.outcome() {
+            Outcome::Known(None) => {}
+            Outcome::Known(Some(e)) => {
+                // Errors other than a flagged value (a failed submission) rank first.
+                let rank = match (&e, f.check) {
+                    (Error::NonFinite { tensor, index, .. }, Some(c)) => {
+                        (c.word_of(tensor), *index)
+                    }
+                    _ => (0, 0),
+                };
+                if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                    best = Some((rank, e));
+                }
+            }
+            Outcome::Pending | Outcome::Reading(_) => return None,
+        }
+    }
+    best.map(|(_, e)| e)
 }
 
 /// Resolves the fates whose status slots one read copied out. Dropped without
@@ -280,85 +318,5 @@ impl Drop for StatusResolver {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn fates(seqs: &[u64], pool: &Arc<SlotPool>) -> Vec<Arc<Fate>> {
-        seqs.iter().map(|&s| Fate::new(s, None, pool)).collect()
-    }
-
-    #[test]
-    fn merge_keeps_launch_order_without_duplicates() {
-        let pool = Arc::new(SlotPool::new());
-        let all = fates(&[1, 2, 3, 4, 5], &pool);
-        let a = vec![all[0].clone(), all[2].clone(), all[3].clone()];
-        let b = vec![all[1].clone(), all[2].clone(), all[4].clone()];
-        let m: Vec<u64> = merge(&a, &b).iter().map(|f| f.seq).collect();
-        assert_eq!(m, vec![1, 2, 3, 4, 5]);
-    }
-
-    #[test]
-    fn the_earliest_error_wins_and_clean_fates_are_pruned() {
-        let pool = Arc::new(SlotPool::new());
-        let f = fates(&[1, 2, 3], &pool);
-        let lin = Lineage::default();
-        lin.extend(&f);
-        f[0].resolve(None);
-        let late = Error::Map("late".into());
-        let early = Error::Map("early".into());
-        f[2].resolve(Some(late));
-        assert_eq!(lin.snapshot().len(), 2);
-        assert_eq!(lin.known_error(), Some(Error::Map("late".into())));
-        f[1].resolve(Some(early.clone()));
-        assert_eq!(lin.known_error(), Some(early));
-    }
-
-    #[test]
-    fn slots_return_to_the_pool_clean_or_dirty() {
-        let pool = Arc::new(SlotPool::new());
-        pool.release_clean(pool.take_dirty()); // as the engine's first flush does
-        let (clean, dirty) = pool.free();
-        let f = Fate::new(1, None, &pool);
-        let s = pool.take().unwrap();
-        f.assign(s);
-        assert_eq!(pool.free(), (clean - 1, dirty));
-        drop(f); // unread: back dirty, never handed out before its reset
-        assert_eq!(pool.free(), (clean - 1, dirty + 1));
-        let g = Fate::new(2, None, &pool);
-        let t = pool.take().unwrap();
-        assert_ne!(t, s, "dirty slots wait for their reset");
-        g.assign(t);
-        let (tx, rx) = flume::bounded(1);
-        assert_eq!(g.begin_read(&rx), Some(t));
-        let r = StatusResolver::new(vec![g.clone()], tx, &rx, 16);
-        drop(r); // lost read-back: the fate fails instead of hanging its readers
-        assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));
-        assert!(rx.recv().is_err(), "waiters wake up");
-    }
-
-    /// A read whose copy-out failed (its claim reverted, `batch.rs`) still resolves its fates when
-    /// its staging buffer — never written — is mapped: that must not settle a later read's claim
-    /// of the same fate, with bytes that are not the slot's.
-    #[test]
-    fn a_failed_copy_out_does_not_resolve_a_later_claim() {
-        let pool = Arc::new(SlotPool::new());
-        pool.release_clean(pool.take_dirty());
-        let f = Fate::new(1, None, &pool);
-        let s = pool.take().unwrap();
-        f.assign(s);
-        let (tx, rx) = flume::bounded(1);
-        assert_eq!(f.begin_read(&rx), Some(s));
-        let failed = StatusResolver::new(vec![f.clone()], tx, &rx, 16);
-        f.revert_read(s);
-        let (tx2, rx2) = flume::bounded(1);
-        assert_eq!(f.begin_read(&rx2), Some(s), "a later read claims the slot");
-        failed.resolve(&[0; 16]);
-        assert!(
-            matches!(f.outcome(), Outcome::Reading(_)),
-            "the later claim stands"
-        );
-        let later = StatusResolver::new(vec![f.clone()], tx2, &rx2, 16);
-        later.resolve(&[0; 16]);
-        assert!(matches!(f.outcome(), Outcome::Known(None)));
-    }
-}
+#[path = "fate_tests.rs"]
+mod tests;

@@ -86,7 +86,9 @@
 //! them with [`binding_chunks`] (aligned element ranges that fit) and launch per chunk with
 //! `input_range` / `output_range`, passing the chunk's first index in params and as
 //! `NonFiniteCheck::at(base)` (or `at_each([..])` when the checked tensors' chunks start at
-//! different flat indices). Use [`check_binding`] to fail early with a clear error.
+//! different flat indices), and mark every chunk with `chunk_of(group)` (one `gpu.next_seq()`
+//! per call) so flags in several chunks are reported as one launch reports them. Use
+//! [`check_binding`] to fail early with a clear error.
 //!
 //! ## 6. Variants by features
 //!
@@ -139,6 +141,8 @@ pub struct Launch<'a> {
     params: [u8; PARAMS_MAX_BYTES as usize],
     groups: Option<[u32; 3]>,
     check: Option<NonFiniteCheck>,
+    /// The op call this launch is one chunk of ([`Launch::chunk_of`]).
+    group: Option<u64>,
     err: Option<Error>,
     inputs: Vec<&'a Tensor>,
     outputs: Vec<&'a Tensor>,
@@ -155,6 +159,7 @@ impl<'a> Launch<'a> {
             params: [0; PARAMS_MAX_BYTES as usize],
             groups: None,
             check: None,
+            group: None,
             err: None,
             inputs: Vec::new(),
             outputs: Vec::new(),
@@ -338,6 +343,15 @@ impl<'a> Launch<'a> {
         self
     }
 
+    /// Marks the launch as one chunk of an op call split over the binding limit; every chunk of
+    /// the call passes the same `group`, a number from `Gpu::next_seq` taken once per call. Their
+    /// non-finite flags are then reported as one unchunked launch would report them (lowest status
+    /// word, then lowest index; `fate::first_error`), not by which chunk ran first.
+    pub fn chunk_of(mut self, group: u64) -> Self {
+        self.group = Some(group);
+        self
+    }
+
     /// Validates and records the dispatch into the pending batch.
     pub fn run(mut self) -> Result<()> {
         if let Some(e) = self.err.take() {
@@ -391,7 +405,9 @@ impl<'a> Launch<'a> {
             .get_or_create(&compiled.group0, &buffers, || {
                 compiled.bind(&self.gpu.device, self.kernel.name(), &buffers)
             })?;
-        let fate = Fate::new(self.gpu.next_seq(), self.check, &self.gpu.slots);
+        let seq = self.gpu.next_seq();
+        let group = self.group.unwrap_or(seq);
+        let fate = Fate::in_group(seq, group, self.check, &self.gpu.slots);
         for b in &self.bound {
             b.marks.stamp(fate.seq(), b.writes);
         }

@@ -88,6 +88,14 @@ impl NonFiniteCheck {
         NonFiniteCheck { bases, ..self }
     }
 
+    /// The status word whose flags decode to `tensor` (the inverse of the decoded name), or
+    /// [`STATUS_WORDS`] for a name this check does not report.
+    pub(crate) fn word_of(&self, tensor: &str) -> usize {
+        (0..STATUS_WORDS)
+            .find(|&t| self.tensor_name(t) == tensor)
+            .unwrap_or(STATUS_WORDS)
+    }
+
     fn tensor_name(&self, word: usize) -> &'static str {
         match self.tensors[word] {
             "" => "input",

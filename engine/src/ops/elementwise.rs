@@ -137,6 +137,7 @@ impl Engine {
             }
         }
         let out = self.empty(OP, &shape, DType::F32)?;
+        let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
             let (off, size) = (4 * r.start, 4 * len);
@@ -165,6 +166,7 @@ impl Engine {
                     a_strides: lanes(&plan.a),
                     b_strides: lanes(&plan.b),
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "b", "output", ""]))
                 .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
@@ -184,6 +186,7 @@ impl Engine {
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
         let out = self.empty(OP, a.shape(), DType::F32)?;
+        let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
             Launch::new(gpu, &SCALAR)
@@ -195,6 +198,7 @@ impl Engine {
                     s,
                     base: r.start as u32,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
                 .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;
@@ -215,6 +219,7 @@ impl Engine {
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
         let out = self.empty(OP, a.shape(), DType::F32)?;
+        let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
             Launch::new(gpu, &UNARY)
@@ -226,6 +231,7 @@ impl Engine {
                     base: r.start as u32,
                     pad: 0,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
                 .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;

@@ -145,6 +145,7 @@ impl Engine {
         let col_tiles = crate::chunk::fold(n.div_ceil(TILE), max_dim)?;
         let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * TILE;
         let split = row_chunks(gpu, v.op, m, &[k * es, n * es], max_rows)?;
+        let group = gpu.next_seq();
         for r in &split.chunks {
             let (a_off, a_size, a_row) = split.binding(0, r);
             let (c_off, c_size, c_row) = split.binding(1, r);
@@ -163,6 +164,7 @@ impl Engine {
                     c_shift: (r.start - c_row) as u32,
                     pad: 0,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(v.op, ["a", "b", "output", ""]))
                 .grid([col_tiles[0], rows.div_ceil(TILE) as u32, col_tiles[1]])
                 .run()?;

@@ -74,6 +74,7 @@ impl Engine {
         let out = self.empty(OP, x.shape(), DType::F32)?;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk.
         let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+        let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, _) = split.binding(0, r);
             let n = r.end - r.start;
@@ -87,6 +88,7 @@ impl Engine {
                     eps,
                     row_base: r.start as u32,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(
                     OP,
                     [

@@ -83,6 +83,7 @@ fn launch_reduce(
     let out_shape = &a.shape()[..a.shape().len().saturating_sub(1)];
     let out = e.empty(OP, out_shape, DType::F32)?;
     let split = row_chunks(gpu, OP, rows, &[4 * len, 4], u64::MAX)?;
+    let group = gpu.next_seq();
     for r in &split.chunks {
         let (x_off, x_size, x_row) = split.binding(0, r);
         let (o_off, o_size, o_row) = split.binding(1, r);
@@ -99,6 +100,7 @@ fn launch_reduce(
                 out_shift: (r.start - o_row) as u32,
                 pad: [0; 2],
             })
+            .chunk_of(group)
             .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
             .workgroups(n)
             .run()?;

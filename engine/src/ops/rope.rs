@@ -73,6 +73,7 @@ impl Engine {
         let row_bytes = 4 * h * 2 * half;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk.
         let split = row_chunks(gpu, OP, s, &[row_bytes], u64::MAX)?;
+        let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, _) = split.binding(0, r);
             let pairs = (r.end - r.start) * h * half;
@@ -87,6 +88,7 @@ impl Engine {
                     heads: h as u32,
                     s_base: r.start as u32,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["x", "output", "", ""]))
                 .workgroups(pairs.div_ceil(WG))
                 .run()?;

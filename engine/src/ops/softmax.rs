@@ -44,6 +44,7 @@ impl Engine {
         let out = self.empty(OP, x.shape(), DType::F32)?;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk.
         let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+        let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, _) = split.binding(0, r);
             let n = r.end - r.start;
@@ -56,6 +57,7 @@ impl Engine {
                     row_base: r.start as u32,
                     pad: 0,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["x", "", "", ""]))
                 .workgroups(n)
                 .run()?;

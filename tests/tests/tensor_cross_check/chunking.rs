@@ -142,3 +142,58 @@ fn ops_chunk_over_a_small_binding_limit() {
         Err(Error::LimitExceeded { .. })
     ));
 }
+
+/// Several faults in different chunks: the error is the one cpu-ref (and an unchunked launch)
+/// reports — inputs before outputs, `a` before `b`, the lowest index — not the first chunk's.
+#[test]
+fn chunked_ops_report_faults_in_cpu_ref_order() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..EngineOptions::default()
+    });
+    let (r, c) = (100, 80);
+    let x = values(11, r * c, 0.5, 2.0);
+    let poisoned = |at: &[(usize, f32)]| {
+        let mut v = x.clone();
+        for &(i, bad) in at {
+            v[i] = bad;
+        }
+        v
+    };
+    // Chunk 0 overflows (3e38 + 3e38); chunk 1 holds a NaN of `a`: cpu-ref reports the NaN.
+    let a = poisoned(&[(0, 3e38), (7000, f32::NAN)]);
+    let b = poisoned(&[(0, 3e38)]);
+    let want = cpu_error(cpu::binary(
+        BinaryOp::Add,
+        &host(&a, &[r, c]),
+        &host(&b, &[r, c]),
+    ));
+    let got = gpu_error(e.binary(BinaryOp::Add, &up(&e, &a, &[r, c]), &up(&e, &b, &[r, c])));
+    assert_eq!(got, want, "binary");
+    // Chunk 0 holds a NaN of `b`, chunk 1 one of `a`: `a` is reported.
+    let (a, b) = (poisoned(&[(7000, f32::NAN)]), poisoned(&[(5, f32::NAN)]));
+    let want = cpu_error(cpu::binary(
+        BinaryOp::Mul,
+        &host(&a, &[r, c]),
+        &host(&b, &[r, c]),
+    ));
+    let got = gpu_error(e.binary(BinaryOp::Mul, &up(&e, &a, &[r, c]), &up(&e, &b, &[r, c])));
+    assert_eq!(got, want, "binary, two inputs");
+    // unary: exp overflows in chunk 0, a NaN input in chunk 1.
+    let a = poisoned(&[(3, 100.0), (7000, f32::NAN)]);
+    let want = cpu_error(cpu::unary(UnaryOp::Exp, &host(&a, &[r, c])));
+    let got = gpu_error(e.unary(UnaryOp::Exp, &up(&e, &a, &[r, c])));
+    assert_eq!(got, want, "unary");
+    // reduce_last: row 0's sum overflows, a NaN in a later chunk's row.
+    let a = poisoned(&[(0, 3e38), (1, 3e38), (7000, f32::NAN)]);
+    let want = cpu_error(cpu::reduce_last(ReduceOp::Sum, &host(&a, &[r, c])));
+    let got = gpu_error(e.reduce_last(ReduceOp::Sum, &up(&e, &a, &[r, c])));
+    assert_eq!(got, want, "reduce_last");
+    // matmul: a NaN in B (read by every chunk) and one in a later chunk of A: A is reported.
+    let n = 9;
+    let b = poisoned(&[(4, f32::NAN)])[..c * n].to_vec();
+    let a = poisoned(&[(7000, f32::NAN)]);
+    let want = cpu_error(cpu::matmul(&host(&a, &[r, c]), &host(&b, &[c, n])));
+    let got = gpu_error(e.matmul(&up(&e, &a, &[r, c]), &up(&e, &b, &[c, n])));
+    assert_eq!(got, want, "matmul");
+}

@@ -1,0 +1,112 @@
+//! Unit tests of fates and lineages: launch order, grouped chunks, status slots, read claims.
+
+use super::*;
+
+fn fates(seqs: &[u64], pool: &Arc<SlotPool>) -> Vec<Arc<Fate>> {
+    seqs.iter().map(|&s| Fate::new(s, None, pool)).collect()
+}
+
+#[test]
+fn merge_keeps_launch_order_without_duplicates() {
+    let pool = Arc::new(SlotPool::new());
+    let all = fates(&[1, 2, 3, 4, 5], &pool);
+    let a = vec![all[0].clone(), all[2].clone(), all[3].clone()];
+    let b = vec![all[1].clone(), all[2].clone(), all[4].clone()];
+    let m: Vec<u64> = merge(&a, &b).iter().map(|f| f.seq).collect();
+    assert_eq!(m, vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn the_earliest_error_wins_and_clean_fates_are_pruned() {
+    let pool = Arc::new(SlotPool::new());
+    let f = fates(&[1, 2, 3], &pool);
+    let lin = Lineage::default();
+    lin.extend(&f);
+    f[0].resolve(None);
+    let late = Error::Map("late".into());
+    let early = Error::Map("early".into());
+    f[2].resolve(Some(late));
+    assert_eq!(lin.snapshot().len(), 2);
+    assert_eq!(lin.known_error(), Some(Error::Map("late".into())));
+    f[1].resolve(Some(early.clone()));
+    assert_eq!(lin.known_error(), Some(early));
+}
+
+#[test]
+fn chunks_of_one_call_report_as_one_launch() {
+    let pool = Arc::new(SlotPool::new());
+    let check = NonFiniteCheck::tensors("op", ["a", "b", "output", ""]);
+    let flag = |tensor, index| Error::NonFinite {
+        op: "op",
+        tensor,
+        index,
+    };
+    let chunks: Vec<_> = (1..4)
+        .map(|s| Fate::in_group(s, 0, Some(check), &pool))
+        .collect();
+    let lin = Lineage::default();
+    lin.extend(&chunks);
+    chunks[0].resolve(Some(flag("output", 3)));
+    assert_eq!(
+        lin.known_error(),
+        None,
+        "a chunk still pending may hold an input flag"
+    );
+    chunks[1].resolve(Some(flag("b", 9)));
+    chunks[2].resolve(Some(flag("b", 7)));
+    assert_eq!(lin.known_error(), Some(flag("b", 7)));
+    // A later launch of its own does not join the group, and loses to it.
+    let later = Fate::new(5, Some(check), &pool);
+    later.resolve(Some(flag("a", 0)));
+    lin.extend(&[later]);
+    assert_eq!(lin.known_error(), Some(flag("b", 7)));
+}
+
+#[test]
+fn slots_return_to_the_pool_clean_or_dirty() {
+    let pool = Arc::new(SlotPool::new());
+    pool.release_clean(pool.take_dirty()); // as the engine's first flush does
+    let (clean, dirty) = pool.free();
+    let f = Fate::new(1, None, &pool);
+    let s = pool.take().unwrap();
+    f.assign(s);
+    assert_eq!(pool.free(), (clean - 1, dirty));
+    drop(f); // unread: back dirty, never handed out before its reset
+    assert_eq!(pool.free(), (clean - 1, dirty + 1));
+    let g = Fate::new(2, None, &pool);
+    let t = pool.take().unwrap();
+    assert_ne!(t, s, "dirty slots wait for their reset");
+    g.assign(t);
+    let (tx, rx) = flume::bounded(1);
+    assert_eq!(g.begin_read(&rx), Some(t));
+    let r = StatusResolver::new(vec![g.clone()], tx, &rx, 16);
+    drop(r); // lost read-back: the fate fails instead of hanging its readers
+    assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));
+    assert!(rx.recv().is_err(), "waiters wake up");
+}
+
+/// A read whose copy-out failed (its claim reverted, `batch.rs`) still resolves its fates when
+/// its staging buffer — never written — is mapped: that must not settle a later read's claim
+/// of the same fate, with bytes that are not the slot's.
+#[test]
+fn a_failed_copy_out_does_not_resolve_a_later_claim() {
+    let pool = Arc::new(SlotPool::new());
+    pool.release_clean(pool.take_dirty());
+    let f = Fate::new(1, None, &pool);
+    let s = pool.take().unwrap();
+    f.assign(s);
+    let (tx, rx) = flume::bounded(1);
+    assert_eq!(f.begin_read(&rx), Some(s));
+    let failed = StatusResolver::new(vec![f.clone()], tx, &rx, 16);
+    f.revert_read(s);
+    let (tx2, rx2) = flume::bounded(1);
+    assert_eq!(f.begin_read(&rx2), Some(s), "a later read claims the slot");
+    failed.resolve(&[0; 16]);
+    assert!(
+        matches!(f.outcome(), Outcome::Reading(_)),
+        "the later claim stands"
+    );
+    let later = StatusResolver::new(vec![f.clone()], tx2, &rx2, 16);
+    later.resolve(&[0; 16]);
+    assert!(matches!(f.outcome(), Outcome::Known(None)));
+}
