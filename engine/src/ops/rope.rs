@@ -1,7 +1,8 @@
 //! Rotary position embedding (HF / GPT-NeoX "rotate half" pairing) on resident `F32` tensors
 //! `[S, H, D]`. The frequency table comes from `bitnet_cpu_ref::ops::rope_freqs` (f64, rounded once),
 //! so the angle `f32(pos) · freq_i` is the same correctly rounded product on both backends; the
-//! kernel reduces it modulo 2π and takes shader `sin` / `cos` (the CPU reference uses f64).
+//! kernel reduces it modulo 2π (exactly enough for any position: integer arithmetic above 2^19)
+//! and evaluates sin / cos by polynomials (the CPU reference uses f64).
 
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;

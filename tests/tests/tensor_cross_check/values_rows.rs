@@ -146,3 +146,24 @@ fn rope_matches_cpu_ref() {
         );
     }
 }
+
+/// Positions far beyond any context length seen in the other cases (angles up to 2^32 rad):
+/// the angle is reduced modulo 2π exactly enough that the rope tolerance still holds.
+#[test]
+fn rope_matches_cpu_ref_at_large_positions() {
+    let e = engine();
+    let pos = [
+        823_550u32, // 2^17 · 2π: where a one-level reduction stops being exact
+        1_048_575,
+        4_000_037,
+        16_777_217,
+        123_456_789,
+        u32::MAX,
+    ];
+    let (s, h, d) = (pos.len(), 2, 64);
+    let x = values(170, s * h * d, -4.0, 4.0);
+    let want = cpu::rope(&host(&x, &[s, h, d]), &pos, 10_000.0).unwrap();
+    let gp = e.upload_u32(&pos, &[s]).unwrap();
+    let got = e.rope(&up(e, &x, &[s, h, d]), &gp, 10_000.0).unwrap();
+    assert_f32("rope", "rope at large positions", &got, &want);
+}
