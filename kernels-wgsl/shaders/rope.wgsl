@@ -1,5 +1,5 @@
 // Rotary position embedding, HF "rotate half" pairing, on x of shape [S, H, D] (row-major):
-// for s < S, h < H, i < D/2, with angle = f32(positions[s]) · freqs[i]:
+// for s < S, h < H, i < D/2, with angle = f32(positions[s - params.pos_shift]) · freqs[i]:
 //   y[s,h,i]       = x[s,h,i] · cos(angle) - x[s,h,i+D/2] · sin(angle)
 //   y[s,h,i+D/2]   = x[s,h,i+D/2] · cos(angle) + x[s,h,i] · sin(angle)
 //
@@ -10,8 +10,8 @@
 // cos and sin) is the same on every driver.
 //
 // One invocation per (s, h, i) pair. Chunking: the launch covers positions s_base .. s_base + S' of
-// x and y (bound from row s_base); positions and freqs are bound whole. Flat indices reported are
-// those of the full tensors.
+// x and y (bound from row s_base); positions are bound whole (pos_shift = 0) or from row s_base too
+// (pos_shift = s_base); freqs are bound whole. Flat indices reported are those of the full tensors.
 //
 // Non-finite status words: 0 = x, 1 = output (overflow of |x| near f32's maximum). Dispatch:
 // linear, ceil(pairs / 256) workgroups.
@@ -21,6 +21,10 @@ struct Params {
     half_dim: u32,  // D/2
     heads: u32,     // H
     s_base: u32,    // first position row of this launch
+    pos_shift: u32, // row of the full positions held by element 0 of the binding
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -160,7 +164,7 @@ fn main(
     let hi = lo + half;
     let flat = params.s_base * params.heads * 2u * half;
 
-    let sc = sin_cos(reduce_two_pi(f32(positions[s]) * freqs[i]));
+    let sc = sin_cos(reduce_two_pi(f32(positions[s - params.pos_shift]) * freqs[i]));
     let sn = sc.x;
     let c = sc.y;
     let x0 = x[lo];

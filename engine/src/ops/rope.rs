@@ -30,6 +30,8 @@ struct Params {
     half_dim: u32,
     heads: u32,
     s_base: u32,
+    pos_shift: u32,
+    pad: [u32; 3],
 }
 
 impl Engine {
@@ -72,15 +74,17 @@ impl Engine {
         let freqs = self.upload_f32(&cpu::rope_freqs(d, theta)?, &[d / 2])?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
         let row_bytes = 4 * h * 2 * half;
-        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
-        let split = row_chunks(gpu, OP, s, &[row_bytes], u64::MAX)?;
+        // x and the output have the same rows: both are bound whole, or both chunk by chunk; the
+        // positions (one word per row) likewise, bound whole when they fit.
+        let split = row_chunks(gpu, OP, s, &[row_bytes, 4], u64::MAX)?;
         let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, _) = split.binding(0, r);
+            let (p_off, p_size, p_row) = split.binding(1, r);
             let pairs = (r.end - r.start) * h * half;
             Launch::new(gpu, &ROPE)
                 .input_range(x, off, size)
-                .input(positions)
+                .input_range(positions, p_off, p_size)
                 .input(&freqs)
                 .output_range(&out, off, size)
                 .params(&Params {
@@ -88,6 +92,8 @@ impl Engine {
                     half_dim: half as u32,
                     heads: h as u32,
                     s_base: r.start as u32,
+                    pos_shift: p_row as u32,
+                    pad: [0; 3],
                 })
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(OP, ["x", "output", "", ""]))

@@ -197,3 +197,25 @@ fn chunked_ops_report_faults_in_cpu_ref_order() {
     let got = gpu_error(e.matmul(&up(&e, &a, &[r, c]), &up(&e, &b, &[c, n])));
     assert_eq!(got, want, "matmul");
 }
+
+/// RoPE with more positions than one binding holds (x `[5000, 1, 2]` is 40 000 bytes and its
+/// positions 20 000, both above the 16 KiB limit): the positions are chunked with x's rows.
+#[test]
+fn rope_chunks_its_positions_too() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..EngineOptions::default()
+    });
+    let s = 5000;
+    let x = values(12, s * 2, -2.0, 2.0);
+    let pos: Vec<u32> = (0..s as u32).map(|p| 7 * p + 3).collect();
+    let want = cpu::rope(&host(&x, &[s, 1, 2]), &pos, 10_000.0).unwrap();
+    let got = e
+        .rope(
+            &up(&e, &x, &[s, 1, 2]),
+            &e.upload_u32(&pos, &[s]).unwrap(),
+            10_000.0,
+        )
+        .unwrap();
+    assert_f32("rope", "rope with chunked positions", &got, &want);
+}
