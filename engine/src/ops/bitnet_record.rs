@@ -107,6 +107,8 @@ impl LinearCall<'_> {
         let x_row = if fused { 4 * k as u64 } else { 4 * xpr };
         let (m64, n64) = (m as u64, n as u64);
         let splits = self.plan.k_splits();
+        // The launches of this call, chunked over M and N, report their flags as one launch.
+        let group = gpu.next_seq();
         for mr in row_chunks(gpu, self.op, m64, &[x_row, 4 * n64])? {
             let partials = match splits {
                 1 => None,
@@ -168,7 +170,8 @@ impl LinearCall<'_> {
                 let mut launch = Launch::new(gpu, kernel)
                     .input_range(self.w, self.w_base + 4 * wpr * nr.start, 4 * wpr * rows_n)
                     .input_scales(self.w)
-                    .input_range(self.x, x_row * mr.start, x_row * rows_m);
+                    .input_range(self.x, x_row * mr.start, x_row * rows_m)
+                    .chunk_of(group);
                 if !fused {
                     launch = launch.input_scales(self.x);
                 }
@@ -228,7 +231,7 @@ impl LinearCall<'_> {
                 launch.run()?;
             }
             if let Some(p) = &partials {
-                split::record_sum(gpu, self, p, mr.start, mr.end - mr.start)?;
+                split::record_sum(gpu, self, p, (mr.start, mr.end - mr.start), group)?;
             }
         }
         Ok(())

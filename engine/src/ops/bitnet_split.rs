@@ -55,13 +55,13 @@ pub(crate) fn partials(call: &LinearCall<'_>, splits: u32, rows: u64) -> Result<
 
 /// Records the sum of `partials` (the K slices of rows `first .. first + rows` of the call) into
 /// the call's output: y, checked for non-finite values where the call checks, or the exact
-/// accumulators.
+/// accumulators. `group`: the call's chunk group (`Launch::chunk_of`).
 pub(crate) fn record_sum(
     gpu: &Gpu,
     call: &LinearCall<'_>,
     partials: &Tensor,
-    first: u64,
-    rows: u64,
+    (first, rows): (u64, u64),
+    group: u64,
 ) -> Result<()> {
     let n = call.shape.1 as u64;
     let params = LinearParams {
@@ -82,7 +82,8 @@ pub(crate) fn record_sum(
         .input(partials)
         .output_range(call.out, 4 * n * first, 4 * n * rows)
         .params(&params)
-        .workgroups((rows * n).div_ceil(256));
+        .workgroups((rows * n).div_ceil(256))
+        .chunk_of(group);
     if call.check && !call.acc {
         launch = launch.check_finite(NonFiniteCheck::new(call.op, OUTPUT).at(first * n));
     }

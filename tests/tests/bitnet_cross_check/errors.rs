@@ -166,3 +166,48 @@ fn fused_plans_report_indices_of_later_m_chunks() {
         assert_eq!(e.bitlinear(&x_big, m, &big).unwrap_err(), want, "{plan:?}");
     }
 }
+
+/// A BitLinear split over N (weights larger than one binding) with overflowing outputs in two N
+/// chunks: the error names the lowest flat index, as cpu-ref does, not the first chunk's flag
+/// (row 1 of chunk 0 comes after row 0 of chunk 1 in the output).
+#[test]
+fn n_chunked_bitlinear_reports_the_lowest_flagged_index() {
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
+        max_binding_bytes: Some(16 << 10), // 256-byte weight rows: N chunks of 64 rows
+        ..Default::default()
+    });
+    e.set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Gpu)
+        .unwrap();
+    let (m, n, k) = (2usize, 128usize, 1024usize);
+    // Row 0 of x lives in the first half of K, row 1 in the second; s · a is finite but large.
+    let mut x = vec![0.0f32; m * k];
+    x[..k / 2].fill(1e8);
+    x[k + k / 2..].fill(1e8);
+    // Weight row 0 (chunk 0) meets x row 1 only, weight row 100 (chunk 1) x row 0 only: y[1, 0]
+    // and y[0, 100] overflow, every other output is 0.
+    let mut w = vec![0i8; n * k];
+    w[k / 2..k].fill(1);
+    w[100 * k..100 * k + k / 2].fill(1);
+    let w = TernaryMatrix::from_i8(&w, n, k, 1e30).unwrap();
+    let want = cpu_ref::bitlinear(&x, m, &w).map_err(Error::from);
+    assert!(
+        matches!(&want, Err(Error::NonFinite { index: 100, .. })),
+        "{want:?}"
+    );
+    for tuning in [
+        bitnet_wgpu::BitnetTuning {
+            autotune: Some(false),
+            ..Default::default()
+        },
+        bitnet_wgpu::BitnetTuning {
+            autotune: Some(false),
+            fuse_decode: Some(false),
+            ..Default::default()
+        },
+    ] {
+        e.set_bitnet_tuning(tuning);
+        let got = e.bitlinear(&x, m, &w);
+        let plan = e.bitlinear_plan(m, n, k, true);
+        assert_same_result(got, cpu_ref::bitlinear(&x, m, &w), &format!("{plan:?}"));
+    }
+}
