@@ -48,27 +48,7 @@ impl EngineGroup {
             });
         }
         let status = StatusBuffers::new(device);
-        let mut entries = vec![wgpu::BindGroupLayoutEntry {
-            binding: 1,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Storage { read_only: false },
-                has_dynamic_offset: true,
-                min_binding_size: wgpu::BufferSize::new(STATUS_BYTES),
-            },
-            count: None,
-        }];
         let params_arena = (mode == ParamsMode::Uniform).then(|| {
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: true,
-                    min_binding_size: None,
-                },
-                count: None,
-            });
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bitnet-wgpu params arena"),
                 size: arena_bytes,
@@ -78,7 +58,7 @@ impl EngineGroup {
         });
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("bitnet-wgpu group1"),
-            entries: &entries,
+            entries: &layout_entries(mode),
         });
         let bind_groups = status
             .slots
@@ -117,4 +97,33 @@ impl EngineGroup {
             status,
         })
     }
+}
+
+/// The group-1 layout entries in `mode`: the status slot (binding 1) and, in uniform params mode
+/// only, the params arena (binding 0). Also what the MSL kernels' buffer indices are derived from
+/// (`msl_tests.rs`): in immediates mode the status slot is the group's only entry.
+pub(crate) fn layout_entries(mode: ParamsMode) -> Vec<wgpu::BindGroupLayoutEntry> {
+    let mut entries = vec![wgpu::BindGroupLayoutEntry {
+        binding: 1,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only: false },
+            has_dynamic_offset: true,
+            min_binding_size: wgpu::BufferSize::new(STATUS_BYTES),
+        },
+        count: None,
+    }];
+    if mode == ParamsMode::Uniform {
+        entries.push(wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        });
+    }
+    entries
 }

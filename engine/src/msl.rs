@@ -224,7 +224,8 @@ pub(crate) fn create_module(device: &wgpu::Device, k: &MslKernel) -> wgpu::Shade
     };
     // SAFETY: the source is one of this project's MSL kernels, compiled and executed on an
     // emulated grid by kernels-msl's tests, with bounds-checked, barrier-ordered memory accesses;
-    // its buffer slots match the explicit pipeline layout built from the same descriptor.
+    // its buffer slots match the explicit pipeline layout built from the same descriptor (the
+    // indices wgpu-hal's Metal backend assigns for that layout: see `msl_tests.rs`).
     unsafe { device.create_shader_module_passthrough(desc) }
 }
 

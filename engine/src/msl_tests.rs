@@ -216,3 +216,179 @@ fn pipeline_bindings_match_the_msl_descriptors() {
         assert!(desc.status_words.len() <= STATUS_WORDS);
     }
 }
+
+/// `(group, binding) -> (Metal buffer index, read_only)` of a pipeline layout's resources.
+type MetalSlots = std::collections::HashMap<(u32, u32), (u32, bool)>;
+
+/// The Metal buffer index of every resource of a compute pipeline layout, as wgpu-hal 30's Metal
+/// backend assigns them (`metal/device.rs`, `create_pipeline_layout`): the immediates buffer first
+/// when `immediate_size != 0`, then each group's compute-visible entries in binding order (wgpu-core
+/// sorts a layout's entries by binding, `device/bgl.rs`), one buffer index per buffer entry. The
+/// sizes buffer comes after them all and is never set for a passthrough pipeline (it has no sized
+/// bindings). Returns the immediates slot and `(group, binding) -> (index, read_only)`.
+fn metal_buffer_slots(
+    groups: &[Vec<wgpu::BindGroupLayoutEntry>],
+    immediate_size: u32,
+) -> (Option<u32>, MetalSlots) {
+    let mut next = 0;
+    let immediates = (immediate_size != 0).then(|| {
+        next += 1;
+        0
+    });
+    let mut slots = MetalSlots::new();
+    for (group, entries) in groups.iter().enumerate() {
+        let mut entries = entries.clone();
+        entries.sort_by_key(|e| e.binding);
+        for e in entries {
+            if !e.visibility.contains(wgpu::ShaderStages::COMPUTE) {
+                continue;
+            }
+            let wgpu::BindingType::Buffer { ty, .. } = e.ty else {
+                panic!("binding {group}.{}: only buffers are modelled", e.binding);
+            };
+            assert_eq!(e.count, None, "binding arrays are not modelled");
+            let read_only = match ty {
+                wgpu::BufferBindingType::Storage { read_only } => read_only,
+                wgpu::BufferBindingType::Uniform => true,
+            };
+            slots.insert((group as u32, e.binding), (next, read_only));
+            next += 1;
+        }
+    }
+    (immediates, slots)
+}
+
+/// The `[[buffer(i)]]` parameters of entry point `entry` in MSL `source`, as (name, MSL type, i).
+fn metal_buffer_params(source: &str, entry: &str) -> Vec<(String, String, u32)> {
+    let head = format!("kernel void {entry}(");
+    let start = source
+        .find(&head)
+        .unwrap_or_else(|| panic!("no `{head}` in the source"))
+        + head.len();
+    let mut depth = 1;
+    let end = start
+        + source[start..]
+            .find(|c| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                depth == 0
+            })
+            .expect("unbalanced parameter list");
+    let mut params = Vec::new();
+    for p in source[start..end].split(',') {
+        let p = p.trim();
+        let Some(at) = p.find("[[buffer(") else {
+            continue;
+        };
+        let index = p[at + "[[buffer(".len()..]
+            .split(')')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("bad buffer attribute in `{p}`"));
+        let decl = p[..at].trim();
+        let split = decl
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or_else(|| panic!("no type in `{p}`"));
+        let (ty, name) = decl.split_at(split + 1);
+        params.push((name.to_string(), ty.trim().to_string(), index));
+    }
+    params
+}
+
+/// Passthrough modules bypass naga, so nothing remaps their buffer indices: each MSL kernel's
+/// `[[buffer(i)]]` must be the index wgpu-hal's Metal backend gives the resource the engine binds
+/// there, derived here from the very layout entries the engine creates (`pipelines.rs` group 0,
+/// `group.rs` group 1, the pipeline layout's immediate size) for the params mode MSL runs in.
+/// Also: read-only layout entries are `device const` and writable ones are not.
+#[test]
+fn msl_buffer_indices_are_the_ones_wgpu_hal_metal_assigns() {
+    use crate::pipelines::{group0_entries, immediate_size};
+
+    let mode = ParamsMode::Immediates;
+    assert_eq!(
+        unavailable(wgpu::Backend::Metal, ALL_FEATURES, mode, None),
+        None,
+        "MSL runs in this params mode"
+    );
+    for (kernel, desc) in [
+        (ABS_SUM, msl::ABS_SUM_BLOCKS),
+        (QUANT_W, msl::QUANTIZE_WEIGHTS),
+        (QUANT_X, msl::QUANTIZE_ACTIVATIONS),
+        (GEMV, msl::BITLINEAR_GEMV),
+        (GEMM, msl::BITLINEAR_GEMM),
+    ] {
+        let name = desc.name;
+        let groups = [
+            group0_entries(kernel.bindings),
+            crate::group::layout_entries(mode),
+        ];
+        let (immediates, slots) = metal_buffer_slots(&groups, immediate_size(mode));
+        let params = metal_buffer_params(desc.source, kernel.entry);
+        assert_eq!(
+            params.len(),
+            desc.bindings.len(),
+            "{name}: buffer parameters of `{}`",
+            kernel.entry
+        );
+        // What the engine binds at each resource: group-0 binding i = the i-th storage buffer of
+        // the descriptor (the order `msl/ops.rs` binds them in), status = group 1 binding 1.
+        let mut storage = 0;
+        for b in desc.bindings {
+            let (index, read_only) = match b.kind {
+                msl::BindingKind::Params => (immediates.expect("immediates in the layout"), true),
+                msl::BindingKind::StorageRead | msl::BindingKind::StorageReadWrite => {
+                    storage += 1;
+                    slots[&(0, storage - 1)]
+                }
+                msl::BindingKind::Status => slots[&(1, 1)],
+            };
+            let (_, ty, got) = params
+                .iter()
+                .find(|(n, ..)| n == b.name)
+                .unwrap_or_else(|| panic!("{name}: no buffer parameter `{}`", b.name));
+            assert_eq!(
+                *got, index,
+                "{name}: `{}` is [[buffer({got})]], wgpu-hal binds it at {index}",
+                b.name
+            );
+            if b.kind != msl::BindingKind::Params {
+                assert_eq!(
+                    ty.starts_with("device const "),
+                    read_only,
+                    "{name}: `{ty} {}` for a layout entry with read_only = {read_only}",
+                    b.name
+                );
+            }
+        }
+        assert_eq!(
+            storage as usize,
+            kernel.bindings.len(),
+            "{name}: group-0 bindings"
+        );
+        assert_eq!(
+            slots.len(),
+            desc.bindings.len() - 1,
+            "{name}: layout resources"
+        );
+    }
+}
+
+/// The uniform params mode's layout (params arena at group 1 binding 0, no immediates) would move
+/// every MSL buffer index, which is why MSL is never tried in that mode.
+#[test]
+fn uniform_params_mode_would_misplace_msl_buffers() {
+    use crate::pipelines::{group0_entries, immediate_size};
+
+    let mode = ParamsMode::Uniform;
+    let groups = [
+        group0_entries(GEMV.bindings),
+        crate::group::layout_entries(mode),
+    ];
+    let (immediates, slots) = metal_buffer_slots(&groups, immediate_size(mode));
+    assert_eq!(immediates, None);
+    assert_eq!(slots[&(0, 0)].0, 0, "x would be at buffer(0), not 1");
+    assert!(unavailable(wgpu::Backend::Metal, ALL_FEATURES, mode, None).is_some());
+}

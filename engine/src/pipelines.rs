@@ -358,40 +358,50 @@ impl PipelineCache {
 
     /// Group-0 layout for `bindings`, and the pipeline layout (group 0 + engine group 1).
     fn layouts(&self, bindings: &[Access]) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
-        let entries: Vec<wgpu::BindGroupLayoutEntry> = bindings
-            .iter()
-            .enumerate()
-            .map(|(i, a)| wgpu::BindGroupLayoutEntry {
-                binding: i as u32,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: *a == Access::Read,
-                    },
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            })
-            .collect();
         let group0 = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("bitnet-wgpu group0"),
-                entries: &entries,
+                entries: &group0_entries(bindings),
             });
-        let immediate_size = match self.mode {
-            ParamsMode::Immediates => PARAMS_MAX_BYTES,
-            ParamsMode::Uniform => 0,
-        };
         let layout = self
             .device
             .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("bitnet-wgpu layout"),
                 bind_group_layouts: &[Some(&group0), Some(&self.engine_layout)],
-                immediate_size,
+                immediate_size: immediate_size(self.mode),
             });
         (group0, layout)
+    }
+}
+
+/// The group-0 layout entries of a kernel with `bindings`: binding `i` = `bindings[i]`, a storage
+/// buffer visible to compute (also what the MSL kernels' buffer indices are derived from: see
+/// `msl_tests.rs`).
+pub(crate) fn group0_entries(bindings: &[Access]) -> Vec<wgpu::BindGroupLayoutEntry> {
+    bindings
+        .iter()
+        .enumerate()
+        .map(|(i, a)| wgpu::BindGroupLayoutEntry {
+            binding: i as u32,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Storage {
+                    read_only: *a == Access::Read,
+                },
+                has_dynamic_offset: false,
+                min_binding_size: None,
+            },
+            count: None,
+        })
+        .collect()
+}
+
+/// The immediate size every pipeline layout declares in `mode` (0 = no immediates).
+pub(crate) const fn immediate_size(mode: ParamsMode) -> u32 {
+    match mode {
+        ParamsMode::Immediates => PARAMS_MAX_BYTES,
+        ParamsMode::Uniform => 0,
     }
 }
 
