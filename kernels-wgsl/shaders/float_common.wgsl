@@ -11,6 +11,14 @@
 // time: loads first made it 5 % slower (4153 → 3951 GB/s; its two loads already overlap).
 const PER_THREAD: u32 = 4u;
 
+// u as f32, rounded to nearest even like Rust's `as f32`. Vulkan leaves the rounding of an
+// integer-to-float conversion to the driver (it matters above 2^24); here both halves convert
+// exactly, the product by 2^16 is exact, and the one rounding is the addition's, which rounds
+// to nearest even as the exact kernels' products and sums already require of the device.
+fn u32_to_f32(u: u32) -> f32 {
+    return f32(u >> 16u) * 65536.0 + f32(u & 0xffffu);
+}
+
 // Exponent bits all ones <=> NaN or Inf. Bit test, because `x != x` may be optimised away.
 fn is_non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;

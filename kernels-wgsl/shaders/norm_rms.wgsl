@@ -67,7 +67,7 @@ fn main(
     if (t == 0u && is_non_finite(sum_sq)) {
         atomicMin(&nonfinite[2], params.row_base + row);
     }
-    let inv = exact_div(1.0, sqrt(exact_div(sum_sq, f32(len)) + params.eps));
+    let inv = exact_div(1.0, sqrt(exact_div(sum_sq, u32_to_f32(len)) + params.eps));
     for (var i = t; i < len; i += WG) {
         let r = x[base + i] * inv * w[i];
         if (is_non_finite(r)) {

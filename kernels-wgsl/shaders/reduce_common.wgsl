@@ -59,7 +59,7 @@ fn fold_row(row: u32, t: u32) -> f32 {
 fn finish_row(row: u32, folded: f32) {
     var r = folded;
     if (params.op == 1u) {
-        r = div_rounded(r, f32(params.len));
+        r = div_rounded(r, u32_to_f32(params.len));
     }
     if (is_non_finite(r)) {
         atomicMin(&nonfinite[1], params.row_base + row);

@@ -1,5 +1,6 @@
 // Rotary position embedding, HF "rotate half" pairing, on x of shape [S, H, D] (row-major):
-// for s < S, h < H, i < D/2, with angle = f32(positions[s - params.pos_shift]) · freqs[i]:
+// for s < S, h < H, i < D/2, with angle = f32(positions[s - params.pos_shift]) · freqs[i] (the
+// position converted exactly as Rust's `as f32`, float_common.wgsl):
 //   y[s,h,i]       = x[s,h,i] · cos(angle) - x[s,h,i+D/2] · sin(angle)
 //   y[s,h,i+D/2]   = x[s,h,i+D/2] · cos(angle) + x[s,h,i] · sin(angle)
 //
@@ -164,7 +165,7 @@ fn main(
     let hi = lo + half;
     let flat = params.s_base * params.heads * 2u * half;
 
-    let sc = sin_cos(reduce_two_pi(f32(positions[s - params.pos_shift]) * freqs[i]));
+    let sc = sin_cos(reduce_two_pi(u32_to_f32(positions[s - params.pos_shift]) * freqs[i]));
     let sn = sc.x;
     let c = sc.y;
     let x0 = x[lo];
