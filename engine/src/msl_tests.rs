@@ -9,6 +9,14 @@ fn ok(_: &Kernel) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Every MSL kernel with its descriptor.
+const KERNELS: [(Kernel, MslKernel); 5] = [
+    (ABS_SUM, msl::ABS_SUM_BLOCKS),
+    (QUANT_W, msl::QUANTIZE_WEIGHTS),
+    (QUANT_X, msl::QUANTIZE_ACTIVATIONS),
+    (GEMV, msl::BITLINEAR_GEMV),
+    (GEMM, msl::BITLINEAR_GEMM),
+];
 #[test]
 fn only_apple_gpus_run_the_32_wide_msl_kernels() {
     assert_eq!(
@@ -189,13 +197,7 @@ fn msl_pipeline_creation_off_metal_is_an_error_not_a_panic() {
 
 #[test]
 fn pipeline_bindings_match_the_msl_descriptors() {
-    for (kernel, desc) in [
-        (ABS_SUM, msl::ABS_SUM_BLOCKS),
-        (QUANT_W, msl::QUANTIZE_WEIGHTS),
-        (QUANT_X, msl::QUANTIZE_ACTIVATIONS),
-        (GEMV, msl::BITLINEAR_GEMV),
-        (GEMM, msl::BITLINEAR_GEMM),
-    ] {
+    for (kernel, desc) in KERNELS {
         let want: Vec<Access> = desc
             .storage()
             .map(|b| {
@@ -313,13 +315,7 @@ fn msl_buffer_indices_are_the_ones_wgpu_hal_metal_assigns() {
         None,
         "MSL runs in this params mode"
     );
-    for (kernel, desc) in [
-        (ABS_SUM, msl::ABS_SUM_BLOCKS),
-        (QUANT_W, msl::QUANTIZE_WEIGHTS),
-        (QUANT_X, msl::QUANTIZE_ACTIVATIONS),
-        (GEMV, msl::BITLINEAR_GEMV),
-        (GEMM, msl::BITLINEAR_GEMM),
-    ] {
+    for (kernel, desc) in KERNELS {
         let name = desc.name;
         let groups = [
             group0_entries(kernel.bindings),
