@@ -33,7 +33,8 @@ pub struct EngineOptions {
     /// exceed `max_buffer_size` makes engine creation `Err(LimitExceeded)`.
     pub batch_dispatches: u32,
     /// Submit what was recorded once the engine saw no new work for this long (`None`: only at
-    /// sync points and full batches — deterministic batching, for tests).
+    /// sync points and full batches — deterministic batching, for tests; a window too long to
+    /// add to the current time, such as `Duration::MAX`, acts as `None`).
     pub idle_flush: Option<std::time::Duration>,
     /// Where host-facing ops run (see [`DispatchPolicy`]); `BITNET_DISPATCH` overrides it.
     /// Default `Gpu` (an engine built on an explicit GPU); [`Engine::new`] uses `Auto`.

@@ -23,7 +23,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
 use crate::context::Gpu;
@@ -205,8 +205,13 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
     loop {
         let msg = match spin_recv(rx) {
             Some(m) => Some(m),
-            None => match (idle_flush, batch.is_empty()) {
-                (Some(idle), false) => match rx.recv_timeout(idle) {
+            // An idle flush too far away to add to now (`Duration::MAX`: flume's `recv_timeout`
+            // would panic, killing the thread) never comes: wait as without one.
+            None => match (
+                idle_flush.and_then(|d| Instant::now().checked_add(d)),
+                batch.is_empty(),
+            ) {
+                (Some(deadline), false) => match rx.recv_deadline(deadline) {
                     Ok(m) => Some(m),
                     Err(flume::RecvTimeoutError::Timeout) => None,
                     Err(flume::RecvTimeoutError::Disconnected) => Some(Msg::Stop),

@@ -48,6 +48,25 @@ fn an_impossible_batch_size_is_a_typed_error_at_creation() {
     );
 }
 
+/// An idle-flush window too long to add to the current time (`Duration::MAX`) means "no idle
+/// flush", not a panic that kills the submission thread the first time it idles with work
+/// pending (after which every read failed with `DeviceLost` and the recorded work was lost).
+#[test]
+fn an_unbounded_idle_flush_window_never_flushes_and_never_panics() {
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        idle_flush: Some(std::time::Duration::MAX),
+        ..Default::default()
+    });
+    let v = random_f32(11, 300, -2.0, 2.0);
+    let x = e.upload_f32(&v, &[300]).unwrap();
+    let y = e.copy(&x).unwrap();
+    // Long past the thread's spin: it now waits idle with the copy pending.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(y.read_f32().unwrap(), v);
+    assert_eq!(e.copy(&y).unwrap().read_f32().unwrap(), v);
+    e.sync().unwrap();
+}
+
 #[test]
 fn f32_round_trip_odd_sizes() {
     let e = gpu_engine();
