@@ -87,8 +87,9 @@ impl Engine {
     /// quantization + BitLinear against `layer` (`[N, K]`), overlapping upload, compute and
     /// read-back (see the module docs). `sink(i, y_i)` receives chunk *i*'s `[rows_i, N]` output,
     /// in order. Errors: a chunk that is not whole rows (`ShapeMismatch`), and the first chunk
-    /// whose values cpu-ref rejects (`NonFinite`, index within that chunk) — chunks before it
-    /// were delivered. Each chunk's bits equal [`bitnet_cpu_ref::bitlinear`] on it.
+    /// whose values cpu-ref rejects (`NonFinite`, index within that chunk) — whichever comes
+    /// first, every chunk before it was delivered. Each chunk's bits equal
+    /// [`bitnet_cpu_ref::bitlinear`] on it.
     pub fn stream_bitlinear<'a, I, F>(
         &self,
         chunks: I,
@@ -107,13 +108,16 @@ impl Engine {
         let result = (|| {
             for (index, x) in chunks.into_iter().enumerate() {
                 if k == 0 || x.is_empty() || !x.len().is_multiple_of(k) {
-                    return Err(Error::ShapeMismatch {
+                    let e = Error::ShapeMismatch {
                         op: "stream_bitlinear",
                         detail: format!(
                             "chunk {index} has {} values, not whole rows of K = {k}",
                             x.len()
                         ),
-                    });
+                    };
+                    // The chunks before this one are delivered first (or fail first).
+                    deliver_all(&mut queue, layer, n, &mut st, &mut sink)?;
+                    return Err(e);
                 }
                 let rows = x.len() / k;
                 st.chunks += 1;
@@ -131,7 +135,10 @@ impl Engine {
                                 st.fallbacks += 1;
                                 None
                             }
-                            Err(e) => return Err(e),
+                            Err(e) => {
+                                deliver_all(&mut queue, layer, n, &mut st, &mut sink)?;
+                                return Err(e);
+                            }
                         }
                     }
                     _ => None,
@@ -148,10 +155,7 @@ impl Engine {
                     deliver(c, layer, n, &mut st, &mut sink)?;
                 }
             }
-            while let Some(c) = queue.pop_front() {
-                deliver(c, layer, n, &mut st, &mut sink)?;
-            }
-            Ok(())
+            deliver_all(&mut queue, layer, n, &mut st, &mut sink)
         })();
         if let (Some(g), Some(r)) = (self.gpu_raw(), ring) {
             g.return_ring(r);
@@ -280,6 +284,20 @@ impl Engine {
 /// `Auto` dispatch — a device limit or missing feature.
 fn falls_back(engine: &Engine, e: &Error) -> bool {
     is_gpu_fault(e) || (is_capability_error(e) && engine.dispatch_policy() == DispatchPolicy::Auto)
+}
+
+/// Delivers every queued chunk, oldest first (stopping at the first error).
+fn deliver_all<F: FnMut(usize, &[f32]) -> Result<()>>(
+    queue: &mut VecDeque<InFlight<'_>>,
+    layer: &Linear,
+    n: usize,
+    st: &mut StreamStats,
+    sink: &mut F,
+) -> Result<()> {
+    while let Some(c) = queue.pop_front() {
+        deliver(c, layer, n, st, sink)?;
+    }
+    Ok(())
 }
 
 /// Delivers the oldest chunk: its GPU result, or the CPU's (by choice or after a GPU fault).

@@ -105,6 +105,45 @@ fn bad_chunks_are_typed_errors_after_the_good_ones_were_delivered() {
     assert_eq!(got.unwrap_err(), stop);
 }
 
+/// A ragged chunk is an error only after every chunk before it was delivered — on the CPU
+/// engine and on the GPU alike — not with the chunks still queued behind the stream's overlap
+/// silently dropped.
+#[test]
+fn a_ragged_chunk_fails_after_the_chunks_before_it_were_delivered() {
+    let (n, k) = (16, 64);
+    for e in [bitnet_wgpu::Engine::cpu(), gpu_engine()] {
+        let (l, w) = layer(&e, n, k);
+        let data = chunks(k);
+        let ragged = &data[3][..k + 1];
+        let stream = [
+            &data[0][..],
+            &data[1][..],
+            &data[2][..],
+            ragged,
+            &data[4][..],
+        ];
+        let mut delivered = Vec::new();
+        let got = e.stream_bitlinear(stream, &l, |i, y| {
+            let x = &data[i];
+            assert_eq!(y, &cpu_ref::bitlinear(x, x.len() / k, &w).unwrap()[..]);
+            delivered.push(i);
+            Ok(())
+        });
+        let kind = e.backend_kind();
+        assert!(
+            matches!(
+                got,
+                Err(Error::ShapeMismatch {
+                    op: "stream_bitlinear",
+                    ..
+                })
+            ),
+            "{kind:?}: {got:?}"
+        );
+        assert_eq!(delivered, vec![0, 1, 2], "{kind:?}");
+    }
+}
+
 #[test]
 fn a_fault_mid_stream_falls_back_per_chunk_and_cpu_policy_streams_on_the_cpu() {
     let e = gpu_engine();
