@@ -20,8 +20,8 @@ pub enum Error {
     /// The GPU device was lost (driver reset, `destroy`, fatal error); it is not used again.
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
-    /// The GPU ran out of memory while doing `context`.
-    #[error("GPU out of memory while {context}")]
+    /// The GPU — or, for a host tensor, the host — ran out of memory while doing `context`.
+    #[error("out of memory while {context}")]
     OutOfMemory {
         /// What the engine was doing (e.g. "allocating a 512 MiB buffer").
         context: String,

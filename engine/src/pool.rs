@@ -227,7 +227,9 @@ impl BufferPool {
         let rounded = bytes.max(4).checked_next_multiple_of(4);
         if kind == BufferKind::Storage && self.faults.take_oom() {
             return Err(Error::OutOfMemory {
-                context: format!("allocating {bytes} bytes for {what} (injected fault)"),
+                context: format!(
+                    "allocating {bytes} bytes of GPU memory for {what} (injected fault)"
+                ),
             });
         }
         let bytes = match rounded {
@@ -294,7 +296,7 @@ impl BufferPool {
             });
             let verr = pollster::block_on(vscope.pop());
             let oom = pollster::block_on(scope.pop());
-            let ctx = || format!("allocating {class} bytes for {what}");
+            let ctx = || format!("allocating {class} bytes of GPU memory for {what}");
             if let Some(e) = verr {
                 return Err(from_wgpu(e, ctx()));
             }

@@ -15,6 +15,32 @@ fn to_words(bytes: &[u8]) -> Vec<u32> {
     words
 }
 
+/// `bytes` bytes of host words, every word `word`: the host's counterpart of the device's
+/// `max_buffer_size` check, so a size the host cannot hold is a typed error — `LimitExceeded`
+/// past `isize::MAX` bytes, `OutOfMemory` when the allocator refuses — never a capacity-overflow
+/// panic or an allocation abort.
+fn host_words(what: &str, bytes: u64, word: u32) -> Result<Vec<u32>> {
+    const HOST_MAX: u64 = isize::MAX as u64;
+    if bytes > HOST_MAX {
+        return Err(Error::LimitExceeded {
+            limit: "isize::MAX (host allocation)",
+            requested: bytes,
+            max: HOST_MAX,
+            what: what.to_string(),
+        });
+    }
+    // Fits usize: at most isize::MAX bytes.
+    let len = bytes.div_ceil(4) as usize;
+    let mut words = Vec::new();
+    words
+        .try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory {
+            context: format!("allocating {bytes} bytes of host memory for {what}"),
+        })?;
+    words.resize(len, word);
+    Ok(words)
+}
+
 /// Checks that `shape` is non-empty and describes `dtype` data of `bytes` bytes.
 fn check_shape(op: &'static str, shape: &[usize], dtype: DType, bytes: usize) -> Result<()> {
     if shape.contains(&0) {
@@ -36,13 +62,32 @@ fn check_shape(op: &'static str, shape: &[usize], dtype: DType, bytes: usize) ->
     }
 }
 
+/// Data bytes of an op's output of `shape`: `ShapeMismatch` when they overflow (or a packed
+/// dtype's shape is not 2-D), `EmptyTensor` when zero.
+fn output_bytes(op: &'static str, shape: &[usize], dtype: DType) -> Result<u64> {
+    let bytes = dtype
+        .data_bytes(shape)
+        .ok_or_else(|| Error::ShapeMismatch {
+            op,
+            detail: format!("shape {shape:?} is not valid for {dtype}"),
+        })?;
+    if bytes == 0 {
+        return Err(Error::EmptyTensor {
+            op,
+            shape: shape.to_vec(),
+        });
+    }
+    Ok(bytes)
+}
+
 impl Engine {
     /// One buffer of `bytes` bytes holding `data` (host or device per backend).
     fn store(&self, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
         match self.gpu_context() {
-            None => Ok(Storage::Host(to_words(
-                data.unwrap_or(&vec![0; bytes as usize]),
-            ))),
+            None => Ok(Storage::Host(match data {
+                Some(d) => to_words(d),
+                None => host_words(what, bytes, 0)?,
+            })),
             Some(g) => {
                 crate::chunk::check_buffer(g, what, bytes)?;
                 let buf = g.pool.alloc(BufferKind::Storage, bytes, what)?;
@@ -80,18 +125,7 @@ impl Engine {
 
     /// An uninitialised tensor (device: a pooled buffer, contents unspecified) for op outputs.
     pub(crate) fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
-        let bytes = dtype
-            .data_bytes(shape)
-            .ok_or_else(|| Error::ShapeMismatch {
-                op,
-                detail: format!("shape {shape:?} is not valid for {dtype}"),
-            })?;
-        if bytes == 0 {
-            return Err(Error::EmptyTensor {
-                op,
-                shape: shape.to_vec(),
-            });
-        }
+        let bytes = output_bytes(op, shape, dtype)?;
         let data = self.store(op, bytes, None)?;
         let sb = dtype.scale_bytes(shape);
         let scales = if sb > 0 {
@@ -105,6 +139,26 @@ impl Engine {
             dtype,
             data,
             scales,
+        ))
+    }
+
+    /// A host tensor of a plain `dtype` whose every word is `word` (the CPU side of `fill`,
+    /// written once, with the size checks of [`Engine::empty`]).
+    pub(crate) fn host_filled(
+        &self,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+        word: u32,
+    ) -> Result<Tensor> {
+        let words = host_words(op, output_bytes(op, shape, dtype)?, word)?;
+        let data = Storage::Host(words);
+        Ok(Tensor::from_parts(
+            self.clone(),
+            shape.to_vec(),
+            dtype,
+            data,
+            None,
         ))
     }
 

@@ -119,6 +119,30 @@ fn cpu_engine_works_without_gpu() {
     ));
 }
 
+/// A fill the host cannot hold is a typed error on the CPU engine and under the CPU policy —
+/// as `LimitExceeded` is on the GPU — not a capacity-overflow panic or an allocation abort.
+#[test]
+fn host_fills_too_large_for_the_host_are_typed_errors() {
+    let gpu_on_cpu = gpu_engine();
+    gpu_on_cpu
+        .set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Cpu)
+        .unwrap();
+    for e in [Engine::cpu(), gpu_on_cpu] {
+        // 2^63 bytes: more than any allocation may ask for.
+        let got = e.fill(&[1 << 61], 0.0).map(|t| t.len());
+        assert!(
+            matches!(got, Err(Error::LimitExceeded { requested, .. }) if requested == 1 << 63),
+            "{got:?}"
+        );
+        // 4 PiB: representable, but beyond any x86-64 / AArch64 user address space.
+        let got = e.fill(&[1 << 50], 0.0).map(|t| t.len());
+        assert!(matches!(got, Err(Error::OutOfMemory { .. })), "{got:?}");
+        let t = e.fill(&[2, 3], 1.5).unwrap();
+        assert_eq!(t.location(), Location::Host);
+        assert_eq!(t.read_f32().unwrap(), vec![1.5; 6]);
+    }
+}
+
 #[test]
 fn engine_is_clone_send_sync_and_new_prefers_the_gpu() {
     fn assert_traits<T: Clone + Send + Sync + 'static>() {}

@@ -33,11 +33,10 @@ struct CopyParams {
 impl Engine {
     /// An `F32` tensor of `shape` with every element `value`.
     pub fn fill(&self, shape: &[usize], value: f32) -> Result<Tensor> {
-        let out = self.empty("fill", shape, DType::F32)?;
         let Some(gpu) = self.gpu_context() else {
-            let n = out.len();
-            return self.upload_f32(&vec![value; n], shape);
+            return self.host_filled("fill", shape, DType::F32, value.to_bits());
         };
+        let out = self.empty("fill", shape, DType::F32)?;
         let n = out.len() as u64;
         for r in binding_chunks(gpu, "fill", n, 4)? {
             let len = r.end - r.start;
