@@ -86,10 +86,10 @@ impl Engine {
     /// Streams `chunks` (each `[rows_i, K]` f32 activations, row-major) through activation
     /// quantization + BitLinear against `layer` (`[N, K]`), overlapping upload, compute and
     /// read-back (see the module docs). `sink(i, y_i)` receives chunk *i*'s `[rows_i, N]` output,
-    /// in order. Errors: a chunk that is not whole rows (`ShapeMismatch`), and the first chunk
-    /// whose values cpu-ref rejects (`NonFinite`, index within that chunk) — whichever comes
-    /// first, every chunk before it was delivered. Each chunk's bits equal
-    /// [`bitnet_cpu_ref::bitlinear`] on it.
+    /// in order. Errors: a `layer` of another engine (`EngineMismatch`, before any chunk), a
+    /// chunk that is not whole rows (`ShapeMismatch`), and the first chunk whose values cpu-ref
+    /// rejects (`NonFinite`, index within that chunk) — whichever comes first, every chunk
+    /// before it was delivered. Each chunk's bits equal [`bitnet_cpu_ref::bitlinear`] on it.
     pub fn stream_bitlinear<'a, I, F>(
         &self,
         chunks: I,
@@ -101,6 +101,13 @@ impl Engine {
         F: FnMut(usize, &[f32]) -> Result<()>,
     {
         let started = Instant::now();
+        // A layer of another engine would run the chunks dispatched to the CPU and fail the
+        // others: rejected up front, as `Engine::linear_chain` rejects one.
+        if layer.engine().gpu_id() != self.gpu_id() {
+            return Err(Error::EngineMismatch {
+                op: "stream_bitlinear",
+            });
+        }
         let (n, k) = (layer.weights().n(), layer.weights().k());
         let mut st = StreamStats::default();
         let mut ring = self.gpu_context().map(Gpu::take_ring);

@@ -144,6 +144,37 @@ fn a_ragged_chunk_fails_after_the_chunks_before_it_were_delivered() {
     }
 }
 
+/// A layer of another engine is `EngineMismatch` before any chunk, whatever backend each chunk
+/// would take — not a stream whose CPU chunks run and whose GPU chunks fail (under `Auto` the
+/// outcome depended on each chunk's prediction).
+#[test]
+fn a_layer_of_another_engine_is_rejected_up_front() {
+    let (a, b) = (gpu_engine(), gpu_engine());
+    let x = random_f32(5, 64, -1.0, 1.0);
+    for (e, owner) in [
+        (&a, &b),
+        (&bitnet_wgpu::Engine::cpu(), &b),
+        (&a, &bitnet_wgpu::Engine::cpu()),
+    ] {
+        let (l, _) = layer(owner, 8, 64);
+        let mut delivered = 0;
+        let got = e.stream_bitlinear([&x[..]], &l, |_, _| {
+            delivered += 1;
+            Ok(())
+        });
+        assert!(
+            matches!(
+                got,
+                Err(Error::EngineMismatch {
+                    op: "stream_bitlinear"
+                })
+            ),
+            "{got:?}"
+        );
+        assert_eq!(delivered, 0);
+    }
+}
+
 #[test]
 fn a_fault_mid_stream_falls_back_per_chunk_and_cpu_policy_streams_on_the_cpu() {
     let e = gpu_engine();
