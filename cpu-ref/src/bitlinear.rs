@@ -4,6 +4,7 @@
 use rayon::prelude::*;
 
 use crate::activations::QuantizedActivations;
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::kernels::{Isa, dot::Prepared, float};
@@ -18,7 +19,8 @@ const ROWS_PER_TASK: usize = 32;
 /// BitLinear on f32 activations: quantizes `x` (`[M, K]`, `K = w.k()`) per row, then
 /// [`bitlinear_quantized`]. Returns `y`, `M · N` f32 row-major.
 ///
-/// Errors: `M` zero, `x.len() != M · K`, a NaN/infinity in `x`, or an output that overflows.
+/// Errors: `M` zero, `x.len() != M · K`, a NaN/infinity in `x`, an output that overflows, or an
+/// output the host cannot allocate ([`Error::OutOfMemory`]).
 pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
     let xq = quantize_activations_impl("bitlinear", x, m, w.k(), Isa::best())?;
     bitlinear_quantized(&xq, w)
@@ -27,7 +29,8 @@ pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
 /// BitLinear on already-quantized activations:
 /// `y[m, n] = (acc[m, n] as f32) * ((s * a_m) * INV_127)` in exactly that order.
 ///
-/// Errors: `xq.k() != w.k()`, or an output that is not finite. That takes huge scales: when
+/// Errors: `xq.k() != w.k()`, an output the host cannot allocate ([`Error::OutOfMemory`]), or an
+/// output that is not finite. That takes huge scales: when
 /// `s · a_m` itself passes `f32::MAX` (weights and activations both around 1e19 or more) the row
 /// is reported as overflowed even where the exact `acc · s · a_m / 127` would fit, zero
 /// accumulators included — the order above, which every backend shares, fixes the bits.
@@ -44,7 +47,7 @@ pub fn bitlinear_quantized_with_isa(
     const OP: &str = "bitlinear";
     let acc = accumulate(OP, xq, w, isa)?;
     let n = w.n();
-    let mut y = vec![0.0f32; acc.len()];
+    let mut y = alloc::zeroed::<f32>(OP, "output", acc.len())?;
     for ((out, a), &amax) in y
         .chunks_exact_mut(n)
         .zip(acc.chunks_exact(n))
@@ -66,7 +69,7 @@ pub fn bitlinear_quantized_with_isa(
 /// The exact integer accumulators `acc[m, n] = Σ_k xq[m, k] · wq[n, k]`, `M · N` `i32` row-major —
 /// what bit-exact cross-checks of GPU kernels compare.
 ///
-/// Errors: `xq.k() != w.k()`.
+/// Errors: `xq.k() != w.k()`, or an output the host cannot allocate ([`Error::OutOfMemory`]).
 pub fn bitlinear_accumulate(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<i32>> {
     accumulate("bitlinear_accumulate", xq, w, Isa::best())
 }
@@ -98,7 +101,7 @@ fn accumulate(
     let (m, n) = (xq.m(), w.n());
     check::mul(op, "M * N", m, n)?;
     let prepared = Prepared::new(xq.values(), m, xq.k(), isa);
-    let mut acc_t = vec![0i32; n * m];
+    let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)
         .enumerate()
@@ -133,7 +136,7 @@ fn accumulate(
     if m == 1 {
         return Ok(acc_t);
     }
-    let mut acc = vec![0i32; m * n];
+    let mut acc = alloc::zeroed::<i32>(op, "accumulators", m * n)?;
     for (nn, col) in acc_t.chunks_exact(m).enumerate() {
         for (mm, &v) in col.iter().enumerate() {
             acc[mm * n + nn] = v;

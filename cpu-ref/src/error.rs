@@ -72,6 +72,18 @@ pub enum Error {
         /// The 2-bit code found there.
         code: u32,
     },
+    /// The host could not allocate an output whose size the input shapes imply (e.g. a broadcast
+    /// of `[2^24, 1]` with `[1, 2^24]`, 1 PiB of f32). Reported instead of aborting the process;
+    /// sizes that do not even fit `isize::MAX` bytes are [`Error::SizeOverflow`] instead.
+    #[error("{op}: out of memory allocating {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// The operation whose output could not be allocated.
+        op: &'static str,
+        /// Which buffer.
+        what: &'static str,
+        /// The size of the failed allocation in bytes.
+        bytes: usize,
+    },
     /// A scalar argument is outside its valid range (e.g. a non-positive scale, an odd RoPE
     /// head dimension, an unavailable SIMD level).
     #[error("{op}: invalid argument {what}: {reason}")]

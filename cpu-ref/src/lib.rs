@@ -23,6 +23,7 @@
 //! ```
 
 mod activations;
+mod alloc;
 mod bitlinear;
 mod canonical_sum;
 mod check;

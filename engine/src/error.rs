@@ -11,7 +11,8 @@ use crate::tensor::DType;
 #[non_exhaustive]
 pub enum Error {
     /// An error of the CPU reference engine (bad shapes, lengths, packed codes, ...), other than a
-    /// non-finite value, which maps to [`Error::NonFinite`] so both backends report it identically.
+    /// non-finite value, which maps to [`Error::NonFinite`] so both backends report it identically,
+    /// and the host running out of memory for an output, which maps to [`Error::OutOfMemory`].
     #[error(transparent)]
     CpuRef(bitnet_cpu_ref::Error),
     /// No usable GPU adapter (or device) was found; says what was tried.
@@ -138,6 +139,11 @@ impl From<bitnet_cpu_ref::Error> for Error {
             bitnet_cpu_ref::Error::NonFinite { op, tensor, index } => {
                 Error::NonFinite { op, tensor, index }
             }
+            // The CPU backend's host ran out of memory: the same variant as a host tensor that
+            // cannot be allocated (`upload`), so callers handle one out-of-memory case.
+            bitnet_cpu_ref::Error::OutOfMemory { op, what, bytes } => Error::OutOfMemory {
+                context: format!("{op}: allocating {bytes} bytes of host memory for {what}"),
+            },
             other => Error::CpuRef(other),
         }
     }

@@ -143,6 +143,28 @@ fn host_fills_too_large_for_the_host_are_typed_errors() {
     }
 }
 
+/// An op whose output the host cannot hold is a typed error on the CPU backend, not an
+/// allocation abort: 64 MiB operands asking for a 1 PiB broadcast or matmul output.
+#[test]
+fn host_op_outputs_too_large_for_the_host_are_typed_errors() {
+    const BIG: usize = 1 << 24;
+    let gpu_on_cpu = gpu_engine();
+    gpu_on_cpu
+        .set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Cpu)
+        .unwrap();
+    for e in [Engine::cpu(), gpu_on_cpu] {
+        let ones = vec![1.0f32; BIG];
+        let col = e.upload_f32(&ones, &[BIG, 1]).unwrap();
+        let row = e.upload_f32(&ones, &[1, BIG]).unwrap();
+        let got = e
+            .binary(bitnet_wgpu::BinaryOp::Add, &col, &row)
+            .map(|t| t.len());
+        assert!(matches!(got, Err(Error::OutOfMemory { .. })), "{got:?}");
+        let got = e.matmul(&col, &row).map(|t| t.len());
+        assert!(matches!(got, Err(Error::OutOfMemory { .. })), "{got:?}");
+    }
+}
+
 #[test]
 fn engine_is_clone_send_sync_and_new_prefers_the_gpu() {
     fn assert_traits<T: Clone + Send + Sync + 'static>() {}

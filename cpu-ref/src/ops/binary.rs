@@ -3,6 +3,8 @@
 use rayon::prelude::*;
 
 use super::{input, output, scalar};
+use crate::alloc;
+use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -61,7 +63,8 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 
 /// `op(a, b)` elementwise with NumPy broadcasting (see [`broadcast_shape`]); the output has the
 /// broadcast shape. Errors: incompatible shapes ([`Error::ShapeMismatch`] with `a`'s shape as
-/// `expected` and `b`'s as `got`), non-finite inputs, non-finite outputs (overflow, `x / 0`).
+/// `expected` and `b`'s as `got`), non-finite inputs, non-finite outputs (overflow, `x / 0`), an
+/// output too large to count or allocate ([`Error::SizeOverflow`], [`Error::OutOfMemory`]).
 pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "binary";
     let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| Error::ShapeMismatch {
@@ -75,13 +78,15 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
     let sa = broadcast_strides(a.shape(), &shape);
     let sb = broadcast_strides(b.shape(), &shape);
     let len = shape.last().copied().unwrap_or(1);
-    let numel: usize = shape.iter().product();
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |n, &d| check::mul(OP, "output elements", n, d))?;
     let (ad, bd) = (a.data(), b.data());
     let (la, lb) = (
         sa.last().copied().unwrap_or(0),
         sb.last().copied().unwrap_or(0),
     );
-    let mut out = vec![0.0f32; numel];
+    let mut out = alloc::zeroed::<f32>(OP, "output", numel)?;
     // One output row (last axis) at a time: decompose the row index over the leading axes once,
     // then walk the row with the last-axis strides (0 or 1).
     out.par_chunks_mut(len)

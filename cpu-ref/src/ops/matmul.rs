@@ -4,6 +4,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use super::{input, output};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
@@ -16,26 +17,28 @@ const COLS_PER_TASK: usize = 512;
 /// `C[M, N] = A[M, K] · B[K, N]` in f32: each `C[i, j]` is accumulated from `0.0` over `k`
 /// ascending, `c += a[i, k] * b[k, j]` (product rounded, then the sum; no FMA).
 ///
-/// Errors: either operand not rank 2, inner dimensions differ, non-finite inputs or outputs.
+/// Errors: either operand not rank 2, inner dimensions differ, non-finite inputs or outputs, an
+/// output the host cannot allocate ([`Error::OutOfMemory`]).
 pub fn matmul(a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "matmul";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), false)?;
     input(OP, "a", a)?;
     input(OP, "b", b)?;
-    output(OP, gemm(a.data(), b.data(), m, k, n), vec![m, n])
+    output(OP, gemm(OP, a.data(), b.data(), m, k, n)?, vec![m, n])
 }
 
 /// `C[M, N] = A[M, K] · B[N, K]^T` in f32 (both operands K-contiguous, as for `x · W^T` or
 /// `Q · K^T`), with exactly [`matmul`]'s accumulation order.
 ///
-/// Errors: either operand not rank 2, `K` differs, non-finite inputs or outputs.
+/// Errors: either operand not rank 2, `K` differs, non-finite inputs or outputs, an output the
+/// host cannot allocate ([`Error::OutOfMemory`]).
 pub fn matmul_bt(a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "matmul_bt";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), true)?;
     input(OP, "a", a)?;
     input(OP, "b", b)?;
     let bt = transpose(b.data(), n, k);
-    output(OP, gemm(a.data(), &bt, m, k, n), vec![m, n])
+    output(OP, gemm(OP, a.data(), &bt, m, k, n)?, vec![m, n])
 }
 
 /// [`matmul`] on f16 tensors: inputs widened to f32 (exact), f32 accumulation as in `matmul`,
@@ -45,7 +48,7 @@ pub fn matmul_f16(a: &Tensor<f16>, b: &Tensor<f16>) -> Result<Tensor<f16>> {
     const OP: &str = "matmul_f16";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), false)?;
     let (af, bf) = (widen(OP, "a", a)?, widen(OP, "b", b)?);
-    narrow(OP, gemm(&af, &bf, m, k, n), vec![m, n])
+    narrow(OP, gemm(OP, &af, &bf, m, k, n)?, vec![m, n])
 }
 
 /// [`matmul_bt`] on f16 tensors, with [`matmul_f16`]'s conventions.
@@ -53,7 +56,11 @@ pub fn matmul_bt_f16(a: &Tensor<f16>, b: &Tensor<f16>) -> Result<Tensor<f16>> {
     const OP: &str = "matmul_bt_f16";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), true)?;
     let (af, bf) = (widen(OP, "a", a)?, widen(OP, "b", b)?);
-    narrow(OP, gemm(&af, &transpose(&bf, n, k), m, k, n), vec![m, n])
+    narrow(
+        OP,
+        gemm(OP, &af, &transpose(&bf, n, k), m, k, n)?,
+        vec![m, n],
+    )
 }
 
 /// `(M, K, N)` of a product, checking ranks and the shared `K` (`b` is `[N, K]` if `bt`).
@@ -121,10 +128,11 @@ fn narrow(op: &'static str, c: Vec<f32>, shape: Vec<usize>) -> Result<Tensor<f16
 
 /// The shared kernel: `C = A · B`, `B` row-major `[K, N]`; parallel over output rows and blocks
 /// of `COLS_PER_TASK` columns, each block accumulating `c += a[i, k] * b[k, cols]` for `k`
-/// ascending (a vectorized axpy per `k`).
-fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+/// ascending (a vectorized axpy per `k`). `C` is allocated fallibly: a small `[M, 1] · [1, N]`
+/// can ask for more than the host has.
+fn gemm(op: &'static str, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
     let isa = Isa::best();
-    let mut c = vec![0.0f32; m * n];
+    let mut c = alloc::zeroed::<f32>(op, "output", m * n)?;
     c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
         let a_row = &a[i * k..(i + 1) * k];
         row.par_chunks_mut(COLS_PER_TASK)
@@ -137,7 +145,7 @@ fn gemm(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
                 }
             });
     });
-    c
+    Ok(c)
 }
 
 multiversion! {

@@ -7,6 +7,8 @@
 //!   the first flat index.
 //! * An output that is not finite (exp or square overflow, division by zero, f16 overflow) is
 //!   [`Error::NonFinite`] with tensor `"output"` and the first flat index: never a NaN result.
+//! * An output whose size the input shapes imply (broadcast, matmul) is allocated fallibly: one
+//!   the host cannot hold is [`Error::OutOfMemory`] (or [`Error::SizeOverflow`]), not an abort.
 //! * Arithmetic is `f32` with IEEE rounding, no fused multiply-add; sums run in a stated order.
 
 mod binary;

@@ -1,0 +1,65 @@
+//! Fallible allocation of outputs whose size derives from input shapes.
+//!
+//! A few small inputs can describe a huge output (a broadcast of `[M, 1]` with `[1, N]`, a
+//! `[M, 1] · [1, N]` matmul, BitLinear with `K = 1`). Allocating such an output with `vec![..]`
+//! aborts the process when the host refuses it; every op allocates it here instead, so the caller
+//! gets an error. Buffers sized like an input that already exists keep plain allocation.
+
+use crate::error::{Error, Result};
+
+/// A `Vec` of `len` default values (zeros for numbers), or [`Error::SizeOverflow`] if its byte
+/// size does not fit `isize::MAX` (the most any allocation may hold), or [`Error::OutOfMemory`]
+/// if the host cannot provide it.
+pub(crate) fn zeroed<T: Default + Clone>(
+    op: &'static str,
+    what: &'static str,
+    len: usize,
+) -> Result<Vec<T>> {
+    let bytes = len
+        .checked_mul(size_of::<T>())
+        .filter(|&b| b <= isize::MAX as usize)
+        .ok_or(Error::SizeOverflow {
+            op,
+            what: "output bytes exceed isize::MAX",
+        })?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::OutOfMemory { op, what, bytes })?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(zeroed::<u32>("t", "x", 3), Ok(vec![0; 3]));
+        assert_eq!(zeroed::<f32>("t", "x", 0), Ok(vec![]));
+        let too_big = Error::SizeOverflow {
+            op: "t",
+            what: "output bytes exceed isize::MAX",
+        };
+        // Byte size overflows usize; byte size just above isize::MAX.
+        assert_eq!(zeroed::<f32>("t", "x", usize::MAX), Err(too_big.clone()));
+        assert_eq!(
+            zeroed::<u32>("t", "x", isize::MAX as usize / 4 + 1),
+            Err(too_big)
+        );
+    }
+
+    #[test]
+    fn refused_allocation_is_out_of_memory() {
+        // 2^60 bytes: within isize::MAX but beyond any host's address space.
+        let r = zeroed::<u8>("t", "x", 1 << 60);
+        assert_eq!(
+            r,
+            Err(Error::OutOfMemory {
+                op: "t",
+                what: "x",
+                bytes: 1 << 60
+            })
+        );
+    }
+}
