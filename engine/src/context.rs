@@ -103,6 +103,7 @@ impl Gpu {
         options: EngineOptions,
     ) -> Result<Arc<Gpu>> {
         let caps = Caps::new(&device, &adapter_info, &options);
+        check_binding_cap(&options, &caps.limits)?;
         let health = Arc::new(Health::default());
         let h = Arc::clone(&health);
         device.set_device_lost_callback(move |reason, message| {
@@ -229,5 +230,21 @@ impl Gpu {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+}
+
+/// Rejects an `EngineOptions::max_binding_bytes` below the device's storage offset alignment (or
+/// 4 bytes): every chunk of a chunked op starts at an aligned offset, so no op could bind even
+/// one chunk and each would fail later with `LimitExceeded`. The engine is not created instead.
+fn check_binding_cap(options: &EngineOptions, limits: &wgpu::Limits) -> Result<()> {
+    let min = u64::from(limits.min_storage_buffer_offset_alignment).max(4);
+    match options.max_binding_bytes {
+        Some(cap) if cap < min => Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+            op: "EngineOptions",
+            what: "max_binding_bytes",
+            reason: "below the device's min_storage_buffer_offset_alignment (at most 256 bytes): \
+                     no op could bind an aligned chunk",
+        })),
+        _ => Ok(()),
     }
 }

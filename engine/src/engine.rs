@@ -24,7 +24,10 @@ pub enum BackendKind {
 /// Options of a GPU engine (tests use them to exercise paths the hardware would not reach).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
-    /// Cap the storage-binding size below the device's (exercises chunking cheaply).
+    /// Cap the storage-binding size below the device's (exercises chunking cheaply). A cap below
+    /// the device's `min_storage_buffer_offset_alignment` (at most 256 bytes; 4 at least) leaves no
+    /// op a chunk it could bind: engine creation rejects it with
+    /// `Error::CpuRef(InvalidArgument { what: "max_binding_bytes", .. })`.
     pub max_binding_bytes: Option<u64>,
     /// Pass params through the uniform arena even when immediates are available.
     pub force_uniform_params: bool,

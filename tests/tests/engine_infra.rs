@@ -48,6 +48,40 @@ fn an_impossible_batch_size_is_a_typed_error_at_creation() {
     );
 }
 
+/// A binding cap no op could bind a chunk under is a typed error at engine creation, not an
+/// engine whose every chunked op later fails. 256 bytes is at least any device's alignment.
+#[test]
+fn a_binding_cap_below_the_offset_alignment_is_a_typed_error_at_creation() {
+    let with_cap = |cap| {
+        Engine::gpu_with(EngineOptions {
+            max_binding_bytes: Some(cap),
+            ..Default::default()
+        })
+    };
+    for cap in [0, 3, 4] {
+        let got = with_cap(cap).map(|e| e.info().adapter_name);
+        assert!(
+            matches!(
+                got,
+                Err(Error::CpuRef(bitnet_cpu_ref::Error::InvalidArgument {
+                    what: "max_binding_bytes",
+                    ..
+                }))
+            ),
+            "cap {cap}: {got:?}"
+        );
+    }
+    let e = with_cap(256).unwrap();
+    let t = e.upload_f32(&[1.5; 300], &[300]).unwrap();
+    assert_eq!(
+        e.unary(bitnet_wgpu::UnaryOp::Relu, &t)
+            .unwrap()
+            .read_f32()
+            .unwrap(),
+        vec![1.5; 300]
+    );
+}
+
 /// An idle-flush window too long to add to the current time (`Duration::MAX`) means "no idle
 /// flush", not a panic that kills the submission thread the first time it idles with work
 /// pending (after which every read failed with `DeviceLost` and the recorded work was lost).
