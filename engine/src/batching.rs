@@ -62,13 +62,23 @@ impl BatchingLinear {
     /// up to `max_rows` rows per op (`max_rows ≥ 1`; a request that would pass it opens the next
     /// batch, and a single request above it runs alone). A window of `Duration::MAX` closes a
     /// batch only at `max_rows` (or when the batcher is dropped).
+    ///
+    /// Errors: `max_rows = 0` is `Error::CpuRef(InvalidArgument { what: "max_rows", .. })`; a
+    /// batcher thread that cannot be started is [`Error::Unsupported`].
     pub fn new(linear: Linear, window: Duration, max_rows: usize) -> Result<BatchingLinear> {
+        if max_rows == 0 {
+            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+                op: "BatchingLinear::new",
+                what: "max_rows",
+                reason: "must be at least 1",
+            }));
+        }
         let (tx, rx) = flume::unbounded::<Request>();
         let stats = Arc::new(Mutex::new(BatchingStats::default()));
         let (l, st) = (linear.clone(), Arc::clone(&stats));
         let thread = std::thread::Builder::new()
             .name("bitnet-wgpu batcher".into())
-            .spawn(move || serve(&rx, &l, window, max_rows.max(1), &st))
+            .spawn(move || serve(&rx, &l, window, max_rows, &st))
             .map_err(|e| Error::Unsupported(format!("cannot start the batcher thread: {e}")))?;
         Ok(BatchingLinear {
             inner: Arc::new(Batcher {

@@ -213,3 +213,28 @@ fn an_unbounded_window_closes_at_max_rows() {
         cpu_ref::bitlinear(&x, 2, &w).unwrap()
     );
 }
+
+/// `max_rows = 0` is a typed error, as documented (`max_rows ≥ 1`), not silently served as 1.
+#[test]
+fn a_batcher_of_zero_rows_is_a_typed_error() {
+    let e = bitnet_wgpu::Engine::cpu();
+    let w = weights(4, 16, 9);
+    let got = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::ZERO, 0).map(|_| ());
+    assert!(
+        matches!(
+            got,
+            Err(Error::CpuRef(cpu_ref::Error::InvalidArgument {
+                op: "BatchingLinear::new",
+                what: "max_rows",
+                ..
+            }))
+        ),
+        "{got:?}"
+    );
+    let server = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::ZERO, 1).unwrap();
+    let x = random_f32(3, 2 * 16, -1.0, 1.0);
+    assert_eq!(
+        block_on(server.forward_async(x.clone(), 2)).unwrap(),
+        cpu_ref::bitlinear(&x, 2, &w).unwrap()
+    );
+}
