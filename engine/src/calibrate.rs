@@ -20,6 +20,7 @@ use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::msl::KernelPath;
+use crate::workload::Workload;
 
 /// Environment variable: `off`/`0` disables the calibration cache, a path relocates it.
 pub const CALIBRATION_CACHE_ENV: &str = "BITNET_CALIBRATION_CACHE";
@@ -294,6 +295,28 @@ const QUANT_SIZES: [(OpClass, [(usize, usize); 2]); 2] = [
     (OpClass::QuantizeActivations, [(16, 256), (256, 4096)]),
 ];
 
+/// The workload of one measured GPU call of `class` at `(rows, n, k)` (`n` unused for
+/// quantization; BitLinear weights are resident, as in [`measure`]).
+fn sample(class: OpClass, (rows, n, k): LinearSize) -> Workload {
+    match class {
+        OpClass::QuantizeWeights => Workload::quantize_weights(rows, k),
+        OpClass::QuantizeActivations => Workload::quantize_activations(rows, k),
+        OpClass::LinearGemv | OpClass::LinearGemm => Workload::bitlinear(rows, n, k, true),
+    }
+}
+
+/// The GPU cost line through two timed calls `(workload, wall seconds)`. Each call's transfers
+/// at the measured bandwidths are taken out first, counted exactly as the prediction adds them
+/// back (`Workload::upload_bytes` / `download_bytes`, `Dispatcher::raw`): fitted cost plus
+/// transfers then reproduces the measured times.
+fn fit_gpu(calls: [(Workload, f64); 2], up_bw: f64, down_bw: f64) -> Cost {
+    let [a, b] = calls.map(|(w, wall)| {
+        let moved = w.upload_bytes() / up_bw + w.download_bytes() / down_bw;
+        (w.units() as f64, (wall - moved).max(0.0))
+    });
+    Cost::fit(a, b)
+}
+
 /// Times both backends of `engine` (a GPU engine whose policy is not `Cpu`): see the module docs.
 pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
     let started = Instant::now();
@@ -309,8 +332,6 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
     let down = time(2, || resident.read_f32().map(drop))?;
     drop(resident);
     let (up_bw, down_bw) = (bytes as f64 / up, bytes as f64 / down);
-    let transfer =
-        |up_bytes: usize, down_bytes: usize| up_bytes as f64 / up_bw + down_bytes as f64 / down_bw;
     let mut c = Calibration {
         key: Calibration::key_of(gpu),
         upload_bytes_per_s: up_bw,
@@ -320,7 +341,7 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
     };
     for (class, sizes) in QUANT_SIZES {
         let mut cpu = [(0.0, 0.0); 2];
-        let mut gpu_t = [(0.0, 0.0); 2];
+        let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
         for (i, &(rows, k)) in sizes.iter().enumerate() {
             let x = values(rows * k, i as u32 + 7);
             let units = (rows * k) as f64;
@@ -352,18 +373,14 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
                 ),
             };
             cpu[i] = (units, tc);
-            // The quantized output is about a quarter of the input bytes.
-            gpu_t[i] = (
-                units,
-                (tg - transfer(4 * rows * k, rows * k + 4 * rows)).max(0.0),
-            );
+            gpu_t[i] = (sample(class, (rows, 1, k)), tg);
         }
         c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
-        c.gpu[class.index()] = Cost::fit(gpu_t[0], gpu_t[1]);
+        c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
     }
     for (class, sizes) in LINEAR_SIZES {
         let mut cpu = [(0.0, 0.0); 2];
-        let mut gpu_t = [(0.0, 0.0); 2];
+        let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
             let w = bitnet_cpu_ref::quantize_weights(&values(n * k, i as u32 + 3), n, k)?;
             let x = values(m * k, i as u32 + 5);
@@ -379,10 +396,10 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
                 engine.bitlinear_tensor(&xt, &wt)?.read_f32().map(drop)
             })?;
             cpu[i] = (units, tc);
-            gpu_t[i] = (units, (tg - transfer(4 * m * k, 4 * m * n)).max(0.0));
+            gpu_t[i] = (sample(class, (m, n, k)), tg);
         }
         c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
-        c.gpu[class.index()] = Cost::fit(gpu_t[0], gpu_t[1]);
+        c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
     }
     log::info!(
         "bitnet-wgpu: calibrated in {:.2} s: {}",

@@ -83,3 +83,42 @@ fn text_round_trip_and_rejects_garbage() {
     let fit = Cost::fit((10.0, 3.0), (20.0, 5.0));
     assert!((fit.per_unit_s - 0.2).abs() < 1e-12 && (fit.fixed_s - 1.0).abs() < 1e-12);
 }
+
+/// The GPU fit inverts the prediction: wall times made by a known model (compute cost plus each
+/// call's transfers, as `Dispatcher::raw` adds them) fit back to that compute cost for every
+/// class. Weight quantization reads back packed ternary (a sixteenth of its f32 input), which
+/// the fit once counted as a quarter — a GPU cost below the truth.
+#[test]
+fn gpu_fit_takes_out_the_transfers_the_prediction_adds() {
+    use crate::dispatch::DispatchPolicy;
+    use crate::predict::Dispatcher;
+    let truth = Cost {
+        fixed_s: 5e-5,
+        per_unit_s: 1e-9,
+    };
+    let (up_bw, down_bw) = (2e8, 1e8);
+    let d = Dispatcher::new(DispatchPolicy::Auto);
+    d.install(Calibration {
+        key: "fit test".into(),
+        upload_bytes_per_s: up_bw,
+        download_bytes_per_s: down_bw,
+        cpu: [Cost::default(); 4],
+        gpu: [truth; 4],
+    });
+    let sizes = QUANT_SIZES
+        .map(|(class, s)| (class, s.map(|(rows, k)| (rows, 1, k))))
+        .into_iter()
+        .chain(LINEAR_SIZES);
+    for (class, sizes) in sizes {
+        let calls = sizes.map(|size| {
+            let w = sample(class, size);
+            (w, d.raw(&w).1)
+        });
+        let fit = fit_gpu(calls, up_bw, down_bw);
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b;
+        assert!(
+            close(fit.fixed_s, truth.fixed_s) && close(fit.per_unit_s, truth.per_unit_s),
+            "{class:?}: fitted {fit:?}, truth {truth:?}"
+        );
+    }
+}
