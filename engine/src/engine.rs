@@ -304,9 +304,12 @@ impl Engine {
         &self,
         set: impl FnOnce(&mut ProfilerState) + Send + 'static,
     ) -> Result<()> {
+        // The profiler belongs to the GPU context whatever the dispatch policy (`gpu_context`
+        // is None under `Cpu`, which would leave profiling stuck on); a lost device is an error.
         let g = self
-            .gpu_context()
+            .gpu_raw()
             .ok_or_else(|| Error::Unsupported("profiling needs a GPU engine".into()))?;
+        g.check_health()?;
         if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
             return Err(Error::Unsupported(
                 "profiling needs Features::TIMESTAMP_QUERY".into(),
@@ -323,7 +326,9 @@ impl Engine {
 
     /// Per-kernel GPU time recorded so far (submits pending work first). Empty when never enabled.
     pub fn profile_report(&self) -> Result<ProfileReport> {
-        let Some(g) = self.gpu_context() else {
+        // Not `gpu_context`: under the `Cpu` policy or after a lost device the totals gathered
+        // before are still the engine's and must not read as an empty report.
+        let Some(g) = self.gpu_raw() else {
             return Ok(ProfileReport::default());
         };
         g.scheduler.call(|batch, g| {
@@ -339,7 +344,8 @@ impl Engine {
     /// Clears the profiler's totals, after submitting pending work (so a report after the reset
     /// covers exactly the work recorded after it).
     pub fn reset_profile(&self) {
-        if let Some(g) = self.gpu_context() {
+        // Under every policy (see `profile_report`): a skipped reset leaves old totals behind.
+        if let Some(g) = self.gpu_raw() {
             let r = g.scheduler.call(|batch, g| {
                 if let Err(e) = batch.flush(g) {
                     log::warn!("bitnet-wgpu: submit before profiler reset failed: {e}");

@@ -88,3 +88,28 @@ fn batch_granularity_times_each_batch_once_and_counts_its_dispatches() {
     assert_eq!(report.entries[0].0, "util_copy", "{report}");
     assert_eq!(report.dispatches, 1);
 }
+
+/// The profiler is the GPU context's under every dispatch policy: under `Cpu` the report still
+/// holds what was timed (it read as empty), a reset clears it (it was skipped, so old totals came
+/// back with the GPU policy), and profiling can be turned off (it was `Unsupported`).
+#[test]
+fn report_reset_and_switch_work_under_the_cpu_policy() {
+    use crate::dispatch::DispatchPolicy;
+    let e = engine();
+    if e.set_profiling(true).is_err() {
+        eprintln!("adapter lacks TIMESTAMP_QUERY: the profiler is unsupported here");
+        return;
+    }
+    let policy = e.dispatch_policy();
+    let x = e.upload_f32(&[1.5; 64], &[64]).unwrap();
+    let _ = e.copy(&x).unwrap().read_f32().unwrap();
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let report = e.profile_report().unwrap();
+    assert_eq!(report.dispatches, 1, "{report}");
+    assert_eq!(report.entries[0].0, "util_copy", "{report}");
+    e.reset_profile();
+    e.set_profiling(false).unwrap();
+    e.set_dispatch_policy(policy).unwrap();
+    let _ = e.copy(&x).unwrap().read_f32().unwrap();
+    assert_eq!(e.profile_report().unwrap(), super::ProfileReport::default());
+}
