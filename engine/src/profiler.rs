@@ -52,9 +52,9 @@ pub struct ProfileReport {
 }
 
 impl ProfileReport {
-    /// Total GPU nanoseconds over all kernels.
+    /// Total GPU nanoseconds over all kernels (saturating at `u64::MAX`).
     pub fn total_ns(&self) -> u64 {
-        self.entries.iter().map(|e| e.2).sum()
+        self.entries.iter().fold(0, |t, e| t.saturating_add(e.2))
     }
 }
 
@@ -283,10 +283,12 @@ impl ProfilerState {
             for (i, name) in names.iter().enumerate() {
                 let ticks = stamps[2 * i + 1].saturating_sub(stamps[2 * i]);
                 let e = self.totals.entry(name).or_default();
-                e.0 += 1;
-                e.1 += (ticks as f64 * self.period_ns) as u64;
+                // Saturating: a bogus pair can be near u64::MAX ns, and this runs on the
+                // submission thread: an overflow panic would surface in the user's call.
+                e.0 = e.0.saturating_add(1);
+                e.1 = e.1.saturating_add((ticks as f64 * self.period_ns) as u64);
             }
-            self.dispatches += dispatches;
+            self.dispatches = self.dispatches.saturating_add(dispatches);
         }
         self.readback.unmap();
     }

@@ -113,3 +113,14 @@ fn report_reset_and_switch_work_under_the_cpu_policy() {
     let _ = e.copy(&x).unwrap().read_f32().unwrap();
     assert_eq!(e.profile_report().unwrap(), super::ProfileReport::default());
 }
+
+/// Totals saturate instead of overflowing (a panic in debug builds, a wrap to a small number in
+/// release): one bogus timestamp pair — an unwritten begin read as 0 — can be near `u64::MAX`.
+#[test]
+fn totals_saturate_instead_of_overflowing() {
+    let r = super::ProfileReport {
+        entries: vec![("a", 1, u64::MAX), ("b", 1, 1)],
+        dispatches: 2,
+    };
+    assert_eq!(r.total_ns(), u64::MAX);
+}
