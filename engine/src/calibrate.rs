@@ -14,13 +14,9 @@
 //! `BITNET_CALIBRATION_CACHE=off` (or `0`) to neither read nor write it.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use crate::context::Gpu;
-use crate::engine::Engine;
-use crate::error::{Error, Result};
 use crate::msl::KernelPath;
-use crate::workload::Workload;
 
 /// Environment variable: `off`/`0` disables the calibration cache, a path relocates it.
 pub const CALIBRATION_CACHE_ENV: &str = "BITNET_CALIBRATION_CACHE";
@@ -261,153 +257,11 @@ fn cache_dir() -> Option<PathBuf> {
     base.map(|b| b.join("bitnet-wgpu"))
 }
 
-/// Minimum wall time of `f` over a warm-up and `runs` runs.
-fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Ok(best)
-}
-
-/// Deterministic inputs (a multiplicative hash; no RNG dependency).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    (0..n as u32)
-        .map(|i| {
-            ((i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 8) as f32 / 8_388_608.0) - 1.0
-        })
-        .collect()
-}
-
-/// `(m, n, k)` of one BitLinear measurement.
-type LinearSize = (usize, usize, usize);
-
-/// Two measurement sizes per class: `(m_or_n, k)` for quantization, `(m, n, k)` for BitLinear.
-const LINEAR_SIZES: [(OpClass, [LinearSize; 2]); 2] = [
-    (OpClass::LinearGemv, [(1, 256, 256), (1, 2048, 2048)]),
-    (OpClass::LinearGemm, [(16, 256, 256), (64, 1024, 1024)]),
-];
-const QUANT_SIZES: [(OpClass, [(usize, usize); 2]); 2] = [
-    (OpClass::QuantizeWeights, [(64, 256), (1024, 2048)]),
-    (OpClass::QuantizeActivations, [(16, 256), (256, 4096)]),
-];
-
-/// The workload of one measured GPU call of `class` at `(rows, n, k)` (`n` unused for
-/// quantization; BitLinear weights are resident, as in [`measure`]).
-fn sample(class: OpClass, (rows, n, k): LinearSize) -> Workload {
-    match class {
-        OpClass::QuantizeWeights => Workload::quantize_weights(rows, k),
-        OpClass::QuantizeActivations => Workload::quantize_activations(rows, k),
-        OpClass::LinearGemv | OpClass::LinearGemm => Workload::bitlinear(rows, n, k, true),
-    }
-}
-
-/// The GPU cost line through two timed calls `(workload, wall seconds)`. Each call's transfers
-/// at the measured bandwidths are taken out first, counted exactly as the prediction adds them
-/// back (`Workload::upload_bytes` / `download_bytes`, `Dispatcher::raw`): fitted cost plus
-/// transfers then reproduces the measured times.
-fn fit_gpu(calls: [(Workload, f64); 2], up_bw: f64, down_bw: f64) -> Cost {
-    let [a, b] = calls.map(|(w, wall)| {
-        let moved = w.upload_bytes() / up_bw + w.download_bytes() / down_bw;
-        (w.units() as f64, (wall - moved).max(0.0))
-    });
-    Cost::fit(a, b)
-}
-
-/// Times both backends of `engine` (a GPU engine whose policy is not `Cpu`): see the module docs.
-pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
-    let started = Instant::now();
-    let bytes = 8usize << 20;
-    let big = values(bytes / 4, 1);
-    let up = time(2, || {
-        let t = engine.upload_f32(&big, &[big.len()])?;
-        engine.sync()?;
-        drop(t);
-        Ok(())
-    })?;
-    let resident = engine.upload_f32(&big, &[big.len()])?;
-    let down = time(2, || resident.read_f32().map(drop))?;
-    drop(resident);
-    let (up_bw, down_bw) = (bytes as f64 / up, bytes as f64 / down);
-    let mut c = Calibration {
-        key: Calibration::key_of(gpu),
-        upload_bytes_per_s: up_bw,
-        download_bytes_per_s: down_bw,
-        cpu: [Cost::default(); 4],
-        gpu: [Cost::default(); 4],
-    };
-    for (class, sizes) in QUANT_SIZES {
-        let mut cpu = [(0.0, 0.0); 2];
-        let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
-        for (i, &(rows, k)) in sizes.iter().enumerate() {
-            let x = values(rows * k, i as u32 + 7);
-            let units = (rows * k) as f64;
-            let (tc, tg) = match class {
-                OpClass::QuantizeWeights => (
-                    time(3, || {
-                        bitnet_cpu_ref::quantize_weights(&x, rows, k)
-                            .map(drop)
-                            .map_err(Error::from)
-                    })?,
-                    time(3, || {
-                        let t = engine.upload_f32(&x, &[rows, k])?;
-                        engine.quantize_weights_tensor(&t)?.read_ternary().map(drop)
-                    })?,
-                ),
-                _ => (
-                    time(3, || {
-                        bitnet_cpu_ref::quantize_activations(&x, rows, k)
-                            .map(drop)
-                            .map_err(Error::from)
-                    })?,
-                    time(3, || {
-                        let t = engine.upload_f32(&x, &[rows, k])?;
-                        engine
-                            .quantize_activations_tensor(&t)?
-                            .read_activations()
-                            .map(drop)
-                    })?,
-                ),
-            };
-            cpu[i] = (units, tc);
-            gpu_t[i] = (sample(class, (rows, 1, k)), tg);
-        }
-        c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
-        c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
-    }
-    for (class, sizes) in LINEAR_SIZES {
-        let mut cpu = [(0.0, 0.0); 2];
-        let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
-        for (i, &(m, n, k)) in sizes.iter().enumerate() {
-            let w = bitnet_cpu_ref::quantize_weights(&values(n * k, i as u32 + 3), n, k)?;
-            let x = values(m * k, i as u32 + 5);
-            let units = (m * n * k) as f64;
-            let tc = time(3, || {
-                bitnet_cpu_ref::bitlinear(&x, m, &w)
-                    .map(drop)
-                    .map_err(Error::from)
-            })?;
-            let wt = engine.upload_ternary(&w)?;
-            let tg = time(3, || {
-                let xt = engine.upload_f32(&x, &[m, k])?;
-                engine.bitlinear_tensor(&xt, &wt)?.read_f32().map(drop)
-            })?;
-            cpu[i] = (units, tc);
-            gpu_t[i] = (sample(class, (m, n, k)), tg);
-        }
-        c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
-        c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
-    }
-    log::info!(
-        "bitnet-wgpu: calibrated in {:.2} s: {}",
-        started.elapsed().as_secs_f64(),
-        c.to_text().replace('\n', "; ")
-    );
-    Ok(c)
-}
+#[path = "calibrate_measure.rs"]
+mod measuring;
+pub(crate) use measuring::measure;
+#[cfg(test)]
+use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, sample};
 
 #[cfg(test)]
 #[path = "calibrate_tests.rs"]
