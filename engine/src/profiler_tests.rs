@@ -124,3 +124,21 @@ fn totals_saturate_instead_of_overflowing() {
     };
     assert_eq!(r.total_ns(), u64::MAX);
 }
+
+/// Calibration measures with the profiler set aside: none of its dispatches reach the user's
+/// report, and profiling is still on afterwards.
+#[test]
+fn calibration_stays_out_of_the_users_profile() {
+    let e = engine();
+    if e.set_profiling(true).is_err() {
+        eprintln!("adapter lacks TIMESTAMP_QUERY: the profiler is unsupported here");
+        return;
+    }
+    e.reset_profile();
+    e.calibrate().unwrap();
+    assert_eq!(e.profile_report().unwrap(), super::ProfileReport::default());
+    let x = e.upload_f32(&[1.5; 64], &[64]).unwrap();
+    let _ = e.copy(&x).unwrap().read_f32().unwrap();
+    assert_eq!(e.profile_report().unwrap().dispatches, 1);
+    e.set_profiling(false).unwrap();
+}

@@ -68,11 +68,12 @@ pub(super) fn time_per_call(
 /// The tuner's own profiler, installed in place of the engine's (which it holds, to put back
 /// when stopped or dropped) for the whole measurement, so that none of the tuner's dispatches
 /// reach the user's report: timing batch spans (GEMMs), or disabled (wall-clock tuning, which
-/// timestamp writes and their read-backs would perturb). A profiling setting another thread
+/// timestamp writes and their read-backs would perturb). Calibration (`calibrate_measure.rs`)
+/// installs a disabled one for the same reasons. A profiling setting another thread
 /// changes while the tuner measures applies to the tuner's profiler and is lost when the
 /// engine's is put back (tuning is a one-off sync point; set profiling up before the first
 /// GEMM of a shape, or tune with [`Engine::autotune_bitlinear`] first).
-pub(super) struct TuneProfiler<'a> {
+pub(crate) struct TuneProfiler<'a> {
     gpu: &'a Gpu,
     /// Whether it times batch spans.
     spans: bool,
@@ -83,7 +84,7 @@ pub(super) struct TuneProfiler<'a> {
 impl<'a> TuneProfiler<'a> {
     /// Submits pending work (timed by the engine's profiler as before), then swaps in the
     /// tuner's. `None` on a device without timestamp queries (no profiler to protect or use).
-    pub(super) fn start(gpu: &'a Gpu, spans: bool) -> Result<Option<TuneProfiler<'a>>> {
+    pub(crate) fn start(gpu: &'a Gpu, spans: bool) -> Result<Option<TuneProfiler<'a>>> {
         if !gpu.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
             return Ok(None);
         }
@@ -116,7 +117,7 @@ impl<'a> TuneProfiler<'a> {
     }
 
     /// Submits what was recorded meanwhile and puts the engine's profiler back.
-    pub(super) fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         self.restore()
     }
 
