@@ -162,6 +162,28 @@ impl Calibration {
         s + "end\n"
     }
 
+    /// Why this model cannot drive `Auto`, if it cannot: a bandwidth that is not a positive
+    /// finite number, or a cost that is negative, NaN or infinite (the cache parser rejects the
+    /// same values).
+    pub(crate) fn invalid(&self) -> Option<(&'static str, &'static str)> {
+        let bandwidth = |b: f64| b.is_finite() && b > 0.0;
+        let cost = |c: &Cost| {
+            [c.fixed_s, c.per_unit_s]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0)
+        };
+        if !bandwidth(self.upload_bytes_per_s) || !bandwidth(self.download_bytes_per_s) {
+            Some((
+                "bandwidth",
+                "must be a positive finite number of bytes per second",
+            ))
+        } else if !self.cpu.iter().chain(&self.gpu).all(cost) {
+            Some(("cost", "must be finite and not negative"))
+        } else {
+            None
+        }
+    }
+
     /// Parses [`Calibration::to_text`]; `None` if malformed or any value is not finite.
     pub fn from_text(text: &str) -> Option<Calibration> {
         let mut lines = text.lines();

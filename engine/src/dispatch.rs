@@ -162,10 +162,23 @@ impl Engine {
     }
 
     /// Uses `c` as the `Auto` model (e.g. one measured earlier); nothing is measured or cached.
-    pub fn set_calibration(&self, c: Calibration) {
+    /// A CPU engine has no choice to make and keeps nothing.
+    ///
+    /// Errors: a bandwidth that is not a positive finite number, or a negative, NaN or infinite
+    /// cost, is `Error::CpuRef(InvalidArgument { op: "set_calibration", .. })` (such a model
+    /// would send every op to one backend whatever its size); the current model stays.
+    pub fn set_calibration(&self, c: Calibration) -> Result<()> {
+        if let Some((what, reason)) = c.invalid() {
+            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+                op: "set_calibration",
+                what,
+                reason,
+            }));
+        }
         if let Some(g) = self.gpu_raw() {
             g.dispatch.install(c);
         }
+        Ok(())
     }
 
     /// The backend a host-facing op of size `w` would run on now (calibrating first if `Auto`

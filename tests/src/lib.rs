@@ -113,7 +113,8 @@ pub fn auto_preferring_gpu(e: &Engine, key: &str) {
         download_bytes_per_s: 1e12,
         cpu: [slow; 4],
         gpu: [fast; 4],
-    });
+    })
+    .expect("a valid model");
 }
 
 /// Whether `e`'s device can run the cooperative-matrix GEMM (`coop_ok` in the engine): the

@@ -64,7 +64,7 @@ fn auto_picks_the_predicted_faster_backend_and_both_give_cpu_ref_results() {
         ..EngineOptions::default()
     })
     .unwrap();
-    e.set_calibration(model("test model"));
+    e.set_calibration(model("test model")).unwrap();
     // 1 ms on the GPU vs 1 ns per MAC on the CPU: the crossover is at 1e6 MACs.
     let small = Workload::bitlinear(1, 64, 64, false);
     let large = Workload::bitlinear(64, 1024, 1024, true);
@@ -74,7 +74,7 @@ fn auto_picks_the_predicted_faster_backend_and_both_give_cpu_ref_results() {
     // CPU 2.1 ms; GPU 1 ms + 0.16 ms for x, + 2.6 ms more when the weights must be uploaded.
     let mut slow = model("slow link");
     slow.upload_bytes_per_s = 1e8;
-    e.set_calibration(slow);
+    e.set_calibration(slow).unwrap();
     let k = 2048;
     assert_eq!(
         e.choose_backend(&Workload::bitlinear(2, 512, k, false)),
@@ -90,13 +90,13 @@ fn auto_picks_the_predicted_faster_backend_and_both_give_cpu_ref_results() {
     for (m, n, k) in [(1, 16, 64), (40, 256, 512)] {
         let w = cpu_ref::quantize_weights(&random_normal(1, n * k, 0.02), n, k).unwrap();
         let x = random_f32(2, m * k, -1.0, 1.0);
-        e.set_calibration(model("test model"));
+        e.set_calibration(model("test model")).unwrap();
         assert_eq!(
             e.bitlinear(&x, m, &w).unwrap(),
             cpu_ref::bitlinear(&x, m, &w).unwrap()
         );
         let xq = cpu_ref::quantize_activations(&x, m, k).unwrap();
-        e.set_calibration(model("test model"));
+        e.set_calibration(model("test model")).unwrap();
         assert_eq!(
             e.bitlinear_accumulate(&xq, &w).unwrap(),
             cpu_ref::bitlinear_accumulate(&xq, &w).unwrap()
@@ -176,4 +176,38 @@ fn calibration_measures_both_backends_and_round_trips_through_its_cache() {
         e.bitlinear(&x, m, &w).unwrap(),
         cpu_ref::bitlinear(&x, m, &w).unwrap()
     );
+}
+
+/// A model that cannot drive `Auto` (NaN or negative costs, a zero bandwidth) is refused with a
+/// typed error, and the model in use stays; before, it was installed and sent every op to one
+/// backend whatever its size.
+#[test]
+fn set_calibration_refuses_a_model_auto_cannot_use() {
+    let e = gpu_engine();
+    e.set_calibration(model("test model")).unwrap();
+    let bad_cost = Cost {
+        fixed_s: f64::NAN,
+        per_unit_s: -1.0,
+    };
+    let mut nan = model("nan");
+    nan.gpu[0] = bad_cost;
+    let mut zero_bw = model("zero bandwidth");
+    zero_bw.upload_bytes_per_s = 0.0;
+    for bad in [nan, zero_bw] {
+        let key = bad.key.clone();
+        let err = e.set_calibration(bad).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                bitnet_wgpu::Error::CpuRef(cpu_ref::Error::InvalidArgument {
+                    op: "set_calibration",
+                    ..
+                })
+            ),
+            "{key}: {err:?}"
+        );
+        assert_eq!(e.calibration().unwrap().key, "test model", "{key}");
+    }
+    // The CPU engine has no model to set, and says Ok.
+    Engine::cpu().set_calibration(model("cpu")).unwrap();
 }
