@@ -87,9 +87,7 @@ impl Engine {
             });
         }
         for (i, (l, input)) in links.iter().enumerate() {
-            if l.engine().gpu_id() != self.gpu_id() {
-                return Err(Error::EngineMismatch { op: OP });
-            }
+            self.expect_same(l.engine(), OP)?;
             let len = match *input {
                 ChainInput::Input => input_len,
                 ChainInput::Output(j) if j < i => links[j].0.weights().n(),

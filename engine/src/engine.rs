@@ -230,6 +230,15 @@ impl Engine {
         self.gpu_raw().map(|g| g.id)
     }
 
+    /// `EngineMismatch { op }` unless `other` is this engine (the same GPU context, or both on
+    /// the CPU): the one check behind every "tensor / layer of another engine" error.
+    pub(crate) fn expect_same(&self, other: &Engine, op: &'static str) -> Result<()> {
+        if other.gpu_id() != self.gpu_id() {
+            return Err(Error::EngineMismatch { op });
+        }
+        Ok(())
+    }
+
     /// Buffer-pool statistics (all zero on the CPU engine).
     pub fn pool_stats(&self) -> PoolStats {
         self.gpu_raw().map(|g| g.pool.stats()).unwrap_or_default()

@@ -103,11 +103,7 @@ impl Engine {
         let started = Instant::now();
         // A layer of another engine would run the chunks dispatched to the CPU and fail the
         // others: rejected up front, as `Engine::linear_chain` rejects one.
-        if layer.engine().gpu_id() != self.gpu_id() {
-            return Err(Error::EngineMismatch {
-                op: "stream_bitlinear",
-            });
-        }
+        self.expect_same(layer.engine(), "stream_bitlinear")?;
         let (n, k) = (layer.weights().n(), layer.weights().k());
         let mut st = StreamStats::default();
         let mut ring = self.gpu_context().map(Gpu::take_ring);

@@ -112,10 +112,7 @@ pub(crate) fn check_k(op: &'static str, k: usize) -> Result<()> {
 
 /// Rejects a tensor of another engine.
 pub(crate) fn same_engine(engine: &Engine, op: &'static str, t: &Tensor) -> Result<()> {
-    if t.engine().gpu_id() != engine.gpu_id() {
-        return Err(Error::EngineMismatch { op });
-    }
-    Ok(())
+    engine.expect_same(t.engine(), op)
 }
 
 impl Engine {

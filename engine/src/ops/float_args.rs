@@ -17,9 +17,7 @@ use crate::tensor::{DType, Tensor};
 
 /// Checks one operand: its dtype, that it belongs to `engine`, and that it has elements.
 pub(crate) fn operand(engine: &Engine, op: &'static str, t: &Tensor, dtype: DType) -> Result<()> {
-    if t.engine().gpu_id() != engine.gpu_id() {
-        return Err(Error::EngineMismatch { op });
-    }
+    engine.expect_same(t.engine(), op)?;
     t.expect_dtype(op, dtype)?;
     if t.is_empty() {
         return Err(Error::EmptyTensor {

@@ -57,9 +57,7 @@ impl Engine {
     pub fn copy(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "copy";
         x.expect_dtype(OP, DType::F32)?;
-        if x.engine().gpu_id() != self.gpu_id() {
-            return Err(Error::EngineMismatch { op: OP });
-        }
+        self.expect_same(x.engine(), OP)?;
         let Some(gpu) = self.gpu_for(&[x]) else {
             // A device tensor of this engine under the CPU policy is read back, as every op does.
             let v = x.read_f32()?;
