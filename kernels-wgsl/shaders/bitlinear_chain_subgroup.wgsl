@@ -233,6 +233,28 @@ fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
     return top;
 }
 
+// Packs input vec4 i, i + GV_WG, i + 2 GV_WG, i + 3 GV_WG (values v0 .. v3; those at or past kv
+// are clamped duplicates and skipped) into gf_x; returns the sum of the packed values.
+fn ch_pack4(
+    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, i: u32, kv: u32, inv: f32,
+    vpr: u32,
+) -> i32 {
+    var rs = 0i;
+    if (i < kv) {
+        rs += gf_pack(v0, i, inv, vpr);
+    }
+    if (i + GV_WG < kv) {
+        rs += gf_pack(v1, i + GV_WG, inv, vpr);
+    }
+    if (i + 2u * GV_WG < kv) {
+        rs += gf_pack(v2, i + 2u * GV_WG, inv, vpr);
+    }
+    if (i + 3u * GV_WG < kv) {
+        rs += gf_pack(v3, i + 3u * GV_WG, inv, vpr);
+    }
+    return rs;
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -281,7 +303,17 @@ fn main(
         return;
     }
 
-    // 3. absmax of the input: the chain input's from a pass over it; a producer's output's as
+    // 3. The first four vec4 of this thread's share of the input, loaded together and in flight
+    // with the absmax below (H200, 2B4T chained stack: span 919-920 -> 907 µs in four
+    // interleaved pairs against one vec4 per loop step). Clamped duplicates are never packed.
+    let last = kv - 1u;
+    let i0 = ids.vt;
+    let v0 = ch_in(job, min(i0, last));
+    let v1 = ch_in(job, min(i0 + GV_WG, last));
+    let v2 = ch_in(job, min(i0 + 2u * GV_WG, last));
+    let v3 = ch_in(job, min(i0 + 3u * GV_WG, last));
+
+    // absmax of the input: the chain input's from a pass over it; a producer's output's as
     // the producer published it (step 6), which saves a pass of coherent (atomic) loads.
     var top: u32;
     if (job.src == NONE) {
@@ -292,10 +324,14 @@ fn main(
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
 
-    // 4. Quantize into workgroup memory; the row sum on the way.
-    var rs = 0i;
-    for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        rs += gf_pack(ch_in(job, i), i, inv, vpr);
+    // 4. Quantize into workgroup memory, four vec4 per step; the row sum on the way.
+    var rs = ch_pack4(v0, v1, v2, v3, i0, kv, inv, vpr);
+    for (var i = i0 + 4u * GV_WG; i < kv; i = i + 4u * GV_WG) {
+        let u0 = ch_in(job, i);
+        let u1 = ch_in(job, min(i + GV_WG, last));
+        let u2 = ch_in(job, min(i + 2u * GV_WG, last));
+        let u3 = ch_in(job, min(i + 3u * GV_WG, last));
+        rs += ch_pack4(u0, u1, u2, u3, i, kv, inv, vpr);
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {
