@@ -81,18 +81,10 @@ override SPIN_LIMIT: u32 = 32768u;
 // Poll with read-modify-writes (see ch_done): the engine sets it on CPU adapters only.
 override POLL_RMW: bool = true;
 
-// vec4 i of the job's input (the chain input, or a producer's output in `out`).
+// vec4 i of the chain input (a job with src == NONE; producers' outputs are read by
+// ch_quantize_output).
 fn ch_in(job: ChainJob, i: u32) -> vec4<f32> {
-    if (job.src == NONE) {
-        return x[job.in_off / 4u + i];
-    }
-    let o = job.in_off + 4u * i;
-    return bitcast<vec4<f32>>(vec4<u32>(
-        atomicLoad(&out[o]),
-        atomicLoad(&out[o + 1u]),
-        atomicLoad(&out[o + 2u]),
-        atomicLoad(&out[o + 3u]),
-    ));
+    return x[job.in_off / 4u + i];
 }
 
 // Vec4 word j of the job's rows n .. n + 3 (rows past the end read the last row, never stored);
@@ -233,24 +225,41 @@ fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
     return top;
 }
 
-// Packs input vec4 i, i + GV_WG, i + 2 GV_WG, i + 3 GV_WG (values v0 .. v3; those at or past kv
-// are clamped duplicates and skipped) into gf_x; returns the sum of the packed values.
-fn ch_pack4(
-    v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>, i: u32, kv: u32, inv: f32,
-    vpr: u32,
-) -> i32 {
+// One value of a producer's output, read by lane-consecutive threads: quantized, merged with
+// its three neighbours into the packed word (every lane of the subgroup takes part in the
+// shuffles), which the first of the four stores into gf_x. Returns the quantized value (0 for
+// clamped duplicates at or past k).
+fn ch_quantize_value(bits: u32, f: u32, k: u32, inv: f32) -> i32 {
+    let q = i32(clamp(round(bitcast<f32>(bits) * inv), -128.0, 127.0));
+    let valid = f < k;
+    let shift = 8u * (f & 3u);
+    let b = select(0u, (u32(q) & 0xffu) << shift, valid);
+    var word = b | subgroupShuffleXor(b, 1u);
+    word = word | subgroupShuffleXor(word, 2u);
+    if (valid && shift == 0u) {
+        let i = f >> 2u;
+        gf_x[gf_slot(i >> 2u, k / 64u)][i & 3u] = word;
+    }
+    return select(0, q, valid);
+}
+
+// A producer's output (the job's input) quantized into gf_x: thread vt reads values vt,
+// vt + GV_WG, ..., so a subgroup's coherent (atomic) loads are consecutive words. Four loads per
+// step in flight; a uniform loop, so every lane takes part in every shuffle.
+fn ch_quantize_output(job: ChainJob, vt: u32, inv: f32) -> i32 {
+    let k = job.vpr * 64u;
+    let last = job.in_off + k - 1u;
     var rs = 0i;
-    if (i < kv) {
-        rs += gf_pack(v0, i, inv, vpr);
-    }
-    if (i + GV_WG < kv) {
-        rs += gf_pack(v1, i + GV_WG, inv, vpr);
-    }
-    if (i + 2u * GV_WG < kv) {
-        rs += gf_pack(v2, i + 2u * GV_WG, inv, vpr);
-    }
-    if (i + 3u * GV_WG < kv) {
-        rs += gf_pack(v3, i + 3u * GV_WG, inv, vpr);
+    for (var base = 0u; base < k; base = base + 4u * GV_WG) {
+        let f = base + vt;
+        let b0 = atomicLoad(&out[min(job.in_off + f, last)]);
+        let b1 = atomicLoad(&out[min(job.in_off + f + GV_WG, last)]);
+        let b2 = atomicLoad(&out[min(job.in_off + f + 2u * GV_WG, last)]);
+        let b3 = atomicLoad(&out[min(job.in_off + f + 3u * GV_WG, last)]);
+        rs += ch_quantize_value(b0, f, k, inv);
+        rs += ch_quantize_value(b1, f + GV_WG, k, inv);
+        rs += ch_quantize_value(b2, f + 2u * GV_WG, k, inv);
+        rs += ch_quantize_value(b3, f + 3u * GV_WG, k, inv);
     }
     return rs;
 }
@@ -303,17 +312,7 @@ fn main(
         return;
     }
 
-    // 3. The first four vec4 of this thread's share of the input, loaded together and in flight
-    // with the absmax below (H200, 2B4T chained stack: span 919-920 -> 907 µs in four
-    // interleaved pairs against one vec4 per loop step). Clamped duplicates are never packed.
-    let last = kv - 1u;
-    let i0 = ids.vt;
-    let v0 = ch_in(job, min(i0, last));
-    let v1 = ch_in(job, min(i0 + GV_WG, last));
-    let v2 = ch_in(job, min(i0 + 2u * GV_WG, last));
-    let v3 = ch_in(job, min(i0 + 3u * GV_WG, last));
-
-    // absmax of the input: the chain input's from a pass over it; a producer's output's as
+    // 3. absmax of the input: the chain input's from a pass over it; a producer's output's as
     // the producer published it (step 6), which saves a pass of coherent (atomic) loads.
     var top: u32;
     if (job.src == NONE) {
@@ -324,14 +323,16 @@ fn main(
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
 
-    // 4. Quantize into workgroup memory, four vec4 per step; the row sum on the way.
-    var rs = ch_pack4(v0, v1, v2, v3, i0, kv, inv, vpr);
-    for (var i = i0 + 4u * GV_WG; i < kv; i = i + 4u * GV_WG) {
-        let u0 = ch_in(job, i);
-        let u1 = ch_in(job, min(i + GV_WG, last));
-        let u2 = ch_in(job, min(i + 2u * GV_WG, last));
-        let u3 = ch_in(job, min(i + 3u * GV_WG, last));
-        rs += ch_pack4(u0, u1, u2, u3, i, kv, inv, vpr);
+    // 4. Quantize into workgroup memory; the row sum on the way. A producer's output through
+    // coherent (atomic) loads, one value per thread and step so that a subgroup's loads are
+    // consecutive words; the chain input as vec4.
+    var rs = 0i;
+    if (job.src != NONE) {
+        rs = ch_quantize_output(job, ids.vt, inv);
+    } else {
+        for (var i = ids.vt; i < kv; i = i + GV_WG) {
+            rs += gf_pack(ch_in(job, i), i, inv, vpr);
+        }
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {
