@@ -281,9 +281,9 @@ fn cache_dir() -> Option<PathBuf> {
 
 #[path = "calibrate_measure.rs"]
 mod measuring;
-pub(crate) use measuring::measure;
 #[cfg(test)]
 use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, sample};
+pub(crate) use measuring::{measure, measuring};
 
 #[cfg(test)]
 #[path = "calibrate_tests.rs"]

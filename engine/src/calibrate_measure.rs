@@ -1,6 +1,7 @@
 //! Measuring a [`Calibration`]: timing both backends at two sizes per op class and fitting each
 //! class's cost line (see `calibrate.rs` for the model and the cache).
 
+use std::cell::Cell;
 use std::time::Instant;
 
 use super::{Calibration, Cost, OpClass};
@@ -9,6 +10,33 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ops::TuneProfiler;
 use crate::workload::Workload;
+
+thread_local! {
+    /// The id of the GPU context this thread is measuring, if any (see [`measuring`]).
+    static MEASURING: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+/// Whether this thread is measuring `gpu`: its ops then run on the GPU whatever the engine's
+/// policy. The policy is checked once, before measuring; another thread may set it to `Cpu`
+/// meanwhile, and the ops would then take their CPU paths and time cpu-ref as the GPU.
+pub(crate) fn measuring(gpu: &Gpu) -> bool {
+    MEASURING.with(|m| m.get() == Some(gpu.id))
+}
+
+/// Marks this thread as measuring one GPU context until dropped (on error paths too).
+struct Measuring(Option<u64>);
+
+impl Measuring {
+    fn start(gpu: &Gpu) -> Measuring {
+        Measuring(MEASURING.with(|m| m.replace(Some(gpu.id))))
+    }
+}
+
+impl Drop for Measuring {
+    fn drop(&mut self) {
+        MEASURING.with(|m| m.set(self.0));
+    }
+}
 
 /// Minimum wall time of `f` over a warm-up and `runs` runs.
 fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -66,8 +94,10 @@ pub(super) fn fit_gpu(calls: [(Workload, f64); 2], up_bw: f64, down_bw: f64) -> 
     Cost::fit(a, b)
 }
 
-/// Times both backends of `engine` (a GPU engine whose policy is not `Cpu`): see the module docs.
+/// Times both backends of `engine` (a GPU engine): see the module docs. Its GPU runs use the GPU
+/// whatever the policy is set to meanwhile ([`measuring`]).
 pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
+    let _pinned = Measuring::start(gpu);
     // The measuring runs with the profiler off (a private, disabled one stands in for the
     // engine's): its dispatches stay out of the user's report, and timestamp writes do not
     // perturb its wall times. Dropped on an error path, it still puts the engine's back.

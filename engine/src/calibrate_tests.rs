@@ -122,3 +122,33 @@ fn gpu_fit_takes_out_the_transfers_the_prediction_adds() {
         );
     }
 }
+
+/// Pool requests of `e` so far: every GPU-resident tensor comes from the pool, a host one never.
+fn pool_requests(e: &crate::Engine) -> u64 {
+    let s = e.pool_stats();
+    s.hits + s.misses
+}
+
+/// Measuring times the GPU whatever the policy says meanwhile. `calibrate` checks the policy
+/// once, before measuring; a `set_dispatch_policy(Cpu)` from another thread after that check
+/// used to turn every later "GPU" run into a cpu-ref run (uploads made host tensors, the ops took
+/// their CPU paths), and that model was installed and cached as the GPU's.
+#[test]
+fn measuring_times_the_gpu_whatever_the_policy() {
+    use crate::dispatch::DispatchPolicy;
+    let e = crate::test_gpu::gpu();
+    let g = e.gpu_raw().expect("a GPU engine");
+    // As if another thread switched to Cpu right after `calibrate` checked the policy.
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let before = pool_requests(&e);
+    let c = measure(&e, g).expect("measuring succeeds");
+    // 4 classes × 2 sizes × (1 warm-up + 3 timed) GPU calls, each uploading its input.
+    let served = pool_requests(&e) - before;
+    assert!(served >= 32, "the pool served {served} requests");
+    assert!(c.invalid().is_none(), "{c:?}");
+    assert_eq!(
+        e.dispatch_policy(),
+        DispatchPolicy::Cpu,
+        "the policy is kept"
+    );
+}

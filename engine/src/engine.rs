@@ -192,14 +192,17 @@ impl Engine {
         }
     }
 
-    /// The GPU context for new work: None on the CPU engine, under [`DispatchPolicy::Cpu`], and
-    /// once the device is lost (a lost device is never used again: ops take their CPU paths).
-    /// For op implementations.
+    /// The GPU context for new work: None on the CPU engine, under [`DispatchPolicy::Cpu`]
+    /// (except on a thread calibrating this engine, which times the GPU whatever the policy),
+    /// and once the device is lost (a lost device is never used again: ops take their CPU
+    /// paths). For op implementations.
     #[inline]
     pub(crate) fn gpu_context(&self) -> Option<&Gpu> {
         match &*self.backend {
             Backend::Gpu(GpuOwner(g))
-                if !g.is_lost() && g.dispatch.policy() != DispatchPolicy::Cpu =>
+                if !g.is_lost()
+                    && (g.dispatch.policy() != DispatchPolicy::Cpu
+                        || crate::calibrate::measuring(g)) =>
             {
                 Some(g)
             }
