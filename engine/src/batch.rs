@@ -353,8 +353,11 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
     gpu.slots.release_clean(clean);
 }
 
-/// A command that did not run: its launch (or copy) fails with `e`; a copied-out slot was not
-/// touched, so its fate is pending again; slots whose reset did not run stay dirty.
+/// A command that did not run — or, after a panic, may have: its launch (or copy) fails with
+/// `e`; slots whose reset did not run stay dirty. A rejected copy-out did not touch its slot, so
+/// its fate is pending again. A panicked one may have run, copying the flags out and resetting
+/// the slot, which would then read clean: its launch fails with the panic instead, and the slot
+/// goes back dirty (the next flush resets it).
 fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
     match cmd {
         Cmd::Dispatch { d, slot, .. } => {
@@ -364,6 +367,10 @@ fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
             d.fate.resolve(Some(e.clone()))
         }
         Cmd::Copy { owner, .. } => owner.resolve(Some(e.clone())),
+        Cmd::StatusOut { slot, fate, .. } if matches!(e, Error::Panicked(_)) => {
+            fate.resolve(Some(e.clone()));
+            gpu.slots.release_dirty(*slot);
+        }
         Cmd::StatusOut { slot, fate, .. } => fate.revert_read(*slot),
         Cmd::Reset { slots } => slots.iter().for_each(|&s| gpu.slots.release_dirty(s)),
     }

@@ -83,6 +83,7 @@ pub(crate) fn submit(
         std::sync::atomic::Ordering::Relaxed,
     );
     let index = crate::lifecycle::submitting(|| gpu.queue.submit([buffer]));
+    gpu.faults.panic_after_submit_if_armed();
     let oom = pollster::block_on(oscope.pop());
     let validation = pollster::block_on(vscope.pop());
     match validation.or(oom) {

@@ -43,6 +43,10 @@ pub enum InjectedFault {
     /// The next submission panics inside `encode::submit`, after the batch's commands were taken
     /// from it (as a panic inside wgpu's encoding or submit would).
     SubmitPanic,
+    /// The next submission panics inside `encode::submit` right after `queue.submit` handed the
+    /// batch to the GPU (as a panic inside wgpu after the submission would): the GPU runs the
+    /// batch, and the engine never learns that it did.
+    PostSubmitPanic,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -54,6 +58,7 @@ pub(crate) struct Faults {
     wait_abort: AtomicU32,
     job_panic: AtomicU32,
     submit_panic: AtomicU32,
+    post_submit_panic: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -74,6 +79,7 @@ impl Faults {
             InjectedFault::WaitAbort => &self.wait_abort,
             InjectedFault::JobPanic => &self.job_panic,
             InjectedFault::SubmitPanic => &self.submit_panic,
+            InjectedFault::PostSubmitPanic => &self.post_submit_panic,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -111,6 +117,14 @@ impl Faults {
     pub fn panic_in_submit_if_armed(&self) {
         if take(&self.submit_panic) {
             panic!("injected panic (InjectedFault::SubmitPanic)");
+        }
+    }
+
+    /// Panics if a post-submission panic is armed (consuming the arm); called right after
+    /// `queue.submit`.
+    pub fn panic_after_submit_if_armed(&self) {
+        if take(&self.post_submit_panic) {
+            panic!("injected panic (InjectedFault::PostSubmitPanic)");
         }
     }
 

@@ -241,3 +241,40 @@ fn a_panic_inside_a_submission_fails_its_launches_instead_of_dropping_them() {
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), v);
     e.sync().unwrap();
 }
+
+/// A panic inside a submission after `queue.submit` (the GPU runs the batch; the engine never
+/// learns that it did) must not clear a flagged launch: the batch's status copy-out ran — it
+/// copied the launch's non-finite flag out and reset its slot — so reading the slot again would
+/// find it clean, and the NaN-poisoned output would read as valid. The launch fails with the
+/// panic instead.
+#[test]
+fn a_panic_after_a_status_copy_out_was_submitted_does_not_clear_its_flag() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let (m, k) = (4, 64);
+    let mut v = random_f32(11, m * k, -1.0, 1.0);
+    v[70] = f32::NAN;
+    let x = e.upload_f32(&v, &[m, k]).unwrap();
+    let q = e.quantize_activations_tensor(&x).unwrap();
+    e.sync().unwrap(); // the launch ran; its flag waits in its status slot
+    e.inject_fault(InjectedFault::PostSubmitPanic);
+    let r = q.read_activations();
+    assert!(matches!(r, Err(Error::Panicked(_))), "first read: {r:?}");
+    let r = q.read_activations();
+    assert!(matches!(r, Err(Error::Panicked(_))), "second read: {r:?}");
+    // Nothing else is lost, the slot is reset for later launches, and the device is in use.
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&x.read_f32().unwrap()), bits(&v));
+    let clean = random_f32(12, m * k, -1.0, 1.0);
+    let y = e.upload_f32(&clean, &[m, k]).unwrap();
+    assert_eq!(
+        e.quantize_activations_tensor(&y)
+            .unwrap()
+            .read_activations()
+            .unwrap(),
+        cpu_ref::quantize_activations(&clean, m, k).unwrap()
+    );
+    e.sync().unwrap();
+}
