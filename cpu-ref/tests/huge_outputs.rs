@@ -1,11 +1,11 @@
 //! Small inputs whose output the host cannot hold: a typed error, never an aborted process.
 //!
-//! Each case asks for `2^24 · 2^24` four-byte outputs (1 PiB) from inputs of 64 MiB: more than
-//! any host's address space, so the allocation fails even where the kernel overcommits memory.
+//! Each case asks for `2^24 · 2^24` four-byte outputs (1 PiB) from inputs of 64 MiB (the RoPE
+//! table from one number): more than any host's address space, so the allocation fails even where the kernel overcommits memory.
 //! Before outputs were allocated fallibly, each of these aborted the test binary with
 //! `memory allocation of … bytes failed`.
 
-use bitnet_cpu_ref::ops::{BinaryOp, binary, matmul, matmul_bt};
+use bitnet_cpu_ref::ops::{BinaryOp, binary, matmul, matmul_bt, rope_freqs};
 use bitnet_cpu_ref::{
     Error, QuantizedActivations, TernaryMatrix, bitlinear, bitlinear_accumulate,
     bitlinear_quantized,
@@ -53,4 +53,22 @@ fn bitlinear_output_too_large_is_an_error() {
     assert_oom(bitlinear_accumulate(&xq, &w), "bitlinear_accumulate");
     assert_oom(bitlinear_quantized(&xq, &w), "bitlinear");
     assert_oom(bitlinear(&vec![1.0; BIG], BIG, &w), "bitlinear");
+}
+
+#[test]
+fn rope_table_too_large_is_an_error() {
+    // The table has D / 2 entries: D = 2 · BIG² asks for the same 1 PiB from one number.
+    assert_oom(rope_freqs(2 * BIG * BIG, 10_000.0), "rope_freqs");
+    // D / 2 four-byte entries past isize::MAX (the most any allocation may hold).
+    let r = rope_freqs(usize::MAX - 1, 10_000.0);
+    assert!(
+        matches!(
+            r,
+            Err(Error::SizeOverflow {
+                op: "rope_freqs",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
 }

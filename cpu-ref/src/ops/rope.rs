@@ -3,20 +3,25 @@
 use rayon::prelude::*;
 
 use super::{input, output, scalar};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// The RoPE frequencies `freq_i = theta^(-2i / D)` for `i < D/2`, each computed in f64 and
 /// rounded once to f32 — the table GPU kernels receive from the host, so both sides start from
-/// the same bits. Errors: `D` zero or odd, `theta` non-finite or `<= 0`.
+/// the same bits. Errors: `D` zero or odd, `theta` non-finite or `<= 0`, a table whose bytes
+/// exceed `isize::MAX` (`SizeOverflow`) or that the host cannot hold (`OutOfMemory`).
 pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
     const OP: &str = "rope_freqs";
     check_args(OP, d, theta)?;
     let theta = f64::from(theta);
-    Ok((0..d / 2)
-        .map(|i| theta.powf(-((2 * i) as f64) / d as f64) as f32)
-        .collect())
+    // `D` is a bare number, not the size of data the caller holds: allocate fallibly.
+    let mut freqs = alloc::zeroed::<f32>(OP, "frequency table", d / 2)?;
+    for (i, f) in freqs.iter_mut().enumerate() {
+        *f = theta.powf(-((2 * i) as f64) / d as f64) as f32;
+    }
+    Ok(freqs)
 }
 
 /// RoPE on `x` of shape `[S, H, D]` (`D` even) with one position per sequence index `s`:
