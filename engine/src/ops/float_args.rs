@@ -10,6 +10,7 @@ use std::ops::Range;
 use bitnet_cpu_ref::Tensor as HostTensor;
 use half::f16;
 
+use super::in_dispatch_wait::cpu_adapter;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -37,6 +38,23 @@ pub(crate) fn u32_indexable(op: &'static str, what: &str, elements: u64) -> Resu
         )));
     }
     Ok(())
+}
+
+/// Loop iterations one invocation may run on a CPU adapter. lavapipe (llvmpipe's loop limiter)
+/// ends a shader's loops after 65 535 iterations in all, with no error: a longer fold returns a
+/// truncated result (a 16.8M-element row summed to a few thousandths of its sum). The margin
+/// covers loops the callers' estimates leave out (short constant ones a driver may not unroll).
+const CPU_ADAPTER_LOOP_BUDGET: u64 = 60_000;
+
+/// Iterations of one correctly rounded division (`exact_div.wgsl`: a loop over up to 25 quotient
+/// bits, and its exit test), for the loop estimates of [`loops_fit`].
+pub(crate) const DIV_LOOPS: u64 = 26;
+
+/// Whether a kernel whose invocations each run up to `iterations` loop iterations computes its
+/// full result on `gpu`: always on GPUs; on CPU adapters only within [`CPU_ADAPTER_LOOP_BUDGET`].
+/// An op past it runs on the CPU reference instead, as under the CPU policy.
+pub(crate) fn loops_fit(gpu: &Gpu, iterations: u64) -> bool {
+    !cpu_adapter(gpu) || iterations <= CPU_ADAPTER_LOOP_BUDGET
 }
 
 /// An `F32` tensor's values as a cpu-ref tensor (CPU backend).

@@ -107,7 +107,13 @@ impl Engine {
         float_args::operand(self, v.op, a, v.dtype)?;
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
-        let Some(gpu) = self.gpu_for(&[a, b]) else {
+        // Per invocation: one step per 16 k, each an inner loop over its 16 k (and its exit
+        // test), then the 4 × 4 stores.
+        let loops = (k as u64).div_ceil(16) * 18 + 24;
+        let Some(gpu) = self
+            .gpu_for(&[a, b])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
             return match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(self, cpu::matmul(&host_f32(a)?, &host_f32(b)?)?),
                 (DType::F32, true) => {

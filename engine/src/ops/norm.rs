@@ -49,7 +49,12 @@ impl Engine {
                 got: weight.len(),
             }));
         }
-        let Some(gpu) = self.gpu_for(&[x, weight]) else {
+        // Per invocation: two passes over the row, 8 tree levels and two divisions.
+        let loops = 2 * len.div_ceil(256) + 8 + 2 * float_args::DIV_LOOPS;
+        let Some(gpu) = self
+            .gpu_for(&[x, weight])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
             return store_f32(
                 self,
                 cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?,

@@ -56,7 +56,14 @@ impl Engine {
     pub fn reduce_last(&self, op: ReduceOp, a: &Tensor) -> Result<Tensor> {
         const OP: &str = "reduce_last";
         float_args::operand(self, OP, a, DType::F32)?;
-        let Some(gpu) = self.gpu_for(&[a]) else {
+        // Per invocation: the fold over the row, 8 tree levels or up to 64 subgroup partials, and
+        // the mean's division.
+        let (_, len) = rows_of(a.shape());
+        let loops = len.div_ceil(256) + 64 + float_args::DIV_LOOPS;
+        let Some(gpu) = self
+            .gpu_for(&[a])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
             return store_f32(self, cpu::reduce_last(op, &host_f32(a)?)?);
         };
         let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);

@@ -36,10 +36,16 @@ impl Engine {
     pub fn softmax_last(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "softmax_last";
         float_args::operand(self, OP, x, DType::F32)?;
-        let Some(gpu) = self.gpu_for(&[x]) else {
+        let (rows, len) = rows_of(x.shape());
+        // Per invocation: three passes over the row, the last dividing once per element, and two
+        // trees of 8 levels.
+        let loops = len.div_ceil(256) * (3 + float_args::DIV_LOOPS) + 16;
+        let Some(gpu) = self
+            .gpu_for(&[x])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
             return store_f32(self, cpu::softmax_last(&host_f32(x)?)?);
         };
-        let (rows, len) = rows_of(x.shape());
         float_args::u32_indexable(OP, "x", rows * len)?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk.
