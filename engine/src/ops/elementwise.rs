@@ -207,9 +207,9 @@ impl Engine {
     }
 
     /// `op(a)` elementwise on an `F32` tensor, same shape. Same formulas as
-    /// `bitnet_cpu_ref::ops::unary` (erf by Abramowitz & Stegun 7.1.26 for `Gelu`; sigmoid without
-    /// overflow for `Silu`). Errors: wrong dtype, non-finite input, non-finite output (`Exp` above
-    /// ~88.72, `Relu2` above ~1.8e19).
+    /// `bitnet_cpu_ref::ops::unary` (`bitnet_cpu_ref::ops::erf`'s two minimax polynomials for
+    /// `Gelu`; sigmoid without overflow for `Silu`). Errors: wrong dtype, non-finite input,
+    /// non-finite output (`Exp` above ~88.72, `Relu2` above ~1.8e19).
     pub fn unary(&self, op: UnaryOp, a: &Tensor) -> Result<Tensor> {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
