@@ -179,7 +179,7 @@ pub fn measure(
     let group = |src: &wgpu::Buffer, dst: &wgpu::Buffer| src_dst_group(device, &pipeline, src, dst);
     let tiny: Vec<_> = outs.iter().map(|o| group(&tiny_src, o)).collect();
     let read: Vec<_> = outs.iter().map(|o| group(&read_src, o)).collect();
-    let timer = PassTimer::new(device);
+    let timer = PassTimer::new(device, queue);
     // 132 SMs x 4 workgroups on an H100/H200; harmless elsewhere.
     let read_groups = 528u32.min((READ_BYTES / 16 / 256) as u32);
     // Median µs per dispatch of `binds` (one dispatch of `wgs` workgroups each) in one pass.
@@ -196,12 +196,15 @@ pub fn measure(
                     pass.dispatch_workgroups(wgs, 1, 1);
                 }
             })?;
-            samples.push(ns * 1e-3 / binds.len() as f64);
+            samples.push(ns.map(|ns| ns * 1e-3 / binds.len() as f64));
         }
-        // The first pass warms clocks and caches; the median of the rest.
-        samples.remove(0);
+        // The first pass warms clocks and caches; the median of the rest, without dropped ones.
+        let mut samples: Vec<f64> = samples.into_iter().skip(1).flatten().collect();
         samples.sort_by(f64::total_cmp);
-        Ok(samples[samples.len() / 2])
+        samples
+            .get(samples.len() / 2)
+            .copied()
+            .ok_or_else(|| "no pass gave a valid timestamp pair".to_string())
     };
     let run = |groups: &[wgpu::BindGroup], dependent: bool, wgs: u32| {
         let binds: Vec<&wgpu::BindGroup> = (0..DISPATCHES)

@@ -10,11 +10,13 @@ pub struct PassTimer {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
+    /// The counter's width, where known (its pairs are read modulo it).
+    valid_bits: Option<u32>,
 }
 
 impl PassTimer {
-    /// The query set and its two buffers.
-    pub fn new(device: &wgpu::Device) -> PassTimer {
+    /// The query set and its two buffers, for passes submitted to `queue`.
+    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> PassTimer {
         let buffer = |usage| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("bench pass timer"),
@@ -31,18 +33,21 @@ impl PassTimer {
             }),
             resolve: buffer(wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC),
             readback: buffer(wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST),
+            valid_bits: bitnet_wgpu::timestamp_valid_bits(device, queue),
         }
     }
 }
 
 /// Records one compute pass with `record`, submits it and waits; returns nanoseconds: the pass's
-/// GPU time with a `timer`, else the submit + wait wall time.
+/// GPU time with a `timer`, else the submit + wait wall time. `None`: the timestamp pair was no
+/// measurement (`bitnet_wgpu::timestamp_ticks`), a sample to drop — read as 0 ns it would be
+/// an infinitely fast pass.
 pub fn time_pass(
     device: &wgpu::Device,
     queue: &wgpu::Queue,
     timer: Option<&PassTimer>,
     record: impl FnOnce(&mut wgpu::ComputePass<'_>),
-) -> Result<f64, String> {
+) -> Result<Option<f64>, String> {
     let mut enc = device.create_command_encoder(&Default::default());
     {
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -70,17 +75,17 @@ pub fn time_pass(
     wait()?;
     let wall_ns = started.elapsed().as_secs_f64() * 1e9;
     let Some(t) = timer else {
-        return Ok(wall_ns);
+        return Ok(Some(wall_ns));
     };
     t.readback.map_async(wgpu::MapMode::Read, .., |_| {});
     wait()?;
     let ticks = {
         let view = t.readback.get_mapped_range(..).map_err(|e| e.to_string())?;
         let at = |i: usize| u64::from_le_bytes(view[8 * i..8 * i + 8].try_into().unwrap_or([0; 8]));
-        at(1).saturating_sub(at(0))
+        bitnet_wgpu::timestamp_ticks(at(0), at(1), t.valid_bits)
     };
     t.readback.unmap();
-    Ok(ticks as f64 * f64::from(queue.get_timestamp_period()))
+    Ok(ticks.map(|ticks| ticks as f64 * f64::from(queue.get_timestamp_period())))
 }
 
 /// A compute pipeline of `entry` in `module` with the layout derived from the shader.

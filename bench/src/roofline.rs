@@ -71,7 +71,7 @@ pub fn measure(
             "storage bindings too small for a copy roofline ({size} bytes)"
         ));
     }
-    let probe = CopyProbe::new(&device, size, timestamps);
+    let probe = CopyProbe::new(&device, &queue, size, timestamps);
     // Several grid sizes: a roofline is the best the device does, not one configuration's luck.
     let vec4s = size / 16;
     let full = vec4s.div_ceil(256).min(65_535) as u32;
@@ -80,7 +80,7 @@ pub fn measure(
         let mut samples = Vec::with_capacity(repeats);
         probe.run(&device, &queue, groups)?; // warmup
         for _ in 0..repeats.max(1) {
-            samples.push(probe.run(&device, &queue, groups)?);
+            samples.extend(probe.run(&device, &queue, groups)?);
         }
         let clock = if timestamps {
             Clock::Timestamp
@@ -132,7 +132,7 @@ struct CopyProbe {
 }
 
 impl CopyProbe {
-    fn new(device: &wgpu::Device, size: u64, timestamps: bool) -> CopyProbe {
+    fn new(device: &wgpu::Device, queue: &wgpu::Queue, size: u64, timestamps: bool) -> CopyProbe {
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("roofline copy"),
             source: wgpu::ShaderSource::Wgsl(COPY_WGSL.into()),
@@ -151,12 +151,18 @@ impl CopyProbe {
         CopyProbe {
             pipeline,
             bind_group,
-            timer: timestamps.then(|| PassTimer::new(device)),
+            timer: timestamps.then(|| PassTimer::new(device, queue)),
         }
     }
 
-    /// One pass of [`COPIES_PER_PASS`] copies; returns milliseconds per copy.
-    fn run(&self, device: &wgpu::Device, queue: &wgpu::Queue, groups: u32) -> Result<f64, String> {
+    /// One pass of [`COPIES_PER_PASS`] copies; returns milliseconds per copy (`None`: a dropped
+    /// sample, see `time_pass`).
+    fn run(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        groups: u32,
+    ) -> Result<Option<f64>, String> {
         let ns = time_pass(device, queue, self.timer.as_ref(), |pass| {
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &self.bind_group, &[]);
@@ -164,6 +170,6 @@ impl CopyProbe {
                 pass.dispatch_workgroups(groups, 1, 1);
             }
         })?;
-        Ok(ns * 1e-6 / COPIES_PER_PASS as f64)
+        Ok(ns.map(|ns| ns * 1e-6 / COPIES_PER_PASS as f64))
     }
 }

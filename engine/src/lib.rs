@@ -148,7 +148,9 @@ pub use ops::{
 };
 pub use pipelines::{Access, Kernel, PipelineStats};
 pub use pool::{PoolStats, size_class};
-pub use profiler::{BATCH_SPAN, ProfileGranularity, ProfileReport};
+pub use profiler::{
+    BATCH_SPAN, ProfileGranularity, ProfileReport, timestamp_ticks, timestamp_valid_bits,
+};
 pub use spirv::kernel_spirv;
 pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_WORDS};
 pub use stream::{IN_FLIGHT, StreamStats};

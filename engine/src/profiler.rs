@@ -22,6 +22,9 @@
 //!
 //! At each submit the queries are resolved, read back (a sync: the profiler trades overlap for
 //! exact numbers) and accumulated per kernel name ([`ProfileReport`]: calls and total time).
+//! A pair is read modulo the width of the device's counter, which can wrap between its two
+//! stamps; a pair that cannot be a measurement is dropped and counted, not read as 0 ns
+//! ([`timestamp_ticks`], [`ProfileReport::dropped`]).
 
 use std::collections::BTreeMap;
 
@@ -49,6 +52,10 @@ pub struct ProfileReport {
     pub entries: Vec<(&'static str, u64, u64)>,
     /// Dispatches in the timed batches (either granularity).
     pub dispatches: u64,
+    /// Timestamp pairs dropped as no measurement ([`timestamp_ticks`]: an end before its begin
+    /// on a counter that cannot have wrapped between them): their dispatches or batches are in
+    /// no entry's calls or time, so a total over a batch that dropped one is short of it.
+    pub dropped: u64,
 }
 
 impl ProfileReport {
@@ -73,6 +80,9 @@ impl std::fmt::Display for ProfileReport {
                 *ns as f64 / 1e3
             )?;
         }
+        if self.dropped > 0 {
+            writeln!(f, "({} invalid timestamp pairs dropped)", self.dropped)?;
+        }
         Ok(())
     }
 }
@@ -95,6 +105,10 @@ pub(crate) struct ProfilerState {
     resolve: wgpu::Buffer,
     readback: wgpu::Buffer,
     period_ns: f64,
+    /// The timestamp counter's width, where known ([`timestamp_valid_bits`]).
+    valid_bits: Option<u32>,
+    /// Pairs dropped as no measurement ([`timestamp_ticks`]).
+    dropped: u64,
     /// Kernel names of the pairs recorded in the current batch.
     pending: Vec<&'static str>,
     totals: BTreeMap<&'static str, (u64, u64)>,
@@ -136,6 +150,8 @@ impl ProfilerState {
                 wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             ),
             period_ns: f64::from(queue.get_timestamp_period()),
+            valid_bits: timestamp_valid_bits(device, queue),
+            dropped: 0,
             pending: Vec::new(),
             totals: BTreeMap::new(),
         }
@@ -280,13 +296,25 @@ impl ProfilerState {
                 .chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
                 .collect();
+            let mut invalid = 0u64;
             for (i, name) in names.iter().enumerate() {
-                let ticks = stamps[2 * i + 1].saturating_sub(stamps[2 * i]);
+                let Some(ticks) =
+                    timestamp_ticks(stamps[2 * i], stamps[2 * i + 1], self.valid_bits)
+                else {
+                    invalid += 1;
+                    continue;
+                };
                 let e = self.totals.entry(name).or_default();
                 // Saturating: a bogus pair can be near u64::MAX ns, and this runs on the
                 // submission thread: an overflow panic would surface in the user's call.
                 e.0 = e.0.saturating_add(1);
                 e.1 = e.1.saturating_add((ticks as f64 * self.period_ns) as u64);
+            }
+            if invalid > 0 {
+                log::warn!(
+                    "profiler: {invalid} invalid timestamp pairs dropped (end before begin)"
+                );
+                self.dropped = self.dropped.saturating_add(invalid);
             }
             self.dispatches = self.dispatches.saturating_add(dispatches);
         }
@@ -300,6 +328,7 @@ impl ProfilerState {
         ProfileReport {
             entries,
             dispatches: self.dispatches,
+            dropped: self.dropped,
         }
     }
 
@@ -307,7 +336,59 @@ impl ProfilerState {
     pub fn reset(&mut self) {
         self.totals.clear();
         self.dispatches = 0;
+        self.dropped = 0;
     }
+}
+
+/// The ticks from `begin` to `end` of one timestamp pair, or `None` when the pair is no
+/// measurement. A counter of `valid_bits` below 64 (Vulkan's `timestampValidBits`, 36 to 64 where
+/// timestamps exist; see [`timestamp_valid_bits`]) wraps modulo 2^bits — every 95 minutes at 36
+/// bits and 83 ns per tick — so an `end` below `begin` is a pair the wrap came between, whose
+/// length is their difference modulo 2^bits. A 64-bit counter does not wrap in centuries: there,
+/// and where the width is not known (`None`), an `end` below `begin` is a bogus pair. So is a
+/// stamp with bits above the valid ones set, and any pair of a counter of 0 bits. Callers drop
+/// such pairs: read as 0 ns (saturating), they used to pull means and medians down and make the
+/// candidate autotune was timing look free.
+pub fn timestamp_ticks(begin: u64, end: u64, valid_bits: Option<u32>) -> Option<u64> {
+    match valid_bits {
+        Some(0) => None,
+        Some(bits @ 1..64) => {
+            let mask = (1u64 << bits) - 1;
+            ((begin | end) & !mask == 0).then(|| end.wrapping_sub(begin) & mask)
+        }
+        _ => end.checked_sub(begin),
+    }
+}
+
+/// How many low bits of a timestamp of `queue` count (for [`timestamp_ticks`]): the Vulkan
+/// queue family's `timestampValidBits`, which wgpu does not report, asked through its hal.
+/// `None` where that is not known: off Vulkan (Metal and D3D12 timestamps are 64-bit), and on a
+/// device of an instance with `InstanceFlags::AUTOMATIC_TIMESTAMP_NORMALIZATION`, whose resolved
+/// stamps are nanoseconds (its queue's period reads 1.0 where the driver's does not), which do
+/// not wrap at a power of two.
+#[cfg(all(not(target_arch = "wasm32"), not(target_vendor = "apple")))]
+pub fn timestamp_valid_bits(device: &wgpu::Device, queue: &wgpu::Queue) -> Option<u32> {
+    // SAFETY: the hal device is only read (its instance and physical device handles, its queue
+    // family index) to query properties, which changes no state of the device wgpu owns.
+    let hal = unsafe { device.as_hal::<wgpu::hal::api::Vulkan>() }?;
+    let instance = hal.shared_instance().raw_instance();
+    // SAFETY: the physical device belongs to this instance.
+    let (families, limits) = unsafe {
+        let pd = hal.raw_physical_device();
+        (
+            instance.get_physical_device_queue_family_properties(pd),
+            instance.get_physical_device_properties(pd).limits,
+        )
+    };
+    let normalized = queue.get_timestamp_period() == 1.0 && limits.timestamp_period != 1.0;
+    let family = families.get(usize::try_from(hal.queue_family_index()).ok()?)?;
+    (!normalized).then_some(family.timestamp_valid_bits)
+}
+
+/// Off Vulkan targets: not known (Metal timestamps are 64-bit).
+#[cfg(not(all(not(target_arch = "wasm32"), not(target_vendor = "apple"))))]
+pub fn timestamp_valid_bits(_device: &wgpu::Device, _queue: &wgpu::Queue) -> Option<u32> {
+    None
 }
 
 #[cfg(test)]

@@ -22,6 +22,12 @@ fn both_timestamp_paths_time_every_dispatch() {
     }
     let inside = g.caps.has(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
     eprintln!("TIMESTAMP_QUERY_INSIDE_PASSES: {inside}");
+    // Vulkan's range for a queue with timestamps (wgpu offers them from 36 bits on).
+    let bits = super::timestamp_valid_bits(&g.device, &g.queue);
+    eprintln!("timestamp valid bits: {bits:?}");
+    if e.info().backend == "Vulkan" {
+        assert!(bits.is_some_and(|b| (36..=64).contains(&b)), "{bits:?}");
+    }
     let modes: &[bool] = if inside { &[true, false] } else { &[false] };
     let x = e.upload_f32(&[1.5; 300], &[300]).unwrap();
     for &mode in modes {
@@ -121,6 +127,7 @@ fn totals_saturate_instead_of_overflowing() {
     let r = super::ProfileReport {
         entries: vec![("a", 1, u64::MAX), ("b", 1, 1)],
         dispatches: 2,
+        dropped: 0,
     };
     assert_eq!(r.total_ns(), u64::MAX);
 }
@@ -141,4 +148,31 @@ fn calibration_stays_out_of_the_users_profile() {
     let _ = e.copy(&x).unwrap().read_f32().unwrap();
     assert_eq!(e.profile_report().unwrap().dispatches, 1);
     e.set_profiling(false).unwrap();
+}
+
+/// A pair read on counters of 36, 48 and 64 valid bits, and of an unknown width: the ticks a
+/// pair brackets, modulo the counter's width when a wrap came between its two stamps; a pair
+/// that cannot be a measurement is `None` (dropped), never 0 ticks.
+#[test]
+fn timestamp_pairs_are_read_modulo_the_counter_width() {
+    use super::timestamp_ticks as ticks;
+    for bits in [Some(36), Some(48), Some(64), None] {
+        assert_eq!(ticks(1_000, 1_250, bits), Some(250), "{bits:?}");
+        assert_eq!(
+            ticks(7, 7, bits),
+            Some(0),
+            "{bits:?}: an empty span is a sample"
+        );
+    }
+    // Wrapped between the stamps: 100 ticks to the wrap, 50 after it.
+    assert_eq!(ticks((1 << 36) - 100, 50, Some(36)), Some(150));
+    assert_eq!(ticks((1 << 48) - 1, 0, Some(48)), Some(1));
+    // A full-width counter does not wrap within centuries: there, and on a counter of unknown
+    // width, an end before the begin is no measurement.
+    assert_eq!(ticks(u64::MAX - 100, 50, Some(64)), None);
+    assert_eq!(ticks(2_000, 1_000, None), None);
+    // A stamp above the valid bits is not a stamp of that counter.
+    assert_eq!(ticks(1 << 36, (1 << 36) + 5, Some(36)), None);
+    // No timestamp bits at all: nothing is a measurement.
+    assert_eq!(ticks(1, 2, Some(0)), None);
 }

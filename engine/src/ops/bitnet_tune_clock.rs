@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::profiler::{ProfileGranularity, ProfilerState};
+use crate::profiler::{ProfileGranularity, ProfileReport, ProfilerState};
 
 /// Target wall time of one timed batch.
 const BATCH_TARGET: Duration = Duration::from_millis(2);
@@ -103,16 +103,16 @@ impl<'a> TuneProfiler<'a> {
     }
 
     /// GPU nanoseconds of the batches submitted since the last call (submitted now), then reset;
-    /// `None` if no span was measured (another thread reconfigured profiling meanwhile).
+    /// `None` where they were not all measured ([`measured_ns`]).
     fn take_ns(&self) -> Result<Option<u64>> {
         self.gpu.scheduler.call(|batch, g| {
             batch.flush(g)?;
             let Some(clock) = batch.profiler.as_mut() else {
                 return Ok(None);
             };
-            let ns = clock.report().total_ns();
+            let ns = measured_ns(&clock.report());
             clock.reset();
-            Ok::<_, Error>((ns > 0).then_some(ns))
+            Ok::<_, Error>(ns)
         })?
     }
 
@@ -139,5 +139,31 @@ impl Drop for TuneProfiler<'_> {
         if let Err(e) = self.restore() {
             log::warn!("bitnet-wgpu: autotune could not restore the profiler: {e}");
         }
+    }
+}
+
+/// The GPU time of every span in `report`, or `None` where it does not hold them all: no span
+/// measured (another thread reconfigured profiling meanwhile), or one dropped as an invalid
+/// timestamp pair — the total of the others would make the candidate look faster than it is
+/// (the timed batch then counts at its wall time, which is never below its GPU span).
+fn measured_ns(report: &ProfileReport) -> Option<u64> {
+    let ns = report.total_ns();
+    (ns > 0 && report.dropped == 0).then_some(ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_with_a_dropped_span_is_not_a_gpu_time() {
+        let report = |spans: u64, ns: u64, dropped: u64| ProfileReport {
+            entries: vec![(crate::profiler::BATCH_SPAN, spans, ns)],
+            dispatches: 40,
+            dropped,
+        };
+        assert_eq!(measured_ns(&report(3, 9_000, 0)), Some(9_000));
+        assert_eq!(measured_ns(&report(2, 6_000, 1)), None);
+        assert_eq!(measured_ns(&ProfileReport::default()), None);
     }
 }
