@@ -21,6 +21,8 @@ use crate::linear::Linear;
 struct Request {
     x: Vec<f32>,
     m: usize,
+    /// When it was submitted: a batch's window runs from its first request's arrival.
+    arrived: Instant,
     reply: flume::Sender<Result<Vec<f32>>>,
 }
 
@@ -111,9 +113,15 @@ impl BatchingLinear {
             None => {
                 let (reply, rx) = flume::bounded(1);
                 let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
-                let sent = tx
-                    .as_ref()
-                    .is_some_and(|tx| tx.send(Request { x, m, reply }).is_ok());
+                let sent = tx.as_ref().is_some_and(|tx| {
+                    tx.send(Request {
+                        x,
+                        m,
+                        arrived: Instant::now(),
+                        reply,
+                    })
+                    .is_ok()
+                });
                 Some(sent.then_some(rx))
             }
         };
@@ -161,8 +169,11 @@ fn serve(
     // A request that did not fit the last batch opens the next one.
     let mut carry: Option<Request> = None;
     while let Some(first) = carry.take().or_else(|| rx.recv().ok()) {
-        // A window too long to add to now (Duration::MAX: "close at max_rows only") never ends.
-        let deadline = Instant::now().checked_add(window);
+        // The window runs from the first request's arrival, not from when the batcher got to it
+        // (it may have been running the previous batch meanwhile): a request that already
+        // waited its window closes its batch with what is queued. A window too long to add
+        // (Duration::MAX: "close at max_rows only") never ends.
+        let deadline = first.arrived.checked_add(window);
         let mut batch = vec![first];
         let mut rows = batch[0].m;
         while rows < max_rows {
