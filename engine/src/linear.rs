@@ -21,7 +21,7 @@ use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ops::bitnet_stable::bitlinear_input_ok;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Location, Tensor};
 
 /// A BitLinear layer (`y = x · Wᵀ`) with resident ternary weights; cheap to clone, shareable
 /// between threads (see the module docs).
@@ -64,10 +64,15 @@ impl Linear {
     }
 
     /// The device copy of the weights, uploaded on first use (a failed upload is retried at
-    /// the next call).
+    /// the next call). Once the engine's device is lost, a host copy instead: the layer keeps
+    /// its host weights, so the dead device's copy (which reads as `Error::DeviceLost`) is
+    /// replaced, and tensor ops on the weights run on the CPU.
     pub fn device_weights(&self) -> Result<Tensor> {
         let mut slot = self.inner.device.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(t) = slot.as_ref() {
+        let lost = |t: &Tensor| {
+            t.location() == Location::Device && t.engine().gpu_raw().is_some_and(|g| g.is_lost())
+        };
+        if let Some(t) = slot.as_ref().filter(|t| !lost(t)) {
             return Ok(t.clone());
         }
         let t = self.inner.engine.upload_ternary(&self.inner.w)?;

@@ -1,0 +1,48 @@
+//! GPU faults across the rest of the public API (the host-facing ops are in `faults.rs`): what
+//! the layers ([`Linear`], [`LinearChain`](bitnet_wgpu::LinearChain)) and resident tensors give
+//! after a fault. A lost device loses only the data whose only copy was on it: whatever the
+//! engine keeps on the host stays usable, and results equal cpu-ref bit for bit.
+
+use bitnet_tests::{gpu_engine_with, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{ChainInput, EngineOptions, Error, InjectedFault, Linear, Location};
+
+fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
+}
+
+/// A layer keeps its host weights, so a lost device does not lose them: after the loss its
+/// `device_weights` are host weights (not the dead device copy, which reads as `DeviceLost`),
+/// and the tensor ops on them — a chain's `forward_tensor` on a host input, `bitlinear_tensor`
+/// — run on the CPU with cpu-ref's bits.
+#[test]
+fn layers_keep_their_weights_usable_after_a_lost_device() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let links = vec![
+        (Linear::new(&e, weights(64, 64, 1)), ChainInput::Input),
+        (Linear::new(&e, weights(8, 64, 2)), ChainInput::Output(0)),
+    ];
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    let x = random_f32(3, 64, -1.0, 1.0);
+    let first = cpu_ref::bitlinear(&x, 1, links[0].0.weights()).unwrap();
+    let second = cpu_ref::bitlinear(&first, 1, links[1].0.weights()).unwrap();
+    let want = vec![first.clone(), second];
+    assert_eq!(chain.forward(&x).unwrap(), want);
+    // The weights are resident: their device copies exist before the loss.
+    for (l, _) in &links {
+        assert_eq!(l.device_weights().unwrap().location(), Location::Device);
+    }
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+    let w = links[0].0.device_weights().unwrap();
+    assert_eq!(&w.read_ternary().unwrap(), links[0].0.weights());
+    let host = e.upload_f32(&x, &[64]).unwrap();
+    assert_eq!(host.location(), Location::Host);
+    let y = e
+        .bitlinear_tensor(&host.reshape(&[1, 64]).unwrap(), &w)
+        .unwrap();
+    assert_eq!(y.read_f32().unwrap(), first);
+    let outs = chain.forward_tensor(&host).unwrap();
+    assert_eq!(outs.read_all().unwrap(), want);
+    assert_eq!(chain.forward(&x).unwrap(), want);
+}
