@@ -21,11 +21,13 @@ use crate::context::Gpu;
 use crate::device::{PARAMS_MAX_BYTES, ParamsMode};
 use crate::encode::{describe, submit};
 use crate::error::{Error, Result};
-use crate::fate::{Fate, StatusResolver};
-use crate::group::STATUS_BYTES;
+use crate::fate::Fate;
 use crate::pipelines::Compiled;
-use crate::pool::{BufferKind, PooledBuffer};
 use crate::profiler::ProfilerState;
+
+#[path = "batch_status.rs"]
+mod status_out;
+pub(crate) use status_out::StatusTicket;
 
 /// One dispatch, ready to record.
 pub(crate) struct Dispatch {
@@ -90,13 +92,6 @@ fn launch_seq(c: &Cmd) -> Option<u64> {
         Cmd::StatusOut { fate, .. } => Some(fate.seq()),
         Cmd::Reset { .. } => None,
     }
-}
-
-/// Status slots copied out by a read, to decode once its submission completed.
-pub(crate) struct StatusTicket {
-    pub resolver: StatusResolver,
-    pub staging: PooledBuffer,
-    pub bytes: u64,
 }
 
 /// The pending batch (behind the engine's batch lock).
@@ -191,48 +186,6 @@ impl Batch {
             size,
             owner: Arc::clone(owner),
         });
-    }
-
-    /// Records the copy-out (and reset) of the status slots of `fates` that are pending with a
-    /// slot; `None` when there is none. The slots are clean once the batch is submitted.
-    pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
-        let (done_tx, done_rx) = flume::bounded::<()>(1);
-        let mut claimed = Vec::new();
-        for f in fates {
-            if let Some(s) = f.begin_read(&done_rx) {
-                claimed.push((Arc::clone(f), s));
-            }
-        }
-        if claimed.is_empty() {
-            return Ok(None);
-        }
-        let bytes = claimed.len() as u64 * STATUS_BYTES;
-        let staging = match gpu
-            .pool
-            .alloc(BufferKind::Readback, bytes, "status read-back")
-        {
-            Ok(s) => s,
-            Err(e) => {
-                for (f, s) in &claimed {
-                    f.revert_read(*s);
-                }
-                return Err(e);
-            }
-        };
-        for (i, (f, s)) in claimed.iter().enumerate() {
-            self.cmds.push(Cmd::StatusOut {
-                slot: *s,
-                staging: staging.buffer().clone(),
-                offset: i as u64 * STATUS_BYTES,
-                fate: Arc::clone(f),
-            });
-        }
-        let entries = claimed.into_iter().map(|(f, _)| f).collect();
-        Ok(Some(StatusTicket {
-            resolver: StatusResolver::new(entries, done_tx, &done_rx, STATUS_BYTES),
-            staging,
-            bytes,
-        }))
     }
 
     /// Submits everything recorded; returns the submission to wait on (None if nothing was

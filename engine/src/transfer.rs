@@ -130,7 +130,7 @@ impl Chunk {
             if let Some(dst) = &job_dst {
                 b.copy(&job_src, at, dst, n4, &job_owner);
             }
-            Ok::<_, Error>((b.flush(g)?, ticket))
+            Ok::<_, Error>((b.flush_read(g, ticket.as_ref(), Some(&job_owner))?, ticket))
         })??;
         let status = match (ticket, &index) {
             (Some(t), Some(i)) => {
@@ -212,7 +212,7 @@ async fn resolve_fates(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
             .scheduler
             .call_async(move |b, g| {
                 let ticket = b.take_status(g, &fates)?;
-                Ok::<_, Error>((b.flush(g)?, ticket))
+                Ok::<_, Error>((b.flush_read(g, ticket.as_ref(), None)?, ticket))
             })
             .await??;
         if let (Some(t), Some(i)) = (ticket, index) {

@@ -46,3 +46,38 @@ fn layers_keep_their_weights_usable_after_a_lost_device() {
     assert_eq!(outs.read_all().unwrap(), want);
     assert_eq!(chain.forward(&x).unwrap(), want);
 }
+
+/// A panic on the submission thread before it changed anything — here at the flush of a read —
+/// fails that read (`Error::Panicked`, the call it hit) and nothing else: the read's commands
+/// never ran, so the tensor keeps its bytes and its launch's non-finite flag, and the next read
+/// returns them. (A read must not leave the launch failed for good as a "lost read-back".)
+#[test]
+fn a_read_whose_flush_panics_loses_neither_bytes_nor_flags() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None, // deterministic: the injected panic hits the read's own flush
+        ..EngineOptions::default()
+    });
+    let v = random_f32(1, 4096, -1.0, 1.0);
+    let x = e.upload_f32(&v, &[1, 4096]).unwrap();
+    let y = e.copy(&x).unwrap();
+    let mut bad = v.clone();
+    bad[7] = f32::NAN;
+    let q = e
+        .quantize_activations_tensor(&e.upload_f32(&bad, &[1, 4096]).unwrap())
+        .unwrap();
+    e.sync().unwrap(); // both launches ran; their flags wait in their status slots
+    e.inject_fault(InjectedFault::JobPanic);
+    let r = y.read_f32();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    assert_eq!(y.read_f32().unwrap(), v);
+    e.inject_fault(InjectedFault::JobPanic);
+    let r = q.check();
+    assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    let flagged = Error::NonFinite {
+        op: "quantize_activations",
+        tensor: "x",
+        index: 7,
+    };
+    assert_eq!(q.read_activations().unwrap_err(), flagged);
+    e.sync().unwrap();
+}
