@@ -1,0 +1,52 @@
+//! Tests of streaming (`stream.rs`).
+
+use crate::engine::EngineOptions;
+use crate::error::Error;
+use crate::tensor::{DType, Storage};
+
+/// An upload whose copy fails — here into a buffer that no longer exists, which the pool
+/// hands out as the stream's target; wgpu rejects the copy alone too — is an error, not a
+/// success counting bytes that never arrived.
+#[test]
+fn a_failed_upload_copy_is_an_error() {
+    let e = crate::test_gpu::gpu_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let chunk = vec![1.5f32; 1024];
+    let t = e.empty("test", &[chunk.len()], DType::F32).unwrap();
+    let Storage::Device(b) = t.data() else {
+        panic!("a GPU engine's tensor is on the device");
+    };
+    b.buffer().destroy();
+    drop(t); // back to the pool: the stream's target
+    let got = e.stream_upload([&chunk[..]]);
+    assert!(matches!(got, Err(Error::Validation { .. })), "{got:?}");
+    let other = vec![1.5f32; 4096]; // another size class: a live buffer
+    assert!(
+        e.stream_upload([&other[..]]).is_ok(),
+        "the ring stays usable"
+    );
+}
+
+/// A chunk routed to the GPU whose device is lost before its input tensor is created (the
+/// engine's new tensors are then host tensors) reports the lost device, which re-runs the chunk
+/// on the CPU under every policy — not `Unsupported`, which under `Gpu` failed the whole stream.
+#[test]
+fn a_chunk_whose_device_is_lost_meanwhile_falls_back() {
+    let e = crate::test_gpu::gpu_with(EngineOptions::default());
+    let g = e.gpu_raw().expect("a GPU engine");
+    let staging = g.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("test staging"),
+        size: 256,
+        usage: wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let w = bitnet_cpu_ref::quantize_weights(&[0.5; 8 * 64], 8, 64).unwrap();
+    let w = e.upload_ternary(&w).unwrap();
+    e.inject_fault(crate::InjectedFault::DeviceLost);
+    assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+    let got = e.copy_and_compute(g, &staging, 1, 64, &w).map(drop);
+    assert!(matches!(got, Err(Error::DeviceLost(_))), "{got:?}");
+    assert!(super::falls_back(&e, &got.unwrap_err()));
+}
