@@ -232,9 +232,17 @@ impl Engine {
 
     /// This engine's copy of `t` on the device (`t` itself if it already is; an upload if it is a
     /// host tensor; a read-back + upload if it belongs to another engine).
+    ///
+    /// Errors: `DeviceLost` once the engine's device is lost; `Unsupported` on the CPU engine
+    /// and under [`DispatchPolicy::Cpu`](crate::DispatchPolicy::Cpu) (no device to copy to).
     pub fn to_device(&self, t: &Tensor) -> Result<Tensor> {
         if self.gpu_context().is_none() {
-            return Err(Error::Unsupported("to_device on the CPU engine".into()));
+            if let Some(g) = self.gpu_raw() {
+                g.check_health()?;
+            }
+            return Err(Error::Unsupported(
+                "to_device needs a GPU engine whose policy is not Cpu".into(),
+            ));
         }
         if t.engine().gpu_id() == self.gpu_id() && t.location() == crate::tensor::Location::Device {
             return Ok(t.clone());

@@ -81,3 +81,17 @@ fn a_read_whose_flush_panics_loses_neither_bytes_nor_flags() {
     assert_eq!(q.read_activations().unwrap_err(), flagged);
     e.sync().unwrap();
 }
+
+/// `to_device` on an engine whose device is lost reports the lost device, as every other use of
+/// the device does — not `Unsupported` naming "the CPU engine", which this engine is not.
+#[test]
+fn to_device_after_a_lost_device_reports_the_loss() {
+    let e = gpu_engine_with(EngineOptions::default());
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+    let host = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+    assert_eq!(host.location(), Location::Host);
+    assert_eq!(host.read_f32().unwrap(), vec![1.0, 2.0]);
+    let r = e.to_device(&host);
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
+}
