@@ -5,6 +5,14 @@
 //! returns to the pool when the last clone drops. Packed ternary weights and quantized activations
 //! carry a second buffer of scales (one per tensor / one per row).
 //!
+//! **A lost device.** Device storage is the only copy: the engine keeps no host copy of it and
+//! no record of how to recompute it. Once the device is lost, every device tensor — an upload,
+//! or an op's output not yet read, however far its launch got — reads as `Error::DeviceLost`;
+//! tensors created afterwards are host tensors and their ops run on the CPU, so re-upload from
+//! your own data. Only what the engine holds on the host survives: the host-facing ops
+//! (`Engine::bitlinear`, [`crate::Linear`], [`crate::LinearChain`], ...) re-run on the CPU from
+//! the caller's slices and the layers' host weights.
+//!
 //! Byte layouts (little-endian words; buffers are padded to a multiple of 4 bytes):
 //!
 //! | dtype | data | scales |
