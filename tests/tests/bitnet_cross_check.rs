@@ -16,6 +16,8 @@ mod edge_values;
 mod errors;
 #[path = "bitnet_cross_check/lean.rs"]
 mod lean;
+#[path = "bitnet_cross_check/long_k.rs"]
+mod long_k;
 #[path = "bitnet_cross_check/support.rs"]
 mod support;
 #[path = "bitnet_cross_check/tensors.rs"]

@@ -14,6 +14,8 @@ use std::ops::Range;
 use bitnet_cpu_ref::layout::activation_words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
+use super::bitnet_loops::act_quant_loops;
+use super::float_args::loops_fit;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -131,7 +133,11 @@ impl Engine {
         let (m, k) = matrix_shape(op, x)?;
         check_k(op, k)?;
         same_engine(self, op, x)?;
-        let Some(gpu) = self.gpu_for(&[x]) else {
+        // On CPU adapters a row whose quantization loops past lavapipe's limit runs on cpu-ref.
+        let Some(gpu) = self
+            .gpu_for(&[x])
+            .filter(|g| loops_fit(g, act_quant_loops(k)))
+        else {
             let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k)
                 .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);

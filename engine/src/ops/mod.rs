@@ -12,6 +12,7 @@ pub(crate) mod bitnet_chain;
 mod bitnet_choose;
 mod bitnet_coop;
 mod bitnet_linear;
+mod bitnet_loops;
 mod bitnet_plan;
 pub(crate) mod bitnet_record;
 mod bitnet_split;
