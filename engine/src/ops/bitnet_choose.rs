@@ -5,6 +5,7 @@
 
 use bitnet_kernels_wgsl::bitnet as kernels;
 
+use super::bitnet_loops::plan_fits;
 use super::bitnet_plan::{
     CoopKind, GEMV_LANES, LinearPlan, OVERLAP_LANES, batch_lanes, batch_ok, batch_tile_steps,
     coop_kind_ok, default_lanes, fused_lanes, fused_ok, heuristic, plan_ok, vec4_ok,
@@ -161,13 +162,21 @@ fn lean_lanes(gpu: &Gpu, k: usize) -> u32 {
 const SMALL_GRID_WORKGROUPS: u64 = 160;
 
 /// The plans autotune compares for `key` (respecting forced settings); `coop`: which
-/// cooperative-matrix GEMMs passed their self-tests.
+/// cooperative-matrix GEMMs passed their self-tests. On CPU adapters only plans whose loops fit
+/// lavapipe's limit (`bitnet_loops.rs`).
 pub(crate) fn candidates(
     gpu: &Gpu,
     key: Key,
     s: BitnetTuning,
     coop: CoopVerdict,
 ) -> Vec<LinearPlan> {
+    let mut out = all_candidates(gpu, key, s, coop);
+    out.retain(|&p| plan_fits(gpu, p, (key.m, key.n, key.k)));
+    out
+}
+
+/// [`candidates`] before the loop check.
+fn all_candidates(gpu: &Gpu, key: Key, s: BitnetTuning, coop: CoopVerdict) -> Vec<LinearPlan> {
     let Key {
         m, k, f32_input, ..
     } = key;

@@ -9,6 +9,7 @@
 //! in chunks of M.
 
 use super::bitnet::{check_k, matrix_shape, same_engine};
+use super::bitnet_loops::plan_fits;
 use super::bitnet_plan::LinearPlan;
 use super::bitnet_record::LinearCall;
 use crate::engine::Engine;
@@ -98,9 +99,9 @@ impl Engine {
         mode: Output,
     ) -> Result<Tensor> {
         let (m, n, k) = self.linear_shapes(op, xq, w)?;
-        let Some(gpu) = self.gpu_for(&[xq, w]) else {
+        let cpu = || {
             let (xq, w) = (xq.read_activations()?, w.read_ternary()?);
-            return match mode {
+            match mode {
                 Output::Y => {
                     self.upload_f32(&bitnet_cpu_ref::bitlinear_quantized(&xq, &w)?, &[m, n])
                 }
@@ -108,7 +109,10 @@ impl Engine {
                     let acc = bitnet_cpu_ref::bitlinear_accumulate(&xq, &w)?;
                     self.upload_u32(bytemuck::cast_slice(&acc), &[m, n])
                 }
-            };
+            }
+        };
+        let Some(gpu) = self.gpu_for(&[xq, w]) else {
+            return cpu();
         };
         let acc = mode == Output::Acc;
         if let Some(out) = self.msl_bitlinear_quantized(gpu, op, xq, w, (m, n, k), acc)? {
@@ -124,6 +128,11 @@ impl Engine {
         if plan.takes_f32() {
             // Never cached for quantized input; keep the lanes, skip the quantization.
             plan = LinearPlan::Generic;
+        }
+        if !plan_fits(gpu, plan, (m, n, k)) {
+            // A CPU adapter whose loop limit would cut every plan of this shape short (the
+            // plan choice keeps to plans that fit where there is one): cpu-ref, as on the CPU.
+            return cpu();
         }
         LinearCall {
             op,
@@ -164,7 +173,9 @@ impl Engine {
             .into_iter()
             .any(|(t, writes)| tensor_waits(gpu, t, writes));
         let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
-        if !plan.takes_f32() {
+        // A fused plan lavapipe's loop limit would cut short: quantize first, then a plan on
+        // quantized rows (or cpu-ref).
+        if !plan.takes_f32() || !plan_fits(gpu, plan, shape) {
             return Ok(None);
         }
         LinearCall {

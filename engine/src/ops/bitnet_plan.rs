@@ -25,6 +25,7 @@ use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::chunk_limit;
 use super::bitnet_choose::{lean_ok, lean_q_ok};
+use super::bitnet_loops::plan_fits;
 use super::bitnet_split::split_ok;
 use crate::context::Gpu;
 
@@ -256,24 +257,26 @@ pub(crate) fn plan_ok(
     f32_input: bool,
 ) -> bool {
     let lanes_ok = |l: u32| GEMV_LANES.contains(&l);
-    match plan {
-        LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
-        LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
-        LinearPlan::Lean { lanes } => f32_input && lean_ok(gpu, m, k) && lanes_ok(lanes),
-        LinearPlan::LeanQ { lanes } => lean_q_ok(gpu, m, k) && lanes_ok(lanes),
-        LinearPlan::Vec4 { lanes } | LinearPlan::Staged { lanes } => {
-            vec4_ok(gpu, m, k) && lanes_ok(lanes)
+    // On CPU adapters, plans whose loops lavapipe would cut short are out.
+    plan_fits(gpu, plan, (m, n, k))
+        && match plan {
+            LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
+            LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
+            LinearPlan::Lean { lanes } => f32_input && lean_ok(gpu, m, k) && lanes_ok(lanes),
+            LinearPlan::LeanQ { lanes } => lean_q_ok(gpu, m, k) && lanes_ok(lanes),
+            LinearPlan::Vec4 { lanes } | LinearPlan::Staged { lanes } => {
+                vec4_ok(gpu, m, k) && lanes_ok(lanes)
+            }
+            LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
+            LinearPlan::Gemm { t, splits } => {
+                m as u64 > u64::from(kernels::GEMV_MAX_M)
+                    && [4, 8].contains(&t)
+                    && split_ok(gpu, splits, m, n)
+            }
+            LinearPlan::Coop { splits, kind } => {
+                coop_kind_ok(gpu, kind, m, k) && split_ok(gpu, splits, m, n)
+            }
         }
-        LinearPlan::Generic => m as u64 <= u64::from(kernels::GEMV_MAX_M),
-        LinearPlan::Gemm { t, splits } => {
-            m as u64 > u64::from(kernels::GEMV_MAX_M)
-                && [4, 8].contains(&t)
-                && split_ok(gpu, splits, m, n)
-        }
-        LinearPlan::Coop { splits, kind } => {
-            coop_kind_ok(gpu, kind, m, k) && split_ok(gpu, splits, m, n)
-        }
-    }
 }
 
 /// Default lanes per 4-row block: about two vec4 steps per lane (`K / 64` vec4 per row), at
