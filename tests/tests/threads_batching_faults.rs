@@ -23,6 +23,32 @@ fn answer<T: Send + 'static>(f: impl Future<Output = T> + Send + 'static) -> T {
         .expect("a request was never answered")
 }
 
+/// Submits one request of each size in `sizes` (random rows in ±`range`, seeds from `seed`)
+/// before awaiting any, so they queue together; then checks each answer against cpu-ref.
+fn submit_all_and_check(
+    server: &BatchingLinear,
+    w: &TernaryMatrix,
+    sizes: &[usize],
+    seed: u64,
+    range: f32,
+) {
+    let k = w.k();
+    let xs: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| random_f32(seed + i as u64, m * k, -range, range))
+        .collect();
+    let futs: Vec<_> = xs
+        .iter()
+        .zip(sizes)
+        .map(|(x, &m)| server.forward_async(x.clone(), m))
+        .collect();
+    for (i, ((f, x), &m)) in futs.into_iter().zip(&xs).zip(sizes).enumerate() {
+        let want = cpu_ref::bitlinear(x, m, w).unwrap();
+        assert_eq!(answer(f).unwrap(), want, "request {i} ({m} rows)");
+    }
+}
+
 /// Requests of 1, 3, 2 and 5 rows merged into one op (M = 11, a GEMM): each caller gets exactly
 /// its own rows.
 #[test]
@@ -31,21 +57,7 @@ fn requests_of_different_sizes_get_their_own_rows() {
     let (n, k) = (40, 128);
     let w = weights(n, k, 41);
     let server = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::MAX, 11).unwrap();
-    let sizes = [1usize, 3, 2, 5];
-    let xs: Vec<Vec<f32>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &m)| random_f32(300 + i as u64, m * k, -2.0, 2.0))
-        .collect();
-    let futs: Vec<_> = xs
-        .iter()
-        .zip(sizes)
-        .map(|(x, m)| server.forward_async(x.clone(), m))
-        .collect();
-    for (i, ((f, x), m)) in futs.into_iter().zip(&xs).zip(sizes).enumerate() {
-        let want = cpu_ref::bitlinear(x, m, &w).unwrap();
-        assert_eq!(answer(f).unwrap(), want, "request {i} ({m} rows)");
-    }
+    submit_all_and_check(&server, &w, &[1, 3, 2, 5], 300, 2.0);
     let st = server.stats();
     assert_eq!((st.requests, st.batches, st.max_rows), (4, 1, 11), "{st:?}");
 }
@@ -59,21 +71,7 @@ fn max_rows_closes_and_opens_batches_as_documented() {
     let (n, k) = (16, 64);
     let w = weights(n, k, 46);
     let server = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::MAX, 4).unwrap();
-    let sizes = [1usize, 6, 2, 2];
-    let xs: Vec<Vec<f32>> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &m)| random_f32(350 + i as u64, m * k, -1.0, 1.0))
-        .collect();
-    let futs: Vec<_> = xs
-        .iter()
-        .zip(sizes)
-        .map(|(x, m)| server.forward_async(x.clone(), m))
-        .collect();
-    for (i, ((f, x), m)) in futs.into_iter().zip(&xs).zip(sizes).enumerate() {
-        let want = cpu_ref::bitlinear(x, m, &w).unwrap();
-        assert_eq!(answer(f).unwrap(), want, "request {i} ({m} rows)");
-    }
+    submit_all_and_check(&server, &w, &[1, 6, 2, 2], 350, 1.0);
     // [1] (closed by the 6-row request), [6] alone, [2, 2] at max_rows.
     let st = server.stats();
     assert_eq!((st.requests, st.batches, st.max_rows), (4, 3, 6), "{st:?}");
