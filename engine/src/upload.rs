@@ -236,19 +236,30 @@ impl Engine {
     /// Errors: `DeviceLost` once the engine's device is lost; `Unsupported` on the CPU engine
     /// and under [`DispatchPolicy::Cpu`](crate::DispatchPolicy::Cpu) (no device to copy to).
     pub fn to_device(&self, t: &Tensor) -> Result<Tensor> {
-        if self.gpu_context().is_none() {
+        use crate::tensor::Location;
+        let no_device = || -> Result<Tensor> {
             if let Some(g) = self.gpu_raw() {
                 g.check_health()?;
             }
-            return Err(Error::Unsupported(
+            Err(Error::Unsupported(
                 "to_device needs a GPU engine whose policy is not Cpu".into(),
-            ));
+            ))
+        };
+        if self.gpu_context().is_none() {
+            return no_device();
         }
-        if t.engine().gpu_id() == self.gpu_id() && t.location() == crate::tensor::Location::Device {
+        if t.engine().gpu_id() == self.gpu_id() && t.location() == Location::Device {
             return Ok(t.clone());
         }
         let data = t.read_bytes()?;
         let scales = t.read_scale_bytes()?;
-        self.tensor_from_bytes("to_device", t.shape(), t.dtype(), &data, scales.as_deref())
+        let out =
+            self.tensor_from_bytes("to_device", t.shape(), t.dtype(), &data, scales.as_deref())?;
+        // The device may have been lost (or the policy set to Cpu) since the check above, and
+        // the upload then made a host tensor: never hand that out as the device copy.
+        if out.location() != Location::Device {
+            return no_device();
+        }
+        Ok(out)
     }
 }
