@@ -72,6 +72,12 @@ impl Measurement {
     }
 }
 
+/// Whether `ms` can stand as a time: finite and above zero. A zero, negative or non-finite time
+/// measures nothing and must read "not measured", never feed a ratio or a verdict.
+pub fn valid_ms(ms: f64) -> bool {
+    ms.is_finite() && ms > 0.0
+}
+
 /// Median of an ascending slice (mean of the two middle values for even lengths); NaN if empty.
 pub fn median_sorted(v: &[f64]) -> f64 {
     match v.len() {

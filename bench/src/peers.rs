@@ -111,6 +111,30 @@ impl PeersReport {
         serde_json::from_str(text)
     }
 
+    /// The report with every time that measures nothing (zero, negative, not finite; see
+    /// [`crate::measure::valid_ms`]) taken out, its reason kept in the entry's `error` and one
+    /// note added: such an entry reads "not measured", never a ratio or a verdict.
+    pub fn without_invalid_times(mut self) -> PeersReport {
+        let times = self.cases.iter_mut().map(|c| (&mut c.ms, &mut c.error));
+        let times = times.chain(self.stacks.iter_mut().map(|s| (&mut s.ms, &mut s.error)));
+        let mut dropped = 0;
+        for (ms, error) in times {
+            if let Some(v) = *ms
+                && !crate::measure::valid_ms(v)
+            {
+                *ms = None;
+                error.get_or_insert_with(|| format!("invalid time {v} ms"));
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            self.notes.push(format!(
+                "{dropped} time(s) of zero or below (or not finite) in the peers file: not measured"
+            ));
+        }
+        self
+    }
+
     /// The peer case for `imp` on `(m, n, k)`; `m` is ignored for weight quantization and `n` for
     /// activation quantization, which do not depend on them.
     pub fn case(&self, imp: &str, m: usize, n: usize, k: usize) -> Option<&PeerCase> {

@@ -315,3 +315,33 @@ fn partial_runs_are_incomplete_never_met() {
         .unwrap();
     assert!(gemv.contains("| incomplete |"), "{gemv}");
 }
+
+/// Peer times of zero or below measure nothing: "not measured", no ratio, no verdict (a
+/// negative fp16 time read as "within 4×", a zero one as "0×").
+#[test]
+fn invalid_peer_times_are_not_measured() {
+    let text = r#"{"cases":[
+        {"impl":"torch_fp16_linear","m":512,"n":2560,"k":2560,"ms":-0.5},
+        {"impl":"torch_fp16_linear","m":1,"n":6912,"k":2560,"ms":0.0}],
+      "stacks":[{"impl":"torch_fp16_linear","cuda_graph":true,"layers":30,"m":1,"ms":0.0},
+        {"impl":"torch_fp16_linear","cuda_graph":true,"chained":true,"layers":30,"m":1,"ms":-1}]}"#;
+    let p = PeersReport::from_json(text).unwrap();
+    let md = results_md::render(&ours(), Some(&p), "merge");
+    let line = |start: &str| md.lines().find(|l| l.starts_with(start)).unwrap();
+    let prefill = line("| prefill");
+    assert!(
+        prefill.contains("2560×2560: not measured |") && prefill.ends_with("| not measured |"),
+        "{prefill}"
+    );
+    let stack = line("| decode layer stack");
+    assert!(
+        stack.contains("PyTorch fp16 graph not measured → no ratio")
+            && stack.ends_with("| not measured |"),
+        "{stack}"
+    );
+    let row = line("| t 6912×2560 | 1 |");
+    assert!(
+        row.contains("| not measured | not measured | – | – |"),
+        "{row}"
+    );
+}
