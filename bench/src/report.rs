@@ -263,6 +263,72 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+impl Report {
+    /// The report with every time that measures nothing (zero, negative, not finite; see
+    /// [`crate::measure::valid_ms`]) taken out, and one note saying how many: such a figure reads
+    /// "not measured", never a bandwidth, a ratio or a verdict. A roofline with no valid time or
+    /// no bytes is dropped with it.
+    pub fn without_invalid_times(mut self) -> Report {
+        let mut dropped = 0;
+        let mut keep = |m: &mut Option<Measurement>| {
+            if m.is_some_and(|m| !crate::measure::valid_ms(m.median_ms)) {
+                *m = None;
+                dropped += 1;
+            }
+        };
+        for c in &mut self.cases {
+            [&mut c.gpu, &mut c.cpu, &mut c.gpu_overlapped]
+                .into_iter()
+                .for_each(&mut keep);
+        }
+        if let Some(s) = &mut self.stack {
+            [
+                &mut s.gpu,
+                &mut s.gpu_wall,
+                &mut s.gpu_chained,
+                &mut s.gpu_chained_wall,
+                &mut s.gpu_chain,
+                &mut s.gpu_chain_wall,
+                &mut s.cpu,
+            ]
+            .into_iter()
+            .for_each(&mut keep);
+        }
+        if let Some(s) = &mut self.stream {
+            [
+                &mut s.total,
+                &mut s.upload_only,
+                &mut s.transfer_only,
+                &mut s.compute_only,
+            ]
+            .into_iter()
+            .for_each(&mut keep);
+        }
+        for s in self.batch.iter_mut().flat_map(|b| &mut b.shapes) {
+            [&mut s.b1, &mut s.b8, &mut s.server_b1, &mut s.server_b8]
+                .into_iter()
+                .for_each(&mut keep);
+        }
+        let valid = |r: &Roofline| r.bytes > 0 && crate::measure::valid_ms(r.time.median_ms);
+        let probes = self.copy_probes.len() + self.elementwise_probes.len();
+        self.copy_probes.retain(valid);
+        self.elementwise_probes.retain(valid);
+        dropped += probes - self.copy_probes.len() - self.elementwise_probes.len();
+        if self.roofline.as_ref().is_some_and(|r| !valid(r)) {
+            self.roofline = None;
+            self.roofline_error
+                .get_or_insert_with(|| "its time or size measures nothing".into());
+            dropped += 1;
+        }
+        if dropped > 0 {
+            self.notes.push(format!(
+                "{dropped} time(s) of zero or below (or not finite) in this report: not measured"
+            ));
+        }
+        self
+    }
+}
+
 /// `bytes` over `ms` milliseconds, in GB/s (10^9 bytes per second).
 pub fn gbps(bytes: u64, ms: f64) -> f64 {
     bytes as f64 / (ms * 1e-3) / 1e9

@@ -115,11 +115,12 @@ fn padded(mut items: Vec<Option<bool>>, expected: usize) -> Vec<Option<bool>> {
 }
 
 /// Evaluates every target of issue 5 from our report and (optionally) the peers.
-/// Peer times of zero or below count as not measured
-/// ([`PeersReport::without_invalid_times`]).
+/// Times of zero or below count as not measured ([`PeersReport::without_invalid_times`],
+/// [`Report::without_invalid_times`]).
 pub fn evaluate(ours: &Report, peers: Option<&PeersReport>) -> Vec<Target> {
     let peers = peers.cloned().map(PeersReport::without_invalid_times);
     let peers = peers.as_ref();
+    let ours = &ours.clone().without_invalid_times();
     let roof = ours.roofline.as_ref();
     let mut out = Vec::new();
 

@@ -345,3 +345,43 @@ fn invalid_peer_times_are_not_measured() {
         "{row}"
     );
 }
+
+/// Our own times of zero or below measure nothing either: a zero GEMV time read as infinite
+/// bandwidth ("met"), a zero stack span as an infinite speed-up.
+#[test]
+fn invalid_times_of_ours_are_not_measured() {
+    let mut r = ours();
+    r.cases = [(6912, 2560), (2560, 6912), (14336, 4096), (4096, 14336)]
+        .map(|(n, k)| {
+            let w = Workload {
+                op: OpKind::Bitlinear,
+                shape: "t",
+                m: 1,
+                n,
+                k,
+            };
+            let mut c = CaseResult::new(&w);
+            c.gpu = Some(ms(0.0, Clock::Timestamp));
+            c.gpu_overlapped = Some(ms(0.0, Clock::Timestamp));
+            c
+        })
+        .to_vec();
+    let s = r.stack.as_mut().unwrap();
+    (s.gpu, s.gpu_chained) = (
+        Some(ms(0.0, Clock::Timestamp)),
+        Some(ms(-1.0, Clock::Timestamp)),
+    );
+    let md = results_md::render(&r, Some(&peers()), "merge");
+    let line = |start: &str| md.lines().find(|l| l.starts_with(start)).unwrap();
+    let gemv = line("| GEMV (M = 1)");
+    assert!(
+        gemv.contains("6912×2560: not measured;") && gemv.ends_with("| not measured |"),
+        "{gemv}"
+    );
+    let stack = line("| decode layer stack");
+    assert!(
+        stack.contains("independent: ours not measured vs"),
+        "{stack}"
+    );
+    assert!(!stack.contains("**met**"), "{stack}");
+}
