@@ -282,7 +282,7 @@ fn cache_dir() -> Option<PathBuf> {
 #[path = "calibrate_measure.rs"]
 mod measuring;
 #[cfg(test)]
-use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, sample};
+use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, measure_with, sample};
 pub(crate) use measuring::{measure, measuring};
 
 #[cfg(test)]

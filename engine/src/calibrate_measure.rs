@@ -97,6 +97,16 @@ pub(super) fn fit_gpu(calls: [(Workload, f64); 2], up_bw: f64, down_bw: f64) -> 
 /// Times both backends of `engine` (a GPU engine): see the module docs. Its GPU runs use the GPU
 /// whatever the policy is set to meanwhile ([`measuring`]).
 pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
+    measure_with(engine, gpu, |_| ())
+}
+
+/// [`measure`], calling `before(class)` before each op class is timed (tests lose the device
+/// there).
+pub(super) fn measure_with(
+    engine: &Engine,
+    gpu: &Gpu,
+    mut before: impl FnMut(OpClass),
+) -> Result<Calibration> {
     let _pinned = Measuring::start(gpu);
     // The measuring runs with the profiler off (a private, disabled one stands in for the
     // engine's): its dispatches stay out of the user's report, and timestamp writes do not
@@ -123,6 +133,7 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
         gpu: [Cost::default(); 4],
     };
     for (class, sizes) in QUANT_SIZES {
+        before(class);
         let mut cpu = [(0.0, 0.0); 2];
         let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
         for (i, &(rows, k)) in sizes.iter().enumerate() {
@@ -162,6 +173,7 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
         c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
     }
     for (class, sizes) in LINEAR_SIZES {
+        before(class);
         let mut cpu = [(0.0, 0.0); 2];
         let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
@@ -184,6 +196,10 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
         c.cpu[class.index()] = Cost::fit(cpu[0], cpu[1]);
         c.gpu[class.index()] = fit_gpu(gpu_t, up_bw, down_bw);
     }
+    // Once the device is lost, new tensors are host tensors and the ops take their CPU paths:
+    // "GPU" runs after a loss timed cpu-ref, and such a model must be neither installed nor
+    // cached. A loss is permanent, so a device healthy now was healthy for every GPU run.
+    gpu.check_health()?;
     log::info!(
         "bitnet-wgpu: calibrated in {:.2} s: {}",
         started.elapsed().as_secs_f64(),

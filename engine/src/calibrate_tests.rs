@@ -152,3 +152,20 @@ fn measuring_times_the_gpu_whatever_the_policy() {
         "the policy is kept"
     );
 }
+
+/// A device lost while measuring fails the measurement. Once lost, new tensors are host tensors
+/// and the ops take their CPU paths, so the remaining "GPU" runs timed cpu-ref: that model was
+/// installed and written to the calibration cache as this adapter's, for every later process.
+#[test]
+fn a_device_lost_while_measuring_fails_the_measurement() {
+    let e = crate::test_gpu::gpu();
+    let g = e.gpu_raw().expect("a GPU engine");
+    let got = measure_with(&e, g, |class| {
+        if class == OpClass::LinearGemv {
+            e.inject_fault(crate::InjectedFault::DeviceLost);
+            // The engine has seen the loss before the next "GPU" run.
+            assert!(matches!(e.sync(), Err(crate::Error::DeviceLost(_))));
+        }
+    });
+    assert!(matches!(got, Err(crate::Error::DeviceLost(_))), "{got:?}");
+}
