@@ -13,14 +13,20 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Replaces `path` with `text` atomically (temporary file in the same directory + rename).
+/// Replaces `path` with `text` atomically (a temporary file of its own in the same directory,
+/// then rename).
 pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // One temporary file per write, not per process: two writers of one process (two engines
+    // saving one calibration) must not truncate each other's file before or after its rename.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
+    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(text.as_bytes())?;
@@ -115,6 +121,29 @@ mod tests {
             location(Some(" /tmp/x ")),
             Some(Some(PathBuf::from("/tmp/x")))
         );
+    }
+
+    /// Two writers of one process (two engines saving the same calibration) replace the file
+    /// atomically too: they shared one temporary file name, so one could truncate the file the
+    /// other had just renamed into place (a reader saw it empty or cut short), and the other's
+    /// rename then failed.
+    #[test]
+    fn writers_of_one_process_do_not_share_a_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("bitnet-cache-race-{}", std::process::id()));
+        let path = dir.join("f.txt");
+        let text = "x".repeat(64 << 10) + "\n";
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        write_atomic(&path, &text).expect("every write succeeds");
+                        let now = read_lossy(&path).unwrap_or_default();
+                        assert!(now.len() == text.len(), "read {} bytes", now.len());
+                    }
+                });
+            }
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
