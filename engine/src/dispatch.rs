@@ -20,6 +20,9 @@
 //! run time: measured times of the chosen backend (every call on the GPU, one call in
 //! [`SAMPLE_EVERY`] on the CPU, so the CPU path stays within a few nanoseconds of calling cpu-ref)
 //! scale that backend's prediction for the op class (moving average of measured / predicted).
+//! A lazy calibration that fails (any GPU fault, transient ones included) is not retried: the
+//! engine's `Auto` then runs every op on the CPU until [`Engine::calibrate`] succeeds or
+//! [`Engine::set_calibration`] installs a model.
 //!
 //! **Faults** (see `fault.rs`): a GPU failure other than bad input re-runs the op on the CPU from
 //! the caller's host inputs — the caller gets the correct result and a warning is logged. A lost
@@ -136,7 +139,12 @@ impl Engine {
     }
 
     /// Measures both backends now (about a second on a software adapter), installs the result as
-    /// the `Auto` model and writes it to the calibration cache (unless disabled).
+    /// the `Auto` model and writes it to the calibration cache (unless disabled). Also the way
+    /// back to the GPU for an `Auto` engine whose lazy calibration failed (see the module docs).
+    ///
+    /// Errors: `Unsupported` on the CPU engine or under the `Cpu` policy; a GPU fault while
+    /// measuring (`DeviceLost` when the device was lost before or while measuring) is returned,
+    /// and then nothing is installed or cached: the current model stays.
     pub fn calibrate(&self) -> Result<Calibration> {
         let g = self.usable_gpu("calibrate")?;
         let _one = g
@@ -210,6 +218,8 @@ impl Engine {
 
     /// The lazy calibration of the first `Auto` decision: the cache, else a measurement; if
     /// measuring fails the GPU is not trusted (every prediction says CPU) and that is logged.
+    /// Not retried, even after a transient fault: a measurement costs the calling op about a
+    /// second, and a persistent fault would cost it on every op (documented in the crate docs).
     #[cold]
     #[inline(never)]
     fn load_or_calibrate(&self, g: &Gpu) {

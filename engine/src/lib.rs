@@ -42,7 +42,12 @@
 //!   calibration ([`Engine::calibrate`], or lazily at the first decision) cached per adapter +
 //!   driver + crate version in the user's cache directory (`BITNET_CALIBRATION_CACHE=off` opts
 //!   out, a path relocates it), and adapt to measured times. Small ops stay on the CPU at the
-//!   cost of a few nanoseconds over calling cpu-ref.
+//!   cost of a few nanoseconds over calling cpu-ref. If the lazy calibration fails — any GPU
+//!   fault while measuring, transient ones (out of memory, a caught panic) included — a warning
+//!   is logged, nothing is cached, and that engine's `Auto` sends every op to the CPU until
+//!   [`Engine::calibrate`] succeeds or [`Engine::set_calibration`] installs a model
+//!   ([`Engine::calibration`] meanwhile returns a stand-in whose GPU costs `f64::MAX / 4` s per
+//!   call). A calibration measured while the device was lost is never installed or cached.
 //! * `Gpu` (default of [`Engine::gpu`], [`Engine::from_device`], ...): every op on the GPU.
 //! * `Cpu`: nothing touches the GPU (new tensors are host tensors).
 //!
