@@ -82,8 +82,34 @@ pub(crate) fn switch(name: &str, value: Option<&str>) -> Option<bool> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The warnings this test binary logged so far (a capturing logger, installed on first call:
+    /// call it once before the code under test).
+    pub(crate) fn warnings() -> Vec<String> {
+        struct Capture(std::sync::Mutex<Vec<String>>);
+        impl log::Log for Capture {
+            fn enabled(&self, m: &log::Metadata) -> bool {
+                m.level() <= log::Level::Warn
+            }
+            fn log(&self, r: &log::Record) {
+                if self.enabled(r.metadata()) {
+                    let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+                    v.push(r.args().to_string());
+                }
+            }
+            fn flush(&self) {}
+        }
+        static CAPTURE: Capture = Capture(std::sync::Mutex::new(Vec::new()));
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            if log::set_logger(&CAPTURE).is_ok() {
+                log::set_max_level(log::LevelFilter::Warn);
+            }
+        });
+        CAPTURE.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 
     /// The on/off spellings (`BITNET_AUTOTUNE`'s `off` used to mean "no say").
     #[test]

@@ -11,7 +11,8 @@
 //! Cache: `$BITNET_CALIBRATION_CACHE` if it names a directory, else `$XDG_CACHE_HOME/bitnet-wgpu`,
 //! `~/.cache/bitnet-wgpu` (Linux), `~/Library/Caches/bitnet-wgpu` (macOS) or
 //! `%LOCALAPPDATA%\bitnet-wgpu` (Windows); one small text file per key. Set
-//! `BITNET_CALIBRATION_CACHE=off` (or `0`) to neither read nor write it.
+//! `BITNET_CALIBRATION_CACHE=off` (or `0`) to neither read nor write it. A file that holds no
+//! valid calibration for its key is logged, measured again and replaced.
 
 use std::path::PathBuf;
 
@@ -233,8 +234,7 @@ impl Calibration {
 
     /// The cached calibration for `key`, if any.
     pub(crate) fn load_cached(key: &str) -> Option<Calibration> {
-        let text = crate::cache_file::read_lossy(&Calibration::cache_path(key)?)?;
-        Calibration::from_text(&text).filter(|c| c.key == key)
+        load_from(&Calibration::cache_path(key)?, key)
     }
 
     /// Writes this calibration to the cache (a failure is logged: the cache is an optimisation).
@@ -249,6 +249,21 @@ impl Calibration {
             );
         }
     }
+}
+
+/// The calibration for `key` in the cache file at `path`, if it holds one. A file there that does
+/// not (malformed, cut short, out-of-range values, another key) is logged and ignored: the
+/// engine measures again and replaces it.
+fn load_from(path: &std::path::Path, key: &str) -> Option<Calibration> {
+    let text = crate::cache_file::read_lossy(path)?;
+    let c = Calibration::from_text(&text).filter(|c| c.key == key);
+    if c.is_none() {
+        log::warn!(
+            "bitnet-wgpu: ignoring the calibration cache {}: not a valid calibration for {key:?}",
+            path.display()
+        );
+    }
+    c
 }
 
 /// `key` on one line (line breaks become blanks): a driver string may hold a line break, which

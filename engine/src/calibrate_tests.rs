@@ -169,3 +169,55 @@ fn a_device_lost_while_measuring_fails_the_measurement() {
     });
     assert!(matches!(got, Err(crate::Error::DeviceLost(_))), "{got:?}");
 }
+
+/// A cache file that holds no calibration for the key — empty, garbage, cut short, a NaN or
+/// negative cost, another key — is ignored and logged; a missing file is not a bad one. Before,
+/// a bad file was replaced without a word.
+#[test]
+fn bad_cache_files_are_ignored_and_logged() {
+    let dir = std::env::temp_dir().join(format!("bitnet-calibration-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = "adapter | Vulkan | drv 1 | bitnet-wgpu 0.1.0 | 2 threads";
+    let good = Calibration {
+        key: key.into(),
+        upload_bytes_per_s: 3.5e9,
+        download_bytes_per_s: 2.25e9,
+        cpu: [Cost::default(); 4],
+        gpu: [Cost::default(); 4],
+    }
+    .to_text();
+    let logged = |path: &std::path::Path| {
+        let name = path.display().to_string();
+        crate::cache_file::tests::warnings()
+            .iter()
+            .any(|w| w.contains(&name))
+    };
+    crate::cache_file::tests::warnings();
+    let missing = dir.join("missing.txt");
+    assert_eq!(load_from(&missing, key), None);
+    assert!(!logged(&missing));
+    let bad = [
+        String::new(),
+        "{\"key\": 1}\n".into(),
+        good[..good.len() / 2].into(),
+        good.replacen("bitlinear_gemv 0", "bitlinear_gemv NaN", 1),
+        good.replacen("bitlinear_gemv 0", "bitlinear_gemv -1", 1),
+        good.replacen(
+            "upload_bytes_per_s 3500000000",
+            "upload_bytes_per_s 1e999",
+            1,
+        ),
+        good.replacen("drv 1", "drv 2", 1),
+    ];
+    for (i, text) in bad.iter().enumerate() {
+        let path = dir.join(format!("bad-{i}.txt"));
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(load_from(&path, key), None, "{text:?}");
+        assert!(logged(&path), "{text:?} was not logged");
+    }
+    let path = dir.join("good.txt");
+    std::fs::write(&path, &good).unwrap();
+    assert!(load_from(&path, key).is_some());
+    assert!(!logged(&path));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
