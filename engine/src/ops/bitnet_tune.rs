@@ -5,7 +5,7 @@
 //! Autotune records every candidate plan on the real shape, with weights rotating through
 //! scratch copies (about 96 MiB, more than a large GPU's L2) so that weights come from memory as
 //! they do in a real model, and keeps the plan with the lowest time per call (best of three timed
-//! batches; GPU time for GEMMs where the device has timestamps, else wall time:
+//! batches, `bitnet_tune_measure.rs`; GPU time for GEMMs where the device has timestamps, else wall time:
 //! `bitnet_tune_clock.rs`). It runs on the first BitLinear of a shape whose packed weights
 //! are at least [`AUTOTUNE_MIN_BYTES`], by default on discrete GPUs and for GEMMs (M > 8) only —
 //! GEMVs keep the heuristic plans unless tuning is asked for explicitly (`BITNET_AUTOTUNE=1` or
@@ -22,13 +22,11 @@ use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
 use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping};
 use super::bitnet_plan::{CoopKind, LinearPlan, coop_ok};
-use super::bitnet_record::LinearCall;
 use super::bitnet_tune_cache as disk;
-use super::bitnet_tune_clock::{TuneProfiler, time_per_call};
+use super::bitnet_tune_clock::TuneProfiler;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::tensor::DType;
 
 /// Smallest packed weight matrix (bytes) that is autotuned automatically. 256 KiB takes in
 /// BitNet-2B4T's k/v projection (640 × 2560, 400 KiB): on the H200 its untuned plan (32 rows per
@@ -36,8 +34,6 @@ use crate::tensor::DType;
 pub const AUTOTUNE_MIN_BYTES: u64 = 256 << 10;
 /// Environment variable that turns automatic tuning on (`1`) or off (`0`) for every engine.
 pub const AUTOTUNE_ENV: &str = "BITNET_AUTOTUNE";
-/// Scratch bytes of weight copies for autotune timing.
-const SCRATCH_BYTES: u64 = 96 << 20;
 
 /// How the BitNet ops of one engine choose their kernels. `Default` = heuristic, autotune on
 /// discrete GPUs, nothing forced. Forced values apply where the kernel can run the shape.
@@ -284,93 +280,6 @@ impl Engine {
         with_state(gpu.id, |s| s.coop = Some(verdict));
         verdict
     }
-
-    /// Times every plan of `list` on `key`'s shape and returns the fastest.
-    fn measure_best(&self, gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Result<LinearPlan> {
-        let settings = with_state(gpu.id, |s| s.settings);
-        let fallback = heuristic_with(gpu, key, settings);
-        if list.len() <= 1 {
-            return Ok(list.first().copied().unwrap_or(fallback));
-        }
-        let Key { m, n, k, f32_input } = key;
-        // GEMMs on the GPU clock (bitnet_tune_clock.rs); the user's profiler is set aside
-        // either way, from the first tuning dispatch to the last.
-        let profiler = TuneProfiler::start(gpu, m as u64 > u64::from(GEMV_MAX_M))?;
-        let best = self.measure_each(gpu, key, list, profiler.as_ref());
-        if let Some(p) = profiler {
-            p.stop()?;
-        }
-        let best = best?;
-        log::info!(
-            "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {} ({:.2} µs per call)",
-            best.1,
-            best.0 * 1e6
-        );
-        Ok(best.1)
-    }
-
-    /// Times every plan of `list` (at least two) on `key`'s shape: the fastest and its time.
-    fn measure_each(
-        &self,
-        gpu: &Gpu,
-        key: Key,
-        list: &[LinearPlan],
-        profiler: Option<&TuneProfiler>,
-    ) -> Result<(f64, LinearPlan)> {
-        const OP: &str = "bitlinear autotune";
-        let Key { m, n, k, f32_input } = key;
-        let x = self.upload_f32(&tuning_row(m * k), &[m, k])?;
-        let xq = self.quantize_activations_as(OP, &x)?;
-        let out = self.empty(OP, &[m, n], DType::F32)?;
-        // Weight copies, each starting at an aligned offset.
-        let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
-        let row_bytes = 4 * words_per_row(k) as u64;
-        let stride = (n as u64 * row_bytes).div_ceil(align) * align;
-        let copies = (SCRATCH_BYTES / stride)
-            .clamp(1, 64)
-            .min(gpu.caps.max_buffer / stride)
-            .max(1);
-        let scratch = self.empty(
-            OP,
-            &[(copies * stride).div_ceil(row_bytes) as usize, k],
-            DType::Ternary,
-        )?;
-        let mut best = (f64::INFINITY, list[0]);
-        for &plan in list {
-            let record = |i: u64| -> Result<()> {
-                let quantized;
-                let xin = match (plan, f32_input) {
-                    (p, _) if p.takes_f32() => &x,
-                    (_, true) => {
-                        quantized = self.quantize_activations_as(OP, &x)?;
-                        &quantized
-                    }
-                    (_, false) => &xq,
-                };
-                LinearCall {
-                    op: OP,
-                    plan,
-                    x: xin,
-                    w: &scratch,
-                    w_base: (i % copies) * stride,
-                    out: &out,
-                    shape: (m, n, k),
-                    acc: false,
-                    check: false,
-                }
-                .record(gpu)
-            };
-            let secs = time_per_call(self, profiler, record)?;
-            log::debug!(
-                "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {plan}: {:.2} µs",
-                secs * 1e6
-            );
-            if secs < best.0 {
-                best = (secs, plan);
-            }
-        }
-        Ok(best)
-    }
 }
 
 /// The plan cache file's choice for `key`, if it is one of today's candidates (`list`).
@@ -386,13 +295,6 @@ fn persisted_plan(gpu: &Gpu, key: Key, list: &[LinearPlan]) -> Option<LinearPlan
     }
     let plan = with_state(gpu.id, |s| s.persisted.as_ref()?.get(&key).copied())?;
     list.contains(&plan).then_some(plan)
-}
-
-/// Values of the tuning activations (finite, varied; their results are never read).
-fn tuning_row(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.02)
-        .collect()
 }
 
 /// Writes a measured plan to the plan cache, unless `settings` narrowed the candidates (forced
@@ -424,6 +326,9 @@ fn autotune_env() -> Option<bool> {
 fn autotune_default(gpu: &Gpu) -> bool {
     gpu.adapter_info.device_type == wgpu::DeviceType::DiscreteGpu
 }
+
+#[path = "bitnet_tune_measure.rs"]
+mod measure;
 
 #[cfg(test)]
 mod tests {
