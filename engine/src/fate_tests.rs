@@ -110,3 +110,46 @@ fn a_failed_copy_out_does_not_resolve_a_later_claim() {
     later.resolve(&[0; 16]);
     assert!(matches!(f.outcome(), Outcome::Known(None)));
 }
+
+/// A read that waited for another read's copy-out, which failed, posts a copy-out of its own; a
+/// caller that drops that read meanwhile (a timeout in a `select!`) must not take the fate's
+/// flag down with it: the copy-out still runs (the slot is reset), so its status must still be
+/// decoded into the fate. Lost, the tensor would read as "status read-back was lost" for good.
+#[test]
+fn a_read_dropped_while_its_copy_out_is_queued_keeps_the_flag() {
+    use std::task::{Context, Poll, Waker};
+    let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let g = e.gpu_context().unwrap();
+    let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
+    let y = e.copy(&x).unwrap();
+    e.sync().unwrap();
+    let fate = y.lineage().snapshot().pop().expect("the copy's fate");
+    // Another read claims the slot; this read waits for it.
+    let (other, claim) = flume::bounded(1);
+    let slot = fate.begin_read(&claim).expect("pending with a slot");
+    let lineage = vec![Arc::clone(&fate)];
+    let mut read = Box::pin(crate::transfer::resolve(g, &lineage));
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(read.as_mut().poll(&mut cx), Poll::Pending));
+    // The submission thread is held, so this read's own copy-out stays queued behind it.
+    let (release, hold) = flume::bounded::<()>(0);
+    g.scheduler
+        .post(Box::new(move |_, _| {
+            let _ = hold.recv();
+        }))
+        .unwrap();
+    fate.revert_read(slot);
+    drop(other);
+    assert!(matches!(read.as_mut().poll(&mut cx), Poll::Pending));
+    drop(read);
+    drop(release);
+    let want = Error::NonFinite {
+        op: "copy",
+        tensor: "x",
+        index: 1,
+    };
+    assert_eq!(y.read_f32().unwrap_err(), want);
+}

@@ -208,15 +208,19 @@ async fn resolve_fates(gpu: &Gpu, lineage: &[Arc<Fate>]) -> Result<()> {
             return first_error(lineage).map_or(Ok(()), Err);
         }
         let fates = lineage.to_vec();
-        let (index, ticket) = gpu
+        // The status is mapped by the job itself: a caller that drops this future before the
+        // reply arrives must not drop the ticket of a copy-out that ran (and reset the slots),
+        // which would fail the fates as a lost read-back for good.
+        let status = gpu
             .scheduler
             .call_async(move |b, g| {
                 let ticket = b.take_status(g, &fates)?;
-                Ok::<_, Error>((b.flush_read(g, ticket.as_ref(), None)?, ticket))
+                let index = b.flush_read(g, ticket.as_ref(), None)?;
+                Ok::<_, Error>(ticket.zip(index).map(|(t, i)| status_future(g, t, i)))
             })
             .await??;
-        if let (Some(t), Some(i)) = (ticket, index) {
-            status_future(gpu, t, i).await?;
+        if let Some(s) = status {
+            s.await?;
         }
     }
     first_error(lineage).map_or(
