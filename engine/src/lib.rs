@@ -105,6 +105,7 @@ mod fault;
 mod group;
 mod hazard;
 mod info;
+mod kernel;
 mod launch;
 #[cfg(test)]
 mod launch_tests;
