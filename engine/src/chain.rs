@@ -49,7 +49,7 @@ struct Inner {
     engine: Engine,
     input_len: usize,
     links: Vec<(Linear, ChainInput)>,
-    /// The arenas, once a fused GPU run needed them.
+    /// The arenas, once a fused GPU run needed them (released when runs stop fusing).
     device: Mutex<Option<Arc<ChainDevice>>>,
     /// Runs use the chain kernel (cleared when it cannot run here or a run was aborted).
     fused: AtomicBool,
@@ -296,6 +296,16 @@ impl ChainOutputs {
                          in order); running chains linear by linear from now on"
                     );
                     self.chain.inner.fused.store(false, Ordering::Release);
+                    // Unfused runs never use the arenas again: release them now rather than
+                    // hold a second copy of every weight for the chain's lifetime.
+                    let arenas = self
+                        .chain
+                        .inner
+                        .device
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .take();
+                    drop(arenas);
                     let each = self.chain.forward_each(&self.x)?;
                     each.iter().map(Tensor::read_f32).collect()
                 }
@@ -330,5 +340,49 @@ impl ChainOutputs {
             Outputs::Each(ts) => ts[i].read_f32(),
             Outputs::Arena { .. } => Ok(self.read_all()?.swap_remove(i)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineOptions;
+    use crate::fault::InjectedFault;
+
+    /// A chain whose fused run was aborted runs linear by linear from then on, and gives its
+    /// arenas back to the pool: a long-running server does not keep a dead second copy of every
+    /// weight of the chain.
+    #[test]
+    fn an_aborted_chain_releases_its_arenas() {
+        let e = crate::test_gpu::gpu_with(EngineOptions::default());
+        let w = |n: usize, seed: u64| {
+            let v: Vec<f32> = (0..n * 64)
+                .map(|i| ((i as u64 * 7 + seed) % 5) as f32 - 2.0)
+                .collect();
+            Linear::new(&e, bitnet_cpu_ref::quantize_weights(&v, n, 64).unwrap())
+        };
+        let links = vec![
+            (w(64, 1), ChainInput::Input),
+            (w(8, 2), ChainInput::Output(0)),
+        ];
+        let layer_bytes: u64 = links
+            .iter()
+            .map(|(l, _)| l.device_weights().unwrap().byte_size())
+            .sum();
+        let chain = e.linear_chain(64, links).unwrap();
+        let x = vec![0.5; 64];
+        let want = chain.forward(&x).unwrap();
+        assert!(chain.is_fused(), "the chain kernel runs here");
+        e.sync().unwrap();
+        let fused = e.pool_stats().live_bytes;
+        e.inject_fault(InjectedFault::WaitAbort);
+        assert_eq!(chain.forward(&x).unwrap(), want);
+        assert!(!chain.is_fused());
+        e.sync().unwrap();
+        let unfused = e.pool_stats().live_bytes;
+        assert!(
+            unfused <= layer_bytes,
+            "after the abort {unfused} live bytes (fused: {fused}), the layers' weights are {layer_bytes}"
+        );
     }
 }
