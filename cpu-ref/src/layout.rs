@@ -39,9 +39,11 @@
 //! * **Activation quantization** (as the BitNet reference code does it):
 //!   `a = max(absmax, 1e-5)`, `inv = 127.0 / a` (one correctly rounded division per row),
 //!   `xq = clamp(round(x * inv), -128, 127)`.
-//! * **Weight quantization**: `sum = canonical_abs_sum(W)` (order below), `count = (N*K) as f32`
-//!   (round to nearest), `s = max(sum / count, 1e-5)`, `inv_s = 1.0 / s`,
-//!   `wq = clamp(round(w * inv_s), -1, 1)`. The stored scale is `s`.
+//! * **Weight quantization** (as the BitNet reference code does it): `sum = canonical_abs_sum(W)`
+//!   (order below), `count = (N*K) as f32` (round to nearest), `s = max(sum / count, 1e-5)`,
+//!   `inv_s = 1.0 / s`, `wq = clamp(round(w * inv_s), -1, 1)`. The stored scale is `s`. Note
+//!   `w * inv_s` is not `w / s`: the two can differ in the last bit and so resolve a tie at `±0.5`
+//!   differently (likewise `x * inv` versus `x * 127 / a` for activations).
 //! * **BitLinear**: `acc = Σ_k xq[m,k] * wq[n,k]` exactly in `i32` (|acc| ≤ 128·K, exact for
 //!   K < 2^24), `y[m,n] = (acc as f32) * ((s * a_m) * INV_127)` with [`INV_127`]` = 1.0f32 / 127.0`,
 //!   evaluated in exactly that order (multiplications only, so every backend agrees bit for bit).
