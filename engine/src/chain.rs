@@ -205,6 +205,12 @@ impl LinearChain {
             return Ok(None);
         };
         let mut slot = self.inner.device.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked again under the lock: a read that found its run aborted clears `fused` and
+        // then takes the arenas under this lock; a run that passed the check above before the
+        // clear would otherwise build them again, and keep them for the chain's lifetime.
+        if !self.is_fused() {
+            return Ok(None);
+        }
         if let Some(d) = slot.as_ref() {
             return Ok(Some(Arc::clone(d)));
         }
