@@ -130,8 +130,9 @@ impl Engine {
             plan = LinearPlan::Generic;
         }
         if !plan_fits(gpu, plan, (m, n, k)) {
-            // A CPU adapter whose loop limit would cut every plan of this shape short (the
-            // plan choice keeps to plans that fit where there is one): cpu-ref, as on the CPU.
+            // A CPU adapter whose loop limit would cut this plan short: cpu-ref, as on the CPU.
+            // (Autotune's candidates and forced plans keep to plans that fit; the heuristic's
+            // plan is not re-chosen, so a shape another plan could run also lands here.)
             return cpu();
         }
         LinearCall {
