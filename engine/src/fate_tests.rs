@@ -118,15 +118,8 @@ fn a_failed_copy_out_does_not_resolve_a_later_claim() {
 #[test]
 fn a_read_dropped_while_its_copy_out_is_queued_keeps_the_flag() {
     use std::task::{Context, Poll, Waker};
-    let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
-        idle_flush: None,
-        ..Default::default()
-    });
+    let (e, y, fate) = crate::test_gpu::flagged_copy();
     let g = e.gpu_context().unwrap();
-    let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
-    let y = e.copy(&x).unwrap();
-    e.sync().unwrap();
-    let fate = y.lineage().snapshot().pop().expect("the copy's fate");
     // Another read claims the slot; this read waits for it.
     let (other, claim) = flume::bounded(1);
     let slot = fate.begin_read(&claim).expect("pending with a slot");

@@ -37,3 +37,26 @@ pub(crate) fn assert_key_follows_engine_options(key: impl Fn(&crate::context::Gp
         "uniform params"
     );
 }
+
+/// A submitted, unread copy of `[1, NaN]` whose launch flags the NaN, on an engine without idle
+/// flushes: the engine, the copy, and its launch's pending fate (with its status slot), for tests
+/// of how reads resolve a fate.
+pub(crate) fn flagged_copy() -> (
+    Engine,
+    crate::tensor::Tensor,
+    std::sync::Arc<crate::fate::Fate>,
+) {
+    let e = gpu_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
+    let y = e.copy(&x).unwrap();
+    e.sync().unwrap();
+    let fate = y
+        .lineage()
+        .snapshot()
+        .pop()
+        .expect("the copy's fate is pending");
+    (e, y, fate)
+}

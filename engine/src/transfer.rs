@@ -353,26 +353,14 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use super::*;
-    use crate::engine::EngineOptions;
 
     /// A read that waits for another read's copy-out of a fate, which then fails (the claim is
     /// reverted, `batch.rs`), copies the slot out itself: the fate's flag is reported, not lost.
     #[test]
     fn a_waiting_read_checks_a_fate_whose_other_copy_out_failed() {
-        let e = crate::test_gpu::gpu_with(EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
-        let g = e.gpu_context().unwrap();
-        let x = e.upload_f32(&[1.0, f32::NAN], &[2]).unwrap();
         // A checked launch that flags the NaN; submitted, its fate pending with its slot.
-        let y = e.copy(&x).unwrap();
-        e.sync().unwrap();
-        let fate = y
-            .lineage()
-            .snapshot()
-            .pop()
-            .expect("the copy's fate is pending");
+        let (e, _y, fate) = crate::test_gpu::flagged_copy();
+        let g = e.gpu_context().unwrap();
         // Another read claims the slot…
         let (other, claim) = flume::bounded(1);
         let slot = fate.begin_read(&claim).expect("pending with a slot");
