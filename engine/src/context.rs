@@ -108,7 +108,13 @@ impl Gpu {
         let h = Arc::clone(&health);
         device.set_device_lost_callback(move |reason, message| {
             log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
-            *h.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(message);
+            // A destroyed device comes with no message: the reason kind still says why.
+            let why = if message.trim().is_empty() {
+                format!("{reason:?}")
+            } else {
+                message
+            };
+            *h.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
             h.lost.store(true, Ordering::SeqCst);
         });
         let h = Arc::clone(&health);

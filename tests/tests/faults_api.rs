@@ -95,3 +95,18 @@ fn to_device_after_a_lost_device_reports_the_loss() {
     let r = e.to_device(&host);
     assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
 }
+
+/// A lost device's error says why, even when the driver's message is empty (a destroyed device
+/// reports none): a bare `DeviceLost("")` tells an operator nothing.
+#[test]
+fn a_lost_device_error_says_why() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let x = e.upload_f32(&[1.0, 2.0], &[2]).unwrap();
+    e.inject_fault(InjectedFault::DeviceLost);
+    for r in [e.sync(), x.read_f32().map(drop), e.to_device(&x).map(drop)] {
+        match r {
+            Err(Error::DeviceLost(why)) => assert!(!why.trim().is_empty(), "empty reason"),
+            other => panic!("expected DeviceLost, got {other:?}"),
+        }
+    }
+}
