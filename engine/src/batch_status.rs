@@ -17,34 +17,43 @@ pub(crate) struct StatusTicket {
     pub bytes: u64,
 }
 
+/// The status slots a read claimed ([`Fate::begin_read`]), until its [`StatusTicket`] takes
+/// them over. Dropped before that — an error, or a panic unwinding out of
+/// [`Batch::take_status`] (inside wgpu's allocation, an engine bug) — it gives every claim back:
+/// left `Reading` under a claim whose `done` channel has disconnected and that no resolver will
+/// ever finish, the fates would make every later read of their tensors loop for ever.
+struct Claims(Vec<(Arc<Fate>, u32)>);
+
+impl Drop for Claims {
+    fn drop(&mut self) {
+        for (f, s) in self.0.drain(..) {
+            f.revert_read(s);
+        }
+    }
+}
+
 impl Batch {
     /// Records the copy-out (and reset) of the status slots of `fates` that are pending with a
     /// slot; `None` when there is none. The slots are clean once the batch is submitted.
     pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
         let (done_tx, done_rx) = flume::bounded::<()>(1);
-        let mut claimed = Vec::new();
+        // Declared after the channel, so an early exit reverts the claims before `done_tx`
+        // drops: readers woken by the disconnect find the fates pending again.
+        let mut claims = Claims(Vec::new());
         for f in fates {
             if let Some(s) = f.begin_read(&done_rx) {
-                claimed.push((Arc::clone(f), s));
+                claims.0.push((Arc::clone(f), s));
             }
         }
-        if claimed.is_empty() {
+        if claims.0.is_empty() {
             return Ok(None);
         }
-        let bytes = claimed.len() as u64 * STATUS_BYTES;
-        let staging = match gpu
+        let bytes = claims.0.len() as u64 * STATUS_BYTES;
+        gpu.faults.panic_in_status_if_armed();
+        let staging = gpu
             .pool
-            .alloc(BufferKind::Readback, bytes, "status read-back")
-        {
-            Ok(s) => s,
-            Err(e) => {
-                for (f, s) in &claimed {
-                    f.revert_read(*s);
-                }
-                return Err(e);
-            }
-        };
-        for (i, (f, s)) in claimed.iter().enumerate() {
+            .alloc(BufferKind::Readback, bytes, "status read-back")?;
+        for (i, (f, s)) in claims.0.iter().enumerate() {
             self.cmds.push(Cmd::StatusOut {
                 slot: *s,
                 staging: staging.buffer().clone(),
@@ -52,7 +61,11 @@ impl Batch {
                 fate: Arc::clone(f),
             });
         }
-        let entries = claimed.into_iter().map(|(f, _)| f).collect();
+        // The ticket's resolver takes the claims over (it fails them if dropped unresolved).
+        let entries = std::mem::take(&mut claims.0)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
         Ok(Some(StatusTicket {
             resolver: StatusResolver::new(entries, done_tx, &done_rx, STATUS_BYTES),
             staging,

@@ -47,6 +47,9 @@ pub enum InjectedFault {
     /// batch to the GPU (as a panic inside wgpu after the submission would): the GPU runs the
     /// batch, and the engine never learns that it did.
     PostSubmitPanic,
+    /// The next read that copies status slots out panics where it allocates their read-back
+    /// buffer, after it claimed the slots (as a panic inside wgpu's allocation would).
+    StatusPanic,
 }
 
 /// Armed injections of one engine (counts of pending events per kind).
@@ -59,6 +62,7 @@ pub(crate) struct Faults {
     job_panic: AtomicU32,
     submit_panic: AtomicU32,
     post_submit_panic: AtomicU32,
+    status_panic: AtomicU32,
 }
 
 fn take(counter: &AtomicU32) -> bool {
@@ -80,6 +84,7 @@ impl Faults {
             InjectedFault::JobPanic => &self.job_panic,
             InjectedFault::SubmitPanic => &self.submit_panic,
             InjectedFault::PostSubmitPanic => &self.post_submit_panic,
+            InjectedFault::StatusPanic => &self.status_panic,
             InjectedFault::DeviceLost => return,
         };
         c.fetch_add(1, Ordering::AcqRel);
@@ -125,6 +130,14 @@ impl Faults {
     pub fn panic_after_submit_if_armed(&self) {
         if take(&self.post_submit_panic) {
             panic!("injected panic (InjectedFault::PostSubmitPanic)");
+        }
+    }
+
+    /// Panics if a status read-back panic is armed (consuming the arm); called where a read
+    /// allocates the read-back of the status slots it claimed.
+    pub fn panic_in_status_if_armed(&self) {
+        if take(&self.status_panic) {
+            panic!("injected panic (InjectedFault::StatusPanic)");
         }
     }
 

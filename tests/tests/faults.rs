@@ -278,3 +278,36 @@ fn a_panic_after_a_status_copy_out_was_submitted_does_not_clear_its_flag() {
     );
     e.sync().unwrap();
 }
+
+/// A panic while a read copies status slots out, after it claimed them (inside wgpu's allocation
+/// of their read-back, or an engine bug), fails that read alone: the claims are given back, so
+/// the next read copies the slot out and reports the flag, instead of waiting for ever on a claim
+/// that nobody will resolve.
+#[test]
+fn a_panic_while_claiming_status_slots_gives_the_claims_back() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let (m, k) = (4, 64);
+    let mut v = random_f32(13, m * k, -1.0, 1.0);
+    v[70] = f32::NAN;
+    let x = e.upload_f32(&v, &[m, k]).unwrap();
+    let q = e.quantize_activations_tensor(&x).unwrap();
+    e.sync().unwrap(); // the launch ran; its flag waits in its status slot
+    e.inject_fault(InjectedFault::StatusPanic);
+    let r = q.read_activations();
+    assert!(matches!(r, Err(Error::Panicked(_))), "first read: {r:?}");
+    // On another thread: a hang fails the test instead of stalling the suite (the bound is a
+    // hang guard, far above a read's time on lavapipe, not a timing assertion).
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(q.read_activations()));
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .expect("the second read never returned");
+    assert!(
+        matches!(r, Err(Error::NonFinite { index: 70, .. })),
+        "second read: {r:?}"
+    );
+    e.sync().unwrap();
+}
