@@ -163,8 +163,11 @@ impl LinearChain {
         }
     }
 
-    /// Records one GPU run on a resident `F32` input of `input_len` values (no submit, no wait).
+    /// Records one GPU run on a resident `F32` input of `input_len` values (no submit, no wait);
+    /// a tensor of another engine is [`Error::EngineMismatch`].
     pub fn forward_tensor(&self, x: &Tensor) -> Result<ChainOutputs> {
+        let e = &self.inner.engine;
+        e.expect_same(x.engine(), OP)?;
         x.expect_dtype(OP, DType::F32)?;
         if x.len() != self.inner.input_len {
             return Err(Error::ShapeMismatch {
@@ -176,7 +179,6 @@ impl LinearChain {
                 ),
             });
         }
-        let e = &self.inner.engine;
         // A host input (CPU engine or policy) runs where it lives, as every tensor op does.
         let on_gpu = e.gpu_for(&[x]);
         let kind = match (on_gpu, self.device()?) {

@@ -231,3 +231,36 @@ fn long_chain_resets_every_counter_between_runs() {
         assert_eq!(got[producer + 1], want_next, "run {run}: its consumer");
     }
 }
+
+/// A tensor of another engine is `EngineMismatch` named for the chain, fused or not, whether it
+/// lives on another GPU context or on the host of a CPU engine.
+#[test]
+fn forward_tensor_rejects_a_tensor_of_another_engine() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let x = random_f32(5, 64, -1.0, 1.0);
+    let fused = e
+        .linear_chain(
+            64,
+            vec![(Linear::new(&e, weights(8, 64, 1)), ChainInput::Input)],
+        )
+        .unwrap();
+    let unfused = e
+        .linear_chain(
+            48,
+            vec![(Linear::new(&e, weights(8, 48, 2)), ChainInput::Input)],
+        )
+        .unwrap();
+    let (other, cpu) = (gpu_engine(), Engine::cpu());
+    for chain in [&fused, &unfused] {
+        let n = chain.input_len();
+        for t in [
+            other.upload_f32(&x[..n], &[n]),
+            cpu.upload_f32(&x[..n], &[n]),
+        ] {
+            let err = chain.forward_tensor(&t.unwrap()).unwrap_err();
+            assert_eq!(err, Error::EngineMismatch { op: "linear_chain" }, "K = {n}");
+        }
+    }
+    assert!(fused.is_fused());
+}
