@@ -2,7 +2,8 @@
 //!
 //! Adapter ranking: discrete > integrated > virtual > other > software (CPU), and native backends
 //! (Vulkan, Metal, DX12) before GL. `WGPU_BACKEND` (comma list, e.g. `vulkan`) restricts the
-//! backends; `WGPU_ADAPTER_NAME` keeps only adapters whose name contains it (case-insensitive).
+//! backends; `WGPU_ADAPTER_NAME` keeps only adapters whose name contains it (case-insensitive,
+//! surrounding blanks ignored; blank: every adapter).
 
 use crate::error::{Error, Result};
 
@@ -59,7 +60,7 @@ pub(crate) fn choose_adapter_named(
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
     if let Some(wanted) = name {
-        let wanted = wanted.to_lowercase();
+        let wanted = wanted.trim().to_lowercase();
         adapters.retain(|a| a.get_info().name.to_lowercase().contains(&wanted));
         if adapters.is_empty() {
             return Err(Error::NoAdapter(format!(
@@ -219,5 +220,16 @@ mod tests {
             }
             other => panic!("expected NoAdapter, got {:?}", other.map(|a| a.get_info())),
         }
+    }
+
+    /// `WGPU_ADAPTER_NAME` is read as every environment value is: surrounding blanks ignored
+    /// (a padded name, e.g. from `$(cat file)`, matched no adapter).
+    #[test]
+    fn adapter_name_filter_ignores_surrounding_blanks() {
+        let instance = instance_from_env();
+        let best = choose_adapter_named(&instance, None).expect("a GPU adapter (CI has lavapipe)");
+        let padded = format!(" {}\n", best.get_info().name);
+        let got = choose_adapter_named(&instance, Some(&padded)).map(|a| a.get_info().name);
+        assert_eq!(got.ok(), Some(best.get_info().name), "{padded:?}");
     }
 }
