@@ -339,8 +339,22 @@ pub(crate) fn full_shader_checks() -> bool {
 }
 
 /// Whether a `BITNET_SHADER_CHECKS` value asks for every check: `full`, any case, blanks ignored.
+/// Unset or blank: no. Anything else is logged (once per value: this runs per module) and
+/// ignored.
 fn full_checks(value: Option<&str>) -> bool {
-    value.is_some_and(|v| v.trim().eq_ignore_ascii_case("full"))
+    let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return false;
+    };
+    if v.eq_ignore_ascii_case("full") {
+        return true;
+    }
+    static WARNED: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let mut last = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if *last != v {
+        log::warn!("bitnet-wgpu: ignoring {SHADER_CHECKS_ENV}={v:?} (the only value is full)");
+        v.clone_into(&mut last);
+    }
+    false
 }
 
 #[cfg(test)]
@@ -354,5 +368,19 @@ mod tests {
         for v in [None, Some(""), Some("0"), Some("fully")] {
             assert!(!super::full_checks(v), "{v:?}");
         }
+    }
+
+    /// A value other than `full` (or blank) is logged and ignored, not silently ignored.
+    #[test]
+    fn unknown_shader_checks_value_is_logged() {
+        crate::cache_file::tests::warnings();
+        assert!(!super::full_checks(Some(" fulll ")));
+        let logged = crate::cache_file::tests::warnings();
+        assert!(
+            logged
+                .iter()
+                .any(|w| w.contains("BITNET_SHADER_CHECKS") && w.contains("fulll")),
+            "{logged:?}"
+        );
     }
 }
