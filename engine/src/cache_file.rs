@@ -55,15 +55,16 @@ pub(crate) fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
 }
 
-/// A cache-location variable's value: `None` when unset or blank (use the default place),
-/// `Some(None)` when it opts out (`off`, `0`, `false`, `no`, any case, surrounding blanks
-/// ignored), `Some(Some(path))` otherwise.
+/// A cache-location variable's value: `None` when unset, blank or on (`on`, `1`, `true`, `yes`:
+/// use the default place), `Some(None)` when it opts out (`off`, `0`, `false`, `no`), any case,
+/// surrounding blanks ignored; `Some(Some(path))` otherwise.
 pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
     let v = value.map(str::trim).filter(|v| !v.is_empty())?;
-    Some(match v.to_ascii_lowercase().as_str() {
-        "off" | "0" | "false" | "no" => None,
-        _ => Some(PathBuf::from(v)),
-    })
+    match v.to_ascii_lowercase().as_str() {
+        "off" | "0" | "false" | "no" => Some(None),
+        "on" | "1" | "true" | "yes" => None,
+        _ => Some(Some(PathBuf::from(v))),
+    }
 }
 
 /// An on/off variable's value: off (`0`, `false`, `off`, `no`) or on (`1`, `true`, `on`, `yes`),
@@ -143,6 +144,11 @@ pub(crate) mod tests {
         }
         assert_eq!(location(Some("  ")), None);
         assert_eq!(location(None), None);
+        // The on spellings of `switch` keep the default place (they made a relative directory
+        // named `1`, `true`, ... in the working directory).
+        for v in ["1", " on", "TRUE", "yes\n"] {
+            assert_eq!(location(Some(v)), None, "{v:?}");
+        }
         assert_eq!(
             location(Some(" /tmp/x ")),
             Some(Some(PathBuf::from("/tmp/x")))

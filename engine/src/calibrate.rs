@@ -11,7 +11,8 @@
 //! Cache: `$BITNET_CALIBRATION_CACHE` if it names a directory, else `$XDG_CACHE_HOME/bitnet-wgpu`,
 //! `~/.cache/bitnet-wgpu` (Linux), `~/Library/Caches/bitnet-wgpu` (macOS) or
 //! `%LOCALAPPDATA%\bitnet-wgpu` (Windows); one small text file per key. Set
-//! `BITNET_CALIBRATION_CACHE=off` (or `0`) to neither read nor write it. A file that holds no
+//! `BITNET_CALIBRATION_CACHE=off` (or `0`, `false`, `no`) to neither read nor write it; `on`, `1`,
+//! `true`, `yes` keep the default place. A file that holds no
 //! valid calibration for its key is logged, measured again and replaced.
 
 use std::path::PathBuf;

@@ -2,7 +2,8 @@
 //! driver, crate version and BitLinear kernel sources, in one small text file, so a model's
 //! shapes are measured once per machine instead of once per process.
 //!
-//! File: `$BITNET_TUNE_CACHE` if set (`off` / `0` / `false` / `no` disables it), else
+//! File: `$BITNET_TUNE_CACHE` if set (`off` / `0` / `false` / `no` disables it; `on` / `1` /
+//! `true` / `yes` keep the default), else
 //! `bitnet-wgpu/bitlinear-plans.txt` under `$XDG_CACHE_HOME` (`~/.cache` without it) on Linux,
 //! `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows. One line per measured shape:
 //! `<device key> TAB <m> <n> <k> <f32 input 0|1> TAB <plan code>`; later lines win. It is read
