@@ -31,7 +31,7 @@ pub struct EngineOptions {
     pub max_binding_bytes: Option<u64>,
     /// Pass params through the uniform arena even when immediates are available.
     pub force_uniform_params: bool,
-    /// Dispatches recorded before a batch is submitted without a sync point (≥ 1). In uniform
+    /// Dispatches recorded before a batch is submitted without a sync point (0 acts as 1). In uniform
     /// params mode each takes a params slot (256 bytes) of one arena: a count whose arena would
     /// exceed `max_buffer_size` makes engine creation `Err(LimitExceeded)`.
     pub batch_dispatches: u32,

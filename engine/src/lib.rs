@@ -84,9 +84,27 @@
 //! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
 //! with [`ProfileGranularity::Batch`] every submitted batch as a whole (unperturbed).
 //!
-//! Every environment value is read one way: surrounding blanks and case are ignored, and the
-//! on/off variables (`BITNET_AUTOTUNE`, `BITNET_MSL`) take `1`, `true`, `on`, `yes` and `0`,
-//! `false`, `off`, `no`.
+//! **Environment.** Every `BITNET_*` value is read one way: surrounding blanks and case are
+//! ignored, unset or blank means no say, and a value not listed here is logged at `warn` and
+//! ignored (the cache variables take any other value as a path).
+//!
+//! | Variable | Values | Effect |
+//! |---|---|---|
+//! | `BITNET_DISPATCH` | `auto`, `cpu`, `gpu` | every new engine's policy (over `EngineOptions::dispatch`) |
+//! | `BITNET_AUTOTUNE` | on / off | BitLinear autotune on for every shape / off (over the default; [`BitnetTuning::autotune`] wins over it) |
+//! | `BITNET_MSL` | on / off | off: WGSL instead of the MSL hot paths on Metal (on: MSL where it can run) |
+//! | `BITNET_SHADER_CHECKS` | `full` | keep wgpu's forced loop bounding |
+//! | `BITNET_CALIBRATION_CACHE` | off, on, a directory | calibration cache: none, default place, there |
+//! | `BITNET_TUNE_CACHE` | off, on, a file | autotuned-plan cache: none, default place, there |
+//! | `WGPU_BACKEND` | comma list: `vulkan`, `metal`, `dx12`, `gl`, ... | backends searched for an adapter |
+//! | `WGPU_ADAPTER_NAME` | text | only adapters whose name contains it (case-insensitive) |
+//!
+//! On is `1`, `true`, `on`, `yes`; off is `0`, `false`, `off`, `no`. `WGPU_BACKEND` (and
+//! wgpu's other instance variables, such as `WGPU_DEBUG`) are parsed by wgpu: unknown backend
+//! names are logged by wgpu and dropped, and no valid name (a blank value included) leaves no
+//! backend. An adapter filter that leaves no adapter makes [`Engine::gpu`] and the other GPU
+//! constructors `Err(NoAdapter)` (naming the adapters found), and [`Engine::new`] the CPU engine
+//! (logged).
 
 mod batch;
 mod batching;
