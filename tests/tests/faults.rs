@@ -242,6 +242,23 @@ fn a_panic_inside_a_submission_fails_its_launches_instead_of_dropping_them() {
     e.sync().unwrap();
 }
 
+/// An engine without idle flushes and a submitted, unread activation quantization of 4 × 64
+/// random values (from `seed`) with a NaN at index 70: its flag waits in its status slot.
+/// Returns the engine, the values, their tensor and the quantized tensor.
+fn flagged_quantization(seed: u64) -> (Engine, Vec<f32>, bitnet_wgpu::Tensor, bitnet_wgpu::Tensor) {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let (m, k) = (4, 64);
+    let mut v = random_f32(seed, m * k, -1.0, 1.0);
+    v[70] = f32::NAN;
+    let x = e.upload_f32(&v, &[m, k]).unwrap();
+    let q = e.quantize_activations_tensor(&x).unwrap();
+    e.sync().unwrap();
+    (e, v, x, q)
+}
+
 /// A panic inside a submission after `queue.submit` (the GPU runs the batch; the engine never
 /// learns that it did) must not clear a flagged launch: the batch's status copy-out ran — it
 /// copied the launch's non-finite flag out and reset its slot — so reading the slot again would
@@ -249,16 +266,8 @@ fn a_panic_inside_a_submission_fails_its_launches_instead_of_dropping_them() {
 /// panic instead.
 #[test]
 fn a_panic_after_a_status_copy_out_was_submitted_does_not_clear_its_flag() {
-    let e = gpu_engine_with(EngineOptions {
-        idle_flush: None,
-        ..EngineOptions::default()
-    });
+    let (e, v, x, q) = flagged_quantization(11);
     let (m, k) = (4, 64);
-    let mut v = random_f32(11, m * k, -1.0, 1.0);
-    v[70] = f32::NAN;
-    let x = e.upload_f32(&v, &[m, k]).unwrap();
-    let q = e.quantize_activations_tensor(&x).unwrap();
-    e.sync().unwrap(); // the launch ran; its flag waits in its status slot
     e.inject_fault(InjectedFault::PostSubmitPanic);
     let r = q.read_activations();
     assert!(matches!(r, Err(Error::Panicked(_))), "first read: {r:?}");
@@ -285,16 +294,7 @@ fn a_panic_after_a_status_copy_out_was_submitted_does_not_clear_its_flag() {
 /// that nobody will resolve.
 #[test]
 fn a_panic_while_claiming_status_slots_gives_the_claims_back() {
-    let e = gpu_engine_with(EngineOptions {
-        idle_flush: None,
-        ..EngineOptions::default()
-    });
-    let (m, k) = (4, 64);
-    let mut v = random_f32(13, m * k, -1.0, 1.0);
-    v[70] = f32::NAN;
-    let x = e.upload_f32(&v, &[m, k]).unwrap();
-    let q = e.quantize_activations_tensor(&x).unwrap();
-    e.sync().unwrap(); // the launch ran; its flag waits in its status slot
+    let (e, _, _, q) = flagged_quantization(13);
     e.inject_fault(InjectedFault::StatusPanic);
     let r = q.read_activations();
     assert!(matches!(r, Err(Error::Panicked(_))), "first read: {r:?}");
