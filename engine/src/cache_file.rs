@@ -60,10 +60,20 @@ pub(crate) fn complete_lines(text: &str) -> impl Iterator<Item = &str> {
 /// surrounding blanks ignored; `Some(Some(path))` otherwise.
 pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
     let v = value.map(str::trim).filter(|v| !v.is_empty())?;
+    match on_off(v) {
+        Some(false) => Some(None),
+        Some(true) => None,
+        None => Some(Some(PathBuf::from(v))),
+    }
+}
+
+/// The one list of on/off spellings (`v` trimmed, any case): off (`0`, `false`, `off`, `no`), on
+/// (`1`, `true`, `on`, `yes`), else `None`.
+fn on_off(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
-        "off" | "0" | "false" | "no" => Some(None),
-        "on" | "1" | "true" | "yes" => None,
-        _ => Some(Some(PathBuf::from(v))),
+        "0" | "false" | "off" | "no" => Some(false),
+        "1" | "true" | "on" | "yes" => Some(true),
+        _ => None,
     }
 }
 
@@ -72,14 +82,11 @@ pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
 /// (naming the variable `name`) and ignored.
 pub(crate) fn switch(name: &str, value: Option<&str>) -> Option<bool> {
     let v = value.map(str::trim).filter(|v| !v.is_empty())?;
-    match v.to_ascii_lowercase().as_str() {
-        "0" | "false" | "off" | "no" => Some(false),
-        "1" | "true" | "on" | "yes" => Some(true),
-        _ => {
-            log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
-            None
-        }
+    let verdict = on_off(v);
+    if verdict.is_none() {
+        log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
     }
+    verdict
 }
 
 #[cfg(test)]
