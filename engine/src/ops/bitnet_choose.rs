@@ -48,6 +48,32 @@ pub(crate) fn forced_plan(gpu: &Gpu, s: BitnetTuning, key: Key) -> Option<Linear
     complete.then_some(plan)
 }
 
+/// The heuristic plan ([`heuristic_with`]), unless a CPU adapter's loop limit rules it out
+/// (`bitnet_loops.rs`): then the first of `fitting` (the candidates, all of which fit) of the
+/// heuristic's kind and tile, else the first of any kind — a GEMM over a long K splits it into
+/// slices short enough. With no candidate that fits, the heuristic plan (its calls run on cpu-ref).
+pub(crate) fn heuristic_fitting(
+    gpu: &Gpu,
+    key: Key,
+    s: BitnetTuning,
+    fitting: &[LinearPlan],
+) -> LinearPlan {
+    let plan = heuristic_with(gpu, key, s);
+    if plan_fits(gpu, plan, (key.m, key.n, key.k)) {
+        return plan;
+    }
+    let same_kind = |p: &LinearPlan| match (plan, *p) {
+        (LinearPlan::Gemm { t, .. }, LinearPlan::Gemm { t: t2, .. }) => t == t2,
+        _ => std::mem::discriminant(&plan) == std::mem::discriminant(p),
+    };
+    fitting
+        .iter()
+        .find(|p| same_kind(p))
+        .or_else(|| fitting.first())
+        .copied()
+        .unwrap_or(plan)
+}
+
 /// The coop kernel forced coop plans use: the settings' kernel, else the portable f16 one.
 fn forced_coop(s: BitnetTuning) -> CoopKind {
     s.gemm_coop_kernel.unwrap_or(CoopKind::F16)

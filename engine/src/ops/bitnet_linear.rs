@@ -130,9 +130,8 @@ impl Engine {
             plan = LinearPlan::Generic;
         }
         if !plan_fits(gpu, plan, (m, n, k)) {
-            // A CPU adapter whose loop limit would cut this plan short: cpu-ref, as on the CPU.
-            // (Autotune's candidates and forced plans keep to plans that fit; the heuristic's
-            // plan is not re-chosen, so a shape another plan could run also lands here.)
+            // A CPU adapter whose loop limit would cut every candidate plan short (or a forced
+            // plan that it would): cpu-ref, as on the CPU.
             return cpu();
         }
         LinearCall {

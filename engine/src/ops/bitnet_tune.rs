@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
-use super::bitnet_choose::{candidates, forced_plan, heuristic_with, overlapping};
+use super::bitnet_choose::{candidates, forced_plan, heuristic_fitting, overlapping};
 use super::bitnet_plan::{CoopKind, LinearPlan, coop_ok};
 use super::bitnet_tune_cache as disk;
 use super::bitnet_tune_clock::TuneProfiler;
@@ -248,7 +248,7 @@ impl Engine {
                     plan
                 }
             },
-            None => heuristic_with(gpu, key, settings),
+            None => heuristic_fitting(gpu, key, settings, &list),
         };
         with_state(gpu.id, |s| s.plans.insert(key, plan));
         Ok(plan)

@@ -7,7 +7,7 @@
 
 use bitnet_tests::{random_i8, random_normal, random_ternary};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
-use bitnet_wgpu::{BitnetTuning, Engine};
+use bitnet_wgpu::{BackendKind, BitnetTuning, Engine, LinearPlan};
 
 use crate::support::{assert_acts_eq, assert_bits_eq, engine};
 use crate::variants::tuned_engine;
@@ -68,6 +68,16 @@ fn tiled_gemm_over_a_long_k_matches_cpu_ref() {
     let (m, n, k) = (9, 4, 1 << 18);
     let (xq, w) = (acts(64, m, k), weights(65, n, k));
     check_quantized(engine(), &xq, &w, "GEMM K 262 144 (default plan)");
+    let info = engine().info();
+    if info.backend_kind == BackendKind::Gpu && info.device_type == "Cpu" {
+        // The heuristic's unsplit GEMM would loop past the limit: the plan taken splits K into
+        // slices that fit (it ran on cpu-ref before, a plan that fits being at hand).
+        let plan = engine().bitlinear_plan(m, n, k, false);
+        assert!(
+            matches!(plan, Some(LinearPlan::Gemm { splits, .. }) if splits > 1),
+            "default plan of a GEMM over K 262 144 on a CPU adapter: {plan:?}"
+        );
+    }
     let e = tuned_engine();
     for t in [4, 8] {
         e.set_bitnet_tuning(BitnetTuning {
