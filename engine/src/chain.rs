@@ -23,7 +23,6 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::ops::bitnet_chain::{ChainDevice, fusable};
-use crate::ops::bitnet_record::OUTPUT;
 use crate::tensor::{DType, Tensor};
 
 const OP: &str = "linear_chain";
@@ -286,57 +285,18 @@ impl ChainOutputs {
     /// Every linear's output, in chain order (waits for the run). An aborted fused run is run
     /// again linear by linear (and the chain stops using the chain kernel), so the values are
     /// always the chain's. A non-finite input or an output that overflowed is
-    /// [`Error::NonFinite`] as cpu-ref reports it (op `bitlinear`, the index within that linear's
-    /// input or output).
+    /// [`Error::NonFinite`] as cpu-ref reports it (op `bitlinear`, the index within the first
+    /// failing linear's input or output).
     pub fn read_all(&self) -> Result<Vec<Vec<f32>>> {
-        let links = &self.chain.inner.links;
-        match &self.kind {
-            Outputs::Each(ts) => ts.iter().map(Tensor::read_f32).collect(),
-            Outputs::Arena { all, offsets } => match all.read_f32() {
-                Ok(v) => Ok(links
-                    .iter()
-                    .zip(offsets)
-                    .map(|((l, _), &o)| v[o..o + l.weights().n()].to_vec())
-                    .collect()),
-                Err(Error::Aborted { .. }) => {
-                    log::warn!(
-                        "bitnet-wgpu: a {OP} run was aborted on this GPU (workgroups did not run \
-                         in order); running chains linear by linear from now on"
-                    );
-                    self.chain.inner.fused.store(false, Ordering::Release);
-                    // Unfused runs never use the arenas again: release them now rather than
-                    // hold a second copy of every weight for the chain's lifetime.
-                    let arenas = self
-                        .chain
-                        .inner
-                        .device
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .take();
-                    drop(arenas);
-                    let each = self.chain.forward_each(&self.x)?;
-                    each.iter().map(Tensor::read_f32).collect()
-                }
-                Err(Error::NonFinite {
-                    op,
-                    tensor: OUTPUT,
-                    index,
-                }) => {
-                    // The kernel flags a flat index into the arena: report it per linear.
-                    let i = offsets.partition_point(|&o| o <= index).saturating_sub(1);
-                    Err(Error::NonFinite {
-                        op,
-                        tensor: OUTPUT,
-                        index: index - offsets.get(i).copied().unwrap_or(0),
-                    })
-                }
-                Err(e) => Err(e),
-            },
+        match self.settle()? {
+            Settled::Values(v) => Ok(v),
+            Settled::Each(ts) => ts.iter().map(Tensor::read_f32).collect(),
         }
     }
 
-    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]). A fused run's
-    /// outputs share one buffer, which is read whole.
+    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]). It fails only
+    /// where linear `i` itself does — its input or output not finite — however the chain ran:
+    /// another linear's overflow does not take it down.
     pub fn read(&self, i: usize) -> Result<Vec<f32>> {
         if i >= self.len() {
             return Err(Error::ShapeMismatch {
@@ -344,11 +304,62 @@ impl ChainOutputs {
                 detail: format!("output {i} of a chain of {}", self.len()),
             });
         }
-        match &self.kind {
-            Outputs::Each(ts) => ts[i].read_f32(),
-            Outputs::Arena { .. } => Ok(self.read_all()?.swap_remove(i)),
+        match self.settle()? {
+            Settled::Values(mut v) => Ok(v.swap_remove(i)),
+            Settled::Each(ts) => ts[i].read_f32(),
         }
     }
+
+    /// The run's outputs: a clean fused run's as host vectors, read whole (its outputs share
+    /// one buffer); otherwise one tensor per linear, each with its own non-finite flag. A fused
+    /// run flags only the first non-finite value of the whole arena, which cannot say which
+    /// other linears are sound, so a flagged run is run again linear by linear (only then: the
+    /// error path) — as is an aborted one, after which the chain stops fusing.
+    fn settle(&self) -> Result<Settled> {
+        let (all, offsets) = match &self.kind {
+            Outputs::Each(ts) => return Ok(Settled::Each(ts.clone())),
+            Outputs::Arena { all, offsets } => (all, offsets),
+        };
+        match all.read_f32() {
+            Ok(v) => Ok(Settled::Values(
+                self.chain
+                    .inner
+                    .links
+                    .iter()
+                    .zip(offsets)
+                    .map(|((l, _), &o)| v[o..o + l.weights().n()].to_vec())
+                    .collect(),
+            )),
+            Err(Error::Aborted { .. }) => {
+                log::warn!(
+                    "bitnet-wgpu: a {OP} run was aborted on this GPU (workgroups did not run in \
+                     order); running chains linear by linear from now on"
+                );
+                self.chain.inner.fused.store(false, Ordering::Release);
+                // Unfused runs never use the arenas again: release them now rather than hold a
+                // second copy of every weight for the chain's lifetime.
+                let arenas = self
+                    .chain
+                    .inner
+                    .device
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                drop(arenas);
+                Ok(Settled::Each(self.chain.forward_each(&self.x)?))
+            }
+            Err(Error::NonFinite { .. }) => Ok(Settled::Each(self.chain.forward_each(&self.x)?)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What [`ChainOutputs::settle`] found.
+enum Settled {
+    /// Every linear's output, read.
+    Values(Vec<Vec<f32>>),
+    /// One tensor per linear, to read one by one.
+    Each(Vec<Tensor>),
 }
 
 #[cfg(test)]

@@ -171,8 +171,29 @@ fn chain_overflow_and_device_loss_match_cpu_ref() {
         .map(|i| if i % 3 == 0 { -3e38 } else { 3e38 })
         .collect();
     let want = cpu_ref::bitlinear(&huge, 1, links[0].0.weights()).unwrap_err();
-    assert_eq!(chain.forward(&huge).unwrap_err(), Error::from(want));
+    assert_eq!(chain.forward(&huge).unwrap_err(), Error::from(want.clone()));
     assert!(chain.is_fused());
+    // A later linear's overflow takes down neither the linears before it nor those that do not
+    // read it: each read fails only where that linear does, as when run linear by linear.
+    let normal = |seed| Linear::new(&e, weights(8, 64, seed));
+    let side = vec![
+        (normal(3), ChainInput::Input),
+        (links[0].0.clone(), ChainInput::Input),
+        (normal(4), ChainInput::Input),
+    ];
+    let side_chain = e.linear_chain(64, side.clone()).unwrap();
+    let outs = side_chain
+        .forward_tensor(&e.upload_f32(&huge, &[64]).unwrap())
+        .unwrap();
+    let finite = |i: usize| cpu_ref::bitlinear(&huge, 1, side[i].0.weights()).unwrap();
+    assert_eq!(outs.read(0).unwrap(), finite(0));
+    assert_eq!(outs.read(1).unwrap_err(), Error::from(want.clone()));
+    assert_eq!(outs.read(2).unwrap(), finite(2));
+    assert_eq!(outs.read_all().unwrap_err(), Error::from(want.clone()));
+    assert!(
+        side_chain.is_fused(),
+        "an overflow is no reason to stop fusing"
+    );
     // A lost device: the chain runs on the CPU from the host weights it keeps.
     let x = random_f32(21, 64, -1.0, 1.0);
     assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
