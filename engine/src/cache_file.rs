@@ -79,14 +79,26 @@ fn on_off(v: &str) -> Option<bool> {
 
 /// An on/off variable's value: off (`0`, `false`, `off`, `no`) or on (`1`, `true`, `on`, `yes`),
 /// any case, surrounding blanks ignored; unset or blank: no say (`None`). Anything else is logged
-/// (naming the variable `name`) and ignored.
+/// (naming the variable `name`) once per process and value — some variables are read per
+/// decision, and one bad setting should not flood the log — and ignored.
 pub(crate) fn switch(name: &str, value: Option<&str>) -> Option<bool> {
     let v = value.map(str::trim).filter(|v| !v.is_empty())?;
     let verdict = on_off(v);
-    if verdict.is_none() {
+    if verdict.is_none() && first_sighting(name, v) {
         log::warn!("bitnet-wgpu: {name}={v:?} is neither on nor off; ignored");
     }
     verdict
+}
+
+/// Whether this process sees `name`=`value` (a bad setting) for the first time.
+fn first_sighting(name: &str, value: &str) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let new = !seen.iter().any(|(n, v)| n == name && v == value);
+    if new {
+        seen.push((name.to_owned(), value.to_owned()));
+    }
+    new
 }
 
 #[cfg(test)]
@@ -136,6 +148,23 @@ pub(crate) mod tests {
             assert_eq!(switch("X", Some(v)), want, "{v:?}");
         }
         assert_eq!(switch("X", None), None);
+    }
+
+    /// A bad value is logged once, not per read: `BITNET_AUTOTUNE` is read for every BitLinear
+    /// shape planned, and logged a warning each time.
+    #[test]
+    fn a_bad_value_is_logged_once() {
+        warnings();
+        let name = "BITNET_TEST_SWITCH_LOGGED_ONCE";
+        for _ in 0..3 {
+            assert_eq!(switch(name, Some("perhaps")), None);
+        }
+        assert_eq!(switch(name, Some("never")), None);
+        let count = |v: &str| {
+            let text = format!("{name}={v:?}");
+            warnings().iter().filter(|w| w.contains(&text)).count()
+        };
+        assert_eq!((count("perhaps"), count("never")), (1, 1));
     }
 
     #[test]

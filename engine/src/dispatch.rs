@@ -57,10 +57,16 @@ pub enum DispatchPolicy {
 }
 
 impl DispatchPolicy {
-    /// The policy named by `BITNET_DISPATCH`, if set to a valid value (an invalid one is logged).
+    /// The policy named by `BITNET_DISPATCH`, if set to a valid value (an invalid one is logged;
+    /// unset or blank says nothing).
     pub fn from_env() -> Option<DispatchPolicy> {
-        let v = std::env::var(DISPATCH_ENV).ok()?;
-        let p = DispatchPolicy::parse(&v);
+        Self::from_setting(std::env::var(DISPATCH_ENV).ok().as_deref())
+    }
+
+    /// [`DispatchPolicy::from_env`] for the variable's value `v`.
+    fn from_setting(v: Option<&str>) -> Option<DispatchPolicy> {
+        let v = v.filter(|v| !v.trim().is_empty())?;
+        let p = DispatchPolicy::parse(v);
         if p.is_none() {
             log::warn!("bitnet-wgpu: ignoring {DISPATCH_ENV}={v:?} (want auto, cpu or gpu)");
         }
@@ -391,3 +397,7 @@ fn on_gpu<T>(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;
