@@ -135,18 +135,11 @@ mod tests {
 
     #[test]
     fn ratio_and_deltas() {
-        let before = PoolStats {
-            hits: 2,
-            misses: 5,
-            ..Default::default()
-        };
-        let after = PoolStats {
-            peak_allocated_bytes: 1250,
-            peak_live_bytes: 1000,
-            hits: 12,
-            misses: 6,
-            ..Default::default()
-        };
+        let mut before = PoolStats::default();
+        (before.hits, before.misses) = (2, 5);
+        let mut after = PoolStats::default();
+        (after.peak_allocated_bytes, after.peak_live_bytes) = (1250, 1000);
+        (after.hits, after.misses) = (12, 6);
         let p = PoolPeak::from_stats(&after, &before);
         assert_eq!(p.ratio(), Some(1.25));
         assert_eq!((p.hits, p.misses), (10, 1));

@@ -28,6 +28,7 @@ struct Request {
 
 /// What the batcher did so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchingStats {
     /// Requests answered.
     pub requests: u64,

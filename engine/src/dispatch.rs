@@ -100,6 +100,7 @@ impl DispatchPolicy {
 
 /// How many host-facing ops ran where, and how many fell back to the CPU after a GPU fault.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DispatchStats {
     /// Ops run on the CPU by choice (policy, prediction, lost device). Counted without locking
     /// (to keep the CPU path cheap): exact on one thread, a lower bound under concurrent use.

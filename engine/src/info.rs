@@ -6,6 +6,7 @@ use crate::engine::BackendKind;
 
 /// The limits that matter to the engine's kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeyLimits {
     /// Largest storage binding (bytes), after any `EngineOptions` cap.
     pub max_storage_buffer_binding_size: u64,
@@ -27,6 +28,7 @@ pub struct KeyLimits {
 
 /// Description of an engine's backend.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct EngineInfo {
     /// CPU or GPU.
     pub backend_kind: BackendKind,

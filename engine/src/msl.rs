@@ -62,6 +62,7 @@ impl fmt::Display for KernelPath {
 
 /// The implementation of each hot BitNet op on an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HotPaths {
     /// `quantize_weights` (canonical sum + pack).
     pub quantize_weights: KernelPath,

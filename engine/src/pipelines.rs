@@ -82,6 +82,7 @@ impl Compiled {
 
 /// Cache statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PipelineStats {
     /// Pipelines compiled (cache misses).
     pub compiled: u64,

@@ -76,6 +76,7 @@ impl BufferKind {
 
 /// Memory statistics of the pool (storage buffers; staging counted apart).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolStats {
     /// Bytes of all storage buffers the pool owns (live + free).
     pub allocated_bytes: u64,

@@ -46,6 +46,7 @@ pub enum ProfileGranularity {
 
 /// Per-kernel GPU time since profiling was enabled (or last reset).
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ProfileReport {
     /// `(kernel name, calls, total GPU nanoseconds)`, sorted by total time, largest first; with
     /// [`ProfileGranularity::Batch`] the single entry [`BATCH_SPAN`] (calls = batches).

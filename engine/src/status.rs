@@ -40,6 +40,7 @@ pub const KERNEL_STATE: &str = "(kernel state)";
 
 /// What a flagging launch reports, and where its index space starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NonFiniteCheck {
     /// Operation name reported in [`Error::NonFinite`] (use cpu-ref's op name for the same op).
     pub op: &'static str,

@@ -34,6 +34,7 @@ pub const IN_FLIGHT: usize = 2;
 
 /// What a stream did and where its host time went.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[non_exhaustive]
 pub struct StreamStats {
     /// Chunks streamed.
     pub chunks: usize,
