@@ -20,9 +20,10 @@
 //! run time: measured times of the chosen backend (every call on the GPU, one call in
 //! [`SAMPLE_EVERY`] on the CPU, so the CPU path stays within a few nanoseconds of calling cpu-ref)
 //! scale that backend's prediction for the op class (moving average of measured / predicted).
-//! A lazy calibration that fails (any GPU fault, transient ones included) is not retried: the
-//! engine's `Auto` then runs every op on the CPU until [`Engine::calibrate`] succeeds or
-//! [`Engine::set_calibration`] installs a model.
+//! A lazy calibration that fails (any GPU fault, transient ones included) leaves the engine's
+//! `Auto` running every op on the CPU until a model is installed: by [`Engine::calibrate`],
+//! [`Engine::set_calibration`], or a retry on a background thread with a doubling back-off
+//! (`recalibrate.rs`; none once the device is lost).
 //!
 //! **Faults** (see `fault.rs`): a GPU failure other than bad input re-runs the op on the CPU from
 //! the caller's host inputs — the caller gets the correct result and a warning is logged. A lost
@@ -161,6 +162,7 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner());
         let c = measure(self, g)?;
         c.save_cached();
+        g.dispatch.retry.disarm();
         g.dispatch.install(c.clone());
         Ok(c)
     }
@@ -191,6 +193,7 @@ impl Engine {
             }));
         }
         if let Some(g) = self.gpu_raw() {
+            g.dispatch.retry.disarm();
             g.dispatch.install(c);
         }
         Ok(())
@@ -224,9 +227,9 @@ impl Engine {
     }
 
     /// The lazy calibration of the first `Auto` decision: the cache, else a measurement; if
-    /// measuring fails the GPU is not trusted (every prediction says CPU) and that is logged.
-    /// Not retried, even after a transient fault: a measurement costs the calling op about a
-    /// second, and a persistent fault would cost it on every op (documented in the crate docs).
+    /// measuring fails the GPU is not trusted (every prediction says CPU), that is logged, and a
+    /// background retry is armed (`recalibrate.rs`): a measurement costs about a second, which no
+    /// caller's op should wait for again.
     #[cold]
     #[inline(never)]
     fn load_or_calibrate(&self, g: &Gpu) {
@@ -246,20 +249,7 @@ impl Engine {
                     c.save_cached();
                     c
                 }
-                Err(e) => {
-                    log::warn!("bitnet-wgpu: calibration failed ({e}); Auto dispatch uses the CPU");
-                    let never = crate::calibrate::Cost {
-                        fixed_s: f64::MAX / 4.0,
-                        per_unit_s: 0.0,
-                    };
-                    Calibration {
-                        key,
-                        upload_bytes_per_s: 1.0,
-                        download_bytes_per_s: 1.0,
-                        cpu: [Default::default(); 4],
-                        gpu: [never; 4],
-                    }
-                }
+                Err(e) => self.calibration_failed(g, key, &e),
             },
         };
         g.dispatch.install(c);
@@ -301,6 +291,7 @@ impl Engine {
                 let started = Instant::now();
                 let r = cpu();
                 g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
+                self.retry_calibration_if_due(g);
                 r
             }
             Route::Gpu(_) if !valid() => cpu(),

@@ -44,10 +44,13 @@
 //!   out, a path relocates it), and adapt to measured times. Small ops stay on the CPU at the
 //!   cost of a few nanoseconds over calling cpu-ref. If the lazy calibration fails — any GPU
 //!   fault while measuring, transient ones (out of memory, a caught panic) included — a warning
-//!   is logged, nothing is cached, and that engine's `Auto` sends every op to the CPU until
-//!   [`Engine::calibrate`] succeeds or [`Engine::set_calibration`] installs a model
+//!   is logged, nothing is cached, and that engine's `Auto` sends every op to the CPU
 //!   ([`Engine::calibration`] meanwhile returns a stand-in whose GPU costs `f64::MAX / 4` s per
-//!   call). A calibration measured while the device was lost is never installed or cached.
+//!   call) until a model is installed: by [`Engine::calibrate`], [`Engine::set_calibration`], or
+//!   a retry the engine starts itself on a background thread 30 s later (then after 1 min, 2 min,
+//!   ... up to every hour while it fails; none once the device is lost), so a transient fault
+//!   does not keep a long-running server on the CPU. A calibration measured while the device was
+//!   lost is never installed or cached.
 //! * `Gpu` (default of [`Engine::gpu`], [`Engine::from_device`], ...): every op on the GPU.
 //! * `Cpu`: nothing touches the GPU (new tensors are host tensors).
 //!
@@ -137,6 +140,7 @@ mod pool;
 mod predict;
 mod profiler;
 mod readback;
+mod recalibrate;
 mod ring;
 mod scheduler;
 mod spirv;

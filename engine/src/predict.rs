@@ -28,6 +28,8 @@ pub(crate) struct Dispatcher {
     /// path of small ops is one compare); derived from `model` and `adapt`.
     pub(crate) cpu_below: [AtomicU64; 4],
     pub(crate) stats: [AtomicU64; 3],
+    /// The background retry of a failed lazy calibration (`recalibrate.rs`).
+    pub(crate) retry: crate::recalibrate::Retry,
 }
 
 fn load(a: &AtomicU64) -> f64 {
@@ -53,6 +55,7 @@ impl Dispatcher {
             adapt: std::array::from_fn(|_| [one(), one()]),
             cpu_below: Default::default(),
             stats: Default::default(),
+            retry: Default::default(),
         }
     }
 

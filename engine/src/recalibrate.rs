@@ -1,0 +1,265 @@
+//! Retrying a failed lazy calibration in the background.
+//!
+//! When the lazy calibration of an `Auto` engine fails (a GPU fault while measuring), the engine
+//! installs a stand-in model that sends every op to the CPU. A transient fault — an allocation
+//! that failed under memory pressure, a caught panic — would otherwise leave a long-running
+//! server on the CPU for good. So the failure also arms a retry: once its back-off has passed,
+//! the next sampled CPU call (one in [`SAMPLE_EVERY`](crate::dispatch::SAMPLE_EVERY), already off
+//! the untimed hot path) starts a measurement on a background thread, and the caller's op does
+//! not wait for it. Ops keep running on the CPU meanwhile. A retry that fails doubles the
+//! back-off (30 s, 1 min, ... up to 1 h); a lost device ends the retries, as does a model
+//! installed by [`Engine::calibrate`] or [`Engine::set_calibration`].
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::calibrate::{Calibration, Cost, measure};
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// Back-off before the first retry.
+const FIRST_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest back-off between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The retry state of one engine's dispatcher: none armed, or the next one.
+#[derive(Debug, Default)]
+pub(crate) struct Retry(Mutex<Option<Armed>>);
+
+/// An armed retry.
+#[derive(Debug, Clone, Copy)]
+struct Armed {
+    /// When it may start.
+    at: Instant,
+    /// The back-off it waited (doubled for the next after a failure).
+    backoff: Duration,
+    /// A background measurement is running (no second one starts).
+    running: bool,
+}
+
+impl Retry {
+    /// Arms a retry `backoff` from now (replacing any armed one).
+    pub(crate) fn arm(&self, backoff: Duration) {
+        *self.lock() = Some(Armed {
+            at: Instant::now() + backoff,
+            backoff,
+            running: false,
+        });
+    }
+
+    /// Disarms it (a model was installed, or the device is lost).
+    pub(crate) fn disarm(&self) {
+        *self.lock() = None;
+    }
+
+    /// Whether a retry is armed (running or not).
+    pub(crate) fn armed(&self) -> bool {
+        self.lock().is_some()
+    }
+
+    /// Claims a due retry for one background run: its back-off, or None (none armed, not due,
+    /// already running, or another thread holds the state right now: the next sample checks).
+    fn claim_due(&self) -> Option<Duration> {
+        let mut state = self.0.try_lock().ok()?;
+        let armed = state.as_mut()?;
+        if armed.running || Instant::now() < armed.at {
+            return None;
+        }
+        armed.running = true;
+        Some(armed.backoff)
+    }
+
+    /// Runs `install` and disarms, if the retry claimed with `backoff` is still the armed one —
+    /// not disarmed by [`Engine::set_calibration`] or [`Engine::calibrate`] meanwhile, which
+    /// disarm before they install, so their model is the one that stays.
+    fn finish_if_claimed(&self, backoff: Duration, install: impl FnOnce()) -> bool {
+        let mut state = self.lock();
+        let claimed = state.is_some_and(|a| a.running && a.backoff == backoff);
+        if claimed {
+            install();
+            *state = None;
+        }
+        claimed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Armed>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The armed retry's back-off, when none is running (tests).
+    #[cfg(test)]
+    pub(crate) fn backoff_if_idle(&self) -> Option<Duration> {
+        self.lock().filter(|a| !a.running).map(|a| a.backoff)
+    }
+
+    /// Moves an armed retry's start to now (tests: no waiting out the back-off).
+    #[cfg(test)]
+    pub(crate) fn make_due(&self) {
+        if let Some(a) = self.lock().as_mut() {
+            a.at = Instant::now();
+        }
+    }
+}
+
+impl Engine {
+    /// The stand-in model after the lazy calibration failed with `e` (GPU costs `f64::MAX / 4`
+    /// s per call: every prediction says CPU), with the failure logged and — unless the device is
+    /// lost — a retry armed.
+    pub(crate) fn calibration_failed(&self, g: &Gpu, key: String, e: &Error) -> Calibration {
+        let retry = if matches!(e, Error::DeviceLost(_)) {
+            String::new()
+        } else {
+            g.dispatch.retry.arm(FIRST_BACKOFF);
+            let s = FIRST_BACKOFF.as_secs();
+            format!(" (retried in the background from {s} s on)")
+        };
+        log::warn!("bitnet-wgpu: calibration failed ({e}); Auto dispatch uses the CPU{retry}");
+        let never = Cost {
+            fixed_s: f64::MAX / 4.0,
+            per_unit_s: 0.0,
+        };
+        Calibration {
+            key,
+            upload_bytes_per_s: 1.0,
+            download_bytes_per_s: 1.0,
+            cpu: [Default::default(); 4],
+            gpu: [never; 4],
+        }
+    }
+
+    /// From a sampled CPU call: starts a due calibration retry on a background thread.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn retry_calibration_if_due(&self, g: &Gpu) {
+        let Some(backoff) = g.dispatch.retry.claim_due() else {
+            return;
+        };
+        let engine = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("bitnet-recalibrate".into())
+            .spawn(move || engine.retry_calibration(backoff));
+        if let Err(e) = spawned {
+            log::warn!("bitnet-wgpu: cannot start a calibration retry ({e}); trying later");
+            g.dispatch.retry.arm(backoff);
+        }
+    }
+
+    /// The background retry claimed with `backoff`: measure; install and cache the model, or
+    /// arm the next retry with twice the back-off (none once the device is lost).
+    fn retry_calibration(&self, backoff: Duration) {
+        let Some(g) = self.gpu_raw() else {
+            return;
+        };
+        let d = &g.dispatch;
+        let _one = d.calibrating.lock().unwrap_or_else(|p| p.into_inner());
+        if !d.retry.armed() {
+            return;
+        }
+        match measure(self, g) {
+            Ok(c) => {
+                let installed = d.retry.finish_if_claimed(backoff, || {
+                    c.save_cached();
+                    d.install(c.clone());
+                });
+                if installed {
+                    log::info!("bitnet-wgpu: calibration retry succeeded; Auto uses its model");
+                }
+            }
+            Err(Error::DeviceLost(_)) => d.retry.disarm(),
+            Err(e) => {
+                let next = (backoff * 2).min(MAX_BACKOFF);
+                log::warn!(
+                    "bitnet-wgpu: calibration retry failed ({e}); Auto dispatch keeps the CPU, \
+                     next try in {} s",
+                    next.as_secs()
+                );
+                d.retry.arm(next);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::{DispatchPolicy, SAMPLE_EVERY};
+
+    /// Whether the installed model is the stand-in of a failed calibration.
+    fn stand_in(e: &Engine) -> bool {
+        e.calibration()
+            .is_some_and(|c| c.gpu[0].fixed_s == f64::MAX / 4.0)
+    }
+
+    /// An `Auto` engine whose lazy calibration just failed with a transient fault.
+    fn failed_engine() -> Engine {
+        let e = crate::test_gpu::gpu();
+        e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+        let g = e.gpu_raw().expect("a GPU engine");
+        let oom = Error::OutOfMemory {
+            context: "calibrating (a test's stand-in failure)".into(),
+        };
+        let c = e.calibration_failed(g, Calibration::key_of(g), &oom);
+        g.dispatch.install(c);
+        assert!(stand_in(&e) && g.dispatch.retry.armed());
+        e
+    }
+
+    /// Enough tiny host-facing ops that some are sampled (the retry's trigger), all on the CPU.
+    fn run_small_ops(e: &Engine) {
+        for _ in 0..2 * SAMPLE_EVERY {
+            let q = e
+                .quantize_activations(&[1.0, -2.0, 0.5, 4.0], 1, 4)
+                .unwrap();
+            assert_eq!(q.absmax()[0], 4.0);
+        }
+    }
+
+    /// Polls `done` for up to two minutes (a measurement takes seconds on lavapipe).
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(120);
+        while !done() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A failed lazy calibration used to leave `Auto` on the CPU for the engine's lifetime; a
+    /// due retry now measures in the background and installs a real model, with no caller
+    /// waiting on it.
+    #[test]
+    fn a_failed_lazy_calibration_is_retried_in_the_background() {
+        let e = failed_engine();
+        let g = e.gpu_raw().unwrap();
+        run_small_ops(&e);
+        assert!(stand_in(&e), "not before its back-off");
+        g.dispatch.retry.make_due();
+        run_small_ops(&e);
+        wait_for("the retry's model", || !stand_in(&e));
+        assert!(!g.dispatch.retry.armed(), "disarmed once it succeeded");
+        assert!(e.calibration().unwrap().invalid().is_none());
+    }
+
+    /// A retry that fails arms the next with twice the back-off; a model the user installs
+    /// meanwhile disarms it.
+    #[test]
+    fn a_failed_retry_backs_off_and_a_user_model_ends_the_retries() {
+        let e = failed_engine();
+        let g = e.gpu_raw().unwrap();
+        g.dispatch.retry.make_due();
+        // The retry's first allocation fails (the small ops allocate nothing on the GPU).
+        e.inject_fault(crate::InjectedFault::OutOfMemory);
+        run_small_ops(&e);
+        wait_for("the second retry to be armed", || {
+            g.dispatch.retry.backoff_if_idle() == Some(2 * FIRST_BACKOFF)
+        });
+        assert!(stand_in(&e), "a failed retry installs nothing");
+        let mut user = e.calibration().unwrap();
+        user.gpu = user.cpu;
+        e.set_calibration(user.clone()).unwrap();
+        assert!(!g.dispatch.retry.armed());
+        g.dispatch.retry.make_due();
+        run_small_ops(&e);
+        assert_eq!(e.calibration(), Some(user), "the user's model stays");
+    }
+}
