@@ -64,20 +64,28 @@ impl Linear {
     }
 
     /// The device copy of the weights, uploaded on first use (a failed upload is retried at
-    /// the next call). Once the engine's device is lost, a host copy instead: the layer keeps
-    /// its host weights, so the dead device's copy (which reads as `Error::DeviceLost`) is
-    /// replaced, and tensor ops on the weights run on the CPU.
+    /// the next call). While the engine takes no GPU work (its device lost, or the `Cpu`
+    /// policy), a host copy instead: the layer keeps its host weights, so the dead device's copy
+    /// (which reads as `Error::DeviceLost`) is replaced, and tensor ops on the weights run on the
+    /// CPU. A host copy is replaced by a device upload once the engine takes GPU work again.
     pub fn device_weights(&self) -> Result<Tensor> {
+        let e = &self.inner.engine;
         let mut slot = self.inner.device.lock().unwrap_or_else(|e| e.into_inner());
-        let lost = |t: &Tensor| {
-            t.location() == Location::Device && t.engine().gpu_raw().is_some_and(|g| g.is_lost())
+        let stale = |t: &Tensor| match t.location() {
+            Location::Device => t.engine().gpu_raw().is_some_and(|g| g.is_lost()),
+            // Made while no GPU took work: kept, tensor ops on it would run on the CPU for the
+            // layer's lifetime, whatever the policy says later.
+            Location::Host => e.gpu_context().is_some(),
         };
-        if let Some(t) = slot.as_ref().filter(|t| !lost(t)) {
+        if let Some(t) = slot.as_ref().filter(|t| !stale(t)) {
             return Ok(t.clone());
         }
-        let t = self.inner.engine.upload_ternary(&self.inner.w)?;
+        let t = e.upload_ternary(&self.inner.w)?;
         *slot = Some(t.clone());
-        self.inner.resident.store(true, Ordering::Release);
+        // Only a device copy makes later GPU calls free of the weights' upload.
+        self.inner
+            .resident
+            .store(t.location() == Location::Device, Ordering::Release);
         Ok(t)
     }
 

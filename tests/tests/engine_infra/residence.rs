@@ -1,11 +1,14 @@
 //! Tensors run where they live: a GPU engine's host tensors (read back, or made under the CPU
 //! policy) run on the CPU under any policy, its device tensors are read back under the CPU
-//! policy, and each gives the CPU engine's values. Also the view rules of packed tensors and the
-//! Auto policy's pricing of sizes that overflow.
+//! policy, and each gives the CPU engine's values. Also a layer's weights going back to the
+//! device with the policy, the view rules of packed tensors and the Auto policy's pricing of
+//! sizes that overflow.
 
 use bitnet_tests::{gpu_engine, random_f32, random_ternary};
 use bitnet_wgpu::cpu_ref::TernaryMatrix;
-use bitnet_wgpu::{BinaryOp, DType, DispatchPolicy, Engine, Error, Location, Tensor, UnaryOp};
+use bitnet_wgpu::{
+    BinaryOp, DType, DispatchPolicy, Engine, Error, Linear, Location, Tensor, UnaryOp,
+};
 
 /// Every tensor op the engine offers on F32 / ternary inputs, as `(name, values or error)`.
 fn ops(
@@ -76,6 +79,29 @@ fn device_tensors_under_the_cpu_policy_are_read_back() {
     e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
     assert_eq!(ops(&e, &x, &w, &row), ops(&cpu, &cx, &cw, &crow));
     assert_eq!(e.copy(&x).unwrap().location(), Location::Host);
+}
+
+/// A layer whose weights were first needed under the CPU policy holds a host copy; once the
+/// engine takes GPU work again its tensor ops get a device copy, not that host copy (on which
+/// every later GPU call of the layer would silently run on the CPU).
+#[test]
+fn a_layers_host_weights_give_way_to_a_device_copy() {
+    let e = gpu_engine();
+    let (k, n) = (64, 5);
+    let w = TernaryMatrix::from_i8(&random_ternary(6, n * k), n, k, 0.25).unwrap();
+    let layer = Linear::new(&e, w.clone());
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(layer.device_weights().unwrap().location(), Location::Host);
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let dev = layer.device_weights().unwrap();
+    assert_eq!(dev.location(), Location::Device);
+    assert_eq!(dev.read_ternary().unwrap().words(), w.words());
+    let x = random_f32(7, 2 * k, -1.0, 1.0);
+    let want = bitnet_wgpu::cpu_ref::bitlinear(&x, 2, &w).unwrap();
+    assert_eq!(layer.forward(&x, 2).unwrap(), want);
+    // The device copy stays the layer's, under the CPU policy too (it reads back like any other).
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(layer.device_weights().unwrap().location(), Location::Device);
 }
 
 #[test]
