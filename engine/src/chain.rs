@@ -66,8 +66,8 @@ pub struct ChainOutputs {
 enum Outputs {
     /// The fused run: every output in one arena, linear i at `offsets[i]`.
     Arena { all: Tensor, offsets: Vec<usize> },
-    /// Linear by linear: one tensor each.
-    Each(Vec<Tensor>),
+    /// Linear by linear: one tensor each, or the non-finite value that linear failed on.
+    Each(Vec<Result<Tensor>>),
 }
 
 impl Engine {
@@ -230,17 +230,30 @@ impl LinearChain {
     }
 
     /// The chain linear by linear (on the GPU one fused GEMV dispatch each; host tensors on the
-    /// CPU).
-    fn forward_each(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+    /// CPU). A non-finite value fails only the linears it reaches, as on the GPU, where it is
+    /// reported at the read: on the CPU (or for an input already known to be flagged) it is
+    /// found now, and kept as that linear's — and its readers' — result. Any other error fails
+    /// the run.
+    fn forward_each(&self, x: &Tensor) -> Result<Vec<Result<Tensor>>> {
         let e = &self.inner.engine;
-        let mut outs: Vec<Tensor> = Vec::with_capacity(self.len());
+        let mut outs: Vec<Result<Tensor>> = Vec::with_capacity(self.len());
         for (l, input) in &self.inner.links {
             let v = match *input {
                 ChainInput::Input => x,
-                ChainInput::Output(j) => &outs[j],
+                ChainInput::Output(j) => match &outs[j] {
+                    Ok(v) => v,
+                    Err(err) => {
+                        outs.push(Err(err.clone()));
+                        continue;
+                    }
+                },
             };
-            let y = e.bitlinear_tensor(&v.reshape(&[1, v.len()])?, &l.device_weights()?)?;
-            outs.push(y.reshape(&[l.weights().n()])?);
+            let y = match e.bitlinear_tensor(&v.reshape(&[1, v.len()])?, &l.device_weights()?) {
+                Ok(y) => Ok(y.reshape(&[l.weights().n()])?),
+                Err(err @ Error::NonFinite { .. }) => Err(err),
+                Err(err) => return Err(err),
+            };
+            outs.push(y);
         }
         Ok(outs)
     }
@@ -290,7 +303,7 @@ impl ChainOutputs {
     pub fn read_all(&self) -> Result<Vec<Vec<f32>>> {
         match self.settle()? {
             Settled::Values(v) => Ok(v),
-            Settled::Each(ts) => ts.iter().map(Tensor::read_f32).collect(),
+            Settled::Each(ts) => ts.iter().map(|t| t.clone()?.read_f32()).collect(),
         }
     }
 
@@ -306,7 +319,7 @@ impl ChainOutputs {
         }
         match self.settle()? {
             Settled::Values(mut v) => Ok(v.swap_remove(i)),
-            Settled::Each(ts) => ts[i].read_f32(),
+            Settled::Each(mut ts) => ts.swap_remove(i)?.read_f32(),
         }
     }
 
@@ -358,8 +371,8 @@ impl ChainOutputs {
 enum Settled {
     /// Every linear's output, read.
     Values(Vec<Vec<f32>>),
-    /// One tensor per linear, to read one by one.
-    Each(Vec<Tensor>),
+    /// One tensor per linear (or the error it already failed with), to read one by one.
+    Each(Vec<Result<Tensor>>),
 }
 
 #[cfg(test)]

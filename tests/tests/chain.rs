@@ -285,3 +285,50 @@ fn forward_tensor_rejects_a_tensor_of_another_engine() {
     }
     assert!(fused.is_fused());
 }
+
+/// Each read of a run fails only where its linear does under every policy and on the CPU engine,
+/// not only on the GPU: a linear-by-linear run on the host found the overflow at once and failed
+/// the whole `forward_tensor`, so the sound linears' outputs were lost there.
+#[test]
+fn an_overflow_fails_only_its_linears_on_every_backend() {
+    let gpu = gpu_engine();
+    let cpu = Engine::cpu();
+    let huge: Vec<f32> = (0..64)
+        .map(|i| if i % 3 == 0 { -3e38 } else { 3e38 })
+        .collect();
+    let big = cpu_ref::quantize_weights(&random_normal(1, 64 * 64, 50.0), 64, 64).unwrap();
+    let overflow = Error::from(cpu_ref::bitlinear(&huge, 1, &big).unwrap_err());
+    for (e, policy) in [
+        (&gpu, DispatchPolicy::Gpu),
+        (&gpu, DispatchPolicy::Cpu),
+        (&gpu, DispatchPolicy::Auto),
+        (&cpu, DispatchPolicy::Cpu),
+    ] {
+        e.set_dispatch_policy(policy).unwrap();
+        // Linear 1 overflows; linear 3 reads it; linears 0 and 2 read only the input.
+        let links = vec![
+            (Linear::new(e, weights(8, 64, 3)), ChainInput::Input),
+            (Linear::new(e, big.clone()), ChainInput::Input),
+            (Linear::new(e, weights(8, 64, 4)), ChainInput::Input),
+            (Linear::new(e, weights(8, 64, 5)), ChainInput::Output(1)),
+        ];
+        let chain = e.linear_chain(64, links.clone()).unwrap();
+        let outs = chain
+            .forward_tensor(&e.upload_f32(&huge, &[64]).unwrap())
+            .unwrap();
+        let ctx = format!("{:?} engine, {policy:?}", e.backend_kind());
+        for i in [0, 2] {
+            let want = cpu_ref::bitlinear(&huge, 1, links[i].0.weights()).unwrap();
+            assert_eq!(outs.read(i).unwrap(), want, "{ctx}: linear {i}");
+        }
+        for i in [1, 3] {
+            assert_eq!(outs.read(i).unwrap_err(), overflow, "{ctx}: linear {i}");
+        }
+        assert_eq!(outs.read_all().unwrap_err(), overflow, "{ctx}: read_all");
+        assert_eq!(
+            chain.forward(&huge).unwrap_err(),
+            overflow,
+            "{ctx}: forward"
+        );
+    }
+}
