@@ -2,7 +2,9 @@
 //! broadcasting), `binary_scalar`, and the `unary` activations. Same results and errors as
 //! `bitnet_cpu_ref::ops::{binary, binary_scalar, unary}`: binary results are bit-exact (one IEEE
 //! operation; division is correctly rounded in the kernel), activations agree within the suite's
-//! `unary` tolerance (shader `exp`).
+//! `unary` tolerance (shader `exp`). "Bit-exact" holds for normal values: subnormal inputs and
+//! results follow the device's float mode — Vulkan lets a driver flush them to zero (lavapipe
+//! keeps them), where cpu-ref always keeps them.
 
 use bitnet_cpu_ref::ops::{self as cpu, BinaryOp, UnaryOp};
 use bitnet_kernels_wgsl::tensor as kernels;

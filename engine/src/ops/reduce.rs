@@ -1,7 +1,8 @@
 //! Last-axis reductions on resident `F32` tensors (`sum`, `mean`, `max`, `absmax`), one workgroup
 //! per row. Sum and mean use the fixed 256-lane tree order of `bitnet_cpu_ref::ops::reduce_last`
-//! (and a correctly rounded division), so they match it bit for bit; max and absmax are exact in
-//! any order and use subgroup operations where the device has them.
+//! (and a correctly rounded division), so they match it bit for bit (for subnormal values, on
+//! devices that keep them: see `elementwise.rs`); max and absmax are exact in any order and use
+//! subgroup operations where the device has them.
 
 use bitnet_cpu_ref::ops::{self as cpu, ReduceOp};
 use bitnet_kernels_wgsl::tensor as kernels;
