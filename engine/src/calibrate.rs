@@ -298,8 +298,8 @@ fn cache_dir() -> Option<PathBuf> {
 #[path = "calibrate_measure.rs"]
 mod measuring;
 #[cfg(test)]
-use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, measure_with, sample};
-pub(crate) use measuring::{measure, measuring};
+use measuring::{LINEAR_SIZES, QUANT_SIZES, fit_gpu, sample};
+pub(crate) use measuring::{measure, measure_with, measuring};
 
 #[cfg(test)]
 #[path = "calibrate_tests.rs"]

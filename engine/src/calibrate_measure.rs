@@ -102,7 +102,7 @@ pub(crate) fn measure(engine: &Engine, gpu: &Gpu) -> Result<Calibration> {
 
 /// [`measure`], calling `before(class)` before each op class is timed (tests lose the device
 /// there).
-pub(super) fn measure_with(
+pub(crate) fn measure_with(
     engine: &Engine,
     gpu: &Gpu,
     mut before: impl FnMut(OpClass),

@@ -8,12 +8,13 @@
 //! the untimed hot path) starts a measurement on a background thread, and the caller's op does
 //! not wait for it. Ops keep running on the CPU meanwhile. A retry that fails doubles the
 //! back-off (30 s, 1 min, ... up to 1 h); a lost device ends the retries, as does a model
-//! installed by [`Engine::calibrate`] or [`Engine::set_calibration`].
+//! installed by [`Engine::calibrate`] or [`Engine::set_calibration`] — also while a retry is
+//! measuring: its result, success or failure, then arms and installs nothing.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::calibrate::{Calibration, Cost, measure};
+use crate::calibrate::{Calibration, Cost, OpClass, measure_with};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -83,6 +84,23 @@ impl Retry {
         claimed
     }
 
+    /// Arms the retry claimed with `backoff` again, with back-off `next`, due `due_in` from now
+    /// — if it is still the armed one. One disarmed meanwhile ([`Engine::set_calibration`],
+    /// [`Engine::calibrate`], a lost device) stays disarmed: re-arming it unconditionally let a
+    /// later retry install its model over the user's.
+    fn rearm_if_claimed(&self, backoff: Duration, next: Duration, due_in: Duration) -> bool {
+        let mut state = self.lock();
+        let claimed = state.is_some_and(|a| a.running && a.backoff == backoff);
+        if claimed {
+            *state = Some(Armed {
+                at: Instant::now() + due_in,
+                backoff: next,
+                running: false,
+            });
+        }
+        claimed
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Armed>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -141,13 +159,20 @@ impl Engine {
             .spawn(move || engine.retry_calibration(backoff));
         if let Err(e) = spawned {
             log::warn!("bitnet-wgpu: cannot start a calibration retry ({e}); trying later");
-            g.dispatch.retry.arm(backoff);
+            // Unless a model was installed meanwhile.
+            g.dispatch.retry.rearm_if_claimed(backoff, backoff, backoff);
         }
     }
 
     /// The background retry claimed with `backoff`: measure; install and cache the model, or
     /// arm the next retry with twice the back-off (none once the device is lost).
     fn retry_calibration(&self, backoff: Duration) {
+        self.retry_calibration_with(backoff, |_| ());
+    }
+
+    /// [`Engine::retry_calibration`], calling `before(class)` before each op class is measured
+    /// (tests act there, in the middle of a retry).
+    fn retry_calibration_with(&self, backoff: Duration, before: impl FnMut(OpClass)) {
         let Some(g) = self.gpu_raw() else {
             return;
         };
@@ -156,7 +181,7 @@ impl Engine {
         if !d.retry.armed() {
             return;
         }
-        match measure(self, g) {
+        match measure_with(self, g, before) {
             Ok(c) => {
                 let installed = d.retry.finish_if_claimed(backoff, || {
                     c.save_cached();
@@ -169,12 +194,13 @@ impl Engine {
             Err(Error::DeviceLost(_)) => d.retry.disarm(),
             Err(e) => {
                 let next = (backoff * 2).min(MAX_BACKOFF);
-                log::warn!(
-                    "bitnet-wgpu: calibration retry failed ({e}); Auto dispatch keeps the CPU, \
-                     next try in {} s",
-                    next.as_secs()
-                );
-                d.retry.arm(next);
+                if d.retry.rearm_if_claimed(backoff, next, next) {
+                    log::warn!(
+                        "bitnet-wgpu: calibration retry failed ({e}); Auto dispatch keeps the \
+                         CPU, next try in {} s",
+                        next.as_secs()
+                    );
+                }
             }
         }
     }
@@ -260,6 +286,29 @@ mod tests {
         assert!(!g.dispatch.retry.armed());
         g.dispatch.retry.make_due();
         run_small_ops(&e);
+        assert_eq!(e.calibration(), Some(user), "the user's model stays");
+    }
+
+    /// A model the user installs while a retry measures stays, even when that measurement then
+    /// fails: the failed retry armed the next one regardless, which later installed its own
+    /// model over the user's.
+    #[test]
+    fn a_retry_failing_after_a_user_model_arms_no_other() {
+        let e = failed_engine();
+        let g = e.gpu_raw().unwrap();
+        g.dispatch.retry.make_due();
+        let backoff = g.dispatch.retry.claim_due().expect("a due retry");
+        let mut user = e.calibration().unwrap();
+        user.gpu = user.cpu;
+        let mut installing = Some(user.clone());
+        // In the middle of the measurement: the user's model, then a fault that fails it.
+        e.retry_calibration_with(backoff, |_| {
+            if let Some(u) = installing.take() {
+                e.set_calibration(u).unwrap();
+                e.inject_fault(crate::InjectedFault::OutOfMemory);
+            }
+        });
+        assert!(!g.dispatch.retry.armed(), "no retry after the user's model");
         assert_eq!(e.calibration(), Some(user), "the user's model stays");
     }
 }
