@@ -5,8 +5,9 @@
 //! that failed under memory pressure, a caught panic — would otherwise leave a long-running
 //! server on the CPU for good. So the failure also arms a retry: once its back-off has passed,
 //! the next sampled CPU call (one in [`SAMPLE_EVERY`](crate::dispatch::SAMPLE_EVERY), already off
-//! the untimed hot path) starts a measurement on a background thread, and the caller's op does
-//! not wait for it. Ops keep running on the CPU meanwhile. A retry that fails doubles the
+//! the untimed hot path) under the `Auto` policy — the only one the model serves; under `Cpu`
+//! nothing may touch the GPU — starts a measurement on a background thread, and the caller's op
+//! does not wait for it. Ops keep running on the CPU meanwhile. A retry that fails doubles the
 //! back-off (30 s, 1 min, ... up to 1 h); a lost device ends the retries, as does a model
 //! installed by [`Engine::calibrate`] or [`Engine::set_calibration`] — also while a retry is
 //! measuring: its result, success or failure, then arms and installs nothing.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::calibrate::{Calibration, Cost, OpClass, measure_with};
 use crate::context::Gpu;
+use crate::dispatch::DispatchPolicy;
 use crate::engine::Engine;
 use crate::error::Error;
 
@@ -150,6 +152,11 @@ impl Engine {
     #[cold]
     #[inline(never)]
     pub(crate) fn retry_calibration_if_due(&self, g: &Gpu) {
+        // Its model serves only `Auto`, and under `Cpu` nothing may touch the GPU: a due retry
+        // waits for a sample under `Auto`.
+        if g.dispatch.policy() != DispatchPolicy::Auto {
+            return;
+        }
         let Some(backoff) = g.dispatch.retry.claim_due() else {
             return;
         };
@@ -181,6 +188,11 @@ impl Engine {
         if !d.retry.armed() {
             return;
         }
+        if d.policy() != DispatchPolicy::Auto {
+            // Set to `Cpu` or `Gpu` since it was claimed: due again at the next `Auto` sample.
+            d.retry.rearm_if_claimed(backoff, backoff, Duration::ZERO);
+            return;
+        }
         match measure_with(self, g, before) {
             Ok(c) => {
                 let installed = d.retry.finish_if_claimed(backoff, || {
@@ -209,7 +221,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dispatch::{DispatchPolicy, SAMPLE_EVERY};
+    use crate::dispatch::SAMPLE_EVERY;
 
     /// Whether the installed model is the stand-in of a failed calibration.
     fn stand_in(e: &Engine) -> bool {
@@ -310,5 +322,21 @@ mod tests {
         });
         assert!(!g.dispatch.retry.armed(), "no retry after the user's model");
         assert_eq!(e.calibration(), Some(user), "the user's model stays");
+    }
+
+    /// Under the `Cpu` policy nothing touches the GPU, and a retry (a measurement on it) is no
+    /// exception: it waits until the policy is `Auto` again (the only one its model serves).
+    #[test]
+    fn no_retry_starts_under_the_cpu_policy() {
+        let e = failed_engine();
+        let g = e.gpu_raw().unwrap();
+        e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+        g.dispatch.retry.make_due();
+        run_small_ops(&e);
+        let idle = g.dispatch.retry.backoff_if_idle();
+        assert_eq!(idle, Some(FIRST_BACKOFF), "a retry started under Cpu");
+        e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+        run_small_ops(&e);
+        wait_for("the retry's model", || !stand_in(&e));
     }
 }
