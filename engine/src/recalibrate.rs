@@ -157,6 +157,11 @@ impl Engine {
         if g.dispatch.policy() != DispatchPolicy::Auto {
             return;
         }
+        if g.is_lost() {
+            // Nothing to measure on for good.
+            g.dispatch.retry.disarm();
+            return;
+        }
         let Some(backoff) = g.dispatch.retry.claim_due() else {
             return;
         };
@@ -178,8 +183,27 @@ impl Engine {
     }
 
     /// [`Engine::retry_calibration`], calling `before(class)` before each op class is measured
-    /// (tests act there, in the middle of a retry).
+    /// (tests act there, in the middle of a retry). A panic in the attempt (a bug, or one inside
+    /// wgpu outside the scheduler's guard) is logged and arms the next retry: left marked as
+    /// running, it would have ended the retries without a word.
     fn retry_calibration_with(&self, backoff: Duration, before: impl FnMut(OpClass)) {
+        let attempt = std::panic::AssertUnwindSafe(|| self.retry_attempt(backoff, before));
+        if std::panic::catch_unwind(attempt).is_err() {
+            let next = (backoff * 2).min(MAX_BACKOFF);
+            let rearmed = self
+                .gpu_raw()
+                .is_some_and(|g| g.dispatch.retry.rearm_if_claimed(backoff, next, next));
+            if rearmed {
+                log::warn!(
+                    "bitnet-wgpu: calibration retry panicked; next try in {} s",
+                    next.as_secs()
+                );
+            }
+        }
+    }
+
+    /// One retry attempt (see [`Engine::retry_calibration_with`]).
+    fn retry_attempt(&self, backoff: Duration, before: impl FnMut(OpClass)) {
         let Some(g) = self.gpu_raw() else {
             return;
         };
@@ -322,6 +346,19 @@ mod tests {
         });
         assert!(!g.dispatch.retry.armed(), "no retry after the user's model");
         assert_eq!(e.calibration(), Some(user), "the user's model stays");
+    }
+
+    /// A retry that panics arms the next one (it stayed marked as running, and no retry ever
+    /// started again).
+    #[test]
+    fn a_panicking_retry_arms_the_next() {
+        let e = failed_engine();
+        let g = e.gpu_raw().unwrap();
+        g.dispatch.retry.make_due();
+        let backoff = g.dispatch.retry.claim_due().expect("a due retry");
+        e.retry_calibration_with(backoff, |_| panic!("a bug in the middle of a retry"));
+        assert_eq!(g.dispatch.retry.backoff_if_idle(), Some(2 * backoff));
+        assert!(stand_in(&e));
     }
 
     /// Under the `Cpu` policy nothing touches the GPU, and a retry (a measurement on it) is no
