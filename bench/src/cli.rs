@@ -156,8 +156,8 @@ pub fn parse(args: &[String]) -> Result<Command> {
             "--cpu-repeats" => run.cpu_repeats = number(flag, &value(flag)?, 1)?,
             "--cpu-budget" => run.cpu_budget_s = seconds(flag, &value(flag)?)?,
             "--layers" => run.layers = number(flag, &value(flag)?, 1)?,
-            "--cold-bytes" => run.cold_bytes = (number(flag, &value(flag)?, 0)? as u64) << 20,
-            "--stream-mib" => run.stream_bytes = (number(flag, &value(flag)?, 1)? as u64) << 20,
+            "--cold-bytes" => run.cold_bytes = mib(flag, &value(flag)?, 0)?,
+            "--stream-mib" => run.stream_bytes = mib(flag, &value(flag)?, 1)?,
             "--no-cpu" => run.cpu = false,
             "--no-gpu" => run.gpu = false,
             "--no-progress" => run.progress = false,
@@ -232,6 +232,17 @@ fn number(flag: &str, v: &str, min: usize) -> Result<usize> {
     }
 }
 
+/// A size in MiB (at least `min`) as bytes; a count whose bytes overflow is refused, not wrapped.
+fn mib(flag: &str, v: &str, min: usize) -> Result<u64> {
+    let n = number(flag, v, min)?;
+    (n as u64).checked_mul(1 << 20).ok_or_else(|| {
+        BenchError::Usage(format!(
+            "{flag} wants at most {} MiB, got {v:?}",
+            u64::MAX >> 20
+        ))
+    })
+}
+
 fn seconds(flag: &str, v: &str) -> Result<f64> {
     match v.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
@@ -272,6 +283,22 @@ mod tests {
         assert!(p("--json").is_err());
         assert!(p("--ours a").is_err());
         assert_eq!(p("--help").unwrap(), Command::Help);
+    }
+
+    /// MiB counts whose bytes overflow u64 are refused: `<< 20` wrapped 2^44 MiB to 0 bytes
+    /// (below `--stream-mib`'s minimum of 1) and larger counts to arbitrary sizes.
+    #[test]
+    fn mib_overflow_is_refused() {
+        assert!(p("--cold-bytes 17592186044416").is_err());
+        assert!(p("--stream-mib 17592186044416").is_err());
+        assert!(p("--stream-mib 99999999999999999").is_err());
+        let Command::Run(r) = p("--cold-bytes 17592186044415 --stream-mib 2").unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(
+            (r.cold_bytes, r.stream_bytes),
+            (u64::MAX - (1 << 20) + 1, 2 << 20)
+        );
     }
 
     #[test]
