@@ -1,8 +1,8 @@
 //! The JSON that `bench/peers/torch_peers.py` writes (PyTorch on the same shapes), and look-ups
 //! that pair each of our cases with the matching peer figure.
 //!
-//! Parsing is lenient: every field is optional, so a partial or older peers file still merges and
-//! whatever it lacks shows up as "not measured".
+//! Parsing is lenient: every field but the schema tag is optional, so a partial or older peers
+//! file still merges and whatever it lacks shows up as "not measured".
 
 use serde::{Deserialize, Serialize};
 
@@ -106,9 +106,18 @@ pub struct PeersReport {
 }
 
 impl PeersReport {
-    /// Parses the script's JSON.
+    /// Parses the script's JSON. Fields are optional, but the file must carry the script's
+    /// [`SCHEMA`] tag: any other JSON object (or `[]`) would otherwise parse as an empty report
+    /// and merge as "PyTorch: not measured" everywhere.
     pub fn from_json(text: &str) -> Result<PeersReport, serde_json::Error> {
-        serde_json::from_str(text)
+        let p: PeersReport = serde_json::from_str(text)?;
+        if p.schema != SCHEMA {
+            return Err(serde::de::Error::custom(format!(
+                "not a peers file of bench/peers/torch_peers.py: schema {:?}, expected {SCHEMA:?}",
+                p.schema
+            )));
+        }
+        Ok(p)
     }
 
     /// The report with every time that measures nothing (zero, negative, not finite; see
@@ -184,6 +193,22 @@ impl PeersReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file that is not the script's (no or another schema tag: `{}`, `[]`, our own report)
+    /// is refused: parsing is lenient, so it used to merge as a peers file with nothing in it.
+    #[test]
+    fn other_files_are_refused() {
+        for text in [
+            "{}",
+            "[]",
+            r#"{"cases": []}"#,
+            r#"{"schema": "bitnet-bench/1"}"#,
+        ] {
+            let e = PeersReport::from_json(text).unwrap_err();
+            assert!(e.to_string().contains(SCHEMA), "{text}: {e}");
+        }
+        assert!(PeersReport::from_json(r#"{"schema": "bitnet-bench-peers/1"}"#).is_ok());
+    }
 
     #[test]
     fn lenient_parse_and_lookup() {

@@ -320,7 +320,7 @@ fn partial_runs_are_incomplete_never_met() {
 /// negative fp16 time read as "within 4×", a zero one as "0×").
 #[test]
 fn invalid_peer_times_are_not_measured() {
-    let text = r#"{"cases":[
+    let text = r#"{"schema":"bitnet-bench-peers/1","cases":[
         {"impl":"torch_fp16_linear","m":512,"n":2560,"k":2560,"ms":-0.5},
         {"impl":"torch_fp16_linear","m":1,"n":6912,"k":2560,"ms":0.0}],
       "stacks":[{"impl":"torch_fp16_linear","cuda_graph":true,"layers":30,"m":1,"ms":0.0},
