@@ -2,6 +2,7 @@
 //! criterion benches and the tests share one implementation.
 //!
 //! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
+//! * [`selection`]: what a run measures (filters, sides); nothing at all is a usage error.
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
 //! * [`roofline`]: the copy-kernel bandwidth roofline.
 //! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
@@ -28,6 +29,7 @@ pub mod report;
 pub mod results_md;
 pub mod roofline;
 pub mod run;
+pub mod selection;
 pub mod steps;
 pub mod stream;
 pub mod svg;

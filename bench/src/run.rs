@@ -9,8 +9,9 @@ use crate::peers::PeersReport;
 use crate::pool::{self, PoolPeak};
 use crate::progress::Progress;
 use crate::report::{CaseResult, Report, SCHEMA, StackResult};
+use crate::selection::{Selection, select};
 use crate::steps::{Steps, guarded, one_line};
-use crate::workload::{OpKind, SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
+use crate::workload::OpKind;
 use crate::{batch, cpu, date, results_md, roofline, stream, svg, table};
 use std::time::{Duration, Instant};
 
@@ -29,24 +30,13 @@ fn roofline_bytes(quick: bool) -> u64 {
 /// after `--time-limit` the remaining steps are recorded as skipped; with `--json` the report is
 /// rewritten after every step, so a run killed from outside still leaves its figures behind.
 pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
-    let (shapes, tokens): (&[_], &[usize]) = if args.quick {
-        (&SHAPES[..4], &TOKEN_COUNTS[..2])
-    } else {
-        (SHAPES, TOKEN_COUNTS)
-    };
-    let cases: Vec<Workload> = workloads(shapes, tokens)
-        .into_iter()
-        .filter(|w| args.selects(&w.id()))
-        .collect();
-    let stack_spec = args.selects(STACK_ID).then_some(StackSpec {
-        layers: args.layers,
-        ..StackSpec::DECODE_2B4T
-    });
+    let Selection {
+        cases,
+        stack_spec,
+        do_stream,
+        do_batch,
+    } = select(args)?;
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
-    let (do_stream, do_batch) = (
-        args.gpu && args.selects(stream::STREAM_ID),
-        args.gpu && args.selects(batch::BATCH_ID),
-    );
     let steps = usize::from(args.gpu)
         + usize::from(do_stream)
         + usize::from(do_batch)

@@ -1,0 +1,98 @@
+//! What a run measures: the per-op cases, the decode stack and issue 4's parts that `--filter`,
+//! `--quick`, `--no-gpu` and `--no-cpu` leave; an empty selection is refused up front.
+
+use crate::cli::RunArgs;
+use crate::error::{BenchError, Result};
+use crate::run::STACK_ID;
+use crate::workload::{SHAPES, StackSpec, TOKEN_COUNTS, Workload, workloads};
+use crate::{batch, stream};
+
+/// What a run measures: the cases, the decode stack and issue 4's parts that `--filter`,
+/// `--quick`, `--no-gpu` and `--no-cpu` leave.
+pub struct Selection {
+    /// Per-op cases, in table order.
+    pub cases: Vec<Workload>,
+    /// The decode stack, unless filtered out.
+    pub stack_spec: Option<StackSpec>,
+    /// Issue 4's streaming case (GPU only).
+    pub do_stream: bool,
+    /// Issue 4's batched decode (GPU only).
+    pub do_batch: bool,
+}
+
+/// Picks what `args` asks to measure; a selection with nothing in it is a usage error (a filter
+/// matching no id, or both sides skipped), never a run that measures only the roofline and
+/// prints an empty table.
+pub fn select(args: &RunArgs) -> Result<Selection> {
+    let (shapes, tokens): (&[_], &[usize]) = if args.quick {
+        (&SHAPES[..4], &TOKEN_COUNTS[..2])
+    } else {
+        (SHAPES, TOKEN_COUNTS)
+    };
+    let cases: Vec<Workload> = workloads(shapes, tokens)
+        .into_iter()
+        .filter(|w| args.selects(&w.id()))
+        .collect();
+    let stack_spec = args.selects(STACK_ID).then_some(StackSpec {
+        layers: args.layers,
+        ..StackSpec::DECODE_2B4T
+    });
+    let sel = Selection {
+        cases,
+        stack_spec,
+        do_stream: args.gpu && args.selects(stream::STREAM_ID),
+        do_batch: args.gpu && args.selects(batch::BATCH_ID),
+    };
+    let any = !sel.cases.is_empty() || sel.stack_spec.is_some() || sel.do_stream || sel.do_batch;
+    if !args.gpu && !args.cpu {
+        return Err(BenchError::Usage(
+            "--no-gpu and --no-cpu leave nothing to measure".into(),
+        ));
+    }
+    if !any {
+        let quick = if args.quick { " in --quick" } else { "" };
+        let gpu = if args.gpu {
+            ""
+        } else {
+            " ('stream' and 'batch' need the GPU)"
+        };
+        return Err(BenchError::Usage(format!(
+            "--filter {:?} selects nothing to measure{quick}{gpu}; ids look like \
+             'bitlinear 2B q/o M=1 2560x2560', 'act_quant 2B q/o M=1 K=2560', \
+             'weight_quant 2B q/o 2560x2560', '{STACK_ID}', 'stream', 'batch'",
+            args.filters
+        )));
+    }
+    Ok(sel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::select;
+
+    fn args(line: &str) -> crate::cli::RunArgs {
+        let words: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match crate::cli::parse(&words).unwrap() {
+            crate::cli::Command::Run(r) => r,
+            other => panic!("not a run: {other:?}"),
+        }
+    }
+
+    /// A filter that matches no id, or both sides skipped, is refused before anything runs: it
+    /// used to measure the roofline (30 s on lavapipe), print an empty table and exit 0.
+    #[test]
+    fn empty_selections_are_refused() {
+        for line in [
+            "--filter nomatch",
+            "--quick --filter 8b",
+            "--no-gpu --filter stream",
+            "--no-gpu --no-cpu",
+        ] {
+            assert!(select(&args(line)).is_err(), "{line}");
+        }
+        let s = select(&args("--quick --filter stack")).unwrap();
+        assert!(s.cases.is_empty() && s.stack_spec.is_some());
+        let s = select(&args("--filter batch")).unwrap();
+        assert!(s.do_batch && !s.do_stream && s.stack_spec.is_none());
+    }
+}
