@@ -27,7 +27,8 @@ RUN OPTIONS:
                       gemm_block, splits, autotune, fuse, batch, staged, lean, leanq, coop,
                       generic; coopkernel=coop|coopi8|coopi8n96)
   --no-cpu            skip the CPU reference
-  --no-gpu            skip the GPU (CPU reference only)
+  --no-gpu            skip the GPU (CPU reference only); without it, no usable adapter
+                      is an error (wgpu's WGPU_BACKEND / WGPU_ADAPTER_NAME pick the adapter)
   --json FILE         write the full report as JSON (input of `merge`)
   --svg FILE          write a bar chart of % of copy-kernel roofline per op
   --peers FILE        PyTorch peers JSON (bench/peers/torch_peers.py), for --results

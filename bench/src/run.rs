@@ -2,7 +2,7 @@
 //! requested outputs. A failing case is recorded and the run goes on.
 
 use crate::cli::RunArgs;
-use crate::error::{Result, read_file, write_file};
+use crate::error::{BenchError, Result, read_file, write_file};
 use crate::gpu::{ElementwiseProbe, GpuBench, StackTimes};
 use crate::measure::RepeatPolicy;
 use crate::peers::PeersReport;
@@ -94,7 +94,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     }
 
     let gpu = if args.gpu {
-        open_gpu(args, &mut report, &mut st)
+        Some(open_gpu(args, &mut report, &mut st)?)
     } else {
         report.notes.push("GPU skipped (--no-gpu)".into());
         None
@@ -239,8 +239,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
 /// How long the GPU is kept busy (engine copies) before anything is measured.
 const GPU_WARMUP: Duration = Duration::from_secs(3);
 
-/// Opens the GPU engine and measures the copy roofline (one progress step).
-fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBench> {
+/// Opens the GPU engine and measures the copy roofline (one progress step). No usable adapter is
+/// an error: the run is a GPU benchmark, and `--no-gpu` asks for the CPU reference alone.
+fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Result<GpuBench> {
     st.progress
         .start("opening the GPU and measuring the copy roofline");
     let gpu = match guarded(|| GpuBench::open(args.tuning)) {
@@ -291,13 +292,15 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
                 report.roofline_error = Some(one_line(&errors.join("; ")));
             }
             report.device = Some(dev);
-            Some(g)
+            g
         }
         Err(e) => {
-            report
-                .notes
-                .push(format!("no GPU measured: {}", one_line(&e)));
-            None
+            st.progress.finish_step("opening the GPU", "no adapter");
+            st.progress.close();
+            return Err(BenchError::Gpu(format!(
+                "not usable: {} (--no-gpu runs the CPU reference alone)",
+                one_line(&e)
+            )));
         }
     };
     let outcome = report
@@ -306,7 +309,7 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Option<GpuBe
         .map_or("not measured".into(), |r| format!("{:.1} GB/s", r.gbps()));
     st.progress.finish_step("copy roofline", &outcome);
     st.checkpoint(report);
-    gpu
+    Ok(gpu)
 }
 
 /// Prints the table and writes `--json`, `--svg` and `--results` as requested.
