@@ -57,3 +57,28 @@ pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
         source,
     })
 }
+
+/// Checks before a run that `path` can be written (creating parent folders as [`write_file`]
+/// does), so that a long run never ends in an output it cannot write. An existing file is left
+/// unchanged; one created by the check is removed again.
+pub fn check_writable(path: &std::path::Path) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| BenchError::Io {
+            path: parent.into(),
+            source,
+        })?;
+    }
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|source| BenchError::Io {
+            path: path.into(),
+            source,
+        })?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}

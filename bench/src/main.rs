@@ -25,6 +25,7 @@ fn real_main(args: &[String], command: &str) -> error::Result<()> {
         Command::Help => print!("{}", cli::USAGE),
         Command::Version => println!("bitnet-bench {}", env!("CARGO_PKG_VERSION")),
         Command::Run(r) => {
+            run::preflight(&r)?;
             let report = run::run(&r, command)?;
             run::write_outputs(&report, &r, command)?;
         }

@@ -312,6 +312,18 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Result<GpuBe
     Ok(gpu)
 }
 
+/// Checks what a run will write and read at its end before anything is measured: every output
+/// path writable, the `--peers` file a peers JSON (a bad one used to surface after the run).
+pub fn preflight(args: &RunArgs) -> Result<()> {
+    for path in [&args.json, &args.svg, &args.results].into_iter().flatten() {
+        crate::error::check_writable(path)?;
+    }
+    if let Some(p) = &args.peers {
+        load_peers(p)?;
+    }
+    Ok(())
+}
+
 /// Prints the table and writes `--json`, `--svg` and `--results` as requested.
 pub fn write_outputs(report: &Report, args: &RunArgs, command: &str) -> Result<()> {
     print!("{}", table::render(report));

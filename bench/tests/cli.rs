@@ -37,3 +37,55 @@ fn no_adapter_is_an_error() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// An output that cannot be written (here under a regular file) fails before anything is
+/// measured, not after a full run whose JSON, SVG and RESULTS.md are then lost.
+#[test]
+fn unwritable_outputs_fail_before_measuring() {
+    let dir = std::env::temp_dir().join(format!("bitnet-bench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let bad = file.join("out");
+    for flag in ["--json", "--svg", "--results"] {
+        let out = bench()
+            .args([
+                "--no-gpu",
+                "--no-progress",
+                "--filter",
+                "act_quant 2B q/o M=1 ",
+            ])
+            .arg(flag)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: exit 0");
+        assert!(stderr.contains("a-file"), "{flag}: {stderr}");
+        // Nothing measured, so no table.
+        assert!(
+            out.stdout.is_empty(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A peers file that does not parse is refused up front too.
+    let peers = dir.join("peers.json");
+    std::fs::write(&peers, "{").unwrap();
+    let out = bench()
+        .args([
+            "--no-gpu",
+            "--no-progress",
+            "--filter",
+            "act_quant 2B q/o M=1 ",
+        ])
+        .arg("--results")
+        .arg(dir.join("RESULTS.md"))
+        .arg("--peers")
+        .arg(&peers)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && out.stdout.is_empty());
+    assert!(!dir.join("RESULTS.md").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
