@@ -29,7 +29,10 @@ fn color(op: OpKind) -> &'static str {
 }
 
 /// Renders the chart; cases that are not memory bound have no bandwidth roofline and are left out.
+/// Times of zero or below read "not measured" ([`Report::without_invalid_times`]): an infinite
+/// percent would have no bar and no end to the grid.
 pub fn render(report: &Report) -> String {
+    let report = &report.clone().without_invalid_times();
     let roof = report.roofline.as_ref();
     let mut bars: Vec<Bar> = Vec::new();
     if let Some(s) = &report.stack {

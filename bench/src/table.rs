@@ -5,8 +5,10 @@ use crate::fmt::{opt_num, opt_ratio, opt_sig, opt_time, text_table, time_ms};
 use crate::report::{CaseResult, Report};
 use crate::workload::OpKind;
 
-/// Renders the whole report as plain text (what the binary prints on stdout).
+/// Renders the whole report as plain text (what the binary prints on stdout). Times of zero or
+/// below read "not measured", as in RESULTS.md ([`Report::without_invalid_times`]).
 pub fn render(report: &Report) -> String {
+    let report = &report.clone().without_invalid_times();
     let mut out = String::new();
     let dev = report.device.as_ref();
     out.push_str(&format!(

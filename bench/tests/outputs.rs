@@ -385,3 +385,21 @@ fn invalid_times_of_ours_are_not_measured() {
     );
     assert!(!stack.contains("**met**"), "{stack}");
 }
+
+/// The SVG and the table read zero times as "not measured", as RESULTS.md does: a zero case
+/// time made an infinite percent, and the SVG's grid loop (every 20 % up to the largest bar)
+/// never ended; a zero roofline time printed "inf GB/s".
+#[test]
+fn zero_times_in_svg_and_table_are_not_measured() {
+    let mut r = ours();
+    r.cases[0].gpu_overlapped = Some(ms(0.0, Clock::Timestamp));
+    let s = svg::render(&r);
+    assert!(s.trim_end().ends_with("</svg>") && !s.contains("inf") && !s.contains("NaN"));
+    r.roofline.as_mut().unwrap().time = ms(0.0, Clock::Timestamp);
+    let t = table::render(&r);
+    assert!(
+        !t.contains("inf GB/s") && t.contains("roofline: not measured"),
+        "{t}"
+    );
+    assert!(!svg::render(&r).contains("inf GB/s"));
+}
