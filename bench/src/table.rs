@@ -76,48 +76,60 @@ pub fn render(report: &Report) -> String {
             crate::fmt::bytes(s.packed_weight_bytes),
             s.spec.m
         ));
-        let gpu = s.gpu.map_or_else(
-            || {
-                format!(
-                    "not measured ({})",
-                    s.gpu_error.as_deref().unwrap_or("skipped")
-                )
-            },
-            |g| format!("{} [{}]", time_ms(g.median_ms), g.clock.tag()),
-        );
-        let roof = report
-            .roofline
-            .as_ref()
-            .and_then(|r| Some(100.0 * s.gpu_gbps()? / r.gbps()));
-        out.push_str(&format!(
-            "GPU {gpu}  {} GB/s  {} % of copy\n",
-            opt_sig(s.gpu_gbps(), "-"),
-            opt_num(roof, 1, "-")
-        ));
-        if let Some(w) = s.gpu_wall {
-            out.push_str(&format!(
-                "GPU one submission, submit + wait wall time: {}\n",
-                time_ms(w.median_ms)
-            ));
-        }
-        let cpu = s.cpu.map_or_else(
-            || {
-                format!(
-                    "not measured ({})",
-                    s.cpu_error.as_deref().unwrap_or("skipped")
-                )
-            },
-            |c| time_ms(c.median_ms),
-        );
-        let ratio = s.gpu.zip(s.cpu).map(|(g, c)| c.median_ms / g.median_ms);
-        out.push_str(&format!(
-            "CPU {cpu}  GPU speed-up {}\n",
-            opt_ratio(ratio, "-")
-        ));
+        out.push_str(&stack_lines(report, s));
     }
     out.push_str(&issue4(report));
     out.push('\n');
     out.push_str(&pool_line(report));
+    out
+}
+
+/// The decode stack's three data flows (GPU span, one-submission wall time, GB/s and % of the
+/// copy roofline), then the CPU reference, which runs the chained flow, and its ratio to the
+/// GPU's chained flows: the same comparison as RESULTS.md.
+fn stack_lines(report: &Report, s: &crate::report::StackResult) -> String {
+    let mut out = String::new();
+    let why = s.gpu_error.as_deref().unwrap_or("skipped");
+    let chain = if s.gpu_chain_fused {
+        "chained, one LinearChain dispatch"
+    } else {
+        "chained, LinearChain run linear by linear"
+    };
+    let flows = [
+        ("independent", s.gpu, s.gpu_wall),
+        ("chained", s.gpu_chained, s.gpu_chained_wall),
+        (chain, s.gpu_chain, s.gpu_chain_wall),
+    ];
+    for (flow, span, wall) in flows {
+        let Some(g) = span else {
+            out.push_str(&format!("GPU {flow}: not measured ({why})\n"));
+            continue;
+        };
+        let gbps = crate::report::gbps(s.bytes, g.median_ms);
+        let roof = report.roofline.as_ref().map(|r| 100.0 * gbps / r.gbps());
+        out.push_str(&format!(
+            "GPU {flow}: {} [{}]  {} GB/s  {} % of copy  one submission, submit + wait wall time {}\n",
+            time_ms(g.median_ms),
+            g.clock.tag(),
+            opt_sig(Some(gbps), "-"),
+            opt_num(roof, 1, "-"),
+            opt_time(wall.map(|w| w.median_ms), "-")
+        ));
+    }
+    let Some(c) = s.cpu else {
+        let why = s.cpu_error.as_deref().unwrap_or("skipped");
+        out.push_str(&format!("CPU (chained): not measured ({why})\n"));
+        return out;
+    };
+    let speedup = |g: Option<crate::measure::Measurement>| {
+        opt_ratio(g.map(|g| c.median_ms / g.median_ms), "-")
+    };
+    out.push_str(&format!(
+        "CPU (chained): {}  GPU speed-up: chained {}, {chain} {}\n",
+        time_ms(c.median_ms),
+        speedup(s.gpu_chained),
+        speedup(s.gpu_chain)
+    ));
     out
 }
 

@@ -232,3 +232,31 @@ fn zero_times_in_svg_and_table_are_not_measured() {
     );
     assert!(!svg::render(&r).contains("inf GB/s"));
 }
+
+/// The table's decode stack shows all three data flows, and the CPU speed-up compares the CPU's
+/// chained flow with the GPU's chained flows, as RESULTS.md does: it printed the independent
+/// flow alone and divided the chained CPU time by it (6 / 0.4 = 15× here).
+#[test]
+fn table_stack_shows_every_flow_and_compares_like_with_like() {
+    let mut r = ours();
+    r.stack.as_mut().unwrap().cpu = Some(ms(6.0, Clock::Cpu));
+    let t = table::render(&r);
+    let line = |start: &str| {
+        t.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{t}"))
+            .to_string()
+    };
+    assert!(line("GPU independent").contains("400.0 µs [ts]"), "{t}");
+    assert!(line("GPU chained:").contains("600.0 µs [ts]"), "{t}");
+    assert!(
+        line("GPU chained, one LinearChain").contains("550.0 µs [ts]"),
+        "{t}"
+    );
+    let cpu = line("CPU (chained)");
+    assert!(
+        cpu.contains("6.000 ms") && cpu.contains("10.0×") && cpu.contains("10.9×"),
+        "{cpu}"
+    );
+    assert!(!t.contains("15.0×"), "{t}");
+}
