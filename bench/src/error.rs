@@ -82,3 +82,38 @@ pub fn check_writable(path: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Writes `text` to `out` (stdout in the binary). A reader that went away (`| head`, a closed
+/// pipe) is no error: the run's files still get written. `print!` panicked there instead.
+pub fn print_to(out: &mut impl std::io::Write, text: &str) -> Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(BenchError::Io {
+            path: "<stdout>".into(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A writer whose reader is gone.
+    struct ClosedPipe;
+
+    impl std::io::Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_closed_stdout_is_no_error() {
+        assert!(super::print_to(&mut ClosedPipe, "table").is_ok());
+        let mut v = Vec::new();
+        super::print_to(&mut v, "table").unwrap();
+        assert_eq!(v, b"table");
+    }
+}

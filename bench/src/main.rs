@@ -22,8 +22,11 @@ fn main() -> ExitCode {
 
 fn real_main(args: &[String], command: &str) -> error::Result<()> {
     match cli::parse(args)? {
-        Command::Help => print!("{}", cli::USAGE),
-        Command::Version => println!("bitnet-bench {}", env!("CARGO_PKG_VERSION")),
+        Command::Help => error::print_to(&mut std::io::stdout(), cli::USAGE)?,
+        Command::Version => error::print_to(
+            &mut std::io::stdout(),
+            &format!("bitnet-bench {}\n", env!("CARGO_PKG_VERSION")),
+        )?,
         Command::Run(r) => {
             run::preflight(&r)?;
             let report = run::run(&r, command)?;

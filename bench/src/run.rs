@@ -326,7 +326,7 @@ pub fn preflight(args: &RunArgs) -> Result<()> {
 
 /// Prints the table and writes `--json`, `--svg` and `--results` as requested.
 pub fn write_outputs(report: &Report, args: &RunArgs, command: &str) -> Result<()> {
-    print!("{}", table::render(report));
+    crate::error::print_to(&mut std::io::stdout(), &table::render(report))?;
     if let Some(path) = &args.json {
         let text =
             serde_json::to_string_pretty(report).map_err(|source| crate::BenchError::Json {
