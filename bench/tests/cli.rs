@@ -9,6 +9,18 @@ fn bench() -> Command {
     c
 }
 
+/// A run of one small case on the CPU reference only (no GPU needed).
+fn one_cpu_case() -> Command {
+    let mut c = bench();
+    c.args([
+        "--no-gpu",
+        "--no-progress",
+        "--filter",
+        "act_quant 2B q/o M=1 ",
+    ]);
+    c
+}
+
 /// No adapter matching `WGPU_ADAPTER_NAME` (as on a machine without one): a clear error and a
 /// non-zero exit, not a run that prints "no GPU" in every row and exits 0.
 #[test]
@@ -48,17 +60,7 @@ fn unwritable_outputs_fail_before_measuring() {
     std::fs::write(&file, "").unwrap();
     let bad = file.join("out");
     for flag in ["--json", "--svg", "--results"] {
-        let out = bench()
-            .args([
-                "--no-gpu",
-                "--no-progress",
-                "--filter",
-                "act_quant 2B q/o M=1 ",
-            ])
-            .arg(flag)
-            .arg(&bad)
-            .output()
-            .unwrap();
+        let out = one_cpu_case().arg(flag).arg(&bad).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag}: exit 0");
         assert!(stderr.contains("a-file"), "{flag}: {stderr}");
@@ -72,13 +74,7 @@ fn unwritable_outputs_fail_before_measuring() {
     // A peers file that does not parse is refused up front too.
     let peers = dir.join("peers.json");
     std::fs::write(&peers, "{").unwrap();
-    let out = bench()
-        .args([
-            "--no-gpu",
-            "--no-progress",
-            "--filter",
-            "act_quant 2B q/o M=1 ",
-        ])
+    let out = one_cpu_case()
         .arg("--results")
         .arg(dir.join("RESULTS.md"))
         .arg("--peers")
