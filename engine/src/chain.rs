@@ -60,6 +60,12 @@ pub struct ChainOutputs {
     chain: LinearChain,
     x: Tensor,
     kind: Outputs,
+    /// The linear-by-linear re-run of a flagged or aborted fused run, once made (every later
+    /// read uses it instead of running the chain again).
+    rerun: Mutex<Option<Vec<Result<Tensor>>>>,
+    /// How many times that re-run was made (tests).
+    #[cfg(test)]
+    reruns: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -195,6 +201,9 @@ impl LinearChain {
             chain: self.clone(),
             x: x.clone(),
             kind,
+            rerun: Mutex::new(None),
+            #[cfg(test)]
+            reruns: Default::default(),
         })
     }
 
@@ -327,11 +336,23 @@ impl ChainOutputs {
     /// one buffer); otherwise one tensor per linear, each with its own non-finite flag. A fused
     /// run flags only the first non-finite value of the whole arena, which cannot say which
     /// other linears are sound, so a flagged run is run again linear by linear (only then: the
-    /// error path) — as is an aborted one, after which the chain stops fusing.
+    /// error path, once per run: later reads use that re-run) — as is an aborted one, after
+    /// which the chain stops fusing.
     fn settle(&self) -> Result<Settled> {
         let (all, offsets) = match &self.kind {
             Outputs::Each(ts) => return Ok(Settled::Each(ts.clone())),
             Outputs::Arena { all, offsets } => (all, offsets),
+        };
+        let mut rerun = self.rerun.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(each) = rerun.as_ref() {
+            return Ok(Settled::Each(each.clone()));
+        }
+        let mut run_each = || -> Result<Settled> {
+            let each = self.chain.forward_each(&self.x)?;
+            #[cfg(test)]
+            self.reruns.fetch_add(1, Ordering::Relaxed);
+            *rerun = Some(each.clone());
+            Ok(Settled::Each(each))
         };
         match all.read_f32() {
             Ok(v) => Ok(Settled::Values(
@@ -359,9 +380,9 @@ impl ChainOutputs {
                     .unwrap_or_else(|p| p.into_inner())
                     .take();
                 drop(arenas);
-                Ok(Settled::Each(self.chain.forward_each(&self.x)?))
+                run_each()
             }
-            Err(Error::NonFinite { .. }) => Ok(Settled::Each(self.chain.forward_each(&self.x)?)),
+            Err(Error::NonFinite { .. }) => run_each(),
             Err(e) => Err(e),
         }
     }
@@ -376,45 +397,5 @@ enum Settled {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::EngineOptions;
-    use crate::fault::InjectedFault;
-
-    /// A chain whose fused run was aborted runs linear by linear from then on, and gives its
-    /// arenas back to the pool: a long-running server does not keep a dead second copy of every
-    /// weight of the chain.
-    #[test]
-    fn an_aborted_chain_releases_its_arenas() {
-        let e = crate::test_gpu::gpu_with(EngineOptions::default());
-        let w = |n: usize, seed: u64| {
-            let v: Vec<f32> = (0..n * 64)
-                .map(|i| ((i as u64 * 7 + seed) % 5) as f32 - 2.0)
-                .collect();
-            Linear::new(&e, bitnet_cpu_ref::quantize_weights(&v, n, 64).unwrap())
-        };
-        let links = vec![
-            (w(64, 1), ChainInput::Input),
-            (w(8, 2), ChainInput::Output(0)),
-        ];
-        let layer_bytes: u64 = links
-            .iter()
-            .map(|(l, _)| l.device_weights().unwrap().byte_size())
-            .sum();
-        let chain = e.linear_chain(64, links).unwrap();
-        let x = vec![0.5; 64];
-        let want = chain.forward(&x).unwrap();
-        assert!(chain.is_fused(), "the chain kernel runs here");
-        e.sync().unwrap();
-        let fused = e.pool_stats().live_bytes;
-        e.inject_fault(InjectedFault::WaitAbort);
-        assert_eq!(chain.forward(&x).unwrap(), want);
-        assert!(!chain.is_fused());
-        e.sync().unwrap();
-        let unfused = e.pool_stats().live_bytes;
-        assert!(
-            unfused <= layer_bytes,
-            "after the abort {unfused} live bytes (fused: {fused}), the layers' weights are {layer_bytes}"
-        );
-    }
-}
+#[path = "chain_tests.rs"]
+mod tests;
