@@ -53,9 +53,11 @@ def parse_args():
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--repeats", type=int, default=30, help="timed repeats per case (median)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per case")
-    p.add_argument("--quick", action="store_true", help="2B shapes, M in {1, 8}, 3 repeats")
+    p.add_argument("--quick", action="store_true",
+                   help="2B shapes, M in {1, 8}, 3 repeats, a 4-layer stack (as bitnet-bench --quick)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
-    p.add_argument("--layers", type=int, default=30, help="layers of the decode stack")
+    p.add_argument("--layers", type=int, default=None,
+                   help="layers of the decode stack (default 30; quick 4)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds; cases that would start later are recorded as skipped (stacks run first)")
     p.add_argument("--cold-mib", type=int, default=COLD_BYTES >> 20,
@@ -298,6 +300,9 @@ def main():
     tokens, shapes = TOKENS, SHAPES
     if args.quick:
         tokens, shapes, args.repeats, args.warmup, args.cold_mib = [1, 8], SHAPES[:4], 3, 1, 0
+    if args.layers is None:
+        # bitnet-bench's defaults, so that a quick run's stacks pair up in the merge.
+        args.layers = 4 if args.quick else 30
     set_cold_bytes(args.cold_mib)
     torch.manual_seed(0)
     timer = Timer(dev, args.warmup, args.repeats)

@@ -36,6 +36,11 @@ RUN OPTIONS:
   --time-limit SECS   skip the steps that would start after this many seconds (recorded as
                       skipped); the decode stack runs first so it is never the one cut
   --no-progress       no progress bar on stderr
+  -h, --help          this text
+  -V, --version       the version
+
+A filter matches anywhere in an id, so 'bitlinear' also selects the streaming case (its id
+names act_quant+bitlinear) and 'decode' both the stack and the batched case.
 
 MERGE: writes RESULTS.md from a saved --json report and the peers JSON.
 ";
