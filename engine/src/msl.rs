@@ -177,6 +177,10 @@ pub(crate) struct MslState {
 impl MslState {
     /// Decides the paths for a new GPU engine, creating the MSL pipelines where MSL is possible.
     pub fn probe(pipelines: &PipelineCache, caps: &Caps, info: &wgpu::AdapterInfo) -> MslState {
+        #[cfg(test)]
+        if let Some(paths) = FORCED_PATHS.with(|f| f.borrow_mut().take()) {
+            return MslState { paths };
+        }
         let backend = info.backend;
         let env = std::env::var(MSL_ENV).ok();
         let paths = match simd_width_unknown(backend, &info.name) {
@@ -207,6 +211,14 @@ impl MslState {
         }
         MslState { paths }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the hot paths of the next engine this thread creates, instead of probing (so the
+    /// MSL hooks' routing can be exercised off Metal; any MSL launch then fails to build).
+    pub(crate) static FORCED_PATHS: std::cell::RefCell<Option<HotPaths>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// The passthrough shader module of `k` (the pipeline cache calls this inside its error scopes;

@@ -126,7 +126,8 @@ impl Engine {
         w: &Tensor,
         (m, n, k): (usize, usize, usize),
     ) -> Result<Option<Tensor>> {
-        let Some(gpu) = self.gpu_context() else {
+        // Host-staged operands cannot be bound: the other paths handle them (cpu-ref).
+        let Some(gpu) = self.gpu_for(&[x, w]) else {
             return Ok(None);
         };
         let Ok(d) = dispatch::bitlinear_gemv(m, n, k, msl::OutputMode::Scaled) else {
@@ -195,3 +196,7 @@ impl Engine {
         Ok(Some(out))
     }
 }
+
+#[cfg(test)]
+#[path = "routing_tests.rs"]
+mod routing_tests;
