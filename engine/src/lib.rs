@@ -47,10 +47,11 @@
 //!   is logged, nothing is cached, and that engine's `Auto` sends every op to the CPU
 //!   ([`Engine::calibration`] meanwhile returns a stand-in whose GPU costs `f64::MAX / 4` s per
 //!   call) until a model is installed: by [`Engine::calibrate`], [`Engine::set_calibration`], or
-//!   a retry the engine starts itself on a background thread 30 s later (then after 1 min, 2 min,
-//!   ... up to every hour while it fails; none once the device is lost), so a transient fault
-//!   does not keep a long-running server on the CPU. A calibration measured while the device was
-//!   lost is never installed or cached.
+//!   a retry the engine starts itself on a background thread, from a sampled op (one CPU run in
+//!   [`SAMPLE_EVERY`]) under `Auto` once 30 s have passed (then 1 min, 2 min, ... up to an hour
+//!   after each failure; none once the device is lost; an engine that runs no ops under `Auto`
+//!   starts none), so a transient fault does not keep a long-running server on the CPU. A
+//!   calibration measured while the device was lost is never installed or cached.
 //! * `Gpu` (default of [`Engine::gpu`], [`Engine::from_device`], ...): every op on the GPU.
 //! * `Cpu`: nothing touches the GPU (new tensors are host tensors).
 //!
