@@ -80,9 +80,9 @@
 //! apart from every engine's submissions (`lifecycle.rs`: a driver deadlock defence).
 //!
 //! **Kernels and tuning.** BitLinear picks its kernel per shape ([`LinearPlan`]); GEMM shapes
-//! (M > 8) are measured once on discrete GPUs (autotune, cached on disk: tile size, the
-//! cooperative-matrix GEMMs — f16, and int8 through SPIR-V passthrough on Vulkan — and how many
-//! slices K is split into), GEMV shapes use the
+//! (M > 8) whose packed weights reach [`AUTOTUNE_MIN_BYTES`] are measured once on discrete GPUs
+//! (autotune, cached on disk: tile size, the cooperative-matrix GEMMs — f16, and int8 through
+//! SPIR-V passthrough on Vulkan — and how many slices K is split into), GEMV shapes use the
 //! heuristic unless `BITNET_AUTOTUNE=1` (`0` turns tuning off; [`BitnetTuning`] forces plans).
 //! WGSL modules keep wgpu's bounds checks but not its forced loop bounding
 //! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
@@ -95,7 +95,7 @@
 //! | Variable | Values | Effect |
 //! |---|---|---|
 //! | `BITNET_DISPATCH` | `auto`, `cpu`, `gpu` | every new engine's policy (over `EngineOptions::dispatch`) |
-//! | `BITNET_AUTOTUNE` | on / off | BitLinear autotune on for every shape / off (over the default; [`BitnetTuning::autotune`] wins over it) |
+//! | `BITNET_AUTOTUNE` | on / off | BitLinear autotune on for every shape whose packed weights reach [`AUTOTUNE_MIN_BYTES`], GEMVs included / off (over the default; [`BitnetTuning::autotune`] wins over it) |
 //! | `BITNET_MSL` | on / off | off: WGSL instead of the MSL hot paths on Metal (on: MSL where it can run) |
 //! | `BITNET_SHADER_CHECKS` | `full` | keep wgpu's forced loop bounding |
 //! | `BITNET_CALIBRATION_CACHE` | off, on, a directory | calibration cache: none, default place, there |
