@@ -25,9 +25,12 @@
 //! [`Engine::set_calibration`], or a retry on a background thread with a doubling back-off
 //! (`recalibrate.rs`; none once the device is lost).
 //!
-//! **Faults** (see `fault.rs`): a GPU failure other than bad input re-runs the op on the CPU from
-//! the caller's host inputs — the caller gets the correct result and a warning is logged. A lost
-//! device is never used again: every later op of the engine runs on the CPU.
+//! **Faults** (see `fault.rs`): a GPU failure (lost device, out of memory, validation, pipeline
+//! creation, read-back, an aborted run, a caught panic) re-runs the op on the CPU from the
+//! caller's host inputs — the caller gets the correct result and a warning is logged. Bad input
+//! is returned as cpu-ref reports it; a device limit or missing feature (`LimitExceeded`,
+//! `Unsupported`) re-runs on the CPU under `Auto` and is returned under `Gpu`. A lost device is
+//! never used again: every later op of the engine runs on the CPU.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;

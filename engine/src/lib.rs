@@ -68,11 +68,13 @@
 //!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
-//! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A lost
-//! device is never used again; resident tensors whose only copy was on it read as
-//! `Error::DeviceLost`. A panic on the engine's submission thread (an engine bug, or one inside
-//! wgpu) is caught: it is `Error::Panicked` for the call it hit (a host-facing op re-runs on the
-//! CPU), and the device stays in use.
+//! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A device
+//! limit or a missing feature (`Error::LimitExceeded`, `Error::Unsupported`) is no fault: under
+//! `Auto` the op runs on the CPU, under `Gpu` the error is returned. A lost device is never used
+//! again; resident tensors whose only copy was on it read as `Error::DeviceLost`. A panic on the
+//! engine's submission thread (an engine bug, or one inside wgpu) is caught: it is
+//! `Error::Panicked` for the call it hit (a host-facing op re-runs on the CPU), and the device
+//! stays in use.
 //!
 //! **Threads.** [`Engine`] is `Send + Sync` and cheap to clone (an `Arc`); clones share the
 //! device, pool, pipeline cache and submission thread. Any number of threads may record, read
