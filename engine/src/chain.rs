@@ -168,8 +168,13 @@ impl LinearChain {
         }
     }
 
-    /// Records one GPU run on a resident `F32` input of `input_len` values (no submit, no wait);
-    /// a tensor of another engine is [`Error::EngineMismatch`].
+    /// Runs the chain on a resident `F32` input of `input_len` values: a device input on an
+    /// engine that takes GPU work is recorded on the GPU (one dispatch when the chain kernel
+    /// runs, else one per linear; no submit, no wait); otherwise it runs linear by linear through
+    /// [`Engine::bitlinear_tensor`] (a host input — the CPU engine, the `Cpu` policy — on the
+    /// CPU, now). Read the outputs with [`ChainOutputs::read`] / [`ChainOutputs::read_all`].
+    /// A tensor of another engine is [`Error::EngineMismatch`]; another dtype is
+    /// [`Error::DTypeMismatch`], another length [`Error::ShapeMismatch`].
     pub fn forward_tensor(&self, x: &Tensor) -> Result<ChainOutputs> {
         let e = &self.inner.engine;
         e.expect_same(x.engine(), OP)?;
