@@ -226,8 +226,10 @@ impl Engine {
 impl Engine {
     /// Uploads `chunks` through the staging ring into two rotating device buffers, submitting per
     /// chunk, and waits for the last: the host→GPU leg of [`Engine::stream_bitlinear`] alone (its
-    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU;
-    /// a chunk whose copy the GPU rejected is that error (chunks before it were uploaded).
+    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU
+    /// that takes work: on the CPU engine, under [`DispatchPolicy::Cpu`](crate::DispatchPolicy),
+    /// and once the device is lost. An empty chunk is `EmptyTensor`; a chunk whose copy the GPU
+    /// rejected is that error (chunks before it were uploaded).
     pub fn stream_upload<'a, I>(&self, chunks: I) -> Result<StreamStats>
     where
         I: IntoIterator<Item = &'a [f32]>,
