@@ -170,7 +170,8 @@ impl Engine {
         Ok(c)
     }
 
-    /// The calibration in use (None before the first `Auto` decision or `calibrate`).
+    /// The calibration in use: `None` on the CPU engine, and before the first `Auto` decision,
+    /// [`Engine::calibrate`] or [`Engine::set_calibration`].
     pub fn calibration(&self) -> Option<Calibration> {
         let g = self.gpu_raw()?;
         let c = g

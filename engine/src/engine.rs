@@ -299,7 +299,7 @@ impl Engine {
     }
 
     /// Turns per-kernel GPU timing on or off. `Err(Unsupported)` without `TIMESTAMP_QUERY` (and on
-    /// the CPU engine).
+    /// the CPU engine); `Err(DeviceLost)` once the device is lost.
     pub fn set_profiling(&self, enabled: bool) -> Result<()> {
         self.configure_profiler(move |p| p.enabled = enabled)
     }

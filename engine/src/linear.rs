@@ -64,8 +64,8 @@ impl Linear {
     }
 
     /// The device copy of the weights, uploaded on first use (a failed upload is retried at
-    /// the next call). While the engine takes no GPU work (its device lost, or the `Cpu`
-    /// policy), a host copy instead: the layer keeps its host weights, so the dead device's copy
+    /// the next call). While the engine takes no GPU work (the CPU engine, its device lost, or
+    /// the `Cpu` policy), a host copy instead: the layer keeps its host weights, so the dead device's copy
     /// (which reads as `Error::DeviceLost`) is replaced, and tensor ops on the weights run on the
     /// CPU. A host copy is replaced by a device upload once the engine takes GPU work again.
     pub fn device_weights(&self) -> Result<Tensor> {
