@@ -226,18 +226,24 @@ impl Engine {
 impl Engine {
     /// Uploads `chunks` through the staging ring into two rotating device buffers, submitting per
     /// chunk, and waits for the last: the host→GPU leg of [`Engine::stream_bitlinear`] alone (its
-    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` without a GPU
-    /// that takes work: on the CPU engine, under [`DispatchPolicy::Cpu`](crate::DispatchPolicy),
-    /// and once the device is lost. An empty chunk is `EmptyTensor`; a chunk whose copy the GPU
-    /// rejected is that error (chunks before it were uploaded).
+    /// `input_bytes_per_s` is the ring's upload throughput). `Err(Unsupported)` on the CPU engine
+    /// and under [`DispatchPolicy::Cpu`](crate::DispatchPolicy), `Err(DeviceLost)` once the
+    /// device is lost. An empty chunk is `EmptyTensor`; a chunk whose copy the GPU rejected is
+    /// that error (chunks before it were uploaded).
     pub fn stream_upload<'a, I>(&self, chunks: I) -> Result<StreamStats>
     where
         I: IntoIterator<Item = &'a [f32]>,
     {
         let started = Instant::now();
-        let g = self
-            .gpu_context()
-            .ok_or_else(|| Error::Unsupported("stream_upload needs a GPU engine".into()))?;
+        let Some(g) = self.gpu_context() else {
+            // A lost device is reported as such (as `to_device` does), not as a missing GPU.
+            if let Some(g) = self.gpu_raw() {
+                g.check_health()?;
+            }
+            return Err(Error::Unsupported(
+                "stream_upload needs a GPU engine whose policy is not Cpu".into(),
+            ));
+        };
         let mut ring = g.take_ring();
         let mut st = StreamStats::default();
         let mut targets: [Option<Tensor>; 2] = [None, None];

@@ -110,3 +110,14 @@ fn a_lost_device_error_says_why() {
         }
     }
 }
+
+/// `stream_upload` on an engine whose device is lost reports the lost device, as `to_device`
+/// does — not `Unsupported` saying it "needs a GPU engine", which this engine is.
+#[test]
+fn stream_upload_after_a_lost_device_reports_the_loss() {
+    let e = gpu_engine_with(EngineOptions::default());
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+    let r = e.stream_upload([&[1.0f32, 2.0][..]]);
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
+}
