@@ -6,8 +6,8 @@
 //! Results are bit-identical to `bitnet-cpu-ref` (codes, scales, quantized values, absmax): the
 //! kernels follow `layout.rs` operation for operation, including the canonical summation order
 //! and a correctly rounded division (see `kernels-wgsl/src/bitnet.rs`). On the CPU engine the ops
-//! run cpu-ref on host tensors. NaN/Inf inputs give the same `Error::NonFinite` as cpu-ref (at the
-//! next sync point on the GPU).
+//! run cpu-ref on host tensors. NaN/Inf inputs give the same `Error::NonFinite` as cpu-ref (on the
+//! GPU when a tensor computed from them is read or checked; `Engine::sync` does not report it).
 
 use std::ops::Range;
 
@@ -120,8 +120,8 @@ pub(crate) fn same_engine(engine: &Engine, op: &'static str, t: &Tensor) -> Resu
 impl Engine {
     /// Quantizes resident `F32` activations `[M, K]` per row to a `QuantizedI8` tensor (packed
     /// rows + clamped absmax), bit-identical to [`bitnet_cpu_ref::quantize_activations`].
-    /// Errors: wrong dtype or rank, `K ≥ 2^24`, NaN/Inf in `x` (`Error::NonFinite`, at the next
-    /// sync point on the GPU).
+    /// Errors: wrong dtype or rank, `K ≥ 2^24`, NaN/Inf in `x` (`Error::NonFinite`; on the GPU
+    /// by reading or checking the output, or a tensor computed from it).
     pub fn quantize_activations_tensor(&self, x: &Tensor) -> Result<Tensor> {
         self.quantize_activations_as("quantize_activations", x)
     }

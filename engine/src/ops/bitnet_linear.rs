@@ -31,7 +31,8 @@ impl Engine {
     /// same batch — or already `QuantizedI8`) and ternary `w` `[N, K]`; returns `F32` `[M, N]`,
     /// bit-identical to [`bitnet_cpu_ref::bitlinear`] / [`bitnet_cpu_ref::bitlinear_quantized`].
     /// Errors: dtypes, ranks, K mismatch, NaN/Inf in `x` or an overflowing output
-    /// (`Error::NonFinite`, at the next sync point on the GPU).
+    /// (`Error::NonFinite`; on the GPU by reading or checking the output, or a tensor computed
+    /// from it).
     pub fn bitlinear_tensor(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         const OP: &str = "bitlinear";
         w.expect_dtype(OP, DType::Ternary)?;

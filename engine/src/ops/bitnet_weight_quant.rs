@@ -119,8 +119,8 @@ impl Engine {
     /// bit-identical to [`bitnet_cpu_ref::quantize_weights`]. On the GPU the canonical
     /// absolute-value sum (then `s`) and quantize + pack, in one dispatch where the module docs
     /// allow it, otherwise level by level and a pack pass. Errors: wrong dtype or
-    /// rank, `K ≥ 2^24`, NaN/Inf in `w` or an overflowing `|w|` sum (`Error::NonFinite`, at the
-    /// next sync point on the GPU), and a one-dispatch run whose in-dispatch wait gave up
+    /// rank, `K ≥ 2^24`, NaN/Inf in `w` or an overflowing `|w|` sum (`Error::NonFinite`; on the
+    /// GPU by reading or checking the output, or a tensor computed from it), and a one-dispatch run whose in-dispatch wait gave up
     /// (`Error::Aborted` when the output is read; this API does not re-run it on the CPU).
     pub fn quantize_weights_tensor(&self, w: &Tensor) -> Result<Tensor> {
         const OP: &str = "quantize_weights";

@@ -101,7 +101,8 @@ impl Engine {
     /// `op(a, b)` elementwise with NumPy broadcasting on `F32` tensors; the output has the
     /// broadcast shape. Same as `bitnet_cpu_ref::ops::binary`, bit for bit. Errors: shapes that
     /// do not broadcast (as cpu-ref reports them), wrong dtype, non-finite inputs or outputs
-    /// (overflow, division by zero; at the next sync point on the GPU), and on the GPU a
+    /// (overflow, division by zero; on the GPU reported by reading or checking the output, or a
+    /// tensor computed from it), and on the GPU a
     /// broadcast needing more than 6 index axes after merging contiguous axes.
     pub fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "binary";

@@ -47,7 +47,8 @@ struct Variant {
 impl Engine {
     /// `C[M, N] = A[M, K] · B[K, N]` for `F32` tensors; same as `bitnet_cpu_ref::ops::matmul`.
     /// Errors: operands not rank 2 or inner dimensions differ (as cpu-ref reports them), wrong
-    /// dtype, non-finite inputs or outputs (`Error::NonFinite`, at the next sync point on the GPU).
+    /// dtype, non-finite inputs or outputs (`Error::NonFinite`; on the GPU by reading or checking
+    /// the output, or a tensor computed from it).
     pub fn matmul(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.matmul_variant(
             Variant {

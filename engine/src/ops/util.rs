@@ -52,8 +52,9 @@ impl Engine {
         Ok(out)
     }
 
-    /// A copy of an `F32` tensor; `Err(NonFinite { op: "copy", tensor: "x", index })` (at the next
-    /// sync point on the GPU) if it holds NaN or ±Inf.
+    /// A copy of an `F32` tensor; `Err(NonFinite { op: "copy", tensor: "x", index })` if it holds
+    /// NaN or ±Inf (on the GPU: by reading or checking the copy, or a tensor computed from it;
+    /// [`Engine::sync`] does not report it).
     pub fn copy(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "copy";
         x.expect_dtype(OP, DType::F32)?;
