@@ -3,8 +3,11 @@
 //! **Which ops.** The ops that take and return host data — the cpu-ref-compatible BitNet methods
 //! (`quantize_weights`, `quantize_activations`, `bitlinear*`), [`crate::Linear`],
 //! [`crate::BatchingLinear`] and streaming — choose a backend per call. Ops on resident
-//! [`crate::Tensor`]s run where their tensors live (device tensors on the GPU, host tensors on the
-//! CPU), so chained ops never move data behind the caller's back.
+//! [`crate::Tensor`]s are not dispatched: they run on the GPU when every input is a device tensor
+//! and the engine takes GPU work (any policy but `Cpu`, device not lost; on software adapters,
+//! shapes past their loop limit aside), else on the CPU with device inputs read back — so ops
+//! chained on device tensors stay on the device. New tensors (uploads, and the outputs of such
+//! CPU runs) are device tensors whenever the engine takes GPU work, host tensors otherwise.
 //!
 //! **Policy** ([`DispatchPolicy`], per engine, changeable at run time; the `BITNET_DISPATCH`
 //! environment variable — `auto`, `cpu` or `gpu` — overrides it for every engine created while it

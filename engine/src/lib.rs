@@ -56,8 +56,11 @@
 //! * `Cpu`: nothing touches the GPU (new tensors are host tensors).
 //!
 //! `BITNET_DISPATCH=auto|cpu|gpu` overrides the policy of every engine created while it is set;
-//! [`Engine::set_dispatch_policy`] changes it at run time. Ops on resident [`Tensor`]s run where
-//! their tensors live.
+//! [`Engine::set_dispatch_policy`] changes it at run time. Ops on resident [`Tensor`]s are not
+//! dispatched: they run on the GPU when every input is a device tensor and the engine takes GPU
+//! work (any policy but `Cpu`, device not lost; on software adapters, shapes past their loop limit
+//! aside), else on the CPU, device inputs read back. New tensors, outputs of CPU runs included,
+//! are device tensors whenever the engine takes GPU work.
 //!
 //! **Decode steps as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
 //! BitLinears where each reads the step's input or an earlier one's output — a decode step's
