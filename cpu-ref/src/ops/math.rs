@@ -58,6 +58,10 @@ pub fn silu(x: f32) -> f32 {
 }
 
 /// GELU, erf form: `(0.5 · x) · (1 + erf(x · (1/√2)))`, with [`erf`] above.
+///
+/// This is the exact GELU (PyTorch's `nn.GELU()` / `F.gelu` default, `approximate = "none"`),
+/// not the tanh approximation `0.5 · x · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`
+/// (`approximate = "tanh"`, GPT-2's `gelu_new`), which differs from it by up to 4.7e-4.
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }

@@ -11,6 +11,13 @@ use crate::tensor::Tensor;
 /// `ss = Σ x²` (256-lane workgroup order, `x·x` rounded then added, no FMA),
 /// `inv = 1 / sqrt(ss / L + eps)`, `y = (x · inv) · weight[i]`.
 ///
+/// This is the RMSNorm of HF transformers' `LlamaRMSNorm` / `BitNetRMSNorm` (`eps` added to the
+/// mean square inside the square root, not `x / (rms + eps)`; `weight` multiplies as is, not
+/// `1 + weight` as in Gemma; no mean subtraction and no bias, unlike LayerNorm).
+/// `Σ x²` is an f32 sum: with `eps = 0` a row whose squares underflow (every `|x|` below about
+/// 1e-19) loses precision or, all squares flushing to 0, becomes a non-finite-output error; any
+/// realistic `eps` (1e-6, 1e-5) dominates such a mean square, so the output is then correct.
+///
 /// Errors: `weight.len() != L`, non-finite `x`, `weight` or `eps`, negative `eps`, a sum of
 /// squares that overflows f32 (reported with `index` = the row), non-finite output (e.g. an
 /// all-zero row with `eps = 0`).
@@ -56,6 +63,11 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
 /// Softmax over the last axis, max-subtracted, per row:
 /// `m = max x`, `e_i = exp(x_i - m)`, `s = Σ e_i` (256-lane workgroup order), `y_i = e_i / s`.
 /// Every `e_i <= 1` and the maximum's is exactly 1, so nothing overflows and `s >= 1`.
+///
+/// Masking: `-inf` is a non-finite input and rejected, unlike PyTorch's usual `-inf` mask. Mask
+/// with `f32::MIN` (`-3.4e38`) instead: `x_i - m` then rounds to `-inf` or a huge negative and
+/// `e_i` is exactly 0 next to any unmasked entry, and a row masked entirely gives the uniform
+/// distribution `1 / L` (where PyTorch's all-`-inf` row gives NaN).
 ///
 /// Errors: non-finite input.
 pub fn softmax_last(x: &Tensor<f32>) -> Result<Tensor<f32>> {

@@ -21,8 +21,11 @@ pub enum ReduceOp {
 }
 
 /// Reduces the last axis: output shape is the input shape without its last axis (a rank-1 input
-/// gives a rank-0 scalar; a rank-0 input is treated as one row of one element). Errors:
-/// non-finite input, non-finite output (a `Sum`/`Mean` that overflows f32).
+/// gives a rank-0 scalar; a rank-0 input is treated as one row of one element), as PyTorch's
+/// `x.sum(dim=-1)` / `mean` / `amax` / `abs().amax` without `keepdim`. Rows are never empty (a
+/// [`Tensor`] has no zero dimension), so `Mean` never divides by 0 and `Max` never returns its
+/// `-inf` start. Errors: non-finite input, non-finite output (a `Sum` or `Mean` whose f32 sum
+/// overflows, even where the mean itself would fit).
 pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "reduce_last";
     input(OP, "a", a)?;

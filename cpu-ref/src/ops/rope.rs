@@ -8,10 +8,10 @@ use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
-/// The RoPE frequencies `freq_i = theta^(-2i / D)` for `i < D/2`, each computed in f64 and
-/// rounded once to f32 — the table GPU kernels receive from the host, so both sides start from
-/// the same bits. Errors: `D` zero or odd, `theta` non-finite or `<= 0`, a table whose bytes
-/// exceed `isize::MAX` (`SizeOverflow`) or that the host cannot hold (`OutOfMemory`).
+/// The RoPE frequencies `freq_i = theta^(-2i / D)` for `i < D/2` (HF's `inv_freq`), each
+/// computed in f64 and rounded once to f32 — the table GPU kernels receive from the host, so both
+/// sides start from the same bits. Errors: `D` zero or odd, `theta` non-finite or `<= 0`, a table
+/// whose bytes exceed `isize::MAX` (`SizeOverflow`) or that the host cannot hold (`OutOfMemory`).
 pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
     const OP: &str = "rope_freqs";
     check_args(OP, d, theta)?;
@@ -28,6 +28,19 @@ pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
 /// for `i < D/2`, `angle = (positions[s] as f32) · freq_i` (one f32 product, [`rope_freqs`]),
 /// `c, sn = cos(angle), sin(angle)` (computed in f64, rounded to f32), and the pair
 /// `(x[i], x[i + D/2])` becomes `(x[i]·c − x[i+D/2]·sn, x[i+D/2]·c + x[i]·sn)`.
+///
+/// Pairing: this is the "rotate half" (half-split) convention of HF transformers' Llama / BitNet
+/// models and GPT-NeoX — `x · cos + rotate_half(x) · sin` with `rotate_half(x) = [-x_hi, x_lo]`
+/// and each frequency used for both `i` and `i + D/2` — not the interleaved pairing
+/// `(x[2i], x[2i+1])` of GPT-J, Meta's original Llama code and llama.cpp's default RoPE. Weights
+/// exported for the interleaved convention (e.g. GGUF `q_proj` / `k_proj`) must have their rows
+/// permuted back before use with this op. There is no RoPE scaling (linear, NTK, YaRN, Llama 3):
+/// positions are used as given.
+///
+/// Precision: the angle is rounded to f32 exactly as HF's f32 `inv_freq @ position_ids` does, so
+/// it is off `pos · freq_i` by up to half an f32 ulp of the angle (at most `|angle| · 2^-24` rad:
+/// 0.004 rad near angle 1e5), and positions above 2^24 are first rounded to the nearest f32. The
+/// cos and sin of that f32 angle are then accurate to f32 rounding for every angle.
 ///
 /// Errors: rank not 3, `positions.len() != S`, `D` odd, bad `theta`, non-finite `x`.
 pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32>> {

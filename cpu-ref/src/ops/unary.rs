@@ -16,7 +16,8 @@ pub enum UnaryOp {
     Relu2,
     /// SiLU `x · sigmoid(x)` ([`silu`](super::silu)).
     Silu,
-    /// GELU, erf form `0.5 · x · (1 + erf(x / √2))` ([`gelu`](super::gelu)).
+    /// GELU, erf form `0.5 · x · (1 + erf(x / √2))` ([`gelu`](super::gelu)); not the tanh
+    /// approximation (PyTorch's `approximate = "tanh"`), which differs by up to 4.7e-4.
     Gelu,
     /// `e^x` (f32 `exp`, correctly rounded or nearly so).
     Exp,
