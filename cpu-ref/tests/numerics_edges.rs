@@ -1,8 +1,9 @@
 //! Hand-computed edge cases of the BitNet b1.58 arithmetic (`layout.rs`), every expected value
 //! worked out independently in f64 (products of two f32 are exact in f64, then rounded once):
 //! ties after scaling, `w · (1 / s)` versus `w / s`, the 1e-5 floors, -0.0, subnormals, values
-//! near `f32::MAX`, K = 1 and the largest K, the association of the rescale, and the first index
-//! of a non-finite value. Every SIMD level must give the same bits.
+//! near `f32::MAX`, K = 1 and the largest K, the f32 rounding of the weight count N·K, the
+//! association of the rescale, and the first index of a non-finite value. Every SIMD level must
+//! give the same bits.
 
 use bitnet_cpu_ref::{
     Error, Isa, QuantizedActivations, TernaryMatrix, bitlinear_accumulate_with_isa,
@@ -157,6 +158,27 @@ fn k_equals_one() {
     let xq = qa(&[0.7], 1, 1).unwrap();
     assert_eq!((w.to_i8(), xq.values()), (vec![-1], &[127i8][..]));
     assert_eq!(bl(&xq, &w).unwrap(), vec![0xc006_6666]);
+}
+
+/// `count = (N·K) as f32` is rounded: N·K = 3 · 5592407 = 16777221 is a tie between 16777220
+/// (even) and 16777222, so count = 16777220 and one weight 16777220 gives s = 1 exactly; the
+/// exact mean 16777220 / 16777221 would round to 1 - 2^-24.
+#[test]
+fn weight_count_is_rounded_to_f32() {
+    let (n, k) = (3, 5_592_407);
+    let mut w = vec![0.0f32; n * k];
+    w[k + 1] = -16_777_220.0;
+    let q = qw(&w, n, k).unwrap();
+    assert_eq!(q.scale(), 1.0);
+    assert_eq!(
+        (16_777_220.0f64 / 16_777_221.0) as f32,
+        1.0 - f32::EPSILON / 2.0
+    );
+    let codes = q.to_i8();
+    assert_eq!(
+        (codes[k + 1], codes.iter().filter(|&&c| c != 0).count()),
+        (-1, 1)
+    );
 }
 
 /// `y = acc · ((s · a) · INV_127)`: the three natural associations give three different results
