@@ -3,17 +3,22 @@
 //! built with AddressSanitizer + UndefinedBehaviorSanitizer, and its outputs — codes, scales,
 //! quantized activations, accumulators, outputs, non-finite flags — are compared bit for bit with
 //! `bitnet-cpu-ref`. One more pass runs every kernel under ThreadSanitizer, which fails on any
-//! threadgroup-memory access not ordered by a barrier.
+//! threadgroup-memory access not ordered by a barrier. Threadgroup memory starts poisoned, as
+//! uninitialized as on Metal, and a deliberately broken kernel shows that this catches a read
+//! before the first write.
 
 mod support;
 
 use bitnet_cpu_ref::{
-    Error, TernaryMatrix, bitlinear, bitlinear_accumulate, quantize_activations, quantize_weights,
+    Error, TernaryMatrix, bitlinear, bitlinear_accumulate, canonical_abs_sum, quantize_activations,
+    quantize_weights,
 };
-use bitnet_kernels_msl::{OutputMode, dispatch};
-use support::data;
-use support::harness::{self, Flavor, Harness};
-use support::kernels::{Input, msl_bitlinear, msl_quantize_activations, msl_quantize_weights};
+use bitnet_kernels_msl::{ABS_SUM_BLOCKS, MslKernel, OutputMode, dispatch};
+use support::harness::{self, Flavor, Harness, ThreadgroupFill, f32_bytes, to_u32s};
+use support::kernels::{
+    FOLD, Input, msl_bitlinear, msl_quantize_activations, msl_quantize_weights,
+};
+use support::{data, probe};
 
 /// The ASan/UBSan harness, or `None` when clang checks were explicitly skipped.
 fn asan() -> Option<&'static Harness> {
@@ -267,4 +272,37 @@ fn kernels_are_race_free_under_thread_sanitizer() {
         want,
         "GEMM"
     );
+}
+
+#[test]
+fn threadgroup_memory_read_before_write_fails() {
+    let Some(h) = asan() else { return };
+    // Four blocks: a folded 2 x 2 grid whose threadgroups start with the poison bytes 0xff (f32
+    // NaN), 0x7f (3.4e38), 0xa5 (-2.9e-16) and 0xff again.
+    let count = 3 * 4096 + 5;
+    let values = data::values(count, 12);
+    let want: Vec<u32> = values
+        .chunks(4096)
+        .map(|block| canonical_abs_sum(block).to_bits())
+        .collect();
+    let d = dispatch::abs_sum_level(count, false).unwrap();
+    let sums = |kernel: &MslKernel, fill| {
+        let storage = vec![f32_bytes(&values), vec![0; 4 * want.len()]];
+        to_u32s(&h.launch_filled(kernel, &d, storage, FOLD, fill).storage[1])
+    };
+    // The shipped kernel writes threadgroup memory before reading it: right with the poison.
+    assert_eq!(sums(&ABS_SUM_BLOCKS, ThreadgroupFill::Poison), want);
+    // The probe reads partial[t] before writing it. Zero-filled, as WGSL guarantees (and as the
+    // emulation was before the poison, for a single threadgroup), it passes this very check...
+    let broken = probe::abs_sum_assumes_zeroed();
+    assert_eq!(sums(broken, ThreadgroupFill::Zero), want);
+    // ...and poisoned, as on Metal, it fails. (The 0xa5 block may survive: its tiny garbage is
+    // absorbed by the sum, which is why the pattern rotates.)
+    let got = sums(broken, ThreadgroupFill::Poison);
+    for block in [0, 1, 3] {
+        assert_ne!(
+            got[block], want[block],
+            "block {block}: the poison must show the read before the write"
+        );
+    }
 }

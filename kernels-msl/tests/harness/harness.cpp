@@ -5,7 +5,9 @@
 // Usage:
 //   harness run <entry> <groups_x> <groups_y> <groups_z> <threads> <buffer files...>
 //       Buffer i of the kernel ([[buffer(i)]]) starts as the bytes of the i-th file; after the
-//       grid ran, every buffer is written back to its file.
+//       grid ran, every buffer is written back to its file. Threadgroup memory is poisoned before
+//       each threadgroup (see metal_emu_runtime.h), unless METAL_EMU_THREADGROUP_FILL=zero
+//       (WGSL's zero-initialization; only for the test that shows what the poison catches).
 //   harness selftest <count>
 //       Checks the prelude's exact_f32 routines against the host's IEEE-754 arithmetic on
 //       `count` random operand pairs plus edge cases, and the emulated half conversions.
@@ -112,7 +114,15 @@ int run(int argc, char** argv) {
     for (HostBuffer& b : buffers) {
         pointers.push_back(b.data);
     }
-    metal_emu::run_grid(groups, threads,
+    metal_emu::ThreadgroupFill fill = metal_emu::ThreadgroupFill::Poison;
+    if (const char* mode = std::getenv("METAL_EMU_THREADGROUP_FILL")) {
+        if (std::strcmp(mode, "zero") == 0) {
+            fill = metal_emu::ThreadgroupFill::Zero;
+        } else if (std::strcmp(mode, "poison") != 0) {
+            usage_error(std::string("METAL_EMU_THREADGROUP_FILL must be poison or zero, not ") + mode);
+        }
+    }
+    metal_emu::run_grid(groups, threads, fill,
                         [&](const metal_emu::ThreadContext& c) { k->launch(pointers.data(), c); });
     for (const HostBuffer& b : buffers) {
         write_buffer(b);

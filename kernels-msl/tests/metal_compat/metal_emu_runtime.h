@@ -4,7 +4,15 @@
 // barrier over all of them; simdgroup collectives exchange values through per-simdgroup scratch
 // between two barriers over the 32 lanes. Threadgroups run one after another (their
 // `threadgroup` arrays are function statics, see metal_stdlib), each thread looping over the grid
-// and meeting the others at an end-of-threadgroup barrier.
+// and meeting the others at barriers around each threadgroup.
+//
+// Threadgroup memory starts uninitialized on Metal (wgpu's zero-initialization of workgroup
+// memory does not apply to passthrough shaders), so before each threadgroup runs, every
+// `threadgroup` array of every kernel is filled with a poison pattern: a read before the
+// threadgroup's own write sees garbage, not zeros or the previous threadgroup's values, and the
+// cpu-ref comparisons catch it. No single pattern is harmful to every use (a NaN vanishes in fmax,
+// a tiny float in a sum), so the pattern rotates with the threadgroup's linear index; see
+// kThreadgroupPoison.
 //
 // The emulation is stricter than hardware, never looser: lanes run freely between collectives (no
 // lock-step to hide a missing barrier; the harness is also built with ThreadSanitizer), every
@@ -35,12 +43,48 @@
 #include <unistd.h>
 #endif
 
+#if defined(__ELF__)
+// Bounds of the section holding every `threadgroup` array (metal_stdlib places them there; the
+// linker defines these for sections named like C identifiers). Weak: null when no kernel declares
+// threadgroup memory.
+extern "C" __attribute__((weak)) unsigned char __start_metal_emu_threadgroup[];
+extern "C" __attribute__((weak)) unsigned char __stop_metal_emu_threadgroup[];
+#else
+#error "the emulation needs an ELF target: threadgroup arrays are found through their linker section"
+#endif
+
 namespace metal_emu {
 
 /// Lanes per simdgroup on every Apple GPU.
 constexpr unsigned kSimdWidth = 32;
 /// Seconds a barrier waits before declaring a deadlock.
 constexpr int kBarrierTimeoutSeconds = 60;
+
+/// What threadgroup memory holds when a threadgroup starts.
+enum class ThreadgroupFill {
+    /// Garbage, as on Metal: kThreadgroupPoison.
+    Poison,
+    /// Zeros, as WGSL guarantees (only to show what the poison catches).
+    Zero,
+};
+
+/// Byte patterns for threadgroup memory, by linear threadgroup index modulo 3. As f32: NaN (sums
+/// and products), 3.4e38 (maxima, sums), -2.9e-16 (minima, signs); as u32/i32: all ones, large
+/// positive, large negative; as f16: NaN, NaN, -0.022; as int8: -1, 127, -91.
+constexpr unsigned char kThreadgroupPoison[] = {0xff, 0x7f, 0xa5};
+
+/// Fills every threadgroup array (of all kernels: only one runs) for the threadgroup with linear
+/// index `group`.
+inline void fill_threadgroup_memory(ThreadgroupFill fill, std::uint64_t group) {
+    unsigned char* begin = __start_metal_emu_threadgroup;
+    unsigned char* end = __stop_metal_emu_threadgroup;
+    if (begin == nullptr || end == nullptr) {
+        return;
+    }
+    const unsigned char byte =
+        fill == ThreadgroupFill::Zero ? 0u : kThreadgroupPoison[group % sizeof(kThreadgroupPoison)];
+    std::memset(begin, byte, static_cast<std::size_t>(end - begin));
+}
 
 /// Prints `what` and terminates the process with exit code 70 (what the Rust test reports).
 [[noreturn]] inline void fail(const char* what) {
@@ -131,12 +175,14 @@ struct Simdgroup {
 /// Shared state of one threadgroup.
 struct Threadgroup {
     explicit Threadgroup(unsigned threads)
-        : barrier(threads, "threadgroup_barrier"), end(threads, "end of threadgroup") {
+        : barrier(threads, "threadgroup_barrier"), start(threads, "start of threadgroup"),
+          end(threads, "end of threadgroup") {
         for (unsigned s = 0; s < threads / kSimdWidth; ++s) {
             simds.emplace_back(new Simdgroup());
         }
     }
     Barrier barrier;
+    Barrier start;
     Barrier end;
     std::vector<std::unique_ptr<Simdgroup>> simds;
 };
@@ -198,8 +244,10 @@ void exchange(Collective tag, const T& value, T (&all)[kSimdWidth]) {
 /// A kernel bound to its buffers: called once per emulated thread.
 using Body = std::function<void(const ThreadContext&)>;
 
-/// Runs `body` over a grid of `groups` threadgroups of `threads` threads each.
-inline void run_grid(const std::uint32_t groups[3], std::uint32_t threads, const Body& body) {
+/// Runs `body` over a grid of `groups` threadgroups of `threads` threads each, threadgroup memory
+/// filled as `fill` says before each threadgroup.
+inline void run_grid(const std::uint32_t groups[3], std::uint32_t threads, ThreadgroupFill fill,
+                     const Body& body) {
     if (threads == 0 || threads % kSimdWidth != 0) {
         fail("threadgroup size must be a positive multiple of 32");
     }
@@ -231,8 +279,14 @@ inline void run_grid(const std::uint32_t groups[3], std::uint32_t threads, const
                             c.thread_position_in_grid[d] =
                                 pos[d] * c.threads_per_threadgroup[d] + c.thread_position_in_threadgroup[d];
                         }
+                        // Threadgroup memory (function statics, shared by all groups) is
+                        // refilled between the previous group's end and this group's start.
+                        if (t == 0) {
+                            const std::uint64_t row = y + std::uint64_t(groups[1]) * z;
+                            fill_threadgroup_memory(fill, x + std::uint64_t(groups[0]) * row);
+                        }
+                        group.start.arrive_and_wait();
                         body(c);
-                        // Threadgroup memory (function statics) is reused by the next group.
                         group.end.arrive_and_wait();
                     }
                 }

@@ -1,12 +1,13 @@
 //! Shared by the kernels-msl integration tests (`compile.rs`, `emulated.rs`, `fast_math.rs`):
 //! clang discovery, the kernel-signature parser, the emulation harness, the kernels' launch
-//! chains and deterministic test data.
+//! chains, deterministic test data and deliberately broken test-only kernels.
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod clang;
 pub mod data;
 pub mod harness;
 pub mod kernels;
+pub mod probe;
 pub mod signature;
 
 use std::path::PathBuf;
