@@ -6,9 +6,11 @@
 //      with simd_shuffle_down inside simdgroup 0: p_t = p_t + p_{t + stride} for t < stride;
 //   3. p_0 is the block's sum.
 // Every addition is exact_abs_add (correctly rounded on bit patterns), so the order above is the
-// one executed whatever the compiler's fast-math mode. The host dispatches levels until one value
-// remains: level 0 reads the weights, level L + 1 reads the block sums of level L. (Padding adds
-// +0.0, which leaves a partial sum unchanged, so out-of-range elements are simply skipped.)
+// one executed whatever the compiler's fast-math mode. The partial sums are f32 bit patterns
+// (`uint`) from load to store: they may overflow to infinity or be NaN, which fast math lets the
+// compiler assume a float never is. The host dispatches levels until one value remains: level 0
+// reads the weights, level L + 1 reads the block sums of level L. (Padding adds +0.0, which
+// leaves a partial sum unchanged, so out-of-range elements are simply skipped.)
 //
 // Grid: ceil(count / 4096) threadgroups, linear, folded into x and y when above 65535.
 //
@@ -46,7 +48,7 @@ kernel void abs_sum_blocks(constant AbsSumParams& params [[buffer(0)]],
                            uint t [[thread_index_in_threadgroup]],
                            uint lane [[thread_index_in_simdgroup]],
                            uint simd_id [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float partial[THREADS_PER_GROUP];
+    threadgroup uint partial[THREADS_PER_GROUP];
 
     const uint block = group.x + group.y * groups.x;
     const uint blocks = (params.count + SUM_BLOCK - 1u) / SUM_BLOCK;
@@ -57,13 +59,13 @@ kernel void abs_sum_blocks(constant AbsSumParams& params [[buffer(0)]],
 
     // 1. Sequential lane sums, in the canonical order.
     const uint base = block * SUM_BLOCK;
-    float acc = as_type<float>(0u);
+    uint acc = 0u;
     uint bad = STATUS_CLEAR;
     for (uint r = 0u; r < SUM_ROUNDS; ++r) {
         const uint i = base + t + r * THREADS_PER_GROUP;
         if (i < params.count) {
-            const float v = values[i];
-            if (is_non_finite_bits(as_type<uint>(v))) {
+            const uint v = as_type<uint>(values[i]);
+            if (is_non_finite_bits(v)) {
                 bad = min(bad, i);
             }
             acc = exact_abs_add(acc, v);
@@ -85,13 +87,13 @@ kernel void abs_sum_blocks(constant AbsSumParams& params [[buffer(0)]],
 
     // Strides 16 .. 1 inside simdgroup 0 (lanes t >= stride compute values nobody uses).
     if (simd_id == 0u) {
-        float v = partial[lane];
+        uint v = partial[lane];
         for (uint stride = 16u; stride > 0u; stride = stride / 2u) {
-            const float other = simd_shuffle_down(v, ushort(stride));
+            const uint other = simd_shuffle_down(v, ushort(stride));
             v = exact_abs_add(v, other);
         }
         if (lane == 0u) {
-            block_sums[block] = v;
+            block_sums[block] = as_type<float>(v);
         }
     }
 }

@@ -63,7 +63,8 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
     threadgroup half x_tile[TILE * TILE_K];
     threadgroup half w_tile[TILE_K * TILE];
     threadgroup float acc_tile[TILE * TILE];
-    threadgroup float row_scale[TILE];
+    // Per-row scales as f32 bits (s · a_m may overflow to infinity).
+    threadgroup uint row_scale[TILE];
 
     const uint m0 = group.y * TILE;
     const uint n0 = group.x * TILE;
@@ -133,9 +134,12 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
     simdgroup_store(acc[1][1], acc_tile + (sm + 8u) * TILE + sn + 8u, TILE);
     if (t < TILE) {
         const uint row = m0 + t;
-        row_scale[t] = row < params.m
-            ? exact_mul(exact_mul(weight_scale[0], x_absmax[row]), as_type<float>(INV_127_BITS))
-            : 0.0f;
+        uint scale_bits = 0u;
+        if (row < params.m) {
+            const uint s_a = exact_mul(as_type<uint>(weight_scale[0]), as_type<uint>(x_absmax[row]));
+            scale_bits = exact_mul(s_a, INV_127_BITS);
+        }
+        row_scale[t] = scale_bits;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
 
@@ -153,7 +157,7 @@ kernel void bitlinear_gemm(constant GemmParams& params [[buffer(0)]],
                 // The product on bit patterns (the scale is positive; the sign is total's): under
                 // fast math the compiler may assume a float multiply never overflows and fold the
                 // non-finite test of its bits away (clang 19 does).
-                const uint v = as_type<uint>(exact_mul(float(total), row_scale[r]))
+                const uint v = exact_mul(as_type<uint>(float(total)), row_scale[r])
                     | (total < 0 ? 0x80000000u : 0u);
                 if (is_non_finite_bits(v)) {
                     atomic_fetch_min_explicit(&status[0], out, memory_order_relaxed);

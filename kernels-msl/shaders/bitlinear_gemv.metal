@@ -89,8 +89,9 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
     for (uint s = 0u; s < SIMDGROUPS; ++s) {
         top = max(top, simd_top[s]);
     }
-    const float a = as_type<float>(max(top, SCALE_EPS_BITS));
-    const float inv = exact_div(127.0f, a);
+    // a and inv as bits for exact_f32 (both finite: inv only becomes a float for quantize_act).
+    const uint a = max(top, SCALE_EPS_BITS);
+    const float inv = as_type<float>(exact_div(as_type<uint>(127.0f), a));
 
     // 2. Quantize + pack into threadgroup memory; sum of the quantized values.
     const uint wpr = ternary_words_per_row(k);
@@ -136,7 +137,8 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
     }
 
     // 4. Reduce, rescale, store.
-    const float row_scale = exact_mul(exact_mul(weight_scale[0], a), as_type<float>(INV_127_BITS));
+    // Bits: s · a may overflow to infinity.
+    const uint row_scale = exact_mul(exact_mul(as_type<uint>(weight_scale[0]), a), INV_127_BITS);
     for (uint r = 0u; r < ROWS_PER_SIMDGROUP; ++r) {
         const int total = simd_sum(acc[r]) - x_sum;
         const uint row = row0 + r;
@@ -148,7 +150,7 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
                 // The product on bit patterns (the scale is positive; the sign is total's): under
                 // fast math the compiler may assume a float multiply never overflows and fold the
                 // non-finite test of its bits away (clang 19 does).
-                const uint v = as_type<uint>(exact_mul(float(total), row_scale))
+                const uint v = exact_mul(as_type<uint>(float(total)), row_scale)
                     | (total < 0 ? 0x80000000u : 0u);
                 if (is_non_finite_bits(v)) {
                     atomic_fetch_min_explicit(&status[1], out, memory_order_relaxed);

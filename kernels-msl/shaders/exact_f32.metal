@@ -7,10 +7,20 @@
 // denormals-are-zero setting can change their results. They are not hot: the divisions run once
 // per row or per tensor, the products once per output row, the sums only in weight quantization.
 //
+// Why bit patterns in and out: fast math also lets the compiler assume that no float parameter,
+// return value or operation is NaN or infinite (clang marks them so). A helper that took or
+// returned `float` would hand it exactly such values (infinity on overflow, NaN for an invalid
+// operation or operand), and a test of their bits could be folded away, or the bits themselves
+// rewritten (clang 19 turns `as_type<uint>(a) & 0x7fffffff` of a float parameter into a float
+// fabs). So every operand and result is a `uint` holding an f32 bit pattern: callers convert
+// with as_type where an f32 is loaded from or stored to a buffer, and do float arithmetic only on
+// values known to be finite.
+//
 // Domain: the operations take magnitudes (sign bits are ignored). Zero, subnormal, normal and
 // infinite operands are handled as IEEE-754 specifies, and subnormal or overflowing results are
 // rounded as IEEE-754 specifies; a NaN operand gives the canonical quiet NaN 0x7fc00000.
-// Every routine is checked against the host's IEEE arithmetic by the emulation self-test.
+// Every routine is checked against IEEE arithmetic by the emulation self-test, in the sanitizer
+// builds and in the fast-math build.
 
 // Bit pattern of the canonical quiet NaN returned for invalid operations.
 constexpr constant uint F32_QNAN_BITS = 0x7fc00000u;
@@ -74,21 +84,21 @@ inline uint exact_round_pack(int biased, uint q, bool sticky) {
     return (uint(biased - 1) << 23u) + mant;
 }
 
-// |a| / |b|, correctly rounded. (Shift-subtract long division of the significands; the remainder
-// stays below 2^25, so u32 never overflows.)
-inline float exact_div(float a, float b) {
-    const uint ab = as_type<uint>(a) & F32_ABS_MASK;
-    const uint bb = as_type<uint>(b) & F32_ABS_MASK;
+// |a| / |b| on f32 bit patterns, correctly rounded. (Shift-subtract long division of the
+// significands; the remainder stays below 2^25, so u32 never overflows.)
+inline uint exact_div(uint a, uint b) {
+    const uint ab = a & F32_ABS_MASK;
+    const uint bb = b & F32_ABS_MASK;
     // Special operands, in IEEE order: NaN, inf/inf, 0/0, x/inf, 0/x, x/0, inf/x.
     if (ab > F32_EXP_MASK || bb > F32_EXP_MASK || (ab == F32_EXP_MASK && bb == F32_EXP_MASK) ||
         (ab == 0u && bb == 0u)) {
-        return as_type<float>(F32_QNAN_BITS);
+        return F32_QNAN_BITS;
     }
     if (bb == F32_EXP_MASK || ab == 0u) {
-        return as_type<float>(0u);
+        return 0u;
     }
     if (bb == 0u || ab == F32_EXP_MASK) {
-        return as_type<float>(F32_EXP_MASK);
+        return F32_EXP_MASK;
     }
     const ExactParts x = exact_split(ab);
     const ExactParts y = exact_split(bb);
@@ -108,22 +118,23 @@ inline float exact_div(float a, float b) {
         }
         rem = rem << 1u;
     }
-    return as_type<float>(exact_round_pack(e + 127, q, rem != 0u));
+    return exact_round_pack(e + 127, q, rem != 0u);
 }
 
-// |a| * |b|, correctly rounded (48-bit significand product from `*` and `mulhi`).
-inline float exact_mul(float a, float b) {
-    const uint ab = as_type<uint>(a) & F32_ABS_MASK;
-    const uint bb = as_type<uint>(b) & F32_ABS_MASK;
+// |a| * |b| on f32 bit patterns, correctly rounded (48-bit significand product from `*` and
+// `mulhi`).
+inline uint exact_mul(uint a, uint b) {
+    const uint ab = a & F32_ABS_MASK;
+    const uint bb = b & F32_ABS_MASK;
     if (ab > F32_EXP_MASK || bb > F32_EXP_MASK) {
-        return as_type<float>(F32_QNAN_BITS);
+        return F32_QNAN_BITS;
     }
     if (ab == F32_EXP_MASK || bb == F32_EXP_MASK) {
         // inf * 0 is invalid; inf * x is inf.
-        return as_type<float>((ab == 0u || bb == 0u) ? F32_QNAN_BITS : F32_EXP_MASK);
+        return (ab == 0u || bb == 0u) ? F32_QNAN_BITS : F32_EXP_MASK;
     }
     if (ab == 0u || bb == 0u) {
-        return as_type<float>(0u);
+        return 0u;
     }
     const ExactParts x = exact_split(ab);
     const ExactParts y = exact_split(bb);
@@ -133,17 +144,18 @@ inline float exact_mul(float a, float b) {
     if (hi >= 0x8000u) {
         // P >= 2^47: keep bits 47..23.
         const uint q = (hi << 9u) | (lo >> 23u);
-        return as_type<float>(exact_round_pack(x.exp + y.exp + 128, q, (lo & 0x7fffffu) != 0u));
+        return exact_round_pack(x.exp + y.exp + 128, q, (lo & 0x7fffffu) != 0u);
     }
     // P < 2^47: keep bits 46..22.
     const uint q = (hi << 10u) | (lo >> 22u);
-    return as_type<float>(exact_round_pack(x.exp + y.exp + 127, q, (lo & 0x3fffffu) != 0u));
+    return exact_round_pack(x.exp + y.exp + 127, q, (lo & 0x3fffffu) != 0u);
 }
 
-// |a| + |b|, correctly rounded (the additions of the canonical absolute-value sum).
-inline float exact_abs_add(float a, float b) {
-    uint hi = as_type<uint>(a) & F32_ABS_MASK;
-    uint lo = as_type<uint>(b) & F32_ABS_MASK;
+// |a| + |b| on f32 bit patterns, correctly rounded (the additions of the canonical absolute-value
+// sum).
+inline uint exact_abs_add(uint a, uint b) {
+    uint hi = a & F32_ABS_MASK;
+    uint lo = b & F32_ABS_MASK;
     if (hi < lo) {
         // Non-negative floats order like their bit patterns.
         const uint t = hi;
@@ -152,14 +164,14 @@ inline float exact_abs_add(float a, float b) {
     }
     if (hi >= F32_EXP_MASK) {
         // inf + finite = inf; a NaN is the larger pattern whenever one is present.
-        return as_type<float>(hi > F32_EXP_MASK ? F32_QNAN_BITS : F32_EXP_MASK);
+        return hi > F32_EXP_MASK ? F32_QNAN_BITS : F32_EXP_MASK;
     }
     if (lo == 0u) {
-        return as_type<float>(hi);
+        return hi;
     }
     if (hi < 0x800000u) {
         // Both subnormal: the patterns add exactly (a carry into bit 23 makes a normal number).
-        return as_type<float>(hi + lo);
+        return hi + lo;
     }
     // Significands with 3 extra low bits (guard, round, sticky), aligned to hi's exponent.
     const int e_hi = int(hi >> 23u);
@@ -183,7 +195,7 @@ inline float exact_abs_add(float a, float b) {
     const uint s = a_sig + b_aligned;
     if (s >= (1u << 27u)) {
         // Carry out of the significand: one more exponent step.
-        return as_type<float>(exact_round_pack(e_hi + 1, s >> 3u, (s & 7u) != 0u));
+        return exact_round_pack(e_hi + 1, s >> 3u, (s & 7u) != 0u);
     }
-    return as_type<float>(exact_round_pack(e_hi, s >> 2u, (s & 3u) != 0u));
+    return exact_round_pack(e_hi, s >> 2u, (s & 3u) != 0u);
 }

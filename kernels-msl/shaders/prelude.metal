@@ -26,7 +26,10 @@
 // float is immune to those rewrites: a single multiply followed by rint (nothing to reassociate or
 // contract), comparisons of sign-cleared bit patterns, and int -> float conversions. A product
 // whose bits are then tested for NaN/inf is not: the compiler may assume it finite and fold the
-// test away (clang 19 with -ffast-math does), so the rescaled outputs use exact_mul.
+// test away (clang 19 with -ffast-math does), so the rescaled outputs use exact_mul. For the same
+// reason a value that may be NaN or infinite (a sum, a scale, a product) is kept as a `uint` bit
+// pattern, never as a float parameter, return value or operand: the exact_f32 routines take and
+// return bits, and kernels convert with as_type only where an f32 is loaded or stored.
 
 #include <metal_stdlib>
 using namespace metal;

@@ -76,10 +76,11 @@ kernel void quantize_activations(constant QuantizeActParams& params [[buffer(0)]
     }
 
     // 2. The row's scale; every thread derives the same inv.
-    const float a = as_type<float>(max(top, SCALE_EPS_BITS));
-    const float inv = exact_div(127.0f, a);
+    // Bits for exact_f32; both finite, and inv only becomes a float for quantize_act.
+    const uint a = max(top, SCALE_EPS_BITS);
+    const float inv = as_type<float>(exact_div(as_type<uint>(127.0f), a));
     if (t == 0u) {
-        absmax[row] = a;
+        absmax[row] = as_type<float>(a);
     }
 
     // 3. Quantize and pack, one output word (4 values) per step.

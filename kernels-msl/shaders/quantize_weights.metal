@@ -43,16 +43,16 @@ kernel void quantize_weights(constant QuantizeWeightsParams& params [[buffer(0)]
                              uint3 group [[threadgroup_position_in_grid]],
                              uint3 groups [[threadgroups_per_grid]],
                              uint t [[thread_index_in_threadgroup]]) {
-    const float sum = abs_sum[0];
+    // Everything on f32 bit patterns (exact_f32.metal): the sum, and so s, may be NaN or inf.
+    const uint sum = as_type<uint>(abs_sum[0]);
     // s = max(sum / count, 1e-5): both non-negative, so their bit patterns order like the values.
-    const uint mean_bits = as_type<uint>(exact_div(sum, as_type<float>(params.count_bits)));
-    const float s = as_type<float>(max(mean_bits, SCALE_EPS_BITS));
-    const float inv_s = exact_div(1.0f, s);
+    const uint s = max(exact_div(sum, params.count_bits), SCALE_EPS_BITS);
+    const uint inv_s = exact_div(as_type<uint>(1.0f), s);
 
     const uint index = (group.x + group.y * groups.x) * THREADS_PER_GROUP + t;
     if (index == 0u) {
-        scale[0] = s;
-        if (is_non_finite_bits(as_type<uint>(sum))) {
+        scale[0] = as_type<float>(s);
+        if (is_non_finite_bits(sum)) {
             atomic_fetch_min_explicit(&status[0], 0u, memory_order_relaxed);
         }
     }
@@ -67,7 +67,7 @@ kernel void quantize_weights(constant QuantizeWeightsParams& params [[buffer(0)]
     uint word = 0u;
     for (uint kk = 0u; kk < WEIGHTS_PER_WORD; ++kk) {
         const uint k = k0 + kk;
-        const uint code = k < params.k ? ternary_code(w_row[k], inv_s) : 1u;
+        const uint code = k < params.k ? ternary_code(as_type<uint>(w_row[k]), inv_s) : 1u;
         word = word | (code << code_shift(kk));
     }
     packed[index] = word;

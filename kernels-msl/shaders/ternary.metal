@@ -41,15 +41,14 @@ inline int dot16_codes(uint x0, uint x1, uint x2, uint x3, uint word) {
 }
 
 // The code of weight `w` quantized with `inv_s`: clamp(round(w · inv_s), -1, 1) + 1.
-// Computed on bit patterns: |w · inv_s| = exact_mul(|w|, inv_s) (the product's sign is w's), and a
-// non-negative p rounds half-to-even to a non-zero integer exactly when p > 0.5.
-inline uint ternary_code(float w, float inv_s) {
-    const uint bits = as_type<uint>(w);
-    const float p = exact_mul(w, inv_s);
-    if (as_type<uint>(p) <= HALF_BITS) {
+// Both arguments are f32 bit patterns (w may be NaN or infinite; such weights are flagged by the
+// caller): |w · inv_s| = exact_mul(|w|, inv_s) (the product's sign is w's), and a non-negative p
+// rounds half-to-even to a non-zero integer exactly when p > 0.5.
+inline uint ternary_code(uint w, uint inv_s) {
+    if (exact_mul(w, inv_s) <= HALF_BITS) {
         return 1u;
     }
-    return (bits >> 31u) != 0u ? 0u : 2u;
+    return (w >> 31u) != 0u ? 0u : 2u;
 }
 
 // The packed activation byte of `q` (an int8 value held in an int) at byte `i` of its word.
@@ -58,7 +57,9 @@ inline uint pack_act_byte(int q, uint i) {
 }
 
 // The int8 quantization of one activation: clamp(round_half_even(x · inv), -128, 127).
-// `x * inv` is one multiply followed by rint, so fast math cannot change it.
+// `x * inv` is one multiply followed by rint, so fast math cannot change it. Both are finite (the
+// callers replace a NaN/inf activation by 0; inv = 127 / a with a in [1e-5, f32::MAX]), so the
+// no-NaN/inf assumption holds.
 inline int quantize_act(float x, float inv) {
     return int(clamp(rint(x * inv), -128.0f, 127.0f));
 }

@@ -10,7 +10,11 @@
 //       (WGSL's zero-initialization; only for the test that shows what the poison catches).
 //   harness selftest <count>
 //       Checks the prelude's exact_f32 routines against the host's IEEE-754 arithmetic on
-//       `count` random operand pairs plus edge cases, and the emulated half conversions.
+//       `count` rounds of random operand pairs plus edge cases, and the emulated half
+//       conversions (not in the fast-math build, whose host arithmetic is not IEEE).
+//   harness exact <count> <file>
+//       Writes the exact_f32 results on the same operands to `file`, as u32 records
+//       (a, b, |a| + |b|, |a| * |b|, |a| / |b|), for a check outside the harness.
 // Exit codes: 0 success, 1 self-test mismatch, 64 bad usage or I/O, 70 a kernel error detected by
 // the emulation (deadlock, divergent collectives, inexact simdgroup MMA).
 
@@ -154,51 +158,66 @@ std::uint32_t to_bits(float f) {
     return b;
 }
 
+/// Calls `visit(a, b)` on the operand bit patterns of the exact_f32 checks: `count` rounds of
+/// random pairs, then every pair of edge values. Integer-only, so a fast-math build generates
+/// the same operands.
+template <typename Visit>
+void for_each_operand_pair(long count, Visit visit) {
+    for (long i = 0; i < count; ++i) {
+        const std::uint64_t r = next_random();
+        const std::uint32_t a = static_cast<std::uint32_t>(r);
+        // Independent operands (all classes and exponent gaps), then close ones (same binade,
+        // where rounding of sums and products is decided by the low bits).
+        visit(a, static_cast<std::uint32_t>(r >> 32));
+        const std::uint32_t near = (a & 0x7fffffffu) + (static_cast<std::uint32_t>(r >> 40) & 0x1ffffffu);
+        visit(a, near & 0x7fffffffu);
+        // The operands of layout.rs: sum / count, 1 / s, 127 / a, s * a, (s * a) * INV_127.
+        const std::uint32_t cnt = static_cast<std::uint32_t>((r >> 32) % 50000000u + 1u);
+        visit(a & 0x7fffffffu, to_bits(static_cast<float>(cnt)));
+        visit(0x3f800000u, (a & 0x0fffffffu) + 0x30000000u);  // 1.0
+        visit(0x42fe0000u, (a & 0x0fffffffu) + 0x37000000u);  // 127.0
+    }
+    // Zero, subnormals (smallest, 3e-45, 1e-40, largest), the smallest normal, 1e-5, 0.5, 1, 1.5, 3,
+    // 127, 1 / 127, 4095, 2^24 - 1, 2^24, 1.7e38, f32::MAX, infinity, quiet NaN, signalling NaN,
+    // NaN with a full payload.
+    const std::uint32_t edges[] = {0x00000000u, 0x00000001u, 0x00000002u, 0x000116c2u, 0x007fffffu,
+                                   0x00800000u, 0x3727c5acu, 0x3f000000u, 0x3f800000u, 0x3fc00000u,
+                                   0x40400000u, 0x42fe0000u, 0x3c010204u, 0x457ff000u, 0x4b7fffffu,
+                                   0x4b800000u, 0x7effc99eu, 0x7f7fffffu, 0x7f800000u, 0x7fc00000u,
+                                   0x7f800001u, 0x7fffffffu};
+    for (std::uint32_t a : edges) {
+        for (std::uint32_t b : edges) {
+            visit(a, b);
+            visit(a | 0x80000000u, b);
+        }
+    }
+}
+
 long failures = 0;
 
-void check(const char* op, float a, float b, float got, float want) {
-    const bool same = to_bits(got) == to_bits(want) || (got != got && want != want);
+void check(const char* op, std::uint32_t a, std::uint32_t b, std::uint32_t got, float want) {
+    const bool same = got == to_bits(want) || (got == 0x7fc00000u && want != want);
     if (!same && ++failures <= 20) {
-        std::fprintf(stderr, "%s(%a, %a): got %a (0x%08x), IEEE %a (0x%08x)\n", op, a, b, got, to_bits(got), want,
+        std::fprintf(stderr, "%s(0x%08x, 0x%08x): got 0x%08x, IEEE %a (0x%08x)\n", op, a, b, got, want,
                      to_bits(want));
     }
 }
 
 /// All three exact operations on magnitudes a, b against the host's IEEE arithmetic.
-void check_all(float a, float b) {
-    const float x = from_bits(to_bits(a) & 0x7fffffffu);
-    const float y = from_bits(to_bits(b) & 0x7fffffffu);
+void check_all(std::uint32_t a, std::uint32_t b) {
+    const float x = from_bits(a & 0x7fffffffu);
+    const float y = from_bits(b & 0x7fffffffu);
     check("exact_abs_add", a, b, msl_prelude::exact_abs_add(a, b), x + y);
     check("exact_mul", a, b, msl_prelude::exact_mul(a, b), x * y);
     check("exact_div", a, b, msl_prelude::exact_div(a, b), x / y);
 }
 
 int selftest(long count) {
-    for (long i = 0; i < count; ++i) {
-        const std::uint64_t r = next_random();
-        const std::uint32_t a = static_cast<std::uint32_t>(r);
-        // Independent operands (all classes and exponent gaps), then close ones (same binade,
-        // where rounding of sums and products is decided by the low bits).
-        check_all(from_bits(a), from_bits(static_cast<std::uint32_t>(r >> 32)));
-        const std::uint32_t near = (a & 0x7fffffffu) + (static_cast<std::uint32_t>(r >> 40) & 0x1ffffffu);
-        check_all(from_bits(a), from_bits(near & 0x7fffffffu));
-        // The operands of layout.rs: sum / count, 1 / s, 127 / a, s * a, (s * a) * INV_127.
-        const float sum = from_bits(a & 0x7fffffffu);
-        const float cnt = static_cast<float>((r >> 32) % 50000000u + 1u);
-        check_all(sum, cnt);
-        check_all(1.0f, from_bits((a & 0x0fffffffu) + 0x30000000u));
-        check_all(127.0f, from_bits((a & 0x0fffffffu) + 0x37000000u));
-    }
-    const float edges[] = {0.0f,        1e-45f, 3e-45f,          1e-40f,         1.1754942e-38f, 1.1754944e-38f,
-                           1e-5f,       0.5f,   1.0f,            1.5f,           3.0f,           127.0f,
-                           1.0f / 127,  4095.0f, 16777215.0f,    16777216.0f,    1.7e38f,        3.4028235e38f,
-                           __builtin_inff(), __builtin_nanf("")};
-    for (float a : edges) {
-        for (float b : edges) {
-            check_all(a, b);
-            check_all(-a, b);
-        }
-    }
+#if defined(__FAST_MATH__)
+    (void)count;
+    usage_error("selftest compares with the host's IEEE arithmetic, which -ffast-math breaks: use exact");
+#else
+    for_each_operand_pair(count, check_all);
     // Half conversions of the compatibility header: every finite half round-trips, and the
     // int8/ternary values the GEMM stages are exact.
     for (std::uint32_t h = 0; h < 0x10000u; ++h) {
@@ -226,6 +245,24 @@ int selftest(long count) {
     }
     std::printf("selftest: ok\n");
     return 0;
+#endif
+}
+
+/// Writes, for every operand pair of the self-test, the u32 words a, b, exact_abs_add(a, b),
+/// exact_mul(a, b), exact_div(a, b) to `path` (for the fast-math build, whose host arithmetic is
+/// no reference: the test checks them against Rust's IEEE arithmetic).
+int exact_dump(long count, const char* path) {
+    std::vector<std::uint32_t> out;
+    for_each_operand_pair(count, [&](std::uint32_t a, std::uint32_t b) {
+        const std::uint32_t record[5] = {a, b, msl_prelude::exact_abs_add(a, b), msl_prelude::exact_mul(a, b),
+                                         msl_prelude::exact_div(a, b)};
+        out.insert(out.end(), record, record + 5);
+    });
+    std::FILE* f = std::fopen(path, "wb");
+    if (f == nullptr || std::fwrite(out.data(), 4, out.size(), f) != out.size() || std::fclose(f) != 0) {
+        usage_error(std::string("cannot write ") + path);
+    }
+    return 0;
 }
 
 }  // namespace
@@ -237,5 +274,9 @@ int main(int argc, char** argv) {
     if (argc == 3 && std::strcmp(argv[1], "selftest") == 0) {
         return selftest(static_cast<long>(parse_u32(argv[2])));
     }
-    usage_error("usage: harness run <entry> <gx> <gy> <gz> <threads> <files...> | harness selftest <count>");
+    if (argc == 4 && std::strcmp(argv[1], "exact") == 0) {
+        return exact_dump(static_cast<long>(parse_u32(argv[2])), argv[3]);
+    }
+    usage_error("usage: harness run <entry> <gx> <gy> <gz> <threads> <files...> | harness selftest <count> | "
+                "harness exact <count> <file>");
 }

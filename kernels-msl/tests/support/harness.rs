@@ -268,6 +268,33 @@ impl Harness {
         );
     }
 
+    /// The exact_f32 routines' results on the self-test's operands (`count` random rounds plus
+    /// edge cases), as records `[a, b, |a| + |b|, |a| * |b|, |a| / |b|]` of f32 bits.
+    pub fn exact_results(&self, count: u32) -> Vec<[u32; 5]> {
+        let file = work_dir().join(format!(
+            "exact-{}-{}.bin",
+            self.flavor.name(),
+            std::process::id()
+        ));
+        let out = Command::new(&self.exe)
+            .args(["exact", &count.to_string()])
+            .arg(&file)
+            .output()
+            .expect("run harness exact");
+        assert!(
+            out.status.success(),
+            "exact_f32 dump failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let words = to_u32s(&std::fs::read(&file).expect("read exact_f32 results"));
+        let _ = std::fs::remove_file(&file);
+        words
+            .chunks_exact(5)
+            .map(|r| r.try_into().unwrap())
+            .collect()
+    }
+
     /// Launches `kernel` with `dispatch` on `storage` (group-0 buffers in order): the params
     /// buffer and a cleared status slot are added around them. Linear grids are folded with
     /// `fold_max` groups per dimension. Threadgroup memory starts poisoned.
