@@ -5,6 +5,7 @@
 
 pub mod clang;
 pub mod data;
+pub mod generate;
 pub mod harness;
 pub mod kernels;
 pub mod probe;
