@@ -138,6 +138,40 @@ fn matmul_errors() {
             ..
         })
     ));
+    // A K mismatch reports the shape b needs (a's K, b's N) against b's: it used to report a's
+    // shape as the expected one, which reads "expected shape [1, 4], got [1, 4]" for [1, 4]².
+    let e = matmul(&t(&[1.0; 4], &[1, 4]), &t(&[1.0; 4], &[1, 4])).unwrap_err();
+    assert_eq!(
+        e,
+        ShapeMismatch {
+            op: "matmul",
+            what: "a is [M, K], b must be [K, N]",
+            expected: vec![4, 4],
+            got: vec![1, 4]
+        }
+    );
+    assert_eq!(
+        e.to_string(),
+        "matmul: a is [M, K], b must be [K, N]: expected shape [4, 4], got [1, 4]"
+    );
+    assert_eq!(
+        matmul_bt(&a, &t(&[1.0; 4], &[2, 2])),
+        Err(ShapeMismatch {
+            op: "matmul_bt",
+            what: "a is [M, K], b must be [N, K]",
+            expected: vec![2, 3],
+            got: vec![2, 2]
+        })
+    );
+    assert_eq!(
+        matmul_f16(&h(&[1.0; 6], &[2, 3]), &h(&[1.0; 4], &[2, 2])),
+        Err(ShapeMismatch {
+            op: "matmul_f16",
+            what: "a is [M, K], b must be [K, N]",
+            expected: vec![3, 2],
+            got: vec![2, 2]
+        })
+    );
     let e = matmul(&a, &t(&[1.0, 1.0, f32::NAN], &[3, 1])).unwrap_err();
     assert_eq!(
         e,

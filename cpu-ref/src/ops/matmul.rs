@@ -75,6 +75,7 @@ fn dims(op: &'static str, a: &[usize], b: &[usize], bt: bool) -> Result<(usize, 
     };
     let (bk, n) = if bt { (b1, b0) } else { (b0, b1) };
     if bk != k {
+        // The shape b needs — a's K with b's own N — against b's shape.
         return Err(Error::ShapeMismatch {
             op,
             what: if bt {
@@ -82,7 +83,7 @@ fn dims(op: &'static str, a: &[usize], b: &[usize], bt: bool) -> Result<(usize, 
             } else {
                 "a is [M, K], b must be [K, N]"
             },
-            expected: a.to_vec(),
+            expected: if bt { vec![n, k] } else { vec![k, n] },
             got: b.to_vec(),
         });
     }

@@ -182,24 +182,25 @@ impl Engine {
 
 /// `(M, K, N)`, with cpu-ref's shape errors (rank 2 each, shared `K`).
 fn dims(v: Variant, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
-    let mismatch = |what| {
+    let mismatch = |what, expected: Vec<usize>| {
         Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
             op: v.op,
             what,
-            expected: a.to_vec(),
+            expected,
             got: b.to_vec(),
         })
     };
     let (&[m, k], &[b0, b1]) = (a, b) else {
-        return Err(mismatch("both operands must have rank 2"));
+        return Err(mismatch("both operands must have rank 2", a.to_vec()));
     };
     let (bk, n) = if v.bt { (b1, b0) } else { (b0, b1) };
     if bk != k {
-        return Err(mismatch(if v.bt {
-            "a is [M, K], b must be [N, K]"
+        // As cpu-ref: the shape b needs (a's K, b's own N) against b's shape.
+        return Err(if v.bt {
+            mismatch("a is [M, K], b must be [N, K]", vec![n, k])
         } else {
-            "a is [M, K], b must be [K, N]"
-        }));
+            mismatch("a is [M, K], b must be [K, N]", vec![k, n])
+        });
     }
     Ok((m, k, n))
 }

@@ -230,6 +230,17 @@ fn bad_shapes_and_arguments_give_cpu_ref_errors() {
         gpu_error(e.matmul(&t(&[2, 3]), &t(&[4, 2]))),
         cpu_error(cpu::matmul(&h(&[2, 3]), &h(&[4, 2]))),
     );
+    // The decode example's slip: a [1, K] query times itself.
+    let k_err = gpu_error(e.matmul(&t(&[1, 4]), &t(&[1, 4])));
+    assert!(
+        format!("{k_err:?}").contains("expected: [4, 4], got: [1, 4]"),
+        "{k_err:?}"
+    );
+    same(
+        "matmul K of a row",
+        k_err,
+        cpu_error(cpu::matmul(&h(&[1, 4]), &h(&[1, 4]))),
+    );
     same(
         "matmul rank",
         gpu_error(e.matmul(&t(&[24]), &t(&[24]))),
