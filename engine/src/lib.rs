@@ -62,12 +62,13 @@
 //! aside), else on the CPU, device inputs read back. New tensors, outputs of CPU runs included,
 //! are device tensors whenever the engine takes GPU work.
 //!
-//! **Decode steps as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
-//! BitLinears where each reads the step's input or an earlier one's output — a decode step's
-//! linear layers — as one GPU dispatch whose workgroups wait for the workgroups producing their
-//! input, instead of a dispatch per linear and a pipeline barrier per dependency. Same bits as
-//! cpu-ref per linear; where the chain kernel cannot run, or a run is aborted, it runs linear by
-//! linear.
+//! **Chains of linears as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
+//! BitLinears where each reads the chain's input or an earlier one's output directly — nothing in
+//! between, so a real layer's norms, RoPE and attention are not part of it — as one GPU dispatch
+//! whose workgroups wait for the workgroups producing their input, instead of a dispatch per
+//! linear and a pipeline barrier per dependency. Same bits as cpu-ref per linear; where the chain
+//! kernel cannot run, or a run is aborted, it runs linear by linear. A full decode step through
+//! device tensors is `engine/examples/decode_step.rs`.
 //!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
