@@ -1,4 +1,4 @@
-//! Engine utility kernels: buffer fill and checked copy. They also serve as the reference example of
+//! Engine utility kernels: buffer fill, checked copy and strided block copy. They also serve as the reference example of
 //! the engine's kernel conventions (bindings, params, linear grid, non-finite flag).
 
 use crate::KernelSource;
@@ -16,6 +16,15 @@ pub const COPY: KernelSource = KernelSource {
     source: include_str!("../shaders/util_copy.wgsl"),
 };
 
+/// Strided copy of 32-bit words: `blocks` runs of `block_words` words from `src` to `dst`, each
+/// side with its own base and run stride (slice, concat, KV-cache append). Bindings: 0 = `src`
+/// (read), 1 = `dst` (read_write). Params: `{ blocks, block_words, src_base, src_stride,
+/// dst_base, dst_stride }`, in words. Grid: `ceil(blocks * block_words / 1024)`.
+pub const COPY_BLOCKS: KernelSource = KernelSource {
+    name: "util_copy_blocks",
+    source: include_str!("../shaders/util_copy_blocks.wgsl"),
+};
+
 /// Marks the engine's bound status slot clean. No group-0 bindings, no params.
 pub const STATUS_RESET: KernelSource = KernelSource {
     name: "status_reset",
@@ -23,4 +32,4 @@ pub const STATUS_RESET: KernelSource = KernelSource {
 };
 
 /// Every utility kernel of this module.
-pub const ALL: &[KernelSource] = &[FILL, COPY, STATUS_RESET];
+pub const ALL: &[KernelSource] = &[FILL, COPY, COPY_BLOCKS, STATUS_RESET];

@@ -21,6 +21,7 @@ mod bitnet_tune;
 mod bitnet_tune_cache;
 mod bitnet_tune_clock;
 mod bitnet_weight_quant;
+pub(crate) mod blocks;
 mod broadcast;
 mod elementwise;
 mod float_args;
