@@ -70,6 +70,10 @@
 //! kernel cannot run, or a run is aborted, it runs linear by linear. A full decode step through
 //! device tensors is `engine/examples/decode_step.rs`.
 //!
+//! **Decoding state.** A [`KvCache`] ([`Engine::kv_cache`]) holds a sequence's keys and values
+//! on the device: each step appends its new positions in place (no read-back, no re-upload of
+//! what is held) and reads the cache as prefix views, which never change once handed out.
+//!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
 //! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A device
@@ -134,6 +138,7 @@ mod group;
 mod hazard;
 mod info;
 mod kernel;
+mod kv_cache;
 mod launch;
 #[cfg(test)]
 mod launch_tests;
@@ -176,6 +181,7 @@ pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fault::InjectedFault;
 pub use info::{EngineInfo, KeyLimits};
+pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use ops::{

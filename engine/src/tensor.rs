@@ -29,7 +29,7 @@ use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fate::Lineage;
+use crate::fate::{Fate, Lineage};
 use crate::pool::PooledBuffer;
 
 /// Element type (and packing) of a tensor.
@@ -192,6 +192,30 @@ impl Tensor {
         };
         view.lineage().extend(&self.lineage().snapshot());
         Ok(view)
+    }
+
+    /// A tensor of `shape` over the leading bytes of this tensor's data (the same storage, no
+    /// copy, no GPU work) carrying exactly `lineage`. The KV cache's views and write targets:
+    /// the caller guarantees `shape` fits the storage and keeps the bytes a view covers unchanged
+    /// while the view lives.
+    pub(crate) fn prefix_view(&self, shape: &[usize], lineage: &[Arc<Fate>]) -> Tensor {
+        let view = Tensor {
+            inner: Arc::new(Inner {
+                shape: shape.to_vec(),
+                dtype: self.inner.dtype,
+                data: Arc::clone(&self.inner.data),
+                scales: self.inner.scales.clone(),
+                engine: self.inner.engine.clone(),
+                lineage: Lineage::default(),
+            }),
+        };
+        view.lineage().extend(lineage);
+        view
+    }
+
+    /// Whether another tensor (a view, a reshape, a clone) shares this tensor's data storage.
+    pub(crate) fn storage_shared(&self) -> bool {
+        Arc::strong_count(&self.inner.data) > 1
     }
 
     /// The shape.

@@ -9,6 +9,7 @@ mod tensor_cross_check {
     mod chunking;
     pub mod common;
     mod errors;
+    mod kv_cache;
     mod long_loops;
     mod values_elementwise;
     mod values_matmul;

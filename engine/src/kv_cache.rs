@@ -1,0 +1,401 @@
+//! A key/value cache for autoregressive decoding: appended in place, read as prefix views.
+//!
+//! A decode step attends over every earlier position's keys and values. Rebuilding them as a
+//! new tensor per step (a concat) moves the whole cache each step; a server wants the new
+//! position's k and v written once, after the ones already there. A [`KvCache`] owns one
+//! `capacity`-position buffer per side and writes each append at the end of what it holds
+//! (`util_copy_blocks.wgsl`, recorded like any op: no read-back, no wait). `keys()` and
+//! `values()` are tensors over the first `len` positions of those buffers — no copy — and feed
+//! [`Engine::attention`](crate::Engine) like any tensor.
+//!
+//! **Views stay immutable.** An append writes only positions at or after `len`, which no view
+//! covers, so views handed out earlier keep their values (and dispatches recorded earlier run
+//! first, in recording order). After [`KvCache::truncate`], positions a live view still covers
+//! would be overwritten: the next append then first moves the kept positions to fresh buffers
+//! (copy on write) and the old views keep the old ones.
+//!
+//! **Errors travel with the data.** Each append's rows carry the lineage of the tensors appended
+//! (`fate.rs`): a view covering them reads as the error those tensors would (a `NonFinite` from
+//! the op that produced a NaN key, a lost device). Truncating drops the lineage of the dropped
+//! appends.
+//!
+//! **Where it lives.** On the device of a GPU engine (while its policy is not `Cpu`), on the
+//! host otherwise; an append moves the cache to where the engine now runs ops (host under the
+//! `Cpu` policy, back to the device when the policy allows it again). Host operands are uploaded
+//! into a device cache and device operands read back into a host cache. A device cache is the
+//! only copy of its data, as every device tensor is: once the device is lost, appends and views'
+//! reads return `DeviceLost`, and the caller rebuilds the cache (re-running the prompt) on the
+//! engine's CPU path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::fate::{Fate, Lineage};
+use crate::ops::blocks::{BlockCopy, copy_blocks};
+use crate::tensor::{DType, Location, Tensor};
+
+const OP: &str = "kv_cache";
+
+/// Keys and values of up to `capacity` positions, `[kv_heads, head_dim]` f32 each; see the
+/// module docs. Created by [`Engine::kv_cache`].
+#[derive(Debug)]
+pub struct KvCache {
+    engine: Engine,
+    capacity: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    len: usize,
+    store: Store,
+    /// Each append's first position and the lineage of its rows, in append order.
+    segments: Vec<(usize, Lineage)>,
+    /// The longest prefix handed out as a view since the buffers were made.
+    viewed: AtomicUsize,
+}
+
+/// The cache's bytes.
+#[derive(Debug)]
+enum Store {
+    /// Capacity-sized device tensors; their own lineage stays empty (appends write through
+    /// views carrying their own).
+    Device { keys: Tensor, values: Tensor },
+    /// `len · row` values per side.
+    Host { keys: Vec<f32>, values: Vec<f32> },
+}
+
+impl Engine {
+    /// An empty KV cache of `capacity` positions of `[kv_heads, head_dim]` f32 keys and values
+    /// (device buffers of `2 · capacity · kv_heads · head_dim · 4` bytes on a GPU engine).
+    /// Errors: a zero size, sizes past the device's buffer limits.
+    pub fn kv_cache(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<KvCache> {
+        if capacity == 0 || kv_heads == 0 || head_dim == 0 {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!(
+                    "capacity {capacity}, kv_heads {kv_heads}, head_dim {head_dim}: all must be at least 1"
+                ),
+            });
+        }
+        let too_big = capacity
+            .checked_mul(kv_heads)
+            .and_then(|n| n.checked_mul(head_dim))
+            .and_then(|n| n.checked_mul(4))
+            .is_none();
+        if too_big {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!(
+                    "capacity {capacity} × kv_heads {kv_heads} × head_dim {head_dim} f32 values overflow the address space"
+                ),
+            });
+        }
+        let mut cache = KvCache {
+            engine: self.clone(),
+            capacity,
+            kv_heads,
+            head_dim,
+            len: 0,
+            store: Store::Host {
+                keys: Vec::new(),
+                values: Vec::new(),
+            },
+            segments: Vec::new(),
+            viewed: AtomicUsize::new(0),
+        };
+        if self.gpu_context().is_some() {
+            cache.store = cache.device_store()?;
+        }
+        Ok(cache)
+    }
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no position is held.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Positions the cache can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Key/value heads per position.
+    pub fn kv_heads(&self) -> usize {
+        self.kv_heads
+    }
+
+    /// Values per head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Where the cache's bytes live now.
+    pub fn location(&self) -> Location {
+        match self.store {
+            Store::Device { .. } => Location::Device,
+            Store::Host { .. } => Location::Host,
+        }
+    }
+
+    /// Appends `t` positions: `k` and `v` are `F32` `[t, kv_heads, head_dim]` tensors of the
+    /// cache's engine (device or host). Both are written or neither; the cache is unchanged on
+    /// error. Errors: dtype, shape, more positions than the capacity left (`LimitExceeded`),
+    /// another engine's tensors, a lost device, an error already known in `k`'s or `v`'s lineage.
+    pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
+        let t = self.check_operand("k", k)?;
+        if self.check_operand("v", v)? != t {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!("k is {:?} but v is {:?}", k.shape(), v.shape()),
+            });
+        }
+        if t > self.capacity - self.len {
+            return Err(Error::LimitExceeded {
+                limit: "KvCache::capacity",
+                requested: (self.len + t) as u64,
+                max: self.capacity as u64,
+                what: format!("{} positions held + {t} appended", self.len),
+            });
+        }
+        self.place()?;
+        let row = self.row();
+        match &mut self.store {
+            Store::Host { keys, values } => {
+                let (kh, vh) = (k.read_f32()?, v.read_f32()?);
+                keys.extend_from_slice(&kh);
+                values.extend_from_slice(&vh);
+                self.segments.push((self.len, Lineage::default()));
+            }
+            Store::Device { .. } => {
+                self.make_room()?;
+                let Store::Device { keys, values } = &self.store else {
+                    unreachable!("matched above")
+                };
+                let gpu = self.gpu()?;
+                let (k, v) = (self.engine.to_device(k)?, self.engine.to_device(v)?);
+                let rows = Lineage::default();
+                for (src, dst) in [(&k, keys), (&v, values)] {
+                    rows.extend(&copy_rows(gpu, src, dst, t * row, self.len * row)?);
+                }
+                self.segments.push((self.len, rows));
+            }
+        }
+        self.len += t;
+        Ok(())
+    }
+
+    /// The keys of every position held, `F32` `[len, kv_heads, head_dim]` (no copy on the
+    /// device). Errors: an empty cache (tensors are never empty).
+    pub fn keys(&self) -> Result<Tensor> {
+        self.view(true)
+    }
+
+    /// The values of every position held, `F32` `[len, kv_heads, head_dim]`; see
+    /// [`KvCache::keys`].
+    pub fn values(&self) -> Result<Tensor> {
+        self.view(false)
+    }
+
+    /// Keeps the first `len` positions (no effect if `len` is not below [`KvCache::len`]):
+    /// speculative decoding's rollback, or a shared prompt prefix. Views already handed out
+    /// keep their values.
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        self.len = len;
+        self.segments.retain(|(start, _)| *start < len);
+        let kept = len * self.row();
+        if let Store::Host { keys, values } = &mut self.store {
+            keys.truncate(kept);
+            values.truncate(kept);
+        }
+    }
+
+    /// Drops every position (a new sequence); the buffers are kept.
+    pub fn clear(&mut self) {
+        self.truncate(0);
+    }
+
+    /// The engine's GPU (a device store exists only on a GPU engine).
+    fn gpu(&self) -> Result<&Gpu> {
+        self.engine
+            .gpu_raw()
+            .ok_or_else(|| Error::Unsupported("a device KV cache on the CPU engine".into()))
+    }
+
+    /// Values per position and side.
+    fn row(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// `t` of a `[t, kv_heads, head_dim]` `F32` operand of this cache's engine.
+    fn check_operand(&self, name: &str, x: &Tensor) -> Result<usize> {
+        x.expect_dtype(OP, DType::F32)?;
+        self.engine.expect_same(x.engine(), OP)?;
+        match *x.shape() {
+            [t, h, d] if h == self.kv_heads && d == self.head_dim => Ok(t),
+            _ => Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!(
+                    "{name} must be [positions, {}, {}], got {:?}",
+                    self.kv_heads,
+                    self.head_dim,
+                    x.shape()
+                ),
+            }),
+        }
+    }
+
+    /// Capacity-sized device buffers (pooled; contents unspecified).
+    fn device_store(&self) -> Result<Store> {
+        let shape = [self.capacity, self.kv_heads, self.head_dim];
+        Ok(Store::Device {
+            keys: self.engine.empty(OP, &shape, DType::F32)?,
+            values: self.engine.empty(OP, &shape, DType::F32)?,
+        })
+    }
+
+    /// Moves the cache to where the engine runs ops now (see the module docs).
+    fn place(&mut self) -> Result<()> {
+        let on_device = matches!(self.store, Store::Device { .. });
+        let gpu_now = self.engine.gpu_context().is_some();
+        if on_device == gpu_now {
+            return Ok(());
+        }
+        if gpu_now {
+            // Host → device: upload what is held, then continue on the device.
+            let Store::Host { keys, values } = &self.store else {
+                unreachable!("not on the device")
+            };
+            let store = self.device_store()?;
+            if self.len > 0 {
+                let Store::Device {
+                    keys: dk,
+                    values: dv,
+                } = &store
+                else {
+                    unreachable!("device_store")
+                };
+                let shape = [self.len, self.kv_heads, self.head_dim];
+                for (host, dst) in [(keys, dk), (values, dv)] {
+                    let src = self.engine.upload_f32(host, &shape)?;
+                    copy_rows(self.gpu()?, &src, dst, host.len(), 0)?;
+                }
+            }
+            self.store = store;
+        } else {
+            // Device → host (the Cpu policy; a lost device fails the reads).
+            let (keys, values) = if self.len == 0 {
+                if let Some(g) = self.engine.gpu_raw() {
+                    g.check_health()?;
+                }
+                (Vec::new(), Vec::new())
+            } else {
+                (self.keys()?.read_f32()?, self.values()?.read_f32()?)
+            };
+            self.store = Store::Host { keys, values };
+        }
+        self.segments = vec![(0, Lineage::default())];
+        *self.viewed.get_mut() = 0;
+        Ok(())
+    }
+
+    /// Before a device append at `len`: if a live view covers positions from `len` on (after a
+    /// truncate), moves the kept positions to fresh buffers so the view keeps its values.
+    fn make_room(&mut self) -> Result<()> {
+        let Store::Device { keys, values } = &self.store else {
+            return Ok(());
+        };
+        let shared = keys.storage_shared() || values.storage_shared();
+        if !shared {
+            *self.viewed.get_mut() = 0;
+            return Ok(());
+        }
+        if *self.viewed.get_mut() <= self.len {
+            return Ok(());
+        }
+        let fresh = self.device_store()?;
+        let Store::Device {
+            keys: fk,
+            values: fv,
+        } = &fresh
+        else {
+            unreachable!("device_store")
+        };
+        if self.len > 0 {
+            let gpu = self.gpu()?;
+            let kept = self.lineage_of(self.len);
+            let moved = Lineage::default();
+            for (src, dst) in [(keys, fk), (values, fv)] {
+                moved.extend(&copy_rows(gpu, src, dst, self.len * self.row(), 0)?);
+            }
+            moved.extend(&kept);
+            self.segments = vec![(0, moved)];
+        }
+        self.store = fresh;
+        *self.viewed.get_mut() = 0;
+        Ok(())
+    }
+
+    /// The lineage of the first `len` positions: every append starting before `len`.
+    fn lineage_of(&self, len: usize) -> Vec<Arc<Fate>> {
+        let all = Lineage::default();
+        for (_, l) in self.segments.iter().filter(|(start, _)| *start < len) {
+            all.extend(&l.snapshot());
+        }
+        all.snapshot()
+    }
+
+    fn view(&self, keys_side: bool) -> Result<Tensor> {
+        if self.len == 0 {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: "the cache is empty: append before reading keys or values".into(),
+            });
+        }
+        let shape = [self.len, self.kv_heads, self.head_dim];
+        match &self.store {
+            Store::Device { keys, values } => {
+                let full = if keys_side { keys } else { values };
+                self.viewed.fetch_max(self.len, Ordering::Relaxed);
+                Ok(full.prefix_view(&shape, &self.lineage_of(self.len)))
+            }
+            Store::Host { keys, values } => {
+                let data = if keys_side { keys } else { values };
+                self.engine.upload_f32(data, &shape)
+            }
+        }
+    }
+}
+
+/// Records a copy of the first `words` values of `src` to word `at` of `dst` and returns what
+/// the copied rows now depend on: `src`'s lineage and the copy's fate. Written through a view
+/// of `dst` with an empty lineage, so `dst`'s own stays empty and each append keeps its own.
+fn copy_rows(
+    gpu: &Gpu,
+    src: &Tensor,
+    dst: &Tensor,
+    words: usize,
+    at: usize,
+) -> Result<Vec<Arc<Fate>>> {
+    let target = dst.prefix_view(dst.shape(), &[]);
+    let copy = BlockCopy {
+        blocks: 1,
+        block_words: words as u64,
+        src_start: 0,
+        src_stride: 0,
+        dst_start: at as u64,
+        dst_stride: 0,
+    };
+    copy_blocks(gpu, src, &target, copy, gpu.next_seq())?;
+    Ok(target.lineage().snapshot())
+}

@@ -1,0 +1,283 @@
+//! `KvCache`: appends land after what the cache holds, views are prefixes that never change,
+//! truncation keeps live views intact (copy on write), errors travel with the appended rows, and
+//! the cache follows the engine between device and host. Values are compared bit for bit with
+//! the concatenation of what was appended (the cache moves bits).
+
+use bitnet_tests::gpu_engine_with;
+use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, InjectedFault, KvCache, Location};
+
+use super::common::{engine, gpu_error, up, values};
+
+const HEADS: usize = 2;
+const DIM: usize = 5;
+const ROW: usize = HEADS * DIM;
+
+/// `t` positions of keys and values from `seed` (distinct per side).
+fn step(seed: u64, t: usize) -> (Vec<f32>, Vec<f32>) {
+    (
+        values(seed, t * ROW, -3.0, 3.0),
+        values(seed + 1000, t * ROW, -3.0, 3.0),
+    )
+}
+
+/// Appends host values through tensors of `e` (uploaded: device tensors on a GPU engine).
+fn append(e: &Engine, c: &mut KvCache, k: &[f32], v: &[f32]) {
+    let t = k.len() / ROW;
+    let (k, v) = (up(e, k, &[t, HEADS, DIM]), up(e, v, &[t, HEADS, DIM]));
+    c.append(&k, &v).expect("append");
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The cache's keys and values read back, with their shape checked.
+fn read(c: &KvCache) -> (Vec<f32>, Vec<f32>) {
+    let (k, v) = (c.keys().expect("keys"), c.values().expect("values"));
+    assert_eq!(k.shape(), [c.len(), HEADS, DIM]);
+    assert_eq!(v.shape(), [c.len(), HEADS, DIM]);
+    (
+        k.read_f32().expect("read keys"),
+        v.read_f32().expect("read values"),
+    )
+}
+
+/// Appends of 1, 3 and 2 positions, reading in between, on `e`: every read is the
+/// concatenation so far, bit for bit.
+fn appends_concatenate(e: &Engine, location: Location) {
+    let mut c = e.kv_cache(8, HEADS, DIM).unwrap();
+    assert_eq!(c.location(), location);
+    let (mut want_k, mut want_v) = (Vec::new(), Vec::new());
+    for (seed, t) in [(1, 1), (2, 3), (3, 2)] {
+        let (k, v) = step(seed, t);
+        append(e, &mut c, &k, &v);
+        want_k.extend(&k);
+        want_v.extend(&v);
+        let (gk, gv) = read(&c);
+        assert_eq!(bits(&gk), bits(&want_k), "keys after {} positions", c.len());
+        assert_eq!(
+            bits(&gv),
+            bits(&want_v),
+            "values after {} positions",
+            c.len()
+        );
+    }
+    assert_eq!((c.len(), c.capacity()), (6, 8));
+}
+
+#[test]
+fn appends_concatenate_on_the_device_and_on_the_cpu_engine() {
+    appends_concatenate(engine(), Location::Device);
+    appends_concatenate(&Engine::cpu(), Location::Host);
+}
+
+/// A view taken before an append keeps its length and values; after a truncate, the next append
+/// must not overwrite what a live view covers (copy on write), and a view dropped before the
+/// truncate costs nothing.
+#[test]
+fn views_never_change() {
+    let e = engine();
+    let mut c = e.kv_cache(6, HEADS, DIM).unwrap();
+    let (k1, v1) = step(10, 3);
+    append(e, &mut c, &k1, &v1);
+    let early = c.keys().unwrap();
+    let (k2, v2) = step(11, 2);
+    append(e, &mut c, &k2, &v2);
+    assert_eq!(bits(&early.read_f32().unwrap()), bits(&k1));
+
+    // Roll back to one position and append other values while `early` (3 positions) lives.
+    let long = c.values().unwrap();
+    c.truncate(1);
+    assert_eq!(c.len(), 1);
+    let (k3, v3) = step(12, 4);
+    append(e, &mut c, &k3, &v3);
+    assert_eq!(bits(&early.read_f32().unwrap()), bits(&k1), "old view kept");
+    assert_eq!(
+        bits(&long.read_f32().unwrap()),
+        bits(&[v1.clone(), v2].concat()),
+        "old view kept"
+    );
+    let (gk, gv) = read(&c);
+    assert_eq!(bits(&gk), bits(&[&k1[..ROW], &k3].concat()));
+    assert_eq!(bits(&gv), bits(&[&v1[..ROW], &v3].concat()));
+
+    // No live view: truncate and overwrite in place.
+    drop((early, long));
+    c.truncate(2);
+    let (k4, v4) = step(13, 1);
+    append(e, &mut c, &k4, &v4);
+    let (gk, _) = read(&c);
+    assert_eq!(bits(&gk), bits(&[&k1[..ROW], &k3[..ROW], &k4].concat()));
+    c.clear();
+    assert!(c.is_empty());
+    assert!(matches!(c.keys(), Err(Error::ShapeMismatch { .. })));
+}
+
+/// Host operands go into a device cache, and the cache follows the policy: to the host under
+/// `Cpu`, back to the device after.
+#[test]
+fn the_cache_follows_the_engine_between_device_and_host() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(8, HEADS, DIM).unwrap();
+    let cpu = Engine::cpu();
+    let (k1, v1) = step(20, 2);
+    // Host tensors of the same engine: under Cpu, uploads are host tensors.
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let (hk, hv) = (up(&e, &k1, &[2, HEADS, DIM]), up(&e, &v1, &[2, HEADS, DIM]));
+    assert_eq!(hk.location(), Location::Host);
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    c.append(&hk, &hv).unwrap();
+    assert_eq!(c.location(), Location::Device);
+
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let (k2, v2) = step(21, 1);
+    append(&e, &mut c, &k2, &v2);
+    assert_eq!(c.location(), Location::Host);
+    assert_eq!(c.keys().unwrap().location(), Location::Host);
+
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (k3, v3) = step(22, 3);
+    append(&e, &mut c, &k3, &v3);
+    assert_eq!(c.location(), Location::Device);
+    let (gk, gv) = read(&c);
+    assert_eq!(bits(&gk), bits(&[k1, k2, k3].concat()));
+    assert_eq!(bits(&gv), bits(&[v1, v2, v3].concat()));
+
+    // Another engine's tensors are refused.
+    let (k, v) = step(23, 1);
+    let (ck, cv) = (
+        up(&cpu, &k, &[1, HEADS, DIM]),
+        up(&cpu, &v, &[1, HEADS, DIM]),
+    );
+    assert!(matches!(
+        c.append(&ck, &cv),
+        Err(Error::EngineMismatch { .. })
+    ));
+}
+
+/// Bad operands are typed errors and leave the cache as it was.
+#[test]
+fn bad_appends_change_nothing() {
+    let e = engine();
+    assert!(matches!(
+        e.kv_cache(0, HEADS, DIM),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        e.kv_cache(usize::MAX / 2, 4, 4),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let mut c = e.kv_cache(4, HEADS, DIM).unwrap();
+    let (k, v) = step(30, 3);
+    append(e, &mut c, &k, &v);
+    let (k2, v2) = step(31, 2);
+    let full = c.append(&up(e, &k2, &[2, HEADS, DIM]), &up(e, &v2, &[2, HEADS, DIM]));
+    assert!(
+        matches!(
+            full,
+            Err(Error::LimitExceeded {
+                requested: 5,
+                max: 4,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+    let wrong = [
+        (up(e, &k2, &[2, DIM, HEADS]), up(e, &v2, &[2, DIM, HEADS])),
+        (up(e, &k2, &[2, ROW]), up(e, &v2, &[2, ROW])),
+        (
+            up(e, &k2[..ROW], &[1, HEADS, DIM]),
+            up(e, &v2, &[2, HEADS, DIM]),
+        ),
+    ];
+    for (k, v) in &wrong {
+        assert!(matches!(c.append(k, v), Err(Error::ShapeMismatch { .. })));
+    }
+    let u = e.upload_u32(&[0; ROW], &[1, HEADS, DIM]).unwrap();
+    assert!(matches!(c.append(&u, &u), Err(Error::DTypeMismatch { .. })));
+    assert_eq!(c.len(), 3);
+    let (gk, gv) = read(&c);
+    assert_eq!((bits(&gk), bits(&gv)), (bits(&k), bits(&v)));
+}
+
+/// A NaN key produced by a checked op poisons the views covering its rows (the error of the op
+/// that met it), and truncating those rows away clears it.
+#[test]
+fn errors_travel_with_the_appended_rows() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(4, HEADS, DIM).unwrap();
+    let (k, v) = step(40, 1);
+    append(&e, &mut c, &k, &v);
+    let mut bad = k.clone();
+    bad[3] = f32::NAN;
+    let bad = e.copy(&up(&e, &bad, &[1, HEADS, DIM])).unwrap();
+    c.append(&bad, &up(&e, &v, &[1, HEADS, DIM])).unwrap();
+    let err = gpu_error(c.keys());
+    assert!(
+        matches!(
+            err,
+            Error::NonFinite {
+                op: "copy",
+                index: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    c.truncate(1);
+    let (gk, _) = read(&c);
+    assert_eq!(bits(&gk), bits(&k));
+}
+
+/// A lost device fails appends and the views' reads with `DeviceLost`, never stale bytes.
+#[test]
+fn a_lost_device_is_reported() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(4, HEADS, DIM).unwrap();
+    let (k, v) = step(50, 1);
+    append(&e, &mut c, &k, &v);
+    let view = c.keys().unwrap();
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert!(e.sync().is_err());
+    assert!(matches!(view.read_f32(), Err(Error::DeviceLost(_))));
+    let cpu_k = Engine::cpu().upload_f32(&k, &[1, HEADS, DIM]).unwrap();
+    let r = c.append(&cpu_k, &cpu_k);
+    assert!(r.is_err(), "{r:?}");
+    let r = c.append(
+        &e.upload_f32(&k, &[1, HEADS, DIM]).unwrap(),
+        &e.upload_f32(&v, &[1, HEADS, DIM]).unwrap(),
+    );
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
+    assert_eq!(c.len(), 1);
+}
+
+/// With a binding limit of 1 KiB (256 words) a 4-position append of 72-word rows is split, and
+/// appends start at words that are not multiples of the 64-word binding alignment.
+#[test]
+fn appends_split_over_a_small_binding_limit() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(1 << 10),
+        ..EngineOptions::default()
+    });
+    let (h, d) = (8, 9);
+    let mut c = e.kv_cache(20, h, d).unwrap();
+    let (mut want_k, mut want_v) = (Vec::new(), Vec::new());
+    for (seed, t) in [(60, 1), (61, 4), (62, 7)] {
+        let (k, v) = (
+            values(seed, t * h * d, -1.0, 1.0),
+            values(seed + 9, t * h * d, -1.0, 1.0),
+        );
+        let (gk, gv) = (
+            e.upload_f32(&k, &[t, h, d]).unwrap(),
+            e.upload_f32(&v, &[t, h, d]).unwrap(),
+        );
+        c.append(&gk, &gv).unwrap();
+        want_k.extend(k);
+        want_v.extend(v);
+    }
+    // Views this large exceed the binding limit: read them (reads are not bound).
+    let (k, v) = (c.keys().unwrap(), c.values().unwrap());
+    assert_eq!(bits(&k.read_f32().unwrap()), bits(&want_k));
+    assert_eq!(bits(&v.read_f32().unwrap()), bits(&want_v));
+}
