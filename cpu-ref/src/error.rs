@@ -32,6 +32,19 @@ pub enum Error {
         /// The shape that was given (or the right operand's shape for broadcasting).
         got: Vec<usize>,
     },
+    /// A tensor has the wrong number of dimensions (e.g. a rank-2 `x` where RoPE needs
+    /// `[S, H, D]`).
+    #[error("{op}: {tensor} must have rank {expected}, got shape {got:?}")]
+    RankMismatch {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// Which tensor has the wrong rank.
+        tensor: &'static str,
+        /// The rank the operation needs.
+        expected: usize,
+        /// The shape that was given.
+        got: Vec<usize>,
+    },
     /// A dimension is zero where the operation needs at least one element (e.g. `K = 0`).
     #[error("{op}: dimension {dim} is zero")]
     ZeroDimension {

@@ -127,9 +127,21 @@ fn matmul_errors() {
         matmul(&a, &t(&[1.0; 6], &[2, 3])),
         Err(ShapeMismatch { op: "matmul", .. })
     ));
+    // The operand with the wrong rank is named, with its own shape.
+    let e = matmul(&a, &t(&[1.0; 3], &[3])).unwrap_err();
+    assert_eq!(
+        e,
+        RankMismatch {
+            op: "matmul",
+            tensor: "b",
+            expected: 2,
+            got: vec![3]
+        }
+    );
+    assert_eq!(e.to_string(), "matmul: b must have rank 2, got shape [3]");
     assert!(matches!(
-        matmul(&a, &t(&[1.0; 3], &[3])),
-        Err(ShapeMismatch { .. })
+        matmul_bt(&t(&[1.0; 6], &[1, 2, 3]), &a),
+        Err(RankMismatch { tensor: "a", got, .. }) if got == [1, 2, 3]
     ));
     assert!(matches!(
         matmul_bt(&a, &t(&[1.0; 4], &[2, 2])),

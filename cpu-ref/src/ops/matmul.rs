@@ -66,11 +66,12 @@ pub fn matmul_bt_f16(a: &Tensor<f16>, b: &Tensor<f16>) -> Result<Tensor<f16>> {
 /// `(M, K, N)` of a product, checking ranks and the shared `K` (`b` is `[N, K]` if `bt`).
 fn dims(op: &'static str, a: &[usize], b: &[usize], bt: bool) -> Result<(usize, usize, usize)> {
     let (&[m, k], &[b0, b1]) = (a, b) else {
-        return Err(Error::ShapeMismatch {
+        let (tensor, got) = if a.len() != 2 { ("a", a) } else { ("b", b) };
+        return Err(Error::RankMismatch {
             op,
-            what: "both operands must have rank 2",
-            expected: a.to_vec(),
-            got: b.to_vec(),
+            tensor,
+            expected: 2,
+            got: got.to_vec(),
         });
     };
     let (bk, n) = if bt { (b1, b0) } else { (b0, b1) };

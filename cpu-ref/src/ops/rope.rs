@@ -46,10 +46,10 @@ pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
 pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32>> {
     const OP: &str = "rope";
     let &[s, h, d] = x.shape() else {
-        return Err(Error::ShapeMismatch {
+        return Err(Error::RankMismatch {
             op: OP,
-            what: "x must have rank 3 [S, H, D]",
-            expected: vec![0, 0, 0],
+            tensor: "x",
+            expected: 3,
             got: x.shape().to_vec(),
         });
     };

@@ -191,7 +191,13 @@ fn dims(v: Variant, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
         })
     };
     let (&[m, k], &[b0, b1]) = (a, b) else {
-        return Err(mismatch("both operands must have rank 2", a.to_vec()));
+        let (tensor, got) = if a.len() != 2 { ("a", a) } else { ("b", b) };
+        return Err(Error::from(bitnet_cpu_ref::Error::RankMismatch {
+            op: v.op,
+            tensor,
+            expected: 2,
+            got: got.to_vec(),
+        }));
     };
     let (bk, n) = if v.bt { (b1, b0) } else { (b0, b1) };
     if bk != k {

@@ -46,10 +46,10 @@ impl Engine {
         float_args::operand(self, OP, x, DType::F32)?;
         float_args::operand(self, OP, positions, DType::U32)?;
         let &[s, h, d] = x.shape() else {
-            return Err(Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+            return Err(Error::from(bitnet_cpu_ref::Error::RankMismatch {
                 op: OP,
-                what: "x must have rank 3 [S, H, D]",
-                expected: vec![0, 0, 0],
+                tensor: "x",
+                expected: 3,
                 got: x.shape().to_vec(),
             }));
         };

@@ -246,6 +246,18 @@ fn bad_shapes_and_arguments_give_cpu_ref_errors() {
         gpu_error(e.matmul(&t(&[24]), &t(&[24]))),
         cpu_error(cpu::matmul(&h(&[24]), &h(&[24]))),
     );
+    // The operand with the wrong rank is named with its own shape (was: a's shape as the
+    // "expected" one).
+    let rank_err = gpu_error(e.matmul_bt(&t(&[2, 3]), &t(&[3])));
+    assert_eq!(
+        rank_err.to_string(),
+        "matmul_bt: b must have rank 2, got shape [3]"
+    );
+    same(
+        "matmul_bt rank of b",
+        rank_err,
+        cpu_error(cpu::matmul_bt(&h(&[2, 3]), &h(&[3]))),
+    );
     same(
         "matmul_bt K",
         gpu_error(e.matmul_bt(&t(&[2, 3]), &t(&[3, 2]))),
