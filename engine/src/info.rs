@@ -2,6 +2,7 @@
 
 use crate::context::Gpu;
 use crate::device::ParamsMode;
+use crate::dispatch::DispatchPolicy;
 use crate::engine::BackendKind;
 
 /// The limits that matter to the engine's kernels.
@@ -57,6 +58,11 @@ pub struct EngineInfo {
     pub int8_cooperative_matrices: bool,
     /// Which implementation each hot BitNet op uses (MSL on Metal, WGSL and why, or cpu-ref).
     pub hot_paths: crate::msl::HotPaths,
+    /// The dispatch policy when the info was taken (`Cpu` on the CPU engine): under `Cpu` the
+    /// adapter above runs nothing.
+    pub dispatch: DispatchPolicy,
+    /// Whether the device has been lost (every op then runs on the CPU).
+    pub device_lost: bool,
 }
 
 impl EngineInfo {
@@ -77,6 +83,8 @@ impl EngineInfo {
             params_mode: None,
             int8_cooperative_matrices: false,
             hot_paths: crate::msl::HotPaths::all(crate::msl::KernelPath::Cpu),
+            dispatch: DispatchPolicy::Cpu,
+            device_lost: false,
         }
     }
 
@@ -106,6 +114,8 @@ impl EngineInfo {
             params_mode: Some(g.caps.params_mode),
             int8_cooperative_matrices: g.caps.int8_coop,
             hot_paths: g.msl.paths.clone(),
+            dispatch: g.dispatch.policy(),
+            device_lost: g.is_lost(),
         }
     }
 }
@@ -115,6 +125,17 @@ impl std::fmt::Display for EngineInfo {
         writeln!(f, "backend:   {:?} ({})", self.backend_kind, self.backend)?;
         writeln!(f, "adapter:   {} [{}]", self.adapter_name, self.device_type)?;
         writeln!(f, "hot ops:   {}", self.hot_paths)?;
+        if self.backend_kind == BackendKind::Gpu {
+            let runs = match (self.device_lost, self.dispatch) {
+                (true, _) => "device LOST: every op runs on the CPU",
+                (false, DispatchPolicy::Cpu) => "every op runs on the CPU; the adapter is unused",
+                (false, DispatchPolicy::Gpu) => "every op runs on the GPU",
+                (false, DispatchPolicy::Auto) => {
+                    "host-facing ops on the backend predicted faster, tensor ops where their data lives"
+                }
+            };
+            writeln!(f, "dispatch:  {:?} ({runs})", self.dispatch)?;
+        }
         if !self.driver.is_empty() || !self.driver_info.is_empty() {
             writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;
         }

@@ -209,6 +209,35 @@ fn engine_is_clone_send_sync_and_new_prefers_the_gpu() {
     assert!(Engine::cpu().info().to_string().contains("cpu-ref"));
 }
 
+/// `info()` says where ops run, not only which adapter exists: under the `Cpu` policy the
+/// adapter runs nothing, and a lost device none either.
+#[test]
+fn info_says_where_ops_run() {
+    use bitnet_wgpu::{DispatchPolicy, InjectedFault};
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let info = e.info();
+    assert_eq!(
+        (info.dispatch, info.device_lost),
+        (DispatchPolicy::Gpu, false)
+    );
+    assert!(
+        info.to_string()
+            .contains("dispatch:  Gpu (every op runs on the GPU)")
+    );
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let shown = e.info().to_string();
+    assert!(
+        shown.contains("dispatch:  Cpu (every op runs on the CPU; the adapter is unused)"),
+        "{shown}"
+    );
+    e.inject_fault(InjectedFault::DeviceLost);
+    assert!(e.sync().is_err());
+    assert!(e.info().device_lost);
+    assert!(e.info().to_string().contains("device LOST"));
+    assert_eq!(Engine::cpu().info().dispatch, DispatchPolicy::Cpu);
+}
+
 #[test]
 fn typed_round_trips_f16_i8_u32() {
     let e = gpu_engine();
