@@ -189,6 +189,9 @@ impl KvCache {
             }
         }
         self.len += t;
+        // Appends whose launches all finished clean constrain nothing: a decode of thousands
+        // of steps keeps only the few still in flight (or failed).
+        self.segments.retain(|(_, l)| !l.snapshot().is_empty());
         Ok(())
     }
 

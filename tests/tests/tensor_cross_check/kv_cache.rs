@@ -67,6 +67,8 @@ fn appends_concatenate(e: &Engine, location: Location) {
 
 #[test]
 fn appends_concatenate_on_the_device_and_on_the_cpu_engine() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<KvCache>();
     appends_concatenate(engine(), Location::Device);
     appends_concatenate(&Engine::cpu(), Location::Host);
 }
