@@ -15,6 +15,14 @@ pub(crate) fn zeroed<T: Default + Clone>(
     what: &'static str,
     len: usize,
 ) -> Result<Vec<T>> {
+    let mut v = with_capacity(op, what, len)?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+/// An empty `Vec` with room for exactly `len` values (for outputs filled by `extend`), with
+/// [`zeroed`]'s errors.
+pub(crate) fn with_capacity<T>(op: &'static str, what: &'static str, len: usize) -> Result<Vec<T>> {
     let bytes = len
         .checked_mul(size_of::<T>())
         .filter(|&b| b <= isize::MAX as usize)
@@ -25,7 +33,6 @@ pub(crate) fn zeroed<T: Default + Clone>(
     let mut v = Vec::new();
     v.try_reserve_exact(len)
         .map_err(|_| Error::OutOfMemory { op, what, bytes })?;
-    v.resize(len, T::default());
     Ok(v)
 }
 

@@ -97,6 +97,31 @@ pub enum Error {
         /// The size of the failed allocation in bytes.
         bytes: usize,
     },
+    /// An axis argument is not below the rank of the tensor it indexes (`slice`, `concat`).
+    #[error("{op}: axis {axis} is out of range for a tensor of rank {rank}")]
+    AxisOutOfRange {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// The axis given.
+        axis: usize,
+        /// The rank of the tensor (of the first input for `concat`).
+        rank: usize,
+    },
+    /// A range along an axis is empty, reversed, or ends past the axis length (`slice`): tensors
+    /// are never empty, so a slice must keep at least one element.
+    #[error("{op}: range {start}..{end} of axis {axis} is not a non-empty range within 0..{len}")]
+    InvalidRange {
+        /// The operation that rejected its input.
+        op: &'static str,
+        /// The axis the range indexes.
+        axis: usize,
+        /// The range's start.
+        start: usize,
+        /// The range's end (exclusive).
+        end: usize,
+        /// The axis length.
+        len: usize,
+    },
     /// A scalar argument is outside its valid range (e.g. a non-positive scale, an odd RoPE
     /// head dimension, an unavailable SIMD level).
     #[error("{op}: invalid argument {what}: {reason}")]

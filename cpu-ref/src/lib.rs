@@ -9,7 +9,8 @@
 //!   [`bitlinear_accumulate`] (exact `i32` accumulators), [`dequantize_weights`],
 //!   [`canonical_abs_sum`].
 //! * Float tensors: [`Tensor`] (dense row-major f32 / f16 / i8) and the decoder-block ops in
-//!   [`ops`] (matmul, broadcasting elementwise, activations, reductions, RMSNorm, softmax, RoPE).
+//!   [`ops`] (matmul, broadcasting elementwise, activations, reductions, RMSNorm, softmax, RoPE, and
+//!   the shape ops slice and concat).
 //! * Errors: one [`Error`] enum; bad input is reported, never a panic or a NaN.
 //!
 //! ```

@@ -1,4 +1,6 @@
-//! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`].
+//! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`], and the shape
+//! ops [`slice`] and [`concat`] (any element type; they move values, so the conventions below on
+//! non-finite values and arithmetic do not apply to them).
 //!
 //! Common conventions (the WGSL kernels mirror them and are cross-checked within float
 //! tolerances):
@@ -17,6 +19,7 @@ mod matmul;
 mod norm;
 mod reduce;
 mod rope;
+mod shape;
 mod unary;
 
 pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
@@ -25,6 +28,7 @@ pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
 pub use norm::{rms_norm, softmax_last};
 pub use reduce::{ReduceOp, reduce_last};
 pub use rope::{rope, rope_freqs};
+pub use shape::{concat, concat_shape, slice, slice_shape};
 pub use unary::{UnaryOp, unary};
 
 use crate::check;
