@@ -1,5 +1,5 @@
 //! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`], and the shape
-//! ops [`slice`] and [`concat`] (any element type; they move values, so the conventions below on
+//! ops [`slice()`] and [`concat()`] (any element type; they move values, so the conventions below on
 //! non-finite values and arithmetic do not apply to them).
 //!
 //! Common conventions (the WGSL kernels mirror them and are cross-checked within float

@@ -1,4 +1,4 @@
-//! Shape ops: [`slice`] (a sub-range along one axis) and [`concat`] (tensors joined along one
+//! Shape ops: [`slice()`] (a sub-range along one axis) and [`concat()`] (tensors joined along one
 //! axis), and the shape rules they validate with ([`slice_shape`], [`concat_shape`]), which the
 //! GPU engine applies too so both backends reject bad input with the same error.
 //!
@@ -21,7 +21,7 @@ fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, shape[axis], inner)
 }
 
-/// The shape of [`slice`]`(x, axis, range)` for `x` of `shape`: `shape` with `range.len()` along
+/// The shape of [`slice()`]`(x, axis, range)` for `x` of `shape`: `shape` with `range.len()` along
 /// `axis`.
 ///
 /// Errors: a zero dimension or an overflowing element count in `shape` (as [`Tensor::new`]),
@@ -52,7 +52,7 @@ pub fn slice_shape(shape: &[usize], axis: usize, range: Range<usize>) -> Result<
     Ok(out)
 }
 
-/// The shape of [`concat`] of tensors of `shapes` along `axis`: the first shape with the sum of
+/// The shape of [`concat()`] of tensors of `shapes` along `axis`: the first shape with the sum of
 /// the inputs' lengths along `axis`.
 ///
 /// Errors, in this order: no shapes ([`Error::InvalidArgument`], `what: "xs"`),
