@@ -137,3 +137,107 @@ fn launch(
         .workgroups((c.blocks * c.block_words).div_ceil(GROUP_WORDS))
         .run()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{BlockCopy, copy_blocks};
+    use crate::engine::{Engine, EngineOptions};
+    use crate::tensor::Tensor;
+
+    /// What `c` leaves in a destination of `dst` words holding `dst[i] = !i`, from `src[i] = i`.
+    fn model(c: BlockCopy, dst: usize) -> Vec<u32> {
+        let mut d: Vec<u32> = (0..dst as u32).map(|i| !i).collect();
+        for b in 0..c.blocks {
+            for w in 0..c.block_words {
+                d[(c.dst_start + b * c.dst_stride + w) as usize] =
+                    (c.src_start + b * c.src_stride + w) as u32;
+            }
+        }
+        d
+    }
+
+    /// Runs `c` on `e` between fresh `src` and `dst` tensors; returns dst's words and the
+    /// launches the copy took (pipeline lookups: one per launch on an engine doing nothing else).
+    fn run(e: &Engine, c: BlockCopy, src: usize, dst: usize) -> (Vec<u32>, u64) {
+        let g = e.gpu_context().unwrap();
+        let s = e
+            .upload_u32(&(0..src as u32).collect::<Vec<_>>(), &[src])
+            .unwrap();
+        let d: Tensor = e
+            .upload_u32(&(0..dst as u32).map(|i| !i).collect::<Vec<_>>(), &[dst])
+            .unwrap();
+        let lookups = |e: &Engine| e.pipeline_stats().compiled + e.pipeline_stats().hits;
+        let before = lookups(e);
+        copy_blocks(g, &s, &d, c, g.next_seq()).unwrap();
+        let launches = lookups(e) - before;
+        (d.read_u32().unwrap(), launches)
+    }
+
+    /// Copies with unaligned starts, gaps on both sides, and a read stride of 0 (one run copied
+    /// to every destination run) match the host model, bound whole (one launch) and split over a
+    /// binding limit that leaves 3 words per binding: runs of more than 3 words are cut into
+    /// pieces (one launch each), shorter ones go as many per launch as fit on both sides.
+    #[test]
+    fn strided_copies_match_the_model_whole_and_split() {
+        let whole = crate::test_gpu::gpu();
+        let align = whole
+            .gpu_context()
+            .unwrap()
+            .caps
+            .limits
+            .min_storage_buffer_offset_alignment;
+        let align_words = u64::from(align / 4).max(1);
+        // 3 words past the slack of aligning a binding's start down.
+        let cap = 4 * (align_words - 1) + 12;
+        let split = crate::test_gpu::gpu_with(EngineOptions {
+            max_binding_bytes: Some(cap),
+            ..Default::default()
+        });
+        let cases = [
+            // (blocks, words, src start, src stride, dst start, dst stride), launches when split
+            ((1, 37, 3, 0, 65, 0), 13),
+            ((5, 7, 1, 9, 130, 11), 5 * 3),
+            ((9, 1, 67, 70, 5, 3), 9),
+            ((4, 13, 2, 0, 1, 13), 4 * 5),
+            ((3, 64, 64, 64, 0, 200), 3 * 22),
+            ((6, 1, 0, 1, 3, 2), 3),
+            ((8, 1, 4, 1, 9, 1), 3),
+            ((5, 3, 0, 3, 1, 3), 5),
+        ];
+        for ((blocks, block_words, src_start, src_stride, dst_start, dst_stride), pieces) in cases {
+            let c = BlockCopy {
+                blocks,
+                block_words,
+                src_start,
+                src_stride,
+                dst_start,
+                dst_stride,
+            };
+            let src = (src_start + (blocks - 1) * src_stride + block_words) as usize + 5;
+            let dst = (dst_start + (blocks - 1) * dst_stride + block_words) as usize + 7;
+            let want = model(c, dst);
+            let (got, launches) = run(&whole, c, src, dst);
+            assert_eq!((got, launches), (want.clone(), 1), "{c:?} bound whole");
+            let (got, launches) = run(&split, c, src, dst);
+            assert_eq!((got, launches), (want, pieces), "{c:?} split");
+        }
+    }
+
+    /// Nothing to copy records nothing.
+    #[test]
+    fn empty_copies_launch_nothing() {
+        let e = crate::test_gpu::gpu();
+        for (blocks, block_words) in [(0, 4), (4, 0)] {
+            let c = BlockCopy {
+                blocks,
+                block_words,
+                src_start: 0,
+                src_stride: 4,
+                dst_start: 0,
+                dst_stride: 4,
+            };
+            let (got, launches) = run(&e, c, 16, 16);
+            assert_eq!((got, launches), (model(c, 16), 0));
+        }
+    }
+}
