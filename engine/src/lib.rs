@@ -33,6 +33,17 @@
 //! reading it, or launching with it, returns the error, never stale bytes. [`Tensor::check`]
 //! reports a tensor's error without reading it; [`Engine::sync`] reports device errors only.
 //!
+//! **Tensor ops.** Ops on resident [`Tensor`]s read tensors and return new ones, recorded with no
+//! read-back: [`Engine::fill`] and [`Engine::copy`]; the float ops [`Engine::matmul`] (and its
+//! `_bt` / `f16` forms), [`Engine::binary`], [`Engine::binary_scalar`], [`Engine::unary`],
+//! [`Engine::reduce_last`], [`Engine::rms_norm`], [`Engine::softmax_last`], [`Engine::rope`]; the
+//! BitNet ops [`Engine::bitlinear_tensor`], [`Engine::bitlinear_accumulate_tensor`],
+//! [`Engine::quantize_activations_tensor`], [`Engine::quantize_weights_tensor`]; and the shape
+//! ops [`Tensor::reshape`] (a view, no copy), [`Engine::slice`] (a range along one axis: split a
+//! fused projection, pick heads) and [`Engine::concat`] (join along one axis: append to a cache,
+//! gather heads), which move `F32` / `U32` values bit for bit. Each matches its
+//! `bitnet_cpu_ref` counterpart.
+//!
 //! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
 //! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],
 //! [`LinearChain`], [`BatchingLinear`], [`Engine::stream_bitlinear`] — run per call on the CPU or

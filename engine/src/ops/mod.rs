@@ -5,7 +5,7 @@
 //! `bitnet` / `bitnet_linear` (BitNet ops on resident tensors), `bitnet_stable` (the
 //! cpu-ref-compatible BitNet entry points, GPU-backed), and the kernel families, which their
 //! authors add here with one `mod` line each: `bitnet`, `matmul`, `elementwise`, `reduce`, `norm`,
-//! `rope`.
+//! `rope`, `shape` (slice and concat, on the strided word copy of `blocks`).
 
 mod bitnet;
 pub(crate) mod bitnet_chain;
@@ -30,6 +30,7 @@ mod matmul;
 mod norm;
 mod reduce;
 mod rope;
+mod shape;
 mod softmax;
 mod util;
 
