@@ -1,7 +1,8 @@
 //! Cross-check of every float tensor op of the GPU engine against `bitnet_cpu_ref::ops`, through
 //! the public API: values within the tolerances of `bitnet_tests::TOLERANCES`, identical errors
 //! (non-finite inputs and outputs, bad shapes and arguments), chunking over a small binding limit,
-//! chaining on the device, and the CPU backend. Runs on any adapter (lavapipe in CI) and fails
+//! chaining on the device, and the CPU backend; and the shape ops `slice` and `concat`, which must
+//! match cpu-ref bit for bit. Runs on any adapter (lavapipe in CI) and fails
 //! loudly without one.
 
 mod tensor_cross_check {
@@ -9,9 +10,12 @@ mod tensor_cross_check {
     mod chunking;
     pub mod common;
     mod errors;
+    mod errors_shape;
     mod kv_cache;
     mod long_loops;
+    mod shape_paths;
     mod values_elementwise;
     mod values_matmul;
     mod values_rows;
+    mod values_shape;
 }
