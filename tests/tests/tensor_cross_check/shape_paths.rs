@@ -1,7 +1,7 @@
 //! Where `slice` and `concat` run: chained on the device with BitLinear and matmul (no read-back
 //! in between), with host operands on a GPU engine, on the CPU engine, and split over a binding
-//! limit so small that one run needs several launches and one launch holds many runs. Each
-//! matches cpu-ref bit for bit.
+//! limit so small that one run needs several launches and one launch holds many runs, and with
+//! params in the uniform arena. Each matches cpu-ref bit for bit.
 
 use bitnet_tests::{gpu_engine_with, random_normal};
 use bitnet_wgpu::cpu_ref::ops as cpu;
@@ -146,4 +146,15 @@ fn a_small_binding_limit_splits_runs_and_groups_runs() {
     // The whole value suite under the limit too.
     check_slices(&e, "1 KiB bindings");
     check_concats(&e, "1 KiB bindings");
+}
+
+#[test]
+fn both_run_with_params_in_the_uniform_arena() {
+    // Devices without immediates pass the copy's params through the engine's uniform arena.
+    let e = gpu_engine_with(EngineOptions {
+        force_uniform_params: true,
+        ..EngineOptions::default()
+    });
+    check_slices(&e, "uniform params");
+    check_concats(&e, "uniform params");
 }
