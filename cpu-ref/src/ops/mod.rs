@@ -1,6 +1,6 @@
-//! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`], and the shape
-//! ops [`slice()`] and [`concat()`] (any element type; they move values, so the conventions below on
-//! non-finite values and arithmetic do not apply to them).
+//! Float tensor ops a BitNet decoder block needs, as free functions on [`Tensor`] (attention
+//! included), and the shape ops [`slice()`] and [`concat()`] (any element type; they move values,
+//! so the conventions below on non-finite values and arithmetic do not apply to them).
 //!
 //! Common conventions (the WGSL kernels mirror them and are cross-checked within float
 //! tolerances):
@@ -13,6 +13,7 @@
 //!   the host cannot hold is [`Error::OutOfMemory`] (or [`Error::SizeOverflow`]), not an abort.
 //! * Arithmetic is `f32` with IEEE rounding, no fused multiply-add; sums run in a stated order.
 
+mod attention;
 mod binary;
 mod math;
 mod matmul;
@@ -22,6 +23,7 @@ mod rope;
 mod shape;
 mod unary;
 
+pub use attention::{ATTENTION_CHUNK, AttentionDims, attention, attention_dims};
 pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
 pub use math::{erf, gelu, sigmoid, silu};
 pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};

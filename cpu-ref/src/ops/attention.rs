@@ -1,0 +1,266 @@
+//! Scaled-dot-product attention on token-major tensors, with grouped-query heads and an optional
+//! causal mask, in a fixed order of float operations that the GPU kernels follow.
+
+use rayon::prelude::*;
+
+use super::{input, lane_sum, output, scalar};
+use crate::check;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Keys per chunk in [`attention`]'s order of operations: one 256-lane workgroup's worth, since
+/// the GPU kernel scores one key per lane and reduces a chunk with softmax's lane tree.
+pub const ATTENTION_CHUNK: usize = 256;
+
+/// The validated dimensions of an [`attention`] call ([`attention_dims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Query positions `Tq`.
+    pub tq: usize,
+    /// Key / value positions `Tk`.
+    pub tk: usize,
+    /// Query heads `Hq`.
+    pub hq: usize,
+    /// Key / value heads `Hkv` (divides `Hq`).
+    pub hkv: usize,
+    /// Head dimension `D`.
+    pub d: usize,
+    /// Whether the causal mask applies.
+    pub causal: bool,
+}
+
+impl AttentionDims {
+    /// Keys query `i` attends, `1..=Tk`: all of them, or under the causal mask the keys up to its
+    /// own position `Tk - Tq + i` (the queries are the last `Tq` of the `Tk` positions).
+    pub fn attended(&self, i: usize) -> usize {
+        if self.causal {
+            self.tk - self.tq + i + 1
+        } else {
+            self.tk
+        }
+    }
+
+    /// The key / value head query head `h` reads: `h / (Hq / Hkv)` (HF's `repeat_kv`: query heads
+    /// `g·Hq/Hkv .. (g+1)·Hq/Hkv` share kv head `g`).
+    pub fn kv_head(&self, h: usize) -> usize {
+        h / (self.hq / self.hkv)
+    }
+
+    /// Chunks of [`ATTENTION_CHUNK`] keys a query attending all `Tk` keys walks.
+    pub fn chunks(&self) -> usize {
+        self.tk.div_ceil(ATTENTION_CHUNK)
+    }
+}
+
+/// Checks the shapes and arguments of [`attention`] as it does (the GPU engine calls this too, so
+/// both backends reject bad input with the same error) and returns the dimensions.
+///
+/// Errors, in this order: `q` not rank 3 (`ShapeMismatch`, `expected` `[0, 0, 0]`: any sizes, as
+/// `rope` reports rank), `k` not `[Tk, Hkv, D]` with `q`'s `D` (`ShapeMismatch`, `expected` `k`'s
+/// own `Tk` and `Hkv` with that `D`, or `[0, 0, D]` when `k`'s rank is wrong), `v`'s shape not
+/// `k`'s (`ShapeMismatch` expecting `k`'s shape), a zero dimension (`ZeroDimension` naming `D`,
+/// `Tq`, `Hq`, `Tk` or `Hkv`), `Hq % Hkv != 0` (`InvalidArgument` on `Hkv`), `causal` with
+/// `Tq > Tk` (`InvalidArgument` on `causal`), `scale` non-finite (`NonFinite` on `scale`) or
+/// `<= 0` (`InvalidArgument`: a zero or negative scale is a caller's bug, not a mask).
+pub fn attention_dims(
+    q: &[usize],
+    k: &[usize],
+    v: &[usize],
+    scale: f32,
+    causal: bool,
+) -> Result<AttentionDims> {
+    const OP: &str = "attention";
+    let &[tq, hq, d] = q else {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "q must have rank 3 [Tq, Hq, D]",
+            expected: vec![0, 0, 0],
+            got: q.to_vec(),
+        });
+    };
+    let expected_k = match k {
+        &[tk, hkv, _] => vec![tk, hkv, d],
+        _ => vec![0, 0, d],
+    };
+    if k != expected_k.as_slice() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "q is [Tq, Hq, D], k must be [Tk, Hkv, D]",
+            expected: expected_k,
+            got: k.to_vec(),
+        });
+    }
+    if v != k {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            what: "v must have k's shape [Tk, Hkv, D]",
+            expected: k.to_vec(),
+            got: v.to_vec(),
+        });
+    }
+    let (tk, hkv) = (k[0], k[1]);
+    for (dim, n) in [("D", d), ("Tq", tq), ("Hq", hq), ("Tk", tk), ("Hkv", hkv)] {
+        check::nonzero(OP, dim, n)?;
+    }
+    let invalid = |what, reason| Error::InvalidArgument {
+        op: OP,
+        what,
+        reason,
+    };
+    if !hq.is_multiple_of(hkv) {
+        return Err(invalid(
+            "Hkv",
+            "the query heads Hq must be a multiple of the key/value heads Hkv",
+        ));
+    }
+    if causal && tq > tk {
+        return Err(invalid(
+            "causal",
+            "causal attention needs Tq <= Tk: the queries are the last Tq of the Tk key positions",
+        ));
+    }
+    scalar(OP, "scale", scale)?;
+    if scale <= 0.0 {
+        return Err(invalid("scale", "must be > 0"));
+    }
+    Ok(AttentionDims {
+        tq,
+        tk,
+        hq,
+        hkv,
+        d,
+        causal,
+    })
+}
+
+/// Scaled-dot-product attention: `out[i, h] = Σ_j softmax_j(q[i, h] · k[j, g] · scale) · v[j, g]`
+/// over the keys `j` query `i` attends, with `g = h / (Hq / Hkv)`.
+///
+/// Layouts are token-major, as the q / k / v projections produce them (no transposes): `q` is
+/// `[Tq, Hq, D]`, `k` and `v` are `[Tk, Hkv, D]`, the output is `[Tq, Hq, D]`. Grouped-query
+/// attention (`Hq` a multiple of `Hkv`) follows HF's `repeat_kv`. With `causal`, the queries are
+/// the last `Tq` of the `Tk` positions (decode with a KV cache: `Tk = past + Tq`), so query `i`
+/// attends keys `j <= Tk - Tq + i`; without it every query attends every key. The usual `scale`
+/// is `1 / sqrt(D)`.
+///
+/// Order of operations, per query `i` and head `h` (f32, IEEE rounding, no fused multiply-add):
+/// 1. Scores `s_j = (Σ_d q[d]·k_j[d]) · scale`, the dot product summed from `0.0` over `d`
+///    ascending, then one product with `scale`.
+/// 2. The `n` attended keys in chunks of [`ATTENTION_CHUNK`]: chunk `c` holds keys
+///    `256c .. min(256c + 256, n)`. Per chunk, `m_c = max s_j`, `e_j = exp(s_j - m_c)`,
+///    `l_c = Σ e_j` in `softmax_last`'s 256-lane tree (one key per lane, strides 128, ..., 1) and
+///    `o_c[d] = Σ_j e_j·v_j[d]` summed from `0.0` over the chunk's keys ascending.
+/// 3. The chunks merged in order (the flash-attention recurrence): `(M, L, O) = (m_0, l_0, o_0)`,
+///    then for each later chunk, if `m_c > M`: `a = exp(M - m_c)`, `b = 1`, `M = m_c`, else
+///    `a = 1`, `b = exp(m_c - M)`; `L = L·a + l_c·b`, `O[d] = O[d]·a + o_c[d]·b`.
+/// 4. `out[d] = O[d] / L`, one correctly rounded division.
+///
+/// With at most 256 attended keys this is `softmax_last`'s computation (max-subtracted weights,
+/// their sum in its lane order) with the division moved after the weighted sum:
+/// `(Σ_j e_j·v_j) / L` instead of `Σ_j (e_j / L)·v_j`. Longer rows differ from one global softmax
+/// only by the rescaling roundings of step 3 (`exp(s_j - m_c)·exp(m_c - M)` for `exp(s_j - M)`),
+/// which lets a GPU score chunks in parallel and merge them in this same order. Every `e_j <= 1`
+/// and the chunk maximum's is exactly 1, so `L >= 1` and nothing in the weights overflows.
+///
+/// Errors: those of [`attention_dims`]; then non-finite `q`, `k` or `v` (`NonFinite` naming the
+/// tensor and the first flat index, checked in that order); a non-finite output, i.e. a score
+/// beyond f32's range (reported at the first element of that query and head's output row, all of
+/// which it makes non-finite) or a weighted sum that overflows (values near `f32::MAX`).
+pub fn attention(
+    q: &Tensor<f32>,
+    k: &Tensor<f32>,
+    v: &Tensor<f32>,
+    scale: f32,
+    causal: bool,
+) -> Result<Tensor<f32>> {
+    const OP: &str = "attention";
+    let dims = attention_dims(q.shape(), k.shape(), v.shape(), scale, causal)?;
+    input(OP, "q", q)?;
+    input(OP, "k", k)?;
+    input(OP, "v", v)?;
+    let (hq, hkv, d) = (dims.hq, dims.hkv, dims.d);
+    let mut out = vec![0.0f32; q.numel()];
+    out.par_chunks_mut(d)
+        .zip(q.data().par_chunks(d))
+        .enumerate()
+        .for_each(|(row, (o, qv))| {
+            let (i, h) = (row / hq, row % hq);
+            let head = KvHead {
+                k: k.data(),
+                v: v.data(),
+                stride: hkv * d,
+                offset: dims.kv_head(h) * d,
+            };
+            attend(o, qv, &head, dims.attended(i), scale);
+        });
+    output(OP, out, q.shape().to_vec())
+}
+
+/// One kv head's rows in token-major `k` and `v`: key `j` is `D` values at `j·stride + offset`.
+struct KvHead<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    stride: usize,
+    offset: usize,
+}
+
+impl KvHead<'_> {
+    fn key(&self, j: usize, d: usize) -> &[f32] {
+        &self.k[j * self.stride + self.offset..][..d]
+    }
+
+    fn value(&self, j: usize, d: usize) -> &[f32] {
+        &self.v[j * self.stride + self.offset..][..d]
+    }
+}
+
+/// One query row `q` over the first `n` keys, written to `o`, in [`attention`]'s order.
+fn attend(o: &mut [f32], q: &[f32], kv: &KvHead<'_>, n: usize, scale: f32) {
+    let mut e = [0.0f32; ATTENTION_CHUNK];
+    let mut oc = vec![0.0f32; o.len()];
+    let (mut m_run, mut l_run) = (0.0f32, 0.0f32);
+    for (c, start) in (0..n).step_by(ATTENTION_CHUNK).enumerate() {
+        let e = &mut e[..(n - start).min(ATTENTION_CHUNK)];
+        for (t, s) in e.iter_mut().enumerate() {
+            let dot = q
+                .iter()
+                .zip(kv.key(start + t, q.len()))
+                .fold(0.0f32, |acc, (&a, &b)| acc + a * b);
+            *s = dot * scale;
+        }
+        if e.iter().any(|s| !s.is_finite()) {
+            // A score beyond f32's range: this output row is undefined, reported at its start.
+            o.fill(f32::NAN);
+            return;
+        }
+        let m = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for s in e.iter_mut() {
+            *s = (*s - m).exp();
+        }
+        let l = lane_sum(e, |x| x);
+        oc.fill(0.0);
+        for (t, &w) in e.iter().enumerate() {
+            for (acc, &x) in oc.iter_mut().zip(kv.value(start + t, q.len())) {
+                *acc += w * x;
+            }
+        }
+        if c == 0 {
+            (m_run, l_run) = (m, l);
+            o.copy_from_slice(&oc);
+            continue;
+        }
+        let (a, b) = if m > m_run {
+            ((m_run - m).exp(), 1.0)
+        } else {
+            (1.0, (m - m_run).exp())
+        };
+        m_run = m_run.max(m);
+        l_run = l_run * a + l * b;
+        for (acc, &x) in o.iter_mut().zip(&oc) {
+            *acc = *acc * a + x * b;
+        }
+    }
+    for x in o.iter_mut() {
+        *x /= l_run;
+    }
+}
