@@ -1,4 +1,5 @@
-//! Float tensor kernels: matmul, elementwise, reductions, norms, softmax, activations, RoPE.
+//! Float tensor kernels: matmul, elementwise, reductions, norms, softmax, activations, RoPE,
+//! attention.
 //!
 //! Every kernel follows the engine's launch convention (`bitnet_wgpu::launch`): buffers in group 0
 //! (inputs, then the output), `Params` at `@group(1) @binding(0)`, and the launch's non-finite
@@ -13,8 +14,8 @@ use crate::KernelSource;
 /// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
 /// division and its signed form `div_rounded`, shared with the BitNet kernels), `float_common.wgsl`
 /// (the non-finite test), `elementwise_apply.wgsl` (the binary operations), `matmul_tiled.wgsl`
-/// (the matmul body both element types share) and `reduce_common.wgsl` (what the two last-axis
-/// reductions share).
+/// (the matmul body both element types share), `reduce_common.wgsl` (what the two last-axis
+/// reductions share) and `attention_common.wgsl` (attention's exp and chunk merge).
 macro_rules! kernel {
     ($($file:literal),+ $(,)?) => {
         concat!($(include_str!(concat!("../shaders/", $file)), "\n"),+)
@@ -112,6 +113,31 @@ pub const ROPE: KernelSource = KernelSource {
     source: kernel!("float_common.wgsl", "rope.wgsl"),
 };
 
+/// Scaled-dot-product attention (GQA, optional causal mask) on token-major `[T, H, D]`, in chunks
+/// of 256 keys: one workgroup per (query, head) walking its chunks, or (split mode, for decode) one
+/// per (query, head, chunk) writing scratch records that [`ATTENTION_COMBINE`] merges.
+pub const ATTENTION: KernelSource = KernelSource {
+    name: "attention",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "attention_common.wgsl",
+        "attention.wgsl"
+    ),
+};
+
+/// The second dispatch of split-mode [`ATTENTION`]: merges each (query, head)'s chunk records in
+/// order and divides; one workgroup of 128 per (query, head).
+pub const ATTENTION_COMBINE: KernelSource = KernelSource {
+    name: "attention_combine",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "attention_common.wgsl",
+        "attention_combine.wgsl"
+    ),
+};
+
 /// Every float tensor kernel of this module.
 pub const ALL: &[KernelSource] = &[
     MATMUL_F32,
@@ -124,4 +150,6 @@ pub const ALL: &[KernelSource] = &[
     NORM_RMS,
     SOFTMAX_LAST,
     ROPE,
+    ATTENTION,
+    ATTENTION_COMBINE,
 ];
