@@ -1,5 +1,5 @@
 //! Plumbing shared by the float tensor ops (`matmul`, `elementwise`, `reduce`, `norm`, `softmax`,
-//! `rope`): operand checks that both backends apply identically, the CPU-backend bridge to
+//! `rope`, `attention`): operand checks that both backends apply identically, the CPU-backend bridge to
 //! `bitnet_cpu_ref::ops`, and row chunking over `max_storage_buffer_binding_size`.
 //!
 //! Shape and argument errors are built as the CPU reference builds them (`Error::CpuRef(..)` with

@@ -5,8 +5,10 @@
 //! `bitnet` / `bitnet_linear` (BitNet ops on resident tensors), `bitnet_stable` (the
 //! cpu-ref-compatible BitNet entry points, GPU-backed), and the kernel families, which their
 //! authors add here with one `mod` line each: `bitnet`, `matmul`, `elementwise`, `reduce`, `norm`,
-//! `rope`, `shape` (slice and concat, on the strided word copy of `blocks`).
+//! `rope`, `softmax`, `attention`, `shape` (slice and concat, on the strided word copy of
+//! `blocks`).
 
+mod attention;
 mod bitnet;
 pub(crate) mod bitnet_chain;
 mod bitnet_choose;

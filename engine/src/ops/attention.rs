@@ -1,0 +1,226 @@
+//! Scaled-dot-product attention on resident `F32` tensors: token-major `[T, H, D]` operands as the
+//! q / k / v projections produce them, grouped-query heads, an optional causal mask. The order of
+//! operations is that of `bitnet_cpu_ref::ops::attention` — keys in chunks of 256, each scored,
+//! max-subtracted and summed in softmax's lane order, the chunks merged in order — so only `exp`
+//! (and fused multiply-adds a driver may form) differ from the CPU reference. Few (query, head)
+//! pairs (decode) split their keys across workgroups and merge in a second dispatch
+//! (flash-decoding); many (prefill) take one workgroup per pair. See `attention.wgsl`.
+
+use bitnet_cpu_ref::ops::{self as cpu, AttentionDims};
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, RowSplit, host_f32, row_chunks, store_f32};
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::launch::{Launch, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const ATTENTION: Kernel = Kernel::new(
+    kernels::ATTENTION,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
+const ATTENTION_COMBINE: Kernel = Kernel::new(
+    kernels::ATTENTION_COMBINE,
+    "main",
+    &[Access::Read, Access::ReadWrite],
+);
+
+/// Keys per chunk: cpu-ref's order, and the chunk kernel's workgroup size.
+const CHUNK: u64 = cpu::ATTENTION_CHUNK as u64;
+/// Invocations per workgroup of the combine kernel (one per head-dimension element).
+const COMBINE_WG: u64 = 128;
+/// Below this many (query, head) pairs a workgroup per pair leaves a large GPU idle (an H200 has
+/// 132 SMs, each holding several workgroups), so the keys are split across workgroups instead.
+const SPLIT_BELOW_PAIRS: u64 = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    heads: u32,
+    kv_heads: u32,
+    dim: u32,
+    attend0: u32,
+    attend_step: u32,
+    row_base: u32,
+    q_shift: u32,
+    chunks: u32,
+    scale: f32,
+    pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct CombineParams {
+    pairs: u32,
+    heads: u32,
+    dim: u32,
+    chunks: u32,
+    attend0: u32,
+    attend_step: u32,
+    row_base: u32,
+    q_shift: u32,
+}
+
+/// How one call runs on the GPU (see `attention.wgsl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// One workgroup per (query, head) walks every chunk; no scratch.
+    Whole,
+    /// One workgroup per (query, head, chunk) writes a record; the combine kernel merges them.
+    Split,
+}
+
+impl Engine {
+    /// Scaled-dot-product attention of `F32` tensors: `q` `[Tq, Hq, D]`, `k` and `v`
+    /// `[Tk, Hkv, D]` (token-major, as the projections produce them: no transposes), output
+    /// `[Tq, Hq, D]`, `out[i, h] = Σ_j softmax_j(q[i, h] · k[j, g] · scale) · v[j, g]` with
+    /// `g = h / (Hq / Hkv)` (grouped-query attention, HF's `repeat_kv`). With `causal` the queries
+    /// are the last `Tq` of the `Tk` positions (decode over a KV cache: `Tk = past + Tq`) and
+    /// query `i` attends keys `j <= Tk - Tq + i`; without it, every key. `scale` is usually
+    /// `1 / sqrt(D)`. Same as `bitnet_cpu_ref::ops::attention`, whose docs state the order of
+    /// operations the kernels follow.
+    ///
+    /// Errors (as cpu-ref reports them): wrong dtype; shapes that do not fit (rank, `D`, `v` not
+    /// `k`'s shape, `Hq` not a multiple of `Hkv`); `causal` with `Tq > Tk`; `scale` non-finite or
+    /// `<= 0`; non-finite `q`, `k` or `v` (`NonFinite` naming the tensor and first flat index,
+    /// surfaced when the result is read); a score or weighted sum beyond f32's range (`NonFinite`
+    /// on `output`). `k` or `v` above `max_storage_buffer_binding_size` is `LimitExceeded`: every
+    /// query reads every key, so they are bound whole (`q` and the output are split by rows).
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f32,
+        causal: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "attention";
+        for t in [q, k, v] {
+            float_args::operand(self, OP, t, DType::F32)?;
+        }
+        let dims = cpu::attention_dims(q.shape(), k.shape(), v.shape(), scale, causal)?;
+        let on_cpu = || {
+            let (hq, hk, hv) = (host_f32(q)?, host_f32(k)?, host_f32(v)?);
+            store_f32(self, cpu::attention(&hq, &hk, &hv, scale, causal)?)
+        };
+        let Some(gpu) = self.gpu_for(&[q, k, v]) else {
+            return on_cpu();
+        };
+        float_args::u32_indexable(OP, "q", q.len() as u64)?;
+        float_args::u32_indexable(OP, "k", k.len() as u64)?;
+        for (name, t) in [("k", k), ("v", v)] {
+            let what = format!("{OP}: {name}, bound whole (every query reads every key)");
+            check_binding(gpu, &what, 4 * t.len() as u64)?;
+        }
+        let Some((mode, split)) = plan(gpu, &dims)? else {
+            return on_cpu();
+        };
+        let out = self.empty(OP, q.shape(), DType::F32)?;
+        let (hq, d, chunks) = (dims.hq as u64, dims.d as u64, dims.chunks() as u64);
+        let check = NonFiniteCheck::tensors(OP, ["q", "k", "v", "output"]);
+        let group = gpu.next_seq();
+        for r in &split.chunks {
+            let (off, size, first_row) = split.binding(0, r);
+            let rows = r.end - r.start;
+            let pairs = rows * hq;
+            let params = Params {
+                rows: rows as u32,
+                heads: hq as u32,
+                kv_heads: dims.hkv as u32,
+                dim: d as u32,
+                attend0: dims.attended(r.start as usize) as u32,
+                attend_step: u32::from(causal),
+                row_base: r.start as u32,
+                q_shift: (r.start - first_row) as u32,
+                chunks: if mode == Mode::Split {
+                    chunks as u32
+                } else {
+                    0
+                },
+                scale,
+                pad: [0; 2],
+            };
+            let launch = Launch::new(gpu, &ATTENTION)
+                .input_range(q, off, size)
+                .input(k)
+                .input(v)
+                .params(&params)
+                .chunk_of(group)
+                .check_finite(check);
+            if mode == Mode::Whole {
+                launch
+                    .output_range(&out, off, size)
+                    .workgroups(pairs)
+                    .run()?;
+                continue;
+            }
+            // The records (D + 2 floats per pair and chunk) carry the chunk launch's lineage to
+            // the combine's output, so a flagged q, k or v poisons the result.
+            let records = pairs * chunks * (d + 2);
+            float_args::u32_indexable(OP, "the chunk records", records)?;
+            let scratch = self.empty(OP, &[records as usize], DType::F32)?;
+            launch.output(&scratch).workgroups(pairs * chunks).run()?;
+            Launch::new(gpu, &ATTENTION_COMBINE)
+                .input(&scratch)
+                .output_range(&out, off, size)
+                .params(&CombineParams {
+                    pairs: pairs as u32,
+                    heads: hq as u32,
+                    dim: d as u32,
+                    chunks: chunks as u32,
+                    attend0: params.attend0,
+                    attend_step: params.attend_step,
+                    row_base: params.row_base,
+                    q_shift: params.q_shift,
+                })
+                .chunk_of(group)
+                .check_finite(check)
+                .workgroups(pairs)
+                .run()?;
+        }
+        Ok(out)
+    }
+}
+
+/// The mode and query-row launches of a call on `gpu`, or `None` when its loops would not fit a
+/// CPU adapter's limit in any mode (cpu-ref runs it, as `softmax_last` does with long rows).
+/// Split mode for few pairs with several chunks (or when whole mode's loops do not fit), unless
+/// its records do not fit a binding; whole mode otherwise.
+fn plan(gpu: &Gpu, dims: &AttentionDims) -> Result<Option<(Mode, RowSplit)>> {
+    let (tq, hq, d) = (dims.tq as u64, dims.hq as u64, dims.d as u64);
+    let chunks = dims.chunks() as u64;
+    let row_bytes = 4 * hq * d;
+    let (whole_loops, split_loops) = loops(d, chunks);
+    let whole_fits = float_args::loops_fit(gpu, whole_loops);
+    if chunks > 1
+        && (tq * hq < SPLIT_BELOW_PAIRS || !whole_fits)
+        && float_args::loops_fit(gpu, split_loops)
+    {
+        let record_bytes = 4 * hq * chunks * (d + 2);
+        if let Ok(split) = row_chunks(gpu, "attention", tq, &[row_bytes, record_bytes], u64::MAX) {
+            return Ok(Some((Mode::Split, split)));
+        }
+    }
+    if !whole_fits {
+        return Ok(None);
+    }
+    let split = row_chunks(gpu, "attention", tq, &[row_bytes], u64::MAX)?;
+    Ok(Some((Mode::Whole, split)))
+}
+
+/// Loop iterations per invocation in whole mode and in split mode (the larger of its two kernels),
+/// for [`float_args::loops_fit`]: per chunk the dot product (D), two trees of 8 levels and the
+/// weighted sums (256 keys per owned d); the q check, and the division (a loop of its own) per
+/// owned d; the combine walks every chunk per owned d.
+fn loops(d: u64, chunks: u64) -> (u64, u64) {
+    let per_d = d.div_ceil(CHUNK);
+    let per_chunk = d + 20 + per_d * (CHUNK + 4);
+    let whole = per_d + chunks * per_chunk + per_d * (float_args::DIV_LOOPS + 1);
+    let combine = d.div_ceil(COMBINE_WG) * (chunks + float_args::DIV_LOOPS + 2);
+    (whole, (per_d + per_chunk).max(combine))
+}
