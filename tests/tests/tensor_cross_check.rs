@@ -10,10 +10,12 @@ mod tensor_cross_check {
     mod chunking;
     pub mod common;
     mod errors;
+    mod errors_attention;
     mod errors_shape;
     mod kv_cache;
     mod long_loops;
     mod shape_paths;
+    mod values_attention;
     mod values_elementwise;
     mod values_matmul;
     mod values_rows;

@@ -1,6 +1,7 @@
 //! Ops chain on the device with no read-back in between, and the CPU backend runs the same API
 //! through cpu-ref.
 
+use bitnet_tests::random_normal;
 use bitnet_wgpu::cpu_ref::ops as cpu;
 use bitnet_wgpu::{BinaryOp, Engine, ReduceOp, UnaryOp};
 
@@ -53,6 +54,48 @@ fn a_decoder_like_chain_runs_on_the_device() {
     assert_f32("matmul_f32", "chain matmul", &q, &hq);
     assert_f32("softmax", "chain softmax", &sm, &hsm);
     assert_f32("matmul_f32", "chain reduce", &red, &hred);
+}
+
+#[test]
+fn attention_chains_on_the_device_after_bitlinear_and_rope() {
+    let e = engine();
+    // Three tokens of a layer with 8 query heads over 2 kv heads of 16: q / k / v projections
+    // (BitLinear), RoPE on q and k (viewed as [T, H, D]), then causal attention, all recorded
+    // without a read-back; the residual add consumes the attention output on the device too.
+    let (t, hq, hkv, d) = (3, 8, 2, 16);
+    let hidden = hq * d;
+    let x = values(20, t * hidden, -1.0, 1.0);
+    let gx = up(e, &x, &[t, hidden]);
+    let proj = |seed, n| {
+        let w = e.quantize_weights(&random_normal(seed, n * hidden, 0.05), n, hidden);
+        let w = e.upload_ternary(&w.unwrap()).unwrap();
+        e.bitlinear_tensor(&gx, &w).unwrap()
+    };
+    let pos = e.upload_u32(&[5, 6, 7], &[t]).unwrap();
+    let q = e.rope(
+        &proj(21, hidden).reshape(&[t, hq, d]).unwrap(),
+        &pos,
+        10_000.0,
+    );
+    let k = e.rope(
+        &proj(22, hkv * d).reshape(&[t, hkv, d]).unwrap(),
+        &pos,
+        10_000.0,
+    );
+    let (q, k) = (q.unwrap(), k.unwrap());
+    let v = proj(23, hkv * d).reshape(&[t, hkv, d]).unwrap();
+    let scale = 1.0 / (d as f32).sqrt();
+    let a = e.attention(&q, &k, &v, scale, true).unwrap();
+    let out = e
+        .binary(BinaryOp::Add, &gx, &a.reshape(&[t, hidden]).unwrap())
+        .unwrap();
+    // cpu-ref on the very operands the device attention read (read back afterwards).
+    let h = |x: &bitnet_wgpu::Tensor| host(&x.read_f32().unwrap(), x.shape());
+    let want = cpu::attention(&h(&q), &h(&k), &h(&v), scale, true).unwrap();
+    assert_f32("attention", "chain attention", &a, &want);
+    let a = host(&a.read_f32().unwrap(), &[t, hidden]);
+    let want = cpu::binary(BinaryOp::Add, &host(&x, &[t, hidden]), &a).unwrap();
+    assert_f32("elementwise", "chain residual", &out, &want);
 }
 
 #[test]
@@ -173,4 +216,24 @@ fn every_op_also_runs_with_params_in_the_uniform_arena() {
         &e.rope(&up(&e, x3, &[r, 4, 16]), &pos, 10_000.0).unwrap(),
         &want,
     );
+    // Attention in its two modes: whole (one chunk of keys) and split (the combine kernel too).
+    for tk in [20, 300] {
+        let (qs, ks) = ([2, 4, 8], [tk, 2, 8]);
+        let (q, k) = (&x[..64], values(13, tk * 16, -1.0, 1.0));
+        let v = values(14, tk * 16, -2.0, 2.0);
+        let want = cpu::attention(&host(q, &qs), &host(&k, &ks), &host(&v, &ks), 0.3, true);
+        let got = e.attention(
+            &up(&e, q, &qs),
+            &up(&e, &k, &ks),
+            &up(&e, &v, &ks),
+            0.3,
+            true,
+        );
+        assert_f32(
+            "attention",
+            "uniform attention",
+            &got.unwrap(),
+            &want.unwrap(),
+        );
+    }
 }

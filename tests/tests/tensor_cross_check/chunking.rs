@@ -219,3 +219,52 @@ fn rope_chunks_its_positions_too() {
         .unwrap();
     assert_f32("rope", "rope with chunked positions", &got, &want);
 }
+
+/// Attention splits q and the output by query rows (k and v are bound whole, every query reading
+/// every key), in whole mode and in split mode (whose chunk records are split with them); flat
+/// indices stay those of the full tensors; k above the limit is a clear error.
+#[test]
+fn attention_chunks_its_query_rows() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(16 << 10),
+        ..EngineOptions::default()
+    });
+    // (Tq, Tk, Hq, Hkv, D): q of 25.6 KB, one chunk of keys; q of 23 KB, 480 pairs over 300
+    // keys (split mode, records of 53.7 KB); 1600 pairs over 600 keys (whole mode, 3 chunks).
+    for (tq, tk, hq, hkv, d) in [
+        (100, 200, 4, 1, 16),
+        (60, 300, 8, 1, 12),
+        (200, 600, 8, 1, 4),
+    ] {
+        let (qs, ks) = ([tq, hq, d], [tk, hkv, d]);
+        let mut q = values(20, tq * hq * d, -1.0, 1.0);
+        let k = values(21, tk * hkv * d, -1.0, 1.0);
+        let v = values(22, tk * hkv * d, -2.0, 2.0);
+        let want = cpu::attention(&host(&q, &qs), &host(&k, &ks), &host(&v, &ks), 0.4, true);
+        let (gk, gv) = (up(&e, &k, &ks), up(&e, &v, &ks));
+        let got = e.attention(&up(&e, &q, &qs), &gk, &gv, 0.4, true).unwrap();
+        assert_f32("attention", "chunked attention", &got, &want.unwrap());
+        // A NaN in the last row of q is reported at its index in the full tensor.
+        q[tq * hq * d - 2] = f32::NAN;
+        let want = cpu_error(cpu::attention(
+            &host(&q, &qs),
+            &host(&k, &ks),
+            &host(&v, &ks),
+            0.4,
+            true,
+        ));
+        assert_eq!(
+            gpu_error(e.attention(&up(&e, &q, &qs), &gk, &gv, 0.4, true)),
+            want
+        );
+    }
+    // k and v of 20 KB cannot be split: every query reads every key.
+    let kv = up(&e, &values(23, 5000, -1.0, 1.0), &[1250, 1, 4]);
+    let q = up(&e, &[0.5; 4], &[1, 1, 4]);
+    match e.attention(&q, &kv, &kv, 0.5, false) {
+        Err(Error::LimitExceeded { limit, .. }) => {
+            assert_eq!(limit, "max_storage_buffer_binding_size")
+        }
+        other => panic!("expected LimitExceeded, got {other:?}"),
+    }
+}

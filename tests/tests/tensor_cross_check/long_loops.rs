@@ -1,9 +1,10 @@
 //! Rows and inner dimensions long enough that one invocation's loops run tens of thousands of
 //! iterations: a reduction fold over a 16.8M-element row, RMSNorm's two passes, softmax's three
-//! (the last with a correctly rounded division, itself a loop, per element) and a matmul over
-//! K = 65 536. lavapipe (llvmpipe) silently ends a shader's loops after 65 535 iterations in all,
-//! so there these sizes returned truncated sums — no error — until the engine ran them on the CPU
-//! reference; on other adapters they run on the GPU. Either way they must match cpu-ref.
+//! (the last with a correctly rounded division, itself a loop, per element), a matmul over
+//! K = 65 536, and attention over 60 000 and 15.4M keys. lavapipe (llvmpipe) silently ends a
+//! shader's loops after 65 535 iterations in all, so there these sizes returned truncated sums —
+//! no error — until the engine ran them on the CPU reference (or, for attention over 60 000 keys,
+//! in its split mode); on other adapters they run on the GPU. Either way they must match cpu-ref.
 
 use bitnet_wgpu::ReduceOp;
 use bitnet_wgpu::cpu_ref::ops as cpu;
@@ -72,4 +73,57 @@ fn matmul_over_a_long_inner_dimension_matches_cpu_ref() {
         );
         assert_f16("matmul_f16", "matmul_f16 K = 65 536", &got.unwrap(), &want);
     }
+}
+
+#[test]
+fn attention_over_many_chunks_matches_cpu_ref() {
+    let e = engine();
+    // 1024 query rows over 60 000 keys (235 chunks; D = 1 keeps the work small): whole mode's
+    // loops (about 66 000 per invocation) do not fit lavapipe, so it runs in split mode there,
+    // whose invocations walk one chunk, or every chunk's record once (the combine).
+    let (tq, tk) = (1024, 60_000);
+    let q = values(88, tq, -1.0, 1.0);
+    let k = values(89, tk, -1.0, 1.0);
+    let v = values(90, tk, -2.0, 2.0);
+    let (qs, ks) = ([tq, 1, 1], [tk, 1, 1]);
+    let want = cpu::attention(&host(&q, &qs), &host(&k, &ks), &host(&v, &ks), 2.0, false);
+    let got = e.attention(
+        &up(e, &q, &qs),
+        &up(e, &k, &ks),
+        &up(e, &v, &ks),
+        2.0,
+        false,
+    );
+    assert_f32(
+        "attention",
+        "attention over 60 000 keys",
+        &got.unwrap(),
+        &want.unwrap(),
+    );
+    // One query over 15.4M keys: even the combine's walk over 60 000 records passes lavapipe's
+    // limit, so there it runs on cpu-ref; elsewhere on the GPU.
+    let tk = 15_400_000;
+    let k = values(91, tk, -1.0, 1.0);
+    let v = values(92, tk, -2.0, 2.0);
+    let (qs, ks) = ([1, 1, 1], [tk, 1, 1]);
+    let want = cpu::attention(
+        &host(&q[..1], &qs),
+        &host(&k, &ks),
+        &host(&v, &ks),
+        2.0,
+        false,
+    );
+    let got = e.attention(
+        &up(e, &q[..1], &qs),
+        &up(e, &k, &ks),
+        &up(e, &v, &ks),
+        2.0,
+        false,
+    );
+    assert_f32(
+        "attention",
+        "attention over 15.4M keys",
+        &got.unwrap(),
+        &want.unwrap(),
+    );
 }
