@@ -73,6 +73,15 @@
 //! aside), else on the CPU, device inputs read back. New tensors, outputs of CPU runs included,
 //! are device tensors whenever the engine takes GPU work.
 //!
+//! **Tensor ops.** On resident [`Tensor`]s, chaining on the device with no read-back:
+//! [`Engine::bitlinear_tensor`], [`Engine::quantize_weights_tensor`], [`Engine::matmul`] /
+//! [`Engine::matmul_bt`] (and f16 forms), [`Engine::binary`], [`Engine::binary_scalar`],
+//! [`Engine::unary`], [`Engine::reduce_last`], [`Engine::rms_norm`], [`Engine::softmax_last`],
+//! [`Engine::rope`] and [`Engine::attention`] (grouped-query, optionally causal, on token-major
+//! `[T, H, D]`; decode splits the keys across workgroups). Each matches its
+//! `bitnet_cpu_ref::ops` function (bit for bit where integer, else within the cross-check
+//! suite's stated tolerance) and rejects bad input with the same error.
+//!
 //! **Chains of linears as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
 //! BitLinears where each reads the chain's input or an earlier one's output directly — nothing in
 //! between, so a real layer's norms, RoPE and attention are not part of it — as one GPU dispatch
