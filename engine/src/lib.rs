@@ -36,13 +36,15 @@
 //! **Tensor ops.** Ops on resident [`Tensor`]s read tensors and return new ones, recorded with no
 //! read-back: [`Engine::fill`] and [`Engine::copy`]; the float ops [`Engine::matmul`] (and its
 //! `_bt` / `f16` forms), [`Engine::binary`], [`Engine::binary_scalar`], [`Engine::unary`],
-//! [`Engine::reduce_last`], [`Engine::rms_norm`], [`Engine::softmax_last`], [`Engine::rope`]; the
-//! BitNet ops [`Engine::bitlinear_tensor`], [`Engine::bitlinear_accumulate_tensor`],
+//! [`Engine::reduce_last`], [`Engine::rms_norm`], [`Engine::softmax_last`], [`Engine::rope`],
+//! [`Engine::attention`] (grouped-query, optionally causal, on token-major `[T, H, D]`; decode
+//! splits the keys across workgroups); the BitNet ops [`Engine::bitlinear_tensor`], [`Engine::bitlinear_accumulate_tensor`],
 //! [`Engine::quantize_activations_tensor`], [`Engine::quantize_weights_tensor`]; and the shape
 //! ops [`Tensor::reshape`] (a view, no copy), [`Engine::slice`] (a range along one axis: split a
 //! fused projection, pick heads) and [`Engine::concat`] (join along one axis: append to a cache,
 //! gather heads), which move `F32` / `U32` values bit for bit. Each matches its
-//! `bitnet_cpu_ref` counterpart.
+//! `bitnet_cpu_ref` counterpart (bit for bit where integer or a move, else within the cross-check
+//! suite's stated tolerance) and rejects bad input with the same error.
 //!
 //! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
 //! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],
@@ -72,15 +74,6 @@
 //! work (any policy but `Cpu`, device not lost; on software adapters, shapes past their loop limit
 //! aside), else on the CPU, device inputs read back. New tensors, outputs of CPU runs included,
 //! are device tensors whenever the engine takes GPU work.
-//!
-//! **Tensor ops.** On resident [`Tensor`]s, chaining on the device with no read-back:
-//! [`Engine::bitlinear_tensor`], [`Engine::quantize_weights_tensor`], [`Engine::matmul`] /
-//! [`Engine::matmul_bt`] (and f16 forms), [`Engine::binary`], [`Engine::binary_scalar`],
-//! [`Engine::unary`], [`Engine::reduce_last`], [`Engine::rms_norm`], [`Engine::softmax_last`],
-//! [`Engine::rope`] and [`Engine::attention`] (grouped-query, optionally causal, on token-major
-//! `[T, H, D]`; decode splits the keys across workgroups). Each matches its
-//! `bitnet_cpu_ref::ops` function (bit for bit where integer, else within the cross-check
-//! suite's stated tolerance) and rejects bad input with the same error.
 //!
 //! **Chains of linears as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
 //! BitLinears where each reads the chain's input or an earlier one's output directly — nothing in
