@@ -55,9 +55,8 @@ impl AttentionDims {
 /// Checks the shapes and arguments of [`attention`] as it does (the GPU engine calls this too, so
 /// both backends reject bad input with the same error) and returns the dimensions.
 ///
-/// Errors, in this order: `q` not rank 3 (`ShapeMismatch`, `expected` `[0, 0, 0]`: any sizes, as
-/// `rope` reports rank), `k` not `[Tk, Hkv, D]` with `q`'s `D` (`ShapeMismatch`, `expected` `k`'s
-/// own `Tk` and `Hkv` with that `D`, or `[0, 0, D]` when `k`'s rank is wrong), `v`'s shape not
+/// Errors, in this order: `q` or `k` not rank 3 (`RankMismatch`), `k` not `[Tk, Hkv, D]` with
+/// `q`'s `D` (`ShapeMismatch`, `expected` `k`'s own `Tk` and `Hkv` with that `D`), `v`'s shape not
 /// `k`'s (`ShapeMismatch` expecting `k`'s shape), a zero dimension (`ZeroDimension` naming `D`,
 /// `Tq`, `Hq`, `Tk` or `Hkv`), `Hq % Hkv != 0` (`InvalidArgument` on `Hkv`), `causal` with
 /// `Tq > Tk` (`InvalidArgument` on `causal`), `scale` non-finite (`NonFinite` on `scale`) or
@@ -70,18 +69,19 @@ pub fn attention_dims(
     causal: bool,
 ) -> Result<AttentionDims> {
     const OP: &str = "attention";
+    let rank3 = |tensor, got: &[usize]| Error::RankMismatch {
+        op: OP,
+        tensor,
+        expected: 3,
+        got: got.to_vec(),
+    };
     let &[tq, hq, d] = q else {
-        return Err(Error::ShapeMismatch {
-            op: OP,
-            what: "q must have rank 3 [Tq, Hq, D]",
-            expected: vec![0, 0, 0],
-            got: q.to_vec(),
-        });
+        return Err(rank3("q", q));
     };
-    let expected_k = match k {
-        &[tk, hkv, _] => vec![tk, hkv, d],
-        _ => vec![0, 0, d],
+    let &[tk, hkv, _] = k else {
+        return Err(rank3("k", k));
     };
+    let expected_k = vec![tk, hkv, d];
     if k != expected_k.as_slice() {
         return Err(Error::ShapeMismatch {
             op: OP,
