@@ -1,31 +1,46 @@
-//! One decode step of a tiny BitNet b1.58 transformer, run on the best adapter with resident
-//! tensors (as an inference server would) and on the CPU engine, and compared.
+//! Prefill and decode of a tiny BitNet b1.58 transformer with a device KV cache, run on the best
+//! adapter with resident tensors (as an inference server would) and on the CPU engine, and
+//! compared.
 //!
 //! `cargo run --release -p bitnet-wgpu --example decode_step`
 //!
-//! Two layers, hidden 256, 4 heads of 64, FFN 512, and a KV cache of 6 earlier positions; the
-//! weights are random (fixed seed) and quantized to ternary by the engine. Per layer:
-//! RMSNorm → q/k/v BitLinear → RoPE on q and k → attention over the cache → o BitLinear →
-//! residual → RMSNorm → gate/up BitLinear → ReLU²(gate)·up → down BitLinear → residual.
-//! Prints the backend, the largest GPU−CPU difference and the time per step.
-//!
-//! The tensor ops have no slice, concat or write-into: the KV cache is kept on the host (the new
-//! k and v are read back once per layer) and uploaded per step as `[T, heads, head_dim]` tensors
-//! for `Engine::attention` (see `attention`).
+//! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512;
+//! the weights are random (fixed seed) and quantized to ternary by the engine. Per layer:
+//! RMSNorm → q/k/v BitLinear → RoPE on q and k → k and v appended to the layer's `KvCache` →
+//! causal attention over the cache → o BitLinear → residual → RMSNorm → gate/up BitLinear →
+//! ReLU²(gate)·up → down BitLinear → residual. A 6-position prompt runs as one prefill (M = 6),
+//! then each decode step runs one position, fed the previous step's last hidden state (there is
+//! no embedding or LM head). Nothing is read back until the end: positions are sliced from one
+//! resident table, the next input is sliced from the last output, and the caches grow in place.
+//! Prints the backend, the largest GPU−CPU difference and the time per decode step.
 
 use std::time::Instant;
 
-use bitnet_wgpu::{BinaryOp, Engine, Result, Tensor, TernaryMatrix, UnaryOp};
+use bitnet_wgpu::{BinaryOp, Engine, KvCache, Result, Tensor, TernaryMatrix, UnaryOp};
 
-/// Model and cache sizes.
+/// Model and sequence sizes.
 #[derive(Debug, Clone, Copy)]
 pub struct Dims {
     pub hidden: usize,
     pub heads: usize,
+    /// Key/value heads (grouped-query attention: `heads` is a multiple of it).
+    pub kv_heads: usize,
     pub ffn: usize,
     pub layers: usize,
-    /// KV-cache positions before the decoded token (which sits at position `past`).
-    pub past: usize,
+    /// Positions of the prompt (the prefill).
+    pub prompt: usize,
+    /// Decode steps after the prompt.
+    pub steps: usize,
+}
+
+impl Dims {
+    fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    fn positions(&self) -> usize {
+        self.prompt + self.steps
+    }
 }
 
 const EPS: f32 = 1e-5;
@@ -54,29 +69,26 @@ pub struct HostLayer {
     w: Vec<TernaryMatrix>,
 }
 
-/// The model and its KV cache on the host; the same for every engine.
+/// The model on the host; the same for every engine.
 pub struct Model {
     pub dims: Dims,
     layers: Vec<HostLayer>,
-    /// Per layer, the cached keys (after RoPE) and values of the `past` positions, `[past, hidden]`.
-    cache: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Model {
-    /// Random weights and cache from `seed`, quantized with `engine` (bit-identical on every
-    /// backend, so the CPU run below uses the same ternary weights).
+    /// Random weights from `seed`, quantized with `engine` (bit-identical on every backend, so
+    /// the CPU run below uses the same ternary weights).
     pub fn random(engine: &Engine, dims: Dims, seed: u64) -> Result<Model> {
-        let (h, f) = (dims.hidden, dims.ffn);
+        let (h, f, kv) = (dims.hidden, dims.ffn, dims.kv_heads * dims.head_dim());
         let mut seed = seed;
         let mut next = |n, scale| {
             seed += 1;
             random(seed, n, scale)
         };
         let mut layers = Vec::new();
-        let mut cache = Vec::new();
         for _ in 0..dims.layers {
             // (N, K) of q, k, v, o, gate, up, down.
-            let shapes = [(h, h), (h, h), (h, h), (h, h), (f, h), (f, h), (h, f)];
+            let shapes = [(h, h), (kv, h), (kv, h), (h, h), (f, h), (f, h), (h, f)];
             let mut quantized = |(n, k)| engine.quantize_weights(&next(n * k, 0.02), n, k);
             let w = shapes
                 .into_iter()
@@ -87,13 +99,8 @@ impl Model {
                 ffn_norm: next(h, 0.1).iter().map(|v| 1.0 + v).collect(),
                 w,
             });
-            cache.push((next(dims.past * h, 1.0), next(dims.past * h, 1.0)));
         }
-        Ok(Model {
-            dims,
-            layers,
-            cache,
-        })
+        Ok(Model { dims, layers })
     }
 }
 
@@ -121,51 +128,66 @@ pub fn upload(engine: &Engine, model: &Model) -> Result<Vec<Layer>> {
     model.layers.iter().map(up).collect()
 }
 
-/// Attention of one query over the cache plus the current key/value: softmax(q·Kᵀ / √d)·V per
-/// head, on the device. `q` is `[1, heads, head_dim]` (RoPE's output); `keys` and `values` are
-/// `[T, hidden]` on the host, i.e. `[T, heads, head_dim]` token-major, uploaded as such. The
-/// query is the last of the `T` positions (causal; with one query it attends every key). Returns
-/// `[1, hidden]`.
-fn attention(e: &Engine, d: Dims, q: &Tensor, keys: &[f32], values: &[f32]) -> Result<Tensor> {
-    let (t, hd) = (keys.len() / d.hidden, d.hidden / d.heads);
-    let k = e.upload_f32(keys, &[t, d.heads, hd])?;
-    let v = e.upload_f32(values, &[t, d.heads, hd])?;
-    let scale = 1.0 / (hd as f32).sqrt();
-    e.attention(q, &k, &v, scale, true)?.reshape(&[1, d.hidden])
+/// One sequence's state: a KV cache per layer, the next position, and every position's index
+/// resident once (RoPE's positions are slices of it).
+pub struct Session {
+    caches: Vec<KvCache>,
+    pos: usize,
+    positions: Tensor,
 }
 
-/// One decode step: the hidden state `x` (`[1, hidden]`) of the token at position `past` through
-/// every layer. Returns the output hidden state (read back) and each layer's new k and v (after
-/// RoPE), which a server would append to its cache.
-pub fn decode_step(
+impl Session {
+    /// An empty sequence with room for the prompt and every decode step.
+    pub fn new(e: &Engine, d: Dims) -> Result<Session> {
+        let n = d.positions();
+        Ok(Session {
+            caches: (0..d.layers)
+                .map(|_| e.kv_cache(n, d.kv_heads, d.head_dim()))
+                .collect::<Result<_>>()?,
+            pos: 0,
+            positions: e.upload_u32(&(0..n as u32).collect::<Vec<_>>(), &[n])?,
+        })
+    }
+}
+
+/// Runs the `T` positions `x` (`[T, hidden]`) that follow what `s` holds through every layer,
+/// appending their keys and values to the caches; returns their output hidden states
+/// (`[T, hidden]`, not read back).
+pub fn forward(
     e: &Engine,
     layers: &[Layer],
-    model: &Model,
-    x: &[f32],
-) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let d = model.dims;
-    let (hd, nh) = (d.hidden / d.heads, d.heads);
-    let pos = e.upload_u32(&[d.past as u32], &[1])?;
-    let mut x = e.upload_f32(x, &[1, d.hidden])?;
-    let mut new_kv = Vec::new();
-    for (l, (past_k, past_v)) in layers.iter().zip(&model.cache) {
+    d: Dims,
+    s: &mut Session,
+    x: &Tensor,
+) -> Result<Tensor> {
+    let (t, hd) = (x.shape()[0], d.head_dim());
+    let pos = e.slice(&s.positions, 0, s.pos..s.pos + t)?;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut x = x.clone();
+    for (l, cache) in layers.iter().zip(&mut s.caches) {
         let [wq, wk, wv, wo, wgate, wup, wdown] = &l.w[..] else {
             unreachable!("seven matrices per layer")
         };
         // Attention block: RMSNorm, then the q/k/v projections (int8 activations, exact).
         let xn = e.rms_norm(&x, &l.attn_norm, EPS)?;
-        let q = e.bitlinear_tensor(&xn, wq)?;
-        let k = e.bitlinear_tensor(&xn, wk)?;
-        let v = e.bitlinear_tensor(&xn, wv)?;
-        // RoPE wants [S, H, D]: the same bytes viewed per head (no copy).
-        let q = e.rope(&q.reshape(&[1, nh, hd])?, &pos, THETA)?;
-        let k = e.rope(&k.reshape(&[1, nh, hd])?, &pos, THETA)?;
-        // The new k and v join the cache. With no concat or write-into op this is a read-back
-        // (the step's sync point per layer) and the cache is re-uploaded below.
-        let (k, v) = (k.read_f32()?, v.read_f32()?);
-        let keys = [past_k.as_slice(), &k].concat();
-        let values = [past_v.as_slice(), &v].concat();
-        let attn = attention(e, d, &q, &keys, &values)?;
+        // RoPE wants [T, H, D]: the projections' bytes viewed per head (no copy).
+        let per_head = |y: Tensor, heads| y.reshape(&[t, heads, hd]);
+        let q = e.rope(
+            &per_head(e.bitlinear_tensor(&xn, wq)?, d.heads)?,
+            &pos,
+            THETA,
+        )?;
+        let k = e.rope(
+            &per_head(e.bitlinear_tensor(&xn, wk)?, d.kv_heads)?,
+            &pos,
+            THETA,
+        )?;
+        let v = per_head(e.bitlinear_tensor(&xn, wv)?, d.kv_heads)?;
+        // The new positions join the cache in place; the query attends to every earlier
+        // position and to itself (causal: the queries are the cache's last T positions).
+        cache.append(&k, &v)?;
+        let attn = e.attention(&q, &cache.keys()?, &cache.values()?, scale, true)?;
+        let attn = attn.reshape(&[t, d.hidden])?;
         // Output projection and residual.
         x = e.binary(BinaryOp::Add, &x, &e.bitlinear_tensor(&attn, wo)?)?;
         // Feed-forward block: RMSNorm, gate/up, ReLU²(gate) · up, down, residual.
@@ -173,9 +195,36 @@ pub fn decode_step(
         let gate = e.unary(UnaryOp::Relu2, &e.bitlinear_tensor(&xn, wgate)?)?;
         let act = e.binary(BinaryOp::Mul, &gate, &e.bitlinear_tensor(&xn, wup)?)?;
         x = e.binary(BinaryOp::Add, &x, &e.bitlinear_tensor(&act, wdown)?)?;
-        new_kv.extend([k, v]);
     }
-    Ok((x.read_f32()?, new_kv))
+    s.pos += t;
+    Ok(x)
+}
+
+/// The prompt (`[prompt, hidden]` host values) as one prefill, then `steps` decode steps, each
+/// fed the last hidden state before it. Returns the prefill's last hidden state and every
+/// step's, read back at the end, and the decode steps' wall time in milliseconds (recorded and
+/// submitted; the read-back at the end is not included).
+pub fn generate(
+    e: &Engine,
+    layers: &[Layer],
+    d: Dims,
+    prompt: &[f32],
+) -> Result<(Vec<Vec<f32>>, f64)> {
+    let mut s = Session::new(e, d)?;
+    let x = e.upload_f32(prompt, &[d.prompt, d.hidden])?;
+    let out = forward(e, layers, d, &mut s, &x)?;
+    let mut last = e.slice(&out, 0, d.prompt - 1..d.prompt)?;
+    let mut states = vec![last.clone()];
+    e.sync()?;
+    let t = Instant::now();
+    for _ in 0..d.steps {
+        last = forward(e, layers, d, &mut s, &last)?;
+        states.push(last.clone());
+    }
+    e.sync()?;
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    let read = states.iter().map(Tensor::read_f32).collect::<Result<_>>()?;
+    Ok((read, ms))
 }
 
 /// Largest `|a - b|`, and whether every pair is within `abs + rel·|b|`.
@@ -193,47 +242,42 @@ fn main() -> Result<()> {
     let dims = Dims {
         hidden: 256,
         heads: 4,
+        kv_heads: 2,
         ffn: 512,
         layers: 2,
-        past: 6,
+        prompt: 6,
+        steps: 8,
     };
     let (gpu, cpu) = (Engine::new(), Engine::cpu());
+    // The adapter, and where ops run (the dispatch line).
     print!("{}", gpu.info());
     let model = Model::random(&gpu, dims, 42)?;
-    let x = random(7, dims.hidden, 1.0);
+    let prompt = random(7, dims.prompt * dims.hidden, 1.0);
 
-    // Weights go to each engine once; the timed steps move only the token and the cache.
+    // Weights go to each engine once; a sequence moves only the prompt in and the states out.
     let (on_gpu, on_cpu) = (upload(&gpu, &model)?, upload(&cpu, &model)?);
-    // info() names the adapter; the tensor ops run where the tensors live (on the host under
-    // the Cpu policy, e.g. BITNET_DISPATCH=cpu, and on the CPU engine).
-    let at = on_gpu[0].attn_norm.location();
-    println!(
-        "dispatch:  {:?}, weights on the {at:?}",
-        gpu.dispatch_policy()
-    );
-    let time = |e: &Engine, layers: &[Layer]| -> Result<_> {
-        let mut out = decode_step(e, layers, &model, &x)?; // warm-up: pipelines, buffer pool
-        let (steps, t) = (10, Instant::now());
-        for _ in 0..steps {
-            out = decode_step(e, layers, &model, &x)?;
-        }
-        Ok((out, t.elapsed().as_secs_f64() * 1e3 / steps as f64))
-    };
-    let (got, gpu_ms) = time(&gpu, &on_gpu)?;
-    let (want, cpu_ms) = time(&cpu, &on_cpu)?;
+    generate(&gpu, &on_gpu, dims, &prompt)?; // warm-up: pipelines, buffer pool
+    let (got, gpu_ms) = generate(&gpu, &on_gpu, dims, &prompt)?;
+    let (want, cpu_ms) = generate(&cpu, &on_cpu, dims, &prompt)?;
 
     // The matmul_f32 tolerance of the cross-check suite, looser than that of every f32 op used
-    // here (attention's included): room for their compounding over two layers.
+    // here (attention's included): room for their compounding over the layers and steps.
     let (abs, rel) = (1e-5, 1e-4);
-    let (dx, ok_x) = compare(&got.0, &want.0, abs, rel);
-    let (dkv, ok_kv) = compare(&got.1.concat(), &want.1.concat(), abs, rel);
-    println!("step:      {gpu_ms:.2} ms on this engine, {cpu_ms:.2} ms on the CPU engine");
+    let (diff, ok) = compare(&got.concat(), &want.concat(), abs, rel);
+    let per_step = |ms: f64| ms / dims.steps as f64;
     println!(
-        "max |GPU - CPU|: hidden out {dx:.3e}, new k/v {dkv:.3e} (tolerance {abs:e} + {rel:e}·|x|)"
+        "decode:    {:.2} ms per step on this engine, {:.2} ms on the CPU engine ({} steps after a {}-position prefill)",
+        per_step(gpu_ms),
+        per_step(cpu_ms),
+        dims.steps,
+        dims.prompt
+    );
+    println!(
+        "max |GPU - CPU| over the hidden states: {diff:.3e} (tolerance {abs:e} + {rel:e}·|x|)"
     );
     assert!(
-        ok_x && ok_kv,
-        "the engine's step is out of tolerance of the CPU engine's"
+        ok,
+        "the engine's states are out of tolerance of the CPU engine's"
     );
     Ok(())
 }

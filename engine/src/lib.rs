@@ -80,8 +80,8 @@
 //! between, so a real layer's norms, RoPE and attention are not part of it — as one GPU dispatch
 //! whose workgroups wait for the workgroups producing their input, instead of a dispatch per
 //! linear and a pipeline barrier per dependency. Same bits as cpu-ref per linear; where the chain
-//! kernel cannot run, or a run is aborted, it runs linear by linear. A full decode step through
-//! device tensors is `engine/examples/decode_step.rs`.
+//! kernel cannot run, or a run is aborted, it runs linear by linear. A full prefill and decode
+//! through device tensors and a [`KvCache`] per layer is `engine/examples/decode_step.rs`.
 //!
 //! **Decoding state.** A [`KvCache`] ([`Engine::kv_cache`]) holds a sequence's keys and values
 //! on the device: each step appends its new positions in place (no read-back, no re-upload of
