@@ -91,6 +91,22 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
     }
 }
 
+/// Destroys `e`'s device (fault injection) and returns once the engine has seen the loss: wgpu
+/// runs the lost callback from a later poll, so on a loaded machine a call right after the
+/// injection could still find the device healthy.
+pub fn lose_device(e: &Engine) {
+    e.inject_fault(bitnet_wgpu::InjectedFault::DeviceLost);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !e.info().device_lost && std::time::Instant::now() < deadline {
+        let _ = e.sync();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        e.info().device_lost,
+        "the injected device loss was never seen"
+    );
+}
+
 /// Puts `e` under `Auto` dispatch with a cost model in which the GPU always wins (free on the
 /// GPU, a second per call and per unit on the CPU): tests of what `Auto` does with a GPU route.
 pub fn auto_preferring_gpu(e: &Engine, key: &str) {

@@ -213,7 +213,7 @@ fn engine_is_clone_send_sync_and_new_prefers_the_gpu() {
 /// adapter runs nothing, and a lost device none either.
 #[test]
 fn info_says_where_ops_run() {
-    use bitnet_wgpu::{DispatchPolicy, InjectedFault};
+    use bitnet_wgpu::DispatchPolicy;
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let info = e.info();
@@ -231,9 +231,7 @@ fn info_says_where_ops_run() {
         shown.contains("dispatch:  Cpu (every op runs on the CPU; the adapter is unused)"),
         "{shown}"
     );
-    e.inject_fault(InjectedFault::DeviceLost);
-    assert!(e.sync().is_err());
-    assert!(e.info().device_lost);
+    bitnet_tests::lose_device(&e);
     assert!(e.info().to_string().contains("device LOST"));
     assert_eq!(Engine::cpu().info().dispatch, DispatchPolicy::Cpu);
 }

@@ -3,8 +3,8 @@
 //! the cache follows the engine between device and host. Values are compared bit for bit with
 //! the concatenation of what was appended (the cache moves bits).
 
-use bitnet_tests::gpu_engine_with;
-use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, InjectedFault, KvCache, Location};
+use bitnet_tests::{gpu_engine_with, lose_device};
+use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, KvCache, Location};
 
 use super::common::{engine, gpu_error, up, values};
 
@@ -240,8 +240,7 @@ fn a_lost_device_is_reported() {
     let (k, v) = step(50, 1);
     append(&e, &mut c, &k, &v);
     let view = c.keys().unwrap();
-    e.inject_fault(InjectedFault::DeviceLost);
-    assert!(e.sync().is_err());
+    lose_device(&e);
     assert!(matches!(view.read_f32(), Err(Error::DeviceLost(_))));
     let cpu_k = Engine::cpu().upload_f32(&k, &[1, HEADS, DIM]).unwrap();
     let r = c.append(&cpu_k, &cpu_k);
