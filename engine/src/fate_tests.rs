@@ -32,6 +32,66 @@ fn the_earliest_error_wins_and_clean_fates_are_pruned() {
     assert_eq!(lin.known_error(), Some(early));
 }
 
+/// A chain of launches, each reading the one before, as nodes sharing their ancestry.
+fn chain(seqs: std::ops::Range<u64>, pool: &Arc<SlotPool>) -> (Lineage, Vec<Arc<Fate>>) {
+    let all = fates(&seqs.collect::<Vec<_>>(), pool);
+    let head = Lineage::default();
+    for f in &all {
+        let ancestry = ancestry_of(&[&head]).expect("no error yet");
+        let node = ancestry.with(Arc::clone(f));
+        *head.nodes() = vec![node];
+    }
+    (head, all)
+}
+
+/// Recording shares the inputs' nodes (a launch adds one node however long the chain), a walk
+/// of 100 000 launches does not overflow the stack, and once everything is clean the walk
+/// leaves nothing: the last node is marked clean and the chain behind it is dropped.
+#[test]
+fn a_long_chain_is_shared_and_pruned_once_clean() {
+    let pool = Arc::new(SlotPool::new());
+    let (head, all) = chain(0..100_000, &pool);
+    assert_eq!(head.nodes().len(), 1);
+    assert_eq!(head.snapshot().len(), all.len());
+    for f in all.iter().filter(|f| f.seq != 500) {
+        f.resolve(None);
+    }
+    let left: Vec<u64> = head.snapshot().iter().map(|f| f.seq).collect();
+    assert_eq!(left, vec![500]);
+    all[500].resolve(None);
+    assert!(head.snapshot().is_empty());
+    assert!(head.is_settled());
+    assert!(head.nodes().is_empty());
+}
+
+/// A chain never walked (nothing read it) is dropped without recursion: 200 000 nested drops
+/// overflowed a test thread's stack.
+#[test]
+fn a_long_unread_chain_drops_without_recursion() {
+    let pool = Arc::new(SlotPool::new());
+    let (head, all) = chain(0..200_000, &pool);
+    drop(all);
+    drop(head);
+}
+
+/// A failure deep in an input's ancestry fails the next launch at once (the failure count moved,
+/// so the ancestry is walked again), and the earliest error wins.
+#[test]
+fn a_failure_deep_in_the_ancestry_fails_the_next_launch() {
+    let pool = Arc::new(SlotPool::new());
+    let (head, all) = chain(0..1000, &pool);
+    assert!(ancestry_of(&[&head]).is_ok());
+    all[700].resolve(Some(Error::Map("late".into())));
+    all[10].resolve(Some(Error::Map("early".into())));
+    assert_eq!(
+        ancestry_of(&[&head]).err(),
+        Some(Error::Map("early".into()))
+    );
+    // An unrelated chain still records.
+    let (other, _keep) = chain(5000..5010, &pool);
+    assert!(ancestry_of(&[&other]).is_ok());
+}
+
 #[test]
 fn chunks_of_one_call_report_as_one_launch() {
     let pool = Arc::new(SlotPool::new());

@@ -27,13 +27,12 @@
 //! reads return `DeviceLost`, and the caller rebuilds the cache (re-running the prompt) on the
 //! engine's CPU path.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fate::{Fate, Lineage};
+use crate::fate::Lineage;
 use crate::ops::blocks::{BlockCopy, copy_blocks};
 use crate::tensor::{DType, Location, Tensor};
 
@@ -183,15 +182,15 @@ impl KvCache {
                 let (k, v) = (self.engine.to_device(k)?, self.engine.to_device(v)?);
                 let rows = Lineage::default();
                 for (src, dst) in [(&k, keys), (&v, values)] {
-                    rows.extend(&copy_rows(gpu, src, dst, t * row, self.len * row)?);
+                    rows.share(&copy_rows(gpu, src, dst, t * row, self.len * row)?);
                 }
                 self.segments.push((self.len, rows));
             }
         }
         self.len += t;
-        // Appends whose launches all finished clean constrain nothing: a decode of thousands
-        // of steps keeps only the few still in flight (or failed).
-        self.segments.retain(|(_, l)| !l.snapshot().is_empty());
+        // Appends found clean (by the reads of views covering them) constrain nothing: a decode
+        // of thousands of steps keeps only the appends since the last read.
+        self.segments.retain(|(_, l)| !l.is_settled());
         Ok(())
     }
 
@@ -336,12 +335,13 @@ impl KvCache {
         };
         if self.len > 0 {
             let gpu = self.gpu()?;
-            let kept = self.lineage_of(self.len);
             let moved = Lineage::default();
             for (src, dst) in [(keys, fk), (values, fv)] {
-                moved.extend(&copy_rows(gpu, src, dst, self.len * self.row(), 0)?);
+                moved.share(&copy_rows(gpu, src, dst, self.len * self.row(), 0)?);
             }
-            moved.extend(&kept);
+            for (_, l) in self.segments.iter().filter(|(start, _)| *start < self.len) {
+                moved.share(l);
+            }
             self.segments = vec![(0, moved)];
         }
         self.store = fresh;
@@ -349,13 +349,13 @@ impl KvCache {
         Ok(())
     }
 
-    /// The lineage of the first `len` positions: every append starting before `len`.
-    fn lineage_of(&self, len: usize) -> Vec<Arc<Fate>> {
-        let all = Lineage::default();
-        for (_, l) in self.segments.iter().filter(|(start, _)| *start < len) {
-            all.extend(&l.snapshot());
-        }
-        all.snapshot()
+    /// The lineages of the first `len` positions: every append starting before `len`.
+    fn lineages_of(&self, len: usize) -> Vec<&Lineage> {
+        self.segments
+            .iter()
+            .filter(|(start, _)| *start < len)
+            .map(|(_, l)| l)
+            .collect()
     }
 
     fn view(&self, keys_side: bool) -> Result<Tensor> {
@@ -370,7 +370,7 @@ impl KvCache {
             Store::Device { keys, values } => {
                 let full = if keys_side { keys } else { values };
                 self.viewed.fetch_max(self.len, Ordering::Relaxed);
-                Ok(full.prefix_view(&shape, &self.lineage_of(self.len)))
+                Ok(full.prefix_view(&shape, &self.lineages_of(self.len)))
             }
             Store::Host { keys, values } => {
                 let data = if keys_side { keys } else { values };
@@ -383,13 +383,7 @@ impl KvCache {
 /// Records a copy of the first `words` values of `src` to word `at` of `dst` and returns what
 /// the copied rows now depend on: `src`'s lineage and the copy's fate. Written through a view
 /// of `dst` with an empty lineage, so `dst`'s own stays empty and each append keeps its own.
-fn copy_rows(
-    gpu: &Gpu,
-    src: &Tensor,
-    dst: &Tensor,
-    words: usize,
-    at: usize,
-) -> Result<Vec<Arc<Fate>>> {
+fn copy_rows(gpu: &Gpu, src: &Tensor, dst: &Tensor, words: usize, at: usize) -> Result<Lineage> {
     let target = dst.prefix_view(dst.shape(), &[]);
     let copy = BlockCopy {
         blocks: 1,
@@ -400,5 +394,7 @@ fn copy_rows(
         dst_stride: 0,
     };
     copy_blocks(gpu, src, &target, copy, gpu.next_seq())?;
-    Ok(target.lineage().snapshot())
+    let rows = Lineage::default();
+    rows.share(target.lineage());
+    Ok(rows)
 }

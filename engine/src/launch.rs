@@ -390,7 +390,7 @@ impl<'a> Launch<'a> {
             return Ok(());
         }
         // The outputs' lineage: every fate the inputs depend on, plus this launch's (below).
-        let mut lineage = inputs_lineage(&self.inputs)?;
+        let ancestry = inputs_lineage(&self.inputs)?;
         let compiled = self.gpu.pipelines.get(self.kernel, &self.constants)?;
         let buffers: Vec<_> = self
             .bound
@@ -421,9 +421,9 @@ impl<'a> Launch<'a> {
             invalid: self.gpu.faults.take_validation(),
         }
         .post(self.gpu)?;
-        lineage.push(fate);
+        let node = ancestry.with(fate);
         for t in &self.outputs {
-            t.lineage().extend(&lineage);
+            t.lineage().push(&node);
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::fate::{Fate, Lineage};
+use crate::fate::Lineage;
 use crate::pool::PooledBuffer;
 
 /// Element type (and packing) of a tensor.
@@ -190,15 +190,15 @@ impl Tensor {
                 lineage: Lineage::default(),
             }),
         };
-        view.lineage().extend(&self.lineage().snapshot());
+        view.lineage().share(self.lineage());
         Ok(view)
     }
 
     /// A tensor of `shape` over the leading bytes of this tensor's data (the same storage, no
-    /// copy, no GPU work) carrying exactly `lineage`. The KV cache's views and write targets:
-    /// the caller guarantees `shape` fits the storage and keeps the bytes a view covers unchanged
-    /// while the view lives.
-    pub(crate) fn prefix_view(&self, shape: &[usize], lineage: &[Arc<Fate>]) -> Tensor {
+    /// copy, no GPU work) carrying exactly the lineages of `sources`. The KV cache's views and
+    /// write targets: the caller guarantees `shape` fits the storage and keeps the bytes a view
+    /// covers unchanged while the view lives.
+    pub(crate) fn prefix_view(&self, shape: &[usize], sources: &[&Lineage]) -> Tensor {
         let view = Tensor {
             inner: Arc::new(Inner {
                 shape: shape.to_vec(),
@@ -209,7 +209,9 @@ impl Tensor {
                 lineage: Lineage::default(),
             }),
         };
-        view.lineage().extend(lineage);
+        for l in sources {
+            view.lineage().share(l);
+        }
         view
     }
 
