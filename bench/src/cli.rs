@@ -12,10 +12,13 @@ USAGE:
   bitnet-bench merge --ours FILE [--peers FILE] --results FILE
 
 RUN OPTIONS:
-  --quick             2B4T shapes, M in {1, 8}, few repeats, small stack (~1-2 min on lavapipe)
+  --quick             2B4T shapes, M in {1, 8}, few repeats, small stack, attention decode over
+                      512 positions and a 128-token prefill (~1-2 min on lavapipe)
   --filter TEXT       only cases whose id contains TEXT (case-insensitive, repeatable);
                       ids look like 'bitlinear 2B q/o M=1 2560x2560', 'act_quant ...',
-                      'weight_quant ...' and 'stack' for the decode stack
+                      'weight_quant ...', 'stack' for the decode stack, and
+                      'attention decode 2B4T Tk=512' / 'attention prefill 2B4T Tq=512 Tk=512'
+                      (attention + KV append; 'attention' selects them all)
   --repeats N         timed GPU repeats per case, median reported (default 30; quick 3)
   --cpu-repeats N     timed CPU repeats per case (default 3; quick 1)
   --cpu-budget SECS   stop repeating a CPU case after this much time (default 2; quick 0.5)
@@ -40,7 +43,7 @@ RUN OPTIONS:
   -V, --version       the version
 
 A filter matches anywhere in an id, so 'bitlinear' also selects the streaming case (its id
-names act_quant+bitlinear) and 'decode' both the stack and the batched case.
+names act_quant+bitlinear) and 'decode' the stack, the batched case and the attention decodes.
 
 MERGE: writes RESULTS.md from a saved --json report and the peers JSON.
 ";

@@ -6,10 +6,13 @@
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
 //! * [`roofline`]: the copy-kernel bandwidth roofline.
 //! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
+//! * [`attention`], [`attention_measure`]: attention and KV append, decode and prefill.
 //! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
 //! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
 //! * [`table`], [`svg`], [`results_md`] (with [`targets`]): the human-readable outputs.
 
+pub mod attention;
+pub mod attention_measure;
 pub mod batch;
 pub mod cli;
 pub mod cpu;

@@ -255,6 +255,10 @@ pub struct Report {
     /// Issue 4: batched decode, time(B = 8) / time(B = 1), unless filtered out.
     #[serde(default)]
     pub batch: Option<crate::batch::BatchResult>,
+    /// Attention and KV append (decode and prefill), unless filtered out; absent in reports
+    /// from before the section existed.
+    #[serde(default)]
+    pub attention: Option<crate::attention::AttentionResult>,
     /// Buffer-pool peak / live per section (derived from the per-case `gpu_pool` figures by
     /// [`crate::pool::sections`] when the report is written; kept here for readers of the JSON).
     #[serde(default)]
@@ -306,6 +310,11 @@ impl Report {
         }
         for s in self.batch.iter_mut().flat_map(|b| &mut b.shapes) {
             [&mut s.b1, &mut s.b8, &mut s.server_b1, &mut s.server_b8]
+                .into_iter()
+                .for_each(&mut keep);
+        }
+        for c in self.attention.iter_mut().flat_map(|a| &mut a.cases) {
+            [&mut c.gpu, &mut c.cpu, &mut c.append]
                 .into_iter()
                 .for_each(&mut keep);
         }

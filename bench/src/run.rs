@@ -12,8 +12,11 @@ use crate::report::{CaseResult, Report, SCHEMA, StackResult};
 use crate::selection::{Selection, select};
 use crate::steps::{Steps, guarded, one_line};
 use crate::workload::OpKind;
-use crate::{batch, cpu, date, results_md, roofline, stream, svg, table};
+use crate::{cpu, date, results_md, roofline, svg, table};
 use std::time::{Duration, Instant};
+
+#[path = "run_sections.rs"]
+mod sections;
 
 /// Id `--filter` matches against for the decode stack.
 pub const STACK_ID: &str = "stack decode 2B4T";
@@ -25,23 +28,26 @@ fn roofline_bytes(quick: bool) -> u64 {
 
 /// Runs the benchmark as `args` says; `command` is the exact command line, for the record.
 ///
-/// Order: roofline, the decode stack (the headline, so a time limit never cuts it), then every
-/// case. Each step is guarded: an error or a panic in one step is recorded and the run goes on;
-/// after `--time-limit` the remaining steps are recorded as skipped; with `--json` the report is
-/// rewritten after every step, so a run killed from outside still leaves its figures behind.
+/// Order: roofline, the decode stack (the headline, so a time limit never cuts it), issue 4's
+/// streaming and batching, the attention section, then every case. Each step is guarded: an
+/// error or a panic in one step is recorded and the run goes on; after `--time-limit` the
+/// remaining steps are recorded as skipped; with `--json` the report is rewritten after every
+/// step, so a run killed from outside still leaves its figures behind.
 pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     let Selection {
         cases,
         stack_spec,
         do_stream,
         do_batch,
+        attention,
     } = select(args)?;
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
     let steps = usize::from(args.gpu)
         + usize::from(do_stream)
         + usize::from(do_batch)
         + sides * (cases.len() + usize::from(stack_spec.is_some()))
-        + usize::from(args.gpu) * cases.iter().filter(|w| w.memory_bound()).count();
+        + usize::from(args.gpu) * cases.iter().filter(|w| w.memory_bound()).count()
+        + sections::attention_steps(&attention, args.gpu, args.cpu);
     let mut st = Steps {
         progress: Progress::new(steps, args.progress),
         deadline: args
@@ -66,6 +72,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         stack: None,
         stream: None,
         batch: None,
+        attention: None,
         pool: Vec::new(),
         notes: Vec::new(),
     };
@@ -147,48 +154,21 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         st.checkpoint(&report);
     }
 
-    // Issue 4 (cheap: seconds on a real GPU), before the long tail of cases.
+    // Issue 4 and attention (cheap: seconds on a real GPU), before the long tail of cases.
+    let sections = sections::Sections {
+        args,
+        gpu: gpu.as_ref(),
+        gpu_policy,
+        cpu_policy,
+    };
     if do_stream {
-        let (r, e) = st.step("GPU streaming (issue 4)", || {
-            let g = gpu.as_ref().ok_or("no GPU")?;
-            let was = g.timestamps();
-            let _ = g.engine().set_profiling(false);
-            let r = g.with_pool(|| {
-                Ok(stream::measure(
-                    g.engine(),
-                    args.stream_bytes,
-                    args.quick,
-                    args.repeats.min(3),
-                ))
-            });
-            if was {
-                let _ = g.engine().set_profiling(true);
-            }
-            r.map(|r| r.0)
-        });
-        report.stream = r.or_else(|| e.map(|e| stream::failed(args.stream_bytes, args.quick, e)));
-        st.checkpoint(&report);
+        sections.stream(&mut st, &mut report);
     }
     if do_batch {
-        let (r, e) = st.step("GPU batched decode B=8 vs B=1 (issue 4)", || {
-            let g = gpu.as_ref().ok_or("no GPU")?;
-            let r = g.with_pool(|| {
-                Ok(batch::measure(
-                    g.engine(),
-                    g.timestamps(),
-                    gpu_policy,
-                    args.cold_bytes,
-                ))
-            });
-            r.map(|r| r.0)
-        });
-        report.batch = r;
-        if let Some(e) = e {
-            report
-                .notes
-                .push(format!("batched decode not measured: {e}"));
-        }
-        st.checkpoint(&report);
+        sections.batch(&mut st, &mut report);
+    }
+    if !attention.is_empty() {
+        sections.attention(&mut st, &mut report, &attention);
     }
 
     for (i, w) in cases.iter().enumerate() {

@@ -128,6 +128,7 @@ pub fn ours() -> Report {
         }),
         stream: None,
         batch: None,
+        attention: None,
         pool: vec![],
         notes: vec![],
     }
