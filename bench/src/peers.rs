@@ -19,6 +19,14 @@ pub mod impls {
     pub const WEIGHT_QUANT: &str = "torch_weight_quant_eager";
     /// Eager PyTorch absmax activation quantization (BitNet reference formula).
     pub const ACT_QUANT: &str = "torch_act_quant_eager";
+    /// `F.scaled_dot_product_attention` on fp16 q, k, v (`[1, H, T, D]`).
+    pub const SDPA_FP16: &str = "torch_sdpa_fp16";
+    /// `F.scaled_dot_product_attention` on fp32 q, k, v.
+    pub const SDPA_FP32: &str = "torch_sdpa_fp32";
+    /// In-place `index_copy_` of one position's k and v into preallocated fp16 caches.
+    pub const KV_APPEND_FP16: &str = "torch_kv_append_fp16";
+    /// The same into fp32 caches (our cache's dtype).
+    pub const KV_APPEND_FP32: &str = "torch_kv_append_fp32";
 }
 
 /// One timed peer case.
@@ -77,6 +85,47 @@ pub struct PeerStack {
     pub error: Option<String>,
 }
 
+/// One timed attention or KV-append case of the peer (the `attention` list of the file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerAttention {
+    /// Implementation: [`impls::SDPA_FP16`], [`impls::SDPA_FP32`], [`impls::KV_APPEND_FP16`]
+    /// or [`impls::KV_APPEND_FP32`].
+    #[serde(rename = "impl")]
+    pub imp: String,
+    /// Model whose head layout this is ("2B4T", "8B").
+    pub model: String,
+    /// Queries (1 for decode and for appends).
+    pub tq: usize,
+    /// Key/value positions (appends: positions the cache held).
+    pub tk: usize,
+    /// Query heads.
+    pub hq: usize,
+    /// Key/value heads.
+    pub hkv: usize,
+    /// Values per head.
+    pub d: usize,
+    /// Causal masking as ours (decode needs no mask; prefill `is_causal=True`).
+    pub causal: bool,
+    /// How grouped-query heads were handled: `"enable_gqa"` or `"repeat_interleave"` (K/V
+    /// expanded to the query heads outside the timed region).
+    pub gqa: Option<String>,
+    /// The SDPA backend torch chose, where it could tell (`flash_attention`, `math`, …).
+    pub backend: Option<String>,
+    /// Timing method (`cuda_graph_per_call`, eager fallbacks).
+    pub method: Option<String>,
+    /// Calls per timed graph replay (rotated input copies, or appends).
+    pub copies: Option<usize>,
+    /// Median time in milliseconds per call.
+    pub ms: Option<f64>,
+    /// Fastest sample.
+    pub min_ms: Option<f64>,
+    /// Samples behind the median.
+    pub samples: Option<usize>,
+    /// Why it was not measured, if it was not.
+    pub error: Option<String>,
+}
+
 /// The whole peers file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -101,6 +150,8 @@ pub struct PeersReport {
     pub cases: Vec<PeerCase>,
     /// Decode stacks (eager and CUDA-graph variants).
     pub stacks: Vec<PeerStack>,
+    /// Attention and KV appends (absent from files written before the section existed).
+    pub attention: Vec<PeerAttention>,
     /// Free-form remarks from the script (padding, skipped parts).
     pub notes: Vec<String>,
 }
@@ -126,6 +177,7 @@ impl PeersReport {
     pub fn without_invalid_times(mut self) -> PeersReport {
         let times = self.cases.iter_mut().map(|c| (&mut c.ms, &mut c.error));
         let times = times.chain(self.stacks.iter_mut().map(|s| (&mut s.ms, &mut s.error)));
+        let times = times.chain(self.attention.iter_mut().map(|a| (&mut a.ms, &mut a.error)));
         let mut dropped = 0;
         for (ms, error) in times {
             if let Some(v) = *ms
@@ -170,6 +222,21 @@ impl PeersReport {
         m: usize,
     ) -> Option<&PeerStack> {
         self.find_stack(imp, graph, true, layers, m)
+    }
+
+    /// The peer's attention or append entry `imp` for a case of ours. Appends match on the
+    /// cache (`tk`, `hkv`, `d`) alone: they neither read q nor depend on the query count.
+    pub fn attention_case(
+        &self,
+        imp: &str,
+        c: &crate::attention::AttentionCase,
+    ) -> Option<&PeerAttention> {
+        let append = imp == impls::KV_APPEND_FP16 || imp == impls::KV_APPEND_FP32;
+        self.attention.iter().find(|a| {
+            a.imp == imp
+                && (a.tk, a.hkv, a.d) == (c.tk, c.hkv, c.d)
+                && (append || (a.tq, a.hq) == (c.tq, c.hq))
+        })
     }
 
     fn find_stack(

@@ -12,6 +12,9 @@ use crate::workload::OpKind;
 mod stack_section;
 use stack_section::stack;
 
+#[path = "results_md_attention.rs"]
+mod attention_section;
+
 /// Renders RESULTS.md from our report, the peers (if any) and the merge command line.
 pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -> String {
     let peers = peers.cloned().map(PeersReport::without_invalid_times);
@@ -38,6 +41,7 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     stack(&mut s, ours, peers);
     bitlinear(&mut s, ours, peers);
     quant(&mut s, ours, peers);
+    attention_section::attention(&mut s, ours, peers);
 
     s.push_str("\n## Method\n\n");
     s.push_str(

@@ -1,9 +1,12 @@
 //! The terminal table of a run: one block per op family, one row per shape and M, then the
-//! roofline and the decode-stack headline.
+//! roofline, the decode-stack headline, issue 4's figures and the attention block.
 
 use crate::fmt::{opt_num, opt_ratio, opt_sig, opt_time, text_table, time_ms};
 use crate::report::{CaseResult, Report};
 use crate::workload::OpKind;
+
+#[path = "table_attention.rs"]
+mod attention_block;
 
 /// Renders the whole report as plain text (what the binary prints on stdout). Times of zero or
 /// below read "not measured", as in RESULTS.md ([`Report::without_invalid_times`]).
@@ -79,6 +82,7 @@ pub fn render(report: &Report) -> String {
         out.push_str(&stack_lines(report, s));
     }
     out.push_str(&issue4(report));
+    out.push_str(&attention_block::attention(report));
     out.push('\n');
     out.push_str(&pool_line(report));
     out
