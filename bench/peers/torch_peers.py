@@ -14,6 +14,9 @@ What is timed (CUDA events, warmup, median of repeats):
   * the decode stack: one token through the 210 linear layers of a 30-layer BitNet-2B4T, fp16
     (and int8 _int_mm), launched eagerly and replayed as one CUDA graph: every linear reading the
     layer input (independent), and fp16 also in a real decode's chained data flow.
+  * attention (attention_peers.py, the file's "attention" list): F.scaled_dot_product_attention
+    fp16 and fp32 on bitnet-bench's decode and prefill cases (grouped-query heads), and the KV
+    cache append as an in-place index_copy_ of one position.
 
 Per-shape cases rotate through enough copies of the weights/inputs that the set exceeds the L2
 cache (same rule as bitnet-bench), and time a CUDA graph of one call per copy, divided by the copy
@@ -33,6 +36,8 @@ import time
 
 import torch
 import torch.nn.functional as F
+
+import attention_peers  # beside this file (python3 puts the script's folder on sys.path)
 
 SHAPES = [  # (label, N, K): weight [N, K], as in bench/src/workload.rs
     ("2B q/o", 2560, 2560),
@@ -54,12 +59,15 @@ def parse_args():
     p.add_argument("--repeats", type=int, default=30, help="timed repeats per case (median)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per case")
     p.add_argument("--quick", action="store_true",
-                   help="2B shapes, M in {1, 8}, 3 repeats, a 4-layer stack (as bitnet-bench --quick)")
+                   help="2B shapes, M in {1, 8}, 3 repeats, a 4-layer stack, 2B4T attention decode "
+                        "over 512 positions and a 128-token prefill (as bitnet-bench --quick)")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (smoke test only)")
     p.add_argument("--layers", type=int, default=None,
                    help="layers of the decode stack (default 30; quick 4)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="seconds; cases that would start later are recorded as skipped (stacks run first)")
+    p.add_argument("--attention-only", action="store_true",
+                   help="only the attention and KV-append cases (as bitnet-bench --filter attention)")
     p.add_argument("--cold-mib", type=int, default=COLD_BYTES >> 20,
                    help="rotate input copies until the working set exceeds this (0: one copy)")
     return p.parse_args()
@@ -164,9 +172,13 @@ def int_mm_rows(m):
 DEADLINE = None  # time.monotonic() after which cases are skipped (--time-limit)
 
 
+def out_of_time():
+    return DEADLINE is not None and time.monotonic() > DEADLINE
+
+
 def run_case(results, timer, dev, imp, label, m, n, k, body):
     row = {"impl": imp, "shape": label, "m": m, "n": n, "k": k}
-    if DEADLINE is not None and time.monotonic() > DEADLINE:
+    if out_of_time():
         row["error"] = "skipped: --time-limit reached"
         results.append(row)
         return
@@ -315,10 +327,15 @@ def main():
     global DEADLINE
     if args.time_limit is not None:
         DEADLINE = time.monotonic() + args.time_limit
-    stacks = stack_cases(args, timer, dev)  # the headline first, so a time limit never cuts it
+    # The headline first, so a time limit never cuts it.
+    stacks = [] if args.attention_only else stack_cases(args, timer, dev)
     if timer.cuda:
         torch.cuda.empty_cache()
-    cases = shape_cases(args, timer, dev, tokens, shapes)
+    # Attention next (seconds), as bitnet-bench runs it before the long tail of per-shape cases.
+    attention, attention_notes = attention_peers.attention_cases(
+        timer, dev, args.quick, time_rotating, copies_for, out_of_time)
+    notes.extend(attention_notes)
+    cases = [] if args.attention_only else shape_cases(args, timer, dev, tokens, shapes)
     report = {
         "schema": "bitnet-bench-peers/1",
         "command": " ".join(["python3"] + sys.argv),
@@ -330,6 +347,7 @@ def main():
         "host_threads": os.cpu_count() or 0,
         "cases": cases,
         "stacks": stacks,
+        "attention": attention,
         "notes": notes,
         "seconds": round(time.time() - started, 1),
     }

@@ -116,6 +116,8 @@ pub struct PeerAttention {
     pub method: Option<String>,
     /// Calls per timed graph replay (rotated input copies, or appends).
     pub copies: Option<usize>,
+    /// What the script had to work around (a failed graph capture, a failed `enable_gqa`).
+    pub note: Option<String>,
     /// Median time in milliseconds per call.
     pub ms: Option<f64>,
     /// Fastest sample.

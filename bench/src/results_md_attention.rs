@@ -131,10 +131,16 @@ fn notes(s: &mut String, a: &crate::attention::AttentionResult, peers: Option<&P
                 e.gqa.as_ref().map(|g| format!("grouped heads by {g}")),
                 e.backend.as_ref().map(|b| format!("backend {b}")),
                 e.method.as_ref().map(|m| format!("timed as {m}")),
+                e.note.as_ref().map(|n| n.replace('|', "/")),
             ];
             let what: Vec<String> = what.into_iter().flatten().collect();
             if !what.is_empty() {
-                let line = format!("{}: {}", e.imp, what.join(", "));
+                // A workaround is the case's own: name it.
+                let who = match &e.note {
+                    Some(_) => format!("{} {} Tq {} Tk {}", e.imp, e.model, e.tq, e.tk),
+                    None => e.imp.clone(),
+                };
+                let line = format!("{who}: {}", what.join(", "));
                 if !seen.contains(&line) {
                     seen.push(line);
                 }
