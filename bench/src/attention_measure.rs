@@ -14,7 +14,7 @@ use bitnet_wgpu::{CpuTensor, Engine, Tensor};
 use std::hint::black_box;
 
 /// The (q, k, v) sets a case rotates through: enough that they exceed `cold_bytes`, at least
-/// one, at most [`crate::gpu::MAX_COPIES`].
+/// one, at most `crate::gpu::MAX_COPIES` (512), as the other cases.
 pub fn copies(spec: &AttentionSpec, cold_bytes: u64) -> usize {
     cold_bytes
         .div_ceil(spec.input_bytes().max(1))

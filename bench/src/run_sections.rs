@@ -13,9 +13,13 @@ use crate::{batch, stream};
 
 /// What the section steps share: the run's options, its GPU (if any) and repeat policies.
 pub(super) struct Sections<'a> {
+    /// The run's options.
     pub args: &'a RunArgs,
+    /// The GPU, unless `--no-gpu` (or none could be opened).
     pub gpu: Option<&'a GpuBench>,
+    /// Repeats and budget of a GPU figure.
     pub gpu_policy: RepeatPolicy,
+    /// Repeats and budget of a cpu-ref figure.
     pub cpu_policy: RepeatPolicy,
 }
 
