@@ -4,13 +4,17 @@
 // attends its first n_i = attend0 + i · attend_step keys (Tk, or Tk - Tq + i + 1 when causal).
 //
 // A (query, head) pair's keys are taken in chunks of 256 (CHUNK). Per chunk, invocation t scores
-// key 256c + t (s = (Σ_d q[d]·k[d]) · scale, d ascending, as cpu-ref), the chunk's max m_c and the
-// sum l_c of e_j = exp(s_j - m_c) are 256-lane trees in workgroup memory (softmax_last's order),
-// and invocation t sums o_c[d] = Σ_j e_j · v_j[d] over the chunk's keys in order for d = t,
-// t + 256, ... (any D, no vector loads: D = 3 or 5 is as valid as 128). Chunks are merged in
-// order by the flash-attention recurrence (`merge_factors`, attention_common.wgsl) and the result
-// is O[d] / L, correctly rounded (exact_div.wgsl). Only exp and fused multiply-adds a driver may
-// form differ from the CPU reference. No subgroup operations: any subgroup size works.
+// key 256c + t (s = (Σ_d q[d]·k[d]) · scale, as four partial sums over d mod 4), the chunk's max
+// m_c and the sum l_c of e_j = exp(s_j - m_c) are 256-lane trees in workgroup memory
+// (softmax_last's order), and o_c[d] = Σ_j e_j · v_j[d] is summed by all 256 invocations at once
+// for D <= 256 (`chunk_sums`: keys dealt to 256 / D groups, four accumulators each), by one
+// invocation per d beyond. Any D works (no vector bindings: D = 3 or 5 is as valid as 128).
+// Chunks are merged in order by the flash-attention recurrence (`merge_factors`,
+// attention_common.wgsl) and the result is O[d] / L, correctly rounded (exact_div.wgsl). The CPU
+// reference sums the dot products and weighted sums serially (cpu-ref's documented order); here
+// they are reassociated into independent chains — serial chains of 128-256 dependent loads were
+// most of a decode call's time on the H200 — so results match within the cross-check tolerance,
+// not bit for bit. No subgroup operations: any subgroup size works.
 //
 // Two modes, one kernel, the same arithmetic:
 // * whole (params.chunks == 0): one workgroup per pair walks all its chunks, keeping the running
@@ -58,6 +62,10 @@ struct Params {
 
 var<workgroup> partial: array<f32, 256>;
 var<workgroup> weights: array<f32, 256>;
+// The chunk's weighted sums (chunk_sums).
+var<workgroup> sums: array<f32, 256>;
+// Eight partial scores per key of the chunk (chunk_scores).
+var<workgroup> key_parts: array<f32, 2048>;
 
 // Tree over the 256 partials (strides 128, ..., 1): max when `is_max`, sum otherwise. Ends with a
 // barrier, so the caller may read partial[0] and then overwrite partial[t].
@@ -76,26 +84,141 @@ fn tree(t: u32, is_max: bool) -> f32 {
 }
 
 // Invocation t's score of key `key` (of kv head g) against the q row at `q_row`; flags non-finite
-// k values, and a non-finite score on the output row starting at `flat_row`.
+// k values, and a non-finite score on the output row starting at `flat_row`. Four partial sums
+// (d mod 4) added pairwise at the end: four independent load-multiply-add chains instead of one
+// serial chain of D (H200 decode: the serial chain was most of a 130 µs call at 512 keys).
 fn score(key: u32, g: u32, q_row: u32, flat_row: u32) -> f32 {
     let dim = params.dim;
     let kb = (key * params.kv_heads + g) * dim;
-    var acc = 0.0;
-    for (var d = 0u; d < dim; d += 1u) {
+    var acc = vec4<f32>(0.0);
+    var d = 0u;
+    // Sixteen values per step, all loaded before any is used: a lane's loads are one round trip
+    // per step, not per value (each step waits for memory; D = 128 takes 8 steps, not 32).
+    for (; d + 16u <= dim; d += 16u) {
+        var x: array<vec4<f32>, 4>;
+        for (var u = 0u; u < 4u; u += 1u) {
+            let o = kb + d + 4u * u;
+            x[u] = vec4<f32>(k[o], k[o + 1u], k[o + 2u], k[o + 3u]);
+        }
+        for (var u = 0u; u < 4u; u += 1u) {
+            let o = q_row + d + 4u * u;
+            let y = vec4<f32>(q[o], q[o + 1u], q[o + 2u], q[o + 3u]);
+            if (any_non_finite4(x[u])) {
+                flag_k4(x[u], kb + d + 4u * u);
+            }
+            acc = acc + y * x[u];
+        }
+    }
+    for (; d + 4u <= dim; d += 4u) {
+        let x = vec4<f32>(k[kb + d], k[kb + d + 1u], k[kb + d + 2u], k[kb + d + 3u]);
+        let y = vec4<f32>(q[q_row + d], q[q_row + d + 1u], q[q_row + d + 2u], q[q_row + d + 3u]);
+        if (any_non_finite4(x)) {
+            flag_k4(x, kb + d);
+        }
+        acc = acc + y * x;
+    }
+    for (; d < dim; d += 1u) {
         let x = k[kb + d];
         if (is_non_finite(x)) {
             atomicMin(&nonfinite[1], kb + d);
         }
-        acc = acc + q[q_row + d] * x;
+        acc.x = acc.x + q[q_row + d] * x;
     }
-    let s = acc * params.scale;
+    let s = ((acc.x + acc.y) + (acc.z + acc.w)) * params.scale;
     if (is_non_finite(s)) {
         atomicMin(&nonfinite[3], flat_row);
     }
     return s;
 }
 
-// o_c[d] = Σ_j weights[j] · v[start + j][d] over the chunk's `len` keys in order; flags non-finite v.
+// Scores of a chunk for D % 32 == 0 and D <= 128, the common head sizes: eight invocations per
+// key, invocation t taking dimensions 4·(t % 8) + 32u of keys t / 8 + 32r, so each group of
+// eight reads one contiguous 128-byte piece of a key row per load (one key row per invocation,
+// as `score` reads it, touches a cache line per invocation and load: on the H200 that
+// serialization was most of a decode call). Sixteen vec4 loads in flight per invocation, two
+// rounds per chunk; the eight partial sums of a key are added in order. Returns invocation t's
+// score, as `score` would; every invocation must call it (barriers).
+fn chunk_scores(start: u32, len: u32, g: u32, q_row: u32, flat_row: u32, t: u32) -> f32 {
+    let dim = params.dim;
+    let steps = dim / 32u;
+    let p = t % 8u;
+    let kk = t / 8u;
+    var qv: array<vec4<f32>, 4>;
+    for (var u = 0u; u < 4u; u += 1u) {
+        if (u < steps) {
+            let o = q_row + 4u * p + 32u * u;
+            qv[u] = vec4<f32>(q[o], q[o + 1u], q[o + 2u], q[o + 3u]);
+        }
+    }
+    for (var round = 0u; round < 2u; round += 1u) {
+        var x: array<vec4<f32>, 16>;
+        for (var r = 0u; r < 4u; r += 1u) {
+            let j = kk + 32u * (4u * round + r);
+            for (var u = 0u; u < 4u; u += 1u) {
+                if (j < len && u < steps) {
+                    let o = ((start + j) * params.kv_heads + g) * dim + 4u * p + 32u * u;
+                    x[4u * r + u] = vec4<f32>(k[o], k[o + 1u], k[o + 2u], k[o + 3u]);
+                }
+            }
+        }
+        for (var r = 0u; r < 4u; r += 1u) {
+            let j = kk + 32u * (4u * round + r);
+            var acc = vec4<f32>(0.0);
+            for (var u = 0u; u < 4u; u += 1u) {
+                if (j < len && u < steps) {
+                    let xv = x[4u * r + u];
+                    if (any_non_finite4(xv)) {
+                        flag_k4(xv, ((start + j) * params.kv_heads + g) * dim + 4u * p + 32u * u);
+                    }
+                    acc = acc + qv[u] * xv;
+                }
+            }
+            key_parts[j * 8u + p] = (acc.x + acc.y) + (acc.z + acc.w);
+        }
+    }
+    workgroupBarrier();
+    var s = -3.4028235e38;
+    if (t < len) {
+        var sum = 0.0;
+        for (var i = 0u; i < 8u; i += 1u) {
+            sum = sum + key_parts[t * 8u + i];
+        }
+        s = sum * params.scale;
+        if (is_non_finite(s)) {
+            atomicMin(&nonfinite[3], flat_row);
+        }
+    }
+    // key_parts is rewritten by the next chunk.
+    workgroupBarrier();
+    return s;
+}
+
+// Whether any of the four values is NaN or infinite.
+fn any_non_finite4(x: vec4<f32>) -> bool {
+    return any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u));
+}
+
+// Flags the first non-finite of four consecutive k values starting at flat index `at`.
+fn flag_k4(x: vec4<f32>, at: u32) {
+    for (var i = 0u; i < 4u; i += 1u) {
+        if (is_non_finite(x[i])) {
+            atomicMin(&nonfinite[1], at + i);
+            return;
+        }
+    }
+}
+
+// Flags every non-finite of four v values at flat indices at, at + step, at + 2 step, at + 3 step.
+fn flag_v4(x: vec4<f32>, at: u32, step: u32) {
+    for (var i = 0u; i < 4u; i += 1u) {
+        if (is_non_finite(x[i])) {
+            atomicMin(&nonfinite[2], at + i * step);
+        }
+    }
+}
+
+// o_c[d] = Σ_j weights[j] · v[start + j][d] over the chunk's `len` keys for one d, serially: the
+// path for D > 256 (one invocation per d). Flags non-finite v.
 fn weighted_sum(start: u32, len: u32, g: u32, d: u32) -> f32 {
     let dim = params.dim;
     var acc = 0.0;
@@ -108,6 +231,94 @@ fn weighted_sum(start: u32, len: u32, g: u32, d: u32) -> f32 {
         acc = acc + weights[j] * x;
     }
     return acc;
+}
+
+// For D <= 256, every invocation works: the chunk's keys are dealt to G = 256 / D groups
+// (group i takes keys i, i + G, ...), invocation t = i·D + d sums its group's keys for
+// dimension d with four independent accumulators, and the groups' sums are added in group order.
+// Leaves o_c[d] in sums[d]. Every invocation must call it (barriers). Flags non-finite v.
+fn chunk_sums(start: u32, len: u32, g: u32, t: u32) {
+    let dim = params.dim;
+    let groups = CHUNK / dim;
+    let gi = t / dim;
+    let d = t - gi * dim;
+    var acc = vec4<f32>(0.0);
+    if (gi < groups) {
+        let row = params.kv_heads * dim;
+        let base = (start * params.kv_heads + g) * dim + d;
+        var j = gi;
+        // Thirty-two keys per step, loaded before any is used (one round trip per step: D = 128
+        // takes four steps per chunk).
+        for (; j + 31u * groups < len; j += 32u * groups) {
+            var x: array<vec4<f32>, 8>;
+            for (var u = 0u; u < 8u; u += 1u) {
+                let i0 = base + (j + 4u * u * groups) * row;
+                let step = groups * row;
+                x[u] = vec4<f32>(v[i0], v[i0 + step], v[i0 + 2u * step], v[i0 + 3u * step]);
+            }
+            for (var u = 0u; u < 8u; u += 1u) {
+                let ju = j + 4u * u * groups;
+                if (any_non_finite4(x[u])) {
+                    flag_v4(x[u], base + ju * row, groups * row);
+                }
+                let w = vec4<f32>(weights[ju], weights[ju + groups], weights[ju + 2u * groups], weights[ju + 3u * groups]);
+                acc = acc + w * x[u];
+            }
+        }
+        for (; j + 15u * groups < len; j += 16u * groups) {
+            var x: array<vec4<f32>, 4>;
+            for (var u = 0u; u < 4u; u += 1u) {
+                let i0 = base + (j + 4u * u * groups) * row;
+                let step = groups * row;
+                x[u] = vec4<f32>(v[i0], v[i0 + step], v[i0 + 2u * step], v[i0 + 3u * step]);
+            }
+            for (var u = 0u; u < 4u; u += 1u) {
+                let ju = j + 4u * u * groups;
+                if (any_non_finite4(x[u])) {
+                    flag_v4(x[u], base + ju * row, groups * row);
+                }
+                let w = vec4<f32>(weights[ju], weights[ju + groups], weights[ju + 2u * groups], weights[ju + 3u * groups]);
+                acc = acc + w * x[u];
+            }
+        }
+        for (; j + 3u * groups < len; j += 4u * groups) {
+            let i0 = base + j * row;
+            let i1 = i0 + groups * row;
+            let i2 = i1 + groups * row;
+            let i3 = i2 + groups * row;
+            let x = vec4<f32>(v[i0], v[i1], v[i2], v[i3]);
+            if (any_non_finite4(x)) {
+                let at = vec4<u32>(i0, i1, i2, i3);
+                for (var i = 0u; i < 4u; i += 1u) {
+                    if (is_non_finite(x[i])) {
+                        atomicMin(&nonfinite[2], at[i]);
+                    }
+                }
+            }
+            let w = vec4<f32>(weights[j], weights[j + groups], weights[j + 2u * groups], weights[j + 3u * groups]);
+            acc = acc + w * x;
+        }
+        for (; j < len; j += groups) {
+            let vi = base + j * row;
+            let x = v[vi];
+            if (is_non_finite(x)) {
+                atomicMin(&nonfinite[2], vi);
+            }
+            acc.x = acc.x + weights[j] * x;
+        }
+    }
+    sums[t] = (acc.x + acc.y) + (acc.z + acc.w);
+    workgroupBarrier();
+    var o = 0.0;
+    if (t < dim) {
+        o = sums[t];
+        for (var i = 1u; i < groups; i += 1u) {
+            o = o + sums[i * dim + t];
+        }
+    }
+    workgroupBarrier();
+    sums[t] = o;
+    workgroupBarrier();
 }
 
 @compute @workgroup_size(256, 1, 1)
@@ -158,7 +369,9 @@ fn main(
         let len = min(CHUNK, n - start);
         // The lowest finite f32 is max's identity: lanes past the chunk's keys never win.
         var s = -3.4028235e38;
-        if (t < len) {
+        if (dim % 32u == 0u && dim <= 128u) {
+            s = chunk_scores(start, len, g, q_row, flat_row, t);
+        } else if (t < len) {
             s = score(start + t, g, q_row, flat_row);
         }
         partial[t] = s;
@@ -172,6 +385,10 @@ fn main(
         partial[t] = e;
         workgroupBarrier();
         let l = tree(t, false);
+        let small = dim <= CHUNK;
+        if (small) {
+            chunk_sums(start, len, g, t);
+        }
         if (split) {
             let record = (pair * params.chunks + c) * (dim + 2u);
             if (t == 0u) {
@@ -179,7 +396,13 @@ fn main(
                 dst[record + 1u] = l;
             }
             for (var d = t; d < dim; d += CHUNK) {
-                dst[record + 2u + d] = weighted_sum(start, len, g, d);
+                var oc = 0.0;
+                if (small) {
+                    oc = sums[d];
+                } else {
+                    oc = weighted_sum(start, len, g, d);
+                }
+                dst[record + 2u + d] = oc;
             }
         } else {
             // The merge of cpu-ref's step 3, the running sums of dimension d in dst[q_row + d].
@@ -192,7 +415,12 @@ fn main(
             }
             m_run = f.z;
             for (var d = t; d < dim; d += CHUNK) {
-                let oc = weighted_sum(start, len, g, d);
+                var oc = 0.0;
+                if (small) {
+                    oc = sums[d];
+                } else {
+                    oc = weighted_sum(start, len, g, d);
+                }
                 var o = oc;
                 if (c > 0u) {
                     o = dst[q_row + d] * f.x + oc * f.y;

@@ -54,11 +54,14 @@ fn non_finite_operands_give_cpu_ref_errors() {
     let e = gpu_engine();
     let (nan, inf) = (f32::NAN, f32::INFINITY);
     // (dims [Tq, Tk, Hq, Hkv, D], causal): one chunk (whole mode), split mode (3 chunks), and
-    // whole mode with 2 chunks (1024 pairs).
+    // whole mode with 2 chunks (1024 pairs); D = 64 and 128 take the kernel's eight-lanes-per-key
+    // scoring and sixteen-keys-per-step sums.
     let shapes = [
         ([3, 5, 4, 2, 3], true),
         ([1, 600, 8, 2, 16], true),
         ([256, 300, 4, 1, 2], false),
+        ([1, 600, 4, 2, 64], true),
+        ([2, 300, 2, 1, 128], false),
     ];
     for (dims, causal) in shapes {
         let [_, tk, _, hkv, d] = dims;
