@@ -73,7 +73,7 @@ pub(crate) enum Cmd {
         /// Resolved with the copy's success (a read's fate).
         owner: Arc<Fate>,
     },
-    /// Copy a status slot out to `staging` and reset it (one command: both or neither run).
+    /// Copy a status slot out to `staging` (and reset it on CPU adapters: `status::copy_out_resets`).
     StatusOut {
         slot: u32,
         staging: wgpu::Buffer,
@@ -287,8 +287,9 @@ impl Batch {
 }
 
 /// After a successful submission: unchecked launches and copies are done (their slots go back
-/// dirty); copied-out and reset slots are clean again (checked launches stay pending until a
-/// read copies their slot out).
+/// dirty, for the next flush's reset pass), and so are copy-outs (dirty on GPUs, clean where the
+/// copy-out reset the slot: `status::copy_out_resets`); reset slots are clean again (checked
+/// launches stay pending until a read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
     let mut clean = Vec::new();
     for cmd in cmds {
@@ -299,7 +300,9 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
             }
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
-            Cmd::StatusOut { slot, .. } => clean.push(*slot),
+            // Copied out; reset in the same command only on CPU adapters, else by the next flush.
+            Cmd::StatusOut { slot, .. } if crate::status::copy_out_resets(gpu) => clean.push(*slot),
+            Cmd::StatusOut { slot, .. } => gpu.slots.release_dirty(*slot),
             Cmd::Reset { slots } => clean.extend_from_slice(slots),
         }
     }
@@ -308,9 +311,9 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
 
 /// A command that did not run — or, after a panic, may have: its launch (or copy) fails with
 /// `e`; slots whose reset did not run stay dirty. A rejected copy-out did not touch its slot, so
-/// its fate is pending again. A panicked one may have run, copying the flags out and resetting
-/// the slot, which would then read clean: its launch fails with the panic instead, and the slot
-/// goes back dirty (the next flush resets it).
+/// its fate is pending again. A panicked one may have run, copying the flags out where no ticket
+/// will decode them: its launch fails with the panic instead, and the slot goes back dirty (the
+/// next flush resets it).
 fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
     match cmd {
         Cmd::Dispatch { d, slot, .. } => {

@@ -33,8 +33,9 @@ impl Drop for Claims {
 }
 
 impl Batch {
-    /// Records the copy-out (and reset) of the status slots of `fates` that are pending with a
-    /// slot; `None` when there is none. The slots are clean once the batch is submitted.
+    /// Records the copy-out of the status slots of `fates` that are pending with a
+    /// slot; `None` when there is none. Once the batch is submitted the slots are clean, or dirty
+    /// until the next flush's reset pass (`status::copy_out_resets`).
     pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
         let (done_tx, done_rx) = flume::bounded::<()>(1);
         // Declared after the channel, so an early exit reverts the claims before `done_tx`

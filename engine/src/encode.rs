@@ -193,9 +193,13 @@ fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
             offset,
             ..
         } => {
+            // On GPUs the slot goes back dirty and a later flush's reset pass cleans it (see
+            // `status::copy_out_resets`).
             let buffer = &status.slots[*slot as usize];
             enc.copy_buffer_to_buffer(buffer, 0, staging, *offset, STATUS_BYTES);
-            enc.copy_buffer_to_buffer(&status.ones, 0, buffer, 0, STATUS_BYTES);
+            if crate::status::copy_out_resets(gpu) {
+                enc.copy_buffer_to_buffer(&status.ones, 0, buffer, 0, STATUS_BYTES);
+            }
         }
         Cmd::Reset { slots } => encode_resets(gpu, enc, slots),
     }
