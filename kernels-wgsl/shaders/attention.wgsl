@@ -265,22 +265,6 @@ fn chunk_sums(start: u32, len: u32, g: u32, t: u32) {
                 acc = acc + w * x[u];
             }
         }
-        for (; j + 15u * groups < len; j += 16u * groups) {
-            var x: array<vec4<f32>, 4>;
-            for (var u = 0u; u < 4u; u += 1u) {
-                let i0 = base + (j + 4u * u * groups) * row;
-                let step = groups * row;
-                x[u] = vec4<f32>(v[i0], v[i0 + step], v[i0 + 2u * step], v[i0 + 3u * step]);
-            }
-            for (var u = 0u; u < 4u; u += 1u) {
-                let ju = j + 4u * u * groups;
-                if (any_non_finite4(x[u])) {
-                    flag_v4(x[u], base + ju * row, groups * row);
-                }
-                let w = vec4<f32>(weights[ju], weights[ju + groups], weights[ju + 2u * groups], weights[ju + 3u * groups]);
-                acc = acc + w * x[u];
-            }
-        }
         for (; j + 3u * groups < len; j += 4u * groups) {
             let i0 = base + j * row;
             let i1 = i0 + groups * row;
