@@ -403,12 +403,21 @@ fn ancestry_of(lineages: &[&Lineage]) -> Result<Ancestry, Error> {
             .iter()
             .any(|n| n.verified.load(Ordering::Acquire) != verified)
         {
-            if let Some(e) = first_error(&pending_fates(&nodes)) {
+            let fates = pending_fates(&nodes);
+            if let Some(e) = first_error(&fates) {
                 return Err(e);
             }
-            nodes
+            // A failed chunk whose op call still has chunks pending is no error yet, but will
+            // be one when they resolve, clean or not — which may not move the failure count:
+            // such an ancestry is not verified, so the next launch walks it again.
+            let failed = fates
                 .iter()
-                .for_each(|n| n.verified.store(verified, Ordering::Release));
+                .any(|f| matches!(f.outcome(), Outcome::Known(Some(_))));
+            if !failed {
+                nodes
+                    .iter()
+                    .for_each(|n| n.verified.store(verified, Ordering::Release));
+            }
         }
         for n in nodes {
             if !parents.iter().any(|p| Arc::ptr_eq(p, &n)) {

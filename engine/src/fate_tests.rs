@@ -206,3 +206,19 @@ fn a_read_dropped_while_its_copy_out_is_queued_keeps_the_flag() {
     };
     assert_eq!(y.read_f32().unwrap_err(), want);
 }
+
+/// A walk that finds a chunk's error while another chunk of its op call is still pending knows
+/// no error yet (`first_error`), but the error exists: the walk must not mark the ancestry
+/// verified, or the next launch — once the last chunk resolves clean, which does not move the
+/// failure count — skips the walk and records on a poisoned input.
+#[test]
+fn a_group_error_completed_by_a_clean_chunk_fails_the_next_launch() {
+    let pool = Arc::new(SlotPool::new());
+    let chunks: Vec<_> = (1..3).map(|s| Fate::in_group(s, 1, None, &pool)).collect();
+    let lin = Lineage::default();
+    lin.extend(&chunks);
+    chunks[0].resolve(Some(Error::Map("chunk".into())));
+    assert!(ancestry_of(&[&lin]).is_ok(), "the group is not known yet");
+    chunks[1].resolve(None);
+    assert_eq!(ancestry_of(&[&lin]).err(), Some(Error::Map("chunk".into())));
+}
