@@ -273,6 +273,9 @@ impl KvCache {
         if on_device == gpu_now {
             return Ok(());
         }
+        // The held rows' lineage after the move: the uploads' copies (a view of the moved rows
+        // carries their fates), none for a read back to the host (the reads succeeded).
+        let moved = Lineage::default();
         if gpu_now {
             // Host → device: upload what is held, then continue on the device.
             let Store::Host { keys, values } = &self.store else {
@@ -290,7 +293,7 @@ impl KvCache {
                 let shape = [self.len, self.kv_heads, self.head_dim];
                 for (host, dst) in [(keys, dk), (values, dv)] {
                     let src = self.engine.upload_f32(host, &shape)?;
-                    copy_rows(self.gpu()?, &src, dst, host.len(), 0)?;
+                    moved.share(&copy_rows(self.gpu()?, &src, dst, host.len(), 0)?);
                 }
             }
             self.store = store;
@@ -306,7 +309,7 @@ impl KvCache {
             };
             self.store = Store::Host { keys, values };
         }
-        self.segments = vec![(0, Lineage::default())];
+        self.segments = vec![(0, moved)];
         *self.viewed.get_mut() = 0;
         Ok(())
     }

@@ -282,3 +282,24 @@ fn appends_split_over_a_small_binding_limit() {
     assert_eq!(bits(&k.read_f32().unwrap()), bits(&want_k));
     assert_eq!(bits(&v.read_f32().unwrap()), bits(&want_v));
 }
+
+/// A cache moved back to the device uploads what it held with a copy; a copy whose submission
+/// fails must poison the views covering those rows, never let them read stale bytes.
+#[test]
+fn a_failed_move_to_the_device_poisons_the_moved_rows() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(8, HEADS, DIM).unwrap();
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let (k1, v1) = step(70, 2);
+    append(&e, &mut c, &k1, &v1);
+    assert_eq!(c.location(), Location::Host);
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    // The next dispatch is the upload of the held keys into the device cache.
+    e.inject_fault(bitnet_wgpu::InjectedFault::Validation);
+    let (k2, v2) = step(71, 1);
+    let (gk, gv) = (up(&e, &k2, &[1, HEADS, DIM]), up(&e, &v2, &[1, HEADS, DIM]));
+    c.append(&gk, &gv).unwrap();
+    assert_eq!(c.location(), Location::Device);
+    let r = c.keys().unwrap().read_f32();
+    assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
+}
