@@ -182,6 +182,17 @@ impl KvCache {
                 let (k, v) = (self.engine.to_device(k)?, self.engine.to_device(v)?);
                 let rows = Lineage::default();
                 for (src, dst) in [(&k, keys), (&v, values)] {
+                    // A view of this very buffer (the cache's own keys appended again) cannot be
+                    // bound for reading and for writing in one dispatch: stage it first.
+                    let staged;
+                    let src = if std::ptr::eq(src.data(), dst.data()) {
+                        let tmp = self.engine.empty(OP, src.shape(), DType::F32)?;
+                        let copied = copy_rows(gpu, src, &tmp, t * row, 0)?;
+                        staged = tmp.prefix_view(src.shape(), &[&copied]);
+                        &staged
+                    } else {
+                        src
+                    };
                     rows.share(&copy_rows(gpu, src, dst, t * row, self.len * row)?);
                 }
                 self.segments.push((self.len, rows));

@@ -303,3 +303,23 @@ fn a_failed_move_to_the_device_poisons_the_moved_rows() {
     let r = c.keys().unwrap().read_f32();
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
 }
+
+/// The cache's own views are valid operands: appending them doubles what the cache holds.
+#[test]
+fn appending_the_caches_own_views_doubles_it() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(8, HEADS, DIM).unwrap();
+    let (k, v) = step(80, 2);
+    append(&e, &mut c, &k, &v);
+    let (vk, vv) = (c.keys().unwrap(), c.values().unwrap());
+    c.append(&vk, &vv).unwrap();
+    assert_eq!(c.len(), 4);
+    let (gk, gv) = read(&c);
+    assert_eq!(bits(&gk), bits(&[k.clone(), k.clone()].concat()));
+    assert_eq!(bits(&gv), bits(&[v.clone(), v.clone()].concat()));
+    assert_eq!(
+        bits(&vk.read_f32().unwrap()),
+        bits(&k),
+        "the view is unchanged"
+    );
+}
