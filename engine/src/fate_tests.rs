@@ -1,6 +1,7 @@
 //! Unit tests of fates and lineages: launch order, grouped chunks, status slots, read claims.
 
 use super::*;
+use crate::lineage::{ancestry_of, merge};
 
 fn fates(seqs: &[u64], pool: &Arc<SlotPool>) -> Vec<Arc<Fate>> {
     seqs.iter().map(|&s| Fate::new(s, None, pool)).collect()

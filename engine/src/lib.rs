@@ -156,6 +156,7 @@ mod launch;
 #[cfg(test)]
 mod launch_tests;
 mod lifecycle;
+mod lineage;
 mod linear;
 mod msl;
 mod ops;
