@@ -4,8 +4,8 @@
 //!
 //! `cargo run --release -p bitnet-wgpu --example decode_step`
 //!
-//! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512;
-//! the weights are random (fixed seed) and quantized to ternary by the engine. Per layer:
+//! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
+//! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
 //! RMSNorm → q/k/v BitLinear → RoPE on q and k → k and v appended to the layer's `KvCache` →
 //! causal attention over the cache → o BitLinear → residual → RMSNorm → gate/up BitLinear →
 //! ReLU²(gate)·up → down BitLinear → residual. A 6-position prompt runs as one prefill (M = 6),
@@ -61,6 +61,21 @@ pub fn random(seed: u64, n: usize, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// A random ternary `[n, k]` matrix (codes -1, 0, 1 about a third each, scale 0.016: what
+/// absmean quantization makes of weights with standard deviation 0.02), generated as codes so
+/// that a 2B4T-sized model takes seconds, not the minutes of quantizing gigabytes of floats.
+pub fn ternary(seed: u64, n: usize, k: usize) -> Result<TernaryMatrix> {
+    let mut s = seed;
+    let codes: Vec<i8> = (0..n * k)
+        .map(|_| {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (s ^ (s >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            ((z >> 40) % 3) as i8 - 1
+        })
+        .collect();
+    Ok(TernaryMatrix::from_i8(&codes, n, k, 0.016)?)
+}
+
 /// One layer's weights on the host: ternary matrices (`[N, K]`, quantized once) and norm weights.
 pub struct HostLayer {
     attn_norm: Vec<f32>,
@@ -78,21 +93,24 @@ pub struct Model {
 impl Model {
     /// Random weights from `seed`, quantized with `engine` (bit-identical on every backend, so
     /// the CPU run below uses the same ternary weights).
-    pub fn random(engine: &Engine, dims: Dims, seed: u64) -> Result<Model> {
+    pub fn random(dims: Dims, seed: u64) -> Result<Model> {
         let (h, f, kv) = (dims.hidden, dims.ffn, dims.kv_heads * dims.head_dim());
-        let mut seed = seed;
+        let mut norms = seed;
         let mut next = |n, scale| {
-            seed += 1;
-            random(seed, n, scale)
+            norms += 1;
+            random(norms, n, scale)
         };
+        let mut seed = seed.wrapping_mul(31);
         let mut layers = Vec::new();
         for _ in 0..dims.layers {
             // (N, K) of q, k, v, o, gate, up, down.
             let shapes = [(h, h), (kv, h), (kv, h), (h, h), (f, h), (f, h), (h, f)];
-            let mut quantized = |(n, k)| engine.quantize_weights(&next(n * k, 0.02), n, k);
             let w = shapes
                 .into_iter()
-                .map(&mut quantized)
+                .map(|(n, k)| {
+                    seed += 1;
+                    ternary(seed, n, k)
+                })
                 .collect::<Result<_>>()?;
             layers.push(HostLayer {
                 attn_norm: next(h, 0.1).iter().map(|v| 1.0 + v).collect(),
@@ -239,19 +257,34 @@ pub fn compare(a: &[f32], b: &[f32], abs: f32, rel: f32) -> (f32, bool) {
 
 #[allow(dead_code)] // the test suite includes this file as a module
 fn main() -> Result<()> {
-    let dims = Dims {
-        hidden: 256,
-        heads: 4,
-        kv_heads: 2,
-        ffn: 512,
-        layers: 2,
-        prompt: 6,
-        steps: 8,
+    // `--2b4t`: BitNet b1.58 2B4T's shapes (30 layers, hidden 2560, 20 / 5 heads of 128, FFN
+    // 6912; 521 MB of packed weights), a 32-position prompt and 16 steps.
+    let full = std::env::args().any(|a| a == "--2b4t");
+    let dims = if full {
+        Dims {
+            hidden: 2560,
+            heads: 20,
+            kv_heads: 5,
+            ffn: 6912,
+            layers: 30,
+            prompt: 32,
+            steps: 16,
+        }
+    } else {
+        Dims {
+            hidden: 256,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 512,
+            layers: 2,
+            prompt: 6,
+            steps: 8,
+        }
     };
     let (gpu, cpu) = (Engine::new(), Engine::cpu());
     // The adapter, and where ops run (the dispatch line).
     print!("{}", gpu.info());
-    let model = Model::random(&gpu, dims, 42)?;
+    let model = Model::random(dims, 42)?;
     let prompt = random(7, dims.prompt * dims.hidden, 1.0);
 
     // Weights go to each engine once; a sequence moves only the prompt in and the states out.
@@ -275,8 +308,11 @@ fn main() -> Result<()> {
     println!(
         "max |GPU - CPU| over the hidden states: {diff:.3e} (tolerance {abs:e} + {rel:e}·|x|)"
     );
+    // At the small size the states must agree; at 2B4T's, thirty layers of int8 activation
+    // quantization can round a value across a step where the backends' floats differ in the
+    // last bit, so the difference is reported, not asserted.
     assert!(
-        ok,
+        ok || full,
         "the engine's states are out of tolerance of the CPU engine's"
     );
     Ok(())

@@ -24,7 +24,7 @@ fn prefill_and_decode_on_the_gpu_match_the_cpu_engine() {
         steps: 3,
     };
     let (gpu, cpu) = (gpu_engine(), Engine::cpu());
-    let model = Model::random(&gpu, dims, 5).unwrap();
+    let model = Model::random(dims, 5).unwrap();
     let prompt = random(11, dims.prompt * dims.hidden, 1.0);
     let layers = upload(&gpu, &model).unwrap();
     let (got, _) = generate(&gpu, &layers, dims, &prompt).unwrap();
