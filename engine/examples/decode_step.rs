@@ -281,6 +281,12 @@ fn main() -> Result<()> {
             steps: 8,
         }
     };
+    // `--layers=N` overrides the layer count (how differences grow with depth).
+    let layers = std::env::args().find_map(|a| a.strip_prefix("--layers=")?.parse().ok());
+    let dims = Dims {
+        layers: layers.unwrap_or(dims.layers),
+        ..dims
+    };
     let (gpu, cpu) = (Engine::new(), Engine::cpu());
     // The adapter, and where ops run (the dispatch line).
     print!("{}", gpu.info());
@@ -305,8 +311,10 @@ fn main() -> Result<()> {
         dims.steps,
         dims.prompt
     );
+    let largest = want.concat().iter().fold(0f32, |m, v| m.max(v.abs()));
+    let first = compare(&got[0], &want[0], abs, rel).0;
     println!(
-        "max |GPU - CPU| over the hidden states: {diff:.3e} (tolerance {abs:e} + {rel:e}·|x|)"
+        "max |GPU - CPU| over the hidden states: {diff:.3e} (largest |x| {largest:.3e}; after the prefill {first:.3e}; tolerance {abs:e} + {rel:e}·|x|)"
     );
     // At the small size the states must agree; at 2B4T's, thirty layers of int8 activation
     // quantization can round a value across a step where the backends' floats differ in the
