@@ -6,18 +6,8 @@ use bitnet_cpu_ref::Error::*;
 use bitnet_cpu_ref::Tensor;
 use bitnet_cpu_ref::ops::{ATTENTION_CHUNK, attention, attention_dims};
 
-/// Deterministic values in `[-amp, amp)` (xorshift).
-fn rnd(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
-        })
-        .collect()
-}
+mod common;
+use common::rnd;
 
 fn t(d: &[f32], s: &[usize]) -> Tensor<f32> {
     Tensor::new(d.to_vec(), s).unwrap()

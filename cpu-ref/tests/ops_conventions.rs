@@ -7,18 +7,8 @@ use bitnet_cpu_ref::Tensor;
 use bitnet_cpu_ref::ops::*;
 use half::f16;
 
-/// Deterministic values in `[-amp, amp)` (xorshift).
-fn rnd(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s as f32 / u32::MAX as f32 - 0.5) * 2.0 * amp
-        })
-        .collect()
-}
+mod common;
+use common::rnd;
 
 fn t(d: Vec<f32>, s: &[usize]) -> Tensor<f32> {
     Tensor::new(d, s).unwrap()

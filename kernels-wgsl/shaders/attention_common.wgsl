@@ -4,22 +4,13 @@
 // Keys per chunk (`ATTENTION_CHUNK` in cpu-ref): one per invocation of attention.wgsl's workgroup.
 const CHUNK: u32 = 256u;
 
-// e^x for x <= 0 with error independent of |x| (softmax_last.wgsl's `exp_reduced`: x = n·ln2 + r,
-// Cody–Waite split of ln2, exact 2^n scaling), and exactly 1 at 0 as on the CPU, so the maximum's
-// weight and the merge's unit factor are exact whatever the driver's `exp(0)`.
+// e^x for x <= 0 (float_common.wgsl's `exp_reduced`), exactly 1 at 0 as on the CPU, so the
+// maximum's weight and the merge's unit factor are exact whatever the driver's `exp(0)`.
 fn exp_nonpos(x: f32) -> f32 {
     if (x == 0.0) {
         return 1.0;
     }
-    if (x < -103.97209) {
-        return 0.0;
-    }
-    let n = round(x * 1.4426950408889634);
-    var r = fma(-n, 0.693145751953125, x);
-    r = fma(-n, 1.4286068203094172e-06, r);
-    let ni = i32(n);
-    let h = ni / 2;
-    return ldexp(ldexp(exp(r), h), ni - h);
+    return exp_reduced(x);
 }
 
 // One step of the chunk merge (cpu-ref's step 3): from the running maximum `m_run` and the next

@@ -26,23 +26,6 @@ struct Params {
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-// e^x with error independent of |x|; +inf above the f32 range, 0 far below it.
-fn exp_reduced(x: f32) -> f32 {
-    if (x > 88.72284) {
-        return bitcast<f32>(0x7f800000u);
-    }
-    if (x < -103.97209) {
-        return 0.0;
-    }
-    let n = round(x * 1.4426950408889634);
-    // ln2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits, so n·LN2_HI is exact for |n| <= 150.
-    var r = fma(-n, 0.693145751953125, x);
-    r = fma(-n, 1.4286068203094172e-06, r);
-    // Split the power of two so neither factor leaves the normal range before the final product.
-    let ni = i32(n);
-    let h = ni / 2;
-    return ldexp(ldexp(exp(r), h), ni - h);
-}
 
 // erf(x) exactly as `bitnet_cpu_ref::ops::erf` (after N. Juffa's `erff`; at most 1e-7 absolute
 // error): two minimax polynomials in plain multiply-adds and one exp, split at |x| = 0.927734375.

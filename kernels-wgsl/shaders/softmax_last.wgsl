@@ -4,7 +4,7 @@
 // Three passes over the row (max, sum of exponentials, normalize), each folding elements
 // t, t + 256, ... per invocation and combining the 256 partials with a tree in workgroup memory.
 // Since every exponent is <= 0 and the maximum's term is exactly 1, the sum lies in [1, len] and
-// nothing overflows. `exp_reduced` (see elementwise_unary.wgsl) keeps exp accurate for large |x - m|.
+// nothing overflows. `exp_reduced` (float_common.wgsl) keeps exp accurate for large |x - m|.
 // The sum uses the CPU reference's order (lane t folds t, t + 256, ...; then the tree) and the
 // division is correctly rounded (exact_div.wgsl is prepended), so exp is the only inexact step.
 //
@@ -29,18 +29,6 @@ struct Params {
 const WG: u32 = 256u;
 var<workgroup> partial: array<f32, 256>;
 
-// e^x for x <= 0 with error independent of |x| (range reduction x = n·ln2 + r, exact 2^n scaling).
-fn exp_reduced(x: f32) -> f32 {
-    if (x < -103.97209) {
-        return 0.0;
-    }
-    let n = round(x * 1.4426950408889634);
-    var r = fma(-n, 0.693145751953125, x);
-    r = fma(-n, 1.4286068203094172e-06, r);
-    let ni = i32(n);
-    let h = ni / 2;
-    return ldexp(ldexp(exp(r), h), ni - h);
-}
 
 // Tree over the 256 partials: max when `is_max`, sum otherwise. Ends with a barrier, so the
 // caller may read partial[0] and then overwrite partial[t].
