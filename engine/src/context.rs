@@ -72,6 +72,8 @@ pub(crate) struct Gpu {
     pub waits_gave_up: std::sync::atomic::AtomicBool,
     /// The upload staging ring of streams, between streams.
     pub ring: Mutex<Option<crate::ring::UploadRing>>,
+    /// RoPE's frequency tables by (head dim, theta bits), uploaded once (`ops/rope.rs`).
+    pub rope_tables: crate::ops::RopeTables,
     /// The submission thread (owns the pending batch).
     pub scheduler: Scheduler,
     /// The completion thread (runs map callbacks of reads).
@@ -163,6 +165,7 @@ impl Gpu {
             submitted: Default::default(),
             waits_gave_up: Default::default(),
             ring: Mutex::new(None),
+            rope_tables: crate::ops::RopeTables::default(),
             scheduler,
             poller,
             health,

@@ -161,6 +161,30 @@ impl Tensor {
         }
     }
 
+    /// A tensor over a storage other tensors may share (a cached, never-written table).
+    pub(crate) fn from_shared(
+        engine: Engine,
+        shape: Vec<usize>,
+        dtype: DType,
+        data: Arc<Storage>,
+    ) -> Tensor {
+        Tensor {
+            inner: Arc::new(Inner {
+                shape,
+                dtype,
+                data,
+                scales: None,
+                engine,
+                lineage: Lineage::default(),
+            }),
+        }
+    }
+
+    /// The data storage, shared.
+    pub(crate) fn data_arc(&self) -> Arc<Storage> {
+        Arc::clone(&self.inner.data)
+    }
+
     /// The same bytes under another shape (no copy, no GPU work): same dtype, same byte sizes;
     /// packed dtypes (`Ternary`, `QuantizedI8`) keep their row length `K` (the last dimension).
     /// Errors carried by the tensor's lineage stay with the view.

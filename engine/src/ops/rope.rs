@@ -4,16 +4,20 @@
 //! kernel reduces it modulo 2π (exactly enough for any position: integer arithmetic above 2^19)
 //! and evaluates sin / cos by polynomials (the CPU reference uses f64).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f32, row_chunks, store_f32};
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::Launch;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 const ROPE: Kernel = Kernel::new(
     kernels::ROPE,
@@ -71,7 +75,7 @@ impl Engine {
         let (s, h, half) = (s as u64, h as u64, (d / 2) as u64);
         float_args::u32_indexable(OP, "x", s * h * 2 * half)?;
         // The table is tiny (D/2 values) and goes through the pool like any upload.
-        let freqs = self.upload_f32(&cpu::rope_freqs(d, theta)?, &[d / 2])?;
+        let freqs = self.rope_table(gpu, d, theta)?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
         let row_bytes = 4 * h * 2 * half;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk; the
@@ -104,6 +108,46 @@ impl Engine {
     }
 }
 
+/// RoPE's frequency tables on the device by (head dim, theta bits): each uploaded once. An upload
+/// is a sync point (it submits what was recorded, and waits for the submission thread), so a
+/// table uploaded per call made every `rope` a round trip: two per layer of a decode step.
+#[derive(Debug, Default)]
+pub(crate) struct RopeTables(Mutex<HashMap<(usize, u32), Arc<Storage>>>);
+
+/// Tables kept at most (distinct head dims and thetas; a model uses one or two).
+const MAX_TABLES: usize = 64;
+
+impl Engine {
+    /// The `[d / 2]` table of `rope_freqs(d, theta)` on `gpu`, uploaded on first use. Shared
+    /// storage that is never written, so every call may bind it.
+    fn rope_table(&self, gpu: &Gpu, d: usize, theta: f32) -> Result<Tensor> {
+        let key = (d, theta.to_bits());
+        let mut tables = gpu.rope_tables.0.lock().unwrap_or_else(|e| e.into_inner());
+        let data = match tables.get(&key) {
+            Some(data) => Arc::clone(data),
+            None => {
+                let t = self.upload_f32(&cpu::rope_freqs(d, theta)?, &[d / 2])?;
+                // The device may have been lost (or the policy set to Cpu) meanwhile, making the
+                // upload a host tensor: never cache that for later GPU calls.
+                if t.location() != crate::tensor::Location::Device {
+                    return Ok(t);
+                }
+                if tables.len() >= MAX_TABLES {
+                    tables.clear();
+                }
+                tables.insert(key, t.data_arc());
+                t.data_arc()
+            }
+        };
+        Ok(Tensor::from_shared(
+            self.clone(),
+            vec![d / 2],
+            DType::F32,
+            data,
+        ))
+    }
+}
+
 /// cpu-ref's argument checks of `rope`: `D` even (and nonzero), `theta` finite and positive.
 fn check_args(op: &'static str, d: usize, theta: f32) -> Result<()> {
     let invalid =
@@ -128,4 +172,34 @@ fn check_args(op: &'static str, d: usize, theta: f32) -> Result<()> {
         return Err(invalid("theta", "must be > 0"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table is uploaded once per (D, theta) and shared by later calls: an upload per call
+    /// was a sync point in every `rope` of a decode step.
+    #[test]
+    fn frequency_tables_are_uploaded_once() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().expect("a GPU engine");
+        let a = e.rope_table(g, 8, 10_000.0).unwrap();
+        let b = e.rope_table(g, 8, 10_000.0).unwrap();
+        assert!(Arc::ptr_eq(&a.data_arc(), &b.data_arc()));
+        let c = e.rope_table(g, 8, 500_000.0).unwrap();
+        assert!(!Arc::ptr_eq(&a.data_arc(), &c.data_arc()));
+        assert_eq!(
+            c.read_f32().unwrap(),
+            cpu::rope_freqs(8, 500_000.0).unwrap()
+        );
+        let x = e.upload_f32(&[1.0; 16], &[1, 2, 8]).unwrap();
+        let p = e.upload_u32(&[3], &[1]).unwrap();
+        let want = cpu::rope(&host_f32(&x).unwrap(), &[3], 10_000.0).unwrap();
+        for _ in 0..2 {
+            let y = e.rope(&x, &p, 10_000.0).unwrap().read_f32().unwrap();
+            assert_eq!(y.len(), want.data().len());
+        }
+        assert_eq!(g.rope_tables.0.lock().unwrap().len(), 2);
+    }
 }
