@@ -233,6 +233,14 @@ fn weighted_sum(start: u32, len: u32, g: u32, d: u32) -> f32 {
     return acc;
 }
 
+// o_c[d] of the current chunk: from chunk_sums' result for D <= 256, summed here beyond.
+fn chunk_sum(small: bool, start: u32, len: u32, g: u32, d: u32) -> f32 {
+    if (small) {
+        return sums[d];
+    }
+    return weighted_sum(start, len, g, d);
+}
+
 // For D <= 256, every invocation works: the chunk's keys are dealt to G = 256 / D groups
 // (group i takes keys i, i + G, ...), invocation t = i·D + d sums its group's keys for
 // dimension d with four independent accumulators, and the groups' sums are added in group order.
@@ -380,13 +388,7 @@ fn main(
                 dst[record + 1u] = l;
             }
             for (var d = t; d < dim; d += CHUNK) {
-                var oc = 0.0;
-                if (small) {
-                    oc = sums[d];
-                } else {
-                    oc = weighted_sum(start, len, g, d);
-                }
-                dst[record + 2u + d] = oc;
+                dst[record + 2u + d] = chunk_sum(small, start, len, g, d);
             }
         } else {
             // The merge of cpu-ref's step 3, the running sums of dimension d in dst[q_row + d].
@@ -399,12 +401,7 @@ fn main(
             }
             m_run = f.z;
             for (var d = t; d < dim; d += CHUNK) {
-                var oc = 0.0;
-                if (small) {
-                    oc = sums[d];
-                } else {
-                    oc = weighted_sum(start, len, g, d);
-                }
+                let oc = chunk_sum(small, start, len, g, d);
                 var o = oc;
                 if (c > 0u) {
                     o = dst[q_row + d] * f.x + oc * f.y;
