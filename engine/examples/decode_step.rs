@@ -91,30 +91,31 @@ pub struct Model {
 }
 
 impl Model {
-    /// Random weights from `seed`, quantized with `engine` (bit-identical on every backend, so
-    /// the CPU run below uses the same ternary weights).
+    /// Random weights from `seed` (host data: every engine gets the same ternary weights).
     pub fn random(dims: Dims, seed: u64) -> Result<Model> {
         let (h, f, kv) = (dims.hidden, dims.ffn, dims.kv_heads * dims.head_dim());
-        let mut norms = seed;
-        let mut next = |n, scale| {
-            norms += 1;
-            random(norms, n, scale)
+        let mut seed = seed;
+        let mut next_seed = || {
+            seed += 1;
+            seed
         };
-        let mut seed = seed.wrapping_mul(31);
         let mut layers = Vec::new();
         for _ in 0..dims.layers {
             // (N, K) of q, k, v, o, gate, up, down.
             let shapes = [(h, h), (kv, h), (kv, h), (h, h), (f, h), (f, h), (h, f)];
             let w = shapes
                 .into_iter()
-                .map(|(n, k)| {
-                    seed += 1;
-                    ternary(seed, n, k)
-                })
+                .map(|(n, k)| ternary(next_seed(), n, k))
                 .collect::<Result<_>>()?;
+            let mut norm = || -> Vec<f32> {
+                random(next_seed(), h, 0.1)
+                    .iter()
+                    .map(|v| 1.0 + v)
+                    .collect()
+            };
             layers.push(HostLayer {
-                attn_norm: next(h, 0.1).iter().map(|v| 1.0 + v).collect(),
-                ffn_norm: next(h, 0.1).iter().map(|v| 1.0 + v).collect(),
+                attn_norm: norm(),
+                ffn_norm: norm(),
                 w,
             });
         }
