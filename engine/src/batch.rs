@@ -73,7 +73,8 @@ pub(crate) enum Cmd {
         /// Resolved with the copy's success (a read's fate).
         owner: Arc<Fate>,
     },
-    /// Copy a status slot out to `staging` (and reset it on CPU adapters: `status::copy_out_resets`).
+    /// Copy a status slot out to `staging`, leaving it clean where `status::copy_out_cleans`
+    /// (consecutive copy-outs of one read go out as one gather: `status_gather.rs`).
     StatusOut {
         slot: u32,
         staging: wgpu::Buffer,
@@ -287,8 +288,8 @@ impl Batch {
 }
 
 /// After a successful submission: unchecked launches and copies are done (their slots go back
-/// dirty, for the next flush's reset pass), and so are copy-outs (dirty on GPUs, clean where the
-/// copy-out reset the slot: `status::copy_out_resets`); reset slots are clean again (checked
+/// dirty, for the next flush's reset pass), and so are copy-outs (clean where
+/// `status::copy_out_cleans`, else dirty); reset slots are clean again (checked
 /// launches stay pending until a read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
     let mut clean = Vec::new();
@@ -301,7 +302,7 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
             // Copied out; reset in the same command only on CPU adapters, else by the next flush.
-            Cmd::StatusOut { slot, .. } if crate::status::copy_out_resets(gpu) => clean.push(*slot),
+            Cmd::StatusOut { slot, .. } if crate::status::copy_out_cleans(gpu) => clean.push(*slot),
             Cmd::StatusOut { slot, .. } => gpu.slots.release_dirty(*slot),
             Cmd::Reset { slots } => clean.extend_from_slice(slots),
         }

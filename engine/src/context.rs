@@ -56,6 +56,9 @@ pub(crate) struct Gpu {
     pub group: EngineGroup,
     /// The status-slot reset pipeline (`status.rs`).
     pub status_reset: crate::status::StatusReset,
+    /// The status gather of reads (`status_gather.rs`); `None` where the device cannot bind it
+    /// (reads copy slot by slot).
+    pub status_gather: Option<crate::status_gather::StatusGather>,
     /// Armed fault injections (tests).
     pub faults: Arc<crate::fault::Faults>,
     /// CPU/GPU choice of the host-facing ops: policy, calibration, statistics.
@@ -146,6 +149,8 @@ impl Gpu {
             Arc::clone(&faults),
         );
         let status_reset = crate::status::StatusReset::new(&pipelines, &device)?;
+        let status_gather =
+            crate::status_gather::StatusGather::new(&pipelines, &device, &caps.limits)?;
         let msl = crate::msl::MslState::probe(&pipelines, &caps, &adapter_info);
         let h = Arc::clone(&health);
         let poller = Poller::start(device.clone(), move || h.lost_error())?;
@@ -160,6 +165,7 @@ impl Gpu {
             msl,
             group,
             status_reset,
+            status_gather,
             slots: Arc::new(SlotPool::new()),
             seq: AtomicU64::new(1),
             submitted: Default::default(),

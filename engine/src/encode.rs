@@ -46,7 +46,11 @@ pub(crate) fn submit(
     let mut i = 0;
     while i < cmds.len() {
         let run = cmds[i..].iter().take_while(|c| is_dispatch(c)).count();
-        if run == 0 {
+        let gathered = status_run(gpu, &cmds[i..]);
+        if gathered > 0 {
+            encode_gather(gpu, &mut encoder, &cmds[i..i + gathered]);
+            i += gathered;
+        } else if run == 0 {
             encode_transfer(gpu, &mut encoder, &cmds[i]);
             i += 1;
         } else if in_pass {
@@ -193,8 +197,8 @@ fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
             offset,
             ..
         } => {
-            // On GPUs the slot goes back dirty and a later flush's reset pass cleans it (see
-            // `status::copy_out_resets`).
+            // Without a gather (`status_gather.rs`). On GPUs the slot goes back dirty and a
+            // later flush's reset pass cleans it (see `status::copy_out_resets`).
             let buffer = &status.slots[*slot as usize];
             enc.copy_buffer_to_buffer(buffer, 0, staging, *offset, STATUS_BYTES);
             if crate::status::copy_out_resets(gpu) {
@@ -203,6 +207,51 @@ fn encode_transfer(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, cmd: &Cmd) {
         }
         Cmd::Reset { slots } => encode_resets(gpu, enc, slots),
     }
+}
+
+/// How many status copy-outs at the start of `cmds` go out as one gather (`status_gather.rs`):
+/// consecutive ones into consecutive places of one staging buffer (a read's, in slot order); 0
+/// where the device has no gather, or `cmds` does not start with a copy-out.
+fn status_run(gpu: &Gpu, cmds: &[Cmd]) -> usize {
+    let Some(Cmd::StatusOut {
+        staging: first,
+        offset: start,
+        ..
+    }) = cmds.first()
+    else {
+        return 0;
+    };
+    if gpu.status_gather.is_none() {
+        return 0;
+    }
+    cmds.iter()
+        .enumerate()
+        .take_while(|(i, c)| {
+            matches!(c, Cmd::StatusOut { staging, offset, .. }
+                if staging == first && *offset == start + *i as u64 * STATUS_BYTES)
+        })
+        .count()
+}
+
+/// Encodes a [`status_run`] as gathers into its staging buffer (the slots come back clean).
+fn encode_gather(gpu: &Gpu, enc: &mut wgpu::CommandEncoder, run: &[Cmd]) {
+    let (
+        Some(gather),
+        Some(Cmd::StatusOut {
+            staging, offset, ..
+        }),
+    ) = (&gpu.status_gather, run.first())
+    else {
+        return;
+    };
+    let slots: Vec<u32> = run
+        .iter()
+        .filter_map(|c| match c {
+            Cmd::StatusOut { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .collect();
+    gather.encode(gpu, enc, &slots, staging, *offset);
 }
 
 /// One compute pass of `status_reset` dispatches, one per slot: distinct buffers, so they overlap

@@ -171,6 +171,7 @@ mod ring;
 mod scheduler;
 mod spirv;
 mod status;
+mod status_gather;
 mod stream;
 mod tensor;
 #[cfg(test)]

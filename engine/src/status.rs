@@ -17,19 +17,28 @@
 //!
 //! Attribution is per launch, never engine-wide: the slot belongs to the launch's
 //! [`Fate`](crate::fate::Fate), and only a read of a tensor whose lineage contains that fate copies
-//! the slot out (on CPU adapters also resetting it; see [`copy_out_resets`]) — see `fate.rs`.
+//! the slot out — 16 slots per dispatch through the status gather, which leaves them clean
+//! (`status_gather.rs`), or a copy per slot where the device cannot bind the gather (on CPU
+//! adapters also resetting it; see [`copy_out_resets`]) — see `fate.rs`.
 //! Slots return to the [`SlotPool`] only after being read, or when their fate is dropped unread.
 
 use crate::error::Error;
 
-/// Whether a read's copy-out of a slot also resets it, with a second copy in the same command
-/// (CPU adapters), or leaves it dirty for the next flush's reset pass (GPUs). wgpu orders two
+/// Without the status gather (`status_gather.rs`): whether a read's copy-out of a slot also
+/// resets it, with a second copy in the same command (CPU adapters), or leaves it dirty for the
+/// next flush's reset pass (GPUs). wgpu orders two
 /// copies touching one buffer with a barrier, so the reset copy costs a barrier per slot, where
 /// the reset pass — a dispatch per slot, each slot's first use in its command buffer — costs none
 /// of its own. H200, a read after 600 / 1000 dependent checked ops: 6.3-6.5 / 8.3-8.8 ms with
 /// reset copies, 4.8-5.1 / 5.2-5.4 ms deferred. On lavapipe a dispatch costs more than a copy.
 pub(crate) fn copy_out_resets(gpu: &crate::context::Gpu) -> bool {
     gpu.adapter_info.device_type == wgpu::DeviceType::Cpu
+}
+
+/// Whether a read's copy-out leaves its slot clean: always through the status gather
+/// (`status_gather.rs`: it exchanges the words for `CLEAN`), else where [`copy_out_resets`].
+pub(crate) fn copy_out_cleans(gpu: &crate::context::Gpu) -> bool {
+    gpu.status_gather.is_some() || copy_out_resets(gpu)
 }
 
 /// Number of status slots (one buffer each). When every slot is owned by an unread launch, the
@@ -194,7 +203,7 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
 }
 
 /// The free status slots. A slot is owned by one launch's [`Fate`](crate::fate::Fate) from the
-/// launch until its value was copied out by a read (then clean, or dirty: [`copy_out_resets`]), or until the
+/// launch until its value was copied out by a read (then clean, or dirty: [`copy_out_cleans`]), or until the
 /// fate is dropped unread (or fails); an unchecked launch holds its slot until its batch is
 /// submitted. Only *clean* slots (all words `CLEAN` on the GPU timeline of every later
 /// submission) are handed out, so a dispatch never needs a reset in front of it, and a slot is

@@ -31,5 +31,13 @@ pub const STATUS_RESET: KernelSource = KernelSource {
     source: include_str!("../shaders/status_reset.wgsl"),
 };
 
+/// Copies up to 16 status slots out and marks them clean: slot 0 is the engine's group-1 status
+/// binding, slots 1 .. 15 group-0 bindings 0 .. 14 (read_write), binding 15 = `out`
+/// (read_write, `4 * slots` words). Grid: one workgroup per slot. No params.
+pub const STATUS_GATHER: KernelSource = KernelSource {
+    name: "status_gather",
+    source: include_str!("../shaders/status_gather.wgsl"),
+};
+
 /// Every utility kernel of this module.
-pub const ALL: &[KernelSource] = &[FILL, COPY, COPY_BLOCKS, STATUS_RESET];
+pub const ALL: &[KernelSource] = &[FILL, COPY, COPY_BLOCKS, STATUS_RESET, STATUS_GATHER];
