@@ -27,8 +27,8 @@ fn prefill_and_decode_on_the_gpu_match_the_cpu_engine() {
     let model = Model::random(dims, 5).unwrap();
     let prompt = random(11, dims.prompt * dims.hidden, 1.0);
     let layers = upload(&gpu, &model).unwrap();
-    let (got, _) = generate(&gpu, &layers, dims, &prompt).unwrap();
-    let (want, _) = generate(&cpu, &upload(&cpu, &model).unwrap(), dims, &prompt).unwrap();
+    let (got, _) = generate(&gpu, &layers, dims, &prompt, None).unwrap();
+    let (want, _) = generate(&cpu, &upload(&cpu, &model).unwrap(), dims, &prompt, None).unwrap();
     // matmul's tolerance, looser than that of every f32 op of the step (attention's included),
     // leaves room for their compounding over the layers and steps.
     let tol = tolerance("matmul_f32");
@@ -38,6 +38,6 @@ fn prefill_and_decode_on_the_gpu_match_the_cpu_engine() {
         tol.assert_close(&format!("hidden state after step {i}"), g, w);
     }
     // Deterministic: a second sequence on the same resident weights gives the same bits.
-    let (again, _) = generate(&gpu, &layers, dims, &prompt).unwrap();
+    let (again, _) = generate(&gpu, &layers, dims, &prompt, None).unwrap();
     assert_eq!(got, again);
 }
