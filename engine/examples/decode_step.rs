@@ -232,6 +232,9 @@ pub struct StepTimes {
     pub record_ms: f64,
     /// The decode steps' GPU time, when profiled (see [`generate`]).
     pub gpu: Option<ProfileReport>,
+    /// Bind groups the decode steps created (misses of the engine's bind-group cache: each
+    /// costs the caller's thread a few µs).
+    pub bind_groups_created: u64,
 }
 
 /// The prompt (`[prompt, hidden]` host values) as one prefill, then `steps` decode steps, each
@@ -257,6 +260,7 @@ pub fn generate(
         e.reset_profile();
     }
     e.sync()?;
+    let created = e.pool_stats().bind_groups_created;
     let t = Instant::now();
     for _ in 0..d.steps {
         last = forward(e, layers, d, &mut s, &last)?;
@@ -265,6 +269,7 @@ pub fn generate(
     let record_ms = t.elapsed().as_secs_f64() * 1e3;
     e.sync()?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
+    let bind_groups_created = e.pool_stats().bind_groups_created - created;
     let gpu = match profile {
         Some(_) => {
             let report = e.profile_report()?;
@@ -280,6 +285,7 @@ pub fn generate(
             total_ms,
             record_ms,
             gpu,
+            bind_groups_created,
         },
     ))
 }
@@ -347,9 +353,10 @@ fn main() -> Result<()> {
     let (abs, rel) = (1e-5, 1e-4);
     let (diff, ok) = compare(&got.concat(), &want.concat(), abs, rel);
     println!(
-        "decode:    {:.2} ms per step on this engine (its caller's thread recording {:.2} ms), {:.2} ms on the CPU engine ({} steps after a {}-position prefill)",
+        "decode:    {:.2} ms per step on this engine (its caller's thread recording {:.2} ms, {:.1} bind groups created), {:.2} ms on the CPU engine ({} steps after a {}-position prefill)",
         per_step(gpu_ms.total_ms),
         per_step(gpu_ms.record_ms),
+        gpu_ms.bind_groups_created as f64 / dims.steps as f64,
         per_step(cpu_ms.total_ms),
         dims.steps,
         dims.prompt

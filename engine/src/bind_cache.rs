@@ -57,6 +57,9 @@ pub(crate) struct BindCache {
     map: Mutex<Map>,
     /// Entries in `map`.
     len: std::sync::atomic::AtomicUsize,
+    /// Lookups served from the cache, and bind groups created ([`PoolStats`](crate::PoolStats)).
+    hits: std::sync::atomic::AtomicU64,
+    created: std::sync::atomic::AtomicU64,
 }
 
 impl BindCache {
@@ -72,10 +75,12 @@ impl BindCache {
         if let Some(list) = self.lock().get(&hash)
             && let Some((_, g)) = list.iter().find(|(k, _)| k.matches(layout, bindings))
         {
+            self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(g.clone());
         }
         // Created outside the lock (it enters wgpu); a racing duplicate is harmless.
         let group = create()?;
+        self.created.fetch_add(1, Ordering::Relaxed);
         let key = Key {
             layout: layout.clone(),
             bindings: bindings
@@ -125,6 +130,14 @@ impl BindCache {
             std::mem::take(&mut *map)
         };
         drop(old);
+    }
+
+    /// Lookups served from the cache, and bind groups created, since the engine started.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.created.load(Ordering::Relaxed),
+        )
     }
 
     /// Cached entries.
@@ -204,6 +217,7 @@ mod tests {
         assert_eq!(y.read_f32().unwrap(), vec![3.0; 64]);
         drop(y);
         let cached = g.pool.binds.len();
+        let before = e.pool_stats();
         // The output buffer comes back from the pool: same bindings, same bind group.
         let y = e.copy(&x).unwrap();
         assert_eq!(y.read_f32().unwrap(), vec![3.0; 64]);
@@ -211,6 +225,15 @@ mod tests {
             g.pool.binds.len(),
             cached,
             "a repeated launch creates no bind group"
+        );
+        let after = e.pool_stats();
+        assert_eq!(
+            (
+                after.bind_group_hits - before.bind_group_hits,
+                after.bind_groups_created - before.bind_groups_created
+            ),
+            (1, 0),
+            "the pool's statistics count the reuse"
         );
         drop(y);
         g.pool.trim();
@@ -220,6 +243,11 @@ mod tests {
             "trimming the pool drops the cached bind groups"
         );
         assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![3.0; 64]);
+        assert_eq!(
+            e.pool_stats().bind_groups_created,
+            after.bind_groups_created + 1,
+            "after the trim the launch created its bind group again"
+        );
     }
 
     /// A buffer the pool evicts is released at once — its device memory goes when the pool's

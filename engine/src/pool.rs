@@ -96,6 +96,10 @@ pub struct PoolStats {
     pub live_buffers: u64,
     /// Bytes of read-back staging buffers the pool owns.
     pub staging_bytes: u64,
+    /// Launches whose bind group was reused from the bind-group cache (`bind_cache.rs`).
+    pub bind_group_hits: u64,
+    /// Bind groups the launches created (a cache miss: a few µs of the caller's time each).
+    pub bind_groups_created: u64,
 }
 
 impl PoolStats {
@@ -345,7 +349,13 @@ impl BufferPool {
 
     /// A snapshot of the statistics.
     pub fn stats(&self) -> PoolStats {
-        lock(&self.state).stats
+        let st = lock(&self.state);
+        let (bind_group_hits, bind_groups_created) = st.binds.counts();
+        PoolStats {
+            bind_group_hits,
+            bind_groups_created,
+            ..st.stats
+        }
     }
 
     /// Resets the peaks to the current values (to measure one workload).
