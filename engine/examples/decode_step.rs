@@ -7,8 +7,8 @@
 //! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
 //! RMSNorm → q/k/v BitLinear → RoPE on q and k → k and v appended to the layer's `KvCache` →
-//! causal attention over the cache → o BitLinear → residual → RMSNorm → gate/up BitLinear →
-//! ReLU²(gate)·up → down BitLinear → residual. A 6-position prompt runs as one prefill (M = 6),
+//! causal attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
+//! BitLinear → ReLU²(gate)·up → down BitLinear → residual (fused with the next layer's norm). A 6-position prompt runs as one prefill (M = 6),
 //! then each decode step runs one position, fed the previous step's last hidden state (there is
 //! no embedding or LM head). Nothing is read back until the end: positions are sliced from one
 //! resident table, the next input is sliced from the last output, and the caches grow in place.
@@ -186,12 +186,23 @@ pub fn forward(
     let pos = e.slice(&s.positions, 0, s.pos..s.pos + t)?;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut x = x.clone();
+    // The last sublayer's output, added to the residual stream `x` together with the next norm
+    // (one fused op: `add_rms_norm`).
+    let mut pending: Option<Tensor> = None;
     for (l, cache) in layers.iter().zip(&mut s.caches) {
         let [wq, wk, wv, wo, wgate, wup, wdown] = &l.w[..] else {
             unreachable!("seven matrices per layer")
         };
-        // Attention block: RMSNorm, then the q/k/v projections (int8 activations, exact).
-        let xn = e.rms_norm(&x, &l.attn_norm, EPS)?;
+        // Attention block: (residual add and) RMSNorm, then the q/k/v projections (int8
+        // activations, exact).
+        let xn = match pending.take() {
+            None => e.rms_norm(&x, &l.attn_norm, EPS)?,
+            Some(down) => {
+                let (h, xn) = e.add_rms_norm(&x, &down, &l.attn_norm, EPS)?;
+                x = h;
+                xn
+            }
+        };
         // RoPE wants [T, H, D]: the projections' bytes viewed per head (no copy).
         let per_head = |y: Tensor, heads| y.reshape(&[t, heads, hd]);
         let q = e.rope(
@@ -210,13 +221,16 @@ pub fn forward(
         cache.append(&k, &v)?;
         let attn = e.attention(&q, &cache.keys()?, &cache.values()?, scale, true)?;
         let attn = attn.reshape(&[t, d.hidden])?;
-        // Output projection and residual.
-        x = e.binary(BinaryOp::Add, &x, &e.bitlinear_tensor(&attn, wo)?)?;
-        // Feed-forward block: RMSNorm, gate/up, ReLU²(gate) · up, down, residual.
-        let xn = e.rms_norm(&x, &l.ffn_norm, EPS)?;
+        // Output projection; residual add and the feed-forward block's RMSNorm.
+        let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, wo)?, &l.ffn_norm, EPS)?;
+        x = h;
+        // Feed-forward block: gate/up, ReLU²(gate) · up, down (added with the next norm).
         let gate = e.unary(UnaryOp::Relu2, &e.bitlinear_tensor(&xn, wgate)?)?;
         let act = e.binary(BinaryOp::Mul, &gate, &e.bitlinear_tensor(&xn, wup)?)?;
-        x = e.binary(BinaryOp::Add, &x, &e.bitlinear_tensor(&act, wdown)?)?;
+        pending = Some(e.bitlinear_tensor(&act, wdown)?);
+    }
+    if let Some(down) = pending {
+        x = e.binary(BinaryOp::Add, &x, &down)?;
     }
     s.pos += t;
     Ok(x)

@@ -1,10 +1,8 @@
 // RMS norm over the last axis, one workgroup per row:
 //   y[r, i] = x[r, i] · inv · w[i],  inv = 1 / sqrt(Σ_i x[r, i]² / len + eps).
 //
-// Invocation t folds x² (x·x rounded, then added) for elements t, t + 256, ... sequentially; a tree
-// in workgroup memory (strides 128, ..., 1) sums the 256 partials — the CPU reference's order, so
-// the sum of squares matches it bit for bit; then every invocation scales its own elements. The
-// divisions are correctly rounded (exact_div.wgsl is prepended); sqrt is the shader's.
+// The sum of squares and the divisions: norm_rms_common.wgsl (the CPU reference's order, bit for
+// bit); then every invocation scales its own elements.
 //
 // Chunking: the launch covers rows row_base .. row_base + rows of x and y, bound from row_base; w
 // is bound whole. Flat indices reported are those of the full tensors.
@@ -25,9 +23,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
-
-const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
@@ -55,19 +50,11 @@ fn main(
         }
         acc = acc + v * v;
     }
-    partial[t] = acc;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] = partial[t] + partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let sum_sq = partial[0];
+    let sum_sq = rms_sum_sq(acc, t);
     if (t == 0u && is_non_finite(sum_sq)) {
         atomicMin(&nonfinite[2], params.row_base + row);
     }
-    let inv = exact_div(1.0, sqrt(exact_div(sum_sq, u32_to_f32(len)) + params.eps));
+    let inv = rms_inv(sum_sq, len, params.eps);
     for (var i = t; i < len; i += WG) {
         let r = x[base + i] * inv * w[i];
         if (is_non_finite(r)) {

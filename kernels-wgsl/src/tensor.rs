@@ -98,7 +98,24 @@ pub const REDUCE_LAST_SUBGROUP: KernelSource = KernelSource {
 /// RMS norm over the last axis with a per-column weight; one workgroup per row.
 pub const NORM_RMS: KernelSource = KernelSource {
     name: "norm_rms",
-    source: kernel!("exact_div.wgsl", "float_common.wgsl", "norm_rms.wgsl"),
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "norm_rms_common.wgsl",
+        "norm_rms.wgsl"
+    ),
+};
+
+/// Residual add fused with RMS norm over the last axis (`h = x + res`, `y = rms_norm(h)`, both
+/// written); one workgroup per row.
+pub const NORM_RMS_ADD: KernelSource = KernelSource {
+    name: "norm_rms_add",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "norm_rms_common.wgsl",
+        "norm_rms_add.wgsl"
+    ),
 };
 
 /// Numerically stable softmax over the last axis; one workgroup per row.
@@ -148,6 +165,7 @@ pub const ALL: &[KernelSource] = &[
     REDUCE_LAST,
     REDUCE_LAST_SUBGROUP,
     NORM_RMS,
+    NORM_RMS_ADD,
     SOFTMAX_LAST,
     ROPE,
     ATTENTION,

@@ -14,6 +14,7 @@ mod tensor_cross_check {
     mod errors_shape;
     mod kv_cache;
     mod long_loops;
+    mod norm_add;
     mod shape_paths;
     mod values_attention;
     mod values_elementwise;

@@ -30,6 +30,7 @@ mod float_args;
 mod in_dispatch_wait;
 mod matmul;
 mod norm;
+mod norm_add;
 mod reduce;
 mod rope;
 mod shape;

@@ -1,0 +1,141 @@
+//! Residual add fused with RMSNorm on resident `F32` tensors: `h = x + residual` and
+//! `rms_norm(h)` in one dispatch, one workgroup per row (`norm_rms_add.wgsl`).
+//!
+//! A pre-norm transformer block adds each sublayer's output to the residual stream and
+//! normalizes the sum for the next sublayer: as two ops, two dependent dispatches (each behind a
+//! barrier on the GPU, each recorded by the caller); fused, one. `h` is bit for bit
+//! [`Engine::binary`]'s `Add`, and the norm is [`Engine::rms_norm`]'s of `h`.
+
+use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::tensor as kernels;
+
+use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::reduce::rows_of;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::launch::{Launch, check_binding};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+const OP: &str = "add_rms_norm";
+
+const ADD_RMS_NORM: Kernel = Kernel::new(
+    kernels::NORM_RMS_ADD,
+    "main",
+    &[
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
+);
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    len: u32,
+    eps: f32,
+    row_base: u32,
+}
+
+impl Engine {
+    /// `h = x + residual` (`F32`, same shape) and the RMSNorm of `h` over its last axis (length
+    /// `L`) with `weight` (`L` elements, any shape), both returned as `(h, normed)`: the step
+    /// between a pre-norm transformer block's sublayers (the residual stream and the next
+    /// sublayer's input), one GPU dispatch where [`Engine::binary`] and [`Engine::rms_norm`] take
+    /// two. Same as `bitnet_cpu_ref::ops::add_rms_norm`, whose docs give the errors: shapes,
+    /// `weight` length, non-finite `x`, `residual`, `weight` or `eps`, negative `eps`, and
+    /// `"output"` for a row whose sum or sum of squares overflows (at the row's first element)
+    /// or a non-finite normalized element. Both outputs fail together (one launch). On the GPU,
+    /// `eps` is checked before the tensors, as [`Engine::rms_norm`] does.
+    pub fn add_rms_norm(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        weight: &Tensor,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        float_args::operand(self, OP, x, DType::F32)?;
+        float_args::operand(self, OP, residual, DType::F32)?;
+        float_args::operand(self, OP, weight, DType::F32)?;
+        if x.shape() != residual.shape() {
+            return Err(Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+                op: OP,
+                what: "residual (must have x's shape)",
+                expected: x.shape().to_vec(),
+                got: residual.shape().to_vec(),
+            }));
+        }
+        let (rows, len) = rows_of(x.shape());
+        if weight.len() as u64 != len {
+            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
+                op: OP,
+                what: "weight (last axis of x)",
+                expected: len as usize,
+                got: weight.len(),
+            }));
+        }
+        // Per invocation: two passes over the row, 8 tree levels and two divisions.
+        let loops = 2 * len.div_ceil(256) + 8 + 2 * float_args::DIV_LOOPS;
+        let Some(gpu) = self
+            .gpu_for(&[x, residual, weight])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
+            let (h, y) = cpu::add_rms_norm(
+                &host_f32(x)?,
+                &host_f32(residual)?,
+                &weight.read_f32()?,
+                eps,
+            )?;
+            return Ok((store_f32(self, h)?, store_f32(self, y)?));
+        };
+        if !eps.is_finite() {
+            return Err(Error::NonFinite {
+                op: OP,
+                tensor: "eps",
+                index: 0,
+            });
+        }
+        if eps < 0.0 {
+            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+                op: OP,
+                what: "eps",
+                reason: "must be >= 0",
+            }));
+        }
+        float_args::u32_indexable(OP, "x", rows * len)?;
+        check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
+        let h = self.empty(OP, x.shape(), DType::F32)?;
+        let y = self.empty(OP, x.shape(), DType::F32)?;
+        // x, residual, h and y have the same rows: all bound whole, or all chunk by chunk.
+        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+        let group = gpu.next_seq();
+        for r in &split.chunks {
+            let (off, size, _) = split.binding(0, r);
+            let n = r.end - r.start;
+            Launch::new(gpu, &ADD_RMS_NORM)
+                .input_range(x, off, size)
+                .input_range(residual, off, size)
+                .input(weight)
+                .output_range(&h, off, size)
+                .output_range(&y, off, size)
+                .params(&Params {
+                    rows: n as u32,
+                    len: len as u32,
+                    eps,
+                    row_base: r.start as u32,
+                })
+                .chunk_of(group)
+                .check_finite(NonFiniteCheck::tensors(
+                    OP,
+                    ["x", "residual", "weight", "output"],
+                ))
+                .workgroups(n)
+                .run()?;
+        }
+        Ok((h, y))
+    }
+}
