@@ -51,3 +51,23 @@ pub(crate) fn finite(op: &'static str, tensor: &'static str, values: &[f32]) -> 
         }
     }
 }
+
+/// Rejects the first NaN or `+inf` in `values` with [`Error::NonFinite`], letting `-inf` through
+/// (softmax's mask value). Scans like [`finite`]: a branch-free test per 1024-value chunk.
+pub(crate) fn finite_or_neg_inf(
+    op: &'static str,
+    tensor: &'static str,
+    values: &[f32],
+) -> Result<()> {
+    let bad = |v: &f32| v.is_nan() || *v == f32::INFINITY;
+    let bad_chunk = values
+        .chunks(1024)
+        .position(|chunk| chunk.iter().fold(false, |b, v| b | bad(v)));
+    match bad_chunk {
+        None => Ok(()),
+        Some(c) => {
+            let index = c * 1024 + values[c * 1024..].iter().position(bad).unwrap_or(0);
+            Err(Error::NonFinite { op, tensor, index })
+        }
+    }
+}

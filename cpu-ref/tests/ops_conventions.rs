@@ -1,7 +1,7 @@
 //! The float ops against their mathematical definitions and the PyTorch / HF conventions they
 //! document, with independent oracles: NumPy broadcasting by explicit index mapping, f64 sums,
 //! HF's `rotate_half` RoPE, the exact (erf) GELU, RMSNorm's `eps` placement and weight, softmax
-//! masking with `f32::MIN`, and f16 rounding of matmul outputs.
+//! masking with `-inf` or `f32::MIN`, and f16 rounding of matmul outputs.
 
 use bitnet_cpu_ref::Tensor;
 use bitnet_cpu_ref::ops::*;
@@ -127,11 +127,25 @@ fn rms_norm_eps_inside_the_root_and_weight_as_is() {
 }
 
 #[test]
-fn softmax_masks_with_f32_min() {
+fn softmax_masks_with_neg_inf_or_f32_min() {
+    // `f32::MIN` masks too, and a row of it alone is the uniform distribution.
     let min = f32::MIN;
     let y = softmax_last(&t(vec![0.0, min, -5.0, min, min, min], &[3, 2])).unwrap();
     assert_eq!(y.data(), &[1.0, 0.0, 1.0, 0.0, 0.5, 0.5]);
-    assert!(softmax_last(&t(vec![0.0, f32::NEG_INFINITY], &[2])).is_err());
+    // PyTorch's `-inf` mask: masked entries give 0, the rest the softmax of the unmasked alone.
+    let ninf = f32::NEG_INFINITY;
+    let y = softmax_last(&t(vec![0.0, ninf, ninf, 3.0, 3.0, ninf], &[2, 3])).unwrap();
+    assert_eq!(y.data(), &[1.0, 0.0, 0.0, 0.5, 0.5, 0.0]);
+    // A row entirely `-inf` has no distribution (PyTorch: NaN): an error naming its first index.
+    let e = softmax_last(&t(vec![0.0, 1.0, ninf, ninf], &[2, 2])).unwrap_err();
+    assert_eq!(
+        e,
+        bitnet_cpu_ref::Error::NonFinite {
+            op: "softmax_last",
+            tensor: SOFTMAX_MASKED_ROW,
+            index: 2
+        }
+    );
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod tensor_cross_check {
     mod long_loops;
     mod norm_add;
     mod shape_paths;
+    mod softmax_masks;
     mod values_attention;
     mod values_elementwise;
     mod values_matmul;

@@ -6,7 +6,8 @@
 //! tolerances):
 //! * Inputs are validated first: a NaN or infinity in any input tensor or scalar argument is
 //!   [`Error::NonFinite`] naming the op, the tensor (`"a"`, `"b"`, `"x"`, `"weight"`, ...) and
-//!   the first flat index.
+//!   the first flat index. The one exception is [`softmax_last`], where `-inf` is a mask (its
+//!   output is 0) and only NaN and `+inf` are rejected; a row entirely `-inf` is an error.
 //! * An output that is not finite (exp or square overflow, division by zero, f16 overflow) is
 //!   [`Error::NonFinite`] with tensor `"output"` and the first flat index: never a NaN result.
 //! * An output whose size the input shapes imply (broadcast, matmul) is allocated fallibly: one
@@ -22,17 +23,19 @@ mod norm_add;
 mod reduce;
 mod rope;
 mod shape;
+mod softmax;
 mod unary;
 
 pub use attention::{ATTENTION_CHUNK, AttentionDims, attention, attention_dims};
 pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
 pub use math::{erf, gelu, sigmoid, silu};
 pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
-pub use norm::{rms_norm, softmax_last};
+pub use norm::rms_norm;
 pub use norm_add::add_rms_norm;
 pub use reduce::{ReduceOp, reduce_last};
 pub use rope::{rope, rope_freqs};
 pub use shape::{concat, concat_shape, slice, slice_shape};
+pub use softmax::{SOFTMAX_MASKED_ROW, softmax_last};
 pub use unary::{UnaryOp, unary};
 
 use crate::check;

@@ -1,4 +1,4 @@
-//! Row normalizations over the last axis: RMSNorm and softmax.
+//! RMSNorm over the last axis (softmax, the other row normalization, is `softmax.rs`).
 
 use rayon::prelude::*;
 
@@ -57,36 +57,5 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
             index,
         });
     }
-    output(OP, out, x.shape().to_vec())
-}
-
-/// Softmax over the last axis, max-subtracted, per row:
-/// `m = max x`, `e_i = exp(x_i - m)`, `s = Σ e_i` (256-lane workgroup order), `y_i = e_i / s`.
-/// Every `e_i <= 1` and the maximum's is exactly 1, so nothing overflows and `s >= 1`.
-///
-/// Masking: `-inf` is a non-finite input and rejected, unlike PyTorch's usual `-inf` mask. Mask
-/// with `f32::MIN` (`-3.4e38`) instead: `x_i - m` then rounds to `-inf` or a huge negative and
-/// `e_i` is exactly 0 next to any unmasked entry, and a row masked entirely gives the uniform
-/// distribution `1 / L` (where PyTorch's all-`-inf` row gives NaN).
-///
-/// Errors: non-finite input.
-pub fn softmax_last(x: &Tensor<f32>) -> Result<Tensor<f32>> {
-    const OP: &str = "softmax_last";
-    input(OP, "x", x)?;
-    let (_, len) = rows_of(x);
-    let mut out = vec![0.0f32; x.numel()];
-    out.par_chunks_mut(len)
-        .zip(x.data().par_chunks(len))
-        .with_min_len((4096 / len).max(1))
-        .for_each(|(o, row)| {
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            for (e, &v) in o.iter_mut().zip(row) {
-                *e = (v - m).exp();
-            }
-            let s = lane_sum(o, |v| v);
-            for e in o.iter_mut() {
-                *e /= s;
-            }
-        });
     output(OP, out, x.shape().to_vec())
 }

@@ -1,6 +1,7 @@
 //! Numerically stable softmax over the last axis on resident `F32` tensors, one workgroup per row
 //! (max-subtracted; the sum in the 256-lane tree order of `bitnet_cpu_ref::ops::softmax_last`, the
-//! division correctly rounded, so only the shader's `exp` differs from the CPU reference).
+//! division correctly rounded, so only the shader's `exp` differs from the CPU reference); `-inf`
+//! entries are masks, as in cpu-ref.
 
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
@@ -31,8 +32,15 @@ struct Params {
 
 impl Engine {
     /// Softmax of an `F32` tensor over its last axis: `y_i = e^(x_i - max) / Σ_j e^(x_j - max)`.
-    /// Same as `bitnet_cpu_ref::ops::softmax_last`. Errors: wrong dtype, non-finite input (the
-    /// output is always finite).
+    /// Same as `bitnet_cpu_ref::ops::softmax_last`, masking included: a `-inf` entry (PyTorch's
+    /// attention mask value) is left out of the max and the sum and its output is exactly 0.
+    ///
+    /// Errors: wrong dtype; a NaN or `+inf` input ([`Error::NonFinite`](crate::Error::NonFinite),
+    /// tensor `"x"`, its flat index); a row whose every entry is `-inf`, which has no distribution
+    /// (`NonFinite` with tensor [`bitnet_cpu_ref::ops::SOFTMAX_MASKED_ROW`] and the flat index of
+    /// the row's first element), reported after any NaN or `+inf`, as cpu-ref does. On the GPU, like
+    /// every value error of a resident op, these are returned by the read of the output. The
+    /// output is always finite.
     pub fn softmax_last(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "softmax_last";
         float_args::operand(self, OP, x, DType::F32)?;
@@ -64,7 +72,10 @@ impl Engine {
                     pad: 0,
                 })
                 .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["x", "", "", ""]))
+                .check_finite(NonFiniteCheck::tensors(
+                    OP,
+                    ["x", cpu::SOFTMAX_MASKED_ROW, "", ""],
+                ))
                 .workgroups(n)
                 .run()?;
         }
