@@ -14,6 +14,9 @@
 //! in-dispatch waits are bounded, see [`Error::Aborted`]), the chain runs linear by linear through
 //! [`Engine::bitlinear_tensor`]. Like [`Linear`], a chain keeps the host weights: CPU runs and the
 //! fall-back after a GPU fault use cpu-ref.
+//!
+//! This file builds and runs chains; reading a run's outputs ([`ChainOutputs`]) is
+//! `chain_outputs.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,11 @@ use crate::error::{Error, Result};
 use crate::linear::Linear;
 use crate::ops::bitnet_chain::{ChainDevice, fusable};
 use crate::tensor::{DType, Tensor};
+
+#[path = "chain_outputs.rs"]
+mod outputs;
+pub use outputs::ChainOutputs;
+use outputs::Outputs;
 
 const OP: &str = "linear_chain";
 
@@ -52,28 +60,6 @@ struct Inner {
     device: Mutex<Option<Arc<ChainDevice>>>,
     /// Runs use the chain kernel (cleared when it cannot run here or a run was aborted).
     fused: AtomicBool,
-}
-
-/// The outputs of one [`LinearChain::forward_tensor`] run, one vector per linear.
-#[derive(Debug)]
-pub struct ChainOutputs {
-    chain: LinearChain,
-    x: Tensor,
-    kind: Outputs,
-    /// The linear-by-linear re-run of a flagged or aborted fused run, once made (every later
-    /// read uses it instead of running the chain again).
-    rerun: Mutex<Option<Vec<Result<Tensor>>>>,
-    /// How many times that re-run was made (tests).
-    #[cfg(test)]
-    reruns: std::sync::atomic::AtomicUsize,
-}
-
-#[derive(Debug)]
-enum Outputs {
-    /// The fused run: every output in one arena, linear i at `offsets[i]`.
-    Arena { all: Tensor, offsets: Vec<usize> },
-    /// Linear by linear: one tensor each, or the non-finite value that linear failed on.
-    Each(Vec<Result<Tensor>>),
 }
 
 impl Engine {
@@ -202,14 +188,7 @@ impl LinearChain {
             }
             _ => Outputs::Each(self.forward_each(x)?),
         };
-        Ok(ChainOutputs {
-            chain: self.clone(),
-            x: x.clone(),
-            kind,
-            rerun: Mutex::new(None),
-            #[cfg(test)]
-            reruns: Default::default(),
-        })
+        Ok(ChainOutputs::new(self.clone(), x.clone(), kind))
     }
 
     /// The fused run's device state, built on first use; `None` when the chain runs linear by
@@ -296,109 +275,6 @@ impl LinearChain {
         let resident = self.inner.device.lock().is_ok_and(|d| d.is_some());
         Workload::bitlinear(1, n, nk.div_ceil(n.max(1)), resident)
     }
-}
-
-impl ChainOutputs {
-    /// Number of outputs (the chain's linears).
-    pub fn len(&self) -> usize {
-        self.chain.len()
-    }
-
-    /// Always false: a chain has at least one linear.
-    pub fn is_empty(&self) -> bool {
-        self.chain.is_empty()
-    }
-
-    /// Every linear's output, in chain order (waits for the run). An aborted fused run is run
-    /// again linear by linear (and the chain stops using the chain kernel), so the values are
-    /// always the chain's. A non-finite input or an output that overflowed is
-    /// [`Error::NonFinite`] as cpu-ref reports it (op `bitlinear`, the index within the first
-    /// failing linear's input or output).
-    pub fn read_all(&self) -> Result<Vec<Vec<f32>>> {
-        match self.settle()? {
-            Settled::Values(v) => Ok(v),
-            Settled::Each(ts) => ts.iter().map(|t| t.clone()?.read_f32()).collect(),
-        }
-    }
-
-    /// Linear `i`'s output (waits for the run; see [`ChainOutputs::read_all`]). It fails only
-    /// where linear `i` itself does — its input or output not finite — however the chain ran:
-    /// another linear's overflow does not take it down.
-    pub fn read(&self, i: usize) -> Result<Vec<f32>> {
-        if i >= self.len() {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                detail: format!("output {i} of a chain of {}", self.len()),
-            });
-        }
-        match self.settle()? {
-            Settled::Values(mut v) => Ok(v.swap_remove(i)),
-            Settled::Each(mut ts) => ts.swap_remove(i)?.read_f32(),
-        }
-    }
-
-    /// The run's outputs: a clean fused run's as host vectors, read whole (its outputs share
-    /// one buffer); otherwise one tensor per linear, each with its own non-finite flag. A fused
-    /// run flags only the first non-finite value of the whole arena, which cannot say which
-    /// other linears are sound, so a flagged run is run again linear by linear (only then: the
-    /// error path, once per run: later reads use that re-run) — as is an aborted one, after
-    /// which the chain stops fusing.
-    fn settle(&self) -> Result<Settled> {
-        let (all, offsets) = match &self.kind {
-            Outputs::Each(ts) => return Ok(Settled::Each(ts.clone())),
-            Outputs::Arena { all, offsets } => (all, offsets),
-        };
-        let mut rerun = self.rerun.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(each) = rerun.as_ref() {
-            return Ok(Settled::Each(each.clone()));
-        }
-        let mut run_each = || -> Result<Settled> {
-            let each = self.chain.forward_each(&self.x)?;
-            #[cfg(test)]
-            self.reruns.fetch_add(1, Ordering::Relaxed);
-            *rerun = Some(each.clone());
-            Ok(Settled::Each(each))
-        };
-        match all.read_f32() {
-            Ok(v) => Ok(Settled::Values(
-                self.chain
-                    .inner
-                    .links
-                    .iter()
-                    .zip(offsets)
-                    .map(|((l, _), &o)| v[o..o + l.weights().n()].to_vec())
-                    .collect(),
-            )),
-            Err(Error::Aborted { .. }) => {
-                log::warn!(
-                    "bitnet-wgpu: a {OP} run was aborted on this GPU (workgroups did not run in \
-                     order); running chains linear by linear from now on"
-                );
-                self.chain.inner.fused.store(false, Ordering::Release);
-                // Unfused runs never use the arenas again: release them now rather than hold a
-                // second copy of every weight for the chain's lifetime.
-                let arenas = self
-                    .chain
-                    .inner
-                    .device
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                drop(arenas);
-                run_each()
-            }
-            Err(Error::NonFinite { .. }) => run_each(),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// What [`ChainOutputs::settle`] found.
-enum Settled {
-    /// Every linear's output, read.
-    Values(Vec<Vec<f32>>),
-    /// One tensor per linear (or the error it already failed with), to read one by one.
-    Each(Vec<Result<Tensor>>),
 }
 
 #[cfg(test)]

@@ -1,0 +1,138 @@
+//! The per-call route of a host-facing op, the hot path of dispatch: [`Engine::route`] picks
+//! CPU, sampled CPU or GPU from the policy and (under `Auto`) the prediction, in a few loads and a
+//! compare for small ops; [`Engine::off_cpu`] runs the routes other than plain CPU, timing
+//! sampled CPU runs and re-running a GPU fault on the CPU. Policy, statistics and calibration are
+//! `dispatch.rs`.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::{DispatchPolicy, SAMPLE_EVERY, Workload};
+use crate::context::Gpu;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::fault::{is_capability_error, is_gpu_fault};
+
+impl Engine {
+    /// Runs a host-facing op named `op` of size `w` off the CPU route (`route` from
+    /// [`Engine::route`], anything but [`Route::Cpu`]): a timed cpu-ref run, or the GPU path
+    /// `gpu` for input that `valid` accepts (anything else goes to cpu-ref, which returns its
+    /// error). A GPU fault re-runs `cpu` (see the module docs); bad input errors are returned as
+    /// they are (the CPU would return the same).
+    ///
+    /// The ops call it from a function of their own that is never inlined, after matching
+    /// `Route::Cpu` themselves: then the CPU route, the hot path of small ops, is a few loads and
+    /// a compare before cpu-ref, with no closure or workload built for the other routes.
+    pub(crate) fn off_cpu<T>(
+        &self,
+        route: Route<'_>,
+        op: &'static str,
+        w: &Workload,
+        valid: impl FnOnce() -> bool,
+        cpu: impl FnOnce() -> Result<T>,
+        gpu: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match route {
+            Route::Cpu => cpu(),
+            Route::Sampled(g) => {
+                let started = Instant::now();
+                let r = cpu();
+                g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
+                self.retry_calibration_if_due(g);
+                r
+            }
+            Route::Gpu(_) if !valid() => cpu(),
+            Route::Gpu(g) => on_gpu(g, op, w, cpu, gpu),
+        }
+    }
+
+    /// Where a host-facing op of size `w` runs now (counting CPU runs); the ops run
+    /// [`Route::Cpu`] themselves and hand every other route to [`Engine::off_cpu`].
+    #[inline(always)]
+    pub(crate) fn route(&self, w: Workload) -> Route<'_> {
+        let Some(g) = self.gpu_raw() else {
+            return Route::Cpu;
+        };
+        let d = &g.dispatch;
+        // The CPU route never needs the device's health: only a GPU decision checks it.
+        let policy = d.policy.load(Ordering::Relaxed);
+        let to_gpu = if policy == DispatchPolicy::Auto.code() {
+            self.auto_prefers_gpu(g, w)
+        } else {
+            policy == DispatchPolicy::Gpu.code()
+        } && !g.is_lost();
+        if to_gpu {
+            return Route::Gpu(g);
+        }
+        if d.count_cpu() % u64::from(SAMPLE_EVERY) == 0 {
+            Route::Sampled(g)
+        } else {
+            Route::Cpu
+        }
+    }
+
+    /// The `Auto` decision: whether the GPU is predicted faster for `w` (small ops: one compare).
+    #[inline]
+    fn auto_prefers_gpu(&self, g: &Gpu, w: Workload) -> bool {
+        // Before the first calibration every threshold is 0, so this falls through to it.
+        let below = g.dispatch.cpu_below[w.class.index()].load(Ordering::Relaxed);
+        w.units() > below && self.auto_predict(g, w)
+    }
+
+    /// The full prediction (and the lazy calibration on first use), out of the hot path.
+    #[inline(never)]
+    fn auto_predict(&self, g: &Gpu, w: Workload) -> bool {
+        let d = &g.dispatch;
+        if d.ready.load(Ordering::Acquire) == 0 {
+            self.load_or_calibrate(g);
+            if w.units() <= d.cpu_below[w.class.index()].load(Ordering::Relaxed) {
+                return false;
+            }
+        }
+        let (cpu, gpu) = d.predict(&w);
+        gpu < cpu
+    }
+}
+
+/// Where one host-facing op runs.
+pub(crate) enum Route<'a> {
+    /// cpu-ref, untimed.
+    Cpu,
+    /// cpu-ref, timed to adapt the model.
+    Sampled(&'a Gpu),
+    /// The GPU path (CPU on a fault).
+    Gpu(&'a Gpu),
+}
+
+/// The GPU route: run `gpu`; on a GPU fault (or, under `Auto`, a device limit) re-run `cpu`.
+#[inline(never)]
+fn on_gpu<T>(
+    g: &Gpu,
+    op: &'static str,
+    w: &Workload,
+    cpu: impl FnOnce() -> Result<T>,
+    gpu: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let d = &g.dispatch;
+    let t = Instant::now();
+    match gpu() {
+        Ok(v) => {
+            d.count(1);
+            d.observe(w, 1, t.elapsed().as_secs_f64());
+            Ok(v)
+        }
+        Err(e)
+            if is_gpu_fault(&e)
+                || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
+        {
+            let e = g.explain(e);
+            log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
+            if matches!(e, Error::OutOfMemory { .. }) {
+                g.pool.trim();
+            }
+            d.count(2);
+            cpu()
+        }
+        Err(e) => Err(e),
+    }
+}
