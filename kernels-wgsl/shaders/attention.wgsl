@@ -193,30 +193,6 @@ fn chunk_scores(start: u32, len: u32, g: u32, q_row: u32, flat_row: u32, t: u32)
     return s;
 }
 
-// Whether any of the four values is NaN or infinite.
-fn any_non_finite4(x: vec4<f32>) -> bool {
-    return any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u));
-}
-
-// Flags the first non-finite of four consecutive k values starting at flat index `at`.
-fn flag_k4(x: vec4<f32>, at: u32) {
-    for (var i = 0u; i < 4u; i += 1u) {
-        if (is_non_finite(x[i])) {
-            atomicMin(&nonfinite[1], at + i);
-            return;
-        }
-    }
-}
-
-// Flags every non-finite of four v values at flat indices at, at + step, at + 2 step, at + 3 step.
-fn flag_v4(x: vec4<f32>, at: u32, step: u32) {
-    for (var i = 0u; i < 4u; i += 1u) {
-        if (is_non_finite(x[i])) {
-            atomicMin(&nonfinite[2], at + i * step);
-        }
-    }
-}
-
 // o_c[d] = Σ_j weights[j] · v[start + j][d] over the chunk's `len` keys for one d, serially: the
 // path for D > 256 (one invocation per d). Flags non-finite v.
 fn weighted_sum(start: u32, len: u32, g: u32, d: u32) -> f32 {

@@ -1,5 +1,7 @@
-// Shared by attention.wgsl and attention_combine.wgsl (concatenated with them, float_common.wgsl
-// and exact_div.wgsl): the exponential and the chunk-merge step of `bitnet_cpu_ref::ops::attention`.
+// Shared by attention.wgsl, attention_tiled.wgsl and attention_combine.wgsl (concatenated with
+// them, float_common.wgsl and exact_div.wgsl): the exponential and the chunk-merge step of
+// `bitnet_cpu_ref::ops::attention`, and the vec4 non-finite flags (status words 1 = k, 2 = v of
+// the `nonfinite` slots each of them declares).
 
 // Keys per chunk (`ATTENTION_CHUNK` in cpu-ref): one per invocation of attention.wgsl's workgroup.
 const CHUNK: u32 = 256u;
@@ -21,4 +23,28 @@ fn merge_factors(m_run: f32, m: f32) -> vec3<f32> {
         return vec3<f32>(exp_nonpos(m_run - m), 1.0, m);
     }
     return vec3<f32>(1.0, exp_nonpos(m - m_run), m_run);
+}
+
+// Whether any of the four values is NaN or infinite.
+fn any_non_finite4(x: vec4<f32>) -> bool {
+    return any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u));
+}
+
+// Flags the first non-finite of four consecutive k values starting at flat index `at`.
+fn flag_k4(x: vec4<f32>, at: u32) {
+    for (var i = 0u; i < 4u; i += 1u) {
+        if (is_non_finite(x[i])) {
+            atomicMin(&nonfinite[1], at + i);
+            return;
+        }
+    }
+}
+
+// Flags every non-finite of four v values at flat indices at, at + step, at + 2 step, at + 3 step.
+fn flag_v4(x: vec4<f32>, at: u32, step: u32) {
+    for (var i = 0u; i < 4u; i += 1u) {
+        if (is_non_finite(x[i])) {
+            atomicMin(&nonfinite[2], at + i * step);
+        }
+    }
 }

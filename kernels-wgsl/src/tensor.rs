@@ -143,6 +143,39 @@ pub const ATTENTION: KernelSource = KernelSource {
     ),
 };
 
+/// Query-tiled attention for prefill (flash-attention style): one workgroup of 256 per tile of
+/// `BQ` query rows of one kv head (its query heads' rows together, so grouped heads share K/V)
+/// streams that head's keys through workgroup memory in tiles of [`ATTENTION_TILED_KEYS`] with
+/// a running maximum and sum. Same bindings and status words as [`ATTENTION`]'s whole mode; its
+/// own params. Override constants `DIM` (32, 64 or 128) and `BQ` (16, 32 or 64, `BQ·DIM >= 1024`)
+/// size its workgroup memory ([`attention_tiled_workgroup_bytes`]).
+pub const ATTENTION_TILED: KernelSource = KernelSource {
+    name: "attention_tiled",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "attention_common.wgsl",
+        "attention_tiled.wgsl"
+    ),
+};
+
+/// Keys per tile of [`ATTENTION_TILED`] (`BK` in its source).
+pub const ATTENTION_TILED_KEYS: u32 = 32;
+
+/// Workgroup bytes of [`ATTENTION_TILED`] with head dimension `dim` and `bq` rows per tile: the
+/// q tile and the K / V tile (rows of `dim / 4 + 1` vec4: one of padding against bank
+/// conflicts), the weights (`bq` rows of `keys / 4 + 1` vec4), two 256-float partial arrays and
+/// `bq` row factors. The engine compares it with the device's
+/// `max_compute_workgroup_storage_size`.
+pub const fn attention_tiled_workgroup_bytes(dim: u32, bq: u32) -> u32 {
+    let row = 16 * (dim / 4 + 1);
+    bq * row
+        + ATTENTION_TILED_KEYS * row
+        + 16 * bq * (ATTENTION_TILED_KEYS / 4 + 1)
+        + 2 * 4 * 256
+        + 8 * bq
+}
+
 /// The second dispatch of split-mode [`ATTENTION`]: merges each (query, head)'s chunk records in
 /// order and divides; one workgroup of 128 per (query, head).
 pub const ATTENTION_COMBINE: KernelSource = KernelSource {
@@ -169,5 +202,6 @@ pub const ALL: &[KernelSource] = &[
     SOFTMAX_LAST,
     ROPE,
     ATTENTION,
+    ATTENTION_TILED,
     ATTENTION_COMBINE,
 ];

@@ -140,3 +140,44 @@ fn every_kernel_translates_for_vulkan_metal_and_dx12() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn tiled_attention_workgroup_bytes_match_the_engine_figure() {
+    // The engine picks BQ by comparing `attention_tiled_workgroup_bytes` with the device limit,
+    // so the figure must be what the module declares once its override constants are resolved
+    // (the validation test sees the override-sized arrays unresolved).
+    use bitnet_kernels_wgsl::tensor::{ATTENTION_TILED, attention_tiled_workgroup_bytes};
+    let source = ATTENTION_TILED.source;
+    let module = naga::front::wgsl::parse_str(source).expect("parse");
+    let info = Validator::new(ValidationFlags::all(), capabilities())
+        .validate(&module)
+        .expect("validate");
+    for (dim, bq) in [
+        (32u32, 32u32),
+        (32, 64),
+        (64, 16),
+        (64, 32),
+        (64, 64),
+        (128, 16),
+        (128, 32),
+    ] {
+        let constants = naga::back::PipelineConstants::from([
+            ("DIM".to_string(), f64::from(dim)),
+            ("BQ".to_string(), f64::from(bq)),
+        ]);
+        let (m, _) = pipeline_constants::process_overrides(&module, &info, None, &constants)
+            .unwrap_or_else(|e| panic!("DIM {dim} BQ {bq}: {e}"));
+        let gctx = m.to_ctx();
+        let bytes: u32 = m
+            .global_variables
+            .iter()
+            .filter(|(_, var)| var.space == naga::AddressSpace::WorkGroup)
+            .map(|(_, var)| m.types[var.ty].inner.size(gctx))
+            .sum();
+        assert_eq!(
+            bytes,
+            attention_tiled_workgroup_bytes(dim, bq),
+            "DIM {dim} BQ {bq}"
+        );
+    }
+}

@@ -6,7 +6,10 @@
 //! serial chain of 128-256 dependent loads per lane made an H200 decode call 130 µs), so results
 //! match the CPU reference within the cross-check tolerance. Few (query, head)
 //! pairs (decode) split their keys across workgroups and merge in a second dispatch
-//! (flash-decoding); many (prefill) take one workgroup per pair. See `attention.wgsl`.
+//! (flash-decoding); many (prefill) take a tile of query rows per workgroup when the head
+//! dimension allows (`attention_tiled.wgsl`: K/V streamed through workgroup memory once per tile,
+//! a running maximum instead of 256-key chunks), one workgroup per pair otherwise. See
+//! `attention.wgsl`.
 
 use bitnet_cpu_ref::ops::{self as cpu, AttentionDims};
 use bitnet_kernels_wgsl::tensor as kernels;
@@ -22,6 +25,11 @@ use crate::tensor::{DType, Tensor};
 
 const ATTENTION: Kernel = Kernel::new(
     kernels::ATTENTION,
+    "main",
+    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+);
+const ATTENTION_TILED: Kernel = Kernel::new(
+    kernels::ATTENTION_TILED,
     "main",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
 );
@@ -57,6 +65,19 @@ struct Params {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TiledParams {
+    rows: u32,
+    heads: u32,
+    kv_heads: u32,
+    attend0: u32,
+    attend_step: u32,
+    row_base: u32,
+    q_shift: u32,
+    scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct CombineParams {
     pairs: u32,
     heads: u32,
@@ -75,6 +96,8 @@ enum Mode {
     Whole,
     /// One workgroup per (query, head, chunk) writes a record; the combine kernel merges them.
     Split,
+    /// One workgroup per tile of this many query rows of one kv head (`attention_tiled.wgsl`).
+    Tiled(u32),
 }
 
 impl Engine {
@@ -147,6 +170,31 @@ impl Engine {
                 scale,
                 pad: [0; 2],
             };
+            if let Mode::Tiled(bq) = mode {
+                let group_rows = rows * (hq / dims.hkv as u64);
+                Launch::new(gpu, &ATTENTION_TILED)
+                    .input_range(q, off, size)
+                    .input(k)
+                    .input(v)
+                    .output_range(&out, off, size)
+                    .params(&TiledParams {
+                        rows: rows as u32,
+                        heads: hq as u32,
+                        kv_heads: dims.hkv as u32,
+                        attend0: params.attend0,
+                        attend_step: params.attend_step,
+                        row_base: params.row_base,
+                        q_shift: params.q_shift,
+                        scale,
+                    })
+                    .constant("DIM", d as f64)
+                    .constant("BQ", f64::from(bq))
+                    .chunk_of(group)
+                    .check_finite(check)
+                    .workgroups(dims.hkv as u64 * group_rows.div_ceil(u64::from(bq)))
+                    .run()?;
+                continue;
+            }
             let launch = Launch::new(gpu, &ATTENTION)
                 .input_range(q, off, size)
                 .input(k)
@@ -208,11 +256,56 @@ fn plan(gpu: &Gpu, dims: &AttentionDims) -> Result<Option<(Mode, RowSplit)>> {
             return Ok(Some((Mode::Split, split)));
         }
     }
+    let split = || row_chunks(gpu, "attention", tq, &[row_bytes], u64::MAX);
+    if let Some(bq) = tiled_rows(gpu, dims) {
+        return Ok(Some((Mode::Tiled(bq), split()?)));
+    }
     if !whole_fits {
         return Ok(None);
     }
-    let split = row_chunks(gpu, "attention", tq, &[row_bytes], u64::MAX)?;
-    Ok(Some((Mode::Whole, split)))
+    Ok(Some((Mode::Whole, split()?)))
+}
+
+/// Query rows per tile of the tiled kernel for `dims` on `gpu`, or `None` when it does not apply:
+/// a head dimension it does not handle (32, 64, 128), fewer query rows per kv head than one tile
+/// (decode, short prompts: they would leave most of the tile idle), no tile size whose workgroup
+/// memory fits the device, or (CPU adapters) loops that would not fit. The largest tile with at
+/// most four rows per invocation in the weighted sums wins: more K/V reuse per load.
+fn tiled_rows(gpu: &Gpu, dims: &AttentionDims) -> Option<u32> {
+    let d = dims.d as u32;
+    if ![32, 64, 128].contains(&d) {
+        return None;
+    }
+    let limit = gpu.caps.limits.max_compute_workgroup_storage_size;
+    let group_rows = (dims.tq * (dims.hq / dims.hkv)) as u64;
+    let bq = [64u32, 32, 16].into_iter().find(|&bq| {
+        (1024..=4096).contains(&(bq * d))
+            && kernels::attention_tiled_workgroup_bytes(d, bq) <= limit
+    })?;
+    let fits = float_args::loops_fit(gpu, tiled_loops(d, bq, dims.tk as u64));
+    (group_rows >= u64::from(bq) && fits).then_some(bq)
+}
+
+/// Loop iterations per invocation of the tiled kernel (for [`float_args::loops_fit`]), from its
+/// loops' trip counts per key tile, both passes: the K / V loads and stores, the scores (eight
+/// parts of `D / 32` steps over the invocation's keys) twice, the row reductions and the mask,
+/// the weighted sums (four keys per step); plus the q tile and the division per owned element.
+fn tiled_loops(d: u32, bq: u32, tk: u64) -> u64 {
+    let keys = u64::from(kernels::ATTENTION_TILED_KEYS);
+    let (d, bq) = (u64::from(d), u64::from(bq));
+    let per_row = 256 / bq;
+    let per_thread = keys / per_row;
+    let rows = bq * d / 1024;
+    let loads = keys * d / 4 / 256;
+    let scores = 8 * (d / 32 * (per_thread + 1) + 2 * per_thread + 1);
+    let per_tile = 6 * loads
+        + 2 * scores
+        + 5 * per_thread
+        + 2 * per_row
+        + rows
+        + keys / 4 * (rows + 5 * (rows + 1))
+        + 16;
+    bq * d / 4 / 256 + 1 + tk.div_ceil(keys) * per_tile + rows * 4 * (float_args::DIV_LOOPS + 2)
 }
 
 /// Loop iterations per invocation in whole mode and in split mode (the larger of its two kernels),
@@ -225,4 +318,58 @@ fn loops(d: u64, chunks: u64) -> (u64, u64) {
     let whole = per_d + chunks * per_chunk + per_d * (float_args::DIV_LOOPS + 1);
     let combine = d.div_ceil(COMBINE_WG) * (chunks + float_args::DIV_LOOPS + 2);
     (whole, (per_d + per_chunk).max(combine))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dims(tq: usize, tk: usize, hq: usize, hkv: usize, d: usize, causal: bool) -> AttentionDims {
+        AttentionDims {
+            tq,
+            tk,
+            hq,
+            hkv,
+            d,
+            causal,
+        }
+    }
+
+    /// The cross-check suite's tiled cases (`values_attention.rs`, 64 or more query rows per kv
+    /// head) take the tiled kernel on the test adapter, decode and unsupported head sizes do not.
+    #[test]
+    fn attention_plans_tiles_for_prefill_only() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().expect("a GPU engine");
+        let mode = |d: AttentionDims| plan(g, &d).unwrap().map(|(m, _)| m);
+        for d in [
+            dims(96, 96, 4, 1, 64, true),
+            dims(70, 70, 5, 1, 128, true),
+            dims(67, 90, 2, 2, 64, true),
+            dims(80, 45, 8, 2, 128, false),
+            dims(13, 96, 10, 2, 32, false),
+            dims(512, 512, 20, 5, 128, true),
+            dims(65, 65, 4, 4, 64, false),
+            dims(64, 300, 16, 4, 64, true),
+        ] {
+            assert!(matches!(mode(d), Some(Mode::Tiled(_))), "{d:?}");
+        }
+        assert_eq!(mode(dims(1, 300, 32, 8, 128, true)), Some(Mode::Split));
+        assert_eq!(mode(dims(1, 7, 32, 8, 128, true)), Some(Mode::Whole));
+        assert_eq!(mode(dims(96, 96, 4, 1, 48, true)), Some(Mode::Whole));
+        // Fewer query rows per kv head than a tile.
+        assert_eq!(mode(dims(8, 8, 1, 1, 128, true)), Some(Mode::Whole));
+    }
+
+    /// The workgroup figures the plan compares with the device limit: D = 32 tiles within
+    /// WebGPU's 16 KiB floor, 2B4T's D = 128 at 32 rows needs 40 KiB (the H200 offers 48).
+    #[test]
+    fn attention_tiled_bytes_and_loops() {
+        assert!(kernels::attention_tiled_workgroup_bytes(32, 32) <= 16384);
+        assert_eq!(kernels::attention_tiled_workgroup_bytes(128, 32), 40704);
+        // Loops grow with the key tiles: on lavapipe a 2048-key prefill at D = 128 tiles, a
+        // 16384-key one runs untiled (whole mode fits to about 37k keys).
+        assert!(tiled_loops(128, 16, 2048) < 60_000);
+        assert!(tiled_loops(128, 16, 16384) > 60_000);
+    }
 }

@@ -55,13 +55,16 @@ fn non_finite_operands_give_cpu_ref_errors() {
     let (nan, inf) = (f32::NAN, f32::INFINITY);
     // (dims [Tq, Tk, Hq, Hkv, D], causal): one chunk (whole mode), split mode (3 chunks), and
     // whole mode with 2 chunks (1024 pairs); D = 64 and 128 take the kernel's eight-lanes-per-key
-    // scoring and sixteen-keys-per-step sums.
+    // scoring and sixteen-keys-per-step sums; the last two take the query-tiled kernel (GQA 4,
+    // causal, two chunks; GQA 1 without the mask).
     let shapes = [
         ([3, 5, 4, 2, 3], true),
         ([1, 600, 8, 2, 16], true),
         ([256, 300, 4, 1, 2], false),
         ([1, 600, 4, 2, 64], true),
         ([2, 300, 2, 1, 128], false),
+        ([64, 300, 16, 4, 64], true),
+        ([70, 40, 1, 1, 128], false),
     ];
     for (dims, causal) in shapes {
         let [_, tk, _, hkv, d] = dims;
@@ -86,11 +89,21 @@ fn non_finite_operands_give_cpu_ref_errors() {
 #[test]
 fn overflowing_scores_and_sums_give_cpu_ref_errors() {
     let e = gpu_engine();
-    for (dims, causal) in [([2, 5, 2, 1, 4], true), ([1, 600, 2, 1, 4], false)] {
+    // Whole mode, split mode, and the query-tiled kernel (128 rows of D = 32 per kv head).
+    for (dims, causal) in [
+        ([2, 5, 2, 1, 4], true),
+        ([1, 600, 2, 1, 4], false),
+        ([32, 40, 4, 1, 32], false),
+    ] {
         let [_, tk, _, _, d] = dims;
         // Query 1 head 1 (flat row 12 .. 16 of [2, 2, 4]) against a key of 1e20s: its score
-        // overflows, and cpu-ref reports its output row's first element. Decode: query 0 head 1.
-        let row = if dims[0] == 2 { 12 } else { 4 };
+        // overflows, and cpu-ref reports its output row's first element. Decode: query 0 head 1;
+        // tiled: query 1 head 1 (flat row 160 of [32, 4, 32]).
+        let row = match dims[0] {
+            2 => 12,
+            1 => 4,
+            _ => 160,
+        };
         let mut ops = operands(dims, &[]);
         ops[0][row] = 1e20;
         ops[1][(tk - 1) * d] = 1e20;

@@ -1,7 +1,8 @@
 //! Attention against cpu-ref: decode (Tq = 1) over caches of 1 to 4096 keys, GQA ratios 1, 3 and
 //! 4, causal and not, head dimensions from 3 to 300, prefill (Tq = Tk) in whole mode with several
-//! chunks, rows whose causal key counts straddle a chunk boundary; a hand-computed case; host
-//! operands and the CPU engine.
+//! chunks, rows whose causal key counts straddle a chunk boundary; the query-tiled prefill kernel
+//! (GQA 1, 4, 5, D 32 / 64 / 128, ragged last tiles, Tk > Tq causal, Tq > Tk without the mask);
+//! a hand-computed case; host operands and the CPU engine.
 
 use bitnet_wgpu::cpu_ref::ops as cpu;
 use bitnet_wgpu::{DispatchPolicy, Engine, Location};
@@ -86,6 +87,33 @@ fn prefill_and_multi_query_attention_match_cpu_ref() {
     for (i, &case) in cases.iter().enumerate() {
         check(100 + 3 * i as u64, case, 1.0);
     }
+}
+
+#[test]
+fn tiled_prefill_attention_matches_cpu_ref() {
+    // 64 or more query rows per kv head (Tq · Hq / Hkv): the tiled kernel on any adapter (the
+    // engine's unit test `attention_plans_tiles_for_prefill_only` pins that down).
+    let cases: [Case; 9] = [
+        (96, 96, 4, 1, 64, true),   // GQA 4, causal, 384 rows per kv head
+        (70, 70, 5, 1, 128, true),  // GQA 5: 350 rows, a ragged last tile
+        (67, 90, 2, 2, 64, true),   // GQA 1, Tk > Tq causal (rows attend 24 .. 90 keys)
+        (80, 45, 8, 2, 128, false), // Tq > Tk, no mask
+        (13, 96, 10, 2, 32, false), // GQA 5, D = 32: 65 rows, one row in the last tile
+        (64, 64, 1, 1, 128, true),  // exactly one 64-row (or two / four smaller) tile
+        (50, 96, 20, 5, 128, true), // 2B4T's heads, a KV prefix of 46 positions
+        (65, 65, 4, 4, 64, false),  // GQA 1, one row past a multiple of every tile size
+        (64, 300, 16, 4, 64, true), // 237 .. 300 keys: one chunk, or two merged
+    ];
+    for (i, &case) in cases.iter().enumerate() {
+        check(300 + 3 * i as u64, case, 1.0);
+    }
+    // Sharper scores (a spread of tens), in one chunk and over two. Not ×8: there the dot
+    // products' reassociation alone (shared with the untiled kernels) reaches the tolerance —
+    // on lavapipe whole mode's worst error on the first shape is 0.97 of it, split mode's on
+    // (16, 300, 8, 2, 128) 1.02; at ×4 the tiled kernel's worst on the first shape is 0.46 of
+    // it (whole mode's 0.56).
+    check(340, (96, 96, 4, 1, 64, true), 4.0);
+    check(343, (64, 300, 16, 4, 128, true), 4.0);
 }
 
 #[test]
