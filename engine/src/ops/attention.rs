@@ -335,8 +335,9 @@ mod tests {
         }
     }
 
-    /// The cross-check suite's tiled cases (`values_attention.rs`, 64 or more query rows per kv
-    /// head) take the tiled kernel on the test adapter, decode and unsupported head sizes do not.
+    /// The cross-check suite's tiled cases (`values_attention.rs`, `chunking.rs`; 64 or more
+    /// query rows per kv head) take the tiled kernel on the test adapter, decode and unsupported
+    /// head sizes do not.
     #[test]
     fn attention_plans_tiles_for_prefill_only() {
         let e = crate::test_gpu::gpu();
@@ -351,6 +352,7 @@ mod tests {
             dims(512, 512, 20, 5, 128, true),
             dims(65, 65, 4, 4, 64, false),
             dims(64, 300, 16, 4, 64, true),
+            dims(100, 120, 4, 1, 32, true),
         ] {
             assert!(matches!(mode(d), Some(Mode::Tiled(_))), "{d:?}");
         }

@@ -230,11 +230,13 @@ fn attention_chunks_its_query_rows() {
         ..EngineOptions::default()
     });
     // (Tq, Tk, Hq, Hkv, D): q of 25.6 KB, one chunk of keys; q of 23 KB, 480 pairs over 300
-    // keys (split mode, records of 53.7 KB); 1600 pairs over 600 keys (whole mode, 3 chunks).
+    // keys (split mode, records of 53.7 KB); 1600 pairs over 600 keys (whole mode, 3 chunks);
+    // q of 51 KB at D = 32 (the query-tiled kernel, 32 rows per launch).
     for (tq, tk, hq, hkv, d) in [
         (100, 200, 4, 1, 16),
         (60, 300, 8, 1, 12),
         (200, 600, 8, 1, 4),
+        (100, 120, 4, 1, 32),
     ] {
         let (qs, ks) = ([tq, hq, d], [tk, hkv, d]);
         let mut q = values(20, tq * hq * d, -1.0, 1.0);
