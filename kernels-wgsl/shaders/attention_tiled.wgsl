@@ -8,15 +8,16 @@
 // are contiguous in q (the group's heads are adjacent in a token's row).
 //
 // Keys are taken in cpu-ref's chunks of 256 (CHUNK), BK = 32 per tile (K and V loaded as
-// coalesced vec4, zero past the keys any row attends). Per chunk, pass A streams the chunk's K
-// tiles and keeps each row's maximum m_c; pass B streams K and V again, scores, weighs
-// p = exp(s - m_c) and sums l_c and o_c[d] = Σ p·v; the chunks are merged in order with cpu-ref's
-// recurrence (merge_factors) and the result is O / L, correctly rounded (exact_div.wgsl). So
-// every weight is cpu-ref's (a flash-attention running maximum instead, one rescaling rounding
-// per step, moved sharp-score outputs past the cross-check tolerance): the price is a second
-// pass of scores for chunks of more than one tile. Each score is summed in chunk_scores' order
-// (attention.wgsl: eight vec4 partial sums over d ≡ 4p (mod 32), added in order), the weighted
-// and l sums are reassociated as the untiled kernel's are. No subgroup operations.
+// coalesced vec4, zero past the keys any row attends). Within a chunk each row keeps a running
+// maximum m (flash attention): a tile that raises it to m' rescales the chunk's l_c and o_c by
+// exp(m - m'), and weighs its keys by p = exp(s - m'); at the chunk's end m is cpu-ref's m_c,
+// and the chunks are merged in order with cpu-ref's recurrence (merge_factors), the result
+// O / L correctly rounded (exact_div.wgsl). Each weight is thus a rescaling rounding or two
+// away from cpu-ref's exp(s - m_c); on lavapipe that was as accurate as a max pass per chunk
+// weighing by m_c exactly (the dot products' rounding dominates). Each score is summed in
+// chunk_scores' order (attention.wgsl: eight vec4 partial sums over d ≡ 4p (mod 32), added in
+// order), the weighted and l sums are reassociated as the untiled kernel's are. No subgroup
+// operations.
 //
 // Causal: a tile's keys end at its last row's n_i (later key tiles are never visited: about half
 // the work at Tq = Tk); within a tile, keys past a row's own n_i get weight 0 and no score
@@ -215,31 +216,10 @@ fn main(
         let c0 = ch * CHUNK;
         let c_end = min(n_max, c0 + CHUNK);
         let c_tiles = (c_end - c0 + BK - 1u) / BK;
-        // Pass A, the chunk's maximum m_c per row: cpu-ref weighs a chunk's keys by
-        // exp(s - m_c), and rescaling a running maximum instead (one rounding per step) moved
-        // sharp-score outputs past the tolerance. Scores only; a one-tile chunk skips it.
+        // Each row's running maximum over the chunk's tiles so far (sentinel: none yet).
         var m_part = -3.4028235e38;
-        if (c_tiles > 1u) {
-            for (var kt = 0u; kt < c_tiles; kt += 1u) {
-                let kt0 = c0 + kt * BK;
-                let len = min(BK, c_end - kt0);
-                var kx: array<vec4<f32>, 4>;
-                for (var u = 0u; u < LPT; u += 1u) {
-                    kx[u] = load_kv(false, kt0, len, g, t, u);
-                }
-                store_kv(kx, t);
-                workgroupBarrier();
-                let s = tile_scores(r, part);
-                for (var c = 0u; c < KT; c += 1u) {
-                    if (row_ok && kt0 + part + PR * c < n_r) {
-                        m_part = max(m_part, s[c]);
-                    }
-                }
-                // kv_tile is rewritten by the next tile.
-                workgroupBarrier();
-            }
-        }
-        // Pass B: weights p = exp(s - m_c), l_c and o_c[d] = Σ p·v over the chunk.
+        // Weights p = exp(s - m), l_c and o_c[d] = Σ p·v over the chunk, rescaled by
+        // exp(m_old - m) when a tile raises a row's running maximum m (flash attention).
         var l_part = 0.0;
         for (var u = 0u; u < 4u; u += 1u) {
             oc[u] = vec4<f32>(0.0);
@@ -259,7 +239,7 @@ fn main(
             workgroupBarrier();
             let s = tile_scores(r, part);
             // Masked keys (past the row's n_i, or rows past the tile's) take no part; the lowest
-            // finite f32 is max's identity. After pass A this max changes nothing.
+            // finite f32 is max's identity.
             for (var c = 0u; c < KT; c += 1u) {
                 if (row_ok && kt0 + part + PR * c < n_r) {
                     if (is_non_finite(s[c])) {
@@ -272,10 +252,21 @@ fn main(
             workgroupBarrier();
             // Every invocation is done reading K: V takes its place (read after the next barrier).
             store_kv(vx, t);
-            // The row's m_c, the same in all PR invocations of the row (same values, same order).
+            // The row's running maximum, the same in all PR invocations of the row (same values,
+            // same order), and the rescale of what the chunk summed so far (1 when unchanged;
+            // 0 from the sentinel, when nothing was summed).
+            let m_old = m_c;
             m_c = red_max[r * PR];
             for (var i = 1u; i < PR; i += 1u) {
                 m_c = max(m_c, red_max[r * PR + i]);
+            }
+            var a = 1.0;
+            if (kt > 0u) {
+                a = exp_nonpos(m_old - m_c);
+            }
+            l_part = l_part * a;
+            if (part == 0u) {
+                row_factor[r] = a;
             }
             for (var c = 0u; c < KT; c += 1u) {
                 let j = part + PR * c;
@@ -287,7 +278,10 @@ fn main(
                 p_tile[r * PS + j / 4u][j % 4u] = p;
             }
             workgroupBarrier();
-            // o_c += Σ_j p_j·v_j over the tile's keys, four keys per step.
+            // o_c = o_c·a + Σ_j p_j·v_j over the tile's keys, four keys per step.
+            for (var u = 0u; u < RT; u += 1u) {
+                oc[u] = oc[u] * row_factor[rg + RG * u];
+            }
             for (var jq = 0u; jq < (len + 3u) / 4u; jq += 1u) {
                 var pv: array<vec4<f32>, 4>;
                 for (var u = 0u; u < RT; u += 1u) {
