@@ -83,7 +83,8 @@ var<workgroup> kv_tile: array<vec4<f32>, BK * QS>;
 var<workgroup> p_tile: array<vec4<f32>, BQ * PS>;
 var<workgroup> red_max: array<f32, 256>;
 var<workgroup> red_sum: array<f32, 256>;
-// Per row: the chunk merge's factors (running sums at r, the chunk's at BQ + r), and at the end
+// Per row: a tile's rescale of the chunk's sums (at r), the chunk merge's factors (running sums
+// at r, the chunk's at BQ + r; each use fenced by barriers), and at the end
 // the row's sum l.
 var<workgroup> row_factor: array<f32, 2 * BQ>;
 
