@@ -10,9 +10,10 @@
 //! causal attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
 //! BitLinear → ReLU²(gate)·up → down BitLinear → residual (fused with the next layer's norm). A 6-position prompt runs as one prefill (M = 6),
 //! then each decode step runs one position, fed the previous step's last hidden state (there is
-//! no embedding or LM head). Nothing is read back until the end: positions are sliced from one
-//! resident table, the next input is sliced from the last output, and the caches grow in place.
-//! Prints the backend, the largest GPU−CPU difference and the time per decode step.
+//! no embedding or LM head). Only each step's output is read back (as a server reads the logits
+//! to sample): positions are sliced from one resident table, the next input is the last output
+//! as it is on the device, and the caches grow in place. Prints the backend, the largest GPU−CPU
+//! difference and the time per decode step.
 
 use std::time::Instant;
 
@@ -239,10 +240,11 @@ pub fn forward(
 /// Wall times of [`generate`]'s decode steps, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct StepTimes {
-    /// Every step recorded, submitted and finished (the read-back at the end not included).
+    /// Every step recorded, run and its output read back.
     pub total_ms: f64,
-    /// The caller's thread recording the steps (until the last op call returned): where it
-    /// comes close to `total_ms`, the host, not the GPU, sets the pace.
+    /// The caller's thread recording the steps (until each step's last op call returned, the
+    /// reads not included): where it comes close to `total_ms`, the host, not the GPU, sets
+    /// the pace.
     pub record_ms: f64,
     /// The decode steps' GPU time, when profiled (see [`generate`]).
     pub gpu: Option<ProfileReport>,
@@ -252,8 +254,9 @@ pub struct StepTimes {
 }
 
 /// The prompt (`[prompt, hidden]` host values) as one prefill, then `steps` decode steps, each
-/// fed the last hidden state before it. Returns the prefill's last hidden state and every
-/// step's, read back at the end, and the decode steps' wall times — with `profile`, also their
+/// fed the last hidden state before it and read back when it is done (as a server reads each
+/// step's logits to sample the next token). Returns the prefill's last hidden state and every
+/// step's, and the decode steps' wall times — with `profile`, also their
 /// GPU time at that granularity (the engine's profiler: `Batch` spans are unperturbed,
 /// `Dispatch` times every kernel and slows the steps).
 pub fn generate(
@@ -267,7 +270,7 @@ pub fn generate(
     let x = e.upload_f32(prompt, &[d.prompt, d.hidden])?;
     let out = forward(e, layers, d, &mut s, &x)?;
     let mut last = e.slice(&out, 0, d.prompt - 1..d.prompt)?;
-    let mut states = vec![last.clone()];
+    let mut states = vec![last.read_f32()?];
     if let Some(g) = profile {
         e.set_profiling_granularity(g)?;
         e.set_profiling(true)?;
@@ -276,13 +279,15 @@ pub fn generate(
     e.sync()?;
     let created = e.pool_stats().bind_groups_created;
     let t = Instant::now();
+    let mut record = std::time::Duration::ZERO;
     for _ in 0..d.steps {
+        let step = Instant::now();
         last = forward(e, layers, d, &mut s, &last)?;
-        states.push(last.clone());
+        record += step.elapsed();
+        states.push(last.read_f32()?);
     }
-    let record_ms = t.elapsed().as_secs_f64() * 1e3;
-    e.sync()?;
     let total_ms = t.elapsed().as_secs_f64() * 1e3;
+    let record_ms = record.as_secs_f64() * 1e3;
     let bind_groups_created = e.pool_stats().bind_groups_created - created;
     let gpu = match profile {
         Some(_) => {
@@ -292,9 +297,8 @@ pub fn generate(
         }
         None => None,
     };
-    let read = states.iter().map(Tensor::read_f32).collect::<Result<_>>()?;
     Ok((
-        read,
+        states,
         StepTimes {
             total_ms,
             record_ms,

@@ -111,14 +111,18 @@ impl PoolStats {
     }
 }
 
-/// A free buffer: its release number, the buffer, and its launch marks (`hazard.rs`).
-type FreeBuffer = (u64, wgpu::Buffer, Arc<UseMarks>);
+/// A free buffer: its release number, its creation number, the buffer, and its launch marks
+/// (`hazard.rs`).
+type FreeBuffer = (u64, u64, wgpu::Buffer, Arc<UseMarks>);
 
 /// Pool state behind the lock. Free lists are per (kind, class), oldest first; every free buffer
-/// carries the sequence number of its release, so eviction drops the least recently used.
+/// carries the sequence number of its release, so eviction drops the least recently used, and
+/// its creation number, by which `alloc` picks (lowest first).
 struct State {
     free: HashMap<(BufferKind, u64), VecDeque<FreeBuffer>>,
     seq: u64,
+    /// Buffers created so far (the next one's creation number).
+    created: u64,
     free_storage_bytes: u64,
     free_staging_bytes: u64,
     stats: PoolStats,
@@ -145,7 +149,7 @@ impl State {
         let evicted = self.free.get_mut(&key).and_then(VecDeque::pop_front);
         // A cached bind group over the buffer would keep it alive: it goes with the buffer (only
         // storage buffers are ever bound).
-        if let (Some((_, buffer, _)), BufferKind::Storage) = (&evicted, kind) {
+        if let (Some((_, _, buffer, _)), BufferKind::Storage) = (&evicted, kind) {
             self.binds.forget(buffer);
         }
         match kind {
@@ -217,6 +221,7 @@ impl BufferPool {
                 binds,
                 free: HashMap::new(),
                 seq: 0,
+                created: 0,
                 free_storage_bytes: 0,
                 free_staging_bytes: 0,
                 stats: PoolStats::default(),
@@ -254,8 +259,16 @@ impl BufferPool {
         };
         let reused = {
             let mut st = lock(&self.state);
-            // Most recently released first: its memory is the likeliest to be warm.
-            let buf = st.free.get_mut(&(kind, class)).and_then(VecDeque::pop_back);
+            // The free buffer created first. Which buffers are free at a given allocation of a
+            // repeated workload (a decode step) is the same set every time, but the order they
+            // were released in drifts from step to step; picking by creation number gives every
+            // allocation of the step the same buffer each time, so the launches bind the same
+            // buffers and their bind groups come from the cache (`bind_cache.rs`). Most recently
+            // released first gave a 30-layer decode step 122 bind-group creations, this 32.
+            let buf = st.free.get_mut(&(kind, class)).and_then(|list| {
+                let first = (0..list.len()).min_by_key(|&i| list[i].1)?;
+                list.remove(first)
+            });
             match (&buf, kind) {
                 (Some(_), BufferKind::Storage) => st.free_storage_bytes -= class,
                 (Some(_), BufferKind::Readback) => st.free_staging_bytes -= class,
@@ -265,11 +278,16 @@ impl BufferPool {
             if buf.is_some() {
                 st.stats.hits += 1;
             }
-            buf.map(|(_, b, m)| (b, m))
+            buf.map(|(_, id, b, m)| (id, b, m))
         };
-        let (buffer, marks) = match reused {
+        let (id, buffer, marks) = match reused {
             Some(b) => b,
-            None => (self.create(kind, class, what)?, Arc::default()),
+            None => {
+                let buffer = self.create(kind, class, what)?;
+                let mut st = lock(&self.state);
+                st.created += 1;
+                (st.created, buffer, Arc::default())
+            }
         };
         let mut st = lock(&self.state);
         if kind == BufferKind::Storage {
@@ -280,6 +298,7 @@ impl BufferPool {
         }
         Ok(PooledBuffer {
             buffer,
+            id,
             marks,
             kind,
             class,

@@ -39,3 +39,22 @@ fn sizes_past_u64_rounding_are_limit_errors() {
         );
     }
 }
+
+/// A free buffer is reused lowest creation number first, whatever order buffers were released
+/// in: a repeated workload gets the same buffer at the same allocation every time (so its bind
+/// groups repeat), where most-recently-released-first drifts with the release order.
+#[test]
+fn free_buffers_are_reused_in_creation_order_not_release_order() {
+    let e = crate::test_gpu::gpu();
+    let pool = &e.gpu_context().unwrap().pool;
+    let alloc = || pool.alloc(BufferKind::Storage, 4000, "test").unwrap();
+    let (a, b, c) = (alloc(), alloc(), alloc());
+    let ids = [a.id, b.id, c.id];
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    // Released c, a, b: handed out again as a, b, c.
+    drop(c);
+    drop(a);
+    drop(b);
+    let again = [alloc().id, alloc().id, alloc().id];
+    assert_eq!(again, ids);
+}

@@ -10,6 +10,8 @@ use crate::hazard::UseMarks;
 /// A pooled GPU buffer; returns to the pool's free list when dropped.
 pub(crate) struct PooledBuffer {
     pub(super) buffer: wgpu::Buffer,
+    /// Creation number within the pool (`alloc` reuses the lowest free one first).
+    pub(super) id: u64,
     /// The launches that last used it (`hazard.rs`); they travel with the buffer when reused.
     pub(super) marks: Arc<UseMarks>,
     pub(super) kind: BufferKind,
@@ -62,7 +64,7 @@ impl Drop for PooledBuffer {
         st.free
             .entry((self.kind, self.class))
             .or_default()
-            .push_back((seq, self.buffer.clone(), Arc::clone(&self.marks)));
+            .push_back((seq, self.id, self.buffer.clone(), Arc::clone(&self.marks)));
         let cap = st.free_cap;
         st.shrink_free(cap);
         while st.free_staging_bytes > STAGING_FREE_CAP && st.evict_lru(BufferKind::Readback) {}
