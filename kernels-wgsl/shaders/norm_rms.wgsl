@@ -39,27 +39,38 @@ fn main(
     let base = row * len;
     let flat_base = (params.row_base + row) * len;
     var acc = 0.0;
-    for (var i = t; i < len; i += WG) {
-        let v = x[base + i];
-        if (is_non_finite(v)) {
-            atomicMin(&nonfinite[0], flat_base + i);
+    for (var i = t; i < len; i += 4u * WG) {
+        let k = rms_lanes(i, len);
+        let v = vec4<f32>(x[base + k.x], x[base + k.y], x[base + k.z], x[base + k.w]);
+        // Clamped lanes repeat the last element: its own index, so flagging it again is harmless.
+        for (var c = 0u; c < 4u; c++) {
+            if (is_non_finite(v[c])) {
+                atomicMin(&nonfinite[0], flat_base + k[c]);
+            }
+            // Only the first row's invocations check the weights: once is enough.
+            if (row == 0u && is_non_finite(w[k[c]])) {
+                atomicMin(&nonfinite[1], k[c]);
+            }
         }
-        // Only the first row's invocations check the weights: once is enough.
-        if (row == 0u && is_non_finite(w[i])) {
-            atomicMin(&nonfinite[1], i);
-        }
-        acc = acc + v * v;
+        acc = rms_fold(acc, v, rms_valid(i, len));
     }
     let sum_sq = rms_sum_sq(acc, t);
     if (t == 0u && is_non_finite(sum_sq)) {
         atomicMin(&nonfinite[2], params.row_base + row);
     }
     let inv = rms_inv(sum_sq, len, params.eps);
-    for (var i = t; i < len; i += WG) {
-        let r = x[base + i] * inv * w[i];
-        if (is_non_finite(r)) {
-            atomicMin(&nonfinite[3], flat_base + i);
+    for (var i = t; i < len; i += 4u * WG) {
+        let k = rms_lanes(i, len);
+        let valid = rms_valid(i, len);
+        let v = vec4<f32>(x[base + k.x], x[base + k.y], x[base + k.z], x[base + k.w]);
+        let r = v * inv * vec4<f32>(w[k.x], w[k.y], w[k.z], w[k.w]);
+        for (var c = 0u; c < 4u; c++) {
+            if (valid[c]) {
+                if (is_non_finite(r[c])) {
+                    atomicMin(&nonfinite[3], flat_base + k[c]);
+                }
+                y[base + k[c]] = r[c];
+            }
         }
-        y[base + i] = r;
     }
 }

@@ -5,8 +5,9 @@
 // sublayers, one dispatch where an add and a norm took two, each behind a barrier.
 //
 // Invocation t adds its elements t, t + 256, ..., stores h and folds h² as norm_rms.wgsl folds
-// x²; the tree and the divisions are norm_rms_common.wgsl's (bit for bit the CPU's order); then
-// each invocation scales the h it stored itself (same invocation: no barrier needed).
+// x² (four elements per iteration: norm_rms_common.wgsl); the tree and the divisions are
+// norm_rms_common.wgsl's (bit for bit the CPU's order); then each invocation scales the h it
+// stored itself (same invocation: no barrier needed).
 //
 // Chunking: the launch covers rows row_base .. row_base + rows of x, res, h and y, bound from
 // row_base; w is bound whole. Flat indices reported are those of the full tensors.
@@ -45,22 +46,29 @@ fn main(
     let base = row * len;
     let flat_base = (params.row_base + row) * len;
     var acc = 0.0;
-    for (var i = t; i < len; i += WG) {
-        let a = x[base + i];
-        let b = res[base + i];
-        if (is_non_finite(a)) {
-            atomicMin(&nonfinite[0], flat_base + i);
-        }
-        if (is_non_finite(b)) {
-            atomicMin(&nonfinite[1], flat_base + i);
-        }
-        // Only the first row's invocations check the weights: once is enough.
-        if (row == 0u && is_non_finite(w[i])) {
-            atomicMin(&nonfinite[2], i);
-        }
+    for (var i = t; i < len; i += 4u * WG) {
+        let k = rms_lanes(i, len);
+        let valid = rms_valid(i, len);
+        let a = vec4<f32>(x[base + k.x], x[base + k.y], x[base + k.z], x[base + k.w]);
+        let b = vec4<f32>(res[base + k.x], res[base + k.y], res[base + k.z], res[base + k.w]);
         let v = a + b;
-        h[base + i] = v;
-        acc = acc + v * v;
+        // Clamped lanes repeat the last element: its own index, so flagging it again is harmless.
+        for (var c = 0u; c < 4u; c++) {
+            if (is_non_finite(a[c])) {
+                atomicMin(&nonfinite[0], flat_base + k[c]);
+            }
+            if (is_non_finite(b[c])) {
+                atomicMin(&nonfinite[1], flat_base + k[c]);
+            }
+            // Only the first row's invocations check the weights: once is enough.
+            if (row == 0u && is_non_finite(w[k[c]])) {
+                atomicMin(&nonfinite[2], k[c]);
+            }
+            if (valid[c]) {
+                h[base + k[c]] = v[c];
+            }
+        }
+        acc = rms_fold(acc, v, valid);
     }
     let sum_sq = rms_sum_sq(acc, t);
     if (is_non_finite(sum_sq)) {
@@ -71,11 +79,18 @@ fn main(
         return;
     }
     let inv = rms_inv(sum_sq, len, params.eps);
-    for (var i = t; i < len; i += WG) {
-        let r = h[base + i] * inv * w[i];
-        if (is_non_finite(r)) {
-            atomicMin(&nonfinite[3], flat_base + i);
+    for (var i = t; i < len; i += 4u * WG) {
+        let k = rms_lanes(i, len);
+        let valid = rms_valid(i, len);
+        let v = vec4<f32>(h[base + k.x], h[base + k.y], h[base + k.z], h[base + k.w]);
+        let r = v * inv * vec4<f32>(w[k.x], w[k.y], w[k.z], w[k.w]);
+        for (var c = 0u; c < 4u; c++) {
+            if (valid[c]) {
+                if (is_non_finite(r[c])) {
+                    atomicMin(&nonfinite[3], flat_base + k[c]);
+                }
+                y[base + k[c]] = r[c];
+            }
         }
-        y[base + i] = r;
     }
 }
