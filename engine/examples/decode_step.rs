@@ -8,7 +8,8 @@
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
 //! RMSNorm → q/k/v BitLinear → RoPE on q and k → k and v appended to the layer's `KvCache` →
 //! causal attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
-//! BitLinear → ReLU²(gate)·up → down BitLinear → residual (fused with the next layer's norm). A 6-position prompt runs as one prefill (M = 6),
+//! BitLinear → ReLU²(gate)·up (one fused op) → down BitLinear → residual (fused with the next
+//! layer's norm). A 6-position prompt runs as one prefill (M = 6),
 //! then each decode step runs one position, fed the previous step's last hidden state (there is
 //! no embedding or LM head). Only each step's output is read back (as a server reads the logits
 //! to sample): positions are sliced from one resident table, the next input is the last output
@@ -225,9 +226,13 @@ pub fn forward(
         // Output projection; residual add and the feed-forward block's RMSNorm.
         let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, wo)?, &l.ffn_norm, EPS)?;
         x = h;
-        // Feed-forward block: gate/up, ReLU²(gate) · up, down (added with the next norm).
-        let gate = e.unary(UnaryOp::Relu2, &e.bitlinear_tensor(&xn, wgate)?)?;
-        let act = e.binary(BinaryOp::Mul, &gate, &e.bitlinear_tensor(&xn, wup)?)?;
+        // Feed-forward block: gate/up, ReLU²(gate) · up (one fused op: `gated`), down (added
+        // with the next norm).
+        let (gate, up) = (
+            e.bitlinear_tensor(&xn, wgate)?,
+            e.bitlinear_tensor(&xn, wup)?,
+        );
+        let act = e.gated(UnaryOp::Relu2, &gate, &up)?;
         pending = Some(e.bitlinear_tensor(&act, wdown)?);
     }
     if let Some(down) = pending {

@@ -1,12 +1,7 @@
 // Unary activations, elementwise: out[i] = f(a[i]).
 //
-// op: 0 = relu, 1 = relu² (relu(x)·relu(x)), 2 = silu (x·sigmoid(x)), 3 = gelu (exact erf form,
-// 0.5·x·(1 + erf(x/√2)), with cpu-ref's erf approximation below), 4 = exp.
-//
-// Shader exp is only specified to 3 + 2|x| ulp, so `exp_reduced` range-reduces first (x = n·ln2 + r,
-// |r| <= ln2/2, Cody–Waite split of ln2) and scales by 2^n exactly: the error no longer grows with |x|.
-// Divisions are correctly rounded (exact_div.wgsl is prepended), so exp is the only inexact step;
-// the formulas are those of `bitnet_cpu_ref::ops` (math.rs) operation for operation.
+// op: the codes of `activation` (activation_common.wgsl, concatenated with this file, which also
+// says how each activation is computed: cpu-ref's formulas operation for operation).
 //
 // Chunking: the launch covers elements base .. base + len, with a and out bound from base; flat
 // indices reported are those of the full tensors.
@@ -25,54 +20,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
-
-
-// erf(x) exactly as `bitnet_cpu_ref::ops::erf` (after N. Juffa's `erff`; at most 1e-7 absolute
-// error): two minimax polynomials in plain multiply-adds and one exp, split at |x| = 0.927734375.
-fn erf_approx(x: f32) -> f32 {
-    let t = abs(x);
-    let s = x * x;
-    if (t > 0.927734375) {
-        var r = -1.72853470e-5 * t + 3.83197126e-4;
-        let u = -3.88396438e-3 * t + 2.42546219e-2;
-        r = r * s + u;
-        r = r * t + -1.06777877e-1;
-        r = r * t + -6.34846687e-1;
-        r = r * t + -1.28717512e-1;
-        r = r * t + -t;
-        let y = 1.0 - exp_reduced(r);
-        return select(y, -y, x < 0.0);
-    }
-    var r = -5.96761703e-4;
-    r = r * s + 4.99119423e-3;
-    r = r * s + -2.67681349e-2;
-    r = r * s + 1.12819925e-1;
-    r = r * s + -3.76125336e-1;
-    r = r * s + 1.28379166e-1;
-    return r * x + x;
-}
-
-// Logistic sigmoid without overflow: exp is only ever taken of a non-positive argument.
-fn sigmoid(x: f32) -> f32 {
-    if (x >= 0.0) {
-        return exact_div(1.0, 1.0 + exp_reduced(-x));
-    }
-    let e = exp_reduced(x);
-    return exact_div(e, 1.0 + e);
-}
-
-fn apply(op: u32, x: f32) -> f32 {
-    switch op {
-        case 0u: { return max(x, 0.0); }
-        case 1u: {
-            let r = max(x, 0.0);
-            return r * r;
-        }
-        case 2u: { return x * sigmoid(x); }
-        case 3u: { return 0.5 * x * (1.0 + erf_approx(x * 0.70710678118654752)); }
-        default: { return exp_reduced(x); }
-    }
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
@@ -96,7 +43,7 @@ fn main(
             if (is_non_finite(x)) {
                 atomicMin(&nonfinite[0], params.base + i);
             }
-            let r = apply(params.op, x);
+            let r = activation(params.op, x);
             if (is_non_finite(r)) {
                 atomicMin(&nonfinite[1], params.base + i);
             }

@@ -13,7 +13,8 @@ use crate::KernelSource;
 /// module-scope declarations are order independent (an `enable` directive must come first, so a
 /// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
 /// division and its signed form `div_rounded`, shared with the BitNet kernels), `float_common.wgsl`
-/// (the non-finite test), `elementwise_apply.wgsl` (the binary operations), `matmul_tiled.wgsl`
+/// (the non-finite test), `elementwise_apply.wgsl` (the binary operations), `activation_common.wgsl`
+/// (the unary activations, shared by unary and gated), `matmul_tiled.wgsl`
 /// (the matmul body both element types share), `reduce_common.wgsl` (what the two last-axis
 /// reductions share) and `attention_common.wgsl` (attention's exp and chunk merge).
 macro_rules! kernel {
@@ -36,7 +37,7 @@ pub const MATMUL_F16: KernelSource = KernelSource {
     source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
 };
 
-/// Values one workgroup of the linear elementwise kernels covers (binary, scalar, unary; and
+/// Values one workgroup of the linear elementwise kernels covers (binary, scalar, unary, gated; and
 /// `util::COPY`): 256 invocations × 4 values, 256 apart. Their grids are `ceil(len / this)`.
 pub const ELEMENTWISE_GROUP_VALUES: u32 = 1024;
 
@@ -68,7 +69,20 @@ pub const ELEMENTWISE_UNARY: KernelSource = KernelSource {
     source: kernel!(
         "exact_div.wgsl",
         "float_common.wgsl",
+        "activation_common.wgsl",
         "elementwise_unary.wgsl"
+    ),
+};
+
+/// Gated activation `act(gate) · up` (same shape, any activation of [`ELEMENTWISE_UNARY`]): a
+/// feed-forward GLU in one dispatch, bit for bit the unary kernel followed by the binary mul.
+pub const ELEMENTWISE_GATED: KernelSource = KernelSource {
+    name: "elementwise_gated",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "activation_common.wgsl",
+        "elementwise_gated.wgsl"
     ),
 };
 
@@ -195,6 +209,7 @@ pub const ALL: &[KernelSource] = &[
     ELEMENTWISE_BINARY,
     ELEMENTWISE_SCALAR,
     ELEMENTWISE_UNARY,
+    ELEMENTWISE_GATED,
     REDUCE_LAST,
     REDUCE_LAST_SUBGROUP,
     NORM_RMS,

@@ -12,6 +12,7 @@ mod tensor_cross_check {
     mod errors;
     mod errors_attention;
     mod errors_shape;
+    mod gated;
     mod kv_cache;
     mod long_loops;
     mod norm_add;

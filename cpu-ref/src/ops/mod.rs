@@ -16,6 +16,7 @@
 
 mod attention;
 mod binary;
+mod gated;
 mod math;
 mod matmul;
 mod norm;
@@ -28,6 +29,7 @@ mod unary;
 
 pub use attention::{ATTENTION_CHUNK, AttentionDims, attention, attention_dims};
 pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
+pub use gated::gated;
 pub use math::{erf, gelu, sigmoid, silu};
 pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
 pub use norm::rms_norm;

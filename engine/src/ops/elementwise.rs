@@ -33,8 +33,8 @@ const UNARY: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::ReadWrite],
 );
-/// Values one workgroup of the three kernels covers (256 invocations, 4 values each).
-const GROUP_VALUES: u64 = kernels::ELEMENTWISE_GROUP_VALUES as u64;
+/// Values one workgroup of the linear elementwise kernels covers (256 invocations, 4 values each).
+pub(super) const GROUP_VALUES: u64 = kernels::ELEMENTWISE_GROUP_VALUES as u64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -80,7 +80,9 @@ fn binary_code(op: BinaryOp) -> u32 {
     }
 }
 
-fn unary_code(op: UnaryOp) -> u32 {
+/// The unary kernel's activation codes (`activation` in activation_common.wgsl), shared with
+/// the gated kernel.
+pub(super) fn unary_code(op: UnaryOp) -> u32 {
     match op {
         UnaryOp::Relu => 0,
         UnaryOp::Relu2 => 1,

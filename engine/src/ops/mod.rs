@@ -5,7 +5,7 @@
 //! `bitnet` / `bitnet_linear` (BitNet ops on resident tensors), `bitnet_stable` (the
 //! cpu-ref-compatible BitNet entry points, GPU-backed), and the kernel families, which their
 //! authors add here with one `mod` line each: `bitnet`, `matmul`, `elementwise`, `reduce`, `norm`,
-//! `rope`, `softmax`, `attention`, `shape` (slice and concat, on the strided word copy of
+//! `rope`, `softmax`, `attention`, the fused `norm_add` and `gated`, `shape` (slice and concat, on the strided word copy of
 //! `blocks`).
 
 mod attention;
@@ -27,6 +27,7 @@ pub(crate) mod blocks;
 mod broadcast;
 mod elementwise;
 mod float_args;
+mod gated;
 mod in_dispatch_wait;
 mod matmul;
 mod norm;
