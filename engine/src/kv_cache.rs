@@ -4,9 +4,9 @@
 //! new tensor per step (a concat) moves the whole cache each step; a server wants the new
 //! position's k and v written once, after the ones already there. A [`KvCache`] owns one
 //! `capacity`-position buffer per side and writes each append at the end of what it holds
-//! (`util_copy_blocks.wgsl`, recorded like any op: no read-back, no wait). `keys()` and
-//! `values()` are tensors over the first `len` positions of those buffers — no copy — and feed
-//! [`Engine::attention`](crate::Engine) like any tensor.
+//! (keys and values in one dispatch, `util_copy_blocks_pair.wgsl`, recorded like any op: no
+//! read-back, no wait). `keys()` and `values()` are tensors over the first `len` positions of
+//! those buffers — no copy — and feed [`Engine::attention`](crate::Engine) like any tensor.
 //!
 //! **Views stay immutable.** An append writes only positions at or after `len`, which no view
 //! covers, so views handed out earlier keep their values (and dispatches recorded earlier run
@@ -37,7 +37,7 @@ use crate::tensor::{DType, Location, Tensor};
 
 #[path = "kv_cache_store.rs"]
 mod store;
-use store::{Store, copy_rows};
+use store::{Store, copy_rows, copy_rows_pair};
 
 const OP: &str = "kv_cache";
 
@@ -173,21 +173,21 @@ impl KvCache {
                 };
                 let gpu = self.gpu()?;
                 let (k, v) = (self.engine.to_device(k)?, self.engine.to_device(v)?);
-                let rows = Lineage::default();
-                for (src, dst) in [(&k, keys), (&v, values)] {
-                    // A view of this very buffer (the cache's own keys appended again) cannot be
-                    // bound for reading and for writing in one dispatch: stage it first.
-                    let staged;
-                    let src = if std::ptr::eq(src.data(), dst.data()) {
-                        let tmp = self.engine.empty(OP, src.shape(), DType::F32)?;
-                        let copied = copy_rows(gpu, src, &tmp, t * row, 0)?;
-                        staged = tmp.prefix_view(src.shape(), &[&copied]);
-                        &staged
-                    } else {
-                        src
-                    };
-                    rows.share(&copy_rows(gpu, src, dst, t * row, self.len * row)?);
-                }
+                // A view of this very buffer (the cache's own keys appended again) cannot be
+                // bound for reading and for writing in one dispatch: stage it first.
+                let stage = |src: Tensor, dst: &Tensor| -> Result<Tensor> {
+                    if !std::ptr::eq(src.data(), dst.data()) {
+                        return Ok(src);
+                    }
+                    let tmp = self.engine.empty(OP, src.shape(), DType::F32)?;
+                    let copied = copy_rows(gpu, &src, &tmp, t * row, 0)?;
+                    Ok(tmp.prefix_view(src.shape(), &[&copied]))
+                };
+                let (k, v) = (stage(k, keys)?, stage(v, values)?);
+                // Keys and values in one dispatch (separate ones if a source still shares a
+                // buffer with the other side's destination, or a copy is split over the binding
+                // limit); the segment's lineage is both sides' either way.
+                let rows = copy_rows_pair(gpu, (&k, keys), (&v, values), t * row, self.len * row)?;
                 self.segments.push((self.len, rows));
             }
         }

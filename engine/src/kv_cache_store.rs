@@ -1,13 +1,15 @@
 //! Where a [`KvCache`]'s bytes live and how they move: the device or host store, the move to
 //! where the engine runs ops now (host under the `Cpu` policy, device otherwise), copy on write
-//! before an append after a truncate, and the row copies behind every device append. The cache's
-//! API (appends, views, truncation) is `kv_cache.rs`.
+//! before an append after a truncate, and the row copies behind every device append (keys and
+//! values in one dispatch where they can be: `copy_rows_pair`). The cache's API (appends, views,
+//! truncation) is `kv_cache.rs`.
 
 use super::{KvCache, OP};
 use crate::context::Gpu;
 use crate::error::Result;
 use crate::fate::Lineage;
 use crate::ops::blocks::{BlockCopy, copy_blocks};
+use crate::ops::blocks_pair::{Side, copy_blocks_pair};
 use crate::tensor::{DType, Tensor};
 
 /// The cache's bytes.
@@ -55,10 +57,12 @@ impl KvCache {
                     unreachable!("device_store")
                 };
                 let shape = [self.len, self.kv_heads, self.head_dim];
-                for (host, dst) in [(keys, dk), (values, dv)] {
-                    let src = self.engine.upload_f32(host, &shape)?;
-                    moved.share(&copy_rows(self.gpu()?, &src, dst, host.len(), 0)?);
-                }
+                let (sk, sv) = (
+                    self.engine.upload_f32(keys, &shape)?,
+                    self.engine.upload_f32(values, &shape)?,
+                );
+                let gpu = self.gpu()?;
+                moved.share(&copy_rows_pair(gpu, (&sk, dk), (&sv, dv), keys.len(), 0)?);
             }
             self.store = store;
         } else {
@@ -103,9 +107,8 @@ impl KvCache {
         if self.len > 0 {
             let gpu = self.gpu()?;
             let moved = Lineage::default();
-            for (src, dst) in [(keys, fk), (values, fv)] {
-                moved.share(&copy_rows(gpu, src, dst, self.len * self.row(), 0)?);
-            }
+            let words = self.len * self.row();
+            moved.share(&copy_rows_pair(gpu, (keys, fk), (values, fv), words, 0)?);
             for (_, l) in self.segments.iter().filter(|(start, _)| *start < self.len) {
                 moved.share(l);
             }
@@ -128,16 +131,58 @@ pub(super) fn copy_rows(
     at: usize,
 ) -> Result<Lineage> {
     let target = dst.prefix_view(dst.shape(), &[]);
-    let copy = BlockCopy {
+    copy_blocks(gpu, src, &target, rows_copy(words, at), gpu.next_seq())?;
+    let rows = Lineage::default();
+    rows.share(target.lineage());
+    Ok(rows)
+}
+
+/// [`copy_rows`] for both sides at once — `keys.0` into `keys.1` and `values.0` into
+/// `values.1`, the same `words` at the same word `at` — in one dispatch when the two copies can
+/// be fused (`ops/blocks_pair.rs`: each fits one launch, no source in a destination's buffer),
+/// else one copy after the other. Returns what the copied rows of both sides now depend on:
+/// both sources' lineages and the copies' fates (a cache's positions carry one lineage for
+/// keys and values together, so fusing changes nothing a view reports).
+pub(super) fn copy_rows_pair(
+    gpu: &Gpu,
+    keys: (&Tensor, &Tensor),
+    values: (&Tensor, &Tensor),
+    words: usize,
+    at: usize,
+) -> Result<Lineage> {
+    let (tk, tv) = (
+        keys.1.prefix_view(keys.1.shape(), &[]),
+        values.1.prefix_view(values.1.shape(), &[]),
+    );
+    let copy = rows_copy(words, at);
+    copy_blocks_pair(
+        gpu,
+        Side {
+            src: keys.0,
+            dst: &tk,
+            copy,
+        },
+        Side {
+            src: values.0,
+            dst: &tv,
+            copy,
+        },
+        gpu.next_seq(),
+    )?;
+    let rows = Lineage::default();
+    rows.share(tk.lineage());
+    rows.share(tv.lineage());
+    Ok(rows)
+}
+
+/// The first `words` words of a source to word `at` of a destination, as one run.
+fn rows_copy(words: usize, at: usize) -> BlockCopy {
+    BlockCopy {
         blocks: 1,
         block_words: words as u64,
         src_start: 0,
         src_stride: 0,
         dst_start: at as u64,
         dst_stride: 0,
-    };
-    copy_blocks(gpu, src, &target, copy, gpu.next_seq())?;
-    let rows = Lineage::default();
-    rows.share(target.lineage());
-    Ok(rows)
+    }
 }

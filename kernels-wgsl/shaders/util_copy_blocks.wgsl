@@ -10,7 +10,8 @@
 // start at any word (binding offsets need 256-byte alignment).
 //
 // Each invocation copies PER_THREAD words 256 apart, all loads before any store (see
-// util_copy.wgsl): a workgroup covers 1024 words of the flattened runs. Dispatch:
+// util_copy.wgsl; indexing in util_copy_blocks_common.wgsl): a workgroup covers 1024 words of
+// the flattened runs. util_copy_blocks_pair.wgsl does two such copies in one dispatch. Dispatch:
 // ceil(blocks * block_words / 1024) workgroups, folded into x and y.
 
 struct Params {
@@ -28,8 +29,6 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> dst: array<u32>;
 @group(1) @binding(0) var<uniform> params: Params;
 
-const PER_THREAD: u32 = 4u;
-
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -42,15 +41,13 @@ fn main(
     for (var r = 0u; r < PER_THREAD; r++) {
         let i = first + r * 256u;
         if i < n {
-            let b = i / params.block_words;
-            w[r] = src[params.src_base + b * params.src_stride + (i - b * params.block_words)];
+            w[r] = src[run_word(i, params.block_words, params.src_base, params.src_stride)];
         }
     }
     for (var r = 0u; r < PER_THREAD; r++) {
         let i = first + r * 256u;
         if i < n {
-            let b = i / params.block_words;
-            dst[params.dst_base + b * params.dst_stride + (i - b * params.block_words)] = w[r];
+            dst[run_word(i, params.block_words, params.dst_base, params.dst_stride)] = w[r];
         }
     }
 }

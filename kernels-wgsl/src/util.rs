@@ -1,4 +1,4 @@
-//! Engine utility kernels: buffer fill, checked copy and strided block copy. They also serve as the reference example of
+//! Engine utility kernels: buffer fill, checked copy and strided block copy (single and paired). They also serve as the reference example of
 //! the engine's kernel conventions (bindings, params, linear grid, non-finite flag).
 
 use crate::KernelSource;
@@ -22,7 +22,24 @@ pub const COPY: KernelSource = KernelSource {
 /// dst_base, dst_stride }`, in words. Grid: `ceil(blocks * block_words / 1024)`.
 pub const COPY_BLOCKS: KernelSource = KernelSource {
     name: "util_copy_blocks",
-    source: include_str!("../shaders/util_copy_blocks.wgsl"),
+    source: concat!(
+        include_str!("../shaders/util_copy_blocks_common.wgsl"),
+        "\n",
+        include_str!("../shaders/util_copy_blocks.wgsl")
+    ),
+};
+
+/// Two independent [`COPY_BLOCKS`] copies in one dispatch (a KV-cache append's keys and values).
+/// Bindings: 0 = `src0`, 1 = `src1` (read), 2 = `dst0`, 3 = `dst1` (read_write). Params: copy 0's
+/// six [`COPY_BLOCKS`] params, copy 1's, then `groups0` (copy 0's workgroups) and three pad
+/// words. Grid: `groups0 + ceil(words of copy 1 / 1024)`, copy 0's workgroups first.
+pub const COPY_BLOCKS_PAIR: KernelSource = KernelSource {
+    name: "util_copy_blocks_pair",
+    source: concat!(
+        include_str!("../shaders/util_copy_blocks_common.wgsl"),
+        "\n",
+        include_str!("../shaders/util_copy_blocks_pair.wgsl")
+    ),
 };
 
 /// Marks the engine's bound status slot clean. No group-0 bindings, no params.
@@ -40,4 +57,11 @@ pub const STATUS_GATHER: KernelSource = KernelSource {
 };
 
 /// Every utility kernel of this module.
-pub const ALL: &[KernelSource] = &[FILL, COPY, COPY_BLOCKS, STATUS_RESET, STATUS_GATHER];
+pub const ALL: &[KernelSource] = &[
+    FILL,
+    COPY,
+    COPY_BLOCKS,
+    COPY_BLOCKS_PAIR,
+    STATUS_RESET,
+    STATUS_GATHER,
+];

@@ -3,6 +3,7 @@
 //! tensors' data buffers). One kernel (`util_copy_blocks.wgsl`) moves the bits; this file binds
 //! the smallest aligned byte ranges that hold the runs and splits copies whose ranges exceed
 //! `max_storage_buffer_binding_size` (or whose word count would pass the kernel's u32 indices).
+//! Two copies that each fit one launch can go as one dispatch: `blocks_pair.rs`.
 
 use bitnet_kernels_wgsl::util as kernels;
 
@@ -17,8 +18,8 @@ const COPY_BLOCKS: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::ReadWrite],
 );
-/// Words one workgroup of the kernel copies.
-const GROUP_WORDS: u64 = 1024;
+/// Words one workgroup of the kernel copies (of either copy of the paired kernel).
+pub(super) const GROUP_WORDS: u64 = 1024;
 /// Most words one launch copies: the kernel's flat index stays far below u32::MAX.
 const MAX_LAUNCH_WORDS: u64 = 1 << 30;
 
@@ -48,6 +49,45 @@ struct Params {
     dst_stride: u32,
 }
 
+/// The binding geometry of copies on `gpu`, in words: the offset alignment, and the words a
+/// binding may span past the slack of aligning its start down.
+pub(super) fn geometry(gpu: &Gpu) -> (u64, u64) {
+    let align = (u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment) / 4).max(1);
+    let room = (gpu.caps.max_binding / 4).min(u64::from(u32::MAX)) - (align - 1);
+    (align, room)
+}
+
+/// Runs of `c` per launch (the bound spans of both sides fit, and so do the kernel's indices),
+/// or `None` when one run is longer than a binding (each run then goes in pieces).
+fn runs_per_launch(c: &BlockCopy, room: u64) -> Option<u64> {
+    let piece = room.min(MAX_LAUNCH_WORDS);
+    if c.block_words > piece {
+        return None;
+    }
+    let stride = c.src_stride.max(c.dst_stride);
+    let by_span = match stride {
+        0 => c.blocks,
+        s => (room - c.block_words) / s + 1,
+    };
+    Some(by_span.min(MAX_LAUNCH_WORDS / c.block_words).max(1))
+}
+
+/// Whether [`copy_blocks`] records `c` as exactly one launch: something to copy, and runs whose
+/// spans fit a binding on both sides (what `blocks_pair.rs` may fuse).
+pub(super) fn one_launch(gpu: &Gpu, c: &BlockCopy) -> bool {
+    c.blocks > 0
+        && c.block_words > 0
+        && runs_per_launch(c, geometry(gpu).1).is_some_and(|per| per >= c.blocks)
+}
+
+/// The aligned binding holding one side's runs of `c` (run 0 at word `start`, runs `stride`
+/// apart): `(byte offset, byte size, run 0's word within the binding)`.
+pub(super) fn span(c: &BlockCopy, align: u64, start: u64, stride: u64) -> (u64, u64, u32) {
+    let first = start / align * align;
+    let end = start + (c.blocks - 1) * stride + c.block_words;
+    (4 * first, 4 * (end - first), (start - first) as u32)
+}
+
 /// Records `c` from `src` into `dst` (no submit, no wait). `dst` takes `src`'s lineage plus the
 /// copy's. Every launch is a chunk of the op call `group` (one `gpu.next_seq()` per call).
 pub(crate) fn copy_blocks(
@@ -60,12 +100,10 @@ pub(crate) fn copy_blocks(
     if c.blocks == 0 || c.block_words == 0 {
         return Ok(());
     }
-    let align = (u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment) / 4).max(1);
-    // Words a binding may span, less the slack of aligning its start down.
-    let room = (gpu.caps.max_binding / 4).min(u64::from(u32::MAX)) - (align - 1);
-    let piece = room.min(MAX_LAUNCH_WORDS);
-    if c.block_words > piece {
+    let (align, room) = geometry(gpu);
+    let Some(per) = runs_per_launch(&c, room) else {
         // Runs longer than a binding: each run in pieces, one launch per piece.
+        let piece = room.min(MAX_LAUNCH_WORDS);
         for b in 0..c.blocks {
             let mut done = 0;
             while done < c.block_words {
@@ -82,14 +120,7 @@ pub(crate) fn copy_blocks(
             }
         }
         return Ok(());
-    }
-    // Runs per launch: the bound spans of both sides fit, and so do the kernel's indices.
-    let stride = c.src_stride.max(c.dst_stride);
-    let by_span = match stride {
-        0 => c.blocks,
-        s => (room - c.block_words) / s + 1,
     };
-    let per = by_span.min(MAX_LAUNCH_WORDS / c.block_words).max(1);
     let mut b = 0;
     while b < c.blocks {
         let n = per.min(c.blocks - b);
@@ -114,14 +145,8 @@ fn launch(
     align: u64,
     group: u64,
 ) -> Result<()> {
-    // The aligned word range holding the runs of one side, and run 0's word within it.
-    let span = |start: u64, stride: u64| {
-        let first = start / align * align;
-        let end = start + (c.blocks - 1) * stride + c.block_words;
-        (4 * first, 4 * (end - first), (start - first) as u32)
-    };
-    let (src_off, src_size, src_base) = span(c.src_start, c.src_stride);
-    let (dst_off, dst_size, dst_base) = span(c.dst_start, c.dst_stride);
+    let (src_off, src_size, src_base) = span(&c, align, c.src_start, c.src_stride);
+    let (dst_off, dst_size, dst_base) = span(&c, align, c.dst_start, c.dst_stride);
     Launch::new(gpu, &COPY_BLOCKS)
         .input_range(src, src_off, src_size)
         .output_range(dst, dst_off, dst_size)

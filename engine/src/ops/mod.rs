@@ -24,6 +24,7 @@ mod bitnet_tune_cache;
 mod bitnet_tune_clock;
 mod bitnet_weight_quant;
 pub(crate) mod blocks;
+pub(crate) mod blocks_pair;
 mod broadcast;
 mod elementwise;
 mod float_args;

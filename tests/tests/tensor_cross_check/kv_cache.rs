@@ -294,13 +294,16 @@ fn a_failed_move_to_the_device_poisons_the_moved_rows() {
     append(&e, &mut c, &k1, &v1);
     assert_eq!(c.location(), Location::Host);
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    // The next dispatch is the upload of the held keys into the device cache.
+    // The next dispatch is the copy of the held keys and values into the device cache (one
+    // launch for both sides).
     e.inject_fault(bitnet_wgpu::InjectedFault::Validation);
     let (k2, v2) = step(71, 1);
     let (gk, gv) = (up(&e, &k2, &[1, HEADS, DIM]), up(&e, &v2, &[1, HEADS, DIM]));
     c.append(&gk, &gv).unwrap();
     assert_eq!(c.location(), Location::Device);
     let r = c.keys().unwrap().read_f32();
+    assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
+    let r = c.values().unwrap().read_f32();
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
 }
 
