@@ -11,7 +11,7 @@ use crate::context::Gpu;
 use crate::error::Result;
 use crate::launch::Launch;
 use crate::pipelines::{Access, Kernel};
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 
 const COPY_BLOCKS: Kernel = Kernel::new(
     kernels::COPY_BLOCKS,
@@ -80,11 +80,26 @@ pub(super) fn one_launch(gpu: &Gpu, c: &BlockCopy) -> bool {
         && runs_per_launch(c, geometry(gpu).1).is_some_and(|per| per >= c.blocks)
 }
 
-/// The aligned binding holding one side's runs of `c` (run 0 at word `start`, runs `stride`
-/// apart): `(byte offset, byte size, run 0's word within the binding)`.
-pub(super) fn span(c: &BlockCopy, align: u64, start: u64, stride: u64) -> (u64, u64, u32) {
-    let first = start / align * align;
+/// The binding holding one side's runs of `c` (run 0 at word `start`, runs `stride` apart) in
+/// `t`: `(byte offset, byte size, run 0's word within the binding)`. The whole buffer where it
+/// fits a binding (`room` words): the same binding whatever the runs, so a copy repeated at a
+/// moving place — a KV-cache append, a slice at each decode step's position — reuses its bind
+/// group (`bind_cache.rs`) instead of creating one per place; else the aligned span of the runs.
+pub(super) fn span(
+    t: &Tensor,
+    c: &BlockCopy,
+    (align, room): (u64, u64),
+    start: u64,
+    stride: u64,
+) -> (u64, u64, u32) {
     let end = start + (c.blocks - 1) * stride + c.block_words;
+    if let Storage::Device(buf) = t.data()
+        && buf.bytes() <= 4 * room
+        && end <= u64::from(u32::MAX)
+    {
+        return (0, buf.bytes(), start as u32);
+    }
+    let first = start / align * align;
     (4 * first, 4 * (end - first), (start - first) as u32)
 }
 
@@ -100,7 +115,7 @@ pub(crate) fn copy_blocks(
     if c.blocks == 0 || c.block_words == 0 {
         return Ok(());
     }
-    let (align, room) = geometry(gpu);
+    let (_, room) = geometry(gpu);
     let Some(per) = runs_per_launch(&c, room) else {
         // Runs longer than a binding: each run in pieces, one launch per piece.
         let piece = room.min(MAX_LAUNCH_WORDS);
@@ -115,7 +130,7 @@ pub(crate) fn copy_blocks(
                     dst_start: c.dst_start + b * c.dst_stride + done,
                     ..c
                 };
-                launch(gpu, src, dst, one, align, group)?;
+                launch(gpu, src, dst, one, group)?;
                 done += len;
             }
         }
@@ -130,23 +145,17 @@ pub(crate) fn copy_blocks(
             dst_start: c.dst_start + b * c.dst_stride,
             ..c
         };
-        launch(gpu, src, dst, part, align, group)?;
+        launch(gpu, src, dst, part, group)?;
         b += n;
     }
     Ok(())
 }
 
 /// One launch over runs whose spans fit a binding on both sides.
-fn launch(
-    gpu: &Gpu,
-    src: &Tensor,
-    dst: &Tensor,
-    c: BlockCopy,
-    align: u64,
-    group: u64,
-) -> Result<()> {
-    let (src_off, src_size, src_base) = span(&c, align, c.src_start, c.src_stride);
-    let (dst_off, dst_size, dst_base) = span(&c, align, c.dst_start, c.dst_stride);
+fn launch(gpu: &Gpu, src: &Tensor, dst: &Tensor, c: BlockCopy, group: u64) -> Result<()> {
+    let room = geometry(gpu);
+    let (src_off, src_size, src_base) = span(src, &c, room, c.src_start, c.src_stride);
+    let (dst_off, dst_size, dst_base) = span(dst, &c, room, c.dst_start, c.dst_stride);
     Launch::new(gpu, &COPY_BLOCKS)
         .input_range(src, src_off, src_size)
         .output_range(dst, dst_off, dst_size)
@@ -245,6 +254,37 @@ mod tests {
             assert_eq!((got, launches), (want.clone(), 1), "{c:?} bound whole");
             let (got, launches) = run(&split, c, src, dst);
             assert_eq!((got, launches), (want, pieces), "{c:?} split");
+        }
+    }
+
+    /// A copy repeated at a moving place (a KV-cache append, a slice at each decode position)
+    /// binds its buffers whole where they fit, so it reuses one bind group: only the first copy
+    /// creates one.
+    #[test]
+    fn copies_at_moving_places_reuse_one_bind_group() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let s = e.upload_u32(&(0..64).collect::<Vec<_>>(), &[64]).unwrap();
+        let d = e.upload_u32(&[0; 1024], &[1024]).unwrap();
+        let created = || e.pool_stats().bind_groups_created;
+        let before = created();
+        for step in 0..8u64 {
+            let c = BlockCopy {
+                blocks: 2,
+                block_words: 32,
+                src_start: 0,
+                src_stride: 32,
+                dst_start: 100 * step + 3,
+                dst_stride: 40,
+            };
+            copy_blocks(g, &s, &d, c, g.next_seq()).unwrap();
+        }
+        assert_eq!(created() - before, 1, "bind groups created by 8 copies");
+        let got = d.read_u32().unwrap();
+        for step in 0..8usize {
+            let at = 100 * step + 3;
+            assert_eq!(&got[at..at + 32], &(0..32).collect::<Vec<u32>>()[..]);
+            assert_eq!(&got[at + 40..at + 72], &(32..64).collect::<Vec<u32>>()[..]);
         }
     }
 

@@ -60,12 +60,12 @@ pub(crate) fn copy_blocks_pair(gpu: &Gpu, a: Side, b: Side, group: u64) -> Resul
         copy_blocks(gpu, a.src, a.dst, a.copy, group)?;
         return copy_blocks(gpu, b.src, b.dst, b.copy, group);
     }
-    let (align, _) = geometry(gpu);
+    let room = geometry(gpu);
     let bind = |s: &Side| {
         let c = s.copy;
         (
-            span(&c, align, c.src_start, c.src_stride),
-            span(&c, align, c.dst_start, c.dst_stride),
+            span(s.src, &c, room, c.src_start, c.src_stride),
+            span(s.dst, &c, room, c.dst_start, c.dst_stride),
         )
     };
     let ((a_src_off, a_src_size, a_src_base), (a_dst_off, a_dst_size, a_dst_base)) = bind(&a);
