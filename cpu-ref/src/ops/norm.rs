@@ -27,14 +27,7 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
     check::len(OP, "weight (last axis of x)", len, weight.len())?;
     input(OP, "x", x)?;
     check::finite(OP, "weight", weight)?;
-    scalar(OP, "eps", eps)?;
-    if eps < 0.0 {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            what: "eps",
-            reason: "must be >= 0",
-        });
-    }
+    eps_arg(OP, eps)?;
     let mut out = vec![0.0f32; x.numel()];
     let overflow_row = out
         .par_chunks_mut(len)
@@ -58,4 +51,17 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
         });
     }
     output(OP, out, x.shape().to_vec())
+}
+
+/// Rejects a non-finite or negative RMSNorm `eps` (the norms' argument check).
+pub(super) fn eps_arg(op: &'static str, eps: f32) -> Result<()> {
+    scalar(op, "eps", eps)?;
+    if eps < 0.0 {
+        return Err(Error::InvalidArgument {
+            op,
+            what: "eps",
+            reason: "must be >= 0",
+        });
+    }
+    Ok(())
 }

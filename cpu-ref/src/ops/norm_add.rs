@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{input, lane_sum, rows_of, scalar};
+use super::{input, lane_sum, rows_of};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -40,14 +40,7 @@ pub fn add_rms_norm(
     input(OP, "x", x)?;
     input(OP, "residual", residual)?;
     check::finite(OP, "weight", weight)?;
-    scalar(OP, "eps", eps)?;
-    if eps < 0.0 {
-        return Err(Error::InvalidArgument {
-            op: OP,
-            what: "eps",
-            reason: "must be >= 0",
-        });
-    }
+    super::norm::eps_arg(OP, eps)?;
     let sum: Vec<f32> = x
         .data()
         .iter()

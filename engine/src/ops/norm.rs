@@ -49,8 +49,7 @@ impl Engine {
                 got: weight.len(),
             }));
         }
-        // Per invocation: two passes over the row, 8 tree levels and two divisions.
-        let loops = 2 * len.div_ceil(256) + 8 + 2 * float_args::DIV_LOOPS;
+        let loops = norm_loops(len);
         let Some(gpu) = self
             .gpu_for(&[x, weight])
             .filter(|g| float_args::loops_fit(g, loops))
@@ -60,20 +59,7 @@ impl Engine {
                 cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?,
             );
         };
-        if !eps.is_finite() {
-            return Err(Error::NonFinite {
-                op: OP,
-                tensor: "eps",
-                index: 0,
-            });
-        }
-        if eps < 0.0 {
-            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
-                op: OP,
-                what: "eps",
-                reason: "must be >= 0",
-            }));
-        }
+        check_eps(OP, eps)?;
         float_args::u32_indexable(OP, "x", rows * len)?;
         check_binding(gpu, "rms_norm: weight", 4 * len)?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
@@ -108,4 +94,30 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// Loop iterations per invocation of the RMS norm kernels (for `float_args::loops_fit`): two
+/// passes over the row, each iteration taking four elements in an inner loop of four (counted:
+/// a compiler need not unroll it), 8 tree levels and two divisions.
+pub(super) fn norm_loops(len: u64) -> u64 {
+    2 * 5 * len.div_ceil(4 * 256) + 8 + 2 * float_args::DIV_LOOPS
+}
+
+/// The GPU norms check `eps` on the host, before the tensors: non-finite or negative.
+pub(super) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
+    if !eps.is_finite() {
+        return Err(Error::NonFinite {
+            op,
+            tensor: "eps",
+            index: 0,
+        });
+    }
+    if eps < 0.0 {
+        return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
+            op,
+            what: "eps",
+            reason: "must be >= 0",
+        }));
+    }
+    Ok(())
 }

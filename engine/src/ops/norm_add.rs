@@ -10,6 +10,7 @@ use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::norm::{check_eps, norm_loops};
 use super::reduce::rows_of;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -78,8 +79,7 @@ impl Engine {
                 got: weight.len(),
             }));
         }
-        // Per invocation: two passes over the row, 8 tree levels and two divisions.
-        let loops = 2 * len.div_ceil(256) + 8 + 2 * float_args::DIV_LOOPS;
+        let loops = norm_loops(len);
         let Some(gpu) = self
             .gpu_for(&[x, residual, weight])
             .filter(|g| float_args::loops_fit(g, loops))
@@ -92,20 +92,7 @@ impl Engine {
             )?;
             return Ok((store_f32(self, h)?, store_f32(self, y)?));
         };
-        if !eps.is_finite() {
-            return Err(Error::NonFinite {
-                op: OP,
-                tensor: "eps",
-                index: 0,
-            });
-        }
-        if eps < 0.0 {
-            return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
-                op: OP,
-                what: "eps",
-                reason: "must be >= 0",
-            }));
-        }
+        check_eps(OP, eps)?;
         float_args::u32_indexable(OP, "x", rows * len)?;
         check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
         let h = self.empty(OP, x.shape(), DType::F32)?;
