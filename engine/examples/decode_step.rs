@@ -6,7 +6,7 @@
 //!
 //! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
-//! RMSNorm → q/k/v BitLinear → RoPE on q and k → k and v appended to the layer's `KvCache` →
+//! RMSNorm → q/k/v BitLinear → RoPE on q and k (one op) → k and v appended to the layer's `KvCache` →
 //! causal attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
 //! BitLinear → ReLU²(gate)·up (one fused op) → down BitLinear → residual (fused with the next
 //! layer's norm). A 6-position prompt runs as one prefill (M = 6),
@@ -207,12 +207,9 @@ pub fn forward(
         };
         // RoPE wants [T, H, D]: the projections' bytes viewed per head (no copy).
         let per_head = |y: Tensor, heads| y.reshape(&[t, heads, hd]);
-        let q = e.rope(
+        // RoPE on q and k at the step's positions: one op (one dispatch) for both.
+        let (q, k) = e.rope_pair(
             &per_head(e.bitlinear_tensor(&xn, wq)?, d.heads)?,
-            &pos,
-            THETA,
-        )?;
-        let k = e.rope(
             &per_head(e.bitlinear_tensor(&xn, wk)?, d.kv_heads)?,
             &pos,
             THETA,

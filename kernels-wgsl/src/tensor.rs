@@ -141,7 +141,14 @@ pub const SOFTMAX_LAST: KernelSource = KernelSource {
 /// Rotary position embedding (HF rotate-half pairing) on `[S, H, D]`, host-supplied frequencies.
 pub const ROPE: KernelSource = KernelSource {
     name: "rope",
-    source: kernel!("float_common.wgsl", "rope.wgsl"),
+    source: kernel!("float_common.wgsl", "rope_common.wgsl", "rope.wgsl"),
+};
+
+/// RoPE on a step's queries and keys (`[S, Hq, D]`, `[S, Hk, D]`, same positions) in one
+/// dispatch; not chunked.
+pub const ROPE_PAIR: KernelSource = KernelSource {
+    name: "rope_pair",
+    source: kernel!("float_common.wgsl", "rope_common.wgsl", "rope_pair.wgsl"),
 };
 
 /// Scaled-dot-product attention (GQA, optional causal mask) on token-major `[T, H, D]`, in chunks
@@ -216,6 +223,7 @@ pub const ALL: &[KernelSource] = &[
     NORM_RMS_ADD,
     SOFTMAX_LAST,
     ROPE,
+    ROPE_PAIR,
     ATTENTION,
     ATTENTION_TILED,
     ATTENTION_COMBINE,

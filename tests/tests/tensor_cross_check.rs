@@ -17,6 +17,7 @@ mod tensor_cross_check {
     mod kv_cache_fused;
     mod long_loops;
     mod norm_add;
+    mod rope_pair;
     mod shape_paths;
     mod softmax_masks;
     mod values_attention;

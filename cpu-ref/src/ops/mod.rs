@@ -35,7 +35,7 @@ pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
 pub use norm::rms_norm;
 pub use norm_add::add_rms_norm;
 pub use reduce::{ReduceOp, reduce_last};
-pub use rope::{rope, rope_freqs};
+pub use rope::{rope, rope_freqs, rope_pair};
 pub use shape::{concat, concat_shape, slice, slice_shape};
 pub use softmax::{SOFTMAX_MASKED_ROW, softmax_last};
 pub use unary::{UnaryOp, unary};

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::{input, output, scalar};
+use super::{input, scalar};
 use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
@@ -44,18 +44,65 @@ pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
 ///
 /// Errors: rank not 3, `positions.len() != S`, `D` odd, bad `theta`, non-finite `x`.
 pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32>> {
-    const OP: &str = "rope";
+    rope_as(RopeNames::ROPE, x, positions, theta)
+}
+
+/// RoPE on queries `q` `[S, Hq, D]` and keys `k` `[S, Hk, D']` at the same positions: exactly
+/// [`rope`] on each (the GPU engine's one dispatch for both), with errors named for the pair —
+/// op `"rope_pair"`, tensors `"q"` / `"q output"` / `"k"` / `"k output"` (and `"q"` / `"k"` in
+/// rank errors) — all of q's checks before k's, as the two calls in that order.
+pub fn rope_pair(
+    q: &Tensor<f32>,
+    k: &Tensor<f32>,
+    positions: &[u32],
+    theta: f32,
+) -> Result<(Tensor<f32>, Tensor<f32>)> {
+    let names = |x, output| RopeNames {
+        op: "rope_pair",
+        x,
+        output,
+    };
+    Ok((
+        rope_as(names("q", "q output"), q, positions, theta)?,
+        rope_as(names("k", "k output"), k, positions, theta)?,
+    ))
+}
+
+/// What a RoPE call's errors name: the op, its input tensor and its output.
+#[derive(Debug, Clone, Copy)]
+struct RopeNames {
+    op: &'static str,
+    x: &'static str,
+    output: &'static str,
+}
+
+impl RopeNames {
+    const ROPE: RopeNames = RopeNames {
+        op: "rope",
+        x: "x",
+        output: "output",
+    };
+}
+
+/// [`rope`] reporting its errors under `names`.
+fn rope_as(
+    names: RopeNames,
+    x: &Tensor<f32>,
+    positions: &[u32],
+    theta: f32,
+) -> Result<Tensor<f32>> {
+    let op = names.op;
     let &[s, h, d] = x.shape() else {
         return Err(Error::RankMismatch {
-            op: OP,
-            tensor: "x",
+            op,
+            tensor: names.x,
             expected: 3,
             got: x.shape().to_vec(),
         });
     };
-    check_args(OP, d, theta)?;
-    check::len(OP, "positions (S)", s, positions.len())?;
-    input(OP, "x", x)?;
+    check_args(op, d, theta)?;
+    check::len(op, "positions (S)", s, positions.len())?;
+    input(op, names.x, x)?;
     let freqs = rope_freqs(d, theta)?;
     let half = d / 2;
     let mut out = vec![0.0f32; x.numel()];
@@ -79,7 +126,8 @@ pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32
                 }
             }
         });
-    output(OP, out, x.shape().to_vec())
+    check::finite(op, names.output, &out)?;
+    Ok(Tensor::from_valid(out, x.shape().to_vec()))
 }
 
 /// `D` even and nonzero, `theta` finite and positive.

@@ -24,6 +24,18 @@ const ROPE: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
 );
+const ROPE_PAIR: Kernel = Kernel::new(
+    kernels::ROPE_PAIR,
+    "main",
+    &[
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::ReadWrite,
+    ],
+);
 /// Invocations per workgroup (one per rotated pair).
 const WG: u64 = 256;
 
@@ -38,6 +50,18 @@ struct Params {
     pad: [u32; 3],
 }
 
+/// `rope_pair.wgsl`'s params.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct PairParams {
+    pairs_q: u32,
+    pairs_k: u32,
+    half_dim: u32,
+    heads_q: u32,
+    heads_k: u32,
+    pad: [u32; 3],
+}
+
 impl Engine {
     /// RoPE on an `F32` tensor `x` of shape `[S, H, D]` (`D` even) with one position per sequence
     /// index (`positions`: a `U32` tensor of `S` elements): for `i < D/2`,
@@ -49,38 +73,99 @@ impl Engine {
         const OP: &str = "rope";
         float_args::operand(self, OP, x, DType::F32)?;
         float_args::operand(self, OP, positions, DType::U32)?;
-        let &[s, h, d] = x.shape() else {
-            return Err(Error::from(bitnet_cpu_ref::Error::RankMismatch {
-                op: OP,
-                tensor: "x",
-                expected: 3,
-                got: x.shape().to_vec(),
-            }));
-        };
-        check_args(OP, d, theta)?;
-        if positions.len() != s {
-            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
-                op: OP,
-                what: "positions (S)",
-                expected: s,
-                got: positions.len(),
-            }));
-        }
+        let dims = rope_dims(OP, "x", x, positions, theta)?;
         let Some(gpu) = self.gpu_for(&[x, positions]) else {
             return store_f32(
                 self,
                 cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?,
             );
         };
-        let (s, h, half) = (s as u64, h as u64, (d / 2) as u64);
-        float_args::u32_indexable(OP, "x", s * h * 2 * half)?;
+        let check = NonFiniteCheck::tensors(OP, ["x", "output", "", ""]);
+        self.rope_launches(gpu, x, positions, theta, dims, check)
+    }
+
+    /// RoPE on a step's queries `q` `[S, Hq, D]` and keys `k` `[S, Hk, D']` at the same
+    /// `positions`, as [`Engine::rope`] on each — one GPU dispatch for both where they fit a
+    /// binding whole and share `D` (a decode step's two RoPE dispatches per layer become one),
+    /// else one call's launches after the other. Same as `bitnet_cpu_ref::ops::rope_pair`, whose
+    /// errors it reports (op `"rope_pair"`, tensors `"q"`, `"q output"`, `"k"`, `"k output"`),
+    /// except that shape and argument errors of either tensor come before non-finite values.
+    /// Fused, both outputs fail together (one launch).
+    pub fn rope_pair(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        positions: &Tensor,
+        theta: f32,
+    ) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "rope_pair";
+        float_args::operand(self, OP, q, DType::F32)?;
+        float_args::operand(self, OP, k, DType::F32)?;
+        float_args::operand(self, OP, positions, DType::U32)?;
+        let dq = rope_dims(OP, "q", q, positions, theta)?;
+        let dk = rope_dims(OP, "k", k, positions, theta)?;
+        let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
+            let (yq, yk) =
+                cpu::rope_pair(&host_f32(q)?, &host_f32(k)?, &positions.read_u32()?, theta)?;
+            return Ok((store_f32(self, yq)?, store_f32(self, yk)?));
+        };
+        let whole = |d: RopeDims| 4 * d.s * d.h * 2 * d.half <= gpu.caps.max_binding;
+        if dq.half != dk.half || !whole(dq) || !whole(dk) || 4 * dq.s > gpu.caps.max_binding {
+            let names = |x, out| NonFiniteCheck::tensors(OP, [x, out, "", ""]);
+            return Ok((
+                self.rope_launches(gpu, q, positions, theta, dq, names("q", "q output"))?,
+                self.rope_launches(gpu, k, positions, theta, dk, names("k", "k output"))?,
+            ));
+        }
+        let (pairs_q, pairs_k) = (dq.s * dq.h * dq.half, dk.s * dk.h * dk.half);
+        float_args::u32_indexable(OP, "q", 2 * pairs_q)?;
+        float_args::u32_indexable(OP, "k", 2 * pairs_k)?;
+        float_args::u32_indexable(OP, "q and k", pairs_q + pairs_k)?;
+        let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
+        let yq = self.empty(OP, q.shape(), DType::F32)?;
+        let yk = self.empty(OP, k.shape(), DType::F32)?;
+        Launch::new(gpu, &ROPE_PAIR)
+            .input(q)
+            .input(k)
+            .input(positions)
+            .input(&freqs)
+            .output(&yq)
+            .output(&yk)
+            .params(&PairParams {
+                pairs_q: pairs_q as u32,
+                pairs_k: pairs_k as u32,
+                half_dim: dq.half as u32,
+                heads_q: dq.h as u32,
+                heads_k: dk.h as u32,
+                pad: [0; 3],
+            })
+            .check_finite(NonFiniteCheck::tensors(
+                OP,
+                ["q", "q output", "k", "k output"],
+            ))
+            .workgroups((pairs_q + pairs_k).div_ceil(WG))
+            .run()?;
+        Ok((yq, yk))
+    }
+
+    /// `rope.wgsl`'s launches for `x` (chunked over the binding limit), flagging under `check`.
+    fn rope_launches(
+        &self,
+        gpu: &Gpu,
+        x: &Tensor,
+        positions: &Tensor,
+        theta: f32,
+        RopeDims { s, h, half }: RopeDims,
+        check: NonFiniteCheck,
+    ) -> Result<Tensor> {
+        float_args::u32_indexable(check.op, check.tensors[0], s * h * 2 * half)?;
         // The table is tiny (D/2 values) and goes through the pool like any upload.
-        let freqs = self.rope_table(gpu, d, theta)?;
-        let out = self.empty(OP, x.shape(), DType::F32)?;
+        let freqs = self.rope_table(gpu, (2 * half) as usize, theta)?;
+        let out = self.empty(check.op, x.shape(), DType::F32)?;
         let row_bytes = 4 * h * 2 * half;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk; the
         // positions (one word per row) likewise, bound whole when they fit.
-        let split = row_chunks(gpu, OP, s, &[row_bytes, 4], u64::MAX)?;
+        let split = row_chunks(gpu, check.op, s, &[row_bytes, 4], u64::MAX)?;
         let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, _) = split.binding(0, r);
@@ -100,12 +185,53 @@ impl Engine {
                     pad: [0; 3],
                 })
                 .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["x", "output", "", ""]))
+                .check_finite(check)
                 .workgroups(pairs.div_ceil(WG))
                 .run()?;
         }
         Ok(out)
     }
+}
+
+/// A RoPE operand's `[S, H, D]` as `(S, H, D / 2)`.
+#[derive(Debug, Clone, Copy)]
+struct RopeDims {
+    s: u64,
+    h: u64,
+    half: u64,
+}
+
+/// cpu-ref's shape and argument checks of one RoPE operand `x` (named `name`): rank 3, `D` and
+/// `theta` ([`check_args`]), `positions` of `S` elements.
+fn rope_dims(
+    op: &'static str,
+    name: &'static str,
+    x: &Tensor,
+    positions: &Tensor,
+    theta: f32,
+) -> Result<RopeDims> {
+    let &[s, h, d] = x.shape() else {
+        return Err(Error::from(bitnet_cpu_ref::Error::RankMismatch {
+            op,
+            tensor: name,
+            expected: 3,
+            got: x.shape().to_vec(),
+        }));
+    };
+    check_args(op, d, theta)?;
+    if positions.len() != s {
+        return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
+            op,
+            what: "positions (S)",
+            expected: s,
+            got: positions.len(),
+        }));
+    }
+    Ok(RopeDims {
+        s: s as u64,
+        h: h as u64,
+        half: (d / 2) as u64,
+    })
 }
 
 /// RoPE's frequency tables on the device by (head dim, theta bits): each uploaded once. An upload

@@ -1,0 +1,75 @@
+// RoPE on the queries q [S, Hq, D] and the keys k [S, Hk, D] of one attention step in one
+// dispatch (bitnet_cpu_ref::ops::rope_pair: rope.wgsl's rotation on each, same positions and
+// frequencies): a decode step's two RoPE dispatches per layer become one, behind one barrier.
+//
+// One invocation per rotated pair: invocations below pairs_q take q's pair t, the others k's pair
+// t - pairs_q. Not chunked: the engine runs this kernel only when q, k and their outputs fit a
+// binding whole (else rope.wgsl's chunked launches, one tensor at a time).
+//
+// Non-finite status words: 0 = q, 1 = q's output, 2 = k, 3 = k's output (q's before k's, as
+// cpu-ref checks them). Dispatch: linear, ceil((pairs_q + pairs_k) / 256) workgroups.
+
+struct Params {
+    pairs_q: u32,   // S · Hq · D/2
+    pairs_k: u32,   // S · Hk · D/2
+    half_dim: u32,  // D/2
+    heads_q: u32,   // Hq
+    heads_k: u32,   // Hk
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read> freqs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> yq: array<f32>;
+@group(0) @binding(5) var<storage, read_write> yk: array<f32>;
+@group(1) @binding(0) var<uniform> params: Params;
+@group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
+
+// Pair t of a [S, heads, D] tensor: (its position row s, the index of x[i], frequency index i).
+fn pair_place(t: u32, heads: u32) -> vec3<u32> {
+    let half = params.half_dim;
+    let i = t % half;
+    let sh = t / half;
+    return vec3<u32>(sh / heads, sh * 2u * half + i, i);
+}
+
+// Flags a non-finite pair (x[lo], x[lo + D/2]) in status word `word`.
+fn flag_pair(v: vec2<f32>, lo: u32, word: u32) {
+    if (is_non_finite(v.x)) {
+        atomicMin(&nonfinite[word], lo);
+    }
+    if (is_non_finite(v.y)) {
+        atomicMin(&nonfinite[word], lo + params.half_dim);
+    }
+}
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let t = (wid.x + wid.y * nwg.x) * 256u + lid;
+    let half = params.half_dim;
+    if (t < params.pairs_q) {
+        let p = pair_place(t, params.heads_q);
+        let x = vec2<f32>(q[p.y], q[p.y + half]);
+        flag_pair(x, p.y, 0u);
+        let r = rope_rotate(x.x, x.y, positions[p.x], freqs[p.z]);
+        flag_pair(r, p.y, 1u);
+        yq[p.y] = r.x;
+        yq[p.y + half] = r.y;
+    } else if (t < params.pairs_q + params.pairs_k) {
+        let p = pair_place(t - params.pairs_q, params.heads_k);
+        let x = vec2<f32>(k[p.y], k[p.y + half]);
+        flag_pair(x, p.y, 2u);
+        let r = rope_rotate(x.x, x.y, positions[p.x], freqs[p.z]);
+        flag_pair(r, p.y, 3u);
+        yk[p.y] = r.x;
+        yk[p.y + half] = r.y;
+    }
+}
