@@ -6,21 +6,22 @@
 //!
 //! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
-//! RMSNorm → q/k/v BitLinear → RoPE on q and k (one op) → k and v appended to the layer's `KvCache` →
-//! causal attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
-//! BitLinear → ReLU²(gate)·up (one fused op) → down BitLinear → residual (fused with the next
-//! layer's norm). A 6-position prompt runs as one prefill (M = 6),
-//! then each decode step runs one position, fed the previous step's last hidden state (there is
-//! no embedding or LM head). Only each step's output is read back (as a server reads the logits
-//! to sample): positions are sliced from one resident table, the next input is the last output
-//! as it is on the device, and the caches grow in place. Prints the backend, the largest GPU−CPU
-//! difference and the time per decode step.
+//! RMSNorm → q/k/v BitLinear (one grouped dispatch, `Engine::linear_group`) → RoPE on q and k
+//! (one op) → k and v appended to the layer's `KvCache` → causal attention over the cache → o
+//! BitLinear → residual and RMSNorm (one fused op) → gate/up BitLinear (one grouped dispatch) →
+//! ReLU²(gate)·up (one fused op) → down BitLinear → residual (fused with the next layer's norm).
+//! A 6-position prompt runs as one prefill (M = 6), then each decode step runs one position,
+//! fed the previous step's last hidden state (there is no embedding or LM head). Only each
+//! step's output is read back (as a server reads the logits to sample): positions are sliced
+//! from one resident table, the next input is the last output as it is on the device, and the
+//! caches grow in place. Prints the backend, the largest GPU−CPU difference and the time per
+//! decode step.
 
 use std::time::Instant;
 
 use bitnet_wgpu::{
-    BinaryOp, Engine, KvCache, ProfileGranularity, ProfileReport, Result, Tensor, TernaryMatrix,
-    UnaryOp,
+    BinaryOp, Engine, KvCache, Linear, LinearGroup, ProfileGranularity, ProfileReport, Result,
+    Tensor, TernaryMatrix, UnaryOp,
 };
 
 /// Model and sequence sizes.
@@ -128,11 +129,15 @@ impl Model {
     }
 }
 
-/// A layer resident on one engine: what a server uploads once at start-up.
+/// A layer resident on one engine: what a server uploads once at start-up. The projections that
+/// read one input are grouped (q/k/v, gate/up: one dispatch each where the fused GEMV applies).
 pub struct Layer {
     attn_norm: Tensor,
     ffn_norm: Tensor,
-    w: Vec<Tensor>,
+    qkv: LinearGroup,
+    wo: Tensor,
+    gate_up: LinearGroup,
+    wdown: Tensor,
 }
 
 /// The model's weights uploaded to `engine` (device tensors on a GPU engine, host tensors on the
@@ -140,13 +145,19 @@ pub struct Layer {
 pub fn upload(engine: &Engine, model: &Model) -> Result<Vec<Layer>> {
     let h = model.dims.hidden;
     let up = |l: &HostLayer| -> Result<Layer> {
+        let [wq, wk, wv, wo, wgate, wup, wdown] = &l.w[..] else {
+            unreachable!("seven matrices per layer")
+        };
+        let linear = |w: &TernaryMatrix| Linear::new(engine, w.clone());
+        let (q, k, v) = (linear(wq), linear(wk), linear(wv));
+        let (gate, upm) = (linear(wgate), linear(wup));
         Ok(Layer {
             attn_norm: engine.upload_f32(&l.attn_norm, &[h])?,
             ffn_norm: engine.upload_f32(&l.ffn_norm, &[h])?,
-            w: l.w
-                .iter()
-                .map(|w| engine.upload_ternary(w))
-                .collect::<Result<_>>()?,
+            qkv: engine.linear_group(&[&q, &k, &v])?,
+            wo: engine.upload_ternary(wo)?,
+            gate_up: engine.linear_group(&[&gate, &upm])?,
+            wdown: engine.upload_ternary(wdown)?,
         })
     };
     model.layers.iter().map(up).collect()
@@ -192,9 +203,6 @@ pub fn forward(
     // (one fused op: `add_rms_norm`).
     let mut pending: Option<Tensor> = None;
     for (l, cache) in layers.iter().zip(&mut s.caches) {
-        let [wq, wk, wv, wo, wgate, wup, wdown] = &l.w[..] else {
-            unreachable!("seven matrices per layer")
-        };
         // Attention block: (residual add and) RMSNorm, then the q/k/v projections (int8
         // activations, exact).
         let xn = match pending.take() {
@@ -207,30 +215,33 @@ pub fn forward(
         };
         // RoPE wants [T, H, D]: the projections' bytes viewed per head (no copy).
         let per_head = |y: Tensor, heads| y.reshape(&[t, heads, hd]);
+        // q, k and v read the same input: one grouped BitLinear (one dispatch for decode).
+        let [q, k, v] = &l.qkv.forward_tensor(&xn)?[..] else {
+            unreachable!("a group of three")
+        };
         // RoPE on q and k at the step's positions: one op (one dispatch) for both.
         let (q, k) = e.rope_pair(
-            &per_head(e.bitlinear_tensor(&xn, wq)?, d.heads)?,
-            &per_head(e.bitlinear_tensor(&xn, wk)?, d.kv_heads)?,
+            &per_head(q.clone(), d.heads)?,
+            &per_head(k.clone(), d.kv_heads)?,
             &pos,
             THETA,
         )?;
-        let v = per_head(e.bitlinear_tensor(&xn, wv)?, d.kv_heads)?;
+        let v = per_head(v.clone(), d.kv_heads)?;
         // The new positions join the cache in place; the query attends to every earlier
         // position and to itself (causal: the queries are the cache's last T positions).
         cache.append(&k, &v)?;
         let attn = e.attention(&q, &cache.keys()?, &cache.values()?, scale, true)?;
         let attn = attn.reshape(&[t, d.hidden])?;
         // Output projection; residual add and the feed-forward block's RMSNorm.
-        let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, wo)?, &l.ffn_norm, EPS)?;
+        let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, &l.wo)?, &l.ffn_norm, EPS)?;
         x = h;
         // Feed-forward block: gate/up, ReLU²(gate) · up (one fused op: `gated`), down (added
         // with the next norm).
-        let (gate, up) = (
-            e.bitlinear_tensor(&xn, wgate)?,
-            e.bitlinear_tensor(&xn, wup)?,
-        );
-        let act = e.gated(UnaryOp::Relu2, &gate, &up)?;
-        pending = Some(e.bitlinear_tensor(&act, wdown)?);
+        let [gate, up] = &l.gate_up.forward_tensor(&xn)?[..] else {
+            unreachable!("a group of two")
+        };
+        let act = e.gated(UnaryOp::Relu2, gate, up)?;
+        pending = Some(e.bitlinear_tensor(&act, &l.wdown)?);
     }
     if let Some(down) = pending {
         x = e.binary(BinaryOp::Add, &x, &down)?;

@@ -158,6 +158,7 @@ mod launch_tests;
 mod lifecycle;
 mod lineage;
 mod linear;
+mod linear_group;
 mod msl;
 mod ops;
 mod pipelines;
@@ -198,6 +199,7 @@ pub use fault::InjectedFault;
 pub use info::{EngineInfo, KeyLimits};
 pub use kv_cache::KvCache;
 pub use linear::Linear;
+pub use linear_group::LinearGroup;
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
 pub use ops::{
     AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, CoopKind, LinearPlan, TUNE_CACHE_ENV,

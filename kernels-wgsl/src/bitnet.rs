@@ -13,6 +13,7 @@
 //! | activation quant | [`ACT_QUANT_VEC4`] (K % 4 == 0) | [`ACT_QUANT`] |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]; a workgroup per row and row block) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
+//! | BitLinears sharing x, M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] (the fused GEMV over ≤ 3 matrices' concatenated rows) | one fused GEMV per matrix |
 //! | chain of M = 1 BitLinears, f32 x | [`BITLINEAR_CHAIN_SUBGROUP`] (one dispatch; K as the fused GEMV) | one fused GEMV per linear |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
@@ -230,7 +231,32 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemv_blocks.wgsl",
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_gemv_fused_body.wgsl",
         "bitlinear_gemv_fused_subgroup.wgsl"
+    ),
+};
+
+/// Most weight matrices [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] runs in one dispatch.
+pub const GEMV_GROUP_MAX_MATRICES: usize = 3;
+
+/// [`BITLINEAR_GEMV_FUSED_SUBGROUP`] over up to [`GEMV_GROUP_MAX_MATRICES`] weight matrices that
+/// share K and an input, their packed rows concatenated (every matrix's N a multiple of 4, so no
+/// 4-row block straddles two); same override constants and limits. Bindings: 0 `weights: u32[]`
+/// (every matrix's rows), 1 `table: u32[8]` (words 0..3 each matrix's scale as f32 bits, 4..7
+/// each matrix's end row; matrices past the last end at N), 2 `x: f32[M, K]` (all read), 3..=5
+/// `out_j: f32[M, N_j]` (a group of two binds its second output twice). Status: word 0 first
+/// non-finite x index (flat over `[M, K]`), word 1 + j first non-finite y index of matrix j.
+pub const BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_fused_group_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_gemv_fused_body.wgsl",
+        "bitlinear_gemv_fused_group_subgroup.wgsl"
     ),
 };
 
@@ -341,6 +367,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_WORKGROUP,
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP,
     BITLINEAR_GEMV_BATCH_SUBGROUP,
     BITLINEAR_CHAIN_SUBGROUP,
     BITLINEAR_GEMV_STAGED_SUBGROUP,

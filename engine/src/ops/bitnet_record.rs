@@ -243,12 +243,12 @@ impl LinearCall<'_> {
 /// the H200 (within ~1 µs, slightly slower), at the cost of registers; for calls overlapping each
 /// other (8 lanes) too: 6912 × 2560 1.47 µs per call at depth 2, 1.70 at 3 and 4, 1.52 at 1
 /// (14336 × 4096: 4.62 / 5.15 / 5.10 / 4.90 µs).
-fn load_depth(k: usize, lanes: u32) -> u32 {
+pub(crate) fn load_depth(k: usize, lanes: u32) -> u32 {
     let steps = (k as u64 / 64).div_ceil(u64::from(lanes)).max(1);
     steps.min(2) as u32
 }
 
 /// Weight rows per workgroup of the vec4 GEMVs with `lanes` threads per 4-row block.
-fn rows_per(lanes: u32) -> u64 {
+pub(crate) fn rows_per(lanes: u32) -> u64 {
     u64::from(4 * kernels::GEMV_VEC4_THREADS / lanes)
 }

@@ -1,0 +1,154 @@
+//! The grouped fused GEMV: BitLinears that share an input (a decode step's q, k and v, or gate
+//! and up) in one dispatch of `bitlinear_gemv_fused_group_subgroup.wgsl`, over their packed rows
+//! concatenated (see [`crate::LinearGroup`] for the API and the fallbacks).
+//!
+//! The launch is the fused GEMV's for the concatenated shape `(M, ΣN_j, K)`: the same plan
+//! choice (`linear_plan_for`, with the hazard-based latency / throughput lanes), `TPR` and
+//! `DEPTH`, grid and row blocks. Only the store differs (each block's matrix scale and output),
+//! so every output is bit for bit the matrix's own fused GEMV.
+
+use bitnet_cpu_ref::layout::words_per_row;
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use super::bitnet::chunk_limit;
+use super::bitnet_loops::plan_fits;
+use super::bitnet_plan::{LinearPlan, fused_ok};
+use super::bitnet_record::{LinearParams, OUTPUT, load_depth, rows_per};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::hazard::tensor_waits;
+use crate::launch::{Launch, fold_workgroups};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+use Access::{Read, ReadWrite};
+
+/// Weights, group table, f32 activations `[M, K]`, then one output per matrix.
+const BINDINGS: &[Access] = &[Read, Read, Read, ReadWrite, ReadWrite, ReadWrite];
+const GEMV_FUSED_GROUP: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP,
+    "main",
+    BINDINGS,
+)
+.requiring(wgpu::Features::SUBGROUP);
+
+/// Most matrices one grouped dispatch runs (the kernel's output bindings).
+pub(crate) const MAX_MATRICES: usize = kernels::GEMV_GROUP_MAX_MATRICES;
+
+/// The group table of the kernel (binding 1): words 0..3 each matrix's scale (f32 bits), words
+/// 4..7 each matrix's end row in the concatenated rows; slots past the last matrix end at N.
+pub(crate) fn group_table(scales: &[f32], ns: &[usize]) -> [u32; 8] {
+    let mut table = [0u32; 8];
+    let mut end = 0usize;
+    for (j, (&s, &n)) in scales.iter().zip(ns).take(MAX_MATRICES).enumerate() {
+        end += n;
+        table[j] = s.to_bits();
+        table[4 + j] = end as u32;
+    }
+    for slot in &mut table[4 + ns.len().min(MAX_MATRICES)..4 + MAX_MATRICES] {
+        *slot = end as u32;
+    }
+    table
+}
+
+impl Engine {
+    /// BitLinear of f32 `x` `[M, K]` with every matrix of a group in one dispatch: `w` holds the
+    /// matrices' rows concatenated (`[ΣN_j, K]`) and the group table as its scales, `ns` the
+    /// matrices' row counts (each a multiple of 4, at most [`MAX_MATRICES`]). `None` where the
+    /// grouped kernel cannot run (no device tensors, no subgroups, M > 8, K limits, a binding
+    /// too large, a plan other than the fused GEMV, or one the adapter's loop limit would cut):
+    /// the caller then runs one BitLinear per matrix.
+    pub(crate) fn bitlinear_group_fused(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        ns: &[usize],
+    ) -> Result<Option<Vec<Tensor>>> {
+        let Some(gpu) = self.gpu_for(&[x, w]) else {
+            return Ok(None);
+        };
+        let (&[m, k], &[n, wk]) = (x.shape(), w.shape()) else {
+            return Ok(None);
+        };
+        let limit = chunk_limit(gpu);
+        let wpr = words_per_row(k) as u64;
+        let fits = x.dtype() == DType::F32
+            && k == wk
+            && (1..=MAX_MATRICES).contains(&ns.len())
+            && ns.iter().all(|&nj| nj > 0 && nj % 4 == 0)
+            && ns.iter().sum::<usize>() == n
+            && fused_ok(gpu, m, k)
+            && 4 * wpr * n as u64 <= limit
+            && ns.iter().all(|&nj| 4 * (m * nj) as u64 <= limit);
+        if !fits || x.engine().gpu_id() != Some(gpu.id) || w.engine().gpu_id() != Some(gpu.id) {
+            return Ok(None);
+        }
+        // The outputs first: whether their buffers (maybe reused from the pool) are still in use
+        // by pending work decides, with the inputs, whether the dispatch overlaps earlier ones.
+        let outs = ns
+            .iter()
+            .map(|&nj| self.empty(op, &[m, nj], DType::F32))
+            .collect::<Result<Vec<_>>>()?;
+        let overlaps = !(tensor_waits(gpu, x, false)
+            || tensor_waits(gpu, w, false)
+            || outs.iter().any(|o| tensor_waits(gpu, o, true)));
+        let shape = (m, n, k);
+        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
+        let lanes = match plan {
+            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
+            _ => return Ok(None),
+        };
+        let params = LinearParams {
+            m: m as u32,
+            n: n as u32,
+            words_per_row: wpr as u32,
+            out_stride: n as u32,
+            out_base: 0,
+            mode: 0,
+            tiles_n: 0,
+            m_base: 0,
+            zero: 0,
+            k_splits: 1,
+        };
+        let [gx, gy, _] = fold_workgroups(gpu, (n as u64).div_ceil(rows_per(lanes)))?;
+        let mut launch = Launch::new(gpu, &GEMV_FUSED_GROUP)
+            .input_range(w, 0, 4 * wpr * n as u64)
+            .input_scales(w)
+            .input_range(x, 0, 4 * (m * k) as u64);
+        for o in &outs {
+            launch = launch.output_range(o, 0, 4 * o.len() as u64);
+        }
+        // Unused output slots bind the last output again as scratch (no row block routes there;
+        // scratch adds no second lineage entry).
+        if let Some(last) = outs.last() {
+            for _ in outs.len()..MAX_MATRICES {
+                launch = launch.scratch(last);
+            }
+        }
+        // Word 0: x (cpu-ref checks it first); word 1 + j: matrix j's output, indexed in it.
+        let check = NonFiniteCheck::tensors(op, ["x", OUTPUT, OUTPUT, OUTPUT]);
+        launch
+            .params(&params)
+            .grid([m as u32, gx, gy])
+            .constant("TPR", f64::from(lanes))
+            .constant("DEPTH", f64::from(load_depth(k, lanes)))
+            .check_finite(check)
+            .run()?;
+        Ok(Some(outs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scales and end rows by slot; the slots past a group of two end at N.
+    #[test]
+    fn table_of_two_matrices() {
+        let t = group_table(&[0.5, 2.0], &[8, 4]);
+        assert_eq!(t[..4], [0.5f32.to_bits(), 2.0f32.to_bits(), 0, 0]);
+        assert_eq!(t[4..], [8, 12, 12, 0]);
+    }
+}
