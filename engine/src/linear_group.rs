@@ -15,6 +15,12 @@
 //! output). Where the grouped kernel cannot run, the group runs one `bitlinear_tensor` per
 //! matrix (on each [`Linear`]'s own resident weights, uploaded on first use) with exactly
 //! those calls' results and errors.
+//!
+//! Memory: the concatenated copy is the group's own. Decode (M ≤ 8) uses only it; prefill
+//! (M > 8) runs the GEMMs on each layer's own device weights, so a model that prefills and
+//! decodes through its groups keeps both copies of the grouped matrices resident (BitNet-2B4T:
+//! about 340 MB more than its 521 MB of packed weights). H200, the 2B4T decode example with
+//! q/k/v and gate/up grouped (and RoPE paired): 4.17-4.44 → 3.96-4.11 ms per step.
 
 use bitnet_cpu_ref::layout::words_per_row;
 

@@ -120,12 +120,13 @@ impl Engine {
         for o in &outs {
             launch = launch.output_range(o, 0, 4 * o.len() as u64);
         }
-        // Unused output slots bind the last output again as scratch (no row block routes there;
-        // scratch adds no second lineage entry).
-        if let Some(last) = outs.last() {
-            for _ in outs.len()..MAX_MATRICES {
-                launch = launch.scratch(last);
-            }
+        // Unused output slots bind a word of scratch each (no row block routes there): a buffer
+        // bound twice for writing in one dispatch is invalid in WebGPU.
+        let spare = (outs.len()..MAX_MATRICES)
+            .map(|_| self.empty(op, &[1], DType::F32))
+            .collect::<Result<Vec<_>>>()?;
+        for s in &spare {
+            launch = launch.scratch(s);
         }
         // Word 0: x (cpu-ref checks it first); word 1 + j: matrix j's output, indexed in it.
         let check = NonFiniteCheck::tensors(op, ["x", OUTPUT, OUTPUT, OUTPUT]);
