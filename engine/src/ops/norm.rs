@@ -40,15 +40,7 @@ impl Engine {
         const OP: &str = "rms_norm";
         float_args::operand(self, OP, x, DType::F32)?;
         float_args::operand(self, OP, weight, DType::F32)?;
-        let (rows, len) = rows_of(x.shape());
-        if weight.len() as u64 != len {
-            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
-                op: OP,
-                what: "weight (last axis of x)",
-                expected: len as usize,
-                got: weight.len(),
-            }));
-        }
+        let (rows, len) = norm_rows(OP, x, weight)?;
         let loops = norm_loops(len);
         let Some(gpu) = self
             .gpu_for(&[x, weight])
@@ -120,4 +112,18 @@ pub(super) fn check_eps(op: &'static str, eps: f32) -> Result<()> {
         }));
     }
     Ok(())
+}
+
+/// `x`'s rows and row length, with `weight` checked to hold one value per element of a row.
+pub(super) fn norm_rows(op: &'static str, x: &Tensor, weight: &Tensor) -> Result<(u64, u64)> {
+    let (rows, len) = rows_of(x.shape());
+    if weight.len() as u64 != len {
+        return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
+            op,
+            what: "weight (last axis of x)",
+            expected: len as usize,
+            got: weight.len(),
+        }));
+    }
+    Ok((rows, len))
 }

@@ -10,8 +10,7 @@ use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f32, row_chunks, store_f32};
-use super::norm::{check_eps, norm_loops};
-use super::reduce::rows_of;
+use super::norm::{check_eps, norm_loops, norm_rows};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, check_binding};
@@ -70,15 +69,7 @@ impl Engine {
                 got: residual.shape().to_vec(),
             }));
         }
-        let (rows, len) = rows_of(x.shape());
-        if weight.len() as u64 != len {
-            return Err(Error::from(bitnet_cpu_ref::Error::LengthMismatch {
-                op: OP,
-                what: "weight (last axis of x)",
-                expected: len as usize,
-                got: weight.len(),
-            }));
-        }
+        let (rows, len) = norm_rows(OP, x, weight)?;
         let loops = norm_loops(len);
         let Some(gpu) = self
             .gpu_for(&[x, residual, weight])
