@@ -34,14 +34,7 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
         .zip(x.data().par_chunks(len))
         .enumerate()
         .with_min_len((4096 / len).max(1))
-        .filter_map(|(r, (o, row))| {
-            let ss = lane_sum(row, |v| v * v);
-            let inv = 1.0 / (ss / len as f32 + eps).sqrt();
-            for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
-                *y = v * inv * w;
-            }
-            (!ss.is_finite()).then_some(r)
-        })
+        .filter_map(|(r, (o, row))| (!normalize_row(row, weight, eps, o).is_finite()).then_some(r))
         .min();
     if let Some(index) = overflow_row {
         return Err(Error::NonFinite {
@@ -64,4 +57,15 @@ pub(super) fn eps_arg(op: &'static str, eps: f32) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// One row's RMSNorm into `o`: `ss = Σ x²` in the lane order, `inv = 1 / sqrt(ss / L + eps)`,
+/// `o[i] = x[i] · inv · weight[i]`. Returns `ss` (the caller decides what its overflow means).
+pub(super) fn normalize_row(row: &[f32], weight: &[f32], eps: f32, o: &mut [f32]) -> f32 {
+    let ss = lane_sum(row, |v| v * v);
+    let inv = 1.0 / (ss / row.len() as f32 + eps).sqrt();
+    for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+        *y = v * inv * w;
+    }
+    ss
 }

@@ -2,7 +2,8 @@
 
 use rayon::prelude::*;
 
-use super::{input, lane_sum, rows_of};
+use super::norm::normalize_row;
+use super::{input, rows_of};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -54,13 +55,8 @@ pub fn add_rms_norm(
         .enumerate()
         .with_min_len((4096 / len).max(1))
         .filter_map(|(r, (o, row))| {
-            let ss = lane_sum(row, |v| v * v);
-            if !ss.is_finite() {
+            if !normalize_row(row, weight, eps, o).is_finite() {
                 return Some(r * len);
-            }
-            let inv = 1.0 / (ss / len as f32 + eps).sqrt();
-            for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
-                *y = v * inv * w;
             }
             o.iter().position(|y| !y.is_finite()).map(|i| r * len + i)
         })

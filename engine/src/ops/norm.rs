@@ -20,13 +20,14 @@ const RMS_NORM: Kernel = Kernel::new(
     &[Access::Read, Access::Read, Access::ReadWrite],
 );
 
+/// The params of both RMS norm kernels (`norm_rms.wgsl`, `norm_rms_add.wgsl`).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    len: u32,
-    eps: f32,
-    row_base: u32,
+pub(super) struct Params {
+    pub rows: u32,
+    pub len: u32,
+    pub eps: f32,
+    pub row_base: u32,
 }
 
 impl Engine {

@@ -10,7 +10,7 @@ use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f32, row_chunks, store_f32};
-use super::norm::{check_eps, norm_loops, norm_rows};
+use super::norm::{Params, check_eps, norm_loops, norm_rows};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, check_binding};
@@ -31,15 +31,6 @@ const ADD_RMS_NORM: Kernel = Kernel::new(
         Access::ReadWrite,
     ],
 );
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    len: u32,
-    eps: f32,
-    row_base: u32,
-}
 
 impl Engine {
     /// `h = x + residual` (`F32`, same shape) and the RMSNorm of `h` over its last axis (length
