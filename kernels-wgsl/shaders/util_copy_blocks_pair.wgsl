@@ -41,6 +41,16 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dst1: array<u32>;
 @group(1) @binding(0) var<uniform> params: Params;
 
+// One copy's runs: words per run, run 0's first word and the run stride on each side.
+struct Runs {
+    words: u32,
+    block_words: u32,
+    src_base: u32,
+    src_stride: u32,
+    dst_base: u32,
+    dst_stride: u32,
+}
+
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -48,45 +58,36 @@ fn main(
     @builtin(local_invocation_index) lid: u32,
 ) {
     let g = wid.x + wid.y * nwg.x;
-    if g < params.groups0 {
-        copy0(g * (256u * PER_THREAD) + lid);
-    } else {
-        copy1((g - params.groups0) * (256u * PER_THREAD) + lid);
+    // Uniform per workgroup: which copy, and which of its words.
+    let second = g >= params.groups0;
+    var c = Runs(params.blocks0 * params.block_words0, params.block_words0, params.src_base0,
+        params.src_stride0, params.dst_base0, params.dst_stride0);
+    if second {
+        c = Runs(params.blocks1 * params.block_words1, params.block_words1, params.src_base1,
+            params.src_stride1, params.dst_base1, params.dst_stride1);
     }
-}
-
-// Copy 0's words first, first + 256, ... (PER_THREAD of them).
-fn copy0(first: u32) {
-    let n = params.blocks0 * params.block_words0;
+    let first = (g - select(0u, params.groups0, second)) * (256u * PER_THREAD) + lid;
     var w = vec4<u32>();
     for (var r = 0u; r < PER_THREAD; r++) {
         let i = first + r * 256u;
-        if i < n {
-            w[r] = src0[run_word(i, params.block_words0, params.src_base0, params.src_stride0)];
+        if i < c.words {
+            let j = run_word(i, c.block_words, c.src_base, c.src_stride);
+            if second {
+                w[r] = src1[j];
+            } else {
+                w[r] = src0[j];
+            }
         }
     }
     for (var r = 0u; r < PER_THREAD; r++) {
         let i = first + r * 256u;
-        if i < n {
-            dst0[run_word(i, params.block_words0, params.dst_base0, params.dst_stride0)] = w[r];
-        }
-    }
-}
-
-// Copy 1's words first, first + 256, ... (PER_THREAD of them).
-fn copy1(first: u32) {
-    let n = params.blocks1 * params.block_words1;
-    var w = vec4<u32>();
-    for (var r = 0u; r < PER_THREAD; r++) {
-        let i = first + r * 256u;
-        if i < n {
-            w[r] = src1[run_word(i, params.block_words1, params.src_base1, params.src_stride1)];
-        }
-    }
-    for (var r = 0u; r < PER_THREAD; r++) {
-        let i = first + r * 256u;
-        if i < n {
-            dst1[run_word(i, params.block_words1, params.dst_base1, params.dst_stride1)] = w[r];
+        if i < c.words {
+            let j = run_word(i, c.block_words, c.dst_base, c.dst_stride);
+            if second {
+                dst1[j] = w[r];
+            } else {
+                dst0[j] = w[r];
+            }
         }
     }
 }
