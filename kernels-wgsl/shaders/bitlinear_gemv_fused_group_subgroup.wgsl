@@ -18,8 +18,8 @@
 @group(0) @binding(1) var<storage, read> gg_table: array<u32, 8>;
 // The activation rows, [M, K] floats.
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
-// Each matrix's output, [M, N_j] f32 bits (a group of 2 binds its second output here twice;
-// no row block routes to matrix 2 then).
+// Each matrix's output, [M, N_j] f32 bits (a smaller group binds a word of scratch for each
+// unused slot; no row block routes there).
 @group(0) @binding(3) var<storage, read_write> out0: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out1: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out2: array<u32>;

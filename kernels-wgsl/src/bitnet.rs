@@ -244,7 +244,7 @@ pub const GEMV_GROUP_MAX_MATRICES: usize = 3;
 /// 4-row block straddles two); same override constants and limits. Bindings: 0 `weights: u32[]`
 /// (every matrix's rows), 1 `table: u32[8]` (words 0..3 each matrix's scale as f32 bits, 4..7
 /// each matrix's end row; matrices past the last end at N), 2 `x: f32[M, K]` (all read), 3..=5
-/// `out_j: f32[M, N_j]` (a group of two binds its second output twice). Status: word 0 first
+/// `out_j: f32[M, N_j]` (a smaller group binds a word of scratch per unused slot). Status: word 0 first
 /// non-finite x index (flat over `[M, K]`), word 1 + j first non-finite y index of matrix j.
 pub const BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_gemv_fused_group_subgroup",
