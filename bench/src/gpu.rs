@@ -60,6 +60,8 @@ impl GpuBench {
     pub fn open(tuning: Option<bitnet_wgpu::BitnetTuning>) -> Result<GpuBench, String> {
         let options = EngineOptions {
             batch_dispatches: BATCH_DISPATCHES,
+            // Fixed batches: a timed sample is one submission (no small first batch).
+            first_batch_dispatches: BATCH_DISPATCHES,
             // Recorded work is submitted at `sync` only: a timed batch is exactly the calls of
             // one sample (an idle flush could submit part of it before the wall clock starts).
             idle_flush: None,

@@ -1,6 +1,7 @@
 //! The pending command batch (owned by the submission thread, `scheduler.rs`): dispatches and copies are recorded as a list of commands and encoded
-//! into one command encoder when the batch is submitted (at sync points, or every
-//! `EngineOptions::batch_dispatches` dispatches).
+//! into one command encoder when the batch is submitted (at sync points, or when it is full:
+//! `EngineOptions::first_batch_dispatches` after a sync point, doubling per full batch up to
+//! `EngineOptions::batch_dispatches`).
 //!
 //! Keeping the commands (not only an encoder) is what lets a failed submission lose nothing that
 //! did not fail: when the whole batch is rejected (validation, out of memory), every command is
@@ -100,6 +101,9 @@ fn launch_seq(c: &Cmd) -> Option<u64> {
 pub(crate) struct Batch {
     cmds: Vec<Cmd>,
     dispatches: u32,
+    /// Size of the next full batch (`EngineOptions::first_batch_dispatches`, doubled per full
+    /// batch; 0 after any other flush: the GPU has run dry, so the next batch starts small).
+    ramp: u32,
     params: Vec<u8>,
     pub profiler: Option<ProfilerState>,
 }
@@ -118,8 +122,15 @@ impl Batch {
             .as_ref()
             .is_some_and(|p| p.enabled && p.per_dispatch())
             && self.dispatches >= crate::profiler::PROFILE_PAIRS;
-        if self.dispatches >= gpu.options.batch_dispatches || profiler_full {
+        let limit = self
+            .ramp
+            .max(gpu.options.first_batch_dispatches)
+            .min(gpu.options.batch_dispatches)
+            .max(1);
+        if self.dispatches >= limit || profiler_full {
             self.flush(gpu)?;
+            // The GPU has this batch to run while the next one is recorded: let it grow.
+            self.ramp = limit.saturating_mul(2);
         }
         // Unchecked launches bind a slot too (distinct buffers keep independent dispatches free
         // of barriers); it goes back dirty once the batch is submitted (`commit`).
@@ -205,6 +216,7 @@ impl Batch {
         }
         let cmds = std::mem::take(&mut self.cmds);
         self.dispatches = 0;
+        self.ramp = 0;
         // Every launch of the batch leaves it now, submitted or failed (`hazard.rs`).
         if let Some(last) = cmds.iter().filter_map(launch_seq).max() {
             gpu.submitted.advance(last);
@@ -332,3 +344,7 @@ fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
         Cmd::Reset { slots } => slots.iter().for_each(|&s| gpu.slots.release_dirty(s)),
     }
 }
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

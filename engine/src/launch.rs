@@ -62,8 +62,8 @@
 //!
 //! `run` hands the dispatch to the engine's submission thread (`scheduler.rs`), which records it
 //! into the pending batch; it returns at once. Work is submitted at sync points — read-back,
-//! upload, `Engine::sync` — every `EngineOptions::batch_dispatches` dispatches, or when the engine
-//! is idle (`EngineOptions::idle_flush`). Ops therefore chain on the device with no read-back. Scales of packed tensors
+//! upload, `Engine::sync` — when the batch is full (`EngineOptions::first_batch_dispatches`, then
+//! doubling up to `EngineOptions::batch_dispatches`), or when the engine is idle (`EngineOptions::idle_flush`). Ops therefore chain on the device with no read-back. Scales of packed tensors
 //! bind with `input_scales` / `output_scales`; sub-ranges with `input_range` / `output_range`.
 //! Every launch gets a fate (`fate.rs`); its outputs inherit the fates of its inputs plus its own.
 //! A flagged value or a failed submission poisons exactly the tensors computed from that launch:

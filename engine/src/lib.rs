@@ -21,8 +21,9 @@
 //!
 //! **Sync points.** GPU ops hand their dispatches to the engine's submission thread and return
 //! at once; the batch is submitted at sync points ([`Tensor::read_f32`] and the other read-backs,
-//! uploads, [`Engine::sync`]), every `EngineOptions::batch_dispatches` dispatches, or when the
-//! engine is idle (`EngineOptions::idle_flush`). Reads have future forms (`*_async`, `Send +
+//! uploads, [`Engine::sync`]), when a batch is full (`EngineOptions::first_batch_dispatches`
+//! dispatches after a sync point, doubling per batch up to `EngineOptions::batch_dispatches`),
+//! or when the engine is idle (`EngineOptions::idle_flush`). Reads have future forms (`*_async`, `Send +
 //! 'static`, submitted when called, completed by the engine's completion thread — no executor
 //! needed) and blocking forms.
 //!

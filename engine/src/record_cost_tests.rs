@@ -33,6 +33,7 @@ fn record_cost() {
     let e = crate::test_gpu::gpu_with(EngineOptions {
         idle_flush: None,
         batch_dispatches: 4 * n as u32,
+        first_batch_dispatches: 4 * n as u32,
         ..EngineOptions::default()
     });
     let g = e.gpu_context().expect("a GPU engine");
@@ -109,6 +110,7 @@ fn stack_cost() {
     let e = crate::test_gpu::gpu_with(EngineOptions {
         idle_flush: None,
         batch_dispatches: 8 * w_count as u32,
+        first_batch_dispatches: 8 * w_count as u32,
         ..EngineOptions::default()
     });
     let g = e.gpu_context().expect("a GPU engine");

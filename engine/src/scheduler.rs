@@ -11,8 +11,9 @@
 //! Waiting: after each job the thread polls the queue for a few tens of µs ([`SPIN`]) before it
 //! blocks, so back-to-back launches never pay for waking it.
 //!
-//! Batching: the thread submits when a sync point asks, when the batch reaches
-//! `EngineOptions::batch_dispatches`, and — unless `EngineOptions::idle_flush` is `None` — when
+//! Batching: the thread submits when a sync point asks, when the batch is full (`batch.rs`:
+//! small right after a sync point, so the GPU starts early, then growing to
+//! `EngineOptions::batch_dispatches`), and — unless `EngineOptions::idle_flush` is `None` — when
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
 //!
 //! Panics: a job that panics (an engine bug, or a panic inside wgpu) is caught ([`guarded`]), and
