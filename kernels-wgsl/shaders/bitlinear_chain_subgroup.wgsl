@@ -82,7 +82,7 @@ override SPIN_LIMIT: u32 = 32768u;
 override POLL_RMW: bool = true;
 
 // vec4 i of the chain input (a job with src == NONE; producers' outputs are read by
-// ch_quantize_output).
+// ch_quantize_output, bitlinear_chain_quantize.wgsl).
 fn ch_in(job: ChainJob, i: u32) -> vec4<f32> {
     return x[job.in_off / 4u + i];
 }
@@ -190,99 +190,6 @@ fn ch_finish(lid: u32) {
             atomicStore(&counters[j], 0u);
         }
     }
-}
-
-// The absmax bits of the job's input, computed by the whole workgroup (four independent loads
-// per iteration, as the fused GEMV); flags a non-finite chain input. Call from uniform control
-// flow (a barrier).
-fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
-    let kv = job.vpr * 16u;
-    let x4 = job.in_off / 4u;
-    var top = 0u;
-    var bad = NONE;
-    for (var i = ids.vt; i < kv; i = i + 4u * GV_WG) {
-        let i1 = min(i + GV_WG, kv - 1u);
-        let i2 = min(i + 2u * GV_WG, kv - 1u);
-        let i3 = min(i + 3u * GV_WG, kv - 1u);
-        let t0 = aq_abs_bits(ch_in(job, i), x4 + i, &bad);
-        let t1 = aq_abs_bits(ch_in(job, i1), x4 + i1, &bad);
-        let t2 = aq_abs_bits(ch_in(job, i2), x4 + i2, &bad);
-        let t3 = aq_abs_bits(ch_in(job, i3), x4 + i3, &bad);
-        top = max(top, max(max(t0, t1), max(t2, t3)));
-    }
-    // A producer's non-finite output was flagged by the producer (Y_STATUS).
-    if (bad != NONE && job.src == NONE) {
-        atomicMin(&nonfinite[X_STATUS], bad);
-    }
-    top = subgroupMax(top);
-    if (lane == 0u) {
-        gv_red[sg].x = bitcast<i32>(top);
-    }
-    workgroupBarrier();
-    for (var s = 0u; s < nsg; s = s + 1u) {
-        top = max(top, bitcast<u32>(gv_red[s].x));
-    }
-    return top;
-}
-
-// One value of a producer's output, read by lane-consecutive threads: quantized, merged with
-// its three neighbours into the packed word (every lane of the subgroup takes part in the
-// shuffles), which the first of the four stores into gf_x. Returns the quantized value (0 for
-// clamped duplicates at or past k).
-fn ch_quantize_value(bits: u32, f: u32, k: u32, inv: f32) -> i32 {
-    let q = i32(clamp(round(bitcast<f32>(bits) * inv), -128.0, 127.0));
-    let valid = f < k;
-    let shift = 8u * (f & 3u);
-    let b = select(0u, (u32(q) & 0xffu) << shift, valid);
-    var word = b | subgroupShuffleXor(b, 1u);
-    word = word | subgroupShuffleXor(word, 2u);
-    if (valid && shift == 0u) {
-        let i = f >> 2u;
-        gf_x[gf_slot(i >> 2u, k / 64u)][i & 3u] = word;
-    }
-    return select(0, q, valid);
-}
-
-// Four values of a producer's output for thread vt from value `base` on: vt, vt + GV_WG, ...
-// (lane-consecutive words; past k clamped to the last, values ch_quantize_value drops). Clamping
-// beat guarding the loads with a branch on the H200 (chained stack 825 vs 905 µs).
-fn ch_load4(job: ChainJob, vt: u32, base: u32) -> vec4<u32> {
-    let last = job.in_off + job.vpr * 64u - 1u;
-    let f = job.in_off + base + vt;
-    return vec4<u32>(
-        atomicLoad(&out[min(f, last)]),
-        atomicLoad(&out[min(f + GV_WG, last)]),
-        atomicLoad(&out[min(f + 2u * GV_WG, last)]),
-        atomicLoad(&out[min(f + 3u * GV_WG, last)]),
-    );
-}
-
-// ch_quantize_value of the four values ch_load4 read at value f (= base + vt).
-fn ch_quantize4(b: vec4<u32>, f: u32, k: u32, inv: f32) -> i32 {
-    var rs = ch_quantize_value(b.x, f, k, inv);
-    rs += ch_quantize_value(b.y, f + GV_WG, k, inv);
-    rs += ch_quantize_value(b.z, f + 2u * GV_WG, k, inv);
-    rs += ch_quantize_value(b.w, f + 3u * GV_WG, k, inv);
-    return rs;
-}
-
-// A producer's output (the job's input) quantized into gf_x; `first` holds thread vt's first four
-// values, loaded together with the published absmax (before `inv` is known). Then eight loads per
-// step in flight: each step's shuffles wait for its loads, so fewer, wider steps mean fewer round
-// trips to L2 (H200, 2B4T chained stack: 870 µs with four loads per step and none early, 844
-// with the first four early, 825 with both; eight per step without the early four: 970, the
-// clamped tail of K = 2560's second step all reading one word). A uniform loop, so every lane
-// takes part in every shuffle.
-fn ch_quantize_output(job: ChainJob, vt: u32, inv: f32, first: vec4<u32>) -> i32 {
-    let k = job.vpr * 64u;
-    var rs = ch_quantize4(first, vt, k, inv);
-    for (var base = 4u * GV_WG; base < k; base = base + 8u * GV_WG) {
-        let b0 = ch_load4(job, vt, base);
-        let b1 = ch_load4(job, vt, base + 4u * GV_WG);
-        rs += ch_quantize4(b0, base + vt, k, inv);
-        rs += ch_quantize4(b1, base + 4u * GV_WG + vt, k, inv);
-    }
-    return rs;
 }
 
 @compute @workgroup_size(256)

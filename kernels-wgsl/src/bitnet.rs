@@ -279,7 +279,8 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemv_blocks.wgsl",
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_chain_subgroup.wgsl"
+        "bitlinear_chain_subgroup.wgsl",
+        "bitlinear_chain_quantize.wgsl"
     ),
 };
 

@@ -160,7 +160,8 @@ pub const ATTENTION: KernelSource = KernelSource {
         "exact_div.wgsl",
         "float_common.wgsl",
         "attention_common.wgsl",
-        "attention.wgsl"
+        "attention.wgsl",
+        "attention_sums.wgsl"
     ),
 };
 
