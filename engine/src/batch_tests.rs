@@ -2,62 +2,52 @@
 //! `EngineOptions::batch_dispatches` (`Batch::record`).
 
 use crate::engine::{Engine, EngineOptions};
+use crate::tensor::Tensor;
 
-/// Dispatches recorded but not yet submitted, once the submission thread has run every job
-/// posted before this call.
-fn pending(e: &Engine) -> u32 {
+/// An engine that submits only at sync points and full batches (`first`, doubling up to `cap`).
+fn engine(first: u32, cap: u32) -> Engine {
+    crate::test_gpu::gpu_with(EngineOptions {
+        idle_flush: None,
+        batch_dispatches: cap,
+        first_batch_dispatches: first,
+        ..EngineOptions::default()
+    })
+}
+
+/// `n` dependent copies starting from `y`, and after each the dispatches recorded but not yet
+/// submitted (once the submission thread has run every job posted before).
+fn chain(e: &Engine, mut y: Tensor, n: usize) -> (Tensor, Vec<u32>) {
     let g = e.gpu_context().expect("a GPU engine");
-    g.scheduler
-        .call(|b, _| b.dispatches)
-        .expect("a scheduler call")
+    let mut pending = Vec::new();
+    for _ in 0..n {
+        y = e.copy(&y).unwrap();
+        pending.push(g.scheduler.call(|b, _| b.dispatches).unwrap());
+    }
+    (y, pending)
 }
 
 #[test]
 fn batches_start_small_after_a_sync_and_double_up_to_the_cap() {
-    let e = crate::test_gpu::gpu_with(EngineOptions {
-        idle_flush: None,
-        batch_dispatches: 8,
-        first_batch_dispatches: 2,
-        ..EngineOptions::default()
-    });
+    let e = engine(2, 8);
     let x = e.upload_f32(&[2.5; 64], &[64]).unwrap();
-    let mut y = e.copy(&x).unwrap();
-    let mut seen = vec![pending(&e)];
-    for _ in 1..24 {
-        y = e.copy(&y).unwrap();
-        seen.push(pending(&e));
-    }
+    let (y, pending) = chain(&e, x, 24);
     // Batches of 2, 4, 8, 8: a full batch is submitted when the next launch arrives.
     let want = [
         1, 2, 1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2,
     ];
-    assert_eq!(seen, want);
+    assert_eq!(pending, want);
     assert_eq!(y.read_f32().unwrap(), vec![2.5; 64]);
     // The read was a sync point: the GPU ran dry, so the next batch is small again.
-    let mut seen = Vec::new();
-    for _ in 0..4 {
-        y = e.copy(&y).unwrap();
-        seen.push(pending(&e));
-    }
-    assert_eq!(seen, [1, 2, 1, 2]);
+    let (y, pending) = chain(&e, y, 4);
+    assert_eq!(pending, [1, 2, 1, 2]);
     assert_eq!(y.read_f32().unwrap(), vec![2.5; 64]);
 }
 
 #[test]
 fn a_first_batch_as_large_as_the_cap_gives_fixed_batches() {
-    let e = crate::test_gpu::gpu_with(EngineOptions {
-        idle_flush: None,
-        batch_dispatches: 4,
-        first_batch_dispatches: 4,
-        ..EngineOptions::default()
-    });
+    let e = engine(4, 4);
     let x = e.upload_f32(&[1.0; 16], &[16]).unwrap();
-    let mut y = e.copy(&x).unwrap();
-    let mut seen = vec![pending(&e)];
-    for _ in 1..9 {
-        y = e.copy(&y).unwrap();
-        seen.push(pending(&e));
-    }
-    assert_eq!(seen, [1, 2, 3, 4, 1, 2, 3, 4, 1]);
+    let (y, pending) = chain(&e, x, 9);
+    assert_eq!(pending, [1, 2, 3, 4, 1, 2, 3, 4, 1]);
     assert_eq!(y.read_f32().unwrap(), vec![1.0; 16]);
 }
