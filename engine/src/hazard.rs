@@ -69,7 +69,7 @@ pub(crate) fn tensor_waits(gpu: &Gpu, t: &Tensor, writes: bool) -> bool {
     match t.data() {
         Storage::Device(b) if writes => gpu.submitted.write_waits(b.marks()),
         Storage::Device(b) => gpu.submitted.read_waits(b.marks()),
-        Storage::Host(_) => false,
+        Storage::Host(_) | Storage::HostTernary(_) => false,
     }
 }
 

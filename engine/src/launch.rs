@@ -196,7 +196,7 @@ impl<'a> Launch<'a> {
         let storage = if scales { t.scales() } else { Some(t.data()) };
         let buf = match storage {
             Some(Storage::Device(b)) => b,
-            Some(Storage::Host(_)) => {
+            Some(Storage::Host(_) | Storage::HostTernary(_)) => {
                 self.fail(Error::Unsupported(format!(
                     "kernel `{}`: tensor lives on the host; upload it first",
                     self.kernel.name()

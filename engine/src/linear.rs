@@ -80,7 +80,7 @@ impl Linear {
         if let Some(t) = slot.as_ref().filter(|t| !stale(t)) {
             return Ok(t.clone());
         }
-        let t = e.upload_ternary(&self.inner.w)?;
+        let t = e.ternary_tensor(&self.inner.w)?;
         *slot = Some(t.clone());
         // Only a device copy makes later GPU calls free of the weights' upload.
         self.inner

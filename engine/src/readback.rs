@@ -14,12 +14,12 @@ use crate::transfer::ReadFuture;
 /// The words holding the first `len` bytes of one storage (the last word zero-padded past
 /// them); a device read is submitted now.
 fn storage_words(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u32>> {
-    match (s, t.engine().gpu_raw()) {
-        (Storage::Host(words), _) => {
+    match (s.host_words(), s, t.engine().gpu_raw()) {
+        (Some(words), ..) => {
             let v = words[..len.div_ceil(4) as usize].to_vec();
             Box::pin(std::future::ready(Ok(v)))
         }
-        (Storage::Device(b), Some(_)) => {
+        (None, Storage::Device(b), Some(_)) => {
             let lineage = t.lineage().snapshot();
             let read = crate::transfer::read(t.engine(), b.buffer().clone(), 0, len, lineage);
             // Chunks after the first are copied when the future runs: the tensor (its pooled
@@ -32,7 +32,7 @@ fn storage_words(t: &Tensor, s: &Storage, len: u64) -> ReadFuture<Vec<u32>> {
                 words
             })
         }
-        (Storage::Device(_), None) => Box::pin(std::future::ready(Err(Error::Unsupported(
+        _ => Box::pin(std::future::ready(Err(Error::Unsupported(
             "device tensor without a GPU engine".into(),
         )))),
     }
@@ -79,7 +79,9 @@ impl Tensor {
             // One word, not none: mapping its staging buffer is what waits for the launches
             // (unchecked ones resolve at submission) and what notices a lost device.
             Storage::Device(_) => storage_words(self, self.data(), 4),
-            Storage::Host(_) => Box::pin(std::future::ready(Ok(Vec::new()))),
+            Storage::Host(_) | Storage::HostTernary(_) => {
+                Box::pin(std::future::ready(Ok(Vec::new())))
+            }
         };
         async move { words.await.map(drop) }
     }
@@ -209,6 +211,19 @@ impl Tensor {
     /// A `Ternary` tensor as a validated [`TernaryMatrix`].
     pub fn read_ternary(&self) -> Result<TernaryMatrix> {
         crate::wait::block_on(self.read_ternary_async())
+    }
+
+    /// [`Tensor::read_ternary`] for the CPU backend's BitLinear: the matrix itself, shared, where
+    /// the tensor holds one (`Storage::HostTernary`: no copy, no validation pass), else read.
+    pub(crate) fn ternary_matrix(&self) -> Result<std::sync::Arc<TernaryMatrix>> {
+        match self.data() {
+            Storage::HostTernary(m)
+                if self.dtype() == DType::Ternary && self.shape() == [m.n(), m.k()] =>
+            {
+                Ok(std::sync::Arc::clone(m))
+            }
+            _ => Ok(std::sync::Arc::new(self.read_ternary()?)),
+        }
     }
 
     /// A `QuantizedI8` tensor as validated [`QuantizedActivations`], as a future (submitted now).

@@ -118,8 +118,24 @@ pub enum Location {
 pub(crate) enum Storage {
     /// Little-endian words, padded to whole words.
     Host(Vec<u32>),
+    /// A ternary tensor's packed words on the host, as the validated matrix they came from (the
+    /// CPU engine's weights, `Engine::upload_ternary`): its BitLinear runs on the matrix as it
+    /// is, where converting the words back (a copy and a validation pass over every word) cost
+    /// more than the product itself.
+    HostTernary(Arc<bitnet_cpu_ref::TernaryMatrix>),
     /// A pooled device buffer.
     Device(PooledBuffer),
+}
+
+impl Storage {
+    /// The words of a host storage (`None` on the device).
+    pub fn host_words(&self) -> Option<&[u32]> {
+        match self {
+            Storage::Host(words) => Some(words),
+            Storage::HostTernary(m) => Some(m.words()),
+            Storage::Device(_) => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -273,7 +289,7 @@ impl Tensor {
     /// Where the bytes live.
     pub fn location(&self) -> Location {
         match *self.inner.data {
-            Storage::Host(_) => Location::Host,
+            Storage::Host(_) | Storage::HostTernary(_) => Location::Host,
             Storage::Device(_) => Location::Device,
         }
     }

@@ -208,6 +208,9 @@ impl Engine {
 
     /// Uploads packed ternary weights `[N, K]` and their scale.
     pub fn upload_ternary(&self, w: &TernaryMatrix) -> Result<Tensor> {
+        if self.gpu_context().is_none() {
+            return self.ternary_tensor(&std::sync::Arc::new(w.clone()));
+        }
         let scale = [w.scale()];
         self.tensor_from_bytes(
             "upload_ternary",
@@ -216,6 +219,22 @@ impl Engine {
             bytemuck::cast_slice(w.words()),
             Some(bytemuck::cast_slice(&scale)),
         )
+    }
+
+    /// [`Engine::upload_ternary`] of a shared matrix: the CPU engine's tensor *is* the matrix
+    /// (`Storage::HostTernary`: no copy, and its BitLinear reads the words without converting
+    /// them back); a GPU engine uploads it.
+    pub(crate) fn ternary_tensor(&self, w: &std::sync::Arc<TernaryMatrix>) -> Result<Tensor> {
+        if self.gpu_context().is_some() {
+            return self.upload_ternary(w);
+        }
+        Ok(Tensor::from_parts(
+            self.clone(),
+            vec![w.n(), w.k()],
+            DType::Ternary,
+            Storage::HostTernary(std::sync::Arc::clone(w)),
+            Some(Storage::Host(vec![w.scale().to_bits()])),
+        ))
     }
 
     /// Uploads quantized activations `[M, K]` (packed rows) and their per-row absmax.
@@ -261,5 +280,45 @@ impl Engine {
             return no_device();
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linear::Linear;
+    use crate::tensor::Location;
+
+    fn matrix(n: usize, k: usize) -> TernaryMatrix {
+        let codes: Vec<i8> = (0..n * k).map(|i| ((i * 7) % 3) as i8 - 1).collect();
+        TernaryMatrix::from_i8(&codes, n, k, 0.25).unwrap()
+    }
+
+    /// The CPU engine's ternary tensors hold the matrix itself: reads, host copies and BitLinear
+    /// see exactly the uploaded words, and a layer's tensor shares the layer's matrix.
+    #[test]
+    fn cpu_ternary_tensors_are_the_matrix() {
+        let e = Engine::cpu();
+        let w = matrix(6, 40);
+        let t = e.upload_ternary(&w).unwrap();
+        assert_eq!(t.location(), Location::Host);
+        assert!(matches!(t.data(), Storage::HostTernary(_)));
+        assert_eq!(t.read_ternary().unwrap(), w);
+        assert_eq!(t.to_host().unwrap().read_ternary().unwrap(), w);
+        let bytes = t.read_bytes().unwrap();
+        assert_eq!(bytes, bytemuck::cast_slice::<u32, u8>(w.words()));
+        let x: Vec<f32> = (0..2 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let got = e
+            .bitlinear_tensor(&e.upload_f32(&x, &[2, 40]).unwrap(), &t)
+            .unwrap()
+            .read_f32()
+            .unwrap();
+        assert_eq!(got, bitnet_cpu_ref::bitlinear(&x, 2, &w).unwrap());
+        let layer = Linear::new(&e, w.clone());
+        let dw = layer.device_weights().unwrap();
+        match dw.data() {
+            Storage::HostTernary(m) => assert!(std::ptr::eq(&**m, layer.weights())),
+            _ => panic!("a CPU layer's tensor is its matrix"),
+        }
     }
 }

@@ -101,7 +101,7 @@ impl Engine {
     ) -> Result<Tensor> {
         let (m, n, k) = self.linear_shapes(op, xq, w)?;
         let cpu = || {
-            let (xq, w) = (xq.read_activations()?, w.read_ternary()?);
+            let (xq, w) = (xq.read_activations()?, w.ternary_matrix()?);
             match mode {
                 Output::Y => {
                     self.upload_f32(&bitnet_cpu_ref::bitlinear_quantized(&xq, &w)?, &[m, n])
