@@ -35,7 +35,7 @@ pub struct EngineOptions {
     /// GPU starts a batch only once it is recorded, encoded and submitted, so small batches
     /// overlap the host's work with the GPU's, and each costs a submit (about 45 µs of the
     /// submission thread on the H200 machine). Default 48: a 2B4T decode step that reads its
-    /// output (about 300 dispatches; the submission thread spends about 6 µs per dispatch, the
+    /// output (about 300 dispatches; the submission thread spends 5-12 µs per dispatch, the
     /// GPU about 8) took 3.12-3.22 ms per step with 48, 3.23-3.84 with 64, 3.30-3.70 with 32
     /// and 3.65-3.83 with 128 (three interleaved rounds). In uniform params mode each dispatch
     /// takes a params slot (256 bytes) of one arena: a count whose arena would exceed
