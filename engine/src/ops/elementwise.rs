@@ -61,13 +61,15 @@ struct ScalarParams {
     base: u32,
 }
 
+/// The params of the activation kernels (`elementwise_unary.wgsl`, `elementwise_gated.wgsl`):
+/// the chunk's length, the activation's code and the chunk's first flat index.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct UnaryParams {
-    len: u32,
-    op: u32,
-    base: u32,
-    pad: u32,
+pub(super) struct UnaryParams {
+    pub len: u32,
+    pub op: u32,
+    pub base: u32,
+    pub pad: u32,
 }
 
 /// The kernels' op codes.

@@ -11,7 +11,7 @@
 use bitnet_cpu_ref::ops::{self as cpu, UnaryOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::elementwise::{GROUP_VALUES, unary_code};
+use super::elementwise::{GROUP_VALUES, UnaryParams, unary_code};
 use super::float_args::{self, host_f32, store_f32};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -27,15 +27,6 @@ const GATED: Kernel = Kernel::new(
     "main",
     &[Access::Read, Access::Read, Access::ReadWrite],
 );
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    len: u32,
-    op: u32,
-    base: u32,
-    pad: u32,
-}
 
 impl Engine {
     /// `act(gate) · up` elementwise on two `F32` tensors of the same shape: a feed-forward
@@ -71,7 +62,7 @@ impl Engine {
                 .input_range(gate, off, size)
                 .input_range(up, off, size)
                 .output_range(&out, off, size)
-                .params(&Params {
+                .params(&UnaryParams {
                     len: len as u32,
                     op: unary_code(act),
                     base: r.start as u32,

@@ -30,6 +30,18 @@ pub(super) struct Params {
     pub row_base: u32,
 }
 
+impl Params {
+    /// The params of the launch covering `rows` (rows of `len` values).
+    pub fn chunk(rows: &std::ops::Range<u64>, len: u64, eps: f32) -> Params {
+        Params {
+            rows: (rows.end - rows.start) as u32,
+            len: len as u32,
+            eps,
+            row_base: rows.start as u32,
+        }
+    }
+}
+
 impl Engine {
     /// RMSNorm of an `F32` tensor over its last axis (length `L`), per row:
     /// `y = (x · inv) · weight[i]` with `inv = 1 / sqrt(Σx² / L + eps)`; `weight` is an `F32`
@@ -66,12 +78,7 @@ impl Engine {
                 .input_range(x, off, size)
                 .input(weight)
                 .output_range(&out, off, size)
-                .params(&Params {
-                    rows: n as u32,
-                    len: len as u32,
-                    eps,
-                    row_base: r.start as u32,
-                })
+                .params(&Params::chunk(r, len, eps))
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(
                     OP,

@@ -91,12 +91,7 @@ impl Engine {
                 .input(weight)
                 .output_range(&h, off, size)
                 .output_range(&y, off, size)
-                .params(&Params {
-                    rows: n as u32,
-                    len: len as u32,
-                    eps,
-                    row_base: r.start as u32,
-                })
+                .params(&Params::chunk(r, len, eps))
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(
                     OP,
