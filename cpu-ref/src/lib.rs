@@ -48,5 +48,5 @@ pub use quantize::{
     dequantize_weights, quantize_activations, quantize_activations_with_isa, quantize_weights,
     quantize_weights_with_isa,
 };
-pub use tensor::Tensor;
+pub use tensor::{Tensor, TensorRef};
 pub use ternary::TernaryMatrix;

@@ -77,6 +77,49 @@ impl<T> Tensor<T> {
     }
 }
 
+/// A borrowed [`Tensor`]: values that live elsewhere (an engine's storage, a growing cache)
+/// under a shape, with `Tensor::new`'s checks, so an op can read them without a copy. Ops that
+/// take one also take `&Tensor` (through `From`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorRef<'a, T> {
+    data: &'a [T],
+    shape: &'a [usize],
+}
+
+impl<'a, T> TensorRef<'a, T> {
+    /// `data` under `shape`. Errors: those of [`Tensor::new`].
+    pub fn new(data: &'a [T], shape: &'a [usize]) -> Result<TensorRef<'a, T>> {
+        const OP: &str = "TensorRef::new";
+        let numel = numel(OP, shape)?;
+        check::len(OP, "data", numel, data.len())?;
+        Ok(TensorRef { data, shape })
+    }
+
+    /// The dimensions, outermost first.
+    pub fn shape(&self) -> &'a [usize] {
+        self.shape
+    }
+
+    /// The elements in row-major order.
+    pub fn data(&self) -> &'a [T] {
+        self.data
+    }
+
+    /// Number of elements (the product of the shape; 1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl<'a, T> From<&'a Tensor<T>> for TensorRef<'a, T> {
+    fn from(t: &'a Tensor<T>) -> TensorRef<'a, T> {
+        TensorRef {
+            data: &t.data,
+            shape: &t.shape,
+        }
+    }
+}
+
 /// The element count of `shape` (1 for rank 0), rejecting zero dimensions and overflow.
 pub(crate) fn numel(op: &'static str, shape: &[usize]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {

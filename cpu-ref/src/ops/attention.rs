@@ -5,10 +5,11 @@
 
 use rayon::prelude::*;
 
-use super::{input, lane_sum, output, scalar};
+use super::attention_chunks::{KvHead, attend_group};
+use super::{output, scalar};
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Keys per chunk in [`attention`]'s order of operations: one 256-lane workgroup's worth, since
 /// the GPU kernel scores one key per lane and reduces a chunk with softmax's lane tree.
@@ -168,101 +169,40 @@ pub fn attention_dims(
 /// tensor and the first flat index, checked in that order); a non-finite output, i.e. a score
 /// beyond f32's range (reported at the first element of that query and head's output row, all of
 /// which it makes non-finite) or a weighted sum that overflows (values near `f32::MAX`).
-pub fn attention(
-    q: &Tensor<f32>,
-    k: &Tensor<f32>,
-    v: &Tensor<f32>,
+///
+/// The inputs are `&Tensor`s or [`TensorRef`]s (values borrowed from elsewhere, such as a KV
+/// cache's storage: no copy of the context per call).
+pub fn attention<'a>(
+    q: impl Into<TensorRef<'a, f32>>,
+    k: impl Into<TensorRef<'a, f32>>,
+    v: impl Into<TensorRef<'a, f32>>,
     scale: f32,
     causal: bool,
 ) -> Result<Tensor<f32>> {
     const OP: &str = "attention";
+    let (q, k, v) = (q.into(), k.into(), v.into());
     let dims = attention_dims(q.shape(), k.shape(), v.shape(), scale, causal)?;
-    input(OP, "q", q)?;
-    input(OP, "k", k)?;
-    input(OP, "v", v)?;
-    let (hq, hkv, d) = (dims.hq, dims.hkv, dims.d);
+    check::finite(OP, "q", q.data())?;
+    check::finite(OP, "k", k.data())?;
+    check::finite(OP, "v", v.data())?;
+    let (hkv, d) = (dims.hkv, dims.d);
+    // The query heads sharing a kv head are consecutive rows: one task per query position and
+    // kv head (each key and value row is then read once for all of them).
+    let group = dims.hq / hkv;
     let mut out = vec![0.0f32; q.numel()];
-    out.par_chunks_mut(d)
-        .zip(q.data().par_chunks(d))
+    out.par_chunks_mut(group * d)
+        .zip(q.data().par_chunks(group * d))
         .enumerate()
-        .for_each(|(row, (o, qv))| {
-            let (i, h) = (row / hq, row % hq);
+        .for_each(|(task, (o, qs))| {
+            let (i, g) = (task / hkv, task % hkv);
             let head = KvHead {
                 k: k.data(),
                 v: v.data(),
                 stride: hkv * d,
-                offset: dims.kv_head(h) * d,
+                offset: g * d,
+                d,
             };
-            attend(o, qv, &head, dims.attended(i), scale);
+            attend_group(o, qs, &head, dims.attended(i), scale);
         });
     output(OP, out, q.shape().to_vec())
-}
-
-/// One kv head's rows in token-major `k` and `v`: key `j` is `D` values at `j·stride + offset`.
-struct KvHead<'a> {
-    k: &'a [f32],
-    v: &'a [f32],
-    stride: usize,
-    offset: usize,
-}
-
-impl KvHead<'_> {
-    fn key(&self, j: usize, d: usize) -> &[f32] {
-        &self.k[j * self.stride + self.offset..][..d]
-    }
-
-    fn value(&self, j: usize, d: usize) -> &[f32] {
-        &self.v[j * self.stride + self.offset..][..d]
-    }
-}
-
-/// One query row `q` over the first `n` keys, written to `o`, in [`attention`]'s order.
-fn attend(o: &mut [f32], q: &[f32], kv: &KvHead<'_>, n: usize, scale: f32) {
-    let mut e = [0.0f32; ATTENTION_CHUNK];
-    let mut oc = vec![0.0f32; o.len()];
-    let (mut m_run, mut l_run) = (0.0f32, 0.0f32);
-    for (c, start) in (0..n).step_by(ATTENTION_CHUNK).enumerate() {
-        let e = &mut e[..(n - start).min(ATTENTION_CHUNK)];
-        for (t, s) in e.iter_mut().enumerate() {
-            let dot = q
-                .iter()
-                .zip(kv.key(start + t, q.len()))
-                .fold(0.0f32, |acc, (&a, &b)| acc + a * b);
-            *s = dot * scale;
-        }
-        if e.iter().any(|s| !s.is_finite()) {
-            // A score beyond f32's range: this output row is undefined, reported at its start.
-            o.fill(f32::NAN);
-            return;
-        }
-        let m = e.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for s in e.iter_mut() {
-            *s = (*s - m).exp();
-        }
-        let l = lane_sum(e, |x| x);
-        oc.fill(0.0);
-        for (t, &w) in e.iter().enumerate() {
-            for (acc, &x) in oc.iter_mut().zip(kv.value(start + t, q.len())) {
-                *acc += w * x;
-            }
-        }
-        if c == 0 {
-            (m_run, l_run) = (m, l);
-            o.copy_from_slice(&oc);
-            continue;
-        }
-        let (a, b) = if m > m_run {
-            ((m_run - m).exp(), 1.0)
-        } else {
-            (1.0, (m - m_run).exp())
-        };
-        m_run = m_run.max(m);
-        l_run = l_run * a + l * b;
-        for (acc, &x) in o.iter_mut().zip(&oc) {
-            *acc = *acc * a + x * b;
-        }
-    }
-    for x in o.iter_mut() {
-        *x /= l_run;
-    }
 }

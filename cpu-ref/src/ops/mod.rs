@@ -15,6 +15,7 @@
 //! * Arithmetic is `f32` with IEEE rounding, no fused multiply-add; sums run in a stated order.
 
 mod attention;
+mod attention_chunks;
 mod binary;
 mod gated;
 mod math;
