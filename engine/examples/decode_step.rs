@@ -261,14 +261,31 @@ fn main() -> Result<()> {
         }
     };
     // `--layers=N` overrides the layer count (how differences grow with depth), `--steps=N` the
-    // decode steps (steadier timings).
+    // decode steps (steadier timings), `--prompt=N` the prompt (decode at a longer context).
     let flag =
         |name: &str| std::env::args().find_map(|a| a.strip_prefix(name)?.parse::<usize>().ok());
     let dims = Dims {
         layers: flag("--layers=").unwrap_or(dims.layers),
         steps: flag("--steps=").unwrap_or(dims.steps).max(1),
+        prompt: flag("--prompt=").unwrap_or(dims.prompt).max(1),
         ..dims
     };
+    let per_step = |ms: f64| ms / dims.steps as f64;
+    // `--cpu-only`: the CPU engine alone (its decode time, no GPU and no comparison).
+    if std::env::args().any(|a| a == "--cpu-only") {
+        let cpu = Engine::cpu();
+        let model = Model::random(dims, 42)?;
+        let prompt = random(7, dims.prompt * dims.hidden, 1.0);
+        let layers = upload(&cpu, &model)?;
+        let (_, times) = generate(&cpu, &layers, dims, &prompt, None)?;
+        println!(
+            "decode:    {:.2} ms per step on the CPU engine ({} steps after a {}-position prefill)",
+            per_step(times.total_ms),
+            dims.steps,
+            dims.prompt
+        );
+        return Ok(());
+    }
     let (gpu, cpu) = (Engine::new(), Engine::cpu());
     // The adapter, and where ops run (the dispatch line).
     print!("{}", gpu.info());
@@ -280,7 +297,6 @@ fn main() -> Result<()> {
     generate(&gpu, &on_gpu, dims, &prompt, None)?; // warm-up: pipelines, buffer pool
     let (got, gpu_ms) = generate(&gpu, &on_gpu, dims, &prompt, None)?;
     let (want, cpu_ms) = generate(&cpu, &on_cpu, dims, &prompt, None)?;
-    let per_step = |ms: f64| ms / dims.steps as f64;
 
     // The matmul_f32 tolerance of the cross-check suite, looser than that of every f32 op used
     // here (attention's included): room for their compounding over the layers and steps.
@@ -317,7 +333,9 @@ fn main() -> Result<()> {
             }
         }
     }
-    let resized = flag("--layers=").is_some() || flag("--steps=").is_some();
+    let resized = ["--layers=", "--steps=", "--prompt="]
+        .iter()
+        .any(|f| flag(f).is_some());
     assert!(
         ok || full || resized,
         "the engine's states are out of tolerance of the CPU engine's"

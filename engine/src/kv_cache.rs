@@ -22,11 +22,14 @@
 //! **Where it lives.** On the device of a GPU engine (while its policy is not `Cpu`), on the
 //! host otherwise; an append moves the cache to where the engine now runs ops (host under the
 //! `Cpu` policy, back to the device when the policy allows it again). Host operands are uploaded
-//! into a device cache and device operands read back into a host cache. A device cache is the
-//! only copy of its data, as every device tensor is: once the device is lost, appends and views'
-//! reads return `DeviceLost`, and the caller rebuilds the cache (re-running the prompt) on the
-//! engine's CPU path.
+//! into a device cache and device operands read back into a host cache. A host cache's views
+//! share its storage too (the CPU engine's attention reads them in place); an append while a
+//! view lives copies the held positions first, so views never change there either. A device
+//! cache is the only copy of its data, as every device tensor is: once the device is lost,
+//! appends and views' reads return `DeviceLost`, and the caller rebuilds the cache (re-running
+//! the prompt) on the engine's CPU path.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::context::Gpu;
@@ -37,7 +40,7 @@ use crate::tensor::{DType, Location, Tensor};
 
 #[path = "kv_cache_store.rs"]
 mod store;
-use store::{Store, copy_rows, copy_rows_pair};
+use store::{Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
 
 const OP: &str = "kv_cache";
 
@@ -90,8 +93,8 @@ impl Engine {
             head_dim,
             len: 0,
             store: Store::Host {
-                keys: Vec::new(),
-                values: Vec::new(),
+                keys: host_side(Vec::new()),
+                values: host_side(Vec::new()),
             },
             segments: Vec::new(),
             viewed: AtomicUsize::new(0),
@@ -161,9 +164,17 @@ impl KvCache {
         let row = self.row();
         match &mut self.store {
             Store::Host { keys, values } => {
-                let (kh, vh) = (k.read_f32()?, v.read_f32()?);
-                keys.extend_from_slice(&kh);
-                values.extend_from_slice(&vh);
+                let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                    Ok(bytemuck::allocation::cast_vec(t.read_f32()?))
+                };
+                let (kh, vh) = (bits(k)?, bits(v)?);
+                // Both sides or neither: only the reservations can fail, and they keep the
+                // cache's positions as they are.
+                let kept = self.len * row;
+                host_reserve(keys, kept, kh.len())?;
+                host_reserve(values, kept, vh.len())?;
+                host_extend(keys, &kh);
+                host_extend(values, &vh);
                 self.segments.push((self.len, Lineage::default()));
             }
             Store::Device { .. } => {
@@ -219,11 +230,8 @@ impl KvCache {
         }
         self.len = len;
         self.segments.retain(|(start, _)| *start < len);
-        let kept = len * self.row();
-        if let Store::Host { keys, values } = &mut self.store {
-            keys.truncate(kept);
-            values.truncate(kept);
-        }
+        // A host store's words past `len` stay until the next append overwrites them (views
+        // may still read them).
     }
 
     /// Drops every position (a new sequence); the buffers are kept.
@@ -284,10 +292,13 @@ impl KvCache {
                 self.viewed.fetch_max(self.len, Ordering::Relaxed);
                 Ok(full.prefix_view(&shape, &self.lineages_of(self.len)))
             }
-            Store::Host { keys, values } => {
-                let data = if keys_side { keys } else { values };
-                self.engine.upload_f32(data, &shape)
-            }
+            // The storage itself, shared (no copy): appends copy on write while a view lives.
+            Store::Host { keys, values } => Ok(Tensor::from_shared(
+                self.engine.clone(),
+                shape.to_vec(),
+                DType::F32,
+                Arc::clone(if keys_side { keys } else { values }),
+            )),
         }
     }
 }

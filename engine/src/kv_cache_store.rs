@@ -4,13 +4,15 @@
 //! values in one dispatch where they can be: `copy_rows_pair`). The cache's API (appends, views,
 //! truncation) is `kv_cache.rs`.
 
+use std::sync::Arc;
+
 use super::{KvCache, OP};
 use crate::context::Gpu;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fate::Lineage;
 use crate::ops::blocks::{BlockCopy, copy_blocks};
 use crate::ops::blocks_pair::{Side, copy_blocks_pair};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 /// The cache's bytes.
 #[derive(Debug)]
@@ -18,8 +20,50 @@ pub(super) enum Store {
     /// Capacity-sized device tensors; their own lineage stays empty (appends write through
     /// views carrying their own).
     Device { keys: Tensor, values: Tensor },
-    /// `len · row` values per side.
-    Host { keys: Vec<f32>, values: Vec<f32> },
+    /// Host words (f32 bits) per side: the first `len · row` are the cache's (a truncate leaves
+    /// a tail that the next append overwrites). Views share the storage instead of copying the
+    /// context ([`host_append`] copies on write while one lives).
+    Host {
+        keys: Arc<Storage>,
+        values: Arc<Storage>,
+    },
+}
+
+/// An empty host side.
+pub(super) fn host_side(words: Vec<u32>) -> Arc<Storage> {
+    Arc::new(Storage::Host(words))
+}
+
+/// The first `len` words of a host side.
+pub(super) fn host_prefix(side: &Storage, len: usize) -> &[u32] {
+    &side.host_words().expect("a host side holds words")[..len]
+}
+
+/// Makes `side` writable for `extra` more words after its first `kept`, so that
+/// [`host_extend`] cannot fail: in place when nothing else shares the storage, else (a view
+/// lives) as a copy of those words, so the view keeps its values. Either way the cache's first
+/// `kept` words are unchanged. Errors: host memory exhausted (`OutOfMemory`).
+pub(super) fn host_reserve(side: &mut Arc<Storage>, kept: usize, extra: usize) -> Result<()> {
+    let oom = |_| Error::OutOfMemory {
+        context: format!("growing a host KV cache side to {} values", kept + extra),
+    };
+    if let Some(Storage::Host(words)) = Arc::get_mut(side) {
+        words.truncate(kept);
+        return words.try_reserve(extra).map_err(oom);
+    }
+    let mut words = Vec::new();
+    words.try_reserve(kept + extra).map_err(oom)?;
+    words.extend_from_slice(host_prefix(side, kept));
+    *side = host_side(words);
+    Ok(())
+}
+
+/// Appends `new` to a side [`host_reserve`] prepared for it.
+pub(super) fn host_extend(side: &mut Arc<Storage>, new: &[u32]) {
+    match Arc::get_mut(side) {
+        Some(Storage::Host(words)) => words.extend_from_slice(new),
+        _ => unreachable!("host_reserve left the side unshared, on the host"),
+    }
 }
 
 impl KvCache {
@@ -57,12 +101,14 @@ impl KvCache {
                     unreachable!("device_store")
                 };
                 let shape = [self.len, self.kv_heads, self.head_dim];
-                let (sk, sv) = (
-                    self.engine.upload_f32(keys, &shape)?,
-                    self.engine.upload_f32(values, &shape)?,
-                );
+                let words = self.len * self.row();
+                let upload = |side: &Storage| {
+                    let values = bytemuck::cast_slice(host_prefix(side, words));
+                    self.engine.upload_f32(values, &shape)
+                };
+                let (sk, sv) = (upload(keys)?, upload(values)?);
                 let gpu = self.gpu()?;
-                moved.share(&copy_rows_pair(gpu, (&sk, dk), (&sv, dv), keys.len(), 0)?);
+                moved.share(&copy_rows_pair(gpu, (&sk, dk), (&sv, dv), words, 0)?);
             }
             self.store = store;
         } else {
@@ -73,9 +119,16 @@ impl KvCache {
                 }
                 (Vec::new(), Vec::new())
             } else {
-                (self.keys()?.read_f32()?, self.values()?.read_f32()?)
+                let bits = |values: Vec<f32>| bytemuck::allocation::cast_vec::<f32, u32>(values);
+                (
+                    bits(self.keys()?.read_f32()?),
+                    bits(self.values()?.read_f32()?),
+                )
             };
-            self.store = Store::Host { keys, values };
+            self.store = Store::Host {
+                keys: host_side(keys),
+                values: host_side(values),
+            };
         }
         self.segments = vec![(0, moved)];
         *self.viewed.get_mut() = 0;
@@ -184,5 +237,34 @@ fn rows_copy(words: usize, at: usize) -> BlockCopy {
         src_stride: 0,
         dst_start: at as u64,
         dst_stride: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+    use crate::engine::Engine;
+    use std::sync::Arc;
+
+    /// The CPU engine's views are the cache's storage, not copies of it (a decode step takes
+    /// one per layer and side, as long as the context), and an append with no view alive grows
+    /// that storage in place.
+    #[test]
+    fn host_views_share_the_storage_and_appends_grow_it_in_place() {
+        let e = Engine::cpu();
+        let mut c = e.kv_cache(64, 2, 4).unwrap();
+        let kv = |t: usize| e.upload_f32(&vec![1.5; t * 8], &[t, 2, 4]).unwrap();
+        c.append(&kv(3), &kv(3)).unwrap();
+        let storage = |c: &super::KvCache| match &c.store {
+            Store::Host { keys, .. } => Arc::clone(keys),
+            Store::Device { .. } => unreachable!("a CPU engine's cache"),
+        };
+        let view = c.keys().unwrap();
+        assert!(Arc::ptr_eq(&view.data_arc(), &storage(&c)));
+        drop(view);
+        let before = Arc::as_ptr(&storage(&c));
+        c.append(&kv(2), &kv(2)).unwrap();
+        assert_eq!(Arc::as_ptr(&storage(&c)), before, "grown in place");
+        assert_eq!(c.values().unwrap().read_f32().unwrap(), vec![1.5; 40]);
     }
 }

@@ -14,7 +14,7 @@
 use bitnet_cpu_ref::ops::{self as cpu, AttentionDims};
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, RowSplit, host_f32, row_chunks, store_f32};
+use super::float_args::{self, RowSplit, row_chunks, store_f32, with_host_f32};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -130,8 +130,13 @@ impl Engine {
         }
         let dims = cpu::attention_dims(q.shape(), k.shape(), v.shape(), scale, causal)?;
         let on_cpu = || {
-            let (hq, hk, hv) = (host_f32(q)?, host_f32(k)?, host_f32(v)?);
-            store_f32(self, cpu::attention(&hq, &hk, &hv, scale, causal)?)
+            with_host_f32(q, |hq| {
+                with_host_f32(k, |hk| {
+                    with_host_f32(v, |hv| {
+                        store_f32(self, cpu::attention(hq, hk, hv, scale, causal)?)
+                    })
+                })
+            })
         };
         let Some(gpu) = self.gpu_for(&[q, k, v]) else {
             return on_cpu();

@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use bitnet_cpu_ref::Tensor as HostTensor;
+use bitnet_cpu_ref::{Tensor as HostTensor, TensorRef as HostTensorRef};
 use half::f16;
 
 use super::in_dispatch_wait::cpu_adapter;
@@ -60,6 +60,26 @@ pub(crate) fn loops_fit(gpu: &Gpu, iterations: u64) -> bool {
 /// An `F32` tensor's values as a cpu-ref tensor (CPU backend).
 pub(crate) fn host_f32(t: &Tensor) -> Result<HostTensor<f32>> {
     Ok(HostTensor::new(t.read_f32()?, t.shape())?)
+}
+
+/// An `F32` tensor's values as a borrowed cpu-ref tensor (CPU backend): a host tensor's own
+/// storage without a copy (a KV cache's views are as long as the context, every step), a
+/// device tensor's values read back. Errors: those of `Tensor::read_f32`.
+pub(crate) fn with_host_f32<R>(
+    t: &Tensor,
+    f: impl FnOnce(HostTensorRef<'_, f32>) -> Result<R>,
+) -> Result<R> {
+    let borrowed = match (t.dtype(), t.data().host_words()) {
+        (DType::F32, Some(words)) => Some(bytemuck::cast_slice::<u32, f32>(&words[..t.len()])),
+        _ => None,
+    };
+    match borrowed {
+        Some(values) => f(HostTensorRef::new(values, t.shape())?),
+        None => {
+            let values = t.read_f32()?;
+            f(HostTensorRef::new(&values, t.shape())?)
+        }
+    }
 }
 
 /// An `F16` tensor's values as a cpu-ref tensor (CPU backend).

@@ -75,10 +75,15 @@ fn appends_concatenate_on_the_device_and_on_the_cpu_engine() {
 
 /// A view taken before an append keeps its length and values; after a truncate, the next append
 /// must not overwrite what a live view covers (copy on write), and a view dropped before the
-/// truncate costs nothing.
+/// truncate costs nothing. On the device and on the CPU engine (whose views share the cache's
+/// host storage).
 #[test]
 fn views_never_change() {
-    let e = engine();
+    views_never_change_on(engine());
+    views_never_change_on(&Engine::cpu());
+}
+
+fn views_never_change_on(e: &Engine) {
     let mut c = e.kv_cache(6, HEADS, DIM).unwrap();
     let (k1, v1) = step(10, 3);
     append(e, &mut c, &k1, &v1);
@@ -307,13 +312,18 @@ fn a_failed_move_to_the_device_poisons_the_moved_rows() {
     assert!(matches!(r, Err(Error::Validation { .. })), "{r:?}");
 }
 
-/// The cache's own views are valid operands: appending them doubles what the cache holds.
+/// The cache's own views are valid operands: appending them doubles what the cache holds (on
+/// the device and on the CPU engine).
 #[test]
 fn appending_the_caches_own_views_doubles_it() {
-    let e = gpu_engine_with(EngineOptions::default());
+    appending_own_views_on(&gpu_engine_with(EngineOptions::default()));
+    appending_own_views_on(&Engine::cpu());
+}
+
+fn appending_own_views_on(e: &Engine) {
     let mut c = e.kv_cache(8, HEADS, DIM).unwrap();
     let (k, v) = step(80, 2);
-    append(&e, &mut c, &k, &v);
+    append(e, &mut c, &k, &v);
     let (vk, vv) = (c.keys().unwrap(), c.values().unwrap());
     c.append(&vk, &vv).unwrap();
     assert_eq!(c.len(), 4);
