@@ -15,7 +15,8 @@
 //! step's output is read back (as a server reads the logits to sample): positions are sliced
 //! from one resident table, the next input is the last output as it is on the device, and the
 //! caches grow in place. Prints the backend, the largest GPU−CPU difference and the time per
-//! decode step.
+//! decode step. `--cpu-only` or `--gpu-only` times one engine alone; `--prompt=N`, `--steps=N`
+//! and `--layers=N` resize the run (`--prompt=4096`: decode at a long context).
 
 use std::time::Instant;
 
@@ -271,16 +272,26 @@ fn main() -> Result<()> {
         ..dims
     };
     let per_step = |ms: f64| ms / dims.steps as f64;
-    // `--cpu-only`: the CPU engine alone (its decode time, no GPU and no comparison).
-    if std::env::args().any(|a| a == "--cpu-only") {
-        let cpu = Engine::cpu();
+    // `--cpu-only` / `--gpu-only`: one engine alone (its decode time; no comparison).
+    let only = ["--cpu-only", "--gpu-only"]
+        .into_iter()
+        .find(|f| std::env::args().any(|a| a == *f));
+    if let Some(flag) = only {
+        let on_gpu = flag == "--gpu-only";
+        let e = if on_gpu { Engine::new() } else { Engine::cpu() };
+        print!("{}", e.info());
         let model = Model::random(dims, 42)?;
         let prompt = random(7, dims.prompt * dims.hidden, 1.0);
-        let layers = upload(&cpu, &model)?;
-        let (_, times) = generate(&cpu, &layers, dims, &prompt, None)?;
+        let layers = upload(&e, &model)?;
+        if on_gpu {
+            generate(&e, &layers, dims, &prompt, None)?; // warm-up: pipelines, buffer pool
+        }
+        let (_, t) = generate(&e, &layers, dims, &prompt, None)?;
         println!(
-            "decode:    {:.2} ms per step on the CPU engine ({} steps after a {}-position prefill)",
-            per_step(times.total_ms),
+            "decode:    {:.2} ms per step (its caller's thread recording {:.2} ms, {:.1} bind groups created; {} steps after a {}-position prefill)",
+            per_step(t.total_ms),
+            per_step(t.record_ms),
+            t.bind_groups_created as f64 / dims.steps as f64,
             dims.steps,
             dims.prompt
         );
