@@ -7,9 +7,10 @@
 //! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
 //! RMSNorm → q/k/v BitLinear (one grouped dispatch, `Engine::linear_group`) → RoPE on q and k
-//! (one op) → k and v appended to the layer's `KvCache` → causal attention over the cache → o
-//! BitLinear → residual and RMSNorm (one fused op) → gate/up BitLinear (one grouped dispatch) →
-//! ReLU²(gate)·up (one fused op) → down BitLinear → residual (fused with the next layer's norm).
+//! with k and v appended to the layer's `KvCache` (one op, `KvCache::append_rope`) → causal
+//! attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
+//! BitLinear (one grouped dispatch) → ReLU²(gate)·up (one fused op) → down BitLinear → residual
+//! (fused with the next layer's norm).
 //! A 6-position prompt runs as one prefill (M = 6), then each decode step runs one position,
 //! fed the previous step's last hidden state (there is no embedding or LM head). Only each
 //! step's output is read back (as a server reads the logits to sample): positions are sliced
@@ -123,17 +124,16 @@ pub fn forward(
         let [q, k, v] = &l.qkv.forward_tensor(&xn)?[..] else {
             unreachable!("a group of three")
         };
-        // RoPE on q and k at the step's positions: one op (one dispatch) for both.
-        let (q, k) = e.rope_pair(
+        // RoPE on q and k at the step's positions, and the rotated keys with the values joining
+        // the cache in place: one op (one dispatch). The query attends to every earlier
+        // position and to itself (causal: the queries are the cache's last T positions).
+        let q = cache.append_rope(
             &per_head(q.clone(), d.heads)?,
             &per_head(k.clone(), d.kv_heads)?,
+            &per_head(v.clone(), d.kv_heads)?,
             &pos,
             THETA,
         )?;
-        let v = per_head(v.clone(), d.kv_heads)?;
-        // The new positions join the cache in place; the query attends to every earlier
-        // position and to itself (causal: the queries are the cache's last T positions).
-        cache.append(&k, &v)?;
         let attn = e.attention(&q, &cache.keys()?, &cache.values()?, scale, true)?;
         let attn = attn.reshape(&[t, d.hidden])?;
         // Output projection; residual add and the feed-forward block's RMSNorm.

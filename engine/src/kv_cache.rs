@@ -38,6 +38,8 @@ use crate::error::{Error, Result};
 use crate::fate::Lineage;
 use crate::tensor::{DType, Location, Tensor};
 
+#[path = "kv_cache_rope.rs"]
+mod rope;
 #[path = "kv_cache_store.rs"]
 mod store;
 use store::{Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
@@ -145,21 +147,7 @@ impl KvCache {
     /// error. Errors: dtype, shape, more positions than the capacity left (`LimitExceeded`),
     /// another engine's tensors, a lost device, an error already known in `k`'s or `v`'s lineage.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
-        let t = self.check_operand("k", k)?;
-        if self.check_operand("v", v)? != t {
-            return Err(Error::ShapeMismatch {
-                op: OP,
-                detail: format!("k is {:?} but v is {:?}", k.shape(), v.shape()),
-            });
-        }
-        if t > self.capacity - self.len {
-            return Err(Error::LimitExceeded {
-                limit: "KvCache::capacity",
-                requested: (self.len + t) as u64,
-                max: self.capacity as u64,
-                what: format!("{} positions held + {t} appended", self.len),
-            });
-        }
+        let t = self.check_append(k, v)?;
         self.place()?;
         let row = self.row();
         match &mut self.store {
@@ -175,7 +163,6 @@ impl KvCache {
                 host_reserve(values, kept, vh.len())?;
                 host_extend(keys, &kh);
                 host_extend(values, &vh);
-                self.segments.push((self.len, Lineage::default()));
             }
             Store::Device { .. } => {
                 self.make_room()?;
@@ -199,14 +186,41 @@ impl KvCache {
                 // buffer with the other side's destination, or a copy is split over the binding
                 // limit); the segment's lineage is both sides' either way.
                 let rows = copy_rows_pair(gpu, (&k, keys), (&v, values), t * row, self.len * row)?;
-                self.segments.push((self.len, rows));
+                self.appended(t, rows);
+                return Ok(());
             }
         }
+        self.appended(t, Lineage::default());
+        Ok(())
+    }
+
+    /// `append`'s checks of `k` and `v` (their errors, in their order): the positions appended.
+    fn check_append(&self, k: &Tensor, v: &Tensor) -> Result<usize> {
+        let t = self.check_operand("k", k)?;
+        if self.check_operand("v", v)? != t {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                detail: format!("k is {:?} but v is {:?}", k.shape(), v.shape()),
+            });
+        }
+        if t > self.capacity - self.len {
+            return Err(Error::LimitExceeded {
+                limit: "KvCache::capacity",
+                requested: (self.len + t) as u64,
+                max: self.capacity as u64,
+                what: format!("{} positions held + {t} appended", self.len),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Records `t` positions written at `len`, whose rows depend on `rows`.
+    fn appended(&mut self, t: usize, rows: Lineage) {
+        self.segments.push((self.len, rows));
         self.len += t;
         // Appends found clean (by the reads of views covering them) constrain nothing: a decode
         // of thousands of steps keeps only the appends since the last read.
         self.segments.retain(|(_, l)| !l.is_settled());
-        Ok(())
     }
 
     /// The keys of every position held, `F32` `[len, kv_heads, head_dim]` (no copy on the

@@ -8,6 +8,8 @@
 //
 // Non-finite status words: 0 = q, 1 = q's output, 2 = k, 3 = k's output (q's before k's, as
 // cpu-ref checks them). Dispatch: linear, ceil((pairs_q + pairs_k) / 256) workgroups.
+//
+// Needs float_common.wgsl, rope_common.wgsl and rope_pairs_common.wgsl (prepended).
 
 struct Params {
     pairs_q: u32,   // S · Hq · D/2
@@ -28,24 +30,6 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> yk: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
-
-// Pair t of a [S, heads, D] tensor: (its position row s, the index of x[i], frequency index i).
-fn pair_place(t: u32, heads: u32) -> vec3<u32> {
-    let half = params.half_dim;
-    let i = t % half;
-    let sh = t / half;
-    return vec3<u32>(sh / heads, sh * 2u * half + i, i);
-}
-
-// Flags a non-finite pair (x[lo], x[lo + D/2]) in status word `word`.
-fn flag_pair(v: vec2<f32>, lo: u32, word: u32) {
-    if (is_non_finite(v.x)) {
-        atomicMin(&nonfinite[word], lo);
-    }
-    if (is_non_finite(v.y)) {
-        atomicMin(&nonfinite[word], lo + params.half_dim);
-    }
-}
 
 @compute @workgroup_size(256, 1, 1)
 fn main(

@@ -148,7 +148,24 @@ pub const ROPE: KernelSource = KernelSource {
 /// dispatch; not chunked.
 pub const ROPE_PAIR: KernelSource = KernelSource {
     name: "rope_pair",
-    source: kernel!("float_common.wgsl", "rope_common.wgsl", "rope_pair.wgsl"),
+    source: kernel!(
+        "float_common.wgsl",
+        "rope_common.wgsl",
+        "rope_pairs_common.wgsl",
+        "rope_pair.wgsl"
+    ),
+};
+
+/// [`ROPE_PAIR`] with the rotated keys and the values written into a KV cache's buffers (a
+/// decode step's RoPE and KV append in one dispatch); not chunked.
+pub const ROPE_APPEND: KernelSource = KernelSource {
+    name: "rope_append",
+    source: kernel!(
+        "float_common.wgsl",
+        "rope_common.wgsl",
+        "rope_pairs_common.wgsl",
+        "rope_append.wgsl"
+    ),
 };
 
 /// Scaled-dot-product attention (GQA, optional causal mask) on token-major `[T, H, D]`, in chunks
@@ -225,6 +242,7 @@ pub const ALL: &[KernelSource] = &[
     SOFTMAX_LAST,
     ROPE,
     ROPE_PAIR,
+    ROPE_APPEND,
     ATTENTION,
     ATTENTION_TILED,
     ATTENTION_COMBINE,

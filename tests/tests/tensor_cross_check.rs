@@ -15,6 +15,7 @@ mod tensor_cross_check {
     mod gated;
     mod kv_cache;
     mod kv_cache_fused;
+    mod kv_cache_rope;
     mod long_loops;
     mod norm_add;
     mod rope_pair;

@@ -99,11 +99,7 @@ impl Engine {
         theta: f32,
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "rope_pair";
-        float_args::operand(self, OP, q, DType::F32)?;
-        float_args::operand(self, OP, k, DType::F32)?;
-        float_args::operand(self, OP, positions, DType::U32)?;
-        let dq = rope_dims(OP, "q", q, positions, theta)?;
-        let dk = rope_dims(OP, "k", k, positions, theta)?;
+        let (dq, dk) = self.rope_pair_dims(q, k, positions, theta)?;
         let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
             let (yq, yk) =
                 cpu::rope_pair(&host_f32(q)?, &host_f32(k)?, &positions.read_u32()?, theta)?;
@@ -146,6 +142,25 @@ impl Engine {
             .workgroups((pairs_q + pairs_k).div_ceil(WG))
             .run()?;
         Ok((yq, yk))
+    }
+
+    /// [`Engine::rope_pair`]'s operand, shape and argument checks (its errors, in its order):
+    /// the dimensions of `q` and `k`.
+    pub(crate) fn rope_pair_dims(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        positions: &Tensor,
+        theta: f32,
+    ) -> Result<(RopeDims, RopeDims)> {
+        const OP: &str = "rope_pair";
+        float_args::operand(self, OP, q, DType::F32)?;
+        float_args::operand(self, OP, k, DType::F32)?;
+        float_args::operand(self, OP, positions, DType::U32)?;
+        Ok((
+            rope_dims(OP, "q", q, positions, theta)?,
+            rope_dims(OP, "k", k, positions, theta)?,
+        ))
     }
 
     /// `rope.wgsl`'s launches for `x` (chunked over the binding limit), flagging under `check`.
@@ -195,10 +210,11 @@ impl Engine {
 
 /// A RoPE operand's `[S, H, D]` as `(S, H, D / 2)`.
 #[derive(Debug, Clone, Copy)]
-struct RopeDims {
-    s: u64,
-    h: u64,
-    half: u64,
+pub(crate) struct RopeDims {
+    /// Positions S, heads H, and D / 2.
+    pub s: u64,
+    pub h: u64,
+    pub half: u64,
 }
 
 /// cpu-ref's shape and argument checks of one RoPE operand `x` (named `name`): rank 3, `D` and
@@ -246,7 +262,7 @@ const MAX_TABLES: usize = 64;
 impl Engine {
     /// The `[d / 2]` table of `rope_freqs(d, theta)` on `gpu`, uploaded on first use. Shared
     /// storage that is never written, so every call may bind it.
-    fn rope_table(&self, gpu: &Gpu, d: usize, theta: f32) -> Result<Tensor> {
+    pub(super) fn rope_table(&self, gpu: &Gpu, d: usize, theta: f32) -> Result<Tensor> {
         let key = (d, theta.to_bits());
         let mut tables = gpu.rope_tables.0.lock().unwrap_or_else(|e| e.into_inner());
         let data = match tables.get(&key) {

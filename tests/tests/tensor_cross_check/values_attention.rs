@@ -74,15 +74,19 @@ fn long_cache_decode_matches_cpu_ref() {
 
 #[test]
 fn prefill_and_multi_query_attention_match_cpu_ref() {
-    let cases: [Case; 8] = [
+    let cases: [Case; 10] = [
         (2, 2, 1, 1, 1, true),
         (5, 3, 2, 1, 8, false), // more queries than keys, no mask
         (9, 9, 3, 1, 5, true),
         (20, 270, 4, 2, 16, true), // causal rows of 251 .. 270 keys: 1 or 2 chunks
         (64, 64, 4, 4, 64, true),
-        (300, 300, 4, 2, 32, false), // 1200 pairs: whole mode, 2 chunks
-        (512, 512, 4, 1, 64, true),  // whole mode, causal, 2 chunks for the later rows
+        (300, 300, 4, 2, 32, false), // 1200 pairs (the tiled kernel takes D = 32)
+        (512, 512, 4, 1, 64, true),  // causal, 2 chunks for the later rows (tiled)
         (3, 260, 2, 1, 300, false),  // D above the workgroup: two dimensions per invocation
+        // Whole mode (1024 pairs or more, a D the tiled kernel does not take) over two chunks:
+        // the running sums merged in registers, four dimensions per invocation in the sums.
+        (300, 300, 4, 2, 16, true),
+        (260, 270, 4, 4, 96, false),
     ];
     for (i, &case) in cases.iter().enumerate() {
         check(100 + 3 * i as u64, case, 1.0);
