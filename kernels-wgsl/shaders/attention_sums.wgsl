@@ -6,7 +6,7 @@
 // o_c[d] = Σ_j weights[j] · v[start + j][d] over the chunk's `len` keys for one d, serially: the
 // path for D > 256 (one invocation per d). Flags non-finite v.
 fn weighted_sum(start: u32, len: u32, g: u32, d: u32) -> f32 {
-    let dim = params.dim;
+    let dim = head_dim();
     var acc = 0.0;
     for (var j = 0u; j < len; j += 1u) {
         let vi = ((start + j) * params.kv_heads + g) * dim + d;
@@ -32,7 +32,7 @@ fn chunk_sum(small: bool, start: u32, len: u32, g: u32, d: u32) -> f32 {
 // dimension d with four independent accumulators, and the groups' sums are added in group order.
 // Leaves o_c[d] in sums[d]. Every invocation must call it (barriers). Flags non-finite v.
 fn chunk_sums(start: u32, len: u32, g: u32, t: u32) {
-    let dim = params.dim;
+    let dim = head_dim();
     let groups = CHUNK / dim;
     let gi = t / dim;
     let d = t - gi * dim;

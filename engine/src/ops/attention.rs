@@ -205,6 +205,7 @@ impl Engine {
                 .input(k)
                 .input(v)
                 .params(&params)
+                .constant("DIM", constant_dim(d))
                 .chunk_of(group)
                 .check_finite(check);
             if mode == Mode::Whole {
@@ -239,6 +240,16 @@ impl Engine {
                 .run()?;
         }
         Ok(out)
+    }
+}
+
+/// `attention.wgsl`'s `DIM` override for head dimension `d`: the common head sizes compiled
+/// with D constant (the driver drops the paths they never take), 0 (D from the params) for the
+/// rest, so a model compiles one pipeline and odd sizes share the generic one.
+fn constant_dim(d: u64) -> f64 {
+    match d {
+        32 | 64 | 128 => d as f64,
+        _ => 0.0,
     }
 }
 
