@@ -87,6 +87,9 @@
 //! **Decoding state.** A [`KvCache`] ([`Engine::kv_cache`]) holds a sequence's keys and values
 //! on the device: each step appends its new positions in place (no read-back, no re-upload of
 //! what is held) and reads the cache as prefix views, which never change once handed out.
+//! [`KvCache::append_rope`] rotates a step's queries and keys and appends the keys and values in
+//! one dispatch (bit for bit `rope_pair` then `append`). On the CPU engine the views share the
+//! cache's host storage, so attention reads the context in place.
 //!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
