@@ -45,25 +45,14 @@ fn main(
     let t = (wid.x + wid.y * nwg.x) * 256u + lid;
     let half = params.half_dim;
     if (t < params.pairs_q) {
-        let p = pair_place(t, params.heads_q);
-        let x = vec2<f32>(q[p.y], q[p.y + half]);
-        flag_pair(x, p.y, 0u);
-        let r = rope_rotate(x.x, x.y, positions[p.x], freqs[p.z]);
-        flag_pair(r, p.y, 1u);
-        yq[p.y] = r.x;
-        yq[p.y + half] = r.y;
+        rope_q_pair(t);
     } else if (t < params.pairs_q + params.pairs_k) {
-        let p = pair_place(t - params.pairs_q, params.heads_k);
-        let x = vec2<f32>(k[p.y], k[p.y + half]);
-        // The values move with their keys' pair: the same two places.
-        let vv = vec2<f32>(v[p.y], v[p.y + half]);
-        flag_pair(x, p.y, 2u);
-        let r = rope_rotate(x.x, x.y, positions[p.x], freqs[p.z]);
-        flag_pair(r, p.y, 3u);
-        let at = params.cache_base + p.y;
-        cache_k[at] = r.x;
-        cache_k[at + half] = r.y;
-        cache_v[at] = vv.x;
-        cache_v[at + half] = vv.y;
+        let kp = rope_k_pair(t - params.pairs_q);
+        // The values move with their keys' pair: the same two places, unchanged.
+        let at = params.cache_base + kp.at;
+        cache_k[at] = kp.r.x;
+        cache_k[at + half] = kp.r.y;
+        cache_v[at] = v[kp.at];
+        cache_v[at + half] = v[kp.at + half];
     }
 }
