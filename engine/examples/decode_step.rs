@@ -9,7 +9,7 @@
 //! RMSNorm → q/k/v BitLinear (one grouped dispatch, `Engine::linear_group`) → RoPE on q and k
 //! with k and v appended to the layer's `KvCache` (one op, `KvCache::append_rope`) → causal
 //! attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
-//! BitLinear (one grouped dispatch) → ReLU²(gate)·up (one fused op) → down BitLinear → residual
+//! BitLinear and ReLU²(gate)·up (one op, `Engine::gated_linear`) → down BitLinear → residual
 //! (fused with the next layer's norm).
 //! A 6-position prompt runs as one prefill (M = 6), then each decode step runs one position,
 //! fed the previous step's last hidden state (there is no embedding or LM head). Only each
@@ -22,8 +22,8 @@
 use std::time::Instant;
 
 use bitnet_wgpu::{
-    BinaryOp, Engine, KvCache, Linear, LinearGroup, ProfileGranularity, ProfileReport, Result,
-    Tensor, TernaryMatrix, UnaryOp,
+    BinaryOp, Engine, GatedLinear, KvCache, Linear, LinearGroup, ProfileGranularity, ProfileReport,
+    Result, Tensor, TernaryMatrix, UnaryOp,
 };
 
 #[path = "decode_step/model.rs"]
@@ -35,13 +35,14 @@ const EPS: f32 = 1e-5;
 const THETA: f32 = 10_000.0;
 
 /// A layer resident on one engine: what a server uploads once at start-up. The projections that
-/// read one input are grouped (q/k/v, gate/up: one dispatch each where the fused GEMV applies).
+/// read one input are grouped (q/k/v; gate/up with the gated activation: one dispatch each where
+/// the fused GEMV applies).
 pub struct Layer {
     attn_norm: Tensor,
     ffn_norm: Tensor,
     qkv: LinearGroup,
     wo: Tensor,
-    gate_up: LinearGroup,
+    gate_up: GatedLinear,
     wdown: Tensor,
 }
 
@@ -61,7 +62,7 @@ pub fn upload(engine: &Engine, model: &Model) -> Result<Vec<Layer>> {
             ffn_norm: engine.upload_f32(&l.ffn_norm, &[h])?,
             qkv: engine.linear_group(&[&q, &k, &v])?,
             wo: engine.upload_ternary(wo)?,
-            gate_up: engine.linear_group(&[&gate, &upm])?,
+            gate_up: engine.gated_linear(&gate, &upm, UnaryOp::Relu2)?,
             wdown: engine.upload_ternary(wdown)?,
         })
     };
@@ -139,12 +140,9 @@ pub fn forward(
         // Output projection; residual add and the feed-forward block's RMSNorm.
         let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, &l.wo)?, &l.ffn_norm, EPS)?;
         x = h;
-        // Feed-forward block: gate/up, ReLU²(gate) · up (one fused op: `gated`), down (added
+        // Feed-forward block: ReLU²(gate) · up (gate/up and the activation: one op), down (added
         // with the next norm).
-        let [gate, up] = &l.gate_up.forward_tensor(&xn)?[..] else {
-            unreachable!("a group of two")
-        };
-        let act = e.gated(UnaryOp::Relu2, gate, up)?;
+        let act = l.gate_up.forward_tensor(&xn)?;
         pending = Some(e.bitlinear_tensor(&act, &l.wdown)?);
     }
     if let Some(down) = pending {

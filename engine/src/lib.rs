@@ -151,6 +151,7 @@ mod engine;
 mod error;
 mod fate;
 mod fault;
+mod gated_linear;
 mod group;
 mod hazard;
 mod info;
@@ -200,6 +201,7 @@ pub use engine::{BackendKind, Engine, EngineOptions};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fault::InjectedFault;
+pub use gated_linear::GatedLinear;
 pub use info::{EngineInfo, KeyLimits};
 pub use kv_cache::KvCache;
 pub use linear::Linear;

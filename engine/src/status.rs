@@ -70,6 +70,10 @@ pub struct NonFiniteCheck {
     /// Added to the kernel's index, by status word (for chunked launches: the chunk's first
     /// flat index in that tensor; a launch may check tensors chunked differently).
     pub bases: [u64; STATUS_WORDS],
+    /// The op reported for a status word where it is not [`NonFiniteCheck::op`] (`""`: `op`):
+    /// a launch that does the work of several ops reports each word as the op that would have
+    /// flagged it ([`NonFiniteCheck::word_op`]).
+    pub word_ops: [&'static str; STATUS_WORDS],
 }
 
 impl NonFiniteCheck {
@@ -79,6 +83,7 @@ impl NonFiniteCheck {
             op,
             tensors: [tensor, "", "", ""],
             bases: [0; STATUS_WORDS],
+            word_ops: [""; STATUS_WORDS],
         }
     }
 
@@ -91,6 +96,7 @@ impl NonFiniteCheck {
             op,
             tensors,
             bases: [0; STATUS_WORDS],
+            word_ops: [""; STATUS_WORDS],
         }
     }
 
@@ -106,6 +112,20 @@ impl NonFiniteCheck {
     /// indices start at different places, e.g. row `r` of `[M, K]` input and `[M, N]` output).
     pub const fn at_each(self, bases: [u64; STATUS_WORDS]) -> NonFiniteCheck {
         NonFiniteCheck { bases, ..self }
+    }
+
+    /// The same check with status word `word` reported as op `op`.
+    pub const fn word_op(mut self, word: usize, op: &'static str) -> NonFiniteCheck {
+        self.word_ops[word] = op;
+        self
+    }
+
+    /// The op reported for status word `word`.
+    fn op_of(&self, word: usize) -> &'static str {
+        match self.word_ops[word] {
+            "" => self.op,
+            op => op,
+        }
     }
 
     /// The status word whose flags decode to `tensor` (the inverse of the decoded name), or
@@ -192,9 +212,9 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
         let word = u32::from_le_bytes(bytes.get(4 * t..4 * t + 4)?.try_into().ok()?);
         let flagged = word != CLEAN && check.tensors[t] != KERNEL_STATE;
         flagged.then(|| match check.tensors[t] {
-            ABORTED => Error::Aborted { op: check.op },
+            ABORTED => Error::Aborted { op: check.op_of(t) },
             _ => Error::NonFinite {
-                op: check.op,
+                op: check.op_of(t),
                 tensor: check.tensor_name(t),
                 index: usize::try_from(check.bases[t] + u64::from(word)).unwrap_or(usize::MAX),
             },

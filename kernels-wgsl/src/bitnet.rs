@@ -14,6 +14,7 @@
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_SUBGROUP`] (K % 64 == 0, K ≤ [`GEMV_FUSED_MAX_K`]; a workgroup per row and row block) | quant + GEMV |
 //! | BitLinear M ≤ 8 | [`BITLINEAR_GEMV_VEC4_SUBGROUP`] (K % 64 == 0) | [`BITLINEAR_GEMV_SUBGROUP`] / [`BITLINEAR_GEMV_WORKGROUP`] |
 //! | BitLinears sharing x, M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] (the fused GEMV over ≤ 3 matrices' concatenated rows) | one fused GEMV per matrix |
+//! | gated feed-forward (act(gate · x) · (up · x)), M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_GATED_SUBGROUP`] (the fused GEMV over gate's and up's interleaved rows, the activation in its store) | grouped GEMV + gated op |
 //! | chain of M = 1 BitLinears, f32 x | [`BITLINEAR_CHAIN_SUBGROUP`] (one dispatch; K as the fused GEMV) | one fused GEMV per linear |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
@@ -236,6 +237,30 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
     ),
 };
 
+/// [`BITLINEAR_GEMV_FUSED_SUBGROUP`] over a feed-forward block's gate and up matrices, their
+/// packed rows interleaved two by two (gate rows 2i, 2i + 1, then up rows 2i, 2i + 1), with the
+/// gated activation `act(gate) · up` in its store (override `ACT`: `activation_common.wgsl`'s
+/// codes); same `TPR` / `DEPTH` and limits. Bindings: 0 `weights: u32[]` (the interleaved rows,
+/// 2N of them), 1 `scales: u32[2]` (gate's and up's scale, f32 bits), 2 `x: f32[M, K]`, 3
+/// `out: f32[M, N]`. Status: word 0 first non-finite x index, words 1 and 2 gate's and up's
+/// first non-finite y index, word 3 the first non-finite output of finite projections (all flat
+/// over `[M, N]` but x's).
+pub const BITLINEAR_GEMV_FUSED_GATED_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_fused_gated_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "float_common.wgsl",
+        "activation_common.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_gemv_fused_body.wgsl",
+        "bitlinear_gemv_fused_gated_subgroup.wgsl"
+    ),
+};
+
 /// Most weight matrices [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] runs in one dispatch.
 pub const GEMV_GROUP_MAX_MATRICES: usize = 3;
 
@@ -369,6 +394,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_VEC4_SUBGROUP,
     BITLINEAR_GEMV_FUSED_SUBGROUP,
     BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_GATED_SUBGROUP,
     BITLINEAR_GEMV_BATCH_SUBGROUP,
     BITLINEAR_CHAIN_SUBGROUP,
     BITLINEAR_GEMV_STAGED_SUBGROUP,

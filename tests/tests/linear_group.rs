@@ -1,15 +1,18 @@
 //! `LinearGroup`: BitLinears sharing an input (q/k/v, gate/up) in one dispatch, bit for bit
 //! separate `bitlinear_tensor` calls and cpu-ref; the fallbacks (4 matrices, M > 8, N not a
 //! multiple of 4, CPU engine) give the same bits; a non-finite x and an overflowing output are
-//! reported as `linear_group.rs` documents.
+//! reported as `linear_group.rs` documents. And `GatedLinear` (`linear_group/gated.rs`).
 
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{DispatchPolicy, Engine, Error, Linear, LinearGroup, Tensor};
 
-const K: usize = 256;
+#[path = "linear_group/gated.rs"]
+mod gated;
 
-fn weights(n: usize, k: usize, seed: u64, spread: f32) -> TernaryMatrix {
+pub(crate) const K: usize = 256;
+
+pub(crate) fn weights(n: usize, k: usize, seed: u64, spread: f32) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, spread), n, k).unwrap()
 }
 
@@ -24,7 +27,7 @@ fn group(e: &Engine, ls: &[Linear]) -> LinearGroup {
     e.linear_group(&ls.iter().collect::<Vec<_>>()).unwrap()
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
+pub(crate) fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|f| f.to_bits()).collect()
 }
 

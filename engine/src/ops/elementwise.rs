@@ -84,7 +84,7 @@ fn binary_code(op: BinaryOp) -> u32 {
 
 /// The unary kernel's activation codes (`activation` in activation_common.wgsl), shared with
 /// the gated kernel.
-pub(super) fn unary_code(op: UnaryOp) -> u32 {
+pub(crate) fn unary_code(op: UnaryOp) -> u32 {
     match op {
         UnaryOp::Relu => 0,
         UnaryOp::Relu2 => 1,

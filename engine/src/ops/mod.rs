@@ -13,6 +13,7 @@ mod bitnet;
 pub(crate) mod bitnet_chain;
 mod bitnet_choose;
 mod bitnet_coop;
+pub(crate) mod bitnet_gated;
 pub(crate) mod bitnet_group;
 mod bitnet_linear;
 mod bitnet_loops;

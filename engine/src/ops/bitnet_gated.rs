@@ -1,0 +1,134 @@
+//! The gated fused GEMV: a feed-forward block's gate and up projections and its gated activation
+//! `act(gate) · up` in one dispatch of `bitlinear_gemv_fused_gated_subgroup.wgsl`, over the two
+//! matrices' rows interleaved two by two (see [`crate::GatedLinear`] for the API and the
+//! fallback).
+//!
+//! The launch is the fused GEMV's for the interleaved shape `(M, 2N, K)` — the same plan choice,
+//! `TPR` and `DEPTH`, grid and row blocks as [`super::bitnet_group`]'s — with a store that
+//! applies the activation: every output is bit for bit `Engine::gated` of the two matrices' own
+//! fused GEMVs, and each status word reports as the op that would have flagged it.
+
+use bitnet_cpu_ref::layout::words_per_row;
+use bitnet_cpu_ref::ops::UnaryOp;
+use bitnet_kernels_wgsl::bitnet as kernels;
+
+use super::bitnet::chunk_limit;
+use super::bitnet_loops::plan_fits;
+use super::bitnet_plan::{LinearPlan, fused_ok};
+use super::bitnet_record::{LinearParams, OUTPUT, load_depth, rows_per};
+use super::elementwise::unary_code;
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::hazard::tensor_waits;
+use crate::launch::{Launch, fold_workgroups};
+use crate::pipelines::{Access, Kernel};
+use crate::status::NonFiniteCheck;
+use crate::tensor::{DType, Tensor};
+
+use Access::{Read, ReadWrite};
+
+const GEMV_FUSED_GATED: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_FUSED_GATED_SUBGROUP,
+    "main",
+    &[Read, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
+
+/// gate's rows `2i, 2i + 1`, then up's: the row order of the interleaved weights (`gate` and
+/// `up`: packed rows of `wpr` words, the same even count N of them).
+pub(crate) fn interleave_rows(gate: &[u32], up: &[u32], wpr: usize) -> Vec<u32> {
+    let mut words = Vec::with_capacity(gate.len() + up.len());
+    for (g, u) in gate.chunks(2 * wpr).zip(up.chunks(2 * wpr)) {
+        words.extend_from_slice(g);
+        words.extend_from_slice(u);
+    }
+    words
+}
+
+impl Engine {
+    /// `act(x · gateᵀ) · (x · upᵀ)` for f32 `x` `[M, K]` in one dispatch: `w` holds the two
+    /// matrices' rows interleaved (`[2N, K]`, [`interleave_rows`]) with gate's and up's scales
+    /// as its two scale words. `None` where the kernel cannot run (no device tensors, no
+    /// subgroups, M > 8, K limits, a binding too large, a plan other than the fused GEMV, or one
+    /// the adapter's loop limit would cut): the caller then runs the two BitLinears and the
+    /// gated op.
+    pub(crate) fn bitlinear_gated_fused(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        act: UnaryOp,
+    ) -> Result<Option<Tensor>> {
+        const OP: &str = "bitlinear";
+        let Some(gpu) = self.gpu_for(&[x, w]) else {
+            return Ok(None);
+        };
+        let (&[m, k], &[n2, wk]) = (x.shape(), w.shape()) else {
+            return Ok(None);
+        };
+        let limit = chunk_limit(gpu);
+        let wpr = words_per_row(k) as u64;
+        let fits = x.dtype() == DType::F32
+            && k == wk
+            && n2 > 0
+            && n2 % 4 == 0
+            && fused_ok(gpu, m, k)
+            && 4 * wpr * n2 as u64 <= limit
+            && 4 * (m * n2 / 2) as u64 <= limit;
+        if !fits || x.engine().gpu_id() != Some(gpu.id) || w.engine().gpu_id() != Some(gpu.id) {
+            return Ok(None);
+        }
+        let out = self.empty(OP, &[m, n2 / 2], DType::F32)?;
+        let overlaps = !(tensor_waits(gpu, x, false)
+            || tensor_waits(gpu, w, false)
+            || tensor_waits(gpu, &out, true));
+        let shape = (m, n2, k);
+        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
+        let lanes = match plan {
+            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
+            _ => return Ok(None),
+        };
+        let params = LinearParams {
+            m: m as u32,
+            n: n2 as u32,
+            words_per_row: wpr as u32,
+            out_stride: n2 as u32,
+            out_base: 0,
+            mode: 0,
+            tiles_n: 0,
+            m_base: 0,
+            zero: 0,
+            k_splits: 1,
+        };
+        let [gx, gy, _] = fold_workgroups(gpu, (n2 as u64).div_ceil(rows_per(lanes)))?;
+        // Words 0..2 as the two BitLinears report them (x, then gate's and up's output, each
+        // indexed in its own [M, N]); word 3 as the gated op reports its output.
+        let check =
+            NonFiniteCheck::tensors(OP, ["x", OUTPUT, OUTPUT, "output"]).word_op(3, "gated");
+        Launch::new(gpu, &GEMV_FUSED_GATED)
+            .input_range(w, 0, 4 * wpr * n2 as u64)
+            .input_scales(w)
+            .input_range(x, 0, 4 * (m * k) as u64)
+            .output(&out)
+            .params(&params)
+            .grid([m as u32, gx, gy])
+            .constant("TPR", f64::from(lanes))
+            .constant("DEPTH", f64::from(load_depth(k, lanes)))
+            .constant("ACT", f64::from(unary_code(act)))
+            .check_finite(check)
+            .run()?;
+        Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Two rows of gate, then two of up, pair by pair.
+    #[test]
+    fn rows_interleave_two_by_two() {
+        let (gate, up) = ([1, 2, 3, 4], [5, 6, 7, 8]);
+        assert_eq!(
+            super::interleave_rows(&gate, &up, 1),
+            [1, 2, 5, 6, 3, 4, 7, 8]
+        );
+    }
+}

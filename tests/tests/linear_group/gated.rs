@@ -1,0 +1,126 @@
+//! `GatedLinear`: gate and up with the gated activation in one dispatch, bit for bit and error
+//! for error `Engine::gated` of the two `bitlinear_tensor`s (GPU engine, one dispatch per
+//! forward; CPU engine; the fallbacks: M > 8, N odd, K not a multiple of 64), for ReLU² and SiLU.
+
+use bitnet_tests::{gpu_engine, gpu_engine_with, random_f32};
+use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, Linear, Tensor, UnaryOp};
+
+use super::{bits, weights};
+
+/// Launches recorded on `e` (one pipeline lookup per launch).
+fn launches(e: &Engine) -> u64 {
+    e.pipeline_stats().compiled + e.pipeline_stats().hits
+}
+
+/// The three ops `forward_tensor` stands for.
+fn three_ops(e: &Engine, gate: &Linear, up: &Linear, act: UnaryOp, x: &Tensor) -> Tensor {
+    let g = e.bitlinear_tensor(x, &e.upload_ternary(gate.weights()).unwrap());
+    let u = e.bitlinear_tensor(x, &e.upload_ternary(up.weights()).unwrap());
+    e.gated(act, &g.unwrap(), &u.unwrap()).unwrap()
+}
+
+fn pair(e: &Engine, n: usize, k: usize, seed: u64) -> (Linear, Linear) {
+    (
+        Linear::new(e, weights(n, k, seed, 0.05)),
+        Linear::new(e, weights(n, k, seed + 1, 0.05)),
+    )
+}
+
+/// Values, bit for bit, and (where `one_launch`) a single launch per forward.
+fn check(e: &Engine, n: usize, k: usize, m: usize, act: UnaryOp, fused: bool, seed: u64) {
+    let (gate, up) = pair(e, n, k, seed);
+    let layer = e.gated_linear(&gate, &up, act).unwrap();
+    assert_eq!(layer.fused(), fused, "n {n}, k {k}");
+    let x = e
+        .upload_f32(&random_f32(seed + 7, m * k, -1.0, 1.0), &[m, k])
+        .unwrap();
+    let want = bits(&three_ops(e, &gate, &up, act, &x).read_f32().unwrap());
+    let before = launches(e);
+    let got = layer.forward_tensor(&x).unwrap();
+    let took = launches(e) - before;
+    assert_eq!(got.shape(), &[m, n]);
+    assert_eq!(
+        bits(&got.read_f32().unwrap()),
+        want,
+        "{act:?} n {n} k {k} M {m}"
+    );
+    if fused && m <= 8 {
+        assert_eq!(took, 1, "{act:?} n {n} k {k} M {m}: one launch");
+    }
+}
+
+#[test]
+fn gated_linear_is_the_three_ops_bit_for_bit() {
+    // An engine of its own: launch counts must not see other tests' launches.
+    let e = gpu_engine_with(EngineOptions::default());
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    for (i, act) in [UnaryOp::Relu2, UnaryOp::Silu].into_iter().enumerate() {
+        for m in [1, 3, 8] {
+            check(&e, 96, 256, m, act, true, 100 + 10 * i as u64 + m as u64);
+        }
+        // The fallbacks: M > 8; N odd (no 4-row blocks of two and two); K not a multiple of 64.
+        check(&e, 96, 256, 9, act, true, 200);
+        check(&e, 33, 256, 2, act, false, 210);
+        check(&e, 32, 96, 2, act, false, 220);
+    }
+    let cpu = Engine::cpu();
+    check(&cpu, 96, 256, 3, UnaryOp::Relu2, false, 230);
+}
+
+/// A non-finite x, an overflowing projection and an overflowing activation fail the output as
+/// the three ops fail theirs (op, tensor and index).
+#[test]
+fn gated_linear_errors_are_the_three_ops_errors() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (n, k, m) = (64, 256, 2);
+    let (gate, up) = pair(&e, n, k, 300);
+    let layer = e.gated_linear(&gate, &up, UnaryOp::Relu2).unwrap();
+    assert!(layer.fused());
+    let read_err = |t: bitnet_wgpu::Result<Tensor>| match t.and_then(|t| t.read_f32()) {
+        Err(e) => e,
+        Ok(_) => panic!("expected an error"),
+    };
+    let mut nan = random_f32(301, m * k, -1.0, 1.0);
+    nan[k + 5] = f32::NAN;
+    // Rows shaped like up's row 3 (signs of its codes, near f32::MAX) overflow that output
+    // of the up projection (about s · 170 · 3e38); rows of 1e18 keep the projections finite
+    // (up to about 1e18 · s · 256) but their ReLU² and product overflow.
+    let codes = up.weights().to_i8();
+    let huge: Vec<f32> = (0..m * k)
+        .map(|i| f32::from(codes[3 * k + i % k]) * 3.0e38)
+        .collect();
+    let big = vec![1.0e18f32; m * k];
+    for (case, xs, op) in [
+        ("nan", nan, "bitlinear"),
+        ("projection", huge, "bitlinear"),
+        ("activation", big, "gated"),
+    ] {
+        let x = e.upload_f32(&xs, &[m, k]).unwrap();
+        let got = read_err(layer.forward_tensor(&x));
+        let g = e.bitlinear_tensor(&x, &e.upload_ternary(gate.weights()).unwrap());
+        let u = e.bitlinear_tensor(&x, &e.upload_ternary(up.weights()).unwrap());
+        let want = read_err(g.and_then(|g| e.gated(UnaryOp::Relu2, &g, &u?)));
+        assert_eq!(got, want, "{case}");
+        assert!(
+            matches!(got, Error::NonFinite { op: o, .. } if o == op),
+            "{case}: {got:?}"
+        );
+    }
+}
+
+#[test]
+fn gated_linear_rejects_mismatched_layers() {
+    let e = gpu_engine();
+    let (gate, _) = pair(&e, 64, 256, 400);
+    let (up, _) = pair(&e, 32, 256, 410);
+    assert!(matches!(
+        e.gated_linear(&gate, &up, UnaryOp::Relu2),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let other = Linear::new(&Engine::cpu(), gate.weights().clone());
+    assert!(matches!(
+        e.gated_linear(&gate, &other, UnaryOp::Relu2),
+        Err(Error::EngineMismatch { .. })
+    ));
+}
