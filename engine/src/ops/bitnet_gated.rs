@@ -13,14 +13,13 @@ use bitnet_cpu_ref::ops::UnaryOp;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::chunk_limit;
-use super::bitnet_loops::plan_fits;
-use super::bitnet_plan::{LinearPlan, fused_ok};
-use super::bitnet_record::{LinearParams, OUTPUT, load_depth, rows_per};
+use super::bitnet_plan::fused_ok;
+use super::bitnet_record::OUTPUT;
 use super::elementwise::unary_code;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::hazard::tensor_waits;
-use crate::launch::{Launch, fold_workgroups};
+use crate::launch::Launch;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
@@ -81,38 +80,19 @@ impl Engine {
         let overlaps = !(tensor_waits(gpu, x, false)
             || tensor_waits(gpu, w, false)
             || tensor_waits(gpu, &out, true));
-        let shape = (m, n2, k);
-        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
-        let lanes = match plan {
-            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
-            _ => return Ok(None),
+        let Some(rows) = self.rows_launch(gpu, (m, n2, k), overlaps)? else {
+            return Ok(None);
         };
-        let params = LinearParams {
-            m: m as u32,
-            n: n2 as u32,
-            words_per_row: wpr as u32,
-            out_stride: n2 as u32,
-            out_base: 0,
-            mode: 0,
-            tiles_n: 0,
-            m_base: 0,
-            zero: 0,
-            k_splits: 1,
-        };
-        let [gx, gy, _] = fold_workgroups(gpu, (n2 as u64).div_ceil(rows_per(lanes)))?;
         // Words 0..2 as the two BitLinears report them (x, then gate's and up's output, each
         // indexed in its own [M, N]); word 3 as the gated op reports its output.
         let check =
             NonFiniteCheck::tensors(OP, ["x", OUTPUT, OUTPUT, "output"]).word_op(3, "gated");
-        Launch::new(gpu, &GEMV_FUSED_GATED)
+        let launch = Launch::new(gpu, &GEMV_FUSED_GATED)
             .input_range(w, 0, 4 * wpr * n2 as u64)
             .input_scales(w)
             .input_range(x, 0, 4 * (m * k) as u64)
-            .output(&out)
-            .params(&params)
-            .grid([m as u32, gx, gy])
-            .constant("TPR", f64::from(lanes))
-            .constant("DEPTH", f64::from(load_depth(k, lanes)))
+            .output(&out);
+        rows.apply(launch)
             .constant("ACT", f64::from(unary_code(act)))
             .check_finite(check)
             .run()?;

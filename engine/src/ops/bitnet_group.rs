@@ -52,7 +52,63 @@ pub(crate) fn group_table(scales: &[f32], ns: &[usize]) -> [u32; 8] {
     table
 }
 
+/// How the fused GEMV runs over a row-concatenated weight tensor of shape `(M, N, K)` (the
+/// grouped and the gated kernels share its body, plan choice, grid and constants).
+pub(super) struct RowsLaunch {
+    params: LinearParams,
+    grid: [u32; 3],
+    lanes: u32,
+    depth: u32,
+}
+
+impl RowsLaunch {
+    /// `launch` with the params, the grid and the `TPR` / `DEPTH` constants.
+    pub(super) fn apply<'a>(&self, launch: Launch<'a>) -> Launch<'a> {
+        launch
+            .params(&self.params)
+            .grid(self.grid)
+            .constant("TPR", f64::from(self.lanes))
+            .constant("DEPTH", f64::from(self.depth))
+    }
+}
+
 impl Engine {
+    /// The fused GEMV's launch for `(m, n, k)` on `gpu` (`overlaps`: nothing the dispatch reads
+    /// or writes waits on earlier work, so the throughput lanes may apply), or `None` where the
+    /// plan is another kernel or one the adapter's loop limit would cut.
+    pub(super) fn rows_launch(
+        &self,
+        gpu: &crate::context::Gpu,
+        (m, n, k): (usize, usize, usize),
+        overlaps: bool,
+    ) -> Result<Option<RowsLaunch>> {
+        let shape = (m, n, k);
+        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
+        let lanes = match plan {
+            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
+            _ => return Ok(None),
+        };
+        let params = LinearParams {
+            m: m as u32,
+            n: n as u32,
+            words_per_row: words_per_row(k) as u32,
+            out_stride: n as u32,
+            out_base: 0,
+            mode: 0,
+            tiles_n: 0,
+            m_base: 0,
+            zero: 0,
+            k_splits: 1,
+        };
+        let [gx, gy, _] = fold_workgroups(gpu, (n as u64).div_ceil(rows_per(lanes)))?;
+        Ok(Some(RowsLaunch {
+            params,
+            grid: [m as u32, gx, gy],
+            lanes,
+            depth: load_depth(k, lanes),
+        }))
+    }
+
     /// BitLinear of f32 `x` `[M, K]` with every matrix of a group in one dispatch: `w` holds the
     /// matrices' rows concatenated (`[ΣN_j, K]`) and the group table as its scales, `ns` the
     /// matrices' row counts (each a multiple of 4, at most [`MAX_MATRICES`]). `None` where the
@@ -94,25 +150,9 @@ impl Engine {
         let overlaps = !(tensor_waits(gpu, x, false)
             || tensor_waits(gpu, w, false)
             || outs.iter().any(|o| tensor_waits(gpu, o, true)));
-        let shape = (m, n, k);
-        let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
-        let lanes = match plan {
-            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
-            _ => return Ok(None),
+        let Some(rows) = self.rows_launch(gpu, (m, n, k), overlaps)? else {
+            return Ok(None);
         };
-        let params = LinearParams {
-            m: m as u32,
-            n: n as u32,
-            words_per_row: wpr as u32,
-            out_stride: n as u32,
-            out_base: 0,
-            mode: 0,
-            tiles_n: 0,
-            m_base: 0,
-            zero: 0,
-            k_splits: 1,
-        };
-        let [gx, gy, _] = fold_workgroups(gpu, (n as u64).div_ceil(rows_per(lanes)))?;
         let mut launch = Launch::new(gpu, &GEMV_FUSED_GROUP)
             .input_range(w, 0, 4 * wpr * n as u64)
             .input_scales(w)
@@ -130,13 +170,7 @@ impl Engine {
         }
         // Word 0: x (cpu-ref checks it first); word 1 + j: matrix j's output, indexed in it.
         let check = NonFiniteCheck::tensors(op, ["x", OUTPUT, OUTPUT, OUTPUT]);
-        launch
-            .params(&params)
-            .grid([m as u32, gx, gy])
-            .constant("TPR", f64::from(lanes))
-            .constant("DEPTH", f64::from(load_depth(k, lanes)))
-            .check_finite(check)
-            .run()?;
+        rows.apply(launch).check_finite(check).run()?;
         Ok(Some(outs))
     }
 }
