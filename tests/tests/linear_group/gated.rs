@@ -2,7 +2,7 @@
 //! for error `Engine::gated` of the two `bitlinear_tensor`s (GPU engine, one dispatch per
 //! forward; CPU engine; the fallbacks: M > 8, N odd, K not a multiple of 64), for ReLU² and SiLU.
 
-use bitnet_tests::{gpu_engine, gpu_engine_with, random_f32};
+use bitnet_tests::{gpu_engine, gpu_engine_with, lose_device, random_f32};
 use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, Linear, Tensor, UnaryOp};
 
 use super::{bits, weights};
@@ -123,4 +123,18 @@ fn gated_linear_rejects_mismatched_layers() {
         e.gated_linear(&gate, &other, UnaryOp::Relu2),
         Err(Error::EngineMismatch { .. })
     ));
+}
+
+/// A lost device fails the forward (the call or its output's read) with `DeviceLost`.
+#[test]
+fn a_lost_device_fails_gated_linear() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let (gate, up) = pair(&e, 64, 256, 500);
+    let layer = e.gated_linear(&gate, &up, UnaryOp::Relu2).unwrap();
+    let x = e
+        .upload_f32(&random_f32(501, 256, -1.0, 1.0), &[1, 256])
+        .unwrap();
+    lose_device(&e);
+    let r = layer.forward_tensor(&x).and_then(|y| y.read_f32());
+    assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
 }

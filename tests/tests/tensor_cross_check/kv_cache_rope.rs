@@ -5,7 +5,7 @@
 //! with the error the two calls give; a view alive across a truncate keeps its values; the
 //! cache's own views as operands fall back to the two calls.
 
-use bitnet_tests::gpu_engine_with;
+use bitnet_tests::{gpu_engine_with, lose_device};
 use bitnet_wgpu::{Engine, EngineOptions, Error, KvCache, Tensor};
 
 use super::common::{engine, gpu_error, up, values};
@@ -169,4 +169,27 @@ fn views_keep_their_values_and_own_views_fall_back() {
         bits(&fused.values().unwrap()),
         bits(&plain.values().unwrap())
     );
+}
+
+/// A lost device fails the step (its rotated queries or the call itself) and the cache's views
+/// with `DeviceLost`: never stale or partial rows.
+#[test]
+fn a_lost_device_fails_append_rope() {
+    let e = gpu_engine_with(EngineOptions::default());
+    let mut c = e.kv_cache(4, HK, D).unwrap();
+    let first = step(&e, 150, 0, 1);
+    c.append_rope(&first[0], &first[1], &first[2], &first[3], THETA)
+        .unwrap();
+    let next = step(&e, 151, 1, 1);
+    lose_device(&e);
+    let lost = |r: bitnet_wgpu::Result<Vec<f32>>| matches!(r, Err(Error::DeviceLost(_)));
+    match c.append_rope(&next[0], &next[1], &next[2], &next[3], THETA) {
+        Ok(q) => assert!(lost(q.read_f32()), "the rotated queries"),
+        Err(err) => {
+            assert!(matches!(err, Error::DeviceLost(_)), "{err:?}");
+            assert_eq!(c.len(), 1, "the cache is unchanged");
+        }
+    }
+    assert!(lost(c.keys().and_then(|k| k.read_f32())), "the keys");
+    assert!(lost(c.values().and_then(|v| v.read_f32())), "the values");
 }
