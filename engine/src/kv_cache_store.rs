@@ -22,7 +22,7 @@ pub(super) enum Store {
     Device { keys: Tensor, values: Tensor },
     /// Host words (f32 bits) per side: the first `len · row` are the cache's (a truncate leaves
     /// a tail that the next append overwrites). Views share the storage instead of copying the
-    /// context ([`host_append`] copies on write while one lives).
+    /// context ([`host_reserve`] copies on write while one lives).
     Host {
         keys: Arc<Storage>,
         values: Arc<Storage>,
