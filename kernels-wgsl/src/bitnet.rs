@@ -64,6 +64,14 @@ macro_rules! kernel {
     };
 }
 
+// The fused GEMV's multi-matrix variants (grouped, gated) and the chain kernel.
+#[path = "bitnet_fused.rs"]
+mod fused;
+pub use fused::{
+    BITLINEAR_CHAIN_SUBGROUP, BITLINEAR_GEMV_FUSED_GATED_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP, GEMV_GROUP_MAX_MATRICES,
+};
+
 // The GEMM family (M > 8: tiled, cooperative-matrix, split-K epilogue) and its tile constants.
 #[path = "bitnet_gemm.rs"]
 mod gemm;
@@ -234,78 +242,6 @@ pub const BITLINEAR_GEMV_FUSED_SUBGROUP: KernelSource = KernelSource {
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_gemv_fused_body.wgsl",
         "bitlinear_gemv_fused_subgroup.wgsl"
-    ),
-};
-
-/// [`BITLINEAR_GEMV_FUSED_SUBGROUP`] over a feed-forward block's gate and up matrices, their
-/// packed rows interleaved two by two (gate rows 2i, 2i + 1, then up rows 2i, 2i + 1), with the
-/// gated activation `act(gate) · up` in its store (override `ACT`: `activation_common.wgsl`'s
-/// codes); same `TPR` / `DEPTH` and limits. Bindings: 0 `weights: u32[]` (the interleaved rows,
-/// 2N of them), 1 `scales: u32[2]` (gate's and up's scale, f32 bits), 2 `x: f32[M, K]`, 3
-/// `out: f32[M, N]`. Status: word 0 first non-finite x index, words 1 and 2 gate's and up's
-/// first non-finite y index, word 3 the first non-finite output of finite projections (all flat
-/// over `[M, N]` but x's).
-pub const BITLINEAR_GEMV_FUSED_GATED_SUBGROUP: KernelSource = KernelSource {
-    name: "bitlinear_gemv_fused_gated_subgroup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "exact_div_127.wgsl",
-        "float_common.wgsl",
-        "activation_common.wgsl",
-        "bitlinear_common.wgsl",
-        "bitlinear_gemv_blocks.wgsl",
-        "act_quant_common.wgsl",
-        "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_gemv_fused_body.wgsl",
-        "bitlinear_gemv_fused_gated_subgroup.wgsl"
-    ),
-};
-
-/// Most weight matrices [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] runs in one dispatch.
-pub const GEMV_GROUP_MAX_MATRICES: usize = 3;
-
-/// [`BITLINEAR_GEMV_FUSED_SUBGROUP`] over up to [`GEMV_GROUP_MAX_MATRICES`] weight matrices that
-/// share K and an input, their packed rows concatenated (every matrix's N a multiple of 4, so no
-/// 4-row block straddles two); same override constants and limits. Bindings: 0 `weights: u32[]`
-/// (every matrix's rows), 1 `table: u32[8]` (words 0..3 each matrix's scale as f32 bits, 4..7
-/// each matrix's end row; matrices past the last end at N), 2 `x: f32[M, K]` (all read), 3..=5
-/// `out_j: f32[M, N_j]` (a smaller group binds a word of scratch per unused slot). Status: word 0 first
-/// non-finite x index (flat over `[M, K]`), word 1 + j first non-finite y index of matrix j.
-pub const BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP: KernelSource = KernelSource {
-    name: "bitlinear_gemv_fused_group_subgroup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "exact_div_127.wgsl",
-        "bitlinear_common.wgsl",
-        "bitlinear_gemv_blocks.wgsl",
-        "act_quant_common.wgsl",
-        "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_gemv_fused_body.wgsl",
-        "bitlinear_gemv_fused_group_subgroup.wgsl"
-    ),
-};
-
-/// A chain of M = 1 BitLinears on f32 vectors (a decode step's linear layers, each reading the
-/// chain input or an earlier linear's output) in one dispatch: every linear's workgroups wait
-/// inside the dispatch for the workgroups of the linear they read (bounded; an exhausted wait
-/// aborts the run and flags status word 1). K % 64 == 0 and K ≤ [`GEMV_FUSED_MAX_K`] for every
-/// linear; override constants `TPR`, `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`. Bindings: 0
-/// `weights: u32[]` (every linear's rows), 1 `x: f32[K]` (read), 2 `out: u32[]` (every output),
-/// 3 `jobs` (9 words per linear, see the kernel), 4 `wg_job: u32[]` (read), 5 `counters:
-/// u32[2 jobs + 2]` (finished workgroups per job, finished, abort, then each job's output
-/// absmax; zero before the first run, and the kernel leaves them zero). Status: word 0 first
-/// non-finite x index, word 1 aborted, word 2 first non-finite output index.
-pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
-    name: "bitlinear_chain_subgroup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "exact_div_127.wgsl",
-        "bitlinear_common.wgsl",
-        "bitlinear_gemv_blocks.wgsl",
-        "act_quant_common.wgsl",
-        "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_chain_subgroup.wgsl",
-        "bitlinear_chain_quantize.wgsl"
     ),
 };
 
