@@ -123,6 +123,12 @@ fn gated_linear_rejects_mismatched_layers() {
         e.gated_linear(&gate, &other, UnaryOp::Relu2),
         Err(Error::EngineMismatch { .. })
     ));
+    // An input of another K fails as the gate BitLinear would.
+    let (g2, u2) = pair(&e, 64, 256, 420);
+    let layer = e.gated_linear(&g2, &u2, UnaryOp::Relu2).unwrap();
+    let x = e.upload_f32(&[0.5; 2 * 128], &[2, 128]).unwrap();
+    let want = e.bitlinear_tensor(&x, &e.upload_ternary(g2.weights()).unwrap());
+    assert_eq!(layer.forward_tensor(&x).unwrap_err(), want.unwrap_err());
 }
 
 /// A lost device fails the forward (the call or its output's read) with `DeviceLost`.
