@@ -57,7 +57,11 @@ struct Params {
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 // Whole mode: the output (rows like q). Split mode: the launch's scratch records.
-@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+// k again, bound as vec4 (the engine binds the same buffer twice): the scores of D % 32 == 0
+// read each key's 16-byte pieces with one load instead of four (H200, 2B4T decode: about 1.3 µs
+// a call).
+@group(0) @binding(3) var<storage, read> k4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
@@ -170,8 +174,9 @@ fn chunk_scores(start: u32, len: u32, g: u32, q_row: u32, flat_row: u32, t: u32)
             let j = kk + 32u * (4u * round + r);
             for (var u = 0u; u < 4u; u += 1u) {
                 if (j < len && u < steps) {
+                    // A multiple of 4: D % 32 == 0.
                     let o = ((start + j) * params.kv_heads + g) * dim + 4u * p + 32u * u;
-                    x[4u * r + u] = vec4<f32>(k[o], k[o + 1u], k[o + 2u], k[o + 3u]);
+                    x[4u * r + u] = k4[o / 4u];
                 }
             }
         }

@@ -23,21 +23,21 @@ use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
 
+use Access::{Read, ReadWrite};
+
+/// q, k, v, k again (read as vec4 where D allows), then the output or the records.
 const ATTENTION: Kernel = Kernel::new(
     kernels::ATTENTION,
     "main",
-    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[Read, Read, Read, Read, ReadWrite],
 );
 const ATTENTION_TILED: Kernel = Kernel::new(
     kernels::ATTENTION_TILED,
     "main",
-    &[Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+    &[Read, Read, Read, ReadWrite],
 );
-const ATTENTION_COMBINE: Kernel = Kernel::new(
-    kernels::ATTENTION_COMBINE,
-    "main",
-    &[Access::Read, Access::ReadWrite],
-);
+const ATTENTION_COMBINE: Kernel =
+    Kernel::new(kernels::ATTENTION_COMBINE, "main", &[Read, ReadWrite]);
 
 /// Keys per chunk: cpu-ref's order, and the chunk kernel's workgroup size.
 const CHUNK: u64 = cpu::ATTENTION_CHUNK as u64;
@@ -153,6 +153,11 @@ impl Engine {
         let out = self.empty(OP, q.shape(), DType::F32)?;
         let (hq, d, chunks) = (dims.hq as u64, dims.d as u64, dims.chunks() as u64);
         let check = NonFiniteCheck::tensors(OP, ["q", "k", "v", "output"]);
+        // k bound whole twice, as f32 and as vec4 (the scores of D % 32 == 0 read it as vec4,
+        // every other D never does): a k smaller than one vec4 binds four words of scratch there.
+        let k4 = (k.len() < 4)
+            .then(|| self.empty(OP, &[4], DType::F32))
+            .transpose()?;
         let group = gpu.next_seq();
         for r in &split.chunks {
             let (off, size, first_row) = split.binding(0, r);
@@ -204,6 +209,7 @@ impl Engine {
                 .input_range(q, off, size)
                 .input(k)
                 .input(v)
+                .input(k4.as_ref().unwrap_or(k))
                 .params(&params)
                 .constant("DIM", constant_dim(d))
                 .chunk_of(group)
