@@ -8,8 +8,8 @@
 // m_c and the sum l_c of e_j = exp(s_j - m_c) are 256-lane trees in workgroup memory
 // (softmax_last's order), and o_c[d] = Σ_j e_j · v_j[d] is summed by all 256 invocations at once
 // for D <= 256 (`chunk_sums` in attention_sums.wgsl: keys dealt to 256 / D groups, four
-// accumulators each), by one invocation per d beyond. Any D works (no vector bindings: D = 3 or 5
-// is as valid as 128).
+// accumulators each), by one invocation per d beyond. Any D works (q, k and v are bound as f32:
+// D = 3 or 5 is as valid as 128; k is bound once more as vec4, read only where D % 32 == 0).
 // Chunks are merged in order by the flash-attention recurrence (`merge_factors`,
 // attention_common.wgsl) and the result is O[d] / L, correctly rounded (exact_div.wgsl). The CPU
 // reference sums the dot products and weighted sums serially (cpu-ref's documented order); here
