@@ -1,5 +1,6 @@
 //! Criterion benches of the CPU reference at the real BitNet shapes: BitLinear GEMV (M = 1) GB/s,
-//! weight quantization and activation quantization GB/s, all on every host core (rayon).
+//! weight quantization and activation quantization GB/s, and attention at 2B4T's heads, all on
+//! every host core (rayon).
 //!
 //! Throughput (GB/s, 10^9 bytes) is the compulsory traffic of
 //! `bitnet_bench::workload::Workload::bytes`, the same count the headless benchmark uses, so the
@@ -97,5 +98,36 @@ fn act_quant(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, weight_quant, act_quant);
+/// cpu-ref attention at BitNet b1.58 2B4T's heads (20 query heads over 5 kv heads of 128):
+/// decode (one query, causal) over 512 and 4096 cached positions, and a 512-position causal
+/// prefill. Throughput is the K and V bytes a call reads.
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cpu_ref_attention");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    let (hq, hkv, d) = (20usize, 5usize, 128usize);
+    for (tq, tk) in [(1usize, 512usize), (1, 4096), (512, 512)] {
+        let tensor = |rows: usize, heads: usize, seed| {
+            bitnet_cpu_ref::Tensor::new(data::floats(rows * heads * d, seed), &[rows, heads, d])
+                .expect("valid shape")
+        };
+        let (q, k, v) = (tensor(tq, hq, 20), tensor(tk, hkv, 21), tensor(tk, hkv, 22));
+        g.throughput(Throughput::BytesDecimal((2 * 4 * tk * hkv * d) as u64));
+        g.bench_function(
+            BenchmarkId::new(format!("Tq{tq}"), format!("Tk{tk}")),
+            |b| {
+                b.iter(|| {
+                    let scale = 1.0 / (d as f32).sqrt();
+                    black_box(
+                        bitnet_cpu_ref::ops::attention(&q, &k, &v, scale, true).expect("valid"),
+                    )
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemv, weight_quant, act_quant, attention);
 criterion_main!(benches);
