@@ -341,4 +341,33 @@ mod tests {
             "clean again once its reset was submitted"
         );
     }
+
+    /// A word with its own op reports as that op; the others as the check's; the lowest flagged
+    /// word wins.
+    #[test]
+    fn words_decode_with_their_own_op() {
+        let check =
+            NonFiniteCheck::tensors("bitlinear", ["x", "y", "", "output"]).word_op(3, "gated");
+        let slot = |words: [u32; STATUS_WORDS]| -> Vec<u8> {
+            words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        };
+        let err = |words| decode_slot(&check, &slot(words));
+        assert_eq!(err([CLEAN; STATUS_WORDS]), None);
+        assert_eq!(
+            err([CLEAN, CLEAN, CLEAN, 7]),
+            Some(Error::NonFinite {
+                op: "gated",
+                tensor: "output",
+                index: 7
+            })
+        );
+        assert_eq!(
+            err([CLEAN, 5, CLEAN, 7]),
+            Some(Error::NonFinite {
+                op: "bitlinear",
+                tensor: "y",
+                index: 5
+            })
+        );
+    }
 }
