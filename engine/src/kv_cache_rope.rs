@@ -1,12 +1,11 @@
 //! [`KvCache::append_rope`]: a decode step's RoPE on q and k and its KV append as one dispatch
-//! on the device (`ops/rope_append.rs`), exactly [`Engine::rope_pair`] followed by
-//! [`KvCache::append`] of the rotated keys, which is what runs wherever the one launch does not
-//! apply.
+//! on the device (`ops/rope_append.rs`), exactly
+//! [`Engine::rope_pair`](crate::Engine::rope_pair) followed by [`KvCache::append`] of the
+//! rotated keys, which is what runs wherever the one launch does not apply.
 
+use super::store::{write_views, written_rows};
 use super::{KvCache, Store};
-use crate::engine::Engine;
 use crate::error::Result;
-use crate::fate::Lineage;
 use crate::ops::CacheRows;
 use crate::tensor::Tensor;
 
@@ -27,7 +26,7 @@ impl KvCache {
         positions: &Tensor,
         theta: f32,
     ) -> Result<Tensor> {
-        let engine: Engine = self.engine.clone();
+        let engine = self.engine.clone();
         let dims = engine.rope_pair_dims(q, k, positions, theta)?;
         let t = self.check_append(k, v)?;
         self.place()?;
@@ -44,11 +43,7 @@ impl KvCache {
                 let Store::Device { keys, values } = &self.store else {
                     unreachable!("make_room keeps the cache on the device")
                 };
-                // Written through views with an empty lineage: the launch's becomes the rows'.
-                let (tk, tv) = (
-                    keys.prefix_view(keys.shape(), &[]),
-                    values.prefix_view(values.shape(), &[]),
-                );
+                let (tk, tv) = write_views(keys, values);
                 let rows = CacheRows {
                     keys: &tk,
                     values: &tv,
@@ -57,10 +52,7 @@ impl KvCache {
                 if let Some(yq) =
                     engine.rope_append_launch(gpu, (q, k, v), positions, theta, dims, rows)?
                 {
-                    let rows = Lineage::default();
-                    rows.share(tk.lineage());
-                    rows.share(tv.lineage());
-                    self.appended(t, rows);
+                    self.appended(t, written_rows(&tk, &tv));
                     return Ok(yq);
                 }
             }

@@ -203,10 +203,7 @@ pub(super) fn copy_rows_pair(
     words: usize,
     at: usize,
 ) -> Result<Lineage> {
-    let (tk, tv) = (
-        keys.1.prefix_view(keys.1.shape(), &[]),
-        values.1.prefix_view(values.1.shape(), &[]),
-    );
+    let (tk, tv) = write_views(keys.1, values.1);
     let copy = rows_copy(words, at);
     copy_blocks_pair(
         gpu,
@@ -222,10 +219,24 @@ pub(super) fn copy_rows_pair(
         },
         gpu.next_seq(),
     )?;
+    Ok(written_rows(&tk, &tv))
+}
+
+/// Views of a device cache's key and value buffers with an empty lineage, to write new rows
+/// through: the launch writing them gives them its own lineage, and the buffers' stays empty.
+pub(super) fn write_views(keys: &Tensor, values: &Tensor) -> (Tensor, Tensor) {
+    (
+        keys.prefix_view(keys.shape(), &[]),
+        values.prefix_view(values.shape(), &[]),
+    )
+}
+
+/// What rows written through [`write_views`] now depend on: both views' lineages.
+pub(super) fn written_rows(keys: &Tensor, values: &Tensor) -> Lineage {
     let rows = Lineage::default();
-    rows.share(tk.lineage());
-    rows.share(tv.lineage());
-    Ok(rows)
+    rows.share(keys.lineage());
+    rows.share(values.lineage());
+    rows
 }
 
 /// The first `words` words of a source to word `at` of a destination, as one run.

@@ -7,7 +7,6 @@
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::blocks::{BlockCopy, geometry, span};
-use super::float_args;
 use super::rope::RopeDims;
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -94,7 +93,6 @@ impl Engine {
         {
             return Ok(None);
         }
-        float_args::u32_indexable(OP, "q and k", pairs_q + pairs_k)?;
         let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
         let yq = self.empty(OP, q.shape(), DType::F32)?;
         Launch::new(gpu, &ROPE_APPEND)
