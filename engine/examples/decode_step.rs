@@ -6,11 +6,12 @@
 //!
 //! Two layers, hidden 256, 4 query heads and 2 key/value heads of 64 (grouped-query), FFN 512 —
 //! or BitNet b1.58 2B4T's shapes with `--2b4t`; random ternary weights (fixed seed). Per layer:
-//! RMSNorm → q/k/v BitLinear (one grouped dispatch, `Engine::linear_group`) → RoPE on q and k
-//! with k and v appended to the layer's `KvCache` (one op, `KvCache::append_rope`) → causal
-//! attention over the cache → o BitLinear → residual and RMSNorm (one fused op) → gate/up
-//! BitLinear and ReLU²(gate)·up (one op, `Engine::gated_linear`) → down BitLinear → residual
-//! (fused with the next layer's norm).
+//! residual add and RMSNorm with the q/k/v BitLinear (one grouped dispatch, `Engine::linear_group`,
+//! the norm inside it: `LinearGroup::forward_normed`) → RoPE on q and k with k and v appended to
+//! the layer's `KvCache` (one op, `KvCache::append_rope`) → causal attention over the cache → o
+//! BitLinear → residual add and RMSNorm with the gate/up BitLinear and ReLU²(gate)·up (one op,
+//! `Engine::gated_linear`, the norm inside it: `GatedLinear::forward_normed`) → down BitLinear
+//! (added by the next layer's norm).
 //! A 6-position prompt runs as one prefill (M = 6), then each decode step runs one position,
 //! fed the previous step's last hidden state (there is no embedding or LM head). Only each
 //! step's output is read back (as a server reads the logits to sample): positions are sliced
@@ -22,8 +23,8 @@
 use std::time::Instant;
 
 use bitnet_wgpu::{
-    BinaryOp, Engine, GatedLinear, KvCache, Linear, LinearGroup, ProfileGranularity, ProfileReport,
-    Result, Tensor, TernaryMatrix, UnaryOp,
+    BinaryOp, Engine, GatedLinear, KvCache, Linear, LinearGroup, NormedInput, ProfileGranularity,
+    ProfileReport, Result, Tensor, TernaryMatrix, UnaryOp,
 };
 
 #[path = "decode_step/model.rs"]
@@ -105,26 +106,24 @@ pub fn forward(
     let pos = e.slice(&s.positions, 0, s.pos..s.pos + t)?;
     let scale = 1.0 / (hd as f32).sqrt();
     let mut x = x.clone();
-    // The last sublayer's output, added to the residual stream `x` together with the next norm
-    // (one fused op: `add_rms_norm`).
+    // The last sublayer's output, added to the residual stream `x` by the next norm (the norm,
+    // with its add, runs inside the projections that read it: `forward_normed`).
     let mut pending: Option<Tensor> = None;
     for (l, cache) in layers.iter().zip(&mut s.caches) {
         // Attention block: (residual add and) RMSNorm, then the q/k/v projections (int8
-        // activations, exact).
-        let xn = match pending.take() {
-            None => e.rms_norm(&x, &l.attn_norm, EPS)?,
-            Some(down) => {
-                let (h, xn) = e.add_rms_norm(&x, &down, &l.attn_norm, EPS)?;
-                x = h;
-                xn
-            }
+        // activations, exact) — one grouped dispatch for decode, the norm in it.
+        let (h, qkv) = l.qkv.forward_normed(NormedInput {
+            x: &x,
+            residual: pending.take().as_ref(),
+            weight: &l.attn_norm,
+            eps: EPS,
+        })?;
+        x = h;
+        let [q, k, v] = &qkv[..] else {
+            unreachable!("a group of three")
         };
         // RoPE wants [T, H, D]: the projections' bytes viewed per head (no copy).
         let per_head = |y: Tensor, heads| y.reshape(&[t, heads, hd]);
-        // q, k and v read the same input: one grouped BitLinear (one dispatch for decode).
-        let [q, k, v] = &l.qkv.forward_tensor(&xn)?[..] else {
-            unreachable!("a group of three")
-        };
         // RoPE on q and k at the step's positions, and the rotated keys with the values joining
         // the cache in place: one op (one dispatch). The query attends to every earlier
         // position and to itself (causal: the queries are the cache's last T positions).
@@ -137,12 +136,17 @@ pub fn forward(
         )?;
         let attn = e.attention(&q, &cache.keys()?, &cache.values()?, scale, true)?;
         let attn = attn.reshape(&[t, d.hidden])?;
-        // Output projection; residual add and the feed-forward block's RMSNorm.
-        let (h, xn) = e.add_rms_norm(&x, &e.bitlinear_tensor(&attn, &l.wo)?, &l.ffn_norm, EPS)?;
+        // Output projection; then the residual add, the feed-forward block's RMSNorm and
+        // ReLU²(gate) · up (gate/up and the activation: one op, the norm in it); down (added by
+        // the next norm).
+        let o = e.bitlinear_tensor(&attn, &l.wo)?;
+        let (h, act) = l.gate_up.forward_normed(NormedInput {
+            x: &x,
+            residual: Some(&o),
+            weight: &l.ffn_norm,
+            eps: EPS,
+        })?;
         x = h;
-        // Feed-forward block: ReLU²(gate) · up (gate/up and the activation: one op), down (added
-        // with the next norm).
-        let act = l.gate_up.forward_tensor(&xn)?;
         pending = Some(e.bitlinear_tensor(&act, &l.wdown)?);
     }
     if let Some(down) = pending {

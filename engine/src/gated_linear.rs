@@ -20,6 +20,7 @@ use crate::UnaryOp;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
+use crate::normed_input::NormedInput;
 use crate::ops::bitnet_gated::interleave_rows;
 use crate::tensor::{DType, Location, Tensor};
 
@@ -115,5 +116,22 @@ impl GatedLinear {
         let g = e.bitlinear_tensor(x, &self.gate.device_weights()?)?;
         let u = e.bitlinear_tensor(x, &self.up.device_weights()?)?;
         e.gated(self.act, &g, &u)
+    }
+
+    /// [`GatedLinear::forward_tensor`] on the RMSNorm of `input` (see [`NormedInput`]): the
+    /// residual stream after the add (`x + residual`, or `x` itself) and the output, bit for bit
+    /// and error for error `let (h, xn) = engine.add_rms_norm(..)?` (or `rms_norm`) followed by
+    /// `forward_tensor(&xn)`. One dispatch where the fused kernel runs and the norm can join it
+    /// (its operands `F32` on this GPU, valid for the norm op; a device with 8 storage bindings
+    /// per stage); otherwise those two calls.
+    pub fn forward_normed(&self, input: NormedInput<'_>) -> Result<(Tensor, Tensor)> {
+        let e = self.gate.engine();
+        if let Some(w) = &self.interleaved
+            && let Some(done) = e.bitlinear_gated_normed(input, w, self.act)?
+        {
+            return Ok(done);
+        }
+        let (h, xn) = input.separately(e)?;
+        Ok((h, self.forward_tensor(&xn)?))
     }
 }

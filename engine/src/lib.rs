@@ -165,6 +165,7 @@ mod lineage;
 mod linear;
 mod linear_group;
 mod msl;
+mod normed_input;
 mod ops;
 mod pipelines;
 mod poller;
@@ -207,6 +208,7 @@ pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use linear_group::LinearGroup;
 pub use msl::{HotPaths, KernelPath, MSL_ENV};
+pub use normed_input::NormedInput;
 pub use ops::{
     AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning, CoopKind, LinearPlan, TUNE_CACHE_ENV,
 };
@@ -216,7 +218,7 @@ pub use profiler::{
     BATCH_SPAN, ProfileGranularity, ProfileReport, timestamp_ticks, timestamp_valid_bits,
 };
 pub use spirv::kernel_spirv;
-pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_WORDS};
+pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_WORDS, TAG_SHIFT};
 pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};
 

@@ -27,6 +27,7 @@ use bitnet_cpu_ref::layout::words_per_row;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::linear::Linear;
+use crate::normed_input::NormedInput;
 use crate::ops::bitnet_group::{MAX_MATRICES, group_table};
 use crate::tensor::{DType, Location, Tensor};
 
@@ -136,5 +137,23 @@ impl LinearGroup {
             .iter()
             .map(|l| l.engine().bitlinear_tensor(x, &l.device_weights()?))
             .collect()
+    }
+
+    /// [`LinearGroup::forward_tensor`] on the RMSNorm of `input` (see [`NormedInput`]): the
+    /// residual stream after the add (`x + residual`, or `x` itself) and the outputs, bit for bit
+    /// and error for error `let (h, xn) = engine.add_rms_norm(..)?` (or `rms_norm`) followed by
+    /// `forward_tensor(&xn)`. One dispatch where the grouped kernel runs and the norm can join it
+    /// (its operands `F32` on this GPU, valid for the norm op; a device with 10 storage bindings
+    /// per stage); otherwise those two calls.
+    pub fn forward_normed(&self, input: NormedInput<'_>) -> Result<(Tensor, Vec<Tensor>)> {
+        const OP: &str = "bitlinear";
+        if let Some(w) = &self.concat {
+            let e = self.linears[0].engine();
+            if let Some(done) = e.bitlinear_group_normed(OP, input, w, &self.ns)? {
+                return Ok(done);
+            }
+        }
+        let (h, xn) = input.separately(self.linears[0].engine())?;
+        Ok((h, self.forward_tensor(&xn)?))
     }
 }

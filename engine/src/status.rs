@@ -74,7 +74,14 @@ pub struct NonFiniteCheck {
     /// a launch that does the work of several ops reports each word as the op that would have
     /// flagged it ([`NonFiniteCheck::word_op`]).
     pub word_ops: [&'static str; STATUS_WORDS],
+    /// Tensor names by kind for a *tagged* status word (empty: an untagged word): its kernel
+    /// flags `kind << TAG_SHIFT | index` ([`NonFiniteCheck::tagged`]), so one word reports up to
+    /// four tensors, lowest kind first, then lowest index — how four words would decode.
+    pub tags: [&'static [&'static str]; STATUS_WORDS],
 }
+
+/// Where a tagged status word's kind starts (bits 30-31); the index is the bits below.
+pub const TAG_SHIFT: u32 = 30;
 
 impl NonFiniteCheck {
     /// A check of one tensor (status word 0) named `tensor`.
@@ -84,6 +91,7 @@ impl NonFiniteCheck {
             tensors: [tensor, "", "", ""],
             bases: [0; STATUS_WORDS],
             word_ops: [""; STATUS_WORDS],
+            tags: [&[]; STATUS_WORDS],
         }
     }
 
@@ -97,6 +105,7 @@ impl NonFiniteCheck {
             tensors,
             bases: [0; STATUS_WORDS],
             word_ops: [""; STATUS_WORDS],
+            tags: [&[]; STATUS_WORDS],
         }
     }
 
@@ -120,6 +129,14 @@ impl NonFiniteCheck {
         self
     }
 
+    /// The same check with status word `word` tagged: its kernel flags kind `k` at index `i` as
+    /// `k << TAG_SHIFT | i` (`i < 2^30`), and it decodes to tensor `names[k]` (a kernel that
+    /// does the work of two ops reports the first one's four words in one).
+    pub const fn tagged(mut self, word: usize, names: &'static [&'static str]) -> NonFiniteCheck {
+        self.tags[word] = names;
+        self
+    }
+
     /// The op reported for status word `word`.
     fn op_of(&self, word: usize) -> &'static str {
         match self.word_ops[word] {
@@ -132,7 +149,7 @@ impl NonFiniteCheck {
     /// [`STATUS_WORDS`] for a name this check does not report.
     pub(crate) fn word_of(&self, tensor: &str) -> usize {
         (0..STATUS_WORDS)
-            .find(|&t| self.tensor_name(t) == tensor)
+            .find(|&t| self.tensor_name(t) == tensor || self.tags[t].contains(&tensor))
             .unwrap_or(STATUS_WORDS)
     }
 
@@ -211,12 +228,22 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
     (0..STATUS_WORDS).find_map(|t| {
         let word = u32::from_le_bytes(bytes.get(4 * t..4 * t + 4)?.try_into().ok()?);
         let flagged = word != CLEAN && check.tensors[t] != KERNEL_STATE;
+        let (tensor, index) = match check.tags[t] {
+            [] => (check.tensor_name(t), word),
+            names => (
+                names
+                    .get((word >> TAG_SHIFT) as usize)
+                    .copied()
+                    .unwrap_or("input"),
+                word & ((1 << TAG_SHIFT) - 1),
+            ),
+        };
         flagged.then(|| match check.tensors[t] {
             ABORTED => Error::Aborted { op: check.op_of(t) },
             _ => Error::NonFinite {
                 op: check.op_of(t),
-                tensor: check.tensor_name(t),
-                index: usize::try_from(check.bases[t] + u64::from(word)).unwrap_or(usize::MAX),
+                tensor,
+                index: usize::try_from(check.bases[t] + u64::from(index)).unwrap_or(usize::MAX),
             },
         })
     })
@@ -369,5 +396,36 @@ mod tests {
                 index: 5
             })
         );
+    }
+
+    /// A tagged word decodes its kind's tensor name and the index below the tag, and still
+    /// ranks before the later words.
+    #[test]
+    fn tagged_words_decode_kind_and_index() {
+        const NAMES: &[&str] = &["x", "residual", "weight", "output"];
+        let check = NonFiniteCheck::tensors("bitlinear", ["", "output", "", ""])
+            .word_op(0, "add_rms_norm")
+            .tagged(0, NAMES);
+        let slot = |words: [u32; STATUS_WORDS]| -> Vec<u8> {
+            words.iter().flat_map(|w| w.to_le_bytes()).collect()
+        };
+        let err = |words| decode_slot(&check, &slot(words));
+        assert_eq!(
+            err([2 << TAG_SHIFT | 9, 3, CLEAN, CLEAN]),
+            Some(Error::NonFinite {
+                op: "add_rms_norm",
+                tensor: "weight",
+                index: 9
+            })
+        );
+        assert_eq!(
+            err([CLEAN, 3, CLEAN, CLEAN]),
+            Some(Error::NonFinite {
+                op: "bitlinear",
+                tensor: "output",
+                index: 3
+            })
+        );
+        assert_eq!(check.word_of("residual"), 0);
     }
 }

@@ -4,9 +4,16 @@
 // `gf_store(m, n, total, row_sum, a)`: lane 0 of the block of rows n .. n + 3 stores the block's
 // code-domain sums `total` (minus the row sum `row_sum`) for activation row m, whose absmax is a.
 //
+// What the body quantizes comes through three input hooks, from bitlinear_gemv_fused_input.wgsl
+// (x as it is) or bitlinear_gemv_fused_norm.wgsl (x's RMSNorm, computed here):
+// `gf_prepare(m, kv, t, first) -> f32` once per workgroup (uniform control flow; its value is
+// passed on), `gf_input(at, col, prep) -> vec4<f32>` for vec4 `at` of the [M, K] rows (column vec4
+// `col`), and `gf_flag_input(bad)` for the lowest non-finite input index.
+//
 // The kernel declares `weights` (binding 0), `x: array<vec4<f32>>` (the [M, K] rows) and
 // X_STATUS. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl,
-// bitlinear_gemv_fused_common.wgsl, act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl.
+// bitlinear_gemv_fused_common.wgsl, act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl
+// and one of the input hook files.
 
 fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg: u32) {
     let ids = gv_ids(vec3<u32>(wid.y, wid.z, 0u), vec3<u32>(nwg.y, nwg.z, 1u), lane, sg, sg_size);
@@ -33,21 +40,25 @@ fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg:
         w3 = gv_load_if(ids.n, j0 + 3u * TPR, vpr);
     }
 
+    // The input's own pass, if any (the first row block's workgroup of each row stores what
+    // the whole launch stores once).
+    let prep = gf_prepare(m, kv, ids.vt, wid.y == 0u && wid.z == 0u);
+
     // 2. absmax, four independent loads per iteration (clamped duplicates change no maximum).
     var top = 0u;
     var bad = NONE;
     for (var i = ids.vt; i < kv; i = i + 4u * GV_WG) {
-        let i1 = x0 + min(i + GV_WG, kv - 1u);
-        let i2 = x0 + min(i + 2u * GV_WG, kv - 1u);
-        let i3 = x0 + min(i + 3u * GV_WG, kv - 1u);
-        let t0 = aq_abs_bits(x[x0 + i], x0 + i, &bad);
-        let t1 = aq_abs_bits(x[i1], i1, &bad);
-        let t2 = aq_abs_bits(x[i2], i2, &bad);
-        let t3 = aq_abs_bits(x[i3], i3, &bad);
+        let c1 = min(i + GV_WG, kv - 1u);
+        let c2 = min(i + 2u * GV_WG, kv - 1u);
+        let c3 = min(i + 3u * GV_WG, kv - 1u);
+        let t0 = aq_abs_bits(gf_input(x0 + i, i, prep), x0 + i, &bad);
+        let t1 = aq_abs_bits(gf_input(x0 + c1, c1, prep), x0 + c1, &bad);
+        let t2 = aq_abs_bits(gf_input(x0 + c2, c2, prep), x0 + c2, &bad);
+        let t3 = aq_abs_bits(gf_input(x0 + c3, c3, prep), x0 + c3, &bad);
         top = max(top, max(max(t0, t1), max(t2, t3)));
     }
     if (bad != NONE) {
-        atomicMin(&nonfinite[X_STATUS], bad);
+        gf_flag_input(bad);
     }
     top = subgroupMax(top);
     if (lane == 0u) {
@@ -63,7 +74,7 @@ fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg:
     // 3. Quantize and pack into workgroup memory; the row sum on the way.
     var rs = 0i;
     for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        rs += gf_pack(x[x0 + i], i, inv, vpr);
+        rs += gf_pack(gf_input(x0 + i, i, prep), i, inv, vpr);
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {
@@ -105,4 +116,16 @@ fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg:
     if (ids.l == 0u) {
         gf_store(m, ids.n, total, row_sum, a);
     }
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) sg: u32,
+    @builtin(subgroup_size) sg_size: u32,
+    @builtin(num_subgroups) nsg: u32,
+) {
+    gf_run(wid, nwg, lane, sg, sg_size, nsg);
 }

@@ -47,15 +47,3 @@ fn gf_store(m: u32, n: u32, total: vec4<i32>, row_sum: i32, a: f32) {
         }
     }
 }
-
-@compute @workgroup_size(256)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-    @builtin(subgroup_id) sg: u32,
-    @builtin(subgroup_size) sg_size: u32,
-    @builtin(num_subgroups) nsg: u32,
-) {
-    gf_run(wid, nwg, lane, sg, sg_size, nsg);
-}

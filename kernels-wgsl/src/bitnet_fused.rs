@@ -25,7 +25,33 @@ pub const BITLINEAR_GEMV_FUSED_GATED_SUBGROUP: KernelSource = KernelSource {
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_gemv_fused_body.wgsl",
+        "bitlinear_gemv_fused_input.wgsl",
         "bitlinear_gemv_fused_gated_subgroup.wgsl"
+    ),
+};
+
+/// [`BITLINEAR_GEMV_FUSED_GATED_SUBGROUP`] on the RMSNorm of its input: `h = x + res` and
+/// `rms_norm(h)` with weight `nw` computed in every workgroup for its own row (override
+/// `RESIDUAL`; false: `rms_norm(x)`, `res` and `h` unused), the rows the gated GEMV quantizes;
+/// override `EPS` the norm's epsilon. Bindings 0..=3 as the gated GEMV's, then 4 `res: f32[M, K]`,
+/// 5 `nw: f32[K]`, 6 `h: f32[M, K]` (written). Status: word 0 the norm's errors, tagged with
+/// their kind in bits 30-31 (`bitlinear_gemv_fused_norm.wgsl`), words 1..=3 as the gated GEMV's.
+pub const BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_fused_gated_norm_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "float_common.wgsl",
+        "activation_common.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_gemv_fused_body.wgsl",
+        "norm_rms_common.wgsl",
+        "bitlinear_gemv_fused_norm.wgsl",
+        "bitlinear_gemv_fused_gated_subgroup.wgsl",
+        "bitlinear_gemv_fused_gated_norm.wgsl"
     ),
 };
 
@@ -50,7 +76,30 @@ pub const BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP: KernelSource = KernelSource {
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_gemv_fused_body.wgsl",
+        "bitlinear_gemv_fused_input.wgsl",
         "bitlinear_gemv_fused_group_subgroup.wgsl"
+    ),
+};
+
+/// [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] on the RMSNorm of its input, as
+/// [`BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP`] is the gated GEMV on it. Bindings 0..=5 as the
+/// grouped GEMV's, then 6 `res: f32[M, K]`, 7 `nw: f32[K]`, 8 `h: f32[M, K]` (written). Status:
+/// word 0 the norm's errors (tagged), word 1 + j matrix j's first non-finite y index.
+pub const BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_gemv_fused_group_norm_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "float_common.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_gemv_fused_body.wgsl",
+        "norm_rms_common.wgsl",
+        "bitlinear_gemv_fused_norm.wgsl",
+        "bitlinear_gemv_fused_group_subgroup.wgsl",
+        "bitlinear_gemv_fused_group_norm.wgsl"
     ),
 };
 

@@ -116,6 +116,7 @@ pub const NORM_RMS: KernelSource = KernelSource {
         "exact_div.wgsl",
         "float_common.wgsl",
         "norm_rms_common.wgsl",
+        "norm_rms_tree.wgsl",
         "norm_rms.wgsl"
     ),
 };
@@ -128,6 +129,7 @@ pub const NORM_RMS_ADD: KernelSource = KernelSource {
         "exact_div.wgsl",
         "float_common.wgsl",
         "norm_rms_common.wgsl",
+        "norm_rms_tree.wgsl",
         "norm_rms_add.wgsl"
     ),
 };

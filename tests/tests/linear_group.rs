@@ -1,7 +1,8 @@
 //! `LinearGroup`: BitLinears sharing an input (q/k/v, gate/up) in one dispatch, bit for bit
 //! separate `bitlinear_tensor` calls and cpu-ref; the fallbacks (4 matrices, M > 8, N not a
 //! multiple of 4, CPU engine) give the same bits; a non-finite x and an overflowing output are
-//! reported as `linear_group.rs` documents. And `GatedLinear` (`linear_group/gated.rs`).
+//! reported as `linear_group.rs` documents. And `GatedLinear` (`linear_group/gated.rs`), and both
+//! on a normed input (`linear_group/normed.rs`).
 
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
@@ -9,6 +10,8 @@ use bitnet_wgpu::{DispatchPolicy, Engine, Error, Linear, LinearGroup, Tensor};
 
 #[path = "linear_group/gated.rs"]
 mod gated;
+#[path = "linear_group/normed.rs"]
+mod normed;
 
 pub(crate) const K: usize = 256;
 

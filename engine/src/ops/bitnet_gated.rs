@@ -13,6 +13,7 @@ use bitnet_cpu_ref::ops::UnaryOp;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::chunk_limit;
+use super::bitnet_normed::NormPrologue;
 use super::bitnet_plan::fused_ok;
 use super::bitnet_record::OUTPUT;
 use super::elementwise::unary_code;
@@ -20,6 +21,7 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::hazard::tensor_waits;
 use crate::launch::Launch;
+use crate::normed_input::NormedInput;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
@@ -30,6 +32,13 @@ const GEMV_FUSED_GATED: Kernel = Kernel::new(
     kernels::BITLINEAR_GEMV_FUSED_GATED_SUBGROUP,
     "main",
     &[Read, Read, Read, ReadWrite],
+)
+.requiring(wgpu::Features::SUBGROUP);
+/// The gated GEMV's bindings, then the norm's residual, weight and `h`.
+const GEMV_FUSED_GATED_NORM: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP,
+    "main",
+    &[Read, Read, Read, ReadWrite, Read, Read, ReadWrite],
 )
 .requiring(wgpu::Features::SUBGROUP);
 
@@ -57,6 +66,37 @@ impl Engine {
         w: &Tensor,
         act: UnaryOp,
     ) -> Result<Option<Tensor>> {
+        self.bitlinear_gated_launch(x, w, act, None)
+    }
+
+    /// [`Engine::bitlinear_gated_fused`] on the RMSNorm of `input` (one dispatch: the norm in
+    /// every workgroup): the residual stream after the add and the output, or `None` where that
+    /// kernel cannot run (the caller then runs the norm op and the gated layer separately).
+    pub(crate) fn bitlinear_gated_normed(
+        &self,
+        input: NormedInput<'_>,
+        w: &Tensor,
+        act: UnaryOp,
+    ) -> Result<Option<(Tensor, Tensor)>> {
+        let Some(gpu) = self.gpu_for(&[input.x, w]) else {
+            return Ok(None);
+        };
+        // 7 bindings of group 0 and the status words.
+        let Some(norm) = NormPrologue::new(self, gpu, input, 8)? else {
+            return Ok(None);
+        };
+        let out = self.bitlinear_gated_launch(norm.x(), w, act, Some(&norm))?;
+        Ok(out.map(|out| (norm.stream(), out)))
+    }
+
+    /// The gated launch, on the norm of its input where `norm` is given.
+    fn bitlinear_gated_launch(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        act: UnaryOp,
+        norm: Option<&NormPrologue<'_>>,
+    ) -> Result<Option<Tensor>> {
         const OP: &str = "bitlinear";
         let Some(gpu) = self.gpu_for(&[x, w]) else {
             return Ok(None);
@@ -79,23 +119,33 @@ impl Engine {
         let out = self.empty(OP, &[m, n2 / 2], DType::F32)?;
         let overlaps = !(tensor_waits(gpu, x, false)
             || tensor_waits(gpu, w, false)
-            || tensor_waits(gpu, &out, true));
-        let Some(rows) = self.rows_launch(gpu, (m, n2, k), overlaps)? else {
+            || tensor_waits(gpu, &out, true)
+            || norm.is_some_and(|p| p.waits(gpu)));
+        let extra_loops = norm.map_or(0, NormPrologue::loops);
+        let Some(rows) = self.rows_launch(gpu, (m, n2, k), overlaps, extra_loops)? else {
             return Ok(None);
         };
         // Words 0..2 as the two BitLinears report them (x, then gate's and up's output, each
         // indexed in its own [M, N]); word 3 as the gated op reports its output.
         let check =
             NonFiniteCheck::tensors(OP, ["x", OUTPUT, OUTPUT, "output"]).word_op(3, "gated");
-        let launch = Launch::new(gpu, &GEMV_FUSED_GATED)
+        let kernel = match norm {
+            Some(_) => &GEMV_FUSED_GATED_NORM,
+            None => &GEMV_FUSED_GATED,
+        };
+        let launch = Launch::new(gpu, kernel)
             .input_range(w, 0, 4 * wpr * n2 as u64)
             .input_scales(w)
             .input_range(x, 0, 4 * (m * k) as u64)
             .output(&out);
-        rows.apply(launch)
-            .constant("ACT", f64::from(unary_code(act)))
-            .check_finite(check)
-            .run()?;
+        let launch = rows
+            .apply(launch)
+            .constant("ACT", f64::from(unary_code(act)));
+        match norm {
+            Some(p) => p.apply(launch, check),
+            None => launch.check_finite(check),
+        }
+        .run()?;
         Ok(Some(out))
     }
 }

@@ -11,13 +11,16 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::chunk_limit;
-use super::bitnet_loops::plan_fits;
+use super::bitnet_loops::plan_loops;
+use super::bitnet_normed::NormPrologue;
 use super::bitnet_plan::{LinearPlan, fused_ok};
 use super::bitnet_record::{LinearParams, OUTPUT, load_depth, rows_per};
+use super::float_args::loops_fit;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::hazard::tensor_waits;
 use crate::launch::{Launch, fold_workgroups};
+use crate::normed_input::NormedInput;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
@@ -30,6 +33,16 @@ const GEMV_FUSED_GROUP: Kernel = Kernel::new(
     kernels::BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP,
     "main",
     BINDINGS,
+)
+.requiring(wgpu::Features::SUBGROUP);
+/// The group's bindings, then the norm's residual, weight and `h`.
+const NORM_BINDINGS: &[Access] = &[
+    Read, Read, Read, ReadWrite, ReadWrite, ReadWrite, Read, Read, ReadWrite,
+];
+const GEMV_FUSED_GROUP_NORM: Kernel = Kernel::new(
+    kernels::BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP,
+    "main",
+    NORM_BINDINGS,
 )
 .requiring(wgpu::Features::SUBGROUP);
 
@@ -74,18 +87,24 @@ impl RowsLaunch {
 
 impl Engine {
     /// The fused GEMV's launch for `(m, n, k)` on `gpu` (`overlaps`: nothing the dispatch reads
-    /// or writes waits on earlier work, so the throughput lanes may apply), or `None` where the
-    /// plan is another kernel or one the adapter's loop limit would cut.
+    /// or writes waits on earlier work, so the throughput lanes may apply; `extra_loops`: loop
+    /// iterations an input prologue adds), or `None` where the plan is another kernel or one the
+    /// adapter's loop limit would cut.
     pub(super) fn rows_launch(
         &self,
         gpu: &crate::context::Gpu,
         (m, n, k): (usize, usize, usize),
         overlaps: bool,
+        extra_loops: u64,
     ) -> Result<Option<RowsLaunch>> {
         let shape = (m, n, k);
         let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
         let lanes = match plan {
-            LinearPlan::Fused { lanes } if plan_fits(gpu, plan, shape) => lanes,
+            LinearPlan::Fused { lanes }
+                if loops_fit(gpu, plan_loops(plan, shape) + extra_loops) =>
+            {
+                lanes
+            }
             _ => return Ok(None),
         };
         let params = LinearParams {
@@ -122,6 +141,39 @@ impl Engine {
         w: &Tensor,
         ns: &[usize],
     ) -> Result<Option<Vec<Tensor>>> {
+        self.bitlinear_group_launch(op, x, w, ns, None)
+    }
+
+    /// [`Engine::bitlinear_group_fused`] on the RMSNorm of `input` (one dispatch: the norm in
+    /// every workgroup): the residual stream after the add and the outputs, or `None` where
+    /// that kernel cannot run (the caller then runs the norm op and the group separately).
+    pub(crate) fn bitlinear_group_normed(
+        &self,
+        op: &'static str,
+        input: NormedInput<'_>,
+        w: &Tensor,
+        ns: &[usize],
+    ) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+        let Some(gpu) = self.gpu_for(&[input.x, w]) else {
+            return Ok(None);
+        };
+        // 9 bindings of group 0 and the status words.
+        let Some(norm) = NormPrologue::new(self, gpu, input, 10)? else {
+            return Ok(None);
+        };
+        let outs = self.bitlinear_group_launch(op, norm.x(), w, ns, Some(&norm))?;
+        Ok(outs.map(|outs| (norm.stream(), outs)))
+    }
+
+    /// The grouped launch, on the norm of its input where `norm` is given.
+    fn bitlinear_group_launch(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        w: &Tensor,
+        ns: &[usize],
+        norm: Option<&NormPrologue<'_>>,
+    ) -> Result<Option<Vec<Tensor>>> {
         let Some(gpu) = self.gpu_for(&[x, w]) else {
             return Ok(None);
         };
@@ -149,11 +201,17 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let overlaps = !(tensor_waits(gpu, x, false)
             || tensor_waits(gpu, w, false)
-            || outs.iter().any(|o| tensor_waits(gpu, o, true)));
-        let Some(rows) = self.rows_launch(gpu, (m, n, k), overlaps)? else {
+            || outs.iter().any(|o| tensor_waits(gpu, o, true))
+            || norm.is_some_and(|p| p.waits(gpu)));
+        let extra_loops = norm.map_or(0, NormPrologue::loops);
+        let Some(rows) = self.rows_launch(gpu, (m, n, k), overlaps, extra_loops)? else {
             return Ok(None);
         };
-        let mut launch = Launch::new(gpu, &GEMV_FUSED_GROUP)
+        let kernel = match norm {
+            Some(_) => &GEMV_FUSED_GROUP_NORM,
+            None => &GEMV_FUSED_GROUP,
+        };
+        let mut launch = Launch::new(gpu, kernel)
             .input_range(w, 0, 4 * wpr * n as u64)
             .input_scales(w)
             .input_range(x, 0, 4 * (m * k) as u64);
@@ -168,9 +226,15 @@ impl Engine {
         for s in &spare {
             launch = launch.scratch(s);
         }
-        // Word 0: x (cpu-ref checks it first); word 1 + j: matrix j's output, indexed in it.
+        // Word 0: x (cpu-ref checks it first; the norm's words, tagged, where it runs first);
+        // word 1 + j: matrix j's output, indexed in it.
         let check = NonFiniteCheck::tensors(op, ["x", OUTPUT, OUTPUT, OUTPUT]);
-        rows.apply(launch).check_finite(check).run()?;
+        let launch = rows.apply(launch);
+        match norm {
+            Some(p) => p.apply(launch, check),
+            None => launch.check_finite(check),
+        }
+        .run()?;
         Ok(Some(outs))
     }
 }

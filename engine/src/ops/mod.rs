@@ -17,6 +17,7 @@ pub(crate) mod bitnet_gated;
 pub(crate) mod bitnet_group;
 mod bitnet_linear;
 mod bitnet_loops;
+mod bitnet_normed;
 mod bitnet_plan;
 pub(crate) mod bitnet_record;
 mod bitnet_split;

@@ -1,0 +1,10 @@
+// The grouped fused GEMV (bitlinear_gemv_fused_group_subgroup.wgsl) on a normed input
+// (bitlinear_gemv_fused_norm.wgsl): a decode step's residual add and RMSNorm with its q, k and v
+// projections in one dispatch. The norm's bindings follow the group's.
+
+// The residual added to x, [M, K] (4 floats of scratch without RESIDUAL).
+@group(0) @binding(6) var<storage, read> res: array<vec4<f32>>;
+// The norm's weight, [K].
+@group(0) @binding(7) var<storage, read> nw: array<vec4<f32>>;
+// h = x + res, [M, K] (4 floats of scratch without RESIDUAL).
+@group(0) @binding(8) var<storage, read_write> h_out: array<f32>;
