@@ -7,9 +7,9 @@
 //
 // Bit for bit the norm kernels' values (and cpu-ref's): each of the 256 invocations t folds
 // elements t, t + 256, ... four at a time (norm_rms_common.wgsl's rms_lanes), each square
-// rounded before it is added; the same stride-128 .. 1 tree, over gf_x's first 256 words (the
-// quantization overwrites them only after the body's next barrier); rms_inv's divisions; and
-// y = (h · inv) · nw[k]. Every product is pinned (bitlinear_pin: Mesa reassociates products).
+// rounded before it is added (rms_fold); the same stride-128 .. 1 tree, over gf_x's first 256
+// words (the quantization overwrites them only after the body's next barrier); rms_inv's
+// correctly rounded divisions and root; and y = (h · inv) · nw[k] (rms_scale, products pinned).
 // The body reads the row twice (absmax, quantization) and each read recomputes y from x, res and
 // nw, the same bits each time: K floats of workgroup memory would not fit beside gf_x.
 //
@@ -26,7 +26,7 @@
 //
 // The entry declares res: array<vec4<f32>> (one vec4 of scratch where RESIDUAL is false),
 // nw: array<vec4<f32>> and h_out: array<f32> (the [M, K] rows; a scratch word without RESIDUAL).
-// Needs float_common.wgsl, norm_rms_common.wgsl and exact_div.wgsl.
+// Needs float_common.wgsl, norm_rms_common.wgsl, exact_div.wgsl and exact_sqrt.wgsl.
 
 // Whether a residual is added first (add_rms_norm) or not (rms_norm).
 override RESIDUAL: bool = true;
@@ -42,10 +42,6 @@ fn gn_flag(kind: u32, i: u32) {
     atomicMin(&nonfinite[0], (kind << GN_TAG_SHIFT) | i);
 }
 
-fn gn_pin4(v: vec4<f32>) -> vec4<f32> {
-    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(params.zero));
-}
-
 // Scalar element e of a vec4 array's rows.
 fn gn_x(e: u32) -> f32 {
     return x[e >> 2u][e & 3u];
@@ -57,15 +53,6 @@ fn gn_res(e: u32) -> f32 {
 
 fn gn_w(e: u32) -> f32 {
     return nw[e >> 2u][e & 3u];
-}
-
-// acc with the valid elements' squares added in lane order (each square rounded, then added).
-fn gn_fold(acc: f32, v: vec4<f32>, valid: vec4<bool>) -> f32 {
-    let sq = gn_pin4(v * v);
-    var a = acc + sq.x;
-    a = select(a, a + sq.y, valid.y);
-    a = select(a, a + sq.z, valid.z);
-    return select(a, a + sq.w, valid.w);
 }
 
 // rms_sum_sq's tree over the 256 partials, held in gf_x's words 0..255 (word t: vec4 t / 4,
@@ -120,7 +107,7 @@ fn gf_prepare(m: u32, kv: u32, t: u32, first: bool) -> f32 {
                 }
             }
         }
-        acc = gn_fold(acc, v, valid);
+        acc = rms_fold(acc, v, valid);
     }
     let sum_sq = gn_sum_sq(acc, t);
     if (is_non_finite(sum_sq)) {
@@ -142,7 +129,7 @@ fn gf_input(at: u32, col: u32, inv: f32) -> vec4<f32> {
     if (RESIDUAL) {
         v = v + res[at];
     }
-    return gn_pin4(gn_pin4(v * inv) * nw[col]);
+    return rms_scale(v, inv, nw[col]);
 }
 
 // A non-finite y: the norm's output.

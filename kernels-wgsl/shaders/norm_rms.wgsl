@@ -16,6 +16,8 @@ struct Params {
     len: u32,
     eps: f32,
     row_base: u32,
+    // Always 0: the runtime zero of rms_pin4.
+    zero: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -63,7 +65,7 @@ fn main(
         let k = rms_lanes(i, len);
         let valid = rms_valid(i, len);
         let v = vec4<f32>(x[base + k.x], x[base + k.y], x[base + k.z], x[base + k.w]);
-        let r = v * inv * vec4<f32>(w[k.x], w[k.y], w[k.z], w[k.w]);
+        let r = rms_scale(v, inv, vec4<f32>(w[k.x], w[k.y], w[k.z], w[k.w]));
         for (var c = 0u; c < 4u; c++) {
             if (valid[c]) {
                 if (is_non_finite(r[c])) {

@@ -115,6 +115,7 @@ pub const NORM_RMS: KernelSource = KernelSource {
     source: kernel!(
         "exact_div.wgsl",
         "float_common.wgsl",
+        "exact_sqrt.wgsl",
         "norm_rms_common.wgsl",
         "norm_rms_tree.wgsl",
         "norm_rms.wgsl"
@@ -128,6 +129,7 @@ pub const NORM_RMS_ADD: KernelSource = KernelSource {
     source: kernel!(
         "exact_div.wgsl",
         "float_common.wgsl",
+        "exact_sqrt.wgsl",
         "norm_rms_common.wgsl",
         "norm_rms_tree.wgsl",
         "norm_rms_add.wgsl"

@@ -50,6 +50,10 @@ const CPU_ADAPTER_LOOP_BUDGET: u64 = 60_000;
 /// bits, and its exit test), for the loop estimates of [`loops_fit`].
 pub(crate) const DIV_LOOPS: u64 = 26;
 
+/// Iterations of one correctly rounded square root (`exact_sqrt.wgsl`: up to 4 corrections of
+/// the shader's root, and the exit test).
+pub(crate) const SQRT_LOOPS: u64 = 5;
+
 /// Whether a kernel whose invocations each run up to `iterations` loop iterations computes its
 /// full result on `gpu`: always on GPUs; on CPU adapters only within [`CPU_ADAPTER_LOOP_BUDGET`].
 /// An op past it runs on the CPU reference instead, as under the CPU policy.

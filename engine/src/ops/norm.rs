@@ -28,6 +28,8 @@ pub(super) struct Params {
     pub len: u32,
     pub eps: f32,
     pub row_base: u32,
+    /// Always 0: the runtime zero of `rms_pin4` (the compiler cannot know its value).
+    pub zero: u32,
 }
 
 impl Params {
@@ -38,6 +40,7 @@ impl Params {
             len: len as u32,
             eps,
             row_base: rows.start as u32,
+            zero: 0,
         }
     }
 }
@@ -98,9 +101,9 @@ impl Engine {
 
 /// Loop iterations per invocation of the RMS norm kernels (for `float_args::loops_fit`): two
 /// passes over the row, each iteration taking four elements in an inner loop of four (counted:
-/// a compiler need not unroll it), 8 tree levels and two divisions.
+/// a compiler need not unroll it), 8 tree levels, two divisions and a square root.
 pub(super) fn norm_loops(len: u64) -> u64 {
-    2 * 5 * len.div_ceil(4 * 256) + 8 + 2 * float_args::DIV_LOOPS
+    2 * 5 * len.div_ceil(4 * 256) + 8 + 2 * float_args::DIV_LOOPS + float_args::SQRT_LOOPS
 }
 
 /// The GPU norms check `eps` on the host, before the tensors: non-finite or negative.

@@ -1,5 +1,5 @@
 //! `Engine::add_rms_norm` (residual add fused with RMSNorm) against cpu-ref: the sum bit for
-//! bit, the norm within rms_norm's tolerance, on whole and chunked launches and the CPU backend;
+//! bit, the norm too (rms_norm's exact tolerance), on whole and chunked launches and the CPU backend;
 //! and the same errors, for each status word of the fused launch.
 
 use bitnet_tests::{gpu_engine, gpu_engine_with};
@@ -8,7 +8,7 @@ use bitnet_wgpu::{Engine, EngineOptions, Error, Tensor};
 
 use super::common::{assert_f32, cpu_error, engine, host, numel, up, values};
 
-/// Both outputs of one case against cpu-ref: `h` bit for bit, the norm within tolerance.
+/// Both outputs of one case against cpu-ref, bit for bit.
 fn check(e: &Engine, what: &str, x: &[f32], r: &[f32], w: &[f32], shape: &[usize], eps: f32) {
     let len = *shape.last().unwrap_or(&1);
     let (want_h, want_y) = cpu::add_rms_norm(&host(x, shape), &host(r, shape), w, eps).unwrap();
