@@ -10,7 +10,9 @@
 //! projections' fused GEMV normalizes its own row (`bitlinear_gemv_fused_norm.wgsl`) and the
 //! norm's dispatch goes (`ops/bitnet_normed.rs`). The results are bit for bit, and the errors
 //! error for error, those of [`Engine::add_rms_norm`] (or [`Engine::rms_norm`]) followed by the
-//! layer's `forward_tensor`; where the fused kernel cannot run, that is what runs.
+//! layer's `forward_tensor`; where the fused kernel cannot run, that is what runs. One difference,
+//! as between a [`LinearGroup`](crate::LinearGroup) and separate BitLinears: `h` comes from the
+//! layer's launch, so where a layer output overflows, a read of `h` reports that error too.
 
 use crate::engine::Engine;
 use crate::error::Result;

@@ -48,7 +48,7 @@ impl Params {
 impl Engine {
     /// RMSNorm of an `F32` tensor over its last axis (length `L`), per row:
     /// `y = (x · inv) · weight[i]` with `inv = 1 / sqrt(Σx² / L + eps)`; `weight` is an `F32`
-    /// tensor of `L` elements (any shape). Same as `bitnet_cpu_ref::ops::rms_norm`. Errors:
+    /// tensor of `L` elements (any shape). Bit for bit `bitnet_cpu_ref::ops::rms_norm`. Errors:
     /// `weight` length, non-finite `x`, `weight` or `eps`, negative `eps`, a row whose sum of
     /// squares overflows, non-finite output. On the GPU, `eps` is checked before the tensors (the
     /// CPU reference checks it after them; only input with several faults is reported differently).

@@ -37,7 +37,7 @@ impl Engine {
     /// `L`) with `weight` (`L` elements, any shape), both returned as `(h, normed)`: the step
     /// between a pre-norm transformer block's sublayers (the residual stream and the next
     /// sublayer's input), one GPU dispatch where [`Engine::binary`] and [`Engine::rms_norm`] take
-    /// two. Same as `bitnet_cpu_ref::ops::add_rms_norm`, whose docs give the errors: shapes,
+    /// two. Bit for bit `bitnet_cpu_ref::ops::add_rms_norm`, whose docs give the errors: shapes,
     /// `weight` length, non-finite `x`, `residual`, `weight` or `eps`, negative `eps`, and
     /// `"output"` for a row whose sum or sum of squares overflows (at the row's first element)
     /// or a non-finite normalized element. Both outputs fail together (one launch). On the GPU,
