@@ -16,6 +16,10 @@
 //!   zeros and random bit patterns (for positive non-NaN `a` also equal to the host's IEEE
 //!   `127.0 / a`); and, with the f32 estimate or the float correction step perturbed, the
 //!   integer correction steps that IEEE division (lavapipe) never needs.
+//! - `exact_sqrt.wgsl`: `sqrt_rounded` equal to the host's IEEE square root on the GPU over edge
+//!   and random significands at every exponent, subnormals and perfect squares, also with the
+//!   shader's root moved up to 4 ulp (the correction steps an IEEE `sqrt` never needs). Both run on
+//!   a bare device of the engine's adapter (`kernel_edges/rig.rs`).
 
 #[path = "kernel_edges/act_quant.rs"]
 mod act_quant;
@@ -23,6 +27,10 @@ mod act_quant;
 mod batch_gemv;
 #[path = "kernel_edges/exact_div.rs"]
 mod exact_div;
+#[path = "kernel_edges/exact_sqrt.rs"]
+mod exact_sqrt;
+#[path = "kernel_edges/rig.rs"]
+mod rig;
 
 use std::sync::OnceLock;
 
