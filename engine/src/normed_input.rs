@@ -13,6 +13,10 @@
 //! layer's `forward_tensor`; where the fused kernel cannot run, that is what runs. One difference,
 //! as between a [`LinearGroup`](crate::LinearGroup) and separate BitLinears: `h` comes from the
 //! layer's launch, so where a layer output overflows, a read of `h` reports that error too.
+//!
+//! A norm in front of a single BitLinear (BitNet b1.58 2B4T's sub-norms before the o and down
+//! projections) joins that BitLinear's dispatch the same way through a `LinearGroup` of one
+//! (which holds its own copy of the matrix).
 
 use crate::engine::Engine;
 use crate::error::Result;

@@ -159,7 +159,9 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
     for (k, seed) in [(256, 1000), (1088, 1100)] {
         let group = Layer::group(&e, &[128, 64, 64], k, seed);
         let gated = Layer::gated(&e, 96, k, seed + 10, 0.05);
-        assert!(group.fused() && gated.fused());
+        // A group of one: a sub-norm in front of a single projection.
+        let single = Layer::group(&e, &[64], k, seed + 30);
+        assert!(group.fused() && gated.fused() && single.fused());
         for m in [1, 3, 8] {
             for residual in [true, false] {
                 let s = seed + 20 + 2 * m as u64 + u64::from(residual);
@@ -167,6 +169,7 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
                 check_values(&e, &gated, m, k, residual, s + 50);
             }
         }
+        check_values(&e, &single, 1, k, false, seed + 40);
     }
     // The fallbacks: M > 8; K not a multiple of 64 (no fused layer at all).
     let group = Layer::group(&e, &[64, 32], 256, 1200);
