@@ -20,6 +20,8 @@ use bitnet_cpu_ref::TernaryMatrix;
 use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::normed_input::NormedInput;
+use crate::ops::bitnet_group::group_table;
 use crate::ops::bitnet_stable::bitlinear_input_ok;
 use crate::tensor::{DType, Location, Tensor};
 
@@ -38,6 +40,8 @@ struct Inner {
     device: Mutex<Option<Tensor>>,
     /// Whether `device` holds the copy (read by every dispatch decision without the lock).
     resident: AtomicBool,
+    /// The grouped GEMV's table for this one matrix (`forward_normed`), once needed.
+    table: Mutex<Option<Tensor>>,
 }
 
 impl Linear {
@@ -49,6 +53,7 @@ impl Linear {
                 w: Arc::new(w),
                 device: Mutex::new(None),
                 resident: AtomicBool::new(false),
+                table: Mutex::new(None),
             }),
         }
     }
@@ -71,13 +76,7 @@ impl Linear {
     pub fn device_weights(&self) -> Result<Tensor> {
         let e = &self.inner.engine;
         let mut slot = self.inner.device.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = |t: &Tensor| match t.location() {
-            Location::Device => t.engine().gpu_raw().is_some_and(|g| g.is_lost()),
-            // Made while no GPU took work: kept, tensor ops on it would run on the CPU for the
-            // layer's lifetime, whatever the policy says later.
-            Location::Host => e.gpu_context().is_some(),
-        };
-        if let Some(t) = slot.as_ref().filter(|t| !stale(t)) {
+        if let Some(t) = slot.as_ref().filter(|t| !stale(e, t)) {
             return Ok(t.clone());
         }
         let t = e.ternary_tensor(&self.inner.w)?;
@@ -86,6 +85,43 @@ impl Linear {
         self.inner
             .resident
             .store(t.location() == Location::Device, Ordering::Release);
+        Ok(t)
+    }
+
+    /// `y = x · Wᵀ` on the RMSNorm of `input` (see [`NormedInput`]; a BitNet b1.58 sub-norm in
+    /// front of the o or down projection): the residual stream after the add (`x + residual`,
+    /// or `x` itself) and `y` (`F32` `[M, N]`), bit for bit and error for error
+    /// `let (h, xn) = engine.add_rms_norm(..)?` (or `rms_norm`) followed by
+    /// `engine.bitlinear_tensor(&xn, &self.device_weights()?)`. One dispatch where the grouped
+    /// fused GEMV runs on the layer's own device weights (N a multiple of 4, K of 64, M ≤ 8,
+    /// the norm's conditions: [`crate::LinearGroup::forward_normed`]); otherwise those two calls.
+    pub fn forward_normed(&self, input: NormedInput<'_>) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "bitlinear";
+        let (e, w) = (&self.inner.engine, &*self.inner.w);
+        let fusable = w.n() % 4 == 0 && w.k() % 64 == 0 && e.gpu_context().is_some();
+        let weights = self.device_weights()?;
+        if fusable && weights.location() == Location::Device {
+            let table = self.group_table()?;
+            let run = e.bitlinear_group_normed(OP, input, (&weights, Some(&table)), &[w.n()])?;
+            if let Some((h, mut ys)) = run {
+                return Ok((h, ys.remove(0)));
+            }
+        }
+        let (h, xn) = input.separately(e)?;
+        Ok((h, e.bitlinear_tensor(&xn, &weights)?))
+    }
+
+    /// The grouped GEMV's table for this one matrix (its scale and N) on the engine's device,
+    /// uploaded on first use and again after a lost device.
+    fn group_table(&self) -> Result<Tensor> {
+        let e = &self.inner.engine;
+        let mut slot = self.inner.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = slot.as_ref().filter(|t| !stale(e, t)) {
+            return Ok(t.clone());
+        }
+        let w = &self.inner.w;
+        let t = e.upload_u32(&group_table(&[w.scale()], &[w.n()]), &[8])?;
+        *slot = Some(t.clone());
         Ok(t)
     }
 
@@ -135,6 +171,16 @@ impl Linear {
             detail: format!("batch {b} x {m} rows overflows"),
         })?;
         self.forward(x, rows)
+    }
+}
+
+/// Whether a tensor the layer keeps for `e` must be made again: a device copy whose device was
+/// lost, or a host copy made while no GPU took work, now that one does (kept until then: tensor
+/// ops on it run on the CPU, whatever the policy says later).
+fn stale(e: &Engine, t: &Tensor) -> bool {
+    match t.location() {
+        Location::Device => t.engine().gpu_raw().is_some_and(|g| g.is_lost()),
+        Location::Host => e.gpu_context().is_some(),
     }
 }
 

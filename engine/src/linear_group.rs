@@ -149,7 +149,7 @@ impl LinearGroup {
         const OP: &str = "bitlinear";
         if let Some(w) = &self.concat {
             let e = self.linears[0].engine();
-            if let Some(done) = e.bitlinear_group_normed(OP, input, w, &self.ns)? {
+            if let Some(done) = e.bitlinear_group_normed(OP, input, (w, None), &self.ns)? {
                 return Ok(done);
             }
         }

@@ -6,7 +6,8 @@
 //! and the gate/up projections read the normalized rows. As ops of their own the norms are two
 //! dependent dispatches per layer, each behind a barrier; given to
 //! [`LinearGroup::forward_normed`](crate::LinearGroup::forward_normed) and
-//! [`GatedLinear::forward_normed`](crate::GatedLinear::forward_normed), every workgroup of the
+//! [`GatedLinear::forward_normed`](crate::GatedLinear::forward_normed) (or
+//! [`Linear::forward_normed`](crate::Linear::forward_normed)), every workgroup of the
 //! projections' fused GEMV normalizes its own row (`bitlinear_gemv_fused_norm.wgsl`) and the
 //! norm's dispatch goes (`ops/bitnet_normed.rs`). The results are bit for bit, and the errors
 //! error for error, those of [`Engine::add_rms_norm`] (or [`Engine::rms_norm`]) followed by the
@@ -15,8 +16,9 @@
 //! layer's launch, so where a layer output overflows, a read of `h` reports that error too.
 //!
 //! A norm in front of a single BitLinear (BitNet b1.58 2B4T's sub-norms before the o and down
-//! projections) joins that BitLinear's dispatch the same way through a `LinearGroup` of one
-//! (which holds its own copy of the matrix).
+//! projections) joins that BitLinear's dispatch the same way:
+//! [`Linear::forward_normed`](crate::Linear::forward_normed) runs the grouped kernel on the
+//! layer's own device weights, with an 8-word table of its own.
 
 use crate::engine::Engine;
 use crate::error::Result;

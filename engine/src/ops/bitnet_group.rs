@@ -23,7 +23,7 @@ use crate::launch::{Launch, fold_workgroups};
 use crate::normed_input::NormedInput;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Location, Tensor};
 
 use Access::{Read, ReadWrite};
 
@@ -141,17 +141,19 @@ impl Engine {
         w: &Tensor,
         ns: &[usize],
     ) -> Result<Option<Vec<Tensor>>> {
-        self.bitlinear_group_launch(op, x, w, ns, None)
+        self.bitlinear_group_launch(op, x, (w, None), ns, None)
     }
 
     /// [`Engine::bitlinear_group_fused`] on the RMSNorm of `input` (one dispatch: the norm in
     /// every workgroup): the residual stream after the add and the outputs, or `None` where
     /// that kernel cannot run (the caller then runs the norm op and the group separately).
+    /// `table`: the group table as a `U32` tensor of its own (8 words, [`group_table`]) where
+    /// `w` is a single matrix's own weights; `None`: `w`'s scales hold it.
     pub(crate) fn bitlinear_group_normed(
         &self,
         op: &'static str,
         input: NormedInput<'_>,
-        w: &Tensor,
+        (w, table): (&Tensor, Option<&Tensor>),
         ns: &[usize],
     ) -> Result<Option<(Tensor, Vec<Tensor>)>> {
         let Some(gpu) = self.gpu_for(&[input.x, w]) else {
@@ -161,22 +163,31 @@ impl Engine {
         let Some(norm) = NormPrologue::new(self, gpu, input, 10)? else {
             return Ok(None);
         };
-        let outs = self.bitlinear_group_launch(op, norm.x(), w, ns, Some(&norm))?;
+        let outs = self.bitlinear_group_launch(op, norm.x(), (w, table), ns, Some(&norm))?;
         Ok(outs.map(|outs| (norm.stream(), outs)))
     }
 
-    /// The grouped launch, on the norm of its input where `norm` is given.
+    /// The grouped launch, on the norm of its input where `norm` is given (`table` as for
+    /// [`Engine::bitlinear_group_normed`]).
     fn bitlinear_group_launch(
         &self,
         op: &'static str,
         x: &Tensor,
-        w: &Tensor,
+        (w, table): (&Tensor, Option<&Tensor>),
         ns: &[usize],
         norm: Option<&NormPrologue<'_>>,
     ) -> Result<Option<Vec<Tensor>>> {
         let Some(gpu) = self.gpu_for(&[x, w]) else {
             return Ok(None);
         };
+        if table.is_some_and(|t| {
+            t.dtype() != DType::U32
+                || t.len() != 8
+                || t.location() != Location::Device
+                || t.engine().gpu_id() != Some(gpu.id)
+        }) {
+            return Ok(None);
+        }
         let (&[m, k], &[n, wk]) = (x.shape(), w.shape()) else {
             return Ok(None);
         };
@@ -201,6 +212,7 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let overlaps = !(tensor_waits(gpu, x, false)
             || tensor_waits(gpu, w, false)
+            || table.is_some_and(|t| tensor_waits(gpu, t, false))
             || outs.iter().any(|o| tensor_waits(gpu, o, true))
             || norm.is_some_and(|p| p.waits(gpu)));
         let extra_loops = norm.map_or(0, NormPrologue::loops);
@@ -211,10 +223,12 @@ impl Engine {
             Some(_) => &GEMV_FUSED_GROUP_NORM,
             None => &GEMV_FUSED_GROUP,
         };
-        let mut launch = Launch::new(gpu, kernel)
-            .input_range(w, 0, 4 * wpr * n as u64)
-            .input_scales(w)
-            .input_range(x, 0, 4 * (m * k) as u64);
+        let launch = Launch::new(gpu, kernel).input_range(w, 0, 4 * wpr * n as u64);
+        let mut launch = match table {
+            Some(t) => launch.input(t),
+            None => launch.input_scales(w),
+        }
+        .input_range(x, 0, 4 * (m * k) as u64);
         for o in &outs {
             launch = launch.output_range(o, 0, 4 * o.len() as u64);
         }

@@ -1,4 +1,4 @@
-//! `forward_normed` of `LinearGroup` and `GatedLinear`: the RMSNorm (with or without the
+//! `forward_normed` of `LinearGroup`, `GatedLinear` and `Linear`: the RMSNorm (with or without the
 //! residual add) inside the layer's dispatch, bit for bit and error for error `add_rms_norm` /
 //! `rms_norm` followed by `forward_tensor` (one launch per forward on the GPU; the fallbacks:
 //! M > 8, K not a multiple of 64, the CPU engine, arguments the norm rejects), checked against
@@ -20,10 +20,11 @@ fn launches(e: &Engine) -> u64 {
     e.pipeline_stats().compiled + e.pipeline_stats().hits
 }
 
-/// A layer under test: a group or a gated layer, run plainly or on a normed input.
+/// A layer under test: a group, a gated layer or one BitLinear, run plainly or on a normed input.
 enum Layer {
     Group(LinearGroup),
     Gated(GatedLinear),
+    Single(Linear),
 }
 
 impl Layer {
@@ -40,10 +41,18 @@ impl Layer {
         Layer::Gated(e.gated_linear(&gate, &up, UnaryOp::Relu2).unwrap())
     }
 
+    fn single(e: &Engine, n: usize, k: usize, seed: u64) -> Layer {
+        Layer::Single(Linear::new(e, weights(n, k, seed, 0.05)))
+    }
+
     fn fused(&self) -> bool {
         match self {
             Layer::Group(g) => g.grouped(),
             Layer::Gated(g) => g.fused(),
+            Layer::Single(l) => {
+                let w = l.weights();
+                w.n() % 4 == 0 && w.k() % 64 == 0 && l.engine().backend_kind() == BackendKind::Gpu
+            }
         }
     }
 
@@ -51,6 +60,7 @@ impl Layer {
         match self {
             Layer::Group(g) => g.forward_tensor(x),
             Layer::Gated(g) => Ok(vec![g.forward_tensor(x)?]),
+            Layer::Single(l) => Ok(vec![l.engine().bitlinear_tensor(x, &l.device_weights()?)?]),
         }
     }
 
@@ -58,6 +68,7 @@ impl Layer {
         match self {
             Layer::Group(g) => g.forward_normed(input),
             Layer::Gated(g) => g.forward_normed(input).map(|(h, y)| (h, vec![y])),
+            Layer::Single(l) => l.forward_normed(input).map(|(h, y)| (h, vec![y])),
         }
     }
 
@@ -78,6 +89,7 @@ impl Layer {
                 let y = cpu::gated(g.activation(), &t(gp), &t(upr)).unwrap();
                 vec![y.data().to_vec()]
             }
+            Layer::Single(l) => vec![cpu_ref::bitlinear(xn, m, l.weights()).unwrap()],
         }
     }
 }
@@ -159,9 +171,10 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
     for (k, seed) in [(256, 1000), (1088, 1100)] {
         let group = Layer::group(&e, &[128, 64, 64], k, seed);
         let gated = Layer::gated(&e, 96, k, seed + 10, 0.05);
-        // A group of one: a sub-norm in front of a single projection.
+        // A group of one, and one BitLinear: a sub-norm in front of a single projection.
         let single = Layer::group(&e, &[64], k, seed + 30);
-        assert!(group.fused() && gated.fused() && single.fused());
+        let linear = Layer::single(&e, 64, k, seed + 35);
+        assert!(group.fused() && gated.fused() && single.fused() && linear.fused());
         for m in [1, 3, 8] {
             for residual in [true, false] {
                 let s = seed + 20 + 2 * m as u64 + u64::from(residual);
@@ -170,6 +183,10 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
             }
         }
         check_values(&e, &single, 1, k, false, seed + 40);
+        for m in [1, 8] {
+            check_values(&e, &linear, m, k, false, seed + 41 + m as u64);
+            check_values(&e, &linear, m, k, true, seed + 51 + m as u64);
+        }
     }
     // The fallbacks: M > 8; K not a multiple of 64 (no fused layer at all).
     let group = Layer::group(&e, &[64, 32], 256, 1200);
@@ -177,6 +194,9 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
     let odd = Layer::gated(&e, 32, 96, 1220, 0.05);
     assert!(!odd.fused());
     check_values(&e, &odd, 2, 96, true, 1230);
+    let odd = Layer::single(&e, 30, 256, 1232);
+    assert!(!odd.fused());
+    check_values(&e, &odd, 2, 256, false, 1234);
     // The CPU engine.
     let cpu = Engine::cpu();
     check_values(
@@ -258,6 +278,7 @@ fn forward_normed_errors_are_the_two_calls_errors() {
     let group = Layer::group(&e, &[64, 32, 32], k, 2000);
     // Weight spread 50: the layer's outputs overflow on rows normalized to about 1e37.
     let gated = Layer::gated(&e, 32, k, 2010, 50.0);
+    let linear = Layer::single(&e, 32, k, 2015);
     let (x, r, w) = values(m, k, 2020);
     let with = |f: &dyn Fn(&mut [Vec<f32>; 3])| {
         let mut v = [x.clone(), r.clone(), w.clone()];
@@ -335,9 +356,9 @@ fn forward_normed_errors_are_the_two_calls_errors() {
     ];
     for (case, v, op_add, op_norm) in &cases {
         let xs = [&v[0][..], &v[1][..], &v[2][..]];
-        for (name, layer) in [("group", &group), ("gated", &gated)] {
+        for (name, layer) in [("group", &group), ("gated", &gated), ("linear", &linear)] {
             // The group's weights are small: its outputs stay finite where the gated one's do not.
-            if *case == "layer output" && name == "group" {
+            if *case == "layer output" && name != "gated" {
                 continue;
             }
             check_error(&e, layer, xs, true, op_add, &format!("{name}: {case}"));
