@@ -18,7 +18,9 @@
 //! from one resident table, the next input is the last output as it is on the device, and the
 //! caches grow in place. Prints the backend, the largest GPU−CPU difference and the time per
 //! decode step. `--cpu-only` or `--gpu-only` times one engine alone; `--prompt=N`, `--steps=N`
-//! and `--layers=N` resize the run (`--prompt=4096`: decode at a long context).
+//! and `--layers=N` resize the run (`--prompt=4096`: decode at a long context); `--sub-norms`
+//! adds 2B4T's sub-norms in front of o and down (each inside its projection's dispatch,
+//! `Linear::forward_normed`).
 
 use std::time::Instant;
 
@@ -42,9 +44,14 @@ pub struct Layer {
     attn_norm: Tensor,
     ffn_norm: Tensor,
     qkv: LinearGroup,
-    wo: Tensor,
+    wo: Linear,
     gate_up: GatedLinear,
-    wdown: Tensor,
+    wdown: Linear,
+    /// `wo`'s and `wdown`'s device weights, where no sub-norm runs in front of them.
+    wo_w: Tensor,
+    wdown_w: Tensor,
+    /// The sub-norms' weights (in front of o and down), where the model has them.
+    sub_norms: Option<[Tensor; 2]>,
 }
 
 /// The model's weights uploaded to `engine` (device tensors on a GPU engine, host tensors on the
@@ -58,13 +65,24 @@ pub fn upload(engine: &Engine, model: &Model) -> Result<Vec<Layer>> {
         let linear = |w: &TernaryMatrix| Linear::new(engine, w.clone());
         let (q, k, v) = (linear(wq), linear(wk), linear(wv));
         let (gate, upm) = (linear(wgate), linear(wup));
+        let (wo, wdown) = (linear(wo), linear(wdown));
+        let sub_norms = match &l.sub_norms {
+            Some([attn, ffn]) => Some([
+                engine.upload_f32(attn, &[attn.len()])?,
+                engine.upload_f32(ffn, &[ffn.len()])?,
+            ]),
+            None => None,
+        };
         Ok(Layer {
             attn_norm: engine.upload_f32(&l.attn_norm, &[h])?,
             ffn_norm: engine.upload_f32(&l.ffn_norm, &[h])?,
             qkv: engine.linear_group(&[&q, &k, &v])?,
-            wo: engine.upload_ternary(wo)?,
+            wo_w: wo.device_weights()?,
+            wdown_w: wdown.device_weights()?,
+            wo,
             gate_up: engine.gated_linear(&gate, &upm, UnaryOp::Relu2)?,
-            wdown: engine.upload_ternary(wdown)?,
+            wdown,
+            sub_norms,
         })
     };
     model.layers.iter().map(up).collect()
@@ -139,7 +157,7 @@ pub fn forward(
         // Output projection; then the residual add, the feed-forward block's RMSNorm and
         // ReLU²(gate) · up (gate/up and the activation: one op, the norm in it); down (added by
         // the next norm).
-        let o = e.bitlinear_tensor(&attn, &l.wo)?;
+        let o = project(&l.wo, &l.wo_w, &attn, l.sub_norms.as_ref().map(|[a, _]| a))?;
         let (h, act) = l.gate_up.forward_normed(NormedInput {
             x: &x,
             residual: Some(&o),
@@ -147,13 +165,35 @@ pub fn forward(
             eps: EPS,
         })?;
         x = h;
-        pending = Some(e.bitlinear_tensor(&act, &l.wdown)?);
+        let down = project(
+            &l.wdown,
+            &l.wdown_w,
+            &act,
+            l.sub_norms.as_ref().map(|[_, f]| f),
+        )?;
+        pending = Some(down);
     }
     if let Some(down) = pending {
         x = e.binary(BinaryOp::Add, &x, &down)?;
     }
     s.pos += t;
     Ok(x)
+}
+
+/// A projection (`w`'s device weights `weights`) of `x`, behind its sub-norm (weight `norm`)
+/// where the model has one: then one op, the norm inside the projection's dispatch.
+fn project(w: &Linear, weights: &Tensor, x: &Tensor, norm: Option<&Tensor>) -> Result<Tensor> {
+    match norm {
+        Some(weight) => Ok(w
+            .forward_normed(NormedInput {
+                x,
+                residual: None,
+                weight,
+                eps: EPS,
+            })?
+            .1),
+        None => w.engine().bitlinear_tensor(x, weights),
+    }
 }
 
 /// Wall times of [`generate`]'s decode steps, in milliseconds.
@@ -251,6 +291,7 @@ fn main() -> Result<()> {
             layers: 30,
             prompt: 32,
             steps: 16,
+            sub_norms: false,
         }
     } else {
         Dims {
@@ -261,6 +302,7 @@ fn main() -> Result<()> {
             layers: 2,
             prompt: 6,
             steps: 8,
+            sub_norms: false,
         }
     };
     // `--layers=N` overrides the layer count (how differences grow with depth), `--steps=N` the
@@ -271,6 +313,8 @@ fn main() -> Result<()> {
         layers: flag("--layers=").unwrap_or(dims.layers),
         steps: flag("--steps=").unwrap_or(dims.steps).max(1),
         prompt: flag("--prompt=").unwrap_or(dims.prompt).max(1),
+        // `--sub-norms`: with 2B4T's sub-norms in front of o and down.
+        sub_norms: std::env::args().any(|a| a == "--sub-norms"),
         ..dims
     };
     let per_step = |ms: f64| ms / dims.steps as f64;

@@ -1,8 +1,8 @@
 //! The `decode_step` example (`engine/examples/decode_step.rs`), compiled into the suite and run
 //! at a smaller size on the GPU engine against the CPU engine: a prefill and decode steps of a
 //! 2-layer BitNet b1.58 transformer through the public API (RMSNorm, BitLinear, RoPE, a device
-//! `KvCache` per layer, grouped-query causal `Engine::attention`, ReLU²-gated FFN, residuals),
-//! within the suite's float tolerance.
+//! `KvCache` per layer, grouped-query causal `Engine::attention`, ReLU²-gated FFN, residuals;
+//! with and without 2B4T's sub-norms in front of o and down), within the suite's float tolerance.
 
 #[path = "../../engine/examples/decode_step.rs"]
 #[allow(dead_code)]
@@ -14,15 +14,23 @@ use example::{Dims, Model, generate, random, upload};
 
 #[test]
 fn prefill_and_decode_on_the_gpu_match_the_cpu_engine() {
-    let dims = Dims {
-        hidden: 64,
-        heads: 4,
-        kv_heads: 2,
-        ffn: 128,
-        layers: 2,
-        prompt: 3,
-        steps: 3,
-    };
+    for sub_norms in [false, true] {
+        check(Dims {
+            hidden: 64,
+            heads: 4,
+            kv_heads: 2,
+            ffn: 128,
+            layers: 2,
+            prompt: 3,
+            steps: 3,
+            sub_norms,
+        });
+    }
+}
+
+/// The GPU engine's states against the CPU engine's, deterministic and without new bind groups
+/// on a repeated sequence.
+fn check(dims: Dims) {
     let (gpu, cpu) = (gpu_engine(), Engine::cpu());
     let model = Model::random(dims, 5).unwrap();
     let prompt = random(11, dims.prompt * dims.hidden, 1.0);

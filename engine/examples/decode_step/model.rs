@@ -16,6 +16,9 @@ pub struct Dims {
     pub prompt: usize,
     /// Decode steps after the prompt.
     pub steps: usize,
+    /// BitNet b1.58 2B4T's sub-norms: an RMSNorm in front of the o projection (over the attention
+    /// output) and one in front of the down projection (over the gated activation).
+    pub sub_norms: bool,
 }
 
 impl Dims {
@@ -66,6 +69,8 @@ pub struct HostLayer {
     pub ffn_norm: Vec<f32>,
     /// q, k, v, o, gate, up, down.
     pub w: Vec<TernaryMatrix>,
+    /// The sub-norms' weights (over hidden, then over FFN), where the model has them.
+    pub sub_norms: Option<[Vec<f32>; 2]>,
 }
 
 /// The model on the host; the same for every engine.
@@ -91,16 +96,20 @@ impl Model {
                 .into_iter()
                 .map(|(n, k)| ternary(next_seed(), n, k))
                 .collect::<Result<_>>()?;
-            let mut norm = || -> Vec<f32> {
-                random(next_seed(), h, 0.1)
+            let mut norm = |len| -> Vec<f32> {
+                random(next_seed(), len, 0.1)
                     .iter()
                     .map(|v| 1.0 + v)
                     .collect()
             };
+            // Drawn after the others: the weights without sub-norms stay what they were.
+            let (attn_norm, ffn_norm) = (norm(h), norm(h));
+            let sub_norms = dims.sub_norms.then(|| [norm(h), norm(f)]);
             layers.push(HostLayer {
-                attn_norm: norm(),
-                ffn_norm: norm(),
+                attn_norm,
+                ffn_norm,
                 w,
+                sub_norms,
             });
         }
         Ok(Model { dims, layers })
