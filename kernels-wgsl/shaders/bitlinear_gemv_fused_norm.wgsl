@@ -25,12 +25,13 @@
 // norm is quantized as zeros (inv = 0), its outputs ignored behind word 0.
 //
 // The entry declares res: array<vec4<f32>> (one vec4 of scratch where RESIDUAL is false),
-// nw: array<vec4<f32>> and h_out: array<f32> (the [M, K] rows; a scratch word without RESIDUAL).
+// nw: array<vec4<f32>> and h_out: array<f32> (the [M, K] rows; 4 floats of scratch without
+// RESIDUAL).
 // Needs float_common.wgsl, norm_rms_common.wgsl, exact_div.wgsl and exact_sqrt.wgsl.
 
 // Whether a residual is added first (add_rms_norm) or not (rms_norm).
 override RESIDUAL: bool = true;
-// The norm's epsilon, added to the mean square.
+// The norm's epsilon, added to the mean square (a model has one: one pipeline per value).
 override EPS: f32 = 0.0;
 
 const GN_TAG_SHIFT: u32 = 30u;
