@@ -1,0 +1,83 @@
+//! Unit tests of `status.rs`: the slot pool, and how status words decode.
+
+use super::*;
+
+#[test]
+fn slots_start_dirty_and_only_clean_ones_are_handed_out_lowest_first() {
+    let pool = SlotPool::new();
+    assert_eq!(pool.take(), None, "new slot buffers are zeroed, not clean");
+    assert_eq!(pool.free(), (0, STATUS_SLOTS as usize));
+    pool.release_clean(pool.take_dirty());
+    assert_eq!(pool.take(), Some(0));
+    assert_eq!(pool.take(), Some(1));
+    pool.release_dirty(0);
+    assert_eq!(pool.take(), Some(2), "a dirty slot is never handed out");
+    let dirty = pool.take_dirty();
+    assert_eq!(dirty, vec![0]);
+    assert!(!pool.has_dirty());
+    pool.release_clean(dirty);
+    assert_eq!(
+        pool.take(),
+        Some(0),
+        "clean again once its reset was submitted"
+    );
+}
+
+/// A word with its own op reports as that op; the others as the check's; the lowest flagged
+/// word wins.
+#[test]
+fn words_decode_with_their_own_op() {
+    let check = NonFiniteCheck::tensors("bitlinear", ["x", "y", "", "output"]).word_op(3, "gated");
+    let slot = |words: [u32; STATUS_WORDS]| -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    };
+    let err = |words| decode_slot(&check, &slot(words));
+    assert_eq!(err([CLEAN; STATUS_WORDS]), None);
+    assert_eq!(
+        err([CLEAN, CLEAN, CLEAN, 7]),
+        Some(Error::NonFinite {
+            op: "gated",
+            tensor: "output",
+            index: 7
+        })
+    );
+    assert_eq!(
+        err([CLEAN, 5, CLEAN, 7]),
+        Some(Error::NonFinite {
+            op: "bitlinear",
+            tensor: "y",
+            index: 5
+        })
+    );
+}
+
+/// A tagged word decodes its kind's tensor name and the index below the tag, and still
+/// ranks before the later words.
+#[test]
+fn tagged_words_decode_kind_and_index() {
+    const NAMES: &[&str] = &["x", "residual", "weight", "output"];
+    let check = NonFiniteCheck::tensors("bitlinear", ["", "output", "", ""])
+        .word_op(0, "add_rms_norm")
+        .tagged(0, NAMES);
+    let slot = |words: [u32; STATUS_WORDS]| -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    };
+    let err = |words| decode_slot(&check, &slot(words));
+    assert_eq!(
+        err([2 << TAG_SHIFT | 9, 3, CLEAN, CLEAN]),
+        Some(Error::NonFinite {
+            op: "add_rms_norm",
+            tensor: "weight",
+            index: 9
+        })
+    );
+    assert_eq!(
+        err([CLEAN, 3, CLEAN, CLEAN]),
+        Some(Error::NonFinite {
+            op: "bitlinear",
+            tensor: "output",
+            index: 3
+        })
+    );
+    assert_eq!(check.word_of("residual"), 0);
+}
