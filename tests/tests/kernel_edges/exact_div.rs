@@ -9,29 +9,13 @@ const EXACT_DIV_127: &str = include_str!("../../../kernels-wgsl/shaders/exact_di
 /// `sweep`: a = bits `base + i * stride` for i < count, compared on the GPU (mismatch count and
 /// the first mismatching i). `list`: a = `inputs[i]`, both results written out.
 const DIV_TEST: &str = r"
-struct DivParams {
-    base: u32,
-    stride: u32,
-    count: u32,
-    row: u32,
-}
-
-@group(0) @binding(0) var<uniform> dp: DivParams;
-@group(0) @binding(1) var<storage, read> inputs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> results: array<u32>;
-@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>, 2>;
-
-fn div_index(gid: vec3<u32>) -> u32 {
-    return gid.x + gid.y * dp.row;
-}
-
 @compute @workgroup_size(256)
 fn sweep(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = div_index(gid);
-    if (i >= dp.count) {
+    let i = rig_index(gid);
+    if (i >= rp.count) {
         return;
     }
-    let a = bitcast<f32>(dp.base + i * dp.stride);
+    let a = bitcast<f32>(rp.base + i * rp.stride);
     let fast = bitcast<u32>(exact_div_127(a));
     let slow = bitcast<u32>(exact_div(127.0, a));
     if (fast != slow) {
@@ -42,8 +26,8 @@ fn sweep(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(256)
 fn list(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = div_index(gid);
-    if (i >= dp.count) {
+    let i = rig_index(gid);
+    if (i >= rp.count) {
         return;
     }
     let a = bitcast<f32>(inputs[i]);

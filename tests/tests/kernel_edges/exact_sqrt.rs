@@ -11,22 +11,10 @@ const EXACT_SQRT: &str = include_str!("../../../kernels-wgsl/shaders/exact_sqrt.
 
 /// `list`: results[i] = sqrt_rounded(inputs[i]) (bit patterns).
 const SQRT_TEST: &str = r"
-struct SqrtParams {
-    base: u32,
-    stride: u32,
-    count: u32,
-    row: u32,
-}
-
-@group(0) @binding(0) var<uniform> sp: SqrtParams;
-@group(0) @binding(1) var<storage, read> inputs: array<u32>;
-@group(0) @binding(2) var<storage, read_write> results: array<u32>;
-@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>, 2>;
-
 @compute @workgroup_size(256)
 fn list(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x + gid.y * sp.row;
-    if (i >= sp.count) {
+    let i = rig_index(gid);
+    if (i >= rp.count) {
         return;
     }
     results[i] = bitcast<u32>(sqrt_rounded(bitcast<f32>(inputs[i])));

@@ -5,6 +5,28 @@
 
 use super::*;
 
+/// What every test shader on a [`Rig`] starts with (prepended by [`Rig::pipeline`]): the params
+/// (`rp`: first input bits, stride, count, invocations per grid row), the input words, the result
+/// words, the stats words (a mismatch count and the lowest mismatching index), and the flat
+/// index of an invocation.
+const RIG_WGSL: &str = r"
+struct RigParams {
+    base: u32,
+    stride: u32,
+    count: u32,
+    row: u32,
+}
+
+@group(0) @binding(0) var<uniform> rp: RigParams;
+@group(0) @binding(1) var<storage, read> inputs: array<u32>;
+@group(0) @binding(2) var<storage, read_write> results: array<u32>;
+@group(0) @binding(3) var<storage, read_write> stats: array<atomic<u32>, 2>;
+
+fn rig_index(gid: vec3<u32>) -> u32 {
+    return gid.x + gid.y * rp.row;
+}
+";
+
 /// Invocations per workgroup of the test shaders.
 const WG: u32 = 256;
 /// Workgroups per grid row (the grid folds into y past this).
@@ -65,7 +87,8 @@ impl Rig {
         }
     }
 
-    /// The pipeline of `entry_point` in WGSL `source`, with override `constants`.
+    /// The pipeline of `entry_point` in WGSL `source` (after the rig's declarations,
+    /// `RIG_WGSL`), with override `constants`.
     pub(super) fn pipeline(
         &self,
         source: &str,
@@ -76,7 +99,7 @@ impl Rig {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(entry_point),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(format!("{RIG_WGSL}\n{source}").into()),
             });
         self.device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
