@@ -135,7 +135,9 @@ fn check_values(e: &Engine, layer: &Layer, m: usize, k: usize, residual: bool, s
     let case = format!("M {m} K {k} residual {residual}");
     let before = launches(e);
     let (h, outs) = layer.forward_normed(input).unwrap();
-    if layer.fused() && m <= 8 && e.backend_kind() == BackendKind::Gpu {
+    let gpu_work =
+        e.backend_kind() == BackendKind::Gpu && e.dispatch_policy() != DispatchPolicy::Cpu;
+    if layer.fused() && m <= 8 && gpu_work {
         assert_eq!(launches(e) - before, 1, "{case}: one launch");
     }
     let (want_h, want) = separately(e, layer, input).unwrap();
@@ -200,6 +202,11 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
     let odd = Layer::single(&e, 30, 256, 1232);
     assert!(!odd.fused());
     check_values(&e, &odd, 2, 256, false, 1234);
+    // A GPU engine under the Cpu policy: the two calls, on the CPU.
+    let policy = gpu_engine_with(EngineOptions::default());
+    let layer = Layer::group(&policy, &[64, 32], 256, 1236);
+    policy.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    check_values(&policy, &layer, 2, 256, true, 1238);
     // The CPU engine.
     let cpu = Engine::cpu();
     check_values(
