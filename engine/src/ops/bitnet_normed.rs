@@ -9,14 +9,14 @@
 //! reports exactly those errors.
 
 use super::float_args;
-use super::norm::norm_loops;
+use super::norm::{check_eps, norm_loops};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::launch::Launch;
 use crate::normed_input::NormedInput;
 use crate::status::{NonFiniteCheck, TAG_SHIFT};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Location, Tensor};
 
 /// Word 0's tensors by kind with a residual: `add_rms_norm`'s four status words.
 const ADD_TAGS: &[&str] = &["x", "residual", "weight", "output"];
@@ -49,14 +49,19 @@ impl<'a> NormPrologue<'a> {
         input: NormedInput<'a>,
         storage_buffers: u32,
     ) -> Result<Option<NormPrologue<'a>>> {
+        const OP: &str = "rms_norm";
         let NormedInput {
             x,
             residual,
             weight,
             eps,
         } = input;
+        // On this GPU: the caller's `gpu` is the engine's, taking work.
         let f32_here = |t: &Tensor| {
-            t.dtype() == DType::F32 && !t.is_empty() && t.engine().gpu_id() == Some(gpu.id)
+            t.dtype() == DType::F32
+                && !t.is_empty()
+                && t.location() == Location::Device
+                && t.engine().gpu_id() == Some(gpu.id)
         };
         let &[m, k] = x.shape() else {
             return Ok(None);
@@ -65,17 +70,13 @@ impl<'a> NormPrologue<'a> {
             && f32_here(weight)
             && residual.is_none_or(|r| f32_here(r) && r.shape() == x.shape())
             && weight.len() == k
-            && eps.is_finite()
-            && eps >= 0.0
+            && check_eps(OP, eps).is_ok()
             && ((m * k) as u64) < 1 << TAG_SHIFT
-            && engine.gpu_for(&[x, weight]).is_some()
-            && residual.is_none_or(|r| engine.gpu_for(&[r]).is_some())
             && float_args::loops_fit(gpu, norm_loops(k as u64))
             && gpu.caps.limits.max_storage_buffers_per_shader_stage >= storage_buffers;
         if !fits {
             return Ok(None);
         }
-        const OP: &str = "rms_norm";
         let (h, no_residual) = match residual {
             Some(_) => (engine.empty(OP, x.shape(), DType::F32)?, None),
             None => (
