@@ -3,7 +3,7 @@
 The same cases as ours, causal with scale 1/sqrt(D) (SDPA's default):
   * decode, Tq = 1: the query is the newest of the Tk positions, so it attends every key and
     needs no mask; head layouts 2B4T (Hq 20, Hkv 5, D 128) and 8B (Hq 32, Hkv 8, D 128) at
-    Tk in {512, 4096};
+    Tk in {64, 512, 4096};
   * prefill, Tq = Tk = 512, 2B4T: is_causal=True (torch aligns the mask top-left; with Tq = Tk
     that is ours);
   * --quick: 2B4T only, decode over 512 positions and a 128-token prefill (as bitnet-bench).
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 LAYOUTS = {"2B4T": (20, 5, 128), "8B": (32, 8, 128)}  # model: (Hq, Hkv, D)
-DECODE_TK = [512, 4096]
+DECODE_TK = [64, 512, 4096]
 PREFILL, QUICK_PREFILL = 512, 128
 APPEND_GROUP = 16  # appends per graph replay: bitnet-bench's fewest calls per timed sample
 # torch's SDPBackend values (ATen/SDPBackend.h), for what torch._fused_sdp_choice returns.
@@ -37,7 +37,7 @@ BACKENDS = {0: "math", 1: "flash_attention", 2: "efficient_attention", 3: "cudnn
 def specs(quick):
     """(model, Tq, Tk) of every case, in bitnet-bench's order."""
     if quick:
-        layouts, tks, prefill = ["2B4T"], DECODE_TK[:1], QUICK_PREFILL
+        layouts, tks, prefill = ["2B4T"], DECODE_TK[1:2], QUICK_PREFILL
     else:
         layouts, tks, prefill = ["2B4T", "8B"], DECODE_TK, PREFILL
     cases = [(model, 1, tk) for model in layouts for tk in tks]

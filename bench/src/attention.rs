@@ -52,8 +52,9 @@ pub const LAYOUT_8B: HeadLayout = HeadLayout {
     d: 128,
 };
 
-/// Cached positions of the decode cases.
-pub const DECODE_TK: [usize; 2] = [512, 4096];
+/// Cached positions of the decode cases: a short context (a chat's first turns, where a step's
+/// fixed costs dominate), a medium and a long one.
+pub const DECODE_TK: [usize; 3] = [64, 512, 4096];
 
 /// Positions of the prefill case (`Tq = Tk`); `--quick` uses [`QUICK_PREFILL`].
 pub const PREFILL: usize = 512;
@@ -141,7 +142,7 @@ impl AttentionSpec {
 /// [`QUICK_PREFILL`]-token prefill.
 pub fn specs(quick: bool) -> Vec<AttentionSpec> {
     let (layouts, tks, prefill): (&[HeadLayout], &[usize], usize) = if quick {
-        (&[LAYOUT_2B4T], &DECODE_TK[..1], QUICK_PREFILL)
+        (&[LAYOUT_2B4T], &DECODE_TK[1..2], QUICK_PREFILL)
     } else {
         (&[LAYOUT_2B4T, LAYOUT_8B], &DECODE_TK, PREFILL)
     };

@@ -219,6 +219,34 @@ pub const fn attention_tiled_workgroup_bytes(dim: u32, bq: u32) -> u32 {
         + 8 * bq
 }
 
+/// Decode attention (few query rows per kv head, D = 32, 64 or 128, at most 8 query heads per
+/// kv head): one workgroup of 256 per (query row, kv head, run of 64-key chunks) for all the kv
+/// head's query heads, each K/V vector loaded once for the group, the softmax kept per
+/// invocation (flash attention) and merged once; writes the output, or records for
+/// [`ATTENTION_COMBINE`]. Same bindings as [`ATTENTION_TILED`]; override constants `DIM` and
+/// `GROUP` size its workgroup memory ([`attention_decode_workgroup_bytes`]).
+pub const ATTENTION_DECODE: KernelSource = KernelSource {
+    name: "attention_decode",
+    source: kernel!(
+        "exact_div.wgsl",
+        "float_common.wgsl",
+        "attention_common.wgsl",
+        "attention_decode.wgsl"
+    ),
+};
+
+/// Keys per chunk of [`ATTENTION_DECODE`] (`KEYS` in its source).
+pub const ATTENTION_DECODE_KEYS: u32 = 64;
+
+/// Workgroup bytes of [`ATTENTION_DECODE`] with head dimension `dim` and `group` query heads
+/// per kv head: the group's q rows, the score parts / key-group sums (256 vec4 per head), the
+/// chunk's weights; three 256-float arrays of key-group maxima, sums and rescale factors, and
+/// eight head maxima. The engine compares it with the device's
+/// `max_compute_workgroup_storage_size`.
+pub const fn attention_decode_workgroup_bytes(dim: u32, group: u32) -> u32 {
+    group * (4 * dim + 16 * 256 + 4 * ATTENTION_DECODE_KEYS) + 3 * 4 * 256 + 4 * 8
+}
+
 /// The second dispatch of split-mode [`ATTENTION`]: merges each (query, head)'s chunk records in
 /// order and divides; one workgroup of 128 per (query, head).
 pub const ATTENTION_COMBINE: KernelSource = KernelSource {
@@ -249,5 +277,6 @@ pub const ALL: &[KernelSource] = &[
     ROPE_APPEND,
     ATTENTION,
     ATTENTION_TILED,
+    ATTENTION_DECODE,
     ATTENTION_COMBINE,
 ];

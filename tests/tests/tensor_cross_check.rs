@@ -22,6 +22,7 @@ mod tensor_cross_check {
     mod shape_paths;
     mod softmax_masks;
     mod values_attention;
+    mod values_attention_decode;
     mod values_elementwise;
     mod values_matmul;
     mod values_rows;

@@ -4,17 +4,22 @@
 //! max-subtracted and summed in softmax's lane order, the chunks merged in order — except that
 //! each dot product and each chunk's weighted sum are split into independent partial sums (one
 //! serial chain of 128-256 dependent loads per lane made an H200 decode call 130 µs), so results
-//! match the CPU reference within the cross-check tolerance. Few (query, head)
-//! pairs (decode) split their keys across workgroups and merge in a second dispatch
-//! (flash-decoding); many (prefill) take a tile of query rows per workgroup when the head
-//! dimension allows (`attention_tiled.wgsl`: K/V streamed through workgroup memory once per tile,
-//! a running maximum instead of 256-key chunks), one workgroup per pair otherwise. See
-//! `attention.wgsl`.
+//! match the CPU reference within the cross-check tolerance. Three kernels share that contract:
+//! - few query rows per kv head (decode) at head sizes 32, 64 and 128:
+//!   `attention_decode.wgsl`, a workgroup per (row, kv head, run of 64-key chunks) for all of
+//!   the kv head's query heads, records merged by a second dispatch for long rows
+//!   (flash-decoding; `attention_decode.rs`);
+//! - many (prefill) at those sizes: a tile of query rows per workgroup (`attention_tiled.wgsl`:
+//!   K/V streamed through workgroup memory once per tile, a running maximum instead of 256-key
+//!   chunks; `attention_tiled.rs`);
+//! - any other head size: `attention.wgsl`, a workgroup per (query, head), or per (query, head,
+//!   chunk) with the same second dispatch when few pairs walk several chunks.
 
-use bitnet_cpu_ref::ops::{self as cpu, AttentionDims};
+use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, RowSplit, row_chunks, store_f32, with_host_f32};
+use super::attention_plan::{CHUNK, Mode, plan};
+use super::float_args::{self, store_f32, with_host_f32};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -39,65 +44,66 @@ const ATTENTION_TILED: Kernel = Kernel::new(
 const ATTENTION_COMBINE: Kernel =
     Kernel::new(kernels::ATTENTION_COMBINE, "main", &[Read, ReadWrite]);
 
-/// Keys per chunk: cpu-ref's order, and the chunk kernel's workgroup size.
-const CHUNK: u64 = cpu::ATTENTION_CHUNK as u64;
-/// Invocations per workgroup of the combine kernel (one per head-dimension element).
-const COMBINE_WG: u64 = 128;
-/// Below this many (query, head) pairs a workgroup per pair leaves a large GPU idle (an H200 has
-/// 132 SMs, each holding several workgroups), so the keys are split across workgroups instead.
-const SPLIT_BELOW_PAIRS: u64 = 1024;
-
+/// `Params` of `attention.wgsl` (the decode kernel's are made from them).
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    dim: u32,
-    attend0: u32,
-    attend_step: u32,
-    row_base: u32,
-    q_shift: u32,
-    chunks: u32,
-    scale: f32,
-    pad: [u32; 2],
+pub(super) struct Params {
+    pub(super) rows: u32,
+    pub(super) heads: u32,
+    pub(super) kv_heads: u32,
+    pub(super) dim: u32,
+    pub(super) attend0: u32,
+    pub(super) attend_step: u32,
+    pub(super) row_base: u32,
+    pub(super) q_shift: u32,
+    pub(super) chunks: u32,
+    pub(super) scale: f32,
+    pub(super) pad: [u32; 2],
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TiledParams {
-    rows: u32,
-    heads: u32,
-    kv_heads: u32,
-    attend0: u32,
-    attend_step: u32,
-    row_base: u32,
-    q_shift: u32,
-    scale: f32,
+    pub(super) rows: u32,
+    pub(super) heads: u32,
+    pub(super) kv_heads: u32,
+    pub(super) attend0: u32,
+    pub(super) attend_step: u32,
+    pub(super) row_base: u32,
+    pub(super) q_shift: u32,
+    pub(super) scale: f32,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct CombineParams {
-    pairs: u32,
-    heads: u32,
-    dim: u32,
-    chunks: u32,
-    attend0: u32,
-    attend_step: u32,
-    row_base: u32,
-    q_shift: u32,
+struct DecodeParams {
+    pub(super) rows: u32,
+    pub(super) heads: u32,
+    pub(super) kv_heads: u32,
+    pub(super) attend0: u32,
+    pub(super) attend_step: u32,
+    pub(super) row_base: u32,
+    pub(super) q_shift: u32,
+    pub(super) records: u32,
+    pub(super) walk: u32,
+    pub(super) scale: f32,
+    pub(super) pad: [u32; 2],
 }
 
-/// How one call runs on the GPU (see `attention.wgsl`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// One workgroup per (query, head) walks every chunk; no scratch.
-    Whole,
-    /// One workgroup per (query, head, chunk) writes a record; the combine kernel merges them.
-    Split,
-    /// One workgroup per tile of this many query rows of one kv head (`attention_tiled.wgsl`).
-    Tiled(u32),
+/// `Params` of `attention_combine.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(super) struct CombineParams {
+    pub(super) pairs: u32,
+    pub(super) heads: u32,
+    pub(super) dim: u32,
+    pub(super) chunks: u32,
+    pub(super) attend0: u32,
+    pub(super) attend_step: u32,
+    pub(super) row_base: u32,
+    pub(super) q_shift: u32,
+    pub(super) keys: u32,
+    pub(super) pad: [u32; 3],
 }
 
 impl Engine {
@@ -180,6 +186,18 @@ impl Engine {
                 scale,
                 pad: [0; 2],
             };
+            let combine = CombineParams {
+                pairs: pairs as u32,
+                heads: hq as u32,
+                dim: d as u32,
+                chunks: chunks as u32,
+                attend0: params.attend0,
+                attend_step: params.attend_step,
+                row_base: params.row_base,
+                q_shift: params.q_shift,
+                keys: CHUNK as u32,
+                pad: [0; 3],
+            };
             if let Mode::Tiled(bq) = mode {
                 let group_rows = rows * (hq / dims.hkv as u64);
                 Launch::new(gpu, &ATTENTION_TILED)
@@ -205,6 +223,12 @@ impl Engine {
                     .run()?;
                 continue;
             }
+            if let Mode::Decode(plan) = mode {
+                let operands = (q, k, v, &out);
+                let launch = (gpu, (off, size), group, check);
+                self.attention_decode_rows(launch, operands, &params, plan, combine)?;
+                continue;
+            }
             let launch = Launch::new(gpu, &ATTENTION)
                 .input_range(q, off, size)
                 .input(k)
@@ -227,25 +251,32 @@ impl Engine {
             float_args::u32_indexable(OP, "the chunk records", records)?;
             let scratch = self.empty(OP, &[records as usize], DType::F32)?;
             launch.output(&scratch).workgroups(pairs * chunks).run()?;
-            Launch::new(gpu, &ATTENTION_COMBINE)
-                .input(&scratch)
-                .output_range(&out, off, size)
-                .params(&CombineParams {
-                    pairs: pairs as u32,
-                    heads: hq as u32,
-                    dim: d as u32,
-                    chunks: chunks as u32,
-                    attend0: params.attend0,
-                    attend_step: params.attend_step,
-                    row_base: params.row_base,
-                    q_shift: params.q_shift,
-                })
-                .chunk_of(group)
-                .check_finite(check)
-                .workgroups(pairs)
-                .run()?;
+            self.combine(gpu, &scratch, &out, (off, size), combine, group, check)?;
         }
         Ok(out)
+    }
+
+    /// The combine dispatch of split and decode modes: merges `scratch`'s records into the
+    /// output's `(offset, size)` binding, one workgroup per (query, head) pair.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn combine(
+        &self,
+        gpu: &Gpu,
+        scratch: &Tensor,
+        out: &Tensor,
+        (off, size): (u64, u64),
+        params: CombineParams,
+        group: u64,
+        check: NonFiniteCheck,
+    ) -> Result<()> {
+        Launch::new(gpu, &ATTENTION_COMBINE)
+            .input(scratch)
+            .output_range(out, off, size)
+            .params(&params)
+            .chunk_of(group)
+            .check_finite(check)
+            .workgroups(u64::from(params.pairs))
+            .run()
     }
 }
 
@@ -256,144 +287,5 @@ fn constant_dim(d: u64) -> f64 {
     match d {
         32 | 64 | 128 => d as f64,
         _ => 0.0,
-    }
-}
-
-/// The mode and query-row launches of a call on `gpu`, or `None` when its loops would not fit a
-/// CPU adapter's limit in any mode (cpu-ref runs it, as `softmax_last` does with long rows).
-/// Split mode for few pairs with several chunks (or when whole mode's loops do not fit), unless
-/// its records do not fit a binding; whole mode otherwise.
-fn plan(gpu: &Gpu, dims: &AttentionDims) -> Result<Option<(Mode, RowSplit)>> {
-    let (tq, hq, d) = (dims.tq as u64, dims.hq as u64, dims.d as u64);
-    let chunks = dims.chunks() as u64;
-    let row_bytes = 4 * hq * d;
-    let (whole_loops, split_loops) = loops(d, chunks);
-    let whole_fits = float_args::loops_fit(gpu, whole_loops);
-    if chunks > 1
-        && (tq * hq < SPLIT_BELOW_PAIRS || !whole_fits)
-        && float_args::loops_fit(gpu, split_loops)
-    {
-        let record_bytes = 4 * hq * chunks * (d + 2);
-        if let Ok(split) = row_chunks(gpu, "attention", tq, &[row_bytes, record_bytes], u64::MAX) {
-            return Ok(Some((Mode::Split, split)));
-        }
-    }
-    let split = || row_chunks(gpu, "attention", tq, &[row_bytes], u64::MAX);
-    if let Some(bq) = tiled_rows(gpu, dims) {
-        return Ok(Some((Mode::Tiled(bq), split()?)));
-    }
-    if !whole_fits {
-        return Ok(None);
-    }
-    Ok(Some((Mode::Whole, split()?)))
-}
-
-/// Query rows per tile of the tiled kernel for `dims` on `gpu`, or `None` when it does not apply:
-/// a head dimension it does not handle (32, 64, 128), fewer query rows per kv head than one tile
-/// (decode, short prompts: they would leave most of the tile idle), no tile size whose workgroup
-/// memory fits the device, or (CPU adapters) loops that would not fit. The largest tile with at
-/// most four rows per invocation in the weighted sums wins: more K/V reuse per load.
-fn tiled_rows(gpu: &Gpu, dims: &AttentionDims) -> Option<u32> {
-    let d = dims.d as u32;
-    if ![32, 64, 128].contains(&d) {
-        return None;
-    }
-    let limit = gpu.caps.limits.max_compute_workgroup_storage_size;
-    let group_rows = (dims.tq * (dims.hq / dims.hkv)) as u64;
-    let bq = [64u32, 32, 16].into_iter().find(|&bq| {
-        (1024..=4096).contains(&(bq * d))
-            && kernels::attention_tiled_workgroup_bytes(d, bq) <= limit
-    })?;
-    let fits = float_args::loops_fit(gpu, tiled_loops(d, bq, dims.tk as u64));
-    (group_rows >= u64::from(bq) && fits).then_some(bq)
-}
-
-/// Loop iterations per invocation of the tiled kernel (for [`float_args::loops_fit`]), from its
-/// loops' trip counts per key tile: the K / V loads and stores, the scores (eight parts of
-/// `D / 32` steps over the invocation's keys), the row reductions and the mask, the rescale and
-/// the weighted sums (four keys per step); plus the q tile and the division per owned element.
-fn tiled_loops(d: u32, bq: u32, tk: u64) -> u64 {
-    let keys = u64::from(kernels::ATTENTION_TILED_KEYS);
-    let (d, bq) = (u64::from(d), u64::from(bq));
-    let per_row = 256 / bq;
-    let per_thread = keys / per_row;
-    let rows = bq * d / 1024;
-    let loads = keys * d / 4 / 256;
-    let scores = 8 * (d / 32 * (per_thread + 1) + 2 * per_thread + 1);
-    let per_tile = 4 * loads
-        + scores
-        + 4 * per_thread
-        + 2 * per_row
-        + 2 * rows
-        + keys / 4 * (rows + 5 * (rows + 1))
-        + 16;
-    bq * d / 4 / 256 + 1 + tk.div_ceil(keys) * per_tile + rows * 4 * (float_args::DIV_LOOPS + 2)
-}
-
-/// Loop iterations per invocation in whole mode and in split mode (the larger of its two kernels),
-/// for [`float_args::loops_fit`]: per chunk the dot product (D), two trees of 8 levels and the
-/// weighted sums (256 keys per owned d); the q check, and the division (a loop of its own) per
-/// owned d; the combine walks every chunk per owned d.
-fn loops(d: u64, chunks: u64) -> (u64, u64) {
-    let per_d = d.div_ceil(CHUNK);
-    let per_chunk = d + 20 + per_d * (CHUNK + 4);
-    let whole = per_d + chunks * per_chunk + per_d * (float_args::DIV_LOOPS + 1);
-    let combine = d.div_ceil(COMBINE_WG) * (chunks + float_args::DIV_LOOPS + 2);
-    (whole, (per_d + per_chunk).max(combine))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn dims(tq: usize, tk: usize, hq: usize, hkv: usize, d: usize, causal: bool) -> AttentionDims {
-        AttentionDims {
-            tq,
-            tk,
-            hq,
-            hkv,
-            d,
-            causal,
-        }
-    }
-
-    /// The cross-check suite's tiled cases (`values_attention.rs`, `chunking.rs`; 64 or more
-    /// query rows per kv head) take the tiled kernel on the test adapter, decode and unsupported
-    /// head sizes do not.
-    #[test]
-    fn attention_plans_tiles_for_prefill_only() {
-        let e = crate::test_gpu::gpu();
-        let g = e.gpu_context().expect("a GPU engine");
-        let mode = |d: AttentionDims| plan(g, &d).unwrap().map(|(m, _)| m);
-        for d in [
-            dims(96, 96, 4, 1, 64, true),
-            dims(70, 70, 5, 1, 128, true),
-            dims(67, 90, 2, 2, 64, true),
-            dims(80, 45, 8, 2, 128, false),
-            dims(13, 96, 10, 2, 32, false),
-            dims(512, 512, 20, 5, 128, true),
-            dims(65, 65, 4, 4, 64, false),
-            dims(64, 300, 16, 4, 64, true),
-            dims(100, 120, 4, 1, 32, true),
-        ] {
-            assert!(matches!(mode(d), Some(Mode::Tiled(_))), "{d:?}");
-        }
-        assert_eq!(mode(dims(1, 300, 32, 8, 128, true)), Some(Mode::Split));
-        assert_eq!(mode(dims(1, 7, 32, 8, 128, true)), Some(Mode::Whole));
-        assert_eq!(mode(dims(96, 96, 4, 1, 48, true)), Some(Mode::Whole));
-        // Fewer query rows per kv head than a tile.
-        assert_eq!(mode(dims(8, 8, 1, 1, 128, true)), Some(Mode::Whole));
-    }
-
-    /// The workgroup figures the plan compares with the device limit: D = 32 tiles within
-    /// WebGPU's 16 KiB floor, 2B4T's D = 128 at 32 rows needs 40 KiB (the H200 offers 48).
-    #[test]
-    fn attention_tiled_bytes_and_loops() {
-        assert!(kernels::attention_tiled_workgroup_bytes(32, 32) <= 16384);
-        assert_eq!(kernels::attention_tiled_workgroup_bytes(128, 32), 40704);
-        // Loops grow with the key tiles: on lavapipe a 4096-key prefill at D = 128 tiles, a
-        // 16384-key one runs untiled (whole mode fits to about 37k keys).
-        assert!(tiled_loops(128, 16, 4096) < 60_000);
-        assert!(tiled_loops(128, 16, 16384) > 60_000);
     }
 }

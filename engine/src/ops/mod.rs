@@ -9,6 +9,9 @@
 //! `blocks`).
 
 mod attention;
+mod attention_decode;
+mod attention_plan;
+mod attention_tiled;
 mod bitnet;
 pub(crate) mod bitnet_chain;
 mod bitnet_choose;

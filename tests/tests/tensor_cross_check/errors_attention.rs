@@ -1,6 +1,6 @@
-//! Attention errors: a NaN or infinity in q, k or v (in whole and split mode, in any chunk), a
-//! score or weighted sum beyond f32's range, bad shapes, scales and dtypes, and the causal mask
-//! with more queries than keys — each the very error cpu-ref returns. Uses its own engine so the
+//! Attention errors: a NaN or infinity in q, k or v (in whole and split mode, the tiled and the
+//! decode kernels, in any chunk), a score or weighted sum beyond f32's range, bad shapes, scales
+//! and dtypes, and the causal mask with more queries than keys — each the very error cpu-ref returns. Uses its own engine so the
 //! deferred non-finite flags stay inside this test.
 
 use bitnet_tests::gpu_engine;
@@ -65,6 +65,11 @@ fn non_finite_operands_give_cpu_ref_errors() {
         ([2, 300, 2, 1, 128], false),
         ([64, 300, 16, 4, 64], true),
         ([70, 40, 1, 1, 128], false),
+        // The decode kernel: records merged by the combine (GQA 4), one workgroup per (row, kv
+        // head) over one chunk (GQA 8), several rows over two chunks (GQA 1, D = 32).
+        ([1, 300, 8, 2, 128], true),
+        ([2, 40, 16, 2, 64], true),
+        ([3, 70, 4, 4, 32], false),
     ];
     for (dims, causal) in shapes {
         let [_, tk, _, hkv, d] = dims;
@@ -114,6 +119,20 @@ fn overflowing_scores_and_sums_give_cpu_ref_errors() {
             ops[2][j * d + 2] = 3e38;
         }
         same_error(&e, &format!("{dims:?}: sum overflow"), dims, &ops, causal);
+    }
+    // The decode kernel (D = 32, GQA 4): one workgroup over two chunks, and records. Query 0
+    // head 1's row starts at flat index 32.
+    for tk in [100, 600] {
+        let dims = [1, tk, 4, 1, 32];
+        let mut ops = operands(dims, &[]);
+        ops[0][32] = 1e20;
+        ops[1][(tk - 1) * 32] = 1e20;
+        same_error(&e, &format!("{dims:?}: score overflow"), dims, &ops, false);
+        let mut ops = operands(dims, &[]);
+        for j in 0..tk {
+            ops[2][j * 32 + 2] = 3e38;
+        }
+        same_error(&e, &format!("{dims:?}: sum overflow"), dims, &ops, false);
     }
     // After those errors the engine is clean: a good call reads back fine.
     let ops = operands([1, 3, 1, 1, 2], &[]);

@@ -14,7 +14,7 @@ type Case = (usize, usize, usize, usize, usize, bool);
 
 /// Runs `case` on the suite's GPU engine and on cpu-ref with `scale_mul / sqrt(D)`, q and k in
 /// `[-1, 1)`, v in `[-4, 4)`, and compares.
-fn check(seed: u64, case: Case, scale_mul: f32) {
+pub(super) fn check(seed: u64, case: Case, scale_mul: f32) {
     let (tq, tk, hq, hkv, d, causal) = case;
     let e = engine();
     let (qs, ks) = ([tq, hq, d], [tk, hkv, d]);
