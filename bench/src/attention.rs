@@ -286,8 +286,11 @@ mod tests {
         assert_eq!(p.id(), "attention prefill 2B4T Tq=4 Tk=4");
         // 1 + 2 + 3 + 4 attended pairs.
         assert_eq!(p.flops(), 4 * 10 * 20 * 128);
+        // Two layouts at three cache lengths, and the prefill; --quick: 2B4T at 512 and a prefill.
         let full = specs(false);
-        assert_eq!(full.len(), 5);
-        assert!(specs(true).iter().all(|s| s.layout == LAYOUT_2B4T));
+        assert_eq!(full.len(), 7);
+        let quick = specs(true);
+        assert!(quick.iter().all(|s| s.layout == LAYOUT_2B4T));
+        assert_eq!((quick.len(), quick[0].tk), (2, 512));
     }
 }

@@ -37,8 +37,13 @@ fn exp_reduced(x: f32) -> f32 {
     // ln2 = LN2_HI + LN2_LO; LN2_HI has 16 significant bits, so n·LN2_HI is exact for |n| <= 150.
     var r = fma(-n, 0.693145751953125, x);
     r = fma(-n, 1.4286068203094172e-06, r);
-    // Split the power of two so neither factor leaves the normal range before the final product.
+    // 2^n as two powers of two built from their exponent bits (each within [-75, 64], so normal):
+    // exp(r) · 2^h is exact, and the second product rounds only a subnormal result — the same
+    // values as ldexp, without its general-purpose code (see docs/ARCHITECTURE.md, decode
+    // attention: ldexp made most of the kernels' exponentials' code).
     let ni = i32(n);
     let h = ni / 2;
-    return ldexp(ldexp(exp(r), h), ni - h);
+    let p1 = bitcast<f32>(u32(h + 127) << 23u);
+    let p2 = bitcast<f32>(u32(ni - h + 127) << 23u);
+    return (exp(r) * p1) * p2;
 }
