@@ -17,6 +17,9 @@
 // most of a decode call's time on the H200 — so results match within the cross-check tolerance,
 // not bit for bit. No subgroup operations: any subgroup size works.
 //
+// The engine runs this kernel where the other two do not apply (attention_decode.wgsl: few query
+// rows per kv head at D = 32, 64, 128 and up to 8 query heads per kv head; attention_tiled.wgsl:
+// prefill at those sizes): other head sizes, wider groups, too little workgroup memory.
 // Two modes, one kernel, the same arithmetic:
 // * whole (params.chunks == 0): one workgroup per pair walks all its chunks, keeping the running
 //   weighted sums in the output itself (each invocation owns its d's), then divides in place. For
