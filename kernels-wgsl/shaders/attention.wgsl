@@ -125,7 +125,7 @@ fn score(key: u32, g: u32, q_row: u32, flat_row: u32) -> f32 {
             let o = q_row + d + 4u * u;
             let y = vec4<f32>(q[o], q[o + 1u], q[o + 2u], q[o + 3u]);
             if (any_non_finite4(x[u])) {
-                flag_k4(x[u], kb + d + 4u * u);
+                flag_first4(1u, x[u], kb + d + 4u * u);
             }
             acc = acc + y * x[u];
         }
@@ -134,7 +134,7 @@ fn score(key: u32, g: u32, q_row: u32, flat_row: u32) -> f32 {
         let x = vec4<f32>(k[kb + d], k[kb + d + 1u], k[kb + d + 2u], k[kb + d + 3u]);
         let y = vec4<f32>(q[q_row + d], q[q_row + d + 1u], q[q_row + d + 2u], q[q_row + d + 3u]);
         if (any_non_finite4(x)) {
-            flag_k4(x, kb + d);
+            flag_first4(1u, x, kb + d);
         }
         acc = acc + y * x;
     }
@@ -190,7 +190,7 @@ fn chunk_scores(start: u32, len: u32, g: u32, q_row: u32, flat_row: u32, t: u32)
                 if (j < len && u < steps) {
                     let xv = x[4u * r + u];
                     if (any_non_finite4(xv)) {
-                        flag_k4(xv, ((start + j) * params.kv_heads + g) * dim + 4u * p + 32u * u);
+                        flag_first4(1u, xv, ((start + j) * params.kv_heads + g) * dim + 4u * p + 32u * u);
                     }
                     acc = acc + qv[u] * xv;
                 }

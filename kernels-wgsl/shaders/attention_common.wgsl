@@ -1,7 +1,8 @@
-// Shared by attention.wgsl, attention_tiled.wgsl and attention_combine.wgsl (concatenated with
-// them, float_common.wgsl and exact_div.wgsl): the exponential and the chunk-merge step of
-// `bitnet_cpu_ref::ops::attention`, and the vec4 non-finite flags (status words 1 = k, 2 = v of
-// the `nonfinite` slots each of them declares).
+// Shared by attention.wgsl, attention_tiled.wgsl, attention_decode.wgsl and
+// attention_combine.wgsl (concatenated with them, float_common.wgsl and exact_div.wgsl): the
+// exponential and the chunk-merge step of `bitnet_cpu_ref::ops::attention`, and the vec4
+// non-finite flags (status words 0 = q, 1 = k, 2 = v of the `nonfinite` slots each of them
+// declares).
 
 // Keys per chunk (`ATTENTION_CHUNK` in cpu-ref): one per invocation of attention.wgsl's workgroup.
 const CHUNK: u32 = 256u;
@@ -30,11 +31,12 @@ fn any_non_finite4(x: vec4<f32>) -> bool {
     return any((bitcast<vec4<u32>>(x) & vec4<u32>(0x7f800000u)) == vec4<u32>(0x7f800000u));
 }
 
-// Flags the first non-finite of four consecutive k values starting at flat index `at`.
-fn flag_k4(x: vec4<f32>, at: u32) {
-    for (var i = 0u; i < 4u; i += 1u) {
-        if (is_non_finite(x[i])) {
-            atomicMin(&nonfinite[1], at + i);
+// Flags the first non-finite of four consecutive values at flat index `at` in status word `word`
+// (0 = q, 1 = k, 2 = v).
+fn flag_first4(word: u32, x: vec4<f32>, at: u32) {
+    for (var c = 0u; c < 4u; c += 1u) {
+        if (is_non_finite(x[c])) {
+            atomicMin(&nonfinite[word], at + c);
             return;
         }
     }

@@ -85,16 +85,6 @@ var<workgroup> rescale: array<f32, 256>;
 // Per head: the maximum over its key groups (the end).
 var<workgroup> head_max: array<f32, 8>;
 
-// Flags the first non-finite of four consecutive values at flat index `at` in status word `word`.
-fn flag_first4(word: u32, x: vec4<f32>, at: u32) {
-    for (var c = 0u; c < 4u; c += 1u) {
-        if (is_non_finite(x[c])) {
-            atomicMin(&nonfinite[word], at + c);
-            return;
-        }
-    }
-}
-
 // The k vec4s invocation (p, kk) reads for the chunk starting at key `start` (zero past `len`).
 fn load_keys(start: u32, len: u32, g: u32, p: u32, kk: u32) -> array<vec4<f32>, 8> {
     var x: array<vec4<f32>, 8>;

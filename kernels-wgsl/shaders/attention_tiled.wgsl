@@ -107,7 +107,7 @@ fn load_kv(from_v: bool, kt0: u32, len: u32, g: u32, t: u32, u: u32) -> vec4<f32
     } else {
         x = k[at];
         if (any_non_finite4(x)) {
-            flag_k4(x, 4u * at);
+            flag_first4(1u, x, 4u * at);
         }
     }
     return x;
