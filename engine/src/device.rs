@@ -1,9 +1,13 @@
 //! Adapter choice, and the features and limits the engine requests from a device.
 //!
 //! Adapter ranking: discrete > integrated > virtual > other > software (CPU), and native backends
-//! (Vulkan, Metal, DX12) before GL. `WGPU_BACKEND` (comma list, e.g. `vulkan`) restricts the
-//! backends; `WGPU_ADAPTER_NAME` keeps only adapters whose name contains it (case-insensitive,
-//! surrounding blanks ignored; blank: every adapter).
+//! (Vulkan, Metal, DX12) before GL. The backends searched are the native ones
+//! (`wgpu::Backends::PRIMARY`) unless `WGPU_BACKEND` (comma list, e.g. `vulkan` or `gl`) names
+//! others: wgpu's GL backend shares one GL context behind a lock whose wait times out with a
+//! panic inside wgpu-hal, and concurrent callers hit it (three decode-attention cross-check tests
+//! on Mesa's llvmpipe GL, run together: each panicked with "Could not lock adapter context. This
+//! is most-likely a deadlock."), so GL is used only on request. `WGPU_ADAPTER_NAME` keeps only adapters whose name
+//! contains it (case-insensitive, surrounding blanks ignored; blank: every adapter).
 
 use crate::error::{Error, Result};
 
@@ -56,7 +60,7 @@ pub(crate) fn choose_adapter_named(
     instance: &wgpu::Instance,
     name: Option<&str>,
 ) -> Result<wgpu::Adapter> {
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    let backends = searched_backends(wgpu::Backends::from_env());
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     let found: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
     if let Some(wanted) = name {
@@ -81,6 +85,12 @@ pub(crate) fn choose_adapter_named(
             std::env::var("WGPU_BACKEND").ok()
         ))
     })
+}
+
+/// The backends searched for an adapter: those `WGPU_BACKEND` names (`from_env`), else the native
+/// ones — GL only on request (see the module docs).
+fn searched_backends(from_env: Option<wgpu::Backends>) -> wgpu::Backends {
+    from_env.unwrap_or(wgpu::Backends::PRIMARY)
 }
 
 /// One line naming an adapter, for logs and errors.
@@ -197,6 +207,18 @@ mod tests {
                 .all(|w| device_type_rank(w[0]) < device_type_rank(w[1]))
         );
         assert!(backend_rank(wgpu::Backend::Vulkan) < backend_rank(wgpu::Backend::Gl));
+    }
+
+    /// Unset, the native backends are searched and GL is not; named, exactly what is named.
+    #[test]
+    fn gl_is_searched_only_when_named() {
+        use wgpu::Backends;
+        let default = searched_backends(None);
+        assert!(default.contains(Backends::VULKAN | Backends::METAL | Backends::DX12));
+        assert!(!default.contains(Backends::GL));
+        assert_eq!(searched_backends(Some(Backends::GL)), Backends::GL);
+        let named = Backends::VULKAN | Backends::GL;
+        assert_eq!(searched_backends(Some(named)), named);
     }
 
     #[test]

@@ -127,7 +127,7 @@
 //! | `BITNET_SHADER_CHECKS` | `full` | keep wgpu's forced loop bounding |
 //! | `BITNET_CALIBRATION_CACHE` | off, on, a directory | calibration cache: none, default place, there |
 //! | `BITNET_TUNE_CACHE` | off, on, a file | autotuned-plan cache: none, default place, there |
-//! | `WGPU_BACKEND` | comma list: `vulkan`, `metal`, `dx12`, `gl`, ... | backends searched for an adapter |
+//! | `WGPU_BACKEND` | comma list: `vulkan`, `metal`, `dx12`, `gl`, ... | backends searched for an adapter (unset: Vulkan, Metal, DX12; GL only when named) |
 //! | `WGPU_ADAPTER_NAME` | text | only adapters whose name contains it (case-insensitive) |
 //!
 //! On is `1`, `true`, `on`, `yes`; off is `0`, `false`, `off`, `no`. `WGPU_BACKEND` (and
