@@ -37,7 +37,8 @@ pub fn measure(
 ) -> Result<Roofline, String> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    // The backends the engine searches: WGPU_BACKEND's, else the native ones (GL on request).
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     if let Some(name) = adapter_name {
         adapters.retain(|a| a.get_info().name == name);

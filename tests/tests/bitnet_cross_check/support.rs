@@ -22,9 +22,13 @@ pub fn plain_engine() -> &'static Engine {
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        // The name and the backend: one driver may offer the same device through two backends.
         let adapter = adapters
             .into_iter()
-            .find(|a| a.get_info().name == info.adapter_name)
+            .find(|a| {
+                let i = a.get_info();
+                i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
+            })
             .expect("the default engine's adapter is enumerable");
         let desc = wgpu::DeviceDescriptor {
             label: Some("bitnet cross-check: no optional features"),

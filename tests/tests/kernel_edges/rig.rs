@@ -42,12 +42,16 @@ pub(super) struct Rig {
 impl Rig {
     /// A plain device on the engine's adapter (`label` names its objects).
     pub(super) fn new(label: &'static str) -> Rig {
-        let name = engine().info().adapter_name;
+        let info = engine().info();
         let instance =
             wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        // The name and the backend: one driver may offer the same device through two backends.
         let adapter = block_on(instance.enumerate_adapters(wgpu::Backends::all()))
             .into_iter()
-            .find(|a| a.get_info().name == name)
+            .find(|a| {
+                let i = a.get_info();
+                i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
+            })
             .expect("the engine's adapter is enumerable");
         let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some(label),
