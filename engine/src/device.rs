@@ -80,8 +80,13 @@ pub(crate) fn choose_adapter_named(
         )
     });
     adapters.into_iter().next().ok_or_else(|| {
+        let gl = if backends.contains(wgpu::Backends::GL) {
+            ""
+        } else {
+            "; GL is searched only when WGPU_BACKEND names it"
+        };
         Error::NoAdapter(format!(
-            "no adapter on backends {backends:?} (WGPU_BACKEND={:?})",
+            "no adapter on backends {backends:?} (WGPU_BACKEND={:?}{gl})",
             std::env::var("WGPU_BACKEND").ok()
         ))
     })
