@@ -64,30 +64,14 @@ pub(super) struct Params {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct TiledParams {
-    pub(super) rows: u32,
-    pub(super) heads: u32,
-    pub(super) kv_heads: u32,
-    pub(super) attend0: u32,
-    pub(super) attend_step: u32,
-    pub(super) row_base: u32,
-    pub(super) q_shift: u32,
-    pub(super) scale: f32,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct DecodeParams {
-    pub(super) rows: u32,
-    pub(super) heads: u32,
-    pub(super) kv_heads: u32,
-    pub(super) attend0: u32,
-    pub(super) attend_step: u32,
-    pub(super) row_base: u32,
-    pub(super) q_shift: u32,
-    pub(super) records: u32,
-    pub(super) walk: u32,
-    pub(super) scale: f32,
-    pub(super) pad: [u32; 2],
+    rows: u32,
+    heads: u32,
+    kv_heads: u32,
+    attend0: u32,
+    attend_step: u32,
+    row_base: u32,
+    q_shift: u32,
+    scale: f32,
 }
 
 /// `Params` of `attention_combine.wgsl`.
