@@ -7,8 +7,11 @@
 // What the body quantizes comes through three input hooks, from bitlinear_gemv_fused_input.wgsl
 // (x as it is) or bitlinear_gemv_fused_norm.wgsl (x's RMSNorm, computed here):
 // `gf_prepare(m, kv, t, first) -> f32` once per workgroup (uniform control flow; its value is
-// passed on), `gf_input(at, col, prep) -> vec4<f32>` for vec4 `at` of the [M, K] rows (column vec4
-// `col`), and `gf_flag_input(bad)` for the lowest non-finite input index.
+// passed on), `gf_input(v, at, col, prep) -> vec4<f32>` for x's vec4 `v` = x[at] of the [M, K]
+// rows (column vec4 `col`), and `gf_flag_input(bad)` for the lowest non-finite input index.
+// The body loads x itself and the hook only transforms it: with the load inside the hook (the
+// plain hook returning x[at]) the H200's driver compiled a kernel 0.35 µs slower per call
+// (chained decode stack 854 → 896 µs; the same WGSL otherwise).
 //
 // The kernel declares `weights` (binding 0), `x: array<vec4<f32>>` (the [M, K] rows) and
 // X_STATUS. Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl,
@@ -51,10 +54,10 @@ fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg:
         let c1 = min(i + GV_WG, kv - 1u);
         let c2 = min(i + 2u * GV_WG, kv - 1u);
         let c3 = min(i + 3u * GV_WG, kv - 1u);
-        let t0 = aq_abs_bits(gf_input(x0 + i, i, prep), x0 + i, &bad);
-        let t1 = aq_abs_bits(gf_input(x0 + c1, c1, prep), x0 + c1, &bad);
-        let t2 = aq_abs_bits(gf_input(x0 + c2, c2, prep), x0 + c2, &bad);
-        let t3 = aq_abs_bits(gf_input(x0 + c3, c3, prep), x0 + c3, &bad);
+        let t0 = aq_abs_bits(gf_input(x[x0 + i], x0 + i, i, prep), x0 + i, &bad);
+        let t1 = aq_abs_bits(gf_input(x[x0 + c1], x0 + c1, c1, prep), x0 + c1, &bad);
+        let t2 = aq_abs_bits(gf_input(x[x0 + c2], x0 + c2, c2, prep), x0 + c2, &bad);
+        let t3 = aq_abs_bits(gf_input(x[x0 + c3], x0 + c3, c3, prep), x0 + c3, &bad);
         top = max(top, max(max(t0, t1), max(t2, t3)));
     }
     if (bad != NONE) {
@@ -74,7 +77,7 @@ fn gf_run(wid: vec3<u32>, nwg: vec3<u32>, lane: u32, sg: u32, sg_size: u32, nsg:
     // 3. Quantize and pack into workgroup memory; the row sum on the way.
     var rs = 0i;
     for (var i = ids.vt; i < kv; i = i + GV_WG) {
-        rs += gf_pack(gf_input(x0 + i, i, prep), i, inv, vpr);
+        rs += gf_pack(gf_input(x[x0 + i], x0 + i, i, prep), i, inv, vpr);
     }
     rs = subgroupAdd(rs);
     if (lane == 0u) {

@@ -6,9 +6,9 @@ fn gf_prepare(m: u32, kv: u32, t: u32, first: bool) -> f32 {
     return 0.0;
 }
 
-// Vec4 `at` of the [M, K] rows.
-fn gf_input(at: u32, col: u32, prep: f32) -> vec4<f32> {
-    return x[at];
+// x's vec4 `v` (vec4 `at` of the [M, K] rows) as it is.
+fn gf_input(v: vec4<f32>, at: u32, col: u32, prep: f32) -> vec4<f32> {
+    return v;
 }
 
 fn gf_flag_input(bad: u32) {

@@ -124,9 +124,9 @@ fn gf_prepare(m: u32, kv: u32, t: u32, first: bool) -> f32 {
     return rms_inv(sum_sq, len, EPS);
 }
 
-// y for vec4 `at` of the rows (column vec4 `col`), with the row's inv.
-fn gf_input(at: u32, col: u32, inv: f32) -> vec4<f32> {
-    var v = x[at];
+// y for x's vec4 `xv` (vec4 `at` of the rows, column vec4 `col`), with the row's inv.
+fn gf_input(xv: vec4<f32>, at: u32, col: u32, inv: f32) -> vec4<f32> {
+    var v = xv;
     if (RESIDUAL) {
         v = v + res[at];
     }
