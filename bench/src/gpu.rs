@@ -13,7 +13,7 @@ use crate::engine_ops as ops;
 use crate::measure::{Measurement, RepeatPolicy};
 use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
-use crate::timing::{group, time_calls};
+use crate::timing::{group, overlapped_group, time_calls};
 use crate::workload::{
     LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
 };
@@ -213,7 +213,7 @@ impl GpuBench {
                 let x = e
                     .upload_f32(&data::floats(w.m * w.k, seed + 1), &[w.m, w.k])
                     .map_err(err)?;
-                let calls = group(ws.len());
+                let calls = calls_per_sample(ws.len(), w.bytes(), overlap);
                 self.time(policy, calls, |i| {
                     ops::bitlinear(e, &x, &ws[i % ws.len()]).map(|y| hold(y, calls))
                 })
@@ -225,7 +225,7 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.n, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                let calls = group(ws.len());
+                let calls = calls_per_sample(ws.len(), w.bytes(), overlap);
                 self.time(policy, calls, |i| {
                     ops::quantize_weights(e, &ws[i % ws.len()]).map(|q| hold(q, calls))
                 })
@@ -237,7 +237,7 @@ impl GpuBench {
                     .map(|_| e.upload_f32(&host, &[w.m, w.k]))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(err)?;
-                let calls = group(xs.len());
+                let calls = calls_per_sample(xs.len(), w.bytes(), overlap);
                 self.time(policy, calls, |i| {
                     ops::quantize_activations(e, &xs[i % xs.len()]).map(|q| hold(q, calls))
                 })
@@ -380,6 +380,15 @@ pub fn plan_name(e: &Engine, m: usize, n: usize, k: usize) -> Option<String> {
 }
 
 /// Copies of an input of `bytes` needed for the rotation set to exceed `cold_bytes`.
+/// Calls per timed sample of a case with `copies` rotated inputs and `bytes` of compulsory
+/// traffic per call: [`overlapped_group`] for overlapped calls, else [`group`].
+fn calls_per_sample(copies: usize, bytes: u64, overlap: bool) -> usize {
+    match overlap {
+        true => overlapped_group(copies, bytes),
+        false => group(copies),
+    }
+}
+
 fn copies(cold_bytes: u64, bytes: u64) -> usize {
     cold_bytes.div_ceil(bytes.max(1)).clamp(1, MAX_COPIES) as usize
 }

@@ -56,7 +56,10 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str("hands its buffer to the next call, and wgpu puts a barrier before that call's write — each ");
     s.push_str("call starts on an idle GPU, as a dependent op does (PyTorch's per-shape graphs run one stream, ");
     s.push_str("serial too). *Overlapped* calls keep their outputs until the batch ends, so nothing orders them ");
-    s.push_str("and the GPU runs them side by side: throughput. The copy roofline is a throughput figure too, ");
+    s.push_str("and the GPU runs them side by side: throughput. A sample of overlapped calls streams at least 4 GiB of ");
+    s.push_str("compulsory traffic (about 1 ms; at most 2048 calls), so its ramp-up and drain (about one serial call) ");
+    s.push_str("count about 1 % (over one pass of the copies, 100-150 µs, they were about a tenth of the span). ");
+    s.push_str("The copy roofline is a throughput figure too, ");
     s.push_str("but reached differently: each copy is one 1 GB dispatch (the copies run one after another). The ");
     s.push_str("bandwidth targets use the overlapped figure. The engine picks the fused decode GEMV's throughput variant ");
     s.push_str("(128 rows per workgroup) for calls with no barrier before them, its latency variant otherwise ");

@@ -111,6 +111,24 @@ pub fn group(copies: usize) -> usize {
     copies.max(MIN_GROUP)
 }
 
+/// Calls per timed sample of *overlapped* calls (a throughput figure): [`group`], and enough
+/// calls to stream at least [`OVERLAP_BATCH_BYTES`] of compulsory traffic (at most
+/// [`MAX_OVERLAP_GROUP`]). A batch's span includes its ramp-up (the first call starts on an idle
+/// GPU) and its drain (the last calls run alone, about one serial call's latency): over one pass
+/// of 18-51 copies (100-150 µs of GPU time on the H200) that fixed cost was about a tenth of the
+/// span; over about a millisecond it is about 1 %, as for the copy roofline's 1 GB dispatches.
+pub fn overlapped_group(copies: usize, bytes_per_call: u64) -> usize {
+    let by_bytes = OVERLAP_BATCH_BYTES.div_ceil(bytes_per_call.max(1)) as usize;
+    group(copies).max(by_bytes.min(MAX_OVERLAP_GROUP))
+}
+
+/// Compulsory traffic one sample of overlapped calls streams at least (about 1 ms at the H200's
+/// copy bandwidth).
+pub const OVERLAP_BATCH_BYTES: u64 = 4 << 30;
+
+/// Most calls [`overlapped_group`] asks for (tiny calls: act quant of one row is 10-60 KB).
+pub const MAX_OVERLAP_GROUP: usize = 2048;
+
 /// About how long one timed sample of back-to-back calls may take (caps the group).
 const SAMPLE_TARGET: Duration = Duration::from_millis(20);
 
@@ -122,3 +140,23 @@ const MIN_WARM: Duration = Duration::from_millis(300);
 
 /// Fewest back-to-back calls per timed sample (amortizes the batch's first-kernel latency).
 pub const MIN_GROUP: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapped_samples_stream_at_least_the_batch_bytes_within_bounds() {
+        // 8B down: 14.7 MB of packed weights per call, 18 rotated copies.
+        let bytes = 4096 * 14336 / 4 + 4 * (14336 + 4096) + 4;
+        let calls = overlapped_group(18, bytes);
+        assert_eq!(calls, OVERLAP_BATCH_BYTES.div_ceil(bytes) as usize);
+        assert!(calls as u64 * bytes >= OVERLAP_BATCH_BYTES);
+        assert!((calls - 1) as u64 * bytes < OVERLAP_BATCH_BYTES);
+        // Tiny calls stop at the cap; huge ones keep one pass over the copies (at least MIN_GROUP).
+        assert_eq!(overlapped_group(512, 10 << 10), MAX_OVERLAP_GROUP);
+        assert_eq!(overlapped_group(3, 1 << 32), MIN_GROUP);
+        assert_eq!(overlapped_group(40, 1 << 32), 40);
+        assert_eq!(overlapped_group(5, 0), MAX_OVERLAP_GROUP);
+    }
+}
