@@ -156,6 +156,7 @@ mod group;
 mod hazard;
 mod info;
 mod kernel;
+mod kernel_override;
 mod kv_cache;
 mod launch;
 #[cfg(test)]
@@ -204,6 +205,7 @@ pub use error::{Error, Result};
 pub use fault::InjectedFault;
 pub use gated_linear::GatedLinear;
 pub use info::{EngineInfo, KeyLimits};
+pub use kernel_override::KERNEL_OVERRIDE_ENV;
 pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use linear_group::LinearGroup;

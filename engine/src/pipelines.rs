@@ -254,14 +254,12 @@ impl PipelineCache {
     }
 
     /// The WGSL actually compiled: the params declaration is rewritten to the engine's mode.
+    /// (Or, in a build with the `kernel-override` feature, an edited copy: `kernel_override.rs`.)
     fn prepare_source(&self, source: KernelSource) -> String {
+        let text = crate::kernel_override::kernel_text(source);
         match self.mode {
-            ParamsMode::Uniform => source
-                .source
-                .replace(PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL),
-            ParamsMode::Immediates => source
-                .source
-                .replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
+            ParamsMode::Uniform => text.replace(PARAMS_IMMEDIATE_DECL, PARAMS_UNIFORM_DECL),
+            ParamsMode::Immediates => text.replace(PARAMS_UNIFORM_DECL, PARAMS_IMMEDIATE_DECL),
         }
     }
 
@@ -328,8 +326,10 @@ fn wgsl_module(
     }
     checks.force_loop_bounding = false;
     // SAFETY: only this project's kernels come here (`KernelSource` consts of kernels-wgsl,
-    // naga-validated by its tests); each of their loops ends after a count fixed by constants or
-    // launch parameters, so none is infinite. Bounds checks and all other checks stay on.
+    // naga-validated by its tests; or, in a build with the development-only `kernel-override`
+    // feature, a developer's edited copy, trusted alike); each of their loops ends after a count
+    // fixed by constants or launch parameters, so none is infinite. Bounds checks and all other
+    // checks stay on.
     unsafe { device.create_shader_module_trusted(desc, checks) }
 }
 
