@@ -8,11 +8,18 @@
 // weights already loaded, and they take the matrix from its end, which the sum read last: for a
 // matrix that fits the L2 cache, w likely comes from memory once.
 //
-// Layout: `blocks` = ceil(len / 4096) sum workgroups, then `blocks` pack workgroups (4096 values,
-// 256 packed words each). Sum workgroup b sums block b in the canonical order and publishes the
-// sum (atomic store into packed[b], scratch until the packs overwrite it); the workgroup that
-// finishes the last block sums the block sums (`final_total`), writes s to `scale` and publishes
-// its bits. Pack workgroup p packs words [256 q, 256 q + 256) with q = blocks - 1 - p.
+// Layout: `blocks` = ceil(len / 4096) sum workgroups, then ceil(blocks / PACK_CHUNKS) pack
+// workgroups. Sum workgroup b sums block b in the canonical order and publishes the sum (atomic
+// store into packed[b], scratch until the packs overwrite it); the workgroup that finishes the
+// last block sums the block sums (`final_total`), writes s to `scale` and publishes its bits.
+// Pack workgroup p packs the PACK_CHUNKS chunks q = blocks - 1 - PACK_CHUNKS p, q - 1, ... (a
+// chunk: 4096 values, words [256 q, 256 q + 256)), all their loads issued before the wait.
+// Four chunks per pack workgroup leave more of the GPU to calls running alongside and to the
+// sums (H200, overlapped calls, % of copy bandwidth: 2560 x 2560 61.7 -> 77.1, 640 x 2560
+// 55.6 -> 80.0, 6912 x 2560 72.6 -> 82.5) but lengthen a lone small call (640 x 2560 behind a
+// barrier 12.2 -> 16.2 µs; 6912 x 2560 51.7 -> 47.9): the engine picks by whether the dispatch
+// overlaps earlier work, and by size (ops/bitnet_weight_quant.rs). Several blocks per sum
+// workgroup were slower (2 per workgroup: 2560 x 2560 overlapped 59.7 %, 4: 42.6 %).
 //
 // State: status word STATE, clean (0xFFFFFFFF) at every launch. The sum workgroups count down
 // from it; s's bits (below 2^31: s is positive) then replace the count, so a value below 2^31
@@ -53,6 +60,8 @@ override SPIN_LIMIT: u32 = 32768u;
 override POLL_RMW: bool = false;
 // Integer steps between two polls on GPUs (see wait_for_scale).
 override POLL_DELAY: u32 = 128u;
+// Chunks of 4096 values per pack workgroup, 1 to 4 (see the layout above).
+override PACK_CHUNKS: u32 = 1u;
 
 const ABORT: u32 = 2u;
 const STATE: u32 = 3u;
@@ -192,15 +201,61 @@ fn wait_for_scale(g: u32) -> u32 {
     return NONE_SEEN;
 }
 
-// Pack workgroup for words [256 q, 256 q + 256): loads first, then waits for s.
-fn pack_block(q: u32, g: u32, t: u32) {
-    let words = params.len / 16u;
+// One chunk's four float vec4 per lane (vec4 first + t, + 256, + 512, + 768).
+struct Chunk {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+    d: vec4<f32>,
+}
+
+// Chunk q's values of this lane.
+fn load_chunk(q: u32, t: u32) -> Chunk {
+    let first_vec = 4u * q * LANES;
+    let last = params.len / 4u - 1u;
+    return Chunk(
+        weights[min(first_vec + t, last)],
+        weights[min(first_vec + LANES + t, last)],
+        weights[min(first_vec + 2u * LANES + t, last)],
+        weights[min(first_vec + 3u * LANES + t, last)],
+    );
+}
+
+// Packs chunk q (words [256 q, 256 q + 256)) with the factors of s. Uniform control flow; a
+// barrier must separate two calls (parts).
+fn pack_chunk(c: Chunk, q: u32, t: u32, f: vec2<f32>) {
     let first_word = q * LANES;
     let first_vec = 4u * first_word;
-    let vecs = 4u * words;
-    var w: array<vec4<f32>, 4>;
-    for (var s = 0u; s < 4u; s = s + 1u) {
-        w[s] = weights[min(first_vec + s * LANES + t, vecs - 1u)];
+    parts[t] = group_bits(c.a, first_vec + t, f);
+    parts[LANES + t] = group_bits(c.b, first_vec + LANES + t, f);
+    parts[2u * LANES + t] = group_bits(c.c, first_vec + 2u * LANES + t, f);
+    parts[3u * LANES + t] = group_bits(c.d, first_vec + 3u * LANES + t, f);
+    workgroupBarrier();
+    let word = first_word + t;
+    if (word < params.len / 16u) {
+        atomicStore(
+            &packed[word],
+            parts[4u * t] | parts[4u * t + 1u] | parts[4u * t + 2u] | parts[4u * t + 3u],
+        );
+    }
+}
+
+// Pack workgroup p (workgroup g): its chunks' loads first, then the wait for s, then the packs.
+fn pack_chunks(p: u32, g: u32, t: u32) {
+    let q0 = params.blocks - 1u - p * PACK_CHUNKS;
+    let chunks = min(PACK_CHUNKS, q0 + 1u);
+    let c0 = load_chunk(q0, t);
+    var c1 = Chunk();
+    var c2 = Chunk();
+    var c3 = Chunk();
+    if (PACK_CHUNKS > 1u) {
+        c1 = load_chunk(select(q0, q0 - 1u, chunks > 1u), t);
+    }
+    if (PACK_CHUNKS > 2u) {
+        c2 = load_chunk(select(q0, q0 - 2u, chunks > 2u), t);
+    }
+    if (PACK_CHUNKS > 3u) {
+        c3 = load_chunk(select(q0, q0 - 3u, chunks > 3u), t);
     }
     if (t == 0u) {
         news = wait_for_scale(g);
@@ -210,17 +265,19 @@ fn pack_block(q: u32, g: u32, t: u32) {
         return;
     }
     let f = pack_factors(bitcast<f32>(s_bits));
-    for (var s = 0u; s < 4u; s = s + 1u) {
-        let v = s * LANES + t;
-        parts[v] = group_bits(w[s], first_vec + v, f);
+    // A barrier between chunks: parts is the next chunk's too.
+    pack_chunk(c0, q0, t, f);
+    if (chunks > 1u) {
+        workgroupBarrier();
+        pack_chunk(c1, q0 - 1u, t, f);
     }
-    workgroupBarrier();
-    let word = first_word + t;
-    if (word < words) {
-        atomicStore(
-            &packed[word],
-            parts[4u * t] | parts[4u * t + 1u] | parts[4u * t + 2u] | parts[4u * t + 3u],
-        );
+    if (chunks > 2u) {
+        workgroupBarrier();
+        pack_chunk(c2, q0 - 2u, t, f);
+    }
+    if (chunks > 3u) {
+        workgroupBarrier();
+        pack_chunk(c3, q0 - 3u, t, f);
     }
 }
 
@@ -231,9 +288,10 @@ fn main(
     @builtin(local_invocation_index) t: u32,
 ) {
     let g = wid.x + wid.y * nwg.x;
+    let packs = (params.blocks + PACK_CHUNKS - 1u) / PACK_CHUNKS;
     if (g < params.blocks) {
         sum_block(g, t);
-    } else if (g < 2u * params.blocks) {
-        pack_block(2u * params.blocks - 1u - g, g, t);
+    } else if (g < params.blocks + packs) {
+        pack_chunks(g - params.blocks, g, t);
     }
 }

@@ -70,6 +70,37 @@ fn overlapping_one_dispatch_runs_match_cpu_ref() {
     }
 }
 
+/// Pack workgroups of one to four 4096-value chunks (`PACK_CHUNKS`: four where the run overlaps
+/// earlier work, one for a small matrix behind a barrier) at every remainder of the block count
+/// by four: a fresh upload (nothing pending writes it: four chunks) and the same weights written
+/// by a pending copy (a barrier before the run: one chunk). An engine of its own, so no other
+/// test's flush changes which runs wait.
+#[test]
+fn pack_chunk_groups_match_cpu_ref_overlapping_and_behind_a_barrier() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    // 1, 2, 3, 4, 5 and 21 blocks (the last one partial in the 3- and 21-block cases).
+    for (n, k) in [
+        (1, 4096),
+        (2, 4096),
+        (5, 2048),
+        (4, 4096),
+        (5, 4096),
+        (33, 2560),
+    ] {
+        let w = random_normal((n * 3 + k) as u64, n * k, 0.7);
+        let want = cpu_ref::quantize_weights(&w, n, k).unwrap();
+        let fresh = e.upload_f32(&w, &[n, k]).unwrap();
+        let copied = e.copy(&fresh).unwrap();
+        let overlapping = e.quantize_weights_tensor(&fresh).unwrap();
+        let behind = e.quantize_weights_tensor(&copied).unwrap();
+        for (out, how) in [(overlapping, "overlapping"), (behind, "behind a barrier")] {
+            let got = out.read_ternary().unwrap();
+            assert_ternary_eq(&got, &want, &format!("[{n}, {k}] {how}"));
+        }
+    }
+}
+
 #[test]
 fn one_dispatch_errors_match_cpu_ref() {
     let e = engine();
