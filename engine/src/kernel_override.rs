@@ -23,17 +23,20 @@ pub const KERNEL_OVERRIDE_ENV: &str = "BITNET_KERNEL_OVERRIDE_DIR";
 /// The WGSL the engine compiles for `source`: its own, or with the feature on an override file.
 pub(crate) fn kernel_text(source: KernelSource) -> Cow<'static, str> {
     let dir = match cfg!(feature = "kernel-override") {
-        true => std::env::var_os(KERNEL_OVERRIDE_ENV),
+        true => std::env::var(KERNEL_OVERRIDE_ENV).ok(),
         false => None,
     };
-    match dir.and_then(|d| read_override(Path::new(&d), source.name)) {
+    // Read as every BITNET_* value (lib.rs): blanks around it ignored, blank means unset.
+    let Some(dir) = dir.as_deref().map(str::trim).filter(|d| !d.is_empty()) else {
+        return Cow::Borrowed(source.source);
+    };
+    match read_override(Path::new(dir), source.name) {
         Some(text) => {
             log::warn!(
-                "kernel {} compiled from {} ({KERNEL_OVERRIDE_ENV})",
+                "kernel {} compiled from {}/{}.wgsl ({KERNEL_OVERRIDE_ENV})",
                 source.name,
-                Path::new(&std::env::var_os(KERNEL_OVERRIDE_ENV).unwrap_or_default())
-                    .join(format!("{}.wgsl", source.name))
-                    .display()
+                Path::new(dir).display(),
+                source.name
             );
             Cow::Owned(text)
         }

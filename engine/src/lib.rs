@@ -127,6 +127,7 @@
 //! | `BITNET_SHADER_CHECKS` | `full` | keep wgpu's forced loop bounding |
 //! | `BITNET_CALIBRATION_CACHE` | off, on, a directory | calibration cache: none, default place, there |
 //! | `BITNET_TUNE_CACHE` | off, on, a file | autotuned-plan cache: none, default place, there |
+//! | `BITNET_KERNEL_OVERRIDE_DIR` | a directory | only with the development feature `kernel-override`: its `<kernel name>.wgsl` files replace those kernels' WGSL ([`KERNEL_OVERRIDE_ENV`]) |
 //! | `WGPU_BACKEND` | comma list: `vulkan`, `metal`, `dx12`, `gl`, ... | backends searched for an adapter (unset: Vulkan, Metal, DX12; GL only when named) |
 //! | `WGPU_ADAPTER_NAME` | text | only adapters whose name contains it (case-insensitive) |
 //!
