@@ -13,7 +13,7 @@ use crate::engine_ops as ops;
 use crate::measure::{Measurement, RepeatPolicy};
 use crate::pool::PoolPeak;
 use crate::report::{DeviceReport, Roofline};
-use crate::timing::{group, overlapped_group, time_calls};
+use crate::timing::{calls_per_sample, time_calls};
 use crate::workload::{
     LAYER_2B4T_READS, LinearInput, OpKind, StackSpec, Workload, stack_weight_scale,
 };
@@ -51,6 +51,10 @@ pub struct StackTimes {
     pub chain_kernels: Option<Measurement>,
     /// `wall` of the chained stack as one `LinearChain` run.
     pub chain_wall: Measurement,
+    /// [`CHAIN_RUNS`] `LinearChain` runs back to back in one submission, profiler off: wall time
+    /// ÷ runs (each run waits for the one before, as decode steps do; the profiled span of the
+    /// chain's in-dispatch waits is unreliable, its wall time is not).
+    pub chain_back_to_back: Measurement,
     /// Whether the `LinearChain` runs used the one-dispatch chain kernel.
     pub chain_fused: bool,
 }
@@ -325,6 +329,7 @@ impl GpuBench {
         let wall = self.time_wall(policy, independent);
         let chained_wall = self.time_wall(policy, chained);
         let chain_wall = self.time_wall(policy, one_dispatch);
+        let chain_back_to_back = time_calls(e, false, policy, CHAIN_RUNS, one_dispatch);
         if self.timestamps {
             e.set_profiling(true).map_err(err)?;
         }
@@ -335,6 +340,7 @@ impl GpuBench {
             chained_wall: chained_wall?,
             chain_kernels,
             chain_wall: chain_wall?,
+            chain_back_to_back: chain_back_to_back?,
             chain_fused: chain.is_some_and(|c| c.is_fused()),
         })
     }
@@ -380,14 +386,8 @@ pub fn plan_name(e: &Engine, m: usize, n: usize, k: usize) -> Option<String> {
 }
 
 /// Copies of an input of `bytes` needed for the rotation set to exceed `cold_bytes`.
-/// Calls per timed sample of a case with `copies` rotated inputs and `bytes` of compulsory
-/// traffic per call: [`overlapped_group`] for overlapped calls, else [`group`].
-fn calls_per_sample(copies: usize, bytes: u64, overlap: bool) -> usize {
-    match overlap {
-        true => overlapped_group(copies, bytes),
-        false => group(copies),
-    }
-}
+/// `LinearChain` runs per sample of [`StackTimes::chain_back_to_back`].
+pub const CHAIN_RUNS: usize = 16;
 
 fn copies(cold_bytes: u64, bytes: u64) -> usize {
     cold_bytes.div_ceil(bytes.max(1)).clamp(1, MAX_COPIES) as usize

@@ -199,6 +199,9 @@ pub struct StackResult {
     /// Whether those `LinearChain` runs used the one-dispatch chain kernel.
     #[serde(default)]
     pub gpu_chain_fused: bool,
+    /// `LinearChain` runs back to back in one submission (profiler off): wall time ÷ runs.
+    #[serde(default)]
+    pub gpu_chain_back_to_back: Option<Measurement>,
     /// Why the GPU time is missing, if it is.
     pub gpu_error: Option<String>,
     /// CPU reference time of the same stack (chained), if measured.
@@ -293,6 +296,7 @@ impl Report {
                 &mut s.gpu_chained_wall,
                 &mut s.gpu_chain,
                 &mut s.gpu_chain_wall,
+                &mut s.gpu_chain_back_to_back,
                 &mut s.cpu,
             ]
             .into_iter()

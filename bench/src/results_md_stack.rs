@@ -110,6 +110,17 @@ fn stack_table(
         Some(st.packed_weight_bytes),
         false,
     );
+    if flow.starts_with(CHAIN_FLOW) {
+        row(
+            format!(
+                "ours, GPU, {} runs back to back in one submission, wall time ÷ runs",
+                crate::gpu::CHAIN_RUNS
+            ),
+            st.gpu_chain_back_to_back.map(|m| m.median_ms),
+            Some(st.packed_weight_bytes),
+            false,
+        );
+    }
     if chained {
         row(
             "ours, cpu-ref on the host CPU (chained)".into(),

@@ -121,6 +121,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
             gpu_chain: None,
             gpu_chain_wall: None,
             gpu_chain_fused: false,
+            gpu_chain_back_to_back: None,
             gpu_error: None,
             cpu: None,
             cpu_error: None,
@@ -142,6 +143,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
                 .map(|t| t.0.chain_kernels.unwrap_or(t.0.chain_wall));
             s.gpu_chain_wall = t.as_ref().map(|t| t.0.chain_wall);
             s.gpu_chain_fused = t.as_ref().is_some_and(|t| t.0.chain_fused);
+            s.gpu_chain_back_to_back = t.as_ref().map(|t| t.0.chain_back_to_back);
             s.gpu_pool = t.map(|t| t.1);
             s.gpu_error = e;
         }

@@ -111,6 +111,15 @@ pub fn group(copies: usize) -> usize {
     copies.max(MIN_GROUP)
 }
 
+/// Calls per timed sample of a case with `copies` rotated inputs and `bytes` of compulsory
+/// traffic per call: [`overlapped_group`] for overlapped calls, else [`group`].
+pub fn calls_per_sample(copies: usize, bytes: u64, overlap: bool) -> usize {
+    match overlap {
+        true => overlapped_group(copies, bytes),
+        false => group(copies),
+    }
+}
+
 /// Calls per timed sample of *overlapped* calls (a throughput figure): [`group`], and enough
 /// calls to stream at least [`OVERLAP_BATCH_BYTES`] of compulsory traffic (at most
 /// [`MAX_OVERLAP_GROUP`]). A batch's span includes its ramp-up (the first call starts on an idle

@@ -116,6 +116,7 @@ pub fn ours() -> Report {
             gpu_chain: Some(ms(0.55, Clock::Timestamp)),
             gpu_chain_wall: Some(ms(0.58, Clock::Wall)),
             gpu_chain_fused: true,
+            gpu_chain_back_to_back: Some(ms(0.56, Clock::Wall)),
             gpu_error: None,
             cpu: None,
             cpu_error: Some("skipped".into()),
