@@ -51,9 +51,10 @@ pub struct StackTimes {
     pub chain_kernels: Option<Measurement>,
     /// `wall` of the chained stack as one `LinearChain` run.
     pub chain_wall: Measurement,
-    /// [`CHAIN_RUNS`] `LinearChain` runs back to back in one submission, profiler off: wall time
-    /// ÷ runs (each run waits for the one before, as decode steps do; the profiled span of the
-    /// chain's in-dispatch waits is unreliable, its wall time is not).
+    /// [`CHAIN_RUNS`] `LinearChain` runs (fewer where a sample would be slow) back to back in one
+    /// submission, profiler off: wall time ÷ runs (each run waits for the one before, as decode
+    /// steps do; the profiled span of the chain's in-dispatch waits is unreliable, its wall time
+    /// is not).
     pub chain_back_to_back: Measurement,
     /// Whether the `LinearChain` runs used the one-dispatch chain kernel.
     pub chain_fused: bool,

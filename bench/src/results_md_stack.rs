@@ -110,13 +110,16 @@ fn stack_table(
         Some(st.packed_weight_bytes),
         false,
     );
-    if flow.starts_with(CHAIN_FLOW) {
+    if let Some(m) = st
+        .gpu_chain_back_to_back
+        .filter(|_| flow.starts_with(CHAIN_FLOW))
+    {
         row(
             format!(
-                "ours, GPU, {} runs back to back in one submission, wall time ÷ runs",
-                crate::gpu::CHAIN_RUNS
+                "ours, GPU, {} back to back in one submission, wall time ÷ runs",
+                crate::targets::runs(m.calls_per_sample)
             ),
-            st.gpu_chain_back_to_back.map(|m| m.median_ms),
+            Some(m.median_ms),
             Some(st.packed_weight_bytes),
             false,
         );

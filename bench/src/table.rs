@@ -120,6 +120,13 @@ fn stack_lines(report: &Report, s: &crate::report::StackResult) -> String {
             opt_time(wall.map(|w| w.median_ms), "-")
         ));
     }
+    if let Some(m) = s.gpu_chain_back_to_back {
+        out.push_str(&format!(
+            "GPU {chain}, {} back to back in one submission: {} per run (wall ÷ runs)\n",
+            crate::targets::runs(m.calls_per_sample),
+            time_ms(m.median_ms)
+        ));
+    }
     let Some(c) = s.cpu else {
         let why = s.cpu_error.as_deref().unwrap_or("skipped");
         out.push_str(&format!("CPU (chained): not measured ({why})\n"));

@@ -9,6 +9,7 @@ mod issue4;
 mod stack;
 
 use issue4::issue4_targets;
+pub(crate) use stack::runs;
 use stack::stack_target;
 
 /// Outcome of one target.

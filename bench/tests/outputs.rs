@@ -283,6 +283,13 @@ fn table_stack_shows_every_flow_and_compares_like_with_like() {
         line("GPU chained, one LinearChain").contains("550.0 µs [ts]"),
         "{t}"
     );
+    assert!(
+        t.contains(
+            "GPU chained, one LinearChain dispatch, 16 runs back to back in one submission: \
+             560.0 µs per run (wall ÷ runs)"
+        ),
+        "{t}"
+    );
     let cpu = line("CPU (chained)");
     assert!(
         cpu.contains("6.000 ms") && cpu.contains("10.0×") && cpu.contains("10.9×"),
