@@ -63,6 +63,13 @@ impl Submitted {
     }
 }
 
+/// Whether a launch reading `reads` and writing `writes` would run with no barrier before it,
+/// alongside earlier work (kernels with a latency and a throughput variant pick by this).
+pub(crate) fn launch_overlaps(gpu: &Gpu, reads: &[&Tensor], writes: &[&Tensor]) -> bool {
+    !(reads.iter().any(|t| tensor_waits(gpu, t, false))
+        || writes.iter().any(|t| tensor_waits(gpu, t, true)))
+}
+
 /// Whether a launch binding `t` (`writes`: for writing) would wait for unsubmitted work on `gpu`
 /// (host tensors never do: uploading them is a separate step).
 pub(crate) fn tensor_waits(gpu: &Gpu, t: &Tensor, writes: bool) -> bool {

@@ -19,7 +19,7 @@ use super::bitnet_record::OUTPUT;
 use super::elementwise::unary_code;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::hazard::tensor_waits;
+use crate::hazard::launch_overlaps;
 use crate::launch::Launch;
 use crate::normed_input::NormedInput;
 use crate::pipelines::{Access, Kernel};
@@ -117,10 +117,8 @@ impl Engine {
             return Ok(None);
         }
         let out = self.empty(OP, &[m, n2 / 2], DType::F32)?;
-        let overlaps = !(tensor_waits(gpu, x, false)
-            || tensor_waits(gpu, w, false)
-            || tensor_waits(gpu, &out, true)
-            || norm.is_some_and(|p| p.waits(gpu)));
+        let overlaps =
+            launch_overlaps(gpu, &[x, w], &[&out]) && !norm.is_some_and(|p| p.waits(gpu));
         let extra_loops = norm.map_or(0, NormPrologue::loops);
         let Some(rows) = self.rows_launch(gpu, (m, n2, k), overlaps, extra_loops)? else {
             return Ok(None);

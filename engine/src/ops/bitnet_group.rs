@@ -18,7 +18,7 @@ use super::bitnet_record::{LinearParams, OUTPUT, load_depth, rows_per};
 use super::float_args::loops_fit;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::hazard::tensor_waits;
+use crate::hazard::launch_overlaps;
 use crate::launch::{Launch, fold_workgroups};
 use crate::normed_input::NormedInput;
 use crate::pipelines::{Access, Kernel};
@@ -210,11 +210,9 @@ impl Engine {
             .iter()
             .map(|&nj| self.empty(op, &[m, nj], DType::F32))
             .collect::<Result<Vec<_>>>()?;
-        let overlaps = !(tensor_waits(gpu, x, false)
-            || tensor_waits(gpu, w, false)
-            || table.is_some_and(|t| tensor_waits(gpu, t, false))
-            || outs.iter().any(|o| tensor_waits(gpu, o, true))
-            || norm.is_some_and(|p| p.waits(gpu)));
+        let reads: Vec<&Tensor> = [x, w].into_iter().chain(table).collect();
+        let overlaps = launch_overlaps(gpu, &reads, &outs.iter().collect::<Vec<_>>())
+            && !norm.is_some_and(|p| p.waits(gpu));
         let extra_loops = norm.map_or(0, NormPrologue::loops);
         let Some(rows) = self.rows_launch(gpu, (m, n, k), overlaps, extra_loops)? else {
             return Ok(None);

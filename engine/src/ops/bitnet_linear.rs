@@ -14,7 +14,7 @@ use super::bitnet_plan::LinearPlan;
 use super::bitnet_record::LinearCall;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::hazard::tensor_waits;
+use crate::hazard::launch_overlaps;
 use crate::tensor::{DType, Tensor};
 
 /// What a BitLinear launch writes.
@@ -170,9 +170,7 @@ impl Engine {
         // The output first: whether its buffer (maybe reused from the pool) is still in use by
         // pending work decides, with the inputs, whether the dispatch overlaps earlier ones.
         let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;
-        let overlaps = ![(x, false), (w, false), (&out, true)]
-            .into_iter()
-            .any(|(t, writes)| tensor_waits(gpu, t, writes));
+        let overlaps = launch_overlaps(gpu, &[x, w], &[&out]);
         let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
         // A fused plan lavapipe's loop limit would cut short: quantize first, then a plan on
         // quantized rows (or cpu-ref).

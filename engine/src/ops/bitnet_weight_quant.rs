@@ -31,7 +31,7 @@ use super::in_dispatch_wait::{CPU_ADAPTER_MAX_BYTES, cpu_adapter, wait_constants
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
-use crate::hazard::tensor_waits;
+use crate::hazard::launch_overlaps;
 use crate::launch::Launch;
 use crate::pipelines::{Access, Kernel};
 use crate::status::{ABORTED, KERNEL_STATE, NonFiniteCheck};
@@ -192,10 +192,7 @@ impl Engine {
         const OP: &str = "quantize_weights";
         let len = w.len() as u64;
         let blocks = len.div_ceil(u64::from(kernels::SUM_BLOCK));
-        let overlaps = ![(w, false), (out, true)]
-            .into_iter()
-            .any(|(t, writes)| tensor_waits(gpu, t, writes));
-        let chunks = pack_chunks(blocks, overlaps);
+        let chunks = pack_chunks(blocks, launch_overlaps(gpu, &[w], &[out]));
         let launch = Launch::new(gpu, &WEIGHT_FUSED)
             .input(w)
             .output(out)
