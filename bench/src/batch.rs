@@ -16,7 +16,9 @@ use crate::measure::{Clock, Measurement, RepeatPolicy};
 use crate::workload::SHAPES;
 use bitnet_wgpu::{BatchingLinear, DispatchPolicy, Engine, Linear, Tensor};
 use serde::{Deserialize, Serialize};
-use std::sync::Barrier;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 /// Id `--filter` matches against.
@@ -170,9 +172,11 @@ fn measure_shape(
 
 /// The end-to-end figures: one caller through `Linear::forward`, then [`BATCH`] concurrent
 /// callers through a `BatchingLinear` (window 2 ms, at most `BATCH` rows: the op starts as soon as
-/// all eight arrived), each repeat timed from the callers' start to the last reply. The engine's
-/// dispatch policy is forced to the GPU meanwhile (and restored), and its profiler turned off
-/// (and back on with `timestamps`).
+/// all eight arrived), each repeat timed from the callers' start to the last reply. The callers
+/// are threads started once, as a server's workers are (a repeat releases them through a barrier
+/// and waits for them at another): starting eight threads per repeat cost more than the batch
+/// itself (0.45-0.75 ms on a 2-core host). The engine's dispatch policy is forced to the GPU
+/// meanwhile (and restored), and its profiler turned off (and back on with `timestamps`).
 fn measure_server(
     e: &Engine,
     timestamps: bool,
@@ -192,43 +196,13 @@ fn measure_server(
     e.set_dispatch_policy(DispatchPolicy::Gpu).map_err(err)?;
     let _ = e.set_profiling(false);
     let mut run = || -> Result<(), String> {
-        // Whole calls timed (they end with the read-back), after a warm-up.
-        let wall = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<Measurement, String> {
-            for _ in 0..policy.warmup.max(1) {
-                f()?;
-            }
-            let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-            while policy.wants_more(samples.len(), spent) {
-                let t = Instant::now();
-                f()?;
-                spent += t.elapsed();
-                samples.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
-        };
-        shape.server_b1 = Some(wall(&mut || {
+        shape.server_b1 = Some(time_wall(policy, &mut || {
             layer.forward(&xs[0], 1).map(drop).map_err(err)
         })?);
         let batcher =
             BatchingLinear::new(layer.clone(), Duration::from_millis(2), BATCH).map_err(err)?;
-        shape.server_b8 = Some(wall(&mut || {
-            let start = Barrier::new(BATCH);
-            std::thread::scope(|s| {
-                let callers: Vec<_> = xs
-                    .iter()
-                    .map(|x| {
-                        let (b, start) = (&batcher, &start);
-                        s.spawn(move || {
-                            start.wait();
-                            b.forward(x, 1).map(drop).map_err(err)
-                        })
-                    })
-                    .collect();
-                callers.into_iter().try_for_each(|c| {
-                    c.join()
-                        .unwrap_or_else(|_| Err("a caller thread panicked".into()))
-                })
-            })
+        shape.server_b8 = Some(concurrent_callers(policy, &xs, |x| {
+            batcher.forward(x, 1).map(drop).map_err(err)
         })?);
         Ok(())
     };
@@ -238,4 +212,116 @@ fn measure_server(
         let _ = e.set_profiling(true);
     }
     result
+}
+
+/// Whole calls of `f` timed by wall clock (they end with the read-back), after a warm-up.
+fn time_wall(
+    policy: RepeatPolicy,
+    f: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<Measurement, String> {
+    for _ in 0..policy.warmup.max(1) {
+        f()?;
+    }
+    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
+    while policy.wants_more(samples.len(), spent) {
+        let t = Instant::now();
+        f()?;
+        spent += t.elapsed();
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+}
+
+/// [`time_wall`] of one round of `call(x)` on every `x` of `xs` at once, each from its own
+/// caller thread. The threads start once and wait between rounds: a round releases them all
+/// through one barrier and ends when the last has passed the next, so a round is the callers'
+/// work and two barrier hand-offs, not thread starts. A caller's error is reported after its
+/// round (every caller still reaches the end barrier, a panicking one too, so nothing waits
+/// forever).
+fn concurrent_callers(
+    policy: RepeatPolicy,
+    xs: &[Vec<f32>],
+    call: impl Fn(&[f32]) -> Result<(), String> + Sync,
+) -> Result<Measurement, String> {
+    let go = Barrier::new(xs.len() + 1);
+    let done = Barrier::new(xs.len() + 1);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for x in xs {
+            let (go, done, stop, failed, call) = (&go, &done, &stop, &failed, &call);
+            s.spawn(move || {
+                loop {
+                    go.wait();
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    // A panicking caller would never reach `done`: its panic is its error.
+                    let r = std::panic::catch_unwind(AssertUnwindSafe(|| call(x)));
+                    if let Err(e) = r.unwrap_or_else(|_| Err("a caller thread panicked".into())) {
+                        let mut f = failed.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(e);
+                    }
+                    done.wait();
+                }
+            });
+        }
+        let measured = time_wall(policy, &mut || {
+            go.wait();
+            done.wait();
+            match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        });
+        // Release the callers for good (they all wait at `go`).
+        stop.store(true, Ordering::Release);
+        go.wait();
+        measured
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn policy(repeats: usize) -> RepeatPolicy {
+        RepeatPolicy {
+            warmup: 2,
+            repeats,
+            budget: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn every_caller_runs_once_per_round_on_its_own_input() {
+        let xs: Vec<Vec<f32>> = (0..BATCH).map(|i| vec![i as f32]).collect();
+        let calls: Vec<AtomicUsize> = (0..BATCH).map(|_| AtomicUsize::new(0)).collect();
+        let m = concurrent_callers(policy(5), &xs, |x| {
+            calls[x[0] as usize].fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(m.samples, 5);
+        // Two warm-up rounds and five timed ones, each caller once per round.
+        for c in &calls {
+            assert_eq!(c.load(Ordering::Relaxed), 7);
+        }
+    }
+
+    #[test]
+    fn a_caller_error_or_panic_ends_the_measurement_with_it() {
+        let xs: Vec<Vec<f32>> = (0..BATCH).map(|i| vec![i as f32]).collect();
+        let failing = concurrent_callers(policy(5), &xs, |x| match x[0] {
+            3.0 => Err("caller 3 failed".to_string()),
+            _ => Ok(()),
+        });
+        assert_eq!(failing.unwrap_err(), "caller 3 failed");
+        let panicking = concurrent_callers(policy(5), &xs, |x| {
+            assert!(x[0] != 5.0, "caller 5 panics");
+            Ok(())
+        });
+        assert_eq!(panicking.unwrap_err(), "a caller thread panicked");
+    }
 }
