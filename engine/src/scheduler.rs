@@ -16,12 +16,18 @@
 //! `EngineOptions::batch_dispatches`), and — unless `EngineOptions::idle_flush` is `None` — when
 //! no job arrived for that long (under load batches grow; an idle engine starts the GPU at once).
 //!
+//! Drained: the scheduler counts the jobs posted and, after each job (or idle submit) that left
+//! the batch empty, the jobs finished so far ([`Scheduler::drained`]). When the two agree, every
+//! command any job recorded has been submitted, so an upload into a buffer the caller just took
+//! from the pool can go straight to `queue.write_buffer` (which runs before the *next*
+//! submission) without a round trip to this thread (`transfer.rs`).
+//!
 //! Panics: a job that panics (an engine bug, or a panic inside wgpu) is caught ([`guarded`]), and
 //! its caller gets [`Error::Panicked`] — a call's reply, a launch's fate — never a lost device:
 //! the thread and the device go on with the next job.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -46,6 +52,13 @@ pub(crate) struct Scheduler {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// What the thread is doing (an index into [`ACTIVITY`]), for the slow-call log.
     activity: Arc<AtomicU8>,
+    /// Jobs posted (counted before they are sent).
+    posted: AtomicU64,
+    /// Jobs finished by the thread (written by the thread only).
+    finished: AtomicU64,
+    /// `finished` as of the last moment the batch was empty after a job or an idle submit: those
+    /// jobs' commands were all submitted (or failed) by then.
+    submitted_jobs: AtomicU64,
 }
 
 /// A blocking call to the submission thread logs a warning after this long (and again after
@@ -93,6 +106,9 @@ impl Scheduler {
                 tx,
                 thread,
                 activity,
+                posted: AtomicU64::new(0),
+                finished: AtomicU64::new(0),
+                submitted_jobs: AtomicU64::new(0),
             },
             queue,
         )
@@ -100,7 +116,34 @@ impl Scheduler {
 
     /// Queues `job`; returns at once.
     pub fn post(&self, job: Job) -> Result<()> {
+        // Counted first: a job is never finished before it is counted here (see `drained`).
+        self.posted.fetch_add(1, Ordering::SeqCst);
         self.tx.send(Msg::Job(job)).map_err(|_| stopped())
+    }
+
+    /// Whether every job posted before this call has run and had its commands submitted (or
+    /// failed): nothing recorded so far is still waiting for a submission. A buffer the caller
+    /// took from the pool after its last user's job was posted is then used by no unsubmitted
+    /// command, so `queue.write_buffer` into it is ordered after all of them. False while any
+    /// job is queued or running, or its commands wait in the batch (then a caller flushes).
+    pub fn drained(&self) -> bool {
+        // Submitted first: it only trails `posted`, so a match means both were equal since.
+        let submitted = self.submitted_jobs.load(Ordering::SeqCst);
+        submitted == self.posted.load(Ordering::SeqCst)
+    }
+
+    /// Counts a finished job; `batch_empty`: nothing recorded waits for a submission.
+    fn job_finished(&self, batch_empty: bool) {
+        let finished = self.finished.fetch_add(1, Ordering::SeqCst) + 1;
+        self.batch_settled(batch_empty, finished);
+    }
+
+    /// After an idle submit, or a job: every job finished so far is submitted if the batch is
+    /// empty.
+    fn batch_settled(&self, batch_empty: bool, finished: u64) {
+        if batch_empty {
+            self.submitted_jobs.store(finished, Ordering::SeqCst);
+        }
     }
 
     /// Lets the thread finish the queued jobs and waits for it to exit (it drops its handle on
@@ -231,7 +274,10 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
         match msg {
             // A panic must not take the thread, and every later caller, down with it. Jobs
             // catch their own (to report it to their caller); this is the backstop.
-            Some(Msg::Job(job)) => drop(guarded(|| job(&mut batch, g))),
+            Some(Msg::Job(job)) => {
+                drop(guarded(|| job(&mut batch, g)));
+                g.scheduler.job_finished(batch.is_empty());
+            }
             Some(Msg::Stop) => {
                 if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
                     log::warn!("bitnet-wgpu: final submit failed: {e}");
@@ -242,6 +288,8 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
                 if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
                     log::warn!("bitnet-wgpu: idle submit failed: {e}");
                 }
+                let finished = g.scheduler.finished.load(Ordering::SeqCst);
+                g.scheduler.batch_settled(batch.is_empty(), finished);
             }
         }
         activity.store(0, Ordering::Relaxed);
@@ -314,3 +362,7 @@ mod tests {
         assert!(!g.is_lost());
     }
 }
+
+#[cfg(test)]
+#[path = "drain_tests.rs"]
+mod drain_tests;
