@@ -230,6 +230,9 @@ fn a_panic_inside_a_submission_fails_its_launches_instead_of_dropping_them() {
     let x = e.upload_f32(&v, &[256]).unwrap();
     // A buffer of the same size holding other bytes, back in the pool for the copy's output.
     drop(e.upload_f32(&[7.0; 256], &[256]).unwrap());
+    // Settled first: an engine's first submission resets its status slots, and with no submit
+    // before it (uploads need none) the copy's recording would make it — racing the arm below.
+    e.sync().unwrap();
     let y = e.copy(&x).unwrap();
     e.inject_fault(InjectedFault::SubmitPanic);
     let r = e.sync();
