@@ -9,7 +9,7 @@ use bitnet_bench::attention::{
 };
 use bitnet_bench::measure::Clock;
 use bitnet_bench::report::Report;
-use common::ms;
+use common::{line, ms};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -96,13 +96,6 @@ const PEERS_WITH_ATTENTION: &str = r#"{"schema": "bitnet-bench-peers/1", "cases"
     {"impl": "torch_kv_append_fp16", "model": "2B4T", "tq": 1, "tk": 512, "hq": 20, "hkv": 5,
      "d": 128, "causal": true, "method": "cuda_graph_per_call", "copies": 16, "ms": 0.002}
   ]}"#;
-
-/// A line of `md` starting with `start`.
-fn line<'a>(md: &'a str, start: &str) -> &'a str {
-    md.lines()
-        .find(|l| l.starts_with(start))
-        .unwrap_or_else(|| panic!("no line {start:?} in\n{md}"))
-}
 
 /// A quick run of the attention cases on the machine's adapter: every case in the JSON with
 /// positive GPU, cpu-ref and (decode) append times, and the block in the printed table. The

@@ -8,16 +8,13 @@ use bitnet_bench::peers::PeersReport;
 use bitnet_bench::report::{CaseResult, Report};
 use bitnet_bench::workload::{OpKind, Workload};
 use bitnet_bench::{results_md, svg, table};
-use common::{ms, ours, peers};
+use common::{line, ms, ours, peers};
 
 #[test]
 fn results_md_ratios_and_verdicts() {
     let md = results_md::render(&ours(), Some(&peers()), "bitnet-bench merge");
     // Decode stack: independent 2.4 / 0.4 = 6×, chained 2.7 / 0.6 = 4.5× → not met.
-    let stack_line = md
-        .lines()
-        .find(|l| l.starts_with("| decode layer stack"))
-        .unwrap();
+    let stack_line = line(&md, "| decode layer stack");
     assert!(
         stack_line.contains("6.00×")
             && stack_line.contains("4.50×")
@@ -31,14 +28,14 @@ fn results_md_ratios_and_verdicts() {
     );
     // GEMV: one large shape measured (overlapped 44.6 %, below 80 % although serial 89.2 % is
     // above: the overlapped figure decides), the other missing → not met.
-    let gemv = md.lines().find(|l| l.starts_with("| GEMV")).unwrap();
+    let gemv = line(&md, "| GEMV");
     assert!(
         gemv.contains("2560×6912: not measured") && gemv.contains("**not met**"),
         "{gemv}"
     );
     assert!(gemv.contains("6912×2560 (serial 89.2 %): 44.6 %"), "{gemv}");
     // Prefill: 1.0 / 0.2 = 5× > 4 → not met.
-    let prefill = md.lines().find(|l| l.starts_with("| prefill")).unwrap();
+    let prefill = line(&md, "| prefill");
     assert!(
         prefill.contains("5.00×") && prefill.contains("**not met**"),
         "{prefill}"
@@ -90,10 +87,7 @@ fn results_md_ratios_and_verdicts() {
         "{md}"
     );
     // Pool: bitlinear 1.1 (2 cases), quant 1.6 → not met; the stack's 600 / 500 = 1.2.
-    let pool = md
-        .lines()
-        .find(|l| l.starts_with("| pool peak / live ≤ 1.5"))
-        .unwrap();
+    let pool = line(&md, "| pool peak / live ≤ 1.5");
     assert!(
         pool.contains("bitlinear: 1.100 (worst of 2 cases")
             && pool.contains("quant: 1.600 (worst of 1 case: weight_quant")
@@ -101,10 +95,7 @@ fn results_md_ratios_and_verdicts() {
             && pool.contains("**not met**"),
         "{pool}"
     );
-    let header = md
-        .lines()
-        .find(|l| l.starts_with("| pool peak / live tensor bytes"))
-        .unwrap();
+    let header = line(&md, "| pool peak / live tensor bytes");
     assert!(
         header.contains("bitlinear: 1.100") && header.contains("decode stack: 1.200"),
         "{header}"
@@ -118,10 +109,7 @@ fn chain_runs_back_to_back_can_meet_the_stack_target() {
     let mut r = ours();
     r.stack.as_mut().unwrap().gpu_chain_back_to_back = Some(ms(0.5, Clock::Wall));
     let md = results_md::render(&r, Some(&peers()), "merge");
-    let stack = md
-        .lines()
-        .find(|l| l.starts_with("| decode layer stack"))
-        .unwrap();
+    let stack = line(&md, "| decode layer stack");
     assert!(
         stack.contains("per run (wall ÷ runs) → 5.40×") && stack.ends_with("| **met** |"),
         "{stack}"
@@ -131,10 +119,7 @@ fn chain_runs_back_to_back_can_meet_the_stack_target() {
 #[test]
 fn results_md_without_peers_invents_nothing() {
     let md = results_md::render(&ours(), None, "merge");
-    let stack_line = md
-        .lines()
-        .find(|l| l.starts_with("| decode layer stack"))
-        .unwrap();
+    let stack_line = line(&md, "| decode layer stack");
     assert!(stack_line.contains("not measured") && !stack_line.contains("**met**"));
     assert!(md.contains("| PyTorch device | not measured"));
 }
@@ -168,10 +153,7 @@ fn partial_runs_are_incomplete_never_met() {
         .retain(|c| c.op == OpKind::Bitlinear && c.m == 1 && c.n == 6912);
     r.cases[0].gpu_overlapped = Some(ms(0.001, Clock::Timestamp)); // far above 80 %
     let md = results_md::render(&r, Some(&peers()), "bitnet-bench merge");
-    let gemv = md
-        .lines()
-        .find(|l| l.starts_with("| GEMV (M = 1)"))
-        .unwrap();
+    let gemv = line(&md, "| GEMV (M = 1)");
     assert!(gemv.contains("| incomplete |"), "{gemv}");
 }
 
@@ -186,7 +168,7 @@ fn invalid_peer_times_are_not_measured() {
         {"impl":"torch_fp16_linear","cuda_graph":true,"chained":true,"layers":30,"m":1,"ms":-1}]}"#;
     let p = PeersReport::from_json(text).unwrap();
     let md = results_md::render(&ours(), Some(&p), "merge");
-    let line = |start: &str| md.lines().find(|l| l.starts_with(start)).unwrap();
+    let line = |start: &str| line(&md, start);
     let prefill = line("| prefill");
     assert!(
         prefill.contains("2560×2560: not measured |") && prefill.ends_with("| not measured |"),
@@ -231,7 +213,7 @@ fn invalid_times_of_ours_are_not_measured() {
         Some(ms(-1.0, Clock::Timestamp)),
     );
     let md = results_md::render(&r, Some(&peers()), "merge");
-    let line = |start: &str| md.lines().find(|l| l.starts_with(start)).unwrap();
+    let line = |start: &str| line(&md, start);
     let gemv = line("| GEMV (M = 1)");
     assert!(
         gemv.contains("6912×2560: not measured;") && gemv.ends_with("| not measured |"),
@@ -271,12 +253,7 @@ fn table_stack_shows_every_flow_and_compares_like_with_like() {
     let mut r = ours();
     r.stack.as_mut().unwrap().cpu = Some(ms(6.0, Clock::Cpu));
     let t = table::render(&r);
-    let line = |start: &str| {
-        t.lines()
-            .find(|l| l.starts_with(start))
-            .unwrap_or_else(|| panic!("no line {start:?} in\n{t}"))
-            .to_string()
-    };
+    let line = |start: &str| line(&t, start);
     assert!(line("GPU independent").contains("400.0 µs [ts]"), "{t}");
     assert!(line("GPU chained:").contains("600.0 µs [ts]"), "{t}");
     assert!(

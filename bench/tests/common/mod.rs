@@ -183,3 +183,10 @@ pub fn peers() -> PeersReport {
         ..Default::default()
     }
 }
+
+/// The first line of `text` (a rendered RESULTS.md or console table) starting with `start`.
+pub fn line<'a>(text: &'a str, start: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line {start:?} in\n{text}"))
+}
