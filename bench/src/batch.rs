@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Id `--filter` matches against.
 pub const BATCH_ID: &str = "batch decode 2B4T B=8 vs B=1";
@@ -196,7 +196,7 @@ fn measure_server(
     e.set_dispatch_policy(DispatchPolicy::Gpu).map_err(err)?;
     let _ = e.set_profiling(false);
     let mut run = || -> Result<(), String> {
-        shape.server_b1 = Some(time_wall(policy, &mut || {
+        shape.server_b1 = Some(time_wall(policy, || {
             layer.forward(&xs[0], 1).map(drop).map_err(err)
         })?);
         let batcher =
@@ -214,22 +214,17 @@ fn measure_server(
     result
 }
 
-/// Whole calls of `f` timed by wall clock (they end with the read-back), after a warm-up.
+/// Whole calls of `f` timed by wall clock (they end with the read-back), after at least one
+/// warm-up call.
 fn time_wall(
     policy: RepeatPolicy,
-    f: &mut dyn FnMut() -> Result<(), String>,
+    f: impl FnMut() -> Result<(), String>,
 ) -> Result<Measurement, String> {
-    for _ in 0..policy.warmup.max(1) {
-        f()?;
-    }
-    let (mut samples, mut spent) = (Vec::new(), Duration::ZERO);
-    while policy.wants_more(samples.len(), spent) {
-        let t = Instant::now();
-        f()?;
-        spent += t.elapsed();
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    Measurement::from_samples(&samples, Clock::Wall).ok_or_else(|| "no samples".into())
+    let policy = RepeatPolicy {
+        warmup: policy.warmup.max(1),
+        ..policy
+    };
+    crate::measure::time_host(policy, Clock::Wall, f)
 }
 
 /// [`time_wall`] of one round of `call(x)` on every `x` of `xs` at once, each from its own
@@ -266,7 +261,7 @@ fn concurrent_callers(
                 }
             });
         }
-        let measured = time_wall(policy, &mut || {
+        let measured = time_wall(policy, || {
             go.wait();
             done.wait();
             match failed.lock().unwrap_or_else(|p| p.into_inner()).take() {

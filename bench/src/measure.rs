@@ -108,6 +108,17 @@ impl RepeatPolicy {
 /// Times a CPU closure with wall time under `policy`; the closure's own errors stop the loop.
 pub fn time_cpu<E>(
     policy: RepeatPolicy,
+    f: impl FnMut() -> Result<(), E>,
+) -> Result<Measurement, E> {
+    time_host(policy, Clock::Cpu, f)
+}
+
+/// Times a closure run on the host (a CPU computation, or a whole call that waits for the GPU)
+/// by wall clock under `policy`, tagging the figure `clock`; the closure's own errors stop the
+/// loop.
+pub fn time_host<E>(
+    policy: RepeatPolicy,
+    clock: Clock,
     mut f: impl FnMut() -> Result<(), E>,
 ) -> Result<Measurement, E> {
     let warm_start = Instant::now();
@@ -127,7 +138,7 @@ pub fn time_cpu<E>(
         spent += dt;
         samples.push(dt.as_secs_f64() * 1e3);
     }
-    Ok(Measurement::from_samples(&samples, Clock::Cpu).expect("at least one finite sample"))
+    Ok(Measurement::from_samples(&samples, clock).expect("at least one finite sample"))
 }
 
 #[cfg(test)]
