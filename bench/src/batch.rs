@@ -215,7 +215,7 @@ fn measure_server(
 }
 
 /// Whole calls of `f` timed by wall clock (they end with the read-back), after at least one
-/// warm-up call.
+/// warm-up call; before each, the clock keeper keeps the GPU busy for [`ROUND_HEAT`].
 fn time_wall(
     policy: RepeatPolicy,
     f: impl FnMut() -> Result<(), String>,
@@ -224,8 +224,13 @@ fn time_wall(
         warmup: policy.warmup.max(1),
         ..policy
     };
-    crate::measure::time_host(policy, Clock::Wall, f)
+    let heat = || crate::clock_keeper::heat(ROUND_HEAT);
+    crate::measure::time_host(policy, Clock::Wall, heat, f)
 }
+
+/// The clock keeper's work before each timed call or round of callers: longer than a round (the
+/// GPU idles through most of one, waiting for the host), so the GPU is busy most of the time.
+const ROUND_HEAT: Duration = Duration::from_millis(1);
 
 /// [`time_wall`] of one round of `call(x)` on every `x` of `xs` at once, each from its own
 /// caller thread. The threads start once and wait between rounds: a round releases them all

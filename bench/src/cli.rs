@@ -39,6 +39,8 @@ RUN OPTIONS:
   --time-limit SECS   skip the steps that would start after this many seconds (recorded as
                       skipped); the decode stack runs first so it is never the one cut
   --no-progress       no progress bar on stderr
+  --no-clock-keeper   let the GPU idle while the host records each timed batch: its clocks
+                      may then drop between samples, and the figures with them
   -h, --help          this text
   -V, --version       the version
 
@@ -105,6 +107,8 @@ pub struct RunArgs {
     pub time_limit_s: Option<f64>,
     /// `--tuning` settings forced on the engine's BitNet ops (A/B runs of kernel plans).
     pub tuning: Option<bitnet_wgpu::BitnetTuning>,
+    /// Keep a real GPU busy between timed batches (`clock_keeper.rs`); `--no-clock-keeper`.
+    pub clock_keeper: bool,
 }
 
 impl RunArgs {
@@ -146,6 +150,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
         peers: None,
         results: None,
         progress: true,
+        clock_keeper: true,
         time_limit_s: None,
         tuning: None,
     };
@@ -170,6 +175,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
             "--no-cpu" => run.cpu = false,
             "--no-gpu" => run.gpu = false,
             "--no-progress" => run.progress = false,
+            "--no-clock-keeper" => run.clock_keeper = false,
             "--tuning" => run.tuning = Some(tuning(&value(flag)?)?),
             "--time-limit" => run.time_limit_s = Some(seconds(flag, &value(flag)?)?),
             "--json" => run.json = Some(value(flag)?.into()),

@@ -33,6 +33,11 @@ const BATCH_DISPATCHES: u32 = 4096;
 pub struct GpuBench {
     engine: Engine,
     timestamps: bool,
+    /// The engine's device and queue, shared with the clock keeper.
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    /// Whether the adapter is a software one (no clocks to keep).
+    software: bool,
 }
 
 /// The stack's figures: GPU span (timestamps) and one-submission wall time, for the independent
@@ -72,7 +77,10 @@ impl GpuBench {
             idle_flush: None,
             ..Default::default()
         };
-        let engine = Engine::gpu_with(options).map_err(|e| e.to_string())?;
+        // The device is opened here and shared, so that the clock keeper's work runs on it.
+        let (adapter, device, queue) = bitnet_wgpu::open_gpu_device().map_err(|e| e.to_string())?;
+        let engine = Engine::from_device_with(&adapter, device.clone(), queue.clone(), options)
+            .map_err(|e| e.to_string())?;
         if engine.backend_kind() != BackendKind::Gpu {
             return Err("the engine found no GPU adapter".into());
         }
@@ -84,7 +92,19 @@ impl GpuBench {
             && engine
                 .set_profiling_granularity(ProfileGranularity::Batch)
                 .is_ok();
-        Ok(GpuBench { engine, timestamps })
+        Ok(GpuBench {
+            engine,
+            timestamps,
+            device,
+            queue,
+            software: adapter.get_info().device_type == wgpu::DeviceType::Cpu,
+        })
+    }
+
+    /// Starts the clock keeper on the engine's device (see `clock_keeper.rs`) unless `off` or the
+    /// adapter is a software one (no clocks to keep); returns whether it runs.
+    pub fn start_clock_keeper(&self, off: bool) -> bool {
+        crate::clock_keeper::start(&self.device, &self.queue, off || self.software)
     }
 
     /// The engine being measured.

@@ -4,7 +4,8 @@
 //! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
 //! * [`selection`]: what a run measures (filters, sides); nothing at all is a usage error.
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
-//! * [`roofline`]: the copy-kernel bandwidth roofline.
+//! * [`roofline`]: the copy-kernel bandwidth roofline (on a [`probe_device`]);
+//!   [`clock_keeper`]: the GPU kept at its working clocks between timed batches.
 //! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
 //! * [`attention`], [`attention_measure`]: attention and KV append, decode and prefill.
 //! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
@@ -15,6 +16,7 @@ pub mod attention;
 pub mod attention_measure;
 pub mod batch;
 pub mod cli;
+pub mod clock_keeper;
 pub mod cpu;
 pub mod data;
 pub mod date;
@@ -27,6 +29,7 @@ pub mod measure;
 pub mod pass_timer;
 pub mod peers;
 pub mod pool;
+pub mod probe_device;
 pub mod progress;
 pub mod report;
 pub mod results_md;

@@ -110,19 +110,21 @@ pub fn time_cpu<E>(
     policy: RepeatPolicy,
     f: impl FnMut() -> Result<(), E>,
 ) -> Result<Measurement, E> {
-    time_host(policy, Clock::Cpu, f)
+    time_host(policy, Clock::Cpu, || {}, f)
 }
 
 /// Times a closure run on the host (a CPU computation, or a whole call that waits for the GPU)
-/// by wall clock under `policy`, tagging the figure `clock`; the closure's own errors stop the
-/// loop.
+/// by wall clock under `policy`, tagging the figure `clock`, with `between` run untimed before
+/// every call (warm-up ones too); the closure's own errors stop the loop.
 pub fn time_host<E>(
     policy: RepeatPolicy,
     clock: Clock,
+    mut between: impl FnMut(),
     mut f: impl FnMut() -> Result<(), E>,
 ) -> Result<Measurement, E> {
     let warm_start = Instant::now();
     for _ in 0..policy.warmup {
+        between();
         f()?;
         // A single slow warmup already costs the budget; skip the others.
         if warm_start.elapsed() >= policy.budget {
@@ -132,6 +134,7 @@ pub fn time_host<E>(
     let mut samples = Vec::new();
     let mut spent = Duration::ZERO;
     while policy.wants_more(samples.len(), spent) {
+        between();
         let t = Instant::now();
         f()?;
         let dt = t.elapsed();

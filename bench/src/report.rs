@@ -266,6 +266,10 @@ pub struct Report {
     /// [`crate::pool::sections`] when the report is written; kept here for readers of the JSON).
     #[serde(default)]
     pub pool: Vec<PoolSection>,
+    /// Whether the clock keeper kept the GPU busy between timed batches (`clock_keeper.rs`);
+    /// false in reports from before it existed.
+    #[serde(default)]
+    pub clock_keeper: bool,
     /// Free-form remarks (fallbacks taken, skipped parts).
     pub notes: Vec<String>,
 }

@@ -73,6 +73,14 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str("on the same device in the same run; BitLinear with M ≥ 64 is compute bound and has none.\n");
     s.push_str("- PyTorch: CUDA events, warmup, median; per-shape cases replay a CUDA graph of one call per ");
     s.push_str("rotated weight copy (working set > L2) divided by the copy count.\n");
+    if ours.clock_keeper {
+        s.push_str("- GPU clocks: before every timed batch a plain kernel reading 128 MiB, on the engine's device ");
+        s.push_str("and queue, keeps the GPU busy about as long as the host spent recording the batch before, and ");
+        s.push_str("finishes before the batch is submitted (`bench/src/clock_keeper.rs`). Without it the GPU idled ");
+        s.push_str("through most of a run while the host recorded, and the H200's driver lowered its SM clock from ");
+        s.push_str("1980 to 1000-1450 MHz at moments that differed from run to run (nvidia-smi), slowing whichever ");
+        s.push_str("cases they hit by up to 1.7×; PyTorch's back-to-back replays keep the GPU busy themselves.\n");
+    }
     let mut notes: Vec<String> = ours.notes.iter().map(|n| format!("ours: {n}")).collect();
     notes.extend(
         missing_reasons(ours)

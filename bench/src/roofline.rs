@@ -35,32 +35,12 @@ pub fn measure(
     max_bytes: u64,
     repeats: usize,
 ) -> Result<Roofline, String> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    // The backends the engine searches: WGPU_BACKEND's, else the native ones (GL on request).
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
-    if let Some(name) = adapter_name {
-        adapters.retain(|a| a.get_info().name == name);
-    }
-    adapters.sort_by_key(|a| rank(&a.get_info()));
-    let adapter = adapters
-        .into_iter()
-        .next()
-        .ok_or("no adapter for the copy kernel")?;
-    let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-    let desc = wgpu::DeviceDescriptor {
-        label: Some("bitnet-bench roofline"),
-        required_features: if timestamps {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
-        },
-        required_limits: adapter.limits(),
-        ..Default::default()
-    };
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&desc)).map_err(|e| e.to_string())?;
+    let crate::probe_device::ProbeDevice {
+        info,
+        device,
+        queue,
+        timestamps,
+    } = crate::probe_device::open(adapter_name, "bench copy roofline")?;
     let limits = device.limits();
     let size = max_bytes
         .min(limits.max_storage_buffer_binding_size)
@@ -95,7 +75,6 @@ pub fn measure(
         }
     }
     let time = best.ok_or("copy kernel produced no finite time")?;
-    let info = adapter.get_info();
     // Not on a software adapter: its dispatches take milliseconds, and the probe would add a
     // minute to the README's main job there while saying nothing about GPUs.
     let dispatch_floor = if timestamps && info.device_type != wgpu::DeviceType::Cpu {
@@ -111,18 +90,6 @@ pub fn measure(
         source: format!("bench copy kernel (vec4<u32>) on {}", info.name),
         dispatch_floor,
     })
-}
-
-/// Same ranking as the engine: discrete, integrated, virtual, other, CPU; GL after native APIs.
-fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
-    let t = match info.device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    };
-    (t, u8::from(info.backend == wgpu::Backend::Gl))
 }
 
 /// The copy pipeline with its two buffers and the timestamp plumbing.

@@ -2,6 +2,7 @@
 //! requested outputs. A failing case is recorded and the run goes on.
 
 use crate::cli::RunArgs;
+use crate::clock_keeper;
 use crate::error::{BenchError, Result, read_file, write_file};
 use crate::gpu::{ElementwiseProbe, GpuBench, StackTimes};
 use crate::measure::RepeatPolicy;
@@ -74,6 +75,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         batch: None,
         attention: None,
         pool: Vec::new(),
+        clock_keeper: false,
         notes: Vec::new(),
     };
     let gpu_policy = RepeatPolicy {
@@ -214,11 +216,12 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         ));
     }
     drop(gpu);
+    clock_keeper::stop();
     report.pool = pool::sections(&report);
     Ok(report)
 }
 
-/// How long the GPU is kept busy (engine copies) before anything is measured.
+/// How long the GPU is kept busy (the clock keeper's copies) before anything is measured.
 const GPU_WARMUP: Duration = Duration::from_secs(3);
 
 /// Opens the GPU engine and measures the copy roofline (one progress step). No usable adapter is
@@ -240,11 +243,14 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Result<GpuBe
             };
             // Bring the GPU to its working state first: on an idle H200 every kernel of the
             // first cases timed 2-4x slower until the clocks came up partway through a case.
-            let warm = std::time::Instant::now();
-            while warm.elapsed() < GPU_WARMUP {
-                if guarded(|| g.engine_elementwise(ElementwiseProbe::Copy, max, policy)).is_err() {
-                    break;
-                }
+            // The clock keeper then holds it there between timed batches.
+            if g.start_clock_keeper(!args.clock_keeper) {
+                report.clock_keeper = true;
+                clock_keeper::heat(GPU_WARMUP);
+            } else {
+                report.notes.push(
+                    "clock keeper off (software adapter or --no-clock-keeper): the GPU idles while the host records each timed batch".into(),
+                );
             }
             let mut errors = Vec::new();
             for probe in [

@@ -1,6 +1,7 @@
 //! The one GPU timing loop of the bench ([`time_calls`]) and how many back-to-back calls make a
 //! timed sample.
 
+use crate::clock_keeper;
 use crate::measure::{Clock, Measurement, RepeatPolicy};
 use bitnet_wgpu::Engine;
 use std::time::{Duration, Instant};
@@ -31,7 +32,12 @@ pub fn time_calls(
     // twice and the faster counts: calls that overlap the one before them may take another
     // kernel variant (`hazard.rs` in the engine), whose pipeline the first probe builds — that
     // once cut the B = 8 decode GEMV's groups to one call.
+    //
+    // Before every later batch the clock keeper (if one runs) keeps the GPU busy for about as
+    // long as the host took to record the batch before it, so that the GPU's clocks stay at
+    // their working level (see `clock_keeper.rs`); its work ends before the batch is submitted.
     let started = Instant::now();
+    clock_keeper::heat(PRE_HEAT);
     f(0)?;
     sync(e)?;
     let probe = group.min(CAP_PROBE);
@@ -48,18 +54,23 @@ pub fn time_calls(
     }
     let cap = (SAMPLE_TARGET.as_secs_f64() / per_call.max(1e-9)) as usize;
     let group = group.min(cap).max(1);
-    let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<(), String> {
+    // Records one batch; returns the time that took.
+    let mut run = |f: &mut dyn FnMut(usize) -> Result<(), String>| -> Result<Duration, String> {
+        let t = Instant::now();
         for _ in 0..group {
             f(calls)?;
             calls += 1;
         }
-        Ok(())
+        Ok(t.elapsed())
     };
+    let mut recorded = Duration::ZERO;
+    let heat = |recorded: Duration| clock_keeper::heat(recorded.min(MAX_HEAT));
     let mut warmed = 2;
     while (warmed < policy.warmup || started.elapsed() < MIN_WARM)
         && started.elapsed() <= policy.budget / 4
     {
-        run(&mut f)?;
+        heat(recorded);
+        recorded = run(&mut f)?;
         sync(e)?;
         warmed += 1;
     }
@@ -68,8 +79,9 @@ pub fn time_calls(
     while policy.wants_more(samples.len(), spent) {
         if timestamps {
             e.reset_profile();
+            heat(recorded);
             let t = Instant::now();
-            run(&mut f)?;
+            recorded = run(&mut f)?;
             sync(e)?;
             spent += t.elapsed();
             let report = e.profile_report().map_err(|x| x.to_string())?;
@@ -87,7 +99,8 @@ pub fn time_calls(
             }
             samples.push(ns as f64 * 1e-6 / group as f64);
         } else {
-            run(&mut f)?;
+            heat(recorded);
+            recorded = run(&mut f)?;
             let t = Instant::now();
             sync(e)?;
             let dt = t.elapsed();
@@ -143,6 +156,14 @@ const SAMPLE_TARGET: Duration = Duration::from_millis(20);
 
 /// Calls of the warm-up batch whose submit + wait time per call caps the group.
 const CAP_PROBE: usize = 8;
+
+/// How long the clock keeper keeps the GPU busy before a case's first call: the H200 came back
+/// from its idle clocks within a second of light load (see `clock_keeper.rs`).
+const PRE_HEAT: Duration = Duration::from_millis(200);
+
+/// Most the clock keeper runs before one batch (a batch that records for long keeps the GPU
+/// idle for long, but its samples are few).
+const MAX_HEAT: Duration = Duration::from_millis(25);
 
 /// Shortest warm-up of a timed case (see [`time_calls`]).
 const MIN_WARM: Duration = Duration::from_millis(300);

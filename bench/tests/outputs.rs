@@ -125,6 +125,19 @@ fn results_md_without_peers_invents_nothing() {
 }
 
 #[test]
+fn results_md_says_how_the_clocks_were_kept() {
+    let mut r = ours();
+    assert!(!results_md::render(&r, None, "merge").contains("- GPU clocks:"));
+    r.clock_keeper = true;
+    let md = results_md::render(&r, None, "merge");
+    assert!(line(&md, "- GPU clocks:").contains("clock_keeper.rs"));
+    // Reports from before the keeper existed read as kept off.
+    let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+    json.as_object_mut().unwrap().remove("clock_keeper");
+    assert!(!serde_json::from_value::<Report>(json).unwrap().clock_keeper);
+}
+
+#[test]
 fn json_round_trip_and_svg() {
     let r = ours();
     let text = serde_json::to_string(&r).unwrap();

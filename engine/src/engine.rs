@@ -146,11 +146,8 @@ impl Engine {
 
     /// Like [`Engine::gpu`], with options.
     pub fn gpu_with(options: EngineOptions) -> Result<Engine> {
-        // Instances are enumerated (and devices born, below) under the process-wide lifecycle
-        // lock (`lifecycle.rs`: concurrent device creation and destruction can deadlock a driver).
-        let instance = device::instance_from_env();
-        let adapter = crate::lifecycle::serialized(|| device::choose_adapter(&instance))?;
-        Engine::from_adapter_with(&adapter, options)
+        let (adapter, device, queue) = open_gpu_device()?;
+        Engine::from_device_with(&adapter, device, queue, options)
     }
 
     /// An engine on a chosen adapter (requests its real limits and wanted features).
@@ -386,4 +383,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// The adapter [`Engine::gpu`] would choose (honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`)
+/// and a device on it with the features and limits the engine uses: for an application that
+/// shares one device between the engine ([`Engine::from_device`]) and its own wgpu work, so
+/// that the GPU never switches between two devices' contexts.
+pub fn open_gpu_device() -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
+    // Instances are enumerated and devices born under the process-wide lifecycle lock
+    // (`lifecycle.rs`: concurrent device creation and destruction can deadlock a driver).
+    let instance = device::instance_from_env();
+    let adapter = crate::lifecycle::serialized(|| device::choose_adapter(&instance))?;
+    let (device, queue) = crate::lifecycle::serialized(|| device::request_device(&adapter))?;
+    Ok((adapter, device, queue))
 }

@@ -200,7 +200,7 @@ pub use calibrate::{CALIBRATION_CACHE_ENV, Calibration, Cost, OpClass};
 pub use chain::{ChainInput, ChainOutputs, LinearChain};
 pub use device::{PARAMS_MAX_BYTES, ParamsMode};
 pub use dispatch::{DISPATCH_ENV, DispatchPolicy, DispatchStats, SAMPLE_EVERY, Workload};
-pub use engine::{BackendKind, Engine, EngineOptions};
+pub use engine::{BackendKind, Engine, EngineOptions, open_gpu_device};
 pub use error::{Error, Result};
 #[doc(hidden)]
 pub use fault::InjectedFault;

@@ -131,6 +131,7 @@ pub fn ours() -> Report {
         batch: None,
         attention: None,
         pool: vec![],
+        clock_keeper: false,
         notes: vec![],
     }
 }
