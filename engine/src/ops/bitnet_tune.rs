@@ -5,8 +5,9 @@
 //! Autotune records every candidate plan on the real shape, with weights rotating through
 //! scratch copies (about 96 MiB, more than a large GPU's L2) so that weights come from memory as
 //! they do in a real model, and keeps the plan with the lowest time per call (best of three timed
-//! batches, `bitnet_tune_measure.rs`; GPU time for GEMMs where the device has timestamps, else wall time:
-//! `bitnet_tune_clock.rs`). It runs on the first BitLinear of a shape whose packed weights
+//! batches, taken round-robin over the plans so that GPU clocks changing meanwhile reach them
+//! all, `bitnet_tune_measure.rs`; GPU time for GEMMs where the device has timestamps, else wall
+//! time: `bitnet_tune_clock.rs`). It runs on the first BitLinear of a shape whose packed weights
 //! are at least [`AUTOTUNE_MIN_BYTES`], by default on discrete GPUs and for GEMMs (M > 8) only —
 //! GEMVs keep the heuristic plans unless tuning is asked for explicitly (`BITNET_AUTOTUNE=1` or
 //! [`BitnetTuning::autotune`] = `Some(true)`; `0` / `Some(false)` turns it off) — and is one sync point: pending work is submitted, and an

@@ -12,9 +12,10 @@
 //!
 //! Either way the tuner's dispatches run under its own profiler ([`TuneProfiler`], disabled for
 //! wall-clock tuning), swapped in for the engine's and back after, so that a user's profiling
-//! report neither gains the tuner's work nor loses its own; and one warm-up call (pipeline
-//! creation), a calibration batch of [`CALIBRATION_CALLS`] that sizes the timed batches to about
-//! [`BATCH_TARGET`] of wall time, then the best of three timed batches.
+//! report neither gains the tuner's work nor loses its own; and per plan one warm-up call
+//! (pipeline creation) and a calibration batch of [`CALIBRATION_CALLS`] that sizes its timed
+//! batches to about [`BATCH_TARGET`] of wall time, then the best of three timed batches, taken
+//! round-robin over the plans ([`time_each`]).
 
 use std::time::{Duration, Instant};
 
@@ -27,40 +28,67 @@ use crate::profiler::{ProfileGranularity, ProfileReport, ProfilerState};
 const BATCH_TARGET: Duration = Duration::from_millis(2);
 /// Calls of the batch that estimates a call's time.
 const CALIBRATION_CALLS: u64 = 8;
+/// Timed batches per candidate; its best counts.
+const ROUNDS: usize = 3;
 
-/// Seconds per call of `record` (called with a running call index): on the GPU clock of `clock`
-/// when it times spans, else the wall clock.
-pub(super) fn time_per_call(
+/// Seconds per call of each of `candidates` plans, `record(c, i)` recording one call of plan `c`
+/// (`i` runs over all calls of all plans, so rotating inputs stay cold): on the GPU clock of
+/// `clock` when it times spans, else the wall clock. Every plan is warmed up and sized first;
+/// then [`ROUNDS`] rounds time one batch of each plan in turn ([`interleaved`]), and each plan
+/// keeps its best. Timed one plan after another, plans would meet different GPU clocks: the
+/// tuner runs at a shape's first use, often on a GPU that was idle, and the H200 went from
+/// 1000-1450 MHz back to 1980 MHz over about a second of work (nvidia-smi; the bench's
+/// `clock_keeper.rs`), so the later plans would have been timed faster — and the choice is
+/// cached for good.
+pub(super) fn time_each(
     engine: &Engine,
     clock: Option<&TuneProfiler>,
-    mut record: impl FnMut(u64) -> Result<()>,
-) -> Result<f64> {
+    candidates: usize,
+    mut record: impl FnMut(usize, u64) -> Result<()>,
+) -> Result<Vec<f64>> {
     let mut i = 0;
-    let mut wall_batch = |calls: u64| -> Result<f64> {
+    let mut wall_batch = |c: usize, calls: u64| -> Result<f64> {
         let t = Instant::now();
         for _ in 0..calls {
-            record(i)?;
+            record(c, i)?;
             i += 1;
         }
         engine.sync()?;
         Ok(t.elapsed().as_secs_f64() / calls as f64)
     };
-    wall_batch(1)?;
-    let estimate = wall_batch(CALIBRATION_CALLS)?;
-    let calls = ((BATCH_TARGET.as_secs_f64() / estimate) as u64).clamp(CALIBRATION_CALLS, 400);
+    let mut calls = Vec::with_capacity(candidates);
+    for c in 0..candidates {
+        wall_batch(c, 1)?;
+        let estimate = wall_batch(c, CALIBRATION_CALLS)?;
+        calls.push(((BATCH_TARGET.as_secs_f64() / estimate) as u64).clamp(CALIBRATION_CALLS, 400));
+    }
     let spans = clock.filter(|c| c.spans);
     if let Some(c) = spans {
         // Drop the spans of the warm-up and calibration batches.
         c.take_ns()?;
     }
-    let mut best = f64::INFINITY;
-    for _ in 0..3 {
-        let wall = wall_batch(calls)?;
+    interleaved(candidates, ROUNDS, |c| {
+        let wall = wall_batch(c, calls[c])?;
         let span_ns = match spans {
-            Some(c) => c.take_ns()?,
+            Some(s) => s.take_ns()?,
             None => None,
         };
-        best = best.min(span_ns.map_or(wall, |ns| ns as f64 * 1e-9 / calls as f64));
+        Ok(span_ns.map_or(wall, |ns| ns as f64 * 1e-9 / calls[c] as f64))
+    })
+}
+
+/// The best of `rounds` results of `time(c)` for each of `candidates`, timed round-robin (every
+/// candidate once per round), so that a drift of the clock spreads over all of them.
+fn interleaved(
+    candidates: usize,
+    rounds: usize,
+    mut time: impl FnMut(usize) -> Result<f64>,
+) -> Result<Vec<f64>> {
+    let mut best = vec![f64::INFINITY; candidates];
+    for _ in 0..rounds {
+        for (c, b) in best.iter_mut().enumerate() {
+            *b = b.min(time(c)?);
+        }
     }
     Ok(best)
 }
@@ -154,6 +182,30 @@ fn measured_ns(report: &ProfileReport) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plans_are_timed_round_robin_and_keep_their_best() {
+        // A clock that speeds up with every batch (a GPU coming up from idle clocks): three
+        // plans of equal cost. Round-robin, each plan's best is from the last round, within
+        // one batch's drift of the others; one plan after another, the last would win by
+        // six batches' drift.
+        let mut order = Vec::new();
+        let mut batch = 0.0;
+        let best = interleaved(3, 3, |c| {
+            order.push(c);
+            batch += 1.0;
+            Ok(10.0 - batch * 0.5)
+        })
+        .unwrap();
+        assert_eq!(order, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
+        assert_eq!(best, [6.5, 6.0, 5.5]);
+        // A failing batch ends the timing with its error.
+        let failed = interleaved(2, 3, |c| match c {
+            1 => Err(Error::Unsupported("timing failed".into())),
+            _ => Ok(1.0),
+        });
+        assert!(failed.is_err());
+    }
 
     #[test]
     fn a_batch_with_a_dropped_span_is_not_a_gpu_time() {

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::ops::bitnet_choose::heuristic_with;
 use crate::ops::bitnet_plan::LinearPlan;
 use crate::ops::bitnet_record::LinearCall;
-use crate::ops::bitnet_tune_clock::{TuneProfiler, time_per_call};
+use crate::ops::bitnet_tune_clock::{TuneProfiler, time_each};
 use crate::tensor::DType;
 
 /// Scratch bytes of weight copies for autotune timing.
@@ -73,32 +73,33 @@ impl Engine {
             &[(copies * stride).div_ceil(row_bytes) as usize, k],
             DType::Ternary,
         )?;
-        let mut best = (f64::INFINITY, list[0]);
-        for &plan in list {
-            let record = |i: u64| -> Result<()> {
-                let quantized;
-                let xin = match (plan, f32_input) {
-                    (p, _) if p.takes_f32() => &x,
-                    (_, true) => {
-                        quantized = self.quantize_activations_as(OP, &x)?;
-                        &quantized
-                    }
-                    (_, false) => &xq,
-                };
-                LinearCall {
-                    op: OP,
-                    plan,
-                    x: xin,
-                    w: &scratch,
-                    w_base: (i % copies) * stride,
-                    out: &out,
-                    shape: (m, n, k),
-                    acc: false,
-                    check: false,
+        let record = |p: usize, i: u64| -> Result<()> {
+            let plan = list[p];
+            let quantized;
+            let xin = match (plan, f32_input) {
+                (p, _) if p.takes_f32() => &x,
+                (_, true) => {
+                    quantized = self.quantize_activations_as(OP, &x)?;
+                    &quantized
                 }
-                .record(gpu)
+                (_, false) => &xq,
             };
-            let secs = time_per_call(self, profiler, record)?;
+            LinearCall {
+                op: OP,
+                plan,
+                x: xin,
+                w: &scratch,
+                w_base: (i % copies) * stride,
+                out: &out,
+                shape: (m, n, k),
+                acc: false,
+                check: false,
+            }
+            .record(gpu)
+        };
+        let times = time_each(self, profiler, list.len(), record)?;
+        let mut best = (f64::INFINITY, list[0]);
+        for (&plan, &secs) in list.iter().zip(&times) {
             log::debug!(
                 "bitnet autotune [{m}, {n}, {k}] f32 {f32_input}: {plan}: {:.2} µs",
                 secs * 1e6
