@@ -221,7 +221,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     Ok(report)
 }
 
-/// How long the GPU is kept busy (the clock keeper's copies) before anything is measured.
+/// How long the GPU is kept busy (the clock keeper's reads) before anything is measured.
 const GPU_WARMUP: Duration = Duration::from_secs(3);
 
 /// Opens the GPU engine and measures the copy roofline (one progress step). No usable adapter is
