@@ -182,6 +182,37 @@ fn device_lost_is_a_typed_error() {
     assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
 }
 
+#[test]
+fn a_device_from_open_gpu_device_is_shared_with_the_app() {
+    use bitnet_wgpu::{cpu_ref, wgpu};
+    let (adapter, device, queue) = bitnet_wgpu::open_gpu_device().expect("GPU adapter required");
+    let e = Engine::from_device(&adapter, device.clone(), queue.clone()).unwrap();
+    // The device has the limits the engine asks for (the adapter's), unlike a default one.
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        adapter.limits().max_storage_buffer_binding_size
+    );
+    assert_eq!(e.info().adapter_name, adapter.get_info().name);
+    // The app's own work on the shared queue, between and around the engine's ops.
+    let app_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("app"),
+        size: 1 << 20,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let (n, k) = (5, 64);
+    let w = random_f32(3, n * k, -1.0, 1.0);
+    let x = random_f32(4, 2 * k, -2.0, 2.0);
+    let weights = e.quantize_weights(&w, n, k).unwrap();
+    assert_eq!(weights, cpu_ref::quantize_weights(&w, n, k).unwrap());
+    let want = cpu_ref::bitlinear(&x, 2, &weights).unwrap();
+    for _ in 0..3 {
+        queue.write_buffer(&app_buffer, 0, &[7u8; 4096]);
+        queue.submit([]);
+        assert_eq!(e.bitlinear(&x, 2, &weights).unwrap(), want);
+    }
+}
+
 /// Minimal block_on for the test's own wgpu calls (no extra dependency).
 fn pollster_block<F: std::future::Future>(f: F) -> F::Output {
     use std::task::{Context, Poll, Waker};
