@@ -281,9 +281,13 @@ mod tests {
         else {
             panic!("not a run")
         };
-        assert!(r.quick && r.repeats == 5 && r.layers == 4);
+        assert!(r.quick && r.repeats == 5 && r.layers == 4 && r.clock_keeper);
         assert!(r.selects("bitlinear 2B q/o M=1 2560x2560") && !r.selects("act_quant x"));
         assert_eq!(r.json.as_deref(), Some(std::path::Path::new("a.json")));
+        let Command::Run(r) = p("--no-clock-keeper").unwrap() else {
+            panic!("not a run")
+        };
+        assert!(!r.clock_keeper);
     }
 
     #[test]
