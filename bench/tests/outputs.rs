@@ -125,6 +125,40 @@ fn results_md_without_peers_invents_nothing() {
 }
 
 #[test]
+fn results_md_names_each_batch_sides_plan() {
+    use bitnet_bench::batch::{BatchResult, BatchShape};
+    let mut r = ours();
+    let shape = |label: &str, b1: f64, b8: f64| BatchShape {
+        label: label.into(),
+        n: 2560,
+        k: 2560,
+        b1: Some(ms(b1, Clock::Timestamp)),
+        b8: Some(ms(b8, Clock::Timestamp)),
+        plan_b1: Some("fused gemv (TPR 32)".into()),
+        plan_b8: Some("fused gemv (TPR 16)".into()),
+        server_b1: None,
+        server_b8: None,
+        error: None,
+    };
+    r.batch = Some(BatchResult {
+        path: "Engine::bitlinear_batched_tensor".into(),
+        shapes: vec![
+            shape("2B q/o", 0.004, 0.0064),
+            shape("2B k/v", 0.004, 0.005),
+        ],
+    });
+    let md = results_md::render(&r, None, "merge");
+    let batch = line(&md, "| issue 4: batched decode");
+    assert!(
+        batch.contains(
+            "2B q/o 2560×2560: 1.60 (B = 1: fused gemv (TPR 32), B = 8: fused gemv (TPR 16))"
+        ),
+        "{batch}"
+    );
+    assert!(batch.contains("**not met**"), "{batch}");
+}
+
+#[test]
 fn results_md_says_how_the_clocks_were_kept() {
     let mut r = ours();
     assert!(!results_md::render(&r, None, "merge").contains("- GPU clocks:"));

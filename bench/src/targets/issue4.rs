@@ -112,10 +112,10 @@ pub(super) fn issue4_targets(ours: &Report) -> Vec<Target> {
     ]
 }
 
-/// `" (B=1 plan / B=8 plan)"` when the report names the plans, else nothing.
+/// `" (B = 1: plan, B = 8: plan)"` when the report names the plans, else nothing.
 fn plans_note(s: &crate::batch::BatchShape) -> String {
     match (&s.plan_b1, &s.plan_b8) {
-        (Some(a), Some(b)) => format!(" ({a} / {b})"),
+        (Some(a), Some(b)) => format!(" (B = 1: {a}, B = 8: {b})"),
         _ => String::new(),
     }
 }
