@@ -4,6 +4,8 @@
 //! * [`workload`]: the ops, BitNet shapes and the decode layer stack, with their byte/op counts.
 //! * [`selection`]: what a run measures (filters, sides); nothing at all is a usage error.
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
+//! * [`gpu`]: per-op cases through the engine ([`timing`]: the one GPU timing loop);
+//!   [`gpu_stack`]: the decode layer stack.
 //! * [`roofline`]: the copy-kernel bandwidth roofline (on a [`probe_device`]);
 //!   [`clock_keeper`]: the GPU kept at its working clocks between timed batches.
 //! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
@@ -25,6 +27,7 @@ pub mod engine_ops;
 pub mod error;
 pub mod fmt;
 pub mod gpu;
+pub mod gpu_stack;
 pub mod measure;
 pub mod pass_timer;
 pub mod peers;

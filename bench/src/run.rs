@@ -4,7 +4,8 @@
 use crate::cli::RunArgs;
 use crate::clock_keeper;
 use crate::error::{BenchError, Result, read_file, write_file};
-use crate::gpu::{ElementwiseProbe, GpuBench, StackTimes};
+use crate::gpu::{ElementwiseProbe, GpuBench};
+use crate::gpu_stack::StackTimes;
 use crate::measure::RepeatPolicy;
 use crate::peers::PeersReport;
 use crate::pool::{self, PoolPeak};

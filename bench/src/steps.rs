@@ -2,7 +2,7 @@
 //! errors and panics into one-line text, and rewrites `--json` afterwards.
 
 use crate::error::write_file;
-use crate::gpu::StackTimes;
+use crate::gpu_stack::StackTimes;
 use crate::pool::{self, PoolPeak};
 use crate::progress::Progress;
 use crate::report::Report;
