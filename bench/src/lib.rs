@@ -6,7 +6,7 @@
 //! * [`measure`]: samples → median; [`progress`]: the stderr progress bar.
 //! * [`gpu`]: per-op cases through the engine ([`timing`]: the one GPU timing loop);
 //!   [`gpu_stack`]: the decode layer stack.
-//! * [`roofline`]: the copy-kernel bandwidth roofline (on a [`probe_device`]);
+//! * [`roofline`]: the copy-kernel bandwidth roofline;
 //!   [`clock_keeper`]: the GPU kept at its working clocks between timed batches.
 //! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
 //! * [`attention`], [`attention_measure`]: attention and KV append, decode and prefill.
@@ -32,7 +32,6 @@ pub mod measure;
 pub mod pass_timer;
 pub mod peers;
 pub mod pool;
-pub mod probe_device;
 pub mod progress;
 pub mod report;
 pub mod results_md;

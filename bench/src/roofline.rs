@@ -46,19 +46,12 @@ fn read_all(@builtin(global_invocation_id) gid: vec3<u32>,
 /// Copies per compute pass: enough back-to-back work that pass start/end costs vanish.
 const COPIES_PER_PASS: u32 = 10;
 
-/// Measures copy bandwidth on the adapter whose name is `adapter_name` (the engine's adapter), or
-/// on the best adapter when `None`. `max_bytes` caps the size of each of the two buffers.
-pub fn measure(
-    adapter_name: Option<&str>,
-    max_bytes: u64,
-    repeats: usize,
-) -> Result<Roofline, String> {
-    let crate::probe_device::ProbeDevice {
-        info,
-        device,
-        queue,
-        timestamps,
-    } = crate::probe_device::open(adapter_name, "bench copy roofline")?;
+/// Measures copy bandwidth on a device of its own on the adapter the engine chooses
+/// (`bitnet_wgpu::open_gpu_device`). `max_bytes` caps the size of each of the two buffers.
+pub fn measure(max_bytes: u64, repeats: usize) -> Result<Roofline, String> {
+    let (adapter, device, queue) = bitnet_wgpu::open_gpu_device().map_err(|e| e.to_string())?;
+    let info = adapter.get_info();
+    let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
     let limits = device.limits();
     let size = max_bytes
         .min(limits.max_storage_buffer_binding_size)

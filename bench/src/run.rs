@@ -255,7 +255,7 @@ fn open_gpu(args: &RunArgs, report: &mut Report, st: &mut Steps) -> Result<GpuBe
             }
             let mut errors = Vec::new();
             for probe in [
-                guarded(|| roofline::measure(Some(&dev.name), max, args.repeats.min(10))),
+                guarded(|| roofline::measure(max, args.repeats.min(10))),
                 guarded(|| g.engine_elementwise(ElementwiseProbe::Copy, max, policy)),
             ] {
                 match probe {
