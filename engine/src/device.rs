@@ -103,8 +103,14 @@ pub(crate) fn describe(info: &wgpu::AdapterInfo) -> String {
     format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
 }
 
-/// Requests a device with the adapter's real limits and every wanted feature it has.
+/// Requests a device with the adapter's real limits and every wanted feature it has, under the
+/// process-wide lifecycle lock (`lifecycle.rs`: concurrent device creation and destruction can
+/// deadlock a driver).
 pub(crate) fn request_device(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
+    crate::lifecycle::serialized(|| request_device_unlocked(adapter))
+}
+
+fn request_device_unlocked(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgpu::Queue)> {
     let features = adapter.features() & WANTED_FEATURES;
     let experimental = if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
         // SAFETY: the experimental opt-in only acknowledges that cooperative-matrix support in

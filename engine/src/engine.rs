@@ -157,7 +157,7 @@ impl Engine {
 
     /// Like [`Engine::from_adapter`], with options.
     pub fn from_adapter_with(adapter: &wgpu::Adapter, options: EngineOptions) -> Result<Engine> {
-        let (device, queue) = crate::lifecycle::serialized(|| device::request_device(adapter))?;
+        let (device, queue) = device::request_device(adapter)?;
         Engine::from_device_with(adapter, device, queue, options)
     }
 
@@ -390,10 +390,10 @@ impl Engine {
 /// shares one device between the engine ([`Engine::from_device`]) and its own wgpu work, so
 /// that the GPU never switches between two devices' contexts.
 pub fn open_gpu_device() -> Result<(wgpu::Adapter, wgpu::Device, wgpu::Queue)> {
-    // Instances are enumerated and devices born under the process-wide lifecycle lock
+    // Instances are enumerated under the process-wide lifecycle lock, as devices are born
     // (`lifecycle.rs`: concurrent device creation and destruction can deadlock a driver).
     let instance = device::instance_from_env();
     let adapter = crate::lifecycle::serialized(|| device::choose_adapter(&instance))?;
-    let (device, queue) = crate::lifecycle::serialized(|| device::request_device(&adapter))?;
+    let (device, queue) = device::request_device(&adapter)?;
     Ok((adapter, device, queue))
 }
