@@ -115,6 +115,16 @@
 //! (`BITNET_SHADER_CHECKS=full` restores it). [`Engine::set_profiling`] times every dispatch, or
 //! with [`ProfileGranularity::Batch`] every submitted batch as a whole (unperturbed).
 //!
+//! **Latency on a mostly idle GPU.** A decode loop through per-op calls leaves the GPU idle
+//! most of the time while the host records the next step, and GPU drivers lower the clock of an
+//! idle GPU: on an H200 (driver 580) a second under about a quarter utilization took the SM
+//! clock from 1980 to 1000-1450 MHz, and every latency-bound kernel ran up to 1.7× longer until
+//! heavier work raised it again. The engine does not keep the GPU busy on its own (that would
+//! burn power for every user); a latency-sensitive server can submit more work per sync (a
+//! [`LinearChain`], [`Engine::linear_group`], [`BatchingLinear`]), lock the clocks through the
+//! vendor's tools, or keep the GPU busy itself, as `bitnet-bench` does while it measures
+//! (`bench/src/clock_keeper.rs`: a plain read-only kernel between timed batches).
+//!
 //! **Environment.** Every `BITNET_*` value is read one way: surrounding blanks and case are
 //! ignored, unset or blank means no say, and a value not listed here is logged at `warn` and
 //! ignored (the cache variables take any other value as a path).
