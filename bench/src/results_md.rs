@@ -56,9 +56,17 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str("hands its buffer to the next call, and wgpu puts a barrier before that call's write — each ");
     s.push_str("call starts on an idle GPU, as a dependent op does (PyTorch's per-shape graphs run one stream, ");
     s.push_str("serial too). *Overlapped* calls keep their outputs until the batch ends, so nothing orders them ");
-    s.push_str("and the GPU runs them side by side: throughput. A sample of overlapped calls streams at least 4 GiB of ");
-    s.push_str("compulsory traffic (about 1 ms; at most 2048 calls), so its ramp-up and drain (about one serial call) ");
-    s.push_str("count about 1 % (over one pass of the copies, 100-150 µs, they were about a tenth of the span). ");
+    s.push_str("and the GPU runs them side by side: throughput. A sample of overlapped calls streams up to 4 GiB of ");
+    s.push_str(&format!(
+        "compulsory traffic in at most {} calls (0.25-1 ms), so its ramp-up and drain (about one serial call) ",
+        crate::timing::MAX_OVERLAP_GROUP
+    ));
+    s.push_str("count 1-2 % (over one pass of the copies, 100-150 µs, they were about a tenth of the span); ");
+    s.push_str(&format!(
+        "the cap keeps two samples' live outputs within the engine's {} status slots, so a sample is one submission ",
+        bitnet_wgpu::STATUS_SLOTS
+    ));
+    s.push_str("(samples of up to 2048 calls had been submitted in pieces, each starting on an idle GPU). ");
     s.push_str("The copy roofline is a throughput figure too, ");
     s.push_str("but reached differently: each copy is one 1 GB dispatch (the copies run one after another). The ");
     s.push_str("bandwidth targets use the overlapped figure. The engine picks the fused decode GEMV's throughput variant ");

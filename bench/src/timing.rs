@@ -134,22 +134,31 @@ pub fn calls_per_sample(copies: usize, bytes: u64, overlap: bool) -> usize {
 }
 
 /// Calls per timed sample of *overlapped* calls (a throughput figure): [`group`], and enough
-/// calls to stream at least [`OVERLAP_BATCH_BYTES`] of compulsory traffic (at most
-/// [`MAX_OVERLAP_GROUP`]). A batch's span includes its ramp-up (the first call starts on an idle
-/// GPU) and its drain (the last calls run alone, about one serial call's latency): over one pass
-/// of 18-51 copies (100-150 µs of GPU time on the H200) that fixed cost was about a tenth of the
-/// span; over about a millisecond it is about 1 %, as for the copy roofline's 1 GB dispatches.
+/// calls to stream at least [`OVERLAP_BATCH_BYTES`] of compulsory traffic — at most
+/// [`MAX_OVERLAP_GROUP`] either way, so that a sample is one submission. A batch's span includes
+/// its ramp-up (the first call starts on an idle GPU) and its drain (the last calls run alone,
+/// about one serial call's latency): over one pass of 18-51 copies (100-150 µs of GPU time on the
+/// H200) that fixed cost was about a tenth of the span; over the 0.25-1 ms of a capped sample it
+/// is 1-2 %, as for the copy roofline's 1 GB dispatches. (Rotation stays cold with fewer calls
+/// than copies: the call counter runs on across samples.)
 pub fn overlapped_group(copies: usize, bytes_per_call: u64) -> usize {
     let by_bytes = OVERLAP_BATCH_BYTES.div_ceil(bytes_per_call.max(1)) as usize;
-    group(copies).max(by_bytes.min(MAX_OVERLAP_GROUP))
+    group(copies).max(by_bytes).min(MAX_OVERLAP_GROUP)
 }
 
-/// Compulsory traffic one sample of overlapped calls streams at least (about 1 ms at the H200's
-/// copy bandwidth).
+/// Compulsory traffic one sample of overlapped calls streams where [`MAX_OVERLAP_GROUP`] allows
+/// (about 1 ms at the H200's copy bandwidth).
 pub const OVERLAP_BATCH_BYTES: u64 = 4 << 30;
 
-/// Most calls [`overlapped_group`] asks for (tiny calls: act quant of one row is 10-60 KB).
-pub const MAX_OVERLAP_GROUP: usize = 2048;
+/// Most calls [`overlapped_group`] asks for: half the engine's status slots, less a margin. An
+/// overlapped call's output stays alive until the next sample has recorded as many calls, so the
+/// calls of two samples own slots at once; when a sample needed more clean slots than were left,
+/// the engine submitted it in pieces (a flush each time they ran out: about 16 submissions for a
+/// sample of 960 calls), each piece starting on an idle GPU and draining at its end. That read
+/// the 2B4T FFN GEMVs 10-15 points low (H200, overlapped M = 1, two rounds: 6912 × 2560
+/// 70.0-70.8 → 80.1-81.0 %, 2560 × 6912 68.9-71.3 → 86.0-86.5 % with this cap, against 2048
+/// before; 14336 × 4096, 148 calls either way, 87.2 / 87.1-87.2).
+pub const MAX_OVERLAP_GROUP: usize = bitnet_wgpu::STATUS_SLOTS as usize / 2 - 32;
 
 /// About how long one timed sample of back-to-back calls may take (caps the group).
 const SAMPLE_TARGET: Duration = Duration::from_millis(20);
@@ -188,5 +197,22 @@ mod tests {
         assert_eq!(overlapped_group(3, 1 << 32), MIN_GROUP);
         assert_eq!(overlapped_group(40, 1 << 32), 40);
         assert_eq!(overlapped_group(5, 0), MAX_OVERLAP_GROUP);
+        // 2B gate/up (4.4 MB per call, 58 copies) would need 963 calls for the bytes: capped.
+        assert_eq!(overlapped_group(58, 6912 * 2560 / 4), MAX_OVERLAP_GROUP);
+    }
+
+    /// Two samples' overlapped calls (the previous one's outputs are still alive while the next
+    /// records) fit the engine's status slots, so a sample is never submitted in pieces; the most
+    /// copies a case rotates do too.
+    #[test]
+    fn overlapped_samples_fit_the_engine_status_slots() {
+        let slots = bitnet_wgpu::STATUS_SLOTS as usize;
+        assert!(2 * MAX_OVERLAP_GROUP < slots);
+        assert!(MIN_GROUP <= MAX_OVERLAP_GROUP);
+        for copies in [1, 16, 100, crate::gpu::MAX_COPIES as usize] {
+            for bytes in [0, 1, 10 << 10, 4 << 20, 1 << 32] {
+                assert!(overlapped_group(copies, bytes) <= MAX_OVERLAP_GROUP);
+            }
+        }
     }
 }

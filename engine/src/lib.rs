@@ -23,7 +23,9 @@
 //! at once; the batch is submitted at sync points ([`Tensor::read_f32`] and the other read-backs,
 //! uploads, [`Engine::sync`]), when a batch is full (`EngineOptions::first_batch_dispatches`
 //! dispatches after a sync point, doubling per batch up to `EngineOptions::batch_dispatches`),
-//! or when the engine is idle (`EngineOptions::idle_flush`). Reads have future forms (`*_async`, `Send +
+//! when the engine is idle (`EngineOptions::idle_flush`), or when its [`STATUS_SLOTS`] status
+//! slots run out (each launch holds one while its outputs are alive and unread: a batch of more
+//! such launches is split into several submissions). Reads have future forms (`*_async`, `Send +
 //! 'static`, submitted when called, completed by the engine's completion thread — no executor
 //! needed) and blocking forms.
 //!
@@ -231,7 +233,7 @@ pub use profiler::{
     BATCH_SPAN, ProfileGranularity, ProfileReport, timestamp_ticks, timestamp_valid_bits,
 };
 pub use spirv::kernel_spirv;
-pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_WORDS, TAG_SHIFT};
+pub use status::{ABORTED, KERNEL_STATE, NonFiniteCheck, STATUS_SLOTS, STATUS_WORDS, TAG_SHIFT};
 pub use stream::{IN_FLIGHT, StreamStats};
 pub use tensor::{DType, Location, Tensor};
 
