@@ -160,6 +160,11 @@ pub const OVERLAP_BATCH_BYTES: u64 = 4 << 30;
 /// before; 14336 × 4096, 148 calls either way, 87.2 / 87.1-87.2).
 pub const MAX_OVERLAP_GROUP: usize = bitnet_wgpu::STATUS_SLOTS as usize / 2 - 32;
 
+// Two samples' live outputs fit the engine's status slots, and the cap leaves MIN_GROUP.
+const _: () = assert!(
+    2 * MAX_OVERLAP_GROUP < bitnet_wgpu::STATUS_SLOTS as usize && MIN_GROUP <= MAX_OVERLAP_GROUP
+);
+
 /// About how long one timed sample of back-to-back calls may take (caps the group).
 const SAMPLE_TARGET: Duration = Duration::from_millis(20);
 
@@ -201,14 +206,10 @@ mod tests {
         assert_eq!(overlapped_group(58, 6912 * 2560 / 4), MAX_OVERLAP_GROUP);
     }
 
-    /// Two samples' overlapped calls (the previous one's outputs are still alive while the next
-    /// records) fit the engine's status slots, so a sample is never submitted in pieces; the most
-    /// copies a case rotates do too.
+    /// No sample asks for more overlapped calls than the cap (whose fit in the engine's status
+    /// slots is checked at compile time), however many copies a case rotates.
     #[test]
     fn overlapped_samples_fit_the_engine_status_slots() {
-        let slots = bitnet_wgpu::STATUS_SLOTS as usize;
-        assert!(2 * MAX_OVERLAP_GROUP < slots);
-        assert!(MIN_GROUP <= MAX_OVERLAP_GROUP);
         for copies in [1, 16, 100, crate::gpu::MAX_COPIES as usize] {
             for bytes in [0, 1, 10 << 10, 4 << 20, 1 << 32] {
                 assert!(overlapped_group(copies, bytes) <= MAX_OVERLAP_GROUP);
