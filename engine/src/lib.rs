@@ -24,8 +24,8 @@
 //! uploads, [`Engine::sync`]), when a batch is full (`EngineOptions::first_batch_dispatches`
 //! dispatches after a sync point, doubling per batch up to `EngineOptions::batch_dispatches`),
 //! when the engine is idle (`EngineOptions::idle_flush`), or when its [`STATUS_SLOTS`] status
-//! slots run out (each launch holds one while its outputs are alive and unread: a batch of more
-//! such launches is split into several submissions). Reads have future forms (`*_async`, `Send +
+//! slots run out (a checked launch holds one while its outputs are alive and unread: a batch of
+//! more such launches is submitted in pieces). Reads have future forms (`*_async`, `Send +
 //! 'static`, submitted when called, completed by the engine's completion thread — no executor
 //! needed) and blocking forms.
 //!

@@ -41,14 +41,14 @@ pub(crate) fn copy_out_cleans(gpu: &crate::context::Gpu) -> bool {
     gpu.status_gather.is_some() || copy_out_resets(gpu)
 }
 
-/// Number of status slots (one buffer each): how many launches the engine can track at once
-/// whose non-finite status has not been read or dropped. A launch holds its slot while its
-/// outputs are alive and unread; a slot given back unread is reset by the next submission. So a
-/// batch that records more launches than there are clean slots is submitted early (a flush
+/// Number of status slots (one buffer each). Every launch takes a clean slot: a launch without
+/// a non-finite check holds it until its batch is submitted, a checked one (every BitNet op)
+/// while its outputs are alive and unread; a slot given back unread is reset by the next
+/// submission. So a batch whose launches, together with the earlier checked launches whose
+/// outputs are still alive and unread, need more slots than this is submitted in pieces (a flush
 /// whenever the clean slots run out), and when every slot is owned by an unread launch, the
 /// engine copies them all out at once (a sync) and stores each result in its own launch's fate.
-/// Keep fewer live, unread outputs than this per batch to keep it one submission (the
-/// benchmark's overlapped samples do: `bench/src/timing.rs`).
+/// The benchmark's overlapped samples stay under half of it (`bench/src/timing.rs`).
 pub const STATUS_SLOTS: u32 = 1024;
 /// Status words per slot (checked tensors per launch).
 pub const STATUS_WORDS: usize = 4;
