@@ -134,6 +134,39 @@ fn status_slots_run_out_and_every_launch_keeps_its_own_result() {
     assert_eq!(e.pool_stats().live_bytes, 32);
 }
 
+/// A batch is one submission while its checked launches with live, unread outputs fit the
+/// status slots, and is submitted in pieces past them (the crate docs' sync points; the
+/// benchmark's overlapped samples rely on the first half).
+#[test]
+fn live_unread_launches_past_the_status_slots_split_a_batch() {
+    use bitnet_wgpu::{ProfileGranularity, STATUS_SLOTS};
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        batch_dispatches: 4 * STATUS_SLOTS,
+        first_batch_dispatches: 4 * STATUS_SLOTS,
+        idle_flush: None,
+        ..opts()
+    });
+    e.set_profiling(true).unwrap();
+    e.set_profiling_granularity(ProfileGranularity::Batch)
+        .unwrap();
+    let x = e.upload_f32(&[2.0; 4], &[4]).unwrap();
+    e.sync().unwrap();
+    let batches = |launches: u32| {
+        e.reset_profile();
+        let outs: Vec<_> = (0..launches).map(|_| e.copy(&x).unwrap()).collect();
+        e.sync().unwrap();
+        let report = e.profile_report().unwrap();
+        assert_eq!(report.dispatches, u64::from(launches));
+        assert_eq!(
+            outs[launches as usize - 1].read_f32().unwrap(),
+            vec![2.0; 4]
+        );
+        report.entries.iter().map(|en| en.1).sum::<u64>()
+    };
+    assert_eq!(batches(STATUS_SLOTS / 2), 1);
+    assert!(batches(STATUS_SLOTS + 100) >= 2);
+}
+
 #[test]
 fn profiler_counts_kernel_calls() {
     let e = gpu_engine();
