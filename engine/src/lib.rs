@@ -49,6 +49,14 @@
 //! `bitnet_cpu_ref` counterpart (bit for bit where integer or a move, else within the cross-check
 //! suite's stated tolerance) and rejects bad input with the same error.
 //!
+//! **Subnormal floats.** Drivers that flush subnormal `f32` values to zero do so in the float
+//! ops' arithmetic: on the H200 (NVIDIA's Vulkan driver; lavapipe keeps them) adding two
+//! subnormals gave 0, an `rms_norm` read subnormal inputs as 0, and one with `eps = 0` over a row
+//! whose squares are all subnormal (every |x| below about 1e-19) divided by zero and returned
+//! `Error::NonFinite` where cpu-ref returns values. The BitNet ops do not depend on it: their
+//! scales are floored at 1e-5, so a value that is or becomes subnormal on its way to an integer
+//! rounds to 0 either way, and their output scales are normal.
+//!
 //! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
 //! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],
 //! [`LinearChain`], [`BatchingLinear`], [`Engine::stream_bitlinear`] — run per call on the CPU or

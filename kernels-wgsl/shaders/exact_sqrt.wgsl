@@ -51,9 +51,25 @@ fn sqrt_cmp_product(s: f32, t: f32, a: f32) -> i32 {
     return 0;
 }
 
-// sqrt(a), correctly rounded. Zero, infinite and NaN `a` (and a root the shader flushed to
-// zero) come back as the shader's sqrt gives them.
+// sqrt(a), correctly rounded. Zero, infinite and NaN `a` come back as the shader's sqrt gives
+// them.
+//
+// A subnormal `a` is first scaled to a normal value: drivers that flush subnormals (NVIDIA's
+// Vulkan driver does) read it as zero in every float operation, and on the H200 sqrt(1e-45)
+// gave 0 where IEEE gives 3.7e-23. Its integer significand converted to f32 is exact, and so is
+// scaling by powers of two between normal values: sqrt(a) = sqrt(a · 2^64) · 2^-32, rounded once.
 fn sqrt_rounded(a: f32) -> f32 {
+    let bits = bitcast<u32>(a);
+    if (bits != 0u && bits < 0x00800000u) {
+        // a = bits · 2^-149, so a · 2^64 = bits · 2^-85 (at least 2^-85: normal).
+        return sqrt_rounded_normal(f32(bits) * 0x1p-85f) * 0x1p-32f;
+    }
+    return sqrt_rounded_normal(a);
+}
+
+// sqrt_rounded for an `a` that is not subnormal (a root the shader flushed to zero comes back
+// as zero).
+fn sqrt_rounded_normal(a: f32) -> f32 {
     var s = sqrt(a);
     let bits = bitcast<u32>(s);
     if (!(a > 0.0) || bits == 0u || bits >= 0x7f800000u) {
@@ -74,5 +90,6 @@ fn sqrt_rounded(a: f32) -> f32 {
     return s;
 }
 
-// Most corrections of the shader's root (Vulkan's bound is a few ulp).
-const SQRT_STEPS: u32 = 4u;
+// Most corrections of the shader's root (Vulkan's bound is a few ulp; NVIDIA's was one ulp off
+// for some inputs). Steps past the first that finds the root cost nothing: the loop ends there.
+const SQRT_STEPS: u32 = 6u;
