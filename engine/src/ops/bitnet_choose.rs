@@ -340,9 +340,17 @@ mod tests {
             lanes: OVERLAP_LANES,
         };
         assert_eq!(plan((1, 2560, 2560), true), throughput);
-        // Batches: the fewest lanes from 8 that give 256 workgroups, at most the M = 1 default.
+        // Batches: the fewest lanes from 8 that give 256 workgroups, at most the M = 1 default;
+        // 4 where that still gives 200 workgroups on rows of at most 12 vec4 per lane.
         assert_eq!(fused_lanes(8, 2560, 2560), 16);
-        assert_eq!(fused_lanes(8, 6912, 2560), 8);
+        assert_eq!(fused_lanes(8, 6912, 2560), 4);
+        assert_eq!(fused_lanes(4, 6912, 2560), 16, "108 workgroups at 4 lanes");
+        assert_eq!(
+            fused_lanes(8, 14336, 4096),
+            8,
+            "16 vec4 per lane at 4 lanes"
+        );
+        assert_eq!(fused_lanes(8, 2560, 6912), 16);
         assert_eq!(fused_lanes(8, 640, 2560), default_lanes(2560));
         // M = 1 behind a barrier: one wave of a 132-SM GPU (the shapes of bench/RESULTS.md).
         for ((n, k), lanes) in [
@@ -360,7 +368,7 @@ mod tests {
             8,
             "a tiny GEMV keeps at least 8 lanes"
         );
-        assert_eq!(plan((8, 6912, 2560), false), LinearPlan::Fused { lanes: 8 });
+        assert_eq!(plan((8, 6912, 2560), false), LinearPlan::Fused { lanes: 4 });
         // Forced lanes win either way.
         e.set_bitnet_tuning(BitnetTuning {
             gemv_lanes: Some(64),

@@ -40,13 +40,17 @@ const COOP_MAX_K: usize = 1 << 17;
 /// Lane counts (`TPR`) the vec4 GEMVs are compiled with: powers of two, 8..=256.
 pub const GEMV_LANES: [u32; 6] = [8, 16, 32, 64, 128, 256];
 
+/// Lane counts of the fused GEMV: [`GEMV_LANES`] and 4 (256 rows per workgroup, for wide batches:
+/// see [`fused_lanes`]).
+pub const FUSED_LANES: [u32; 7] = [4, 8, 16, 32, 64, 128, 256];
+
 /// How one BitLinear shape runs (see the module table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinearPlan {
     /// Activation quantization fused into the vec4 GEMV, one workgroup per row block and
     /// activation row (M ≤ 8); `lanes` threads per 4-row block.
     Fused {
-        /// Threads per 4-row block (`TPR`), one of `GEMV_LANES` (8, 16, ..., 256).
+        /// Threads per 4-row block (`TPR`), one of `FUSED_LANES` (4, 8, ..., 256).
         lanes: u32,
     },
     /// Activation quantization fused into the batched GEMV (M ≤ 8 f32 rows staged in K tiles,
@@ -260,7 +264,9 @@ pub(crate) fn plan_ok(
     // On CPU adapters, plans whose loops lavapipe would cut short are out.
     plan_fits(gpu, plan, (m, n, k))
         && match plan {
-            LinearPlan::Fused { lanes } => f32_input && fused_ok(gpu, m, k) && lanes_ok(lanes),
+            LinearPlan::Fused { lanes } => {
+                f32_input && fused_ok(gpu, m, k) && FUSED_LANES.contains(&lanes)
+            }
             LinearPlan::Batch { lanes } => f32_input && batch_ok(gpu, m, k) && lanes_ok(lanes),
             LinearPlan::Lean { lanes } => f32_input && lean_ok(gpu, m, k) && lanes_ok(lanes),
             LinearPlan::LeanQ { lanes } => lean_q_ok(gpu, m, k) && lanes_ok(lanes),
@@ -288,13 +294,22 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
 
 /// Default lanes of the fused GEMV: [`latency_lanes`] for M = 1. Batches have M times the
 /// workgroups, so they take the fewest lanes (most rows per workgroup, from [`OVERLAP_LANES`]) that
-/// still give [`FILL_WORKGROUPS`] workgroups, at most [`default_lanes`].
+/// still give [`FILL_WORKGROUPS`] workgroups, at most [`default_lanes`] — or 4 lanes (256 rows
+/// per workgroup) where that still gives [`WIDE_BATCH_WORKGROUPS`] and each lane walks at most
+/// [`WIDE_BATCH_MAX_STEPS`] vec4 of its rows. H200, M = 8, serial µs by 4 / 8 / 16 / 32 lanes
+/// (two runs, equal to 0.1 µs; this rule's choice marked): 2560 × 2560 9.80 / 8.75 / *8.92* /
+/// 11.1; 640 × 2560 9.39 / 7.00 / 5.93 / *6.28*; 6912 × 2560 *12.75* / 14.35 / 16.9 / 24.2;
+/// 2560 × 6912 19.9 / 16.35 / *15.1* / 17.4; 14336 × 4096 31.0 / *30.4* / 36.9 / 48.8;
+/// 4096 × 14336 38.1 / *29.75* / 34.0 / 42.4. (Without the 4-lane case 6912 × 2560 took 8.)
 pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
     if m <= 1 {
         return latency_lanes(n, k);
     }
     let most = default_lanes(k);
     let groups = |lanes: u32| (m * n) as u64 * u64::from(lanes) / (4 * GV_THREADS);
+    if groups(4) >= WIDE_BATCH_WORKGROUPS && (k / 64).div_ceil(4) <= WIDE_BATCH_MAX_STEPS {
+        return 4;
+    }
     let mut lanes = OVERLAP_LANES;
     while lanes < most && groups(lanes) < FILL_WORKGROUPS {
         lanes *= 2;
@@ -304,6 +319,13 @@ pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
 
 /// Workgroups a batched fused GEMV aims for: two per SM of a 132-SM GPU, rounded.
 const FILL_WORKGROUPS: u64 = 256;
+
+/// Workgroups that let a batch take 4 lanes: about a wave and a half of a 132-SM GPU.
+const WIDE_BATCH_WORKGROUPS: u64 = 200;
+
+/// Most vec4 per weight row a lane walks at 4 lanes (K ≤ 3072): at K = 4096 (16 steps) 4 lanes
+/// were no faster than 8 on the H200.
+const WIDE_BATCH_MAX_STEPS: usize = 12;
 
 /// Most workgroups of a lone (latency-bound) M = 1 fused GEMV: one wave of a 132-SM GPU.
 const WAVE_WORKGROUPS: u64 = 132;

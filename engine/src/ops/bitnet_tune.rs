@@ -43,7 +43,8 @@ pub struct BitnetTuning {
     /// Measure the candidates of each large shape on first use (`None`: `BITNET_AUTOTUNE`, else
     /// on for discrete GPUs only).
     pub autotune: Option<bool>,
-    /// Force the threads per 4-row block of the vec4 GEMVs (8, 16, 32, 64, 128 or 256).
+    /// Force the threads per 4-row block of the vec4 GEMVs (8, 16, 32, 64, 128 or 256; the fused
+    /// GEMV also takes 4).
     pub gemv_lanes: Option<u32>,
     /// Force (`true`) or forbid (`false`) the fused activation-quant + GEMV kernels: for M = 1
     /// the decode GEMV, for M = 2..8 (and M = 1 past the decode GEMV's K limit) the batched GEMV

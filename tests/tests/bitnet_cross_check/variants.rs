@@ -94,6 +94,21 @@ fn gemv_variants_at_every_lane_count() {
             }
         }
     }
+    // 4 lanes (256 rows per workgroup): the fused GEMV only (wide batches take it by default);
+    // the other GEMVs keep their own choice.
+    let four = BitnetTuning {
+        autotune: Some(false),
+        gemv_lanes: Some(4),
+        fuse_decode: Some(true),
+        ..Default::default()
+    };
+    for &(m, n, k) in &shapes {
+        let (f32_plan, q_plan) = check_with(&e, four, m, n, k, "fused, 4 lanes");
+        if subgroups {
+            assert_eq!(f32_plan, LinearPlan::Fused { lanes: 4 }, "M {m} K {k}");
+            assert_ne!(q_plan, LinearPlan::Vec4 { lanes: 4 }, "M {m} K {k}");
+        }
+    }
     // Past the fused limit, K % 64 != 0, and the generic variant forced.
     let forced = BitnetTuning {
         autotune: Some(false),
