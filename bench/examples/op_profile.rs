@@ -74,6 +74,9 @@ fn main() -> Result<()> {
         args.iter().map(|a| parse(a)).collect::<Result<_>>()?
     };
     let bench = GpuBench::open(None)?;
+    if !bench.timestamps() {
+        return Err("this adapter has no timestamp queries: nothing to profile".into());
+    }
     bench.start_clock_keeper(false);
     let e = bench.engine();
     let info = e.info();

@@ -67,8 +67,7 @@ fn sqrt_rounded(a: f32) -> f32 {
     return sqrt_rounded_normal(a);
 }
 
-// sqrt_rounded for an `a` that is not subnormal (a root the shader flushed to zero comes back
-// as zero).
+// sqrt_rounded for an `a` that is not subnormal (the root of a normal `a` is normal).
 fn sqrt_rounded_normal(a: f32) -> f32 {
     var s = sqrt(a);
     let bits = bitcast<u32>(s);
