@@ -384,8 +384,9 @@ pub(crate) fn heuristic(gpu: &Gpu, m: usize, n: usize, k: usize, f32_input: bool
 }
 
 /// Lanes per 4-row block of the fused GEMV where there is work beside it: when its dispatch
-/// overlaps earlier work (`hazard.rs`, `bitnet_choose::overlapping`) and for batches (M ≥ 2,
-/// M times the workgroups). 128 rows per workgroup, so each workgroup's activation quantization
+/// overlaps earlier work (`hazard.rs`, `bitnet_choose::overlapping`), and the fewest lanes a batch
+/// starts from (M ≥ 2, M times the workgroups; wide batches may take 4, see [`fused_lanes`]).
+/// 128 rows per workgroup, so each workgroup's activation quantization
 /// (K floats read twice, a reduction) serves 128 rows. On the H200, M = 1 GEMVs overlapping each
 /// other ran 1.8-2x faster than with the latency lanes (2560 × 2560: 0.59 against 1.11 µs per
 /// call; 14336 × 4096: 5.9-8.8 against 10.4 µs), while a lone GEMV behind a barrier ran slower
