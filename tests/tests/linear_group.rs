@@ -6,7 +6,9 @@
 
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
-use bitnet_wgpu::{DispatchPolicy, Engine, Error, Linear, LinearGroup, Tensor};
+use bitnet_wgpu::{
+    BitnetTuning, DispatchPolicy, Engine, Error, Linear, LinearGroup, LinearPlan, Tensor, wgpu,
+};
 
 #[path = "linear_group/gated.rs"]
 mod gated;
@@ -93,6 +95,47 @@ fn grouped_outputs_match_separate_calls_and_cpu_ref() {
             }
         }
     }
+}
+
+/// The fused GEMV's lanes forced to 4 (256 rows per workgroup, what wide batches such as
+/// 2B4T's gate/up at M = 8 take by default): the grouped, gated and normed kernels run them.
+pub(crate) fn four_lanes() -> BitnetTuning {
+    BitnetTuning {
+        autotune: Some(false),
+        gemv_lanes: Some(4),
+        fuse_decode: Some(true),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn grouped_outputs_at_four_lanes_match_separate_calls_and_cpu_ref() {
+    let e = gpu_engine_with_tuning(four_lanes());
+    let subgroups = e.info().features.contains(wgpu::Features::SUBGROUP);
+    for (seed, ns) in [(70, &[256, 64, 64][..]), (80, &[192, 192])] {
+        let g = group(&e, &layers(&e, ns, seed));
+        for m in [1, 3, 8] {
+            let x = random_f32(seed + m as u64, m * K, -1.0, 1.0);
+            check_against_separate(&e, &g, &x, m);
+            if subgroups {
+                // The grouped dispatch's plan, cached for its concatenated rows.
+                let rows = ns.iter().sum();
+                assert_eq!(
+                    e.bitlinear_plan(m, rows, K, true),
+                    Some(LinearPlan::Fused { lanes: 4 }),
+                    "{ns:?}, M = {m}"
+                );
+            }
+        }
+    }
+}
+
+/// A GPU engine of its own (dispatch forced to the GPU) with `tuning`.
+pub(crate) fn gpu_engine_with_tuning(tuning: BitnetTuning) -> Engine {
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions::default());
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    e.set_bitnet_tuning(tuning);
+    e
 }
 
 #[test]

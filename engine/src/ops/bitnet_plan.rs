@@ -301,6 +301,9 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
 /// 11.1; 640 × 2560 9.39 / 7.00 / 5.93 / *6.28*; 6912 × 2560 *12.75* / 14.35 / 16.9 / 24.2;
 /// 2560 × 6912 19.9 / 16.35 / *15.1* / 17.4; 14336 × 4096 31.0 / *30.4* / 36.9 / 48.8;
 /// 4096 × 14336 38.1 / *29.75* / 34.0 / 42.4. (Without the 4-lane case 6912 × 2560 took 8.)
+/// The grouped, gated and normed dispatches apply the rule to their rows together, so 2B4T's
+/// gate and up as one `GatedLinear` take 4 lanes from M = 4 (216 workgroups) — by the same
+/// reasoning, not measured separately.
 pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
     if m <= 1 {
         return latency_lanes(n, k);
