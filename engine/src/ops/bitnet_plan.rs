@@ -301,9 +301,10 @@ pub(crate) fn default_lanes(k: usize) -> u32 {
 /// 11.1; 640 × 2560 9.39 / 7.00 / 5.93 / *6.28*; 6912 × 2560 *12.75* / 14.35 / 16.9 / 24.2;
 /// 2560 × 6912 19.9 / 16.35 / *15.1* / 17.4; 14336 × 4096 31.0 / *30.4* / 36.9 / 48.8;
 /// 4096 × 14336 38.1 / *29.75* / 34.0 / 42.4. (Without the 4-lane case 6912 × 2560 took 8.)
-/// The grouped, gated and normed dispatches apply the rule to their rows together, so 2B4T's
-/// gate and up as one `GatedLinear` take 4 lanes from M = 4 (216 workgroups) — by the same
-/// reasoning, not measured separately.
+/// The grouped, gated and normed dispatches apply the rule to their rows together: 2B4T's gate
+/// and up as one `GatedLinear` (13824 rows) take 4 lanes from M = 4 — H200, serial µs at 4 / 8 /
+/// 16 lanes, two runs: M = 4 12.2-12.3 / 13.8-13.9 / 16.5, M = 8 20.7-20.8 / 21.4-21.6 / 29.1-29.2
+/// (8 was the choice before).
 pub(crate) fn fused_lanes(m: usize, n: usize, k: usize) -> u32 {
     if m <= 1 {
         return latency_lanes(n, k);
