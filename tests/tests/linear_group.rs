@@ -111,22 +111,26 @@ pub(crate) fn four_lanes() -> BitnetTuning {
 #[test]
 fn grouped_outputs_at_four_lanes_match_separate_calls_and_cpu_ref() {
     let e = gpu_engine_with_tuning(four_lanes());
-    let subgroups = e.info().features.contains(wgpu::Features::SUBGROUP);
     for (seed, ns) in [(70, &[256, 64, 64][..]), (80, &[192, 192])] {
         let g = group(&e, &layers(&e, ns, seed));
         for m in [1, 3, 8] {
             let x = random_f32(seed + m as u64, m * K, -1.0, 1.0);
             check_against_separate(&e, &g, &x, m);
-            if subgroups {
-                // The grouped dispatch's plan, cached for its concatenated rows.
-                let rows = ns.iter().sum();
-                assert_eq!(
-                    e.bitlinear_plan(m, rows, K, true),
-                    Some(LinearPlan::Fused { lanes: 4 }),
-                    "{ns:?}, M = {m}"
-                );
-            }
+            // The grouped dispatch's plan, cached for its concatenated rows.
+            assert_four_lane_plan(&e, m, ns.iter().sum(), K);
         }
+    }
+}
+
+/// Where the adapter has subgroups (the fused kernels need them), the plan cached for a
+/// dispatch over `rows` weight rows is the fused GEMV at 4 lanes.
+pub(crate) fn assert_four_lane_plan(e: &Engine, m: usize, rows: usize, k: usize) {
+    if e.info().features.contains(wgpu::Features::SUBGROUP) {
+        assert_eq!(
+            e.bitlinear_plan(m, rows, k, true),
+            Some(LinearPlan::Fused { lanes: 4 }),
+            "{rows} rows, M = {m}"
+        );
     }
 }
 

@@ -3,9 +3,7 @@
 //! forward; CPU engine; the fallbacks: M > 8, N odd, K not a multiple of 64), for ReLU² and SiLU.
 
 use bitnet_tests::{gpu_engine, gpu_engine_with, lose_device, random_f32};
-use bitnet_wgpu::{
-    DispatchPolicy, Engine, EngineOptions, Error, Linear, LinearPlan, Tensor, UnaryOp, wgpu,
-};
+use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, Linear, Tensor, UnaryOp};
 
 use super::{bits, weights};
 
@@ -74,17 +72,10 @@ fn gated_linear_at_four_lanes_is_the_three_ops_bit_for_bit() {
     // The three ops run the fused GEMV at 4 lanes too, checked against cpu-ref by the
     // cross-check suite's variants.
     let e = super::gpu_engine_with_tuning(super::four_lanes());
-    let subgroups = e.info().features.contains(wgpu::Features::SUBGROUP);
     for m in [1, 3, 8] {
         check(&e, 96, 256, m, UnaryOp::Relu2, true, 300 + m as u64);
-        if subgroups {
-            // The gated dispatch's plan, cached for gate's and up's rows together.
-            assert_eq!(
-                e.bitlinear_plan(m, 2 * 96, 256, true),
-                Some(LinearPlan::Fused { lanes: 4 }),
-                "M = {m}"
-            );
-        }
+        // The gated dispatch's plan, cached for gate's and up's rows together.
+        super::assert_four_lane_plan(&e, m, 2 * 96, 256);
     }
 }
 

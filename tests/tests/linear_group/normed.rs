@@ -173,24 +173,14 @@ fn forward_normed_at_four_lanes_is_the_norm_then_the_layer_bit_for_bit() {
     let group = Layer::group(&e, &[128, 64, 64], 256, 1300);
     let gated = Layer::gated(&e, 96, 256, 1310, 0.05);
     let linear = Layer::single(&e, 64, 256, 1320);
-    let subgroups = e
-        .info()
-        .features
-        .contains(bitnet_wgpu::wgpu::Features::SUBGROUP);
     for m in [1, 8] {
         let s = 1330 + 2 * m as u64;
         check_values(&e, &group, m, 256, true, s);
         check_values(&e, &gated, m, 256, false, s + 50);
         check_values(&e, &linear, m, 256, true, s + 60);
-        if subgroups {
-            // The normed dispatches' plans: the group's rows, gate's and up's, the linear's.
-            for rows in [256, 2 * 96, 64] {
-                assert_eq!(
-                    e.bitlinear_plan(m, rows, 256, true),
-                    Some(bitnet_wgpu::LinearPlan::Fused { lanes: 4 }),
-                    "{rows} rows, M = {m}"
-                );
-            }
+        // The normed dispatches' plans: the group's rows, gate's and up's, the linear's.
+        for rows in [256, 2 * 96, 64] {
+            super::assert_four_lane_plan(&e, m, rows, 256);
         }
     }
 }
