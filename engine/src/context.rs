@@ -153,7 +153,8 @@ impl Gpu {
             crate::status_gather::StatusGather::new(&pipelines, &device, &caps.limits)?;
         let msl = crate::msl::MslState::probe(&pipelines, &caps, &adapter_info);
         let h = Arc::clone(&health);
-        let poller = Poller::start(device.clone(), move || h.lost_error())?;
+        let spin = spin_wait(&options, adapter_info.device_type);
+        let poller = Poller::start(device.clone(), spin, move || h.lost_error())?;
         let (scheduler, queue_rx) = Scheduler::channel();
         let idle = options.idle_flush;
         let gpu = Arc::new(Gpu {
@@ -196,6 +197,11 @@ impl Gpu {
     pub fn shutdown(&self) {
         self.scheduler.stop();
         self.poller.stop();
+    }
+
+    /// How long a wait for this GPU spins before it backs off (`EngineOptions::spin_wait`).
+    pub fn spin_wait(&self) -> std::time::Duration {
+        spin_wait(&self.options, self.adapter_info.device_type)
     }
 
     /// Whether the device is lost (one atomic load).
@@ -248,6 +254,15 @@ impl Gpu {
     }
 }
 
+/// `EngineOptions::spin_wait`, or its default for the adapter: none on CPU adapters, whose work
+/// runs on the host's cores (a spinning waiter would take one from it).
+fn spin_wait(options: &EngineOptions, device_type: wgpu::DeviceType) -> std::time::Duration {
+    options.spin_wait.unwrap_or(match device_type {
+        wgpu::DeviceType::Cpu => std::time::Duration::ZERO,
+        _ => crate::wait::DEFAULT_SPIN_WAIT,
+    })
+}
+
 /// Rejects an `EngineOptions::max_binding_bytes` below the device's storage offset alignment (or
 /// 4 bytes): every chunk of a chunked op starts at an aligned offset, so no op could bind even
 /// one chunk and each would fail later with `LimitExceeded`. The engine is not created instead.
@@ -261,5 +276,34 @@ fn check_binding_cap(options: &EngineOptions, limits: &wgpu::Limits) -> Result<(
                      no op could bind an aligned chunk",
         })),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Waits spin on GPUs by default, never on CPU adapters; an explicit option wins on both.
+    #[test]
+    fn spin_wait_defaults_by_adapter_kind() {
+        let default = EngineOptions::default();
+        let set = EngineOptions {
+            spin_wait: Some(Duration::from_micros(300)),
+            ..EngineOptions::default()
+        };
+        use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
+        assert_eq!(spin_wait(&default, Cpu), Duration::ZERO);
+        assert_eq!(
+            spin_wait(&default, DiscreteGpu),
+            crate::wait::DEFAULT_SPIN_WAIT
+        );
+        assert_eq!(
+            spin_wait(&default, IntegratedGpu),
+            crate::wait::DEFAULT_SPIN_WAIT
+        );
+        assert_eq!(spin_wait(&set, Cpu), Duration::from_micros(300));
+        assert_eq!(spin_wait(&set, DiscreteGpu), Duration::from_micros(300));
     }
 }

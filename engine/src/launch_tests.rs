@@ -239,26 +239,30 @@ fn override_constants_are_part_of_the_cache_key() {
 fn sync_waits_for_batches_flushed_before_it() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let e = gpu(EngineOptions {
-        idle_flush: None,
-        ..EngineOptions::default()
-    });
-    let g = e.gpu_context().unwrap();
-    let x = e.upload_f32(&vec![0.5; 512 * 512], &[512, 512]).unwrap();
-    e.sync().unwrap();
-    // Enough work that lavapipe is still running it when the flush returns.
-    let outs: Vec<_> = (0..8).map(|_| e.matmul(&x, &x).unwrap()).collect();
-    g.scheduler.call(|b, g| b.flush(g)).unwrap().unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&done);
-    g.queue
-        .on_submitted_work_done(move || flag.store(true, Ordering::SeqCst));
-    e.sync().unwrap();
-    assert!(
-        done.load(Ordering::SeqCst),
-        "sync returned before the flushed batch finished"
-    );
-    assert_eq!(outs[7].read_f32().unwrap()[0], 0.25 * 512.0);
+    // Sleeping waits (lavapipe's default) and spinning ones (GPUs' default; `wait.rs`).
+    for spin_wait in [None, Some(std::time::Duration::from_millis(50))] {
+        let e = gpu(EngineOptions {
+            idle_flush: None,
+            spin_wait,
+            ..EngineOptions::default()
+        });
+        let g = e.gpu_context().unwrap();
+        let x = e.upload_f32(&vec![0.5; 512 * 512], &[512, 512]).unwrap();
+        e.sync().unwrap();
+        // Enough work that lavapipe is still running it when the flush returns.
+        let outs: Vec<_> = (0..8).map(|_| e.matmul(&x, &x).unwrap()).collect();
+        g.scheduler.call(|b, g| b.flush(g)).unwrap().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        g.queue
+            .on_submitted_work_done(move || flag.store(true, Ordering::SeqCst));
+        e.sync().unwrap();
+        assert!(
+            done.load(Ordering::SeqCst),
+            "sync returned before the flushed batch finished ({spin_wait:?})"
+        );
+        assert_eq!(outs[7].read_f32().unwrap()[0], 0.25 * 512.0);
+    }
 }
 
 /// `Tensor::check` waits for the launches its tensor depends on, unchecked ones included (they

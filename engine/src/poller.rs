@@ -65,15 +65,17 @@ pub(crate) struct Poller {
 }
 
 impl Poller {
-    /// Starts the thread for `device`; `lost` says whether (and why) the device is lost.
+    /// Starts the thread for `device`, spinning for `spin` after each completion (see
+    /// `wait.rs`); `lost` says whether (and why) the device is lost.
     pub fn start(
         device: wgpu::Device,
+        spin: std::time::Duration,
         lost: impl Fn() -> Option<Error> + Send + 'static,
     ) -> Result<Poller> {
         let (tx, rx) = flume::unbounded::<Msg>();
         let handle = std::thread::Builder::new()
             .name("bitnet-wgpu complete".into())
-            .spawn(move || run(&rx, &device, &lost))
+            .spawn(move || run(&rx, &device, spin, &lost))
             .map_err(|e| Error::Unsupported(format!("cannot start the completion thread: {e}")))?;
         Ok(Poller {
             tx,
@@ -101,9 +103,14 @@ impl Poller {
     }
 }
 
-fn run(rx: &flume::Receiver<Msg>, device: &wgpu::Device, lost: &dyn Fn() -> Option<Error>) {
+fn run(
+    rx: &flume::Receiver<Msg>,
+    device: &wgpu::Device,
+    spin: std::time::Duration,
+    lost: &dyn Fn() -> Option<Error>,
+) {
     let mut outstanding: Vec<Weak<dyn Abort>> = Vec::new();
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::spinning(spin);
     loop {
         // Block for work only when nothing is outstanding; otherwise take what arrived.
         if outstanding.is_empty() {

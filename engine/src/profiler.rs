@@ -272,7 +272,10 @@ impl ProfilerState {
         // Long enough for a heavy batch on a software adapter (one 14336 x 4096 x 512 BitLinear
         // took over 10 s on lavapipe); past it the samples are dropped (see `record_resolve`).
         let limit = Some(std::time::Duration::from_secs(120));
-        let waited = crate::wait::poll_until(device, lost, limit, || !rx.is_empty());
+        let waited =
+            crate::wait::poll_until(device, lost, limit, std::time::Duration::ZERO, || {
+                !rx.is_empty()
+            });
         let names = std::mem::take(&mut self.pending);
         let dispatches = std::mem::take(&mut self.pending_dispatches);
         if !matches!(waited, Ok(true)) {

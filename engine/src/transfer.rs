@@ -337,7 +337,7 @@ fn wait_all(gpu: &Gpu) -> Result<()> {
         let _ = tx.send(());
     });
     let lost = || gpu.check_health().err();
-    crate::wait::poll_until(&gpu.device, &lost, None, || {
+    crate::wait::poll_until(&gpu.device, &lost, None, gpu.spin_wait(), || {
         !rx.is_empty() || rx.is_disconnected()
     })
     .map(drop)
