@@ -5,7 +5,10 @@
 //! ```sh
 //! cargo run --release -p bitnet-bench --example op_profile                  # 2B4T + 8B, M = 8, 64, 512
 //! cargo run --release -p bitnet-bench --example op_profile -- 64x2560x2560 8x6912x2560
+//! cargo run --release -p bitnet-bench --example op_profile -- --tuning fuse=0 8x2560x2560
 //! ```
+//!
+//! `--tuning SPEC` forces plans as `bitnet-bench --tuning` does (`bitnet-bench --help`).
 //!
 //! Each case: 5 warm calls, then 20 calls each followed by `Engine::sync`, once with a timestamp
 //! pair around every dispatch (per-kernel times, which the pairs perturb a little) and once with
@@ -67,7 +70,16 @@ fn profile(
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let tuning = match args.iter().position(|a| a == "--tuning") {
+        Some(i) if i + 1 < args.len() => {
+            let spec = args.remove(i + 1);
+            args.remove(i);
+            Some(bitnet_bench::cli::tuning(&spec)?)
+        }
+        Some(_) => return Err("--tuning needs a SPEC".into()),
+        None => None,
+    };
     let cases = if args.is_empty() {
         DEFAULT_SET.to_vec()
     } else {
@@ -79,6 +91,9 @@ fn main() -> Result<()> {
     }
     bench.start_clock_keeper(false);
     let e = bench.engine();
+    if let Some(t) = tuning {
+        e.set_bitnet_tuning(t);
+    }
     let info = e.info();
     println!(
         "adapter: {} ({}, {})",

@@ -208,7 +208,7 @@ pub fn parse(args: &[String]) -> Result<Command> {
 /// Parses `--tuning`: comma-separated `key=value` of [`bitnet_wgpu::BitnetTuning`] — `lanes=N`,
 /// `gemm_block=N`, `splits=N` (GEMM K slices), and `0`/`1` for `autotune`, `fuse`, `batch`, `staged`, `lean`, `leanq`, `coop`,
 /// `generic`; and `coopkernel=coop|coopi8|coopi8n96` (which cooperative-matrix GEMM).
-fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
+pub fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
     let mut t = bitnet_wgpu::BitnetTuning::default();
     for item in spec.split(',').filter(|s| !s.is_empty()) {
         let bad = || BenchError::Usage(format!("--tuning: bad item {item:?}"));
