@@ -5,6 +5,21 @@
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
 use bitnet_wgpu::{ChainInput, DispatchPolicy, Engine, Error, InjectedFault, Linear};
+use std::sync::{Mutex, MutexGuard};
+
+/// One test of this file at a time. On lavapipe a fused chain's workgroups wait for workgroups
+/// that another of its worker threads runs; with two tests' devices (each with its own worker
+/// threads) sharing CI's two cores, one thread could stay descheduled long enough to exhaust the
+/// kernel's bounded wait. That aborts the run — correctly: it re-runs linear by linear and the
+/// values still match — but fails the checks that the chain kernel ran (seen once in CI,
+/// 2026-12-01, in `fused_chain_at_the_largest_and_odd_k_matches_cpu_ref`).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.05), n, k).unwrap()
@@ -49,6 +64,7 @@ fn reference(links: &[(Linear, ChainInput)], x: &[f32]) -> Vec<Vec<f32>> {
 
 #[test]
 fn fused_chain_matches_cpu_ref_run_after_run() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let links = layers(&e, 128, 256);
@@ -68,6 +84,7 @@ fn fused_chain_matches_cpu_ref_run_after_run() {
 
 #[test]
 fn chain_input_errors_match_cpu_ref() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let links = layers(&e, 64, 128);
@@ -102,6 +119,7 @@ fn chain_input_errors_match_cpu_ref() {
 /// earlier output, and an odd number of weight vec4 per row (K = 192: 3).
 #[test]
 fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let l = |n, k, s| Linear::new(&e, weights(n, k, s));
@@ -125,6 +143,7 @@ fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
 
 #[test]
 fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let links = layers(&e, 64, 128);
@@ -157,6 +176,7 @@ fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
 
 #[test]
 fn chain_overflow_and_device_loss_match_cpu_ref() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     // Weight scale s ≈ 40: inputs near f32::MAX overflow the rescale.
@@ -204,6 +224,7 @@ fn chain_overflow_and_device_loss_match_cpu_ref() {
 
 #[test]
 fn one_chain_shared_by_threads() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let links = layers(&e, 64, 128);
@@ -230,6 +251,7 @@ fn one_chain_shared_by_threads() {
 /// sit inside the last chunk of workgroups a lavapipe thread takes, so nothing waits.)
 #[test]
 fn long_chain_resets_every_counter_between_runs() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let filler = (Linear::new(&e, weights(1, 64, 1)), ChainInput::Input);
@@ -257,6 +279,7 @@ fn long_chain_resets_every_counter_between_runs() {
 /// lives on another GPU context or on the host of a CPU engine.
 #[test]
 fn forward_tensor_rejects_a_tensor_of_another_engine() {
+    let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     let x = random_f32(5, 64, -1.0, 1.0);
@@ -291,6 +314,7 @@ fn forward_tensor_rejects_a_tensor_of_another_engine() {
 /// the whole `forward_tensor`, so the sound linears' outputs were lost there.
 #[test]
 fn an_overflow_fails_only_its_linears_on_every_backend() {
+    let _serial = serial();
     let gpu = gpu_engine();
     let cpu = Engine::cpu();
     let huge: Vec<f32> = (0..64)
