@@ -65,7 +65,20 @@ fn each_fault_kind_falls_back_to_a_correct_cpu_result() {
 
 #[test]
 fn a_lost_device_is_never_used_again_and_nothing_is_lost() {
-    let e = engine();
+    lost_device_case(engine());
+}
+
+/// The same with waits that spin (the default on GPUs; lavapipe's is to sleep): a thread polling
+/// back to back sees the loss too, and nothing waits forever.
+#[test]
+fn a_lost_device_ends_spinning_waits_too() {
+    lost_device_case(gpu_engine_with(EngineOptions {
+        spin_wait: Some(std::time::Duration::from_millis(50)),
+        ..EngineOptions::default()
+    }));
+}
+
+fn lost_device_case(e: Engine) {
     check_ops(&e, 4);
     let resident = e.upload_f32(&[1.0, 2.0, 3.0], &[1, 3]).unwrap();
     assert_eq!(resident.read_f32().unwrap(), vec![1.0, 2.0, 3.0]);
