@@ -77,6 +77,33 @@ impl UploadRing {
         Ok((i, slot.buffer.clone()))
     }
 
+    /// Slot `i` mapped again for its next chunk once its copy is submitted, without waiting for
+    /// that here: a job posted behind the chunk's commands submits everything recorded so far
+    /// and then maps the slot (`map_async` may not see an unsubmitted use of the buffer). The
+    /// writer goes on to its next chunk meanwhile; the slot's next write waits for the map as
+    /// it waits for any recycled slot. A failed submission is reported by the reads of what the
+    /// chunk computed (their fates), not here; a stopped submission thread is an error, and the
+    /// slot is then left to the next write's own recycle.
+    pub fn recycle_after_submit(&mut self, gpu: &Gpu, i: usize) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(i).filter(|s| s.written) else {
+            return Ok(());
+        };
+        let (tx, rx) = flume::bounded(1);
+        let buffer = slot.buffer.clone();
+        gpu.scheduler.post(Box::new(move |b, g| {
+            // Whether or not the flush succeeded, nothing recorded is pending any more.
+            if let Err(e) = b.flush(g) {
+                log::debug!("bitnet-wgpu: staging slot recycled after a failed submit ({e})");
+            }
+            buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+                let _ = tx.send(r);
+            });
+        }))?;
+        slot.written = false;
+        slot.remap = Some(rx);
+        Ok(())
+    }
+
     /// After the submission that copies slot `i` out: map it again for its next chunk. Only a
     /// written slot is mapped again (recycling twice is harmless).
     pub fn recycle(&mut self, i: usize) {

@@ -187,10 +187,10 @@ impl Engine {
         st.slot_wait += waited;
         st.staging += t.elapsed() - waited;
         let submitted = self.copy_and_compute(g, &staging, rows, k, &w);
-        // The slot's copy must be submitted before the slot is mapped again.
-        let flushed = g.scheduler.call(|b, g| b.flush(g).map(drop));
-        ring.recycle(slot);
-        flushed??;
+        // Mapped again by the submission thread once the copy is submitted: this thread goes
+        // on to the next chunk's staging write meanwhile. (A failed submission fails the
+        // chunk's read, whose error takes the fault path in `deliver`.)
+        ring.recycle_after_submit(g, slot)?;
         submitted
     }
 
