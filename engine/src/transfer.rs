@@ -52,9 +52,10 @@ pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) ->
 /// Reads `len` bytes at `offset` of `src` as little-endian words (the last one zero-padded), then
 /// resolves the fates of `lineage` — the launches the bytes depend on — and returns the earliest
 /// error among them instead of the bytes if one failed. The first chunk (with the status slots
-/// of `lineage`) is submitted before this returns (a short wait for the submission thread), so
-/// several reads started back to back overlap; the future completes them (further chunks of
-/// reads above [`READBACK_CHUNK`] are submitted by it).
+/// of `lineage`) is posted to the submission thread before this returns — submitted in order
+/// behind everything recorded so far, without this thread waiting for it — so several reads
+/// started back to back overlap; the future completes them (further chunks of reads above
+/// [`READBACK_CHUNK`] are posted by it).
 pub(crate) fn read(
     engine: &Engine,
     src: wgpu::Buffer,
@@ -91,21 +92,30 @@ pub(crate) fn read(
     }
 }
 
-/// One submitted read-back step: a data copy (and the status copy-out of a lineage).
+/// One read-back step: a data copy (and the status copy-out of a lineage), posted to the
+/// submission thread, which records, submits and maps it.
 struct Chunk {
     /// Whether the chunk copies no bytes (a status-only check).
     empty: bool,
     owner: Arc<Fate>,
-    data: Option<ReadFuture<Vec<u32>>>,
-    status: Option<ReadFuture<()>>,
+    /// The job's reply: the status and data futures (`None`: nothing to wait for — no status
+    /// to copy, or a data copy that failed or was not submitted).
+    started: ReadFuture<Started>,
 }
+
+/// What a chunk's job hands back: the futures of its status copy-out and of its data copy.
+type Started = (Option<ReadFuture<()>>, Option<ReadFuture<Vec<u32>>>);
 
 /// A boxed read future.
 pub(crate) type ReadFuture<T> = std::pin::Pin<Box<dyn Future<Output = Result<T>> + Send>>;
 
 impl Chunk {
-    /// Records the copy of `n` bytes (and the status of `lineage`'s pending fates), submits,
-    /// and registers the map callbacks.
+    /// Posts the copy of `n` bytes (and of the status of `lineage`'s pending fates): the
+    /// submission thread records it, submits, and registers the map callbacks, so this returns
+    /// without waiting for that thread (reads started back to back overlap, and a caller that
+    /// streams goes on at once). The maps start in the job itself: a caller that drops the read
+    /// before the reply arrives must not drop the ticket of a copy-out that ran (which would fail
+    /// the fates as a lost read-back for good).
     fn start(
         gpu: &Gpu,
         src: &wgpu::Buffer,
@@ -123,45 +133,46 @@ impl Chunk {
         };
         let owner = Fate::new(gpu.next_seq(), None, &gpu.slots);
         let job_owner = Arc::clone(&owner);
-        let (job_src, job_dst) = (src.clone(), staging.as_ref().map(|s| s.buffer().clone()));
+        let job_src = src.clone();
         let take = lineage.map(<[_]>::to_vec);
-        let (index, ticket) = gpu.scheduler.call(move |b, g| {
+        let started = gpu.scheduler.call_async(move |b, g| {
             // The status first: if its staging cannot be allocated, no data copy may stay in the
             // batch, aimed at a staging buffer this read has already given back to the pool.
             let ticket = match take {
                 Some(l) => b.take_status(g, &l)?,
                 None => None,
             };
-            if let Some(dst) = &job_dst {
-                b.copy(&job_src, at, dst, n4, &job_owner);
+            if let Some(dst) = &staging {
+                b.copy(&job_src, at, dst.buffer(), n4, &job_owner);
             }
-            Ok::<_, Error>((b.flush_read(g, ticket.as_ref(), Some(&job_owner))?, ticket))
-        })??;
-        let status = match (ticket, &index) {
-            (Some(t), Some(i)) => {
-                Some(Box::pin(status_future(gpu, t, i.clone())) as ReadFuture<()>)
-            }
-            _ => None,
-        };
-        let data = match (staging, &index) {
-            (None, _) => None,
-            (Some(s), Some(i)) if first_error(std::slice::from_ref(&owner)).is_none() => {
-                Some(Box::pin(map_then(gpu, s, n, i.clone(), |r| r)) as ReadFuture<Vec<u32>>)
-            }
-            // The copy failed or was not submitted: `finish` reports why.
-            (Some(_), _) => None,
-        };
+            let index = b.flush_read(g, ticket.as_ref(), Some(&job_owner))?;
+            let status = match (ticket, &index) {
+                (Some(t), Some(i)) => {
+                    Some(Box::pin(status_future(g, t, i.clone())) as ReadFuture<()>)
+                }
+                _ => None,
+            };
+            let data = match (staging, &index) {
+                (None, _) => None,
+                (Some(s), Some(i)) if first_error(std::slice::from_ref(&job_owner)).is_none() => {
+                    Some(Box::pin(map_then(g, s, n, i.clone(), |r| r)) as ReadFuture<Vec<u32>>)
+                }
+                // The copy failed or was not submitted: `finish` reports why.
+                (Some(_), _) => None,
+            };
+            Ok::<_, Error>((status, data))
+        });
         Ok(Chunk {
             empty: n == 0,
             owner,
-            data,
-            status,
+            started: Box::pin(async move { started.await? }),
         })
     }
 
     /// Waits for the status and the words.
     async fn finish(self) -> Result<Vec<u32>> {
-        if let Some(st) = self.status {
+        let (status, data) = self.started.await?;
+        if let Some(st) = status {
             st.await?;
         }
         if self.empty {
@@ -170,7 +181,7 @@ impl Chunk {
         if let Some(e) = first_error(std::slice::from_ref(&self.owner)) {
             return Err(e);
         }
-        match self.data {
+        match data {
             Some(d) => d.await,
             None => Err(Error::Map("the read-back copy was not submitted".into())),
         }
