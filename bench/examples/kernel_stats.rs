@@ -27,6 +27,7 @@ const DEFAULT_SET: &[&str] = &[
     "bitlinear_gemv_fused_subgroup:TPR=16,DEPTH=2",
     "bitlinear_gemv_fused_subgroup:TPR=32,DEPTH=2",
     "bitlinear_gemv_fused_subgroup:TPR=16,DEPTH=1",
+    "bitlinear_chain_coherent_subgroup:TPR=32,DEPTH=2,POLL_RMW=0",
     "bitlinear_chain_subgroup:TPR=32,DEPTH=2,POLL_RMW=0",
     "bitlinear_gemv_batch_subgroup:TPR=32,MR=8",
     "bitlinear_gemv_vec4_subgroup:TPR=32,MR=8",

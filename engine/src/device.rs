@@ -20,7 +20,8 @@ pub(crate) const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
     .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES)
     .union(wgpu::Features::IMMEDIATES)
     .union(wgpu::Features::PASSTHROUGH_SHADERS)
-    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+    .union(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+    .union(wgpu::Features::MEMORY_DECORATION_COHERENT);
 
 /// Bytes of per-call parameters every kernel may use (`Params` struct size limit).
 pub const PARAMS_MAX_BYTES: u32 = 128;
@@ -150,7 +151,8 @@ pub enum ParamsMode {
 /// What the engine knows about its device: features, limits and the choices derived from them.
 #[derive(Debug, Clone)]
 pub(crate) struct Caps {
-    /// Features enabled on the device.
+    /// Features enabled on the device, less `EngineOptions::disabled_features`: what kernels
+    /// may use.
     pub features: wgpu::Features,
     /// Limits of the device.
     pub limits: wgpu::Limits,
@@ -175,7 +177,7 @@ impl Caps {
         info: &wgpu::AdapterInfo,
         options: &crate::engine::EngineOptions,
     ) -> Caps {
-        let features = device.features();
+        let features = device.features() - options.disabled_features;
         let limits = device.limits();
         let immediates_ok = features.contains(wgpu::Features::IMMEDIATES)
             && limits.max_immediate_size >= PARAMS_MAX_BYTES;
@@ -194,6 +196,7 @@ impl Caps {
             max_buffer: limits.max_buffer_size,
             limits,
             int8_coop: info.backend == wgpu::Backend::Vulkan
+                && features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
                 && crate::spirv::driver_has_int8_coop(device),
         }
     }

@@ -65,6 +65,11 @@ pub struct EngineOptions {
     /// cores. H200, one `LinearChain` run of the 2B4T decode stack (GPU 834-837 µs): submit +
     /// wait 1.109 / 1.165 ms without spinning, 1.003 / 0.959 ms with 2 ms (two rounds).
     pub spin_wait: Option<std::time::Duration>,
+    /// Device features the engine must not use even where the adapter has them: their kernels
+    /// give way to the portable ones (e.g. without `MEMORY_DECORATION_COHERENT` a `LinearChain`
+    /// runs the chain kernel with atomic outputs, as on Metal before 3.2). For tests of those
+    /// paths, and to route around a driver bug. Default none.
+    pub disabled_features: wgpu::Features,
 }
 
 impl Default for EngineOptions {
@@ -77,6 +82,7 @@ impl Default for EngineOptions {
             idle_flush: Some(std::time::Duration::from_micros(200)),
             dispatch: DispatchPolicy::Gpu,
             spin_wait: None,
+            disabled_features: wgpu::Features::empty(),
         }
     }
 }

@@ -43,7 +43,8 @@ pub struct EngineInfo {
     pub driver: String,
     /// Driver details (version).
     pub driver_info: String,
-    /// Features enabled on the device (empty on the CPU engine).
+    /// Features the engine uses: those enabled on the device less
+    /// `EngineOptions::disabled_features` (empty on the CPU engine).
     pub features: wgpu::Features,
     /// Key limits (None on the CPU engine).
     pub limits: Option<KeyLimits>,

@@ -90,7 +90,8 @@ fn compile(name: &str, source: &str, constants: &[(&str, f64)]) -> Result<Vec<u3
     let capabilities = Capabilities::SUBGROUP
         | Capabilities::SHADER_FLOAT16
         | Capabilities::COOPERATIVE_MATRIX
-        | Capabilities::IMMEDIATES;
+        | Capabilities::IMMEDIATES
+        | Capabilities::MEMORY_DECORATION_COHERENT;
     let info = Validator::new(ValidationFlags::all(), capabilities)
         .validate(&module)
         .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))?;

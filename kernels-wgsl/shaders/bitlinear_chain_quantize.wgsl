@@ -1,6 +1,6 @@
-// The input quantization of bitlinear_chain_subgroup.wgsl (concatenated after it, which
-// declares the chain's bindings, ChainJob and the coherent input loads): the absmax of a job's
-// input, and its values quantized into the fused GEMV's packed row.
+// The chain input's absmax for bitlinear_chain_subgroup.wgsl (concatenated after it, which
+// declares the chain's bindings and ChainJob). A producer's output is read and quantized by the
+// output-access file (bitlinear_chain_out_coherent.wgsl or bitlinear_chain_out_atomic.wgsl).
 
 // The absmax bits of the job's input, computed by the whole workgroup (four independent loads
 // per iteration, as the fused GEMV); flags a non-finite chain input. Call from uniform control
@@ -33,64 +33,4 @@ fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
         top = max(top, bitcast<u32>(gv_red[s].x));
     }
     return top;
-}
-
-// One value of a producer's output, read by lane-consecutive threads: quantized, merged with
-// its three neighbours into the packed word (every lane of the subgroup takes part in the
-// shuffles), which the first of the four stores into gf_x. Returns the quantized value (0 for
-// clamped duplicates at or past k).
-fn ch_quantize_value(bits: u32, f: u32, k: u32, inv: f32) -> i32 {
-    let q = i32(clamp(round(bitcast<f32>(bits) * inv), -128.0, 127.0));
-    let valid = f < k;
-    let shift = 8u * (f & 3u);
-    let b = select(0u, (u32(q) & 0xffu) << shift, valid);
-    var word = b | subgroupShuffleXor(b, 1u);
-    word = word | subgroupShuffleXor(word, 2u);
-    if (valid && shift == 0u) {
-        let i = f >> 2u;
-        gf_x[gf_slot(i >> 2u, k / 64u)][i & 3u] = word;
-    }
-    return select(0, q, valid);
-}
-
-// Four values of a producer's output for thread vt from value `base` on: vt, vt + GV_WG, ...
-// (lane-consecutive words; past k clamped to the last, values ch_quantize_value drops). Clamping
-// beat guarding the loads with a branch on the H200 (chained stack 825 vs 905 µs).
-fn ch_load4(job: ChainJob, vt: u32, base: u32) -> vec4<u32> {
-    let last = job.in_off + job.vpr * 64u - 1u;
-    let f = job.in_off + base + vt;
-    return vec4<u32>(
-        atomicLoad(&out[min(f, last)]),
-        atomicLoad(&out[min(f + GV_WG, last)]),
-        atomicLoad(&out[min(f + 2u * GV_WG, last)]),
-        atomicLoad(&out[min(f + 3u * GV_WG, last)]),
-    );
-}
-
-// ch_quantize_value of the four values ch_load4 read at value f (= base + vt).
-fn ch_quantize4(b: vec4<u32>, f: u32, k: u32, inv: f32) -> i32 {
-    var rs = ch_quantize_value(b.x, f, k, inv);
-    rs += ch_quantize_value(b.y, f + GV_WG, k, inv);
-    rs += ch_quantize_value(b.z, f + 2u * GV_WG, k, inv);
-    rs += ch_quantize_value(b.w, f + 3u * GV_WG, k, inv);
-    return rs;
-}
-
-// A producer's output (the job's input) quantized into gf_x; `first` holds thread vt's first four
-// values, loaded together with the published absmax (before `inv` is known). Then eight loads per
-// step in flight: each step's shuffles wait for its loads, so fewer, wider steps mean fewer round
-// trips to L2 (H200, 2B4T chained stack: 870 µs with four loads per step and none early, 844
-// with the first four early, 825 with both; eight per step without the early four: 970, the
-// clamped tail of K = 2560's second step all reading one word). A uniform loop, so every lane
-// takes part in every shuffle.
-fn ch_quantize_output(job: ChainJob, vt: u32, inv: f32, first: vec4<u32>) -> i32 {
-    let k = job.vpr * 64u;
-    var rs = ch_quantize4(first, vt, k, inv);
-    for (var base = 4u * GV_WG; base < k; base = base + 8u * GV_WG) {
-        let b0 = ch_load4(job, vt, base);
-        let b1 = ch_load4(job, vt, base + 4u * GV_WG);
-        rs += ch_quantize4(b0, base + vt, k, inv);
-        rs += ch_quantize4(b1, base + 4u * GV_WG + vt, k, inv);
-    }
-    return rs;
 }

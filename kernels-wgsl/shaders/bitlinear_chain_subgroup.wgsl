@@ -33,7 +33,11 @@
 // Status words: 0 = the first non-finite x index (the chain input), 1 = the run aborted (a
 // workgroup's wait ran out), 2 = the first non-finite output index (flat over the output arena).
 // Needs bitlinear_common.wgsl, bitlinear_gemv_blocks.wgsl, bitlinear_gemv_fused_common.wgsl,
-// act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl.
+// act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl, bitlinear_chain_quantize.wgsl and
+// one output-access file: bitlinear_chain_out_coherent.wgsl (`out` declared @coherent, read as
+// vec4) where the device allows it, bitlinear_chain_out_atomic.wgsl (`out` atomic) elsewhere.
+// Each defines the `out` binding, ch_store(idx, bits), ch_first(job, vt) and
+// ch_quantize_output(job, vt, inv, first).
 
 // One linear of the chain (host: engine/src/ops/bitnet_chain.rs, `ChainJob`).
 struct ChainJob {
@@ -59,10 +63,8 @@ struct ChainJob {
 @group(0) @binding(0) var<storage, read> weights: array<vec4<u32>>;
 // The chain input (f32).
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-// Every job's output (f32 bits), at its out_off. Atomic: other workgroups read a job's outputs
-// while the dispatch runs, and plain loads were not guaranteed to see them (on the H200 a
-// consumer read part of its input stale); atomic accesses are coherent across workgroups.
-@group(0) @binding(2) var<storage, read_write> out: array<atomic<u32>>;
+// Binding 2, `out`: every job's output (f32 bits), at its out_off — declared by the output-access
+// file (bitlinear_chain_out_coherent.wgsl or bitlinear_chain_out_atomic.wgsl, see the header).
 @group(0) @binding(3) var<storage, read> jobs: array<ChainJob>;
 // Per workgroup: its job.
 @group(0) @binding(4) var<storage, read> wg_job: array<u32>;
@@ -143,13 +145,13 @@ fn ch_wait(job: ChainJob, g: u32) -> u32 {
     return 1u;
 }
 
-// bitlinear_write.wgsl's store (mode 0) into the atomic `out`; returns the sign-cleared bits.
+// bitlinear_write.wgsl's store (mode 0) into `out`; returns the sign-cleared bits.
 fn ch_write(idx: u32, acc: i32, scale: f32) -> u32 {
     let bits = bitcast<u32>(f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[Y_STATUS], idx);
     }
-    atomicStore(&out[idx], bits);
+    ch_store(idx, bits);
     return bits & 0x7fffffffu;
 }
 
@@ -241,22 +243,21 @@ fn main(
     }
 
     // 3. absmax of the input: the chain input's from a pass over it; a producer's output's as
-    // the producer published it (step 6), which saves a pass of coherent (atomic) loads — its
-    // load issued with the first four values of the input, which need not wait for it.
+    // the producer published it (step 6), which saves a pass of coherent loads — its load
+    // issued with the thread's first input values (ch_first), which need not wait for it.
     var top: u32;
     var first = vec4<u32>();
     if (job.src == NONE) {
         top = ch_absmax(job, ids, lane, sg, nsg);
     } else {
-        first = ch_load4(job, ids.vt, 0u);
+        first = ch_first(job, ids.vt);
         top = atomicLoad(&counters[ch_top_slot(job.src)]);
     }
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
 
     // 4. Quantize into workgroup memory; the row sum on the way. A producer's output through
-    // coherent (atomic) loads, one value per thread and step so that a subgroup's loads are
-    // consecutive words; the chain input as vec4.
+    // the output-access file's coherent loads; the chain input as vec4.
     var rs = 0i;
     if (job.src != NONE) {
         rs = ch_quantize_output(job, ids.vt, inv, first);

@@ -16,7 +16,7 @@
 //! | BitLinears sharing x, M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP`] (the fused GEMV over ≤ 3 matrices' concatenated rows) | one fused GEMV per matrix |
 //! | gated feed-forward (act(gate · x) · (up · x)), M ≤ 8, f32 x | [`BITLINEAR_GEMV_FUSED_GATED_SUBGROUP`] (the fused GEMV over gate's and up's interleaved rows, the activation in its store) | grouped GEMV + gated op |
 //! | (residual add and) RMSNorm, then a group or the gated feed-forward, M ≤ 8 | [`BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP`] / [`BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP`] (every workgroup normalizes its own row) | norm op, then the group or gated GEMV |
-//! | chain of M = 1 BitLinears, f32 x | [`BITLINEAR_CHAIN_SUBGROUP`] (one dispatch; K as the fused GEMV) | one fused GEMV per linear |
+//! | chain of M = 1 BitLinears, f32 x | [`BITLINEAR_CHAIN_COHERENT_SUBGROUP`] (one dispatch; K as the fused GEMV; outputs declared coherent) | [`BITLINEAR_CHAIN_SUBGROUP`] (atomic outputs), then one fused GEMV per linear |
 //! | BitLinear M ≤ 8, f32 x | [`BITLINEAR_GEMV_BATCH_SUBGROUP`] (K % 64 == 0, quantization fused, K tiles) | quant + GEMV |
 //! | BitLinear M ≤ 8, f32 x (autotune candidate) | [`BITLINEAR_GEMV_LEAN_SUBGROUP`] | quant + GEMV |
 //! | BitLinear M ≤ 8 (autotune candidate) | [`BITLINEAR_GEMV_LEAN_Q_SUBGROUP`] (K % 64 == 0) | — |
@@ -69,9 +69,10 @@ macro_rules! kernel {
 #[path = "bitnet_fused.rs"]
 mod fused;
 pub use fused::{
-    BITLINEAR_CHAIN_SUBGROUP, BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP,
-    BITLINEAR_GEMV_FUSED_GATED_SUBGROUP, BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP,
-    BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP, GEMV_GROUP_MAX_MATRICES,
+    BITLINEAR_CHAIN_COHERENT_SUBGROUP, BITLINEAR_CHAIN_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP, BITLINEAR_GEMV_FUSED_GATED_SUBGROUP,
+    BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP, BITLINEAR_GEMV_FUSED_GROUP_SUBGROUP,
+    GEMV_GROUP_MAX_MATRICES,
 };
 
 // The GEMM family (M > 8: tiled, cooperative-matrix, split-K epilogue) and its tile constants.
@@ -338,6 +339,7 @@ pub const ALL: &[KernelSource] = &[
     BITLINEAR_GEMV_FUSED_GATED_NORM_SUBGROUP,
     BITLINEAR_GEMV_BATCH_SUBGROUP,
     BITLINEAR_CHAIN_SUBGROUP,
+    BITLINEAR_CHAIN_COHERENT_SUBGROUP,
     BITLINEAR_GEMV_STAGED_SUBGROUP,
     BITLINEAR_GEMV_LEAN_SUBGROUP,
     BITLINEAR_GEMV_LEAN_Q_SUBGROUP,

@@ -110,7 +110,8 @@ pub const BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP: KernelSource = KernelSource 
 /// inside the dispatch for the workgroups of the linear they read (bounded; an exhausted wait
 /// aborts the run and flags status word 1). K % 64 == 0 and K ≤
 /// [`GEMV_FUSED_MAX_K`](super::GEMV_FUSED_MAX_K) for every linear; override constants `TPR`,
-/// `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`. Bindings: 0 `weights: u32[]` (every linear's rows), 1
+/// `DEPTH`, `SPIN_LIMIT`. Needs `SUBGROUP`; `out` is atomic (for devices that cannot declare
+/// storage coherent). Bindings: 0 `weights: u32[]` (every linear's rows), 1
 /// `x: f32[K]` (read), 2 `out: u32[]` (every output), 3 `jobs` (9 words per linear, see the
 /// kernel), 4 `wg_job: u32[]` (read), 5 `counters: u32[2 jobs + 2]` (finished workgroups per job,
 /// finished, abort, then each job's output absmax; zero before the first run, and the kernel leaves
@@ -126,6 +127,25 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
         "act_quant_common.wgsl",
         "bitlinear_gemv_fused_common.wgsl",
         "bitlinear_chain_subgroup.wgsl",
-        "bitlinear_chain_quantize.wgsl"
+        "bitlinear_chain_quantize.wgsl",
+        "bitlinear_chain_out_atomic.wgsl"
+    ),
+};
+
+/// [`BITLINEAR_CHAIN_SUBGROUP`] with its output arena declared `@coherent` (binding 2 as plain
+/// words), so consumers read their input as vec4 instead of one atomic load per value; needs
+/// `MEMORY_DECORATION_COHERENT` besides `SUBGROUP`. Same bindings, constants and status words.
+pub const BITLINEAR_CHAIN_COHERENT_SUBGROUP: KernelSource = KernelSource {
+    name: "bitlinear_chain_coherent_subgroup",
+    source: kernel!(
+        "exact_div.wgsl",
+        "exact_div_127.wgsl",
+        "bitlinear_common.wgsl",
+        "bitlinear_gemv_blocks.wgsl",
+        "act_quant_common.wgsl",
+        "bitlinear_gemv_fused_common.wgsl",
+        "bitlinear_chain_subgroup.wgsl",
+        "bitlinear_chain_quantize.wgsl",
+        "bitlinear_chain_out_coherent.wgsl"
     ),
 };

@@ -25,6 +25,7 @@ fn capabilities() -> Capabilities {
         | Capabilities::SHADER_FLOAT16
         | Capabilities::COOPERATIVE_MATRIX
         | Capabilities::IMMEDIATES
+        | Capabilities::MEMORY_DECORATION_COHERENT
 }
 
 /// `source` parsed, validated and with its override constants resolved to their defaults.

@@ -48,6 +48,9 @@ fn capabilities_of(source: &str) -> Capabilities {
     if code.contains("enable wgpu_cooperative_matrix") {
         caps |= Capabilities::COOPERATIVE_MATRIX;
     }
+    if code.contains("@coherent") {
+        caps |= Capabilities::MEMORY_DECORATION_COHERENT;
+    }
     caps
 }
 

@@ -2,9 +2,11 @@
 //! fused kernel, repeated runs (the kernel resets its own counters), the linear-by-linear path,
 //! an aborted run, bad input.
 
-use bitnet_tests::{gpu_engine, random_f32, random_normal};
+use bitnet_tests::{gpu_engine, gpu_engine_with, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
-use bitnet_wgpu::{ChainInput, DispatchPolicy, Engine, Error, InjectedFault, Linear};
+use bitnet_wgpu::{
+    ChainInput, DispatchPolicy, Engine, EngineOptions, Error, InjectedFault, Linear,
+};
 use std::sync::{Mutex, MutexGuard};
 
 /// One test of this file at a time. On lavapipe a fused chain's workgroups wait for workgroups
@@ -139,6 +141,46 @@ fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
         );
         assert!(chain.is_fused(), "the chain kernel ran");
     }
+}
+
+/// The chain kernel with atomic outputs — what devices that cannot declare storage coherent run
+/// (Metal before 3.2, WebGPU; elsewhere the outputs are `@coherent` and read as vec4) — forced by
+/// disabling `MEMORY_DECORATION_COHERENT`: the decode layers run after run, and the largest and
+/// odd K read from an earlier output (its per-value loads, clamped tail and shuffles).
+#[test]
+fn the_atomic_output_chain_kernel_matches_cpu_ref() {
+    let _serial = serial();
+    let e = gpu_engine_with(EngineOptions {
+        disabled_features: bitnet_wgpu::wgpu::Features::MEMORY_DECORATION_COHERENT,
+        ..EngineOptions::default()
+    });
+    assert!(
+        !e.info()
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::MEMORY_DECORATION_COHERENT)
+    );
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 128, 256);
+    let chain = e.linear_chain(128, links.clone()).unwrap();
+    for seed in 0..2 {
+        let x = random_f32(500 + seed, 128, -2.0, 2.0);
+        assert_eq!(
+            chain.forward(&x).unwrap(),
+            reference(&links, &x),
+            "run {seed}"
+        );
+        assert!(chain.is_fused(), "the chain kernel ran");
+    }
+    let l = |n, k, s| Linear::new(&e, weights(n, k, s));
+    let links = vec![
+        (l(192, 15360, 1), ChainInput::Input),
+        (l(15360, 192, 2), ChainInput::Output(0)),
+        (l(37, 15360, 3), ChainInput::Output(1)),
+    ];
+    let chain = e.linear_chain(15360, links.clone()).unwrap();
+    let x = random_f32(510, 15360, -4.0, 4.0);
+    assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
+    assert!(chain.is_fused(), "the chain kernel ran");
 }
 
 #[test]

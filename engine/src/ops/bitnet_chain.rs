@@ -23,12 +23,16 @@ use crate::tensor::Tensor;
 
 use Access::{Read, ReadWrite};
 
-const CHAIN: Kernel = Kernel::new(
-    kernels::BITLINEAR_CHAIN_SUBGROUP,
-    "main",
-    &[Read, Read, ReadWrite, Read, Read, ReadWrite],
-)
-.requiring(wgpu::Features::SUBGROUP);
+/// The chain kernel's bindings (both forms).
+const BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, Read, ReadWrite];
+/// The chain kernel with its output arena declared coherent: consumers read their input as vec4
+/// (H200, 2B4T chained stack: 837 → 722 µs against [`CHAIN_ATOMIC`]).
+const CHAIN_COHERENT: Kernel =
+    Kernel::new(kernels::BITLINEAR_CHAIN_COHERENT_SUBGROUP, "main", BINDINGS)
+        .requiring(wgpu::Features::SUBGROUP.union(wgpu::Features::MEMORY_DECORATION_COHERENT));
+/// The chain kernel with atomic outputs, for devices that cannot declare storage coherent.
+const CHAIN_ATOMIC: Kernel = Kernel::new(kernels::BITLINEAR_CHAIN_SUBGROUP, "main", BINDINGS)
+    .requiring(wgpu::Features::SUBGROUP);
 
 /// Threads per workgroup of the chain kernel.
 const THREADS: u32 = 256;
@@ -152,7 +156,11 @@ impl ChainDevice {
             zero: 0,
             k_splits: 1,
         };
-        let launch = Launch::new(gpu, &CHAIN)
+        let kernel = match gpu.caps.has(CHAIN_COHERENT.requires) {
+            true => &CHAIN_COHERENT,
+            false => &CHAIN_ATOMIC,
+        };
+        let launch = Launch::new(gpu, kernel)
             .input(&self.weights)
             .input(x)
             .output(out)
