@@ -4,7 +4,7 @@
 // plain array were not guaranteed to see them (on the H200 a consumer read part of its input
 // stale); atomic accesses are coherent across workgroups, at one 32-bit load per value (on the
 // H200 the 2B4T chained stack ran 14 % slower so than with bitlinear_chain_out_coherent.wgsl).
-// Defines `out`, ch_store, ch_first and ch_quantize_output, as that file does.
+// Defines `out`, ChFirst, ch_store, ch_first and ch_quantize_output, as that file does.
 
 @group(0) @binding(2) var<storage, read_write> out: array<atomic<u32>>;
 
@@ -14,7 +14,9 @@ fn ch_store(idx: u32, bits: u32) {
 }
 
 // Thread vt's first four input values (see ch_load4), loaded before the input's scale is known.
-fn ch_first(job: ChainJob, vt: u32) -> vec4<u32> {
+alias ChFirst = vec4<u32>;
+
+fn ch_first(job: ChainJob, vt: u32) -> ChFirst {
     return ch_load4(job, vt, 0u);
 }
 

@@ -36,7 +36,7 @@
 // act_quant_common.wgsl, exact_div.wgsl, exact_div_127.wgsl, bitlinear_chain_quantize.wgsl and
 // one output-access file: bitlinear_chain_out_coherent.wgsl (`out` declared @coherent, read as
 // vec4) where the device allows it, bitlinear_chain_out_atomic.wgsl (`out` atomic) elsewhere.
-// Each defines the `out` binding, ch_store(idx, bits), ch_first(job, vt) and
+// Each defines the `out` binding, the type ChFirst, ch_store(idx, bits), ch_first(job, vt) and
 // ch_quantize_output(job, vt, inv, first).
 
 // One linear of the chain (host: engine/src/ops/bitnet_chain.rs, `ChainJob`).
@@ -246,7 +246,7 @@ fn main(
     // the producer published it (step 6), which saves a pass of coherent loads — its load
     // issued with the thread's first input values (ch_first), which need not wait for it.
     var top: u32;
-    var first = vec4<u32>();
+    var first = ChFirst();
     if (job.src == NONE) {
         top = ch_absmax(job, ids, lane, sg, nsg);
     } else {
