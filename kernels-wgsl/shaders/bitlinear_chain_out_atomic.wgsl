@@ -4,13 +4,16 @@
 // plain array were not guaranteed to see them (on the H200 a consumer read part of its input
 // stale); atomic accesses are coherent across workgroups, at one 32-bit load per value (on the
 // H200 the 2B4T chained stack ran 14 % slower so than with bitlinear_chain_out_coherent.wgsl).
-// Defines `out`, ChFirst, ch_store, ch_first and ch_quantize_output, as that file does.
+// Defines `out`, ChFirst, ch_store4, ch_first and ch_quantize_output, as that file does.
 
 @group(0) @binding(2) var<storage, read_write> out: array<atomic<u32>>;
 
-// Stores word idx of the output arena.
-fn ch_store(idx: u32, bits: u32) {
-    atomicStore(&out[idx], bits);
+// Stores words idx .. idx + 3 of the output arena, a word at a time.
+fn ch_store4(idx: u32, bits: vec4<u32>) {
+    atomicStore(&out[idx], bits.x);
+    atomicStore(&out[idx + 1u], bits.y);
+    atomicStore(&out[idx + 2u], bits.z);
+    atomicStore(&out[idx + 3u], bits.w);
 }
 
 // Thread vt's first four input values (see ch_load4), loaded before the input's scale is known.

@@ -7,14 +7,14 @@
 // atomic loads needed a load per value and shuffles to pack them. H200, 2B4T chained stack as
 // one LinearChain dispatch, three alternating rounds: 835-836 µs with the atomic file, 720 µs
 // with this one reading one vec4 early (681 µs with four early, ch_first).
-// Defines `out`, ChFirst, ch_store, ch_first and ch_quantize_output, as
+// Defines `out`, ChFirst, ch_store4, ch_first and ch_quantize_output, as
 // bitlinear_chain_out_atomic.wgsl does.
 
 @coherent @group(0) @binding(2) var<storage, read_write> out: array<vec4<u32>>;
 
-// Stores word idx of the output arena.
-fn ch_store(idx: u32, bits: u32) {
-    out[idx >> 2u][idx & 3u] = bits;
+// Stores words idx .. idx + 3 of the output arena (idx % 4 == 0), as one vec4.
+fn ch_store4(idx: u32, bits: vec4<u32>) {
+    out[idx >> 2u] = bits;
 }
 
 // Thread vt's first four input vec4 — vt, vt + GV_WG, vt + 2 GV_WG, vt + 3 GV_WG, clamped past

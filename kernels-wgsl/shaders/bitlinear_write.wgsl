@@ -1,6 +1,6 @@
 // The output store of the BitLinear kernels (concatenated after bitlinear_common.wgsl; the
-// kernel declares `out: array<u32>`). The chain kernel, whose `out` is atomic (other workgroups
-// read it while it runs), has its own (bitlinear_chain_subgroup.wgsl, ch_write).
+// kernel declares `out: array<u32>`). The chain kernel, whose `out` other workgroups read while
+// it runs (declared coherent, or atomic), has its own (bitlinear_chain_subgroup.wgsl, ch_value).
 
 // Writes flat output word `idx` from its exact accumulator: y = f32(acc) * scale (mode 0, with
 // the non-finite check on status word Y_STATUS) or the accumulator's bits (mode 1).

@@ -41,7 +41,9 @@ const THREADS: u32 = 256;
 /// 3 was 6 % slower and 4 more than twice as slow (fewer workgroups fit an SM).
 const LANES: u32 = 32;
 const DEPTH: u32 = 2;
-/// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line.
+/// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line;
+/// the kernel also relies on it (vec4 loads and stores; a 4-row block past a linear's end stores
+/// zeros into the padding).
 const OUT_ALIGN: usize = 64;
 /// One linear of the job table, field for field `ChainJob` of the kernel.
 #[repr(C)]
