@@ -10,8 +10,9 @@
 //!
 //! The results are bit for bit those of [`Engine::bitlinear_tensor`] (and cpu-ref) per linear.
 //! When the chain kernel cannot run it — no subgroups, a K that is not a multiple of 64 or above
-//! the fused GEMV's limit, arenas above the storage-binding limit — or a run was aborted (its
-//! in-dispatch waits are bounded, see [`Error::Aborted`]), the chain runs linear by linear through
+//! the fused GEMV's limit, arenas above the storage-binding limit, a driver that fails to build
+//! it — or a run was aborted (its in-dispatch waits are bounded, see [`Error::Aborted`]), the
+//! chain runs linear by linear through
 //! [`Engine::bitlinear_tensor`]. Like [`Linear`], a chain keeps the host weights: CPU runs and the
 //! fall-back after a GPU fault use cpu-ref.
 //!
@@ -180,15 +181,38 @@ impl LinearChain {
         let kind = match (on_gpu, self.device()?) {
             (Some(gpu), Some(dev)) => {
                 let all = e.empty(OP, &[dev.out_len], DType::F32)?;
-                dev.record(gpu, x, &all)?;
-                Outputs::Arena {
-                    all,
-                    offsets: dev.offsets.clone(),
+                match dev.record(gpu, x, &all) {
+                    Ok(()) => Outputs::Arena {
+                        all,
+                        offsets: dev.offsets.clone(),
+                    },
+                    // A driver that cannot build the chain kernel will not build it later
+                    // either: linear by linear from now on, as after an aborted run.
+                    Err(err @ Error::PipelineCreation { .. }) => {
+                        self.stop_fusing(&err.to_string());
+                        Outputs::Each(self.forward_each(x)?)
+                    }
+                    Err(err) => return Err(err),
                 }
             }
             _ => Outputs::Each(self.forward_each(x)?),
         };
         Ok(ChainOutputs::new(self.clone(), x.clone(), kind))
+    }
+
+    /// Turns the chain kernel off for this chain (`why` is logged) and releases its arenas:
+    /// unfused runs never use them again, so the chain would otherwise hold a second copy of
+    /// every weight for its lifetime.
+    pub(crate) fn stop_fusing(&self, why: &str) {
+        log::warn!("bitnet-wgpu: {OP}: {why}; running this chain linear by linear from now on");
+        self.inner.fused.store(false, Ordering::Release);
+        let arenas = self
+            .inner
+            .device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(arenas);
     }
 
     /// The fused run's device state, built on first use; `None` when the chain runs linear by

@@ -4,6 +4,7 @@
 //! fusing. The run side is `chain.rs`.
 
 use std::sync::Mutex;
+#[cfg(test)]
 use std::sync::atomic::Ordering;
 
 use super::{LinearChain, OP};
@@ -117,21 +118,8 @@ impl ChainOutputs {
                     .collect(),
             )),
             Err(Error::Aborted { .. }) => {
-                log::warn!(
-                    "bitnet-wgpu: a {OP} run was aborted on this GPU (workgroups did not run in \
-                     order); running chains linear by linear from now on"
-                );
-                self.chain.inner.fused.store(false, Ordering::Release);
-                // Unfused runs never use the arenas again: release them now rather than hold a
-                // second copy of every weight for the chain's lifetime.
-                let arenas = self
-                    .chain
-                    .inner
-                    .device
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
-                drop(arenas);
+                self.chain
+                    .stop_fusing("a run was aborted on this GPU (workgroups did not run in order)");
                 run_each()
             }
             Err(Error::NonFinite { .. }) => run_each(),

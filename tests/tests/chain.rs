@@ -183,6 +183,33 @@ fn the_atomic_output_chain_kernel_matches_cpu_ref() {
     assert!(chain.is_fused(), "the chain kernel ran");
 }
 
+/// A chain kernel the driver fails to build (a pipeline-creation error, as a shader compiler
+/// bug on a device whose features promise the coherent form would give): the chain runs linear
+/// by linear from then on, through `forward` and `forward_tensor` alike, with cpu-ref's values.
+#[test]
+fn a_chain_kernel_that_fails_to_build_still_matches_cpu_ref() {
+    let _serial = serial();
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let links = layers(&e, 64, 128);
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    let x = random_f32(12, 64, -3.0, 3.0);
+    let want = reference(&links, &x);
+    e.inject_fault(InjectedFault::PipelineCreation);
+    assert_eq!(chain.forward(&x).unwrap(), want);
+    assert!(
+        !chain.is_fused(),
+        "a kernel that failed to build turns the chain kernel off"
+    );
+    assert_eq!(chain.forward(&x).unwrap(), want);
+    let chain = e.linear_chain(64, links.clone()).unwrap();
+    let xt = e.upload_f32(&x, &[64]).unwrap();
+    e.inject_fault(InjectedFault::PipelineCreation);
+    assert_eq!(chain.forward_tensor(&xt).unwrap().read_all().unwrap(), want);
+    assert!(!chain.is_fused());
+    assert_eq!(chain.forward_tensor(&xt).unwrap().read_all().unwrap(), want);
+}
+
 #[test]
 fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     let _serial = serial();
