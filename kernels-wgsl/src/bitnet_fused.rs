@@ -105,6 +105,23 @@ pub const BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP: KernelSource = KernelSource 
     ),
 };
 
+/// The chain kernel's WGSL, ending with one of its two output-access files.
+macro_rules! chain_kernel {
+    ($out_access:literal) => {
+        kernel!(
+            "exact_div.wgsl",
+            "exact_div_127.wgsl",
+            "bitlinear_common.wgsl",
+            "bitlinear_gemv_blocks.wgsl",
+            "act_quant_common.wgsl",
+            "bitlinear_gemv_fused_common.wgsl",
+            "bitlinear_chain_subgroup.wgsl",
+            "bitlinear_chain_quantize.wgsl",
+            $out_access
+        )
+    };
+}
+
 /// A chain of M = 1 BitLinears on f32 vectors (a decode step's linear layers, each reading the
 /// chain input or an earlier linear's output) in one dispatch: every linear's workgroups wait
 /// inside the dispatch for the workgroups of the linear they read (bounded; an exhausted wait
@@ -119,17 +136,7 @@ pub const BITLINEAR_GEMV_FUSED_GROUP_NORM_SUBGROUP: KernelSource = KernelSource 
 /// output index.
 pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_subgroup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "exact_div_127.wgsl",
-        "bitlinear_common.wgsl",
-        "bitlinear_gemv_blocks.wgsl",
-        "act_quant_common.wgsl",
-        "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_chain_subgroup.wgsl",
-        "bitlinear_chain_quantize.wgsl",
-        "bitlinear_chain_out_atomic.wgsl"
-    ),
+    source: chain_kernel!("bitlinear_chain_out_atomic.wgsl"),
 };
 
 /// [`BITLINEAR_CHAIN_SUBGROUP`] with its output arena declared `@coherent` (binding 2 as plain
@@ -137,15 +144,5 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
 /// `MEMORY_DECORATION_COHERENT` besides `SUBGROUP`. Same bindings, constants and status words.
 pub const BITLINEAR_CHAIN_COHERENT_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_coherent_subgroup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "exact_div_127.wgsl",
-        "bitlinear_common.wgsl",
-        "bitlinear_gemv_blocks.wgsl",
-        "act_quant_common.wgsl",
-        "bitlinear_gemv_fused_common.wgsl",
-        "bitlinear_chain_subgroup.wgsl",
-        "bitlinear_chain_quantize.wgsl",
-        "bitlinear_chain_out_coherent.wgsl"
-    ),
+    source: chain_kernel!("bitlinear_chain_out_coherent.wgsl"),
 };

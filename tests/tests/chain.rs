@@ -118,29 +118,45 @@ fn chain_input_errors_match_cpu_ref() {
 
 /// The fused kernel at the edges of its staged row (`gf_slot`): the largest K (15360, 240 weight
 /// vec4 per row, the row filling all of workgroup memory) read from the chain input and from an
-/// earlier output, and an odd number of weight vec4 per row (K = 192: 3).
-#[test]
-fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
-    let _serial = serial();
-    let e = gpu_engine();
-    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let l = |n, k, s| Linear::new(&e, weights(n, k, s));
+/// earlier output, and an odd number of weight vec4 per row (K = 192: 3), `runs` times.
+fn largest_and_odd_k_match_cpu_ref(e: &Engine, runs: u64) {
+    let l = |n, k, s| Linear::new(e, weights(n, k, s));
     let links = vec![
         (l(192, 15360, 1), ChainInput::Input),
         (l(15360, 192, 2), ChainInput::Output(0)),
         (l(37, 15360, 3), ChainInput::Output(1)),
         (l(9, 192, 4), ChainInput::Output(0)),
     ];
-    let chain = e.linear_chain(15360, links.clone()).unwrap();
-    for seed in 0..2 {
-        let x = random_f32(300 + seed, 15360, -4.0, 4.0);
+    fused_runs_match_cpu_ref(e, &links, 300..300 + runs, 4.0);
+}
+
+/// A chain of `links` run on inputs of the given seeds, uniform in ±`range`: cpu-ref's values,
+/// from the chain kernel.
+fn fused_runs_match_cpu_ref(
+    e: &Engine,
+    links: &[(Linear, ChainInput)],
+    seeds: std::ops::Range<u64>,
+    range: f32,
+) {
+    let k = links[0].0.weights().k();
+    let chain = e.linear_chain(k, links.to_vec()).unwrap();
+    for seed in seeds {
+        let x = random_f32(seed, k, -range, range);
         assert_eq!(
             chain.forward(&x).unwrap(),
-            reference(&links, &x),
-            "run {seed}"
+            reference(links, &x),
+            "seed {seed}"
         );
         assert!(chain.is_fused(), "the chain kernel ran");
     }
+}
+
+#[test]
+fn fused_chain_at_the_largest_and_odd_k_matches_cpu_ref() {
+    let _serial = serial();
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    largest_and_odd_k_match_cpu_ref(&e, 2);
 }
 
 /// The chain kernel with atomic outputs — what devices that cannot declare storage coherent run
@@ -160,54 +176,39 @@ fn the_atomic_output_chain_kernel_matches_cpu_ref() {
             .contains(bitnet_wgpu::wgpu::Features::MEMORY_DECORATION_COHERENT)
     );
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let links = layers(&e, 128, 256);
-    let chain = e.linear_chain(128, links.clone()).unwrap();
-    for seed in 0..2 {
-        let x = random_f32(500 + seed, 128, -2.0, 2.0);
-        assert_eq!(
-            chain.forward(&x).unwrap(),
-            reference(&links, &x),
-            "run {seed}"
-        );
-        assert!(chain.is_fused(), "the chain kernel ran");
+    fused_runs_match_cpu_ref(&e, &layers(&e, 128, 256), 500..502, 2.0);
+    largest_and_odd_k_match_cpu_ref(&e, 1);
+}
+
+/// A fault that ends fusing, injected into a chain's first run through `forward` and through
+/// `forward_tensor`: that run still gives cpu-ref's values, the chain kernel is off, and later
+/// runs go linear by linear with the same values.
+fn turns_fusing_off(e: &Engine, fault: InjectedFault) {
+    let links = layers(e, 64, 128);
+    let x = random_f32(11, 64, -3.0, 3.0);
+    let want = reference(&links, &x);
+    let xt = e.upload_f32(&x, &[64]).unwrap();
+    for tensor_api in [false, true] {
+        let chain = e.linear_chain(64, links.clone()).unwrap();
+        let run = || match tensor_api {
+            true => chain.forward_tensor(&xt).unwrap().read_all().unwrap(),
+            false => chain.forward(&x).unwrap(),
+        };
+        e.inject_fault(fault);
+        assert_eq!(run(), want, "{fault:?}, tensor api {tensor_api}");
+        assert!(!chain.is_fused(), "{fault:?} turns the chain kernel off");
+        assert_eq!(run(), want, "{fault:?}, tensor api {tensor_api}");
     }
-    let l = |n, k, s| Linear::new(&e, weights(n, k, s));
-    let links = vec![
-        (l(192, 15360, 1), ChainInput::Input),
-        (l(15360, 192, 2), ChainInput::Output(0)),
-        (l(37, 15360, 3), ChainInput::Output(1)),
-    ];
-    let chain = e.linear_chain(15360, links.clone()).unwrap();
-    let x = random_f32(510, 15360, -4.0, 4.0);
-    assert_eq!(chain.forward(&x).unwrap(), reference(&links, &x));
-    assert!(chain.is_fused(), "the chain kernel ran");
 }
 
 /// A chain kernel the driver fails to build (a pipeline-creation error, as a shader compiler
-/// bug on a device whose features promise the coherent form would give): the chain runs linear
-/// by linear from then on, through `forward` and `forward_tensor` alike, with cpu-ref's values.
+/// bug on a device whose features promise the coherent form would give).
 #[test]
 fn a_chain_kernel_that_fails_to_build_still_matches_cpu_ref() {
     let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let links = layers(&e, 64, 128);
-    let chain = e.linear_chain(64, links.clone()).unwrap();
-    let x = random_f32(12, 64, -3.0, 3.0);
-    let want = reference(&links, &x);
-    e.inject_fault(InjectedFault::PipelineCreation);
-    assert_eq!(chain.forward(&x).unwrap(), want);
-    assert!(
-        !chain.is_fused(),
-        "a kernel that failed to build turns the chain kernel off"
-    );
-    assert_eq!(chain.forward(&x).unwrap(), want);
-    let chain = e.linear_chain(64, links.clone()).unwrap();
-    let xt = e.upload_f32(&x, &[64]).unwrap();
-    e.inject_fault(InjectedFault::PipelineCreation);
-    assert_eq!(chain.forward_tensor(&xt).unwrap().read_all().unwrap(), want);
-    assert!(!chain.is_fused());
-    assert_eq!(chain.forward_tensor(&xt).unwrap().read_all().unwrap(), want);
+    turns_fusing_off(&e, InjectedFault::PipelineCreation);
 }
 
 #[test]
@@ -215,17 +216,7 @@ fn aborted_run_and_unfusable_chains_still_match_cpu_ref() {
     let _serial = serial();
     let e = gpu_engine();
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let links = layers(&e, 64, 128);
-    let chain = e.linear_chain(64, links.clone()).unwrap();
-    let x = random_f32(11, 64, -3.0, 3.0);
-    let want = reference(&links, &x);
-    e.inject_fault(InjectedFault::WaitAbort);
-    assert_eq!(chain.forward(&x).unwrap(), want);
-    assert!(
-        !chain.is_fused(),
-        "an aborted run turns the chain kernel off"
-    );
-    assert_eq!(chain.forward(&x).unwrap(), want);
+    turns_fusing_off(&e, InjectedFault::WaitAbort);
     // K = 48 is not a multiple of 64: linear by linear from the start.
     let odd = vec![
         (Linear::new(&e, weights(48, 48, 1)), ChainInput::Input),
