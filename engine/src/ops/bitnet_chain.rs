@@ -38,7 +38,9 @@ const CHAIN_ATOMIC: Kernel = Kernel::new(kernels::BITLINEAR_CHAIN_SUBGROUP, "mai
 const THREADS: u32 = 256;
 /// Lanes per 4-row block (`TPR`): 32 rows per workgroup. H200, 2B4T chained stack: 16 and 64
 /// lanes were 12-17 % slower, 8 lanes 39 %. Weight steps loaded before the wait (`DEPTH`): 2;
-/// 3 was 6 % slower and 4 more than twice as slow (fewer workgroups fit an SM).
+/// 3 was 6 % slower and 4 more than twice as slow (fewer workgroups fit an SM). Re-checked with
+/// the coherent outputs (2026-12-01, probe build, two rounds): 32 / 2 652.8-655.2 µs, 16 / 2
+/// 823-824, 64 / 2 792, 32 / 3 690.6-690.7, 16 / 3 692.
 const LANES: u32 = 32;
 const DEPTH: u32 = 2;
 /// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line;
