@@ -95,9 +95,7 @@ impl UploadRing {
             if let Err(e) = b.flush(g) {
                 log::debug!("bitnet-wgpu: staging slot recycled after a failed submit ({e})");
             }
-            buffer.map_async(wgpu::MapMode::Write, .., move |r| {
-                let _ = tx.send(r);
-            });
+            map_for_write(&buffer, tx);
         }))?;
         slot.written = false;
         slot.remap = Some(rx);
@@ -112,11 +110,19 @@ impl UploadRing {
         };
         slot.written = false;
         let (tx, rx) = flume::bounded(1);
-        slot.buffer.map_async(wgpu::MapMode::Write, .., move |r| {
-            let _ = tx.send(r);
-        });
+        map_for_write(&slot.buffer, tx);
         slot.remap = Some(rx);
     }
+}
+
+/// Maps a staging slot's buffer for writing again; `done` gets the map's outcome.
+fn map_for_write(
+    buffer: &wgpu::Buffer,
+    done: flume::Sender<std::result::Result<(), wgpu::BufferAsyncError>>,
+) {
+    buffer.map_async(wgpu::MapMode::Write, .., move |r| {
+        let _ = done.send(r);
+    });
 }
 
 impl Slot {
