@@ -72,3 +72,62 @@ fn a_flagged_run_is_run_again_once() {
     assert_eq!(outs.read(0).unwrap(), first);
     assert_eq!(outs.reruns.load(Ordering::Relaxed), 1);
 }
+
+/// Where a 4-row block has fewer lanes than a subgroup (the default 32 lanes on 64-lane AMD or
+/// Adreno subgroups) a subgroup holds several blocks' outputs, and the absmax a producer
+/// publishes must cover them all, not only its first block's: otherwise its consumer quantizes
+/// with too small a scale and clamps. Blocks of half the test device's smallest subgroup, every
+/// linear's largest output in the second block of a subgroup, checked against cpu-ref; both
+/// forms of the chain kernel (coherent outputs where the device has them, atomic).
+#[test]
+fn blocks_narrower_than_a_subgroup_publish_every_outputs_absmax() {
+    let atomic = EngineOptions {
+        disabled_features: wgpu::Features::MEMORY_DECORATION_COHERENT,
+        ..EngineOptions::default()
+    };
+    narrow_blocks_match_cpu_ref(crate::test_gpu::gpu());
+    narrow_blocks_match_cpu_ref(crate::test_gpu::gpu_with(atomic));
+}
+
+fn narrow_blocks_match_cpu_ref(e: Engine) {
+    let gpu = e.gpu_context().expect("a GPU engine");
+    let sg = gpu.caps.subgroup_min_size;
+    assert!(sg >= 2, "subgroups of {sg} lanes");
+    let lanes = sg / 2;
+    // Weights of 0 and 1 on a positive input: every output is positive, and row `hot`, all
+    // ones, has the largest (the others are a third ones).
+    let w = |n: usize, k: usize, hot: usize| {
+        let v: Vec<f32> = (0..n * k)
+            .map(|i| f32::from(i / k == hot || (i % k + i / k).is_multiple_of(3)))
+            .collect();
+        Linear::new(&e, bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap())
+    };
+    // Rows 4 .. 7 of each subgroup's 8 rows are its second block's.
+    let links = vec![
+        (w(128, 64, 5), ChainInput::Input),
+        (w(64, 128, 4), ChainInput::Output(0)),
+        (w(64, 64, 15), ChainInput::Output(1)),
+    ];
+    let x: Vec<f32> = (0..64).map(|i| 0.25 + (i % 7) as f32 * 0.125).collect();
+    let mut want: Vec<Vec<f32>> = Vec::new();
+    for (l, input) in &links {
+        let v = match *input {
+            ChainInput::Input => x.clone(),
+            ChainInput::Output(j) => want[j].clone(),
+        };
+        want.push(bitnet_cpu_ref::bitlinear(&v, 1, l.weights()).unwrap());
+    }
+    let dev = ChainDevice::with_lanes(&e, gpu, &links, lanes).unwrap();
+    let out = e.empty(OP, &[dev.out_len], DType::F32).unwrap();
+    dev.record(gpu, &e.upload_f32(&x, &[64]).unwrap(), &out)
+        .unwrap();
+    let got = out.read_f32().unwrap();
+    for (i, want) in want.iter().enumerate() {
+        let at = dev.offsets[i];
+        assert_eq!(
+            &got[at..at + want.len()],
+            &want[..],
+            "linear {i} at {lanes} lanes"
+        );
+    }
+}

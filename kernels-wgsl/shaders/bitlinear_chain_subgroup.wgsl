@@ -322,14 +322,8 @@ fn main(
     }
     // gv_reduce's last readers of gv_red are done after this barrier.
     workgroupBarrier();
-    if (lane == 0u) {
-        gv_red[sg].x = bitcast<i32>(top_out);
-    }
-    workgroupBarrier();
+    top_out = ch_workgroup_max(top_out, lane, sg, nsg);
     if (lid == 0u) {
-        for (var q = 0u; q < nsg; q = q + 1u) {
-            top_out = max(top_out, bitcast<u32>(gv_red[q].x));
-        }
         atomicMax(&counters[ch_top_slot(jid)], top_out);
     }
     storageBarrier();

@@ -87,6 +87,8 @@ pub(crate) struct ChainDevice {
     jobs: Tensor,
     wg_job: Tensor,
     counters: Tensor,
+    /// Lanes per 4-row block (`TPR`).
+    lanes: u32,
     /// Each linear's first word in the output arena, and the arena's length in words.
     pub offsets: Vec<usize>,
     pub out_len: usize,
@@ -99,8 +101,20 @@ impl ChainDevice {
         gpu: &Gpu,
         links: &[(crate::Linear, ChainInput)],
     ) -> Result<ChainDevice> {
+        Self::with_lanes(e, gpu, links, LANES)
+    }
+
+    /// [`ChainDevice::build`] with `lanes` per 4-row block (a power of two, at most 256) instead
+    /// of the measured [`LANES`]: the tests run blocks narrower than the test device's subgroups,
+    /// as the default's are on 64-lane subgroups.
+    pub fn with_lanes(
+        e: &Engine,
+        gpu: &Gpu,
+        links: &[(crate::Linear, ChainInput)],
+        lanes: u32,
+    ) -> Result<ChainDevice> {
         const OP: &str = "linear_chain";
-        let rows_per_wg = 4 * THREADS / LANES;
+        let rows_per_wg = 4 * THREADS / lanes;
         let (mut jobs, mut wg_job, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
         let (mut words, mut out_len) = (0usize, 0usize);
         for (i, (l, input)) in links.iter().enumerate() {
@@ -139,6 +153,7 @@ impl ChainDevice {
             wg_job: e.upload_u32(&wg_job, &[wg_job.len()])?,
             // Per job: finished workgroups; then finished, abort; then per job: output absmax.
             counters: e.upload_u32(&vec![0; 2 * links.len() + 2], &[2 * links.len() + 2])?,
+            lanes,
             offsets,
             out_len,
         })
@@ -172,7 +187,7 @@ impl ChainDevice {
             .input(&self.wg_job)
             .scratch(&self.counters)
             .params(&params)
-            .constant("TPR", f64::from(LANES))
+            .constant("TPR", f64::from(self.lanes))
             .constant("DEPTH", f64::from(DEPTH));
         wait_constants(launch, gpu)
             .check_finite(NonFiniteCheck::tensors(
