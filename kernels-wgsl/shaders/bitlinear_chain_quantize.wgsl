@@ -1,5 +1,4 @@
-// The chain input's absmax, and the workgroup max both absmaxes reduce through, for
-// bitlinear_chain_subgroup.wgsl (concatenated after it, which
+// The chain input's absmax for bitlinear_chain_subgroup.wgsl (concatenated after it, which
 // declares the chain's bindings and ChainJob). A producer's output is read and quantized by the
 // output-access file (bitlinear_chain_out_coherent.wgsl or bitlinear_chain_out_atomic.wgsl).
 
@@ -25,22 +24,13 @@ fn ch_absmax(job: ChainJob, ids: GvIds, lane: u32, sg: u32, nsg: u32) -> u32 {
     if (bad != NONE && job.src == NONE) {
         atomicMin(&nonfinite[X_STATUS], bad);
     }
-    return ch_workgroup_max(top, lane, sg, nsg);
-}
-
-// The largest `top` of the workgroup, on every thread: each subgroup's through subgroupMax, then
-// the subgroups' through gv_red[..].x. Every lane's value counts — where a 4-row block has fewer
-// lanes than a subgroup (TPR 32 on 64-lane AMD or Adreno subgroups) a subgroup holds several
-// blocks' results. Call from uniform control flow, with gv_red[..].x free (a barrier after its
-// last readers).
-fn ch_workgroup_max(top: u32, lane: u32, sg: u32, nsg: u32) -> u32 {
-    var t = subgroupMax(top);
+    top = subgroupMax(top);
     if (lane == 0u) {
-        gv_red[sg].x = bitcast<i32>(t);
+        gv_red[sg].x = bitcast<i32>(top);
     }
     workgroupBarrier();
     for (var s = 0u; s < nsg; s = s + 1u) {
-        t = max(t, bitcast<u32>(gv_red[s].x));
+        top = max(top, bitcast<u32>(gv_red[s].x));
     }
-    return t;
+    return top;
 }

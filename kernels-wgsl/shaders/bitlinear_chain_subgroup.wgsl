@@ -27,6 +27,8 @@
 // the engine discards the run and computes the chain another way. The last workgroup to finish
 // (counted in `counters[finished]`) zeroes all counters for the next run.
 //
+// Blocks of TPR lanes, 4 <= TPR <= 256 (see step 6).
+//
 // Params (bitlinear_common.wgsl): n = the number of jobs, tiles_n = the number of workgroups
 // (the folded grid may have a few more, which do nothing), mode = 0, zero = 0.
 //
@@ -322,8 +324,20 @@ fn main(
     }
     // gv_reduce's last readers of gv_red are done after this barrier.
     workgroupBarrier();
-    top_out = ch_workgroup_max(top_out, lane, sg, nsg);
+    // One slot per 4-row block, written by its first lane: where a block has fewer lanes than a
+    // subgroup (TPR 32 on 64-lane AMD or Adreno subgroups) a subgroup holds several blocks, and
+    // a slot per subgroup (its lane 0's value) dropped the others' — consumers then quantized
+    // with too small a scale. GV_WG / TPR <= GV_MAX_SUBGROUPS slots (TPR >= 4). On the H200 (a
+    // block per subgroup) this costs what the slot per subgroup did; a subgroupMax first cost
+    // 1 % (2B4T chained stack, three alternating rounds: 684 against 691-692 µs).
+    if (ids.l == 0u) {
+        gv_red[ids.vt / TPR].x = bitcast<i32>(top_out);
+    }
+    workgroupBarrier();
     if (lid == 0u) {
+        for (var b = 0u; b < GV_WG / TPR; b = b + 1u) {
+            top_out = max(top_out, bitcast<u32>(gv_red[b].x));
+        }
         atomicMax(&counters[ch_top_slot(jid)], top_out);
     }
     storageBarrier();

@@ -104,7 +104,7 @@ impl ChainDevice {
         Self::with_lanes(e, gpu, links, LANES)
     }
 
-    /// [`ChainDevice::build`] with `lanes` per 4-row block (a power of two, at most 256) instead
+    /// [`ChainDevice::build`] with `lanes` per 4-row block (a power of two, 4 to 256) instead
     /// of the measured [`LANES`]: the tests run blocks narrower than the test device's subgroups,
     /// as the default's are on 64-lane subgroups.
     pub fn with_lanes(
@@ -114,6 +114,7 @@ impl ChainDevice {
         lanes: u32,
     ) -> Result<ChainDevice> {
         const OP: &str = "linear_chain";
+        debug_assert!(lanes.is_power_of_two() && (4..=THREADS).contains(&lanes));
         let rows_per_wg = 4 * THREADS / lanes;
         let (mut jobs, mut wg_job, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
         let (mut words, mut out_len) = (0usize, 0usize);
