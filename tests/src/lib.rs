@@ -1,9 +1,12 @@
 //! Helpers of the cross-check suite: deterministic random data, the GPU engine every GPU test
 //! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
-//! per-op float tolerances.
+//! per-op float tolerances; and the re-run of subgroup-sensitive cases on 4-lane subgroups.
 
 use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
+
+mod subgroup_rerun;
+pub use subgroup_rerun::rerun_on_4_lane_subgroups;
 
 /// Deterministic splitmix64 generator (no external crate; the same stream on every machine).
 #[derive(Debug, Clone)]

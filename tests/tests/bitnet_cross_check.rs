@@ -28,6 +28,23 @@ mod variants;
 mod weight_quant;
 
 use bitnet_tests::{Rng, random_f32, random_normal};
+
+/// The subgroup-sensitive cases again on 4-lane subgroups (lavapipe, see
+/// `bitnet_tests::rerun_on_4_lane_subgroups`): every GEMV variant's blocks of 8 to 64 lanes span
+/// several subgroups there, and the lean GEMVs, gated on 8-lane subgroups, give way.
+#[test]
+fn gemvs_on_4_lane_subgroups() {
+    bitnet_tests::rerun_on_4_lane_subgroups(
+        "gemvs_on_4_lane_subgroups",
+        &[
+            "variants::gemv_variants_at_every_lane_count",
+            "variants::fast_quant_variants_on_edge_values",
+            "batched::",
+            "lean::",
+            "bitnet_2b4t_layer_shapes_at_m1",
+        ],
+    );
+}
 use bitnet_wgpu::cpu_ref;
 
 use support::{

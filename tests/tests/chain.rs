@@ -23,6 +23,18 @@ fn serial() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// The fused chain again on 4-lane subgroups (lavapipe, see
+/// `bitnet_tests::rerun_on_4_lane_subgroups`): its 32-lane blocks span eight subgroups there.
+/// Holds this file's lock while the child runs, so no chain of this process runs beside it.
+#[test]
+fn fused_chains_on_4_lane_subgroups() {
+    let _serial = serial();
+    bitnet_tests::rerun_on_4_lane_subgroups(
+        "fused_chains_on_4_lane_subgroups",
+        &["fused_chain_", "the_atomic_output_chain_kernel"],
+    );
+}
+
 fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
     cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.05), n, k).unwrap()
 }

@@ -15,6 +15,19 @@ mod gated;
 #[path = "linear_group/normed.rs"]
 mod normed;
 
+/// The grouped, gated and normed GEMVs again on 4-lane subgroups (lavapipe, see
+/// `bitnet_tests::rerun_on_4_lane_subgroups`).
+#[test]
+fn group_gemvs_on_4_lane_subgroups() {
+    bitnet_tests::rerun_on_4_lane_subgroups(
+        "group_gemvs_on_4_lane_subgroups",
+        &[
+            "grouped_outputs",
+            "gated::gated_linear_",
+            "normed::forward_normed_",
+        ],
+    );
+}
 pub(crate) const K: usize = 256;
 
 pub(crate) fn weights(n: usize, k: usize, seed: u64, spread: f32) -> TernaryMatrix {

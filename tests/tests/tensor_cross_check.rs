@@ -28,3 +28,13 @@ mod tensor_cross_check {
     mod values_rows;
     mod values_shape;
 }
+
+/// The subgroup reduction (`reduce_last_subgroup.wgsl`) again on 4-lane subgroups (lavapipe, see
+/// `bitnet_tests::rerun_on_4_lane_subgroups`): 64 subgroups per workgroup there.
+#[test]
+fn subgroup_reductions_on_4_lane_subgroups() {
+    bitnet_tests::rerun_on_4_lane_subgroups(
+        "subgroup_reductions_on_4_lane_subgroups",
+        &["values_rows::reduce_last_matches_cpu_ref"],
+    );
+}
