@@ -88,6 +88,11 @@ pub struct PipelineStats {
     pub compiled: u64,
     /// Lookups served from the cache.
     pub hits: u64,
+    /// Pipelines that failed to build (each tried once: later lookups return its error at once,
+    /// and the op falls back as after any pipeline-creation error). Non-zero means some op of
+    /// this device never runs its GPU kernel — a driver that rejects it, or a kernel above a
+    /// device limit that no plan checked.
+    pub failed: u64,
 }
 
 #[derive(Default)]
@@ -95,6 +100,9 @@ struct State {
     pipelines: HashMap<Key, Arc<Compiled>>,
     modules: HashMap<&'static str, wgpu::ShaderModule>,
     layouts: HashMap<Vec<Access>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>,
+    /// Pipelines that failed to build, with the driver's message: compiling one again would
+    /// fail again, at a shader compile's cost on every call of its op.
+    failed: HashMap<Key, String>,
     stats: PipelineStats,
 }
 
@@ -166,6 +174,13 @@ impl PipelineCache {
             st.stats.hits += 1;
             return Ok(c);
         }
+        if let Some(message) = st.failed.get(&key) {
+            return Err(Error::PipelineCreation {
+                kernel: kernel.name(),
+                entry: kernel.entry,
+                message: message.clone(),
+            });
+        }
         if !self.features.contains(kernel.requires) {
             return Err(Error::Unsupported(format!(
                 "kernel `{}` needs {:?}; the device has {:?}",
@@ -174,7 +189,16 @@ impl PipelineCache {
                 self.features
             )));
         }
-        let compiled = Arc::new(self.compile(&mut st, kernel, constants)?);
+        let compiled = match self.compile(&mut st, kernel, constants) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                if let Error::PipelineCreation { message, .. } = &e {
+                    st.failed.insert(key, message.clone());
+                    st.stats.failed += 1;
+                }
+                return Err(e);
+            }
+        };
         st.stats.compiled += 1;
         st.pipelines.insert(key, Arc::clone(&compiled));
         Ok(compiled)
@@ -359,29 +383,5 @@ fn full_checks(value: Option<&str>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    /// `BITNET_SHADER_CHECKS` is read as every environment value is: blanks and case ignored.
-    #[test]
-    fn full_shader_checks_ignore_case_and_blanks() {
-        for v in ["full", "FULL", " full", "Full\n"] {
-            assert!(super::full_checks(Some(v)), "{v:?}");
-        }
-        for v in [None, Some(""), Some("0"), Some("fully")] {
-            assert!(!super::full_checks(v), "{v:?}");
-        }
-    }
-
-    /// A value other than `full` (or blank) is logged and ignored, not silently ignored.
-    #[test]
-    fn unknown_shader_checks_value_is_logged() {
-        crate::cache_file::tests::warnings();
-        assert!(!super::full_checks(Some(" fulll ")));
-        let logged = crate::cache_file::tests::warnings();
-        assert!(
-            logged
-                .iter()
-                .any(|w| w.contains("BITNET_SHADER_CHECKS") && w.contains("fulll")),
-            "{logged:?}"
-        );
-    }
-}
+#[path = "pipelines_tests.rs"]
+mod tests;
