@@ -48,7 +48,8 @@ fn gemvs_on_4_lane_subgroups() {
 use bitnet_wgpu::cpu_ref;
 
 use support::{
-    assert_bits_eq, check_acts, check_linear, check_weights, engine, engines, plain_engine,
+    assert_bits_eq, assert_every_pipeline_built, check_acts, check_linear, check_weights, engine,
+    engines, plain_engine,
 };
 
 const M_SET: [usize; 5] = [1, 2, 3, 7, 64];
@@ -71,6 +72,7 @@ fn weights_match_cpu_ref_over_shapes_and_engines() {
             }
         }
     }
+    assert_every_pipeline_built();
 }
 
 #[test]
@@ -90,6 +92,7 @@ fn activations_match_cpu_ref_over_shapes_and_engines() {
             }
         }
     }
+    assert_every_pipeline_built();
 }
 
 /// Many rows run several rows per workgroup (64, 128 or 256 threads each, by K) with each
@@ -140,6 +143,7 @@ fn bitlinear_matches_cpu_ref_over_shapes_and_engines() {
             }
         }
     }
+    assert_every_pipeline_built();
 }
 
 #[test]

@@ -18,29 +18,62 @@ pub fn engine() -> &'static Engine {
 pub fn plain_engine() -> &'static Engine {
     static E: OnceLock<Engine> = OnceLock::new();
     E.get_or_init(|| {
-        let info = gpu_engine().info();
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-        // The name and the backend: one driver may offer the same device through two backends.
-        let adapter = adapters
-            .into_iter()
-            .find(|a| {
-                let i = a.get_info();
-                i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
-            })
-            .expect("the default engine's adapter is enumerable");
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("bitnet cross-check: no optional features"),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        };
-        let (device, queue) = block_on(adapter.request_device(&desc)).expect("plain device");
-        assert!(!device.features().contains(wgpu::Features::SUBGROUP));
-        let e = Engine::from_device(&adapter, device, queue).expect("engine on the plain device");
+        let e = engine_on_own_device("bitnet cross-check: no optional features", |a| {
+            (wgpu::Features::empty(), a.limits())
+        });
         assert_eq!(e.info().params_mode, Some(ParamsMode::Uniform));
         e
     })
+}
+
+/// An engine on a device requested with WebGPU's default limits (16 KiB of workgroup memory,
+/// 256 invocations per workgroup, 8 storage buffers per stage, 128 MiB bindings), as a browser or
+/// a small mobile GPU gives, and the features the hot kernels use: every kernel above those
+/// limits must give way to one within them, never fail to build.
+pub fn webgpu_limits_engine() -> &'static Engine {
+    static E: OnceLock<Engine> = OnceLock::new();
+    E.get_or_init(|| {
+        let e = engine_on_own_device("bitnet cross-check: WebGPU default limits", |a| {
+            let hot = wgpu::Features::SUBGROUP | wgpu::Features::MEMORY_DECORATION_COHERENT;
+            (a.features() & hot, wgpu::Limits::default())
+        });
+        let limits = e.info().limits.expect("a GPU engine");
+        assert_eq!(
+            limits.max_compute_workgroup_storage_size,
+            wgpu::Limits::default().max_compute_workgroup_storage_size
+        );
+        e
+    })
+}
+
+/// An engine on its own device on the default engine's adapter, with the features and limits
+/// `pick` gives for it.
+fn engine_on_own_device(
+    label: &'static str,
+    pick: impl Fn(&wgpu::Adapter) -> (wgpu::Features, wgpu::Limits),
+) -> Engine {
+    let info = gpu_engine().info();
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    // The name and the backend: one driver may offer the same device through two backends.
+    let adapter = adapters
+        .into_iter()
+        .find(|a| {
+            let i = a.get_info();
+            i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
+        })
+        .expect("the default engine's adapter is enumerable");
+    let (features, limits) = pick(&adapter);
+    let desc = wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: features,
+        required_limits: limits,
+        ..Default::default()
+    };
+    let (device, queue) = block_on(adapter.request_device(&desc)).expect(label);
+    assert_eq!(device.features(), features, "{label}");
+    Engine::from_device(&adapter, device, queue).expect(label)
 }
 
 /// An engine whose storage bindings are capped at 64 KiB, so every op takes its chunked path.
@@ -54,13 +87,27 @@ pub fn chunked_engine() -> &'static Engine {
     })
 }
 
-/// The three engines every shape-sweep runs on (names for messages).
-pub fn engines() -> [(&'static str, &'static Engine); 3] {
+/// The four engines every shape-sweep runs on (names for messages).
+pub fn engines() -> [(&'static str, &'static Engine); 4] {
     [
         ("default", engine()),
         ("plain", plain_engine()),
         ("chunked", chunked_engine()),
+        ("webgpu-limits", webgpu_limits_engine()),
     ]
+}
+
+/// No engine of the sweep failed to build a pipeline: an op whose kernel fails to build falls
+/// back (to the CPU) with the right values, which the value checks cannot tell from the kernel
+/// running — on the WebGPU-limits engine that would be a kernel above a limit no plan checked.
+pub fn assert_every_pipeline_built() {
+    for (name, e) in engines() {
+        assert_eq!(
+            e.pipeline_stats().failed,
+            0,
+            "{name}: pipelines failed to build"
+        );
+    }
 }
 
 /// Codes and scale bits equal, else a panic naming the first differing weight.
