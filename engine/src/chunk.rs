@@ -49,6 +49,12 @@ pub(crate) fn binding_chunks(
     chunk_ranges(what, count, item_bytes, gpu.caps.max_binding, align)
 }
 
+/// Items in one chunk at most, whatever the binding limit: callers pass a chunk's item count
+/// to kernels as a `u32`, and kernels index its items (and step past the last) with 32 bits.
+/// Bindings of 16 GiB and more (Metal on large-memory Apple silicon) would otherwise give f32
+/// chunks of 2^32 items or more, whose count wrapped (a `fill` of 5e9 values left most unset).
+pub(crate) const MAX_CHUNK_ITEMS: u64 = 1 << 30;
+
 /// [`binding_chunks`] for an explicit binding `limit` and offset `align`ment.
 pub(crate) fn chunk_ranges(
     what: &str,
@@ -60,7 +66,7 @@ pub(crate) fn chunk_ranges(
     let align = align.max(4);
     // Items per chunk must keep every chunk start aligned: a multiple of align / gcd.
     let step = align / gcd(align, item_bytes.max(1));
-    let per = (limit / item_bytes.max(1)) / step * step;
+    let per = (limit / item_bytes.max(1)).min(MAX_CHUNK_ITEMS) / step * step;
     if per == 0 {
         return Err(Error::LimitExceeded {
             limit: "max_storage_buffer_binding_size",
@@ -133,6 +139,18 @@ mod tests {
                 .all(|r| (r.start * 12) % 16 == 0 && (r.end - r.start) * 12 <= 200)
         );
         assert_eq!(c.iter().map(|r| r.end - r.start).sum::<u64>(), 100);
+    }
+
+    /// A binding limit far above 4 GiB still gives chunks of at most 2^30 items, covering the
+    /// count in order.
+    #[test]
+    fn chunks_stay_u32_countable_under_huge_limits() {
+        let count = 5_000_000_000u64;
+        let c = chunk_ranges("t", count, 4, 1 << 40, 256).unwrap();
+        assert!(c.iter().all(|r| r.end - r.start <= super::MAX_CHUNK_ITEMS));
+        assert_eq!(c.first().map(|r| r.start), Some(0));
+        assert_eq!(c.last().map(|r| r.end), Some(count));
+        assert!(c.windows(2).all(|w| w[0].end == w[1].start));
     }
 
     #[test]

@@ -29,12 +29,21 @@ pub(crate) fn operand(engine: &Engine, op: &'static str, t: &Tensor, dtype: DTyp
     Ok(())
 }
 
-/// Rejects a tensor whose flat indices do not fit the kernels' 32-bit index arithmetic.
+/// Indices kept free below 2^32 by [`u32_indexable`]: the kernels' strided loops step up to
+/// 1024 indices past their last one (RMSNorm: 4 × 256 per step), and a step that wrapped past
+/// 2^32 would restart the loop, forever (a row of 2^32 − 256 values would hang `reduce_last`).
+const INDEX_HEADROOM: u64 = 4096;
+
+/// The most elements a tensor may have for [`u32_indexable`].
+pub(crate) const MAX_INDEXABLE: u64 = u32::MAX as u64 - INDEX_HEADROOM;
+
+/// Rejects a tensor whose flat indices do not fit the kernels' 32-bit index arithmetic, with
+/// room for their loops' last step ([`MAX_INDEXABLE`] elements at most).
 pub(crate) fn u32_indexable(op: &'static str, what: &str, elements: u64) -> Result<()> {
-    if elements > u64::from(u32::MAX) {
+    if elements > MAX_INDEXABLE {
         return Err(Error::Unsupported(format!(
-            "{op}: {what} has {elements} elements; GPU kernels index with 32 bits (at most {})",
-            u32::MAX
+            "{op}: {what} has {elements} elements; GPU kernels index with 32 bits (at most \
+             {MAX_INDEXABLE})"
         )));
     }
     Ok(())
@@ -186,4 +195,18 @@ pub(crate) fn row_chunks(
             .map(|c| c * per..((c + 1) * per).min(rows))
             .collect(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_INDEXABLE, u32_indexable};
+
+    /// Sizes near 2^32 are refused before a kernel's loop step could wrap past it.
+    #[test]
+    fn indexable_sizes_leave_room_for_a_loop_step() {
+        assert!(u32_indexable("op", "x", MAX_INDEXABLE).is_ok());
+        assert!(u32_indexable("op", "x", MAX_INDEXABLE + 1).is_err());
+        assert!(u32_indexable("op", "x", u64::from(u32::MAX) - 255).is_err());
+        const { assert!(MAX_INDEXABLE + 1024 < 1 << 32) };
+    }
 }
