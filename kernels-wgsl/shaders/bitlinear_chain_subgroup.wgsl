@@ -327,9 +327,9 @@ fn main(
     // One slot per 4-row block, written by its first lane: where a block has fewer lanes than a
     // subgroup (TPR 32 on 64-lane AMD or Adreno subgroups) a subgroup holds several blocks, and
     // a slot per subgroup (its lane 0's value) dropped the others' — consumers then quantized
-    // with too small a scale. GV_WG / TPR <= GV_MAX_SUBGROUPS slots (TPR >= 4). On the H200 (a
-    // block per subgroup) this costs what the slot per subgroup did; a subgroupMax first cost
-    // 1 % (2B4T chained stack, three alternating rounds: 684 against 691-692 µs).
+    // with too small a scale. GV_WG / TPR <= GV_MAX_SUBGROUPS slots (TPR >= 4). H200 (a block
+    // per subgroup), 2B4T chained stack, three alternating rounds: a slot per subgroup 684 µs,
+    // a subgroupMax before it 691-692, a slot per block 678-680.
     if (ids.l == 0u) {
         gv_red[ids.vt / TPR].x = bitcast<i32>(top_out);
     }
