@@ -172,7 +172,9 @@ impl Engine {
     }
 
     /// Measures every candidate plan of a BitLinear shape on this device now (one sync point),
-    /// caches the fastest and returns it. On the CPU engine: `Ok(None)`.
+    /// caches the fastest and returns it. On the CPU engine: `Ok(None)`. A zero dimension is
+    /// `InvalidArgument`, K ≥ 2^24 `SizeOverflow`, and activations, weights or outputs beyond
+    /// the device's largest buffer `LimitExceeded`, before anything is allocated.
     pub fn autotune_bitlinear(
         &self,
         m: usize,
@@ -183,6 +185,7 @@ impl Engine {
         let Some(gpu) = self.gpu_context() else {
             return Ok(None);
         };
+        measure::check_tune_shape(gpu, m, n, k)?;
         let key = Key { m, n, k, f32_input };
         let settings = with_state(gpu.id, |s| s.settings);
         let coop = self.coop_verified(gpu, key, settings);

@@ -5,9 +5,11 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet::GEMV_MAX_M;
 
 use super::{Key, with_state};
+use crate::chunk::check_buffer;
 use crate::context::Gpu;
 use crate::engine::Engine;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::ops::bitnet::check_k;
 use crate::ops::bitnet_choose::heuristic_with;
 use crate::ops::bitnet_plan::LinearPlan;
 use crate::ops::bitnet_record::LinearCall;
@@ -110,6 +112,31 @@ impl Engine {
         }
         Ok(best)
     }
+}
+
+/// Rejects a shape autotuning cannot measure, before anything is allocated for it: a zero
+/// dimension, a K past exact i32 accumulation, or f32 activations, packed weights or outputs
+/// beyond the device's largest buffer (the measurement makes all three; its host copy of the
+/// activations would otherwise be allocated, unchecked, first).
+pub(super) fn check_tune_shape(gpu: &Gpu, m: usize, n: usize, k: usize) -> Result<()> {
+    const OP: &str = "autotune_bitlinear";
+    if m == 0 || n == 0 || k == 0 {
+        return Err(Error::CpuRef(bitnet_cpu_ref::Error::InvalidArgument {
+            op: OP,
+            what: "m, n, k",
+            reason: "every dimension must be at least 1",
+        }));
+    }
+    check_k(OP, k)?;
+    let sizes = [
+        ("activations", DType::F32.data_bytes(&[m, k])),
+        ("weights", DType::U32.data_bytes(&[n, words_per_row(k)])),
+        ("outputs", DType::F32.data_bytes(&[m, n])),
+    ];
+    for (what, bytes) in sizes {
+        check_buffer(gpu, &format!("{OP} {what}"), bytes.unwrap_or(u64::MAX))?;
+    }
+    Ok(())
 }
 
 /// Values of the tuning activations (finite, varied; their results are never read).

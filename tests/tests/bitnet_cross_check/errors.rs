@@ -211,3 +211,37 @@ fn n_chunked_bitlinear_reports_the_lowest_flagged_index() {
         assert_same_result(got, cpu_ref::bitlinear(&x, m, &w), &format!("{plan:?}"));
     }
 }
+
+/// Autotuning a shape it cannot measure is a typed error before anything is allocated for it
+/// (it had sized a host copy of the activations from the unchecked `m * k` first: 2^40 values
+/// aborted the process).
+#[test]
+fn autotune_rejects_shapes_it_cannot_measure() {
+    let e = engine();
+    for (m, n, k) in [(0, 8, 64), (1, 0, 64), (1, 8, 0)] {
+        let got = e.autotune_bitlinear(m, n, k, true);
+        assert!(
+            matches!(
+                got,
+                Err(Error::CpuRef(cpu_ref::Error::InvalidArgument { .. }))
+            ),
+            "{m}x{n}x{k}: {got:?}"
+        );
+    }
+    let got = e.autotune_bitlinear(1, 8, 1 << 24, true);
+    assert!(
+        matches!(got, Err(Error::CpuRef(cpu_ref::Error::SizeOverflow { .. }))),
+        "K = 2^24: {got:?}"
+    );
+    for (m, n, k) in [
+        (1 << 20, 4096, 1 << 20),
+        (1, 1 << 40, 64),
+        (usize::MAX, 2, 64),
+    ] {
+        let got = e.autotune_bitlinear(m, n, k.min((1 << 24) - 64), false);
+        assert!(
+            matches!(got, Err(Error::LimitExceeded { .. })),
+            "{m}x{n}x{k}: {got:?}"
+        );
+    }
+}
