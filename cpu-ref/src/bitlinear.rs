@@ -100,7 +100,7 @@ fn accumulate(
     )?;
     let (m, n) = (xq.m(), w.n());
     check::mul(op, "M * N", m, n)?;
-    let prepared = Prepared::new(xq.values(), m, xq.k(), isa);
+    let prepared = Prepared::new(op, xq.values(), m, xq.k(), isa)?;
     let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)

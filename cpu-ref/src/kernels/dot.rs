@@ -8,7 +8,9 @@
 //! `O(M·N·K)` loop shuffle-free.
 
 use super::Isa;
+use crate::error::Result;
 use crate::layout::{WEIGHTS_PER_WORD, code_shift, words_per_row};
+use crate::{alloc, check};
 
 /// Quantized activations laid out for one level's dot kernel.
 pub(crate) struct Prepared {
@@ -33,13 +35,23 @@ pub(crate) const fn block_words(isa: Isa) -> usize {
 impl Prepared {
     /// Regroups `m` rows of `k` activations for `isa`. Within a block of `BW` weight words, byte
     /// `g·4BW + 4j + i` holds `x[16·BW·b + 16 j + 4 g + i]` — group `g` of word `j` — so vector `g`
-    /// of a block pairs lane by lane with `(words >> 2g) & 0x03..03`.
-    pub(crate) fn new(values: &[i8], m: usize, k: usize, isa: Isa) -> Prepared {
+    /// of a block pairs lane by lane with `(words >> 2g) & 0x03..03`. Rows are padded to whole
+    /// blocks (128 bytes on AVX2 even for K = 1), so the buffer can far exceed the activations:
+    /// it is sized with checked arithmetic and allocated fallibly (`SizeOverflow`, `OutOfMemory`
+    /// for `op`), as outputs are.
+    pub(crate) fn new(
+        op: &'static str,
+        values: &[i8],
+        m: usize,
+        k: usize,
+        isa: Isa,
+    ) -> Result<Prepared> {
         let bw = block_words(isa);
         let blocks = words_per_row(k).div_ceil(bw);
         let stride = blocks * bw * WEIGHTS_PER_WORD;
-        let mut data = vec![0i8; m * stride];
-        let mut sums = Vec::with_capacity(m);
+        let len = check::mul(op, "M * prepared row bytes", m, stride)?;
+        let mut data = alloc::zeroed::<i8>(op, "prepared activations", len)?;
+        let mut sums = alloc::with_capacity(op, "activation row sums", m)?;
         for (row, out) in values.chunks_exact(k).zip(data.chunks_exact_mut(stride)) {
             sums.push(row.iter().map(|&v| i32::from(v)).sum());
             // Move 4-byte runs (one group of one word): run `c` is word `j = c / 4`, group
@@ -50,12 +62,12 @@ impl Prepared {
                 out[at..at + run.len()].copy_from_slice(run);
             }
         }
-        Prepared {
+        Ok(Prepared {
             isa,
             stride,
             data,
             sums,
-        }
+        })
     }
 
     /// `Σ_k x[row, k] · w[k]` for one packed ternary row `w` (`words_per_row(k)` words).
@@ -133,4 +145,25 @@ fn dot_codes_scalar(w: &[u32], x: &[i8]) -> i32 {
         }
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Isa, Prepared};
+    use crate::Error;
+
+    /// A prepared buffer too large to describe is a typed error, not an overflowed size or an
+    /// aborting allocation (rows pad to whole blocks: far more bytes than the activations).
+    #[test]
+    fn an_oversized_prepared_buffer_is_an_error() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Neon] {
+            for m in [usize::MAX / 8, isize::MAX as usize / 16] {
+                match Prepared::new("test", &[], m, 1, isa) {
+                    Err(Error::SizeOverflow { .. } | Error::OutOfMemory { .. }) => {}
+                    Err(e) => panic!("{isa:?}, M = {m}: {e}"),
+                    Ok(_) => panic!("{isa:?}, M = {m}: allocated"),
+                }
+            }
+        }
+    }
 }

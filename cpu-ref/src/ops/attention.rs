@@ -15,7 +15,9 @@ use crate::tensor::{Tensor, TensorRef};
 /// the GPU kernel scores one key per lane and reduces a chunk with softmax's lane tree.
 pub const ATTENTION_CHUNK: usize = 256;
 
-/// The validated dimensions of an [`attention`] call ([`attention_dims`]).
+/// The validated dimensions of an [`attention`] call ([`attention_dims`]). Its methods assume
+/// dimensions that passed [`attention_dims`]; on others (built field by field) they clamp instead
+/// of panicking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionDims {
     /// Query positions `Tq`.
@@ -37,7 +39,7 @@ impl AttentionDims {
     /// own position `Tk - Tq + i` (the queries are the last `Tq` of the `Tk` positions).
     pub fn attended(&self, i: usize) -> usize {
         if self.causal {
-            self.tk - self.tq + i + 1
+            (self.tk.saturating_sub(self.tq) + i + 1).min(self.tk)
         } else {
             self.tk
         }
@@ -46,7 +48,7 @@ impl AttentionDims {
     /// The key / value head query head `h` reads: `h / (Hq / Hkv)` (HF's `repeat_kv`: query heads
     /// `g·Hq/Hkv .. (g+1)·Hq/Hkv` share kv head `g`).
     pub fn kv_head(&self, h: usize) -> usize {
-        h / (self.hq / self.hkv)
+        h / self.hq.checked_div(self.hkv).unwrap_or(1).max(1)
     }
 
     /// Chunks of [`ATTENTION_CHUNK`] keys a query attending all `Tk` keys walks.
@@ -205,4 +207,29 @@ pub fn attention<'a>(
             attend_group(o, qs, &head, dims.attended(i), scale);
         });
     output(OP, out, q.shape().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AttentionDims;
+
+    /// Dimensions built field by field that `attention_dims` would refuse (Hkv above Hq or zero,
+    /// a causal Tq above Tk) make the helpers clamp, not panic; valid ones give the formulas.
+    #[test]
+    fn helpers_do_not_panic_on_unvalidated_dimensions() {
+        let dims = |tq, tk, hq, hkv| AttentionDims {
+            tq,
+            tk,
+            hq,
+            hkv,
+            d: 8,
+            causal: true,
+        };
+        let valid = dims(2, 5, 8, 2);
+        assert_eq!((valid.attended(0), valid.attended(1)), (4, 5));
+        assert_eq!((valid.kv_head(3), valid.kv_head(4)), (0, 1));
+        assert_eq!(dims(6, 5, 8, 2).attended(5), 5);
+        assert_eq!(dims(1, 5, 2, 4).kv_head(1), 1);
+        assert_eq!(dims(1, 5, 2, 0).kv_head(1), 1);
+    }
 }
