@@ -123,7 +123,12 @@ impl Engine {
         let Some(gpu) = self.gpu_for(&[a, b]) else {
             return store_f32(self, cpu::binary(op, &host_f32(a)?, &host_f32(b)?)?);
         };
-        let n = shape.iter().map(|&d| d as u64).product::<u64>();
+        // Checked: broadcasting two large operands ([2^32, 1] + [1, 2^32]) may name an output
+        // whose element count overflows, which u32_indexable then refuses.
+        let n = shape
+            .iter()
+            .try_fold(1u64, |p, &d| p.checked_mul(d as u64))
+            .unwrap_or(u64::MAX);
         float_args::u32_indexable(OP, "output", n)?;
         let plan = broadcast::plan(
             OP,
