@@ -110,7 +110,9 @@
 //!
 //! **Faults.** If the GPU fails — device lost, out of memory, validation or pipeline-creation
 //! errors — a host-facing op re-runs on the CPU from the caller's inputs: the caller gets the
-//! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A device
+//! correct result and a warning is logged ([`Engine::dispatch_stats`] counts fallbacks). A
+//! pipeline that failed to build is not compiled again: its later calls fail over at once
+//! ([`PipelineStats::failed`] counts such pipelines, through [`Engine::pipeline_stats`]). A device
 //! limit or a missing feature (`Error::LimitExceeded`, `Error::Unsupported`) is no fault: under
 //! `Auto` the op runs on the CPU, under `Gpu` the error is returned. A lost device is never used
 //! again; resident tensors whose only copy was on it read as `Error::DeviceLost`. A panic on the
