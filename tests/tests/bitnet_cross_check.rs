@@ -28,6 +28,15 @@ mod variants;
 mod weight_quant;
 
 use bitnet_tests::{Rng, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref;
+
+use support::{
+    assert_bits_eq, assert_every_pipeline_built, check_acts, check_linear, check_weights, engine,
+    engines, plain_engine,
+};
+
+const M_SET: [usize; 5] = [1, 2, 3, 7, 64];
+const K_SET: [usize; 7] = [1, 3, 15, 17, 100, 255, 2560];
 
 /// The subgroup-sensitive cases again on 4-lane subgroups (lavapipe, see
 /// `bitnet_tests::rerun_on_4_lane_subgroups`): every GEMV variant's blocks of 8 to 64 lanes span
@@ -45,15 +54,6 @@ fn gemvs_on_4_lane_subgroups() {
         ],
     );
 }
-use bitnet_wgpu::cpu_ref;
-
-use support::{
-    assert_bits_eq, assert_every_pipeline_built, check_acts, check_linear, check_weights, engine,
-    engines, plain_engine,
-};
-
-const M_SET: [usize; 5] = [1, 2, 3, 7, 64];
-const K_SET: [usize; 7] = [1, 3, 15, 17, 100, 255, 2560];
 
 #[test]
 fn weights_match_cpu_ref_over_shapes_and_engines() {
