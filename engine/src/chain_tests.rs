@@ -112,14 +112,11 @@ fn narrow_blocks_match_cpu_ref(e: Engine) {
         (w(64, 64, 8), ChainInput::Output(2)),
     ];
     let x: Vec<f32> = (0..64).map(|i| 0.25 + (i % 7) as f32 * 0.125).collect();
-    let mut want: Vec<Vec<f32>> = Vec::new();
-    for (l, input) in &links {
-        let v = match *input {
-            ChainInput::Input => x.clone(),
-            ChainInput::Output(j) => want[j].clone(),
-        };
-        want.push(bitnet_cpu_ref::bitlinear(&v, 1, l.weights()).unwrap());
-    }
+    let want = e
+        .linear_chain(64, links.clone())
+        .unwrap()
+        .forward_cpu(&x)
+        .unwrap();
     let dev = ChainDevice::with_lanes(&e, gpu, &links, lanes).unwrap();
     let out = e.empty(OP, &[dev.out_len], DType::F32).unwrap();
     dev.record(gpu, &e.upload_f32(&x, &[64]).unwrap(), &out)
