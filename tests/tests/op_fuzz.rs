@@ -1,0 +1,135 @@
+//! Differential fuzzing of the public API: seeded random programs — uploads, fills, the exact
+//! tensor ops, the BitNet ops, a KV cache, reshapes, drops, reads (blocking, async, left
+//! pending), checks, syncs, pool trims and dispatch-policy switches — run step by step on a GPU
+//! engine and on the CPU engine (cpu-ref). Every read agrees bit for bit and every error is the
+//! same (`op_fuzz/program.rs` states the rules). The single-op suites check each kernel; this
+//! hunts what only a sequence reaches: a pooled buffer handed out while a recorded reader still
+//! needs it, a policy switch that strands a tensor, a read completed after its tensor was
+//! dropped, a failure reported to the wrong value.
+//!
+//! `cargo test -p bitnet-tests --test op_fuzz -- --ignored` runs the long form (many more
+//! seeds and steps) for a hunt; CI runs the short one.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use bitnet_tests::{gpu_engine, gpu_engine_with};
+use bitnet_wgpu::{Engine, EngineOptions, wgpu};
+
+#[path = "op_fuzz/draw.rs"]
+mod draw;
+#[path = "op_fuzz/floats.rs"]
+mod floats;
+#[path = "op_fuzz/layers.rs"]
+mod layers;
+#[path = "op_fuzz/program.rs"]
+mod program;
+#[path = "op_fuzz/steps.rs"]
+mod steps;
+
+use draw::Fuzz;
+use floats::{ROPE_DIMS, ROPE_THETA};
+use program::Program;
+
+/// An engine on paths the defaults rarely take: storage bindings capped at 16 KiB (larger tensors
+/// are bound in chunks), a submission per dispatch, no idle flush, params through the uniform
+/// arena, and no subgroup operations (the portable kernels).
+fn constrained_engine() -> Engine {
+    gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(16384),
+        batch_dispatches: 1,
+        first_batch_dispatches: 1,
+        idle_flush: None,
+        force_uniform_params: true,
+        disabled_features: wgpu::Features::SUBGROUP,
+        ..EngineOptions::default()
+    })
+}
+
+/// Runs `seeds` programs of `steps` steps each on `engine`, one after another; after each, the
+/// engine's pool holds no more live bytes than before it (once the engine's RoPE frequency
+/// tables, which it keeps for later calls, exist for every head dimension the programs use).
+fn fuzz_in_sequence(engine: Engine, seeds: std::ops::Range<u64>, steps: usize) {
+    for d in ROPE_DIMS {
+        let x = engine.upload_f32(&vec![0.0; d], &[1, 1, d]).unwrap();
+        let positions = engine.upload_u32(&[0], &[1]).unwrap();
+        engine
+            .rope(&x, &positions, ROPE_THETA)
+            .unwrap()
+            .read_f32()
+            .unwrap();
+    }
+    for seed in seeds {
+        engine.sync().unwrap();
+        let baseline = engine.pool_stats().live_bytes;
+        let mut fuzz = Fuzz::new(Program::new(engine.clone(), seed));
+        if let Err(mismatch) = fuzz.run(steps) {
+            panic!("{mismatch}");
+        }
+        let (values, errors, calls) = fuzz.p.compared;
+        println!(
+            "seed {seed}: {values} values and {errors} errors read alike, {calls} calls failed alike"
+        );
+        drop(fuzz);
+        engine.sync().unwrap();
+        assert_eq!(
+            engine.pool_stats().live_bytes,
+            baseline,
+            "seed {seed}: live pool bytes after the program's tensors were dropped"
+        );
+    }
+}
+
+/// Runs one program per seed, all at once on threads sharing one GPU engine (whose policy they
+/// leave alone).
+fn fuzz_in_parallel(seeds: std::ops::Range<u64>, steps: usize) {
+    let engine = gpu_engine();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let count = seeds.end - seeds.start;
+    for seed in seeds {
+        let (engine, done) = (engine.clone(), done_tx.clone());
+        std::thread::spawn(move || {
+            // A panic is a failure to report, not a thread that never answers.
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                Fuzz::shared(Program::new(engine, seed)).run(steps)
+            }))
+            .unwrap_or_else(|_| Err(format!("seed {seed}: the program panicked (see above)")));
+            let _ = done.send(result);
+        });
+    }
+    for _ in 0..count {
+        // A deadlock fails the test here instead of hanging the suite.
+        match done_rx.recv_timeout(Duration::from_secs(600)) {
+            Ok(result) => result.unwrap_or_else(|m| panic!("{m}")),
+            Err(_) => panic!("a fuzz thread did not finish within 600 s (deadlock?)"),
+        }
+    }
+}
+
+#[test]
+fn random_programs_agree_with_the_cpu_engine() {
+    fuzz_in_sequence(gpu_engine(), 0..8, 400);
+}
+
+#[test]
+fn random_programs_on_a_constrained_engine_agree_with_the_cpu_engine() {
+    fuzz_in_sequence(constrained_engine(), 200..206, 400);
+}
+
+#[test]
+fn random_programs_on_threads_sharing_an_engine_agree_with_the_cpu_engine() {
+    fuzz_in_parallel(100..104, 400);
+}
+
+#[test]
+#[ignore = "long hunt: run by hand"]
+fn long_random_programs_agree_with_the_cpu_engine() {
+    fuzz_in_sequence(gpu_engine(), 1000..1200, 600);
+    fuzz_in_sequence(constrained_engine(), 2000..2100, 600);
+}
+
+#[test]
+#[ignore = "long hunt: run by hand"]
+fn long_random_programs_on_threads_agree_with_the_cpu_engine() {
+    fuzz_in_parallel(5000..5008, 1500);
+}

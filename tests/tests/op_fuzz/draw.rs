@@ -1,0 +1,176 @@
+//! The fuzzer's program state and random draws: values, shapes, and variables to work on (an
+//! existing one that fits, or a new upload).
+
+use bitnet_tests::Rng;
+use bitnet_wgpu::{DType, DispatchPolicy, Tensor};
+
+use super::layers::Layers;
+use super::program::{Mismatch, Program};
+
+/// Live variables above this are dropped (at random) before the next step.
+pub const MAX_VARS: usize = 24;
+/// Row widths (the last dimension, BitLinear's K).
+pub const WIDTHS: &[usize] = &[1, 2, 3, 4, 8, 16, 63, 64, 128, 256, 640];
+
+/// A program being generated and run: the interpreter, the random stream and the objects each
+/// engine has its own of.
+pub struct Fuzz {
+    pub p: Program,
+    pub(super) r: Rng,
+    pub(super) layers: Layers,
+    /// The GPU engine's policy as this program last set it; `None`: the engine is shared with
+    /// other programs, so this one leaves the policy alone.
+    pub(super) policy: Option<DispatchPolicy>,
+}
+
+impl Fuzz {
+    /// A program of its own on `p`'s GPU engine: it switches the engine's policy.
+    pub fn new(p: Program) -> Fuzz {
+        let policy = Some(p.gpu.dispatch_policy());
+        Fuzz::with_policy(p, policy)
+    }
+
+    /// A program sharing `p`'s GPU engine with others: it never switches the policy.
+    pub fn shared(p: Program) -> Fuzz {
+        Fuzz::with_policy(p, None)
+    }
+
+    fn with_policy(p: Program, policy: Option<DispatchPolicy>) -> Fuzz {
+        let layers = Layers::new(&p.gpu, &p.cpu, p.seed);
+        let r = Rng::new(p.seed);
+        Fuzz {
+            p,
+            r,
+            layers,
+            policy,
+        }
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        self.r.below(n as u64) as usize
+    }
+
+    pub(super) fn one_of<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
+    }
+
+    /// Values for an upload: uniform, or small integers (quantization ties), sometimes with one
+    /// NaN, infinity or huge value (errors that only the device sees).
+    pub(super) fn values(&mut self, n: usize) -> Vec<f32> {
+        let integers = self.below(5) == 0;
+        let mut v: Vec<f32> = (0..n)
+            .map(|_| {
+                if integers {
+                    self.r.below(17) as f32 - 8.0
+                } else {
+                    self.r.range_f32(-4.0, 4.0)
+                }
+            })
+            .collect();
+        if n > 0 && self.below(25) == 0 {
+            let at = self.below(n);
+            v[at] = self.one_of(&[f32::NAN, f32::INFINITY, -f32::INFINITY, 3e38]);
+        }
+        v
+    }
+
+    pub(super) fn rows(&mut self) -> usize {
+        if self.below(6) == 0 {
+            4 + self.below(9)
+        } else {
+            1 + self.below(3)
+        }
+    }
+
+    pub(super) fn new_index(&self) -> usize {
+        self.p.vars.len() - 1
+    }
+
+    /// Uploads random `F32` values of `shape`; the new variable's index.
+    pub(super) fn upload(&mut self, shape: &[usize]) -> Result<usize, Mismatch> {
+        let v = self.values(shape.iter().product());
+        let shape = shape.to_vec();
+        self.p.run("upload_f32", &[], |e, _| {
+            Ok(vec![e.upload_f32(&v, &shape)?])
+        })?;
+        Ok(self.new_index())
+    }
+
+    /// A variable passing `ok`, if any.
+    pub(super) fn pick(&mut self, ok: impl Fn(&Tensor) -> bool) -> Option<usize> {
+        let found: Vec<usize> = (0..self.p.vars.len())
+            .filter(|&i| ok(&self.p.vars[i].gpu))
+            .collect();
+        (!found.is_empty()).then(|| found[self.below(found.len())])
+    }
+
+    /// An `F32` matrix (an existing one, or a new upload), optionally with K columns.
+    pub(super) fn matrix(&mut self, k: Option<usize>) -> Result<usize, Mismatch> {
+        let fits = |t: &Tensor| {
+            t.dtype() == DType::F32 && t.shape().len() == 2 && k.is_none_or(|k| t.shape()[1] == k)
+        };
+        match self.pick(fits) {
+            Some(i) if self.below(3) > 0 => Ok(i),
+            _ => {
+                let width = match k {
+                    Some(k) => k,
+                    None => self.one_of(WIDTHS),
+                };
+                let rows = self.rows();
+                self.upload(&[rows, width])
+            }
+        }
+    }
+
+    /// An `F32` tensor of any rank.
+    pub(super) fn float(&mut self) -> Result<usize, Mismatch> {
+        match self.pick(|t| t.dtype() == DType::F32) {
+            Some(i) if self.below(4) > 0 => Ok(i),
+            _ => self.matrix(None),
+        }
+    }
+
+    /// A tensor of the same shape as variable `a` (sometimes another shape, for the errors).
+    pub(super) fn like(&mut self, a: usize) -> Result<usize, Mismatch> {
+        let shape = self.p.vars[a].gpu.shape().to_vec();
+        if self.below(12) == 0 {
+            return self.float();
+        }
+        match self.pick(|t| t.dtype() == DType::F32 && t.shape() == shape) {
+            Some(i) if self.below(2) == 0 => Ok(i),
+            _ => self.upload(&shape),
+        }
+    }
+
+    /// Ternary weights `[N, K]`: an existing matrix or a new one quantized on both engines.
+    pub(super) fn weights(&mut self, k: Option<usize>) -> Result<Option<usize>, Mismatch> {
+        let fits = |t: &Tensor| t.dtype() == DType::Ternary && k.is_none_or(|k| t.shape()[1] == k);
+        if let Some(i) = self.pick(fits).filter(|_| self.below(3) > 0) {
+            return Ok(Some(i));
+        }
+        let n = self.one_of(&[1, 3, 4, 8, 16, 64]);
+        let k = match k {
+            Some(k) => k,
+            None => self.one_of(WIDTHS),
+        };
+        let w = self.upload(&[n, k])?;
+        let before = self.p.vars.len();
+        self.p.run("quantize_weights_tensor", &[w], |e, t| {
+            Ok(vec![e.quantize_weights_tensor(t[0])?])
+        })?;
+        Ok((self.p.vars.len() > before).then(|| self.new_index()))
+    }
+
+    /// Drops a variable, reading it first half the time (so most values computed are compared,
+    /// while the other half of the drops leave their buffers to the pool unread).
+    pub(super) fn drop_one(&mut self) -> Result<(), Mismatch> {
+        if !self.p.vars.is_empty() {
+            let i = self.below(self.p.vars.len());
+            if self.below(2) == 0 {
+                self.p.read(i)?;
+            }
+            self.p.vars.swap_remove(i);
+        }
+        Ok(())
+    }
+}

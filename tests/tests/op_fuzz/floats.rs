@@ -1,0 +1,104 @@
+//! Steps on the float ops that agree with cpu-ref within a stated tolerance
+//! (`bitnet_tests::TOLERANCES`) rather than bit for bit: compared at once and not kept
+//! (`Program::run_close`).
+
+use bitnet_tests::tolerance;
+use bitnet_wgpu::DType;
+
+use super::draw::Fuzz;
+use super::layers::{HEAD_DIM, KV_HEADS};
+use super::program::Mismatch;
+
+/// RoPE's head dimensions and base.
+pub const ROPE_DIMS: [usize; 4] = [2, 4, 8, 64];
+pub const ROPE_THETA: f32 = 10_000.0;
+
+impl Fuzz {
+    /// `matmul` or `matmul_bt` of a matrix and a new right-hand side.
+    pub(super) fn matmul(&mut self) -> Result<(), Mismatch> {
+        let a = self.matrix(None)?;
+        let k = self.p.vars[a].gpu.shape()[1];
+        let n = self.one_of(&[1, 5, 16, 64]);
+        let transposed = self.below(2) == 0;
+        let b = if transposed {
+            self.upload(&[n, k])?
+        } else {
+            self.upload(&[k, n])?
+        };
+        self.p
+            .run_close("matmul", tolerance("matmul_f32"), &[a, b], |e, t| {
+                let y = if transposed {
+                    e.matmul_bt(t[0], t[1])?
+                } else {
+                    e.matmul(t[0], t[1])?
+                };
+                Ok(vec![y])
+            })
+    }
+
+    pub(super) fn softmax(&mut self) -> Result<(), Mismatch> {
+        let a = self.float()?;
+        self.p
+            .run_close("softmax_last", tolerance("softmax"), &[a], |e, t| {
+                Ok(vec![e.softmax_last(t[0])?])
+            })
+    }
+
+    /// RoPE on a `[T, H, D]` tensor (an existing one or a new one) at spread-out positions.
+    pub(super) fn rope(&mut self) -> Result<(), Mismatch> {
+        // (D odd is an error; other even D would add frequency tables the pool check does not
+        // expect.)
+        let three = |t: &bitnet_wgpu::Tensor| {
+            let d = t.shape().last().copied().unwrap_or(0);
+            t.dtype() == DType::F32
+                && t.shape().len() == 3
+                && (d % 2 == 1 || ROPE_DIMS.contains(&d))
+        };
+        let x = match self.pick(three) {
+            Some(i) if self.below(2) == 0 => i,
+            _ => {
+                let shape = [
+                    self.rows(),
+                    self.one_of(&[1, 2, 4]),
+                    self.one_of(&ROPE_DIMS),
+                ];
+                self.upload(&shape)?
+            }
+        };
+        let t = self.p.vars[x].gpu.shape()[0];
+        let (first, stride) = (self.r.below(100_000) as u32, 1 + self.r.below(1000) as u32);
+        let positions: Vec<u32> = (0..t as u32).map(|i| first + i * stride).collect();
+        self.p.run("upload_u32", &[], |e, _| {
+            Ok(vec![e.upload_u32(&positions, &[t])?])
+        })?;
+        let pos = self.new_index();
+        self.p
+            .run_close("rope", tolerance("rope"), &[x, pos], |e, t| {
+                Ok(vec![e.rope(t[0], t[1], ROPE_THETA)?])
+            })
+    }
+
+    /// Grouped-query attention of new queries over the KV caches' keys and values (views taken
+    /// now, so later appends and truncations must not change what this read).
+    pub(super) fn attention(&mut self) -> Result<(), Mismatch> {
+        let before = self.p.vars.len();
+        let (g, c) = (
+            (self.layers.kv.0.keys(), self.layers.kv.0.values()),
+            (self.layers.kv.1.keys(), self.layers.kv.1.values()),
+        );
+        let must_fail = c.0.is_err() || c.1.is_err();
+        let gpu = g.0.and_then(|k| Ok(vec![k, g.1?]));
+        let cpu = c.0.and_then(|k| Ok(vec![k, c.1?])).map_err(|e| vec![e]);
+        self.p.settle("kv views", gpu, cpu, must_fail)?;
+        if self.p.vars.len() != before + 2 {
+            return Ok(());
+        }
+        let (tq, groups, causal) = (1 + self.below(3), self.one_of(&[1, 2]), self.below(2) == 0);
+        let q = self.upload(&[tq, KV_HEADS * groups, HEAD_DIM])?;
+        let ids = [q, before, before + 1];
+        self.p
+            .run_close("attention", tolerance("attention"), &ids, |e, t| {
+                Ok(vec![e.attention(t[0], t[1], t[2], 0.5, causal)?])
+            })
+    }
+}

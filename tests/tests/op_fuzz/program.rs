@@ -1,0 +1,405 @@
+//! The two-engine interpreter of the fuzzer: every call runs on the GPU engine and on the CPU
+//! engine, and the pair of results is held as one program variable. Call-time errors must be
+//! identical; an error the GPU side only sees on the device (NaN/Inf, overflow: "errors follow
+//! the data") must come back from reading the GPU tensor; values read must agree bit for bit
+//! (NaN payloads aside — a GPU may return another NaN).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bitnet_tests::Tolerance;
+use bitnet_wgpu::cpu_ref::{QuantizedActivations, TernaryMatrix};
+use bitnet_wgpu::{DType, Engine, Error, Tensor};
+
+/// A tensor's contents, read back for comparison.
+#[derive(Debug, PartialEq)]
+pub enum Value {
+    /// `F32` values as bits, every NaN as the one canonical quiet NaN.
+    F32(Vec<u32>),
+    U32(Vec<u32>),
+    Ternary(TernaryMatrix),
+    Activations(QuantizedActivations),
+}
+
+/// Which engine a call runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Gpu,
+    Cpu,
+}
+
+/// A read whose future is still pending.
+pub type PendingRead = Pin<Box<dyn Future<Output = Result<Value, Error>> + Send>>;
+
+/// One program variable: what the same call returned on each engine.
+pub struct Var {
+    /// The GPU engine's tensor (a call that failed there made no variable).
+    pub gpu: Tensor,
+    /// The CPU engine's tensor, or the errors the GPU side may report for this value (one per
+    /// failed input it was computed from: which of several failures a read reports is not
+    /// specified).
+    pub cpu: Result<Tensor, Vec<Error>>,
+}
+
+/// The GPU engine, the CPU engine, the live variables and the reads in flight.
+pub struct Program {
+    pub gpu: Engine,
+    pub cpu: Engine,
+    pub vars: Vec<Var>,
+    pub pending: Vec<(String, PendingRead, Result<Value, Vec<Error>>)>,
+    /// Step counter, for messages.
+    pub step: usize,
+    /// The GPU engine's storage bindings are capped (`EngineOptions::max_binding_bytes`), so it
+    /// may refuse a call with `LimitExceeded` that the CPU engine runs.
+    pub capped: bool,
+    /// What was compared: (values read, errors read, calls that failed on both engines).
+    pub compared: (usize, usize, usize),
+    pub seed: u64,
+}
+
+/// A mismatch between the engines, described for the failure message.
+pub type Mismatch = String;
+
+fn f32_bits(v: Vec<f32>) -> Vec<u32> {
+    v.into_iter()
+        .map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() })
+        .collect()
+}
+
+/// Reads `t` as a future, by its dtype.
+pub fn read_async(t: &Tensor) -> PendingRead {
+    match t.dtype() {
+        DType::F32 => {
+            let f = t.read_f32_async();
+            Box::pin(async move { f.await.map(|v| Value::F32(f32_bits(v))) })
+        }
+        DType::U32 => {
+            let f = t.read_u32_async();
+            Box::pin(async move { f.await.map(Value::U32) })
+        }
+        DType::Ternary => {
+            let f = t.read_ternary_async();
+            Box::pin(async move { f.await.map(Value::Ternary) })
+        }
+        DType::QuantizedI8 => {
+            let f = t.read_activations_async();
+            Box::pin(async move { f.await.map(Value::Activations) })
+        }
+        other => panic!("the fuzzer makes no {other:?} tensors"),
+    }
+}
+
+/// An error about values (NaN/Inf inputs, an overflow): the GPU side reports it when the value
+/// is read, not when the call is made.
+fn is_value_error(e: &Error) -> bool {
+    matches!(e, Error::NonFinite { .. })
+}
+
+/// A CPU engine tensor of `t`'s dtype and shape (zeros), standing in for a value that failed.
+fn stand_in(cpu: &Engine, t: &Tensor) -> Tensor {
+    let len = t.len();
+    match t.dtype() {
+        DType::F32 => cpu.upload_f32(&vec![0.0; len], t.shape()),
+        DType::U32 => cpu.upload_u32(&vec![0; len], t.shape()),
+        DType::Ternary => {
+            let (n, k) = (t.shape()[0], t.shape()[1]);
+            cpu.upload_ternary(
+                &bitnet_wgpu::cpu_ref::quantize_weights(&vec![0.0; n * k], n, k).unwrap(),
+            )
+        }
+        DType::QuantizedI8 => {
+            let (m, k) = (t.shape()[0], t.shape()[1]);
+            let x = bitnet_wgpu::cpu_ref::quantize_activations(&vec![0.0; m * k], m, k).unwrap();
+            cpu.upload_activations(&x)
+        }
+        other => panic!("the fuzzer makes no {other:?} tensors"),
+    }
+    .unwrap()
+}
+
+/// Reads `t` now.
+pub fn read_now(t: &Tensor) -> Result<Value, Error> {
+    bitnet_tests::block_on(read_async(t))
+}
+
+impl Program {
+    pub fn new(gpu: Engine, seed: u64) -> Program {
+        let capped = gpu
+            .info()
+            .limits
+            .is_some_and(|l| l.max_storage_buffer_binding_size < 1 << 20);
+        Program {
+            capped,
+            gpu,
+            cpu: Engine::cpu(),
+            vars: Vec::new(),
+            pending: Vec::new(),
+            step: 0,
+            compared: (0, 0, 0),
+            seed,
+        }
+    }
+
+    fn at(&self, what: &str) -> String {
+        format!("seed {} step {} ({what})", self.seed, self.step)
+    }
+
+    /// Runs `f` on both engines with the variables `ids` as inputs and keeps what it returned
+    /// (one variable per output) when the GPU side returned tensors. A CPU-side input that failed
+    /// fails the call there with its error(s); its GPU tensor is passed on (a launch on an input
+    /// whose failure is not known yet succeeds, and reading its outputs reports the failure).
+    /// What the call itself must reject (shapes, dtypes, arguments) is found by running it on
+    /// the CPU engine with stand-ins of the inputs' shapes: the GPU side must then fail, with
+    /// that error or one of the value errors.
+    pub fn run(
+        &mut self,
+        what: &str,
+        ids: &[usize],
+        f: impl Fn(&Engine, &[&Tensor]) -> Result<Vec<Tensor>, Error>,
+    ) -> Result<(), Mismatch> {
+        self.run_sided(what, ids, |_, e, t| f(e, t))
+    }
+
+    /// [`Program::run`] for calls on objects each engine has its own of (layers): `f` learns
+    /// which side it runs on.
+    pub fn run_sided(
+        &mut self,
+        what: &str,
+        ids: &[usize],
+        f: impl Fn(Side, &Engine, &[&Tensor]) -> Result<Vec<Tensor>, Error>,
+    ) -> Result<(), Mismatch> {
+        let gpu_inputs: Vec<&Tensor> = ids.iter().map(|&i| &self.vars[i].gpu).collect();
+        let gpu = f(Side::Gpu, &self.gpu, &gpu_inputs);
+        let failed: Vec<Error> = ids
+            .iter()
+            .filter_map(|&i| self.vars[i].cpu.as_ref().err())
+            .flatten()
+            .cloned()
+            .collect();
+        let cpu = if failed.is_empty() {
+            let inputs: Vec<&Tensor> = ids
+                .iter()
+                .map(|&i| self.vars[i].cpu.as_ref().unwrap())
+                .collect();
+            f(Side::Cpu, &self.cpu, &inputs).map_err(|e| vec![e])
+        } else {
+            Err(failed)
+        };
+        // A value error (a NaN input, an overflow) is only seen on the device, so the GPU side
+        // may report another error first: what the call's shapes and arguments alone make
+        // wrong (found by the call on stand-ins of every input's shape, which must then fail
+        // the call itself), or a value error of an input that holds values here while another
+        // failed (the call with stand-ins for the failed inputs only).
+        let (cpu, must_fail) = match cpu {
+            Ok(ts) => (Ok(ts), false),
+            Err(errs) if !errs.iter().all(is_value_error) => (Err(errs), true),
+            Err(mut errs) => {
+                let mut must_fail = false;
+                for keep_values in [true, false] {
+                    let inputs: Vec<Tensor> = ids
+                        .iter()
+                        .map(|&i| match &self.vars[i].cpu {
+                            Ok(t) if keep_values => t.clone(),
+                            _ => stand_in(&self.cpu, &self.vars[i].gpu),
+                        })
+                        .collect();
+                    if let Err(e) = f(Side::Cpu, &self.cpu, &inputs.iter().collect::<Vec<_>>()) {
+                        must_fail |= !is_value_error(&e);
+                        errs.push(e);
+                    }
+                }
+                (Err(errs), must_fail)
+            }
+        };
+        self.settle(what, gpu, cpu, must_fail)
+    }
+
+    /// Compares one call's results and stores them as variables.
+    /// Like [`Program::run`], for float ops whose results agree within `tol` rather than bit for
+    /// bit: inputs must hold values on both sides (else nothing runs); the outputs are read at
+    /// once, compared and dropped — an inexact value would fail every later exact comparison.
+    pub fn run_close(
+        &mut self,
+        what: &str,
+        tol: Tolerance,
+        ids: &[usize],
+        f: impl Fn(&Engine, &[&Tensor]) -> Result<Vec<Tensor>, Error>,
+    ) -> Result<(), Mismatch> {
+        if ids.iter().any(|&i| self.vars[i].cpu.is_err()) {
+            return Ok(());
+        }
+        let before = self.vars.len();
+        self.run(what, ids, f)?;
+        for v in self.vars.split_off(before) {
+            let got = v.gpu.read_f32();
+            let want = v
+                .cpu
+                .map(|t| t.read_f32().expect("reading a CPU engine tensor"));
+            let close = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || tol.accepts(a, b);
+            let verdict = match (&got, &want) {
+                (Ok(g), Ok(w)) if g.len() != w.len() => {
+                    Some(format!("{} vs {} values", g.len(), w.len()))
+                }
+                (Ok(g), Ok(w)) => (0..g.len())
+                    .find(|&i| !close(g[i], w[i]))
+                    .map(|i| format!("element {i}: GPU {} CPU {} (tolerance {tol:?})", g[i], w[i])),
+                (Err(e), Err(errs)) if errs.contains(e) => None,
+                (g, w) => Some(format!(
+                    "GPU read {:?}, want {:?}",
+                    g.as_ref().map(|_| ()),
+                    w.as_ref().map(|_| ())
+                )),
+            };
+            if let Some(why) = verdict {
+                return Err(self.at(&format!("{what}: {why}")));
+            }
+            match got {
+                Ok(_) => self.compared.0 += 1,
+                Err(_) => self.compared.1 += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares one call's results and stores them as variables; `must_fail`: the CPU side's
+    /// errors include one the call itself must return (not one only reading finds).
+    pub fn settle(
+        &mut self,
+        what: &str,
+        gpu: Result<Vec<Tensor>, Error>,
+        cpu: Result<Vec<Tensor>, Vec<Error>>,
+        must_fail: bool,
+    ) -> Result<(), Mismatch> {
+        match (gpu, cpu) {
+            (Ok(g), Ok(c)) => {
+                if g.len() != c.len() {
+                    return Err(self.at(&format!("{what}: {} vs {} outputs", g.len(), c.len())));
+                }
+                for (g, c) in g.into_iter().zip(c) {
+                    if g.shape() != c.shape() || g.dtype() != c.dtype() {
+                        return Err(self.at(&format!(
+                            "{what}: GPU {:?} {:?}, CPU {:?} {:?}",
+                            g.dtype(),
+                            g.shape(),
+                            c.dtype(),
+                            c.shape()
+                        )));
+                    }
+                    self.push(g, Ok(c));
+                }
+                Ok(())
+            }
+            (Ok(g), Err(errs)) if !must_fail => {
+                for g in g {
+                    self.push(g, Err(errs.clone()));
+                }
+                Ok(())
+            }
+            (Err(e), Err(errs)) if errs.contains(&e) => {
+                self.compared.2 += 1;
+                Ok(())
+            }
+            (Err(e), _) if self.refused(&e) => Ok(()),
+            (gpu, cpu) => Err(self.at(&format!(
+                "{what}: GPU returned {:?}, CPU {:?}",
+                gpu.map(|_| "tensors"),
+                cpu.map(|_| "tensors")
+            ))),
+        }
+    }
+
+    /// A refusal the GPU engine may give where the CPU engine runs: a capped binding.
+    pub fn refused(&self, e: &Error) -> bool {
+        self.capped && matches!(e, Error::LimitExceeded { .. })
+    }
+
+    fn push(&mut self, gpu: Tensor, cpu: Result<Tensor, Vec<Error>>) {
+        self.vars.push(Var { gpu, cpu });
+    }
+
+    /// What reading variable `id` must give.
+    fn expected(&self, id: usize) -> Result<Value, Vec<Error>> {
+        match &self.vars[id].cpu {
+            Ok(t) => Ok(read_now(t).expect("reading a CPU engine tensor")),
+            Err(errs) => Err(errs.clone()),
+        }
+    }
+
+    fn compare(
+        &mut self,
+        what: &str,
+        got: Result<Value, Error>,
+        want: &Result<Value, Vec<Error>>,
+    ) -> Result<(), Mismatch> {
+        let same = match (&got, want) {
+            (Ok(g), Ok(w)) => g == w,
+            (Err(e), Err(errs)) => errs.contains(e),
+            _ => false,
+        };
+        if same {
+            match got {
+                Ok(_) => self.compared.0 += 1,
+                Err(_) => self.compared.1 += 1,
+            }
+            return Ok(());
+        }
+        let show = |v: &Result<Value, _>| match v {
+            Ok(v) => format!("{:.300}", format!("{v:?}")),
+            Err(e) => format!("{e:?}"),
+        };
+        Err(self.at(&format!(
+            "{what}: GPU read {}, want {}",
+            show(&got),
+            match want {
+                Ok(v) => format!("{:.300}", format!("{v:?}")),
+                Err(errs) => format!("one of {errs:?}"),
+            }
+        )))
+    }
+
+    /// Reads variable `id` on the GPU side now and compares.
+    pub fn read(&mut self, id: usize) -> Result<(), Mismatch> {
+        let got = read_now(&self.vars[id].gpu);
+        let want = self.expected(id);
+        self.compare(&format!("read of var {id}"), got, &want)
+    }
+
+    /// `Tensor::check` of variable `id` on the GPU side: its value's error, or none.
+    pub fn check(&mut self, id: usize) -> Result<(), Mismatch> {
+        let got = self.vars[id].gpu.check();
+        match (&got, &self.vars[id].cpu) {
+            (Ok(()), Ok(_)) => Ok(()),
+            (Err(e), Err(errs)) if errs.contains(e) => Ok(()),
+            (_, want) => Err(self.at(&format!(
+                "check of var {id}: GPU {got:?}, want {:?}",
+                want.as_ref().map(|_| ())
+            ))),
+        }
+    }
+
+    /// Starts a read of variable `id` and leaves it pending.
+    pub fn read_later(&mut self, id: usize) {
+        let f = read_async(&self.vars[id].gpu);
+        let want = self.expected(id);
+        let what = format!("pending read of var {id} from step {}", self.step);
+        self.pending.push((what, f, want));
+    }
+
+    /// Completes the pending read `i`.
+    pub fn finish_read(&mut self, i: usize) -> Result<(), Mismatch> {
+        let (what, f, want) = self.pending.swap_remove(i);
+        let got = bitnet_tests::block_on(f);
+        self.compare(&what, got, &want)
+    }
+
+    /// Reads every variable and completes every pending read.
+    pub fn read_all(&mut self) -> Result<(), Mismatch> {
+        while !self.pending.is_empty() {
+            self.finish_read(self.pending.len() - 1)?;
+        }
+        for id in 0..self.vars.len() {
+            self.read(id)?;
+        }
+        Ok(())
+    }
+}
