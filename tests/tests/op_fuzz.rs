@@ -26,6 +26,8 @@ mod layers;
 mod program;
 #[path = "op_fuzz/steps.rs"]
 mod steps;
+#[path = "op_fuzz/values.rs"]
+mod values;
 
 use draw::Fuzz;
 use floats::{ROPE_DIMS, ROPE_THETA};

@@ -4,22 +4,10 @@
 //! the data") must come back from reading the GPU tensor; values read must agree bit for bit
 //! (NaN payloads aside — a GPU may return another NaN).
 
-use std::future::Future;
-use std::pin::Pin;
-
 use bitnet_tests::Tolerance;
-use bitnet_wgpu::cpu_ref::{QuantizedActivations, TernaryMatrix};
-use bitnet_wgpu::{DType, Engine, Error, Tensor};
+use bitnet_wgpu::{Engine, Error, Tensor};
 
-/// A tensor's contents, read back for comparison.
-#[derive(Debug, PartialEq)]
-pub enum Value {
-    /// `F32` values as bits, every NaN as the one canonical quiet NaN.
-    F32(Vec<u32>),
-    U32(Vec<u32>),
-    Ternary(TernaryMatrix),
-    Activations(QuantizedActivations),
-}
+use super::values::{PendingRead, Value, is_value_error, read_async, read_now, stand_in};
 
 /// Which engine a call runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,9 +15,6 @@ pub enum Side {
     Gpu,
     Cpu,
 }
-
-/// A read whose future is still pending.
-pub type PendingRead = Pin<Box<dyn Future<Output = Result<Value, Error>> + Send>>;
 
 /// One program variable: what the same call returned on each engine.
 pub struct Var {
@@ -59,68 +44,6 @@ pub struct Program {
 
 /// A mismatch between the engines, described for the failure message.
 pub type Mismatch = String;
-
-fn f32_bits(v: Vec<f32>) -> Vec<u32> {
-    v.into_iter()
-        .map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() })
-        .collect()
-}
-
-/// Reads `t` as a future, by its dtype.
-pub fn read_async(t: &Tensor) -> PendingRead {
-    match t.dtype() {
-        DType::F32 => {
-            let f = t.read_f32_async();
-            Box::pin(async move { f.await.map(|v| Value::F32(f32_bits(v))) })
-        }
-        DType::U32 => {
-            let f = t.read_u32_async();
-            Box::pin(async move { f.await.map(Value::U32) })
-        }
-        DType::Ternary => {
-            let f = t.read_ternary_async();
-            Box::pin(async move { f.await.map(Value::Ternary) })
-        }
-        DType::QuantizedI8 => {
-            let f = t.read_activations_async();
-            Box::pin(async move { f.await.map(Value::Activations) })
-        }
-        other => panic!("the fuzzer makes no {other:?} tensors"),
-    }
-}
-
-/// An error about values (NaN/Inf inputs, an overflow): the GPU side reports it when the value
-/// is read, not when the call is made.
-fn is_value_error(e: &Error) -> bool {
-    matches!(e, Error::NonFinite { .. })
-}
-
-/// A CPU engine tensor of `t`'s dtype and shape (zeros), standing in for a value that failed.
-fn stand_in(cpu: &Engine, t: &Tensor) -> Tensor {
-    let len = t.len();
-    match t.dtype() {
-        DType::F32 => cpu.upload_f32(&vec![0.0; len], t.shape()),
-        DType::U32 => cpu.upload_u32(&vec![0; len], t.shape()),
-        DType::Ternary => {
-            let (n, k) = (t.shape()[0], t.shape()[1]);
-            cpu.upload_ternary(
-                &bitnet_wgpu::cpu_ref::quantize_weights(&vec![0.0; n * k], n, k).unwrap(),
-            )
-        }
-        DType::QuantizedI8 => {
-            let (m, k) = (t.shape()[0], t.shape()[1]);
-            let x = bitnet_wgpu::cpu_ref::quantize_activations(&vec![0.0; m * k], m, k).unwrap();
-            cpu.upload_activations(&x)
-        }
-        other => panic!("the fuzzer makes no {other:?} tensors"),
-    }
-    .unwrap()
-}
-
-/// Reads `t` now.
-pub fn read_now(t: &Tensor) -> Result<Value, Error> {
-    bitnet_tests::block_on(read_async(t))
-}
 
 impl Program {
     pub fn new(gpu: Engine, seed: u64) -> Program {
@@ -343,18 +266,33 @@ impl Program {
             }
             return Ok(());
         }
-        let show = |v: &Result<Value, _>| match v {
-            Ok(v) => format!("{:.300}", format!("{v:?}")),
-            Err(e) => format!("{e:?}"),
+        let words = |v: &Value| match v {
+            Value::F32(w) | Value::U32(w) => Some(w.clone()),
+            _ => None,
         };
-        Err(self.at(&format!(
-            "{what}: GPU read {}, want {}",
-            show(&got),
-            match want {
-                Ok(v) => format!("{:.300}", format!("{v:?}")),
-                Err(errs) => format!("one of {errs:?}"),
+        let why = match (&got, want) {
+            (Ok(g), Ok(w)) => match (words(g), words(w)) {
+                (Some(g), Some(w)) => match (0..g.len().min(w.len())).find(|&i| g[i] != w[i]) {
+                    Some(i) => format!(
+                        "word {i} of {}: GPU {:#010x}, want {:#010x}",
+                        w.len(),
+                        g[i],
+                        w[i]
+                    ),
+                    None => format!("{} words, want {}", g.len(), w.len()),
+                },
+                _ => format!(
+                    "GPU {:.300}, want {:.300}",
+                    format!("{g:?}"),
+                    format!("{w:?}")
+                ),
+            },
+            (got, Ok(_)) => format!("GPU read {got:?}, want values"),
+            (got, Err(errs)) => {
+                format!("GPU read {:.300}, want one of {errs:?}", format!("{got:?}"))
             }
-        )))
+        };
+        Err(self.at(&format!("{what}: {why}")))
     }
 
     /// Reads variable `id` on the GPU side now and compares.
