@@ -7,8 +7,11 @@
 //! needs it, a policy switch that strands a tensor, a read completed after its tensor was
 //! dropped, a failure reported to the wrong value.
 //!
-//! `cargo test -p bitnet-tests --test op_fuzz -- --ignored` runs the long form (many more
-//! seeds and steps) for a hunt; CI runs the short one.
+//! The programs also drive the layer objects (`Linear`, `LinearGroup`, `GatedLinear`,
+//! `LinearChain`, `BatchingLinear`) and the float ops that agree within a bound (compared at once,
+//! not kept). `cargo test -p bitnet-tests --test op_fuzz -- --ignored` runs the long form (many
+//! more seeds and steps) for a hunt, from seed `OP_FUZZ_SEED` on if set (default 0: the same
+//! programs each run); CI runs the short one.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -126,12 +129,23 @@ fn random_programs_on_threads_sharing_an_engine_agree_with_the_cpu_engine() {
 #[test]
 #[ignore = "long hunt: run by hand"]
 fn long_random_programs_agree_with_the_cpu_engine() {
-    fuzz_in_sequence(gpu_engine(), 1000..1200, 600);
-    fuzz_in_sequence(constrained_engine(), 2000..2100, 600);
+    let base = hunt_seed();
+    fuzz_in_sequence(gpu_engine(), base + 1000..base + 1200, 600);
+    fuzz_in_sequence(constrained_engine(), base + 2000..base + 2100, 600);
 }
 
 #[test]
 #[ignore = "long hunt: run by hand"]
 fn long_random_programs_on_threads_agree_with_the_cpu_engine() {
-    fuzz_in_parallel(5000..5008, 1500);
+    let base = hunt_seed();
+    fuzz_in_parallel(base + 5000..base + 5008, 1500);
+}
+
+/// Where the long hunts' seeds start: `OP_FUZZ_SEED` (a number), else 0.
+fn hunt_seed() -> u64 {
+    std::env::var("OP_FUZZ_SEED").map_or(0, |v| {
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("OP_FUZZ_SEED={v:?} is not a number"))
+    })
 }

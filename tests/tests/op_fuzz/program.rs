@@ -4,7 +4,6 @@
 //! the data") must come back from reading the GPU tensor; values read must agree bit for bit
 //! (NaN payloads aside — a GPU may return another NaN).
 
-use bitnet_tests::Tolerance;
 use bitnet_wgpu::{Engine, Error, Tensor};
 
 use super::values::{PendingRead, Value, is_value_error, read_async, read_now, stand_in};
@@ -137,14 +136,15 @@ impl Program {
         self.settle(what, gpu, cpu, must_fail)
     }
 
-    /// Compares one call's results and stores them as variables.
-    /// Like [`Program::run`], for float ops whose results agree within `tol` rather than bit for
-    /// bit: inputs must hold values on both sides (else nothing runs); the outputs are read at
-    /// once, compared and dropped — an inexact value would fail every later exact comparison.
+    /// Like [`Program::run`], for float ops whose results agree within a bound rather than bit
+    /// for bit (`allowed(i, want)`: the largest difference element `i` of the CPU engine's
+    /// `want` allows): inputs must hold values on both sides (else nothing runs); the outputs
+    /// are read at once, compared and dropped — an inexact value would fail every later exact
+    /// comparison.
     pub fn run_close(
         &mut self,
         what: &str,
-        tol: Tolerance,
+        allowed: impl Fn(usize, f32) -> f32,
         ids: &[usize],
         f: impl Fn(&Engine, &[&Tensor]) -> Result<Vec<Tensor>, Error>,
     ) -> Result<(), Mismatch> {
@@ -158,14 +158,20 @@ impl Program {
             let want = v
                 .cpu
                 .map(|t| t.read_f32().expect("reading a CPU engine tensor"));
-            let close = |a: f32, b: f32| (a.is_nan() && b.is_nan()) || tol.accepts(a, b);
+            let close = |i: usize, a: f32, b: f32| {
+                a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= allowed(i, b)
+            };
             let verdict = match (&got, &want) {
                 (Ok(g), Ok(w)) if g.len() != w.len() => {
                     Some(format!("{} vs {} values", g.len(), w.len()))
                 }
-                (Ok(g), Ok(w)) => (0..g.len())
-                    .find(|&i| !close(g[i], w[i]))
-                    .map(|i| format!("element {i}: GPU {} CPU {} (tolerance {tol:?})", g[i], w[i])),
+                (Ok(g), Ok(w)) => (0..g.len()).find(|&i| !close(i, g[i], w[i])).map(|i| {
+                    let bound = allowed(i, w[i]);
+                    format!(
+                        "element {i}: GPU {} CPU {} (allowed ±{bound:e})",
+                        g[i], w[i]
+                    )
+                }),
                 (Err(e), Err(errs)) if errs.contains(e) => None,
                 (g, w) => Some(format!(
                     "GPU read {:?}, want {:?}",
