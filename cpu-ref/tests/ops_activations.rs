@@ -164,6 +164,23 @@ fn reductions_over_last_axis() {
     );
 }
 
+/// `Max` orders -0 below +0 (IEEE 754-2019 `maximum`): Rust's `f32::max` leaves the sign of
+/// a zero result unspecified (x86's `maxss` returns its second operand when the two compare
+/// equal), so a row holding both zeros gave whichever came last.
+#[test]
+fn max_orders_negative_zero_below_positive_zero() {
+    let bits = |v: &[f32]| {
+        let y = reduce_last(ReduceOp::Max, &t(v, &[v.len()])).unwrap();
+        y.data()[0].to_bits()
+    };
+    assert_eq!(bits(&[0.0, -0.0]), 0);
+    assert_eq!(bits(&[-0.0, 0.0]), 0);
+    assert_eq!(bits(&[-1.0, 0.0, -0.0, -2.0]), 0);
+    assert_eq!(bits(&[-0.0, -0.0]), 0x8000_0000);
+    assert_eq!(bits(&[-3.0, -0.0, -1.0]), 0x8000_0000);
+    assert_eq!(bits(&[-0.0]), 0x8000_0000);
+}
+
 #[test]
 fn rms_norm_hand_computed() {
     // x = [3, 4], w = [1, 2], eps = 0: Σx² = 25, 25 / 2 = 12.5, 1 / √12.5 = 0.28284271247:

@@ -41,14 +41,20 @@ fn sigmoid(x: f32) -> f32 {
     return exact_div(e, 1.0 + e);
 }
 
+// max(x, 0) with +0 for every x <= 0, -0 included, as cpu-ref (WGSL leaves a zero result's sign
+// of `max` to the device).
+fn relu(x: f32) -> f32 {
+    return select(0.0, x, x > 0.0);
+}
+
 // One activation, as `UnaryOp::apply` in the CPU reference. op: 0 = relu, 1 = relu²
 // (relu(x)·relu(x)), 2 = silu (x·sigmoid(x)), 3 = gelu (exact erf form, 0.5·x·(1 + erf(x/√2)), with
 // cpu-ref's erf approximation above), 4 = exp.
 fn activation(op: u32, x: f32) -> f32 {
     switch op {
-        case 0u: { return max(x, 0.0); }
+        case 0u: { return relu(x); }
         case 1u: {
-            let r = max(x, 0.0);
+            let r = relu(x);
             return r * r;
         }
         case 2u: { return x * sigmoid(x); }

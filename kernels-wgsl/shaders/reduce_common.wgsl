@@ -32,7 +32,25 @@ const WG: u32 = 256u;
 
 // Sum for ops 0 and 1, max otherwise (absmax inputs are made non-negative before folding).
 fn combine(op: u32, u: f32, v: f32) -> f32 {
-    return select(max(u, v), u + v, op <= 1u);
+    return select(max_ordered(u, v), u + v, op <= 1u);
+}
+
+// max(u, v) with -0 below +0, as cpu-ref's Max (WGSL leaves a zero result's sign of `max` to the
+// device): equal values have equal bits but for the two zeros, whose AND is +0 when either is.
+fn max_ordered(u: f32, v: f32) -> f32 {
+    return select(max(u, v), bitcast<f32>(bitcast<u32>(u) & bitcast<u32>(v)), u == v);
+}
+
+// An i32 key ordered as max_ordered orders finite floats (-0 below +0): negative floats' bits
+// past the sign flipped. Its own inverse (ordered_f32).
+fn ordered_key(v: f32) -> i32 {
+    let b = bitcast<u32>(v);
+    return bitcast<i32>(select(b, b ^ 0x7fffffffu, b >= 0x80000000u));
+}
+
+fn ordered_f32(k: i32) -> f32 {
+    let b = bitcast<u32>(k);
+    return bitcast<f32>(select(b, b ^ 0x7fffffffu, b >= 0x80000000u));
 }
 
 // Invocation t's fold of row `row` (flags non-finite inputs on status word 0).

@@ -30,7 +30,8 @@ fn main(
     // Both reductions run in uniform control flow; the op picks which result is kept.
     let is_sum = params.op <= 1u;
     let sg_sum = subgroupAdd(acc);
-    let sg_max = subgroupMax(acc);
+    // Over ordered keys: a float subgroupMax may give either zero when both are in the subgroup.
+    let sg_max = ordered_f32(subgroupMax(ordered_key(acc)));
     if (sg_lane == 0u) {
         per_subgroup[sg_id] = select(sg_max, sg_sum, is_sum);
     }

@@ -20,6 +20,20 @@ pub enum ReduceOp {
     AbsMax,
 }
 
+/// `max(a, b)` of finite values with -0 below +0 (IEEE 754-2019 `maximum`), so `Max`'s result
+/// has one sign whatever the row's order and the platform: `f32::max` leaves a zero result's
+/// sign unspecified (x86's `maxss` returns its second operand when the two compare equal).
+/// Equal values have equal bits but for the two zeros, whose AND is +0 when either is.
+fn max_ordered(a: f32, b: f32) -> f32 {
+    if a == b {
+        f32::from_bits(a.to_bits() & b.to_bits())
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Reduces the last axis: output shape is the input shape without its last axis (a rank-1 input
 /// gives a rank-0 scalar; a rank-0 input is treated as one row of one element), as PyTorch's
 /// `x.sum(dim=-1)` / `mean` / `amax` / `abs().amax` without `keepdim`. Rows are never empty (a
@@ -37,7 +51,7 @@ pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
         .map(|row| match op {
             ReduceOp::Sum => lane_sum(row, |v| v),
             ReduceOp::Mean => lane_sum(row, |v| v) / len as f32,
-            ReduceOp::Max => row.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            ReduceOp::Max => row.iter().copied().fold(f32::NEG_INFINITY, max_ordered),
             ReduceOp::AbsMax => row.iter().fold(0.0f32, |m, v| m.max(v.abs())),
         })
         .collect();

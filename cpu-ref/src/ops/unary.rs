@@ -27,9 +27,9 @@ impl UnaryOp {
     /// Applies the activation to one value.
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            UnaryOp::Relu => x.max(0.0),
+            UnaryOp::Relu => relu(x),
             UnaryOp::Relu2 => {
-                let r = x.max(0.0);
+                let r = relu(x);
                 r * r
             }
             UnaryOp::Silu => silu(x),
@@ -37,6 +37,12 @@ impl UnaryOp {
             UnaryOp::Exp => x.exp(),
         }
     }
+}
+
+/// `max(x, 0)` with a +0 result for every x <= 0, -0 included (`f32::max` leaves a zero
+/// result's sign unspecified; the GPU kernels select the same way).
+fn relu(x: f32) -> f32 {
+    if x > 0.0 { x } else { 0.0 }
 }
 
 /// `op(a)` elementwise, same shape. Errors: non-finite input; non-finite output (`Exp` above

@@ -108,3 +108,33 @@ fn unary_matches_cpu_ref() {
         );
     }
 }
+
+/// ReLU of -0 is +0 (and ReLU² of it +0) on both sides, bit for bit: `max(x, 0)` leaves a zero
+/// result's sign to the platform, so both select explicitly. Also through the gated op, whose
+/// kernel shares the activation.
+#[test]
+fn relu_of_negative_zero_is_positive_zero() {
+    let e = engine();
+    let x = [-0.0, 0.0, -1.0, 2.0, -0.0, -3.5, 0.5, -0.0];
+    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for op in [UnaryOp::Relu, UnaryOp::Relu2] {
+        let want = cpu::unary(op, &host(&x, &[2, 4])).unwrap().into_data();
+        assert_eq!(want[0].to_bits(), 0, "cpu-ref {op:?}(-0)");
+        let got = e
+            .unary(op, &up(e, &x, &[2, 4]))
+            .unwrap()
+            .read_f32()
+            .unwrap();
+        assert_eq!(bits(got), bits(want.clone()), "{op:?}");
+        let ones = [1.0; 8];
+        let want = cpu::gated(op, &host(&x, &[2, 4]), &host(&ones, &[2, 4])).unwrap();
+        let got = e
+            .gated(op, &up(e, &x, &[2, 4]), &up(e, &ones, &[2, 4]))
+            .unwrap();
+        assert_eq!(
+            bits(got.read_f32().unwrap()),
+            bits(want.into_data()),
+            "gated {op:?}"
+        );
+    }
+}

@@ -18,6 +18,47 @@ const ROW_SHAPES: &[&[usize]] = &[
     &[2, 70_000],
 ];
 
+/// `Max` of rows whose largest value is a zero: the sign of the result is cpu-ref's (-0 only
+/// when no +0 is in the row), bit for bit, whichever invocation, subgroup or fold order meets
+/// the zeros (the suite's float comparison takes -0 == +0, so bits are compared here).
+#[test]
+fn reduce_max_keeps_the_sign_of_zero() {
+    let e = engine();
+    for len in [1, 2, 7, 33, 256, 257, 1000, 4099] {
+        // Per row: all -0; -0 among negatives; one +0 among -0 at the start, middle or end;
+        // +0 and -0 alternating; one -0 among +0.
+        let rows: Vec<Vec<f32>> = vec![
+            vec![-0.0; len],
+            (0..len)
+                .map(|i| if i == len / 2 { -0.0 } else { -1.0 - i as f32 })
+                .collect(),
+            (0..len).map(|i| if i == 0 { 0.0 } else { -0.0 }).collect(),
+            (0..len)
+                .map(|i| if i == len / 2 { 0.0 } else { -0.0 })
+                .collect(),
+            (0..len)
+                .map(|i| if i == len - 1 { 0.0 } else { -0.0 })
+                .collect(),
+            (0..len)
+                .map(|i| if i % 2 == 0 { 0.0 } else { -0.0 })
+                .collect(),
+            (0..len)
+                .map(|i| if i == len - 1 { -0.0 } else { 0.0 })
+                .collect(),
+        ];
+        let flat = rows.concat();
+        let shape = [rows.len(), len];
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let want = cpu::reduce_last(ReduceOp::Max, &host(&flat, &shape)).unwrap();
+        let got = e.reduce_last(ReduceOp::Max, &up(e, &flat, &shape)).unwrap();
+        assert_eq!(
+            bits(got.read_f32().unwrap()),
+            bits(want.into_data()),
+            "Max over rows of {len}"
+        );
+    }
+}
+
 #[test]
 fn reduce_last_matches_cpu_ref() {
     let e = engine();
