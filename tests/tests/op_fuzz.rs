@@ -71,9 +71,10 @@ fn fuzz_in_sequence(engine: Engine, seeds: std::ops::Range<u64>, steps: usize) {
         if let Err(mismatch) = fuzz.run(steps) {
             panic!("{mismatch}");
         }
-        let (values, errors, calls) = fuzz.p.compared;
+        let (values, errors, calls, tiny) = fuzz.p.compared;
         println!(
-            "seed {seed}: {values} values and {errors} errors read alike, {calls} calls failed alike"
+            "seed {seed}: {values} values and {errors} errors read alike, {calls} calls failed \
+             alike, {tiny} tiny values not compared"
         );
         drop(fuzz);
         engine.sync().unwrap();

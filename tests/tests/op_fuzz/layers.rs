@@ -244,12 +244,13 @@ impl Fuzz {
                 )),
             };
         }
-        let cpu = self.p.vars[a].cpu.clone();
+        let (cpu, tiny) = (self.p.vars[a].cpu.clone(), self.p.vars[a].tiny);
         self.p.settle(
             "to_device",
             got.map(|t| vec![t]),
             cpu.map(|t| vec![t]),
             false,
+            tiny,
         )
     }
 }

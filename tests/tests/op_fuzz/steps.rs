@@ -285,7 +285,7 @@ impl Fuzz {
                 };
                 let must_fail = c.is_err();
                 let (g, c) = (g.map(|t| vec![t]), c.map(|t| vec![t]).map_err(|e| vec![e]));
-                self.p.settle("kv view", g, c, must_fail)
+                self.p.settle("kv view", g, c, must_fail, false)
             }
             Step::KvTruncate => {
                 let len = self.below(self.layers.kv.0.len() + 1);

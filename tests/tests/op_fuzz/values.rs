@@ -82,3 +82,12 @@ pub fn stand_in(cpu: &Engine, t: &Tensor) -> Tensor {
 pub fn read_now(t: &Tensor) -> Result<Value, Error> {
     bitnet_tests::block_on(read_async(t))
 }
+
+/// Whether `t` (`F32`) holds a nonzero value below 2^-100 in magnitude (see `Var::tiny`).
+pub fn holds_tiny(t: &Tensor) -> bool {
+    t.dtype() == DType::F32
+        && t.read_f32()
+            .expect("reading a CPU engine tensor")
+            .iter()
+            .any(|v| *v != 0.0 && v.abs() < 2f32.powi(-100))
+}
