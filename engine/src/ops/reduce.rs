@@ -2,7 +2,10 @@
 //! per row. Sum and mean use the fixed 256-lane tree order of `bitnet_cpu_ref::ops::reduce_last`
 //! (and a correctly rounded division), so they match it bit for bit (for subnormal values, on
 //! devices that keep them: see `elementwise.rs`); max and absmax are exact in any order and use
-//! subgroup operations where the device has them.
+//! subgroup operations where the device has them. Max orders -0 below +0 (IEEE 754-2019
+//! `maximum`, as cpu-ref): WGSL's `max` and `subgroupMax` leave a zero result's sign to the
+//! device, so the fold selects on equal values and the subgroup step takes the maximum of
+//! order-preserving integer keys (`reduce_common.wgsl`).
 
 use bitnet_cpu_ref::ops::{self as cpu, ReduceOp};
 use bitnet_kernels_wgsl::tensor as kernels;
