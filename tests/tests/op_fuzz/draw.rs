@@ -21,6 +21,8 @@ pub struct Fuzz {
     /// The GPU engine's policy as this program last set it; `None`: the engine is shared with
     /// other programs, so this one leaves the policy alone.
     pub(super) policy: Option<DispatchPolicy>,
+    /// Whether the program injects GPU faults (`faults.rs`).
+    pub(super) inject: bool,
 }
 
 impl Fuzz {
@@ -35,6 +37,15 @@ impl Fuzz {
         Fuzz::with_policy(p, None)
     }
 
+    /// A program of its own that also injects GPU faults (the engine is left unusable for
+    /// others: failed pipelines stay failed, a lost device stays lost).
+    pub fn with_faults(p: Program) -> Fuzz {
+        Fuzz {
+            inject: true,
+            ..Fuzz::new(p)
+        }
+    }
+
     fn with_policy(p: Program, policy: Option<DispatchPolicy>) -> Fuzz {
         let layers = Layers::new(&p.gpu, &p.cpu, p.seed);
         let r = Rng::new(p.seed);
@@ -43,6 +54,7 @@ impl Fuzz {
             r,
             layers,
             policy,
+            inject: false,
         }
     }
 

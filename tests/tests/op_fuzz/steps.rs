@@ -46,6 +46,7 @@ const STEPS: &[(Step, u64)] = &[
     (Step::Softmax, 2),
     (Step::Rope, 2),
     (Step::Attention, 2),
+    (Step::Fault, 2),
 ];
 
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +88,7 @@ enum Step {
     Softmax,
     Rope,
     Attention,
+    Fault,
 }
 
 impl Fuzz {
@@ -313,11 +315,14 @@ impl Fuzz {
                 let i = self.below(self.p.vars.len());
                 self.p.check(i)
             }
-            Step::Sync => self
-                .p
-                .gpu
-                .sync()
-                .map_err(|e| format!("seed {} step {}: sync: {e:?}", self.p.seed, self.p.step)),
+            Step::Sync => match self.p.gpu.sync() {
+                Ok(()) => Ok(()),
+                Err(e) if self.p.faults.excuses(&e, false) => Ok(()),
+                Err(e) => Err(format!(
+                    "seed {} step {}: sync: {e:?}",
+                    self.p.seed, self.p.step
+                )),
+            },
             Step::Policy if self.policy.is_none() => Ok(()),
             Step::Policy => {
                 let policy = self.one_of(&[DispatchPolicy::Gpu, DispatchPolicy::Cpu]);
@@ -348,6 +353,8 @@ impl Fuzz {
             Step::Softmax => self.softmax(),
             Step::Rope => self.rope(),
             Step::Attention => self.attention(),
+            Step::Fault if !self.inject => Ok(()),
+            Step::Fault => self.inject_fault(),
         }
     }
 }
