@@ -17,7 +17,8 @@ pub struct FaultState {
     pub device_lost: bool,
 }
 
-/// The errors an injected fault makes.
+/// The errors an injected fault makes (the engine's own list of GPU faults, a failed read-back
+/// mapping included).
 fn from_a_fault(e: &Error) -> bool {
     matches!(
         e,
@@ -26,6 +27,7 @@ fn from_a_fault(e: &Error) -> bool {
             | Error::PipelineCreation { .. }
             | Error::Aborted { .. }
             | Error::Panicked(_)
+            | Error::Map(_)
             | Error::DeviceLost(_)
     )
 }
