@@ -237,15 +237,17 @@ impl Fuzz {
     }
 
     /// `Engine::to_device` on the GPU engine; the CPU engine keeps its tensor (it has no
-    /// device). Under the `Cpu` policy the GPU engine must refuse (`Unsupported`).
+    /// device). Under the `Cpu` policy the GPU engine must refuse.
     pub(super) fn move_to_device(&mut self) -> Result<(), Mismatch> {
         let Some(a) = self.pick(|_| true) else {
             return Ok(());
         };
         let got = self.p.gpu.to_device(&self.p.vars[a].gpu);
         if self.policy == Some(DispatchPolicy::Cpu) {
+            // No device to copy to: `Unsupported`, or `DeviceLost` once the device is lost.
             return match got {
                 Err(Error::Unsupported(_)) => Ok(()),
+                Err(Error::DeviceLost(_)) if self.p.faults.device_lost => Ok(()),
                 other => Err(format!(
                     "seed {} step {}: to_device under the Cpu policy gave {other:?}",
                     self.p.seed, self.p.step
