@@ -146,6 +146,12 @@ fn fuzz_with_faults(seeds: std::ops::Range<u64>, steps: usize) {
             panic!("{mismatch}");
         }
         let lost = fuzz.p.faults.device_lost;
+        let (values, errors, calls, tiny) = fuzz.p.compared;
+        println!(
+            "faults, seed {seed}: {values} values and {errors} errors read alike (faults' errors \
+             included), {calls} calls failed alike, {tiny} tiny values not compared, device \
+             lost: {lost}"
+        );
         drop(fuzz);
         if !lost {
             // A fault still armed may hit this sync (a panic injected into the next submission).

@@ -2,7 +2,7 @@
 //! existing one that fits, or a new upload).
 
 use bitnet_tests::Rng;
-use bitnet_wgpu::{DType, DispatchPolicy, Tensor};
+use bitnet_wgpu::{DType, DispatchPolicy, Engine, Error, Tensor};
 
 use super::layers::Layers;
 use super::program::{Mismatch, Program};
@@ -94,18 +94,28 @@ impl Fuzz {
         }
     }
 
-    pub(super) fn new_index(&self) -> usize {
-        self.p.vars.len() - 1
-    }
-
     /// Uploads random `F32` values of `shape`; the new variable's index.
     pub(super) fn upload(&mut self, shape: &[usize]) -> Result<usize, Mismatch> {
         let v = self.values(shape.iter().product());
         let shape = shape.to_vec();
-        self.p.run("upload_f32", &[], |e, _| {
-            Ok(vec![e.upload_f32(&v, &shape)?])
-        })?;
-        Ok(self.new_index())
+        self.upload_with("upload_f32", |e| e.upload_f32(&v, &shape))
+    }
+
+    /// Runs `upload` on both engines until the GPU side makes a variable (each injected fault
+    /// fails one allocation or submission, and a few may be armed); the variable's index.
+    pub(super) fn upload_with(
+        &mut self,
+        what: &str,
+        upload: impl Fn(&Engine) -> Result<Tensor, Error>,
+    ) -> Result<usize, Mismatch> {
+        for _ in 0..8 {
+            if let Some(i) = self.p.run_new(what, &[], |e, _| Ok(vec![upload(e)?]))? {
+                return Ok(i);
+            }
+        }
+        Err(self
+            .p
+            .at(&format!("{what}: failed on the GPU side 8 times")))
     }
 
     /// A variable passing `ok`, if any.
@@ -166,11 +176,9 @@ impl Fuzz {
             None => self.one_of(WIDTHS),
         };
         let w = self.upload(&[n, k])?;
-        let before = self.p.vars.len();
-        self.p.run("quantize_weights_tensor", &[w], |e, t| {
+        self.p.run_new("quantize_weights_tensor", &[w], |e, t| {
             Ok(vec![e.quantize_weights_tensor(t[0])?])
-        })?;
-        Ok((self.p.vars.len() > before).then(|| self.new_index()))
+        })
     }
 
     /// Drops a variable, reading it first half the time (so most values computed are compared,

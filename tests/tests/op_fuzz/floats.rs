@@ -84,10 +84,7 @@ impl Fuzz {
         let t = self.p.vars[x].gpu.shape()[0];
         let (first, stride) = (self.r.below(100_000) as u32, 1 + self.r.below(1000) as u32);
         let positions: Vec<u32> = (0..t as u32).map(|i| first + i * stride).collect();
-        self.p.run("upload_u32", &[], |e, _| {
-            Ok(vec![e.upload_u32(&positions, &[t])?])
-        })?;
-        let pos = self.new_index();
+        let pos = self.upload_with("upload_u32", |e| e.upload_u32(&positions, &[t]))?;
         let scale = self.magnitude(x);
         self.p
             .run_close("rope", within("rope", scale), &[x, pos], |e, t| {

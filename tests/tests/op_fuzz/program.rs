@@ -101,6 +101,19 @@ impl Program {
         self.run_sided(what, ids, |_, e, t| f(e, t))
     }
 
+    /// [`Program::run`], returning the first new variable's index, if the call made one (an
+    /// injected fault may fail it on the GPU side).
+    pub fn run_new(
+        &mut self,
+        what: &str,
+        ids: &[usize],
+        f: impl Fn(&Engine, &[&Tensor]) -> Result<Vec<Tensor>, Error>,
+    ) -> Result<Option<usize>, Mismatch> {
+        let before = self.vars.len();
+        self.run(what, ids, f)?;
+        Ok((self.vars.len() > before).then_some(before))
+    }
+
     /// [`Program::run`] for calls on objects each engine has its own of (layers): `f` learns
     /// which side it runs on.
     pub fn run_sided(

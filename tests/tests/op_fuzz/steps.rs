@@ -257,14 +257,15 @@ impl Fuzz {
                     Some(i) if matches!(kind, Step::Accumulate) || self.below(3) == 0 => i,
                     _ if matches!(kind, Step::Accumulate) => {
                         let x = self.matrix(Some(k))?;
-                        let before = self.p.vars.len();
-                        self.p.run("quantize_activations_tensor", &[x], |e, t| {
-                            Ok(vec![e.quantize_activations_tensor(t[0])?])
-                        })?;
-                        if self.p.vars.len() == before {
+                        let xq = self
+                            .p
+                            .run_new("quantize_activations_tensor", &[x], |e, t| {
+                                Ok(vec![e.quantize_activations_tensor(t[0])?])
+                            })?;
+                        let Some(xq) = xq else {
                             return Ok(());
-                        }
-                        self.new_index()
+                        };
+                        xq
                     }
                     _ => self.matrix(Some(k))?,
                 };
