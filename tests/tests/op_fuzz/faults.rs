@@ -1,7 +1,7 @@
-//! Injected GPU faults in a program (`EngineOptions`-free: the engine's test-only
-//! `inject_fault`). The contract checked: a host-facing op still returns the right result (it
-//! re-runs on the CPU); a tensor's read returns its right value or a fault's error — a value
-//! read once is never lost (only a lost device may take it) — and never a wrong value.
+//! Injected GPU faults in a program (the engine's test-only `Engine::inject_fault`). The
+//! contract checked: a host-facing op still returns the right result (it re-runs on the CPU); a
+//! tensor's read returns its right value or a fault's error — a value read once is never lost
+//! (only a lost device may take it) — and never a wrong value.
 
 use bitnet_wgpu::{Error, InjectedFault};
 
