@@ -7,7 +7,7 @@ use bitnet_tests::random_normal;
 use bitnet_wgpu::cpu_ref;
 use bitnet_wgpu::{
     BatchingLinear, ChainInput, DType, DispatchPolicy, Engine, Error, GatedLinear, KvCache, Linear,
-    LinearChain, LinearGroup, UnaryOp,
+    LinearChain, LinearGroup, NormedInput, UnaryOp,
 };
 
 use super::draw::{Fuzz, WIDTHS};
@@ -174,6 +174,57 @@ impl Fuzz {
                 Ok(vec![e.upload_f32(&outputs, &[outputs.len()])?])
             }),
         }
+    }
+
+    /// A layer on the RMSNorm of its input (`NormedInput`: a residual added or not): a `Linear`,
+    /// the group or the gated pair. Outputs: the residual stream after the add (only where a
+    /// residual is added: without one it is `x` itself, which a failed norm leaves readable on
+    /// the GPU side while the CPU engine fails the whole call), then the layer's. Bit for bit
+    /// `add_rms_norm` / `rms_norm` and the layer's `forward_tensor`.
+    pub(super) fn layer_normed(&mut self) -> Result<(), Mismatch> {
+        let x = self.matrix(Some(LAYER_K))?;
+        let residual = if self.below(2) == 0 {
+            Some(self.like(x)?)
+        } else {
+            None
+        };
+        let len = if self.below(15) == 0 {
+            LAYER_K + 1
+        } else {
+            LAYER_K
+        };
+        let weight = self.upload(&[len])?;
+        let eps = self.one_of(&[1e-5, 1e-6, 0.0, -1.0]);
+        let (which, i) = (self.below(3), self.below(LAYER_NS.len()));
+        let ids: Vec<usize> = [Some(x), Some(weight), residual]
+            .into_iter()
+            .flatten()
+            .collect();
+        let (p, l) = (&mut self.p, &self.layers);
+        let skip = usize::from(residual.is_none());
+        p.run_sided("forward_normed", &ids, |s, _, t| {
+            let input = NormedInput {
+                x: t[0],
+                residual: t.get(2).copied(),
+                weight: t[1],
+                eps,
+            };
+            Ok(match which {
+                0 => {
+                    let (h, y) = pick(s, &l.linears[i]).forward_normed(input)?;
+                    vec![h, y]
+                }
+                1 => {
+                    let (h, ys) = pick(s, &l.group).forward_normed(input)?;
+                    [vec![h], ys].concat()
+                }
+                _ => {
+                    let (h, y) = pick(s, &l.gated).forward_normed(input)?;
+                    vec![h, y]
+                }
+            }
+            .split_off(skip))
+        })
     }
 
     /// Compares two host-facing results bit for bit (errors equal).
