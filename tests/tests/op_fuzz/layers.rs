@@ -177,10 +177,12 @@ impl Fuzz {
     }
 
     /// A layer on the RMSNorm of its input (`NormedInput`: a residual added or not): a `Linear`,
-    /// the group or the gated pair. Outputs: the residual stream after the add (only where a
-    /// residual is added: without one it is `x` itself, which a failed norm leaves readable on
-    /// the GPU side while the CPU engine fails the whole call), then the layer's. Bit for bit
-    /// `add_rms_norm` / `rms_norm` and the layer's `forward_tensor`.
+    /// the group or the gated pair, bit for bit `add_rms_norm` / `rms_norm` and the layer's
+    /// `forward_tensor`. The layer's outputs are kept, not the residual stream after the add:
+    /// where the norm or the layer fails, the CPU engine fails the whole call, while on the GPU
+    /// side that stream may stay readable (it is `x` itself without a residual, and comes from
+    /// the norm's launch where the fused kernel cannot run: errors follow the data). The
+    /// `AddRmsNorm` step checks that stream.
     pub(super) fn layer_normed(&mut self) -> Result<(), Mismatch> {
         let x = self.matrix(Some(LAYER_K))?;
         let residual = if self.below(2) == 0 {
@@ -201,7 +203,6 @@ impl Fuzz {
             .flatten()
             .collect();
         let (p, l) = (&mut self.p, &self.layers);
-        let skip = usize::from(residual.is_none());
         p.run_sided("forward_normed", &ids, |s, _, t| {
             let input = NormedInput {
                 x: t[0],
@@ -223,7 +224,7 @@ impl Fuzz {
                     vec![h, y]
                 }
             }
-            .split_off(skip))
+            .split_off(1))
         })
     }
 
