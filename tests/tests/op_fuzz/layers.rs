@@ -47,12 +47,8 @@ impl Layers {
                 (Linear::new(gpu, w.clone()), Linear::new(cpu, w))
             })
             .collect();
-        let side = |s: usize| -> Vec<Linear> {
-            linears
-                .iter()
-                .map(|l| if s == 0 { l.0.clone() } else { l.1.clone() })
-                .collect()
-        };
+        let side =
+            |s: Side| -> Vec<Linear> { linears.iter().map(|l| pick(s, l).clone()).collect() };
         let build = |e: &Engine, l: &[Linear]| {
             let group = e.linear_group(&[&l[0], &l[1], &l[2]]).unwrap();
             let gated = e.gated_linear(&l[3], &l[4], UnaryOp::Relu2).unwrap();
@@ -71,7 +67,7 @@ impl Layers {
             let chain = e.linear_chain(LAYER_K, links).unwrap();
             (group, gated, chain)
         };
-        let (g, c) = (build(gpu, &side(0)), build(cpu, &side(1)));
+        let (g, c) = (build(gpu, &side(Side::Gpu)), build(cpu, &side(Side::Cpu)));
         let batching =
             BatchingLinear::new(linears[0].0.clone(), Duration::from_micros(50), 16).unwrap();
         Layers {
