@@ -4,6 +4,7 @@
 use bitnet_tests::Rng;
 use bitnet_wgpu::{DType, DispatchPolicy, Engine, Error, Tensor};
 
+use super::faults::RETRIES;
 use super::layers::Layers;
 use super::program::{Mismatch, Program};
 
@@ -101,21 +102,21 @@ impl Fuzz {
         self.upload_with("upload_f32", |e| e.upload_f32(&v, &shape))
     }
 
-    /// Runs `upload` on both engines until the GPU side makes a variable (each injected fault
-    /// fails one allocation or submission, and a few may be armed); the variable's index.
+    /// Runs `upload` on both engines until the GPU side makes a variable (injected faults may
+    /// fail it, see `RETRIES`); the variable's index.
     pub(super) fn upload_with(
         &mut self,
         what: &str,
         upload: impl Fn(&Engine) -> Result<Tensor, Error>,
     ) -> Result<usize, Mismatch> {
-        for _ in 0..8 {
+        for _ in 0..RETRIES {
             if let Some(i) = self.p.run_new(what, &[], |e, _| Ok(vec![upload(e)?]))? {
                 return Ok(i);
             }
         }
         Err(self
             .p
-            .at(&format!("{what}: failed on the GPU side 8 times")))
+            .at(&format!("{what}: failed on the GPU side {RETRIES} times")))
     }
 
     /// A variable passing `ok`, if any.

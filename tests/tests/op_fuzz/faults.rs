@@ -48,6 +48,10 @@ impl FaultState {
     }
 }
 
+/// How often a call that injected faults failed is tried again: each armed fault fails one
+/// event, and a few may be armed at once.
+pub const RETRIES: usize = 8;
+
 /// The faults drawn, the lost device rarest (it ends the GPU's part of the program).
 const KINDS: &[InjectedFault] = &[
     InjectedFault::OutOfMemory,

@@ -12,6 +12,7 @@ use bitnet_wgpu::{
 
 use super::draw::{Fuzz, WIDTHS};
 use super::program::{Mismatch, Side};
+use super::values::f32_bits;
 
 /// The KV caches' shape: positions of `[KV_HEADS, HEAD_DIM]`.
 pub const KV_HEADS: usize = 2;
@@ -224,18 +225,14 @@ impl Fuzz {
         })
     }
 
-    /// Compares two host-facing results bit for bit (errors equal).
+    /// Compares two host-facing results bit for bit (errors equal; NaN payloads aside, as reads).
     fn same_host(
         &self,
         what: &str,
         got: Result<Vec<f32>, Error>,
         want: Result<Vec<f32>, Error>,
     ) -> Result<(), Mismatch> {
-        let bits = |r: &Result<Vec<f32>, Error>| {
-            r.as_ref()
-                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
-                .map_err(Clone::clone)
-        };
+        let bits = |r: &Result<Vec<f32>, Error>| r.clone().map(f32_bits);
         if bits(&got) == bits(&want) || got.as_ref().is_err_and(|e| self.p.refused(e)) {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 
 use bitnet_wgpu::{Error, Tensor};
 
+use super::faults::RETRIES;
 use super::program::{Mismatch, Program};
 use super::values::{PendingRead, Value, read_async, read_now};
 
@@ -15,9 +16,6 @@ pub struct Pending {
     want: Result<Value, Vec<Error>>,
     safe: bool,
 }
-
-/// How often a read that faults hit is tried again (several faults may be armed at once).
-const RETRIES: usize = 4;
 
 impl Program {
     /// `got`, a read of `t`: where an injected fault hit it although the value is safe, the read

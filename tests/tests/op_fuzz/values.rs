@@ -21,7 +21,7 @@ pub enum Value {
 pub type PendingRead = Pin<Box<dyn Future<Output = Result<Value, Error>> + Send>>;
 
 /// Bits of `v`, every NaN as the one canonical quiet NaN.
-fn f32_bits(v: Vec<f32>) -> Vec<u32> {
+pub fn f32_bits(v: Vec<f32>) -> Vec<u32> {
     v.into_iter()
         .map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() })
         .collect()

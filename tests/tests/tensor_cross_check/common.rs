@@ -21,6 +21,11 @@ pub fn values(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 /// Number of elements of `shape`.
+/// The bits of `v`, for comparisons that must tell -0 from +0 and NaN payloads apart.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }

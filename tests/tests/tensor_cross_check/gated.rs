@@ -7,7 +7,7 @@ use bitnet_tests::{gpu_engine, gpu_engine_with};
 use bitnet_wgpu::cpu_ref::ops as cpu;
 use bitnet_wgpu::{BinaryOp, Engine, EngineOptions, UnaryOp};
 
-use super::common::{assert_f32, cpu_error, engine, gpu_error, host, numel, up, values};
+use super::common::{assert_f32, bits, cpu_error, engine, gpu_error, host, numel, up, values};
 
 const ACTS: [UnaryOp; 5] = [
     UnaryOp::Relu,
@@ -16,10 +16,6 @@ const ACTS: [UnaryOp; 5] = [
     UnaryOp::Gelu,
     UnaryOp::Exp,
 ];
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
 
 /// One case on `e`: the fused op equals `unary` then `binary(Mul)` on `e` bit for bit, and
 /// cpu-ref's `gated` within `unary`'s tolerance (bit for bit where no `exp` is involved).

@@ -6,7 +6,7 @@
 use bitnet_tests::{gpu_engine_with, lose_device};
 use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, Error, KvCache, Location};
 
-use super::common::{engine, gpu_error, up, values};
+use super::common::{bits, engine, gpu_error, up, values};
 
 const HEADS: usize = 2;
 const DIM: usize = 5;
@@ -25,10 +25,6 @@ fn append(e: &Engine, c: &mut KvCache, k: &[f32], v: &[f32]) {
     let t = k.len() / ROW;
     let (k, v) = (up(e, k, &[t, HEADS, DIM]), up(e, v, &[t, HEADS, DIM]));
     c.append(&k, &v).expect("append");
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 /// The cache's keys and values read back, with their shape checked.

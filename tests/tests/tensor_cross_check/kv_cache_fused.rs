@@ -6,11 +6,7 @@
 use bitnet_tests::gpu_engine_with;
 use bitnet_wgpu::{Engine, EngineOptions, Error, KvCache, Tensor};
 
-use super::common::{gpu_error, values};
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
+use super::common::{bits, gpu_error, values};
 
 /// Kernel launches recorded on `e` (pipeline lookups: one per launch, nothing else here).
 fn lookups(e: &Engine) -> u64 {

@@ -3,7 +3,7 @@
 use bitnet_wgpu::cpu_ref::ops as cpu;
 use bitnet_wgpu::{BinaryOp, UnaryOp};
 
-use super::common::{assert_f32, engine, host, numel, up, values};
+use super::common::{assert_f32, bits, engine, host, numel, up, values};
 
 const BINARY_OPS: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
 
@@ -116,7 +116,6 @@ fn unary_matches_cpu_ref() {
 fn relu_of_negative_zero_is_positive_zero() {
     let e = engine();
     let x = [-0.0, 0.0, -1.0, 2.0, -0.0, -3.5, 0.5, -0.0];
-    let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for op in [UnaryOp::Relu, UnaryOp::Relu2] {
         let want = cpu::unary(op, &host(&x, &[2, 4])).unwrap().into_data();
         assert_eq!(want[0].to_bits(), 0, "cpu-ref {op:?}(-0)");
@@ -125,15 +124,15 @@ fn relu_of_negative_zero_is_positive_zero() {
             .unwrap()
             .read_f32()
             .unwrap();
-        assert_eq!(bits(got), bits(want.clone()), "{op:?}");
+        assert_eq!(bits(&got), bits(&want), "{op:?}");
         let ones = [1.0; 8];
         let want = cpu::gated(op, &host(&x, &[2, 4]), &host(&ones, &[2, 4])).unwrap();
         let got = e
             .gated(op, &up(e, &x, &[2, 4]), &up(e, &ones, &[2, 4]))
             .unwrap();
         assert_eq!(
-            bits(got.read_f32().unwrap()),
-            bits(want.into_data()),
+            bits(&got.read_f32().unwrap()),
+            bits(want.data()),
             "gated {op:?}"
         );
     }

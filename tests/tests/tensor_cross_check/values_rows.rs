@@ -4,7 +4,7 @@
 use bitnet_wgpu::ReduceOp;
 use bitnet_wgpu::cpu_ref::ops as cpu;
 
-use super::common::{assert_f32, engine, host, numel, up, values};
+use super::common::{assert_f32, bits, engine, host, numel, up, values};
 
 /// Shapes whose last axis is the row: scalar, single element, short, odd, and rows of 257,
 /// 1000 and 70 000 elements (one workgroup folds many elements per invocation).
@@ -48,12 +48,11 @@ fn reduce_max_keeps_the_sign_of_zero() {
         ];
         let flat = rows.concat();
         let shape = [rows.len(), len];
-        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         let want = cpu::reduce_last(ReduceOp::Max, &host(&flat, &shape)).unwrap();
         let got = e.reduce_last(ReduceOp::Max, &up(e, &flat, &shape)).unwrap();
         assert_eq!(
-            bits(got.read_f32().unwrap()),
-            bits(want.into_data()),
+            bits(&got.read_f32().unwrap()),
+            bits(want.data()),
             "Max over rows of {len}"
         );
     }
