@@ -26,9 +26,28 @@ pub(crate) const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
 /// Bytes of per-call parameters every kernel may use (`Params` struct size limit).
 pub const PARAMS_MAX_BYTES: u32 = 128;
 
-/// A new wgpu instance configured from the environment (`WGPU_BACKEND`, `WGPU_DEBUG`, ...).
+/// The process's wgpu instance for the environment's settings (`WGPU_BACKEND`, `WGPU_DEBUG`, ...):
+/// made on first use and kept until the process exits, one per distinct set of settings.
+///
+/// Kept, because dropping a process's last instance unloads the Vulkan loader and the driver
+/// with it, and the NVIDIA driver (580.159, H200) does not survive being loaded again and again:
+/// a process that made and dropped one engine after another found no adapter at its 30th (the
+/// loader: "Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr' for ICD
+/// libGLX_nvidia.so.0"), in every run. With the instance kept, 80 engines in a row found the GPU
+/// and each took about 135 ms to make instead of 250 (`tests/tests/engine_churn.rs`).
 pub(crate) fn instance_from_env() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    static INSTANCES: std::sync::Mutex<Vec<(String, wgpu::Instance)>> =
+        std::sync::Mutex::new(Vec::new());
+    let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // The settings are plain flags and options; their debug text tells two sets apart.
+    let key = format!("{desc:?}");
+    let mut instances = INSTANCES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, instance)) = instances.iter().find(|(k, _)| *k == key) {
+        return instance.clone();
+    }
+    let instance = wgpu::Instance::new(desc);
+    instances.push((key, instance.clone()));
+    instance
 }
 
 /// Lower is better: discrete first, software last.

@@ -1,0 +1,69 @@
+//! Engines made and dropped one after another in one process, as a server that re-creates its
+//! engine after a lost device does: every engine must find the GPU again, compute right, and
+//! give back what it held (threads and open files stay level). Every third engine loses its
+//! device first, so lost devices are dropped too.
+//!
+//! `ENGINE_CHURN_COUNT` sets how many engines (default 36). On the H200 the 30th engine of such a
+//! process found no Vulkan adapter while each engine made its own wgpu instance: dropping the last
+//! one unloaded the NVIDIA driver, which could not be loaded again for ever (`device.rs`,
+//! `instance_from_env`). `ENGINE_CHURN_TRACE=1` prints each engine's threads, open files and
+//! resident memory.
+
+use bitnet_tests::{gpu_engine, lose_device, random_f32, random_normal};
+use bitnet_wgpu::cpu_ref;
+
+/// A Linux process's thread count, open files and resident KiB (zeros elsewhere).
+fn process_footprint() -> (usize, usize, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let files = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (field("Threads:") as usize, files, field("VmRSS:"))
+}
+
+#[test]
+fn engines_made_and_dropped_in_sequence_keep_finding_the_gpu() {
+    let count: usize = std::env::var("ENGINE_CHURN_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(36);
+    let trace = std::env::var("ENGINE_CHURN_TRACE").is_ok_and(|v| v == "1");
+    let (m, n, k) = (2, 24, 96);
+    let w = cpu_ref::quantize_weights(&random_normal(5, n * k, 0.02), n, k).unwrap();
+    let x = random_f32(6, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let mut settled = None;
+    for i in 0..count {
+        let started = std::time::Instant::now();
+        let e = gpu_engine();
+        assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want, "engine {i}");
+        if i % 3 == 1 {
+            lose_device(&e);
+            assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want, "engine {i}, device lost");
+        }
+        drop(e);
+        let (threads, files, rss_kib) = process_footprint();
+        if trace {
+            eprintln!(
+                "engine {i}: {:.0} ms, {threads} threads, {files} files, {rss_kib} KiB resident",
+                started.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        // The first engines warm process-wide state (the driver's own threads, wgpu's caches);
+        // from the fourth on, each dropped engine must leave the process as it found it.
+        if i == 3 {
+            settled = Some((threads, files));
+        } else if let Some((t0, f0)) = settled {
+            assert!(
+                threads <= t0 && files <= f0,
+                "engine {i} left {threads} threads and {files} files (after engine 3: {t0}, {f0})"
+            );
+        }
+    }
+}
+
