@@ -211,3 +211,33 @@ fn set_calibration_refuses_a_model_auto_cannot_use() {
     // The CPU engine has no model to set, and says Ok.
     Engine::cpu().set_calibration(model("cpu")).unwrap();
 }
+
+/// A device limit that a host-facing op cannot chunk around (one activation row wider than the
+/// binding cap) is returned under `Gpu`, and under `Auto` re-runs the op on the CPU: cpu-ref's
+/// result, counted as a fallback.
+#[test]
+fn auto_reruns_an_op_past_a_device_limit_on_the_cpu() {
+    let e = bitnet_tests::gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(1024),
+        ..EngineOptions::default()
+    });
+    let (m, n, k) = (2, 8, 512); // a row of x: 2 KiB of f32
+    let w = cpu_ref::quantize_weights(&random_normal(8, n * k, 0.05), n, k).unwrap();
+    let x = random_f32(9, m * k, -2.0, 2.0);
+    fn limited<T>(r: Result<T, bitnet_wgpu::Error>) -> bool {
+        matches!(r, Err(bitnet_wgpu::Error::LimitExceeded { .. }))
+    }
+    assert!(limited(e.bitlinear(&x, m, &w)), "Gpu returns the limit");
+    assert!(limited(e.quantize_activations(&x, m, k)));
+    bitnet_tests::auto_preferring_gpu(&e, "device-limit");
+    let before = e.dispatch_stats().fallbacks;
+    assert_eq!(
+        e.bitlinear(&x, m, &w).unwrap(),
+        cpu_ref::bitlinear(&x, m, &w).unwrap()
+    );
+    assert_eq!(
+        e.quantize_activations(&x, m, k).unwrap(),
+        cpu_ref::quantize_activations(&x, m, k).unwrap()
+    );
+    assert_eq!(e.dispatch_stats().fallbacks, before + 2);
+}

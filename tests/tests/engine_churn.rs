@@ -44,7 +44,11 @@ fn engines_made_and_dropped_in_sequence_keep_finding_the_gpu() {
         assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want, "engine {i}");
         if i % 3 == 1 {
             lose_device(&e);
-            assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want, "engine {i}, device lost");
+            assert_eq!(
+                e.bitlinear(&x, m, &w).unwrap(),
+                want,
+                "engine {i}, device lost"
+            );
         }
         drop(e);
         let (threads, files, rss_kib) = process_footprint();
@@ -66,4 +70,3 @@ fn engines_made_and_dropped_in_sequence_keep_finding_the_gpu() {
         }
     }
 }
-

@@ -1,11 +1,12 @@
 //! Differential fuzzing of the public API: seeded random programs — uploads, fills, the exact
 //! tensor ops, the BitNet ops, a KV cache, reshapes, drops, reads (blocking, async, left
-//! pending), checks, syncs, pool trims and dispatch-policy switches — run step by step on a GPU
-//! engine and on the CPU engine (cpu-ref). Every read agrees bit for bit and every error is the
-//! same (`op_fuzz/program.rs` states the rules). The single-op suites check each kernel; this
-//! hunts what only a sequence reaches: a pooled buffer handed out while a recorded reader still
-//! needs it, a policy switch that strands a tensor, a read completed after its tensor was
-//! dropped, a failure reported to the wrong value.
+//! pending), checks, syncs, pool trims and dispatch-policy switches (`Gpu`, `Cpu`, and `Auto`
+//! with a random cost model) — run step by step on a GPU engine and on the CPU engine (cpu-ref).
+//! Every read agrees bit for bit and every error is the same (`op_fuzz/program.rs` states the
+//! rules). The single-op suites check each kernel; this hunts what only a sequence reaches: a
+//! pooled buffer handed out while a recorded reader still needs it, a policy switch that strands
+//! a tensor, a read completed after its tensor was dropped, a failure reported to the wrong
+//! value.
 //!
 //! The programs also drive the layer objects (`Linear`, `LinearGroup`, `GatedLinear`,
 //! `LinearChain`, `BatchingLinear`) and the float ops that agree within a bound (compared at once,
@@ -73,14 +74,18 @@ fn fuzz_in_sequence(engine: Engine, seeds: std::ops::Range<u64>, steps: usize) {
     for seed in seeds {
         engine.sync().unwrap();
         let baseline = engine.pool_stats().live_bytes;
+        let before = engine.dispatch_stats();
         let mut fuzz = Fuzz::new(Program::new(engine.clone(), seed));
         if let Err(mismatch) = fuzz.run(steps) {
             panic!("{mismatch}");
         }
         let (values, errors, calls, tiny) = fuzz.p.compared;
+        let after = engine.dispatch_stats();
         println!(
             "seed {seed}: {values} values and {errors} errors read alike, {calls} calls failed \
-             alike, {tiny} tiny values not compared"
+             alike, {tiny} tiny values not compared; host-facing ops on the CPU {}, on the GPU {}",
+            after.cpu_runs - before.cpu_runs,
+            after.gpu_runs - before.gpu_runs
         );
         drop(fuzz);
         engine.sync().unwrap();

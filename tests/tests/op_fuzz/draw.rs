@@ -2,7 +2,7 @@
 //! existing one that fits, or a new upload).
 
 use bitnet_tests::Rng;
-use bitnet_wgpu::{DType, DispatchPolicy, Engine, Error, Tensor};
+use bitnet_wgpu::{Calibration, Cost, DType, DispatchPolicy, Engine, Error, Tensor};
 
 use super::faults::RETRIES;
 use super::layers::Layers;
@@ -65,6 +65,25 @@ impl Fuzz {
 
     pub(super) fn one_of<T: Copy>(&mut self, xs: &[T]) -> T {
         xs[self.below(xs.len())]
+    }
+
+    /// A random `Auto` model: per op class, each backend fixed and per-unit costs from nothing to
+    /// a millisecond, and transfers from 1 MB/s to 1 TB/s, so that the predicted winner changes
+    /// with the op, its size and where its weights live (the engine then adapts the model to
+    /// measured times, moving the routes further).
+    pub(super) fn cost_model(&mut self) -> Calibration {
+        let mut cost = || Cost {
+            fixed_s: self.one_of(&[0.0, 1e-6, 1e-3]),
+            per_unit_s: self.one_of(&[0.0, 1e-12, 1e-9, 1e-6]),
+        };
+        let (cpu, gpu) = ([(); 4].map(|()| cost()), [(); 4].map(|()| cost()));
+        Calibration {
+            key: "op_fuzz".into(),
+            upload_bytes_per_s: self.one_of(&[1e6, 1e9, 1e12]),
+            download_bytes_per_s: self.one_of(&[1e6, 1e9, 1e12]),
+            cpu,
+            gpu,
+        }
     }
 
     /// Values for an upload: uniform, or small integers (quantization ties), sometimes with one

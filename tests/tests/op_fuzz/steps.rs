@@ -328,8 +328,16 @@ impl Fuzz {
             },
             Step::Policy if self.policy.is_none() => Ok(()),
             Step::Policy => {
-                let policy = self.one_of(&[DispatchPolicy::Gpu, DispatchPolicy::Cpu]);
+                let policy = self.one_of(&[
+                    DispatchPolicy::Gpu,
+                    DispatchPolicy::Cpu,
+                    DispatchPolicy::Auto,
+                ]);
                 self.p.gpu.set_dispatch_policy(policy).unwrap();
+                if policy == DispatchPolicy::Auto {
+                    let model = self.cost_model();
+                    self.p.gpu.set_calibration(model).unwrap();
+                }
                 self.policy = Some(policy);
                 Ok(())
             }
