@@ -41,7 +41,9 @@ pub(crate) fn instance_from_env() -> wgpu::Instance {
     let desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
     // The settings are plain flags and options; their debug text tells two sets apart.
     let key = format!("{desc:?}");
-    let mut instances = INSTANCES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut instances = INSTANCES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((_, instance)) = instances.iter().find(|(k, _)| *k == key) {
         return instance.clone();
     }
