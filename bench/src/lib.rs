@@ -8,7 +8,8 @@
 //!   [`gpu_stack`]: the decode layer stack.
 //! * [`roofline`]: the copy-kernel bandwidth roofline;
 //!   [`clock_keeper`]: the GPU kept at its working clocks between timed batches.
-//! * [`stream`], [`batch`]: issue 4's streaming and batched-decode measurements.
+//! * [`stream`], [`batch`], [`overhead`]: issue 4's streaming, batched-decode and CPU-path
+//!   overhead measurements.
 //! * [`attention`], [`attention_measure`]: attention and KV append, decode and prefill.
 //! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
 //! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
@@ -29,6 +30,7 @@ pub mod fmt;
 pub mod gpu;
 pub mod gpu_stack;
 pub mod measure;
+pub mod overhead;
 pub mod pass_timer;
 pub mod peers;
 pub mod pool;

@@ -258,6 +258,10 @@ pub struct Report {
     /// Issue 4: batched decode, time(B = 8) / time(B = 1), unless filtered out.
     #[serde(default)]
     pub batch: Option<crate::batch::BatchResult>,
+    /// Issue 4: engine / cpu-ref time of small host-facing ops on the CPU path, unless filtered
+    /// out (or `--no-cpu`).
+    #[serde(default)]
+    pub overhead: Option<crate::overhead::OverheadResult>,
     /// Attention and KV append (decode and prefill), unless filtered out; absent in reports
     /// from before the section existed.
     #[serde(default)]

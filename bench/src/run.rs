@@ -41,12 +41,14 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         stack_spec,
         do_stream,
         do_batch,
+        do_overhead,
         attention,
     } = select(args)?;
     let sides = usize::from(args.gpu) + usize::from(args.cpu);
     let steps = usize::from(args.gpu)
         + usize::from(do_stream)
         + usize::from(do_batch)
+        + usize::from(do_overhead)
         + sides * (cases.len() + usize::from(stack_spec.is_some()))
         + usize::from(args.gpu) * cases.iter().filter(|w| w.memory_bound()).count()
         + sections::attention_steps(&attention, args.gpu, args.cpu);
@@ -74,6 +76,7 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
         stack: None,
         stream: None,
         batch: None,
+        overhead: None,
         attention: None,
         pool: Vec::new(),
         clock_keeper: false,
@@ -171,6 +174,9 @@ pub fn run(args: &RunArgs, command: &str) -> Result<Report> {
     }
     if do_batch {
         sections.batch(&mut st, &mut report);
+    }
+    if do_overhead {
+        sections.overhead(&mut st, &mut report);
     }
     if !attention.is_empty() {
         sections.attention(&mut st, &mut report, &attention);

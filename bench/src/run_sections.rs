@@ -71,6 +71,20 @@ impl Sections<'_> {
         st.checkpoint(report);
     }
 
+    /// Issue 4's CPU-path overhead (one step; a note when it fails).
+    pub fn overhead(&self, st: &mut Steps, report: &mut Report) {
+        let (r, e) = st.step("engine overhead on the CPU path (issue 4)", || {
+            Ok::<_, String>(crate::overhead::measure())
+        });
+        report.overhead = r;
+        if let Some(e) = e {
+            report
+                .notes
+                .push(format!("engine overhead not measured: {e}"));
+        }
+        st.checkpoint(report);
+    }
+
     /// The attention section: per case a GPU step, a KV-append step (decode cases) and a CPU
     /// step, as the run's sides allow; [`attention_steps`] counts them. Each figure or its error
     /// lands in `report.attention` as soon as it is known.

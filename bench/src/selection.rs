@@ -20,6 +20,8 @@ pub struct Selection {
     pub do_stream: bool,
     /// Issue 4's batched decode (GPU only).
     pub do_batch: bool,
+    /// Issue 4's CPU-path overhead (CPU side).
+    pub do_overhead: bool,
     /// Attention cases (GPU, KV append and cpu-ref, as the sides allow), in table order.
     pub attention: Vec<AttentionSpec>,
 }
@@ -46,6 +48,7 @@ pub fn select(args: &RunArgs) -> Result<Selection> {
         stack_spec,
         do_stream: args.gpu && args.selects(stream::STREAM_ID),
         do_batch: args.gpu && args.selects(batch::BATCH_ID),
+        do_overhead: args.cpu && args.selects(crate::overhead::OVERHEAD_ID),
         attention: attention::specs(args.quick)
             .into_iter()
             .filter(|s| args.selects(&s.id()))
@@ -55,6 +58,7 @@ pub fn select(args: &RunArgs) -> Result<Selection> {
         || sel.stack_spec.is_some()
         || sel.do_stream
         || sel.do_batch
+        || sel.do_overhead
         || !sel.attention.is_empty();
     if !args.gpu && !args.cpu {
         return Err(BenchError::Usage(

@@ -13,6 +13,11 @@ use std::time::Instant;
 /// A step's result, shown on the progress line by its headline time.
 pub(crate) trait Timed {
     fn median_ms(&self) -> f64;
+
+    /// What the progress line shows for a finished step: its time, unless a figure says more.
+    fn shown(&self) -> String {
+        fmt::time_ms(self.median_ms())
+    }
 }
 
 impl Timed for crate::measure::Measurement {
@@ -43,6 +48,17 @@ impl Timed for batch::BatchResult {
     }
 }
 
+impl Timed for crate::overhead::OverheadResult {
+    fn median_ms(&self) -> f64 {
+        f64::NAN
+    }
+
+    fn shown(&self) -> String {
+        let worst = self.rows.iter().map(|r| r.ratio).fold(f64::NAN, f64::max);
+        format!("worst engine / cpu-ref {worst:.3}")
+    }
+}
+
 impl Timed for StackTimes {
     fn median_ms(&self) -> f64 {
         self.kernels.unwrap_or(self.wall).median_ms
@@ -70,7 +86,7 @@ impl Steps {
             guarded(f)
         };
         let shown = match &r {
-            Ok(v) => fmt::time_ms(v.median_ms()),
+            Ok(v) => v.shown(),
             Err(e) => format!("not measured: {e}"),
         };
         self.progress.finish_step(label, &shown);

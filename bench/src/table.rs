@@ -203,6 +203,23 @@ fn issue4(report: &Report) -> String {
         }
         out.push_str(&format!("via {}\n", b.path));
     }
+    if let Some(o) = &report.overhead {
+        out.push_str(&format!(
+            "\n== engine overhead on the CPU path (issue 4): engine / cpu-ref, target <= {} ==\n",
+            crate::overhead::OVERHEAD_GOAL
+        ));
+        for r in &o.rows {
+            let gpu = if r.gpu_runs > 0 {
+                "  (ran on the GPU)"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "{:<14} {:<28} {:.3}{gpu}\n",
+                r.engine, r.op, r.ratio
+            ));
+        }
+    }
     out
 }
 

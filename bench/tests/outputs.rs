@@ -159,6 +159,47 @@ fn results_md_names_each_batch_sides_plan() {
 }
 
 #[test]
+fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
+    use bitnet_bench::overhead::{OverheadResult, OverheadRow};
+    let mut r = ours();
+    let judged = |r: &Report| {
+        let md = results_md::render(r, None, "merge");
+        line(&md, "| issue 4: small tensors").to_string()
+    };
+    assert!(judged(&r).contains("not measured"));
+    let row = |engine: &str, op: &str, ratio: f64, gpu_runs: u64| OverheadRow {
+        engine: engine.into(),
+        op: op.into(),
+        ratio,
+        gpu_runs,
+    };
+    r.overhead = Some(OverheadResult {
+        rows: vec![
+            row("Engine::cpu()", "bitlinear_1x256x256", 1.004, 0),
+            row("Engine::new()", "bitlinear_1x256x256", 1.05, 0),
+        ],
+    });
+    let met = judged(&r);
+    assert!(
+        met.contains(
+            "Engine::cpu(): bitlinear_1x256x256 1.004; Engine::new(): bitlinear_1x256x256 1.050"
+        ),
+        "{met}"
+    );
+    assert!(met.contains("**met**"), "{met}");
+    r.overhead.as_mut().unwrap().rows[1] = row("Engine::new()", "bitlinear_1x256x256", 1.051, 3);
+    let over = judged(&r);
+    assert!(
+        over.contains("1.051 (ran on the GPU)") && over.contains("**not met**"),
+        "{over}"
+    );
+    // Reports from before the section existed read as not measured.
+    let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
+    json.as_object_mut().unwrap().remove("overhead");
+    assert!(judged(&serde_json::from_value::<Report>(json).unwrap()).contains("not measured"));
+}
+
+#[test]
 fn results_md_says_how_the_clocks_were_kept() {
     let mut r = ours();
     assert!(!results_md::render(&r, None, "merge").contains("- GPU clocks:"));

@@ -129,6 +129,7 @@ pub fn ours() -> Report {
         }),
         stream: None,
         batch: None,
+        overhead: None,
         attention: None,
         pool: vec![],
         clock_keeper: false,

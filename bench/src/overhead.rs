@@ -1,0 +1,183 @@
+//! Issue 4's overhead target: a host-facing op on a small tensor that stays on the CPU costs at
+//! most 5 % more through an [`Engine`] than calling bitnet-cpu-ref directly (aim 1 %).
+//!
+//! One measurement shared by the headless run (its "engine overhead" section, judged in
+//! RESULTS.md) and the criterion bench `engine_overhead`: per op, an interleaved A/B loop of
+//! batches of cpu-ref calls and batches of engine calls (order alternating between rounds), the
+//! ratio of the two batch times, median over rounds — so drift in clock speed or load hits both
+//! sides alike. Engines: `Engine::cpu()`, and `Engine::new()` (automatic dispatch: small ops
+//! should stay on the CPU, and the route is part of what is timed).
+
+use crate::data;
+use bitnet_cpu_ref as cpu;
+use bitnet_wgpu::Engine;
+use serde::{Deserialize, Serialize};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Id `--filter` matches against.
+pub const OVERHEAD_ID: &str = "engine overhead cpu path";
+
+/// The target of issue 4: engine time / cpu-ref time.
+pub const OVERHEAD_GOAL: f64 = 1.05;
+
+/// What is timed, for the results.
+pub const PATH: &str = "host-facing bitlinear, quantize_activations and quantize_weights on one token / a 256×256 matrix against the bitnet-cpu-ref functions";
+
+/// Rows of the small ops (one token: where a fixed per-call cost shows most).
+const M: usize = 1;
+/// Output features of the small BitLinear, rows of the small weight matrix.
+const N: usize = 256;
+/// Input features.
+const K: usize = 256;
+
+/// One small host-facing op, called through cpu-ref or through an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `bitlinear` 1 × 256 × 256.
+    Bitlinear,
+    /// `quantize_activations` 1 × 256.
+    QuantizeActivations,
+    /// `quantize_weights` 256 × 256.
+    QuantizeWeights,
+}
+
+impl Op {
+    /// Every op measured.
+    pub const ALL: [Op; 3] = [Op::Bitlinear, Op::QuantizeActivations, Op::QuantizeWeights];
+
+    /// The op and its shape, for tables and criterion ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Bitlinear => "bitlinear_1x256x256",
+            Op::QuantizeActivations => "quantize_activations_1x256",
+            Op::QuantizeWeights => "quantize_weights_256x256",
+        }
+    }
+}
+
+/// The inputs every call of every variant uses.
+pub struct Inputs {
+    x: Vec<f32>,
+    w_f32: Vec<f32>,
+    w: cpu::TernaryMatrix,
+}
+
+impl Inputs {
+    /// Deterministic inputs of the small shapes.
+    pub fn new() -> Inputs {
+        Inputs {
+            x: data::floats(M * K, 1),
+            w_f32: data::floats(N * K, 2),
+            w: data::ternary(N, K, 3).expect("a valid ternary matrix"),
+        }
+    }
+
+    /// Calls `op` directly on cpu-ref (`engine = None`) or through `engine`; the result is
+    /// dropped (through `black_box`, so it is computed).
+    pub fn call(&self, op: Op, engine: Option<&Engine>) {
+        match (op, engine) {
+            (Op::Bitlinear, None) => drop(black_box(cpu::bitlinear(&self.x, M, &self.w))),
+            (Op::Bitlinear, Some(e)) => drop(black_box(e.bitlinear(&self.x, M, &self.w))),
+            (Op::QuantizeActivations, None) => {
+                drop(black_box(cpu::quantize_activations(&self.x, M, K)))
+            }
+            (Op::QuantizeActivations, Some(e)) => {
+                drop(black_box(e.quantize_activations(&self.x, M, K)))
+            }
+            (Op::QuantizeWeights, None) => {
+                drop(black_box(cpu::quantize_weights(&self.w_f32, N, K)))
+            }
+            (Op::QuantizeWeights, Some(e)) => {
+                drop(black_box(e.quantize_weights(&self.w_f32, N, K)))
+            }
+        }
+    }
+}
+
+impl Default for Inputs {
+    fn default() -> Inputs {
+        Inputs::new()
+    }
+}
+
+/// Engine time / cpu-ref time of `op` on `engine`: batches of about 2 ms of cpu-ref time,
+/// interleaved, median of at most 41 rounds (at least 5; at most ~3 s once 5 are done, so a
+/// slow engine path still finishes).
+pub fn ratio(inputs: &Inputs, op: Op, engine: &Engine) -> f64 {
+    let batch = |e: Option<&Engine>, calls: usize| {
+        let t = Instant::now();
+        for _ in 0..calls {
+            inputs.call(op, e);
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let one = batch(None, 10) / 10.0;
+    let calls = ((2e-3 / one.max(1e-9)) as usize).clamp(1, 100_000);
+    // Warms the engine's path (and makes `Engine::new()` take its dispatch decision, calibrating
+    // if it must) before anything is timed.
+    batch(Some(engine), calls.min(10));
+    let started = Instant::now();
+    let mut r = Vec::new();
+    while r.len() < 41 && (r.len() < 5 || started.elapsed() < Duration::from_secs(3)) {
+        let (a, b) = if r.len() % 2 == 0 {
+            let a = batch(None, calls);
+            (a, batch(Some(engine), calls))
+        } else {
+            let b = batch(Some(engine), calls);
+            (batch(None, calls), b)
+        };
+        r.push(b / a);
+    }
+    r.sort_by(f64::total_cmp);
+    r[r.len() / 2]
+}
+
+/// One engine and op: its ratio to cpu-ref, and where the engine ran the op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadRow {
+    /// `Engine::cpu()` or `Engine::new()`.
+    pub engine: String,
+    /// [`Op::name`].
+    pub op: String,
+    /// Engine time / cpu-ref time (median of interleaved rounds).
+    pub ratio: f64,
+    /// Host-facing ops the engine ran on the GPU while measured (0: the op stayed on the CPU).
+    pub gpu_runs: u64,
+}
+
+/// The section's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OverheadResult {
+    /// One row per engine and op.
+    pub rows: Vec<OverheadRow>,
+}
+
+impl OverheadResult {
+    /// Whether every row meets [`OVERHEAD_GOAL`] (`None` without rows).
+    pub fn met(&self) -> Option<bool> {
+        (!self.rows.is_empty()).then(|| self.rows.iter().all(|r| r.ratio <= OVERHEAD_GOAL))
+    }
+}
+
+/// Measures every op through `Engine::cpu()` and `Engine::new()`.
+pub fn measure() -> OverheadResult {
+    let inputs = Inputs::new();
+    let mut rows = Vec::new();
+    for (name, engine) in [
+        ("Engine::cpu()", Engine::cpu()),
+        ("Engine::new()", Engine::new()),
+    ] {
+        for op in Op::ALL {
+            let before = engine.dispatch_stats().gpu_runs;
+            let ratio = ratio(&inputs, op, &engine);
+            rows.push(OverheadRow {
+                engine: name.into(),
+                op: op.name().into(),
+                ratio,
+                gpu_runs: engine.dispatch_stats().gpu_runs - before,
+            });
+        }
+    }
+    OverheadResult { rows }
+}
