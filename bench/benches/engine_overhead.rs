@@ -55,8 +55,8 @@ fn main() {
             ""
         };
         println!(
-            "  {:<14} {:<28} {:.3}  {verdict}{gpu}",
-            row.engine, row.op, row.ratio
+            "  {:<14} {:<28} {:.3} (passes {:.3}-{:.3})  {verdict}{gpu}",
+            row.engine, row.op, row.ratio, row.passes[0], row.passes[1]
         );
     }
 }

@@ -215,8 +215,8 @@ fn issue4(report: &Report) -> String {
                 ""
             };
             out.push_str(&format!(
-                "{:<14} {:<28} {:.3}{gpu}\n",
-                r.engine, r.op, r.ratio
+                "{:<14} {:<28} {:.3}  (passes {:.3}-{:.3}){gpu}\n",
+                r.engine, r.op, r.ratio, r.passes[0], r.passes[1]
             ));
         }
     }

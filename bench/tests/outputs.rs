@@ -171,6 +171,7 @@ fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
         engine: engine.into(),
         op: op.into(),
         ratio,
+        passes: [ratio - 0.01, ratio + 0.02],
         gpu_runs,
     };
     r.overhead = Some(OverheadResult {
@@ -182,7 +183,8 @@ fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
     let met = judged(&r);
     assert!(
         met.contains(
-            "Engine::cpu(): bitlinear_1x256x256 1.004; Engine::new(): bitlinear_1x256x256 1.050"
+            "Engine::cpu(): bitlinear_1x256x256 1.004 (passes 0.994-1.024); Engine::new(): \
+             bitlinear_1x256x256 1.050 (passes 1.040-1.070)"
         ),
         "{met}"
     );
@@ -190,7 +192,8 @@ fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
     r.overhead.as_mut().unwrap().rows[1] = row("Engine::new()", "bitlinear_1x256x256", 1.051, 3);
     let over = judged(&r);
     assert!(
-        over.contains("1.051 (ran on the GPU)") && over.contains("**not met**"),
+        over.contains("1.051 (passes 1.041-1.071) (ran on the GPU)")
+            && over.contains("**not met**"),
         "{over}"
     );
     // Reports from before the section existed read as not measured.

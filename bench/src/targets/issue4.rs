@@ -136,14 +136,18 @@ fn overhead_target(ours: &Report) -> Target {
                             } else {
                                 ""
                             };
-                            format!("{} {:.3}{gpu}", r.op, r.ratio)
+                            format!(
+                                "{} {:.3} (passes {:.3}-{:.3}){gpu}",
+                                r.op, r.ratio, r.passes[0], r.passes[1]
+                            )
                         })
                         .collect();
                     format!("{e}: {}", rows.join(", "))
                 })
                 .collect();
             format!(
-                "engine time / cpu-ref time, interleaved batches, median of rounds — {} (via {})",
+                "engine time / cpu-ref time, interleaved batches, median of rounds, median of {} passes — {} (via {})",
+                crate::overhead::PASSES,
                 per.join("; "),
                 crate::overhead::PATH
             )
