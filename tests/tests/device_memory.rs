@@ -54,7 +54,7 @@ fn filling_the_gpu_memory_is_a_typed_error_that_loses_nothing() {
         "{}: {} tensors of {} MiB ({filled_gib:.1} GiB) in {:.1} s, then {refusal:?}",
         e.info().adapter_name,
         held.len(),
-        per * 4 >> 20,
+        (per * 4) >> 20,
         started.elapsed().as_secs_f64()
     );
     let refusal = refusal.unwrap_or_else(|| {
