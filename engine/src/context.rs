@@ -1,7 +1,7 @@
 //! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
 //! pipeline cache, submission and completion threads, and health. One per engine, shared by its clones and tensors.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::device::Caps;
@@ -88,15 +88,25 @@ pub(crate) struct Gpu {
 }
 
 impl Drop for Gpu {
-    /// The device (and with the last device, the instance) is destroyed while this context's
-    /// fields drop: under the process-wide lifecycle lock, released by the last field.
+    /// The device is destroyed while this context's fields drop: under the process-wide
+    /// lifecycle lock, released by the last field. (The wgpu instance stays: `device.rs`.)
     fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         crate::ops::forget_tuning(self.id);
         crate::lifecycle::hold_for_drop();
     }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// GPU contexts of the process now alive.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many GPU engines (contexts, each with its device) the process holds now: named in the
+/// error of a device request that fails, since drivers cap the devices of a process.
+pub(crate) fn live_contexts() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
 
 impl Gpu {
     /// Builds the context for an existing device and starts its submission and completion
@@ -183,6 +193,8 @@ impl Gpu {
             caps,
             options,
         });
+        // Counted once built: its `Drop` uncounts it.
+        LIVE.fetch_add(1, Ordering::Relaxed);
         crate::scheduler::spawn(queue_rx, &gpu, idle)?;
         Ok(gpu)
     }

@@ -151,8 +151,16 @@ fn request_device_unlocked(adapter: &wgpu::Adapter) -> Result<(wgpu::Device, wgp
         trace: wgpu::Trace::Off,
     };
     pollster::block_on(adapter.request_device(&desc)).map_err(|e| {
+        let held = match crate::context::live_contexts() {
+            0 => String::new(),
+            n => format!(
+                " (this process holds {n} other GPU engines, each with a device of its own; \
+                 drivers cap the devices of a process: NVIDIA's Vulkan driver 580.159 refused \
+                 the 64th, as \"Parent device is lost\")"
+            ),
+        };
         Error::NoAdapter(format!(
-            "request_device failed on {}: {e}",
+            "request_device failed on {}: {e}{held}",
             describe(&adapter.get_info())
         ))
     })
