@@ -30,18 +30,29 @@ fn process_footprint() -> (usize, usize, u64) {
     (field("Threads:") as usize, files, field("VmRSS:"))
 }
 
+/// `name`'s value as a count, else `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A small BitLinear each engine runs: activations, their rows, the weights and cpu-ref's result.
+fn small_bitlinear(seed: u64) -> (Vec<f32>, usize, cpu_ref::TernaryMatrix, Vec<f32>) {
+    let (m, n, k) = (2, 24, 96);
+    let w = cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap();
+    let x = random_f32(seed + 1, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    (x, m, w, want)
+}
+
 #[test]
 fn engines_made_and_dropped_in_sequence_keep_finding_the_gpu() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let count: usize = std::env::var("ENGINE_CHURN_COUNT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(36);
+    let count = count_from_env("ENGINE_CHURN_COUNT", 36);
     let trace = std::env::var("ENGINE_CHURN_TRACE").is_ok_and(|v| v == "1");
-    let (m, n, k) = (2, 24, 96);
-    let w = cpu_ref::quantize_weights(&random_normal(5, n * k, 0.02), n, k).unwrap();
-    let x = random_f32(6, m * k, -2.0, 2.0);
-    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let (x, m, w, want) = small_bitlinear(5);
     let mut settled = None;
     for i in 0..count {
         let started = std::time::Instant::now();
@@ -86,14 +97,8 @@ fn engines_made_and_dropped_in_sequence_keep_finding_the_gpu() {
 #[test]
 fn engines_alive_at_once_each_compute_right() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let count: usize = std::env::var("ENGINE_CHURN_ALIVE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
-    let (m, n, k) = (2, 24, 96);
-    let w = cpu_ref::quantize_weights(&random_normal(7, n * k, 0.02), n, k).unwrap();
-    let x = random_f32(8, m * k, -2.0, 2.0);
-    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let count = count_from_env("ENGINE_CHURN_ALIVE", 12);
+    let (x, m, w, want) = small_bitlinear(7);
     let mut engines = Vec::new();
     for i in 0..count {
         match bitnet_wgpu::Engine::gpu() {
@@ -114,7 +119,7 @@ fn engines_alive_at_once_each_compute_right() {
     }
     println!("{} engines alive at once", engines.len());
     for (i, e) in engines.iter().enumerate() {
-        let t = e.upload_f32(&x, &[m, k]).unwrap();
+        let t = e.upload_f32(&x, &[m, x.len() / m]).unwrap();
         assert_eq!(t.read_f32().unwrap(), x, "engine {i} after all were made");
         assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want, "engine {i}");
         assert_eq!(e.dispatch_stats().fallbacks, 0, "engine {i} ran on its GPU");
