@@ -116,3 +116,36 @@ fn simd_levels_match_scalar() {
         }
     }
 }
+
+/// The activation absmax of every SIMD level (AVX2 folds 32 and 8 values at a time, then the
+/// portable tail) against the scalar path: the largest magnitude, a NaN, +inf or -inf, and -0.0
+/// rows, each placed at every position of rows whose lengths cross the 8- and 32-value steps.
+#[test]
+fn activation_absmax_at_every_position_matches_scalar() {
+    for k in (1..=41).chain([63, 64, 65, 257]) {
+        for at in 0..k {
+            let mut row = rand_f32(k, 11 + k as u32, 1.0);
+            for special in [-9.5f32, 9.5, f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                row[at] = special;
+                let want = quantize_activations_with_isa(&row, 1, k, Isa::Scalar);
+                for isa in Isa::available() {
+                    let got = quantize_activations_with_isa(&row, 1, k, isa);
+                    assert_eq!(got, want, "{isa:?} K {k}, {special} at {at}");
+                }
+            }
+        }
+        let zeros = vec![-0.0f32; k];
+        let want = quantize_activations_with_isa(&zeros, 1, k, Isa::Scalar).unwrap();
+        assert_eq!(
+            want.absmax(),
+            [1e-5],
+            "K {k}: an all -0.0 row floors at 1e-5"
+        );
+        for isa in Isa::available() {
+            assert_eq!(
+                quantize_activations_with_isa(&zeros, 1, k, isa).unwrap(),
+                want
+            );
+        }
+    }
+}

@@ -97,3 +97,54 @@ pub(crate) unsafe fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32]) -> 
     }
     2 * pairs
 }
+
+/// `max_k |x[k]|` over `x[..n]` with `n = x.len() / 8 · 8` (NaN ignored; the caller folds the
+/// tail), and whether any of those values is NaN or infinite: `(max, non_finite, n)`. The same
+/// value as the portable `row_absmax`: a maximum is exact in any order, `vmaxps` returns its
+/// second operand when either is NaN (so a NaN leaves the running maximum as it was, as the
+/// portable select does), and `|v| <= f32::MAX` is false exactly for NaN and ±inf.
+///
+/// # Safety
+/// AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn row_absmax(x: &[f32]) -> (f32, bool, usize) {
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let big = _mm256_set1_ps(f32::MAX);
+    let p = x.as_ptr();
+    // |x[at..at + 8]|; SAFETY (of every call below): `at + 8 <= x.len()`.
+    let load = |at: usize| _mm256_and_ps(unsafe { _mm256_loadu_ps(p.add(at)) }, abs);
+    // Four running maxima and finiteness masks, so consecutive `vmaxps` do not wait on each
+    // other.
+    let zero = _mm256_setzero_ps();
+    let (mut m0, mut m1, mut m2, mut m3) = (zero, zero, zero, zero);
+    let ones = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    let (mut f0, mut f1, mut f2, mut f3) = (ones, ones, ones, ones);
+    let n32 = x.len() / 32 * 32;
+    let mut at = 0;
+    while at < n32 {
+        let (a0, a1, a2, a3) = (load(at), load(at + 8), load(at + 16), load(at + 24));
+        m0 = _mm256_max_ps(a0, m0);
+        m1 = _mm256_max_ps(a1, m1);
+        m2 = _mm256_max_ps(a2, m2);
+        m3 = _mm256_max_ps(a3, m3);
+        f0 = _mm256_and_ps(f0, _mm256_cmp_ps::<_CMP_LE_OQ>(a0, big));
+        f1 = _mm256_and_ps(f1, _mm256_cmp_ps::<_CMP_LE_OQ>(a1, big));
+        f2 = _mm256_and_ps(f2, _mm256_cmp_ps::<_CMP_LE_OQ>(a2, big));
+        f3 = _mm256_and_ps(f3, _mm256_cmp_ps::<_CMP_LE_OQ>(a3, big));
+        at += 32;
+    }
+    let n = x.len() / 8 * 8;
+    while at < n {
+        let a = load(at);
+        m0 = _mm256_max_ps(a, m0);
+        f0 = _mm256_and_ps(f0, _mm256_cmp_ps::<_CMP_LE_OQ>(a, big));
+        at += 8;
+    }
+    let m = _mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3));
+    let f = _mm256_and_ps(_mm256_and_ps(f0, f1), _mm256_and_ps(f2, f3));
+    let mut lanes = [0.0f32; 8];
+    // SAFETY: eight writable values.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), m) };
+    let m = lanes.iter().fold(0.0f32, |m, &a| if a > m { a } else { m });
+    (m, _mm256_movemask_ps(f) != 0xff, n)
+}
