@@ -12,7 +12,7 @@
 //! highest beside it. On the smallest op (256 values, about 0.4 µs on the H200 host) one pass
 //! read anywhere from 1.01 to 1.10 on the same host and binary, for `Engine::cpu()` as for
 //! `Engine::new()` (2026-12-01), although the engine's path adds about 32 instructions to
-//! cpu-ref's ~2500 there (callgrind): the spread is the host's, and a single pass would flap
+//! cpu-ref's ~1900 there (callgrind): the spread is the host's, and a single pass would flap
 //! around the 1.05 line.
 
 use crate::data;
