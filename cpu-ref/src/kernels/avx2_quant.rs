@@ -1,6 +1,7 @@
 //! AVX2 quantizer loops: 32 values per iteration through `vroundps` (round half to even),
-//! clamp, `vcvtps2dq` and saturating packs. Each produces exactly what the scalar formulas of
-//! `float.rs` produce (same IEEE product, same rounding mode, same clamp).
+//! clamp, `vcvtps2dq` and saturating packs, and the activation row's absmax. Each produces
+//! exactly what the scalar formulas of `float.rs` produce (same IEEE product, same rounding mode,
+//! same clamp; a maximum is exact in any order).
 
 use std::arch::x86_64::*;
 
