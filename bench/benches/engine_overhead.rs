@@ -49,14 +49,11 @@ fn main() {
         } else {
             "OVER"
         };
-        let gpu = if row.gpu_runs > 0 {
-            " (ran on the GPU)"
-        } else {
-            ""
-        };
         println!(
-            "  {:<14} {:<28} {:.3} (passes {:.3}-{:.3})  {verdict}{gpu}",
-            row.engine, row.op, row.ratio, row.passes[0], row.passes[1]
+            "  {:<14} {:<28} {}  {verdict}",
+            row.engine,
+            row.op,
+            row.figure()
         );
     }
 }

@@ -159,6 +159,22 @@ pub struct OverheadRow {
     pub gpu_runs: u64,
 }
 
+impl OverheadRow {
+    /// `1.004 (passes 0.985-1.016)`, and ` (ran on the GPU)` where it did: the row's figure as
+    /// the table and RESULTS.md show it.
+    pub fn figure(&self) -> String {
+        let gpu = if self.gpu_runs > 0 {
+            " (ran on the GPU)"
+        } else {
+            ""
+        };
+        format!(
+            "{:.3} (passes {:.3}-{:.3}){gpu}",
+            self.ratio, self.passes[0], self.passes[1]
+        )
+    }
+}
+
 /// The section's figures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OverheadResult {

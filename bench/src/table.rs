@@ -209,15 +209,7 @@ fn issue4(report: &Report) -> String {
             crate::overhead::OVERHEAD_GOAL
         ));
         for r in &o.rows {
-            let gpu = if r.gpu_runs > 0 {
-                "  (ran on the GPU)"
-            } else {
-                ""
-            };
-            out.push_str(&format!(
-                "{:<14} {:<28} {:.3}  (passes {:.3}-{:.3}){gpu}\n",
-                r.engine, r.op, r.ratio, r.passes[0], r.passes[1]
-            ));
+            out.push_str(&format!("{:<14} {:<28} {}\n", r.engine, r.op, r.figure()));
         }
     }
     out

@@ -130,17 +130,7 @@ fn overhead_target(ours: &Report) -> Target {
                         .rows
                         .iter()
                         .filter(|r| r.engine == *e)
-                        .map(|r| {
-                            let gpu = if r.gpu_runs > 0 {
-                                " (ran on the GPU)"
-                            } else {
-                                ""
-                            };
-                            format!(
-                                "{} {:.3} (passes {:.3}-{:.3}){gpu}",
-                                r.op, r.ratio, r.passes[0], r.passes[1]
-                            )
-                        })
+                        .map(|r| format!("{} {}", r.op, r.figure()))
                         .collect();
                     format!("{e}: {}", rows.join(", "))
                 })
