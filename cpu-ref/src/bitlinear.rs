@@ -22,8 +22,18 @@ const ROWS_PER_TASK: usize = 32;
 /// Errors: `M` zero, `x.len() != M · K`, a NaN/infinity in `x`, an output that overflows, or an
 /// output the host cannot allocate ([`Error::OutOfMemory`]).
 pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
-    let xq = quantize_activations_impl("bitlinear", x, m, w.k(), Isa::best())?;
-    bitlinear_quantized(&xq, w)
+    bitlinear_as(x, m, w)
+}
+
+/// [`bitlinear`] returning its error as the caller's error type `E` (see the crate docs,
+/// "Results in your own error type").
+pub fn bitlinear_as<E: From<Error>>(
+    x: &[f32],
+    m: usize,
+    w: &TernaryMatrix,
+) -> std::result::Result<Vec<f32>, E> {
+    let xq = quantize_activations_impl::<Error>("bitlinear", x, m, w.k(), Isa::best())?;
+    bitlinear_quantized_impl(&xq, w, Isa::best())
 }
 
 /// BitLinear on already-quantized activations:
@@ -35,7 +45,16 @@ pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
 /// is reported as overflowed even where the exact `acc · s · a_m / 127` would fit, zero
 /// accumulators included — the order above, which every backend shares, fixes the bits.
 pub fn bitlinear_quantized(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<f32>> {
-    bitlinear_quantized_with_isa(xq, w, Isa::best())
+    bitlinear_quantized_impl(xq, w, Isa::best())
+}
+
+/// [`bitlinear_quantized`] returning its error as the caller's error type `E` (see the crate
+/// docs, "Results in your own error type").
+pub fn bitlinear_quantized_as<E: From<Error>>(
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+) -> std::result::Result<Vec<f32>, E> {
+    bitlinear_quantized_impl(xq, w, Isa::best())
 }
 
 /// [`bitlinear_quantized`] on a chosen SIMD level (identical output on every level).
@@ -44,8 +63,17 @@ pub fn bitlinear_quantized_with_isa(
     w: &TernaryMatrix,
     isa: Isa,
 ) -> Result<Vec<f32>> {
+    bitlinear_quantized_impl(xq, w, isa)
+}
+
+/// BitLinear on quantized activations, its result built straight into a `Result<_, E>`.
+fn bitlinear_quantized_impl<E: From<Error>>(
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+    isa: Isa,
+) -> std::result::Result<Vec<f32>, E> {
     const OP: &str = "bitlinear";
-    let acc = accumulate(OP, xq, w, isa)?;
+    let acc = accumulate::<Error>(OP, xq, w, isa)?;
     let n = w.n();
     let mut y = alloc::zeroed::<f32>(OP, "output", acc.len())?;
     for ((out, a), &amax) in y
@@ -74,6 +102,15 @@ pub fn bitlinear_accumulate(xq: &QuantizedActivations, w: &TernaryMatrix) -> Res
     accumulate("bitlinear_accumulate", xq, w, Isa::best())
 }
 
+/// [`bitlinear_accumulate`] returning its error as the caller's error type `E` (see the crate
+/// docs, "Results in your own error type").
+pub fn bitlinear_accumulate_as<E: From<Error>>(
+    xq: &QuantizedActivations,
+    w: &TernaryMatrix,
+) -> std::result::Result<Vec<i32>, E> {
+    accumulate("bitlinear_accumulate", xq, w, Isa::best())
+}
+
 /// [`bitlinear_accumulate`] on a chosen SIMD level (identical output on every level).
 pub fn bitlinear_accumulate_with_isa(
     xq: &QuantizedActivations,
@@ -84,13 +121,14 @@ pub fn bitlinear_accumulate_with_isa(
 }
 
 /// Shared body: computes `acc` transposed (`[N, M]`, parallel over weight rows so each packed row
-/// is read once and stays in L1 across the `M` activation rows), then transposes if `M > 1`.
-fn accumulate(
+/// is read once and stays in L1 across the `M` activation rows), then transposes if `M > 1`; the
+/// result built straight into a `Result<_, E>`.
+fn accumulate<E: From<Error>>(
     op: &'static str,
     xq: &QuantizedActivations,
     w: &TernaryMatrix,
     isa: Isa,
-) -> Result<Vec<i32>> {
+) -> std::result::Result<Vec<i32>, E> {
     let isa = isa.require(op)?;
     check::len(
         op,

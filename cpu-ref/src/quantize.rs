@@ -19,11 +19,31 @@ const PAR_MIN_ELEMS: usize = 16 * 1024;
 /// Errors: `N` or `K` zero, `K >= 2^24`, `w.len() != N·K`, a NaN/infinity in `w` (index given),
 /// or an `|w|` sum that overflows `f32`. All-zero weights give all-zero codes and `s = 1e-5`.
 pub fn quantize_weights(w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
-    quantize_weights_with_isa(w, n, k, Isa::best())
+    quantize_weights_impl(w, n, k, Isa::best())
+}
+
+/// [`quantize_weights`] returning its error as the caller's error type `E` (see the crate docs,
+/// "Results in your own error type").
+pub fn quantize_weights_as<E: From<Error>>(
+    w: &[f32],
+    n: usize,
+    k: usize,
+) -> std::result::Result<TernaryMatrix, E> {
+    quantize_weights_impl(w, n, k, Isa::best())
 }
 
 /// [`quantize_weights`] on a chosen SIMD level (identical output on every level).
 pub fn quantize_weights_with_isa(w: &[f32], n: usize, k: usize, isa: Isa) -> Result<TernaryMatrix> {
+    quantize_weights_impl(w, n, k, isa)
+}
+
+/// The weight quantizer, its result built straight into a `Result<_, E>`.
+fn quantize_weights_impl<E: From<Error>>(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    isa: Isa,
+) -> std::result::Result<TernaryMatrix, E> {
     const OP: &str = "quantize_weights";
     let isa = isa.require(OP)?;
     check_dims(OP, n, k)?;
@@ -37,7 +57,8 @@ pub fn quantize_weights_with_isa(w: &[f32], n: usize, k: usize, isa: Isa) -> Res
             op: OP,
             tensor: "sum of |w| (overflows f32)",
             index: 0,
-        });
+        }
+        .into());
     }
     let scale = (sum / total as f32).max(SCALE_EPS);
     let inv_s = 1.0 / scale;
@@ -74,14 +95,25 @@ pub fn quantize_activations_with_isa(
     quantize_activations_impl("quantize_activations", x, m, k, isa)
 }
 
-/// The activation quantizer, reporting errors under `op` (BitLinear reuses it).
-pub(crate) fn quantize_activations_impl(
+/// [`quantize_activations`] returning its error as the caller's error type `E` (see the crate
+/// docs, "Results in your own error type").
+pub fn quantize_activations_as<E: From<Error>>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+) -> std::result::Result<QuantizedActivations, E> {
+    quantize_activations_impl("quantize_activations", x, m, k, Isa::best())
+}
+
+/// The activation quantizer, reporting errors under `op` (BitLinear reuses it), its result built
+/// straight into a `Result<_, E>`.
+pub(crate) fn quantize_activations_impl<E: From<Error>>(
     op: &'static str,
     x: &[f32],
     m: usize,
     k: usize,
     isa: Isa,
-) -> Result<QuantizedActivations> {
+) -> std::result::Result<QuantizedActivations, E> {
     let isa = isa.require(op)?;
     check::nonzero(op, "M", m)?;
     check::nonzero(op, "K", k)?;

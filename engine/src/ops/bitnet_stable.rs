@@ -2,10 +2,17 @@
 //! signatures, results (bit for bit) and errors. Each call runs where the engine's dispatch policy
 //! puts it (`dispatch.rs`): on the GPU they upload, run the kernels of `bitnet.rs` /
 //! `bitnet_linear.rs` and read back (re-running on the CPU if the GPU faults); on the CPU they
-//! call cpu-ref directly. Each method decides the route inline and calls cpu-ref on the CPU route
-//! at once; everything the other routes need (validation, closures, the GPU path) lives in a
+//! call cpu-ref directly. Each method decides the route and calls cpu-ref on the CPU route at
+//! once; everything the other routes need (validation, closures, the GPU path) lives in a
 //! never-inlined `*_off_cpu` function, so the CPU path of a small op costs a few loads and
 //! compares over cpu-ref's own.
+//!
+//! Nothing on the CPU route copies the result. cpu-ref's `_as` functions write it straight into
+//! this crate's `Result` (no conversion of cpu-ref's), and the methods themselves are never
+//! inlined: inlined, the two routes' calls produced the result in a slot of their own, which the
+//! caller then copied out. A copy of a result the op has just stored stalls the CPU (the stores
+//! cannot be forwarded to the copy's wider loads): on a 256-value `quantize_activations` the
+//! engine cost 10-12 % over cpu-ref with both copies, 3-5 % without (lavapipe host, 2026-12-01).
 //!
 //! Input that cpu-ref rejects before computing (zero or mismatched dimensions, `K ≥ 2^24`, size
 //! overflow) is handed to cpu-ref itself, so both paths return the very same error. NaN/Inf
@@ -24,8 +31,7 @@ use crate::error::Result;
 use crate::tensor::Tensor;
 
 /// A cpu-ref BitLinear on quantized activations (`bitlinear_quantized`, `bitlinear_accumulate`).
-type QuantizedCpuOp<T> =
-    fn(&QuantizedActivations, &TernaryMatrix) -> bitnet_cpu_ref::Result<Vec<T>>;
+type QuantizedCpuOp<T> = fn(&QuantizedActivations, &TernaryMatrix) -> Result<Vec<T>>;
 
 /// Largest K cpu-ref accepts (exact i32 accumulation).
 const K_LIMIT: usize = 1 << 24;
@@ -39,11 +45,11 @@ pub(crate) fn bitlinear_input_ok(x: &[f32], m: usize, w: &TernaryMatrix) -> bool
 impl Engine {
     /// Quantizes `w` (`[N, K]`, row-major) to ternary weights; same result as
     /// [`bitnet_cpu_ref::quantize_weights`] (codes and scale bit for bit).
-    #[inline]
+    #[inline(never)]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
         let work = Workload::quantize_weights(n, k);
         match self.route(work) {
-            Route::Cpu => bitnet_cpu_ref::quantize_weights(w, n, k).map_err(Into::into),
+            Route::Cpu => bitnet_cpu_ref::quantize_weights_as(w, n, k),
             route => self.quantize_weights_off_cpu(route, work, w, n, k),
         }
     }
@@ -62,7 +68,7 @@ impl Engine {
             "quantize_weights",
             &work,
             || n > 0 && k > 0 && k < K_LIMIT && n.checked_mul(k) == Some(w.len()),
-            || Ok(bitnet_cpu_ref::quantize_weights(w, n, k)?),
+            || bitnet_cpu_ref::quantize_weights_as(w, n, k),
             || {
                 let t = self.upload_f32(w, &[n, k])?;
                 self.quantize_weights_tensor(&t)?.read_ternary()
@@ -72,7 +78,7 @@ impl Engine {
 
     /// Quantizes activations `x` (`[M, K]`) to int8 rows; same result as
     /// [`bitnet_cpu_ref::quantize_activations`] (values and absmax bit for bit).
-    #[inline]
+    #[inline(never)]
     pub fn quantize_activations(
         &self,
         x: &[f32],
@@ -81,7 +87,7 @@ impl Engine {
     ) -> Result<QuantizedActivations> {
         let work = Workload::quantize_activations(m, k);
         match self.route(work) {
-            Route::Cpu => bitnet_cpu_ref::quantize_activations(x, m, k).map_err(Into::into),
+            Route::Cpu => bitnet_cpu_ref::quantize_activations_as(x, m, k),
             route => self.quantize_activations_off_cpu(route, work, x, m, k),
         }
     }
@@ -100,7 +106,7 @@ impl Engine {
             "quantize_activations",
             &work,
             || m > 0 && k > 0 && k < K_LIMIT && m.checked_mul(k) == Some(x.len()),
-            || Ok(bitnet_cpu_ref::quantize_activations(x, m, k)?),
+            || bitnet_cpu_ref::quantize_activations_as(x, m, k),
             || {
                 let t = self.upload_f32(x, &[m, k])?;
                 self.quantize_activations_tensor(&t)?.read_activations()
@@ -110,11 +116,11 @@ impl Engine {
 
     /// BitLinear `y = x · Wᵀ` for `x` `[M, K]` (quantized per row) and ternary `w` `[N, K]`;
     /// same result as [`bitnet_cpu_ref::bitlinear`].
-    #[inline]
+    #[inline(never)]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
         let work = Workload::bitlinear(m, w.n(), w.k(), false);
         match self.route(work) {
-            Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
+            Route::Cpu => bitnet_cpu_ref::bitlinear_as(x, m, w),
             route => self.bitlinear_off_cpu(route, work, x, m, w),
         }
     }
@@ -133,7 +139,7 @@ impl Engine {
             "bitlinear",
             &work,
             || bitlinear_input_ok(x, m, w),
-            || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
+            || bitnet_cpu_ref::bitlinear_as(x, m, w),
             || {
                 let x = self.upload_f32(x, &[m, w.k()])?;
                 let w = self.upload_ternary(w)?;
@@ -144,7 +150,7 @@ impl Engine {
 
     /// BitLinear on already-quantized activations; same result as
     /// [`bitnet_cpu_ref::bitlinear_quantized`].
-    #[inline]
+    #[inline(never)]
     pub fn bitlinear_quantized(
         &self,
         xq: &QuantizedActivations,
@@ -152,11 +158,11 @@ impl Engine {
     ) -> Result<Vec<f32>> {
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
-            Route::Cpu => bitnet_cpu_ref::bitlinear_quantized(xq, w).map_err(Into::into),
+            Route::Cpu => bitnet_cpu_ref::bitlinear_quantized_as(xq, w),
             route => self.quantized_off_cpu(
                 route,
                 work,
-                ("bitlinear", bitnet_cpu_ref::bitlinear_quantized),
+                ("bitlinear", bitnet_cpu_ref::bitlinear_quantized_as),
                 (xq, w),
                 |x, w| self.bitlinear_tensor(x, w)?.read_f32(),
             ),
@@ -165,7 +171,7 @@ impl Engine {
 
     /// The exact BitLinear accumulators, `M · N` `i32` row-major; same result as
     /// [`bitnet_cpu_ref::bitlinear_accumulate`].
-    #[inline]
+    #[inline(never)]
     pub fn bitlinear_accumulate(
         &self,
         xq: &QuantizedActivations,
@@ -173,11 +179,14 @@ impl Engine {
     ) -> Result<Vec<i32>> {
         let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
-            Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate(xq, w).map_err(Into::into),
+            Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate_as(xq, w),
             route => self.quantized_off_cpu(
                 route,
                 work,
-                ("bitlinear_accumulate", bitnet_cpu_ref::bitlinear_accumulate),
+                (
+                    "bitlinear_accumulate",
+                    bitnet_cpu_ref::bitlinear_accumulate_as,
+                ),
                 (xq, w),
                 |x, w| {
                     let words = self.bitlinear_accumulate_tensor(x, w)?.read_u32()?;
@@ -203,7 +212,7 @@ impl Engine {
             op,
             &work,
             || xq.k() == w.k() && xq.m().checked_mul(w.n()).is_some(),
-            || Ok(cpu(xq, w)?),
+            || cpu(xq, w),
             || gpu(&self.upload_activations(xq)?, &self.upload_ternary(w)?),
         )
     }
