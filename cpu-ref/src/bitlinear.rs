@@ -16,6 +16,12 @@ use crate::ternary::TernaryMatrix;
 /// scheduling, small enough that every core gets several tasks.
 const ROWS_PER_TASK: usize = 32;
 
+/// Fewest multiply-accumulates rayon may give one thread (tasks are kept together until they
+/// reach it). Handing work to the pool costs the calling thread microseconds (waking workers,
+/// blocking on the result), as much as a core takes for this many MACs: a smaller op runs on
+/// the calling thread alone.
+const PAR_MIN_MACS: usize = 256 * 1024;
+
 /// BitLinear on f32 activations: quantizes `x` (`[M, K]`, `K = w.k()`) per row, then
 /// [`bitlinear_quantized`]. Returns `y`, `M · N` f32 row-major.
 ///
@@ -140,8 +146,10 @@ fn accumulate<E: From<Error>>(
     check::mul(op, "M * N", m, n)?;
     let prepared = Prepared::new(op, xq.values(), m, xq.k(), isa)?;
     let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
+    let task_macs = ROWS_PER_TASK * m * xq.k();
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)
+        .with_min_len(PAR_MIN_MACS.div_ceil(task_macs))
         .enumerate()
         .for_each(|(task, out)| {
             // Weight rows in pairs (the kernel shares activation loads between them).
