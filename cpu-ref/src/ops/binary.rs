@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use super::elementwise::{PAR_MIN_VALUES, map1, map2, with_binary};
 use super::{input, output, scalar};
 use crate::alloc;
 use crate::check;
@@ -23,6 +24,7 @@ pub enum BinaryOp {
 
 impl BinaryOp {
     /// Applies the operation to one pair.
+    #[inline]
     pub fn apply(self, a: f32, b: f32) -> f32 {
         match self {
             BinaryOp::Add => a + b,
@@ -75,8 +77,24 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
     })?;
     input(OP, "a", a)?;
     input(OP, "b", b)?;
-    let sa = broadcast_strides(a.shape(), &shape);
-    let sb = broadcast_strides(b.shape(), &shape);
+    if a.shape() == b.shape() {
+        let out = with_binary!(op, |f| map2(OP, a.data(), b.data(), PAR_MIN_VALUES, f))?;
+        return output(OP, out, shape);
+    }
+    let out = with_binary!(op, |f| broadcast_rows(a, b, &shape, f))?;
+    output(OP, out, shape)
+}
+
+/// `f(a, b)` over the broadcast `shape` of `a` and `b` (compatible, checked by the caller).
+fn broadcast_rows(
+    a: &Tensor<f32>,
+    b: &Tensor<f32>,
+    shape: &[usize],
+    f: impl Fn(f32, f32) -> f32 + Sync,
+) -> Result<Vec<f32>> {
+    const OP: &str = "binary";
+    let sa = broadcast_strides(a.shape(), shape);
+    let sb = broadcast_strides(b.shape(), shape);
     let len = shape.last().copied().unwrap_or(1);
     let numel = shape
         .iter()
@@ -90,7 +108,7 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
     // One output row (last axis) at a time: decompose the row index over the leading axes once,
     // then walk the row with the last-axis strides (0 or 1).
     out.par_chunks_mut(len)
-        .with_min_len((4096 / len).max(1))
+        .with_min_len((PAR_MIN_VALUES / len).max(1))
         .enumerate()
         .for_each(|(row, o)| {
             let (mut ia, mut ib, mut rest) = (0, 0, row);
@@ -101,10 +119,10 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
                 ib += idx * sb[axis];
             }
             for (i, v) in o.iter_mut().enumerate() {
-                *v = op.apply(ad[ia + i * la], bd[ib + i * lb]);
+                *v = f(ad[ia + i * la], bd[ib + i * lb]);
             }
         });
-    output(OP, out, shape)
+    Ok(out)
 }
 
 /// `op(a, s)` for every element (the scalar is the right operand: `Sub` is `a - s`, `Div` is
@@ -113,11 +131,6 @@ pub fn binary_scalar(op: BinaryOp, a: &Tensor<f32>, s: f32) -> Result<Tensor<f32
     const OP: &str = "binary_scalar";
     input(OP, "a", a)?;
     scalar(OP, "s", s)?;
-    let out = a
-        .data()
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&v| op.apply(v, s))
-        .collect();
+    let out = with_binary!(op, |f| map1(OP, a.data(), PAR_MIN_VALUES, |v| f(v, s)))?;
     output(OP, out, a.shape().to_vec())
 }

@@ -1,7 +1,6 @@
 //! Gated activation: the feed-forward block's `act(gate) · up` (GLU family) as one op.
 
-use rayon::prelude::*;
-
+use super::elementwise::{map2, with_unary};
 use super::{BinaryOp, UnaryOp, input, output};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -30,13 +29,9 @@ pub fn gated(act: UnaryOp, gate: &Tensor<f32>, up: &Tensor<f32>) -> Result<Tenso
     }
     input(OP, "gate", gate)?;
     input(OP, "up", up)?;
-    let out = gate
-        .data()
-        .par_iter()
-        .zip(up.data().par_iter())
-        .with_min_len(4096)
-        .map(|(&g, &u)| BinaryOp::Mul.apply(act.apply(g), u))
-        .collect();
+    let (g, u, task) = (gate.data(), up.data(), act.task_values());
+    let out = with_unary!(act, |f| map2(OP, g, u, task, |g, u| BinaryOp::Mul
+        .apply(f(g), u)))?;
     output(OP, out, gate.shape().to_vec())
 }
 

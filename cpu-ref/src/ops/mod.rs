@@ -17,6 +17,7 @@
 mod attention;
 mod attention_chunks;
 mod binary;
+mod elementwise;
 mod gated;
 mod math;
 mod matmul;

@@ -1,7 +1,6 @@
 //! Elementwise activations.
 
-use rayon::prelude::*;
-
+use super::elementwise::{PAR_MIN_TRANSCENDENTAL_VALUES, PAR_MIN_VALUES, map1, with_unary};
 use super::math::{gelu, silu};
 use super::{input, output};
 use crate::error::Result;
@@ -25,6 +24,7 @@ pub enum UnaryOp {
 
 impl UnaryOp {
     /// Applies the activation to one value.
+    #[inline]
     pub fn apply(self, x: f32) -> f32 {
         match self {
             UnaryOp::Relu => relu(x),
@@ -35,6 +35,17 @@ impl UnaryOp {
             UnaryOp::Silu => silu(x),
             UnaryOp::Gelu => gelu(x),
             UnaryOp::Exp => x.exp(),
+        }
+    }
+}
+
+impl UnaryOp {
+    /// Fewest values per parallel task (`elementwise.rs`): ReLU is plain arithmetic, the others
+    /// evaluate `exp` or `erf`.
+    pub(super) fn task_values(self) -> usize {
+        match self {
+            UnaryOp::Relu | UnaryOp::Relu2 => PAR_MIN_VALUES,
+            UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::Exp => PAR_MIN_TRANSCENDENTAL_VALUES,
         }
     }
 }
@@ -50,11 +61,6 @@ fn relu(x: f32) -> f32 {
 pub fn unary(op: UnaryOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "unary";
     input(OP, "a", a)?;
-    let out = a
-        .data()
-        .par_iter()
-        .with_min_len(4096)
-        .map(|&v| op.apply(v))
-        .collect();
+    let out = with_unary!(op, |f| map1(OP, a.data(), op.task_values(), f))?;
     output(OP, out, a.shape().to_vec())
 }
