@@ -16,11 +16,11 @@ use crate::ternary::TernaryMatrix;
 /// scheduling, small enough that every core gets several tasks.
 const ROWS_PER_TASK: usize = 32;
 
-/// Fewest multiply-accumulates rayon may give one thread (tasks are kept together until they
-/// reach it). Handing work to the pool costs the calling thread microseconds (waking workers,
-/// blocking on the result), as much as a core takes for this many MACs: a smaller op runs on
-/// the calling thread alone.
-const PAR_MIN_MACS: usize = 256 * 1024;
+/// Multiply-accumulates below which BitLinear runs on the calling thread alone. Handing tasks to
+/// rayon's pool costs the caller microseconds (waking workers, blocking on the result): 1 × 256 ×
+/// 256 took 8-10 µs on 2 cores and 18-20 µs on 16 (about 1 µs of work), 1 × 512 × 512 11 and 20
+/// µs against 5.6 and 9-15 alone (2026-12-01).
+const PAR_MIN_MACS: usize = 512 * 1024;
 
 /// BitLinear on f32 activations: quantizes `x` (`[M, K]`, `K = w.k()`) per row, then
 /// [`bitlinear_quantized`]. Returns `y`, `M · N` f32 row-major.
@@ -28,7 +28,8 @@ const PAR_MIN_MACS: usize = 256 * 1024;
 /// Errors: `M` zero, `x.len() != M · K`, a NaN/infinity in `x`, an output that overflows, or an
 /// output the host cannot allocate ([`Error::OutOfMemory`]).
 pub fn bitlinear(x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
-    bitlinear_as(x, m, w)
+    let xq = quantize_activations_impl("bitlinear", x, m, w.k(), Isa::best())?;
+    bitlinear_quantized(&xq, w)
 }
 
 /// [`bitlinear`] returning its error as the caller's error type `E` (see the crate docs,
@@ -38,8 +39,7 @@ pub fn bitlinear_as<E: From<Error>>(
     m: usize,
     w: &TernaryMatrix,
 ) -> std::result::Result<Vec<f32>, E> {
-    let xq = quantize_activations_impl::<Error>("bitlinear", x, m, w.k(), Isa::best())?;
-    bitlinear_quantized_impl(&xq, w, Isa::best())
+    bitlinear(x, m, w).map_err(E::from)
 }
 
 /// BitLinear on already-quantized activations:
@@ -51,7 +51,7 @@ pub fn bitlinear_as<E: From<Error>>(
 /// is reported as overflowed even where the exact `acc · s · a_m / 127` would fit, zero
 /// accumulators included — the order above, which every backend shares, fixes the bits.
 pub fn bitlinear_quantized(xq: &QuantizedActivations, w: &TernaryMatrix) -> Result<Vec<f32>> {
-    bitlinear_quantized_impl(xq, w, Isa::best())
+    bitlinear_quantized_with_isa(xq, w, Isa::best())
 }
 
 /// [`bitlinear_quantized`] returning its error as the caller's error type `E` (see the crate
@@ -60,7 +60,7 @@ pub fn bitlinear_quantized_as<E: From<Error>>(
     xq: &QuantizedActivations,
     w: &TernaryMatrix,
 ) -> std::result::Result<Vec<f32>, E> {
-    bitlinear_quantized_impl(xq, w, Isa::best())
+    bitlinear_quantized(xq, w).map_err(E::from)
 }
 
 /// [`bitlinear_quantized`] on a chosen SIMD level (identical output on every level).
@@ -69,17 +69,8 @@ pub fn bitlinear_quantized_with_isa(
     w: &TernaryMatrix,
     isa: Isa,
 ) -> Result<Vec<f32>> {
-    bitlinear_quantized_impl(xq, w, isa)
-}
-
-/// BitLinear on quantized activations, its result built straight into a `Result<_, E>`.
-fn bitlinear_quantized_impl<E: From<Error>>(
-    xq: &QuantizedActivations,
-    w: &TernaryMatrix,
-    isa: Isa,
-) -> std::result::Result<Vec<f32>, E> {
     const OP: &str = "bitlinear";
-    let acc = accumulate::<Error>(OP, xq, w, isa)?;
+    let acc = accumulate(OP, xq, w, isa)?;
     let n = w.n();
     let mut y = alloc::zeroed::<f32>(OP, "output", acc.len())?;
     for ((out, a), &amax) in y
@@ -114,7 +105,7 @@ pub fn bitlinear_accumulate_as<E: From<Error>>(
     xq: &QuantizedActivations,
     w: &TernaryMatrix,
 ) -> std::result::Result<Vec<i32>, E> {
-    accumulate("bitlinear_accumulate", xq, w, Isa::best())
+    bitlinear_accumulate(xq, w).map_err(E::from)
 }
 
 /// [`bitlinear_accumulate`] on a chosen SIMD level (identical output on every level).
@@ -127,14 +118,13 @@ pub fn bitlinear_accumulate_with_isa(
 }
 
 /// Shared body: computes `acc` transposed (`[N, M]`, parallel over weight rows so each packed row
-/// is read once and stays in L1 across the `M` activation rows), then transposes if `M > 1`; the
-/// result built straight into a `Result<_, E>`.
-fn accumulate<E: From<Error>>(
+/// is read once and stays in L1 across the `M` activation rows), then transposes if `M > 1`.
+fn accumulate(
     op: &'static str,
     xq: &QuantizedActivations,
     w: &TernaryMatrix,
     isa: Isa,
-) -> std::result::Result<Vec<i32>, E> {
+) -> Result<Vec<i32>> {
     let isa = isa.require(op)?;
     check::len(
         op,
@@ -146,10 +136,11 @@ fn accumulate<E: From<Error>>(
     check::mul(op, "M * N", m, n)?;
     let prepared = Prepared::new(op, xq.values(), m, xq.k(), isa)?;
     let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
-    let task_macs = ROWS_PER_TASK * m * xq.k();
+    let tasks = n.div_ceil(ROWS_PER_TASK);
+    let alone = n.saturating_mul(m).saturating_mul(xq.k()) < PAR_MIN_MACS;
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)
-        .with_min_len(PAR_MIN_MACS.div_ceil(task_macs))
+        .with_min_len(if alone { tasks } else { 1 })
         .enumerate()
         .for_each(|(task, out)| {
             // Weight rows in pairs (the kernel shares activation loads between them).

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::{PAR_MIN_VALUES, map1, map2, with_binary};
+use super::elementwise::{ALONE_BELOW_VALUES, map1, map2, min_items, with_binary};
 use super::{input, output, scalar};
 use crate::alloc;
 use crate::check;
@@ -78,7 +78,7 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
     input(OP, "a", a)?;
     input(OP, "b", b)?;
     if a.shape() == b.shape() {
-        let out = with_binary!(op, |f| map2(OP, a.data(), b.data(), PAR_MIN_VALUES, f))?;
+        let out = with_binary!(op, |f| map2(OP, a.data(), b.data(), ALONE_BELOW_VALUES, f))?;
         return output(OP, out, shape);
     }
     let out = with_binary!(op, |f| broadcast_rows(a, b, &shape, f))?;
@@ -108,7 +108,7 @@ fn broadcast_rows(
     // One output row (last axis) at a time: decompose the row index over the leading axes once,
     // then walk the row with the last-axis strides (0 or 1).
     out.par_chunks_mut(len)
-        .with_min_len((PAR_MIN_VALUES / len).max(1))
+        .with_min_len(min_items(numel, len, ALONE_BELOW_VALUES))
         .enumerate()
         .for_each(|(row, o)| {
             let (mut ia, mut ib, mut rest) = (0, 0, row);
@@ -131,6 +131,6 @@ pub fn binary_scalar(op: BinaryOp, a: &Tensor<f32>, s: f32) -> Result<Tensor<f32
     const OP: &str = "binary_scalar";
     input(OP, "a", a)?;
     scalar(OP, "s", s)?;
-    let out = with_binary!(op, |f| map1(OP, a.data(), PAR_MIN_VALUES, |v| f(v, s)))?;
+    let out = with_binary!(op, |f| map1(OP, a.data(), ALONE_BELOW_VALUES, |v| f(v, s)))?;
     output(OP, out, a.shape().to_vec())
 }

@@ -29,7 +29,7 @@ pub fn gated(act: UnaryOp, gate: &Tensor<f32>, up: &Tensor<f32>) -> Result<Tenso
     }
     input(OP, "gate", gate)?;
     input(OP, "up", up)?;
-    let (g, u, task) = (gate.data(), up.data(), act.task_values());
+    let (g, u, task) = (gate.data(), up.data(), act.alone_below());
     let out = with_unary!(act, |f| map2(OP, g, u, task, |g, u| BinaryOp::Mul
         .apply(f(g), u)))?;
     output(OP, out, gate.shape().to_vec())

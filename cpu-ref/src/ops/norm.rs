@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::PAR_MIN_ROW_VALUES;
+use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::{input, lane_sum, output, rows_of, scalar};
 use crate::check;
 use crate::error::{Error, Result};
@@ -34,7 +34,7 @@ pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>
         .par_chunks_mut(len)
         .zip(x.data().par_chunks(len))
         .enumerate()
-        .with_min_len((PAR_MIN_ROW_VALUES / len).max(1))
+        .with_min_len(min_items(x.numel(), len, ALONE_BELOW_ROW_VALUES))
         .filter_map(|(r, (o, row))| (!normalize_row(row, weight, eps, o).is_finite()).then_some(r))
         .min();
     if let Some(index) = overflow_row {

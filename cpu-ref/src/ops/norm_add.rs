@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::PAR_MIN_ROW_VALUES;
+use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::norm::normalize_row;
 use super::{input, rows_of};
 use crate::check;
@@ -54,7 +54,7 @@ pub fn add_rms_norm(
         .par_chunks_mut(len)
         .zip(sum.par_chunks(len))
         .enumerate()
-        .with_min_len((PAR_MIN_ROW_VALUES / len).max(1))
+        .with_min_len(min_items(x.numel(), len, ALONE_BELOW_ROW_VALUES))
         .filter_map(|(r, (o, row))| {
             if !normalize_row(row, weight, eps, o).is_finite() {
                 return Some(r * len);

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::PAR_MIN_ROW_VALUES;
+use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::{input, lane_sum, output, rows_of};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -48,7 +48,7 @@ pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
     let out = a
         .data()
         .par_chunks(len)
-        .with_min_len((PAR_MIN_ROW_VALUES / len).max(1))
+        .with_min_len(min_items(a.numel(), len, ALONE_BELOW_ROW_VALUES))
         .map(|row| match op {
             ReduceOp::Sum => lane_sum(row, |v| v),
             ReduceOp::Mean => lane_sum(row, |v| v) / len as f32,

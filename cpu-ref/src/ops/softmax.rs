@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::elementwise::PAR_MIN_TRANSCENDENTAL_VALUES;
+use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, min_items};
 use super::{lane_sum, output, rows_of};
 use crate::check;
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ pub fn softmax_last(x: &Tensor<f32>) -> Result<Tensor<f32>> {
         .par_chunks_mut(len)
         .zip(x.data().par_chunks(len))
         .enumerate()
-        .with_min_len((PAR_MIN_TRANSCENDENTAL_VALUES / len).max(1))
+        .with_min_len(min_items(x.numel(), len, ALONE_BELOW_TRANSCENDENTAL_VALUES))
         .filter_map(|(r, (o, row))| {
             // `-inf` never wins a max, so `m` is over the unmasked entries; it stays `-inf` only
             // when every entry is masked.

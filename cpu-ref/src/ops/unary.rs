@@ -1,6 +1,6 @@
 //! Elementwise activations.
 
-use super::elementwise::{PAR_MIN_TRANSCENDENTAL_VALUES, PAR_MIN_VALUES, map1, with_unary};
+use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, ALONE_BELOW_VALUES, map1, with_unary};
 use super::math::{gelu, silu};
 use super::{input, output};
 use crate::error::Result;
@@ -40,12 +40,12 @@ impl UnaryOp {
 }
 
 impl UnaryOp {
-    /// Fewest values per parallel task (`elementwise.rs`): ReLU is plain arithmetic, the others
-    /// evaluate `exp` or `erf`.
-    pub(super) fn task_values(self) -> usize {
+    /// Values below which this activation runs on the calling thread alone (`elementwise.rs`):
+    /// ReLU is plain arithmetic, the others evaluate `exp` or `erf`.
+    pub(super) fn alone_below(self) -> usize {
         match self {
-            UnaryOp::Relu | UnaryOp::Relu2 => PAR_MIN_VALUES,
-            UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::Exp => PAR_MIN_TRANSCENDENTAL_VALUES,
+            UnaryOp::Relu | UnaryOp::Relu2 => ALONE_BELOW_VALUES,
+            UnaryOp::Silu | UnaryOp::Gelu | UnaryOp::Exp => ALONE_BELOW_TRANSCENDENTAL_VALUES,
         }
     }
 }
@@ -61,6 +61,6 @@ fn relu(x: f32) -> f32 {
 pub fn unary(op: UnaryOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
     const OP: &str = "unary";
     input(OP, "a", a)?;
-    let out = with_unary!(op, |f| map1(OP, a.data(), op.task_values(), f))?;
+    let out = with_unary!(op, |f| map1(OP, a.data(), op.alone_below(), f))?;
     output(OP, out, a.shape().to_vec())
 }
