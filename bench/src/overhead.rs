@@ -9,11 +9,16 @@
 //! should stay on the CPU, and the route is part of what is timed).
 //!
 //! The headless run repeats that [`PASSES`] times and keeps the median pass, with the lowest and
-//! highest beside it. On the smallest op (256 values, about 0.4 µs on the H200 host) one pass
-//! read anywhere from 1.01 to 1.10 on the same host and binary, for `Engine::cpu()` as for
-//! `Engine::new()` (2026-12-01), although the engine's path adds about 32 instructions to
-//! cpu-ref's ~1900 there (callgrind): the spread is the host's, and a single pass would flap
-//! around the 1.05 line.
+//! highest beside it: on the smallest op (256 values, about 0.15 µs) single passes on one host
+//! spread by several percent.
+//!
+//! What the engine costs there was mostly not its route (about 30 instructions) but copies of
+//! the result: until 2026-12-01 the engine converted cpu-ref's `Result` into its own, and the
+//! caller copied the result again out of the slot both routes of the inlined method wrote. Each
+//! copy read, with 16-byte loads, the 8-byte stores cpu-ref had just made, which the CPU cannot
+//! forward: 1.105 → 1.01 on the lavapipe host, 1.02-1.06 → 1.00-1.01 for `Engine::cpu()` on the
+//! H200 host (`bitnet_cpu_ref`'s crate docs, "Results in your own error type";
+//! `engine/src/ops/bitnet_stable.rs`).
 
 use crate::data;
 use bitnet_cpu_ref as cpu;
