@@ -7,7 +7,7 @@ use super::{input, output, scalar};
 use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Which elementwise operation: `a + b`, `a - b`, `a * b`, `a / b` (one IEEE f32 operation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,7 +67,16 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 /// broadcast shape. Errors: incompatible shapes ([`Error::ShapeMismatch`] with `a`'s shape as
 /// `expected` and `b`'s as `got`), non-finite inputs, non-finite outputs (overflow, `x / 0`), an
 /// output too large to count or allocate ([`Error::SizeOverflow`], [`Error::OutOfMemory`]).
-pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn binary<'a>(
+    op: BinaryOp,
+    a: impl Into<TensorRef<'a, f32>>,
+    b: impl Into<TensorRef<'a, f32>>,
+) -> Result<Tensor<f32>> {
+    binary_ref(op, a.into(), b.into())
+}
+
+/// [`binary`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn binary_ref(op: BinaryOp, a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "binary";
     let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| Error::ShapeMismatch {
         op: OP,
@@ -87,8 +96,8 @@ pub fn binary(op: BinaryOp, a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f
 
 /// `f(a, b)` over the broadcast `shape` of `a` and `b` (compatible, checked by the caller).
 fn broadcast_rows(
-    a: &Tensor<f32>,
-    b: &Tensor<f32>,
+    a: TensorRef<'_, f32>,
+    b: TensorRef<'_, f32>,
     shape: &[usize],
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
@@ -127,7 +136,16 @@ fn broadcast_rows(
 
 /// `op(a, s)` for every element (the scalar is the right operand: `Sub` is `a - s`, `Div` is
 /// `a / s`). Errors: non-finite `a` or `s`, non-finite outputs.
-pub fn binary_scalar(op: BinaryOp, a: &Tensor<f32>, s: f32) -> Result<Tensor<f32>> {
+pub fn binary_scalar<'a>(
+    op: BinaryOp,
+    a: impl Into<TensorRef<'a, f32>>,
+    s: f32,
+) -> Result<Tensor<f32>> {
+    binary_scalar_ref(op, a.into(), s)
+}
+
+/// [`binary_scalar`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn binary_scalar_ref(op: BinaryOp, a: TensorRef<'_, f32>, s: f32) -> Result<Tensor<f32>> {
     const OP: &str = "binary_scalar";
     input(OP, "a", a)?;
     scalar(OP, "s", s)?;

@@ -3,7 +3,7 @@
 use super::elementwise::{map2, with_unary};
 use super::{BinaryOp, UnaryOp, input, output};
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// `act(gate) · up` elementwise, same shape: the gated linear unit of a transformer's
 /// feed-forward block (`Relu2` for BitNet b1.58, `Silu` for SwiGLU, `Gelu` for GeGLU; any
@@ -17,7 +17,20 @@ use crate::tensor::Tensor;
 /// that overflows (`Relu2` above ~1.8e19, `Exp` above ~88.72) makes a non-finite product
 /// whatever `up` is (`inf · 0` is NaN), so it is an `"output"` error too: the two ops in sequence
 /// would name `unary`'s output, one fused launch has four status words (gate, up, output).
-pub fn gated(act: UnaryOp, gate: &Tensor<f32>, up: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn gated<'a>(
+    act: UnaryOp,
+    gate: impl Into<TensorRef<'a, f32>>,
+    up: impl Into<TensorRef<'a, f32>>,
+) -> Result<Tensor<f32>> {
+    gated_ref(act, gate.into(), up.into())
+}
+
+/// [`gated`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn gated_ref(
+    act: UnaryOp,
+    gate: TensorRef<'_, f32>,
+    up: TensorRef<'_, f32>,
+) -> Result<Tensor<f32>> {
     const OP: &str = "gated";
     if gate.shape() != up.shape() {
         return Err(Error::ShapeMismatch {

@@ -9,7 +9,7 @@ use crate::check;
 use crate::error::{Error, Result};
 use crate::kernels::Isa;
 use crate::kernels::multiversion::multiversion;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Output columns per rayon task, so a single-row product (decode) still uses every core.
 const COLS_PER_TASK: usize = 512;
@@ -19,7 +19,15 @@ const COLS_PER_TASK: usize = 512;
 ///
 /// Errors: either operand not rank 2, inner dimensions differ, non-finite inputs or outputs, an
 /// output the host cannot allocate ([`Error::OutOfMemory`]).
-pub fn matmul(a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn matmul<'a>(
+    a: impl Into<TensorRef<'a, f32>>,
+    b: impl Into<TensorRef<'a, f32>>,
+) -> Result<Tensor<f32>> {
+    matmul_ref(a.into(), b.into())
+}
+
+/// [`matmul`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn matmul_ref(a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "matmul";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), false)?;
     input(OP, "a", a)?;
@@ -32,7 +40,15 @@ pub fn matmul(a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
 ///
 /// Errors: either operand not rank 2, `K` differs, non-finite inputs or outputs, an output the
 /// host cannot allocate ([`Error::OutOfMemory`]).
-pub fn matmul_bt(a: &Tensor<f32>, b: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn matmul_bt<'a>(
+    a: impl Into<TensorRef<'a, f32>>,
+    b: impl Into<TensorRef<'a, f32>>,
+) -> Result<Tensor<f32>> {
+    matmul_bt_ref(a.into(), b.into())
+}
+
+/// [`matmul_bt`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn matmul_bt_ref(a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "matmul_bt";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), true)?;
     input(OP, "a", a)?;

@@ -2,6 +2,9 @@
 //! included), and the shape ops [`slice()`] and [`concat()`] (any element type; they move values,
 //! so the conventions below on non-finite values and arithmetic do not apply to them).
 //!
+//! Ops read their operands as `&Tensor` or as a borrowed [`TensorRef`] (values that live
+//! elsewhere, read without a copy: the CPU engine's own storage).
+//!
 //! Common conventions (the WGSL kernels mirror them and are cross-checked within float
 //! tolerances):
 //! * Inputs are validated first: a NaN or infinity in any input tensor or scalar argument is
@@ -44,11 +47,11 @@ pub use unary::{UnaryOp, unary};
 
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Rejects a non-finite element of an input tensor.
-fn input(op: &'static str, name: &'static str, t: &Tensor<f32>) -> Result<()> {
-    check::finite(op, name, t.data())
+fn input<'a>(op: &'static str, name: &'static str, t: impl Into<TensorRef<'a, f32>>) -> Result<()> {
+    check::finite(op, name, t.into().data())
 }
 
 /// Wraps an op's result, rejecting the first non-finite element as an `"output"` error.
@@ -71,7 +74,7 @@ fn scalar(op: &'static str, name: &'static str, v: f32) -> Result<()> {
 }
 
 /// Rows of the last axis: `(rows, len)`; rank 0 is one row of one element.
-fn rows_of<T>(t: &Tensor<T>) -> (usize, usize) {
+fn rows_of<T>(t: TensorRef<'_, T>) -> (usize, usize) {
     let len = t.shape().last().copied().unwrap_or(1);
     (t.numel() / len, len)
 }

@@ -6,7 +6,7 @@ use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::{input, lane_sum, output, rows_of, scalar};
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// RMSNorm over the last axis (length `L`), per row:
 /// `ss = Σ x²` (256-lane workgroup order, `x·x` rounded then added, no FMA),
@@ -22,7 +22,16 @@ use crate::tensor::Tensor;
 /// Errors: `weight.len() != L`, non-finite `x`, `weight` or `eps`, negative `eps`, a sum of
 /// squares that overflows f32 (reported with `index` = the row), non-finite output (e.g. an
 /// all-zero row with `eps = 0`).
-pub fn rms_norm(x: &Tensor<f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>> {
+pub fn rms_norm<'a>(
+    x: impl Into<TensorRef<'a, f32>>,
+    weight: &[f32],
+    eps: f32,
+) -> Result<Tensor<f32>> {
+    rms_norm_ref(x.into(), weight, eps)
+}
+
+/// [`rms_norm`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn rms_norm_ref(x: TensorRef<'_, f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>> {
     const OP: &str = "rms_norm";
     let (_, len) = rows_of(x);
     check::len(OP, "weight (last axis of x)", len, weight.len())?;

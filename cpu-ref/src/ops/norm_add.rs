@@ -7,7 +7,7 @@ use super::norm::normalize_row;
 use super::{input, rows_of};
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// `h = x + residual` (elementwise, same shape) and `rms_norm(h, weight, eps)` over the last
 /// axis, both returned: a pre-norm transformer adds each sublayer's output to the residual stream
@@ -22,9 +22,19 @@ use crate::tensor::Tensor;
 /// normalized element — whichever comes first in flat order. Fused into one kernel, the checks
 /// fit the four status words of a GPU launch; [`rms_norm`](super::rms_norm) reports the sum of
 /// squares under its own name.
-pub fn add_rms_norm(
-    x: &Tensor<f32>,
-    residual: &Tensor<f32>,
+pub fn add_rms_norm<'a>(
+    x: impl Into<TensorRef<'a, f32>>,
+    residual: impl Into<TensorRef<'a, f32>>,
+    weight: &[f32],
+    eps: f32,
+) -> Result<(Tensor<f32>, Tensor<f32>)> {
+    add_rms_norm_ref(x.into(), residual.into(), weight, eps)
+}
+
+/// [`add_rms_norm`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn add_rms_norm_ref(
+    x: TensorRef<'_, f32>,
+    residual: TensorRef<'_, f32>,
     weight: &[f32],
     eps: f32,
 ) -> Result<(Tensor<f32>, Tensor<f32>)> {

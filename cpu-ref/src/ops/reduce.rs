@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::{input, lane_sum, output, rows_of};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Which reduction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,7 +41,12 @@ fn max_ordered(a: f32, b: f32) -> f32 {
 /// [`Tensor`] has no zero dimension), so `Mean` never divides by 0 and `Max` never returns its
 /// `-inf` start. Errors: non-finite input, non-finite output (a `Sum` or `Mean` whose f32 sum
 /// overflows, even where the mean itself would fit).
-pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn reduce_last<'a>(op: ReduceOp, a: impl Into<TensorRef<'a, f32>>) -> Result<Tensor<f32>> {
+    reduce_last_ref(op, a.into())
+}
+
+/// [`reduce_last`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn reduce_last_ref(op: ReduceOp, a: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "reduce_last";
     input(OP, "a", a)?;
     let (_, len) = rows_of(a);
@@ -56,6 +61,6 @@ pub fn reduce_last(op: ReduceOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
             ReduceOp::AbsMax => row.iter().fold(0.0f32, |m, v| m.max(v.abs())),
         })
         .collect();
-    let shape = a.shape()[..a.rank().saturating_sub(1)].to_vec();
+    let shape = a.shape()[..a.shape().len().saturating_sub(1)].to_vec();
     output(OP, out, shape)
 }

@@ -6,7 +6,7 @@ use super::{input, scalar};
 use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// The RoPE frequencies `freq_i = theta^(-2i / D)` for `i < D/2` (HF's `inv_freq`), each
 /// computed in f64 and rounded once to f32 — the table GPU kernels receive from the host, so both
@@ -43,17 +43,31 @@ pub fn rope_freqs(d: usize, theta: f32) -> Result<Vec<f32>> {
 /// cos and sin of that f32 angle are then accurate to f32 rounding for every angle.
 ///
 /// Errors: rank not 3, `positions.len() != S`, `D` odd, bad `theta`, non-finite `x`.
-pub fn rope(x: &Tensor<f32>, positions: &[u32], theta: f32) -> Result<Tensor<f32>> {
-    rope_as(RopeNames::ROPE, x, positions, theta)
+pub fn rope<'a>(
+    x: impl Into<TensorRef<'a, f32>>,
+    positions: &[u32],
+    theta: f32,
+) -> Result<Tensor<f32>> {
+    rope_as(RopeNames::ROPE, x.into(), positions, theta)
 }
 
 /// RoPE on queries `q` `[S, Hq, D]` and keys `k` `[S, Hk, D']` at the same positions: exactly
 /// [`rope`] on each (the GPU engine's one dispatch for both), with errors named for the pair —
 /// op `"rope_pair"`, tensors `"q"` / `"q output"` / `"k"` / `"k output"` (and `"q"` / `"k"` in
 /// rank errors) — all of q's checks before k's, as the two calls in that order.
-pub fn rope_pair(
-    q: &Tensor<f32>,
-    k: &Tensor<f32>,
+pub fn rope_pair<'a>(
+    q: impl Into<TensorRef<'a, f32>>,
+    k: impl Into<TensorRef<'a, f32>>,
+    positions: &[u32],
+    theta: f32,
+) -> Result<(Tensor<f32>, Tensor<f32>)> {
+    rope_pair_ref(q.into(), k.into(), positions, theta)
+}
+
+/// [`rope_pair`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn rope_pair_ref(
+    q: TensorRef<'_, f32>,
+    k: TensorRef<'_, f32>,
     positions: &[u32],
     theta: f32,
 ) -> Result<(Tensor<f32>, Tensor<f32>)> {
@@ -87,7 +101,7 @@ impl RopeNames {
 /// [`rope`] reporting its errors under `names`.
 fn rope_as(
     names: RopeNames,
-    x: &Tensor<f32>,
+    x: TensorRef<'_, f32>,
     positions: &[u32],
     theta: f32,
 ) -> Result<Tensor<f32>> {

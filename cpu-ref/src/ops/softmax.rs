@@ -6,7 +6,7 @@ use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, min_items};
 use super::{lane_sum, output, rows_of};
 use crate::check;
 use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// The `tensor` that [`softmax_last`] names in its [`Error::NonFinite`] for a row whose every
 /// entry is `-inf` (a row masked entirely has no distribution); the error's `index` is the flat
@@ -30,7 +30,12 @@ pub const SOFTMAX_MASKED_ROW: &str = "x (every entry of the row is -inf)";
 /// `-inf`, [`Error::NonFinite`] with tensor [`SOFTMAX_MASKED_ROW`] and the flat index of that
 /// row's first element — the same variant as every other value the op cannot take, named so
 /// that it says what is wrong. The output is always finite.
-pub fn softmax_last(x: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn softmax_last<'a>(x: impl Into<TensorRef<'a, f32>>) -> Result<Tensor<f32>> {
+    softmax_last_ref(x.into())
+}
+
+/// [`softmax_last`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn softmax_last_ref(x: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "softmax_last";
     check::finite_or_neg_inf(OP, "x", x.data())?;
     let (_, len) = rows_of(x);

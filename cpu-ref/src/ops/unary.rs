@@ -4,7 +4,7 @@ use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, ALONE_BELOW_VALUES, 
 use super::math::{gelu, silu};
 use super::{input, output};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Which activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,7 +58,12 @@ fn relu(x: f32) -> f32 {
 
 /// `op(a)` elementwise, same shape. Errors: non-finite input; non-finite output (`Exp` above
 /// ~88.72, `Relu2` above ~1.8e19).
-pub fn unary(op: UnaryOp, a: &Tensor<f32>) -> Result<Tensor<f32>> {
+pub fn unary<'a>(op: UnaryOp, a: impl Into<TensorRef<'a, f32>>) -> Result<Tensor<f32>> {
+    unary_ref(op, a.into())
+}
+
+/// [`unary`] on borrowed operands: its body, compiled in this crate (not per caller).
+fn unary_ref(op: UnaryOp, a: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "unary";
     input(OP, "a", a)?;
     let out = with_unary!(op, |f| map1(OP, a.data(), op.alone_below(), f))?;

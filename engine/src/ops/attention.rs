@@ -19,7 +19,7 @@ use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::attention_plan::{CHUNK, Mode, plan};
-use super::float_args::{self, store_f32, with_host_f32};
+use super::float_args::{self, host_f32, store_f32};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -120,13 +120,11 @@ impl Engine {
         }
         let dims = cpu::attention_dims(q.shape(), k.shape(), v.shape(), scale, causal)?;
         let on_cpu = || {
-            with_host_f32(q, |hq| {
-                with_host_f32(k, |hk| {
-                    with_host_f32(v, |hv| {
-                        store_f32(self, cpu::attention(hq, hk, hv, scale, causal)?)
-                    })
-                })
-            })
+            let (hq, hk, hv) = (host_f32(q)?, host_f32(k)?, host_f32(v)?);
+            store_f32(
+                self,
+                cpu::attention(hq.view()?, hk.view()?, hv.view()?, scale, causal)?,
+            )
         };
         let Some(gpu) = self.gpu_for(&[q, k, v]) else {
             return on_cpu();

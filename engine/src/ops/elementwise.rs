@@ -121,7 +121,10 @@ impl Engine {
             })
         })?;
         let Some(gpu) = self.gpu_for(&[a, b]) else {
-            return store_f32(self, cpu::binary(op, &host_f32(a)?, &host_f32(b)?)?);
+            return store_f32(
+                self,
+                cpu::binary(op, host_f32(a)?.view()?, host_f32(b)?.view()?)?,
+            );
         };
         // Checked: broadcasting two large operands ([2^32, 1] + [1, 2^32]) may name an output
         // whose element count overflows, which u32_indexable then refuses.
@@ -193,7 +196,7 @@ impl Engine {
         const OP: &str = "binary_scalar";
         float_args::operand(self, OP, a, DType::F32)?;
         let Some(gpu) = self.gpu_for(&[a]) else {
-            return store_f32(self, cpu::binary_scalar(op, &host_f32(a)?, s)?);
+            return store_f32(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s)?);
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
@@ -226,7 +229,7 @@ impl Engine {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
         let Some(gpu) = self.gpu_for(&[a]) else {
-            return store_f32(self, cpu::unary(op, &host_f32(a)?)?);
+            return store_f32(self, cpu::unary(op, host_f32(a)?.view()?)?);
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;

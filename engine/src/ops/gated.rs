@@ -48,7 +48,10 @@ impl Engine {
             }));
         }
         let Some(gpu) = self.gpu_for(&[gate, up]) else {
-            return store_f32(self, cpu::gated(act, &host_f32(gate)?, &host_f32(up)?)?);
+            return store_f32(
+                self,
+                cpu::gated(act, host_f32(gate)?.view()?, host_f32(up)?.view()?)?,
+            );
         };
         let n = gate.len() as u64;
         float_args::u32_indexable(OP, "gate", n)?;

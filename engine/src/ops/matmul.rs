@@ -116,10 +116,14 @@ impl Engine {
             .filter(|g| float_args::loops_fit(g, loops))
         else {
             return match (v.dtype, v.bt) {
-                (DType::F32, false) => store_f32(self, cpu::matmul(&host_f32(a)?, &host_f32(b)?)?),
-                (DType::F32, true) => {
-                    store_f32(self, cpu::matmul_bt(&host_f32(a)?, &host_f32(b)?)?)
-                }
+                (DType::F32, false) => store_f32(
+                    self,
+                    cpu::matmul(host_f32(a)?.view()?, host_f32(b)?.view()?)?,
+                ),
+                (DType::F32, true) => store_f32(
+                    self,
+                    cpu::matmul_bt(host_f32(a)?.view()?, host_f32(b)?.view()?)?,
+                ),
                 (_, false) => store_f16(self, cpu::matmul_f16(&host_f16(a)?, &host_f16(b)?)?),
                 (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
             };

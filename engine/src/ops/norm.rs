@@ -64,7 +64,7 @@ impl Engine {
         else {
             return store_f32(
                 self,
-                cpu::rms_norm(&host_f32(x)?, &weight.read_f32()?, eps)?,
+                cpu::rms_norm(host_f32(x)?.view()?, &weight.read_f32()?, eps)?,
             );
         };
         check_eps(OP, eps)?;

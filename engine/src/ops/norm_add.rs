@@ -67,8 +67,8 @@ impl Engine {
             .filter(|g| float_args::loops_fit(g, loops))
         else {
             let (h, y) = cpu::add_rms_norm(
-                &host_f32(x)?,
-                &host_f32(residual)?,
+                host_f32(x)?.view()?,
+                host_f32(residual)?.view()?,
                 &weight.read_f32()?,
                 eps,
             )?;

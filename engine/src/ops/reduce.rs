@@ -68,7 +68,7 @@ impl Engine {
             .gpu_for(&[a])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_f32(self, cpu::reduce_last(op, &host_f32(a)?)?);
+            return store_f32(self, cpu::reduce_last(op, host_f32(a)?.view()?)?);
         };
         let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
         let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {

@@ -77,7 +77,7 @@ impl Engine {
         let Some(gpu) = self.gpu_for(&[x, positions]) else {
             return store_f32(
                 self,
-                cpu::rope(&host_f32(x)?, &positions.read_u32()?, theta)?,
+                cpu::rope(host_f32(x)?.view()?, &positions.read_u32()?, theta)?,
             );
         };
         let check = NonFiniteCheck::tensors(OP, ["x", "output", "", ""]);
@@ -101,8 +101,12 @@ impl Engine {
         const OP: &str = "rope_pair";
         let (dq, dk) = self.rope_pair_dims(q, k, positions, theta)?;
         let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
-            let (yq, yk) =
-                cpu::rope_pair(&host_f32(q)?, &host_f32(k)?, &positions.read_u32()?, theta)?;
+            let (yq, yk) = cpu::rope_pair(
+                host_f32(q)?.view()?,
+                host_f32(k)?.view()?,
+                &positions.read_u32()?,
+                theta,
+            )?;
             return Ok((store_f32(self, yq)?, store_f32(self, yk)?));
         };
         let whole = |d: RopeDims| 4 * d.s * d.h * 2 * d.half <= gpu.caps.max_binding;
@@ -337,7 +341,7 @@ mod tests {
         );
         let x = e.upload_f32(&[1.0; 16], &[1, 2, 8]).unwrap();
         let p = e.upload_u32(&[3], &[1]).unwrap();
-        let want = cpu::rope(&host_f32(&x).unwrap(), &[3], 10_000.0).unwrap();
+        let want = cpu::rope(host_f32(&x).unwrap().view().unwrap(), &[3], 10_000.0).unwrap();
         for _ in 0..2 {
             let y = e.rope(&x, &p, 10_000.0).unwrap().read_f32().unwrap();
             assert_eq!(y.len(), want.data().len());

@@ -52,7 +52,7 @@ impl Engine {
             .gpu_for(&[x])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_f32(self, cpu::softmax_last(&host_f32(x)?)?);
+            return store_f32(self, cpu::softmax_last(host_f32(x)?.view()?)?);
         };
         float_args::u32_indexable(OP, "x", rows * len)?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
