@@ -42,6 +42,12 @@ impl<T> Tensor<T> {
         self.data
     }
 
+    /// Consumes the tensor, returning its elements and its shape (both allocations kept, for a
+    /// caller that wraps them in a tensor type of its own).
+    pub fn into_parts(self) -> (Vec<T>, Vec<usize>) {
+        (self.data, self.shape)
+    }
+
     /// Number of elements (the product of the shape; 1 for a scalar).
     pub fn numel(&self) -> usize {
         self.data.len()

@@ -26,6 +26,10 @@ fn tensor_basics_and_errors() {
     assert_eq!((a.shape(), a.numel(), a.rank()), (&[2usize, 3][..], 6, 2));
     assert_eq!(a.clone().reshape(&[3, 2]).unwrap().shape(), &[3, 2]);
     assert!(matches!(a.clone().reshape(&[4]), Err(ShapeMismatch { .. })));
+    assert_eq!(
+        a.clone().into_parts(),
+        (vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2, 3])
+    );
     assert_eq!(a.into_data().len(), 6);
     assert_eq!(Tensor::new(vec![7i8], &[]).unwrap().numel(), 1);
     assert!(matches!(

@@ -112,9 +112,9 @@ pub(crate) fn store_f32(engine: &Engine, t: HostTensor<f32>) -> Result<Tensor> {
     if engine.gpu_context().is_some() {
         return engine.upload_f32(t.data(), t.shape());
     }
-    let shape = t.shape().to_vec();
+    let (values, shape) = t.into_parts();
     // f32 and u32 share size and alignment: the allocation is reused as it is.
-    let words: Vec<u32> = bytemuck::allocation::cast_vec(t.into_data());
+    let words: Vec<u32> = bytemuck::allocation::cast_vec(values);
     engine.host_tensor(OP_STORE, shape, DType::F32, words)
 }
 
