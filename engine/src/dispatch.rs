@@ -49,10 +49,13 @@ pub(crate) use route::Route;
 
 /// Environment variable overriding every new engine's policy: `auto`, `cpu` or `gpu`.
 pub const DISPATCH_ENV: &str = "BITNET_DISPATCH";
-/// One CPU-path call in this many is timed to adapt the predictions. 64: a timed call costs two
-/// clock reads and a model update (tens of ns on a VM's clock), which on a 256-value op was about
-/// 1 % of every call at 32 (H200 host: `Engine::new()` 1.054 × cpu-ref, `Engine::cpu()` 1.024 ×).
-pub const SAMPLE_EVERY: u32 = 64;
+/// One CPU-path call in this many is timed to adapt the predictions. 256: a timed call costs two
+/// clock reads (37-44 ns each on the H200 host's VM clock) and a model update, ~120 ns, which at
+/// 64 was ~1 % of every call of a 256-value op (H200 host, three interleaved rounds: `Engine::new()`
+/// 1.036 / 1.058 / 1.054 × cpu-ref at 64, 1.047 / 1.032 / 1.040 at 256; at 32 it had read
+/// 1.054 against `Engine::cpu()`'s 1.024). The moving average still settles within a few
+/// thousand calls, milliseconds for ops this small.
+pub const SAMPLE_EVERY: u32 = 256;
 
 /// Where an engine runs its host-facing ops (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
