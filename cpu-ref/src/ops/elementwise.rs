@@ -1,10 +1,11 @@
-//! The elementwise loop every map-like op shares: one output value per input value (or pair),
-//! over fixed-size parallel chunks.
+//! The elementwise loop every map-like op shares (one output value per input value or pair),
+//! and the rule by which the ops of this module split their work across threads: on the calling
+//! thread alone below a size, in fixed-size parallel tasks above it.
 //!
 //! The op is chosen before the loop, not per element: callers pass a closure for one variant
 //! ([`with_unary!`] and [`with_binary!`] bind one per variant), so the loop body is that
-//! variant's arithmetic alone and compiles to SIMD where the arithmetic allows. Matching the op per element kept every value
-//! behind an indirect jump (a jump table), about 2 ns a value.
+//! variant's arithmetic alone and compiles to SIMD where the arithmetic allows. Matching the op
+//! per element kept every value behind an indirect jump (a jump table), about 2 ns a value.
 
 use rayon::prelude::*;
 
