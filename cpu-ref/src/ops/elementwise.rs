@@ -93,7 +93,7 @@ pub(super) const TASK_VALUES: usize = 4096;
 
 /// Rayon's fewest items per thread for an op over `values` values in items of `item_values`
 /// each: all of them (the calling thread alone) below `alone_below` values, else items worth
-/// [`TASK_VALUES`].
+/// [`TASK_VALUES`]. With items of one value it is a map's chunk length.
 pub(super) fn min_items(values: usize, item_values: usize, alone_below: usize) -> usize {
     let items = values.div_ceil(item_values.max(1)).max(1);
     if values < alone_below {
@@ -112,7 +112,7 @@ pub(super) fn map1(
     f: impl Fn(f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
     let mut out = alloc::zeroed::<f32>(op, "output", a.len())?;
-    let task = task_len(a.len(), alone_below);
+    let task = min_items(a.len(), 1, alone_below);
     out.par_chunks_mut(task)
         .zip(a.par_chunks(task))
         .for_each(|(o, a)| {
@@ -134,7 +134,7 @@ pub(super) fn map2(
 ) -> Result<Vec<f32>> {
     debug_assert_eq!(a.len(), b.len());
     let mut out = alloc::zeroed::<f32>(op, "output", a.len())?;
-    let task = task_len(a.len(), alone_below);
+    let task = min_items(a.len(), 1, alone_below);
     out.par_chunks_mut(task)
         .zip(a.par_chunks(task).zip(b.par_chunks(task)))
         .for_each(|(o, (a, b))| {
@@ -143,14 +143,4 @@ pub(super) fn map2(
             }
         });
     Ok(out)
-}
-
-/// Values per chunk of a map over `len` values: all of them below `alone_below`, else
-/// [`TASK_VALUES`].
-fn task_len(len: usize, alone_below: usize) -> usize {
-    if len < alone_below {
-        len.max(1)
-    } else {
-        TASK_VALUES
-    }
 }

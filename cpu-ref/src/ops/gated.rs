@@ -42,9 +42,9 @@ fn gated_ref(
     }
     input(OP, "gate", gate)?;
     input(OP, "up", up)?;
-    let (g, u, task) = (gate.data(), up.data(), act.alone_below());
-    let out = with_unary!(act, |f| map2(OP, g, u, task, |g, u| BinaryOp::Mul
-        .apply(f(g), u)))?;
+    let (g, u, alone_below) = (gate.data(), up.data(), act.alone_below());
+    let mul = |a: f32, b: f32| BinaryOp::Mul.apply(a, b);
+    let out = with_unary!(act, |f| map2(OP, g, u, alone_below, |g, u| mul(f(g), u)))?;
     output(OP, out, gate.shape().to_vec())
 }
 
