@@ -7,9 +7,9 @@
 //! never-inlined `*_off_cpu` function, so the CPU path of a small op costs a few loads and
 //! compares over cpu-ref's own.
 //!
-//! Nothing on the CPU route copies the result. cpu-ref's `_as` functions write it straight into
-//! this crate's `Result` (no conversion of cpu-ref's), and the methods themselves are never
-//! inlined: inlined, the two routes' calls produced the result in a slot of their own, which the
+//! The CPU route calls cpu-ref's `_as` functions, whose quantizers write their result straight
+//! into this crate's `Result` (no conversion of cpu-ref's; the BitLinear ones convert after the
+//! op, a move that is nothing next to it), and the methods themselves are never inlined: inlined, the two routes' calls produced the result in a slot of their own, which the
 //! caller then copied out. A copy of a result the op has just stored stalls the CPU (the stores
 //! cannot be forwarded to the copy's wider loads): on a 256-value `quantize_activations` the
 //! engine cost 10-12 % over cpu-ref with both copies, 3-5 % without (lavapipe host, 2026-12-01).
