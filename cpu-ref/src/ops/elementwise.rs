@@ -111,6 +111,11 @@ pub(super) fn map1(
     alone_below: usize,
     f: impl Fn(f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
+    if a.len() < alone_below {
+        let mut out = alloc::with_capacity::<f32>(op, "output", a.len())?;
+        out.extend(a.iter().map(|&x| f(x)));
+        return Ok(out);
+    }
     let mut out = alloc::zeroed::<f32>(op, "output", a.len())?;
     let task = min_items(a.len(), 1, alone_below);
     out.par_chunks_mut(task)
@@ -133,6 +138,11 @@ pub(super) fn map2(
     f: impl Fn(f32, f32) -> f32 + Sync,
 ) -> Result<Vec<f32>> {
     debug_assert_eq!(a.len(), b.len());
+    if a.len() < alone_below {
+        let mut out = alloc::with_capacity::<f32>(op, "output", a.len())?;
+        out.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return Ok(out);
+    }
     let mut out = alloc::zeroed::<f32>(op, "output", a.len())?;
     let task = min_items(a.len(), 1, alone_below);
     out.par_chunks_mut(task)

@@ -280,3 +280,37 @@ fn one_engine_shared_by_threads() {
     }
     assert_eq!(e.pool_stats().live_bytes, 0);
 }
+
+/// An engine on an adapter the application picked (`Engine::from_adapter`) requests the
+/// adapter's real limits, runs ops bit for bit as cpu-ref, and keeps the tuning it is given.
+#[test]
+fn an_engine_on_a_chosen_adapter_runs_and_keeps_its_tuning() {
+    use bitnet_wgpu::{BitnetTuning, cpu_ref, wgpu};
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster_block(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("GPU adapter required");
+    let e = Engine::from_adapter(&adapter).unwrap();
+    assert_eq!(e.info().adapter_name, adapter.get_info().name);
+    assert_eq!(
+        e.info().limits.unwrap().max_storage_buffer_binding_size,
+        adapter.limits().max_storage_buffer_binding_size
+    );
+    assert_eq!(e.bitnet_tuning(), BitnetTuning::default());
+    let tuning = BitnetTuning {
+        autotune: Some(false),
+        gemv_lanes: Some(16),
+        ..BitnetTuning::default()
+    };
+    e.set_bitnet_tuning(tuning);
+    assert_eq!(e.bitnet_tuning(), tuning);
+    assert_eq!(Engine::cpu().bitnet_tuning(), BitnetTuning::default());
+    let (n, k) = (9, 128);
+    let weights = cpu_ref::quantize_weights(&random_f32(5, n * k, -1.0, 1.0), n, k).unwrap();
+    let x = random_f32(6, 3 * k, -2.0, 2.0);
+    e.set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Gpu).unwrap();
+    assert_eq!(
+        e.bitlinear(&x, 3, &weights).unwrap(),
+        cpu_ref::bitlinear(&x, 3, &weights).unwrap()
+    );
+}
