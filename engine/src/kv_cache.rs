@@ -36,6 +36,7 @@ use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fate::Lineage;
+use crate::ops::host_f32;
 use crate::tensor::{DType, Location, Tensor};
 
 #[path = "kv_cache_rope.rs"]
@@ -152,17 +153,20 @@ impl KvCache {
         let row = self.row();
         match &mut self.store {
             Store::Host { keys, values } => {
-                let bits = |t: &Tensor| -> Result<Vec<u32>> {
-                    Ok(bytemuck::allocation::cast_vec(t.read_f32()?))
-                };
-                let (kh, vh) = (bits(k)?, bits(v)?);
+                // Borrowed from host tensors (a view of this very side included: growing
+                // the side then copies it, and the view keeps the old words alive).
+                let (kh, vh) = (host_f32(k)?, host_f32(v)?);
+                let (kh, vh): (&[u32], &[u32]) = (
+                    bytemuck::cast_slice(kh.values()),
+                    bytemuck::cast_slice(vh.values()),
+                );
                 // Both sides or neither: only the reservations can fail, and they keep the
                 // cache's positions as they are.
                 let kept = self.len * row;
                 host_reserve(keys, kept, kh.len())?;
                 host_reserve(values, kept, vh.len())?;
-                host_extend(keys, &kh);
-                host_extend(values, &vh);
+                host_extend(keys, kh);
+                host_extend(values, vh);
             }
             Store::Device { .. } => {
                 self.make_room()?;

@@ -166,19 +166,38 @@ impl Tensor {
         self.read_values("read_f32", DType::F32)
     }
 
+    /// The values of a plain tensor of `dtype`, now: a host tensor's copied straight out, a
+    /// device tensor's read and waited for. A host read needs no future: driving one (the
+    /// waker, the boxed futures, the clock) cost a 256-value read several times its copy, and
+    /// the CPU engine's users read every result.
+    fn read_values_now<T: bytemuck::Pod + Send>(
+        &self,
+        op: &'static str,
+        dtype: DType,
+    ) -> Result<Vec<T>> {
+        match self.data().host_words() {
+            Some(words) => {
+                self.expect_dtype(op, dtype)?;
+                let len = self.data_len() as usize;
+                Ok(values_of(words[..len.div_ceil(4)].to_vec(), len))
+            }
+            None => crate::wait::block_on(self.read_values(op, dtype)),
+        }
+    }
+
     /// The values of an `F32` tensor.
     pub fn read_f32(&self) -> Result<Vec<f32>> {
-        crate::wait::block_on(self.read_f32_async())
+        self.read_values_now("read_f32", DType::F32)
     }
 
     /// The values of an `F16` tensor.
     pub fn read_f16(&self) -> Result<Vec<f16>> {
-        crate::wait::block_on(self.read_values("read_f16", DType::F16))
+        self.read_values_now("read_f16", DType::F16)
     }
 
     /// The values of an `I8` tensor.
     pub fn read_i8(&self) -> Result<Vec<i8>> {
-        crate::wait::block_on(self.read_values("read_i8", DType::I8))
+        self.read_values_now("read_i8", DType::I8)
     }
 
     /// The values of a `U32` tensor, as a future (submitted now).
@@ -190,7 +209,7 @@ impl Tensor {
 
     /// The values of a `U32` tensor.
     pub fn read_u32(&self) -> Result<Vec<u32>> {
-        crate::wait::block_on(self.read_u32_async())
+        self.read_values_now("read_u32", DType::U32)
     }
 
     /// A `Ternary` tensor as a validated [`TernaryMatrix`], as a future (submitted now).

@@ -15,7 +15,7 @@ use bitnet_cpu_ref::layout::activation_words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_loops::act_quant_loops;
-use super::float_args::loops_fit;
+use super::float_args::{host_f32, loops_fit};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -138,7 +138,7 @@ impl Engine {
             .gpu_for(&[x])
             .filter(|g| loops_fit(g, act_quant_loops(k)))
         else {
-            let q = bitnet_cpu_ref::quantize_activations(&x.read_f32()?, m, k)
+            let q = bitnet_cpu_ref::quantize_activations(host_f32(x)?.values(), m, k)
                 .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);
         };

@@ -27,6 +27,7 @@ use bitnet_cpu_ref::layout::words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet::{check_k, chunk_limit, matrix_shape, row_chunks, same_engine};
+use super::float_args::host_f32;
 use super::in_dispatch_wait::{CPU_ADAPTER_MAX_BYTES, cpu_adapter, wait_constants, waits_allowed};
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -148,7 +149,7 @@ impl Engine {
         check_k(OP, k)?;
         same_engine(self, OP, w)?;
         let Some(gpu) = self.gpu_for(&[w]) else {
-            let q = bitnet_cpu_ref::quantize_weights(&w.read_f32()?, n, k)?;
+            let q = bitnet_cpu_ref::quantize_weights(host_f32(w)?.values(), n, k)?;
             return self.upload_ternary(&q);
         };
         if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {

@@ -85,9 +85,18 @@ impl HostF32<'_> {
     pub(crate) fn view(&self) -> Result<HostTensorRef<'_, f32>> {
         Ok(HostTensorRef::new(&self.values, self.shape)?)
     }
+
+    /// The values, flat.
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.values
+    }
 }
 
 /// `t`'s values for the CPU reference ([`HostF32`]). Errors: those of `Tensor::read_f32`.
+///
+/// Every CPU path reads its `F32` operands through this, not `read_f32`: a read is a future
+/// driven to completion (built for device tensors), which on a host tensor cost an RMSNorm of
+/// one 256-value row about as much as the norm itself.
 pub(crate) fn host_f32(t: &Tensor) -> Result<HostF32<'_>> {
     let values = match (t.dtype(), t.data().host_words()) {
         (DType::F32, Some(words)) => {

@@ -51,5 +51,6 @@ pub(crate) use bitnet_tune::forget as forget_tuning;
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
 pub use bitnet_tune_cache::TUNE_CACHE_ENV;
 pub(crate) use bitnet_tune_clock::TuneProfiler;
+pub(crate) use float_args::host_f32;
 pub(crate) use rope::RopeTables;
 pub(crate) use rope_append::CacheRows;

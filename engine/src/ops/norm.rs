@@ -62,10 +62,8 @@ impl Engine {
             .gpu_for(&[x, weight])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_f32(
-                self,
-                cpu::rms_norm(host_f32(x)?.view()?, &weight.read_f32()?, eps)?,
-            );
+            let w = host_f32(weight)?;
+            return store_f32(self, cpu::rms_norm(host_f32(x)?.view()?, w.values(), eps)?);
         };
         check_eps(OP, eps)?;
         float_args::u32_indexable(OP, "x", rows * len)?;

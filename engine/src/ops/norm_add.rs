@@ -69,7 +69,7 @@ impl Engine {
             let (h, y) = cpu::add_rms_norm(
                 host_f32(x)?.view()?,
                 host_f32(residual)?.view()?,
-                &weight.read_f32()?,
+                host_f32(weight)?.values(),
                 eps,
             )?;
             return Ok((store_f32(self, h)?, store_f32(self, y)?));

@@ -308,7 +308,8 @@ fn an_engine_on_a_chosen_adapter_runs_and_keeps_its_tuning() {
     let (n, k) = (9, 128);
     let weights = cpu_ref::quantize_weights(&random_f32(5, n * k, -1.0, 1.0), n, k).unwrap();
     let x = random_f32(6, 3 * k, -2.0, 2.0);
-    e.set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Gpu).unwrap();
+    e.set_dispatch_policy(bitnet_wgpu::DispatchPolicy::Gpu)
+        .unwrap();
     assert_eq!(
         e.bitlinear(&x, 3, &weights).unwrap(),
         cpu_ref::bitlinear(&x, 3, &weights).unwrap()
