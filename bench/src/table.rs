@@ -209,7 +209,13 @@ fn issue4(report: &Report) -> String {
             crate::overhead::OVERHEAD_GOAL
         ));
         for r in &o.rows {
-            out.push_str(&format!("{:<14} {:<28} {}\n", r.engine, r.op, r.figure()));
+            let judged = if r.judged { "" } else { "  (not judged)" };
+            out.push_str(&format!(
+                "{:<14} {:<28} {}{judged}\n",
+                r.engine,
+                r.op,
+                r.figure()
+            ));
         }
     }
     out

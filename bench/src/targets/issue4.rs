@@ -121,24 +121,36 @@ fn overhead_target(ours: &Report) -> Target {
     let evidence = o.map_or(
         "not measured (filtered out, or --no-cpu)".to_string(),
         |o| {
-            let mut engines: Vec<&str> = o.rows.iter().map(|r| r.engine.as_str()).collect();
-            engines.dedup();
-            let per: Vec<String> = engines
-                .iter()
-                .map(|e| {
-                    let rows: Vec<String> = o
-                        .rows
-                        .iter()
-                        .filter(|r| r.engine == *e)
-                        .map(|r| format!("{} {}", r.op, r.figure()))
-                        .collect();
-                    format!("{e}: {}", rows.join(", "))
-                })
-                .collect();
+            let per = |judged: bool| -> String {
+                let rows: Vec<&crate::overhead::OverheadRow> =
+                    o.rows.iter().filter(|r| r.judged == judged).collect();
+                let mut engines: Vec<&str> = rows.iter().map(|r| r.engine.as_str()).collect();
+                engines.dedup();
+                let per: Vec<String> = engines
+                    .iter()
+                    .map(|e| {
+                        let figures: Vec<String> = rows
+                            .iter()
+                            .filter(|r| r.engine == *e)
+                            .map(|r| format!("{} {}", r.op, r.figure()))
+                            .collect();
+                        format!("{e}: {}", figures.join(", "))
+                    })
+                    .collect();
+                per.join("; ")
+            };
+            let shown = per(false);
+            let tensors = match shown.is_empty() {
+                true => String::new(),
+                false => format!(
+                    "; not judged, {}: {shown}",
+                    crate::overhead::TENSOR_PATH
+                ),
+            };
             format!(
-                "engine time / cpu-ref time, interleaved batches, median of rounds, median of {} passes — {} (via {})",
+                "engine time / cpu-ref time, interleaved batches, median of rounds, median of {} passes — {} (via {}){tensors}",
                 crate::overhead::PASSES,
-                per.join("; "),
+                per(true),
                 crate::overhead::PATH
             )
         },
