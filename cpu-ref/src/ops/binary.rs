@@ -84,12 +84,14 @@ fn binary_ref(op: BinaryOp, a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Res
         expected: a.shape().to_vec(),
         got: b.shape().to_vec(),
     })?;
+    if a.shape() == b.shape() {
+        // The map checks `a`, `b` and the output (`input` and `output` in one pass).
+        let (ad, bd) = (a.data(), b.data());
+        let out = with_binary!(op, |f| map2(OP, ["a", "b"], ad, bd, ALONE_BELOW_VALUES, f))?;
+        return Ok(Tensor::from_valid(out, shape));
+    }
     input(OP, "a", a)?;
     input(OP, "b", b)?;
-    if a.shape() == b.shape() {
-        let out = with_binary!(op, |f| map2(OP, a.data(), b.data(), ALONE_BELOW_VALUES, f))?;
-        return output(OP, out, shape);
-    }
     let out = with_binary!(op, |f| broadcast_rows(a, b, &shape, f))?;
     output(OP, out, shape)
 }
@@ -147,8 +149,13 @@ pub fn binary_scalar<'a>(
 /// [`binary_scalar`] on borrowed operands: its body, compiled in this crate (not per caller).
 fn binary_scalar_ref(op: BinaryOp, a: TensorRef<'_, f32>, s: f32) -> Result<Tensor<f32>> {
     const OP: &str = "binary_scalar";
-    input(OP, "a", a)?;
-    scalar(OP, "s", s)?;
-    let out = with_binary!(op, |f| map1(OP, a.data(), ALONE_BELOW_VALUES, |v| f(v, s)))?;
-    output(OP, out, a.shape().to_vec())
+    if !s.is_finite() {
+        input(OP, "a", a)?;
+        scalar(OP, "s", s)?;
+    }
+    // The map checks `a` and the output (`input` and `output` in one pass).
+    let out = with_binary!(op, |f| map1(OP, "a", a.data(), ALONE_BELOW_VALUES, |v| f(
+        v, s
+    )))?;
+    Ok(Tensor::from_valid(out, a.shape().to_vec()))
 }

@@ -1,7 +1,7 @@
 //! Gated activation: the feed-forward block's `act(gate) · up` (GLU family) as one op.
 
 use super::elementwise::{map2, with_unary};
-use super::{BinaryOp, UnaryOp, input, output};
+use super::{BinaryOp, UnaryOp};
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
 
@@ -40,12 +40,15 @@ fn gated_ref(
             got: up.shape().to_vec(),
         });
     }
-    input(OP, "gate", gate)?;
-    input(OP, "up", up)?;
+    // The map checks `gate`, `up` and the output (`input` and `output` in one pass).
     let (g, u, alone_below) = (gate.data(), up.data(), act.alone_below());
     let mul = |a: f32, b: f32| BinaryOp::Mul.apply(a, b);
-    let out = with_unary!(act, |f| map2(OP, g, u, alone_below, |g, u| mul(f(g), u)))?;
-    output(OP, out, gate.shape().to_vec())
+    let names = ["gate", "up"];
+    let out = with_unary!(act, |f| map2(OP, names, g, u, alone_below, |g, u| mul(
+        f(g),
+        u
+    )))?;
+    Ok(Tensor::from_valid(out, gate.shape().to_vec()))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, ALONE_BELOW_VALUES, map1, with_unary};
 use super::math::{gelu, silu};
-use super::{input, output};
 use crate::error::Result;
 use crate::tensor::{Tensor, TensorRef};
 
@@ -65,7 +64,7 @@ pub fn unary<'a>(op: UnaryOp, a: impl Into<TensorRef<'a, f32>>) -> Result<Tensor
 /// [`unary`] on borrowed operands: its body, compiled in this crate (not per caller).
 fn unary_ref(op: UnaryOp, a: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "unary";
-    input(OP, "a", a)?;
-    let out = with_unary!(op, |f| map1(OP, a.data(), op.alone_below(), f))?;
-    output(OP, out, a.shape().to_vec())
+    // The map checks `a` and the output (`input` and `output` in one pass).
+    let out = with_unary!(op, |f| map1(OP, "a", a.data(), op.alone_below(), f))?;
+    Ok(Tensor::from_valid(out, a.shape().to_vec()))
 }
