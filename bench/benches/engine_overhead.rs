@@ -31,7 +31,11 @@ fn overhead(c: &mut Criterion) {
             .sampling_mode(criterion::SamplingMode::Flat);
         g.bench_function("cpu_ref", |b| b.iter(|| inputs.call(op, None)));
         // The tensor ops take CPU-engine tensors: `Engine::cpu()` only.
-        let engines = if op.judged() { &engines[..] } else { &engines[..1] };
+        let engines = if op.judged() {
+            &engines[..]
+        } else {
+            &engines[..1]
+        };
         for (name, e) in engines {
             g.bench_function(*name, |b| b.iter(|| inputs.call(op, Some(e))));
         }

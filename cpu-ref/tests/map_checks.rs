@@ -61,6 +61,16 @@ fn binary_and_gated_report_a_before_b_whatever_their_indices() {
             binary(BinaryOp::Mul, &tensor(len, &[]), &b).unwrap_err(),
             nonfinite("binary", "b", 0)
         );
+        // x / inf is 0: only the input check sees an infinite divisor.
+        assert_eq!(
+            binary(
+                BinaryOp::Div,
+                &tensor(len, &[]),
+                &tensor(len, &[(late, f32::INFINITY)])
+            )
+            .unwrap_err(),
+            nonfinite("binary", "b", late)
+        );
         // Division by zero: an output error at the first zero divisor.
         let zeros = tensor(len, &[(late, 0.0), (len / 4, 0.0)]);
         assert_eq!(
