@@ -75,15 +75,21 @@ macro_rules! with_binary {
 pub(super) use {with_binary, with_unary};
 
 /// Values below which a map of plain arithmetic (`+ - * /`, ReLU) runs on the calling thread
-/// alone. Handing tasks to rayon's pool costs the caller microseconds (waking workers, blocking
-/// on the result), more than a core takes for tens of thousands of such values: a ReLU of 32K
-/// values took 76-78 µs in tasks on 16 cores, 20 alone (2026-12-01). Larger maps are split as
-/// finely as before, into [`TASK_VALUES`].
-pub(super) const ALONE_BELOW_VALUES: usize = 64 * 1024;
+/// alone. Such a map is memory-bound, and on both hosts measured one core already streams
+/// about as fast as the pool, which costs the caller 30-60 µs to wake and join besides. ReLU,
+/// cpu-ref in pieces that run alone against one call split into 4096-value tasks (2026-12-01,
+/// µs): H200 host (16 threads) 64K values 16.8 / 67.1, 256K 61.8 / 139, 1M 255 / 525, 2M
+/// 540 / 1222; lavapipe host (2 threads) 1M 165 / 409, 2M 335 / 517. Past this size a split
+/// still pays where the output is fresh memory: its pages fault in on every thread (an 8M-value
+/// ReLU alone spent 15-21 ms faulting its 32 MB output in). Larger maps are split into
+/// [`TASK_VALUES`].
+pub(super) const ALONE_BELOW_VALUES: usize = 1 << 20;
 
 /// [`ALONE_BELOW_VALUES`] for the row ops doing a few float operations a value (RMSNorm,
-/// reductions).
-pub(super) const ALONE_BELOW_ROW_VALUES: usize = 16 * 1024;
+/// reductions). RMSNorm over rows of 256, in pieces alone against split (µs): H200 host 16K
+/// values 15.3 / 41.0, 256K 158 / 234, 1M 716 / 1031; lavapipe host 1M 556 / 725, 2M
+/// 1116 / 825.
+pub(super) const ALONE_BELOW_ROW_VALUES: usize = 1 << 20;
 
 /// [`ALONE_BELOW_VALUES`] for ops with a transcendental per value (`exp`, `erf`: SiLU, GELU,
 /// softmax): one task's worth, as before.
