@@ -112,6 +112,13 @@ impl Engine {
         const OP: &str = "binary";
         float_args::operand(self, OP, a, DType::F32)?;
         float_args::operand(self, OP, b, DType::F32)?;
+        let Some(gpu) = self.gpu_for(&[a, b]) else {
+            // cpu-ref checks the shapes itself (the same error as below).
+            return store_f32(
+                self,
+                cpu::binary(op, host_f32(a)?.view()?, host_f32(b)?.view()?)?,
+            );
+        };
         let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
             Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
                 op: OP,
@@ -120,12 +127,6 @@ impl Engine {
                 got: b.shape().to_vec(),
             })
         })?;
-        let Some(gpu) = self.gpu_for(&[a, b]) else {
-            return store_f32(
-                self,
-                cpu::binary(op, host_f32(a)?.view()?, host_f32(b)?.view()?)?,
-            );
-        };
         // Checked: broadcasting two large operands ([2^32, 1] + [1, 2^32]) may name an output
         // whose element count overflows, which u32_indexable then refuses.
         let n = shape
