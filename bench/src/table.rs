@@ -209,9 +209,9 @@ fn issue4(report: &Report) -> String {
             crate::overhead::OVERHEAD_GOAL
         ));
         for r in &o.rows {
-            let judged = if r.judged { "" } else { "  (not judged)" };
+            let kind = if r.host_facing { "" } else { "  (tensor op)" };
             out.push_str(&format!(
-                "{:<14} {:<28} {}{judged}\n",
+                "{:<14} {:<28} {}{kind}\n",
                 r.engine,
                 r.op,
                 r.figure()
