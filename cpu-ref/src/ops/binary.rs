@@ -154,8 +154,7 @@ fn binary_scalar_ref(op: BinaryOp, a: TensorRef<'_, f32>, s: f32) -> Result<Tens
         scalar(OP, "s", s)?;
     }
     // The map checks `a` and the output (`input` and `output` in one pass).
-    let out = with_binary!(op, |f| map1(OP, "a", a.data(), ALONE_BELOW_VALUES, |v| f(
-        v, s
-    )))?;
+    let (values, alone) = (a.data(), ALONE_BELOW_VALUES);
+    let out = with_binary!(op, |f| map1(OP, "a", values, alone, |v| f(v, s)))?;
     Ok(Tensor::from_valid(out, a.shape().to_vec()))
 }

@@ -41,13 +41,10 @@ fn gated_ref(
         });
     }
     // The map checks `gate`, `up` and the output (`input` and `output` in one pass).
-    let (g, u, alone_below) = (gate.data(), up.data(), act.alone_below());
+    let (g, u, alone) = (gate.data(), up.data(), act.alone_below());
     let mul = |a: f32, b: f32| BinaryOp::Mul.apply(a, b);
     let names = ["gate", "up"];
-    let out = with_unary!(act, |f| map2(OP, names, g, u, alone_below, |g, u| mul(
-        f(g),
-        u
-    )))?;
+    let out = with_unary!(act, |f| map2(OP, names, g, u, alone, |g, u| mul(f(g), u)))?;
     Ok(Tensor::from_valid(out, gate.shape().to_vec()))
 }
 
