@@ -94,9 +94,9 @@ impl HostF32<'_> {
 
 /// `t`'s values for the CPU reference ([`HostF32`]). Errors: those of `Tensor::read_f32`.
 ///
-/// Every CPU path reads its `F32` operands through this, not `read_f32`: a read is a future
-/// driven to completion (built for device tensors), which on a host tensor cost an RMSNorm of
-/// one 256-value row about as much as the norm itself.
+/// The CPU paths take their `F32` operands through this rather than `read_f32`, which copies.
+/// (Until 2026-12-02 a read of a host tensor also drove a future to completion: an RMSNorm of
+/// one 256-value row paid about as much for reading its weight as for the norm.)
 pub(crate) fn host_f32(t: &Tensor) -> Result<HostF32<'_>> {
     let values = match (t.dtype(), t.data().host_words()) {
         (DType::F32, Some(words)) => {

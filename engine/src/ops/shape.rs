@@ -44,7 +44,7 @@ fn around(shape: &[usize], axis: usize) -> (u64, u64, u64) {
 /// A word tensor's elements as their bits (CPU backend): `F32` and `U32` alike.
 fn host_words(t: &Tensor) -> Result<HostTensor<u32>> {
     let words = match (t.dtype(), t.data().host_words()) {
-        // One word per element: a host tensor's words as they are (a read is a future).
+        // One word per element: a host tensor's words as they are.
         (DType::F32 | DType::U32, Some(words)) => words[..t.len()].to_vec(),
         (DType::F32, None) => t.read_f32()?.into_iter().map(f32::to_bits).collect(),
         _ => t.read_u32()?,
