@@ -16,11 +16,13 @@ use crate::ternary::TernaryMatrix;
 /// scheduling, small enough that every core gets several tasks.
 const ROWS_PER_TASK: usize = 32;
 
-/// Multiply-accumulates below which BitLinear runs on the calling thread alone. Handing tasks to
-/// rayon's pool costs the caller microseconds (waking workers, blocking on the result): 1 × 256 ×
-/// 256 took 8-10 µs on 2 cores and 18-20 µs on 16 (about 1 µs of work), 1 × 512 × 512 11 and 20
-/// µs against 5.6 and 9-15 alone (2026-12-01).
-const PAR_MIN_MACS: usize = 512 * 1024;
+/// Multiply-accumulates (`M · N · K`) below which BitLinear runs on the calling thread alone;
+/// from this size on it is split into rayon tasks. Handing tasks to rayon's pool costs the
+/// caller microseconds (waking workers, blocking on the result): 1 × 256 × 256 took 8-10 µs on 2
+/// cores and 18-20 µs on 16 (about 1 µs of work), 1 × 512 × 512 11 and 20 µs against 5.6 and
+/// 9-15 alone (2026-12-01). Public so that a caller running many BitLinears in a row can tell
+/// whether entering the pool once for all of them pays.
+pub const BITLINEAR_SPLIT_MACS: usize = 512 * 1024;
 
 /// BitLinear on f32 activations: quantizes `x` (`[M, K]`, `K = w.k()`) per row, then
 /// [`bitlinear_quantized`]. Returns `y`, `M · N` f32 row-major.
@@ -137,7 +139,7 @@ fn accumulate(
     let prepared = Prepared::new(op, xq.values(), m, xq.k(), isa)?;
     let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
     let tasks = n.div_ceil(ROWS_PER_TASK);
-    let alone = n.saturating_mul(m).saturating_mul(xq.k()) < PAR_MIN_MACS;
+    let alone = n.saturating_mul(m).saturating_mul(xq.k()) < BITLINEAR_SPLIT_MACS;
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)
         .with_min_len(if alone { tasks } else { 1 })

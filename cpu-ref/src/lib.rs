@@ -53,8 +53,9 @@ mod ternary;
 
 pub use activations::QuantizedActivations;
 pub use bitlinear::{
-    bitlinear, bitlinear_accumulate, bitlinear_accumulate_as, bitlinear_accumulate_with_isa,
-    bitlinear_as, bitlinear_quantized, bitlinear_quantized_as, bitlinear_quantized_with_isa,
+    BITLINEAR_SPLIT_MACS, bitlinear, bitlinear_accumulate, bitlinear_accumulate_as,
+    bitlinear_accumulate_with_isa, bitlinear_as, bitlinear_quantized, bitlinear_quantized_as,
+    bitlinear_quantized_with_isa,
 };
 pub use canonical_sum::{canonical_abs_sum, canonical_abs_sum_with_isa};
 pub use error::{Error, Result};

@@ -96,6 +96,35 @@ fn fused_chain_matches_cpu_ref_run_after_run() {
     }
 }
 
+/// The CPU engine's chain, with linears large enough to split into rayon tasks (the chain then
+/// runs from inside rayon's pool): cpu-ref's values, called from outside the pool and from one
+/// of its workers; a NaN input gives cpu-ref's error on both.
+#[test]
+fn a_cpu_chain_of_split_linears_matches_cpu_ref_inside_and_outside_the_pool() {
+    let e = Engine::cpu();
+    let links = layers(&e, 512, 1536);
+    // The up and down linears split.
+    const { assert!(1536 * 512 >= cpu_ref::BITLINEAR_SPLIT_MACS) };
+    let chain = e.linear_chain(512, links.clone()).unwrap();
+    let x = random_f32(7, 512, -2.0, 2.0);
+    let want = reference(&links, &x);
+    assert_eq!(chain.forward(&x).unwrap(), want, "outside the pool");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.install(|| chain.forward(&x)).unwrap(),
+        want,
+        "on a worker"
+    );
+    let mut bad = x.clone();
+    bad[100] = f32::NAN;
+    let err = Error::from(cpu_ref::bitlinear(&bad, 1, links[0].0.weights()).unwrap_err());
+    assert_eq!(chain.forward(&bad).unwrap_err(), err);
+    assert_eq!(pool.install(|| chain.forward(&bad)).unwrap_err(), err);
+}
+
 #[test]
 fn chain_input_errors_match_cpu_ref() {
     let _serial = serial();
