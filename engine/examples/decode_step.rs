@@ -332,7 +332,11 @@ fn main() -> Result<()> {
         if on_gpu {
             generate(&e, &layers, dims, &prompt, None)?; // warm-up: pipelines, buffer pool
         }
-        let (_, t) = generate(&e, &layers, dims, &prompt, None)?;
+        let (_, t) = if on_gpu {
+            generate(&e, &layers, dims, &prompt, None)?
+        } else {
+            rayon::scope(|_| generate(&e, &layers, dims, &prompt, None))?
+        };
         println!(
             "decode:    {:.2} ms per step (its caller's thread recording {:.2} ms, {:.1} bind groups created; {} steps after a {}-position prefill)",
             per_step(t.total_ms),
@@ -353,7 +357,9 @@ fn main() -> Result<()> {
     let (on_gpu, on_cpu) = (upload(&gpu, &model)?, upload(&cpu, &model)?);
     generate(&gpu, &on_gpu, dims, &prompt, None)?; // warm-up: pipelines, buffer pool
     let (got, gpu_ms) = generate(&gpu, &on_gpu, dims, &prompt, None)?;
-    let (want, cpu_ms) = generate(&cpu, &on_cpu, dims, &prompt, None)?;
+    // The CPU engine's steps from inside rayon's pool: its BitLinears' task splits then skip
+    // the hand-off from an outside thread (see the crate docs, "CPU threads").
+    let (want, cpu_ms) = rayon::scope(|_| generate(&cpu, &on_cpu, dims, &prompt, None))?;
 
     // The matmul_f32 tolerance of the cross-check suite, looser than that of every f32 op used
     // here (attention's included): room for their compounding over the layers and steps.

@@ -256,3 +256,52 @@ fn cpu_engine_runs_the_host_matrices() {
         }
     }
 }
+
+/// A CPU group whose largest matrix splits into rayon tasks: cpu-ref's values and a NaN input's
+/// error, called from outside the pool and from one of its workers (as a caller running its
+/// whole step inside the pool does, see the crate docs' "CPU threads").
+#[test]
+fn a_cpu_group_of_split_matrices_matches_cpu_ref_inside_and_outside_the_pool() {
+    const SPLIT_K: usize = 1024;
+    // The first matrix splits; the others do not.
+    const { assert!(768 * SPLIT_K >= cpu_ref::BITLINEAR_SPLIT_MACS) };
+    let e = Engine::cpu();
+    let ls: Vec<Linear> = [768, 64, 64]
+        .iter()
+        .enumerate()
+        .map(|(j, &n)| Linear::new(&e, weights(n, SPLIT_K, 90 + j as u64, 0.05)))
+        .collect();
+    let g = group(&e, &ls);
+    let x = random_f32(95, SPLIT_K, -1.0, 1.0);
+    let xt = e.upload_f32(&x, &[1, SPLIT_K]).unwrap();
+    let mut nan = x.clone();
+    nan[7] = f32::NAN;
+    let nan_t = e.upload_f32(&nan, &[1, SPLIT_K]).unwrap();
+    let want_err = Error::from(cpu_ref::bitlinear(&nan, 1, ls[0].weights()).unwrap_err());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for on_worker in [false, true] {
+        let run = |t: &Tensor| {
+            if on_worker {
+                pool.install(|| g.forward_tensor(t))
+            } else {
+                g.forward_tensor(t)
+            }
+        };
+        for (out, l) in run(&xt).unwrap().iter().zip(&ls) {
+            let want = cpu_ref::bitlinear(&x, 1, l.weights()).unwrap();
+            assert_eq!(
+                bits(&out.read_f32().unwrap()),
+                bits(&want),
+                "on a worker: {on_worker}"
+            );
+        }
+        assert_eq!(
+            run(&nan_t).unwrap_err(),
+            want_err,
+            "on a worker: {on_worker}"
+        );
+    }
+}

@@ -65,6 +65,15 @@ fn gated_linear_is_the_three_ops_bit_for_bit() {
     }
     let cpu = Engine::cpu();
     check(&cpu, 96, 256, 3, UnaryOp::Relu2, false, 230);
+    // Gate and up large enough to split into rayon tasks, called from outside rayon's pool and
+    // from one of its workers (a caller running its whole step inside the pool).
+    const { assert!(512 * 1024 >= bitnet_wgpu::cpu_ref::BITLINEAR_SPLIT_MACS) };
+    check(&cpu, 512, 1024, 1, UnaryOp::Silu, false, 240);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    pool.install(|| check(&cpu, 512, 1024, 2, UnaryOp::Relu2, false, 250));
 }
 
 #[test]
