@@ -1,6 +1,7 @@
 //! `LinearChain` (a decode step's linears as one dispatch) against cpu-ref, bit for bit: the
 //! fused kernel, repeated runs (the kernel resets its own counters), the linear-by-linear path,
-//! an aborted run, bad input.
+//! an aborted run, the CPU engine's chain from inside and outside rayon's pool; bad input and
+//! other errors in `chain/errors.rs`.
 
 use bitnet_tests::{gpu_engine, gpu_engine_with, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
@@ -8,6 +9,9 @@ use bitnet_wgpu::{
     ChainInput, DispatchPolicy, Engine, EngineOptions, Error, InjectedFault, Linear,
 };
 use std::sync::{Mutex, MutexGuard};
+
+#[path = "chain/errors.rs"]
+mod errors;
 
 /// One test of this file at a time. On lavapipe a fused chain's workgroups wait for workgroups
 /// that another of its worker threads runs; with two tests' devices (each with its own worker
@@ -123,38 +127,6 @@ fn a_cpu_chain_of_split_linears_matches_cpu_ref_inside_and_outside_the_pool() {
     let err = Error::from(cpu_ref::bitlinear(&bad, 1, links[0].0.weights()).unwrap_err());
     assert_eq!(chain.forward(&bad).unwrap_err(), err);
     assert_eq!(pool.install(|| chain.forward(&bad)).unwrap_err(), err);
-}
-
-#[test]
-fn chain_input_errors_match_cpu_ref() {
-    let _serial = serial();
-    let e = gpu_engine();
-    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let links = layers(&e, 64, 128);
-    let chain = e.linear_chain(64, links.clone()).unwrap();
-    let mut x = random_f32(7, 64, -1.0, 1.0);
-    x[37] = f32::NAN;
-    let want = cpu_ref::bitlinear(&x, 1, links[0].0.weights()).unwrap_err();
-    assert_eq!(chain.forward(&x).unwrap_err(), Error::from(want));
-    assert!(chain.forward(&x[..63]).is_err());
-    let wrong = e.upload_f32(&x[..32], &[32]).unwrap();
-    assert!(matches!(
-        chain.forward_tensor(&wrong).unwrap_err(),
-        Error::ShapeMismatch { .. }
-    ));
-    // Construction: K must match what the linear reads, and only earlier outputs can be read.
-    let l = |n, k| Linear::new(&e, weights(n, k, 3));
-    let bad_k = vec![
-        (l(8, 64), ChainInput::Input),
-        (l(8, 64), ChainInput::Output(0)),
-    ];
-    assert!(matches!(
-        e.linear_chain(64, bad_k).unwrap_err(),
-        Error::ShapeMismatch { .. }
-    ));
-    let forward_ref = vec![(l(64, 64), ChainInput::Output(0))];
-    assert!(e.linear_chain(64, forward_ref).is_err());
-    assert!(e.linear_chain(64, Vec::new()).is_err());
 }
 
 /// The fused kernel at the edges of its staged row (`gf_slot`): the largest K (15360, 240 weight
@@ -373,87 +345,5 @@ fn long_chain_resets_every_counter_between_runs() {
         assert!(chain.is_fused(), "run {run}: the chain kernel ran");
         assert_eq!(got[producer], want, "run {run}: producer");
         assert_eq!(got[producer + 1], want_next, "run {run}: its consumer");
-    }
-}
-
-/// A tensor of another engine is `EngineMismatch` named for the chain, fused or not, whether it
-/// lives on another GPU context or on the host of a CPU engine.
-#[test]
-fn forward_tensor_rejects_a_tensor_of_another_engine() {
-    let _serial = serial();
-    let e = gpu_engine();
-    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let x = random_f32(5, 64, -1.0, 1.0);
-    let fused = e
-        .linear_chain(
-            64,
-            vec![(Linear::new(&e, weights(8, 64, 1)), ChainInput::Input)],
-        )
-        .unwrap();
-    let unfused = e
-        .linear_chain(
-            48,
-            vec![(Linear::new(&e, weights(8, 48, 2)), ChainInput::Input)],
-        )
-        .unwrap();
-    let (other, cpu) = (gpu_engine(), Engine::cpu());
-    for chain in [&fused, &unfused] {
-        let n = chain.input_len();
-        for t in [
-            other.upload_f32(&x[..n], &[n]),
-            cpu.upload_f32(&x[..n], &[n]),
-        ] {
-            let err = chain.forward_tensor(&t.unwrap()).unwrap_err();
-            assert_eq!(err, Error::EngineMismatch { op: "linear_chain" }, "K = {n}");
-        }
-    }
-    assert!(fused.is_fused());
-}
-
-/// Each read of a run fails only where its linear does under every policy and on the CPU engine,
-/// not only on the GPU: a linear-by-linear run on the host found the overflow at once and failed
-/// the whole `forward_tensor`, so the sound linears' outputs were lost there.
-#[test]
-fn an_overflow_fails_only_its_linears_on_every_backend() {
-    let _serial = serial();
-    let gpu = gpu_engine();
-    let cpu = Engine::cpu();
-    let huge: Vec<f32> = (0..64)
-        .map(|i| if i % 3 == 0 { -3e38 } else { 3e38 })
-        .collect();
-    let big = cpu_ref::quantize_weights(&random_normal(1, 64 * 64, 50.0), 64, 64).unwrap();
-    let overflow = Error::from(cpu_ref::bitlinear(&huge, 1, &big).unwrap_err());
-    for (e, policy) in [
-        (&gpu, DispatchPolicy::Gpu),
-        (&gpu, DispatchPolicy::Cpu),
-        (&gpu, DispatchPolicy::Auto),
-        (&cpu, DispatchPolicy::Cpu),
-    ] {
-        e.set_dispatch_policy(policy).unwrap();
-        // Linear 1 overflows; linear 3 reads it; linears 0 and 2 read only the input.
-        let links = vec![
-            (Linear::new(e, weights(8, 64, 3)), ChainInput::Input),
-            (Linear::new(e, big.clone()), ChainInput::Input),
-            (Linear::new(e, weights(8, 64, 4)), ChainInput::Input),
-            (Linear::new(e, weights(8, 64, 5)), ChainInput::Output(1)),
-        ];
-        let chain = e.linear_chain(64, links.clone()).unwrap();
-        let outs = chain
-            .forward_tensor(&e.upload_f32(&huge, &[64]).unwrap())
-            .unwrap();
-        let ctx = format!("{:?} engine, {policy:?}", e.backend_kind());
-        for i in [0, 2] {
-            let want = cpu_ref::bitlinear(&huge, 1, links[i].0.weights()).unwrap();
-            assert_eq!(outs.read(i).unwrap(), want, "{ctx}: linear {i}");
-        }
-        for i in [1, 3] {
-            assert_eq!(outs.read(i).unwrap_err(), overflow, "{ctx}: linear {i}");
-        }
-        assert_eq!(outs.read_all().unwrap_err(), overflow, "{ctx}: read_all");
-        assert_eq!(
-            chain.forward(&huge).unwrap_err(),
-            overflow,
-            "{ctx}: forward"
-        );
     }
 }
