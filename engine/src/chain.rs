@@ -22,7 +22,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::cpu_pool::in_pool;
 use crate::dispatch::{Route, Workload};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -276,12 +275,21 @@ impl LinearChain {
         Ok(outs)
     }
 
-    /// The chain on the CPU (cpu-ref, linear by linear) under one entry into rayon's pool
-    /// (`cpu_pool.rs`). Four layers of 2B4T's shapes (28 linears, one row) on the H200 host:
-    /// median 1.61-1.99 → 1.42-1.78 ms over six alternating rounds (2026-12-02).
+    /// The chain on the CPU (cpu-ref, linear by linear), from one of rayon's workers when its
+    /// linears split into tasks (`BITLINEAR_SPLIT_MACS`, sized by one row: more rows only add
+    /// work) and the caller is not one already. A split started from outside the pool hands its
+    /// job to a worker and parks the caller (an empty split over 16 threads: 15 µs on the H200
+    /// host, 6 µs from a worker), so the chain pays that once instead of once per linear: four
+    /// layers of 2B4T's shapes (28 linears) on the H200 host, median 1.61-1.99 → 1.42-1.78 ms
+    /// over six alternating rounds (2026-12-02). Done for the chain only: wrapping a
+    /// `LinearGroup`'s or `GatedLinear`'s few linears the same way lost (ARCHITECTURE.md).
     fn forward_cpu(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
-        let macs = self.inner.links.iter().map(|(l, _)| l.macs_per_row()).max();
-        in_pool(macs.unwrap_or(0), || self.forward_cpu_links(x))
+        let w = self.inner.links.iter().map(|(l, _)| l.weights());
+        let macs = w.map(|w| w.n().saturating_mul(w.k())).max().unwrap_or(0);
+        if macs < bitnet_cpu_ref::BITLINEAR_SPLIT_MACS || rayon::current_thread_index().is_some() {
+            return self.forward_cpu_links(x);
+        }
+        rayon::scope(|_| self.forward_cpu_links(x))
     }
 
     /// [`LinearChain::forward_cpu`]'s loop, on the calling thread.

@@ -188,7 +188,6 @@ mod calibrate;
 mod chain;
 mod chunk;
 mod context;
-mod cpu_pool;
 mod device;
 mod dispatch;
 mod encode;

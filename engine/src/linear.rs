@@ -63,12 +63,6 @@ impl Linear {
         &self.inner.w
     }
 
-    /// Multiply-accumulates of one row through this layer (`N · K`), to size CPU work
-    /// (`cpu_pool.rs`).
-    pub(crate) fn macs_per_row(&self) -> usize {
-        self.weights().n().saturating_mul(self.weights().k())
-    }
-
     /// The engine the layer runs on.
     pub fn engine(&self) -> &Engine {
         &self.inner.engine

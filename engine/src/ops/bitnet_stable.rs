@@ -9,8 +9,9 @@
 //!
 //! The CPU route calls cpu-ref's `_as` functions, whose quantizers write their result straight
 //! into this crate's `Result` (no conversion of cpu-ref's; the BitLinear ones convert after the
-//! op, a move that is nothing next to it), and the methods themselves are never inlined: inlined, the two routes' calls produced the result in a slot of their own, which the
-//! caller then copied out. A copy of a result the op has just stored stalls the CPU (the stores
+//! op, a move that is nothing next to it), and the methods themselves are never inlined:
+//! inlined, the two routes' calls produced the result in a slot of their own, which the caller
+//! then copied out. A copy of a result the op has just stored stalls the CPU (the stores
 //! cannot be forwarded to the copy's wider loads): on a 256-value `quantize_activations` the
 //! engine cost 10-12 % over cpu-ref with both copies, 3-5 % without (lavapipe host, 2026-12-01).
 //!
