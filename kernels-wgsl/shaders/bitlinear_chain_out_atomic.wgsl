@@ -4,7 +4,12 @@
 // plain array were not guaranteed to see them (on the H200 a consumer read part of its input
 // stale); atomic accesses are coherent across workgroups, at one 32-bit load per value (H200,
 // 2B4T chained stack: 836 µs so against 720 with bitlinear_chain_out_coherent.wgsl as it came).
-// Defines `out`, ChFirst, ch_store4, ch_first and ch_quantize_output, as that file does.
+// Consumers wait on their producer's counter (POLL_DATA is false here) and read its published
+// absmax (ch_input_top).
+// Defines `out`, ChFirst, ch_store4, ch_first, ch_input_top and ch_quantize_output, as that
+// file does.
+
+const POLL_DATA: bool = false;
 
 @group(0) @binding(2) var<storage, read_write> out: array<atomic<u32>>;
 
@@ -21,6 +26,11 @@ alias ChFirst = vec4<u32>;
 
 fn ch_first(job: ChainJob, vt: u32) -> ChFirst {
     return ch_load4(job, vt, 0u);
+}
+
+// The absmax bits of the job's input: its producer's published value (main, step 6).
+fn ch_input_top(job: ChainJob, vt: u32, g: u32, first: ptr<function, ChFirst>) -> u32 {
+    return atomicLoad(&counters[ch_top_slot(job.src)]);
 }
 
 // One value of a producer's output, read by lane-consecutive threads: quantized, merged with

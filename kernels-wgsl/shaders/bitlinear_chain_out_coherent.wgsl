@@ -7,10 +7,29 @@
 // atomic loads needed a load per value and shuffles to pack them. H200, 2B4T chained stack as
 // one LinearChain dispatch, three alternating rounds: 835-836 µs with the atomic file, 720 µs
 // with this one reading one vec4 early (681 µs with four early, ch_first).
-// Defines `out`, ChFirst, ch_store4, ch_first and ch_quantize_output, as
+// Defines `out`, ChFirst, ch_store4, ch_first, ch_input_top and ch_quantize_output, as
 // bitlinear_chain_out_atomic.wgsl does.
+//
+// Waiting on the data (POLL_DATA): the engine fills the arena with CH_UNWRITTEN before each run,
+// and a consumer polls its input words themselves until every one is written, then takes their
+// absmax — no counter, no published absmax, no storage barrier on the producer's side. Each word
+// is written once per run, so a word read as written holds its final value, whatever the order
+// in which the producer's stores land (a vec4 is checked word by word, so even a torn load is
+// safe). H200, 2B4T chained stack as one LinearChain dispatch, three alternating rounds: 694-696
+// µs waiting on counters, 633-634 µs polling the data; 16 runs back to back 700-710 against
+// 644-649 µs per run (the fill included).
 
 @coherent @group(0) @binding(2) var<storage, read_write> out: array<vec4<u32>>;
+
+// Consumers poll their input words (above) instead of their producer's counter.
+const POLL_DATA: bool = true;
+
+// An output word before its producer writes it (the engine's fill); ch_value never stores it.
+const CH_UNWRITTEN: u32 = 0xffffffffu;
+
+fn ch_written(v: vec4<u32>) -> bool {
+    return all(v != vec4<u32>(CH_UNWRITTEN));
+}
 
 // Stores words idx .. idx + 3 of the output arena (idx % 4 == 0), as one vec4.
 fn ch_store4(idx: u32, bits: vec4<u32>) {
@@ -38,6 +57,94 @@ fn ch_first(job: ChainJob, vt: u32) -> ChFirst {
         out[base + min(vt + 2u * GV_WG, last)],
         out[base + min(vt + 3u * GV_WG, last)],
     );
+}
+
+// Whether the run was aborted (another workgroup's wait ran out).
+fn ch_run_aborted() -> bool {
+    if (POLL_RMW) {
+        return atomicAdd(&counters[params.n + 1u], 0u) != 0u;
+    }
+    return atomicLoad(&counters[params.n + 1u]) != 0u;
+}
+
+// Input vec4 idx once its four words are written, `v` its last load: polls it, eight loads per
+// iteration, at most SPIN_LIMIT iterations (lavapipe's loop cap, see ch_wait); CH_UNWRITTEN
+// words when the run was aborted, here (flagged) or elsewhere.
+fn ch_poll4(v: vec4<u32>, idx: u32, g: u32) -> vec4<u32> {
+    var w = v;
+    for (var i = 0u; i < SPIN_LIMIT; i = i + 1u) {
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_written(w)) {
+            return w;
+        }
+        w = out[idx];
+        if (ch_run_aborted()) {
+            return vec4<u32>(CH_UNWRITTEN);
+        }
+    }
+    atomicStore(&counters[params.n + 1u], 1u);
+    atomicMin(&nonfinite[ABORT_STATUS], g);
+    return vec4<u32>(CH_UNWRITTEN);
+}
+
+fn ch_abs4(v: vec4<u32>) -> u32 {
+    let b = v & vec4<u32>(0x7fffffffu);
+    return max(max(b.x, b.y), max(b.z, b.w));
+}
+
+// Thread vt's share of the absmax bits of the job's input (the workgroup reduces them), or
+// CH_UNWRITTEN when the run was aborted: waits for each of its input vec4 — the four of `first`
+// (loaded before, updated here) and every GV_WG-th after them — to be written. (The later ones
+// polled one at a time: four loads in flight at once were no faster on the H200, 639 against
+// 634 µs for the 2B4T chained stack, in runs a machine apart.)
+fn ch_input_top(job: ChainJob, vt: u32, g: u32, first: ptr<function, ChFirst>) -> u32 {
+    let kv = job.vpr * 16u;
+    let last = kv - 1u;
+    let base = job.in_off / 4u;
+    (*first).v0 = ch_poll4((*first).v0, base + min(vt, last), g);
+    (*first).v1 = ch_poll4((*first).v1, base + min(vt + GV_WG, last), g);
+    (*first).v2 = ch_poll4((*first).v2, base + min(vt + 2u * GV_WG, last), g);
+    (*first).v3 = ch_poll4((*first).v3, base + min(vt + 3u * GV_WG, last), g);
+    let f = *first;
+    if (!(ch_written(f.v0) && ch_written(f.v1) && ch_written(f.v2) && ch_written(f.v3))) {
+        return CH_UNWRITTEN;
+    }
+    var top = max(max(ch_abs4(f.v0), ch_abs4(f.v1)), max(ch_abs4(f.v2), ch_abs4(f.v3)));
+    for (var i = vt + 4u * GV_WG; i < kv; i = i + GV_WG) {
+        let w = ch_poll4(out[base + i], base + i, g);
+        if (!ch_written(w)) {
+            return CH_UNWRITTEN;
+        }
+        top = max(top, ch_abs4(w));
+    }
+    return top;
 }
 
 // A producer's output (the job's input) quantized into gf_x with the row sum returned, as the

@@ -17,15 +17,20 @@
 // (bitlinear_gemv_fused_subgroup.wgsl: quantize the input into workgroup memory, exact sums,
 // rescale) with the job's offsets into the weight arena and the output arena.
 //
-// Waiting: `counters[j]` counts the finished workgroups of job j. A consumer's first invocation
-// polls its producer's counter until all of the producer's workgroups are done; every
-// workgroup publishes its outputs with a device-scope storage barrier before it counts itself.
+// Waiting, two ways, by output-access file (its POLL_DATA):
+// - On the data (the coherent file): the engine fills the output arena with CH_UNWRITTEN before
+//   the run; each invocation of a consumer polls its own input words until they are written and
+//   the workgroup takes their absmax (ch_input_top). Producers only store.
+// - On counters (the atomic file): `counters[j]` counts the finished workgroups of job j. A
+//   consumer's first invocation polls its producer's counter until all of the producer's
+//   workgroups are done; every workgroup publishes its outputs and their absmax with a
+//   device-scope storage barrier before it counts itself.
 // A workgroup only ever waits for workgroups with lower indices. GPUs start workgroups in index
 // order, so those are running or done and the wait ends; WGSL does not promise that order,
-// so the wait is bounded: after SPIN_LIMIT * 32 polls a workgroup raises `counters[abort]`, flags
-// status word ABORT_STATUS and leaves, every waiting workgroup leaves when it sees the flag, and
-// the engine discards the run and computes the chain another way. The last workgroup to finish
-// (counted in `counters[finished]`) zeroes all counters for the next run.
+// so the wait is bounded: after SPIN_LIMIT iterations of polls a workgroup raises
+// `counters[abort]` and flags status word ABORT_STATUS, every waiting workgroup gives up when it
+// sees the flag, and the engine discards the run and computes the chain another way. The last
+// workgroup to finish (counted in `counters[finished]`) zeroes all counters for the next run.
 //
 // Blocks of TPR lanes, 4 <= TPR <= 256 (see step 6).
 //
@@ -149,9 +154,13 @@ fn ch_wait(job: ChainJob, g: u32) -> u32 {
 
 // bitlinear_write.wgsl's value (mode 0) for output word idx, as f32 bits; flags a non-finite one.
 fn ch_value(idx: u32, acc: i32, scale: f32) -> u32 {
-    let bits = bitcast<u32>(f32(acc) * scale);
+    var bits = bitcast<u32>(f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[Y_STATUS], idx);
+        // One NaN, so that no output is the arena's unwritten word (POLL_DATA).
+        if ((bits & 0x007fffffu) != 0u) {
+            bits = 0x7fc00000u;
+        }
     }
     return bits;
 }
@@ -232,27 +241,46 @@ fn main(
         w3 = ch_load(job, ids.n, j0 + 3u * TPR);
     }
 
-    // 2. Wait for the input; the storage barrier makes the producer's outputs visible.
-    // (gv_red[0].x carries the verdict: 0 = go, 1 = the run was aborted; the row fills 16 KiB.)
-    if (lid == 0u) {
-        gv_red[0].x = i32(ch_wait(job, g));
-    }
-    storageBarrier();
-    if (workgroupUniformLoad(&gv_red[0]).x != 0) {
-        ch_finish(lid);
-        return;
+    // 2. On counters: wait for the input; the storage barrier makes the producer's outputs
+    // visible. (gv_red[0].x carries the verdict: 0 = go, 1 = the run was aborted; the row fills
+    // 16 KiB.) On the data, step 3 waits.
+    if (!POLL_DATA) {
+        if (lid == 0u) {
+            gv_red[0].x = i32(ch_wait(job, g));
+        }
+        storageBarrier();
+        if (workgroupUniformLoad(&gv_red[0]).x != 0) {
+            ch_finish(lid);
+            return;
+        }
     }
 
-    // 3. absmax of the input: the chain input's from a pass over it; a producer's output's as
-    // the producer published it (step 6), which saves a pass of coherent loads — its load
-    // issued with the thread's first input values (ch_first), which need not wait for it.
+    // 3. absmax of the input: the chain input's from a pass over it; a producer's output's from
+    // the words each invocation polled (on the data) or as the producer published it (on
+    // counters, step 6: its load issued with the thread's first input values, ch_first, which
+    // need not wait for it).
     var top: u32;
     var first = ChFirst();
     if (job.src == NONE) {
         top = ch_absmax(job, ids, lane, sg, nsg);
     } else {
         first = ch_first(job, ids.vt);
-        top = atomicLoad(&counters[ch_top_slot(job.src)]);
+        top = ch_input_top(job, ids.vt, g, &first);
+        if (POLL_DATA) {
+            // Each thread polled its own words: the workgroup's largest. A wait that ran out
+            // gives CH_UNWRITTEN, and the workgroup runs on with garbage: the run is discarded
+            // (its abort flag reads before its outputs' flag), and not leaving here keeps this
+            // step at one barrier (H200, 2B4T chained stack, two rounds: 624 µs against 631 µs
+            // with a uniform verdict and an early return).
+            top = subgroupMax(top);
+            if (lane == 0u) {
+                gv_red[sg].x = bitcast<i32>(top);
+            }
+            workgroupBarrier();
+            for (var s = 0u; s < nsg; s = s + 1u) {
+                top = max(top, bitcast<u32>(gv_red[s].x));
+            }
+        }
     }
     let a = max(bitcast<f32>(top), 1e-5f);
     let inv = exact_div_127(a);
@@ -321,6 +349,11 @@ fn main(
             }
         }
         ch_store4(base, bits);
+    }
+    if (POLL_DATA) {
+        // Consumers poll the words themselves: nothing to publish.
+        ch_finish(lid);
+        return;
     }
     // gv_reduce's last readers of gv_red are done after this barrier.
     workgroupBarrier();

@@ -140,8 +140,10 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
 };
 
 /// [`BITLINEAR_CHAIN_SUBGROUP`] with its output arena declared `@coherent` (binding 2 as plain
-/// words), so consumers read their input as vec4 instead of one atomic load per value; needs
-/// `MEMORY_DECORATION_COHERENT` besides `SUBGROUP`. Same bindings, constants and status words.
+/// words), so consumers read their input as vec4 instead of one atomic load per value, and wait
+/// by polling those words: fill `out` with `0xFFFF_FFFF` before every run (no output takes that
+/// value; the counters' per-job words stay zero). Needs `MEMORY_DECORATION_COHERENT` besides
+/// `SUBGROUP`. Same bindings, constants and status words.
 pub const BITLINEAR_CHAIN_COHERENT_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_coherent_subgroup",
     source: chain_kernel!("bitlinear_chain_out_coherent.wgsl"),

@@ -12,6 +12,7 @@ use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_record::LinearParams;
 use super::in_dispatch_wait::{CPU_ADAPTER_MAX_BYTES, cpu_adapter, wait_constants, waits_allowed};
+use super::util::fill_words;
 use crate::chain::ChainInput;
 use crate::context::Gpu;
 use crate::engine::Engine;
@@ -26,7 +27,9 @@ use Access::{Read, ReadWrite};
 /// The chain kernel's bindings (both forms).
 const BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, Read, ReadWrite];
 /// The chain kernel with its output arena declared coherent: consumers read their input as vec4
-/// (H200, 2B4T chained stack: 836 → 720 µs against [`CHAIN_ATOMIC`] when it came, same command).
+/// (H200, 2B4T chained stack: 836 → 720 µs against [`CHAIN_ATOMIC`] when it came, same command),
+/// and wait by polling those words in an arena filled with [`CH_UNWRITTEN`] (694-696 → 633-634
+/// µs against waiting on counters, 2026-12-02).
 const CHAIN_COHERENT: Kernel =
     Kernel::new(kernels::BITLINEAR_CHAIN_COHERENT_SUBGROUP, "main", BINDINGS)
         .requiring(wgpu::Features::SUBGROUP.union(wgpu::Features::MEMORY_DECORATION_COHERENT));
@@ -47,6 +50,9 @@ const DEPTH: u32 = 2;
 /// the kernel also relies on it (vec4 loads and stores; a 4-row block past a linear's end stores
 /// zeros into the padding).
 const OUT_ALIGN: usize = 64;
+/// The output arena's words before a run writes them (`CH_UNWRITTEN` of
+/// `bitlinear_chain_out_coherent.wgsl`): consumers poll their input words until none is.
+const CH_UNWRITTEN: u32 = u32::MAX;
 /// One linear of the job table, field for field `ChainJob` of the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -161,7 +167,7 @@ impl ChainDevice {
     }
 
     /// Records one run: `x` (`F32`, the chain input) through every linear into `out` (`F32`,
-    /// `out_len` words). Reading `out` reports a non-finite x (op `bitlinear`, as cpu-ref) or an
+    /// `out_len` words; the coherent kernel's fill of it first). Reading `out` reports a non-finite x (op `bitlinear`, as cpu-ref) or an
     /// aborted run ([`Error::Aborted`]).
     pub fn record(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let params = LinearParams {
@@ -176,10 +182,15 @@ impl ChainDevice {
             zero: 0,
             k_splits: 1,
         };
-        let kernel = match gpu.caps.has(CHAIN_COHERENT.requires) {
+        // The coherent kernel's consumers poll their input words until none is unwritten.
+        let coherent = gpu.caps.has(CHAIN_COHERENT.requires);
+        let kernel = match coherent {
             true => &CHAIN_COHERENT,
             false => &CHAIN_ATOMIC,
         };
+        if coherent {
+            fill_words(gpu, out, CH_UNWRITTEN)?;
+        }
         let launch = Launch::new(gpu, kernel)
             .input(&self.weights)
             .input(x)

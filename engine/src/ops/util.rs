@@ -4,6 +4,7 @@
 
 use bitnet_kernels_wgsl::util as kernels;
 
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, binding_chunks};
@@ -30,6 +31,23 @@ struct CopyParams {
     n: u32,
 }
 
+/// Records a fill of every 32-bit word of the device tensor `out` with `bits`.
+pub(crate) fn fill_words(gpu: &Gpu, out: &Tensor, bits: u32) -> Result<()> {
+    let n = out.len() as u64;
+    for r in binding_chunks(gpu, "fill", n, 4)? {
+        let len = r.end - r.start;
+        Launch::new(gpu, &FILL)
+            .output_range(out, 4 * r.start, 4 * len)
+            .params(&FillParams {
+                n: len as u32,
+                value: bits,
+            })
+            .workgroups(len.div_ceil(GROUP_VALUES))
+            .run()?;
+    }
+    Ok(())
+}
+
 impl Engine {
     /// An `F32` tensor of `shape` with every element `value`.
     pub fn fill(&self, shape: &[usize], value: f32) -> Result<Tensor> {
@@ -37,18 +55,7 @@ impl Engine {
             return self.host_filled("fill", shape, DType::F32, value.to_bits());
         };
         let out = self.empty("fill", shape, DType::F32)?;
-        let n = out.len() as u64;
-        for r in binding_chunks(gpu, "fill", n, 4)? {
-            let len = r.end - r.start;
-            Launch::new(gpu, &FILL)
-                .output_range(&out, 4 * r.start, 4 * len)
-                .params(&FillParams {
-                    n: len as u32,
-                    value: value.to_bits(),
-                })
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
+        fill_words(gpu, &out, value.to_bits())?;
         Ok(out)
     }
 
