@@ -67,10 +67,46 @@ fn ch_run_aborted() -> bool {
     return atomicLoad(&counters[params.n + 1u]) != 0u;
 }
 
+// One poll of input vec4 idx into *w: 1 when its words are written; 2 when the run was aborted,
+// checked after every load on CPU adapters (a read-modify-write: lavapipe then cannot merge the
+// loads of one ch_poll4 iteration, so an iteration polls eight times); else 0.
+fn ch_poll_once(w: ptr<function, vec4<u32>>, idx: u32) -> u32 {
+    *w = out[idx];
+    if (ch_written(*w)) {
+        return 1u;
+    }
+    if (POLL_RMW && ch_run_aborted()) {
+        return 2u;
+    }
+    return 0u;
+}
+
+// Eight polls of input vec4 idx into *w: true when its words are written or the run was
+// aborted (then they are not).
+fn ch_poll8(w: ptr<function, vec4<u32>>, idx: u32) -> bool {
+    return ch_poll_once(w, idx) != 0u || ch_poll_once(w, idx) != 0u
+        || ch_poll_once(w, idx) != 0u || ch_poll_once(w, idx) != 0u
+        || ch_poll_once(w, idx) != 0u || ch_poll_once(w, idx) != 0u
+        || ch_poll_once(w, idx) != 0u || ch_poll_once(w, idx) != 0u;
+}
+
+// Flags the run aborted (this workgroup's wait ran out); returns the unwritten vec4.
+fn ch_give_up(g: u32) -> vec4<u32> {
+    atomicStore(&counters[params.n + 1u], 1u);
+    atomicMin(&nonfinite[ABORT_STATUS], g);
+    return vec4<u32>(CH_UNWRITTEN);
+}
+
 // Input vec4 idx once its four words are written, `v` its last load: polls it, eight loads per
-// iteration, at most SPIN_LIMIT iterations (lavapipe's loop cap, see ch_wait); CH_UNWRITTEN
-// words when the run was aborted, here (flagged) or elsewhere.
-fn ch_poll4(v: vec4<u32>, idx: u32, g: u32) -> vec4<u32> {
+// iteration; CH_UNWRITTEN words when the run was aborted, here (the wait ran out: flagged) or
+// elsewhere. At most SPIN_LIMIT iterations, or on CPU adapters (POLL_RMW) what is left of
+// `budget`, see ch_poll4_shared.
+fn ch_poll4(v: vec4<u32>, idx: u32, g: u32, budget: ptr<function, u32>) -> vec4<u32> {
+    if (POLL_RMW) {
+        return ch_poll4_shared(v, idx, g, budget);
+    }
+    // Written out, load by load: the same polls through ch_poll8 (a pointer and short-circuits)
+    // took the H200's 2B4T chained stack from 624-634 to 670-688 µs.
     var w = v;
     for (var i = 0u; i < SPIN_LIMIT; i = i + 1u) {
         if (ch_written(w)) {
@@ -109,9 +145,37 @@ fn ch_poll4(v: vec4<u32>, idx: u32, g: u32) -> vec4<u32> {
             return vec4<u32>(CH_UNWRITTEN);
         }
     }
-    atomicStore(&counters[params.n + 1u], 1u);
-    atomicMin(&nonfinite[ABORT_STATUS], g);
-    return vec4<u32>(CH_UNWRITTEN);
+    return ch_give_up(g);
+}
+
+// ch_poll4 on CPU adapters. lavapipe counts the loop iterations of a shader invocation in all
+// (per SIMD group, which is its subgroup) and, past 65535, ends every loop after one iteration —
+// silently, so a later loop (the reductions, the weight steps) would compute wrong values: with a
+// SPIN_LIMIT per wait, a thread that waited long for two of its words did (the chain tests at
+// K = 15360 failed about every other run). So a thread's waits share one budget of SPIN_LIMIT
+// iterations (65000), and each takes from it what the slowest active lane of its subgroup spent.
+// (A subgroup's first lane makes every one of its polls, so its budget sees every iteration.)
+// On the H200 the shared budget cost 40 µs of the 2B4T chained stack (710 against 670 µs), so
+// GPUs, which have no such cap, give every wait SPIN_LIMIT iterations.
+fn ch_poll4_shared(v: vec4<u32>, idx: u32, g: u32, budget: ptr<function, u32>) -> vec4<u32> {
+    var w = v;
+    var i = 0u;
+    loop {
+        if (i >= *budget) {
+            w = ch_give_up(g);
+            break;
+        }
+        if (ch_written(w)) {
+            break;
+        }
+        i = i + 1u;
+        if (ch_poll8(&w, idx)) {
+            break;
+        }
+    }
+    // The loop ran i + 1 times.
+    *budget = *budget - min(subgroupMax(i) + 1u, *budget);
+    return w;
 }
 
 fn ch_abs4(v: vec4<u32>) -> u32 {
@@ -128,17 +192,18 @@ fn ch_input_top(job: ChainJob, vt: u32, g: u32, first: ptr<function, ChFirst>) -
     let kv = job.vpr * 16u;
     let last = kv - 1u;
     let base = job.in_off / 4u;
-    (*first).v0 = ch_poll4((*first).v0, base + min(vt, last), g);
-    (*first).v1 = ch_poll4((*first).v1, base + min(vt + GV_WG, last), g);
-    (*first).v2 = ch_poll4((*first).v2, base + min(vt + 2u * GV_WG, last), g);
-    (*first).v3 = ch_poll4((*first).v3, base + min(vt + 3u * GV_WG, last), g);
+    var budget = SPIN_LIMIT;
+    (*first).v0 = ch_poll4((*first).v0, base + min(vt, last), g, &budget);
+    (*first).v1 = ch_poll4((*first).v1, base + min(vt + GV_WG, last), g, &budget);
+    (*first).v2 = ch_poll4((*first).v2, base + min(vt + 2u * GV_WG, last), g, &budget);
+    (*first).v3 = ch_poll4((*first).v3, base + min(vt + 3u * GV_WG, last), g, &budget);
     let f = *first;
     if (!(ch_written(f.v0) && ch_written(f.v1) && ch_written(f.v2) && ch_written(f.v3))) {
         return CH_UNWRITTEN;
     }
     var top = max(max(ch_abs4(f.v0), ch_abs4(f.v1)), max(ch_abs4(f.v2), ch_abs4(f.v3)));
     for (var i = vt + 4u * GV_WG; i < kv; i = i + GV_WG) {
-        let w = ch_poll4(out[base + i], base + i, g);
+        let w = ch_poll4(out[base + i], base + i, g, &budget);
         if (!ch_written(w)) {
             return CH_UNWRITTEN;
         }
