@@ -43,7 +43,9 @@ const THREADS: u32 = 256;
 /// lanes were 12-17 % slower, 8 lanes 39 %. Weight steps loaded before the wait (`DEPTH`): 2;
 /// 3 was 6 % slower and 4 more than twice as slow (fewer workgroups fit an SM). Re-checked with
 /// the coherent outputs (2026-12-01, probe build, two rounds): 32 / 2 652.8-655.2 µs, 16 / 2
-/// 823-824, 64 / 2 792, 32 / 3 690.6-690.7, 16 / 3 692.
+/// 823-824, 64 / 2 792, 32 / 3 690.6-690.7, 16 / 3 692. And with consumers polling the data
+/// (2026-12-02, two rounds): 32 / 2 638.9-639.4 µs, 16 / 2 656.6-657.6, 64 / 2 868.6-869.1,
+/// 32 / 3 655.2-655.8, 32 / 1 673.1-673.5.
 const LANES: u32 = 32;
 const DEPTH: u32 = 2;
 /// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line;
