@@ -6,7 +6,9 @@
 //! plus the ramp-up of the next), and for BitNet-2B4T that is 120 dependent steps per token:
 //! barriers, not bandwidth, set the time. PyTorch's answer is a CUDA graph; ours is
 //! `bitlinear_chain_subgroup.wgsl`: one dispatch in which each linear's workgroups wait only for
-//! the workgroups that produce their input, with their first weights already loaded.
+//! the workgroups that produce their input, with their first weights already loaded. (Where
+//! storage can be declared coherent they poll the input words themselves, in an output arena a
+//! small fill dispatch marks unwritten first; elsewhere they poll their producer's count.)
 //!
 //! The results are bit for bit those of [`Engine::bitlinear_tensor`] (and cpu-ref) per linear.
 //! When the chain kernel cannot run it — no subgroups, a K that is not a multiple of 64 or above
