@@ -270,7 +270,8 @@ fn main(
             // gives CH_UNWRITTEN, and the workgroup runs on with garbage: the run is discarded
             // (its abort flag reads before its outputs' flag), and not leaving here keeps this
             // step at one barrier (H200, 2B4T chained stack, two rounds: 624 µs against 631 µs
-            // with a uniform verdict and an early return).
+            // with a uniform verdict and an early return). Written out as in ch_absmax: one
+            // shared helper for it was slower (ARCHITECTURE, "Waiting on the data").
             top = subgroupMax(top);
             if (lane == 0u) {
                 gv_red[sg].x = bitcast<i32>(top);
