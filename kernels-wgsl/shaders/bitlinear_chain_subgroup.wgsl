@@ -133,7 +133,7 @@ fn ch_polls(src: u32, need: u32) -> bool {
 // lavapipe ends a shader's loops after 65535 iterations in all (llvmpipe's loop limiter), so
 // each iteration polls 32 times without a loop of its own; SPIN_LIMIT iterations at most.
 fn ch_wait(job: ChainJob, g: u32) -> u32 {
-    if (job.src == NONE || POLL_DATA) {
+    if (job.src == NONE) {
         return 0u;
     }
     let need = jobs[job.src].wgs;
@@ -243,15 +243,17 @@ fn main(
 
     // 2. On counters: wait for the input; the storage barrier makes the producer's outputs
     // visible. (gv_red[0].x carries the verdict: 0 = go, 1 = the run was aborted; the row fills
-    // 16 KiB.) On the data step 3 waits; the barriers stay, as in the form measured at 624 µs
-    // (H200, 2B4T chained stack; their own effect was not isolated).
-    if (lid == 0u) {
-        gv_red[0].x = i32(ch_wait(job, g));
-    }
-    storageBarrier();
-    if (workgroupUniformLoad(&gv_red[0]).x != 0) {
-        ch_finish(lid);
-        return;
+    // 16 KiB.) On the data step 3 waits, and these barriers would only delay it (H200, 2B4T
+    // chained stack, two rounds: 618.9-619.4 µs without them, 626.5-626.7 with).
+    if (!POLL_DATA) {
+        if (lid == 0u) {
+            gv_red[0].x = i32(ch_wait(job, g));
+        }
+        storageBarrier();
+        if (workgroupUniformLoad(&gv_red[0]).x != 0) {
+            ch_finish(lid);
+            return;
+        }
     }
 
     // 3. absmax of the input: the chain input's from a pass over it; a producer's output's from
