@@ -1,8 +1,8 @@
 // Output access of bitlinear_chain_subgroup.wgsl on devices with wgpu's
 // MEMORY_DECORATION_COHERENT (Vulkan, DX12, Metal 3.2+): `out` is a plain vec4 array declared
-// @coherent, so another workgroup's stores, published behind the producer's storage barrier and
-// counter, reach a consumer's loads past any non-coherent cache (without the decoration the
-// H200 returned stale values to plain loads). A consumer then reads its input as vec4 with four
+// @coherent, so another workgroup's stores reach a consumer's loads past any non-coherent cache
+// (without the decoration the H200 returned stale values to plain loads, when consumers still
+// waited on counters). A consumer then reads its input as vec4 with four
 // loads in flight per step and quantizes it as the chain input is quantized, where 32-bit
 // atomic loads needed a load per value and shuffles to pack them. H200, 2B4T chained stack as
 // one LinearChain dispatch, three alternating rounds: 835-836 µs with the atomic file, 720 µs
@@ -17,7 +17,8 @@
 // in which the producer's stores land (a vec4 is checked word by word, so even a torn load is
 // safe). H200, 2B4T chained stack as one LinearChain dispatch, three alternating rounds: 694-696
 // µs waiting on counters, 633-634 µs polling the data; 16 runs back to back 700-710 against
-// 644-649 µs per run (the fill included).
+// 644-649 µs per run (the fill included). About 619 µs after the follow-ups in ARCHITECTURE
+// ("Waiting on the data").
 
 @coherent @group(0) @binding(2) var<storage, read_write> out: array<vec4<u32>>;
 
@@ -37,10 +38,11 @@ fn ch_store4(idx: u32, bits: vec4<u32>) {
 }
 
 // Thread vt's first four input vec4 — vt, vt + GV_WG, vt + 2 GV_WG, vt + 3 GV_WG, clamped past
-// the input's end (not quantized there) — loaded with the producer's published absmax, before
-// the input's scale is known. Producers' outputs start on 64-word boundaries. (H200, 2B4T
-// chained stack as one LinearChain dispatch, two alternating rounds: one vec4 early 708 µs, four
-// 681, eight 737; one early and eight per step after it 750.)
+// the input's end (not quantized there) — loaded before the input's scale is known: the first
+// loads of ch_input_top's polls. Producers' outputs start on 64-word boundaries. (Measured when
+// consumers waited on counters and loaded these with the published absmax — H200, 2B4T chained
+// stack as one LinearChain dispatch, two alternating rounds: one vec4 early 708 µs, four 681,
+// eight 737; one early and eight per step after it 750.)
 struct ChFirst {
     v0: vec4<u32>,
     v1: vec4<u32>,
