@@ -131,3 +131,55 @@ fn narrow_blocks_match_cpu_ref(e: Engine) {
         );
     }
 }
+
+/// A 4-row block wholly past a linear's last row stores nothing. Below 16 lanes a workgroup's
+/// rows reach past a linear's 64-row padding into later linears' outputs, where such blocks
+/// once stored zeros — over values already written, once consumers polled the data (lavapipe,
+/// 4 lanes: one run in four lost a linear's outputs). Checked where it is deterministic: the
+/// coherent form fills the arena before the run, so the padding after an 8-row linear (rows
+/// 8 .. 63, reached only by such blocks) must still hold the fill word.
+#[test]
+fn blocks_past_a_linears_end_store_nothing() {
+    let e = crate::test_gpu::gpu();
+    let gpu = e.gpu_context().expect("a GPU engine");
+    assert!(
+        gpu.caps.has(wgpu::Features::MEMORY_DECORATION_COHERENT),
+        "the test device declares storage coherent"
+    );
+    let w = |n: usize, seed: usize| {
+        let v: Vec<f32> = (0..n * 64).map(|i| ((i + seed) % 3) as f32 - 1.0).collect();
+        Linear::new(&e, bitnet_cpu_ref::quantize_weights(&v, n, 64).unwrap())
+    };
+    let links = vec![(w(8, 1), ChainInput::Input), (w(64, 2), ChainInput::Input)];
+    let x: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0).collect();
+    let dev = ChainDevice::with_lanes(&e, gpu, &links, 4).unwrap();
+    let out = e.empty(OP, &[dev.out_len], DType::F32).unwrap();
+    dev.record(gpu, &e.upload_f32(&x, &[64]).unwrap(), &out)
+        .unwrap();
+    let got: Vec<u32> = out
+        .read_f32()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
+    let (first, second) = (dev.offsets[0], dev.offsets[1]);
+    assert_eq!(
+        second - first,
+        64,
+        "the 8-row linear's output is padded to 64 words"
+    );
+    assert!(
+        got[first + 8..second].iter().all(|&b| b == u32::MAX),
+        "padding after the 8-row linear: {:x?}",
+        &got[first + 8..second]
+    );
+    for (i, (l, _)) in links.iter().enumerate() {
+        let want = bitnet_cpu_ref::bitlinear(&x, 1, l.weights()).unwrap();
+        let at = dev.offsets[i];
+        assert_eq!(
+            &got[at..at + want.len()],
+            &want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()[..],
+            "linear {i}"
+        );
+    }
+}
