@@ -96,8 +96,10 @@
 //! linear and a pipeline barrier per dependency. Same bits as cpu-ref per linear; where the chain
 //! kernel cannot run, or a run is aborted, it runs linear by linear. Consumers read their
 //! producers' outputs through storage declared coherent where the device has
-//! `MEMORY_DECORATION_COHERENT` (Vulkan, DX12, Metal 3.2+), through atomics elsewhere (H200, 2B4T
-//! decode stack: 836 µs against 720 for the coherent form as it came, 656-686 µs now;
+//! `MEMORY_DECORATION_COHERENT` (Vulkan, DX12, Metal 3.2+), polling the words themselves in an
+//! output arena a small fill dispatch marks unwritten first, and through atomics behind their
+//! producers' counts elsewhere (H200, 2B4T decode stack: 836 µs against 720 for the coherent form
+//! as it came, 656-686 µs with counters, about 620-626 µs polling the data;
 //! [`EngineOptions::disabled_features`] selects the atomic form). A full prefill and decode
 //! through device tensors and a [`KvCache`] per layer is `engine/examples/decode_step.rs`.
 //!
