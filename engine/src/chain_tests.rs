@@ -169,7 +169,9 @@ fn blocks_past_a_linears_end_store_nothing() {
         "the 8-row linear's output is padded to 64 words"
     );
     assert!(
-        got[first + 8..second].iter().all(|&b| b == u32::MAX),
+        got[first + 8..second]
+            .iter()
+            .all(|&b| b == bitnet_kernels_wgsl::bitnet::CHAIN_UNWRITTEN),
         "padding after the 8-row linear: {:x?}",
         &got[first + 8..second]
     );

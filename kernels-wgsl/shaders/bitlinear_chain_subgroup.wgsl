@@ -332,16 +332,15 @@ fn main(
         j = jn;
     }
 
-    // 6. Reduce, rescale, store the block's four words at once (the block holding the job's
-    // last row stores zeros for the rows past it, into the arena's padding; blocks wholly past
-    // the end store nothing: below 16 lanes a workgroup's rows reach past the 64-row padding,
-    // and their zeros landed in later jobs' outputs — over values already written, once
-    // consumers polled the data; lavapipe at 4 lanes, one run in four); publish the outputs
-    // and their absmax (the largest
-    // sign-cleared bits, as ch_absmax computes it) with one atomic per workgroup, then count the
-    // workgroup. (H200, 2B4T chained stack as one LinearChain dispatch, two alternating rounds:
-    // an atomicMax per 4-row block and a store per word 696 µs, the four words stored at once
-    // 692, and the absmax reduced in the workgroup first 681.)
+    // 6. Reduce, rescale, store the block's four words at once. The block holding the job's last
+    // row stores zeros for the rows past it, into the arena's padding; blocks wholly past the end
+    // store nothing (below 16 lanes a workgroup's rows reach past the 64-row padding, and their
+    // zeros landed in later jobs' outputs — over values already written, once consumers polled
+    // the data; lavapipe at 4 lanes, one run in four). On counters, publish the outputs and
+    // their absmax (the largest sign-cleared bits, as ch_absmax computes it) with one atomic per
+    // workgroup, then count the workgroup. (H200, 2B4T chained stack as one LinearChain
+    // dispatch, two alternating rounds: an atomicMax per 4-row block and a store per word 696
+    // µs, the four words stored at once 692, and the absmax reduced in the workgroup first 681.)
     let total = gv_reduce(gf_total(acc), ids);
     var top_out = 0u;
     if (ids.l == 0u && ids.n < job.n) {

@@ -139,10 +139,15 @@ pub const BITLINEAR_CHAIN_SUBGROUP: KernelSource = KernelSource {
     source: chain_kernel!("bitlinear_chain_out_atomic.wgsl"),
 };
 
+/// The word [`BITLINEAR_CHAIN_COHERENT_SUBGROUP`]'s output arena must hold before every run
+/// (`CH_UNWRITTEN` of `bitlinear_chain_out_coherent.wgsl`): its consumers poll their input words
+/// until none is; no output takes it (a NaN output is stored as `0x7fc0_0000`).
+pub const CHAIN_UNWRITTEN: u32 = u32::MAX;
+
 /// [`BITLINEAR_CHAIN_SUBGROUP`] with its output arena declared `@coherent` (binding 2 as plain
 /// words), so consumers read their input as vec4 instead of one atomic load per value, and wait
-/// by polling those words: fill `out` with `0xFFFF_FFFF` before every run (no output takes that
-/// value; the counters' per-job words stay zero). Needs `MEMORY_DECORATION_COHERENT` besides
+/// by polling those words: fill `out` with [`CHAIN_UNWRITTEN`] before every run (the counters'
+/// per-job words stay zero). Needs `MEMORY_DECORATION_COHERENT` besides
 /// `SUBGROUP`. Same bindings, constants and status words.
 pub const BITLINEAR_CHAIN_COHERENT_SUBGROUP: KernelSource = KernelSource {
     name: "bitlinear_chain_coherent_subgroup",

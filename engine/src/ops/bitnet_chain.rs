@@ -28,7 +28,7 @@ use Access::{Read, ReadWrite};
 const BINDINGS: &[Access] = &[Read, Read, ReadWrite, Read, Read, ReadWrite];
 /// The chain kernel with its output arena declared coherent: consumers read their input as vec4
 /// (H200, 2B4T chained stack: 836 → 720 µs against [`CHAIN_ATOMIC`] when it came, same command),
-/// and wait by polling those words in an arena filled with [`CH_UNWRITTEN`] (694-696 → 633-634
+/// and wait by polling those words in an arena filled with `CHAIN_UNWRITTEN` (694-696 → 633-634
 /// µs against waiting on counters, 2026-12-02).
 const CHAIN_COHERENT: Kernel =
     Kernel::new(kernels::BITLINEAR_CHAIN_COHERENT_SUBGROUP, "main", BINDINGS)
@@ -49,12 +49,9 @@ const THREADS: u32 = 256;
 const LANES: u32 = 32;
 const DEPTH: u32 = 2;
 /// Outputs start on 64-word (256-byte) boundaries, so no two linears' outputs share a cache line;
-/// the kernel also relies on it (vec4 loads and stores; a 4-row block past a linear's end stores
-/// zeros into the padding).
+/// the kernel also relies on it (vec4 loads and stores; the 4-row block holding a linear's last
+/// row stores zeros for the rows past it into the padding).
 const OUT_ALIGN: usize = 64;
-/// The output arena's words before a run writes them (`CH_UNWRITTEN` of
-/// `bitlinear_chain_out_coherent.wgsl`): consumers poll their input words until none is.
-const CH_UNWRITTEN: u32 = u32::MAX;
 /// One linear of the job table, field for field `ChainJob` of the kernel.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -169,8 +166,8 @@ impl ChainDevice {
     }
 
     /// Records one run: `x` (`F32`, the chain input) through every linear into `out` (`F32`,
-    /// `out_len` words; the coherent kernel's fill of it first). Reading `out` reports a non-finite x (op `bitlinear`, as cpu-ref) or an
-    /// aborted run ([`Error::Aborted`]).
+    /// `out_len` words; for the coherent kernel, a fill of it first). Reading `out` reports a
+    /// non-finite x (op `bitlinear`, as cpu-ref) or an aborted run ([`Error::Aborted`]).
     pub fn record(&self, gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<()> {
         let params = LinearParams {
             m: 1,
@@ -191,7 +188,7 @@ impl ChainDevice {
             false => &CHAIN_ATOMIC,
         };
         if coherent {
-            fill_words(gpu, out, CH_UNWRITTEN)?;
+            fill_words(gpu, out, kernels::CHAIN_UNWRITTEN)?;
         }
         let launch = Launch::new(gpu, kernel)
             .input(&self.weights)
