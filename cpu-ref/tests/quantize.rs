@@ -2,7 +2,7 @@
 //! clamp, and agreement of every SIMD level with the scalar path.
 
 use bitnet_cpu_ref::{
-    Isa, TernaryMatrix, bitlinear, dequantize_weights, quantize_activations,
+    Error, Isa, TernaryMatrix, bitlinear, dequantize_weights, quantize_activations,
     quantize_activations_with_isa, quantize_weights, quantize_weights_with_isa,
 };
 
@@ -148,4 +148,46 @@ fn activation_absmax_at_every_position_matches_scalar() {
             );
         }
     }
+}
+
+/// A batch split into rayon tasks (more than 16 Ki values) quantizes each row as that row alone
+/// does on the calling thread, and a non-finite value in a later task is reported at its own
+/// index, as the serial path reports one.
+#[test]
+fn rows_in_rayon_tasks_match_rows_quantized_alone() {
+    let (m, k) = (40, 2560);
+    let x = rand_f32(m * k, 11, 3.0);
+    let batch = quantize_activations(&x, m, k).unwrap();
+    for (r, row) in x.chunks(k).enumerate() {
+        let alone = quantize_activations(row, 1, k).unwrap();
+        assert_eq!(
+            &batch.values()[r * k..(r + 1) * k],
+            alone.values(),
+            "row {r}"
+        );
+        assert_eq!(
+            batch.absmax()[r].to_bits(),
+            alone.absmax()[0].to_bits(),
+            "row {r}"
+        );
+    }
+    let mut bad = x.clone();
+    bad[37 * k + 5] = f32::NAN;
+    let e = quantize_activations(&bad, m, k).unwrap_err();
+    assert!(
+        matches!(e, Error::NonFinite { tensor: "x", index, .. } if index == 37 * k + 5),
+        "{e:?}"
+    );
+    let e = quantize_activations(&bad[37 * k..38 * k], 1, k).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NonFinite {
+                tensor: "x",
+                index: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

@@ -85,15 +85,52 @@ fn binary_ref(op: BinaryOp, a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Res
         got: b.shape().to_vec(),
     })?;
     if a.shape() == b.shape() {
-        // The map checks `a`, `b` and the output (`input` and `output` in one pass).
-        let (ad, bd) = (a.data(), b.data());
-        let out = with_binary!(op, |f| map2(OP, ["a", "b"], ad, bd, ALONE_BELOW_VALUES, f))?;
-        return Ok(Tensor::from_valid(out, shape));
+        return Ok(Tensor::from_valid(
+            same_shape(op, a.data(), b.data())?,
+            shape,
+        ));
     }
     input(OP, "a", a)?;
     input(OP, "b", b)?;
     let out = with_binary!(op, |f| broadcast_rows(a, b, &shape, f))?;
     output(OP, out, shape)
+}
+
+/// [`binary`] of two operands of one shape, its values alone (`a` and `b` flat, their shape the
+/// caller's), with the same checks and errors, in the caller's error type: for an engine that
+/// wraps the values in a tensor of its own. It allocates no shape, and its result is built in
+/// the caller's `Result` rather than converted from this crate's. Errors also when `a` and `b`
+/// differ in length.
+pub fn binary_values_as<E: From<Error>>(
+    op: BinaryOp,
+    a: &[f32],
+    b: &[f32],
+) -> std::result::Result<Vec<f32>, E> {
+    if a.len() != b.len() {
+        return Err(E::from(Error::ShapeMismatch {
+            op: "binary",
+            what: "operands of one shape",
+            expected: vec![a.len()],
+            got: vec![b.len()],
+        }));
+    }
+    match same_shape(op, a, b) {
+        Ok(values) => Ok(values),
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// `op` over operands of one shape: the map checks `a`, `b` and the output (`input` and
+/// `output`) in one pass.
+fn same_shape(op: BinaryOp, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+    with_binary!(op, |f| map2(
+        "binary",
+        ["a", "b"],
+        a,
+        b,
+        ALONE_BELOW_VALUES,
+        f
+    ))
 }
 
 /// `f(a, b)` over the broadcast `shape` of `a` and `b` (compatible, checked by the caller).

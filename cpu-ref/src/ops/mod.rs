@@ -33,17 +33,17 @@ mod softmax;
 mod unary;
 
 pub use attention::{ATTENTION_CHUNK, AttentionDims, attention, attention_dims};
-pub use binary::{BinaryOp, binary, binary_scalar, broadcast_shape};
+pub use binary::{BinaryOp, binary, binary_scalar, binary_values_as, broadcast_shape};
 pub use gated::gated;
 pub use math::{erf, gelu, sigmoid, silu};
 pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
-pub use norm::rms_norm;
+pub use norm::{rms_norm, rms_norm_values_as};
 pub use norm_add::add_rms_norm;
 pub use reduce::{ReduceOp, reduce_last};
 pub use rope::{rope, rope_freqs, rope_pair};
 pub use shape::{concat, concat_shape, slice, slice_shape};
 pub use softmax::{SOFTMAX_MASKED_ROW, softmax_last};
-pub use unary::{UnaryOp, unary};
+pub use unary::{UnaryOp, unary, unary_values_as};
 
 use crate::check;
 use crate::error::{Error, Result};

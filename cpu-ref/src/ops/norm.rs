@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
-use super::{input, lane_sum, output, rows_of, scalar};
+use super::{lane_sum, rows_of, scalar};
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
@@ -32,20 +32,58 @@ pub fn rms_norm<'a>(
 
 /// [`rms_norm`] on borrowed operands: its body, compiled in this crate (not per caller).
 fn rms_norm_ref(x: TensorRef<'_, f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>> {
-    const OP: &str = "rms_norm";
     let (_, len) = rows_of(x);
+    let out = rms_norm_values(x.data(), len, weight, eps)?;
+    Ok(Tensor::from_valid(out, x.shape().to_vec()))
+}
+
+/// [`rms_norm`]'s values alone: `x` flat in rows of `len` values (its shape the caller's), with
+/// the same checks and errors, in the caller's error type — for an engine that wraps the values
+/// in a tensor of its own. It allocates no shape, and its result is built in the caller's
+/// `Result` rather than converted from this crate's. Errors also when `len` is 0 or does not
+/// divide `x.len()`.
+pub fn rms_norm_values_as<E: From<Error>>(
+    x: &[f32],
+    len: usize,
+    weight: &[f32],
+    eps: f32,
+) -> std::result::Result<Vec<f32>, E> {
+    if len == 0 || !x.len().is_multiple_of(len) {
+        return Err(E::from(Error::ShapeMismatch {
+            op: "rms_norm",
+            what: "x in whole rows of the last axis",
+            expected: vec![len],
+            got: vec![x.len()],
+        }));
+    }
+    match rms_norm_values(x, len, weight, eps) {
+        Ok(values) => Ok(values),
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// RMSNorm of `x` in rows of `len` (`len` ≥ 1 dividing `x.len()`), checked as [`rms_norm`].
+fn rms_norm_values(x: &[f32], len: usize, weight: &[f32], eps: f32) -> Result<Vec<f32>> {
+    const OP: &str = "rms_norm";
     check::len(OP, "weight (last axis of x)", len, weight.len())?;
-    input(OP, "x", x)?;
+    check::finite(OP, "x", x)?;
     check::finite(OP, "weight", weight)?;
     eps_arg(OP, eps)?;
-    let mut out = vec![0.0f32; x.numel()];
-    let overflow_row = out
-        .par_chunks_mut(len)
-        .zip(x.data().par_chunks(len))
-        .enumerate()
-        .with_min_len(min_items(x.numel(), len, ALONE_BELOW_ROW_VALUES))
-        .filter_map(|(r, (o, row))| (!normalize_row(row, weight, eps, o).is_finite()).then_some(r))
-        .min();
+    let mut out = vec![0.0f32; x.len()];
+    let overflows =
+        |(o, row): (&mut [f32], &[f32])| !normalize_row(row, weight, eps, o).is_finite();
+    // Below a task's worth (a decode token's rows) the rows run here without rayon: its
+    // bridge cost about a quarter of a 256-value row's norm.
+    let overflow_row = if x.len() < ALONE_BELOW_ROW_VALUES {
+        out.chunks_mut(len).zip(x.chunks(len)).position(overflows)
+    } else {
+        out.par_chunks_mut(len)
+            .zip(x.par_chunks(len))
+            .enumerate()
+            .with_min_len(min_items(x.len(), len, ALONE_BELOW_ROW_VALUES))
+            .filter_map(|(r, rows)| overflows(rows).then_some(r))
+            .min()
+    };
     if let Some(index) = overflow_row {
         return Err(Error::NonFinite {
             op: OP,
@@ -53,7 +91,8 @@ fn rms_norm_ref(x: TensorRef<'_, f32>, weight: &[f32], eps: f32) -> Result<Tenso
             index,
         });
     }
-    output(OP, out, x.shape().to_vec())
+    check::finite(OP, "output", &out)?;
+    Ok(out)
 }
 
 /// Rejects a non-finite or negative RMSNorm `eps` (the norms' argument check).
