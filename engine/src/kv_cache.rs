@@ -313,7 +313,7 @@ impl KvCache {
             // The storage itself, shared (no copy): appends copy on write while a view lives.
             Store::Host { keys, values } => Ok(Tensor::from_shared(
                 self.engine.clone(),
-                shape.to_vec(),
+                &shape,
                 DType::F32,
                 Arc::clone(if keys_side { keys } else { values }),
             )),

@@ -271,7 +271,7 @@ mod tests {
             Store::Device { .. } => unreachable!("a CPU engine's cache"),
         };
         let view = c.keys().unwrap();
-        assert!(Arc::ptr_eq(&view.data_arc(), &storage(&c)));
+        assert!(std::ptr::eq(view.data(), &*storage(&c)));
         drop(view);
         let before = Arc::as_ptr(&storage(&c));
         c.append(&kv(2), &kv(2)).unwrap();

@@ -191,6 +191,7 @@ mod chain;
 mod chunk;
 mod context;
 mod device;
+mod dims;
 mod dispatch;
 mod encode;
 mod engine;

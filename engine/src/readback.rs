@@ -285,7 +285,7 @@ impl Tensor {
         let (data, scales) = (crate::wait::block_on(data)?, crate::wait::block_on(scales)?);
         Ok(Tensor::from_parts(
             self.engine().clone(),
-            self.shape().to_vec(),
+            self.shape(),
             self.dtype(),
             Storage::Host(data),
             scales.map(Storage::Host),

@@ -13,6 +13,15 @@
 //! (`Engine::bitlinear`, [`crate::Linear`], [`crate::LinearChain`], ...) re-run on the CPU from
 //! the caller's slices and the layers' host weights.
 //!
+//! **What a tensor costs.** A small op on the CPU engine (a 256-value ReLU: ~60 ns in cpu-ref)
+//! costs little more than its allocations, so a tensor is one shared header holding its shape
+//! (inline up to six axes, `dims.rs`), its engine (free to clone on the CPU engine), its
+//! lineage and its storage (a host vector or a pooled buffer) in the same allocation; an op's
+//! output is then as many allocations as a cpu-ref tensor (storage and header against storage
+//! and shape). Views (`reshape`, the KV cache's prefix views) hold the header of the tensor they
+//! view; storages shared outside tensors (RoPE's cached tables, a CPU engine's KV cache) sit
+//! in an `Arc` of their own.
+//!
 //! Byte layouts (little-endian words; buffers are padded to a multiple of 4 bytes):
 //!
 //! | dtype | data | scales |
@@ -27,6 +36,7 @@ use std::sync::Arc;
 
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 
+use crate::dims::Dims;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fate::Lineage;
@@ -123,8 +133,9 @@ pub(crate) enum Storage {
     /// is, where converting the words back (a copy and a validation pass over every word) cost
     /// more than the product itself.
     HostTernary(Arc<bitnet_cpu_ref::TernaryMatrix>),
-    /// A pooled device buffer.
-    Device(PooledBuffer),
+    /// A pooled device buffer, boxed: it is 80 bytes, and every tensor's header (the host
+    /// tensors' too, whose fixed cost shows on small CPU ops) would otherwise carry its size.
+    Device(Box<PooledBuffer>),
 }
 
 impl Storage {
@@ -138,16 +149,63 @@ impl Storage {
     }
 }
 
+/// A tensor's bytes: its own, another tensor's, or a storage shared outside tensors.
+#[derive(Debug)]
+enum Bytes {
+    /// Storage of this tensor's own (an op's output, an upload), in the header's allocation:
+    /// one allocation fewer than an `Arc`ed storage, which was a tenth of a 256-value ReLU's
+    /// time on the CPU engine.
+    Own {
+        data: Storage,
+        /// Boxed: only packed dtypes have scales.
+        scales: Option<Box<Storage>>,
+    },
+    /// The bytes of a tensor with [`Bytes::Own`] or [`Bytes::Shared`] ones, viewed under another
+    /// shape (reshapes, prefix views): the view keeps that tensor's header, and so its
+    /// storage, alive.
+    View(Arc<Inner>),
+    /// A storage shared outside tensors (RoPE's cached tables, a CPU engine's KV cache), never
+    /// written while a tensor over it lives.
+    Shared(Arc<Storage>),
+}
+
 #[derive(Debug)]
 struct Inner {
-    shape: Vec<usize>,
+    shape: Dims,
     dtype: DType,
-    /// Shared by reshaped views of the same bytes.
-    data: Arc<Storage>,
-    scales: Option<Arc<Storage>>,
+    /// Before `engine`: a device storage returns to the pool while the engine is still held.
+    bytes: Bytes,
     engine: Engine,
     /// The launches this tensor's bytes depend on (see `fate.rs`); empty for uploads.
     lineage: Lineage,
+}
+
+impl Inner {
+    /// The header holding this tensor's storage (itself, or the tensor it views): a view of a
+    /// view points at the first one's owner, so views never chain.
+    fn owner(self: &Arc<Inner>) -> &Arc<Inner> {
+        match &self.bytes {
+            Bytes::View(owner) => owner,
+            Bytes::Own { .. } | Bytes::Shared(_) => self,
+        }
+    }
+
+    #[inline]
+    fn data(&self) -> &Storage {
+        match &self.bytes {
+            Bytes::Own { data, .. } => data,
+            Bytes::Shared(data) => data,
+            Bytes::View(owner) => owner.data(),
+        }
+    }
+
+    fn scales(&self) -> Option<&Storage> {
+        match &self.bytes {
+            Bytes::Own { scales, .. } => scales.as_deref(),
+            Bytes::Shared(_) => None,
+            Bytes::View(owner) => owner.scales(),
+        }
+    }
 }
 
 /// A tensor of one engine; see the module docs for layouts.
@@ -160,45 +218,61 @@ impl Tensor {
     /// Assembles a tensor (storage already sized for `shape` and `dtype`).
     pub(crate) fn from_parts(
         engine: Engine,
-        shape: Vec<usize>,
+        shape: &[usize],
         dtype: DType,
         data: Storage,
         scales: Option<Storage>,
     ) -> Tensor {
-        Tensor {
-            inner: Arc::new(Inner {
-                shape,
-                dtype,
-                data: Arc::new(data),
-                scales: scales.map(Arc::new),
-                engine,
-                lineage: Lineage::default(),
-            }),
-        }
+        let scales = scales.map(Box::new);
+        Tensor::with_bytes(engine, shape, dtype, Bytes::Own { data, scales })
     }
 
     /// A tensor over a storage other tensors may share (a cached, never-written table).
     pub(crate) fn from_shared(
         engine: Engine,
-        shape: Vec<usize>,
+        shape: &[usize],
         dtype: DType,
         data: Arc<Storage>,
     ) -> Tensor {
+        Tensor::with_bytes(engine, shape, dtype, Bytes::Shared(data))
+    }
+
+    fn with_bytes(engine: Engine, shape: &[usize], dtype: DType, bytes: Bytes) -> Tensor {
         Tensor {
             inner: Arc::new(Inner {
-                shape,
+                shape: Dims::new(shape),
                 dtype,
-                data,
-                scales: None,
+                bytes,
                 engine,
                 lineage: Lineage::default(),
             }),
         }
     }
 
-    /// The data storage, shared.
-    pub(crate) fn data_arc(&self) -> Arc<Storage> {
-        Arc::clone(&self.inner.data)
+    /// This tensor's data storage as a shareable one, for a cache that outlives it; the tensor
+    /// back when another holds its storage too (a clone, a view) or it has scales.
+    pub(crate) fn into_shared_storage(self) -> std::result::Result<Arc<Storage>, Tensor> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|inner| Tensor { inner })?;
+        match inner.bytes {
+            Bytes::Own { data, scales: None } => Ok(Arc::new(data)),
+            Bytes::Shared(data) => Ok(data),
+            bytes => Err(Tensor {
+                inner: Arc::new(Inner { bytes, ..inner }),
+            }),
+        }
+    }
+
+    /// A tensor of `shape` over this tensor's bytes (a view: no copy) with an empty lineage.
+    fn view(&self, shape: &[usize]) -> Tensor {
+        Tensor {
+            inner: Arc::new(Inner {
+                shape: Dims::new(shape),
+                dtype: self.inner.dtype,
+                bytes: Bytes::View(Arc::clone(self.inner.owner())),
+                engine: self.inner.engine.clone(),
+                lineage: Lineage::default(),
+            }),
+        }
     }
 
     /// The same bytes under another shape (no copy, no GPU work): same dtype, same byte sizes;
@@ -220,16 +294,7 @@ impl Tensor {
                 detail: format!("cannot view {d} {:?} as {shape:?}", self.inner.shape),
             });
         }
-        let view = Tensor {
-            inner: Arc::new(Inner {
-                shape: shape.to_vec(),
-                dtype: d,
-                data: Arc::clone(&self.inner.data),
-                scales: self.inner.scales.clone(),
-                engine: self.inner.engine.clone(),
-                lineage: Lineage::default(),
-            }),
-        };
+        let view = self.view(shape);
         view.lineage().share(self.lineage());
         Ok(view)
     }
@@ -239,16 +304,7 @@ impl Tensor {
     /// write targets: the caller guarantees `shape` fits the storage and keeps the bytes a view
     /// covers unchanged while the view lives.
     pub(crate) fn prefix_view(&self, shape: &[usize], sources: &[&Lineage]) -> Tensor {
-        let view = Tensor {
-            inner: Arc::new(Inner {
-                shape: shape.to_vec(),
-                dtype: self.inner.dtype,
-                data: Arc::clone(&self.inner.data),
-                scales: self.inner.scales.clone(),
-                engine: self.inner.engine.clone(),
-                lineage: Lineage::default(),
-            }),
-        };
+        let view = self.view(shape);
         for l in sources {
             view.lineage().share(l);
         }
@@ -257,7 +313,11 @@ impl Tensor {
 
     /// Whether another tensor (a view, a reshape, a clone) shares this tensor's data storage.
     pub(crate) fn storage_shared(&self) -> bool {
-        Arc::strong_count(&self.inner.data) > 1
+        match &self.inner.bytes {
+            Bytes::Own { .. } => Arc::strong_count(&self.inner) > 1,
+            Bytes::View(_) => true,
+            Bytes::Shared(data) => Arc::strong_count(data) > 1,
+        }
     }
 
     /// The shape.
@@ -288,7 +348,7 @@ impl Tensor {
 
     /// Where the bytes live.
     pub fn location(&self) -> Location {
-        match *self.inner.data {
+        match *self.data() {
             Storage::Host(_) | Storage::HostTernary(_) => Location::Host,
             Storage::Device(_) => Location::Device,
         }
@@ -300,13 +360,14 @@ impl Tensor {
     }
 
     /// The data storage.
+    #[inline]
     pub(crate) fn data(&self) -> &Storage {
-        &self.inner.data
+        self.inner.data()
     }
 
     /// The scales storage (packed dtypes only).
     pub(crate) fn scales(&self) -> Option<&Storage> {
-        self.inner.scales.as_deref()
+        self.inner.scales()
     }
 
     /// The launches this tensor's bytes depend on.

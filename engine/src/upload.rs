@@ -94,7 +94,7 @@ impl Engine {
                 if let Some(d) = data {
                     crate::transfer::write(g, buf.buffer(), 0, d)?;
                 }
-                Ok(Storage::Device(buf))
+                Ok(Storage::Device(Box::new(buf)))
             }
         }
     }
@@ -114,13 +114,7 @@ impl Engine {
             Some(s) => Some(self.store(op, s.len() as u64, Some(s))?),
             None => None,
         };
-        Ok(Tensor::from_parts(
-            self.clone(),
-            shape.to_vec(),
-            dtype,
-            data,
-            scales,
-        ))
+        Ok(Tensor::from_parts(self.clone(), shape, dtype, data, scales))
     }
 
     /// A host tensor owning `words` (CPU backend: a cpu-ref result kept as it is), with the shape
@@ -128,12 +122,12 @@ impl Engine {
     pub(crate) fn host_tensor(
         &self,
         op: &'static str,
-        shape: Vec<usize>,
+        shape: &[usize],
         dtype: DType,
         words: Vec<u32>,
     ) -> Result<Tensor> {
         debug_assert!(self.gpu_context().is_none());
-        check_shape(op, &shape, dtype, 4 * words.len())?;
+        check_shape(op, shape, dtype, 4 * words.len())?;
         Ok(Tensor::from_parts(
             self.clone(),
             shape,
@@ -153,13 +147,7 @@ impl Engine {
         } else {
             None
         };
-        Ok(Tensor::from_parts(
-            self.clone(),
-            shape.to_vec(),
-            dtype,
-            data,
-            scales,
-        ))
+        Ok(Tensor::from_parts(self.clone(), shape, dtype, data, scales))
     }
 
     /// A host tensor of a plain `dtype` whose every word is `word` (the CPU side of `fill`,
@@ -173,13 +161,7 @@ impl Engine {
     ) -> Result<Tensor> {
         let words = host_words(op, output_bytes(op, shape, dtype)?, word)?;
         let data = Storage::Host(words);
-        Ok(Tensor::from_parts(
-            self.clone(),
-            shape.to_vec(),
-            dtype,
-            data,
-            None,
-        ))
+        Ok(Tensor::from_parts(self.clone(), shape, dtype, data, None))
     }
 
     /// Uploads `f32` values of `shape` (row-major).
@@ -250,7 +232,7 @@ impl Engine {
         }
         Ok(Tensor::from_parts(
             self.clone(),
-            vec![w.n(), w.k()],
+            &[w.n(), w.k()],
             DType::Ternary,
             Storage::HostTernary(std::sync::Arc::clone(w)),
             Some(Storage::Host(vec![w.scale().to_bits()])),

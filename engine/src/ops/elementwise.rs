@@ -10,7 +10,7 @@ use bitnet_cpu_ref::ops::{self as cpu, BinaryOp, UnaryOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::broadcast::{self, MAX_AXES};
-use super::float_args::{self, host_f32, store_f32};
+use super::float_args::{self, host_f32, store_result, store_values};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, binding_chunks, check_binding};
@@ -113,11 +113,7 @@ impl Engine {
         float_args::operand(self, OP, a, DType::F32)?;
         float_args::operand(self, OP, b, DType::F32)?;
         let Some(gpu) = self.gpu_for(&[a, b]) else {
-            // cpu-ref checks the shapes itself (the same error as below).
-            return store_f32(
-                self,
-                cpu::binary(op, host_f32(a)?.view()?, host_f32(b)?.view()?)?,
-            );
+            return self.binary_on_host(op, a, b);
         };
         let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
             Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
@@ -197,7 +193,7 @@ impl Engine {
         const OP: &str = "binary_scalar";
         float_args::operand(self, OP, a, DType::F32)?;
         let Some(gpu) = self.gpu_for(&[a]) else {
-            return store_f32(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s)?);
+            return store_result(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s));
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
@@ -222,6 +218,27 @@ impl Engine {
         Ok(out)
     }
 
+    /// [`Engine::binary`] on the CPU reference (out of line, as [`Engine::unary`]'s): operands of
+    /// one shape map without a shape of cpu-ref's; cpu-ref checks others' shapes itself (the
+    /// same error as the GPU path's).
+    #[inline(never)]
+    fn binary_on_host(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let (ha, hb) = (host_f32(a)?, host_f32(b)?);
+        if a.shape() == b.shape() {
+            let values = cpu::binary_values_as::<Error>(op, ha.values(), hb.values())?;
+            return store_values(self, a.shape(), values);
+        }
+        store_result(self, cpu::binary(op, ha.view()?, hb.view()?))
+    }
+
+    /// [`Engine::unary`] on the CPU reference (kept out of line: the GPU path's frame would
+    /// otherwise be set up for every small CPU call).
+    #[inline(never)]
+    fn unary_on_host(&self, op: UnaryOp, a: &Tensor) -> Result<Tensor> {
+        let values = cpu::unary_values_as::<Error>(op, host_f32(a)?.values())?;
+        store_values(self, a.shape(), values)
+    }
+
     /// `op(a)` elementwise on an `F32` tensor, same shape. Same formulas as
     /// `bitnet_cpu_ref::ops::unary` (`bitnet_cpu_ref::ops::erf`'s two minimax polynomials for
     /// `Gelu`; sigmoid without overflow for `Silu`). Errors: wrong dtype, non-finite input,
@@ -230,7 +247,7 @@ impl Engine {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
         let Some(gpu) = self.gpu_for(&[a]) else {
-            return store_f32(self, cpu::unary(op, host_f32(a)?.view()?)?);
+            return self.unary_on_host(op, a);
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;

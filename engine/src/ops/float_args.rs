@@ -15,7 +15,7 @@ use super::in_dispatch_wait::cpu_adapter;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, Storage, Tensor};
 
 /// Checks one operand: its dtype, that it belongs to `engine`, and that it has elements.
 pub(crate) fn operand(engine: &Engine, op: &'static str, t: &Tensor, dtype: DType) -> Result<()> {
@@ -124,7 +124,42 @@ pub(crate) fn store_f32(engine: &Engine, t: HostTensor<f32>) -> Result<Tensor> {
     let (values, shape) = t.into_parts();
     // f32 and u32 share size and alignment: the allocation is reused as it is.
     let words: Vec<u32> = bytemuck::allocation::cast_vec(values);
-    engine.host_tensor(OP_STORE, shape, DType::F32, words)
+    engine.host_tensor(OP_STORE, &shape, DType::F32, words)
+}
+
+/// An op's `f32` values computed on the host as a tensor of `shape` (`values` holds exactly its
+/// elements): on the CPU engine the vector becomes the storage as it is, with no shape check
+/// (the op's operands were checked), on a GPU engine it is uploaded. The CPU paths of small
+/// ops take this rather than [`store_f32`]: a cpu-ref tensor's shape is one allocation more.
+pub(crate) fn store_values(engine: &Engine, shape: &[usize], values: Vec<f32>) -> Result<Tensor> {
+    if engine.gpu_context().is_some() {
+        return engine.upload_f32(&values, shape);
+    }
+    debug_assert_eq!(values.len(), shape.iter().product::<usize>());
+    // f32 and u32 share size and alignment: the allocation is reused as it is.
+    let words: Vec<u32> = bytemuck::allocation::cast_vec(values);
+    Ok(Tensor::from_parts(
+        engine.clone(),
+        shape,
+        DType::F32,
+        Storage::Host(words),
+        None,
+    ))
+}
+
+/// [`store_f32`] of a cpu-ref op's result as it comes, errors converted here: kept out of
+/// line, it reads the result's fields where they lie (converting the result first made the
+/// caller copy it whole, reading back in 16-byte loads what cpu-ref had just stored in 8-byte
+/// ones, which the CPU cannot forward).
+#[inline(never)]
+pub(crate) fn store_result(
+    engine: &Engine,
+    result: bitnet_cpu_ref::Result<HostTensor<f32>>,
+) -> Result<Tensor> {
+    match result {
+        Ok(t) => store_f32(engine, t),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The op name a stored result's shape errors would carry (cpu-ref's shapes are valid).

@@ -5,7 +5,7 @@
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::float_args::{self, host_f32, row_chunks, store_values};
 use super::reduce::rows_of;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -46,6 +46,21 @@ impl Params {
 }
 
 impl Engine {
+    /// [`Engine::rms_norm`] on the CPU reference (out of line, as `Engine::unary`'s): values in,
+    /// values out, no shape of cpu-ref's.
+    #[inline(never)]
+    fn rms_norm_on_host(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        len: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
+        let (hx, hw) = (host_f32(x)?, host_f32(weight)?);
+        let values = cpu::rms_norm_values_as::<Error>(hx.values(), len, hw.values(), eps)?;
+        store_values(self, x.shape(), values)
+    }
+
     /// RMSNorm of an `F32` tensor over its last axis (length `L`), per row:
     /// `y = (x · inv) · weight[i]` with `inv = 1 / sqrt(Σx² / L + eps)`; `weight` is an `F32`
     /// tensor of `L` elements (any shape). Bit for bit `bitnet_cpu_ref::ops::rms_norm`. Errors:
@@ -62,8 +77,7 @@ impl Engine {
             .gpu_for(&[x, weight])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            let w = host_f32(weight)?;
-            return store_f32(self, cpu::rms_norm(host_f32(x)?.view()?, w.values(), eps)?);
+            return self.rms_norm_on_host(x, weight, len as usize, eps);
         };
         check_eps(OP, eps)?;
         float_args::u32_indexable(OP, "x", rows * len)?;

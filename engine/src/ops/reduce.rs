@@ -10,7 +10,7 @@
 use bitnet_cpu_ref::ops::{self as cpu, ReduceOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::float_args::{self, host_f32, row_chunks, store_result};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -68,7 +68,7 @@ impl Engine {
             .gpu_for(&[a])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_f32(self, cpu::reduce_last(op, host_f32(a)?.view()?)?);
+            return store_result(self, cpu::reduce_last(op, host_f32(a)?.view()?));
         };
         let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
         let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {

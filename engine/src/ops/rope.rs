@@ -281,13 +281,18 @@ impl Engine {
                 if tables.len() >= MAX_TABLES {
                     tables.clear();
                 }
-                tables.insert(key, t.data_arc());
-                t.data_arc()
+                // A fresh upload is its storage's only holder; were it not, it goes uncached.
+                let data = match t.into_shared_storage() {
+                    Ok(data) => data,
+                    Err(t) => return Ok(t),
+                };
+                tables.insert(key, Arc::clone(&data));
+                data
             }
         };
         Ok(Tensor::from_shared(
             self.clone(),
-            vec![d / 2],
+            &[d / 2],
             DType::F32,
             data,
         ))
@@ -332,9 +337,9 @@ mod tests {
         let g = e.gpu_context().expect("a GPU engine");
         let a = e.rope_table(g, 8, 10_000.0).unwrap();
         let b = e.rope_table(g, 8, 10_000.0).unwrap();
-        assert!(Arc::ptr_eq(&a.data_arc(), &b.data_arc()));
+        assert!(std::ptr::eq(a.data(), b.data()));
         let c = e.rope_table(g, 8, 500_000.0).unwrap();
-        assert!(!Arc::ptr_eq(&a.data_arc(), &c.data_arc()));
+        assert!(!std::ptr::eq(a.data(), c.data()));
         assert_eq!(
             c.read_f32().unwrap(),
             cpu::rope_freqs(8, 500_000.0).unwrap()

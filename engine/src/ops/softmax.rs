@@ -6,7 +6,7 @@
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, host_f32, row_chunks, store_f32};
+use super::float_args::{self, host_f32, row_chunks, store_result};
 use super::reduce::rows_of;
 use crate::engine::Engine;
 use crate::error::Result;
@@ -52,7 +52,7 @@ impl Engine {
             .gpu_for(&[x])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_f32(self, cpu::softmax_last(host_f32(x)?.view()?)?);
+            return store_result(self, cpu::softmax_last(host_f32(x)?.view()?));
         };
         float_args::u32_indexable(OP, "x", rows * len)?;
         let out = self.empty(OP, x.shape(), DType::F32)?;
