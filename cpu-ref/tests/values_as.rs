@@ -7,6 +7,9 @@ use bitnet_cpu_ref::ops::{
     unary_values_as,
 };
 use bitnet_cpu_ref::{Error, Tensor};
+use common::rnd;
+
+mod common;
 
 /// A caller's own error type, wrapping cpu-ref's.
 #[derive(Debug, PartialEq)]
@@ -16,16 +19,6 @@ impl From<Error> for Wrapped {
     fn from(e: Error) -> Self {
         Wrapped(e)
     }
-}
-
-/// Values in [-2, 2) with a few exact halves.
-fn floats(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let v = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-            (v % 4096) as f32 / 1024.0 - 2.0
-        })
-        .collect()
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {
@@ -44,7 +37,7 @@ const ROWS: [usize; 4] = [1, 3, 17, 4097];
 #[test]
 fn unary_values_match_the_tensor_op() {
     for rows in ROWS {
-        let x = floats(rows * 256, 3);
+        let x = rnd(rows * 256, 3, 2.0);
         let t = Tensor::new(x.clone(), &[rows, 256]).unwrap();
         for op in [UnaryOp::Relu, UnaryOp::Silu, UnaryOp::Gelu] {
             let got = unary_values_as::<Wrapped>(op, &x).map(|v| bits(&v));
@@ -55,7 +48,7 @@ fn unary_values_match_the_tensor_op() {
 
 #[test]
 fn unary_values_wrap_the_tensor_ops_errors() {
-    let mut x = floats(300, 4);
+    let mut x = rnd(300, 4, 2.0);
     x[123] = f32::INFINITY;
     let t = Tensor::new(x.clone(), &[300]).unwrap();
     let e = unary_values_as::<Wrapped>(UnaryOp::Relu, &x).unwrap_err();
@@ -70,7 +63,7 @@ fn unary_values_wrap_the_tensor_ops_errors() {
 #[test]
 fn binary_values_match_the_tensor_op() {
     for rows in ROWS {
-        let (a, b) = (floats(rows * 256, 5), floats(rows * 256, 6));
+        let (a, b) = (rnd(rows * 256, 5, 2.0), rnd(rows * 256, 6, 2.0));
         let ta = Tensor::new(a.clone(), &[rows, 256]).unwrap();
         let tb = Tensor::new(b.clone(), &[rows, 256]).unwrap();
         for op in [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub] {
@@ -82,7 +75,7 @@ fn binary_values_match_the_tensor_op() {
 
 #[test]
 fn binary_values_wrap_errors_and_reject_unequal_lengths() {
-    let (mut a, b) = (floats(64, 7), floats(64, 8));
+    let (mut a, b) = (rnd(64, 7, 2.0), rnd(64, 8, 2.0));
     a[9] = f32::NAN;
     let (ta, tb) = (
         Tensor::new(a.clone(), &[64]).unwrap(),
@@ -104,9 +97,9 @@ fn binary_values_wrap_errors_and_reject_unequal_lengths() {
 
 #[test]
 fn rms_norm_values_match_the_tensor_op() {
-    let w = floats(256, 9);
+    let w = rnd(256, 9, 2.0);
     for rows in ROWS {
-        let x = floats(rows * 256, 10);
+        let x = rnd(rows * 256, 10, 2.0);
         let t = Tensor::new(x.clone(), &[rows, 256]).unwrap();
         for eps in [0.0, 1e-5] {
             let got = rms_norm_values_as::<Wrapped>(&x, 256, &w, eps).map(|v| bits(&v));
@@ -117,8 +110,8 @@ fn rms_norm_values_match_the_tensor_op() {
 
 #[test]
 fn rms_norm_values_wrap_the_tensor_ops_errors() {
-    let w = floats(16, 11);
-    let x = floats(4 * 16, 12);
+    let w = rnd(16, 11, 2.0);
+    let x = rnd(4 * 16, 12, 2.0);
     let t = Tensor::new(x.clone(), &[4, 16]).unwrap();
     // Weight length, negative and non-finite eps.
     let cases: [(&[f32], f32); 3] = [(&w[..15], 1e-5), (&w, -1.0), (&w, f32::NAN)];
@@ -129,7 +122,7 @@ fn rms_norm_values_wrap_the_tensor_ops_errors() {
     // A row whose sum of squares overflows (row 2, on the serial and the rayon side), and an
     // all-zero row with eps 0 (a non-finite output).
     for rows in [4, (1 << 20) / 16 + 1] {
-        let mut big = floats(rows * 16, 13);
+        let mut big = rnd(rows * 16, 13, 2.0);
         big[2 * 16..3 * 16].fill(3e19);
         let t = Tensor::new(big.clone(), &[rows, 16]).unwrap();
         let e = rms_norm_values_as::<Wrapped>(&big, 16, &w, 1e-5).unwrap_err();
