@@ -27,6 +27,7 @@ mod tensor_cross_check {
     mod values_matmul;
     mod values_rows;
     mod values_shape;
+    mod views_and_ranks;
 }
 
 /// The subgroup reduction (`reduce_last_subgroup.wgsl`) again on 4-lane subgroups (lavapipe, see
