@@ -193,6 +193,7 @@ mod context;
 mod device;
 mod dims;
 mod dispatch;
+mod dtype;
 mod encode;
 mod engine;
 mod error;
