@@ -117,26 +117,6 @@ impl Engine {
         Ok(Tensor::from_parts(self.clone(), shape, dtype, data, scales))
     }
 
-    /// A host tensor owning `words` (CPU backend: a cpu-ref result kept as it is), with the shape
-    /// checks of an upload.
-    pub(crate) fn host_tensor(
-        &self,
-        op: &'static str,
-        shape: &[usize],
-        dtype: DType,
-        words: Vec<u32>,
-    ) -> Result<Tensor> {
-        debug_assert!(self.gpu_context().is_none());
-        check_shape(op, shape, dtype, 4 * words.len())?;
-        Ok(Tensor::from_parts(
-            self.clone(),
-            shape,
-            dtype,
-            Storage::Host(words),
-            None,
-        ))
-    }
-
     /// An uninitialised tensor (device: a pooled buffer, contents unspecified) for op outputs.
     pub(crate) fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let bytes = output_bytes(op, shape, dtype)?;

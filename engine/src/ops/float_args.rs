@@ -118,13 +118,8 @@ pub(crate) fn host_f16(t: &Tensor) -> Result<HostTensor<f16>> {
 /// Stores a cpu-ref `f32` result as an engine tensor: on the CPU engine its values as they are
 /// (no copy), on a GPU engine (an op that ran on the CPU reference) uploaded.
 pub(crate) fn store_f32(engine: &Engine, t: HostTensor<f32>) -> Result<Tensor> {
-    if engine.gpu_context().is_some() {
-        return engine.upload_f32(t.data(), t.shape());
-    }
     let (values, shape) = t.into_parts();
-    // f32 and u32 share size and alignment: the allocation is reused as it is.
-    let words: Vec<u32> = bytemuck::allocation::cast_vec(values);
-    engine.host_tensor(OP_STORE, &shape, DType::F32, words)
+    store_values(engine, &shape, values)
 }
 
 /// An op's `f32` values computed on the host as a tensor of `shape` (`values` holds exactly its
@@ -161,9 +156,6 @@ pub(crate) fn store_result(
         Err(e) => Err(e.into()),
     }
 }
-
-/// The op name a stored result's shape errors would carry (cpu-ref's shapes are valid).
-const OP_STORE: &str = "store_f32";
 
 /// Stores a cpu-ref `f16` result as an engine tensor (CPU backend).
 pub(crate) fn store_f16(engine: &Engine, t: HostTensor<f16>) -> Result<Tensor> {
