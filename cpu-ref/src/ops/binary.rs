@@ -86,7 +86,7 @@ fn binary_ref(op: BinaryOp, a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Res
     })?;
     if a.shape() == b.shape() {
         return Ok(Tensor::from_valid(
-            same_shape(op, a.data(), b.data())?,
+            same_shape::<Error>(op, a.data(), b.data())?,
             shape,
         ));
     }
@@ -114,15 +114,16 @@ pub fn binary_values_as<E: From<Error>>(
             got: vec![b.len()],
         }));
     }
-    match same_shape(op, a, b) {
-        Ok(values) => Ok(values),
-        Err(e) => Err(E::from(e)),
-    }
+    same_shape(op, a, b)
 }
 
 /// `op` over operands of one shape: the map checks `a`, `b` and the output (`input` and
 /// `output`) in one pass.
-fn same_shape(op: BinaryOp, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
+fn same_shape<E: From<Error>>(
+    op: BinaryOp,
+    a: &[f32],
+    b: &[f32],
+) -> std::result::Result<Vec<f32>, E> {
     with_binary!(op, |f| map2(
         "binary",
         ["a", "b"],

@@ -33,7 +33,7 @@ pub fn rms_norm<'a>(
 /// [`rms_norm`] on borrowed operands: its body, compiled in this crate (not per caller).
 fn rms_norm_ref(x: TensorRef<'_, f32>, weight: &[f32], eps: f32) -> Result<Tensor<f32>> {
     let (_, len) = rows_of(x);
-    let out = rms_norm_values(x.data(), len, weight, eps)?;
+    let out = rms_norm_values::<Error>(x.data(), len, weight, eps)?;
     Ok(Tensor::from_valid(out, x.shape().to_vec()))
 }
 
@@ -56,14 +56,16 @@ pub fn rms_norm_values_as<E: From<Error>>(
             got: vec![x.len()],
         }));
     }
-    match rms_norm_values(x, len, weight, eps) {
-        Ok(values) => Ok(values),
-        Err(e) => Err(E::from(e)),
-    }
+    rms_norm_values(x, len, weight, eps)
 }
 
 /// RMSNorm of `x` in rows of `len` (`len` ≥ 1 dividing `x.len()`), checked as [`rms_norm`].
-fn rms_norm_values(x: &[f32], len: usize, weight: &[f32], eps: f32) -> Result<Vec<f32>> {
+fn rms_norm_values<E: From<Error>>(
+    x: &[f32],
+    len: usize,
+    weight: &[f32],
+    eps: f32,
+) -> std::result::Result<Vec<f32>, E> {
     const OP: &str = "rms_norm";
     check::len(OP, "weight (last axis of x)", len, weight.len())?;
     check::finite(OP, "x", x)?;
@@ -85,11 +87,11 @@ fn rms_norm_values(x: &[f32], len: usize, weight: &[f32], eps: f32) -> Result<Ve
             .min()
     };
     if let Some(index) = overflow_row {
-        return Err(Error::NonFinite {
+        return Err(E::from(Error::NonFinite {
             op: OP,
             tensor: "sum of squares of a row (overflows f32)",
             index,
-        });
+        }));
     }
     check::finite(OP, "output", &out)?;
     Ok(out)

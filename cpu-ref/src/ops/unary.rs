@@ -63,7 +63,7 @@ pub fn unary<'a>(op: UnaryOp, a: impl Into<TensorRef<'a, f32>>) -> Result<Tensor
 
 /// [`unary`] on borrowed operands: its body, compiled in this crate (not per caller).
 fn unary_ref(op: UnaryOp, a: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
-    let out = unary_values(op, a.data())?;
+    let out = unary_values::<Error>(op, a.data())?;
     Ok(Tensor::from_valid(out, a.shape().to_vec()))
 }
 
@@ -72,13 +72,10 @@ fn unary_ref(op: UnaryOp, a: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
 /// own. It allocates no shape, and its result is built in the caller's `Result` rather than
 /// converted from this crate's (a copy that cost a 256-value ReLU a tenth of its time).
 pub fn unary_values_as<E: From<Error>>(op: UnaryOp, a: &[f32]) -> std::result::Result<Vec<f32>, E> {
-    match unary_values(op, a) {
-        Ok(values) => Ok(values),
-        Err(e) => Err(E::from(e)),
-    }
+    unary_values(op, a)
 }
 
 /// [`unary`]'s map: `op` over `a`, checking `a` and the output in the same pass.
-fn unary_values(op: UnaryOp, a: &[f32]) -> Result<Vec<f32>> {
+fn unary_values<E: From<Error>>(op: UnaryOp, a: &[f32]) -> std::result::Result<Vec<f32>, E> {
     with_unary!(op, |f| map1("unary", "a", a, op.alone_below(), f))
 }
