@@ -1,5 +1,6 @@
 //! `QuantizedActivations`: int8 activation rows plus one clamped absmax per row.
 
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::layout::{activation_words_per_row, pack_activation_row};
@@ -86,7 +87,7 @@ impl QuantizedActivations {
     /// per `u32` little-endian, each row zero-padded to a multiple of 16 values.
     pub fn packed(&self) -> Vec<u32> {
         let wpr = activation_words_per_row(self.k);
-        let mut out = vec![0u32; self.m * wpr];
+        let mut out = alloc::zeros::<u32>(self.m * wpr);
         for (row, words) in self
             .values
             .chunks_exact(self.k)

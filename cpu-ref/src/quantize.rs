@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use crate::activations::QuantizedActivations;
+use crate::alloc;
 use crate::canonical_sum::canonical_abs_sum_with_isa;
 use crate::check;
 use crate::error::{Error, Result};
@@ -63,7 +64,7 @@ fn quantize_weights_impl<E: From<Error>>(
     let scale = (sum / total as f32).max(SCALE_EPS);
     let inv_s = 1.0 / scale;
     let wpr = words_per_row(k);
-    let mut words = vec![0u32; n * wpr];
+    let mut words = alloc::zeros::<u32>(n * wpr);
     let rows_per_task = (PAR_MIN_ELEMS / k).max(1);
     words
         .par_chunks_mut(wpr * rows_per_task)
@@ -119,8 +120,8 @@ pub(crate) fn quantize_activations_impl<E: From<Error>>(
     check::nonzero(op, "K", k)?;
     check_k(op, k)?;
     check::len(op, "x", check::mul(op, "M * K", m, k)?, x.len())?;
-    let mut values = vec![0i8; m * k];
-    let mut absmax = vec![0.0f32; m];
+    let mut values = alloc::zeros::<i8>(m * k);
+    let mut absmax = alloc::zeros::<f32>(m);
     // Each row is quantized independently; a row with a non-finite value reports `true` and the
     // exact first index is located afterwards (error path only).
     let rows_per_task = (PAR_MIN_ELEMS / k).max(1);
@@ -160,7 +161,7 @@ pub(crate) fn quantize_activations_impl<E: From<Error>>(
 pub fn dequantize_weights(w: &TernaryMatrix) -> Vec<f32> {
     let s = w.scale();
     let table = [-s, 0.0, s, 0.0];
-    let mut out = vec![0.0f32; w.n() * w.k()];
+    let mut out = alloc::zeros::<f32>(w.n() * w.k());
     out.par_chunks_mut(w.k())
         .zip(w.words().par_chunks(w.words_per_row()))
         .for_each(|(o, words)| {

@@ -176,13 +176,16 @@ impl Tensor {
         // `assume_init` then declares initialized. (`Arc::get_mut` checks that with an atomic
         // compare-exchange, which cost the ReLU above 5-7 ns.)
         let inner = unsafe {
-            Arc::as_ptr(&header).cast_mut().cast::<Inner>().write(Inner {
-                shape: Dims::new(shape),
-                dtype,
-                bytes,
-                engine,
-                lineage: Lineage::default(),
-            });
+            Arc::as_ptr(&header)
+                .cast_mut()
+                .cast::<Inner>()
+                .write(Inner {
+                    shape: Dims::new(shape),
+                    dtype,
+                    bytes,
+                    engine,
+                    lineage: Lineage::default(),
+                });
             header.assume_init()
         };
         Tensor { inner }

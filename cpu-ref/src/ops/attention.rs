@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use super::attention_chunks::{KvHead, attend_group};
 use super::{output, scalar};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
@@ -191,7 +192,7 @@ pub fn attention<'a>(
     // The query heads sharing a kv head are consecutive rows: one task per query position and
     // kv head (each key and value row is then read once for all of them).
     let group = dims.hq / hkv;
-    let mut out = vec![0.0f32; q.numel()];
+    let mut out = alloc::zeros::<f32>(q.numel());
     out.par_chunks_mut(group * d)
         .zip(q.data().par_chunks(group * d))
         .enumerate()

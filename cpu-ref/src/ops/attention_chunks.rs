@@ -9,6 +9,7 @@ use rayon::prelude::*;
 
 use super::ATTENTION_CHUNK;
 use super::lane_sum;
+use crate::alloc;
 use crate::kernels::Isa;
 use crate::kernels::multiversion::multiversion;
 
@@ -86,7 +87,7 @@ multiversion! {
         scale: f32,
     ) -> Vec<Option<Partial>> {
         let heads = qs.len() / kv.d;
-        let mut e = vec![0.0f32; heads * len];
+        let mut e = alloc::zeros::<f32>(heads * len);
         for block in (0..len).step_by(SCORE_KEYS) {
             let keys = SCORE_KEYS.min(len - block);
             for (h, q) in qs.chunks_exact(kv.d).enumerate() {
@@ -108,7 +109,7 @@ multiversion! {
             stats.push(Some((m, lane_sum(w, |x| x))));
         }
         // Weighted values, keys ascending from 0.0 per head.
-        let mut o = vec![0.0f32; heads * kv.d];
+        let mut o = alloc::zeros::<f32>(heads * kv.d);
         for t in 0..len {
             let value = kv.value(start + t);
             for (h, acc) in o.chunks_exact_mut(kv.d).enumerate() {

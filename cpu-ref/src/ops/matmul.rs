@@ -110,7 +110,7 @@ fn dims(op: &'static str, a: &[usize], b: &[usize], bt: bool) -> Result<(usize, 
 
 /// Row-major `[rows, cols]` → `[cols, rows]`.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut dst = vec![0.0f32; src.len()];
+    let mut dst = alloc::zeros::<f32>(src.len());
     dst.par_chunks_mut(rows).enumerate().for_each(|(c, col)| {
         for (r, v) in col.iter_mut().enumerate() {
             *v = src[r * cols + c];

@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::{lane_sum, rows_of, scalar};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
@@ -71,7 +72,7 @@ fn rms_norm_values<E: From<Error>>(
     check::finite(OP, "x", x)?;
     check::finite(OP, "weight", weight)?;
     eps_arg(OP, eps)?;
-    let mut out = vec![0.0f32; x.len()];
+    let mut out = alloc::zeros::<f32>(x.len());
     let overflows =
         |(o, row): (&mut [f32], &[f32])| !normalize_row(row, weight, eps, o).is_finite();
     // Below a task's worth (a decode token's rows) the rows run here without rayon: its

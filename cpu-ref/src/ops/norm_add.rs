@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use super::elementwise::{ALONE_BELOW_ROW_VALUES, min_items};
 use super::norm::normalize_row;
 use super::{input, rows_of};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
@@ -59,7 +60,7 @@ fn add_rms_norm_ref(
         .zip(residual.data())
         .map(|(a, b)| a + b)
         .collect();
-    let mut out = vec![0.0f32; sum.len()];
+    let mut out = alloc::zeros::<f32>(sum.len());
     let bad = out
         .par_chunks_mut(len)
         .zip(sum.par_chunks(len))

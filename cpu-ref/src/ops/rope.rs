@@ -119,7 +119,7 @@ fn rope_as(
     input(op, names.x, x)?;
     let freqs = rope_freqs(d, theta)?;
     let half = d / 2;
-    let mut out = vec![0.0f32; x.numel()];
+    let mut out = alloc::zeros::<f32>(x.numel());
     out.par_chunks_mut(h * d)
         .zip(x.data().par_chunks(h * d))
         .zip(positions)

@@ -4,6 +4,7 @@ use rayon::prelude::*;
 
 use super::elementwise::{ALONE_BELOW_TRANSCENDENTAL_VALUES, min_items};
 use super::{lane_sum, output, rows_of};
+use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorRef};
@@ -39,7 +40,7 @@ fn softmax_last_ref(x: TensorRef<'_, f32>) -> Result<Tensor<f32>> {
     const OP: &str = "softmax_last";
     check::finite_or_neg_inf(OP, "x", x.data())?;
     let (_, len) = rows_of(x);
-    let mut out = vec![0.0f32; x.numel()];
+    let mut out = alloc::zeros::<f32>(x.numel());
     let masked_row = out
         .par_chunks_mut(len)
         .zip(x.data().par_chunks(len))
