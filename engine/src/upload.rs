@@ -8,18 +8,36 @@ use crate::error::{Error, Result};
 use crate::pool::BufferKind;
 use crate::tensor::{DType, Storage, Tensor};
 
-/// Bytes → little-endian words, zero-padded to a whole word.
-fn to_words(bytes: &[u8]) -> Vec<u32> {
-    let mut words = vec![0u32; bytes.len().div_ceil(4)];
-    bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-    words
+/// `bytes` as little-endian words, zero-padded to a whole word, in a vector allocated with
+/// [`word_capacity`]'s errors. Built by extending rather than by copying into a zeroed vector:
+/// that wrote every word twice, and a small zeroed vector comes from glibc's `calloc`, which
+/// skips the per-thread cache (cpu-ref's `alloc::zeros` has the measurements).
+fn to_words(what: &str, bytes: &[u8]) -> Result<Vec<u32>> {
+    let mut words = word_capacity(what, bytes.len() as u64)?;
+    let whole = bytes.chunks_exact(4);
+    let tail = whole.remainder();
+    words.extend(whole.map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])));
+    if !tail.is_empty() {
+        let mut last = [0u8; 4];
+        last[..tail.len()].copy_from_slice(tail);
+        words.push(u32::from_le_bytes(last));
+    }
+    Ok(words)
 }
 
-/// `bytes` bytes of host words, every word `word`: the host's counterpart of the device's
-/// `max_buffer_size` check, so a size the host cannot hold is a typed error — `LimitExceeded`
-/// past `isize::MAX` bytes, `OutOfMemory` when the allocator refuses — never a capacity-overflow
-/// panic or an allocation abort.
+/// `bytes` bytes of host words, every word `word` ([`word_capacity`]'s errors).
 fn host_words(what: &str, bytes: u64, word: u32) -> Result<Vec<u32>> {
+    let mut words = word_capacity(what, bytes)?;
+    // Fits usize: `word_capacity` reserved it.
+    words.resize(bytes.div_ceil(4) as usize, word);
+    Ok(words)
+}
+
+/// An empty vector with room for exactly `bytes` bytes of whole words: the host's counterpart
+/// of the device's `max_buffer_size` check, so a size the host cannot hold is a typed error —
+/// `LimitExceeded` past `isize::MAX` bytes, `OutOfMemory` when the allocator refuses — never a
+/// capacity-overflow panic or an allocation abort.
+fn word_capacity(what: &str, bytes: u64) -> Result<Vec<u32>> {
     const HOST_MAX: u64 = isize::MAX as u64;
     if bytes > HOST_MAX {
         return Err(Error::LimitExceeded {
@@ -37,7 +55,6 @@ fn host_words(what: &str, bytes: u64, word: u32) -> Result<Vec<u32>> {
         .map_err(|_| Error::OutOfMemory {
             context: format!("allocating {bytes} bytes of host memory for {what}"),
         })?;
-    words.resize(len, word);
     Ok(words)
 }
 
@@ -85,7 +102,7 @@ impl Engine {
     fn store(&self, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
         match self.gpu_context() {
             None => Ok(Storage::Host(match data {
-                Some(d) => to_words(d),
+                Some(d) => to_words(what, d)?,
                 None => host_words(what, bytes, 0)?,
             })),
             Some(g) => {
@@ -270,6 +287,30 @@ mod tests {
     use super::*;
     use crate::linear::Linear;
     use crate::tensor::Location;
+
+    /// Host words are the bytes little-endian, the last word zero-padded, for every tail length.
+    #[test]
+    fn host_words_pad_the_last_word_with_zeros() {
+        let bytes: Vec<u8> = (1..=11).collect();
+        for len in 0..=bytes.len() {
+            let mut padded = bytes[..len].to_vec();
+            padded.resize(len.div_ceil(4) * 4, 0);
+            let expected: Vec<u32> = padded
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect();
+            assert_eq!(
+                to_words("t", &bytes[..len]).unwrap(),
+                expected,
+                "{len} bytes"
+            );
+        }
+        assert_eq!(host_words("t", 9, 7).unwrap(), vec![7; 3]);
+        assert!(matches!(
+            host_words("t", u64::MAX, 0),
+            Err(Error::LimitExceeded { .. })
+        ));
+    }
 
     fn matrix(n: usize, k: usize) -> TernaryMatrix {
         let codes: Vec<i8> = (0..n * k).map(|i| ((i * 7) % 3) as i8 - 1).collect();
