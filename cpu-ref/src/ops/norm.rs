@@ -60,19 +60,29 @@ pub fn rms_norm_values_as<E: From<Error>>(
     rms_norm_values(x, len, weight, eps)
 }
 
-/// RMSNorm of `x` in rows of `len` (`len` ≥ 1 dividing `x.len()`), checked as [`rms_norm`].
+/// RMSNorm of `x` in rows of `len` (`len` ≥ 1 dividing `x.len()`), checked as [`rms_norm`], in
+/// the caller's error type. The work is [`rms_norm_into`], compiled once in this crate: built
+/// per caller, the engine's copy of it ran its rows about 10 % slower than this crate's.
 fn rms_norm_values<E: From<Error>>(
     x: &[f32],
     len: usize,
     weight: &[f32],
     eps: f32,
 ) -> std::result::Result<Vec<f32>, E> {
+    let mut out = alloc::zeros::<f32>(x.len());
+    match rms_norm_into(x, len, weight, eps, &mut out) {
+        Ok(()) => Ok(out),
+        Err(e) => Err(E::from(e)),
+    }
+}
+
+/// [`rms_norm_values`]' checks and rows, into `out` (`x.len()` values).
+fn rms_norm_into(x: &[f32], len: usize, weight: &[f32], eps: f32, out: &mut [f32]) -> Result<()> {
     const OP: &str = "rms_norm";
     check::len(OP, "weight (last axis of x)", len, weight.len())?;
     check::finite(OP, "x", x)?;
     check::finite(OP, "weight", weight)?;
     eps_arg(OP, eps)?;
-    let mut out = alloc::zeros::<f32>(x.len());
     let overflows =
         |(o, row): (&mut [f32], &[f32])| !normalize_row(row, weight, eps, o).is_finite();
     // Below a task's worth (a decode token's rows) the rows run here without rayon: its
@@ -88,14 +98,13 @@ fn rms_norm_values<E: From<Error>>(
             .min()
     };
     if let Some(index) = overflow_row {
-        return Err(E::from(Error::NonFinite {
+        return Err(Error::NonFinite {
             op: OP,
             tensor: "sum of squares of a row (overflows f32)",
             index,
-        }));
+        });
     }
-    check::finite(OP, "output", &out)?;
-    Ok(out)
+    check::finite(OP, "output", out)
 }
 
 /// Rejects a non-finite or negative RMSNorm `eps` (the norms' argument check).
