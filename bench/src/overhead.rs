@@ -213,10 +213,21 @@ impl Default for Inputs {
     }
 }
 
+/// One pass over an op: engine time / cpu-ref time, and each side's time per call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pass {
+    /// The median of the rounds' engine / cpu-ref ratios.
+    pub ratio: f64,
+    /// The median of the rounds' cpu-ref time per call, in nanoseconds.
+    pub cpu_ref_ns: f64,
+    /// The median of the rounds' engine time per call, in nanoseconds.
+    pub engine_ns: f64,
+}
+
 /// Engine time / cpu-ref time of `op` on `engine`: batches of about 2 ms of cpu-ref time,
 /// interleaved, median of at most 41 rounds (at least 5; at most ~3 s once 5 are done, so a
 /// slow engine path still finishes).
-pub fn ratio(inputs: &Inputs, op: Op, engine: &Engine) -> f64 {
+pub fn ratio(inputs: &Inputs, op: Op, engine: &Engine) -> Pass {
     let batch = |e: Option<&Engine>, calls: usize| {
         let t = Instant::now();
         for _ in 0..calls {
@@ -230,19 +241,29 @@ pub fn ratio(inputs: &Inputs, op: Op, engine: &Engine) -> f64 {
     // if it must) before anything is timed.
     batch(Some(engine), calls.min(10));
     let started = Instant::now();
-    let mut r = Vec::new();
-    while r.len() < 41 && (r.len() < 5 || started.elapsed() < Duration::from_secs(3)) {
-        let (a, b) = if r.len() % 2 == 0 {
+    let (mut ratios, mut cpu, mut eng) = (Vec::new(), Vec::new(), Vec::new());
+    while ratios.len() < 41 && (ratios.len() < 5 || started.elapsed() < Duration::from_secs(3)) {
+        let (a, b) = if ratios.len() % 2 == 0 {
             let a = batch(None, calls);
             (a, batch(Some(engine), calls))
         } else {
             let b = batch(Some(engine), calls);
             (batch(None, calls), b)
         };
-        r.push(b / a);
+        ratios.push(b / a);
+        cpu.push(a * 1e9 / calls as f64);
+        eng.push(b * 1e9 / calls as f64);
     }
-    r.sort_by(f64::total_cmp);
-    r[r.len() / 2]
+    Pass {
+        ratio: median(ratios),
+        cpu_ref_ns: median(cpu),
+        engine_ns: median(eng),
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// One engine and op: its ratio to cpu-ref, and where the engine ran the op.
@@ -259,6 +280,11 @@ pub struct OverheadRow {
     pub passes: [f64; 2],
     /// Host-facing ops the engine ran on the GPU while measured (0: the op stayed on the CPU).
     pub gpu_runs: u64,
+    /// cpu-ref's and the engine's time per call in nanoseconds, from the pass whose ratio is
+    /// [`OverheadRow::ratio`] (absent in reports from before they were kept): what the ratio
+    /// divides, so a ratio that moves because cpu-ref got faster reads as such.
+    #[serde(default)]
+    pub per_call_ns: Option<[f64; 2]>,
     /// A host-facing op's row ([`Op::host_facing`]), else a tensor op's; reports from before the
     /// tensor rows held host-facing rows only.
     #[serde(default = "host_facing_by_default")]
@@ -278,8 +304,12 @@ impl OverheadRow {
         } else {
             ""
         };
+        let times = match self.per_call_ns {
+            Some([cpu, engine]) => format!("; cpu-ref {cpu:.0} ns, engine {engine:.0} ns"),
+            None => String::new(),
+        };
         format!(
-            "{:.3} (passes {:.3}-{:.3}){gpu}",
+            "{:.3} (passes {:.3}-{:.3}{times}){gpu}",
             self.ratio, self.passes[0], self.passes[1]
         )
     }
@@ -318,28 +348,30 @@ pub fn measure() -> OverheadResult {
         .flat_map(|e| Op::ALL.map(|op| (e, op)))
         .filter(|&(e, op)| e == 0 || op.on_every_engine())
         .collect();
-    let mut ratios = vec![Vec::with_capacity(PASSES); cases.len()];
+    let mut passes = vec![Vec::with_capacity(PASSES); cases.len()];
     let mut gpu_runs = vec![0; cases.len()];
     for _ in 0..PASSES {
         for (i, &(e, op)) in cases.iter().enumerate() {
             let engine = &engines[e].1;
             let before = engine.dispatch_stats().gpu_runs;
-            ratios[i].push(ratio(&inputs, op, engine));
+            passes[i].push(ratio(&inputs, op, engine));
             gpu_runs[i] += engine.dispatch_stats().gpu_runs - before;
         }
     }
     let rows = cases
         .iter()
-        .zip(ratios)
+        .zip(passes)
         .zip(gpu_runs)
-        .map(|((&(e, op), mut r), gpu_runs)| {
-            r.sort_by(f64::total_cmp);
+        .map(|((&(e, op), mut p), gpu_runs)| {
+            p.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
+            let mid = p[p.len() / 2];
             OverheadRow {
                 engine: engines[e].0.into(),
                 op: op.name().into(),
-                ratio: r[r.len() / 2],
-                passes: [r[0], r[r.len() - 1]],
+                ratio: mid.ratio,
+                passes: [p[0].ratio, p[p.len() - 1].ratio],
                 gpu_runs,
+                per_call_ns: Some([mid.cpu_ref_ns, mid.engine_ns]),
                 host_facing: op.host_facing(),
             }
         })

@@ -173,6 +173,7 @@ fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
         ratio,
         passes: [ratio - 0.01, ratio + 0.02],
         gpu_runs,
+        per_call_ns: None,
         host_facing: true,
     };
     r.overhead = Some(OverheadResult {
@@ -223,6 +224,13 @@ fn results_md_judges_the_engine_overhead_on_the_cpu_path() {
     );
     r.overhead.as_mut().unwrap().rows[2].ratio = 1.04;
     assert!(tensors(&r).contains("**met**"));
+    // Each side's time per call, where the report has it, stands beside the ratio.
+    r.overhead.as_mut().unwrap().rows[2].per_call_ns = Some([36.6, 38.1]);
+    assert!(
+        tensors(&r).contains("1.040 (passes 1.690-1.720; cpu-ref 37 ns, engine 38 ns)"),
+        "{}",
+        tensors(&r)
+    );
     // Rows of reports from before the tensor rows are host-facing.
     let mut json: serde_json::Value = serde_json::to_value(&r).unwrap();
     let rows = json["overhead"]["rows"].as_array_mut().unwrap();
