@@ -217,6 +217,8 @@ pub(super) fn span1<F: Fn(f32) -> f32>(
         // SAFETY: `avx2` only needs the AVX2 feature, detected just above.
         return unsafe { avx2(o, a, f) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     body(o, a, f)
 }
 
@@ -258,6 +260,8 @@ pub(super) fn span2<F: Fn(f32, f32) -> f32>(
         // SAFETY: `avx2` only needs the AVX2 feature, detected just above.
         return unsafe { avx2(o, a, b, f) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = isa;
     body(o, a, b, f)
 }
 
