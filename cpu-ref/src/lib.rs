@@ -28,6 +28,12 @@
 //! this crate's kernel helpers are not inlined: built that way, a 1 × 256 × 256 `bitlinear`
 //! through bitnet-wgpu ran 6 % slower (H200 host, 2026-12-01).
 //!
+//! The tensor ops have `_values_as` twins too ([`ops::unary_values_as`],
+//! [`ops::binary_values_as`], [`ops::rms_norm_values_as`]): the values alone, with no shape
+//! allocated, for an engine that wraps them in a tensor of its own. The maps build their result
+//! in the caller's error type; RMSNorm wraps a body compiled here, for the reason above (its rows
+//! ran about 10 % slower compiled in bitnet-wgpu).
+//!
 //! ```
 //! let w = [0.5f32, -1.0, 0.0, 2.0]; // [N = 2, K = 2]
 //! let wq = bitnet_cpu_ref::quantize_weights(&w, 2, 2)?;
