@@ -6,16 +6,18 @@
 /// Defines `pub(crate) fn $name(args.., isa: Isa)` whose body is compiled once for the baseline
 /// and once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (falling back to the
 /// baseline if AVX2 is not actually available, so an unchecked `isa` can never be unsound).
+/// Type parameters with one bound each (`fn name<F: Fn(f32) -> f32>(..)`) are allowed, for loops
+/// over a caller's closure: each instantiation is compiled both ways.
 macro_rules! multiversion_impl {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+    ($(#[$meta:meta])* fn $name:ident $(<$($gen:ident: $bound:path),+>)? ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        pub(crate) fn $name($($arg: $ty,)* isa: $crate::kernels::Isa) $(-> $ret)? {
+        pub(crate) fn $name $(<$($gen: $bound),+>)? ($($arg: $ty,)* isa: $crate::kernels::Isa) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+            fn body $(<$($gen: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? $body
 
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2")]
-            fn avx2($($arg: $ty),*) $(-> $ret)? {
+            fn avx2 $(<$($gen: $bound),+>)? ($($arg: $ty),*) $(-> $ret)? {
                 body($($arg),*)
             }
 

@@ -15,6 +15,7 @@ use crate::alloc;
 use crate::check;
 use crate::error::Error;
 use crate::kernels::Isa;
+use crate::kernels::multiversion::multiversion;
 
 /// Runs `$body` with `$f` bound to a closure `Fn(f32) -> f32` applying the one [`UnaryOp`]
 /// variant `$op` holds, so the body is compiled once per variant with the arithmetic inlined.
@@ -186,19 +187,12 @@ pub(super) fn map2<E: From<Error>>(
     Ok(out)
 }
 
-/// Writes `f(a[i])` into `o` (as long as `a`) and returns whether any input or output value is
-/// non-finite. The loop is compiled twice per op, for the baseline and with AVX2 (taken when
-/// `isa` is AVX2 and the CPU has it), like the kernels of `multiversion!`: 8-lane vectors where
-/// the op's arithmetic vectorizes, the same IEEE operations on each value, so the same bits
-/// either way. A 256-value ReLU in cpu-ref: 56-58 → 36-38 ns (lavapipe host).
-pub(super) fn span1<F: Fn(f32) -> f32>(
-    o: &mut [MaybeUninit<f32>],
-    a: &[f32],
-    f: &F,
-    isa: Isa,
-) -> bool {
-    #[inline(always)]
-    fn body<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) -> bool {
+multiversion! {
+    /// Writes `f(a[i])` into `o` (as long as `a`) and returns whether any input or output value
+    /// is non-finite. Compiled for the baseline and with AVX2 per op: 8-lane vectors where the
+    /// op's arithmetic vectorizes, the same IEEE operations on each value, so the same bits
+    /// either way. A 256-value ReLU in cpu-ref: 56-58 → 36-38 ns (lavapipe host).
+    fn span1<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) -> bool {
         let mut bad = false;
         for (o, &x) in o.iter_mut().zip(a) {
             let y = f(x);
@@ -207,31 +201,11 @@ pub(super) fn span1<F: Fn(f32) -> f32>(
         }
         bad
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2<F: Fn(f32) -> f32>(o: &mut [MaybeUninit<f32>], a: &[f32], f: &F) -> bool {
-        body(o, a, f)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_available() {
-        // SAFETY: `avx2` only needs the AVX2 feature, detected just above.
-        return unsafe { avx2(o, a, f) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = isa;
-    body(o, a, f)
 }
 
-/// [`span1`] for two operands of one length: `f(a[i], b[i])` into `o`.
-pub(super) fn span2<F: Fn(f32, f32) -> f32>(
-    o: &mut [MaybeUninit<f32>],
-    a: &[f32],
-    b: &[f32],
-    f: &F,
-    isa: Isa,
-) -> bool {
-    #[inline(always)]
-    fn body<F: Fn(f32, f32) -> f32>(
+multiversion! {
+    /// [`span1`] for two operands of one length: `f(a[i], b[i])` into `o`.
+    fn span2<F: Fn(f32, f32) -> f32>(
         o: &mut [MaybeUninit<f32>],
         a: &[f32],
         b: &[f32],
@@ -245,24 +219,6 @@ pub(super) fn span2<F: Fn(f32, f32) -> f32>(
         }
         bad
     }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2<F: Fn(f32, f32) -> f32>(
-        o: &mut [MaybeUninit<f32>],
-        a: &[f32],
-        b: &[f32],
-        f: &F,
-    ) -> bool {
-        body(o, a, b, f)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_available() {
-        // SAFETY: `avx2` only needs the AVX2 feature, detected just above.
-        return unsafe { avx2(o, a, b, f) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = isa;
-    body(o, a, b, f)
 }
 
 #[cfg(test)]
