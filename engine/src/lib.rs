@@ -190,6 +190,7 @@ mod calibrate;
 mod chain;
 mod chunk;
 mod context;
+mod counted;
 mod device;
 mod dims;
 mod dispatch;

@@ -1,6 +1,6 @@
 //! Tensors: a shape, a dtype, and storage on the host or on the device.
 //!
-//! A [`Tensor`] is immutable and cheap to clone (an `Arc`): ops read tensors and return new ones,
+//! A [`Tensor`] is immutable and cheap to clone (a counted handle, `counted.rs`): ops read tensors and return new ones,
 //! so chaining ops records dispatches with no read-back. Device storage is a pooled buffer that
 //! returns to the pool when the last clone drops. Packed ternary weights and quantized activations
 //! carry a second buffer of scales (one per tensor / one per row).
@@ -34,6 +34,7 @@
 
 use std::sync::Arc;
 
+use crate::counted::Counted;
 use crate::dims::Dims;
 pub use crate::dtype::DType;
 use crate::engine::Engine;
@@ -90,7 +91,7 @@ enum Bytes {
     /// The bytes of a tensor with [`Bytes::Own`] or [`Bytes::Shared`] ones, viewed under another
     /// shape (reshapes, prefix views): the view keeps that tensor's header, and so its
     /// storage, alive.
-    View(Arc<Inner>),
+    View(Counted<Inner>),
     /// A storage shared outside tensors (RoPE's cached tables, a CPU engine's KV cache), never
     /// written while a tensor over it lives.
     Shared(Arc<Storage>),
@@ -110,10 +111,10 @@ struct Inner {
 impl Inner {
     /// The header holding this tensor's storage (itself, or the tensor it views): a view of a
     /// view points at the first one's owner, so views never chain.
-    fn owner(self: &Arc<Inner>) -> &Arc<Inner> {
-        match &self.bytes {
+    fn owner(this: &Counted<Inner>) -> &Counted<Inner> {
+        match &this.bytes {
             Bytes::View(owner) => owner,
-            Bytes::Own { .. } | Bytes::Shared(_) => self,
+            Bytes::Own { .. } | Bytes::Shared(_) => this,
         }
     }
 
@@ -138,11 +139,12 @@ impl Inner {
 /// A tensor of one engine; see the module docs for layouts.
 #[derive(Debug, Clone)]
 pub struct Tensor {
-    inner: Arc<Inner>,
+    inner: Counted<Inner>,
 }
 
 impl Tensor {
     /// Assembles a tensor (storage already sized for `shape` and `dtype`).
+    #[inline(always)]
     pub(crate) fn from_parts(
         engine: Engine,
         shape: &[usize],
@@ -164,42 +166,33 @@ impl Tensor {
         Tensor::with_bytes(engine, shape, dtype, Bytes::Shared(data))
     }
 
-    /// Builds the header in its allocation, the one way every header is made. `Arc::new(Inner
-    /// { .. })` built the 152-byte header on the stack and copied it over (a `memcpy` call, and
-    /// stalls where the copy read back in 16-byte loads what had just been stored in 8-byte
-    /// ones). A 256-value ReLU on the CPU engine, lavapipe host, interleaved rounds: 94-97 ns
-    /// that way, 77-82 ns written through `Arc::get_mut`, 72-77 ns as here.
+    /// Builds the header in its allocation, the one way every header is made (`Counted::uninit`
+    /// then `write`): built on the stack and copied over (as `Arc::new(Inner { .. })`
+    /// did), a 256-value ReLU on the CPU engine paid a `memcpy`
+    /// call and stalls where the copy read back in 16-byte loads what had just been stored in
+    /// 8-byte ones (lavapipe host, interleaved rounds: 94-97 ns that way, 72-77 ns in place).
+    #[inline(always)]
     fn with_bytes(engine: Engine, shape: &[usize], dtype: DType, bytes: Bytes) -> Tensor {
-        let header = Arc::<Inner>::new_uninit();
-        // SAFETY: `header` is the only pointer to its fresh allocation (no clone, no `Weak`), so
-        // the write through it races with nothing, and it initializes the value that
-        // `assume_init` then declares initialized. (`Arc::get_mut` checks that with an atomic
-        // compare-exchange, which cost the ReLU above 5-7 ns.)
-        let inner = unsafe {
-            Arc::as_ptr(&header)
-                .cast_mut()
-                .cast::<Inner>()
-                .write(Inner {
-                    shape: Dims::new(shape),
-                    dtype,
-                    bytes,
-                    engine,
-                    lineage: Lineage::default(),
-                });
-            header.assume_init()
-        };
-        Tensor { inner }
+        Tensor {
+            inner: Counted::uninit().write(Inner {
+                shape: Dims::new(shape),
+                dtype,
+                bytes,
+                engine,
+                lineage: Lineage::default(),
+            }),
+        }
     }
 
     /// This tensor's data storage as a shareable one, for a cache that outlives it; the tensor
     /// back when another holds its storage too (a clone, a view) or it has scales.
     pub(crate) fn into_shared_storage(self) -> std::result::Result<Arc<Storage>, Tensor> {
-        let inner = Arc::try_unwrap(self.inner).map_err(|inner| Tensor { inner })?;
+        let inner = Counted::try_unwrap(self.inner).map_err(|inner| Tensor { inner })?;
         match inner.bytes {
             Bytes::Own { data, scales: None } => Ok(Arc::new(data)),
             Bytes::Shared(data) => Ok(data),
             bytes => Err(Tensor {
-                inner: Arc::new(Inner { bytes, ..inner }),
+                inner: Counted::uninit().write(Inner { bytes, ..inner }),
             }),
         }
     }
@@ -210,7 +203,7 @@ impl Tensor {
             self.inner.engine.clone(),
             shape,
             self.inner.dtype,
-            Bytes::View(Arc::clone(self.inner.owner())),
+            Bytes::View(Inner::owner(&self.inner).clone()),
         )
     }
 
@@ -253,7 +246,7 @@ impl Tensor {
     /// Whether another tensor (a view, a reshape, a clone) shares this tensor's data storage.
     pub(crate) fn storage_shared(&self) -> bool {
         match &self.inner.bytes {
-            Bytes::Own { .. } => Arc::strong_count(&self.inner) > 1,
+            Bytes::Own { .. } => Counted::count(&self.inner) > 1,
             Bytes::View(_) => true,
             Bytes::Shared(data) => Arc::strong_count(data) > 1,
         }
