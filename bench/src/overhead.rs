@@ -37,7 +37,7 @@ pub const OVERHEAD_GOAL: f64 = 1.05;
 pub const PATH: &str = "host-facing bitlinear, quantize_activations and quantize_weights on one token / a 256×256 matrix against the bitnet-cpu-ref functions";
 
 /// What the tensor-op rows time, for the results.
-pub const TENSOR_PATH: &str = "Engine::cpu()'s unary, binary and rms_norm on engine tensors against bitnet-cpu-ref's ops on its tensors; an engine tensor's fixed cost (a shared header with atomic counts, the op's engine, dtype and placement checks), 30-50 ns, shows at 256 values";
+pub const TENSOR_PATH: &str = "Engine::cpu()'s unary, binary and rms_norm on engine tensors against bitnet-cpu-ref's ops on its tensors; an engine tensor's fixed cost (a counted shared header, the op's engine, dtype and placement checks; 10-15 ns on a desktop-class core) shows at 256 values";
 
 /// Passes of the whole measurement in the headless run (each about a second).
 pub const PASSES: usize = 5;
@@ -103,8 +103,9 @@ impl Op {
     /// Whether this is a host-facing BitNet op (the engine's version of cpu-ref's functions on
     /// slices) rather than a tensor op (engine tensors against cpu-ref's tensors). RESULTS.md
     /// judges the two kinds as separate targets: an engine tensor carries a fixed cost
-    /// cpu-ref's tensors do not (a shared header with atomic counts, the op's checks: 30-50 ns),
-    /// which a 256-value op cannot hide, while the host-facing ops return plain vectors.
+    /// cpu-ref's tensors do not (a counted shared header, the op's checks: 10-15 ns on the
+    /// lavapipe host), which a 256-value op cannot hide, while the host-facing ops return plain
+    /// vectors.
     pub fn host_facing(self) -> bool {
         matches!(
             self,
