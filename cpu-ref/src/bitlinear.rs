@@ -140,6 +140,7 @@ fn accumulate(
     let mut acc_t = alloc::zeroed::<i32>(op, "accumulators", n * m)?;
     let tasks = n.div_ceil(ROWS_PER_TASK);
     let alone = n.saturating_mul(m).saturating_mul(xq.k()) < BITLINEAR_SPLIT_MACS;
+    let ahead = (PREFETCH_BYTES / (4 * w.words_per_row()).max(1)).max(2);
     acc_t
         .par_chunks_mut(m * ROWS_PER_TASK)
         .with_min_len(if alone { tasks } else { 1 })
@@ -149,6 +150,7 @@ fn accumulate(
             let first = task * ROWS_PER_TASK;
             let rows = out.len() / m;
             for r in (0..rows).step_by(2) {
+                prefetch_rows(w, first + r + ahead, 2);
                 if r + 1 < rows {
                     let (w0, w1) = (w.row_words(first + r), w.row_words(first + r + 1));
                     // Activation rows in pairs too (codes decoded once per pair), then the odd one.
@@ -182,4 +184,32 @@ fn accumulate(
         }
     }
     Ok(acc)
+}
+
+/// How far ahead of the rows being multiplied their successors are prefetched (at least two
+/// rows ahead): far enough to cover a DRAM round trip at the rate the kernels consume words.
+const PREFETCH_BYTES: usize = 8192;
+
+/// Asks the cache for rows `from .. from + count` of `w` (those that exist): a decode GEMV reads
+/// each weight once, in short rows the hardware prefetcher does not run far enough ahead on.
+#[inline]
+fn prefetch_rows(w: &TernaryMatrix, from: usize, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let words = w.words();
+        let wpr = w.words_per_row();
+        let start = (from * wpr).min(words.len());
+        let end = ((from + count) * wpr).min(words.len());
+        for at in (start..end).step_by(16) {
+            // SAFETY: `at < words.len()`, so the address lies inside the weights; a prefetch
+            // reads nothing back and cannot fault.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    words.as_ptr().add(at).cast(),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (w, from, count);
 }
