@@ -115,7 +115,7 @@ fn quantize_activations_errors() {
         );
     }
     // Unavailable SIMD levels are refused, not silently replaced.
-    for isa in [Isa::Avx2, Isa::Neon]
+    for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon]
         .into_iter()
         .filter(|i| !i.is_available())
     {

@@ -22,14 +22,28 @@ pub(crate) struct Prepared {
     sums: Vec<i32>,
 }
 
-/// Weight words per SIMD block: 8 for AVX2 (one 256-bit load), 4 for NEON (128-bit); the scalar
-/// level uses plain order (block size 1 makes the regrouping the identity).
+/// Weight words per SIMD block: 16 for AVX-512 (one 512-bit load), 8 for AVX2 (256-bit), 4 for
+/// NEON (128-bit); the scalar level uses plain order (block size 1 makes the regrouping the
+/// identity).
 pub(crate) const fn block_words(isa: Isa) -> usize {
     match isa {
         Isa::Scalar => 1,
         Isa::Avx2 => 8,
+        Isa::Avx512 => 16,
         Isa::Neon => 4,
     }
+}
+
+/// Whether activations prepared for `isa` go to the AVX-512 kernels (the level, and the CPU
+/// runs them).
+#[inline]
+fn avx512(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        return super::avx512::available();
+    }
+    let _ = isa;
+    false
 }
 
 impl Prepared {
@@ -75,6 +89,10 @@ impl Prepared {
         let x = &self.data[row * self.stride..(row + 1) * self.stride];
         let raw = match self.isa {
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: the kernels' features were just checked; `x` holds `ceil(words / 16) * 256`
+            // bytes (prepared for blocks of 16 words) as `dot_codes` requires.
+            Isa::Avx512 if avx512(self.isa) => unsafe { super::avx512::dot_codes(w, x) },
+            #[cfg(target_arch = "x86_64")]
             // SAFETY: `Prepared` for Avx2 is only built after `Isa::require`/`best` confirmed the
             // feature; `x` holds `ceil(words / 8) * 128` bytes as `dot_codes` requires.
             Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe {
@@ -101,6 +119,15 @@ impl Prepared {
     /// activations on AVX2).
     pub(crate) fn dot2(&self, row: usize, w0: &[u32], w1: &[u32]) -> (i32, i32) {
         #[cfg(target_arch = "x86_64")]
+        if avx512(self.isa) {
+            let x = &self.data[row * self.stride..(row + 1) * self.stride];
+            // SAFETY: the features checked; both rows have `words_per_row(k)` words and `x` is
+            // the row prepared for blocks of 16 words, as `dot_codes2` requires.
+            let (a, b) = unsafe { super::avx512::dot_codes2(w0, w1, x) };
+            let s = self.sums[row];
+            return (a.wrapping_sub(s), b.wrapping_sub(s));
+        }
+        #[cfg(target_arch = "x86_64")]
         if self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
             let x = &self.data[row * self.stride..(row + 1) * self.stride];
             // SAFETY: AVX2 checked; both rows have `words_per_row(k)` words and `x` is the
@@ -116,11 +143,19 @@ impl Prepared {
     /// `[w0·x_r0, w1·x_r0, w0·x_r1, w1·x_r1]` (codes decoded once on AVX2).
     pub(crate) fn dot2x2(&self, r0: usize, r1: usize, w0: &[u32], w1: &[u32]) -> [i32; 4] {
         #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+        if avx512(self.isa) || self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2")
+        {
             let x0 = &self.data[r0 * self.stride..(r0 + 1) * self.stride];
             let x1 = &self.data[r1 * self.stride..(r1 + 1) * self.stride];
-            // SAFETY: AVX2 checked; rows and prepared activations sized as `dot_codes2` needs.
-            let d = unsafe { super::avx2::dot_codes_2x2(w0, w1, x0, x1) };
+            // SAFETY: the level's features checked; rows and prepared activations sized for
+            // its block as its `dot_codes_2x2` needs.
+            let d = unsafe {
+                if self.isa == Isa::Avx512 {
+                    super::avx512::dot_codes_2x2(w0, w1, x0, x1)
+                } else {
+                    super::avx2::dot_codes_2x2(w0, w1, x0, x1)
+                }
+            };
             let (s0, s1) = (self.sums[r0], self.sums[r1]);
             return [
                 d[0].wrapping_sub(s0),
@@ -156,7 +191,7 @@ mod tests {
     /// aborting allocation (rows pad to whole blocks: far more bytes than the activations).
     #[test]
     fn an_oversized_prepared_buffer_is_an_error() {
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::Neon] {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
             for m in [usize::MAX / 8, isize::MAX as usize / 16] {
                 match Prepared::new("test", &[], m, 1, isa) {
                     Err(Error::SizeOverflow { .. } | Error::OutOfMemory { .. }) => {}

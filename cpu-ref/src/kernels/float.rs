@@ -109,7 +109,7 @@ multiversion! {
 /// full 32-value chunk, the portable loop for the rest; identical bytes either way.
 pub(crate) fn quantize_row(x: &[f32], inv: f32, out: &mut [i8], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+    if isa.runs_avx2() {
         // SAFETY: AVX2 checked; `out` has one byte per value.
         let done = unsafe { super::avx2_quant::quantize_row(x, inv, out) };
         return quantize_row_portable(&x[done..], inv, &mut out[done..], Isa::Scalar);
@@ -123,7 +123,7 @@ pub(crate) fn quantize_row(x: &[f32], inv: f32, out: &mut [i8], isa: Isa) {
 /// scalar: about 600 instructions for a 256-value row, against about 60 this way.)
 pub(crate) fn row_absmax(x: &[f32], isa: Isa) -> (f32, bool) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+    if isa.runs_avx2() {
         // SAFETY: AVX2 checked.
         let (m, bad, done) = unsafe { super::avx2_quant::row_absmax(x) };
         if done == x.len() {
@@ -139,7 +139,7 @@ pub(crate) fn row_absmax(x: &[f32], isa: Isa) -> (f32, bool) {
 /// two words at a time, the portable loop for the rest; identical words either way.
 pub(crate) fn pack_weight_row(w: &[f32], inv_s: f32, out: &mut [u32], isa: Isa) {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
+    if isa.runs_avx2() {
         // SAFETY: AVX2 checked; `out` holds `ceil(w.len() / 16)` words.
         let words = unsafe { super::avx2_quant::pack_weight_row(w, inv_s, out) };
         let rest = &w[words * WEIGHTS_PER_WORD..];

@@ -12,6 +12,8 @@ pub(crate) mod multiversion;
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx2_quant;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
@@ -25,6 +27,9 @@ pub enum Isa {
     Scalar,
     /// x86_64 AVX2 (`_mm256_maddubs_epi16` for BitLinear, 8-lane float loops).
     Avx2,
+    /// x86_64 AVX-512 with VNNI (`_mm512_dpbusd_epi32` for BitLinear); every other loop runs
+    /// its AVX2 version (the level implies AVX2).
+    Avx512,
     /// aarch64 NEON (`vmlal_s8` for BitLinear; float loops use the NEON baseline).
     Neon,
 }
@@ -32,7 +37,9 @@ pub enum Isa {
 impl Isa {
     /// The fastest level this CPU supports (runtime detection, cached by `std`).
     pub fn best() -> Isa {
-        if Isa::Avx2.is_available() {
+        if Isa::Avx512.is_available() {
+            Isa::Avx512
+        } else if Isa::Avx2.is_available() {
             Isa::Avx2
         } else if Isa::Neon.is_available() {
             Isa::Neon
@@ -43,7 +50,7 @@ impl Isa {
 
     /// Every level this CPU supports, scalar first (what the consistency tests iterate over).
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Neon]
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
             .into_iter()
             .filter(|isa| isa.is_available())
             .collect()
@@ -55,11 +62,24 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx2") && avx512::available(),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             #[allow(unreachable_patterns)]
             _ => false,
         }
+    }
+
+    /// Whether this level runs the AVX2 loops (AVX2 itself, and AVX-512, which implies it)
+    /// and this CPU has AVX2: the check before every AVX2 kernel call.
+    #[inline]
+    pub(crate) fn runs_avx2(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(self, Isa::Avx2 | Isa::Avx512) {
+            return std::arch::is_x86_feature_detected!("avx2");
+        }
+        false
     }
 
     /// `Ok(self)` if available, else [`Error::InvalidArgument`] for `op`.

@@ -4,8 +4,9 @@
 //! same values in the same order per element; no FMA contraction happens in Rust).
 
 /// Defines `pub(crate) fn $name(args.., isa: Isa)` whose body is compiled once for the baseline
-/// and once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (falling back to the
-/// baseline if AVX2 is not actually available, so an unchecked `isa` can never be unsound).
+/// and once with `#[target_feature(enable = "avx2")]`, and dispatches on `isa` (AVX-512 runs the
+/// AVX2 version; falling back to the baseline if AVX2 is not actually available, so an unchecked
+/// `isa` can never be unsound).
 /// Type parameters with one bound each (`fn name<F: Fn(f32) -> f32>(..)`) are allowed, for loops
 /// over a caller's closure: each instantiation is compiled both ways.
 macro_rules! multiversion_impl {
@@ -24,7 +25,7 @@ macro_rules! multiversion_impl {
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `avx2` only needs the AVX2 feature, checked right here at runtime.
-                $crate::kernels::Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
+                $crate::kernels::Isa::Avx2 | $crate::kernels::Isa::Avx512 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
                 _ => body($($arg),*),
             }
         }
