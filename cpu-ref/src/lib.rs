@@ -1,7 +1,8 @@
 //! `bitnet-cpu-ref`: the pure-Rust CPU reference engine of bitnet-wgpu.
 //!
 //! It is the correctness oracle every GPU kernel is checked against, and a fast CPU backend in its
-//! own right (rayon over rows, AVX2 / NEON inner loops with a bit-identical scalar path).
+//! own right (rayon over rows, AVX2 / AVX-512 VNNI / NEON inner loops with a bit-identical scalar
+//! path).
 //!
 //! * Bit layouts and rounding rules: [`layout`] — the single source of truth for every backend.
 //! * BitNet b1.58: [`quantize_weights`] (absmean ternary, packed 2 bits per weight),
