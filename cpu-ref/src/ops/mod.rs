@@ -86,19 +86,28 @@ const LANES: usize = 256;
 /// `f(v[t]), f(v[t + 256]), …` sequentially from `0.0`, then a pairwise tree over the lanes
 /// (strides 128, …, 1) — like `layout.rs`'s canonical sum, but over one row of any length.
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0.0f32; LANES];
-    for chunk in values.chunks(LANES) {
-        for (l, &v) in lanes.iter_mut().zip(chunk) {
-            *l += f(v);
+    lane_sum_isa(values, &f, crate::kernels::Isa::best())
+}
+
+crate::kernels::multiversion::multiversion! {
+    /// [`lane_sum`], compiled for the baseline and with AVX2: the lanes are independent, so the
+    /// 8-lane version adds the same values in the same order per lane (same bits). A 256-value
+    /// RMSNorm row's sum of squares ran 4-wide before.
+    fn lane_sum_isa<F: Fn(f32) -> f32>(values: &[f32], f: &F) -> f32 {
+        let mut lanes = [0.0f32; LANES];
+        for chunk in values.chunks(LANES) {
+            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                *l += f(v);
+            }
         }
-    }
-    let mut stride = LANES / 2;
-    while stride >= 1 {
-        let (lo, hi) = lanes.split_at_mut(stride);
-        for (a, b) in lo.iter_mut().zip(&hi[..stride]) {
-            *a += *b;
+        let mut stride = LANES / 2;
+        while stride >= 1 {
+            let (lo, hi) = lanes.split_at_mut(stride);
+            for (a, b) in lo.iter_mut().zip(&hi[..stride]) {
+                *a += *b;
+            }
+            stride /= 2;
         }
-        stride /= 2;
+        lanes[0]
     }
-    lanes[0]
 }

@@ -125,8 +125,16 @@ pub(super) fn eps_arg(op: &'static str, eps: f32) -> Result<()> {
 pub(super) fn normalize_row(row: &[f32], weight: &[f32], eps: f32, o: &mut [f32]) -> f32 {
     let ss = lane_sum(row, |v| v * v);
     let inv = 1.0 / (ss / row.len() as f32 + eps).sqrt();
-    for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
-        *y = v * inv * w;
-    }
+    scale_row(o, row, weight, inv, crate::kernels::Isa::best());
     ss
+}
+
+crate::kernels::multiversion::multiversion! {
+    /// `o[i] = row[i] · inv · weight[i]`, compiled for the baseline and with AVX2 (the same two
+    /// roundings per value either way).
+    fn scale_row(o: &mut [f32], row: &[f32], weight: &[f32], inv: f32) {
+        for ((y, &v), &w) in o.iter_mut().zip(row).zip(weight) {
+            *y = v * inv * w;
+        }
+    }
 }
