@@ -79,35 +79,29 @@ fn rows_of<T>(t: TensorRef<'_, T>) -> (usize, usize) {
     (t.numel() / len, len)
 }
 
-/// Lanes of the fixed summation order used by reductions (that of a 256-thread workgroup).
-const LANES: usize = 256;
+/// Lanes of the fixed summation order used by reductions (that of a 256-thread workgroup; the
+/// canonical sum's lane count, whose tree `lane_sum` shares).
+const LANES: usize = crate::layout::SUM_LANES;
 
 /// `Σ f(v)` over `values` in the workgroup order the GPU kernels use: lane `t < 256` folds
 /// `f(v[t]), f(v[t + 256]), …` sequentially from `0.0`, then a pairwise tree over the lanes
 /// (strides 128, …, 1) — like `layout.rs`'s canonical sum, but over one row of any length.
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    lane_sum_isa(values, &f, crate::kernels::Isa::best())
+    let isa = crate::kernels::Isa::best();
+    let mut lanes = [0.0f32; LANES];
+    lane_fold(values, &f, &mut lanes, isa);
+    crate::kernels::float::lane_tree(&mut lanes, isa)
 }
 
 crate::kernels::multiversion::multiversion! {
-    /// [`lane_sum`], compiled for the baseline and with AVX2: the lanes are independent, so the
-    /// 8-lane version adds the same values in the same order per lane (same bits). A 256-value
-    /// RMSNorm row's sum of squares ran 4-wide before.
-    fn lane_sum_isa<F: Fn(f32) -> f32>(values: &[f32], f: &F) -> f32 {
-        let mut lanes = [0.0f32; LANES];
+    /// [`lane_sum`]'s per-lane folds, compiled for the baseline and with AVX2: the lanes are
+    /// independent, so the 8-lane version adds the same values in the same order per lane (same
+    /// bits). A 256-value RMSNorm row's sum of squares ran 4-wide before.
+    fn lane_fold<F: Fn(f32) -> f32>(values: &[f32], f: &F, lanes: &mut [f32; LANES]) {
         for chunk in values.chunks(LANES) {
             for (l, &v) in lanes.iter_mut().zip(chunk) {
                 *l += f(v);
             }
         }
-        let mut stride = LANES / 2;
-        while stride >= 1 {
-            let (lo, hi) = lanes.split_at_mut(stride);
-            for (a, b) in lo.iter_mut().zip(&hi[..stride]) {
-                *a += *b;
-            }
-            stride /= 2;
-        }
-        lanes[0]
     }
 }
