@@ -34,18 +34,6 @@ pub(crate) const fn block_words(isa: Isa) -> usize {
     }
 }
 
-/// Whether activations prepared for `isa` go to the AVX-512 kernels (the level, and the CPU
-/// runs them).
-#[inline]
-fn avx512(isa: Isa) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        return super::avx512::available();
-    }
-    let _ = isa;
-    false
-}
-
 impl Prepared {
     /// Regroups `m` rows of `k` activations for `isa`. Within a block of `BW` weight words, byte
     /// `g·4BW + 4j + i` holds `x[16·BW·b + 16 j + 4 g + i]` — group `g` of word `j` — so vector `g`
@@ -60,6 +48,10 @@ impl Prepared {
         k: usize,
         isa: Isa,
     ) -> Result<Prepared> {
+        // The level as verified: one this CPU lacks is prepared for the scalar kernel (callers
+        // check first). Every product below then dispatches on `isa` without detecting the
+        // CPU's features again: a decode GEMV calls them once per pair of weight rows.
+        let isa = if isa.is_available() { isa } else { Isa::Scalar };
         let bw = block_words(isa);
         let blocks = words_per_row(k).div_ceil(bw);
         let stride = blocks * bw * WEIGHTS_PER_WORD;
@@ -86,86 +78,69 @@ impl Prepared {
 
     /// `Σ_k x[row, k] · w[k]` for one packed ternary row `w` (`words_per_row(k)` words).
     pub(crate) fn dot(&self, row: usize, w: &[u32]) -> i32 {
-        let x = &self.data[row * self.stride..(row + 1) * self.stride];
+        let x = self.row(row);
+        // SAFETY (each SIMD arm): `self.isa` passed `is_available()` in `new`, the only
+        // constructor, and `x` is a row prepared for that level's blocks, as its `dot_codes`
+        // requires.
         let raw = match self.isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the kernels' features were just checked; `x` holds `ceil(words / 16) * 256`
-            // bytes (prepared for blocks of 16 words) as `dot_codes` requires.
-            Isa::Avx512 if avx512(self.isa) => unsafe { super::avx512::dot_codes(w, x) },
+            Isa::Avx512 => unsafe { super::avx512::dot_codes(w, x) },
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `Prepared` for Avx2 is only built after `Isa::require`/`best` confirmed the
-            // feature; `x` holds `ceil(words / 8) * 128` bytes as `dot_codes` requires.
-            Isa::Avx2 if std::arch::is_x86_feature_detected!("avx2") => unsafe {
-                super::avx2::dot_codes(w, x)
-            },
+            Isa::Avx2 => unsafe { super::avx2::dot_codes(w, x) },
             #[cfg(target_arch = "aarch64")]
-            // SAFETY: NEON checked at runtime; `x` holds `ceil(words / 4) * 64` bytes.
-            Isa::Neon if std::arch::is_aarch64_feature_detected!("neon") => unsafe {
-                super::neon::dot_codes(w, x)
-            },
-            _ => {
-                debug_assert_eq!(self.isa, Isa::Scalar, "prepared for an unavailable level");
-                dot_codes_scalar(w, x)
-            }
+            Isa::Neon => unsafe { super::neon::dot_codes(w, x) },
+            _ => dot_codes_scalar(w, x),
         };
         // The code-domain sum Σ x·(w+1) can pass i32 for K > 8.4M (|x·code| ≤ 256) though the
         // result, |Σ x·w| ≤ 128·K < 2^31, cannot: the arithmetic is modular, and exact.
         raw.wrapping_sub(self.sums[row])
     }
+
+    /// Prepared activation row `row`.
+    fn row(&self, row: usize) -> &[i8] {
+        &self.data[row * self.stride..(row + 1) * self.stride]
+    }
 }
 
 impl Prepared {
     /// [`Prepared::dot`] of two weight rows against activation row `row` (one pass over the
-    /// activations on AVX2).
+    /// activations on the SIMD levels of x86_64).
     pub(crate) fn dot2(&self, row: usize, w0: &[u32], w1: &[u32]) -> (i32, i32) {
-        #[cfg(target_arch = "x86_64")]
-        if avx512(self.isa) {
-            let x = &self.data[row * self.stride..(row + 1) * self.stride];
-            // SAFETY: the features checked; both rows have `words_per_row(k)` words and `x` is
-            // the row prepared for blocks of 16 words, as `dot_codes2` requires.
-            let (a, b) = unsafe { super::avx512::dot_codes2(w0, w1, x) };
-            let s = self.sums[row];
-            return (a.wrapping_sub(s), b.wrapping_sub(s));
-        }
-        #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2") {
-            let x = &self.data[row * self.stride..(row + 1) * self.stride];
-            // SAFETY: AVX2 checked; both rows have `words_per_row(k)` words and `x` is the
-            // block-padded prepared row, as `dot_codes2` requires.
-            let (a, b) = unsafe { super::avx2::dot_codes2(w0, w1, x) };
-            let s = self.sums[row];
-            return (a.wrapping_sub(s), b.wrapping_sub(s));
-        }
-        (self.dot(row, w0), self.dot(row, w1))
+        let x = self.row(row);
+        // SAFETY (each arm): as in `dot`; both rows have `words_per_row(k)` words.
+        let (a, b) = match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::avx512::dot_codes2(w0, w1, x) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::avx2::dot_codes2(w0, w1, x) },
+            _ => return (self.dot(row, w0), self.dot(row, w1)),
+        };
+        let s = self.sums[row];
+        (a.wrapping_sub(s), b.wrapping_sub(s))
     }
 
     /// Two weight rows against activation rows `r0`, `r1`:
-    /// `[w0·x_r0, w1·x_r0, w0·x_r1, w1·x_r1]` (codes decoded once on AVX2).
+    /// `[w0·x_r0, w1·x_r0, w0·x_r1, w1·x_r1]` (codes decoded once on the SIMD levels of x86_64).
     pub(crate) fn dot2x2(&self, r0: usize, r1: usize, w0: &[u32], w1: &[u32]) -> [i32; 4] {
-        #[cfg(target_arch = "x86_64")]
-        if avx512(self.isa) || self.isa == Isa::Avx2 && std::arch::is_x86_feature_detected!("avx2")
-        {
-            let x0 = &self.data[r0 * self.stride..(r0 + 1) * self.stride];
-            let x1 = &self.data[r1 * self.stride..(r1 + 1) * self.stride];
-            // SAFETY: the level's features checked; rows and prepared activations sized for
-            // its block as its `dot_codes_2x2` needs.
-            let d = unsafe {
-                if self.isa == Isa::Avx512 {
-                    super::avx512::dot_codes_2x2(w0, w1, x0, x1)
-                } else {
-                    super::avx2::dot_codes_2x2(w0, w1, x0, x1)
-                }
-            };
-            let (s0, s1) = (self.sums[r0], self.sums[r1]);
-            return [
-                d[0].wrapping_sub(s0),
-                d[1].wrapping_sub(s0),
-                d[2].wrapping_sub(s1),
-                d[3].wrapping_sub(s1),
-            ];
-        }
-        let ((a, b), (c, d)) = (self.dot2(r0, w0, w1), self.dot2(r1, w0, w1));
-        [a, b, c, d]
+        let (x0, x1) = (self.row(r0), self.row(r1));
+        // SAFETY (each arm): as in `dot`, for both activation rows.
+        let d = match self.isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { super::avx512::dot_codes_2x2(w0, w1, x0, x1) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::avx2::dot_codes_2x2(w0, w1, x0, x1) },
+            _ => {
+                let ((a, b), (c, d)) = (self.dot2(r0, w0, w1), self.dot2(r1, w0, w1));
+                return [a, b, c, d];
+            }
+        };
+        let (s0, s1) = (self.sums[r0], self.sums[r1]);
+        [
+            d[0].wrapping_sub(s0),
+            d[1].wrapping_sub(s0),
+            d[2].wrapping_sub(s1),
+            d[3].wrapping_sub(s1),
+        ]
     }
 }
 
