@@ -22,12 +22,13 @@ macro_rules! multiversion_impl {
                 body($($arg),*)
             }
 
-            match isa {
+            // (Off x86-64 `runs_avx2` is always false: the branch is empty there.)
+            if isa.runs_avx2() {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `avx2` only needs the AVX2 feature, checked right here at runtime.
-                $crate::kernels::Isa::Avx2 | $crate::kernels::Isa::Avx512 if std::arch::is_x86_feature_detected!("avx2") => unsafe { avx2($($arg),*) },
-                _ => body($($arg),*),
+                // SAFETY: `avx2` only needs the AVX2 feature, which `runs_avx2` checks at runtime.
+                return unsafe { avx2($($arg),*) };
             }
+            body($($arg),*)
         }
     };
 }

@@ -47,6 +47,8 @@ pub use unary::{UnaryOp, unary, unary_values_as};
 
 use crate::check;
 use crate::error::{Error, Result};
+use crate::kernels::Isa;
+use crate::kernels::multiversion::multiversion;
 use crate::tensor::{Tensor, TensorRef};
 
 /// Rejects a non-finite element of an input tensor.
@@ -87,13 +89,13 @@ const LANES: usize = crate::layout::SUM_LANES;
 /// `f(v[t]), f(v[t + 256]), …` sequentially from `0.0`, then a pairwise tree over the lanes
 /// (strides 128, …, 1) — like `layout.rs`'s canonical sum, but over one row of any length.
 fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
-    let isa = crate::kernels::Isa::best();
+    let isa = Isa::best();
     let mut lanes = [0.0f32; LANES];
     lane_fold(values, &f, &mut lanes, isa);
     crate::kernels::float::lane_tree(&mut lanes, isa)
 }
 
-crate::kernels::multiversion::multiversion! {
+multiversion! {
     /// [`lane_sum`]'s per-lane folds, compiled for the baseline and with AVX2: the lanes are
     /// independent, so the 8-lane version adds the same values in the same order per lane (same
     /// bits). A 256-value RMSNorm row's sum of squares ran 4-wide before.

@@ -7,6 +7,8 @@ use super::{lane_sum, rows_of, scalar};
 use crate::alloc;
 use crate::check;
 use crate::error::{Error, Result};
+use crate::kernels::Isa;
+use crate::kernels::multiversion::multiversion;
 use crate::tensor::{Tensor, TensorRef};
 
 /// RMSNorm over the last axis (length `L`), per row:
@@ -125,11 +127,11 @@ pub(super) fn eps_arg(op: &'static str, eps: f32) -> Result<()> {
 pub(super) fn normalize_row(row: &[f32], weight: &[f32], eps: f32, o: &mut [f32]) -> f32 {
     let ss = lane_sum(row, |v| v * v);
     let inv = 1.0 / (ss / row.len() as f32 + eps).sqrt();
-    scale_row(o, row, weight, inv, crate::kernels::Isa::best());
+    scale_row(o, row, weight, inv, Isa::best());
     ss
 }
 
-crate::kernels::multiversion::multiversion! {
+multiversion! {
     /// `o[i] = row[i] · inv · weight[i]`, compiled for the baseline and with AVX2 (the same two
     /// roundings per value either way).
     fn scale_row(o: &mut [f32], row: &[f32], weight: &[f32], inv: f32) {
