@@ -206,8 +206,9 @@ impl Batch {
     /// panicked (every command of the batch then fails with `Error::Panicked`).
     pub fn flush(&mut self, gpu: &Gpu) -> Result<Option<wgpu::SubmissionIndex>> {
         gpu.faults.panic_if_armed();
-        // Resets last: after every dispatch of this batch or earlier ones that used the slots.
-        let dirty = gpu.slots.take_dirty();
+        // Resets last: after every dispatch of this batch or earlier ones that used the slots;
+        // and only once enough slots wait for one (`SlotPool::take_dirty_if_due`).
+        let dirty = gpu.slots.take_dirty_if_due();
         if !dirty.is_empty() {
             self.cmds.push(Cmd::Reset { slots: dirty });
         }

@@ -23,6 +23,39 @@ fn slots_start_dirty_and_only_clean_ones_are_handed_out_lowest_first() {
     );
 }
 
+/// Resets wait until a quarter of the slots are dirty or the clean ones run low, and then take
+/// every dirty slot; a new pool (every slot dirty) is due at once.
+#[test]
+fn resets_are_due_once_enough_slots_wait() {
+    let pool = SlotPool::new();
+    let all = pool.take_dirty_if_due();
+    assert_eq!(
+        all.len(),
+        STATUS_SLOTS as usize,
+        "a new pool resets at its first flush"
+    );
+    pool.release_clean(all);
+    let taken: Vec<u32> = (0..RESET_BATCH).map(|_| pool.take().unwrap()).collect();
+    for &s in &taken[..RESET_BATCH - 1] {
+        pool.release_dirty(s);
+    }
+    assert!(
+        pool.take_dirty_if_due().is_empty(),
+        "one short of the batch"
+    );
+    pool.release_dirty(taken[RESET_BATCH - 1]);
+    assert_eq!(pool.take_dirty_if_due().len(), RESET_BATCH);
+    assert!(!pool.has_dirty());
+
+    // Few dirty, but the clean ones run low: due.
+    let pool = SlotPool::new();
+    pool.release_clean(pool.take_dirty());
+    let keep = STATUS_SLOTS as usize - RESET_BATCH + 1;
+    let held: Vec<u32> = (0..keep).map(|_| pool.take().unwrap()).collect();
+    pool.release_dirty(held[0]);
+    assert_eq!(pool.take_dirty_if_due(), vec![held[0]]);
+}
+
 /// A word with its own op reports as that op; the others as the check's; the lowest flagged
 /// word wins.
 #[test]
