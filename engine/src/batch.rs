@@ -10,11 +10,12 @@
 //! else in the batch (other callers' work) runs as if nothing happened.
 //!
 //! Status slots (`status.rs`): dispatches only ever get clean slots, so no reset sits between
-//! them, and no slot is bound twice in a batch. Each flush takes the dirty slots (given back
-//! unread, or held by unchecked launches) and appends their resets at the end of its batch
+//! them, and no slot is bound twice in a batch. A flush takes the dirty slots (given back
+//! unread, or held by unchecked launches) once resetting is due — a quarter of the slots dirty,
+//! or few clean (`SlotPool::take_dirty_if_due`) — and appends their resets at the end of its batch
 //! ([`Cmd::Reset`], one pass of reset dispatches): after every dispatch that may still write
 //! them. They turn clean when that submission is committed; a reset that fails (in isolation)
-//! leaves its slots dirty for the next flush.
+//! leaves its slots dirty for a later flush.
 
 use std::sync::Arc;
 
@@ -301,7 +302,7 @@ impl Batch {
 }
 
 /// After a successful submission: unchecked launches and copies are done (their slots go back
-/// dirty, for the next flush's reset pass), and so are copy-outs (clean where
+/// dirty, for a later flush's reset pass), and so are copy-outs (clean where
 /// `status::copy_out_cleans`, else dirty); reset slots are clean again (checked
 /// launches stay pending until a read copies their slot out).
 fn commit(gpu: &Gpu, cmds: &[Cmd]) {
@@ -314,7 +315,7 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
             }
             Cmd::Dispatch { .. } => {}
             Cmd::Copy { owner, .. } => owner.resolve(None),
-            // Copied out; reset in the same command only on CPU adapters, else by the next flush.
+            // Copied out; reset in the same command only on CPU adapters, else by a later flush.
             Cmd::StatusOut { slot, .. } if crate::status::copy_out_cleans(gpu) => clean.push(*slot),
             Cmd::StatusOut { slot, .. } => gpu.slots.release_dirty(*slot),
             Cmd::Reset { slots } => clean.extend_from_slice(slots),
@@ -327,7 +328,7 @@ fn commit(gpu: &Gpu, cmds: &[Cmd]) {
 /// `e`; slots whose reset did not run stay dirty. A rejected copy-out did not touch its slot, so
 /// its fate is pending again. A panicked one may have run, copying the flags out where no ticket
 /// will decode them: its launch fails with the panic instead, and the slot goes back dirty (the
-/// next flush resets it).
+/// reset pass of a later flush cleans it).
 fn fail(gpu: &Gpu, cmd: &Cmd, e: &Error) {
     match cmd {
         Cmd::Dispatch { d, slot, .. } => {

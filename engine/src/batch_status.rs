@@ -35,7 +35,7 @@ impl Drop for Claims {
 impl Batch {
     /// Records the copy-out of the status slots of `fates` that are pending with a
     /// slot; `None` when there is none. Once the batch is submitted the slots are clean, or dirty
-    /// until the next flush's reset pass (`status::copy_out_cleans`).
+    /// until a later flush's reset pass (`status::copy_out_cleans`).
     pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
         let (done_tx, done_rx) = flume::bounded::<()>(1);
         // Declared after the channel, so an early exit reverts the claims before `done_tx`

@@ -26,7 +26,7 @@ use crate::error::Error;
 
 /// Without the status gather (`status_gather.rs`): whether a read's copy-out of a slot also
 /// resets it, with a second copy in the same command (CPU adapters), or leaves it dirty for the
-/// next flush's reset pass (GPUs). wgpu orders two
+/// reset pass of a later flush (GPUs). wgpu orders two
 /// copies touching one buffer with a barrier, so the reset copy costs a barrier per slot, where
 /// the reset pass — a dispatch per slot, each slot's first use in its command buffer — costs none
 /// of its own. H200, a read after 600 / 1000 dependent checked ops: 6.3-6.5 / 8.3-8.8 ms with
@@ -344,7 +344,7 @@ impl SlotPool {
         }
     }
 
-    /// Returns a slot whose words may be stale (reset by the next flush).
+    /// Returns a slot whose words may be stale (reset by a later flush).
     pub fn release_dirty(&self, slot: u32) {
         self.lists().dirty.push(slot);
     }
