@@ -12,9 +12,9 @@
 //! Status slots (`status.rs`): dispatches only ever get clean slots, so no reset sits between
 //! them, and no slot is bound twice in a batch. A flush takes the dirty slots (given back
 //! unread, or held by unchecked launches) once resetting is due — a quarter of the slots dirty,
-//! or few clean (`SlotPool::take_dirty_if_due`) — and appends their resets at the end of its batch
-//! ([`Cmd::Reset`], one pass of reset dispatches): after every dispatch that may still write
-//! them. They turn clean when that submission is committed; a reset that fails (in isolation)
+//! or few clean (`SlotPool::take_dirty_if_due`) — and appends their resets at the end of its
+//! batch ([`Cmd::Reset`], one pass of reset dispatches): after every dispatch that may still
+//! write them. They turn clean when that submission is committed; a reset that fails (in isolation)
 //! leaves its slots dirty for a later flush.
 
 use std::sync::Arc;

@@ -44,15 +44,16 @@ pub(crate) fn copy_out_cleans(gpu: &crate::context::Gpu) -> bool {
 /// Number of status slots (one buffer each). Every launch takes a clean slot: a launch without
 /// a non-finite check holds it until its batch is submitted, a checked one (every BitNet op)
 /// while its outputs are alive and unread; a slot given back unread is reset by a later
-/// submission (once a quarter of the slots wait for it, or the clean ones run low). So a batch whose launches, together with the earlier checked launches whose
-/// outputs are still alive and unread, need more slots than this is submitted in pieces (a flush
+/// submission (once a quarter of the slots wait for it, or the clean ones run low). So a batch
+/// whose launches, together with the earlier checked launches whose outputs are still alive and
+/// unread, need more slots than this is submitted in pieces (a flush
 /// whenever the clean slots run out), and when every slot is owned by an unread launch, the
 /// engine copies them all out at once (a sync) and stores each result in its own launch's fate.
 /// The benchmark's overlapped samples stay under half of it (`bench/src/timing.rs`).
 pub const STATUS_SLOTS: u32 = 1024;
 
-/// Dirty slots a flush lets gather before it records their resets ([`SlotPool::take_dirty_if_due`]):
-/// a quarter of the slots, so three quarters stay clean for launches.
+/// Dirty slots a flush lets gather before it records their resets
+/// ([`SlotPool::take_dirty_if_due`]): a quarter of the slots, so three quarters stay clean.
 const RESET_BATCH: usize = STATUS_SLOTS as usize / 4;
 
 /// Status words per slot (checked tensors per launch).
@@ -266,9 +267,9 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
 /// submitted. Only *clean* slots (all words `CLEAN` on the GPU timeline of every later
 /// submission) are handed out, so a dispatch never needs a reset in front of it, and a slot is
 /// never bound twice in one batch. Slots given back unread are *dirty*: a flush takes them all
-/// once enough wait ([`SlotPool::take_dirty_if_due`]) and appends their resets at the end of its command buffer —
-/// after every dispatch that may still write them, including ones of that same batch — and they
-/// turn clean only once that submission is committed. Every slot starts dirty (new buffers are
+/// once enough wait ([`SlotPool::take_dirty_if_due`]) and appends their resets at the end of its
+/// command buffer — after every dispatch that may still write them, including ones of that same
+/// batch — and they turn clean only once that submission is committed. Every slot starts dirty (new buffers are
 /// zeroed, not clean).
 #[derive(Debug)]
 pub(crate) struct SlotPool {
