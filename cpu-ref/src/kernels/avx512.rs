@@ -71,14 +71,26 @@ unsafe fn weights(w: &[u32], b: usize) -> __m512i {
     }
 }
 
+/// The codes of the four shift groups of `words`.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn all_codes(words: __m512i) -> [__m512i; 4] {
+    [
+        codes::<0>(words),
+        codes::<2>(words),
+        codes::<4>(words),
+        codes::<6>(words),
+    ]
+}
+
 /// `acc[g] += codes_g(words) · x[g]` for the four shift groups.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 fn block(acc: &mut [__m512i; 4], words: __m512i, x: &[__m512i; 4]) {
-    acc[0] = _mm512_dpbusd_epi32(acc[0], codes::<0>(words), x[0]);
-    acc[1] = _mm512_dpbusd_epi32(acc[1], codes::<2>(words), x[1]);
-    acc[2] = _mm512_dpbusd_epi32(acc[2], codes::<4>(words), x[2]);
-    acc[3] = _mm512_dpbusd_epi32(acc[3], codes::<6>(words), x[3]);
+    let c = all_codes(words);
+    for g in 0..4 {
+        acc[g] = _mm512_dpbusd_epi32(acc[g], c[g], x[g]);
+    }
 }
 
 /// The sum of every lane of four accumulators (modulo 2^32, as the AVX2 kernel's).
@@ -158,18 +170,7 @@ pub(crate) unsafe fn dot_codes_2x2(w0: &[u32], w1: &[u32], x0: &[i8], x1: &[i8])
                 activations(x1.as_ptr().add(BLOCK_BYTES * b)),
             )
         };
-        let c0 = [
-            codes::<0>(v0),
-            codes::<2>(v0),
-            codes::<4>(v0),
-            codes::<6>(v0),
-        ];
-        let c1 = [
-            codes::<0>(v1),
-            codes::<2>(v1),
-            codes::<4>(v1),
-            codes::<6>(v1),
-        ];
+        let (c0, c1) = (all_codes(v0), all_codes(v1));
         for g in 0..4 {
             let parity = g % 2;
             acc[parity] = _mm512_dpbusd_epi32(acc[parity], c0[g], p0[g]);

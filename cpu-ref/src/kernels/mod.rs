@@ -35,6 +35,9 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every level, scalar first (the order `available` lists them in and `best` caches by).
+    const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
+
     /// The fastest level this CPU supports: detected on the first call, then one load. Every
     /// op asks (a 256-value ReLU is ~35 ns), and the detection tests up to four feature bits.
     #[inline]
@@ -42,15 +45,14 @@ impl Isa {
         use std::sync::atomic::{AtomicU8, Ordering};
         /// 0 until detected, then the level's code plus one.
         static BEST: AtomicU8 = AtomicU8::new(0);
-        const LEVELS: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon];
         match BEST.load(Ordering::Relaxed) {
             0 => {
                 let best = Isa::detect_best();
-                let code = LEVELS.iter().position(|&l| l == best).unwrap_or(0);
+                let code = Isa::ALL.iter().position(|&l| l == best).unwrap_or(0);
                 BEST.store(code as u8 + 1, Ordering::Relaxed);
                 best
             }
-            code => LEVELS[usize::from(code - 1).min(LEVELS.len() - 1)],
+            code => Isa::ALL[usize::from(code - 1).min(Isa::ALL.len() - 1)],
         }
     }
 
@@ -70,7 +72,7 @@ impl Isa {
 
     /// Every level this CPU supports, scalar first (what the consistency tests iterate over).
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon]
+        Isa::ALL
             .into_iter()
             .filter(|isa| isa.is_available())
             .collect()
