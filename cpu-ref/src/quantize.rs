@@ -125,32 +125,37 @@ pub(crate) fn quantize_activations_impl<E: From<Error>>(
     // Each row is quantized independently; a row with a non-finite value reports `true` and the
     // exact first index is located afterwards (error path only).
     let rows_per_task = (PAR_MIN_ELEMS / k).max(1);
-    let quantize_rows = |out: &mut [i8], amax: &mut [f32], rows: &[f32]| {
-        let mut bad = false;
-        for ((o, a), row) in out.chunks_exact_mut(k).zip(amax).zip(rows.chunks_exact(k)) {
-            let (max, row_bad) = float::row_absmax(row, isa);
-            bad |= row_bad;
-            *a = max.max(crate::layout::SCALE_EPS);
-            float::quantize_row(row, 127.0 / *a, o, isa);
-        }
-        bad
-    };
     // One task's worth (a decode token) runs here without rayon: its bridge cost a 256-value
     // token a few percent, and how much depended on how the caller's crate inlined it.
     let any_bad = if m <= rows_per_task {
-        quantize_rows(&mut values, &mut absmax, x)
+        quantize_rows(&mut values, &mut absmax, x, k, isa)
     } else {
         values
             .par_chunks_mut(k * rows_per_task)
             .zip(absmax.par_chunks_mut(rows_per_task))
             .zip(x.par_chunks(k * rows_per_task))
-            .map(|((out, amax), rows)| quantize_rows(out, amax, rows))
+            .map(|((out, amax), rows)| quantize_rows(out, amax, rows, k, isa))
             .reduce(|| false, |a, b| a | b)
     };
     if any_bad {
         check::finite(op, "x", x)?;
     }
     Ok(QuantizedActivations::from_valid(values, absmax, m, k))
+}
+
+/// Quantizes whole rows of `K` values into `out` and their scales into `amax`. Returns whether a
+/// row held a non-finite value. Always inlined: as a closure the engine's instantiation of the
+/// quantizer called it, and a 256-value token ran a few percent slower there than here.
+#[inline(always)]
+fn quantize_rows(out: &mut [i8], amax: &mut [f32], rows: &[f32], k: usize, isa: Isa) -> bool {
+    let mut bad = false;
+    for ((o, a), row) in out.chunks_exact_mut(k).zip(amax).zip(rows.chunks_exact(k)) {
+        let (max, row_bad) = float::row_absmax(row, isa);
+        bad |= row_bad;
+        *a = max.max(crate::layout::SCALE_EPS);
+        float::quantize_row(row, 127.0 / *a, o, isa);
+    }
+    bad
 }
 
 /// The dequantized weights `w · s`, `N · K` f32 row-major (each is `-s`, `0` or `+s`).

@@ -79,6 +79,7 @@ impl Isa {
     }
 
     /// Whether this CPU can run this level.
+    #[inline]
     pub fn is_available(self) -> bool {
         match self {
             Isa::Scalar => true,
@@ -104,7 +105,9 @@ impl Isa {
         false
     }
 
-    /// `Ok(self)` if available, else [`Error::InvalidArgument`] for `op`.
+    /// `Ok(self)` if available, else [`Error::InvalidArgument`] for `op`. Inlined: every op
+    /// asks, and a call into this crate from a caller's instantiation of an op is not free.
+    #[inline]
     pub(crate) fn require(self, op: &'static str) -> Result<Isa> {
         if self.is_available() {
             Ok(self)
