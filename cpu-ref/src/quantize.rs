@@ -122,8 +122,6 @@ pub(crate) fn quantize_activations_impl<E: From<Error>>(
     check::len(op, "x", check::mul(op, "M * K", m, k)?, x.len())?;
     let mut values = alloc::zeros::<i8>(m * k);
     let mut absmax = alloc::zeros::<f32>(m);
-    // Each row is quantized independently; a row with a non-finite value reports `true` and the
-    // exact first index is located afterwards (error path only).
     let rows_per_task = (PAR_MIN_ELEMS / k).max(1);
     // One task's worth (a decode token) runs here without rayon: its bridge cost a 256-value
     // token a few percent, and how much depended on how the caller's crate inlined it.
@@ -137,6 +135,8 @@ pub(crate) fn quantize_activations_impl<E: From<Error>>(
             .map(|((out, amax), rows)| quantize_rows(out, amax, rows, k, isa))
             .reduce(|| false, |a, b| a | b)
     };
+    // Rows report only that they held a non-finite value; the first index is located here
+    // (the error path only).
     if any_bad {
         check::finite(op, "x", x)?;
     }

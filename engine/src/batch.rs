@@ -14,8 +14,8 @@
 //! unread, or held by unchecked launches) once resetting is due — a quarter of the slots dirty,
 //! or few clean (`SlotPool::take_dirty_if_due`) — and appends their resets at the end of its
 //! batch ([`Cmd::Reset`], one pass of reset dispatches): after every dispatch that may still
-//! write them. They turn clean when that submission is committed; a reset that fails (in isolation)
-//! leaves its slots dirty for a later flush.
+//! write them. They turn clean when that submission is committed; a reset that fails (in
+//! isolation) leaves its slots dirty for a later flush.
 
 use std::sync::Arc;
 

@@ -262,14 +262,14 @@ pub(crate) fn decode_slot(check: &NonFiniteCheck, bytes: &[u8]) -> Option<Error>
 }
 
 /// The free status slots. A slot is owned by one launch's [`Fate`](crate::fate::Fate) from the
-/// launch until its value was copied out by a read (then clean, or dirty: [`copy_out_cleans`]), or until the
-/// fate is dropped unread (or fails); an unchecked launch holds its slot until its batch is
-/// submitted. Only *clean* slots (all words `CLEAN` on the GPU timeline of every later
+/// launch until its value was copied out by a read (then clean, or dirty: [`copy_out_cleans`]), or
+/// until the fate is dropped unread (or fails); an unchecked launch holds its slot until its batch
+/// is submitted. Only *clean* slots (all words `CLEAN` on the GPU timeline of every later
 /// submission) are handed out, so a dispatch never needs a reset in front of it, and a slot is
-/// never bound twice in one batch. Slots given back unread are *dirty*: a flush takes them all
-/// once enough wait ([`SlotPool::take_dirty_if_due`]) and appends their resets at the end of its
-/// command buffer — after every dispatch that may still write them, including ones of that same
-/// batch — and they turn clean only once that submission is committed. Every slot starts dirty (new buffers are
+/// never bound twice in one batch. Slots given back unread are *dirty*: a flush takes them all once
+/// enough wait ([`SlotPool::take_dirty_if_due`]) and appends their resets at the end of its command
+/// buffer — after every dispatch that may still write them, including ones of that same batch — and
+/// they turn clean only once that submission is committed. Every slot starts dirty (new buffers are
 /// zeroed, not clean).
 #[derive(Debug)]
 pub(crate) struct SlotPool {
