@@ -284,7 +284,8 @@ impl LinearChain {
     /// host, 6 µs from a worker), so the chain pays that once instead of once per linear: four
     /// layers of 2B4T's shapes (28 linears) on the H200 host, median 1.61-1.99 → 1.42-1.78 ms
     /// over six alternating rounds (2026-12-02). Done for the chain only: wrapping a
-    /// `LinearGroup`'s or `GatedLinear`'s few linears the same way lost (ARCHITECTURE.md).
+    /// `LinearGroup`'s or `GatedLinear`'s few linears the same way lost
+    /// (`docs/perf/host-and-cpu.md`).
     fn forward_cpu(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
         let w = self.inner.links.iter().map(|(l, _)| l.weights());
         let macs = w.map(|w| w.n().saturating_mul(w.k())).max().unwrap_or(0);

@@ -17,8 +17,8 @@
 // in which the producer's stores land (a vec4 is checked word by word, so even a torn load is
 // safe). H200, 2B4T chained stack as one LinearChain dispatch, three alternating rounds: 694-696
 // µs waiting on counters, 633-634 µs polling the data; 16 runs back to back 700-710 against
-// 644-649 µs per run (the fill included). About 619 µs after the follow-ups in ARCHITECTURE
-// ("Waiting on the data").
+// 644-649 µs per run (the fill included). About 619 µs after the follow-ups in
+// docs/perf/decode-chain.md ("Waiting on the data").
 
 @coherent @group(0) @binding(2) var<storage, read_write> out: array<vec4<u32>>;
 

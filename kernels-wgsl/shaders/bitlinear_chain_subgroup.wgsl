@@ -273,7 +273,7 @@ fn main(
             // (its abort flag reads before its outputs' flag), and not leaving here keeps this
             // step at one barrier (H200, 2B4T chained stack, two rounds: 624 µs against 631 µs
             // with a uniform verdict and an early return). Written out as in ch_absmax: one
-            // shared helper for it was slower (ARCHITECTURE, "Waiting on the data").
+            // shared helper for it was slower (docs/perf/decode-chain.md, "Waiting on the data").
             top = subgroupMax(top);
             if (lane == 0u) {
                 gv_red[sg].x = bitcast<i32>(top);

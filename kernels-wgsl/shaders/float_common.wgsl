@@ -39,8 +39,8 @@ fn exp_reduced(x: f32) -> f32 {
     r = fma(-n, 1.4286068203094172e-06, r);
     // 2^n as two powers of two built from their exponent bits (each within [-75, 64], so normal):
     // exp(r) · 2^h is exact, and the second product rounds only a subnormal result — the same
-    // values as ldexp, without its general-purpose code (see docs/ARCHITECTURE.md, decode
-    // attention: ldexp made most of the kernels' exponentials' code).
+    // values as ldexp, without its general-purpose code (see docs/perf/decode-step.md,
+    // "Decode attention": ldexp made most of the kernels' exponentials' code).
     let ni = i32(n);
     let h = ni / 2;
     let p1 = bitcast<f32>(u32(h + 127) << 23u);

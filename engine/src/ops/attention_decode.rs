@@ -7,7 +7,8 @@
 //! workgroups whose records `attention_combine.wgsl` merges (flash-decoding).
 //!
 //! H200, `bitnet-bench` decode cases (2B4T: 20 query heads over 5 kv heads of 128) against
-//! `attention.wgsl`'s per-(query, head) workgroups: see `docs/ARCHITECTURE.md`.
+//! `attention.wgsl`'s per-(query, head) workgroups: see `docs/perf/decode-step.md`
+//! ("Decode attention").
 
 use bitnet_cpu_ref::ops::AttentionDims;
 use bitnet_kernels_wgsl::tensor as kernels;
