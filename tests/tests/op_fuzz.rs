@@ -159,10 +159,17 @@ fn fuzz_with_faults(seeds: std::ops::Range<u64>, steps: usize) {
         );
         drop(fuzz);
         if !lost {
-            // A fault still armed may hit this sync (a panic injected into the next submission).
-            if engine.sync().is_err() {
-                engine.sync().unwrap();
-            }
+            // Faults still armed may hit these syncs: each armed panic fails one submission, and
+            // a program may end with several armed (seed 105415 of base 102400 ended with two).
+            // Once they are spent a sync must succeed.
+            let failed = (0..faults::RETRIES)
+                .take_while(|_| engine.sync().is_err())
+                .count();
+            assert!(
+                failed < faults::RETRIES,
+                "seed {seed}: {failed} syncs in a row failed after the program: {:?}",
+                engine.sync()
+            );
             assert_eq!(
                 engine.pool_stats().live_bytes,
                 baseline,
