@@ -182,7 +182,7 @@ impl LinearChain {
         let on_gpu = e.gpu_for(&[x]);
         let kind = match (on_gpu, self.device()?) {
             (Some(gpu), Some(dev)) => {
-                let all = e.empty(OP, &[dev.out_len], DType::F32)?;
+                let all = e.empty(gpu, OP, &[dev.out_len], DType::F32)?;
                 match dev.record(gpu, x, &all) {
                     Ok(()) => Outputs::Arena {
                         all,

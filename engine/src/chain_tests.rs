@@ -118,7 +118,7 @@ fn narrow_blocks_match_cpu_ref(e: Engine) {
         .forward_cpu(&x)
         .unwrap();
     let dev = ChainDevice::with_lanes(&e, gpu, &links, lanes).unwrap();
-    let out = e.empty(OP, &[dev.out_len], DType::F32).unwrap();
+    let out = e.empty(gpu, OP, &[dev.out_len], DType::F32).unwrap();
     dev.record(gpu, &e.upload_f32(&x, &[64]).unwrap(), &out)
         .unwrap();
     let got = out.read_f32().unwrap();
@@ -153,7 +153,7 @@ fn blocks_past_a_linears_end_store_nothing() {
     let links = vec![(w(8, 1), ChainInput::Input), (w(64, 2), ChainInput::Input)];
     let x: Vec<f32> = (0..64).map(|i| (i % 5) as f32 - 2.0).collect();
     let dev = ChainDevice::with_lanes(&e, gpu, &links, 4).unwrap();
-    let out = e.empty(OP, &[dev.out_len], DType::F32).unwrap();
+    let out = e.empty(gpu, OP, &[dev.out_len], DType::F32).unwrap();
     dev.record(gpu, &e.upload_f32(&x, &[64]).unwrap(), &out)
         .unwrap();
     let got: Vec<u32> = out

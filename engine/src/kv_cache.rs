@@ -102,8 +102,8 @@ impl Engine {
             segments: Vec::new(),
             viewed: AtomicUsize::new(0),
         };
-        if self.gpu_context().is_some() {
-            cache.store = cache.device_store()?;
+        if let Some(gpu) = self.gpu_context() {
+            cache.store = cache.device_store(gpu)?;
         }
         Ok(cache)
     }
@@ -181,7 +181,7 @@ impl KvCache {
                     if !std::ptr::eq(src.data(), dst.data()) {
                         return Ok(src);
                     }
-                    let tmp = self.engine.empty(OP, src.shape(), DType::F32)?;
+                    let tmp = self.engine.empty(gpu, OP, src.shape(), DType::F32)?;
                     let copied = copy_rows(gpu, &src, &tmp, t * row, 0)?;
                     Ok(tmp.prefix_view(src.shape(), &[&copied]))
                 };

@@ -67,31 +67,34 @@ pub(super) fn host_extend(side: &mut Arc<Storage>, new: &[u32]) {
 }
 
 impl KvCache {
-    /// Capacity-sized device buffers (pooled; contents unspecified).
-    pub(super) fn device_store(&self) -> Result<Store> {
+    /// Capacity-sized device buffers on `gpu` (pooled; contents unspecified), both sides on
+    /// the one context the caller resolved: a policy change between the two allocations must
+    /// not leave one side on the host. Errors: `DeviceLost` once the device is lost.
+    pub(super) fn device_store(&self, gpu: &Gpu) -> Result<Store> {
+        gpu.check_health()?;
         let shape = [self.capacity, self.kv_heads, self.head_dim];
         Ok(Store::Device {
-            keys: self.engine.empty(OP, &shape, DType::F32)?,
-            values: self.engine.empty(OP, &shape, DType::F32)?,
+            keys: self.engine.empty(gpu, OP, &shape, DType::F32)?,
+            values: self.engine.empty(gpu, OP, &shape, DType::F32)?,
         })
     }
 
     /// Moves the cache to where the engine runs ops now (see the module docs).
     pub(super) fn place(&mut self) -> Result<()> {
         let on_device = matches!(self.store, Store::Device { .. });
-        let gpu_now = self.engine.gpu_context().is_some();
-        if on_device == gpu_now {
+        let gpu_now = self.engine.gpu_context();
+        if on_device == gpu_now.is_some() {
             return Ok(());
         }
         // The held rows' lineage after the move: the uploads' copies (a view of the moved rows
         // carries their fates), none for a read back to the host (the reads succeeded).
         let moved = Lineage::default();
-        if gpu_now {
+        if let Some(gpu) = gpu_now {
             // Host → device: upload what is held, then continue on the device.
             let Store::Host { keys, values } = &self.store else {
                 unreachable!("not on the device")
             };
-            let store = self.device_store()?;
+            let store = self.device_store(gpu)?;
             if self.len > 0 {
                 let Store::Device {
                     keys: dk,
@@ -103,11 +106,11 @@ impl KvCache {
                 let shape = [self.len, self.kv_heads, self.head_dim];
                 let words = self.len * self.row();
                 let upload = |side: &Storage| {
-                    let values = bytemuck::cast_slice(host_prefix(side, words));
-                    self.engine.upload_f32(values, &shape)
+                    let bytes = bytemuck::cast_slice(host_prefix(side, words));
+                    let engine = &self.engine;
+                    engine.tensor_from_bytes_on(Some(gpu), OP, &shape, DType::F32, bytes, None)
                 };
                 let (sk, sv) = (upload(keys)?, upload(values)?);
-                let gpu = self.gpu()?;
                 moved.share(&copy_rows_pair(gpu, (&sk, dk), (&sv, dv), words, 0)?);
             }
             self.store = store;
@@ -149,7 +152,7 @@ impl KvCache {
         if *self.viewed.get_mut() <= self.len {
             return Ok(());
         }
-        let fresh = self.device_store()?;
+        let fresh = self.device_store(self.gpu()?)?;
         let Store::Device {
             keys: fk,
             values: fv,

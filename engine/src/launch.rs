@@ -49,7 +49,7 @@
 //!
 //! ```ignore
 //! let gpu = engine.gpu_context().ok_or(...)?;          // or branch to the CPU path
-//! let y = engine.empty("scale", x.shape(), DType::F32)?; // pooled output (op name for errors)
+//! let y = engine.empty(gpu, "scale", x.shape(), DType::F32)?; // pooled output (op name for errors)
 //! Launch::new(gpu, &SCALE)
 //!     .input(x)                                         // binding 0 (whole data buffer)
 //!     .output(&y)                                       // binding 1

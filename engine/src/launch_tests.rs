@@ -52,7 +52,9 @@ fn broken_shader_is_a_pipeline_creation_error() {
         entry: "no_such_entry",
         ..FILL
     };
-    let t = e.empty("t", &[4], DType::F32).unwrap();
+    let t = e
+        .empty(e.gpu_raw().unwrap(), "t", &[4], DType::F32)
+        .unwrap();
     let r = Launch::new(g, &missing_entry)
         .output(&t)
         .workgroups(1)
@@ -75,7 +77,9 @@ fn broken_shader_is_a_pipeline_creation_error() {
 fn misuse_is_reported_not_panicked() {
     let e = gpu(EngineOptions::default());
     let g = e.gpu_context().unwrap();
-    let t = e.empty("t", &[64], DType::F32).unwrap();
+    let t = e
+        .empty(e.gpu_raw().unwrap(), "t", &[64], DType::F32)
+        .unwrap();
     let r = Launch::new(g, &COPY).input(&t).workgroups(1).run();
     assert!(matches!(r, Err(Error::KernelMisuse { .. })), "{r:?}");
     let r = Launch::new(g, &COPY)
@@ -136,7 +140,9 @@ fn oversized_binding_names_the_limit() {
         ..EngineOptions::default()
     });
     let g = e.gpu_context().unwrap();
-    let t = e.empty("t", &[1000], DType::F32).unwrap();
+    let t = e
+        .empty(e.gpu_raw().unwrap(), "t", &[1000], DType::F32)
+        .unwrap();
     match Launch::new(g, &FILL).output(&t).workgroups(4).run() {
         Err(Error::LimitExceeded {
             limit: "max_storage_buffer_binding_size",
@@ -156,7 +162,9 @@ fn both_params_modes_run_the_same_kernel() {
             ..EngineOptions::default()
         });
         let g = e.gpu_context().unwrap();
-        let t = e.empty("t", &[300], DType::U32).unwrap();
+        let t = e
+            .empty(e.gpu_raw().unwrap(), "t", &[300], DType::U32)
+            .unwrap();
         Launch::new(g, &FILL)
             .output(&t)
             .params(&[300u32, 0xDEAD_BEEF])
@@ -217,7 +225,9 @@ fn override_constants_are_part_of_the_cache_key() {
     let g = e.gpu_context().unwrap();
     let before = e.pipeline_stats().compiled;
     for v in [7.0, 9.0, 7.0] {
-        let t = e.empty("t", &[1], DType::U32).unwrap();
+        let t = e
+            .empty(e.gpu_raw().unwrap(), "t", &[1], DType::U32)
+            .unwrap();
         Launch::new(g, &OVERRIDE)
             .output(&t)
             .constant("VALUE", v)
@@ -315,7 +325,9 @@ fn folded_grids_run_every_workgroup_once() {
     let e = gpu(EngineOptions::default());
     let g = e.gpu_context().unwrap();
     let n = g.caps.limits.max_compute_workgroups_per_dimension as usize + 2;
-    let hits = e.empty("hits", &[n], DType::U32).unwrap();
+    let hits = e
+        .empty(e.gpu_raw().unwrap(), "hits", &[n], DType::U32)
+        .unwrap();
     Launch::new(g, &FILL)
         .output(&hits)
         .params(&[n as u32, 0])
@@ -337,7 +349,9 @@ fn folded_grids_run_every_workgroup_once() {
 fn a_binding_range_past_u64_is_misuse() {
     let e = gpu(EngineOptions::default());
     let g = e.gpu_context().unwrap();
-    let t = e.empty("t", &[64], DType::F32).unwrap();
+    let t = e
+        .empty(e.gpu_raw().unwrap(), "t", &[64], DType::F32)
+        .unwrap();
     let align = u64::from(g.caps.limits.min_storage_buffer_offset_alignment);
     let offset = u64::MAX - (align - 1);
     let r = Launch::new(g, &FILL)

@@ -203,14 +203,11 @@ impl Engine {
         k: usize,
         w: &Tensor,
     ) -> Result<Pending> {
-        let xt = self.empty("stream_bitlinear", &[rows, k], DType::F32)?;
+        // A device lost since the chunk was routed to it fails this allocation (`DeviceLost`):
+        // a GPU fault, which re-runs the chunk on the CPU.
+        let xt = self.empty(g, "stream_bitlinear", &[rows, k], DType::F32)?;
         let Storage::Device(dst) = xt.data() else {
-            // The device was lost since the chunk was routed to it (new tensors are host
-            // tensors then): that is a GPU fault, which re-runs the chunk on the CPU.
-            g.check_health()?;
-            return Err(Error::Unsupported(
-                "stream_bitlinear needs device tensors".into(),
-            ));
+            unreachable!("Engine::empty makes device tensors")
         };
         let owner = Fate::new(g.next_seq(), None, &g.slots);
         dst.marks().stamp(owner.seq(), true);
@@ -258,7 +255,7 @@ impl Engine {
                 // The target first: a failure leaves no written staging slot behind.
                 let target = &mut targets[i % 2];
                 if target.as_ref().is_none_or(|t| t.len() < x.len()) {
-                    *target = Some(self.empty("stream_upload", &[x.len()], DType::F32)?);
+                    *target = Some(self.empty(g, "stream_upload", &[x.len()], DType::F32)?);
                 }
                 let t = Instant::now();
                 let mut waited = Duration::ZERO;

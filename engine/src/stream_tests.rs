@@ -14,7 +14,9 @@ fn a_failed_upload_copy_is_an_error() {
         ..Default::default()
     });
     let chunk = vec![1.5f32; 1024];
-    let t = e.empty("test", &[chunk.len()], DType::F32).unwrap();
+    let t = e
+        .empty(e.gpu_raw().unwrap(), "test", &[chunk.len()], DType::F32)
+        .unwrap();
     let Storage::Device(b) = t.data() else {
         panic!("a GPU engine's tensor is on the device");
     };

@@ -3,6 +3,7 @@
 use bitnet_cpu_ref::{QuantizedActivations, TernaryMatrix};
 use half::f16;
 
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pool::BufferKind;
@@ -98,14 +99,22 @@ fn output_bytes(op: &'static str, shape: &[usize], dtype: DType) -> Result<u64> 
 }
 
 impl Engine {
-    /// One buffer of `bytes` bytes holding `data` (host or device per backend).
-    fn store(&self, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
-        match self.gpu_context() {
+    /// One buffer of `bytes` bytes holding `data`: on `gpu` when given, else on the host.
+    ///
+    /// The context is the caller's, resolved once per tensor: a tensor's data and scales (and
+    /// a KV cache's keys and values) must land on the same side even when the policy changes
+    /// or the device is lost between their stores — a device tensor with host scales could be
+    /// neither launched nor moved.
+    fn store(gpu: Option<&Gpu>, what: &str, bytes: u64, data: Option<&[u8]>) -> Result<Storage> {
+        match gpu {
             None => Ok(Storage::Host(match data {
                 Some(d) => to_words(what, d)?,
                 None => host_words(what, bytes, 0)?,
             })),
             Some(g) => {
+                // A device lost since the caller resolved the context: `DeviceLost` (a GPU
+                // fault, which ops answer by re-running on the CPU), not a dead buffer.
+                g.check_health()?;
                 crate::chunk::check_buffer(g, what, bytes)?;
                 let buf = g.pool.alloc(BufferKind::Storage, bytes, what)?;
                 if let Some(d) = data {
@@ -116,7 +125,8 @@ impl Engine {
         }
     }
 
-    /// A tensor from raw little-endian bytes (and scale bytes for packed dtypes).
+    /// A tensor from raw little-endian bytes (and scale bytes for packed dtypes), where the
+    /// engine runs ops now.
     pub(crate) fn tensor_from_bytes(
         &self,
         op: &'static str,
@@ -125,22 +135,43 @@ impl Engine {
         data: &[u8],
         scales: Option<&[u8]>,
     ) -> Result<Tensor> {
+        self.tensor_from_bytes_on(self.gpu_context(), op, shape, dtype, data, scales)
+    }
+
+    /// [`Engine::tensor_from_bytes`] on `gpu` (`None`: the host), data and scales alike.
+    pub(crate) fn tensor_from_bytes_on(
+        &self,
+        gpu: Option<&Gpu>,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+        data: &[u8],
+        scales: Option<&[u8]>,
+    ) -> Result<Tensor> {
         check_shape(op, shape, dtype, data.len())?;
-        let data = self.store(op, data.len() as u64, Some(data))?;
+        let data = Self::store(gpu, op, data.len() as u64, Some(data))?;
         let scales = match scales {
-            Some(s) => Some(self.store(op, s.len() as u64, Some(s))?),
+            Some(s) => Some(Self::store(gpu, op, s.len() as u64, Some(s))?),
             None => None,
         };
         Ok(Tensor::from_parts(self.clone(), shape, dtype, data, scales))
     }
 
-    /// An uninitialised tensor (device: a pooled buffer, contents unspecified) for op outputs.
-    pub(crate) fn empty(&self, op: &'static str, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    /// An uninitialised device tensor on `gpu` (a pooled buffer, contents unspecified, scales
+    /// too for packed dtypes): an op's output on the context the op resolved, never the host
+    /// even if the policy changed since (its launch would then fail to bind it).
+    pub(crate) fn empty(
+        &self,
+        gpu: &Gpu,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
         let bytes = output_bytes(op, shape, dtype)?;
-        let data = self.store(op, bytes, None)?;
+        let data = Self::store(Some(gpu), op, bytes, None)?;
         let sb = dtype.scale_bytes(shape);
         let scales = if sb > 0 {
-            Some(self.store(op, sb, None)?)
+            Some(Self::store(Some(gpu), op, sb, None)?)
         } else {
             None
         };
@@ -159,6 +190,22 @@ impl Engine {
         let words = host_words(op, output_bytes(op, shape, dtype)?, word)?;
         let data = Storage::Host(words);
         Ok(Tensor::from_parts(self.clone(), shape, dtype, data, None))
+    }
+
+    /// Uploads `values` as a plain `dtype` tensor of `shape` on `gpu`, whatever the policy says
+    /// by now: for engine internals that bind the tensor on the context they resolved (an
+    /// upload that a concurrent `set_dispatch_policy(Cpu)` turned into a host tensor could not
+    /// be bound).
+    pub(crate) fn upload_on<T: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        op: &'static str,
+        values: &[T],
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let bytes = bytemuck::cast_slice(values);
+        self.tensor_from_bytes_on(Some(gpu), op, shape, dtype, bytes, None)
     }
 
     /// Uploads `f32` values of `shape` (row-major).
@@ -207,11 +254,28 @@ impl Engine {
 
     /// Uploads packed ternary weights `[N, K]` and their scale.
     pub fn upload_ternary(&self, w: &TernaryMatrix) -> Result<Tensor> {
-        if self.gpu_context().is_none() {
-            return self.ternary_tensor(&std::sync::Arc::new(w.clone()));
+        match self.gpu_context() {
+            None => Ok(self.host_ternary(std::sync::Arc::new(w.clone()))),
+            Some(g) => self.upload_ternary_on(g, w),
         }
+    }
+
+    /// [`Engine::upload_ternary`] of a shared matrix: the CPU engine's tensor *is* the matrix
+    /// (`Storage::HostTernary`: no copy, and its BitLinear reads the words without converting
+    /// them back); a GPU engine uploads it.
+    pub(crate) fn ternary_tensor(&self, w: &std::sync::Arc<TernaryMatrix>) -> Result<Tensor> {
+        match self.gpu_context() {
+            None => Ok(self.host_ternary(std::sync::Arc::clone(w))),
+            Some(g) => self.upload_ternary_on(g, w),
+        }
+    }
+
+    /// The device copy of `w`'s words and scale on `gpu`, whatever the policy says by now (for
+    /// engine internals that bind it on the context they resolved).
+    pub(crate) fn upload_ternary_on(&self, gpu: &Gpu, w: &TernaryMatrix) -> Result<Tensor> {
         let scale = [w.scale()];
-        self.tensor_from_bytes(
+        self.tensor_from_bytes_on(
+            Some(gpu),
             "upload_ternary",
             &[w.n(), w.k()],
             DType::Ternary,
@@ -220,26 +284,39 @@ impl Engine {
         )
     }
 
-    /// [`Engine::upload_ternary`] of a shared matrix: the CPU engine's tensor *is* the matrix
-    /// (`Storage::HostTernary`: no copy, and its BitLinear reads the words without converting
-    /// them back); a GPU engine uploads it.
-    pub(crate) fn ternary_tensor(&self, w: &std::sync::Arc<TernaryMatrix>) -> Result<Tensor> {
-        if self.gpu_context().is_some() {
-            return self.upload_ternary(w);
-        }
-        Ok(Tensor::from_parts(
+    /// The host tensor that is `w` itself (`Storage::HostTernary`).
+    fn host_ternary(&self, w: std::sync::Arc<TernaryMatrix>) -> Tensor {
+        let scale = Storage::Host(vec![w.scale().to_bits()]);
+        let shape = [w.n(), w.k()];
+        Tensor::from_parts(
             self.clone(),
-            &[w.n(), w.k()],
+            &shape,
             DType::Ternary,
-            Storage::HostTernary(std::sync::Arc::clone(w)),
-            Some(Storage::Host(vec![w.scale().to_bits()])),
-        ))
+            Storage::HostTernary(w),
+            Some(scale),
+        )
     }
 
     /// Uploads quantized activations `[M, K]` (packed rows) and their per-row absmax.
     pub fn upload_activations(&self, x: &QuantizedActivations) -> Result<Tensor> {
+        self.upload_activations_in(self.gpu_context(), x)
+    }
+
+    /// [`Engine::upload_activations`] on `gpu`, whatever the policy says by now: for engine
+    /// internals that bind the tensor on the context they resolved.
+    pub(crate) fn upload_activations_on(
+        &self,
+        gpu: &Gpu,
+        x: &QuantizedActivations,
+    ) -> Result<Tensor> {
+        self.upload_activations_in(Some(gpu), x)
+    }
+
+    /// [`Engine::upload_activations`] on `gpu` (`None`: the host).
+    fn upload_activations_in(&self, gpu: Option<&Gpu>, x: &QuantizedActivations) -> Result<Tensor> {
         let packed = x.packed();
-        self.tensor_from_bytes(
+        self.tensor_from_bytes_on(
+            gpu,
             "upload_activations",
             &[x.m(), x.k()],
             DType::QuantizedI8,
@@ -283,65 +360,5 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::linear::Linear;
-    use crate::tensor::Location;
-
-    /// Host words are the bytes little-endian, the last word zero-padded, for every tail length.
-    #[test]
-    fn host_words_pad_the_last_word_with_zeros() {
-        let bytes: Vec<u8> = (1..=11).collect();
-        for len in 0..=bytes.len() {
-            let mut padded = bytes[..len].to_vec();
-            padded.resize(len.div_ceil(4) * 4, 0);
-            let expected: Vec<u32> = padded
-                .chunks_exact(4)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                .collect();
-            assert_eq!(
-                to_words("t", &bytes[..len]).unwrap(),
-                expected,
-                "{len} bytes"
-            );
-        }
-        assert_eq!(host_words("t", 9, 7).unwrap(), vec![7; 3]);
-        assert!(matches!(
-            host_words("t", u64::MAX, 0),
-            Err(Error::LimitExceeded { .. })
-        ));
-    }
-
-    fn matrix(n: usize, k: usize) -> TernaryMatrix {
-        let codes: Vec<i8> = (0..n * k).map(|i| ((i * 7) % 3) as i8 - 1).collect();
-        TernaryMatrix::from_i8(&codes, n, k, 0.25).unwrap()
-    }
-
-    /// The CPU engine's ternary tensors hold the matrix itself: reads, host copies and BitLinear
-    /// see exactly the uploaded words, and a layer's tensor shares the layer's matrix.
-    #[test]
-    fn cpu_ternary_tensors_are_the_matrix() {
-        let e = Engine::cpu();
-        let w = matrix(6, 40);
-        let t = e.upload_ternary(&w).unwrap();
-        assert_eq!(t.location(), Location::Host);
-        assert!(matches!(t.data(), Storage::HostTernary(_)));
-        assert_eq!(t.read_ternary().unwrap(), w);
-        assert_eq!(t.to_host().unwrap().read_ternary().unwrap(), w);
-        let bytes = t.read_bytes().unwrap();
-        assert_eq!(bytes, bytemuck::cast_slice::<u32, u8>(w.words()));
-        let x: Vec<f32> = (0..2 * 40).map(|i| (i as f32 * 0.37).sin()).collect();
-        let got = e
-            .bitlinear_tensor(&e.upload_f32(&x, &[2, 40]).unwrap(), &t)
-            .unwrap()
-            .read_f32()
-            .unwrap();
-        assert_eq!(got, bitnet_cpu_ref::bitlinear(&x, 2, &w).unwrap());
-        let layer = Linear::new(&e, w.clone());
-        let dw = layer.device_weights().unwrap();
-        match dw.data() {
-            Storage::HostTernary(m) => assert!(std::ptr::eq(&**m, layer.weights())),
-            _ => panic!("a CPU layer's tensor is its matrix"),
-        }
-    }
-}
+#[path = "upload_tests.rs"]
+mod tests;

@@ -62,11 +62,11 @@ impl Engine {
         {
             return Ok(None);
         }
-        let out = self.empty(OP, &[n, k], DType::Ternary)?;
+        let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
         let mut sums: Option<Tensor> = None;
         for (i, &count) in levels.iter().enumerate() {
             let d = dispatch::abs_sum_level(count, i == 0).map_err(dispatch_error)?;
-            let next = self.empty(OP, &[count.div_ceil(4096)], DType::F32)?;
+            let next = self.empty(gpu, OP, &[count.div_ceil(4096)], DType::F32)?;
             let mut launch = Launch::new(gpu, &ABS_SUM)
                 .input(sums.as_ref().unwrap_or(w))
                 .output(&next)
@@ -106,7 +106,7 @@ impl Engine {
         {
             return Ok(None);
         }
-        let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
+        let out = self.empty(gpu, op, &[m, k], DType::QuantizedI8)?;
         let launch = Launch::new(gpu, &QUANT_X)
             .input(x)
             .output(&out)
@@ -137,7 +137,7 @@ impl Engine {
         if !msl_ok || !fits(gpu, &[4 * m * k, 4 * n * k.div_ceil(16), 4 * m * n]) {
             return Ok(None);
         }
-        let out = self.empty(op, &[m, n], DType::F32)?;
+        let out = self.empty(gpu, op, &[m, n], DType::F32)?;
         let launch = Launch::new(gpu, &GEMV)
             .input(x)
             .input(w)
@@ -178,6 +178,7 @@ impl Engine {
             return Ok(None);
         }
         let out = self.empty(
+            gpu,
             op,
             &[m, n],
             if accumulators { DType::U32 } else { DType::F32 },

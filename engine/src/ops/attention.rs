@@ -138,13 +138,13 @@ impl Engine {
         let Some((mode, split)) = plan(gpu, &dims)? else {
             return on_cpu();
         };
-        let out = self.empty(OP, q.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, q.shape(), DType::F32)?;
         let (hq, d, chunks) = (dims.hq as u64, dims.d as u64, dims.chunks() as u64);
         let check = NonFiniteCheck::tensors(OP, ["q", "k", "v", "output"]);
         // k bound whole twice, as f32 and as vec4 (the scores of D % 32 == 0 read it as vec4,
         // every other D never does): a k smaller than one vec4 binds four words of scratch there.
         let k4 = (k.len() < 4)
-            .then(|| self.empty(OP, &[4], DType::F32))
+            .then(|| self.empty(gpu, OP, &[4], DType::F32))
             .transpose()?;
         let group = gpu.next_seq();
         for r in &split.chunks {
@@ -231,7 +231,7 @@ impl Engine {
             // the combine's output, so a flagged q, k or v poisons the result.
             let records = pairs * chunks * (d + 2);
             float_args::u32_indexable(OP, "the chunk records", records)?;
-            let scratch = self.empty(OP, &[records as usize], DType::F32)?;
+            let scratch = self.empty(gpu, OP, &[records as usize], DType::F32)?;
             launch.output(&scratch).workgroups(pairs * chunks).run()?;
             self.combine(gpu, &scratch, &out, (off, size), combine, group, check)?;
         }

@@ -131,7 +131,7 @@ impl Engine {
         let pairs = u64::from(params.rows) * u64::from(params.heads);
         let records = pairs * u64::from(plan.records) * (u64::from(params.dim) + 2);
         float_args::u32_indexable(OP, "the chunk records", records)?;
-        let scratch = self.empty(OP, &[records as usize], DType::F32)?;
+        let scratch = self.empty(gpu, OP, &[records as usize], DType::F32)?;
         launch.output(&scratch).workgroups(workgroups).run()?;
         let combine = CombineParams {
             chunks: plan.records,

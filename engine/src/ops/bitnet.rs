@@ -145,7 +145,7 @@ impl Engine {
         if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {
             return Ok(out);
         }
-        let out = self.empty(op, &[m, k], DType::QuantizedI8)?;
+        let out = self.empty(gpu, op, &[m, k], DType::QuantizedI8)?;
         let awpr = activation_words_per_row(k) as u64;
         // K % 4 == 0: every row starts 16-byte aligned, one float vec4 per packed word.
         let vec4 = k.is_multiple_of(4);

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::launch::{Launch, check_binding};
 use crate::pipelines::{Access, Kernel};
 use crate::status::{ABORTED, NonFiniteCheck};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 use Access::{Read, ReadWrite};
 
@@ -153,12 +153,13 @@ impl ChainDevice {
             arena.extend_from_slice(l.weights().words());
         }
         let job_words: &[u32] = bytemuck::cast_slice(&jobs);
+        let upload = |words: &[u32]| e.upload_on(gpu, OP, words, &[words.len()], DType::U32);
         Ok(ChainDevice {
-            weights: e.upload_u32(&arena, &[words])?,
-            jobs: e.upload_u32(job_words, &[job_words.len()])?,
-            wg_job: e.upload_u32(&wg_job, &[wg_job.len()])?,
+            weights: upload(&arena)?,
+            jobs: upload(job_words)?,
+            wg_job: upload(&wg_job)?,
             // Per job: finished workgroups; then finished, abort; then per job: output absmax.
-            counters: e.upload_u32(&vec![0; 2 * links.len() + 2], &[2 * links.len() + 2])?,
+            counters: upload(&vec![0; 2 * links.len() + 2])?,
             lanes,
             offsets,
             out_len,

@@ -74,13 +74,14 @@ impl Engine {
         let w: Vec<i8> = (0..n * k).map(|_| (next() % 3) as i8 - 1).collect();
         let xq = QuantizedActivations::from_parts(x, vec![1.0; m], m, k)?;
         let wq = TernaryMatrix::from_i8(&w, n, k, 1.0)?;
-        let (xq, wq) = (self.upload_activations(&xq)?, self.upload_ternary(&wq)?);
+        let xq = self.upload_activations_on(gpu, &xq)?;
+        let wq = self.upload_ternary_on(gpu, &wq)?;
         let mut results = Vec::new();
         for plan in [
             LinearPlan::Gemm { t: 4, splits: 1 },
             LinearPlan::Coop { splits: 1, kind },
         ] {
-            let out = self.empty(OP, &[m, n], DType::U32)?;
+            let out = self.empty(gpu, OP, &[m, n], DType::U32)?;
             LinearCall {
                 op: OP,
                 plan,

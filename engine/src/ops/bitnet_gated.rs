@@ -116,7 +116,7 @@ impl Engine {
         if !fits || x.engine().gpu_id() != Some(gpu.id) || w.engine().gpu_id() != Some(gpu.id) {
             return Ok(None);
         }
-        let out = self.empty(OP, &[m, n2 / 2], DType::F32)?;
+        let out = self.empty(gpu, OP, &[m, n2 / 2], DType::F32)?;
         let overlaps =
             launch_overlaps(gpu, &[x, w], &[&out]) && !norm.is_some_and(|p| p.waits(gpu));
         let extra_loops = norm.map_or(0, NormPrologue::loops);

@@ -208,7 +208,7 @@ impl Engine {
         // by pending work decides, with the inputs, whether the dispatch overlaps earlier ones.
         let outs = ns
             .iter()
-            .map(|&nj| self.empty(op, &[m, nj], DType::F32))
+            .map(|&nj| self.empty(gpu, op, &[m, nj], DType::F32))
             .collect::<Result<Vec<_>>>()?;
         let reads: Vec<&Tensor> = [x, w].into_iter().chain(table).collect();
         let overlaps = launch_overlaps(gpu, &reads, &outs.iter().collect::<Vec<_>>())
@@ -233,7 +233,7 @@ impl Engine {
         // Unused output slots bind a word of scratch each (no row block routes there): a buffer
         // bound twice for writing in one dispatch is invalid in WebGPU.
         let spare = (outs.len()..MAX_MATRICES)
-            .map(|_| self.empty(op, &[1], DType::F32))
+            .map(|_| self.empty(gpu, op, &[1], DType::F32))
             .collect::<Result<Vec<_>>>()?;
         for s in &spare {
             launch = launch.scratch(s);

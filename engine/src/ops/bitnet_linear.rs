@@ -124,7 +124,7 @@ impl Engine {
         } else {
             DType::U32
         };
-        let out = self.empty(op, &[m, n], dtype)?;
+        let out = self.empty(gpu, op, &[m, n], dtype)?;
         let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
         if plan.takes_f32() {
             // Never cached for quantized input; keep the lanes, skip the quantization.
@@ -169,7 +169,7 @@ impl Engine {
         }
         // The output first: whether its buffer (maybe reused from the pool) is still in use by
         // pending work decides, with the inputs, whether the dispatch overlaps earlier ones.
-        let out = self.empty(op, &[shape.0, shape.1], DType::F32)?;
+        let out = self.empty(gpu, op, &[shape.0, shape.1], DType::F32)?;
         let overlaps = launch_overlaps(gpu, &[x, w], &[&out]);
         let plan = self.linear_plan_for(gpu, shape, true, overlaps)?;
         // A fused plan lavapipe's loop limit would cut short: quantize first, then a plan on

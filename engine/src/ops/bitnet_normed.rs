@@ -78,10 +78,10 @@ impl<'a> NormPrologue<'a> {
             return Ok(None);
         }
         let (h, no_residual) = match residual {
-            Some(_) => (engine.empty(OP, x.shape(), DType::F32)?, None),
+            Some(_) => (engine.empty(gpu, OP, x.shape(), DType::F32)?, None),
             None => (
-                engine.empty(OP, &[4], DType::F32)?,
-                Some(engine.empty(OP, &[4], DType::F32)?),
+                engine.empty(gpu, OP, &[4], DType::F32)?,
+                Some(engine.empty(gpu, OP, &[4], DType::F32)?),
             ),
         };
         Ok(Some(NormPrologue {

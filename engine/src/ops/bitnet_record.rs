@@ -112,7 +112,7 @@ impl LinearCall<'_> {
         for mr in row_chunks(gpu, self.op, m64, &[x_row, 4 * n64])? {
             let partials = match splits {
                 1 => None,
-                s => Some(split::partials(self, s, mr.end - mr.start)?),
+                s => Some(split::partials(gpu, self, s, mr.end - mr.start)?),
             };
             for nr in row_chunks(gpu, self.op, n64, &[4 * wpr])? {
                 let (rows_m, rows_n) = (mr.end - mr.start, nr.end - nr.start);

@@ -46,11 +46,10 @@ pub(crate) fn split_worth(splits: u32, k: usize) -> bool {
 }
 
 /// The scratch tensor of one M chunk of `rows` rows: `splits` planes of `[rows, N]` words.
-pub(crate) fn partials(call: &LinearCall<'_>, splits: u32, rows: u64) -> Result<Tensor> {
+pub(crate) fn partials(gpu: &Gpu, call: &LinearCall<'_>, splits: u32, rows: u64) -> Result<Tensor> {
     let n = call.shape.1;
-    call.out
-        .engine()
-        .empty(call.op, &[splits as usize * rows as usize, n], DType::U32)
+    let shape = [splits as usize * rows as usize, n];
+    call.out.engine().empty(gpu, call.op, &shape, DType::U32)
 }
 
 /// Records the sum of `partials` (the K slices of rows `first .. first + rows` of the call) into

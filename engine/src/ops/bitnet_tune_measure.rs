@@ -59,9 +59,9 @@ impl Engine {
     ) -> Result<(f64, LinearPlan)> {
         const OP: &str = "bitlinear autotune";
         let Key { m, n, k, f32_input } = key;
-        let x = self.upload_f32(&tuning_row(m * k), &[m, k])?;
+        let x = self.upload_on(gpu, OP, &tuning_row(m * k), &[m, k], DType::F32)?;
         let xq = self.quantize_activations_as(OP, &x)?;
-        let out = self.empty(OP, &[m, n], DType::F32)?;
+        let out = self.empty(gpu, OP, &[m, n], DType::F32)?;
         // Weight copies, each starting at an aligned offset.
         let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
         let row_bytes = 4 * words_per_row(k) as u64;
@@ -71,6 +71,7 @@ impl Engine {
             .min(gpu.caps.max_buffer / stride)
             .max(1);
         let scratch = self.empty(
+            gpu,
             OP,
             &[(copies * stride).div_ceil(row_bytes) as usize, k],
             DType::Ternary,

@@ -155,7 +155,7 @@ impl Engine {
         if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
             return Ok(out);
         }
-        let out = self.empty(OP, &[n, k], DType::Ternary)?;
+        let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
         if one_dispatch(gpu, n, k) {
             self.record_weight_quant_fused(gpu, w, &out)?;
             return Ok(out);
@@ -247,7 +247,7 @@ impl Engine {
         // Level 1 reads w in chunks of whole 4096-value blocks (16 KiB: aligned for any device).
         let blocks_per_chunk = (chunk_limit(gpu) / (4 * block)).max(1);
         let mut len = total.div_ceil(block);
-        let mut sums = self.empty(OP, &[len as usize], DType::F32)?;
+        let mut sums = self.empty(gpu, OP, &[len as usize], DType::F32)?;
         for c in 0..len.div_ceil(blocks_per_chunk) {
             let first = c * blocks_per_chunk * block;
             let values = (total - first).min(blocks_per_chunk * block);
@@ -266,7 +266,7 @@ impl Engine {
         params.check_input = 0;
         params.block_base = 0;
         while len > block * u64::from(kernels::SUM_FINAL_BLOCKS) {
-            let next = self.empty(OP, &[len.div_ceil(block) as usize], DType::F32)?;
+            let next = self.empty(gpu, OP, &[len.div_ceil(block) as usize], DType::F32)?;
             params.len = len as u32;
             Launch::new(gpu, &WEIGHT_SUM)
                 .input(&sums)

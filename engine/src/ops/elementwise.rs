@@ -148,7 +148,7 @@ impl Engine {
                 )?;
             }
         }
-        let out = self.empty(OP, &shape, DType::F32)?;
+        let out = self.empty(gpu, OP, &shape, DType::F32)?;
         let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
@@ -197,7 +197,7 @@ impl Engine {
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
-        let out = self.empty(OP, a.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
         let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
@@ -251,7 +251,7 @@ impl Engine {
         };
         let n = a.len() as u64;
         float_args::u32_indexable(OP, "a", n)?;
-        let out = self.empty(OP, a.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
         let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;

@@ -55,7 +55,7 @@ impl Engine {
         };
         let n = gate.len() as u64;
         float_args::u32_indexable(OP, "gate", n)?;
-        let out = self.empty(OP, gate.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, gate.shape(), DType::F32)?;
         // gate, up and out share their layout: the same element range of each per launch.
         let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {

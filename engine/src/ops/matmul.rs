@@ -149,7 +149,7 @@ impl Engine {
             &format!("{}: b", v.op),
             (k * n * es).next_multiple_of(4),
         )?;
-        let out = self.empty(v.op, &[m as usize, n as usize], v.dtype)?;
+        let out = self.empty(gpu, v.op, &[m as usize, n as usize], v.dtype)?;
         // Column tiles fold into grid x and z (the kernel's tile is wg.x + wg.z * nwg.x), so
         // N is not capped at max_compute_workgroups_per_dimension tiles.
         let max_dim = gpu.caps.limits.max_compute_workgroups_per_dimension;

@@ -77,8 +77,8 @@ impl Engine {
         check_eps(OP, eps)?;
         float_args::u32_indexable(OP, "x", rows * len)?;
         check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
-        let h = self.empty(OP, x.shape(), DType::F32)?;
-        let y = self.empty(OP, x.shape(), DType::F32)?;
+        let h = self.empty(gpu, OP, x.shape(), DType::F32)?;
+        let y = self.empty(gpu, OP, x.shape(), DType::F32)?;
         // x, residual, h and y have the same rows: all bound whole, or all chunk by chunk.
         let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
         let group = gpu.next_seq();

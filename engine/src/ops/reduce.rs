@@ -92,7 +92,7 @@ fn launch_reduce(
     let (rows, len) = rows_of(a.shape());
     float_args::u32_indexable(OP, "a", rows * len)?;
     let out_shape = &a.shape()[..a.shape().len().saturating_sub(1)];
-    let out = e.empty(OP, out_shape, DType::F32)?;
+    let out = e.empty(gpu, OP, out_shape, DType::F32)?;
     let split = row_chunks(gpu, OP, rows, &[4 * len, 4], u64::MAX)?;
     let group = gpu.next_seq();
     for r in &split.chunks {

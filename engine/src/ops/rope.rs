@@ -122,8 +122,8 @@ impl Engine {
         float_args::u32_indexable(OP, "k", 2 * pairs_k)?;
         float_args::u32_indexable(OP, "q and k", pairs_q + pairs_k)?;
         let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
-        let yq = self.empty(OP, q.shape(), DType::F32)?;
-        let yk = self.empty(OP, k.shape(), DType::F32)?;
+        let yq = self.empty(gpu, OP, q.shape(), DType::F32)?;
+        let yk = self.empty(gpu, OP, k.shape(), DType::F32)?;
         Launch::new(gpu, &ROPE_PAIR)
             .input(q)
             .input(k)
@@ -180,7 +180,7 @@ impl Engine {
         float_args::u32_indexable(check.op, check.tensors[0], s * h * 2 * half)?;
         // The table is tiny (D/2 values) and goes through the pool like any upload.
         let freqs = self.rope_table(gpu, (2 * half) as usize, theta)?;
-        let out = self.empty(check.op, x.shape(), DType::F32)?;
+        let out = self.empty(gpu, check.op, x.shape(), DType::F32)?;
         let row_bytes = 4 * h * 2 * half;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk; the
         // positions (one word per row) likewise, bound whole when they fit.
@@ -272,12 +272,10 @@ impl Engine {
         let data = match tables.get(&key) {
             Some(data) => Arc::clone(data),
             None => {
-                let t = self.upload_f32(&cpu::rope_freqs(d, theta)?, &[d / 2])?;
-                // The device may have been lost (or the policy set to Cpu) meanwhile, making the
-                // upload a host tensor: never cache that for later GPU calls.
-                if t.location() != crate::tensor::Location::Device {
-                    return Ok(t);
-                }
+                // On `gpu` even if the policy was set to Cpu meanwhile (the caller binds it
+                // there); a device lost meanwhile fails the upload.
+                let freqs = cpu::rope_freqs(d, theta)?;
+                let t = self.upload_on(gpu, "rope_freqs", &freqs, &[d / 2], DType::F32)?;
                 if tables.len() >= MAX_TABLES {
                     tables.clear();
                 }

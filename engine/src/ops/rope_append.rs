@@ -94,7 +94,7 @@ impl Engine {
             return Ok(None);
         }
         let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
-        let yq = self.empty(OP, q.shape(), DType::F32)?;
+        let yq = self.empty(gpu, OP, q.shape(), DType::F32)?;
         Launch::new(gpu, &ROPE_APPEND)
             .input(q)
             .input(k)

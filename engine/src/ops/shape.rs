@@ -82,7 +82,7 @@ impl Engine {
             let y = cpu::slice(&host_words(x)?, axis, range)?;
             return self.store_words(OP, dtype, y);
         };
-        let out = self.empty(OP, &shape, dtype)?;
+        let out = self.empty(gpu, OP, &shape, dtype)?;
         let (outer, len, inner) = around(x.shape(), axis);
         // Per index before the axis, one run: the range's rows of everything after the axis.
         let run = (range.end - range.start) as u64 * inner;
@@ -138,7 +138,7 @@ impl Engine {
             let refs: Vec<&HostTensor<u32>> = words.iter().collect();
             return self.store_words(OP, dtype, cpu::concat(&refs, axis)?);
         };
-        let out = self.empty(OP, &shape, dtype)?;
+        let out = self.empty(gpu, OP, &shape, dtype)?;
         let (outer, len, inner) = around(&shape, axis);
         // Input i fills, per index before the axis, the run after those of inputs 0..i.
         let group = gpu.next_seq();

@@ -55,7 +55,7 @@ impl Engine {
             return store_result(self, cpu::softmax_last(host_f32(x)?.view()?));
         };
         float_args::u32_indexable(OP, "x", rows * len)?;
-        let out = self.empty(OP, x.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
         // x and the output have the same rows: both are bound whole, or both chunk by chunk.
         let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
         let group = gpu.next_seq();

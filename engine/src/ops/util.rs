@@ -54,7 +54,7 @@ impl Engine {
         let Some(gpu) = self.gpu_context() else {
             return self.host_filled("fill", shape, DType::F32, value.to_bits());
         };
-        let out = self.empty("fill", shape, DType::F32)?;
+        let out = self.empty(gpu, "fill", shape, DType::F32)?;
         fill_words(gpu, &out, value.to_bits())?;
         Ok(out)
     }
@@ -78,7 +78,7 @@ impl Engine {
             }
             return self.upload_f32(&v, x.shape());
         };
-        let out = self.empty(OP, x.shape(), DType::F32)?;
+        let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
         let n = x.len() as u64;
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
