@@ -64,16 +64,30 @@ impl UploadRing {
         }
         let slot = &mut self.slots[i];
         let t = Instant::now();
-        slot.wait_mapped(gpu)?;
+        let mapped = slot.wait_mapped(gpu);
         *waited += t.elapsed();
+        if let Err(e) = mapped {
+            // The re-map failed or never ran (its job panicked, or the submission thread
+            // stopped): the buffer is not mapped, and handing it out would fail this copy and
+            // unmap an unmapped buffer (an uncaptured validation error that fails some later,
+            // unrelated sync). A fresh slot replaces it, unless the device is gone.
+            gpu.check_health()?;
+            log::warn!("bitnet-wgpu: upload staging slot {i} replaced ({e})");
+            *slot = Slot::new(gpu, need)?;
+        }
         if slot.buffer.size() < need {
             // The new buffer first: if it cannot be made, the old slot stays mapped and usable.
             *slot = Slot::new(gpu, need)?;
         }
-        let copied = copy_parallel(&slot.buffer, bytes);
+        if let Err(e) = copy_parallel(&slot.buffer, bytes) {
+            // Not mapped after all (never unmap it then): once more into a fresh slot.
+            gpu.check_health()?;
+            log::warn!("bitnet-wgpu: upload staging slot {i} replaced ({e})");
+            *slot = Slot::new(gpu, need)?;
+            copy_parallel(&slot.buffer, bytes)?;
+        }
         slot.buffer.unmap();
         slot.written = true;
-        copied?;
         Ok((i, slot.buffer.clone()))
     }
 
@@ -226,5 +240,42 @@ mod tests {
         let (slot, buffer) = ring.write(g, &[7u8; 64], &mut waited).unwrap();
         assert!(buffer.size() >= 64);
         ring.recycle(slot);
+    }
+
+    /// A slot whose re-map never ran — its recycle job panicked (an injected job panic in the
+    /// flush before the map) — is replaced by its next write, which succeeds and uploads the
+    /// bytes; nothing unmaps an unmapped buffer, so the next sync reports no validation error.
+    #[test]
+    fn a_slot_whose_remap_never_ran_is_replaced() {
+        let e = crate::test_gpu::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        let g = e.gpu_context().unwrap();
+        let mut ring = UploadRing::default();
+        let mut waited = Duration::ZERO;
+        let (slot, _) = ring.write(g, &[1u8; 64], &mut waited).unwrap();
+        e.inject_fault(crate::fault::InjectedFault::JobPanic);
+        ring.recycle_after_submit(g, slot).unwrap();
+        ring.next = slot;
+        let bytes: Vec<u8> = (0..64).collect();
+        let (again, buffer) = ring.write(g, &bytes, &mut waited).unwrap();
+        assert_eq!(again, slot);
+        // The write landed: copy the slot into a device tensor and read it back.
+        let t = e.upload_u32(&[0; 16], &[16]).unwrap();
+        let crate::tensor::Storage::Device(dst) = t.data() else {
+            panic!("a GPU engine's upload is a device tensor")
+        };
+        let mut enc = g.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(&buffer, 0, dst.buffer(), 0, 64);
+        g.queue.submit([enc.finish()]);
+        ring.recycle(again);
+        assert_eq!(t.read_bytes().unwrap(), bytes);
+        e.sync().unwrap();
+        // And the slot goes on working.
+        ring.next = slot;
+        ring.write(g, &[9u8; 64], &mut waited).unwrap();
+        ring.recycle(slot);
+        e.sync().unwrap();
     }
 }
