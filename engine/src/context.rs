@@ -77,6 +77,9 @@ pub(crate) struct Gpu {
     pub ring: Mutex<Option<crate::ring::UploadRing>>,
     /// RoPE's frequency tables by (head dim, theta bits), uploaded once (`ops/rope.rs`).
     pub rope_tables: crate::ops::RopeTables,
+    /// One measurement (autotune, coop self-test, calibration) at a time
+    /// (`ops/measure_gate.rs`).
+    pub measure_gate: crate::ops::MeasureGate,
     /// The submission thread (owns the pending batch).
     pub scheduler: Scheduler,
     /// The completion thread (runs map callbacks of reads).
@@ -183,6 +186,7 @@ impl Gpu {
             waits_gave_up: Default::default(),
             ring: Mutex::new(None),
             rope_tables: crate::ops::RopeTables::default(),
+            measure_gate: Default::default(),
             scheduler,
             poller,
             health,

@@ -19,6 +19,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::measure_gate::MeasureHold;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -97,9 +98,10 @@ fn interleaved(
 /// when stopped or dropped) for the whole measurement, so that none of the tuner's dispatches
 /// reach the user's report: timing batch spans (GEMMs), or disabled (wall-clock tuning, which
 /// timestamp writes and their read-backs would perturb). Calibration (`calibrate_measure.rs`)
-/// installs a disabled one for the same reasons. A profiling setting another thread
-/// changes while the tuner measures applies to the tuner's profiler and is lost when the
-/// engine's is put back (tuning is a one-off sync point; set profiling up before the first
+/// installs a disabled one for the same reasons. Measurements of one context take turns
+/// ([`MeasureGate`](super::MeasureGate)), so two threads' swaps never interleave. A profiling
+/// setting another thread changes while the tuner measures applies to the tuner's profiler and
+/// is lost when the engine's is put back (tuning is a one-off sync point; set profiling up before the first
 /// GEMM of a shape, or tune with [`Engine::autotune_bitlinear`] first).
 pub(crate) struct TuneProfiler<'a> {
     gpu: &'a Gpu,
@@ -107,6 +109,9 @@ pub(crate) struct TuneProfiler<'a> {
     spans: bool,
     /// The engine's profiler (if it had one), until it is put back.
     saved: Option<Option<ProfilerState>>,
+    /// No other thread measures (swaps profilers) on this context meanwhile; released after
+    /// the engine's profiler is back (fields drop after `Drop::drop`).
+    _turn: MeasureHold<'a>,
 }
 
 impl<'a> TuneProfiler<'a> {
@@ -116,6 +121,7 @@ impl<'a> TuneProfiler<'a> {
         if !gpu.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
             return Ok(None);
         }
+        let turn = gpu.measure_gate.hold();
         let saved = gpu.scheduler.call(move |batch, g| {
             batch.flush(g)?;
             let mut own = ProfilerState::new(&g.device, &g.queue);
@@ -127,6 +133,7 @@ impl<'a> TuneProfiler<'a> {
             gpu,
             spans,
             saved: Some(saved),
+            _turn: turn,
         }))
     }
 
@@ -217,5 +224,35 @@ mod tests {
         assert_eq!(measured_ns(&report(3, 9_000, 0)), Some(9_000));
         assert_eq!(measured_ns(&report(2, 6_000, 1)), None);
         assert_eq!(measured_ns(&ProfileReport::default()), None);
+    }
+
+    /// Two threads measuring at once take turns: the second's swap waits for the first's
+    /// restore, and after both the engine's own profiler (none here) is back — not a tuner's
+    /// left installed by interleaved swaps.
+    #[test]
+    fn concurrent_measurements_restore_the_engines_profiler() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let installed = || g.scheduler.call(|b, _| b.profiler.is_some()).unwrap();
+        assert!(!installed(), "a fresh engine has no profiler");
+        let first = TuneProfiler::start(g, true).unwrap();
+        assert!(
+            first.is_some(),
+            "lavapipe and the H200 have timestamp queries"
+        );
+        let second_started = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                let second = TuneProfiler::start(g, false).unwrap();
+                second_started.store(true, std::sync::atomic::Ordering::SeqCst);
+                second.map(TuneProfiler::stop).transpose().unwrap();
+            });
+            std::thread::sleep(Duration::from_millis(50));
+            let waited = !second_started.load(std::sync::atomic::Ordering::SeqCst);
+            first.map(TuneProfiler::stop).transpose().unwrap();
+            other.join().unwrap();
+            assert!(waited, "the second measurement started during the first");
+        });
+        assert!(!installed(), "a tuner's profiler was left installed");
     }
 }
