@@ -2,7 +2,7 @@
 
 use crate::alloc;
 use crate::check;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::layout::{activation_words_per_row, pack_activation_row};
 use crate::ternary::check_k;
 
@@ -21,7 +21,8 @@ pub struct QuantizedActivations {
 
 impl QuantizedActivations {
     /// Wraps values and per-row absmax after validating them: `M, K > 0`, `K < 2^24`,
-    /// `values.len() == M · K`, `absmax.len() == M`, every `absmax` finite and `> 0`. Any `i8`
+    /// `values.len() == M · K`, `absmax.len() == M`, every `absmax` finite and `>= 1e-5`
+    /// ([`SCALE_EPS`](crate::layout::SCALE_EPS), the quantizer's floor). Any `i8`
     /// is accepted (the quantizer itself only yields `-127..=127`, but `-128` is well defined).
     pub fn from_parts(
         values: Vec<i8>,
@@ -36,13 +37,7 @@ impl QuantizedActivations {
         check::len(OP, "values", check::mul(OP, "M * K", m, k)?, values.len())?;
         check::len(OP, "absmax", m, absmax.len())?;
         check::finite(OP, "absmax", &absmax)?;
-        if absmax.iter().any(|&a| a <= 0.0) {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                what: "absmax",
-                reason: "every row's absmax must be > 0",
-            });
-        }
+        check::scales(OP, "absmax", &absmax)?;
         Ok(QuantizedActivations {
             m,
             k,

@@ -31,6 +31,22 @@ pub(crate) fn len(op: &'static str, what: &'static str, expected: usize, got: us
     }
 }
 
+/// Rejects a quantization scale (a weight scale, an activation row's absmax) below the floor
+/// every quantizer applies ([`SCALE_EPS`](crate::layout::SCALE_EPS)), or not finite, with
+/// [`Error::InvalidArgument`]. Scales the quantizers cannot produce can make `s · a / 127`
+/// subnormal, which GPUs that flush subnormals turn into 0 where the CPU keeps the value.
+pub(crate) fn scales(op: &'static str, what: &'static str, values: &[f32]) -> Result<()> {
+    let floor = crate::layout::SCALE_EPS;
+    if !values.iter().all(|&v| v.is_finite() && v >= floor) {
+        return Err(Error::InvalidArgument {
+            op,
+            what,
+            reason: "must be finite and >= 1e-5 (SCALE_EPS, the quantizers' floor)",
+        });
+    }
+    Ok(())
+}
+
 /// Index of the first NaN or infinity in `values`, if any.
 pub(crate) fn first_non_finite(values: &[f32]) -> Option<usize> {
     values.iter().position(|v| !v.is_finite())

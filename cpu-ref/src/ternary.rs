@@ -21,7 +21,8 @@ pub struct TernaryMatrix {
 impl TernaryMatrix {
     /// Wraps packed words after validating them: `words.len() == N · ceil(K / 16)`, no code 3,
     /// every padding position (`k >= K` in a row's last word) holds code 1, `N, K > 0`,
-    /// `K < 2^24` (exact i32 accumulation) and `scale` finite and `> 0`.
+    /// `K < 2^24` (exact i32 accumulation) and `scale` finite and `>= 1e-5`
+    /// ([`SCALE_EPS`](crate::layout::SCALE_EPS), the quantizer's floor).
     pub fn from_packed(words: Vec<u32>, n: usize, k: usize, scale: f32) -> Result<TernaryMatrix> {
         const OP: &str = "TernaryMatrix::from_packed";
         check_dims(OP, n, k)?;
@@ -32,13 +33,7 @@ impl TernaryMatrix {
             check::mul(OP, "N * words_per_row(K)", n, wpr)?,
             words.len(),
         )?;
-        if !(scale.is_finite() && scale > 0.0) {
-            return Err(Error::InvalidArgument {
-                op: OP,
-                what: "scale",
-                reason: "must be finite and > 0",
-            });
-        }
+        check::scales(OP, "scale", &[scale])?;
         // Code 3 has both bits set: the low bit of every 2-bit field of `w & (w >> 1)`.
         let bad = |w: u32| w & (w >> 1) & 0x5555_5555 != 0;
         let tail = k % WEIGHTS_PER_WORD;

@@ -240,13 +240,18 @@ fn constructor_errors() {
             code: 2
         }
     );
-    for scale in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+    // Below the quantizer's floor (1e-5): scales it cannot produce, whose products GPUs that
+    // flush subnormals would turn into 0.
+    for scale in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-30, 9.999e-6] {
         let e = TernaryMatrix::from_packed(vec![ok], 1, 16, scale).unwrap_err();
         assert!(
             matches!(e, InvalidArgument { what: "scale", .. }),
             "{scale}: {e}"
         );
+        let e = TernaryMatrix::from_i8(&[1, 0], 1, 2, scale).unwrap_err();
+        assert!(matches!(e, InvalidArgument { what: "scale", .. }), "{e}");
     }
+    assert!(TernaryMatrix::from_packed(vec![ok], 1, 16, 1e-5).is_ok());
     let e = TernaryMatrix::from_i8(&[0, 2], 1, 2, 1.0).unwrap_err();
     assert!(matches!(e, InvalidArgument { what: "values", .. }), "{e}");
     let e = TernaryMatrix::from_i8(&[0, 1], 1, 3, 1.0).unwrap_err();
@@ -290,10 +295,13 @@ fn constructor_errors() {
             index: 1
         })
     );
-    assert!(matches!(
-        qa(vec![1; 2], vec![0.0], 1, 2),
-        Err(InvalidArgument { what: "absmax", .. })
-    ));
+    for absmax in [0.0, -1.0, 1e-30, 9.999e-6] {
+        assert!(matches!(
+            qa(vec![1; 4], vec![1.0, absmax], 2, 2),
+            Err(InvalidArgument { what: "absmax", .. })
+        ));
+    }
+    assert!(qa(vec![1; 2], vec![1e-5], 1, 2).is_ok());
     assert_eq!(
         qa(vec![], vec![], 0, 2),
         Err(ZeroDimension { op: FA, dim: "M" })

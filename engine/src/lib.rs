@@ -57,8 +57,10 @@
 //! subnormals gave 0, an `rms_norm` read subnormal inputs as 0, and one with `eps = 0` over a row
 //! whose squares are all subnormal (every |x| below about 1e-19) divided by zero and returned
 //! `Error::NonFinite` where cpu-ref returns values. The BitNet ops do not depend on it: their
-//! scales are floored at 1e-5, so a value that is or becomes subnormal on its way to an integer
-//! rounds to 0 either way, and their output scales are normal.
+//! scales are at least 1e-5 (the quantizers floor them there, and [`cpu_ref::TernaryMatrix`] and
+//! [`cpu_ref::QuantizedActivations`] refuse smaller ones with `InvalidArgument`), so a value that
+//! is or becomes subnormal on its way to an integer rounds to 0 either way, and their output
+//! scales `s · a / 127` are normal.
 //!
 //! **Dispatch** ([`DispatchPolicy`]). The host-facing ops — [`Engine::bitlinear`],
 //! [`Engine::quantize_weights`] and the other cpu-ref-compatible methods, [`Linear`],

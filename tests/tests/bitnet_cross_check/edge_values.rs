@@ -109,3 +109,26 @@ fn edge_values_subnormals() {
     let tiny: Vec<f32> = random_normal(12, 96, 1e-7);
     check_values(&tiny, 3, &tiny, 3, 32, "tiny values (scales clamp to 1e-5)");
 }
+
+/// The smallest scales the types accept (the quantizers' floor, 1e-5, for both the weight
+/// scale and the activation absmax) give the smallest output scale, s · a / 127 ≈ 7.9e-13:
+/// normal, so a GPU that flushes subnormals agrees with cpu-ref bit for bit. Below the floor
+/// the types refuse the scale (their product could be subnormal: 0 on such a GPU).
+#[test]
+fn floor_scales_agree_and_smaller_ones_are_refused() {
+    use bitnet_wgpu::cpu_ref::{QuantizedActivations, TernaryMatrix};
+    let (m, n, k) = (3, 8, 40);
+    let x: Vec<i8> = (0..m * k).map(|i| ((i * 37) % 255) as u8 as i8).collect();
+    let w: Vec<i8> = (0..n * k).map(|i| ((i * 5) % 3) as i8 - 1).collect();
+    let absmax = vec![1e-5, 2e-5, 1e-5];
+    let xq = QuantizedActivations::from_parts(x.clone(), absmax, m, k).unwrap();
+    let wq = TernaryMatrix::from_i8(&w, n, k, 1e-5).unwrap();
+    let want = bitnet_wgpu::cpu_ref::bitlinear_quantized(&xq, &wq).unwrap();
+    assert!(want.iter().all(|v| *v == 0.0 || v.is_normal()));
+    for (name, e) in crate::support::engines() {
+        let got = e.bitlinear_quantized(&xq, &wq).unwrap();
+        crate::support::assert_bits_eq(&got, &want, name);
+    }
+    assert!(QuantizedActivations::from_parts(x, vec![1e-5, 1e-30, 1e-5], m, k).is_err());
+    assert!(TernaryMatrix::from_i8(&w, n, k, 9.99e-6).is_err());
+}
