@@ -154,7 +154,7 @@ fn ch_wait(job: ChainJob, g: u32) -> u32 {
 
 // bitlinear_write.wgsl's value (mode 0) for output word idx, as f32 bits; flags a non-finite one.
 fn ch_value(idx: u32, acc: i32, scale: f32) -> u32 {
-    var bits = bitcast<u32>(f32(acc) * scale);
+    var bits = bitcast<u32>(i32_to_f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[Y_STATUS], idx);
         // One NaN, so that no output is the arena's unwritten word (POLL_DATA).

@@ -85,6 +85,14 @@ fn bitlinear_pin(v: f32) -> f32 {
     return bitcast<f32>(bitcast<u32>(v) ^ params.zero);
 }
 
+// An exact accumulator as f32, rounded to nearest even like cpu-ref's `acc as f32`. Vulkan leaves
+// the rounding of an integer-to-float conversion to the driver, which matters once |acc| passes
+// 2^24 (K above 131,072). Both halves convert exactly (the arithmetic shift keeps the sign), the
+// product by 2^16 is exact, and the addition rounds once (a fused multiply-add rounds the same).
+fn i32_to_f32(v: i32) -> f32 {
+    return f32(v >> 16u) * 65536.0 + f32(v & 0xffff);
+}
+
 // The output scale of one activation row: (s * a_m) * INV_127, each product rounded.
 fn bitlinear_scale(s: f32, a: f32) -> f32 {
     return bitlinear_pin(bitlinear_pin(s * a) * INV_127);

@@ -39,8 +39,8 @@ fn gf_store(m: u32, n: u32, total: vec4<i32>, row_sum: i32, a: f32) {
             let idx = m * n_out + row + r;
             // Pinned: rounded here, as the grouped GEMV rounds the y it stores, whatever the
             // driver would contract into the activation.
-            let g = bitlinear_pin(f32(total[r] - row_sum) * sg);
-            let u = bitlinear_pin(f32(total[2u + r] - row_sum) * su);
+            let g = bitlinear_pin(i32_to_f32(total[r] - row_sum) * sg);
+            let u = bitlinear_pin(i32_to_f32(total[2u + r] - row_sum) * su);
             let g_bad = is_non_finite(g);
             let u_bad = is_non_finite(u);
             if (g_bad) {

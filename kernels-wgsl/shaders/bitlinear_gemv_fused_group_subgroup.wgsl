@@ -28,7 +28,7 @@ const X_STATUS: u32 = 0u;
 
 // Writes word idx of matrix j's output (the formula and check of bitlinear_write.wgsl).
 fn gg_write(j: u32, idx: u32, acc: i32, scale: f32) {
-    let bits = bitcast<u32>(f32(acc) * scale);
+    let bits = bitcast<u32>(i32_to_f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[1u + j], idx);
     }

@@ -9,7 +9,7 @@ fn bitlinear_write(idx: u32, acc: i32, scale: f32) {
         out[bl_plane + idx] = bitcast<u32>(acc);
         return;
     }
-    let bits = bitcast<u32>(f32(acc) * scale);
+    let bits = bitcast<u32>(i32_to_f32(acc) * scale);
     if ((bits & 0x7f800000u) == 0x7f800000u) {
         atomicMin(&nonfinite[Y_STATUS], idx);
     }

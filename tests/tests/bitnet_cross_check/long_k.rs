@@ -126,3 +126,37 @@ fn staged_and_lean_q_gemvs_over_a_long_k_match_cpu_ref() {
     }
     e.set_bitnet_tuning(BitnetTuning::default());
 }
+
+/// Accumulators past 2^24 (K above 131 072 at |x| = 127): their f32 is rounded to nearest even
+/// as cpu-ref's `acc as f32` does, ties included — Vulkan leaves an integer-to-float
+/// conversion's rounding to the driver, so the kernels convert in two exact halves
+/// (`i32_to_f32`). Rows of 127 with one varied entry and weights of ±1 with some zeros make
+/// odd and even accumulators of both signs between 2^24 and 2^25 (odd = a tie).
+#[test]
+fn accumulators_past_2_pow_24_round_to_nearest_even() {
+    for (k, m) in [(132_160, 2), (132_161, 2), (132_160, 9)] {
+        let mut x = vec![127i8; m * k];
+        for r in 0..m {
+            x[r * k] = 127 - r as i8;
+        }
+        let xq = QuantizedActivations::from_parts(x, vec![1.0; m], m, k).unwrap();
+        let n = 4;
+        let mut w = vec![1i8; n * k];
+        for j in 0..n {
+            w[j * k + 1..j * k + 1 + j].fill(0);
+        }
+        w[3 * k..4 * k].iter_mut().for_each(|v| *v = -*v);
+        let w = TernaryMatrix::from_i8(&w, n, k, 1.0).unwrap();
+        let acc = cpu_ref::bitlinear_accumulate(&xq, &w).unwrap();
+        assert!(acc.iter().all(|a| a.unsigned_abs() > 1 << 24));
+        assert!(acc.iter().any(|a| a % 2 != 0) && acc.iter().any(|a| a % 2 == 0));
+        // Not the 64 KiB-binding engine: one 132 KB row does not fit its bindings (a typed
+        // LimitExceeded, tested elsewhere).
+        for (name, e) in crate::support::engines()
+            .into_iter()
+            .filter(|(n, _)| *n != "chunked")
+        {
+            check_quantized(e, &xq, &w, &format!("{name}: K {k}, M {m}"));
+        }
+    }
+}
