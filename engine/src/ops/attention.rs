@@ -104,7 +104,10 @@ impl Engine {
     /// `k`'s shape, `Hq` not a multiple of `Hkv`); `causal` with `Tq > Tk`; `scale` non-finite or
     /// `<= 0`; non-finite `q`, `k` or `v` (`NonFinite` naming the tensor and first flat index,
     /// surfaced when the result is read); a score or weighted sum beyond f32's range (`NonFinite`
-    /// on `output`). `k` or `v` above `max_storage_buffer_binding_size` is `LimitExceeded`: every
+    /// on `output`). Near that edge the two backends may disagree, as their summation orders
+    /// differ: a dot product or weighted sum whose partial sums pass f32's range in one order and
+    /// not in the other is `NonFinite` on one backend and finite on the other (inputs whose
+    /// terms stay below about `f32::MAX / D` agree). `k` or `v` above `max_storage_buffer_binding_size` is `LimitExceeded`: every
     /// query reads every key, so they are bound whole (`q` and the output are split by rows).
     pub fn attention(
         &self,
