@@ -140,7 +140,8 @@ impl Engine {
             )));
         }
         let (m, k, n) = (m as u64, k as u64, n as u64);
-        for (what, count) in [("a", m * k), ("b", k * n), ("output", m * n)] {
+        // Saturating: a and b exist, but an output of m × n can pass u64 (then past u32 too).
+        for (what, count) in [("a", m * k), ("b", k * n), ("output", m.saturating_mul(n))] {
             float_args::u32_indexable(v.op, what, count)?;
         }
         let es = if v.dtype == DType::F32 { 4 } else { 2 };
