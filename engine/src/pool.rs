@@ -88,9 +88,9 @@ pub struct PoolStats {
     pub peak_allocated_bytes: u64,
     /// Highest `live_bytes` seen since creation (or the last `reset_peaks`).
     pub peak_live_bytes: u64,
-    /// Requests served from the free list.
+    /// Requests served from the free list (storage and read-back staging alike).
     pub hits: u64,
-    /// Requests that created a new buffer.
+    /// Requests that created a new buffer (storage and read-back staging alike).
     pub misses: u64,
     /// Live storage buffers.
     pub live_buffers: u64,
