@@ -293,7 +293,9 @@ impl Batch {
     fn force_status_check(&mut self, gpu: &Gpu) -> Result<()> {
         let owners = gpu.slots.owners();
         let ticket = self.take_status(gpu, &owners)?;
-        let index = self.flush(gpu)?;
+        // As a read flushes: a panicking flush takes the copy-outs back (their fates pending
+        // again) instead of leaving them queued behind a dropped ticket.
+        let index = self.flush_read(gpu, ticket.as_ref(), None)?;
         if let (Some(t), Some(i)) = (ticket, index) {
             crate::transfer::finish_status(gpu, t, i)?;
         }

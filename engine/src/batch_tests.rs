@@ -1,5 +1,6 @@
 //! GPU tests of the batch sizes: small right after a sync point, doubling per full batch up to
-//! `EngineOptions::batch_dispatches` (`Batch::record`).
+//! `EngineOptions::batch_dispatches` (`Batch::record`); and the forced status check's panic
+//! path.
 
 use crate::engine::{Engine, EngineOptions};
 use crate::tensor::Tensor;
@@ -50,4 +51,31 @@ fn a_first_batch_as_large_as_the_cap_gives_fixed_batches() {
     let (y, pending) = chain(&e, x, 9);
     assert_eq!(pending, [1, 2, 3, 4, 1, 2, 3, 4, 1]);
     assert_eq!(y.read_f32().unwrap(), vec![1.0; 16]);
+}
+
+/// A forced status check (every slot owned by an unread launch) whose flush panics before it
+/// took the batch — an injected job panic there — takes its copy-outs back, as a read's flush
+/// does: the unread outputs still read their values afterwards, where the queued copy-outs
+/// behind the dropped ticket had failed them as a lost read-back for good.
+#[test]
+fn a_forced_status_check_that_panics_leaves_the_outputs_readable() {
+    use crate::fault::InjectedFault;
+    let e = engine(64, 64);
+    let g = e.gpu_context().expect("a GPU engine");
+    let x = e.upload_f32(&[1.5; 64], &[64]).unwrap();
+    // Checked launches (a copy flags NaN/Inf), submitted, their status not read yet.
+    let ys: Vec<Tensor> = (0..4).map(|_| e.copy(&x).unwrap()).collect();
+    e.sync().unwrap();
+    let forced = g
+        .scheduler
+        .call(|b, g| {
+            g.faults.arm(InjectedFault::JobPanic);
+            b.force_status_check(g)
+        })
+        .unwrap();
+    assert!(forced.is_err(), "the panic fails the forced check");
+    for y in &ys {
+        assert_eq!(y.read_f32().unwrap(), vec![1.5; 64]);
+    }
+    e.sync().unwrap();
 }
