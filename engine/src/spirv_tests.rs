@@ -1,6 +1,7 @@
 //! The int8 retyping on the real skeleton (both params forms): every matrix type, capability and
 //! multiply-add as `spirv.rs` promises, and clear errors for modules that are not skeletons; and
-//! `kernel_spirv` (override constants substituted, errors typed).
+//! `kernel_spirv` (override constants substituted, errors typed); and the barrier the atomic
+//! chain kernel's cross-workgroup hand-off relies on.
 
 use bitnet_kernels_wgsl::bitnet::{
     BITLINEAR_GEMM_COOP_I8_SUBGROUP, BITLINEAR_GEMV_FUSED_SUBGROUP, BITLINEAR_GEMV_SUBGROUP,
@@ -226,4 +227,30 @@ fn passthrough_modules_use_the_vulkan_binding_numbers() {
         resource_bindings(&immediates),
         [group0, vec![(1, 0)]].concat()
     );
+}
+
+/// The atomic form of the chain kernel hands a link's outputs to the next link's workgroups
+/// through relaxed atomics between `storageBarrier`s; that is a sound release/acquire pattern
+/// only because naga lowers `storageBarrier` to a control barrier at **Device** memory scope
+/// with AcquireRelease | UniformMemory semantics (the WGSL spec only promises workgroup scope,
+/// and Tint emits that). A naga that narrowed it would make consumers read stale outputs
+/// without an error: this guard fails first.
+#[test]
+fn the_atomic_chain_kernels_storage_barriers_order_device_memory() {
+    const OP_CONTROL_BARRIER: u32 = 224;
+    const SCOPE_DEVICE: u32 = 1;
+    const ACQUIRE_RELEASE: u32 = 0x8;
+    const UNIFORM_MEMORY: u32 = 0x40;
+    let words =
+        crate::kernel_spirv(&bitnet_kernels_wgsl::bitnet::BITLINEAR_CHAIN_SUBGROUP, &[]).unwrap();
+    let storage: Vec<(u32, u32)> = all(&words, OP_CONTROL_BARRIER)
+        .into_iter()
+        .map(|w| (value(&words, w[1]), value(&words, w[2])))
+        .filter(|&(_, semantics)| semantics & UNIFORM_MEMORY != 0)
+        .collect();
+    assert!(!storage.is_empty(), "no storage barrier found");
+    for (scope, semantics) in storage {
+        assert_eq!(scope, SCOPE_DEVICE, "memory scope");
+        assert_ne!(semantics & ACQUIRE_RELEASE, 0, "semantics {semantics:#x}");
+    }
 }

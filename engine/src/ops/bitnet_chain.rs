@@ -68,7 +68,8 @@ struct ChainJob {
 }
 
 /// Whether the chain kernel can run `links` on `gpu`: no in-dispatch wait has given up on it
-/// (`Gpu::waits_gave_up`), subgroups, and every K a multiple of 64 within the fused GEMV's limit
+/// (`Gpu::waits_gave_up`), subgroups, a hand-off its memory model guarantees
+/// ([`handoff_guaranteed`]), and every K a multiple of 64 within the fused GEMV's limit
 /// (its quantized row lives in workgroup memory).
 pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool {
     let bytes: usize = links
@@ -79,10 +80,26 @@ pub(crate) fn fusable(gpu: &Gpu, links: &[(crate::Linear, ChainInput)]) -> bool 
     small_enough
         && waits_allowed(gpu)
         && gpu.caps.has(wgpu::Features::SUBGROUP)
+        && handoff_guaranteed(
+            gpu.caps.has(CHAIN_COHERENT.requires),
+            gpu.adapter_info.backend,
+        )
         && links.iter().all(|(l, _)| {
             let k = l.weights().k();
             k % 64 == 0 && k as u64 <= u64::from(kernels::GEMV_FUSED_MAX_K)
         })
+}
+
+/// Whether the chain kernel's hand-off between workgroups of one dispatch is guaranteed by the
+/// backend's memory model. The coherent form (`coherent`) polls write-once words, which any
+/// backend keeps. The atomic form publishes through relaxed atomics between `storageBarrier`s:
+/// naga's SPIR-V makes that barrier order device memory (Device scope, AcquireRelease; guarded
+/// by `spirv_tests.rs`), so it holds on Vulkan (and DX12, where wgpu grants coherent storage
+/// anyway), but MSL before 3.2 — Metal devices without coherent storage — orders device memory
+/// within a threadgroup only: a consumer could read stale outputs as plausible values. Those
+/// devices run chains link by link.
+fn handoff_guaranteed(coherent: bool, backend: wgpu::Backend) -> bool {
+    coherent || backend != wgpu::Backend::Metal
 }
 
 /// A chain's resident state: weight arena, job table, workgroup map and counters.
@@ -219,4 +236,20 @@ fn to_u32(op: &'static str, v: usize) -> Result<u32> {
         max: u64::from(u32::MAX),
         what: op.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::handoff_guaranteed;
+    use wgpu::Backend;
+
+    /// Only Metal without coherent storage (MSL before 3.2) runs chains link by link.
+    #[test]
+    fn only_metal_without_coherent_storage_lacks_the_handoff() {
+        assert!(!handoff_guaranteed(false, Backend::Metal));
+        assert!(handoff_guaranteed(true, Backend::Metal));
+        for backend in [Backend::Vulkan, Backend::Dx12, Backend::Gl] {
+            assert!(handoff_guaranteed(false, backend) && handoff_guaranteed(true, backend));
+        }
+    }
 }
