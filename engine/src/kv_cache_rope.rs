@@ -29,7 +29,12 @@ impl KvCache {
         let engine = self.engine.clone();
         let dims = engine.rope_pair_dims(q, k, positions, theta)?;
         let t = self.check_append(k, v)?;
-        self.place()?;
+        if let Err(e) = self.place() {
+            // As the two calls report it: `rope_pair`'s errors (values checked on the host)
+            // before the append's move of the cache.
+            engine.rope_pair(q, k, positions, theta)?;
+            return Err(e);
+        }
         let operands = [q, k, v, positions];
         if let (Some(gpu), Store::Device { keys, values }) =
             (engine.gpu_for(&operands), &self.store)

@@ -93,6 +93,13 @@ impl Tensor {
 
     /// The data bytes (logical length, no padding). The read is submitted now; the future
     /// completes it (resolved by the engine's completion thread — no executor needed).
+    ///
+    /// Every read future shares one exception to not blocking: a failed read-back (a map or
+    /// validation error) blocks the poll that sees it for up to a second, typically 250 ms once
+    /// the queue drained, while the engine tells a lost device (`DeviceLost`) from a failed map
+    /// — the device-lost notice arrives after the failure that betrays it. Only failing reads
+    /// pay it; an async server should expect a failing read to hold its executor thread that
+    /// long (or run reads on a blocking pool).
     pub fn read_bytes_async(
         &self,
     ) -> impl Future<Output = Result<Vec<u8>>> + Send + 'static + use<> {

@@ -3,7 +3,8 @@
 //! device (one launch per step) and on the CPU engine; shape, argument and capacity errors
 //! leave the cache unchanged; a non-finite key fails the rotated queries and the cache's views
 //! with the error the two calls give; a view alive across a truncate keeps its values; the
-//! cache's own views as operands fall back to the two calls.
+//! cache's own views as operands fall back to the two calls; a failed move of the cache reports
+//! after `rope_pair`'s errors.
 
 use bitnet_tests::{gpu_engine_with, lose_device};
 use bitnet_wgpu::{Engine, EngineOptions, Error, KvCache, Tensor};
@@ -192,4 +193,29 @@ fn a_lost_device_fails_append_rope() {
     }
     assert!(lost(c.keys().and_then(|k| k.read_f32())), "the keys");
     assert!(lost(c.values().and_then(|v| v.read_f32())), "the values");
+}
+
+/// A step whose queries hold a NaN, on host operands, while the cache cannot move to the device
+/// (an injected out-of-memory on the move back from the `Cpu` policy): the two calls report
+/// `rope_pair`'s `NonFinite` first, and so does `append_rope`, not the move's error; the cache
+/// is unchanged and moves once memory allows.
+#[test]
+fn rope_errors_come_before_a_failed_cache_move() {
+    use bitnet_wgpu::{DispatchPolicy, InjectedFault};
+    let e = gpu_engine_with(EngineOptions::default());
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let mut c = e.kv_cache(4, HK, D).unwrap();
+    let mut ops = step(&e, 160, 0, 1);
+    let mut q = values(161, HQ * D, -2.0, 2.0);
+    q[5] = f32::NAN;
+    ops[0] = up(&e, &q, &[1, HQ, D]);
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    let want = e.rope_pair(&ops[0], &ops[1], &ops[3], THETA).unwrap_err();
+    assert!(matches!(want, Error::NonFinite { .. }), "{want:?}");
+    e.inject_fault(InjectedFault::OutOfMemory);
+    let got = c
+        .append_rope(&ops[0], &ops[1], &ops[2], &ops[3], THETA)
+        .unwrap_err();
+    assert_eq!(got, want);
+    assert_eq!(c.len(), 0, "the cache is unchanged");
 }
