@@ -22,6 +22,13 @@
 //! from the pool can go straight to `queue.write_buffer` (which runs before the *next*
 //! submission) without a round trip to this thread (`transfer.rs`).
 //!
+//! Backpressure: the queue is unbounded, and posting a launch (~0.1 µs) is faster than
+//! recording it (µs), so callers that launch without ever reading or syncing can queue work
+//! ahead of this thread. Nothing waits on that queue's length: each queued launch already holds
+//! its output's pooled buffer, so device memory bounds it (allocation fails with `OutOfMemory`
+//! long before the queue's boxed jobs matter), and any read or sync waits behind it. A bounded
+//! queue would make a launch block its caller, where a launch promises to return at once.
+//!
 //! Panics: a job that panics (an engine bug, or a panic inside wgpu) is caught ([`guarded`]), and
 //! its caller gets [`Error::Panicked`] — a call's reply, a launch's fate — never a lost device:
 //! the thread and the device go on with the next job.
