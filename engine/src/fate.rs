@@ -171,10 +171,16 @@ impl Fate {
     }
 
     /// Undoes [`Fate::begin_read`] when the copy-out was never executed (the slot is untouched).
+    /// A fate resolved meanwhile — its own launch failed in the copy-out's batch, which
+    /// [`Fate::resolve`] leaves the claimed slot to — has nothing left to report: the copy-out
+    /// was the slot's last holder, and the slot goes back dirty (kept, it would be lost to the
+    /// pool for good).
     pub fn revert_read(&self, slot: u32) {
         let mut st = self.state();
-        if matches!(*st, State::Reading { .. }) {
-            *st = State::Pending { slot: Some(slot) };
+        match *st {
+            State::Reading { .. } => *st = State::Pending { slot: Some(slot) },
+            State::Resolved(_) => self.slots.release_dirty(slot),
+            State::Pending { .. } => {}
         }
     }
 

@@ -172,6 +172,35 @@ fn a_failed_copy_out_does_not_resolve_a_later_claim() {
     assert!(matches!(f.outcome(), Outcome::Known(None)));
 }
 
+/// A read claimed the slot, then its launch and its copy-out both failed in one batch (a
+/// rejected batch re-submitted command by command, `batch.rs`): the launch's failure resolves
+/// the fate without releasing the claimed slot, and the copy-out's revert gives it back — before,
+/// one slot was lost to the pool for good each time.
+#[test]
+fn a_copy_out_failing_after_its_launch_returns_the_slot() {
+    let pool = Arc::new(SlotPool::new());
+    pool.release_clean(pool.take_dirty());
+    let (clean, dirty) = pool.free();
+    let f = Fate::new(1, None, &pool);
+    let s = pool.take().unwrap();
+    f.assign(s);
+    let (_tx, rx) = flume::bounded::<()>(1);
+    assert_eq!(f.begin_read(&rx), Some(s));
+    let oom = Error::OutOfMemory {
+        context: "test".into(),
+    };
+    f.resolve(Some(oom.clone()));
+    assert_eq!(pool.free(), (clean - 1, dirty), "claimed by the copy-out");
+    f.revert_read(s);
+    assert_eq!(pool.free(), (clean - 1, dirty + 1), "back dirty");
+    assert!(matches!(
+        f.outcome(),
+        Outcome::Known(Some(Error::OutOfMemory { .. }))
+    ));
+    drop(f);
+    assert_eq!(pool.free(), (clean - 1, dirty + 1), "released once");
+}
+
 /// A read that waited for another read's copy-out, which failed, posts a copy-out of its own; a
 /// caller that drops that read meanwhile (a timeout in a `select!`) must not take the fate's
 /// flag down with it: the copy-out still runs (the slot is reset), so its status must still be
