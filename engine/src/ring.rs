@@ -217,14 +217,19 @@ mod tests {
     use crate::engine::EngineOptions;
     use crate::error::Error;
 
+    /// A GPU engine that submits only when asked (no idle flush).
+    fn engine() -> crate::Engine {
+        crate::test_gpu::gpu_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        })
+    }
+
     /// A write whose slot cannot be made (here: above `max_buffer_size`) is an error, and the
     /// ring stays usable: the next write gets a slot instead of indexing past the slots made.
     #[test]
     fn a_failed_slot_creation_leaves_the_ring_usable() {
-        let e = crate::test_gpu::gpu_with(EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
+        let e = engine();
         let g = e.gpu_context().unwrap();
         let mut ring = UploadRing::default();
         let mut waited = Duration::ZERO;
@@ -247,10 +252,7 @@ mod tests {
     /// bytes; nothing unmaps an unmapped buffer, so the next sync reports no validation error.
     #[test]
     fn a_slot_whose_remap_never_ran_is_replaced() {
-        let e = crate::test_gpu::gpu_with(EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
+        let e = engine();
         let g = e.gpu_context().unwrap();
         let mut ring = UploadRing::default();
         let mut waited = Duration::ZERO;
