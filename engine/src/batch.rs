@@ -228,14 +228,19 @@ impl Batch {
             cmds.iter().for_each(|c| fail(gpu, c, &e));
             return Err(e);
         }
-        if let Some(arena) = &gpu.group.params_arena
-            && !params.is_empty()
-        {
-            // Executes before this submission's commands and after every earlier submission.
-            gpu.queue.write_buffer(arena, 0, &params);
-        }
         let profiler = self.profiler.as_mut().filter(|p| p.enabled);
-        match crate::scheduler::guarded(|| submit(gpu, &cmds, profiler)) {
+        let submission = || {
+            if let Some(arena) = &gpu.group.params_arena
+                && !params.is_empty()
+            {
+                // Executes before this submission's commands and after every earlier one.
+                gpu.queue.write_buffer(arena, 0, &params);
+            }
+            submit(gpu, &cmds, profiler)
+        };
+        // Guarded from the params write on: the commands are taken, so a panic that escaped
+        // would drop them, and with them the slots of their launches, copy-outs and resets.
+        match crate::scheduler::guarded(submission) {
             // A panic inside the submission (the engine's or wgpu's): whether any of it ran is
             // unknown, so nothing is re-submitted and none of its launches is trusted — each
             // command fails with the panic, as on a lost device (dropped with its commands, a
