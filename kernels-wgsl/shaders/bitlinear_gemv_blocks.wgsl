@@ -10,6 +10,11 @@
 // consecutive lanes of one subgroup when TPR <= subgroup size (reduced with subgroupShuffleXor),
 // and whole subgroups otherwise (then combined through workgroup memory). Any power-of-two
 // subgroup size from 4 to 128 works; TPR is a power of two from 1 to GV_WG.
+// On Vulkan and Metal subgroup_id is the driver's, so (sg, lane) pairs are distinct and vt is a
+// bijection onto 0 .. GV_WG. On D3D12 naga derives subgroup_id as local_invocation_index /
+// WaveGetLaneCount() while the lane is WaveGetLaneIndex(): vt is a bijection there only if waves
+// are made of consecutive local indices in lane order, which every known D3D12 driver does for a
+// 1-D workgroup but HLSL does not promise (unverified here: no D3D12 machine).
 //
 // The kernel declares `weights: array<vec4<u32>>` (binding 0) and the Params of
 // bitlinear_common.wgsl.
