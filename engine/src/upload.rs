@@ -148,6 +148,10 @@ impl Engine {
         data: &[u8],
         scales: Option<&[u8]>,
     ) -> Result<Tensor> {
+        debug_assert!(
+            gpu.is_none_or(|g| self.gpu_id() == Some(g.id)),
+            "another engine's GPU"
+        );
         check_shape(op, shape, dtype, data.len())?;
         let data = Self::store(gpu, op, data.len() as u64, Some(data))?;
         let scales = match scales {
@@ -167,6 +171,7 @@ impl Engine {
         shape: &[usize],
         dtype: DType,
     ) -> Result<Tensor> {
+        debug_assert_eq!(self.gpu_id(), Some(gpu.id), "another engine's GPU");
         let bytes = output_bytes(op, shape, dtype)?;
         let data = Self::store(Some(gpu), op, bytes, None)?;
         let sb = dtype.scale_bytes(shape);
