@@ -120,7 +120,7 @@ impl Gpu {
         queue: wgpu::Queue,
         options: EngineOptions,
     ) -> Result<Arc<Gpu>> {
-        let caps = Caps::new(&device, &adapter_info, &options);
+        let mut caps = Caps::new(&device, &adapter_info, &options);
         check_binding_cap(&options, &caps.limits)?;
         let health = Arc::new(Health::default());
         let h = Arc::clone(&health);
@@ -147,6 +147,12 @@ impl Gpu {
                 ));
             }
         }));
+        // After the handlers: nothing the probe does escapes them.
+        if caps.has(wgpu::Features::SUBGROUP)
+            && !crate::subgroup_probe::layout_holds(&device, &queue, &adapter_info)
+        {
+            caps.features.remove(wgpu::Features::SUBGROUP);
+        }
         let group = EngineGroup::new(
             &device,
             &caps.limits,

@@ -180,8 +180,9 @@ pub enum ParamsMode {
 /// What the engine knows about its device: features, limits and the choices derived from them.
 #[derive(Debug, Clone)]
 pub(crate) struct Caps {
-    /// Features enabled on the device, less `EngineOptions::disabled_features`: what kernels
-    /// may use.
+    /// Features enabled on the device, less `EngineOptions::disabled_features` and less
+    /// `SUBGROUP` where the device's subgroup layout failed its self-test
+    /// (`subgroup_probe.rs`): what kernels may use.
     pub features: wgpu::Features,
     /// Limits of the device.
     pub limits: wgpu::Limits,

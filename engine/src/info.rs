@@ -44,7 +44,8 @@ pub struct EngineInfo {
     /// Driver details (version).
     pub driver_info: String,
     /// Features the engine uses: those enabled on the device less
-    /// `EngineOptions::disabled_features` (empty on the CPU engine).
+    /// `EngineOptions::disabled_features`, and less `SUBGROUP` where the device's subgroup layout
+    /// failed the engine's self-test (empty on the CPU engine).
     pub features: wgpu::Features,
     /// Key limits (None on the CPU engine).
     pub limits: Option<KeyLimits>,

@@ -232,6 +232,7 @@ mod spirv;
 mod status;
 mod status_gather;
 mod stream;
+mod subgroup_probe;
 mod tensor;
 #[cfg(test)]
 mod test_gpu;

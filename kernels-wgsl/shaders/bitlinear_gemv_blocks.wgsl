@@ -14,7 +14,10 @@
 // bijection onto 0 .. GV_WG. On D3D12 naga derives subgroup_id as local_invocation_index /
 // WaveGetLaneCount() while the lane is WaveGetLaneIndex(): vt is a bijection there only if waves
 // are made of consecutive local indices in lane order, which every known D3D12 driver does for a
-// 1-D workgroup but HLSL does not promise (unverified here: no D3D12 machine).
+// 1-D workgroup but HLSL does not promise. The engine checks all of it on each device before it
+// uses a subgroup kernel (subgroup_layout_probe.wgsl, engine/src/subgroup_probe.rs) and runs the
+// workgroup-memory kernels where it fails (lavapipe at 1024-bit vectors reports 32 lanes and
+// runs 16, and fails it).
 //
 // The kernel declares `weights: array<vec4<u32>>` (binding 0) and the Params of
 // bitlinear_common.wgsl.

@@ -56,6 +56,16 @@ pub const STATUS_GATHER: KernelSource = KernelSource {
     source: include_str!("../shaders/status_gather.wgsl"),
 };
 
+/// Checks the subgroup layout the subgroup kernels assume (vt = subgroup_id × size + lane is a
+/// bijection, subgroups full and named alike, shuffles address that lane) on the device itself.
+/// Standalone (no engine params or status): binding 0 = `words` (read_write, 257 zeroed words
+/// per workgroup: a hit count per vt, then violation flags). Grid: any number of workgroups.
+/// Override `SKEW` (tests): 1 or 2 simulates a broken layout.
+pub const SUBGROUP_LAYOUT_PROBE: KernelSource = KernelSource {
+    name: "subgroup_layout_probe",
+    source: include_str!("../shaders/subgroup_layout_probe.wgsl"),
+};
+
 /// Every utility kernel of this module.
 pub const ALL: &[KernelSource] = &[
     FILL,
@@ -64,4 +74,5 @@ pub const ALL: &[KernelSource] = &[
     COPY_BLOCKS_PAIR,
     STATUS_RESET,
     STATUS_GATHER,
+    SUBGROUP_LAYOUT_PROBE,
 ];

@@ -6,7 +6,7 @@ use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
 
 mod subgroup_rerun;
-pub use subgroup_rerun::rerun_on_4_lane_subgroups;
+pub use subgroup_rerun::{rerun_on_4_lane_subgroups, rerun_where_the_subgroup_layout_is_broken};
 
 /// Deterministic splitmix64 generator (no external crate; the same stream on every machine).
 #[derive(Debug, Clone)]
