@@ -23,15 +23,35 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     }
     // One temporary file per write, not per process: two writers of one process (two engines
     // saving one calibration) must not truncate each other's file before or after its rename.
+    // Processes of two containers sharing the directory can share a pid (often 1), so the name
+    // also carries the time, and the file is created new (never truncating another writer's
+    // file, never following a link planted at the name), with another name if it exists.
     static WRITES: AtomicU64 = AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, Ordering::Relaxed);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.{n}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
-    });
+    let mut attempt = 0;
+    let (tmp, mut file) = loop {
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.{n}.{nanos:x}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => {
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_all());
+    drop(file);
     match written.and_then(|()| std::fs::rename(&tmp, path)) {
         Ok(()) => Ok(()),
         Err(e) => {
@@ -64,6 +84,21 @@ pub(crate) fn location(value: Option<&str>) -> Option<Option<PathBuf>> {
         Some(false) => Some(None),
         Some(true) => None,
         None => Some(Some(PathBuf::from(v))),
+    }
+}
+
+/// [`location`] of the environment variable `name`. A value that is not valid UTF-8 is a path
+/// as it stands (it spells no on/off word): read as unset, it sent the cache back to the
+/// default place the user had moved it away from.
+pub(crate) fn location_var(name: &str) -> Option<Option<PathBuf>> {
+    location_os(std::env::var_os(name).as_deref())
+}
+
+/// [`location_var`] of the value itself.
+fn location_os(value: Option<&std::ffi::OsStr>) -> Option<Option<PathBuf>> {
+    match value?.to_str() {
+        Some(text) => location(Some(text)),
+        None => Some(Some(PathBuf::from(value?))),
     }
 }
 
@@ -189,6 +224,17 @@ pub(crate) mod tests {
             location(Some(" /tmp/x ")),
             Some(Some(PathBuf::from("/tmp/x")))
         );
+    }
+
+    /// A value that is not UTF-8 is the path it names (it was read as unset: the default place).
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_locations_are_paths() {
+        use std::os::unix::ffi::OsStrExt;
+        let raw = std::ffi::OsStr::from_bytes(b"/srv/cache/\xff");
+        assert_eq!(location_os(Some(raw)), Some(Some(PathBuf::from(raw))));
+        assert_eq!(location_os(Some("off".as_ref())), Some(None));
+        assert_eq!(location_os(None), None);
     }
 
     /// Two writers of one process (two engines saving the same calibration) replace the file

@@ -280,9 +280,7 @@ fn cache_dir() -> Option<PathBuf> {
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    if let Some(place) =
-        crate::cache_file::location(std::env::var(CALIBRATION_CACHE_ENV).ok().as_deref())
-    {
+    if let Some(place) = crate::cache_file::location_var(CALIBRATION_CACHE_ENV) {
         return place;
     }
     let base = if cfg!(target_os = "windows") {

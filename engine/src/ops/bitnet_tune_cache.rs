@@ -82,7 +82,7 @@ fn path() -> Option<PathBuf> {
             .map(PathBuf::from)
     };
     resolve(
-        std::env::var(TUNE_CACHE_ENV).ok().as_deref(),
+        crate::cache_file::location_var(TUNE_CACHE_ENV),
         var("XDG_CACHE_HOME"),
         var("HOME"),
         var("LOCALAPPDATA"),
@@ -91,12 +91,12 @@ fn path() -> Option<PathBuf> {
 
 /// [`path`] as a pure function of the environment values.
 fn resolve(
-    setting: Option<&str>,
+    setting: Option<Option<PathBuf>>,
     xdg: Option<PathBuf>,
     home: Option<PathBuf>,
     local_app_data: Option<PathBuf>,
 ) -> Option<PathBuf> {
-    if let Some(place) = crate::cache_file::location(setting) {
+    if let Some(place) = setting {
         return place;
     }
     let base = if cfg!(target_os = "windows") {
@@ -153,42 +153,46 @@ pub(crate) fn store(gpu: &Gpu, shape: Shape, plan: LinearPlan) {
     let Some(path) = path() else {
         return;
     };
-    let key = device_key(gpu);
-    let old = crate::cache_file::read_lossy(&path).unwrap_or_default();
-    let last = crate::cache_file::complete_lines(&old)
-        .filter_map(|l| parse_line(l, &key))
-        .filter(|(s, _)| *s == shape)
-        .last();
-    if last == Some((shape, plan)) {
-        return;
-    }
-    let line = format_line(&key, shape, plan);
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| {
-            // A cut-off last line (another process, a crash) is ended first, so the appended
-            // line stays whole; readers skip the fragment.
-            if old.lines().count() < MAX_LINES {
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?;
-                let sep = if old.is_empty() || old.ends_with('\n') {
-                    ""
-                } else {
-                    "\n"
-                };
-                return f.write_all(format!("{sep}{line}").as_bytes());
-            }
-            crate::cache_file::write_atomic(&path, &(compact(&old) + &line))
-        });
-    if let Err(e) = written {
+    if let Err(e) = store_at(&path, &device_key(gpu), shape, plan) {
         log::warn!(
             "bitnet-wgpu: cannot write the plan cache {}: {e}",
             path.display()
         );
     }
+}
+
+/// [`store`] into the file at `path`, for the device `key`.
+fn store_at(
+    path: &std::path::Path,
+    key: &str,
+    shape: Shape,
+    plan: LinearPlan,
+) -> std::io::Result<()> {
+    let old = crate::cache_file::read_lossy(path).unwrap_or_default();
+    let last = crate::cache_file::complete_lines(&old)
+        .filter_map(|l| parse_line(l, key))
+        .filter(|(s, _)| *s == shape)
+        .last();
+    if last == Some((shape, plan)) {
+        return Ok(());
+    }
+    let line = format_line(key, shape, plan);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Appended while every line is whole. A cut-off last line (another process, a crash, a full
+    // disk) is dropped by a compacting rewrite instead: ending it with a newline would make it a
+    // line, and a cut plan code can be another valid plan (`gemm:8x4` cut to `gemm:8`), served
+    // unmeasured from then on.
+    let whole = old.is_empty() || old.ends_with('\n');
+    if whole && old.lines().count() < MAX_LINES {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        return f.write_all(line.as_bytes());
+    }
+    crate::cache_file::write_atomic(path, &(compact(&old) + &line))
 }
 
 /// Lines of the file before the cache is compacted.
@@ -299,6 +303,34 @@ mod tests {
     }
 
     use super::*;
+    use crate::cache_file::location;
+
+    /// A store after a cut-off last line drops the fragment: ended with a newline (as it was),
+    /// `gemm:8x4` cut to `gemm:8` became a whole line, a valid plan never measured.
+    #[test]
+    fn a_store_after_a_cut_off_line_drops_the_fragment() {
+        let dir = std::env::temp_dir().join(format!("bitnet-plan-cut-{}", std::process::id()));
+        let path = dir.join("plans.txt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let kept = ((1, 2560, 2560, true), LinearPlan::Fused { lanes: 32 });
+        let cut_shape = (64, 2560, 6912, true);
+        let cut = format_line("dev", cut_shape, LinearPlan::Gemm { t: 8, splits: 4 });
+        let fragment = &cut[..cut.find("x4").unwrap()];
+        std::fs::write(&path, format_line("dev", kept.0, kept.1) + fragment).unwrap();
+        let added = ((8, 640, 2560, true), LinearPlan::Vec4 { lanes: 64 });
+        store_at(&path, "dev", added.0, added.1).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let plans: Vec<_> = crate::cache_file::complete_lines(&text)
+            .filter_map(|l| parse_line(l, "dev"))
+            .collect();
+        assert_eq!(plans, [kept, added], "{text:?}");
+        // Whole files are still appended to.
+        let more = ((2, 640, 2560, false), LinearPlan::Generic);
+        store_at(&path, "dev", more.0, more.1).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn lines_round_trip_and_reject_garbage() {
@@ -359,25 +391,28 @@ mod tests {
     #[test]
     fn cache_path_follows_the_environment() {
         let home = Some(PathBuf::from("/home/u"));
-        assert_eq!(resolve(Some("off"), None, home.clone(), None), None);
-        assert_eq!(resolve(Some("0"), None, home.clone(), None), None);
         assert_eq!(
-            resolve(Some("/tmp/p.txt"), None, home.clone(), None),
+            resolve(location(Some("off")), None, home.clone(), None),
+            None
+        );
+        assert_eq!(resolve(location(Some("0")), None, home.clone(), None), None);
+        assert_eq!(
+            resolve(location(Some("/tmp/p.txt")), None, home.clone(), None),
             Some(PathBuf::from("/tmp/p.txt"))
         );
         if cfg!(target_os = "linux") {
             let xdg = Some(PathBuf::from("/xdg"));
             assert_eq!(
-                resolve(None, xdg, home.clone(), None),
+                resolve(location(None), xdg, home.clone(), None),
                 Some(PathBuf::from("/xdg/bitnet-wgpu/bitlinear-plans.txt"))
             );
             assert_eq!(
-                resolve(Some(""), None, home, None),
+                resolve(location(Some("")), None, home, None),
                 Some(PathBuf::from(
                     "/home/u/.cache/bitnet-wgpu/bitlinear-plans.txt"
                 ))
             );
-            assert_eq!(resolve(None, None, None, None), None);
+            assert_eq!(resolve(location(None), None, None, None), None);
         }
     }
 }
