@@ -147,6 +147,25 @@ pub struct Launch<'a> {
     outputs: Vec<&'a Tensor>,
 }
 
+/// The bytes a tensor is bound with when the kernel names no range: its whole buffer, except
+/// for a view over a buffer above the binding limit (a KV cache's keys or values, whose buffer
+/// holds the cache's capacity): that is bound from its start over as much as a binding may
+/// hold, when its own bytes fit there. Binding the whole buffer failed every attention over such
+/// a cache with `LimitExceeded`, even at one position. The binding's size stays the same from
+/// step to step, so the bind-group cache still serves it.
+fn whole_binding(gpu: &Gpu, t: &Tensor, scales: bool, buf: &crate::pool::PooledBuffer) -> u64 {
+    let whole = buf.bytes();
+    if scales || whole <= gpu.caps.max_binding || !t.is_view() {
+        return whole;
+    }
+    // Whole vec4s (a kernel may read the view as vec4 words), within the limit.
+    let cap = gpu.caps.max_binding / 16 * 16;
+    match t.dtype().data_bytes(t.shape()) {
+        Some(own) if own.next_multiple_of(16) <= cap => cap,
+        _ => whole,
+    }
+}
+
 impl<'a> Launch<'a> {
     /// Starts a launch of `kernel` on `gpu`.
     pub fn new(gpu: &'a Gpu, kernel: &'a Kernel) -> Launch<'a> {
@@ -211,7 +230,7 @@ impl<'a> Launch<'a> {
                 return self;
             }
         };
-        let (offset, size) = range.unwrap_or((0, buf.bytes()));
+        let (offset, size) = range.unwrap_or_else(|| (0, whole_binding(self.gpu, t, scales, buf)));
         let align = u64::from(self.gpu.caps.limits.min_storage_buffer_offset_alignment);
         if !offset.is_multiple_of(align)
             || !size.is_multiple_of(4)

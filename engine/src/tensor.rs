@@ -244,6 +244,12 @@ impl Tensor {
         view
     }
 
+    /// Whether this tensor views another's bytes (a reshape, a prefix view): its storage may be
+    /// larger than its own bytes.
+    pub(crate) fn is_view(&self) -> bool {
+        matches!(self.inner.bytes, Bytes::View(_))
+    }
+
     /// Whether another tensor (a view, a reshape, a clone) shares this tensor's data storage.
     pub(crate) fn storage_shared(&self) -> bool {
         match &self.inner.bytes {

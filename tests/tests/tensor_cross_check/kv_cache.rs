@@ -332,3 +332,49 @@ fn appending_own_views_on(e: &Engine) {
         "the view is unchanged"
     );
 }
+
+/// A cache whose buffer (its capacity) is above the binding limit while its views fit one:
+/// attention and RoPE over the views run on the GPU (forced there) and give the bits of the same
+/// values uploaded as plain tensors. Binding the whole buffer failed them with `LimitExceeded`
+/// even at one position.
+#[test]
+fn views_of_a_cache_above_the_binding_limit_bind_what_they_hold() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(1 << 10),
+        dispatch: DispatchPolicy::Gpu,
+        ..EngineOptions::default()
+    });
+    // 256 bytes a position on each side, 20 positions: a 5 KiB buffer over a 1 KiB limit.
+    let (h, d) = (8, 8);
+    let mut c = e.kv_cache(20, h, d).unwrap();
+    let (k, v) = (
+        values(70, 2 * h * d, -1.0, 1.0),
+        values(71, 2 * h * d, -1.0, 1.0),
+    );
+    c.append(
+        &e.upload_f32(&k, &[2, h, d]).unwrap(),
+        &e.upload_f32(&v, &[2, h, d]).unwrap(),
+    )
+    .unwrap();
+    let q = e
+        .upload_f32(&values(72, h * d, -1.0, 1.0), &[1, h, d])
+        .unwrap();
+    let (kv, vv) = (c.keys().unwrap(), c.values().unwrap());
+    let (kp, vp) = (
+        e.upload_f32(&k, &[2, h, d]).unwrap(),
+        e.upload_f32(&v, &[2, h, d]).unwrap(),
+    );
+    let through_views = e.attention(&q, &kv, &vv, 0.35, true).expect("views bind");
+    let plain = e.attention(&q, &kp, &vp, 0.35, true).unwrap();
+    assert_eq!(
+        bits(&through_views.read_f32().unwrap()),
+        bits(&plain.read_f32().unwrap())
+    );
+    let positions = e.upload_u32(&[5, 9], &[2]).unwrap();
+    let (rq, rk) = e
+        .rope_pair(&vv, &kv, &positions, 10000.0)
+        .expect("views bind");
+    let (pq, pk) = e.rope_pair(&vp, &kp, &positions, 10000.0).unwrap();
+    assert_eq!(bits(&rq.read_f32().unwrap()), bits(&pq.read_f32().unwrap()));
+    assert_eq!(bits(&rk.read_f32().unwrap()), bits(&pk.read_f32().unwrap()));
+}
