@@ -28,10 +28,16 @@ impl KvCache {
     ) -> Result<Tensor> {
         let engine = self.engine.clone();
         let dims = engine.rope_pair_dims(q, k, positions, theta)?;
-        let t = self.check_append(k, v)?;
+        // As the two calls report it: `rope_pair`'s errors (values checked at once on host
+        // operands) before the append's checks and its move of the cache.
+        let t = match self.check_append(k, v) {
+            Ok(t) => t,
+            Err(e) => {
+                engine.rope_pair(q, k, positions, theta)?;
+                return Err(e);
+            }
+        };
         if let Err(e) = self.place() {
-            // As the two calls report it: `rope_pair`'s errors (values checked on the host)
-            // before the append's move of the cache.
             engine.rope_pair(q, k, positions, theta)?;
             return Err(e);
         }

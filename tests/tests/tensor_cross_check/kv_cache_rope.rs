@@ -106,6 +106,34 @@ fn bad_operands_fail_as_the_two_calls_and_change_nothing() {
     }
 }
 
+/// A non-finite query with an append that fails its own checks (capacity, v's heads): on the CPU
+/// engine `rope_pair` reports the query at once, before the append is checked, so `append_rope`
+/// must too (it reported the append's error first); on the device `rope_pair`'s value errors
+/// travel with its outputs, and both report the append's. The cache is unchanged either way.
+#[test]
+fn rope_value_errors_come_before_the_appends_checks() {
+    for e in [&Engine::cpu(), engine()] {
+        let (mut c, mut plain) = (e.kv_cache(4, HK, D).unwrap(), e.kv_cache(4, HK, D).unwrap());
+        let first = step(e, 90, 0, 2);
+        c.append_rope(&first[0], &first[1], &first[2], &first[3], THETA)
+            .unwrap();
+        two_calls(e, &mut plain, &first);
+        let [_, k, v, pos] = step(e, 91, 2, 3);
+        let mut qh = values(92, 3 * HQ * D, -2.0, 2.0);
+        qh[5] = f32::NAN;
+        let q = up(e, &qh, &[3, HQ, D]);
+        for (i, v) in [&v, &q].into_iter().enumerate() {
+            let got = c.append_rope(&q, &k, v, &pos, THETA).unwrap_err();
+            let want = e
+                .rope_pair(&q, &k, &pos, THETA)
+                .and_then(|(_, k)| plain.append(&k, v))
+                .unwrap_err();
+            assert_eq!(got, want, "{}: case {i}", e.info().adapter_name);
+            assert_eq!(c.len(), 2);
+        }
+    }
+}
+
 /// A NaN key: the rotated queries and the cache's views fail with the error the two calls give
 /// (the same launch flags it), and the cache keeps its length as `append` does.
 #[test]
