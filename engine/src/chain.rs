@@ -180,7 +180,13 @@ impl LinearChain {
         }
         // A host input (CPU engine or policy) runs where it lives, as every tensor op does.
         let on_gpu = e.gpu_for(&[x]);
-        let kind = match (on_gpu, self.device()?) {
+        // The arenas are built only for a run that will use them: a host input's run goes
+        // linear by linear, and a failed build (out of memory) must not fail it.
+        let dev = match on_gpu {
+            Some(_) => self.device()?,
+            None => None,
+        };
+        let kind = match (on_gpu, dev) {
             (Some(gpu), Some(dev)) => {
                 let all = e.empty(gpu, OP, &[dev.out_len], DType::F32)?;
                 match dev.record(gpu, x, &all) {

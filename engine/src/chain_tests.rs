@@ -41,6 +41,42 @@ fn an_aborted_chain_releases_its_arenas() {
     );
 }
 
+/// A host input runs linear by linear without building the chain's arenas (a second copy of
+/// every weight, and an allocation that could fail a run that needs none).
+#[test]
+fn a_host_input_builds_no_arenas() {
+    let e = crate::test_gpu::gpu_with(EngineOptions::default());
+    let w = |n: usize, seed: u64| {
+        let v: Vec<f32> = (0..n * 64)
+            .map(|i| ((i as u64 * 5 + seed) % 7) as f32 - 3.0)
+            .collect();
+        Linear::new(&e, bitnet_cpu_ref::quantize_weights(&v, n, 64).unwrap())
+    };
+    let links = vec![
+        (w(64, 3), ChainInput::Input),
+        (w(8, 4), ChainInput::Output(0)),
+    ];
+    for (l, _) in &links {
+        l.device_weights().unwrap();
+    }
+    let chain = e.linear_chain(64, links).unwrap();
+    e.set_dispatch_policy(crate::dispatch::DispatchPolicy::Cpu)
+        .unwrap();
+    let x = e.upload_f32(&[0.25; 64], &[64]).unwrap();
+    e.set_dispatch_policy(crate::dispatch::DispatchPolicy::Gpu)
+        .unwrap();
+    e.sync().unwrap();
+    let before = e.pool_stats().live_bytes;
+    let got = chain.forward_tensor(&x).unwrap().read_all().unwrap();
+    e.sync().unwrap();
+    assert!(
+        chain.inner.device.lock().unwrap().is_none(),
+        "no arenas for a host input"
+    );
+    assert!(e.pool_stats().live_bytes <= before);
+    assert_eq!(got, chain.forward(&[0.25; 64]).unwrap());
+}
+
 /// A fused run that flagged a non-finite value is run again linear by linear once, and every
 /// later read uses that run (each read ran the whole chain again before).
 #[test]

@@ -61,7 +61,13 @@ impl Engine {
             });
         }
         let (n, k) = (g.n(), g.k());
-        let fusable = n % 2 == 0 && k % 64 == 0 && self.gpu_context().is_some();
+        // The fused launch's own conditions at one row (`bitlinear_gated_launch`): a copy it
+        // could never run on is memory for nothing.
+        let fusable = n % 2 == 0
+            && k % 64 == 0
+            && self
+                .gpu_context()
+                .is_some_and(|g| crate::ops::bitnet_group::fused_rows_fit(g, 2 * n, k));
         let interleaved = if fusable {
             let words = interleave_rows(g.words(), u.words(), words_per_row(k));
             let scales = [g.scale().to_bits(), u.scale().to_bits()];

@@ -174,12 +174,13 @@ impl Linear {
     }
 }
 
-/// Whether a tensor the layer keeps for `e` must be made again: a device copy whose device was
-/// lost, or a host copy made while no GPU took work, now that one does (kept until then: tensor
-/// ops on it run on the CPU, whatever the policy says later).
+/// Whether a tensor the layer keeps for `e` must be made again: a device copy while the engine
+/// takes no GPU work (its device lost, or the `Cpu` policy: the tensor ops' CPU paths would read
+/// the whole matrix back from the device on every call), or a host copy made while no GPU took
+/// work, now that one does.
 fn stale(e: &Engine, t: &Tensor) -> bool {
     match t.location() {
-        Location::Device => t.engine().gpu_raw().is_some_and(|g| g.is_lost()),
+        Location::Device => e.gpu_context().is_none(),
         Location::Host => e.gpu_context().is_some(),
     }
 }

@@ -39,7 +39,8 @@ pub struct LinearGroup {
     linears: Vec<Linear>,
     /// The concatenated rows `[ΣN_j, K]` on the device with the group table as scales; `None`
     /// where the grouped kernel can never run (CPU engine, more than 3 matrices, a row count
-    /// not a multiple of 4, K not a multiple of 64).
+    /// not a multiple of 4, K not a multiple of 64, no subgroups, K past the fused GEMV's, rows
+    /// past a binding) or no GPU took work when the group was made.
     concat: Option<Tensor>,
     /// Each matrix's row count N_j.
     ns: Vec<usize>,
@@ -77,10 +78,15 @@ impl Engine {
             }
         }
         let ns: Vec<usize> = linears.iter().map(|l| l.weights().n()).collect();
+        // The grouped launch's own conditions at one row (`bitlinear_group_launch`): a copy
+        // it could never run on is memory for nothing (a device without subgroups, K past the
+        // fused GEMV's, weights past a binding).
         let groupable = linears.len() <= MAX_MATRICES
             && ns.iter().all(|&n| n > 0 && n % 4 == 0)
             && k % 64 == 0
-            && self.gpu_context().is_some();
+            && self
+                .gpu_context()
+                .is_some_and(|g| crate::ops::bitnet_group::fused_rows_fit(g, ns.iter().sum(), k));
         let concat = if groupable {
             // Packed rows are whole words, so the matrices' words concatenate row for row.
             let mut words = Vec::with_capacity(ns.iter().sum::<usize>() * words_per_row(k));

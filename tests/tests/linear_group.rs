@@ -199,6 +199,41 @@ fn fallbacks_give_the_same_bits() {
     ));
 }
 
+/// On a device where the fused GEMV cannot run (no subgroups), or a K past it, groups and
+/// gated layers hold no copy of their weights they could never use (each was a second copy of
+/// its matrices: about 340 MB for 2B4T), and their outputs are the separate calls' bits.
+#[test]
+fn layers_that_cannot_fuse_upload_no_copy() {
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
+        disabled_features: wgpu::Features::SUBGROUP,
+        ..bitnet_wgpu::EngineOptions::default()
+    });
+    let live = || e.pool_stats().live_bytes;
+    let ls = layers(&e, &[64, 32, 32], 70);
+    let before = live();
+    let g = group(&e, &ls);
+    assert!(!g.grouped());
+    let (gate, up) = (weights(64, K, 72, 0.05), weights(64, K, 73, 0.05));
+    let gated = e
+        .gated_linear(
+            &Linear::new(&e, gate),
+            &Linear::new(&e, up),
+            bitnet_wgpu::UnaryOp::Relu,
+        )
+        .unwrap();
+    assert!(!gated.fused());
+    assert_eq!(live(), before, "no weight copy uploaded");
+    check_against_separate(&e, &g, &random_f32(71, 2 * K, -1.0, 1.0), 2);
+    // K past the fused GEMV's (15360) on a device that has subgroups.
+    let e = gpu_engine();
+    let k = 16384;
+    let ls: Vec<Linear> = [8, 8]
+        .iter()
+        .map(|&n| Linear::new(&e, weights(n, k, 74, 0.05)))
+        .collect();
+    assert!(!group(&e, &ls).grouped());
+}
+
 #[test]
 fn nonfinite_input_and_overflow_fail_the_group_launch() {
     let e = gpu_engine();

@@ -49,6 +49,15 @@ const GEMV_FUSED_GROUP_NORM: Kernel = Kernel::new(
 /// Most matrices one grouped dispatch runs (the kernel's output bindings).
 pub(crate) const MAX_MATRICES: usize = kernels::GEMV_GROUP_MAX_MATRICES;
 
+/// Whether a fused GEMV over `rows` weight rows of length `k` (a group's concatenated rows, a
+/// gated layer's interleaved ones) can run on `gpu` at one activation row: what a layer checks
+/// before it uploads such a copy, which would be memory for nothing otherwise (a device without
+/// subgroups, K past the fused GEMV's, rows past a binding).
+pub(crate) fn fused_rows_fit(gpu: &crate::context::Gpu, rows: usize, k: usize) -> bool {
+    let bytes = (rows as u64).saturating_mul(4 * words_per_row(k) as u64);
+    fused_ok(gpu, 1, k) && bytes <= chunk_limit(gpu)
+}
+
 /// The group table of the kernel (binding 1): words 0..3 each matrix's scale (f32 bits), words
 /// 4..7 each matrix's end row in the concatenated rows; slots past the last matrix end at N.
 pub(crate) fn group_table(scales: &[f32], ns: &[usize]) -> [u32; 8] {

@@ -83,7 +83,8 @@ fn device_tensors_under_the_cpu_policy_are_read_back() {
 
 /// A layer whose weights were first needed under the CPU policy holds a host copy; once the
 /// engine takes GPU work again its tensor ops get a device copy, not that host copy (on which
-/// every later GPU call of the layer would silently run on the CPU).
+/// every later GPU call of the layer would silently run on the CPU), and under the CPU policy
+/// the host weights again.
 #[test]
 fn a_layers_host_weights_give_way_to_a_device_copy() {
     let e = gpu_engine();
@@ -99,8 +100,14 @@ fn a_layers_host_weights_give_way_to_a_device_copy() {
     let x = random_f32(7, 2 * k, -1.0, 1.0);
     let want = bitnet_wgpu::cpu_ref::bitlinear(&x, 2, &w).unwrap();
     assert_eq!(layer.forward(&x, 2).unwrap(), want);
-    // The device copy stays the layer's, under the CPU policy too (it reads back like any other).
+    // Under the CPU policy the layer's tensor ops get its host weights again: on the device
+    // copy, every CPU BitLinear read the whole matrix back (0.5 GB a token for 2B4T's layers).
     e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    assert_eq!(layer.device_weights().unwrap().location(), Location::Host);
+    let xt = e.upload_f32(&x, &[2, k]).unwrap();
+    let got = e.bitlinear_tensor(&xt, &layer.device_weights().unwrap());
+    assert_eq!(got.unwrap().read_f32().unwrap(), want);
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
     assert_eq!(layer.device_weights().unwrap().location(), Location::Device);
 }
 
