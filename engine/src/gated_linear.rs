@@ -39,7 +39,9 @@ pub struct GatedLinear {
 impl Engine {
     /// `act(x·gateᵀ) · (x·upᵀ)` as one layer ([`GatedLinear`]): `gate` and `up` of this engine
     /// with the same `[N, K]`. Uploads the interleaved rows once on a GPU engine (N even, K a
-    /// multiple of 64; otherwise every forward runs the two BitLinears and [`Engine::gated`]).
+    /// multiple of 64, a device whose fused GEMV runs that K; otherwise every forward runs the
+    /// two BitLinears and [`Engine::gated`]). The choice is made here: a layer made while the
+    /// engine takes no GPU work (the `Cpu` policy) never fuses.
     ///
     /// Errors: `ShapeMismatch` for matrices of different shapes, `EngineMismatch` for a layer
     /// of another engine, upload errors.

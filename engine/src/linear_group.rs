@@ -49,8 +49,10 @@ pub struct LinearGroup {
 impl Engine {
     /// A group of `linears` (at least one, all of this engine, all with the same K) whose
     /// forward runs them in one dispatch where it can. Uploads the concatenated rows once on a
-    /// GPU engine (up to 3 matrices, each N a multiple of 4, K a multiple of 64; otherwise the
-    /// group always runs one BitLinear per matrix).
+    /// GPU engine (up to 3 matrices, each N a multiple of 4, K a multiple of 64, a device whose
+    /// fused GEMV runs that K; otherwise the group always runs one BitLinear per matrix). The
+    /// choice is made here: a group made while the engine takes no GPU work (the `Cpu` policy)
+    /// never groups, so make groups under the policy they will run with.
     ///
     /// Errors: `ShapeMismatch` for an empty group or matrices whose K differ, `EngineMismatch`
     /// for a layer of another engine, upload errors.
