@@ -90,8 +90,16 @@ pub const fn code_shift(k_in_word: usize) -> u32 {
     (8 * lane + 2 * group) as u32
 }
 
-/// The 2-bit code of a ternary weight: `w + 1`.
+/// The 2-bit code of a ternary weight: `w + 1`. Values outside `-1..=1` are clamped first, as
+/// [`pack_word`] does (`w + 1` overflowed at 127 and gave no 2-bit code below -1).
 pub const fn encode_ternary(w: i8) -> u32 {
+    let w = if w < -1 {
+        -1
+    } else if w > 1 {
+        1
+    } else {
+        w
+    };
     (w + 1) as u32
 }
 
@@ -109,14 +117,7 @@ pub const fn pack_word(weights: [i8; WEIGHTS_PER_WORD]) -> u32 {
     let mut word = 0u32;
     let mut k = 0;
     while k < WEIGHTS_PER_WORD {
-        let w = if weights[k] < -1 {
-            -1
-        } else if weights[k] > 1 {
-            1
-        } else {
-            weights[k]
-        };
-        word |= encode_ternary(w) << code_shift(k);
+        word |= encode_ternary(weights[k]) << code_shift(k);
         k += 1;
     }
     word

@@ -134,3 +134,12 @@ proptest! {
         prop_assert_eq!(q2.scale(), (canonical_abs_sum(&d) / (n * k) as f32).max(1e-5));
     }
 }
+
+/// `encode_ternary` is total: -1, 0, 1 give codes 0, 1, 2, and values outside are clamped as
+/// `pack_word` clamps them (127 overflowed `w + 1`; -2 gave `0xFFFF_FFFF`).
+#[test]
+fn encode_ternary_clamps_out_of_range_values() {
+    use bitnet_cpu_ref::layout::encode_ternary;
+    assert_eq!([-1, 0, 1].map(encode_ternary), [0, 1, 2]);
+    assert_eq!([i8::MIN, -2, 2, i8::MAX].map(encode_ternary), [0, 0, 2, 2]);
+}
