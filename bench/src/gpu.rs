@@ -152,15 +152,24 @@ impl GpuBench {
         let e = &self.engine;
         let n = (bytes / 4) as usize;
         let x = e.fill(&[n], 1.5).map_err(|x| x.to_string())?;
+        // The add's second operand is a tensor of its own: `x + x` read one buffer twice at the
+        // same addresses, one memory stream where three were counted.
+        let y = match op {
+            ElementwiseProbe::Add => Some(e.fill(&[n], 0.25).map_err(|x| x.to_string())?),
+            _ => None,
+        };
         let (streams, source) = match op {
             ElementwiseProbe::Copy => (2, "engine Engine::copy (util_copy, checked)"),
-            ElementwiseProbe::Add => (3, "engine Engine::binary (add, same shape, checked)"),
+            ElementwiseProbe::Add => (
+                3,
+                "engine Engine::binary (add of two tensors, same shape, checked)",
+            ),
             ElementwiseProbe::Relu => (2, "engine Engine::unary (relu, checked)"),
         };
         let time = self.time(policy, 1, |_| {
             match op {
                 ElementwiseProbe::Copy => e.copy(&x),
-                ElementwiseProbe::Add => e.binary(BinaryOp::Add, &x, &x),
+                ElementwiseProbe::Add => e.binary(BinaryOp::Add, &x, y.as_ref().unwrap_or(&x)),
                 ElementwiseProbe::Relu => e.unary(UnaryOp::Relu, &x),
             }
             .map(drop)

@@ -39,6 +39,9 @@ fn real_main(args: &[String], command: &str) -> error::Result<()> {
         } => {
             let report = run::load_report(&ours)?;
             let peers = peers.as_deref().map(run::load_peers).transpose()?;
+            if let Some(p) = &peers {
+                run::check_same_device(&report, p)?;
+            }
             error::write_file(
                 &results,
                 &results_md::render(&report, peers.as_ref(), command),

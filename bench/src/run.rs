@@ -354,6 +354,32 @@ pub fn load_peers(path: &std::path::Path) -> Result<PeersReport> {
     })
 }
 
+/// Refuses to merge a peers file measured on another GPU than ours: its ratios and the
+/// verdicts built on them would compare two machines. Names are compared as the two APIs give
+/// them (wgpu's adapter name, `torch.cuda.get_device_name()`), case and blanks aside; a run of
+/// ours without a device (no GPU) has nothing to compare against a peer's.
+pub fn check_same_device(ours: &Report, peers: &PeersReport) -> Result<()> {
+    same_device(ours.device.as_ref().map(|d| d.name.as_str()), &peers.device)
+}
+
+/// [`check_same_device`] on the two names.
+fn same_device(ours: Option<&str>, peers: &str) -> Result<()> {
+    let norm = |s: &str| {
+        s.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    if ours.map(norm) == Some(norm(peers)) {
+        return Ok(());
+    }
+    Err(crate::BenchError::Usage(format!(
+        "the peers file was measured on {peers:?}, our run on {:?}: ratios across machines are \
+         not comparisons; merge the files of one run on one machine",
+        ours.unwrap_or("no GPU")
+    )))
+}
+
 /// Reads one of our `--json` reports.
 pub fn load_report(path: &std::path::Path) -> Result<Report> {
     serde_json::from_str(&read_file(path)?).map_err(|source| crate::BenchError::Json {
@@ -364,6 +390,18 @@ pub fn load_report(path: &std::path::Path) -> Result<Report> {
 
 #[cfg(test)]
 mod tests {
+    /// Peers of another GPU (or a run of ours without one) are refused; names compare with case
+    /// and blanks aside.
+    #[test]
+    fn merge_pairs_only_one_device() {
+        assert!(super::same_device(Some("NVIDIA H200"), "nvidia  H200 ").is_ok());
+        assert!(super::same_device(Some("NVIDIA H100 80GB HBM3"), "NVIDIA H200").is_err());
+        assert!(
+            super::same_device(Some("llvmpipe (LLVM 15.0.6, 256 bits)"), "NVIDIA H200").is_err()
+        );
+        assert!(super::same_device(None, "NVIDIA H200").is_err());
+    }
+
     #[test]
     fn errors_become_one_short_line() {
         assert_eq!(super::one_line("a\n  b\tc\n"), "a b c");

@@ -81,7 +81,7 @@ fn ours_with_attention() -> Report {
 
 /// The peers' side: SDPA fp16 and fp32 on the 2B4T decode (fp32 after a failed `enable_gqa`) and
 /// the prefill (fp32 failed), fp16 appends.
-const PEERS_WITH_ATTENTION: &str = r#"{"schema": "bitnet-bench-peers/1", "cases": [], "stacks": [],
+const PEERS_WITH_ATTENTION: &str = r#"{"schema": "bitnet-bench-peers/1", "device": "GPU <&>", "cases": [], "stacks": [],
   "attention": [
     {"impl": "torch_sdpa_fp16", "model": "2B4T", "tq": 1, "tk": 512, "hq": 20, "hkv": 5, "d": 128,
      "causal": true, "gqa": "enable_gqa", "backend": "flash_attention",

@@ -142,7 +142,7 @@ pub fn peers() -> PeersReport {
     PeersReport {
         schema: bitnet_bench::peers::SCHEMA.into(),
         command: "python3 torch_peers.py".into(),
-        device: "NVIDIA H100".into(),
+        device: "GPU <&>".into(),
         cases: vec![
             PeerCase {
                 imp: impls::FP16_LINEAR.into(),
