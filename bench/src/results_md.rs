@@ -76,7 +76,7 @@ pub fn render(ours: &Report, peers: Option<&PeersReport>, merge_command: &str) -
     s.push_str(
         "- GB/s counts compulsory traffic: packed 2-bit weights + f32 activations in + f32 out ",
     );
-    s.push_str("(BitLinear); f32 read once + packed write (weight quant: the math reads the input twice, the absmean before rounding, but where the matrix fits in the GPU's cache the second read comes from there, so only one is compulsory; the target row shows the two-pass figure beside it); ");
+    s.push_str("(BitLinear); f32 read once + packed write (weight quant: the least any kernel moves. The math reads the input twice, the absmean before rounding; where the matrix fits in the GPU's cache the second read comes from there, where it does not — on the H200's 50 MB L2 the 2B gate/up/down and 8B shapes — it comes from memory, so for those shapes the two-pass figure the target row shows beside it is the one a kernel can approach); ");
     s.push_str("f32 read + i8 write (activation quant). % roofline = GB/s ÷ copy-kernel GB/s (read + write) ");
     s.push_str("on the same device in the same run; BitLinear with M ≥ 64 is compute bound and has none.\n");
     s.push_str("- PyTorch: CUDA events, warmup, median; per-shape cases replay a CUDA graph of one call per ");

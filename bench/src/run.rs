@@ -340,6 +340,9 @@ pub fn write_outputs(report: &Report, args: &RunArgs, command: &str) -> Result<(
             Some(p) => Some(load_peers(p)?),
             None => None,
         };
+        if let Some(p) = &peers {
+            check_same_device(report, p)?;
+        }
         write_file(path, &results_md::render(report, peers.as_ref(), command))?;
         eprintln!("wrote {}", path.display());
     }

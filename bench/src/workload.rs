@@ -122,10 +122,10 @@ impl Workload {
     /// Compulsory memory traffic in bytes, counted once per pass the math requires.
     ///
     /// * BitLinear: packed 2-bit weights + f32 activations in + f32 outputs (+ one f32 scale).
-    /// * Weight quant: the f32 input once and the packed output. The math reads the input twice
-    ///   (the global absmean must be known before any weight is rounded), but a kernel serves the
-    ///   second read from cache where the matrix fits there, so it is not counted as compulsory
-    ///   ([`Workload::two_pass_bytes`] counts it, for context).
+    /// * Weight quant: the f32 input once and the packed output, the least any kernel moves. The
+    ///   math reads the input twice (the global absmean must be known before any weight is
+    ///   rounded); a kernel serves the second read from cache where the matrix fits there, and
+    ///   from memory where it does not ([`Workload::two_pass_bytes`] counts it, for those).
     /// * Activation quant: one pass per row (a row fits on chip): f32 in, i8 out, one f32 scale/row.
     pub fn bytes(&self) -> u64 {
         let (m, n, k) = (self.m as u64, self.n as u64, self.k as u64);

@@ -125,7 +125,7 @@ impl Calibration {
         .collect();
         one_line(&format!(
             "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads | binding {} | {:?} params \
-             | msl {msl}{}",
+             | msl {msl} | features {}{}",
             i.name,
             i.backend,
             i.driver,
@@ -133,6 +133,7 @@ impl Calibration {
             env!("CARGO_PKG_VERSION"),
             gpu.caps.max_binding,
             gpu.caps.params_mode,
+            gpu.caps.kernel_features_tag(),
             if crate::pipelines::full_shader_checks() {
                 " | full shader checks"
             } else {

@@ -231,6 +231,23 @@ impl Caps {
         }
     }
 
+    /// The features that decide which kernels run, for the keys of measured times (plans,
+    /// calibration): an engine without subgroups (disabled, or dropped by the layout self-test)
+    /// times other kernels than one with them, and must not share their cached choices.
+    pub fn kernel_features_tag(&self) -> String {
+        [
+            (wgpu::Features::SUBGROUP, "subgroups"),
+            (wgpu::Features::SHADER_F16, "f16"),
+            (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "coop"),
+            (wgpu::Features::MEMORY_DECORATION_COHERENT, "coherent"),
+        ]
+        .iter()
+        .filter(|(f, _)| self.has(*f))
+        .map(|(_, name)| *name)
+        .collect::<Vec<_>>()
+        .join("+")
+    }
+
     /// Whether the device has all of `f`.
     pub fn has(&self, f: wgpu::Features) -> bool {
         self.features.contains(f)

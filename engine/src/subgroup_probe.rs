@@ -91,7 +91,8 @@ pub(crate) fn layout_holds(
     verdict == Verdict::Holds
 }
 
-/// Runs the probe with override `SKEW` (0 on devices; 1 and 2 simulate broken layouts for tests).
+/// Runs the probe with override `SKEW` (0 on devices; 1, 2 and 3 simulate broken layouts for
+/// tests).
 pub(crate) fn probe(device: &wgpu::Device, queue: &wgpu::Queue, skew: u32) -> Verdict {
     let scopes = [
         device.push_error_scope(wgpu::ErrorFilter::Validation),
@@ -215,12 +216,13 @@ fn check(words: &[u32]) -> Verdict {
 
 /// The probe's violation bits in words.
 fn describe_flags(flags: u32) -> String {
-    const WHAT: [&str; 5] = [
+    const WHAT: [&str; 6] = [
         "a lane or number out of range",
         "members of one subgroup naming different subgroup ids",
         "a shuffle reaching another lane than the one named",
         "a partial subgroup",
         "a subgroup size that is no power of two in 4 ..= 128",
+        "num_subgroups × size other than the workgroup",
     ];
     let found: Vec<&str> = WHAT
         .iter()

@@ -31,6 +31,12 @@ fn broken_layouts_are_caught() {
         Verdict::Broken(why) => assert!(why.contains("a shuffle reaching another lane"), "{why}"),
         other => panic!("lanes one off: {other:?}"),
     }
+    // Lanes numbered in reverse: every butterfly mask still pairs the right lanes, only a
+    // shuffle by absolute lane sees it.
+    match probe(&g.device, &g.queue, 3) {
+        Verdict::Broken(why) => assert!(why.contains("a shuffle reaching another lane"), "{why}"),
+        other => panic!("lanes reversed: {other:?}"),
+    }
     // One invocation per subgroup naming the next subgroup (as a derived id can).
     match probe(&g.device, &g.queue, 2) {
         Verdict::Broken(why) => assert!(why.contains("different subgroup ids"), "{why}"),

@@ -16,7 +16,8 @@ pub(crate) fn gpu() -> Engine {
 
 /// Checks that `key` — a cache key of measured times — tells engine options apart where they
 /// change the times: two default engines share it; a 64 KiB binding cap (every op chunked)
-/// changes it, and so does forcing uniform params where that changes the params mode.
+/// changes it, so does forcing uniform params where that changes the params mode, and so does
+/// an engine without subgroups.
 pub(crate) fn assert_key_follows_engine_options(key: impl Fn(&crate::context::Gpu) -> String) {
     let key = |e: &Engine| key(e.gpu_context().unwrap());
     let plain = gpu();
@@ -36,6 +37,13 @@ pub(crate) fn assert_key_follows_engine_options(key: impl Fn(&crate::context::Gp
         modes(&plain) != modes(&uniform),
         "uniform params"
     );
+    // Without subgroups (disabled here; the layout self-test drops them the same way) other
+    // kernels run and are timed.
+    let no_subgroups = gpu_with(EngineOptions {
+        disabled_features: wgpu::Features::SUBGROUP,
+        ..Default::default()
+    });
+    assert_ne!(key(&plain), key(&no_subgroups), "no subgroups");
 }
 
 /// A submitted, unread copy of `[1, NaN]` whose launch flags the NaN, on an engine without idle

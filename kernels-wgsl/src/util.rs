@@ -60,7 +60,7 @@ pub const STATUS_GATHER: KernelSource = KernelSource {
 /// bijection, subgroups full and named alike, shuffles address that lane) on the device itself.
 /// Standalone (no engine params or status): binding 0 = `words` (read_write, 257 zeroed words
 /// per workgroup: a hit count per vt, then violation flags). Grid: any number of workgroups.
-/// Override `SKEW` (tests): 1 or 2 simulates a broken layout.
+/// Override `SKEW` (tests): 1, 2 or 3 simulates a broken layout.
 pub const SUBGROUP_LAYOUT_PROBE: KernelSource = KernelSource {
     name: "subgroup_layout_probe",
     source: include_str!("../shaders/subgroup_layout_probe.wgsl"),

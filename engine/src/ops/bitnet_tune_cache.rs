@@ -34,7 +34,8 @@ pub(crate) type Shape = (usize, usize, usize, bool);
 pub(crate) fn device_key(gpu: &Gpu) -> String {
     let i = &gpu.adapter_info;
     let key = format!(
-        "{} | {:?} | {} {} | bitnet-wgpu {} | kernels {:016x} | binding {} | {:?} params{}",
+        "{} | {:?} | {} {} | bitnet-wgpu {} | kernels {:016x} | binding {} | {:?} params \
+         | features {}{}",
         i.name,
         i.backend,
         i.driver,
@@ -43,6 +44,7 @@ pub(crate) fn device_key(gpu: &Gpu) -> String {
         kernel_hash(),
         gpu.caps.max_binding,
         gpu.caps.params_mode,
+        gpu.caps.kernel_features_tag(),
         if crate::pipelines::full_shader_checks() {
             " | full shader checks"
         } else {
