@@ -129,7 +129,7 @@ impl Batch {
             .min(gpu.options.batch_dispatches)
             .max(1);
         if self.dispatches >= limit || profiler_full {
-            self.flush(gpu)?;
+            self.make_room(gpu)?;
             // The GPU has this batch to run while the next one is recorded: let it grow.
             self.ramp = limit.saturating_mul(2);
         }
@@ -162,7 +162,7 @@ impl Batch {
             return Ok(s);
         }
         if gpu.slots.has_dirty() {
-            self.flush(gpu)?;
+            self.make_room(gpu)?;
             if let Some(s) = gpu.slots.take() {
                 return Ok(s);
             }
@@ -174,12 +174,22 @@ impl Batch {
         // Unchecked launches of the pending batch held the slots: its submission (in the forced
         // check) left them dirty, and the next flush appends their resets.
         if gpu.slots.has_dirty() {
-            self.flush(gpu)?;
+            self.make_room(gpu)?;
         }
         gpu.slots.take().ok_or_else(|| Error::KernelMisuse {
             kernel,
             message: "no status slot is free after a full status check".into(),
         })
+    }
+
+    /// Submits the batch to make room for the command being recorded. Only a lost device fails
+    /// that command too: a submission that panicked failed its own commands with the panic
+    /// (`flush`), and the next command goes into the new, empty batch.
+    fn make_room(&mut self, gpu: &Gpu) -> Result<()> {
+        match self.flush(gpu) {
+            Ok(_) | Err(Error::Panicked(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Records a buffer copy whose success resolves `owner`.

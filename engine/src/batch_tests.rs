@@ -79,3 +79,26 @@ fn a_forced_status_check_that_panics_leaves_the_outputs_readable() {
     }
     e.sync().unwrap();
 }
+
+/// A full batch whose submission panics when the next launch arrives fails its own launches with
+/// the panic, not that next launch: it is recorded into the new batch and reads its value.
+#[test]
+fn a_launch_that_fills_a_panicking_batch_is_not_failed_with_it() {
+    use crate::error::Error;
+    use crate::fault::InjectedFault;
+    let e = engine(2, 2);
+    let g = e.gpu_context().expect("a GPU engine");
+    let x = e.upload_f32(&[0.75; 64], &[64]).unwrap();
+    e.sync().unwrap();
+    let full: Vec<Tensor> = (0..2).map(|_| e.copy(&x).unwrap()).collect();
+    g.scheduler
+        .call(|_, g| g.faults.arm(InjectedFault::SubmitPanic))
+        .unwrap();
+    let next = e.copy(&x).unwrap();
+    for y in &full {
+        let r = y.read_f32();
+        assert!(matches!(r, Err(Error::Panicked(_))), "{r:?}");
+    }
+    assert_eq!(next.read_f32().unwrap(), vec![0.75; 64]);
+    e.sync().unwrap();
+}

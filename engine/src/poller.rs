@@ -127,8 +127,15 @@ fn run(
             }
         }
         let before = outstanding.len();
-        // Non-blocking: never holds wgpu's locks while the GPU works (see `wait.rs`).
-        let polled = device.poll(wgpu::PollType::Poll);
+        // Non-blocking: never holds wgpu's locks while the GPU works (see `wait.rs`). The poll
+        // runs every ready map callback, an application's too on a shared device
+        // (`Engine::from_device`): one that panics must not take this thread down, or every
+        // read still waiting would wait for a poll that never comes. wgpu drops the rest of
+        // that poll's callbacks; their reads fail with a typed error (their senders dropped)
+        // and return their staging buffers unmapped (`transfer.rs`, `Staging`).
+        let polled =
+            crate::scheduler::guarded_on("completion", || device.poll(wgpu::PollType::Poll))
+                .unwrap_or(Ok(wgpu::PollStatus::Poll));
         // A waiter is done once its map callback ran and dropped its handle.
         outstanding.retain(|o| o.strong_count() > 0);
         let failed = lost().or_else(|| {
@@ -145,6 +152,59 @@ fn run(
             backoff.reset();
         } else if !outstanding.is_empty() {
             backoff.pause();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::Abort;
+    use crate::error::Error;
+
+    /// A waiter that only keeps the completion thread polling.
+    struct Keep;
+    impl Abort for Keep {
+        fn abort(&self, _: &Error) {}
+    }
+
+    /// A map callback that panics on the completion thread (an application's, on a shared
+    /// device) leaves the thread running: reads after it complete. Before, the thread died with
+    /// it and every later read failed as if the device were lost.
+    #[test]
+    fn a_callback_panicking_on_the_completion_thread_does_not_stop_it() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let fired = Arc::new(AtomicBool::new(false));
+        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("application buffer"),
+            size: 256,
+            usage: wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        let f = Arc::clone(&fired);
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
+            f.store(true, Ordering::SeqCst);
+            panic!("an application's map callback");
+        });
+        // Nothing else polls: the completion thread runs the callback while it watches this.
+        let keep: Arc<dyn Abort> = Arc::new(Keep);
+        g.poller.watch(&keep);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fired.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callback never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(keep);
+        let x: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        for _ in 0..4 {
+            let t = e.upload_f32(&x, &[1000]).unwrap();
+            assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), x);
         }
     }
 }

@@ -87,13 +87,18 @@ fn stopped() -> Error {
 /// Runs `f`, turning a panic into [`Error::Panicked`] with the panic's message (logged), so that
 /// whoever waits on `f`'s work gets a typed error naming it. Catching is free unless `f` panics.
 pub(crate) fn guarded<R>(f: impl FnOnce() -> R) -> Result<R> {
+    guarded_on("submission", f)
+}
+
+/// [`guarded`] for work of the engine thread named `thread` (in the log line).
+pub(crate) fn guarded_on<R>(thread: &str, f: impl FnOnce() -> R) -> Result<R> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
         let message = payload
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".into());
-        log::error!("bitnet-wgpu: a job of the submission thread panicked: {message}");
+        log::error!("bitnet-wgpu: a job of the {thread} thread panicked: {message}");
         Error::Panicked(message)
     })
 }

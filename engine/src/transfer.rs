@@ -301,9 +301,14 @@ where
     let in_callback = Arc::clone(&done);
     let len4 = len.next_multiple_of(4);
     let buffer = staging.buffer().clone();
+    let staging = Staging {
+        buffer: Some(staging),
+        device: gpu.device.clone(),
+    };
     buffer
         .slice(0..len4)
         .map_async(wgpu::MapMode::Read, move |r| {
+            let staging = staging.into_inner();
             let bytes = r.map_err(|e| Error::Map(e.to_string())).and_then(|()| {
                 let b = staging.buffer();
                 let copied = b
@@ -325,6 +330,33 @@ where
         rx.recv_async()
             .await
             .unwrap_or_else(|_| Err(Error::Map("the read-back was lost".into())))
+    }
+}
+
+/// A read's staging buffer, lent to its map callback. A callback that panics during a poll
+/// (an application's, on a shared device) makes wgpu drop that poll's remaining callbacks
+/// without running them; their buffers are mapped by then, and one that went back to the pool
+/// mapped would fail every later read that drew it. Dropped unrun, this unmaps its buffer first
+/// (inside an error scope: whether wgpu had mapped it is not known here).
+struct Staging {
+    buffer: Option<PooledBuffer>,
+    device: wgpu::Device,
+}
+
+impl Staging {
+    /// The buffer, for the callback that runs (and unmaps it itself).
+    fn into_inner(mut self) -> PooledBuffer {
+        self.buffer.take().expect("taken only here, once")
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(staging) = self.buffer.take() {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+            staging.buffer().unmap();
+            drop(scope.pop());
+        }
     }
 }
 
@@ -390,5 +422,55 @@ mod tests {
         drop(other);
         let got = pollster::block_on(read);
         assert!(matches!(got, Err(Error::NonFinite { .. })), "{got:?}");
+    }
+
+    /// Maps `buffer` and polls until its callback ran, returning the map's outcome.
+    fn map_now(device: &wgpu::Device, buffer: &wgpu::Buffer) -> std::result::Result<(), String> {
+        let (tx, rx) = flume::bounded(1);
+        buffer.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r.map_err(|e| e.to_string()));
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let _ = device.poll(wgpu::PollType::Poll);
+            if let Ok(r) = rx.try_recv() {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the map never completed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// A staging buffer whose map callback wgpu dropped unrun (another callback of the poll
+    /// panicked) goes back to the pool unmapped: the next read that draws it can map it. An
+    /// unmapped one dropped the same way raises no device error.
+    #[test]
+    fn a_staging_buffer_dropped_unread_goes_back_unmapped() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let staging = g
+            .pool
+            .alloc(BufferKind::Readback, 256, "test staging")
+            .unwrap();
+        let buffer = staging.buffer().clone();
+        map_now(&g.device, &buffer).unwrap();
+        drop(Staging {
+            buffer: Some(staging),
+            device: g.device.clone(),
+        });
+        assert_eq!(map_now(&g.device, &buffer), Ok(()));
+        buffer.unmap();
+        let idle = g
+            .pool
+            .alloc(BufferKind::Readback, 256, "test staging")
+            .unwrap();
+        drop(Staging {
+            buffer: Some(idle),
+            device: g.device.clone(),
+        });
+        assert!(g.take_uncaptured().is_none());
     }
 }

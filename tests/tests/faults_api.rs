@@ -121,3 +121,43 @@ fn stream_upload_after_a_lost_device_reports_the_loss() {
     let r = e.stream_upload([&[1.0f32, 2.0][..]]);
     assert!(matches!(r, Err(Error::DeviceLost(_))), "{r:?}");
 }
+
+/// On a device the application shares (`Engine::from_device`), the application's own map
+/// callbacks run on whichever thread polls, the engine's completion thread included. One that
+/// panics must not stop that thread (every read still waiting would then wait for a poll that
+/// never came, or fail as if the device were lost), nor leave the staging buffers of the reads
+/// whose callbacks wgpu dropped with it mapped in the pool (each would fail every read drawing
+/// it). Reads beside the panics may fail with a typed error; every read after them is exact.
+#[test]
+fn a_panicking_application_callback_stops_no_engine_thread() {
+    let (adapter, device, queue) = bitnet_wgpu::open_gpu_device().unwrap();
+    let e = bitnet_wgpu::Engine::from_device(&adapter, device.clone(), queue).unwrap();
+    let x = random_f32(9, 4096, -1.0, 1.0);
+    let t = e.upload_f32(&x, &[4096]).unwrap();
+    for round in 0..20 {
+        let buf = device.create_buffer(&bitnet_wgpu::wgpu::BufferDescriptor {
+            label: Some("application buffer"),
+            size: 256,
+            usage: bitnet_wgpu::wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        buf.slice(..)
+            .map_async(bitnet_wgpu::wgpu::MapMode::Read, move |_| {
+                panic!("application callback {round}")
+            });
+        // Copies in flight while the callback fires, on whichever engine thread polls first.
+        let copies: Vec<_> = (0..4).map(|_| e.copy(&t).unwrap()).collect();
+        for c in copies {
+            match c.read_f32() {
+                Ok(v) => assert_eq!(v, x, "round {round}"),
+                Err(err) => assert!(
+                    matches!(err, Error::Panicked(_) | Error::Map(_)),
+                    "round {round}: {err:?}"
+                ),
+            }
+        }
+    }
+    for _ in 0..8 {
+        assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), x);
+    }
+}
