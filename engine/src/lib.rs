@@ -229,6 +229,7 @@ mod recalibrate;
 mod ring;
 mod scheduler;
 mod spirv;
+mod staging_map;
 mod status;
 mod status_gather;
 mod stream;

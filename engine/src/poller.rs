@@ -132,7 +132,7 @@ fn run(
         // (`Engine::from_device`): one that panics must not take this thread down, or every
         // read still waiting would wait for a poll that never comes. wgpu drops the rest of
         // that poll's callbacks; their reads fail with a typed error (their senders dropped)
-        // and return their staging buffers unmapped (`transfer.rs`, `Staging`).
+        // and return their staging buffers unmapped (`staging_map.rs`, `Staging`).
         let polled =
             crate::scheduler::guarded_on("completion", || device.poll(wgpu::PollType::Poll))
                 .unwrap_or(Ok(wgpu::PollStatus::Poll));
