@@ -165,6 +165,10 @@ fn merged_batch_meets(fault: InjectedFault, nan: bool) -> (Engine, BatchingStats
         .iter()
         .map(|x| server.forward_async(x.clone(), 2))
         .collect();
+    // Earlier work submitted and its status slots reset first, so the next submission — the one
+    // the fault is armed for — is the merged op's (a submission of slot resets alone fails no
+    // launch: a submit panic there would meet nothing of the op).
+    e.sync().unwrap();
     e.inject_fault(fault);
     // The third request closes the batch (6 rows): the merged op meets the fault.
     futs.push(server.forward_async(xs[2].clone(), 2));
