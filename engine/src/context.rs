@@ -38,6 +38,28 @@ impl Health {
             reason.unwrap_or_else(|| "unknown reason".into()),
         ))
     }
+
+    /// Records that the device is lost, and why.
+    fn mark_lost(&self, why: String) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.lost.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The device-lost callback's hold on the engine's health. wgpu runs that callback once, after
+/// the map callbacks of the poll that lost the device; when one of those panics, wgpu drops the
+/// rest of the poll's closures unrun, this one among them, while the panic unwinds: the device
+/// is then marked lost here, or the engine would go on using it as if it were healthy.
+struct LostOnUnwind(Arc<Health>);
+
+impl Drop for LostOnUnwind {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.0.lost.load(Ordering::Acquire) {
+            log::error!("bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)");
+            self.0
+                .mark_lost("its device-lost callback was dropped by a panicking callback".into());
+        }
+    }
 }
 
 /// Everything a GPU engine owns.
@@ -123,8 +145,9 @@ impl Gpu {
         let mut caps = Caps::new(&device, &adapter_info, &options);
         check_binding_cap(&options, &caps.limits)?;
         let health = Arc::new(Health::default());
-        let h = Arc::clone(&health);
+        let guard = LostOnUnwind(Arc::clone(&health));
         device.set_device_lost_callback(move |reason, message| {
+            let h = &guard.0;
             log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
             // A destroyed device comes with no message: the reason kind still says why.
             let why = if message.trim().is_empty() {
@@ -132,8 +155,7 @@ impl Gpu {
             } else {
                 message
             };
-            *h.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-            h.lost.store(true, Ordering::SeqCst);
+            h.mark_lost(why);
         });
         let h = Arc::clone(&health);
         // The default handler panics; the engine logs and reports at the next sync point instead.

@@ -207,4 +207,52 @@ mod tests {
             assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), x);
         }
     }
+
+    /// a map callback panicking in the poll that finds a destroyed device's queue empty
+    /// makes wgpu drop that poll's remaining closures, the device-lost callback among them (it
+    /// runs after the map callbacks, once): the engine must still learn that the device is lost.
+    #[test]
+    fn a_panicking_callback_does_not_hide_a_lost_device() {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        e.sync().unwrap();
+        let g = e.gpu_context().unwrap();
+        let fired = Arc::new(AtomicBool::new(false));
+        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("application buffer"),
+            size: 256,
+            usage: wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        let f = Arc::clone(&fired);
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
+            f.store(true, Ordering::SeqCst);
+            panic!("an application's map callback");
+        });
+        // Destroyed with nothing in flight: the next poll finds the queue empty, fires the map
+        // callback (which panics), then would run the device-lost callback.
+        g.device.destroy();
+        let keep: Arc<dyn Abort> = Arc::new(Keep);
+        g.poller.watch(&keep);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fired.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callback never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        while !g.is_lost() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(keep);
+        assert!(
+            g.is_lost(),
+            "the device was destroyed, but the engine does not know it"
+        );
+        assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
+    }
 }

@@ -150,4 +150,44 @@ mod tests {
         });
         assert!(g.take_uncaptured().is_none());
     }
+
+    /// end to end, a read whose map callback wgpu drops unrun (an application's callback
+    /// panicked first in the completion thread's poll) fails with a typed error, and its staging
+    /// buffer serves the next read.
+    #[test]
+    fn a_read_dropped_by_a_panicking_poll_fails_and_its_buffer_serves_again() {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        e.sync().unwrap();
+        let g = e.gpu_context().unwrap();
+        let index = g.queue.submit([]);
+        let app = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("application buffer"),
+            size: 256,
+            usage: wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        app.slice(..)
+            .map_async(wgpu::MapMode::Read, |_| panic!("an application's callback"));
+        let staging = g
+            .pool
+            .alloc(BufferKind::Readback, 256, "test staging")
+            .unwrap();
+        let raw = staging.buffer().clone();
+        let r = pollster::block_on(map_then(g, staging, 256, index.clone(), |r| r));
+        assert!(matches!(r, Err(Error::Map(_))), "{r:?}");
+        let again = g
+            .pool
+            .alloc(BufferKind::Readback, 256, "test staging")
+            .unwrap();
+        assert!(
+            again.buffer() == &raw,
+            "the pool hands the same buffer out again"
+        );
+        let r = pollster::block_on(map_then(g, again, 256, index, |r| r));
+        assert_eq!(r.map(|w| w.len()), Ok(64));
+        assert!(g.take_uncaptured().is_none());
+    }
 }
