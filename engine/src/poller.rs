@@ -255,4 +255,35 @@ mod tests {
         );
         assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
     }
+
+    /// An application's map callback that panics inside a poll the engine runs on the caller's
+    /// thread (here `sync`'s wait) stays inside the engine: `sync` returns, and the engine still
+    /// works. Before, the panic came out of `Engine::sync`.
+    #[test]
+    fn a_callback_panicking_in_a_callers_poll_does_not_escape() {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        e.sync().unwrap();
+        let g = e.gpu_context().unwrap();
+        let fired = Arc::new(AtomicBool::new(false));
+        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("application buffer"),
+            size: 256,
+            usage: wgpu::BufferUsages::MAP_READ,
+            mapped_at_creation: false,
+        });
+        let f = Arc::clone(&fired);
+        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
+            f.store(true, Ordering::SeqCst);
+            panic!("an application's map callback");
+        });
+        let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.sync()));
+        assert!(synced.is_ok(), "the application's panic came out of sync");
+        assert!(fired.load(Ordering::SeqCst), "sync's poll ran the callback");
+        let x = [1.5f32, -2.0, 3.25, 0.0];
+        let t = e.upload_f32(&x, &[4]).unwrap();
+        assert_eq!(e.copy(&t).unwrap().read_f32().unwrap(), x);
+    }
 }

@@ -177,7 +177,7 @@ impl Slot {
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
                     gpu.check_health()?;
-                    let _ = gpu.device.poll(wgpu::PollType::Poll);
+                    let _ = crate::wait::poll_guarded(&gpu.device);
                 }
             }
         }

@@ -91,6 +91,18 @@ impl Backoff {
     }
 }
 
+/// One non-blocking poll on the caller's thread. A callback that panics inside it (an
+/// application's, on a device it shares with the engine) is logged and swallowed, read as a poll
+/// that found work in flight: wgpu drops the poll's other callbacks unrun, and the engine's own
+/// then fail their waiters with typed errors (a dropped device-lost callback marks the device
+/// lost, `context.rs`), so the engine's caller gets an error, never the application's panic.
+pub(crate) fn poll_guarded(
+    device: &wgpu::Device,
+) -> std::result::Result<wgpu::PollStatus, wgpu::PollError> {
+    crate::scheduler::guarded_on("caller", || device.poll(wgpu::PollType::Poll))
+        .unwrap_or(Ok(wgpu::PollStatus::Poll))
+}
+
 /// Polls `device` until `done()` is true, the device is lost (`lost()` says why), or `limit`
 /// passed (`Ok(false)`), spinning for the first `spin` of it.
 pub(crate) fn poll_until(
@@ -106,7 +118,7 @@ pub(crate) fn poll_until(
         if done() {
             return Ok(true);
         }
-        let polled = device.poll(wgpu::PollType::Poll);
+        let polled = poll_guarded(device);
         if done() {
             return Ok(true);
         }
