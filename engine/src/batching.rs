@@ -1,10 +1,12 @@
 //! [`BatchingLinear`]: automatic batching of concurrent requests on the same weights, as a
 //! decode server batches.
 //!
-//! Callers submit `[M, K]` activations from any thread; a batcher thread takes the first waiting
-//! request, collects every request that arrives within the window (or until the batch reaches
-//! `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a single BitLinear through the
-//! layer's [`Linear`] (so dispatch, resident weights and CPU fallback apply to the merged op).
+//! Callers submit `[M, K]` activations from any thread (rayon's workers included: a batch with
+//! such a caller runs its op on a rayon pool of the batchers' own, `batch_pool`); a batcher
+//! thread takes the first waiting request, collects every request that arrives within the window
+//! (or until the batch reaches `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a
+//! single BitLinear through the layer's [`Linear`] (so dispatch, resident weights and CPU
+//! fallback apply to the merged op).
 //! BitLinear works row by row, so each caller gets exactly the bits a call of its own would give.
 //! If the merged op fails (a NaN in one request, say), every request of the batch is re-run on its
 //! own, so each caller gets its own result or its own error — never a neighbour's.
@@ -23,6 +25,8 @@ struct Request {
     m: usize,
     /// When it was submitted: a batch's window runs from its first request's arrival.
     arrived: Instant,
+    /// Whether the caller is a worker of a rayon pool (see [`batch_pool`]).
+    on_rayon_worker: bool,
     reply: flume::Sender<Result<Vec<f32>>>,
 }
 
@@ -119,6 +123,7 @@ impl BatchingLinear {
                         x,
                         m,
                         arrived: Instant::now(),
+                        on_rayon_worker: rayon::current_thread_index().is_some(),
                         reply,
                     })
                     .is_ok()
@@ -201,11 +206,41 @@ fn serve(
         }
         // A panic while running one batch (an engine bug) drops that batch's replies — its
         // callers get an error — and the server goes on with the next.
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(linear, ok, stats)));
+        // Callers on rayon's workers wait blocked (`forward`), maybe every worker of the global
+        // pool: the op's own rayon work (cpu-ref's splits, the upload copies) then runs on the
+        // batchers' pool, or it would wait for them forever. Other batches stay on this thread
+        // (a hop to a pool thread costs a wake-up per batch).
+        let pool = if ok.iter().any(|r| r.on_rayon_worker) {
+            batch_pool()
+        } else {
+            None
+        };
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match pool {
+            Some(pool) => pool.install(|| run_batch(linear, ok, stats)),
+            None => run_batch(linear, ok, stats),
+        }));
         if ran.is_err() {
             log::error!("bitnet-wgpu: a BatchingLinear batch panicked; its requests failed");
         }
     }
+}
+
+/// The rayon pool (as many threads as the global one, started on first use) that runs the batches
+/// with a caller on a rayon worker: blocked in [`BatchingLinear::forward`], such callers may be
+/// every worker of rayon's global pool (a server fanning requests out with `par_iter`), which
+/// would then never run the merged op's rayon tasks. `None` where it could not be started (the
+/// batch then runs on the batcher's thread, as others do).
+fn batch_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("bitnet-wgpu batch {i}"))
+            .build()
+            .inspect_err(|e| log::warn!("bitnet-wgpu: no rayon pool for the batchers ({e})"))
+            .ok()
+    })
+    .as_ref()
 }
 
 /// Runs one merged batch and answers its callers (each alone if the merged op failed).

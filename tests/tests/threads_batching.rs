@@ -238,3 +238,40 @@ fn a_batcher_of_zero_rows_is_a_typed_error() {
         cpu_ref::bitlinear(&x, 2, &w).unwrap()
     );
 }
+
+/// Every worker of rayon's global pool submits one request (a server fanning requests out with
+/// `par_iter`) and blocks in `forward`; the merged op is large enough for cpu-ref to split it into
+/// rayon tasks. Each caller must get its rows, nobody may hang: before, the op's tasks waited in
+/// the global pool for workers that were all waiting for the op (found by a review helper).
+#[test]
+fn callers_on_every_global_rayon_worker_are_answered() {
+    use rayon::prelude::*;
+    let e = bitnet_wgpu::Engine::cpu();
+    let (n, k) = (256, 1024);
+    let w = weights(n, k, 3);
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(100), 64).unwrap();
+    let workers = rayon::current_num_threads();
+    let xs: Vec<Vec<f32>> = (0..workers)
+        .map(|i| random_f32(i as u64, 2 * k, -1.0, 1.0))
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let (server, xs, w) = (server.clone(), xs.clone(), w.clone());
+        std::thread::spawn(move || {
+            let ok = xs
+                .par_iter()
+                .with_max_len(1)
+                .all(|x| server.forward(x, 2).unwrap() == cpu_ref::bitlinear(x, 2, &w).unwrap());
+            tx.send(ok).unwrap();
+        });
+    }
+    // A hang guard, far above the batch's time, not a timing assertion.
+    let got = rx.recv_timeout(Duration::from_secs(120));
+    assert_eq!(
+        got,
+        Ok(true),
+        "{workers} rayon workers blocked in BatchingLinear::forward: {:?}",
+        server.stats()
+    );
+}
