@@ -58,11 +58,12 @@ impl DType {
         }
     }
 
-    /// Bytes of the scales buffer for `shape` (0 for plain dtypes).
+    /// Bytes of the scales buffer for `shape` (0 for plain dtypes). Saturates at `u64::MAX` for
+    /// a row count no buffer could hold (such a shape has no [`data_bytes`](Self::data_bytes)).
     pub fn scale_bytes(self, shape: &[usize]) -> u64 {
         match (self, shape) {
             (DType::Ternary, _) => 4,
-            (DType::QuantizedI8, [m, _]) => 4 * *m as u64,
+            (DType::QuantizedI8, [m, _]) => (*m as u64).saturating_mul(4),
             _ => 0,
         }
     }
@@ -87,5 +88,15 @@ mod tests {
         assert_eq!(DType::Ternary.data_bytes(&[1 << 62, 16]), None);
         assert_eq!(DType::QuantizedI8.data_bytes(&[3, 5]), Some(3 * 4 * 4));
         assert_eq!(DType::Ternary.data_bytes(&[3, 17]), Some(3 * 4 * 2));
+    }
+
+    /// A scales size past u64 saturates (it used to overflow: a panic in debug builds, a wrapped
+    /// small size in release ones).
+    #[test]
+    fn scale_sizes_past_u64_saturate() {
+        assert_eq!(DType::QuantizedI8.scale_bytes(&[usize::MAX, 1]), u64::MAX);
+        assert_eq!(DType::QuantizedI8.scale_bytes(&[3, 5]), 12);
+        assert_eq!(DType::Ternary.scale_bytes(&[usize::MAX, 1]), 4);
+        assert_eq!(DType::F32.scale_bytes(&[usize::MAX]), 0);
     }
 }
