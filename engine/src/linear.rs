@@ -192,14 +192,17 @@ impl Engine {
             [.., k] if x.shape().len() >= 2 => Ok((x.len() / k.max(1), k)),
             ref s => Err(Error::ShapeMismatch {
                 op,
-                detail: format!("expected [B, M, K] (or [M, K]) activations, got {s:?}"),
+                detail: format!(
+                    "expected [B, M, K] (or any [.., K] of rank 2 or more) activations, got {s:?}"
+                ),
             }),
         }
     }
 
     /// Activation quantization of a batch `x[B, M, K]` (`F32`) in one dispatch: a `QuantizedI8`
     /// tensor of `[B·M, K]` rows (row `b·M + m` is `x[b, m, ..]`), bit-identical to quantizing
-    /// each `[M, K]` slice separately.
+    /// each `[M, K]` slice separately. Any `[.., K]` of rank 2 or more is taken as its rows (more
+    /// leading axes are flattened like `B` and `M`).
     pub fn quantize_activations_batched_tensor(&self, x: &Tensor) -> Result<Tensor> {
         const OP: &str = "quantize_activations";
         x.expect_dtype(OP, DType::F32)?;
@@ -209,7 +212,7 @@ impl Engine {
 
     /// BitLinear of a batch `x[B, M, K]` (`F32`) with ternary `w[N, K]` in one quantization and
     /// one BitLinear dispatch: `F32` `[B, M, N]`, bit-identical to `B` calls of
-    /// [`Engine::bitlinear_tensor`].
+    /// [`Engine::bitlinear_tensor`]. Any `[.., K]` of rank 2 or more works alike (`[.., N]` out).
     pub fn bitlinear_batched_tensor(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         const OP: &str = "bitlinear";
         x.expect_dtype(OP, DType::F32)?;
