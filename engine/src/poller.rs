@@ -160,6 +160,7 @@ fn run(
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
 
     use super::Abort;
     use crate::error::Error;
@@ -170,13 +171,10 @@ mod tests {
         fn abort(&self, _: &Error) {}
     }
 
-    /// A map callback that panics on the completion thread (an application's, on a shared
-    /// device) leaves the thread running: reads after it complete. Before, the thread died with
-    /// it and every later read failed as if the device were lost.
-    #[test]
-    fn a_callback_panicking_on_the_completion_thread_does_not_stop_it() {
-        let e = crate::test_gpu::gpu();
-        let g = e.gpu_context().unwrap();
+    /// An application's buffer on the engine's device, mapped with a callback that panics (an
+    /// application's, on a shared device); the flag is set when the callback ran. Keep the
+    /// buffer alive until then.
+    fn panicking_map(g: &crate::context::Gpu) -> (wgpu::Buffer, Arc<AtomicBool>) {
         let fired = Arc::new(AtomicBool::new(false));
         let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("application buffer"),
@@ -189,18 +187,39 @@ mod tests {
             f.store(true, Ordering::SeqCst);
             panic!("an application's map callback");
         });
-        // Nothing else polls: the completion thread runs the callback while it watches this.
+        (buf, fired)
+    }
+
+    /// Has the completion thread poll (nothing else does) until `fired`.
+    fn completion_thread_runs(g: &crate::context::Gpu, fired: &AtomicBool) {
         let keep: Arc<dyn Abort> = Arc::new(Keep);
         g.poller.watch(&keep);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         while !fired.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the callback never ran"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            assert!(Instant::now() < deadline, "the callback never ran");
+            std::thread::sleep(Duration::from_millis(1));
         }
-        drop(keep);
+    }
+
+    /// An engine whose pending work is done, flushing only when asked.
+    fn quiet_engine() -> crate::engine::Engine {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        e.sync().unwrap();
+        e
+    }
+
+    /// A map callback that panics on the completion thread leaves the thread running: reads after
+    /// it complete. Before, the thread died with it and every later read failed as if the device
+    /// were lost.
+    #[test]
+    fn a_callback_panicking_on_the_completion_thread_does_not_stop_it() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let (_buf, fired) = panicking_map(g);
+        completion_thread_runs(g, &fired);
         let x: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
         for _ in 0..4 {
             let t = e.upload_f32(&x, &[1000]).unwrap();
@@ -208,47 +227,22 @@ mod tests {
         }
     }
 
-    /// a map callback panicking in the poll that finds a destroyed device's queue empty
-    /// makes wgpu drop that poll's remaining closures, the device-lost callback among them (it
-    /// runs after the map callbacks, once): the engine must still learn that the device is lost.
+    /// A map callback panicking in the poll that finds a destroyed device's queue empty makes
+    /// wgpu drop that poll's remaining closures, the device-lost callback among them (it runs
+    /// after the map callbacks, once): the engine must still learn that the device is lost.
     #[test]
     fn a_panicking_callback_does_not_hide_a_lost_device() {
-        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
-        e.sync().unwrap();
+        let e = quiet_engine();
         let g = e.gpu_context().unwrap();
-        let fired = Arc::new(AtomicBool::new(false));
-        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("application buffer"),
-            size: 256,
-            usage: wgpu::BufferUsages::MAP_READ,
-            mapped_at_creation: false,
-        });
-        let f = Arc::clone(&fired);
-        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
-            f.store(true, Ordering::SeqCst);
-            panic!("an application's map callback");
-        });
+        let (_buf, fired) = panicking_map(g);
         // Destroyed with nothing in flight: the next poll finds the queue empty, fires the map
         // callback (which panics), then would run the device-lost callback.
         g.device.destroy();
-        let keep: Arc<dyn Abort> = Arc::new(Keep);
-        g.poller.watch(&keep);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !fired.load(Ordering::SeqCst) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the callback never ran"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        completion_thread_runs(g, &fired);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !g.is_lost() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-        while !g.is_lost() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-        drop(keep);
         assert!(
             g.is_lost(),
             "the device was destroyed, but the engine does not know it"
@@ -261,24 +255,9 @@ mod tests {
     /// works. Before, the panic came out of `Engine::sync`.
     #[test]
     fn a_callback_panicking_in_a_callers_poll_does_not_escape() {
-        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
-        e.sync().unwrap();
+        let e = quiet_engine();
         let g = e.gpu_context().unwrap();
-        let fired = Arc::new(AtomicBool::new(false));
-        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("application buffer"),
-            size: 256,
-            usage: wgpu::BufferUsages::MAP_READ,
-            mapped_at_creation: false,
-        });
-        let f = Arc::clone(&fired);
-        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
-            f.store(true, Ordering::SeqCst);
-            panic!("an application's map callback");
-        });
+        let (_buf, fired) = panicking_map(g);
         let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.sync()));
         assert!(synced.is_ok(), "the application's panic came out of sync");
         assert!(fired.load(Ordering::SeqCst), "sync's poll ran the callback");
