@@ -273,7 +273,7 @@ impl Gpu {
             let mut backoff = crate::wait::Backoff::default();
             while !self.is_lost() && Instant::now() < deadline {
                 if let Ok(wgpu::PollStatus::QueueEmpty) | Err(_) =
-                    crate::wait::poll_guarded(&self.device)
+                    crate::wait::poll_guarded("caller", &self.device)
                 {
                     deadline = deadline.min(Instant::now() + LOST_GRACE);
                 }

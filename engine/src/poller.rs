@@ -133,9 +133,7 @@ fn run(
         // read still waiting would wait for a poll that never comes. wgpu drops the rest of
         // that poll's callbacks; their reads fail with a typed error (their senders dropped)
         // and return their staging buffers unmapped (`staging_map.rs`, `Staging`).
-        let polled =
-            crate::scheduler::guarded_on("completion", || device.poll(wgpu::PollType::Poll))
-                .unwrap_or(Ok(wgpu::PollStatus::Poll));
+        let polled = crate::wait::poll_guarded("completion", device);
         // A waiter is done once its map callback ran and dropped its handle.
         outstanding.retain(|o| o.strong_count() > 0);
         let failed = lost().or_else(|| {
@@ -171,25 +169,6 @@ mod tests {
         fn abort(&self, _: &Error) {}
     }
 
-    /// An application's buffer on the engine's device, mapped with a callback that panics (an
-    /// application's, on a shared device); the flag is set when the callback ran. Keep the
-    /// buffer alive until then.
-    fn panicking_map(g: &crate::context::Gpu) -> (wgpu::Buffer, Arc<AtomicBool>) {
-        let fired = Arc::new(AtomicBool::new(false));
-        let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("application buffer"),
-            size: 256,
-            usage: wgpu::BufferUsages::MAP_READ,
-            mapped_at_creation: false,
-        });
-        let f = Arc::clone(&fired);
-        buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
-            f.store(true, Ordering::SeqCst);
-            panic!("an application's map callback");
-        });
-        (buf, fired)
-    }
-
     /// Has the completion thread poll (nothing else does) until `fired`.
     fn completion_thread_runs(g: &crate::context::Gpu, fired: &AtomicBool) {
         let keep: Arc<dyn Abort> = Arc::new(Keep);
@@ -218,7 +197,7 @@ mod tests {
     fn a_callback_panicking_on_the_completion_thread_does_not_stop_it() {
         let e = crate::test_gpu::gpu();
         let g = e.gpu_context().unwrap();
-        let (_buf, fired) = panicking_map(g);
+        let (_buf, fired) = crate::test_gpu::panicking_map(g);
         completion_thread_runs(g, &fired);
         let x: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
         for _ in 0..4 {
@@ -234,7 +213,7 @@ mod tests {
     fn a_panicking_callback_does_not_hide_a_lost_device() {
         let e = quiet_engine();
         let g = e.gpu_context().unwrap();
-        let (_buf, fired) = panicking_map(g);
+        let (_buf, fired) = crate::test_gpu::panicking_map(g);
         // Destroyed with nothing in flight: the next poll finds the queue empty, fires the map
         // callback (which panics), then would run the device-lost callback.
         g.device.destroy();
@@ -257,7 +236,7 @@ mod tests {
     fn a_callback_panicking_in_a_callers_poll_does_not_escape() {
         let e = quiet_engine();
         let g = e.gpu_context().unwrap();
-        let (_buf, fired) = panicking_map(g);
+        let (_buf, fired) = crate::test_gpu::panicking_map(g);
         let synced = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| e.sync()));
         assert!(synced.is_ok(), "the application's panic came out of sync");
         assert!(fired.load(Ordering::SeqCst), "sync's poll ran the callback");

@@ -177,7 +177,7 @@ impl Slot {
                 }
                 Err(flume::RecvTimeoutError::Timeout) => {
                     gpu.check_health()?;
-                    let _ = crate::wait::poll_guarded(&gpu.device);
+                    let _ = crate::wait::poll_guarded("caller", &gpu.device);
                 }
             }
         }

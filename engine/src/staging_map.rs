@@ -151,7 +151,7 @@ mod tests {
         assert!(g.take_uncaptured().is_none());
     }
 
-    /// end to end, a read whose map callback wgpu drops unrun (an application's callback
+    /// End to end, a read whose map callback wgpu drops unrun (an application's callback
     /// panicked first in the completion thread's poll) fails with a typed error, and its staging
     /// buffer serves the next read.
     #[test]
@@ -163,14 +163,7 @@ mod tests {
         e.sync().unwrap();
         let g = e.gpu_context().unwrap();
         let index = g.queue.submit([]);
-        let app = g.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("application buffer"),
-            size: 256,
-            usage: wgpu::BufferUsages::MAP_READ,
-            mapped_at_creation: false,
-        });
-        app.slice(..)
-            .map_async(wgpu::MapMode::Read, |_| panic!("an application's callback"));
+        let (_app, _) = crate::test_gpu::panicking_map(g);
         let staging = g
             .pool
             .alloc(BufferKind::Readback, 256, "test staging")

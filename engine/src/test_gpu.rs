@@ -68,3 +68,25 @@ pub(crate) fn flagged_copy() -> (
         .expect("the copy's fate is pending");
     (e, y, fate)
 }
+
+/// An application's buffer on the engine's device, mapped with a callback that panics (an
+/// application's, on a shared device); the flag is set when the callback ran. Keep the buffer
+/// alive until then.
+pub(crate) fn panicking_map(
+    g: &crate::context::Gpu,
+) -> (wgpu::Buffer, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let fired = std::sync::Arc::new(AtomicBool::new(false));
+    let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("application buffer"),
+        size: 256,
+        usage: wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    let f = std::sync::Arc::clone(&fired);
+    buf.slice(..).map_async(wgpu::MapMode::Read, move |_| {
+        f.store(true, Ordering::SeqCst);
+        panic!("an application's map callback");
+    });
+    (buf, fired)
+}

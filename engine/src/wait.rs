@@ -91,15 +91,16 @@ impl Backoff {
     }
 }
 
-/// One non-blocking poll on the caller's thread. A callback that panics inside it (an
-/// application's, on a device it shares with the engine) is logged and swallowed, read as a poll
-/// that found work in flight: wgpu drops the poll's other callbacks unrun, and the engine's own
+/// One non-blocking poll, on the engine thread or caller named `thread` (in the log line). A
+/// callback that panics inside it (an application's, on a device it shares with the engine) is
+/// logged and swallowed, read as a poll that found work in flight: wgpu drops the poll's other callbacks unrun, and the engine's own
 /// then fail their waiters with typed errors (a dropped device-lost callback marks the device
 /// lost, `context.rs`), so the engine's caller gets an error, never the application's panic.
 pub(crate) fn poll_guarded(
+    thread: &str,
     device: &wgpu::Device,
 ) -> std::result::Result<wgpu::PollStatus, wgpu::PollError> {
-    crate::scheduler::guarded_on("caller", || device.poll(wgpu::PollType::Poll))
+    crate::scheduler::guarded_on(thread, || device.poll(wgpu::PollType::Poll))
         .unwrap_or(Ok(wgpu::PollStatus::Poll))
 }
 
@@ -118,7 +119,7 @@ pub(crate) fn poll_until(
         if done() {
             return Ok(true);
         }
-        let polled = poll_guarded(device);
+        let polled = poll_guarded("caller", device);
         if done() {
             return Ok(true);
         }
