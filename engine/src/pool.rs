@@ -233,19 +233,6 @@ impl BufferPool {
 
     /// A buffer of at least `bytes` (> 0) bytes for `kind`, reused when one of its class is free.
     pub fn alloc(&self, kind: BufferKind, bytes: u64, what: &str) -> Result<PooledBuffer> {
-        self.alloc_where(kind, bytes, what, |_| true)
-    }
-
-    /// [`alloc`](Self::alloc), reusing only a free buffer for which `reusable(marks)` holds
-    /// (working buffers skip those unsubmitted launches still use: binding one for writing
-    /// would put a barrier before the launch, `hazard.rs`).
-    pub fn alloc_where(
-        &self,
-        kind: BufferKind,
-        bytes: u64,
-        what: &str,
-        reusable: impl Fn(&UseMarks) -> bool,
-    ) -> Result<PooledBuffer> {
         // Rounded up to whole words; a size that cannot be rounded is above any device limit.
         let rounded = bytes.max(4).checked_next_multiple_of(4);
         if kind == BufferKind::Storage && self.faults.take_oom() {
@@ -279,9 +266,7 @@ impl BufferPool {
             // buffers and their bind groups come from the cache (`bind_cache.rs`). Most recently
             // released first gave a 30-layer decode step 122 bind-group creations, this 32.
             let buf = st.free.get_mut(&(kind, class)).and_then(|list| {
-                let first = (0..list.len())
-                    .filter(|&i| reusable(&list[i].3))
-                    .min_by_key(|&i| list[i].1)?;
+                let first = (0..list.len()).min_by_key(|&i| list[i].1)?;
                 list.remove(first)
             });
             match (&buf, kind) {

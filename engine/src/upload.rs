@@ -183,35 +183,6 @@ impl Engine {
         Ok(Tensor::from_parts(self.clone(), shape, dtype, data, scales))
     }
 
-    /// An uninitialised device tensor of `words` working words (`F32`-typed; kernels bind it as
-    /// `u32`) for one launch's own use, in a buffer no unsubmitted launch uses: it is bound for
-    /// writing, and a buffer an earlier launch of the pending batch bound would order this launch
-    /// behind that one (a barrier, `hazard.rs`), serializing calls that share nothing.
-    pub(crate) fn empty_scratch(
-        &self,
-        gpu: &Gpu,
-        op: &'static str,
-        words: usize,
-    ) -> Result<Tensor> {
-        let shape = [words];
-        let bytes = output_bytes(op, &shape, DType::F32)?;
-        gpu.check_health()?;
-        crate::chunk::check_buffer(gpu, op, bytes)?;
-        let buf = gpu
-            .pool
-            .alloc_where(BufferKind::Storage, bytes, op, |marks| {
-                !gpu.submitted.write_waits(marks)
-            })?;
-        let data = Storage::Device(Box::new(buf));
-        Ok(Tensor::from_parts(
-            self.clone(),
-            &shape,
-            DType::F32,
-            data,
-            None,
-        ))
-    }
-
     /// A host tensor of a plain `dtype` whose every word is `word` (the CPU side of `fill`,
     /// written once, with the size checks of [`Engine::empty`]).
     pub(crate) fn host_filled(

@@ -165,43 +165,6 @@ pub const WEIGHT_QUANT_FUSED: KernelSource = KernelSource {
     ),
 };
 
-/// Weight quantization in one dispatch that reads `w` from memory about once, for K % 16 == 0:
-/// estimator workgroups sample `w` for a band around `s`; block workgroups sum their block
-/// canonically and pack the codes that are the same across the band, listing the float vec4
-/// whose are not; the last makes `s`; fixup workgroups wait for `s` and re-read the listed vec4
-/// (every word if `s` left the band or the list overflowed). Override constants `SPIN_LIMIT`,
-/// `POLL_RMW`, `POLL_DELAY` as [`WEIGHT_QUANT_FUSED`]. Bindings: 0 `weights: f32[]` (read),
-/// 1 `packed: u32[]`, 2 `scale: f32[1]`, 3 `work: u32[]` ([`banded_work_words`] words, no
-/// initial value). Status as [`WEIGHT_QUANT_FUSED`].
-pub const WEIGHT_QUANT_PAIRED: KernelSource = KernelSource {
-    name: "weight_quant_paired",
-    source: kernel!(
-        "exact_div.wgsl",
-        "weight_quant_sum_common.wgsl",
-        "weight_quant_pack_common.wgsl",
-        "weight_quant_paired.wgsl"
-    ),
-};
-
-/// Most estimator workgroups of [`WEIGHT_QUANT_PAIRED`].
-pub const BANDED_MAX_ESTIMATORS: u32 = 256;
-
-/// Words of [`WEIGHT_QUANT_PAIRED`]'s working buffer ahead of the per-block words (the
-/// estimators' means and the band's slots: `SUMS` in the kernel).
-const BANDED_WORK_HEADER: u64 = 1312;
-
-/// Words of [`WEIGHT_QUANT_PAIRED`]'s working buffer per block: its sum, its count of listed
-/// vec4 and room for 64 of them (`LIST_ROOM` in the kernel).
-const BANDED_WORK_PER_BLOCK: u64 = 66;
-
-/// Blocks per fixup workgroup of [`WEIGHT_QUANT_PAIRED`] (`FIXUP_BLOCKS` in the kernel).
-pub const BANDED_FIXUP_BLOCKS: u64 = 8;
-
-/// Words of [`WEIGHT_QUANT_PAIRED`]'s working buffer for `blocks` blocks.
-pub const fn banded_work_words(blocks: u64) -> u64 {
-    BANDED_WORK_HEADER + BANDED_WORK_PER_BLOCK * blocks
-}
-
 /// Activation quantization, one workgroup per row (any K): absmax, `127 / a`, quantize, pack 4
 /// per `u32`. Bindings: 0 `x: f32[]` (read), 1 `packed: u32[]`, 2 `absmax: f32[]`. Status: word 0
 /// first non-finite `x` index.
@@ -364,7 +327,6 @@ pub const ALL: &[KernelSource] = &[
     WEIGHT_QUANT_PACK,
     WEIGHT_QUANT_PACK_VEC4,
     WEIGHT_QUANT_FUSED,
-    WEIGHT_QUANT_PAIRED,
     ACT_QUANT,
     ACT_QUANT_VEC4,
     BITLINEAR_GEMV_SUBGROUP,

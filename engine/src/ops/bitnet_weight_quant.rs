@@ -53,11 +53,6 @@ const WEIGHT_FUSED: Kernel = Kernel::new(
     "main",
     &[Read, ReadWrite, ReadWrite],
 );
-const WEIGHT_BANDED: Kernel = Kernel::new(
-    kernels::WEIGHT_QUANT_PAIRED,
-    "main",
-    &[Read, ReadWrite, ReadWrite, ReadWrite],
-);
 
 /// cpu-ref's name for an overflowing weight sum (status word 1 of the last sum level).
 const SUM_OVERFLOW: &str = "sum of |w| (overflows f32)";
@@ -113,30 +108,6 @@ struct FusedParams {
     zero: u32,
 }
 
-/// `Params` of `weight_quant_banded.wgsl`.
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct BandedParams {
-    len: u32,
-    blocks: u32,
-    count: f32,
-    /// Always 0 (the kernel's runtime zero for its optimization barriers).
-    zero: u32,
-    estimators: u32,
-    fixups: u32,
-    /// This launch's number ([`BANDED_RUNS`]).
-    run_id: u32,
-    pad: u32,
-}
-
-/// Launches of `weight_quant_banded.wgsl` in this process: each run's number goes into the checks
-/// of its band slots, so a working buffer's slots from an earlier run never pass for this one's.
-static BANDED_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-
-/// Blocks per estimator workgroup of `weight_quant_banded.wgsl` (each samples 1/64 of its
-/// share's float vec4, one per lane for this many blocks).
-const BLOCKS_PER_ESTIMATOR: u64 = 16;
-
 /// PCI vendor id of NVIDIA, whose GPUs ran the one-dispatch kernel against cpu-ref (H200).
 const NVIDIA: u32 = 0x10de;
 
@@ -186,11 +157,7 @@ impl Engine {
         }
         let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
         if one_dispatch(gpu, n, k) {
-            if std::env::var_os("BITNET_WQ_FUSED").is_some() {
-                self.record_weight_quant_fused(gpu, w, &out)?;
-            } else {
-                self.record_weight_quant_banded(gpu, w, &out)?;
-            }
+            self.record_weight_quant_fused(gpu, w, &out)?;
             return Ok(out);
         }
         self.record_weight_scale(gpu, w, &out)?;
@@ -245,48 +212,6 @@ impl Engine {
                 ["w", SUM_OVERFLOW, ABORTED, KERNEL_STATE],
             ))
             .workgroups(blocks + blocks.div_ceil(chunks))
-            .run()
-    }
-
-    /// Weight quantization in one dispatch that reads `w` about once (`weight_quant_banded.wgsl`):
-    /// estimator, block and fixup workgroups, and a working buffer for the band, the block sums
-    /// and the list of vec4 to re-read.
-    fn record_weight_quant_banded(&self, gpu: &Gpu, w: &Tensor, out: &Tensor) -> Result<()> {
-        const OP: &str = "quantize_weights";
-        let len = w.len() as u64;
-        let blocks = len.div_ceil(u64::from(kernels::SUM_BLOCK));
-        let estimators =
-            (blocks / BLOCKS_PER_ESTIMATOR).clamp(1, u64::from(kernels::BANDED_MAX_ESTIMATORS));
-        let fixups = blocks.div_ceil(kernels::BANDED_FIXUP_BLOCKS);
-        let words = kernels::banded_work_words(blocks);
-        let work = self.empty_scratch(gpu, OP, words as usize)?;
-        let launch = Launch::new(gpu, &WEIGHT_BANDED)
-            .input(w)
-            .output(out)
-            .output_scales(out)
-            .scratch(&work)
-            .params(&BandedParams {
-                len: len as u32,
-                blocks: blocks as u32,
-                // Rust's `as` rounding, exactly as cpu-ref computes `(N * K) as f32`.
-                count: len as f32,
-                zero: 0,
-                estimators: estimators as u32,
-                fixups: fixups as u32,
-                run_id: BANDED_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-                pad: 0,
-            });
-        let diag: f64 = std::env::var("BITNET_WQ_DIAG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        wait_constants(launch, gpu)
-            .constant("DIAG", diag)
-            .check_finite(NonFiniteCheck::tensors(
-                OP,
-                ["w", SUM_OVERFLOW, ABORTED, KERNEL_STATE],
-            ))
-            .workgroups(estimators + 2 * blocks + fixups)
             .run()
     }
 
