@@ -254,6 +254,30 @@ fn a_lost_device_is_reported() {
     assert_eq!(c.len(), 1);
 }
 
+/// After a device loss an empty cache — cleared, or never appended to — holds nothing to lose:
+/// under every policy it goes on as a host cache, and appends to it read back exactly.
+#[test]
+fn an_empty_cache_outlives_a_lost_device() {
+    for policy in [DispatchPolicy::Auto, DispatchPolicy::Gpu, DispatchPolicy::Cpu] {
+        let e = gpu_engine_with(EngineOptions::default());
+        let mut cleared = e.kv_cache(4, HEADS, DIM).unwrap();
+        let (k, v) = step(55, 2);
+        append(&e, &mut cleared, &k, &v);
+        assert_eq!(cleared.location(), Location::Device);
+        let mut fresh = e.kv_cache(4, HEADS, DIM).unwrap();
+        lose_device(&e);
+        e.set_dispatch_policy(policy).unwrap();
+        cleared.clear();
+        let (k, v) = step(56, 1);
+        for c in [&mut cleared, &mut fresh] {
+            append(&e, c, &k, &v);
+            assert_eq!(c.location(), Location::Host, "{policy:?}");
+            let (gk, gv) = read(c);
+            assert_eq!((bits(&gk), bits(&gv)), (bits(&k), bits(&v)), "{policy:?}");
+        }
+    }
+}
+
 /// With a binding limit of 1 KiB (256 words) a 4-position append of 72-word rows is split, and
 /// appends start at words that are not multiples of the 64-word binding alignment.
 #[test]
