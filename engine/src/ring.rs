@@ -60,7 +60,9 @@ impl UploadRing {
         // in order, so `next` never passes their count).
         self.next = (i + 1) % RING_DEPTH;
         if self.slots[i].written {
-            self.recycle(i);
+            // Left written by a caller that failed before recycling it: a copy out of it may
+            // still be recorded, so it is mapped again only behind a submission.
+            self.recycle_after_submit(gpu, i)?;
         }
         let slot = &mut self.slots[i];
         let t = Instant::now();

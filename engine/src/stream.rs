@@ -275,7 +275,12 @@ impl Engine {
                     b.copy(&staging, 0, &dst, size, &owner);
                     b.flush(g).map(drop)
                 });
-                ring.recycle(slot);
+                match &flushed {
+                    Ok(Ok(())) => ring.recycle(slot),
+                    // The job may have failed before its flush took the copy (a panic): the
+                    // slot is mapped again only behind a submission of what is still recorded.
+                    _ => ring.recycle_after_submit(g, slot)?,
+                }
                 flushed??;
                 // The flush resolved the copy: one rejected even on its own (`batch.rs`) fails
                 // the upload, as it fails the reads of a tensor it wrote.

@@ -52,3 +52,35 @@ fn a_chunk_whose_device_is_lost_meanwhile_falls_back() {
     assert!(matches!(got, Err(Error::DeviceLost(_))), "{got:?}");
     assert!(super::falls_back(&e, &got.unwrap_err()));
 }
+
+/// A stream upload whose flush job panics before it takes the chunk's copy (an injected job
+/// panic) leaves that copy recorded: its staging slot is mapped again only behind the copy's
+/// submission. Mapped at once, as it was, the next flush carried a copy out of a mapped buffer:
+/// wgpu rejected the whole batch ("still mapped") and every command in it was re-submitted one
+/// by one, with a warning.
+#[test]
+fn a_panicked_upload_flush_does_not_map_a_slot_with_a_recorded_copy() {
+    let _ = crate::cache_file::tests::warnings();
+    let e = crate::test_gpu::gpu_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    e.set_dispatch_policy(crate::DispatchPolicy::Gpu).unwrap();
+    let x = e.upload_f32(&[3.0; 64], &[64]).unwrap();
+    e.sync().unwrap();
+    let chunk: Vec<f32> = (0..1024).map(|i| i as f32).collect();
+    e.inject_fault(crate::fault::InjectedFault::JobPanic);
+    let got = e.stream_upload([&chunk[..]]);
+    assert!(matches!(got, Err(Error::Panicked(_))), "{got:?}");
+    // An unrelated op flushed behind it.
+    let y = e.copy(&x).unwrap();
+    assert_eq!(y.read_f32().unwrap(), vec![3.0; 64]);
+    let logged = crate::cache_file::tests::warnings();
+    assert!(
+        !logged.iter().any(|w| w.contains("still mapped")),
+        "{logged:#?}"
+    );
+    let chunks: Vec<Vec<f32>> = (0..4).map(|c| vec![c as f32; 1024]).collect();
+    let st = e.stream_upload(chunks.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(st.chunks, 4);
+}
