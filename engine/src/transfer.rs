@@ -30,7 +30,14 @@ pub(crate) const READBACK_CHUNK: u64 = 64 << 20;
 pub(crate) fn write(gpu: &Gpu, dst: &wgpu::Buffer, offset: u64, bytes: &[u8]) -> Result<()> {
     gpu.check_health()?;
     if !gpu.scheduler.drained() {
-        gpu.scheduler.call(|b, g| b.flush(g).map(drop))??;
+        let flush = || gpu.scheduler.call(|b, g| b.flush(g).map(drop));
+        match flush() {
+            // Another caller's batch panicked (its launches fail with it, `batch.rs`), which
+            // says nothing about this upload: a second flush submits whatever that one left
+            // recorded, so the write still lands behind every earlier command.
+            Err(Error::Panicked(_)) | Ok(Err(Error::Panicked(_))) => flush()??,
+            r => r??,
+        }
     }
     let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
     if bytes.len().is_multiple_of(4) {
@@ -335,5 +342,25 @@ mod tests {
         drop(other);
         let got = pollster::block_on(read);
         assert!(matches!(got, Err(Error::NonFinite { .. })), "{got:?}");
+    }
+
+    /// An upload that first submits another caller's recorded work, whose submission then
+    /// panics (an application's map callback, which wgpu runs inside `queue.submit`), still
+    /// lands: that panic fails the other caller's launches, not this write.
+    #[test]
+    fn an_upload_survives_a_panic_in_the_submission_before_it() {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        let g = e.gpu_context().unwrap();
+        let t = e.upload_f32(&[1.0; 64], &[64]).unwrap();
+        e.sync().unwrap();
+        let _recorded = e.copy(&t).unwrap();
+        let (_app, fired) = crate::test_gpu::panicking_map(g);
+        let up = e.upload_f32(&[2.0; 64], &[64]);
+        assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(up.unwrap().read_f32().unwrap(), vec![2.0; 64]);
+        e.sync().unwrap();
     }
 }
