@@ -21,6 +21,9 @@ pub(crate) struct Health {
     reason: Mutex<Option<String>>,
     /// The first error no error scope caught (reported at the next sync point).
     uncaptured: Mutex<Option<Error>>,
+    /// The context is being dropped: the device goes with it, and wgpu drops its lost callback
+    /// unrun (not a loss to report, even while a panic unwinds the engine's last owner).
+    closing: AtomicBool,
 }
 
 impl Health {
@@ -54,10 +57,13 @@ struct LostOnUnwind(Arc<Health>);
 
 impl Drop for LostOnUnwind {
     fn drop(&mut self) {
-        if std::thread::panicking() && !self.0.lost.load(Ordering::Acquire) {
+        let h = &self.0;
+        if std::thread::panicking()
+            && !h.closing.load(Ordering::Acquire)
+            && !h.lost.load(Ordering::Acquire)
+        {
             log::error!("bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)");
-            self.0
-                .mark_lost("its device-lost callback was dropped by a panicking callback".into());
+            h.mark_lost("its device-lost callback was dropped by a panicking callback".into());
         }
     }
 }
@@ -116,6 +122,7 @@ impl Drop for Gpu {
     /// The device is destroyed while this context's fields drop: under the process-wide
     /// lifecycle lock, released by the last field. (The wgpu instance stays: `device.rs`.)
     fn drop(&mut self) {
+        self.health.closing.store(true, Ordering::Release);
         LIVE.fetch_sub(1, Ordering::Relaxed);
         crate::ops::forget_tuning(self.id);
         crate::lifecycle::hold_for_drop();
@@ -349,5 +356,29 @@ mod tests {
         );
         assert_eq!(spin_wait(&set, Cpu), Duration::from_micros(300));
         assert_eq!(spin_wait(&set, DiscreteGpu), Duration::from_micros(300));
+    }
+
+    /// The lost callback's guard, dropped while a panic unwinds: a loss for a live context
+    /// (a panicking map callback made wgpu drop it), none for a context being dropped (the
+    /// engine's last owner unwinding, which used to log a device loss that never happened).
+    #[test]
+    fn a_dropped_lost_callback_is_a_loss_only_for_a_live_context() {
+        let dropped_unwinding = |closing: bool| {
+            let health = Arc::new(Health::default());
+            health.closing.store(closing, Ordering::Release);
+            let guard = LostOnUnwind(Arc::clone(&health));
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _guard = guard;
+                panic!("a callback's panic (expected in this test)");
+            }));
+            assert!(unwound.is_err());
+            health.lost.load(Ordering::Acquire)
+        };
+        assert!(dropped_unwinding(false));
+        assert!(!dropped_unwinding(true));
+        // Dropped without a panic: nothing to report either way.
+        let health = Arc::new(Health::default());
+        drop(LostOnUnwind(Arc::clone(&health)));
+        assert!(!health.lost.load(Ordering::Acquire));
     }
 }
