@@ -37,7 +37,7 @@ impl Batch {
     /// slot; `None` when there is none. Once the batch is submitted the slots are clean, or dirty
     /// until a later flush's reset pass (`status::copy_out_cleans`).
     pub fn take_status(&mut self, gpu: &Gpu, fates: &[Arc<Fate>]) -> Result<Option<StatusTicket>> {
-        let (done_tx, done_rx) = flume::bounded::<()>(1);
+        let (done_tx, done_rx) = crate::oneshot::channel::<()>();
         // Declared after the channel, so an early exit reverts the claims before `done_tx`
         // drops: readers woken by the disconnect find the fates pending again.
         let mut claims = Claims(Vec::new());

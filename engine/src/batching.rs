@@ -27,7 +27,7 @@ struct Request {
     arrived: Instant,
     /// Whether the caller is a worker of a rayon pool (see [`batch_pool`]).
     on_rayon_worker: bool,
-    reply: flume::Sender<Result<Vec<f32>>>,
+    reply: crate::oneshot::Sender<Result<Vec<f32>>>,
 }
 
 /// What the batcher did so far.
@@ -116,7 +116,7 @@ impl BatchingLinear {
         let pending = match malformed {
             Some(_) => None,
             None => {
-                let (reply, rx) = flume::bounded(1);
+                let (reply, rx) = crate::oneshot::channel();
                 let tx = self.inner.tx.lock().unwrap_or_else(|e| e.into_inner());
                 let sent = tx.as_ref().is_some_and(|tx| {
                     tx.send(Request {
@@ -259,14 +259,14 @@ fn run_batch(linear: &Linear, ok: Vec<Request>, stats: &Mutex<BatchingStats>) {
             let n = linear.weights().n();
             let mut at = 0;
             for r in ok {
-                let _ = r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
+                r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
                 at += r.m * n;
             }
         }
         // Each request alone: its own result or its own error.
         Err(_) => {
             for r in ok {
-                let _ = r.reply.send(linear.forward(&r.x, r.m));
+                r.reply.send(linear.forward(&r.x, r.m));
             }
         }
     }

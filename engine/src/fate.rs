@@ -57,7 +57,7 @@ enum State {
     Pending { slot: Option<u32> },
     /// A read copied the slot out and will resolve the fate; `done` disconnects when it did, or
     /// when its copy-out failed and the fate is pending again (`batch.rs`).
-    Reading { done: flume::Receiver<()> },
+    Reading { done: crate::oneshot::Receiver<()> },
     /// Known: `None` = clean.
     Resolved(Option<Error>),
 }
@@ -69,7 +69,7 @@ pub(crate) enum Outcome {
     /// Pending (its launch not yet submitted, or its status slot not yet read).
     Pending,
     /// Another read is resolving it: wait until this receiver disconnects.
-    Reading(flume::Receiver<()>),
+    Reading(crate::oneshot::Receiver<()>),
 }
 
 impl std::fmt::Debug for Fate {
@@ -151,7 +151,7 @@ impl Fate {
     }
 
     /// Claims the pending slot for a read: `Some(slot)` and the state becomes `Reading`.
-    pub fn begin_read(&self, done: &flume::Receiver<()>) -> Option<u32> {
+    pub fn begin_read(&self, done: &crate::oneshot::Receiver<()>) -> Option<u32> {
         let mut st = self.state();
         let State::Pending { slot: Some(s) } = *st else {
             return None;
@@ -163,7 +163,7 @@ impl Fate {
     /// Resolves a fate claimed by [`Fate::begin_read`] with `claim` (no-op in any other state,
     /// or under another read's claim: a copy-out that failed was reverted, and the slot claimed
     /// again, before its resolver ran).
-    pub fn finish_read(&self, result: Option<Error>, claim: &flume::Receiver<()>) {
+    pub fn finish_read(&self, result: Option<Error>, claim: &crate::oneshot::Receiver<()>) {
         let mut st = self.state();
         if matches!(&*st, State::Reading { done } if done.same_channel(claim)) {
             Self::settle(&mut st, &self.settled, result);
@@ -239,9 +239,9 @@ pub(crate) struct StatusResolver {
     /// The fates, in the order of their slots in the staging bytes.
     entries: Vec<Arc<Fate>>,
     /// Disconnects (waking readers of these fates) when the resolver is dropped.
-    _done: flume::Sender<()>,
+    _done: crate::oneshot::Sender<()>,
     /// The claim the fates were taken with ([`Fate::begin_read`]): only it is resolved here.
-    claim: flume::Receiver<()>,
+    claim: crate::oneshot::Receiver<()>,
     /// Bytes between two copied-out slots in the staging buffer.
     stride: u64,
 }
@@ -250,8 +250,8 @@ impl StatusResolver {
     /// A resolver for `entries`, claimed with `claim`; `done` is its sender.
     pub fn new(
         entries: Vec<Arc<Fate>>,
-        done: flume::Sender<()>,
-        claim: &flume::Receiver<()>,
+        done: crate::oneshot::Sender<()>,
+        claim: &crate::oneshot::Receiver<()>,
         stride: u64,
     ) -> StatusResolver {
         StatusResolver {

@@ -138,12 +138,16 @@ fn slots_return_to_the_pool_clean_or_dirty() {
     let t = pool.take().unwrap();
     assert_ne!(t, s, "dirty slots wait for their reset");
     g.assign(t);
-    let (tx, rx) = flume::bounded(1);
+    let (tx, rx) = crate::oneshot::channel();
     assert_eq!(g.begin_read(&rx), Some(t));
     let r = StatusResolver::new(vec![g.clone()], tx, &rx, 16);
     drop(r); // lost read-back: the fate fails instead of hanging its readers
     assert!(matches!(g.outcome(), Outcome::Known(Some(Error::Map(_)))));
-    assert!(rx.recv().is_err(), "waiters wake up");
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::ZERO),
+        Err(crate::oneshot::RecvTimeoutError::Disconnected),
+        "waiters wake up"
+    );
 }
 
 /// A read whose copy-out failed (its claim reverted, `batch.rs`) still resolves its fates when
@@ -156,11 +160,11 @@ fn a_failed_copy_out_does_not_resolve_a_later_claim() {
     let f = Fate::new(1, None, &pool);
     let s = pool.take().unwrap();
     f.assign(s);
-    let (tx, rx) = flume::bounded(1);
+    let (tx, rx) = crate::oneshot::channel();
     assert_eq!(f.begin_read(&rx), Some(s));
     let failed = StatusResolver::new(vec![f.clone()], tx, &rx, 16);
     f.revert_read(s);
-    let (tx2, rx2) = flume::bounded(1);
+    let (tx2, rx2) = crate::oneshot::channel();
     assert_eq!(f.begin_read(&rx2), Some(s), "a later read claims the slot");
     failed.resolve(&[0; 16]);
     assert!(
@@ -184,7 +188,7 @@ fn a_copy_out_failing_after_its_launch_returns_the_slot() {
     let f = Fate::new(1, None, &pool);
     let s = pool.take().unwrap();
     f.assign(s);
-    let (_tx, rx) = flume::bounded::<()>(1);
+    let (_tx, rx) = crate::oneshot::channel::<()>();
     assert_eq!(f.begin_read(&rx), Some(s));
     let oom = Error::OutOfMemory {
         context: "test".into(),
@@ -211,7 +215,7 @@ fn a_read_dropped_while_its_copy_out_is_queued_keeps_the_flag() {
     let (e, y, fate) = crate::test_gpu::flagged_copy();
     let g = e.gpu_context().unwrap();
     // Another read claims the slot; this read waits for it.
-    let (other, claim) = flume::bounded(1);
+    let (other, claim) = crate::oneshot::channel();
     let slot = fate.begin_read(&claim).expect("pending with a slot");
     let lineage = vec![Arc::clone(&fate)];
     let mut read = Box::pin(crate::transfer::resolve(g, &lineage));

@@ -27,7 +27,8 @@
 //! slots run out (a checked launch holds one while its outputs are alive and unread: a batch of
 //! more such launches is submitted in pieces). Reads have future forms (`*_async`, `Send +
 //! 'static`, submitted when called, completed by the engine's completion thread — no executor
-//! needed) and blocking forms. A thread waiting for the GPU (the completion thread while reads are
+//! needed; their wakers are called with no engine lock held, so an executor may poll a task
+//! inside `wake`) and blocking forms. A thread waiting for the GPU (the completion thread while reads are
 //! outstanding, the caller of [`Engine::sync`]) polls it back to back for its first 2 ms, then
 //! sleeps between polls (`EngineOptions::spin_wait`; CPU adapters never spin): a wait ends within
 //! microseconds of the GPU's work, at the cost of a host core while it spins.
@@ -218,6 +219,7 @@ mod linear;
 mod linear_group;
 mod msl;
 mod normed_input;
+mod oneshot;
 mod ops;
 mod pipelines;
 mod poller;

@@ -15,13 +15,13 @@ use crate::wait::Backoff;
 /// A one-shot result shared by a map callback and the completion thread: whichever completes
 /// it first wins.
 pub(crate) struct Completion<T> {
-    tx: Mutex<Option<flume::Sender<Result<T>>>>,
+    tx: Mutex<Option<crate::oneshot::Sender<Result<T>>>>,
 }
 
 impl<T> Completion<T> {
     /// A completion and the receiver its future awaits.
-    pub fn new() -> (Arc<Completion<T>>, flume::Receiver<Result<T>>) {
-        let (tx, rx) = flume::bounded(1);
+    pub fn new() -> (Arc<Completion<T>>, crate::oneshot::Receiver<Result<T>>) {
+        let (tx, rx) = crate::oneshot::channel();
         (
             Arc::new(Completion {
                 tx: Mutex::new(Some(tx)),
@@ -34,7 +34,7 @@ impl<T> Completion<T> {
     pub fn complete(&self, r: Result<T>) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(tx) = tx {
-            let _ = tx.send(r);
+            tx.send(r);
         }
     }
 }

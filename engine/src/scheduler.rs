@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 use crate::batch::Batch;
 use crate::context::Gpu;
 use crate::error::{Error, Result};
+use crate::oneshot::{self, RecvTimeoutError};
 
 /// A unit of work for the submission thread.
 pub(crate) type Job = Box<dyn FnOnce(&mut Batch, &Gpu) + Send>;
@@ -181,8 +182,8 @@ impl Scheduler {
         loop {
             match rx.recv_timeout(SLOW_CALL) {
                 Ok(r) => return r,
-                Err(flume::RecvTimeoutError::Disconnected) => return Err(stopped()),
-                Err(flume::RecvTimeoutError::Timeout) => {
+                Err(RecvTimeoutError::Disconnected) => return Err(stopped()),
+                Err(RecvTimeoutError::Timeout) => {
                     waited += SLOW_CALL;
                     log::warn!(
                         "bitnet-wgpu: waited {waited:?} for the submission thread (it is {})",
@@ -207,10 +208,10 @@ impl Scheduler {
     fn request<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
-    ) -> Result<flume::Receiver<Result<R>>> {
-        let (reply, rx) = flume::bounded(1);
+    ) -> Result<oneshot::Receiver<Result<R>>> {
+        let (reply, rx) = oneshot::channel();
         self.post(Box::new(move |b, g| {
-            let _ = reply.send(guarded(|| f(b, g)));
+            reply.send(guarded(|| f(b, g)));
         }))?;
         Ok(rx)
     }

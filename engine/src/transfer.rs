@@ -330,7 +330,7 @@ mod tests {
         let (e, _y, fate) = crate::test_gpu::flagged_copy();
         let g = e.gpu_context().unwrap();
         // Another read claims the slot…
-        let (other, claim) = flume::bounded(1);
+        let (other, claim) = crate::oneshot::channel();
         let slot = fate.begin_read(&claim).expect("pending with a slot");
         let lineage = vec![Arc::clone(&fate)];
         let mut read = pin!(resolve(g, &lineage));

@@ -1,6 +1,7 @@
 //! Reads and checks keep their promises: an async read started before its tensor is dropped
 //! returns that tensor's bytes, also past the first read-back chunk (64 MiB); `Tensor::check`
-//! reports what a read would, on a lost device too.
+//! reports what a read would, on a lost device too; futures driven by a waker that polls them
+//! on the waking thread (the engine's own) complete, and leave the engine working.
 
 use bitnet_tests::{block_on, gpu_engine, gpu_engine_with};
 use bitnet_wgpu::{EngineOptions, Error, InjectedFault};
@@ -36,4 +37,82 @@ fn check_agrees_with_read_on_a_lost_device() {
     let (checked, read) = (y.check(), y.read_f32());
     assert!(matches!(read, Err(Error::DeviceLost(_))), "{read:?}");
     assert_eq!(checked, read.map(drop));
+}
+
+/// A task that its waker polls at once, on whichever thread wakes it (an executor that runs
+/// tasks on wake, which the `Waker` contract allows); its output goes to `done`.
+struct InlineTask {
+    future: std::sync::Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl std::task::Wake for InlineTask {
+    fn wake(self: std::sync::Arc<Self>) {
+        let Ok(mut slot) = self.future.try_lock() else {
+            return;
+        };
+        let waker = std::task::Waker::from(std::sync::Arc::clone(&self));
+        let mut cx = std::task::Context::from_waker(&waker);
+        if slot
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(&mut cx).is_ready())
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// Starts `future` as an [`InlineTask`]; its output arrives on the returned channel.
+fn spawn_inline<T: Send + 'static>(
+    future: impl Future<Output = T> + Send + 'static,
+) -> std::sync::mpsc::Receiver<T> {
+    let (done, out) = std::sync::mpsc::channel();
+    let task = std::sync::Arc::new(InlineTask {
+        future: std::sync::Mutex::new(Some(Box::pin(async move {
+            let _ = done.send(future.await);
+        }))),
+    });
+    std::task::Wake::wake(task);
+    out
+}
+
+/// A read and a batched request whose futures are polled inside their wakers — on the engine's
+/// submission, completion and batcher threads — return the right values, and the engine goes
+/// on. flume's channels woke a receiver while holding their lock, so such a poll deadlocked the
+/// engine's thread on itself and every later sync hung.
+#[test]
+fn futures_polled_inside_their_wakers_complete() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..EngineOptions::default()
+    });
+    let v: Vec<f32> = (0..64).map(|i| i as f32 - 20.0).collect();
+    let y = e.copy(&e.upload_f32(&v, &[64]).unwrap()).unwrap();
+    let read = spawn_inline(y.read_f32_async());
+    let got = read.recv_timeout(std::time::Duration::from_secs(60));
+    assert_eq!(got.expect("the read completed").unwrap(), v);
+
+    let (n, k, m) = (8, 32, 2);
+    let w = bitnet_wgpu::cpu_ref::quantize_weights(
+        &bitnet_tests::random_f32(3, n * k, -1.0, 1.0),
+        n,
+        k,
+    )
+    .unwrap();
+    let x = bitnet_tests::random_f32(4, m * k, -2.0, 2.0);
+    let want = bitnet_wgpu::cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let linear = bitnet_wgpu::Linear::new(&e, w);
+    let batcher =
+        bitnet_wgpu::BatchingLinear::new(linear, std::time::Duration::from_millis(1), 64).unwrap();
+    let answer = spawn_inline(batcher.forward_async(x, m));
+    let got = answer.recv_timeout(std::time::Duration::from_secs(60));
+    assert_eq!(got.expect("the request was answered").unwrap(), want);
+
+    let (synced_tx, synced) = std::sync::mpsc::channel();
+    let e2 = e.clone();
+    std::thread::spawn(move || {
+        let _ = synced_tx.send(e2.sync());
+    });
+    let synced = synced.recv_timeout(std::time::Duration::from_secs(60));
+    synced.expect("sync returned").unwrap();
+    assert_eq!(e.copy(&y).unwrap().read_f32().unwrap(), v);
 }

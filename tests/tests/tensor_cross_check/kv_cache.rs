@@ -258,7 +258,11 @@ fn a_lost_device_is_reported() {
 /// under every policy it goes on as a host cache, and appends to it read back exactly.
 #[test]
 fn an_empty_cache_outlives_a_lost_device() {
-    for policy in [DispatchPolicy::Auto, DispatchPolicy::Gpu, DispatchPolicy::Cpu] {
+    for policy in [
+        DispatchPolicy::Auto,
+        DispatchPolicy::Gpu,
+        DispatchPolicy::Cpu,
+    ] {
         let e = gpu_engine_with(EngineOptions::default());
         let mut cleared = e.kv_cache(4, HEADS, DIM).unwrap();
         let (k, v) = step(55, 2);

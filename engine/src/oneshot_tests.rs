@@ -1,0 +1,118 @@
+//! Tests of the one-shot channel (`oneshot.rs`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use super::{Disconnected, Receiver, RecvTimeoutError, channel};
+
+/// A task that its waker polls at once, on the waking thread (an executor that runs tasks on
+/// wake): the reply's future is polled from inside the sender's `send`.
+struct InlineTask {
+    future: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
+}
+
+impl Wake for InlineTask {
+    fn wake(self: Arc<Self>) {
+        let Ok(mut slot) = self.future.try_lock() else {
+            return;
+        };
+        let waker = Waker::from(Arc::clone(&self));
+        let mut cx = Context::from_waker(&waker);
+        if slot
+            .as_mut()
+            .is_some_and(|f| f.as_mut().poll(&mut cx).is_ready())
+        {
+            *slot = None;
+        }
+    }
+}
+
+/// Runs `f` on a thread; panics if it gives no result within `secs` (a hang).
+fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("no result in time: a hang")
+}
+
+/// The value reaches a task polled inside the waker, and the sender returns: the wake-up runs
+/// after the channel's lock is released (with flume's channel this sender deadlocked on itself).
+#[test]
+fn a_waker_that_polls_inline_gets_the_value() {
+    let (tx, rx) = channel::<u32>();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let task = Arc::new(InlineTask {
+        future: Mutex::new(Some(Box::pin(async move {
+            let _ = got_tx.send(rx.recv_async().await);
+        }))),
+    });
+    Waker::from(Arc::clone(&task)).wake_by_ref();
+    assert!(got_rx.try_recv().is_err(), "nothing sent yet");
+    bounded(10, move || tx.send(7));
+    assert_eq!(got_rx.try_recv(), Ok(Ok(7)));
+}
+
+/// The same for a sender dropped unsent, with two receivers (clones) waiting inline.
+#[test]
+fn inline_wakers_see_a_dropped_sender() {
+    let (tx, rx) = channel::<()>();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let tasks: Vec<Arc<InlineTask>> = (0..2)
+        .map(|_| {
+            let (rx, got_tx) = (rx.clone(), got_tx.clone());
+            Arc::new(InlineTask {
+                future: Mutex::new(Some(Box::pin(async move {
+                    let _ = got_tx.send(rx.recv_async().await);
+                }))),
+            })
+        })
+        .collect();
+    tasks
+        .iter()
+        .for_each(|t| Waker::from(Arc::clone(t)).wake_by_ref());
+    bounded(10, move || drop(tx));
+    assert_eq!(got_rx.try_recv(), Ok(Err(Disconnected)));
+    assert_eq!(got_rx.try_recv(), Ok(Err(Disconnected)));
+}
+
+/// Blocking receives: the value, a timeout while nothing came, and a disconnect; the first of
+/// two receivers takes the value.
+#[test]
+fn blocking_receives_take_the_value_once() {
+    let (tx, rx) = channel::<&str>();
+    let other: Receiver<&str> = rx.clone();
+    assert!(rx.same_channel(&other));
+    assert_eq!(
+        rx.recv_timeout(Duration::from_millis(5)),
+        Err(RecvTimeoutError::Timeout)
+    );
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        tx.send("reply");
+    });
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("reply"));
+    assert_eq!(
+        other.recv_timeout(Duration::from_millis(5)),
+        Err(RecvTimeoutError::Disconnected)
+    );
+    sender.join().unwrap();
+    let (tx, rx) = channel::<u8>();
+    drop(tx);
+    assert_eq!(pollster::block_on(rx.recv_async()), Err(Disconnected));
+}
+
+/// A future polled before the value arrives is woken once it does (an ordinary executor).
+#[test]
+fn a_pending_future_is_woken() {
+    let (tx, rx) = channel::<u64>();
+    let mut fut = rx.recv_async();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(Pin::new(&mut fut).poll(&mut cx), Poll::Pending));
+    std::thread::spawn(move || tx.send(42));
+    assert_eq!(pollster::block_on(fut), Ok(42));
+}
