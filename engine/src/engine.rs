@@ -264,13 +264,22 @@ impl Engine {
 
     /// Buffer-pool statistics (all zero on the CPU engine).
     pub fn pool_stats(&self) -> PoolStats {
-        self.gpu_raw().map(|g| g.pool.stats()).unwrap_or_default()
+        self.gpu_raw().map_or_else(PoolStats::default, |g| {
+            let ring = g.ring.lock().unwrap_or_else(|e| e.into_inner());
+            PoolStats {
+                upload_staging_bytes: ring.as_ref().map_or(0, |r| r.bytes()),
+                ..g.pool.stats()
+            }
+        })
     }
 
-    /// Drops every cached free buffer (live tensors are untouched).
+    /// Drops every cached free buffer and the streams' upload staging ring between streams
+    /// (live tensors are untouched; the next stream makes a new ring).
     pub fn trim_pool(&self) {
         if let Some(g) = self.gpu_raw() {
             g.pool.trim();
+            let ring = g.ring.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(ring);
         }
     }
 

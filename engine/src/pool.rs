@@ -96,6 +96,9 @@ pub struct PoolStats {
     pub live_buffers: u64,
     /// Bytes of read-back staging buffers the pool owns.
     pub staging_bytes: u64,
+    /// Bytes of the streams' upload staging ring, kept between streams (its buffers grow to the
+    /// largest chunk streamed; [`Engine::trim_pool`](crate::Engine::trim_pool) drops them).
+    pub upload_staging_bytes: u64,
     /// Launches whose bind group was reused from the bind-group cache (`bind_cache.rs`).
     pub bind_group_hits: u64,
     /// Bind groups the launches created (a cache miss: a few µs of the caller's time each).

@@ -40,6 +40,11 @@ pub(crate) struct UploadRing {
 }
 
 impl UploadRing {
+    /// Bytes of the ring's staging buffers (each as large as the largest chunk it carried).
+    pub fn bytes(&self) -> u64 {
+        self.slots.iter().map(|s| s.buffer.size()).sum()
+    }
+
     /// Writes `bytes` (a multiple of 4) into the next slot and unmaps it; returns the slot index
     /// and its buffer, to be copied from by the next submission and then [`Self::recycle`]d.
     /// `waited` accumulates the time spent waiting for the slot to be free.

@@ -84,3 +84,20 @@ fn a_panicked_upload_flush_does_not_map_a_slot_with_a_recorded_copy() {
     let st = e.stream_upload(chunks.iter().map(Vec::as_slice)).unwrap();
     assert_eq!(st.chunks, 4);
 }
+
+/// The streams' upload ring, whose slots grow to the largest chunk streamed, shows in the pool
+/// stats between streams, and `trim_pool` gives it back (it used to stay for the engine's life,
+/// counted nowhere); the next stream makes a new one.
+#[test]
+fn trim_pool_gives_back_the_upload_ring() {
+    let e = crate::test_gpu::gpu_with(EngineOptions::default());
+    let chunk = vec![1.0f32; 1 << 20];
+    e.stream_upload([&chunk[..], &chunk[..]]).unwrap();
+    let held = e.pool_stats().upload_staging_bytes;
+    assert!(held >= 4 << 20, "{held}");
+    e.trim_pool();
+    assert_eq!(e.pool_stats().upload_staging_bytes, 0);
+    let st = e.stream_upload([&chunk[..16]]).unwrap();
+    assert_eq!(st.chunks, 1);
+    assert!(e.pool_stats().upload_staging_bytes < 1 << 20);
+}
