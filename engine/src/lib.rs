@@ -137,11 +137,15 @@
 //! **Threads.** [`Engine`] is `Send + Sync` and cheap to clone (an `Arc`); clones share the
 //! device, pool, pipeline cache and submission thread. Any number of threads may record, read
 //! and dispatch at once. Device creation and destruction are serialized process-wide, and held
-//! apart from every engine's submissions (`lifecycle.rs`: a driver deadlock defence).
+//! apart from every engine's submissions (`lifecycle.rs`: a driver deadlock defence). One
+//! cost follows each thread: wgpu 30 keeps a device's error scopes per thread in a map whose
+//! entries it never removes, and uploads, new buffers and pipeline compiles open scopes on the
+//! calling thread, so every distinct thread that ever did so holds about 300 bytes until the
+//! device drops — use long-lived threads (a pool) rather than a thread per request.
 //!
 //! **Kernels and tuning.** BitLinear picks its kernel per shape ([`LinearPlan`]); GEMM shapes
-//! (M > 8) whose packed weights reach [`AUTOTUNE_MIN_BYTES`] are measured once on discrete GPUs
-//! (autotune, cached on disk: tile size, the cooperative-matrix GEMMs — f16, and int8 through
+//! (M > 8) whose packed weights reach [`AUTOTUNE_MIN_BYTES`] are measured once per bucket of M
+//! (the next power of two) on discrete GPUs (autotune, cached on disk: tile size, the cooperative-matrix GEMMs — f16, and int8 through
 //! SPIR-V passthrough on Vulkan — and how many slices K is split into), GEMV shapes use the
 //! heuristic unless `BITNET_AUTOTUNE=1` (`0` turns tuning off; [`BitnetTuning`] forces plans).
 //! WGSL modules keep wgpu's bounds checks but not its forced loop bounding

@@ -11,7 +11,9 @@
 //! are at least [`AUTOTUNE_MIN_BYTES`], by default on discrete GPUs and for GEMMs (M > 8) only —
 //! GEMVs keep the heuristic plans unless tuning is asked for explicitly (`BITNET_AUTOTUNE=1` or
 //! [`BitnetTuning::autotune`] = `Some(true)`; `0` / `Some(false)` turns it off) — and is one sync point: pending work is submitted, and an
-//! error it reports is returned by the BitLinear call that triggered the tuning. Measured plans
+//! error it reports is returned by the BitLinear call that triggered the tuning. GEMMs are
+//! measured once per bucket of M (the next power of two: 9-16, 17-32, ..., `tuning_bucket`), so
+//! prompts of every length cost a handful of measurements, not one each. Measured plans
 //! are also kept in a cache file (`bitnet_tune_cache.rs`) and reused by later processes on the
 //! same adapter, driver and kernels.
 
@@ -243,8 +245,19 @@ impl Engine {
             CoopVerdict::default()
         };
         let list = candidates(gpu, key, settings, coop);
+        let bucket = tuning_bucket(m);
         let plan = match forced {
             Some(plan) => plan,
+            // Measured once per bucket of M: a server's prompts come in every length, and each
+            // new length would otherwise be a measurement (a sync point) and a line of the plan
+            // cache file. The bucket's plan serves if it is a candidate here too; a bucket that
+            // cannot be measured (its buffers past a device limit) leaves the heuristic's.
+            None if tunable && list.len() > 1 && bucket != m => {
+                match self.linear_plan(gpu, (bucket, n, k), f32_input) {
+                    Ok(shared) if list.contains(&shared) => shared,
+                    _ => heuristic_fitting(gpu, key, settings, &list),
+                }
+            }
             None if tunable && list.len() > 1 => match persisted_plan(gpu, key, &list) {
                 Some(plan) => plan,
                 None => {
@@ -284,6 +297,16 @@ impl Engine {
         };
         with_state(gpu.id, |s| s.coop = Some(verdict));
         verdict
+    }
+}
+
+/// The M at which a tuned shape is measured: M itself up to the GEMV range
+/// ([`GEMV_MAX_M`]), beyond it the next power of two (9-16 → 16, ..., 513-1024 → 1024).
+fn tuning_bucket(m: usize) -> usize {
+    if m as u64 <= u64::from(GEMV_MAX_M) {
+        m
+    } else {
+        m.checked_next_power_of_two().unwrap_or(m)
     }
 }
 

@@ -266,6 +266,31 @@ fn autotune_caches_a_valid_plan() {
     );
 }
 
+/// Automatic tuning measures a GEMM shape once per bucket of M (the next power of two): prompts
+/// of 9 and 13 rows run the plan measured at 16, instead of a measurement (a sync point) and a
+/// line of the plan cache file for every prompt length a server sees.
+#[test]
+fn automatic_tuning_measures_once_per_bucket_of_m() {
+    let e = tuned_engine();
+    e.set_bitnet_tuning(BitnetTuning {
+        autotune: Some(true),
+        ..Default::default()
+    });
+    // 256 KiB of packed weights: large enough to be tuned.
+    let (n, k) = (256, 4096);
+    let w = weights(16, n, k);
+    for m in [9, 13] {
+        let x = random_normal(17 + m as u64, m * k, 1.0);
+        check_linear(&e, &x, m, &w, &format!("M {m}"));
+    }
+    let bucket = e.bitlinear_plan(16, n, k, false);
+    assert!(bucket.is_some(), "the bucket M = 16 was measured");
+    assert_eq!(e.bitlinear_plan(9, n, k, false), bucket);
+    assert_eq!(e.bitlinear_plan(13, n, k, false), bucket);
+    assert_eq!(e.bitlinear_plan(32, n, k, false), None, "no other bucket");
+    e.set_bitnet_tuning(BitnetTuning::default());
+}
+
 #[test]
 fn autotune_keeps_the_users_profiling_report() {
     // GEMM candidates are timed on the GPU clock by a profiler swapped in for the engine's own:
