@@ -53,6 +53,8 @@ pub struct BatchingLinear {
 
 struct Batcher {
     linear: Linear,
+    /// The batcher thread's id (see [`BatchingLinear::forward`]).
+    thread_id: std::thread::ThreadId,
     tx: Mutex<Option<flume::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Mutex<BatchingStats>>,
@@ -90,6 +92,7 @@ impl BatchingLinear {
         Ok(BatchingLinear {
             inner: Arc::new(Batcher {
                 linear,
+                thread_id: thread.thread().id(),
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 stats,
@@ -142,8 +145,13 @@ impl BatchingLinear {
         }
     }
 
-    /// Blocking [`BatchingLinear::forward_async`].
+    /// Blocking [`BatchingLinear::forward_async`]. On the batcher's own thread (a task its
+    /// reply woke, polled inside the waker) the layer runs at once, unbatched: waiting for a
+    /// batch there would wait for the thread itself.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        if std::thread::current().id() == self.inner.thread_id {
+            return self.inner.linear.forward(x, m);
+        }
         pollster::block_on(self.forward_async(x.to_vec(), m))
     }
 
@@ -157,7 +165,11 @@ impl Drop for Batcher {
     fn drop(&mut self) {
         // Closing the channel lets the thread answer what is queued, then exit.
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        // Not from the batcher's own thread (its last handle dropped by a task it woke): a
+        // thread cannot join itself, and it exits once the channel is closed.
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
+            && h.thread().id() != std::thread::current().id()
+        {
             let _ = h.join();
         }
     }

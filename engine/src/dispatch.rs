@@ -166,11 +166,11 @@ impl Engine {
     /// and then nothing is installed or cached: the current model stays.
     pub fn calibrate(&self) -> Result<Calibration> {
         let g = self.usable_gpu("calibrate")?;
-        let _one = g
-            .dispatch
-            .calibrating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let Some(_one) = g.dispatch.lock_calibrating(g.id) else {
+            return Err(Error::Unsupported(
+                "calibrate called while this thread calibrates".into(),
+            ));
+        };
         let c = measure(self, g)?;
         c.save_cached();
         g.dispatch.retry.disarm();
@@ -245,11 +245,10 @@ impl Engine {
     #[cold]
     #[inline(never)]
     fn load_or_calibrate(&self, g: &Gpu) {
-        let _one = g
-            .dispatch
-            .calibrating
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        // Re-entered from code run while this thread calibrates (a logger): no model yet.
+        let Some(_one) = g.dispatch.lock_calibrating(g.id) else {
+            return;
+        };
         if g.dispatch.ready.load(Ordering::Acquire) != 0 {
             return;
         }

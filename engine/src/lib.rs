@@ -28,7 +28,10 @@
 //! more such launches is submitted in pieces). Reads have future forms (`*_async`, `Send +
 //! 'static`, submitted when called, completed by the engine's completion thread — no executor
 //! needed; their wakers are called with no engine lock held, so an executor may poll a task
-//! inside `wake`) and blocking forms. A thread waiting for the GPU (the completion thread while reads are
+//! inside `wake` — the task then runs on the engine's thread, where a blocking engine call that
+//! would wait for that same thread is refused with `Error::Unsupported` (submission thread) or
+//! served there (completion and batcher threads), and a panicking waker is caught and logged)
+//! and blocking forms. A thread waiting for the GPU (the completion thread while reads are
 //! outstanding, the caller of [`Engine::sync`]) polls it back to back for its first 2 ms, then
 //! sleeps between polls (`EngineOptions::spin_wait`; CPU adapters never spin): a wait ends within
 //! microseconds of the GPU's work, at the cost of a host core while it spins.
@@ -204,6 +207,7 @@ mod dispatch;
 mod dtype;
 mod encode;
 mod engine;
+mod engine_thread;
 mod error;
 mod fate;
 mod fault;

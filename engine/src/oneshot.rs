@@ -65,7 +65,13 @@ impl<T> Shared<T> {
             std::mem::take(&mut st.wakers)
         };
         self.arrived.notify_all();
-        wakers.into_iter().for_each(Waker::wake);
+        for w in wakers {
+            // An application's waker that panics must not unwind through the engine's thread
+            // (into wgpu's poll, dropping other reads' callbacks) nor skip the other wakers.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
+                log::error!("bitnet-wgpu: an application waker panicked");
+            }
+        }
     }
 }
 

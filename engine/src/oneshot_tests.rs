@@ -116,3 +116,32 @@ fn a_pending_future_is_woken() {
     std::thread::spawn(move || tx.send(42));
     assert_eq!(pollster::block_on(fut), Ok(42));
 }
+
+/// A waker that panics (an application's) neither unwinds into the sender — the engine's
+/// thread, where it would drop other reads' map callbacks inside wgpu's poll — nor keeps the
+/// other receivers from being woken.
+#[test]
+fn a_panicking_waker_does_not_stop_the_others() {
+    struct Panics;
+    impl Wake for Panics {
+        fn wake(self: Arc<Self>) {
+            panic!("an application's waker (expected in this test)");
+        }
+    }
+    let (tx, rx) = channel::<u8>();
+    let mut first = rx.clone().recv_async();
+    let panicking = Waker::from(Arc::new(Panics));
+    assert!(matches!(
+        Pin::new(&mut first).poll(&mut Context::from_waker(&panicking)),
+        Poll::Pending
+    ));
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    let task = Arc::new(InlineTask {
+        future: Mutex::new(Some(Box::pin(async move {
+            let _ = got_tx.send(rx.recv_async().await);
+        }))),
+    });
+    Waker::from(Arc::clone(&task)).wake_by_ref();
+    tx.send(3);
+    assert_eq!(got_rx.try_recv(), Ok(Ok(3)));
+}

@@ -109,6 +109,7 @@ fn run(
     spin: std::time::Duration,
     lost: &dyn Fn() -> Option<Error>,
 ) {
+    crate::engine_thread::enter_completion(device.clone());
     let mut outstanding: Vec<Weak<dyn Abort>> = Vec::new();
     let mut backoff = Backoff::spinning(spin);
     loop {

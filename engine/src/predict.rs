@@ -40,7 +40,38 @@ fn store(a: &AtomicU64, v: f64) {
     a.store(v.to_bits(), Ordering::Relaxed);
 }
 
+thread_local! {
+    /// The GPU context id whose `calibrating` lock this thread holds (0: none).
+    static HOLDING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The `calibrating` lock, held by this thread (released on drop).
+pub(crate) struct CalibratingGuard<'a> {
+    _lock: std::sync::MutexGuard<'a, ()>,
+    /// What this thread held before (restored on drop).
+    previous: u64,
+}
+
+impl Drop for CalibratingGuard<'_> {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(self.previous));
+    }
+}
+
 impl Dispatcher {
+    /// The `calibrating` lock of context `id`; `None` if this thread already holds it (code the
+    /// engine runs while calibrating, an application's logger, re-entered the engine).
+    pub(crate) fn lock_calibrating(&self, id: u64) -> Option<CalibratingGuard<'_>> {
+        if HOLDING.with(|h| h.get()) == id {
+            return None;
+        }
+        let g = self.calibrating.lock().unwrap_or_else(|e| e.into_inner());
+        Some(CalibratingGuard {
+            _lock: g,
+            previous: HOLDING.with(|h| h.replace(id)),
+        })
+    }
+
     /// A dispatcher with `policy` (overridden by `BITNET_DISPATCH`).
     pub(crate) fn new(policy: DispatchPolicy) -> Dispatcher {
         let policy = DispatchPolicy::from_env().unwrap_or(policy);

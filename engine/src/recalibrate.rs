@@ -208,7 +208,9 @@ impl Engine {
             return;
         };
         let d = &g.dispatch;
-        let _one = d.calibrating.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(_one) = d.lock_calibrating(g.id) else {
+            return;
+        };
         if !d.retry.armed() {
             return;
         }

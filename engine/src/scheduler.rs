@@ -177,6 +177,10 @@ impl Scheduler {
         &self,
         f: impl FnOnce(&mut Batch, &Gpu) -> R + Send + 'static,
     ) -> Result<R> {
+        crate::engine_thread::check_not_submission_of(
+            self as *const Scheduler as usize,
+            "a blocking engine call",
+        )?;
         let rx = self.request(f)?;
         let mut waited = Duration::ZERO;
         loop {
@@ -258,6 +262,7 @@ pub(crate) fn spawn(queue: Queue, gpu: &Arc<Gpu>, idle_flush: Option<Duration>) 
 
 /// The thread's loop: run jobs in order; submit when idle for `idle_flush`.
 fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Option<Duration>) {
+    crate::engine_thread::enter_submission(&g.scheduler as *const Scheduler as usize);
     let mut batch = Batch::default();
     loop {
         let msg = match spin_recv(rx) {

@@ -139,7 +139,11 @@ pub(crate) fn poll_until(
 /// Runs `fut` to completion on this thread (the blocking form of the engine's reads). The future
 /// is woken by the engine's completion thread; a wait longer than
 /// [`crate::scheduler::SLOW_CALL`] is logged (never an error: a slow GPU is not a failure).
-pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+/// On a submission thread it is refused, and on a completion thread it polls that thread's
+/// device while it waits (`engine_thread.rs`: either would otherwise wait for itself).
+pub(crate) fn block_on<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+    crate::engine_thread::check_not_submission("a blocking read")?;
+    let drive = crate::engine_thread::completion_device();
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: std::sync::Arc<Self>) {
@@ -154,7 +158,13 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
         if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return v;
         }
-        std::thread::park_timeout(crate::scheduler::SLOW_CALL);
+        match &drive {
+            Some(device) => {
+                let _ = poll_guarded("completion", device);
+                std::thread::park_timeout(Duration::from_micros(50));
+            }
+            None => std::thread::park_timeout(crate::scheduler::SLOW_CALL),
+        }
         if since.elapsed() >= crate::scheduler::SLOW_CALL {
             waited += since.elapsed();
             since = Instant::now();

@@ -1,11 +1,14 @@
 //! Helpers of the cross-check suite: deterministic random data, the GPU engine every GPU test
 //! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
-//! per-op float tolerances; and the re-run of subgroup-sensitive cases on 4-lane subgroups.
+//! per-op float tolerances; the re-run of subgroup-sensitive cases on 4-lane subgroups; and an
+//! inline-polled task (futures run on the engine's own threads).
 
 use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
 
+mod inline_task;
 mod subgroup_rerun;
+pub use inline_task::{spawn_inline, thread_name};
 pub use subgroup_rerun::{rerun_on_4_lane_subgroups, rerun_where_the_subgroup_layout_is_broken};
 
 /// Deterministic splitmix64 generator (no external crate; the same stream on every machine).

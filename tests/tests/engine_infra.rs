@@ -5,6 +5,7 @@ mod engine_infra {
     mod gpu_paths;
     mod pool;
     mod reads;
+    mod reentry;
     mod residence;
 }
 

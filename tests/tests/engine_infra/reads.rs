@@ -3,7 +3,7 @@
 //! reports what a read would, on a lost device too; futures driven by a waker that polls them
 //! on the waking thread (the engine's own) complete, and leave the engine working.
 
-use bitnet_tests::{block_on, gpu_engine, gpu_engine_with};
+use bitnet_tests::{block_on, gpu_engine, gpu_engine_with, spawn_inline};
 use bitnet_wgpu::{EngineOptions, Error, InjectedFault};
 
 #[test]
@@ -37,42 +37,6 @@ fn check_agrees_with_read_on_a_lost_device() {
     let (checked, read) = (y.check(), y.read_f32());
     assert!(matches!(read, Err(Error::DeviceLost(_))), "{read:?}");
     assert_eq!(checked, read.map(drop));
-}
-
-/// A task that its waker polls at once, on whichever thread wakes it (an executor that runs
-/// tasks on wake, which the `Waker` contract allows); its output goes to `done`.
-struct InlineTask {
-    future: std::sync::Mutex<Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>>,
-}
-
-impl std::task::Wake for InlineTask {
-    fn wake(self: std::sync::Arc<Self>) {
-        let Ok(mut slot) = self.future.try_lock() else {
-            return;
-        };
-        let waker = std::task::Waker::from(std::sync::Arc::clone(&self));
-        let mut cx = std::task::Context::from_waker(&waker);
-        if slot
-            .as_mut()
-            .is_some_and(|f| f.as_mut().poll(&mut cx).is_ready())
-        {
-            *slot = None;
-        }
-    }
-}
-
-/// Starts `future` as an [`InlineTask`]; its output arrives on the returned channel.
-fn spawn_inline<T: Send + 'static>(
-    future: impl Future<Output = T> + Send + 'static,
-) -> std::sync::mpsc::Receiver<T> {
-    let (done, out) = std::sync::mpsc::channel();
-    let task = std::sync::Arc::new(InlineTask {
-        future: std::sync::Mutex::new(Some(Box::pin(async move {
-            let _ = done.send(future.await);
-        }))),
-    });
-    std::task::Wake::wake(task);
-    out
 }
 
 /// A read and a batched request whose futures are polled inside their wakers — on the engine's
