@@ -14,6 +14,7 @@
 //! * [`pool`]: buffer-pool peak / live tensor bytes per case and section.
 //! * [`report`]: the result model written by `--json`; [`peers`]: the PyTorch peers' JSON.
 //! * [`table`], [`svg`], [`results_md`] (with [`targets`]): the human-readable outputs.
+#![warn(missing_docs)]
 
 pub mod attention;
 pub mod attention_measure;

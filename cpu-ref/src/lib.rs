@@ -44,6 +44,7 @@
 //! assert_eq!(y.len(), 2);
 //! # Ok::<(), bitnet_cpu_ref::Error>(())
 //! ```
+#![warn(missing_docs)]
 
 mod activations;
 mod alloc;

@@ -192,6 +192,7 @@
 //! first engine and kept until the process exits: the GPU driver stays loaded between engines.
 //! (Dropping the last instance unloads it, and on the NVIDIA Vulkan driver the 30th load of a
 //! process found no adapter.)
+#![warn(missing_docs)]
 
 mod batch;
 mod batching;

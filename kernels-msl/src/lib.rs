@@ -21,6 +21,7 @@
 //! Without a Mac, the tests of this crate compile every kernel with clang as C++ against a small
 //! Metal compatibility header, execute them on an emulated grid (real threads and barriers, 32-lane
 //! simdgroups) and compare their outputs with `bitnet-cpu-ref` bit for bit.
+#![warn(missing_docs)]
 
 pub mod dispatch;
 mod error;

@@ -3,6 +3,7 @@
 //! Each kernel is a real `.wgsl` file under `shaders/`, embedded with `include_str!` so the engine
 //! ships no loose files. The engine's pipeline cache compiles each (kernel, variant) pair once.
 //! Bit layouts and rounding rules are those of `bitnet_cpu_ref::layout`.
+#![warn(missing_docs)]
 
 pub mod bitnet;
 pub mod tensor;

@@ -2,6 +2,7 @@
 //! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
 //! per-op float tolerances; the re-run of subgroup-sensitive cases on 4-lane subgroups; and an
 //! inline-polled task (futures run on the engine's own threads).
+#![warn(missing_docs)]
 
 use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
