@@ -166,6 +166,21 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
     )
 }
 
+/// A fused launch's result with a kernel the driver cannot build (`PipelineCreation`, raised
+/// before anything is recorded) turned into "not fused" (`Ok(None)`, logged): the caller then
+/// runs the unfused ops, which need other kernels. (A layer's fused kernel that fails to build
+/// fails again at every call, through the pipeline cache; without this its layer failed for
+/// good on such a driver.)
+pub(crate) fn unless_unbuildable<T>(r: crate::Result<Option<T>>) -> crate::Result<Option<T>> {
+    match r {
+        Err(e @ Error::PipelineCreation { .. }) => {
+            log::warn!("bitnet-wgpu: {e}; running the unfused ops instead");
+            Ok(None)
+        }
+        r => r,
+    }
+}
+
 /// Whether `e` says this device cannot run the op at all (a limit, a missing feature): under
 /// `Auto` dispatch the op then runs on the CPU; under `Gpu` the error is returned as asked.
 pub(crate) fn is_capability_error(e: &Error) -> bool {

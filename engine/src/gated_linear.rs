@@ -117,7 +117,8 @@ impl GatedLinear {
     pub fn forward_tensor(&self, x: &Tensor) -> Result<Tensor> {
         let e = self.gate.engine();
         if let Some(w) = &self.interleaved
-            && let Some(y) = e.bitlinear_gated_fused(x, w, self.act)?
+            && let Some(y) =
+                crate::fault::unless_unbuildable(e.bitlinear_gated_fused(x, w, self.act))?
         {
             return Ok(y);
         }
@@ -135,7 +136,8 @@ impl GatedLinear {
     pub fn forward_normed(&self, input: NormedInput<'_>) -> Result<(Tensor, Tensor)> {
         let e = self.gate.engine();
         if let Some(w) = &self.interleaved
-            && let Some(done) = e.bitlinear_gated_normed(input, w, self.act)?
+            && let Some(done) =
+                crate::fault::unless_unbuildable(e.bitlinear_gated_normed(input, w, self.act))?
         {
             return Ok(done);
         }

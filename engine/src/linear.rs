@@ -102,7 +102,8 @@ impl Linear {
         let weights = self.device_weights()?;
         if fusable && weights.location() == Location::Device {
             let table = self.group_table()?;
-            let run = e.bitlinear_group_normed(OP, input, (&weights, Some(&table)), &[w.n()])?;
+            let fused = e.bitlinear_group_normed(OP, input, (&weights, Some(&table)), &[w.n()]);
+            let run = crate::fault::unless_unbuildable(fused)?;
             if let Some((h, mut ys)) = run {
                 return Ok((h, ys.remove(0)));
             }

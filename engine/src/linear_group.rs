@@ -137,7 +137,8 @@ impl LinearGroup {
         const OP: &str = "bitlinear";
         if let Some(w) = &self.concat {
             let e = self.linears[0].engine();
-            if let Some(outs) = e.bitlinear_group_fused(OP, x, w, &self.ns)? {
+            let fused = e.bitlinear_group_fused(OP, x, w, &self.ns);
+            if let Some(outs) = crate::fault::unless_unbuildable(fused)? {
                 return Ok(outs);
             }
         }
@@ -157,7 +158,8 @@ impl LinearGroup {
         const OP: &str = "bitlinear";
         if let Some(w) = &self.concat {
             let e = self.linears[0].engine();
-            if let Some(done) = e.bitlinear_group_normed(OP, input, (w, None), &self.ns)? {
+            let fused = e.bitlinear_group_normed(OP, input, (w, None), &self.ns);
+            if let Some(done) = crate::fault::unless_unbuildable(fused)? {
                 return Ok(done);
             }
         }

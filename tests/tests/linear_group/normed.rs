@@ -1,8 +1,8 @@
 //! `forward_normed` of `LinearGroup`, `GatedLinear` and `Linear`: the RMSNorm (with or without the
 //! residual add) inside the layer's dispatch, bit for bit and error for error `add_rms_norm` /
 //! `rms_norm` followed by `forward_tensor` (one launch per forward on the GPU; the fallbacks:
-//! M > 8, K not a multiple of 64, the CPU engine, arguments the norm rejects), checked against
-//! cpu-ref too.
+//! M > 8, K not a multiple of 64, the CPU engine, arguments the norm rejects, a fused kernel
+//! the driver cannot build), checked against cpu-ref too.
 
 use bitnet_tests::{gpu_engine_with, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, ops as cpu};
@@ -243,4 +243,47 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
         false,
         1270,
     );
+}
+
+/// A fused kernel the driver cannot build (an injected `PipelineCreation` at its lookup) runs
+/// the unfused ops instead, with their bits: plain and normed, for a group, a gated layer and
+/// one BitLinear. Before, the layer returned `PipelineCreation` — at every call, through the
+/// pipeline cache, on a driver that never builds the kernel.
+#[test]
+fn unbuildable_fused_kernels_run_the_unfused_ops() {
+    let e = gpu_engine_with(EngineOptions::default());
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let k = 256;
+    let layers = [
+        Layer::group(&e, &[128, 64, 64], k, 1400),
+        Layer::gated(&e, 96, k, 1410, 0.05),
+        Layer::single(&e, 64, k, 1420),
+    ];
+    let (x, r, w) = values(2, k, 1430);
+    let xt = e.upload_f32(&x, &[2, k]).unwrap();
+    let rt = e.upload_f32(&r, &[2, k]).unwrap();
+    let wt = e.upload_f32(&w, &[k]).unwrap();
+    let input = NormedInput {
+        x: &xt,
+        residual: Some(&rt),
+        weight: &wt,
+        eps: EPS,
+    };
+    let read = |ts: &[Tensor]| -> Vec<Vec<u32>> {
+        ts.iter().map(|t| bits(&t.read_f32().unwrap())).collect()
+    };
+    for (i, layer) in layers.iter().enumerate() {
+        assert!(layer.fused(), "layer {i}");
+        let (want_h, want) = separately(&e, layer, input).unwrap();
+        e.inject_fault(bitnet_wgpu::InjectedFault::PipelineCreation);
+        let (h, outs) = layer.forward_normed(input).unwrap();
+        assert_eq!(read(&[h]), read(&[want_h]), "layer {i}: h");
+        assert_eq!(read(&outs), read(&want), "layer {i}: normed");
+        if matches!(layer, Layer::Single(_)) {
+            continue;
+        }
+        let want = layer.forward(&xt).unwrap();
+        e.inject_fault(bitnet_wgpu::InjectedFault::PipelineCreation);
+        assert_eq!(read(&layer.forward(&xt).unwrap()), read(&want), "layer {i}");
+    }
 }
