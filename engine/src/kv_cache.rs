@@ -21,7 +21,9 @@
 //!
 //! **Where it lives.** On the device of a GPU engine (while its policy is not `Cpu`), on the
 //! host otherwise; an append moves the cache to where the engine now runs ops (host under the
-//! `Cpu` policy, back to the device when the policy allows it again). Host operands are uploaded
+//! `Cpu` policy, back to the device when the policy allows it again; a move to the device waits
+//! until its copy is known good, and one that fails leaves the cache on the host, unchanged, and
+//! fails the append, which a retry repeats). Host operands are uploaded
 //! into a device cache and device operands read back into a host cache. A host cache's views
 //! share its storage too (the CPU engine's attention reads them in place); an append while a
 //! view lives copies the held positions first, so views never change there either. A device

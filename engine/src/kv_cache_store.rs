@@ -111,7 +111,12 @@ impl KvCache {
                     engine.tensor_from_bytes_on(Some(gpu), OP, &shape, DType::F32, bytes, None)
                 };
                 let (sk, sv) = (upload(keys)?, upload(values)?);
-                moved.share(&copy_rows_pair(gpu, (&sk, dk), (&sv, dv), words, 0)?);
+                let copied = copy_rows_pair(gpu, (&sk, dk), (&sv, dv), words, 0)?;
+                // The host rows go only once their copy is known good (one wait per move, rare):
+                // a copy lost to a transient fault would otherwise poison the only copy of rows
+                // the host held intact. On failure the cache stays on the host, unchanged.
+                crate::wait::block_on(crate::transfer::resolve(gpu, &copied.snapshot()))?;
+                moved.share(&copied);
             }
             self.store = store;
         } else {
