@@ -11,6 +11,8 @@ USAGE:
   bitnet-bench [run] [OPTIONS]
   bitnet-bench merge --ours FILE [--peers FILE] --results FILE
 
+A full run takes about 10 minutes on lavapipe (software Vulkan), a few on a data-center GPU.
+
 RUN OPTIONS:
   --quick             2B4T shapes, M in {1, 8}, few repeats, small stack, attention decode over
                       512 positions and a 128-token prefill (~1-2 min on lavapipe)
@@ -37,7 +39,9 @@ RUN OPTIONS:
   --peers FILE        PyTorch peers JSON (bench/peers/torch_peers.py), for --results
   --results FILE      write RESULTS.md (ours + peers side by side, targets)
   --time-limit SECS   skip the steps that would start after this many seconds (recorded as
-                      skipped); the decode stack runs first so it is never the one cut
+                      skipped); the decode stack runs first, right after the GPU is opened
+                      and the roofline measured (~20-30 s on lavapipe), so a limit longer than
+                      that never cuts it
   --no-progress       no progress bar on stderr
   --no-clock-keeper   let the GPU idle while the host records each timed batch: its clocks
                       may then drop between samples, and the figures with them

@@ -28,6 +28,9 @@ pub enum BenchError {
     /// The GPU side failed in a way that makes every GPU figure meaningless.
     #[error("GPU: {0}")]
     Gpu(String),
+    /// A run ended without one figure (its outputs are still written).
+    #[error("no figure was measured: every step was skipped or failed (see above)")]
+    NothingMeasured,
     /// The CPU reference rejected a workload.
     #[error("CPU reference: {0}")]
     Cpu(#[from] bitnet_cpu_ref::Error),
@@ -44,7 +47,7 @@ pub fn read_file(path: &std::path::Path) -> Result<String> {
     })
 }
 
-/// Writes a whole file (creating parent folders), with the path in the error.
+/// Writes a whole file atomically (creating parent folders), with the path in the error.
 pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| BenchError::Io {
@@ -52,9 +55,19 @@ pub fn write_file(path: &std::path::Path, text: &str) -> Result<()> {
             source,
         })?;
     }
-    std::fs::write(path, text).map_err(|source| BenchError::Io {
+    // Whole or not at all: a run killed while it rewrites its checkpoint still leaves the last
+    // complete report (written beside it, then renamed over it).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let io = |source| BenchError::Io {
         path: path.into(),
         source,
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(e)
     })
 }
 

@@ -56,6 +56,14 @@ impl GpuBench {
         if engine.backend_kind() != BackendKind::Gpu {
             return Err("the engine found no GPU adapter".into());
         }
+        // Only the environment sets another policy here: every op would run on the CPU, and
+        // the GPU figures would be errors.
+        if engine.dispatch_policy() == bitnet_wgpu::DispatchPolicy::Cpu {
+            return Err(
+                "BITNET_DISPATCH=cpu sends every op to the CPU: unset it for the GPU benchmark"
+                    .into(),
+            );
+        }
         if let Some(t) = tuning {
             engine.set_bitnet_tuning(t);
         }

@@ -31,6 +31,9 @@ fn real_main(args: &[String], command: &str) -> error::Result<()> {
             run::preflight(&r)?;
             let report = run::run(&r, command)?;
             run::write_outputs(&report, &r, command)?;
+            if !report.measured_anything() {
+                return Err(error::BenchError::NothingMeasured);
+            }
         }
         Command::Merge {
             ours,

@@ -279,6 +279,22 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether any section has a figure (a run that measured nothing — every step skipped or
+    /// failed — exits with an error after writing its outputs).
+    pub fn measured_anything(&self) -> bool {
+        self.cases
+            .iter()
+            .any(|c| c.gpu.is_some() || c.cpu.is_some())
+            || self.stack.as_ref().is_some_and(|s| s.gpu.is_some())
+            || self
+                .attention
+                .as_ref()
+                .is_some_and(|a| a.cases.iter().any(|c| c.gpu.is_some() || c.cpu.is_some()))
+            || self.stream.is_some()
+            || self.batch.is_some()
+            || self.overhead.is_some()
+    }
+
     /// The report with every time that measures nothing (zero, negative, not finite; see
     /// [`crate::measure::valid_ms`]) taken out, and one note saying how many: such a figure reads
     /// "not measured", never a bandwidth, a ratio or a verdict. A roofline with no valid time or

@@ -20,13 +20,13 @@ pub(super) fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) 
     ));
     // Two honest clocks: `ts` is the GPU span of the one-submission batch (first kernel start to
     // last kernel end, gaps between kernels included); the wall time adds the submit and the wait.
-    s.push_str(
-        "Two data flows, both one submission per token with every output kept until the step ends:\n\
+    s.push_str(&format!(
+        "Three data flows, each one submission per token with every output kept until the step ends:\n\
          - **independent** (the issue's stack): every linear reads the layer input, so nothing orders \
-         the 210 kernels and the GPU may overlap them (PyTorch on one stream runs them one by one);\n\
+         the {} kernels and the GPU may overlap them (PyTorch on one stream runs them one by one);\n\
          - **chained** (a real decode's dependencies): q, k and v read the layer input, o reads q's output \
          (standing in for attention), gate and up read o's, down reads gate's and feeds the next layer: \
-         120 dependent steps, each behind a pipeline barrier;\n\
+         {} dependent steps, each behind a pipeline barrier;\n\
          - **chained, one LinearChain dispatch**: the same chained step as one `LinearChain` run, a single \
          dispatch whose workgroups wait for the workgroups producing their input (no barriers, one \
          dispatch to encode and submit).\n\n\
@@ -34,7 +34,9 @@ pub(super) fn stack(s: &mut String, ours: &Report, peers: Option<&PeersReport>) 
          gaps included); wall time is submit + wait with the profiler off (adds encoding the recorded \
          commands, the submission and the wake-up). PyTorch's CUDA-graph time is event-timed over the \
          graph replay (launch included).\n\n",
-    );
+        st.matrices,
+        4 * st.spec.layers,
+    ));
     for (flow, span, wall) in [
         ("independent", st.gpu, st.gpu_wall),
         ("chained", st.gpu_chained, st.gpu_chained_wall),

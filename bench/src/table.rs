@@ -251,7 +251,7 @@ fn op_table(report: &Report, cases: &[&CaseResult]) -> String {
         "% roof (ovl)".into(),
         "CPU time".into(),
         "CPU GB/s".into(),
-        "GPU/CPU".into(),
+        "GPU÷CPU time".into(),
     ]];
     for c in cases {
         let scale = if c.op == OpKind::Bitlinear { 1.0 } else { 1e3 };

@@ -85,3 +85,35 @@ fn unwritable_outputs_fail_before_measuring() {
     assert!(!dir.join("RESULTS.md").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A run that measures nothing (here every step comes after its --time-limit) writes its
+/// outputs and then exits non-zero, saying so, rather than 0 with a table of "not measured".
+#[test]
+fn a_run_that_measures_nothing_is_an_error() {
+    let out = one_cpu_case()
+        .args(["--time-limit", "0.000001"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0; stderr: {stderr}");
+    assert!(stderr.contains("no figure was measured"), "{stderr}");
+}
+
+/// BITNET_DISPATCH=cpu would send every op of the GPU benchmark to the CPU: refused, naming
+/// the variable, instead of a run whose GPU figures are all errors.
+#[test]
+fn a_cpu_dispatch_override_is_refused() {
+    let out = bench()
+        .env("BITNET_DISPATCH", "cpu")
+        .args([
+            "--no-cpu",
+            "--no-progress",
+            "--filter",
+            "act_quant 2B q/o M=1 ",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit 0; stderr: {stderr}");
+    assert!(stderr.contains("BITNET_DISPATCH=cpu"), "{stderr}");
+}

@@ -116,6 +116,32 @@ fn chain_runs_back_to_back_can_meet_the_stack_target() {
     );
 }
 
+/// A stack shorter than the 30-layer model (`--quick`, `--layers`), with peers of the same
+/// length, is reported but never judged: the target names the 210-matrix decode stack. The
+/// headline's text counts its own matrices and dependent steps.
+#[test]
+fn a_short_stack_is_reported_never_judged() {
+    use bitnet_bench::peers::PeerStack;
+    use bitnet_bench::workload::StackSpec;
+    let mut r = ours();
+    r.stack.as_mut().unwrap().gpu_chain_back_to_back = Some(ms(0.5, Clock::Wall));
+    let spec = StackSpec { layers: 4, m: 1 };
+    let st = r.stack.as_mut().unwrap();
+    (st.spec, st.matrices) = (spec, 28);
+    let mut p = peers();
+    p.stacks
+        .iter_mut()
+        .for_each(|s: &mut PeerStack| s.layers = 4);
+    let md = results_md::render(&r, Some(&p), "merge");
+    let stack = line(&md, "| decode layer stack");
+    assert!(
+        stack.contains("4 layers, M = 1 (not the 30-layer decode stack")
+            && stack.ends_with("| incomplete |"),
+        "{stack}"
+    );
+    assert!(md.contains("nothing orders the 28 kernels") && md.contains("16 dependent steps"));
+}
+
 #[test]
 fn results_md_without_peers_invents_nothing() {
     let md = results_md::render(&ours(), None, "merge");

@@ -105,10 +105,25 @@ pub(super) fn stack_target(
         (None, None) => None,
         (a, b) => Some(a == Some(true) || b == Some(true)),
     };
+    // The target is the 30-layer model's stack: a shorter one (`--quick`, `--layers`) is
+    // reported, never judged.
+    let spec = stack.map(|s| s.spec);
+    let full = spec.is_none_or(|s| s == crate::workload::StackSpec::DECODE_2B4T);
+    let status = match Status::of(&[flows[0].1, chained_met]) {
+        Status::Met | Status::NotMet if !full => Status::Incomplete,
+        status => status,
+    };
+    let scope = match spec {
+        Some(s) if !full => format!(
+            "{} layers, M = {} (not the 30-layer decode stack the target names): ",
+            s.layers, s.m
+        ),
+        _ => String::new(),
+    };
     Target {
         goal: "decode layer stack ≥ 5× faster than PyTorch fp16 (CUDA graph) on the same stack",
-        evidence: format!("{}; {}; {}", flows[0].0, flows[1].0, flows[2].0),
-        status: Status::of(&[flows[0].1, chained_met]),
+        evidence: format!("{scope}{}; {}; {}", flows[0].0, flows[1].0, flows[2].0),
+        status,
     }
 }
 

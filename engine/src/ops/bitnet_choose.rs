@@ -158,6 +158,13 @@ pub(crate) fn heuristic_with(gpu: &Gpu, key: Key, s: BitnetTuning) -> LinearPlan
     if plan_ok(gpu, forced, (m, n, k), f32_input) {
         forced
     } else {
+        // Once per shape (plans are cached): a forced plan this shape or device cannot run.
+        if forced != plan {
+            log::warn!(
+                "bitnet-wgpu: the forced plan {forced} cannot run a {m}x{n}x{k} BitLinear here; \
+                 running {plan}"
+            );
+        }
         plan
     }
 }
