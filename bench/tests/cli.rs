@@ -21,18 +21,24 @@ fn one_cpu_case() -> Command {
     c
 }
 
+/// A run of one small case on the GPU only.
+fn one_gpu_case() -> Command {
+    let mut c = bench();
+    c.args([
+        "--no-cpu",
+        "--no-progress",
+        "--filter",
+        "act_quant 2B q/o M=1 ",
+    ]);
+    c
+}
+
 /// No adapter matching `WGPU_ADAPTER_NAME` (as on a machine without one): a clear error and a
 /// non-zero exit, not a run that prints "no GPU" in every row and exits 0.
 #[test]
 fn no_adapter_is_an_error() {
-    let out = bench()
+    let out = one_gpu_case()
         .env("WGPU_ADAPTER_NAME", "no adapter has this name")
-        .args([
-            "--no-cpu",
-            "--no-progress",
-            "--filter",
-            "act_quant 2B q/o M=1 ",
-        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -103,14 +109,8 @@ fn a_run_that_measures_nothing_is_an_error() {
 /// the variable, instead of a run whose GPU figures are all errors.
 #[test]
 fn a_cpu_dispatch_override_is_refused() {
-    let out = bench()
+    let out = one_gpu_case()
         .env("BITNET_DISPATCH", "cpu")
-        .args([
-            "--no-cpu",
-            "--no-progress",
-            "--filter",
-            "act_quant 2B q/o M=1 ",
-        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -2,33 +2,18 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use super::{Disconnected, Receiver, RecvTimeoutError, channel};
 
-/// A task that its waker polls at once, on the waking thread (an executor that runs tasks on
-/// wake): the reply's future is polled from inside the sender's `send`.
-struct InlineTask {
-    future: Mutex<Option<Pin<Box<dyn Future<Output = ()> + Send>>>>,
-}
-
-impl Wake for InlineTask {
-    fn wake(self: Arc<Self>) {
-        let Ok(mut slot) = self.future.try_lock() else {
-            return;
-        };
-        let waker = Waker::from(Arc::clone(&self));
-        let mut cx = Context::from_waker(&waker);
-        if slot
-            .as_mut()
-            .is_some_and(|f| f.as_mut().poll(&mut cx).is_ready())
-        {
-            *slot = None;
-        }
-    }
-}
+// The integration tests' inline-polled task (a task its waker polls at once, on the waking
+// thread), shared by path: this crate cannot depend on the test crate.
+#[allow(dead_code)]
+#[path = "../../tests/src/inline_task.rs"]
+mod inline_task;
+use inline_task::spawn_inline;
 
 /// Runs `f` on a thread; panics if it gives no result within `secs` (a hang).
 fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -45,39 +30,24 @@ fn bounded<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static)
 #[test]
 fn a_waker_that_polls_inline_gets_the_value() {
     let (tx, rx) = channel::<u32>();
-    let (got_tx, got_rx) = std::sync::mpsc::channel();
-    let task = Arc::new(InlineTask {
-        future: Mutex::new(Some(Box::pin(async move {
-            let _ = got_tx.send(rx.recv_async().await);
-        }))),
-    });
-    Waker::from(Arc::clone(&task)).wake_by_ref();
-    assert!(got_rx.try_recv().is_err(), "nothing sent yet");
+    let got = spawn_inline(rx.recv_async());
+    assert!(got.try_recv().is_err(), "nothing sent yet");
     bounded(10, move || tx.send(7));
-    assert_eq!(got_rx.try_recv(), Ok(Ok(7)));
+    assert_eq!(got.try_recv(), Ok(Ok(7)));
 }
 
 /// The same for a sender dropped unsent, with two receivers (clones) waiting inline.
 #[test]
 fn inline_wakers_see_a_dropped_sender() {
     let (tx, rx) = channel::<()>();
-    let (got_tx, got_rx) = std::sync::mpsc::channel();
-    let tasks: Vec<Arc<InlineTask>> = (0..2)
-        .map(|_| {
-            let (rx, got_tx) = (rx.clone(), got_tx.clone());
-            Arc::new(InlineTask {
-                future: Mutex::new(Some(Box::pin(async move {
-                    let _ = got_tx.send(rx.recv_async().await);
-                }))),
-            })
-        })
-        .collect();
-    tasks
-        .iter()
-        .for_each(|t| Waker::from(Arc::clone(t)).wake_by_ref());
+    let got = [
+        spawn_inline(rx.clone().recv_async()),
+        spawn_inline(rx.recv_async()),
+    ];
     bounded(10, move || drop(tx));
-    assert_eq!(got_rx.try_recv(), Ok(Err(Disconnected)));
-    assert_eq!(got_rx.try_recv(), Ok(Err(Disconnected)));
+    for g in got {
+        assert_eq!(g.try_recv(), Ok(Err(Disconnected)));
+    }
 }
 
 /// Blocking receives: the value, a timeout while nothing came, and a disconnect; the first of
@@ -135,13 +105,7 @@ fn a_panicking_waker_does_not_stop_the_others() {
         Pin::new(&mut first).poll(&mut Context::from_waker(&panicking)),
         Poll::Pending
     ));
-    let (got_tx, got_rx) = std::sync::mpsc::channel();
-    let task = Arc::new(InlineTask {
-        future: Mutex::new(Some(Box::pin(async move {
-            let _ = got_tx.send(rx.recv_async().await);
-        }))),
-    });
-    Waker::from(Arc::clone(&task)).wake_by_ref();
+    let got = spawn_inline(rx.recv_async());
     tx.send(3);
-    assert_eq!(got_rx.try_recv(), Ok(Ok(3)));
+    assert_eq!(got.try_recv(), Ok(Ok(3)));
 }
