@@ -165,55 +165,6 @@ pub const WEIGHT_QUANT_FUSED: KernelSource = KernelSource {
     ),
 };
 
-/// Weight quantization reading `w` from memory once, dispatch 1 of 3 (K % 16 == 0): estimator
-/// workgroups sample `w` and the last of them publishes a band around `s` (its pack factors) into
-/// the scratch buffer. Bindings: 0 `weights: f32[]` (read), 1 `scratch: u32[]`. Status: word 3 the
-/// kernel's countdown (never an error).
-pub const WEIGHT_QUANT_BAND: KernelSource = KernelSource {
-    name: "weight_quant_band",
-    source: kernel!(
-        "exact_div.wgsl",
-        "weight_quant_pack_common.wgsl",
-        "weight_quant_once_common.wgsl",
-        "weight_quant_band.wgsl"
-    ),
-};
-
-/// Weight quantization reading `w` once, dispatch 2 of 3: the canonical sum of each block, the
-/// codes certain across the band packed, the other words listed, and (last workgroup) `s`.
-/// Bindings: 0 `weights: f32[]` (read), 1 `packed: u32[]`, 2 `scale: f32[1]`, 3 `scratch`.
-/// Status: word 0 first non-finite `w`, word 1 the sum overflowed, word 3 the countdown.
-pub const WEIGHT_QUANT_ONCE: KernelSource = KernelSource {
-    name: "weight_quant_once",
-    source: kernel!(
-        "exact_div.wgsl",
-        "weight_quant_sum_common.wgsl",
-        "weight_quant_pack_common.wgsl",
-        "weight_quant_once_common.wgsl",
-        "weight_quant_once.wgsl"
-    ),
-};
-
-/// Weight quantization reading `w` once, dispatch 3 of 3: re-packs the listed words with the
-/// final `s`, or every word where `s` left the band. Bindings: 0 `weights: f32[]` (read),
-/// 1 `scale: f32[1]` (read), 2 `packed: u32[]`, 3 `scratch`.
-pub const WEIGHT_QUANT_FIXUP: KernelSource = KernelSource {
-    name: "weight_quant_fixup",
-    source: kernel!(
-        "exact_div.wgsl",
-        "weight_quant_pack_common.wgsl",
-        "weight_quant_once_common.wgsl",
-        "weight_quant_fixup.wgsl"
-    ),
-};
-
-/// Most estimator workgroups of [`WEIGHT_QUANT_BAND`].
-pub const WEIGHT_BAND_MAX_GROUPS: u32 = 256;
-
-/// Scratch words of [`WEIGHT_QUANT_ONCE`] before its block sums (the band, counters, the
-/// estimators' partials).
-pub const WEIGHT_ONCE_SCRATCH_HEAD: u32 = 8 + 3 * WEIGHT_BAND_MAX_GROUPS;
-
 /// Activation quantization, one workgroup per row (any K): absmax, `127 / a`, quantize, pack 4
 /// per `u32`. Bindings: 0 `x: f32[]` (read), 1 `packed: u32[]`, 2 `absmax: f32[]`. Status: word 0
 /// first non-finite `x` index.
@@ -376,9 +327,6 @@ pub const ALL: &[KernelSource] = &[
     WEIGHT_QUANT_PACK,
     WEIGHT_QUANT_PACK_VEC4,
     WEIGHT_QUANT_FUSED,
-    WEIGHT_QUANT_BAND,
-    WEIGHT_QUANT_ONCE,
-    WEIGHT_QUANT_FIXUP,
     ACT_QUANT,
     ACT_QUANT_VEC4,
     BITLINEAR_GEMV_SUBGROUP,

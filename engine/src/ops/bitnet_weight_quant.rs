@@ -134,21 +134,6 @@ fn one_dispatch(gpu: &Gpu, n: usize, k: usize) -> bool {
                 * u64::from(kernels::SUM_FINAL_BLOCKS)
 }
 
-/// EXPERIMENT: whether the read-once way runs (BITNET_WEIGHT_QUANT=once).
-fn read_once(gpu: &Gpu, n: usize, k: usize) -> bool {
-    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let wanted = *ONCE.get_or_init(|| std::env::var("BITNET_WEIGHT_QUANT").as_deref() == Ok("once"));
-    let len = (n as u64) * (k as u64);
-    wanted
-        && k.is_multiple_of(16)
-        && len > 0
-        && 4 * len <= chunk_limit(gpu)
-        && len
-            <= u64::from(kernels::SUM_BLOCK)
-                * u64::from(kernels::SUM_BLOCK)
-                * u64::from(kernels::SUM_FINAL_BLOCKS)
-}
-
 impl Engine {
     /// Quantizes resident `F32` weights `[N, K]` to a `Ternary` tensor (packed codes + scale `s`),
     /// bit-identical to [`bitnet_cpu_ref::quantize_weights`]. On the GPU the canonical
@@ -171,10 +156,6 @@ impl Engine {
             return Ok(out);
         }
         let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
-        if read_once(gpu, n, k) {
-            self.record_weight_quant_once(gpu, w, &out, SUM_OVERFLOW)?;
-            return Ok(out);
-        }
         if one_dispatch(gpu, n, k) {
             self.record_weight_quant_fused(gpu, w, &out)?;
             return Ok(out);

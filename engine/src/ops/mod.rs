@@ -29,7 +29,6 @@ mod bitnet_tune;
 mod bitnet_tune_cache;
 mod bitnet_tune_clock;
 mod bitnet_weight_quant;
-mod bitnet_weight_quant_once;
 pub(crate) mod blocks;
 pub(crate) mod blocks_pair;
 mod broadcast;
