@@ -61,6 +61,53 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     }
 }
 
+/// Holds an exclusive advisory lock on `<path>.lock` (created next to `path`) until dropped, so
+/// that read-modify-write updates of `path` by several engines or processes take turns: a
+/// compacting rewrite read the file, and a line another writer appended before the rename was
+/// lost. `None` where the platform or file system has no such locks (then writers race, as
+/// before; whatever they write still parses).
+pub(crate) fn lock_for_update(path: &Path) -> Option<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(PathBuf::from(name))
+        .ok()?;
+    file.lock().ok()?;
+    Some(file)
+}
+
+/// The engine's directory in the user's cache (`bitnet-wgpu` under `%LOCALAPPDATA%` on Windows,
+/// `~/Library/Caches` on macOS, `$XDG_CACHE_HOME` or else `~/.cache` elsewhere), from the
+/// environment; `None` when none of those is known.
+pub(crate) fn user_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
+    user_cache_dir_from(var("XDG_CACHE_HOME"), var("HOME"), var("LOCALAPPDATA"))
+}
+
+/// [`user_cache_dir`] as a pure function of those variables' values. Empty values count as unset,
+/// and a relative `XDG_CACHE_HOME` is ignored, as the XDG base directory rules say (it would
+/// put the cache wherever the process happens to run).
+pub(crate) fn user_cache_dir_from(
+    xdg: Option<PathBuf>,
+    home: Option<PathBuf>,
+    local_app_data: Option<PathBuf>,
+) -> Option<PathBuf> {
+    let set = |v: Option<PathBuf>| v.filter(|p| !p.as_os_str().is_empty());
+    let base = if cfg!(target_os = "windows") {
+        set(local_app_data)
+    } else if cfg!(target_os = "macos") {
+        set(home).map(|h| h.join("Library/Caches"))
+    } else {
+        set(xdg)
+            .filter(|p| p.is_absolute())
+            .or_else(|| set(home).map(|h| h.join(".cache")))
+    };
+    base.map(|b| b.join("bitnet-wgpu"))
+}
+
 /// The file's text, invalid UTF-8 replaced; `None` if it cannot be read.
 pub(crate) fn read_lossy(path: &Path) -> Option<String> {
     std::fs::read(path)

@@ -4,12 +4,13 @@
 //!
 //! File: `$BITNET_TUNE_CACHE` if set (`off` / `0` / `false` / `no` disables it; `on` / `1` /
 //! `true` / `yes` keep the default), else
-//! `bitnet-wgpu/bitlinear-plans.txt` under `$XDG_CACHE_HOME` (`~/.cache` without it) on Linux,
+//! `bitnet-wgpu/bitlinear-plans.txt` under `$XDG_CACHE_HOME` (`~/.cache` without it, or when it is relative) on Linux,
 //! `~/Library/Caches` on macOS, `%LOCALAPPDATA%` on Windows. One line per measured shape:
 //! `<device key> TAB <m> <n> <k> <f32 input 0|1> TAB <plan code>`; later lines win. It is read
 //! once per engine (only when autotune is on for it) and appended to after every measurement
-//! that changes a choice (compacted past 1000 lines).
-//! Unreadable files and malformed lines are ignored, and a failed write is logged: it is a cache.
+//! that changes a choice (compacted past 1000 lines); writers take turns through an advisory
+//! lock on `bitlinear-plans.txt.lock` beside it, so that no engine's compaction drops another's
+//! lines. Unreadable files and malformed lines are ignored, and a failed write is logged: it is a cache.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -55,34 +56,23 @@ pub(crate) fn device_key(gpu: &Gpu) -> String {
     key.replace(['\t', '\n', '\r'], " ")
 }
 
-/// FNV-1a of the sources of every kernel a plan can pick (a changed kernel invalidates choices).
+/// FNV-1a of the sources of every BitNet kernel (a superset of those a plan can pick, so that
+/// no edited kernel — lean, split-sum, cooperative-matrix ones included — keeps its old choices).
 fn kernel_hash() -> u64 {
     static HASH: OnceLock<u64> = OnceLock::new();
     *HASH.get_or_init(|| {
-        [
-            kernels::BITLINEAR_GEMV_FUSED_SUBGROUP,
-            kernels::BITLINEAR_GEMV_BATCH_SUBGROUP,
-            kernels::BITLINEAR_GEMV_STAGED_SUBGROUP,
-            kernels::BITLINEAR_GEMV_VEC4_SUBGROUP,
-            kernels::BITLINEAR_GEMV_SUBGROUP,
-            kernels::BITLINEAR_GEMM,
-            kernels::ACT_QUANT_VEC4,
-        ]
-        .iter()
-        .flat_map(|k| k.source.bytes())
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        kernels::ALL
+            .iter()
+            .flat_map(|k| k.source.bytes())
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            })
     })
 }
 
 /// The cache file, from the environment (see the module docs); `None` when disabled or unknown.
 fn path() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let var = |k: &str| std::env::var_os(k).map(PathBuf::from);
     resolve(
         crate::cache_file::location_var(TUNE_CACHE_ENV),
         var("XDG_CACHE_HOME"),
@@ -101,14 +91,7 @@ fn resolve(
     if let Some(place) = setting {
         return place;
     }
-    let base = if cfg!(target_os = "windows") {
-        local_app_data
-    } else if cfg!(target_os = "macos") {
-        home.map(|h| h.join("Library/Caches"))
-    } else {
-        xdg.or_else(|| home.map(|h| h.join(".cache")))
-    };
-    base.map(|b| b.join("bitnet-wgpu").join(FILE_NAME))
+    crate::cache_file::user_cache_dir_from(xdg, home, local_app_data).map(|d| d.join(FILE_NAME))
 }
 
 /// One line of the file.
@@ -170,6 +153,12 @@ fn store_at(
     shape: Shape,
     plan: LinearPlan,
 ) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Every writer takes turns from the read to the write: a compacting rewrite would drop a line
+    // appended between them.
+    let _turn = crate::cache_file::lock_for_update(path);
     let old = crate::cache_file::read_lossy(path).unwrap_or_default();
     let last = crate::cache_file::complete_lines(&old)
         .filter_map(|l| parse_line(l, key))
@@ -179,9 +168,6 @@ fn store_at(
         return Ok(());
     }
     let line = format_line(key, shape, plan);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     // Appended while every line is whole. A cut-off last line (another process, a crash, a full
     // disk) is dropped by a compacting rewrite instead: ending it with a newline would make it a
     // line, and a cut plan code can be another valid plan (`gemm:8x4` cut to `gemm:8`), served
@@ -307,6 +293,37 @@ mod tests {
     use super::*;
     use crate::cache_file::location;
 
+    /// Writers of one plan file take turns: with the file past `MAX_LINES` every store compacts
+    /// (reads, then renames a rewrite over it), and a line appended between another writer's
+    /// read and rename was lost (116 of 400 kept before the lock).
+    #[test]
+    fn concurrent_stores_keep_every_plan() {
+        let dir = std::env::temp_dir().join(format!("bitnet-plan-race-{}", std::process::id()));
+        let path = dir.join("plans.txt");
+        std::fs::create_dir_all(&dir).unwrap();
+        let others: String = (0..MAX_LINES)
+            .map(|i| format_line("other", (i, 64, 64, true), LinearPlan::Generic))
+            .collect();
+        std::fs::write(&path, others).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4usize {
+                let path = &path;
+                s.spawn(move || {
+                    for i in 0..25usize {
+                        let shape = (1 + t * 100 + i, 2560, 2560, true);
+                        store_at(path, "dev", shape, LinearPlan::Fused { lanes: 32 }).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept = crate::cache_file::complete_lines(&text)
+            .filter(|l| parse_line(l, "dev").is_some())
+            .count();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(kept, 100, "plans of the four writers kept");
+    }
+
     /// A store after a cut-off last line drops the fragment: ended with a newline (as it was),
     /// `gemm:8x4` cut to `gemm:8` became a whole line, a valid plan never measured.
     #[test]
@@ -415,6 +432,13 @@ mod tests {
                 ))
             );
             assert_eq!(resolve(location(None), None, None, None), None);
+            // A relative XDG_CACHE_HOME is ignored (XDG rules), as is an empty one.
+            for bad in ["cache", ""] {
+                assert_eq!(
+                    resolve(location(None), Some(bad.into()), Some("/h".into()), None),
+                    Some(PathBuf::from("/h/.cache/bitnet-wgpu/bitlinear-plans.txt"))
+                );
+            }
         }
     }
 }
