@@ -8,8 +8,8 @@
 //! class (minimum of a few runs after a warm-up) and fits the two coefficients; host↔GPU
 //! bandwidth is measured separately.
 //!
-//! Cache: `$BITNET_CALIBRATION_CACHE` if it names a directory, else `$XDG_CACHE_HOME/bitnet-wgpu`,
-//! `~/.cache/bitnet-wgpu` (Linux), `~/Library/Caches/bitnet-wgpu` (macOS) or
+//! Cache: `$BITNET_CALIBRATION_CACHE` if it names a directory, else `$XDG_CACHE_HOME/bitnet-wgpu`
+//! (if absolute) or `~/.cache/bitnet-wgpu` (Linux), `~/Library/Caches/bitnet-wgpu` (macOS) or
 //! `%LOCALAPPDATA%\bitnet-wgpu` (Windows); one small text file per key. Set
 //! `BITNET_CALIBRATION_CACHE=off` (or `0`, `false`, `no`) to neither read nor write it; `on`, `1`,
 //! `true`, `yes` keep the default place. A file that holds no
@@ -106,13 +106,14 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The cache key of a GPU context: adapter, backend, driver, crate version, CPU threads, and
-    /// what of the engine's options changes its GPU times — a calibration measured under a
-    /// binding cap (every op chunked), in another params mode or without the MSL kernels must not
-    /// be served to an engine without them.
+    /// The cache key of a GPU context: adapter, backend, driver, crate version, the CPU threads
+    /// cpu-ref runs on (rayon's pool here: `RAYON_NUM_THREADS` or the application's pool), and
+    /// what of the engine's options and tuning changes its GPU times — a calibration measured
+    /// under a binding cap (every op chunked), in another params mode, without the MSL kernels or
+    /// with forced BitLinear plans must not be served to an engine without them.
     pub(crate) fn key_of(gpu: &Gpu) -> String {
         let i = &gpu.adapter_info;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = rayon::current_num_threads();
         let p = &gpu.msl.paths;
         let msl: String = [
             &p.quantize_weights,
@@ -125,7 +126,7 @@ impl Calibration {
         .collect();
         one_line(&format!(
             "{} | {:?} | {} {} | bitnet-wgpu {} | {threads} threads | binding {} | {:?} params \
-             | msl {msl} | features {}{}",
+             | msl {msl} | features {}{}{}",
             i.name,
             i.backend,
             i.driver,
@@ -139,6 +140,7 @@ impl Calibration {
             } else {
                 ""
             },
+            crate::ops::calibration_tag(gpu.id),
         ))
     }
 
@@ -276,22 +278,10 @@ fn one_line(key: &str) -> String {
 
 /// The cache directory (see the module docs), or None when disabled / unknown.
 fn cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
     if let Some(place) = crate::cache_file::location_var(CALIBRATION_CACHE_ENV) {
         return place;
     }
-    let base = if cfg!(target_os = "windows") {
-        env("LOCALAPPDATA")
-    } else if cfg!(target_os = "macos") {
-        env("HOME").map(|h| h.join("Library/Caches"))
-    } else {
-        env("XDG_CACHE_HOME").or_else(|| env("HOME").map(|h| h.join(".cache")))
-    };
-    base.map(|b| b.join("bitnet-wgpu"))
+    crate::cache_file::user_cache_dir()
 }
 
 #[path = "calibrate_measure.rs"]

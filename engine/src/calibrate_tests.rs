@@ -59,6 +59,28 @@ fn engine_options_that_change_gpu_times_are_in_the_key() {
     crate::test_gpu::assert_key_follows_engine_options(Calibration::key_of);
 }
 
+/// A calibration measured under forced BitLinear plans (`generic_gemv` timed GEMVs 7-14× slower)
+/// is keyed apart from the default engines', and the key counts the threads cpu-ref really
+/// runs on (rayon's pool, not the machine's cores).
+#[test]
+fn forced_tuning_and_cpu_ref_threads_are_in_the_key() {
+    let e = crate::test_gpu::gpu();
+    let g = e.gpu_raw().unwrap();
+    let default = Calibration::key_of(g);
+    assert!(
+        default.contains(&format!("| {} threads |", rayon::current_num_threads())),
+        "{default}"
+    );
+    e.set_bitnet_tuning(crate::BitnetTuning {
+        generic_gemv: true,
+        ..Default::default()
+    });
+    let forced = Calibration::key_of(g);
+    assert_ne!(forced, default);
+    e.set_bitnet_tuning(crate::BitnetTuning::default());
+    assert_eq!(Calibration::key_of(g), default);
+}
+
 #[test]
 fn text_round_trip_and_rejects_garbage() {
     let c = Calibration {

@@ -9,7 +9,8 @@
 //! An overridden kernel is trusted as the built-in ones are (no forced loop bounding, see
 //! `pipelines.rs`), and the calibration and autotune caches do not see it: run probes with
 //! `BITNET_TUNE_CACHE=off` and `BITNET_CALIBRATION_CACHE=off`. Without the feature the variable
-//! is ignored.
+//! has no effect, which is logged once, as are a value that names no directory and an override
+//! file that cannot be read.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -21,32 +22,75 @@ use bitnet_kernels_wgsl::KernelSource;
 pub const KERNEL_OVERRIDE_ENV: &str = "BITNET_KERNEL_OVERRIDE_DIR";
 
 /// The WGSL the engine compiles for `source`: its own, or with the feature on an override file.
+/// A variable that cannot take effect (set without the feature, naming no directory, or naming a
+/// file that cannot be read as text) is logged, never silently ignored: a probe that compared
+/// the built-in kernel with itself would read as a measurement.
 pub(crate) fn kernel_text(source: KernelSource) -> Cow<'static, str> {
-    let dir = match cfg!(feature = "kernel-override") {
-        true => std::env::var(KERNEL_OVERRIDE_ENV).ok(),
-        false => None,
-    };
+    let value = std::env::var_os(KERNEL_OVERRIDE_ENV);
     // Read as every BITNET_* value (lib.rs): blanks around it ignored, blank means unset.
-    let Some(dir) = dir.as_deref().map(str::trim).filter(|d| !d.is_empty()) else {
+    let dir = value
+        .as_ref()
+        .map(|v| v.to_string_lossy().trim().to_owned())
+        .filter(|d| !d.is_empty());
+    let Some(dir) = dir else {
         return Cow::Borrowed(source.source);
     };
-    match read_override(Path::new(dir), source.name) {
-        Some(text) => {
+    if !cfg!(feature = "kernel-override") {
+        warn_once(&format!(
+            "{KERNEL_OVERRIDE_ENV} is set but this build lacks the `kernel-override` feature: \
+             every kernel is the built-in one"
+        ));
+        return Cow::Borrowed(source.source);
+    }
+    let dir = Path::new(&dir);
+    if !dir.is_dir() {
+        warn_once(&format!(
+            "{KERNEL_OVERRIDE_ENV}={} is not a directory: every kernel is the built-in one",
+            dir.display()
+        ));
+        return Cow::Borrowed(source.source);
+    }
+    match read_override(dir, source.name) {
+        Ok(Some(text)) => {
             log::warn!(
                 "kernel {} compiled from {}/{}.wgsl ({KERNEL_OVERRIDE_ENV})",
                 source.name,
-                Path::new(dir).display(),
+                dir.display(),
                 source.name
             );
             Cow::Owned(text)
         }
-        None => Cow::Borrowed(source.source),
+        Ok(None) => Cow::Borrowed(source.source),
+        Err(e) => {
+            log::warn!(
+                "kernel {}: cannot read {}/{}.wgsl ({e}); the built-in kernel runs",
+                source.name,
+                dir.display(),
+                source.name
+            );
+            Cow::Borrowed(source.source)
+        }
     }
 }
 
-/// `dir/<name>.wgsl` if it exists and is readable text.
-fn read_override(dir: &Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(dir.join(format!("{name}.wgsl"))).ok()
+/// Logs `message` at warn the first time it is seen in this process.
+fn warn_once(message: &str) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.iter().any(|m| m == message) {
+        log::warn!("bitnet-wgpu: {message}");
+        seen.push(message.to_owned());
+    }
+}
+
+/// `dir/<name>.wgsl`: its text, `None` if there is no such file, or why it cannot be read (not
+/// UTF-8, no permission).
+fn read_override(dir: &Path, name: &str) -> Result<Option<String>, std::io::Error> {
+    match std::fs::read_to_string(dir.join(format!("{name}.wgsl"))) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -59,11 +103,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("util_copy.wgsl"), "// edited\n").unwrap();
         assert_eq!(
-            read_override(&dir, "util_copy").as_deref(),
+            read_override(&dir, "util_copy").unwrap().as_deref(),
             Some("// edited\n")
         );
-        assert_eq!(read_override(&dir, "util_fill"), None);
-        assert_eq!(read_override(&dir.join("missing"), "util_copy"), None);
+        assert_eq!(read_override(&dir, "util_fill").unwrap(), None);
+        assert_eq!(
+            read_override(&dir.join("missing"), "util_copy").unwrap(),
+            None
+        );
+        // A file that is there but not text is an error to report, not a missing override.
+        std::fs::write(dir.join("util_fill.wgsl"), b"// \xff\n").unwrap();
+        assert!(read_override(&dir, "util_fill").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

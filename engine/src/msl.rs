@@ -114,13 +114,16 @@ pub(crate) fn unavailable(
     mode: ParamsMode,
     env: Option<&str>,
 ) -> Option<String> {
+    // Read first, on every backend, so that a value it does not understand is logged (lib.rs's
+    // promise for every variable) even where MSL cannot run anyway.
+    let disabled = crate::cache_file::switch(MSL_ENV, env) == Some(false);
     if backend != wgpu::Backend::Metal {
         Some(format!("MSL needs the Metal backend, this is {backend:?}"))
     } else if !features.contains(wgpu::Features::PASSTHROUGH_SHADERS) {
         Some("the device lacks PASSTHROUGH_SHADERS".into())
     } else if mode != ParamsMode::Immediates {
         Some("params are in uniform mode; the MSL kernels take them as immediates".into())
-    } else if crate::cache_file::switch(MSL_ENV, env) == Some(false) {
+    } else if disabled {
         Some(format!(
             "disabled by {MSL_ENV}={}",
             env.unwrap_or_default().trim()

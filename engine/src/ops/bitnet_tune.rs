@@ -334,6 +334,18 @@ fn persist(gpu: &Gpu, key: Key, settings: BitnetTuning, plan: LinearPlan) {
     }
 }
 
+/// What of GPU context `id`'s tuning the calibration key names (empty for the default): a
+/// calibration measures BitLinear through the engine's plans, so one measured under forced or
+/// restricted plans (`generic_gemv` ran 7-14× slower) must not be served to default engines.
+pub(crate) fn calibration_tag(id: u64) -> String {
+    let settings = with_state(id, |s| s.settings);
+    if settings == BitnetTuning::default() {
+        String::new()
+    } else {
+        format!(" | tuning {settings:?}")
+    }
+}
+
 /// Whether `settings` leave every candidate in (only `autotune` set, if anything).
 fn unrestricted(settings: BitnetTuning) -> bool {
     settings

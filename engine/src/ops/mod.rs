@@ -48,6 +48,7 @@ mod softmax;
 mod util;
 
 pub use bitnet_plan::{CoopKind, LinearPlan};
+pub(crate) use bitnet_tune::calibration_tag;
 pub(crate) use bitnet_tune::forget as forget_tuning;
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
 pub use bitnet_tune_cache::TUNE_CACHE_ENV;
