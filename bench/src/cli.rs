@@ -165,6 +165,16 @@ pub fn parse(args: &[String]) -> Result<Command> {
                 .cloned()
                 .ok_or_else(|| BenchError::Usage(format!("{name} needs a value")))
         };
+        // merge reads saved files only: a run option there would be silently ignored.
+        let merge_flag = matches!(
+            flag.as_str(),
+            "-h" | "--help" | "-V" | "--version" | "--ours" | "--peers" | "--results"
+        );
+        if merge && !merge_flag {
+            return Err(BenchError::Usage(format!(
+                "merge takes only --ours, --peers and --results, not {flag:?}"
+            )));
+        }
         match flag.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
@@ -223,10 +233,21 @@ pub fn tuning(spec: &str) -> Result<bitnet_wgpu::BitnetTuning> {
         }
         let n: u32 = v.parse().map_err(|_| bad())?;
         let on = n == 1;
+        // The values the engine's plans take ([`bitnet_wgpu::BitnetTuning`]'s docs); another
+        // would only be warned about at run time and measure the default plan under its name.
+        let one_of = |allowed: &[u32]| {
+            if allowed.contains(&n) {
+                Ok(Some(n))
+            } else {
+                Err(BenchError::Usage(format!(
+                    "--tuning: {key} takes one of {allowed:?}, got {n}"
+                )))
+            }
+        };
         match key {
-            "lanes" => t.gemv_lanes = Some(n),
-            "gemm_block" => t.gemm_block = Some(n),
-            "splits" => t.gemm_splits = Some(n),
+            "lanes" => t.gemv_lanes = one_of(&[4, 8, 16, 32, 64, 128, 256])?,
+            "gemm_block" => t.gemm_block = one_of(&[4, 8])?,
+            "splits" => t.gemm_splits = one_of(&[1, 2, 4, 8])?,
             _ if n > 1 => return Err(bad()),
             "autotune" => t.autotune = Some(on),
             "fuse" => t.fuse_decode = Some(on),
@@ -301,6 +322,9 @@ mod tests {
             Command::Merge { .. }
         ));
         assert!(p("merge --peers b --results c").is_err());
+        // A run option given to merge would be ignored: refused instead.
+        assert!(p("merge --ours a --results c --quick").is_err());
+        assert!(p("merge --ours a --results c --json x").is_err());
         assert!(p("--repeats 0").is_err());
         assert!(p("--bogus").is_err());
         assert!(p("--json").is_err());
@@ -334,7 +358,18 @@ mod tests {
             let t = tuning(&format!("coopkernel={}", kind.code())).unwrap();
             assert_eq!(t.gemm_coop_kernel, Some(kind));
         }
-        for bad in ["coopkernel=int4", "coop=2", "coop", "bogus=1"] {
+        // Values no plan takes are refused here, not warned about at run time.
+        for bad in [
+            "coopkernel=int4",
+            "coop=2",
+            "coop",
+            "bogus=1",
+            "lanes=7",
+            "lanes=0",
+            "gemm_block=6",
+            "splits=0",
+            "splits=3",
+        ] {
             assert!(tuning(bad).is_err(), "{bad}");
         }
     }
