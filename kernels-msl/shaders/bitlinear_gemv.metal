@@ -102,8 +102,9 @@ kernel void bitlinear_gemv(constant GemvParams& params [[buffer(0)]],
         for (uint i = 0u; i < 4u; ++i) {
             const uint kk = 4u * w + i;
             if (kk < k) {
-                const float v = x_row[kk];
-                const int q = quantize_act(is_non_finite_bits(as_type<uint>(v)) ? 0.0f : v, inv);
+                // Zeroed as bits: a float select of a NaN may be folded away under fast-math.
+                const uint b = as_type<uint>(x_row[kk]);
+                const int q = quantize_act(as_type<float>(is_non_finite_bits(b) ? 0u : b), inv);
                 q_sum += q;
                 word = word | pack_act_byte(q, i);
             }

@@ -90,8 +90,9 @@ kernel void quantize_activations(constant QuantizeActParams& params [[buffer(0)]
         for (uint i = 0u; i < 4u; ++i) {
             const uint kk = 4u * w + i;
             if (kk < k) {
-                const float v = x_row[kk];
-                const float finite = is_non_finite_bits(as_type<uint>(v)) ? 0.0f : v;
+                // Zeroed as bits: a float select of a NaN may be folded away under fast-math.
+                const uint b = as_type<uint>(x_row[kk]);
+                const float finite = as_type<float>(is_non_finite_bits(b) ? 0u : b);
                 word = word | pack_act_byte(quantize_act(finite, inv), i);
             }
         }

@@ -197,7 +197,7 @@ fn gemv_matches_cpu_ref() {
 #[test]
 fn gemm_matches_cpu_ref() {
     // Partial tiles in M and N, odd K, an odd number of weight words per row (K step of 32 = two
-    // words), M = 1, and full tiles.
+    // words), M = 1, full tiles, and K long enough for many K steps with partial tiles.
     check_bitlinear(
         true,
         &[
@@ -206,6 +206,7 @@ fn gemm_matches_cpu_ref() {
             (33, 65, 301),
             (40, 17, 16),
             (32, 32, 64),
+            (70, 33, 2049),
         ],
     );
 }
