@@ -144,7 +144,8 @@ impl Engine {
         }
     }
 
-    /// How many host-facing ops ran on each backend, and how many fell back.
+    /// How many host-facing ops ran on each backend, and how many fell back (all zero on the
+    /// CPU engine, which has nothing to choose between).
     pub fn dispatch_stats(&self) -> DispatchStats {
         self.gpu_raw().map_or_else(DispatchStats::default, |g| {
             let s = &g.dispatch.stats;

@@ -70,7 +70,8 @@ pub struct EngineInfo {
 impl EngineInfo {
     /// Info of the CPU engine.
     pub(crate) fn cpu() -> EngineInfo {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // cpu-ref's threads: rayon's pool (`RAYON_NUM_THREADS` or the application's pool).
+        let threads = rayon::current_num_threads();
         EngineInfo {
             backend_kind: BackendKind::Cpu,
             adapter_name: format!("bitnet-cpu-ref ({threads} threads)"),

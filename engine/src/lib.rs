@@ -33,7 +33,7 @@
 //! served there (completion and batcher threads), and a panicking waker is caught and logged)
 //! and blocking forms. A thread waiting for the GPU (the completion thread while reads are
 //! outstanding, the caller of [`Engine::sync`]) polls it back to back for its first 2 ms, then
-//! sleeps between polls (`EngineOptions::spin_wait`; CPU adapters never spin): a wait ends within
+//! sleeps between polls (`EngineOptions::spin_wait`; by default CPU adapters never spin): a wait ends within
 //! microseconds of the GPU's work, at the cost of a host core while it spins.
 //!
 //! **Errors follow the data.** Errors only the device can see — NaN/Inf inputs

@@ -85,6 +85,16 @@ pub fn gpu_engine() -> Engine {
 
 /// Like [`gpu_engine`], with options.
 pub fn gpu_engine_with(options: EngineOptions) -> Engine {
+    // The variable overrides every engine's policy: `cpu` moved most of the suite's GPU ops onto
+    // cpu-ref, where they match it trivially, and the suite still passed 73 of 87 tests.
+    if let Ok(v) = std::env::var(bitnet_wgpu::DISPATCH_ENV)
+        && !v.trim().is_empty()
+    {
+        panic!(
+            "{}={v:?} is set: it would choose the backend of the cross-check suite's ops; unset it",
+            bitnet_wgpu::DISPATCH_ENV
+        );
+    }
     match Engine::gpu_with(options) {
         Ok(e) => {
             assert_eq!(e.backend_kind(), BackendKind::Gpu);

@@ -337,13 +337,21 @@ fn persist(gpu: &Gpu, key: Key, settings: BitnetTuning, plan: LinearPlan) {
 /// What of GPU context `id`'s tuning the calibration key names (empty for the default): a
 /// calibration measures BitLinear through the engine's plans, so one measured under forced or
 /// restricted plans (`generic_gemv` ran 7-14× slower) must not be served to default engines.
+/// `BITNET_AUTOTUNE` changes the plans as `autotune` does, so a value of it is named too.
 pub(crate) fn calibration_tag(id: u64) -> String {
-    let settings = with_state(id, |s| s.settings);
-    if settings == BitnetTuning::default() {
-        String::new()
-    } else {
-        format!(" | tuning {settings:?}")
+    tag_of(with_state(id, |s| s.settings), autotune_env())
+}
+
+/// [`calibration_tag`] of `settings` and a `BITNET_AUTOTUNE` value.
+fn tag_of(settings: BitnetTuning, autotune_env: Option<bool>) -> String {
+    let mut tag = String::new();
+    if settings != BitnetTuning::default() {
+        tag += &format!(" | tuning {settings:?}");
     }
+    if let Some(on) = autotune_env {
+        tag += &format!(" | {AUTOTUNE_ENV} {}", if on { "on" } else { "off" });
+    }
+    tag
 }
 
 /// Whether `settings` leave every candidate in (only `autotune` set, if anything).
@@ -391,6 +399,26 @@ mod tests {
             gemm_coop: Some(false),
             ..Default::default()
         }));
+    }
+
+    /// The calibration key names a forced tuning and a `BITNET_AUTOTUNE` value (autotuned GEMVs
+    /// made the H200 decode stack 5.75 against 1.78 ms): a model measured under either is never
+    /// served to default engines.
+    #[test]
+    fn calibration_tags_name_tuning_and_the_autotune_variable() {
+        use super::{BitnetTuning, tag_of};
+        assert_eq!(tag_of(BitnetTuning::default(), None), "");
+        let on = tag_of(BitnetTuning::default(), Some(true));
+        let off = tag_of(BitnetTuning::default(), Some(false));
+        assert!(
+            !on.is_empty() && !off.is_empty() && on != off,
+            "{on} / {off}"
+        );
+        let forced = BitnetTuning {
+            generic_gemv: true,
+            ..Default::default()
+        };
+        assert!(tag_of(forced, None).contains("generic_gemv: true"));
     }
 
     use super::{BitnetTuning, state};
