@@ -178,6 +178,28 @@ fn host_fills_too_large_for_the_host_are_typed_errors() {
     }
 }
 
+/// A non-finite fill value is a typed error on both engines (it gave a readable tensor of NaN,
+/// against the crate docs' promise that NaN/Inf inputs become errors).
+#[test]
+fn non_finite_fill_values_are_errors() {
+    for e in [Engine::cpu(), gpu_engine()] {
+        for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let got = e.fill(&[3], v).map(|t| t.len());
+            assert!(
+                matches!(
+                    got,
+                    Err(Error::NonFinite {
+                        op: "fill",
+                        tensor: "value",
+                        index: 0
+                    })
+                ),
+                "{v}: {got:?}"
+            );
+        }
+    }
+}
+
 /// An op whose output the host cannot hold is a typed error on the CPU backend, not an
 /// allocation abort: 64 MiB operands asking for a 1 PiB broadcast or matmul output.
 #[test]

@@ -49,8 +49,17 @@ pub(crate) fn fill_words(gpu: &Gpu, out: &Tensor, bits: u32) -> Result<()> {
 }
 
 impl Engine {
-    /// An `F32` tensor of `shape` with every element `value`.
+    /// An `F32` tensor of `shape` with every element `value`. A NaN or ±Inf `value` is
+    /// `Err(NonFinite { op: "fill", tensor: "value", index: 0 })`, as every op's non-finite
+    /// input is (the crate docs' promise), on both engines.
     pub fn fill(&self, shape: &[usize], value: f32) -> Result<Tensor> {
+        if !value.is_finite() {
+            return Err(Error::NonFinite {
+                op: "fill",
+                tensor: "value",
+                index: 0,
+            });
+        }
         let Some(gpu) = self.gpu_context() else {
             return self.host_filled("fill", shape, DType::F32, value.to_bits());
         };
