@@ -63,6 +63,8 @@ struct Inner {
     device: Mutex<Option<Arc<ChainDevice>>>,
     /// Runs use the chain kernel (cleared when it cannot run here or a run was aborted).
     fused: AtomicBool,
+    /// The chain ran before: its decisions price the weights as resident, as a [`Linear`]'s do.
+    called: AtomicBool,
 }
 
 impl Engine {
@@ -109,6 +111,7 @@ impl Engine {
                 links,
                 device: Mutex::new(None),
                 fused: AtomicBool::new(true),
+                called: AtomicBool::new(false),
             }),
         })
     }
@@ -314,7 +317,8 @@ impl LinearChain {
         Ok(outs)
     }
 
-    /// The dispatch decision's size: every weight read once, one input, every output.
+    /// The dispatch decision's size: every weight read once, one input, every output (the
+    /// weights priced as resident once uploaded, and from the chain's second call on).
     fn workload(&self) -> Workload {
         let links = &self.inner.links;
         let n: usize = links.iter().map(|(l, _)| l.weights().n()).sum();
@@ -322,7 +326,12 @@ impl LinearChain {
             .iter()
             .map(|(l, _)| l.weights().n() * l.weights().k())
             .sum();
-        let resident = self.inner.device.lock().is_ok_and(|d| d.is_some());
+        let flag = &self.inner.called;
+        let called = flag.load(Ordering::Acquire) || {
+            flag.store(true, Ordering::Release);
+            false
+        };
+        let resident = called || self.inner.device.lock().is_ok_and(|d| d.is_some());
         Workload::bitlinear(1, n, nk.div_ceil(n.max(1)), resident)
     }
 }

@@ -20,9 +20,13 @@
 //! **Predictions** come from a calibration ([`crate::Calibration`], `calibrate.rs`): measured by
 //! [`Engine::calibrate`], or lazily at the first `Auto` decision (loaded from the user's cache
 //! directory when this adapter + driver + crate version was calibrated before). They adapt at
-//! run time: measured times of the chosen backend (every call on the GPU, one call in
+//! run time: measured times of the chosen backend (every call on the GPU, about one call in
 //! [`SAMPLE_EVERY`] on the CPU, so the CPU path stays within a few nanoseconds of calling cpu-ref)
-//! scale that backend's prediction for the op class (moving average of measured / predicted).
+//! scale that backend's prediction for the op class and size (a factor of 16 in work per size
+//! bucket; moving average of measured / predicted, one sample moving it at most 20 %, so a cold
+//! first call or a stall does not move a class). A class that left a backend because its runs
+//! there measured slow is timed there again on one sampled call in four (`predict.rs`), and
+//! comes back once that backend is as fast as calibrated.
 //! A lazy calibration that fails (any GPU fault, transient ones included) leaves the engine's
 //! `Auto` running every op on the CPU until a model is installed: by [`Engine::calibrate`],
 //! [`Engine::set_calibration`], or a retry on a background thread with a doubling back-off
@@ -49,7 +53,9 @@ pub(crate) use route::Route;
 
 /// Environment variable overriding every new engine's policy: `auto`, `cpu` or `gpu`.
 pub const DISPATCH_ENV: &str = "BITNET_DISPATCH";
-/// One CPU-path call in this many is timed to adapt the predictions. 256: a timed call costs two
+/// About one CPU-path call in this many is timed to adapt the predictions (spread by a hash of
+/// the call count, so that a caller's loop of a power-of-two number of ops has each of them
+/// timed). 256: a timed call costs two
 /// clock reads (37-44 ns each on the H200 host's VM clock) and a model update, ~120 ns, which at
 /// 64 was ~1 % of every call of a 256-value op (H200 host, three interleaved rounds: `Engine::new()`
 /// 1.036 / 1.058 / 1.054 × cpu-ref at 64, 1.047 / 1.032 / 1.040 at 256; at 32 it had read

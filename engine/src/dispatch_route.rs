@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{DispatchPolicy, SAMPLE_EVERY, Workload};
+use super::{DispatchPolicy, Workload};
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -32,6 +32,17 @@ impl Engine {
         cpu: impl FnOnce() -> Result<T>,
         gpu: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        let route = match route {
+            // A timed CPU run, or now and then a GPU run to time the GPU again.
+            Route::Sampled(g)
+                if g.dispatch.policy() == DispatchPolicy::Auto
+                    && g.dispatch.gpu_probe_due(w)
+                    && !g.is_lost() =>
+            {
+                Route::Gpu(g)
+            }
+            route => route,
+        };
         match route {
             Route::Cpu => cpu(),
             Route::Sampled(g) => {
@@ -62,9 +73,9 @@ impl Engine {
             policy == DispatchPolicy::Gpu.code()
         } && !g.is_lost();
         if to_gpu {
-            return Route::Gpu(g);
+            return gpu_route(g, &w, policy);
         }
-        if d.count_cpu() % u64::from(SAMPLE_EVERY) == 0 {
+        if crate::predict::sampled(d.count_cpu()) {
             Route::Sampled(g)
         } else {
             Route::Cpu
@@ -94,6 +105,17 @@ impl Engine {
     }
 }
 
+/// The route of an op headed for the GPU: the GPU, or under `Auto` now and then a timed CPU run
+/// (`Dispatcher::cpu_probe_due`).
+#[inline(never)]
+fn gpu_route<'a>(g: &'a Gpu, w: &Workload, policy: u8) -> Route<'a> {
+    if policy == DispatchPolicy::Auto.code() && g.dispatch.cpu_probe_due(w) {
+        Route::Sampled(g)
+    } else {
+        Route::Gpu(g)
+    }
+}
+
 /// Where one host-facing op runs.
 pub(crate) enum Route<'a> {
     /// cpu-ref, untimed.
@@ -114,8 +136,12 @@ fn on_gpu<T>(
     gpu: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
     let d = &g.dispatch;
+    let policy = d.policy();
     let t = Instant::now();
     match gpu() {
+        // A policy changed to `Cpu` meanwhile may have run the op on host tensors (the GPU path's
+        // uploads follow the policy): neither counted nor timed as a GPU run then.
+        Ok(v) if d.policy() != policy => Ok(v),
         Ok(v) => {
             d.count(1);
             d.observe(w, 1, t.elapsed().as_secs_f64());

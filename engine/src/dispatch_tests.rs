@@ -57,3 +57,78 @@ fn re_entering_calibration_on_the_calibrating_thread_does_not_hang() {
     // The lock is free again: a calibration from another thread runs.
     e.calibrate().unwrap();
 }
+
+/// A calibration on which the GPU wins a 1 × 1024 × 1024 GEMV only with resident weights: GPU
+/// 100 us, CPU 200 us, the weights' upload 262 us.
+fn resident_only_model() -> Calibration {
+    use crate::calibrate::{Cost, OpClass};
+    let mut cost = [Cost {
+        fixed_s: 1e-3,
+        per_unit_s: 0.0,
+    }; 4];
+    let mut cpu = cost;
+    cost[OpClass::LinearGemv.index()].fixed_s = 100e-6;
+    cpu[OpClass::LinearGemv.index()].fixed_s = 200e-6;
+    Calibration {
+        key: "dispatch test".into(),
+        upload_bytes_per_s: 1e9,
+        download_bytes_per_s: 1e9,
+        cpu,
+        gpu: cost,
+    }
+}
+
+fn ternary(n: usize, k: usize) -> bitnet_cpu_ref::TernaryMatrix {
+    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap()
+}
+
+/// A layer is priced with resident weights from its second call on: charging the one-time upload
+/// to every decision kept a layer that wins on the GPU only without it on the CPU for good.
+#[test]
+fn a_reused_layer_goes_to_the_gpu_where_resident_weights_win() {
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(resident_only_model()).unwrap();
+    let w = ternary(1024, 1024);
+    let want = bitnet_cpu_ref::bitlinear(&[0.5; 1024], 1, &w).unwrap();
+    let layer = crate::Linear::new(&e, w);
+    for _ in 0..4 {
+        assert_eq!(layer.forward(&[0.5; 1024], 1).unwrap(), want);
+    }
+    let s = e.dispatch_stats();
+    assert!(s.gpu_runs >= 3 && s.cpu_runs <= 1, "{s:?}");
+}
+
+/// A GPU-routed call during which the policy becomes `Cpu` (another thread) may run on host
+/// tensors: it is then neither counted nor timed as a GPU run (its CPU time went into the GPU's
+/// adaptation factor).
+#[test]
+fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
+    use crate::dispatch::Route;
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(resident_only_model()).unwrap();
+    let g = e.gpu_raw().unwrap();
+    let w = ternary(64, 64);
+    let work = Workload::bitlinear(1, 64, 64, false);
+    let before = e.dispatch_stats();
+    let y = e
+        .off_cpu(
+            Route::Gpu(g),
+            "bitlinear",
+            &work,
+            || true,
+            || Ok(bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w)?),
+            || {
+                e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+                let x = e.upload_f32(&[0.5; 64], &[1, 64])?;
+                e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32()
+            },
+        )
+        .unwrap();
+    assert_eq!(y, bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w).unwrap());
+    assert_eq!(e.dispatch_stats().gpu_runs, before.gpu_runs);
+    let factor = g.dispatch.factors(&work)[1].load(Ordering::Relaxed);
+    assert_eq!(f64::from_bits(factor), 1.0);
+}

@@ -3,7 +3,10 @@
 //!
 //! A `Linear` keeps its weights on the host (for CPU runs, and to re-run on the CPU after a GPU
 //! fault) and, from the first call dispatched to the GPU, on the device — uploaded once, so later
-//! GPU calls move only activations and outputs, and `Auto` dispatch counts them as resident.
+//! GPU calls move only activations and outputs. `Auto` dispatch counts the weights as resident
+//! once they are, and from the layer's second call on: a layer is called again and again, and
+//! charging the one-time upload to every decision kept a layer whose GPU run won only without
+//! that upload on the CPU for good (its weights never went up).
 //!
 //! Batches: activation quantization is per row and BitLinear per output row, so `[B, M, K]`
 //! inputs are `B·M` independent rows; the batched ops view them as one `[B·M, K]` matrix (no copy)
@@ -38,7 +41,8 @@ struct Inner {
     w: Arc<TernaryMatrix>,
     /// The device copy, once a GPU call needed it.
     device: Mutex<Option<Tensor>>,
-    /// Whether `device` holds the copy (read by every dispatch decision without the lock).
+    /// Whether `device` holds the copy or the layer was called before: the dispatch decision
+    /// then prices the weights as resident (read without the lock; see the module docs).
     resident: AtomicBool,
     /// The grouped GEMV's table for this one matrix (`forward_normed`), once needed.
     table: Mutex<Option<Tensor>>,
@@ -81,10 +85,9 @@ impl Linear {
         }
         let t = e.ternary_tensor(&self.inner.w)?;
         *slot = Some(t.clone());
-        // Only a device copy makes later GPU calls free of the weights' upload.
-        self.inner
-            .resident
-            .store(t.location() == Location::Device, Ordering::Release);
+        if t.location() == Location::Device {
+            self.inner.resident.store(true, Ordering::Release);
+        }
         Ok(t)
     }
 
@@ -126,9 +129,14 @@ impl Linear {
         Ok(t)
     }
 
-    /// Whether the weights are already on the device.
+    /// Whether a dispatch decision prices the weights as resident (they are, or this layer ran
+    /// before); marks the layer as called.
     fn resident(&self) -> bool {
-        self.inner.resident.load(Ordering::Acquire)
+        let r = &self.inner.resident;
+        r.load(Ordering::Acquire) || {
+            r.store(true, Ordering::Release);
+            false
+        }
     }
 
     /// `y[M, N] = x[M, K] · Wᵀ` for f32 activations (quantized per row); the same bits as

@@ -22,14 +22,53 @@ pub(crate) struct Dispatcher {
     pub(crate) model: [[AtomicU64; 4]; 4],
     /// Seconds per uploaded / read-back byte (f64 bits).
     pub(crate) transfer: [AtomicU64; 2],
-    /// Per class and backend (CPU, GPU): measured / predicted, moving average (f64 bits).
-    pub(crate) adapt: [[AtomicU64; 2]; 4],
+    /// Per class, size bucket ([`size_bucket`]) and backend (CPU, GPU): measured / predicted,
+    /// moving average (f64 bits). Per size, because one factor learned from whatever sizes ran
+    /// mispriced the others (after small sampled GEMMs a prefill GEMM's CPU time was predicted
+    /// 6.4x too short).
+    pub(crate) adapt: [[[AtomicU64; 2]; SIZE_BUCKETS]; 4],
     /// Per class: up to this many units the CPU wins even if the GPU moved no data (so the hot
     /// path of small ops is one compare); derived from `model` and `adapt`.
     pub(crate) cpu_below: [AtomicU64; 4],
     pub(crate) stats: [AtomicU64; 3],
+    /// Calls that asked for a probe of the other backend (one in [`PROBE_EVERY`] gets one).
+    pub(crate) probes: AtomicU64,
     /// The background retry of a failed lazy calibration (`recalibrate.rs`).
     pub(crate) retry: crate::recalibrate::Retry,
+}
+
+/// Range of the adaptation factors (measured / calibrated time).
+const ADAPT_MIN: f64 = 0.01;
+const ADAPT_MAX: f64 = 100.0;
+
+/// Size buckets of the adaptation factors: units below 16, 16-255, 256-4095, ..., 16^7 and up.
+pub(crate) const SIZE_BUCKETS: usize = 8;
+
+/// The adaptation bucket of an op of `units` (a factor of 16 per bucket).
+pub(crate) fn size_bucket(units: u64) -> usize {
+    (units.max(1).ilog2() as usize / 4).min(SIZE_BUCKETS - 1)
+}
+
+/// The first and last units of bucket `b`.
+fn bucket_units(b: usize) -> (u64, u64) {
+    let first = if b == 0 { 0 } else { 1u64 << (4 * b) };
+    let last = if b + 1 == SIZE_BUCKETS {
+        u64::MAX
+    } else {
+        (1u64 << (4 * (b + 1))) - 1
+    };
+    (first, last)
+}
+
+/// Sampled calls per probe of the backend a class left (see [`Dispatcher::gpu_probe_due`]).
+pub(crate) const PROBE_EVERY: u64 = 4;
+
+/// Whether CPU-route call number `n` is timed: one in [`crate::SAMPLE_EVERY`], spread by a
+/// Fibonacci hash instead of every 256th call, so that a caller's loop of a power-of-two number
+/// of ops does not time only one of them (one class then never adapted).
+#[inline(always)]
+pub(crate) fn sampled(n: u64) -> bool {
+    n.wrapping_mul(0x9E37_79B9_7F4A_7C15) < u64::MAX / u64::from(crate::dispatch::SAMPLE_EVERY)
 }
 
 fn load(a: &AtomicU64) -> f64 {
@@ -83,9 +122,10 @@ impl Dispatcher {
             calibrating: Mutex::new(()),
             model: Default::default(),
             transfer: Default::default(),
-            adapt: std::array::from_fn(|_| [one(), one()]),
+            adapt: std::array::from_fn(|_| std::array::from_fn(|_| [one(), one()])),
             cpu_below: Default::default(),
             stats: Default::default(),
+            probes: AtomicU64::new(0),
             retry: Default::default(),
         }
     }
@@ -104,7 +144,7 @@ impl Dispatcher {
             store(&m[1], c.cpu[i].per_unit_s);
             store(&m[2], c.gpu[i].fixed_s);
             store(&m[3], c.gpu[i].per_unit_s);
-            self.adapt[i].iter().for_each(|a| store(a, 1.0));
+            self.adapt[i].iter().flatten().for_each(|a| store(a, 1.0));
         }
         store(&self.transfer[0], 1.0 / c.upload_bytes_per_s.max(1.0));
         store(&self.transfer[1], 1.0 / c.download_bytes_per_s.max(1.0));
@@ -126,41 +166,91 @@ impl Dispatcher {
     }
 
     /// Recomputes `cpu_below[class]`: the units up to which the adapted CPU time is below the
-    /// adapted GPU time with no transfers at all (transfers only add to the GPU's time).
+    /// adapted GPU time with no transfers at all (transfers only add to the GPU's time), bucket
+    /// by bucket from the smallest sizes up.
     pub(crate) fn update_threshold(&self, class: OpClass) {
-        let (m, a) = (&self.model[class.index()], &self.adapt[class.index()]);
-        let (ac, ag) = (load(&a[0]), load(&a[1]));
-        // cpu - gpu = gap + slope · units
-        let gap = load(&m[0]) * ac - load(&m[2]) * ag;
-        let slope = load(&m[1]) * ac - load(&m[3]) * ag;
-        let below = match (gap <= 0.0, slope <= 0.0) {
-            (true, true) => u64::MAX, // the CPU always wins
-            (true, false) => (-gap / slope).floor().min(9e18) as u64, // the GPU wins above
-            (false, _) => 0,          // evaluate every call
-        };
+        let m = &self.model[class.index()];
+        let mut below = u64::MAX; // the CPU always wins, unless a bucket says otherwise
+        for (b, a) in self.adapt[class.index()].iter().enumerate() {
+            let (ac, ag) = (load(&a[0]), load(&a[1]));
+            // cpu - gpu = gap + slope · units
+            let gap = load(&m[0]) * ac - load(&m[2]) * ag;
+            let slope = load(&m[1]) * ac - load(&m[3]) * ag;
+            let (first, last) = bucket_units(b);
+            // The last units of this bucket where the CPU still wins, if not all of them.
+            let cpu_until = match (gap <= 0.0, slope <= 0.0) {
+                (true, true) => continue,
+                (true, false) => (-gap / slope).floor().min(9e18) as u64,
+                (false, _) => 0,
+            };
+            if cpu_until < last {
+                below = cpu_until.max(first.saturating_sub(1));
+                break;
+            }
+        }
         self.cpu_below[class.index()].store(below, Ordering::Relaxed);
     }
 
     /// Adapted predictions `(cpu_s, gpu_s)`.
     pub(crate) fn predict(&self, w: &Workload) -> (f64, f64) {
         let (c, g) = self.raw(w);
-        let a = &self.adapt[w.class.index()];
+        let a = self.factors(w);
         (c * load(&a[0]), g * load(&a[1]))
     }
 
-    /// Folds one measured time of `backend` (0 CPU, 1 GPU) into the adaptation factor.
+    /// Folds one measured time of `backend` (0 CPU, 1 GPU) into the adaptation factor: a moving
+    /// average of measured / predicted, where one sample counts at most twice or half the
+    /// current factor. A single outlier — the first GPU call compiling its pipelines (55-85 ms
+    /// against 0.55 ms warm on lavapipe), a stall, a preempted CPU run — used to push the factor
+    /// to its cap at once and send the class to the other backend, whose runs alone were timed
+    /// from then on; now it moves the factor by at most 20 %, and only a run of consistent
+    /// samples moves it far.
     pub(crate) fn observe(&self, w: &Workload, backend: usize, seconds: f64) {
         let raw = if backend == 0 {
             self.raw(w).0
         } else {
             self.raw(w).1
         };
-        if self.ready.load(Ordering::Acquire) == 0 || raw <= 0.0 {
+        if self.ready.load(Ordering::Acquire) == 0 || raw <= 0.0 || !seconds.is_finite() {
             return;
         }
-        let a = &self.adapt[w.class.index()][backend];
-        store(a, (0.8 * load(a) + 0.2 * seconds / raw).clamp(0.05, 20.0));
+        let slot = &self.factors(w)[backend];
+        let a = load(slot);
+        let sample = (seconds / raw).clamp(a / 2.0, 2.0 * a);
+        store(slot, (0.8 * a + 0.2 * sample).clamp(ADAPT_MIN, ADAPT_MAX));
         self.update_threshold(w.class);
+    }
+
+    /// Whether the sampled CPU call of `w` should run on the GPU instead, to time it again: the
+    /// class left the GPU because its GPU runs measured slower than calibrated (factor above 1),
+    /// and the GPU would win at its calibrated time. Without such probes a class demoted by a
+    /// few slow runs was never timed on the GPU again. One sampled call in [`PROBE_EVERY`].
+    pub(crate) fn gpu_probe_due(&self, w: &Workload) -> bool {
+        let a = self.factors(w);
+        self.probe_turn() && load(&a[1]) > 1.0 && self.raw(w).1 < self.raw(w).0 * load(&a[0])
+    }
+
+    /// Whether a GPU call of `w` should run on the CPU instead, timed: the mirror of
+    /// [`Dispatcher::gpu_probe_due`] for a class that left the CPU because its sampled CPU runs
+    /// measured slower than calibrated. Checked on one GPU call in [`crate::SAMPLE_EVERY`].
+    pub(crate) fn cpu_probe_due(&self, w: &Workload) -> bool {
+        let a = self.factors(w);
+        sampled(self.stats[1].load(Ordering::Relaxed))
+            && self.probe_turn()
+            && load(&a[0]) > 1.0
+            && self.raw(w).0 < self.raw(w).1 * load(&a[1])
+    }
+
+    /// The adaptation factors (CPU, GPU) of `w`'s class and size.
+    pub(crate) fn factors(&self, w: &Workload) -> &[AtomicU64; 2] {
+        &self.adapt[w.class.index()][size_bucket(w.units())]
+    }
+
+    /// One call in [`PROBE_EVERY`] of those asking.
+    fn probe_turn(&self) -> bool {
+        self.probes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PROBE_EVERY)
     }
 
     pub(crate) fn count(&self, i: usize) {
@@ -221,6 +311,17 @@ mod tests {
             d.observe(&big, 1, 20.0 * predicted);
         }
         assert!(!gpu_wins(&d, &big));
+        // Only that size adapted: the threshold, in a smaller bucket, stays.
+        assert_eq!(
+            d.cpu_below[OpClass::LinearGemm.index()].load(Ordering::Relaxed),
+            below
+        );
+        // The GPU measuring slow at the threshold's own size moves the threshold up.
+        let at = Workload::bitlinear(16, 64, 128, true);
+        let (_, predicted) = d.raw(&at);
+        for _ in 0..20 {
+            d.observe(&at, 1, 20.0 * predicted);
+        }
         assert!(d.cpu_below[OpClass::LinearGemm.index()].load(Ordering::Relaxed) > below);
         // Reinstalling the calibration restarts the adaptation.
         d.install(model());
@@ -235,3 +336,7 @@ mod tests {
         assert_eq!(DispatchPolicy::parse("fast"), None);
     }
 }
+
+#[cfg(test)]
+#[path = "adapt_tests.rs"]
+mod adapt_tests;
