@@ -1,8 +1,8 @@
 //! [`BatchingLinear`]: automatic batching of concurrent requests on the same weights, as a
 //! decode server batches.
 //!
-//! Callers submit `[M, K]` activations from any thread (rayon's workers included: a batch with
-//! such a caller runs its op on a rayon pool of the batchers' own, `batch_pool`); a batcher
+//! Callers submit `[M, K]` activations from any thread (rayon's workers included: every batch runs
+//! its op on a rayon pool of the batchers' own, `batch_pool`); a batcher
 //! thread takes the first waiting request, collects every request that arrives within the window
 //! (or until the batch reaches `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a
 //! single BitLinear through the layer's [`Linear`] (so dispatch, resident weights and CPU
@@ -25,8 +25,6 @@ struct Request {
     m: usize,
     /// When it was submitted: a batch's window runs from its first request's arrival.
     arrived: Instant,
-    /// Whether the caller is a worker of a rayon pool (see [`batch_pool`]).
-    on_rayon_worker: bool,
     reply: crate::oneshot::Sender<Result<Vec<f32>>>,
 }
 
@@ -53,8 +51,6 @@ pub struct BatchingLinear {
 
 struct Batcher {
     linear: Linear,
-    /// The batcher thread's id (see [`BatchingLinear::forward`]).
-    thread_id: std::thread::ThreadId,
     tx: Mutex<Option<flume::Sender<Request>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stats: Arc<Mutex<BatchingStats>>,
@@ -92,7 +88,6 @@ impl BatchingLinear {
         Ok(BatchingLinear {
             inner: Arc::new(Batcher {
                 linear,
-                thread_id: thread.thread().id(),
                 tx: Mutex::new(Some(tx)),
                 thread: Mutex::new(Some(thread)),
                 stats,
@@ -126,7 +121,6 @@ impl BatchingLinear {
                         x,
                         m,
                         arrived: Instant::now(),
-                        on_rayon_worker: rayon::current_thread_index().is_some(),
                         reply,
                     })
                     .is_ok()
@@ -145,11 +139,11 @@ impl BatchingLinear {
         }
     }
 
-    /// Blocking [`BatchingLinear::forward_async`]. On the batcher's own thread (a task its
-    /// reply woke, polled inside the waker) the layer runs at once, unbatched: waiting for a
-    /// batch there would wait for the thread itself.
+    /// Blocking [`BatchingLinear::forward_async`]. On a batcher thread — any batcher's: a task a
+    /// reply woke, polled inside the waker — the layer runs at once, unbatched: waiting for a
+    /// batch there could wait for that thread itself, or for another batcher waiting for this one.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        if std::thread::current().id() == self.inner.thread_id {
+        if ON_BATCHER_THREAD.get() {
             return self.inner.linear.forward(x, m);
         }
         pollster::block_on(self.forward_async(x.to_vec(), m))
@@ -175,6 +169,12 @@ impl Drop for Batcher {
     }
 }
 
+thread_local! {
+    /// Whether this thread is a batcher thread (the only threads that send replies, so the only
+    /// ones a reply's waker runs on).
+    static ON_BATCHER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The batcher thread: collect, merge, run, split.
 fn serve(
     rx: &flume::Receiver<Request>,
@@ -183,6 +183,7 @@ fn serve(
     max_rows: usize,
     stats: &Mutex<BatchingStats>,
 ) {
+    ON_BATCHER_THREAD.set(true);
     let k = linear.weights().k();
     // A request that did not fit the last batch opens the next one.
     let mut carry: Option<Request> = None;
@@ -218,30 +219,36 @@ fn serve(
         }
         // A panic while running one batch (an engine bug) drops that batch's replies — its
         // callers get an error — and the server goes on with the next.
-        // Callers on rayon's workers wait blocked (`forward`), maybe every worker of the global
-        // pool: the op's own rayon work (cpu-ref's splits, the upload copies) then runs on the
-        // batchers' pool, or it would wait for them forever. Other batches stay on this thread
-        // (a hop to a pool thread costs a wake-up per batch).
-        let pool = if ok.iter().any(|r| r.on_rayon_worker) {
-            batch_pool()
-        } else {
-            None
-        };
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match pool {
-            Some(pool) => pool.install(|| run_batch(linear, ok, stats)),
-            None => run_batch(linear, ok, stats),
+        // Callers wait blocked (`forward`), maybe every worker of rayon's global pool (a server
+        // fanning requests out with `par_iter`): the op's own rayon work (cpu-ref's splits, the
+        // upload copies) runs on the batchers' pool, or it could wait for them forever — for
+        // every batch, since a batch of other callers' requests can be the one they queue behind.
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match batch_pool() {
+            Some(pool) => pool.install(|| run_batch(linear, &ok, stats)),
+            None => run_batch(linear, &ok, stats),
         }));
-        if ran.is_err() {
-            log::error!("bitnet-wgpu: a BatchingLinear batch panicked; its requests failed");
+        match ran {
+            // Replies go out from this thread, never a pool thread: a waker that polls its task
+            // there may call `forward` again (answered unbatched here) or drop the last handle
+            // (no join of this thread from itself), where on a pool thread it waited for this
+            // thread, itself waiting for the pool.
+            Ok(results) => {
+                for (r, y) in ok.into_iter().zip(results) {
+                    r.reply.send(y);
+                }
+            }
+            Err(_) => {
+                log::error!("bitnet-wgpu: a BatchingLinear batch panicked; its requests failed")
+            }
         }
     }
 }
 
-/// The rayon pool (as many threads as the global one, started on first use) that runs the batches
-/// with a caller on a rayon worker: blocked in [`BatchingLinear::forward`], such callers may be
-/// every worker of rayon's global pool (a server fanning requests out with `par_iter`), which
-/// would then never run the merged op's rayon tasks. `None` where it could not be started (the
-/// batch then runs on the batcher's thread, as others do).
+/// The rayon pool (as many threads as the global one, started on first use) that runs every
+/// batch's op: blocked in [`BatchingLinear::forward`], callers may be every worker of rayon's
+/// global pool (a server fanning requests out with `par_iter`), which would then never run the
+/// merged op's rayon tasks. `None` where it could not be started (the batch then runs on the
+/// batcher's thread).
 fn batch_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
@@ -255,8 +262,12 @@ fn batch_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// Runs one merged batch and answers its callers (each alone if the merged op failed).
-fn run_batch(linear: &Linear, ok: Vec<Request>, stats: &Mutex<BatchingStats>) {
+/// Runs one merged batch: each request's result (each alone if the merged op failed).
+fn run_batch(
+    linear: &Linear,
+    ok: &[Request],
+    stats: &Mutex<BatchingStats>,
+) -> Vec<Result<Vec<f32>>> {
     let rows: usize = ok.iter().map(|r| r.m).sum();
     let merged: Vec<f32> = ok.iter().flat_map(|r| r.x.iter().copied()).collect();
     let result = linear.forward(&merged, rows);
@@ -270,16 +281,14 @@ fn run_batch(linear: &Linear, ok: Vec<Request>, stats: &Mutex<BatchingStats>) {
         Ok(y) => {
             let n = linear.weights().n();
             let mut at = 0;
-            for r in ok {
-                r.reply.send(Ok(y[at..at + r.m * n].to_vec()));
-                at += r.m * n;
-            }
+            ok.iter()
+                .map(|r| {
+                    at += r.m * n;
+                    Ok(y[at - r.m * n..at].to_vec())
+                })
+                .collect()
         }
         // Each request alone: its own result or its own error.
-        Err(_) => {
-            for r in ok {
-                r.reply.send(linear.forward(&r.x, r.m));
-            }
-        }
+        Err(_) => ok.iter().map(|r| linear.forward(&r.x, r.m)).collect(),
     }
 }

@@ -1,0 +1,165 @@
+//! Batching servers whose callers block rayon's workers or resume inside their wakers: each of
+//! these deadlocked (found by a review; checked with gdb) before every batch ran its op on the
+//! batchers' own pool and replies went out from the batcher thread only. A hang fails by the
+//! time bound.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bitnet_tests::{block_on, random_f32, random_normal, spawn_inline, thread_name};
+use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
+use bitnet_wgpu::{BatchingLinear, Engine, Linear};
+use rayon::prelude::*;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+fn weights(n: usize, k: usize, seed: u64) -> TernaryMatrix {
+    cpu_ref::quantize_weights(&random_normal(seed, n * k, 0.02), n, k).unwrap()
+}
+
+/// `rx`'s value, or the test process ends failing (a deadlocked test would never return).
+fn within<T>(rx: mpsc::Receiver<T>, what: &str) -> T {
+    rx.recv_timeout(BOUND).unwrap_or_else(|_| {
+        let message = format!("{what}: no result within {BOUND:?} (a deadlock)\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), message.as_bytes());
+        std::process::exit(101)
+    })
+}
+
+/// A batch made only of plain-thread requests ran on the batcher thread, its cpu-ref splits on
+/// rayon's *global* pool. If, meanwhile, every global worker is blocked in `forward` (their
+/// requests queued behind that batch), the batch's rayon tasks never run: deadlock.
+#[test]
+fn plain_batch_while_global_workers_wait() {
+    let e = Engine::cpu();
+    let (n, k) = (1024, 1024);
+    let w = weights(n, k, 7);
+    let server = BatchingLinear::new(Linear::new(&e, w.clone()), Duration::ZERO, 64).unwrap();
+    let workers = rayon::current_num_threads();
+    let (tx, rx) = mpsc::channel();
+    {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let xa = random_f32(1, 4 * k, -1.0, 1.0);
+            for _ in 0..100 {
+                server.forward(&xa, 4).unwrap();
+            }
+            let _ = tx.send("plain");
+        });
+    }
+    let (tx2, rx2) = mpsc::channel();
+    {
+        let server = server.clone();
+        std::thread::spawn(move || {
+            let xs: Vec<Vec<f32>> = (0..4 * workers)
+                .map(|i| random_f32(10 + i as u64, k, -1.0, 1.0))
+                .collect();
+            for _ in 0..50 {
+                xs.par_iter().with_max_len(1).for_each(|x| {
+                    server.forward(x, 1).unwrap();
+                });
+            }
+            let _ = tx2.send("rayon");
+        });
+    }
+    within(rx, "the plain-thread caller");
+    within(rx2, "the rayon callers");
+}
+
+/// A task polled inline by its waker, resumed where its reply was sent (the batchers' rayon pool,
+/// when its batch had a caller on a rayon worker), then calls the blocking `forward`: the batcher
+/// thread waited in `pool.install` for the very closure that blocked on it.
+#[test]
+fn inline_task_resumed_on_batch_pool_calls_forward() {
+    let e = Engine::cpu();
+    let (n, k, m) = (16, 64, 2);
+    let w = weights(n, k, 8);
+    let x = random_f32(32, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let b = BatchingLinear::new(Linear::new(&e, w), Duration::from_millis(300), 64).unwrap();
+    let (b2, x2) = (b.clone(), x.clone());
+    let task = spawn_inline(async move {
+        let first = b2.forward_async(x2.clone(), m).await;
+        let on = thread_name();
+        let again = b2.forward(&x2, m);
+        (first, on, again)
+    });
+    // A caller on a rayon worker joins the same batch window.
+    let (tx, other) = mpsc::channel();
+    let (b3, x3) = (b.clone(), x.clone());
+    rayon::spawn(move || {
+        let _ = tx.send(b3.forward(&x3, m));
+    });
+    let (first, on, again) = within(task, "the resumed task");
+    assert_eq!(first.unwrap(), want);
+    assert_eq!(again.unwrap(), want, "on {on}");
+    assert!(!on.starts_with("bitnet-wgpu batch "), "woken on {on}");
+    assert_eq!(within(other, "the rayon caller").unwrap(), want);
+}
+
+/// As above, but the inline task drops the batcher's last handle where it resumed: on a pool
+/// thread `Drop` joined the batcher thread, which waited in `pool.install` for this closure.
+#[test]
+fn inline_task_resumed_on_batch_pool_drops_last_handle() {
+    let e = Engine::cpu();
+    let (n, k, m) = (16, 64, 2);
+    let w = weights(n, k, 9);
+    let x = random_f32(33, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let b = BatchingLinear::new(Linear::new(&e, w), Duration::from_millis(300), 64).unwrap();
+    let (b2, x2) = (b.clone(), x.clone());
+    let task = spawn_inline(async move {
+        let first = b2.forward_async(x2, m).await;
+        let on = thread_name();
+        drop(b2);
+        (first, on)
+    });
+    let (tx, other) = mpsc::channel();
+    let (b3, x3) = (b.clone(), x.clone());
+    rayon::spawn(move || {
+        let f = b3.forward_async(x3, m);
+        drop(b3);
+        let _ = tx.send(block_on(f));
+    });
+    drop(b);
+    let (first, on) = within(task, "the resumed task");
+    assert!(!on.starts_with("bitnet-wgpu batch "), "woken on {on}");
+    assert_eq!(first.unwrap(), want);
+    assert_eq!(within(other, "the rayon caller").unwrap(), want);
+}
+
+/// Two batchers; a task resumed on A's thread calls B.forward, one resumed on B's thread calls
+/// A.forward: each batcher thread blocked on the other.
+#[test]
+fn two_batchers_inline_cycle() {
+    let e = Engine::cpu();
+    let (n, k, m) = (16, 64, 1);
+    let w = weights(n, k, 23);
+    let x = random_f32(34, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let a =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(300), 64).unwrap();
+    let b =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(300), 64).unwrap();
+    let (a1, b1, x1) = (a.clone(), b.clone(), x.clone());
+    let t1 = spawn_inline(async move {
+        let first = a1.forward_async(x1.clone(), m).await;
+        let on = thread_name();
+        (first, on, b1.forward(&x1, m))
+    });
+    let (a2, b2, x2) = (a.clone(), b.clone(), x.clone());
+    let t2 = spawn_inline(async move {
+        let first = b2.forward_async(x2.clone(), m).await;
+        let on = thread_name();
+        (first, on, a2.forward(&x2, m))
+    });
+    let (f1, on1, g1) = within(t1, "task 1");
+    let (f2, on2, g2) = within(t2, "task 2");
+    // Replies (and so their wakers) run on batcher threads only, never on a pool thread.
+    for on in [on1, on2] {
+        assert!(!on.starts_with("bitnet-wgpu batch "), "woken on {on}");
+    }
+    for r in [f1, g1, f2, g2] {
+        assert_eq!(r.unwrap(), want);
+    }
+}
