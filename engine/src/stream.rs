@@ -128,15 +128,21 @@ impl Engine {
                 st.rows += rows;
                 st.input_bytes += 4 * x.len() as u64;
                 let work = Workload::bitlinear(rows, n, k, true);
+                // Each chunk counts in `dispatch_stats` as the op it is (not timed: chunks
+                // overlap, so no chunk's own time is seen).
                 let gpu = match (self.gpu_context(), ring.as_mut()) {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
                         match self.submit_chunk(g, r, x, rows, layer, &mut st) {
-                            Ok(f) => Some(f),
+                            Ok(f) => {
+                                g.dispatch.count(1);
+                                Some(f)
+                            }
                             Err(e) if falls_back(self, &e) => {
                                 log::warn!(
                                     "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
                                 );
                                 st.fallbacks += 1;
+                                g.dispatch.count(2);
                                 None
                             }
                             Err(e) => {
@@ -145,7 +151,12 @@ impl Engine {
                             }
                         }
                     }
-                    _ => None,
+                    _ => {
+                        if let Some(g) = self.gpu_raw() {
+                            g.dispatch.count(0);
+                        }
+                        None
+                    }
                 };
                 queue.push_back(InFlight {
                     index,

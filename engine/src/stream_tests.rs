@@ -101,3 +101,29 @@ fn trim_pool_gives_back_the_upload_ring() {
     assert_eq!(st.chunks, 1);
     assert!(e.pool_stats().upload_staging_bytes < 1 << 20);
 }
+
+/// Streamed chunks count in `dispatch_stats` as the ops they are, on the backend each ran on
+/// (they were missing, though the dispatch docs count streaming among the dispatched ops).
+#[test]
+fn streamed_chunks_count_in_the_dispatch_stats() {
+    let e = crate::test_gpu::gpu();
+    let v: Vec<f32> = (0..16 * 64).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    let w = bitnet_cpu_ref::quantize_weights(&v, 16, 64).unwrap();
+    let layer = crate::Linear::new(&e, w);
+    let x = vec![0.5f32; 2 * 64];
+    let chunks = [&x[..], &x[..], &x[..]];
+    for (policy, gpu, cpu) in [
+        (crate::DispatchPolicy::Gpu, 3, 0),
+        (crate::DispatchPolicy::Cpu, 0, 3),
+    ] {
+        e.set_dispatch_policy(policy).unwrap();
+        let before = e.dispatch_stats();
+        e.stream_bitlinear(chunks, &layer, |_, _| Ok(())).unwrap();
+        let after = e.dispatch_stats();
+        assert_eq!(
+            (after.gpu_runs - before.gpu_runs, after.cpu_runs - before.cpu_runs),
+            (gpu, cpu),
+            "{policy:?}"
+        );
+    }
+}
