@@ -151,6 +151,9 @@ fn on_gpu<T>(
             if is_gpu_fault(&e)
                 || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
         {
+            if is_capability_error(&e) {
+                d.demote_gpu(w);
+            }
             let e = g.explain(e);
             log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
             if matches!(e, Error::OutOfMemory { .. }) {

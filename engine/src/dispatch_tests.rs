@@ -132,3 +132,31 @@ fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
     let factor = g.dispatch.factors(&work)[1].load(Ordering::Relaxed);
     assert_eq!(f64::from_bits(factor), 1.0);
 }
+
+/// Under `Auto`, a shape the device cannot take (a binding limit) is remembered: it went to the
+/// GPU, uploaded its inputs, failed and re-ran on the CPU on every call.
+#[test]
+fn a_shape_the_device_cannot_take_stays_on_the_cpu() {
+    let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    let mut c = resident_only_model();
+    c.upload_bytes_per_s = 1e12;
+    c.download_bytes_per_s = 1e12;
+    c.gpu = [crate::calibrate::Cost {
+        fixed_s: 1e-5,
+        per_unit_s: 0.0,
+    }; 4];
+    e.set_calibration(c).unwrap();
+    let (m, n, k) = (16, 64, 32768);
+    let w = ternary(n, k);
+    let x = vec![0.5f32; m * k];
+    let want = bitnet_cpu_ref::bitlinear(&x, m, &w).unwrap();
+    for _ in 0..20 {
+        assert_eq!(e.bitlinear(&x, m, &w).unwrap(), want);
+    }
+    let s = e.dispatch_stats();
+    assert_eq!(s.fallbacks, 1, "{s:?}");
+}

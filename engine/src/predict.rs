@@ -221,6 +221,17 @@ impl Dispatcher {
         self.update_threshold(w.class);
     }
 
+    /// Marks the GPU as unable to take ops of `w`'s class and size (a device limit or missing
+    /// feature under `Auto`): every such call uploaded its inputs, failed and re-ran on the CPU.
+    /// Its GPU factor goes to the cap, so they stay on the CPU, and the GPU is tried again only
+    /// as a probe ([`Dispatcher::gpu_probe_due`]).
+    pub(crate) fn demote_gpu(&self, w: &Workload) {
+        if self.ready.load(Ordering::Acquire) != 0 {
+            store(&self.factors(w)[1], ADAPT_MAX);
+            self.update_threshold(w.class);
+        }
+    }
+
     /// Whether the sampled CPU call of `w` should run on the GPU instead, to time it again: the
     /// class left the GPU because its GPU runs measured slower than calibrated (factor above 1),
     /// and the GPU would win at its calibrated time. Without such probes a class demoted by a

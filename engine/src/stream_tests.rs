@@ -107,7 +107,9 @@ fn trim_pool_gives_back_the_upload_ring() {
 #[test]
 fn streamed_chunks_count_in_the_dispatch_stats() {
     let e = crate::test_gpu::gpu();
-    let v: Vec<f32> = (0..16 * 64).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    let v: Vec<f32> = (0..16 * 64)
+        .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+        .collect();
     let w = bitnet_cpu_ref::quantize_weights(&v, 16, 64).unwrap();
     let layer = crate::Linear::new(&e, w);
     let x = vec![0.5f32; 2 * 64];
@@ -121,7 +123,10 @@ fn streamed_chunks_count_in_the_dispatch_stats() {
         e.stream_bitlinear(chunks, &layer, |_, _| Ok(())).unwrap();
         let after = e.dispatch_stats();
         assert_eq!(
-            (after.gpu_runs - before.gpu_runs, after.cpu_runs - before.cpu_runs),
+            (
+                after.gpu_runs - before.gpu_runs,
+                after.cpu_runs - before.cpu_runs
+            ),
             (gpu, cpu),
             "{policy:?}"
         );
