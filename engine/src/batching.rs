@@ -144,7 +144,13 @@ impl BatchingLinear {
     /// batch there could wait for that thread itself, or for another batcher waiting for this one.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         if ON_BATCHER_THREAD.get() {
-            return self.inner.linear.forward(x, m);
+            // On the batchers' pool, as a batch's op: the callers this thread's batches answer
+            // may be blocking every worker of rayon's global pool.
+            let run = || self.inner.linear.forward(x, m);
+            return match batch_pool() {
+                Some(pool) => pool.install(run),
+                None => run(),
+            };
         }
         pollster::block_on(self.forward_async(x.to_vec(), m))
     }

@@ -236,7 +236,7 @@ impl Engine {
                     self.load_or_calibrate(g);
                 }
                 let (cpu, gpu) = g.dispatch.predict(w);
-                if gpu < cpu {
+                if gpu < cpu && !g.dispatch.unfit(w) {
                     BackendKind::Gpu
                 } else {
                     BackendKind::Cpu

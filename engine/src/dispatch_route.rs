@@ -33,19 +33,22 @@ impl Engine {
         gpu: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
         let route = match route {
-            // A timed CPU run, or now and then a GPU run to time the GPU again.
+            // A timed CPU run, or now and then a GPU run to time the GPU again (counted as that,
+            // not as the CPU run `route` counted).
             Route::Sampled(g)
                 if g.dispatch.policy() == DispatchPolicy::Auto
                     && g.dispatch.gpu_probe_due(w)
-                    && !g.is_lost() =>
+                    && !g.is_lost()
+                    && !g.dispatch.unfit(w) =>
             {
+                g.dispatch.stats[0].fetch_sub(1, Ordering::Relaxed);
                 Route::Gpu(g)
             }
             route => route,
         };
         match route {
             Route::Cpu => cpu(),
-            Route::Sampled(g) => {
+            Route::Sampled(g) | Route::CpuProbe(g) => {
                 let started = Instant::now();
                 let r = cpu();
                 g.dispatch.observe(w, 0, started.elapsed().as_secs_f64());
@@ -100,6 +103,9 @@ impl Engine {
                 return false;
             }
         }
+        if d.unfit(&w) {
+            return false;
+        }
         let (cpu, gpu) = d.predict(&w);
         gpu < cpu
     }
@@ -110,7 +116,8 @@ impl Engine {
 #[inline(never)]
 fn gpu_route<'a>(g: &'a Gpu, w: &Workload, policy: u8) -> Route<'a> {
     if policy == DispatchPolicy::Auto.code() && g.dispatch.cpu_probe_due(w) {
-        Route::Sampled(g)
+        g.dispatch.count_cpu();
+        Route::CpuProbe(g)
     } else {
         Route::Gpu(g)
     }
@@ -120,8 +127,10 @@ fn gpu_route<'a>(g: &'a Gpu, w: &Workload, policy: u8) -> Route<'a> {
 pub(crate) enum Route<'a> {
     /// cpu-ref, untimed.
     Cpu,
-    /// cpu-ref, timed to adapt the model.
+    /// cpu-ref, timed to adapt the model (now and then a GPU run instead, to time the GPU).
     Sampled(&'a Gpu),
+    /// cpu-ref, timed: a GPU-bound call of a class that left the CPU, timing the CPU again.
+    CpuProbe(&'a Gpu),
     /// The GPU path (CPU on a fault).
     Gpu(&'a Gpu),
 }
@@ -139,9 +148,10 @@ fn on_gpu<T>(
     let policy = d.policy();
     let t = Instant::now();
     match gpu() {
-        // A policy changed to `Cpu` meanwhile may have run the op on host tensors (the GPU path's
-        // uploads follow the policy): neither counted nor timed as a GPU run then.
-        Ok(v) if d.policy() != policy => Ok(v),
+        // A policy changed to `Cpu` since the route was chosen may have run the op on host
+        // tensors (the GPU path's uploads follow the policy): neither counted nor timed as a
+        // GPU run then.
+        Ok(v) if policy == DispatchPolicy::Cpu || d.policy() != policy => Ok(v),
         Ok(v) => {
             d.count(1);
             d.observe(w, 1, t.elapsed().as_secs_f64());
@@ -152,7 +162,7 @@ fn on_gpu<T>(
                 || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
         {
             if is_capability_error(&e) {
-                d.demote_gpu(w);
+                d.mark_unfit(w);
             }
             let e = g.explain(e);
             log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");

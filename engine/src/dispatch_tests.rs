@@ -160,3 +160,147 @@ fn a_shape_the_device_cannot_take_stays_on_the_cpu() {
     let s = e.dispatch_stats();
     assert_eq!(s.fallbacks, 1, "{s:?}");
 }
+
+/// CPU `cpu_fixed` and GPU `gpu_fixed` seconds per call for every class; free transfers.
+fn flat_model(cpu_fixed: f64, gpu_fixed: f64) -> Calibration {
+    use crate::calibrate::Cost;
+    Calibration {
+        key: "dispatch test".into(),
+        upload_bytes_per_s: 1e12,
+        download_bytes_per_s: 1e12,
+        cpu: [Cost {
+            fixed_s: cpu_fixed,
+            per_unit_s: 0.0,
+        }; 4],
+        gpu: [Cost {
+            fixed_s: gpu_fixed,
+            per_unit_s: 0.0,
+        }; 4],
+    }
+}
+
+/// A GPU probe (a sampled CPU call sent to the GPU) counts once, as a GPU run: `route` had
+/// counted it as a CPU run too.
+#[test]
+fn a_gpu_probe_counts_once_as_a_gpu_run() {
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(flat_model(5e-4, 1e-5)).unwrap();
+    let g = e.gpu_raw().unwrap();
+    let (m, n, k) = (16, 64, 64);
+    let work = Workload::bitlinear(m, n, k, false);
+    // GPU factor 100: the CPU wins, and the GPU is probed now and then.
+    g.dispatch.factors(&work)[1].store(100f64.to_bits(), Ordering::Relaxed);
+    g.dispatch.update_threshold(work.class);
+    let w = ternary(n, k);
+    let x = vec![0.5f32; m * k];
+    let before = e.dispatch_stats();
+    let calls = 4096u64;
+    for _ in 0..calls {
+        e.bitlinear(&x, m, &w).unwrap();
+    }
+    let s = e.dispatch_stats();
+    let (c, gr, f) = (
+        s.cpu_runs - before.cpu_runs,
+        s.gpu_runs - before.gpu_runs,
+        s.fallbacks - before.fallbacks,
+    );
+    assert_eq!(c + gr + f, calls, "one op counted once");
+    assert!(
+        c > 0 && gr > 0,
+        "the GPU probes ran: {c} CPU, {gr} GPU runs"
+    );
+}
+
+/// A CPU probe (a GPU-bound call run on the CPU, timed) counts as a CPU run: it counted nowhere.
+#[test]
+fn a_cpu_probe_counts_as_a_cpu_run() {
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(flat_model(1e-4, 5e-4)).unwrap();
+    let g = e.gpu_raw().unwrap();
+    let (m, n, k) = (16, 64, 64);
+    let work = Workload::bitlinear(m, n, k, false);
+    g.dispatch.factors(&work)[0].store(100f64.to_bits(), Ordering::Relaxed);
+    g.dispatch.update_threshold(work.class);
+    let w = ternary(n, k);
+    let x = vec![0.5f32; m * k];
+    let before = e.dispatch_stats();
+    let calls = 4096u64;
+    for _ in 0..calls {
+        e.bitlinear(&x, m, &w).unwrap();
+    }
+    let s = e.dispatch_stats();
+    let (c, gr, f) = (
+        s.cpu_runs - before.cpu_runs,
+        s.gpu_runs - before.gpu_runs,
+        s.fallbacks - before.fallbacks,
+    );
+    assert_eq!(c + gr + f, calls, "one op counted once");
+    assert!(
+        c > 0 && gr > 0,
+        "the CPU probes ran: {c} CPU, {gr} GPU runs"
+    );
+}
+
+/// A change to `Cpu` by another thread after the route was chosen but before the GPU run starts
+/// (simulated inside `valid`, which runs in that window) runs the op on host tensors: it is not
+/// counted or timed as a GPU run (the snapshot was taken too late to see it).
+#[test]
+fn a_policy_change_before_the_gpu_run_is_not_timed_as_one() {
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(flat_model(1e-3, 1e-4)).unwrap();
+    let g = e.gpu_raw().unwrap();
+    let w = ternary(64, 64);
+    let work = Workload::bitlinear(1, 64, 64, false);
+    let before = e.dispatch_stats();
+    let y = e
+        .off_cpu(
+            Route::Gpu(g),
+            "bitlinear",
+            &work,
+            || {
+                e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+                true
+            },
+            || Ok(bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w)?),
+            || {
+                let x = e.upload_f32(&[0.5; 64], &[1, 64])?;
+                assert_eq!(x.location(), crate::tensor::Location::Host);
+                e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32()
+            },
+        )
+        .unwrap();
+    assert_eq!(y, bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w).unwrap());
+    let factor = f64::from_bits(g.dispatch.factors(&work)[1].load(Ordering::Relaxed));
+    assert_eq!(e.dispatch_stats().gpu_runs, before.gpu_runs);
+    assert_eq!(factor, 1.0);
+}
+
+/// A shape the device cannot take (K too long for a 64 KiB binding) is remembered alone: capping
+/// its size bucket's GPU factor sent another shape of that bucket, which the device runs and
+/// which wins there, to the CPU.
+#[test]
+fn a_shape_the_device_cannot_take_leaves_other_shapes_alone() {
+    let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
+    e.set_calibration(flat_model(1e-3, 1e-5)).unwrap();
+    let (m, n, k) = (16, 2048, 1024); // 33.5M units, as 16 x 64 x 32768
+    let w_ok = ternary(n, k);
+    let x_ok = vec![0.5f32; m * k];
+    let want = bitnet_cpu_ref::bitlinear(&x_ok, m, &w_ok).unwrap();
+    let w_bad = ternary(64, 32768);
+    let x_bad = vec![0.5f32; 16 * 32768];
+    e.bitlinear(&x_bad, 16, &w_bad).unwrap(); // a capability error: remembered
+    let s2 = e.dispatch_stats();
+    assert_eq!(s2.fallbacks, 1);
+    for _ in 0..20 {
+        assert_eq!(e.bitlinear(&x_ok, m, &w_ok).unwrap(), want);
+    }
+    let s3 = e.dispatch_stats();
+    assert_eq!(s3.gpu_runs - s2.gpu_runs, 20);
+}

@@ -33,6 +33,10 @@ pub(crate) struct Dispatcher {
     pub(crate) stats: [AtomicU64; 3],
     /// Calls that asked for a probe of the other backend (one in [`PROBE_EVERY`] gets one).
     pub(crate) probes: AtomicU64,
+    /// Shapes the device could not take ([`Dispatcher::mark_unfit`]), and whether there are any
+    /// (so that decisions skip the lock until there are).
+    pub(crate) unfit: Mutex<Vec<Workload>>,
+    pub(crate) any_unfit: std::sync::atomic::AtomicBool,
     /// The background retry of a failed lazy calibration (`recalibrate.rs`).
     pub(crate) retry: crate::recalibrate::Retry,
 }
@@ -58,6 +62,14 @@ fn bucket_units(b: usize) -> (u64, u64) {
         (1u64 << (4 * (b + 1))) - 1
     };
     (first, last)
+}
+
+/// Most shapes [`Dispatcher::mark_unfit`] remembers.
+pub(crate) const UNFIT_MAX: usize = 64;
+
+/// Whether a shape the device could not take (`u`) means it cannot take `w` either.
+fn covers(u: &Workload, w: &Workload) -> bool {
+    u.class == w.class && u.n == w.n && u.k == w.k && w.rows >= u.rows
 }
 
 /// Sampled calls per probe of the backend a class left (see [`Dispatcher::gpu_probe_due`]).
@@ -126,6 +138,8 @@ impl Dispatcher {
             cpu_below: Default::default(),
             stats: Default::default(),
             probes: AtomicU64::new(0),
+            unfit: Mutex::new(Vec::new()),
+            any_unfit: std::sync::atomic::AtomicBool::new(false),
             retry: Default::default(),
         }
     }
@@ -221,15 +235,31 @@ impl Dispatcher {
         self.update_threshold(w.class);
     }
 
-    /// Marks the GPU as unable to take ops of `w`'s class and size (a device limit or missing
-    /// feature under `Auto`): every such call uploaded its inputs, failed and re-ran on the CPU.
-    /// Its GPU factor goes to the cap, so they stay on the CPU, and the GPU is tried again only
-    /// as a probe ([`Dispatcher::gpu_probe_due`]).
-    pub(crate) fn demote_gpu(&self, w: &Workload) {
-        if self.ready.load(Ordering::Acquire) != 0 {
-            store(&self.factors(w)[1], ADAPT_MAX);
-            self.update_threshold(w.class);
+    /// Remembers that the device cannot take `w` (a device limit or missing feature under
+    /// `Auto`): every such call uploaded its inputs, failed and re-ran on the CPU. Shapes with
+    /// the same class, N and K and at least as many rows go to the CPU from now on (their
+    /// bindings are no smaller); the device's limits do not change, so this is never retried.
+    /// At most [`UNFIT_MAX`] shapes, the oldest forgotten first.
+    pub(crate) fn mark_unfit(&self, w: &Workload) {
+        let mut unfit = self.unfit.lock().unwrap_or_else(|e| e.into_inner());
+        if !unfit.iter().any(|u| covers(u, w)) {
+            if unfit.len() == UNFIT_MAX {
+                unfit.remove(0);
+            }
+            unfit.push(*w);
         }
+        self.any_unfit.store(true, Ordering::Release);
+    }
+
+    /// Whether the device was found unable to take `w` ([`Dispatcher::mark_unfit`]).
+    pub(crate) fn unfit(&self, w: &Workload) -> bool {
+        self.any_unfit.load(Ordering::Acquire)
+            && self
+                .unfit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .any(|u| covers(u, w))
     }
 
     /// Whether the sampled CPU call of `w` should run on the GPU instead, to time it again: the

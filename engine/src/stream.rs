@@ -81,6 +81,8 @@ struct InFlight<'a> {
     rows: usize,
     /// The GPU read-back, or `None` to compute on the CPU.
     gpu: Option<Pending>,
+    /// The chunk was headed for the GPU and failed there before its read-back.
+    fell_back: bool,
 }
 
 impl Engine {
@@ -128,21 +130,17 @@ impl Engine {
                 st.rows += rows;
                 st.input_bytes += 4 * x.len() as u64;
                 let work = Workload::bitlinear(rows, n, k, true);
-                // Each chunk counts in `dispatch_stats` as the op it is (not timed: chunks
-                // overlap, so no chunk's own time is seen).
+                let mut fell_back = false;
                 let gpu = match (self.gpu_context(), ring.as_mut()) {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
                         match self.submit_chunk(g, r, x, rows, layer, &mut st) {
-                            Ok(f) => {
-                                g.dispatch.count(1);
-                                Some(f)
-                            }
+                            Ok(f) => Some(f),
                             Err(e) if falls_back(self, &e) => {
                                 log::warn!(
                                     "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
                                 );
                                 st.fallbacks += 1;
-                                g.dispatch.count(2);
+                                fell_back = true;
                                 None
                             }
                             Err(e) => {
@@ -151,18 +149,14 @@ impl Engine {
                             }
                         }
                     }
-                    _ => {
-                        if let Some(g) = self.gpu_raw() {
-                            g.dispatch.count(0);
-                        }
-                        None
-                    }
+                    _ => None,
                 };
                 queue.push_back(InFlight {
                     index,
                     x,
                     rows,
                     gpu,
+                    fell_back,
                 });
                 while queue.len() > IN_FLIGHT
                     && let Some(c) = queue.pop_front()
@@ -338,8 +332,17 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
     sink: &mut F,
 ) -> Result<()> {
     let cpu = || Ok::<_, Error>(bitnet_cpu_ref::bitlinear(c.x, c.rows, layer.weights())?);
+    // Each chunk counts in `dispatch_stats` as the op it is, once its backend is known: a CPU
+    // run, a GPU run, or a fallback as `Engine::off_cpu` counts one (not timed: chunks overlap,
+    // so no chunk's own time is seen).
+    let count = |i: usize| {
+        if let Some(g) = layer.engine().gpu_raw() {
+            g.dispatch.count(i);
+        }
+    };
     let y = match c.gpu {
         None => {
+            count(if c.fell_back { 2 } else { 0 });
             st.cpu_chunks += 1;
             cpu()?
         }
@@ -349,10 +352,12 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
             st.result_wait += t.elapsed();
             match r {
                 Ok(y) => {
+                    count(1);
                     st.gpu_chunks += 1;
                     y
                 }
                 Err(e) if falls_back(layer.engine(), &e) => {
+                    count(2);
                     log::warn!(
                         "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",
                         c.index

@@ -132,3 +132,43 @@ fn streamed_chunks_count_in_the_dispatch_stats() {
         );
     }
 }
+
+/// A streamed chunk submitted to the GPU whose read-back then fails (here an injected validation
+/// error of its submission) is re-run on the CPU and counts in `dispatch_stats` as a fallback,
+/// as the stream's own stats count it (it counted as a GPU run, counted when submitted).
+#[test]
+fn a_chunk_failing_at_its_read_counts_as_a_fallback() {
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(crate::DispatchPolicy::Gpu).unwrap();
+    let v: Vec<f32> = (0..16 * 64)
+        .map(|i| ((i * 7919) % 13) as f32 - 6.0)
+        .collect();
+    let w = bitnet_cpu_ref::quantize_weights(&v, 16, 64).unwrap();
+    let layer = crate::Linear::new(&e, w.clone());
+    layer.device_weights().unwrap();
+    e.sync().unwrap();
+    let x = vec![0.5f32; 2 * 64];
+    let want = bitnet_cpu_ref::bitlinear(&x, 2, &w).unwrap();
+    let chunks = [&x[..], &x[..], &x[..]];
+    let before = e.dispatch_stats();
+    e.inject_fault(crate::InjectedFault::Validation);
+    let st = e
+        .stream_bitlinear(chunks, &layer, |_, y| {
+            assert_eq!(y, &want[..]);
+            Ok(())
+        })
+        .unwrap();
+    let s = e.dispatch_stats();
+    eprintln!(
+        "stream: gpu_chunks {} cpu_chunks {} fallbacks {}; dispatch_stats delta: gpu_runs {} cpu_runs {} fallbacks {}",
+        st.gpu_chunks,
+        st.cpu_chunks,
+        st.fallbacks,
+        s.gpu_runs - before.gpu_runs,
+        s.cpu_runs - before.cpu_runs,
+        s.fallbacks - before.fallbacks
+    );
+    assert!(st.fallbacks >= 1, "the injected fault hit a chunk");
+    assert_eq!(s.fallbacks - before.fallbacks, st.fallbacks as u64);
+    assert_eq!(s.gpu_runs - before.gpu_runs, st.gpu_chunks as u64);
+}

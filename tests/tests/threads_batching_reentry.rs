@@ -163,3 +163,40 @@ fn two_batchers_inline_cycle() {
         assert_eq!(r.unwrap(), want);
     }
 }
+
+/// A task woken on a batcher thread runs `forward` there, unbatched — on the batchers' pool: on
+/// the batcher thread itself, a layer large enough for cpu-ref to split sent its work to rayon's
+/// global pool, whose every worker waited in `forward` on this batcher (deadlock).
+#[test]
+fn unbatched_forward_on_batcher_thread_while_global_workers_wait() {
+    let e = Engine::cpu();
+    let (n, k) = (1024, 1024);
+    let w = weights(n, k, 41);
+    let x = random_f32(42, k, -1.0, 1.0);
+    let want = cpu_ref::bitlinear(&x, 1, &w).unwrap();
+    let a = BatchingLinear::new(Linear::new(&e, w), Duration::from_millis(500), 1 << 20).unwrap();
+    let (a1, x1) = (a.clone(), x.clone());
+    let task = spawn_inline(async move {
+        let first = a1.forward_async(x1.clone(), 1).await;
+        let again = a1.forward(&x1, 1);
+        (first, again)
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let workers = rayon::current_num_threads();
+    let (tx, rx) = mpsc::channel();
+    let (a2, x2) = (a.clone(), x.clone());
+    std::thread::spawn(move || {
+        let r: Vec<_> = (0..2 * workers)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|_| a2.forward(&x2, 1))
+            .collect();
+        let _ = tx.send(r);
+    });
+    let (first, again) = within(task, "the resumed task");
+    assert_eq!(first.unwrap(), want);
+    assert_eq!(again.unwrap(), want);
+    for r in within(rx, "the rayon callers") {
+        assert_eq!(r.unwrap(), want);
+    }
+}
