@@ -1,8 +1,8 @@
 //! [`BatchingLinear`]: automatic batching of concurrent requests on the same weights, as a
 //! decode server batches.
 //!
-//! Callers submit `[M, K]` activations from any thread (rayon's workers included: every batch runs
-//! its op on a rayon pool of the batchers' own, `batch_pool`); a batcher
+//! Callers submit `[M, K]` activations from any thread (rayon's workers included: a batch's CPU
+//! work runs on a rayon pool of the batchers' own, `batch_pool`); a batcher
 //! thread takes the first waiting request, collects every request that arrives within the window
 //! (or until the batch reaches `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a
 //! single BitLinear through the layer's [`Linear`] (so dispatch, resident weights and CPU
@@ -144,13 +144,8 @@ impl BatchingLinear {
     /// batch there could wait for that thread itself, or for another batcher waiting for this one.
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         if ON_BATCHER_THREAD.get() {
-            // On the batchers' pool, as a batch's op: the callers this thread's batches answer
-            // may be blocking every worker of rayon's global pool.
-            let run = || self.inner.linear.forward(x, m);
-            return match batch_pool() {
-                Some(pool) => pool.install(run),
-                None => run(),
-            };
+            // Its CPU work on the batchers' pool, as a batch's (`cpu_work`).
+            return self.inner.linear.forward(x, m);
         }
         pollster::block_on(self.forward_async(x.to_vec(), m))
     }
@@ -177,8 +172,22 @@ impl Drop for Batcher {
 
 thread_local! {
     /// Whether this thread is a batcher thread (the only threads that send replies, so the only
-    /// ones a reply's waker runs on).
+    /// ones a reply's waker runs on; their layers' CPU work goes to the batchers' pool).
     static ON_BATCHER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` — a [`Linear`]'s cpu-ref work, which may split into rayon tasks — on the batchers'
+/// pool when called on a batcher thread, else right here. Callers wait blocked in
+/// [`BatchingLinear::forward`], maybe every worker of rayon's global pool (a server fanning
+/// requests out with `par_iter`), so a batch's rayon tasks there would wait for them forever
+/// (deadlock). Only the CPU work hops: a batch the GPU runs stays on the batcher thread, as a hop
+/// costs a pool wake-up and the batcher's own (13 µs back to back, 35 µs after 100 µs idle, on
+/// the 2-core test machine).
+pub(crate) fn cpu_work<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match batch_pool().filter(|_| ON_BATCHER_THREAD.get()) {
+        Some(pool) => pool.install(f),
+        None => f(),
+    }
 }
 
 /// The batcher thread: collect, merge, run, split.
@@ -224,15 +233,9 @@ fn serve(
             continue;
         }
         // A panic while running one batch (an engine bug) drops that batch's replies — its
-        // callers get an error — and the server goes on with the next.
-        // Callers wait blocked (`forward`), maybe every worker of rayon's global pool (a server
-        // fanning requests out with `par_iter`): the op's own rayon work (cpu-ref's splits, the
-        // upload copies) runs on the batchers' pool, or it could wait for them forever — for
-        // every batch, since a batch of other callers' requests can be the one they queue behind.
-        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| match batch_pool() {
-            Some(pool) => pool.install(|| run_batch(linear, &ok, stats)),
-            None => run_batch(linear, &ok, stats),
-        }));
+        // callers get an error — and the server goes on with the next. Its CPU work, if any,
+        // runs on the batchers' pool (`cpu_work`).
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| run_batch(linear, &ok, stats)));
         match ran {
             // Replies go out from this thread, never a pool thread: a waker that polls its task
             // there may call `forward` again (answered unbatched here) or drop the last handle
@@ -251,10 +254,8 @@ fn serve(
 }
 
 /// The rayon pool (as many threads as the global one, started on first use) that runs every
-/// batch's op: blocked in [`BatchingLinear::forward`], callers may be every worker of rayon's
-/// global pool (a server fanning requests out with `par_iter`), which would then never run the
-/// merged op's rayon tasks. `None` where it could not be started (the batch then runs on the
-/// batcher's thread).
+/// batch's CPU work ([`cpu_work`]). `None` where it could not be started (the work then runs on
+/// the batcher's thread).
 fn batch_pool() -> Option<&'static rayon::ThreadPool> {
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {

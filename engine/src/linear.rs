@@ -145,7 +145,9 @@ impl Linear {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
         let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());
         match e.route(work) {
-            Route::Cpu => bitnet_cpu_ref::bitlinear(x, m, w).map_err(Into::into),
+            Route::Cpu => {
+                crate::batching::cpu_work(|| bitnet_cpu_ref::bitlinear(x, m, w)).map_err(Into::into)
+            }
             route => self.forward_off_cpu(route, work, x, m),
         }
     }
@@ -165,7 +167,11 @@ impl Linear {
             "bitlinear",
             &work,
             || bitlinear_input_ok(x, m, w),
-            || Ok(bitnet_cpu_ref::bitlinear(x, m, w)?),
+            || {
+                Ok(crate::batching::cpu_work(|| {
+                    bitnet_cpu_ref::bitlinear(x, m, w)
+                })?)
+            },
             || {
                 let xt = e.upload_f32(x, &[m, w.k()])?;
                 e.bitlinear_tensor(&xt, &self.device_weights()?)?.read_f32()
