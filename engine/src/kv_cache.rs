@@ -45,7 +45,7 @@ use crate::tensor::{DType, Location, Tensor};
 mod rope;
 #[path = "kv_cache_store.rs"]
 mod store;
-use store::{Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
+use store::{Rescue, Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
 
 const OP: &str = "kv_cache";
 
@@ -63,6 +63,8 @@ pub struct KvCache {
     segments: Vec<(usize, Lineage)>,
     /// The longest prefix handed out as a view since the buffers were made.
     viewed: AtomicUsize,
+    /// The buffers of the last copy on write, until its copy is known good (`kv_cache_store.rs`).
+    rescue: Option<Rescue>,
 }
 
 impl Engine {
@@ -103,6 +105,7 @@ impl Engine {
             },
             segments: Vec::new(),
             viewed: AtomicUsize::new(0),
+            rescue: None,
         };
         if let Some(gpu) = self.gpu_context() {
             cache.store = cache.device_store(gpu)?;
@@ -151,6 +154,7 @@ impl KvCache {
     /// another engine's tensors, a lost device, an error already known in `k`'s or `v`'s lineage.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         let t = self.check_append(k, v)?;
+        self.recover()?;
         self.place()?;
         let row = self.row();
         match &mut self.store {

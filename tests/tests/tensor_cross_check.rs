@@ -14,6 +14,7 @@ mod tensor_cross_check {
     mod errors_shape;
     mod gated;
     mod kv_cache;
+    mod kv_cache_faults;
     mod kv_cache_fused;
     mod kv_cache_rope;
     mod long_loops;

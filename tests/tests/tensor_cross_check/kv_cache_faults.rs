@@ -1,0 +1,44 @@
+//! `KvCache` under transient GPU faults in its own copies: the copy on write after a truncate
+//! (a view of the dropped positions alive) failing must not lose the positions it kept.
+
+use bitnet_tests::gpu_engine_with;
+use bitnet_wgpu::{EngineOptions, Error, InjectedFault};
+
+use super::common::{bits, values};
+
+/// A copy on write lost to a transient fault (a failed submission) is redone from the buffers
+/// it copied at the next append: the kept positions read back intact afterwards. They read the
+/// fault for good before (`truncate` keeps them, so only `clear` got the cache going again),
+/// though their bytes were intact in the old buffers the live view still held.
+#[test]
+fn a_failed_copy_on_write_is_redone_at_the_next_append() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let mut c = e.kv_cache(16, 1, 4).unwrap();
+    let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
+    let (k, v) = (values(1, 16, -2.0, 2.0), values(2, 16, -2.0, 2.0));
+    c.append(&up(&k), &up(&v)).unwrap();
+    let old = c.keys().unwrap();
+    assert_eq!(bits(&old.read_f32().unwrap()), bits(&k));
+    c.truncate(2);
+    // The next dispatch is the copy on write (the view `old` covers the dropped positions).
+    e.inject_fault(InjectedFault::Validation);
+    let (k1, v1) = (values(3, 4, -2.0, 2.0), values(4, 4, -2.0, 2.0));
+    c.append(&up(&k1), &up(&v1)).unwrap();
+    let got = c.keys().unwrap().read_f32();
+    assert!(matches!(got, Err(Error::Validation { .. })), "{got:?}");
+    // Roll the failed step back and append it again: the copy is redone.
+    c.truncate(2);
+    c.append(&up(&k1), &up(&v1)).unwrap();
+    let keys = c.keys().unwrap().read_f32().unwrap();
+    let values_ = c.values().unwrap().read_f32().unwrap();
+    assert_eq!(bits(&keys), bits(&[&k[..8], &k1[..]].concat()));
+    assert_eq!(bits(&values_), bits(&[&v[..8], &v1[..]].concat()));
+    assert_eq!(
+        bits(&old.read_f32().unwrap()),
+        bits(&k),
+        "the old view keeps its values"
+    );
+}
