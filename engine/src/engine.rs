@@ -273,10 +273,13 @@ impl Engine {
         })
     }
 
-    /// Drops every cached free buffer and the streams' upload staging ring between streams
-    /// (live tensors are untouched; the next stream makes a new ring).
+    /// Drops every cached free buffer, the streams' upload staging ring between streams (the
+    /// next stream makes a new ring) and RoPE's cached frequency tables (uploaded again on next
+    /// use; they counted as live tensor bytes after every tensor of the caller's was dropped).
+    /// Live tensors are untouched.
     pub fn trim_pool(&self) {
         if let Some(g) = self.gpu_raw() {
+            g.rope_tables.clear();
             g.pool.trim();
             let ring = g.ring.lock().unwrap_or_else(|e| e.into_inner()).take();
             drop(ring);

@@ -1,4 +1,4 @@
-//! Unit tests of the buffer pool: size classes, sizes past every limit.
+//! Unit tests of the buffer pool: size classes, sizes past every limit, what `trim_pool` gives back.
 
 use super::{BufferKind, size_class};
 use crate::error::Error;
@@ -57,4 +57,20 @@ fn free_buffers_are_reused_in_creation_order_not_release_order() {
     drop(b);
     let again = [alloc().id, alloc().id, alloc().id];
     assert_eq!(again, ids);
+}
+
+/// `trim_pool` also drops RoPE's cached tables: they counted as live tensor bytes after every
+/// tensor of the caller's was dropped, and no call gave them back.
+#[test]
+fn trim_pool_gives_back_the_rope_tables() {
+    let e = crate::test_gpu::gpu();
+    let x = e.upload_f32(&[0.5; 2 * 8], &[2, 1, 8]).unwrap();
+    let p = e.upload_u32(&[0, 1], &[2]).unwrap();
+    e.rope(&x, &p, 10_000.0).unwrap().read_f32().unwrap();
+    drop((x, p));
+    e.sync().unwrap();
+    assert!(e.pool_stats().live_bytes > 0, "the table is cached");
+    e.trim_pool();
+    let s = e.pool_stats();
+    assert_eq!((s.live_bytes, s.live_buffers), (0, 0), "{s:?}");
 }

@@ -151,6 +151,7 @@ impl Engine {
         let vec4 = k.is_multiple_of(4);
         let kernel = if vec4 { &ACT_QUANT_VEC4 } else { &ACT_QUANT };
         let (tpr, regs) = act_quant_threads(m, k);
+        let group = gpu.next_seq();
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
             let rows = r.end - r.start;
             let mut launch = Launch::new(gpu, kernel)
@@ -163,6 +164,7 @@ impl Engine {
                     words_per_row: awpr as u32,
                     row_base: r.start as u32,
                 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64));
             launch = if vec4 {
                 launch

@@ -260,6 +260,13 @@ fn rope_dims(
 #[derive(Debug, Default)]
 pub(crate) struct RopeTables(Mutex<HashMap<(usize, u32), Arc<Storage>>>);
 
+impl RopeTables {
+    /// Forgets every table (`Engine::trim_pool`); tensors holding one keep it alive.
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
 /// Tables kept at most (distinct head dims and thetas; a model uses one or two).
 const MAX_TABLES: usize = 64;
 

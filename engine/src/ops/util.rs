@@ -89,12 +89,14 @@ impl Engine {
         };
         let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
         let n = x.len() as u64;
+        let group = gpu.next_seq();
         for r in binding_chunks(gpu, OP, n, 4)? {
             let len = r.end - r.start;
             Launch::new(gpu, &COPY)
                 .input_range(x, 4 * r.start, 4 * len)
                 .output_range(&out, 4 * r.start, 4 * len)
                 .params(&CopyParams { n: len as u32 })
+                .chunk_of(group)
                 .check_finite(NonFiniteCheck::new(OP, "x").at(r.start))
                 .workgroups(len.div_ceil(GROUP_VALUES))
                 .run()?;

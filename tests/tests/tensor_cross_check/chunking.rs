@@ -196,6 +196,21 @@ fn chunked_ops_report_faults_in_cpu_ref_order() {
     let want = cpu_error(cpu::matmul(&host(&a, &[r, c]), &host(&b, &[c, n])));
     let got = gpu_error(e.matmul(&up(&e, &a, &[r, c]), &up(&e, &b, &[c, n])));
     assert_eq!(got, want, "matmul");
+    // copy, and an op reading the copy: NaNs in chunks 0 and 1, the lowest index reported.
+    let a = poisoned(&[(7000, f32::NAN), (5, f32::NAN)]);
+    let copied = e.copy(&up(&e, &a, &[r, c])).unwrap();
+    let got = gpu_error(e.unary(UnaryOp::Relu, &copied));
+    assert!(
+        matches!(
+            got,
+            bitnet_wgpu::Error::NonFinite {
+                op: "copy",
+                index: 5,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
 }
 
 /// RoPE with more positions than one binding holds (x `[5000, 1, 2]` is 40 000 bytes and its
