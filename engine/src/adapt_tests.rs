@@ -1,30 +1,8 @@
 //! Run-time adaptation of the dispatch model: outliers, probes of the backend a class left, and
 //! which CPU calls are timed.
 
+use super::tests::{gpu_wins, model};
 use super::*;
-use crate::calibrate::Cost;
-
-/// GPU: 100 us per call, 0.1 ns per unit; CPU: 1 us per call, 1 ns per unit.
-fn model() -> Calibration {
-    Calibration {
-        key: "adaptation test".into(),
-        upload_bytes_per_s: 1e12,
-        download_bytes_per_s: 1e12,
-        cpu: [Cost {
-            fixed_s: 1e-6,
-            per_unit_s: 1e-9,
-        }; 4],
-        gpu: [Cost {
-            fixed_s: 1e-4,
-            per_unit_s: 1e-10,
-        }; 4],
-    }
-}
-
-fn gpu_wins(d: &Dispatcher, w: &Workload) -> bool {
-    let (cpu, gpu) = d.predict(w);
-    gpu < cpu
-}
 
 /// `calls` decisions as the route makes them (every CPU call taken as a sampled one), each
 /// backend's run measuring `cpu_s` / `gpu_s`; the (CPU, GPU) runs made.

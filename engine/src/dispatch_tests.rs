@@ -179,18 +179,23 @@ fn flat_model(cpu_fixed: f64, gpu_fixed: f64) -> Calibration {
     }
 }
 
-/// A GPU probe (a sampled CPU call sent to the GPU) counts once, as a GPU run: `route` had
-/// counted it as a CPU run too.
-#[test]
-fn a_gpu_probe_counts_once_as_a_gpu_run() {
+/// Runs 4096 calls of a 16 × 64 × 64 BitLinear under `Auto` on a model where `backend` (0 CPU,
+/// 1 GPU) is calibrated faster but measured 100× slower, so the other backend runs them and
+/// `backend` is probed now and then; the (CPU, GPU, fallback) counts, which must add up to the
+/// calls.
+fn probe_counts(backend: usize) -> (u64, u64) {
     let e = crate::test_gpu::gpu();
     e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
-    e.set_calibration(flat_model(5e-4, 1e-5)).unwrap();
+    let (cpu, gpu) = if backend == 1 {
+        (5e-4, 1e-5)
+    } else {
+        (1e-4, 5e-4)
+    };
+    e.set_calibration(flat_model(cpu, gpu)).unwrap();
     let g = e.gpu_raw().unwrap();
     let (m, n, k) = (16, 64, 64);
     let work = Workload::bitlinear(m, n, k, false);
-    // GPU factor 100: the CPU wins, and the GPU is probed now and then.
-    g.dispatch.factors(&work)[1].store(100f64.to_bits(), Ordering::Relaxed);
+    g.dispatch.factors(&work)[backend].store(100f64.to_bits(), Ordering::Relaxed);
     g.dispatch.update_threshold(work.class);
     let w = ternary(n, k);
     let x = vec![0.5f32; m * k];
@@ -206,40 +211,27 @@ fn a_gpu_probe_counts_once_as_a_gpu_run() {
         s.fallbacks - before.fallbacks,
     );
     assert_eq!(c + gr + f, calls, "one op counted once");
+    (c, gr)
+}
+
+/// A GPU probe (a sampled CPU call sent to the GPU) counts once, as a GPU run: `route` had
+/// counted it as a CPU run too.
+#[test]
+fn a_gpu_probe_counts_once_as_a_gpu_run() {
+    let (cpu, gpu) = probe_counts(1);
     assert!(
-        c > 0 && gr > 0,
-        "the GPU probes ran: {c} CPU, {gr} GPU runs"
+        cpu > 0 && gpu > 0,
+        "the GPU probes ran: {cpu} CPU, {gpu} GPU runs"
     );
 }
 
 /// A CPU probe (a GPU-bound call run on the CPU, timed) counts as a CPU run: it counted nowhere.
 #[test]
 fn a_cpu_probe_counts_as_a_cpu_run() {
-    let e = crate::test_gpu::gpu();
-    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
-    e.set_calibration(flat_model(1e-4, 5e-4)).unwrap();
-    let g = e.gpu_raw().unwrap();
-    let (m, n, k) = (16, 64, 64);
-    let work = Workload::bitlinear(m, n, k, false);
-    g.dispatch.factors(&work)[0].store(100f64.to_bits(), Ordering::Relaxed);
-    g.dispatch.update_threshold(work.class);
-    let w = ternary(n, k);
-    let x = vec![0.5f32; m * k];
-    let before = e.dispatch_stats();
-    let calls = 4096u64;
-    for _ in 0..calls {
-        e.bitlinear(&x, m, &w).unwrap();
-    }
-    let s = e.dispatch_stats();
-    let (c, gr, f) = (
-        s.cpu_runs - before.cpu_runs,
-        s.gpu_runs - before.gpu_runs,
-        s.fallbacks - before.fallbacks,
-    );
-    assert_eq!(c + gr + f, calls, "one op counted once");
+    let (cpu, gpu) = probe_counts(0);
     assert!(
-        c > 0 && gr > 0,
-        "the CPU probes ran: {c} CPU, {gr} GPU runs"
+        cpu > 0 && gpu > 0,
+        "the CPU probes ran: {cpu} CPU, {gpu} GPU runs"
     );
 }
 

@@ -316,7 +316,7 @@ mod tests {
     use crate::calibrate::Cost;
 
     /// GPU: 100 us per call, 0.1 ns per unit; CPU: 1 us per call, 1 ns per unit.
-    fn model() -> Calibration {
+    pub(super) fn model() -> Calibration {
         Calibration {
             key: "unit test".into(),
             upload_bytes_per_s: 1e12,
@@ -332,7 +332,8 @@ mod tests {
         }
     }
 
-    fn gpu_wins(d: &Dispatcher, w: &Workload) -> bool {
+    /// Whether the adapted prediction for `w` picks the GPU.
+    pub(super) fn gpu_wins(d: &Dispatcher, w: &Workload) -> bool {
         let (cpu, gpu) = d.predict(w);
         gpu < cpu
     }
