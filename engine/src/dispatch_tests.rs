@@ -100,11 +100,11 @@ fn a_reused_layer_goes_to_the_gpu_where_resident_weights_win() {
     assert!(s.gpu_runs >= 3 && s.cpu_runs <= 1, "{s:?}");
 }
 
-/// A GPU-routed call during which the policy becomes `Cpu` (another thread) may run on host
-/// tensors: it is then neither counted nor timed as a GPU run (its CPU time went into the GPU's
+/// A GPU-routed call whose policy another thread sets to `Cpu` — simulated before the GPU run
+/// starts (`before`: inside `valid`, which runs in that window) or during it — runs on host
+/// tensors; it must be neither counted nor timed as a GPU run (its CPU time went into the GPU's
 /// adaptation factor).
-#[test]
-fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
+fn policy_changed_to_cpu(before: bool) {
     use crate::dispatch::Route;
     let e = crate::test_gpu::gpu();
     e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
@@ -112,25 +112,46 @@ fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
     let g = e.gpu_raw().unwrap();
     let w = ternary(64, 64);
     let work = Workload::bitlinear(1, 64, 64, false);
-    let before = e.dispatch_stats();
+    let to_cpu = || e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let stats = e.dispatch_stats();
     let y = e
         .off_cpu(
             Route::Gpu(g),
             "bitlinear",
             &work,
-            || true,
+            || {
+                if before {
+                    to_cpu();
+                }
+                true
+            },
             || Ok(bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w)?),
             || {
-                e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+                if !before {
+                    to_cpu();
+                }
                 let x = e.upload_f32(&[0.5; 64], &[1, 64])?;
+                assert_eq!(x.location(), crate::tensor::Location::Host);
                 e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32()
             },
         )
         .unwrap();
     assert_eq!(y, bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w).unwrap());
-    assert_eq!(e.dispatch_stats().gpu_runs, before.gpu_runs);
+    assert_eq!(e.dispatch_stats().gpu_runs, stats.gpu_runs);
     let factor = g.dispatch.factors(&work)[1].load(Ordering::Relaxed);
     assert_eq!(f64::from_bits(factor), 1.0);
+}
+
+#[test]
+fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
+    policy_changed_to_cpu(false);
+}
+
+/// The change lands before the GPU run starts: the in-flight check's snapshot, taken there,
+/// missed it at first.
+#[test]
+fn a_policy_change_before_the_gpu_run_is_not_timed_as_one() {
+    policy_changed_to_cpu(true);
 }
 
 /// Under `Auto`, a shape the device cannot take (a binding limit) is remembered: it went to the
@@ -233,41 +254,6 @@ fn a_cpu_probe_counts_as_a_cpu_run() {
         cpu > 0 && gpu > 0,
         "the CPU probes ran: {cpu} CPU, {gpu} GPU runs"
     );
-}
-
-/// A change to `Cpu` by another thread after the route was chosen but before the GPU run starts
-/// (simulated inside `valid`, which runs in that window) runs the op on host tensors: it is not
-/// counted or timed as a GPU run (the snapshot was taken too late to see it).
-#[test]
-fn a_policy_change_before_the_gpu_run_is_not_timed_as_one() {
-    let e = crate::test_gpu::gpu();
-    e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
-    e.set_calibration(flat_model(1e-3, 1e-4)).unwrap();
-    let g = e.gpu_raw().unwrap();
-    let w = ternary(64, 64);
-    let work = Workload::bitlinear(1, 64, 64, false);
-    let before = e.dispatch_stats();
-    let y = e
-        .off_cpu(
-            Route::Gpu(g),
-            "bitlinear",
-            &work,
-            || {
-                e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
-                true
-            },
-            || Ok(bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w)?),
-            || {
-                let x = e.upload_f32(&[0.5; 64], &[1, 64])?;
-                assert_eq!(x.location(), crate::tensor::Location::Host);
-                e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32()
-            },
-        )
-        .unwrap();
-    assert_eq!(y, bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w).unwrap());
-    let factor = f64::from_bits(g.dispatch.factors(&work)[1].load(Ordering::Relaxed));
-    assert_eq!(e.dispatch_stats().gpu_runs, before.gpu_runs);
-    assert_eq!(factor, 1.0);
 }
 
 /// A shape the device cannot take (K too long for a 64 KiB binding) is remembered alone: capping
