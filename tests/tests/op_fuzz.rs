@@ -18,7 +18,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use bitnet_tests::{gpu_engine, gpu_engine_with};
-use bitnet_wgpu::{Engine, EngineOptions, wgpu};
+use bitnet_wgpu::{DispatchPolicy, Engine, EngineOptions, wgpu};
 
 #[path = "op_fuzz/draw.rs"]
 mod draw;
@@ -58,13 +58,25 @@ fn constrained_engine() -> Engine {
 
 /// Has `engine` make the RoPE frequency tables the programs use: it keeps them for later calls,
 /// so they count as live pool bytes once made.
+/// Made on the GPU whatever policy a program left behind (restored after).
 fn warm_rope_tables(engine: &Engine) {
-    for d in ROPE_DIMS {
-        let x = engine.upload_f32(&vec![0.0; d], &[1, 1, d]).unwrap();
-        let positions = engine.upload_u32(&[0], &[1]).unwrap();
-        let y = engine.rope(&x, &positions, ROPE_THETA).unwrap();
-        y.read_f32().unwrap();
-    }
+    try_warm_rope_tables(engine).unwrap();
+}
+
+/// [`warm_rope_tables`], its error returned (a fault a program left armed may hit it).
+fn try_warm_rope_tables(engine: &Engine) -> bitnet_wgpu::Result<()> {
+    let policy = engine.dispatch_policy();
+    engine.set_dispatch_policy(DispatchPolicy::Gpu)?;
+    let made = ROPE_DIMS.iter().try_for_each(|&d| {
+        let x = engine.upload_f32(&vec![0.0; d], &[1, 1, d])?;
+        let positions = engine.upload_u32(&[0], &[1])?;
+        engine
+            .rope(&x, &positions, ROPE_THETA)?
+            .read_f32()
+            .map(drop)
+    });
+    engine.set_dispatch_policy(policy)?;
+    made
 }
 
 /// Runs `seeds` programs of `steps` steps each on `engine`, one after another; after each, the
@@ -88,6 +100,8 @@ fn fuzz_in_sequence(engine: Engine, seeds: std::ops::Range<u64>, steps: usize) {
             after.gpu_runs - before.gpu_runs
         );
         drop(fuzz);
+        // A `trim_pool` step dropped the tables: made again, as the baseline counted them.
+        warm_rope_tables(&engine);
         engine.sync().unwrap();
         assert_eq!(
             engine.pool_stats().live_bytes,
@@ -170,6 +184,16 @@ fn fuzz_with_faults(seeds: std::ops::Range<u64>, steps: usize) {
                 "seed {seed}: {failed} syncs in a row failed after the program: {:?}",
                 engine.sync()
             );
+            // A `trim_pool` step dropped the tables: made again, as the baseline counted them
+            // (past any fault still armed).
+            let failed = (0..faults::RETRIES)
+                .take_while(|_| try_warm_rope_tables(&engine).is_err())
+                .count();
+            assert!(
+                failed < faults::RETRIES,
+                "seed {seed}: the RoPE tables cannot be made"
+            );
+            engine.sync().unwrap();
             assert_eq!(
                 engine.pool_stats().live_bytes,
                 baseline,
