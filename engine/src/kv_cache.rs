@@ -180,7 +180,11 @@ impl KvCache {
                     unreachable!("matched above")
                 };
                 let gpu = self.gpu()?;
-                let (k, v) = (self.engine.to_device(k)?, self.engine.to_device(v)?);
+                // On the context chosen above, whatever the policy says by now.
+                let (k, v) = (
+                    self.engine.to_device_on(gpu, OP, k)?,
+                    self.engine.to_device_on(gpu, OP, v)?,
+                );
                 // A view of this very buffer (the cache's own keys appended again) cannot be
                 // bound for reading and for writing in one dispatch: stage it first.
                 let stage = |src: Tensor, dst: &Tensor| -> Result<Tensor> {

@@ -345,22 +345,36 @@ impl Engine {
                 "to_device needs a GPU engine whose policy is not Cpu".into(),
             ))
         };
-        if self.gpu_context().is_none() {
+        let Some(gpu) = self.gpu_context() else {
             return no_device();
-        }
-        if t.engine().gpu_id() == self.gpu_id() && t.location() == Location::Device {
-            return Ok(t.clone());
-        }
-        let data = t.read_bytes()?;
-        let scales = t.read_scale_bytes()?;
-        let out =
-            self.tensor_from_bytes("to_device", t.shape(), t.dtype(), &data, scales.as_deref())?;
-        // The device may have been lost (or the policy set to Cpu) since the check above, and
-        // the upload then made a host tensor: never hand that out as the device copy.
+        };
+        let out = self.to_device_on(gpu, "to_device", t)?;
+        // The device may have been lost since the check above, and the upload then made a host
+        // tensor: never hand that out as the device copy.
         if out.location() != Location::Device {
             return no_device();
         }
         Ok(out)
+    }
+
+    /// [`Engine::to_device`] onto `gpu`, a context the caller already resolved, whatever the
+    /// policy says by now: an op that chose the device (a KV cache append) must not fail because
+    /// another thread set the policy to `Cpu` in between (it returned `Unsupported`).
+    pub(crate) fn to_device_on(&self, gpu: &Gpu, op: &'static str, t: &Tensor) -> Result<Tensor> {
+        use crate::tensor::Location;
+        if t.engine().gpu_id() == Some(gpu.id) && t.location() == Location::Device {
+            return Ok(t.clone());
+        }
+        let data = t.read_bytes()?;
+        let scales = t.read_scale_bytes()?;
+        self.tensor_from_bytes_on(
+            Some(gpu),
+            op,
+            t.shape(),
+            t.dtype(),
+            &data,
+            scales.as_deref(),
+        )
     }
 }
 
