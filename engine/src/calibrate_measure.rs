@@ -5,6 +5,9 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use super::{Calibration, Cost, OpClass};
+// cpu-ref's timings: their rayon splits go to the batchers' pool when a batch's first decision
+// calibrates on a batcher thread (every global worker may be waiting in `forward` there).
+use crate::batching::cpu_work;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -142,7 +145,7 @@ pub(crate) fn measure_with(
             let (tc, tg) = match class {
                 OpClass::QuantizeWeights => (
                     time(3, || {
-                        bitnet_cpu_ref::quantize_weights(&x, rows, k)
+                        cpu_work(|| bitnet_cpu_ref::quantize_weights(&x, rows, k))
                             .map(drop)
                             .map_err(Error::from)
                     })?,
@@ -153,7 +156,7 @@ pub(crate) fn measure_with(
                 ),
                 _ => (
                     time(3, || {
-                        bitnet_cpu_ref::quantize_activations(&x, rows, k)
+                        cpu_work(|| bitnet_cpu_ref::quantize_activations(&x, rows, k))
                             .map(drop)
                             .map_err(Error::from)
                     })?,
@@ -177,11 +180,12 @@ pub(crate) fn measure_with(
         let mut cpu = [(0.0, 0.0); 2];
         let mut gpu_t = [(sample(class, (0, 0, 0)), 0.0); 2];
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
-            let w = bitnet_cpu_ref::quantize_weights(&values(n * k, i as u32 + 3), n, k)?;
+            let w =
+                cpu_work(|| bitnet_cpu_ref::quantize_weights(&values(n * k, i as u32 + 3), n, k))?;
             let x = values(m * k, i as u32 + 5);
             let units = (m * n * k) as f64;
             let tc = time(3, || {
-                bitnet_cpu_ref::bitlinear(&x, m, &w)
+                cpu_work(|| bitnet_cpu_ref::bitlinear(&x, m, &w))
                     .map(drop)
                     .map_err(Error::from)
             })?;

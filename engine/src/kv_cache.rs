@@ -258,6 +258,9 @@ impl KvCache {
         }
         self.len = len;
         self.segments.retain(|(start, _)| *start < len);
+        // A pending copy on write's redo covers only positions still held from before it: it
+        // must never write over positions appended after this truncate.
+        self.truncate_rescue(len);
         // A host store's words past `len` stay until the next append overwrites them (views
         // may still read them).
     }

@@ -221,6 +221,18 @@ impl KvCache {
         Ok(())
     }
 
+    /// Keeps the pending copy on write's redo within the first `len` positions (a truncate):
+    /// positions from `len` on may be appended again, and a redo must not write the old rows
+    /// over them (it did, with a lineage that read good: silently stale values).
+    pub(super) fn truncate_rescue(&mut self, len: usize) {
+        if let Some(r) = &mut self.rescue {
+            r.rows = r.rows.min(len);
+            if r.rows == 0 {
+                self.rescue = None;
+            }
+        }
+    }
+
     /// Before a device append: forgets the buffers of the last copy on write once its copy is
     /// known good, and redoes the copy from them once it is known to have failed (the positions
     /// still held of those it moved get its new lineage).

@@ -200,3 +200,56 @@ fn unbatched_forward_on_batcher_thread_while_global_workers_wait() {
         assert_eq!(r.unwrap(), want);
     }
 }
+
+/// The first `Auto` decision of a GPU engine calibrates on the thread that asks — here the
+/// batcher thread, whose calibration's cpu-ref timings split into rayon tasks on the global pool
+/// while every global worker waited in `forward` (deadlock). Run in a child process with the
+/// calibration cache off, so that the calibration is measured, not loaded.
+#[test]
+fn a_batch_whose_first_decision_calibrates_while_global_workers_wait() {
+    const CHILD: &str = "BITNET_TEST_CALIBRATING_BATCH";
+    const NAME: &str = "a_batch_whose_first_decision_calibrates_while_global_workers_wait";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture"])
+            .env(CHILD, "1")
+            .env("BITNET_CALIBRATION_CACHE", "off")
+            .env("BITNET_TUNE_CACHE", "off")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+        return;
+    }
+    let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
+        dispatch: bitnet_wgpu::DispatchPolicy::Auto,
+        ..Default::default()
+    });
+    let (n, k) = (256, 256);
+    let w = weights(n, k, 7);
+    let server = BatchingLinear::new(
+        Linear::new(&e, w.clone()),
+        Duration::from_millis(500),
+        1 << 20,
+    )
+    .unwrap();
+    let workers = rayon::current_num_threads();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let xs: Vec<Vec<f32>> = (0..2 * workers)
+            .map(|i| random_f32(10 + i as u64, k, -1.0, 1.0))
+            .collect();
+        let got: Vec<_> = xs
+            .par_iter()
+            .with_max_len(1)
+            .map(|x| (server.forward(x, 1), x.clone()))
+            .collect();
+        let _ = tx.send(got);
+    });
+    for (y, x) in within(rx, "rayon callers whose first batch calibrates") {
+        assert_eq!(y.unwrap(), cpu_ref::bitlinear(&x, 1, &w).unwrap());
+    }
+    assert!(e.calibration().is_some(), "the batch calibrated");
+}

@@ -42,3 +42,46 @@ fn a_failed_copy_on_write_is_redone_at_the_next_append() {
         "the old view keeps its values"
     );
 }
+
+/// A truncate below the positions a failed copy on write moved, then appends, all before the
+/// failure is known: the redo covers only the positions still held from before, never those
+/// appended after the truncate. It wrote the old rows over them with a lineage that read good
+/// (silently stale values); now they read their own append's error or value.
+#[test]
+fn a_redo_never_writes_over_positions_appended_after_a_truncate() {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let mut c = e.kv_cache(16, 1, 4).unwrap();
+    let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
+    let (k, v) = (values(1, 16, -2.0, 2.0), values(2, 16, -2.0, 2.0));
+    c.append(&up(&k), &up(&v)).unwrap();
+    let old = c.keys().unwrap();
+    assert_eq!(bits(&old.read_f32().unwrap()), bits(&k));
+    c.truncate(2);
+    let steps: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+        .map(|i| {
+            (
+                values(3 + 2 * i, 4, -2.0, 2.0),
+                values(4 + 2 * i, 4, -2.0, 2.0),
+            )
+        })
+        .collect();
+    // Uploads are sync points: every operand is made before the fault.
+    let t: Vec<_> = steps.iter().map(|(k, v)| (up(k), up(v))).collect();
+    e.inject_fault(InjectedFault::Validation);
+    c.append(&t[0].0, &t[0].1).unwrap(); // the copy on write of 2 positions, then one more
+    c.truncate(1);
+    c.append(&t[1].0, &t[1].1).unwrap(); // position 1, in the same failed batch
+    assert!(c.keys().unwrap().read_f32().is_err(), "the batch failed");
+    c.append(&t[2].0, &t[2].1).unwrap(); // the redo, then position 2
+    match c.keys().unwrap().read_f32() {
+        // Position 1's append failed with the batch: its error, never the old row.
+        Err(err) => assert!(matches!(err, Error::Validation { .. }), "{err:?}"),
+        Ok(keys) => assert_eq!(
+            bits(&keys),
+            bits(&[&k[..4], &steps[1].0[..], &steps[2].0[..]].concat())
+        ),
+    }
+}
