@@ -41,11 +41,14 @@ use crate::fate::Lineage;
 use crate::ops::host_f32;
 use crate::tensor::{DType, Location, Tensor};
 
+#[path = "kv_cache_rescue.rs"]
+mod rescue;
 #[path = "kv_cache_rope.rs"]
 mod rope;
 #[path = "kv_cache_store.rs"]
 mod store;
-use store::{Rescue, Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
+use rescue::Rescue;
+use store::{Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_side};
 
 const OP: &str = "kv_cache";
 

@@ -1,15 +1,17 @@
 //! Where a [`KvCache`]'s bytes live and how they move: the device or host store, the move to
 //! where the engine runs ops now (host under the `Cpu` policy, device otherwise), copy on write
-//! before an append after a truncate, and the row copies behind every device append (keys and
-//! values in one dispatch where they can be: `copy_rows_pair`). The cache's API (appends, views,
+//! before an append after a truncate (its recovery from a lost copy: `kv_cache_rescue.rs`), and
+//! the row copies behind every device append (keys and values in one dispatch where they can
+//! be: `copy_rows_pair`). The cache's API (appends, views,
 //! truncation) is `kv_cache.rs`.
 
 use std::sync::Arc;
 
+use super::rescue::{Rescue, Verdict, copied_segments, joined, verdict};
 use super::{KvCache, OP};
 use crate::context::Gpu;
 use crate::error::{Error, Result};
-use crate::fate::{Fate, Lineage, Outcome};
+use crate::fate::Lineage;
 use crate::ops::blocks::{BlockCopy, copy_blocks};
 use crate::ops::blocks_pair::{Side, copy_blocks_pair};
 use crate::tensor::{DType, Storage, Tensor};
@@ -27,21 +29,6 @@ pub(super) enum Store {
         keys: Arc<Storage>,
         values: Arc<Storage>,
     },
-}
-
-/// The buffers a copy on write ([`KvCache::make_room`]) moved the cache away from, kept until the
-/// copy of their first `rows` positions is known good: a copy lost to a transient fault (a
-/// failed submission) is then redone from them at the next append, where it poisoned the kept
-/// positions for good (`truncate` keeps them, so only `clear` got the cache going again).
-#[derive(Debug)]
-pub(super) struct Rescue {
-    keys: Tensor,
-    values: Tensor,
-    rows: usize,
-    /// What the kept positions depended on before the copy.
-    kept: Lineage,
-    /// The copy's own fates.
-    copy: Vec<Arc<Fate>>,
 }
 
 /// An empty host side.
@@ -200,14 +187,13 @@ impl KvCache {
         if self.len > 0 {
             let words = self.len * self.row();
             let copy = copy_rows_pair(gpu, (&keys, fk), (&values, fv), words, 0)?;
-            let kept = Lineage::default();
-            for (_, l) in self.segments.iter().filter(|(start, _)| *start < self.len) {
-                kept.share(l);
-            }
-            let moved = Lineage::default();
-            moved.share(&copy);
-            moved.share(&kept);
-            self.segments = vec![(0, moved)];
+            let kept: Vec<(usize, Lineage)> = self
+                .segments
+                .iter()
+                .filter(|(start, _)| *start < self.len)
+                .map(|(start, l)| (*start, joined(&[l])))
+                .collect();
+            self.segments = copied_segments(&kept, &copy);
             self.rescue = Some(Rescue {
                 keys,
                 values,
@@ -219,85 +205,6 @@ impl KvCache {
         self.store = fresh;
         *self.viewed.get_mut() = 0;
         Ok(())
-    }
-
-    /// Keeps the pending copy on write's redo within the first `len` positions (a truncate):
-    /// positions from `len` on may be appended again, and a redo must not write the old rows
-    /// over them (it did, with a lineage that read good: silently stale values).
-    pub(super) fn truncate_rescue(&mut self, len: usize) {
-        if let Some(r) = &mut self.rescue {
-            r.rows = r.rows.min(len);
-            if r.rows == 0 {
-                self.rescue = None;
-            }
-        }
-    }
-
-    /// Before a device append: forgets the buffers of the last copy on write once its copy is
-    /// known good, and redoes the copy from them once it is known to have failed (the positions
-    /// still held of those it moved get its new lineage).
-    pub(super) fn recover(&mut self) -> Result<()> {
-        let Some(r) = &self.rescue else {
-            return Ok(());
-        };
-        match verdict(&r.copy) {
-            Verdict::Good => self.rescue = None,
-            Verdict::Unknown => {}
-            Verdict::Failed => {
-                let Store::Device { keys, values } = &self.store else {
-                    self.rescue = None;
-                    return Ok(());
-                };
-                let rows = r.rows.min(self.len);
-                if rows == 0 {
-                    self.rescue = None;
-                    return Ok(());
-                }
-                let engine = self.engine.clone();
-                let gpu = engine.gpu_raw().ok_or_else(|| {
-                    Error::Unsupported("a device KV cache on the CPU engine".into())
-                })?;
-                let words = rows * self.row();
-                let copy = copy_rows_pair(gpu, (&r.keys, keys), (&r.values, values), words, 0)?;
-                let moved = Lineage::default();
-                moved.share(&copy);
-                moved.share(&r.kept);
-                let fates = copy.snapshot();
-                // The copy wrote the positions below `rows`: segments starting there are the
-                // failed copy's (start 0); later appends keep their own.
-                self.segments.retain(|(start, _)| *start >= rows);
-                self.segments.insert(0, (0, moved));
-                if let Some(r) = &mut self.rescue {
-                    r.copy = fates;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What is known of a copy's fates.
-#[derive(Debug, PartialEq, Eq)]
-enum Verdict {
-    Good,
-    Failed,
-    Unknown,
-}
-
-/// [`Verdict`] of `fates`, without waiting.
-fn verdict(fates: &[Arc<Fate>]) -> Verdict {
-    let mut all_known = true;
-    for f in fates {
-        match f.outcome() {
-            Outcome::Known(Some(_)) => return Verdict::Failed,
-            Outcome::Known(None) => {}
-            Outcome::Pending | Outcome::Reading(_) => all_known = false,
-        }
-    }
-    if all_known {
-        Verdict::Good
-    } else {
-        Verdict::Unknown
     }
 }
 

@@ -85,3 +85,39 @@ fn a_redo_never_writes_over_positions_appended_after_a_truncate() {
         ),
     }
 }
+
+/// A truncate below an append that failed drops its error, with or without a copy on write in
+/// between: the copy on write merged every held position's lineage into one segment from 0, so
+/// the positions appended in good batches read the failed append's error until `clear`.
+#[test]
+fn a_truncate_below_a_failed_append_drops_its_error_after_a_copy_on_write() {
+    for copy_on_write in [false, true] {
+        let e = gpu_engine_with(EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        let mut c = e.kv_cache(16, 1, 4).unwrap();
+        let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
+        let (k0, v0) = (values(1, 20, -2.0, 2.0), values(2, 20, -2.0, 2.0));
+        c.append(&up(&k0), &up(&v0)).unwrap(); // positions 0..5, good
+        assert_eq!(bits(&c.keys().unwrap().read_f32().unwrap()), bits(&k0));
+        let failed = (up(&values(3, 12, -2.0, 2.0)), up(&values(4, 12, -2.0, 2.0)));
+        let more = (up(&values(5, 4, -2.0, 2.0)), up(&values(6, 4, -2.0, 2.0)));
+        e.inject_fault(InjectedFault::Validation);
+        c.append(&failed.0, &failed.1).unwrap(); // positions 5..8, a failed batch
+        assert!(c.keys().unwrap().read_f32().is_err());
+        // A live view of 0..8 makes the next append copy on write.
+        let view = copy_on_write.then(|| c.keys().unwrap());
+        c.truncate(6);
+        c.append(&more.0, &more.1).unwrap();
+        c.truncate(5);
+        let got = c.keys().unwrap().read_f32();
+        let got = got.unwrap_or_else(|e| panic!("copy on write {copy_on_write}: {e}"));
+        assert_eq!(bits(&got), bits(&k0), "copy on write {copy_on_write}");
+        let (k2, v2) = (values(7, 4, -2.0, 2.0), values(8, 4, -2.0, 2.0));
+        c.append(&up(&k2), &up(&v2)).unwrap();
+        let got = c.keys().unwrap().read_f32().unwrap();
+        assert_eq!(bits(&got), bits(&[&k0[..], &k2[..]].concat()));
+        drop(view);
+    }
+}
