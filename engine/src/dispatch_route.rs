@@ -103,11 +103,9 @@ impl Engine {
                 return false;
             }
         }
-        if d.unfit(&w) {
-            return false;
-        }
         let (cpu, gpu) = d.predict(&w);
-        gpu < cpu
+        // The unfit list's lock only for ops the GPU would take.
+        gpu < cpu && !d.unfit(&w)
     }
 }
 
