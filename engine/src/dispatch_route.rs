@@ -159,7 +159,9 @@ fn on_gpu<T>(
             if is_gpu_fault(&e)
                 || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
         {
-            if is_capability_error(&e) {
+            // A device limit is the device's for good; `Unsupported` also names passing
+            // conditions (a blocking call on the engine's own thread, a policy change mid-call).
+            if matches!(e, Error::LimitExceeded { .. }) {
                 d.mark_unfit(w);
             }
             let e = g.explain(e);
