@@ -235,7 +235,7 @@ impl Dispatcher {
         self.update_threshold(w.class);
     }
 
-    /// Remembers that the device cannot take `w` (a device limit or missing feature under
+    /// Remembers that the device cannot take `w` (a device limit, `LimitExceeded`, under
     /// `Auto`): every such call uploaded its inputs, failed and re-ran on the CPU. Shapes with
     /// the same class, N and K and at least as many rows go to the CPU from now on (their
     /// bindings are no smaller); the device's limits do not change, so this is never retried.
