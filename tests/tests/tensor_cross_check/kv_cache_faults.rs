@@ -2,9 +2,35 @@
 //! (a view of the dropped positions alive) failing must not lose the positions it kept.
 
 use bitnet_tests::gpu_engine_with;
-use bitnet_wgpu::{EngineOptions, Error, InjectedFault};
+use bitnet_wgpu::{Engine, EngineOptions, Error, InjectedFault, KvCache, Tensor};
 
 use super::common::{bits, values};
+
+/// An engine that flushes only when asked (reads, uploads), and a 16-position cache of
+/// `[1, 4]` rows on it.
+fn engine_and_cache() -> (Engine, KvCache) {
+    let e = gpu_engine_with(EngineOptions {
+        idle_flush: None,
+        ..Default::default()
+    });
+    let c = e.kv_cache(16, 1, 4).unwrap();
+    (e, c)
+}
+
+/// `v` as `[t, 1, 4]` rows on `e`.
+fn rows(e: &Engine, v: &[f32]) -> Tensor {
+    e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap()
+}
+
+/// [`engine_and_cache`] holding 4 positions (keys, values), and a live view of their keys.
+fn four_positions_and_a_view() -> (Engine, KvCache, Vec<f32>, Vec<f32>, Tensor) {
+    let (e, mut c) = engine_and_cache();
+    let (k, v) = (values(1, 16, -2.0, 2.0), values(2, 16, -2.0, 2.0));
+    c.append(&rows(&e, &k), &rows(&e, &v)).unwrap();
+    let old = c.keys().unwrap();
+    assert_eq!(bits(&old.read_f32().unwrap()), bits(&k));
+    (e, c, k, v, old)
+}
 
 /// A copy on write lost to a transient fault (a failed submission) is redone from the buffers
 /// it copied at the next append: the kept positions read back intact afterwards. They read the
@@ -12,16 +38,8 @@ use super::common::{bits, values};
 /// though their bytes were intact in the old buffers the live view still held.
 #[test]
 fn a_failed_copy_on_write_is_redone_at_the_next_append() {
-    let e = gpu_engine_with(EngineOptions {
-        idle_flush: None,
-        ..Default::default()
-    });
-    let mut c = e.kv_cache(16, 1, 4).unwrap();
-    let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
-    let (k, v) = (values(1, 16, -2.0, 2.0), values(2, 16, -2.0, 2.0));
-    c.append(&up(&k), &up(&v)).unwrap();
-    let old = c.keys().unwrap();
-    assert_eq!(bits(&old.read_f32().unwrap()), bits(&k));
+    let (e, mut c, k, v, old) = four_positions_and_a_view();
+    let up = |v: &[f32]| rows(&e, v);
     c.truncate(2);
     // The next dispatch is the copy on write (the view `old` covers the dropped positions).
     e.inject_fault(InjectedFault::Validation);
@@ -49,16 +67,8 @@ fn a_failed_copy_on_write_is_redone_at_the_next_append() {
 /// (silently stale values); now they read their own append's error or value.
 #[test]
 fn a_redo_never_writes_over_positions_appended_after_a_truncate() {
-    let e = gpu_engine_with(EngineOptions {
-        idle_flush: None,
-        ..Default::default()
-    });
-    let mut c = e.kv_cache(16, 1, 4).unwrap();
-    let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
-    let (k, v) = (values(1, 16, -2.0, 2.0), values(2, 16, -2.0, 2.0));
-    c.append(&up(&k), &up(&v)).unwrap();
-    let old = c.keys().unwrap();
-    assert_eq!(bits(&old.read_f32().unwrap()), bits(&k));
+    let (e, mut c, k, _, _view) = four_positions_and_a_view();
+    let up = |v: &[f32]| rows(&e, v);
     c.truncate(2);
     let steps: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
         .map(|i| {
@@ -92,12 +102,8 @@ fn a_redo_never_writes_over_positions_appended_after_a_truncate() {
 #[test]
 fn a_truncate_below_a_failed_append_drops_its_error_after_a_copy_on_write() {
     for copy_on_write in [false, true] {
-        let e = gpu_engine_with(EngineOptions {
-            idle_flush: None,
-            ..Default::default()
-        });
-        let mut c = e.kv_cache(16, 1, 4).unwrap();
-        let up = |v: &[f32]| e.upload_f32(v, &[v.len() / 4, 1, 4]).unwrap();
+        let (e, mut c) = engine_and_cache();
+        let up = |v: &[f32]| rows(&e, v);
         let (k0, v0) = (values(1, 20, -2.0, 2.0), values(2, 20, -2.0, 2.0));
         c.append(&up(&k0), &up(&v0)).unwrap(); // positions 0..5, good
         assert_eq!(bits(&c.keys().unwrap().read_f32().unwrap()), bits(&k0));
