@@ -172,8 +172,9 @@ pub(crate) fn switch(name: &str, value: Option<&str>) -> Option<bool> {
     verdict
 }
 
-/// Whether this process sees `name`=`value` (a bad setting) for the first time.
-fn first_sighting(name: &str, value: &str) -> bool {
+/// Whether this process sees `name`=`value` (a bad setting) for the first time: each is logged
+/// once.
+pub(crate) fn first_sighting(name: &str, value: &str) -> bool {
     static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let new = !seen.iter().any(|(n, v)| n == name && v == value);

@@ -326,11 +326,7 @@ impl LinearChain {
             .iter()
             .map(|(l, _)| l.weights().n() * l.weights().k())
             .sum();
-        let flag = &self.inner.called;
-        let called = flag.load(Ordering::Acquire) || {
-            flag.store(true, Ordering::Release);
-            false
-        };
+        let called = crate::linear::set_once(&self.inner.called);
         let resident = called || self.inner.device.lock().is_ok_and(|d| d.is_some());
         Workload::bitlinear(1, n, nk.div_ceil(n.max(1)), resident)
     }

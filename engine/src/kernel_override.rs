@@ -73,13 +73,10 @@ pub(crate) fn kernel_text(source: KernelSource) -> Cow<'static, str> {
     }
 }
 
-/// Logs `message` at warn the first time it is seen in this process.
+/// Logs `message` at warn the first time this process sees it.
 fn warn_once(message: &str) {
-    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    if !seen.iter().any(|m| m == message) {
+    if crate::cache_file::first_sighting(KERNEL_OVERRIDE_ENV, message) {
         log::warn!("bitnet-wgpu: {message}");
-        seen.push(message.to_owned());
     }
 }
 

@@ -52,6 +52,14 @@ use store::{Store, copy_rows, copy_rows_pair, host_extend, host_reserve, host_si
 
 const OP: &str = "kv_cache";
 
+/// The GPU context of a device cache's engine (a clone of the engine lets a caller hold it while
+/// changing the cache).
+fn device_of(engine: &Engine) -> Result<&Gpu> {
+    engine
+        .gpu_raw()
+        .ok_or_else(|| Error::Unsupported("a device KV cache on the CPU engine".into()))
+}
+
 /// Keys and values of up to `capacity` positions, `[kv_heads, head_dim]` f32 each; see the
 /// module docs. Created by [`Engine::kv_cache`].
 #[derive(Debug)]
@@ -275,9 +283,7 @@ impl KvCache {
 
     /// The engine's GPU (a device store exists only on a GPU engine).
     fn gpu(&self) -> Result<&Gpu> {
-        self.engine
-            .gpu_raw()
-            .ok_or_else(|| Error::Unsupported("a device KV cache on the CPU engine".into()))
+        device_of(&self.engine)
     }
 
     /// Values per position and side.

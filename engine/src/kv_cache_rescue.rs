@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::KvCache;
 use super::store::{Store, copy_rows_pair};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fate::{Fate, Lineage, Outcome};
 use crate::tensor::Tensor;
 
@@ -61,9 +61,7 @@ impl KvCache {
                     return Ok(());
                 }
                 let engine = self.engine.clone();
-                let gpu = engine.gpu_raw().ok_or_else(|| {
-                    Error::Unsupported("a device KV cache on the CPU engine".into())
-                })?;
+                let gpu = super::device_of(&engine)?;
                 let words = rows * self.row();
                 let copy = copy_rows_pair(gpu, (&r.keys, keys), (&r.values, values), words, 0)?;
                 let fates = copy.snapshot();

@@ -159,9 +159,7 @@ impl KvCache {
             return Ok(());
         }
         let engine = self.engine.clone();
-        let gpu = engine
-            .gpu_raw()
-            .ok_or_else(|| Error::Unsupported("a device KV cache on the CPU engine".into()))?;
+        let gpu = super::device_of(&engine)?;
         if let Some(r) = &self.rescue
             && verdict(&r.copy) != Verdict::Good
         {

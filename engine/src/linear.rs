@@ -48,6 +48,15 @@ struct Inner {
     table: Mutex<Option<Tensor>>,
 }
 
+/// Whether `flag` was already set; sets it. A load first, so that calls after the first one
+/// leave the flag's cache line shared between threads (a swap would write it every call).
+pub(crate) fn set_once(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Acquire) || {
+        flag.store(true, Ordering::Release);
+        false
+    }
+}
+
 impl Linear {
     /// A layer of `engine` with weights `w` (`[N, K]`). Nothing is uploaded yet.
     pub fn new(engine: &Engine, w: TernaryMatrix) -> Linear {
@@ -132,11 +141,7 @@ impl Linear {
     /// Whether a dispatch decision prices the weights as resident (they are, or this layer ran
     /// before); marks the layer as called.
     fn resident(&self) -> bool {
-        let r = &self.inner.resident;
-        r.load(Ordering::Acquire) || {
-            r.store(true, Ordering::Release);
-            false
-        }
+        set_once(&self.inner.resident)
     }
 
     /// `y[M, N] = x[M, K] · Wᵀ` for f32 activations (quantized per row); the same bits as

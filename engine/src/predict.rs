@@ -267,19 +267,28 @@ impl Dispatcher {
     /// and the GPU would win at its calibrated time. Without such probes a class demoted by a
     /// few slow runs was never timed on the GPU again. One sampled call in [`PROBE_EVERY`].
     pub(crate) fn gpu_probe_due(&self, w: &Workload) -> bool {
-        let a = self.factors(w);
-        self.probe_turn() && load(&a[1]) > 1.0 && self.raw(w).1 < self.raw(w).0 * load(&a[0])
+        self.probe_due(w, 1)
     }
 
     /// Whether a GPU call of `w` should run on the CPU instead, timed: the mirror of
     /// [`Dispatcher::gpu_probe_due`] for a class that left the CPU because its sampled CPU runs
     /// measured slower than calibrated. Checked on one GPU call in [`crate::SAMPLE_EVERY`].
     pub(crate) fn cpu_probe_due(&self, w: &Workload) -> bool {
+        sampled(self.stats[1].load(Ordering::Relaxed)) && self.probe_due(w, 0)
+    }
+
+    /// Whether to time `backend` (0 CPU, 1 GPU) again for `w`, a class that left it: its turn
+    /// came, its factor is above 1, and at its calibrated time it would beat the other backend's
+    /// adapted time.
+    fn probe_due(&self, w: &Workload, backend: usize) -> bool {
+        if !self.probe_turn() {
+            return false;
+        }
         let a = self.factors(w);
-        sampled(self.stats[1].load(Ordering::Relaxed))
-            && self.probe_turn()
-            && load(&a[0]) > 1.0
-            && self.raw(w).0 < self.raw(w).1 * load(&a[1])
+        let (cpu, gpu) = self.raw(w);
+        let raw = [cpu, gpu];
+        let other = 1 - backend;
+        load(&a[backend]) > 1.0 && raw[backend] < raw[other] * load(&a[other])
     }
 
     /// The adaptation factors (CPU, GPU) of `w`'s class and size.
