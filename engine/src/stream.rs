@@ -135,7 +135,7 @@ impl Engine {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
                         match self.submit_chunk(g, r, x, rows, layer, &mut st) {
                             Ok(f) => Some(f),
-                            Err(e) if falls_back(self, &e) => {
+                            Err(e) if falls_back(self, &e, &work) => {
                                 log::warn!(
                                     "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
                                 );
@@ -304,9 +304,18 @@ impl Engine {
 }
 
 /// Whether a chunk's GPU error re-runs it on the CPU (`fault.rs`): a GPU fault, or — under
-/// `Auto` dispatch — a device limit or missing feature.
-fn falls_back(engine: &Engine, e: &Error) -> bool {
-    is_gpu_fault(e) || (is_capability_error(e) && engine.dispatch_policy() == DispatchPolicy::Auto)
+/// `Auto` dispatch — a device limit or missing feature. A device limit is remembered for the
+/// chunk's shape, as `on_gpu` remembers one: the later chunks of that shape go to the CPU
+/// instead of uploading and failing one by one.
+fn falls_back(engine: &Engine, e: &Error, work: &Workload) -> bool {
+    let auto = engine.dispatch_policy() == DispatchPolicy::Auto;
+    if auto
+        && matches!(e, Error::LimitExceeded { .. })
+        && let Some(g) = engine.gpu_raw()
+    {
+        g.dispatch.mark_unfit(work);
+    }
+    is_gpu_fault(e) || (is_capability_error(e) && auto)
 }
 
 /// Delivers every queued chunk, oldest first (stopping at the first error).
@@ -356,7 +365,13 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
                     st.gpu_chunks += 1;
                     y
                 }
-                Err(e) if falls_back(layer.engine(), &e) => {
+                Err(e)
+                    if falls_back(
+                        layer.engine(),
+                        &e,
+                        &Workload::bitlinear(c.rows, n, layer.weights().k(), true),
+                    ) =>
+                {
                     count(2);
                     log::warn!(
                         "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",

@@ -50,7 +50,11 @@ fn a_chunk_whose_device_is_lost_meanwhile_falls_back() {
     assert!(matches!(e.sync(), Err(Error::DeviceLost(_))));
     let got = e.copy_and_compute(g, &staging, 1, 64, &w).map(drop);
     assert!(matches!(got, Err(Error::DeviceLost(_))), "{got:?}");
-    assert!(super::falls_back(&e, &got.unwrap_err()));
+    assert!(super::falls_back(
+        &e,
+        &got.unwrap_err(),
+        &crate::dispatch::Workload::bitlinear(1, 8, 8, true)
+    ));
 }
 
 /// A stream upload whose flush job panics before it takes the chunk's copy (an injected job
@@ -171,4 +175,55 @@ fn a_chunk_failing_at_its_read_counts_as_a_fallback() {
     assert!(st.fallbacks >= 1, "the injected fault hit a chunk");
     assert_eq!(s.fallbacks - before.fallbacks, st.fallbacks as u64);
     assert_eq!(s.gpu_runs - before.gpu_runs, st.gpu_chunks as u64);
+}
+
+/// Under `Auto`, a streamed chunk the device cannot take (a row wider than the binding cap) is
+/// remembered as `Engine` ops remember one: every chunk of that shape uploaded, failed and re-ran
+/// on the CPU, one fallback per chunk.
+#[test]
+fn a_chunk_shape_the_device_cannot_take_stays_on_the_cpu() {
+    use crate::calibrate::{Calibration, Cost};
+    let e = crate::test_gpu::gpu_with(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    e.set_dispatch_policy(crate::DispatchPolicy::Auto).unwrap();
+    let (slow, fast) = (
+        Cost {
+            fixed_s: 1.0,
+            per_unit_s: 1.0,
+        },
+        Cost {
+            fixed_s: 0.0,
+            per_unit_s: 0.0,
+        },
+    );
+    e.set_calibration(Calibration {
+        key: "stream limit test".into(),
+        upload_bytes_per_s: 1e12,
+        download_bytes_per_s: 1e12,
+        cpu: [slow; 4],
+        gpu: [fast; 4],
+    })
+    .unwrap();
+    let (n, k) = (8, 32768); // one row of x: 128 KiB of f32
+    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    let w = bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap();
+    let layer = crate::Linear::new(&e, w.clone());
+    let x: Vec<f32> = (0..k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+    let want = bitnet_cpu_ref::bitlinear(&x, 1, &w).unwrap();
+    let chunks = [&x[..], &x[..], &x[..], &x[..]];
+    let mut got = Vec::new();
+    let st = e
+        .stream_bitlinear(chunks, &layer, |i, y| {
+            got.push((i, y.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(got.len(), 4);
+    for (i, y) in &got {
+        assert_eq!(y, &want, "chunk {i}");
+    }
+    assert_eq!((st.cpu_chunks, st.fallbacks), (4, 1), "{st:?}");
+    assert_eq!(e.dispatch_stats().fallbacks, 1);
 }
