@@ -184,10 +184,38 @@ thread_local! {
 /// costs a pool wake-up and the batcher's own (13 µs back to back, 35 µs after 100 µs idle, on
 /// the 2-core test machine).
 pub(crate) fn cpu_work<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    match batch_pool().filter(|_| ON_BATCHER_THREAD.get()) {
-        Some(pool) => pool.install(f),
-        None => f(),
+    if !ON_BATCHER_THREAD.get() {
+        return f();
     }
+    match batch_pool() {
+        Some(pool) => pool.install(f),
+        // The work must still stay off the global pool: on the batcher's own one-thread pool.
+        None => OWN_POOL.with(|own| match own.get_or_init(own_pool) {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }),
+    }
+}
+
+thread_local! {
+    /// A batcher thread's own rayon pool, of that thread alone, where the batchers' shared pool
+    /// could not be started ([`cpu_work`]): the batch's rayon tasks then run one after another
+    /// here instead of in the global pool, which blocked callers may hold.
+    static OWN_POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// A one-thread pool made of the calling thread (no thread is started, so this works where
+/// starting the shared pool's threads failed; rayon keeps its registry for the process's life).
+fn own_pool() -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build()
+        .inspect_err(|e| {
+            log::warn!("bitnet-wgpu: no rayon pool for a batcher's CPU work either ({e})")
+        })
+        .ok()
 }
 
 /// The batcher thread: collect, merge, run, split.
@@ -254,9 +282,13 @@ fn serve(
 }
 
 /// The rayon pool (as many threads as the global one, started on first use) that runs every
-/// batch's CPU work ([`cpu_work`]). `None` where it could not be started (the work then runs on
-/// the batcher's thread).
+/// batch's CPU work ([`cpu_work`]). `None` where it could not be started (each batcher then runs
+/// its work on a pool of its own thread alone, `OWN_POOL`).
 fn batch_pool() -> Option<&'static rayon::ThreadPool> {
+    #[cfg(test)]
+    if tests::NO_SHARED_POOL.get() {
+        return None;
+    }
     static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
     POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
@@ -299,3 +331,7 @@ fn run_batch(
         Err(_) => ok.iter().map(|r| linear.forward(&r.x, r.m)).collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "batching_tests.rs"]
+mod tests;
