@@ -110,3 +110,18 @@ fn small_ops_do_not_reprice_large_ones() {
     assert!(d.predict(&small).0 < 0.2 * cpu);
     assert_eq!(d.predict(&big), before);
 }
+
+/// A shape found unfit with f32 input rows says nothing of the same shape with quantized rows (a
+/// quarter of the bytes), which the device may take; the other way round it does.
+#[test]
+fn an_f32_limit_does_not_cover_quantized_rows() {
+    let d = Dispatcher::new(DispatchPolicy::Auto);
+    let (f32_rows, i8_rows) = (
+        Workload::bitlinear(16, 64, 32768, true),
+        Workload::bitlinear_quantized(16, 64, 32768, true),
+    );
+    d.mark_unfit(&f32_rows);
+    assert!(d.unfit(&f32_rows) && !d.unfit(&i8_rows));
+    d.mark_unfit(&i8_rows);
+    assert!(d.unfit(&Workload::bitlinear(32, 64, 32768, true)));
+}

@@ -69,7 +69,10 @@ pub(crate) const UNFIT_MAX: usize = 64;
 
 /// Whether a shape the device could not take (`u`) means it cannot take `w` either.
 fn covers(u: &Workload, w: &Workload) -> bool {
-    u.class == w.class && u.n == w.n && u.k == w.k && w.rows >= u.rows
+    // Quantized input rows bind a quarter of f32 rows' bytes: an f32 shape's limit says
+    // nothing about them.
+    let input_no_smaller = u.quantized_input || !w.quantized_input;
+    u.class == w.class && u.n == w.n && u.k == w.k && w.rows >= u.rows && input_no_smaller
 }
 
 /// Sampled calls per probe of the backend a class left (see [`Dispatcher::gpu_probe_due`]).

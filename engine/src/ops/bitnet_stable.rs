@@ -157,7 +157,7 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
-        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
+        let work = Workload::bitlinear_quantized(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_quantized_as(xq, w),
             route => self.quantized_off_cpu(
@@ -178,7 +178,7 @@ impl Engine {
         xq: &QuantizedActivations,
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
-        let work = Workload::bitlinear(xq.m(), w.n(), w.k(), false);
+        let work = Workload::bitlinear_quantized(xq.m(), w.n(), w.k(), false);
         match self.route(work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate_as(xq, w),
             route => self.quantized_off_cpu(
