@@ -2,7 +2,7 @@
 //! decode server batches.
 //!
 //! Callers submit `[M, K]` activations from any thread (rayon's workers included: a batch's CPU
-//! work runs on a rayon pool of the batchers' own, `batch_pool`); a batcher
+//! work runs on a rayon pool of the batchers' own, `BATCH_POOL`); a batcher
 //! thread takes the first waiting request, collects every request that arrives within the window
 //! (or until the batch reaches `max_rows`), stacks them into one `[ΣM, K]` matrix and runs a
 //! single BitLinear through the layer's [`Linear`] (so dispatch, resident weights and CPU
@@ -69,7 +69,8 @@ impl BatchingLinear {
     /// batch only at `max_rows` (or when the batcher is dropped).
     ///
     /// Errors: `max_rows = 0` is `Error::CpuRef(InvalidArgument { what: "max_rows", .. })`; a
-    /// batcher thread that cannot be started is [`Error::Unsupported`].
+    /// batcher thread, or the batchers' rayon pool, that cannot be started is
+    /// [`Error::Unsupported`].
     pub fn new(linear: Linear, window: Duration, max_rows: usize) -> Result<BatchingLinear> {
         if max_rows == 0 {
             return Err(Error::from(bitnet_cpu_ref::Error::InvalidArgument {
@@ -78,6 +79,7 @@ impl BatchingLinear {
                 reason: "must be at least 1",
             }));
         }
+        start_batch_pool()?;
         let (tx, rx) = flume::unbounded::<Request>();
         let stats = Arc::new(Mutex::new(BatchingStats::default()));
         let (l, st) = (linear.clone(), Arc::clone(&stats));
@@ -184,38 +186,11 @@ thread_local! {
 /// costs a pool wake-up and the batcher's own (13 µs back to back, 35 µs after 100 µs idle, on
 /// the 2-core test machine).
 pub(crate) fn cpu_work<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if !ON_BATCHER_THREAD.get() {
-        return f();
-    }
-    match batch_pool() {
+    // A batcher thread exists only once its `BatchingLinear::new` started the pool.
+    match BATCH_POOL.get().filter(|_| ON_BATCHER_THREAD.get()) {
         Some(pool) => pool.install(f),
-        // The work must still stay off the global pool: on the batcher's own one-thread pool.
-        None => OWN_POOL.with(|own| match own.get_or_init(own_pool) {
-            Some(pool) => pool.install(f),
-            None => f(),
-        }),
+        None => f(),
     }
-}
-
-thread_local! {
-    /// A batcher thread's own rayon pool, of that thread alone, where the batchers' shared pool
-    /// could not be started ([`cpu_work`]): the batch's rayon tasks then run one after another
-    /// here instead of in the global pool, which blocked callers may hold.
-    static OWN_POOL: std::cell::OnceCell<Option<rayon::ThreadPool>> =
-        const { std::cell::OnceCell::new() };
-}
-
-/// A one-thread pool made of the calling thread (no thread is started, so this works where
-/// starting the shared pool's threads failed; rayon keeps its registry for the process's life).
-fn own_pool() -> Option<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .use_current_thread()
-        .build()
-        .inspect_err(|e| {
-            log::warn!("bitnet-wgpu: no rayon pool for a batcher's CPU work either ({e})")
-        })
-        .ok()
 }
 
 /// The batcher thread: collect, merge, run, split.
@@ -281,24 +256,30 @@ fn serve(
     }
 }
 
-/// The rayon pool (as many threads as the global one, started on first use) that runs every
-/// batch's CPU work ([`cpu_work`]). `None` where it could not be started (each batcher then runs
-/// its work on a pool of its own thread alone, `OWN_POOL`).
-fn batch_pool() -> Option<&'static rayon::ThreadPool> {
+/// The rayon pool (as many threads as the global one) that runs every batch's CPU work
+/// ([`cpu_work`]), started by the first [`BatchingLinear::new`].
+static BATCH_POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+
+/// Starts [`BATCH_POOL`] if it is not running yet. A batcher cannot do without it (its CPU work
+/// on the global pool can deadlock against its callers, `cpu_work`), so where the pool cannot
+/// be started `BatchingLinear::new` fails with this error; a later call tries again.
+fn start_batch_pool() -> Result<()> {
     #[cfg(test)]
-    if tests::NO_SHARED_POOL.get() {
-        return None;
+    if tests::NO_BATCH_POOL.get() {
+        return Err(Error::Unsupported("test: no batchers' pool".into()));
     }
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
+    if BATCH_POOL.get().is_none() {
+        let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(rayon::current_num_threads())
             .thread_name(|i| format!("bitnet-wgpu batch {i}"))
             .build()
-            .inspect_err(|e| log::warn!("bitnet-wgpu: no rayon pool for the batchers ({e})"))
-            .ok()
-    })
-    .as_ref()
+            .map_err(|e| {
+                Error::Unsupported(format!("cannot start the batchers' thread pool: {e}"))
+            })?;
+        // A pool another thread started meanwhile wins; this one is dropped.
+        BATCH_POOL.get_or_init(|| pool);
+    }
+    Ok(())
 }
 
 /// Runs one merged batch: each request's result (each alone if the merged op failed).

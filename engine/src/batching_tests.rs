@@ -3,29 +3,26 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use rayon::prelude::*;
-
 thread_local! {
-    /// Test hook: this thread sees no shared batchers' pool, as where it could not be started.
-    pub(super) static NO_SHARED_POOL: Cell<bool> = const { Cell::new(false) };
+    /// Test hook: the batchers' pool cannot be started from this thread.
+    pub(super) static NO_BATCH_POOL: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Where the batchers' shared pool could not be started, a batcher's CPU work (rayon tasks, as
-/// cpu-ref's) still stays off the global pool: with every global worker held by a blocked
-/// caller it completes. It ran right on the batcher thread before, whose rayon tasks went to the
-/// global pool and waited there for the callers, who waited for the batcher (deadlock).
+/// Where the batchers' rayon pool cannot be started, `BatchingLinear::new` says so: the
+/// batcher's CPU work then ran right on its thread, whose rayon tasks went to the global pool
+/// and could wait there for the callers, who waited for the batcher (deadlock).
 #[test]
-fn batch_work_without_the_shared_pool_stays_off_the_global_pool() {
-    let got = with_global_pool_held(|| {
-        NO_SHARED_POOL.set(true);
-        super::ON_BATCHER_THREAD.set(true);
-        super::cpu_work(|| (0..10_000u64).into_par_iter().sum::<u64>())
-    });
-    assert_eq!(
-        got,
-        Some(10_000 * 9_999 / 2),
-        "the batch's work waited for the global pool"
-    );
+fn a_batcher_without_its_pool_is_refused() {
+    let e = crate::Engine::cpu();
+    let w = bitnet_cpu_ref::quantize_weights(&[1.0; 64], 1, 64).unwrap();
+    let layer = crate::Linear::new(&e, w);
+    let got = std::thread::spawn(move || {
+        NO_BATCH_POOL.set(true);
+        super::BatchingLinear::new(layer, Duration::from_millis(1), 8).map(drop)
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(got, Err(crate::Error::Unsupported(_))), "{got:?}");
 }
 
 /// A batch routed to the GPU that finds the policy changed to `Cpu` when it uploads (a
@@ -42,13 +39,60 @@ fn a_gpu_routed_batch_that_finds_the_policy_cpu_stays_off_the_global_pool() {
     let layer = crate::Linear::new(&e, w);
     e.set_dispatch_policy(crate::DispatchPolicy::Cpu).unwrap();
     let got = with_global_pool_held(move || {
-        super::ON_BATCHER_THREAD.set(true);
+        become_a_batcher();
         let g = e.gpu_raw().expect("a GPU engine");
         let work = crate::dispatch::Workload::bitlinear(m, n, k, true);
         layer.forward_off_cpu(crate::dispatch::Route::Gpu(g), work, &x, m)
     });
     let got = got.expect("the batch's work waited for the global pool");
     assert_eq!(got.unwrap(), want);
+}
+
+/// The same with the policy turning `Cpu` after the upload (a device tensor), before the tensor
+/// op looks for a GPU: its host path ran cpu-ref on the batcher thread, outside `cpu_work`.
+/// Flips are random in time; before the fix a forward stalled within 2-20 of them.
+#[test]
+fn gpu_routed_batches_under_policy_flips_stay_off_the_global_pool() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = crate::test_gpu::gpu();
+    e.set_dispatch_policy(crate::DispatchPolicy::Gpu).unwrap();
+    let (n, k, m) = (64, 1024, 32); // large enough for cpu-ref to split into rayon tasks
+    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    let w = bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap();
+    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
+    let want = bitnet_cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let layer = crate::Linear::new(&e, w);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (e, stop) = (e.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i = i
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                e.set_dispatch_policy(crate::DispatchPolicy::Cpu).unwrap();
+                std::thread::sleep(Duration::from_micros(20 + (i >> 58)));
+                e.set_dispatch_policy(crate::DispatchPolicy::Gpu).unwrap();
+                std::thread::sleep(Duration::from_micros(50 + (i >> 57)));
+            }
+        })
+    };
+    let e2 = e.clone();
+    let got = with_global_pool_held(move || {
+        become_a_batcher();
+        let g = e2.gpu_raw().expect("a GPU engine");
+        let work = crate::dispatch::Workload::bitlinear(m, n, k, true);
+        (0..60)
+            .map(|_| layer.forward_off_cpu(crate::dispatch::Route::Gpu(g), work, &x, m))
+            .collect::<Vec<_>>()
+    });
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    for y in got.expect("a forward waited for the global pool") {
+        assert_eq!(y.unwrap(), want);
+    }
 }
 
 /// Runs `f` on a new thread while every worker of rayon's global pool is blocked (as callers
@@ -78,4 +122,10 @@ fn with_global_pool_held<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stat
     }
     thread.join().unwrap();
     got
+}
+
+/// Makes this thread a batcher thread, as `BatchingLinear::new` starts one (the pool first).
+fn become_a_batcher() {
+    super::start_batch_pool().expect("the batchers' pool");
+    super::ON_BATCHER_THREAD.set(true);
 }

@@ -141,6 +141,7 @@ impl Engine {
         match self.gpu_raw() {
             Some(g) => {
                 g.dispatch.policy.store(policy.code(), Ordering::Relaxed);
+                g.dispatch.policy_changes.fetch_add(1, Ordering::Release);
                 Ok(())
             }
             None if policy == DispatchPolicy::Cpu => Ok(()),

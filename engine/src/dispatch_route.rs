@@ -144,12 +144,24 @@ fn on_gpu<T>(
 ) -> Result<T> {
     let d = &g.dispatch;
     let policy = d.policy();
+    let changes = d.policy_changes.load(Ordering::Acquire);
     let t = Instant::now();
     match gpu() {
-        // A policy changed to `Cpu` since the route was chosen may have run the op on host
-        // tensors (the GPU path's uploads follow the policy): neither counted nor timed as a
-        // GPU run then.
-        Ok(v) if policy == DispatchPolicy::Cpu || d.policy() != policy => Ok(v),
+        // A policy changed to `Cpu` since the route was chosen (and maybe back) may have run
+        // the op on host tensors (the GPU path's uploads follow the policy): neither counted
+        // nor timed as a GPU run then.
+        Ok(v)
+            if policy == DispatchPolicy::Cpu
+                || d.policy_changes.load(Ordering::Acquire) != changes =>
+        {
+            Ok(v)
+        }
+        // A device lost meanwhile left the op's tensors on the host from then on: cpu-ref ran
+        // (some of) it, so a fallback, not timed.
+        Ok(v) if g.is_lost() => {
+            d.count(2);
+            Ok(v)
+        }
         Ok(v) => {
             d.count(1);
             d.observe(w, 1, t.elapsed().as_secs_f64());

@@ -100,11 +100,15 @@ fn a_reused_layer_goes_to_the_gpu_where_resident_weights_win() {
     assert!(s.gpu_runs >= 3 && s.cpu_runs <= 1, "{s:?}");
 }
 
-/// A GPU-routed call whose policy another thread sets to `Cpu` — simulated before the GPU run
-/// starts (`before`: inside `valid`, which runs in that window) or during it — runs on host
-/// tensors; it must be neither counted nor timed as a GPU run (its CPU time went into the GPU's
-/// adaptation factor).
-fn policy_changed_to_cpu(before: bool) {
+/// A GPU-routed call during which `change` happens — simulated before the GPU run starts
+/// (`before`: inside `valid`, which runs in that window) or during it — runs on host tensors; it
+/// must be neither counted nor timed as a GPU run (its CPU time went into the GPU's adaptation
+/// factor). `undo` runs at the end of the GPU run. The (CPU runs, GPU runs, fallbacks) it added.
+fn changed_in_flight(
+    before: bool,
+    change: impl Fn(&crate::Engine),
+    undo: impl Fn(&crate::Engine),
+) -> [u64; 3] {
     use crate::dispatch::Route;
     let e = crate::test_gpu::gpu();
     e.set_dispatch_policy(DispatchPolicy::Auto).unwrap();
@@ -112,7 +116,6 @@ fn policy_changed_to_cpu(before: bool) {
     let g = e.gpu_raw().unwrap();
     let w = ternary(64, 64);
     let work = Workload::bitlinear(1, 64, 64, false);
-    let to_cpu = || e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
     let stats = e.dispatch_stats();
     let y = e
         .off_cpu(
@@ -121,37 +124,73 @@ fn policy_changed_to_cpu(before: bool) {
             &work,
             || {
                 if before {
-                    to_cpu();
+                    change(&e);
                 }
                 true
             },
             || Ok(bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w)?),
             || {
                 if !before {
-                    to_cpu();
+                    change(&e);
                 }
                 let x = e.upload_f32(&[0.5; 64], &[1, 64])?;
                 assert_eq!(x.location(), crate::tensor::Location::Host);
-                e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32()
+                let y = e.bitlinear_tensor(&x, &e.upload_ternary(&w)?)?.read_f32();
+                undo(&e);
+                y
             },
         )
         .unwrap();
     assert_eq!(y, bitnet_cpu_ref::bitlinear(&[0.5; 64], 1, &w).unwrap());
-    assert_eq!(e.dispatch_stats().gpu_runs, stats.gpu_runs);
+    let after = e.dispatch_stats();
+    assert_eq!(after.gpu_runs, stats.gpu_runs);
     let factor = g.dispatch.factors(&work)[1].load(Ordering::Relaxed);
     assert_eq!(f64::from_bits(factor), 1.0);
+    [
+        after.cpu_runs - stats.cpu_runs,
+        after.gpu_runs - stats.gpu_runs,
+        after.fallbacks - stats.fallbacks,
+    ]
+}
+
+fn to_cpu(e: &crate::Engine) {
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
 }
 
 #[test]
 fn a_call_whose_policy_changed_in_flight_is_not_timed_as_a_gpu_run() {
-    policy_changed_to_cpu(false);
+    changed_in_flight(false, to_cpu, |_| ());
 }
 
 /// The change lands before the GPU run starts: the in-flight check's snapshot, taken there,
 /// missed it at first.
 #[test]
 fn a_policy_change_before_the_gpu_run_is_not_timed_as_one() {
-    policy_changed_to_cpu(true);
+    changed_in_flight(true, to_cpu, |_| ());
+}
+
+/// The policy goes to `Cpu` and back to `Auto` while the call runs: comparing the policy before
+/// and after saw no change, and the host run was counted and timed as a GPU run.
+#[test]
+fn a_policy_round_trip_in_flight_is_not_timed_as_a_gpu_run() {
+    changed_in_flight(false, to_cpu, |e| {
+        e.set_dispatch_policy(DispatchPolicy::Auto).unwrap()
+    });
+}
+
+/// The device is lost while the call runs: its tensors are host tensors from then on, so
+/// cpu-ref ran the op — a fallback, where it was counted and timed as a GPU run.
+#[test]
+fn a_device_lost_in_flight_is_a_fallback_not_a_gpu_run() {
+    let added = changed_in_flight(
+        false,
+        |e| {
+            e.inject_fault(crate::InjectedFault::DeviceLost);
+            let _ = e.sync();
+        },
+        |_| (),
+    );
+    assert_eq!(added, [0, 0, 1]);
 }
 
 /// Under `Auto`, a shape the device cannot take (a binding limit) is remembered: it went to the

@@ -13,6 +13,9 @@ use crate::workload::Workload;
 /// The dispatch state of a GPU engine.
 pub(crate) struct Dispatcher {
     pub(crate) policy: AtomicU8,
+    /// Policy changes so far: a GPU run that saw it move ran (some of) its op on host tensors,
+    /// even where the policy came back before the run ended.
+    pub(crate) policy_changes: AtomicU64,
     /// 0: not calibrated; 1: model loaded.
     pub(crate) ready: AtomicU8,
     pub(crate) calibration: Mutex<Option<Arc<Calibration>>>,
@@ -132,6 +135,7 @@ impl Dispatcher {
         let one = || AtomicU64::new(1f64.to_bits());
         Dispatcher {
             policy: AtomicU8::new(policy.code()),
+            policy_changes: AtomicU64::new(0),
             ready: AtomicU8::new(0),
             calibration: Mutex::new(None),
             calibrating: Mutex::new(()),

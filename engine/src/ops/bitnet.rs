@@ -138,8 +138,12 @@ impl Engine {
             .gpu_for(&[x])
             .filter(|g| loops_fit(g, act_quant_loops(k)))
         else {
-            let q = bitnet_cpu_ref::quantize_activations(host_f32(x)?.values(), m, k)
-                .map_err(|e| rename(e, op))?;
+            // `cpu_work`: off the global rayon pool on a batcher thread (`batching.rs`).
+            let hx = host_f32(x)?;
+            let q = crate::batching::cpu_work(|| {
+                bitnet_cpu_ref::quantize_activations(hx.values(), m, k)
+            })
+            .map_err(|e| rename(e, op))?;
             return self.upload_activations(&q);
         };
         if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {

@@ -100,14 +100,20 @@ impl Engine {
         mode: Output,
     ) -> Result<Tensor> {
         let (m, n, k) = self.linear_shapes(op, xq, w)?;
+        // cpu-ref through `cpu_work`: off the global rayon pool on a batcher thread, which gets
+        // here when the policy changes to `Cpu` in the middle of a GPU-routed call.
         let cpu = || {
             let (xq, w) = (xq.read_activations()?, w.ternary_matrix()?);
             match mode {
                 Output::Y => {
-                    self.upload_f32(&bitnet_cpu_ref::bitlinear_quantized(&xq, &w)?, &[m, n])
+                    let y =
+                        crate::batching::cpu_work(|| bitnet_cpu_ref::bitlinear_quantized(&xq, &w))?;
+                    self.upload_f32(&y, &[m, n])
                 }
                 Output::Acc => {
-                    let acc = bitnet_cpu_ref::bitlinear_accumulate(&xq, &w)?;
+                    let acc = crate::batching::cpu_work(|| {
+                        bitnet_cpu_ref::bitlinear_accumulate(&xq, &w)
+                    })?;
                     self.upload_u32(bytemuck::cast_slice(&acc), &[m, n])
                 }
             }
