@@ -246,12 +246,13 @@ fn serve(
             // thread, itself waiting for the pool.
             Ok(results) => {
                 for (r, y) in ok.into_iter().zip(results) {
-                    r.reply.send(y);
+                    // A reply's waker may run application code (its panics, its logger's).
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| r.reply.send(y)));
                 }
             }
-            Err(_) => {
+            Err(_) => crate::scheduler::log_quietly(|| {
                 log::error!("bitnet-wgpu: a BatchingLinear batch panicked; its requests failed")
-            }
+            }),
         }
     }
 }

@@ -21,31 +21,35 @@
 //! while creating one cannot deadlock itself), and a thread holding it submits without the
 //! shared side.
 
-use std::cell::{Cell, RefCell};
-use std::sync::{RwLock, RwLockWriteGuard};
+use std::cell::Cell;
 
-static LIFECYCLE: RwLock<()> = RwLock::new(());
+use parking_lot::lock_api::RawRwLock as _;
+
+/// A raw lock: no guard to keep in a thread-local with a destructor (a context dropped from a
+/// thread-local destructor found that thread-local destroyed, panicked there, and aborted).
+static LIFECYCLE: parking_lot::RawRwLock = parking_lot::RawRwLock::INIT;
 
 thread_local! {
-    /// How many nested exclusive holds this thread has.
+    /// How many nested exclusive holds this thread has (no destructor: usable in teardown).
     static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// The exclusive guard while `DEPTH > 0`.
-    static GUARD: RefCell<Option<RwLockWriteGuard<'static, ()>>> = const { RefCell::new(None) };
 }
 
 fn acquire() {
     if DEPTH.get() == 0 {
-        let guard = LIFECYCLE.write().unwrap_or_else(|e| e.into_inner());
-        GUARD.with(|g| *g.borrow_mut() = Some(guard));
+        LIFECYCLE.lock_exclusive();
     }
     DEPTH.set(DEPTH.get() + 1);
 }
 
 fn release() {
-    let depth = DEPTH.get().saturating_sub(1);
-    DEPTH.set(depth);
+    let depth = DEPTH.get();
     if depth == 0 {
-        GUARD.with(|g| g.borrow_mut().take());
+        return; // no hold to release (a release without its acquire)
+    }
+    DEPTH.set(depth - 1);
+    if depth == 1 {
+        // SAFETY: this thread took it exclusively in `acquire` (depth went 0 -> 1).
+        unsafe { LIFECYCLE.unlock_exclusive() };
     }
 }
 
@@ -68,7 +72,15 @@ pub(crate) fn submitting<T>(f: impl FnOnce() -> T) -> T {
     if DEPTH.get() > 0 {
         return f();
     }
-    let _shared = LIFECYCLE.read().unwrap_or_else(|e| e.into_inner());
+    struct Shared;
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            // SAFETY: taken shared just below, by this thread.
+            unsafe { LIFECYCLE.unlock_shared() };
+        }
+    }
+    LIFECYCLE.lock_shared();
+    let _shared = Shared;
     f()
 }
 
@@ -108,5 +120,36 @@ mod tests {
         std::thread::spawn(|| serialized(|| ())).join().unwrap();
         let a = std::thread::spawn(|| submitting(|| 1));
         assert_eq!(submitting(|| 2) + a.join().unwrap(), 3);
+    }
+
+    /// A context dropped from an application's thread-local destructor takes and releases the
+    /// lock there: the guard used to live in a thread-local of its own, which a thread's
+    /// teardown may destroy first (thread-locals die in reverse order of first use). The access
+    /// then panicked inside a destructor, which aborts the process.
+    #[test]
+    fn the_lock_works_inside_thread_local_destructors() {
+        struct DropsAContext;
+        impl Drop for DropsAContext {
+            fn drop(&mut self) {
+                // What `Gpu::drop` does, then a creation's and a submission's use.
+                hold_for_drop();
+                drop(ReleaseAfterFields);
+                serialized(|| assert_eq!(submitting(|| 5), 5));
+                assert_eq!(submitting(|| 6), 6);
+            }
+        }
+        thread_local! {
+            static APP: std::cell::RefCell<Option<DropsAContext>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        std::thread::spawn(|| {
+            // The application's thread-local first, the engine's use of the lock after.
+            APP.with(|a| *a.borrow_mut() = Some(DropsAContext));
+            serialized(|| ());
+        })
+        .join()
+        .unwrap();
+        // Released: another thread takes it exclusively.
+        std::thread::spawn(|| serialized(|| ())).join().unwrap();
     }
 }

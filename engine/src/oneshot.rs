@@ -69,7 +69,9 @@ impl<T> Shared<T> {
             // An application's waker that panics must not unwind through the engine's thread
             // (into wgpu's poll, dropping other reads' callbacks) nor skip the other wakers.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.wake())).is_err() {
-                log::error!("bitnet-wgpu: an application waker panicked");
+                crate::scheduler::log_quietly(|| {
+                    log::error!("bitnet-wgpu: an application waker panicked")
+                });
             }
         }
     }

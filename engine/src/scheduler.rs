@@ -99,9 +99,18 @@ pub(crate) fn guarded_on<R>(thread: &str, f: impl FnOnce() -> R) -> Result<R> {
             .map(|s| (*s).to_owned())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic without a message".into());
-        log::error!("bitnet-wgpu: a job of the {thread} thread panicked: {message}");
+        log_quietly(|| {
+            log::error!("bitnet-wgpu: a job of the {thread} thread panicked: {message}")
+        });
         Error::Panicked(message)
     })
+}
+
+/// Runs a log call on an engine thread (or in a drop) whose application logger may panic: the
+/// panic stays here. A logger's panic outside a catch ended the submission thread for good
+/// (every later call of every clone: `DeviceLost`), or a batcher.
+pub(crate) fn log_quietly(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(f));
 }
 
 /// The receiving side, until [`spawn`] starts the thread.
@@ -234,15 +243,17 @@ pub(crate) fn join_bounded(h: JoinHandle<()>, what: &str) {
     let deadline = std::time::Instant::now() + JOIN_BOUND;
     while !h.is_finished() {
         if std::time::Instant::now() >= deadline {
-            log::warn!(
-                "bitnet-wgpu: the {what} thread did not stop within {JOIN_BOUND:?}; detached"
-            );
+            log_quietly(|| {
+                log::warn!(
+                    "bitnet-wgpu: the {what} thread did not stop within {JOIN_BOUND:?}; detached"
+                )
+            });
             return;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     if h.join().is_err() {
-        log::error!("bitnet-wgpu: the {what} thread panicked");
+        log_quietly(|| log::error!("bitnet-wgpu: the {what} thread panicked"));
     }
 }
 
@@ -298,13 +309,13 @@ fn run(rx: &flume::Receiver<Msg>, activity: &AtomicU8, g: &Gpu, idle_flush: Opti
             }
             Some(Msg::Stop) => {
                 if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
-                    log::warn!("bitnet-wgpu: final submit failed: {e}");
+                    log_quietly(|| log::warn!("bitnet-wgpu: final submit failed: {e}"));
                 }
                 return;
             }
             None => {
                 if let Err(e) = guarded(|| batch.flush(g)).and_then(|r| r) {
-                    log::warn!("bitnet-wgpu: idle submit failed: {e}");
+                    log_quietly(|| log::warn!("bitnet-wgpu: idle submit failed: {e}"));
                 }
                 let finished = g.scheduler.finished.load(Ordering::SeqCst);
                 g.scheduler.batch_settled(batch.is_empty(), finished);

@@ -109,7 +109,8 @@ impl Engine {
         self.expect_same(layer.engine(), "stream_bitlinear")?;
         let (n, k) = (layer.weights().n(), layer.weights().k());
         let mut st = StreamStats::default();
-        let mut ring = self.gpu_context().map(Gpu::take_ring);
+        let mut lent = LentRing(self.gpu_context().map(|g| (g, g.take_ring())));
+        let mut ring = lent.0.as_mut().map(|(_, r)| r);
         let mut queue: VecDeque<InFlight<'a>> = VecDeque::new();
         let result = (|| {
             for (index, x) in chunks.into_iter().enumerate() {
@@ -131,7 +132,7 @@ impl Engine {
                 st.input_bytes += 4 * x.len() as u64;
                 let work = Workload::bitlinear(rows, n, k, true);
                 let mut fell_back = false;
-                let gpu = match (self.gpu_context(), ring.as_mut()) {
+                let gpu = match (self.gpu_context(), ring.as_deref_mut()) {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
                         match self.submit_chunk(g, r, x, rows, layer, &mut st) {
                             Ok(f) => Some(f),
@@ -166,9 +167,7 @@ impl Engine {
             }
             deliver_all(&mut queue, layer, n, &mut st, &mut sink)
         })();
-        if let (Some(g), Some(r)) = (self.gpu_raw(), ring) {
-            g.return_ring(r);
-        }
+        drop(lent);
         st.wall = started.elapsed();
         result.map(|()| st)
     }
@@ -246,7 +245,10 @@ impl Engine {
                 "stream_upload needs a GPU engine whose policy is not Cpu".into(),
             ));
         };
-        let mut ring = g.take_ring();
+        let mut lent = LentRing(Some((g, g.take_ring())));
+        let Some((_, ring)) = lent.0.as_mut() else {
+            unreachable!("just lent")
+        };
         let mut st = StreamStats::default();
         let mut targets: [Option<Tensor>; 2] = [None, None];
         let result = (|| {
@@ -297,7 +299,7 @@ impl Engine {
             }
             self.sync()
         })();
-        g.return_ring(ring);
+        drop(lent);
         st.wall = started.elapsed();
         result.map(|()| st)
     }
@@ -387,6 +389,17 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
     };
     st.output_bytes += 4 * (c.rows * n) as u64;
     sink(c.index, &y)
+}
+
+/// The ring a stream borrowed, given back on every exit: unwinding included (a panicking sink
+/// or chunk iterator left the engine without its ring, so later streams built new ones).
+struct LentRing<'g>(Option<(&'g Gpu, UploadRing)>);
+impl Drop for LentRing<'_> {
+    fn drop(&mut self) {
+        if let Some((g, r)) = self.0.take() {
+            g.return_ring(r);
+        }
+    }
 }
 
 impl Gpu {
