@@ -45,18 +45,23 @@ fn still_works(e: &Engine) {
 /// A task resumed on the submission thread (its read failed there: the job panicked) that then
 /// calls `sync` or a blocking read gets `Unsupported` — before, both waited for the thread
 /// itself and every clone of the engine hung.
+///
+/// The read's job must not fail before the task's first poll (on this thread) is over, or the
+/// task resumes here (one run in three did): the submission thread is held meanwhile.
 #[test]
 fn blocking_calls_on_the_submission_thread_are_refused() {
     let e = engine();
     let z = e.fill(&[64], 1.0).unwrap();
     let y = e.fill(&[64], 2.0).unwrap();
     e.sync().unwrap();
+    let release = hold_the_submission_thread(&e);
     e.inject_fault(InjectedFault::JobPanic);
     let e2 = e.clone();
     let task = spawn_inline(async move {
         let read = z.read_f32_async().await;
         (read, thread_name(), e2.sync(), y.read_f32())
     });
+    release.send(()).unwrap();
     let (read, on, synced, blocking_read) = within(task, "the resumed task");
     assert!(matches!(read, Err(Error::Panicked(_))), "{read:?}");
     assert!(on.contains("submit"), "resumed on {on:?}");
@@ -66,6 +71,45 @@ fn blocking_calls_on_the_submission_thread_are_refused() {
         "{blocking_read:?}"
     );
     still_works(&e);
+}
+
+/// Blocks the submission thread until the returned sender sends (or drops): a read whose job
+/// panics there wakes its waker on that thread, and this waker waits there. Retried until the
+/// read's first poll is pending (its job may fail before that poll).
+fn hold_the_submission_thread(e: &Engine) -> mpsc::Sender<()> {
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Wake, Waker};
+    struct Holds {
+        holding: mpsc::Sender<String>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+    impl Wake for Holds {
+        fn wake(self: Arc<Self>) {
+            let _ = self.holding.send(thread_name());
+            let _ = self.release.lock().unwrap().recv_timeout(BOUND);
+        }
+    }
+    let x = e.fill(&[64], 3.0).unwrap();
+    e.sync().unwrap();
+    loop {
+        let (holding, held) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let waker = Waker::from(Arc::new(Holds {
+            holding,
+            release: Mutex::new(released),
+        }));
+        e.inject_fault(InjectedFault::JobPanic);
+        let mut read = Box::pin(x.read_f32_async());
+        if read
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending()
+        {
+            let on = within(held, "the holding waker");
+            assert!(on.contains("submit"), "held {on:?}");
+            return release;
+        }
+    }
 }
 
 /// A task resumed on the completion thread that makes a blocking read there gets its values:
