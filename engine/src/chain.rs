@@ -144,7 +144,7 @@ impl LinearChain {
     pub fn forward(&self, x: &[f32]) -> Result<Vec<Vec<f32>>> {
         let e = &self.inner.engine;
         let work = self.workload();
-        match e.route(work) {
+        match e.route(&work) {
             Route::Cpu => self.forward_cpu(x),
             route => e.off_cpu(
                 route,

@@ -63,7 +63,7 @@ impl Engine {
     /// Where a host-facing op of size `w` runs now (counting CPU runs); the ops run
     /// [`Route::Cpu`] themselves and hand every other route to [`Engine::off_cpu`].
     #[inline(always)]
-    pub(crate) fn route(&self, w: Workload) -> Route<'_> {
+    pub(crate) fn route(&self, w: &Workload) -> Route<'_> {
         let Some(g) = self.gpu_raw() else {
             return Route::Cpu;
         };
@@ -76,7 +76,7 @@ impl Engine {
             policy == DispatchPolicy::Gpu.code()
         } && !g.is_lost();
         if to_gpu {
-            return gpu_route(g, &w, policy);
+            return gpu_route(g, w, policy);
         }
         if crate::predict::sampled(d.count_cpu()) {
             Route::Sampled(g)
@@ -87,7 +87,7 @@ impl Engine {
 
     /// The `Auto` decision: whether the GPU is predicted faster for `w` (small ops: one compare).
     #[inline]
-    fn auto_prefers_gpu(&self, g: &Gpu, w: Workload) -> bool {
+    fn auto_prefers_gpu(&self, g: &Gpu, w: &Workload) -> bool {
         // Before the first calibration every threshold is 0, so this falls through to it.
         let below = g.dispatch.cpu_below[w.class.index()].load(Ordering::Relaxed);
         w.units() > below && self.auto_predict(g, w)
@@ -95,7 +95,7 @@ impl Engine {
 
     /// The full prediction (and the lazy calibration on first use), out of the hot path.
     #[inline(never)]
-    fn auto_predict(&self, g: &Gpu, w: Workload) -> bool {
+    fn auto_predict(&self, g: &Gpu, w: &Workload) -> bool {
         let d = &g.dispatch;
         if d.ready.load(Ordering::Acquire) == 0 {
             self.load_or_calibrate(g);
@@ -103,9 +103,9 @@ impl Engine {
                 return false;
             }
         }
-        let (cpu, gpu) = d.predict(&w);
+        let (cpu, gpu) = d.predict(w);
         // The unfit list's lock only for ops the GPU would take.
-        gpu < cpu && !d.unfit(&w)
+        gpu < cpu && !d.unfit(w)
     }
 }
 

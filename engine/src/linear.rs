@@ -149,7 +149,7 @@ impl Linear {
     pub fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let (e, w) = (&self.inner.engine, &*self.inner.w);
         let work = Workload::bitlinear(m, w.n(), w.k(), self.resident());
-        match e.route(work) {
+        match e.route(&work) {
             Route::Cpu => {
                 crate::batching::cpu_work(|| bitnet_cpu_ref::bitlinear(x, m, w)).map_err(Into::into)
             }

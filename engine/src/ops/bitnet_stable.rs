@@ -49,7 +49,7 @@ impl Engine {
     #[inline(never)]
     pub fn quantize_weights(&self, w: &[f32], n: usize, k: usize) -> Result<TernaryMatrix> {
         let work = Workload::quantize_weights(n, k);
-        match self.route(work) {
+        match self.route(&work) {
             Route::Cpu => bitnet_cpu_ref::quantize_weights_as(w, n, k),
             route => self.quantize_weights_off_cpu(route, work, w, n, k),
         }
@@ -87,7 +87,7 @@ impl Engine {
         k: usize,
     ) -> Result<QuantizedActivations> {
         let work = Workload::quantize_activations(m, k);
-        match self.route(work) {
+        match self.route(&work) {
             Route::Cpu => bitnet_cpu_ref::quantize_activations_as(x, m, k),
             route => self.quantize_activations_off_cpu(route, work, x, m, k),
         }
@@ -120,7 +120,7 @@ impl Engine {
     #[inline(never)]
     pub fn bitlinear(&self, x: &[f32], m: usize, w: &TernaryMatrix) -> Result<Vec<f32>> {
         let work = Workload::bitlinear(m, w.n(), w.k(), false);
-        match self.route(work) {
+        match self.route(&work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_as(x, m, w),
             route => self.bitlinear_off_cpu(route, work, x, m, w),
         }
@@ -158,7 +158,7 @@ impl Engine {
         w: &TernaryMatrix,
     ) -> Result<Vec<f32>> {
         let work = Workload::bitlinear_quantized(xq.m(), w.n(), w.k(), false);
-        match self.route(work) {
+        match self.route(&work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_quantized_as(xq, w),
             route => self.quantized_off_cpu(
                 route,
@@ -179,7 +179,7 @@ impl Engine {
         w: &TernaryMatrix,
     ) -> Result<Vec<i32>> {
         let work = Workload::bitlinear_quantized(xq.m(), w.n(), w.k(), false);
-        match self.route(work) {
+        match self.route(&work) {
             Route::Cpu => bitnet_cpu_ref::bitlinear_accumulate_as(xq, w),
             route => self.quantized_off_cpu(
                 route,
