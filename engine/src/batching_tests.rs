@@ -31,12 +31,8 @@ fn a_batcher_without_its_pool_is_refused() {
 #[test]
 fn a_gpu_routed_batch_that_finds_the_policy_cpu_stays_off_the_global_pool() {
     let e = crate::test_gpu::gpu();
-    let (n, k, m) = (64, 1024, 32); // large enough for cpu-ref to split into rayon tasks
-    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-    let w = bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap();
-    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-    let want = bitnet_cpu_ref::bitlinear(&x, m, &w).unwrap();
-    let layer = crate::Linear::new(&e, w);
+    let (layer, x, want) = layer_and_rows(&e);
+    let (n, k, m) = (layer.weights().n(), layer.weights().k(), ROWS);
     e.set_dispatch_policy(crate::DispatchPolicy::Cpu).unwrap();
     let got = with_global_pool_held(move || {
         become_a_batcher();
@@ -57,12 +53,8 @@ fn gpu_routed_batches_under_policy_flips_stay_off_the_global_pool() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let e = crate::test_gpu::gpu();
     e.set_dispatch_policy(crate::DispatchPolicy::Gpu).unwrap();
-    let (n, k, m) = (64, 1024, 32); // large enough for cpu-ref to split into rayon tasks
-    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-    let w = bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap();
-    let x: Vec<f32> = (0..m * k).map(|i| ((i * 31) % 17) as f32 - 8.0).collect();
-    let want = bitnet_cpu_ref::bitlinear(&x, m, &w).unwrap();
-    let layer = crate::Linear::new(&e, w);
+    let (layer, x, want) = layer_and_rows(&e);
+    let (n, k, m) = (layer.weights().n(), layer.weights().k(), ROWS);
     let stop = Arc::new(AtomicBool::new(false));
     let flipper = {
         let (e, stop) = (e.clone(), Arc::clone(&stop));
@@ -128,4 +120,20 @@ fn with_global_pool_held<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stat
 fn become_a_batcher() {
     super::start_batch_pool().expect("the batchers' pool");
     super::ON_BATCHER_THREAD.set(true);
+}
+
+/// Rows of the batches these tests run.
+const ROWS: usize = 32;
+
+/// A 64 × 1024 layer of `e`, `ROWS` rows of input and cpu-ref's output: large enough for
+/// cpu-ref to split into rayon tasks.
+fn layer_and_rows(e: &crate::Engine) -> (crate::Linear, Vec<f32>, Vec<f32>) {
+    let (n, k) = (64, 1024);
+    let v: Vec<f32> = (0..n * k).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+    let w = bitnet_cpu_ref::quantize_weights(&v, n, k).unwrap();
+    let x: Vec<f32> = (0..ROWS * k)
+        .map(|i| ((i * 31) % 17) as f32 - 8.0)
+        .collect();
+    let want = bitnet_cpu_ref::bitlinear(&x, ROWS, &w).unwrap();
+    (crate::Linear::new(e, w), x, want)
 }

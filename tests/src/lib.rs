@@ -7,8 +7,10 @@
 use bitnet_kernels_wgsl::bitnet;
 use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
 
+mod child_process;
 mod inline_task;
 mod subgroup_rerun;
+pub use child_process::in_child_process;
 pub use inline_task::{spawn_inline, thread_name};
 pub use subgroup_rerun::{rerun_on_4_lane_subgroups, rerun_where_the_subgroup_layout_is_broken};
 

@@ -59,18 +59,8 @@ fn poll_with_a_panicking_waker<T>(f: impl Future<Output = T>) -> Option<T> {
 /// process: the logger is the process's.
 #[test]
 fn a_panicking_logger_does_not_stop_engine_threads() {
-    const CHILD: &str = "BITNET_TEST_PANICKING_LOGGER";
     const NAME: &str = "a_panicking_logger_does_not_stop_engine_threads";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture"])
-            .env(CHILD, "1")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    if !bitnet_tests::in_child_process(NAME, "BITNET_TEST_PANICKING_LOGGER", &[]) {
         return;
     }
     log::set_logger(&PanickingLogger).unwrap();

@@ -207,20 +207,12 @@ fn unbatched_forward_on_batcher_thread_while_global_workers_wait() {
 /// calibration cache off, so that the calibration is measured, not loaded.
 #[test]
 fn a_batch_whose_first_decision_calibrates_while_global_workers_wait() {
-    const CHILD: &str = "BITNET_TEST_CALIBRATING_BATCH";
     const NAME: &str = "a_batch_whose_first_decision_calibrates_while_global_workers_wait";
-    if std::env::var_os(CHILD).is_none() {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", NAME, "--nocapture"])
-            .env(CHILD, "1")
-            .env("BITNET_CALIBRATION_CACHE", "off")
-            .env("BITNET_TUNE_CACHE", "off")
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    let caches_off = [
+        ("BITNET_CALIBRATION_CACHE", "off"),
+        ("BITNET_TUNE_CACHE", "off"),
+    ];
+    if !bitnet_tests::in_child_process(NAME, "BITNET_TEST_CALIBRATING_BATCH", &caches_off) {
         return;
     }
     let e = bitnet_tests::gpu_engine_with(bitnet_wgpu::EngineOptions {
