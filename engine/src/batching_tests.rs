@@ -91,6 +91,10 @@ fn gpu_routed_batches_under_policy_flips_stay_off_the_global_pool() {
 /// waiting in `BatchingLinear::forward` from `par_iter` hold them); `None` if it did not finish
 /// within 20 s. The workers are released either way.
 fn with_global_pool_held<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    // One holder at a time: two tests each holding some of the workers waited for the rest
+    // forever (a reviewer's hang, reproduced in a standalone copy).
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
     let workers = rayon::current_num_threads();
     let (started_tx, started_rx) = flume::unbounded::<()>();
     let (release_tx, release_rx) = flume::unbounded::<()>();
@@ -102,7 +106,9 @@ fn with_global_pool_held<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'stat
         });
     }
     for _ in 0..workers {
-        started_rx.recv().unwrap();
+        started_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("no global worker came free");
     }
     let (done_tx, done_rx) = flume::bounded(1);
     let thread = std::thread::spawn(move || {
