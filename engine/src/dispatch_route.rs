@@ -167,15 +167,7 @@ fn on_gpu<T>(
             d.observe(w, 1, t.elapsed().as_secs_f64());
             Ok(v)
         }
-        Err(e)
-            if is_gpu_fault(&e)
-                || (is_capability_error(&e) && d.policy() == DispatchPolicy::Auto) =>
-        {
-            // A device limit is the device's for good; `Unsupported` also names passing
-            // conditions (a blocking call on the engine's own thread, a policy change mid-call).
-            if matches!(e, Error::LimitExceeded { .. }) {
-                d.mark_unfit(w);
-            }
+        Err(e) if reruns_on_cpu(g, &e, w) => {
             let e = g.explain(e);
             log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
             if matches!(e, Error::OutOfMemory { .. }) {
@@ -186,4 +178,17 @@ fn on_gpu<T>(
         }
         Err(e) => Err(e),
     }
+}
+
+/// Whether a GPU error of an op of size `w` re-runs it on the CPU (`fault.rs`): a GPU fault, or
+/// — under `Auto` dispatch — a device limit or missing feature. A device limit is the device's
+/// for good, so it is remembered for `w` (`Dispatcher::mark_unfit`): later ops of that shape go
+/// to the CPU instead of uploading and failing one by one. `Unsupported` also names passing
+/// conditions (a blocking call on the engine's own thread, a policy change mid-call).
+pub(crate) fn reruns_on_cpu(g: &Gpu, e: &Error, w: &Workload) -> bool {
+    let auto = g.dispatch.policy() == DispatchPolicy::Auto;
+    if auto && matches!(e, Error::LimitExceeded { .. }) {
+        g.dispatch.mark_unfit(w);
+    }
+    is_gpu_fault(e) || (is_capability_error(e) && auto)
 }

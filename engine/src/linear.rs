@@ -179,18 +179,6 @@ impl Linear {
             },
             || {
                 let xt = e.upload_f32(x, &[m, w.k()])?;
-                if xt.location() != Location::Device {
-                    // The device was lost (a fault: `cpu` runs) or the policy became `Cpu`
-                    // since the route was chosen. The CPU's work then goes through `cpu_work`
-                    // like `cpu`'s: the tensor op's host path on a batcher thread put its rayon
-                    // tasks in the global pool, which the batcher's callers may hold.
-                    if let Some(g) = e.gpu_raw() {
-                        g.check_health()?;
-                    }
-                    return Ok(crate::batching::cpu_work(|| {
-                        bitnet_cpu_ref::bitlinear(x, m, w)
-                    })?);
-                }
                 e.bitlinear_tensor(&xt, &self.device_weights()?)?.read_f32()
             },
         )

@@ -19,12 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::context::Gpu;
-use crate::dispatch::DispatchPolicy;
 use crate::dispatch::Workload;
 use crate::engine::{BackendKind, Engine};
 use crate::error::{Error, Result};
 use crate::fate::{Fate, first_error};
-use crate::fault::{is_capability_error, is_gpu_fault};
+use crate::fault::is_gpu_fault;
 use crate::linear::Linear;
 use crate::ring::UploadRing;
 use crate::tensor::{DType, Storage, Tensor};
@@ -305,19 +304,13 @@ impl Engine {
     }
 }
 
-/// Whether a chunk's GPU error re-runs it on the CPU (`fault.rs`): a GPU fault, or — under
-/// `Auto` dispatch — a device limit or missing feature. A device limit is remembered for the
-/// chunk's shape, as `on_gpu` remembers one: the later chunks of that shape go to the CPU
-/// instead of uploading and failing one by one.
+/// Whether a chunk's GPU error re-runs it on the CPU, as an op's does (`reruns_on_cpu`, which
+/// also remembers a shape the device cannot take).
 fn falls_back(engine: &Engine, e: &Error, work: &Workload) -> bool {
-    let auto = engine.dispatch_policy() == DispatchPolicy::Auto;
-    if auto
-        && matches!(e, Error::LimitExceeded { .. })
-        && let Some(g) = engine.gpu_raw()
-    {
-        g.dispatch.mark_unfit(work);
+    match engine.gpu_raw() {
+        Some(g) => crate::dispatch::reruns_on_cpu(g, e, work),
+        None => is_gpu_fault(e),
     }
-    is_gpu_fault(e) || (is_capability_error(e) && auto)
 }
 
 /// Delivers every queued chunk, oldest first (stopping at the first error).
