@@ -53,6 +53,9 @@ fn time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     Ok(best)
 }
 
+/// Timed runs of each 8 MiB transfer that measures the link's bandwidths (the best one counts).
+const TRANSFER_RUNS: usize = 4;
+
 /// Deterministic inputs (a multiplicative hash; no RNG dependency).
 fn values(n: usize, seed: u32) -> Vec<f32> {
     (0..n as u32)
@@ -89,13 +92,27 @@ pub(super) fn sample(class: OpClass, (rows, n, k): LinearSize) -> Workload {
 /// at the measured bandwidths are taken out first, counted exactly as the prediction adds them
 /// back (`Workload::upload_bytes` / `download_bytes`, `Dispatcher::raw`): fitted cost plus
 /// transfers then reproduces the measured times.
+///
+/// At most [`MAX_TRANSFER_SHARE`] of a call's wall time is taken out: a bandwidth measured
+/// during a stall of the host (another process on every core) can price a call's transfers
+/// above its whole wall time, which left a GPU cost of zero, and `Auto` then sent every op of
+/// that class to the GPU, however small, until run-time adaptation caught up. Calls whose
+/// transfers really take most of their time (an 8 MiB upload over a slow link) stay exact up to
+/// that share.
 pub(super) fn fit_gpu(calls: [(Workload, f64); 2], up_bw: f64, down_bw: f64) -> Cost {
     let [a, b] = calls.map(|(w, wall)| {
         let moved = w.upload_bytes() / up_bw + w.download_bytes() / down_bw;
-        (w.units() as f64, (wall - moved).max(0.0))
+        (
+            w.units() as f64,
+            wall - moved.min(MAX_TRANSFER_SHARE * wall),
+        )
     });
     Cost::fit(a, b)
 }
+
+/// The largest share of a timed GPU call's wall time [`fit_gpu`] counts as its transfers: the
+/// call also launched a kernel and waited for it, which is never free.
+const MAX_TRANSFER_SHARE: f64 = 0.99;
 
 /// Times both backends of `engine` (a GPU engine): see the module docs. Its GPU runs use the GPU
 /// whatever the policy is set to meanwhile ([`measuring`]).
@@ -118,14 +135,16 @@ pub(crate) fn measure_with(
     let started = Instant::now();
     let bytes = 8usize << 20;
     let big = values(bytes / 4, 1);
-    let up = time(2, || {
+    // Best of more runs than the ops get: a stall through every transfer timed here would
+    // price the GPU calls' transfers above their whole wall times (see `fit_gpu`).
+    let up = time(TRANSFER_RUNS, || {
         let t = engine.upload_f32(&big, &[big.len()])?;
         engine.sync()?;
         drop(t);
         Ok(())
     })?;
     let resident = engine.upload_f32(&big, &[big.len()])?;
-    let down = time(2, || resident.read_f32().map(drop))?;
+    let down = time(TRANSFER_RUNS, || resident.read_f32().map(drop))?;
     drop(resident);
     let (up_bw, down_bw) = (bytes as f64 / up, bytes as f64 / down);
     let mut c = Calibration {

@@ -145,6 +145,24 @@ fn gpu_fit_takes_out_the_transfers_the_prediction_adds() {
     }
 }
 
+/// Transfers priced above a call's wall time (bandwidths measured during a stall of the host)
+/// still leave the GPU a cost: a hundredth of each call's wall time. The transfers took all of it
+/// before, a GPU cost of zero, and `Auto` sent every op of the class to the GPU.
+#[test]
+fn transfers_priced_above_the_wall_time_leave_a_gpu_cost() {
+    let (class, sizes) = QUANT_SIZES[1];
+    let calls = sizes.map(|(rows, k)| (sample(class, (rows, 1, k)), 1e-3 * rows as f64));
+    // A thousandth of a byte per second: every transfer "takes" far longer than its call.
+    let fit = fit_gpu(calls, 1e-3, 1e-3);
+    for (w, wall) in calls {
+        let predicted = fit.seconds(w.units() as f64);
+        assert!(
+            (predicted - 0.01 * wall).abs() <= 1e-9 * wall,
+            "{class:?} {w:?}: {predicted} s predicted for a {wall} s call"
+        );
+    }
+}
+
 /// Pool requests of `e` so far: every GPU-resident tensor comes from the pool, a host one never.
 fn pool_requests(e: &crate::Engine) -> u64 {
     let s = e.pool_stats();

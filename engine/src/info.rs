@@ -65,6 +65,11 @@ pub struct EngineInfo {
     pub dispatch: DispatchPolicy,
     /// Whether the device has been lost (every op then runs on the CPU).
     pub device_lost: bool,
+    /// Whether the kernels that wait inside their dispatch (the fused [`crate::LinearChain`],
+    /// one-dispatch weight quantization) may run: false once one of their bounded waits gave up
+    /// on this device (its run read as [`crate::Error::Aborted`] or re-ran another way), after
+    /// which it takes the kernels that do not wait; false on the CPU engine.
+    pub in_dispatch_waits: bool,
 }
 
 impl EngineInfo {
@@ -88,6 +93,7 @@ impl EngineInfo {
             hot_paths: crate::msl::HotPaths::all(crate::msl::KernelPath::Cpu),
             dispatch: DispatchPolicy::Cpu,
             device_lost: false,
+            in_dispatch_waits: false,
         }
     }
 
@@ -119,6 +125,7 @@ impl EngineInfo {
             hot_paths: g.msl.paths.clone(),
             dispatch: g.dispatch.policy(),
             device_lost: g.is_lost(),
+            in_dispatch_waits: crate::ops::waits_allowed(g),
         }
     }
 }
@@ -138,6 +145,12 @@ impl std::fmt::Display for EngineInfo {
                 }
             };
             writeln!(f, "dispatch:  {:?} ({runs})", self.dispatch)?;
+            if !self.in_dispatch_waits {
+                writeln!(
+                    f,
+                    "waits:     an in-dispatch wait gave up: the fused chain and one-dispatch weight quantization are off"
+                )?;
+            }
         }
         if !self.driver.is_empty() || !self.driver_info.is_empty() {
             writeln!(f, "driver:    {} {}", self.driver, self.driver_info)?;

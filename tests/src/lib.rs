@@ -1,7 +1,7 @@
 //! Helpers of the cross-check suite: deterministic random data, the GPU engine every GPU test
 //! uses (panicking loudly without an adapter, so CI cannot silently skip), and the one table of
-//! per-op float tolerances; the re-run of subgroup-sensitive cases on 4-lane subgroups; and an
-//! inline-polled task (futures run on the engine's own threads).
+//! per-op float tolerances; the re-run of subgroup-sensitive cases on 4-lane subgroups; the
+//! retry of tests of in-dispatch waits on fresh engines; and an inline-polled task (futures run on the engine's own threads).
 #![warn(missing_docs)]
 
 use bitnet_kernels_wgsl::bitnet;
@@ -10,9 +10,11 @@ use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
 mod child_process;
 mod inline_task;
 mod subgroup_rerun;
+mod waits;
 pub use child_process::in_child_process;
 pub use inline_task::{spawn_inline, thread_name};
 pub use subgroup_rerun::{rerun_on_4_lane_subgroups, rerun_where_the_subgroup_layout_is_broken};
+pub use waits::{WAIT_ATTEMPTS, until_waits_hold};
 
 /// Deterministic splitmix64 generator (no external crate; the same stream on every machine).
 #[derive(Debug, Clone)]
