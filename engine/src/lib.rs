@@ -100,7 +100,10 @@
 //! between, so a real layer's norms, RoPE and attention are not part of it — as one GPU dispatch
 //! whose workgroups wait for the workgroups producing their input, instead of a dispatch per
 //! linear and a pipeline barrier per dependency. Same bits as cpu-ref per linear; where the chain
-//! kernel cannot run, or a run is aborted, it runs linear by linear. Consumers read their
+//! kernel cannot run, or a run is aborted, it runs linear by linear. The waits are bounded: one
+//! that runs out (workgroups the GPU did not start in order) aborts that run, and the device
+//! takes the kernels that do not wait from then on ([`EngineInfo::in_dispatch_waits`] turns
+//! false; one-dispatch weight quantization waits the same way). Consumers read their
 //! producers' outputs through storage declared coherent where the device has
 //! `MEMORY_DECORATION_COHERENT` (Vulkan, DX12, Metal 3.2+), polling the words themselves in an
 //! output arena a small fill dispatch marks unwritten first, and through atomics behind their
