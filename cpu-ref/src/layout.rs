@@ -43,7 +43,17 @@
 //!   (order below), `count = (N*K) as f32` (round to nearest), `s = max(sum / count, 1e-5)`,
 //!   `inv_s = 1.0 / s`, `wq = clamp(round(w * inv_s), -1, 1)`. The stored scale is `s`. Note
 //!   `w * inv_s` is not `w / s`: the two can differ in the last bit and so resolve a tie at `±0.5`
-//!   differently (likewise `x * inv` versus `x * 127 / a` for activations).
+//!   differently (likewise `x * inv` versus `x * 127 / a` for activations). The reciprocal form
+//!   is the reference code's own, which is what BitNet checkpoints were trained and are checked
+//!   against (PyTorch, the BitNet b1.58 training recipe):
+//!   `scale = 127.0 / x.abs().max(dim=-1, keepdim=True).values.clamp_(min=1e-5)`,
+//!   `(x * scale).round().clamp_(-128, 127)`, and `scale = 1.0 / w.abs().mean().clamp_(min=1e-5)`,
+//!   `(w * scale).round().clamp_(-1, 1)`. A reviewer's counterexamples (2026-12-04): `W = [w,
+//!   2s - w]` with `s = 0x3fa7e520`, `w = 0x3f27e521` quantizes `w` to 0 here and in PyTorch
+//!   (`w * (1/s)` rounds to exactly 0.5, a tie to even) where the exact `w / s` (just above 0.5)
+//!   gives 1; the activation `x = 0x3fc72013` in a row of absmax `a = 0x40410b8e` gives 65 here
+//!   and in PyTorch, 66 as `(x * 127) / a` in `f32`. Only the sum behind `mean` differs from
+//!   PyTorch: its order is fixed below, where PyTorch's depends on its kernels.
 //! * **BitLinear**: `acc = Σ_k xq[m,k] * wq[n,k]` exactly in `i32` (|acc| ≤ 128·K, exact for
 //!   K < 2^24), `y[m,n] = (acc as f32) * ((s * a_m) * INV_127)` with [`INV_127`]` = 1.0f32 / 127.0`,
 //!   evaluated in exactly that order (multiplications only, so every backend agrees bit for bit).
