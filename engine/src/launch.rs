@@ -300,6 +300,17 @@ impl<'a> Launch<'a> {
         self.bind(t, true, None, true)
     }
 
+    /// Binds bytes `[offset, offset + size)` of a packed tensor's scales for reading (offset
+    /// aligned as [`Launch::input_range`]'s; see `ops::bitnet::scale_rows`).
+    pub fn input_scales_range(self, t: &'a Tensor, offset: u64, size: u64) -> Self {
+        self.bind(t, true, Some((offset, size)), false)
+    }
+
+    /// Binds bytes `[offset, offset + size)` of a packed tensor's scales for writing.
+    pub fn output_scales_range(self, t: &'a Tensor, offset: u64, size: u64) -> Self {
+        self.bind(t, true, Some((offset, size)), true)
+    }
+
     /// Binds bytes `[offset, offset + size)` of a tensor's data for reading (offset aligned to
     /// `min_storage_buffer_offset_alignment`; see [`binding_chunks`]).
     pub fn input_range(self, t: &'a Tensor, offset: u64, size: u64) -> Self {

@@ -90,6 +90,33 @@ pub(crate) fn row_chunks(
         .collect())
 }
 
+/// The binding of the per-row activation scales (4 bytes a row) of the rows `rows` of a chunked
+/// launch: the byte range from the aligned offset at or before the chunk's first row, and the
+/// chunk's first row within it (the kernels' `row_base` / `m_base`). Bound whole, the scales of
+/// tens of millions of rows (small K) exceeded the binding limit although the rows were chunked
+/// to fit it (a reviewer's `[20000, 64]` under a 64 KiB cap: `LimitExceeded` where cpu-ref
+/// gives the result).
+pub(crate) fn scale_rows(gpu: &Gpu, rows: &Range<u64>) -> ScaleRows {
+    let align = u64::from(gpu.caps.limits.min_storage_buffer_offset_alignment).max(4);
+    let offset = 4 * rows.start / align * align;
+    ScaleRows {
+        offset,
+        size: 4 * rows.end - offset,
+        base: (rows.start - offset / 4) as u32,
+    }
+}
+
+/// [`scale_rows`]: a byte range of a scales buffer and a row within it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScaleRows {
+    /// First byte bound (aligned).
+    pub offset: u64,
+    /// Bytes bound.
+    pub size: u64,
+    /// The chunk's first row, counted from `offset`.
+    pub base: u32,
+}
+
 /// `[rows, cols]` of a rank-2 tensor, or `ShapeMismatch` naming `op`.
 pub(crate) fn matrix_shape(op: &'static str, t: &Tensor) -> Result<(usize, usize)> {
     match *t.shape() {
@@ -158,15 +185,16 @@ impl Engine {
         let group = gpu.next_seq();
         for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
             let rows = r.end - r.start;
+            let scales = scale_rows(gpu, &r);
             let mut launch = Launch::new(gpu, kernel)
                 .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
                 .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
-                .output_scales(&out)
+                .output_scales_range(&out, scales.offset, scales.size)
                 .params(&ActParams {
                     rows: rows as u32,
                     k: k as u32,
                     words_per_row: awpr as u32,
-                    row_base: r.start as u32,
+                    row_base: scales.base,
                 })
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64));

@@ -4,7 +4,7 @@
 use bitnet_cpu_ref::layout::{activation_words_per_row, words_per_row};
 use bitnet_kernels_wgsl::bitnet as kernels;
 
-use super::bitnet::row_chunks;
+use super::bitnet::{row_chunks, scale_rows};
 use super::bitnet_plan::{COOP_FEATURES, CoopKind, LinearPlan};
 use super::bitnet_split as split;
 use crate::context::Gpu;
@@ -116,6 +116,8 @@ impl LinearCall<'_> {
             };
             for nr in row_chunks(gpu, self.op, n64, &[4 * wpr])? {
                 let (rows_m, rows_n) = (mr.end - mr.start, nr.end - nr.start);
+                // The chunk's activation scales (quantized inputs only), bound as a range.
+                let x_scales = scale_rows(gpu, &mr);
                 let (kernel, groups, tiles_n) = match self.plan {
                     LinearPlan::Fused { lanes } => {
                         (&GEMV_FUSED, rows_n.div_ceil(rows_per(lanes)), 0)
@@ -163,7 +165,7 @@ impl LinearCall<'_> {
                     // A split writes exact accumulators; its sum applies the mode.
                     mode: u32::from(self.acc || partials.is_some()),
                     tiles_n: tiles_n as u32,
-                    m_base: mr.start as u32,
+                    m_base: x_scales.base,
                     zero: 0,
                     k_splits: splits,
                 };
@@ -173,7 +175,7 @@ impl LinearCall<'_> {
                     .input_range(self.x, x_row * mr.start, x_row * rows_m)
                     .chunk_of(group);
                 if !fused {
-                    launch = launch.input_scales(self.x);
+                    launch = launch.input_scales_range(self.x, x_scales.offset, x_scales.size);
                 }
                 launch = match &partials {
                     Some(p) => launch.output(p),

@@ -7,7 +7,7 @@
 
 use bitnet_kernels_wgsl::bitnet as kernels;
 
-use super::bitnet::chunk_limit;
+use super::bitnet::{chunk_limit, scale_rows};
 use super::bitnet_record::{LinearCall, LinearParams, OUTPUT};
 use crate::context::Gpu;
 use crate::error::Result;
@@ -63,6 +63,7 @@ pub(crate) fn record_sum(
     group: u64,
 ) -> Result<()> {
     let n = call.shape.1 as u64;
+    let x_scales = scale_rows(gpu, &(first..first + rows));
     let params = LinearParams {
         m: rows as u32,
         n: n as u32,
@@ -71,13 +72,13 @@ pub(crate) fn record_sum(
         out_base: 0,
         mode: u32::from(call.acc),
         tiles_n: 0,
-        m_base: first as u32,
+        m_base: x_scales.base,
         zero: 0,
         k_splits: call.plan.k_splits(),
     };
     let mut launch = Launch::new(gpu, &SPLIT_SUM)
         .input_scales(call.w)
-        .input_scales(call.x)
+        .input_scales_range(call.x, x_scales.offset, x_scales.size)
         .input(partials)
         .output_range(call.out, 4 * n * first, 4 * n * rows)
         .params(&params)

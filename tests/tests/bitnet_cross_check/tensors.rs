@@ -1,9 +1,9 @@
 //! The resident-tensor API: chained ops with one sync, uploaded weights, dtype/shape/engine
 //! errors, and every chunked path under a tiny binding cap.
 
-use bitnet_tests::random_normal;
+use bitnet_tests::{gpu_engine_with, random_normal};
 use bitnet_wgpu::cpu_ref;
-use bitnet_wgpu::{DType, Engine, Error};
+use bitnet_wgpu::{DType, DispatchPolicy, Engine, EngineOptions, Error, LinearPlan};
 
 use crate::support::{
     assert_acts_eq, assert_bits_eq, assert_ternary_eq, check_acts, check_linear, check_weights,
@@ -162,5 +162,46 @@ fn chunked_paths_and_binding_limit_errors() {
             }
         ),
         "{err:?}"
+    );
+}
+
+/// Per-row activation scales larger than the binding cap (`[20000, 64]`: 80 000 bytes of scales
+/// against 64 KiB) are bound per chunk of rows, as the rows are: activation quantization and
+/// BitLinear on quantized and on f32 input give cpu-ref's bits under the GPU policy. Bound
+/// whole they failed with `LimitExceeded` (a reviewer's probe), which `Auto` hid by running
+/// cpu-ref. (A split-K GEMM's scratch, `4 · splits · M · N` bytes, must fit one binding, so
+/// its scales always do.)
+#[test]
+fn activation_scales_beyond_the_binding_cap_are_chunked_with_their_rows() {
+    let e = gpu_engine_with(EngineOptions {
+        max_binding_bytes: Some(64 << 10),
+        ..Default::default()
+    });
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (m, n, k) = (20_000, 8, 64);
+    let x = random_normal(90, m * k, 1.0);
+    let w = cpu_ref::quantize_weights(&random_normal(91, n * k, 0.02), n, k).unwrap();
+    let want_q = cpu_ref::quantize_activations(&x, m, k).unwrap();
+    let want_y = cpu_ref::bitlinear_quantized(&want_q, &w).unwrap();
+    let xt = e.upload_f32(&x, &[m, k]).unwrap();
+    let q = e.quantize_activations_tensor(&xt).unwrap();
+    assert_acts_eq(&q.read_activations().unwrap(), &want_q, "activations");
+    assert_acts_eq(
+        &e.quantize_activations(&x, m, k).unwrap(),
+        &want_q,
+        "activations (slice API)",
+    );
+    let wt = e.upload_ternary(&w).unwrap();
+    let y = e.bitlinear_tensor(&q, &wt).unwrap().read_f32().unwrap();
+    assert_bits_eq(&y, &want_y, "quantized input");
+    let plan = e.bitlinear_plan(m, n, k, false);
+    assert!(matches!(plan, Some(LinearPlan::Gemm { .. })), "{plan:?}");
+    let y = e.bitlinear_tensor(&xt, &wt).unwrap().read_f32().unwrap();
+    assert_bits_eq(&y, &want_y, "f32 input");
+    let stats = e.dispatch_stats();
+    assert_eq!(
+        (stats.cpu_runs, stats.fallbacks),
+        (0, 0),
+        "every op ran on the GPU"
     );
 }
