@@ -29,7 +29,7 @@ struct Params {
     row_base: u32,  // first row of this chunk in the full A and C
     a_shift: u32,   // row of A's binding holding chunk row 0
     c_shift: u32,   // row of C's binding holding chunk row 0
-    _pad: u32,
+    zero: u32,      // always 0: the runtime zero of mm_pin4
 }
 
 @group(1) @binding(0) var<uniform> params: Params;
@@ -109,7 +109,9 @@ fn main(
             );
             for (var i = 0u; i < 4u; i++) {
                 // Product rounded, then the sum (no fma), k ascending: the CPU reference's order.
-                acc[i] = acc[i] + vec4<f32>(a_tile[base + lid.y + i * WG]) * bv;
+                // Pinned: Vulkan lets a driver contract a * b + c into an fma, and NVIDIA's did
+                // exactly that to the same pattern in the RMSNorm kernels (norm_rms_common.wgsl).
+                acc[i] = acc[i] + mm_pin4(vec4<f32>(a_tile[base + lid.y + i * WG]) * bv);
             }
         }
         workgroupBarrier();
@@ -131,4 +133,10 @@ fn main(
             }
         }
     }
+}
+
+// An optimization barrier for four floats (XOR with the runtime zero params.zero): each product
+// is rounded where it is computed, as the CPU reference rounds it, before the sum.
+fn mm_pin4(v: vec4<f32>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(bitcast<vec4<u32>>(v) ^ vec4<u32>(params.zero));
 }

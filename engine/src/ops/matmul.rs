@@ -1,8 +1,9 @@
 //! Dense matmul on resident tensors: `matmul` / `matmul_bt` in f32, and their f16 forms (f16 in
 //! and out, f32 accumulation; need `SHADER_F16` on the GPU). Same results and errors as
-//! `bitnet_cpu_ref::ops::{matmul, matmul_bt, matmul_f16, matmul_bt_f16}` (within the float
-//! tolerance of the cross-check suite: the GPU accumulates in the same order, k ascending with
-//! no fused multiply-add, but a driver may still contract).
+//! `bitnet_cpu_ref::ops::{matmul, matmul_bt, matmul_f16, matmul_bt_f16}`: the GPU accumulates
+//! in the same order, k ascending, each product rounded before its sum (pinned, so no driver
+//! can contract it into a fused multiply-add), so f32 results are the same bits; an f16 result
+//! may differ by one f16 ulp, since WGSL lets the final f32 → f16 conversion round either way.
 
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
@@ -32,7 +33,8 @@ struct Params {
     row_base: u32,
     a_shift: u32,
     c_shift: u32,
-    pad: u32,
+    /// Always 0: the kernel's runtime zero, which pins each product against fma contraction.
+    zero: u32,
 }
 
 /// Which of the four products.
@@ -174,7 +176,7 @@ impl Engine {
                     row_base: r.start as u32,
                     a_shift: (r.start - a_row) as u32,
                     c_shift: (r.start - c_row) as u32,
-                    pad: 0,
+                    zero: 0,
                 })
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(v.op, ["a", "b", "output", ""]))
