@@ -21,7 +21,7 @@ struct Params {
     // 4 * ceil(K / 16): packed words per row (K / 4 of them hold values, the rest are padding).
     words_per_row: u32,
     // Index in `absmax` of this dispatch's first row (x and packed are bound as row ranges,
-    // absmax as a whole).
+    // absmax from the aligned offset at or before the first row's scale).
     row_base: u32,
 }
 

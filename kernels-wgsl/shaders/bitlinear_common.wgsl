@@ -25,7 +25,8 @@ struct Params {
     // GEMM only: ceil(n / tile width), to unfold the engine's linear grid into tiles.
     tiles_n: u32,
     // Row of act_absmax holding this dispatch's first activation row (the host chunks M when
-    // the output exceeds the storage binding limit; act and out are then bound as sub-ranges).
+    // the output exceeds the storage binding limit; act and out are then bound as sub-ranges,
+    // act_absmax from the aligned offset at or before the first row's scale).
     m_base: u32,
     // Always 0: the runtime zero of `bitlinear_pin` (the compiler cannot know its value).
     zero: u32,

@@ -12,10 +12,12 @@ use bitnet_wgpu::Engine;
 /// Fresh engines [`until_waits_hold`] tries before it fails.
 pub const WAIT_ATTEMPTS: usize = 3;
 
-/// Runs `attempt` on fresh engines from `make` until it returns `Some` (the waiting kernel ran
-/// every time it checked), at most [`WAIT_ATTEMPTS`] times; `None` means it did not. Panics
-/// naming `what` when the kernel did not run although no wait gave up on that engine
-/// ([`EngineInfo::in_dispatch_waits`](bitnet_wgpu::EngineInfo) still true: something else
+/// Runs `attempt` on fresh engines from `make` until it returns `Some` with every wait on that
+/// engine still holding ([`EngineInfo::in_dispatch_waits`](bitnet_wgpu::EngineInfo) true
+/// afterwards: a wait that gave up under a call that re-ran quietly, such as the slice API,
+/// would leave the attempt's later checks on the kernels that do not wait), at most
+/// [`WAIT_ATTEMPTS`] times; `None` means the attempt saw the waiting kernel not run. Panics
+/// naming `what` when it did not run although no wait gave up on that engine (something else
 /// turned it off), or when every attempt gave up: a kernel whose waits never hold is broken,
 /// not slow.
 pub fn until_waits_hold<T>(
@@ -25,13 +27,16 @@ pub fn until_waits_hold<T>(
 ) -> T {
     for i in 1..=WAIT_ATTEMPTS {
         let e = make();
-        if let Some(done) = attempt(&e) {
-            return done;
+        let done = attempt(&e);
+        let held = e.info().in_dispatch_waits;
+        match done {
+            Some(done) if held => return done,
+            Some(_) => {}
+            None => assert!(
+                !held,
+                "{what}: the waiting kernel did not run, and no wait gave up on its device"
+            ),
         }
-        assert!(
-            !e.info().in_dispatch_waits,
-            "{what}: the waiting kernel did not run, and no wait gave up on its device"
-        );
         eprintln!(
             "{what}: an in-dispatch wait gave up on attempt {i} of {WAIT_ATTEMPTS} (a stalled \
              worker thread?); trying a fresh engine"

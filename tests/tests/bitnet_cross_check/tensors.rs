@@ -165,12 +165,13 @@ fn chunked_paths_and_binding_limit_errors() {
     );
 }
 
-/// Per-row activation scales larger than the binding cap (`[20000, 64]`: 80 000 bytes of scales
+/// Per-row activation scales larger than the binding cap (`[20000, K]`: 80 000 bytes of scales
 /// against 64 KiB) are bound per chunk of rows, as the rows are: activation quantization and
 /// BitLinear on quantized and on f32 input give cpu-ref's bits under the GPU policy. Bound
 /// whole they failed with `LimitExceeded` (a reviewer's probe), which `Auto` hid by running
-/// cpu-ref. (A split-K GEMM's scratch, `4 · splits · M · N` bytes, must fit one binding, so
-/// its scales always do.)
+/// cpu-ref. K = 96 makes chunks of 170 rows, whose scales start between aligned offsets (the
+/// kernels' row base within the binding is then not 0). (A split-K GEMM's scratch,
+/// `4 · splits · M · N` bytes, must fit one binding, so its scales always do.)
 #[test]
 fn activation_scales_beyond_the_binding_cap_are_chunked_with_their_rows() {
     let e = gpu_engine_with(EngineOptions {
@@ -178,26 +179,28 @@ fn activation_scales_beyond_the_binding_cap_are_chunked_with_their_rows() {
         ..Default::default()
     });
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    let (m, n, k) = (20_000, 8, 64);
-    let x = random_normal(90, m * k, 1.0);
-    let w = cpu_ref::quantize_weights(&random_normal(91, n * k, 0.02), n, k).unwrap();
-    let want_q = cpu_ref::quantize_activations(&x, m, k).unwrap();
-    let want_y = cpu_ref::bitlinear_quantized(&want_q, &w).unwrap();
-    let xt = e.upload_f32(&x, &[m, k]).unwrap();
-    let q = e.quantize_activations_tensor(&xt).unwrap();
-    assert_acts_eq(&q.read_activations().unwrap(), &want_q, "activations");
-    assert_acts_eq(
-        &e.quantize_activations(&x, m, k).unwrap(),
-        &want_q,
-        "activations (slice API)",
-    );
-    let wt = e.upload_ternary(&w).unwrap();
-    let y = e.bitlinear_tensor(&q, &wt).unwrap().read_f32().unwrap();
-    assert_bits_eq(&y, &want_y, "quantized input");
-    let plan = e.bitlinear_plan(m, n, k, false);
-    assert!(matches!(plan, Some(LinearPlan::Gemm { .. })), "{plan:?}");
-    let y = e.bitlinear_tensor(&xt, &wt).unwrap().read_f32().unwrap();
-    assert_bits_eq(&y, &want_y, "f32 input");
+    for k in [64, 96] {
+        let (m, n) = (20_000, 8);
+        let x = random_normal(90 + k as u64, m * k, 1.0);
+        let w = cpu_ref::quantize_weights(&random_normal(91, n * k, 0.02), n, k).unwrap();
+        let want_q = cpu_ref::quantize_activations(&x, m, k).unwrap();
+        let want_y = cpu_ref::bitlinear_quantized(&want_q, &w).unwrap();
+        let xt = e.upload_f32(&x, &[m, k]).unwrap();
+        let q = e.quantize_activations_tensor(&xt).unwrap();
+        assert_acts_eq(&q.read_activations().unwrap(), &want_q, &format!("K {k}"));
+        assert_acts_eq(
+            &e.quantize_activations(&x, m, k).unwrap(),
+            &want_q,
+            &format!("K {k} (slice API)"),
+        );
+        let wt = e.upload_ternary(&w).unwrap();
+        let y = e.bitlinear_tensor(&q, &wt).unwrap().read_f32().unwrap();
+        assert_bits_eq(&y, &want_y, &format!("K {k}, quantized input"));
+        let plan = e.bitlinear_plan(m, n, k, false);
+        assert!(matches!(plan, Some(LinearPlan::Gemm { .. })), "{plan:?}");
+        let y = e.bitlinear_tensor(&xt, &wt).unwrap().read_f32().unwrap();
+        assert_bits_eq(&y, &want_y, &format!("K {k}, f32 input"));
+    }
     let stats = e.dispatch_stats();
     assert_eq!(
         (stats.cpu_runs, stats.fallbacks),

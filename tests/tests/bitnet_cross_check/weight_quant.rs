@@ -250,6 +250,26 @@ fn one_dispatch_errors_match_cpu_ref() {
     });
 }
 
+/// The retry of this file's tests (`on_own_engine`) sees a wait that gave up under a call that
+/// re-ran quietly: the slice API re-runs an aborted run on the CPU and returns cpu-ref's
+/// values, and the checks after it would have run on the kernels that do not wait. That attempt
+/// is tried again on a fresh engine.
+#[test]
+fn a_wait_that_gave_up_under_the_slice_api_is_tried_again() {
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let (n, k) = (40, 2560);
+    let w = random_normal(62, n * k, 0.02);
+    on_own_engine("quiet abort", |e| {
+        e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+        if attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            e.inject_fault(InjectedFault::WaitAbort);
+        }
+        check_weights(e, &w, n, k, "slice API");
+        check_on_gpu(e, &w, n, k, "tensor API")
+    });
+    assert_eq!(attempts.into_inner(), 2);
+}
+
 #[test]
 fn aborted_one_dispatch_run_is_a_fault_the_slice_api_recovers_from() {
     let (n, k) = (40, 2560);
