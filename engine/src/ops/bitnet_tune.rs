@@ -95,6 +95,9 @@ pub(crate) struct Key {
 #[derive(Default)]
 struct EngineTuning {
     settings: BitnetTuning,
+    /// Counts [`Engine::set_bitnet_tuning`] calls: a plan chosen (or measured, which takes
+    /// seconds) under settings that were replaced meanwhile is not cached.
+    generation: u64,
     plans: HashMap<Key, LinearPlan>,
     /// Measured plans from the plan cache file (read on first need, `bitnet_tune_cache.rs`).
     persisted: Option<HashMap<Key, LinearPlan>>,
@@ -129,6 +132,20 @@ fn state() -> &'static Mutex<HashMap<u64, EngineTuning>> {
     STATE.get_or_init(Default::default)
 }
 
+/// Caches `plan` for `key` when the settings it was chosen under (`generation`) are still the
+/// engine's. Otherwise [`Engine::set_bitnet_tuning`] ran meanwhile and cleared the plans: the
+/// call that chose `plan` (it started under the old settings) runs it, and the next call of the
+/// shape plans under the new ones. Cached anyway, a forced or forbidden setting (a block size,
+/// `gemm_coop: Some(false)`) set during a seconds-long autotune was ignored for good (a
+/// reviewer's probe).
+fn cache_plan(gpu: &Gpu, generation: u64, key: Key, plan: LinearPlan) {
+    with_state(gpu.id, |s| {
+        if s.generation == generation {
+            s.plans.insert(key, plan);
+        }
+    });
+}
+
 /// Drops the tuning state of engine `id` (its GPU context is going away; ids are never reused).
 pub(crate) fn forget(id: u64) {
     state()
@@ -149,6 +166,7 @@ impl Engine {
         if let Some(id) = self.gpu_id() {
             with_state(id, |s| {
                 s.settings = tuning;
+                s.generation += 1;
                 s.plans.clear();
             });
         }
@@ -189,10 +207,10 @@ impl Engine {
         };
         measure::check_tune_shape(gpu, m, n, k)?;
         let key = Key { m, n, k, f32_input };
-        let settings = with_state(gpu.id, |s| s.settings);
+        let (settings, generation) = with_state(gpu.id, |s| (s.settings, s.generation));
         let coop = self.coop_verified(gpu, key, settings);
         let plan = self.measure_best(gpu, key, &candidates(gpu, key, settings, coop))?;
-        with_state(gpu.id, |s| s.plans.insert(key, plan));
+        cache_plan(gpu, generation, key, plan);
         persist(gpu, key, settings, plan);
         Ok(Some(plan))
     }
@@ -225,7 +243,9 @@ impl Engine {
         f32_input: bool,
     ) -> Result<LinearPlan> {
         let key = Key { m, n, k, f32_input };
-        let (settings, cached) = with_state(gpu.id, |s| (s.settings, s.plans.get(&key).copied()));
+        let (settings, generation, cached) = with_state(gpu.id, |s| {
+            (s.settings, s.generation, s.plans.get(&key).copied())
+        });
         if let Some(plan) = cached {
             return Ok(plan);
         }
@@ -268,7 +288,7 @@ impl Engine {
             },
             None => heuristic_fitting(gpu, key, settings, &list),
         };
-        with_state(gpu.id, |s| s.plans.insert(key, plan));
+        cache_plan(gpu, generation, key, plan);
         Ok(plan)
     }
 
@@ -379,59 +399,5 @@ fn autotune_default(gpu: &Gpu) -> bool {
 mod measure;
 
 #[cfg(test)]
-mod tests {
-    /// Only plans measured among all candidates go to the shared plan cache (a winner among
-    /// restricted candidates was served to default engines before).
-    #[test]
-    fn only_unrestricted_measurements_are_persisted() {
-        use super::{BitnetTuning, unrestricted};
-        assert!(unrestricted(BitnetTuning::default()));
-        assert!(unrestricted(BitnetTuning {
-            autotune: Some(true),
-            ..Default::default()
-        }));
-        assert!(!unrestricted(BitnetTuning {
-            autotune: Some(true),
-            gemm_block: Some(4),
-            ..Default::default()
-        }));
-        assert!(!unrestricted(BitnetTuning {
-            gemm_coop: Some(false),
-            ..Default::default()
-        }));
-    }
-
-    /// The calibration key names a forced tuning and a `BITNET_AUTOTUNE` value (autotuned GEMVs
-    /// made the H200 decode stack 5.75 against 1.78 ms): a model measured under either is never
-    /// served to default engines.
-    #[test]
-    fn calibration_tags_name_tuning_and_the_autotune_variable() {
-        use super::{BitnetTuning, tag_of};
-        assert_eq!(tag_of(BitnetTuning::default(), None), "");
-        let on = tag_of(BitnetTuning::default(), Some(true));
-        let off = tag_of(BitnetTuning::default(), Some(false));
-        assert!(
-            !on.is_empty() && !off.is_empty() && on != off,
-            "{on} / {off}"
-        );
-        let forced = BitnetTuning {
-            generic_gemv: true,
-            ..Default::default()
-        };
-        assert!(tag_of(forced, None).contains("generic_gemv: true"));
-    }
-
-    use super::{BitnetTuning, state};
-
-    /// A dropped engine's tuning state goes with it (a server making engines must not grow).
-    #[test]
-    fn dropping_an_engine_forgets_its_tuning() {
-        let e = crate::test_gpu::gpu();
-        let id = e.gpu_id().unwrap();
-        e.set_bitnet_tuning(BitnetTuning::default());
-        let known = || state().lock().unwrap().contains_key(&id);
-        assert!(known());
-        drop(e);
-        assert!(!known());
-    }
-}
+#[path = "bitnet_tune_tests.rs"]
+mod tests;

@@ -10,7 +10,8 @@
 //! once per engine (only when autotune is on for it) and appended to after every measurement
 //! that changes a choice (compacted past 1000 lines); writers take turns through an advisory
 //! lock on `bitlinear-plans.txt.lock` beside it, so that no engine's compaction drops another's
-//! lines. Unreadable files and malformed lines are ignored, and a failed write is logged: it is a cache.
+//! lines. Unreadable files and malformed lines are ignored (this device's malformed lines are
+//! logged at `warn` when read), and a failed write is logged: it is a cache.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -123,13 +124,33 @@ fn parse_line(line: &str, key: &str) -> Option<(Shape, LinearPlan)> {
 
 /// Every plan cached for this device (later lines win).
 pub(crate) fn load(gpu: &Gpu) -> HashMap<Shape, LinearPlan> {
-    let Some(text) = path().and_then(|p| crate::cache_file::read_lossy(&p)) else {
+    let Some(file) = path() else {
+        return HashMap::new();
+    };
+    let Some(text) = crate::cache_file::read_lossy(&file) else {
         return HashMap::new();
     };
     let key = device_key(gpu);
-    crate::cache_file::complete_lines(&text)
-        .filter_map(|l| parse_line(l, &key))
-        .collect()
+    let mut plans = HashMap::new();
+    let mut malformed = 0usize;
+    for line in crate::cache_file::complete_lines(&text) {
+        match parse_line(line, &key) {
+            Some((shape, plan)) => {
+                plans.insert(shape, plan);
+            }
+            // Another device's lines are none of this engine's business; its own should parse.
+            None if line.starts_with(&format!("{key}\t")) => malformed += 1,
+            None => {}
+        }
+    }
+    if malformed > 0 {
+        log::warn!(
+            "bitnet-wgpu: {malformed} malformed line(s) for this device in the BitLinear plan \
+             cache {}: ignored (those shapes are measured again)",
+            file.display()
+        );
+    }
+    plans
 }
 
 /// Records one measured plan: appended, unless the file already ends up with that choice; the
