@@ -106,10 +106,25 @@ pub(crate) struct Batch {
     /// batch; 0 after any other flush: the GPU has run dry, so the next batch starts small).
     ramp: u32,
     params: Vec<u8>,
+    /// The profiler that times submitted batches: the engine's, or a measurement's own while
+    /// calibration or autotune runs (`ops::TuneProfiler`).
     pub profiler: Option<ProfilerState>,
+    /// The engine's profiler while a measurement's own stands in [`Batch::profiler`]: the
+    /// public profiling calls act on it ([`Batch::user_profiler`]), so a setting changed or a
+    /// report read meanwhile is the engine's, not the measurement's.
+    pub stashed_profiler: Option<Option<ProfilerState>>,
 }
 
 impl Batch {
+    /// The engine's own profiler (the one the public profiling calls configure, read and
+    /// reset), wherever it is while a measurement runs.
+    pub fn user_profiler(&mut self) -> &mut Option<ProfilerState> {
+        match &mut self.stashed_profiler {
+            Some(stashed) => stashed,
+            None => &mut self.profiler,
+        }
+    }
+
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.cmds.is_empty()

@@ -362,13 +362,17 @@ impl Engine {
         g.scheduler.call(move |batch, g| {
             batch.flush(g)?;
             set(batch
-                .profiler
+                .user_profiler()
                 .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue)));
             Ok(())
         })?
     }
 
     /// Per-kernel GPU time recorded so far (submits pending work first). Empty when never enabled.
+    /// Work submitted while the engine measures itself (a calibration, including the lazy one
+    /// of `Auto`'s first decision, or the autotune of a new GEMM shape) is timed by the
+    /// measurement's own profiler and is missing here; profiling calls made meanwhile still act
+    /// on this report and its settings.
     pub fn profile_report(&self) -> Result<ProfileReport> {
         // Not `gpu_context`: under the `Cpu` policy or after a lost device the totals gathered
         // before are still the engine's and must not read as an empty report.
@@ -378,7 +382,7 @@ impl Engine {
         g.scheduler.call(|batch, g| {
             batch.flush(g)?;
             Ok(batch
-                .profiler
+                .user_profiler()
                 .as_ref()
                 .map(|p| p.report())
                 .unwrap_or_default())
@@ -394,7 +398,7 @@ impl Engine {
                 if let Err(e) = batch.flush(g) {
                     log::warn!("bitnet-wgpu: submit before profiler reset failed: {e}");
                 }
-                if let Some(p) = batch.profiler.as_mut() {
+                if let Some(p) = batch.user_profiler().as_mut() {
                     p.reset();
                 }
             });

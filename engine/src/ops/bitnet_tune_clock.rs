@@ -94,21 +94,24 @@ fn interleaved(
     Ok(best)
 }
 
-/// The tuner's own profiler, installed in place of the engine's (which it holds, to put back
-/// when stopped or dropped) for the whole measurement, so that none of the tuner's dispatches
-/// reach the user's report: timing batch spans (GEMMs), or disabled (wall-clock tuning, which
-/// timestamp writes and their read-backs would perturb). Calibration (`calibrate_measure.rs`)
-/// installs a disabled one for the same reasons. Measurements of one context take turns
-/// ([`MeasureGate`](super::MeasureGate)), so two threads' swaps never interleave. A profiling
-/// setting another thread changes while the tuner measures applies to the tuner's profiler and
-/// is lost when the engine's is put back (tuning is a one-off sync point; set profiling up before the first
-/// GEMM of a shape, or tune with [`Engine::autotune_bitlinear`] first).
+/// The tuner's own profiler, installed in place of the engine's (stashed in the batch,
+/// `Batch::stashed_profiler`, and put back when stopped or dropped) for the whole measurement,
+/// so that none of the tuner's dispatches reach the user's report: timing batch spans (GEMMs),
+/// or disabled (wall-clock tuning, which timestamp writes and their read-backs would perturb).
+/// Calibration (`calibrate_measure.rs`) installs a disabled one for the same reasons.
+/// Measurements of one context take turns ([`MeasureGate`](super::MeasureGate)), so two
+/// threads' swaps never interleave. The public profiling calls act on the stashed profiler
+/// meanwhile (`Batch::user_profiler`): a report read during a measurement is the engine's, and
+/// a setting changed then stays. (They acted on the tuner's before: reports read empty through
+/// a whole calibration and settings were lost, a reviewer's probe.) What other threads submit
+/// during the measurement is timed by the tuner's profiler, not the engine's: it is missing
+/// from the engine's report.
 pub(crate) struct TuneProfiler<'a> {
     gpu: &'a Gpu,
     /// Whether it times batch spans.
     spans: bool,
-    /// The engine's profiler (if it had one), until it is put back.
-    saved: Option<Option<ProfilerState>>,
+    /// Whether the engine's profiler is stashed in the batch, to be put back.
+    swapped: bool,
     /// No other thread measures (swaps profilers) on this context meanwhile; released after
     /// the engine's profiler is back (fields drop after `Drop::drop`).
     _turn: MeasureHold<'a>,
@@ -122,17 +125,18 @@ impl<'a> TuneProfiler<'a> {
             return Ok(None);
         }
         let turn = gpu.measure_gate.hold();
-        let saved = gpu.scheduler.call(move |batch, g| {
+        gpu.scheduler.call(move |batch, g| {
             batch.flush(g)?;
             let mut own = ProfilerState::new(&g.device, &g.queue);
             own.enabled = spans;
             own.granularity = ProfileGranularity::Batch;
-            Ok::<_, Error>(batch.profiler.replace(own))
+            batch.stashed_profiler = Some(batch.profiler.replace(own));
+            Ok::<_, Error>(())
         })??;
         Ok(Some(TuneProfiler {
             gpu,
             spans,
-            saved: Some(saved),
+            swapped: true,
             _turn: turn,
         }))
     }
@@ -157,12 +161,14 @@ impl<'a> TuneProfiler<'a> {
     }
 
     fn restore(&mut self) -> Result<()> {
-        let Some(saved) = self.saved.take() else {
+        if !std::mem::take(&mut self.swapped) {
             return Ok(());
-        };
+        }
         self.gpu.scheduler.call(move |batch, g| {
             let flushed = batch.flush(g);
-            batch.profiler = saved;
+            if let Some(saved) = batch.stashed_profiler.take() {
+                batch.profiler = saved;
+            }
             flushed.map(drop)
         })?
     }
@@ -254,5 +260,44 @@ mod tests {
             assert!(waited, "the second measurement started during the first");
         });
         assert!(!installed(), "a tuner's profiler was left installed");
+    }
+
+    /// The public profiling calls act on the engine's profiler while a measurement's own stands
+    /// in for it: a report read meanwhile is the engine's (it read empty through a whole
+    /// calibration), and a setting changed meanwhile stays once the engine's is back (it was
+    /// lost: a reviewer's probes).
+    #[test]
+    fn profiling_calls_during_a_measurement_act_on_the_engines_profiler() {
+        use crate::profiler::{BATCH_SPAN, ProfileGranularity};
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        e.set_profiling(true).unwrap();
+        let t = e.upload_f32(&[1.0; 1024], &[1024]).unwrap();
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let before = e.profile_report().unwrap();
+        assert!(before.dispatches > 0, "{before:?}");
+        let tuner = TuneProfiler::start(g, false)
+            .unwrap()
+            .expect("timestamp queries");
+        assert_eq!(
+            e.profile_report().unwrap(),
+            before,
+            "read during the measurement"
+        );
+        e.set_profiling_granularity(ProfileGranularity::Batch)
+            .unwrap();
+        tuner.stop().unwrap();
+        e.reset_profile();
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let after = e.profile_report().unwrap();
+        assert_eq!(
+            after
+                .entries
+                .iter()
+                .map(|(name, ..)| *name)
+                .collect::<Vec<_>>(),
+            [BATCH_SPAN],
+            "the granularity set during the measurement: {after:?}"
+        );
     }
 }
