@@ -169,7 +169,10 @@ fn on_gpu<T>(
         }
         Err(e) if reruns_on_cpu(g, &e, w) => {
             let e = g.explain(e);
-            log::warn!("bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU");
+            log::log!(
+                crate::fault::log_level(&e),
+                "bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU"
+            );
             if matches!(e, Error::OutOfMemory { .. }) {
                 g.pool.trim();
             }

@@ -166,6 +166,25 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
     )
 }
 
+/// The level at which to log a GPU error that the engine works around: `warn`, except for a
+/// kernel's failure to build that this process has already reported (`debug`). The pipeline
+/// cache returns such a failure at every call of its op (compiling again would fail again), so
+/// a warning per call flooded a server's log with the same multi-line compiler message (a
+/// reviewer's probe: 20 calls, 20 warnings).
+pub(crate) fn log_level(e: &Error) -> log::Level {
+    static REPORTED: std::sync::Mutex<Vec<(&str, &str)>> = std::sync::Mutex::new(Vec::new());
+    let Error::PipelineCreation { kernel, entry, .. } = e else {
+        return log::Level::Warn;
+    };
+    let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
+    if reported.contains(&(kernel, entry)) {
+        log::Level::Debug
+    } else {
+        reported.push((kernel, entry));
+        log::Level::Warn
+    }
+}
+
 /// A fused launch's result with a kernel the driver cannot build (`PipelineCreation`, raised
 /// before anything is recorded) turned into "not fused" (`Ok(None)`, logged): the caller then
 /// runs the unfused ops, which need other kernels. (A layer's fused kernel that fails to build
@@ -174,7 +193,10 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
 pub(crate) fn unless_unbuildable<T>(r: crate::Result<Option<T>>) -> crate::Result<Option<T>> {
     match r {
         Err(e @ Error::PipelineCreation { .. }) => {
-            log::warn!("bitnet-wgpu: {e}; running the unfused ops instead");
+            log::log!(
+                log_level(&e),
+                "bitnet-wgpu: {e}; running the unfused ops instead"
+            );
             Ok(None)
         }
         r => r,
@@ -190,6 +212,23 @@ pub(crate) fn is_capability_error(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kernel's failure to build warns once per process and logs at `debug` after; other
+    /// errors always warn.
+    #[test]
+    fn a_kernel_that_fails_to_build_warns_once() {
+        let failed = |kernel| Error::PipelineCreation {
+            kernel,
+            entry: "main",
+            message: "no".into(),
+        };
+        assert_eq!(log_level(&failed("probe_kernel_a")), log::Level::Warn);
+        assert_eq!(log_level(&failed("probe_kernel_a")), log::Level::Debug);
+        assert_eq!(log_level(&failed("probe_kernel_b")), log::Level::Warn);
+        let lost = Error::DeviceLost("gone".into());
+        assert_eq!(log_level(&lost), log::Level::Warn);
+        assert_eq!(log_level(&lost), log::Level::Warn);
+    }
 
     #[test]
     fn arms_are_consumed_once() {

@@ -368,7 +368,8 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
                     ) =>
                 {
                     count(2);
-                    log::warn!(
+                    log::log!(
+                        crate::fault::log_level(&e),
                         "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",
                         c.index
                     );
