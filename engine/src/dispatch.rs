@@ -186,8 +186,11 @@ impl Engine {
         Ok(c)
     }
 
-    /// The calibration in use: `None` on the CPU engine, and before the first `Auto` decision,
-    /// [`Engine::calibrate`] or [`Engine::set_calibration`].
+    /// The calibration in use: `None` on the CPU engine, before the first `Auto` decision,
+    /// [`Engine::calibrate`] or [`Engine::set_calibration`], and while a failed lazy
+    /// calibration leaves `Auto` on the CPU ([`EngineInfo::calibration_failed`](crate::EngineInfo)):
+    /// its stand-in model is no measurement, and copied to another engine with
+    /// `set_calibration` it would pin that one to the CPU.
     pub fn calibration(&self) -> Option<Calibration> {
         let g = self.gpu_raw()?;
         let c = g
@@ -195,7 +198,9 @@ impl Engine {
             .calibration
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        c.as_deref().cloned()
+        c.as_deref()
+            .filter(|c| !crate::recalibrate::is_stand_in(c))
+            .cloned()
     }
 
     /// Uses `c` as the `Auto` model (e.g. one measured earlier); nothing is measured or cached.

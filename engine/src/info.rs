@@ -70,6 +70,10 @@ pub struct EngineInfo {
     /// on this device (its run read as [`crate::Error::Aborted`] or re-ran another way), after
     /// which it takes the kernels that do not wait; false on the CPU engine.
     pub in_dispatch_waits: bool,
+    /// Whether the lazy calibration of `Auto` dispatch failed: `Auto` then runs every op on the
+    /// CPU until a background retry succeeds (or [`crate::Engine::calibrate`] /
+    /// `set_calibration` installs a model), and [`crate::Engine::calibration`] reads `None`.
+    pub calibration_failed: bool,
 }
 
 impl EngineInfo {
@@ -94,6 +98,7 @@ impl EngineInfo {
             dispatch: DispatchPolicy::Cpu,
             device_lost: false,
             in_dispatch_waits: false,
+            calibration_failed: false,
         }
     }
 
@@ -126,6 +131,13 @@ impl EngineInfo {
             dispatch: g.dispatch.policy(),
             device_lost: g.is_lost(),
             in_dispatch_waits: crate::ops::waits_allowed(g),
+            calibration_failed: g
+                .dispatch
+                .calibration
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+                .is_some_and(crate::recalibrate::is_stand_in),
         }
     }
 }
@@ -140,6 +152,9 @@ impl std::fmt::Display for EngineInfo {
                 (true, _) => "device LOST: every op runs on the CPU",
                 (false, DispatchPolicy::Cpu) => "every op runs on the CPU; the adapter is unused",
                 (false, DispatchPolicy::Gpu) => "every op runs on the GPU",
+                (false, DispatchPolicy::Auto) if self.calibration_failed => {
+                    "calibration FAILED: host-facing ops on the CPU until a retry succeeds, tensor ops where their data lives"
+                }
                 (false, DispatchPolicy::Auto) => {
                     "host-facing ops on the backend predicted faster, tensor ops where their data lives"
                 }

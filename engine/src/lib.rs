@@ -78,8 +78,8 @@
 //!   cost of a few nanoseconds over calling cpu-ref. If the lazy calibration fails — any GPU
 //!   fault while measuring, transient ones (out of memory, a caught panic) included — a warning
 //!   is logged, nothing is cached, and that engine's `Auto` sends every op to the CPU
-//!   ([`Engine::calibration`] meanwhile returns a stand-in whose GPU costs `f64::MAX / 4` s per
-//!   call) until a model is installed: by [`Engine::calibrate`], [`Engine::set_calibration`], or
+//!   ([`EngineInfo::calibration_failed`] is true and [`Engine::calibration`] `None` meanwhile)
+//!   until a model is installed: by [`Engine::calibrate`], [`Engine::set_calibration`], or
 //!   a retry the engine starts itself on a background thread, from a sampled op (one CPU run in
 //!   [`SAMPLE_EVERY`]) under `Auto` once 30 s have passed (then 1 min, 2 min, ... up to an hour
 //!   after each failure; none once the device is lost; an engine that runs no ops under `Auto`

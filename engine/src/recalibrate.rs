@@ -122,6 +122,18 @@ impl Retry {
     }
 }
 
+/// The GPU cost of every class in the stand-in model of a failed calibration: so large that
+/// every prediction says CPU. [`Engine::calibration`] reports no calibration while it is in use.
+pub(crate) const STAND_IN_GPU_COST: Cost = Cost {
+    fixed_s: f64::MAX / 4.0,
+    per_unit_s: 0.0,
+};
+
+/// Whether `c` is the stand-in model of a failed calibration.
+pub(crate) fn is_stand_in(c: &Calibration) -> bool {
+    c.gpu == [STAND_IN_GPU_COST; 4]
+}
+
 impl Engine {
     /// The stand-in model after the lazy calibration failed with `e` (GPU costs `f64::MAX / 4`
     /// s per call: every prediction says CPU), with the failure logged and — unless the device is
@@ -135,16 +147,12 @@ impl Engine {
             format!(" (retried in the background from {s} s on)")
         };
         log::warn!("bitnet-wgpu: calibration failed ({e}); Auto dispatch uses the CPU{retry}");
-        let never = Cost {
-            fixed_s: f64::MAX / 4.0,
-            per_unit_s: 0.0,
-        };
         Calibration {
             key,
             upload_bytes_per_s: 1.0,
             download_bytes_per_s: 1.0,
             cpu: [Default::default(); 4],
-            gpu: [never; 4],
+            gpu: [STAND_IN_GPU_COST; 4],
         }
     }
 
@@ -249,10 +257,33 @@ mod tests {
     use super::*;
     use crate::dispatch::SAMPLE_EVERY;
 
-    /// Whether the installed model is the stand-in of a failed calibration.
+    /// Whether the installed model is the stand-in of a failed calibration, as the engine's
+    /// info says it; `calibration()` then reads `None` (the stand-in is no measurement).
     fn stand_in(e: &Engine) -> bool {
-        e.calibration()
-            .is_some_and(|c| c.gpu[0].fixed_s == f64::MAX / 4.0)
+        let failed = e.info().calibration_failed;
+        assert_eq!(
+            e.calibration().is_none(),
+            failed,
+            "calibration() while failed"
+        );
+        failed
+    }
+
+    /// A model the user could install: the key of the engine's device, every GPU cost its CPU
+    /// cost (made up; no measurement).
+    fn user_model(e: &Engine) -> Calibration {
+        let g = e.gpu_raw().unwrap();
+        let cpu = Cost {
+            fixed_s: 1e-6,
+            per_unit_s: 1e-9,
+        };
+        Calibration {
+            key: Calibration::key_of(g),
+            upload_bytes_per_s: 1e9,
+            download_bytes_per_s: 1e9,
+            cpu: [cpu; 4],
+            gpu: [cpu; 4],
+        }
     }
 
     /// An `Auto` engine whose lazy calibration just failed with a transient fault.
@@ -266,6 +297,7 @@ mod tests {
         let c = e.calibration_failed(g, Calibration::key_of(g), &oom);
         g.dispatch.install(c);
         assert!(stand_in(&e) && g.dispatch.retry.armed());
+        assert!(e.info().to_string().contains("calibration FAILED"));
         e
     }
 
@@ -318,8 +350,7 @@ mod tests {
             g.dispatch.retry.backoff_if_idle() == Some(2 * FIRST_BACKOFF)
         });
         assert!(stand_in(&e), "a failed retry installs nothing");
-        let mut user = e.calibration().unwrap();
-        user.gpu = user.cpu;
+        let user = user_model(&e);
         e.set_calibration(user.clone()).unwrap();
         assert!(!g.dispatch.retry.armed());
         g.dispatch.retry.make_due();
@@ -336,8 +367,7 @@ mod tests {
         let g = e.gpu_raw().unwrap();
         g.dispatch.retry.make_due();
         let backoff = g.dispatch.retry.claim_due().expect("a due retry");
-        let mut user = e.calibration().unwrap();
-        user.gpu = user.cpu;
+        let user = user_model(&e);
         let mut installing = Some(user.clone());
         // In the middle of the measurement: the user's model, then a fault that fails it.
         e.retry_calibration_with(backoff, |_| {
