@@ -17,7 +17,10 @@ impl KvCache {
     /// device in one dispatch (a decode step's RoPE and append behind one barrier instead of
     /// two) where every operand is a device tensor, the cache is on the device and the new rows
     /// fit one launch; as those two calls otherwise. Errors: `rope_pair`'s, then `append`'s; the
-    /// cache is unchanged on error.
+    /// cache is unchanged on an error returned here. As with any device op, an error found only
+    /// when the GPU runs (a NaN in `k`) is not returned here: the rows are appended and the
+    /// views covering them read as that error (module docs of `kv_cache.rs`), where a host cache
+    /// returns it at once and appends nothing.
     pub fn append_rope(
         &mut self,
         q: &Tensor,

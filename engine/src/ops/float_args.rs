@@ -39,13 +39,16 @@ const INDEX_HEADROOM: u64 = 4096;
 pub(crate) const MAX_INDEXABLE: u64 = u32::MAX as u64 - INDEX_HEADROOM;
 
 /// Rejects a tensor whose flat indices do not fit the kernels' 32-bit index arithmetic, with
-/// room for their loops' last step ([`MAX_INDEXABLE`] elements at most).
+/// room for their loops' last step ([`MAX_INDEXABLE`] elements at most): a device limit
+/// (`LimitExceeded`, as a buffer above `max_buffer_size` is), which `Auto` runs on the CPU.
 pub(crate) fn u32_indexable(op: &'static str, what: &str, elements: u64) -> Result<()> {
     if elements > MAX_INDEXABLE {
-        return Err(Error::Unsupported(format!(
-            "{op}: {what} has {elements} elements; GPU kernels index with 32 bits (at most \
-             {MAX_INDEXABLE})"
-        )));
+        return Err(Error::LimitExceeded {
+            limit: "32-bit indexing of the GPU kernels (elements per tensor)",
+            requested: elements,
+            max: MAX_INDEXABLE,
+            what: format!("{op}: {what}"),
+        });
     }
     Ok(())
 }
