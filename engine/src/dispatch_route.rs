@@ -4,6 +4,7 @@
 //! sampled CPU runs and re-running a GPU fault on the CPU. Policy, statistics and calibration are
 //! `dispatch.rs`.
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -146,7 +147,11 @@ fn on_gpu<T>(
     let policy = d.policy();
     let changes = d.policy_changes.load(Ordering::Acquire);
     let t = Instant::now();
-    match gpu() {
+    // Nested host-facing ops (a layer's op inside another's GPU path) keep the outer flag.
+    let outer = RAN_ON_HOST.with(|c| c.replace(false));
+    let result = gpu();
+    let on_host = RAN_ON_HOST.with(|c| c.replace(outer || c.get()));
+    match result {
         // A policy changed to `Cpu` since the route was chosen (and maybe back) may have run
         // the op on host tensors (the GPU path's uploads follow the policy): neither counted
         // nor timed as a GPU run then.
@@ -160,6 +165,11 @@ fn on_gpu<T>(
         // (some of) it, so a fallback, not timed.
         Ok(v) if g.is_lost() => {
             d.count(2);
+            Ok(v)
+        }
+        // cpu-ref ran it (a CPU adapter's loop limit): a CPU run, untimed.
+        Ok(v) if on_host => {
+            d.count(0);
             Ok(v)
         }
         Ok(v) => {
@@ -181,6 +191,20 @@ fn on_gpu<T>(
         }
         Err(e) => Err(e),
     }
+}
+
+thread_local! {
+    /// Set by a GPU path that ran (part of) its op on cpu-ref instead, where a CPU adapter's
+    /// loop limit would cut its kernel short ([`ran_on_host`]); read and cleared by `on_gpu`.
+    static RAN_ON_HOST: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that the GPU path running on this thread took cpu-ref instead (a CPU adapter's loop
+/// limit): the host-facing op around it counts a CPU run, not a GPU run, and times nothing (a
+/// reviewer's probe: such a run counted as a GPU run, and its CPU time would have taught `Auto`
+/// the GPU's speed). Harmless outside a host-facing op: `on_gpu` clears it before each run.
+pub(crate) fn ran_on_host() {
+    RAN_ON_HOST.with(|c| c.set(true));
 }
 
 /// Whether a GPU error of an op of size `w` re-runs it on the CPU (`fault.rs`): a GPU fault, or

@@ -241,3 +241,26 @@ fn auto_reruns_an_op_past_a_device_limit_on_the_cpu() {
     );
     assert_eq!(e.dispatch_stats().fallbacks, before + 2);
 }
+
+/// A host-facing op whose GPU path runs cpu-ref instead (on a CPU adapter, a row whose
+/// quantization loops past lavapipe's limit) counts as a CPU run, not a GPU run: it was counted
+/// (and timed, under `Auto`) as the GPU's (a reviewer's probe). On a real GPU the kernel runs.
+#[test]
+fn a_gpu_path_that_ran_cpu_ref_counts_as_a_cpu_run() {
+    let e = gpu_engine();
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    // K not a multiple of 4, past 12.3 M values: more loop iterations than lavapipe runs.
+    let k = 13_000_001;
+    let x = random_f32(77, k, -1.0, 1.0);
+    let before = e.dispatch_stats();
+    let got = e.quantize_activations(&x, 1, k).unwrap();
+    assert_eq!(got, cpu_ref::quantize_activations(&x, 1, k).unwrap());
+    let after = e.dispatch_stats();
+    let cpu_adapter = e.info().device_type == "Cpu";
+    let ran = (
+        after.cpu_runs - before.cpu_runs,
+        after.gpu_runs - before.gpu_runs,
+    );
+    assert_eq!(ran, if cpu_adapter { (1, 0) } else { (0, 1) }, "(cpu, gpu)");
+    assert_eq!(after.fallbacks, before.fallbacks);
+}

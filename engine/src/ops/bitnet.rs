@@ -161,10 +161,11 @@ impl Engine {
         check_k(op, k)?;
         same_engine(self, op, x)?;
         // On CPU adapters a row whose quantization loops past lavapipe's limit runs on cpu-ref.
-        let Some(gpu) = self
-            .gpu_for(&[x])
-            .filter(|g| loops_fit(g, act_quant_loops(k)))
-        else {
+        let on_gpu = self.gpu_for(&[x]);
+        let Some(gpu) = on_gpu.filter(|g| loops_fit(g, act_quant_loops(k))) else {
+            if on_gpu.is_some() {
+                crate::dispatch::ran_on_host();
+            }
             // `cpu_work`: off the global rayon pool on a batcher thread (`batching.rs`).
             let hx = host_f32(x)?;
             let q = crate::batching::cpu_work(|| {

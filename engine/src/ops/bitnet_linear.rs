@@ -139,6 +139,7 @@ impl Engine {
         if !plan_fits(gpu, plan, (m, n, k)) {
             // A CPU adapter whose loop limit would cut every candidate plan short (or a forced
             // plan that it would): cpu-ref, as on the CPU.
+            crate::dispatch::ran_on_host();
             return cpu();
         }
         LinearCall {
