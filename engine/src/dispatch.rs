@@ -121,7 +121,8 @@ impl DispatchPolicy {
 #[non_exhaustive]
 pub struct DispatchStats {
     /// Ops run on the CPU by choice (policy, prediction, lost device). Counted without locking
-    /// (to keep the CPU path cheap): exact on one thread, a lower bound under concurrent use.
+    /// (to keep the CPU path cheap): exact on one thread, approximate under concurrent use
+    /// (concurrent counts may be lost, and a sampled call's switch to the GPU may be undone).
     pub cpu_runs: u64,
     /// Ops completed on the GPU.
     pub gpu_runs: u64,

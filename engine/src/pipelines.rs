@@ -14,6 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bitnet_kernels_wgsl::KernelSource;
@@ -103,7 +104,16 @@ struct State {
     /// Pipelines that failed to build, with the driver's message: compiling one again would
     /// fail again, at a shader compile's cost on every call of its op.
     failed: HashMap<Key, String>,
-    stats: PipelineStats,
+}
+
+/// [`PipelineStats`] kept outside the cache's lock, which is held through every compile: a
+/// statistics read waited for the compile in progress (31 ms on lavapipe, a reviewer's probe;
+/// longer on drivers with slower compilers).
+#[derive(Default)]
+struct Counters {
+    compiled: AtomicU64,
+    hits: AtomicU64,
+    failed: AtomicU64,
 }
 
 /// The engine's pipeline cache.
@@ -114,6 +124,7 @@ pub(crate) struct PipelineCache {
     /// Group 1 layout shared by every pipeline (params arena + status word).
     engine_layout: wgpu::BindGroupLayout,
     state: Mutex<State>,
+    counters: Counters,
     faults: Arc<crate::fault::Faults>,
 }
 
@@ -132,6 +143,7 @@ impl PipelineCache {
             features,
             engine_layout,
             state: Mutex::new(State::default()),
+            counters: Counters::default(),
             faults,
         }
     }
@@ -171,7 +183,7 @@ impl PipelineCache {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = st.pipelines.get(&key) {
             let c = Arc::clone(c);
-            st.stats.hits += 1;
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c);
         }
         if let Some(message) = st.failed.get(&key) {
@@ -194,19 +206,24 @@ impl PipelineCache {
             Err(e) => {
                 if let Error::PipelineCreation { message, .. } = &e {
                     st.failed.insert(key, message.clone());
-                    st.stats.failed += 1;
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 return Err(e);
             }
         };
-        st.stats.compiled += 1;
+        self.counters.compiled.fetch_add(1, Ordering::Relaxed);
         st.pipelines.insert(key, Arc::clone(&compiled));
         Ok(compiled)
     }
 
     /// Statistics so far.
     pub fn stats(&self) -> PipelineStats {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).stats
+        let c = &self.counters;
+        PipelineStats {
+            compiled: c.compiled.load(Ordering::Relaxed),
+            hits: c.hits.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
     }
 
     fn compile(

@@ -98,6 +98,7 @@ pub struct PoolStats {
     pub staging_bytes: u64,
     /// Bytes of the streams' upload staging ring, kept between streams (its buffers grow to the
     /// largest chunk streamed; [`Engine::trim_pool`](crate::Engine::trim_pool) drops them).
+    /// Reads 0 while a stream runs: the stream holds the ring then, and its bytes are live.
     pub upload_staging_bytes: u64,
     /// Launches whose bind group was reused from the bind-group cache (`bind_cache.rs`).
     pub bind_group_hits: u64,

@@ -44,12 +44,16 @@ pub enum ProfileGranularity {
     Batch,
 }
 
-/// Per-kernel GPU time since profiling was enabled (or last reset).
+/// Per-kernel GPU time since the profiler was first enabled or last reset
+/// ([`Engine::reset_profile`](crate::Engine::reset_profile)): disabling and enabling it again
+/// keeps the totals, and a change of [`ProfileGranularity`] without a reset leaves entries of
+/// the old kind beside those of the new.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct ProfileReport {
     /// `(kernel name, calls, total GPU nanoseconds)`, sorted by total time, largest first; with
-    /// [`ProfileGranularity::Batch`] the single entry [`BATCH_SPAN`] (calls = batches).
+    /// [`ProfileGranularity::Batch`] (since the last reset) the single entry [`BATCH_SPAN`]
+    /// (calls = batches).
     pub entries: Vec<(&'static str, u64, u64)>,
     /// Dispatches in the timed batches (either granularity).
     pub dispatches: u64,
@@ -68,16 +72,22 @@ impl ProfileReport {
 
 impl std::fmt::Display for ProfileReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As wide as the longest name (BATCH_SPAN is 40 characters), 32 at least.
+        let width = self
+            .entries
+            .iter()
+            .map(|(name, ..)| name.chars().count())
+            .fold(32, usize::max);
         writeln!(
             f,
-            "{:<32} {:>8} {:>14} {:>12}",
+            "{:<width$} {:>8} {:>14} {:>12}",
             "kernel", "calls", "total µs", "mean µs"
         )?;
         for (name, calls, ns) in &self.entries {
             let mean = *ns as f64 / (*calls).max(1) as f64 / 1e3;
             writeln!(
                 f,
-                "{name:<32} {calls:>8} {:>14.1} {mean:>12.2}",
+                "{name:<width$} {calls:>8} {:>14.1} {mean:>12.2}",
                 *ns as f64 / 1e3
             )?;
         }
@@ -281,8 +291,12 @@ impl ProfilerState {
         if !matches!(waited, Ok(true)) {
             // Still mapping: `record_resolve` unmaps it (or skips timing) before the buffer is
             // written again.
+            let why = match waited {
+                Err(e) => format!("ended ({e})"),
+                Ok(_) => "timed out".to_string(),
+            };
             log::warn!(
-                "profiler: timestamp read-back timed out; dropping {} samples",
+                "profiler: timestamp read-back {why}; dropping {} samples",
                 names.len()
             );
             self.stale_map = Some(rx);
