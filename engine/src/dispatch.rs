@@ -49,7 +49,7 @@ pub use crate::workload::Workload;
 
 #[path = "dispatch_route.rs"]
 mod route;
-pub(crate) use route::{Route, ran_on_host, reruns_on_cpu};
+pub(crate) use route::{Route, noting_host_runs, ran_on_host, reruns_on_cpu};
 
 /// Environment variable overriding every new engine's policy: `auto`, `cpu` or `gpu`.
 pub const DISPATCH_ENV: &str = "BITNET_DISPATCH";

@@ -147,10 +147,7 @@ fn on_gpu<T>(
     let policy = d.policy();
     let changes = d.policy_changes.load(Ordering::Acquire);
     let t = Instant::now();
-    // Nested host-facing ops (a layer's op inside another's GPU path) keep the outer flag.
-    let outer = RAN_ON_HOST.with(|c| c.replace(false));
-    let result = gpu();
-    let on_host = RAN_ON_HOST.with(|c| c.replace(outer || c.get()));
+    let (result, on_host) = noting_host_runs(gpu);
     match result {
         // A policy changed to `Cpu` since the route was chosen (and maybe back) may have run
         // the op on host tensors (the GPU path's uploads follow the policy): neither counted
@@ -180,7 +177,7 @@ fn on_gpu<T>(
         Err(e) if reruns_on_cpu(g, &e, w) => {
             let e = g.explain(e);
             log::log!(
-                crate::fault::log_level(&e),
+                crate::fault::log_level(&e, crate::fault::CPU_RERUN),
                 "bitnet-wgpu: {op} failed on the GPU ({e}); re-running it on the CPU"
             );
             if matches!(e, Error::OutOfMemory { .. }) {
@@ -205,6 +202,15 @@ thread_local! {
 /// the GPU's speed). Harmless outside a host-facing op: `on_gpu` clears it before each run.
 pub(crate) fn ran_on_host() {
     RAN_ON_HOST.with(|c| c.set(true));
+}
+
+/// Runs `gpu_path` and says whether it noted a cpu-ref run ([`ran_on_host`]). Nested uses keep
+/// the outer flag, and an inner host run counts for the outer path too (part of it ran there).
+pub(crate) fn noting_host_runs<T>(gpu_path: impl FnOnce() -> T) -> (T, bool) {
+    let outer = RAN_ON_HOST.with(|c| c.replace(false));
+    let result = gpu_path();
+    let on_host = RAN_ON_HOST.with(|c| c.replace(outer || c.get()));
+    (result, on_host)
 }
 
 /// Whether a GPU error of an op of size `w` re-runs it on the CPU (`fault.rs`): a GPU fault, or

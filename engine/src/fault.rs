@@ -166,24 +166,29 @@ pub(crate) fn is_gpu_fault(e: &Error) -> bool {
     )
 }
 
-/// The level at which to log a GPU error that the engine works around: `warn`, except for a
-/// kernel's failure to build that this process has already reported (`debug`). The pipeline
-/// cache returns such a failure at every call of its op (compiling again would fail again), so
-/// a warning per call flooded a server's log with the same multi-line compiler message (a
-/// reviewer's probe: 20 calls, 20 warnings).
-pub(crate) fn log_level(e: &Error) -> log::Level {
-    static REPORTED: std::sync::Mutex<Vec<(&str, &str)>> = std::sync::Mutex::new(Vec::new());
+/// The level at which to log a GPU error that the engine works around (`how`: [`CPU_RERUN`] or
+/// [`UNFUSED`]): `warn`, except for a kernel's failure to build that this process has already
+/// reported with that `how` (`debug`). The pipeline cache returns such a failure at every call
+/// of its op (compiling again would fail again), so a warning per call flooded a server's log
+/// with the same multi-line compiler message (a reviewer's probe: 20 calls, 20 warnings).
+pub(crate) fn log_level(e: &Error, how: &'static str) -> log::Level {
+    static REPORTED: std::sync::Mutex<Vec<(&str, &str, &str)>> = std::sync::Mutex::new(Vec::new());
     let Error::PipelineCreation { kernel, entry, .. } = e else {
         return log::Level::Warn;
     };
     let mut reported = REPORTED.lock().unwrap_or_else(|p| p.into_inner());
-    if reported.contains(&(kernel, entry)) {
+    if reported.contains(&(kernel, entry, how)) {
         log::Level::Debug
     } else {
-        reported.push((kernel, entry));
+        reported.push((kernel, entry, how));
         log::Level::Warn
     }
 }
+
+/// [`log_level`]'s `how` of an op (or stream chunk) re-run on the CPU.
+pub(crate) const CPU_RERUN: &str = "re-run on the CPU";
+/// [`log_level`]'s `how` of a fused layer running its unfused ops.
+pub(crate) const UNFUSED: &str = "unfused ops";
 
 /// A fused launch's result with a kernel the driver cannot build (`PipelineCreation`, raised
 /// before anything is recorded) turned into "not fused" (`Ok(None)`, logged): the caller then
@@ -194,7 +199,7 @@ pub(crate) fn unless_unbuildable<T>(r: crate::Result<Option<T>>) -> crate::Resul
     match r {
         Err(e @ Error::PipelineCreation { .. }) => {
             log::log!(
-                log_level(&e),
+                log_level(&e, UNFUSED),
                 "bitnet-wgpu: {e}; running the unfused ops instead"
             );
             Ok(None)
@@ -222,12 +227,15 @@ mod tests {
             entry: "main",
             message: "no".into(),
         };
-        assert_eq!(log_level(&failed("probe_kernel_a")), log::Level::Warn);
-        assert_eq!(log_level(&failed("probe_kernel_a")), log::Level::Debug);
-        assert_eq!(log_level(&failed("probe_kernel_b")), log::Level::Warn);
+        let level = |kernel, how| log_level(&failed(kernel), how);
+        assert_eq!(level("probe_kernel_a", CPU_RERUN), log::Level::Warn);
+        assert_eq!(level("probe_kernel_a", CPU_RERUN), log::Level::Debug);
+        // The same kernel worked around another way is news.
+        assert_eq!(level("probe_kernel_a", UNFUSED), log::Level::Warn);
+        assert_eq!(level("probe_kernel_b", CPU_RERUN), log::Level::Warn);
         let lost = Error::DeviceLost("gone".into());
-        assert_eq!(log_level(&lost), log::Level::Warn);
-        assert_eq!(log_level(&lost), log::Level::Warn);
+        assert_eq!(log_level(&lost, CPU_RERUN), log::Level::Warn);
+        assert_eq!(log_level(&lost, CPU_RERUN), log::Level::Warn);
     }
 
     #[test]

@@ -82,6 +82,9 @@ struct InFlight<'a> {
     gpu: Option<Pending>,
     /// The chunk was headed for the GPU and failed there before its read-back.
     fell_back: bool,
+    /// Its GPU path ran (part of) it on cpu-ref (a CPU adapter's loop limit,
+    /// `dispatch::ran_on_host`): a CPU chunk in the counts.
+    on_host: bool,
 }
 
 impl Engine {
@@ -131,12 +134,18 @@ impl Engine {
                 st.input_bytes += 4 * x.len() as u64;
                 let work = Workload::bitlinear(rows, n, k, true);
                 let mut fell_back = false;
+                let mut on_host = false;
                 let gpu = match (self.gpu_context(), ring.as_deref_mut()) {
                     (Some(g), Some(r)) if self.choose_backend(&work) == BackendKind::Gpu => {
-                        match self.submit_chunk(g, r, x, rows, layer, &mut st) {
+                        let (submitted, host) = crate::dispatch::noting_host_runs(|| {
+                            self.submit_chunk(g, r, x, rows, layer, &mut st)
+                        });
+                        on_host = host;
+                        match submitted {
                             Ok(f) => Some(f),
                             Err(e) if falls_back(self, &e, &work) => {
-                                log::warn!(
+                                log::log!(
+                                    crate::fault::log_level(&e, crate::fault::CPU_RERUN),
                                     "bitnet-wgpu: stream chunk {index} failed on the GPU ({e}); running it on the CPU"
                                 );
                                 st.fallbacks += 1;
@@ -157,6 +166,7 @@ impl Engine {
                     rows,
                     gpu,
                     fell_back,
+                    on_host,
                 });
                 while queue.len() > IN_FLIGHT
                     && let Some(c) = queue.pop_front()
@@ -355,6 +365,11 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
             let r = pollster::block_on(f);
             st.result_wait += t.elapsed();
             match r {
+                Ok(y) if c.on_host => {
+                    count(0);
+                    st.cpu_chunks += 1;
+                    y
+                }
                 Ok(y) => {
                     count(1);
                     st.gpu_chunks += 1;
@@ -369,7 +384,7 @@ fn deliver<F: FnMut(usize, &[f32]) -> Result<()>>(
                 {
                     count(2);
                     log::log!(
-                        crate::fault::log_level(&e),
+                        crate::fault::log_level(&e, crate::fault::CPU_RERUN),
                         "bitnet-wgpu: stream chunk {} failed on the GPU ({e}); re-running it on the CPU",
                         c.index
                     );

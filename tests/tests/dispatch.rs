@@ -4,8 +4,8 @@
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref;
 use bitnet_wgpu::{
-    BackendKind, Calibration, Cost, DispatchPolicy, Engine, EngineOptions, Location, OpClass,
-    Workload,
+    BackendKind, Calibration, Cost, DispatchPolicy, Engine, EngineOptions, Linear, Location,
+    OpClass, Workload,
 };
 
 /// A model where the GPU costs 1 ms per call and nothing per unit, the CPU 1 ns per unit.
@@ -261,6 +261,31 @@ fn a_gpu_path_that_ran_cpu_ref_counts_as_a_cpu_run() {
         after.cpu_runs - before.cpu_runs,
         after.gpu_runs - before.gpu_runs,
     );
-    assert_eq!(ran, if cpu_adapter { (1, 0) } else { (0, 1) }, "(cpu, gpu)");
+    let want_ran = if cpu_adapter { (1, 0) } else { (0, 1) };
+    assert_eq!(ran, want_ran, "(cpu, gpu)");
+    assert_eq!(after.fallbacks, before.fallbacks);
+    // The same for BitLinear, and for a streamed chunk (counted when delivered).
+    let w = cpu_ref::quantize_weights(&random_normal(78, k, 0.02), 1, k).unwrap();
+    let layer = Linear::new(&e, w.clone());
+    let want = cpu_ref::bitlinear(&x, 1, &w).unwrap();
+    let before = e.dispatch_stats();
+    assert_eq!(layer.forward(&x, 1).unwrap(), want);
+    let stats = e
+        .stream_bitlinear(std::iter::once(x.as_slice()), &layer, |_, y| {
+            assert_eq!(y, want.as_slice());
+            Ok(())
+        })
+        .unwrap();
+    let after = e.dispatch_stats();
+    let ran = (
+        after.cpu_runs - before.cpu_runs,
+        after.gpu_runs - before.gpu_runs,
+    );
+    assert_eq!(ran, (2 * want_ran.0, 2 * want_ran.1), "(cpu, gpu)");
+    assert_eq!(
+        (stats.cpu_chunks as u64, stats.gpu_chunks as u64),
+        want_ran,
+        "the stream's chunks"
+    );
     assert_eq!(after.fallbacks, before.fallbacks);
 }

@@ -110,8 +110,14 @@ pub(crate) struct TuneProfiler<'a> {
     gpu: &'a Gpu,
     /// Whether it times batch spans.
     spans: bool,
-    /// Whether the engine's profiler is stashed in the batch, to be put back.
+    /// Whether a profiler is to be put back (the stashed engine's, or `outer`).
     swapped: bool,
+    /// Nested in another measurement of this thread (calibration timing a GEMM that autotunes,
+    /// an autotune running the coop self-test): the outer measurement's profiler, put back when
+    /// this one stops. Only the outermost stashes the engine's; a nested start that stashed too
+    /// overwrote it with the outer tuner's, which then stayed installed for good (a reviewer's
+    /// probe: the lazy calibration on a discrete GPU autotunes its 64 × 1024 × 1024 GEMM).
+    outer: Option<Option<ProfilerState>>,
     /// No other thread measures (swaps profilers) on this context meanwhile; released after
     /// the engine's profiler is back (fields drop after `Drop::drop`).
     _turn: MeasureHold<'a>,
@@ -125,18 +131,28 @@ impl<'a> TuneProfiler<'a> {
             return Ok(None);
         }
         let turn = gpu.measure_gate.hold();
-        gpu.scheduler.call(move |batch, g| {
+        let outermost = turn.is_outermost();
+        let outer = gpu.scheduler.call(move |batch, g| {
             batch.flush(g)?;
             let mut own = ProfilerState::new(&g.device, &g.queue);
             own.enabled = spans;
             own.granularity = ProfileGranularity::Batch;
-            batch.stashed_profiler = Some(batch.profiler.replace(own));
-            Ok::<_, Error>(())
+            let previous = batch.profiler.replace(own);
+            if !outermost {
+                return Ok::<_, Error>(Some(previous));
+            }
+            // A stash left by a restore that never ran (the submission thread gone) is still
+            // the engine's profiler; `previous` is then a tuner's.
+            if batch.stashed_profiler.is_none() {
+                batch.stashed_profiler = Some(previous);
+            }
+            Ok(None)
         })??;
         Ok(Some(TuneProfiler {
             gpu,
             spans,
             swapped: true,
+            outer,
             _turn: turn,
         }))
     }
@@ -164,10 +180,16 @@ impl<'a> TuneProfiler<'a> {
         if !std::mem::take(&mut self.swapped) {
             return Ok(());
         }
+        let outer = self.outer.take();
         self.gpu.scheduler.call(move |batch, g| {
             let flushed = batch.flush(g);
-            if let Some(saved) = batch.stashed_profiler.take() {
-                batch.profiler = saved;
+            match outer {
+                Some(outer) => batch.profiler = outer,
+                None => {
+                    if let Some(saved) = batch.stashed_profiler.take() {
+                        batch.profiler = saved;
+                    }
+                }
             }
             flushed.map(drop)
         })?
@@ -260,6 +282,33 @@ mod tests {
             assert!(waited, "the second measurement started during the first");
         });
         assert!(!installed(), "a tuner's profiler was left installed");
+    }
+
+    /// Nested measurements (calibration timing a GEMM that autotunes) unwind in order: the
+    /// engine's profiler is back after both, with its totals and settings, and reads as the
+    /// engine's during both. The nested start stashed over the outer's stash, and the outer
+    /// tuner's disabled profiler stayed installed for good (a reviewer's probe).
+    #[test]
+    fn nested_measurements_put_the_engines_profiler_back() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        e.set_profiling(true).unwrap();
+        let t = e.upload_f32(&[1.0; 1024], &[1024]).unwrap();
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let before = e.profile_report().unwrap();
+        let outer = TuneProfiler::start(g, false)
+            .unwrap()
+            .expect("timestamp queries");
+        let inner = TuneProfiler::start(g, true)
+            .unwrap()
+            .expect("timestamp queries");
+        assert_eq!(e.profile_report().unwrap(), before, "during both");
+        inner.stop().unwrap();
+        assert_eq!(e.profile_report().unwrap(), before, "during the outer one");
+        outer.stop().unwrap();
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let after = e.profile_report().unwrap();
+        assert_eq!(after.dispatches, before.dispatches + 1, "{after:?}");
     }
 
     /// The public profiling calls act on the engine's profiler while a measurement's own stands

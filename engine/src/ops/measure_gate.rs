@@ -22,7 +22,18 @@ pub(crate) struct MeasureGate {
 }
 
 /// A hold on the gate; released when dropped.
-pub(crate) struct MeasureHold<'a>(&'a MeasureGate);
+pub(crate) struct MeasureHold<'a> {
+    gate: &'a MeasureGate,
+    /// Whether no other hold of this thread was live when it was taken.
+    outermost: bool,
+}
+
+impl MeasureHold<'_> {
+    /// Whether this is the thread's outermost hold (not nested in another measurement).
+    pub(crate) fn is_outermost(&self) -> bool {
+        self.outermost
+    }
+}
 
 impl MeasureGate {
     fn owner(&self) -> MutexGuard<'_, Option<(ThreadId, u32)>> {
@@ -34,31 +45,34 @@ impl MeasureGate {
     pub(crate) fn hold(&self) -> MeasureHold<'_> {
         let me = std::thread::current().id();
         let mut owner = self.owner();
-        loop {
+        let outermost = loop {
             match &mut *owner {
                 None => {
                     *owner = Some((me, 1));
-                    break;
+                    break true;
                 }
                 Some((thread, depth)) if *thread == me => {
                     *depth += 1;
-                    break;
+                    break false;
                 }
                 Some(_) => owner = self.freed.wait(owner).unwrap_or_else(|e| e.into_inner()),
             }
+        };
+        MeasureHold {
+            gate: self,
+            outermost,
         }
-        MeasureHold(self)
     }
 }
 
 impl Drop for MeasureHold<'_> {
     fn drop(&mut self) {
-        let mut owner = self.0.owner();
+        let mut owner = self.gate.owner();
         if let Some((_, depth)) = &mut *owner {
             *depth -= 1;
             if *depth == 0 {
                 *owner = None;
-                self.0.freed.notify_all();
+                self.gate.freed.notify_all();
             }
         }
     }
