@@ -284,18 +284,25 @@ mod tests {
         assert!(!installed(), "a tuner's profiler was left installed");
     }
 
+    /// A GPU engine profiling one copy already: the engine, a tensor to copy, the report.
+    fn profiling_engine() -> (crate::Engine, crate::Tensor, crate::ProfileReport) {
+        let e = crate::test_gpu::gpu();
+        e.set_profiling(true).unwrap();
+        let t = e.upload_f32(&[1.0; 1024], &[1024]).unwrap();
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let before = e.profile_report().unwrap();
+        assert!(before.dispatches > 0, "{before:?}");
+        (e, t, before)
+    }
+
     /// Nested measurements (calibration timing a GEMM that autotunes) unwind in order: the
     /// engine's profiler is back after both, with its totals and settings, and reads as the
     /// engine's during both. The nested start stashed over the outer's stash, and the outer
     /// tuner's disabled profiler stayed installed for good (a reviewer's probe).
     #[test]
     fn nested_measurements_put_the_engines_profiler_back() {
-        let e = crate::test_gpu::gpu();
+        let (e, t, before) = profiling_engine();
         let g = e.gpu_context().unwrap();
-        e.set_profiling(true).unwrap();
-        let t = e.upload_f32(&[1.0; 1024], &[1024]).unwrap();
-        e.copy(&t).unwrap().read_f32().unwrap();
-        let before = e.profile_report().unwrap();
         let outer = TuneProfiler::start(g, false)
             .unwrap()
             .expect("timestamp queries");
@@ -318,13 +325,8 @@ mod tests {
     #[test]
     fn profiling_calls_during_a_measurement_act_on_the_engines_profiler() {
         use crate::profiler::{BATCH_SPAN, ProfileGranularity};
-        let e = crate::test_gpu::gpu();
+        let (e, t, before) = profiling_engine();
         let g = e.gpu_context().unwrap();
-        e.set_profiling(true).unwrap();
-        let t = e.upload_f32(&[1.0; 1024], &[1024]).unwrap();
-        e.copy(&t).unwrap().read_f32().unwrap();
-        let before = e.profile_report().unwrap();
-        assert!(before.dispatches > 0, "{before:?}");
         let tuner = TuneProfiler::start(g, false)
             .unwrap()
             .expect("timestamp queries");
