@@ -182,16 +182,26 @@ impl<'a> TuneProfiler<'a> {
         }
         let outer = self.outer.take();
         self.gpu.scheduler.call(move |batch, g| {
-            let flushed = batch.flush(g);
+            // What was recorded meanwhile is timed by this measurement's profiler; the swap
+            // happens even if that flush panics (then the panic goes on), or the engine's
+            // profiler would stay set aside, missing every later batch.
+            let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch.flush(g)));
             match outer {
-                Some(outer) => batch.profiler = outer,
+                // Nested: the outer measurement's profiler, unless the outer one stopped first
+                // (its stop put the engine's back; reinstalling the outer tuner's over it
+                // would drop the engine's for good).
+                Some(outer) if batch.stashed_profiler.is_some() => batch.profiler = outer,
+                Some(_) => {}
                 None => {
                     if let Some(saved) = batch.stashed_profiler.take() {
                         batch.profiler = saved;
                     }
                 }
             }
-            flushed.map(drop)
+            match flushed {
+                Ok(flushed) => flushed.map(drop),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
         })?
     }
 }
@@ -316,6 +326,32 @@ mod tests {
         e.copy(&t).unwrap().read_f32().unwrap();
         let after = e.profile_report().unwrap();
         assert_eq!(after.dispatches, before.dispatches + 1, "{after:?}");
+    }
+
+    /// Measurements stopped out of order (the outer first), and a stop whose flush panics,
+    /// still leave the engine's profiler installed (a reviewer's probes: the engine's was
+    /// dropped, or stayed set aside while a tuner's timed every later batch).
+    #[test]
+    fn out_of_order_and_panicking_stops_put_the_engines_profiler_back() {
+        let (e, t, before) = profiling_engine();
+        let g = e.gpu_context().unwrap();
+        let outer = TuneProfiler::start(g, false).unwrap().unwrap();
+        let inner = TuneProfiler::start(g, true).unwrap().unwrap();
+        drop(outer);
+        drop(inner);
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let after = e.profile_report().unwrap();
+        assert_eq!(after.dispatches, before.dispatches + 1, "out of order");
+        let tuner = TuneProfiler::start(g, false).unwrap().unwrap();
+        e.inject_fault(crate::InjectedFault::JobPanic);
+        assert!(tuner.stop().is_err(), "the flush panicked");
+        e.copy(&t).unwrap().read_f32().unwrap();
+        let last = e.profile_report().unwrap();
+        assert_eq!(
+            last.dispatches,
+            after.dispatches + 1,
+            "after a panicking stop"
+        );
     }
 
     /// The public profiling calls act on the engine's profiler while a measurement's own stands
