@@ -193,15 +193,8 @@ impl Engine {
     /// its stand-in model is no measurement, and copied to another engine with
     /// `set_calibration` it would pin that one to the CPU.
     pub fn calibration(&self) -> Option<Calibration> {
-        let g = self.gpu_raw()?;
-        let c = g
-            .dispatch
-            .calibration
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        c.as_deref()
-            .filter(|c| !crate::recalibrate::is_stand_in(c))
-            .cloned()
+        let c = self.gpu_raw()?.dispatch.installed()?;
+        (!crate::recalibrate::is_stand_in(&c)).then(|| (*c).clone())
     }
 
     /// Uses `c` as the `Auto` model (e.g. one measured earlier); nothing is measured or cached.

@@ -133,11 +133,8 @@ impl EngineInfo {
             in_dispatch_waits: crate::ops::waits_allowed(g),
             calibration_failed: g
                 .dispatch
-                .calibration
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_deref()
-                .is_some_and(crate::recalibrate::is_stand_in),
+                .installed()
+                .is_some_and(|c| crate::recalibrate::is_stand_in(&c)),
         }
     }
 }

@@ -176,6 +176,14 @@ impl Dispatcher {
         self.ready.store(1, Ordering::Release);
     }
 
+    /// The installed calibration, if any (a failed lazy calibration's stand-in included).
+    pub(crate) fn installed(&self) -> Option<Arc<Calibration>> {
+        self.calibration
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Unadapted predictions `(cpu_s, gpu_s)` for `w`.
     pub(crate) fn raw(&self, w: &Workload) -> (f64, f64) {
         let m = &self.model[w.class.index()];
