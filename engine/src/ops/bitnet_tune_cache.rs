@@ -131,6 +131,7 @@ pub(crate) fn load(gpu: &Gpu) -> HashMap<Shape, LinearPlan> {
         return HashMap::new();
     };
     let key = device_key(gpu);
+    let mine = format!("{key}\t");
     let mut plans = HashMap::new();
     let mut malformed = 0usize;
     for line in crate::cache_file::complete_lines(&text) {
@@ -139,7 +140,7 @@ pub(crate) fn load(gpu: &Gpu) -> HashMap<Shape, LinearPlan> {
                 plans.insert(shape, plan);
             }
             // Another device's lines are none of this engine's business; its own should parse.
-            None if line.starts_with(&format!("{key}\t")) => malformed += 1,
+            None if line.starts_with(&mine) => malformed += 1,
             None => {}
         }
     }
