@@ -29,12 +29,14 @@ pub(super) struct Rescue {
 impl KvCache {
     /// Keeps the pending copy on write's redo within the first `len` positions (a truncate):
     /// positions from `len` on may be appended again, and a redo must not write the old rows
-    /// over them (it did, with a lineage that read good: silently stale values).
+    /// over them (it did, with a lineage that read good: silently stale values). A copy already
+    /// known good frees the old buffers here rather than at the next append (a cache truncated
+    /// and then left alone held them).
     pub(super) fn truncate_rescue(&mut self, len: usize) {
         if let Some(r) = &mut self.rescue {
             r.rows = r.rows.min(len);
             r.kept.retain(|(start, _)| *start < len);
-            if r.rows == 0 {
+            if r.rows == 0 || verdict(&r.copy) == Verdict::Good {
                 self.rescue = None;
             }
         }

@@ -282,6 +282,37 @@ fn an_empty_cache_outlives_a_lost_device() {
     }
 }
 
+/// A truncate frees the buffers a copy on write moved away from once that copy is known good
+/// (they are kept to redo a copy lost to a fault): a cache truncated and then left alone held
+/// them until its next append or `clear`.
+#[test]
+fn a_truncate_frees_the_buffers_of_a_finished_copy_on_write() {
+    let e = bitnet_tests::gpu_engine();
+    let mut c = e.kv_cache(64, HEADS, DIM).unwrap();
+    let (k1, v1) = step(70, 4);
+    append(&e, &mut c, &k1, &v1);
+    // A live view over positions 2..4 makes the next append after the truncate copy the kept
+    // positions to fresh buffers.
+    let view = c.keys().unwrap();
+    c.truncate(2);
+    let (k2, v2) = step(71, 1);
+    append(&e, &mut c, &k2, &v2);
+    let (gk, _) = read(&c);
+    assert_eq!(bits(&gk), bits(&[&k1[..2 * ROW], &k2].concat()));
+    drop(view);
+    e.sync().unwrap();
+    let held = e.pool_stats().live_bytes;
+    c.truncate(1);
+    let freed = held.saturating_sub(e.pool_stats().live_bytes);
+    // The old keys and values, 64 positions each.
+    assert!(
+        freed >= 2 * (64 * ROW * 4) as u64,
+        "{freed} bytes freed by the truncate"
+    );
+    let (gk, _) = read(&c);
+    assert_eq!(bits(&gk), bits(&k1[..ROW]));
+}
+
 /// With a binding limit of 1 KiB (256 words) a 4-position append of 72-word rows is split, and
 /// appends start at words that are not multiples of the 64-word binding alignment.
 #[test]
