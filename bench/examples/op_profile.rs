@@ -6,7 +6,11 @@
 //! cargo run --release -p bitnet-bench --example op_profile                  # 2B4T + 8B, M = 8, 64, 512
 //! cargo run --release -p bitnet-bench --example op_profile -- 64x2560x2560 8x6912x2560
 //! cargo run --release -p bitnet-bench --example op_profile -- --tuning fuse=0 8x2560x2560
+//! cargo run --release -p bitnet-bench --example op_profile -- mm:512x2560x2560 mmh:512x2560x2560
 //! ```
+//!
+//! `mm:` and `mmh:` cases time the float matmul instead (`Engine::matmul` on `F32`,
+//! `Engine::matmul_f16` on `F16`: `[M, K] · [K, N]`), whose kernel has no place in the bench.
 //!
 //! `--tuning SPEC` forces plans as `bitnet-bench --tuning` does (`bitnet-bench --help`).
 //!
@@ -38,7 +42,26 @@ const DEFAULT_SET: &[(usize, usize, usize)] = &[
 const WARM: usize = 5;
 const CALLS: usize = 20;
 
-fn parse(arg: &str) -> Result<(usize, usize, usize)> {
+/// What one case times.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Op {
+    BitLinear,
+    MatmulF32,
+    MatmulF16,
+}
+
+fn parse(arg: &str) -> Result<(Op, (usize, usize, usize))> {
+    let (op, shape) = if let Some(rest) = arg.strip_prefix("mm:") {
+        (Op::MatmulF32, rest)
+    } else if let Some(rest) = arg.strip_prefix("mmh:") {
+        (Op::MatmulF16, rest)
+    } else {
+        (Op::BitLinear, arg)
+    };
+    Ok((op, parse_shape(shape)?))
+}
+
+fn parse_shape(arg: &str) -> Result<(usize, usize, usize)> {
     let v: Vec<usize> = arg
         .split('x')
         .map(str::parse)
@@ -49,21 +72,31 @@ fn parse(arg: &str) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Runs `CALLS` serial calls of `x · wᵀ` under `granularity`; the engine's report afterwards.
+/// One call of `op` on `x` and `w`.
+fn call(e: &Engine, op: Op, x: &Tensor, w: &Tensor) -> bitnet_wgpu::Result<Tensor> {
+    match op {
+        Op::BitLinear => e.bitlinear_tensor(x, w),
+        Op::MatmulF32 => e.matmul(x, w),
+        Op::MatmulF16 => e.matmul_f16(x, w),
+    }
+}
+
+/// Runs `CALLS` serial calls of `op` under `granularity`; the engine's report afterwards.
 fn profile(
     e: &Engine,
+    op: Op,
     x: &Tensor,
     w: &Tensor,
     granularity: ProfileGranularity,
 ) -> Result<Vec<(&'static str, u64, u64)>> {
     e.set_profiling_granularity(granularity)?;
     for _ in 0..WARM {
-        drop(e.bitlinear_tensor(x, w)?);
+        drop(call(e, op, x, w)?);
         e.sync()?;
     }
     e.reset_profile();
     for _ in 0..CALLS {
-        drop(e.bitlinear_tensor(x, w)?);
+        drop(call(e, op, x, w)?);
         e.sync()?;
     }
     Ok(e.profile_report()?.entries)
@@ -81,7 +114,10 @@ fn main() -> Result<()> {
         None => None,
     };
     let cases = if args.is_empty() {
-        DEFAULT_SET.to_vec()
+        DEFAULT_SET
+            .iter()
+            .map(|&c| (Op::BitLinear, c))
+            .collect::<Vec<_>>()
     } else {
         args.iter().map(|a| parse(a)).collect::<Result<_>>()?
     };
@@ -99,15 +135,18 @@ fn main() -> Result<()> {
         "adapter: {} ({}, {})",
         info.adapter_name, info.backend, info.driver_info
     );
-    for (m, n, k) in cases {
-        let w = e.upload_ternary(&data::ternary(n, k, 7)?)?;
-        let x = e.upload_f32(&data::floats(m * k, 11), &[m, k])?;
-        let span = profile(e, &x, &w, ProfileGranularity::Batch)?;
-        let per_kernel = profile(e, &x, &w, ProfileGranularity::Dispatch)?;
+    for (op, (m, n, k)) in cases {
+        let (x, w) = operands(e, op, m, n, k)?;
+        let span = profile(e, op, &x, &w, ProfileGranularity::Batch)?;
+        let per_kernel = profile(e, op, &x, &w, ProfileGranularity::Dispatch)?;
         let span_us = span
             .first()
             .map_or(0.0, |s| s.2 as f64 / 1e3 / CALLS as f64);
-        println!("M={m} N={n} K={k}: span {span_us:.2} µs per call");
+        let tflops = match op {
+            Op::BitLinear => String::new(),
+            _ => format!(", {:.2} TFLOP/s", 2.0 * (m * n * k) as f64 / span_us / 1e6),
+        };
+        println!("{op:?} M={m} N={n} K={k}: span {span_us:.2} µs per call{tflops}");
         for (name, calls, ns) in per_kernel {
             println!(
                 "    {:>8.2} µs  {:>4.1} per call  {name}",
@@ -117,4 +156,31 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The resident operands of a case: BitLinear's f32 `[M, K]` activations and ternary `[N, K]`
+/// weights, or matmul's `[M, K]` and `[K, N]` floats.
+fn operands(e: &Engine, op: Op, m: usize, n: usize, k: usize) -> Result<(Tensor, Tensor)> {
+    let x = data::floats(m * k, 11);
+    Ok(match op {
+        Op::BitLinear => (
+            e.upload_f32(&x, &[m, k])?,
+            e.upload_ternary(&data::ternary(n, k, 7)?)?,
+        ),
+        Op::MatmulF32 => (
+            e.upload_f32(&x, &[m, k])?,
+            e.upload_f32(&data::floats(k * n, 7), &[k, n])?,
+        ),
+        Op::MatmulF16 => {
+            let h = |v: Vec<f32>| {
+                v.into_iter()
+                    .map(bitnet_wgpu::half::f16::from_f32)
+                    .collect::<Vec<_>>()
+            };
+            (
+                e.upload_f16(&h(x), &[m, k])?,
+                e.upload_f16(&h(data::floats(k * n, 7)), &[k, n])?,
+            )
+        }
+    })
 }

@@ -12,7 +12,10 @@
 //! covers, so views handed out earlier keep their values (and dispatches recorded earlier run
 //! first, in recording order). After [`KvCache::truncate`], positions a live view still covers
 //! would be overwritten: the next append then first moves the kept positions to fresh buffers
-//! (copy on write) and the old views keep the old ones.
+//! (copy on write) and the old views keep the old ones. The cache itself keeps the old buffers
+//! too until that copy is known good — to redo it if a fault lost it (`kv_cache_rescue.rs`) — and
+//! lets them go at its next append or truncate after that: until then a cache that copied holds
+//! up to twice its size.
 //!
 //! **Errors travel with the data.** Each append's rows carry the lineage of the tensors appended
 //! (`fate.rs`): a view covering them reads as the error those tensors would (a `NonFinite` from
@@ -80,7 +83,8 @@ pub struct KvCache {
 
 impl Engine {
     /// An empty KV cache of `capacity` positions of `[kv_heads, head_dim]` f32 keys and values
-    /// (device buffers of `2 · capacity · kv_heads · head_dim · 4` bytes on a GPU engine).
+    /// (device buffers of `2 · capacity · kv_heads · head_dim · 4` bytes on a GPU engine; twice
+    /// that for a while after a copy on write, see the module docs).
     /// Errors: a zero size, sizes past the device's buffer limits.
     pub fn kv_cache(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<KvCache> {
         if capacity == 0 || kv_heads == 0 || head_dim == 0 {
