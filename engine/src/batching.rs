@@ -34,6 +34,8 @@ struct Request {
 pub struct BatchingStats {
     /// Requests answered.
     pub requests: u64,
+    /// Requests withdrawn unrun: their caller dropped the future before their batch ran.
+    pub withdrawn: u64,
     /// Merged ops run (one per batch).
     pub batches: u64,
     /// Most rows merged into one op.
@@ -103,7 +105,8 @@ impl BatchingLinear {
     }
 
     /// Submits `x[M, K]`; the future resolves to `y[M, N]` once its batch ran (the same bits as
-    /// [`Linear::forward`] on `x` alone).
+    /// [`Linear::forward`] on `x` alone). The request is queued when this is called; dropping the
+    /// future withdraws it unless its batch already runs ([`BatchingStats::withdrawn`]).
     pub fn forward_async(
         &self,
         x: Vec<f32>,
@@ -226,6 +229,14 @@ fn serve(
             }
             rows += r.m;
             batch.push(r);
+        }
+        // Requests whose caller went (the future dropped) are not run: a server's timed-out
+        // requests would otherwise take rows of every batch they reach.
+        let before = batch.len();
+        batch.retain(|r| !r.reply.unheard());
+        if batch.len() < before {
+            let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
+            st.withdrawn += (before - batch.len()) as u64;
         }
         // Requests are validated when submitted; keep the invariant explicit here.
         let ok: Vec<Request> = batch

@@ -85,6 +85,12 @@ impl<T> Sender<T> {
     pub fn send(self, value: T) {
         self.0.close(Some(value));
     }
+
+    /// Whether every receiver was dropped: nobody can take a value any more (receivers are only
+    /// cloned from receivers, so none can appear again).
+    pub fn unheard(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
 }
 
 impl<T> Drop for Sender<T> {

@@ -191,6 +191,28 @@ fn batches_respect_max_rows() {
     assert_eq!((st.batches, st.max_rows), (2, 3), "{st:?}");
 }
 
+/// A request whose future is dropped before its batch runs is withdrawn: not run, not answered,
+/// counted as withdrawn (a server's timed-out requests took rows of every batch they reached).
+#[test]
+fn dropped_requests_are_withdrawn_before_their_batch_runs() {
+    let e = gpu_engine();
+    let (n, k) = (16, 64);
+    let w = weights(n, k, 33);
+    // Batches close at 4 rows or after a long window: both requests below share one batch.
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(300), 4).unwrap();
+    let (x1, x2) = (random_f32(85, 3 * k, -1.0, 1.0), random_f32(86, k, -1.0, 1.0));
+    drop(server.forward_async(x1, 3));
+    let kept = server.forward_async(x2.clone(), 1);
+    assert_eq!(block_on(kept).unwrap(), cpu_ref::bitlinear(&x2, 1, &w).unwrap());
+    let st = server.stats();
+    assert_eq!(
+        (st.requests, st.withdrawn, st.batches, st.max_rows),
+        (1, 1, 1, 1),
+        "{st:?}"
+    );
+}
+
 /// A window of `Duration::MAX` closes batches at `max_rows` only (it used to overflow the
 /// deadline and kill the batcher thread on the first request).
 #[test]
