@@ -1,10 +1,11 @@
 //! The GPU context behind a GPU [`Engine`](crate::Engine): device, queue, capabilities, pool,
 //! pipeline cache, submission and completion threads, and health. One per engine, shared by its clones and tensors.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::device::Caps;
+use crate::device_hooks::{DeviceHooks, Health};
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
 use crate::group::EngineGroup;
@@ -13,60 +14,6 @@ use crate::poller::Poller;
 use crate::pool::BufferPool;
 use crate::scheduler::Scheduler;
 use crate::status::SlotPool;
-
-/// Device health: set by wgpu's device-lost and uncaptured-error callbacks.
-#[derive(Default)]
-pub(crate) struct Health {
-    lost: AtomicBool,
-    reason: Mutex<Option<String>>,
-    /// The first error no error scope caught (reported at the next sync point).
-    uncaptured: Mutex<Option<Error>>,
-    /// The context is being dropped: the device goes with it, and wgpu drops its lost callback
-    /// unrun (not a loss to report, even while a panic unwinds the engine's last owner).
-    closing: AtomicBool,
-}
-
-impl Health {
-    /// `Some(DeviceLost)` once the device is lost.
-    fn lost_error(&self) -> Option<Error> {
-        if !self.lost.load(Ordering::Acquire) {
-            return None;
-        }
-        let reason = self
-            .reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        Some(Error::DeviceLost(
-            reason.unwrap_or_else(|| "unknown reason".into()),
-        ))
-    }
-
-    /// Records that the device is lost, and why.
-    fn mark_lost(&self, why: String) {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
-        self.lost.store(true, Ordering::SeqCst);
-    }
-}
-
-/// The device-lost callback's hold on the engine's health. wgpu runs that callback once, after
-/// the map callbacks of the poll that lost the device; when one of those panics, wgpu drops the
-/// rest of the poll's closures unrun, this one among them, while the panic unwinds: the device
-/// is then marked lost here, or the engine would go on using it as if it were healthy.
-struct LostOnUnwind(Arc<Health>);
-
-impl Drop for LostOnUnwind {
-    fn drop(&mut self) {
-        let h = &self.0;
-        if std::thread::panicking()
-            && !h.closing.load(Ordering::Acquire)
-            && !h.lost.load(Ordering::Acquire)
-        {
-            log::error!("bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)");
-            h.mark_lost("its device-lost callback was dropped by a panicking callback".into());
-        }
-    }
-}
 
 /// Everything a GPU engine owns.
 pub(crate) struct Gpu {
@@ -113,6 +60,8 @@ pub(crate) struct Gpu {
     /// The completion thread (runs map callbacks of reads).
     pub poller: Poller,
     health: Arc<Health>,
+    /// This engine's attachment to the device's lost callback and uncaptured-error handler.
+    _hooks: DeviceHooks,
     /// Declared last: releases the lifecycle lock taken by `Drop`, after the device and every
     /// other field is gone (`lifecycle.rs`).
     _lifecycle: crate::lifecycle::ReleaseAfterFields,
@@ -151,31 +100,9 @@ impl Gpu {
     ) -> Result<Arc<Gpu>> {
         let mut caps = Caps::new(&device, &adapter_info, &options);
         check_binding_cap(&options, &caps.limits)?;
+        check_minimum_limits(&caps.limits)?;
         let health = Arc::new(Health::default());
-        let guard = LostOnUnwind(Arc::clone(&health));
-        device.set_device_lost_callback(move |reason, message| {
-            let h = &guard.0;
-            log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
-            // A destroyed device comes with no message: the reason kind still says why.
-            let why = if message.trim().is_empty() {
-                format!("{reason:?}")
-            } else {
-                message
-            };
-            h.mark_lost(why);
-        });
-        let h = Arc::clone(&health);
-        // The default handler panics; the engine logs and reports at the next sync point instead.
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            log::error!("bitnet-wgpu: uncaptured GPU error: {e}");
-            let mut slot = h.uncaptured.lock().unwrap_or_else(|e| e.into_inner());
-            if slot.is_none() {
-                *slot = Some(crate::error::from_wgpu(
-                    e,
-                    "an operation outside any error scope",
-                ));
-            }
-        }));
+        let hooks = DeviceHooks::attach(&device, &health);
         // After the handlers: nothing the probe does escapes them.
         if caps.has(wgpu::Features::SUBGROUP)
             && !crate::subgroup_probe::layout_holds(&device, &queue, &adapter_info)
@@ -225,6 +152,7 @@ impl Gpu {
             scheduler,
             poller,
             health,
+            _hooks: hooks,
             _lifecycle: crate::lifecycle::ReleaseAfterFields,
             adapter_info,
             device,
@@ -258,7 +186,7 @@ impl Gpu {
     /// Whether the device is lost (one atomic load).
     #[inline]
     pub fn is_lost(&self) -> bool {
-        self.health.lost.load(Ordering::Acquire)
+        self.health.is_lost()
     }
 
     /// `e`, or `DeviceLost` if the device turns out to be lost: a failed map or submission is
@@ -297,11 +225,7 @@ impl Gpu {
 
     /// Takes the first uncaptured error, if any (reported once).
     pub fn take_uncaptured(&self) -> Option<Error> {
-        self.health
-            .uncaptured
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.health.take_uncaptured()
     }
 }
 
@@ -330,11 +254,67 @@ fn check_binding_cap(options: &EngineOptions, limits: &wgpu::Limits) -> Result<(
     }
 }
 
+/// The device limits every kernel's layout and workgroup fits in: WebGPU's defaults (the
+/// `wgpu::Limits::default()` the cross-check suite runs the BitNet ops at). A device below them —
+/// `wgpu::Limits::downlevel_defaults()` has 4 storage buffers per stage — failed most ops one by
+/// one as pipeline faults (a reviewer's probe); it is refused when the engine is made instead
+/// (`Engine::new` then takes the CPU).
+const MINIMUM_LIMITS: [(&str, fn(&wgpu::Limits) -> u32); 4] = [
+    ("max_storage_buffers_per_shader_stage", |l| {
+        l.max_storage_buffers_per_shader_stage
+    }),
+    ("max_compute_workgroup_storage_size", |l| {
+        l.max_compute_workgroup_storage_size
+    }),
+    ("max_compute_invocations_per_workgroup", |l| {
+        l.max_compute_invocations_per_workgroup
+    }),
+    ("max_compute_workgroup_size_x", |l| {
+        l.max_compute_workgroup_size_x
+    }),
+];
+
+/// `LimitExceeded` for the first of [`MINIMUM_LIMITS`] that `limits` falls below.
+fn check_minimum_limits(limits: &wgpu::Limits) -> Result<()> {
+    let needed = wgpu::Limits::default();
+    for (limit, get) in MINIMUM_LIMITS {
+        if get(limits) < get(&needed) {
+            return Err(Error::LimitExceeded {
+                limit,
+                requested: u64::from(get(&needed)),
+                max: u64::from(get(limits)),
+                what: "bitnet-wgpu's kernels (a device needs WebGPU's default limits)".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// WebGPU's default limits pass; downlevel ones (4 storage buffers per stage) are refused,
+    /// naming the limit.
+    #[test]
+    fn devices_below_webgpu_default_limits_are_refused() {
+        assert!(check_minimum_limits(&wgpu::Limits::default()).is_ok());
+        let e = check_minimum_limits(&wgpu::Limits::downlevel_defaults()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::LimitExceeded {
+                    limit: "max_storage_buffers_per_shader_stage",
+                    requested: 8,
+                    max: 4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 
     /// Waits spin on GPUs by default, never on CPU adapters; an explicit option wins on both.
     #[test]
@@ -356,29 +336,5 @@ mod tests {
         );
         assert_eq!(spin_wait(&set, Cpu), Duration::from_micros(300));
         assert_eq!(spin_wait(&set, DiscreteGpu), Duration::from_micros(300));
-    }
-
-    /// The lost callback's guard, dropped while a panic unwinds: a loss for a live context
-    /// (a panicking map callback made wgpu drop it), none for a context being dropped (the
-    /// engine's last owner unwinding, which used to log a device loss that never happened).
-    #[test]
-    fn a_dropped_lost_callback_is_a_loss_only_for_a_live_context() {
-        let dropped_unwinding = |closing: bool| {
-            let health = Arc::new(Health::default());
-            health.closing.store(closing, Ordering::Release);
-            let guard = LostOnUnwind(Arc::clone(&health));
-            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let _guard = guard;
-                panic!("a callback's panic (expected in this test)");
-            }));
-            assert!(unwound.is_err());
-            health.lost.load(Ordering::Acquire)
-        };
-        assert!(dropped_unwinding(false));
-        assert!(!dropped_unwinding(true));
-        // Dropped without a panic: nothing to report either way.
-        let health = Arc::new(Health::default());
-        drop(LostOnUnwind(Arc::clone(&health)));
-        assert!(!health.lost.load(Ordering::Acquire));
     }
 }

@@ -175,9 +175,21 @@ impl Engine {
         Engine::from_device_with(adapter, device, queue, options)
     }
 
-    /// An engine on a device the application already owns. The engine uses the device's enabled
-    /// features and limits, installs its own uncaptured-error and device-lost handlers (errors are
-    /// reported through the engine's sync points), and shares the queue with the application.
+    /// An engine on a device the application already owns, made from `adapter` (the device's
+    /// own: its subgroup sizes and name key the kernels' choices and the caches). The engine uses
+    /// the device's enabled features and limits — at least WebGPU's defaults
+    /// (`wgpu::Limits::default()`) for storage buffers per stage, workgroup memory and workgroup
+    /// size, or the engine is refused with `LimitExceeded` — and shares the queue with the
+    /// application.
+    ///
+    /// wgpu keeps one device-lost callback and one uncaptured-error handler per device: the
+    /// first engine on a device installs both, and every engine on it hears them (a loss marks
+    /// each lost; an error outside any error scope — the application's own work included — is
+    /// reported as `Error::Validation` or `OutOfMemory` at each one's next sync point). An
+    /// application handler set before is replaced, and stays replaced after the engines are
+    /// gone (wgpu cannot restore it; the engine's handler then only logs). Setting either on the
+    /// device while an engine uses it takes them from the engine: it then learns of a loss only
+    /// through failing reads. To catch your own errors, wrap your work in error scopes.
     pub fn from_device(
         adapter: &wgpu::Adapter,
         device: wgpu::Device,
@@ -366,7 +378,7 @@ impl Engine {
             batch.flush(g)?;
             set(batch
                 .user_profiler()
-                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue)));
+                .get_or_insert_with(|| ProfilerState::new(&g.device, &g.queue, g.caps.features)));
             Ok(())
         })?
     }

@@ -99,6 +99,10 @@ impl EngineGroup {
     }
 }
 
+/// Storage buffers of the engine's group 1 that every kernel binds besides its own: the status
+/// slot ([`layout_entries`]).
+pub(crate) const ENGINE_STORAGE_BUFFERS: u32 = 1;
+
 /// The group-1 layout entries in `mode`: the status slot (binding 1) and, in uniform params mode
 /// only, the params arena (binding 0). Also what the MSL kernels' buffer indices are derived from
 /// (`msl_tests.rs`): in immediates mode the status slot is the group's only entry.

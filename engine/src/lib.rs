@@ -210,6 +210,7 @@ mod chunk;
 mod context;
 mod counted;
 mod device;
+mod device_hooks;
 mod dims;
 mod dispatch;
 mod dtype;

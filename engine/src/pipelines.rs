@@ -123,6 +123,8 @@ pub(crate) struct PipelineCache {
     features: wgpu::Features,
     /// Group 1 layout shared by every pipeline (params arena + status word).
     engine_layout: wgpu::BindGroupLayout,
+    /// The device's `max_storage_buffers_per_shader_stage`.
+    max_storage_buffers: u32,
     state: Mutex<State>,
     counters: Counters,
     faults: Arc<crate::fault::Faults>,
@@ -138,6 +140,7 @@ impl PipelineCache {
         faults: Arc<crate::fault::Faults>,
     ) -> Self {
         PipelineCache {
+            max_storage_buffers: device.limits().max_storage_buffers_per_shader_stage,
             device,
             mode,
             features,
@@ -191,6 +194,19 @@ impl PipelineCache {
                 kernel: kernel.name(),
                 entry: kernel.entry,
                 message: message.clone(),
+            });
+        }
+        // The kernel's bindings plus the engine group's status buffer, against the device's
+        // limit: a typed device limit (under `Auto` the op runs on the CPU), where creating the
+        // layout failed as a pipeline fault with a message about an invalid layout.
+        let storage = kernel.bindings.len() as u32 + crate::group::ENGINE_STORAGE_BUFFERS;
+        let allowed = self.max_storage_buffers;
+        if storage > allowed {
+            return Err(Error::LimitExceeded {
+                limit: "max_storage_buffers_per_shader_stage",
+                requested: u64::from(storage),
+                max: u64::from(allowed),
+                what: format!("kernel `{}`", kernel.name()),
             });
         }
         if !self.features.contains(kernel.requires) {

@@ -126,8 +126,13 @@ pub(crate) struct ProfilerState {
 }
 
 impl ProfilerState {
-    /// Creates the query set and its buffers.
-    pub fn new(device: &wgpu::Device, queue: &wgpu::Queue) -> ProfilerState {
+    /// Creates the query set and its buffers. `features`: those the engine may use (less
+    /// `EngineOptions::disabled_features`), which decide where timestamps are written.
+    pub fn new(
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        features: wgpu::Features,
+    ) -> ProfilerState {
         let count = PROFILE_PAIRS * 2;
         let bytes = u64::from(count) * u64::from(wgpu::QUERY_SIZE);
         let buffer = |label, usage| {
@@ -140,9 +145,7 @@ impl ProfilerState {
         };
         ProfilerState {
             enabled: false,
-            inside_passes: device
-                .features()
-                .contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            inside_passes: features.contains(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
             granularity: ProfileGranularity::Dispatch,
             pending_dispatches: 0,
             dispatches: 0,

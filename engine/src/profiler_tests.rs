@@ -176,3 +176,28 @@ fn timestamp_pairs_are_read_modulo_the_counter_width() {
     // No timestamp bits at all: nothing is a measurement.
     assert_eq!(ticks(1, 2, Some(0)), None);
 }
+
+/// `EngineOptions::disabled_features` reaches the profiler: with
+/// `TIMESTAMP_QUERY_INSIDE_PASSES` disabled it times through a pass per dispatch (it read the
+/// device's features, so a driver bug could not be routed around).
+#[test]
+fn disabled_inside_pass_timestamps_are_not_used() {
+    let e = crate::test_gpu::gpu_with(EngineOptions {
+        disabled_features: wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+        ..EngineOptions::default()
+    });
+    let g = e.gpu_context().expect("a GPU engine");
+    if !g.caps.has(wgpu::Features::TIMESTAMP_QUERY) {
+        return;
+    }
+    e.set_profiling(true).unwrap();
+    let inside = g
+        .scheduler
+        .call(|b, _| b.profiler.as_ref().map(|p| p.inside_passes))
+        .unwrap();
+    assert_eq!(inside, Some(false));
+    let x = e.upload_f32(&[2.0; 8], &[8]).unwrap();
+    assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![2.0; 8]);
+    let calls: u64 = e.profile_report().unwrap().entries.iter().map(|e| e.1).sum();
+    assert_eq!(calls, 1);
+}

@@ -5,7 +5,7 @@
 #![warn(missing_docs)]
 
 use bitnet_kernels_wgsl::bitnet;
-use bitnet_wgpu::{BackendKind, Engine, EngineOptions};
+use bitnet_wgpu::{BackendKind, Engine, EngineOptions, wgpu};
 
 mod child_process;
 mod inline_task;
@@ -110,6 +110,46 @@ pub fn gpu_engine_with(options: EngineOptions) -> Engine {
              WGPU_ADAPTER_NAME to a working adapter"
         ),
     }
+}
+
+/// A device of its own on the default engine's adapter, with the features and limits `pick`
+/// gives for it: the adapter, device and queue an application would hand to
+/// `Engine::from_device`.
+pub fn own_device(
+    label: &'static str,
+    pick: impl Fn(&wgpu::Adapter) -> (wgpu::Features, wgpu::Limits),
+) -> (wgpu::Adapter, wgpu::Device, wgpu::Queue) {
+    let info = gpu_engine().info();
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    // The name and the backend: one driver may offer the same device through two backends.
+    let adapter = adapters
+        .into_iter()
+        .find(|a| {
+            let i = a.get_info();
+            i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
+        })
+        .expect("the default engine's adapter is enumerable");
+    let (features, limits) = pick(&adapter);
+    let desc = wgpu::DeviceDescriptor {
+        label: Some(label),
+        required_features: features,
+        required_limits: limits,
+        ..Default::default()
+    };
+    let (device, queue) = block_on(adapter.request_device(&desc)).expect(label);
+    assert_eq!(device.features(), features, "{label}");
+    (adapter, device, queue)
+}
+
+/// An engine on a device of its own ([`own_device`]).
+pub fn engine_on_own_device(
+    label: &'static str,
+    pick: impl Fn(&wgpu::Adapter) -> (wgpu::Features, wgpu::Limits),
+) -> Engine {
+    let (adapter, device, queue) = own_device(label, pick);
+    Engine::from_device(&adapter, device, queue).expect(label)
 }
 
 /// Destroys `e`'s device (fault injection) and returns once the engine has seen the loss: wgpu

@@ -3,6 +3,7 @@
 
 mod engine_infra {
     mod gpu_paths;
+    mod own_device;
     mod pool;
     mod reads;
     mod reentry;

@@ -201,10 +201,16 @@ fn dropped_requests_are_withdrawn_before_their_batch_runs() {
     // Batches close at 4 rows or after a long window: both requests below share one batch.
     let server =
         BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(300), 4).unwrap();
-    let (x1, x2) = (random_f32(85, 3 * k, -1.0, 1.0), random_f32(86, k, -1.0, 1.0));
+    let (x1, x2) = (
+        random_f32(85, 3 * k, -1.0, 1.0),
+        random_f32(86, k, -1.0, 1.0),
+    );
     drop(server.forward_async(x1, 3));
     let kept = server.forward_async(x2.clone(), 1);
-    assert_eq!(block_on(kept).unwrap(), cpu_ref::bitlinear(&x2, 1, &w).unwrap());
+    assert_eq!(
+        block_on(kept).unwrap(),
+        cpu_ref::bitlinear(&x2, 1, &w).unwrap()
+    );
     let st = server.stats();
     assert_eq!(
         (st.requests, st.withdrawn, st.batches, st.max_rows),

@@ -134,7 +134,7 @@ impl<'a> TuneProfiler<'a> {
         let outermost = turn.is_outermost();
         let outer = gpu.scheduler.call(move |batch, g| {
             batch.flush(g)?;
-            let mut own = ProfilerState::new(&g.device, &g.queue);
+            let mut own = ProfilerState::new(&g.device, &g.queue, g.caps.features);
             own.enabled = spans;
             own.granularity = ProfileGranularity::Batch;
             let previous = batch.profiler.replace(own);

@@ -58,7 +58,8 @@ impl Engine {
     /// Records `rope_append.wgsl` for operands that passed `rope_pair`'s checks (`dims`: q's and
     /// k's) and the cache's (`v` shaped as `k`, room for the rows): returns the rotated queries,
     /// or `None` — nothing recorded — where the one launch does not apply (q and k of different
-    /// `D`, an operand or the new rows past a binding, indices past `u32`).
+    /// `D`, a device with too few storage buffers per stage, an operand or the new rows past a
+    /// binding, indices past `u32`).
     pub(crate) fn rope_append_launch(
         &self,
         gpu: &Gpu,
@@ -84,7 +85,11 @@ impl Engine {
         let indexable = u64::from(base) + words <= u64::from(u32::MAX)
             && 2 * pairs_q <= u64::from(u32::MAX)
             && pairs_q + pairs_k <= u64::from(u32::MAX);
+        // Its 8 bindings and the status slot exceed WebGPU's default of 8 storage buffers per
+        // stage: there the two-dispatch form runs (it failed to build on every call).
+        let storage = ROPE_APPEND.bindings.len() as u32 + crate::group::ENGINE_STORAGE_BUFFERS;
         if dq.half != dk.half
+            || gpu.caps.limits.max_storage_buffers_per_shader_stage < storage
             || !fits(4 * 2 * pairs_q)
             || !fits(4 * words)
             || !fits(4 * dq.s)

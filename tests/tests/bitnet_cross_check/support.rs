@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use bitnet_tests::{block_on, gpu_engine, gpu_engine_with, tolerance};
+use bitnet_tests::{engine_on_own_device, gpu_engine, gpu_engine_with, tolerance};
 use bitnet_wgpu::cpu_ref::{self, QuantizedActivations, TernaryMatrix};
 use bitnet_wgpu::{Engine, EngineOptions, Error, ParamsMode, wgpu};
 
@@ -44,36 +44,6 @@ pub fn webgpu_limits_engine() -> &'static Engine {
         );
         e
     })
-}
-
-/// An engine on its own device on the default engine's adapter, with the features and limits
-/// `pick` gives for it.
-fn engine_on_own_device(
-    label: &'static str,
-    pick: impl Fn(&wgpu::Adapter) -> (wgpu::Features, wgpu::Limits),
-) -> Engine {
-    let info = gpu_engine().info();
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapters = block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    // The name and the backend: one driver may offer the same device through two backends.
-    let adapter = adapters
-        .into_iter()
-        .find(|a| {
-            let i = a.get_info();
-            i.name == info.adapter_name && format!("{:?}", i.backend) == info.backend
-        })
-        .expect("the default engine's adapter is enumerable");
-    let (features, limits) = pick(&adapter);
-    let desc = wgpu::DeviceDescriptor {
-        label: Some(label),
-        required_features: features,
-        required_limits: limits,
-        ..Default::default()
-    };
-    let (device, queue) = block_on(adapter.request_device(&desc)).expect(label);
-    assert_eq!(device.features(), features, "{label}");
-    Engine::from_device(&adapter, device, queue).expect(label)
 }
 
 /// An engine whose storage bindings are capped at 64 KiB, so every op takes its chunked path.

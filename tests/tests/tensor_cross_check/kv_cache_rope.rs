@@ -76,6 +76,16 @@ fn append_rope_is_rope_pair_then_append() {
     same_steps(&Engine::cpu(), None);
 }
 
+/// At WebGPU's default limits (8 storage buffers per stage) the one-launch form, 9 bindings with
+/// its status slot, gives way to the two calls: it failed to build on every call there.
+#[test]
+fn append_rope_at_webgpu_default_limits() {
+    let e = bitnet_tests::engine_on_own_device("append_rope: WebGPU default limits", |a| {
+        (a.features(), bitnet_wgpu::wgpu::Limits::default())
+    });
+    same_steps(&e, Some(2));
+}
+
 #[test]
 fn bad_operands_fail_as_the_two_calls_and_change_nothing() {
     let e = engine();

@@ -1,0 +1,187 @@
+//! A device's health as its engines see it, and the two wgpu callbacks that set it: the
+//! device-lost callback and the uncaptured-error handler — shared by every engine on one device.
+//!
+//! wgpu keeps one of each per device; whoever sets one last replaces the one before. When each
+//! engine installed its own, a second engine on the same device (`Engine::from_device` twice)
+//! silently took them from the first: that one never learned that the device was lost (its
+//! reads failed as map errors after their timeouts, its syncs passed, every op tried the GPU
+//! first; a reviewer's probe). Here the first engine on a device installs them and every engine
+//! attached to the device hears them: a loss marks each lost, an error no scope caught is
+//! reported at each one's next sync point. An application that sets its own callback or handler
+//! on the device afterwards replaces them for every engine (documented on `Engine::from_device`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::error::Error;
+
+/// Device health: set by the device's lost callback and uncaptured-error handler.
+#[derive(Default)]
+pub(crate) struct Health {
+    lost: AtomicBool,
+    reason: Mutex<Option<String>>,
+    /// The first error no error scope caught (reported at the next sync point).
+    uncaptured: Mutex<Option<Error>>,
+    /// The context is being dropped: the device goes with it, and wgpu drops its lost callback
+    /// unrun (not a loss to report, even while a panic unwinds the engine's last owner).
+    pub(crate) closing: AtomicBool,
+}
+
+impl Health {
+    /// `Some(DeviceLost)` once the device is lost.
+    pub(crate) fn lost_error(&self) -> Option<Error> {
+        if !self.is_lost() {
+            return None;
+        }
+        let reason = self
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Some(Error::DeviceLost(
+            reason.unwrap_or_else(|| "unknown reason".into()),
+        ))
+    }
+
+    /// Whether the device is lost (one atomic load).
+    #[inline]
+    pub(crate) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Records that the device is lost, and why.
+    fn mark_lost(&self, why: String) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Keeps `e` to report at the next sync point, unless an earlier one waits there.
+    fn note_uncaptured(&self, e: Error) {
+        let mut slot = self.uncaptured.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+    }
+
+    /// Takes the first uncaptured error, if any (reported once).
+    pub(crate) fn take_uncaptured(&self) -> Option<Error> {
+        self.uncaptured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+/// The engines attached to one device (their health), as the device's callbacks reach them.
+#[derive(Default)]
+struct Attached(Mutex<Vec<Weak<Health>>>);
+
+impl Attached {
+    /// Runs `f` on the health of every engine still attached.
+    fn each(&self, f: impl Fn(&Health)) {
+        let engines: Vec<Arc<Health>> = {
+            let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            list.iter().filter_map(Weak::upgrade).collect()
+        };
+        engines.iter().for_each(|h| f(h));
+    }
+}
+
+/// The devices with engines attached, each with its engines (a device is found by equality:
+/// wgpu compares devices by identity). An entry goes with the last engine on its device, so the
+/// device clone it holds never outlives the engines'.
+static DEVICES: Mutex<Vec<(wgpu::Device, Arc<Attached>)>> = Mutex::new(Vec::new());
+
+/// An engine's attachment to its device's callbacks; dropping it detaches the engine.
+pub(crate) struct DeviceHooks {
+    attached: Arc<Attached>,
+    health: Weak<Health>,
+}
+
+impl DeviceHooks {
+    /// Attaches `health` to `device`'s callbacks, installing them if no engine on this device
+    /// has (see the module docs).
+    pub(crate) fn attach(device: &wgpu::Device, health: &Arc<Health>) -> DeviceHooks {
+        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        let attached = match devices.iter().find(|(d, _)| d == device) {
+            Some((_, a)) => Arc::clone(a),
+            None => {
+                let a = Arc::new(Attached::default());
+                install(device, &a);
+                devices.push((device.clone(), Arc::clone(&a)));
+                a
+            }
+        };
+        attached
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(health));
+        DeviceHooks {
+            attached,
+            health: Arc::downgrade(health),
+        }
+    }
+}
+
+impl Drop for DeviceHooks {
+    fn drop(&mut self) {
+        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+        let empty = {
+            let mut list = self.attached.0.lock().unwrap_or_else(|e| e.into_inner());
+            list.retain(|h| !h.ptr_eq(&self.health) && h.strong_count() > 0);
+            list.is_empty()
+        };
+        if empty {
+            // The callbacks stay installed (wgpu cannot remove them) with nobody to reach; the
+            // next engine on this device installs fresh ones.
+            devices.retain(|(_, a)| !Arc::ptr_eq(a, &self.attached));
+        }
+    }
+}
+
+/// Installs `device`'s lost callback and uncaptured-error handler, reaching `attached`.
+fn install(device: &wgpu::Device, attached: &Arc<Attached>) {
+    let guard = LostOnUnwind(Arc::clone(attached));
+    device.set_device_lost_callback(move |reason, message| {
+        log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
+        // A destroyed device comes with no message: the reason kind still says why.
+        let why = if message.trim().is_empty() {
+            format!("{reason:?}")
+        } else {
+            message
+        };
+        guard.0.each(|h| h.mark_lost(why.clone()));
+    });
+    let a = Arc::clone(attached);
+    // The default handler panics; the engines log and report at their next sync point instead.
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        log::error!("bitnet-wgpu: uncaptured GPU error: {e}");
+        let e = crate::error::from_wgpu(e, "an operation outside any error scope");
+        a.each(|h| h.note_uncaptured(e.clone()));
+    }));
+}
+
+/// The device-lost callback's hold on the engines' health. wgpu runs that callback once, after
+/// the map callbacks of the poll that lost the device; when one of those panics, wgpu drops the
+/// rest of the poll's closures unrun, this one among them, while the panic unwinds: the device
+/// is then marked lost here, or the engines would go on using it as if it were healthy.
+struct LostOnUnwind(Arc<Attached>);
+
+impl Drop for LostOnUnwind {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        self.0.each(|h| {
+            if !h.closing.load(Ordering::Acquire) && !h.is_lost() {
+                log::error!("bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)");
+                h.mark_lost("its device-lost callback was dropped by a panicking callback".into());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+#[path = "device_hooks_tests.rs"]
+mod tests;
