@@ -259,7 +259,7 @@ fn check_binding_cap(options: &EngineOptions, limits: &wgpu::Limits) -> Result<(
 /// `wgpu::Limits::downlevel_defaults()` has 4 storage buffers per stage — failed most ops one by
 /// one as pipeline faults (a reviewer's probe); it is refused when the engine is made instead
 /// (`Engine::new` then takes the CPU).
-const MINIMUM_LIMITS: [(&str, fn(&wgpu::Limits) -> u32); 4] = [
+const MINIMUM_LIMITS: [(&str, LimitOf); 4] = [
     ("max_storage_buffers_per_shader_stage", |l| {
         l.max_storage_buffers_per_shader_stage
     }),
@@ -273,6 +273,9 @@ const MINIMUM_LIMITS: [(&str, fn(&wgpu::Limits) -> u32); 4] = [
         l.max_compute_workgroup_size_x
     }),
 ];
+
+/// Reads one limit of a `wgpu::Limits`.
+type LimitOf = fn(&wgpu::Limits) -> u32;
 
 /// `LimitExceeded` for the first of [`MINIMUM_LIMITS`] that `limits` falls below.
 fn check_minimum_limits(limits: &wgpu::Limits) -> Result<()> {
