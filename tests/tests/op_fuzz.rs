@@ -147,6 +147,17 @@ fn random_programs_on_a_constrained_engine_agree_with_the_cpu_engine() {
     fuzz_in_sequence(constrained_engine(), 200..206, 400);
 }
 
+/// On a device with WebGPU's default limits (8 storage buffers per stage, 16 KiB of workgroup
+/// memory, 256 invocations, 128 MiB bindings): every op's kernel fits them or gives way to one
+/// that does (`append_rope`'s one launch did not, and failed on every call there).
+#[test]
+fn random_programs_at_webgpu_default_limits_agree_with_the_cpu_engine() {
+    let engine = bitnet_tests::engine_on_own_device("op fuzz: WebGPU default limits", |a| {
+        (a.features(), wgpu::Limits::default())
+    });
+    fuzz_in_sequence(engine, 300..304, 400);
+}
+
 #[test]
 fn random_programs_on_threads_sharing_an_engine_agree_with_the_cpu_engine() {
     fuzz_in_parallel(100..104, 400);
