@@ -103,6 +103,8 @@ fn profile(
 }
 
 fn main() -> Result<()> {
+    // Warnings show (a kernel override in use, a fallback): a probe must say what it ran.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let tuning = match args.iter().position(|a| a == "--tuning") {
         Some(i) if i + 1 < args.len() => {
