@@ -94,7 +94,9 @@ impl Engine {
     /// in order. Errors: a `layer` of another engine (`EngineMismatch`, before any chunk), a
     /// chunk that is not whole rows (`ShapeMismatch`), and the first chunk whose values cpu-ref
     /// rejects (`NonFinite`, index within that chunk) — whichever comes first, every chunk
-    /// before it was delivered. Each chunk's bits equal [`bitnet_cpu_ref::bitlinear`] on it.
+    /// before it was delivered (so the failing chunk is the one after the last `sink` call; an
+    /// error returns no [`StreamStats`]). Each chunk's bits equal [`bitnet_cpu_ref::bitlinear`]
+    /// on it.
     pub fn stream_bitlinear<'a, I, F>(
         &self,
         chunks: I,
