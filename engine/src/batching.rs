@@ -166,9 +166,14 @@ impl Drop for Batcher {
         // Closing the channel lets the thread answer what is queued, then exit.
         drop(self.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
         // Not from the batcher's own thread (its last handle dropped by a task it woke): a
-        // thread cannot join itself, and it exits once the channel is closed.
+        // thread cannot join itself, and it exits once the channel is closed. Nor from an
+        // engine's submission or completion thread (a waker the engine ran there): the queued
+        // requests the batcher still answers need those threads, so the join waited for itself
+        // and both engine threads hung for good (a reviewer's probe). The batcher finishes and
+        // exits on its own.
         if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take()
             && h.thread().id() != std::thread::current().id()
+            && !crate::engine_thread::on_engine_thread()
         {
             let _ = h.join();
         }

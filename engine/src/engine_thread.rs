@@ -10,8 +10,8 @@
 //! - on a completion thread, a blocking read would park until a map callback that only this
 //!   thread's polls run; its wait polls the thread's device itself instead.
 //!
-//! (A blocking `BatchingLinear::forward` on its own batcher thread runs the layer directly:
-//! `batching.rs`.)
+//! (A blocking `BatchingLinear::forward` on its own batcher thread runs the layer directly, and
+//! a `BatchingLinear` dropped on an engine thread does not wait for its batcher: `batching.rs`.)
 
 use std::cell::RefCell;
 
@@ -62,6 +62,12 @@ pub(crate) fn check_not_submission(what: &str) -> Result<()> {
         Some(Role::Submission(_)) => Err(waits_for_itself(what)),
         _ => Ok(()),
     })
+}
+
+/// Whether this is one of an engine's own threads (submission or completion), where the
+/// application's wakers may run: nothing there may wait for work that needs those threads.
+pub(crate) fn on_engine_thread() -> bool {
+    ROLE.with(|r| r.borrow().is_some())
 }
 
 /// The device this thread polls for reads, when it is a completion thread.

@@ -198,6 +198,12 @@ fn disabled_inside_pass_timestamps_are_not_used() {
     assert_eq!(inside, Some(false));
     let x = e.upload_f32(&[2.0; 8], &[8]).unwrap();
     assert_eq!(e.copy(&x).unwrap().read_f32().unwrap(), vec![2.0; 8]);
-    let calls: u64 = e.profile_report().unwrap().entries.iter().map(|e| e.1).sum();
+    let calls: u64 = e
+        .profile_report()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.1)
+        .sum();
     assert_eq!(calls, 1);
 }

@@ -128,6 +128,41 @@ fn inline_task_resumed_on_batch_pool_drops_last_handle() {
     assert_eq!(within(other, "the rayon caller").unwrap(), want);
 }
 
+/// A task resumed on an engine thread (its read's completion woke it there) drops the last
+/// handle of a GPU batcher that still has a request queued: `Drop` joined the batcher, whose
+/// queued batch needed that same engine thread, and both engine threads hung for good.
+#[test]
+fn last_handle_dropped_on_an_engine_thread_with_a_request_queued() {
+    let e = bitnet_tests::gpu_engine();
+    let (n, k, m) = (64, 128, 2);
+    let w = weights(n, k, 10);
+    let x = random_f32(34, m * k, -2.0, 2.0);
+    let want = cpu_ref::bitlinear(&x, m, &w).unwrap();
+    let l = Linear::new(&e, w);
+    assert_eq!(l.forward(&x, m).unwrap(), want);
+    let b = BatchingLinear::new(l, Duration::from_secs(1), 64).unwrap();
+    // Queued: its batch closes after the window, once the handle below is gone.
+    let queued = b.forward_async(x.clone(), m);
+    let big = e.upload_f32(&vec![1.0; 1 << 20], &[1 << 20]).unwrap();
+    let copied = e.copy(&big).unwrap();
+    let task = spawn_inline(async move {
+        let read = copied.read_f32_async().await;
+        let on = thread_name();
+        drop(b);
+        (read.map(|v| v.len()), on)
+    });
+    let (read, on) = within(task, "the task that dropped the batcher");
+    assert_eq!(read.unwrap(), 1 << 20);
+    eprintln!("the batcher's last handle dropped on {on:?}");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(block_on(queued));
+    });
+    assert_eq!(within(rx, "the queued request").unwrap(), want);
+    // The engine still works.
+    assert_eq!(e.sync(), Ok(()));
+}
+
 /// Two batchers; a task resumed on A's thread calls B.forward, one resumed on B's thread calls
 /// A.forward: each batcher thread blocked on the other.
 #[test]
