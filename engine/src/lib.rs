@@ -148,10 +148,13 @@
 //! entries it never removes, and uploads, new buffers and pipeline compiles open scopes on the
 //! calling thread, so every distinct thread that ever did so holds about 300 bytes until the
 //! device drops — use long-lived threads (a pool) rather than a thread per request.
-//! Before the process exits, `sync` or drop the engines that still have work in flight:
-//! `std::process::exit` runs the driver's static destructors while its own threads may still
-//! compile or execute that work (lavapipe crashed there in about 1 exit in 12 with 20 softmax
-//! launches pending, a reviewer's probe, 2026-12-04; 0 in 12 after a sync, a read or a drop).
+//! Before the process exits, `sync` the engines that still have work in flight (or drop them:
+//! a drop waits for the queued work, but at most 2 s — a thread stuck in a driver call must not
+//! hang it — so after a long queue it returns with work still running): `std::process::exit`
+//! runs the driver's static destructors while its own threads may still compile or execute that
+//! work (lavapipe crashed there in about 1 exit in 12 with 20 softmax launches pending, a
+//! reviewer's probe, 2026-12-04; 0 in 12 after a sync, a read or a drop). A lazy calibration
+//! (an `Auto` engine's first ops, or its retry in the background) is such work too.
 //!
 //! **Kernels and tuning.** BitLinear picks its kernel per shape ([`LinearPlan`]); GEMM shapes
 //! (M > 8) whose packed weights reach [`AUTOTUNE_MIN_BYTES`] are measured once per bucket of M
