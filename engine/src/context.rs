@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::device::Caps;
-use crate::device_hooks::{DeviceHooks, Health};
+use crate::device_hooks::Health;
 use crate::engine::EngineOptions;
 use crate::error::{Error, Result};
 use crate::group::EngineGroup;
@@ -60,8 +60,6 @@ pub(crate) struct Gpu {
     /// The completion thread (runs map callbacks of reads).
     pub poller: Poller,
     health: Arc<Health>,
-    /// This engine's attachment to the device's lost callback and uncaptured-error handler.
-    _hooks: DeviceHooks,
     /// Declared last: releases the lifecycle lock taken by `Drop`, after the device and every
     /// other field is gone (`lifecycle.rs`).
     _lifecycle: crate::lifecycle::ReleaseAfterFields,
@@ -102,7 +100,7 @@ impl Gpu {
         check_binding_cap(&options, &caps.limits)?;
         check_minimum_limits(&caps.limits)?;
         let health = Arc::new(Health::default());
-        let hooks = DeviceHooks::attach(&device, &health);
+        crate::device_hooks::attach(&device, &health);
         // After the handlers: nothing the probe does escapes them.
         if caps.has(wgpu::Features::SUBGROUP)
             && !crate::subgroup_probe::layout_holds(&device, &queue, &adapter_info)
@@ -152,7 +150,6 @@ impl Gpu {
             scheduler,
             poller,
             health,
-            _hooks: hooks,
             _lifecycle: crate::lifecycle::ReleaseAfterFields,
             adapter_info,
             device,

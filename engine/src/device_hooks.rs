@@ -1,14 +1,18 @@
 //! A device's health as its engines see it, and the two wgpu callbacks that set it: the
-//! device-lost callback and the uncaptured-error handler — shared by every engine on one device.
+//! device-lost callback and the uncaptured-error handler — heard by every engine on one device.
 //!
 //! wgpu keeps one of each per device; whoever sets one last replaces the one before. When each
-//! engine installed its own, a second engine on the same device (`Engine::from_device` twice)
-//! silently took them from the first: that one never learned that the device was lost (its
-//! reads failed as map errors after their timeouts, its syncs passed, every op tried the GPU
-//! first; a reviewer's probe). Here the first engine on a device installs them and every engine
-//! attached to the device hears them: a loss marks each lost, an error no scope caught is
-//! reported at each one's next sync point. An application that sets its own callback or handler
-//! on the device afterwards replaces them for every engine (documented on `Engine::from_device`).
+//! engine's closures reached only that engine, a second engine on the same device
+//! (`Engine::from_device` twice) silently took them from the first: that one never learned that
+//! the device was lost (its reads failed as map errors after their timeouts, its syncs passed,
+//! every op tried the GPU first; a reviewer's probe). Devices cannot be told apart reliably
+//! from outside wgpu (devices of two `wgpu::Instance`s compare equal: their ids are numbered per
+//! instance), so nothing here looks a device up. Instead each engine installs both closures,
+//! and the engines the replaced closures reached move over to the new ones: wgpu drops a
+//! replaced lost callback inside `set_device_lost_callback`, on the installing thread, and its
+//! guard's `Drop` hands its engines to the closures being installed ([`INSTALLING`]). An
+//! application that sets its own callback or handler on the device afterwards replaces them for
+//! every engine (documented on `Engine::from_device`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -87,62 +91,29 @@ impl Attached {
     }
 }
 
-/// The devices with engines attached, each with its engines (a device is found by equality:
-/// wgpu compares devices by identity). An entry goes with the last engine on its device, so the
-/// device clone it holds never outlives the engines'.
-static DEVICES: Mutex<Vec<(wgpu::Device, Arc<Attached>)>> = Mutex::new(Vec::new());
-
-/// An engine's attachment to its device's callbacks; dropping it detaches the engine.
-pub(crate) struct DeviceHooks {
-    attached: Arc<Attached>,
-    health: Weak<Health>,
+thread_local! {
+    /// The engines' list whose closures this thread is installing on a device: a replaced lost
+    /// callback dropped meanwhile hands its engines to it ([`LostOnUnwind`]'s `Drop`).
+    static INSTALLING: std::cell::RefCell<Option<Arc<Attached>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-impl DeviceHooks {
-    /// Attaches `health` to `device`'s callbacks, installing them if no engine on this device
-    /// has (see the module docs).
-    pub(crate) fn attach(device: &wgpu::Device, health: &Arc<Health>) -> DeviceHooks {
-        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
-        let attached = match devices.iter().find(|(d, _)| d == device) {
-            Some((_, a)) => Arc::clone(a),
-            None => {
-                let a = Arc::new(Attached::default());
-                install(device, &a);
-                devices.push((device.clone(), Arc::clone(&a)));
-                a
-            }
-        };
-        attached
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(health));
-        DeviceHooks {
-            attached,
-            health: Arc::downgrade(health),
-        }
+impl Attached {
+    /// Takes over the engines of `old` (closures being replaced), dropping those gone.
+    fn adopt(&self, old: &Attached) {
+        let moved = std::mem::take(&mut *old.0.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|h| h.strong_count() > 0);
+        list.extend(moved.into_iter().filter(|h| h.strong_count() > 0));
     }
 }
 
-impl Drop for DeviceHooks {
-    fn drop(&mut self) {
-        let mut devices = DEVICES.lock().unwrap_or_else(|e| e.into_inner());
-        let empty = {
-            let mut list = self.attached.0.lock().unwrap_or_else(|e| e.into_inner());
-            list.retain(|h| !h.ptr_eq(&self.health) && h.strong_count() > 0);
-            list.is_empty()
-        };
-        if empty {
-            // The callbacks stay installed (wgpu cannot remove them) with nobody to reach; the
-            // next engine on this device installs fresh ones.
-            devices.retain(|(_, a)| !Arc::ptr_eq(a, &self.attached));
-        }
-    }
-}
-
-/// Installs `device`'s lost callback and uncaptured-error handler, reaching `attached`.
-fn install(device: &wgpu::Device, attached: &Arc<Attached>) {
-    let guard = LostOnUnwind(Arc::clone(attached));
+/// Installs `device`'s lost callback and uncaptured-error handler for the engine of `health`
+/// and every engine the closures they replace reached (see the module docs).
+pub(crate) fn attach(device: &wgpu::Device, health: &Arc<Health>) {
+    let attached = Arc::new(Attached(Mutex::new(vec![Arc::downgrade(health)])));
+    let guard = LostOnUnwind(Arc::clone(&attached));
+    let previous = INSTALLING.with(|i| i.replace(Some(Arc::clone(&attached))));
     device.set_device_lost_callback(move |reason, message| {
         log::error!("bitnet-wgpu: GPU device lost ({reason:?}): {message}");
         // A destroyed device comes with no message: the reason kind still says why.
@@ -153,7 +124,8 @@ fn install(device: &wgpu::Device, attached: &Arc<Attached>) {
         };
         guard.0.each(|h| h.mark_lost(why.clone()));
     });
-    let a = Arc::clone(attached);
+    INSTALLING.with(|i| *i.borrow_mut() = previous);
+    let a = Arc::clone(&attached);
     // The default handler panics; the engines log and report at their next sync point instead.
     device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
         log::error!("bitnet-wgpu: uncaptured GPU error: {e}");
@@ -162,21 +134,37 @@ fn install(device: &wgpu::Device, attached: &Arc<Attached>) {
     }));
 }
 
-/// The device-lost callback's hold on the engines' health. wgpu runs that callback once, after
-/// the map callbacks of the poll that lost the device; when one of those panics, wgpu drops the
-/// rest of the poll's closures unrun, this one among them, while the panic unwinds: the device
-/// is then marked lost here, or the engines would go on using it as if it were healthy.
+/// The device-lost callback's hold on the engines' health. Dropped unrun in two ways:
+/// - replaced by another engine's callback (inside `set_device_lost_callback`, on the thread
+///   installing it): its engines move to the new callback's list ([`INSTALLING`]);
+/// - while a panic unwinds: wgpu runs the lost callback once, after the map callbacks of the
+///   poll that lost the device; when one of those panics, wgpu drops the rest of the poll's
+///   closures unrun, this one among them: the device is then marked lost here, or the engines
+///   would go on using it as if it were healthy.
 struct LostOnUnwind(Arc<Attached>);
 
 impl Drop for LostOnUnwind {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if std::thread::panicking() {
+            self.0.each(|h| {
+                if !h.closing.load(Ordering::Acquire) && !h.is_lost() {
+                    log::error!(
+                        "bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)"
+                    );
+                    h.mark_lost(
+                        "its device-lost callback was dropped by a panicking callback".into(),
+                    );
+                }
+            });
             return;
         }
-        self.0.each(|h| {
-            if !h.closing.load(Ordering::Acquire) && !h.is_lost() {
-                log::error!("bitnet-wgpu: GPU device lost (its lost callback was dropped unrun)");
-                h.mark_lost("its device-lost callback was dropped by a panicking callback".into());
+        // Replaced by an engine's callback being installed on this thread: hand the engines
+        // over (an application's own callback replaces it from outside: nothing to hand to).
+        INSTALLING.with(|i| {
+            if let Some(new) = i.borrow().as_ref()
+                && !Arc::ptr_eq(new, &self.0)
+            {
+                new.adopt(&self.0);
             }
         });
     }

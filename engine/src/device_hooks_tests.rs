@@ -60,3 +60,22 @@ fn callbacks_reach_every_live_engine_of_the_device() {
     }
     assert!(gone_weak.upgrade().is_none());
 }
+
+/// A lost callback replaced while an engine's closures are being installed hands its engines to
+/// the new list (`INSTALLING`); replaced from outside (an application's own callback), it hands
+/// them nowhere and marks nothing.
+#[test]
+fn a_replaced_callback_hands_its_engines_to_the_new_one() {
+    let (first, second) = (Arc::new(Health::default()), Arc::new(Health::default()));
+    let new = attached(&[&second]);
+    let replaced = LostOnUnwind(attached(&[&first]));
+    super::INSTALLING.with(|i| *i.borrow_mut() = Some(Arc::clone(&new)));
+    drop(replaced);
+    super::INSTALLING.with(|i| *i.borrow_mut() = None);
+    new.each(|h| h.mark_lost("gone".into()));
+    assert!(first.is_lost() && second.is_lost());
+
+    let lone = Arc::new(Health::default());
+    drop(LostOnUnwind(attached(&[&lone])));
+    assert!(!lone.is_lost());
+}

@@ -61,6 +61,40 @@ fn an_engine_dropped_from_a_shared_device_leaves_the_other_hearing_it() {
     assert!(sees_loss(&second));
 }
 
+/// Devices of two `wgpu::Instance`s compare equal in wgpu (their ids are numbered per instance):
+/// each engine hears its own device only (a registry keyed by device equality had merged them:
+/// one device's loss marked the other's engine lost, and the other's loss went unheard).
+#[test]
+fn engines_on_devices_of_two_instances_hear_their_own_device_only() {
+    let (a1, d1, q1) = own_device("instance one", |a| (a.features(), a.limits()));
+    let (a2, d2, q2) = own_device("instance two", |a| (a.features(), a.limits()));
+    let e1 = Engine::from_device(&a1, d1.clone(), q1).unwrap();
+    let e2 = Engine::from_device(&a2, d2.clone(), q2).unwrap();
+    d1.destroy();
+    assert!(sees_loss(&e1));
+    let x = e2.upload_f32(&[5.0, 6.0], &[2]).unwrap();
+    assert_eq!(x.read_f32().unwrap(), [5.0, 6.0]);
+    assert!(
+        !e2.info().device_lost,
+        "the other instance's device is healthy"
+    );
+    d2.destroy();
+    assert!(sees_loss(&e2));
+}
+
+/// An engine made on a device already lost (after another engine saw the loss) learns it too.
+#[test]
+fn an_engine_made_on_a_lost_device_learns_it() {
+    let (adapter, device, queue) =
+        own_device("made after the loss", |a| (a.features(), a.limits()));
+    let first = Engine::from_device(&adapter, device.clone(), queue.clone()).unwrap();
+    device.destroy();
+    assert!(sees_loss(&first));
+    let late = Engine::from_device(&adapter, device.clone(), queue).unwrap();
+    assert!(sees_loss(&late));
+    assert!(matches!(late.sync(), Err(Error::DeviceLost(_))));
+}
+
 /// A device with WebGPU's downlevel limits (4 storage buffers per stage) cannot bind most
 /// kernels: refused when the engine is made, naming the limit, where every op failed one by one
 /// as a pipeline fault.
