@@ -182,10 +182,11 @@ impl Engine {
     /// size, or the engine is refused with `LimitExceeded` — and shares the queue with the
     /// application.
     ///
-    /// wgpu keeps one device-lost callback and one uncaptured-error handler per device: the
-    /// first engine on a device installs both, and every engine on it hears them (a loss marks
-    /// each lost; an error outside any error scope — the application's own work included — is
-    /// reported as `Error::Validation` or `OutOfMemory` at each one's next sync point). An
+    /// wgpu keeps one device-lost callback and one uncaptured-error handler per device: each
+    /// engine installs both, and the engines the replaced ones reached move over to them, so
+    /// every engine on a device hears them (a loss marks each lost; an error outside any error
+    /// scope — the application's own work included — is reported as `Error::Validation` or
+    /// `OutOfMemory` at each one's next sync point). An
     /// application handler set before is replaced, and stays replaced after the engines are
     /// gone (wgpu cannot restore it; the engine's handler then only logs). Setting either on the
     /// device while an engine uses it takes them from the engine: it then learns of a loss only
