@@ -213,7 +213,20 @@ fn serve(
     let k = linear.weights().k();
     // A request that did not fit the last batch opens the next one.
     let mut carry: Option<Request> = None;
+    // Requests whose caller went (the future dropped) are withdrawn as they are taken, before
+    // their rows count: a server's timed-out requests would otherwise be computed, or close
+    // batches early and carry live requests into batches of their own (a reviewer's probe).
+    let withdraw = |r: &Request| {
+        let gone = r.reply.unheard();
+        if gone {
+            stats.lock().unwrap_or_else(|e| e.into_inner()).withdrawn += 1;
+        }
+        gone
+    };
     while let Some(first) = carry.take().or_else(|| rx.recv().ok()) {
+        if withdraw(&first) {
+            continue;
+        }
         // The window runs from the first request's arrival, not from when the batcher got to it
         // (it may have been running the previous batch meanwhile): a request that already
         // waited its window closes its batch with what is queued. A window too long to add
@@ -221,28 +234,39 @@ fn serve(
         let deadline = first.arrived.checked_add(window);
         let mut batch = vec![first];
         let mut rows = batch[0].m;
-        while rows < max_rows {
+        // Withdraws the requests taken so far whose caller went since: their rows make room.
+        let purge = |batch: &mut Vec<Request>| {
+            batch.retain(|r| !withdraw(r));
+            batch.iter().map(|r| r.m).sum::<usize>()
+        };
+        loop {
+            if rows >= max_rows {
+                rows = purge(&mut batch);
+                if rows >= max_rows {
+                    break;
+                }
+            }
             let next = match deadline {
                 Some(d) => rx.recv_deadline(d).ok(),
                 None => rx.recv().ok(),
             };
             let Some(r) = next else { break };
+            if withdraw(&r) {
+                continue;
+            }
             // At most max_rows per op (a lone request above it still runs, alone).
             if rows.saturating_add(r.m) > max_rows {
-                carry = Some(r);
-                break;
+                rows = purge(&mut batch);
+                if rows.saturating_add(r.m) > max_rows {
+                    carry = Some(r);
+                    break;
+                }
             }
             rows += r.m;
             batch.push(r);
         }
-        // Requests whose caller went (the future dropped) are not run: a server's timed-out
-        // requests would otherwise take rows of every batch they reach.
-        let before = batch.len();
-        batch.retain(|r| !r.reply.unheard());
-        if batch.len() < before {
-            let mut st = stats.lock().unwrap_or_else(|e| e.into_inner());
-            st.withdrawn += (before - batch.len()) as u64;
-        }
+        // And those whose caller went while the batch was gathered.
+        batch.retain(|r| !withdraw(r));
         // Requests are validated when submitted; keep the invariant explicit here.
         let ok: Vec<Request> = batch
             .into_iter()

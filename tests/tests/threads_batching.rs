@@ -219,6 +219,34 @@ fn dropped_requests_are_withdrawn_before_their_batch_runs() {
     );
 }
 
+/// A withdrawn request's rows do not count toward `max_rows`: live requests behind it share
+/// one batch (they were split in two, the second waiting out a window of its own).
+#[test]
+fn withdrawn_rows_leave_room_for_live_requests() {
+    let e = gpu_engine();
+    let (n, k) = (16, 64);
+    let w = weights(n, k, 34);
+    let server =
+        BatchingLinear::new(Linear::new(&e, w.clone()), Duration::from_millis(300), 4).unwrap();
+    drop(server.forward_async(random_f32(87, k, -1.0, 1.0), 1));
+    let xs: Vec<Vec<f32>> = (0..2)
+        .map(|i| random_f32(88 + i, 2 * k, -1.0, 1.0))
+        .collect();
+    let futs: Vec<_> = xs
+        .iter()
+        .map(|x| server.forward_async(x.clone(), 2))
+        .collect();
+    for (f, x) in futs.into_iter().zip(&xs) {
+        assert_eq!(block_on(f).unwrap(), cpu_ref::bitlinear(x, 2, &w).unwrap());
+    }
+    let st = server.stats();
+    assert_eq!(
+        (st.requests, st.withdrawn, st.batches, st.max_rows),
+        (2, 1, 1, 4),
+        "{st:?}"
+    );
+}
+
 /// A window of `Duration::MAX` closes batches at `max_rows` only (it used to overflow the
 /// deadline and kill the batcher thread on the first request).
 #[test]
