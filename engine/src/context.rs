@@ -256,7 +256,7 @@ fn check_binding_cap(options: &EngineOptions, limits: &wgpu::Limits) -> Result<(
 /// `wgpu::Limits::downlevel_defaults()` has 4 storage buffers per stage — failed most ops one by
 /// one as pipeline faults (a reviewer's probe); it is refused when the engine is made instead
 /// (`Engine::new` then takes the CPU).
-const MINIMUM_LIMITS: [(&str, LimitOf); 4] = [
+const MINIMUM_LIMITS: [(&str, LimitOf); 5] = [
     ("max_storage_buffers_per_shader_stage", |l| {
         l.max_storage_buffers_per_shader_stage
     }),
@@ -268,6 +268,9 @@ const MINIMUM_LIMITS: [(&str, LimitOf); 4] = [
     }),
     ("max_compute_workgroup_size_x", |l| {
         l.max_compute_workgroup_size_x
+    }),
+    ("max_compute_workgroup_size_y", |l| {
+        l.max_compute_workgroup_size_y
     }),
 ];
 

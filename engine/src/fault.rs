@@ -197,7 +197,15 @@ pub(crate) const UNFUSED: &str = "unfused ops";
 /// good on such a driver.)
 pub(crate) fn unless_unbuildable<T>(r: crate::Result<Option<T>>) -> crate::Result<Option<T>> {
     match r {
-        Err(e @ Error::PipelineCreation { .. }) => {
+        // A fused kernel binding more storage buffers than the device allows is unbuildable
+        // the same way (the pipeline cache refuses it before compiling).
+        Err(
+            e @ (Error::PipelineCreation { .. }
+            | Error::LimitExceeded {
+                limit: "max_storage_buffers_per_shader_stage",
+                ..
+            }),
+        ) => {
             log::log!(
                 log_level(&e, UNFUSED),
                 "bitnet-wgpu: {e}; running the unfused ops instead"
@@ -236,6 +244,28 @@ mod tests {
         let lost = Error::DeviceLost("gone".into());
         assert_eq!(log_level(&lost, CPU_RERUN), log::Level::Warn);
         assert_eq!(log_level(&lost, CPU_RERUN), log::Level::Warn);
+    }
+
+    /// A fused kernel that cannot be built, or binds more storage buffers than the device has,
+    /// runs the unfused ops; other errors stay errors.
+    #[test]
+    fn unbuildable_fused_kernels_give_way() {
+        let limit = |limit| Error::LimitExceeded {
+            limit,
+            requested: 10,
+            max: 8,
+            what: "kernel `x`".into(),
+        };
+        let r = |e| unless_unbuildable::<()>(Err(e));
+        assert_eq!(r(limit("max_storage_buffers_per_shader_stage")), Ok(None));
+        let binding = limit("max_storage_buffer_binding_size");
+        assert_eq!(r(binding.clone()), Err(binding));
+        let failed = Error::PipelineCreation {
+            kernel: "probe_kernel_c",
+            entry: "main",
+            message: "no".into(),
+        };
+        assert_eq!(r(failed), Ok(None));
     }
 
     #[test]
