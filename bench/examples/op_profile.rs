@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `mm:` and `mmh:` cases time the float matmul instead (`Engine::matmul` on `F32`,
-//! `Engine::matmul_f16` on `F16`: `[M, K] · [K, N]`), whose kernel has no place in the bench.
+//! `Engine::matmul_f16` on `F16`: `[M, K] · [K, N]`), whose kernel has no place in the bench;
+//! `mmbt:` and `mmhbt:` its transposed form (`matmul_bt`, `matmul_bt_f16`: `[M, K] · [N, K]ᵀ`, as
+//! a model's logits against its embedding).
 //!
 //! `--tuning SPEC` forces plans as `bitnet-bench --tuning` does (`bitnet-bench --help`).
 //!
@@ -48,10 +50,16 @@ enum Op {
     BitLinear,
     MatmulF32,
     MatmulF16,
+    MatmulBtF32,
+    MatmulBtF16,
 }
 
 fn parse(arg: &str) -> Result<(Op, (usize, usize, usize))> {
-    let (op, shape) = if let Some(rest) = arg.strip_prefix("mm:") {
+    let (op, shape) = if let Some(rest) = arg.strip_prefix("mmbt:") {
+        (Op::MatmulBtF32, rest)
+    } else if let Some(rest) = arg.strip_prefix("mmhbt:") {
+        (Op::MatmulBtF16, rest)
+    } else if let Some(rest) = arg.strip_prefix("mm:") {
         (Op::MatmulF32, rest)
     } else if let Some(rest) = arg.strip_prefix("mmh:") {
         (Op::MatmulF16, rest)
@@ -78,6 +86,8 @@ fn call(e: &Engine, op: Op, x: &Tensor, w: &Tensor) -> bitnet_wgpu::Result<Tenso
         Op::BitLinear => e.bitlinear_tensor(x, w),
         Op::MatmulF32 => e.matmul(x, w),
         Op::MatmulF16 => e.matmul_f16(x, w),
+        Op::MatmulBtF32 => e.matmul_bt(x, w),
+        Op::MatmulBtF16 => e.matmul_bt_f16(x, w),
     }
 }
 
@@ -160,6 +170,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The shape of a matmul's second operand: `[K, N]`, or `[N, K]` for the transposed forms.
+fn b_shape(op: Op, n: usize, k: usize) -> [usize; 2] {
+    match op {
+        Op::MatmulBtF32 | Op::MatmulBtF16 => [n, k],
+        _ => [k, n],
+    }
+}
+
 /// The resident operands of a case: BitLinear's f32 `[M, K]` activations and ternary `[N, K]`
 /// weights, or matmul's `[M, K]` and `[K, N]` floats.
 fn operands(e: &Engine, op: Op, m: usize, n: usize, k: usize) -> Result<(Tensor, Tensor)> {
@@ -169,11 +187,11 @@ fn operands(e: &Engine, op: Op, m: usize, n: usize, k: usize) -> Result<(Tensor,
             e.upload_f32(&x, &[m, k])?,
             e.upload_ternary(&data::ternary(n, k, 7)?)?,
         ),
-        Op::MatmulF32 => (
+        Op::MatmulF32 | Op::MatmulBtF32 => (
             e.upload_f32(&x, &[m, k])?,
-            e.upload_f32(&data::floats(k * n, 7), &[k, n])?,
+            e.upload_f32(&data::floats(k * n, 7), &b_shape(op, n, k))?,
         ),
-        Op::MatmulF16 => {
+        Op::MatmulF16 | Op::MatmulBtF16 => {
             let h = |v: Vec<f32>| {
                 v.into_iter()
                     .map(bitnet_wgpu::half::f16::from_f32)
@@ -181,7 +199,7 @@ fn operands(e: &Engine, op: Op, m: usize, n: usize, k: usize) -> Result<(Tensor,
             };
             (
                 e.upload_f16(&h(x), &[m, k])?,
-                e.upload_f16(&h(data::floats(k * n, 7)), &[k, n])?,
+                e.upload_f16(&h(data::floats(k * n, 7)), &b_shape(op, n, k))?,
             )
         }
     })

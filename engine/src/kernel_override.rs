@@ -80,6 +80,36 @@ fn warn_once(message: &str) {
     }
 }
 
+/// Environment variable (feature `kernel-override` only): the float matmul's output tile, by its
+/// rows — `4`, `16` or `64` — for every shape — to time the tiles against each other on one
+/// shape (`ops/matmul.rs` chooses by the output's size otherwise).
+pub const MATMUL_TILE_ENV: &str = "BITNET_MATMUL_TILE";
+
+/// The tile [`MATMUL_TILE_ENV`] forces, if any (logged once when set without the feature).
+pub(crate) fn matmul_tile() -> Option<u32> {
+    let value = std::env::var(MATMUL_TILE_ENV).ok()?;
+    let value = value.trim();
+    if value.is_empty() {
+        return None;
+    }
+    if !cfg!(feature = "kernel-override") {
+        warn_once(&format!(
+            "{MATMUL_TILE_ENV} is set but this build lacks the `kernel-override` feature: \
+             the matmul picks its tile by shape"
+        ));
+        return None;
+    }
+    match value.parse() {
+        Ok(t @ (4 | 16 | 64)) => Some(t),
+        _ => {
+            warn_once(&format!(
+                "{MATMUL_TILE_ENV}={value:?} is not 4, 16 or 64: the matmul picks its tile by shape"
+            ));
+            None
+        }
+    }
+}
+
 /// `dir/<name>.wgsl`: its text, `None` if there is no such file, or why it cannot be read (not
 /// UTF-8, no permission).
 fn read_override(dir: &Path, name: &str) -> Result<Option<String>, std::io::Error> {

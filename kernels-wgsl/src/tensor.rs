@@ -27,14 +27,61 @@ macro_rules! kernel {
 /// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
-    source: kernel!("matmul_f32.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
+    source: kernel!(
+        "matmul_f32.wgsl",
+        "matmul_tile_64.wgsl",
+        "float_common.wgsl",
+        "matmul_tiled.wgsl"
+    ),
+};
+
+/// The matmul of few rows (up to 4 per workgroup, 256 columns): [`MATMUL_F32`]'s bindings,
+/// params and sums, for outputs of 1-4 rows (a decode step's logits against an embedding).
+/// Grid `(ceil(N/256), ceil(M/4), 1)`.
+pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
+    name: "matmul_f32_gemv",
+    source: kernel!("matmul_f32.wgsl", "float_common.wgsl", "matmul_gemv.wgsl"),
+};
+
+/// [`MATMUL_F32`] with a 16×64 output tile (1×4 register block): more workgroups for outputs of
+/// few rows (a decode step's logits, M = 1).
+pub const MATMUL_F32_T16: KernelSource = KernelSource {
+    name: "matmul_f32_t16",
+    source: kernel!(
+        "matmul_f32.wgsl",
+        "matmul_tile_16.wgsl",
+        "float_common.wgsl",
+        "matmul_tiled.wgsl"
+    ),
 };
 
 /// Tiled f16 matmul (f16 in and out, f32 accumulation); requires `SHADER_F16`. Same grid and
 /// bindings as [`MATMUL_F32`].
 pub const MATMUL_F16: KernelSource = KernelSource {
     name: "matmul_f16",
-    source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_tiled.wgsl"),
+    source: kernel!(
+        "matmul_f16.wgsl",
+        "matmul_tile_64.wgsl",
+        "float_common.wgsl",
+        "matmul_tiled.wgsl"
+    ),
+};
+
+/// [`MATMUL_F32_GEMV`] on f16 (as [`MATMUL_F16`]).
+pub const MATMUL_F16_GEMV: KernelSource = KernelSource {
+    name: "matmul_f16_gemv",
+    source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_gemv.wgsl"),
+};
+
+/// [`MATMUL_F16`] with [`MATMUL_F32_T16`]'s tile.
+pub const MATMUL_F16_T16: KernelSource = KernelSource {
+    name: "matmul_f16_t16",
+    source: kernel!(
+        "matmul_f16.wgsl",
+        "matmul_tile_16.wgsl",
+        "float_common.wgsl",
+        "matmul_tiled.wgsl"
+    ),
 };
 
 /// Values one workgroup of the linear elementwise kernels covers (binary, scalar, unary, gated; and
@@ -262,7 +309,11 @@ pub const ATTENTION_COMBINE: KernelSource = KernelSource {
 /// Every float tensor kernel of this module.
 pub const ALL: &[KernelSource] = &[
     MATMUL_F32,
+    MATMUL_F32_GEMV,
+    MATMUL_F32_T16,
     MATMUL_F16,
+    MATMUL_F16_GEMV,
+    MATMUL_F16_T16,
     ELEMENTWISE_BINARY,
     ELEMENTWISE_SCALAR,
     ELEMENTWISE_UNARY,

@@ -6,9 +6,11 @@
 //! may differ by one f16 ulp, since WGSL lets the final f32 → f16 conversion round either way.
 
 use bitnet_cpu_ref::ops as cpu;
+use bitnet_kernels_wgsl::KernelSource;
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::float_args::{self, host_f16, host_f32, row_chunks, store_f16, store_f32};
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, check_binding};
@@ -17,11 +19,62 @@ use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
 
 const BINDINGS: &[Access] = &[Access::Read, Access::Read, Access::ReadWrite];
-const MATMUL_F32: Kernel = Kernel::new(kernels::MATMUL_F32, "main", BINDINGS);
-const MATMUL_F16: Kernel =
-    Kernel::new(kernels::MATMUL_F16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16);
-/// Output tile edge of both kernels (rows and columns per workgroup).
-const TILE: u64 = 64;
+
+/// One output tile of the tiled matmul: its edges and its kernels. Every tile sums each output
+/// in the same order; the tile decides how many outputs a workgroup makes.
+pub(crate) struct Tile {
+    /// Output rows per workgroup.
+    pub rows: u64,
+    /// Output columns per workgroup.
+    pub cols: u64,
+    f32: Kernel,
+    f16: Kernel,
+}
+
+const fn tile(rows: u64, cols: u64, f32: KernelSource, f16: KernelSource) -> Tile {
+    Tile {
+        rows,
+        cols,
+        f32: Kernel::new(f32, "main", BINDINGS),
+        f16: Kernel::new(f16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16),
+    }
+}
+
+/// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 256 (a column
+/// per invocation, up to 4 rows: `matmul_gemv.wgsl`).
+pub(crate) const TILES: [Tile; 3] = [
+    tile(64, 64, kernels::MATMUL_F32, kernels::MATMUL_F16),
+    tile(16, 64, kernels::MATMUL_F32_T16, kernels::MATMUL_F16_T16),
+    tile(4, 256, kernels::MATMUL_F32_GEMV, kernels::MATMUL_F16_GEMV),
+];
+
+/// Fewest workgroups the 64 × 64 tile must leave an output before it is taken over the 16 × 64
+/// one. H200, `[M, 2560] · [2560, N]` f32, µs, 16 × 64 against 64 × 64 tiles: M = 8 265 / 427,
+/// 64 326 / 519, 256 634 / 683 (160 tiles of 64), 512 1151 / 936 (320 tiles), 2048 4128 / 2697;
+/// M = 512, N = 6912: 2984 / 2211. (A 128 × 128 tile with 8 × 8 outputs per invocation was 1.5-8×
+/// slower than both on every shape: not kept.)
+const FILL_WORKGROUPS: u64 = 256;
+
+/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (H200, `[1, 2560] ·
+/// [128256, 2560]ᵀ`: 16 × 64 tiles 1955 µs, 64 × 64 4231 µs), else 64 × 64 where it pads the
+/// rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one
+/// `BITNET_MATMUL_TILE` forces in a build with the `kernel-override` feature).
+pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
+    if let Some(rows) = crate::kernel_override::matmul_tile()
+        && let Some(t) = TILES.iter().find(|t| t.rows == u64::from(rows))
+    {
+        return t;
+    }
+    let [wide, narrow, few] = &TILES;
+    let tiles = m.div_ceil(wide.rows);
+    if m <= few.rows {
+        few
+    } else if tiles * wide.rows <= m + m / 4 && tiles * n.div_ceil(wide.cols) >= FILL_WORKGROUPS {
+        wide
+    } else {
+        narrow
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -39,11 +92,11 @@ struct Params {
 
 /// Which of the four products.
 #[derive(Clone, Copy)]
-struct Variant {
-    op: &'static str,
-    dtype: DType,
+pub(crate) struct Variant {
+    pub op: &'static str,
+    pub dtype: DType,
     /// `b` is stored `[N, K]` and used transposed.
-    bt: bool,
+    pub bt: bool,
 }
 
 impl Engine {
@@ -111,8 +164,8 @@ impl Engine {
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
         // Per invocation: one step per 16 k, each an inner loop over its 16 k (and its exit
-        // test), then the 4 × 4 stores.
-        let loops = (k as u64).div_ceil(16) * 18 + 24;
+        // test), then up to 8 × 8 stores (the largest tile's).
+        let loops = (k as u64).div_ceil(16) * 18 + 72;
         let Some(gpu) = self
             .gpu_for(&[a, b])
             .filter(|g| float_args::loops_fit(g, loops))
@@ -130,10 +183,24 @@ impl Engine {
                 (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
             };
         };
+        let (m, k, n) = (m as u64, k as u64, n as u64);
+        self.matmul_tiled(gpu, v, a, b, (m, k, n), tile_for(m, n))
+    }
+
+    /// [`Engine::matmul_variant`] on the GPU with `tile`.
+    pub(crate) fn matmul_tiled(
+        &self,
+        gpu: &Gpu,
+        v: Variant,
+        a: &Tensor,
+        b: &Tensor,
+        (m, k, n): (u64, u64, u64),
+        tile: &Tile,
+    ) -> Result<Tensor> {
         let kernel = if v.dtype == DType::F32 {
-            &MATMUL_F32
+            &tile.f32
         } else {
-            &MATMUL_F16
+            &tile.f16
         };
         if !gpu.caps.has(kernel.requires) {
             return Err(Error::Unsupported(format!(
@@ -141,7 +208,6 @@ impl Engine {
                 v.op
             )));
         }
-        let (m, k, n) = (m as u64, k as u64, n as u64);
         // Saturating: a and b exist, but an output of m × n can pass u64 (then past u32 too).
         for (what, count) in [("a", m * k), ("b", k * n), ("output", m.saturating_mul(n))] {
             float_args::u32_indexable(v.op, what, count)?;
@@ -156,8 +222,8 @@ impl Engine {
         // Column tiles fold into grid x and z (the kernel's tile is wg.x + wg.z * nwg.x), so
         // N is not capped at max_compute_workgroups_per_dimension tiles.
         let max_dim = gpu.caps.limits.max_compute_workgroups_per_dimension;
-        let col_tiles = crate::chunk::fold(n.div_ceil(TILE), max_dim)?;
-        let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * TILE;
+        let col_tiles = crate::chunk::fold(n.div_ceil(tile.cols), max_dim)?;
+        let max_rows = u64::from(gpu.caps.limits.max_compute_workgroups_per_dimension) * tile.rows;
         let split = row_chunks(gpu, v.op, m, &[k * es, n * es], max_rows)?;
         let group = gpu.next_seq();
         for r in &split.chunks {
@@ -180,7 +246,7 @@ impl Engine {
                 })
                 .chunk_of(group)
                 .check_finite(NonFiniteCheck::tensors(v.op, ["a", "b", "output", ""]))
-                .grid([col_tiles[0], rows.div_ceil(TILE) as u32, col_tiles[1]])
+                .grid([col_tiles[0], rows.div_ceil(tile.rows) as u32, col_tiles[1]])
                 .run()?;
         }
         Ok(out)
@@ -217,3 +283,7 @@ fn dims(v: Variant, a: &[usize], b: &[usize]) -> Result<(usize, usize, usize)> {
     }
     Ok((m, k, n))
 }
+
+#[cfg(test)]
+#[path = "matmul_tests.rs"]
+mod tests;

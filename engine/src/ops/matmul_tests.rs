@@ -1,0 +1,164 @@
+//! Every tile of the tiled matmul against cpu-ref (the CPU engine), on shapes with partial tiles
+//! in every direction: a test of the suite reaches only the tile its shape picks, and the larger
+//! tiles only on outputs too large for lavapipe.
+
+use half::f16;
+
+use super::{TILES, Variant, tile_for};
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::tensor::DType;
+
+/// `n` values in [-2, 2) from `seed`.
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect()
+}
+
+const SHAPES: [(usize, usize, usize); 4] =
+    [(1, 1, 1), (37, 70, 150), (130, 33, 131), (5, 300, 257)];
+
+#[test]
+fn every_tile_gives_cpu_refs_bits() {
+    let (gpu, cpu) = (crate::test_gpu::gpu(), Engine::cpu());
+    let g = gpu.gpu_context().expect("a GPU engine");
+    for tile in &TILES {
+        for (m, k, n) in SHAPES {
+            for bt in [false, true] {
+                let a = values(m as u64, m * k);
+                let b = values(n as u64 + 7, k * n);
+                let b_shape = if bt { [n, k] } else { [k, n] };
+                let what = format!(
+                    "tile {}×{}, M={m} K={k} N={n} bt={bt}",
+                    tile.rows, tile.cols
+                );
+                // f32: the same bits.
+                let v = Variant {
+                    op: if bt { "matmul_bt" } else { "matmul" },
+                    dtype: DType::F32,
+                    bt,
+                };
+                let (ga, gb) = (
+                    gpu.upload_f32(&a, &[m, k]).unwrap(),
+                    gpu.upload_f32(&b, &b_shape).unwrap(),
+                );
+                let got = gpu
+                    .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
+                    .unwrap()
+                    .read_f32()
+                    .unwrap();
+                let (ca, cb) = (
+                    cpu.upload_f32(&a, &[m, k]).unwrap(),
+                    cpu.upload_f32(&b, &b_shape).unwrap(),
+                );
+                let want = if bt {
+                    cpu.matmul_bt(&ca, &cb)
+                } else {
+                    cpu.matmul(&ca, &cb)
+                };
+                let want = want.unwrap().read_f32().unwrap();
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "f32, {what}");
+                // f16: within one f16 ulp (WGSL may round the final conversion either way).
+                if !g.caps.has(wgpu::Features::SHADER_F16) {
+                    continue;
+                }
+                let h = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+                let v = Variant {
+                    op: if bt { "matmul_bt_f16" } else { "matmul_f16" },
+                    dtype: DType::F16,
+                    bt,
+                };
+                let (ga, gb) = (
+                    gpu.upload_f16(&h(&a), &[m, k]).unwrap(),
+                    gpu.upload_f16(&h(&b), &b_shape).unwrap(),
+                );
+                let got = gpu
+                    .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
+                    .unwrap()
+                    .read_f16()
+                    .unwrap();
+                let (ca, cb) = (
+                    cpu.upload_f16(&h(&a), &[m, k]).unwrap(),
+                    cpu.upload_f16(&h(&b), &b_shape).unwrap(),
+                );
+                let want = if bt {
+                    cpu.matmul_bt_f16(&ca, &cb)
+                } else {
+                    cpu.matmul_f16(&ca, &cb)
+                };
+                let want = want.unwrap().read_f16().unwrap();
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    let d = (i32::from(x.to_bits() as i16) - i32::from(y.to_bits() as i16)).abs();
+                    assert!(d <= 1, "f16, {what}: output {i}: {x} against {y}");
+                }
+            }
+        }
+    }
+}
+
+/// A non-finite input is reported with cpu-ref's error (the first in its order) by every tile.
+#[test]
+fn every_tile_reports_cpu_refs_non_finite_input() {
+    let (gpu, cpu) = (crate::test_gpu::gpu(), Engine::cpu());
+    let g = gpu.gpu_context().expect("a GPU engine");
+    let (m, k, n) = (37, 70, 150);
+    let mut a = values(1, m * k);
+    a[20 * k + 33] = f32::NAN;
+    let b = values(2, k * n);
+    let v = Variant {
+        op: "matmul",
+        dtype: DType::F32,
+        bt: false,
+    };
+    let want = cpu
+        .matmul(
+            &cpu.upload_f32(&a, &[m, k]).unwrap(),
+            &cpu.upload_f32(&b, &[k, n]).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(want, Error::NonFinite { .. }), "{want}");
+    for tile in &TILES {
+        let (ga, gb) = (
+            gpu.upload_f32(&a, &[m, k]).unwrap(),
+            gpu.upload_f32(&b, &[k, n]).unwrap(),
+        );
+        let got = gpu
+            .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
+            .unwrap()
+            .read_f32()
+            .unwrap_err();
+        assert_eq!(got, want, "tile {}×{}", tile.rows, tile.cols);
+    }
+}
+
+/// The tile follows the output's size: the largest that leaves enough workgroups to fill a
+/// large GPU.
+#[test]
+fn the_tile_follows_the_outputs_size() {
+    let rows = |m, n| tile_for(m, n).rows;
+    assert_eq!(rows(1, 128_256), 4, "a decode step's logits");
+    assert_eq!(rows(4, 2560), 4);
+    assert_eq!(rows(5, 2560), 16);
+    assert_eq!(
+        rows(64, 2560),
+        16,
+        "40 tiles of 64 × 64 would leave most SMs idle"
+    );
+    assert_eq!(rows(256, 2560), 16);
+    assert_eq!(rows(512, 2560), 64);
+    assert_eq!(rows(512, 6912), 64);
+    assert_eq!(rows(4096, 4096), 64);
+    assert_eq!(
+        rows(4100, 4096),
+        64,
+        "a partial tile of 4 rows is within a quarter"
+    );
+}
