@@ -190,8 +190,10 @@ fn forward_normed_is_the_norm_then_the_layer_bit_for_bit() {
     // An engine of its own: launch counts must not see other tests' launches.
     let e = gpu_engine_with(EngineOptions::default());
     e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
-    // K = 1088: a row the norm's four-element steps do not divide (clamped lanes).
-    for (k, seed) in [(256, 1000), (1088, 1100)] {
+    // K = 1088: a row the norm's four-element steps do not divide (clamped lanes); 6912 (2B4T's
+    // FFN width): a last partial block of 768 values, its fourth lane past the row (a mutant
+    // counting that lane twice survived the other widths).
+    for (k, seed) in [(256, 1000), (1088, 1100), (6912, 1300)] {
         let group = Layer::group(&e, &[128, 64, 64], k, seed);
         let gated = Layer::gated(&e, 96, k, seed + 10, 0.05);
         // A group of one, and one BitLinear: a sub-norm in front of a single projection.

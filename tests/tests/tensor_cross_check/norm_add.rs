@@ -30,6 +30,9 @@ fn add_rms_norm_matches_cpu_ref() {
         &[2, 4096],
         &[2, 3, 64],
         &[1, 2560],
+        // A last partial block of 768-1023 values (see rms_norm_matches_cpu_ref).
+        &[2, 800],
+        &[1, 6912],
     ];
     for (i, &shape) in shapes.iter().enumerate() {
         let len = *shape.last().unwrap();

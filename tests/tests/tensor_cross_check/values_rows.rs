@@ -102,7 +102,17 @@ fn reduce_last_matches_cpu_ref() {
 #[test]
 fn rms_norm_matches_cpu_ref() {
     let e = engine();
-    let shapes: &[&[usize]] = &[&[1], &[3, 7], &[5, 300], &[2, 4096], &[2, 3, 64]];
+    // 800 and 6912 (2B4T's FFN width): a last partial block of 768-1023 values, whose fourth
+    // lane is past the row (a mutant counting it twice survived the others).
+    let shapes: &[&[usize]] = &[
+        &[1],
+        &[3, 7],
+        &[5, 300],
+        &[2, 4096],
+        &[2, 3, 64],
+        &[2, 800],
+        &[1, 6912],
+    ];
     for (i, &shape) in shapes.iter().enumerate() {
         let len = *shape.last().unwrap();
         let x = values(60 + i as u64, numel(shape), -3.0, 3.0);
@@ -144,15 +154,18 @@ fn softmax_last_matches_cpu_ref() {
             &want,
         );
     }
-    // Equal values, a huge spread (exp underflows to 0), large magnitudes, negatives only.
+    // Equal values, a huge spread (exp underflows to 0), large magnitudes, negatives only, and
+    // negatives far below 0 (a running max started at 0 instead of the lowest float survived
+    // the other rows; with these every exp underflowed and the row read as non-finite).
     let x = [
-        2.0, 2.0, 2.0, 2.0, 1e30, -1e30, 0.0, 5.0, -7.0, -8.0, -9.0, -300.0,
+        2.0, 2.0, 2.0, 2.0, 1e30, -1e30, 0.0, 5.0, -7.0, -8.0, -9.0, -300.0, -1000.0, -1001.0,
+        -1002.0, -1003.0,
     ];
-    let want = cpu::softmax_last(&host(&x, &[3, 4])).unwrap();
+    let want = cpu::softmax_last(&host(&x, &[4, 4])).unwrap();
     assert_f32(
         "softmax",
         "softmax edge rows",
-        &e.softmax_last(&up(e, &x, &[3, 4])).unwrap(),
+        &e.softmax_last(&up(e, &x, &[4, 4])).unwrap(),
         &want,
     );
 }
