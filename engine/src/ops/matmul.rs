@@ -4,6 +4,11 @@
 //! in the same order, k ascending, each product rounded before its sum (pinned, so no driver
 //! can contract it into a fused multiply-add), so f32 results are the same bits; an f16 result
 //! may differ by one f16 ulp, since WGSL lets the final f32 → f16 conversion round either way.
+//!
+//! The tile (outputs per workgroup) follows the output's size ([`tile_for`]): 64 × 64 for large
+//! outputs, 16 × 64 where 64 × 64 tiles would leave the GPU idle, and a column per invocation for
+//! up to 4 rows (`matmul_gemv.wgsl`). Every tile sums in the same order, so the same bits; the
+//! measurements behind the choice are in `docs/perf/float-matmul.md`.
 
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::KernelSource;
@@ -56,7 +61,8 @@ pub(crate) const TILES: [Tile; 3] = [
 const FILL_WORKGROUPS: u64 = 256;
 
 /// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (H200, `[1, 2560] ·
-/// [128256, 2560]ᵀ`: 16 × 64 tiles 1955 µs, 64 × 64 4231 µs), else 64 × 64 where it pads the
+/// [128256, 2560]ᵀ`: 16 × 64 tiles 1955 µs, 64 × 64 4231 µs; the 4-row kernel is timed on
+/// lavapipe only, 3.5-5.5× faster than 16 × 64 there: `docs/perf/float-matmul.md`), else 64 × 64 where it pads the
 /// rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one
 /// `BITNET_MATMUL_TILE` forces in a build with the `kernel-override` feature).
 pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
