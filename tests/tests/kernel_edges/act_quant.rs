@@ -131,3 +131,41 @@ fn act_quant_vec4_late_indices_and_register_limit() {
         check_act_quant_row_length(k);
     }
 }
+
+/// The packed rows' padding bytes are zero on the GPU, as the layout promises (`layout.rs`): a
+/// kernel that quantized one value past the row into its first padding byte changed no output
+/// (weights pad with code 0), so only the bytes themselves can show it.
+#[test]
+fn act_quant_padding_bytes_are_zero() {
+    let e = engine();
+    // K % 16 != 0 through both kernels (K % 4 != 0: act_quant.wgsl; K % 4 == 0: the vec4 one),
+    // rows in registers and rows past them.
+    for k in [13, 5003, 5004, 20003] {
+        let m = 3;
+        let x = random_normal(k as u64, m * k, 1.0);
+        let xt = e.upload_f32(&x, &[m, k]).unwrap();
+        let got = e
+            .quantize_activations_tensor(&xt)
+            .unwrap()
+            .read_bytes()
+            .unwrap();
+        let q = cpu_ref::quantize_activations(&x, m, k).unwrap();
+        let words = cpu_ref::layout::activation_words_per_row(k);
+        let mut want = Vec::with_capacity(m * words * 4);
+        for row in q.values().chunks(k) {
+            let mut packed = vec![0u32; words];
+            cpu_ref::layout::pack_activation_row(row, &mut packed);
+            want.extend(packed.iter().flat_map(|w| w.to_le_bytes()));
+        }
+        assert_eq!(got.len(), want.len(), "K {k}: packed bytes");
+        if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+            let row = i / (4 * words);
+            panic!(
+                "K {k}: byte {} of row {row} is {} vs {} (padding starts at byte {k})",
+                i % (4 * words),
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
