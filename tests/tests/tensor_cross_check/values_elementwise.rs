@@ -18,6 +18,9 @@ const PAIRS: &[(&[usize], &[usize])] = &[
     (&[4, 1], &[1, 6]),
     (&[7, 33], &[33]),
     (&[2, 1, 3, 1, 2], &[1, 4, 1, 5, 1]),
+    // Six axes none of which merge: the kernel's outermost index axis (a mutant that skipped it
+    // survived every other pair).
+    (&[2, 1, 3, 1, 2, 1], &[1, 4, 1, 5, 1, 3]),
     (&[2, 2, 2, 3, 1, 1, 5], &[2, 2, 2, 3, 4, 1, 5]),
     (&[300_007], &[300_007]),
 ];
