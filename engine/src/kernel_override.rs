@@ -85,8 +85,14 @@ fn warn_once(message: &str) {
 /// shape (`ops/matmul.rs` chooses by the output's size otherwise).
 pub const MATMUL_TILE_ENV: &str = "BITNET_MATMUL_TILE";
 
-/// The tile [`MATMUL_TILE_ENV`] forces, if any (logged once when set without the feature).
+/// The tile [`MATMUL_TILE_ENV`] forces, if any (read once per process; logged once when set
+/// without the feature): every matmul call asks.
 pub(crate) fn matmul_tile() -> Option<u32> {
+    static TILE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *TILE.get_or_init(read_matmul_tile)
+}
+
+fn read_matmul_tile() -> Option<u32> {
     let value = std::env::var(MATMUL_TILE_ENV).ok()?;
     let value = value.trim();
     if value.is_empty() {

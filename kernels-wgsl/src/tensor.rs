@@ -24,7 +24,8 @@ macro_rules! kernel {
 }
 
 /// Tiled f32 matmul `C[M,N] = A[M,K] · B`, B stored `[K,N]` or (flag `b_trans`) `[N,K]`.
-/// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(ceil(N/64), ceil(M/64), 1)`.
+/// 16×16 workgroup, 64×64 output tile, 4×4 register block; grid `(x, ceil(M/64), z)` with the
+/// `ceil(N/64)` column tiles folded into x and z.
 pub const MATMUL_F32: KernelSource = KernelSource {
     name: "matmul_f32",
     source: kernel!(
@@ -37,7 +38,7 @@ pub const MATMUL_F32: KernelSource = KernelSource {
 
 /// The matmul of few rows (up to 4 per workgroup, 256 columns): [`MATMUL_F32`]'s bindings,
 /// params and sums, for outputs of 1-4 rows (a decode step's logits against an embedding).
-/// Grid `(ceil(N/256), ceil(M/4), 1)`.
+/// Grid `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
 pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
     name: "matmul_f32_gemv",
     source: kernel!("matmul_f32.wgsl", "float_common.wgsl", "matmul_gemv.wgsl"),

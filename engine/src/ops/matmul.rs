@@ -32,14 +32,37 @@ pub(crate) struct Tile {
     pub rows: u64,
     /// Output columns per workgroup.
     pub cols: u64,
+    /// k per step of the kernel's k loop.
+    step_k: u64,
     f32: Kernel,
     f16: Kernel,
+}
+
+impl Tile {
+    /// Loop iterations an invocation runs for `k` (the CPU adapters' loop budget,
+    /// `float_args::loops_fit`), counting every loop as not unrolled: per step of `step_k` its
+    /// inner product loop, its tile-load loops and two exit tests, then the stores. lavapipe
+    /// unrolled the loads (18 per step of the 64 × 64 tile, where this counts 26): a driver that
+    /// did not must not cut the sums short.
+    pub(crate) fn loops(&self, k: u64) -> u64 {
+        // Tiled: RM loads of A and 4 RN4 of B per invocation and step; the few-row kernel: one
+        // of A (some invocations) and step_k of B.
+        let loads = if self.step_k == 8 {
+            self.step_k + 1
+        } else {
+            self.rows / 16 + self.cols / 16
+        };
+        let stores = self.rows * self.cols / 256;
+        k.div_ceil(self.step_k) * (self.step_k + loads + 2) + stores
+    }
 }
 
 const fn tile(rows: u64, cols: u64, f32: KernelSource, f16: KernelSource) -> Tile {
     Tile {
         rows,
         cols,
+        // The tiled kernel walks k by 16, the few-row one (256 columns) by 8.
+        step_k: if cols == 256 { 8 } else { 16 },
         f32: Kernel::new(f32, "main", BINDINGS),
         f16: Kernel::new(f16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16),
     }
@@ -169,12 +192,10 @@ impl Engine {
         float_args::operand(self, v.op, a, v.dtype)?;
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
-        // Per invocation: one step per 16 k, each an inner loop over its 16 k (and its exit
-        // test), then up to 8 × 8 stores (the largest tile's).
-        let loops = (k as u64).div_ceil(16) * 18 + 72;
+        let tile = tile_for(m as u64, n as u64);
         let Some(gpu) = self
             .gpu_for(&[a, b])
-            .filter(|g| float_args::loops_fit(g, loops))
+            .filter(|g| float_args::loops_fit(g, tile.loops(k as u64)))
         else {
             return match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(
@@ -190,7 +211,7 @@ impl Engine {
             };
         };
         let (m, k, n) = (m as u64, k as u64, n as u64);
-        self.matmul_tiled(gpu, v, a, b, (m, k, n), tile_for(m, n))
+        self.matmul_tiled(gpu, v, a, b, (m, k, n), tile)
     }
 
     /// [`Engine::matmul_variant`] on the GPU with `tile`.

@@ -162,3 +162,15 @@ fn the_tile_follows_the_outputs_size() {
         "a partial tile of 4 rows is within a quarter"
     );
 }
+
+/// The CPU adapters' loop estimate counts every loop of each tile's kernel as not unrolled.
+#[test]
+fn the_loop_estimates_count_every_loop() {
+    let [wide, narrow, few] = &TILES;
+    // Per 16 k: 16 products, 4 + 4 loads, 2 exit tests; 16 stores.
+    assert_eq!(wide.loops(32), 2 * 26 + 16);
+    // Per 16 k: 16 products, 1 + 4 loads, 2 exit tests; 4 stores.
+    assert_eq!(narrow.loops(17), 2 * 23 + 4);
+    // Per 8 k: 8 products, 1 + 8 loads, 2 exit tests; 4 stores.
+    assert_eq!(few.loops(8), 19 + 4);
+}
