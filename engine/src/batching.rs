@@ -32,7 +32,7 @@ struct Request {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchingStats {
-    /// Requests answered.
+    /// Requests run in a batch (answered, or dropped by their caller while the batch ran).
     pub requests: u64,
     /// Requests withdrawn unrun: their caller dropped the future before their batch ran.
     pub withdrawn: u64,
