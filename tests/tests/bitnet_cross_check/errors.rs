@@ -67,6 +67,21 @@ fn overflows_give_the_same_error() {
             want,
             "{name}: sum overflow"
         );
+        // The same through more than one level of the canonical sum (K % 16 != 0 and 126
+        // blocks of 4096): the later levels read the overflowing block sums, which are not
+        // weights (a mutant flagging them as non-finite weights survived the case above).
+        let (n, k) = (513, 1000);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| if i % 2 == 0 { 3.0e38 } else { -3.0e38 })
+            .collect();
+        let want = cpu_ref::quantize_weights(&w, n, k)
+            .map_err(Error::from)
+            .unwrap_err();
+        assert_eq!(
+            e.quantize_weights(&w, n, k).unwrap_err(),
+            want,
+            "{name}: sum overflow over several levels"
+        );
         // A rescale that overflows: huge weight scale times huge activation absmax.
         let wq = TernaryMatrix::from_i8(&[1, -1, 0, 1, 1, 1], 2, 3, 3.0e38).unwrap();
         let xq =
