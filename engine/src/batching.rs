@@ -266,7 +266,7 @@ fn serve(
             batch.push(r);
         }
         // And those whose caller went while the batch was gathered.
-        batch.retain(|r| !withdraw(r));
+        purge(&mut batch);
         // Requests are validated when submitted; keep the invariant explicit here.
         let ok: Vec<Request> = batch
             .into_iter()

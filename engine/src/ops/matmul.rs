@@ -34,6 +34,8 @@ pub(crate) struct Tile {
     pub cols: u64,
     /// k per step of the kernel's k loop.
     step_k: u64,
+    /// Tile-load loop iterations per invocation and step.
+    loads: u64,
     f32: Kernel,
     f16: Kernel,
 }
@@ -45,24 +47,24 @@ impl Tile {
     /// unrolled the loads (18 per step of the 64 × 64 tile, where this counts 26): a driver that
     /// did not must not cut the sums short.
     pub(crate) fn loops(&self, k: u64) -> u64 {
-        // Tiled: RM loads of A and 4 RN4 of B per invocation and step; the few-row kernel: one
-        // of A (some invocations) and step_k of B.
-        let loads = if self.step_k == 8 {
-            self.step_k + 1
-        } else {
-            self.rows / 16 + self.cols / 16
-        };
         let stores = self.rows * self.cols / 256;
-        k.div_ceil(self.step_k) * (self.step_k + loads + 2) + stores
+        k.div_ceil(self.step_k) * (self.step_k + self.loads + 2) + stores
     }
 }
 
-const fn tile(rows: u64, cols: u64, f32: KernelSource, f16: KernelSource) -> Tile {
+/// A tile of `rows` × `cols` outputs whose kernel walks k by `step_k` with `loads` tile loads
+/// per invocation and step.
+const fn tile(
+    (rows, cols): (u64, u64),
+    (step_k, loads): (u64, u64),
+    f32: KernelSource,
+    f16: KernelSource,
+) -> Tile {
     Tile {
         rows,
         cols,
-        // The tiled kernel walks k by 16, the few-row one (256 columns) by 8.
-        step_k: if cols == 256 { 8 } else { 16 },
+        step_k,
+        loads,
         f32: Kernel::new(f32, "main", BINDINGS),
         f16: Kernel::new(f16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16),
     }
@@ -71,9 +73,26 @@ const fn tile(rows: u64, cols: u64, f32: KernelSource, f16: KernelSource) -> Til
 /// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 256 (a column
 /// per invocation, up to 4 rows: `matmul_gemv.wgsl`).
 pub(crate) const TILES: [Tile; 3] = [
-    tile(64, 64, kernels::MATMUL_F32, kernels::MATMUL_F16),
-    tile(16, 64, kernels::MATMUL_F32_T16, kernels::MATMUL_F16_T16),
-    tile(4, 256, kernels::MATMUL_F32_GEMV, kernels::MATMUL_F16_GEMV),
+    // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step.
+    tile(
+        (64, 64),
+        (16, 4 + 4),
+        kernels::MATMUL_F32,
+        kernels::MATMUL_F16,
+    ),
+    tile(
+        (16, 64),
+        (16, 1 + 4),
+        kernels::MATMUL_F32_T16,
+        kernels::MATMUL_F16_T16,
+    ),
+    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations) and 8 of B per step.
+    tile(
+        (4, 256),
+        (8, 1 + 8),
+        kernels::MATMUL_F32_GEMV,
+        kernels::MATMUL_F16_GEMV,
+    ),
 ];
 
 /// Fewest workgroups the 64 × 64 tile must leave an output before it is taken over the 16 × 64
@@ -85,9 +104,10 @@ const FILL_WORKGROUPS: u64 = 256;
 
 /// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (H200, `[1, 2560] ·
 /// [128256, 2560]ᵀ`: 16 × 64 tiles 1955 µs, 64 × 64 4231 µs; the 4-row kernel is timed on
-/// lavapipe only, 3.5-5.5× faster than 16 × 64 there: `docs/perf/float-matmul.md`), else 64 × 64 where it pads the
-/// rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one
-/// `BITNET_MATMUL_TILE` forces in a build with the `kernel-override` feature).
+/// lavapipe only, 3.5-5.5× faster than 16 × 64 there: `docs/perf/float-matmul.md`), else
+/// 64 × 64 where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`]
+/// workgroups, else 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the
+/// `kernel-override` feature).
 pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
     if let Some(rows) = crate::kernel_override::matmul_tile()
         && let Some(t) = TILES.iter().find(|t| t.rows == u64::from(rows))
