@@ -112,9 +112,36 @@ fn gated_linear_errors_are_the_three_ops_errors() {
         .map(|i| f32::from(codes[3 * k + i % k]) * 3.0e38)
         .collect();
     let big = vec![1.0e18f32; m * k];
+    // Row 0 shaped like up's row 3, row 1 like gate's row 5: both projections overflow, up
+    // first at the lower index, and the layer reports gate's (the op the sequence runs first).
+    let gate_codes = gate.weights().to_i8();
+    let both: Vec<f32> = (0..m * k)
+        .map(|i| {
+            let row = if i < k {
+                &codes[3 * k..]
+            } else {
+                &gate_codes[5 * k..]
+            };
+            f32::from(row[i % k]) * 3.0e38
+        })
+        .collect();
+    {
+        let x = e.upload_f32(&both, &[m, k]).unwrap();
+        let first = |w: &Linear| match read_err(
+            e.bitlinear_tensor(&x, &e.upload_ternary(w.weights()).unwrap()),
+        ) {
+            Error::NonFinite { index, .. } => index,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            first(&up) < first(&gate),
+            "both overflow, up at the lower index"
+        );
+    }
     for (case, xs, op) in [
         ("nan", nan, "bitlinear"),
         ("projection", huge, "bitlinear"),
+        ("both projections", both, "bitlinear"),
         ("activation", big, "gated"),
     ] {
         let x = e.upload_f32(&xs, &[m, k]).unwrap();
