@@ -3,7 +3,7 @@
 
 use bitnet_tests::{gpu_engine, random_f32, random_normal};
 use bitnet_wgpu::cpu_ref::{self, TernaryMatrix};
-use bitnet_wgpu::{DispatchPolicy, Error, InjectedFault, Linear};
+use bitnet_wgpu::{DispatchPolicy, Error, InjectedFault, Linear, wgpu};
 
 fn layer(e: &bitnet_wgpu::Engine, n: usize, k: usize) -> (Linear, TernaryMatrix) {
     let w = cpu_ref::quantize_weights(&random_normal(9, n * k, 0.02), n, k).unwrap();
@@ -259,4 +259,37 @@ fn auto_streams_fall_back_on_a_device_limit_like_linear() {
         .unwrap();
     assert_eq!(got, want);
     assert_eq!((st.chunks, st.cpu_chunks), (1, 1));
+}
+
+/// Under `Gpu`, a chunk the device cannot take (its activations over the device's
+/// `max_buffer_size`) fails the stream without a CPU rerun, after the chunks submitted before it
+/// were delivered, in order, with their values.
+#[test]
+fn a_chunk_the_device_cannot_take_under_gpu_fails_after_the_chunks_before_it() {
+    let max_buffer: u64 = 1 << 20;
+    let e = bitnet_tests::engine_on_own_device("1 MiB buffers", |a| {
+        let limits = wgpu::Limits {
+            max_buffer_size: max_buffer,
+            ..a.limits()
+        };
+        (a.features(), limits)
+    });
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (n, k) = (16, 1024);
+    let (l, w) = layer(&e, n, k);
+    let small = random_f32(60, 4 * k, -4.0, 4.0);
+    // 300 rows of 4 KiB: past the 1 MiB buffer.
+    let big = random_f32(61, 300 * k, -4.0, 4.0);
+    let mut delivered = Vec::new();
+    let got = e.stream_bitlinear([&small[..], &small[..], &big[..]], &l, |i, y| {
+        assert_eq!(
+            y,
+            &cpu_ref::bitlinear(&small, 4, &w).unwrap()[..],
+            "chunk {i}"
+        );
+        delivered.push(i);
+        Ok(())
+    });
+    assert!(matches!(got, Err(Error::LimitExceeded { .. })), "{got:?}");
+    assert_eq!(delivered, [0, 1]);
 }
