@@ -85,7 +85,11 @@ impl Engine {
     /// An empty KV cache of `capacity` positions of `[kv_heads, head_dim]` f32 keys and values
     /// (device buffers of `2 · capacity · kv_heads · head_dim · 4` bytes on a GPU engine; twice
     /// that for a while after a copy on write, see the module docs).
-    /// Errors: a zero size, sizes past the device's buffer limits.
+    /// Errors: a zero size; on an engine that takes GPU work (a GPU engine whose policy is not
+    /// `Cpu`), sizes past the device's buffer limits. A cache made while the engine takes no GPU
+    /// work lives on the host and is not checked against the device: should the engine take GPU
+    /// work later, the append that would move it to the device fails with `LimitExceeded`
+    /// instead (the cache unchanged, still on the host; see the module docs).
     pub fn kv_cache(&self, capacity: usize, kv_heads: usize, head_dim: usize) -> Result<KvCache> {
         if capacity == 0 || kv_heads == 0 || head_dim == 0 {
             return Err(Error::ShapeMismatch {

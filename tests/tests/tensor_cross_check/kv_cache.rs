@@ -373,6 +373,37 @@ fn a_failed_move_to_the_device_keeps_the_rows_on_the_host() {
     assert_eq!(bits(&dv), bits(&[v1, v2].concat()));
 }
 
+/// A cache made under `Cpu` is a host cache and is not checked against the device: one larger
+/// than any device buffer is made and grows on the host, and once the engine takes GPU work its
+/// move to the device fails each append with `LimitExceeded`, the rows kept on the host (the
+/// creation docs).
+#[test]
+fn a_host_cache_past_the_device_limits_stays_on_the_host() {
+    let e = gpu_engine_with(EngineOptions::default());
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let huge = 1 << 40;
+    assert!(matches!(
+        e.kv_cache(huge, HEADS, DIM),
+        Err(Error::LimitExceeded { .. })
+    ));
+    e.set_dispatch_policy(DispatchPolicy::Cpu).unwrap();
+    let mut c = e.kv_cache(huge, HEADS, DIM).unwrap();
+    let (k1, v1) = step(72, 2);
+    append(&e, &mut c, &k1, &v1);
+    e.set_dispatch_policy(DispatchPolicy::Gpu).unwrap();
+    let (k2, v2) = step(73, 1);
+    for _ in 0..2 {
+        let r = c.append(
+            &up(&e, &k2, &[1, HEADS, DIM]),
+            &up(&e, &v2, &[1, HEADS, DIM]),
+        );
+        assert!(matches!(r, Err(Error::LimitExceeded { .. })), "{r:?}");
+        assert_eq!((c.location(), c.len()), (Location::Host, 2));
+        let (hk, hv) = read(&c);
+        assert_eq!((bits(&hk), bits(&hv)), (bits(&k1), bits(&v1)));
+    }
+}
+
 /// The cache's own views are valid operands: appending them doubles what the cache holds (on
 /// the device and on the CPU engine).
 #[test]
