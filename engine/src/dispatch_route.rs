@@ -194,6 +194,8 @@ thread_local! {
     /// Set by a GPU path that ran (part of) its op on cpu-ref instead, where a CPU adapter's
     /// loop limit would cut its kernel short ([`ran_on_host`]); read and cleared by `on_gpu`.
     static RAN_ON_HOST: Cell<bool> = const { Cell::new(false) };
+    /// How many host-facing GPU paths ([`noting_host_runs`]) this thread is inside.
+    static IN_HOST_FACING: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Notes that the GPU path running on this thread took cpu-ref instead (a CPU adapter's loop
@@ -206,9 +208,22 @@ pub(crate) fn ran_on_host() {
 
 /// Runs `gpu_path` and says whether it noted a cpu-ref run ([`ran_on_host`]). Nested uses keep
 /// the outer flag, and an inner host run counts for the outer path too (part of it ran there).
+/// Meanwhile the tensor ops it calls return a device limit rather than run on the CPU
+/// themselves (`Engine::gpu_unless_unfit`): the host-facing op re-runs whole and remembers the
+/// shape (`reruns_on_cpu`).
 pub(crate) fn noting_host_runs<T>(gpu_path: impl FnOnce() -> T) -> (T, bool) {
+    /// Leaves the host-facing path on drop, a panic's unwinding included.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_HOST_FACING.with(|c| c.set(c.get() - 1));
+        }
+    }
     let outer = RAN_ON_HOST.with(|c| c.replace(false));
+    IN_HOST_FACING.with(|c| c.set(c.get() + 1));
+    let leave = Leave;
     let result = gpu_path();
+    drop(leave);
     let on_host = RAN_ON_HOST.with(|c| c.replace(outer || c.get()));
     (result, on_host)
 }
@@ -224,4 +239,37 @@ pub(crate) fn reruns_on_cpu(g: &Gpu, e: &Error, w: &Workload) -> bool {
         g.dispatch.mark_unfit(w);
     }
     is_gpu_fault(e) || (is_capability_error(e) && auto)
+}
+
+impl Engine {
+    /// A tensor op's GPU run (`on_gpu`, on `g`), or its CPU run where the device cannot take
+    /// the op under `Auto`: a device limit or a missing feature (`LimitExceeded`,
+    /// `Unsupported`: a row past the binding size, a broadcast past the kernel's axes) is no
+    /// fault, and `Auto` runs such a tensor op on the CPU as it does a host-facing one (device
+    /// inputs read back, the output uploaded); under `Gpu` the error is returned. The GPU runs
+    /// check their shapes before any work, so the failed run leaves nothing behind (at most an
+    /// output buffer, dropped). Not remembered per shape, as `reruns_on_cpu` remembers a
+    /// host-facing op's: the failing checks are host-side and cost nothing next to a CPU run.
+    /// Inside a host-facing op's GPU path the error is returned: that op re-runs whole on the
+    /// CPU and remembers its shape ([`noting_host_runs`]).
+    pub(crate) fn gpu_unless_unfit<T>(
+        &self,
+        g: &Gpu,
+        on_gpu: impl FnOnce() -> Result<T>,
+        on_host: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match on_gpu() {
+            Err(e)
+                if is_capability_error(&e)
+                    && g.dispatch.policy() == DispatchPolicy::Auto
+                    && IN_HOST_FACING.with(|c| c.get()) == 0 =>
+            {
+                log::debug!(
+                    "bitnet-wgpu: the device cannot take a tensor op ({e}); running it on the CPU"
+                );
+                on_host()
+            }
+            r => r,
+        }
+    }
 }

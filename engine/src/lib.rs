@@ -92,7 +92,10 @@
 //! [`Engine::set_dispatch_policy`] changes it at run time. Ops on resident [`Tensor`]s are not
 //! dispatched: they run on the GPU when every input is a device tensor and the engine takes GPU
 //! work (any policy but `Cpu`, device not lost; on software adapters, shapes past their loop limit
-//! aside), else on the CPU, device inputs read back. New tensors, outputs of CPU runs included,
+//! aside), else on the CPU, device inputs read back. A shape the device cannot take (an operand
+//! row or a bound-whole operand past `max_storage_buffer_binding_size`, a broadcast past the
+//! kernel's six axes: `Error::LimitExceeded`, `Error::Unsupported`) runs on the CPU under `Auto`
+//! and is that error under `Gpu`. New tensors, outputs of CPU runs included,
 //! are device tensors whenever the engine takes GPU work.
 //!
 //! **Chains of linears as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1

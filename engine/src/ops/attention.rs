@@ -107,8 +107,10 @@ impl Engine {
     /// on `output`). Near that edge the two backends may disagree, as their summation orders
     /// differ: a dot product or weighted sum whose partial sums pass f32's range in one order and
     /// not in the other is `NonFinite` on one backend and finite on the other (inputs whose
-    /// terms stay below about `f32::MAX / D` agree). `k` or `v` above `max_storage_buffer_binding_size` is `LimitExceeded`: every
-    /// query reads every key, so they are bound whole (`q` and the output are split by rows).
+    /// terms stay below about `f32::MAX / D` agree). `k` or `v` above
+    /// `max_storage_buffer_binding_size` runs on the CPU under `Auto` and is `LimitExceeded`
+    /// under `Gpu`: every query reads every key, so the kernels bind them whole (`q` and the
+    /// output are split by rows).
     pub fn attention(
         &self,
         q: &Tensor,
@@ -132,113 +134,119 @@ impl Engine {
         let Some(gpu) = self.gpu_for(&[q, k, v]) else {
             return on_cpu();
         };
-        float_args::u32_indexable(OP, "q", q.len() as u64)?;
-        float_args::u32_indexable(OP, "k", k.len() as u64)?;
-        for (name, t) in [("k", k), ("v", v)] {
-            let what = format!("{OP}: {name}, bound whole (every query reads every key)");
-            check_binding(gpu, &what, 4 * t.len() as u64)?;
-        }
-        let Some((mode, split)) = plan(gpu, &dims)? else {
-            return on_cpu();
-        };
-        let out = self.empty(gpu, OP, q.shape(), DType::F32)?;
-        let (hq, d, chunks) = (dims.hq as u64, dims.d as u64, dims.chunks() as u64);
-        let check = NonFiniteCheck::tensors(OP, ["q", "k", "v", "output"]);
-        // k bound whole twice, as f32 and as vec4 (the scores of D % 32 == 0 read it as vec4,
-        // every other D never does): a k smaller than one vec4 binds four words of scratch there.
-        let k4 = (k.len() < 4)
-            .then(|| self.empty(gpu, OP, &[4], DType::F32))
-            .transpose()?;
-        let group = gpu.next_seq();
-        for r in &split.chunks {
-            let (off, size, first_row) = split.binding(0, r);
-            let rows = r.end - r.start;
-            let pairs = rows * hq;
-            let params = Params {
-                rows: rows as u32,
-                heads: hq as u32,
-                kv_heads: dims.hkv as u32,
-                dim: d as u32,
-                attend0: dims.attended(r.start as usize) as u32,
-                attend_step: u32::from(causal),
-                row_base: r.start as u32,
-                q_shift: (r.start - first_row) as u32,
-                chunks: if mode == Mode::Split {
-                    chunks as u32
-                } else {
-                    0
-                },
-                scale,
-                pad: [0; 2],
-            };
-            let combine = CombineParams {
-                pairs: pairs as u32,
-                heads: hq as u32,
-                dim: d as u32,
-                chunks: chunks as u32,
-                attend0: params.attend0,
-                attend_step: params.attend_step,
-                row_base: params.row_base,
-                q_shift: params.q_shift,
-                keys: CHUNK as u32,
-                pad: [0; 3],
-            };
-            if let Mode::Tiled(bq) = mode {
-                let group_rows = rows * (hq / dims.hkv as u64);
-                Launch::new(gpu, &ATTENTION_TILED)
-                    .input_range(q, off, size)
-                    .input(k)
-                    .input(v)
-                    .output_range(&out, off, size)
-                    .params(&TiledParams {
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                float_args::u32_indexable(OP, "q", q.len() as u64)?;
+                float_args::u32_indexable(OP, "k", k.len() as u64)?;
+                for (name, t) in [("k", k), ("v", v)] {
+                    let what = format!("{OP}: {name}, bound whole (every query reads every key)");
+                    check_binding(gpu, &what, 4 * t.len() as u64)?;
+                }
+                let Some((mode, split)) = plan(gpu, &dims)? else {
+                    return on_cpu();
+                };
+                let out = self.empty(gpu, OP, q.shape(), DType::F32)?;
+                let (hq, d, chunks) = (dims.hq as u64, dims.d as u64, dims.chunks() as u64);
+                let check = NonFiniteCheck::tensors(OP, ["q", "k", "v", "output"]);
+                // k bound whole twice, as f32 and as vec4 (the scores of D % 32 == 0 read it as vec4,
+                // every other D never does): a k smaller than one vec4 binds four words of scratch there.
+                let k4 = (k.len() < 4)
+                    .then(|| self.empty(gpu, OP, &[4], DType::F32))
+                    .transpose()?;
+                let group = gpu.next_seq();
+                for r in &split.chunks {
+                    let (off, size, first_row) = split.binding(0, r);
+                    let rows = r.end - r.start;
+                    let pairs = rows * hq;
+                    let params = Params {
                         rows: rows as u32,
                         heads: hq as u32,
                         kv_heads: dims.hkv as u32,
+                        dim: d as u32,
+                        attend0: dims.attended(r.start as usize) as u32,
+                        attend_step: u32::from(causal),
+                        row_base: r.start as u32,
+                        q_shift: (r.start - first_row) as u32,
+                        chunks: if mode == Mode::Split {
+                            chunks as u32
+                        } else {
+                            0
+                        },
+                        scale,
+                        pad: [0; 2],
+                    };
+                    let combine = CombineParams {
+                        pairs: pairs as u32,
+                        heads: hq as u32,
+                        dim: d as u32,
+                        chunks: chunks as u32,
                         attend0: params.attend0,
                         attend_step: params.attend_step,
                         row_base: params.row_base,
                         q_shift: params.q_shift,
-                        scale,
-                    })
-                    .constant("DIM", d as f64)
-                    .constant("BQ", f64::from(bq))
-                    .chunk_of(group)
-                    .check_finite(check)
-                    .workgroups(dims.hkv as u64 * group_rows.div_ceil(u64::from(bq)))
-                    .run()?;
-                continue;
-            }
-            if let Mode::Decode(plan) = mode {
-                let operands = (q, k, v, &out);
-                let launch = (gpu, (off, size), group, check);
-                self.attention_decode_rows(launch, operands, &params, plan, combine)?;
-                continue;
-            }
-            let launch = Launch::new(gpu, &ATTENTION)
-                .input_range(q, off, size)
-                .input(k)
-                .input(v)
-                .input(k4.as_ref().unwrap_or(k))
-                .params(&params)
-                .constant("DIM", constant_dim(d))
-                .chunk_of(group)
-                .check_finite(check);
-            if mode == Mode::Whole {
-                launch
-                    .output_range(&out, off, size)
-                    .workgroups(pairs)
-                    .run()?;
-                continue;
-            }
-            // The records (D + 2 floats per pair and chunk) carry the chunk launch's lineage to
-            // the combine's output, so a flagged q, k or v poisons the result.
-            let records = pairs * chunks * (d + 2);
-            float_args::u32_indexable(OP, "the chunk records", records)?;
-            let scratch = self.empty(gpu, OP, &[records as usize], DType::F32)?;
-            launch.output(&scratch).workgroups(pairs * chunks).run()?;
-            self.combine(gpu, &scratch, &out, (off, size), combine, group, check)?;
-        }
-        Ok(out)
+                        keys: CHUNK as u32,
+                        pad: [0; 3],
+                    };
+                    if let Mode::Tiled(bq) = mode {
+                        let group_rows = rows * (hq / dims.hkv as u64);
+                        Launch::new(gpu, &ATTENTION_TILED)
+                            .input_range(q, off, size)
+                            .input(k)
+                            .input(v)
+                            .output_range(&out, off, size)
+                            .params(&TiledParams {
+                                rows: rows as u32,
+                                heads: hq as u32,
+                                kv_heads: dims.hkv as u32,
+                                attend0: params.attend0,
+                                attend_step: params.attend_step,
+                                row_base: params.row_base,
+                                q_shift: params.q_shift,
+                                scale,
+                            })
+                            .constant("DIM", d as f64)
+                            .constant("BQ", f64::from(bq))
+                            .chunk_of(group)
+                            .check_finite(check)
+                            .workgroups(dims.hkv as u64 * group_rows.div_ceil(u64::from(bq)))
+                            .run()?;
+                        continue;
+                    }
+                    if let Mode::Decode(plan) = mode {
+                        let operands = (q, k, v, &out);
+                        let launch = (gpu, (off, size), group, check);
+                        self.attention_decode_rows(launch, operands, &params, plan, combine)?;
+                        continue;
+                    }
+                    let launch = Launch::new(gpu, &ATTENTION)
+                        .input_range(q, off, size)
+                        .input(k)
+                        .input(v)
+                        .input(k4.as_ref().unwrap_or(k))
+                        .params(&params)
+                        .constant("DIM", constant_dim(d))
+                        .chunk_of(group)
+                        .check_finite(check);
+                    if mode == Mode::Whole {
+                        launch
+                            .output_range(&out, off, size)
+                            .workgroups(pairs)
+                            .run()?;
+                        continue;
+                    }
+                    // The records (D + 2 floats per pair and chunk) carry the chunk launch's lineage to
+                    // the combine's output, so a flagged q, k or v poisons the result.
+                    let records = pairs * chunks * (d + 2);
+                    float_args::u32_indexable(OP, "the chunk records", records)?;
+                    let scratch = self.empty(gpu, OP, &[records as usize], DType::F32)?;
+                    launch.output(&scratch).workgroups(pairs * chunks).run()?;
+                    self.combine(gpu, &scratch, &out, (off, size), combine, group, check)?;
+                }
+                Ok(out)
+            },
+            on_cpu,
+        )
     }
 
     /// The combine dispatch of split and decode modes: merges `scratch`'s records into the

@@ -162,7 +162,7 @@ impl Engine {
         same_engine(self, op, x)?;
         // On CPU adapters a row whose quantization loops past lavapipe's limit runs on cpu-ref.
         let on_gpu = self.gpu_for(&[x]);
-        let Some(gpu) = on_gpu.filter(|g| loops_fit(g, act_quant_loops(k))) else {
+        let on_host = || -> Result<Tensor> {
             if on_gpu.is_some() {
                 crate::dispatch::ran_on_host();
             }
@@ -172,44 +172,53 @@ impl Engine {
                 bitnet_cpu_ref::quantize_activations(hx.values(), m, k)
             })
             .map_err(|e| rename(e, op))?;
-            return self.upload_activations(&q);
+            self.upload_activations(&q)
         };
-        if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {
-            return Ok(out);
-        }
-        let out = self.empty(gpu, op, &[m, k], DType::QuantizedI8)?;
-        let awpr = activation_words_per_row(k) as u64;
-        // K % 4 == 0: every row starts 16-byte aligned, one float vec4 per packed word.
-        let vec4 = k.is_multiple_of(4);
-        let kernel = if vec4 { &ACT_QUANT_VEC4 } else { &ACT_QUANT };
-        let (tpr, regs) = act_quant_threads(m, k);
-        let group = gpu.next_seq();
-        for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
-            let rows = r.end - r.start;
-            let scales = scale_rows(gpu, &r);
-            let mut launch = Launch::new(gpu, kernel)
-                .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
-                .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
-                .output_scales_range(&out, scales.offset, scales.size)
-                .params(&ActParams {
-                    rows: rows as u32,
-                    k: k as u32,
-                    words_per_row: awpr as u32,
-                    row_base: scales.base,
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64));
-            launch = if vec4 {
-                launch
-                    .constant("TPR", f64::from(tpr))
-                    .constant("REGS", f64::from(regs))
-                    .workgroups(rows.div_ceil(u64::from(ACT_QUANT_WORKGROUP / tpr)))
-            } else {
-                launch.workgroups(rows)
-            };
-            launch.run()?;
-        }
-        Ok(out)
+        let Some(gpu) = on_gpu.filter(|g| loops_fit(g, act_quant_loops(k))) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {
+                    return Ok(out);
+                }
+                let out = self.empty(gpu, op, &[m, k], DType::QuantizedI8)?;
+                let awpr = activation_words_per_row(k) as u64;
+                // K % 4 == 0: every row starts 16-byte aligned, one float vec4 per packed word.
+                let vec4 = k.is_multiple_of(4);
+                let kernel = if vec4 { &ACT_QUANT_VEC4 } else { &ACT_QUANT };
+                let (tpr, regs) = act_quant_threads(m, k);
+                let group = gpu.next_seq();
+                for r in row_chunks(gpu, op, m as u64, &[4 * k as u64, 4 * awpr])? {
+                    let rows = r.end - r.start;
+                    let scales = scale_rows(gpu, &r);
+                    let mut launch = Launch::new(gpu, kernel)
+                        .input_range(x, 4 * k as u64 * r.start, 4 * k as u64 * rows)
+                        .output_range(&out, 4 * awpr * r.start, 4 * awpr * rows)
+                        .output_scales_range(&out, scales.offset, scales.size)
+                        .params(&ActParams {
+                            rows: rows as u32,
+                            k: k as u32,
+                            words_per_row: awpr as u32,
+                            row_base: scales.base,
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::new(op, "x").at(r.start * k as u64));
+                    launch = if vec4 {
+                        launch
+                            .constant("TPR", f64::from(tpr))
+                            .constant("REGS", f64::from(regs))
+                            .workgroups(rows.div_ceil(u64::from(ACT_QUANT_WORKGROUP / tpr)))
+                    } else {
+                        launch.workgroups(rows)
+                    };
+                    launch.run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }
 

@@ -121,40 +121,46 @@ impl Engine {
         let Some(gpu) = self.gpu_for(&[xq, w]) else {
             return cpu();
         };
-        let acc = mode == Output::Acc;
-        if let Some(out) = self.msl_bitlinear_quantized(gpu, op, xq, w, (m, n, k), acc)? {
-            return Ok(out);
-        }
-        let dtype = if mode == Output::Y {
-            DType::F32
-        } else {
-            DType::U32
-        };
-        let out = self.empty(gpu, op, &[m, n], dtype)?;
-        let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
-        if plan.takes_f32() {
-            // Never cached for quantized input; keep the lanes, skip the quantization.
-            plan = LinearPlan::Generic;
-        }
-        if !plan_fits(gpu, plan, (m, n, k)) {
-            // A CPU adapter whose loop limit would cut every candidate plan short (or a forced
-            // plan that it would): cpu-ref, as on the CPU.
-            crate::dispatch::ran_on_host();
-            return cpu();
-        }
-        LinearCall {
-            op,
-            plan,
-            x: xq,
-            w,
-            w_base: 0,
-            out: &out,
-            shape: (m, n, k),
-            acc: mode == Output::Acc,
-            check: true,
-        }
-        .record(gpu)?;
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let acc = mode == Output::Acc;
+                if let Some(out) = self.msl_bitlinear_quantized(gpu, op, xq, w, (m, n, k), acc)? {
+                    return Ok(out);
+                }
+                let dtype = if mode == Output::Y {
+                    DType::F32
+                } else {
+                    DType::U32
+                };
+                let out = self.empty(gpu, op, &[m, n], dtype)?;
+                let mut plan = self.linear_plan(gpu, (m, n, k), false)?;
+                if plan.takes_f32() {
+                    // Never cached for quantized input; keep the lanes, skip the quantization.
+                    plan = LinearPlan::Generic;
+                }
+                if !plan_fits(gpu, plan, (m, n, k)) {
+                    // A CPU adapter whose loop limit would cut every candidate plan short (or a forced
+                    // plan that it would): cpu-ref, as on the CPU.
+                    crate::dispatch::ran_on_host();
+                    return cpu();
+                }
+                LinearCall {
+                    op,
+                    plan,
+                    x: xq,
+                    w,
+                    w_base: 0,
+                    out: &out,
+                    shape: (m, n, k),
+                    acc: mode == Output::Acc,
+                    check: true,
+                }
+                .record(gpu)?;
+                Ok(out)
+            },
+            cpu,
+        )
     }
 
     /// BitLinear of f32 `x` as one fused dispatch, when the shape's plan is

@@ -148,43 +148,52 @@ impl Engine {
         let (n, k) = matrix_shape(OP, w)?;
         check_k(OP, k)?;
         same_engine(self, OP, w)?;
-        let Some(gpu) = self.gpu_for(&[w]) else {
+        let on_host = || -> Result<Tensor> {
             let q = bitnet_cpu_ref::quantize_weights(host_f32(w)?.values(), n, k)?;
-            return self.upload_ternary(&q);
+            self.upload_ternary(&q)
         };
-        if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
-            return Ok(out);
-        }
-        let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
-        if one_dispatch(gpu, n, k) {
-            self.record_weight_quant_fused(gpu, w, &out)?;
-            return Ok(out);
-        }
-        self.record_weight_scale(gpu, w, &out)?;
-        let wpr = words_per_row(k) as u64;
-        // K % 16 == 0: the packed words are a flat map of float vec4 (coalesced variant).
-        let vec4 = k.is_multiple_of(16);
-        let (kernel, per_group) = if vec4 {
-            (&WEIGHT_PACK_VEC4, kernels::WEIGHT_PACK_VEC4_WORDS)
-        } else {
-            (&WEIGHT_PACK, kernels::WEIGHT_PACK_WORKGROUP)
+        let Some(gpu) = self.gpu_for(&[w]) else {
+            return on_host();
         };
-        for r in row_chunks(gpu, OP, n as u64, &[4 * k as u64, 4 * wpr])? {
-            let rows = r.end - r.start;
-            Launch::new(gpu, kernel)
-                .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
-                .input_scales(&out)
-                .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
-                .params(&PackParams {
-                    rows: rows as u32,
-                    k: k as u32,
-                    words_per_row: wpr as u32,
-                    zero: 0,
-                })
-                .workgroups((rows * wpr).div_ceil(u64::from(per_group)))
-                .run()?;
-        }
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
+                    return Ok(out);
+                }
+                let out = self.empty(gpu, OP, &[n, k], DType::Ternary)?;
+                if one_dispatch(gpu, n, k) {
+                    self.record_weight_quant_fused(gpu, w, &out)?;
+                    return Ok(out);
+                }
+                self.record_weight_scale(gpu, w, &out)?;
+                let wpr = words_per_row(k) as u64;
+                // K % 16 == 0: the packed words are a flat map of float vec4 (coalesced variant).
+                let vec4 = k.is_multiple_of(16);
+                let (kernel, per_group) = if vec4 {
+                    (&WEIGHT_PACK_VEC4, kernels::WEIGHT_PACK_VEC4_WORDS)
+                } else {
+                    (&WEIGHT_PACK, kernels::WEIGHT_PACK_WORKGROUP)
+                };
+                for r in row_chunks(gpu, OP, n as u64, &[4 * k as u64, 4 * wpr])? {
+                    let rows = r.end - r.start;
+                    Launch::new(gpu, kernel)
+                        .input_range(w, 4 * k as u64 * r.start, 4 * k as u64 * rows)
+                        .input_scales(&out)
+                        .output_range(&out, 4 * wpr * r.start, 4 * wpr * rows)
+                        .params(&PackParams {
+                            rows: rows as u32,
+                            k: k as u32,
+                            words_per_row: wpr as u32,
+                            zero: 0,
+                        })
+                        .workgroups((rows * wpr).div_ceil(u64::from(per_group)))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 
     /// Weight quantization in one dispatch (`one_dispatch` said yes): `ceil(N K / 4096)` sum

@@ -106,84 +106,91 @@ impl Engine {
     /// broadcast shape. Same as `bitnet_cpu_ref::ops::binary`, bit for bit. Errors: shapes that
     /// do not broadcast (as cpu-ref reports them), wrong dtype, non-finite inputs or outputs
     /// (overflow, division by zero; on the GPU reported by reading or checking the output, or a
-    /// tensor computed from it), and on the GPU a
-    /// broadcast needing more than 6 index axes after merging contiguous axes.
+    /// tensor computed from it), and under `Gpu` a broadcast needing more than 6 index axes
+    /// after merging contiguous axes (`Unsupported`; `Auto` runs it on the CPU).
     pub fn binary(&self, op: BinaryOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "binary";
         float_args::operand(self, OP, a, DType::F32)?;
         float_args::operand(self, OP, b, DType::F32)?;
+        let on_host = || -> Result<Tensor> { self.binary_on_host(op, a, b) };
         let Some(gpu) = self.gpu_for(&[a, b]) else {
-            return self.binary_on_host(op, a, b);
+            return on_host();
         };
-        let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
-            Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
-                op: OP,
-                what: "operands do not broadcast",
-                expected: a.shape().to_vec(),
-                got: b.shape().to_vec(),
-            })
-        })?;
-        // Checked: broadcasting two large operands ([2^32, 1] + [1, 2^32]) may name an output
-        // whose element count overflows, which u32_indexable then refuses.
-        let n = shape
-            .iter()
-            .try_fold(1u64, |p, &d| p.checked_mul(d as u64))
-            .unwrap_or(u64::MAX);
-        float_args::u32_indexable(OP, "output", n)?;
-        let plan = broadcast::plan(
-            OP,
-            &shape,
-            &broadcast::strides_in(a.shape(), &shape),
-            &broadcast::strides_in(b.shape(), &shape),
-        )?;
-        // An operand with as many elements as the output has the output's layout, so it can be
-        // chunked with it; a smaller (broadcast) operand is bound whole and must fit.
-        let (a_full, b_full) = (a.len() as u64 == n, b.len() as u64 == n);
-        for (t, full, name) in [(a, a_full, "a"), (b, b_full, "b")] {
-            if !full {
-                check_binding(
-                    gpu,
-                    &format!("{OP}: {name} (broadcast)"),
-                    4 * t.len() as u64,
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
+                    Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
+                        op: OP,
+                        what: "operands do not broadcast",
+                        expected: a.shape().to_vec(),
+                        got: b.shape().to_vec(),
+                    })
+                })?;
+                // Checked: broadcasting two large operands ([2^32, 1] + [1, 2^32]) may name an output
+                // whose element count overflows, which u32_indexable then refuses.
+                let n = shape
+                    .iter()
+                    .try_fold(1u64, |p, &d| p.checked_mul(d as u64))
+                    .unwrap_or(u64::MAX);
+                float_args::u32_indexable(OP, "output", n)?;
+                let plan = broadcast::plan(
+                    OP,
+                    &shape,
+                    &broadcast::strides_in(a.shape(), &shape),
+                    &broadcast::strides_in(b.shape(), &shape),
                 )?;
-            }
-        }
-        let out = self.empty(gpu, OP, &shape, DType::F32)?;
-        let group = gpu.next_seq();
-        for r in binding_chunks(gpu, OP, n, 4)? {
-            let len = r.end - r.start;
-            let (off, size) = (4 * r.start, 4 * len);
-            let launch = Launch::new(gpu, &BINARY);
-            let launch = if a_full {
-                launch.input_range(a, off, size)
-            } else {
-                launch.input(a)
-            };
-            let launch = if b_full {
-                launch.input_range(b, off, size)
-            } else {
-                launch.input(b)
-            };
-            launch
-                .output_range(&out, off, size)
-                .params(&BinaryParams {
-                    len: len as u32,
-                    op: binary_code(op),
-                    contiguous: u32::from(a_full && b_full),
-                    out_base: r.start as u32,
-                    a_off: if a_full { r.start as u32 } else { 0 },
-                    b_off: if b_full { r.start as u32 } else { 0 },
-                    pad: [0; 2],
-                    shape: lanes(&plan.shape),
-                    a_strides: lanes(&plan.a),
-                    b_strides: lanes(&plan.b),
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["a", "b", "output", ""]))
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
-        Ok(out)
+                // An operand with as many elements as the output has the output's layout, so it can be
+                // chunked with it; a smaller (broadcast) operand is bound whole and must fit.
+                let (a_full, b_full) = (a.len() as u64 == n, b.len() as u64 == n);
+                for (t, full, name) in [(a, a_full, "a"), (b, b_full, "b")] {
+                    if !full {
+                        check_binding(
+                            gpu,
+                            &format!("{OP}: {name} (broadcast)"),
+                            4 * t.len() as u64,
+                        )?;
+                    }
+                }
+                let out = self.empty(gpu, OP, &shape, DType::F32)?;
+                let group = gpu.next_seq();
+                for r in binding_chunks(gpu, OP, n, 4)? {
+                    let len = r.end - r.start;
+                    let (off, size) = (4 * r.start, 4 * len);
+                    let launch = Launch::new(gpu, &BINARY);
+                    let launch = if a_full {
+                        launch.input_range(a, off, size)
+                    } else {
+                        launch.input(a)
+                    };
+                    let launch = if b_full {
+                        launch.input_range(b, off, size)
+                    } else {
+                        launch.input(b)
+                    };
+                    launch
+                        .output_range(&out, off, size)
+                        .params(&BinaryParams {
+                            len: len as u32,
+                            op: binary_code(op),
+                            contiguous: u32::from(a_full && b_full),
+                            out_base: r.start as u32,
+                            a_off: if a_full { r.start as u32 } else { 0 },
+                            b_off: if b_full { r.start as u32 } else { 0 },
+                            pad: [0; 2],
+                            shape: lanes(&plan.shape),
+                            a_strides: lanes(&plan.a),
+                            b_strides: lanes(&plan.b),
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(OP, ["a", "b", "output", ""]))
+                        .workgroups(len.div_ceil(GROUP_VALUES))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 
     /// `op(a, s)` for every element of an `F32` tensor (the scalar is the right operand: `Sub` is
@@ -192,30 +199,39 @@ impl Engine {
     pub fn binary_scalar(&self, op: BinaryOp, a: &Tensor, s: f32) -> Result<Tensor> {
         const OP: &str = "binary_scalar";
         float_args::operand(self, OP, a, DType::F32)?;
-        let Some(gpu) = self.gpu_for(&[a]) else {
-            return store_result(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s));
+        let on_host = || -> Result<Tensor> {
+            store_result(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s))
         };
-        let n = a.len() as u64;
-        float_args::u32_indexable(OP, "a", n)?;
-        let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
-        let group = gpu.next_seq();
-        for r in binding_chunks(gpu, OP, n, 4)? {
-            let len = r.end - r.start;
-            Launch::new(gpu, &SCALAR)
-                .input_range(a, 4 * r.start, 4 * len)
-                .output_range(&out, 4 * r.start, 4 * len)
-                .params(&ScalarParams {
-                    len: len as u32,
-                    op: binary_code(op),
-                    s,
-                    base: r.start as u32,
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
-        Ok(out)
+        let Some(gpu) = self.gpu_for(&[a]) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let n = a.len() as u64;
+                float_args::u32_indexable(OP, "a", n)?;
+                let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
+                let group = gpu.next_seq();
+                for r in binding_chunks(gpu, OP, n, 4)? {
+                    let len = r.end - r.start;
+                    Launch::new(gpu, &SCALAR)
+                        .input_range(a, 4 * r.start, 4 * len)
+                        .output_range(&out, 4 * r.start, 4 * len)
+                        .params(&ScalarParams {
+                            len: len as u32,
+                            op: binary_code(op),
+                            s,
+                            base: r.start as u32,
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
+                        .workgroups(len.div_ceil(GROUP_VALUES))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 
     /// [`Engine::binary`] on the CPU reference (out of line, as [`Engine::unary`]'s): operands of
@@ -246,29 +262,36 @@ impl Engine {
     pub fn unary(&self, op: UnaryOp, a: &Tensor) -> Result<Tensor> {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
+        let on_host = || -> Result<Tensor> { self.unary_on_host(op, a) };
         let Some(gpu) = self.gpu_for(&[a]) else {
-            return self.unary_on_host(op, a);
+            return on_host();
         };
-        let n = a.len() as u64;
-        float_args::u32_indexable(OP, "a", n)?;
-        let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
-        let group = gpu.next_seq();
-        for r in binding_chunks(gpu, OP, n, 4)? {
-            let len = r.end - r.start;
-            Launch::new(gpu, &UNARY)
-                .input_range(a, 4 * r.start, 4 * len)
-                .output_range(&out, 4 * r.start, 4 * len)
-                .params(&UnaryParams {
-                    len: len as u32,
-                    op: unary_code(op),
-                    base: r.start as u32,
-                    pad: 0,
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let n = a.len() as u64;
+                float_args::u32_indexable(OP, "a", n)?;
+                let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
+                let group = gpu.next_seq();
+                for r in binding_chunks(gpu, OP, n, 4)? {
+                    let len = r.end - r.start;
+                    Launch::new(gpu, &UNARY)
+                        .input_range(a, 4 * r.start, 4 * len)
+                        .output_range(&out, 4 * r.start, 4 * len)
+                        .params(&UnaryParams {
+                            len: len as u32,
+                            op: unary_code(op),
+                            base: r.start as u32,
+                            pad: 0,
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
+                        .workgroups(len.div_ceil(GROUP_VALUES))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }

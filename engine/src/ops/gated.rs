@@ -47,35 +47,44 @@ impl Engine {
                 got: up.shape().to_vec(),
             }));
         }
-        let Some(gpu) = self.gpu_for(&[gate, up]) else {
-            return store_f32(
+        let on_host = || -> Result<Tensor> {
+            store_f32(
                 self,
                 cpu::gated(act, host_f32(gate)?.view()?, host_f32(up)?.view()?)?,
-            );
+            )
         };
-        let n = gate.len() as u64;
-        float_args::u32_indexable(OP, "gate", n)?;
-        let out = self.empty(gpu, OP, gate.shape(), DType::F32)?;
-        // gate, up and out share their layout: the same element range of each per launch.
-        let group = gpu.next_seq();
-        for r in binding_chunks(gpu, OP, n, 4)? {
-            let len = r.end - r.start;
-            let (off, size) = (4 * r.start, 4 * len);
-            Launch::new(gpu, &GATED)
-                .input_range(gate, off, size)
-                .input_range(up, off, size)
-                .output_range(&out, off, size)
-                .params(&UnaryParams {
-                    len: len as u32,
-                    op: unary_code(act),
-                    base: r.start as u32,
-                    pad: 0,
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(OP, ["gate", "up", "output", ""]))
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
-        Ok(out)
+        let Some(gpu) = self.gpu_for(&[gate, up]) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let n = gate.len() as u64;
+                float_args::u32_indexable(OP, "gate", n)?;
+                let out = self.empty(gpu, OP, gate.shape(), DType::F32)?;
+                // gate, up and out share their layout: the same element range of each per launch.
+                let group = gpu.next_seq();
+                for r in binding_chunks(gpu, OP, n, 4)? {
+                    let len = r.end - r.start;
+                    let (off, size) = (4 * r.start, 4 * len);
+                    Launch::new(gpu, &GATED)
+                        .input_range(gate, off, size)
+                        .input_range(up, off, size)
+                        .output_range(&out, off, size)
+                        .params(&UnaryParams {
+                            len: len as u32,
+                            op: unary_code(act),
+                            base: r.start as u32,
+                            pad: 0,
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(OP, ["gate", "up", "output", ""]))
+                        .workgroups(len.div_ceil(GROUP_VALUES))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }

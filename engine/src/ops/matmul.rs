@@ -213,11 +213,8 @@ impl Engine {
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
         let tile = tile_for(m as u64, n as u64);
-        let Some(gpu) = self
-            .gpu_for(&[a, b])
-            .filter(|g| float_args::loops_fit(g, tile.loops(k as u64)))
-        else {
-            return match (v.dtype, v.bt) {
+        let on_host = || -> Result<Tensor> {
+            match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(
                     self,
                     cpu::matmul(host_f32(a)?.view()?, host_f32(b)?.view()?)?,
@@ -228,10 +225,22 @@ impl Engine {
                 ),
                 (_, false) => store_f16(self, cpu::matmul_f16(&host_f16(a)?, &host_f16(b)?)?),
                 (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
-            };
+            }
         };
-        let (m, k, n) = (m as u64, k as u64, n as u64);
-        self.matmul_tiled(gpu, v, a, b, (m, k, n), tile)
+        let Some(gpu) = self
+            .gpu_for(&[a, b])
+            .filter(|g| float_args::loops_fit(g, tile.loops(k as u64)))
+        else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let (m, k, n) = (m as u64, k as u64, n as u64);
+                self.matmul_tiled(gpu, v, a, b, (m, k, n), tile)
+            },
+            on_host,
+        )
     }
 
     /// [`Engine::matmul_variant`] on the GPU with `tile`.

@@ -73,41 +73,48 @@ impl Engine {
         float_args::operand(self, OP, weight, DType::F32)?;
         let (rows, len) = norm_rows(OP, x, weight)?;
         let loops = norm_loops(len);
+        let on_host = || -> Result<Tensor> { self.rms_norm_on_host(x, weight, len as usize, eps) };
         let Some(gpu) = self
             .gpu_for(&[x, weight])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return self.rms_norm_on_host(x, weight, len as usize, eps);
+            return on_host();
         };
-        check_eps(OP, eps)?;
-        float_args::u32_indexable(OP, "x", rows * len)?;
-        check_binding(gpu, "rms_norm: weight", 4 * len)?;
-        let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
-        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
-        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
-        let group = gpu.next_seq();
-        for r in &split.chunks {
-            let (off, size, _) = split.binding(0, r);
-            let n = r.end - r.start;
-            Launch::new(gpu, &RMS_NORM)
-                .input_range(x, off, size)
-                .input(weight)
-                .output_range(&out, off, size)
-                .params(&Params::chunk(r, len, eps))
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(
-                    OP,
-                    [
-                        "x",
-                        "weight",
-                        "sum of squares of a row (overflows f32)",
-                        "output",
-                    ],
-                ))
-                .workgroups(n)
-                .run()?;
-        }
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                check_eps(OP, eps)?;
+                float_args::u32_indexable(OP, "x", rows * len)?;
+                check_binding(gpu, "rms_norm: weight", 4 * len)?;
+                let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
+                // x and the output have the same rows: both are bound whole, or both chunk by chunk.
+                let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+                let group = gpu.next_seq();
+                for r in &split.chunks {
+                    let (off, size, _) = split.binding(0, r);
+                    let n = r.end - r.start;
+                    Launch::new(gpu, &RMS_NORM)
+                        .input_range(x, off, size)
+                        .input(weight)
+                        .output_range(&out, off, size)
+                        .params(&Params::chunk(r, len, eps))
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(
+                            OP,
+                            [
+                                "x",
+                                "weight",
+                                "sum of squares of a row (overflows f32)",
+                                "output",
+                            ],
+                        ))
+                        .workgroups(n)
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }
 

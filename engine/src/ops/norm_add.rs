@@ -62,44 +62,53 @@ impl Engine {
         }
         let (rows, len) = norm_rows(OP, x, weight)?;
         let loops = norm_loops(len);
-        let Some(gpu) = self
-            .gpu_for(&[x, residual, weight])
-            .filter(|g| float_args::loops_fit(g, loops))
-        else {
+        let on_host = || -> Result<(Tensor, Tensor)> {
             let (h, y) = cpu::add_rms_norm(
                 host_f32(x)?.view()?,
                 host_f32(residual)?.view()?,
                 host_f32(weight)?.values(),
                 eps,
             )?;
-            return Ok((store_f32(self, h)?, store_f32(self, y)?));
+            Ok((store_f32(self, h)?, store_f32(self, y)?))
         };
-        check_eps(OP, eps)?;
-        float_args::u32_indexable(OP, "x", rows * len)?;
-        check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
-        let h = self.empty(gpu, OP, x.shape(), DType::F32)?;
-        let y = self.empty(gpu, OP, x.shape(), DType::F32)?;
-        // x, residual, h and y have the same rows: all bound whole, or all chunk by chunk.
-        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
-        let group = gpu.next_seq();
-        for r in &split.chunks {
-            let (off, size, _) = split.binding(0, r);
-            let n = r.end - r.start;
-            Launch::new(gpu, &ADD_RMS_NORM)
-                .input_range(x, off, size)
-                .input_range(residual, off, size)
-                .input(weight)
-                .output_range(&h, off, size)
-                .output_range(&y, off, size)
-                .params(&Params::chunk(r, len, eps))
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(
-                    OP,
-                    ["x", "residual", "weight", "output"],
-                ))
-                .workgroups(n)
-                .run()?;
-        }
-        Ok((h, y))
+        let Some(gpu) = self
+            .gpu_for(&[x, residual, weight])
+            .filter(|g| float_args::loops_fit(g, loops))
+        else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                check_eps(OP, eps)?;
+                float_args::u32_indexable(OP, "x", rows * len)?;
+                check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
+                let h = self.empty(gpu, OP, x.shape(), DType::F32)?;
+                let y = self.empty(gpu, OP, x.shape(), DType::F32)?;
+                // x, residual, h and y have the same rows: all bound whole, or all chunk by chunk.
+                let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+                let group = gpu.next_seq();
+                for r in &split.chunks {
+                    let (off, size, _) = split.binding(0, r);
+                    let n = r.end - r.start;
+                    Launch::new(gpu, &ADD_RMS_NORM)
+                        .input_range(x, off, size)
+                        .input_range(residual, off, size)
+                        .input(weight)
+                        .output_range(&h, off, size)
+                        .output_range(&y, off, size)
+                        .params(&Params::chunk(r, len, eps))
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(
+                            OP,
+                            ["x", "residual", "weight", "output"],
+                        ))
+                        .workgroups(n)
+                        .run()?;
+                }
+                Ok((h, y))
+            },
+            on_host,
+        )
     }
 }

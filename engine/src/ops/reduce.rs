@@ -64,19 +64,27 @@ impl Engine {
         // the mean's division.
         let (_, len) = rows_of(a.shape());
         let loops = len.div_ceil(256) + 64 + float_args::DIV_LOOPS;
+        let on_host =
+            || -> Result<Tensor> { store_result(self, cpu::reduce_last(op, host_f32(a)?.view()?)) };
         let Some(gpu) = self
             .gpu_for(&[a])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_result(self, cpu::reduce_last(op, host_f32(a)?.view()?));
+            return on_host();
         };
-        let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
-        let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {
-            &SUBGROUP
-        } else {
-            &TREE
-        };
-        launch_reduce(self, gpu, kernel, op, a)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
+                let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {
+                    &SUBGROUP
+                } else {
+                    &TREE
+                };
+                launch_reduce(self, gpu, kernel, op, a)
+            },
+            on_host,
+        )
     }
 }
 

@@ -74,14 +74,23 @@ impl Engine {
         float_args::operand(self, OP, x, DType::F32)?;
         float_args::operand(self, OP, positions, DType::U32)?;
         let dims = rope_dims(OP, "x", x, positions, theta)?;
-        let Some(gpu) = self.gpu_for(&[x, positions]) else {
-            return store_f32(
+        let on_host = || -> Result<Tensor> {
+            store_f32(
                 self,
                 cpu::rope(host_f32(x)?.view()?, &positions.read_u32()?, theta)?,
-            );
+            )
         };
-        let check = NonFiniteCheck::tensors(OP, ["x", "output", "", ""]);
-        self.rope_launches(gpu, x, positions, theta, dims, check)
+        let Some(gpu) = self.gpu_for(&[x, positions]) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let check = NonFiniteCheck::tensors(OP, ["x", "output", "", ""]);
+                self.rope_launches(gpu, x, positions, theta, dims, check)
+            },
+            on_host,
+        )
     }
 
     /// RoPE on a step's queries `q` `[S, Hq, D]` and keys `k` `[S, Hk, D']` at the same
@@ -100,52 +109,62 @@ impl Engine {
     ) -> Result<(Tensor, Tensor)> {
         const OP: &str = "rope_pair";
         let (dq, dk) = self.rope_pair_dims(q, k, positions, theta)?;
-        let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
+        let on_host = || -> Result<(Tensor, Tensor)> {
             let (yq, yk) = cpu::rope_pair(
                 host_f32(q)?.view()?,
                 host_f32(k)?.view()?,
                 &positions.read_u32()?,
                 theta,
             )?;
-            return Ok((store_f32(self, yq)?, store_f32(self, yk)?));
+            Ok((store_f32(self, yq)?, store_f32(self, yk)?))
         };
-        let whole = |d: RopeDims| 4 * d.s * d.h * 2 * d.half <= gpu.caps.max_binding;
-        if dq.half != dk.half || !whole(dq) || !whole(dk) || 4 * dq.s > gpu.caps.max_binding {
-            let names = |x, out| NonFiniteCheck::tensors(OP, [x, out, "", ""]);
-            return Ok((
-                self.rope_launches(gpu, q, positions, theta, dq, names("q", "q output"))?,
-                self.rope_launches(gpu, k, positions, theta, dk, names("k", "k output"))?,
-            ));
-        }
-        let (pairs_q, pairs_k) = (dq.s * dq.h * dq.half, dk.s * dk.h * dk.half);
-        float_args::u32_indexable(OP, "q", 2 * pairs_q)?;
-        float_args::u32_indexable(OP, "k", 2 * pairs_k)?;
-        float_args::u32_indexable(OP, "q and k", pairs_q + pairs_k)?;
-        let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
-        let yq = self.empty(gpu, OP, q.shape(), DType::F32)?;
-        let yk = self.empty(gpu, OP, k.shape(), DType::F32)?;
-        Launch::new(gpu, &ROPE_PAIR)
-            .input(q)
-            .input(k)
-            .input(positions)
-            .input(&freqs)
-            .output(&yq)
-            .output(&yk)
-            .params(&PairParams {
-                pairs_q: pairs_q as u32,
-                pairs_k: pairs_k as u32,
-                half_dim: dq.half as u32,
-                heads_q: dq.h as u32,
-                heads_k: dk.h as u32,
-                pad: [0; 3],
-            })
-            .check_finite(NonFiniteCheck::tensors(
-                OP,
-                ["q", "q output", "k", "k output"],
-            ))
-            .workgroups((pairs_q + pairs_k).div_ceil(WG))
-            .run()?;
-        Ok((yq, yk))
+        let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let whole = |d: RopeDims| 4 * d.s * d.h * 2 * d.half <= gpu.caps.max_binding;
+                if dq.half != dk.half || !whole(dq) || !whole(dk) || 4 * dq.s > gpu.caps.max_binding
+                {
+                    let names = |x, out| NonFiniteCheck::tensors(OP, [x, out, "", ""]);
+                    return Ok((
+                        self.rope_launches(gpu, q, positions, theta, dq, names("q", "q output"))?,
+                        self.rope_launches(gpu, k, positions, theta, dk, names("k", "k output"))?,
+                    ));
+                }
+                let (pairs_q, pairs_k) = (dq.s * dq.h * dq.half, dk.s * dk.h * dk.half);
+                float_args::u32_indexable(OP, "q", 2 * pairs_q)?;
+                float_args::u32_indexable(OP, "k", 2 * pairs_k)?;
+                float_args::u32_indexable(OP, "q and k", pairs_q + pairs_k)?;
+                let freqs = self.rope_table(gpu, (2 * dq.half) as usize, theta)?;
+                let yq = self.empty(gpu, OP, q.shape(), DType::F32)?;
+                let yk = self.empty(gpu, OP, k.shape(), DType::F32)?;
+                Launch::new(gpu, &ROPE_PAIR)
+                    .input(q)
+                    .input(k)
+                    .input(positions)
+                    .input(&freqs)
+                    .output(&yq)
+                    .output(&yk)
+                    .params(&PairParams {
+                        pairs_q: pairs_q as u32,
+                        pairs_k: pairs_k as u32,
+                        half_dim: dq.half as u32,
+                        heads_q: dq.h as u32,
+                        heads_k: dk.h as u32,
+                        pad: [0; 3],
+                    })
+                    .check_finite(NonFiniteCheck::tensors(
+                        OP,
+                        ["q", "q output", "k", "k output"],
+                    ))
+                    .workgroups((pairs_q + pairs_k).div_ceil(WG))
+                    .run()?;
+                Ok((yq, yk))
+            },
+            on_host,
+        )
     }
 
     /// [`Engine::rope_pair`]'s operand, shape and argument checks (its errors, in its order):

@@ -78,24 +78,33 @@ impl Engine {
         if shape == x.shape() {
             return Ok(x.clone());
         }
+        let on_host = || -> Result<Tensor> {
+            let y = cpu::slice(&host_words(x)?, axis, range.clone())?;
+            self.store_words(OP, dtype, y)
+        };
         let Some(gpu) = self.gpu_for(&[x]) else {
-            let y = cpu::slice(&host_words(x)?, axis, range)?;
-            return self.store_words(OP, dtype, y);
+            return on_host();
         };
-        let out = self.empty(gpu, OP, &shape, dtype)?;
-        let (outer, len, inner) = around(x.shape(), axis);
-        // Per index before the axis, one run: the range's rows of everything after the axis.
-        let run = (range.end - range.start) as u64 * inner;
-        let copy = BlockCopy {
-            blocks: outer,
-            block_words: run,
-            src_start: range.start as u64 * inner,
-            src_stride: len * inner,
-            dst_start: 0,
-            dst_stride: run,
-        };
-        copy_blocks(gpu, x, &out, copy, gpu.next_seq())?;
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let out = self.empty(gpu, OP, &shape, dtype)?;
+                let (outer, len, inner) = around(x.shape(), axis);
+                // Per index before the axis, one run: the range's rows of everything after the axis.
+                let run = (range.end - range.start) as u64 * inner;
+                let copy = BlockCopy {
+                    blocks: outer,
+                    block_words: run,
+                    src_start: range.start as u64 * inner,
+                    src_stride: len * inner,
+                    dst_start: 0,
+                    dst_stride: run,
+                };
+                copy_blocks(gpu, x, &out, copy, gpu.next_seq())?;
+                Ok(out)
+            },
+            on_host,
+        )
     }
 
     /// The tensors `xs` joined along `axis`, in order (NumPy's `concatenate`): every input has the
@@ -130,32 +139,41 @@ impl Engine {
         if let [x] = xs {
             return Ok((*x).clone());
         }
-        let Some(gpu) = self.gpu_for(xs) else {
+        let on_host = || -> Result<Tensor> {
             let words = xs
                 .iter()
                 .map(|x| host_words(x))
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&HostTensor<u32>> = words.iter().collect();
-            return self.store_words(OP, dtype, cpu::concat(&refs, axis)?);
+            self.store_words(OP, dtype, cpu::concat(&refs, axis)?)
         };
-        let out = self.empty(gpu, OP, &shape, dtype)?;
-        let (outer, len, inner) = around(&shape, axis);
-        // Input i fills, per index before the axis, the run after those of inputs 0..i.
-        let group = gpu.next_seq();
-        let mut at = 0;
-        for x in xs {
-            let run = x.shape()[axis] as u64 * inner;
-            let copy = BlockCopy {
-                blocks: outer,
-                block_words: run,
-                src_start: 0,
-                src_stride: run,
-                dst_start: at,
-                dst_stride: len * inner,
-            };
-            copy_blocks(gpu, x, &out, copy, group)?;
-            at += run;
-        }
-        Ok(out)
+        let Some(gpu) = self.gpu_for(xs) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let out = self.empty(gpu, OP, &shape, dtype)?;
+                let (outer, len, inner) = around(&shape, axis);
+                // Input i fills, per index before the axis, the run after those of inputs 0..i.
+                let group = gpu.next_seq();
+                let mut at = 0;
+                for x in xs {
+                    let run = x.shape()[axis] as u64 * inner;
+                    let copy = BlockCopy {
+                        blocks: outer,
+                        block_words: run,
+                        src_start: 0,
+                        src_stride: run,
+                        dst_start: at,
+                        dst_stride: len * inner,
+                    };
+                    copy_blocks(gpu, x, &out, copy, group)?;
+                    at += run;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }

@@ -48,37 +48,45 @@ impl Engine {
         // Per invocation: three passes over the row, the last dividing once per element, and two
         // trees of 8 levels.
         let loops = len.div_ceil(256) * (3 + float_args::DIV_LOOPS) + 16;
+        let on_host =
+            || -> Result<Tensor> { store_result(self, cpu::softmax_last(host_f32(x)?.view()?)) };
         let Some(gpu) = self
             .gpu_for(&[x])
             .filter(|g| float_args::loops_fit(g, loops))
         else {
-            return store_result(self, cpu::softmax_last(host_f32(x)?.view()?));
+            return on_host();
         };
-        float_args::u32_indexable(OP, "x", rows * len)?;
-        let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
-        // x and the output have the same rows: both are bound whole, or both chunk by chunk.
-        let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
-        let group = gpu.next_seq();
-        for r in &split.chunks {
-            let (off, size, _) = split.binding(0, r);
-            let n = r.end - r.start;
-            Launch::new(gpu, &SOFTMAX)
-                .input_range(x, off, size)
-                .output_range(&out, off, size)
-                .params(&Params {
-                    rows: n as u32,
-                    len: len as u32,
-                    row_base: r.start as u32,
-                    pad: 0,
-                })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::tensors(
-                    OP,
-                    ["x", cpu::SOFTMAX_MASKED_ROW, "", ""],
-                ))
-                .workgroups(n)
-                .run()?;
-        }
-        Ok(out)
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                float_args::u32_indexable(OP, "x", rows * len)?;
+                let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
+                // x and the output have the same rows: both are bound whole, or both chunk by chunk.
+                let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
+                let group = gpu.next_seq();
+                for r in &split.chunks {
+                    let (off, size, _) = split.binding(0, r);
+                    let n = r.end - r.start;
+                    Launch::new(gpu, &SOFTMAX)
+                        .input_range(x, off, size)
+                        .output_range(&out, off, size)
+                        .params(&Params {
+                            rows: n as u32,
+                            len: len as u32,
+                            row_base: r.start as u32,
+                            pad: 0,
+                        })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::tensors(
+                            OP,
+                            ["x", cpu::SOFTMAX_MASKED_ROW, "", ""],
+                        ))
+                        .workgroups(n)
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }

@@ -75,7 +75,7 @@ impl Engine {
         const OP: &str = "copy";
         x.expect_dtype(OP, DType::F32)?;
         self.expect_same(x.engine(), OP)?;
-        let Some(gpu) = self.gpu_for(&[x]) else {
+        let on_host = || -> Result<Tensor> {
             // A device tensor of this engine under the CPU policy is read back, as every op does.
             let v = x.read_f32()?;
             if let Some(index) = v.iter().position(|f| !f.is_finite()) {
@@ -85,22 +85,31 @@ impl Engine {
                     index,
                 });
             }
-            return self.upload_f32(&v, x.shape());
+            self.upload_f32(&v, x.shape())
         };
-        let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
-        let n = x.len() as u64;
-        let group = gpu.next_seq();
-        for r in binding_chunks(gpu, OP, n, 4)? {
-            let len = r.end - r.start;
-            Launch::new(gpu, &COPY)
-                .input_range(x, 4 * r.start, 4 * len)
-                .output_range(&out, 4 * r.start, 4 * len)
-                .params(&CopyParams { n: len as u32 })
-                .chunk_of(group)
-                .check_finite(NonFiniteCheck::new(OP, "x").at(r.start))
-                .workgroups(len.div_ceil(GROUP_VALUES))
-                .run()?;
-        }
-        Ok(out)
+        let Some(gpu) = self.gpu_for(&[x]) else {
+            return on_host();
+        };
+        self.gpu_unless_unfit(
+            gpu,
+            || {
+                let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
+                let n = x.len() as u64;
+                let group = gpu.next_seq();
+                for r in binding_chunks(gpu, OP, n, 4)? {
+                    let len = r.end - r.start;
+                    Launch::new(gpu, &COPY)
+                        .input_range(x, 4 * r.start, 4 * len)
+                        .output_range(&out, 4 * r.start, 4 * len)
+                        .params(&CopyParams { n: len as u32 })
+                        .chunk_of(group)
+                        .check_finite(NonFiniteCheck::new(OP, "x").at(r.start))
+                        .workgroups(len.div_ceil(GROUP_VALUES))
+                        .run()?;
+                }
+                Ok(out)
+            },
+            on_host,
+        )
     }
 }
