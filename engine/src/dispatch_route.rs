@@ -273,3 +273,23 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{IN_HOST_FACING, noting_host_runs};
+
+    /// A host-facing GPU path that panics leaves this thread outside every such path: its later
+    /// tensor ops may still run on the CPU under `Auto` (`Engine::gpu_unless_unfit`).
+    #[test]
+    fn a_panicking_host_facing_path_leaves_the_thread_outside_it() {
+        let depth = || IN_HOST_FACING.with(|c| c.get());
+        noting_host_runs(|| {
+            assert_eq!(depth(), 1);
+            noting_host_runs(|| assert_eq!(depth(), 2));
+            assert_eq!(depth(), 1);
+        });
+        let r = std::panic::catch_unwind(|| noting_host_runs(|| panic!("a GPU path panics")));
+        assert!(r.is_err());
+        assert_eq!(depth(), 0);
+    }
+}
