@@ -96,6 +96,45 @@ fn attention_matches_an_f64_oracle() {
     );
 }
 
+/// The in-order merge of chunks keeps the running maximum: chunk 0's scores lie near 0, chunk 1's
+/// near -8 (below it: the maximum must stay chunk 0's) and chunk 2's near `level`, above chunk
+/// 1's. Had the merge taken chunk 1's maximum as the running one, chunk 2 would be weighed
+/// against the wrong reference (off by about `exp(8)`); the f64 oracle has no chunks to get
+/// wrong.
+#[test]
+fn attention_merge_keeps_the_running_max_across_chunks() {
+    let (tk, d) = (3 * ATTENTION_CHUNK - 68, 4);
+    let q = [1.0, 0.0, 0.0, 0.0];
+    let v = rnd(tk * d, 71, 4.0);
+    for level in [-3.0f32, 2.0] {
+        let mut k = rnd(tk * d, 72, 1.0);
+        for j in 0..tk {
+            k[j * d] += match j / ATTENTION_CHUNK {
+                0 => 0.0,
+                1 => -8.0,
+                _ => level,
+            };
+        }
+        let dims = [1, tk, 1, 1, d];
+        let got = attention(
+            &t(&q, &[1, 1, d]),
+            &t(&k, &[tk, 1, d]),
+            &t(&v, &[tk, 1, d]),
+            1.0,
+            false,
+        )
+        .unwrap();
+        let want = oracle(&q, &k, &v, dims, 1.0, false);
+        for (f, (&g, &w)) in got.data().iter().zip(&want).enumerate() {
+            // attention_matches_an_f64_oracle's bound (|v| < 4).
+            assert!(
+                (f64::from(g) - w).abs() <= 4e-6,
+                "level {level} [{f}]: {g} vs {w}"
+            );
+        }
+    }
+}
+
 #[test]
 fn attention_hand_computed() {
     let (q, k) = (t(&[1.0], &[1, 1, 1]), t(&[0.5, 0.5], &[2, 1, 1]));

@@ -198,8 +198,9 @@ impl LinearChain {
                         offsets: dev.offsets.clone(),
                     },
                     // A driver that cannot build the chain kernel will not build it later
-                    // either: linear by linear from now on, as after an aborted run.
-                    Err(err @ Error::PipelineCreation { .. }) => {
+                    // either, nor will a device bind an input it cannot bind now (x is bound
+                    // whole): linear by linear from now on, as after an aborted run.
+                    Err(err @ (Error::PipelineCreation { .. } | Error::LimitExceeded { .. })) => {
                         self.stop_fusing(&err.to_string());
                         Outputs::Each(self.forward_each(x)?)
                     }

@@ -246,12 +246,15 @@ impl Engine {
     /// the op under `Auto`: a device limit or a missing feature (`LimitExceeded`,
     /// `Unsupported`: a row past the binding size, a broadcast past the kernel's axes) is no
     /// fault, and `Auto` runs such a tensor op on the CPU as it does a host-facing one (device
-    /// inputs read back, the output uploaded); under `Gpu` the error is returned. The GPU runs
-    /// check their shapes before any work, so the failed run leaves nothing behind (at most an
-    /// output buffer, dropped). Not remembered per shape, as `reruns_on_cpu` remembers a
-    /// host-facing op's: the failing checks are host-side and cost nothing next to a CPU run.
-    /// Inside a host-facing op's GPU path the error is returned: that op re-runs whole on the
-    /// CPU and remembers its shape ([`noting_host_runs`]).
+    /// inputs read back, the output uploaded); under `Gpu` the error is returned. Not where the
+    /// limit is `max_buffer_size`: a buffer the device cannot hold (the output, mostly) is not
+    /// one the CPU run's upload could make, so the CPU would compute it only to fail the same
+    /// way. Nor while calibrating (`calibrate::measuring`), whose GPU timings must be the GPU's.
+    /// Inside a host-facing op's GPU path the error is returned too: that op re-runs whole on
+    /// the CPU and remembers its shape ([`noting_host_runs`]). A failed GPU run leaves at most
+    /// outputs and launches into them, dropped (its checks come before its work, but for
+    /// `rope_pair`'s second launch). Not remembered per shape, as a host-facing op's is: the
+    /// checks that fail cost little next to the CPU run.
     pub(crate) fn gpu_unless_unfit<T>(
         &self,
         g: &Gpu,
@@ -261,8 +264,16 @@ impl Engine {
         match on_gpu() {
             Err(e)
                 if is_capability_error(&e)
+                    && !matches!(
+                        e,
+                        Error::LimitExceeded {
+                            limit: "max_buffer_size",
+                            ..
+                        }
+                    )
                     && g.dispatch.policy() == DispatchPolicy::Auto
-                    && IN_HOST_FACING.with(|c| c.get()) == 0 =>
+                    && IN_HOST_FACING.with(|c| c.get()) == 0
+                    && !crate::calibrate::measuring(g) =>
             {
                 log::debug!(
                     "bitnet-wgpu: the device cannot take a tensor op ({e}); running it on the CPU"

@@ -30,7 +30,8 @@ pub struct EngineOptions {
     /// `Error::CpuRef(InvalidArgument { what: "max_binding_bytes", .. })`. Ops split their work
     /// to fit a cap down to one row (or one aligned group of rows) of their operands; a row
     /// larger than the cap is `LimitExceeded` under `Gpu` (a CPU run under `Auto`). Weight
-    /// quantization's sum reads whole blocks of 4096 values: it needs a cap of 16 KiB.
+    /// quantization's sum reads whole blocks of 4096 values: on the GPU it needs a cap of
+    /// 16 KiB.
     pub max_binding_bytes: Option<u64>,
     /// Pass params through the uniform arena even when immediates are available.
     pub force_uniform_params: bool,

@@ -191,7 +191,8 @@ pub(crate) const CPU_RERUN: &str = "re-run on the CPU";
 pub(crate) const UNFUSED: &str = "unfused ops";
 
 /// A fused launch's result with a kernel the driver cannot build (`PipelineCreation`, raised
-/// before anything is recorded) turned into "not fused" (`Ok(None)`, logged): the caller then
+/// before anything is recorded), or an operand past the binding size, turned into "not fused"
+/// (`Ok(None)`, logged): the caller then
 /// runs the unfused ops, which need other kernels. (A layer's fused kernel that fails to build
 /// fails again at every call, through the pipeline cache; without this its layer failed for
 /// good on such a driver.)
@@ -210,6 +211,18 @@ pub(crate) fn unless_unbuildable<T>(r: crate::Result<Option<T>>) -> crate::Resul
                 log_level(&e, UNFUSED),
                 "bitnet-wgpu: {e}; running the unfused ops instead"
             );
+            Ok(None)
+        }
+        // An operand of the fused launch past the binding size: a shape, not a fault (no
+        // warning per call); the unfused ops chunk their operands or take the shape as any
+        // tensor op does.
+        Err(
+            e @ Error::LimitExceeded {
+                limit: "max_storage_buffer_binding_size",
+                ..
+            },
+        ) => {
+            log::debug!("bitnet-wgpu: {e}; running the unfused ops instead");
             Ok(None)
         }
         r => r,
@@ -246,8 +259,8 @@ mod tests {
         assert_eq!(log_level(&lost, CPU_RERUN), log::Level::Warn);
     }
 
-    /// A fused kernel that cannot be built, or binds more storage buffers than the device has,
-    /// runs the unfused ops; other errors stay errors.
+    /// A fused kernel that cannot be built, binds more storage buffers than the device has or
+    /// an operand past the binding size, runs the unfused ops; other errors stay errors.
     #[test]
     fn unbuildable_fused_kernels_give_way() {
         let limit = |limit| Error::LimitExceeded {
@@ -258,8 +271,9 @@ mod tests {
         };
         let r = |e| unless_unbuildable::<()>(Err(e));
         assert_eq!(r(limit("max_storage_buffers_per_shader_stage")), Ok(None));
-        let binding = limit("max_storage_buffer_binding_size");
-        assert_eq!(r(binding.clone()), Err(binding));
+        assert_eq!(r(limit("max_storage_buffer_binding_size")), Ok(None));
+        let buffer = limit("max_buffer_size");
+        assert_eq!(r(buffer.clone()), Err(buffer));
         let failed = Error::PipelineCreation {
             kernel: "probe_kernel_c",
             entry: "main",

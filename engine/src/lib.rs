@@ -95,7 +95,8 @@
 //! aside), else on the CPU, device inputs read back. A shape the device cannot take (an operand
 //! row or a bound-whole operand past `max_storage_buffer_binding_size`, a broadcast past the
 //! kernel's six axes: `Error::LimitExceeded`, `Error::Unsupported`) runs on the CPU under `Auto`
-//! and is that error under `Gpu`. New tensors, outputs of CPU runs included,
+//! and is that error under `Gpu`; an output past `max_buffer_size` is that error under both
+//! (a CPU run's output is uploaded too). New tensors, outputs of CPU runs included,
 //! are device tensors whenever the engine takes GPU work.
 //!
 //! **Chains of linears as one dispatch.** A [`LinearChain`] ([`Engine::linear_chain`]) runs M = 1
@@ -137,7 +138,9 @@
 //! pipeline that failed to build is not compiled again: its later calls fail over at once
 //! ([`PipelineStats::failed`] counts such pipelines, through [`Engine::pipeline_stats`]). A device
 //! limit or a missing feature (`Error::LimitExceeded`, `Error::Unsupported`) is no fault: under
-//! `Auto` the op runs on the CPU, under `Gpu` the error is returned. A lost device is never used
+//! `Auto` the op runs on the CPU (tensor ops too, as the Dispatch paragraph says; a
+//! [`KvCache`]'s move to the device and [`Engine::fill`] return it), under `Gpu` the error is
+//! returned. A fused layer or chain past a limit runs its unfused ops. A lost device is never used
 //! again; resident tensors whose only copy was on it read as `Error::DeviceLost`. A panic on the
 //! engine's submission thread (an engine bug, or one inside wgpu) is caught: it is
 //! `Error::Panicked` for the call it hit (a host-facing op re-runs on the CPU), and the device

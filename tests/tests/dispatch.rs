@@ -289,3 +289,24 @@ fn a_gpu_path_that_ran_cpu_ref_counts_as_a_cpu_run() {
     );
     assert_eq!(after.fallbacks, before.fallbacks);
 }
+
+/// A calibration times the GPU on the GPU: on a device that cannot take its shapes (bindings
+/// capped at 4 KiB, below weight quantization's 16 KiB blocks) it fails under `Auto` as under
+/// `Gpu`, rather than timing the tensor ops' CPU runs as the GPU's and installing that model (a
+/// reviewer's finding, once tensor ops ran such shapes on the CPU under `Auto`).
+#[test]
+fn a_calibration_never_times_a_cpu_run_as_the_gpu() {
+    for policy in [DispatchPolicy::Gpu, DispatchPolicy::Auto] {
+        let e = bitnet_tests::gpu_engine_with(EngineOptions {
+            max_binding_bytes: Some(4096),
+            dispatch: policy,
+            ..EngineOptions::default()
+        });
+        let r = e.calibrate();
+        assert!(
+            matches!(r, Err(bitnet_wgpu::Error::LimitExceeded { .. })),
+            "{policy:?}: {r:?}"
+        );
+        assert_eq!(e.calibration(), None, "{policy:?}");
+    }
+}

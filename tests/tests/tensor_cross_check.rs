@@ -6,6 +6,7 @@
 //! loudly without one.
 
 mod tensor_cross_check {
+    mod auto_limits;
     mod chaining;
     mod chunking;
     pub mod common;
@@ -16,7 +17,9 @@ mod tensor_cross_check {
     mod kv_cache;
     mod kv_cache_faults;
     mod kv_cache_fused;
+    mod kv_cache_placement;
     mod kv_cache_rope;
+    mod kv_cache_views;
     mod long_loops;
     mod norm_add;
     mod rope_pair;

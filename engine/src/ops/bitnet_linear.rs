@@ -43,8 +43,14 @@ impl Engine {
                 if let Some(y) = self.msl_bitlinear_fused(OP, x, w, shape)? {
                     return Ok(y);
                 }
-                if let Some(y) = self.bitlinear_fused(OP, x, w, shape)? {
-                    return Ok(y);
+                // A fused launch past a device limit (its output row over the binding size)
+                // gives way to the ops below, which take it as any tensor op does (the CPU
+                // under `Auto`, the error under `Gpu`).
+                match self.bitlinear_fused(OP, x, w, shape) {
+                    Ok(Some(y)) => return Ok(y),
+                    Ok(None) => {}
+                    Err(e) if crate::fault::is_capability_error(&e) => {}
+                    Err(e) => return Err(e),
                 }
                 self.quantize_activations_as(OP, x)?
             }

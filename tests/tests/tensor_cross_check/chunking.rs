@@ -4,10 +4,10 @@
 //! error naming the limit.
 
 use bitnet_tests::gpu_engine_with;
-use bitnet_wgpu::cpu_ref::{self, ops as cpu};
-use bitnet_wgpu::{BinaryOp, DispatchPolicy, EngineOptions, Error, Location, ReduceOp, UnaryOp};
+use bitnet_wgpu::cpu_ref::ops as cpu;
+use bitnet_wgpu::{BinaryOp, EngineOptions, Error, ReduceOp, UnaryOp};
 
-use super::common::{assert_f32, bits, cpu_error, gpu_error, host, up, values};
+use super::common::{assert_f32, cpu_error, gpu_error, host, up, values};
 
 #[test]
 fn ops_chunk_over_a_small_binding_limit() {
@@ -121,6 +121,17 @@ fn ops_chunk_over_a_small_binding_limit() {
         gpu_error(e.binary(BinaryOp::Sub, &gx, &up(&e, &bad, &[r, c]))),
         want
     );
+    // ... and so is one in a later chunk of RoPE's rows (index 7997 of [100, 5, 16]: the
+    // launch's own index plus its chunk's first flat index).
+    let mut bad = x.clone();
+    bad[7997] = f32::NAN;
+    let (gpos, rs) = (e.upload_u32(&pos, &[r]).unwrap(), [r, 5, 16]);
+    let want = cpu_error(cpu::rope(&host(&bad, &rs), &pos, 10_000.0));
+    assert!(
+        matches!(want, Error::NonFinite { index: 7997, .. }),
+        "{want:?}"
+    );
+    assert_eq!(gpu_error(e.rope(&up(&e, &bad, &rs), &gpos, 10_000.0)), want);
 
     // A single row above the limit cannot be chunked: a clear error naming the limit.
     let long = values(5, 2 * 5000, -1.0, 1.0);
@@ -189,6 +200,15 @@ fn chunked_ops_report_faults_in_cpu_ref_order() {
     let want = cpu_error(cpu::reduce_last(ReduceOp::Sum, &host(&a, &[r, c])));
     let got = gpu_error(e.reduce_last(ReduceOp::Sum, &up(&e, &a, &[r, c])));
     assert_eq!(got, want, "reduce_last");
+    // reduce_last: only the last chunk's last row (99) overflows: its index in the full tensor.
+    let a = poisoned(&[(99 * c, 3e38), (99 * c + 1, 3e38)]);
+    let want = cpu_error(cpu::reduce_last(ReduceOp::Sum, &host(&a, &[r, c])));
+    assert!(
+        matches!(want, Error::NonFinite { index: 99, .. }),
+        "{want:?}"
+    );
+    let got = gpu_error(e.reduce_last(ReduceOp::Sum, &up(&e, &a, &[r, c])));
+    assert_eq!(got, want, "reduce_last, last chunk");
     // matmul: a NaN in B (read by every chunk) and one in a later chunk of A: A is reported.
     let n = 9;
     let b = poisoned(&[(4, f32::NAN)])[..c * n].to_vec();
@@ -283,104 +303,5 @@ fn attention_chunks_its_query_rows() {
             assert_eq!(limit, "max_storage_buffer_binding_size")
         }
         other => panic!("expected LimitExceeded, got {other:?}"),
-    }
-}
-
-/// Under `Auto` the shapes the tests above see refused under `Gpu` (a row or a bound-whole
-/// operand past the binding cap; a broadcast past the kernel's six axes, `Unsupported`) run on
-/// the CPU: cpu-ref's values, bit for bit, as device tensors. (They were the error under every
-/// policy, where the docs promised a CPU run under `Auto`: a reviewer's finding.)
-#[test]
-fn auto_runs_the_shapes_the_device_cannot_take_on_the_cpu() {
-    let e = gpu_engine_with(EngineOptions {
-        max_binding_bytes: Some(16 << 10),
-        ..EngineOptions::default()
-    });
-    let same = |what: &str, got: bitnet_wgpu::Result<bitnet_wgpu::Tensor>, want: &[f32]| {
-        let got = got.unwrap_or_else(|err| panic!("{what}: {err:?}"));
-        assert_eq!(got.location(), Location::Device, "{what}");
-        assert_eq!(bits(&got.read_f32().unwrap()), bits(want), "{what}");
-    };
-    let long = values(5, 2 * 5000, -1.0, 1.0);
-    let weight = values(6, 5000, 0.5, 1.5);
-    let kv = values(23, 5000, -1.0, 1.0);
-    let (a7, b7) = (values(7, 16, -1.0, 1.0), values(8, 8, -1.0, 1.0));
-    let (s7a, s7b) = ([2, 1, 2, 1, 2, 1, 2], [1, 2, 1, 2, 1, 2, 1]);
-    for policy in [DispatchPolicy::Gpu, DispatchPolicy::Auto] {
-        e.set_dispatch_policy(policy).unwrap();
-        let x = up(&e, &long, &[2, 5000]);
-        let runs = [
-            (
-                "softmax_last",
-                e.softmax_last(&x),
-                cpu::softmax_last(&host(&long, &[2, 5000])),
-            ),
-            (
-                "reduce_last",
-                e.reduce_last(ReduceOp::Sum, &x),
-                cpu::reduce_last(ReduceOp::Sum, &host(&long, &[2, 5000])),
-            ),
-            (
-                "rms_norm",
-                e.rms_norm(&x, &up(&e, &weight, &[5000]), 1e-5),
-                cpu::rms_norm(&host(&long, &[2, 5000]), &weight, 1e-5),
-            ),
-            (
-                "matmul",
-                e.matmul(&up(&e, &long[..3], &[3, 1]), &up(&e, &long, &[1, 10_000])),
-                cpu::matmul(&host(&long[..3], &[3, 1]), &host(&long, &[1, 10_000])),
-            ),
-            (
-                "binary",
-                e.binary(BinaryOp::Add, &x, &up(&e, &weight, &[1, 5000])),
-                cpu::binary(
-                    BinaryOp::Add,
-                    &host(&long, &[2, 5000]),
-                    &host(&weight, &[1, 5000]),
-                ),
-            ),
-            (
-                "attention",
-                e.attention(
-                    &up(&e, &[0.5; 4], &[1, 1, 4]),
-                    &up(&e, &kv, &[1250, 1, 4]),
-                    &up(&e, &kv, &[1250, 1, 4]),
-                    0.5,
-                    false,
-                ),
-                cpu::attention(
-                    &host(&[0.5; 4], &[1, 1, 4]),
-                    &host(&kv, &[1250, 1, 4]),
-                    &host(&kv, &[1250, 1, 4]),
-                    0.5,
-                    false,
-                ),
-            ),
-            (
-                "seven-axis broadcast",
-                e.binary(BinaryOp::Mul, &up(&e, &a7, &s7a), &up(&e, &b7, &s7b)),
-                cpu::binary(BinaryOp::Mul, &host(&a7, &s7a), &host(&b7, &s7b)),
-            ),
-        ];
-        for (what, got, want) in runs {
-            match policy {
-                DispatchPolicy::Gpu => assert!(
-                    matches!(
-                        got,
-                        Err(Error::LimitExceeded { .. } | Error::Unsupported(_))
-                    ),
-                    "{what} under Gpu: {got:?}"
-                ),
-                _ => same(what, got, want.unwrap().data()),
-            }
-        }
-        // Activations quantized from rows past the cap: the BitLinear after them runs on the
-        // GPU from the CPU's codes.
-        let w = cpu_ref::quantize_weights(&values(9, 8 * 5000, -1.0, 1.0), 8, 5000).unwrap();
-        let y = e.bitlinear_tensor(&x, &e.upload_ternary(&w).unwrap());
-        match policy {
-            DispatchPolicy::Gpu => assert!(matches!(y, Err(Error::LimitExceeded { .. })), "{y:?}"),
-            _ => same("bitlinear", y, &cpu_ref::bitlinear(&long, 2, &w).unwrap()),
-        }
     }
 }

@@ -141,6 +141,49 @@ fn overflowing_scores_and_sums_give_cpu_ref_errors() {
     assert!(y.unwrap().read_f32().is_ok());
 }
 
+/// Split mode with causal rows of different lengths: queries 30 .. 49 of `[50, 1, 16]` attend
+/// key 280 of 300, whose score (1e20 · 1e20) overflows, while rows 0 .. 29 end before it, in an
+/// earlier chunk. A split workgroup past a row's last chunk must contribute nothing: cpu-ref
+/// reports query 30's output row (flat 480), the first row that reaches the overflowing key.
+#[test]
+fn an_overflow_past_earlier_rows_last_chunk_gives_the_cpu_ref_error() {
+    let e = gpu_engine();
+    let (qs, ks) = ([50, 1, 16], [300, 1, 16]);
+    let mut q = vec![0.0; 50 * 16];
+    for i in 0..50 {
+        q[i * 16] = 1e20;
+    }
+    let mut k = vec![0.0; 300 * 16];
+    k[280 * 16] = 1e20;
+    let v = values(4, 300 * 16, -4.0, 4.0);
+    let want = cpu_error(cpu::attention(
+        &host(&q, &qs),
+        &host(&k, &ks),
+        &host(&v, &ks),
+        1.0,
+        true,
+    ));
+    assert!(
+        matches!(
+            want,
+            Error::NonFinite {
+                op: "attention",
+                tensor: "output",
+                index: 480
+            }
+        ),
+        "{want:?}"
+    );
+    let got = e.attention(
+        &up(&e, &q, &qs),
+        &up(&e, &k, &ks),
+        &up(&e, &v, &ks),
+        1.0,
+        true,
+    );
+    assert_eq!(gpu_error(got), want);
+}
+
 #[test]
 fn bad_shapes_scales_and_dtypes_give_cpu_ref_errors() {
     let e = gpu_engine();

@@ -76,6 +76,28 @@ fn append_rope_is_rope_pair_then_append() {
     same_steps(&Engine::cpu(), None);
 }
 
+/// Queries of another head dimension than the keys' (q `[1, 4, 8]`, k and v `[1, 2, 4]`):
+/// `rope_pair` rotates each by its own dimension's frequencies, so the one launch, which rotates
+/// both with one half-dimension, does not apply and the two calls run — the same bits.
+#[test]
+fn append_rope_with_queries_of_another_head_dim() {
+    for e in [engine(), &Engine::cpu()] {
+        let (mut fused, mut plain) = (e.kv_cache(4, HK, 4).unwrap(), e.kv_cache(4, HK, 4).unwrap());
+        let q = up(e, &values(170, HQ * D, -2.0, 2.0), &[1, HQ, D]);
+        let k = up(e, &values(171, HK * 4, -2.0, 2.0), &[1, HK, 4]);
+        let v = up(e, &values(172, HK * 4, -2.0, 2.0), &[1, HK, 4]);
+        let pos = e.upload_u32(&[5], &[1]).unwrap();
+        let got = fused.append_rope(&q, &k, &v, &pos, THETA).unwrap();
+        let want = two_calls(e, &mut plain, &[q, k, v, pos]);
+        assert_eq!(bits(&got), bits(&want), "rotated q");
+        assert_eq!(bits(&fused.keys().unwrap()), bits(&plain.keys().unwrap()));
+        assert_eq!(
+            bits(&fused.values().unwrap()),
+            bits(&plain.values().unwrap())
+        );
+    }
+}
+
 /// At WebGPU's default limits (8 storage buffers per stage) the one-launch form, 9 bindings with
 /// its status slot, gives way to the two calls: it failed to build on every call there.
 #[test]

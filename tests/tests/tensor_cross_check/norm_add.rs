@@ -62,6 +62,22 @@ fn add_rms_norm_chunks_and_runs_on_the_cpu_backend() {
     });
     check(&chunked, "chunked", &x, &res, &w, &[r, c], 1e-5);
     check(&Engine::cpu(), "CPU backend", &x, &res, &w, &[r, c], 1e-5);
+    // A NaN in the last launch is reported at its index in the full tensor (row 99, element 77).
+    let mut bad = x.clone();
+    bad[7997] = f32::NAN;
+    let want = cpu_error(cpu::add_rms_norm(
+        &host(&bad, &[r, c]),
+        &host(&res, &[r, c]),
+        &w,
+        1e-5,
+    ));
+    assert!(
+        matches!(want, Error::NonFinite { index: 7997, .. }),
+        "{want:?}"
+    );
+    let (gx, gr) = (up(&chunked, &bad, &[r, c]), up(&chunked, &res, &[r, c]));
+    let got = fused_error(chunked.add_rms_norm(&gx, &gr, &up(&chunked, &w, &[c]), 1e-5));
+    assert_eq!(got, want, "chunked, a NaN in x");
 }
 
 /// The error of both outputs (they fail together: one launch).
@@ -141,6 +157,25 @@ fn add_rms_norm_errors_match_cpu_ref() {
             &up(&e, &vw, &[6]),
             eps,
         ));
+        assert_eq!(got, want, "{what}");
+    }
+    // A single row: a NaN weight is still found (by row 0, the row that checks the weights).
+    // And a weight of 3e38 overflows y at element 3 of row 0 (h = 10 there, |h| · inv > 1.8),
+    // not at its first element: the output is reported at the element, flat index 3.
+    let one_row = (
+        at(x[..6].to_vec(), 3, 5.0),
+        at(w.clone(), 3, f32::NAN),
+        [1, 6],
+    );
+    let huge_w = (at(x.clone(), 3, 5.0), at(w.clone(), 3, 3e38), [4, 6]);
+    for (what, (vx, vw, s)) in [("one row, weight", one_row), ("weight overflow", huge_w)] {
+        let want = cpu_error(cpu::add_rms_norm(&host(&vx, &s), &host(&vx, &s), &vw, 1e-5));
+        assert!(
+            matches!(want, Error::NonFinite { index: 3, .. }),
+            "{what}: {want:?}"
+        );
+        let (gx, gw) = (up(&e, &vx, &s), up(&e, &vw, &[6]));
+        let got = fused_error(e.add_rms_norm(&gx, &gx, &gw, 1e-5));
         assert_eq!(got, want, "{what}");
     }
     let shape = e.add_rms_norm(

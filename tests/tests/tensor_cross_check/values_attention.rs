@@ -120,6 +120,56 @@ fn tiled_prefill_attention_matches_cpu_ref() {
     check(343, (64, 300, 16, 4, 128, true), 4.0);
 }
 
+/// Attention of the given operands (`[Tq, Tk, Hq, Hkv, D]`) on the suite's GPU engine against
+/// cpu-ref, under the attention tolerance.
+fn check_operands(what: &str, dims: [usize; 5], [q, k, v]: [&[f32]; 3], scale: f32, causal: bool) {
+    let [tq, tk, hq, hkv, d] = dims;
+    let e = engine();
+    let (qs, ks) = ([tq, hq, d], [tk, hkv, d]);
+    let want = cpu::attention(&host(q, &qs), &host(k, &ks), &host(v, &ks), scale, causal);
+    let got = e.attention(
+        &up(e, q, &qs),
+        &up(e, k, &ks),
+        &up(e, v, &ks),
+        scale,
+        causal,
+    );
+    assert_f32("attention", what, &got.unwrap(), &want.unwrap());
+}
+
+/// The tiled kernel's causal mask keeps a masked key out of the running maximum too: query `i`
+/// (q = e₀) scores `100·j` against key `j` (k = 100·j·e₀), so the first key past the diagonal
+/// scores 100 above the last attended one. Had it raised the maximum, every attended weight
+/// would be scaled by `exp(-100)` (0 in f32) and the row would lose its values.
+#[test]
+fn tiled_prefill_masks_keys_out_of_the_running_max() {
+    let (t, d) = (64, 64);
+    let (mut q, mut k) = (vec![0.0; t * d], vec![0.0; t * d]);
+    for i in 0..t {
+        q[i * d] = 1.0;
+        k[i * d] = 100.0 * i as f32;
+    }
+    let v = values(350, t * d, -4.0, 4.0);
+    let what = "tiled, masked keys scoring above the row";
+    check_operands(what, [t, t, 1, 1, d], [&q, &k, &v], 1.0, true);
+}
+
+/// A row's last chunk ends in the middle of the chunk's scoring lanes: only its keys score. Two
+/// keys (scores -100 and -101 at D = 96) and a padding slot past them that must stay masked —
+/// scored as a zero key it would hold the maximum (0) and push both real weights to `exp(-100)`.
+#[test]
+fn attention_masks_the_scoring_slots_past_the_last_key() {
+    let d = 96;
+    let mut q = vec![0.0; d];
+    q[0] = 1.0;
+    let mut k = vec![0.0; 2 * d];
+    k[0] = -100.0;
+    k[d] = -101.0;
+    let v = values(360, 2 * d, -4.0, 4.0);
+    let what = "two keys, scores -100 and -101";
+    check_operands(what, [1, 2, 1, 1, d], [&q, &k, &v], 1.0, false);
+}
+
 #[test]
 fn attention_hand_computed() {
     let e = engine();

@@ -19,6 +19,9 @@ fn decode_kernel_matches_cpu_ref() {
         (2, 1100, 8, 1, 64, false), // GQA 8, 18 records of one chunk, the last ragged
         (1, 5000, 4, 1, 32, true), // 79 chunks: 27 records of three, the last of one
         (5, 300, 20, 5, 128, true), // 2B4T's heads, rows of 296 .. 300 keys
+        // Non-causal rows: every row attends all 10 keys (a row's key count must not grow with
+        // its index as causal rows' do).
+        (4, 10, 8, 2, 64, false),
     ];
     for (i, &case) in cases.iter().enumerate() {
         check(400 + 3 * i as u64, case, 1.0);
