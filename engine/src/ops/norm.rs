@@ -5,8 +5,9 @@
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, host_f32, row_chunks, store_values};
+use super::float_args::{self, RowSplit, host_f32, row_chunks, store_values};
 use super::reduce::rows_of;
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, check_binding};
@@ -83,12 +84,8 @@ impl Engine {
         self.gpu_unless_unfit(
             gpu,
             || {
-                check_eps(OP, eps)?;
-                float_args::u32_indexable(OP, "x", rows * len)?;
-                check_binding(gpu, "rms_norm: weight", 4 * len)?;
+                let split = gpu_rows(gpu, OP, eps, rows, len)?;
                 let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
-                // x and the output have the same rows: both are bound whole, or both chunk by chunk.
-                let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
                 let group = gpu.next_seq();
                 for r in &split.chunks {
                     let (off, size, _) = split.binding(0, r);
@@ -123,6 +120,22 @@ impl Engine {
 /// a compiler need not unroll it), 8 tree levels, two divisions and a square root.
 pub(super) fn norm_loops(len: u64) -> u64 {
     2 * 5 * len.div_ceil(4 * 256) + 8 + 2 * float_args::DIV_LOOPS + float_args::SQRT_LOOPS
+}
+
+/// A GPU norm's host checks — `eps` ([`check_eps`]), 32-bit indexing, the weight (bound whole)
+/// within the binding size — and its rows' chunks: `x` and the outputs have the same rows, all
+/// bound whole or all chunk by chunk.
+pub(super) fn gpu_rows(
+    gpu: &Gpu,
+    op: &'static str,
+    eps: f32,
+    rows: u64,
+    len: u64,
+) -> Result<RowSplit> {
+    check_eps(op, eps)?;
+    float_args::u32_indexable(op, "x", rows * len)?;
+    check_binding(gpu, &format!("{op}: weight"), 4 * len)?;
+    row_chunks(gpu, op, rows, &[4 * len], u64::MAX)
 }
 
 /// The GPU norms check `eps` on the host, before the tensors: non-finite or negative.

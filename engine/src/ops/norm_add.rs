@@ -9,11 +9,11 @@
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::float_args::{self, host_f32, row_chunks, store_f32};
-use super::norm::{Params, check_eps, norm_loops, norm_rows};
+use super::float_args::{self, host_f32, store_f32};
+use super::norm::{Params, gpu_rows, norm_loops, norm_rows};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::launch::{Launch, check_binding};
+use crate::launch::Launch;
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
@@ -80,13 +80,10 @@ impl Engine {
         self.gpu_unless_unfit(
             gpu,
             || {
-                check_eps(OP, eps)?;
-                float_args::u32_indexable(OP, "x", rows * len)?;
-                check_binding(gpu, "add_rms_norm: weight", 4 * len)?;
+                // x, residual, h and y have the same rows.
+                let split = gpu_rows(gpu, OP, eps, rows, len)?;
                 let h = self.empty(gpu, OP, x.shape(), DType::F32)?;
                 let y = self.empty(gpu, OP, x.shape(), DType::F32)?;
-                // x, residual, h and y have the same rows: all bound whole, or all chunk by chunk.
-                let split = row_chunks(gpu, OP, rows, &[4 * len], u64::MAX)?;
                 let group = gpu.next_seq();
                 for r in &split.chunks {
                     let (off, size, _) = split.binding(0, r);
