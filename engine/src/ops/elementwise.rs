@@ -6,11 +6,14 @@
 //! results follow the device's float mode — Vulkan lets a driver flush them to zero (lavapipe
 //! keeps them), where cpu-ref always keeps them.
 
+use std::ops::Range;
+
 use bitnet_cpu_ref::ops::{self as cpu, BinaryOp, UnaryOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
 use super::broadcast::{self, MAX_AXES};
 use super::float_args::{self, host_f32, store_result, store_values};
+use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::launch::{Launch, binding_chunks, check_binding};
@@ -208,27 +211,13 @@ impl Engine {
         self.gpu_unless_unfit(
             gpu,
             || {
-                let n = a.len() as u64;
-                float_args::u32_indexable(OP, "a", n)?;
-                let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
-                let group = gpu.next_seq();
-                for r in binding_chunks(gpu, OP, n, 4)? {
-                    let len = r.end - r.start;
-                    Launch::new(gpu, &SCALAR)
-                        .input_range(a, 4 * r.start, 4 * len)
-                        .output_range(&out, 4 * r.start, 4 * len)
-                        .params(&ScalarParams {
-                            len: len as u32,
-                            op: binary_code(op),
-                            s,
-                            base: r.start as u32,
-                        })
-                        .chunk_of(group)
-                        .check_finite(NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]))
-                        .workgroups(len.div_ceil(GROUP_VALUES))
-                        .run()?;
-                }
-                Ok(out)
+                let check = NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]);
+                self.map_launches(gpu, OP, &SCALAR, &[("a", a)], check, |r| ScalarParams {
+                    len: (r.end - r.start) as u32,
+                    op: binary_code(op),
+                    s,
+                    base: r.start as u32,
+                })
             },
             on_host,
         )
@@ -269,29 +258,51 @@ impl Engine {
         self.gpu_unless_unfit(
             gpu,
             || {
-                let n = a.len() as u64;
-                float_args::u32_indexable(OP, "a", n)?;
-                let out = self.empty(gpu, OP, a.shape(), DType::F32)?;
-                let group = gpu.next_seq();
-                for r in binding_chunks(gpu, OP, n, 4)? {
-                    let len = r.end - r.start;
-                    Launch::new(gpu, &UNARY)
-                        .input_range(a, 4 * r.start, 4 * len)
-                        .output_range(&out, 4 * r.start, 4 * len)
-                        .params(&UnaryParams {
-                            len: len as u32,
-                            op: unary_code(op),
-                            base: r.start as u32,
-                            pad: 0,
-                        })
-                        .chunk_of(group)
-                        .check_finite(NonFiniteCheck::tensors(OP, ["a", "output", "", ""]))
-                        .workgroups(len.div_ceil(GROUP_VALUES))
-                        .run()?;
-                }
-                Ok(out)
+                let check = NonFiniteCheck::tensors(OP, ["a", "output", "", ""]);
+                self.map_launches(gpu, OP, &UNARY, &[("a", a)], check, |r| UnaryParams {
+                    len: (r.end - r.start) as u32,
+                    op: unary_code(op),
+                    base: r.start as u32,
+                    pad: 0,
+                })
             },
             on_host,
         )
+    }
+}
+
+impl Engine {
+    /// The launches of an elementwise op whose `inputs` (named, non-empty) and output share one
+    /// shape and layout: the first input's element count checked for 32-bit indexing, then one
+    /// launch of `kernel` per binding chunk, each binding the same element range of every
+    /// input and of the output, with `params(range)` (unary, tensor-scalar and gated ops).
+    pub(super) fn map_launches<P: bytemuck::Pod>(
+        &self,
+        gpu: &Gpu,
+        op: &'static str,
+        kernel: &Kernel,
+        inputs: &[(&str, &Tensor)],
+        check: NonFiniteCheck,
+        params: impl Fn(&Range<u64>) -> P,
+    ) -> Result<Tensor> {
+        let (name, first) = inputs[0];
+        let n = first.len() as u64;
+        float_args::u32_indexable(op, name, n)?;
+        let out = self.empty(gpu, op, first.shape(), DType::F32)?;
+        let group = gpu.next_seq();
+        for r in binding_chunks(gpu, op, n, 4)? {
+            let (off, size) = (4 * r.start, 4 * (r.end - r.start));
+            let launch = inputs.iter().fold(Launch::new(gpu, kernel), |l, &(_, t)| {
+                l.input_range(t, off, size)
+            });
+            launch
+                .output_range(&out, off, size)
+                .params(&params(&r))
+                .chunk_of(group)
+                .check_finite(check)
+                .workgroups((r.end - r.start).div_ceil(GROUP_VALUES))
+                .run()?;
+        }
+        Ok(out)
     }
 }

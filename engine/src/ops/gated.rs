@@ -11,11 +11,10 @@
 use bitnet_cpu_ref::ops::{self as cpu, UnaryOp};
 use bitnet_kernels_wgsl::tensor as kernels;
 
-use super::elementwise::{GROUP_VALUES, UnaryParams, unary_code};
+use super::elementwise::{UnaryParams, unary_code};
 use super::float_args::{self, host_f32, store_f32};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::launch::{Launch, binding_chunks};
 use crate::pipelines::{Access, Kernel};
 use crate::status::NonFiniteCheck;
 use crate::tensor::{DType, Tensor};
@@ -59,30 +58,15 @@ impl Engine {
         self.gpu_unless_unfit(
             gpu,
             || {
-                let n = gate.len() as u64;
-                float_args::u32_indexable(OP, "gate", n)?;
-                let out = self.empty(gpu, OP, gate.shape(), DType::F32)?;
                 // gate, up and out share their layout: the same element range of each per launch.
-                let group = gpu.next_seq();
-                for r in binding_chunks(gpu, OP, n, 4)? {
-                    let len = r.end - r.start;
-                    let (off, size) = (4 * r.start, 4 * len);
-                    Launch::new(gpu, &GATED)
-                        .input_range(gate, off, size)
-                        .input_range(up, off, size)
-                        .output_range(&out, off, size)
-                        .params(&UnaryParams {
-                            len: len as u32,
-                            op: unary_code(act),
-                            base: r.start as u32,
-                            pad: 0,
-                        })
-                        .chunk_of(group)
-                        .check_finite(NonFiniteCheck::tensors(OP, ["gate", "up", "output", ""]))
-                        .workgroups(len.div_ceil(GROUP_VALUES))
-                        .run()?;
-                }
-                Ok(out)
+                let check = NonFiniteCheck::tensors(OP, ["gate", "up", "output", ""]);
+                let inputs = [("gate", gate), ("up", up)];
+                self.map_launches(gpu, OP, &GATED, &inputs, check, |r| UnaryParams {
+                    len: (r.end - r.start) as u32,
+                    op: unary_code(act),
+                    base: r.start as u32,
+                    pad: 0,
+                })
             },
             on_host,
         )
