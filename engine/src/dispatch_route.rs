@@ -242,6 +242,32 @@ pub(crate) fn reruns_on_cpu(g: &Gpu, e: &Error, w: &Workload) -> bool {
 }
 
 impl Engine {
+    /// Where a tensor op on `inputs` runs, the one rule for every op on resident tensors: on
+    /// the GPU (`on_gpu`) when every input is a device tensor of an engine that takes GPU work
+    /// ([`Engine::gpu_for`]) and its kernels' `loops` iterations per invocation fit the adapter
+    /// (`loops_fit`; 0 for kernels without long loops), else on the CPU (`on_host`). A GPU run
+    /// that a CPU adapter's loop limit sends to the CPU is noted ([`ran_on_host`]: inside a
+    /// host-facing op it counts as a CPU run). Where the device cannot take the op's shape, see
+    /// [`Engine::gpu_unless_unfit`].
+    pub(crate) fn tensor_op<T>(
+        &self,
+        inputs: &[&crate::Tensor],
+        loops: u64,
+        on_gpu: impl FnOnce(&Gpu) -> Result<T>,
+        on_host: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        match self.gpu_for(inputs) {
+            Some(g) if crate::ops::loops_fit(g, loops) => {
+                self.gpu_unless_unfit(g, || on_gpu(g), on_host)
+            }
+            Some(_) => {
+                ran_on_host();
+                on_host()
+            }
+            None => on_host(),
+        }
+    }
+
     /// A tensor op's GPU run (`on_gpu`, on `g`), or its CPU run where the device cannot take
     /// the op under `Auto`: a device limit or a missing feature (`LimitExceeded`,
     /// `Unsupported`: a row past the binding size, a broadcast past the kernel's axes) is no
@@ -255,7 +281,7 @@ impl Engine {
     /// outputs and launches into them, dropped (its checks come before its work, but for
     /// `rope_pair`'s second launch). Not remembered per shape, as a host-facing op's is: the
     /// checks that fail cost little next to the CPU run.
-    pub(crate) fn gpu_unless_unfit<T>(
+    fn gpu_unless_unfit<T>(
         &self,
         g: &Gpu,
         on_gpu: impl FnOnce() -> Result<T>,

@@ -131,12 +131,10 @@ impl Engine {
                 cpu::attention(hq.view()?, hk.view()?, hv.view()?, scale, causal)?,
             )
         };
-        let Some(gpu) = self.gpu_for(&[q, k, v]) else {
-            return on_cpu();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[q, k, v],
+            0,
+            |gpu| {
                 float_args::u32_indexable(OP, "q", q.len() as u64)?;
                 float_args::u32_indexable(OP, "k", k.len() as u64)?;
                 for (name, t) in [("k", k), ("v", v)] {

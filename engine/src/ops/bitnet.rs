@@ -15,7 +15,7 @@ use bitnet_cpu_ref::layout::activation_words_per_row;
 use bitnet_kernels_wgsl::bitnet as kernels;
 
 use super::bitnet_loops::act_quant_loops;
-use super::float_args::{host_f32, loops_fit};
+use super::float_args::host_f32;
 use crate::context::Gpu;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -160,12 +160,7 @@ impl Engine {
         let (m, k) = matrix_shape(op, x)?;
         check_k(op, k)?;
         same_engine(self, op, x)?;
-        // On CPU adapters a row whose quantization loops past lavapipe's limit runs on cpu-ref.
-        let on_gpu = self.gpu_for(&[x]);
         let on_host = || -> Result<Tensor> {
-            if on_gpu.is_some() {
-                crate::dispatch::ran_on_host();
-            }
             // `cpu_work`: off the global rayon pool on a batcher thread (`batching.rs`).
             let hx = host_f32(x)?;
             let q = crate::batching::cpu_work(|| {
@@ -174,12 +169,11 @@ impl Engine {
             .map_err(|e| rename(e, op))?;
             self.upload_activations(&q)
         };
-        let Some(gpu) = on_gpu.filter(|g| loops_fit(g, act_quant_loops(k))) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        // On CPU adapters a row whose quantization loops past lavapipe's limit runs on cpu-ref.
+        self.tensor_op(
+            &[x],
+            act_quant_loops(k),
+            |gpu| {
                 if let Some(out) = self.msl_quantize_activations(gpu, op, x, m, k)? {
                     return Ok(out);
                 }

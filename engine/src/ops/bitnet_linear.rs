@@ -124,12 +124,10 @@ impl Engine {
                 }
             }
         };
-        let Some(gpu) = self.gpu_for(&[xq, w]) else {
-            return cpu();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[xq, w],
+            0,
+            |gpu| {
                 let acc = mode == Output::Acc;
                 if let Some(out) = self.msl_bitlinear_quantized(gpu, op, xq, w, (m, n, k), acc)? {
                     return Ok(out);

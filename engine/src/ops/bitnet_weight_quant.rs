@@ -152,12 +152,10 @@ impl Engine {
             let q = bitnet_cpu_ref::quantize_weights(host_f32(w)?.values(), n, k)?;
             self.upload_ternary(&q)
         };
-        let Some(gpu) = self.gpu_for(&[w]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[w],
+            0,
+            |gpu| {
                 if let Some(out) = self.msl_quantize_weights(gpu, w, n, k)? {
                     return Ok(out);
                 }

@@ -116,12 +116,10 @@ impl Engine {
         float_args::operand(self, OP, a, DType::F32)?;
         float_args::operand(self, OP, b, DType::F32)?;
         let on_host = || -> Result<Tensor> { self.binary_on_host(op, a, b) };
-        let Some(gpu) = self.gpu_for(&[a, b]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[a, b],
+            0,
+            |gpu| {
                 let shape = cpu::broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
                     Error::from(bitnet_cpu_ref::Error::ShapeMismatch {
                         op: OP,
@@ -205,12 +203,10 @@ impl Engine {
         let on_host = || -> Result<Tensor> {
             store_result(self, cpu::binary_scalar(op, host_f32(a)?.view()?, s))
         };
-        let Some(gpu) = self.gpu_for(&[a]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[a],
+            0,
+            |gpu| {
                 let check = NonFiniteCheck::tensors(OP, ["a", "s", "output", ""]);
                 self.map_launches(gpu, OP, &SCALAR, &[("a", a)], check, |r| ScalarParams {
                     len: (r.end - r.start) as u32,
@@ -252,12 +248,10 @@ impl Engine {
         const OP: &str = "unary";
         float_args::operand(self, OP, a, DType::F32)?;
         let on_host = || -> Result<Tensor> { self.unary_on_host(op, a) };
-        let Some(gpu) = self.gpu_for(&[a]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[a],
+            0,
+            |gpu| {
                 let check = NonFiniteCheck::tensors(OP, ["a", "output", "", ""]);
                 self.map_launches(gpu, OP, &UNARY, &[("a", a)], check, |r| UnaryParams {
                     len: (r.end - r.start) as u32,

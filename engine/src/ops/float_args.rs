@@ -41,7 +41,7 @@ pub(crate) const MAX_INDEXABLE: u64 = u32::MAX as u64 - INDEX_HEADROOM;
 /// Rejects a tensor whose flat indices do not fit the kernels' 32-bit index arithmetic, with
 /// room for their loops' last step ([`MAX_INDEXABLE`] elements at most): a device limit
 /// (`LimitExceeded`: a tensor op returns it under `Gpu` and runs on the CPU under `Auto`,
-/// `Engine::gpu_unless_unfit`).
+/// `Engine::tensor_op`).
 pub(crate) fn u32_indexable(op: &'static str, what: &str, elements: u64) -> Result<()> {
     if elements > MAX_INDEXABLE {
         return Err(Error::LimitExceeded {

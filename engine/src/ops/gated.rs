@@ -52,12 +52,10 @@ impl Engine {
                 cpu::gated(act, host_f32(gate)?.view()?, host_f32(up)?.view()?)?,
             )
         };
-        let Some(gpu) = self.gpu_for(&[gate, up]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[gate, up],
+            0,
+            |gpu| {
                 // gate, up and out share their layout: the same element range of each per launch.
                 let check = NonFiniteCheck::tensors(OP, ["gate", "up", "output", ""]);
                 let inputs = [("gate", gate), ("up", up)];

@@ -227,15 +227,10 @@ impl Engine {
                 (_, true) => store_f16(self, cpu::matmul_bt_f16(&host_f16(a)?, &host_f16(b)?)?),
             }
         };
-        let Some(gpu) = self
-            .gpu_for(&[a, b])
-            .filter(|g| float_args::loops_fit(g, tile.loops(k as u64)))
-        else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[a, b],
+            tile.loops(k as u64),
+            |gpu| {
                 let (m, k, n) = (m as u64, k as u64, n as u64);
                 self.matmul_tiled(gpu, v, a, b, (m, k, n), tile)
             },

@@ -53,7 +53,7 @@ pub(crate) use bitnet_tune::forget as forget_tuning;
 pub use bitnet_tune::{AUTOTUNE_ENV, AUTOTUNE_MIN_BYTES, BitnetTuning};
 pub use bitnet_tune_cache::TUNE_CACHE_ENV;
 pub(crate) use bitnet_tune_clock::TuneProfiler;
-pub(crate) use float_args::host_f32;
+pub(crate) use float_args::{host_f32, loops_fit};
 pub(crate) use in_dispatch_wait::waits_allowed;
 pub(crate) use measure_gate::MeasureGate;
 pub(crate) use rope::RopeTables;

@@ -75,15 +75,10 @@ impl Engine {
         let (rows, len) = norm_rows(OP, x, weight)?;
         let loops = norm_loops(len);
         let on_host = || -> Result<Tensor> { self.rms_norm_on_host(x, weight, len as usize, eps) };
-        let Some(gpu) = self
-            .gpu_for(&[x, weight])
-            .filter(|g| float_args::loops_fit(g, loops))
-        else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x, weight],
+            loops,
+            |gpu| {
                 let split = gpu_rows(gpu, OP, eps, rows, len)?;
                 let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
                 let group = gpu.next_seq();

@@ -71,15 +71,10 @@ impl Engine {
             )?;
             Ok((store_f32(self, h)?, store_f32(self, y)?))
         };
-        let Some(gpu) = self
-            .gpu_for(&[x, residual, weight])
-            .filter(|g| float_args::loops_fit(g, loops))
-        else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x, residual, weight],
+            loops,
+            |gpu| {
                 // x, residual, h and y have the same rows.
                 let split = gpu_rows(gpu, OP, eps, rows, len)?;
                 let h = self.empty(gpu, OP, x.shape(), DType::F32)?;

@@ -66,15 +66,10 @@ impl Engine {
         let loops = len.div_ceil(256) + 64 + float_args::DIV_LOOPS;
         let on_host =
             || -> Result<Tensor> { store_result(self, cpu::reduce_last(op, host_f32(a)?.view()?)) };
-        let Some(gpu) = self
-            .gpu_for(&[a])
-            .filter(|g| float_args::loops_fit(g, loops))
-        else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[a],
+            loops,
+            |gpu| {
                 let order_free = matches!(op, ReduceOp::Max | ReduceOp::AbsMax);
                 let kernel = if order_free && gpu.caps.has(wgpu::Features::SUBGROUP) {
                     &SUBGROUP

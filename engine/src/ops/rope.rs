@@ -80,12 +80,10 @@ impl Engine {
                 cpu::rope(host_f32(x)?.view()?, &positions.read_u32()?, theta)?,
             )
         };
-        let Some(gpu) = self.gpu_for(&[x, positions]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x, positions],
+            0,
+            |gpu| {
                 let check = NonFiniteCheck::tensors(OP, ["x", "output", "", ""]);
                 self.rope_launches(gpu, x, positions, theta, dims, check)
             },
@@ -118,12 +116,10 @@ impl Engine {
             )?;
             Ok((store_f32(self, yq)?, store_f32(self, yk)?))
         };
-        let Some(gpu) = self.gpu_for(&[q, k, positions]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[q, k, positions],
+            0,
+            |gpu| {
                 let whole = |d: RopeDims| 4 * d.s * d.h * 2 * d.half <= gpu.caps.max_binding;
                 if dq.half != dk.half || !whole(dq) || !whole(dk) || 4 * dq.s > gpu.caps.max_binding
                 {

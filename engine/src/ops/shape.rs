@@ -82,12 +82,10 @@ impl Engine {
             let y = cpu::slice(&host_words(x)?, axis, range.clone())?;
             self.store_words(OP, dtype, y)
         };
-        let Some(gpu) = self.gpu_for(&[x]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x],
+            0,
+            |gpu| {
                 let out = self.empty(gpu, OP, &shape, dtype)?;
                 let (outer, len, inner) = around(x.shape(), axis);
                 // Per index before the axis, one run: the range's rows of everything after the axis.
@@ -147,12 +145,10 @@ impl Engine {
             let refs: Vec<&HostTensor<u32>> = words.iter().collect();
             self.store_words(OP, dtype, cpu::concat(&refs, axis)?)
         };
-        let Some(gpu) = self.gpu_for(xs) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            xs,
+            0,
+            |gpu| {
                 let out = self.empty(gpu, OP, &shape, dtype)?;
                 let (outer, len, inner) = around(&shape, axis);
                 // Input i fills, per index before the axis, the run after those of inputs 0..i.

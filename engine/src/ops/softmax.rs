@@ -50,15 +50,10 @@ impl Engine {
         let loops = len.div_ceil(256) * (3 + float_args::DIV_LOOPS) + 16;
         let on_host =
             || -> Result<Tensor> { store_result(self, cpu::softmax_last(host_f32(x)?.view()?)) };
-        let Some(gpu) = self
-            .gpu_for(&[x])
-            .filter(|g| float_args::loops_fit(g, loops))
-        else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x],
+            loops,
+            |gpu| {
                 float_args::u32_indexable(OP, "x", rows * len)?;
                 let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
                 // x and the output have the same rows: both are bound whole, or both chunk by chunk.

@@ -87,12 +87,10 @@ impl Engine {
             }
             self.upload_f32(&v, x.shape())
         };
-        let Some(gpu) = self.gpu_for(&[x]) else {
-            return on_host();
-        };
-        self.gpu_unless_unfit(
-            gpu,
-            || {
+        self.tensor_op(
+            &[x],
+            0,
+            |gpu| {
                 let out = self.empty(gpu, OP, x.shape(), DType::F32)?;
                 let n = x.len() as u64;
                 let group = gpu.next_seq();
