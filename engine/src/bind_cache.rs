@@ -253,6 +253,39 @@ mod tests {
     /// A buffer the pool evicts is released at once — its device memory goes when the pool's
     /// `allocated_bytes` says it went — not kept alive by a cached bind group until a later
     /// launch (which may never come: here none does).
+    /// The cache is bounded: the entry past [`MAX_ENTRIES`] finds it full and clears it (each
+    /// entry keeps its buffers alive, so an unbounded cache would hold memory the pool let go).
+    #[test]
+    fn a_full_cache_is_cleared_before_it_grows_past_its_bound() {
+        use super::{BindCache, MAX_ENTRIES};
+        use crate::pipelines::{Access, Kernel};
+        const FILL: Kernel = Kernel::new(
+            bitnet_kernels_wgsl::util::FILL,
+            "main",
+            &[Access::ReadWrite],
+        );
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().expect("a GPU engine");
+        let compiled = g.pipelines.get(&FILL, &[]).unwrap();
+        let t = e
+            .empty(g, "t", &[MAX_ENTRIES + 1], crate::DType::F32)
+            .unwrap();
+        let crate::tensor::Storage::Device(b) = t.data() else {
+            panic!("a GPU engine's output is a device tensor")
+        };
+        let cache = BindCache::default();
+        for i in 1..=MAX_ENTRIES as u64 + 1 {
+            let bindings = [(b.buffer(), 0, 4 * i)];
+            cache
+                .get_or_create(&compiled.group0, &bindings, || {
+                    compiled.bind(&g.device, "fill", &bindings)
+                })
+                .unwrap();
+            let expected = if i > MAX_ENTRIES as u64 { 1 } else { i };
+            assert_eq!(cache.len() as u64, expected, "after {i} entries");
+        }
+    }
+
     #[test]
     fn an_evicted_buffer_is_not_kept_alive_by_a_cached_bind_group() {
         let e = crate::test_gpu::gpu_with(EngineOptions {

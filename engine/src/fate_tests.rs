@@ -256,3 +256,53 @@ fn a_group_error_completed_by_a_clean_chunk_fails_the_next_launch() {
     chunks[1].resolve(None);
     assert_eq!(ancestry_of(&[&lin]).err(), Some(Error::Map("chunk".into())));
 }
+
+/// A pending launch resolved without a read (its submission failed) gives its status slot back
+/// dirty: kept, every failed launch would take one of the 1024 slots out of the pool for good.
+#[test]
+fn a_launch_resolved_unread_gives_its_slot_back_dirty() {
+    let pool = Arc::new(SlotPool::new());
+    pool.release_clean(pool.take_dirty());
+    let (clean, dirty) = pool.free();
+    let f = Fate::new(1, None, &pool);
+    f.assign(pool.take().unwrap());
+    f.resolve(Some(Error::Map("the batch failed".into())));
+    assert_eq!(pool.free(), (clean - 1, dirty + 1));
+    drop(f);
+    assert_eq!(
+        pool.free(),
+        (clean - 1, dirty + 1),
+        "returned once, not twice"
+    );
+}
+
+/// A node whose own launch resolved clean is not pruned while a launch below it is pending: a
+/// read that walked it then must still report that launch's error once it is known.
+#[test]
+fn a_clean_node_over_a_pending_ancestry_still_reports_it() {
+    let pool = Arc::new(SlotPool::new());
+    let (head, all) = chain(0..3, &pool);
+    all[2].resolve(None);
+    all[1].resolve(None);
+    let left: Vec<u64> = head.snapshot().iter().map(|f| f.seq).collect();
+    assert_eq!(left, vec![0]);
+    all[0].resolve(Some(Error::Map("first".into())));
+    assert_eq!(head.known_error(), Some(Error::Map("first".into())));
+}
+
+/// A lineage's fates come out in launch order whatever order its nodes were added in (a view
+/// shares an older tensor's nodes after its own, a launch lists its inputs as the caller
+/// passed them), so the earliest failure is the one reported.
+#[test]
+fn nodes_added_out_of_launch_order_report_the_earliest_failure() {
+    let pool = Arc::new(SlotPool::new());
+    let f = fates(&[3, 9], &pool);
+    let lin = Lineage::default();
+    lin.extend(&f[1..]);
+    lin.extend(&f[..1]);
+    f[1].resolve(Some(Error::Map("late".into())));
+    f[0].resolve(Some(Error::Map("early".into())));
+    let seqs: Vec<u64> = lin.snapshot().iter().map(|f| f.seq).collect();
+    assert_eq!(seqs, vec![3, 9]);
+    assert_eq!(lin.known_error(), Some(Error::Map("early".into())));
+}

@@ -133,4 +133,25 @@ mod tests {
         assert!(!tensor_waits(g, &y, false) && !tensor_waits(g, &x, true));
         assert_eq!(y.read_f32().unwrap(), vec![2.0, -4.0, 6.0, 1.0]);
     }
+
+    /// A launch overlaps the pending ones unless it reads what they write or writes what they
+    /// use: writing a buffer a pending launch only reads (write after read) waits too.
+    #[test]
+    fn a_launch_writing_a_pending_input_does_not_overlap() {
+        let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+            idle_flush: None,
+            ..Default::default()
+        });
+        let g = e.gpu_context().unwrap();
+        let x = e.upload_f32(&[1.0; 4], &[4]).unwrap();
+        let z = e.upload_f32(&[0.0; 4], &[4]).unwrap();
+        e.sync().unwrap();
+        let y = e.binary_scalar(crate::BinaryOp::Mul, &x, 2.0).unwrap();
+        assert!(launch_overlaps(g, &[&x], &[&z]), "read after read");
+        assert!(!launch_overlaps(g, &[&y], &[&z]), "read after write");
+        assert!(!launch_overlaps(g, &[&z], &[&x]), "write after read");
+        assert!(!launch_overlaps(g, &[&z], &[&y]), "write after write");
+        e.sync().unwrap();
+        assert!(launch_overlaps(g, &[&y], &[&x]), "all of it submitted");
+    }
 }

@@ -363,3 +363,33 @@ fn a_binding_range_past_u64_is_misuse() {
         "range end past u64: {r:?}"
     );
 }
+
+/// A binding range ending one word past its buffer is misuse, caught before wgpu sees it.
+#[test]
+fn a_binding_range_one_word_past_the_buffer_is_misuse() {
+    let e = gpu(EngineOptions::default());
+    let g = e.gpu_context().unwrap();
+    let t = e.empty(g, "t", &[64], DType::F32).unwrap();
+    let r = Launch::new(g, &FILL)
+        .output_range(&t, 0, 256 + 4)
+        .workgroups(1)
+        .run();
+    assert!(matches!(r, Err(Error::KernelMisuse { .. })), "{r:?}");
+}
+
+/// A scratch binding is written but is no output: it takes no lineage node (a long-lived scratch
+/// buffer, never read, would otherwise collect one per launch), where an output does.
+#[test]
+fn a_scratch_binding_takes_no_lineage() {
+    let e = gpu(EngineOptions::default());
+    let g = e.gpu_context().unwrap();
+    let [x, s, y] = ["x", "s", "y"].map(|n| e.empty(g, n, &[64], DType::F32).unwrap());
+    let launch = |l: Launch<'_>| l.workgroups(1).run().unwrap();
+    launch(Launch::new(g, &COPY).input(&x).scratch(&s));
+    assert!(s.lineage().is_settled());
+    launch(Launch::new(g, &COPY).input(&x).output(&y));
+    assert!(
+        !y.lineage().is_settled(),
+        "an output takes the launch's fate"
+    );
+}

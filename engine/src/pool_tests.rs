@@ -74,3 +74,52 @@ fn trim_pool_gives_back_the_rope_tables() {
     let s = e.pool_stats();
     assert_eq!((s.live_bytes, s.live_buffers), (0, 0), "{s:?}");
 }
+
+/// Making room for a new buffer evicts the free buffer released longest ago, across size
+/// classes: the one a repeated workload is least likely to ask for again. Two free buffers of
+/// different classes, one eviction: the later-released one must still be there (a hit).
+#[test]
+fn making_room_evicts_the_least_recently_released_class_first() {
+    let e = crate::test_gpu::gpu();
+    let pool = &e.gpu_context().unwrap().pool;
+    pool.trim();
+    let alloc = |bytes| pool.alloc(BufferKind::Storage, bytes, "test").unwrap();
+    let (older, newer) = (alloc(40 << 10), alloc(48 << 10));
+    drop(older);
+    drop(newer);
+    let before = pool.stats();
+    // 16 KiB in use allows 16 + 64 KiB allocated: one of the two (88 KiB) must go.
+    let _room = alloc(16 << 10);
+    let evicted = before.allocated_bytes + (16 << 10) - pool.stats().allocated_bytes;
+    assert_eq!(evicted, 40 << 10, "{:?}", pool.stats());
+    let _again = alloc(48 << 10);
+    assert_eq!(
+        pool.stats().hits,
+        before.hits + 1,
+        "the later release was kept"
+    );
+}
+
+/// With a free cap, a released buffer past it goes at once (not at the next allocation, which
+/// may never come), and resetting the peaks starts them from what is allocated and live now.
+#[test]
+fn a_release_past_the_free_cap_is_evicted_and_peaks_reset_to_now() {
+    let e = crate::test_gpu::gpu();
+    let pool = &e.gpu_context().unwrap().pool;
+    pool.trim();
+    let kept = pool.alloc(BufferKind::Storage, 8 << 10, "test").unwrap();
+    let base = pool.stats();
+    pool.set_free_cap(0);
+    drop(pool.alloc(BufferKind::Storage, 64 << 10, "test").unwrap());
+    let s = pool.stats();
+    assert_eq!(s.allocated_bytes, base.allocated_bytes, "{s:?}");
+    assert_eq!(s.peak_allocated_bytes, base.allocated_bytes + (64 << 10));
+    pool.reset_peaks();
+    let s = pool.stats();
+    assert_eq!(
+        (s.peak_allocated_bytes, s.peak_live_bytes),
+        (s.allocated_bytes, s.live_bytes),
+        "{s:?}"
+    );
+    assert_eq!(s.live_bytes, kept.bytes());
+}

@@ -188,10 +188,14 @@ mod tests {
     /// A read after 40 dependent checked launches (through the gather: 16 + 16 + 8 slots)
     /// reports the first flagged launch, whichever it is, so wherever its slot falls in a gather
     /// — the first slot of a gather is bound in group 1, the others in group 0 — and leaves
-    /// every slot it copied out clean (on CPU adapters also without the gather).
+    /// every slot it copied out clean (on CPU adapters also without the gather): a clean chain
+    /// after the flagged ones, on the same slots, reads clean (a stale flag would fail it).
     fn reads_report_the_first_flagged_launch(e: &Engine) {
         let gpu = e.gpu_context().unwrap();
-        for flagged in std::iter::once(None).chain((0..40).map(Some)) {
+        for flagged in std::iter::once(None)
+            .chain((0..40).map(Some))
+            .chain(std::iter::once(None))
+        {
             // Launch j adds b_j; b_flagged holds an infinity: launch `flagged` is the first to
             // flag (its input "b"), every later one flags its input "a".
             let addends: Vec<_> = (0..40)

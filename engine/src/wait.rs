@@ -202,4 +202,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1));
         assert_eq!(b.pause(), Pause::Yield);
     }
+
+    /// A wait with a limit gives up once it passed (`Ok(false)`: the profiler then drops its
+    /// samples) instead of polling for good; one whose condition holds ends at once.
+    #[test]
+    fn a_bounded_wait_gives_up_at_its_limit() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let lost = || -> Option<crate::error::Error> { None };
+        let limit = Some(Duration::from_millis(20));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let device = g.device.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(poll_until(&device, &lost, limit, Duration::ZERO, || false));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        assert!(matches!(got, Ok(Ok(false))), "{got:?}");
+        assert!(matches!(
+            poll_until(&g.device, &lost, limit, Duration::ZERO, || true),
+            Ok(true)
+        ));
+    }
 }
