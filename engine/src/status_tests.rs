@@ -114,3 +114,51 @@ fn tagged_words_decode_kind_and_index() {
     );
     assert_eq!(check.word_of("residual"), 0);
 }
+
+/// A chunked launch checks tensors whose chunks start at different flat indices (a fused f32
+/// BitLinear over M chunks: word 0 is `x` from row `r · K`, word 1 the output from row `r · N`):
+/// an overflowing output in a later M chunk decodes with the output's base, not `x`'s, and
+/// matches cpu-ref's index.
+#[test]
+fn a_later_chunks_output_is_indexed_from_its_own_base() {
+    let e = crate::test_gpu::gpu_with(crate::engine::EngineOptions {
+        max_binding_bytes: Some(16 << 10), // 4 KiB output rows: M chunks of 4 rows
+        ..Default::default()
+    });
+    let (m, n, k) = (8usize, 1024usize, 64usize);
+    let wf: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 7919 % 13) as f32 - 6.0) * 1e30)
+        .collect();
+    let w = bitnet_cpu_ref::quantize_weights(&wf, n, k).unwrap();
+    // Row 6 (the second M chunk, rows 4..8) is large: its outputs overflow, the others do not.
+    let mut x: Vec<f32> = (0..m * k).map(|i| ((i % 5) as f32 - 2.0) * 0.25).collect();
+    x[6 * k + 1] = 1e10;
+    let want = Error::from(bitnet_cpu_ref::bitlinear(&x, m, &w).unwrap_err());
+    let Error::NonFinite { index, .. } = want else {
+        panic!("cpu-ref: {want:?}");
+    };
+    assert!(index >= 6 * n, "an output of row 6: {want:?}");
+    let tuning = crate::BitnetTuning {
+        autotune: Some(false),
+        ..Default::default()
+    };
+    for forced in [
+        tuning,
+        crate::BitnetTuning {
+            batch_gemv: Some(true),
+            ..tuning
+        },
+        crate::BitnetTuning {
+            lean_gemv: Some(true),
+            ..tuning
+        },
+    ] {
+        e.set_bitnet_tuning(forced);
+        let xt = e.upload_f32(&x, &[m, k]).unwrap();
+        let wt = e.upload_ternary(&w).unwrap();
+        let y = e.bitlinear_tensor(&xt, &wt).unwrap();
+        let plan = e.bitlinear_plan(m, n, k, true).expect("planned");
+        assert!(plan.takes_f32(), "a fused f32 plan: {plan:?}");
+        assert_eq!(y.read_f32().unwrap_err(), want, "{plan:?}");
+    }
+}

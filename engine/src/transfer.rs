@@ -363,4 +363,27 @@ mod tests {
         assert_eq!(up.unwrap().read_f32().unwrap(), vec![2.0; 64]);
         e.sync().unwrap();
     }
+
+    /// A read whose data copy is rejected (here: past its source's end) while its batch's other
+    /// commands run — the batch is re-submitted command by command, and only the copy fails —
+    /// returns the copy's own error, not a generic "not submitted".
+    #[test]
+    fn a_read_whose_copy_failed_reports_the_copys_error() {
+        let e = crate::test_gpu::gpu();
+        let g = e.gpu_context().unwrap();
+        let src = g.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("16-byte source"),
+            size: 16,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let got = pollster::block_on(read(&e, src, 0, 32, Vec::new()));
+        assert!(
+            matches!(&got, Err(Error::Validation { context, .. }) if context == "submitting a command batch"),
+            "{got:?}"
+        );
+        // The engine goes on.
+        let t = e.upload_f32(&[3.0; 4], &[4]).unwrap();
+        assert_eq!(t.read_f32().unwrap(), vec![3.0; 4]);
+    }
 }
