@@ -45,7 +45,8 @@ impl Engine {
                 }
                 // A fused launch past a device limit (its output row over the binding size)
                 // gives way to the ops below, which take it as any tensor op does (the CPU
-                // under `Auto`, the error under `Gpu`).
+                // under `Auto`, the error under `Gpu`). Not `fault::unless_unbuildable`: a
+                // pipeline fault here stays a fault, which the host-facing op re-runs on the CPU.
                 match self.bitlinear_fused(OP, x, w, shape) {
                     Ok(Some(y)) => return Ok(y),
                     Ok(None) => {}
