@@ -1,4 +1,4 @@
-// f16 element access of the tiled matmul (matmul_tiled.wgsl, concatenated after this file;
+// f16 element access of the float matmul kernels (matmul_common.wgsl, concatenated after this file;
 // requires SHADER_F16): f16 in and out, values widened to f32 when loaded and rounded to f16 once,
 // at the store. An f32 result whose magnitude rounds past f16's largest finite value (65504;
 // anything >= 65520 rounds to inf) is flagged as a non-finite output before it is rounded, since

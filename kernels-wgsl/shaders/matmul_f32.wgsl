@@ -1,4 +1,4 @@
-// f32 element access of the tiled matmul (matmul_tiled.wgsl, concatenated after this file):
+// f32 element access of the float matmul kernels (matmul_common.wgsl, concatenated after this file):
 // f32 in and out, a non-finite result flagged as such.
 
 @group(0) @binding(0) var<storage, read> a: array<f32>;

@@ -14,8 +14,8 @@ use crate::KernelSource;
 /// file that has one is listed first). Snippets here: `exact_div.wgsl` (correctly rounded
 /// division and its signed form `div_rounded`, shared with the BitNet kernels), `float_common.wgsl`
 /// (the non-finite test), `elementwise_apply.wgsl` (the binary operations), `activation_common.wgsl`
-/// (the unary activations, shared by unary and gated), `matmul_tiled.wgsl`
-/// (the matmul body both element types share), `reduce_common.wgsl` (what the two last-axis
+/// (the unary activations, shared by unary and gated), `matmul_common.wgsl`
+/// (what the float matmul kernels share, both element types), `reduce_common.wgsl` (what the two last-axis
 /// reductions share) and `attention_common.wgsl` (attention's exp and chunk merge).
 macro_rules! kernel {
     ($($file:literal),+ $(,)?) => {
@@ -32,6 +32,7 @@ pub const MATMUL_F32: KernelSource = KernelSource {
         "matmul_f32.wgsl",
         "matmul_tile_64.wgsl",
         "float_common.wgsl",
+        "matmul_common.wgsl",
         "matmul_tiled.wgsl"
     ),
 };
@@ -41,7 +42,10 @@ pub const MATMUL_F32: KernelSource = KernelSource {
 /// Grid `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
 pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
     name: "matmul_f32_gemv",
-    source: kernel!("matmul_f32.wgsl", "float_common.wgsl", "matmul_gemv.wgsl"),
+    source: kernel!("matmul_f32.wgsl", "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv.wgsl"
+    ),
 };
 
 /// [`MATMUL_F32`] with a 16×64 output tile (1×4 register block): more workgroups for outputs of
@@ -52,6 +56,7 @@ pub const MATMUL_F32_T16: KernelSource = KernelSource {
         "matmul_f32.wgsl",
         "matmul_tile_16.wgsl",
         "float_common.wgsl",
+        "matmul_common.wgsl",
         "matmul_tiled.wgsl"
     ),
 };
@@ -64,6 +69,7 @@ pub const MATMUL_F16: KernelSource = KernelSource {
         "matmul_f16.wgsl",
         "matmul_tile_64.wgsl",
         "float_common.wgsl",
+        "matmul_common.wgsl",
         "matmul_tiled.wgsl"
     ),
 };
@@ -71,7 +77,10 @@ pub const MATMUL_F16: KernelSource = KernelSource {
 /// [`MATMUL_F32_GEMV`] on f16 (as [`MATMUL_F16`]).
 pub const MATMUL_F16_GEMV: KernelSource = KernelSource {
     name: "matmul_f16_gemv",
-    source: kernel!("matmul_f16.wgsl", "float_common.wgsl", "matmul_gemv.wgsl"),
+    source: kernel!("matmul_f16.wgsl", "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv.wgsl"
+    ),
 };
 
 /// [`MATMUL_F16`] with [`MATMUL_F32_T16`]'s tile.
@@ -81,6 +90,7 @@ pub const MATMUL_F16_T16: KernelSource = KernelSource {
         "matmul_f16.wgsl",
         "matmul_tile_16.wgsl",
         "float_common.wgsl",
+        "matmul_common.wgsl",
         "matmul_tiled.wgsl"
     ),
 };
