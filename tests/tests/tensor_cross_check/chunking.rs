@@ -107,6 +107,18 @@ fn ops_chunk_over_a_small_binding_limit() {
             &want,
         );
     }
+    // matmul: A ([100, 9], 3 600 bytes) bound whole while C ([100, 80]) is chunked: each chunk
+    // reads its own rows of A from the whole binding (a mutant reading from its first row passed
+    // the cases above, which chunk A with C).
+    let (k, n) = (9, c);
+    let (a, b) = (values(6, r * k, -1.0, 1.0), values(7, k * n, -1.0, 1.0));
+    let want = cpu::matmul(&host(&a, &[r, k]), &host(&b, &[k, n])).unwrap();
+    assert_f32(
+        "matmul_f32",
+        "chunked matmul, A bound whole",
+        &e.matmul(&up(&e, &a, &[r, k]), &up(&e, &b, &[k, n])).unwrap(),
+        &want,
+    );
 
     // A NaN in the last chunk is reported at its index in the full tensor.
     let bad = {
@@ -216,6 +228,17 @@ fn chunked_ops_report_faults_in_cpu_ref_order() {
     let want = cpu_error(cpu::matmul(&host(&a, &[r, c]), &host(&b, &[c, n])));
     let got = gpu_error(e.matmul(&up(&e, &a, &[r, c]), &up(&e, &b, &[c, n])));
     assert_eq!(got, want, "matmul");
+    // matmul: only a row of a later chunk (90) overflows, from finite inputs: the output's index
+    // in the full tensor (a mutant reporting its chunk's own index passed).
+    let a = poisoned(&[(90 * c, 3e38), (90 * c + 1, 3e38)]);
+    let b = vec![1.0; c * n];
+    let want = cpu_error(cpu::matmul(&host(&a, &[r, c]), &host(&b, &[c, n])));
+    assert!(
+        matches!(want, Error::NonFinite { index: 810, .. }),
+        "{want:?}"
+    );
+    let got = gpu_error(e.matmul(&up(&e, &a, &[r, c]), &up(&e, &b, &[c, n])));
+    assert_eq!(got, want, "matmul, an overflow in the last chunk");
     // copy, and an op reading the copy: NaNs in chunks 0 and 1, the lowest index reported.
     let a = poisoned(&[(7000, f32::NAN), (5, f32::NAN)]);
     let copied = e.copy(&up(&e, &a, &[r, c])).unwrap();
