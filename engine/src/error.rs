@@ -45,17 +45,39 @@ pub enum Error {
         /// wgpu's (naga's) description.
         message: String,
     },
-    /// A size exceeds a device limit, e.g. a binding above `max_storage_buffer_binding_size`.
-    #[error("{what} needs {requested} bytes, above the device limit `{limit}` = {max} bytes")]
+    /// A size exceeds a device limit, e.g. a binding above `max_storage_buffer_binding_size`, or
+    /// another fixed bound of a backend (32-bit kernel indices, the host's largest allocation).
+    /// Under `Auto` dispatch such an op runs on the CPU instead (see the crate docs).
+    #[error(
+        "{what} needs {requested}{unit}, above the {kind} `{limit}` = {max}{unit}",
+        unit = limit_unit(limit),
+        kind = limit_kind(limit)
+    )]
     LimitExceeded {
-        /// The wgpu limit's name, e.g. `"max_storage_buffer_binding_size"`.
+        /// The limit's name: a wgpu limit (e.g. `"max_storage_buffer_binding_size"`) or a
+        /// description of the bound.
         limit: &'static str,
-        /// The requested size (bytes, or a count for count limits).
+        /// The requested size (bytes for the size limits, a count for count limits).
         requested: u64,
         /// The limit's value on this device.
         max: u64,
         /// What needed it (op and tensor).
         what: String,
+    },
+    /// A [`KvCache`](crate::KvCache) append would pass the capacity the cache was made with: the
+    /// cache is unchanged (truncate or clear it, or make a larger one). Not a device limit: the
+    /// same append fails on every backend.
+    #[error(
+        "kv_cache append: {held} positions held + {appended} appended pass the cache's capacity \
+         of {capacity} positions"
+    )]
+    CacheFull {
+        /// Positions the cache holds.
+        held: usize,
+        /// Positions the append would add.
+        appended: usize,
+        /// Positions the cache was made to hold.
+        capacity: usize,
     },
     /// Shapes are incompatible or do not match the data length.
     #[error("{op}: shape mismatch: {detail}")]
@@ -164,5 +186,74 @@ pub(crate) fn from_wgpu(e: wgpu::Error, context: impl Into<String>) -> Error {
                 message: description,
             }
         }
+    }
+}
+
+/// The unit of a [`Error::LimitExceeded`]'s figures: bytes for the size limits, none for the
+/// count limits (workgroups, storage buffers, elements).
+fn limit_unit(limit: &str) -> &'static str {
+    const BYTE_LIMITS: [&str; 5] = [
+        "max_buffer_size",
+        "max_storage_buffer_binding_size",
+        "max_uniform_buffer_binding_size",
+        "max_compute_workgroup_storage_size",
+        "isize::MAX (host allocation)",
+    ];
+    if BYTE_LIMITS.contains(&limit) {
+        " bytes"
+    } else {
+        ""
+    }
+}
+
+/// What a [`Error::LimitExceeded`]'s limit is: one of the device's (wgpu's `max_*` limits), or a
+/// fixed bound of the engine or the host.
+fn limit_kind(limit: &str) -> &'static str {
+    if limit.starts_with("max_") {
+        "device limit"
+    } else {
+        "limit"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn limits_name_their_unit_and_kind() {
+        let e = |limit, requested, max| {
+            Error::LimitExceeded {
+                limit,
+                requested,
+                max,
+                what: "op: x".into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e("max_storage_buffer_binding_size", 300, 256),
+            "op: x needs 300 bytes, above the device limit `max_storage_buffer_binding_size` = \
+             256 bytes"
+        );
+        assert_eq!(
+            e("max_compute_workgroups_per_dimension", 70_000, 65_535),
+            "op: x needs 70000, above the device limit `max_compute_workgroups_per_dimension` = \
+             65535"
+        );
+        assert_eq!(
+            e("the chain kernel's u32 offsets", 1 << 33, u32::MAX.into()),
+            "op: x needs 8589934592, above the limit `the chain kernel's u32 offsets` = 4294967295"
+        );
+        let full = Error::CacheFull {
+            held: 4,
+            appended: 5,
+            capacity: 8,
+        };
+        assert_eq!(
+            full.to_string(),
+            "kv_cache append: 4 positions held + 5 appended pass the cache's capacity of 8 \
+             positions"
+        );
     }
 }

@@ -169,7 +169,7 @@ impl KvCache {
 
     /// Appends `t` positions: `k` and `v` are `F32` `[t, kv_heads, head_dim]` tensors of the
     /// cache's engine (device or host). Both are written or neither; the cache is unchanged on
-    /// error. Errors: dtype, shape, more positions than the capacity left (`LimitExceeded`),
+    /// error. Errors: dtype, shape, more positions than the capacity left (`CacheFull`),
     /// another engine's tensors, a lost device, an error already known in `k`'s or `v`'s lineage.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<()> {
         let t = self.check_append(k, v)?;
@@ -237,11 +237,10 @@ impl KvCache {
             });
         }
         if t > self.capacity - self.len {
-            return Err(Error::LimitExceeded {
-                limit: "KvCache::capacity",
-                requested: (self.len + t) as u64,
-                max: self.capacity as u64,
-                what: format!("{} positions held + {t} appended", self.len),
+            return Err(Error::CacheFull {
+                held: self.len,
+                appended: t,
+                capacity: self.capacity,
             });
         }
         Ok(t)

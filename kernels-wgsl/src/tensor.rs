@@ -42,7 +42,9 @@ pub const MATMUL_F32: KernelSource = KernelSource {
 /// Grid `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
 pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
     name: "matmul_f32_gemv",
-    source: kernel!("matmul_f32.wgsl", "float_common.wgsl",
+    source: kernel!(
+        "matmul_f32.wgsl",
+        "float_common.wgsl",
         "matmul_common.wgsl",
         "matmul_gemv.wgsl"
     ),
@@ -77,7 +79,9 @@ pub const MATMUL_F16: KernelSource = KernelSource {
 /// [`MATMUL_F32_GEMV`] on f16 (as [`MATMUL_F16`]).
 pub const MATMUL_F16_GEMV: KernelSource = KernelSource {
     name: "matmul_f16_gemv",
-    source: kernel!("matmul_f16.wgsl", "float_common.wgsl",
+    source: kernel!(
+        "matmul_f16.wgsl",
+        "float_common.wgsl",
         "matmul_common.wgsl",
         "matmul_gemv.wgsl"
     ),

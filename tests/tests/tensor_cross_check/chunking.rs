@@ -116,7 +116,8 @@ fn ops_chunk_over_a_small_binding_limit() {
     assert_f32(
         "matmul_f32",
         "chunked matmul, A bound whole",
-        &e.matmul(&up(&e, &a, &[r, k]), &up(&e, &b, &[k, n])).unwrap(),
+        &e.matmul(&up(&e, &a, &[r, k]), &up(&e, &b, &[k, n]))
+            .unwrap(),
         &want,
     );
 

@@ -136,10 +136,10 @@ fn bad_appends_change_nothing() {
     assert!(
         matches!(
             full,
-            Err(Error::LimitExceeded {
-                requested: 5,
-                max: 4,
-                ..
+            Err(Error::CacheFull {
+                held: 3,
+                appended: 2,
+                capacity: 4,
             })
         ),
         "{full:?}"
