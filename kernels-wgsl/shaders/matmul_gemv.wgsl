@@ -13,8 +13,8 @@ const ROWS: u32 = 4u;    // rows per workgroup
 const COLS: u32 = 256u;  // columns per workgroup (one per invocation)
 const TK: u32 = 8u;      // depth of one k step
 
-var<workgroup> b_tile: array<f32, 2048>; // TK * COLS, k-major
-var<workgroup> a_tile: array<f32, 32>;   // ROWS * TK
+var<workgroup> b_tile: array<f32, TK * COLS>; // k-major
+var<workgroup> a_tile: array<f32, ROWS * TK>;
 
 @compute @workgroup_size(256, 1, 1)
 fn main(
