@@ -1,5 +1,5 @@
 // What the float matmul kernels share (matmul_tiled.wgsl, matmul_gemv.wgsl): the params, the
-// status words, the guarded loads of A and B and the checked store of C, and the pin against
+// status words, the guarded loads of A and B with their checks, the checked store of C, and the pin against
 // fused multiply-add. The element-type file (matmul_f32.wgsl or matmul_f16.wgsl) declares the
 // bindings a, b, c and the accessors load_a, load_b, store_c and c_non_finite; float_common.wgsl
 // declares is_non_finite.
@@ -29,16 +29,24 @@ struct Params {
 @group(1) @binding(0) var<uniform> params: Params;
 @group(1) @binding(1) var<storage, read_write> nonfinite: array<atomic<u32>, 4>;
 
-// A[gm, gk] (gm a row of this chunk), 0 outside the matrix; a non-finite value is reported.
-fn mm_load_a(gm: u32, gk: u32) -> f32 {
-    var v = 0.0;
+// The loads and their checks are apart: a kernel loads its whole share of a tile into registers
+// first (mm_a_at, mm_b_at), then checks each value (mm_check_a, mm_check_b) as it stores it into
+// workgroup memory. A status word's atomic between two loads kept the second load waiting for the
+// first (NVIDIA's compiler does not move a load past an atomic), so a tile's loads ran one by one.
+
+// A[gm, gk] (gm a row of this chunk), 0 outside the matrix.
+fn mm_a_at(gm: u32, gk: u32) -> f32 {
     if (gm < params.m && gk < params.k) {
-        v = load_a((params.a_shift + gm) * params.k + gk);
-        if (is_non_finite(v)) {
-            atomicMin(&nonfinite[0], (params.row_base + gm) * params.k + gk);
-        }
+        return load_a((params.a_shift + gm) * params.k + gk);
     }
-    return v;
+    return 0.0;
+}
+
+// Reports v = A[gm, gk] if it is not finite (0, for a position outside the matrix, never is).
+fn mm_check_a(gm: u32, gk: u32, v: f32) {
+    if (is_non_finite(v)) {
+        atomicMin(&nonfinite[0], (params.row_base + gm) * params.k + gk);
+    }
 }
 
 // Element e of a B tile of `tk` k x `cols` columns, as (k, column) within the tile: consecutive
@@ -51,17 +59,24 @@ fn mm_b_tile_at(e: u32, tk: u32, cols: u32) -> vec2<u32> {
     return vec2<u32>(e / cols, e % cols);
 }
 
-// B[gk, gn] as the product's right operand, 0 outside the matrix; a non-finite value is reported.
-fn mm_load_b(gk: u32, gn: u32) -> f32 {
-    var v = 0.0;
+// B's flat index of the product's right operand B[gk, gn] (B stored [K,N] or, b_trans, [N,K]).
+fn mm_b_index(gk: u32, gn: u32) -> u32 {
+    return select(gk * params.n + gn, gn * params.k + gk, params.b_trans == 1u);
+}
+
+// B[gk, gn], 0 outside the matrix.
+fn mm_b_at(gk: u32, gn: u32) -> f32 {
     if (gk < params.k && gn < params.n) {
-        let idx = select(gk * params.n + gn, gn * params.k + gk, params.b_trans == 1u);
-        v = load_b(idx);
-        if (is_non_finite(v)) {
-            atomicMin(&nonfinite[1], idx);
-        }
+        return load_b(mm_b_index(gk, gn));
     }
-    return v;
+    return 0.0;
+}
+
+// Reports v = B[gk, gn] if it is not finite (0, outside the matrix, never is).
+fn mm_check_b(gk: u32, gn: u32, v: f32) {
+    if (is_non_finite(v)) {
+        atomicMin(&nonfinite[1], mm_b_index(gk, gn));
+    }
 }
 
 // C[gm, gn] = v (gm a row of this chunk, gn < n), reporting an output that overflowed.

@@ -28,14 +28,27 @@ fn main(
 
     var acc = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        // A rows: 4 x 8 values, by the first 32 invocations (k fastest: A's contiguous axis).
+        // A rows (4 x TK values, by the first 4 TK invocations, k fastest: A's contiguous axis)
+        // and this invocation's TK values of the B tile (TK k x 256 columns), all loads first.
+        let a_row = row0 + t / TK;
+        let a_k = k0 + t % TK;
+        var a_val = 0.0;
         if (t < ROWS * TK) {
-            a_tile[t] = mm_load_a(row0 + t / TK, k0 + t % TK);
+            a_val = mm_a_at(a_row, a_k);
         }
-        // B tile: 8 k x 256 columns.
+        var b_vals: array<f32, TK>;
         for (var r = 0u; r < TK; r++) {
             let at = mm_b_tile_at(t + r * COLS, TK, COLS);
-            b_tile[at.x * COLS + at.y] = mm_load_b(k0 + at.x, col0 + at.y);
+            b_vals[r] = mm_b_at(k0 + at.x, col0 + at.y);
+        }
+        if (t < ROWS * TK) {
+            mm_check_a(a_row, a_k, a_val);
+            a_tile[t] = a_val;
+        }
+        for (var r = 0u; r < TK; r++) {
+            let at = mm_b_tile_at(t + r * COLS, TK, COLS);
+            mm_check_b(k0 + at.x, col0 + at.y, b_vals[r]);
+            b_tile[at.x * COLS + at.y] = b_vals[r];
         }
         workgroupBarrier();
 

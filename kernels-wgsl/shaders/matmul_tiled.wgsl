@@ -42,17 +42,29 @@ fn main(
     }
 
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
-        // A tile: TM rows x 16 k; consecutive invocations walk k (A's contiguous axis).
+        // This invocation's share of the A tile (TM rows x 16 k; consecutive invocations walk
+        // k, A's contiguous axis) and of the B tile (16 k x TN columns), all loads first.
+        var a_vals: array<f32, RM>;
+        var b_vals: array<f32, 4u * RN4>;
+        for (var r = 0u; r < RM; r++) {
+            let e = li + r * 256u;
+            a_vals[r] = mm_a_at(row0 + e / TK, k0 + e % TK);
+        }
+        for (var r = 0u; r < 4u * RN4; r++) {
+            let at = mm_b_tile_at(li + r * 256u, TK, TN);
+            b_vals[r] = mm_b_at(k0 + at.x, col0 + at.y);
+        }
         for (var r = 0u; r < RM; r++) {
             let e = li + r * 256u;
             let mm = e / TK;
             let kk = e % TK;
-            a_tile[kk * TM + mm] = mm_load_a(row0 + mm, k0 + kk);
+            mm_check_a(row0 + mm, k0 + kk, a_vals[r]);
+            a_tile[kk * TM + mm] = a_vals[r];
         }
-        // B tile: 16 k x TN columns.
         for (var r = 0u; r < 4u * RN4; r++) {
             let at = mm_b_tile_at(li + r * 256u, TK, TN);
-            b_tile[at.x * TN + at.y] = mm_load_b(k0 + at.x, col0 + at.y);
+            mm_check_b(k0 + at.x, col0 + at.y, b_vals[r]);
+            b_tile[at.x * TN + at.y] = b_vals[r];
         }
         workgroupBarrier();
 

@@ -34,7 +34,7 @@ pub(crate) struct Tile {
     pub cols: u64,
     /// k per step of the kernel's k loop.
     step_k: u64,
-    /// Tile-load loop iterations per invocation and step.
+    /// Tile-load loop iterations per invocation and step: its loads, then its checks and stores.
     loads: u64,
     f32: Kernel,
     f16: Kernel,
@@ -43,9 +43,9 @@ pub(crate) struct Tile {
 impl Tile {
     /// Loop iterations an invocation runs for `k` (the CPU adapters' loop budget,
     /// `float_args::loops_fit`), counting every loop as not unrolled: per step of `step_k` its
-    /// inner product loop, its tile-load loops and two exit tests, then the stores. lavapipe
-    /// unrolled the loads (18 per step of the 64 × 64 tile, where this counts 26): a driver that
-    /// did not must not cut the sums short.
+    /// inner product loop, its tile-load loops (loads, then checks and stores) and two exit tests,
+    /// then the stores. lavapipe unrolled the loads (18 per step of the 64 × 64 tile, when this
+    /// counted 26 with one loop per load): a driver that did not must not cut the sums short.
     pub(crate) fn loops(&self, k: u64) -> u64 {
         let stores = self.rows * self.cols / 256;
         k.div_ceil(self.step_k) * (self.step_k + self.loads + 2) + stores
@@ -73,23 +73,25 @@ const fn tile(
 /// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 256 (a column
 /// per invocation, up to 4 rows: `matmul_gemv.wgsl`).
 pub(crate) const TILES: [Tile; 3] = [
-    // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step.
+    // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step, each in two
+    // loops (the loads; the checks and stores).
     tile(
         (64, 64),
-        (16, 4 + 4),
+        (16, 2 * (4 + 4)),
         kernels::MATMUL_F32,
         kernels::MATMUL_F16,
     ),
     tile(
         (16, 64),
-        (16, 1 + 4),
+        (16, 2 * (1 + 4)),
         kernels::MATMUL_F32_T16,
         kernels::MATMUL_F16_T16,
     ),
-    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations) and 8 of B per step.
+    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations, no loop) and 8 of B per step,
+    // in two loops (the loads; the checks and stores).
     tile(
         (4, 256),
-        (8, 1 + 8),
+        (8, 2 * 8),
         kernels::MATMUL_F32_GEMV,
         kernels::MATMUL_F16_GEMV,
     ),
