@@ -7,7 +7,8 @@
 //!
 //! The tile (outputs per workgroup) follows the output's size ([`tile_for`]): 64 × 64 for large
 //! outputs, 16 × 64 where 64 × 64 tiles would leave the GPU idle, and a column per invocation for
-//! up to 4 rows (`matmul_gemv.wgsl`). Every tile sums in the same order, so the same bits; the
+//! up to 4 rows of many columns (`matmul_gemv.wgsl`; a decode step's logits). Every tile sums in
+//! the same order, so the same bits; the
 //! measurements behind the choice are in `docs/perf/float-matmul.md`.
 
 use bitnet_cpu_ref::ops as cpu;
@@ -34,7 +35,7 @@ pub(crate) struct Tile {
     pub cols: u64,
     /// k per step of the kernel's k loop.
     step_k: u64,
-    /// Tile-load loop iterations per invocation and step: its loads, then its checks and stores.
+    /// Tile-load loop iterations per invocation and step (as many again check and store them).
     loads: u64,
     f32: Kernel,
     f16: Kernel,
@@ -43,12 +44,13 @@ pub(crate) struct Tile {
 impl Tile {
     /// Loop iterations an invocation runs for `k` (the CPU adapters' loop budget,
     /// `float_args::loops_fit`), counting every loop as not unrolled: per step of `step_k` its
-    /// inner product loop, its tile-load loops (loads, then checks and stores) and two exit tests,
+    /// inner product loop, its tile-load loops, as many check-and-store loops and two exit
+    /// tests; the first step's loads once more (each step loads the next before its products);
     /// then the stores. lavapipe unrolled the loads (18 per step of the 64 × 64 tile, when this
     /// counted 26 with one loop per load): a driver that did not must not cut the sums short.
     pub(crate) fn loops(&self, k: u64) -> u64 {
         let stores = self.rows * self.cols / 256;
-        k.div_ceil(self.step_k) * (self.step_k + self.loads + 2) + stores
+        k.div_ceil(self.step_k) * (self.step_k + 2 * self.loads + 2) + self.loads + stores
     }
 }
 
@@ -73,25 +75,23 @@ const fn tile(
 /// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 256 (a column
 /// per invocation, up to 4 rows: `matmul_gemv.wgsl`).
 pub(crate) const TILES: [Tile; 3] = [
-    // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step, each in two
-    // loops (the loads; the checks and stores).
+    // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step.
     tile(
         (64, 64),
-        (16, 2 * (4 + 4)),
+        (16, 4 + 4),
         kernels::MATMUL_F32,
         kernels::MATMUL_F16,
     ),
     tile(
         (16, 64),
-        (16, 2 * (1 + 4)),
+        (16, 1 + 4),
         kernels::MATMUL_F32_T16,
         kernels::MATMUL_F16_T16,
     ),
-    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations, no loop) and 8 of B per step,
-    // in two loops (the loads; the checks and stores).
+    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations, no loop) and 8 of B per step.
     tile(
         (4, 256),
-        (8, 2 * 8),
+        (8, 8),
         kernels::MATMUL_F32_GEMV,
         kernels::MATMUL_F16_GEMV,
     ),
@@ -104,9 +104,16 @@ pub(crate) const TILES: [Tile; 3] = [
 /// slower than both on every shape: not kept.)
 const FILL_WORKGROUPS: u64 = 256;
 
-/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (H200, `[1, 2560] ·
-/// [128256, 2560]ᵀ`: 16 × 64 tiles 1955 µs, 64 × 64 4231 µs; the 4-row kernel is timed on
-/// lavapipe only, 3.5-5.5× faster than 16 × 64 there: `docs/perf/float-matmul.md`), else
+/// Fewest workgroups the 4-row tile must give an output of up to 4 rows before it is taken
+/// over the 16 × 64 one, whose workgroups are four times as many: each of the 4-row tile's
+/// workgroups walks all of k alone, so with few of them the GPU waits on their loads. H200,
+/// M = 1, µs, 4-row against 16 × 64 tile (`docs/perf/float-matmul.md`): N = 2560 (10 workgroups)
+/// 258 / 147, N = 6912 (27) 361 / 207, N = 32000 (125, K = 4096) 568 / 862, N = 128256 (501)
+/// 836 / 1985.
+const FEW_ROW_WORKGROUPS: u64 = 64;
+
+/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows where it gives
+/// [`FEW_ROW_WORKGROUPS`] workgroups (a decode step's logits against an embedding), else
 /// 64 × 64 where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`]
 /// workgroups, else 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the
 /// `kernel-override` feature).
@@ -118,7 +125,7 @@ pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
     }
     let [wide, narrow, few] = &TILES;
     let tiles = m.div_ceil(wide.rows);
-    if m <= few.rows {
+    if m <= few.rows && n.div_ceil(few.cols) >= FEW_ROW_WORKGROUPS {
         few
     } else if tiles * wide.rows <= m + m / 4 && tiles * n.div_ceil(wide.cols) >= FILL_WORKGROUPS {
         wide

@@ -145,7 +145,14 @@ fn every_tile_reports_cpu_refs_non_finite_input() {
 fn the_tile_follows_the_outputs_size() {
     let rows = |m, n| tile_for(m, n).rows;
     assert_eq!(rows(1, 128_256), 4, "a decode step's logits");
-    assert_eq!(rows(4, 2560), 4);
+    assert_eq!(rows(4, 32_000), 4);
+    assert_eq!(rows(1, 16_384), 4, "64 workgroups of the 4-row tile");
+    assert_eq!(
+        rows(1, 16_128),
+        16,
+        "63 workgroups of the 4-row tile would each walk k alone"
+    );
+    assert_eq!(rows(4, 2560), 16);
     assert_eq!(rows(5, 2560), 16);
     assert_eq!(
         rows(64, 2560),
@@ -167,10 +174,11 @@ fn the_tile_follows_the_outputs_size() {
 #[test]
 fn the_loop_estimates_count_every_loop() {
     let [wide, narrow, few] = &TILES;
-    // Per 16 k: 16 products, 4 + 4 loads and as many checks, 2 exit tests; 16 stores.
-    assert_eq!(wide.loops(32), 2 * 34 + 16);
-    // Per 16 k: 16 products, 1 + 4 loads and as many checks, 2 exit tests; 4 stores.
-    assert_eq!(narrow.loops(17), 2 * 28 + 4);
-    // Per 8 k: 8 products, 8 loads of B and as many checks, 2 exit tests; 4 stores.
-    assert_eq!(few.loops(8), 26 + 4);
+    // Per 16 k: 16 products, 4 + 4 loads and as many checks, 2 exit tests; the first step's
+    // 4 + 4 loads; 16 stores.
+    assert_eq!(wide.loops(32), 2 * 34 + 8 + 16);
+    // Per 16 k: 16 products, 1 + 4 loads and as many checks, 2 exit tests; 1 + 4; 4 stores.
+    assert_eq!(narrow.loops(17), 2 * 28 + 5 + 4);
+    // Per 8 k: 8 products, 8 loads of B and as many checks, 2 exit tests; 8; 4 stores.
+    assert_eq!(few.loops(8), 26 + 8 + 4);
 }
