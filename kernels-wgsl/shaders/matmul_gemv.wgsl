@@ -27,22 +27,30 @@ fn main(
     let col0 = (wg.x + wg.z * nwg.x) * COLS;
 
     var acc = vec4<f32>(0.0);
-    // Each step stores the values loaded for it into the tiles, then issues the next step's
-    // loads before its products, so their latency overlaps the products and the barriers.
-    var ld = step_loads(row0, col0, 0u, t);
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        // A rows (4 x TK values, by the first 4 TK invocations, k fastest: A's contiguous axis)
+        // and this invocation's TK values of the B tile (TK k x 256 columns), all loads first.
+        let a_row = row0 + t / TK;
+        let a_k = k0 + t % TK;
+        var a_val = 0.0;
         if (t < ROWS * TK) {
-            mm_check_a(row0 + t / TK, k0 + t % TK, ld.a);
-            a_tile[t] = ld.a;
+            a_val = mm_a_at(a_row, a_k);
+        }
+        var b_vals: array<f32, TK>;
+        for (var r = 0u; r < TK; r++) {
+            let at = mm_b_tile_at(t + r * COLS, TK, COLS);
+            b_vals[r] = mm_b_at(k0 + at.x, col0 + at.y);
+        }
+        if (t < ROWS * TK) {
+            mm_check_a(a_row, a_k, a_val);
+            a_tile[t] = a_val;
         }
         for (var r = 0u; r < TK; r++) {
             let at = mm_b_tile_at(t + r * COLS, TK, COLS);
-            mm_check_b(k0 + at.x, col0 + at.y, ld.b[r]);
-            b_tile[at.x * COLS + at.y] = ld.b[r];
+            mm_check_b(k0 + at.x, col0 + at.y, b_vals[r]);
+            b_tile[at.x * COLS + at.y] = b_vals[r];
         }
         workgroupBarrier();
-        // Past the last step every position is outside the matrices: zeros, no reads.
-        ld = step_loads(row0, col0, k0 + TK, t);
 
         for (var kk = 0u; kk < TK; kk++) {
             let bv = vec4<f32>(b_tile[kk * COLS + t]);
@@ -69,25 +77,4 @@ fn main(
             mm_store_c(gm, gn, acc[i]);
         }
     }
-}
-
-// One invocation's loads of the step at k0 (not yet checked).
-struct StepLoads {
-    a: f32,               // A element t (4 rows x TK k, k fastest), by the first 4 TK invocations
-    b: array<f32, TK>,    // B tile elements t + 256 r (mm_b_tile_at)
-}
-
-// The step at k0's loads for invocation t, all issued before any is used: A's 4 rows x TK values
-// (k fastest: A's contiguous axis) and the B tile's TK k x 256 columns.
-fn step_loads(row0: u32, col0: u32, k0: u32, t: u32) -> StepLoads {
-    var ld: StepLoads;
-    ld.a = 0.0;
-    if (t < ROWS * TK) {
-        ld.a = mm_a_at(row0 + t / TK, k0 + t % TK);
-    }
-    for (var r = 0u; r < TK; r++) {
-        let at = mm_b_tile_at(t + r * COLS, TK, COLS);
-        ld.b[r] = mm_b_at(k0 + at.x, col0 + at.y);
-    }
-    return ld;
 }

@@ -41,25 +41,32 @@ fn main(
         acc[i] = vec4<f32>(0.0);
     }
 
-    // Each step stores the values loaded for it into the tiles, then issues the next step's
-    // loads before its products, so their latency overlaps the products and the barriers.
-    var ld = tile_loads(row0, col0, 0u, li);
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
+        // This invocation's share of the A tile (TM rows x 16 k; consecutive invocations walk
+        // k, A's contiguous axis) and of the B tile (16 k x TN columns), all loads first.
+        var a_vals: array<f32, RM>;
+        var b_vals: array<f32, 4u * RN4>;
+        for (var r = 0u; r < RM; r++) {
+            let e = li + r * 256u;
+            a_vals[r] = mm_a_at(row0 + e / TK, k0 + e % TK);
+        }
+        for (var r = 0u; r < 4u * RN4; r++) {
+            let at = mm_b_tile_at(li + r * 256u, TK, TN);
+            b_vals[r] = mm_b_at(k0 + at.x, col0 + at.y);
+        }
         for (var r = 0u; r < RM; r++) {
             let e = li + r * 256u;
             let mm = e / TK;
             let kk = e % TK;
-            mm_check_a(row0 + mm, k0 + kk, ld.a[r]);
-            a_tile[kk * TM + mm] = ld.a[r];
+            mm_check_a(row0 + mm, k0 + kk, a_vals[r]);
+            a_tile[kk * TM + mm] = a_vals[r];
         }
         for (var r = 0u; r < 4u * RN4; r++) {
             let at = mm_b_tile_at(li + r * 256u, TK, TN);
-            mm_check_b(k0 + at.x, col0 + at.y, ld.b[r]);
-            b_tile[at.x * TN + at.y] = ld.b[r];
+            mm_check_b(k0 + at.x, col0 + at.y, b_vals[r]);
+            b_tile[at.x * TN + at.y] = b_vals[r];
         }
         workgroupBarrier();
-        // Past the last step every position is outside the matrices: zeros, no reads.
-        ld = tile_loads(row0, col0, k0 + TK, li);
 
         for (var kk = 0u; kk < TK; kk++) {
             for (var g = 0u; g < RN4; g++) {
@@ -93,25 +100,4 @@ fn main(
             }
         }
     }
-}
-
-// One invocation's share of the tiles of the step at k0, loaded (not yet checked).
-struct TileLoads {
-    a: array<f32, RM>,      // A tile elements li + 256 r (TM rows x 16 k; k fastest)
-    b: array<f32, 4u * RN4>, // B tile elements li + 256 r (mm_b_tile_at)
-}
-
-// The step at k0's loads for invocation li, all issued before any is used: the A tile's TM rows
-// x 16 k (consecutive invocations walk k, A's contiguous axis), the B tile's 16 k x TN columns.
-fn tile_loads(row0: u32, col0: u32, k0: u32, li: u32) -> TileLoads {
-    var ld: TileLoads;
-    for (var r = 0u; r < RM; r++) {
-        let e = li + r * 256u;
-        ld.a[r] = mm_a_at(row0 + e / TK, k0 + e % TK);
-    }
-    for (var r = 0u; r < 4u * RN4; r++) {
-        let at = mm_b_tile_at(li + r * 256u, TK, TN);
-        ld.b[r] = mm_b_at(k0 + at.x, col0 + at.y);
-    }
-    return ld;
 }

@@ -45,12 +45,11 @@ impl Tile {
     /// Loop iterations an invocation runs for `k` (the CPU adapters' loop budget,
     /// `float_args::loops_fit`), counting every loop as not unrolled: per step of `step_k` its
     /// inner product loop, its tile-load loops, as many check-and-store loops and two exit
-    /// tests; the first step's loads once more (each step loads the next before its products);
-    /// then the stores. lavapipe unrolled the loads (18 per step of the 64 × 64 tile, when this
+    /// tests; then the stores. lavapipe unrolled the loads (18 per step of the 64 × 64 tile, when this
     /// counted 26 with one loop per load): a driver that did not must not cut the sums short.
     pub(crate) fn loops(&self, k: u64) -> u64 {
         let stores = self.rows * self.cols / 256;
-        k.div_ceil(self.step_k) * (self.step_k + 2 * self.loads + 2) + self.loads + stores
+        k.div_ceil(self.step_k) * (self.step_k + 2 * self.loads + 2) + stores
     }
 }
 
