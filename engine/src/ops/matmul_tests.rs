@@ -104,38 +104,74 @@ fn every_tile_gives_cpu_refs_bits() {
     }
 }
 
-/// A non-finite input is reported with cpu-ref's error (the first in its order) by every tile.
+/// A non-finite input (A, B in either layout) or output is reported with cpu-ref's error by
+/// every tile.
 #[test]
 fn every_tile_reports_cpu_refs_non_finite_input() {
     let (gpu, cpu) = (crate::test_gpu::gpu(), Engine::cpu());
     let g = gpu.gpu_context().expect("a GPU engine");
     let (m, k, n) = (37, 70, 150);
-    let mut a = values(1, m * k);
-    a[20 * k + 33] = f32::NAN;
-    let b = values(2, k * n);
-    let v = Variant {
-        op: "matmul",
-        dtype: DType::F32,
-        bt: false,
+    // A NaN in A; an infinity in B, stored [K,N] and [N,K]; an output that overflows from
+    // finite inputs (row 30 of A at 3e38 against B's first row of twos).
+    let poisoned = |seed, len, at: usize, bad| {
+        let mut v = values(seed, len);
+        v[at] = bad;
+        v
     };
-    let want = cpu
-        .matmul(
-            &cpu.upload_f32(&a, &[m, k]).unwrap(),
-            &cpu.upload_f32(&b, &[k, n]).unwrap(),
-        )
-        .unwrap_err();
-    assert!(matches!(want, Error::NonFinite { .. }), "{want}");
-    for tile in &TILES {
-        let (ga, gb) = (
-            gpu.upload_f32(&a, &[m, k]).unwrap(),
-            gpu.upload_f32(&b, &[k, n]).unwrap(),
+    let mut huge = values(1, m * k);
+    huge[30 * k..31 * k].fill(3e38);
+    let twos = |len| vec![2.0f32; len];
+    let cases = [
+        (
+            "a",
+            poisoned(1, m * k, 20 * k + 33, f32::NAN),
+            values(2, k * n),
+            false,
+        ),
+        (
+            "b",
+            values(1, m * k),
+            poisoned(2, k * n, 5 * n + 77, f32::INFINITY),
+            false,
+        ),
+        (
+            "b, transposed",
+            values(1, m * k),
+            poisoned(2, k * n, 99 * k + 3, f32::NAN),
+            true,
+        ),
+        ("output", huge, twos(k * n), false),
+    ];
+    for (what, a, b, bt) in cases {
+        let b_shape = if bt { [n, k] } else { [k, n] };
+        let v = Variant {
+            op: if bt { "matmul_bt" } else { "matmul" },
+            dtype: DType::F32,
+            bt,
+        };
+        let (ca, cb) = (
+            cpu.upload_f32(&a, &[m, k]).unwrap(),
+            cpu.upload_f32(&b, &b_shape).unwrap(),
         );
-        let got = gpu
-            .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
-            .unwrap()
-            .read_f32()
-            .unwrap_err();
-        assert_eq!(got, want, "tile {}×{}", tile.rows, tile.cols);
+        let want = if bt {
+            cpu.matmul_bt(&ca, &cb)
+        } else {
+            cpu.matmul(&ca, &cb)
+        };
+        let want = want.unwrap_err();
+        assert!(matches!(want, Error::NonFinite { .. }), "{what}: {want}");
+        for tile in &TILES {
+            let (ga, gb) = (
+                gpu.upload_f32(&a, &[m, k]).unwrap(),
+                gpu.upload_f32(&b, &b_shape).unwrap(),
+            );
+            let got = gpu
+                .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
+                .unwrap()
+                .read_f32()
+                .unwrap_err();
+            assert_eq!(got, want, "{what}, tile {}×{}", tile.rows, tile.cols);
+        }
     }
 }
 
