@@ -22,6 +22,43 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// `a · b` (b `[k, n]`, or `[n, k]` used transposed when `bt`) in f32 on `tile` of `gpu`.
+fn f32_on_tile(
+    gpu: &Engine,
+    tile: &super::Tile,
+    (a, b): (&[f32], &[f32]),
+    (m, k, n): (usize, usize, usize),
+    bt: bool,
+) -> crate::Result<Vec<f32>> {
+    let g = gpu.gpu_context().expect("a GPU engine");
+    let b_shape = if bt { [n, k] } else { [k, n] };
+    let v = Variant {
+        op: if bt { "matmul_bt" } else { "matmul" },
+        dtype: DType::F32,
+        bt,
+    };
+    let (ga, gb) = (gpu.upload_f32(a, &[m, k])?, gpu.upload_f32(b, &b_shape)?);
+    gpu.matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)?
+        .read_f32()
+}
+
+/// The same product by cpu-ref (the CPU engine).
+fn f32_on_cpu(
+    (a, b): (&[f32], &[f32]),
+    (m, k, n): (usize, usize, usize),
+    bt: bool,
+) -> crate::Result<Vec<f32>> {
+    let cpu = Engine::cpu();
+    let b_shape = if bt { [n, k] } else { [k, n] };
+    let (ca, cb) = (cpu.upload_f32(a, &[m, k])?, cpu.upload_f32(b, &b_shape)?);
+    if bt {
+        cpu.matmul_bt(&ca, &cb)
+    } else {
+        cpu.matmul(&ca, &cb)
+    }?
+    .read_f32()
+}
+
 const SHAPES: [(usize, usize, usize); 4] =
     [(1, 1, 1), (37, 70, 150), (130, 33, 131), (5, 300, 257)];
 
@@ -40,30 +77,8 @@ fn every_tile_gives_cpu_refs_bits() {
                     tile.rows, tile.cols
                 );
                 // f32: the same bits.
-                let v = Variant {
-                    op: if bt { "matmul_bt" } else { "matmul" },
-                    dtype: DType::F32,
-                    bt,
-                };
-                let (ga, gb) = (
-                    gpu.upload_f32(&a, &[m, k]).unwrap(),
-                    gpu.upload_f32(&b, &b_shape).unwrap(),
-                );
-                let got = gpu
-                    .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
-                    .unwrap()
-                    .read_f32()
-                    .unwrap();
-                let (ca, cb) = (
-                    cpu.upload_f32(&a, &[m, k]).unwrap(),
-                    cpu.upload_f32(&b, &b_shape).unwrap(),
-                );
-                let want = if bt {
-                    cpu.matmul_bt(&ca, &cb)
-                } else {
-                    cpu.matmul(&ca, &cb)
-                };
-                let want = want.unwrap().read_f32().unwrap();
+                let got = f32_on_tile(&gpu, tile, (&a, &b), (m, k, n), bt).unwrap();
+                let want = f32_on_cpu((&a, &b), (m, k, n), bt).unwrap();
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want), "f32, {what}");
                 // f16: within one f16 ulp (WGSL may round the final conversion either way).
@@ -108,8 +123,7 @@ fn every_tile_gives_cpu_refs_bits() {
 /// every tile.
 #[test]
 fn every_tile_reports_cpu_refs_non_finite_input() {
-    let (gpu, cpu) = (crate::test_gpu::gpu(), Engine::cpu());
-    let g = gpu.gpu_context().expect("a GPU engine");
+    let gpu = crate::test_gpu::gpu();
     let (m, k, n) = (37, 70, 150);
     // A NaN in A; an infinity in B, stored [K,N] and [N,K]; an output that overflows from
     // finite inputs (row 30 of A at 3e38 against B's first row of twos).
@@ -143,33 +157,10 @@ fn every_tile_reports_cpu_refs_non_finite_input() {
         ("output", huge, twos(k * n), false),
     ];
     for (what, a, b, bt) in cases {
-        let b_shape = if bt { [n, k] } else { [k, n] };
-        let v = Variant {
-            op: if bt { "matmul_bt" } else { "matmul" },
-            dtype: DType::F32,
-            bt,
-        };
-        let (ca, cb) = (
-            cpu.upload_f32(&a, &[m, k]).unwrap(),
-            cpu.upload_f32(&b, &b_shape).unwrap(),
-        );
-        let want = if bt {
-            cpu.matmul_bt(&ca, &cb)
-        } else {
-            cpu.matmul(&ca, &cb)
-        };
-        let want = want.unwrap_err();
+        let want = f32_on_cpu((&a, &b), (m, k, n), bt).unwrap_err();
         assert!(matches!(want, Error::NonFinite { .. }), "{what}: {want}");
         for tile in &TILES {
-            let (ga, gb) = (
-                gpu.upload_f32(&a, &[m, k]).unwrap(),
-                gpu.upload_f32(&b, &b_shape).unwrap(),
-            );
-            let got = gpu
-                .matmul_tiled(g, v, &ga, &gb, (m as u64, k as u64, n as u64), tile)
-                .unwrap()
-                .read_f32()
-                .unwrap_err();
+            let got = f32_on_tile(&gpu, tile, (&a, &b), (m, k, n), bt).unwrap_err();
             assert_eq!(got, want, "{what}, tile {}×{}", tile.rows, tile.cols);
         }
     }
