@@ -106,10 +106,10 @@ const FILL_WORKGROUPS: u64 = 256;
 /// Fewest workgroups the 4-row tile must give an output of up to 4 rows before it is taken
 /// over the 16 × 64 one, whose workgroups are four times as many: each of the 4-row tile's
 /// workgroups walks all of k alone, so with few of them the GPU waits on their loads. H200,
-/// M = 1, µs, 4-row against 16 × 64 tile (`docs/perf/float-matmul.md`): N = 2560 (10 workgroups)
-/// 258 / 147, N = 6912 (27) 361 / 207, N = 32000 (125, K = 4096) 568 / 862, N = 128256 (501)
-/// 836 / 1985.
-const FEW_ROW_WORKGROUPS: u64 = 64;
+/// `[1, 2560] · [N, 2560]ᵀ`, µs, 4-row against 16 × 64 tile (`docs/perf/float-matmul.md`):
+/// N = 2560 (10 workgroups) 258 / 147, 8192 (32) 356 / 218, 16384 (64) 354 / 300, 20480 (80)
+/// 354 / 425, 24576 (96) 354 / 429, 128256 (501) 836 / 1985.
+const FEW_ROW_WORKGROUPS: u64 = 80;
 
 /// The tile for an `[m, n]` output: the 4-row one for up to 4 rows where it gives
 /// [`FEW_ROW_WORKGROUPS`] workgroups (a decode step's logits against an embedding), else

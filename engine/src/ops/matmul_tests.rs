@@ -173,11 +173,11 @@ fn the_tile_follows_the_outputs_size() {
     let rows = |m, n| tile_for(m, n).rows;
     assert_eq!(rows(1, 128_256), 4, "a decode step's logits");
     assert_eq!(rows(4, 32_000), 4);
-    assert_eq!(rows(1, 16_384), 4, "64 workgroups of the 4-row tile");
+    assert_eq!(rows(1, 20_480), 4, "80 workgroups of the 4-row tile");
     assert_eq!(
-        rows(1, 16_128),
+        rows(1, 20_224),
         16,
-        "63 workgroups of the 4-row tile would each walk k alone"
+        "79 workgroups of the 4-row tile would each walk k alone"
     );
     assert_eq!(rows(4, 2560), 16);
     assert_eq!(rows(5, 2560), 16);
