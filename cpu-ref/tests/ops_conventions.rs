@@ -227,6 +227,24 @@ fn matmul_layouts_and_f16_rounding() {
     assert!(one(1365.0, 48.0).is_err());
 }
 
+/// The summation order of the matmul: chunks of `MATMUL_CHUNK` k, each summed in order from
+/// 0, then the chunks' sums in order. 2^24 + 1 rounds back to 2^24 (a tie, to even), so the ones
+/// that follow 2^24 inside its chunk vanish, while the next chunk's 64 ones survive as 64.
+#[test]
+fn matmul_sums_chunks_of_k_then_the_chunks() {
+    assert_eq!(MATMUL_CHUNK, 64);
+    let k = 2 * MATMUL_CHUNK + 2;
+    let mut b = vec![1.0f32; k];
+    b[0] = 2f32.powi(24);
+    let a = vec![1.0f32; k];
+    let c = matmul(&t(a.clone(), &[1, k]), &t(b.clone(), &[k, 1])).unwrap();
+    // Chunk 0: 2^24 (its 63 ones lost); chunk 1: 64; chunk 2: 2; all three exact in the total.
+    // Summed in one walk of k, every one would be lost: 2^24.
+    assert_eq!(c.data(), &[2f32.powi(24) + 66.0]);
+    let c_bt = matmul_bt(&t(a, &[1, k]), &t(b, &[1, k])).unwrap();
+    assert_eq!(c_bt.data(), c.data());
+}
+
 /// erf in f64 to ~1e-16: Taylor series below 2.5, the erfc continued fraction above.
 fn erf64(x: f64) -> f64 {
     let z = x.abs();

@@ -4,8 +4,10 @@
 // bindings a, b, c and the accessors load_a, load_b, store_c and c_non_finite; float_common.wgsl
 // declares is_non_finite.
 //
-// Both kernels sum every output the same way (k ascending, each product rounded, then added), so
-// every tile gives cpu-ref's bits; a tile only decides how many outputs a workgroup makes.
+// Both kernels sum every output the same way, cpu-ref's order, so every tile gives cpu-ref's bits:
+// k in chunks of MM_CHUNK, each chunk's products (each rounded, then added, k ascending) summed
+// from 0, then the chunks' sums added in order to 0. A tile only decides how many outputs a
+// workgroup makes and how many invocations share one output's chunks.
 //
 // Chunking: a launch computes rows row_base .. row_base + m of C. A and C are each bound whole or
 // from the chunk's first row; a_shift / c_shift (0 when bound from the chunk, row_base when bound
@@ -14,6 +16,9 @@
 //
 // Non-finite status words: 0 = a, 1 = b (checked as tiles are loaded), 2 = output (overflow of
 // finite inputs).
+
+// k per chunk of the summation order: bitnet_cpu_ref::ops::MATMUL_CHUNK.
+const MM_CHUNK: u32 = 64u;
 
 struct Params {
     m: u32,         // rows of this chunk

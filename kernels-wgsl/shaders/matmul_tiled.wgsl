@@ -10,8 +10,8 @@
 // Each 16x16 workgroup computes a TM x TN tile of C (TM = 16 RM rows, TN = 64 RN4 columns); every
 // invocation keeps an RM x 4 RN4 register block (rows ly + 16 i, columns lx + 16 j: strided so
 // workgroup-memory reads are conflict-free and global stores coalesce). K is walked in steps of 16
-// through two workgroup-memory tiles. Out-of-range rows, columns and k are loaded as zero, so any
-// M, N, K >= 1 works.
+// through two workgroup-memory tiles; every fourth step ends a k chunk (MM_CHUNK), whose sums join
+// the totals. Out-of-range rows, columns and k are loaded as zero, so any M, N, K >= 1 works.
 //
 // Dispatch: grid (x, ceil(m/TM), z) with x * z >= ceil(N/TN) column tiles.
 
@@ -35,10 +35,13 @@ fn main(
     // Column tiles are folded into grid x and z (wide N); tiles past N load zeros, store nothing.
     let col0 = (wg.x + wg.z * nwg.x) * TN;
 
-    // acc[i * RN4 + g]: row ly + 16 i, columns lx + 16 (4 g + c) for c < 4.
+    // acc[i * RN4 + g]: row ly + 16 i, columns lx + 16 (4 g + c) for c < 4; the sum of the
+    // current k chunk (MM_CHUNK, a multiple of TK), added to total at the chunk's end.
     var acc: array<vec4<f32>, RM * RN4>;
+    var total: array<vec4<f32>, RM * RN4>;
     for (var i = 0u; i < RM * RN4; i++) {
         acc[i] = vec4<f32>(0.0);
+        total[i] = vec4<f32>(0.0);
     }
 
     for (var k0 = 0u; k0 < params.k; k0 += TK) {
@@ -85,6 +88,13 @@ fn main(
                 }
             }
         }
+        // A chunk ends here (or k does): its sums join the totals, in chunk order.
+        if ((k0 + TK) % MM_CHUNK == 0u || k0 + TK >= params.k) {
+            for (var i = 0u; i < RM * RN4; i++) {
+                total[i] = total[i] + acc[i];
+                acc[i] = vec4<f32>(0.0);
+            }
+        }
         workgroupBarrier();
     }
 
@@ -96,7 +106,7 @@ fn main(
         for (var j = 0u; j < 4u * RN4; j++) {
             let gn = col0 + lid.x + (j / 4u) * 64u + (j % 4u) * WG;
             if (gn < params.n) {
-                mm_store_c(gm, gn, acc[i * RN4 + j / 4u][j % 4u]);
+                mm_store_c(gm, gn, total[i * RN4 + j / 4u][j % 4u]);
             }
         }
     }

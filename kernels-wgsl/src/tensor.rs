@@ -37,9 +37,10 @@ pub const MATMUL_F32: KernelSource = KernelSource {
     ),
 };
 
-/// The matmul of few rows (up to 4 per workgroup, 256 columns): [`MATMUL_F32`]'s bindings,
-/// params and sums, for outputs of 1-4 rows (a decode step's logits against an embedding).
-/// Grid `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
+/// The matmul of few rows (up to 4 per workgroup, 16 columns, 16 invocations sharing each
+/// column's k chunks): [`MATMUL_F32`]'s bindings, params and sums, for outputs of 1-4 rows (a
+/// decode step's logits against an embedding). Grid `(x, ceil(M/4), z)` with the `ceil(N/16)`
+/// column tiles folded into x and z.
 pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
     name: "matmul_f32_gemv",
     source: kernel!(

@@ -14,8 +14,17 @@ use crate::tensor::{Tensor, TensorRef};
 /// Output columns per rayon task, so a single-row product (decode) still uses every core.
 const COLS_PER_TASK: usize = 512;
 
-/// `C[M, N] = A[M, K] · B[K, N]` in f32: each `C[i, j]` is accumulated from `0.0` over `k`
-/// ascending, `c += a[i, k] * b[k, j]` (product rounded, then the sum; no FMA).
+/// The k chunk of the matmul's summation order ([`matmul`]): each output sums its products in
+/// chunks of this many k, then the chunks' sums in order. The GPU kernels
+/// (`matmul_common.wgsl`'s `MM_CHUNK`) use the same value, so they give the same bits; it lets
+/// them split one output's k walk over many invocations, which a single in-order walk of all of
+/// k did not allow (a decode step's logits ran at half the copy bandwidth with it).
+pub const MATMUL_CHUNK: usize = 64;
+
+/// `C[M, N] = A[M, K] · B[K, N]` in f32. Each `C[i, j]` is summed in chunks of
+/// [`MATMUL_CHUNK`] k: every chunk's sum starts at `0.0` and adds `a[i, k] * b[k, j]` for its `k`
+/// ascending (product rounded, then the sum; no FMA), and `C[i, j]` starts at `0.0` and adds the
+/// chunks' sums in order. For `K <= MATMUL_CHUNK` that is the plain in-order sum.
 ///
 /// Errors: either operand not rank 2, inner dimensions differ, non-finite inputs or outputs, an
 /// output the host cannot allocate ([`Error::OutOfMemory`]).
@@ -145,9 +154,10 @@ fn narrow(op: &'static str, c: Vec<f32>, shape: Vec<usize>) -> Result<Tensor<f16
 }
 
 /// The shared kernel: `C = A · B`, `B` row-major `[K, N]`; parallel over output rows and blocks
-/// of `COLS_PER_TASK` columns, each block accumulating `c += a[i, k] * b[k, cols]` for `k`
-/// ascending (a vectorized axpy per `k`). `C` is allocated fallibly: a small `[M, 1] · [1, N]`
-/// can ask for more than the host has.
+/// of `COLS_PER_TASK` columns. Each block sums every chunk of [`MATMUL_CHUNK`] k into a zeroed
+/// partial, `p += a[i, k] * b[k, cols]` for `k` ascending (a vectorized axpy per `k`), then adds
+/// the partial into its outputs. `C` is allocated fallibly: a small `[M, 1] · [1, N]` can ask
+/// for more than the host has.
 fn gemm(op: &'static str, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
     let isa = Isa::best();
     let mut c = alloc::zeroed::<f32>(op, "output", m * n)?;
@@ -157,9 +167,15 @@ fn gemm(op: &'static str, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) ->
             .enumerate()
             .for_each(|(blk, out)| {
                 let j0 = blk * COLS_PER_TASK;
-                for (kk, &av) in a_row.iter().enumerate() {
-                    let b_row = &b[kk * n + j0..kk * n + j0 + out.len()];
-                    axpy(out, av, b_row, isa);
+                let mut partial = [0.0f32; COLS_PER_TASK];
+                let partial = &mut partial[..out.len()];
+                for (chunk, a_chunk) in a_row.chunks(MATMUL_CHUNK).enumerate() {
+                    partial.fill(0.0);
+                    for (kk, &av) in a_chunk.iter().enumerate() {
+                        let row = (chunk * MATMUL_CHUNK + kk) * n + j0;
+                        axpy(partial, av, &b[row..row + out.len()], isa);
+                    }
+                    add_into(out, partial, isa);
                 }
             });
     });
@@ -171,6 +187,15 @@ multiversion! {
     fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
         for (y, &x) in y.iter_mut().zip(x) {
             *y += a * x;
+        }
+    }
+}
+
+multiversion! {
+    /// `y[j] += x[j]`.
+    fn add_into(y: &mut [f32], x: &[f32]) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += x;
         }
     }
 }

@@ -36,7 +36,7 @@ pub use attention::{ATTENTION_CHUNK, AttentionDims, attention, attention_dims};
 pub use binary::{BinaryOp, binary, binary_scalar, binary_values_as, broadcast_shape};
 pub use gated::gated;
 pub use math::{erf, gelu, sigmoid, silu};
-pub use matmul::{matmul, matmul_bt, matmul_bt_f16, matmul_f16};
+pub use matmul::{MATMUL_CHUNK, matmul, matmul_bt, matmul_bt_f16, matmul_f16};
 pub use norm::{rms_norm, rms_norm_values_as};
 pub use norm_add::add_rms_norm;
 pub use reduce::{ReduceOp, reduce_last};

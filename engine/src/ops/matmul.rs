@@ -1,15 +1,16 @@
 //! Dense matmul on resident tensors: `matmul` / `matmul_bt` in f32, and their f16 forms (f16 in
 //! and out, f32 accumulation; need `SHADER_F16` on the GPU). Same results and errors as
 //! `bitnet_cpu_ref::ops::{matmul, matmul_bt, matmul_f16, matmul_bt_f16}`: the GPU accumulates
-//! in the same order, k ascending, each product rounded before its sum (pinned, so no driver
-//! can contract it into a fused multiply-add), so f32 results are the same bits; an f16 result
-//! may differ by one f16 ulp, since WGSL lets the final f32 → f16 conversion round either way.
+//! in the same order (k in chunks of `MATMUL_CHUNK`, each chunk k ascending, then the chunks in
+//! order), each product rounded before its sum (pinned, so no driver can contract it into a fused
+//! multiply-add), so f32 results are the same bits; an f16 result may differ by one f16 ulp,
+//! since WGSL lets the final f32 → f16 conversion round either way.
 //!
 //! The tile (outputs per workgroup) follows the output's size ([`tile_for`]): 64 × 64 for large
-//! outputs, 16 × 64 where 64 × 64 tiles would leave the GPU idle, and a column per invocation for
-//! up to 4 rows of many columns (`matmul_gemv.wgsl`; a decode step's logits). Every tile sums in
-//! the same order, so the same bits; the
-//! measurements behind the choice are in `docs/perf/float-matmul.md`.
+//! outputs, 16 × 64 where 64 × 64 tiles would leave the GPU idle, and for up to 4 rows one
+//! whose invocations share each output's k chunks (`matmul_gemv.wgsl`; a decode step's logits).
+//! Every tile sums in the same order, so the same bits; the measurements behind the choice are
+//! in `docs/perf/float-matmul.md`.
 
 use bitnet_cpu_ref::ops as cpu;
 use bitnet_kernels_wgsl::KernelSource;
@@ -33,64 +34,78 @@ pub(crate) struct Tile {
     pub rows: u64,
     /// Output columns per workgroup.
     pub cols: u64,
-    /// k per step of the kernel's k loop.
-    step_k: u64,
-    /// Tile-load loop iterations per invocation and step (as many again check and store them).
-    loads: u64,
+    /// How the kernel walks k.
+    walk: Walk,
     f32: Kernel,
     f16: Kernel,
 }
 
+/// How a tile's kernel walks k, for its loop count.
+#[derive(Clone, Copy)]
+enum Walk {
+    /// `matmul_tiled.wgsl`: all of k in steps of `step_k`, with `loads` tile-load loop
+    /// iterations per invocation and step (as many again check and store them).
+    Steps { step_k: u64, loads: u64 },
+    /// `matmul_gemv.wgsl`: rounds of `lanes` chunks, one chunk per invocation: per 4 k a load
+    /// loop (B and 4 rows of A) and a check-and-sum loop of as many iterations, then a fold of
+    /// `lanes` chunk sums.
+    Chunks { lanes: u64 },
+}
+
 impl Tile {
     /// Loop iterations an invocation runs for `k` (the CPU adapters' loop budget,
-    /// `float_args::loops_fit`), counting every loop as not unrolled: per step of `step_k` its
-    /// inner product loop, its tile-load loops, as many check-and-store loops and two exit
-    /// tests; then the stores. lavapipe unrolled the loads (18 per step of the 64 × 64 tile, when this
+    /// `float_args::loops_fit`), counting every loop as not unrolled, the stores included.
+    /// lavapipe unrolled the tiled kernel's loads (18 per step of the 64 × 64 tile, when this
     /// counted 26 with one loop per load): a driver that did not must not cut the sums short.
     pub(crate) fn loops(&self, k: u64) -> u64 {
-        let stores = self.rows * self.cols / 256;
-        k.div_ceil(self.step_k) * (self.step_k + 2 * self.loads + 2) + stores
+        let stores = (self.rows * self.cols).div_ceil(256);
+        match self.walk {
+            Walk::Steps { step_k, loads } => k.div_ceil(step_k) * (step_k + 2 * loads + 2) + stores,
+            Walk::Chunks { lanes } => {
+                let chunk = bitnet_cpu_ref::ops::MATMUL_CHUNK as u64;
+                let per_4k = 2 * (4 + 4 * self.rows) + 1;
+                k.div_ceil(lanes * chunk) * (chunk / 4 * per_4k + lanes + 2) + self.rows
+            }
+        }
     }
 }
 
-/// A tile of `rows` × `cols` outputs whose kernel walks k by `step_k` with `loads` tile loads
-/// per invocation and step.
-const fn tile(
-    (rows, cols): (u64, u64),
-    (step_k, loads): (u64, u64),
-    f32: KernelSource,
-    f16: KernelSource,
-) -> Tile {
+/// A tile of `rows` × `cols` outputs whose kernel walks k as `walk` says.
+const fn tile((rows, cols): (u64, u64), walk: Walk, f32: KernelSource, f16: KernelSource) -> Tile {
     Tile {
         rows,
         cols,
-        step_k,
-        loads,
+        walk,
         f32: Kernel::new(f32, "main", BINDINGS),
         f16: Kernel::new(f16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16),
     }
 }
 
-/// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 256 (a column
-/// per invocation, up to 4 rows: `matmul_gemv.wgsl`).
+/// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 16 (up to 4
+/// rows, 16 invocations sharing each column's k chunks: `matmul_gemv.wgsl`).
 pub(crate) const TILES: [Tile; 3] = [
     // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step.
     tile(
         (64, 64),
-        (16, 4 + 4),
+        Walk::Steps {
+            step_k: 16,
+            loads: 4 + 4,
+        },
         kernels::MATMUL_F32,
         kernels::MATMUL_F16,
     ),
     tile(
         (16, 64),
-        (16, 1 + 4),
+        Walk::Steps {
+            step_k: 16,
+            loads: 1 + 4,
+        },
         kernels::MATMUL_F32_T16,
         kernels::MATMUL_F16_T16,
     ),
-    // `matmul_gemv.wgsl`: k by 8, one load of A (some invocations, no loop) and 8 of B per step.
     tile(
-        (4, 256),
-        (8, 8),
+        (4, 16),
+        Walk::Chunks { lanes: 16 },
         kernels::MATMUL_F32_GEMV,
         kernels::MATMUL_F16_GEMV,
     ),
@@ -103,19 +118,10 @@ pub(crate) const TILES: [Tile; 3] = [
 /// slower than both on every shape: not kept.)
 const FILL_WORKGROUPS: u64 = 256;
 
-/// Fewest workgroups the 4-row tile must give an output of up to 4 rows before it is taken
-/// over the 16 × 64 one, whose workgroups are four times as many: each of the 4-row tile's
-/// workgroups walks all of k alone, so with few of them the GPU waits on their loads. H200,
-/// `[1, 2560] · [N, 2560]ᵀ`, µs, 4-row against 16 × 64 tile (`docs/perf/float-matmul.md`):
-/// N = 2560 (10 workgroups) 258 / 147, 8192 (32) 356 / 218, 16384 (64) 354 / 300, 20480 (80)
-/// 354 / 425, 24576 (96) 354 / 429, 128256 (501) 836 / 1985.
-const FEW_ROW_WORKGROUPS: u64 = 80;
-
-/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows where it gives
-/// [`FEW_ROW_WORKGROUPS`] workgroups (a decode step's logits against an embedding), else
-/// 64 × 64 where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`]
-/// workgroups, else 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the
-/// `kernel-override` feature).
+/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (a decode step's logits
+/// against an embedding), else 64 × 64 where it pads the rows by at most a quarter and gives
+/// [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a
+/// build with the `kernel-override` feature).
 pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
     if let Some(rows) = crate::kernel_override::matmul_tile()
         && let Some(t) = TILES.iter().find(|t| t.rows == u64::from(rows))
@@ -124,7 +130,7 @@ pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
     }
     let [wide, narrow, few] = &TILES;
     let tiles = m.div_ceil(wide.rows);
-    if m <= few.rows && n.div_ceil(few.cols) >= FEW_ROW_WORKGROUPS {
+    if m <= few.rows {
         few
     } else if tiles * wide.rows <= m + m / 4 && tiles * n.div_ceil(wide.cols) >= FILL_WORKGROUPS {
         wide

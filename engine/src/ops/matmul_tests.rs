@@ -59,8 +59,15 @@ fn f32_on_cpu(
     .read_f32()
 }
 
-const SHAPES: [(usize, usize, usize); 4] =
-    [(1, 1, 1), (37, 70, 150), (130, 33, 131), (5, 300, 257)];
+/// Partial tiles in every direction; K from one partial chunk (33) to two rounds of the 4-row
+/// tile's 16 chunks (2100), so every tile joins chunk sums and the 4-row tile folds rounds.
+const SHAPES: [(usize, usize, usize); 5] = [
+    (1, 1, 1),
+    (37, 70, 150),
+    (130, 33, 131),
+    (5, 300, 257),
+    (3, 2100, 41),
+];
 
 #[test]
 fn every_tile_gives_cpu_refs_bits() {
@@ -173,13 +180,12 @@ fn the_tile_follows_the_outputs_size() {
     let rows = |m, n| tile_for(m, n).rows;
     assert_eq!(rows(1, 128_256), 4, "a decode step's logits");
     assert_eq!(rows(4, 32_000), 4);
-    assert_eq!(rows(1, 20_480), 4, "80 workgroups of the 4-row tile");
     assert_eq!(
-        rows(1, 20_224),
-        16,
-        "79 workgroups of the 4-row tile would each walk k alone"
+        rows(1, 2560),
+        4,
+        "the 4-row tile shares each column's k: any N"
     );
-    assert_eq!(rows(4, 2560), 16);
+    assert_eq!(rows(4, 1), 4);
     assert_eq!(rows(5, 2560), 16);
     assert_eq!(
         rows(64, 2560),
@@ -205,6 +211,9 @@ fn the_loop_estimates_count_every_loop() {
     assert_eq!(wide.loops(32), 2 * 34 + 16);
     // Per 16 k: 16 products, 1 + 4 loads and as many checks, 2 exit tests; 4 stores.
     assert_eq!(narrow.loops(17), 2 * 28 + 4);
-    // Per 8 k: 8 products, 8 loads of B and as many checks, 2 exit tests; 4 stores.
-    assert_eq!(few.loops(8), 26 + 4);
+    // Per round of 16 chunks of 64 k: per 4 k, 4 loads of B with 4 rows of A each and as many
+    // checks and sums, and an exit test; a fold of 16 chunk sums and 2 exit tests; 4 stores.
+    let round = 16 * (2 * (4 + 16) + 1) + 16 + 2;
+    assert_eq!(few.loops(8), round + 4);
+    assert_eq!(few.loops(1025), 2 * round + 4);
 }
