@@ -121,6 +121,19 @@ fn ops_chunk_over_a_small_binding_limit() {
         &want,
     );
 
+    // matmul of few rows (the kernel that shares each output's k chunks): A [4, 2048] (8 KiB
+    // rows) in chunks of 2 rows; then a NaN in the second chunk, past the first k chunk, is
+    // reported at its index in the full A.
+    let (m, k, n) = (4, 2048, 2);
+    let (mut a, b) = (values(8, m * k, -1.0, 1.0), values(9, k * n, -1.0, 1.0));
+    let want = cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])).unwrap();
+    let got = e.matmul(&up(&e, &a, &[m, k]), &up(&e, &b, &[k, n]));
+    assert_f32("matmul_f32", "chunked matmul, 4 rows", &got.unwrap(), &want);
+    a[3 * k + 1500] = f32::NAN;
+    let want = cpu_error(cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])));
+    let got = gpu_error(e.matmul(&up(&e, &a, &[m, k]), &up(&e, &b, &[k, n])));
+    assert_eq!(got, want, "a NaN at A[3, 1500]");
+
     // A NaN in the last chunk is reported at its index in the full tensor.
     let bad = {
         let mut v = x.clone();
