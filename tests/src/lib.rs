@@ -294,8 +294,9 @@ pub const TOLERANCES: &[(&str, Tolerance)] = &[
     ("bitlinear", Tolerance::EXACT),
     ("quantize_weights", Tolerance::EXACT),
     ("quantize_activations", Tolerance::EXACT),
-    // Matmul: cpu-ref's order (k ascending), each product rounded before its sum (pinned against
-    // fma contraction), so the f32 results are exact. The f16 form rounds each f32 result once
+    // Matmul: cpu-ref's order (chunks of 64 k, each k ascending, then the chunks' sums in
+    // order), each product rounded before its sum (pinned against fma contraction), so the f32
+    // results are exact. The f16 form rounds each f32 result once
     // to f16, and WGSL lets that conversion take either neighbour: one f16 ulp (measured on
     // lavapipe: bit-exact, K up to 100 000, subnormal and 65504-boundary results included).
     ("matmul_f32", Tolerance::EXACT),

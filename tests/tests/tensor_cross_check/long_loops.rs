@@ -46,32 +46,47 @@ fn rms_norm_and_softmax_over_long_rows_match_cpu_ref() {
 #[test]
 fn matmul_over_a_long_inner_dimension_matches_cpu_ref() {
     let e = engine();
-    // 4 096 steps of 16 k per output tile.
-    let (m, k, n) = (2, 1 << 16, 3);
-    let a = values(85, m * k, -1.0, 1.0);
-    let b = values(86, k * n, -1.0, 1.0);
-    let want = cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])).unwrap();
-    let got = e.matmul(&up(e, &a, &[m, k]), &up(e, &b, &[k, n])).unwrap();
-    assert_f32("matmul_f32", "matmul K = 65 536", &got, &want);
-    let want = cpu::matmul_bt(&host(&a, &[m, k]), &host(&b, &[n, k])).unwrap();
-    let got = e
-        .matmul_bt(&up(e, &a, &[m, k]), &up(e, &b, &[n, k]))
-        .unwrap();
-    assert_f32("matmul_f32", "matmul_bt K = 65 536", &got, &want);
-    if e.info()
-        .features
-        .contains(bitnet_wgpu::wgpu::Features::SHADER_F16)
-    {
-        // Small values so the f16 sums stay well inside f16's range.
-        let (a16, b16) = (halves(&a), halves(&values(87, k * n, -0.01, 0.01)));
-        let ca = bitnet_wgpu::CpuTensor::new(a16.clone(), &[m, k]).unwrap();
-        let cb = bitnet_wgpu::CpuTensor::new(b16.clone(), &[k, n]).unwrap();
-        let want = cpu::matmul_f16(&ca, &cb).unwrap();
-        let got = e.matmul_f16(
-            &e.upload_f16(&a16, &[m, k]).unwrap(),
-            &e.upload_f16(&b16, &[k, n]).unwrap(),
+    // 2 rows: the few-row kernel, 64 rounds of 16 chunks of 64 k (about 43 000 loop iterations
+    // per invocation: on the GPU even on lavapipe). 5 rows: the 16 × 64 tile, 4 096 steps of
+    // 16 k (about 115 000: on cpu-ref there).
+    for m in [2, 5] {
+        let (k, n) = (1 << 16, 3);
+        let a = values(85, m * k, -1.0, 1.0);
+        let b = values(86, k * n, -1.0, 1.0);
+        let want = cpu::matmul(&host(&a, &[m, k]), &host(&b, &[k, n])).unwrap();
+        let got = e.matmul(&up(e, &a, &[m, k]), &up(e, &b, &[k, n])).unwrap();
+        assert_f32(
+            "matmul_f32",
+            &format!("matmul M = {m}, K = 65 536"),
+            &got,
+            &want,
         );
-        assert_f16("matmul_f16", "matmul_f16 K = 65 536", &got.unwrap(), &want);
+        let want = cpu::matmul_bt(&host(&a, &[m, k]), &host(&b, &[n, k])).unwrap();
+        let got = e
+            .matmul_bt(&up(e, &a, &[m, k]), &up(e, &b, &[n, k]))
+            .unwrap();
+        assert_f32(
+            "matmul_f32",
+            &format!("matmul_bt M = {m}, K = 65 536"),
+            &got,
+            &want,
+        );
+        if e.info()
+            .features
+            .contains(bitnet_wgpu::wgpu::Features::SHADER_F16)
+        {
+            // Small values so the f16 sums stay well inside f16's range.
+            let (a16, b16) = (halves(&a), halves(&values(87, k * n, -0.01, 0.01)));
+            let ca = bitnet_wgpu::CpuTensor::new(a16.clone(), &[m, k]).unwrap();
+            let cb = bitnet_wgpu::CpuTensor::new(b16.clone(), &[k, n]).unwrap();
+            let want = cpu::matmul_f16(&ca, &cb).unwrap();
+            let got = e.matmul_f16(
+                &e.upload_f16(&a16, &[m, k]).unwrap(),
+                &e.upload_f16(&b16, &[k, n]).unwrap(),
+            );
+            let what = format!("matmul_f16 M = {m}, K = 65 536");
+            assert_f16("matmul_f16", &what, &got.unwrap(), &want);
+        }
     }
 }
 
