@@ -189,7 +189,8 @@ fn rope_is_hf_rotate_half_with_an_f32_angle() {
 
 #[test]
 fn matmul_layouts_and_f16_rounding() {
-    let (m, k, n) = (5, 37, 700);
+    // K over two chunks (MATMUL_CHUNK), N over ten column blocks of matmul_bt's.
+    let (m, k, n) = (67, 137, 700);
     let a = rnd(m * k, 1, 1.0);
     let b = rnd(k * n, 2, 1.0); // [K, N]
     let bt: Vec<f32> = (0..n * k).map(|f| b[(f % k) * n + f / k]).collect(); // [N, K]

@@ -11,9 +11,6 @@ use crate::kernels::Isa;
 use crate::kernels::multiversion::multiversion;
 use crate::tensor::{Tensor, TensorRef};
 
-/// Output columns per rayon task, so a single-row product (decode) still uses every core.
-const COLS_PER_TASK: usize = 512;
-
 /// The k chunk of the matmul's summation order ([`matmul`]): each output sums its products in
 /// chunks of this many k, then the chunks' sums in order. The GPU kernels
 /// (`matmul_common.wgsl`'s `MM_CHUNK`) use the same value, so they give the same bits; it lets
@@ -41,7 +38,11 @@ fn matmul_ref(a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Result<Tensor<f32
     let (m, k, n) = dims(OP, a.shape(), b.shape(), false)?;
     input(OP, "a", a)?;
     input(OP, "b", b)?;
-    output(OP, gemm(OP, a.data(), b.data(), m, k, n)?, vec![m, n])
+    output(
+        OP,
+        gemm(OP, (a.data(), b.data()), (m, k, n), Layout::KN)?,
+        vec![m, n],
+    )
 }
 
 /// `C[M, N] = A[M, K] · B[N, K]^T` in f32 (both operands K-contiguous, as for `x · W^T` or
@@ -62,8 +63,11 @@ fn matmul_bt_ref(a: TensorRef<'_, f32>, b: TensorRef<'_, f32>) -> Result<Tensor<
     let (m, k, n) = dims(OP, a.shape(), b.shape(), true)?;
     input(OP, "a", a)?;
     input(OP, "b", b)?;
-    let bt = transpose(b.data(), n, k);
-    output(OP, gemm(OP, a.data(), &bt, m, k, n)?, vec![m, n])
+    output(
+        OP,
+        gemm(OP, (a.data(), b.data()), (m, k, n), Layout::NK)?,
+        vec![m, n],
+    )
 }
 
 /// [`matmul`] on f16 tensors: inputs widened to f32 (exact), f32 accumulation as in `matmul`,
@@ -73,7 +77,7 @@ pub fn matmul_f16(a: &Tensor<f16>, b: &Tensor<f16>) -> Result<Tensor<f16>> {
     const OP: &str = "matmul_f16";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), false)?;
     let (af, bf) = (widen(OP, "a", a)?, widen(OP, "b", b)?);
-    narrow(OP, gemm(OP, &af, &bf, m, k, n)?, vec![m, n])
+    narrow(OP, gemm(OP, (&af, &bf), (m, k, n), Layout::KN)?, vec![m, n])
 }
 
 /// [`matmul_bt`] on f16 tensors, with [`matmul_f16`]'s conventions.
@@ -81,11 +85,7 @@ pub fn matmul_bt_f16(a: &Tensor<f16>, b: &Tensor<f16>) -> Result<Tensor<f16>> {
     const OP: &str = "matmul_bt_f16";
     let (m, k, n) = dims(OP, a.shape(), b.shape(), true)?;
     let (af, bf) = (widen(OP, "a", a)?, widen(OP, "b", b)?);
-    narrow(
-        OP,
-        gemm(OP, &af, &transpose(&bf, n, k), m, k, n)?,
-        vec![m, n],
-    )
+    narrow(OP, gemm(OP, (&af, &bf), (m, k, n), Layout::NK)?, vec![m, n])
 }
 
 /// `(M, K, N)` of a product, checking ranks and the shared `K` (`b` is `[N, K]` if `bt`).
@@ -117,17 +117,6 @@ fn dims(op: &'static str, a: &[usize], b: &[usize], bt: bool) -> Result<(usize, 
     Ok((m, k, n))
 }
 
-/// Row-major `[rows, cols]` → `[cols, rows]`.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut dst = alloc::zeros::<f32>(src.len());
-    dst.par_chunks_mut(rows).enumerate().for_each(|(c, col)| {
-        for (r, v) in col.iter_mut().enumerate() {
-            *v = src[r * cols + c];
-        }
-    });
-    dst
-}
-
 /// f16 → f32 (exact), rejecting non-finite elements.
 fn widen(op: &'static str, name: &'static str, t: &Tensor<f16>) -> Result<Vec<f32>> {
     if let Some(index) = t.data().iter().position(|v| !v.is_finite()) {
@@ -153,33 +142,111 @@ fn narrow(op: &'static str, c: Vec<f32>, shape: Vec<usize>) -> Result<Tensor<f16
     Ok(Tensor::from_valid(out, shape))
 }
 
-/// The shared kernel: `C = A · B`, `B` row-major `[K, N]`; parallel over output rows and blocks
-/// of `COLS_PER_TASK` columns. Each block sums every chunk of [`MATMUL_CHUNK`] k into a zeroed
-/// partial, `p += a[i, k] * b[k, cols]` for `k` ascending (a vectorized axpy per `k`), then adds
-/// the partial into its outputs. `C` is allocated fallibly: a small `[M, 1] · [1, N]` can ask
-/// for more than the host has.
-fn gemm(op: &'static str, a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Result<Vec<f32>> {
+/// How `B` is stored.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Row-major `[K, N]` (`matmul`).
+    KN,
+    /// Row-major `[N, K]`, used transposed (`matmul_bt`).
+    NK,
+}
+
+/// Rows of one task of [`gemm`]: enough that a `[N, K]` block's transposed chunk serves many
+/// rows, few enough that `[64, 2560] · [2560, 2560]` still makes 20 tasks.
+const ROW_BLOCK: usize = 16;
+
+impl Layout {
+    /// Columns of one task of [`gemm`]. `[K, N]`: 512, wide enough that a single row (decode)
+    /// runs long vectorized axpys, few enough that a 2560-column output still feeds 5 cores
+    /// per row. `[N, K]`: 64, since each k chunk of the block's columns is transposed into a
+    /// buffer first (`[1, 2560] · [32000, 2560]ᵀ` on 2 cores: 55-75 ms with 64, 115 with 256).
+    fn col_block(self) -> usize {
+        match self {
+            Layout::KN => 512,
+            Layout::NK => 64,
+        }
+    }
+}
+
+/// The shared kernel: `C = A · B`, `C` allocated fallibly (a small `[M, 1] · [1, N]` can ask
+/// for more than the host has). Parallel over blocks of [`ROW_BLOCK`] rows and, within them, of
+/// [`Layout::col_block`] columns ([`gemm_block`]), each writing its own part of `C`. `B` is never copied whole: a transposed copy for `matmul_bt` cost
+/// more than the product (450 of 475 ms for `[1, 2560] · [32000, 2560]ᵀ`, 16 cores).
+fn gemm(
+    op: &'static str,
+    (a, b): (&[f32], &[f32]),
+    (m, k, n): (usize, usize, usize),
+    layout: Layout,
+) -> Result<Vec<f32>> {
     let isa = Isa::best();
     let mut c = alloc::zeroed::<f32>(op, "output", m * n)?;
-    c.par_chunks_mut(n).enumerate().for_each(|(i, row)| {
-        let a_row = &a[i * k..(i + 1) * k];
-        row.par_chunks_mut(COLS_PER_TASK)
-            .enumerate()
-            .for_each(|(blk, out)| {
-                let j0 = blk * COLS_PER_TASK;
-                let mut partial = [0.0f32; COLS_PER_TASK];
-                let partial = &mut partial[..out.len()];
-                for (chunk, a_chunk) in a_row.chunks(MATMUL_CHUNK).enumerate() {
-                    partial.fill(0.0);
-                    for (kk, &av) in a_chunk.iter().enumerate() {
-                        let row = (chunk * MATMUL_CHUNK + kk) * n + j0;
-                        axpy(partial, av, &b[row..row + out.len()], isa);
-                    }
-                    add_into(out, partial, isa);
+    if n == 0 || k == 0 {
+        return Ok(c); // no output, or sums of nothing: zeros
+    }
+    let col_block = layout.col_block();
+    c.par_chunks_mut(ROW_BLOCK * n)
+        .enumerate()
+        .for_each(|(row_block, c_rows)| {
+            let a_rows = &a[row_block * ROW_BLOCK * k..][..c_rows.len() / n * k];
+            // Each column block's part of every row of this block.
+            let mut blocks: Vec<Vec<&mut [f32]>> = Vec::new();
+            blocks.resize_with(n.div_ceil(col_block), Vec::new);
+            for c_row in c_rows.chunks_mut(n) {
+                for (parts, part) in blocks.iter_mut().zip(c_row.chunks_mut(col_block)) {
+                    parts.push(part);
                 }
+            }
+            blocks.into_par_iter().enumerate().for_each(|(j, mut out)| {
+                let cols = j * col_block..((j + 1) * col_block).min(n);
+                gemm_block(a_rows, b, (k, n), cols, layout, &mut out, isa);
             });
-    });
+        });
     Ok(c)
+}
+
+/// One block of [`gemm`]: `a_rows` (`[rows, k]`) times columns `cols` of `B`, into `out` (one
+/// zeroed part of `C` per row).
+/// Per k chunk and row: a zeroed partial, `p += a[i, k] * b[k, cols]` for the chunk's `k`
+/// ascending (a vectorized axpy per `k`), then the partial added into the row's outputs. `B`
+/// stored `[N, K]` has each chunk of the block's columns copied k-major into a small buffer
+/// first, which every row reuses; stored `[K, N]` its rows are read in place.
+fn gemm_block(
+    a_rows: &[f32],
+    b: &[f32],
+    (k, n): (usize, usize),
+    cols: std::ops::Range<usize>,
+    layout: Layout,
+    out: &mut [&mut [f32]],
+    isa: Isa,
+) {
+    let width = cols.len();
+    let mut chunk = match layout {
+        Layout::KN => Vec::new(),
+        Layout::NK => vec![0.0f32; MATMUL_CHUNK * width], // [kk][j]
+    };
+    let mut partial = vec![0.0f32; width];
+    for k0 in (0..k).step_by(MATMUL_CHUNK) {
+        let len = MATMUL_CHUNK.min(k - k0);
+        if let Layout::NK = layout {
+            for (j, col) in b[cols.start * k..cols.end * k].chunks(k).enumerate() {
+                for (kk, &v) in col[k0..k0 + len].iter().enumerate() {
+                    chunk[kk * width + j] = v;
+                }
+            }
+        }
+        // B's values for columns `cols` at k0 + kk.
+        let b_row = |kk: usize| match layout {
+            Layout::KN => &b[(k0 + kk) * n + cols.start..(k0 + kk) * n + cols.end],
+            Layout::NK => &chunk[kk * width..(kk + 1) * width],
+        };
+        for (a_row, out_row) in a_rows.chunks(k).zip(out.iter_mut()) {
+            partial.fill(0.0);
+            for (kk, &av) in a_row[k0..k0 + len].iter().enumerate() {
+                axpy(&mut partial, av, b_row(kk), isa);
+            }
+            add_into(out_row, &partial, isa);
+        }
+    }
 }
 
 multiversion! {
