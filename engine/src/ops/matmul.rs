@@ -46,10 +46,11 @@ enum Walk {
     /// `matmul_tiled.wgsl`: all of k in steps of `step_k`, with `loads` tile-load loop
     /// iterations per invocation and step (as many again check and store them).
     Steps { step_k: u64, loads: u64 },
-    /// `matmul_gemv.wgsl`: rounds of `lanes` chunks, one chunk per invocation: per 4 k a load
-    /// loop (B and 4 rows of A) and a check-and-sum loop of as many iterations, then a fold of
-    /// `lanes` chunk sums.
-    Chunks { lanes: u64 },
+    /// `matmul_gemv.wgsl`: rounds of `lanes` chunks, one chunk per invocation, each chunk in
+    /// steps of `step` k staged through workgroup memory: per step a load loop (`step` values
+    /// of B, 2 of A), a check-and-store loop as long, and `step` sums over the tile's rows;
+    /// then a fold of `lanes` chunk sums.
+    Chunks { lanes: u64, step: u64 },
 }
 
 impl Tile {
@@ -61,10 +62,12 @@ impl Tile {
         let stores = (self.rows * self.cols).div_ceil(256);
         match self.walk {
             Walk::Steps { step_k, loads } => k.div_ceil(step_k) * (step_k + 2 * loads + 2) + stores,
-            Walk::Chunks { lanes } => {
+            Walk::Chunks { lanes, step } => {
                 let chunk = bitnet_cpu_ref::ops::MATMUL_CHUNK as u64;
-                let per_4k = 2 * (4 + 4 * self.rows) + 1;
-                k.div_ceil(lanes * chunk) * (chunk / 4 * per_4k + lanes + 2) + self.rows
+                // Loads and check-and-stores, the sums with their inner loop over the rows, and
+                // an exit test for each of the step's 5 loops and for the step loop itself.
+                let per_step = 2 * (step + 2) + step * (2 + self.rows) + 6;
+                k.div_ceil(lanes * chunk) * (chunk / step * per_step + lanes + 2) + self.rows
             }
         }
     }
@@ -105,7 +108,7 @@ pub(crate) const TILES: [Tile; 3] = [
     ),
     tile(
         (4, 16),
-        Walk::Chunks { lanes: 16 },
+        Walk::Chunks { lanes: 16, step: 8 },
         kernels::MATMUL_F32_GEMV,
         kernels::MATMUL_F16_GEMV,
     ),

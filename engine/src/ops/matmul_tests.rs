@@ -211,9 +211,10 @@ fn the_loop_estimates_count_every_loop() {
     assert_eq!(wide.loops(32), 2 * 34 + 16);
     // Per 16 k: 16 products, 1 + 4 loads and as many checks, 2 exit tests; 4 stores.
     assert_eq!(narrow.loops(17), 2 * 28 + 4);
-    // Per round of 16 chunks of 64 k: per 4 k, 4 loads of B with 4 rows of A each and as many
-    // checks and sums, and an exit test; a fold of 16 chunk sums and 2 exit tests; 4 stores.
-    let round = 16 * (2 * (4 + 16) + 1) + 16 + 2;
+    // Per round of 16 chunks of 64 k, 8 steps of 8 k: 8 loads of B and 2 of A and as many
+    // checks and stores, 8 sums each reading 4 rows of A and an exit test, 6 exit tests; a fold
+    // of 16 chunk sums and 2 exit tests; 4 stores.
+    let round = 8 * (2 * (8 + 2) + 8 * (1 + 4 + 1) + 6) + 16 + 2;
     assert_eq!(few.loops(8), round + 4);
     assert_eq!(few.loops(1025), 2 * round + 4);
 }
