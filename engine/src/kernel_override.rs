@@ -80,19 +80,31 @@ fn warn_once(message: &str) {
     }
 }
 
-/// Environment variable (feature `kernel-override` only): the float matmul's output tile, by its
-/// rows — `4`, `16` or `64` — for every shape — to time the tiles against each other on one
-/// shape (`ops/matmul.rs` chooses by the output's size otherwise).
+/// Environment variable (feature `kernel-override` only): the float matmul's output tile for
+/// every shape, as rows × columns — `64x64`, `16x64`, `4x16` or `4x256`, or just the rows `64`,
+/// `16` or `4` (`4x16`) — to time the tiles against each other on one shape (`ops/matmul.rs`
+/// chooses by the output's size otherwise).
 pub const MATMUL_TILE_ENV: &str = "BITNET_MATMUL_TILE";
 
 /// The tile [`MATMUL_TILE_ENV`] forces, if any (read once per process; logged once when set
 /// without the feature): every matmul call asks.
-pub(crate) fn matmul_tile() -> Option<u32> {
-    static TILE: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+pub(crate) fn matmul_tile() -> Option<(u64, u64)> {
+    static TILE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
     *TILE.get_or_init(read_matmul_tile)
 }
 
-fn read_matmul_tile() -> Option<u32> {
+/// The tiles [`MATMUL_TILE_ENV`] may name, as (name, rows, columns).
+const MATMUL_TILES: [(&str, u64, u64); 7] = [
+    ("64", 64, 64),
+    ("16", 16, 64),
+    ("4", 4, 16),
+    ("64x64", 64, 64),
+    ("16x64", 16, 64),
+    ("4x16", 4, 16),
+    ("4x256", 4, 256),
+];
+
+fn read_matmul_tile() -> Option<(u64, u64)> {
     let value = std::env::var(MATMUL_TILE_ENV).ok()?;
     let value = value.trim();
     if value.is_empty() {
@@ -105,11 +117,12 @@ fn read_matmul_tile() -> Option<u32> {
         ));
         return None;
     }
-    match value.parse() {
-        Ok(t @ (4 | 16 | 64)) => Some(t),
-        _ => {
+    match MATMUL_TILES.iter().find(|(name, ..)| *name == value) {
+        Some(&(_, rows, cols)) => Some((rows, cols)),
+        None => {
             warn_once(&format!(
-                "{MATMUL_TILE_ENV}={value:?} is not 4, 16 or 64: the matmul picks its tile by shape"
+                "{MATMUL_TILE_ENV}={value:?} is not 64x64, 16x64, 4x16 or 4x256 (or 64, 16, 4): \
+                 the matmul picks its tile by shape"
             ));
             None
         }

@@ -38,16 +38,47 @@ pub const MATMUL_F32: KernelSource = KernelSource {
 };
 
 /// The matmul of few rows (up to 4 per workgroup, 16 columns, 16 invocations sharing each
-/// column's k chunks): [`MATMUL_F32`]'s bindings, params and sums, for outputs of 1-4 rows (a
-/// decode step's logits against an embedding). Grid `(x, ceil(M/4), z)` with the `ceil(N/16)`
-/// column tiles folded into x and z.
+/// column's k chunks, B read straight from memory): [`MATMUL_F32`]'s bindings, params and sums,
+/// for outputs of few rows (a decode step's logits) with B stored `[K,N]`. Grid
+/// `(x, ceil(M/4), z)` with the `ceil(N/16)` column tiles folded into x and z.
 pub const MATMUL_F32_GEMV: KernelSource = KernelSource {
     name: "matmul_f32_gemv",
     source: kernel!(
         "matmul_f32.wgsl",
+        "matmul_gemv_lanes_16.wgsl",
         "float_common.wgsl",
         "matmul_common.wgsl",
-        "matmul_gemv.wgsl"
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_direct.wgsl"
+    ),
+};
+
+/// [`MATMUL_F32_GEMV`] staging B and A through workgroup memory, so that the invocations
+/// sharing a column load whole memory sectors: for B stored `[N,K]`.
+pub const MATMUL_F32_GEMV_STAGED: KernelSource = KernelSource {
+    name: "matmul_f32_gemv_staged",
+    source: kernel!(
+        "matmul_f32.wgsl",
+        "matmul_gemv_lanes_16.wgsl",
+        "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_staged.wgsl"
+    ),
+};
+
+/// [`MATMUL_F32_GEMV_STAGED`] with one invocation per column and 256 columns per workgroup: for
+/// outputs of few rows and very many columns (logits against a large vocabulary). Grid
+/// `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
+pub const MATMUL_F32_GEMV_WIDE: KernelSource = KernelSource {
+    name: "matmul_f32_gemv_wide",
+    source: kernel!(
+        "matmul_f32.wgsl",
+        "matmul_gemv_lanes_1.wgsl",
+        "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_staged.wgsl"
     ),
 };
 
@@ -82,9 +113,37 @@ pub const MATMUL_F16_GEMV: KernelSource = KernelSource {
     name: "matmul_f16_gemv",
     source: kernel!(
         "matmul_f16.wgsl",
+        "matmul_gemv_lanes_16.wgsl",
         "float_common.wgsl",
         "matmul_common.wgsl",
-        "matmul_gemv.wgsl"
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_direct.wgsl"
+    ),
+};
+
+/// [`MATMUL_F32_GEMV_STAGED`] on f16 (as [`MATMUL_F16`]).
+pub const MATMUL_F16_GEMV_STAGED: KernelSource = KernelSource {
+    name: "matmul_f16_gemv_staged",
+    source: kernel!(
+        "matmul_f16.wgsl",
+        "matmul_gemv_lanes_16.wgsl",
+        "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_staged.wgsl"
+    ),
+};
+
+/// [`MATMUL_F32_GEMV_WIDE`] on f16 (as [`MATMUL_F16`]).
+pub const MATMUL_F16_GEMV_WIDE: KernelSource = KernelSource {
+    name: "matmul_f16_gemv_wide",
+    source: kernel!(
+        "matmul_f16.wgsl",
+        "matmul_gemv_lanes_1.wgsl",
+        "float_common.wgsl",
+        "matmul_common.wgsl",
+        "matmul_gemv_common.wgsl",
+        "matmul_gemv_staged.wgsl"
     ),
 };
 
@@ -326,9 +385,13 @@ pub const ATTENTION_COMBINE: KernelSource = KernelSource {
 pub const ALL: &[KernelSource] = &[
     MATMUL_F32,
     MATMUL_F32_GEMV,
+    MATMUL_F32_GEMV_STAGED,
+    MATMUL_F32_GEMV_WIDE,
     MATMUL_F32_T16,
     MATMUL_F16,
     MATMUL_F16_GEMV,
+    MATMUL_F16_GEMV_STAGED,
+    MATMUL_F16_GEMV_WIDE,
     MATMUL_F16_T16,
     ELEMENTWISE_BINARY,
     ELEMENTWISE_SCALAR,

@@ -36,8 +36,10 @@ pub(crate) struct Tile {
     pub cols: u64,
     /// How the kernel walks k.
     walk: Walk,
-    f32: Kernel,
-    f16: Kernel,
+    /// The f32 and f16 kernels for B stored `[K,N]`.
+    kn: [Kernel; 2],
+    /// The f32 and f16 kernels for B stored `[N,K]` (`matmul_bt`).
+    nk: [Kernel; 2],
 }
 
 /// How a tile's kernel walks k, for its loop count.
@@ -46,10 +48,12 @@ enum Walk {
     /// `matmul_tiled.wgsl`: all of k in steps of `step_k`, with `loads` tile-load loop
     /// iterations per invocation and step (as many again check and store them).
     Steps { step_k: u64, loads: u64 },
-    /// `matmul_gemv.wgsl`: rounds of `lanes` chunks, one chunk per invocation, each chunk in
-    /// steps of `step` k staged through workgroup memory: per step a load loop (`step` values
-    /// of B, 2 of A), a check-and-store loop as long, and `step` sums over the tile's rows;
-    /// then a fold of `lanes` chunk sums.
+    /// `matmul_gemv.wgsl`: rounds of `lanes` chunks, one chunk per invocation. B stored [K,N]:
+    /// per 4 k a load loop (B and the tile's rows of A) and a check-and-sum loop as long. B
+    /// stored [N,K]: steps of `step` k staged through workgroup memory, per step a load loop
+    /// (`step` values of B, the invocation's share of rows × `lanes` × `step` of A), a
+    /// check-and-store loop as long, and `step` sums over the tile's rows. Then a fold of
+    /// `lanes` chunk sums.
     Chunks { lanes: u64, step: u64 },
 }
 
@@ -64,29 +68,55 @@ impl Tile {
             Walk::Steps { step_k, loads } => k.div_ceil(step_k) * (step_k + 2 * loads + 2) + stores,
             Walk::Chunks { lanes, step } => {
                 let chunk = bitnet_cpu_ref::ops::MATMUL_CHUNK as u64;
+                // Per 4 k: 4 loads of B with the rows of A each, as many checks and sums, an exit.
+                let direct = chunk / 4 * (2 * (4 + 4 * self.rows) + 1);
                 // Loads and check-and-stores, the sums with their inner loop over the rows, and
                 // an exit test for each of the step's 5 loops and for the step loop itself.
-                let per_step = 2 * (step + 2) + step * (2 + self.rows) + 6;
-                k.div_ceil(lanes * chunk) * (chunk / step * per_step + lanes + 2) + self.rows
+                let a_loads = (self.rows * lanes * step).div_ceil(256);
+                let staged = chunk / step * (2 * (step + a_loads) + step * (2 + self.rows) + 6);
+                k.div_ceil(lanes * chunk) * (direct.max(staged) + lanes + 2) + self.rows
             }
         }
     }
 }
 
-/// A tile of `rows` × `cols` outputs whose kernel walks k as `walk` says.
-const fn tile((rows, cols): (u64, u64), walk: Walk, f32: KernelSource, f16: KernelSource) -> Tile {
+/// A tile of `rows` × `cols` outputs whose kernels walk k as `walk` says: the f32 and f16
+/// sources for B stored `[K,N]`, then for B stored `[N,K]`.
+const fn tile(
+    (rows, cols): (u64, u64),
+    walk: Walk,
+    [kn_f32, kn_f16]: [KernelSource; 2],
+    [nk_f32, nk_f16]: [KernelSource; 2],
+) -> Tile {
+    let f16 = wgpu::Features::SHADER_F16;
     Tile {
         rows,
         cols,
         walk,
-        f32: Kernel::new(f32, "main", BINDINGS),
-        f16: Kernel::new(f16, "main", BINDINGS).requiring(wgpu::Features::SHADER_F16),
+        kn: [
+            Kernel::new(kn_f32, "main", BINDINGS),
+            Kernel::new(kn_f16, "main", BINDINGS).requiring(f16),
+        ],
+        nk: [
+            Kernel::new(nk_f32, "main", BINDINGS),
+            Kernel::new(nk_f16, "main", BINDINGS).requiring(f16),
+        ],
     }
 }
 
-/// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), and 4 × 16 (up to 4
-/// rows, 16 invocations sharing each column's k chunks: `matmul_gemv.wgsl`).
-pub(crate) const TILES: [Tile; 3] = [
+impl Tile {
+    /// The kernel for variant `v` (its element type and B's layout).
+    fn kernel(&self, v: Variant) -> &Kernel {
+        let [f32, f16] = if v.bt { &self.nk } else { &self.kn };
+        if v.dtype == DType::F32 { f32 } else { f16 }
+    }
+}
+
+/// The tiles: 64 × 64 (4 × 4 outputs per invocation), 16 × 64 (1 × 4), 4 × 16 (16 invocations
+/// sharing each column's k chunks, reading a B stored `[K,N]` straight from memory and staging
+/// one stored `[N,K]`: `matmul_gemv_direct.wgsl`, `matmul_gemv_staged.wgsl`) and 4 × 256 (the
+/// staged kernel with one invocation per column).
+pub(crate) const TILES: [Tile; 4] = [
     // Tiled (`matmul_tiled.wgsl`): k by 16, RM loads of A and 4 RN4 of B per step.
     tile(
         (64, 64),
@@ -94,8 +124,8 @@ pub(crate) const TILES: [Tile; 3] = [
             step_k: 16,
             loads: 4 + 4,
         },
-        kernels::MATMUL_F32,
-        kernels::MATMUL_F16,
+        [kernels::MATMUL_F32, kernels::MATMUL_F16],
+        [kernels::MATMUL_F32, kernels::MATMUL_F16],
     ),
     tile(
         (16, 64),
@@ -103,14 +133,23 @@ pub(crate) const TILES: [Tile; 3] = [
             step_k: 16,
             loads: 1 + 4,
         },
-        kernels::MATMUL_F32_T16,
-        kernels::MATMUL_F16_T16,
+        [kernels::MATMUL_F32_T16, kernels::MATMUL_F16_T16],
+        [kernels::MATMUL_F32_T16, kernels::MATMUL_F16_T16],
     ),
     tile(
         (4, 16),
         Walk::Chunks { lanes: 16, step: 8 },
-        kernels::MATMUL_F32_GEMV,
-        kernels::MATMUL_F16_GEMV,
+        [kernels::MATMUL_F32_GEMV, kernels::MATMUL_F16_GEMV],
+        [
+            kernels::MATMUL_F32_GEMV_STAGED,
+            kernels::MATMUL_F16_GEMV_STAGED,
+        ],
+    ),
+    tile(
+        (4, 256),
+        Walk::Chunks { lanes: 1, step: 8 },
+        [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
+        [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
     ),
 ];
 
@@ -121,19 +160,43 @@ pub(crate) const TILES: [Tile; 3] = [
 /// slower than both on every shape: not kept.)
 const FILL_WORKGROUPS: u64 = 256;
 
-/// The tile for an `[m, n]` output: the 4-row one for up to 4 rows (a decode step's logits
-/// against an embedding), else 64 × 64 where it pads the rows by at most a quarter and gives
-/// [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a
-/// build with the `kernel-override` feature).
-pub(crate) fn tile_for(m: u64, n: u64) -> &'static Tile {
-    if let Some(rows) = crate::kernel_override::matmul_tile()
-        && let Some(t) = TILES.iter().find(|t| t.rows == u64::from(rows))
+/// Columns from which outputs of up to [`FEW_ROW_WIDE_MAX_ROWS`] rows against a B stored `[N,K]`
+/// take the 4 × 256 tile: wider workgroups stage B faster once there are enough of them. H100,
+/// µs, `[M, 2560] · [N, 2560]ᵀ`, 4 × 16 / 4 × 256 / 16 × 64: M = 1, N = 128256 1126 / 936 / 1983;
+/// N = 65536 597 / 494 / 1024; `[1, 4096] · [32000, 4096]ᵀ` 414 / 588 / 855; M = 8, N = 128256
+/// 2239 / 1702 / 1987. (B stored `[K,N]` is read directly, fastest with 16 lanes: M = 1,
+/// N = 128256, 4 × 16 728, 4 × 256 903 staged.)
+const FEW_ROW_WIDE_COLUMNS: u64 = 65_536;
+const FEW_ROW_WIDE_MAX_ROWS: u64 = 8;
+
+/// Most rows the 4 × 16 tile takes past 4, and most row groups × columns it may read B for (each
+/// group of 4 rows reads all of B again). H100, µs, 4 × 16 / 16 × 64: `[8, 2560] · [2560, 2560]`
+/// 65 / 150, `[16, 2560] · [2560, 2560]` 105 / 151, `[8, 2560] · [2560, 6912]` 149 / 205,
+/// `[16, 4096] · [4096, 4096]ᵀ` 226 / 339; `[16, 2560] · [6912, 2560]ᵀ` 336 / 218, `[32, 2560] ·
+/// [2560, 2560]` 196 / 182.
+const FEW_ROW_MAX_ROWS: u64 = 16;
+const FEW_ROW_MAX_READS: u64 = 16_384;
+
+/// The tile for an `[m, n]` output (B stored `[N,K]` when `bt`): 4 × 256 for up to
+/// [`FEW_ROW_WIDE_MAX_ROWS`] rows and from [`FEW_ROW_WIDE_COLUMNS`] columns with `bt` (a decode
+/// step's logits against a large vocabulary's embedding); 4 × 16
+/// for up to 4 rows, and up to [`FEW_ROW_MAX_ROWS`] where it reads B few times; else 64 × 64
+/// where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else
+/// 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the `kernel-override`
+/// feature).
+pub(crate) fn tile_for(m: u64, n: u64, bt: bool) -> &'static Tile {
+    if let Some((rows, cols)) = crate::kernel_override::matmul_tile()
+        && let Some(t) = TILES.iter().find(|t| (t.rows, t.cols) == (rows, cols))
     {
         return t;
     }
-    let [wide, narrow, few] = &TILES;
+    let [wide, narrow, few, few_wide] = &TILES;
     let tiles = m.div_ceil(wide.rows);
-    if m <= few.rows {
+    if bt && m <= FEW_ROW_WIDE_MAX_ROWS && n >= FEW_ROW_WIDE_COLUMNS {
+        few_wide
+    } else if m <= few.rows
+        || (m <= FEW_ROW_MAX_ROWS && m.div_ceil(few.rows) * n <= FEW_ROW_MAX_READS)
+    {
         few
     } else if tiles * wide.rows <= m + m / 4 && tiles * n.div_ceil(wide.cols) >= FILL_WORKGROUPS {
         wide
@@ -229,7 +292,7 @@ impl Engine {
         float_args::operand(self, v.op, a, v.dtype)?;
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
-        let tile = tile_for(m as u64, n as u64);
+        let tile = tile_for(m as u64, n as u64, v.bt);
         let on_host = || -> Result<Tensor> {
             match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(
@@ -265,11 +328,7 @@ impl Engine {
         (m, k, n): (u64, u64, u64),
         tile: &Tile,
     ) -> Result<Tensor> {
-        let kernel = if v.dtype == DType::F32 {
-            &tile.f32
-        } else {
-            &tile.f16
-        };
+        let kernel = tile.kernel(v);
         if !gpu.caps.has(kernel.requires) {
             return Err(Error::Unsupported(format!(
                 "{}: the GPU lacks wgpu::Features::SHADER_F16 (f16 shader arithmetic and storage)",

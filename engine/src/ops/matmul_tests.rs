@@ -177,16 +177,42 @@ fn every_tile_reports_cpu_refs_non_finite_input() {
 /// large GPU.
 #[test]
 fn the_tile_follows_the_outputs_size() {
-    let rows = |m, n| tile_for(m, n).rows;
-    assert_eq!(rows(1, 128_256), 4, "a decode step's logits");
-    assert_eq!(rows(4, 32_000), 4);
+    let rows = |m, n| tile_for(m, n, true).rows;
+    let cols = |m, n| tile_for(m, n, true).cols;
     assert_eq!(
-        rows(1, 2560),
-        4,
-        "the 4-row tile shares each column's k: any N"
+        (rows(1, 128_256), cols(1, 128_256)),
+        (4, 256),
+        "a decode step's logits"
+    );
+    assert_eq!((rows(4, 32_000), cols(4, 32_000)), (4, 16));
+    assert_eq!(
+        (rows(1, 2560), cols(1, 2560)),
+        (4, 16),
+        "the 4 × 16 tile shares each column's k: any N"
     );
     assert_eq!(rows(4, 1), 4);
-    assert_eq!(rows(5, 2560), 16);
+    assert_eq!(rows(8, 2560), 4, "two groups of 4 rows read B twice");
+    assert_eq!(rows(16, 4096), 4);
+    assert_eq!(rows(16, 4097), 16);
+    assert_eq!((rows(8, 128_256), cols(8, 128_256)), (4, 256));
+    let kn = |m, n| {
+        let t = tile_for(m, n, false);
+        (t.rows, t.cols)
+    };
+    assert_eq!(
+        kn(1, 128_256),
+        (4, 16),
+        "B stored [K,N] is read directly, 16 lanes"
+    );
+    assert_eq!(kn(8, 128_256), (16, 64));
+    assert_eq!(kn(8, 2560), (4, 16));
+    assert_eq!(rows(9, 128_256), 16, "B read three times");
+    assert_eq!(
+        rows(12, 6912),
+        16,
+        "B read three times costs more than 16 × 64"
+    );
+    assert_eq!(rows(17, 64), 16);
     assert_eq!(
         rows(64, 2560),
         16,
@@ -206,15 +232,23 @@ fn the_tile_follows_the_outputs_size() {
 /// The CPU adapters' loop estimate counts every loop of each tile's kernel as not unrolled.
 #[test]
 fn the_loop_estimates_count_every_loop() {
-    let [wide, narrow, few] = &TILES;
+    let [wide, narrow, few, few_wide] = &TILES;
     // Per 16 k: 16 products, 4 + 4 loads and as many checks, 2 exit tests; 16 stores.
     assert_eq!(wide.loops(32), 2 * 34 + 16);
     // Per 16 k: 16 products, 1 + 4 loads and as many checks, 2 exit tests; 4 stores.
     assert_eq!(narrow.loops(17), 2 * 28 + 4);
-    // Per round of 16 chunks of 64 k, 8 steps of 8 k: 8 loads of B and 2 of A and as many
-    // checks and stores, 8 sums each reading 4 rows of A and an exit test, 6 exit tests; a fold
-    // of 16 chunk sums and 2 exit tests; 4 stores.
-    let round = 8 * (2 * (8 + 2) + 8 * (1 + 4 + 1) + 6) + 16 + 2;
+    // Per round of 16 chunks of 64 k, the longer of the two ways to walk a chunk: with B stored
+    // [K,N], per 4 k, 4 loads of B with 4 rows of A each and as many checks and sums, and an exit
+    // test (656); with B stored [N,K], 8 steps of 8 k: 8 loads of B and 2 of A and as many checks
+    // and stores, 8 sums each reading 4 rows of A and an exit test, 6 exit tests (592). Then a
+    // fold of 16 chunk sums and 2 exit tests; 4 stores.
+    let direct = 16 * (2 * (4 + 16) + 1);
+    assert!(direct > 8 * (2 * (8 + 2) + 8 * (1 + 4 + 1) + 6));
+    let round = direct + 16 + 2;
     assert_eq!(few.loops(8), round + 4);
     assert_eq!(few.loops(1025), 2 * round + 4);
+    // One lane: rounds of one chunk (1 load of A per staged step); a fold of 1.
+    let round = direct + 1 + 2;
+    assert_eq!(few_wide.loops(64), round + 4);
+    assert_eq!(few_wide.loops(65), 2 * round + 4);
 }

@@ -46,7 +46,7 @@ fn rms_norm_and_softmax_over_long_rows_match_cpu_ref() {
 #[test]
 fn matmul_over_a_long_inner_dimension_matches_cpu_ref() {
     let e = engine();
-    // 2 rows: the few-row kernel, 64 rounds of 16 chunks of 64 k (about 39 000 loop iterations
+    // 2 rows: the few-row kernel, 64 rounds of 16 chunks of 64 k (about 43 000 loop iterations
     // per invocation: on the GPU even on lavapipe). 5 rows: the 16 × 64 tile, 4 096 steps of
     // 16 k (about 115 000: on cpu-ref there).
     for m in [2, 5] {
