@@ -1,4 +1,4 @@
-// What the float matmul kernels share (matmul_tiled.wgsl, matmul_gemv.wgsl): the params, the
+// What the float matmul kernels share (matmul_tiled.wgsl, matmul_gemv_*.wgsl): the params, the
 // status words, the guarded loads of A and B with their checks, the checked store of C, and the pin against
 // fused multiply-add. The element-type file (matmul_f32.wgsl or matmul_f16.wgsl) declares the
 // bindings a, b, c and the accessors load_a, load_b, store_c and c_non_finite; float_common.wgsl
