@@ -5,12 +5,12 @@
 // rows for each one kept and walk all of k in each workgroup.
 //
 // One output's k chunks (MM_CHUNK each) may be summed side by side: each workgroup of 256
-// invocations makes up to 4 rows of COLS columns, and LANES invocations (a header file:
-// matmul_gemv_lanes_*.wgsl) share each column, one chunk each. A round covers LANES chunks: every
-// invocation sums its chunk for its column (the products of up to 4 rows, each rounded, then
-// added, k ascending), leaves the sums in workgroup memory, and one invocation per column adds
-// them to its totals in chunk order: cpu-ref's order, so the same bits as every other tile. With
-// one lane, each invocation adds its own chunk sums.
+// invocations makes up to 4 rows of COLS columns, and LANES invocations (from a header file:
+// matmul_gemv_lanes_16.wgsl or matmul_gemv_wide_*.wgsl) share each column, one chunk each. A
+// round covers LANES chunks: every invocation sums its chunk for its column (the products of up
+// to 4 rows, each rounded, then added, k ascending), leaves the sums in workgroup memory, and one
+// invocation per column adds them to its totals in chunk order: cpu-ref's order, so the same bits
+// as every other tile. With one lane, each invocation adds its own chunk sums.
 //
 // A value that is not finite is remembered (its least flat index) and reported once, after the
 // loop: a status word's atomic inside the loop would keep each load waiting on the one before it.

@@ -8,7 +8,7 @@
 // stages a B stored [K,N] too, but reading that one directly was faster
 // (docs/perf/float-matmul.md).
 
-const STEP: u32 = 8u;             // k per chunk and step
+// STEP (k per chunk and step) comes with LANES from the header file.
 const SLOT: u32 = STEP + 1u;      // a slot's stride in words: odd, so slots fall in distinct banks
 const A_VALUES: u32 = ROWS * LANES * STEP; // A values of one step
 const A_PER: u32 = (A_VALUES + 255u) / 256u; // A loads per invocation and step

@@ -67,14 +67,15 @@ pub const MATMUL_F32_GEMV_STAGED: KernelSource = KernelSource {
     ),
 };
 
-/// [`MATMUL_F32_GEMV_STAGED`] with one invocation per column and 256 columns per workgroup: for
-/// outputs of few rows and very many columns (logits against a large vocabulary). Grid
+/// [`MATMUL_F32_GEMV_STAGED`] with one invocation per column and 256 columns per workgroup,
+/// staging 16 k per step: for outputs of few rows and very many columns (logits against a large
+/// vocabulary). Needs [`MATMUL_GEMV_WIDE_WORKGROUP_BYTES`] of workgroup memory. Grid
 /// `(x, ceil(M/4), z)` with the `ceil(N/256)` column tiles folded into x and z.
 pub const MATMUL_F32_GEMV_WIDE: KernelSource = KernelSource {
     name: "matmul_f32_gemv_wide",
     source: kernel!(
         "matmul_f32.wgsl",
-        "matmul_gemv_lanes_1.wgsl",
+        "matmul_gemv_wide_f32.wgsl",
         "float_common.wgsl",
         "matmul_common.wgsl",
         "matmul_gemv_common.wgsl",
@@ -134,12 +135,18 @@ pub const MATMUL_F16_GEMV_STAGED: KernelSource = KernelSource {
     ),
 };
 
-/// [`MATMUL_F32_GEMV_WIDE`] on f16 (as [`MATMUL_F16`]).
+/// Workgroup bytes of [`MATMUL_F32_GEMV_WIDE`]: the staged B (256 slots of 16 k, padded to 17
+/// words), A (4 rows, 17 words) and the chunk sums (256 vec4). Past WebGPU's default limit, so
+/// the engine checks the device's before it picks the tile. ([`MATMUL_F16_GEMV_WIDE`] stages 8 k
+/// per step and stays within the default.)
+pub const MATMUL_GEMV_WIDE_WORKGROUP_BYTES: u32 = 4 * (256 * 17 + 4 * 17 + 4 * 256);
+
+/// [`MATMUL_F32_GEMV_WIDE`] on f16 (as [`MATMUL_F16`]), staging 8 k per step (faster for f16).
 pub const MATMUL_F16_GEMV_WIDE: KernelSource = KernelSource {
     name: "matmul_f16_gemv_wide",
     source: kernel!(
         "matmul_f16.wgsl",
-        "matmul_gemv_lanes_1.wgsl",
+        "matmul_gemv_wide_f16.wgsl",
         "float_common.wgsl",
         "matmul_common.wgsl",
         "matmul_gemv_common.wgsl",

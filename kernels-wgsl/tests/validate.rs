@@ -8,7 +8,7 @@
 //! the params declaration rewritten to `var<immediate>` (engine/src/pipelines.rs). It also checks
 //! the WebGPU default compute limits the engine relies on (workgroup size and storage).
 
-use bitnet_kernels_wgsl::{KernelSource, all, bitnet};
+use bitnet_kernels_wgsl::{KernelSource, all, bitnet, tensor};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 /// WebGPU default `max_compute_invocations_per_workgroup`.
@@ -110,6 +110,12 @@ fn check_limits(kernel: &KernelSource, module: &naga::Module) -> Result<(), Stri
     let limit = if let Some(bytes) = coop_bytes {
         // The engine checks the device limit before it plans this kernel (cooperative-matrix
         // devices: the H100 / H200 offer 48 KiB); its own figure must be what the module declares.
+        assert_eq!(storage, bytes, "{}", kernel.name);
+        bytes
+    } else if kernel.name == tensor::MATMUL_F32_GEMV_WIDE.name {
+        // The engine checks the device limit before it picks the 4 × 256 matmul tile; its own
+        // figure must be what the module declares.
+        let bytes = tensor::MATMUL_GEMV_WIDE_WORKGROUP_BYTES;
         assert_eq!(storage, bytes, "{}", kernel.name);
         bytes
     } else if kernel.name == bitnet::BITLINEAR_GEMV_LEAN_SUBGROUP.name {

@@ -117,7 +117,11 @@ impl Engine {
         float_args::operand(self, v.op, a, v.dtype)?;
         float_args::operand(self, v.op, b, v.dtype)?;
         let (m, k, n) = dims(v, a.shape(), b.shape())?;
-        let tile = tile_for(m as u64, n as u64, v.bt);
+        // Without a GPU the tile only sizes the loop estimate, which no CPU adapter asks for.
+        let storage = self.gpu_context().map_or(u32::MAX, |g| {
+            g.caps.limits.max_compute_workgroup_storage_size
+        });
+        let tile = tile_for(m as u64, n as u64, v.bt, storage);
         let on_host = || -> Result<Tensor> {
             match (v.dtype, v.bt) {
                 (DType::F32, false) => store_f32(
@@ -159,6 +163,16 @@ impl Engine {
                 "{}: the GPU lacks wgpu::Features::SHADER_F16 (f16 shader arithmetic and storage)",
                 v.op
             )));
+        }
+        // tile_for never picks such a tile there; a forced one (kernel-override) reports it.
+        let storage = gpu.caps.limits.max_compute_workgroup_storage_size;
+        if tile.workgroup_bytes > storage {
+            return Err(Error::LimitExceeded {
+                limit: "max_compute_workgroup_storage_size",
+                requested: u64::from(tile.workgroup_bytes),
+                max: u64::from(storage),
+                what: format!("{}: the {} × {} tile's kernel", v.op, tile.rows, tile.cols),
+            });
         }
         // Saturating: a and b exist, but an output of m × n can pass u64 (then past u32 too).
         for (what, count) in [("a", m * k), ("b", k * n), ("output", m.saturating_mul(n))] {

@@ -23,6 +23,9 @@ pub(crate) struct Tile {
     kn: [Kernel; 2],
     /// The f32 and f16 kernels for B stored `[N,K]` (`matmul_bt`).
     nk: [Kernel; 2],
+    /// Workgroup memory the most demanding of its kernels needs past WebGPU's default 16384
+    /// bytes (0: all within it).
+    pub workgroup_bytes: u32,
 }
 
 /// How a tile's kernel walks k, for its loop count.
@@ -84,6 +87,15 @@ const fn tile(
             Kernel::new(nk_f32, "main", BINDINGS),
             Kernel::new(nk_f16, "main", BINDINGS).requiring(f16),
         ],
+        workgroup_bytes: 0,
+    }
+}
+
+/// [`tile`] for kernels that need `bytes` of workgroup memory, past WebGPU's default.
+const fn with_workgroup_bytes(t: Tile, bytes: u32) -> Tile {
+    Tile {
+        workgroup_bytes: bytes,
+        ..t
     }
 }
 
@@ -128,11 +140,14 @@ pub(crate) const TILES: [Tile; 4] = [
             kernels::MATMUL_F16_GEMV_STAGED,
         ],
     ),
-    tile(
-        (4, 256),
-        Walk::Chunks { lanes: 1, step: 8 },
-        [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
-        [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
+    with_workgroup_bytes(
+        tile(
+            (4, 256),
+            Walk::Chunks { lanes: 1, step: 16 },
+            [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
+            [kernels::MATMUL_F32_GEMV_WIDE, kernels::MATMUL_F16_GEMV_WIDE],
+        ),
+        kernels::MATMUL_GEMV_WIDE_WORKGROUP_BYTES,
     ),
 ];
 
@@ -147,8 +162,9 @@ const FILL_WORKGROUPS: u64 = 256;
 /// take the 4 × 256 tile: wider workgroups stage B faster once there are enough of them. H100,
 /// µs, `[M, 2560] · [N, 2560]ᵀ`, 4 × 16 / 4 × 256 / 16 × 64: M = 1, N = 128256 1126 / 936 / 1983;
 /// N = 65536 597 / 494 / 1024; `[1, 4096] · [32000, 4096]ᵀ` 414 / 588 / 855; M = 8, N = 128256
-/// 2239 / 1702 / 1987. (B stored `[K,N]` is read directly, fastest with 16 lanes: M = 1,
-/// N = 128256, 4 × 16 728, 4 × 256 903 staged.)
+/// 2239 / 1702 / 1987 (4 × 256 at 8 k per step; at 16, the f32 kernel's now, 861 and 440 for
+/// M = 1). (B stored `[K,N]` is read directly, fastest with 16 lanes: M = 1, N = 128256,
+/// 4 × 16 728, 4 × 256 903 staged.)
 const FEW_ROW_WIDE_COLUMNS: u64 = 65_536;
 const FEW_ROW_WIDE_MAX_ROWS: u64 = 8;
 
@@ -160,14 +176,15 @@ const FEW_ROW_WIDE_MAX_ROWS: u64 = 8;
 const FEW_ROW_MAX_ROWS: u64 = 16;
 const FEW_ROW_MAX_READS: u64 = 16_384;
 
-/// The tile for an `[m, n]` output (B stored `[N,K]` when `bt`): 4 × 256 for up to
-/// [`FEW_ROW_WIDE_MAX_ROWS`] rows and from [`FEW_ROW_WIDE_COLUMNS`] columns with `bt` (a decode
-/// step's logits against a large vocabulary's embedding); 4 × 16
+/// The tile for an `[m, n]` output (B stored `[N,K]` when `bt`) on a device with
+/// `workgroup_storage` bytes of workgroup memory: 4 × 256 for up to [`FEW_ROW_WIDE_MAX_ROWS`]
+/// rows and from [`FEW_ROW_WIDE_COLUMNS`] columns with `bt` (a decode step's logits against a
+/// large vocabulary's embedding) where its kernel's memory fits; 4 × 16
 /// for up to 4 rows, and up to [`FEW_ROW_MAX_ROWS`] where it reads B few times; else 64 × 64
 /// where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else
 /// 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the `kernel-override`
 /// feature).
-pub(crate) fn tile_for(m: u64, n: u64, bt: bool) -> &'static Tile {
+pub(crate) fn tile_for(m: u64, n: u64, bt: bool, workgroup_storage: u32) -> &'static Tile {
     if let Some((rows, cols)) = crate::kernel_override::matmul_tile()
         && let Some(t) = TILES.iter().find(|t| (t.rows, t.cols) == (rows, cols))
     {
@@ -175,7 +192,8 @@ pub(crate) fn tile_for(m: u64, n: u64, bt: bool) -> &'static Tile {
     }
     let [wide, narrow, few, few_wide] = &TILES;
     let tiles = m.div_ceil(wide.rows);
-    if bt && m <= FEW_ROW_WIDE_MAX_ROWS && n >= FEW_ROW_WIDE_COLUMNS {
+    let wide_fits = workgroup_storage >= few_wide.workgroup_bytes;
+    if bt && wide_fits && m <= FEW_ROW_WIDE_MAX_ROWS && n >= FEW_ROW_WIDE_COLUMNS {
         few_wide
     } else if m <= few.rows
         || (m <= FEW_ROW_MAX_ROWS && m.div_ceil(few.rows) * n <= FEW_ROW_MAX_READS)
