@@ -26,6 +26,12 @@ const NONE: u32 = 0xffffffffu;
 // The chunk sums of one round, [lane][column].
 var<workgroup> chunk_sums: array<vec4<f32>, 256>;
 
+// The first row and column of workgroup wg's outputs. Column tiles are folded into grid x and z
+// (wide N); tiles past N load zeros and store nothing.
+fn gemv_origin(wg: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    return vec2<u32>(wg.y * ROWS, (wg.x + wg.z * nwg.x) * COLS);
+}
+
 // The (column, lane) of invocation (or staging slot) s. Which invocations share a column follows
 // B's layout, so that loads walk B's contiguous axis: with B stored [N,K] a column's chunks are
 // neighbours; with B stored [K,N] a chunk's columns are.

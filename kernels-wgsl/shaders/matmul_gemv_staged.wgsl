@@ -99,9 +99,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let row0 = wg.y * ROWS;
-    // Column tiles are folded into grid x and z (wide N); tiles past N load zeros, store nothing.
-    let col0 = (wg.x + wg.z * nwg.x) * COLS;
+    let origin = gemv_origin(wg, nwg);
+    let row0 = origin.x;
+    let col0 = origin.y;
     let own = slot_column_lane(t);
     let checks_a = col0 == 0u;
 
