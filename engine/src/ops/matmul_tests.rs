@@ -223,8 +223,17 @@ fn the_tile_follows_the_outputs_size() {
         (4, 16),
         "B stored [K,N] is read directly, 16 lanes"
     );
-    assert_eq!(kn(8, 128_256), (16, 64));
+    assert_eq!(
+        kn(8, 128_256),
+        (4, 16),
+        "read directly, 8 rows beat 16 × 64 at any N"
+    );
     assert_eq!(kn(8, 2560), (4, 16));
+    assert_eq!(kn(16, 6912), (4, 16));
+    assert_eq!(kn(16, 32_000), (16, 64));
+    assert_eq!(kn(32, 2560), (4, 16));
+    assert_eq!(kn(32, 6912), (16, 64));
+    assert_eq!(kn(33, 64), (16, 64));
     let webgpu_default = 16_384;
     let logits = tile_for(1, 128_256, true, webgpu_default);
     assert_eq!(

@@ -168,22 +168,42 @@ const FILL_WORKGROUPS: u64 = 256;
 const FEW_ROW_WIDE_COLUMNS: u64 = 65_536;
 const FEW_ROW_WIDE_MAX_ROWS: u64 = 8;
 
-/// Most rows the 4 × 16 tile takes past 4, and most row groups × columns it may read B for (each
-/// group of 4 rows reads all of B again). H100, µs, 4 × 16 / 16 × 64: `[8, 2560] · [2560, 2560]`
-/// 52 / 150, `[8, 2560] · [2560, 2560]ᵀ` 66 / 175, `[16, 2560] · [2560, 2560]` 76 / 151,
+/// Where the 4 × 16 tile is taken, for one layout of B: always up to `always` rows, and up to
+/// `max_rows` where ceil(M/4) × N — how much of B its row groups read, each all of B again — is
+/// at most `max_reads`.
+struct FewRowReach {
+    always: u64,
+    max_rows: u64,
+    max_reads: u64,
+}
+
+/// B stored `[K,N]`, read straight from memory. H100, µs, `[M, 2560] · [2560, N]`, 4 × 16 /
+/// 16 × 64: M = 8, N = 2560 52 / 149, 6912 103 / 205, 32000 387 / 473, 128256 1449 / 1686;
+/// M = 16, N = 6912 184 / 205, 32000 737 / 474; M = 24, N = 2560 109 / 179, 6912 254 / 261;
+/// M = 32, N = 2560 132 / 159, 6912 333 / 262.
+const FEW_ROW_REACH_KN: FewRowReach = FewRowReach {
+    always: 8,
+    max_rows: 32,
+    max_reads: 32_768,
+};
+
+/// B stored `[N,K]`, staged. H100, µs, 4 × 16 / 16 × 64: `[8, 2560] · [2560, 2560]ᵀ` 66 / 175,
 /// `[16, 4096] · [4096, 4096]ᵀ` 223 / 339; `[16, 2560] · [6912, 2560]ᵀ` 336 / 218, `[32, 2560] ·
-/// [2560, 2560]ᵀ` 198 / 176 (more in `docs/perf/float-matmul.md`).
-const FEW_ROW_MAX_ROWS: u64 = 16;
-const FEW_ROW_MAX_READS: u64 = 16_384;
+/// [2560, 2560]ᵀ` 198 / 176, `[8, 2560] · [128256, 2560]ᵀ` 2234 / 1988 (more in
+/// `docs/perf/float-matmul.md`).
+const FEW_ROW_REACH_NK: FewRowReach = FewRowReach {
+    always: 4,
+    max_rows: 16,
+    max_reads: 16_384,
+};
 
 /// The tile for an `[m, n]` output (B stored `[N,K]` when `bt`) on a device with
 /// `workgroup_storage` bytes of workgroup memory: 4 × 256 for up to [`FEW_ROW_WIDE_MAX_ROWS`]
 /// rows and from [`FEW_ROW_WIDE_COLUMNS`] columns with `bt` (a decode step's logits against a
-/// large vocabulary's embedding) where its kernel's memory fits; 4 × 16
-/// for up to 4 rows, and up to [`FEW_ROW_MAX_ROWS`] where it reads B few times; else 64 × 64
-/// where it pads the rows by at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else
-/// 16 × 64 (or the one `BITNET_MATMUL_TILE` forces in a build with the `kernel-override`
-/// feature).
+/// large vocabulary's embedding) where its kernel's memory fits; 4 × 16 within its reach for the
+/// layout ([`FEW_ROW_REACH_KN`], [`FEW_ROW_REACH_NK`]); else 64 × 64 where it pads the rows by
+/// at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one
+/// `BITNET_MATMUL_TILE` forces in a build with the `kernel-override` feature).
 pub(crate) fn tile_for(m: u64, n: u64, bt: bool, workgroup_storage: u32) -> &'static Tile {
     if let Some((rows, cols)) = crate::kernel_override::matmul_tile()
         && let Some(t) = TILES.iter().find(|t| (t.rows, t.cols) == (rows, cols))
@@ -194,10 +214,14 @@ pub(crate) fn tile_for(m: u64, n: u64, bt: bool, workgroup_storage: u32) -> &'st
     let tiles = m.div_ceil(wide.rows);
     let wide_fits = workgroup_storage >= few_wide.workgroup_bytes;
     if bt && wide_fits && m <= FEW_ROW_WIDE_MAX_ROWS && n >= FEW_ROW_WIDE_COLUMNS {
-        few_wide
-    } else if m <= few.rows
-        || (m <= FEW_ROW_MAX_ROWS && m.div_ceil(few.rows) * n <= FEW_ROW_MAX_READS)
-    {
+        return few_wide;
+    }
+    let reach = if bt {
+        &FEW_ROW_REACH_NK
+    } else {
+        &FEW_ROW_REACH_KN
+    };
+    if m <= reach.always || (m <= reach.max_rows && m.div_ceil(few.rows) * n <= reach.max_reads) {
         few
     } else if tiles * wide.rows <= m + m / 4 && tiles * n.div_ceil(wide.cols) >= FILL_WORKGROUPS {
         wide
