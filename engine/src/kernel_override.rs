@@ -74,37 +74,27 @@ pub(crate) fn kernel_text(source: KernelSource) -> Cow<'static, str> {
 }
 
 /// Logs `message` at warn the first time this process sees it.
-fn warn_once(message: &str) {
+pub(crate) fn warn_once(message: &str) {
     if crate::cache_file::first_sighting(KERNEL_OVERRIDE_ENV, message) {
         log::warn!("bitnet-wgpu: {message}");
     }
 }
 
 /// Environment variable (feature `kernel-override` only): the float matmul's output tile for
-/// every shape, as rows × columns — `64x64`, `16x64`, `4x16` or `4x256`, or just the rows `64`,
-/// `16` or `4` (`4x16`) — to time the tiles against each other on one shape (`ops/matmul.rs`
-/// chooses by the output's size otherwise).
+/// every shape, as rows × columns — `64x64`, `16x64`, `4x16` or `4x256` — or just the rows (the
+/// first tile of `ops/matmul_tiles.rs` with that many: `4` is `4x16`), to time the tiles against
+/// each other on one shape (`tile_for` chooses by the output's size otherwise).
 pub const MATMUL_TILE_ENV: &str = "BITNET_MATMUL_TILE";
 
-/// The tile [`MATMUL_TILE_ENV`] forces, if any (read once per process; logged once when set
-/// without the feature): every matmul call asks.
-pub(crate) fn matmul_tile() -> Option<(u64, u64)> {
-    static TILE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+/// The tile [`MATMUL_TILE_ENV`] forces, if any, as (rows, columns if given), read once per
+/// process (logged once when set without the feature or not in that form; `tile_for` logs one
+/// that names no tile): every matmul call asks.
+pub(crate) fn matmul_tile() -> Option<(u64, Option<u64>)> {
+    static TILE: std::sync::OnceLock<Option<(u64, Option<u64>)>> = std::sync::OnceLock::new();
     *TILE.get_or_init(read_matmul_tile)
 }
 
-/// The tiles [`MATMUL_TILE_ENV`] may name, as (name, rows, columns).
-const MATMUL_TILES: [(&str, u64, u64); 7] = [
-    ("64", 64, 64),
-    ("16", 16, 64),
-    ("4", 4, 16),
-    ("64x64", 64, 64),
-    ("16x64", 16, 64),
-    ("4x16", 4, 16),
-    ("4x256", 4, 256),
-];
-
-fn read_matmul_tile() -> Option<(u64, u64)> {
+fn read_matmul_tile() -> Option<(u64, Option<u64>)> {
     let value = std::env::var(MATMUL_TILE_ENV).ok()?;
     let value = value.trim();
     if value.is_empty() {
@@ -117,16 +107,17 @@ fn read_matmul_tile() -> Option<(u64, u64)> {
         ));
         return None;
     }
-    match MATMUL_TILES.iter().find(|(name, ..)| *name == value) {
-        Some(&(_, rows, cols)) => Some((rows, cols)),
-        None => {
-            warn_once(&format!(
-                "{MATMUL_TILE_ENV}={value:?} is not 64x64, 16x64, 4x16 or 4x256 (or 64, 16, 4): \
-                 the matmul picks its tile by shape"
-            ));
-            None
-        }
+    let parsed = match value.split_once('x') {
+        Some((rows, cols)) => rows.parse().ok().zip(cols.parse().ok().map(Some)),
+        None => value.parse().ok().map(|rows| (rows, None)),
+    };
+    if parsed.is_none() {
+        warn_once(&format!(
+            "{MATMUL_TILE_ENV}={value:?} is not ROWSxCOLS or ROWS: the matmul picks its tile by \
+             shape"
+        ));
     }
+    parsed
 }
 
 /// `dir/<name>.wgsl`: its text, `None` if there is no such file, or why it cannot be read (not

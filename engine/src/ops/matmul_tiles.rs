@@ -205,10 +205,17 @@ const FEW_ROW_REACH_NK: FewRowReach = FewRowReach {
 /// at most a quarter and gives [`FILL_WORKGROUPS`] workgroups, else 16 × 64 (or the one
 /// `BITNET_MATMUL_TILE` forces in a build with the `kernel-override` feature).
 pub(crate) fn tile_for(m: u64, n: u64, bt: bool, workgroup_storage: u32) -> &'static Tile {
-    if let Some((rows, cols)) = crate::kernel_override::matmul_tile()
-        && let Some(t) = TILES.iter().find(|t| (t.rows, t.cols) == (rows, cols))
-    {
-        return t;
+    if let Some((rows, cols)) = crate::kernel_override::matmul_tile() {
+        let named = |t: &&Tile| t.rows == rows && cols.is_none_or(|c| t.cols == c);
+        match TILES.iter().find(named) {
+            Some(t) => return t,
+            None => crate::kernel_override::warn_once(&format!(
+                "{}: no {rows} × {} tile (64x64, 16x64, 4x16, 4x256): the matmul picks its \
+                 tile by shape",
+                crate::kernel_override::MATMUL_TILE_ENV,
+                cols.map_or("any".into(), |c| c.to_string()),
+            )),
+        }
     }
     let [wide, narrow, few, few_wide] = &TILES;
     let tiles = m.div_ceil(wide.rows);
